@@ -1,0 +1,172 @@
+//! The handshake and server-information commands.
+
+use bson::{Bson, Document, doc};
+
+use super::Ctx;
+use crate::error::Result;
+use crate::wire::MAX_MESSAGE_SIZE;
+
+/// The wire version reported: 21 is MongoDB 7.0, which current drivers accept.
+pub const MAX_WIRE_VERSION: i32 = 21;
+pub const VERSION: &str = "7.0.0";
+
+pub async fn hello(ctx: &Ctx<'_>) -> Result<Document> {
+    let legacy = !ctx.cmd.contains_key("hello");
+    let mut d = doc! {
+        "isWritablePrimary": true,
+        "maxBsonObjectSize": 16 * 1024 * 1024,
+        "maxMessageSizeBytes": MAX_MESSAGE_SIZE as i32,
+        "maxWriteBatchSize": 100_000,
+        "localTime": bson::DateTime::now(),
+        "logicalSessionTimeoutMinutes": 30,
+        "connectionId": ctx.conn.id as i32,
+        "minWireVersion": 0,
+        "maxWireVersion": MAX_WIRE_VERSION,
+        "readOnly": false,
+    };
+    if legacy {
+        // isMaster answers with `ismaster`, as older drivers expect.
+        d.remove("isWritablePrimary");
+        let mut with = doc! {"ismaster": true};
+        with.extend(d);
+        d = with;
+    }
+    if !ctx.conn.compressors.is_empty() {
+        d.insert(
+            "compression",
+            ctx.conn
+                .compressors
+                .iter()
+                .map(|c| Bson::String(c.name().to_owned()))
+                .collect::<Vec<_>>(),
+        );
+    }
+    Ok(d)
+}
+
+pub async fn build_info(_: &Ctx<'_>) -> Result<Document> {
+    Ok(doc! {
+        "version": VERSION,
+        "gitVersion": "argon",
+        "versionArray": [7, 0, 0, 0],
+        "bits": 64,
+        "debug": false,
+        "maxBsonObjectSize": 16 * 1024 * 1024,
+        "storageEngines": ["argon"],
+        "modules": [],
+        "argon": {"version": env!("CARGO_PKG_VERSION")},
+    })
+}
+
+pub async fn ping(_: &Ctx<'_>) -> Result<Document> {
+    Ok(Document::new())
+}
+
+pub async fn get_parameter(ctx: &Ctx<'_>) -> Result<Document> {
+    ctx.require_admin("getParameter")?;
+    let all = doc! {
+        "featureCompatibilityVersion": {"version": "7.0"},
+        "authenticationMechanisms": [],
+        "maxBSONDepth": 100,
+        "cursorTimeoutMillis": crate::cursor::IDLE_TIMEOUT.as_millis() as i64,
+        "logicalSessionTimeoutMinutes": 30,
+        "transactionLifetimeLimitSeconds": 60,
+    };
+    let want_all = matches!(ctx.cmd.get("getParameter"), Some(Bson::String(s)) if s == "*")
+        || matches!(ctx.cmd.get("getParameter"), Some(Bson::Document(d)) if d.get_bool("allParameters").unwrap_or(false));
+    if want_all {
+        return Ok(all);
+    }
+    let mut out = Document::new();
+    for (k, _) in ctx.cmd.iter().skip(1) {
+        if let Some(v) = all.get(k) {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    if out.is_empty() {
+        return Err(crate::error::CommandError::new(
+            crate::error::ErrorCode::InvalidOptions,
+            "no option found to get",
+        ));
+    }
+    Ok(out)
+}
+
+pub async fn whatsmyuri(ctx: &Ctx<'_>) -> Result<Document> {
+    Ok(doc! {"you": ctx.conn.peer.to_string()})
+}
+
+pub async fn connection_status(_: &Ctx<'_>) -> Result<Document> {
+    Ok(doc! {"authInfo": {"authenticatedUsers": [], "authenticatedUserRoles": []}})
+}
+
+pub async fn server_status(ctx: &Ctx<'_>) -> Result<Document> {
+    let m = &ctx.svc.metrics;
+    Ok(doc! {
+        "host": hostname(),
+        "version": VERSION,
+        "process": "argon-sidecar",
+        "pid": std::process::id() as i64,
+        "uptime": ctx.svc.started.elapsed().as_secs() as i64,
+        "uptimeMillis": ctx.svc.started.elapsed().as_millis() as i64,
+        "localTime": bson::DateTime::now(),
+        "connections": {
+            "current": m.connections_open.get() as i32,
+            "totalCreated": m.connections_total.get() as i64,
+        },
+        "metrics": {"cursor": {"open": {"total": ctx.svc.cursors.len() as i64}}},
+        "argon": {"project": ctx.svc.wal.project(), "defaultBranch": ctx.svc.default_branch.clone()},
+    })
+}
+
+pub async fn host_info(_: &Ctx<'_>) -> Result<Document> {
+    Ok(doc! {
+        "system": {
+            "hostname": hostname(),
+            "numCores": std::thread::available_parallelism().map(|n| n.get() as i32).unwrap_or(1),
+            "cpuArch": std::env::consts::ARCH,
+        },
+        "os": {"type": std::env::consts::OS, "name": std::env::consts::OS},
+        "extra": {},
+    })
+}
+
+pub async fn get_cmd_line_opts(_: &Ctx<'_>) -> Result<Document> {
+    Ok(doc! {"argv": std::env::args().collect::<Vec<_>>(), "parsed": {}})
+}
+
+pub async fn get_log(ctx: &Ctx<'_>) -> Result<Document> {
+    ctx.require_admin("getLog")?;
+    Ok(doc! {"totalLinesWritten": 0, "log": []})
+}
+
+pub async fn list_commands(_: &Ctx<'_>) -> Result<Document> {
+    let mut cmds = Document::new();
+    for c in super::COMMANDS {
+        cmds.insert(
+            c.name,
+            doc! {"help": "", "requiresAuth": false, "secondaryOk": true, "adminOnly": false},
+        );
+    }
+    Ok(doc! {"commands": cmds})
+}
+
+/// Sessions hold no server state beyond retryable-write replies, which
+/// expire by count; ending them is an acknowledgement.
+pub async fn end_sessions(_: &Ctx<'_>) -> Result<Document> {
+    Ok(Document::new())
+}
+
+pub async fn start_session(_: &Ctx<'_>) -> Result<Document> {
+    let id = bson::Binary {
+        subtype: bson::spec::BinarySubtype::Uuid,
+        bytes: bson::uuid::Uuid::new().bytes().to_vec(),
+    };
+    Ok(doc! {"id": {"id": id}, "timeoutMinutes": 30})
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".to_owned())
+}

@@ -1,0 +1,219 @@
+//! Argon's admin commands on `admin`: branches and the log.
+//!
+//! ```text
+//! {argonCreateBranch: "dev", from: "main", atSeq?: 12, atTime?: Timestamp|Date}
+//! {argonListBranches: 1}
+//! {argonDeleteBranch: "dev", force?: false}
+//! {argonResetBranch: "dev", toSeq | toTime, dryRun?: false, backupBranch?: "dev-backup"}
+//! {argonLogInfo: "dev"}   (or {argonLogInfo: 1, branch: "dev"})
+//! ```
+//! Replies carry the branch record: name, parent, forkSeq, headSeq, times.
+
+use argon_wal::{BranchInfo, CommitInfo, Diff, ReadPoint, Seq};
+use bson::{Bson, Document, doc};
+
+use super::{Ctx, opt_bool};
+use crate::error::{CommandError, Result};
+use crate::target::{cluster_time, commit_time};
+use crate::wal_error::from_wal;
+
+fn date(t: argon_wal::CommitTime) -> Bson {
+    Bson::DateTime(bson::DateTime::from_millis(t.0))
+}
+
+/// The branch record as replies show it.
+pub fn branch_doc(b: &BranchInfo) -> Document {
+    let mut d = doc! {
+        "name": b.name.as_str(),
+        "id": b.id.0 as i64,
+        "parent": b.parent.as_ref().map(|p| Bson::String(p.to_string())).unwrap_or(Bson::Null),
+        "forkSeq": b.fork_seq.map(|s| Bson::Int64(s.0 as i64)).unwrap_or(Bson::Null),
+        "startSeq": b.start_seq.0 as i64,
+        "headSeq": b.head_seq.0 as i64,
+        "created": date(b.created),
+        "headTime": date(b.head_time),
+        "headClusterTime": Bson::Timestamp(cluster_time(b.head_time)),
+        "deleted": b.deleted,
+    };
+    if b.lineage.len() > 1 {
+        let lineage: Vec<Bson> = b
+            .lineage
+            .iter()
+            .map(|l| Bson::Document(doc! {"name": l.name.as_str(), "id": l.id.0 as i64, "forkSeq": l.fork_seq.0 as i64}))
+            .collect();
+        d.insert("lineage", lineage);
+    }
+    d
+}
+
+fn commit_doc(c: &CommitInfo) -> Document {
+    doc! {"seq": c.seq.0 as i64, "time": date(c.time), "clusterTime": Bson::Timestamp(cluster_time(c.time))}
+}
+
+fn name_arg(ctx: &Ctx<'_>, command: &str) -> Result<String> {
+    match ctx.cmd.get(command) {
+        Some(Bson::String(s)) => Ok(s.clone()),
+        _ => match ctx.cmd.get("branch") {
+            Some(Bson::String(s)) => Ok(s.clone()),
+            _ => Err(CommandError::type_mismatch(format!(
+                "{command} takes the branch name as a string: {{{command}: \"name\"}}"
+            ))),
+        },
+    }
+}
+
+/// A point given as `<prefix>Seq` or `<prefix>Time` (at most one).
+fn point(cmd: &Document, seq_key: &str, time_key: &str) -> Result<Option<ReadPoint>> {
+    match (cmd.get(seq_key), cmd.get(time_key)) {
+        (Some(_), Some(_)) => Err(CommandError::bad_value(format!(
+            "give {seq_key} or {time_key}, not both"
+        ))),
+        (Some(s), None) => match crate::query::compare::as_i64(s) {
+            Some(n) if n >= 0 => Ok(Some(ReadPoint::Seq(Seq(n as u64)))),
+            _ => Err(CommandError::type_mismatch(format!(
+                "{seq_key} must be a non-negative whole number, got {s}"
+            ))),
+        },
+        (None, Some(t)) => Ok(Some(ReadPoint::Time(commit_time(t)?))),
+        (None, None) => Ok(None),
+    }
+}
+
+pub async fn create_branch(ctx: &Ctx<'_>) -> Result<Document> {
+    ctx.require_admin("argonCreateBranch")?;
+    let name = name_arg(ctx, "argonCreateBranch")?;
+    let parent = match ctx.cmd.get("from") {
+        None => ctx.svc.default_branch.clone(),
+        Some(Bson::String(p)) => p.clone(),
+        Some(other) => {
+            return Err(CommandError::type_mismatch(format!(
+                "'from' must be the parent branch's name, got {other}"
+            )));
+        }
+    };
+    let at = point(ctx.cmd, "atSeq", "atTime")?.unwrap_or(ReadPoint::Head);
+    let info = ctx
+        .svc
+        .wal
+        .create_branch(&name, &parent, at)
+        .await
+        .map_err(from_wal)?;
+    Ok(doc! {"branch": branch_doc(&info)})
+}
+
+pub async fn list_branches(ctx: &Ctx<'_>) -> Result<Document> {
+    ctx.require_admin("argonListBranches")?;
+    let branches = ctx.svc.wal.list_branches().await.map_err(from_wal)?;
+    let include_deleted = opt_bool(ctx.cmd, "includeDeleted", false)?;
+    let docs: Vec<Document> = branches
+        .iter()
+        .filter(|b| include_deleted || !b.deleted)
+        .map(branch_doc)
+        .collect();
+    Ok(doc! {"branches": docs, "defaultBranch": ctx.svc.default_branch.clone()})
+}
+
+pub async fn delete_branch(ctx: &Ctx<'_>) -> Result<Document> {
+    ctx.require_admin("argonDeleteBranch")?;
+    let name = name_arg(ctx, "argonDeleteBranch")?;
+    if name == ctx.svc.default_branch {
+        return Err(CommandError::new(
+            crate::error::ErrorCode::IllegalOperation,
+            format!(
+                "branch {name:?} is this server's default branch; it cannot be deleted through it"
+            ),
+        ));
+    }
+    let force = opt_bool(ctx.cmd, "force", false)?;
+    ctx.svc
+        .wal
+        .delete_branch(&name, force)
+        .await
+        .map_err(from_wal)?;
+    let info = ctx.svc.wal.branch(&name).await.map_err(from_wal)?;
+    Ok(doc! {"branch": branch_doc(&info)})
+}
+
+fn diff_doc(d: &Diff) -> Document {
+    let colls: Vec<Document> = d
+        .collections
+        .iter()
+        .filter(|c| !c.is_empty())
+        .map(|c| {
+            doc! {
+                "ns": c.ns.to_string(),
+                "added": c.added.len() as i64,
+                "removed": c.removed.len() as i64,
+                "changed": c.changed.len() as i64,
+                "addedIds": c.added.iter().take(100).cloned().collect::<Vec<_>>(),
+                "removedIds": c.removed.iter().take(100).cloned().collect::<Vec<_>>(),
+                "changedIds": c.changed.iter().take(100).cloned().collect::<Vec<_>>(),
+            }
+        })
+        .collect();
+    doc! {
+        "fromSeq": d.from.0 as i64,
+        "toSeq": d.to.0 as i64,
+        "added": d.added() as i64,
+        "removed": d.removed() as i64,
+        "changed": d.changed() as i64,
+        "collections": colls,
+    }
+}
+
+pub async fn reset_branch(ctx: &Ctx<'_>) -> Result<Document> {
+    ctx.require_admin("argonResetBranch")?;
+    let name = name_arg(ctx, "argonResetBranch")?;
+    let to = point(ctx.cmd, "toSeq", "toTime")?
+        .ok_or_else(|| CommandError::failed_to_parse("argonResetBranch needs toSeq or toTime"))?;
+    let dry_run = opt_bool(ctx.cmd, "dryRun", false)?;
+    let backup = match ctx.cmd.get("backupBranch") {
+        None | Some(Bson::Null) => None,
+        Some(Bson::String(b)) => Some(b.clone()),
+        Some(other) => {
+            return Err(CommandError::type_mismatch(format!(
+                "backupBranch must be a branch name, got {other}"
+            )));
+        }
+    };
+    let outcome = ctx
+        .svc
+        .wal
+        .reset_branch(&name, to, dry_run, backup.as_deref())
+        .await
+        .map_err(from_wal)?;
+    let info = ctx.svc.wal.branch(&name).await.map_err(from_wal)?;
+    let mut out = doc! {
+        "branch": branch_doc(&info),
+        "oldHead": commit_doc(&outcome.old_head),
+        "targetSeq": outcome.target.0 as i64,
+        "applied": outcome.applied,
+        "dryRun": dry_run,
+        "preview": diff_doc(&outcome.preview),
+    };
+    if let Some(b) = &outcome.backup {
+        out.insert("backup", branch_doc(b));
+    }
+    Ok(out)
+}
+
+pub async fn log_info(ctx: &Ctx<'_>) -> Result<Document> {
+    ctx.require_admin("argonLogInfo")?;
+    let name = match ctx.cmd.get("argonLogInfo") {
+        Some(Bson::String(s)) => s.clone(),
+        _ => match ctx.cmd.get("branch") {
+            Some(Bson::String(s)) => s.clone(),
+            _ => ctx.svc.default_branch.clone(),
+        },
+    };
+    let log = ctx.svc.wal.log_info(&name).await.map_err(from_wal)?;
+    let info = ctx.svc.wal.branch(&name).await.map_err(from_wal)?;
+    Ok(doc! {
+        "branch": branch_doc(&info),
+        "commits": log.commits as i64,
+        "bytes": log.bytes as i64,
+        "startSeq": log.start_seq.0 as i64,
+        "first": log.first.as_ref().map(|c| Bson::Document(commit_doc(c))).unwrap_or(Bson::Null),
+        "last": log.last.as_ref().map(|c| Bson::Document(commit_doc(c))).unwrap_or(Bson::Null),
+    })
+}

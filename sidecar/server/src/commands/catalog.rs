@@ -1,0 +1,488 @@
+//! Databases, collections and indexes: listDatabases, listCollections,
+//! create, drop, dropDatabase, renameCollection, createIndexes, listIndexes,
+//! dropIndexes, collStats, dbStats.
+
+use argon_wal::{DocOp, Namespace};
+use bson::{Bson, Document, doc};
+
+use super::{Ctx, GENERIC_FIELDS, collection_name, commit, cursor_reply, opt_bool, opt_doc};
+use crate::error::{CommandError, ErrorCode, Result};
+use crate::query::Filter;
+use crate::service::operation_time;
+
+fn id_index() -> Document {
+    doc! {"v": 2, "key": {"_id": 1}, "name": "_id_"}
+}
+
+pub async fn list_databases(ctx: &Ctx<'_>) -> Result<Document> {
+    ctx.require_admin("listDatabases")?;
+    let target = ctx.svc.target(&ctx.svc.default_branch_db())?;
+    let state = ctx.svc.read_state(&target, ctx.cmd).await?;
+    let filter = opt_doc(ctx.cmd, "filter")?.map(Filter::parse).transpose()?;
+    let name_only = opt_bool(ctx.cmd, "nameOnly", false)?;
+    let mut dbs = Vec::new();
+    for db in state.databases() {
+        let docs: usize = state
+            .collections(&db)
+            .iter()
+            .filter_map(|c| state.collection(&Namespace::new(db.as_str(), c.as_str())))
+            .map(|c| c.len())
+            .sum();
+        let entry =
+            doc! {"name": db.clone(), "sizeOnDisk": (docs as i64) * 1024, "empty": docs == 0};
+        if filter.as_ref().is_some_and(|f| !f.matches(&entry)) {
+            continue;
+        }
+        dbs.push(if name_only {
+            doc! {"name": db}
+        } else {
+            entry
+        });
+    }
+    let total: i64 = dbs
+        .iter()
+        .filter_map(|d| d.get_i64("sizeOnDisk").ok())
+        .sum();
+    let mut out = doc! {"databases": dbs};
+    if !name_only {
+        out.insert("totalSize", total);
+        out.insert("totalSizeMb", total / (1024 * 1024));
+    }
+    Ok(out)
+}
+
+pub async fn list_collections(ctx: &Ctx<'_>) -> Result<Document> {
+    let target = ctx.target()?;
+    let state = ctx.svc.read_state(&target, ctx.cmd).await?;
+    let filter = opt_doc(ctx.cmd, "filter")?.map(Filter::parse).transpose()?;
+    let name_only = opt_bool(ctx.cmd, "nameOnly", false)?;
+    let mut out = Vec::new();
+    for name in state.collections(&target.db) {
+        let ns = Namespace::new(target.db.as_str(), name.as_str());
+        let Some(coll) = state.collection(&ns) else {
+            continue;
+        };
+        let full = doc! {
+            "name": name.clone(),
+            "type": "collection",
+            "options": coll.options().clone(),
+            "info": {"readOnly": target.at.is_some()},
+            "idIndex": id_index(),
+        };
+        if filter.as_ref().is_some_and(|f| !f.matches(&full)) {
+            continue;
+        }
+        out.push(if name_only {
+            doc! {"name": name, "type": "collection"}
+        } else {
+            full
+        });
+    }
+    let batch_size = super::read::batch_size(ctx.cmd.get_document("cursor").ok())?;
+    let ns = format!("{}.$cmd.listCollections", target.raw);
+    let (batch, id) = ctx.svc.cursors.open(ns.clone(), out, batch_size, false);
+    Ok(cursor_reply(&ns, batch, id, true))
+}
+
+pub async fn create(ctx: &Ctx<'_>) -> Result<Document> {
+    let coll = collection_name(ctx.cmd, "create")?;
+    let target = ctx.target()?;
+    if ctx.cmd.contains_key("viewOn") {
+        return Err(CommandError::not_implemented("views (create with viewOn)"));
+    }
+    let mut options = Document::new();
+    for (k, v) in ctx.cmd.iter().skip(1) {
+        if !GENERIC_FIELDS.contains(&k.as_str()) {
+            options.insert(k.clone(), v.clone());
+        }
+    }
+    let ns = Namespace::new(target.db.as_str(), coll.as_str());
+    let (_, info) = commit(ctx, &target, move |state| {
+        if state.collection(&ns).is_some() {
+            return Err(CommandError::new(
+                ErrorCode::NamespaceExists,
+                format!("Collection {ns} already exists."),
+            ));
+        }
+        Ok((
+            vec![DocOp::CreateCollection {
+                ns: ns.clone(),
+                options: options.clone(),
+            }],
+            (),
+        ))
+    })
+    .await?;
+    Ok(doc! {"operationTime": operation_time(info.time)})
+}
+
+pub async fn drop(ctx: &Ctx<'_>) -> Result<Document> {
+    let coll = collection_name(ctx.cmd, "drop")?;
+    let target = ctx.target()?;
+    let ns = Namespace::new(target.db.as_str(), coll.as_str());
+    let shown = format!("{}.{}", target.raw, coll);
+    let (n_indexes, info) = commit(ctx, &target, move |state| {
+        Ok(match state.collection(&ns) {
+            None => (Vec::new(), None),
+            Some(c) => (
+                vec![DocOp::DropCollection { ns: ns.clone() }],
+                Some(c.indexes().len() as i32),
+            ),
+        })
+    })
+    .await?;
+    let mut out = doc! {"ns": shown};
+    if let Some(n) = n_indexes {
+        out.insert("nIndexesWas", n);
+    }
+    out.insert("operationTime", operation_time(info.time));
+    Ok(out)
+}
+
+pub async fn drop_database(ctx: &Ctx<'_>) -> Result<Document> {
+    let target = ctx.target()?;
+    let db = target.db.clone();
+    let (_, info) = commit(ctx, &target, move |state| {
+        if state.collections(&db).is_empty() {
+            return Ok((Vec::new(), ()));
+        }
+        Ok((vec![DocOp::DropDatabase { db: db.clone() }], ()))
+    })
+    .await?;
+    Ok(doc! {"dropped": target.raw.clone(), "operationTime": operation_time(info.time)})
+}
+
+fn split_ns<'a>(field: &str, v: Option<&'a Bson>) -> Result<(&'a str, &'a str)> {
+    let Some(Bson::String(s)) = v else {
+        return Err(CommandError::type_mismatch(format!(
+            "'{field}' must be a namespace string \"db.collection\""
+        )));
+    };
+    s.split_once('.')
+        .filter(|(d, c)| !d.is_empty() && !c.is_empty())
+        .ok_or_else(|| {
+            CommandError::new(
+                ErrorCode::InvalidNamespace,
+                format!("Invalid namespace specified '{s}'"),
+            )
+        })
+}
+
+pub async fn rename_collection(ctx: &Ctx<'_>) -> Result<Document> {
+    ctx.require_admin("renameCollection")?;
+    let (from_db, from_coll) = split_ns("renameCollection", ctx.cmd.get("renameCollection"))?;
+    let (to_db, to_coll) = split_ns("to", ctx.cmd.get("to"))?;
+    let drop_target = opt_bool(ctx.cmd, "dropTarget", false)?;
+    let from_t = ctx.svc.target(from_db)?;
+    let to_t = ctx.svc.target(to_db)?;
+    if from_t.branch != to_t.branch || to_t.at.is_some() {
+        return Err(CommandError::new(
+            ErrorCode::IllegalOperation,
+            format!(
+                "renameCollection must stay on one branch: {from_db:?} is on {:?}, {to_db:?} on {:?}",
+                from_t.branch, to_t.branch
+            ),
+        ));
+    }
+    let from = Namespace::new(from_t.db.as_str(), from_coll);
+    let to = Namespace::new(to_t.db.as_str(), to_coll);
+    let (_, info) = commit(ctx, &from_t, move |state| {
+        if state.collection(&from).is_none() {
+            return Err(CommandError::new(
+                ErrorCode::NamespaceNotFound,
+                format!("Source collection {from} does not exist"),
+            ));
+        }
+        if from == to {
+            return Err(CommandError::new(
+                ErrorCode::IllegalOperation,
+                "Can't rename a collection to itself",
+            ));
+        }
+        let mut ops = Vec::new();
+        if state.collection(&to).is_some() {
+            if !drop_target {
+                return Err(CommandError::new(
+                    ErrorCode::NamespaceExists,
+                    format!("target namespace exists: {to}"),
+                ));
+            }
+            ops.push(DocOp::DropCollection { ns: to.clone() });
+        }
+        ops.push(DocOp::RenameCollection {
+            from: from.clone(),
+            to: to.clone(),
+        });
+        Ok((ops, ()))
+    })
+    .await?;
+    Ok(doc! {"operationTime": operation_time(info.time)})
+}
+
+/// The default name of an index: `a_1_b_-1`.
+fn index_name(key: &Document) -> String {
+    key.iter()
+        .map(|(k, v)| {
+            let v = match v {
+                Bson::String(s) => s.clone(),
+                v => crate::query::compare::as_i64(v)
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| v.to_string()),
+            };
+            format!("{k}_{v}")
+        })
+        .collect::<Vec<_>>()
+        .join("_")
+}
+
+fn validate_index(spec: &Bson) -> Result<Document> {
+    let Bson::Document(spec) = spec else {
+        return Err(CommandError::type_mismatch(
+            "each index specification must be an object",
+        ));
+    };
+    let key = match spec.get("key") {
+        Some(Bson::Document(k)) if !k.is_empty() => k.clone(),
+        Some(Bson::Document(_)) => {
+            return Err(CommandError::new(
+                ErrorCode::CannotCreateIndex,
+                "Index keys cannot be empty.",
+            ));
+        }
+        _ => {
+            return Err(CommandError::failed_to_parse(
+                "The 'key' field is a required property of an index specification",
+            ));
+        }
+    };
+    for (field, v) in &key {
+        let valid = matches!(v, Bson::String(s) if matches!(s.as_str(), "text" | "2d" | "2dsphere" | "hashed"))
+            || crate::query::compare::as_f64(v).is_some_and(|n| n != 0.0);
+        if field.is_empty() || !valid {
+            return Err(CommandError::new(
+                ErrorCode::CannotCreateIndex,
+                format!(
+                    "Values in the index key pattern can only be positive/negative numbers or known index types; found {field}: {v}"
+                ),
+            ));
+        }
+    }
+    let name = match spec.get("name") {
+        Some(Bson::String(n)) if !n.is_empty() => n.clone(),
+        None => index_name(&key),
+        Some(_) => {
+            return Err(CommandError::type_mismatch(
+                "The 'name' field of an index specification must be a non-empty string",
+            ));
+        }
+    };
+    let mut out = doc! {"v": 2, "key": key, "name": name};
+    for (k, v) in spec {
+        if !matches!(k.as_str(), "key" | "name" | "v" | "ns") {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    Ok(out)
+}
+
+pub async fn create_indexes(ctx: &Ctx<'_>) -> Result<Document> {
+    let coll = collection_name(ctx.cmd, "createIndexes")?;
+    let target = ctx.target()?;
+    let specs = match ctx.cmd.get("indexes") {
+        Some(Bson::Array(a)) if !a.is_empty() => {
+            a.iter().map(validate_index).collect::<Result<Vec<_>>>()?
+        }
+        _ => {
+            return Err(CommandError::failed_to_parse(
+                "createIndexes needs a non-empty 'indexes' array",
+            ));
+        }
+    };
+    let ns = Namespace::new(target.db.as_str(), coll.as_str());
+    let ((before, after, created_coll), info) = commit(ctx, &target, move |state| {
+        let existing: Vec<Document> = state.collection(&ns).map(|c| c.indexes().to_vec()).unwrap_or_else(|| vec![id_index()]);
+        let mut ops = Vec::new();
+        let created_coll = state.collection(&ns).is_none();
+        if created_coll {
+            ops.push(DocOp::CreateCollection { ns: ns.clone(), options: Document::new() });
+        }
+        let mut after = existing.len();
+        for spec in &specs {
+            let name = spec.get_str("name").unwrap_or_default();
+            let key = spec.get_document("key").ok();
+            if let Some(same) = existing.iter().find(|i| i.get_str("name").ok() == Some(name)) {
+                if same.get_document("key").ok() == key
+                    && same.get_bool("unique").unwrap_or(false) == spec.get_bool("unique").unwrap_or(false)
+                {
+                    continue;
+                }
+                return Err(CommandError::new(
+                    ErrorCode::IndexKeySpecsConflict,
+                    format!("An existing index has the same name as the requested index but different options. Requested index: {spec}, existing index: {same}"),
+                ));
+            }
+            if let Some(other) = existing.iter().find(|i| i.get_document("key").ok() == key) {
+                return Err(CommandError::new(
+                    ErrorCode::IndexOptionsConflict,
+                    format!("Index already exists with a different name: {}", other.get_str("name").unwrap_or_default()),
+                ));
+            }
+            if spec.get_bool("unique").unwrap_or(false)
+                && let Some(c) = state.collection(&ns)
+            {
+                super::write::check_unique_over(c.iter(), spec, &ns)?;
+            }
+            ops.push(DocOp::CreateIndex { ns: ns.clone(), spec: spec.clone() });
+            after += 1;
+        }
+        Ok((ops, (existing.len() as i32, after as i32, created_coll)))
+    })
+    .await?;
+    let mut out = doc! {
+        "numIndexesBefore": before,
+        "numIndexesAfter": after,
+        "createdCollectionAutomatically": created_coll,
+    };
+    if before == after {
+        out.insert("note", "all indexes already exist");
+    }
+    out.insert("operationTime", operation_time(info.time));
+    Ok(out)
+}
+
+pub async fn list_indexes(ctx: &Ctx<'_>) -> Result<Document> {
+    let coll = collection_name(ctx.cmd, "listIndexes")?;
+    let target = ctx.target()?;
+    let state = ctx.svc.read_state(&target, ctx.cmd).await?;
+    let ns = Namespace::new(target.db.as_str(), coll.as_str());
+    let Some(c) = state.collection(&ns) else {
+        return Err(CommandError::new(
+            ErrorCode::NamespaceNotFound,
+            format!("ns does not exist: {}.{coll}", target.raw),
+        ));
+    };
+    let indexes: Vec<Document> = c
+        .indexes()
+        .iter()
+        .map(|i| {
+            let mut i = i.clone();
+            if !i.contains_key("v") {
+                let mut with = doc! {"v": 2};
+                with.extend(i);
+                i = with;
+            }
+            i
+        })
+        .collect();
+    let batch_size = super::read::batch_size(ctx.cmd.get_document("cursor").ok())?;
+    let shown = format!("{}.{coll}", target.raw);
+    let (batch, id) = ctx
+        .svc
+        .cursors
+        .open(shown.clone(), indexes, batch_size, false);
+    Ok(cursor_reply(&shown, batch, id, true))
+}
+
+pub async fn drop_indexes(ctx: &Ctx<'_>) -> Result<Document> {
+    let name = ctx.cmd.keys().next().cloned().unwrap_or_default();
+    let coll = collection_name(ctx.cmd, &name)?;
+    let target = ctx.target()?;
+    let which = ctx
+        .cmd
+        .get("index")
+        .cloned()
+        .ok_or_else(|| CommandError::failed_to_parse("dropIndexes needs an 'index' field"))?;
+    let ns = Namespace::new(target.db.as_str(), coll.as_str());
+    let (was, info) = commit(ctx, &target, move |state| {
+        let Some(c) = state.collection(&ns) else {
+            return Err(CommandError::new(
+                ErrorCode::NamespaceNotFound,
+                format!("ns not found {ns}"),
+            ));
+        };
+        let indexes = c.indexes();
+        let find_by = |pred: &dyn Fn(&Document) -> bool, what: String| -> Result<String> {
+            let i = indexes.iter().find(|i| pred(i)).ok_or_else(|| {
+                CommandError::new(
+                    ErrorCode::IndexNotFound,
+                    format!("index not found with {what}"),
+                )
+            })?;
+            Ok(i.get_str("name").unwrap_or_default().to_owned())
+        };
+        let names: Vec<String> = match &which {
+            Bson::String(s) if s == "*" => indexes
+                .iter()
+                .filter_map(|i| i.get_str("name").ok())
+                .filter(|n| *n != "_id_")
+                .map(str::to_owned)
+                .collect(),
+            Bson::String(s) => vec![find_by(
+                &|i| i.get_str("name").ok() == Some(s.as_str()),
+                format!("name '{s}'"),
+            )?],
+            Bson::Array(a) => a
+                .iter()
+                .map(|n| match n {
+                    Bson::String(s) => find_by(
+                        &|i| i.get_str("name").ok() == Some(s.as_str()),
+                        format!("name '{s}'"),
+                    ),
+                    _ => Err(CommandError::type_mismatch("index names must be strings")),
+                })
+                .collect::<Result<_>>()?,
+            Bson::Document(k) => vec![find_by(
+                &|i| i.get_document("key").ok() == Some(k),
+                format!("key pattern {k}"),
+            )?],
+            _ => {
+                return Err(CommandError::type_mismatch(
+                    "'index' must be a name, an array of names, '*' or a key pattern",
+                ));
+            }
+        };
+        if names.iter().any(|n| n == "_id_") {
+            return Err(CommandError::new(
+                ErrorCode::InvalidOptions,
+                "cannot drop _id index",
+            ));
+        }
+        let ops = names
+            .into_iter()
+            .map(|name| DocOp::DropIndex {
+                ns: ns.clone(),
+                name,
+            })
+            .collect();
+        Ok((ops, indexes.len() as i32))
+    })
+    .await?;
+    Ok(doc! {"nIndexesWas": was, "operationTime": operation_time(info.time)})
+}
+
+pub async fn coll_stats(ctx: &Ctx<'_>) -> Result<Document> {
+    let coll = collection_name(ctx.cmd, "collStats")?;
+    let target = ctx.target()?;
+    let state = ctx.svc.read_state(&target, ctx.cmd).await?;
+    let ns = Namespace::new(target.db.as_str(), coll.as_str());
+    let c = state.collection(&ns);
+    let count = c.map(|c| c.len()).unwrap_or(0) as i64;
+    let nindexes = c.map(|c| c.indexes().len()).unwrap_or(0) as i32;
+    Ok(
+        doc! {"ns": format!("{}.{coll}", target.raw), "count": count, "size": count * 1024, "storageSize": count * 1024, "nindexes": nindexes, "totalIndexSize": 0, "indexSizes": {}},
+    )
+}
+
+pub async fn db_stats(ctx: &Ctx<'_>) -> Result<Document> {
+    let target = ctx.target()?;
+    let state = ctx.svc.read_state(&target, ctx.cmd).await?;
+    let colls = state.collections(&target.db);
+    let objects: usize = colls
+        .iter()
+        .filter_map(|c| state.collection(&Namespace::new(target.db.as_str(), c.as_str())))
+        .map(|c| c.len())
+        .sum();
+    Ok(
+        doc! {"db": target.raw.clone(), "collections": colls.len() as i32, "views": 0, "objects": objects as i64, "dataSize": objects as i64 * 1024, "storageSize": objects as i64 * 1024, "indexes": colls.len() as i32, "indexSize": 0},
+    )
+}

@@ -1,0 +1,342 @@
+//! Command dispatch: one handler per MongoDB command, found in [`COMMANDS`].
+//!
+//! Every request gets exactly one answer document: the handler's reply with
+//! `ok: 1`, or its [`CommandError`] as `{ok: 0, errmsg, code, codeName}`.
+//! Write commands carrying `lsid` + `txnNumber` go through the retryable
+//! write memory so a retry is answered, not applied again.
+
+mod admin;
+mod branch;
+mod catalog;
+mod read;
+mod write;
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+
+use bson::{Bson, Document, doc};
+use futures::Future;
+
+use crate::error::{CommandError, ErrorCode, Result};
+use crate::service::Service;
+use crate::target::Target;
+use crate::wire::{Compressor, Request, RequestKind};
+
+/// One client connection's own state.
+#[derive(Debug)]
+pub struct Conn {
+    pub id: i64,
+    pub peer: SocketAddr,
+    /// Compressors agreed in the handshake (the client's order).
+    pub compressors: Vec<Compressor>,
+}
+
+impl Conn {
+    pub fn new(id: i64, peer: SocketAddr) -> Conn {
+        Conn {
+            id,
+            peer,
+            compressors: Vec::new(),
+        }
+    }
+}
+
+/// What a handler sees: the shared service, the connection, the database
+/// the command names (`$db`) and the command document.
+pub struct Ctx<'a> {
+    pub svc: &'a Service,
+    pub conn: &'a Conn,
+    pub db: &'a str,
+    pub cmd: &'a Document,
+}
+
+impl Ctx<'_> {
+    pub fn target(&self) -> Result<Target> {
+        self.svc.target(self.db)
+    }
+
+    pub fn require_admin(&self, name: &str) -> Result<()> {
+        if self.db == "admin" {
+            Ok(())
+        } else {
+            Err(CommandError::new(
+                ErrorCode::Unauthorized,
+                format!("{name} may only be run against the admin database."),
+            ))
+        }
+    }
+}
+
+type BoxFuture<'a> = Pin<Box<dyn Future<Output = Result<Document>> + Send + 'a>>;
+type Handler = for<'a> fn(&'a Ctx<'a>) -> BoxFuture<'a>;
+
+/// A command: its name, handler, and whether it writes (retryable writes).
+pub struct Command {
+    pub name: &'static str,
+    pub handler: Handler,
+    pub retryable_write: bool,
+}
+
+macro_rules! commands {
+    ($($name:literal => $f:path $(, $retry:ident)?;)*) => {
+        /// Every command this server answers.
+        pub static COMMANDS: &[Command] = &[$(Command {
+            name: $name,
+            handler: |ctx| Box::pin($f(ctx)),
+            retryable_write: commands!(@retry $($retry)?),
+        },)*];
+    };
+    (@retry retry) => { true };
+    (@retry) => { false };
+}
+
+commands! {
+    "hello" => admin::hello;
+    "isMaster" => admin::hello;
+    "ismaster" => admin::hello;
+    "buildInfo" => admin::build_info;
+    "buildinfo" => admin::build_info;
+    "ping" => admin::ping;
+    "getParameter" => admin::get_parameter;
+    "whatsmyuri" => admin::whatsmyuri;
+    "connectionStatus" => admin::connection_status;
+    "serverStatus" => admin::server_status;
+    "hostInfo" => admin::host_info;
+    "getCmdLineOpts" => admin::get_cmd_line_opts;
+    "getLog" => admin::get_log;
+    "listCommands" => admin::list_commands;
+    "endSessions" => admin::end_sessions;
+    "killSessions" => admin::end_sessions;
+    "startSession" => admin::start_session;
+    "getLastError" => admin::ping;
+    "listDatabases" => catalog::list_databases;
+    "listCollections" => catalog::list_collections;
+    "create" => catalog::create;
+    "drop" => catalog::drop;
+    "dropDatabase" => catalog::drop_database;
+    "renameCollection" => catalog::rename_collection;
+    "createIndexes" => catalog::create_indexes;
+    "listIndexes" => catalog::list_indexes;
+    "dropIndexes" => catalog::drop_indexes;
+    "deleteIndexes" => catalog::drop_indexes;
+    "collStats" => catalog::coll_stats;
+    "dbStats" => catalog::db_stats;
+    "find" => read::find;
+    "getMore" => read::get_more;
+    "killCursors" => read::kill_cursors;
+    "count" => read::count;
+    "distinct" => read::distinct;
+    "aggregate" => read::aggregate;
+    "insert" => write::insert, retry;
+    "update" => write::update, retry;
+    "delete" => write::delete, retry;
+    "findAndModify" => write::find_and_modify, retry;
+    "findandmodify" => write::find_and_modify, retry;
+    "argonCreateBranch" => branch::create_branch;
+    "argonListBranches" => branch::list_branches;
+    "argonDeleteBranch" => branch::delete_branch;
+    "argonResetBranch" => branch::reset_branch;
+    "argonLogInfo" => branch::log_info;
+}
+
+pub fn lookup(name: &str) -> Option<&'static Command> {
+    COMMANDS.iter().find(|c| c.name == name)
+}
+
+/// Answers one request.
+pub async fn handle(svc: &Service, conn: &mut Conn, req: &Request) -> Document {
+    let name = req.command.keys().next().cloned().unwrap_or_default();
+    let command = lookup(&name);
+    svc.metrics.record_command(&name, command.is_some());
+    let result = answer(svc, conn, req, &name, command).await;
+    match result {
+        Ok(mut reply) => {
+            if !reply.contains_key("ok") {
+                reply.insert("ok", 1.0);
+            }
+            reply
+        }
+        Err(e) => {
+            svc.metrics
+                .command_errors
+                .get_or_create(&crate::metrics::ErrorLabels {
+                    code_name: e.code.name().to_owned(),
+                })
+                .inc();
+            tracing::debug!(conn = conn.id, command = %name, error = %e, "command failed");
+            e.to_document()
+        }
+    }
+}
+
+async fn answer(
+    svc: &Service,
+    conn: &mut Conn,
+    req: &Request,
+    name: &str,
+    command: Option<&Command>,
+) -> Result<Document> {
+    if name.is_empty() {
+        return Err(CommandError::failed_to_parse(
+            "the command document is empty",
+        ));
+    }
+    if let RequestKind::Query { collection } = &req.kind
+        && collection != "$cmd"
+    {
+        return Err(CommandError::new(
+            ErrorCode::CommandNotSupported,
+            format!(
+                "legacy OP_QUERY on {collection:?} is not supported; use OP_MSG commands (OP_QUERY is for the handshake on <db>.$cmd)"
+            ),
+        ));
+    }
+    let Some(command) = command else {
+        return Err(CommandError::new(
+            ErrorCode::CommandNotFound,
+            format!("no such command: '{name}'"),
+        ));
+    };
+    let Some(db) = req.db.as_deref() else {
+        return Err(CommandError::failed_to_parse(format!(
+            "the {name} command has no $db field"
+        )));
+    };
+    if matches!(name, "hello" | "isMaster" | "ismaster")
+        && let Ok(list) = req.command.get_array("compression")
+    {
+        conn.compressors = list
+            .iter()
+            .filter_map(|v| v.as_str().and_then(Compressor::from_name))
+            .filter(|c| Compressor::SUPPORTED.contains(c))
+            .collect();
+    }
+    let ctx = Ctx {
+        svc,
+        conn,
+        db,
+        cmd: &req.command,
+    };
+    if command.retryable_write
+        && let Some(key) = crate::retry::key_of(&req.command)
+    {
+        return svc.retries.run_once(key, || (command.handler)(&ctx)).await;
+    }
+    (command.handler)(&ctx).await
+}
+
+// ---- small helpers shared by the handlers ---------------------------------
+
+/// The collection named by the command's first field.
+pub(crate) fn collection_name(cmd: &Document, command: &str) -> Result<String> {
+    match cmd.get(command) {
+        Some(Bson::String(s)) => {
+            if s.is_empty() {
+                return Err(CommandError::new(
+                    ErrorCode::InvalidNamespace,
+                    format!("Invalid namespace specified: empty collection name for {command}"),
+                ));
+            }
+            if s.starts_with('$') || s.contains('\0') {
+                return Err(CommandError::new(
+                    ErrorCode::InvalidNamespace,
+                    format!("Invalid collection name: {s:?}"),
+                ));
+            }
+            Ok(s.clone())
+        }
+        Some(other) => Err(CommandError::new(
+            ErrorCode::InvalidNamespace,
+            format!(
+                "collection name has invalid type {}",
+                crate::query::expr::type_name(other)
+            ),
+        )),
+        None => Err(CommandError::failed_to_parse(format!("missing {command}"))),
+    }
+}
+
+pub(crate) fn opt_doc<'a>(cmd: &'a Document, key: &str) -> Result<Option<&'a Document>> {
+    match cmd.get(key) {
+        None | Some(Bson::Null) => Ok(None),
+        Some(Bson::Document(d)) => Ok(Some(d)),
+        Some(other) => Err(CommandError::type_mismatch(format!(
+            "BSON field '{key}' is the wrong type '{}', expected type 'object'",
+            crate::query::expr::type_name(other)
+        ))),
+    }
+}
+
+pub(crate) fn opt_bool(cmd: &Document, key: &str, default: bool) -> Result<bool> {
+    match cmd.get(key) {
+        None | Some(Bson::Null) => Ok(default),
+        Some(Bson::Boolean(b)) => Ok(*b),
+        Some(v) if crate::query::compare::is_number(v) => {
+            Ok(crate::query::compare::as_f64(v).unwrap_or(0.0) != 0.0)
+        }
+        Some(other) => Err(CommandError::type_mismatch(format!(
+            "BSON field '{key}' is the wrong type '{}', expected type 'bool'",
+            crate::query::expr::type_name(other)
+        ))),
+    }
+}
+
+pub(crate) fn opt_i64(cmd: &Document, key: &str) -> Result<Option<i64>> {
+    match cmd.get(key) {
+        None | Some(Bson::Null) => Ok(None),
+        Some(v) => match crate::query::compare::as_i64(v) {
+            Some(n) => Ok(Some(n)),
+            None => Err(CommandError::type_mismatch(format!(
+                "BSON field '{key}' is the wrong type '{}', expected a whole number",
+                crate::query::expr::type_name(v)
+            ))),
+        },
+    }
+}
+
+/// `{cursor: {firstBatch, id, ns}}` for a command that opens a cursor.
+pub(crate) fn cursor_reply(ns: &str, batch: Vec<Bson>, id: i64, first: bool) -> Document {
+    let key = if first { "firstBatch" } else { "nextBatch" };
+    doc! {"cursor": {key: batch, "id": id, "ns": ns}}
+}
+
+/// Commits a write to the target's branch: `resolve` runs on the branch's
+/// head (again if another writer got there first) and the call returns once
+/// the commit is durable.
+pub(crate) async fn commit<T, F>(
+    ctx: &Ctx<'_>,
+    target: &Target,
+    resolve: F,
+) -> Result<(T, argon_wal::CommitInfo)>
+where
+    F: FnMut(&argon_wal::BranchState) -> Result<(Vec<argon_wal::DocOp>, T)> + Send + 'static,
+    T: Send + 'static,
+{
+    target.writable()?;
+    let out = ctx
+        .svc
+        .wal
+        .write(&target.branch, resolve)
+        .await
+        .map_err(crate::wal_error::from_write)?;
+    ctx.svc.metrics.commits.inc();
+    Ok(out)
+}
+
+/// Fields every command may carry that are not options of the command itself.
+pub(crate) const GENERIC_FIELDS: &[&str] = &[
+    "$db",
+    "lsid",
+    "txnNumber",
+    "$clusterTime",
+    "writeConcern",
+    "readConcern",
+    "comment",
+    "apiVersion",
+    "apiStrict",
+    "apiDeprecationErrors",
+    "$readPreference",
+    "maxTimeMS",
+    "autocommit",
+    "startTransaction",
+];

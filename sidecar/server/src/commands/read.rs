@@ -1,0 +1,288 @@
+//! Reads: find, getMore, killCursors, count, distinct, aggregate. Each reads
+//! one branch state (a consistent point); a cursor keeps the rest of its
+//! result from that state.
+
+use argon_wal::{BranchState, Namespace};
+use bson::{Bson, Document, doc};
+
+use super::{Ctx, collection_name, cursor_reply, opt_bool, opt_doc, opt_i64};
+use crate::error::{CommandError, ErrorCode, Result};
+use crate::query::aggregate::{Lookup, Pipeline};
+use crate::query::{Filter, Projection, SortSpec};
+use crate::service::operation_time;
+
+/// `batchSize` from a document (`find`'s command, or `cursor: {batchSize}`).
+pub(crate) fn batch_size(d: Option<&Document>) -> Result<Option<usize>> {
+    let Some(d) = d else { return Ok(None) };
+    match opt_i64(d, "batchSize")? {
+        None => Ok(None),
+        Some(n) if n < 0 => Err(CommandError::bad_value(format!(
+            "BSON field 'batchSize' value must be >= 0, actual value '{n}'"
+        ))),
+        Some(n) => Ok(Some(n as usize)),
+    }
+}
+
+/// The documents of `ns` that match `filter`, in `_id` order (a point lookup
+/// when the filter pins `_id`).
+pub(crate) fn matching<'s>(
+    state: &'s BranchState,
+    ns: &Namespace,
+    filter: &Filter,
+) -> Vec<&'s Document> {
+    let Some(coll) = state.collection(ns) else {
+        return Vec::new();
+    };
+    if let Some(id) = filter.id_equality() {
+        return coll
+            .get(id)
+            .filter(|d| filter.matches(d))
+            .into_iter()
+            .collect();
+    }
+    if filter.is_empty() {
+        return coll.iter().collect();
+    }
+    coll.iter().filter(|d| filter.matches(d)).collect()
+}
+
+fn parse_filter(cmd: &Document, key: &str) -> Result<Filter> {
+    match opt_doc(cmd, key)? {
+        Some(d) => Filter::parse(d),
+        None => Ok(Filter::And(Vec::new())),
+    }
+}
+
+pub async fn find(ctx: &Ctx<'_>) -> Result<Document> {
+    let coll = collection_name(ctx.cmd, "find")?;
+    let target = ctx.target()?;
+    let filter = parse_filter(ctx.cmd, "filter")?;
+    let sort = opt_doc(ctx.cmd, "sort")?.map(SortSpec::parse).transpose()?;
+    let projection = opt_doc(ctx.cmd, "projection")?
+        .filter(|p| !p.is_empty())
+        .map(Projection::parse)
+        .transpose()?;
+    let skip = opt_i64(ctx.cmd, "skip")?.unwrap_or(0);
+    if skip < 0 {
+        return Err(CommandError::bad_value(
+            "BSON field 'skip' value must be >= 0",
+        ));
+    }
+    let limit = opt_i64(ctx.cmd, "limit")?.unwrap_or(0);
+    if limit < 0 {
+        return Err(CommandError::bad_value(
+            "BSON field 'limit' value must be >= 0",
+        ));
+    }
+    let batch = batch_size(Some(ctx.cmd))?;
+    let single_batch = opt_bool(ctx.cmd, "singleBatch", false)?;
+    let state = ctx.svc.read_state(&target, ctx.cmd).await?;
+    let ns = Namespace::new(target.db.as_str(), coll.as_str());
+    let found = matching(&state, &ns, &filter);
+    let docs: Vec<Document> = match &sort {
+        Some(s) if !s.is_empty() => {
+            let mut v: Vec<Document> = found.into_iter().cloned().collect();
+            s.sort(&mut v);
+            finish(v.into_iter(), skip, limit, projection.as_ref())
+        }
+        _ => finish(found.into_iter().cloned(), skip, limit, projection.as_ref()),
+    };
+    let shown = format!("{}.{coll}", target.raw);
+    let (first, id) = ctx
+        .svc
+        .cursors
+        .open(shown.clone(), docs, batch, single_batch || limit == 1);
+    let mut out = cursor_reply(&shown, first, id, true);
+    out.insert("operationTime", operation_time(state.time()));
+    Ok(out)
+}
+
+fn finish(
+    docs: impl Iterator<Item = Document>,
+    skip: i64,
+    limit: i64,
+    projection: Option<&Projection>,
+) -> Vec<Document> {
+    let it = docs.skip(skip as usize);
+    let it: Box<dyn Iterator<Item = Document>> = if limit > 0 {
+        Box::new(it.take(limit as usize))
+    } else {
+        Box::new(it)
+    };
+    match projection {
+        Some(p) => it.map(|d| p.apply(&d)).collect(),
+        None => it.collect(),
+    }
+}
+
+pub async fn get_more(ctx: &Ctx<'_>) -> Result<Document> {
+    let id = match ctx.cmd.get("getMore") {
+        Some(Bson::Int64(id)) => *id,
+        Some(Bson::Int32(id)) => *id as i64,
+        _ => {
+            return Err(CommandError::type_mismatch(
+                "getMore's cursor id must be a long",
+            ));
+        }
+    };
+    let batch = batch_size(Some(ctx.cmd))?.filter(|n| *n > 0);
+    let (ns, docs, next) = ctx.svc.cursors.next_batch(id, batch).ok_or_else(|| {
+        CommandError::new(
+            ErrorCode::CursorNotFound,
+            format!("cursor id {id} not found"),
+        )
+    })?;
+    Ok(cursor_reply(&ns, docs, next, false))
+}
+
+pub async fn kill_cursors(ctx: &Ctx<'_>) -> Result<Document> {
+    let _ = collection_name(ctx.cmd, "killCursors")?;
+    let ids: Vec<i64> = match ctx.cmd.get("cursors") {
+        Some(Bson::Array(a)) => a
+            .iter()
+            .map(|v| match v {
+                Bson::Int64(i) => Ok(*i),
+                Bson::Int32(i) => Ok(*i as i64),
+                _ => Err(CommandError::type_mismatch("cursor ids must be longs")),
+            })
+            .collect::<Result<_>>()?,
+        _ => {
+            return Err(CommandError::failed_to_parse(
+                "killCursors needs a 'cursors' array",
+            ));
+        }
+    };
+    let (killed, not_found) = ctx.svc.cursors.kill(&ids);
+    Ok(
+        doc! {"cursorsKilled": killed, "cursorsNotFound": not_found, "cursorsAlive": [], "cursorsUnknown": []},
+    )
+}
+
+pub async fn count(ctx: &Ctx<'_>) -> Result<Document> {
+    let coll = collection_name(ctx.cmd, "count")?;
+    let target = ctx.target()?;
+    let filter = parse_filter(ctx.cmd, "query")?;
+    let skip = opt_i64(ctx.cmd, "skip")?.unwrap_or(0).max(0) as usize;
+    let limit = opt_i64(ctx.cmd, "limit")?.unwrap_or(0).unsigned_abs() as usize;
+    let state = ctx.svc.read_state(&target, ctx.cmd).await?;
+    let ns = Namespace::new(target.db.as_str(), coll.as_str());
+    let mut n = if filter.is_empty() {
+        state.collection(&ns).map(|c| c.len()).unwrap_or(0)
+    } else {
+        matching(&state, &ns, &filter).len()
+    };
+    n = n.saturating_sub(skip);
+    if limit > 0 {
+        n = n.min(limit);
+    }
+    Ok(doc! {"n": n as i64, "operationTime": operation_time(state.time())})
+}
+
+pub async fn distinct(ctx: &Ctx<'_>) -> Result<Document> {
+    let coll = collection_name(ctx.cmd, "distinct")?;
+    let target = ctx.target()?;
+    let key = match ctx.cmd.get("key") {
+        Some(Bson::String(k)) if !k.is_empty() => k.clone(),
+        _ => {
+            return Err(CommandError::failed_to_parse(
+                "distinct needs a non-empty string 'key'",
+            ));
+        }
+    };
+    let filter = parse_filter(ctx.cmd, "query")?;
+    let state = ctx.svc.read_state(&target, ctx.cmd).await?;
+    let ns = Namespace::new(target.db.as_str(), coll.as_str());
+    let mut values: Vec<Bson> = Vec::new();
+    for d in matching(&state, &ns, &filter) {
+        for v in crate::query::path::resolve(d, &key).values {
+            let items: Vec<&Bson> = match v {
+                Bson::Array(a) => a.iter().collect(),
+                v => vec![v],
+            };
+            for i in items {
+                if !values.iter().any(|e| {
+                    crate::query::compare::equal(e, i)
+                        && crate::query::compare::type_rank(e)
+                            == crate::query::compare::type_rank(i)
+                }) {
+                    values.push(i.clone());
+                }
+            }
+        }
+    }
+    values.sort_by(crate::query::compare::compare);
+    Ok(doc! {"values": values, "operationTime": operation_time(state.time())})
+}
+
+struct StateLookup<'a> {
+    state: &'a BranchState,
+    db: &'a str,
+}
+
+impl Lookup for StateLookup<'_> {
+    fn collection(&self, name: &str) -> Vec<Document> {
+        self.state
+            .collection(&Namespace::new(self.db, name))
+            .map(|c| c.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+pub async fn aggregate(ctx: &Ctx<'_>) -> Result<Document> {
+    let target = ctx.target()?;
+    let coll = match ctx.cmd.get("aggregate") {
+        Some(Bson::String(_)) => collection_name(ctx.cmd, "aggregate")?,
+        _ => {
+            return Err(CommandError::not_implemented(
+                "aggregate without a collection (aggregate: 1)",
+            ));
+        }
+    };
+    let stages = match ctx.cmd.get("pipeline") {
+        Some(Bson::Array(a)) => a,
+        _ => return Err(CommandError::type_mismatch("'pipeline' must be an array")),
+    };
+    if ctx.cmd.contains_key("explain") {
+        return Err(CommandError::not_implemented("explain"));
+    }
+    let cursor = match ctx.cmd.get("cursor") {
+        Some(Bson::Document(c)) => c,
+        _ => {
+            return Err(CommandError::failed_to_parse(
+                "The 'cursor' option is required, except for aggregate with the explain argument",
+            ));
+        }
+    };
+    let pipeline = Pipeline::parse(stages)?;
+    let state = ctx.svc.read_state(&target, ctx.cmd).await?;
+    let ns = Namespace::new(target.db.as_str(), coll.as_str());
+    // A leading $match can use the _id point lookup.
+    let input: Vec<Document> = match stages.first() {
+        Some(Bson::Document(s)) if matches!(s.get("$match"), Some(Bson::Document(_))) => {
+            let f = Filter::parse(
+                s.get_document("$match")
+                    .map_err(|e| CommandError::bad_value(e.to_string()))?,
+            )?;
+            matching(&state, &ns, &f).into_iter().cloned().collect()
+        }
+        _ => state
+            .collection(&ns)
+            .map(|c| c.iter().cloned().collect())
+            .unwrap_or_default(),
+    };
+    let out = pipeline.run(
+        input,
+        &StateLookup {
+            state: &state,
+            db: &target.db,
+        },
+    )?;
+    let shown = format!("{}.{coll}", target.raw);
+    let (first, id) = ctx
+        .svc
+        .cursors
+        .open(shown.clone(), out, batch_size(Some(cursor))?, false);
+    let mut reply = cursor_reply(&shown, first, id, true);
+    reply.insert("operationTime", operation_time(state.time()));
+    Ok(reply)
+}

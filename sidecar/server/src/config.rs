@@ -1,0 +1,142 @@
+//! Command-line and environment configuration of `argon-sidecar serve`.
+//! Every flag can also be given as an `ARGON_*` environment variable, which
+//! is how the operator's webhook configures an injected sidecar.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use argon_wal::{EmbeddedStore, LogStore, MongoStore, Wal, WalError, WalOptions};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "argon-sidecar",
+    version,
+    about = "Argon's data plane: a MongoDB wire-protocol server with branches and time travel."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve MongoDB clients from a branch of an Argon project.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Embedded store directory (standalone mode). Project and `main` are created on first start.
+    #[arg(long, env = "ARGON_DATA", value_name = "DIR", conflicts_with = "store")]
+    pub data: Option<PathBuf>,
+    /// Shared store: a MongoDB connection string holding the project's WAL.
+    #[arg(long, env = "ARGON_STORE", value_name = "URI")]
+    pub store: Option<String>,
+    /// Database of the shared store that holds the WAL.
+    #[arg(long, env = "ARGON_STORE_DATABASE", default_value = "argon")]
+    pub store_database: String,
+    /// Project (one WAL and its branches).
+    #[arg(long, env = "ARGON_PROJECT", default_value = "default")]
+    pub project: String,
+    /// The branch that databases named without `~branch` address.
+    #[arg(long, env = "ARGON_BRANCH", default_value = "main")]
+    pub branch: String,
+    /// Address to serve the MongoDB wire protocol on.
+    #[arg(long, env = "ARGON_LISTEN", default_value = "127.0.0.1:27017")]
+    pub listen: SocketAddr,
+    /// Address to serve /metrics, /healthz and /readyz on (off when absent).
+    #[arg(long, env = "ARGON_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// Where the WAL lives.
+#[derive(Debug, Clone)]
+pub enum StoreChoice {
+    Embedded(PathBuf),
+    Mongo { uri: String, database: String },
+}
+
+impl std::fmt::Display for StoreChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreChoice::Embedded(dir) => write!(f, "embedded store {}", dir.display()),
+            // The URI may hold a password: show only the database.
+            StoreChoice::Mongo { database, .. } => {
+                write!(f, "mongodb store (database {database:?})")
+            }
+        }
+    }
+}
+
+impl ServeArgs {
+    pub fn store_choice(&self) -> Result<StoreChoice, String> {
+        match (&self.data, &self.store) {
+            (Some(dir), None) => Ok(StoreChoice::Embedded(dir.clone())),
+            (None, Some(uri)) => {
+                if !(uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://")) {
+                    return Err(format!(
+                        "--store must be a mongodb:// or mongodb+srv:// connection string, got {:?}",
+                        redact(uri)
+                    ));
+                }
+                Ok(StoreChoice::Mongo {
+                    uri: uri.clone(),
+                    database: self.store_database.clone(),
+                })
+            }
+            (Some(_), Some(_)) => Err("give either --data or --store, not both".into()),
+            (None, None) => Err(
+                "no store: give --data <dir> (embedded) or --store mongodb://... (shared)".into(),
+            ),
+        }
+    }
+}
+
+fn redact(uri: &str) -> String {
+    match (uri.find("://"), uri.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***{}", &uri[..s], &uri[at..]),
+        _ => uri.to_owned(),
+    }
+}
+
+/// Opens the store and the project's WAL (creating the project and `main`).
+pub async fn open_wal(store: &StoreChoice, project: &str) -> Result<Wal, WalError> {
+    let store: Arc<dyn LogStore> = match store {
+        StoreChoice::Embedded(dir) => EmbeddedStore::open(dir)?,
+        StoreChoice::Mongo { uri, database } => MongoStore::connect(uri, database).await?,
+    };
+    let options = WalOptions {
+        actor: format!("argon-sidecar/{}", std::process::id()),
+        ..WalOptions::default()
+    };
+    Wal::open(store, project, options).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<ServeArgs, String> {
+        let mut full = vec!["argon-sidecar", "serve"];
+        full.extend_from_slice(args);
+        let Command::Serve(a) = Cli::try_parse_from(full)
+            .map_err(|e| e.to_string())?
+            .command;
+        Ok(a)
+    }
+
+    #[test]
+    fn flags_and_store_choice() {
+        let a = parse(&["--data", "/tmp/x", "--listen", "127.0.0.1:0"]).unwrap();
+        assert!(matches!(a.store_choice(), Ok(StoreChoice::Embedded(_))));
+        assert_eq!(a.branch, "main");
+        assert!(parse(&["--data", "/x", "--store", "mongodb://h"]).is_err());
+        assert!(parse(&["--listen", "nope"]).is_err());
+        let a = parse(&["--store", "http://x"]).unwrap();
+        assert!(a.store_choice().is_err());
+        assert!(parse(&[]).unwrap().store_choice().is_err());
+        assert_eq!(redact("mongodb://u:p@h/x"), "mongodb://***@h/x");
+    }
+}

@@ -1,0 +1,171 @@
+//! MongoDB error codes and the command error type.
+//!
+//! Every code this server emits is in the one table below, with MongoDB's
+//! number and codeName; [`CommandError::to_document`] is the one place an
+//! error becomes the `{ok: 0, errmsg, code, codeName}` reply.
+
+use bson::{Document, doc};
+
+macro_rules! error_codes {
+    ($($name:ident = $code:literal,)*) => {
+        /// MongoDB's error codes (names and numbers as in MongoDB's error_codes.yml).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ErrorCode { $($name,)* }
+
+        impl ErrorCode {
+            pub fn code(self) -> i32 {
+                match self { $(Self::$name => $code,)* }
+            }
+            pub fn name(self) -> &'static str {
+                match self { $(Self::$name => stringify!($name),)* }
+            }
+            pub const ALL: &'static [ErrorCode] = &[$(Self::$name,)*];
+        }
+    };
+}
+
+error_codes! {
+    InternalError = 1,
+    BadValue = 2,
+    NoSuchKey = 4,
+    HostUnreachable = 6,
+    FailedToParse = 9,
+    Unauthorized = 13,
+    TypeMismatch = 14,
+    IllegalOperation = 20,
+    InvalidBSON = 22,
+    NamespaceNotFound = 26,
+    IndexNotFound = 27,
+    PathNotViable = 28,
+    ConflictingUpdateOperators = 40,
+    CursorNotFound = 43,
+    NamespaceExists = 48,
+    DollarPrefixedFieldName = 52,
+    InvalidIdField = 53,
+    EmptyFieldName = 56,
+    CommandNotFound = 59,
+    ImmutableField = 66,
+    InvalidOptions = 72,
+    InvalidNamespace = 73,
+    IndexOptionsConflict = 85,
+    IndexKeySpecsConflict = 86,
+    CannotCreateIndex = 67,
+    OperationFailed = 96,
+    CommandNotSupported = 115,
+    InvalidPipelineOperator = 168,
+    NotImplemented = 238,
+    Location15947 = 15947,
+    Location15952 = 15952,
+    Location15955 = 15955,
+    Location15983 = 15983,
+    Location16410 = 16410,
+    Location31253 = 31253,
+    Location31254 = 31254,
+    Location28769 = 28769,
+    Location40228 = 40228,
+    Location40234 = 40234,
+    Location40323 = 40323,
+    Location40324 = 40324,
+    Location40414 = 40414,
+    Location51024 = 51024,
+    DuplicateKey = 11000,
+    NotWritablePrimary = 10107,
+    BSONObjectTooLarge = 10334,
+    WriteConflict = 112,
+}
+
+/// A command failed: the reply is `ok: 0` with this code and message, and
+/// the connection goes on.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{code:?} ({}): {message}", code.code())]
+pub struct CommandError {
+    pub code: ErrorCode,
+    pub message: String,
+    /// Extra fields for the reply (e.g. `keyPattern`/`keyValue` of a duplicate key).
+    pub extra: Option<Document>,
+}
+
+pub type Result<T, E = CommandError> = std::result::Result<T, E>;
+
+impl CommandError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            extra: None,
+        }
+    }
+
+    pub fn with_extra(mut self, extra: Document) -> Self {
+        self.extra = Some(extra);
+        self
+    }
+
+    pub fn bad_value(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::BadValue, message)
+    }
+
+    pub fn type_mismatch(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::TypeMismatch, message)
+    }
+
+    pub fn failed_to_parse(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::FailedToParse, message)
+    }
+
+    pub fn not_implemented(what: &str) -> Self {
+        Self::new(
+            ErrorCode::CommandNotSupported,
+            format!("{what} is not implemented yet"),
+        )
+    }
+
+    /// The `ok: 0` reply document.
+    pub fn to_document(&self) -> Document {
+        let mut d = doc! {
+            "ok": 0.0,
+            "errmsg": self.message.clone(),
+            "code": self.code.code(),
+            "codeName": self.code.name(),
+        };
+        if let Some(extra) = &self.extra {
+            d.extend(extra.clone());
+        }
+        d
+    }
+
+    /// The `{index, code, errmsg}` entry of a write command's `writeErrors`.
+    pub fn to_write_error(&self, index: usize) -> Document {
+        let mut d = doc! {
+            "index": index as i32,
+            "code": self.code.code(),
+            "codeName": self.code.name(),
+            "errmsg": self.message.clone(),
+        };
+        if let Some(extra) = &self.extra {
+            d.extend(extra.clone());
+        }
+        d
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique() {
+        let mut seen = std::collections::HashSet::new();
+        for c in ErrorCode::ALL {
+            assert!(seen.insert(c.code()), "{c:?} duplicates a code");
+        }
+    }
+
+    #[test]
+    fn reply_shape() {
+        let d = CommandError::new(ErrorCode::CommandNotFound, "no such command: 'x'").to_document();
+        assert_eq!(d.get_i32("code").unwrap(), 59);
+        assert_eq!(d.get_str("codeName").unwrap(), "CommandNotFound");
+        assert_eq!(d.get_f64("ok").unwrap(), 0.0);
+    }
+}

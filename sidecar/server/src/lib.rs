@@ -1,0 +1,29 @@
+//! `argon-sidecar`: Argon's data plane.
+//!
+//! This crate owns the MongoDB wire-protocol server: framing and message
+//! parsing (`wire`), the command handlers and their MongoDB error codes
+//! (`commands`, `error`), the query engine that filters, updates, projects,
+//! sorts and aggregates documents (`query`), branch addressing in database
+//! names (`target`), cursors (`cursor`), retryable-write memory (`retry`),
+//! the accept loop (`server`), configuration (`config`) and the metrics
+//! endpoint (`metrics`).
+//!
+//! Durability, branches and materialized state belong to the `argon-wal`
+//! crate: every write here is resolved inside `Wal::write` and acknowledged
+//! only after it returns; every read is a `BranchState` from `Wal::read`.
+
+pub mod commands;
+pub mod config;
+pub mod cursor;
+pub mod error;
+pub mod metrics;
+pub mod query;
+pub mod retry;
+pub mod server;
+pub mod service;
+pub mod target;
+pub mod wal_error;
+pub mod wire;
+
+pub use server::run;
+pub use service::Service;

@@ -1,0 +1,93 @@
+//! `argon-sidecar`: parses configuration and runs the library's server.
+//! Bad configuration or an unreachable store: one line on stderr, exit 2.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use argon_sidecar::config::{Cli, Command, ServeArgs, open_wal};
+use argon_sidecar::metrics::{self, Metrics};
+use argon_sidecar::{Service, run};
+use clap::Parser;
+use tokio::net::TcpListener;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ARGON_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("argon-sidecar: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let Command::Serve(args) = cli.command;
+    match runtime.block_on(serve(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("argon-sidecar: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let store = args.store_choice().map_err(anyhow::Error::msg)?;
+    let metrics = Arc::new(Metrics::default());
+    if let Some(addr) = args.metrics_listen {
+        let l = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+        tokio::spawn(metrics::serve(l, metrics.clone()));
+    }
+    let wal = open_wal(&store, &args.project)
+        .await
+        .with_context(|| format!("cannot open {store}"))?;
+    wal.branch(&args.branch).await.with_context(|| {
+        format!(
+            "default branch {:?} of project {:?}",
+            args.branch, args.project
+        )
+    })?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    tracing::info!(listen = %listener.local_addr()?, %store, project = %args.project, branch = %args.branch, "serving MongoDB clients");
+    run(
+        listener,
+        Service::new(wal, args.branch, metrics),
+        shutdown_signal(),
+    )
+    .await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

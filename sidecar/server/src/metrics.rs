@@ -1,0 +1,166 @@
+//! Prometheus metrics and the HTTP endpoint that serves them with the
+//! health checks: `/metrics`, `/healthz` (the process is up), `/readyz` (the
+//! WAL is open and the server accepts connections).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode, body::Incoming, service::service_fn};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CommandLabels {
+    pub command: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub code_name: String,
+}
+
+/// The server's metrics. Cheap to share (`Arc` inside each metric).
+pub struct Metrics {
+    registry: Registry,
+    pub commands: Family<CommandLabels, Counter>,
+    pub command_errors: Family<ErrorLabels, Counter>,
+    pub connections_open: Gauge<i64, AtomicI64>,
+    pub connections_total: Counter,
+    pub protocol_errors: Counter,
+    pub commits: Counter,
+    pub ready: AtomicBool,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("argon_sidecar");
+        let commands = Family::<CommandLabels, Counter>::default();
+        let command_errors = Family::<ErrorLabels, Counter>::default();
+        let connections_open = Gauge::<i64, AtomicI64>::default();
+        let connections_total = Counter::default();
+        let protocol_errors = Counter::default();
+        let commits = Counter::default();
+        registry.register("commands", "Commands received, by name", commands.clone());
+        registry.register(
+            "command_errors",
+            "Commands answered with ok: 0, by codeName",
+            command_errors.clone(),
+        );
+        registry.register(
+            "connections_open",
+            "Client connections open now",
+            connections_open.clone(),
+        );
+        registry.register(
+            "connections",
+            "Client connections accepted",
+            connections_total.clone(),
+        );
+        registry.register(
+            "protocol_errors",
+            "Connections closed for a malformed message",
+            protocol_errors.clone(),
+        );
+        registry.register(
+            "wal_commits",
+            "Writes acknowledged after a durable WAL commit",
+            commits.clone(),
+        );
+        Metrics {
+            registry,
+            commands,
+            command_errors,
+            connections_open,
+            connections_total,
+            protocol_errors,
+            commits,
+            ready: AtomicBool::new(false),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::warn!(error = %e, "encoding metrics");
+        }
+        out
+    }
+
+    /// The command name used as a label: known names only, so a client
+    /// cannot grow the label set without bound.
+    pub fn record_command(&self, name: &str, known: bool) {
+        let command = if known {
+            name.to_owned()
+        } else {
+            "unknown".to_owned()
+        };
+        self.commands
+            .get_or_create(&CommandLabels { command })
+            .inc();
+    }
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+    loop {
+        let (stream, peer): (_, SocketAddr) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics listener accept failed");
+                continue;
+            }
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let svc = service_fn(move |req| answer(req, metrics.clone()));
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, svc)
+                .await
+            {
+                tracing::debug!(%peer, error = %e, "metrics connection ended");
+            }
+        });
+    }
+}
+
+async fn answer(
+    req: Request<Incoming>,
+    metrics: Arc<Metrics>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (status, body, ctype) = match req.uri().path() {
+        "/metrics" => (
+            StatusCode::OK,
+            metrics.encode(),
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+        "/healthz" => (StatusCode::OK, "ok\n".to_owned(), "text/plain"),
+        "/readyz" if metrics.ready.load(Ordering::Relaxed) => {
+            (StatusCode::OK, "ready\n".to_owned(), "text/plain")
+        }
+        "/readyz" => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready\n".to_owned(),
+            "text/plain",
+        ),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "not found\n".to_owned(),
+            "text/plain",
+        ),
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    if let Ok(v) = hyper::header::HeaderValue::from_str(ctype) {
+        resp.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    Ok(resp)
+}

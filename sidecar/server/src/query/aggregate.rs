@@ -1,0 +1,638 @@
+//! The aggregation pipeline core: `$match`, `$project`, `$addFields`/`$set`,
+//! `$unset`, `$sort`, `$limit`, `$skip`, `$count`, `$group`, `$unwind`,
+//! `$replaceRoot`/`$replaceWith`, `$sortByCount` and a simple `$lookup`.
+//! Stages run over an in-memory batch of documents.
+
+use bson::{Bson, Document, doc};
+
+use super::compare::{as_f64, as_i64, compare, equal, is_number};
+use super::expr::Expr;
+use super::filter::Filter;
+use super::path;
+use super::projection::Projection;
+use super::sort::SortSpec;
+use crate::error::{CommandError, ErrorCode, Result};
+
+#[derive(Debug, Clone)]
+enum Stage {
+    Match(Filter),
+    Project(Projection),
+    AddFields(Vec<(String, Expr)>),
+    Unset(Vec<String>),
+    Sort(SortSpec),
+    Limit(usize),
+    Skip(usize),
+    Count(String),
+    Group(Group),
+    Unwind {
+        path: String,
+        index_field: Option<String>,
+        preserve: bool,
+    },
+    ReplaceRoot(Expr),
+    Lookup {
+        from: String,
+        local: String,
+        foreign: String,
+        as_field: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Group {
+    id: Expr,
+    accumulators: Vec<(String, Acc, Expr)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Acc {
+    Sum,
+    Avg,
+    Min,
+    Max,
+    First,
+    Last,
+    Push,
+    AddToSet,
+    Count,
+}
+
+/// A parsed pipeline.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    stages: Vec<Stage>,
+}
+
+/// The collections a pipeline reads besides its input (for `$lookup`).
+pub trait Lookup {
+    fn collection(&self, name: &str) -> Vec<Document>;
+}
+
+impl Pipeline {
+    pub fn parse(stages: &[Bson]) -> Result<Pipeline> {
+        let mut out = Vec::with_capacity(stages.len());
+        for s in stages {
+            let Bson::Document(d) = s else {
+                return Err(CommandError::type_mismatch(
+                    "Each element of the 'pipeline' array must be an object",
+                ));
+            };
+            if d.len() != 1 {
+                return Err(CommandError::new(
+                    ErrorCode::Location40323,
+                    "A pipeline stage specification object must contain exactly one field.",
+                ));
+            }
+            let Some((name, arg)) = d.iter().next() else {
+                continue;
+            };
+            out.push(parse_stage(name, arg)?);
+        }
+        Ok(Pipeline { stages: out })
+    }
+
+    /// Runs the pipeline over `input`.
+    pub fn run(&self, mut docs: Vec<Document>, lookup: &dyn Lookup) -> Result<Vec<Document>> {
+        for stage in &self.stages {
+            docs = run_stage(stage, docs, lookup)?;
+        }
+        Ok(docs)
+    }
+}
+
+fn non_negative(name: &str, v: &Bson) -> Result<usize> {
+    match as_i64(v) {
+        Some(n) if n >= 0 => Ok(n as usize),
+        _ => Err(CommandError::bad_value(format!(
+            "invalid argument to {name} stage: expected a non-negative number, got {v}"
+        ))),
+    }
+}
+
+fn parse_stage(name: &str, arg: &Bson) -> Result<Stage> {
+    let doc_arg = || match arg {
+        Bson::Document(d) => Ok(d),
+        _ => Err(CommandError::failed_to_parse(format!(
+            "the {name} stage specification must be an object"
+        ))),
+    };
+    Ok(match name {
+        "$match" => Stage::Match(Filter::parse(doc_arg()?)?),
+        "$project" => Stage::Project(Projection::parse(doc_arg()?)?),
+        "$addFields" | "$set" => Stage::AddFields(
+            doc_arg()?
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), Expr::parse(v)?)))
+                .collect::<Result<_>>()?,
+        ),
+        "$unset" => Stage::Unset(match arg {
+            Bson::String(s) => vec![s.clone()],
+            Bson::Array(a) => a
+                .iter()
+                .map(|v| match v {
+                    Bson::String(s) => Ok(s.clone()),
+                    _ => Err(CommandError::failed_to_parse(
+                        "$unset specification must be a string or an array of strings",
+                    )),
+                })
+                .collect::<Result<_>>()?,
+            _ => {
+                return Err(CommandError::failed_to_parse(
+                    "$unset specification must be a string or an array of strings",
+                ));
+            }
+        }),
+        "$sort" => Stage::Sort(SortSpec::parse(doc_arg()?)?),
+        "$limit" => match as_i64(arg) {
+            Some(n) if n > 0 => Stage::Limit(n as usize),
+            _ => {
+                return Err(CommandError::new(
+                    ErrorCode::Location15955,
+                    "the limit must be positive",
+                ));
+            }
+        },
+        "$skip" => Stage::Skip(non_negative("$skip", arg)?),
+        "$count" => match arg {
+            Bson::String(s) if !s.is_empty() && !s.starts_with('$') && !s.contains('.') => {
+                Stage::Count(s.clone())
+            }
+            _ => {
+                return Err(CommandError::bad_value(
+                    "the count field must be a non-empty string without '$' or '.'",
+                ));
+            }
+        },
+        "$group" => {
+            let d = doc_arg()?;
+            let id = d.get("_id").ok_or_else(|| {
+                CommandError::new(
+                    ErrorCode::Location15955,
+                    "a group specification must include an _id",
+                )
+            })?;
+            let mut accumulators = Vec::new();
+            for (field, spec) in d {
+                if field == "_id" {
+                    continue;
+                }
+                let Bson::Document(spec) = spec else {
+                    return Err(CommandError::new(
+                        ErrorCode::Location40234,
+                        format!("The field '{field}' must be an accumulator object"),
+                    ));
+                };
+                let Some((acc_name, acc_arg)) = spec.iter().next().filter(|_| spec.len() == 1)
+                else {
+                    return Err(CommandError::new(
+                        ErrorCode::Location40234,
+                        format!("The field '{field}' must specify one accumulator"),
+                    ));
+                };
+                let acc = match acc_name.as_str() {
+                    "$sum" => Acc::Sum,
+                    "$avg" => Acc::Avg,
+                    "$min" => Acc::Min,
+                    "$max" => Acc::Max,
+                    "$first" => Acc::First,
+                    "$last" => Acc::Last,
+                    "$push" => Acc::Push,
+                    "$addToSet" => Acc::AddToSet,
+                    "$count" => Acc::Count,
+                    other => {
+                        return Err(CommandError::new(
+                            ErrorCode::Location15952,
+                            format!("unknown group operator '{other}'"),
+                        ));
+                    }
+                };
+                accumulators.push((field.clone(), acc, Expr::parse(acc_arg)?));
+            }
+            Stage::Group(Group {
+                id: Expr::parse(id)?,
+                accumulators,
+            })
+        }
+        "$unwind" => match arg {
+            Bson::String(p) => Stage::Unwind {
+                path: unwind_path(p)?,
+                index_field: None,
+                preserve: false,
+            },
+            Bson::Document(d) => {
+                let p = d
+                    .get_str("path")
+                    .map_err(|_| CommandError::failed_to_parse("$unwind needs a 'path' string"))?;
+                Stage::Unwind {
+                    path: unwind_path(p)?,
+                    index_field: d.get_str("includeArrayIndex").ok().map(str::to_owned),
+                    preserve: d.get_bool("preserveNullAndEmptyArrays").unwrap_or(false),
+                }
+            }
+            _ => {
+                return Err(CommandError::failed_to_parse(
+                    "expected either a string or an object as specification for $unwind stage",
+                ));
+            }
+        },
+        "$replaceRoot" => Stage::ReplaceRoot(Expr::parse(doc_arg()?.get("newRoot").ok_or_else(
+            || CommandError::failed_to_parse("no newRoot specified for the $replaceRoot stage"),
+        )?)?),
+        "$replaceWith" => Stage::ReplaceRoot(Expr::parse(arg)?),
+        "$sortByCount" => {
+            // {$sortByCount: e} is {$group: {_id: e, count: {$sum: 1}}}, {$sort: {count: -1}}.
+            return Ok(Stage::Group(Group {
+                id: Expr::parse(arg)?,
+                accumulators: vec![
+                    ("count".into(), Acc::Count, Expr::Literal(Bson::Null)),
+                    (
+                        "\u{0}sortByCount".into(),
+                        Acc::Count,
+                        Expr::Literal(Bson::Null),
+                    ),
+                ],
+            }));
+        }
+        "$lookup" => {
+            let d = doc_arg()?;
+            let s = |k: &str| {
+                d.get_str(k)
+                    .map(str::to_owned)
+                    .map_err(|_| CommandError::failed_to_parse(format!("$lookup needs a string '{k}' (pipeline-style $lookup is not implemented yet)")))
+            };
+            Stage::Lookup {
+                from: s("from")?,
+                local: s("localField")?,
+                foreign: s("foreignField")?,
+                as_field: s("as")?,
+            }
+        }
+        "$out" | "$merge" | "$facet" | "$bucket" | "$bucketAuto" | "$graphLookup" | "$geoNear"
+        | "$unionWith" => {
+            return Err(CommandError::not_implemented(&format!("the {name} stage")));
+        }
+        other => {
+            return Err(CommandError::new(
+                ErrorCode::Location40324,
+                format!("Unrecognized pipeline stage name: '{other}'"),
+            ));
+        }
+    })
+}
+
+fn unwind_path(p: &str) -> Result<String> {
+    p.strip_prefix('$')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            CommandError::new(
+                ErrorCode::Location28769,
+                format!("path option to $unwind stage should be prefixed with a '$': {p}"),
+            )
+        })
+}
+
+fn run_stage(stage: &Stage, docs: Vec<Document>, lookup: &dyn Lookup) -> Result<Vec<Document>> {
+    Ok(match stage {
+        Stage::Match(f) => docs.into_iter().filter(|d| f.matches(d)).collect(),
+        Stage::Project(p) => docs.iter().map(|d| p.apply(d)).collect(),
+        Stage::AddFields(fields) => docs
+            .into_iter()
+            .map(|mut d| {
+                let root = d.clone();
+                for (k, e) in fields {
+                    match e.eval(&root) {
+                        Some(v) => path::set(&mut d, k, v)?,
+                        None => {
+                            path::unset(&mut d, k);
+                        }
+                    }
+                }
+                Ok(d)
+            })
+            .collect::<Result<_>>()?,
+        Stage::Unset(fields) => docs
+            .into_iter()
+            .map(|mut d| {
+                for f in fields {
+                    path::unset(&mut d, f);
+                }
+                d
+            })
+            .collect(),
+        Stage::Sort(s) => {
+            let mut docs = docs;
+            s.sort(&mut docs);
+            docs
+        }
+        Stage::Limit(n) => docs.into_iter().take(*n).collect(),
+        Stage::Skip(n) => docs.into_iter().skip(*n).collect(),
+        Stage::Count(name) => {
+            if docs.is_empty() {
+                Vec::new()
+            } else {
+                vec![doc! { name.clone(): docs.len() as i32 }]
+            }
+        }
+        Stage::Group(g) => group(g, docs),
+        Stage::Unwind { path: p, index_field, preserve } => {
+            let mut out = Vec::with_capacity(docs.len());
+            for d in docs {
+                match path::get(&d, p).cloned() {
+                    Some(Bson::Array(items)) if !items.is_empty() => {
+                        for (i, item) in items.into_iter().enumerate() {
+                            let mut e = d.clone();
+                            path::set(&mut e, p, item)?;
+                            if let Some(f) = index_field {
+                                path::set(&mut e, f, Bson::Int64(i as i64))?;
+                            }
+                            out.push(e);
+                        }
+                    }
+                    Some(Bson::Array(_)) | Some(Bson::Null) | None => {
+                        if *preserve {
+                            let mut e = d.clone();
+                            if let Some(f) = index_field {
+                                path::set(&mut e, f, Bson::Null)?;
+                            }
+                            out.push(e);
+                        }
+                    }
+                    Some(_) => {
+                        let mut e = d;
+                        if let Some(f) = index_field {
+                            path::set(&mut e, f, Bson::Null)?;
+                        }
+                        out.push(e);
+                    }
+                }
+            }
+            out
+        }
+        Stage::ReplaceRoot(e) => docs
+            .iter()
+            .map(|d| match e.eval(d) {
+                Some(Bson::Document(new_root)) => Ok(new_root),
+                other => Err(CommandError::new(
+                    ErrorCode::Location40228,
+                    format!("'newRoot' expression must evaluate to an object, but resulting value was: {}", other.map(|v| v.to_string()).unwrap_or_else(|| "MISSING".into())),
+                )),
+            })
+            .collect::<Result<_>>()?,
+        Stage::Lookup { from, local, foreign, as_field } => {
+            let foreign_docs = lookup.collection(from);
+            docs.into_iter()
+                .map(|mut d| {
+                    let local_vals = path::resolve(&d, local);
+                    let keys: Vec<Bson> = if local_vals.values.is_empty() {
+                        vec![Bson::Null]
+                    } else {
+                        local_vals
+                            .values
+                            .iter()
+                            .flat_map(|v| match v {
+                                Bson::Array(a) => a.clone(),
+                                v => vec![(*v).clone()],
+                            })
+                            .collect()
+                    };
+                    let matched: Vec<Bson> = foreign_docs
+                        .iter()
+                        .filter(|f| {
+                            let r = path::resolve(f, foreign);
+                            keys.iter().any(|k| {
+                                let pred = super::filter::Pred::Eq(k.clone());
+                                pred.matches(&r)
+                            })
+                        })
+                        .map(|f| Bson::Document(f.clone()))
+                        .collect();
+                    path::set(&mut d, as_field, Bson::Array(matched))?;
+                    Ok(d)
+                })
+                .collect::<Result<_>>()?
+        }
+    })
+}
+
+fn group(g: &Group, docs: Vec<Document>) -> Vec<Document> {
+    let sort_by_count = g
+        .accumulators
+        .iter()
+        .any(|(n, _, _)| n == "\u{0}sortByCount");
+    let mut keys: Vec<Bson> = Vec::new();
+    let mut states: Vec<Vec<AccState>> = Vec::new();
+    for d in &docs {
+        let key = g.id.eval(d).unwrap_or(Bson::Null);
+        let idx = match keys.iter().position(|k| {
+            equal(k, &key) && super::compare::type_rank(k) == super::compare::type_rank(&key)
+        }) {
+            Some(i) => i,
+            None => {
+                keys.push(key);
+                states.push(g.accumulators.iter().map(|_| AccState::default()).collect());
+                keys.len() - 1
+            }
+        };
+        for ((_, acc, e), st) in g.accumulators.iter().zip(states[idx].iter_mut()) {
+            st.add(*acc, e.eval(d));
+        }
+    }
+    let mut out: Vec<Document> = keys
+        .into_iter()
+        .zip(states)
+        .map(|(k, sts)| {
+            let mut d = doc! {"_id": k};
+            for ((name, acc, _), st) in g.accumulators.iter().zip(sts) {
+                if !name.starts_with('\u{0}') {
+                    d.insert(name.clone(), st.finish(*acc));
+                }
+            }
+            d
+        })
+        .collect();
+    if sort_by_count {
+        out.sort_by(|a, b| {
+            compare(
+                b.get("count").unwrap_or(&Bson::Null),
+                a.get("count").unwrap_or(&Bson::Null),
+            )
+        });
+    }
+    out
+}
+
+#[derive(Default)]
+struct AccState {
+    values: Vec<Bson>,
+    count: i64,
+    sum: f64,
+    all_int: bool,
+    numeric: usize,
+    best: Option<Bson>,
+}
+
+impl AccState {
+    fn add(&mut self, acc: Acc, v: Option<Bson>) {
+        if self.count == 0 {
+            self.all_int = true;
+        }
+        self.count += 1;
+        match acc {
+            Acc::Sum | Acc::Avg => {
+                if let Some(v) = v.filter(is_number) {
+                    self.sum += as_f64(&v).unwrap_or(0.0);
+                    self.numeric += 1;
+                    self.all_int &= matches!(v, Bson::Int32(_) | Bson::Int64(_));
+                }
+            }
+            Acc::Min | Acc::Max => {
+                if let Some(v) = v.filter(|v| !matches!(v, Bson::Null | Bson::Undefined)) {
+                    let better = match &self.best {
+                        None => true,
+                        Some(b) => {
+                            let o = compare(&v, b);
+                            if acc == Acc::Min {
+                                o.is_lt()
+                            } else {
+                                o.is_gt()
+                            }
+                        }
+                    };
+                    if better {
+                        self.best = Some(v);
+                    }
+                }
+            }
+            Acc::First => {
+                if self.count == 1 {
+                    self.best = Some(v.unwrap_or(Bson::Null));
+                }
+            }
+            Acc::Last => self.best = Some(v.unwrap_or(Bson::Null)),
+            Acc::Push => {
+                if let Some(v) = v {
+                    self.values.push(v);
+                }
+            }
+            Acc::AddToSet => {
+                if let Some(v) = v
+                    && !self.values.iter().any(|e| equal(e, &v))
+                {
+                    self.values.push(v);
+                }
+            }
+            Acc::Count => {}
+        }
+    }
+
+    fn finish(self, acc: Acc) -> Bson {
+        match acc {
+            Acc::Sum => {
+                if self.all_int && self.sum.abs() < 9.0e15 {
+                    let i = self.sum as i64;
+                    i32::try_from(i).map(Bson::Int32).unwrap_or(Bson::Int64(i))
+                } else {
+                    Bson::Double(self.sum)
+                }
+            }
+            Acc::Avg => {
+                if self.numeric == 0 {
+                    Bson::Null
+                } else {
+                    Bson::Double(self.sum / self.numeric as f64)
+                }
+            }
+            Acc::Min | Acc::Max | Acc::First | Acc::Last => self.best.unwrap_or(Bson::Null),
+            Acc::Push | Acc::AddToSet => Bson::Array(self.values),
+            Acc::Count => i32::try_from(self.count)
+                .map(Bson::Int32)
+                .unwrap_or(Bson::Int64(self.count)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::bson;
+
+    struct NoLookup;
+    impl Lookup for NoLookup {
+        fn collection(&self, _: &str) -> Vec<Document> {
+            vec![doc! {"_id": "x", "k": 1}]
+        }
+    }
+
+    fn run(p: Bson, docs: Vec<Document>) -> Result<Vec<Document>> {
+        let Bson::Array(stages) = p else {
+            panic!("pipeline must be an array")
+        };
+        Pipeline::parse(&stages)?.run(docs, &NoLookup)
+    }
+
+    fn sample() -> Vec<Document> {
+        vec![
+            doc! {"_id": 1, "k": 1, "v": 10, "tags": ["a", "b"]},
+            doc! {"_id": 2, "k": 2, "v": 5, "tags": []},
+            doc! {"_id": 3, "k": 1, "v": 1.5},
+        ]
+    }
+
+    #[test]
+    fn match_sort_skip_limit_project_count() {
+        let out = run(bson!([{"$match": {"v": {"$gt": 1}}}, {"$sort": {"v": 1}}, {"$skip": 1}, {"$limit": 1}, {"$project": {"v": 1, "_id": 0}}]), sample()).unwrap();
+        assert_eq!(out, vec![doc! {"v": 5}]);
+        let out = run(bson!([{"$match": {"k": 1}}, {"$count": "n"}]), sample()).unwrap();
+        assert_eq!(out, vec![doc! {"n": 2}]);
+    }
+
+    #[test]
+    fn group_accumulators() {
+        let out = run(
+            bson!([{"$group": {"_id": "$k", "total": {"$sum": "$v"}, "n": {"$sum": 1}, "avg": {"$avg": "$v"}, "mx": {"$max": "$v"}, "ids": {"$push": "$_id"}}}, {"$sort": {"_id": 1}}]),
+            sample(),
+        )
+        .unwrap();
+        assert_eq!(
+            out[0],
+            doc! {"_id": 1, "total": 11.5, "n": 2, "avg": 5.75, "mx": 10, "ids": [1, 3]}
+        );
+        assert_eq!(out[1].get_i32("total").unwrap(), 5);
+    }
+
+    #[test]
+    fn unwind_add_fields_lookup() {
+        let out = run(
+            bson!([{"$unwind": "$tags"}, {"$addFields": {"double": {"$multiply": ["$v", 2]}}}]),
+            sample(),
+        )
+        .unwrap();
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1].get_str("tags").unwrap(), "b");
+        assert_eq!(out[1].get_i32("double").unwrap(), 20);
+        let out = run(
+            bson!([{"$unwind": {"path": "$tags", "preserveNullAndEmptyArrays": true}}]),
+            sample(),
+        )
+        .unwrap();
+        assert_eq!(out.len(), 4);
+        let out = run(
+            bson!([{"$lookup": {"from": "o", "localField": "k", "foreignField": "k", "as": "j"}}]),
+            sample(),
+        )
+        .unwrap();
+        assert_eq!(out[0].get_array("j").unwrap().len(), 1);
+        assert_eq!(out[1].get_array("j").unwrap().len(), 0);
+    }
+
+    #[test]
+    fn bad_stages() {
+        assert_eq!(
+            run(bson!([{"$nope": {}}]), vec![]).unwrap_err().code,
+            ErrorCode::Location40324
+        );
+        assert!(run(bson!([{"$limit": 0}]), vec![]).is_err());
+        assert!(run(bson!([{"$group": {"_id": 1, "x": {"$bad": 1}}}]), vec![]).is_err());
+    }
+}

@@ -1,0 +1,21 @@
+//! The query engine: pure functions on `bson::Document`, with no I/O.
+//!
+//! `compare` is BSON's cross-type order, `path` resolves dotted paths the way
+//! MongoDB does through arrays, and the other modules build on those two:
+//! filters, update operators, projection, sort, expressions and the
+//! aggregation pipeline.
+
+pub mod aggregate;
+pub mod compare;
+pub mod expr;
+pub mod filter;
+pub mod path;
+pub mod projection;
+pub mod sort;
+pub mod update;
+
+pub use compare::compare;
+pub use filter::Filter;
+pub use projection::Projection;
+pub use sort::SortSpec;
+pub use update::UpdateSpec;

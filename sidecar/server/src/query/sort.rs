@@ -1,0 +1,113 @@
+//! Sort specifications: multi-key, in BSON order. An array field sorts by its
+//! smallest element ascending and its largest descending, as MongoDB does.
+
+use std::cmp::Ordering;
+
+use bson::{Bson, Document};
+
+use super::compare::compare;
+use super::path::resolve;
+use crate::error::{CommandError, Result};
+
+#[derive(Debug, Clone, Default)]
+pub struct SortSpec {
+    keys: Vec<(String, bool)>,
+}
+
+impl SortSpec {
+    pub fn parse(spec: &Document) -> Result<SortSpec> {
+        let mut keys = Vec::with_capacity(spec.len());
+        for (k, v) in spec {
+            let ascending = match v {
+                Bson::Int32(1) | Bson::Int64(1) => true,
+                Bson::Int32(-1) | Bson::Int64(-1) => false,
+                Bson::Double(d) if *d == 1.0 => true,
+                Bson::Double(d) if *d == -1.0 => false,
+                Bson::Document(d) if d.contains_key("$meta") => {
+                    return Err(CommandError::not_implemented("$meta sort"));
+                }
+                other => {
+                    return Err(CommandError::bad_value(format!(
+                        "$sort key ordering must be 1 (for ascending) or -1 (for descending); found {k}: {other}"
+                    )));
+                }
+            };
+            if k.is_empty() {
+                return Err(CommandError::bad_value(
+                    "$sort field names must not be empty",
+                ));
+            }
+            keys.push((k.clone(), ascending));
+        }
+        Ok(SortSpec { keys })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    pub fn compare(&self, a: &Document, b: &Document) -> Ordering {
+        for (path, ascending) in &self.keys {
+            let (x, y) = (sort_key(a, path, *ascending), sort_key(b, path, *ascending));
+            let o = compare(&x, &y);
+            let o = if *ascending { o } else { o.reverse() };
+            if o != Ordering::Equal {
+                return o;
+            }
+        }
+        Ordering::Equal
+    }
+
+    /// Sorts stably (equal keys keep their input order, i.e. `_id` order).
+    pub fn sort(&self, docs: &mut [Document]) {
+        if !self.is_empty() {
+            docs.sort_by(|a, b| self.compare(a, b));
+        }
+    }
+}
+
+fn sort_key(doc: &Document, path: &str, ascending: bool) -> Bson {
+    let r = resolve(doc, path);
+    let mut candidates: Vec<&Bson> = Vec::new();
+    for v in &r.values {
+        match v {
+            Bson::Array(a) if a.is_empty() => {}
+            Bson::Array(a) => candidates.extend(a.iter()),
+            v => candidates.push(v),
+        }
+    }
+    if candidates.is_empty() {
+        return Bson::Null;
+    }
+    let pick = if ascending {
+        candidates.into_iter().min_by(|a, b| compare(a, b))
+    } else {
+        candidates.into_iter().max_by(|a, b| compare(a, b))
+    };
+    pick.cloned().unwrap_or(Bson::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::doc;
+
+    #[test]
+    fn multi_key_and_arrays() {
+        let mut docs = vec![
+            doc! {"_id": 1, "a": 2, "b": 1},
+            doc! {"_id": 2, "a": 1, "b": 5},
+            doc! {"_id": 3, "a": 2, "b": 3},
+            doc! {"_id": 4},
+            doc! {"_id": 5, "a": [0, 9]},
+        ];
+        SortSpec::parse(&doc! {"a": 1, "b": -1})
+            .unwrap()
+            .sort(&mut docs);
+        let ids: Vec<i32> = docs.iter().map(|d| d.get_i32("_id").unwrap()).collect();
+        assert_eq!(ids, vec![4, 5, 2, 3, 1]);
+        SortSpec::parse(&doc! {"a": -1}).unwrap().sort(&mut docs);
+        assert_eq!(docs[0].get_i32("_id").unwrap(), 5);
+        assert!(SortSpec::parse(&doc! {"a": 2}).is_err());
+    }
+}

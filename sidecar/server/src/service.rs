@@ -1,0 +1,93 @@
+//! The state every connection shares: the WAL, the default branch, open
+//! cursors, retryable-write memory and metrics.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Instant;
+
+use argon_wal::{BranchState, ReadPoint, Wal};
+use bson::{Bson, Document};
+
+use crate::cursor::CursorStore;
+use crate::error::{CommandError, ErrorCode, Result};
+use crate::metrics::Metrics;
+use crate::retry::RetryMemory;
+use crate::target::{Target, commit_time};
+use crate::wal_error::from_wal;
+
+pub struct Service {
+    pub wal: Wal,
+    /// The branch of databases named without `~branch`.
+    pub default_branch: String,
+    pub cursors: CursorStore,
+    pub retries: RetryMemory,
+    pub metrics: Arc<Metrics>,
+    pub started: Instant,
+    next_connection: AtomicI64,
+}
+
+impl Service {
+    pub fn new(wal: Wal, default_branch: impl Into<String>, metrics: Arc<Metrics>) -> Arc<Service> {
+        Arc::new(Service {
+            wal,
+            default_branch: default_branch.into(),
+            cursors: CursorStore::default(),
+            retries: RetryMemory::default(),
+            metrics,
+            started: Instant::now(),
+            next_connection: AtomicI64::new(0),
+        })
+    }
+
+    pub fn next_connection_id(&self) -> i64 {
+        self.next_connection.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    pub fn target(&self, db: &str) -> Result<Target> {
+        Target::parse(db, &self.default_branch)
+    }
+
+    /// The state a read sees: the target's past point if it names one, else
+    /// `readConcern.atClusterTime` if given (snapshot reads), else head.
+    pub async fn read_state(&self, target: &Target, cmd: &Document) -> Result<BranchState> {
+        let mut at = match target.at {
+            Some(seq) => ReadPoint::Seq(seq),
+            None => ReadPoint::Head,
+        };
+        if let Ok(rc) = cmd.get_document("readConcern")
+            && let Some(ts) = rc.get("atClusterTime")
+        {
+            let level = rc.get_str("level").unwrap_or("");
+            if level != "snapshot" {
+                return Err(CommandError::new(
+                    ErrorCode::InvalidOptions,
+                    "atClusterTime is only allowed with readConcern level \"snapshot\"",
+                ));
+            }
+            if target.at.is_some() {
+                return Err(CommandError::new(
+                    ErrorCode::InvalidOptions,
+                    format!(
+                        "database {:?} already names a point; do not also give atClusterTime",
+                        target.raw
+                    ),
+                ));
+            }
+            at = ReadPoint::Time(commit_time(ts)?);
+        }
+        self.wal.read(&target.branch, at).await.map_err(from_wal)
+    }
+}
+
+/// `operationTime` for a reply: the commit time of the state or commit it reflects.
+pub fn operation_time(t: argon_wal::CommitTime) -> Bson {
+    Bson::Timestamp(crate::target::cluster_time(t))
+}
+
+impl Service {
+    /// The name that addresses the default branch (for commands on `admin`
+    /// that list databases).
+    pub fn default_branch_db(&self) -> String {
+        format!("admin~{}", self.default_branch)
+    }
+}

@@ -1,0 +1,37 @@
+//! The one place WAL errors become MongoDB errors.
+
+use argon_wal::{WalError, WriteError};
+
+use crate::error::{CommandError, ErrorCode};
+
+pub fn from_wal(e: WalError) -> CommandError {
+    use WalError::*;
+    let code = match &e {
+        InvalidBranchName { .. }
+        | InvalidProjectName { .. }
+        | PointBeyondHead { .. }
+        | PointBeforeBranch { .. }
+        | InvalidOp(_) => ErrorCode::BadValue,
+        UnknownBranch { .. } => ErrorCode::NamespaceNotFound,
+        BranchExists { .. } => ErrorCode::NamespaceExists,
+        HasChildren { .. } | Protected { .. } => ErrorCode::IllegalOperation,
+        CommitTooLarge { .. } => ErrorCode::BSONObjectTooLarge,
+        Conflict { .. } | CatalogConflict { .. } | TooManyConflicts { .. } => {
+            ErrorCode::WriteConflict
+        }
+        Corrupt { .. } | Malformed { .. } => ErrorCode::InternalError,
+        Locked { .. } | Io { .. } | Mongo { .. } | Closed(_) => ErrorCode::HostUnreachable,
+    };
+    if code == ErrorCode::HostUnreachable || code == ErrorCode::InternalError {
+        tracing::error!(error = %e, "WAL store error");
+    }
+    CommandError::new(code, e.to_string())
+}
+
+/// A failed `Wal::write`: the resolver's own error, or the engine's.
+pub fn from_write(e: WriteError<CommandError>) -> CommandError {
+    match e {
+        WriteError::Rejected(e) => e,
+        WriteError::Wal(e) => from_wal(e),
+    }
+}

@@ -1,0 +1,112 @@
+//! Test support: the server in-process on port 0 over an embedded store in a
+//! temporary directory, a driver client for it, and a raw wire client.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use argon_sidecar::config::{StoreChoice, open_wal};
+use argon_sidecar::metrics::Metrics;
+use argon_sidecar::wire::{Frame, message::encode_op_msg};
+use argon_sidecar::{Service, run};
+use bson::Document;
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub metrics: Arc<Metrics>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let wal = open_wal(&StoreChoice::Embedded(dir.path().join("wal")), "default")
+            .await
+            .expect("the embedded store opens");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+        let addr = listener.local_addr().expect("local addr");
+        let metrics = Arc::new(Metrics::default());
+        let (tx, rx) = oneshot::channel::<()>();
+        let svc = Service::new(wal, "main", metrics.clone());
+        let task = tokio::spawn(run(listener, svc, async move {
+            let _ = rx.await;
+        }));
+        TestServer {
+            addr,
+            metrics,
+            shutdown: Some(tx),
+            task: Some(task),
+            _dir: dir,
+        }
+    }
+
+    pub fn uri(&self) -> String {
+        format!("mongodb://{}/?directConnection=true", self.addr)
+    }
+
+    pub async fn client(&self) -> mongodb::Client {
+        mongodb::Client::with_uri_str(self.uri())
+            .await
+            .expect("driver client")
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+/// A raw wire-protocol client: sends OP_MSG frames, reads reply documents.
+pub struct RawClient {
+    pub stream: TcpStream,
+    buf: BytesMut,
+    next_id: i32,
+}
+
+impl RawClient {
+    pub async fn connect(addr: SocketAddr) -> RawClient {
+        RawClient {
+            stream: TcpStream::connect(addr).await.expect("connect"),
+            buf: BytesMut::new(),
+            next_id: 1,
+        }
+    }
+
+    pub async fn send_bytes(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes).await
+    }
+
+    pub async fn command(&mut self, body: Document) -> Document {
+        self.next_id += 1;
+        let bytes = encode_op_msg(self.next_id, 0, &body, &[]);
+        self.send_bytes(&bytes).await.expect("send");
+        self.read_reply().await.expect("a reply")
+    }
+
+    /// The next reply's body document, or None if the server closed.
+    pub async fn read_reply(&mut self) -> Option<Document> {
+        loop {
+            if let Some(frame) =
+                Frame::decode(&mut self.buf).expect("the server sends valid frames")
+            {
+                // OP_MSG: flags (4), kind 0 (1), document.
+                return Document::from_reader(&frame.body[5..]).ok();
+            }
+            match self.stream.read_buf(&mut self.buf).await {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    }
+}

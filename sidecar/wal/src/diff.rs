@@ -1,0 +1,103 @@
+//! Differences between two states of a branch, per collection. Used by
+//! `Wal::diff` and as the preview of a reset.
+
+use crate::state::{BranchState, CollectionState};
+use crate::types::{Namespace, Seq};
+use bson::Bson;
+use imbl::ordmap::DiffItem;
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CollectionDiff {
+    pub ns: Namespace,
+    /// `_id`s present in the later state only, in `_id` order.
+    pub added: Vec<Bson>,
+    /// `_id`s present in the earlier state only.
+    pub removed: Vec<Bson>,
+    /// `_id`s present in both with different contents.
+    pub changed: Vec<Bson>,
+}
+
+impl CollectionDiff {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Diff {
+    pub from: Seq,
+    pub to: Seq,
+    /// Collections with at least one difference, in namespace order.
+    /// (A collection created or dropped empty shows no document difference.)
+    pub collections: Vec<CollectionDiff>,
+}
+
+impl Diff {
+    pub fn added(&self) -> usize {
+        self.collections.iter().map(|c| c.added.len()).sum()
+    }
+    pub fn removed(&self) -> usize {
+        self.collections.iter().map(|c| c.removed.len()).sum()
+    }
+    pub fn changed(&self) -> usize {
+        self.collections.iter().map(|c| c.changed.len()).sum()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.collections.is_empty()
+    }
+}
+
+fn id_of(d: &bson::Document) -> Bson {
+    d.get("_id").cloned().unwrap_or(Bson::Null)
+}
+
+fn diff_collection(
+    ns: &Namespace,
+    a: Option<&CollectionState>,
+    b: Option<&CollectionState>,
+) -> CollectionDiff {
+    let mut out = CollectionDiff {
+        ns: ns.clone(),
+        ..Default::default()
+    };
+    match (a, b) {
+        (None, None) => {}
+        (Some(a), None) => out.removed = a.iter().map(id_of).collect(),
+        (None, Some(b)) => out.added = b.iter().map(id_of).collect(),
+        (Some(a), Some(b)) => {
+            if a.docs_map().ptr_eq(b.docs_map()) {
+                return out;
+            }
+            for item in a.docs_map().diff(b.docs_map()) {
+                match item {
+                    DiffItem::Add(_, d) => out.added.push(id_of(d)),
+                    DiffItem::Remove(_, d) => out.removed.push(id_of(d)),
+                    DiffItem::Update { old, new } => {
+                        if old.1 != new.1 {
+                            out.changed.push(id_of(new.1));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// What changes going from `a` to `b`.
+pub fn diff(a: &BranchState, b: &BranchState) -> Diff {
+    let mut names: Vec<&Namespace> = a.namespaces().map(|(ns, _)| ns).collect();
+    names.extend(b.namespaces().map(|(ns, _)| ns));
+    names.sort();
+    names.dedup();
+    let collections = names
+        .into_iter()
+        .map(|ns| diff_collection(ns, a.collection(ns), b.collection(ns)))
+        .filter(|c| !c.is_empty())
+        .collect();
+    Diff {
+        from: a.seq(),
+        to: b.seq(),
+        collections,
+    }
+}

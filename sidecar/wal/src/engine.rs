@@ -1,0 +1,1362 @@
+//! The `Wal` engine: branches over a `LogStore`, optimistic group-committed
+//! writes, materialized heads, time travel, reset and diff.
+//!
+//! Path of a write: `Wal::write` queues the caller's `resolve` on the
+//! branch's committer task. The committer takes every queued write, locks
+//! the branch head, catches up with the store, runs each `resolve` on the
+//! state left by the previous one, and appends all their ops as one commit
+//! at `head + 1`. If another handle took that seq (`Conflict`), it catches
+//! up and runs the resolvers again on the new state. Callers are answered
+//! after the store acknowledged the commit as durable.
+//!
+//! Invariants kept here:
+//! - A branch incarnation's commits are `start+1, start+2, …` with no holes:
+//!   every append is at `head + 1` of a head that was caught up under the
+//!   head lock, and the store refuses duplicates.
+//! - Commit time = max(clock, previous commit time, incarnation's min time):
+//!   nondecreasing along a branch's history.
+//! - Nothing is appended to a sealed incarnation: a seal is itself the
+//!   commit at `head + 1`, so a writer that has not seen it conflicts,
+//!   catches up, sees it and moves to the branch's new incarnation (or fails
+//!   if it was deleted).
+//! - Lock order: a branch's head lock, then ancestors' (never the reverse);
+//!   the catalog lock is never held while waiting for a head lock.
+
+use crate::catalog::{Base, Catalog, Incarnation};
+use crate::diff::{self, Diff};
+use crate::error::{Result, WalError, WriteError};
+use crate::idkey::IdKey;
+use crate::record::{
+    CatalogEvent, CatalogRecord, Commit, DocOp, LoggedOp, ProjectRecord, Seal, SnapshotRecord,
+};
+use crate::snapshot;
+use crate::state::BranchState;
+use crate::store::{LogStats, LogStore};
+use crate::types::{
+    BranchId, BranchName, CommitInfo, CommitTime, ForkPoint, ProjectName, ReadPoint, Seq,
+};
+use futures::future::BoxFuture;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use tokio::sync::{mpsc, oneshot};
+
+/// Commits read from the store per request while folding.
+const PAGE: usize = 1000;
+/// In-memory checkpoints kept (states at snapshot points; cheap, shared).
+const CHECKPOINTS: usize = 64;
+
+/// The clock commit times come from (injectable for tests).
+#[derive(Clone)]
+pub struct Clock(Arc<dyn Fn() -> CommitTime + Send + Sync>);
+
+impl Clock {
+    pub fn system() -> Clock {
+        Clock(Arc::new(CommitTime::now))
+    }
+    pub fn from_fn(f: impl Fn() -> CommitTime + Send + Sync + 'static) -> Clock {
+        Clock(Arc::new(f))
+    }
+    pub fn now(&self) -> CommitTime {
+        (self.0)()
+    }
+}
+
+impl fmt::Debug for Clock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Clock")
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct WalOptions {
+    /// Take a snapshot every this many commits of a branch (0 = never).
+    pub snapshot_every: u64,
+    /// Recorded in every commit this handle writes.
+    pub actor: String,
+    /// Most writes packed into one commit.
+    pub max_batch: usize,
+    /// Largest encoded commit (MongoDB's document limit is 16 MiB).
+    pub max_commit_bytes: usize,
+    /// Conflicting appends before a write gives up.
+    pub max_conflict_retries: u32,
+    pub clock: Clock,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        WalOptions {
+            snapshot_every: 1000,
+            actor: "argon".into(),
+            max_batch: 512,
+            max_commit_bytes: 15 << 20,
+            max_conflict_retries: 10_000,
+            clock: Clock::system(),
+        }
+    }
+}
+
+/// One step of a branch's ancestry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LineageEntry {
+    pub name: BranchName,
+    pub id: BranchId,
+    /// The point of this ancestor the branch below it forked from.
+    pub fork_seq: Seq,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BranchInfo {
+    pub name: BranchName,
+    /// The current incarnation (a reset starts a new one).
+    pub id: BranchId,
+    pub parent: Option<BranchName>,
+    pub fork_seq: Option<Seq>,
+    /// Own commits are numbered from `start_seq + 1` (non-zero after a reset).
+    pub start_seq: Seq,
+    pub head_seq: Seq,
+    pub created: CommitTime,
+    pub head_time: CommitTime,
+    pub deleted: bool,
+    /// Parent, grandparent, … up to `main`.
+    pub lineage: Vec<LineageEntry>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogInfo {
+    pub branch: BranchName,
+    pub id: BranchId,
+    /// Own commits of the current incarnation.
+    pub first: Option<CommitInfo>,
+    pub last: Option<CommitInfo>,
+    pub commits: u64,
+    pub bytes: u64,
+    pub start_seq: Seq,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResetOutcome {
+    pub branch: BranchName,
+    /// The head before the reset.
+    pub old_head: CommitInfo,
+    pub target: Seq,
+    /// From the old head to the target: what the reset changes.
+    pub preview: Diff,
+    /// False for a dry run.
+    pub applied: bool,
+    pub backup: Option<BranchInfo>,
+}
+
+// ---- pending writes ----------------------------------------------------------
+
+/// A queued write with its types erased, so one commit can carry writes
+/// whose callers expect different reply types.
+trait Pending: Send {
+    /// Runs the caller's resolve; `None` when it refused (kept for `finish`).
+    fn resolve(&mut self, state: &BranchState) -> Option<Vec<DocOp>>;
+    /// The write's ops were invalid: it fails with `e` whatever the commit does.
+    fn invalid(&mut self, e: WalError);
+    fn finish(self: Box<Self>, result: Result<CommitInfo>);
+}
+
+type Reply<T, E> = oneshot::Sender<std::result::Result<(T, CommitInfo), WriteError<E>>>;
+
+struct PendingWrite<F, T, E> {
+    resolve: F,
+    outcome: Option<std::result::Result<T, E>>,
+    invalid: Option<WalError>,
+    reply: Reply<T, E>,
+}
+
+impl<F, T, E> Pending for PendingWrite<F, T, E>
+where
+    F: FnMut(&BranchState) -> std::result::Result<(Vec<DocOp>, T), E> + Send,
+    T: Send,
+    E: Send,
+{
+    fn resolve(&mut self, state: &BranchState) -> Option<Vec<DocOp>> {
+        self.invalid = None;
+        let f = &mut self.resolve;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| f(state))) {
+            Ok(Ok((ops, t))) => {
+                self.outcome = Some(Ok(t));
+                Some(ops)
+            }
+            Ok(Err(e)) => {
+                self.outcome = Some(Err(e));
+                None
+            }
+            Err(_) => {
+                self.outcome = None;
+                self.invalid = Some(WalError::InvalidOp("the write's resolve panicked".into()));
+                None
+            }
+        }
+    }
+
+    fn invalid(&mut self, e: WalError) {
+        self.invalid = Some(e);
+    }
+
+    fn finish(self: Box<Self>, result: Result<CommitInfo>) {
+        let reply = match (self.invalid, self.outcome) {
+            (Some(e), _) => Err(WriteError::Wal(e)),
+            (None, Some(Err(e))) => Err(WriteError::Rejected(e)),
+            (None, Some(Ok(t))) => result.map(|info| (t, info)).map_err(WriteError::Wal),
+            (None, None) => Err(WriteError::Wal(
+                result
+                    .err()
+                    .unwrap_or(WalError::Closed("write was never resolved")),
+            )),
+        };
+        // The caller may have gone away; its write still committed.
+        let _ = self.reply.send(reply);
+    }
+}
+
+type Queue = mpsc::UnboundedSender<Box<dyn Pending>>;
+
+// ---- engine state -----------------------------------------------------------
+
+/// A branch incarnation's head, guarded by an async lock held across the
+/// store round trips of catching up and appending.
+#[derive(Default)]
+struct Head {
+    state: Option<BranchState>,
+    sealed: Option<(Seal, CommitInfo)>,
+}
+
+struct Inner {
+    store: Arc<dyn LogStore>,
+    project: ProjectName,
+    created: CommitTime,
+    options: WalOptions,
+    catalog: tokio::sync::Mutex<Catalog>,
+    heads: Mutex<HashMap<BranchId, Arc<tokio::sync::Mutex<Head>>>>,
+    /// Latest known head of each loaded incarnation (O(1) clones), readable
+    /// without the async head lock.
+    latest: Mutex<HashMap<BranchId, BranchState>>,
+    checkpoints: Mutex<BTreeMap<(BranchId, Seq), BranchState>>,
+    committers: Mutex<HashMap<BranchName, Queue>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // These maps are updated by single inserts; a panic elsewhere cannot leave them torn.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The engine. Cheap to clone; all clones share one state.
+#[derive(Clone)]
+pub struct Wal {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Wal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Wal({} on {})",
+            self.inner.project,
+            self.inner.store.describe()
+        )
+    }
+}
+
+impl Wal {
+    /// Opens (creating if absent) `project` with its `main` branch on `store`.
+    pub async fn open(store: Arc<dyn LogStore>, project: &str, options: WalOptions) -> Result<Wal> {
+        let project = ProjectName::parse(project)?;
+        let record = store
+            .ensure_project(&ProjectRecord {
+                name: project.as_str().to_string(),
+                created: options.clock.now(),
+            })
+            .await?;
+        let inner = Arc::new(Inner {
+            store,
+            project,
+            created: record.created,
+            options,
+            catalog: tokio::sync::Mutex::new(Catalog::default()),
+            heads: Mutex::new(HashMap::new()),
+            latest: Mutex::new(HashMap::new()),
+            checkpoints: Mutex::new(BTreeMap::new()),
+            committers: Mutex::new(HashMap::new()),
+        });
+        let wal = Wal { inner };
+        let main = BranchName::main();
+        wal.inner
+            .append_catalog(|cat| {
+                if cat
+                    .incarnations
+                    .values()
+                    .any(|i| matches!(i.base, Base::Root))
+                {
+                    return Ok(None);
+                }
+                Ok(Some(CatalogEvent::CreateRoot {
+                    id: cat.next_id(0),
+                    name: main.clone(),
+                }))
+            })
+            .await?;
+        Ok(wal)
+    }
+
+    pub fn project(&self) -> &str {
+        self.inner.project.as_str()
+    }
+
+    /// Optimistic, group-committed write; see the module doc and the API
+    /// contract. Returns after the commit is durable.
+    pub async fn write<T, E, F>(
+        &self,
+        branch: &str,
+        resolve: F,
+    ) -> std::result::Result<(T, CommitInfo), WriteError<E>>
+    where
+        F: FnMut(&BranchState) -> std::result::Result<(Vec<DocOp>, T), E> + Send + 'static,
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        let name = BranchName::parse(branch)?;
+        self.inner.live(&name).await?;
+        let (reply, rx) = oneshot::channel();
+        let pending: Box<dyn Pending> = Box::new(PendingWrite {
+            resolve,
+            outcome: None,
+            invalid: None,
+            reply,
+        });
+        self.inner.enqueue(&name, pending)?;
+        rx.await
+            .map_err(|_| WriteError::Wal(WalError::Closed("the branch committer stopped")))?
+    }
+
+    /// The state of `branch` at a point.
+    pub async fn read(&self, branch: &str, at: ReadPoint) -> Result<BranchState> {
+        let name = BranchName::parse(branch)?;
+        let (inc, head) = self.inner.head_of(&name).await?;
+        let seq = self.inner.resolve_point(&inc, &head, at).await?;
+        if seq == head.seq() {
+            return Ok(head);
+        }
+        self.inner.state_at(inc.id, seq).await
+    }
+
+    /// Creates `name` from `parent` at a point: one catalog record, whatever
+    /// the size of the parent's data.
+    pub async fn create_branch(
+        &self,
+        name: &str,
+        parent: &str,
+        at: ForkPoint,
+    ) -> Result<BranchInfo> {
+        let name = BranchName::parse(name)?;
+        let parent = BranchName::parse(parent)?;
+        if self.inner.live(&name).await.is_ok() {
+            return Err(WalError::BranchExists {
+                name: name.to_string(),
+            });
+        }
+        let (pinc, phead) = self.inner.head_of(&parent).await?;
+        let fork_seq = self.inner.resolve_point(&pinc, &phead, at).await?;
+        let fork_time = self.inner.time_of(&pinc, &phead, fork_seq).await?;
+        let created = self
+            .inner
+            .append_catalog(|cat| {
+                if cat.names.contains_key(&name) {
+                    return Err(WalError::BranchExists {
+                        name: name.to_string(),
+                    });
+                }
+                Ok(Some(CatalogEvent::CreateBranch {
+                    id: cat.next_id(0),
+                    name: name.clone(),
+                    parent: pinc.id,
+                    fork_seq,
+                    fork_time,
+                }))
+            })
+            .await?;
+        if let Some(CatalogEvent::CreateBranch { id, .. }) = created
+            && fork_seq == phead.seq()
+        {
+            // Forking at the parent's head: the child's head is that state, O(1).
+            self.inner.seed_head(id, phead.at(Seq::ZERO, fork_time));
+        }
+        self.branch(name.as_str()).await
+    }
+
+    pub async fn list_branches(&self) -> Result<Vec<BranchInfo>> {
+        let cat = self.inner.refreshed_catalog().await?;
+        let mut incs: Vec<&Incarnation> =
+            cat.names.values().filter_map(|id| cat.get(*id)).collect();
+        // Deleted branches stay listed (their history is kept), unless the name is live again.
+        let mut deleted: Vec<&Incarnation> = cat
+            .incarnations
+            .values()
+            .filter(|i| i.deleted && !cat.names.contains_key(&i.name))
+            .collect();
+        deleted.sort_by_key(|i| (i.name.clone(), i.id));
+        incs.extend(deleted);
+        let mut out = Vec::with_capacity(incs.len());
+        for inc in incs {
+            out.push(self.inner.info(&cat, inc).await?);
+        }
+        Ok(out)
+    }
+
+    /// A branch with its lineage; a deleted branch is reported with `deleted: true`.
+    pub async fn branch(&self, name: &str) -> Result<BranchInfo> {
+        let name = BranchName::parse(name)?;
+        let cat = self.inner.refreshed_catalog().await?;
+        let inc = cat
+            .live(&name)
+            .or_else(|| cat.deleted(&name))
+            .ok_or_else(|| WalError::UnknownBranch {
+                name: name.to_string(),
+            })?;
+        self.inner.info(&cat, inc).await
+    }
+
+    /// Deletes a branch: refused while live branches forked from it, unless
+    /// `force`. Its commits stay in the log, readable by its children.
+    pub async fn delete_branch(&self, name: &str, force: bool) -> Result<()> {
+        let name = BranchName::parse(name)?;
+        if name == BranchName::main() {
+            return Err(WalError::Protected {
+                name: name.to_string(),
+                reason: "main is the project's root branch",
+            });
+        }
+        let cat = self.inner.refreshed_catalog().await?;
+        if cat.live(&name).is_none() {
+            return Err(WalError::UnknownBranch {
+                name: name.to_string(),
+            });
+        }
+        let children = cat.children(&name);
+        if !children.is_empty() && !force {
+            return Err(WalError::HasChildren {
+                name: name.to_string(),
+                children: children
+                    .iter()
+                    .map(|c| c.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+        drop(cat);
+        let mut attempts = 0;
+        loop {
+            let (inc, head) = self.inner.head_of(&name).await?;
+            if self
+                .inner
+                .try_seal(&inc, head.seq(), Seal::Delete)
+                .await?
+                .is_some()
+            {
+                return self.inner.complete_seal(inc.id).await;
+            }
+            attempts += 1;
+            self.inner.check_attempts(&name, attempts)?;
+        }
+    }
+
+    /// Resets `name` to a past point of its own history. With `dry_run` only
+    /// the preview is computed. Nothing in the log is rewritten: the branch
+    /// gets a new incarnation whose history is the old one's up to the
+    /// target; the old incarnation stays readable (by the optional `backup`
+    /// branch, forked at the old head, and by children forked before).
+    pub async fn reset_branch(
+        &self,
+        name: &str,
+        to: ReadPoint,
+        dry_run: bool,
+        backup: Option<&str>,
+    ) -> Result<ResetOutcome> {
+        let name = BranchName::parse(name)?;
+        let backup = backup.map(BranchName::parse).transpose()?;
+        if let Some(b) = &backup
+            && (self.inner.live(b).await.is_ok() || b == &name)
+        {
+            return Err(WalError::BranchExists {
+                name: b.to_string(),
+            });
+        }
+        let mut attempts = 0;
+        loop {
+            let (inc, head) = self.inner.head_of(&name).await?;
+            let target = self.inner.resolve_point(&inc, &head, to).await?;
+            let target_state = self.inner.state_at(inc.id, target).await?;
+            let preview = diff::diff(&head, &target_state);
+            let old_head = CommitInfo {
+                seq: head.seq(),
+                time: head.time(),
+            };
+            let mut outcome = ResetOutcome {
+                branch: name.clone(),
+                old_head,
+                target,
+                preview,
+                applied: false,
+                backup: None,
+            };
+            if dry_run {
+                return Ok(outcome);
+            }
+            let seal = Seal::Reset {
+                to: target,
+                backup: backup.clone(),
+            };
+            // The seal only lands on the head the preview was computed from.
+            if self.inner.try_seal(&inc, head.seq(), seal).await?.is_none() {
+                attempts += 1;
+                self.inner.check_attempts(&name, attempts)?;
+                continue;
+            }
+            self.inner.complete_seal(inc.id).await?;
+            if let Ok(new) = self.inner.live(&name).await
+                && new.id != inc.id
+            {
+                self.inner.seed_head(new.id, target_state);
+            }
+            outcome.applied = true;
+            if let Some(b) = &backup {
+                outcome.backup = self.branch(b.as_str()).await.ok();
+            }
+            return Ok(outcome);
+        }
+    }
+
+    pub async fn log_info(&self, branch: &str) -> Result<LogInfo> {
+        let name = BranchName::parse(branch)?;
+        let inc = self.inner.live(&name).await?;
+        let LogStats {
+            first,
+            last,
+            commits,
+            bytes,
+        } = self
+            .inner
+            .store
+            .log_stats(self.inner.project.as_str(), inc.id)
+            .await?;
+        Ok(LogInfo {
+            branch: name,
+            id: inc.id,
+            first,
+            last,
+            commits,
+            bytes,
+            start_seq: inc.start_seq(),
+        })
+    }
+
+    /// What changes from `from` to `to` on `branch`.
+    pub async fn diff(&self, branch: &str, from: ReadPoint, to: ReadPoint) -> Result<Diff> {
+        let a = self.read(branch, from).await?;
+        let b = self.read(branch, to).await?;
+        Ok(diff::diff(&a, &b))
+    }
+
+    /// Stores a snapshot of the branch's head now; returns its seq. A branch
+    /// with no own commits has nothing to snapshot (its base is its parent's).
+    pub async fn snapshot_now(&self, branch: &str) -> Result<Seq> {
+        let name = BranchName::parse(branch)?;
+        let (inc, head) = self.inner.head_of(&name).await?;
+        if head.seq() > inc.start_seq() {
+            self.inner.put_snapshot(inc.id, &head).await?;
+        }
+        Ok(head.seq())
+    }
+}
+
+// ---- internals ----------------------------------------------------------------
+
+impl Inner {
+    fn project(&self) -> &str {
+        self.project.as_str()
+    }
+
+    async fn refresh(&self, cat: &mut Catalog) -> Result<()> {
+        let records = self.store.read_catalog(self.project(), cat.seq).await?;
+        for r in &records {
+            cat.apply(r)?;
+        }
+        Ok(())
+    }
+
+    async fn refreshed_catalog(&self) -> Result<Catalog> {
+        let mut cat = self.catalog.lock().await;
+        self.refresh(&mut cat).await?;
+        Ok(cat.clone())
+    }
+
+    /// Appends the event `make` builds from the current catalog; on a
+    /// catalog conflict refreshes and asks again. `make` returning `None`
+    /// means nothing needs appending.
+    async fn append_catalog(
+        &self,
+        mut make: impl FnMut(&Catalog) -> Result<Option<CatalogEvent>>,
+    ) -> Result<Option<CatalogEvent>> {
+        let mut cat = self.catalog.lock().await;
+        loop {
+            self.refresh(&mut cat).await?;
+            let Some(event) = make(&cat)? else {
+                return Ok(None);
+            };
+            let rec = CatalogRecord {
+                seq: cat.seq.next(),
+                time: self.options.clock.now(),
+                event: event.clone(),
+            };
+            match self.store.append_catalog(self.project(), &rec).await {
+                Ok(()) => {
+                    cat.apply(&rec)?;
+                    return Ok(Some(event));
+                }
+                Err(WalError::CatalogConflict { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The live incarnation of `name` (refreshing the catalog on a miss).
+    async fn live(&self, name: &BranchName) -> Result<Incarnation> {
+        let mut cat = self.catalog.lock().await;
+        if let Some(inc) = cat.live(name) {
+            return Ok(inc.clone());
+        }
+        self.refresh(&mut cat).await?;
+        cat.live(name)
+            .cloned()
+            .ok_or_else(|| WalError::UnknownBranch {
+                name: name.to_string(),
+            })
+    }
+
+    async fn incarnation(&self, id: BranchId) -> Result<Incarnation> {
+        let mut cat = self.catalog.lock().await;
+        if let Some(inc) = cat.get(id) {
+            return Ok(inc.clone());
+        }
+        self.refresh(&mut cat).await?;
+        cat.get(id).cloned().ok_or_else(|| {
+            WalError::malformed("catalog", format!("branch {id} is referenced but unknown"))
+        })
+    }
+
+    fn head_lock(&self, id: BranchId) -> Arc<tokio::sync::Mutex<Head>> {
+        lock(&self.heads).entry(id).or_default().clone()
+    }
+
+    fn seed_head(&self, id: BranchId, state: BranchState) {
+        let head = self.head_lock(id);
+        if let Ok(mut h) = head.try_lock()
+            && h.state.is_none()
+        {
+            lock(&self.latest).insert(id, state.clone());
+            h.state = Some(state);
+        }
+    }
+
+    fn set_head(&self, id: BranchId, h: &mut Head, state: BranchState) {
+        lock(&self.latest).insert(id, state.clone());
+        h.state = Some(state);
+    }
+
+    /// Loads the head if needed and applies every commit the store has
+    /// beyond it. Stops at a seal (nothing may follow one).
+    async fn catch_up(&self, inc: &Incarnation, h: &mut Head) -> Result<()> {
+        let mut state = match h.state.take() {
+            Some(s) => s,
+            None => self.load_latest(inc).await?,
+        };
+        while h.sealed.is_none() {
+            let commits = self
+                .store
+                .read_commits(self.project(), inc.id, state.seq(), Seq::MAX, PAGE)
+                .await?;
+            let n = commits.len();
+            for c in &commits {
+                state.apply_commit(c);
+                if let Some(seal) = &c.seal {
+                    h.sealed = Some((seal.clone(), c.info()));
+                    break;
+                }
+            }
+            if n < PAGE {
+                break;
+            }
+        }
+        self.set_head(inc.id, h, state);
+        Ok(())
+    }
+
+    /// A state of `inc` at its newest snapshot (or its base): the start of
+    /// catching up a head that is not in memory.
+    async fn load_latest(&self, inc: &Incarnation) -> Result<BranchState> {
+        if let Some(s) = lock(&self.latest).get(&inc.id) {
+            return Ok(s.clone());
+        }
+        match self.best_base(inc, Seq::MAX).await? {
+            Some(s) => Ok(s),
+            None => self.base_state(inc, inc.start_seq()).await,
+        }
+    }
+
+    /// The live incarnation of `name` and its caught-up head state; follows
+    /// resets other handles made.
+    async fn head_of(&self, name: &BranchName) -> Result<(Incarnation, BranchState)> {
+        loop {
+            let inc = self.live(name).await?;
+            let head = self.head_lock(inc.id);
+            let mut h = head.lock().await;
+            self.catch_up(&inc, &mut h).await?;
+            if h.sealed.is_some() {
+                drop(h);
+                self.complete_seal(inc.id).await?;
+                continue;
+            }
+            let state = h
+                .state
+                .clone()
+                .ok_or(WalError::Closed("head was not loaded"))?;
+            return Ok((inc, state));
+        }
+    }
+
+    /// Turns a sealed incarnation's seal into its catalog record, if nobody
+    /// has yet (the sealer may have died between the two writes).
+    async fn complete_seal(&self, id: BranchId) -> Result<()> {
+        let sealed = {
+            let head = self.head_lock(id);
+            let h = head.lock().await;
+            h.sealed.clone()
+        };
+        let Some((seal, at)) = sealed else {
+            return Ok(());
+        };
+        self.append_catalog(|cat| {
+            let Some(inc) = cat.get(id) else {
+                return Err(WalError::malformed(
+                    "catalog",
+                    format!("sealed branch {id} is unknown"),
+                ));
+            };
+            if inc.superseded_by.is_some() || inc.deleted || cat.names.get(&inc.name) != Some(&id) {
+                return Ok(None);
+            }
+            Ok(Some(match &seal {
+                Seal::Delete => CatalogEvent::Delete {
+                    name: inc.name.clone(),
+                    id,
+                },
+                Seal::Reset { to, backup } => CatalogEvent::Reset {
+                    name: inc.name.clone(),
+                    id: cat.next_id(0),
+                    previous: id,
+                    to: *to,
+                    sealed_at: at,
+                    // A backup name taken meanwhile is dropped, not fatal: the
+                    // old history stays readable by id and in the log.
+                    backup: backup
+                        .clone()
+                        .filter(|b| !cat.names.contains_key(b))
+                        .map(|b| (b, cat.next_id(1))),
+                },
+            }))
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Appends `seal` as the commit after `expected` (the head the caller
+    /// decided on). `None` when the head moved or someone else sealed it:
+    /// the caller re-reads and decides again.
+    async fn try_seal(
+        &self,
+        inc: &Incarnation,
+        expected: Seq,
+        seal: Seal,
+    ) -> Result<Option<CommitInfo>> {
+        let head = self.head_lock(inc.id);
+        let mut h = head.lock().await;
+        self.catch_up(inc, &mut h).await?;
+        if h.sealed.is_some() {
+            return Ok(None);
+        }
+        let state = h
+            .state
+            .clone()
+            .ok_or(WalError::Closed("head was not loaded"))?;
+        if state.seq() != expected {
+            return Ok(None);
+        }
+        let commit = Commit {
+            branch: inc.id,
+            seq: state.seq().next(),
+            time: self.commit_time(inc, &state),
+            actor: self.options.actor.clone(),
+            ops: Vec::new(),
+            seal: Some(seal.clone()),
+        };
+        match self.store.append_commit(self.project(), &commit).await {
+            Ok(()) => {
+                let info = commit.info();
+                h.sealed = Some((seal, info));
+                self.set_head(inc.id, &mut h, state.at(info.seq, info.time));
+                Ok(Some(info))
+            }
+            Err(WalError::Conflict { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn check_attempts(&self, name: &BranchName, attempts: u32) -> Result<()> {
+        if attempts > self.options.max_conflict_retries {
+            return Err(WalError::TooManyConflicts {
+                branch: name.to_string(),
+                attempts,
+            });
+        }
+        Ok(())
+    }
+
+    fn commit_time(&self, inc: &Incarnation, head: &BranchState) -> CommitTime {
+        self.options
+            .clock
+            .now()
+            .max(head.time())
+            .max(inc.min_time())
+    }
+
+    /// The seq of `inc` that `at` names, checked against the head.
+    async fn resolve_point(
+        &self,
+        inc: &Incarnation,
+        head: &BranchState,
+        at: ReadPoint,
+    ) -> Result<Seq> {
+        match at {
+            ReadPoint::Head => Ok(head.seq()),
+            ReadPoint::Seq(s) if s > head.seq() => Err(WalError::PointBeyondHead {
+                branch: inc.name.to_string(),
+                point: at.to_string(),
+                head: head.seq(),
+            }),
+            ReadPoint::Seq(s) => Ok(s),
+            ReadPoint::Time(t) => Ok(self.resolve_time(inc, t).await?.min(head.seq())),
+        }
+    }
+
+    /// The newest seq of `inc`'s history with a commit time `<= t`.
+    fn resolve_time<'a>(
+        &'a self,
+        inc: &'a Incarnation,
+        t: CommitTime,
+    ) -> BoxFuture<'a, Result<Seq>> {
+        Box::pin(async move {
+            if let Some(c) = self
+                .store
+                .commit_at_or_before(self.project(), inc.id, t)
+                .await?
+            {
+                return Ok(c.seq);
+            }
+            match &inc.base {
+                Base::Root => Ok(Seq::ZERO),
+                Base::Fork { time, .. } => {
+                    if t >= *time {
+                        Ok(Seq::ZERO)
+                    } else {
+                        Err(WalError::PointBeforeBranch {
+                            branch: inc.name.to_string(),
+                            time: t,
+                            starts: *time,
+                        })
+                    }
+                }
+                Base::Reset { previous, to, .. } => {
+                    let prev = self.incarnation(*previous).await?;
+                    Ok(self.resolve_time(&prev, t).await?.min(*to))
+                }
+            }
+        })
+    }
+
+    /// The commit time of `seq` in `inc`'s history (one store read at most).
+    fn time_of<'a>(
+        &'a self,
+        inc: &'a Incarnation,
+        head: &'a BranchState,
+        seq: Seq,
+    ) -> BoxFuture<'a, Result<CommitTime>> {
+        Box::pin(async move {
+            if seq == head.seq() {
+                return Ok(head.time());
+            }
+            if seq > inc.start_seq() {
+                let c = self
+                    .store
+                    .read_commits(self.project(), inc.id, Seq(seq.0 - 1), seq, 1)
+                    .await?;
+                return c
+                    .first()
+                    .map(|c| c.time)
+                    .ok_or_else(|| WalError::PointBeyondHead {
+                        branch: inc.name.to_string(),
+                        point: format!("seq {seq}"),
+                        head: head.seq(),
+                    });
+            }
+            self.base_state_time(inc, seq).await
+        })
+    }
+
+    fn base_state_time<'a>(
+        &'a self,
+        inc: &'a Incarnation,
+        seq: Seq,
+    ) -> BoxFuture<'a, Result<CommitTime>> {
+        Box::pin(async move {
+            match &inc.base {
+                Base::Root => Ok(self.created),
+                Base::Fork { time, .. } => Ok(*time),
+                Base::Reset { previous, .. } => {
+                    let prev = self.incarnation(*previous).await?;
+                    let empty =
+                        BranchState::empty(CommitTime(i64::MIN)).at(Seq::MAX, CommitTime(0));
+                    self.time_of(&prev, &empty, seq).await
+                }
+            }
+        })
+    }
+
+    /// The state of `inc`'s history at `seq <= start_seq`.
+    fn base_state<'a>(
+        &'a self,
+        inc: &'a Incarnation,
+        seq: Seq,
+    ) -> BoxFuture<'a, Result<BranchState>> {
+        Box::pin(async move {
+            match &inc.base {
+                Base::Root => Ok(BranchState::empty(self.created)),
+                Base::Fork {
+                    parent,
+                    seq: fseq,
+                    time,
+                } => Ok(self.state_at(*parent, *fseq).await?.at(Seq::ZERO, *time)),
+                Base::Reset { previous, .. } => self.state_at(*previous, seq).await,
+            }
+        })
+    }
+
+    /// The best starting point at or before `upto` among own states: an
+    /// in-memory checkpoint or a stored snapshot (`None`: start from base).
+    async fn best_base(&self, inc: &Incarnation, upto: Seq) -> Result<Option<BranchState>> {
+        let start = inc.start_seq();
+        let checkpoint = lock(&self.checkpoints)
+            .range((inc.id, start.next())..=(inc.id, upto))
+            .next_back()
+            .map(|(_, s)| s.clone());
+        let after = checkpoint.as_ref().map_or(start, |c| c.seq());
+        match self
+            .store
+            .latest_snapshot(self.project(), inc.id, after, upto)
+            .await
+        {
+            Ok(Some(snap)) => match snapshot::decode(&snap.bytes) {
+                Ok(state) if state.seq() == snap.seq => {
+                    self.remember_checkpoint(inc.id, &state);
+                    return Ok(Some(state));
+                }
+                Ok(_) => {
+                    tracing::warn!(branch = %inc.id, seq = %snap.seq, "snapshot is labelled with another seq; replaying instead")
+                }
+                // A damaged snapshot only costs time: replay gives the same state.
+                Err(e) => {
+                    tracing::warn!(branch = %inc.id, seq = %snap.seq, error = %e, "unreadable snapshot; replaying instead")
+                }
+            },
+            Ok(None) => {}
+            Err(e) => return Err(e),
+        }
+        Ok(checkpoint)
+    }
+
+    fn remember_checkpoint(&self, id: BranchId, state: &BranchState) {
+        let mut cps = lock(&self.checkpoints);
+        cps.insert((id, state.seq()), state.clone());
+        while cps.len() > CHECKPOINTS {
+            cps.pop_first();
+        }
+    }
+
+    /// The state of incarnation `id` at `seq` (which the caller checked is
+    /// not beyond the head). Folds from the nearest snapshot or checkpoint,
+    /// else from the base (the parent's state at the fork point).
+    fn state_at<'a>(&'a self, id: BranchId, seq: Seq) -> BoxFuture<'a, Result<BranchState>> {
+        Box::pin(async move {
+            let inc = self.incarnation(id).await?;
+            if seq <= inc.start_seq() {
+                return self.base_state(&inc, seq).await;
+            }
+            if let Some(s) = lock(&self.latest).get(&id)
+                && s.seq() == seq
+            {
+                return Ok(s.clone());
+            }
+            let mut state = match self.best_base(&inc, seq).await? {
+                Some(s) => s,
+                None => self.base_state(&inc, inc.start_seq()).await?,
+            };
+            while state.seq() < seq {
+                let commits = self
+                    .store
+                    .read_commits(self.project(), id, state.seq(), seq, PAGE)
+                    .await?;
+                if commits.is_empty() {
+                    return Err(WalError::PointBeyondHead {
+                        branch: inc.name.to_string(),
+                        point: format!("seq {seq}"),
+                        head: state.seq(),
+                    });
+                }
+                for c in &commits {
+                    if c.seq != state.seq().next() {
+                        return Err(WalError::malformed(
+                            "commit",
+                            format!(
+                                "branch {id} has a hole: seq {} follows {}",
+                                c.seq,
+                                state.seq()
+                            ),
+                        ));
+                    }
+                    state.apply_commit(c);
+                }
+            }
+            Ok(state)
+        })
+    }
+
+    async fn put_snapshot(&self, id: BranchId, state: &BranchState) -> Result<()> {
+        let bytes = snapshot::encode(state)?;
+        self.store
+            .put_snapshot(
+                self.project(),
+                &SnapshotRecord {
+                    branch: id,
+                    seq: state.seq(),
+                    bytes,
+                },
+            )
+            .await?;
+        self.remember_checkpoint(id, state);
+        Ok(())
+    }
+
+    async fn info(&self, cat: &Catalog, inc: &Incarnation) -> Result<BranchInfo> {
+        let (head_seq, head_time) = match lock(&self.latest).get(&inc.id) {
+            Some(s) => (Some(s.seq()), Some(s.time())),
+            None => (None, None),
+        };
+        let (head_seq, head_time) = match (head_seq, head_time) {
+            (Some(s), Some(t)) => (s, t),
+            _ => match self
+                .store
+                .commit_at_or_before(self.project(), inc.id, CommitTime(i64::MAX))
+                .await?
+            {
+                Some(c) => (c.seq, c.time),
+                None => {
+                    let empty = BranchState::empty(CommitTime(0)).at(Seq::MAX, CommitTime(0));
+                    (
+                        inc.start_seq(),
+                        self.time_of(inc, &empty, inc.start_seq()).await?,
+                    )
+                }
+            },
+        };
+        let mut lineage = Vec::new();
+        let mut cur = inc.id;
+        while let Some((parent, fork_seq)) = cat.fork_of(cur) {
+            let Some(p) = cat.get(parent) else { break };
+            lineage.push(LineageEntry {
+                name: p.name.clone(),
+                id: parent,
+                fork_seq,
+            });
+            cur = parent;
+        }
+        Ok(BranchInfo {
+            name: inc.name.clone(),
+            id: inc.id,
+            parent: lineage.first().map(|l| l.name.clone()),
+            fork_seq: lineage.first().map(|l| l.fork_seq),
+            start_seq: inc.start_seq(),
+            head_seq,
+            created: inc.created,
+            head_time,
+            deleted: inc.deleted,
+            lineage,
+        })
+    }
+
+    // ---- the committer ----
+
+    fn enqueue(self: &Arc<Self>, name: &BranchName, pending: Box<dyn Pending>) -> Result<()> {
+        let mut committers = lock(&self.committers);
+        let pending = match committers.get(name) {
+            Some(q) => match q.send(pending) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::SendError(p)) => p,
+            },
+            None => pending,
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run_committer(Arc::downgrade(self), name.clone(), rx));
+        tx.send(pending)
+            .map_err(|_| WalError::Closed("the branch committer stopped"))?;
+        committers.insert(name.clone(), tx);
+        Ok(())
+    }
+
+    /// One group commit: every write in `batch` lands in one commit (or is
+    /// rejected by its own resolve), retried on conflicts.
+    async fn commit_batch(&self, name: &BranchName, batch: Vec<Box<dyn Pending>>) {
+        if let Some(batch) = self.commit_group(name, batch).await {
+            // Too much for one record together: commit them one by one.
+            for p in batch {
+                let _ = self.commit_group(name, vec![p]).await;
+            }
+        }
+    }
+
+    /// Commits `batch` as one record; gives it back when it is too large
+    /// for one record and has more than one write.
+    async fn commit_group(
+        &self,
+        name: &BranchName,
+        mut batch: Vec<Box<dyn Pending>>,
+    ) -> Option<Vec<Box<dyn Pending>>> {
+        let mut attempts = 0u32;
+        loop {
+            let result = self.try_commit(name, &mut batch).await;
+            match result {
+                Err(WalError::Conflict { .. }) => {
+                    attempts += 1;
+                    if let Err(e) = self.check_attempts(name, attempts) {
+                        finish_all(batch, Err(e));
+                        return None;
+                    }
+                }
+                Err(WalError::CommitTooLarge { .. }) if batch.len() > 1 => return Some(batch),
+                other => {
+                    finish_all(batch, other);
+                    return None;
+                }
+            }
+        }
+    }
+
+    async fn try_commit(
+        &self,
+        name: &BranchName,
+        batch: &mut [Box<dyn Pending>],
+    ) -> Result<CommitInfo> {
+        let (inc, head) = loop {
+            let inc = self.live(name).await?;
+            let head = self.head_lock(inc.id);
+            let mut h = head.clone().lock_owned().await;
+            self.catch_up(&inc, &mut h).await?;
+            if h.sealed.is_some() {
+                drop(h);
+                self.complete_seal(inc.id).await?;
+                continue;
+            }
+            break (inc, h);
+        };
+        let mut h = head;
+        let state = h
+            .state
+            .clone()
+            .ok_or(WalError::Closed("head was not loaded"))?;
+        let mut working = state.clone();
+        let mut ops = Vec::new();
+        for p in batch.iter_mut() {
+            let Some(new_ops) = p.resolve(&working) else {
+                continue;
+            };
+            let before = working.clone();
+            match apply_checked(&mut working, new_ops) {
+                Ok(logged) => ops.extend(logged),
+                Err(e) => {
+                    working = before;
+                    p.invalid(e);
+                }
+            }
+        }
+        let head_info = CommitInfo {
+            seq: state.seq(),
+            time: state.time(),
+        };
+        if ops.is_empty() {
+            return Ok(head_info);
+        }
+        let commit = Commit {
+            branch: inc.id,
+            seq: state.seq().next(),
+            time: self.commit_time(&inc, &state),
+            actor: self.options.actor.clone(),
+            ops,
+            seal: None,
+        };
+        let size = commit_size(&commit);
+        if size > self.options.max_commit_bytes {
+            return Err(WalError::CommitTooLarge {
+                bytes: size,
+                limit: self.options.max_commit_bytes,
+            });
+        }
+        self.store.append_commit(self.project(), &commit).await?;
+        let info = commit.info();
+        let new_head = working.at(info.seq, info.time);
+        self.set_head(inc.id, &mut h, new_head.clone());
+        drop(h);
+        let every = self.options.snapshot_every;
+        if every > 0 && info.seq.0.is_multiple_of(every) {
+            // Written in the background: a snapshot is an optimisation, and
+            // the writers of this commit need not wait for it.
+            let store = Arc::clone(&self.store);
+            let project = self.project().to_string();
+            let id = inc.id;
+            self.remember_checkpoint(id, &new_head);
+            tokio::spawn(async move {
+                let put = match snapshot::encode(&new_head) {
+                    Ok(bytes) => {
+                        store
+                            .put_snapshot(
+                                &project,
+                                &SnapshotRecord {
+                                    branch: id,
+                                    seq: info.seq,
+                                    bytes,
+                                },
+                            )
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = put {
+                    tracing::warn!(branch = %id, seq = %info.seq, error = %e, "snapshot failed");
+                }
+            });
+        }
+        Ok(info)
+    }
+}
+
+fn finish_all(batch: Vec<Box<dyn Pending>>, result: Result<CommitInfo>) {
+    for p in batch {
+        p.finish(result.clone());
+    }
+}
+
+fn commit_size(c: &Commit) -> usize {
+    c.ops
+        .iter()
+        .map(|o| {
+            let doc_len = |d: &bson::Document| d.to_vec().map(|v| v.len()).unwrap_or(0);
+            let body = match &o.op {
+                DocOp::Put { doc, .. } => doc_len(doc),
+                DocOp::CreateCollection { options: d, .. } | DocOp::CreateIndex { spec: d, .. } => {
+                    doc_len(d)
+                }
+                _ => 0,
+            };
+            body + o.pre_image.as_ref().map_or(0, doc_len) + 64
+        })
+        .sum()
+}
+
+/// Validates `ops` and applies them to `state`, filling pre-images.
+fn apply_checked(state: &mut BranchState, ops: Vec<DocOp>) -> Result<Vec<LoggedOp>> {
+    let mut out = Vec::with_capacity(ops.len());
+    for op in ops {
+        match &op {
+            DocOp::Put { ns, id, doc } => {
+                check_ns(ns)?;
+                let Some(doc_id) = doc.get("_id") else {
+                    return Err(WalError::InvalidOp(format!(
+                        "put into {ns}: the document has no _id"
+                    )));
+                };
+                if IdKey::from_bson(doc_id) != IdKey::from_bson(id) {
+                    return Err(WalError::InvalidOp(format!(
+                        "put into {ns}: the document's _id {doc_id} is not the op's id {id}"
+                    )));
+                }
+            }
+            DocOp::Delete { ns, .. }
+            | DocOp::CreateCollection { ns, .. }
+            | DocOp::DropCollection { ns }
+            | DocOp::DropIndex { ns, .. } => check_ns(ns)?,
+            DocOp::CreateIndex { ns, spec } => {
+                check_ns(ns)?;
+                if spec.get_str("name").is_err() || spec.get_document("key").is_err() {
+                    return Err(WalError::InvalidOp(format!(
+                        "createIndex on {ns}: the spec needs a string name and a key document"
+                    )));
+                }
+            }
+            DocOp::RenameCollection { from, to } => {
+                check_ns(from)?;
+                check_ns(to)?;
+            }
+            DocOp::DropDatabase { db } => {
+                if db.is_empty() {
+                    return Err(WalError::InvalidOp(
+                        "dropDatabase: empty database name".into(),
+                    ));
+                }
+            }
+        }
+        let pre = state.apply(&op);
+        let pre_image = match op {
+            DocOp::Put { .. } | DocOp::Delete { .. } => pre,
+            _ => None,
+        };
+        out.push(LoggedOp { op, pre_image });
+    }
+    Ok(out)
+}
+
+fn check_ns(ns: &crate::types::Namespace) -> Result<()> {
+    if ns.db.is_empty() || ns.coll.is_empty() {
+        return Err(WalError::InvalidOp(format!("invalid namespace {ns:?}")));
+    }
+    Ok(())
+}
+
+async fn run_committer(
+    inner: Weak<Inner>,
+    name: BranchName,
+    mut rx: mpsc::UnboundedReceiver<Box<dyn Pending>>,
+) {
+    while let Some(first) = rx.recv().await {
+        let Some(inner) = inner.upgrade() else { break };
+        let mut batch = vec![first];
+        while batch.len() < inner.options.max_batch {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        inner.commit_batch(&name, batch).await;
+    }
+}

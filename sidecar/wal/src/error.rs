@@ -1,0 +1,233 @@
+//! The crate's one error type. Every variant names what is wrong so that the
+//! wire server can turn it into a MongoDB error reply without guessing.
+
+use crate::types::{BranchId, CommitTime, Seq};
+use std::path::PathBuf;
+
+pub type Result<T, E = WalError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WalError {
+    #[error("invalid branch name {name:?}: {reason}")]
+    InvalidBranchName { name: String, reason: &'static str },
+
+    #[error("invalid project name {name:?}: {reason}")]
+    InvalidProjectName { name: String, reason: &'static str },
+
+    #[error("unknown branch {name:?}")]
+    UnknownBranch { name: String },
+
+    #[error("branch {name:?} already exists")]
+    BranchExists { name: String },
+
+    #[error("branch {branch:?} has no point {point}: its head is seq {head}")]
+    PointBeyondHead {
+        branch: String,
+        point: String,
+        head: Seq,
+    },
+
+    #[error("branch {branch:?} did not exist at time {time} (its history starts at {starts})")]
+    PointBeforeBranch {
+        branch: String,
+        time: CommitTime,
+        starts: CommitTime,
+    },
+
+    #[error("branch {name:?} has children ({children}); delete them first or force")]
+    HasChildren { name: String, children: String },
+
+    #[error("branch {name:?} is protected: {reason}")]
+    Protected { name: String, reason: &'static str },
+
+    #[error("invalid operation: {0}")]
+    InvalidOp(String),
+
+    #[error("commit of {bytes} bytes exceeds the limit of {limit} bytes")]
+    CommitTooLarge { bytes: usize, limit: usize },
+
+    /// Another writer already holds `(branch, seq)`. The engine handles this
+    /// internally (catch up, re-resolve, retry); callers of a `LogStore` see it.
+    #[error("commit {seq} of branch {branch} already exists")]
+    Conflict { branch: BranchId, seq: Seq },
+
+    #[error("catalog record {seq} of project {project:?} already exists")]
+    CatalogConflict { project: String, seq: Seq },
+
+    #[error("gave up after {attempts} conflicting attempts to append to branch {branch:?}")]
+    TooManyConflicts { branch: String, attempts: u32 },
+
+    #[error("corrupt record in {}, at byte offset {offset}: {reason}", file.display())]
+    Corrupt {
+        file: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+
+    #[error("malformed {what} record: {reason}")]
+    Malformed { what: &'static str, reason: String },
+
+    #[error("store directory {} is locked by another handle or process", dir.display())]
+    Locked { dir: PathBuf },
+
+    #[error("i/o error on {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("mongodb store: {context}: {source}")]
+    Mongo {
+        context: String,
+        #[source]
+        source: Box<mongodb::error::Error>,
+    },
+
+    #[error("store is closed: {0}")]
+    Closed(&'static str),
+}
+
+impl WalError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        WalError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn mongo(context: impl Into<String>, source: mongodb::error::Error) -> Self {
+        WalError::Mongo {
+            context: context.into(),
+            source: Box::new(source),
+        }
+    }
+
+    pub(crate) fn malformed(what: &'static str, reason: impl Into<String>) -> Self {
+        WalError::Malformed {
+            what,
+            reason: reason.into(),
+        }
+    }
+
+    /// A short, stable label for metrics and logs.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            WalError::InvalidBranchName { .. } => "invalid_branch_name",
+            WalError::InvalidProjectName { .. } => "invalid_project_name",
+            WalError::UnknownBranch { .. } => "unknown_branch",
+            WalError::BranchExists { .. } => "branch_exists",
+            WalError::PointBeyondHead { .. } => "point_beyond_head",
+            WalError::PointBeforeBranch { .. } => "point_before_branch",
+            WalError::HasChildren { .. } => "has_children",
+            WalError::Protected { .. } => "protected",
+            WalError::InvalidOp(_) => "invalid_op",
+            WalError::CommitTooLarge { .. } => "commit_too_large",
+            WalError::Conflict { .. } => "conflict",
+            WalError::CatalogConflict { .. } => "catalog_conflict",
+            WalError::TooManyConflicts { .. } => "too_many_conflicts",
+            WalError::Corrupt { .. } => "corrupt",
+            WalError::Malformed { .. } => "malformed",
+            WalError::Locked { .. } => "locked",
+            WalError::Io { .. } => "io",
+            WalError::Mongo { .. } => "mongo",
+            WalError::Closed(_) => "closed",
+        }
+    }
+}
+
+impl Clone for WalError {
+    /// One failed group commit answers every writer in it; `std::io::Error`
+    /// is not `Clone`, so an I/O error is rebuilt from its kind and message.
+    fn clone(&self) -> Self {
+        use WalError::*;
+        match self {
+            InvalidBranchName { name, reason } => InvalidBranchName {
+                name: name.clone(),
+                reason,
+            },
+            InvalidProjectName { name, reason } => InvalidProjectName {
+                name: name.clone(),
+                reason,
+            },
+            UnknownBranch { name } => UnknownBranch { name: name.clone() },
+            BranchExists { name } => BranchExists { name: name.clone() },
+            PointBeyondHead {
+                branch,
+                point,
+                head,
+            } => PointBeyondHead {
+                branch: branch.clone(),
+                point: point.clone(),
+                head: *head,
+            },
+            PointBeforeBranch {
+                branch,
+                time,
+                starts,
+            } => PointBeforeBranch {
+                branch: branch.clone(),
+                time: *time,
+                starts: *starts,
+            },
+            HasChildren { name, children } => HasChildren {
+                name: name.clone(),
+                children: children.clone(),
+            },
+            Protected { name, reason } => Protected {
+                name: name.clone(),
+                reason,
+            },
+            InvalidOp(m) => InvalidOp(m.clone()),
+            CommitTooLarge { bytes, limit } => CommitTooLarge {
+                bytes: *bytes,
+                limit: *limit,
+            },
+            Conflict { branch, seq } => Conflict {
+                branch: *branch,
+                seq: *seq,
+            },
+            CatalogConflict { project, seq } => CatalogConflict {
+                project: project.clone(),
+                seq: *seq,
+            },
+            TooManyConflicts { branch, attempts } => TooManyConflicts {
+                branch: branch.clone(),
+                attempts: *attempts,
+            },
+            Corrupt {
+                file,
+                offset,
+                reason,
+            } => Corrupt {
+                file: file.clone(),
+                offset: *offset,
+                reason: reason.clone(),
+            },
+            Malformed { what, reason } => Malformed {
+                what,
+                reason: reason.clone(),
+            },
+            Locked { dir } => Locked { dir: dir.clone() },
+            Io { path, source } => Io {
+                path: path.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+            Mongo { context, source } => Mongo {
+                context: context.clone(),
+                source: source.clone(),
+            },
+            Closed(m) => Closed(m),
+        }
+    }
+}
+
+/// The outcome of [`crate::Wal::write`] when it does not commit.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError<E> {
+    /// The caller's `resolve` refused the write; nothing was appended for it.
+    #[error("write rejected by its resolver")]
+    Rejected(E),
+    #[error(transparent)]
+    Wal(#[from] WalError),
+}

@@ -1,0 +1,40 @@
+//! Argon's WAL engine: the commit log, branches as pointers into it,
+//! materialized branch state, time travel, and the stores (embedded and
+//! mongodb) behind one trait. The wire server and the operator both use it.
+//!
+//! What this crate owns:
+//! - the log record format (`record`) and its two stores (`store::embedded`,
+//!   `store::mongo`) behind the `LogStore` trait;
+//! - the branch catalog (`catalog`): names, forks, resets, deletes;
+//! - materialized state (`state`) with O(1) forks, snapshots (`snapshot`),
+//!   and the canonical `_id` key (`idkey`);
+//! - the engine (`engine::Wal`): optimistic, group-committed writes,
+//!   reads at any point, branch operations, diff (`diff`).
+//!
+//! It does not parse MongoDB queries or updates: a write's `resolve` closure
+//! (from the wire server) turns a command into physical `DocOp`s.
+//! See `DESIGN.md` beside this crate for the formats and the consistency model.
+
+mod catalog;
+pub mod diff;
+mod engine;
+pub mod error;
+pub mod idkey;
+pub mod record;
+pub mod snapshot;
+pub mod state;
+pub mod store;
+pub mod types;
+
+pub use diff::{CollectionDiff, Diff};
+pub use engine::{BranchInfo, Clock, LineageEntry, LogInfo, ResetOutcome, Wal, WalOptions};
+pub use error::{Result, WalError, WriteError};
+pub use idkey::IdKey;
+pub use record::{Commit, DocOp, LoggedOp};
+pub use state::{BranchState, CollectionState};
+pub use store::embedded::{EmbeddedOptions, EmbeddedStore, Recovery};
+pub use store::mongo::MongoStore;
+pub use store::{LogStats, LogStore};
+pub use types::{
+    BranchId, BranchName, CommitInfo, CommitTime, ForkPoint, Namespace, ReadPoint, Seq,
+};

@@ -1,0 +1,544 @@
+//! What the log holds, and its one encoding as BSON documents.
+//!
+//! Both stores keep exactly these documents: the embedded store frames their
+//! bytes in segment files, the mongodb store inserts them. A commit's
+//! operations travel as one opaque BSON binary (`body`), so user documents
+//! with field names MongoDB (or FerretDB) would refuse as stored fields
+//! (`$`-prefixed, dotted) round-trip unchanged, and both stores hold the
+//! same bytes.
+
+use crate::error::{Result, WalError};
+use crate::types::{BranchId, BranchName, CommitInfo, CommitTime, Namespace, Seq};
+use bson::{Bson, Document, doc, spec::BinarySubtype};
+
+/// One physical, fully resolved change. Filters and update operators were
+/// resolved by the writer; replay applies these as they are.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DocOp {
+    /// Insert or replace: `doc` is the full post-image.
+    Put {
+        ns: Namespace,
+        id: Bson,
+        doc: Document,
+    },
+    Delete {
+        ns: Namespace,
+        id: Bson,
+    },
+    /// Idempotent on state: an existing collection keeps its options.
+    CreateCollection {
+        ns: Namespace,
+        options: Document,
+    },
+    DropCollection {
+        ns: Namespace,
+    },
+    DropDatabase {
+        db: String,
+    },
+    /// `spec` has `name` and `key` (and `unique`…); replaces an index of the same name.
+    CreateIndex {
+        ns: Namespace,
+        spec: Document,
+    },
+    DropIndex {
+        ns: Namespace,
+        name: String,
+    },
+    /// Moves `from` to `to`, replacing `to` if it exists.
+    RenameCollection {
+        from: Namespace,
+        to: Namespace,
+    },
+}
+
+/// An op as logged: `Put` and `Delete` also carry the document as it was
+/// before (filled by the engine), for diff and audit. Replay ignores it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoggedOp {
+    pub op: DocOp,
+    pub pre_image: Option<Document>,
+}
+
+/// Why an incarnation takes no more commits. A seal is an ordinary commit
+/// (it takes the next seq), so a writer on another handle that has not yet
+/// heard of the reset or delete loses the optimistic race for that seq,
+/// catches up, sees the seal and moves on: no write lands on a dead
+/// incarnation unnoticed.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Seal {
+    Reset { to: Seq, backup: Option<BranchName> },
+    Delete,
+}
+
+/// One commit: one record, so it is atomic.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Commit {
+    pub branch: BranchId,
+    pub seq: Seq,
+    pub time: CommitTime,
+    pub actor: String,
+    pub ops: Vec<LoggedOp>,
+    pub seal: Option<Seal>,
+}
+
+impl Commit {
+    pub fn info(&self) -> CommitInfo {
+        CommitInfo {
+            seq: self.seq,
+            time: self.time,
+        }
+    }
+}
+
+/// A change to the project's branch catalog. The catalog is itself a log
+/// numbered 1, 2, 3… with the same optimistic append as commits, so
+/// concurrent branch operations from several handles are totally ordered.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CatalogEvent {
+    /// `main`: an incarnation with no parent.
+    CreateRoot {
+        id: BranchId,
+        name: BranchName,
+    },
+    /// A branch forked from `parent` (an incarnation) at `fork_seq`, whose
+    /// state there has time `fork_time`.
+    CreateBranch {
+        id: BranchId,
+        name: BranchName,
+        parent: BranchId,
+        fork_seq: Seq,
+        fork_time: CommitTime,
+    },
+    /// `name` now points at `id`, whose history is `previous` up to `to`;
+    /// `previous` was sealed at `sealed_at`. An optional backup branch `backup`
+    /// (id `backup_id`) forks from `previous` at `sealed_at`.
+    Reset {
+        name: BranchName,
+        id: BranchId,
+        previous: BranchId,
+        to: Seq,
+        sealed_at: CommitInfo,
+        backup: Option<(BranchName, BranchId)>,
+    },
+    Delete {
+        name: BranchName,
+        id: BranchId,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct CatalogRecord {
+    pub seq: Seq,
+    pub time: CommitTime,
+    pub event: CatalogEvent,
+}
+
+/// The project record: written once, when the project is first opened.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProjectRecord {
+    pub name: String,
+    pub created: CommitTime,
+}
+
+/// A stored snapshot of materialized state (bytes from `snapshot.rs`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SnapshotRecord {
+    pub branch: BranchId,
+    pub seq: Seq,
+    pub bytes: Vec<u8>,
+}
+
+// ---- encoding ----------------------------------------------------------------
+
+fn seq_to_bson(s: Seq) -> Bson {
+    Bson::Int64(s.0 as i64)
+}
+
+pub(crate) fn get_i64(d: &Document, what: &'static str, key: &str) -> Result<i64> {
+    match d.get(key) {
+        Some(Bson::Int64(v)) => Ok(*v),
+        Some(Bson::Int32(v)) => Ok(i64::from(*v)),
+        Some(other) => Err(WalError::malformed(
+            what,
+            format!("field {key} is {:?}, not an integer", other.element_type()),
+        )),
+        None => Err(WalError::malformed(what, format!("field {key} is missing"))),
+    }
+}
+
+pub(crate) fn get_u64(d: &Document, what: &'static str, key: &str) -> Result<u64> {
+    let v = get_i64(d, what, key)?;
+    u64::try_from(v).map_err(|_| WalError::malformed(what, format!("field {key} is negative")))
+}
+
+fn get_seq(d: &Document, what: &'static str, key: &str) -> Result<Seq> {
+    get_u64(d, what, key).map(Seq)
+}
+
+fn get_str<'a>(d: &'a Document, what: &'static str, key: &str) -> Result<&'a str> {
+    d.get_str(key)
+        .map_err(|e| WalError::malformed(what, format!("field {key}: {e}")))
+}
+
+fn get_doc<'a>(d: &'a Document, what: &'static str, key: &str) -> Result<&'a Document> {
+    d.get_document(key)
+        .map_err(|e| WalError::malformed(what, format!("field {key}: {e}")))
+}
+
+fn get_name(d: &Document, what: &'static str, key: &str) -> Result<BranchName> {
+    BranchName::parse(get_str(d, what, key)?)
+        .map_err(|e| WalError::malformed(what, format!("field {key}: {e}")))
+}
+
+fn get_binary<'a>(d: &'a Document, what: &'static str, key: &str) -> Result<&'a [u8]> {
+    match d.get(key) {
+        Some(Bson::Binary(b)) => Ok(&b.bytes),
+        _ => Err(WalError::malformed(
+            what,
+            format!("field {key} is missing or not binary"),
+        )),
+    }
+}
+
+fn binary(bytes: Vec<u8>) -> Bson {
+    Bson::Binary(bson::Binary {
+        subtype: BinarySubtype::Generic,
+        bytes,
+    })
+}
+
+fn ns_doc(ns: &Namespace) -> (Bson, Bson) {
+    (Bson::String(ns.db.clone()), Bson::String(ns.coll.clone()))
+}
+
+fn get_ns(d: &Document, what: &'static str, db: &str, coll: &str) -> Result<Namespace> {
+    Ok(Namespace::new(
+        get_str(d, what, db)?,
+        get_str(d, what, coll)?,
+    ))
+}
+
+fn op_to_doc(op: &LoggedOp) -> Document {
+    let mut d = match &op.op {
+        DocOp::Put { ns, id, doc } => {
+            let (db, coll) = ns_doc(ns);
+            doc! {"op": "put", "db": db, "coll": coll, "id": id.clone(), "doc": doc.clone()}
+        }
+        DocOp::Delete { ns, id } => {
+            let (db, coll) = ns_doc(ns);
+            doc! {"op": "delete", "db": db, "coll": coll, "id": id.clone()}
+        }
+        DocOp::CreateCollection { ns, options } => {
+            let (db, coll) = ns_doc(ns);
+            doc! {"op": "createCollection", "db": db, "coll": coll, "options": options.clone()}
+        }
+        DocOp::DropCollection { ns } => {
+            let (db, coll) = ns_doc(ns);
+            doc! {"op": "dropCollection", "db": db, "coll": coll}
+        }
+        DocOp::DropDatabase { db } => doc! {"op": "dropDatabase", "db": db.clone()},
+        DocOp::CreateIndex { ns, spec } => {
+            let (db, coll) = ns_doc(ns);
+            doc! {"op": "createIndex", "db": db, "coll": coll, "spec": spec.clone()}
+        }
+        DocOp::DropIndex { ns, name } => {
+            let (db, coll) = ns_doc(ns);
+            doc! {"op": "dropIndex", "db": db, "coll": coll, "name": name.clone()}
+        }
+        DocOp::RenameCollection { from, to } => {
+            let (db, coll) = ns_doc(from);
+            let (to_db, to_coll) = ns_doc(to);
+            doc! {"op": "renameCollection", "db": db, "coll": coll, "toDb": to_db, "toColl": to_coll}
+        }
+    };
+    if let Some(pre) = &op.pre_image {
+        d.insert("pre", pre.clone());
+    }
+    d
+}
+
+fn op_from_doc(d: &Document) -> Result<LoggedOp> {
+    const W: &str = "commit op";
+    let kind = get_str(d, W, "op")?;
+    let ns = || get_ns(d, W, "db", "coll");
+    let id = || {
+        d.get("id")
+            .cloned()
+            .ok_or_else(|| WalError::malformed(W, "field id is missing"))
+    };
+    let op = match kind {
+        "put" => DocOp::Put {
+            ns: ns()?,
+            id: id()?,
+            doc: get_doc(d, W, "doc")?.clone(),
+        },
+        "delete" => DocOp::Delete {
+            ns: ns()?,
+            id: id()?,
+        },
+        "createCollection" => DocOp::CreateCollection {
+            ns: ns()?,
+            options: get_doc(d, W, "options")?.clone(),
+        },
+        "dropCollection" => DocOp::DropCollection { ns: ns()? },
+        "dropDatabase" => DocOp::DropDatabase {
+            db: get_str(d, W, "db")?.to_string(),
+        },
+        "createIndex" => DocOp::CreateIndex {
+            ns: ns()?,
+            spec: get_doc(d, W, "spec")?.clone(),
+        },
+        "dropIndex" => DocOp::DropIndex {
+            ns: ns()?,
+            name: get_str(d, W, "name")?.to_string(),
+        },
+        "renameCollection" => DocOp::RenameCollection {
+            from: ns()?,
+            to: get_ns(d, W, "toDb", "toColl")?,
+        },
+        other => return Err(WalError::malformed(W, format!("unknown op {other:?}"))),
+    };
+    let pre_image = match d.get("pre") {
+        Some(Bson::Document(p)) => Some(p.clone()),
+        Some(_) => return Err(WalError::malformed(W, "field pre is not a document")),
+        None => None,
+    };
+    Ok(LoggedOp { op, pre_image })
+}
+
+fn seal_to_doc(seal: &Seal) -> Document {
+    match seal {
+        Seal::Reset { to, backup } => {
+            let mut d = doc! {"kind": "reset", "to": seq_to_bson(*to)};
+            if let Some(b) = backup {
+                d.insert("backup", b.as_str());
+            }
+            d
+        }
+        Seal::Delete => doc! {"kind": "delete"},
+    }
+}
+
+fn seal_from_doc(d: &Document) -> Result<Seal> {
+    const W: &str = "seal";
+    match get_str(d, W, "kind")? {
+        "reset" => Ok(Seal::Reset {
+            to: get_seq(d, W, "to")?,
+            backup: match d.get("backup") {
+                Some(_) => Some(get_name(d, W, "backup")?),
+                None => None,
+            },
+        }),
+        "delete" => Ok(Seal::Delete),
+        other => Err(WalError::malformed(W, format!("unknown seal {other:?}"))),
+    }
+}
+
+/// Encodes a commit as the document both stores keep:
+/// `{k: "commit", project, branch, seq, time, actor, nops, body: <binary BSON {ops, seal?}>}`.
+pub fn commit_to_doc(project: &str, c: &Commit) -> Result<Document> {
+    let mut body =
+        doc! {"ops": c.ops.iter().map(|o| Bson::Document(op_to_doc(o))).collect::<Vec<_>>()};
+    if let Some(seal) = &c.seal {
+        body.insert("seal", seal_to_doc(seal));
+    }
+    let body_bytes = body
+        .to_vec()
+        .map_err(|e| WalError::malformed("commit", format!("cannot encode: {e}")))?;
+    Ok(doc! {
+        "k": "commit",
+        "project": project,
+        "branch": c.branch.0 as i64,
+        "seq": seq_to_bson(c.seq),
+        "time": c.time.0,
+        "actor": c.actor.as_str(),
+        "nops": c.ops.len() as i64,
+        "bytes": body_bytes.len() as i64,
+        "body": binary(body_bytes),
+    })
+}
+
+pub fn commit_from_doc(d: &Document) -> Result<Commit> {
+    const W: &str = "commit";
+    let body_bytes = get_binary(d, W, "body")?;
+    let body = Document::from_reader(body_bytes)
+        .map_err(|e| WalError::malformed(W, format!("body is not BSON: {e}")))?;
+    let ops = body
+        .get_array("ops")
+        .map_err(|e| WalError::malformed(W, format!("field ops: {e}")))?
+        .iter()
+        .map(|o| match o {
+            Bson::Document(od) => op_from_doc(od),
+            _ => Err(WalError::malformed(W, "an op is not a document")),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let seal = match body.get("seal") {
+        Some(Bson::Document(s)) => Some(seal_from_doc(s)?),
+        Some(_) => return Err(WalError::malformed(W, "field seal is not a document")),
+        None => None,
+    };
+    Ok(Commit {
+        branch: BranchId(get_u64(d, W, "branch")?),
+        seq: get_seq(d, W, "seq")?,
+        time: CommitTime(get_i64(d, W, "time")?),
+        actor: get_str(d, W, "actor")?.to_string(),
+        ops,
+        seal,
+    })
+}
+
+fn event_to_doc(e: &CatalogEvent) -> Document {
+    match e {
+        CatalogEvent::CreateRoot { id, name } => {
+            doc! {"kind": "createRoot", "id": id.0 as i64, "name": name.as_str()}
+        }
+        CatalogEvent::CreateBranch {
+            id,
+            name,
+            parent,
+            fork_seq,
+            fork_time,
+        } => doc! {
+            "kind": "createBranch", "id": id.0 as i64, "name": name.as_str(),
+            "parent": parent.0 as i64, "forkSeq": seq_to_bson(*fork_seq), "forkTime": fork_time.0,
+        },
+        CatalogEvent::Reset {
+            name,
+            id,
+            previous,
+            to,
+            sealed_at,
+            backup,
+        } => {
+            let mut d = doc! {
+                "kind": "reset", "id": id.0 as i64, "name": name.as_str(),
+                "previous": previous.0 as i64, "to": seq_to_bson(*to),
+                "sealedSeq": seq_to_bson(sealed_at.seq), "sealedTime": sealed_at.time.0,
+            };
+            if let Some((bname, bid)) = backup {
+                d.insert("backupName", bname.as_str());
+                d.insert("backupId", bid.0 as i64);
+            }
+            d
+        }
+        CatalogEvent::Delete { name, id } => {
+            doc! {"kind": "delete", "id": id.0 as i64, "name": name.as_str()}
+        }
+    }
+}
+
+fn event_from_doc(d: &Document) -> Result<CatalogEvent> {
+    const W: &str = "catalog event";
+    let id = BranchId(get_u64(d, W, "id")?);
+    let name = get_name(d, W, "name")?;
+    Ok(match get_str(d, W, "kind")? {
+        "createRoot" => CatalogEvent::CreateRoot { id, name },
+        "createBranch" => CatalogEvent::CreateBranch {
+            id,
+            name,
+            parent: BranchId(get_u64(d, W, "parent")?),
+            fork_seq: get_seq(d, W, "forkSeq")?,
+            fork_time: CommitTime(get_i64(d, W, "forkTime")?),
+        },
+        "reset" => CatalogEvent::Reset {
+            name,
+            id,
+            previous: BranchId(get_u64(d, W, "previous")?),
+            to: get_seq(d, W, "to")?,
+            sealed_at: CommitInfo {
+                seq: get_seq(d, W, "sealedSeq")?,
+                time: CommitTime(get_i64(d, W, "sealedTime")?),
+            },
+            backup: match d.get("backupName") {
+                Some(_) => Some((
+                    get_name(d, W, "backupName")?,
+                    BranchId(get_u64(d, W, "backupId")?),
+                )),
+                None => None,
+            },
+        },
+        "delete" => CatalogEvent::Delete { name, id },
+        other => return Err(WalError::malformed(W, format!("unknown kind {other:?}"))),
+    })
+}
+
+/// `{k: "catalog", project, seq, time, event: {...}}`
+pub fn catalog_to_doc(project: &str, r: &CatalogRecord) -> Document {
+    doc! {
+        "k": "catalog",
+        "project": project,
+        "seq": seq_to_bson(r.seq),
+        "time": r.time.0,
+        "event": event_to_doc(&r.event),
+    }
+}
+
+pub fn catalog_from_doc(d: &Document) -> Result<CatalogRecord> {
+    const W: &str = "catalog";
+    Ok(CatalogRecord {
+        seq: get_seq(d, W, "seq")?,
+        time: CommitTime(get_i64(d, W, "time")?),
+        event: event_from_doc(get_doc(d, W, "event")?)?,
+    })
+}
+
+/// `{k: "project", name, created}`
+pub fn project_to_doc(p: &ProjectRecord) -> Document {
+    doc! {"k": "project", "name": p.name.as_str(), "created": p.created.0}
+}
+
+pub fn project_from_doc(d: &Document) -> Result<ProjectRecord> {
+    const W: &str = "project";
+    Ok(ProjectRecord {
+        name: get_str(d, W, "name")?.to_string(),
+        created: CommitTime(get_i64(d, W, "created")?),
+    })
+}
+
+/// The record kind tag (`k`) of an encoded record.
+pub fn kind_of(d: &Document) -> Result<&str> {
+    get_str(d, "record", "k")
+}
+
+pub(crate) fn project_of(d: &Document) -> Result<&str> {
+    get_str(d, "record", "project")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_round_trips_with_odd_field_names() {
+        let c = Commit {
+            branch: BranchId(4),
+            seq: Seq(7),
+            time: CommitTime(1234),
+            actor: "t".into(),
+            ops: vec![
+                LoggedOp {
+                    op: DocOp::Put {
+                        ns: Namespace::new("db", "c"),
+                        id: Bson::Int32(1),
+                        doc: doc! {"_id": 1, "$weird": {"a.b": 1}},
+                    },
+                    pre_image: Some(doc! {"_id": 1}),
+                },
+                LoggedOp {
+                    op: DocOp::RenameCollection {
+                        from: Namespace::new("db", "c"),
+                        to: Namespace::new("db2", "d"),
+                    },
+                    pre_image: None,
+                },
+            ],
+            seal: Some(Seal::Reset {
+                to: Seq(3),
+                backup: Some(BranchName::parse("bk").unwrap()),
+            }),
+        };
+        let d = commit_to_doc("p", &c).unwrap();
+        assert_eq!(commit_from_doc(&d).unwrap(), c);
+    }
+}

@@ -1,0 +1,139 @@
+//! Snapshot encoding: a whole `BranchState` as bytes, stored beside the log.
+//!
+//! Layout: `"ARGSNAP1"`, then a run of BSON documents, then the CRC32C of
+//! everything after the magic (u32 little-endian):
+//!   `{seq, time, colls: n}`
+//!   n × (`{db, coll, options, indexes, docs: m}` then m × `{d: <doc>}`)
+//! A snapshot is self-contained (a fork's snapshot includes what it inherited),
+//! so reading from one never needs the ancestry.
+
+use crate::error::{Result, WalError};
+use crate::idkey::IdKey;
+use crate::record::{get_i64, get_u64};
+use crate::state::{BranchState, CollectionState};
+use crate::types::{CommitTime, Namespace, Seq};
+use bson::{Bson, Document, doc};
+use imbl::OrdMap;
+use std::sync::Arc;
+
+const MAGIC: &[u8; 8] = b"ARGSNAP1";
+const W: &str = "snapshot";
+
+fn push_doc(out: &mut Vec<u8>, d: &Document) -> Result<()> {
+    d.to_writer(&mut *out)
+        .map_err(|e| WalError::malformed(W, format!("cannot encode: {e}")))
+}
+
+pub fn encode(state: &BranchState) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(1024);
+    out.extend_from_slice(MAGIC);
+    let colls: Vec<_> = state.namespaces().collect();
+    push_doc(
+        &mut out,
+        &doc! {"seq": state.seq().0 as i64, "time": state.time().0, "colls": colls.len() as i64},
+    )?;
+    for (ns, c) in colls {
+        push_doc(
+            &mut out,
+            &doc! {
+                "db": ns.db.as_str(), "coll": ns.coll.as_str(),
+                "options": c.options().clone(),
+                "indexes": c.indexes().iter().cloned().map(Bson::Document).collect::<Vec<_>>(),
+                "docs": c.len() as i64,
+            },
+        )?;
+        for d in c.iter() {
+            // The key is rebuilt from the document's `_id`; the engine
+            // refuses a Put whose `doc._id` is not its `id`, so they agree.
+            push_doc(&mut out, &doc! {"d": d.clone()})?;
+        }
+    }
+    let crc = crc32c::crc32c(&out[MAGIC.len()..]);
+    out.extend_from_slice(&crc.to_le_bytes());
+    Ok(out)
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl Reader<'_> {
+    fn next_doc(&mut self) -> Result<Document> {
+        let rest = &self.bytes[self.pos..];
+        let len_bytes: [u8; 4] = rest
+            .get(..4)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| WalError::malformed(W, format!("truncated at {}", self.pos)))?;
+        let len = i32::from_le_bytes(len_bytes);
+        let len = usize::try_from(len)
+            .ok()
+            .filter(|l| *l >= 5 && *l <= rest.len())
+            .ok_or_else(|| {
+                WalError::malformed(W, format!("bad document length {len} at {}", self.pos))
+            })?;
+        let d = Document::from_reader(&rest[..len])
+            .map_err(|e| WalError::malformed(W, format!("bad document at {}: {e}", self.pos)))?;
+        self.pos += len;
+        Ok(d)
+    }
+}
+
+pub fn decode(bytes: &[u8]) -> Result<BranchState> {
+    if bytes.len() < MAGIC.len() + 4 || &bytes[..MAGIC.len()] != MAGIC {
+        return Err(WalError::malformed(W, "missing ARGSNAP1 header"));
+    }
+    let (body, crc) = bytes.split_at(bytes.len() - 4);
+    let body = &body[MAGIC.len()..];
+    let want = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
+    if crc32c::crc32c(body) != want {
+        return Err(WalError::malformed(W, "checksum mismatch"));
+    }
+    let mut r = Reader {
+        bytes: body,
+        pos: 0,
+    };
+    let header = r.next_doc()?;
+    let seq = Seq(get_u64(&header, W, "seq")?);
+    let time = CommitTime(get_i64(&header, W, "time")?);
+    let ncolls = get_u64(&header, W, "colls")?;
+    let mut state = BranchState::empty(time).at(seq, time);
+    for _ in 0..ncolls {
+        let meta = r.next_doc()?;
+        let field = |k: &str| {
+            meta.get_str(k)
+                .map(str::to_string)
+                .map_err(|e| WalError::malformed(W, format!("collection {k}: {e}")))
+        };
+        let ns = Namespace::new(field("db")?, field("coll")?);
+        let options = meta
+            .get_document("options")
+            .map_err(|e| WalError::malformed(W, format!("options: {e}")))?
+            .clone();
+        let indexes = meta
+            .get_array("indexes")
+            .map_err(|e| WalError::malformed(W, format!("indexes: {e}")))?
+            .iter()
+            .map(|i| match i {
+                Bson::Document(d) => Ok(d.clone()),
+                _ => Err(WalError::malformed(W, "an index spec is not a document")),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let ndocs = get_u64(&meta, W, "docs")?;
+        let mut docs = OrdMap::new();
+        for _ in 0..ndocs {
+            let mut entry = r.next_doc()?;
+            let d = match entry.remove("d") {
+                Some(Bson::Document(d)) => d,
+                _ => return Err(WalError::malformed(W, "entry without a document")),
+            };
+            let key = IdKey::from_bson(d.get("_id").unwrap_or(&Bson::Null));
+            docs.insert(key, Arc::new(d));
+        }
+        state.insert_collection(ns, CollectionState::from_parts(options, indexes, docs));
+    }
+    if r.pos != body.len() {
+        return Err(WalError::malformed(W, "trailing bytes"));
+    }
+    Ok(state)
+}

@@ -1,0 +1,1046 @@
+//! The embedded store: a local directory of append-only segment files.
+//!
+//! ```text
+//! <dir>/LOCK                                   exclusive lock (flock) while open
+//! <dir>/log/00000000000000000001.seg           segments: "ARGWAL01" then frames
+//! <dir>/snapshots/<project>/<branch>/<seq>.snap
+//! ```
+//! A frame is `len: u32 LE | crc32c(len bytes): u32 LE | crc32c(payload): u32 LE | payload`,
+//! where the payload is one BSON record from `record.rs` (commit, catalog
+//! record or project record).
+//!
+//! Invariants:
+//! - A record is in the in-memory index (so readable) only after the fsync
+//!   that made it durable; `append_*` returns only then.
+//! - One writer thread owns the active segment. It takes every request that
+//!   is waiting, checks uniqueness against the index and the batch, writes the
+//!   accepted frames with one `write` and makes them durable with one
+//!   `fdatasync` (group commit).
+//! - After a failed write or fsync the store refuses all further appends:
+//!   what reached the disk is unknown, and only reopening (recovery) tells.
+//! - On open, a damaged record at the very end of the last segment is a torn
+//!   write that was never acknowledged and is cut off. Damage anywhere else is
+//!   an error naming the file and byte offset; `Recovery::KeepPrefix` keeps
+//!   everything before it and moves the rest aside (never deletes it).
+//!
+//! One handle per directory: `open` takes an exclusive `flock` on `LOCK`, so
+//! a second open, from this process or another, fails with `WalError::Locked`.
+//! Share the `Arc<EmbeddedStore>` to give several `Wal` handles one store;
+//! they then race through the same uniqueness checks as separate pods do.
+
+use crate::error::{Result, WalError};
+use crate::record::{self, CatalogRecord, Commit, ProjectRecord, SnapshotRecord};
+use crate::store::{LogStats, LogStore, StoreFuture};
+use crate::types::{BranchId, CommitInfo, CommitTime, Seq};
+use bson::Document;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+use tokio::sync::oneshot;
+
+const MAGIC: &[u8; 8] = b"ARGWAL01";
+const FRAME_HEADER: usize = 12;
+/// Roll to a new segment past this size.
+const SEGMENT_BYTES: u64 = 64 << 20;
+/// A record larger than this is refused (and a header claiming more is corrupt).
+const MAX_RECORD: usize = 64 << 20;
+/// Most requests packed into one fsync.
+const MAX_BATCH: usize = 4096;
+/// Makes snapshot temp-file names unique within the process.
+static TMP_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// What to do when a record in the middle of the log is damaged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Recovery {
+    /// Refuse to open, naming the file and offset (the default: never drop
+    /// acknowledged data silently).
+    #[default]
+    Strict,
+    /// Keep every record before the damage; move the damaged rest of that
+    /// segment and every later segment aside (`*.corrupt`) and open.
+    KeepPrefix,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EmbeddedOptions {
+    pub recovery: Recovery,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Loc {
+    segment: u64,
+    /// Offset of the frame header.
+    offset: u64,
+    len: u32,
+    seq: Seq,
+    time: CommitTime,
+}
+
+#[derive(Default)]
+struct Index {
+    /// Per `(project, branch)`: commits in seq order.
+    commits: HashMap<(String, BranchId), Vec<Loc>>,
+    catalog: HashMap<String, Vec<Loc>>,
+    projects: HashMap<String, ProjectRecord>,
+    /// Per `(project, branch)`: snapshot files by seq.
+    snapshots: HashMap<(String, BranchId), BTreeMap<Seq, PathBuf>>,
+}
+
+/// Inserts keeping seq order (appends are almost always at the end).
+fn insert_loc(v: &mut Vec<Loc>, loc: Loc) {
+    match v.last() {
+        Some(last) if last.seq >= loc.seq => {
+            let at = v.partition_point(|l| l.seq < loc.seq);
+            v.insert(at, loc);
+        }
+        _ => v.push(loc),
+    }
+}
+
+fn contains_seq(v: Option<&Vec<Loc>>, seq: Seq) -> bool {
+    v.is_some_and(|v| v.binary_search_by(|l| l.seq.cmp(&seq)).is_ok())
+}
+
+struct Shared {
+    dir: PathBuf,
+    index: Mutex<Index>,
+    /// Read handles of every segment.
+    segments: Mutex<BTreeMap<u64, Arc<File>>>,
+    poisoned: AtomicBool,
+}
+
+impl Shared {
+    fn index(&self) -> MutexGuard<'_, Index> {
+        // A panic while holding the lock leaves the index consistent (every
+        // mutation is a single insert), so a poisoned lock is still usable.
+        self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn segment_path(&self, n: u64) -> PathBuf {
+        segment_path(&self.dir, n)
+    }
+
+    fn read_frame(&self, loc: &Loc) -> Result<Document> {
+        let file = {
+            let segs = self.segments.lock().unwrap_or_else(|e| e.into_inner());
+            segs.get(&loc.segment).cloned()
+        };
+        let path = self.segment_path(loc.segment);
+        let file = file.ok_or_else(|| WalError::Corrupt {
+            file: path.clone(),
+            offset: loc.offset,
+            reason: "segment is missing".into(),
+        })?;
+        let mut buf = vec![0u8; FRAME_HEADER + loc.len as usize];
+        file.read_exact_at(&mut buf, loc.offset)
+            .map_err(|e| WalError::io(&path, e))?;
+        match parse_frame(&buf) {
+            Frame::Ok { payload, .. } => {
+                Document::from_reader(payload).map_err(|e| WalError::Corrupt {
+                    file: path,
+                    offset: loc.offset,
+                    reason: format!("record is not BSON: {e}"),
+                })
+            }
+            other => Err(WalError::Corrupt {
+                file: path,
+                offset: loc.offset,
+                reason: other.reason(),
+            }),
+        }
+    }
+}
+
+fn segment_path(dir: &Path, n: u64) -> PathBuf {
+    dir.join("log").join(format!("{n:020}.seg"))
+}
+
+enum Frame<'a> {
+    Ok { payload: &'a [u8], total: usize },
+    ShortHeader,
+    BadHeader,
+    ShortPayload,
+    BadPayload { total: usize },
+}
+
+impl Frame<'_> {
+    fn reason(&self) -> String {
+        match self {
+            Frame::Ok { .. } => "ok".into(),
+            Frame::ShortHeader => "record header is cut short".into(),
+            Frame::BadHeader => "record header checksum mismatch".into(),
+            Frame::ShortPayload => "record runs past the end of the segment".into(),
+            Frame::BadPayload { .. } => "record payload checksum mismatch".into(),
+        }
+    }
+}
+
+fn frame(payload: &[u8], out: &mut Vec<u8>) {
+    let len = (payload.len() as u32).to_le_bytes();
+    out.extend_from_slice(&len);
+    out.extend_from_slice(&crc32c::crc32c(&len).to_le_bytes());
+    out.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// Parses the frame at the start of `b`.
+fn parse_frame(b: &[u8]) -> Frame<'_> {
+    if b.len() < FRAME_HEADER {
+        return Frame::ShortHeader;
+    }
+    let len_bytes = &b[..4];
+    if crc32c::crc32c(len_bytes) != u32_at(b, 4) {
+        return Frame::BadHeader;
+    }
+    let len = u32_at(b, 0) as usize;
+    if len > MAX_RECORD {
+        return Frame::BadHeader;
+    }
+    let total = FRAME_HEADER + len;
+    if b.len() < total {
+        return Frame::ShortPayload;
+    }
+    let payload = &b[FRAME_HEADER..total];
+    if crc32c::crc32c(payload) != u32_at(b, 8) {
+        return Frame::BadPayload { total };
+    }
+    Frame::Ok { payload, total }
+}
+
+enum Payload {
+    Commit {
+        project: String,
+        branch: BranchId,
+        seq: Seq,
+        time: CommitTime,
+    },
+    Catalog {
+        project: String,
+        seq: Seq,
+    },
+    Project(ProjectRecord),
+}
+
+struct AppendReq {
+    payload: Vec<u8>,
+    what: Payload,
+    ack: oneshot::Sender<Result<ProjectRecordOrUnit>>,
+}
+
+/// `ensure_project` answers with the stored record; other appends with `()`.
+enum ProjectRecordOrUnit {
+    Unit,
+    Project(ProjectRecord),
+}
+
+pub struct EmbeddedStore {
+    shared: Arc<Shared>,
+    tx: Mutex<Option<mpsc::Sender<AppendReq>>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    _lock: File,
+}
+
+impl std::fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EmbeddedStore({})", self.shared.dir.display())
+    }
+}
+
+fn fsync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| WalError::io(dir, e))
+}
+
+fn create_dir(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::create_dir_all(dir).map_err(|e| WalError::io(dir, e))?;
+    if let Some(parent) = dir.parent() {
+        fsync_dir(parent)?;
+    }
+    Ok(())
+}
+
+fn new_segment(dir: &Path, n: u64) -> Result<File> {
+    let path = segment_path(dir, n);
+    let mut f = OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .open(&path)
+        .map_err(|e| WalError::io(&path, e))?;
+    f.write_all(MAGIC).map_err(|e| WalError::io(&path, e))?;
+    f.sync_all().map_err(|e| WalError::io(&path, e))?;
+    fsync_dir(&dir.join("log"))?;
+    Ok(f)
+}
+
+impl EmbeddedStore {
+    /// Opens (creating if needed) the store in `dir` with default options.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Arc<EmbeddedStore>> {
+        Self::open_with(dir, EmbeddedOptions::default())
+    }
+
+    pub fn open_with(
+        dir: impl AsRef<Path>,
+        options: EmbeddedOptions,
+    ) -> Result<Arc<EmbeddedStore>> {
+        let dir = dir.as_ref().to_path_buf();
+        create_dir(&dir)?;
+        let lock_path = dir.join("LOCK");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| WalError::io(&lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(WalError::Locked { dir }),
+            Err(std::fs::TryLockError::Error(e)) => return Err(WalError::io(&lock_path, e)),
+        }
+        create_dir(&dir.join("log"))?;
+        create_dir(&dir.join("snapshots"))?;
+
+        let mut index = Index::default();
+        let mut segments = BTreeMap::new();
+        let numbers = list_segments(&dir)?;
+        let mut last = 0;
+        let mut stop = false;
+        for (i, &n) in numbers.iter().enumerate() {
+            let path = segment_path(&dir, n);
+            if stop {
+                quarantine(&path, ".corrupt")?;
+                continue;
+            }
+            let is_last = i + 1 == numbers.len();
+            match recover_segment(&path, n, is_last, &mut index)? {
+                SegmentEnd::Clean => {}
+                SegmentEnd::Corrupt { offset, reason } => match options.recovery {
+                    Recovery::Strict => {
+                        return Err(WalError::Corrupt {
+                            file: path,
+                            offset,
+                            reason,
+                        });
+                    }
+                    Recovery::KeepPrefix => {
+                        tracing::error!(file = %path.display(), offset, %reason,
+                            "corrupt record: keeping the log before it, moving the rest aside");
+                        cut_aside(&path, offset)?;
+                        stop = true;
+                    }
+                },
+            }
+            let f = File::open(&path).map_err(|e| WalError::io(&path, e))?;
+            segments.insert(n, Arc::new(f));
+            last = n;
+        }
+        if stop {
+            fsync_dir(&dir.join("log"))?;
+        }
+        let active = if last == 0 {
+            last = 1;
+            let f = new_segment(&dir, 1)?;
+            let path = segment_path(&dir, 1);
+            segments.insert(
+                1,
+                Arc::new(File::open(&path).map_err(|e| WalError::io(&path, e))?),
+            );
+            f
+        } else {
+            let path = segment_path(&dir, last);
+            OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .map_err(|e| WalError::io(&path, e))?
+        };
+        load_snapshot_index(&dir, &mut index)?;
+
+        let shared = Arc::new(Shared {
+            dir: dir.clone(),
+            index: Mutex::new(index),
+            segments: Mutex::new(segments),
+            poisoned: AtomicBool::new(false),
+        });
+        let (tx, rx) = mpsc::channel();
+        let writer_shared = Arc::clone(&shared);
+        let writer = std::thread::Builder::new()
+            .name("argon-wal-writer".into())
+            .spawn(move || writer_loop(writer_shared, rx, active, last))
+            .map_err(|e| WalError::io(&dir, e))?;
+        Ok(Arc::new(EmbeddedStore {
+            shared,
+            tx: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(writer)),
+            _lock: lock,
+        }))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    async fn submit(&self, payload: Vec<u8>, what: Payload) -> Result<ProjectRecordOrUnit> {
+        if payload.len() > MAX_RECORD {
+            return Err(WalError::CommitTooLarge {
+                bytes: payload.len(),
+                limit: MAX_RECORD,
+            });
+        }
+        let (ack, rx) = oneshot::channel();
+        {
+            let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
+            let tx = tx
+                .as_ref()
+                .ok_or(WalError::Closed("embedded store is shut down"))?;
+            tx.send(AppendReq { payload, what, ack })
+                .map_err(|_| WalError::Closed("embedded store writer has stopped"))?;
+        }
+        rx.await
+            .map_err(|_| WalError::Closed("embedded store writer has stopped"))?
+    }
+
+    fn snapshot_dir(&self, project: &str, branch: BranchId) -> PathBuf {
+        self.shared
+            .dir
+            .join("snapshots")
+            .join(project)
+            .join(branch.0.to_string())
+    }
+}
+
+impl Drop for EmbeddedStore {
+    fn drop(&mut self) {
+        // Close the channel, then wait for the writer to finish what it holds,
+        // so the LOCK is released only after the last fsync.
+        self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(h) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn list_segments(dir: &Path) -> Result<Vec<u64>> {
+    let log = dir.join("log");
+    let mut out = Vec::new();
+    for entry in fs::read_dir(&log).map_err(|e| WalError::io(&log, e))? {
+        let entry = entry.map_err(|e| WalError::io(&log, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(num) = name.strip_suffix(".seg")
+            && let Ok(n) = num.parse::<u64>()
+        {
+            out.push(n);
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+enum SegmentEnd {
+    Clean,
+    Corrupt { offset: u64, reason: String },
+}
+
+/// Scans one segment into the index. Cuts a torn tail off the last segment.
+fn recover_segment(path: &Path, n: u64, is_last: bool, index: &mut Index) -> Result<SegmentEnd> {
+    let mut bytes = Vec::new();
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .map_err(|e| WalError::io(path, e))?;
+    if bytes.len() < MAGIC.len() {
+        if is_last && MAGIC.starts_with(&bytes) {
+            // Crashed while creating the segment: rewrite its header.
+            let mut f = OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(path)
+                .map_err(|e| WalError::io(path, e))?;
+            f.write_all(MAGIC)
+                .and_then(|_| f.sync_all())
+                .map_err(|e| WalError::io(path, e))?;
+            return Ok(SegmentEnd::Clean);
+        }
+        return Ok(SegmentEnd::Corrupt {
+            offset: 0,
+            reason: "segment header is cut short".into(),
+        });
+    }
+    if &bytes[..MAGIC.len()] != MAGIC {
+        return Ok(SegmentEnd::Corrupt {
+            offset: 0,
+            reason: "not an Argon WAL segment (bad magic)".into(),
+        });
+    }
+    let mut pos = MAGIC.len();
+    while pos < bytes.len() {
+        let rest = &bytes[pos..];
+        let frame = parse_frame(rest);
+        let torn = is_last
+            && match &frame {
+                Frame::Ok { .. } => false,
+                Frame::ShortHeader | Frame::ShortPayload => true,
+                // A torn write leaves zeros or a prefix; a checksum failure
+                // is a torn tail only when nothing follows it.
+                Frame::BadHeader => rest.iter().all(|b| *b == 0),
+                Frame::BadPayload { total } => *total == rest.len(),
+            };
+        let (payload, total) = match frame {
+            Frame::Ok { payload, total } => (payload, total),
+            other if torn => {
+                tracing::warn!(file = %path.display(), offset = pos, reason = %other.reason(),
+                    "cutting off a torn tail (an unacknowledged write)");
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .map_err(|e| WalError::io(path, e))?;
+                f.set_len(pos as u64)
+                    .and_then(|_| f.sync_all())
+                    .map_err(|e| WalError::io(path, e))?;
+                return Ok(SegmentEnd::Clean);
+            }
+            other => {
+                return Ok(SegmentEnd::Corrupt {
+                    offset: pos as u64,
+                    reason: other.reason(),
+                });
+            }
+        };
+        let what = match Document::from_reader(payload)
+            .map_err(|e| e.to_string())
+            .and_then(|d| decode_payload(&d).map_err(|e| e.to_string()))
+        {
+            Ok(w) => w,
+            Err(reason) => {
+                return Ok(SegmentEnd::Corrupt {
+                    offset: pos as u64,
+                    reason: format!("record does not decode: {reason}"),
+                });
+            }
+        };
+        index_record(index, &what, n, pos as u64, payload.len() as u32);
+        pos += total;
+    }
+    Ok(SegmentEnd::Clean)
+}
+
+/// Copies `path[offset..]` to `path.corrupt-at-<offset>`, then truncates `path` at `offset`.
+fn cut_aside(path: &Path, offset: u64) -> Result<()> {
+    let mut bytes = Vec::new();
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .map_err(|e| WalError::io(path, e))?;
+    let aside = PathBuf::from(format!("{}.corrupt-at-{offset}", path.display()));
+    let tail = bytes.get(offset as usize..).unwrap_or(&[]);
+    fs::write(&aside, tail)
+        .and_then(|_| File::open(&aside)?.sync_all())
+        .map_err(|e| WalError::io(&aside, e))?;
+    let f = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| WalError::io(path, e))?;
+    f.set_len(offset)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| WalError::io(path, e))
+}
+
+fn quarantine(path: &Path, suffix: &str) -> Result<()> {
+    let to = PathBuf::from(format!("{}{suffix}", path.display()));
+    tracing::error!(from = %path.display(), to = %to.display(), "moving a segment after corruption aside");
+    fs::rename(path, &to).map_err(|e| WalError::io(path, e))
+}
+
+fn decode_payload(d: &Document) -> Result<Payload> {
+    match record::kind_of(d)? {
+        "commit" => {
+            let c = record::commit_from_doc(d)?;
+            Ok(Payload::Commit {
+                project: record::project_of(d)?.to_string(),
+                branch: c.branch,
+                seq: c.seq,
+                time: c.time,
+            })
+        }
+        "catalog" => {
+            let r = record::catalog_from_doc(d)?;
+            Ok(Payload::Catalog {
+                project: record::project_of(d)?.to_string(),
+                seq: r.seq,
+            })
+        }
+        "project" => Ok(Payload::Project(record::project_from_doc(d)?)),
+        other => Err(WalError::malformed(
+            "record",
+            format!("unknown kind {other:?}"),
+        )),
+    }
+}
+
+fn index_record(index: &mut Index, what: &Payload, segment: u64, offset: u64, len: u32) {
+    match what {
+        Payload::Commit {
+            project,
+            branch,
+            seq,
+            time,
+        } => insert_loc(
+            index.commits.entry((project.clone(), *branch)).or_default(),
+            Loc {
+                segment,
+                offset,
+                len,
+                seq: *seq,
+                time: *time,
+            },
+        ),
+        Payload::Catalog { project, seq } => insert_loc(
+            index.catalog.entry(project.clone()).or_default(),
+            Loc {
+                segment,
+                offset,
+                len,
+                seq: *seq,
+                time: CommitTime(0),
+            },
+        ),
+        Payload::Project(p) => {
+            index
+                .projects
+                .entry(p.name.clone())
+                .or_insert_with(|| p.clone());
+        }
+    }
+}
+
+fn load_snapshot_index(dir: &Path, index: &mut Index) -> Result<()> {
+    let root = dir.join("snapshots");
+    let read = |p: &Path| -> Result<Vec<fs::DirEntry>> {
+        fs::read_dir(p)
+            .map_err(|e| WalError::io(p, e))?
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(|e| WalError::io(p, e))
+    };
+    for project in read(&root)? {
+        let Ok(pname) = project.file_name().into_string() else {
+            continue;
+        };
+        for branch in read(&project.path())? {
+            let Some(bid) = branch
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            for snap in read(&branch.path())? {
+                let name = snap.file_name();
+                let Some(name) = name.to_str() else { continue };
+                if name.ends_with(".tmp") {
+                    // An interrupted snapshot write: never renamed, so never used.
+                    let _ = fs::remove_file(snap.path());
+                    continue;
+                }
+                if let Some(seq) = name
+                    .strip_suffix(".snap")
+                    .and_then(|s| s.parse::<u64>().ok())
+                {
+                    index
+                        .snapshots
+                        .entry((pname.clone(), BranchId(bid)))
+                        .or_default()
+                        .insert(Seq(seq), snap.path());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn writer_loop(
+    shared: Arc<Shared>,
+    rx: mpsc::Receiver<AppendReq>,
+    mut active: File,
+    mut number: u64,
+) {
+    let mut size = active.metadata().map(|m| m.len()).unwrap_or(0);
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        if shared.poisoned.load(Ordering::SeqCst) {
+            for r in batch {
+                let _ = r.ack.send(Err(WalError::Closed(
+                    "an earlier write or fsync failed; reopen the store to recover",
+                )));
+            }
+            continue;
+        }
+        // Uniqueness: against the index and against earlier requests in this batch.
+        let mut accepted: Vec<(AppendReq, u64)> = Vec::with_capacity(batch.len());
+        let mut buf = Vec::new();
+        {
+            let index = shared.index();
+            let mut seen_commits = HashSet::new();
+            let mut seen_catalog = HashSet::new();
+            let mut seen_projects: HashMap<String, ProjectRecord> = HashMap::new();
+            for r in batch {
+                let verdict = match &r.what {
+                    Payload::Commit {
+                        project,
+                        branch,
+                        seq,
+                        ..
+                    } => {
+                        let key = (project.clone(), *branch);
+                        if contains_seq(index.commits.get(&key), *seq)
+                            || !seen_commits.insert((key, *seq))
+                        {
+                            Err(WalError::Conflict {
+                                branch: *branch,
+                                seq: *seq,
+                            })
+                        } else {
+                            Ok(())
+                        }
+                    }
+                    Payload::Catalog { project, seq } => {
+                        if contains_seq(index.catalog.get(project), *seq)
+                            || !seen_catalog.insert((project.clone(), *seq))
+                        {
+                            Err(WalError::CatalogConflict {
+                                project: project.clone(),
+                                seq: *seq,
+                            })
+                        } else {
+                            Ok(())
+                        }
+                    }
+                    Payload::Project(p) => {
+                        let existing = index
+                            .projects
+                            .get(&p.name)
+                            .or_else(|| seen_projects.get(&p.name));
+                        match existing {
+                            Some(e) => {
+                                let _ = r.ack.send(Ok(ProjectRecordOrUnit::Project(e.clone())));
+                                continue;
+                            }
+                            None => {
+                                seen_projects.insert(p.name.clone(), p.clone());
+                                Ok(())
+                            }
+                        }
+                    }
+                };
+                match verdict {
+                    Ok(()) => {
+                        let offset = size + buf.len() as u64;
+                        frame(&r.payload, &mut buf);
+                        accepted.push((r, offset));
+                    }
+                    Err(e) => {
+                        let _ = r.ack.send(Err(e));
+                    }
+                }
+            }
+        }
+        if accepted.is_empty() {
+            continue;
+        }
+        let path = shared.segment_path(number);
+        let written = active.write_all(&buf).and_then(|_| active.sync_data());
+        if let Err(e) = written {
+            tracing::error!(file = %path.display(), error = %e, "WAL write failed; refusing further appends");
+            shared.poisoned.store(true, Ordering::SeqCst);
+            for (r, _) in accepted {
+                let _ = r.ack.send(Err(WalError::io(
+                    &path,
+                    std::io::Error::new(e.kind(), e.to_string()),
+                )));
+            }
+            continue;
+        }
+        size += buf.len() as u64;
+        {
+            let mut index = shared.index();
+            for (r, offset) in &accepted {
+                index_record(&mut index, &r.what, number, *offset, r.payload.len() as u32);
+            }
+        }
+        for (r, _) in accepted {
+            let reply = match r.what {
+                Payload::Project(p) => ProjectRecordOrUnit::Project(p),
+                _ => ProjectRecordOrUnit::Unit,
+            };
+            let _ = r.ack.send(Ok(reply));
+        }
+        if size >= SEGMENT_BYTES {
+            match roll(&shared, number + 1) {
+                Ok(f) => {
+                    active = f;
+                    number += 1;
+                    size = MAGIC.len() as u64;
+                }
+                Err(e) => {
+                    // Keep appending to the current segment; a later roll may work.
+                    tracing::warn!(error = %e, "could not start a new WAL segment");
+                }
+            }
+        }
+    }
+}
+
+fn roll(shared: &Shared, n: u64) -> Result<File> {
+    let f = new_segment(&shared.dir, n)?;
+    let path = shared.segment_path(n);
+    let read = File::open(&path).map_err(|e| WalError::io(&path, e))?;
+    shared
+        .segments
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(n, Arc::new(read));
+    Ok(f)
+}
+
+fn encode_doc(d: &Document, what: &'static str) -> Result<Vec<u8>> {
+    d.to_vec()
+        .map_err(|e| WalError::malformed(what, format!("cannot encode: {e}")))
+}
+
+impl LogStore for EmbeddedStore {
+    fn describe(&self) -> String {
+        format!("embedded store at {}", self.shared.dir.display())
+    }
+
+    fn ensure_project<'a>(&'a self, project: &'a ProjectRecord) -> StoreFuture<'a, ProjectRecord> {
+        Box::pin(async move {
+            if let Some(p) = self.shared.index().projects.get(&project.name) {
+                return Ok(p.clone());
+            }
+            let payload = encode_doc(&record::project_to_doc(project), "project")?;
+            match self
+                .submit(payload, Payload::Project(project.clone()))
+                .await?
+            {
+                ProjectRecordOrUnit::Project(p) => Ok(p),
+                ProjectRecordOrUnit::Unit => Ok(project.clone()),
+            }
+        })
+    }
+
+    fn append_commit<'a>(&'a self, project: &'a str, commit: &'a Commit) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let payload = encode_doc(&record::commit_to_doc(project, commit)?, "commit")?;
+            self.submit(
+                payload,
+                Payload::Commit {
+                    project: project.to_string(),
+                    branch: commit.branch,
+                    seq: commit.seq,
+                    time: commit.time,
+                },
+            )
+            .await
+            .map(|_| ())
+        })
+    }
+
+    fn read_commits<'a>(
+        &'a self,
+        project: &'a str,
+        branch: BranchId,
+        after: Seq,
+        upto: Seq,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<Commit>> {
+        Box::pin(async move {
+            let locs: Vec<Loc> = {
+                let index = self.shared.index();
+                match index.commits.get(&(project.to_string(), branch)) {
+                    Some(v) => {
+                        let start = v.partition_point(|l| l.seq <= after);
+                        v[start..]
+                            .iter()
+                            .take_while(|l| l.seq <= upto)
+                            .take(limit)
+                            .copied()
+                            .collect()
+                    }
+                    None => Vec::new(),
+                }
+            };
+            locs.iter()
+                .map(|loc| record::commit_from_doc(&self.shared.read_frame(loc)?))
+                .collect()
+        })
+    }
+
+    fn commit_at_or_before<'a>(
+        &'a self,
+        project: &'a str,
+        branch: BranchId,
+        at: CommitTime,
+    ) -> StoreFuture<'a, Option<CommitInfo>> {
+        Box::pin(async move {
+            let index = self.shared.index();
+            Ok(index
+                .commits
+                .get(&(project.to_string(), branch))
+                .and_then(|v| {
+                    // Times are nondecreasing in seq order (engine invariant).
+                    let n = v.partition_point(|l| l.time <= at);
+                    n.checked_sub(1).map(|i| CommitInfo {
+                        seq: v[i].seq,
+                        time: v[i].time,
+                    })
+                }))
+        })
+    }
+
+    fn log_stats<'a>(&'a self, project: &'a str, branch: BranchId) -> StoreFuture<'a, LogStats> {
+        Box::pin(async move {
+            let index = self.shared.index();
+            let Some(v) = index.commits.get(&(project.to_string(), branch)) else {
+                return Ok(LogStats::default());
+            };
+            let info = |l: &Loc| CommitInfo {
+                seq: l.seq,
+                time: l.time,
+            };
+            Ok(LogStats {
+                first: v.first().map(info),
+                last: v.last().map(info),
+                commits: v.len() as u64,
+                bytes: v.iter().map(|l| u64::from(l.len)).sum(),
+            })
+        })
+    }
+
+    fn append_catalog<'a>(
+        &'a self,
+        project: &'a str,
+        rec: &'a CatalogRecord,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let payload = encode_doc(&record::catalog_to_doc(project, rec), "catalog")?;
+            self.submit(
+                payload,
+                Payload::Catalog {
+                    project: project.to_string(),
+                    seq: rec.seq,
+                },
+            )
+            .await
+            .map(|_| ())
+        })
+    }
+
+    fn read_catalog<'a>(
+        &'a self,
+        project: &'a str,
+        after: Seq,
+    ) -> StoreFuture<'a, Vec<CatalogRecord>> {
+        Box::pin(async move {
+            let locs: Vec<Loc> = {
+                let index = self.shared.index();
+                match index.catalog.get(project) {
+                    Some(v) => {
+                        let start = v.partition_point(|l| l.seq <= after);
+                        v[start..].to_vec()
+                    }
+                    None => Vec::new(),
+                }
+            };
+            locs.iter()
+                .map(|loc| record::catalog_from_doc(&self.shared.read_frame(loc)?))
+                .collect()
+        })
+    }
+
+    fn put_snapshot<'a>(
+        &'a self,
+        project: &'a str,
+        snap: &'a SnapshotRecord,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let dir = self.snapshot_dir(project, snap.branch);
+            let bytes = snap.bytes.clone();
+            let seq = snap.seq;
+            let unique = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+            let path = tokio::task::spawn_blocking(move || -> Result<PathBuf> {
+                create_dir(&dir)?;
+                let path = dir.join(format!("{:020}.snap", seq.0));
+                if path.exists() {
+                    // Snapshots at one point are equal: the one there will do.
+                    return Ok(path);
+                }
+                // Unique per writer: two handles may snapshot the same point at once.
+                let tmp = dir.join(format!("{:020}.{}.{unique}.tmp", seq.0, std::process::id()));
+                // Durable rename: fsync the file, rename, fsync the directory.
+                let mut f = File::create(&tmp).map_err(|e| WalError::io(&tmp, e))?;
+                f.write_all(&bytes)
+                    .and_then(|_| f.sync_all())
+                    .map_err(|e| WalError::io(&tmp, e))?;
+                fs::rename(&tmp, &path).map_err(|e| WalError::io(&path, e))?;
+                fsync_dir(&dir)?;
+                Ok(path)
+            })
+            .await
+            .map_err(|_| WalError::Closed("snapshot writer task failed"))??;
+            self.shared
+                .index()
+                .snapshots
+                .entry((project.to_string(), snap.branch))
+                .or_default()
+                .insert(seq, path);
+            Ok(())
+        })
+    }
+
+    fn latest_snapshot<'a>(
+        &'a self,
+        project: &'a str,
+        branch: BranchId,
+        after: Seq,
+        upto: Seq,
+    ) -> StoreFuture<'a, Option<SnapshotRecord>> {
+        Box::pin(async move {
+            if upto <= after {
+                return Ok(None);
+            }
+            let found = {
+                let index = self.shared.index();
+                index
+                    .snapshots
+                    .get(&(project.to_string(), branch))
+                    .and_then(|m| m.range(after.next()..=upto).next_back())
+                    .map(|(s, p)| (*s, p.clone()))
+            };
+            let Some((seq, path)) = found else {
+                return Ok(None);
+            };
+            let bytes = tokio::task::spawn_blocking({
+                let path = path.clone();
+                move || fs::read(&path)
+            })
+            .await
+            .map_err(|_| WalError::Closed("snapshot reader task failed"))?
+            .map_err(|e| WalError::io(&path, e))?;
+            Ok(Some(SnapshotRecord { branch, seq, bytes }))
+        })
+    }
+}

@@ -1,0 +1,96 @@
+//! The log behind a storage trait. A store keeps records and their
+//! uniqueness; it knows nothing of branch lineage or materialized state.
+//!
+//! Contract every store keeps (the engine relies on each):
+//! - `append_commit` is durable when it returns `Ok`, and refuses a second
+//!   commit with the same `(project, branch, seq)` with `WalError::Conflict`,
+//!   whatever handle or process appended the first. Same for
+//!   `append_catalog` and `(project, seq)` with `CatalogConflict`.
+//! - A record is one unit: it is either wholly visible or not at all.
+//! - Reads see every append acknowledged before the read started.
+//! - Times are not checked by the store; the engine appends a branch's
+//!   commits with nondecreasing times in seq order, and `commit_at_or_before`
+//!   may rely on that.
+
+use crate::error::Result;
+use crate::record::{CatalogRecord, Commit, ProjectRecord, SnapshotRecord};
+use crate::types::{BranchId, CommitInfo, CommitTime, Seq};
+use std::future::Future;
+use std::pin::Pin;
+
+pub mod embedded;
+pub mod mongo;
+
+/// The future every store method returns (boxed: the trait is used as `dyn`).
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
+
+/// What the log holds for one branch incarnation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogStats {
+    pub first: Option<CommitInfo>,
+    pub last: Option<CommitInfo>,
+    pub commits: u64,
+    /// Encoded size of the commits' bodies (ops and pre-images).
+    pub bytes: u64,
+}
+
+pub trait LogStore: Send + Sync {
+    /// A human-readable name for logs and errors ("embedded store at /data").
+    fn describe(&self) -> String;
+
+    /// Inserts the project record unless one exists; returns the stored one.
+    fn ensure_project<'a>(&'a self, project: &'a ProjectRecord) -> StoreFuture<'a, ProjectRecord>;
+
+    /// Appends one commit durably; `Conflict` when `(branch, seq)` exists.
+    fn append_commit<'a>(&'a self, project: &'a str, commit: &'a Commit) -> StoreFuture<'a, ()>;
+
+    /// Commits of `branch` with `after < seq <= upto`, ascending, at most `limit`.
+    fn read_commits<'a>(
+        &'a self,
+        project: &'a str,
+        branch: BranchId,
+        after: Seq,
+        upto: Seq,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<Commit>>;
+
+    /// The newest commit of `branch` with `time <= at`.
+    fn commit_at_or_before<'a>(
+        &'a self,
+        project: &'a str,
+        branch: BranchId,
+        at: CommitTime,
+    ) -> StoreFuture<'a, Option<CommitInfo>>;
+
+    fn log_stats<'a>(&'a self, project: &'a str, branch: BranchId) -> StoreFuture<'a, LogStats>;
+
+    /// Appends one catalog record durably; `CatalogConflict` when its seq exists.
+    fn append_catalog<'a>(
+        &'a self,
+        project: &'a str,
+        record: &'a CatalogRecord,
+    ) -> StoreFuture<'a, ()>;
+
+    /// Catalog records with `seq > after`, ascending.
+    fn read_catalog<'a>(
+        &'a self,
+        project: &'a str,
+        after: Seq,
+    ) -> StoreFuture<'a, Vec<CatalogRecord>>;
+
+    /// Stores a snapshot (replacing one at the same point: they are equal).
+    fn put_snapshot<'a>(
+        &'a self,
+        project: &'a str,
+        snapshot: &'a SnapshotRecord,
+    ) -> StoreFuture<'a, ()>;
+
+    /// The newest snapshot of `branch` with `after < seq <= upto`.
+    fn latest_snapshot<'a>(
+        &'a self,
+        project: &'a str,
+        branch: BranchId,
+        after: Seq,
+        upto: Seq,
+    ) -> StoreFuture<'a, Option<SnapshotRecord>>;
+}

@@ -1,0 +1,445 @@
+//! Engine behaviour on the embedded store: branches, time travel, reset,
+//! diff, snapshots, typed errors, restart and concurrent handles.
+
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns unwrap too
+
+mod common;
+
+use argon_wal::{
+    BranchState, Clock, CommitTime, EmbeddedStore, LogStore, ReadPoint, Seq, Wal, WalError,
+    WalOptions, WriteError,
+};
+use bson::{Bson, doc};
+use common::*;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+/// A clock that advances 10 ms per reading, so every commit has its own time.
+fn ticking() -> Clock {
+    let t = Arc::new(AtomicI64::new(1_000_000));
+    Clock::from_fn(move || CommitTime(t.fetch_add(10, Ordering::SeqCst)))
+}
+
+fn opts() -> WalOptions {
+    WalOptions {
+        clock: ticking(),
+        snapshot_every: 4,
+        ..WalOptions::default()
+    }
+}
+
+fn m(pairs: &[(&str, &[(i64, i64)])]) -> BTreeMap<String, BTreeMap<i64, i64>> {
+    pairs
+        .iter()
+        .map(|(c, docs)| (c.to_string(), docs.iter().copied().collect()))
+        .collect()
+}
+
+#[tokio::test]
+async fn write_read_and_time_travel() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = embedded(dir.path(), opts()).await;
+    let c1 = commit(&wal, "main", vec![put("a", 1, 10)]).await;
+    let c2 = commit(&wal, "main", vec![put("a", 2, 20), put("b", 1, 1)]).await;
+    let c3 = commit(&wal, "main", vec![del("a", 1)]).await;
+    assert_eq!((c1.seq, c2.seq, c3.seq), (Seq(1), Seq(2), Seq(3)));
+    assert!(c1.time < c2.time && c2.time < c3.time);
+
+    let head = wal.read("main", ReadPoint::Head).await.unwrap();
+    assert_eq!(head.seq(), Seq(3));
+    assert_eq!(flat(&head), m(&[("a", &[(2, 20)]), ("b", &[(1, 1)])]));
+    let at1 = wal.read("main", ReadPoint::Seq(Seq(1))).await.unwrap();
+    assert_eq!(flat(&at1), m(&[("a", &[(1, 10)])]));
+    // By time: the newest commit at or before it.
+    let t = wal
+        .read("main", ReadPoint::Time(CommitTime(c2.time.0 + 1)))
+        .await
+        .unwrap();
+    assert_eq!(t.seq(), Seq(2));
+    let before = wal
+        .read("main", ReadPoint::Time(CommitTime(0)))
+        .await
+        .unwrap();
+    assert_eq!(before.seq(), Seq(0));
+    assert!(flat(&before).is_empty());
+
+    // _id compares by value across numeric types.
+    let coll = head.collection(&ns("a")).unwrap();
+    assert_eq!(coll.get(&Bson::Int32(2)).unwrap().get_i64("v").unwrap(), 20);
+    assert_eq!(
+        coll.get(&Bson::Double(2.0)).unwrap().get_i64("v").unwrap(),
+        20
+    );
+    assert_eq!(coll.indexes()[0].get_str("name").unwrap(), "_id_");
+
+    let info = wal.log_info("main").await.unwrap();
+    assert_eq!(info.commits, 3);
+    assert_eq!(info.first.unwrap().seq, Seq(1));
+    assert_eq!(info.last.unwrap(), c3);
+    assert!(info.bytes > 0);
+
+    let d = wal
+        .diff("main", ReadPoint::Seq(Seq(1)), ReadPoint::Head)
+        .await
+        .unwrap();
+    assert_eq!((d.added(), d.removed(), d.changed()), (2, 1, 0));
+}
+
+#[tokio::test]
+async fn branches_fork_at_past_points_and_stay_independent() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = embedded(dir.path(), opts()).await;
+    commit(&wal, "main", vec![put("a", 1, 1)]).await;
+    let c2 = commit(&wal, "main", vec![put("a", 1, 2)]).await;
+    commit(&wal, "main", vec![put("a", 1, 3)]).await;
+
+    let dev = wal
+        .create_branch("dev", "main", ReadPoint::Seq(Seq(1)))
+        .await
+        .unwrap();
+    assert_eq!(dev.parent.as_ref().unwrap().as_str(), "main");
+    assert_eq!(dev.fork_seq, Some(Seq(1)));
+    assert_eq!(dev.head_seq, Seq(0));
+    let at_time = wal
+        .create_branch("at-time", "main", ReadPoint::Time(c2.time))
+        .await
+        .unwrap();
+    assert_eq!(at_time.fork_seq, Some(Seq(2)));
+
+    commit(&wal, "dev", vec![put("a", 2, 9)]).await;
+    commit(&wal, "main", vec![put("a", 3, 3)]).await;
+    let sub = wal
+        .create_branch("sub", "dev", ReadPoint::Head)
+        .await
+        .unwrap();
+    assert_eq!(
+        sub.lineage
+            .iter()
+            .map(|l| l.name.as_str())
+            .collect::<Vec<_>>(),
+        vec!["dev", "main"]
+    );
+
+    let dev_head = wal.read("dev", ReadPoint::Head).await.unwrap();
+    assert_eq!(flat(&dev_head), m(&[("a", &[(1, 1), (2, 9)])]));
+    assert_eq!(
+        flat(&wal.read("at-time", ReadPoint::Head).await.unwrap()),
+        m(&[("a", &[(1, 2)])])
+    );
+    assert_eq!(
+        flat(&wal.read("main", ReadPoint::Head).await.unwrap()),
+        m(&[("a", &[(1, 3), (3, 3)])])
+    );
+    assert_eq!(
+        flat(&wal.read("sub", ReadPoint::Head).await.unwrap()),
+        flat(&dev_head)
+    );
+
+    let names: Vec<String> = wal
+        .list_branches()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| b.name.to_string())
+        .collect();
+    assert_eq!(names, vec!["at-time", "dev", "main", "sub"]);
+
+    // Delete: refused with children, allowed with force; the child still reads.
+    let e = wal.delete_branch("dev", false).await.unwrap_err();
+    assert!(matches!(e, WalError::HasChildren { .. }), "{e}");
+    wal.delete_branch("dev", true).await.unwrap();
+    assert!(matches!(
+        wal.read("dev", ReadPoint::Head).await.unwrap_err(),
+        WalError::UnknownBranch { .. }
+    ));
+    assert!(wal.branch("dev").await.unwrap().deleted);
+    assert_eq!(
+        flat(&wal.read("sub", ReadPoint::Head).await.unwrap()),
+        flat(&dev_head)
+    );
+    assert!(matches!(
+        wal.delete_branch("main", true).await.unwrap_err(),
+        WalError::Protected { .. }
+    ));
+    // The name can be used again.
+    wal.create_branch("dev", "main", ReadPoint::Head)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn reset_previews_backs_up_and_keeps_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = embedded(dir.path(), opts()).await;
+    commit(&wal, "main", vec![put("a", 1, 1)]).await;
+    commit(&wal, "main", vec![put("a", 2, 2)]).await;
+    commit(&wal, "main", vec![put("a", 1, 5), put("b", 7, 7)]).await;
+    wal.create_branch("child", "main", ReadPoint::Head)
+        .await
+        .unwrap();
+    let child_before = flat(&wal.read("child", ReadPoint::Head).await.unwrap());
+
+    let preview = wal
+        .reset_branch("main", ReadPoint::Seq(Seq(1)), true, None)
+        .await
+        .unwrap();
+    assert!(!preview.applied);
+    let a = preview
+        .preview
+        .collections
+        .iter()
+        .find(|c| c.ns == ns("a"))
+        .unwrap();
+    assert_eq!(a.removed, vec![Bson::Int64(2)]);
+    assert_eq!(a.changed, vec![Bson::Int64(1)]);
+    assert_eq!(preview.preview.removed(), 2);
+    // A dry run changes nothing.
+    assert_eq!(
+        wal.read("main", ReadPoint::Head).await.unwrap().seq(),
+        Seq(3)
+    );
+
+    let done = wal
+        .reset_branch("main", ReadPoint::Seq(Seq(1)), false, Some("main-backup"))
+        .await
+        .unwrap();
+    assert!(done.applied);
+    assert_eq!(done.preview, preview.preview);
+    let head = wal.read("main", ReadPoint::Head).await.unwrap();
+    assert_eq!(head.seq(), Seq(1));
+    assert_eq!(flat(&head), m(&[("a", &[(1, 1)])]));
+    let backup = done.backup.unwrap();
+    assert_eq!(backup.name.as_str(), "main-backup");
+    assert_eq!(
+        flat(&wal.read("main-backup", ReadPoint::Head).await.unwrap()),
+        m(&[("a", &[(1, 5), (2, 2)]), ("b", &[(7, 7)])])
+    );
+    // A child forked before the reset still sees the old history.
+    assert_eq!(
+        flat(&wal.read("child", ReadPoint::Head).await.unwrap()),
+        child_before
+    );
+
+    // New commits continue after the target; old seq numbers now mean the new history.
+    let c = commit(&wal, "main", vec![put("c", 1, 1)]).await;
+    assert_eq!(c.seq, Seq(2));
+    assert_eq!(
+        flat(&wal.read("main", ReadPoint::Seq(Seq(2))).await.unwrap()),
+        m(&[("a", &[(1, 1)]), ("c", &[(1, 1)])])
+    );
+    let info = wal.branch("main").await.unwrap();
+    assert_eq!((info.start_seq, info.head_seq), (Seq(1), Seq(2)));
+    // Reset again, to before the first reset's target.
+    wal.reset_branch("main", ReadPoint::Seq(Seq(0)), false, None)
+        .await
+        .unwrap();
+    assert!(flat(&wal.read("main", ReadPoint::Head).await.unwrap()).is_empty());
+}
+
+#[tokio::test]
+async fn typed_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = embedded(dir.path(), opts()).await;
+    commit(&wal, "main", vec![put("a", 1, 1)]).await;
+
+    for bad in ["", "Main", "-x", "a/b", &"x".repeat(64)] {
+        let e = wal
+            .create_branch(bad, "main", ReadPoint::Head)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, WalError::InvalidBranchName { .. }),
+            "{bad:?}: {e}"
+        );
+    }
+    let e = wal
+        .create_branch("x", "nope", ReadPoint::Head)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, WalError::UnknownBranch { ref name } if name == "nope"),
+        "{e}"
+    );
+    let e = wal
+        .create_branch("x", "main", ReadPoint::Seq(Seq(9)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, WalError::PointBeyondHead { head: Seq(1), .. }),
+        "{e}"
+    );
+    let e = wal.read("main", ReadPoint::Seq(Seq(2))).await.unwrap_err();
+    assert!(matches!(e, WalError::PointBeyondHead { .. }), "{e}");
+    let e = wal
+        .reset_branch("main", ReadPoint::Seq(Seq(5)), false, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, WalError::PointBeyondHead { .. }), "{e}");
+    let e = wal
+        .reset_branch("ghost", ReadPoint::Seq(Seq(0)), false, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, WalError::UnknownBranch { .. }), "{e}");
+    wal.create_branch("x", "main", ReadPoint::Head)
+        .await
+        .unwrap();
+    let e = wal
+        .create_branch("x", "main", ReadPoint::Head)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, WalError::BranchExists { .. }), "{e}");
+    let e = wal
+        .read("x", ReadPoint::Time(CommitTime(5)))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, WalError::PointBeforeBranch { .. }), "{e}");
+    let e = wal
+        .reset_branch("x", ReadPoint::Time(CommitTime(5)), false, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, WalError::PointBeforeBranch { .. }), "{e}");
+    let e = wal
+        .reset_branch("main", ReadPoint::Head, false, Some("x"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, WalError::BranchExists { .. }), "{e}");
+
+    // A put whose document _id is not the op's id is refused, and only that write.
+    let r = wal
+        .write("main", |_| {
+            Ok::<_, ()>((
+                vec![argon_wal::DocOp::Put {
+                    ns: ns("a"),
+                    id: Bson::Int32(1),
+                    doc: doc! {"_id": 2},
+                }],
+                (),
+            ))
+        })
+        .await;
+    assert!(
+        matches!(r, Err(WriteError::Wal(WalError::InvalidOp(_)))),
+        "{r:?}"
+    );
+    // A resolver's refusal comes back as Rejected; an empty write commits nothing.
+    let r = wal.write("main", |_| Err::<(Vec<_>, ()), _>("no")).await;
+    assert!(matches!(r, Err(WriteError::Rejected("no"))));
+    let (_, info) = wal
+        .write("main", |_| Ok::<_, ()>((vec![], ())))
+        .await
+        .unwrap();
+    assert_eq!(info.seq, Seq(1));
+}
+
+/// States at every point of a branch, read through `wal`.
+async fn all_points(wal: &Wal, branch: &str) -> Vec<BranchState> {
+    let head = wal.read(branch, ReadPoint::Head).await.unwrap().seq();
+    let mut out = Vec::new();
+    for s in 0..=head.0 {
+        out.push(wal.read(branch, ReadPoint::Seq(Seq(s))).await.unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn snapshot_plus_replay_equals_full_replay_and_survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (with_snapshots, dev_with) = {
+        let wal = embedded(dir.path(), opts()).await;
+        for i in 0..23 {
+            commit(
+                &wal,
+                "main",
+                vec![put("a", i % 5, i), del("a", (i + 2) % 5)],
+            )
+            .await;
+            if i == 10 {
+                wal.create_branch("dev", "main", ReadPoint::Seq(Seq(7)))
+                    .await
+                    .unwrap();
+            }
+            if i > 10 {
+                commit(&wal, "dev", vec![put("d", i, i)]).await;
+            }
+        }
+        assert_eq!(wal.snapshot_now("main").await.unwrap(), Seq(23));
+        // Let background snapshots land before the store closes.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        (
+            all_points(&wal, "main").await,
+            all_points(&wal, "dev").await,
+        )
+    };
+    assert!(
+        std::fs::read_dir(dir.path().join("snapshots/proj"))
+            .unwrap()
+            .count()
+            >= 1,
+        "snapshots were written"
+    );
+    // Reopen with the snapshots (fresh process state: no in-memory checkpoints).
+    let reopened = embedded(dir.path(), opts()).await;
+    assert_eq!(all_points(&reopened, "main").await, with_snapshots);
+    assert_eq!(all_points(&reopened, "dev").await, dev_with);
+    drop(reopened);
+    // And without any snapshot: full replay gives the same states.
+    std::fs::remove_dir_all(dir.path().join("snapshots")).unwrap();
+    let replay = embedded(
+        dir.path(),
+        WalOptions {
+            snapshot_every: 0,
+            ..opts()
+        },
+    )
+    .await;
+    let main = all_points(&replay, "main").await;
+    assert_eq!(main, with_snapshots);
+    for (a, b) in main.iter().zip(&with_snapshots) {
+        assert_eq!((a.seq(), a.time()), (b.seq(), b.time()));
+    }
+    assert_eq!(all_points(&replay, "dev").await, dev_with);
+}
+
+#[tokio::test]
+async fn second_open_of_a_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = EmbeddedStore::open(dir.path()).unwrap();
+    let e = EmbeddedStore::open(dir.path()).unwrap_err();
+    assert!(matches!(e, WalError::Locked { .. }), "{e}");
+}
+
+#[tokio::test]
+async fn two_handles_on_one_embedded_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn LogStore> = EmbeddedStore::open(dir.path()).unwrap();
+    let a = Wal::open(store.clone(), "proj", WalOptions::default())
+        .await
+        .unwrap();
+    let b = Wal::open(store, "proj", WalOptions::default())
+        .await
+        .unwrap();
+    two_handles(a, b).await;
+}
+
+#[tokio::test]
+async fn concurrent_writers_are_group_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = embedded(dir.path(), WalOptions::default()).await;
+    let mut tasks = Vec::new();
+    for w in 0..32 {
+        let wal = wal.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..10 {
+                commit(&wal, "main", vec![put("g", w * 100 + i, i)]).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let head = wal.read("main", ReadPoint::Head).await.unwrap();
+    assert_eq!(head.collection(&ns("g")).unwrap().len(), 320);
+    // Packing is not guaranteed, but it must never lose or duplicate a write.
+    assert!(head.seq().0 <= 320);
+}

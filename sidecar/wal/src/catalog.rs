@@ -55,8 +55,9 @@ impl Incarnation {
         }
     }
 
-    /// No commit of this incarnation may be earlier than this (commit times
-    /// are monotonic along a branch's whole history, across resets).
+    /// Every commit of this incarnation is strictly later than this (commit
+    /// times strictly increase along a branch's whole history, across forks
+    /// and resets; see `Wal`'s `commit_time`).
     pub fn min_time(&self) -> CommitTime {
         match self.base {
             Base::Root => CommitTime(i64::MIN),

@@ -54,6 +54,11 @@ impl IdKey {
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
+
+    /// Sorts below every real key (which is never empty): a range start.
+    pub(crate) fn min() -> IdKey {
+        IdKey(Arc::from(&[][..]))
+    }
 }
 
 impl fmt::Debug for IdKey {
@@ -122,7 +127,9 @@ fn encode_double(x: f64, out: &mut Vec<u8>) {
     out.extend_from_slice(&ordered_i64(0));
 }
 
-fn encode(value: &Bson, out: &mut Vec<u8>) {
+/// Appends the canonical, prefix-free encoding of `value` (also used for
+/// the values of secondary-index keys, `indexkey.rs`).
+pub(crate) fn encode(value: &Bson, out: &mut Vec<u8>) {
     match value {
         Bson::MinKey => out.push(C_MINKEY),
         Bson::Null | Bson::Undefined => out.push(C_NULL),

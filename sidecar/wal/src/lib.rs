@@ -7,7 +7,8 @@
 //!   `store::mongo`) behind the `LogStore` trait;
 //! - the branch catalog (`catalog`): names, forks, resets, deletes;
 //! - materialized state (`state`) with O(1) forks, snapshots (`snapshot`),
-//!   and the canonical `_id` key (`idkey`);
+//!   the canonical `_id` key (`idkey`) and secondary-index keys (`indexkey`)
+//!   with per-index key maps for O(log n) unique checks;
 //! - the engine (`engine::Wal`): optimistic, group-committed writes,
 //!   reads at any point, branch operations, diff (`diff`).
 //!
@@ -20,6 +21,7 @@ pub mod diff;
 mod engine;
 pub mod error;
 pub mod idkey;
+pub mod indexkey;
 pub mod record;
 pub mod snapshot;
 pub mod state;
@@ -30,6 +32,7 @@ pub use diff::{CollectionDiff, Diff};
 pub use engine::{BranchInfo, Clock, LineageEntry, LogInfo, ResetOutcome, Wal, WalOptions};
 pub use error::{Result, WalError, WriteError};
 pub use idkey::IdKey;
+pub use indexkey::{IndexKey, IndexKeyError};
 pub use record::{Commit, DocOp, LoggedOp};
 pub use state::{BranchState, CollectionState};
 pub use store::embedded::{EmbeddedOptions, EmbeddedStore, Recovery};

@@ -258,51 +258,60 @@ fn op_to_doc(op: &LoggedOp) -> Document {
     d
 }
 
-fn op_from_doc(d: &Document) -> Result<LoggedOp> {
+/// Takes the op apart (moving its documents out, no deep copies: replay
+/// decodes every commit it folds).
+fn op_from_doc(mut d: Document) -> Result<LoggedOp> {
     const W: &str = "commit op";
-    let kind = get_str(d, W, "op")?;
-    let ns = || get_ns(d, W, "db", "coll");
-    let id = || {
-        d.get("id")
-            .cloned()
-            .ok_or_else(|| WalError::malformed(W, "field id is missing"))
+    let take_doc = |d: &mut Document, k: &str| match d.remove(k) {
+        Some(Bson::Document(v)) => Ok(v),
+        Some(_) => Err(WalError::malformed(
+            W,
+            format!("field {k} is not a document"),
+        )),
+        None => Err(WalError::malformed(W, format!("field {k} is missing"))),
     };
-    let op = match kind {
-        "put" => DocOp::Put {
-            ns: ns()?,
-            id: id()?,
-            doc: get_doc(d, W, "doc")?.clone(),
-        },
-        "delete" => DocOp::Delete {
-            ns: ns()?,
-            id: id()?,
-        },
-        "createCollection" => DocOp::CreateCollection {
-            ns: ns()?,
-            options: get_doc(d, W, "options")?.clone(),
-        },
-        "dropCollection" => DocOp::DropCollection { ns: ns()? },
-        "dropDatabase" => DocOp::DropDatabase {
-            db: get_str(d, W, "db")?.to_string(),
-        },
-        "createIndex" => DocOp::CreateIndex {
-            ns: ns()?,
-            spec: get_doc(d, W, "spec")?.clone(),
-        },
-        "dropIndex" => DocOp::DropIndex {
-            ns: ns()?,
-            name: get_str(d, W, "name")?.to_string(),
-        },
-        "renameCollection" => DocOp::RenameCollection {
-            from: ns()?,
-            to: get_ns(d, W, "toDb", "toColl")?,
-        },
-        other => return Err(WalError::malformed(W, format!("unknown op {other:?}"))),
-    };
-    let pre_image = match d.get("pre") {
-        Some(Bson::Document(p)) => Some(p.clone()),
+    let pre_image = match d.remove("pre") {
+        Some(Bson::Document(p)) => Some(p),
         Some(_) => return Err(WalError::malformed(W, "field pre is not a document")),
         None => None,
+    };
+    let kind = get_str(&d, W, "op")?.to_string();
+    let ns = |d: &Document| get_ns(d, W, "db", "coll");
+    let id = |d: &mut Document| {
+        d.remove("id")
+            .ok_or_else(|| WalError::malformed(W, "field id is missing"))
+    };
+    let op = match kind.as_str() {
+        "put" => DocOp::Put {
+            ns: ns(&d)?,
+            id: id(&mut d)?,
+            doc: take_doc(&mut d, "doc")?,
+        },
+        "delete" => DocOp::Delete {
+            ns: ns(&d)?,
+            id: id(&mut d)?,
+        },
+        "createCollection" => DocOp::CreateCollection {
+            ns: ns(&d)?,
+            options: take_doc(&mut d, "options")?,
+        },
+        "dropCollection" => DocOp::DropCollection { ns: ns(&d)? },
+        "dropDatabase" => DocOp::DropDatabase {
+            db: get_str(&d, W, "db")?.to_string(),
+        },
+        "createIndex" => DocOp::CreateIndex {
+            ns: ns(&d)?,
+            spec: take_doc(&mut d, "spec")?,
+        },
+        "dropIndex" => DocOp::DropIndex {
+            ns: ns(&d)?,
+            name: get_str(&d, W, "name")?.to_string(),
+        },
+        "renameCollection" => DocOp::RenameCollection {
+            from: ns(&d)?,
+            to: get_ns(&d, W, "toDb", "toColl")?,
+        },
+        other => return Err(WalError::malformed(W, format!("unknown op {other:?}"))),
     };
     Ok(LoggedOp { op, pre_image })
 }
@@ -362,12 +371,15 @@ pub fn commit_to_doc(project: &str, c: &Commit) -> Result<Document> {
 pub fn commit_from_doc(d: &Document) -> Result<Commit> {
     const W: &str = "commit";
     let body_bytes = get_binary(d, W, "body")?;
-    let body = Document::from_reader(body_bytes)
+    let mut body = Document::from_reader(body_bytes)
         .map_err(|e| WalError::malformed(W, format!("body is not BSON: {e}")))?;
-    let ops = body
-        .get_array("ops")
-        .map_err(|e| WalError::malformed(W, format!("field ops: {e}")))?
-        .iter()
+    let ops = match body.remove("ops") {
+        Some(Bson::Array(ops)) => ops,
+        Some(_) => return Err(WalError::malformed(W, "field ops is not an array")),
+        None => return Err(WalError::malformed(W, "field ops is missing")),
+    };
+    let ops = ops
+        .into_iter()
         .map(|o| match o {
             Bson::Document(od) => op_from_doc(od),
             _ => Err(WalError::malformed(W, "an op is not a document")),

@@ -26,9 +26,10 @@ impl fmt::Display for Seq {
     }
 }
 
-/// Milliseconds since the Unix epoch. Monotonic per branch: a commit's time is
-/// the later of the writer's clock and the previous commit's time, so "the
-/// state at time T" is well defined even when pods' clocks differ.
+/// Milliseconds since the Unix epoch. Strictly increasing per branch: a
+/// commit's time is the later of the writer's clock and the previous commit's
+/// time + 1 ms (see `Wal`'s `commit_time`), so "the state at time T" is well
+/// defined even when pods' clocks differ, and a commit time names one commit.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct CommitTime(pub i64);
 

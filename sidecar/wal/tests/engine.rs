@@ -168,6 +168,66 @@ async fn branches_fork_at_past_points_and_stay_independent() {
         .unwrap();
 }
 
+/// A clock that stands still: commit times must still strictly increase
+/// along every branch's history (forks and resets included), so that a
+/// commit's time names exactly that commit.
+#[tokio::test]
+async fn commit_times_strictly_increase_with_a_clock_that_stands_still() {
+    let dir = tempfile::tempdir().unwrap();
+    let frozen = WalOptions {
+        clock: Clock::from_fn(|| CommitTime(5_000)),
+        ..WalOptions::default()
+    };
+    let wal = embedded(dir.path(), frozen).await;
+    let mut main = Vec::new();
+    for i in 0..3 {
+        main.push(commit(&wal, "main", vec![put("a", i, i)]).await);
+    }
+    // Forked at main's seq 1: the child's first commit is after that point.
+    let dev = wal
+        .create_branch("dev", "main", ReadPoint::Seq(Seq(1)))
+        .await
+        .unwrap();
+    assert_eq!(dev.head_time, main[0].time);
+    let d1 = commit(&wal, "dev", vec![put("d", 1, 1)]).await;
+    assert!(d1.time > main[0].time);
+    let d2 = commit(&wal, "dev", vec![put("d", 2, 2)]).await;
+    assert!(d2.time > d1.time);
+    // Reset: the new incarnation's commits come after the seal, which comes
+    // after the old head.
+    main.push(commit(&wal, "main", vec![put("a", 9, 9)]).await);
+    let old_head = main[3];
+    wal.reset_branch("main", ReadPoint::Seq(Seq(1)), false, None)
+        .await
+        .unwrap();
+    let after_reset = commit(&wal, "main", vec![put("a", 7, 7)]).await;
+    assert_eq!(after_reset.seq, Seq(2));
+    assert!(after_reset.time > CommitTime(old_head.time.0 + 1));
+
+    for pair in main.windows(2) {
+        assert!(pair[0].time < pair[1].time, "{pair:?}");
+    }
+    // Every commit time names exactly its commit.
+    for (branch, commits) in [("dev", vec![d1, d2]), ("main", vec![main[0], after_reset])] {
+        for c in commits {
+            let s = wal.read(branch, ReadPoint::Time(c.time)).await.unwrap();
+            assert_eq!((s.seq(), s.time()), (c.seq, c.time), "{branch}");
+            let before = wal
+                .read(branch, ReadPoint::Time(CommitTime(c.time.0 - 1)))
+                .await
+                .unwrap();
+            assert!(before.seq() < c.seq, "{branch}: {c:?}");
+        }
+    }
+    // The fork point's time reads the fork point on the child.
+    let at_fork = wal
+        .read("dev", ReadPoint::Time(main[0].time))
+        .await
+        .unwrap();
+    assert_eq!(at_fork.seq(), Seq(0));
+    assert_eq!(flat(&at_fork), m(&[("a", &[(0, 0)])]));
+}
+
 #[tokio::test]
 async fn reset_previews_backs_up_and_keeps_history() {
     let dir = tempfile::tempdir().unwrap();
@@ -442,4 +502,31 @@ async fn concurrent_writers_are_group_committed() {
     assert_eq!(head.collection(&ns("g")).unwrap().len(), 320);
     // Packing is not guaranteed, but it must never lose or duplicate a write.
     assert!(head.seq().0 <= 320);
+}
+
+/// Writes resolve on the handle's local head without asking the store first
+/// (optimistic); a write that everyone refused must still not rest on a
+/// stale head: here `b` still sees `_id` 1, which `a` deleted.
+#[tokio::test]
+async fn a_refusal_is_never_based_on_a_stale_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn LogStore> = EmbeddedStore::open(dir.path()).unwrap();
+    let a = Wal::open(store.clone(), "proj", opts()).await.unwrap();
+    let b = Wal::open(store, "proj", opts()).await.unwrap();
+    commit(&a, "main", vec![put("u", 1, 1)]).await;
+    commit(&b, "main", vec![put("u", 2, 2)]).await; // b's head now holds _id 1
+    commit(&a, "main", vec![del("u", 1)]).await;
+    let (_, info) = b
+        .write("main", |state| {
+            let coll = state.collection(&ns("u"));
+            if coll.is_some_and(|c| c.get(&Bson::Int64(1)).is_some()) {
+                return Err("duplicate key");
+            }
+            Ok((vec![put("u", 1, 3)], ()))
+        })
+        .await
+        .unwrap();
+    assert_eq!(info.seq, Seq(4));
+    let head = a.read("main", ReadPoint::Head).await.unwrap();
+    assert_eq!(flat(&head), m(&[("u", &[(1, 3), (2, 2)])]));
 }

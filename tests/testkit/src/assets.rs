@@ -71,6 +71,11 @@ pub fn ferretdb() -> anyhow::Result<PathBuf> {
     tool("FERRETDB_BIN", &["bin", "ferretdb"], "ferretdb")
 }
 
+/// The real `helm` (v3), for rendering charts/argon.
+pub fn helm() -> anyhow::Result<PathBuf> {
+    tool("HELM_BIN", &["bin", "helm"], "helm")
+}
+
 /// A python interpreter with pymongo installed.
 pub fn python() -> anyhow::Result<PathBuf> {
     tool(

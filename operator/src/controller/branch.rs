@@ -1,0 +1,676 @@
+//! The ArgonBranch controller: a branch is a pointer into its project's
+//! WAL (created from the parent's head or from `spec.from`), plus an
+//! endpoint (Deployment + Service) owned by the branch. It refreshes the
+//! head, applies `spec.reset` once per change, deletes expired branches,
+//! and on deletion refuses while the branch is protected or has children
+//! (condition + event, finalizer kept), then removes the endpoint and
+//! deletes the branch in the store.
+
+use super::{Context, apply_status};
+use crate::crd::condition::types::{
+    DELETION_BLOCKED, ENDPOINT_READY, READY, RESET, STORE_REACHABLE,
+};
+use crate::crd::{
+    ArgonBranch, ArgonBranchSpec, ArgonBranchStatus, ArgonProject, Conditions, EndpointSpec,
+    FIELD_MANAGER, FINALIZER, LastReset, ResetPreview, ResetSpec,
+};
+use crate::endpoint;
+use crate::error::{Error, Result};
+use argon_wal::{BranchInfo, CommitTime, ReadPoint, Seq, Wal, WalError};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{Event, finalizer};
+use kube::{Api, ResourceExt};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const CONTROLLER: &str = "branch";
+/// Label on the ArgonBranch the operator creates for a reset's backup.
+pub const LABEL_BACKUP_OF: &str = "argon.dev/backup-of";
+
+const PENDING: &str = "Pending";
+const READY_PHASE: &str = "Ready";
+const FAILED: &str = "Failed";
+const DELETING: &str = "Deleting";
+
+pub async fn reconcile(branch: Arc<ArgonBranch>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile(CONTROLLER);
+    let namespace = branch
+        .namespace()
+        .ok_or(Error::MissingField("ArgonBranch", "metadata.namespace"))?;
+    let api: Api<ArgonBranch> = Api::namespaced(ctx.client.clone(), &namespace);
+    finalizer(&api, FINALIZER, branch, |event| async {
+        match event {
+            Event::Apply(b) => apply(&b, &ctx, &api).await,
+            Event::Cleanup(b) => cleanup(&b, &ctx, &api).await,
+        }
+    })
+    .await
+    .map_err(Error::from)
+}
+
+/// A reason the branch cannot be what its spec asks, shown in status; the
+/// user (or a parent appearing) fixes it, so it is not an operator error.
+struct Refusal {
+    phase: &'static str,
+    reason: &'static str,
+    message: String,
+    retry: Duration,
+}
+
+fn key(b: &ArgonBranch) -> String {
+    format!("{}/{}", b.namespace().unwrap_or_default(), b.name_any())
+}
+
+fn to_time(t: CommitTime) -> Option<Time> {
+    Timestamp::from_millisecond(t.0).ok().map(Time)
+}
+
+/// A point from `seq` or `timestamp` (the CRD lets only one be set and
+/// checks the timestamp's format; a parse failure is still answered).
+fn read_point(seq: Option<i64>, timestamp: Option<&str>) -> std::result::Result<ReadPoint, String> {
+    match (seq, timestamp) {
+        (Some(s), _) => Ok(ReadPoint::Seq(Seq(s.max(0) as u64))),
+        (None, Some(t)) => t
+            .parse::<Timestamp>()
+            .map(|t| ReadPoint::Time(CommitTime(t.as_millisecond())))
+            .map_err(|e| format!("timestamp {t:?} is not RFC 3339: {e}")),
+        (None, None) => Ok(ReadPoint::Head),
+    }
+}
+
+/// When `expireAfter` runs out, if set (an unparsable value is refused by the CRD's CEL rule).
+fn expiry(b: &ArgonBranch) -> Result<Option<Timestamp>> {
+    let (Some(after), Some(created)) = (&b.spec.expire_after, b.creation_timestamp()) else {
+        return Ok(None);
+    };
+    let d: kube::core::Duration = after
+        .parse()
+        .map_err(|e| Error::Config(format!("spec.expireAfter {after:?}: {e}")))?;
+    let d = SignedDuration::try_from(std::time::Duration::from(d))
+        .map_err(|e| Error::Config(format!("spec.expireAfter {after:?}: {e}")))?;
+    Ok(created.0.checked_add(d).ok())
+}
+
+async fn apply(b: &ArgonBranch, ctx: &Context, api: &Api<ArgonBranch>) -> Result<Action> {
+    let name = b.name_any();
+    let namespace = b.namespace().unwrap_or_default();
+    let generation = b.metadata.generation;
+    let old = b.status.clone().unwrap_or_default();
+    let mut st = old.clone();
+    st.observed_generation = generation;
+    st.conditions.drop_condition(DELETION_BLOCKED);
+
+    let expires = expiry(b)?;
+    st.expires_at = expires.map(Time);
+    if let Some(at) = expires
+        && Timestamp::now() >= at
+    {
+        let note = format!(
+            "expireAfter {} ran out",
+            b.spec.expire_after.as_deref().unwrap_or_default()
+        );
+        ctx.event(b, false, "Expired", "Delete", note).await;
+        api.delete(&name, &DeleteParams::default()).await?;
+        return Ok(Action::await_change());
+    }
+
+    let projects: Api<ArgonProject> = Api::namespaced(ctx.client.clone(), &namespace);
+    let Some(project) = projects.get_opt(&b.spec.project).await? else {
+        let refusal = Refusal {
+            phase: PENDING,
+            reason: "ProjectNotFound",
+            message: format!(
+                "ArgonProject {:?} not found in namespace {namespace}",
+                b.spec.project
+            ),
+            retry: Duration::from_secs(10),
+        };
+        return refuse(b, ctx, api, &old, st, refusal).await;
+    };
+    let wal = match ctx.stores.wal(&project).await {
+        Ok(wal) => wal,
+        Err(e) => {
+            st.phase = Some(PENDING.into());
+            st.conditions.set(
+                STORE_REACHABLE,
+                false,
+                "StoreUnreachable",
+                &e.to_string(),
+                generation,
+            );
+            st.conditions
+                .set(READY, false, "StoreUnreachable", &e.to_string(), generation);
+            write_status(b, ctx, api, &old, &st).await?;
+            return Err(e);
+        }
+    };
+    st.conditions.set(
+        STORE_REACHABLE,
+        true,
+        "Connected",
+        "the project's store answers",
+        generation,
+    );
+
+    let info = match ensure_branch(&wal, &b.spec, &name).await? {
+        Ok((info, created)) => {
+            if created {
+                let note = match info.fork_seq {
+                    Some(seq) => format!("created from {} at seq {seq}", b.spec.parent),
+                    None => "adopted the project's root branch".into(),
+                };
+                ctx.event(b, false, "Created", "CreateBranch", note).await;
+            }
+            info
+        }
+        Err(refusal) => return refuse(b, ctx, api, &old, st, refusal).await,
+    };
+
+    let mut info = info;
+    if let Some(reset) = &b.spec.reset
+        && old.last_reset.as_ref().map(|l| &l.spec) != Some(reset)
+    {
+        handle_reset(b, ctx, api, &wal, reset, &mut st).await?;
+        info = wal.branch(&name).await?;
+    }
+
+    let log = wal.log_info(&name).await?;
+    let (head_seq, head_time) = match log.last {
+        Some(last) => (last.seq, last.time),
+        None => (info.head_seq.max(log.start_seq), info.head_time),
+    };
+    st.branch_id = Some(info.id.0 as i64);
+    st.fork_seq = info.fork_seq.map(|s| s.0 as i64);
+    st.head_seq = Some(head_seq.0 as i64);
+    st.head_time = to_time(head_time);
+
+    if b.spec.endpoint.enabled {
+        let available = provision_endpoint(b, &project, ctx).await?;
+        st.endpoint = Some(endpoint::connection_string(&name, &namespace));
+        if available {
+            st.conditions.set(
+                ENDPOINT_READY,
+                true,
+                "Available",
+                "the endpoint has available replicas",
+                generation,
+            );
+        } else {
+            st.conditions.set(
+                ENDPOINT_READY,
+                false,
+                "Progressing",
+                "waiting for the endpoint's pods",
+                generation,
+            );
+        }
+    } else {
+        remove_endpoint(ctx, &namespace, &name).await?;
+        st.endpoint = None;
+        st.conditions.drop_condition(ENDPOINT_READY);
+    }
+
+    st.phase = Some(READY_PHASE.into());
+    let message = match info.fork_seq {
+        Some(fork) => format!(
+            "branch {} forked from {} at seq {fork}; head at seq {head_seq}",
+            info.id, b.spec.parent
+        ),
+        None => format!("root branch {}; head at seq {head_seq}", info.id),
+    };
+    st.conditions
+        .set(READY, true, "BranchReady", &message, generation);
+    write_status(b, ctx, api, &old, &st).await?;
+    if old.phase.as_deref() != Some(READY_PHASE) {
+        ctx.event(b, false, "Ready", "Reconcile", message).await;
+    }
+    let mut next = ctx.config.head_refresh;
+    if let Some(at) = expires {
+        let left = at.duration_since(Timestamp::now());
+        if let Ok(left) = Duration::try_from(left) {
+            next = next.min(left + Duration::from_millis(100));
+        }
+    }
+    Ok(Action::requeue(next))
+}
+
+/// Writes the status if it changed, and keeps the phase metric current.
+async fn write_status(
+    b: &ArgonBranch,
+    ctx: &Context,
+    api: &Api<ArgonBranch>,
+    old: &ArgonBranchStatus,
+    st: &ArgonBranchStatus,
+) -> Result<()> {
+    if st != old {
+        apply_status(api, b, st).await?;
+    }
+    ctx.metrics.set_phase(&key(b), st.phase.as_deref());
+    Ok(())
+}
+
+async fn refuse(
+    b: &ArgonBranch,
+    ctx: &Context,
+    api: &Api<ArgonBranch>,
+    old: &ArgonBranchStatus,
+    mut st: ArgonBranchStatus,
+    refusal: Refusal,
+) -> Result<Action> {
+    st.phase = Some(refusal.phase.into());
+    st.conditions.set(
+        READY,
+        false,
+        refusal.reason,
+        &refusal.message,
+        b.metadata.generation,
+    );
+    write_status(b, ctx, api, old, &st).await?;
+    let was = old
+        .conditions
+        .get_condition(READY)
+        .map(|c| c.reason.as_str());
+    if was != Some(refusal.reason) {
+        ctx.event(b, true, refusal.reason, "Reconcile", refusal.message)
+            .await;
+    }
+    Ok(Action::requeue(refusal.retry))
+}
+
+/// The branch in the store: adopted when it exists (after a restart, or a
+/// backup made by a reset), created otherwise. `Ok(Err(_))` is a spec the
+/// store refuses.
+async fn ensure_branch(
+    wal: &Wal,
+    spec: &ArgonBranchSpec,
+    name: &str,
+) -> Result<std::result::Result<(BranchInfo, bool), Refusal>> {
+    if name == "main" {
+        // The project's root: created with the project, adopted here for its endpoint.
+        return Ok(Ok((wal.branch(name).await?, false)));
+    }
+    match wal.branch(name).await {
+        Ok(info) if !info.deleted => return Ok(adopt(info, spec)),
+        Ok(_) | Err(WalError::UnknownBranch { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let at = match &spec.from {
+        Some(from) => read_point(from.seq, from.timestamp.as_deref()),
+        None => Ok(ReadPoint::Head),
+    };
+    let at = match at {
+        Ok(at) => at,
+        Err(message) => {
+            return Ok(Err(Refusal {
+                phase: FAILED,
+                reason: "InvalidForkPoint",
+                message: format!("spec.from: {message}"),
+                retry: Duration::from_secs(300),
+            }));
+        }
+    };
+    match wal.create_branch(name, &spec.parent, at).await {
+        Ok(info) => Ok(Ok((info, true))),
+        // Another handle won the race: same outcome.
+        Err(WalError::BranchExists { .. }) => Ok(adopt(wal.branch(name).await?, spec)),
+        Err(WalError::UnknownBranch { name: missing }) => Ok(Err(Refusal {
+            phase: PENDING,
+            reason: "ParentNotFound",
+            message: format!("parent branch {missing:?} does not exist in the project"),
+            retry: Duration::from_secs(5),
+        })),
+        Err(e @ (WalError::PointBeyondHead { .. } | WalError::PointBeforeBranch { .. })) => {
+            Ok(Err(Refusal {
+                phase: FAILED,
+                reason: "InvalidForkPoint",
+                message: format!("spec.from: {e}"),
+                retry: Duration::from_secs(60),
+            }))
+        }
+        Err(e @ WalError::InvalidBranchName { .. }) => Ok(Err(Refusal {
+            phase: FAILED,
+            reason: "InvalidName",
+            message: e.to_string(),
+            retry: Duration::from_secs(300),
+        })),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn adopt(
+    info: BranchInfo,
+    spec: &ArgonBranchSpec,
+) -> std::result::Result<(BranchInfo, bool), Refusal> {
+    let parent = info.parent.as_ref().map(|p| p.as_str());
+    if parent != Some(spec.parent.as_str()) {
+        return Err(Refusal {
+            phase: FAILED,
+            reason: "BranchConflict",
+            message: format!(
+                "a branch {:?} already exists in the store with parent {}, not {:?}",
+                info.name.as_str(),
+                parent.unwrap_or("(none)"),
+                spec.parent
+            ),
+            retry: Duration::from_secs(60),
+        });
+    }
+    Ok((info, false))
+}
+
+fn preview_of(outcome: &argon_wal::ResetOutcome) -> ResetPreview {
+    let p = &outcome.preview;
+    ResetPreview {
+        from_seq: outcome.old_head.seq.0 as i64,
+        to_seq: outcome.target.0 as i64,
+        added: p.added() as i64,
+        removed: p.removed() as i64,
+        changed: p.changed() as i64,
+        collections: p
+            .collections
+            .iter()
+            .map(|c| {
+                format!(
+                    "{}: +{} -{} ~{}",
+                    c.ns,
+                    c.added.len(),
+                    c.removed.len(),
+                    c.changed.len()
+                )
+            })
+            .collect(),
+    }
+}
+
+/// Runs `spec.reset` (a change of it not handled yet): a preview for
+/// `dryRun`, else the reset with its optional backup branch.
+async fn handle_reset(
+    b: &ArgonBranch,
+    ctx: &Context,
+    api: &Api<ArgonBranch>,
+    wal: &Wal,
+    reset: &ResetSpec,
+    st: &mut ArgonBranchStatus,
+) -> Result<()> {
+    let name = b.name_any();
+    let generation = b.metadata.generation;
+    let to = read_point(reset.seq, reset.timestamp.as_deref());
+    let mut last = LastReset {
+        spec: reset.clone(),
+        generation: generation.unwrap_or_default(),
+        outcome: "Refused".into(),
+        target_seq: None,
+        backup_branch: reset.backup_branch.clone(),
+    };
+    if b.spec.protected && !reset.dry_run {
+        let msg = "the branch is protected: spec.reset is not applied (set protected: false first)"
+            .to_string();
+        st.conditions
+            .set(RESET, false, "Protected", &msg, generation);
+        st.last_reset = Some(last);
+        ctx.event(b, true, "ResetRefused", "Reset", msg).await;
+        return Ok(());
+    }
+    let to = match to {
+        Ok(to) => to,
+        Err(message) => {
+            let msg = format!("spec.reset: {message}");
+            st.conditions
+                .set(RESET, false, "InvalidTarget", &msg, generation);
+            st.last_reset = Some(last);
+            ctx.event(b, true, "ResetRefused", "Reset", msg).await;
+            return Ok(());
+        }
+    };
+    let result = wal
+        .reset_branch(
+            &name,
+            to,
+            reset.dry_run,
+            if reset.dry_run {
+                None
+            } else {
+                reset.backup_branch.as_deref()
+            },
+        )
+        .await;
+    let outcome = match result {
+        Ok(outcome) => outcome,
+        Err(WalError::BranchExists { name: backup })
+            if Some(&backup) == reset.backup_branch.as_ref() =>
+        {
+            // Either a reset applied before a restart (the backup is this
+            // branch's child) or a name already in use.
+            let existing = wal.branch(&backup).await?;
+            if existing.parent.as_ref().map(|p| p.as_str()) == Some(name.as_str()) {
+                last.outcome = "Applied".into();
+                st.conditions.set(
+                    RESET,
+                    true,
+                    "Applied",
+                    "reset already applied (its backup branch exists)",
+                    generation,
+                );
+                st.last_reset = Some(last);
+                ensure_backup_resource(b, ctx, api, &backup).await?;
+                return Ok(());
+            }
+            let msg = format!("spec.reset.backupBranch {backup:?} already exists");
+            st.conditions
+                .set(RESET, false, "BackupExists", &msg, generation);
+            st.last_reset = Some(last);
+            ctx.event(b, true, "ResetRefused", "Reset", msg).await;
+            return Ok(());
+        }
+        Err(
+            e @ (WalError::PointBeyondHead { .. }
+            | WalError::PointBeforeBranch { .. }
+            | WalError::Protected { .. }),
+        ) => {
+            let msg = format!("spec.reset: {e}");
+            st.conditions
+                .set(RESET, false, "InvalidTarget", &msg, generation);
+            st.last_reset = Some(last);
+            ctx.event(b, true, "ResetRefused", "Reset", msg).await;
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let preview = preview_of(&outcome);
+    last.target_seq = Some(outcome.target.0 as i64);
+    let summary = format!(
+        "seq {} -> {}: {} documents back, {} removed, {} changed",
+        preview.from_seq, preview.to_seq, preview.added, preview.removed, preview.changed
+    );
+    st.reset_preview = Some(preview);
+    if outcome.applied {
+        last.outcome = "Applied".into();
+        let mut msg = format!("reset applied, {summary}");
+        if let Some(backup) = &reset.backup_branch {
+            msg.push_str(&format!("; the previous history is branch {backup}"));
+            ensure_backup_resource(b, ctx, api, backup).await?;
+        }
+        st.conditions.set(RESET, true, "Applied", &msg, generation);
+        ctx.event(b, false, "ResetApplied", "Reset", msg).await;
+    } else {
+        last.outcome = "Previewed".into();
+        let msg = format!("dry run, {summary}");
+        st.conditions
+            .set(RESET, true, "Previewed", &msg, generation);
+        ctx.event(b, false, "ResetPreviewed", "Reset", msg).await;
+    }
+    st.last_reset = Some(last);
+    Ok(())
+}
+
+/// An ArgonBranch for a reset's backup branch, so it is visible and can be
+/// deleted like any other (it is a child of the reset branch in the store).
+async fn ensure_backup_resource(
+    b: &ArgonBranch,
+    ctx: &Context,
+    api: &Api<ArgonBranch>,
+    backup: &str,
+) -> Result<()> {
+    let _ = ctx;
+    let object = ArgonBranch {
+        metadata: ObjectMeta {
+            name: Some(backup.to_string()),
+            namespace: b.namespace(),
+            labels: Some(BTreeMap::from([(
+                LABEL_BACKUP_OF.to_string(),
+                b.name_any(),
+            )])),
+            ..ObjectMeta::default()
+        },
+        spec: ArgonBranchSpec {
+            project: b.spec.project.clone(),
+            parent: b.name_any(),
+            from: None,
+            read_only: false,
+            endpoint: EndpointSpec {
+                enabled: false,
+                ..EndpointSpec::default()
+            },
+            expire_after: None,
+            reset: None,
+            protected: false,
+        },
+        status: None,
+    };
+    api.patch(
+        backup,
+        &PatchParams::apply(FIELD_MANAGER),
+        &Patch::Apply(&object),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Applies the endpoint's Deployment and Service; true when it has available pods.
+async fn provision_endpoint(
+    b: &ArgonBranch,
+    project: &ArgonProject,
+    ctx: &Context,
+) -> Result<bool> {
+    let namespace = b.namespace().unwrap_or_default();
+    let name = endpoint::object_name(&b.name_any());
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let deployment = endpoint::deployment(b, project, &ctx.config.sidecar_image)?;
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
+    let applied = deployments
+        .patch(&name, &params, &Patch::Apply(&deployment))
+        .await?;
+    let service = endpoint::service(b)?;
+    let services: Api<Service> = Api::namespaced(ctx.client.clone(), &namespace);
+    services
+        .patch(&name, &params, &Patch::Apply(&service))
+        .await?;
+    Ok(endpoint::is_available(&applied))
+}
+
+/// Deletes the endpoint objects explicitly (ownerReferences would too, but
+/// only where a garbage collector runs).
+async fn remove_endpoint(ctx: &Context, namespace: &str, branch: &str) -> Result<()> {
+    let name = endpoint::object_name(branch);
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), namespace);
+    let services: Api<Service> = Api::namespaced(ctx.client.clone(), namespace);
+    let params = DeleteParams::background();
+    for result in [
+        deployments.delete(&name, &params).await.map(|_| ()),
+        services.delete(&name, &params).await.map(|_| ()),
+    ] {
+        match result {
+            Ok(()) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+async fn block(
+    b: &ArgonBranch,
+    ctx: &Context,
+    api: &Api<ArgonBranch>,
+    reason: &'static str,
+    message: String,
+) -> Result<Action> {
+    let old = b.status.clone().unwrap_or_default();
+    let mut st = old.clone();
+    st.phase = Some(DELETING.into());
+    st.conditions.set(
+        DELETION_BLOCKED,
+        true,
+        reason,
+        &message,
+        b.metadata.generation,
+    );
+    write_status(b, ctx, api, &old, &st).await?;
+    let was = old
+        .conditions
+        .get_condition(DELETION_BLOCKED)
+        .map(|c| c.message.as_str());
+    if was != Some(message.as_str()) {
+        ctx.event(b, true, "DeletionBlocked", "Delete", message.clone())
+            .await;
+    }
+    Err(Error::DeletionBlocked {
+        name: b.name_any(),
+        reason: message,
+    })
+}
+
+async fn cleanup(b: &ArgonBranch, ctx: &Context, api: &Api<ArgonBranch>) -> Result<Action> {
+    let name = b.name_any();
+    let namespace = b.namespace().unwrap_or_default();
+    if b.spec.protected {
+        return block(
+            b,
+            ctx,
+            api,
+            "Protected",
+            "the branch is protected: set spec.protected to false to delete it".into(),
+        )
+        .await;
+    }
+    let projects: Api<ArgonProject> = Api::namespaced(ctx.client.clone(), &namespace);
+    match projects.get_opt(&b.spec.project).await? {
+        None => {
+            let note = format!(
+                "ArgonProject {:?} is gone; the store was not touched",
+                b.spec.project
+            );
+            ctx.event(b, true, "ProjectGone", "Delete", note).await;
+        }
+        Some(project) if name != "main" => {
+            let wal = ctx.stores.wal(&project).await?;
+            match wal.delete_branch(&name, false).await {
+                Ok(()) | Err(WalError::UnknownBranch { .. }) => {}
+                Err(WalError::HasChildren { children, .. }) => {
+                    let msg =
+                        format!("the branch has child branches ({children}); delete them first");
+                    return block(b, ctx, api, "HasChildren", msg).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+            ctx.event(
+                b,
+                false,
+                "Deleted",
+                "Delete",
+                "deleted in the store; its commits stay in the log".into(),
+            )
+            .await;
+        }
+        Some(_) => {}
+    }
+    remove_endpoint(ctx, &namespace, &name).await?;
+    ctx.metrics.set_phase(&key(b), None);
+    Ok(Action::await_change())
+}

@@ -1,0 +1,116 @@
+//! The two controllers and what they share: the context (client, stores,
+//! metrics, event recorder), status writes by server-side apply under one
+//! field manager, events, and the error policy.
+
+pub mod branch;
+pub mod project;
+
+use crate::config::Config;
+use crate::crd::FIELD_MANAGER;
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::stores::Stores;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Everything a reconcile needs, shared by both controllers.
+pub struct Context {
+    pub client: Client,
+    pub config: Config,
+    pub stores: Stores,
+    pub metrics: Arc<Metrics>,
+    pub recorder: Recorder,
+}
+
+impl Context {
+    pub fn new(client: Client, config: Config, metrics: Arc<Metrics>) -> Context {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "argon-operator".into(),
+                instance: Some(config.identity.clone()),
+            },
+        );
+        Context {
+            stores: Stores::new(
+                client.clone(),
+                config.identity.clone(),
+                config.embedded_root.clone(),
+            ),
+            client,
+            config,
+            metrics,
+            recorder,
+        }
+    }
+
+    /// Publishes an event about `obj`. A failure to publish is logged, never
+    /// fatal: events are for people, the status is the record.
+    pub async fn event<K>(&self, obj: &K, warning: bool, reason: &str, action: &str, note: String)
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        let event = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+            tracing::warn!(error = %e, reason, "publishing event");
+        }
+    }
+}
+
+/// Writes `status` of `obj` by server-side apply (field manager
+/// `argon-operator`, forced: the operator owns the whole status).
+pub async fn apply_status<K, S>(api: &Api<K>, obj: &K, status: &S) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+    S: Serialize,
+{
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+/// On error: count it, log it (here, where it is handled) and retry soon.
+pub fn error_policy<K: ResourceExt>(
+    controller: &'static str,
+    obj: &K,
+    error: &Error,
+    metrics: &Metrics,
+) -> Action {
+    metrics.failure(controller, error.metric_label());
+    match error {
+        Error::DeletionBlocked { .. } => {
+            tracing::info!(controller, name = %obj.name_any(), %error, "deletion blocked");
+            Action::requeue(Duration::from_secs(10))
+        }
+        _ => {
+            tracing::warn!(controller, name = %obj.name_any(), %error, "reconcile failed");
+            Action::requeue(Duration::from_secs(5))
+        }
+    }
+}

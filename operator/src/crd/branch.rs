@@ -1,0 +1,219 @@
+//! `ArgonBranch`: a branch of a project's WAL (a pointer, never a copy) and
+//! its endpoint.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A branch of an `ArgonProject`, forked from `parent` at its head or at `from`.
+/// The branch's name in the store is `metadata.name`.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "argon.dev",
+    version = "v1alpha1",
+    kind = "ArgonBranch",
+    plural = "argonbranches",
+    namespaced,
+    status = "ArgonBranchStatus",
+    shortname = "abr",
+    category = "argon",
+    doc = "A branch of an Argon project: a pointer into its write-ahead log, with an optional endpoint.",
+    printcolumn(name = "PROJECT", type_ = "string", json_path = ".spec.project"),
+    printcolumn(name = "PARENT", type_ = "string", json_path = ".spec.parent"),
+    printcolumn(name = "PHASE", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "HEAD", type_ = "integer", json_path = ".status.headSeq"),
+    printcolumn(name = "ENDPOINT", type_ = "string", json_path = ".status.endpoint"),
+    printcolumn(name = "AGE", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("self.metadata.name.matches('^[a-z0-9][a-z0-9.-]{0,62}$')").message("metadata.name must be a valid Argon branch name: at most 63 characters of a-z, 0-9, '-' and '.'"),
+)]
+#[x_kube(validation = Rule::new("has(self.from) == has(oldSelf.from) && (!has(self.from) || self.from == oldSelf.from)").message("spec.from is immutable: a branch's fork point is fixed when it is created").field_path(".from"))]
+#[serde(rename_all = "camelCase")]
+pub struct ArgonBranchSpec {
+    /// The ArgonProject (same namespace) whose WAL holds the branch.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.project is immutable"))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9][a-z0-9.-]{0,62}$')").message("spec.project must name an ArgonProject"))]
+    #[schemars(length(min = 1, max = 63))]
+    pub project: String,
+    /// The branch this one forks from.
+    #[serde(default = "default_parent")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.parent is immutable"))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9][a-z0-9_.-]{0,62}$')").message("spec.parent must be a valid branch name: 1 to 63 characters of a-z, 0-9, '-', '_' and '.', starting with a letter or digit"))]
+    #[schemars(length(max = 63))]
+    pub parent: String,
+    /// Fork from this past point of the parent instead of its head.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<PointSpec>,
+    /// The endpoint serves reads only.
+    #[serde(default)]
+    pub read_only: bool,
+    #[serde(default)]
+    pub endpoint: EndpointSpec,
+    /// Delete the branch this long after it was created (e.g. `72h`): branches as sandboxes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$')").message("spec.expireAfter must be a duration such as 30m, 24h or 1h30m"))]
+    #[schemars(length(max = 32))]
+    pub expire_after: Option<String>,
+    /// Reset the branch to a past point of its own history, once per change of this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset: Option<ResetSpec>,
+    /// A protected branch is never reset or deleted by the operator.
+    #[serde(default)]
+    pub protected: bool,
+}
+
+fn default_parent() -> String {
+    "main".into()
+}
+
+/// A point of a branch's history: exactly one of a log position and a time.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("has(self.seq) != has(self.timestamp)").message("set exactly one of seq or timestamp"))]
+#[serde(rename_all = "camelCase")]
+pub struct PointSpec {
+    /// A log position (commit number) of the branch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub seq: Option<i64>,
+    /// The newest commit at or before this time (RFC 3339; milliseconds count,
+    /// unlike in `metav1.Time`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
+    pub timestamp: Option<String>,
+}
+
+/// Moves the branch back to a past point; nothing in the log is rewritten.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("has(self.seq) != has(self.timestamp)").message("set exactly one of seq or timestamp"))]
+#[serde(rename_all = "camelCase")]
+pub struct ResetSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub seq: Option<i64>,
+    /// The newest commit at or before this time (RFC 3339, milliseconds count).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
+    pub timestamp: Option<String>,
+    /// Only compute what the reset would change (in `status.resetPreview`).
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Keep the discarded history as this new branch (an ArgonBranch is created for it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9][a-z0-9.-]{0,62}$')").message("spec.reset.backupBranch must be a valid branch name"))]
+    #[schemars(length(max = 63))]
+    pub backup_branch: Option<String>,
+}
+
+/// The branch endpoint: a Deployment running the sidecar in endpoint mode and a Service.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointSpec {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0, max = 16))]
+    pub replicas: i32,
+    #[serde(default)]
+    pub service_type: ServiceType,
+}
+
+impl Default for EndpointSpec {
+    fn default() -> Self {
+        EndpointSpec {
+            enabled: true,
+            replicas: 1,
+            service_type: ServiceType::default(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_replicas() -> i32 {
+    1
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ServiceType {
+    #[default]
+    ClusterIP,
+    NodePort,
+    LoadBalancer,
+}
+
+impl ServiceType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceType::ClusterIP => "ClusterIP",
+            ServiceType::NodePort => "NodePort",
+            ServiceType::LoadBalancer => "LoadBalancer",
+        }
+    }
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ArgonBranchStatus {
+    /// `Pending`, `Ready`, `Failed` or `Deleting`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The current incarnation of the branch in the store (a reset starts a new one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch_id: Option<i64>,
+    /// The parent's position the branch forked from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fork_seq: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_seq: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_time: Option<Time>,
+    /// The endpoint's connection string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// When `expireAfter` deletes the branch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Time>,
+    /// What the last `reset` with `dryRun` would change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset_preview: Option<ResetPreview>,
+    /// The last `reset` handled (applied, previewed or refused): a reset runs once per change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_reset: Option<LastReset>,
+}
+
+/// What a reset changes, from the head back to the target.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ResetPreview {
+    pub from_seq: i64,
+    pub to_seq: i64,
+    /// Documents the reset brings back (present at the target, gone at the head).
+    pub added: i64,
+    /// Documents the reset removes (created after the target).
+    pub removed: i64,
+    /// Documents the reset changes back.
+    pub changed: i64,
+    /// Per collection, `db.coll: +added -removed ~changed`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub collections: Vec<String>,
+}
+
+/// The `spec.reset` last handled and its outcome.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LastReset {
+    pub spec: ResetSpec,
+    pub generation: i64,
+    /// `Previewed`, `Applied` or `Refused`.
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_seq: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_branch: Option<String>,
+}

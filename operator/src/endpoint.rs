@@ -1,0 +1,330 @@
+//! A branch endpoint: a Deployment running `argon-sidecar serve` for one
+//! branch, bound to all interfaces, and the Service in front of it. Also
+//! the sidecar container the webhook injects, which is the same server bound
+//! to localhost. Pure builders: the controller applies what they return.
+
+use crate::crd::{ArgonBranch, ArgonProject};
+use crate::error::{Error, Result};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
+    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    SeccompProfile, SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec, Volume,
+    VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::ObjectMeta;
+use kube::{Resource, ResourceExt};
+use std::collections::BTreeMap;
+
+/// The MongoDB wire port of endpoints and sidecars.
+pub const MONGODB_PORT: i32 = 27017;
+/// The sidecar's `/metrics`, `/healthz`, `/readyz` port.
+pub const METRICS_PORT: i32 = 9218;
+/// Where an embedded store's volume is mounted.
+const DATA_DIR: &str = "/var/lib/argon";
+/// Name of the sidecar container (endpoint and injected).
+pub const CONTAINER_NAME: &str = "argon-sidecar";
+
+pub const LABEL_PROJECT: &str = "argon.dev/project";
+pub const LABEL_BRANCH: &str = "argon.dev/branch";
+const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
+const LABEL_NAME: &str = "app.kubernetes.io/name";
+const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+
+/// The name of a branch's Deployment and Service: a DNS-1035 label
+/// (Service names must start with a letter and hold no '.').
+pub fn object_name(branch: &str) -> String {
+    let clean: String = branch
+        .chars()
+        .map(|c| if c == '.' || c == '_' { '-' } else { c })
+        .collect();
+    let name = format!("abr-{clean}");
+    if name.len() <= 63 && name == format!("abr-{branch}") {
+        return name;
+    }
+    // Sanitized or too long: a hash of the real name keeps it unique.
+    let hash = fnv1a(branch.as_bytes());
+    let keep: String = clean.chars().take(49).collect();
+    format!("abr-{}-{hash:08x}", keep.trim_end_matches('-'))
+}
+
+fn fnv1a(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// The connection string of a branch's endpoint, from inside the cluster.
+pub fn connection_string(branch: &str, namespace: &str) -> String {
+    format!(
+        "mongodb://{}.{namespace}.svc:{MONGODB_PORT}/",
+        object_name(branch)
+    )
+}
+
+/// Labels of a branch's endpoint objects (and its pods' selector).
+pub fn labels(project: &str, branch: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_NAME.to_string(), "argon-endpoint".to_string()),
+        (LABEL_COMPONENT.to_string(), "branch-endpoint".to_string()),
+        (LABEL_MANAGED_BY.to_string(), "argon-operator".to_string()),
+        (LABEL_PROJECT.to_string(), project.to_string()),
+        (LABEL_BRANCH.to_string(), branch.to_string()),
+    ])
+}
+
+fn selector(project: &str, branch: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_PROJECT.to_string(), project.to_string()),
+        (LABEL_BRANCH.to_string(), branch.to_string()),
+        (LABEL_COMPONENT.to_string(), "branch-endpoint".to_string()),
+    ])
+}
+
+fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value: Some(value.into()),
+        value_from: None,
+    }
+}
+
+/// The sidecar's configuration for `branch` of `project` (the `ARGON_*`
+/// variables `argon-sidecar serve` reads). The store URI comes from the
+/// project's Secret at run time; it never appears in a pod spec.
+pub fn sidecar_env(
+    project: &ArgonProject,
+    branch: &str,
+    listen: &str,
+    read_only: bool,
+) -> Vec<EnvVar> {
+    let mut vars = Vec::new();
+    if let Some(m) = &project.spec.store.mongodb {
+        vars.push(EnvVar {
+            name: "ARGON_STORE".into(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: m.secret_ref.name.clone(),
+                    key: m.secret_ref.key.clone(),
+                    optional: Some(false),
+                }),
+                ..EnvVarSource::default()
+            }),
+        });
+        vars.push(env("ARGON_STORE_DATABASE", m.database.clone()));
+    } else {
+        vars.push(env("ARGON_DATA", DATA_DIR));
+    }
+    vars.push(env("ARGON_PROJECT", project.name_any()));
+    vars.push(env("ARGON_BRANCH", branch));
+    vars.push(env("ARGON_LISTEN", listen));
+    vars.push(env(
+        "ARGON_METRICS_LISTEN",
+        format!("0.0.0.0:{METRICS_PORT}"),
+    ));
+    if read_only {
+        vars.push(env("ARGON_READ_ONLY", "true"));
+    }
+    vars
+}
+
+fn http_probe(path: &str, period: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("argon-metrics".into()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        ..Probe::default()
+    }
+}
+
+/// The restricted Pod Security Standard, for the sidecar container.
+fn restricted_container() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            add: None,
+        }),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        run_as_user: Some(65532),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            localhost_profile: None,
+        }),
+        ..SecurityContext::default()
+    }
+}
+
+/// The sidecar container serving `branch` on `listen`.
+pub fn sidecar_container(
+    project: &ArgonProject,
+    default_image: &str,
+    branch: &str,
+    listen: &str,
+    read_only: bool,
+) -> Container {
+    let defaults = project.spec.sidecar.clone().unwrap_or_default();
+    Container {
+        name: CONTAINER_NAME.into(),
+        image: Some(defaults.image.unwrap_or_else(|| default_image.to_string())),
+        image_pull_policy: defaults.image_pull_policy,
+        args: Some(vec!["serve".into()]),
+        env: Some(sidecar_env(project, branch, listen, read_only)),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("mongodb".into()),
+                container_port: MONGODB_PORT,
+                protocol: Some("TCP".into()),
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("argon-metrics".into()),
+                container_port: METRICS_PORT,
+                protocol: Some("TCP".into()),
+                ..ContainerPort::default()
+            },
+        ]),
+        readiness_probe: Some(http_probe("/readyz", 5)),
+        liveness_probe: Some(http_probe("/healthz", 10)),
+        resources: defaults.resources,
+        security_context: Some(restricted_container()),
+        volume_mounts: project.spec.store.embedded.as_ref().map(|_| {
+            vec![VolumeMount {
+                name: "argon-data".into(),
+                mount_path: DATA_DIR.into(),
+                ..VolumeMount::default()
+            }]
+        }),
+        ..Container::default()
+    }
+}
+
+/// The volume an embedded store's sidecar mounts.
+pub fn data_volume(project: &ArgonProject) -> Option<Volume> {
+    project.spec.store.embedded.as_ref().map(|e| Volume {
+        name: "argon-data".into(),
+        persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+            claim_name: e.claim_name.clone(),
+            read_only: Some(false),
+        }),
+        ..Volume::default()
+    })
+}
+
+fn owned_meta(branch: &ArgonBranch) -> Result<ObjectMeta> {
+    let owner = branch
+        .controller_owner_ref(&())
+        .ok_or(Error::MissingField("ArgonBranch", "metadata.uid"))?;
+    Ok(ObjectMeta {
+        name: Some(object_name(&branch.name_any())),
+        namespace: branch.namespace(),
+        labels: Some(labels(&branch.spec.project, &branch.name_any())),
+        owner_references: Some(vec![owner]),
+        ..ObjectMeta::default()
+    })
+}
+
+/// The endpoint's Deployment, owned by the branch.
+pub fn deployment(
+    branch: &ArgonBranch,
+    project: &ArgonProject,
+    default_image: &str,
+) -> Result<Deployment> {
+    let name = branch.name_any();
+    let select = selector(&branch.spec.project, &name);
+    let container = sidecar_container(
+        project,
+        default_image,
+        &name,
+        &format!("0.0.0.0:{MONGODB_PORT}"),
+        branch.spec.read_only,
+    );
+    Ok(Deployment {
+        metadata: owned_meta(branch)?,
+        spec: Some(DeploymentSpec {
+            replicas: Some(branch.spec.endpoint.replicas),
+            selector: LabelSelector {
+                match_labels: Some(select.clone()),
+                match_expressions: None,
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(&branch.spec.project, &name)),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            localhost_profile: None,
+                        }),
+                        ..PodSecurityContext::default()
+                    }),
+                    volumes: data_volume(project).map(|v| vec![v]),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        status: None,
+    })
+}
+
+/// The endpoint's Service, owned by the branch.
+pub fn service(branch: &ArgonBranch) -> Result<Service> {
+    Ok(Service {
+        metadata: owned_meta(branch)?,
+        spec: Some(ServiceSpec {
+            type_: Some(branch.spec.endpoint.service_type.as_str().into()),
+            selector: Some(selector(&branch.spec.project, &branch.name_any())),
+            ports: Some(vec![ServicePort {
+                name: Some("mongodb".into()),
+                port: MONGODB_PORT,
+                target_port: Some(IntOrString::String("mongodb".into())),
+                protocol: Some("TCP".into()),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    })
+}
+
+/// Whether a Deployment has at least one available replica.
+pub fn is_available(deployment: &Deployment) -> bool {
+    deployment
+        .status
+        .as_ref()
+        .and_then(|s| s.available_replicas)
+        .is_some_and(|n| n > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_names_are_dns_labels_and_unique() {
+        assert_eq!(object_name("feature-x"), "abr-feature-x");
+        let dotted = object_name("v1.2");
+        assert!(dotted.starts_with("abr-v1-2-"), "{dotted}");
+        assert_ne!(object_name("v1.2"), object_name("v1-2"));
+        let long = object_name(&"a".repeat(63));
+        assert!(long.len() <= 63, "{long}");
+        assert_eq!(
+            connection_string("feature-x", "dev"),
+            "mongodb://abr-feature-x.dev.svc:27017/"
+        );
+    }
+}

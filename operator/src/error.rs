@@ -1,0 +1,83 @@
+//! The crate's one error type. Each variant names what went wrong; the
+//! controllers' error policy logs it, counts it by [`Error::metric_label`]
+//! and requeues.
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("kubernetes api: {0}")]
+    Kube(#[from] kube::Error),
+
+    #[error("store: {0}")]
+    Wal(#[from] argon_wal::WalError),
+
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+
+    #[error("ArgonProject {namespace}/{name} not found")]
+    ProjectNotFound { namespace: String, name: String },
+
+    #[error("secret {namespace}/{name}: {reason}")]
+    Secret {
+        namespace: String,
+        name: String,
+        reason: String,
+    },
+
+    #[error("store of project {project}: {reason}")]
+    StoreConfig { project: String, reason: String },
+
+    /// A deletion the operator refuses (children, `protected`); the finalizer stays.
+    #[error("deletion of {name} blocked: {reason}")]
+    DeletionBlocked { name: String, reason: String },
+
+    #[error("{0} has no {1}")]
+    MissingField(&'static str, &'static str),
+
+    #[error("serializing: {0}")]
+    Serialize(#[from] serde_json::Error),
+
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+
+    #[error("tls: {0}")]
+    Tls(String),
+
+    #[error("lost the leader lease {0}")]
+    LostLease(String),
+}
+
+impl Error {
+    /// A short, stable label for metrics.
+    pub fn metric_label(&self) -> String {
+        match self {
+            Error::Kube(_) => "kube".into(),
+            Error::Wal(e) => format!("store_{}", e.metric_label()),
+            Error::Finalizer(e) => match e.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.metric_label(),
+                _ => "finalizer".into(),
+            },
+            Error::ProjectNotFound { .. } => "project_not_found".into(),
+            Error::Secret { .. } => "secret".into(),
+            Error::StoreConfig { .. } => "store_config".into(),
+            Error::DeletionBlocked { .. } => "deletion_blocked".into(),
+            Error::MissingField(..) => "missing_field".into(),
+            Error::Serialize(_) => "serialize".into(),
+            Error::Config(_) => "config".into(),
+            Error::Io(_) => "io".into(),
+            Error::Tls(_) => "tls".into(),
+            Error::LostLease(_) => "lost_lease".into(),
+        }
+    }
+}
+
+impl From<kube::runtime::finalizer::Error<Error>> for Error {
+    fn from(e: kube::runtime::finalizer::Error<Error>) -> Self {
+        Error::Finalizer(Box::new(e))
+    }
+}

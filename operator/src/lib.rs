@@ -1,0 +1,30 @@
+//! Argon's control plane.
+//!
+//! What this crate owns:
+//! - the API (`crd`): `ArgonProject` and `ArgonBranch` with their schemas and
+//!   CEL rules, and their generation into `crds/` (`crdgen`);
+//! - the controllers (`controller`): a project becomes a WAL with its `main`
+//!   branch, a branch becomes a pointer into that WAL plus an endpoint
+//!   (`endpoint`: a Deployment + Service running the sidecar);
+//! - the injection webhook (`webhook`), leader election (`leader`), metrics
+//!   and health checks (`metrics`).
+//!
+//! The binary is thin: `main.rs` parses flags into [`Config`] and calls
+//! [`run`]. Tests run the same [`Operator`] in-process against a real
+//! kube-apiserver. See `DESIGN.md` beside this crate.
+
+pub mod config;
+pub mod controller;
+pub mod crd;
+pub mod crdgen;
+pub mod endpoint;
+pub mod error;
+pub mod leader;
+pub mod metrics;
+pub mod operator;
+pub mod stores;
+pub mod webhook;
+
+pub use config::Config;
+pub use error::{Error, Result};
+pub use operator::{Operator, run};

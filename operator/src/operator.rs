@@ -1,0 +1,225 @@
+//! Running the operator: the metrics and webhook servers (every replica),
+//! leader election, and the two controllers (the leader only), until the
+//! shutdown future resolves.
+
+use crate::config::Config;
+use crate::controller::{Context, branch, error_policy, project};
+use crate::crd::{ArgonBranch, ArgonProject};
+use crate::error::{Error, Result};
+use crate::leader::LeaderElector;
+use crate::metrics::{self, Metrics};
+use crate::webhook::{self, Injector};
+use futures::future::{BoxFuture, Shared};
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, controller, watcher};
+use kube::{Api, Client, ResourceExt};
+use std::future::Future;
+use std::sync::Arc;
+use tokio::time::Instant;
+
+type Signal = Shared<BoxFuture<'static, ()>>;
+
+/// The operator: build it, keep its metrics handle if you want to look, run it.
+pub struct Operator {
+    client: Client,
+    config: Config,
+    metrics: Arc<Metrics>,
+}
+
+/// Runs the operator until `shutdown` resolves (see [`Operator::run`]).
+pub async fn run(
+    client: Client,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    Operator::new(client, config).run(shutdown).await
+}
+
+impl Operator {
+    pub fn new(client: Client, config: Config) -> Operator {
+        Operator {
+            client,
+            config,
+            metrics: Arc::new(Metrics::default()),
+        }
+    }
+
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// Serves metrics and the webhook, then (after winning the Lease, when
+    /// election is on) runs the controllers. Returns `Ok` after a graceful
+    /// shutdown, `Err(LostLease)` if leadership is lost (the process should
+    /// exit and restart, as client-go's controllers do).
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+        let shutdown: Signal = shutdown.boxed().shared();
+        let mut servers = tokio::task::JoinSet::new();
+        if let Some(addr) = self.config.metrics_listen {
+            let listener = tokio::net::TcpListener::bind(addr).await?;
+            servers.spawn(metrics::serve(listener, self.metrics.clone()));
+        }
+        if let Some(wh) = &self.config.webhook {
+            let acceptor = webhook::tls_acceptor(wh)?;
+            let listener = tokio::net::TcpListener::bind(wh.listen).await?;
+            let injector = Arc::new(Injector {
+                client: self.client.clone(),
+                default_image: self.config.sidecar_image.clone(),
+            });
+            servers.spawn(webhook::serve(listener, acceptor, injector));
+        }
+        self.client.apiserver_version().await?;
+        self.metrics.set_ready(true);
+
+        let result = match self.config.leader.clone() {
+            None => {
+                self.metrics.set_leader(true);
+                self.controllers(shutdown).await;
+                Ok(())
+            }
+            Some(leader) => self.run_elected(leader, shutdown).await,
+        };
+        self.metrics.set_leader(false);
+        servers.abort_all();
+        result
+    }
+
+    async fn run_elected(
+        &self,
+        leader: crate::config::LeaderConfig,
+        shutdown: Signal,
+    ) -> Result<()> {
+        let elector = LeaderElector::new(
+            self.client.clone(),
+            leader.clone(),
+            self.config.identity.clone(),
+        );
+        // Standby: try until the Lease is ours.
+        loop {
+            match elector.try_acquire_or_renew().await {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "leader election"),
+            }
+            tokio::select! {
+                _ = shutdown.clone() => return Ok(()),
+                _ = tokio::time::sleep(leader.renew_every) => {}
+            }
+        }
+        tracing::info!(identity = %self.config.identity, "became leader");
+        self.metrics.set_leader(true);
+        // Lead: renew while the controllers run; stop them if renewing fails for a lease duration.
+        let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
+        let stop: Signal = {
+            let shutdown = shutdown.clone();
+            async move {
+                tokio::select! {
+                    _ = shutdown => {}
+                    _ = lost_rx => {}
+                }
+            }
+            .boxed()
+            .shared()
+        };
+        let renew = async {
+            let mut last_renewed = Instant::now();
+            loop {
+                tokio::select! {
+                    _ = shutdown.clone() => return false,
+                    _ = tokio::time::sleep(leader.renew_every) => {}
+                }
+                match elector.try_acquire_or_renew().await {
+                    Ok(true) => last_renewed = Instant::now(),
+                    Ok(false) => return true,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "renewing the leader lease");
+                        if last_renewed.elapsed() >= leader.lease_duration {
+                            return true;
+                        }
+                    }
+                }
+            }
+        };
+        let (lost, ()) = tokio::join!(
+            async {
+                let lost = renew.await;
+                if lost {
+                    let _ = lost_tx.send(());
+                }
+                lost
+            },
+            self.controllers(stop)
+        );
+        if lost {
+            tracing::error!("lost the leader lease; stopping");
+            return Err(Error::LostLease(leader.lease_name));
+        }
+        if let Err(e) = elector.release().await {
+            tracing::warn!(error = %e, "releasing the leader lease");
+        }
+        Ok(())
+    }
+
+    /// Both controllers, until `stop` resolves.
+    async fn controllers(&self, stop: Signal) {
+        let client = self.client.clone();
+        let ctx = Arc::new(Context::new(
+            client.clone(),
+            self.config.clone(),
+            self.metrics.clone(),
+        ));
+        let (projects, branches, deployments): (
+            Api<ArgonProject>,
+            Api<ArgonBranch>,
+            Api<Deployment>,
+        ) = match &self.config.namespace {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+            ),
+            None => (
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+            ),
+        };
+        let metrics = self.metrics.clone();
+        let project_controller = Controller::new(projects, watcher::Config::default())
+            .with_config(controller::Config::default().concurrency(self.config.concurrency))
+            .graceful_shutdown_on(stop.clone())
+            .run(
+                project::reconcile,
+                move |p, e, _| error_policy(project::CONTROLLER, p.as_ref(), e, &metrics),
+                ctx.clone(),
+            )
+            .for_each(|_| futures::future::ready(()));
+        let metrics = self.metrics.clone();
+        let branch_controller = Controller::new(branches.clone(), watcher::Config::default())
+            .owns(
+                deployments,
+                watcher::Config::default().labels("app.kubernetes.io/managed-by=argon-operator"),
+            )
+            // A child's change (its deletion above all) wakes its parent: a
+            // deletion blocked by children proceeds as soon as they are gone.
+            .watches(
+                branches,
+                watcher::Config::default(),
+                |child: ArgonBranch| {
+                    let namespace = child.namespace()?;
+                    Some(ObjectRef::<ArgonBranch>::new(&child.spec.parent).within(&namespace))
+                },
+            )
+            .with_config(controller::Config::default().concurrency(self.config.concurrency))
+            .graceful_shutdown_on(stop)
+            .run(
+                branch::reconcile,
+                move |b, e, _| error_policy(branch::CONTROLLER, b.as_ref(), e, &metrics),
+                ctx,
+            )
+            .for_each(|_| futures::future::ready(()));
+        tokio::join!(project_controller, branch_controller);
+    }
+}

@@ -1,0 +1,188 @@
+//! One open `Wal` per project, shared by every reconcile that touches it.
+//! A project's store is found through its spec (and Secret); the handle is
+//! reopened when that changes (a rotated Secret), and dropped on deletion.
+
+use crate::crd::{ArgonProject, SecretKeyRef, StoreSpec};
+use crate::error::{Error, Result};
+use argon_wal::{EmbeddedStore, LogStore, MongoStore, Wal, WalOptions};
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, Client, ResourceExt};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Bounds how long a reconcile waits for an unreachable MongoDB (the
+/// driver's default is 30 s) unless the URI says otherwise.
+const SERVER_SELECTION_TIMEOUT_MS: u32 = 5000;
+
+/// What identifies an open store: a change means reopening.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum StoreKey {
+    Mongo { uri: String, database: String },
+    Embedded(PathBuf),
+}
+
+pub struct Stores {
+    client: Client,
+    identity: String,
+    embedded_root: Option<PathBuf>,
+    open: tokio::sync::Mutex<HashMap<(String, String), (StoreKey, Wal)>>,
+}
+
+impl Stores {
+    pub fn new(client: Client, identity: String, embedded_root: Option<PathBuf>) -> Stores {
+        Stores {
+            client,
+            identity,
+            embedded_root,
+            open: tokio::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The project's WAL, opening it (and creating the project and `main`
+    /// in the store) on first use.
+    pub async fn wal(&self, project: &ArgonProject) -> Result<Wal> {
+        let namespace = project.namespace().unwrap_or_default();
+        let name = project.name_any();
+        let key = self
+            .store_key(&namespace, &name, &project.spec.store)
+            .await?;
+        let mut open = self.open.lock().await;
+        if let Some((k, wal)) = open.get(&(namespace.clone(), name.clone()))
+            && *k == key
+        {
+            return Ok(wal.clone());
+        }
+        let store: Arc<dyn LogStore> = match &key {
+            StoreKey::Mongo { uri, database } => MongoStore::connect(uri, database).await?,
+            StoreKey::Embedded(dir) => {
+                std::fs::create_dir_all(dir)?;
+                EmbeddedStore::open(dir)?
+            }
+        };
+        let options = WalOptions {
+            actor: format!("argon-operator/{}", self.identity),
+            ..WalOptions::default()
+        };
+        let wal = Wal::open(store, &name, options).await?;
+        open.insert((namespace, name), (key, wal.clone()));
+        Ok(wal)
+    }
+
+    /// Forgets a project's handle (after its deletion).
+    pub async fn forget(&self, namespace: &str, name: &str) {
+        self.open
+            .lock()
+            .await
+            .remove(&(namespace.to_string(), name.to_string()));
+    }
+
+    async fn store_key(
+        &self,
+        namespace: &str,
+        project: &str,
+        spec: &StoreSpec,
+    ) -> Result<StoreKey> {
+        match (&spec.mongodb, &spec.embedded) {
+            (Some(m), None) => {
+                let uri = self.secret_value(namespace, &m.secret_ref).await?;
+                Ok(StoreKey::Mongo {
+                    uri: with_selection_timeout(uri.trim()),
+                    database: m.database.clone(),
+                })
+            }
+            (None, Some(e)) => {
+                let Some(root) = &self.embedded_root else {
+                    return Err(Error::StoreConfig {
+                        project: project.to_string(),
+                        reason: "embedded stores need the operator to run with --embedded-root on the volume".into(),
+                    });
+                };
+                let mut dir = root.join(namespace).join(&e.claim_name);
+                if let Some(sub) = &e.sub_path {
+                    dir = dir.join(sub);
+                }
+                Ok(StoreKey::Embedded(dir))
+            }
+            _ => Err(Error::StoreConfig {
+                project: project.to_string(),
+                reason: "set exactly one of spec.store.mongodb and spec.store.embedded".into(),
+            }),
+        }
+    }
+
+    /// A Secret's value as text.
+    pub async fn secret_value(&self, namespace: &str, r: &SecretKeyRef) -> Result<String> {
+        let err = |reason: String| Error::Secret {
+            namespace: namespace.to_string(),
+            name: r.name.clone(),
+            reason,
+        };
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        let secret = api
+            .get_opt(&r.name)
+            .await?
+            .ok_or_else(|| err("not found".into()))?;
+        if let Some(bytes) = secret.data.as_ref().and_then(|d| d.get(&r.key)) {
+            return String::from_utf8(bytes.0.clone())
+                .map_err(|_| err(format!("key {:?} is not UTF-8", r.key)));
+        }
+        if let Some(s) = secret.string_data.as_ref().and_then(|d| d.get(&r.key)) {
+            return Ok(s.clone());
+        }
+        Err(err(format!("has no key {:?}", r.key)))
+    }
+}
+
+/// A short description of a store for status (never the URI: it may hold a password).
+pub fn describe(spec: &StoreSpec) -> String {
+    match (&spec.mongodb, &spec.embedded) {
+        (Some(m), _) => format!("mongodb/{}", m.database),
+        (None, Some(e)) => format!("embedded/{}", e.claim_name),
+        (None, None) => "none".into(),
+    }
+}
+
+fn with_selection_timeout(uri: &str) -> String {
+    if uri
+        .to_ascii_lowercase()
+        .contains("serverselectiontimeoutms")
+    {
+        return uri.to_string();
+    }
+    // A query string starts after the host list's '/', if any.
+    let after_scheme = uri.find("://").map(|i| i + 3).unwrap_or(0);
+    let sep = if uri.contains('?') {
+        "&"
+    } else if uri[after_scheme..].contains('/') {
+        "?"
+    } else {
+        "/?"
+    };
+    format!("{uri}{sep}serverSelectionTimeoutMS={SERVER_SELECTION_TIMEOUT_MS}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selection_timeout_is_added_once() {
+        assert_eq!(
+            with_selection_timeout("mongodb://h:1/"),
+            "mongodb://h:1/?serverSelectionTimeoutMS=5000"
+        );
+        assert_eq!(
+            with_selection_timeout("mongodb://h:1"),
+            "mongodb://h:1/?serverSelectionTimeoutMS=5000"
+        );
+        assert_eq!(
+            with_selection_timeout("mongodb://h/?tls=true"),
+            "mongodb://h/?tls=true&serverSelectionTimeoutMS=5000"
+        );
+        assert_eq!(
+            with_selection_timeout("mongodb://h/?serverSelectionTimeoutMS=1"),
+            "mongodb://h/?serverSelectionTimeoutMS=1"
+        );
+    }
+}

@@ -1,0 +1,306 @@
+//! The mutating admission webhook that injects the sidecar. A pod labelled
+//! `argon.dev/inject: "true"` and annotated `argon.dev/branch: <name>` gets
+//! the sidecar as a native sidecar (an init container that keeps running),
+//! bound to `127.0.0.1:27017`, so the app keeps connecting to
+//! `mongodb://localhost:27017` and every read and write goes to that branch.
+//! A pod naming a branch that does not exist is refused with a message
+//! saying so (its ReplicaSet retries). Served over TLS (the apiserver only
+//! calls webhooks over HTTPS).
+
+use crate::config::WebhookConfig;
+use crate::crd::{ArgonBranch, ArgonProject};
+use crate::endpoint::{self, CONTAINER_NAME, MONGODB_PORT};
+use crate::error::{Error, Result};
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Method, Request, Response, StatusCode, service::service_fn};
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{AddOperation, Patch, PatchOperation};
+use k8s_openapi::api::core::v1::{EnvVar, Pod};
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
+use kube::{Api, Client};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde_json::{Value, json};
+use std::convert::Infallible;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+pub const LABEL_INJECT: &str = "argon.dev/inject";
+pub const ANNOTATION_BRANCH: &str = "argon.dev/branch";
+pub const ANNOTATION_INJECTED: &str = "argon.dev/injected";
+/// The path the apiserver posts AdmissionReviews to.
+pub const PATH: &str = "/mutate-pods";
+/// Largest AdmissionReview accepted (a pod spec is far smaller).
+const MAX_BODY: usize = 4 << 20;
+
+/// What the webhook needs to answer: a client to find branches and projects,
+/// and the default sidecar image.
+pub struct Injector {
+    pub client: Client,
+    pub default_image: String,
+}
+
+/// Builds the TLS acceptor from PEM certificate chain and key.
+pub fn tls_acceptor(config: &WebhookConfig) -> Result<TlsAcceptor> {
+    let certs = CertificateDer::pem_slice_iter(config.cert_pem.as_bytes())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::Tls(format!("webhook certificate: {e}")))?;
+    let key = PrivateKeyDer::from_pem_slice(config.key_pem.as_bytes())
+        .map_err(|e| Error::Tls(format!("webhook key: {e}")))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| Error::Tls(e.to_string()))?;
+    Ok(TlsAcceptor::from(Arc::new(server)))
+}
+
+/// Serves the webhook on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, injector: Arc<Injector>) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "webhook accept failed");
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        let injector = injector.clone();
+        tokio::spawn(async move {
+            let tls = match acceptor.accept(stream).await {
+                Ok(tls) => tls,
+                Err(e) => {
+                    tracing::debug!(error = %e, "webhook TLS handshake failed");
+                    return;
+                }
+            };
+            let io = hyper_util::rt::TokioIo::new(tls);
+            let svc = service_fn(move |req| answer(req, injector.clone()));
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, svc)
+                .await
+            {
+                tracing::debug!(error = %e, "webhook connection ended");
+            }
+        });
+    }
+}
+
+fn reply(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+async fn answer(
+    req: Request<Incoming>,
+    injector: Arc<Injector>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    if req.method() != Method::POST || req.uri().path() != PATH {
+        return Ok(reply(StatusCode::NOT_FOUND, b"{}".to_vec()));
+    }
+    let body = match http_body_util::Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            let msg = format!("reading the AdmissionReview: {e}");
+            return Ok(review_reply(AdmissionResponse::invalid(msg)));
+        }
+    };
+    let review: AdmissionReview<Pod> = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return Ok(review_reply(AdmissionResponse::invalid(format!(
+                "malformed AdmissionReview: {e}"
+            ))));
+        }
+    };
+    let request: AdmissionRequest<Pod> = match review.try_into() {
+        Ok(r) => r,
+        Err(_) => {
+            return Ok(review_reply(AdmissionResponse::invalid(
+                "AdmissionReview without a request",
+            )));
+        }
+    };
+    let response = injector.admit(&request).await;
+    Ok(review_reply(response))
+}
+
+fn review_reply(response: AdmissionResponse) -> Response<Full<Bytes>> {
+    let review: AdmissionReview<DynamicObject> = response.into_review();
+    match serde_json::to_vec(&review) {
+        Ok(body) => reply(StatusCode::OK, body),
+        Err(e) => {
+            tracing::warn!(error = %e, "encoding an AdmissionReview");
+            reply(StatusCode::INTERNAL_SERVER_ERROR, b"{}".to_vec())
+        }
+    }
+}
+
+impl Injector {
+    /// Allows every pod; patches those that ask for injection; refuses
+    /// those that name a branch that does not exist.
+    pub async fn admit(&self, request: &AdmissionRequest<Pod>) -> AdmissionResponse {
+        let response = AdmissionResponse::from(request);
+        let Some(pod) = &request.object else {
+            return response;
+        };
+        let labels = pod.metadata.labels.as_ref();
+        if labels.and_then(|l| l.get(LABEL_INJECT)).map(String::as_str) != Some("true") {
+            return response;
+        }
+        let Some(branch_name) = pod
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ANNOTATION_BRANCH))
+        else {
+            return response.deny(format!(
+                "pod is labelled {LABEL_INJECT}=true but has no {ANNOTATION_BRANCH} annotation naming an ArgonBranch"
+            ));
+        };
+        let namespace = request
+            .namespace
+            .clone()
+            .or_else(|| pod.metadata.namespace.clone())
+            .unwrap_or_else(|| "default".into());
+        let branches: Api<ArgonBranch> = Api::namespaced(self.client.clone(), &namespace);
+        let branch = match branches.get_opt(branch_name).await {
+            Ok(Some(b)) => b,
+            Ok(None) => {
+                return response.deny(format!(
+                    "{ANNOTATION_BRANCH}: ArgonBranch {branch_name:?} not found in namespace {namespace}"
+                ));
+            }
+            Err(e) => return response.deny(format!("looking up ArgonBranch {branch_name:?}: {e}")),
+        };
+        let projects: Api<ArgonProject> = Api::namespaced(self.client.clone(), &namespace);
+        let project = match projects.get_opt(&branch.spec.project).await {
+            Ok(Some(p)) => p,
+            Ok(None) => {
+                return response.deny(format!(
+                    "ArgonBranch {branch_name:?} names ArgonProject {:?}, which is not found in namespace {namespace}",
+                    branch.spec.project
+                ));
+            }
+            Err(e) => {
+                return response.deny(format!(
+                    "looking up ArgonProject {:?}: {e}",
+                    branch.spec.project
+                ));
+            }
+        };
+        let patch = inject(pod, &branch, &project, &self.default_image);
+        if patch.0.is_empty() {
+            return response;
+        }
+        match response.clone().with_patch(patch) {
+            Ok(r) => r,
+            Err(e) => response.deny(format!("building the patch: {e}")),
+        }
+    }
+}
+
+fn add(path: &[&str], value: Value) -> PatchOperation {
+    PatchOperation::Add(AddOperation {
+        path: PointerBuf::from_tokens(path.iter().copied()),
+        value,
+    })
+}
+
+/// The JSON patch that injects the sidecar for `branch` into `pod`
+/// (empty when the pod already has it).
+pub fn inject(pod: &Pod, branch: &ArgonBranch, project: &ArgonProject, image: &str) -> Patch {
+    let branch_name = kube::ResourceExt::name_any(branch);
+    let Some(spec) = &pod.spec else {
+        return Patch(Vec::new());
+    };
+    let has_sidecar = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .any(|c| c.name == CONTAINER_NAME);
+    if has_sidecar {
+        return Patch(Vec::new());
+    }
+    let mut sidecar = endpoint::sidecar_container(
+        project,
+        image,
+        &branch_name,
+        &format!("127.0.0.1:{MONGODB_PORT}"),
+        branch.spec.read_only,
+    );
+    // A native sidecar: started before the app's containers, kept running beside them.
+    sidecar.restart_policy = Some("Always".into());
+    sidecar.ports = sidecar.ports.map(|ports| {
+        ports
+            .into_iter()
+            .filter(|p| p.name.as_deref() != Some("mongodb"))
+            .collect()
+    });
+    let sidecar = serde_json::to_value(&sidecar).unwrap_or(Value::Null);
+    let mut ops = Vec::new();
+    // First among init containers, so init containers that migrate data can use it.
+    if spec.init_containers.as_ref().is_some_and(|c| !c.is_empty()) {
+        ops.push(add(&["spec", "initContainers", "0"], sidecar));
+    } else {
+        ops.push(add(&["spec", "initContainers"], json!([sidecar])));
+    }
+    if let Some(volume) = endpoint::data_volume(project) {
+        let volume = serde_json::to_value(&volume).unwrap_or(Value::Null);
+        if spec.volumes.is_some() {
+            ops.push(add(&["spec", "volumes", "-"], volume));
+        } else {
+            ops.push(add(&["spec", "volumes"], json!([volume])));
+        }
+    }
+    let app_env = [
+        ("ARGON_BRANCH", branch_name.clone()),
+        (
+            "ARGON_MONGODB_URI",
+            format!("mongodb://127.0.0.1:{MONGODB_PORT}/"),
+        ),
+    ];
+    for (i, c) in spec.containers.iter().enumerate() {
+        let index = i.to_string();
+        let existing = c.env.as_ref();
+        if existing.is_none() {
+            ops.push(add(&["spec", "containers", &index, "env"], json!([])));
+        }
+        for (name, value) in &app_env {
+            if existing.is_some_and(|e| e.iter().any(|v| v.name == *name)) {
+                continue;
+            }
+            let var = EnvVar {
+                name: (*name).into(),
+                value: Some(value.clone()),
+                value_from: None,
+            };
+            ops.push(add(
+                &["spec", "containers", &index, "env", "-"],
+                serde_json::to_value(var).unwrap_or(Value::Null),
+            ));
+        }
+    }
+    if pod.metadata.annotations.is_none() {
+        ops.push(add(&["metadata", "annotations"], json!({})));
+    }
+    ops.push(add(
+        &["metadata", "annotations", ANNOTATION_INJECTED],
+        json!(branch_name),
+    ));
+    Patch(ops)
+}

@@ -1,0 +1,12 @@
+//! Integration tests of the operator against a real kube-apiserver + etcd
+//! (and FerretDB as the project's MongoDB store). One test binary, so the
+//! crate links once; each test starts its own servers and cleans up on drop.
+
+mod chart;
+mod crds;
+mod examples;
+mod leader;
+mod lifecycle;
+mod scale;
+mod support;
+mod webhook;

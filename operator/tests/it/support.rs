@@ -1,0 +1,319 @@
+//! Fixtures: servers with the CRDs installed, namespaces, chainable
+//! builders for projects and branches, the operator in-process, and
+//! polling waits (never sleeps as assertions).
+
+#![allow(dead_code)]
+
+use argon_operator::config::Config;
+use argon_operator::crd::{
+    ArgonBranch, ArgonBranchSpec, ArgonProject, ArgonProjectSpec, EndpointSpec, MongoStoreSpec,
+    PointSpec, ResetSpec, SecretKeyRef, StoreSpec,
+};
+use argon_operator::metrics::Metrics;
+use argon_operator::{Operator, crdgen};
+use argon_testkit::{FerretDb, KubeApiServer, wait_until};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// A kube-apiserver with Argon's CRDs installed and Established.
+pub async fn kube_with_crds() -> anyhow::Result<(KubeApiServer, Client)> {
+    let server = KubeApiServer::start().await?;
+    let client = server.client().await?;
+    install_crds(&client).await?;
+    Ok((server, client))
+}
+
+pub async fn install_crds(client: &Client) -> anyhow::Result<()> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for file in crdgen::crds()? {
+        let name = file.crd.metadata.name.clone().unwrap_or_default();
+        api.patch(
+            &name,
+            &PatchParams::apply("argon-tests").force(),
+            &Patch::Apply(&file.crd),
+        )
+        .await?;
+        wait_until(&format!("CRD {name} Established"), WAIT, || {
+            let api = api.clone();
+            let name = name.clone();
+            async move {
+                let crd = api.get(&name).await?;
+                Ok(crd
+                    .status
+                    .and_then(|s| s.conditions)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True"))
+            }
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+pub async fn namespace(client: &Client, name: &str) -> anyhow::Result<String> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    };
+    api.create(&PostParams::default(), &ns).await?;
+    Ok(name.into())
+}
+
+/// A Secret holding a store URI under `uri`.
+pub async fn store_secret(client: &Client, ns: &str, name: &str, uri: &str) -> anyhow::Result<()> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..ObjectMeta::default()
+        },
+        string_data: Some(BTreeMap::from([("uri".to_string(), uri.to_string())])),
+        ..Secret::default()
+    };
+    api.create(&PostParams::default(), &secret).await?;
+    Ok(())
+}
+
+/// `Project::test("p").secret("s").database("db")`
+pub struct ProjectFixture(pub ArgonProject);
+
+impl ProjectFixture {
+    pub fn test(name: &str) -> ProjectFixture {
+        ProjectFixture(ArgonProject::new(
+            name,
+            ArgonProjectSpec {
+                store: StoreSpec {
+                    mongodb: Some(MongoStoreSpec {
+                        secret_ref: SecretKeyRef {
+                            name: format!("{name}-store"),
+                            key: "uri".into(),
+                        },
+                        database: format!("argon_{}", name.replace('-', "_")),
+                    }),
+                    embedded: None,
+                },
+                import: None,
+                retention: None,
+                sidecar: None,
+                deletion_policy: Default::default(),
+            },
+        ))
+    }
+
+    pub fn database(mut self, db: &str) -> Self {
+        if let Some(m) = self.0.spec.store.mongodb.as_mut() {
+            m.database = db.into();
+        }
+        self
+    }
+
+    pub fn secret(mut self, secret: &str) -> Self {
+        if let Some(m) = self.0.spec.store.mongodb.as_mut() {
+            m.secret_ref.name = secret.into();
+        }
+        self
+    }
+
+    pub fn build(self) -> ArgonProject {
+        self.0
+    }
+}
+
+/// `BranchFixture::test("b", "p").parent("main").forked_at_seq(5).protected()`
+pub struct BranchFixture(pub ArgonBranch);
+
+impl BranchFixture {
+    pub fn test(name: &str, project: &str) -> BranchFixture {
+        BranchFixture(ArgonBranch::new(
+            name,
+            ArgonBranchSpec {
+                project: project.into(),
+                parent: "main".into(),
+                from: None,
+                read_only: false,
+                endpoint: EndpointSpec::default(),
+                expire_after: None,
+                reset: None,
+                protected: false,
+            },
+        ))
+    }
+    pub fn parent(mut self, parent: &str) -> Self {
+        self.0.spec.parent = parent.into();
+        self
+    }
+    pub fn forked_at_seq(mut self, seq: i64) -> Self {
+        self.0.spec.from = Some(PointSpec {
+            seq: Some(seq),
+            timestamp: None,
+        });
+        self
+    }
+    pub fn forked_at_time(mut self, t: &str) -> Self {
+        self.0.spec.from = Some(PointSpec {
+            seq: None,
+            timestamp: Some(t.into()),
+        });
+        self
+    }
+    pub fn no_endpoint(mut self) -> Self {
+        self.0.spec.endpoint.enabled = false;
+        self
+    }
+    pub fn expire_after(mut self, d: &str) -> Self {
+        self.0.spec.expire_after = Some(d.into());
+        self
+    }
+    pub fn protected(mut self) -> Self {
+        self.0.spec.protected = true;
+        self
+    }
+    pub fn reset_to_seq(mut self, seq: i64, dry_run: bool, backup: Option<&str>) -> Self {
+        self.0.spec.reset = Some(ResetSpec {
+            seq: Some(seq),
+            timestamp: None,
+            dry_run,
+            backup_branch: backup.map(String::from),
+        });
+        self
+    }
+    pub fn build(self) -> ArgonBranch {
+        self.0
+    }
+}
+
+/// The operator running in-process; stopped gracefully by `stop`, or
+/// aborted (as a crash would) by dropping it.
+pub struct RunningOperator {
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<argon_operator::Result<()>>>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl RunningOperator {
+    pub fn start(client: Client, config: Config) -> RunningOperator {
+        let operator = Operator::new(client, config);
+        let metrics = operator.metrics();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(operator.run(async move {
+            let _ = rx.await;
+        }));
+        RunningOperator {
+            shutdown: Some(tx),
+            task: Some(task),
+            metrics,
+        }
+    }
+
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await??;
+        }
+        Ok(())
+    }
+
+    /// Kills the operator mid-flight: no graceful shutdown, no Lease release.
+    pub fn kill(mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for RunningOperator {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// A test config: fast head refresh, no servers.
+pub fn test_config(identity: &str) -> Config {
+    let mut config = Config::new(identity);
+    config.head_refresh = Duration::from_millis(500);
+    config.sidecar_image = "argon-sidecar:test".into();
+    config
+}
+
+/// Polls `name` until `check` holds; returns the object then.
+pub async fn wait_for<K>(
+    api: &Api<K>,
+    name: &str,
+    what: &str,
+    check: impl Fn(&K) -> bool,
+) -> anyhow::Result<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let last = match api.get_opt(name).await {
+            Ok(Some(obj)) if check(&obj) => return Ok(obj),
+            Ok(Some(obj)) => format!("{obj:?}"),
+            Ok(None) => "not found".into(),
+            Err(e) => e.to_string(),
+        };
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!("timed out waiting for {name}: {what}\nlast seen: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Polls until `name` no longer exists.
+pub async fn wait_gone<K>(api: &Api<K>, name: &str) -> anyhow::Result<()>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
+    wait_until(&format!("{name} gone"), WAIT, || async {
+        Ok(api.get_opt(name).await?.is_none())
+    })
+    .await
+}
+
+pub fn phase(b: &ArgonBranch) -> Option<&str> {
+    b.status.as_ref().and_then(|s| s.phase.as_deref())
+}
+
+pub fn condition<'a>(
+    b: &'a ArgonBranch,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    b.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+}
+
+/// A project in `ns` on `mongo` (with its Secret), applied.
+pub async fn create_project(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    mongo: &FerretDb,
+) -> anyhow::Result<ArgonProject> {
+    store_secret(client, ns, &format!("{name}-store"), mongo.uri()).await?;
+    let api: Api<ArgonProject> = Api::namespaced(client.clone(), ns);
+    Ok(api
+        .create(&PostParams::default(), &ProjectFixture::test(name).build())
+        .await?)
+}

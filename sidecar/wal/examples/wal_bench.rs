@@ -1,0 +1,934 @@
+//! The WAL engine's benchmarks (issue 4), side by side in one run; `bench/wal`
+//! runs it in release mode and writes its markdown into docs/benchmarks.md.
+//!
+//! `wal_bench [--quick] [--dir <scratch dir on the disk to measure>] [--only <section>]`
+//! prints a markdown section on stdout and progress on stderr. `--quick`
+//! shrinks every size (a smoke run; its figures mean little).
+//!
+//! Sections: durable append on the embedded store (1/16/64 writers, 1-doc
+//! commits and group commit); the mongodb store on FerretDB next to
+//! FerretDB's own inserts; branch creation from a 1,000- and a
+//! 1,000,000-document parent; reads at random points of a 100,000-commit
+//! history with snapshots every 10,000; fork (clone) of a 1,000,000-document
+//! state; memory per materialized document (a counting allocator).
+
+// The counting allocator: a `GlobalAlloc` impl is `unsafe` by definition; it
+// only forwards to the system allocator and counts bytes.
+#![allow(unsafe_code)]
+
+use argon_testkit::FerretDb;
+use argon_wal::record::SnapshotRecord;
+use argon_wal::{
+    BranchState, Commit, CommitTime, DocOp, EmbeddedStore, LogStore, LoggedOp, MongoStore,
+    Namespace, ReadPoint, Seq, Wal, WalOptions, snapshot,
+};
+use bson::{Bson, Document, RawDocumentBuf, doc};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::error::Error;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+type BoxResult<T> = Result<T, Box<dyn Error>>;
+
+// ---- counting allocator ----------------------------------------------------------
+
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded unchanged to the system allocator.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+        }
+        p
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded unchanged to the system allocator.
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: forwarded unchanged to the system allocator.
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+            LIVE.fetch_add(new_size, Ordering::Relaxed);
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn live_bytes() -> usize {
+    LIVE.load(Ordering::Relaxed)
+}
+
+fn rss_bytes() -> usize {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<usize>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
+// ---- helpers ----------------------------------------------------------------------
+
+const DB: &str = "bench";
+
+fn ns(coll: &str) -> Namespace {
+    Namespace::new(DB, coll)
+}
+
+/// The benchmark document: ~200 bytes of BSON, the shape of a user record.
+fn make_doc(n: i64) -> Document {
+    doc! {
+        "_id": n,
+        "name": format!("user-{n:08}"),
+        "email": format!("user-{n:08}@example.com"),
+        "age": (n % 90) as i32,
+        "active": n % 3 == 0,
+        "score": n as f64 * 0.5,
+        "tags": ["alpha", "beta"],
+        "address": {"city": "Berlin", "zip": format!("{:05}", n % 100_000)},
+        "created": bson::DateTime::from_millis(1_700_000_000_000 + n),
+    }
+}
+
+fn put(coll: &str, n: i64) -> DocOp {
+    DocOp::Put {
+        ns: ns(coll),
+        id: Bson::Int64(n),
+        doc: make_doc(n),
+    }
+}
+
+fn bson_len(d: &Document) -> usize {
+    d.to_vec().map_or(0, |v| v.len())
+}
+
+/// A small deterministic PRNG (xorshift64*): reproducible random points.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    let v = d.as_secs_f64() * 1000.0;
+    if v < 0.001 {
+        format!("{} ns", d.as_nanos())
+    } else if v < 0.1 {
+        format!("{:.1} µs", v * 1000.0)
+    } else {
+        format!("{v:.2} ms")
+    }
+}
+
+fn thousands(x: f64) -> String {
+    let n = x.round() as i64;
+    let s = n.abs().to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 { format!("-{out}") } else { out }
+}
+
+fn goal(met: bool) -> &'static str {
+    if met { "met" } else { "**not met**" }
+}
+
+fn err(e: impl std::fmt::Debug) -> Box<dyn Error> {
+    format!("{e:?}").into()
+}
+
+async fn open_embedded(dir: &Path, project: &str, options: WalOptions) -> BoxResult<Wal> {
+    std::fs::create_dir_all(dir)?;
+    let store: Arc<dyn LogStore> = EmbeddedStore::open(dir)?;
+    Ok(Wal::open(store, project, options).await?)
+}
+
+async fn write_ops(wal: &Wal, branch: &str, ops: Vec<DocOp>) -> BoxResult<()> {
+    wal.write(branch, move |_| Ok::<_, ()>((ops.clone(), ())))
+        .await
+        .map_err(err)?;
+    Ok(())
+}
+
+struct Sizes {
+    append_secs: f64,
+    mongo_secs: f64,
+    big: i64,
+    branch_reps: usize,
+    history: u64,
+    snapshot_every: u64,
+    reads: usize,
+    cold_reads: usize,
+}
+
+// ---- 1. durable append on the embedded store ----------------------------------------
+
+struct AppendRun {
+    ops_per_sec: f64,
+    ops_per_commit: f64,
+}
+
+/// `writers` tasks, each writing `docs_per_write` new documents per
+/// acknowledged write, for `secs`.
+async fn append_run(
+    dir: &Path,
+    writers: usize,
+    docs_per_write: usize,
+    max_batch: usize,
+    secs: f64,
+) -> BoxResult<AppendRun> {
+    let options = WalOptions {
+        max_batch,
+        ..WalOptions::default()
+    };
+    let wal = open_embedded(dir, "append", options).await?;
+    write_ops(&wal, "main", vec![put("warm", 0)]).await?;
+    let start_seq = wal.read("main", ReadPoint::Head).await?.seq();
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..writers as i64 {
+        let (wal, stop, done) = (wal.clone(), stop.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0i64;
+            while !stop.load(Ordering::Relaxed) {
+                let ops: Vec<DocOp> = (0..docs_per_write)
+                    .map(|_| {
+                        i += 1;
+                        put("docs", w * 1_000_000_000 + i)
+                    })
+                    .collect();
+                write_ops(&wal, "main", ops)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                done.fetch_add(docs_per_write as u64, Ordering::Relaxed);
+            }
+            Ok::<_, String>(())
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.map_err(err)?.map_err(err)?;
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    let commits = wal.read("main", ReadPoint::Head).await?.seq().0 - start_seq.0;
+    let ops = done.load(Ordering::Relaxed) as f64;
+    Ok(AppendRun {
+        ops_per_sec: ops / elapsed,
+        ops_per_commit: ops / commits.max(1) as f64,
+    })
+}
+
+/// Median latency of a 256-byte append + `fdatasync` on the scratch disk:
+/// the floor under every durable commit.
+fn fdatasync_latency(scratch: &Path) -> BoxResult<Duration> {
+    use std::io::Write;
+    let path = scratch.join("fdatasync-probe");
+    let mut f = std::fs::File::create(&path)?;
+    let mut lat = Vec::with_capacity(200);
+    for _ in 0..200 {
+        let t = Instant::now();
+        f.write_all(&[7u8; 256])?;
+        f.sync_data()?;
+        lat.push(t.elapsed());
+    }
+    drop(f);
+    std::fs::remove_file(&path)?;
+    lat.sort();
+    Ok(percentile(&lat, 0.5))
+}
+
+async fn bench_append(scratch: &Path, sizes: &Sizes, out: &mut String) -> BoxResult<()> {
+    eprintln!("append: embedded store");
+    let fsync = fdatasync_latency(scratch)?;
+    out.push_str("### Durable append, embedded store\n\n");
+    out.push_str(&format!(
+        "This disk: a 256-byte append + `fdatasync` takes {} (median of 200), so one \
+         branch commits at most ~{} times per second, whatever the CPU.\n\n",
+        ms(fsync),
+        thousands(1.0 / fsync.as_secs_f64().max(1e-9))
+    ));
+    out.push_str(
+        "An op is one document put. Each writer waits for its acknowledgement (fdatasync) \
+         before the next write. *1-doc commits*: `max_batch = 1`, every write is its own \
+         commit and its own fdatasync. *Group commit*: the default `max_batch = 512`; \
+         concurrent writes share one commit (one record, one fdatasync); shown with 1 and \
+         with 10 documents per write (an `insertMany` of 10).\n\n",
+    );
+    out.push_str(
+        "| writers | 1-doc commits: ops/s | group commit, 1 doc/write: ops/s (ops/commit) | group commit, 10 docs/write: ops/s (ops/commit) |\n|---:|---:|---:|---:|\n",
+    );
+    let mut best64 = 0.0f64;
+    let mut one_doc64 = 0.0f64;
+    for writers in [1usize, 16, 64] {
+        let mut cells = Vec::new();
+        for (i, (docs, batch)) in [(1usize, 1usize), (1, 512), (10, 512)].iter().enumerate() {
+            let dir = scratch.join(format!("append-{writers}-{i}"));
+            let r = append_run(&dir, writers, *docs, *batch, sizes.append_secs).await?;
+            std::fs::remove_dir_all(&dir)?;
+            eprintln!(
+                "  {writers} writers, {docs} docs/write, max_batch {batch}: {:.0} ops/s, {:.1} ops/commit",
+                r.ops_per_sec, r.ops_per_commit
+            );
+            if writers == 64 {
+                best64 = best64.max(r.ops_per_sec);
+                if *docs == 1 {
+                    one_doc64 = one_doc64.max(r.ops_per_sec);
+                }
+            }
+            cells.push(if *batch == 1 {
+                thousands(r.ops_per_sec)
+            } else {
+                format!("{} ({:.1})", thousands(r.ops_per_sec), r.ops_per_commit)
+            });
+        }
+        out.push_str(&format!("| {writers} | {} |\n", cells.join(" | ")));
+    }
+    out.push_str(&format!(
+        "\nGoal ≥ 100,000 ops/s at 64 writers: 1 doc per write {} ({} ops/s); 10 docs per write {} ({} ops/s).\n\n",
+        goal(one_doc64 >= 100_000.0),
+        thousands(one_doc64),
+        goal(best64 >= 100_000.0),
+        thousands(best64),
+    ));
+    Ok(())
+}
+
+// ---- 2. mongodb store on FerretDB vs FerretDB's own inserts --------------------------
+
+async fn ferret_inserts(
+    server: &FerretDb,
+    clients: usize,
+    round: usize,
+    secs: f64,
+) -> BoxResult<f64> {
+    let client = mongodb::Client::with_uri_str(server.uri()).await?;
+    let coll = client
+        .database("plain")
+        .collection::<Document>(&format!("c{clients}-{round}"));
+    coll.insert_one(make_doc(-1)).await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..clients as i64 {
+        let (coll, stop, done) = (coll.clone(), stop.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0i64;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                coll.insert_one(make_doc(w * 1_000_000_000 + i))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok::<_, String>(())
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.map_err(err)?.map_err(err)?;
+    }
+    Ok(done.load(Ordering::Relaxed) as f64 / t0.elapsed().as_secs_f64())
+}
+
+async fn wal_on_ferret(
+    server: &FerretDb,
+    writers: usize,
+    round: usize,
+    secs: f64,
+) -> BoxResult<(f64, f64)> {
+    let store: Arc<dyn LogStore> = MongoStore::connect(server.uri(), "argon_wal_bench").await?;
+    let wal = Wal::open(store, &format!("w{writers}-{round}"), WalOptions::default()).await?;
+    write_ops(&wal, "main", vec![put("warm", 0)]).await?;
+    let start_seq = wal.read("main", ReadPoint::Head).await?.seq();
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..writers as i64 {
+        let (wal, stop, done) = (wal.clone(), stop.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0i64;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                write_ops(&wal, "main", vec![put("docs", w * 1_000_000_000 + i)])
+                    .await
+                    .map_err(|e| e.to_string())?;
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok::<_, String>(())
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.map_err(err)?.map_err(err)?;
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    let commits = wal.read("main", ReadPoint::Head).await?.seq().0 - start_seq.0;
+    let ops = done.load(Ordering::Relaxed) as f64;
+    Ok((ops / elapsed, ops / commits.max(1) as f64))
+}
+
+async fn bench_mongo(sizes: &Sizes, out: &mut String) -> BoxResult<()> {
+    eprintln!("append: mongodb store on FerretDB");
+    let server = FerretDb::start().await.map_err(err)?;
+    out.push_str("### Append to the mongodb store on FerretDB, next to FerretDB's own inserts\n\n");
+    out.push_str(
+        "Same documents, same FerretDB (v1.24, SQLite backend, one server for both), same \
+         number of concurrent clients, each waiting for its acknowledgement. FerretDB: \
+         `insert_one` per document. WAL: `Wal::write` of a 1-document put on the mongodb \
+         store (one `insert` of the commit record into `commits`, `w: majority, j: true`); \
+         with 1 writer every commit holds 1 document, with 16 concurrent writers group \
+         commit packs them. Three interleaved rounds of each; medians.\n\n",
+    );
+    out.push_str("| clients | FerretDB insert_one: docs/s | WAL on FerretDB: docs/s (docs/commit) | ratio WAL / FerretDB |\n|---:|---:|---:|---:|\n");
+    let mut ratios = Vec::new();
+    for clients in [1usize, 16] {
+        // Interleaved rounds, medians: both share one noisy disk.
+        let (mut plain, mut wal, mut per_commit) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 0..3 {
+            plain.push(ferret_inserts(&server, clients, round, sizes.mongo_secs).await?);
+            let (w, p) = wal_on_ferret(&server, clients, round, sizes.mongo_secs).await?;
+            wal.push(w);
+            per_commit.push(p);
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let (plain, wal, per_commit) = (
+            median(&mut plain),
+            median(&mut wal),
+            median(&mut per_commit),
+        );
+        eprintln!(
+            "  {clients} clients: ferretdb {plain:.0}/s, wal {wal:.0}/s ({per_commit:.1}/commit)"
+        );
+        let ratio = wal / plain.max(1e-9);
+        ratios.push((clients, ratio));
+        out.push_str(&format!(
+            "| {clients} | {} | {} ({per_commit:.1}) | {ratio:.2} |\n",
+            thousands(plain),
+            thousands(wal)
+        ));
+    }
+    let line: Vec<String> = ratios
+        .iter()
+        .map(|(c, r)| format!("{c} client(s) {} ({r:.2})", goal(*r >= 0.8)))
+        .collect();
+    out.push_str(&format!("\nGoal ratio ≥ 0.8: {}.\n\n", line.join("; ")));
+    Ok(())
+}
+
+// ---- 3. branch creation, 5. fork ---------------------------------------------------
+
+/// Fills `branch` with `n` documents in commits of at most 10,000.
+async fn fill(wal: &Wal, branch: &str, n: i64) -> BoxResult<()> {
+    let mut next = 0i64;
+    while next < n {
+        let end = (next + 10_000).min(n);
+        write_ops(wal, branch, (next..end).map(|i| put("docs", i)).collect()).await?;
+        next = end;
+    }
+    Ok(())
+}
+
+struct CreateRun {
+    small: Vec<Duration>,
+    big: Vec<Duration>,
+}
+
+async fn creation_run(dir: &Path, sizes: &Sizes) -> BoxResult<(CreateRun, Wal)> {
+    let options = WalOptions {
+        snapshot_every: 0,
+        ..WalOptions::default()
+    };
+    let wal = open_embedded(dir, "branches", options).await?;
+    wal.create_branch("p-small", "main", ReadPoint::Head)
+        .await?;
+    wal.create_branch("p-big", "main", ReadPoint::Head).await?;
+    let t = Instant::now();
+    fill(&wal, "p-small", 1_000).await?;
+    fill(&wal, "p-big", sizes.big).await?;
+    eprintln!("  parents filled in {:.1} s", t.elapsed().as_secs_f64());
+    let mut run = CreateRun {
+        small: Vec::new(),
+        big: Vec::new(),
+    };
+    for i in 0..sizes.branch_reps {
+        for (parent, into) in [("p-small", &mut run.small), ("p-big", &mut run.big)] {
+            let t = Instant::now();
+            wal.create_branch(&format!("{parent}-{i}"), parent, ReadPoint::Head)
+                .await?;
+            into.push(t.elapsed());
+        }
+    }
+    run.small.sort();
+    run.big.sort();
+    Ok((run, wal))
+}
+
+async fn bench_branches(scratch: &Path, sizes: &Sizes, out: &mut String) -> BoxResult<()> {
+    eprintln!("branch creation");
+    out.push_str("### Branch creation\n\n");
+    out.push_str(&format!(
+        "`Wal::create_branch(name, parent, Head)`, alternating between a parent holding \
+         1,000 documents and one holding {} (filled with commits of 10,000 documents), \
+         {} creations each. A creation is one catalog record appended durably \
+         (one fdatasync) whatever the parent's size. Run twice: on the disk under \
+         test, and on tmpfs (`/dev/shm`, no real fsync) to show the engine's own cost.\n\n",
+        thousands(sizes.big as f64),
+        sizes.branch_reps
+    ));
+    out.push_str("| store | parent 1,000 docs: median (p99) | parent 1,000,000 docs: median (p99) | ratio of medians |\n|---|---:|---:|---:|\n");
+    let shm = PathBuf::from("/dev/shm");
+    let mut targets = vec![("disk (fdatasync)", scratch.join("branches"))];
+    if shm.is_dir() {
+        targets.push((
+            "tmpfs (engine cost)",
+            shm.join(format!("argon-wal-bench-{}", std::process::id())),
+        ));
+    }
+    let mut verdicts = Vec::new();
+    let mut fork_source = None;
+    for (label, dir) in targets {
+        let (run, wal) = creation_run(&dir, sizes).await?;
+        let (a, b) = (percentile(&run.small, 0.5), percentile(&run.big, 0.5));
+        let ratio = b.as_secs_f64() / a.as_secs_f64().max(1e-12);
+        eprintln!("  {label}: {} vs {} (ratio {ratio:.2})", ms(a), ms(b));
+        out.push_str(&format!(
+            "| {label} | {} ({}) | {} ({}) | {ratio:.2} |\n",
+            ms(a),
+            ms(percentile(&run.small, 0.99)),
+            ms(b),
+            ms(percentile(&run.big, 0.99))
+        ));
+        verdicts.push(format!(
+            "{label}: < 1 ms {}, ratio ≤ 1.2 {}",
+            goal(b < Duration::from_millis(1) && a < Duration::from_millis(1)),
+            goal(ratio <= 1.2)
+        ));
+        if fork_source.is_none() {
+            fork_source = Some(wal.read("p-big", ReadPoint::Head).await?);
+        }
+        drop(wal);
+        std::fs::remove_dir_all(&dir)?;
+    }
+    out.push_str(&format!("\nGoals: {}.\n\n", verdicts.join("; ")));
+
+    // 5. Fork of a materialized state.
+    if let Some(state) = fork_source {
+        eprintln!("fork of a materialized state");
+        let docs = state.doc_count();
+        let mut clones = Vec::with_capacity(10_000);
+        let mut first_writes = Vec::with_capacity(1_000);
+        for i in 0..10_000 {
+            let t = Instant::now();
+            let fork = std::hint::black_box(state.clone());
+            clones.push(t.elapsed());
+            if i < 1_000 {
+                let mut fork = fork;
+                let t = Instant::now();
+                fork.apply(&put("docs", i));
+                first_writes.push(t.elapsed());
+            }
+        }
+        clones.sort();
+        first_writes.sort();
+        let median = percentile(&clones, 0.5);
+        out.push_str("### Fork of a materialized state\n\n");
+        out.push_str(&format!(
+            "`BranchState::clone()` of a head holding {} documents (persistent maps: \
+             O(1), shares everything), 10,000 times; then the first write into such a fork \
+             (copies one root-to-leaf path).\n\n",
+            thousands(docs as f64)
+        ));
+        out.push_str("| operation | median | p99 |\n|---|---:|---:|\n");
+        out.push_str(&format!(
+            "| fork (clone) | {} | {} |\n| first put into the fork | {} | {} |\n\nGoal < 1 ms: {}.\n\n",
+            ms(median),
+            ms(percentile(&clones, 0.99)),
+            ms(percentile(&first_writes, 0.5)),
+            ms(percentile(&first_writes, 0.99)),
+            goal(median < Duration::from_millis(1))
+        ));
+    }
+    Ok(())
+}
+
+// ---- 4. time travel -----------------------------------------------------------------
+
+struct HistoryRun {
+    warm: Vec<Duration>,
+    by_time: Vec<Duration>,
+    cold: Vec<Duration>,
+}
+
+/// Writes the history with a stored snapshot every `every` commits, then
+/// reads it at random points.
+async fn history_run(scratch: &Path, sizes: &Sizes, every: u64) -> BoxResult<HistoryRun> {
+    eprintln!("time travel, snapshots every {every}");
+    let dir = scratch.join(format!("history-{every}"));
+    std::fs::create_dir_all(&dir)?;
+    let store = EmbeddedStore::open(&dir)?;
+    let store: Arc<dyn LogStore> = store;
+    let options = WalOptions {
+        snapshot_every: every,
+        ..WalOptions::default()
+    };
+    let wal = Wal::open(store.clone(), "history", options.clone()).await?;
+    let main = wal.branch("main").await?;
+    let t = Instant::now();
+    // The history is appended straight to the store, 2,000 commits in
+    // flight (one fdatasync per group): the engine's per-branch committer
+    // would need one fdatasync per commit. Snapshots are taken where the
+    // engine would take them, from the same fold.
+    let mut state = BranchState::empty(CommitTime(0));
+    let ids = 10_000i64;
+    let base_time = main.head_time.0 + 1;
+    let mut seq = 0u64;
+    while seq < sizes.history {
+        let end = (seq + 2_000).min(sizes.history);
+        let mut commits = Vec::with_capacity((end - seq) as usize);
+        for s in seq + 1..=end {
+            let op = put("docs", (s as i64 * 7919) % ids);
+            let pre_image = state.apply(&op);
+            commits.push(Commit {
+                branch: main.id,
+                seq: Seq(s),
+                time: CommitTime(base_time + s as i64),
+                actor: "bench".into(),
+                ops: vec![LoggedOp { op, pre_image }],
+                seal: None,
+            });
+            if s % every == 0 {
+                let at = labelled(state.clone(), Seq(s), CommitTime(base_time + s as i64));
+                store
+                    .put_snapshot(
+                        "history",
+                        &SnapshotRecord {
+                            branch: main.id,
+                            seq: Seq(s),
+                            bytes: snapshot::encode(&at)?,
+                        },
+                    )
+                    .await?;
+            }
+        }
+        let results =
+            futures::future::join_all(commits.iter().map(|c| store.append_commit("history", c)))
+                .await;
+        for r in results {
+            r?;
+        }
+        seq = end;
+    }
+    drop(wal);
+    eprintln!(
+        "  {} commits written in {:.1} s",
+        sizes.history,
+        t.elapsed().as_secs_f64()
+    );
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    // Warm: one long-lived handle (a running sidecar), its in-memory
+    // checkpoints filling as it reads.
+    let warm = Wal::open(store.clone(), "history", options.clone()).await?;
+    let _ = warm.read("main", ReadPoint::Head).await?;
+    let mut warm_lat = Vec::with_capacity(sizes.reads);
+    for _ in 0..sizes.reads {
+        let s = Seq(1 + rng.next() % sizes.history);
+        let t = Instant::now();
+        let st = warm.read("main", ReadPoint::Seq(s)).await?;
+        warm_lat.push(t.elapsed());
+        if st.seq() != s {
+            return Err(format!("read seq {s} got {}", st.seq()).into());
+        }
+    }
+    // Cold: a fresh handle per read (nothing in memory: the head and the
+    // point are each loaded from a stored snapshot plus replay).
+    let mut cold_lat = Vec::with_capacity(sizes.cold_reads);
+    for _ in 0..sizes.cold_reads {
+        let s = Seq(1 + rng.next() % sizes.history);
+        let fresh = Wal::open(store.clone(), "history", options.clone()).await?;
+        let t = Instant::now();
+        let st = fresh.read("main", ReadPoint::Seq(s)).await?;
+        cold_lat.push(t.elapsed());
+        if st.seq() != s {
+            return Err(format!("read seq {s} got {}", st.seq()).into());
+        }
+    }
+    // By time: the same path after a time → seq lookup.
+    let mut time_lat = Vec::with_capacity(sizes.reads);
+    for _ in 0..sizes.reads {
+        let s = 1 + rng.next() % sizes.history;
+        let t = Instant::now();
+        let st = warm
+            .read("main", ReadPoint::Time(CommitTime(base_time + s as i64)))
+            .await?;
+        time_lat.push(t.elapsed());
+        if st.seq() != Seq(s) {
+            return Err(format!("read time of seq {s} got {}", st.seq()).into());
+        }
+    }
+    warm_lat.sort();
+    cold_lat.sort();
+    time_lat.sort();
+    drop((warm, store));
+    std::fs::remove_dir_all(&dir)?;
+    Ok(HistoryRun {
+        warm: warm_lat,
+        by_time: time_lat,
+        cold: cold_lat,
+    })
+}
+
+async fn bench_time_travel(scratch: &Path, sizes: &Sizes, out: &mut String) -> BoxResult<()> {
+    let goal_every = sizes.snapshot_every;
+    let dense = (goal_every / 10).max(1);
+    let mut runs = Vec::new();
+    for every in [goal_every, dense] {
+        runs.push((every, history_run(scratch, sizes, every).await?));
+    }
+    out.push_str("### State at a random point of the history\n\n");
+    out.push_str(&format!(
+        "A {}-commit history of `main` (one put per commit over 10,000 `_id`s, \
+         ~200-byte documents, written straight to the store with 2,000 commits in flight), \
+         embedded store on the disk. `Wal::read(\"main\", point)` at uniformly random \
+         points: nearest in-memory checkpoint or stored snapshot at or before the point, \
+         then replay of the log up to it. *Warm*: one long-lived handle ({} reads; it keeps \
+         decoded snapshots as in-memory checkpoints). *Cold*: a new handle per read ({} \
+         reads; decodes the head's and the point's snapshots first). The goal's setting is \
+         a snapshot every {} commits; the same history with one every {} is shown \
+         for comparison.\n\n",
+        thousands(sizes.history as f64),
+        sizes.reads,
+        sizes.cold_reads,
+        thousands(goal_every as f64),
+        thousands(dense as f64),
+    ));
+    out.push_str("| snapshots every | read | p50 | p99 | max |\n|---:|---|---:|---:|---:|\n");
+    for (every, run) in &runs {
+        for (label, lat) in [
+            ("by seq, warm handle", &run.warm),
+            ("by time, warm handle", &run.by_time),
+            ("by seq, cold handle", &run.cold),
+        ] {
+            out.push_str(&format!(
+                "| {} | {label} | {} | {} | {} |\n",
+                thousands(*every as f64),
+                ms(percentile(lat, 0.5)),
+                ms(percentile(lat, 0.99)),
+                ms(percentile(lat, 1.0))
+            ));
+        }
+    }
+    let worst = |r: &HistoryRun| {
+        percentile(&r.warm, 0.99)
+            .max(percentile(&r.cold, 0.99))
+            .max(percentile(&r.by_time, 0.99))
+    };
+    let p99 = worst(&runs[0].1);
+    let p99_dense = worst(&runs[1].1);
+    out.push_str(&format!(
+        "\nGoal p99 < 50 ms with snapshots every {}: {} (worst p99 {}); with snapshots every {}: worst p99 {}.\n\n",
+        thousands(goal_every as f64),
+        goal(p99 < Duration::from_millis(50)),
+        ms(p99),
+        thousands(dense as f64),
+        ms(p99_dense)
+    ));
+    Ok(())
+}
+
+/// `state` labelled as being at `seq`/`time` (what the engine's snapshots
+/// carry): folding an empty commit only sets the label.
+fn labelled(mut state: BranchState, seq: Seq, time: CommitTime) -> BranchState {
+    state.apply_commit(&Commit {
+        branch: argon_wal::BranchId(0),
+        seq,
+        time,
+        actor: String::new(),
+        ops: Vec::new(),
+        seal: None,
+    });
+    state
+}
+
+// ---- 6. memory per document ---------------------------------------------------------
+
+fn bench_memory(sizes: &Sizes, out: &mut String) {
+    eprintln!("memory per document");
+    let n = sizes.big;
+    let bson_total: usize = (0..n).map(|i| bson_len(&make_doc(i))).sum();
+    let avg_bson = bson_total as f64 / n as f64;
+
+    // The representation as it is: BranchState built by replay.
+    let (live0, rss0) = (live_bytes(), rss_bytes());
+    let mut state = BranchState::empty(CommitTime(0));
+    for i in 0..n {
+        state.apply(&put("docs", i));
+    }
+    let (live1, rss1) = (live_bytes(), rss_bytes());
+    let per_doc = (live1 - live0) as f64 / n as f64;
+    let rss_per_doc = rss1.saturating_sub(rss0) as f64 / n as f64;
+    drop(state);
+
+    // Components, to see where the bytes go.
+    let live_a = live_bytes();
+    let docs: Vec<Document> = (0..n).map(make_doc).collect();
+    let per_document =
+        (live_bytes() - live_a) as f64 / n as f64 - std::mem::size_of::<Document>() as f64;
+    drop(docs);
+    let live_b = live_bytes();
+    let raws: Vec<RawDocumentBuf> = (0..n)
+        .filter_map(|i| RawDocumentBuf::try_from(&make_doc(i)).ok())
+        .collect();
+    let per_raw = (live_bytes() - live_b) as f64 / n as f64;
+    drop(raws);
+
+    out.push_str("### Memory per materialized document\n\n");
+    out.push_str(&format!(
+        "{} documents of {:.0} bytes of BSON on average, put into a `BranchState` by \
+         replay. Live heap bytes counted by a counting global allocator (requested sizes; \
+         malloc's own per-allocation overhead comes on top, visible in the RSS column).\n\n",
+        thousands(n as f64),
+        avg_bson
+    ));
+    out.push_str("| representation | bytes per document | × BSON size |\n|---|---:|---:|\n");
+    out.push_str(&format!(
+        "| `BranchState` (OrdMap<IdKey, Arc<Document>>), heap | {per_doc:.0} | {:.2} |\n",
+        per_doc / avg_bson
+    ));
+    out.push_str(&format!(
+        "| same, RSS delta | {rss_per_doc:.0} | {:.2} |\n",
+        rss_per_doc / avg_bson
+    ));
+    out.push_str(&format!(
+        "| of which the parsed `bson::Document` alone (heap + inline) | {:.0} | {:.2} |\n",
+        per_document + std::mem::size_of::<Document>() as f64,
+        (per_document + std::mem::size_of::<Document>() as f64) / avg_bson
+    ));
+    out.push_str(&format!(
+        "| for comparison: the same document as `RawDocumentBuf` (BSON bytes) | {per_raw:.0} | {:.2} |\n",
+        per_raw / avg_bson
+    ));
+    out.push_str(&format!(
+        "\nGoal ≤ 1.5× BSON size: {} ({:.2}×). See `sidecar/wal/DESIGN.md` (\"Memory\") for why and what it would take.\n\n",
+        goal(per_doc / avg_bson <= 1.5),
+        per_doc / avg_bson
+    ));
+}
+
+// ---- main ---------------------------------------------------------------------------
+
+fn main() -> BoxResult<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let scratch_base = args
+        .iter()
+        .position(|a| a == "--dir")
+        .and_then(|i| args.get(i + 1))
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let sizes = if quick {
+        Sizes {
+            append_secs: 0.5,
+            mongo_secs: 0.5,
+            big: 20_000,
+            branch_reps: 20,
+            history: 5_000,
+            snapshot_every: 500,
+            reads: 20,
+            cold_reads: 5,
+        }
+    } else {
+        Sizes {
+            append_secs: 3.0,
+            mongo_secs: 2.0,
+            big: 1_000_000,
+            branch_reps: 200,
+            history: 100_000,
+            snapshot_every: 10_000,
+            reads: 200,
+            cold_reads: 50,
+        }
+    };
+    let scratch = tempfile::Builder::new()
+        .prefix("argon-wal-bench-")
+        .tempdir_in(&scratch_base)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    // `--only <memory|append|mongo|branches|history>`: one section (a
+    // partial run, for profiling; bench/wal always runs them all).
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let run = |name: &str| only.as_deref().is_none_or(|o| o == name);
+    let mut out = String::new();
+    let t0 = Instant::now();
+    if run("memory") {
+        bench_memory(&sizes, &mut out);
+    }
+    rt.block_on(async {
+        if run("append") {
+            bench_append(scratch.path(), &sizes, &mut out).await?;
+        }
+        if run("mongo") {
+            bench_mongo(&sizes, &mut out).await?;
+        }
+        if run("branches") {
+            bench_branches(scratch.path(), &sizes, &mut out).await?;
+        }
+        if run("history") {
+            bench_time_travel(scratch.path(), &sizes, &mut out).await?;
+        }
+        Ok::<_, Box<dyn Error>>(())
+    })?;
+    eprintln!("all done in {:.0} s", t0.elapsed().as_secs_f64());
+    print!("{out}");
+    Ok(())
+}

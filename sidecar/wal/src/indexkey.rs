@@ -1,0 +1,332 @@
+//! Secondary-index keys: which key tuples an index spec gives a document,
+//! and their canonical, ordered byte encoding (`IndexKey`).
+//!
+//! MongoDB semantics kept here (the wire server relies on them for unique
+//! checks, so they are the same rules `CollectionState`'s key maps use):
+//! - a missing field indexes as `null`; an empty array as `undefined`
+//!   (`Bson::Undefined` in a key tuple; distinct from `null`, as in MongoDB);
+//! - a `sparse` index skips a document missing *all* its key fields;
+//! - arrays are multikey: a field holding an array gives one key per element
+//!   (deduplicated), and a dotted path walks into arrays of sub-documents
+//!   (`a.b` of `{a: [{b: 1}, {b: 2}]}` is 1 and 2; an element without `b`
+//!   adds `null`); a numeric path component indexes into an array;
+//! - a compound key is the product of its fields' values; MongoDB refuses a
+//!   document with arrays in two fields of one index ("parallel arrays"):
+//!   `keys` reports that as an error so the writer can refuse it, while the
+//!   pure fold (`BranchState::apply`) indexes the product anyway.
+//!
+//! Invariant: `IndexKey::from_values(a) == IndexKey::from_values(b)` iff the
+//! tuples are equal as MongoDB index keys (each value compared as `IdKey`
+//! compares `_id`s: numbers by value across types), and byte order is
+//! ascending BSON order field by field (the encoding of each value is
+//! prefix-free, so concatenation keeps that). Descending fields are *not*
+//! inverted: a map is always ascending on every field.
+
+use crate::idkey;
+use bson::{Bson, Document};
+use std::fmt;
+use std::sync::Arc;
+
+/// Type class of `undefined` (an empty array's key): just below `null`.
+const C_UNDEFINED: u8 = 0x18;
+
+/// The canonical ordered key of one index key tuple (values in the spec's
+/// field order). Cheap to clone.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct IndexKey(Arc<[u8]>);
+
+impl IndexKey {
+    pub fn from_values(values: &[Bson]) -> IndexKey {
+        let mut out = Vec::with_capacity(16 * values.len());
+        for v in values {
+            match v {
+                Bson::Undefined => out.push(C_UNDEFINED),
+                v => idkey::encode(v, &mut out),
+            }
+        }
+        IndexKey(out.into())
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for IndexKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "IndexKey(")?;
+        for b in self.0.iter() {
+            write!(f, "{b:02x}")?;
+        }
+        write!(f, ")")
+    }
+}
+
+/// Why a document cannot be indexed by a spec.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum IndexKeyError {
+    /// MongoDB's `CannotIndexParallelArrays` (code 171).
+    #[error("cannot index parallel arrays [{0}] [{1}]")]
+    ParallelArrays(String, String),
+    /// This crate keeps no key map for that index (unknown name, `_id_`, a
+    /// partial, collated or special (text, geo, hashed) index): scan instead.
+    #[error("no key map is kept for index {0:?}")]
+    NotMaintained(String),
+}
+
+/// The part of an index spec that decides its keys. Only plain ascending /
+/// descending indexes without a partial filter or a collation get a key map:
+/// this crate does not evaluate filters, collations or special index types.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct KeyPattern {
+    fields: Vec<String>,
+    sparse: bool,
+}
+
+impl KeyPattern {
+    /// `None` when the spec gets no key map (see the type's doc).
+    pub fn parse(spec: &Document) -> Option<KeyPattern> {
+        if spec.get_str("name").ok()? == "_id_"
+            || spec.contains_key("partialFilterExpression")
+            || spec.contains_key("collation")
+        {
+            return None;
+        }
+        let key = spec.get_document("key").ok()?;
+        if key.is_empty() {
+            return None;
+        }
+        let mut fields = Vec::with_capacity(key.len());
+        for (field, direction) in key {
+            match direction {
+                Bson::Int32(_) | Bson::Int64(_) | Bson::Double(_) => fields.push(field.clone()),
+                _ => return None,
+            }
+        }
+        let sparse = match spec.get("sparse") {
+            Some(Bson::Boolean(b)) => *b,
+            Some(Bson::Int32(n)) => *n != 0,
+            Some(Bson::Int64(n)) => *n != 0,
+            Some(Bson::Double(x)) => *x != 0.0,
+            _ => false,
+        };
+        Some(KeyPattern { fields, sparse })
+    }
+
+    /// Every key tuple `doc` has (see the module doc), deduplicated, in key
+    /// order; empty for a sparse index and a document with none of the
+    /// fields. `strict` refuses parallel arrays instead of taking the product.
+    pub fn keys(&self, doc: &Document, strict: bool) -> Result<Vec<Vec<Bson>>, IndexKeyError> {
+        let mut per_field: Vec<Vec<Bson>> = Vec::with_capacity(self.fields.len());
+        let mut any_present = false;
+        let mut multikey: Option<&str> = None;
+        for field in &self.fields {
+            let mut found = Found::default();
+            let parts: Vec<&str> = field.split('.').collect();
+            in_document(doc, &parts, &mut found);
+            if found.array {
+                if let (true, Some(first)) = (strict, multikey) {
+                    return Err(IndexKeyError::ParallelArrays(
+                        first.to_string(),
+                        field.clone(),
+                    ));
+                }
+                multikey = Some(field);
+            }
+            if found.values.is_empty() {
+                per_field.push(vec![Bson::Null]);
+            } else {
+                any_present = true;
+                if found.missing_element {
+                    found.values.push(Bson::Null);
+                }
+                per_field.push(found.values);
+            }
+        }
+        if self.sparse && !any_present {
+            return Ok(Vec::new());
+        }
+        let mut tuples: Vec<Vec<Bson>> = vec![Vec::with_capacity(self.fields.len())];
+        for values in per_field {
+            tuples = if values.len() == 1 {
+                tuples
+                    .into_iter()
+                    .map(|mut t| {
+                        t.push(values[0].clone());
+                        t
+                    })
+                    .collect()
+            } else {
+                tuples
+                    .iter()
+                    .flat_map(|t| {
+                        values.iter().map(move |v| {
+                            let mut t = t.clone();
+                            t.push(v.clone());
+                            t
+                        })
+                    })
+                    .collect()
+            };
+        }
+        let mut keyed: Vec<(IndexKey, Vec<Bson>)> = tuples
+            .into_iter()
+            .map(|t| (IndexKey::from_values(&t), t))
+            .collect();
+        keyed.sort_by(|a, b| a.0.cmp(&b.0));
+        keyed.dedup_by(|a, b| a.0 == b.0);
+        Ok(keyed.into_iter().map(|(_, t)| t).collect())
+    }
+
+    /// The encoded keys of `doc` (lenient: the fold never refuses).
+    pub fn key_set(&self, doc: &Document) -> Vec<IndexKey> {
+        let mut keys: Vec<IndexKey> = self
+            .keys(doc, false)
+            .unwrap_or_default()
+            .iter()
+            .map(|t| IndexKey::from_values(t))
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+}
+
+/// What walking one dotted path found.
+#[derive(Default)]
+struct Found {
+    values: Vec<Bson>,
+    /// An array was expanded on the way (the field is multikey here).
+    array: bool,
+    /// An expanded array had an element without the rest of the path.
+    missing_element: bool,
+}
+
+fn in_document(doc: &Document, path: &[&str], found: &mut Found) {
+    if let Some((first, rest)) = path.split_first()
+        && let Some(v) = doc.get(*first)
+    {
+        in_value(v, rest, found);
+    }
+}
+
+fn in_value(value: &Bson, rest: &[&str], found: &mut Found) {
+    let Some((first, tail)) = rest.split_first() else {
+        match value {
+            Bson::Array(items) => {
+                found.array = true;
+                if items.is_empty() {
+                    found.values.push(Bson::Undefined);
+                } else {
+                    found.values.extend(items.iter().cloned());
+                }
+            }
+            v => found.values.push(v.clone()),
+        }
+        return;
+    };
+    match value {
+        Bson::Document(d) => in_document(d, rest, found),
+        Bson::Array(items) => {
+            // A numeric component picks an element (not multikey by itself).
+            if let Ok(i) = first.parse::<usize>()
+                && let Some(item) = items.get(i)
+            {
+                in_value(item, tail, found);
+                return;
+            }
+            found.array = true;
+            for item in items {
+                let before = found.values.len();
+                if let Bson::Document(d) = item {
+                    in_document(d, rest, found);
+                }
+                if found.values.len() == before {
+                    found.missing_element = true;
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::doc;
+
+    fn keys(spec: Document, d: Document) -> Vec<Vec<Bson>> {
+        KeyPattern::parse(&spec).unwrap().keys(&d, true).unwrap()
+    }
+
+    #[test]
+    fn missing_is_null_and_sparse_skips() {
+        let spec = doc! {"name": "a_1", "key": {"a": 1}};
+        assert_eq!(keys(spec, doc! {"_id": 1}), vec![vec![Bson::Null]]);
+        let sparse = doc! {"name": "a_1_b_1", "key": {"a": 1, "b": -1}, "sparse": true};
+        assert!(keys(sparse.clone(), doc! {"_id": 1}).is_empty());
+        assert_eq!(
+            keys(sparse, doc! {"_id": 1, "b": 2}),
+            vec![vec![Bson::Null, Bson::Int32(2)]]
+        );
+    }
+
+    #[test]
+    fn arrays_are_multikey() {
+        let spec = doc! {"name": "t", "key": {"t": 1}};
+        assert_eq!(
+            keys(spec.clone(), doc! {"t": [2, 1, 2.0]}),
+            vec![vec![Bson::Int32(1)], vec![Bson::Int32(2)]]
+        );
+        assert_eq!(keys(spec, doc! {"t": []}), vec![vec![Bson::Undefined]]);
+        let dotted = doc! {"name": "ab", "key": {"a.b": 1}};
+        assert_eq!(
+            keys(dotted.clone(), doc! {"a": [{"b": 1}, {"c": 1}]}),
+            vec![vec![Bson::Null], vec![Bson::Int32(1)]]
+        );
+        assert_eq!(
+            keys(dotted, doc! {"a": {"b": [3]}}),
+            vec![vec![Bson::Int32(3)]]
+        );
+        let parallel = KeyPattern::parse(&doc! {"name": "x", "key": {"a": 1, "b": 1}}).unwrap();
+        assert_eq!(
+            parallel.keys(&doc! {"a": [1, 2], "b": [3, 4]}, true),
+            Err(IndexKeyError::ParallelArrays("a".into(), "b".into()))
+        );
+        assert_eq!(
+            parallel
+                .keys(&doc! {"a": [1, 2], "b": [3, 4]}, false)
+                .map(|k| k.len()),
+            Ok(4)
+        );
+    }
+
+    #[test]
+    fn keys_compare_by_value_and_null_differs_from_undefined() {
+        assert_eq!(
+            IndexKey::from_values(&[Bson::Int32(1), Bson::String("x".into())]),
+            IndexKey::from_values(&[Bson::Double(1.0), Bson::String("x".into())])
+        );
+        assert_ne!(
+            IndexKey::from_values(&[Bson::Null]),
+            IndexKey::from_values(&[Bson::Undefined])
+        );
+        assert!(
+            IndexKey::from_values(&[Bson::Int32(1), Bson::Int32(9)])
+                < IndexKey::from_values(&[Bson::Int32(2), Bson::Int32(0)])
+        );
+    }
+
+    #[test]
+    fn special_partial_and_collated_indexes_get_no_map() {
+        for spec in [
+            doc! {"name": "_id_", "key": {"_id": 1}},
+            doc! {"name": "t", "key": {"t": "text"}},
+            doc! {"name": "h", "key": {"h": "hashed"}},
+            doc! {"name": "p", "key": {"p": 1}, "partialFilterExpression": {"p": {"$gt": 1}}},
+            doc! {"name": "c", "key": {"c": 1}, "collation": {"locale": "en"}},
+        ] {
+            assert_eq!(KeyPattern::parse(&spec), None, "{spec}");
+        }
+    }
+}

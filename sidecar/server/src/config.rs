@@ -46,6 +46,9 @@ pub struct ServeArgs {
     /// Address to serve the MongoDB wire protocol on.
     #[arg(long, env = "ARGON_LISTEN", default_value = "127.0.0.1:27017")]
     pub listen: SocketAddr,
+    /// Refuse every write and branch change (a read-only branch endpoint).
+    #[arg(long, env = "ARGON_READ_ONLY")]
+    pub read_only: bool,
     /// Address to serve /metrics, /healthz and /readyz on (off when absent).
     #[arg(long, env = "ARGON_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,

@@ -60,13 +60,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    tracing::info!(listen = %listener.local_addr()?, %store, project = %args.project, branch = %args.branch, "serving MongoDB clients");
-    run(
-        listener,
-        Service::new(wal, args.branch, metrics),
-        shutdown_signal(),
-    )
-    .await;
+    tracing::info!(listen = %listener.local_addr()?, %store, project = %args.project, branch = %args.branch, read_only = args.read_only, "serving MongoDB clients");
+    let service = if args.read_only {
+        Service::new_read_only(wal, args.branch, metrics)
+    } else {
+        Service::new(wal, args.branch, metrics)
+    };
+    run(listener, service, shutdown_signal()).await;
     Ok(())
 }
 

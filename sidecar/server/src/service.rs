@@ -23,6 +23,8 @@ pub struct Service {
     pub retries: RetryMemory,
     pub metrics: Arc<Metrics>,
     pub started: Instant,
+    /// `--read-only`: every write and branch change is refused.
+    pub read_only: bool,
     next_connection: AtomicI64,
 }
 
@@ -35,8 +37,23 @@ impl Service {
             retries: RetryMemory::default(),
             metrics,
             started: Instant::now(),
+            read_only: false,
             next_connection: AtomicI64::new(0),
         })
+    }
+
+    /// A service that refuses every write and branch change (a read-only
+    /// branch endpoint, `ArgonBranch.spec.readOnly`).
+    pub fn new_read_only(
+        wal: Wal,
+        default_branch: impl Into<String>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Service> {
+        let mut svc = Service::new(wal, default_branch, metrics);
+        if let Some(s) = Arc::get_mut(&mut svc) {
+            s.read_only = true;
+        }
+        svc
     }
 
     pub fn next_connection_id(&self) -> i64 {
@@ -44,7 +61,9 @@ impl Service {
     }
 
     pub fn target(&self, db: &str) -> Result<Target> {
-        Target::parse(db, &self.default_branch)
+        let mut target = Target::parse(db, &self.default_branch)?;
+        target.server_read_only = self.read_only;
+        Ok(target)
     }
 
     /// The state a read sees: the target's past point if it names one, else

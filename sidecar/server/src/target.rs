@@ -27,6 +27,9 @@ pub struct Target {
     pub at: Option<Seq>,
     /// The database name exactly as the client sent it.
     pub raw: String,
+    /// The server runs `--read-only` (a read-only branch endpoint): every
+    /// branch is read-only through it.
+    pub server_read_only: bool,
 }
 
 impl Target {
@@ -65,11 +68,19 @@ impl Target {
             branch,
             at,
             raw: raw.to_owned(),
+            server_read_only: false,
         })
     }
 
-    /// Refuses a write to a read-only past point.
+    /// Refuses a write to a read-only past point, or to anything on a
+    /// read-only server.
     pub fn writable(&self) -> Result<()> {
+        if self.server_read_only {
+            return Err(read_only_server(&format!(
+                "write to database {:?}",
+                self.raw
+            )));
+        }
         match self.at {
             None => Ok(()),
             Some(seq) => Err(CommandError::new(
@@ -83,6 +94,17 @@ impl Target {
             )),
         }
     }
+}
+
+/// The refusal a `--read-only` server gives to `what` (mongod answers a
+/// write in read-only mode with IllegalOperation too).
+pub fn read_only_server(what: &str) -> CommandError {
+    CommandError::new(
+        ErrorCode::IllegalOperation,
+        format!(
+            "cannot {what}: this server is read-only (started with --read-only / ARGON_READ_ONLY=true)"
+        ),
+    )
 }
 
 fn validate_db_name(db: &str, raw: &str) -> Result<()> {

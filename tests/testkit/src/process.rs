@@ -81,12 +81,24 @@ impl ServerProcess {
         args: &[String],
         log_dir: &Path,
     ) -> anyhow::Result<Self> {
+        Self::start_with_env(name, program, args, log_dir, &[])
+    }
+
+    /// [`ServerProcess::start`] with `env` added to the inherited environment.
+    pub fn start_with_env(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        log_dir: &Path,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let log_path = log_dir.join(format!("{name}.log"));
         let log = File::create(&log_path)
             .with_context(|| format!("creating log file {}", log_path.display()))?;
         let mut command = Command::new(program);
         command
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);

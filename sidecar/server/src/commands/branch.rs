@@ -81,6 +81,7 @@ fn point(cmd: &Document, seq_key: &str, time_key: &str) -> Result<Option<ReadPoi
 
 pub async fn create_branch(ctx: &Ctx<'_>) -> Result<Document> {
     ctx.require_admin("argonCreateBranch")?;
+    ctx.require_writable_server("create a branch")?;
     let name = name_arg(ctx, "argonCreateBranch")?;
     let parent = match ctx.cmd.get("from") {
         None => ctx.svc.default_branch.clone(),
@@ -115,6 +116,7 @@ pub async fn list_branches(ctx: &Ctx<'_>) -> Result<Document> {
 
 pub async fn delete_branch(ctx: &Ctx<'_>) -> Result<Document> {
     ctx.require_admin("argonDeleteBranch")?;
+    ctx.require_writable_server("delete a branch")?;
     let name = name_arg(ctx, "argonDeleteBranch")?;
     if name == ctx.svc.default_branch {
         return Err(CommandError::new(
@@ -167,6 +169,9 @@ pub async fn reset_branch(ctx: &Ctx<'_>) -> Result<Document> {
     let to = point(ctx.cmd, "toSeq", "toTime")?
         .ok_or_else(|| CommandError::failed_to_parse("argonResetBranch needs toSeq or toTime"))?;
     let dry_run = opt_bool(ctx.cmd, "dryRun", false)?;
+    if !dry_run {
+        ctx.require_writable_server("reset a branch (a dryRun preview is allowed)")?;
+    }
     let backup = match ctx.cmd.get("backupBranch") {
         None | Some(Bson::Null) => None,
         Some(Bson::String(b)) => Some(b.clone()),

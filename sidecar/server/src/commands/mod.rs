@@ -55,6 +55,15 @@ impl Ctx<'_> {
         self.svc.target(self.db)
     }
 
+    /// Refuses a branch change (create, delete, a real reset) on a
+    /// `--read-only` server.
+    pub fn require_writable_server(&self, what: &str) -> Result<()> {
+        if self.svc.read_only {
+            return Err(crate::target::read_only_server(what));
+        }
+        Ok(())
+    }
+
     pub fn require_admin(&self, name: &str) -> Result<()> {
         if self.db == "admin" {
             Ok(())
@@ -291,6 +300,16 @@ pub(crate) fn opt_i64(cmd: &Document, key: &str) -> Result<Option<i64>> {
                 crate::query::expr::type_name(v)
             ))),
         },
+    }
+}
+
+/// A count in a reply (`n`, `nModified`) as MongoDB sends it: an int32
+/// when it fits (mongod's `appendNumber`), else an int64. Shells show an
+/// int64 as `Long(…)`, so `{n: 5}` must not be one.
+pub(crate) fn count_value(n: i64) -> Bson {
+    match i32::try_from(n) {
+        Ok(n) => Bson::Int32(n),
+        Err(_) => Bson::Int64(n),
     }
 }
 

@@ -175,7 +175,7 @@ pub async fn count(ctx: &Ctx<'_>) -> Result<Document> {
     if limit > 0 {
         n = n.min(limit);
     }
-    Ok(doc! {"n": n as i64, "operationTime": operation_time(state.time())})
+    Ok(doc! {"n": super::count_value(n as i64), "operationTime": operation_time(state.time())})
 }
 
 pub async fn distinct(ctx: &Ctx<'_>) -> Result<Document> {

@@ -193,7 +193,7 @@ fn statements<'a>(cmd: &'a Document, key: &str) -> Result<&'a Vec<Bson>> {
 }
 
 fn write_reply(n: i64, errors: Vec<Document>, info: argon_wal::CommitInfo) -> Document {
-    let mut out = doc! {"n": n};
+    let mut out = doc! {"n": super::count_value(n)};
     if !errors.is_empty() {
         out.insert("writeErrors", errors);
     }
@@ -377,7 +377,7 @@ pub async fn update(ctx: &Ctx<'_>) -> Result<Document> {
     .await?;
     let (n, modified, upserted, errors) = reply;
     let mut out = write_reply(n, errors, info);
-    out.insert("nModified", modified);
+    out.insert("nModified", super::count_value(modified));
     if !upserted.is_empty() {
         out.insert("upserted", upserted);
     }

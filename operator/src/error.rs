@@ -28,6 +28,14 @@ pub enum Error {
     #[error("store of project {project}: {reason}")]
     StoreConfig { project: String, reason: String },
 
+    /// `spec.import` failed; `attempt` (from 1) sets the retry's backoff.
+    #[error("import into project {project}: {reason}")]
+    Import {
+        project: String,
+        reason: String,
+        attempt: u32,
+    },
+
     /// A deletion the operator refuses (children, `protected`); the finalizer stays.
     #[error("deletion of {name} blocked: {reason}")]
     DeletionBlocked { name: String, reason: String },
@@ -65,6 +73,7 @@ impl Error {
             Error::ProjectNotFound { .. } => "project_not_found".into(),
             Error::Secret { .. } => "secret".into(),
             Error::StoreConfig { .. } => "store_config".into(),
+            Error::Import { .. } => "import".into(),
             Error::DeletionBlocked { .. } => "deletion_blocked".into(),
             Error::MissingField(..) => "missing_field".into(),
             Error::Serialize(_) => "serialize".into(),
@@ -72,6 +81,18 @@ impl Error {
             Error::Io(_) => "io".into(),
             Error::Tls(_) => "tls".into(),
             Error::LostLease(_) => "lost_lease".into(),
+        }
+    }
+
+    /// The error a reconcile returned, seen through the finalizer's wrapper.
+    pub fn inner(&self) -> &Error {
+        match self {
+            Error::Finalizer(e) => match e.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.inner(),
+                _ => self,
+            },
+            _ => self,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! - the controllers (`controller`): a project becomes a WAL with its `main`
 //!   branch, a branch becomes a pointer into that WAL plus an endpoint
 //!   (`endpoint`: a Deployment + Service running the sidecar);
+//! - `spec.import` (`import`): existing MongoDB databases copied into `main` once;
 //! - the injection webhook (`webhook`), leader election (`leader`), metrics
 //!   and health checks (`metrics`).
 //!
@@ -19,6 +20,7 @@ pub mod crd;
 pub mod crdgen;
 pub mod endpoint;
 pub mod error;
+pub mod import;
 pub mod leader;
 pub mod metrics;
 pub mod operator;

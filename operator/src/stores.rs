@@ -143,7 +143,8 @@ pub fn describe(spec: &StoreSpec) -> String {
     }
 }
 
-fn with_selection_timeout(uri: &str) -> String {
+/// `uri` with `serverSelectionTimeoutMS` added unless it sets one.
+pub fn with_selection_timeout(uri: &str) -> String {
     if uri
         .to_ascii_lowercase()
         .contains("serverselectiontimeoutms")

@@ -103,14 +103,38 @@ pub fn error_policy<K: ResourceExt>(
     metrics: &Metrics,
 ) -> Action {
     metrics.failure(controller, error.metric_label());
-    match error {
+    // Reconcile errors arrive wrapped by the finalizer.
+    match error.inner() {
         Error::DeletionBlocked { .. } => {
             tracing::info!(controller, name = %obj.name_any(), %error, "deletion blocked");
             Action::requeue(Duration::from_secs(10))
+        }
+        Error::Import { attempt, .. } => {
+            tracing::warn!(controller, name = %obj.name_any(), %error, attempt, "import failed");
+            Action::requeue(import_backoff(*attempt))
         }
         _ => {
             tracing::warn!(controller, name = %obj.name_any(), %error, "reconcile failed");
             Action::requeue(Duration::from_secs(5))
         }
+    }
+}
+
+/// 5 s after the first failed import attempt, doubling up to 5 minutes: a
+/// wrong Secret or database name is fixed by a person, not by retrying fast.
+pub(crate) fn import_backoff(attempt: u32) -> Duration {
+    let secs = 5u64.saturating_mul(1 << attempt.saturating_sub(1).min(6));
+    Duration::from_secs(secs.min(300))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn import_backoff_doubles_up_to_five_minutes() {
+        let secs: Vec<u64> = (1..=9).map(|a| import_backoff(a).as_secs()).collect();
+        assert_eq!(secs, [5, 10, 20, 40, 80, 160, 300, 300, 300]);
+        assert_eq!(import_backoff(0).as_secs(), 5);
     }
 }

@@ -1,20 +1,26 @@
 //! The ArgonProject controller: opens the project's WAL (creating the
-//! project and `main` in the store), reports reachability and counts, and
-//! on deletion follows `deletionPolicy` through the finalizer.
+//! project and `main` in the store), runs `spec.import` into `main` once,
+//! reports reachability and counts, and on deletion follows
+//! `deletionPolicy` through the finalizer.
 
-use super::{Context, apply_status};
+use super::{Context, apply_status, import_backoff};
 use crate::crd::condition::types::{IMPORTED, READY, STORE_REACHABLE};
-use crate::crd::{ArgonBranch, ArgonProject, Conditions, DeletionPolicy, FINALIZER};
+use crate::crd::{
+    ArgonBranch, ArgonProject, ArgonProjectStatus, Conditions, DeletionPolicy, FINALIZER,
+    ImportPhase, ImportSpec, ImportStatus,
+};
 use crate::error::{Error, Result};
+use crate::import::{self, ImportError};
 use crate::stores;
-use argon_wal::WalError;
+use argon_wal::{Wal, WalError};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::ListParams;
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event, finalizer};
 use kube::{Api, ResourceExt};
 use std::sync::Arc;
+use std::time::Duration;
 
 pub const CONTROLLER: &str = "project";
 
@@ -68,6 +74,28 @@ async fn apply(p: &ArgonProject, ctx: &Context, api: &Api<ArgonProject>) -> Resu
             return Err(e);
         }
     };
+    st.conditions.set(
+        STORE_REACHABLE,
+        true,
+        "Connected",
+        &format!(
+            "project {} is open in {}",
+            p.name_any(),
+            stores::describe(&p.spec.store)
+        ),
+        generation,
+    );
+    let backoff = match import_step(p, ctx, api, &wal, &mut st).await {
+        Ok(backoff) => backoff,
+        Err(e) => {
+            // A failed import says so in status; other errors (the store,
+            // the API) leave it for the next reconcile.
+            if matches!(e, Error::Import { .. }) && st != old {
+                apply_status(api, p, &st).await?;
+            }
+            return Err(e);
+        }
+    };
     let branches = wal.list_branches().await?;
     let live = branches.iter().filter(|b| !b.deleted).count();
     let main = wal.log_info("main").await?;
@@ -80,27 +108,12 @@ async fn apply(p: &ArgonProject, ctx: &Context, api: &Api<ArgonProject>) -> Resu
     st.branches = Some(live as i64);
     st.main_head_seq = Some(head_seq.0 as i64);
     st.main_head_time = Timestamp::from_millisecond(head_time.0).ok().map(Time);
-    st.conditions.set(
-        STORE_REACHABLE,
-        true,
-        "Connected",
-        &format!(
-            "project {} is open in {}",
-            p.name_any(),
-            stores::describe(&p.spec.store)
-        ),
-        generation,
-    );
-    if p.spec.import.is_some() {
-        st.conditions.set(
-            IMPORTED,
-            false,
-            "NotSupported",
-            "importing an existing database is not implemented by this operator version; main starts empty",
-            generation,
-        );
-    } else {
-        st.conditions.drop_condition(IMPORTED);
+    if let Some(wait) = backoff {
+        // Ready and the phase stay as the failed attempt left them.
+        if st != old {
+            apply_status(api, p, &st).await?;
+        }
+        return Ok(Action::requeue(wait.min(ctx.config.head_refresh)));
     }
     st.conditions.set(
         READY,
@@ -184,4 +197,276 @@ async fn cleanup(p: &ArgonProject, ctx: &Context, api: &Api<ArgonProject>) -> Re
     }
     ctx.stores.forget(&namespace, &name).await;
     Ok(Action::await_change())
+}
+
+// ---- spec.import ----------------------------------------------------------------
+
+const IMPORTING: &str = "Importing";
+const IMPORT_FAILED: &str = "ImportFailed";
+
+fn now() -> Time {
+    Time(Timestamp::now())
+}
+
+fn plural(n: i64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+fn counts(imp: &ImportStatus) -> String {
+    format!(
+        "{}, {}, {} and {}",
+        plural(imp.databases, "database", "databases"),
+        plural(imp.collections, "collection", "collections"),
+        plural(imp.indexes, "secondary index", "secondary indexes"),
+        plural(imp.documents, "document", "documents"),
+    )
+}
+
+fn completed_message(imp: &ImportStatus) -> String {
+    let at = imp
+        .main_seq
+        .map(|s| format!(" (main at seq {s})"))
+        .unwrap_or_default();
+    format!(
+        "imported {}{at}; a one-time seed: later changes of spec.import are not applied",
+        counts(imp)
+    )
+}
+
+/// The conditions and phase of a failed attempt (the same on every
+/// reconcile until the next attempt, so waiting writes nothing).
+fn set_failed(st: &mut ArgonProjectStatus, imp: &ImportStatus, generation: Option<i64>) {
+    let message = format!(
+        "attempt {}: {}",
+        imp.attempts,
+        imp.message.as_deref().unwrap_or("failed")
+    );
+    st.conditions
+        .set(IMPORTED, false, IMPORT_FAILED, &message, generation);
+    st.conditions
+        .set(READY, false, IMPORT_FAILED, &message, generation);
+    st.phase = Some("Failed".into());
+}
+
+/// How long until the failed attempt `imp` may be retried; `None` when now
+/// (its backoff ran out, or the spec changed since).
+fn retry_wait(imp: &ImportStatus, generation: Option<i64>) -> Option<Duration> {
+    if imp.phase != ImportPhase::Failed || imp.generation != generation {
+        return None;
+    }
+    let failed = imp.failed_at.as_ref()?;
+    let attempt = u32::try_from(imp.attempts).unwrap_or(u32::MAX);
+    let due = failed
+        .0
+        .checked_add(SignedDuration::try_from(import_backoff(attempt)).ok()?)
+        .ok()?;
+    Duration::try_from(due.duration_since(Timestamp::now()))
+        .ok()
+        .filter(|d| !d.is_zero())
+}
+
+/// Brings `st` in line with `spec.import`: runs the import unless it
+/// completed once. `Err(Error::Import)` after a failed attempt, with `st`
+/// saying why (the error policy requeues it after its backoff);
+/// `Ok(Some(wait))` while a failed attempt's backoff runs: every status
+/// write wakes the controller, so the backoff is kept here, not only by the
+/// requeue.
+async fn import_step(
+    p: &ArgonProject,
+    ctx: &Context,
+    api: &Api<ArgonProject>,
+    wal: &Wal,
+    st: &mut ArgonProjectStatus,
+) -> Result<Option<Duration>> {
+    let generation = p.metadata.generation;
+    let mut previous = st.import.clone();
+    if p.spec.import.is_some() && previous.as_ref().map(|i| i.phase) != Some(ImportPhase::Completed)
+    {
+        // The reconcile's object comes from the watch cache, which can lag
+        // behind this controller's own last status write (the end of an
+        // import): ask the API server before copying anything again.
+        let fresh = api.get_status(&p.name_any()).await?;
+        previous = fresh.status.and_then(|s| s.import);
+        st.import = previous.clone();
+    }
+    let spec = match (&p.spec.import, previous.as_ref()) {
+        (_, Some(imp)) if imp.phase == ImportPhase::Completed => {
+            st.conditions.set(
+                IMPORTED,
+                true,
+                "Completed",
+                &completed_message(imp),
+                generation,
+            );
+            return Ok(None);
+        }
+        (Some(spec), _) => spec,
+        (None, Some(imp)) => {
+            let message = format!(
+                "spec.import was removed before an import completed; main keeps what the last attempt copied ({})",
+                counts(imp)
+            );
+            st.conditions
+                .set(IMPORTED, false, "Abandoned", &message, generation);
+            return Ok(None);
+        }
+        (None, None) => {
+            st.conditions.drop_condition(IMPORTED);
+            return Ok(None);
+        }
+    };
+    if let Some(imp) = &previous
+        && let Some(wait) = retry_wait(imp, generation)
+    {
+        set_failed(st, imp, generation);
+        return Ok(Some(wait));
+    }
+    if previous.is_none() {
+        // No record of an import, yet main has commits: most likely the
+        // ArgonProject was recreated over a retained store. Copying again
+        // would overwrite what was written since, so it is refused.
+        if let Some(last) = wal.log_info("main").await?.last {
+            let message = format!(
+                "main already has commits (head at seq {}) and this ArgonProject has no record of an import: spec.import only seeds an empty main; remove it",
+                last.seq
+            );
+            let was = st
+                .conditions
+                .get_condition(IMPORTED)
+                .map(|c| c.reason.clone());
+            st.conditions
+                .set(IMPORTED, false, "MainNotEmpty", &message, generation);
+            if was.as_deref() != Some("MainNotEmpty") {
+                ctx.event(p, true, "MainNotEmpty", "Import", message).await;
+            }
+            return Ok(None);
+        }
+    }
+
+    let attempt = previous.as_ref().map_or(0, |i| i.attempts).max(0) + 1;
+    let mut imp = ImportStatus {
+        phase: ImportPhase::Running,
+        attempts: attempt,
+        databases: 0,
+        collections: 0,
+        indexes: 0,
+        documents: 0,
+        current: None,
+        started_at: previous.and_then(|i| i.started_at).or_else(|| Some(now())),
+        completed_at: None,
+        generation,
+        failed_at: None,
+        main_seq: None,
+        message: None,
+    };
+    st.phase = Some(IMPORTING.into());
+    st.conditions.set(
+        READY,
+        false,
+        IMPORTING,
+        "copying spec.import into main",
+        generation,
+    );
+    report(api, p, st, &imp, "connecting to the source").await;
+    if attempt == 1 {
+        let note = format!("importing {:?} into main", spec.databases);
+        ctx.event(p, false, "Importing", "Import", note).await;
+    }
+    match copy(p, ctx, api, wal, spec, st, &mut imp).await {
+        Ok(()) => {
+            imp.phase = ImportPhase::Completed;
+            imp.current = None;
+            imp.completed_at = Some(now());
+            imp.main_seq = wal.log_info("main").await?.last.map(|l| l.seq.0 as i64);
+            let message = completed_message(&imp);
+            imp.message = Some(format!("imported {}", counts(&imp)));
+            st.conditions
+                .set(IMPORTED, true, "Completed", &message, generation);
+            st.import = Some(imp);
+            ctx.event(p, false, "Imported", "Import", message).await;
+            Ok(None)
+        }
+        Err(e) => {
+            let reason = e.to_string();
+            imp.phase = ImportPhase::Failed;
+            imp.failed_at = Some(now());
+            imp.message = Some(reason.clone());
+            set_failed(st, &imp, generation);
+            st.import = Some(imp);
+            let message = format!("attempt {attempt}: {reason}");
+            ctx.event(p, true, IMPORT_FAILED, "Import", message).await;
+            Err(Error::Import {
+                project: p.name_any(),
+                reason,
+                attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
+            })
+        }
+    }
+}
+
+/// Progress goes to status at each collection and every this many commits of documents.
+const REPORT_EVERY: u64 = 10;
+
+/// One attempt: the Secret, the source's collections, then each collection
+/// (options and indexes first, then its documents in batches).
+async fn copy(
+    p: &ArgonProject,
+    ctx: &Context,
+    api: &Api<ArgonProject>,
+    wal: &Wal,
+    spec: &ImportSpec,
+    st: &mut ArgonProjectStatus,
+    imp: &mut ImportStatus,
+) -> std::result::Result<(), ImportError> {
+    let namespace = p.namespace().unwrap_or_default();
+    let uri = ctx
+        .stores
+        .secret_value(&namespace, &spec.secret_ref)
+        .await
+        .map_err(|e| ImportError::Invalid(format!("spec.import.secretRef: {e}")))?;
+    let client = import::connect(&stores::with_selection_timeout(uri.trim())).await?;
+    let plan = import::plan(&client, spec).await?;
+    let total = plan.len();
+    for (i, c) in plan.iter().enumerate() {
+        imp.current = Some(c.ns.to_string());
+        let step = format!("copying {} (collection {} of {total})", c.ns, i + 1);
+        report(api, p, st, imp, &step).await;
+        imp.indexes += import::create_collection(&client, wal, c).await? as i64;
+        let mut cursor = import::documents(&client, c).await?;
+        let mut batches = 0u64;
+        loop {
+            let n = import::copy_batch(&mut cursor, wal, &c.ns).await?;
+            if n == 0 {
+                break;
+            }
+            imp.documents += n as i64;
+            batches += 1;
+            if batches.is_multiple_of(REPORT_EVERY) {
+                report(api, p, st, imp, &step).await;
+            }
+        }
+        imp.collections += 1;
+        if plan.get(i + 1).is_none_or(|next| next.ns.db != c.ns.db) {
+            imp.databases += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Writes the import's progress. Best effort: a lost progress write only
+/// delays what status shows; the outcome is written by the reconcile.
+async fn report(
+    api: &Api<ArgonProject>,
+    p: &ArgonProject,
+    st: &mut ArgonProjectStatus,
+    imp: &ImportStatus,
+    step: &str,
+) {
+    let message = format!("{step}; copied so far: {}", counts(imp));
+    st.conditions
+        .set(IMPORTED, false, IMPORTING, &message, p.metadata.generation);
+    st.import = Some(imp.clone());
+    if let Err(e) = apply_status(api, p, st).await {
+        tracing::warn!(project = %p.name_any(), error = %e, "writing import progress");
+    }
 }

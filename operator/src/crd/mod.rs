@@ -14,7 +14,8 @@ pub use branch::{
 pub use condition::Conditions;
 pub use project::{
     ArgonProject, ArgonProjectSpec, ArgonProjectStatus, DeletionPolicy, EmbeddedStoreSpec,
-    ImportSpec, MongoStoreSpec, RetentionSpec, SecretKeyRef, SidecarDefaults, StoreSpec,
+    ImportPhase, ImportSpec, ImportStatus, MongoStoreSpec, RetentionSpec, SecretKeyRef,
+    SidecarDefaults, StoreSpec,
 };
 
 /// The API group of every Argon resource.

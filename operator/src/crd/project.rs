@@ -29,7 +29,11 @@ pub struct ArgonProjectSpec {
     /// The store holding the WAL. Changing it points the project at another log.
     #[x_kube(validation = Rule::new("self == oldSelf").message("spec.store is immutable: create a new project to use another store"))]
     pub store: StoreSpec,
-    /// An existing MongoDB database to import into `main`, once.
+    /// Existing MongoDB databases to copy into `main`: a one-time seed. Once
+    /// `status.import.phase` is `Completed` the import never runs again, even
+    /// if this field changes or is removed (edit `main` through a branch
+    /// endpoint instead). Until then a changed value is what the next attempt
+    /// copies; what a failed attempt copied stays in `main`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub import: Option<ImportSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -92,15 +96,21 @@ pub struct EmbeddedStoreSpec {
     pub sub_path: Option<String>,
 }
 
-/// An existing MongoDB database imported into `main`.
+/// Existing MongoDB databases copied into `main` once: collections (not
+/// views, not `system.*`), their options, secondary indexes and documents,
+/// keeping database and collection names. The copy reads each collection
+/// once; it is not a point-in-time snapshot of a source written meanwhile.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ImportSpec {
-    /// The Secret key holding the source's connection string.
+    /// The Secret key holding the source's `mongodb://` connection string.
     pub secret_ref: SecretKeyRef,
-    /// Databases to import.
+    /// Databases to import; each must exist and hold a collection (one of
+    /// `collections`, when that is set).
+    #[schemars(length(min = 1))]
     pub databases: Vec<String>,
-    /// Only these collections (all when empty).
+    /// Only collections of these names, in whichever listed database they
+    /// are (all when empty); each must exist in at least one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub collections: Vec<String>,
 }
@@ -138,7 +148,7 @@ pub enum DeletionPolicy {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct ArgonProjectStatus {
-    /// `Pending`, `Ready`, `Failed` or `Deleting`.
+    /// `Pending`, `Importing` (spec.import runs), `Ready`, `Failed` or `Deleting`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -156,4 +166,63 @@ pub struct ArgonProjectStatus {
     pub main_head_seq: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub main_head_time: Option<Time>,
+    /// Progress and outcome of `spec.import`; `Completed` means it never runs again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub import: Option<ImportStatus>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImportPhase {
+    Running,
+    Completed,
+    /// The last attempt failed (see `message`); it is retried with backoff.
+    Failed,
+}
+
+/// Counts are of the current (or last) attempt: an attempt after a failure
+/// or an operator restart copies everything again (puts are keyed by `_id`,
+/// so nothing is duplicated, and documents already in `main` unchanged are
+/// not logged again).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ImportStatus {
+    /// `Running`, `Completed` (it never runs again) or `Failed` (retried).
+    pub phase: ImportPhase,
+    /// Attempts so far (the current one included).
+    #[serde(default)]
+    pub attempts: i64,
+    /// Databases copied completely.
+    #[serde(default)]
+    pub databases: i64,
+    /// Collections copied completely.
+    #[serde(default)]
+    pub collections: i64,
+    /// Secondary indexes created (`_id_` not counted).
+    #[serde(default)]
+    pub indexes: i64,
+    /// Documents copied so far.
+    #[serde(default)]
+    pub documents: i64,
+    /// The collection being copied (`db.coll`), or where the last attempt failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<String>,
+    /// When the first attempt started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Time>,
+    /// The ArgonProject generation the last attempt ran for: after a
+    /// failure, a new generation (a changed spec) is retried at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+    /// When the last attempt failed; the next one waits 5 s after the first
+    /// failure, doubling up to 5 min (a fixed Secret is picked up then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_at: Option<Time>,
+    /// `main`'s head once the import completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub main_seq: Option<i64>,
+    /// What failed, or a summary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }

@@ -5,6 +5,7 @@
 mod chart;
 mod crds;
 mod examples;
+mod import;
 mod leader;
 mod lifecycle;
 mod scale;

@@ -6,8 +6,8 @@
 
 use argon_operator::config::Config;
 use argon_operator::crd::{
-    ArgonBranch, ArgonBranchSpec, ArgonProject, ArgonProjectSpec, EndpointSpec, MongoStoreSpec,
-    PointSpec, ResetSpec, SecretKeyRef, StoreSpec,
+    ArgonBranch, ArgonBranchSpec, ArgonProject, ArgonProjectSpec, EndpointSpec, ImportSpec,
+    MongoStoreSpec, PointSpec, ResetSpec, SecretKeyRef, StoreSpec,
 };
 use argon_operator::metrics::Metrics;
 use argon_operator::{Operator, crdgen};
@@ -127,6 +127,19 @@ impl ProjectFixture {
         if let Some(m) = self.0.spec.store.mongodb.as_mut() {
             m.secret_ref.name = secret.into();
         }
+        self
+    }
+
+    /// Imports `databases` from the source URI in Secret `secret` (key `uri`).
+    pub fn import(mut self, secret: &str, databases: &[&str]) -> Self {
+        self.0.spec.import = Some(ImportSpec {
+            secret_ref: SecretKeyRef {
+                name: secret.into(),
+                key: "uri".into(),
+            },
+            databases: databases.iter().map(|d| d.to_string()).collect(),
+            collections: Vec::new(),
+        });
         self
     }
 
@@ -265,7 +278,21 @@ pub async fn wait_for<K>(
 where
     K: Resource + Clone + DeserializeOwned + Debug,
 {
-    let deadline = tokio::time::Instant::now() + WAIT;
+    wait_for_within(api, name, what, WAIT, check).await
+}
+
+/// `wait_for` with its own timeout.
+pub async fn wait_for_within<K>(
+    api: &Api<K>,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    check: impl Fn(&K) -> bool,
+) -> anyhow::Result<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let last = match api.get_opt(name).await {
             Ok(Some(obj)) if check(&obj) => return Ok(obj),
@@ -300,6 +327,15 @@ pub fn condition<'a>(
     type_: &str,
 ) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
     b.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+}
+
+pub fn project_condition<'a>(
+    p: &'a ArgonProject,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    p.status
         .as_ref()
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
 }

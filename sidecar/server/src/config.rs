@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use argon_wal::store::mongo::redact_uri as redact;
 use argon_wal::{EmbeddedStore, LogStore, MongoStore, Wal, WalError, WalOptions};
 use clap::{Args, Parser, Subcommand};
 
@@ -94,13 +95,6 @@ impl ServeArgs {
                 "no store: give --data <dir> (embedded) or --store mongodb://... (shared)".into(),
             ),
         }
-    }
-}
-
-fn redact(uri: &str) -> String {
-    match (uri.find("://"), uri.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}://***{}", &uri[..s], &uri[at..]),
-        _ => uri.to_owned(),
     }
 }
 

@@ -87,7 +87,9 @@ impl MongoStore {
     pub async fn connect(uri: &str, database: &str) -> Result<Arc<MongoStore>> {
         let client = Client::with_uri_str(uri)
             .await
-            .map_err(|e| WalError::mongo(format!("connecting to {uri}"), e))?;
+            // Never the URI itself: it may carry a password, and this
+            // message reaches logs, events and CR status.
+            .map_err(|e| WalError::mongo(format!("connecting to {}", redact_uri(uri)), e))?;
         Self::with_client(&client, database).await
     }
 
@@ -421,5 +423,25 @@ impl LogStore for MongoStore {
             }
             Ok(None)
         })
+    }
+}
+
+/// `mongodb://user:secret@host/x` → `mongodb://***@host/x`: what an error
+/// message may show of a connection string.
+pub fn redact_uri(uri: &str) -> String {
+    match (uri.find("://"), uri.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***{}", &uri[..s], &uri[at..]),
+        _ => uri.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::redact_uri;
+
+    #[test]
+    fn credentials_never_show() {
+        assert_eq!(redact_uri("mongodb://u:p@h:1/x"), "mongodb://***@h:1/x");
+        assert_eq!(redact_uri("mongodb://h:1/x"), "mongodb://h:1/x");
     }
 }

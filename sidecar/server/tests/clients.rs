@@ -16,6 +16,7 @@ use anyhow::Context;
 use argon_testkit::FerretDb;
 use argon_testkit::clients::{run_mongosh, run_node, run_python};
 use bson::{Bson, Document, doc};
+use common::code;
 use common::sidecar::Sidecar;
 use futures::TryStreamExt;
 use mongodb::options::ReturnDocument;
@@ -118,15 +119,6 @@ async fn rust_driver_scenario() {
     );
     standalone.expect("the Rust driver on the standalone sidecar");
     on_ferretdb.expect("the Rust driver on the FerretDB sidecar");
-}
-
-fn code(e: &mongodb::error::Error) -> Option<i32> {
-    use mongodb::error::{ErrorKind, WriteFailure};
-    match &*e.kind {
-        ErrorKind::Write(WriteFailure::WriteError(w)) => Some(w.code),
-        ErrorKind::Command(c) => Some(c.code),
-        _ => None,
-    }
 }
 
 async fn ids(

@@ -6,17 +6,9 @@
 mod common;
 
 use bson::{Document, doc};
+use common::code;
 use common::sidecar::Sidecar;
 use mongodb::Collection;
-
-fn code(e: &mongodb::error::Error) -> Option<i32> {
-    use mongodb::error::{ErrorKind, WriteFailure};
-    match &*e.kind {
-        ErrorKind::Write(WriteFailure::WriteError(w)) => Some(w.code),
-        ErrorKind::Command(c) => Some(c.code),
-        _ => None,
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_only_server_refuses_writes_and_branch_changes() {

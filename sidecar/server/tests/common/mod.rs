@@ -18,6 +18,17 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
+/// The MongoDB error code of a driver error (a write error or a command
+/// error), if it carries one.
+pub fn code(e: &mongodb::error::Error) -> Option<i32> {
+    use mongodb::error::{ErrorKind, WriteFailure};
+    match &*e.kind {
+        ErrorKind::Write(WriteFailure::WriteError(w)) => Some(w.code),
+        ErrorKind::Command(c) => Some(c.code),
+        _ => None,
+    }
+}
+
 pub struct TestServer {
     pub addr: SocketAddr,
     pub metrics: Arc<Metrics>,

@@ -24,8 +24,7 @@ use argon_testkit::process::ServerProcess;
 use argon_testkit::{FerretDb, KubeApiServer, free_port, wait_until};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{ObjectMeta, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 
@@ -55,7 +54,7 @@ async fn main() -> anyhow::Result<()> {
     let args = args()?;
     let kube = KubeApiServer::start().await?;
     let client = kube.client().await?;
-    install_crds(&client).await?;
+    crdgen::install(&client, "argon-bench", Duration::from_secs(30)).await?;
     let mongo = FerretDb::start().await?;
     let ns = "bench";
     let nss: Api<Namespace> = Api::all(client.clone());
@@ -229,38 +228,6 @@ async fn apply_branches(
         .filter_map(|(name, t)| applied.get(name).map(|a| t.saturating_duration_since(*a)))
         .collect();
     Ok((latencies, all_ready))
-}
-
-async fn install_crds(client: &Client) -> anyhow::Result<()> {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for file in crdgen::crds()? {
-        let name = file.crd.metadata.name.clone().unwrap_or_default();
-        api.patch(
-            &name,
-            &PatchParams::apply("argon-bench").force(),
-            &Patch::Apply(&file.crd),
-        )
-        .await?;
-        wait_until(
-            &format!("CRD {name} Established"),
-            Duration::from_secs(30),
-            || {
-                let (api, name) = (api.clone(), name.clone());
-                async move {
-                    Ok(api
-                        .get(&name)
-                        .await?
-                        .status
-                        .and_then(|s| s.conditions)
-                        .unwrap_or_default()
-                        .iter()
-                        .any(|c| c.type_ == "Established" && c.status == "True"))
-                }
-            },
-        )
-        .await?;
-    }
-    Ok(())
 }
 
 async fn create_project(

@@ -47,3 +47,37 @@ pub fn write_all(dir: &Path) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Applies every CRD to the cluster (server-side apply under
+/// `field_manager`) and waits until each is Established, so custom
+/// resources can be created right after. What `kubectl apply -f crds/`
+/// followed by `kubectl wait --for=condition=Established` does.
+pub async fn install(
+    client: &kube::Client,
+    field_manager: &str,
+    timeout: std::time::Duration,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use kube::api::{Api, Patch, PatchParams};
+    use kube::runtime::wait::{await_condition, conditions};
+
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for file in crds()? {
+        let name = file.crd.metadata.name.clone().unwrap_or_default();
+        api.patch(
+            &name,
+            &PatchParams::apply(field_manager).force(),
+            &Patch::Apply(&file.crd),
+        )
+        .await
+        .with_context(|| format!("applying CRD {name}"))?;
+        tokio::time::timeout(
+            timeout,
+            await_condition(api.clone(), &name, conditions::is_crd_established()),
+        )
+        .await
+        .with_context(|| format!("CRD {name} not Established within {timeout:?}"))?
+        .with_context(|| format!("watching CRD {name}"))?;
+    }
+    Ok(())
+}

@@ -13,8 +13,7 @@ use argon_operator::metrics::Metrics;
 use argon_operator::{Operator, crdgen};
 use argon_testkit::{FerretDb, KubeApiServer, wait_until};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
@@ -35,31 +34,7 @@ pub async fn kube_with_crds() -> anyhow::Result<(KubeApiServer, Client)> {
 }
 
 pub async fn install_crds(client: &Client) -> anyhow::Result<()> {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for file in crdgen::crds()? {
-        let name = file.crd.metadata.name.clone().unwrap_or_default();
-        api.patch(
-            &name,
-            &PatchParams::apply("argon-tests").force(),
-            &Patch::Apply(&file.crd),
-        )
-        .await?;
-        wait_until(&format!("CRD {name} Established"), WAIT, || {
-            let api = api.clone();
-            let name = name.clone();
-            async move {
-                let crd = api.get(&name).await?;
-                Ok(crd
-                    .status
-                    .and_then(|s| s.conditions)
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True"))
-            }
-        })
-        .await?;
-    }
-    Ok(())
+    crdgen::install(client, "argon-tests", WAIT).await
 }
 
 pub async fn namespace(client: &Client, name: &str) -> anyhow::Result<String> {

@@ -268,6 +268,13 @@ async fn commit_documents(
     ns: &Namespace,
     docs: Vec<(Bson, Document)>,
 ) -> Result<(), ImportError> {
+    let docs = docs
+        .into_iter()
+        .map(|(id, doc)| match argon_wal::rawdoc::encode(&doc) {
+            Ok(raw) => Ok((id, raw)),
+            Err(e) => Err(ImportError::Invalid(format!("document {id} of {ns}: {e}"))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let mut todo = vec![Arc::new(docs)];
     while let Some(batch) = todo.pop() {
         let docs = Arc::clone(&batch);
@@ -278,9 +285,10 @@ async fn commit_documents(
                 let ops: Vec<DocOp> = docs
                     .iter()
                     .filter(|(id, doc)| {
-                        !existing
+                        // Byte for byte: MongoDB keeps field order.
+                        existing
                             .and_then(|c| c.get(id))
-                            .is_some_and(|d| same(d, doc))
+                            .is_none_or(|d| d.as_bytes() != doc.as_bytes())
                     })
                     .map(|(id, doc)| DocOp::Put {
                         ns: target.clone(),
@@ -311,9 +319,4 @@ async fn commit_documents(
         }
     }
     Ok(())
-}
-
-/// Byte-for-byte: `Document`'s `==` ignores field order, which MongoDB keeps.
-fn same(a: &Document, b: &Document) -> bool {
-    a == b && a.to_vec().ok() == b.to_vec().ok()
 }

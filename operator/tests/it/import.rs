@@ -216,7 +216,7 @@ async fn import_copies_a_database_into_main_once() -> anyhow::Result<()> {
         for d in &want {
             let id = d.get("_id").expect("_id");
             assert_eq!(
-                got.get(id).map(|g| g.to_vec().expect("encode")),
+                got.get(id).map(|g| g.as_bytes().to_vec()),
                 Some(d.to_vec()?),
                 "shop.{coll} {id}"
             );
@@ -365,7 +365,7 @@ async fn import_copies_a_database_into_main_once() -> anyhow::Result<()> {
                 vec![DocOp::Put {
                     ns: Namespace::new("app", "things"),
                     id: Bson::Int32(1),
-                    doc: doc! {"_id": 1},
+                    doc: argon_wal::rawdoc::encode(&doc! {"_id": 1}).expect("encodes"),
                 }],
                 (),
             ))

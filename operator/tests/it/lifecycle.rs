@@ -33,7 +33,7 @@ async fn put(wal: &Wal, branch: &str, id: i32) -> anyhow::Result<CommitInfo> {
                 vec![DocOp::Put {
                     ns: Namespace::new("shop", "orders"),
                     id: Bson::Int32(id),
-                    doc: doc! {"_id": id, "n": id},
+                    doc: argon_wal::rawdoc::encode(&doc! {"_id": id, "n": id}).expect("encodes"),
                 }],
                 (),
             ))

@@ -30,7 +30,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tasks.push(tokio::spawn(async move {
             for i in 0i64.. {
                 let id = w * 1_000_000 + i;
-                let doc = doc! {"_id": id, "w": w, "i": i, "pad": payload.as_str()};
+                let doc = argon_wal::rawdoc::encode(
+                    &doc! {"_id": id, "w": w, "i": i, "pad": payload.as_str()},
+                )
+                .expect("a plain document encodes");
                 let op = DocOp::Put {
                     ns: Namespace::new("db", "c"),
                     id: Bson::Int64(id),

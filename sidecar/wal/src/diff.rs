@@ -47,8 +47,8 @@ impl Diff {
     }
 }
 
-fn id_of(d: &bson::Document) -> Bson {
-    d.get("_id").cloned().unwrap_or(Bson::Null)
+fn id_of(d: &bson::RawDocument) -> Bson {
+    crate::rawdoc::id_of(d).unwrap_or(Bson::Null)
 }
 
 fn diff_collection(

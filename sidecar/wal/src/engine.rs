@@ -1319,13 +1319,13 @@ fn commit_size(c: &Commit) -> usize {
         .map(|o| {
             let doc_len = |d: &bson::Document| d.to_vec().map(|v| v.len()).unwrap_or(0);
             let body = match &o.op {
-                DocOp::Put { doc, .. } => doc_len(doc),
+                DocOp::Put { doc, .. } => doc.as_bytes().len(),
                 DocOp::CreateCollection { options: d, .. } | DocOp::CreateIndex { spec: d, .. } => {
                     doc_len(d)
                 }
                 _ => 0,
             };
-            body + o.pre_image.as_ref().map_or(0, doc_len) + 64
+            body + o.pre_image.as_ref().map_or(0, |d| d.as_bytes().len()) + 64
         })
         .sum()
 }
@@ -1337,12 +1337,14 @@ fn apply_checked(state: &mut BranchState, ops: Vec<DocOp>) -> Result<Vec<LoggedO
         match &op {
             DocOp::Put { ns, id, doc } => {
                 check_ns(ns)?;
-                let Some(doc_id) = doc.get("_id") else {
+                crate::rawdoc::validate(doc, "put document")
+                    .map_err(|e| WalError::InvalidOp(format!("put into {ns}: {e}")))?;
+                let Some(doc_id) = crate::rawdoc::id_of(doc) else {
                     return Err(WalError::InvalidOp(format!(
                         "put into {ns}: the document has no _id"
                     )));
                 };
-                if IdKey::from_bson(doc_id) != IdKey::from_bson(id) {
+                if IdKey::from_bson(&doc_id) != IdKey::from_bson(id) {
                     return Err(WalError::InvalidOp(format!(
                         "put into {ns}: the document's _id {doc_id} is not the op's id {id}"
                     )));

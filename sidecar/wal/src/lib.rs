@@ -22,6 +22,7 @@ mod engine;
 pub mod error;
 pub mod idkey;
 pub mod indexkey;
+pub mod rawdoc;
 pub mod record;
 pub mod snapshot;
 pub mod state;

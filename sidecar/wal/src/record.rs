@@ -8,18 +8,21 @@
 //! same bytes.
 
 use crate::error::{Result, WalError};
+use crate::rawdoc;
 use crate::types::{BranchId, BranchName, CommitInfo, CommitTime, Namespace, Seq};
-use bson::{Bson, Document, doc, spec::BinarySubtype};
+use bson::raw::{RawArrayBuf, RawBsonRef, cstr};
+use bson::{Bson, Document, RawDocument, RawDocumentBuf, doc, spec::BinarySubtype};
 
 /// One physical, fully resolved change. Filters and update operators were
 /// resolved by the writer; replay applies these as they are.
 #[derive(Clone, Debug, PartialEq)]
 pub enum DocOp {
-    /// Insert or replace: `doc` is the full post-image.
+    /// Insert or replace: `doc` is the full post-image, as BSON bytes
+    /// (`rawdoc::encode` makes one from a `Document`).
     Put {
         ns: Namespace,
         id: Bson,
-        doc: Document,
+        doc: RawDocumentBuf,
     },
     Delete {
         ns: Namespace,
@@ -57,7 +60,7 @@ pub enum DocOp {
 #[derive(Clone, Debug, PartialEq)]
 pub struct LoggedOp {
     pub op: DocOp,
-    pub pre_image: Option<Document>,
+    pub pre_image: Option<RawDocumentBuf>,
 }
 
 /// Why an incarnation takes no more commits. A seal is an ordinary commit
@@ -212,104 +215,140 @@ fn ns_doc(ns: &Namespace) -> (Bson, Bson) {
     (Bson::String(ns.db.clone()), Bson::String(ns.coll.clone()))
 }
 
-fn get_ns(d: &Document, what: &'static str, db: &str, coll: &str) -> Result<Namespace> {
-    Ok(Namespace::new(
-        get_str(d, what, db)?,
-        get_str(d, what, coll)?,
-    ))
-}
-
-fn op_to_doc(op: &LoggedOp) -> Document {
-    let mut d = match &op.op {
+/// Encodes one op. User documents (`doc`, `pre`) are appended as the bytes
+/// they already are; only the small metadata goes through `Document`.
+fn op_to_raw(op: &LoggedOp) -> Result<RawDocumentBuf> {
+    let (meta, doc) = match &op.op {
         DocOp::Put { ns, id, doc } => {
             let (db, coll) = ns_doc(ns);
-            doc! {"op": "put", "db": db, "coll": coll, "id": id.clone(), "doc": doc.clone()}
+            (
+                doc! {"op": "put", "db": db, "coll": coll, "id": id.clone()},
+                Some(doc),
+            )
         }
         DocOp::Delete { ns, id } => {
             let (db, coll) = ns_doc(ns);
-            doc! {"op": "delete", "db": db, "coll": coll, "id": id.clone()}
+            (
+                doc! {"op": "delete", "db": db, "coll": coll, "id": id.clone()},
+                None,
+            )
         }
         DocOp::CreateCollection { ns, options } => {
             let (db, coll) = ns_doc(ns);
-            doc! {"op": "createCollection", "db": db, "coll": coll, "options": options.clone()}
+            (
+                doc! {"op": "createCollection", "db": db, "coll": coll, "options": options.clone()},
+                None,
+            )
         }
         DocOp::DropCollection { ns } => {
             let (db, coll) = ns_doc(ns);
-            doc! {"op": "dropCollection", "db": db, "coll": coll}
+            (doc! {"op": "dropCollection", "db": db, "coll": coll}, None)
         }
-        DocOp::DropDatabase { db } => doc! {"op": "dropDatabase", "db": db.clone()},
+        DocOp::DropDatabase { db } => (doc! {"op": "dropDatabase", "db": db.clone()}, None),
         DocOp::CreateIndex { ns, spec } => {
             let (db, coll) = ns_doc(ns);
-            doc! {"op": "createIndex", "db": db, "coll": coll, "spec": spec.clone()}
+            (
+                doc! {"op": "createIndex", "db": db, "coll": coll, "spec": spec.clone()},
+                None,
+            )
         }
         DocOp::DropIndex { ns, name } => {
             let (db, coll) = ns_doc(ns);
-            doc! {"op": "dropIndex", "db": db, "coll": coll, "name": name.clone()}
+            (
+                doc! {"op": "dropIndex", "db": db, "coll": coll, "name": name.clone()},
+                None,
+            )
         }
         DocOp::RenameCollection { from, to } => {
             let (db, coll) = ns_doc(from);
             let (to_db, to_coll) = ns_doc(to);
-            doc! {"op": "renameCollection", "db": db, "coll": coll, "toDb": to_db, "toColl": to_coll}
+            (
+                doc! {"op": "renameCollection", "db": db, "coll": coll, "toDb": to_db, "toColl": to_coll},
+                None,
+            )
         }
     };
-    if let Some(pre) = &op.pre_image {
-        d.insert("pre", pre.clone());
+    let mut out = RawDocumentBuf::try_from(&meta)
+        .map_err(|e| WalError::malformed("commit op", format!("cannot encode: {e}")))?;
+    if let Some(d) = doc {
+        out.append(cstr!("doc"), d);
     }
-    d
+    if let Some(pre) = &op.pre_image {
+        out.append(cstr!("pre"), pre);
+    }
+    Ok(out)
 }
 
-/// Takes the op apart (moving its documents out, no deep copies: replay
-/// decodes every commit it folds).
-fn op_from_doc(mut d: Document) -> Result<LoggedOp> {
+/// Decodes one op, copying its documents' bytes (no parse: replay decodes
+/// every commit it folds).
+fn op_from_raw(d: &RawDocument) -> Result<LoggedOp> {
     const W: &str = "commit op";
-    let take_doc = |d: &mut Document, k: &str| match d.remove(k) {
-        Some(Bson::Document(v)) => Ok(v),
-        Some(_) => Err(WalError::malformed(
-            W,
-            format!("field {k} is not a document"),
-        )),
-        None => Err(WalError::malformed(W, format!("field {k} is missing"))),
+    let field = |k: &str| {
+        d.get(k)
+            .map_err(|e| WalError::malformed(W, format!("field {k}: {e}")))
     };
-    let pre_image = match d.remove("pre") {
-        Some(Bson::Document(p)) => Some(p),
-        Some(_) => return Err(WalError::malformed(W, "field pre is not a document")),
-        None => None,
+    let raw_doc = |k: &str| -> Result<Option<&RawDocument>> {
+        match field(k)? {
+            Some(RawBsonRef::Document(v)) => Ok(Some(v)),
+            Some(_) => Err(WalError::malformed(
+                W,
+                format!("field {k} is not a document"),
+            )),
+            None => Ok(None),
+        }
     };
-    let kind = get_str(&d, W, "op")?.to_string();
-    let ns = |d: &Document| get_ns(d, W, "db", "coll");
-    let id = |d: &mut Document| {
-        d.remove("id")
-            .ok_or_else(|| WalError::malformed(W, "field id is missing"))
+    let need_doc = |k: &str| {
+        raw_doc(k)?.ok_or_else(|| WalError::malformed(W, format!("field {k} is missing")))
     };
+    let parsed = |k: &str| -> Result<Document> {
+        let v = need_doc(k)?;
+        Document::try_from(v).map_err(|e| WalError::malformed(W, format!("field {k}: {e}")))
+    };
+    let string = |k: &str| -> Result<String> {
+        match field(k)? {
+            Some(RawBsonRef::String(v)) => Ok(v.to_string()),
+            Some(_) => Err(WalError::malformed(W, format!("field {k} is not a string"))),
+            None => Err(WalError::malformed(W, format!("field {k} is missing"))),
+        }
+    };
+    let ns = |db: &str, coll: &str| -> Result<Namespace> {
+        Ok(Namespace::new(string(db)?, string(coll)?))
+    };
+    let id = || -> Result<Bson> {
+        let v = field("id")?.ok_or_else(|| WalError::malformed(W, "field id is missing"))?;
+        Bson::try_from(v).map_err(|e| WalError::malformed(W, format!("field id: {e}")))
+    };
+    let pre_image = raw_doc("pre")?.map(|p| rawdoc::owned(p, W)).transpose()?;
+    let kind = string("op")?;
     let op = match kind.as_str() {
         "put" => DocOp::Put {
-            ns: ns(&d)?,
-            id: id(&mut d)?,
-            doc: take_doc(&mut d, "doc")?,
+            ns: ns("db", "coll")?,
+            id: id()?,
+            doc: rawdoc::owned(need_doc("doc")?, W)?,
         },
         "delete" => DocOp::Delete {
-            ns: ns(&d)?,
-            id: id(&mut d)?,
+            ns: ns("db", "coll")?,
+            id: id()?,
         },
         "createCollection" => DocOp::CreateCollection {
-            ns: ns(&d)?,
-            options: take_doc(&mut d, "options")?,
+            ns: ns("db", "coll")?,
+            options: parsed("options")?,
         },
-        "dropCollection" => DocOp::DropCollection { ns: ns(&d)? },
-        "dropDatabase" => DocOp::DropDatabase {
-            db: get_str(&d, W, "db")?.to_string(),
+        "dropCollection" => DocOp::DropCollection {
+            ns: ns("db", "coll")?,
         },
+        "dropDatabase" => DocOp::DropDatabase { db: string("db")? },
         "createIndex" => DocOp::CreateIndex {
-            ns: ns(&d)?,
-            spec: take_doc(&mut d, "spec")?,
+            ns: ns("db", "coll")?,
+            spec: parsed("spec")?,
         },
         "dropIndex" => DocOp::DropIndex {
-            ns: ns(&d)?,
-            name: get_str(&d, W, "name")?.to_string(),
+            ns: ns("db", "coll")?,
+            name: string("name")?,
         },
         "renameCollection" => DocOp::RenameCollection {
-            from: ns(&d)?,
-            to: get_ns(&d, W, "toDb", "toColl")?,
+            from: ns("db", "coll")?,
+            to: ns("toDb", "toColl")?,
         },
         other => return Err(WalError::malformed(W, format!("unknown op {other:?}"))),
     };
@@ -347,14 +386,18 @@ fn seal_from_doc(d: &Document) -> Result<Seal> {
 /// Encodes a commit as the document both stores keep:
 /// `{k: "commit", project, branch, seq, time, actor, nops, body: <binary BSON {ops, seal?}>}`.
 pub fn commit_to_doc(project: &str, c: &Commit) -> Result<Document> {
-    let mut body =
-        doc! {"ops": c.ops.iter().map(|o| Bson::Document(op_to_doc(o))).collect::<Vec<_>>()};
-    if let Some(seal) = &c.seal {
-        body.insert("seal", seal_to_doc(seal));
+    let mut ops = RawArrayBuf::new();
+    for o in &c.ops {
+        ops.push(op_to_raw(o)?);
     }
-    let body_bytes = body
-        .to_vec()
-        .map_err(|e| WalError::malformed("commit", format!("cannot encode: {e}")))?;
+    let mut body = RawDocumentBuf::new();
+    body.append(cstr!("ops"), ops);
+    if let Some(seal) = &c.seal {
+        let seal = RawDocumentBuf::try_from(&seal_to_doc(seal))
+            .map_err(|e| WalError::malformed("commit", format!("cannot encode: {e}")))?;
+        body.append(cstr!("seal"), seal);
+    }
+    let body_bytes = body.into_bytes();
     Ok(doc! {
         "k": "commit",
         "project": project,
@@ -371,24 +414,31 @@ pub fn commit_to_doc(project: &str, c: &Commit) -> Result<Document> {
 pub fn commit_from_doc(d: &Document) -> Result<Commit> {
     const W: &str = "commit";
     let body_bytes = get_binary(d, W, "body")?;
-    let mut body = Document::from_reader(body_bytes)
+    let body = RawDocument::from_bytes(body_bytes)
         .map_err(|e| WalError::malformed(W, format!("body is not BSON: {e}")))?;
-    let ops = match body.remove("ops") {
-        Some(Bson::Array(ops)) => ops,
-        Some(_) => return Err(WalError::malformed(W, "field ops is not an array")),
-        None => return Err(WalError::malformed(W, "field ops is missing")),
+    let ops = match body.get("ops") {
+        Ok(Some(RawBsonRef::Array(ops))) => ops,
+        Ok(Some(_)) => return Err(WalError::malformed(W, "field ops is not an array")),
+        Ok(None) => return Err(WalError::malformed(W, "field ops is missing")),
+        Err(e) => return Err(WalError::malformed(W, format!("body: {e}"))),
     };
     let ops = ops
         .into_iter()
         .map(|o| match o {
-            Bson::Document(od) => op_from_doc(od),
-            _ => Err(WalError::malformed(W, "an op is not a document")),
+            Ok(RawBsonRef::Document(od)) => op_from_raw(od),
+            Ok(_) => Err(WalError::malformed(W, "an op is not a document")),
+            Err(e) => Err(WalError::malformed(W, format!("ops: {e}"))),
         })
         .collect::<Result<Vec<_>>>()?;
     let seal = match body.get("seal") {
-        Some(Bson::Document(s)) => Some(seal_from_doc(s)?),
-        Some(_) => return Err(WalError::malformed(W, "field seal is not a document")),
-        None => None,
+        Ok(Some(RawBsonRef::Document(s))) => {
+            let s = Document::try_from(s)
+                .map_err(|e| WalError::malformed(W, format!("field seal: {e}")))?;
+            Some(seal_from_doc(&s)?)
+        }
+        Ok(Some(_)) => return Err(WalError::malformed(W, "field seal is not a document")),
+        Ok(None) => None,
+        Err(e) => return Err(WalError::malformed(W, format!("body: {e}"))),
     };
     Ok(Commit {
         branch: BranchId(get_u64(d, W, "branch")?),
@@ -533,9 +583,9 @@ mod tests {
                     op: DocOp::Put {
                         ns: Namespace::new("db", "c"),
                         id: Bson::Int32(1),
-                        doc: doc! {"_id": 1, "$weird": {"a.b": 1}},
+                        doc: crate::rawdoc::encode(&doc! {"_id": 1, "$weird": {"a.b": 1}}).unwrap(),
                     },
-                    pre_image: Some(doc! {"_id": 1}),
+                    pre_image: Some(crate::rawdoc::encode(&doc! {"_id": 1}).unwrap()),
                 },
                 LoggedOp {
                     op: DocOp::RenameCollection {

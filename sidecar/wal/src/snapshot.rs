@@ -3,20 +3,25 @@
 //! Layout: `"ARGSNAP1"`, then a run of BSON documents, then the CRC32C of
 //! everything after the magic (u32 little-endian):
 //!   `{seq, time, colls: n}`
-//!   n × (`{db, coll, options, indexes, docs: m}` then m × `{d: <doc>}`)
+//!   n × (`{db, coll, options, indexes, docs: m}` then the m documents
+//!   themselves, as their stored bytes)
+//! `ARGSNAP1` (each document wrapped as `{d: <doc>}`) is no longer read: a
+//! snapshot is only an optimisation, and one the engine cannot decode is
+//! replaced by replay.
 //! A snapshot is self-contained (a fork's snapshot includes what it inherited),
 //! so reading from one never needs the ancestry.
 
 use crate::error::{Result, WalError};
 use crate::idkey::IdKey;
+use crate::rawdoc;
 use crate::record::{get_i64, get_u64};
 use crate::state::{BranchState, CollectionState};
 use crate::types::{CommitTime, Namespace, Seq};
-use bson::{Bson, Document, doc};
+use bson::{Bson, Document, RawDocument, doc};
 use imbl::OrdMap;
 use std::sync::Arc;
 
-const MAGIC: &[u8; 8] = b"ARGSNAP1";
+const MAGIC: &[u8; 8] = b"ARGSNAP2";
 const W: &str = "snapshot";
 
 fn push_doc(out: &mut Vec<u8>, d: &Document) -> Result<()> {
@@ -45,7 +50,7 @@ pub fn encode(state: &BranchState) -> Result<Vec<u8>> {
         for d in c.iter() {
             // The key is rebuilt from the document's `_id`; the engine
             // refuses a Put whose `doc._id` is not its `id`, so they agree.
-            push_doc(&mut out, &doc! {"d": d.clone()})?;
+            out.extend_from_slice(d.as_bytes());
         }
     }
     let crc = crc32c::crc32c(&out[MAGIC.len()..]);
@@ -60,6 +65,14 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn next_doc(&mut self) -> Result<Document> {
+        let at = self.pos;
+        let raw = self.next_raw()?;
+        Document::try_from(raw)
+            .map_err(|e| WalError::malformed(W, format!("bad document at {at}: {e}")))
+    }
+
+    /// The next document's bytes, its length checked (not its elements).
+    fn next_raw(&mut self) -> Result<&RawDocument> {
         let rest = &self.bytes[self.pos..];
         let len_bytes: [u8; 4] = rest
             .get(..4)
@@ -72,7 +85,7 @@ impl Reader<'_> {
             .ok_or_else(|| {
                 WalError::malformed(W, format!("bad document length {len} at {}", self.pos))
             })?;
-        let d = Document::from_reader(&rest[..len])
+        let d = RawDocument::from_bytes(&rest[..len])
             .map_err(|e| WalError::malformed(W, format!("bad document at {}: {e}", self.pos)))?;
         self.pos += len;
         Ok(d)
@@ -122,12 +135,8 @@ pub fn decode(bytes: &[u8]) -> Result<BranchState> {
         let ndocs = get_u64(&meta, W, "docs")?;
         let mut docs = OrdMap::new();
         for _ in 0..ndocs {
-            let mut entry = r.next_doc()?;
-            let d = match entry.remove("d") {
-                Some(Bson::Document(d)) => d,
-                _ => return Err(WalError::malformed(W, "entry without a document")),
-            };
-            let key = IdKey::from_bson(d.get("_id").unwrap_or(&Bson::Null));
+            let d = rawdoc::owned(r.next_raw()?, W)?;
+            let key = IdKey::from_bson(&rawdoc::id_of(&d).unwrap_or(Bson::Null));
             docs.insert(key, Arc::new(d));
         }
         state.insert_collection(ns, CollectionState::from_parts(options, indexes, docs));

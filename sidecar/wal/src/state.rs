@@ -14,9 +14,10 @@
 
 use crate::idkey::IdKey;
 use crate::indexkey::{IndexKey, IndexKeyError, KeyPattern};
+use crate::rawdoc;
 use crate::record::{Commit, DocOp};
 use crate::types::{CommitTime, Namespace, Seq};
-use bson::{Bson, Document, doc};
+use bson::{Bson, Document, RawDocument, RawDocumentBuf, doc};
 use imbl::{OrdMap, OrdSet};
 use std::sync::Arc;
 
@@ -31,10 +32,10 @@ struct KeyMap {
 }
 
 impl KeyMap {
-    fn build(name: String, pattern: KeyPattern, docs: &OrdMap<IdKey, Arc<Document>>) -> KeyMap {
+    fn build(name: String, pattern: KeyPattern, docs: &OrdMap<IdKey, StoredDoc>) -> KeyMap {
         let mut entries = OrdSet::new();
         for (id, d) in docs {
-            for k in pattern.key_set(d) {
+            for k in pattern.key_set(&rawdoc::parse(d)) {
                 entries.insert((k, id.clone()));
             }
         }
@@ -74,11 +75,15 @@ impl KeyMap {
     }
 }
 
+/// A document as state holds it: its BSON bytes, shared between every
+/// state (fork, checkpoint, reader) that contains it.
+pub(crate) type StoredDoc = Arc<RawDocumentBuf>;
+
 /// One collection: its documents in `IdKey` order, options, indexes, and a
 /// key map per secondary index this crate can maintain (see `indexkey`).
 #[derive(Clone, Debug)]
 pub struct CollectionState {
-    docs: OrdMap<IdKey, Arc<Document>>,
+    docs: OrdMap<IdKey, StoredDoc>,
     options: Arc<Document>,
     indexes: Arc<Vec<Document>>,
     /// In `indexes` order; only specs `KeyPattern::parse` accepts.
@@ -105,22 +110,30 @@ impl CollectionState {
         }
     }
 
-    pub fn get(&self, id: &Bson) -> Option<&Document> {
-        self.docs.get(&IdKey::from_bson(id)).map(|d| d.as_ref())
+    /// The document with `_id` `id`, as its BSON bytes (zero-copy).
+    pub fn get(&self, id: &Bson) -> Option<&RawDocument> {
+        self.docs
+            .get(&IdKey::from_bson(id))
+            .map(|d| d.as_ref().as_ref())
     }
 
-    pub fn get_by_key(&self, key: &IdKey) -> Option<&Document> {
-        self.docs.get(key).map(|d| d.as_ref())
+    /// The document with `_id` `id`, parsed.
+    pub fn get_document(&self, id: &Bson) -> Option<Document> {
+        self.get(id).map(rawdoc::parse)
+    }
+
+    pub fn get_by_key(&self, key: &IdKey) -> Option<&RawDocument> {
+        self.docs.get(key).map(|d| d.as_ref().as_ref())
     }
 
     /// Documents in `IdKey` order (MongoDB's `_id` order).
-    pub fn iter(&self) -> impl Iterator<Item = &Document> {
-        self.docs.values().map(|d| d.as_ref())
+    pub fn iter(&self) -> impl Iterator<Item = &RawDocument> {
+        self.docs.values().map(|d| d.as_ref().as_ref())
     }
 
     /// `(key, document)` pairs in key order.
-    pub fn entries(&self) -> impl Iterator<Item = (&IdKey, &Document)> {
-        self.docs.iter().map(|(k, d)| (k, d.as_ref()))
+    pub fn entries(&self) -> impl Iterator<Item = (&IdKey, &RawDocument)> {
+        self.docs.iter().map(|(k, d)| (k, d.as_ref().as_ref()))
     }
 
     pub fn len(&self) -> usize {
@@ -140,14 +153,14 @@ impl CollectionState {
         &self.indexes
     }
 
-    pub(crate) fn docs_map(&self) -> &OrdMap<IdKey, Arc<Document>> {
+    pub(crate) fn docs_map(&self) -> &OrdMap<IdKey, StoredDoc> {
         &self.docs
     }
 
     pub(crate) fn from_parts(
         options: Document,
         indexes: Vec<Document>,
-        docs: OrdMap<IdKey, Arc<Document>>,
+        docs: OrdMap<IdKey, StoredDoc>,
     ) -> CollectionState {
         let mut c = CollectionState {
             docs,
@@ -199,7 +212,7 @@ impl CollectionState {
     /// The `_id` of the document holding `key_values` (one value per field
     /// of the index, in spec order; multikey elements, not whole arrays) in
     /// the index `index_name`; the smallest `_id` if several do. O(log n).
-    pub fn lookup_unique(&self, index_name: &str, key_values: &[Bson]) -> Option<&Bson> {
+    pub fn lookup_unique(&self, index_name: &str, key_values: &[Bson]) -> Option<Bson> {
         self.lookup(index_name, key_values).next()
     }
 
@@ -209,12 +222,12 @@ impl CollectionState {
         &'a self,
         index_name: &str,
         key_values: &[Bson],
-    ) -> impl Iterator<Item = &'a Bson> + 'a {
+    ) -> impl Iterator<Item = Bson> + 'a {
         let key = IndexKey::from_values(key_values);
         self.keymap(index_name)
             .into_iter()
             .flat_map(move |km| km.holders(&key))
-            .filter_map(|id| self.docs.get(id).and_then(|d| d.get("_id")))
+            .filter_map(|id| self.docs.get(id).and_then(|d| rawdoc::id_of(d)))
     }
 
     /// The unique check for writing `doc` (insert or replacement of the
@@ -225,7 +238,7 @@ impl CollectionState {
         &self,
         index_name: &str,
         doc: &Document,
-    ) -> Result<Option<(Vec<Bson>, &Bson)>, IndexKeyError> {
+    ) -> Result<Option<(Vec<Bson>, Bson)>, IndexKeyError> {
         let km = self
             .keymap(index_name)
             .ok_or_else(|| IndexKeyError::NotMaintained(index_name.to_string()))?;
@@ -233,7 +246,7 @@ impl CollectionState {
         for values in km.pattern.keys(doc, true)? {
             let key = IndexKey::from_values(&values);
             if let Some(other) = km.holders(&key).find(|id| **id != own)
-                && let Some(other_id) = self.docs.get(other).and_then(|d| d.get("_id"))
+                && let Some(other_id) = self.docs.get(other).and_then(|d| rawdoc::id_of(d))
             {
                 return Ok(Some((values, other_id)));
             }
@@ -263,12 +276,15 @@ impl CollectionState {
     }
 
     /// Keeps the key maps in step with a put (`new`) or delete of `id`.
-    fn reindex(&mut self, id: &IdKey, old: Option<&Document>, new: Option<&Document>) {
+    fn reindex(&mut self, id: &IdKey, old: Option<&RawDocument>, new: Option<&RawDocument>) {
         if self.keymaps.is_empty() {
             return;
         }
+        // Key extraction reads parsed documents; only indexed collections pay.
+        let old = old.map(rawdoc::parse);
+        let new = new.map(rawdoc::parse);
         for km in Arc::make_mut(&mut self.keymaps) {
-            km.update(id, old, new);
+            km.update(id, old.as_ref(), new.as_ref());
         }
     }
 
@@ -368,7 +384,7 @@ impl BranchState {
     /// Applies one op; returns the document it replaced or deleted (the
     /// pre-image). Ops that name absent things are no-ops, as in MongoDB
     /// (dropping a missing collection, deleting a missing document).
-    pub fn apply(&mut self, op: &DocOp) -> Option<Document> {
+    pub fn apply(&mut self, op: &DocOp) -> Option<RawDocumentBuf> {
         match op {
             DocOp::Put { ns, id, doc } => self
                 .put(ns, id, Arc::new(doc.clone()))
@@ -439,18 +455,18 @@ impl BranchState {
 
     /// A put; returns the replaced document (shared: copying it out is the
     /// caller's choice, replay never does).
-    fn put(&mut self, ns: &Namespace, id: &Bson, doc: Arc<Document>) -> Option<Arc<Document>> {
+    fn put(&mut self, ns: &Namespace, id: &Bson, doc: StoredDoc) -> Option<StoredDoc> {
         let coll = self
             .colls
             .entry(ns.clone())
             .or_insert_with(|| CollectionState::new(Document::new()));
         let key = IdKey::from_bson(id);
         let old = coll.docs.insert(key.clone(), Arc::clone(&doc));
-        coll.reindex(&key, old.as_deref(), Some(&doc));
+        coll.reindex(&key, old.as_deref().map(|d| d.as_ref()), Some(&doc));
         old
     }
 
-    fn delete(&mut self, ns: &Namespace, id: &Bson) -> Option<Arc<Document>> {
+    fn delete(&mut self, ns: &Namespace, id: &Bson) -> Option<StoredDoc> {
         let coll = self.colls.get_mut(ns)?;
         let key = IdKey::from_bson(id);
         let old = coll.docs.remove(&key)?;
@@ -494,6 +510,10 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    fn raw(d: Document) -> RawDocumentBuf {
+        rawdoc::encode(&d).unwrap()
+    }
+
     #[test]
     fn fork_is_independent_of_its_source() {
         let ns = Namespace::new("d", "c");
@@ -501,22 +521,22 @@ mod tests {
         a.apply(&DocOp::Put {
             ns: ns.clone(),
             id: Bson::Int32(1),
-            doc: doc! {"_id": 1, "v": 1},
+            doc: raw(doc! {"_id": 1, "v": 1}),
         });
         let mut b = a.clone();
         let pre = b.apply(&DocOp::Put {
             ns: ns.clone(),
             id: Bson::Double(1.0),
-            doc: doc! {"_id": 1, "v": 2},
+            doc: raw(doc! {"_id": 1, "v": 2}),
         });
-        assert_eq!(pre, Some(doc! {"_id": 1, "v": 1}));
+        assert_eq!(pre, Some(raw(doc! {"_id": 1, "v": 1})));
         assert_eq!(
-            a.collection(&ns).unwrap().get(&Bson::Int64(1)),
-            Some(&doc! {"_id": 1, "v": 1})
+            a.collection(&ns).unwrap().get_document(&Bson::Int64(1)),
+            Some(doc! {"_id": 1, "v": 1})
         );
         assert_eq!(
-            b.collection(&ns).unwrap().get(&Bson::Int64(1)),
-            Some(&doc! {"_id": 1, "v": 2})
+            b.collection(&ns).unwrap().get_document(&Bson::Int64(1)),
+            Some(doc! {"_id": 1, "v": 2})
         );
     }
 
@@ -563,7 +583,7 @@ mod tests {
             s.apply(&DocOp::Put {
                 ns: ns.clone(),
                 id: d.get("_id").cloned().unwrap_or(Bson::Null),
-                doc: d,
+                doc: raw(d),
             })
         };
         put(&mut s, doc! {"_id": 1, "email": "a@x", "tags": ["p", "q"]});
@@ -581,16 +601,16 @@ mod tests {
         assert!(c.has_key_map("email_1") && !c.has_key_map("_id_"));
         assert_eq!(
             c.lookup_unique("email_1", &[Bson::String("b@x".into())]),
-            Some(&Bson::Int32(2))
+            Some(Bson::Int32(2))
         );
         assert_eq!(
             c.lookup_unique("tags_1", &[Bson::String("q".into())]),
-            Some(&Bson::Int32(1))
+            Some(Bson::Int32(1))
         );
         // A missing field indexes as null.
         assert_eq!(
             c.lookup_unique("tags_1", &[Bson::Null]),
-            Some(&Bson::Int32(2))
+            Some(Bson::Int32(2))
         );
         // Unique checks: a replacement of the same _id is not a conflict.
         assert_eq!(
@@ -599,7 +619,7 @@ mod tests {
         );
         assert_eq!(
             c.unique_conflict("tags_1", &doc! {"_id": 3, "tags": ["z", "p"]}),
-            Ok(Some((vec![Bson::String("p".into())], &Bson::Int32(1))))
+            Ok(Some((vec![Bson::String("p".into())], Bson::Int32(1))))
         );
         assert_eq!(
             c.unique_conflict("nope", &doc! {"_id": 3}),
@@ -614,7 +634,7 @@ mod tests {
         );
         assert_eq!(
             c.lookup_unique("email_1", &[Bson::String("c@x".into())]),
-            Some(&Bson::Int32(1))
+            Some(Bson::Int32(1))
         );
         assert_eq!(c.lookup("tags_1", &[Bson::Null]).count(), 2);
         // Delete, rename, drop index.
@@ -682,7 +702,7 @@ mod tests {
                             d.insert(k, v);
                         }
                     }
-                    DocOp::Put { ns, id: Bson::Int64(id.into()), doc: d }
+                    DocOp::Put { ns, id: Bson::Int64(id.into()), doc: raw(d) }
                 }
             ),
             2 => (ns.clone(), 0i32..6).prop_map(|(ns, id)| DocOp::Delete { ns, id: Bson::Int32(id) }),
@@ -700,6 +720,7 @@ mod tests {
         let want = IndexKey::from_values(key);
         let pattern = KeyPattern::parse(spec).unwrap();
         c.iter()
+            .map(rawdoc::parse)
             .filter(|d| pattern.key_set(d).contains(&want))
             .map(|d| d.get("_id").cloned().unwrap())
             .collect()
@@ -726,11 +747,12 @@ mod tests {
                         if !c.has_key_map(name) {
                             continue;
                         }
-                        for d in c.iter() {
-                            for key in KeyPattern::parse(spec).unwrap().keys(d, false).unwrap() {
-                                let held: Vec<Bson> = c.lookup(name, &key).cloned().collect();
+                        for d in c.iter().map(rawdoc::parse) {
+                            for key in KeyPattern::parse(spec).unwrap().keys(&d, false).unwrap() {
+                                let held: Vec<Bson> = c.lookup(name, &key).collect();
                                 prop_assert_eq!(&held, &scan(c, spec, &key));
-                                prop_assert_eq!(c.lookup_unique(name, &key), held.first());
+                                let first = c.lookup_unique(name, &key);
+                                prop_assert_eq!(first.as_ref(), held.first());
                             }
                         }
                     }

@@ -372,7 +372,7 @@ async fn typed_errors() {
                 vec![argon_wal::DocOp::Put {
                     ns: ns("a"),
                     id: Bson::Int32(1),
-                    doc: doc! {"_id": 2},
+                    doc: argon_wal::rawdoc::encode(&doc! {"_id": 2}).expect("encodes"),
                 }],
                 (),
             ))

@@ -23,27 +23,34 @@ pub(crate) fn batch_size(d: Option<&Document>) -> Result<Option<usize>> {
     }
 }
 
-/// The documents of `ns` that match `filter`, in `_id` order (a point lookup
-/// when the filter pins `_id`).
-pub(crate) fn matching<'s>(
-    state: &'s BranchState,
-    ns: &Namespace,
-    filter: &Filter,
-) -> Vec<&'s Document> {
+/// The documents of `ns` that match `filter`, parsed, in `_id` order (a
+/// point lookup when the filter pins `_id`). State holds BSON bytes; only
+/// the documents looked at are parsed.
+pub(crate) fn matching(state: &BranchState, ns: &Namespace, filter: &Filter) -> Vec<Document> {
     let Some(coll) = state.collection(ns) else {
         return Vec::new();
     };
     if let Some(id) = filter.id_equality() {
         return coll
-            .get(id)
+            .get_document(id)
             .filter(|d| filter.matches(d))
             .into_iter()
             .collect();
     }
+    let all = coll.iter().map(argon_wal::rawdoc::parse);
     if filter.is_empty() {
-        return coll.iter().collect();
+        return all.collect();
     }
-    coll.iter().filter(|d| filter.matches(d)).collect()
+    all.filter(|d| filter.matches(d)).collect()
+}
+
+/// How many documents of `ns` match `filter` (no parse for an empty filter).
+fn count_matching(state: &BranchState, ns: &Namespace, filter: &Filter) -> usize {
+    match state.collection(ns) {
+        Some(coll) if filter.is_empty() => coll.len(),
+        Some(_) => matching(state, ns, filter).len(),
+        None => 0,
+    }
 }
 
 fn parse_filter(cmd: &Document, key: &str) -> Result<Filter> {
@@ -81,11 +88,11 @@ pub async fn find(ctx: &Ctx<'_>) -> Result<Document> {
     let found = matching(&state, &ns, &filter);
     let docs: Vec<Document> = match &sort {
         Some(s) if !s.is_empty() => {
-            let mut v: Vec<Document> = found.into_iter().cloned().collect();
+            let mut v = found;
             s.sort(&mut v);
             finish(v.into_iter(), skip, limit, projection.as_ref())
         }
-        _ => finish(found.into_iter().cloned(), skip, limit, projection.as_ref()),
+        _ => finish(found.into_iter(), skip, limit, projection.as_ref()),
     };
     let shown = format!("{}.{coll}", target.raw);
     let (first, id) = ctx
@@ -169,7 +176,7 @@ pub async fn count(ctx: &Ctx<'_>) -> Result<Document> {
     let mut n = if filter.is_empty() {
         state.collection(&ns).map(|c| c.len()).unwrap_or(0)
     } else {
-        matching(&state, &ns, &filter).len()
+        count_matching(&state, &ns, &filter)
     };
     n = n.saturating_sub(skip);
     if limit > 0 {
@@ -194,7 +201,7 @@ pub async fn distinct(ctx: &Ctx<'_>) -> Result<Document> {
     let ns = Namespace::new(target.db.as_str(), coll.as_str());
     let mut values: Vec<Bson> = Vec::new();
     for d in matching(&state, &ns, &filter) {
-        for v in crate::query::path::resolve(d, &key).values {
+        for v in crate::query::path::resolve(&d, &key).values {
             let items: Vec<&Bson> = match v {
                 Bson::Array(a) => a.iter().collect(),
                 v => vec![v],
@@ -223,7 +230,7 @@ impl Lookup for StateLookup<'_> {
     fn collection(&self, name: &str) -> Vec<Document> {
         self.state
             .collection(&Namespace::new(self.db, name))
-            .map(|c| c.iter().cloned().collect())
+            .map(|c| c.iter().map(argon_wal::rawdoc::parse).collect())
             .unwrap_or_default()
     }
 }
@@ -263,11 +270,11 @@ pub async fn aggregate(ctx: &Ctx<'_>) -> Result<Document> {
                 s.get_document("$match")
                     .map_err(|e| CommandError::bad_value(e.to_string()))?,
             )?;
-            matching(&state, &ns, &f).into_iter().cloned().collect()
+            matching(&state, &ns, &f)
         }
         _ => state
             .collection(&ns)
-            .map(|c| c.iter().cloned().collect())
+            .map(|c| c.iter().map(argon_wal::rawdoc::parse).collect())
             .unwrap_or_default(),
     };
     let out = pipeline.run(

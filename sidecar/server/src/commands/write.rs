@@ -96,11 +96,21 @@ fn check_unique(state: &BranchState, ns: &Namespace, doc: &Document, insert: boo
         let Some(key) = index_key(spec, doc) else {
             continue;
         };
-        for other in coll.iter() {
+        // The WAL keeps a key map for plain indexes: an O(log n) check.
+        let name = spec.get_str("name").unwrap_or_default();
+        if coll.has_key_map(name) {
+            match coll.unique_conflict(name, doc) {
+                Ok(Some(_)) => return Err(duplicate_key(ns, spec, &key)),
+                Ok(None) => continue,
+                // Parallel arrays and the like: the scan below decides.
+                Err(_) => {}
+            }
+        }
+        for other in coll.iter().map(argon_wal::rawdoc::parse) {
             let same_doc = other.get("_id").is_some_and(|o| {
                 type_rank(o) == type_rank(&id) && compare(o, &id) == Ordering::Equal
             });
-            if !same_doc && index_key(spec, other).is_some_and(|k| same_key(&k, &key)) {
+            if !same_doc && index_key(spec, &other).is_some_and(|k| same_key(&k, &key)) {
                 return Err(duplicate_key(ns, spec, &key));
             }
         }
@@ -124,14 +134,16 @@ pub(crate) fn check_unique_over<'a>(
     Ok(())
 }
 
-fn put(st: &mut BranchState, ops: &mut Vec<DocOp>, ns: &Namespace, doc: Document) {
+fn put(st: &mut BranchState, ops: &mut Vec<DocOp>, ns: &Namespace, doc: &Document) -> Result<()> {
+    let raw = argon_wal::rawdoc::encode(doc).map_err(|e| CommandError::bad_value(e.to_string()))?;
     let op = DocOp::Put {
         ns: ns.clone(),
         id: doc.get("_id").cloned().unwrap_or(Bson::Null),
-        doc,
+        doc: raw,
     };
     st.apply(&op);
     ops.push(op);
+    Ok(())
 }
 
 fn ensure_collection(st: &mut BranchState, ops: &mut Vec<DocOp>, ns: &Namespace) {
@@ -228,7 +240,7 @@ pub async fn insert(ctx: &Ctx<'_>) -> Result<Document> {
         for (i, d) in docs.iter().enumerate() {
             let outcome = d.as_ref().map_err(Clone::clone).and_then(|d| {
                 check_unique(&st, &ns, d, true)?;
-                put(&mut st, &mut ops, &ns, d.clone());
+                put(&mut st, &mut ops, &ns, d)?;
                 Ok(())
             });
             match outcome {
@@ -306,7 +318,7 @@ fn apply_update(
     let targets: Vec<Document> = {
         let found = super::read::matching(st, ns, &s.filter);
         let take = if s.multi { found.len() } else { 1 };
-        found.into_iter().take(take).cloned().collect()
+        found.into_iter().take(take).collect()
     };
     let mut out = Updated {
         matched: targets.len() as i64,
@@ -317,7 +329,7 @@ fn apply_update(
         let new = s.u.apply(&old, false)?;
         if new != old {
             check_unique(st, ns, &new, false)?;
-            put(st, ops, ns, new);
+            put(st, ops, ns, &new)?;
             out.modified += 1;
         }
     }
@@ -327,7 +339,7 @@ fn apply_update(
         ensure_collection(st, ops, ns);
         check_unique(st, ns, &doc, true)?;
         out.upserted = doc.get("_id").cloned();
-        put(st, ops, ns, doc);
+        put(st, ops, ns, &doc)?;
     }
     Ok(out)
 }
@@ -507,11 +519,11 @@ pub async fn find_and_modify(ctx: &Ctx<'_>) -> Result<Document> {
         let mut st = state.clone();
         let mut ops = Vec::new();
         let found: Option<Document> = {
-            let mut m: Vec<&Document> = super::read::matching(&st, &ns, &filter);
+            let mut m: Vec<Document> = super::read::matching(&st, &ns, &filter);
             if let Some(s) = &sort {
                 m.sort_by(|a, b| s.compare(a, b));
             }
-            m.first().map(|d| (*d).clone())
+            m.into_iter().next()
         };
         match (found, &update) {
             (Some(old), None) => {
@@ -528,7 +540,7 @@ pub async fn find_and_modify(ctx: &Ctx<'_>) -> Result<Document> {
                 let new = u.apply(&old, false)?;
                 if new != old {
                     check_unique(&st, &ns, &new, false)?;
-                    put(&mut st, &mut ops, &ns, new.clone());
+                    put(&mut st, &mut ops, &ns, &new)?;
                 }
                 let value = if return_new { new } else { old };
                 Ok((ops, (Some(value), doc! {"n": 1, "updatedExisting": true})))
@@ -539,7 +551,7 @@ pub async fn find_and_modify(ctx: &Ctx<'_>) -> Result<Document> {
                 ensure_collection(&mut st, &mut ops, &ns);
                 check_unique(&st, &ns, &doc, true)?;
                 let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
-                put(&mut st, &mut ops, &ns, doc.clone());
+                put(&mut st, &mut ops, &ns, &doc)?;
                 let value = if return_new { Some(doc) } else { None };
                 Ok((
                     ops,

@@ -21,7 +21,7 @@ pub fn put(coll: &str, id: i64, v: i64) -> DocOp {
     DocOp::Put {
         ns: ns(coll),
         id: Bson::Int64(id),
-        doc: doc! {"_id": id, "v": v},
+        doc: argon_wal::rawdoc::encode(&doc! {"_id": id, "v": v}).expect("encodes"),
     }
 }
 

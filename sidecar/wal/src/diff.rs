@@ -1,10 +1,9 @@
 //! Differences between two states of a branch, per collection. Used by
 //! `Wal::diff` and as the preview of a reset.
 
-use crate::state::{BranchState, CollectionState};
+use crate::state::{BranchState, CollectionState, DocChange};
 use crate::types::{Namespace, Seq};
 use bson::Bson;
-use imbl::ordmap::DiffItem;
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct CollectionDiff {
@@ -65,18 +64,11 @@ fn diff_collection(
         (Some(a), None) => out.removed = a.iter().map(id_of).collect(),
         (None, Some(b)) => out.added = b.iter().map(id_of).collect(),
         (Some(a), Some(b)) => {
-            if a.docs_map().ptr_eq(b.docs_map()) {
-                return out;
-            }
-            for item in a.docs_map().diff(b.docs_map()) {
-                match item {
-                    DiffItem::Add(_, d) => out.added.push(id_of(d)),
-                    DiffItem::Remove(_, d) => out.removed.push(id_of(d)),
-                    DiffItem::Update { old, new } => {
-                        if old.1 != new.1 {
-                            out.changed.push(id_of(new.1));
-                        }
-                    }
+            for change in a.changes(b) {
+                match change {
+                    DocChange::Added(d) => out.added.push(id_of(d)),
+                    DocChange::Removed(d) => out.removed.push(id_of(d)),
+                    DocChange::Changed(d) => out.changed.push(id_of(d)),
                 }
             }
         }

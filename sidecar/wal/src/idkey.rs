@@ -55,6 +55,12 @@ impl IdKey {
         &self.0
     }
 
+    /// A key from bytes `as_bytes` gave (state keeps keys inside its
+    /// document entries and rebuilds them for key maps).
+    pub(crate) fn from_key_bytes(bytes: &[u8]) -> IdKey {
+        IdKey(Arc::from(bytes))
+    }
+
     /// Sorts below every real key (which is never empty): a range start.
     pub(crate) fn min() -> IdKey {
         IdKey(Arc::from(&[][..]))

@@ -12,14 +12,11 @@
 //! so reading from one never needs the ancestry.
 
 use crate::error::{Result, WalError};
-use crate::idkey::IdKey;
 use crate::rawdoc;
 use crate::record::{get_i64, get_u64};
 use crate::state::{BranchState, CollectionState};
 use crate::types::{CommitTime, Namespace, Seq};
 use bson::{Bson, Document, RawDocument, doc};
-use imbl::OrdMap;
-use std::sync::Arc;
 
 const MAGIC: &[u8; 8] = b"ARGSNAP2";
 const W: &str = "snapshot";
@@ -133,11 +130,9 @@ pub fn decode(bytes: &[u8]) -> Result<BranchState> {
             })
             .collect::<Result<Vec<_>>>()?;
         let ndocs = get_u64(&meta, W, "docs")?;
-        let mut docs = OrdMap::new();
+        let mut docs = Vec::with_capacity(usize::try_from(ndocs).unwrap_or(0).min(1 << 20));
         for _ in 0..ndocs {
-            let d = rawdoc::owned(r.next_raw()?, W)?;
-            let key = IdKey::from_bson(&rawdoc::id_of(&d).unwrap_or(Bson::Null));
-            docs.insert(key, Arc::new(d));
+            docs.push(rawdoc::owned(r.next_raw()?, W)?);
         }
         state.insert_collection(ns, CollectionState::from_parts(options, indexes, docs));
     }

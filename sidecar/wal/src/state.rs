@@ -19,6 +19,8 @@ use crate::record::{Commit, DocOp};
 use crate::types::{CommitTime, Namespace, Seq};
 use bson::{Bson, Document, RawDocument, RawDocumentBuf, doc};
 use imbl::{OrdMap, OrdSet};
+use std::borrow::Borrow;
+use std::cmp::Ordering;
 use std::sync::Arc;
 
 /// A secondary index's key map: `(key, _id key)` pairs, so that non-unique
@@ -32,10 +34,12 @@ struct KeyMap {
 }
 
 impl KeyMap {
-    fn build(name: String, pattern: KeyPattern, docs: &OrdMap<IdKey, StoredDoc>) -> KeyMap {
+    fn build(name: String, pattern: KeyPattern, docs: &OrdSet<StoredDoc>) -> KeyMap {
         let mut entries = OrdSet::new();
-        for (id, d) in docs {
-            for k in pattern.key_set(&rawdoc::parse(d)) {
+        for d in docs {
+            let Some(raw) = d.doc() else { continue };
+            let id = d.key();
+            for k in pattern.key_set(&rawdoc::parse(raw)) {
                 entries.insert((k, id.clone()));
             }
         }
@@ -75,15 +79,95 @@ impl KeyMap {
     }
 }
 
-/// A document as state holds it: its BSON bytes, shared between every
-/// state (fork, checkpoint, reader) that contains it.
-pub(crate) type StoredDoc = Arc<RawDocumentBuf>;
+/// A document as state holds it: its `_id` key and its BSON bytes in one
+/// shared allocation, `[key length: u32 LE][key][document]`, shared between
+/// every state (fork, checkpoint, reader) that contains it.
+///
+/// Why one allocation: a collection of small documents spends as much on
+/// per-entry overhead (allocation headers, tree slots) as on the documents;
+/// one fat pointer per entry keeps materialized state near its BSON size.
+///
+/// Ordered and compared by key only (it is a set element keyed by `_id`);
+/// `same_bytes` compares contents.
+#[derive(Clone)]
+pub(crate) struct StoredDoc(Arc<[u8]>);
+
+impl StoredDoc {
+    fn new(key: &IdKey, doc: &RawDocument) -> StoredDoc {
+        let (k, d) = (key.as_bytes(), doc.as_bytes());
+        let mut v = Vec::with_capacity(4 + k.len() + d.len());
+        v.extend_from_slice(&(k.len() as u32).to_le_bytes());
+        v.extend_from_slice(k);
+        v.extend_from_slice(d);
+        StoredDoc(v.into())
+    }
+
+    fn key_len(&self) -> usize {
+        let mut n = [0u8; 4];
+        n.copy_from_slice(self.0.get(..4).unwrap_or(&[0; 4]));
+        u32::from_le_bytes(n) as usize
+    }
+
+    fn key_bytes(&self) -> &[u8] {
+        self.0.get(4..4 + self.key_len()).unwrap_or_default()
+    }
+
+    fn key(&self) -> IdKey {
+        IdKey::from_key_bytes(self.key_bytes())
+    }
+
+    /// The document; `None` only if the entry were damaged, which `new`
+    /// never makes.
+    fn doc(&self) -> Option<&RawDocument> {
+        let bytes = self.0.get(4 + self.key_len()..)?;
+        RawDocument::from_bytes(bytes).ok()
+    }
+
+    fn same_bytes(&self, other: &StoredDoc) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
+
+impl PartialEq for StoredDoc {
+    fn eq(&self, other: &Self) -> bool {
+        self.key_bytes() == other.key_bytes()
+    }
+}
+impl Eq for StoredDoc {}
+impl PartialOrd for StoredDoc {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for StoredDoc {
+    /// `IdKey` order: keys compare as bytes.
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.key_bytes().cmp(other.key_bytes())
+    }
+}
+impl Borrow<[u8]> for StoredDoc {
+    fn borrow(&self) -> &[u8] {
+        self.key_bytes()
+    }
+}
+impl std::fmt::Debug for StoredDoc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?} => {:?}", self.key(), self.doc())
+    }
+}
+
+/// What changed between two document sets, in key order.
+pub(crate) enum DocChange<'a> {
+    Added(&'a RawDocument),
+    Removed(&'a RawDocument),
+    Changed(&'a RawDocument),
+}
 
 /// One collection: its documents in `IdKey` order, options, indexes, and a
 /// key map per secondary index this crate can maintain (see `indexkey`).
 #[derive(Clone, Debug)]
 pub struct CollectionState {
-    docs: OrdMap<IdKey, StoredDoc>,
+    docs: OrdSet<StoredDoc>,
     options: Arc<Document>,
     indexes: Arc<Vec<Document>>,
     /// In `indexes` order; only specs `KeyPattern::parse` accepts.
@@ -92,7 +176,15 @@ pub struct CollectionState {
 
 impl PartialEq for CollectionState {
     fn eq(&self, other: &Self) -> bool {
-        self.options == other.options && self.indexes == other.indexes && self.docs == other.docs
+        self.options == other.options
+            && self.indexes == other.indexes
+            && self.docs.len() == other.docs.len()
+            && (self.docs.ptr_eq(&other.docs)
+                || self
+                    .docs
+                    .iter()
+                    .zip(&other.docs)
+                    .all(|(a, b)| a.same_bytes(b)))
     }
 }
 
@@ -103,7 +195,7 @@ fn id_index() -> Document {
 impl CollectionState {
     fn new(options: Document) -> CollectionState {
         CollectionState {
-            docs: OrdMap::new(),
+            docs: OrdSet::new(),
             options: Arc::new(options),
             indexes: Arc::new(vec![id_index()]),
             keymaps: Arc::new(Vec::new()),
@@ -112,9 +204,7 @@ impl CollectionState {
 
     /// The document with `_id` `id`, as its BSON bytes (zero-copy).
     pub fn get(&self, id: &Bson) -> Option<&RawDocument> {
-        self.docs
-            .get(&IdKey::from_bson(id))
-            .map(|d| d.as_ref().as_ref())
+        self.get_by_key(&IdKey::from_bson(id))
     }
 
     /// The document with `_id` `id`, parsed.
@@ -123,17 +213,46 @@ impl CollectionState {
     }
 
     pub fn get_by_key(&self, key: &IdKey) -> Option<&RawDocument> {
-        self.docs.get(key).map(|d| d.as_ref().as_ref())
+        self.docs.get(key.as_bytes()).and_then(StoredDoc::doc)
     }
 
     /// Documents in `IdKey` order (MongoDB's `_id` order).
     pub fn iter(&self) -> impl Iterator<Item = &RawDocument> {
-        self.docs.values().map(|d| d.as_ref().as_ref())
+        self.docs.iter().filter_map(StoredDoc::doc)
     }
 
-    /// `(key, document)` pairs in key order.
-    pub fn entries(&self) -> impl Iterator<Item = (&IdKey, &RawDocument)> {
-        self.docs.iter().map(|(k, d)| (k, d.as_ref().as_ref()))
+    /// What changed from `self` to `other`, in key order. O(n) over both,
+    /// with no work when they share their whole set (a fork not written to).
+    pub(crate) fn changes<'a>(&'a self, other: &'a CollectionState) -> Vec<DocChange<'a>> {
+        let mut out = Vec::new();
+        if self.docs.ptr_eq(&other.docs) {
+            return out;
+        }
+        let (mut a, mut b) = (self.docs.iter().peekable(), other.docs.iter().peekable());
+        loop {
+            let step = match (a.peek(), b.peek()) {
+                (None, None) => break,
+                (Some(_), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (Some(x), Some(y)) => x.cmp(y),
+            };
+            match step {
+                Ordering::Less => {
+                    out.extend(a.next().and_then(StoredDoc::doc).map(DocChange::Removed))
+                }
+                Ordering::Greater => {
+                    out.extend(b.next().and_then(StoredDoc::doc).map(DocChange::Added))
+                }
+                Ordering::Equal => {
+                    if let (Some(x), Some(y)) = (a.next(), b.next())
+                        && !x.same_bytes(y)
+                    {
+                        out.extend(y.doc().map(DocChange::Changed));
+                    }
+                }
+            }
+        }
+        out
     }
 
     pub fn len(&self) -> usize {
@@ -153,15 +272,20 @@ impl CollectionState {
         &self.indexes
     }
 
-    pub(crate) fn docs_map(&self) -> &OrdMap<IdKey, StoredDoc> {
-        &self.docs
-    }
-
+    /// A collection from its parts (snapshot decoding); `docs` are
+    /// validated documents, each with an `_id`.
     pub(crate) fn from_parts(
         options: Document,
         indexes: Vec<Document>,
-        docs: OrdMap<IdKey, StoredDoc>,
+        docs: impl IntoIterator<Item = RawDocumentBuf>,
     ) -> CollectionState {
+        let docs = docs
+            .into_iter()
+            .map(|d| {
+                let key = IdKey::from_bson(&rawdoc::id_of(&d).unwrap_or(Bson::Null));
+                StoredDoc::new(&key, &d)
+            })
+            .collect();
         let mut c = CollectionState {
             docs,
             options: Arc::new(options),
@@ -227,7 +351,7 @@ impl CollectionState {
         self.keymap(index_name)
             .into_iter()
             .flat_map(move |km| km.holders(&key))
-            .filter_map(|id| self.docs.get(id).and_then(|d| rawdoc::id_of(d)))
+            .filter_map(|id| self.get_by_key(id).and_then(rawdoc::id_of))
     }
 
     /// The unique check for writing `doc` (insert or replacement of the
@@ -246,7 +370,7 @@ impl CollectionState {
         for values in km.pattern.keys(doc, true)? {
             let key = IndexKey::from_values(&values);
             if let Some(other) = km.holders(&key).find(|id| **id != own)
-                && let Some(other_id) = self.docs.get(other).and_then(|d| rawdoc::id_of(d))
+                && let Some(other_id) = self.get_by_key(other).and_then(rawdoc::id_of)
             {
                 return Ok(Some((values, other_id)));
             }
@@ -291,11 +415,9 @@ impl CollectionState {
     /// Test support: the key maps equal a rebuild from scratch.
     #[cfg(test)]
     pub(crate) fn keymaps_match_rebuild(&self) -> bool {
-        let fresh = CollectionState::from_parts(
-            (*self.options).clone(),
-            (*self.indexes).clone(),
-            self.docs.clone(),
-        );
+        let mut fresh = self.clone();
+        fresh.keymaps = Arc::new(Vec::new());
+        fresh.sync_keymaps();
         *fresh.keymaps == *self.keymaps
     }
 }
@@ -387,9 +509,11 @@ impl BranchState {
     pub fn apply(&mut self, op: &DocOp) -> Option<RawDocumentBuf> {
         match op {
             DocOp::Put { ns, id, doc } => self
-                .put(ns, id, Arc::new(doc.clone()))
-                .map(Arc::unwrap_or_clone),
-            DocOp::Delete { ns, id } => self.delete(ns, id).map(Arc::unwrap_or_clone),
+                .put(ns, id, doc)
+                .and_then(|d| d.doc().map(ToOwned::to_owned)),
+            DocOp::Delete { ns, id } => self
+                .delete(ns, id)
+                .and_then(|d| d.doc().map(ToOwned::to_owned)),
             DocOp::CreateCollection { ns, options } => {
                 if !self.colls.contains_key(ns) {
                     self.colls
@@ -455,33 +579,31 @@ impl BranchState {
 
     /// A put; returns the replaced document (shared: copying it out is the
     /// caller's choice, replay never does).
-    fn put(&mut self, ns: &Namespace, id: &Bson, doc: StoredDoc) -> Option<StoredDoc> {
+    fn put(&mut self, ns: &Namespace, id: &Bson, doc: &RawDocument) -> Option<StoredDoc> {
         let coll = self
             .colls
             .entry(ns.clone())
             .or_insert_with(|| CollectionState::new(Document::new()));
         let key = IdKey::from_bson(id);
-        let old = coll.docs.insert(key.clone(), Arc::clone(&doc));
-        coll.reindex(&key, old.as_deref().map(|d| d.as_ref()), Some(&doc));
+        let old = coll.docs.insert(StoredDoc::new(&key, doc));
+        coll.reindex(&key, old.as_ref().and_then(StoredDoc::doc), Some(doc));
         old
     }
 
     fn delete(&mut self, ns: &Namespace, id: &Bson) -> Option<StoredDoc> {
         let coll = self.colls.get_mut(ns)?;
         let key = IdKey::from_bson(id);
-        let old = coll.docs.remove(&key)?;
-        coll.reindex(&key, Some(&old), None);
+        let old = coll.docs.remove(key.as_bytes())?;
+        coll.reindex(&key, old.doc(), None);
         Some(old)
     }
 
-    /// `apply_commit` of an owned commit: the same fold, moving the
-    /// documents into the state instead of copying them (replay reads
-    /// commits it owns).
+    /// `apply_commit` of an owned commit (replay reads commits it owns).
     pub(crate) fn fold_commit(&mut self, commit: Commit) {
         for op in commit.ops {
             match op.op {
                 DocOp::Put { ns, id, doc } => {
-                    self.put(&ns, &id, Arc::new(doc));
+                    self.put(&ns, &id, &doc);
                 }
                 DocOp::Delete { ns, id } => {
                     self.delete(&ns, &id);
@@ -538,6 +660,56 @@ mod tests {
             b.collection(&ns).unwrap().get_document(&Bson::Int64(1)),
             Some(doc! {"_id": 1, "v": 2})
         );
+    }
+
+    #[test]
+    fn changes_between_a_state_and_its_fork() {
+        let ns = Namespace::new("d", "c");
+        let put = |s: &mut BranchState, id: i32, v: i32| {
+            s.apply(&DocOp::Put {
+                ns: ns.clone(),
+                id: Bson::Int32(id),
+                doc: raw(doc! {"_id": id, "v": v}),
+            })
+        };
+        let mut a = BranchState::empty(CommitTime(0));
+        for id in 0..100 {
+            put(&mut a, id, 0);
+        }
+        let mut b = a.clone();
+        let ca = a.collection(&ns).unwrap();
+        assert!(ca.changes(b.collection(&ns).unwrap()).is_empty());
+        put(&mut b, 5, 1); // changed
+        put(&mut b, 7, 0); // rewritten with the same bytes: no change
+        put(&mut b, 200, 0); // added
+        b.apply(&DocOp::Delete {
+            ns: ns.clone(),
+            id: Bson::Int64(9),
+        });
+        let ids = |d: &RawDocument| rawdoc::id_of(d).unwrap();
+        let got: Vec<(char, Bson)> = a
+            .collection(&ns)
+            .unwrap()
+            .changes(b.collection(&ns).unwrap())
+            .into_iter()
+            .map(|c| match c {
+                DocChange::Added(d) => ('+', ids(d)),
+                DocChange::Removed(d) => ('-', ids(d)),
+                DocChange::Changed(d) => ('~', ids(d)),
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ('~', Bson::Int32(5)),
+                ('-', Bson::Int32(9)),
+                ('+', Bson::Int32(200))
+            ]
+        );
+        assert_ne!(a, b);
+        let mut c = a.clone();
+        put(&mut c, 5, 0);
+        assert_eq!(a, c, "same bytes under the same keys are equal states");
     }
 
     #[test]

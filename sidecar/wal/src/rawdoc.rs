@@ -6,9 +6,10 @@
 //! spend. State keeps the bytes; readers borrow a `&RawDocument` and parse
 //! only what they look at.
 //!
-//! Invariant: every `RawDocumentBuf` this crate stores or logs went through
-//! `validate` (or was produced by encoding a `Document`), so later reads of
-//! its elements cannot fail; its allocation is exactly its length.
+//! Invariant: every document that state holds went through `validate` (or
+//! was produced by encoding a `Document`), so later reads of its elements
+//! cannot fail. Pre-images read back from the log are copied unchecked
+//! (replay ignores them); whoever reads one parses it leniently.
 
 use crate::error::{Result, WalError};
 use bson::raw::{RawArray, RawBsonRef};

@@ -194,16 +194,6 @@ fn get_name(d: &Document, what: &'static str, key: &str) -> Result<BranchName> {
         .map_err(|e| WalError::malformed(what, format!("field {key}: {e}")))
 }
 
-fn get_binary<'a>(d: &'a Document, what: &'static str, key: &str) -> Result<&'a [u8]> {
-    match d.get(key) {
-        Some(Bson::Binary(b)) => Ok(&b.bytes),
-        _ => Err(WalError::malformed(
-            what,
-            format!("field {key} is missing or not binary"),
-        )),
-    }
-}
-
 fn binary(bytes: Vec<u8>) -> Bson {
     Bson::Binary(bson::Binary {
         subtype: BinarySubtype::Generic,
@@ -213,6 +203,18 @@ fn binary(bytes: Vec<u8>) -> Bson {
 
 fn ns_doc(ns: &Namespace) -> (Bson, Bson) {
     (Bson::String(ns.db.clone()), Bson::String(ns.coll.clone()))
+}
+
+/// The elements of a small record document, read once (`RawDocument::get`
+/// walks the document again for every field it is asked for).
+fn raw_fields<'a>(
+    d: &'a RawDocument,
+    what: &'static str,
+) -> Result<Vec<(&'a str, RawBsonRef<'a>)>> {
+    d.iter()
+        .map(|el| el.map(|(k, v)| (k.as_str(), v)))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| WalError::malformed(what, format!("bad field: {e}")))
 }
 
 /// Encodes one op. User documents (`doc`, `pre`) are appended as the bytes
@@ -283,9 +285,9 @@ fn op_to_raw(op: &LoggedOp) -> Result<RawDocumentBuf> {
 /// every commit it folds).
 fn op_from_raw(d: &RawDocument) -> Result<LoggedOp> {
     const W: &str = "commit op";
-    let field = |k: &str| {
-        d.get(k)
-            .map_err(|e| WalError::malformed(W, format!("field {k}: {e}")))
+    let fields = raw_fields(d, W)?;
+    let field = |k: &str| -> Result<Option<RawBsonRef<'_>>> {
+        Ok(fields.iter().find(|(name, _)| *name == k).map(|(_, v)| *v))
     };
     let raw_doc = |k: &str| -> Result<Option<&RawDocument>> {
         match field(k)? {
@@ -318,7 +320,9 @@ fn op_from_raw(d: &RawDocument) -> Result<LoggedOp> {
         let v = field("id")?.ok_or_else(|| WalError::malformed(W, "field id is missing"))?;
         Bson::try_from(v).map_err(|e| WalError::malformed(W, format!("field id: {e}")))
     };
-    let pre_image = raw_doc("pre")?.map(|p| rawdoc::owned(p, W)).transpose()?;
+    // Copied, not walked: replay never reads a pre-image, and diff and
+    // audit parse it leniently (`rawdoc::parse`).
+    let pre_image = raw_doc("pre")?.map(ToOwned::to_owned);
     let kind = string("op")?;
     let op = match kind.as_str() {
         "put" => DocOp::Put {
@@ -412,8 +416,44 @@ pub fn commit_to_doc(project: &str, c: &Commit) -> Result<Document> {
 }
 
 pub fn commit_from_doc(d: &Document) -> Result<Commit> {
+    let raw = RawDocumentBuf::try_from(d)
+        .map_err(|e| WalError::malformed("commit", format!("cannot encode: {e}")))?;
+    commit_from_raw(&raw)
+}
+
+/// Decodes a commit from its stored bytes without parsing it into a
+/// `Document` (replay decodes every commit it folds).
+pub fn commit_from_raw(d: &RawDocument) -> Result<Commit> {
     const W: &str = "commit";
-    let body_bytes = get_binary(d, W, "body")?;
+    let fields = raw_fields(d, W)?;
+    let field = |k: &str| {
+        fields
+            .iter()
+            .find(|(name, _)| *name == k)
+            .map(|(_, v)| *v)
+            .ok_or_else(|| WalError::malformed(W, format!("field {k} is missing")))
+    };
+    let int = |k: &str| -> Result<i64> {
+        match field(k)? {
+            RawBsonRef::Int64(v) => Ok(v),
+            RawBsonRef::Int32(v) => Ok(i64::from(v)),
+            other => Err(WalError::malformed(
+                W,
+                format!("field {k} is {:?}, not an integer", other.element_type()),
+            )),
+        }
+    };
+    let uint = |k: &str| -> Result<u64> {
+        u64::try_from(int(k)?).map_err(|_| WalError::malformed(W, format!("field {k} is negative")))
+    };
+    let body_bytes = match field("body")? {
+        RawBsonRef::Binary(b) => b.bytes,
+        _ => return Err(WalError::malformed(W, "field body is not binary")),
+    };
+    let actor = match field("actor")? {
+        RawBsonRef::String(s) => s.to_string(),
+        _ => return Err(WalError::malformed(W, "field actor is not a string")),
+    };
     let body = RawDocument::from_bytes(body_bytes)
         .map_err(|e| WalError::malformed(W, format!("body is not BSON: {e}")))?;
     let ops = match body.get("ops") {
@@ -441,10 +481,10 @@ pub fn commit_from_doc(d: &Document) -> Result<Commit> {
         Err(e) => return Err(WalError::malformed(W, format!("body: {e}"))),
     };
     Ok(Commit {
-        branch: BranchId(get_u64(d, W, "branch")?),
-        seq: get_seq(d, W, "seq")?,
-        time: CommitTime(get_i64(d, W, "time")?),
-        actor: get_str(d, W, "actor")?.to_string(),
+        branch: BranchId(uint("branch")?),
+        seq: Seq(uint("seq")?),
+        time: CommitTime(int("time")?),
+        actor,
         ops,
         seal,
     })

@@ -32,7 +32,7 @@ use crate::error::{Result, WalError};
 use crate::record::{self, CatalogRecord, Commit, ProjectRecord, SnapshotRecord};
 use crate::store::{LogStats, LogStore, StoreFuture};
 use crate::types::{BranchId, CommitInfo, CommitTime, Seq};
-use bson::Document;
+use bson::{Document, RawDocument};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -44,6 +44,8 @@ use tokio::sync::oneshot;
 
 const MAGIC: &[u8; 8] = b"ARGWAL01";
 const FRAME_HEADER: usize = 12;
+/// Largest single read when replay reads consecutive records.
+const READ_RUN_BYTES: u64 = 4 << 20;
 /// Roll to a new segment past this size.
 const SEGMENT_BYTES: u64 = 64 << 20;
 /// A record larger than this is refused (and a header claiming more is corrupt).
@@ -122,6 +124,61 @@ impl Shared {
 
     fn segment_path(&self, n: u64) -> PathBuf {
         segment_path(&self.dir, n)
+    }
+
+    /// Calls `each` with the checked payload of every record in `locs`,
+    /// in order. Records that lie back to back in one segment (a branch's
+    /// commits usually do) are read with one `pread`: replay reads
+    /// thousands of small records.
+    fn read_payloads(
+        &self,
+        locs: &[Loc],
+        mut each: impl FnMut(&Loc, &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let mut i = 0;
+        let mut buf = Vec::new();
+        while i < locs.len() {
+            let first = locs[i];
+            let mut end = i + 1;
+            let mut run_bytes = FRAME_HEADER as u64 + u64::from(first.len);
+            while end < locs.len()
+                && locs[end].segment == first.segment
+                && locs[end].offset == first.offset + run_bytes
+                && run_bytes < READ_RUN_BYTES
+            {
+                run_bytes += FRAME_HEADER as u64 + u64::from(locs[end].len);
+                end += 1;
+            }
+            let file = {
+                let segs = self.segments.lock().unwrap_or_else(|e| e.into_inner());
+                segs.get(&first.segment).cloned()
+            };
+            let file = file.ok_or_else(|| WalError::Corrupt {
+                file: self.segment_path(first.segment),
+                offset: first.offset,
+                reason: "segment is missing".into(),
+            })?;
+            buf.resize(run_bytes as usize, 0);
+            file.read_exact_at(&mut buf, first.offset)
+                .map_err(|e| WalError::io(self.segment_path(first.segment), e))?;
+            let mut at = 0usize;
+            for loc in &locs[i..end] {
+                let total = FRAME_HEADER + loc.len as usize;
+                match parse_frame(&buf[at..at + total]) {
+                    Frame::Ok { payload, .. } => each(loc, payload)?,
+                    other => {
+                        return Err(WalError::Corrupt {
+                            file: self.segment_path(loc.segment),
+                            offset: loc.offset,
+                            reason: other.reason(),
+                        });
+                    }
+                }
+                at += total;
+            }
+            i = end;
+        }
+        Ok(())
     }
 
     fn read_frame(&self, loc: &Loc) -> Result<Document> {
@@ -883,9 +940,17 @@ impl LogStore for EmbeddedStore {
                     None => Vec::new(),
                 }
             };
-            locs.iter()
-                .map(|loc| record::commit_from_doc(&self.shared.read_frame(loc)?))
-                .collect()
+            let mut out = Vec::with_capacity(locs.len());
+            self.shared.read_payloads(&locs, |loc, payload| {
+                let raw = RawDocument::from_bytes(payload).map_err(|e| WalError::Corrupt {
+                    file: self.shared.segment_path(loc.segment),
+                    offset: loc.offset,
+                    reason: format!("record is not BSON: {e}"),
+                })?;
+                out.push(record::commit_from_raw(raw)?);
+                Ok(())
+            })?;
+            Ok(out)
         })
     }
 

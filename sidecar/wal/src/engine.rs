@@ -1226,13 +1226,9 @@ impl Inner {
             let Some(new_ops) = p.resolve(&working) else {
                 continue;
             };
-            let before = working.clone();
             match apply_checked(&mut working, new_ops) {
                 Ok(logged) => ops.extend(logged),
-                Err(e) => {
-                    working = before;
-                    p.invalid(e);
-                }
+                Err(e) => p.invalid(e),
             }
         }
         let head_info = CommitInfo {
@@ -1330,58 +1326,72 @@ fn commit_size(c: &Commit) -> usize {
         .sum()
 }
 
-/// Validates `ops` and applies them to `state`, filling pre-images.
+/// Validates `ops` (all of them first: a write is applied whole or not at
+/// all) and applies them to `state`, filling pre-images.
+///
+/// Why validate first: the checks depend only on the ops, so a refused
+/// write leaves `state` untouched without a copy of it to roll back to; a
+/// per-write copy made every put of a batch re-copy its tree path.
 fn apply_checked(state: &mut BranchState, ops: Vec<DocOp>) -> Result<Vec<LoggedOp>> {
-    let mut out = Vec::with_capacity(ops.len());
-    for op in ops {
-        match &op {
-            DocOp::Put { ns, id, doc } => {
-                check_ns(ns)?;
-                crate::rawdoc::validate(doc, "put document")
-                    .map_err(|e| WalError::InvalidOp(format!("put into {ns}: {e}")))?;
-                let Some(doc_id) = crate::rawdoc::id_of(doc) else {
-                    return Err(WalError::InvalidOp(format!(
-                        "put into {ns}: the document has no _id"
-                    )));
-                };
-                if IdKey::from_bson(&doc_id) != IdKey::from_bson(id) {
-                    return Err(WalError::InvalidOp(format!(
-                        "put into {ns}: the document's _id {doc_id} is not the op's id {id}"
-                    )));
-                }
-            }
-            DocOp::Delete { ns, .. }
-            | DocOp::CreateCollection { ns, .. }
-            | DocOp::DropCollection { ns }
-            | DocOp::DropIndex { ns, .. } => check_ns(ns)?,
-            DocOp::CreateIndex { ns, spec } => {
-                check_ns(ns)?;
-                if spec.get_str("name").is_err() || spec.get_document("key").is_err() {
-                    return Err(WalError::InvalidOp(format!(
-                        "createIndex on {ns}: the spec needs a string name and a key document"
-                    )));
-                }
-            }
-            DocOp::RenameCollection { from, to } => {
-                check_ns(from)?;
-                check_ns(to)?;
-            }
-            DocOp::DropDatabase { db } => {
-                if db.is_empty() {
-                    return Err(WalError::InvalidOp(
-                        "dropDatabase: empty database name".into(),
-                    ));
-                }
+    for op in &ops {
+        check_op(op)?;
+    }
+    Ok(ops
+        .into_iter()
+        .map(|op| {
+            let pre = state.apply(&op);
+            let pre_image = match op {
+                DocOp::Put { .. } | DocOp::Delete { .. } => pre,
+                _ => None,
+            };
+            LoggedOp { op, pre_image }
+        })
+        .collect())
+}
+
+/// The stateless checks of one op.
+fn check_op(op: &DocOp) -> Result<()> {
+    match op {
+        DocOp::Put { ns, id, doc } => {
+            check_ns(ns)?;
+            crate::rawdoc::validate(doc, "put document")
+                .map_err(|e| WalError::InvalidOp(format!("put into {ns}: {e}")))?;
+            let Some(doc_id) = crate::rawdoc::id_of(doc) else {
+                return Err(WalError::InvalidOp(format!(
+                    "put into {ns}: the document has no _id"
+                )));
+            };
+            if IdKey::from_bson(&doc_id) != IdKey::from_bson(id) {
+                return Err(WalError::InvalidOp(format!(
+                    "put into {ns}: the document's _id {doc_id} is not the op's id {id}"
+                )));
             }
         }
-        let pre = state.apply(&op);
-        let pre_image = match op {
-            DocOp::Put { .. } | DocOp::Delete { .. } => pre,
-            _ => None,
-        };
-        out.push(LoggedOp { op, pre_image });
+        DocOp::Delete { ns, .. }
+        | DocOp::CreateCollection { ns, .. }
+        | DocOp::DropCollection { ns }
+        | DocOp::DropIndex { ns, .. } => check_ns(ns)?,
+        DocOp::CreateIndex { ns, spec } => {
+            check_ns(ns)?;
+            if spec.get_str("name").is_err() || spec.get_document("key").is_err() {
+                return Err(WalError::InvalidOp(format!(
+                    "createIndex on {ns}: the spec needs a string name and a key document"
+                )));
+            }
+        }
+        DocOp::RenameCollection { from, to } => {
+            check_ns(from)?;
+            check_ns(to)?;
+        }
+        DocOp::DropDatabase { db } => {
+            if db.is_empty() {
+                return Err(WalError::InvalidOp(
+                    "dropDatabase: empty database name".into(),
+                ));
+            }
+        }
     }
-    Ok(out)
+    Ok(())
 }
 
 fn check_ns(ns: &crate::types::Namespace) -> Result<()> {

@@ -214,7 +214,11 @@ impl RunningOperator {
             let _ = tx.send(());
         }
         if let Some(task) = self.task.take() {
-            task.await??;
+            // A graceful stop waits for in-flight reconciles; bounded so a
+            // stuck one fails the test by name instead of hanging the run.
+            tokio::time::timeout(WAIT, task)
+                .await
+                .map_err(|_| anyhow::anyhow!("the operator did not stop within {WAIT:?}"))???;
         }
         Ok(())
     }

@@ -1,6 +1,6 @@
 //! Snapshot encoding: a whole `BranchState` as bytes, stored beside the log.
 //!
-//! Layout: `"ARGSNAP1"`, then a run of BSON documents, then the CRC32C of
+//! Layout: `"ARGSNAP2"`, then a run of BSON documents, then the CRC32C of
 //! everything after the magic (u32 little-endian):
 //!   `{seq, time, colls: n}`
 //!   n × (`{db, coll, options, indexes, docs: m}` then the m documents
@@ -91,7 +91,7 @@ impl Reader<'_> {
 
 pub fn decode(bytes: &[u8]) -> Result<BranchState> {
     if bytes.len() < MAGIC.len() + 4 || &bytes[..MAGIC.len()] != MAGIC {
-        return Err(WalError::malformed(W, "missing ARGSNAP1 header"));
+        return Err(WalError::malformed(W, "missing ARGSNAP2 header"));
     }
     let (body, crc) = bytes.split_at(bytes.len() - 4);
     let body = &body[MAGIC.len()..];

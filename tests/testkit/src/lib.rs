@@ -24,17 +24,25 @@ use std::time::Duration;
 
 /// Polls `check` until it returns `Ok(true)` or `timeout` passes; the last
 /// error (or "still false") is returned on timeout so failures explain themselves.
+///
+/// One check gets at most `CHECK_LIMIT` (and never past the deadline): a
+/// request that stalls (an HTTP client's read timeout is minutes) is
+/// retried like a failed one instead of holding the whole wait.
 pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<()>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<bool>>,
 {
+    const CHECK_LIMIT: Duration = Duration::from_secs(10);
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let last = match check().await {
-            Ok(true) => return Ok(()),
-            Ok(false) => String::from("condition still false"),
-            Err(e) => format!("{e:#}"),
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let limit = left.clamp(Duration::from_millis(100), CHECK_LIMIT);
+        let last = match tokio::time::timeout(limit, check()).await {
+            Ok(Ok(true)) => return Ok(()),
+            Ok(Ok(false)) => String::from("condition still false"),
+            Ok(Err(e)) => format!("{e:#}"),
+            Err(_) => format!("a check did not return within {limit:?}"),
         };
         if tokio::time::Instant::now() >= deadline {
             anyhow::bail!("timed out after {timeout:?} waiting for {what}: {last}");

@@ -204,7 +204,10 @@ impl CollectionState {
 
     /// The document with `_id` `id`, as its BSON bytes (zero-copy).
     pub fn get(&self, id: &Bson) -> Option<&RawDocument> {
-        self.get_by_key(&IdKey::from_bson(id))
+        // The key's bytes are enough to look up: no shared `IdKey` needed.
+        let mut key = Vec::with_capacity(16);
+        crate::idkey::encode(id, &mut key);
+        self.docs.get(&key[..]).and_then(StoredDoc::doc)
     }
 
     /// The document with `_id` `id`, parsed.

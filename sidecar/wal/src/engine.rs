@@ -40,7 +40,7 @@ use crate::types::{
     BranchId, BranchName, CommitInfo, CommitTime, ForkPoint, ProjectName, ReadPoint, Seq,
 };
 use futures::future::BoxFuture;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -243,6 +243,30 @@ struct Inner {
     latest: Mutex<HashMap<BranchId, BranchState>>,
     checkpoints: Mutex<BTreeMap<(BranchId, Seq), BranchState>>,
     committers: Mutex<HashMap<BranchName, Queue>>,
+    /// Branches with an automatic snapshot being encoded or written.
+    snapshotting: Arc<Mutex<HashSet<BranchId>>>,
+}
+
+/// Marks a branch's automatic snapshot as in flight until dropped.
+struct SnapshotInFlight {
+    set: Arc<Mutex<HashSet<BranchId>>>,
+    id: BranchId,
+}
+
+impl SnapshotInFlight {
+    /// `None` when one is already in flight for `id`.
+    fn start(set: &Arc<Mutex<HashSet<BranchId>>>, id: BranchId) -> Option<SnapshotInFlight> {
+        lock(set).insert(id).then(|| SnapshotInFlight {
+            set: Arc::clone(set),
+            id,
+        })
+    }
+}
+
+impl Drop for SnapshotInFlight {
+    fn drop(&mut self) {
+        lock(&self.set).remove(&self.id);
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -287,6 +311,7 @@ impl Wal {
             latest: Mutex::new(HashMap::new()),
             checkpoints: Mutex::new(BTreeMap::new()),
             committers: Mutex::new(HashMap::new()),
+            snapshotting: Arc::new(Mutex::new(HashSet::new())),
         });
         let wal = Wal { inner };
         let main = BranchName::main();
@@ -1271,7 +1296,13 @@ impl Inner {
         self.set_head(inc.id, &mut h, new_head.clone());
         drop(h);
         let every = self.options.snapshot_every;
-        if every > 0 && info.seq.0.is_multiple_of(every) {
+        // One automatic snapshot per branch at a time: each encodes the
+        // whole state, and under a fast write load they would pile up (a
+        // copy of the state each). A skipped one only means a longer replay.
+        let in_flight = (every > 0 && info.seq.0.is_multiple_of(every))
+            .then(|| SnapshotInFlight::start(&self.snapshotting, inc.id))
+            .flatten();
+        if let Some(in_flight) = in_flight {
             // Written in the background: a snapshot is an optimisation, and
             // the writers of this commit need not wait for it.
             let store = Arc::clone(&self.store);
@@ -1279,6 +1310,7 @@ impl Inner {
             let id = inc.id;
             self.remember_checkpoint(id, &new_head);
             tokio::spawn(async move {
+                let _in_flight = in_flight;
                 let put = match snapshot::encode(&new_head) {
                     Ok(bytes) => {
                         store
@@ -1416,5 +1448,21 @@ async fn run_committer(
             }
         }
         inner.commit_batch(&name, batch).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_automatic_snapshot_per_branch_at_a_time() {
+        let set = Arc::new(Mutex::new(HashSet::new()));
+        let first = SnapshotInFlight::start(&set, BranchId(1));
+        assert!(first.is_some());
+        assert!(SnapshotInFlight::start(&set, BranchId(1)).is_none());
+        assert!(SnapshotInFlight::start(&set, BranchId(2)).is_some());
+        drop(first);
+        assert!(SnapshotInFlight::start(&set, BranchId(1)).is_some());
     }
 }

@@ -16,8 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use argon_operator::crd::{
-    ArgonBranch, ArgonBranchSpec, ArgonProject, ArgonProjectSpec, EndpointSpec, MongoStoreSpec,
-    SecretKeyRef, StoreSpec,
+    ArgonBranch, ArgonBranchSpec, ArgonProject, ArgonProjectSpec, EndpointSpec,
 };
 use argon_operator::crdgen;
 use argon_testkit::process::ServerProcess;
@@ -257,22 +256,10 @@ async fn create_project(
             &PostParams::default(),
             &ArgonProject::new(
                 name,
-                ArgonProjectSpec {
-                    store: StoreSpec {
-                        mongodb: Some(MongoStoreSpec {
-                            secret_ref: SecretKeyRef {
-                                name: secret_name,
-                                key: "uri".into(),
-                            },
-                            database: format!("argon_{}", name.replace('-', "_")),
-                        }),
-                        embedded: None,
-                    },
-                    import: None,
-                    retention: None,
-                    sidecar: None,
-                    deletion_policy: Default::default(),
-                },
+                ArgonProjectSpec::on_mongodb(
+                    &secret_name,
+                    &format!("argon_{}", name.replace('-', "_")),
+                ),
             ),
         )
         .await?;

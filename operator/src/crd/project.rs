@@ -46,6 +46,29 @@ pub struct ArgonProjectSpec {
     pub deletion_policy: DeletionPolicy,
 }
 
+impl ArgonProjectSpec {
+    /// A project on a mongodb store whose URI is key `uri` of Secret
+    /// `secret_name`, in `database`; everything else defaulted.
+    pub fn on_mongodb(secret_name: &str, database: &str) -> ArgonProjectSpec {
+        ArgonProjectSpec {
+            store: StoreSpec {
+                mongodb: Some(MongoStoreSpec {
+                    secret_ref: SecretKeyRef {
+                        name: secret_name.into(),
+                        key: "uri".into(),
+                    },
+                    database: database.into(),
+                }),
+                embedded: None,
+            },
+            import: None,
+            retention: None,
+            sidecar: None,
+            deletion_policy: DeletionPolicy::default(),
+        }
+    }
+}
+
 /// Exactly one of `mongodb` and `embedded`.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[x_kube(validation = Rule::new("has(self.mongodb) != has(self.embedded)").message("spec.store: set exactly one of mongodb or embedded"))]

@@ -7,7 +7,7 @@
 use argon_operator::config::Config;
 use argon_operator::crd::{
     ArgonBranch, ArgonBranchSpec, ArgonProject, ArgonProjectSpec, EndpointSpec, ImportSpec,
-    MongoStoreSpec, PointSpec, ResetSpec, SecretKeyRef, StoreSpec,
+    PointSpec, ResetSpec, SecretKeyRef,
 };
 use argon_operator::metrics::Metrics;
 use argon_operator::{Operator, crdgen};
@@ -72,22 +72,10 @@ impl ProjectFixture {
     pub fn test(name: &str) -> ProjectFixture {
         ProjectFixture(ArgonProject::new(
             name,
-            ArgonProjectSpec {
-                store: StoreSpec {
-                    mongodb: Some(MongoStoreSpec {
-                        secret_ref: SecretKeyRef {
-                            name: format!("{name}-store"),
-                            key: "uri".into(),
-                        },
-                        database: format!("argon_{}", name.replace('-', "_")),
-                    }),
-                    embedded: None,
-                },
-                import: None,
-                retention: None,
-                sidecar: None,
-                deletion_policy: Default::default(),
-            },
+            ArgonProjectSpec::on_mongodb(
+                &format!("{name}-store"),
+                &format!("argon_{}", name.replace('-', "_")),
+            ),
         ))
     }
 

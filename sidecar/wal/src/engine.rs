@@ -712,7 +712,7 @@ impl Inner {
             let n = commits.len();
             for c in commits {
                 let (info, seal) = (c.info(), c.seal.clone());
-                state.fold_commit(c);
+                state.apply_commit(&c);
                 if let Some(seal) = seal {
                     h.sealed = Some((seal, info));
                     break;
@@ -1081,7 +1081,7 @@ impl Inner {
                             ),
                         ));
                     }
-                    state.fold_commit(c);
+                    state.apply_commit(&c);
                 }
             }
             Ok(state)

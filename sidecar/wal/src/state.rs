@@ -601,29 +601,21 @@ impl BranchState {
         Some(old)
     }
 
-    /// `apply_commit` of an owned commit (replay reads commits it owns).
-    pub(crate) fn fold_commit(&mut self, commit: Commit) {
-        for op in commit.ops {
-            match op.op {
-                DocOp::Put { ns, id, doc } => {
-                    self.put(&ns, &id, &doc);
-                }
-                DocOp::Delete { ns, id } => {
-                    self.delete(&ns, &id);
-                }
-                other => {
-                    self.apply(&other);
-                }
-            }
-        }
-        self.seq = commit.seq;
-        self.time = commit.time;
-    }
-
     /// Folds one commit: the state afterwards is at the commit's seq and time.
+    /// Replay keeps no pre-images, so puts and deletes skip copying them out.
     pub fn apply_commit(&mut self, commit: &Commit) {
         for op in &commit.ops {
-            self.apply(&op.op);
+            match &op.op {
+                DocOp::Put { ns, id, doc } => {
+                    self.put(ns, id, doc);
+                }
+                DocOp::Delete { ns, id } => {
+                    self.delete(ns, id);
+                }
+                other => {
+                    self.apply(other);
+                }
+            }
         }
         self.seq = commit.seq;
         self.time = commit.time;

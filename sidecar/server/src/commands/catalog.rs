@@ -330,8 +330,7 @@ pub async fn create_indexes(ctx: &Ctx<'_>) -> Result<Document> {
             if spec.get_bool("unique").unwrap_or(false)
                 && let Some(c) = state.collection(&ns)
             {
-                let docs: Vec<Document> = c.iter().map(argon_wal::rawdoc::parse).collect();
-                super::write::check_unique_over(docs.iter(), spec, &ns)?;
+                super::write::check_unique_over(c.iter().map(argon_wal::rawdoc::parse), spec, &ns)?;
             }
             ops.push(DocOp::CreateIndex { ns: ns.clone(), spec: spec.clone() });
             after += 1;

@@ -119,12 +119,12 @@ fn check_unique(state: &BranchState, ns: &Namespace, doc: &Document, insert: boo
 }
 
 /// Refuses a new unique index if existing documents already share a key.
-pub(crate) fn check_unique_over<'a>(
-    docs: impl Iterator<Item = &'a Document>,
+pub(crate) fn check_unique_over(
+    docs: impl Iterator<Item = Document>,
     spec: &Document,
     ns: &Namespace,
 ) -> Result<()> {
-    let mut keys: Vec<Document> = docs.filter_map(|d| index_key(spec, d)).collect();
+    let mut keys: Vec<Document> = docs.filter_map(|d| index_key(spec, &d)).collect();
     keys.sort_by(crate::query::compare::compare_documents);
     for w in keys.windows(2) {
         if same_key(&w[0], &w[1]) {

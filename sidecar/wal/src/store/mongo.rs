@@ -21,7 +21,7 @@ use crate::error::{Result, WalError};
 use crate::record::{self, CatalogRecord, Commit, ProjectRecord, SnapshotRecord};
 use crate::store::{LogStats, LogStore, StoreFuture};
 use crate::types::{BranchId, CommitInfo, CommitTime, Seq};
-use bson::{Bson, Document, doc, spec::BinarySubtype};
+use bson::{Bson, Document, RawDocumentBuf, doc, spec::BinarySubtype};
 use futures::TryStreamExt;
 use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::{Acknowledgment, IndexOptions, WriteConcern};
@@ -249,8 +249,10 @@ impl LogStore for MongoStore {
             if upto <= after {
                 return Ok(Vec::new());
             }
-            let docs: Vec<Document> = self
+            // Read as raw BSON: replay decodes commits from their bytes.
+            let docs: Vec<RawDocumentBuf> = self
                 .commits
+                .clone_with_type::<RawDocumentBuf>()
                 .find(doc! {
                     "project": project, "branch": branch.0 as i64,
                     "seq": {"$gt": after.0 as i64, "$lte": upto.0 as i64},
@@ -262,7 +264,7 @@ impl LogStore for MongoStore {
                 .try_collect()
                 .await
                 .map_err(|e| WalError::mongo("reading commits", e))?;
-            docs.iter().map(record::commit_from_doc).collect()
+            docs.iter().map(|d| record::commit_from_raw(d)).collect()
         })
     }
 

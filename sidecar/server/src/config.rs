@@ -53,6 +53,11 @@ pub struct ServeArgs {
     /// Address to serve /metrics, /healthz and /readyz on (off when absent).
     #[arg(long, env = "ARGON_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Seconds a multi-document transaction may run before it is aborted
+    /// (mongod's `transactionLifetimeLimitSeconds`).
+    #[arg(long, env = "ARGON_TRANSACTION_LIFETIME_LIMIT_SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub transaction_lifetime_limit_seconds: u64,
 }
 
 /// Where the WAL lives.

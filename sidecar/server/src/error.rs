@@ -72,6 +72,13 @@ error_codes! {
     NotWritablePrimary = 10107,
     BSONObjectTooLarge = 10334,
     WriteConflict = 112,
+    ConflictingOperationInProgress = 117,
+    TransactionTooOld = 225,
+    NoSuchTransaction = 251,
+    TooManyLogicalSessions = 261,
+    TransactionCommitted = 256,
+    OperationNotSupportedInTransaction = 263,
+    TransactionTooLarge = 334,
 }
 
 /// A command failed: the reply is `ok: 0` with this code and message, and
@@ -83,7 +90,14 @@ pub struct CommandError {
     pub message: String,
     /// Extra fields for the reply (e.g. `keyPattern`/`keyValue` of a duplicate key).
     pub extra: Option<Document>,
+    /// `errorLabels` (`TransientTransactionError`, …) that tell a driver how to retry.
+    pub labels: Vec<&'static str>,
 }
+
+/// The label on errors after which a driver retries the whole transaction.
+pub const TRANSIENT_TRANSACTION_ERROR: &str = "TransientTransactionError";
+/// The label on a commit whose outcome is unknown: the driver retries the commit.
+pub const UNKNOWN_COMMIT_RESULT: &str = "UnknownTransactionCommitResult";
 
 pub type Result<T, E = CommandError> = std::result::Result<T, E>;
 
@@ -93,7 +107,15 @@ impl CommandError {
             code,
             message: message.into(),
             extra: None,
+            labels: Vec::new(),
         }
+    }
+
+    pub fn with_label(mut self, label: &'static str) -> Self {
+        if !self.labels.contains(&label) {
+            self.labels.push(label);
+        }
+        self
     }
 
     pub fn with_extra(mut self, extra: Document) -> Self {
@@ -130,6 +152,9 @@ impl CommandError {
         };
         if let Some(extra) = &self.extra {
             d.extend(extra.clone());
+        }
+        if !self.labels.is_empty() {
+            d.insert("errorLabels", self.labels.clone());
         }
         d
     }

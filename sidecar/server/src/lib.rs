@@ -21,6 +21,7 @@ pub mod query;
 pub mod retry;
 pub mod server;
 pub mod service;
+pub mod session;
 pub mod target;
 pub mod wal_error;
 pub mod wire;

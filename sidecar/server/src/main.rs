@@ -66,6 +66,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         Service::new(wal, args.branch, metrics)
     };
+    service
+        .sessions
+        .set_transaction_lifetime(std::time::Duration::from_secs(
+            args.transaction_lifetime_limit_seconds,
+        ));
     run(listener, service, shutdown_signal()).await;
     Ok(())
 }

@@ -86,10 +86,19 @@ async fn accept_with_backoff(listener: &TcpListener) -> Option<(TcpStream, Socke
     }
 }
 
+/// Every few seconds: idle cursors and sessions, expired transactions.
 async fn reap_cursors(service: Arc<Service>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
         tick.tick().await;
+        let (aborted, ended) = service.sessions.reap(Instant::now());
+        if aborted + ended > 0 {
+            tracing::info!(
+                aborted,
+                ended,
+                "aborted expired transactions, forgot idle sessions"
+            );
+        }
         let n = service.cursors.reap(Instant::now());
         if n > 0 {
             tracing::info!(reaped = n, "closed idle cursors");

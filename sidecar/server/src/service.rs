@@ -12,6 +12,7 @@ use crate::cursor::CursorStore;
 use crate::error::{CommandError, ErrorCode, Result};
 use crate::metrics::Metrics;
 use crate::retry::RetryMemory;
+use crate::session::Sessions;
 use crate::target::{Target, commit_time};
 use crate::wal_error::from_wal;
 
@@ -21,6 +22,7 @@ pub struct Service {
     pub default_branch: String,
     pub cursors: CursorStore,
     pub retries: RetryMemory,
+    pub sessions: Sessions,
     pub metrics: Arc<Metrics>,
     pub started: Instant,
     /// `--read-only`: every write and branch change is refused.
@@ -35,6 +37,7 @@ impl Service {
             default_branch: default_branch.into(),
             cursors: CursorStore::default(),
             retries: RetryMemory::default(),
+            sessions: Sessions::default(),
             metrics,
             started: Instant::now(),
             read_only: false,

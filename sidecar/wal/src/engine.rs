@@ -1382,7 +1382,7 @@ fn apply_checked(state: &mut BranchState, ops: Vec<DocOp>) -> Result<Vec<LoggedO
 }
 
 /// The stateless checks of one op.
-fn check_op(op: &DocOp) -> Result<()> {
+pub(crate) fn check_op(op: &DocOp) -> Result<()> {
     match op {
         DocOp::Put { ns, id, doc } => {
             check_ns(ns)?;

@@ -10,7 +10,9 @@
 //!   the canonical `_id` key (`idkey`) and secondary-index keys (`indexkey`)
 //!   with per-index key maps for O(log n) unique checks;
 //! - the engine (`engine::Wal`): optimistic, group-committed writes,
-//!   reads at any point, branch operations, diff (`diff`).
+//!   reads at any point, branch operations, diff (`diff`);
+//! - multi-statement transactions (`txn`): a snapshot, its own writes, and
+//!   the write-conflict check against the head they commit on.
 //!
 //! It does not parse MongoDB queries or updates: a write's `resolve` closure
 //! (from the wire server) turns a command into physical `DocOp`s.
@@ -27,6 +29,7 @@ pub mod record;
 pub mod snapshot;
 pub mod state;
 pub mod store;
+pub mod txn;
 pub mod types;
 
 pub use diff::{CollectionDiff, Diff};
@@ -39,6 +42,7 @@ pub use state::{BranchState, CollectionState};
 pub use store::embedded::{EmbeddedOptions, EmbeddedStore, Recovery};
 pub use store::mongo::MongoStore;
 pub use store::{LogStats, LogStore};
+pub use txn::{Transaction, TxnConflict};
 pub use types::{
     BranchId, BranchName, CommitInfo, CommitTime, ForkPoint, Namespace, ReadPoint, Seq,
 };

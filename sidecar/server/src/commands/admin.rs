@@ -10,10 +10,22 @@ use crate::wire::MAX_MESSAGE_SIZE;
 pub const MAX_WIRE_VERSION: i32 = 21;
 pub const VERSION: &str = "7.0.0";
 
+/// This process's identity in `hello`: `topologyVersion.processId`, and
+/// the `serviceId` a load-balanced driver pins cursors and transactions to.
+static PROCESS_ID: std::sync::LazyLock<bson::oid::ObjectId> =
+    std::sync::LazyLock::new(bson::oid::ObjectId::new);
+
+/// The handshake. Argon presents itself as a router (`msg: "isdbgrid"`,
+/// what mongos answers): drivers then enable sessions, transactions and
+/// retryable writes, and, unlike a replica-set member, a router's reply
+/// lists no hosts, so a driver never leaves the address it was given (a
+/// port-forward, a NodePort, a Service name). A client that connects with
+/// `loadBalanced=true` gets a `serviceId`. See docs/architecture.md.
 pub async fn hello(ctx: &Ctx<'_>) -> Result<Document> {
     let legacy = !ctx.cmd.contains_key("hello");
     let mut d = doc! {
         "isWritablePrimary": true,
+        "msg": "isdbgrid",
         "maxBsonObjectSize": 16 * 1024 * 1024,
         "maxMessageSizeBytes": MAX_MESSAGE_SIZE as i32,
         "maxWriteBatchSize": 100_000,
@@ -23,7 +35,11 @@ pub async fn hello(ctx: &Ctx<'_>) -> Result<Document> {
         "minWireVersion": 0,
         "maxWireVersion": MAX_WIRE_VERSION,
         "readOnly": false,
+        "topologyVersion": {"processId": *PROCESS_ID, "counter": 0i64},
     };
+    if matches!(ctx.cmd.get("loadBalanced"), Some(Bson::Boolean(true))) {
+        d.insert("serviceId", *PROCESS_ID);
+    }
     if legacy {
         // isMaster answers with `ismaster`, as older drivers expect.
         d.remove("isWritablePrimary");
@@ -70,7 +86,7 @@ pub async fn get_parameter(ctx: &Ctx<'_>) -> Result<Document> {
         "maxBSONDepth": 100,
         "cursorTimeoutMillis": crate::cursor::IDLE_TIMEOUT.as_millis() as i64,
         "logicalSessionTimeoutMinutes": 30,
-        "transactionLifetimeLimitSeconds": 60,
+        "transactionLifetimeLimitSeconds": ctx.svc.sessions.transaction_lifetime().as_secs() as i64,
     };
     let want_all = matches!(ctx.cmd.get("getParameter"), Some(Bson::String(s)) if s == "*")
         || matches!(ctx.cmd.get("getParameter"), Some(Bson::Document(d)) if d.get_bool("allParameters").unwrap_or(false));
@@ -153,7 +169,20 @@ pub async fn list_commands(_: &Ctx<'_>) -> Result<Document> {
 
 /// Sessions hold no server state beyond retryable-write replies, which
 /// expire by count; ending them is an acknowledgement.
-pub async fn end_sessions(_: &Ctx<'_>) -> Result<Document> {
+/// `endSessions` / `killSessions`: forgets the sessions and aborts their
+/// transactions.
+pub async fn end_sessions(ctx: &Ctx<'_>) -> Result<Document> {
+    let name = ctx.cmd.keys().next().cloned().unwrap_or_default();
+    let Some(Bson::Array(list)) = ctx.cmd.get(&name) else {
+        return Err(crate::error::CommandError::type_mismatch(format!(
+            "BSON field '{name}' must be an array of session ids"
+        )));
+    };
+    let ids = list.iter().filter_map(|v| match v {
+        Bson::Document(d) => crate::session::session_id(&bson::doc! {"lsid": d.clone()}),
+        _ => None,
+    });
+    ctx.svc.sessions.end(ids);
     Ok(Document::new())
 }
 

@@ -17,7 +17,7 @@ fn id_index() -> Document {
 pub async fn list_databases(ctx: &Ctx<'_>) -> Result<Document> {
     ctx.require_admin("listDatabases")?;
     let target = ctx.svc.target(&ctx.svc.default_branch_db())?;
-    let state = ctx.svc.read_state(&target, ctx.cmd).await?;
+    let state = ctx.read_state(&target).await?;
     let filter = opt_doc(ctx.cmd, "filter")?.map(Filter::parse).transpose()?;
     let name_only = opt_bool(ctx.cmd, "nameOnly", false)?;
     let mut dbs = Vec::new();
@@ -53,7 +53,7 @@ pub async fn list_databases(ctx: &Ctx<'_>) -> Result<Document> {
 
 pub async fn list_collections(ctx: &Ctx<'_>) -> Result<Document> {
     let target = ctx.target()?;
-    let state = ctx.svc.read_state(&target, ctx.cmd).await?;
+    let state = ctx.read_state(&target).await?;
     let filter = opt_doc(ctx.cmd, "filter")?.map(Filter::parse).transpose()?;
     let name_only = opt_bool(ctx.cmd, "nameOnly", false)?;
     let mut out = Vec::new();
@@ -353,7 +353,7 @@ pub async fn create_indexes(ctx: &Ctx<'_>) -> Result<Document> {
 pub async fn list_indexes(ctx: &Ctx<'_>) -> Result<Document> {
     let coll = collection_name(ctx.cmd, "listIndexes")?;
     let target = ctx.target()?;
-    let state = ctx.svc.read_state(&target, ctx.cmd).await?;
+    let state = ctx.read_state(&target).await?;
     let ns = Namespace::new(target.db.as_str(), coll.as_str());
     let Some(c) = state.collection(&ns) else {
         return Err(CommandError::new(
@@ -463,7 +463,7 @@ pub async fn drop_indexes(ctx: &Ctx<'_>) -> Result<Document> {
 pub async fn coll_stats(ctx: &Ctx<'_>) -> Result<Document> {
     let coll = collection_name(ctx.cmd, "collStats")?;
     let target = ctx.target()?;
-    let state = ctx.svc.read_state(&target, ctx.cmd).await?;
+    let state = ctx.read_state(&target).await?;
     let ns = Namespace::new(target.db.as_str(), coll.as_str());
     let c = state.collection(&ns);
     let count = c.map(|c| c.len()).unwrap_or(0) as i64;
@@ -475,7 +475,7 @@ pub async fn coll_stats(ctx: &Ctx<'_>) -> Result<Document> {
 
 pub async fn db_stats(ctx: &Ctx<'_>) -> Result<Document> {
     let target = ctx.target()?;
-    let state = ctx.svc.read_state(&target, ctx.cmd).await?;
+    let state = ctx.read_state(&target).await?;
     let colls = state.collections(&target.db);
     let objects: usize = colls
         .iter()

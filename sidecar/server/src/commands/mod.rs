@@ -9,6 +9,7 @@ mod admin;
 mod branch;
 mod catalog;
 mod read;
+mod transaction;
 mod write;
 
 use std::net::SocketAddr;
@@ -48,11 +49,26 @@ pub struct Ctx<'a> {
     pub conn: &'a Conn,
     pub db: &'a str,
     pub cmd: &'a Document,
+    /// The transaction this statement belongs to, if any.
+    pub txn: Option<&'a crate::session::ActiveTxn>,
 }
 
 impl Ctx<'_> {
     pub fn target(&self) -> Result<Target> {
-        self.svc.target(self.db)
+        let target = self.svc.target(self.db)?;
+        if let Some(txn) = self.txn {
+            check_transaction_target(txn, &target)?;
+        }
+        Ok(target)
+    }
+
+    /// The state a read sees: a transaction's snapshot plus its own writes,
+    /// else the target's point (see `Service::read_state`).
+    pub async fn read_state(&self, target: &Target) -> Result<argon_wal::BranchState> {
+        match self.txn {
+            Some(txn) => Ok(txn.state()),
+            None => self.svc.read_state(target, self.cmd).await,
+        }
     }
 
     /// Refuses a branch change (create, delete, a real reset) on a
@@ -74,6 +90,20 @@ impl Ctx<'_> {
             ))
         }
     }
+}
+
+/// A transaction runs on one branch, at its head.
+fn check_transaction_target(txn: &crate::session::ActiveTxn, target: &Target) -> Result<()> {
+    if target.at.is_some() || target.branch != txn.branch {
+        return Err(CommandError::new(
+            ErrorCode::OperationNotSupportedInTransaction,
+            format!(
+                "this transaction runs on branch {:?}; {:?} names another branch or a past point",
+                txn.branch, target.raw
+            ),
+        ));
+    }
+    Ok(())
 }
 
 type BoxFuture<'a> = Pin<Box<dyn Future<Output = Result<Document>> + Send + 'a>>;
@@ -141,6 +171,8 @@ commands! {
     "delete" => write::delete, retry;
     "findAndModify" => write::find_and_modify, retry;
     "findandmodify" => write::find_and_modify, retry;
+    "commitTransaction" => transaction::outside_transaction;
+    "abortTransaction" => transaction::outside_transaction;
     "argonCreateBranch" => branch::create_branch;
     "argonListBranches" => branch::list_branches;
     "argonDeleteBranch" => branch::delete_branch;
@@ -220,11 +252,15 @@ async fn answer(
             .filter(|c| Compressor::SUPPORTED.contains(c))
             .collect();
     }
+    if let Some(statement) = transaction::statement(&req.command)? {
+        return transaction::run(svc, conn, req, db, name, command, statement).await;
+    }
     let ctx = Ctx {
         svc,
         conn,
         db,
         cmd: &req.command,
+        txn: None,
     };
     if command.retryable_write
         && let Some(key) = crate::retry::key_of(&req.command)
@@ -332,6 +368,9 @@ where
     T: Send + 'static,
 {
     target.writable()?;
+    if let Some(txn) = ctx.txn {
+        return write_in_transaction(txn, resolve);
+    }
     let out = ctx
         .svc
         .wal
@@ -341,6 +380,38 @@ where
     ctx.svc.metrics.commits.inc();
     Ok(out)
 }
+
+/// A statement's write inside a transaction: resolved on the transaction's
+/// state and recorded there; the log sees it at `commitTransaction`.
+fn write_in_transaction<T, F>(
+    txn: &crate::session::ActiveTxn,
+    mut resolve: F,
+) -> Result<(T, argon_wal::CommitInfo)>
+where
+    F: FnMut(&argon_wal::BranchState) -> Result<(Vec<argon_wal::DocOp>, T)>,
+{
+    let mut t = txn.lock();
+    let state = t.state().clone();
+    let (ops, out) = resolve(&state)?;
+    t.record(ops).map_err(crate::wal_error::from_wal)?;
+    if t.bytes() > MAX_TRANSACTION_BYTES {
+        return Err(CommandError::new(
+            ErrorCode::TransactionTooLarge,
+            format!(
+                "the transaction's writes exceed {MAX_TRANSACTION_BYTES} bytes (one WAL commit)"
+            ),
+        ));
+    }
+    let info = argon_wal::CommitInfo {
+        seq: state.seq(),
+        time: state.time(),
+    };
+    Ok((out, info))
+}
+
+/// A transaction commits as one WAL commit, which is capped below 16 MiB
+/// until commits may span several records.
+const MAX_TRANSACTION_BYTES: usize = 15 << 20;
 
 /// Fields every command may carry that are not options of the command itself.
 pub(crate) const GENERIC_FIELDS: &[&str] = &[
@@ -358,4 +429,5 @@ pub(crate) const GENERIC_FIELDS: &[&str] = &[
     "maxTimeMS",
     "autocommit",
     "startTransaction",
+    "recoveryToken",
 ];

@@ -83,7 +83,7 @@ pub async fn find(ctx: &Ctx<'_>) -> Result<Document> {
     }
     let batch = batch_size(Some(ctx.cmd))?;
     let single_batch = opt_bool(ctx.cmd, "singleBatch", false)?;
-    let state = ctx.svc.read_state(&target, ctx.cmd).await?;
+    let state = ctx.read_state(&target).await?;
     let ns = Namespace::new(target.db.as_str(), coll.as_str());
     let found = matching(&state, &ns, &filter);
     let docs: Vec<Document> = match &sort {
@@ -171,7 +171,7 @@ pub async fn count(ctx: &Ctx<'_>) -> Result<Document> {
     let filter = parse_filter(ctx.cmd, "query")?;
     let skip = opt_i64(ctx.cmd, "skip")?.unwrap_or(0).max(0) as usize;
     let limit = opt_i64(ctx.cmd, "limit")?.unwrap_or(0).unsigned_abs() as usize;
-    let state = ctx.svc.read_state(&target, ctx.cmd).await?;
+    let state = ctx.read_state(&target).await?;
     let ns = Namespace::new(target.db.as_str(), coll.as_str());
     let mut n = if filter.is_empty() {
         state.collection(&ns).map(|c| c.len()).unwrap_or(0)
@@ -197,7 +197,7 @@ pub async fn distinct(ctx: &Ctx<'_>) -> Result<Document> {
         }
     };
     let filter = parse_filter(ctx.cmd, "query")?;
-    let state = ctx.svc.read_state(&target, ctx.cmd).await?;
+    let state = ctx.read_state(&target).await?;
     let ns = Namespace::new(target.db.as_str(), coll.as_str());
     let mut values: Vec<Bson> = Vec::new();
     for d in matching(&state, &ns, &filter) {
@@ -261,7 +261,7 @@ pub async fn aggregate(ctx: &Ctx<'_>) -> Result<Document> {
         }
     };
     let pipeline = Pipeline::parse(stages)?;
-    let state = ctx.svc.read_state(&target, ctx.cmd).await?;
+    let state = ctx.read_state(&target).await?;
     let ns = Namespace::new(target.db.as_str(), coll.as_str());
     // A leading $match can use the _id point lookup.
     let input: Vec<Document> = match stages.first() {

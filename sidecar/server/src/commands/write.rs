@@ -118,6 +118,19 @@ fn check_unique(state: &BranchState, ns: &Namespace, doc: &Document, insert: boo
     Ok(())
 }
 
+/// A transaction's unique-index check on the head it commits on: another
+/// commit since its snapshot may hold one of its keys.
+pub(crate) fn recheck_unique(head: &BranchState, ops: &[DocOp]) -> Result<()> {
+    let mut st = head.clone();
+    for op in ops {
+        if let DocOp::Put { ns, doc, .. } = op {
+            check_unique(&st, ns, &argon_wal::rawdoc::parse(doc), false)?;
+        }
+        st.apply(op);
+    }
+    Ok(())
+}
+
 /// Refuses a new unique index if existing documents already share a key.
 pub(crate) fn check_unique_over(
     docs: impl Iterator<Item = Document>,

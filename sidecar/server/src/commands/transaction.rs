@@ -1,0 +1,405 @@
+//! Multi-document transactions as drivers run them: statements carrying
+//! `lsid`, `txnNumber` and `autocommit: false` (the first also
+//! `startTransaction: true`), then `commitTransaction` or
+//! `abortTransaction`.
+//!
+//! A transaction reads one branch's snapshot plus its own writes
+//! (`argon_wal::Transaction`); its writes reach the log only at commit, as
+//! one commit, after the WAL checks that no document it wrote changed since
+//! its snapshot (first committer wins, `WriteConflict` labelled
+//! `TransientTransactionError` otherwise, so drivers retry it whole). Any
+//! failed statement aborts the transaction, as in MongoDB.
+
+use std::time::Instant;
+
+use argon_wal::{DocOp, Transaction, WriteError};
+use bson::{Bson, Document, doc};
+
+use super::{Command, Conn, Ctx};
+use crate::error::{
+    CommandError, ErrorCode, Result, TRANSIENT_TRANSACTION_ERROR, UNKNOWN_COMMIT_RESULT,
+};
+use crate::service::{Service, operation_time};
+use crate::session::{ActiveTxn, Session, SessionId, TxnState, lifetime_exceeded};
+use crate::wire::Request;
+
+/// Commands MongoDB runs inside a transaction; any other is refused there.
+const ALLOWED: &[&str] = &[
+    "find",
+    "getMore",
+    "killCursors",
+    "insert",
+    "update",
+    "delete",
+    "findAndModify",
+    "findandmodify",
+    "aggregate",
+    "distinct",
+    "create",
+    "createIndexes",
+    "commitTransaction",
+    "abortTransaction",
+];
+
+/// The transaction fields of a statement.
+pub(crate) struct Statement {
+    session: SessionId,
+    txn_number: i64,
+    start: bool,
+}
+
+/// `Some` when `cmd` is a transaction statement (`autocommit: false`).
+pub(crate) fn statement(cmd: &Document) -> Result<Option<Statement>> {
+    let start = match cmd.get("startTransaction") {
+        None => false,
+        Some(Bson::Boolean(true)) => true,
+        Some(_) => {
+            return Err(CommandError::new(
+                ErrorCode::InvalidOptions,
+                "startTransaction must be true when given",
+            ));
+        }
+    };
+    match cmd.get("autocommit") {
+        None if start => {
+            return Err(CommandError::new(
+                ErrorCode::InvalidOptions,
+                "startTransaction needs autocommit: false",
+            ));
+        }
+        None => return Ok(None),
+        Some(Bson::Boolean(false)) => {}
+        Some(Bson::Boolean(true)) => {
+            return Err(CommandError::new(
+                ErrorCode::InvalidOptions,
+                "autocommit may only be given as false",
+            ));
+        }
+        Some(_) => {
+            return Err(CommandError::type_mismatch(
+                "BSON field 'autocommit' must be a boolean",
+            ));
+        }
+    }
+    let Some(session) = crate::session::session_id(cmd) else {
+        return Err(CommandError::new(
+            ErrorCode::InvalidOptions,
+            "a transaction statement needs a session (lsid)",
+        ));
+    };
+    let txn_number = match cmd.get("txnNumber") {
+        Some(Bson::Int64(n)) => *n,
+        Some(Bson::Int32(n)) => i64::from(*n),
+        Some(_) => return Err(CommandError::type_mismatch("txnNumber must be a long")),
+        None => {
+            return Err(CommandError::new(
+                ErrorCode::InvalidOptions,
+                "a transaction statement needs a txnNumber",
+            ));
+        }
+    };
+    if txn_number < 0 {
+        return Err(CommandError::bad_value("txnNumber must not be negative"));
+    }
+    Ok(Some(Statement {
+        session,
+        txn_number,
+        start,
+    }))
+}
+
+fn no_such_transaction(message: String) -> CommandError {
+    CommandError::new(ErrorCode::NoSuchTransaction, message).with_label(TRANSIENT_TRANSACTION_ERROR)
+}
+
+/// Runs one statement of a transaction.
+pub(crate) async fn run(
+    svc: &Service,
+    conn: &Conn,
+    req: &Request,
+    db: &str,
+    name: &str,
+    command: &Command,
+    st: Statement,
+) -> Result<Document> {
+    let cell = svc.sessions.get_or_create(st.session)?;
+    let mut session = cell.lock().await;
+    session.touch();
+    let n = st.txn_number;
+    let lifetime = svc.sessions.transaction_lifetime();
+    if let TxnState::Active(t) = &session.txn
+        && t.expired(Instant::now(), lifetime)
+    {
+        session.txn = TxnState::Aborted(lifetime_exceeded(session.txn_number, lifetime));
+    }
+    if n < session.txn_number {
+        return Err(CommandError::new(
+            ErrorCode::TransactionTooOld,
+            format!(
+                "txnNumber {n} is less than the last txnNumber {} of this session",
+                session.txn_number
+            ),
+        ));
+    }
+    if st.start {
+        if n == session.txn_number {
+            return Err(CommandError::new(
+                ErrorCode::ConflictingOperationInProgress,
+                format!("transaction {n} has already been started on this session"),
+            ));
+        }
+        session.txn_number = n;
+        session.txn = TxnState::Aborted(format!("transaction {n} failed to start"));
+        if !ALLOWED.contains(&name) || matches!(name, "commitTransaction" | "abortTransaction") {
+            return Err(not_in_transaction(name));
+        }
+        let target = svc.target(db)?;
+        if target.at.is_some() {
+            return Err(CommandError::new(
+                ErrorCode::OperationNotSupportedInTransaction,
+                format!(
+                    "a transaction cannot run on the past point {:?}; use readConcern atClusterTime",
+                    target.raw
+                ),
+            ));
+        }
+        let snapshot = svc.read_state(&target, &req.command).await?;
+        session.txn = TxnState::Active(Box::new(ActiveTxn::new(target.branch, snapshot)));
+    } else {
+        if n > session.txn_number {
+            return Err(no_such_transaction(format!(
+                "transaction {n} has not been started on this session"
+            )));
+        }
+        if req.command.contains_key("readConcern") {
+            return Err(CommandError::new(
+                ErrorCode::InvalidOptions,
+                "only the first command of a transaction may give a readConcern",
+            ));
+        }
+    }
+    match name {
+        "commitTransaction" => return commit(svc, &mut session, n).await,
+        "abortTransaction" => return abort(&mut session, n),
+        _ => {}
+    }
+    let active = match &session.txn {
+        TxnState::Active(t) => t,
+        TxnState::Committed(_) => {
+            return Err(CommandError::new(
+                ErrorCode::TransactionCommitted,
+                format!("transaction {n} has been committed"),
+            ));
+        }
+        TxnState::Aborted(why) => return Err(no_such_transaction(why.clone())),
+        TxnState::None => {
+            return Err(no_such_transaction(format!(
+                "transaction {n} has not been started on this session"
+            )));
+        }
+    };
+    let outcome = if ALLOWED.contains(&name) {
+        let ctx = Ctx {
+            svc,
+            conn,
+            db,
+            cmd: &req.command,
+            txn: Some(active),
+        };
+        (command.handler)(&ctx).await
+    } else {
+        Err(not_in_transaction(name))
+    };
+    // A failed statement aborts the transaction (MongoDB does the same):
+    // its earlier writes can no longer commit without it.
+    let failure = match &outcome {
+        Err(e) => Some(e.message.clone()),
+        Ok(reply) => reply
+            .get_array("writeErrors")
+            .ok()
+            .and_then(|errors| errors.first())
+            .map(|e| format!("a write failed: {e}")),
+    };
+    if let Some(why) = failure {
+        session.txn = TxnState::Aborted(format!("transaction {n} was aborted: {why}"));
+    }
+    outcome.map_err(|e| match e.code {
+        ErrorCode::WriteConflict => e.with_label(TRANSIENT_TRANSACTION_ERROR),
+        _ => e,
+    })
+}
+
+fn not_in_transaction(name: &str) -> CommandError {
+    CommandError::new(
+        ErrorCode::OperationNotSupportedInTransaction,
+        format!("Cannot run '{name}' in a multi-document transaction."),
+    )
+}
+
+async fn commit(svc: &Service, session: &mut Session, n: i64) -> Result<Document> {
+    let active = match std::mem::take(&mut session.txn) {
+        TxnState::Active(t) => t,
+        TxnState::Committed(reply) => {
+            // A retried commit (the driver lost the first reply).
+            session.txn = TxnState::Committed(reply.clone());
+            return Ok(reply);
+        }
+        TxnState::Aborted(why) => {
+            session.txn = TxnState::Aborted(why.clone());
+            return Err(no_such_transaction(why));
+        }
+        TxnState::None => {
+            return Err(no_such_transaction(format!(
+                "transaction {n} has not been started on this session"
+            )));
+        }
+    };
+    let txn = active.lock().clone();
+    if txn.is_read_only() {
+        let reply = doc! {"operationTime": operation_time(txn.snapshot().time())};
+        session.txn = TxnState::Committed(reply.clone());
+        return Ok(reply);
+    }
+    if active.commit_unknown()
+        && let Some(reply) = landed_already(svc, &active.branch, &txn).await
+    {
+        session.txn = TxnState::Committed(reply.clone());
+        return Ok(reply);
+    }
+    let to_commit = txn.clone();
+    let result = svc
+        .wal
+        .write(&active.branch, move |head| {
+            if let Some(c) = to_commit.conflict_on(head) {
+                return Err(CommandError::new(
+                    ErrorCode::WriteConflict,
+                    format!("WriteConflict: {c}; retry the transaction"),
+                ));
+            }
+            super::write::recheck_unique(head, to_commit.ops())?;
+            Ok((to_commit.ops().to_vec(), ()))
+        })
+        .await;
+    match result {
+        Ok(((), info)) => {
+            svc.metrics.commits.inc();
+            let reply = doc! {"operationTime": operation_time(info.time)};
+            session.txn = TxnState::Committed(reply.clone());
+            Ok(reply)
+        }
+        Err(WriteError::Rejected(e)) => {
+            session.txn = TxnState::Aborted(format!("transaction {n} was aborted: {}", e.message));
+            Err(match e.code {
+                ErrorCode::WriteConflict => e.with_label(TRANSIENT_TRANSACTION_ERROR),
+                _ => e,
+            })
+        }
+        Err(WriteError::Wal(e)) => {
+            let e = crate::wal_error::from_wal(e);
+            match e.code {
+                ErrorCode::WriteConflict => {
+                    session.txn = TxnState::Aborted(e.message.clone());
+                    Err(e.with_label(TRANSIENT_TRANSACTION_ERROR))
+                }
+                ErrorCode::BSONObjectTooLarge => {
+                    session.txn = TxnState::Aborted(e.message.clone());
+                    Err(CommandError::new(ErrorCode::TransactionTooLarge, e.message))
+                }
+                _ => {
+                    // The store failed mid-append: the commit may have landed.
+                    // Keep the transaction so a retried commit can find out.
+                    active.mark_commit_unknown();
+                    session.txn = TxnState::Active(active);
+                    Err(e.with_label(UNKNOWN_COMMIT_RESULT))
+                }
+            }
+        }
+    }
+}
+
+/// After a commit with an unknown outcome: did it land? It did when the
+/// branch's head holds exactly the transaction's post-images of every
+/// document it wrote (a concurrent commit that overwrote them since would
+/// hide it; the retry then conflicts, and the driver reports an error
+/// rather than applying the transaction twice).
+async fn landed_already(svc: &Service, branch: &str, txn: &Transaction) -> Option<Document> {
+    let head = svc
+        .wal
+        .read(branch, argon_wal::ReadPoint::Head)
+        .await
+        .ok()?;
+    let mut wrote_any = false;
+    for op in txn.ops() {
+        let (DocOp::Put { ns, id, .. } | DocOp::Delete { ns, id }) = op else {
+            continue;
+        };
+        wrote_any = true;
+        let ours = txn.state().collection(ns).and_then(|c| c.get(id));
+        let now = head.collection(ns).and_then(|c| c.get(id));
+        if ours.map(|d| d.as_bytes()) != now.map(|d| d.as_bytes()) {
+            return None;
+        }
+    }
+    wrote_any.then(|| doc! {"operationTime": operation_time(head.time())})
+}
+
+fn abort(session: &mut Session, n: i64) -> Result<Document> {
+    match std::mem::take(&mut session.txn) {
+        TxnState::Active(_) => {
+            session.txn = TxnState::Aborted(format!("transaction {n} was aborted by the client"));
+            Ok(Document::new())
+        }
+        TxnState::Committed(reply) => {
+            session.txn = TxnState::Committed(reply);
+            Err(CommandError::new(
+                ErrorCode::TransactionCommitted,
+                format!("transaction {n} has been committed; it cannot be aborted"),
+            ))
+        }
+        TxnState::Aborted(why) => {
+            session.txn = TxnState::Aborted(why.clone());
+            Err(no_such_transaction(why))
+        }
+        TxnState::None => Err(no_such_transaction(format!(
+            "transaction {n} has not been started on this session"
+        ))),
+    }
+}
+
+/// `commitTransaction` / `abortTransaction` outside a transaction statement
+/// (no `autocommit: false`).
+pub async fn outside_transaction(ctx: &Ctx<'_>) -> Result<Document> {
+    let name = ctx.cmd.keys().next().cloned().unwrap_or_default();
+    ctx.require_admin(&name)?;
+    Err(CommandError::new(
+        ErrorCode::InvalidOptions,
+        format!(
+            "{name} must be run as a transaction statement (lsid, txnNumber, autocommit: false)"
+        ),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statement_fields() {
+        let lsid = doc! {"id": bson::Binary {subtype: bson::spec::BinarySubtype::Uuid, bytes: vec![1; 16]}};
+        assert!(statement(&doc! {"find": "c"}).unwrap().is_none());
+        let st = statement(&doc! {"find": "c", "lsid": lsid.clone(), "txnNumber": 4i64, "autocommit": false, "startTransaction": true})
+            .unwrap()
+            .unwrap();
+        assert!(st.start);
+        assert_eq!(st.txn_number, 4);
+        for bad in [
+            doc! {"find": "c", "lsid": lsid.clone(), "txnNumber": 1i64, "autocommit": true},
+            doc! {"find": "c", "lsid": lsid.clone(), "txnNumber": 1i64, "startTransaction": true},
+            doc! {"find": "c", "txnNumber": 1i64, "autocommit": false},
+            doc! {"find": "c", "lsid": lsid.clone(), "autocommit": false},
+            doc! {"find": "c", "lsid": lsid, "txnNumber": 1i64, "autocommit": false, "startTransaction": false},
+        ] {
+            assert!(statement(&bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! Logical sessions (`lsid`) and the transaction each may hold.
+//!
+//! A session is created on first use and forgotten after
+//! [`SESSION_TIMEOUT`] of disuse (MongoDB's `logicalSessionTimeoutMinutes`)
+//! or on `endSessions`. Its transaction lives here between statements; the
+//! rules of starting, continuing and committing one are in
+//! `commands::transaction`. Memory is bounded: at most [`MAX_SESSIONS`]
+//! sessions, and a transaction older than [`TRANSACTION_LIFETIME`] is
+//! aborted by the reaper, which drops its snapshot and its writes.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use argon_wal::{BranchState, Transaction};
+use bson::{Bson, Document};
+
+use crate::error::{CommandError, ErrorCode, Result};
+
+/// MongoDB's default `logicalSessionTimeoutMinutes` (30), reported by `hello`.
+pub const SESSION_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// MongoDB's default `transactionLifetimeLimitSeconds` (`serve
+/// --transaction-lifetime-limit-seconds` sets another).
+pub const TRANSACTION_LIFETIME: Duration = Duration::from_secs(60);
+/// Sessions held at once; more are refused with `TooManyLogicalSessions`.
+pub const MAX_SESSIONS: usize = 100_000;
+
+/// A session id: the bytes of `lsid.id` (a UUID from drivers).
+pub type SessionId = Vec<u8>;
+
+/// The id of the session a command names, if it carries `lsid`.
+pub fn session_id(cmd: &Document) -> Option<SessionId> {
+    let lsid = cmd.get_document("lsid").ok()?;
+    Some(match lsid.get("id")? {
+        Bson::Binary(b) => b.bytes.clone(),
+        other => other.to_string().into_bytes(),
+    })
+}
+
+/// Where a session's transaction stands. Numbers only grow: a statement
+/// with a lower `txnNumber` than the session's is refused.
+#[derive(Default)]
+pub enum TxnState {
+    #[default]
+    None,
+    Active(Box<ActiveTxn>),
+    /// Committed: a repeated `commitTransaction` gets this reply again.
+    Committed(Document),
+    /// Aborted (explicitly, by an error, or by the lifetime limit): why.
+    Aborted(String),
+}
+
+pub struct Session {
+    pub txn_number: i64,
+    pub txn: TxnState,
+    last_used: Instant,
+}
+
+impl Default for Session {
+    fn default() -> Self {
+        Session {
+            txn_number: -1,
+            txn: TxnState::None,
+            last_used: Instant::now(),
+        }
+    }
+}
+
+/// A transaction in progress: the branch it runs on and what it has done.
+pub struct ActiveTxn {
+    pub branch: String,
+    pub started: Instant,
+    /// Handlers reach it through `Ctx::txn`; never held across an await.
+    txn: Mutex<Transaction>,
+    /// A commit failed in the store: it may have landed.
+    commit_unknown: std::sync::atomic::AtomicBool,
+}
+
+impl ActiveTxn {
+    pub fn new(branch: String, snapshot: BranchState) -> ActiveTxn {
+        ActiveTxn {
+            branch,
+            started: Instant::now(),
+            txn: Mutex::new(Transaction::begin(snapshot)),
+            commit_unknown: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    pub fn commit_unknown(&self) -> bool {
+        self.commit_unknown.load(Ordering::Relaxed)
+    }
+
+    pub fn mark_commit_unknown(&self) {
+        self.commit_unknown.store(true, Ordering::Relaxed);
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Transaction> {
+        // Statements of one session run one at a time (the session lock);
+        // a panicking statement leaves at worst a half-recorded statement,
+        // and the transaction is aborted on its error.
+        self.txn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The snapshot plus the transaction's own writes.
+    pub fn state(&self) -> BranchState {
+        self.lock().state().clone()
+    }
+
+    pub fn expired(&self, now: Instant, lifetime: Duration) -> bool {
+        now.saturating_duration_since(self.started) >= lifetime
+    }
+}
+
+type SessionCell = Arc<tokio::sync::Mutex<Session>>;
+
+pub struct Sessions {
+    map: Mutex<HashMap<SessionId, SessionCell>>,
+    lifetime_ms: AtomicU64,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Sessions {
+            map: Mutex::default(),
+            lifetime_ms: AtomicU64::new(TRANSACTION_LIFETIME.as_millis() as u64),
+        }
+    }
+}
+
+impl Sessions {
+    fn lock(&self) -> MutexGuard<'_, HashMap<SessionId, SessionCell>> {
+        // Entries are inserted and removed whole; a panic cannot tear one.
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How long a transaction may run before it is aborted.
+    pub fn transaction_lifetime(&self) -> Duration {
+        Duration::from_millis(self.lifetime_ms.load(Ordering::Relaxed))
+    }
+
+    pub fn set_transaction_lifetime(&self, lifetime: Duration) {
+        self.lifetime_ms
+            .store(lifetime.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// The session `id`, created if new. Its async lock serializes the
+    /// session's statements, as mongod does.
+    pub fn get_or_create(&self, id: SessionId) -> Result<SessionCell> {
+        let mut map = self.lock();
+        if let Some(s) = map.get(&id) {
+            return Ok(Arc::clone(s));
+        }
+        if map.len() >= MAX_SESSIONS {
+            return Err(CommandError::new(
+                ErrorCode::TooManyLogicalSessions,
+                format!(
+                    "cannot add a session: {MAX_SESSIONS} sessions are open; end unused ones with endSessions"
+                ),
+            ));
+        }
+        let cell = SessionCell::default();
+        map.insert(id, Arc::clone(&cell));
+        Ok(cell)
+    }
+
+    /// Forgets the sessions `ids` (their transactions abort).
+    pub fn end(&self, ids: impl IntoIterator<Item = SessionId>) {
+        let mut map = self.lock();
+        for id in ids {
+            map.remove(&id);
+        }
+    }
+
+    /// Aborts transactions past their lifetime and forgets idle sessions;
+    /// returns (transactions aborted, sessions forgotten). A session busy
+    /// with a statement is left for the next round.
+    pub fn reap(&self, now: Instant) -> (usize, usize) {
+        let lifetime = self.transaction_lifetime();
+        let mut map = self.lock();
+        let (mut aborted, before) = (0, map.len());
+        map.retain(|_, cell| {
+            let Ok(mut s) = cell.try_lock() else {
+                return true;
+            };
+            if let TxnState::Active(t) = &s.txn
+                && t.expired(now, lifetime)
+            {
+                s.txn = TxnState::Aborted(lifetime_exceeded(s.txn_number, lifetime));
+                aborted += 1;
+            }
+            now.saturating_duration_since(s.last_used) < SESSION_TIMEOUT
+        });
+        (aborted, before - map.len())
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Session {
+    pub fn touch(&mut self) {
+        self.last_used = Instant::now();
+    }
+}
+
+pub fn lifetime_exceeded(txn_number: i64, lifetime: Duration) -> String {
+    format!(
+        "transaction {txn_number} was aborted because it exceeded transactionLifetimeLimitSeconds ({}s)",
+        lifetime.as_secs()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use argon_wal::CommitTime;
+    use bson::doc;
+
+    #[test]
+    fn session_ids_come_from_lsid() {
+        let uuid = bson::Binary {
+            subtype: bson::spec::BinarySubtype::Uuid,
+            bytes: vec![7; 16],
+        };
+        assert_eq!(
+            session_id(&doc! {"find": "c", "lsid": {"id": uuid}}),
+            Some(vec![7; 16])
+        );
+        assert_eq!(session_id(&doc! {"find": "c"}), None);
+    }
+
+    #[tokio::test]
+    async fn reaper_aborts_old_transactions_and_forgets_idle_sessions() {
+        let sessions = Sessions::default();
+        let cell = sessions.get_or_create(vec![1]).unwrap();
+        {
+            let mut s = cell.lock().await;
+            s.txn_number = 3;
+            s.txn = TxnState::Active(Box::new(ActiveTxn::new(
+                "main".into(),
+                BranchState::empty(CommitTime(0)),
+            )));
+        }
+        let now = Instant::now();
+        assert_eq!(sessions.reap(now), (0, 0));
+        assert_eq!(sessions.reap(now + TRANSACTION_LIFETIME), (1, 0));
+        assert!(matches!(cell.lock().await.txn, TxnState::Aborted(_)));
+        assert_eq!(sessions.reap(now + SESSION_TIMEOUT * 2), (0, 1));
+        assert!(sessions.is_empty());
+    }
+}

@@ -53,6 +53,15 @@ pub struct ServeArgs {
     /// Address to serve /metrics, /healthz and /readyz on (off when absent).
     #[arg(long, env = "ARGON_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Most client connections open at once; a connection beyond them is
+    /// closed as it arrives (and logged).
+    #[arg(long, env = "ARGON_MAX_CONNECTIONS", default_value_t = crate::limits::DEFAULT_MAX_CONNECTIONS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_connections: usize,
+    /// Milliseconds a message may take to arrive once its first byte has;
+    /// a client that stalls in the middle of a message is disconnected.
+    /// Idle connections between messages are not affected.
+    #[arg(long, env = "ARGON_FRAME_TIMEOUT_MS", default_value_t = crate::limits::DEFAULT_FRAME_TIMEOUT.as_millis() as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub frame_timeout_ms: u64,
 }
 
 /// Where the WAL lives.
@@ -75,6 +84,14 @@ impl std::fmt::Display for StoreChoice {
 }
 
 impl ServeArgs {
+    /// The connection limits these flags set.
+    pub fn server_options(&self) -> crate::server::ServerOptions {
+        crate::server::ServerOptions {
+            max_connections: self.max_connections,
+            frame_timeout: std::time::Duration::from_millis(self.frame_timeout_ms),
+        }
+    }
+
     pub fn store_choice(&self) -> Result<StoreChoice, String> {
         match (&self.data, &self.store) {
             (Some(dir), None) => Ok(StoreChoice::Embedded(dir.clone())),

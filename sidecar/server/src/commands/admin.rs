@@ -67,7 +67,7 @@ pub async fn get_parameter(ctx: &Ctx<'_>) -> Result<Document> {
     let all = doc! {
         "featureCompatibilityVersion": {"version": "7.0"},
         "authenticationMechanisms": [],
-        "maxBSONDepth": 100,
+        "maxBSONDepth": crate::limits::MAX_BSON_DEPTH as i32,
         "cursorTimeoutMillis": crate::cursor::IDLE_TIMEOUT.as_millis() as i64,
         "logicalSessionTimeoutMinutes": 30,
         "transactionLifetimeLimitSeconds": 60,

@@ -125,6 +125,7 @@ impl UpdateSpec {
                         ),
                     ));
                 }
+                crate::limits::check_path(path)?;
                 if path.split('.').any(|p| p == "$" || p.starts_with("$[")) {
                     return Err(CommandError::not_implemented(
                         "the positional update operator",
@@ -137,6 +138,7 @@ impl UpdateSpec {
                             "The 'to' field for $rename must be a string: {path}: {value}"
                         )));
                     };
+                    crate::limits::check_path(to)?;
                     if prefix_conflict(path, to) {
                         return Err(CommandError::bad_value(format!(
                             "The source and target field for $rename must not be on the same path: {path}: \"{to}\""
@@ -713,6 +715,20 @@ mod tests {
         .unwrap();
         assert_eq!(r.get_array("a").unwrap().len(), 1);
         assert!(up(doc! {"_id": 1, "a": 1}, doc! {"$push": {"a": 1}}).is_err());
+    }
+
+    #[test]
+    fn array_index_padding_is_capped() {
+        let d = doc! {"_id": 1, "a": [1, 2]};
+        let e = up(d.clone(), doc! {"$set": {"a.400000000": 1}}).unwrap_err();
+        assert_eq!(e.code, ErrorCode::CannotBackfillArray);
+        let r = up(d, doc! {"$set": {"a.5": 1}}).unwrap();
+        assert_eq!(r.get_array("a").unwrap().len(), 6);
+        let long = vec!["a"; 201].join(".");
+        assert_eq!(
+            UpdateSpec::parse(&bson!({"$set": {long: 1}})).unwrap_err().code,
+            ErrorCode::Overflow
+        );
     }
 
     #[test]

@@ -146,7 +146,9 @@ pub fn raw_depth(bytes: &[u8], max: usize) -> RawDepth {
 struct Malformed;
 
 fn read_i32(bytes: &[u8], at: usize) -> Result<i32, Malformed> {
-    let b = bytes.get(at..at.checked_add(4).ok_or(Malformed)?).ok_or(Malformed)?;
+    let b = bytes
+        .get(at..at.checked_add(4).ok_or(Malformed)?)
+        .ok_or(Malformed)?;
     Ok(i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
 }
 
@@ -546,7 +548,9 @@ pub fn check_built_document(doc: &Document, stage: &'static str) -> Result<()> {
 fn too_deep_built(stage: &str) -> CommandError {
     CommandError::new(
         ErrorCode::Overflow,
-        format!("{stage} would build a document that exceeds maximum nested object depth of {MAX_BSON_DEPTH}"),
+        format!(
+            "{stage} would build a document that exceeds maximum nested object depth of {MAX_BSON_DEPTH}"
+        ),
     )
 }
 
@@ -723,7 +727,10 @@ mod tests {
             }
         }
         assert_eq!(raw_depth(&[], 200), RawDepth::Malformed);
-        assert_eq!(raw_depth(&[255, 255, 255, 255, 0], 200), RawDepth::Malformed);
+        assert_eq!(
+            raw_depth(&[255, 255, 255, 255, 0], 200),
+            RawDepth::Malformed
+        );
     }
 
     #[test]
@@ -731,7 +738,9 @@ mod tests {
         assert!(check_message_document(&bytes(&nested(200))).is_ok());
         let e = check_message_document(&raw_nested(20_000)).unwrap_err();
         assert_eq!(e.code, ErrorCode::Overflow);
-        let mut huge = (MAX_MESSAGE_DOCUMENT_SIZE as i32 + 1).to_le_bytes().to_vec();
+        let mut huge = (MAX_MESSAGE_DOCUMENT_SIZE as i32 + 1)
+            .to_le_bytes()
+            .to_vec();
         huge.push(0);
         assert_eq!(
             check_message_document(&huge).unwrap_err().code,
@@ -779,10 +788,16 @@ mod tests {
         let e = b.charge(1).unwrap_err();
         assert_eq!(e.code, ErrorCode::ExceededMemoryLimit);
         assert!(e.message.contains("$concat"));
-        assert!(Budget::value("x").reserve(MAX_BUILT_VALUE_SIZE + 1).is_err());
+        assert!(
+            Budget::value("x")
+                .reserve(MAX_BUILT_VALUE_SIZE + 1)
+                .is_err()
+        );
         assert!(check_built_document(&nested(199), "$project").is_ok());
         assert_eq!(
-            check_built_document(&nested(201), "$project").unwrap_err().code,
+            check_built_document(&nested(201), "$project")
+                .unwrap_err()
+                .code,
             ErrorCode::Overflow
         );
         let big = doc! {"s": "x".repeat(MAX_DOCUMENT_SIZE)};

@@ -5,9 +5,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
+use argon_sidecar::Service;
 use argon_sidecar::config::{Cli, Command, ServeArgs, open_wal};
 use argon_sidecar::metrics::{self, Metrics};
-use argon_sidecar::Service;
 use argon_sidecar::server::run_with;
 use clap::Parser;
 use tokio::net::TcpListener;

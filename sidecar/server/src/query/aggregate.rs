@@ -688,19 +688,34 @@ mod tests {
         let stages: Vec<Bson> = (0..40)
             .map(|_| bson!({"$project": {"a": "$$ROOT", "b": "$$ROOT"}}))
             .collect();
-        let e = run(Bson::Array(stages), vec![doc! {"_id": 1, "s": "x".repeat(1000)}]).unwrap_err();
+        let e = run(
+            Bson::Array(stages),
+            vec![doc! {"_id": 1, "s": "x".repeat(1000)}],
+        )
+        .unwrap_err();
         assert_eq!(e.code, ErrorCode::BSONObjectTooLarge);
         // Nesting a document one level per stage stops at 200 levels.
-        let stages: Vec<Bson> = (0..300).map(|_| bson!({"$project": {"a": "$$ROOT"}})).collect();
+        let stages: Vec<Bson> = (0..300)
+            .map(|_| bson!({"$project": {"a": "$$ROOT"}}))
+            .collect();
         let e = run(Bson::Array(stages), vec![doc! {"_id": 1}]).unwrap_err();
         assert_eq!(e.code, ErrorCode::Overflow);
         let stages: Vec<Bson> = (0..1001).map(|_| bson!({"$limit": 1})).collect();
-        assert_eq!(run(Bson::Array(stages), vec![]).unwrap_err().code.code(), 7749501);
+        assert_eq!(
+            run(Bson::Array(stages), vec![]).unwrap_err().code.code(),
+            7749501
+        );
         let stages: Vec<Bson> = (0..1000).map(|_| bson!({"$limit": 1})).collect();
         assert!(run(Bson::Array(stages), vec![]).is_ok());
         // $push stops at 16 MiB.
-        let docs: Vec<Document> = (0..40).map(|i| doc! {"_id": i, "s": "x".repeat(1 << 20)}).collect();
-        let e = run(bson!([{"$group": {"_id": null, "all": {"$push": "$s"}}}]), docs.clone()).unwrap_err();
+        let docs: Vec<Document> = (0..40)
+            .map(|i| doc! {"_id": i, "s": "x".repeat(1 << 20)})
+            .collect();
+        let e = run(
+            bson!([{"$group": {"_id": null, "all": {"$push": "$s"}}}]),
+            docs.clone(),
+        )
+        .unwrap_err();
         assert_eq!(e.code, ErrorCode::ExceededMemoryLimit);
         assert!(e.message.contains("$push"));
         // $unwind copies a large document per element: bounded.
@@ -708,7 +723,11 @@ mod tests {
         let e = run(bson!([{"$unwind": "$a"}]), vec![wide]).unwrap_err();
         assert_eq!(e.code, ErrorCode::ExceededMemoryLimit);
         // $range in a pipeline.
-        let e = run(bson!([{"$project": {"r": {"$range": [0, 1_000_000_000]}}}]), vec![doc! {"_id": 1}]).unwrap_err();
+        let e = run(
+            bson!([{"$project": {"r": {"$range": [0, 1_000_000_000]}}}]),
+            vec![doc! {"_id": 1}],
+        )
+        .unwrap_err();
         assert_eq!(e.code, ErrorCode::ExceededMemoryLimit);
     }
 

@@ -214,7 +214,9 @@ fn range_arg(v: &Bson, what: &str, not_number: ErrorCode, not_int: ErrorCode) ->
         Some(x) if x.fract() == 0.0 && x >= i32::MIN as f64 && x <= i32::MAX as f64 => Ok(x as i64),
         _ => Err(CommandError::new(
             not_int,
-            format!("$range requires a {what} that can be represented as a 32-bit integer, found value: {v}"),
+            format!(
+                "$range requires a {what} that can be represented as a 32-bit integer, found value: {v}"
+            ),
         )),
     }
 }
@@ -526,23 +528,52 @@ mod tests {
 
     #[test]
     fn range_and_built_values_are_bounded() {
-        assert_eq!(ev(bson!({"$range": [0, 5]}), doc! {}), Some(bson!([0, 1, 2, 3, 4])));
-        assert_eq!(ev(bson!({"$range": [5, 0, -2]}), doc! {}), Some(bson!([5, 3, 1])));
+        assert_eq!(
+            ev(bson!({"$range": [0, 5]}), doc! {}),
+            Some(bson!([0, 1, 2, 3, 4]))
+        );
+        assert_eq!(
+            ev(bson!({"$range": [5, 0, -2]}), doc! {}),
+            Some(bson!([5, 3, 1]))
+        );
         assert_eq!(ev(bson!({"$range": [0, 5, -1]}), doc! {}), Some(bson!([])));
         let e = ev_err(bson!({"$range": [0, 1_000_000_000]}), doc! {});
         assert_eq!(e.code, ErrorCode::ExceededMemoryLimit);
-        assert!(e.message.starts_with("$range would use too much memory"), "{}", e.message);
-        assert_eq!(ev_err(bson!({"$range": [0, 5, 0]}), doc! {}).code, ErrorCode::Location34449);
-        assert_eq!(ev_err(bson!({"$range": ["a", 5]}), doc! {}).code, ErrorCode::Location34443);
+        assert!(
+            e.message.starts_with("$range would use too much memory"),
+            "{}",
+            e.message
+        );
+        assert_eq!(
+            ev_err(bson!({"$range": [0, 5, 0]}), doc! {}).code,
+            ErrorCode::Location34449
+        );
+        assert_eq!(
+            ev_err(bson!({"$range": ["a", 5]}), doc! {}).code,
+            ErrorCode::Location34443
+        );
         assert!(Expr::parse(&bson!({"$range": [1]})).is_err());
-        let big = doc! {"s": "x".repeat(1 << 20), "a": (0..1000).map(Bson::Int32).collect::<Vec<_>>()};
+        let big =
+            doc! {"s": "x".repeat(1 << 20), "a": (0..1000).map(Bson::Int32).collect::<Vec<_>>()};
         let many_s: Vec<Bson> = (0..20).map(|_| bson!("$s")).collect();
-        assert_eq!(ev_err(bson!({"$concat": many_s}), big.clone()).code, ErrorCode::ExceededMemoryLimit);
+        assert_eq!(
+            ev_err(bson!({"$concat": many_s}), big.clone()).code,
+            ErrorCode::ExceededMemoryLimit
+        );
         let many_a: Vec<Bson> = (0..3000).map(|_| bson!("$a")).collect();
-        assert_eq!(ev_err(bson!({"$concatArrays": many_a}), big.clone()).code, ErrorCode::ExceededMemoryLimit);
+        assert_eq!(
+            ev_err(bson!({"$concatArrays": many_a}), big.clone()).code,
+            ErrorCode::ExceededMemoryLimit
+        );
         let many_root: Vec<Bson> = (0..20).map(|_| bson!("$$ROOT")).collect();
-        assert_eq!(ev_err(Bson::Array(many_root), big.clone()).code, ErrorCode::ExceededMemoryLimit);
-        let e = ev_err(bson!({"a": "$$ROOT", "b": "$$ROOT", "c": "$$ROOT", "d": {"e": "$s", "f": "$s"}, "g": "$s", "h": "$s", "i": "$s", "j": "$s", "k": "$s", "l": "$s", "m": "$s", "n": "$s", "o": "$s", "p": "$s", "q": "$s", "r": "$s"}), big);
+        assert_eq!(
+            ev_err(Bson::Array(many_root), big.clone()).code,
+            ErrorCode::ExceededMemoryLimit
+        );
+        let e = ev_err(
+            bson!({"a": "$$ROOT", "b": "$$ROOT", "c": "$$ROOT", "d": {"e": "$s", "f": "$s"}, "g": "$s", "h": "$s", "i": "$s", "j": "$s", "k": "$s", "l": "$s", "m": "$s", "n": "$s", "o": "$s", "p": "$s", "q": "$s", "r": "$s"}),
+            big,
+        );
         assert_eq!(e.code, ErrorCode::ExceededMemoryLimit);
     }
 
@@ -562,7 +593,10 @@ mod tests {
         }
         assert_eq!(Expr::parse(&e).unwrap_err().code, ErrorCode::Overflow);
         let long = format!("${}", vec!["a"; 201].join("."));
-        assert_eq!(Expr::parse(&Bson::String(long)).unwrap_err().code, ErrorCode::Overflow);
+        assert_eq!(
+            Expr::parse(&Bson::String(long)).unwrap_err().code,
+            ErrorCode::Overflow
+        );
     }
 
     #[test]

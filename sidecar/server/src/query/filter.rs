@@ -696,7 +696,10 @@ mod tests {
         f = doc! {"$or": [f]};
         let e = Filter::parse(&f).unwrap_err();
         assert_eq!(e.code, crate::error::ErrorCode::BadValue);
-        assert!(e.message.starts_with("exceeded maximum query tree depth of 100"));
+        assert!(
+            e.message
+                .starts_with("exceeded maximum query tree depth of 100")
+        );
         let mut p = doc! {"$gt": 1};
         for _ in 0..101 {
             p = doc! {"$not": p};
@@ -711,7 +714,9 @@ mod tests {
 
     #[test]
     fn expr_errors_surface_in_try_matches() {
-        let f = Filter::parse(&doc! {"$expr": {"$gt": [{"$size": {"$range": [0, 1_000_000_000]}}, 0]}}).unwrap();
+        let f =
+            Filter::parse(&doc! {"$expr": {"$gt": [{"$size": {"$range": [0, 1_000_000_000]}}, 0]}})
+                .unwrap();
         assert!(f.try_matches(&doc! {}).is_err());
         assert!(!f.matches(&doc! {}));
     }

@@ -326,7 +326,10 @@ mod tests {
         assert_eq!(e.message, "can't backfill more than 1500000 elements");
         assert_eq!(d, doc! {"a": [1]});
         let long = vec!["a"; 201].join(".");
-        assert_eq!(set(&mut d, &long, bson!(1)).unwrap_err().code, ErrorCode::Overflow);
+        assert_eq!(
+            set(&mut d, &long, bson!(1)).unwrap_err().code,
+            ErrorCode::Overflow
+        );
     }
 
     #[test]

@@ -287,16 +287,25 @@ mod tests {
             p(doc! {"a.400000000": "$x"}, d.clone()),
             doc! {"_id": 1, "a": [{"400000000": 7}, {"400000000": 7}]}
         );
-        assert_eq!(p(doc! {"a.b": 1}, d.clone()), doc! {"_id": 1, "a": [{"b": 2}]});
+        assert_eq!(
+            p(doc! {"a.b": 1}, d.clone()),
+            doc! {"_id": 1, "a": [{"b": 2}]}
+        );
         let mut spec = Document::new();
         for i in 0..40 {
             spec.insert(format!("f{i}"), "$$ROOT");
         }
         let big = doc! {"_id": 1, "s": "x".repeat(1 << 20)};
-        let e = Projection::parse(&spec).unwrap().try_apply(&big).unwrap_err();
+        let e = Projection::parse(&spec)
+            .unwrap()
+            .try_apply(&big)
+            .unwrap_err();
         assert_eq!(e.code, ErrorCode::BSONObjectTooLarge);
         let long = vec!["a"; 101].join(".");
-        assert_eq!(Projection::parse(&doc! {long: 1}).unwrap_err().code, ErrorCode::Location5729100);
+        assert_eq!(
+            Projection::parse(&doc! {long: 1}).unwrap_err().code,
+            ErrorCode::Location5729100
+        );
     }
 
     #[test]

@@ -726,7 +726,9 @@ mod tests {
         assert_eq!(r.get_array("a").unwrap().len(), 6);
         let long = vec!["a"; 201].join(".");
         assert_eq!(
-            UpdateSpec::parse(&bson!({"$set": {long: 1}})).unwrap_err().code,
+            UpdateSpec::parse(&bson!({"$set": {long: 1}}))
+                .unwrap_err()
+                .code,
             ErrorCode::Overflow
         );
     }

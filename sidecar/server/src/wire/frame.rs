@@ -120,11 +120,17 @@ mod tests {
         let mut b = message(20, &[1, 2]);
         assert_eq!(Frame::decode(&mut b), Ok(None));
         assert_eq!(b.len(), 18, "nothing consumed");
-        assert!(b.capacity() < 1000, "nothing reserved for the claimed length");
+        assert!(
+            b.capacity() < 1000,
+            "nothing reserved for the claimed length"
+        );
         assert_eq!(missing_bytes(&b), 2);
         let mut b = message(40_000_000, &[1, 2]);
         assert_eq!(Frame::decode(&mut b), Ok(None));
-        assert!(b.capacity() < 1000, "nothing reserved for the claimed length");
+        assert!(
+            b.capacity() < 1000,
+            "nothing reserved for the claimed length"
+        );
     }
 
     #[test]

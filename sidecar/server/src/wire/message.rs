@@ -181,10 +181,10 @@ fn parse_op_query(header: Header, body: &[u8]) -> Result<Request, WireError> {
             Document::new()
         }
     };
-    if r.remaining() > 0 {
-        if let Err(e) = r.checked_document("OP_QUERY returnFieldsSelector")? {
-            rejected.get_or_insert(e);
-        }
+    if r.remaining() > 0
+        && let Err(e) = r.checked_document("OP_QUERY returnFieldsSelector")?
+    {
+        rejected.get_or_insert(e);
     }
     if r.remaining() > 0 {
         return Err(WireError::TrailingBytes(r.remaining()));
@@ -509,9 +509,17 @@ mod tests {
         for _ in 0..201 {
             d = doc! {"x": d};
         }
-        let bytes = encode_op_msg(5, 0, &doc! {"insert": "c", "$db": "d"}, &[("documents", vec![doc! {"_id": 1}, d])]);
+        let bytes = encode_op_msg(
+            5,
+            0,
+            &doc! {"insert": "c", "$db": "d"},
+            &[("documents", vec![doc! {"_id": 1}, d])],
+        );
         let req = Request::parse(&frame(&bytes)).unwrap();
-        assert_eq!(req.rejected.unwrap().code, crate::error::ErrorCode::Overflow);
+        assert_eq!(
+            req.rejected.unwrap().code,
+            crate::error::ErrorCode::Overflow
+        );
     }
 
     #[test]

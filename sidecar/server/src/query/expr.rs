@@ -271,10 +271,17 @@ fn eval_range(args: &[Expr], doc: &Document) -> Result<Bson> {
 }
 
 fn eval_op(op: Op, args: &[Expr], doc: &Document) -> Result<Option<Bson>> {
+    // All arguments at once (`{$max: ["$$ROOT", "$$ROOT", ...]}`): held to
+    // the built-value limit together.
     let vals = || -> Result<Vec<Bson>> {
-        args.iter()
-            .map(|a| Ok(a.eval(doc)?.unwrap_or(Bson::Null)))
-            .collect()
+        let mut budget = Budget::value("the arguments of an expression");
+        let mut out = Vec::with_capacity(args.len());
+        for a in args {
+            let v = a.eval(doc)?.unwrap_or(Bson::Null);
+            budget.charge(limits::bson_size(&v))?;
+            out.push(v);
+        }
+        Ok(out)
     };
     let arg = |i: usize| -> Result<Bson> {
         Ok(match args.get(i) {

@@ -153,4 +153,19 @@ mod tests {
         assert!(parse(&[]).unwrap().store_choice().is_err());
         assert_eq!(redact("mongodb://u:p@h/x"), "mongodb://***@h/x");
     }
+
+    #[test]
+    fn connection_limits() {
+        let o = parse(&["--data", "/x"]).unwrap().server_options();
+        assert_eq!(o.max_connections, crate::limits::DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(o.frame_timeout, crate::limits::DEFAULT_FRAME_TIMEOUT);
+        let o = parse(&["--max-connections", "5", "--frame-timeout-ms", "250"])
+            .unwrap()
+            .server_options();
+        assert_eq!(o.max_connections, 5);
+        assert_eq!(o.frame_timeout, std::time::Duration::from_millis(250));
+        assert!(parse(&["--max-connections", "0"]).is_err());
+        assert!(parse(&["--frame-timeout-ms", "0"]).is_err());
+        assert!(parse(&["--max-connections", "-3"]).is_err());
+    }
 }

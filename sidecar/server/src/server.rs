@@ -67,6 +67,8 @@ pub async fn run_with(
         .store(true, std::sync::atomic::Ordering::Relaxed);
 
     let accept = async {
+        let mut last_refusal_log: Option<Instant> = None;
+        let mut refused_unlogged = 0u64;
         loop {
             let (stream, peer) = match accept_with_backoff(&listener).await {
                 Some(s) => s,
@@ -76,11 +78,21 @@ pub async fn run_with(
                 Ok(p) => p,
                 Err(_) => {
                     service.metrics.connections_refused.inc();
-                    tracing::warn!(
-                        %peer,
-                        max_connections = options.max_connections,
-                        "closing a new connection: the server already has its maximum number of connections"
-                    );
+                    refused_unlogged += 1;
+                    // One line per second at most, so a flood of connections
+                    // cannot flood the log too.
+                    if last_refusal_log
+                        .is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(1))
+                    {
+                        tracing::warn!(
+                            %peer,
+                            max_connections = options.max_connections,
+                            refused = refused_unlogged,
+                            "closing new connections: the server already has its maximum number of connections"
+                        );
+                        refused_unlogged = 0;
+                        last_refusal_log = Some(Instant::now());
+                    }
                     drop(stream);
                     continue;
                 }

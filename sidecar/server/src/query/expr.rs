@@ -301,7 +301,7 @@ fn eval_op(op: Op, args: &[Expr], doc: &Document) -> Result<Option<Bson>> {
             {
                 let extra: f64 = vs.iter().filter_map(as_f64).sum();
                 return Ok(Some(Bson::DateTime(bson::DateTime::from_millis(
-                    d.timestamp_millis() + extra as i64,
+                    d.timestamp_millis().saturating_add(extra as i64),
                 ))));
             }
             let nums: Vec<f64> = vs.iter().filter_map(as_f64).collect();

@@ -513,7 +513,7 @@ impl Pred {
                 .iter()
                 .any(|v| matches!(v, Bson::Array(a) if a.len() as i64 == *n)),
             Pred::Mod(div, rem) => any_expanded(r, |v| {
-                as_f64(v).is_some_and(|x| x.is_finite() && (x as i64) % div == *rem)
+                as_f64(v).is_some_and(|x| x.is_finite() && (x as i64).wrapping_rem(*div) == *rem)
             }),
             Pred::Not(p) => !p.matches(r),
             Pred::And(ps) => ps.iter().all(|p| p.matches(r)),
@@ -653,6 +653,7 @@ mod tests {
         assert!(!m(doc! {"a": {"$all": [1, 4]}}, doc! {"a": [2, 3, 1]}));
         assert!(m(doc! {"a": {"$size": 2}}, doc! {"a": [2, 3]}));
         assert!(m(doc! {"a": {"$mod": [4, 1]}}, doc! {"a": 9}));
+        assert!(m(doc! {"a": {"$mod": [-1, 0]}}, doc! {"a": i64::MIN}));
         assert!(m(
             doc! {"a": {"$elemMatch": {"b": 1, "c": {"$gt": 1}}}},
             doc! {"a": [{"b": 1, "c": 1}, {"b": 1, "c": 2}]}

@@ -481,7 +481,7 @@ fn push(arr: &mut Vec<Bson>, arg: &Bson) -> Result<()> {
         if n >= 0 {
             arr.truncate(n as usize);
         } else {
-            let keep = (-n) as usize;
+            let keep = usize::try_from(n.unsigned_abs()).unwrap_or(usize::MAX);
             if arr.len() > keep {
                 arr.drain(..arr.len() - keep);
             }
@@ -700,6 +700,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.get_array("a").unwrap()[0], bson!(0));
+        let r = up(
+            d.clone(),
+            doc! {"$push": {"a": {"$each": [9], "$slice": i64::MIN}}},
+        )
+        .unwrap();
+        assert_eq!(r.get_array("a").unwrap().len(), 3);
         let r = up(d.clone(), doc! {"$addToSet": {"a": {"$each": [1, 7]}}}).unwrap();
         assert_eq!(r.get_array("a").unwrap().len(), 3);
         let r = up(d.clone(), doc! {"$pull": {"a": {"$gte": 3}}}).unwrap();

@@ -327,9 +327,7 @@ fn run_stage(stage: &Stage, docs: Vec<Document>, lookup: &dyn Lookup) -> Result<
                 for (k, e) in fields {
                     match e.eval(&root)? {
                         Some(v) => path::set_field(&mut d, k, v, &mut budget)?,
-                        None => {
-                            path::unset(&mut d, k);
-                        }
+                        None => path::unset_field(&mut d, k),
                     }
                 }
                 limits::check_built_document(&d, "$addFields")?;
@@ -340,7 +338,7 @@ fn run_stage(stage: &Stage, docs: Vec<Document>, lookup: &dyn Lookup) -> Result<
             .into_iter()
             .map(|mut d| {
                 for f in fields {
-                    path::unset(&mut d, f);
+                    path::unset_field(&mut d, f);
                 }
                 d
             })

@@ -257,7 +257,41 @@ fn set_in_value(v: &mut Bson, name: &str, parts: &[&str], value: Bson) -> Result
     }
 }
 
-/// Removes `path` (an array element becomes null, as `$unset` does).
+/// Removes `path` as aggregation does (`$unset`, a missing `$addFields`
+/// value): over an array, the rest of the path is removed from each
+/// element that is a document (or nested array); a number names a field.
+pub fn unset_field(doc: &mut Document, path: &str) {
+    let parts: Vec<&str> = path.split('.').collect();
+    unset_field_in_doc(doc, &parts);
+}
+
+fn unset_field_in_doc(doc: &mut Document, parts: &[&str]) {
+    let Some((head, rest)) = parts.split_first() else {
+        return;
+    };
+    if rest.is_empty() {
+        doc.remove(*head);
+        return;
+    }
+    match doc.get_mut(*head) {
+        Some(Bson::Document(d)) => unset_field_in_doc(d, rest),
+        Some(Bson::Array(items)) => unset_field_in_array(items, rest),
+        _ => {}
+    }
+}
+
+fn unset_field_in_array(items: &mut [Bson], parts: &[&str]) {
+    for e in items {
+        match e {
+            Bson::Document(d) => unset_field_in_doc(d, parts),
+            Bson::Array(inner) => unset_field_in_array(inner, parts),
+            _ => {}
+        }
+    }
+}
+
+/// Removes `path` (an array element becomes null, as the `$unset` update
+/// operator does).
 /// Returns whether something was there.
 pub fn unset(doc: &mut Document, path: &str) -> bool {
     let parts: Vec<&str> = path.split('.').collect();
@@ -353,6 +387,14 @@ mod tests {
         let big = Bson::String("x".repeat(1 << 20));
         let e = set_field(&mut many, "a.x", big, &mut Budget::document("$addFields")).unwrap_err();
         assert_eq!(e.code, ErrorCode::BSONObjectTooLarge);
+    }
+
+    #[test]
+    fn aggregation_unset_names_fields() {
+        let mut d = doc! {"a": [{"0": 1, "b": 2}, 5, [{"0": 3}]], "c": {"0": 1}};
+        unset_field(&mut d, "a.0");
+        unset_field(&mut d, "c.0");
+        assert_eq!(d, doc! {"a": [{"b": 2}, 5, [{}]], "c": {}});
     }
 
     #[test]

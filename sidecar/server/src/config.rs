@@ -58,6 +58,15 @@ pub struct ServeArgs {
     #[arg(long, env = "ARGON_TRANSACTION_LIFETIME_LIMIT_SECONDS", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub transaction_lifetime_limit_seconds: u64,
+    /// Most client connections open at once; a connection beyond them is
+    /// closed as it arrives (and logged).
+    #[arg(long, env = "ARGON_MAX_CONNECTIONS", default_value_t = crate::limits::DEFAULT_MAX_CONNECTIONS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_connections: usize,
+    /// Milliseconds a message may take to arrive once its first byte has;
+    /// a client that stalls in the middle of a message is disconnected.
+    /// Idle connections between messages are not affected.
+    #[arg(long, env = "ARGON_FRAME_TIMEOUT_MS", default_value_t = crate::limits::DEFAULT_FRAME_TIMEOUT.as_millis() as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub frame_timeout_ms: u64,
 }
 
 /// Where the WAL lives.
@@ -80,6 +89,14 @@ impl std::fmt::Display for StoreChoice {
 }
 
 impl ServeArgs {
+    /// The connection limits these flags set.
+    pub fn server_options(&self) -> crate::server::ServerOptions {
+        crate::server::ServerOptions {
+            max_connections: self.max_connections,
+            frame_timeout: std::time::Duration::from_millis(self.frame_timeout_ms),
+        }
+    }
+
     pub fn store_choice(&self) -> Result<StoreChoice, String> {
         match (&self.data, &self.store) {
             (Some(dir), None) => Ok(StoreChoice::Embedded(dir.clone())),
@@ -140,5 +157,20 @@ mod tests {
         assert!(a.store_choice().is_err());
         assert!(parse(&[]).unwrap().store_choice().is_err());
         assert_eq!(redact("mongodb://u:p@h/x"), "mongodb://***@h/x");
+    }
+
+    #[test]
+    fn connection_limits() {
+        let o = parse(&["--data", "/x"]).unwrap().server_options();
+        assert_eq!(o.max_connections, crate::limits::DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(o.frame_timeout, crate::limits::DEFAULT_FRAME_TIMEOUT);
+        let o = parse(&["--max-connections", "5", "--frame-timeout-ms", "250"])
+            .unwrap()
+            .server_options();
+        assert_eq!(o.max_connections, 5);
+        assert_eq!(o.frame_timeout, std::time::Duration::from_millis(250));
+        assert!(parse(&["--max-connections", "0"]).is_err());
+        assert!(parse(&["--frame-timeout-ms", "0"]).is_err());
+        assert!(parse(&["--max-connections", "-3"]).is_err());
     }
 }

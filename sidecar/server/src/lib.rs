@@ -5,7 +5,7 @@
 //! (`commands`, `error`), the query engine that filters, updates, projects,
 //! sorts and aggregates documents (`query`), branch addressing in database
 //! names (`target`), cursors (`cursor`), retryable-write memory (`retry`),
-//! the accept loop (`server`), configuration (`config`) and the metrics
+//! every limit a request is held to (`limits`), the accept loop (`server`), configuration (`config`) and the metrics
 //! endpoint (`metrics`).
 //!
 //! Durability, branches and materialized state belong to the `argon-wal`
@@ -16,6 +16,7 @@ pub mod commands;
 pub mod config;
 pub mod cursor;
 pub mod error;
+pub mod limits;
 pub mod metrics;
 pub mod query;
 pub mod retry;

@@ -5,9 +5,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
+use argon_sidecar::Service;
 use argon_sidecar::config::{Cli, Command, ServeArgs, open_wal};
 use argon_sidecar::metrics::{self, Metrics};
-use argon_sidecar::{Service, run};
+use argon_sidecar::server::run_with;
 use clap::Parser;
 use tokio::net::TcpListener;
 
@@ -21,6 +22,7 @@ fn main() -> ExitCode {
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_stack_size(argon_sidecar::limits::WORKER_STACK_SIZE)
         .build()
     {
         Ok(r) => r,
@@ -60,7 +62,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    tracing::info!(listen = %listener.local_addr()?, %store, project = %args.project, branch = %args.branch, read_only = args.read_only, "serving MongoDB clients");
+    tracing::info!(listen = %listener.local_addr()?, %store, project = %args.project, branch = %args.branch, read_only = args.read_only, max_connections = args.max_connections, frame_timeout_ms = args.frame_timeout_ms, "serving MongoDB clients");
+    let options = args.server_options();
     let service = if args.read_only {
         Service::new_read_only(wal, args.branch, metrics)
     } else {
@@ -71,7 +74,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .set_transaction_lifetime(std::time::Duration::from_secs(
             args.transaction_lifetime_limit_seconds,
         ));
-    run(listener, service, shutdown_signal()).await;
+    run_with(listener, service, options, shutdown_signal()).await;
     Ok(())
 }
 

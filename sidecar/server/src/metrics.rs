@@ -32,6 +32,7 @@ pub struct Metrics {
     pub command_errors: Family<ErrorLabels, Counter>,
     pub connections_open: Gauge<i64, AtomicI64>,
     pub connections_total: Counter,
+    pub connections_refused: Counter,
     pub protocol_errors: Counter,
     pub commits: Counter,
     pub ready: AtomicBool,
@@ -44,6 +45,7 @@ impl Default for Metrics {
         let command_errors = Family::<ErrorLabels, Counter>::default();
         let connections_open = Gauge::<i64, AtomicI64>::default();
         let connections_total = Counter::default();
+        let connections_refused = Counter::default();
         let protocol_errors = Counter::default();
         let commits = Counter::default();
         registry.register("commands", "Commands received, by name", commands.clone());
@@ -63,6 +65,11 @@ impl Default for Metrics {
             connections_total.clone(),
         );
         registry.register(
+            "connections_refused",
+            "Client connections closed on arrival: the server had its maximum number open",
+            connections_refused.clone(),
+        );
+        registry.register(
             "protocol_errors",
             "Connections closed for a malformed message",
             protocol_errors.clone(),
@@ -78,6 +85,7 @@ impl Default for Metrics {
             command_errors,
             connections_open,
             connections_total,
+            connections_refused,
             protocol_errors,
             commits,
             ready: AtomicBool::new(false),

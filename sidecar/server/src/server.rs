@@ -1,9 +1,14 @@
 //! The accept loop and one task per connection (mini-redis style): a thin
-//! `main` calls [`run`]; tests bind port 0 and call it in-process.
+//! `main` calls [`run_with`]; tests bind port 0 and call [`run`] in-process.
 //!
 //! A connection reads frames, parses each into a request, answers it
 //! through `commands::handle`, and writes the reply. A malformed message is
-//! logged with its reason and closes that connection only.
+//! logged with its reason and closes that connection only; a message whose
+//! documents break a limit (too deep, too large) gets an error reply and
+//! the connection goes on. Connections beyond `max_connections` are closed
+//! as they arrive, and a message that has started but does not complete
+//! within `frame_timeout` closes its connection (an idle connection between
+//! messages may stay). Read buffers grow with the bytes that arrive.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,17 +22,44 @@ use tokio::sync::{Semaphore, broadcast, mpsc};
 
 use crate::commands::{self, Conn};
 use crate::service::Service;
-use crate::wire::{Frame, Reply, Request, RequestKind, WireError};
+use crate::wire::{Frame, Reply, Request, RequestKind, WireError, missing_bytes};
 
-/// Most client connections served at once; more wait in the accept queue.
-pub const MAX_CONNECTIONS: usize = 10_000;
+/// Connection limits of a server (`serve --max-connections`,
+/// `--frame-timeout-ms`).
+#[derive(Debug, Clone, Copy)]
+pub struct ServerOptions {
+    /// Most client connections served at once; a connection beyond them is
+    /// closed when it arrives.
+    pub max_connections: usize,
+    /// How long a message may take to arrive once its first byte has.
+    pub frame_timeout: Duration,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            max_connections: crate::limits::DEFAULT_MAX_CONNECTIONS,
+            frame_timeout: crate::limits::DEFAULT_FRAME_TIMEOUT,
+        }
+    }
+}
+
+/// [`run_with`] and the default [`ServerOptions`].
+pub async fn run(listener: TcpListener, service: Arc<Service>, shutdown: impl Future) {
+    run_with(listener, service, ServerOptions::default(), shutdown).await
+}
 
 /// Serves MongoDB clients on `listener` until `shutdown` completes, then
 /// waits for open connections to finish their current request.
-pub async fn run(listener: TcpListener, service: Arc<Service>, shutdown: impl Future) {
+pub async fn run_with(
+    listener: TcpListener,
+    service: Arc<Service>,
+    options: ServerOptions,
+    shutdown: impl Future,
+) {
     let (notify_shutdown, _) = broadcast::channel::<()>(1);
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let limit = Arc::new(Semaphore::new(options.max_connections.max(1)));
     let reaper = tokio::spawn(reap_cursors(service.clone()));
     service
         .metrics
@@ -35,20 +67,42 @@ pub async fn run(listener: TcpListener, service: Arc<Service>, shutdown: impl Fu
         .store(true, std::sync::atomic::Ordering::Relaxed);
 
     let accept = async {
+        let mut last_refusal_log: Option<Instant> = None;
+        let mut refused_unlogged = 0u64;
         loop {
-            let permit = match limit.clone().acquire_owned().await {
-                Ok(p) => p,
-                Err(_) => return,
-            };
             let (stream, peer) = match accept_with_backoff(&listener).await {
                 Some(s) => s,
                 None => return,
             };
+            let permit = match limit.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(_) => {
+                    service.metrics.connections_refused.inc();
+                    refused_unlogged += 1;
+                    // One line per second at most, so a flood of connections
+                    // cannot flood the log too.
+                    if last_refusal_log
+                        .is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(1))
+                    {
+                        tracing::warn!(
+                            %peer,
+                            max_connections = options.max_connections,
+                            refused = refused_unlogged,
+                            "closing new connections: the server already has its maximum number of connections"
+                        );
+                        refused_unlogged = 0;
+                        last_refusal_log = Some(Instant::now());
+                    }
+                    drop(stream);
+                    continue;
+                }
+            };
             let service = service.clone();
             let shutdown_rx = notify_shutdown.subscribe();
             let done = done_tx.clone();
+            let frame_timeout = options.frame_timeout;
             tokio::spawn(async move {
-                serve_connection(stream, peer, service, shutdown_rx).await;
+                serve_connection(stream, peer, service, shutdown_rx, frame_timeout).await;
                 drop(permit);
                 drop(done);
             });
@@ -114,6 +168,8 @@ enum ConnError {
     Io(#[from] std::io::Error),
     #[error("connection closed in the middle of a message ({0} bytes received)")]
     ClosedMidMessage(usize),
+    #[error("a message stalled: {received} bytes of it arrived, the rest not within {timeout:?}")]
+    Stalled { received: usize, timeout: Duration },
 }
 
 async fn serve_connection(
@@ -121,22 +177,37 @@ async fn serve_connection(
     peer: SocketAddr,
     service: Arc<Service>,
     mut shutdown: broadcast::Receiver<()>,
+    frame_timeout: Duration,
 ) {
     let _ = stream.set_nodelay(true);
     let mut conn = Conn::new(service.next_connection_id(), peer);
     service.metrics.connections_total.inc();
     service.metrics.connections_open.inc();
-    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let mut buf = BytesMut::new();
     let mut response_id = 0i32;
     let result: Result<(), ConnError> = async {
         loop {
             let frame = tokio::select! {
-                f = read_frame(&mut stream, &mut buf) => f?,
+                f = read_frame(&mut stream, &mut buf, frame_timeout) => f?,
                 _ = shutdown.recv() => return Ok(()),
             };
             let Some(frame) = frame else { return Ok(()) };
             let request = Request::parse(&frame)?;
-            let reply = commands::handle(&service, &mut conn, &request).await;
+            drop(frame);
+            let reply = match &request.rejected {
+                Some(e) => {
+                    service
+                        .metrics
+                        .command_errors
+                        .get_or_create(&crate::metrics::ErrorLabels {
+                            code_name: e.code.name().to_owned(),
+                        })
+                        .inc();
+                    tracing::debug!(conn = conn.id, error = %e, "request refused before parsing");
+                    e.to_document()
+                }
+                None => commands::handle(&service, &mut conn, &request).await,
+            };
             if matches!(request.kind, RequestKind::Msg { more_to_come: true }) {
                 continue;
             }
@@ -169,21 +240,47 @@ async fn serve_connection(
 }
 
 /// Reads until `buf` holds one whole frame. `Ok(None)` is a clean close
-/// between messages.
+/// between messages. Waiting for a message's first byte has no time limit;
+/// once it has arrived, the whole message must within `frame_timeout`. The
+/// buffer grows by at most [`crate::limits::READ_CHUNK`] per read, so it
+/// holds what arrived, not what a header claims; a large buffer is
+/// released once its message is taken.
 async fn read_frame(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
+    frame_timeout: Duration,
 ) -> Result<Option<Frame>, ConnError> {
+    let mut deadline = (!buf.is_empty()).then(|| tokio::time::Instant::now() + frame_timeout);
     loop {
         if let Some(frame) = Frame::decode(buf)? {
+            if buf.is_empty() && buf.capacity() > crate::limits::READ_CHUNK {
+                *buf = BytesMut::new();
+            }
             return Ok(Some(frame));
         }
-        if stream.read_buf(buf).await? == 0 {
+        let want = missing_bytes(buf).clamp(1, crate::limits::READ_CHUNK);
+        buf.reserve(want);
+        let read = match deadline {
+            None => stream.read_buf(buf).await?,
+            Some(d) => match tokio::time::timeout_at(d, stream.read_buf(buf)).await {
+                Ok(n) => n?,
+                Err(_) => {
+                    return Err(ConnError::Stalled {
+                        received: buf.len(),
+                        timeout: frame_timeout,
+                    });
+                }
+            },
+        };
+        if read == 0 {
             return if buf.is_empty() {
                 Ok(None)
             } else {
                 Err(ConnError::ClosedMidMessage(buf.len()))
             };
+        }
+        if deadline.is_none() {
+            deadline = Some(tokio::time::Instant::now() + frame_timeout);
         }
     }
 }

@@ -10,8 +10,10 @@ use crate::wire::MAX_MESSAGE_SIZE;
 pub const MAX_WIRE_VERSION: i32 = 21;
 pub const VERSION: &str = "7.0.0";
 
-/// This process's identity in `hello`: `topologyVersion.processId`, and
-/// the `serviceId` a load-balanced driver pins cursors and transactions to.
+/// This process's identity in `hello`: the `serviceId` a load-balanced
+/// driver pins cursors and transactions to. (No `topologyVersion`: with one,
+/// drivers switch to streaming `hello` with `moreToCome`, which this server
+/// does not implement; they poll instead.)
 static PROCESS_ID: std::sync::LazyLock<bson::oid::ObjectId> =
     std::sync::LazyLock::new(bson::oid::ObjectId::new);
 
@@ -35,7 +37,6 @@ pub async fn hello(ctx: &Ctx<'_>) -> Result<Document> {
         "minWireVersion": 0,
         "maxWireVersion": MAX_WIRE_VERSION,
         "readOnly": false,
-        "topologyVersion": {"processId": *PROCESS_ID, "counter": 0i64},
     };
     if matches!(ctx.cmd.get("loadBalanced"), Some(Bson::Boolean(true))) {
         d.insert("serviceId", *PROCESS_ID);
@@ -83,7 +84,7 @@ pub async fn get_parameter(ctx: &Ctx<'_>) -> Result<Document> {
     let all = doc! {
         "featureCompatibilityVersion": {"version": "7.0"},
         "authenticationMechanisms": [],
-        "maxBSONDepth": 100,
+        "maxBSONDepth": crate::limits::MAX_BSON_DEPTH as i32,
         "cursorTimeoutMillis": crate::cursor::IDLE_TIMEOUT.as_millis() as i64,
         "logicalSessionTimeoutMinutes": 30,
         "transactionLifetimeLimitSeconds": ctx.svc.sessions.transaction_lifetime().as_secs() as i64,

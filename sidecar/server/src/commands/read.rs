@@ -27,30 +27,48 @@ pub(crate) fn batch_size(d: Option<&Document>) -> Result<Option<usize>> {
 /// point lookup when the filter pins `_id`). State holds BSON bytes; only
 /// the documents looked at are parsed.
 pub(crate) fn matching(state: &BranchState, ns: &Namespace, filter: &Filter) -> Vec<Document> {
+    try_matching(state, ns, filter).unwrap_or_default()
+}
+
+/// [`matching`], with an error when the filter's `$expr` fails (a value
+/// past a limit) instead of no match.
+pub(crate) fn try_matching(
+    state: &BranchState,
+    ns: &Namespace,
+    filter: &Filter,
+) -> Result<Vec<Document>> {
     let Some(coll) = state.collection(ns) else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
     if let Some(id) = filter.id_equality() {
-        return coll
-            .get_document(id)
-            .filter(|d| filter.matches(d))
-            .into_iter()
-            .collect();
+        let mut out = Vec::new();
+        if let Some(d) = coll.get_document(id)
+            && filter.try_matches(&d)?
+        {
+            out.push(d);
+        }
+        return Ok(out);
     }
     let all = coll.iter().map(argon_wal::rawdoc::parse);
     if filter.is_empty() {
-        return all.collect();
+        return Ok(all.collect());
     }
-    all.filter(|d| filter.matches(d)).collect()
+    let mut out = Vec::new();
+    for d in all {
+        if filter.try_matches(&d)? {
+            out.push(d);
+        }
+    }
+    Ok(out)
 }
 
 /// How many documents of `ns` match `filter` (no parse for an empty filter).
-fn count_matching(state: &BranchState, ns: &Namespace, filter: &Filter) -> usize {
-    match state.collection(ns) {
+fn count_matching(state: &BranchState, ns: &Namespace, filter: &Filter) -> Result<usize> {
+    Ok(match state.collection(ns) {
         Some(coll) if filter.is_empty() => coll.len(),
-        Some(_) => matching(state, ns, filter).len(),
+        Some(_) => try_matching(state, ns, filter)?.len(),
         None => 0,
-    }
+    })
 }
 
 fn parse_filter(cmd: &Document, key: &str) -> Result<Filter> {
@@ -85,14 +103,14 @@ pub async fn find(ctx: &Ctx<'_>) -> Result<Document> {
     let single_batch = opt_bool(ctx.cmd, "singleBatch", false)?;
     let state = ctx.read_state(&target).await?;
     let ns = Namespace::new(target.db.as_str(), coll.as_str());
-    let found = matching(&state, &ns, &filter);
+    let found = try_matching(&state, &ns, &filter)?;
     let docs: Vec<Document> = match &sort {
         Some(s) if !s.is_empty() => {
             let mut v = found;
             s.sort(&mut v);
-            finish(v.into_iter(), skip, limit, projection.as_ref())
+            finish(v.into_iter(), skip, limit, projection.as_ref())?
         }
-        _ => finish(found.into_iter(), skip, limit, projection.as_ref()),
+        _ => finish(found.into_iter(), skip, limit, projection.as_ref())?,
     };
     let shown = format!("{}.{coll}", target.raw);
     let (first, id) = ctx
@@ -109,7 +127,7 @@ fn finish(
     skip: i64,
     limit: i64,
     projection: Option<&Projection>,
-) -> Vec<Document> {
+) -> Result<Vec<Document>> {
     let it = docs.skip(skip as usize);
     let it: Box<dyn Iterator<Item = Document>> = if limit > 0 {
         Box::new(it.take(limit as usize))
@@ -117,8 +135,8 @@ fn finish(
         Box::new(it)
     };
     match projection {
-        Some(p) => it.map(|d| p.apply(&d)).collect(),
-        None => it.collect(),
+        Some(p) => it.map(|d| p.try_apply(&d)).collect(),
+        None => Ok(it.collect()),
     }
 }
 
@@ -176,7 +194,7 @@ pub async fn count(ctx: &Ctx<'_>) -> Result<Document> {
     let mut n = if filter.is_empty() {
         state.collection(&ns).map(|c| c.len()).unwrap_or(0)
     } else {
-        count_matching(&state, &ns, &filter)
+        count_matching(&state, &ns, &filter)?
     };
     n = n.saturating_sub(skip);
     if limit > 0 {
@@ -200,7 +218,7 @@ pub async fn distinct(ctx: &Ctx<'_>) -> Result<Document> {
     let state = ctx.read_state(&target).await?;
     let ns = Namespace::new(target.db.as_str(), coll.as_str());
     let mut values: Vec<Bson> = Vec::new();
-    for d in matching(&state, &ns, &filter) {
+    for d in try_matching(&state, &ns, &filter)? {
         for v in crate::query::path::resolve(&d, &key).values {
             let items: Vec<&Bson> = match v {
                 Bson::Array(a) => a.iter().collect(),
@@ -270,7 +288,7 @@ pub async fn aggregate(ctx: &Ctx<'_>) -> Result<Document> {
                 s.get_document("$match")
                     .map_err(|e| CommandError::bad_value(e.to_string()))?,
             )?;
-            matching(&state, &ns, &f)
+            try_matching(&state, &ns, &f)?
         }
         _ => state
             .collection(&ns)

@@ -149,6 +149,7 @@ pub(crate) fn check_unique_over(
 
 fn put(st: &mut BranchState, ops: &mut Vec<DocOp>, ns: &Namespace, doc: &Document) -> Result<()> {
     let raw = argon_wal::rawdoc::encode(doc).map_err(|e| CommandError::bad_value(e.to_string()))?;
+    crate::limits::check_storage(doc, raw.as_bytes().len())?;
     let op = DocOp::Put {
         ns: ns.clone(),
         id: doc.get("_id").cloned().unwrap_or(Bson::Null),

@@ -12,6 +12,7 @@ use super::path;
 use super::projection::Projection;
 use super::sort::SortSpec;
 use crate::error::{CommandError, ErrorCode, Result};
+use crate::limits::{self, Budget};
 
 #[derive(Debug, Clone)]
 enum Stage {
@@ -70,6 +71,7 @@ pub trait Lookup {
 
 impl Pipeline {
     pub fn parse(stages: &[Bson]) -> Result<Pipeline> {
+        limits::check_pipeline_length(stages.len())?;
         let mut out = Vec::with_capacity(stages.len());
         for s in stages {
             let Bson::Document(d) = s else {
@@ -292,22 +294,43 @@ fn unwind_path(p: &str) -> Result<String> {
         })
 }
 
+/// `doc` with `field` set by aggregation's path rules, held to the
+/// document limits (`stage` names the stage in errors).
+fn with_field(mut doc: Document, field: &str, v: Bson, stage: &'static str) -> Result<Document> {
+    let mut budget = Budget::document(stage);
+    budget.charge(limits::document_size(&doc))?;
+    path::set_field(&mut doc, field, v, &mut budget)?;
+    Ok(doc)
+}
+
 fn run_stage(stage: &Stage, docs: Vec<Document>, lookup: &dyn Lookup) -> Result<Vec<Document>> {
     Ok(match stage {
-        Stage::Match(f) => docs.into_iter().filter(|d| f.matches(d)).collect(),
-        Stage::Project(p) => docs.iter().map(|d| p.apply(d)).collect(),
+        Stage::Match(f) => {
+            let mut out = Vec::with_capacity(docs.len());
+            for d in docs {
+                if f.try_matches(&d)? {
+                    out.push(d);
+                }
+            }
+            out
+        }
+        Stage::Project(p) => docs
+            .iter()
+            .map(|d| p.try_apply(d))
+            .collect::<Result<_>>()?,
         Stage::AddFields(fields) => docs
             .into_iter()
             .map(|mut d| {
                 let root = d.clone();
+                let mut budget = Budget::document("$addFields");
+                budget.charge(limits::document_size(&d))?;
                 for (k, e) in fields {
-                    match e.eval(&root) {
-                        Some(v) => path::set(&mut d, k, v)?,
-                        None => {
-                            path::unset(&mut d, k);
-                        }
+                    match e.eval(&root)? {
+                        Some(v) => path::set_field(&mut d, k, v, &mut budget)?,
+                        None => path::unset_field(&mut d, k),
                     }
                 }
+                limits::check_built_document(&d, "$addFields")?;
                 Ok(d)
             })
             .collect::<Result<_>>()?,
@@ -315,7 +338,7 @@ fn run_stage(stage: &Stage, docs: Vec<Document>, lookup: &dyn Lookup) -> Result<
             .into_iter()
             .map(|mut d| {
                 for f in fields {
-                    path::unset(&mut d, f);
+                    path::unset_field(&mut d, f);
                 }
                 d
             })
@@ -334,17 +357,22 @@ fn run_stage(stage: &Stage, docs: Vec<Document>, lookup: &dyn Lookup) -> Result<
                 vec![doc! { name.clone(): docs.len() as i32 }]
             }
         }
-        Stage::Group(g) => group(g, docs),
+        Stage::Group(g) => group(g, docs)?,
         Stage::Unwind { path: p, index_field, preserve } => {
+            let mut growth = Budget::stage_growth("$unwind");
             let mut out = Vec::with_capacity(docs.len());
             for d in docs {
-                match path::get(&d, p).cloned() {
+                match path::get_field(&d, p).cloned() {
                     Some(Bson::Array(items)) if !items.is_empty() => {
+                        // Every element after the first is a new copy of the document.
+                        if items.len() > 1 {
+                            let size = limits::document_size(&d);
+                            growth.charge(size.saturating_mul(items.len() - 1))?;
+                        }
                         for (i, item) in items.into_iter().enumerate() {
-                            let mut e = d.clone();
-                            path::set(&mut e, p, item)?;
+                            let mut e = with_field(d.clone(), p, item, "$unwind")?;
                             if let Some(f) = index_field {
-                                path::set(&mut e, f, Bson::Int64(i as i64))?;
+                                e = with_field(e, f, Bson::Int64(i as i64), "$unwind")?;
                             }
                             out.push(e);
                         }
@@ -353,7 +381,7 @@ fn run_stage(stage: &Stage, docs: Vec<Document>, lookup: &dyn Lookup) -> Result<
                         if *preserve {
                             let mut e = d.clone();
                             if let Some(f) = index_field {
-                                path::set(&mut e, f, Bson::Null)?;
+                                e = with_field(e, f, Bson::Null, "$unwind")?;
                             }
                             out.push(e);
                         }
@@ -361,7 +389,7 @@ fn run_stage(stage: &Stage, docs: Vec<Document>, lookup: &dyn Lookup) -> Result<
                     Some(_) => {
                         let mut e = d;
                         if let Some(f) = index_field {
-                            path::set(&mut e, f, Bson::Null)?;
+                            e = with_field(e, f, Bson::Null, "$unwind")?;
                         }
                         out.push(e);
                     }
@@ -371,8 +399,11 @@ fn run_stage(stage: &Stage, docs: Vec<Document>, lookup: &dyn Lookup) -> Result<
         }
         Stage::ReplaceRoot(e) => docs
             .iter()
-            .map(|d| match e.eval(d) {
-                Some(Bson::Document(new_root)) => Ok(new_root),
+            .map(|d| match e.eval(d)? {
+                Some(Bson::Document(new_root)) => {
+                    limits::check_built_document(&new_root, "$replaceRoot")?;
+                    Ok(new_root)
+                }
                 other => Err(CommandError::new(
                     ErrorCode::Location40228,
                     format!("'newRoot' expression must evaluate to an object, but resulting value was: {}", other.map(|v| v.to_string()).unwrap_or_else(|| "MISSING".into())),
@@ -381,8 +412,9 @@ fn run_stage(stage: &Stage, docs: Vec<Document>, lookup: &dyn Lookup) -> Result<
             .collect::<Result<_>>()?,
         Stage::Lookup { from, local, foreign, as_field } => {
             let foreign_docs = lookup.collection(from);
+            let mut growth = Budget::stage_growth("$lookup");
             docs.into_iter()
-                .map(|mut d| {
+                .map(|d| {
                     let local_vals = path::resolve(&d, local);
                     let keys: Vec<Bson> = if local_vals.values.is_empty() {
                         vec![Bson::Null]
@@ -396,26 +428,25 @@ fn run_stage(stage: &Stage, docs: Vec<Document>, lookup: &dyn Lookup) -> Result<
                             })
                             .collect()
                     };
-                    let matched: Vec<Bson> = foreign_docs
-                        .iter()
-                        .filter(|f| {
-                            let r = path::resolve(f, foreign);
-                            keys.iter().any(|k| {
-                                let pred = super::filter::Pred::Eq(k.clone());
-                                pred.matches(&r)
-                            })
-                        })
-                        .map(|f| Bson::Document(f.clone()))
-                        .collect();
-                    path::set(&mut d, as_field, Bson::Array(matched))?;
-                    Ok(d)
+                    let mut matched_size = Budget::document("$lookup");
+                    let mut matched: Vec<Bson> = Vec::new();
+                    for f in &foreign_docs {
+                        let r = path::resolve(f, foreign);
+                        if keys.iter().any(|k| super::filter::Pred::Eq(k.clone()).matches(&r)) {
+                            let size = limits::document_size(f);
+                            matched_size.charge(size)?;
+                            growth.charge(size)?;
+                            matched.push(Bson::Document(f.clone()));
+                        }
+                    }
+                    with_field(d, as_field, Bson::Array(matched), "$lookup")
                 })
                 .collect::<Result<_>>()?
         }
     })
 }
 
-fn group(g: &Group, docs: Vec<Document>) -> Vec<Document> {
+fn group(g: &Group, docs: Vec<Document>) -> Result<Vec<Document>> {
     let sort_by_count = g
         .accumulators
         .iter()
@@ -423,7 +454,7 @@ fn group(g: &Group, docs: Vec<Document>) -> Vec<Document> {
     let mut keys: Vec<Bson> = Vec::new();
     let mut states: Vec<Vec<AccState>> = Vec::new();
     for d in &docs {
-        let key = g.id.eval(d).unwrap_or(Bson::Null);
+        let key = g.id.eval(d)?.unwrap_or(Bson::Null);
         let idx = match keys.iter().position(|k| {
             equal(k, &key) && super::compare::type_rank(k) == super::compare::type_rank(&key)
         }) {
@@ -435,22 +466,20 @@ fn group(g: &Group, docs: Vec<Document>) -> Vec<Document> {
             }
         };
         for ((_, acc, e), st) in g.accumulators.iter().zip(states[idx].iter_mut()) {
-            st.add(*acc, e.eval(d));
+            st.add(*acc, e.eval(d)?)?;
         }
     }
-    let mut out: Vec<Document> = keys
-        .into_iter()
-        .zip(states)
-        .map(|(k, sts)| {
-            let mut d = doc! {"_id": k};
-            for ((name, acc, _), st) in g.accumulators.iter().zip(sts) {
-                if !name.starts_with('\u{0}') {
-                    d.insert(name.clone(), st.finish(*acc));
-                }
+    let mut out: Vec<Document> = Vec::with_capacity(keys.len());
+    for (k, sts) in keys.into_iter().zip(states) {
+        let mut d = doc! {"_id": k};
+        for ((name, acc, _), st) in g.accumulators.iter().zip(sts) {
+            if !name.starts_with('\u{0}') {
+                d.insert(name.clone(), st.finish(*acc));
             }
-            d
-        })
-        .collect();
+        }
+        limits::check_built_document(&d, "$group")?;
+        out.push(d);
+    }
     if sort_by_count {
         out.sort_by(|a, b| {
             compare(
@@ -459,12 +488,15 @@ fn group(g: &Group, docs: Vec<Document>) -> Vec<Document> {
             )
         });
     }
-    out
+    Ok(out)
 }
 
 #[derive(Default)]
 struct AccState {
     values: Vec<Bson>,
+    /// BSON bytes `values` holds ($push, $addToSet), held to
+    /// [`limits::MAX_BUILT_VALUE_SIZE`].
+    values_size: usize,
     count: i64,
     sum: f64,
     all_int: bool,
@@ -473,7 +505,7 @@ struct AccState {
 }
 
 impl AccState {
-    fn add(&mut self, acc: Acc, v: Option<Bson>) {
+    fn add(&mut self, acc: Acc, v: Option<Bson>) -> Result<()> {
         if self.count == 0 {
             self.all_int = true;
         }
@@ -512,6 +544,7 @@ impl AccState {
             Acc::Last => self.best = Some(v.unwrap_or(Bson::Null)),
             Acc::Push => {
                 if let Some(v) = v {
+                    self.charge("$push", &v)?;
                     self.values.push(v);
                 }
             }
@@ -519,11 +552,22 @@ impl AccState {
                 if let Some(v) = v
                     && !self.values.iter().any(|e| equal(e, &v))
                 {
+                    self.charge("$addToSet", &v)?;
                     self.values.push(v);
                 }
             }
             Acc::Count => {}
         }
+        Ok(())
+    }
+
+    fn charge(&mut self, what: &'static str, v: &Bson) -> Result<()> {
+        let mut budget = Budget::value(what);
+        budget.charge(self.values_size)?;
+        let element = 8 + limits::bson_size(v);
+        budget.charge(element)?;
+        self.values_size += element;
+        Ok(())
     }
 
     fn finish(self, acc: Acc) -> Bson {
@@ -624,6 +668,65 @@ mod tests {
         .unwrap();
         assert_eq!(out[0].get_array("j").unwrap().len(), 1);
         assert_eq!(out[1].get_array("j").unwrap().len(), 0);
+    }
+
+    #[test]
+    fn limits_hold() {
+        // $addFields with a numeric component names a field of each element.
+        let out = run(
+            bson!([{"$addFields": {"tags.400000000": 1}}]),
+            vec![doc! {"_id": 1, "tags": ["a", {"b": 1}]}],
+        )
+        .unwrap();
+        assert_eq!(
+            out[0],
+            doc! {"_id": 1, "tags": [{"400000000": 1}, {"b": 1, "400000000": 1}]}
+        );
+        // Doubling the document every stage stops at 16 MiB.
+        let stages: Vec<Bson> = (0..40)
+            .map(|_| bson!({"$project": {"a": "$$ROOT", "b": "$$ROOT"}}))
+            .collect();
+        let e = run(
+            Bson::Array(stages),
+            vec![doc! {"_id": 1, "s": "x".repeat(1000)}],
+        )
+        .unwrap_err();
+        assert_eq!(e.code, ErrorCode::BSONObjectTooLarge);
+        // Nesting a document one level per stage stops at 200 levels.
+        let stages: Vec<Bson> = (0..300)
+            .map(|_| bson!({"$project": {"a": "$$ROOT"}}))
+            .collect();
+        let e = run(Bson::Array(stages), vec![doc! {"_id": 1}]).unwrap_err();
+        assert_eq!(e.code, ErrorCode::Overflow);
+        let stages: Vec<Bson> = (0..1001).map(|_| bson!({"$limit": 1})).collect();
+        assert_eq!(
+            run(Bson::Array(stages), vec![]).unwrap_err().code.code(),
+            7749501
+        );
+        let stages: Vec<Bson> = (0..1000).map(|_| bson!({"$limit": 1})).collect();
+        assert!(run(Bson::Array(stages), vec![]).is_ok());
+        // $push stops at 16 MiB.
+        let docs: Vec<Document> = (0..40)
+            .map(|i| doc! {"_id": i, "s": "x".repeat(1 << 20)})
+            .collect();
+        let e = run(
+            bson!([{"$group": {"_id": null, "all": {"$push": "$s"}}}]),
+            docs.clone(),
+        )
+        .unwrap_err();
+        assert_eq!(e.code, ErrorCode::ExceededMemoryLimit);
+        assert!(e.message.contains("$push"));
+        // $unwind copies a large document per element: bounded.
+        let wide = doc! {"_id": 1, "s": "x".repeat(1 << 20), "a": (0..500).map(Bson::Int32).collect::<Vec<_>>()};
+        let e = run(bson!([{"$unwind": "$a"}]), vec![wide]).unwrap_err();
+        assert_eq!(e.code, ErrorCode::ExceededMemoryLimit);
+        // $range in a pipeline.
+        let e = run(
+            bson!([{"$project": {"r": {"$range": [0, 1_000_000_000]}}}]),
+            vec![doc! {"_id": 1}],
+        )
+        .unwrap_err();
+        assert_eq!(e.code, ErrorCode::ExceededMemoryLimit);
     }
 
     #[test]

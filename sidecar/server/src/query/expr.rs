@@ -8,6 +8,7 @@ use bson::{Bson, Document};
 use super::compare::{as_f64, as_i64, compare, equal, is_number};
 use super::path::get_expr;
 use crate::error::{CommandError, ErrorCode, Result};
+use crate::limits::{self, Budget};
 
 /// A parsed expression.
 #[derive(Debug, Clone)]
@@ -43,10 +44,18 @@ ops! {
     ArrayElemAt = "$arrayElemAt", Type = "$type", ToString = "$toString", Max = "$max", Min = "$min",
     Sum = "$sum", Avg = "$avg", First = "$first", Last = "$last", StrLenCP = "$strLenCP",
     Substr = "$substrCP", Split = "$split", IsArray = "$isArray", ConcatArrays = "$concatArrays",
+    Range = "$range",
 }
 
 impl Expr {
     pub fn parse(v: &Bson) -> Result<Expr> {
+        Self::parse_at(v, 0)
+    }
+
+    /// Parses an expression nested `depth` levels inside another.
+    fn parse_at(v: &Bson, depth: usize) -> Result<Expr> {
+        limits::check_expression_depth(depth)?;
+        let sub = |v: &Bson| Self::parse_at(v, depth + 1);
         match v {
             Bson::String(s) if s == "$$ROOT" || s == "$$CURRENT" => Ok(Expr::Root),
             Bson::String(s) if s.starts_with("$$") => {
@@ -55,6 +64,7 @@ impl Expr {
                     .strip_prefix("ROOT.")
                     .or_else(|| rest.strip_prefix("CURRENT."))
                 {
+                    limits::check_path(path)?;
                     Ok(Expr::Field(path.to_owned()))
                 } else {
                     Err(CommandError::new(
@@ -70,11 +80,10 @@ impl Expr {
                         "'$' by itself is not a valid FieldPath",
                     ));
                 }
+                limits::check_path(&s[1..])?;
                 Ok(Expr::Field(s[1..].to_owned()))
             }
-            Bson::Array(items) => Ok(Expr::Array(
-                items.iter().map(Expr::parse).collect::<Result<_>>()?,
-            )),
+            Bson::Array(items) => Ok(Expr::Array(items.iter().map(sub).collect::<Result<_>>()?)),
             Bson::Document(d) => {
                 let first = d.keys().next();
                 match first {
@@ -101,22 +110,27 @@ impl Expr {
                         let args = match (op, arg) {
                             (Op::Cond, Bson::Document(c)) => {
                                 let get = |n: &str| c.get(n).cloned().unwrap_or(Bson::Null);
-                                vec![
-                                    Expr::parse(&get("if"))?,
-                                    Expr::parse(&get("then"))?,
-                                    Expr::parse(&get("else"))?,
-                                ]
+                                vec![sub(&get("if"))?, sub(&get("then"))?, sub(&get("else"))?]
                             }
                             (_, Bson::Array(items)) => {
-                                items.iter().map(Expr::parse).collect::<Result<_>>()?
+                                items.iter().map(sub).collect::<Result<_>>()?
                             }
-                            (_, other) => vec![Expr::parse(other)?],
+                            (_, other) => vec![sub(other)?],
                         };
+                        if op == Op::Range && !(2..=3).contains(&args.len()) {
+                            return Err(CommandError::new(
+                                ErrorCode::Location16020,
+                                format!(
+                                    "Expression $range takes at least 2 arguments, and at most 3, but {} were passed in.",
+                                    args.len()
+                                ),
+                            ));
+                        }
                         Ok(Expr::Op(op, args))
                     }
                     _ => Ok(Expr::Object(
                         d.iter()
-                            .map(|(k, v)| Ok((k.clone(), Expr::parse(v)?)))
+                            .map(|(k, v)| Ok((k.clone(), sub(v)?)))
                             .collect::<Result<_>>()?,
                     )),
                 }
@@ -125,29 +139,38 @@ impl Expr {
         }
     }
 
-    /// Evaluates against `doc`; `None` is "missing" (a field that is not there).
-    pub fn eval(&self, doc: &Document) -> Option<Bson> {
-        match self {
+    /// Evaluates against `doc`; `Ok(None)` is "missing" (a field that is
+    /// not there). A value it would build past
+    /// [`limits::MAX_BUILT_VALUE_SIZE`] is an error, raised before the
+    /// memory is spent.
+    pub fn eval(&self, doc: &Document) -> Result<Option<Bson>> {
+        Ok(match self {
             Expr::Literal(v) => Some(v.clone()),
             Expr::Field(p) => get_expr(doc, p),
             Expr::Root => Some(Bson::Document(doc.clone())),
             Expr::Object(fields) => {
+                let mut budget = Budget::value("an object expression");
                 let mut out = Document::new();
                 for (k, e) in fields {
-                    if let Some(v) = e.eval(doc) {
+                    if let Some(v) = e.eval(doc)? {
+                        budget.charge(2 + k.len() + limits::bson_size(&v))?;
                         out.insert(k.clone(), v);
                     }
                 }
                 Some(Bson::Document(out))
             }
-            Expr::Array(items) => Some(Bson::Array(
-                items
-                    .iter()
-                    .map(|e| e.eval(doc).unwrap_or(Bson::Null))
-                    .collect(),
-            )),
-            Expr::Op(op, args) => eval_op(*op, args, doc),
-        }
+            Expr::Array(items) => {
+                let mut budget = Budget::value("an array expression");
+                let mut out = Vec::with_capacity(items.len());
+                for e in items {
+                    let v = e.eval(doc)?.unwrap_or(Bson::Null);
+                    budget.charge(4 + limits::bson_size(&v))?;
+                    out.push(v);
+                }
+                Some(Bson::Array(out))
+            }
+            Expr::Op(op, args) => eval_op(*op, args, doc)?,
+        })
     }
 }
 
@@ -170,27 +193,116 @@ fn num_result(x: f64, all_int: bool) -> Bson {
     }
 }
 
-fn eval_op(op: Op, args: &[Expr], doc: &Document) -> Option<Bson> {
-    let vals = || {
-        args.iter()
-            .map(|a| a.eval(doc).unwrap_or(Bson::Null))
-            .collect::<Vec<_>>()
+/// A string an operator built, held to [`limits::MAX_BUILT_VALUE_SIZE`].
+fn built_string(op: &'static str, s: String) -> Result<Bson> {
+    Budget::value(op).charge(s.len())?;
+    Ok(Bson::String(s))
+}
+
+/// `$range`'s arguments: whole numbers that fit an int32.
+fn range_arg(v: &Bson, what: &str, not_number: ErrorCode, not_int: ErrorCode) -> Result<i64> {
+    if !is_number(v) {
+        return Err(CommandError::new(
+            not_number,
+            format!(
+                "$range requires a numeric {what}, found value of type: {}",
+                type_name(v)
+            ),
+        ));
+    }
+    match as_f64(v) {
+        Some(x) if x.fract() == 0.0 && x >= i32::MIN as f64 && x <= i32::MAX as f64 => Ok(x as i64),
+        _ => Err(CommandError::new(
+            not_int,
+            format!(
+                "$range requires a {what} that can be represented as a 32-bit integer, found value: {v}"
+            ),
+        )),
+    }
+}
+
+fn eval_range(args: &[Expr], doc: &Document) -> Result<Bson> {
+    let arg = |i: usize| -> Result<Bson> {
+        Ok(match args.get(i) {
+            Some(a) => a.eval(doc)?.unwrap_or(Bson::Null),
+            None => Bson::Int32(1),
+        })
     };
-    let arg = |i: usize| args.get(i).and_then(|a| a.eval(doc)).unwrap_or(Bson::Null);
+    let start = range_arg(
+        &arg(0)?,
+        "starting value",
+        ErrorCode::Location34443,
+        ErrorCode::Location34444,
+    )?;
+    let end = range_arg(
+        &arg(1)?,
+        "ending value",
+        ErrorCode::Location34445,
+        ErrorCode::Location34446,
+    )?;
+    let step = range_arg(
+        &arg(2)?,
+        "step value",
+        ErrorCode::Location34447,
+        ErrorCode::Location34448,
+    )?;
+    if step == 0 {
+        return Err(CommandError::new(
+            ErrorCode::Location34449,
+            "$range requires a non-zero step value",
+        ));
+    }
+    let span = end - start;
+    let len = if span == 0 || (span > 0) != (step > 0) {
+        0
+    } else {
+        ((span.abs() + step.abs() - 1) / step.abs()) as usize
+    };
+    // Each element is an int32 under its index: type, key, NUL, 4 bytes.
+    let bytes = len.saturating_mul(6 + len.to_string().len());
+    Budget::value("$range").reserve(bytes)?;
+    let mut out = Vec::with_capacity(len);
+    let mut cur = start;
+    while (step > 0 && cur < end) || (step < 0 && cur > end) {
+        out.push(Bson::Int32(cur as i32));
+        cur += step;
+    }
+    Ok(Bson::Array(out))
+}
+
+fn eval_op(op: Op, args: &[Expr], doc: &Document) -> Result<Option<Bson>> {
+    // All arguments at once (`{$max: ["$$ROOT", "$$ROOT", ...]}`): held to
+    // the built-value limit together.
+    let vals = || -> Result<Vec<Bson>> {
+        let mut budget = Budget::value("the arguments of an expression");
+        let mut out = Vec::with_capacity(args.len());
+        for a in args {
+            let v = a.eval(doc)?.unwrap_or(Bson::Null);
+            budget.charge(limits::bson_size(&v))?;
+            out.push(v);
+        }
+        Ok(out)
+    };
+    let arg = |i: usize| -> Result<Bson> {
+        Ok(match args.get(i) {
+            Some(a) => a.eval(doc)?.unwrap_or(Bson::Null),
+            None => Bson::Null,
+        })
+    };
     let int_like = |v: &Bson| matches!(v, Bson::Int32(_) | Bson::Int64(_));
-    Some(match op {
+    Ok(Some(match op {
         Op::Add | Op::Multiply => {
-            let vs = vals();
+            let vs = vals()?;
             if vs.iter().any(|v| matches!(v, Bson::Null)) {
-                return Some(Bson::Null);
+                return Ok(Some(Bson::Null));
             }
             if op == Op::Add
                 && let Some(Bson::DateTime(d)) = vs.iter().find(|v| matches!(v, Bson::DateTime(_)))
             {
                 let extra: f64 = vs.iter().filter_map(as_f64).sum();
-                return Some(Bson::DateTime(bson::DateTime::from_millis(
-                    d.timestamp_millis() + extra as i64,
-                )));
+                return Ok(Some(Bson::DateTime(bson::DateTime::from_millis(
+                    d.timestamp_millis().saturating_add(extra as i64),
+                ))));
             }
             let nums: Vec<f64> = vs.iter().filter_map(as_f64).collect();
             let x = if op == Op::Add {
@@ -201,9 +313,9 @@ fn eval_op(op: Op, args: &[Expr], doc: &Document) -> Option<Bson> {
             num_result(x, vs.iter().all(int_like))
         }
         Op::Subtract | Op::Divide | Op::Mod => {
-            let (a, b) = (arg(0), arg(1));
+            let (a, b) = (arg(0)?, arg(1)?);
             let (Some(x), Some(y)) = (as_f64(&a), as_f64(&b)) else {
-                return Some(Bson::Null);
+                return Ok(Some(Bson::Null));
             };
             match op {
                 Op::Subtract => num_result(x - y, int_like(&a) && int_like(&b)),
@@ -213,107 +325,130 @@ fn eval_op(op: Op, args: &[Expr], doc: &Document) -> Option<Bson> {
                 _ => num_result(x % y, int_like(&a) && int_like(&b)),
             }
         }
-        Op::Abs => match as_f64(&arg(0)) {
-            Some(x) => num_result(x.abs(), int_like(&arg(0))),
-            None => Bson::Null,
-        },
-        Op::Eq => Bson::Boolean(equal(&arg(0), &arg(1))),
-        Op::Ne => Bson::Boolean(!equal(&arg(0), &arg(1))),
-        Op::Gt => Bson::Boolean(compare(&arg(0), &arg(1)) == Ordering::Greater),
-        Op::Gte => Bson::Boolean(compare(&arg(0), &arg(1)) != Ordering::Less),
-        Op::Lt => Bson::Boolean(compare(&arg(0), &arg(1)) == Ordering::Less),
-        Op::Lte => Bson::Boolean(compare(&arg(0), &arg(1)) != Ordering::Greater),
-        Op::Cmp => Bson::Int32(compare(&arg(0), &arg(1)) as i32),
-        Op::And => Bson::Boolean(vals().iter().all(truthy)),
-        Op::Or => Bson::Boolean(vals().iter().any(truthy)),
-        Op::Not => Bson::Boolean(!truthy(&arg(0))),
-        Op::Cond => {
-            if truthy(&arg(0)) {
-                return args.get(1).and_then(|a| a.eval(doc));
+        Op::Abs => {
+            let a = arg(0)?;
+            match as_f64(&a) {
+                Some(x) => num_result(x.abs(), int_like(&a)),
+                None => Bson::Null,
             }
-            return args.get(2).and_then(|a| a.eval(doc));
+        }
+        Op::Eq => Bson::Boolean(equal(&arg(0)?, &arg(1)?)),
+        Op::Ne => Bson::Boolean(!equal(&arg(0)?, &arg(1)?)),
+        Op::Gt => Bson::Boolean(compare(&arg(0)?, &arg(1)?) == Ordering::Greater),
+        Op::Gte => Bson::Boolean(compare(&arg(0)?, &arg(1)?) != Ordering::Less),
+        Op::Lt => Bson::Boolean(compare(&arg(0)?, &arg(1)?) == Ordering::Less),
+        Op::Lte => Bson::Boolean(compare(&arg(0)?, &arg(1)?) != Ordering::Greater),
+        Op::Cmp => Bson::Int32(compare(&arg(0)?, &arg(1)?) as i32),
+        Op::And => Bson::Boolean(vals()?.iter().all(truthy)),
+        Op::Or => Bson::Boolean(vals()?.iter().any(truthy)),
+        Op::Not => Bson::Boolean(!truthy(&arg(0)?)),
+        Op::Cond => {
+            let branch = if truthy(&arg(0)?) { 1 } else { 2 };
+            return match args.get(branch) {
+                Some(a) => a.eval(doc),
+                None => Ok(None),
+            };
         }
         Op::IfNull => {
             for a in args {
-                match a.eval(doc) {
+                match a.eval(doc)? {
                     Some(Bson::Null) | Some(Bson::Undefined) | None => continue,
-                    Some(v) => return Some(v),
+                    Some(v) => return Ok(Some(v)),
                 }
             }
             Bson::Null
         }
         Op::Concat => {
+            let mut budget = Budget::value("$concat");
             let mut s = String::new();
-            for v in vals() {
-                match v {
-                    Bson::String(x) => s.push_str(&x),
-                    _ => return Some(Bson::Null),
+            for a in args {
+                match a.eval(doc)?.unwrap_or(Bson::Null) {
+                    Bson::String(x) => {
+                        budget.charge(x.len())?;
+                        s.push_str(&x);
+                    }
+                    _ => return Ok(Some(Bson::Null)),
                 }
             }
             Bson::String(s)
         }
-        Op::ToUpper => Bson::String(to_str(&arg(0)).to_uppercase()),
-        Op::ToLower => Bson::String(to_str(&arg(0)).to_lowercase()),
-        Op::ToString => match arg(0) {
+        Op::ToUpper => built_string("$toUpper", to_str(&arg(0)?).to_uppercase())?,
+        Op::ToLower => built_string("$toLower", to_str(&arg(0)?).to_lowercase())?,
+        Op::ToString => match arg(0)? {
             Bson::Null => Bson::Null,
-            v => Bson::String(to_str(&v)),
+            v => built_string("$toString", to_str(&v))?,
         },
-        Op::StrLenCP => Bson::Int32(to_str(&arg(0)).chars().count() as i32),
+        Op::StrLenCP => Bson::Int32(to_str(&arg(0)?).chars().count() as i32),
         Op::Substr => {
-            let s = to_str(&arg(0));
-            let start = as_i64(&arg(1)).unwrap_or(0).max(0) as usize;
-            let len = as_i64(&arg(2)).unwrap_or(0).max(0) as usize;
+            let s = to_str(&arg(0)?);
+            let start = as_i64(&arg(1)?).unwrap_or(0).max(0) as usize;
+            let len = as_i64(&arg(2)?).unwrap_or(0).max(0) as usize;
             Bson::String(s.chars().skip(start).take(len).collect())
         }
-        Op::Split => match (arg(0), arg(1)) {
-            (Bson::String(s), Bson::String(sep)) if !sep.is_empty() => Bson::Array(
-                s.split(sep.as_str())
-                    .map(|p| Bson::String(p.to_owned()))
-                    .collect(),
-            ),
+        Op::Split => match (arg(0)?, arg(1)?) {
+            (Bson::String(s), Bson::String(sep)) if !sep.is_empty() => {
+                let mut budget = Budget::value("$split");
+                let mut out = Vec::new();
+                for p in s.split(sep.as_str()) {
+                    budget.charge(12 + p.len())?;
+                    out.push(Bson::String(p.to_owned()));
+                }
+                Bson::Array(out)
+            }
             _ => Bson::Null,
         },
-        Op::Size => match arg(0) {
+        Op::Size => match arg(0)? {
             Bson::Array(a) => Bson::Int32(a.len() as i32),
             _ => Bson::Null,
         },
-        Op::IsArray => Bson::Boolean(matches!(arg(0), Bson::Array(_))),
-        Op::In => match arg(1) {
+        Op::IsArray => Bson::Boolean(matches!(arg(0)?, Bson::Array(_))),
+        Op::In => match arg(1)? {
             Bson::Array(a) => {
-                let x = arg(0);
+                let x = arg(0)?;
                 Bson::Boolean(a.iter().any(|e| equal(e, &x)))
             }
             _ => Bson::Null,
         },
-        Op::ArrayElemAt => match (arg(0), as_i64(&arg(1))) {
+        Op::ArrayElemAt => match (arg(0)?, as_i64(&arg(1)?)) {
             (Bson::Array(a), Some(i)) => {
                 let idx = if i < 0 { a.len() as i64 + i } else { i };
-                return usize::try_from(idx).ok().and_then(|i| a.get(i).cloned());
+                return Ok(usize::try_from(idx).ok().and_then(|i| a.get(i).cloned()));
             }
             _ => Bson::Null,
         },
         Op::ConcatArrays => {
+            let mut budget = Budget::value("$concatArrays");
             let mut out = Vec::new();
-            for v in vals() {
-                match v {
-                    Bson::Array(a) => out.extend(a),
-                    _ => return Some(Bson::Null),
+            for a in args {
+                match a.eval(doc)?.unwrap_or(Bson::Null) {
+                    Bson::Array(items) => {
+                        budget.charge(limits::bson_size(&Bson::Array(Vec::new())))?;
+                        for e in &items {
+                            budget.charge(8 + limits::bson_size(e))?;
+                        }
+                        out.extend(items);
+                    }
+                    _ => return Ok(Some(Bson::Null)),
                 }
             }
             Bson::Array(out)
         }
+        Op::Range => eval_range(args, doc)?,
         Op::Type => Bson::String(
-            match args.first().and_then(|a| a.eval(doc)) {
+            match args.first() {
                 None => "missing",
-                Some(v) => type_name(&v),
+                Some(a) => match a.eval(doc)? {
+                    None => "missing",
+                    Some(v) => type_name(&v),
+                },
             }
             .to_owned(),
         ),
         Op::Max | Op::Min | Op::Sum | Op::Avg | Op::First | Op::Last => {
             // With one array argument these operate on its elements.
-            let items = match (args.len(), arg(0)) {
+            let items = match (args.len(), arg(0)?) {
                 (1, Bson::Array(a)) => a,
-                _ => vals(),
+                _ => vals()?,
             };
             match op {
                 Op::Max => items
@@ -345,7 +480,7 @@ fn eval_op(op: Op, args: &[Expr], doc: &Document) -> Option<Bson> {
                 _ => items.last().cloned().unwrap_or(Bson::Null),
             }
         }
-    })
+    }))
 }
 
 fn to_str(v: &Bson) -> String {
@@ -391,7 +526,84 @@ mod tests {
     use bson::{bson, doc};
 
     fn ev(e: Bson, d: Document) -> Option<Bson> {
-        Expr::parse(&e).unwrap().eval(&d)
+        Expr::parse(&e).unwrap().eval(&d).unwrap()
+    }
+
+    fn ev_err(e: Bson, d: Document) -> CommandError {
+        Expr::parse(&e).unwrap().eval(&d).unwrap_err()
+    }
+
+    #[test]
+    fn range_and_built_values_are_bounded() {
+        assert_eq!(
+            ev(bson!({"$range": [0, 5]}), doc! {}),
+            Some(bson!([0, 1, 2, 3, 4]))
+        );
+        assert_eq!(
+            ev(bson!({"$range": [5, 0, -2]}), doc! {}),
+            Some(bson!([5, 3, 1]))
+        );
+        assert_eq!(ev(bson!({"$range": [0, 5, -1]}), doc! {}), Some(bson!([])));
+        let e = ev_err(bson!({"$range": [0, 1_000_000_000]}), doc! {});
+        assert_eq!(e.code, ErrorCode::ExceededMemoryLimit);
+        assert!(
+            e.message.starts_with("$range would use too much memory"),
+            "{}",
+            e.message
+        );
+        assert_eq!(
+            ev_err(bson!({"$range": [0, 5, 0]}), doc! {}).code,
+            ErrorCode::Location34449
+        );
+        assert_eq!(
+            ev_err(bson!({"$range": ["a", 5]}), doc! {}).code,
+            ErrorCode::Location34443
+        );
+        assert!(Expr::parse(&bson!({"$range": [1]})).is_err());
+        let big =
+            doc! {"s": "x".repeat(1 << 20), "a": (0..1000).map(Bson::Int32).collect::<Vec<_>>()};
+        let many_s: Vec<Bson> = (0..20).map(|_| bson!("$s")).collect();
+        assert_eq!(
+            ev_err(bson!({"$concat": many_s}), big.clone()).code,
+            ErrorCode::ExceededMemoryLimit
+        );
+        let many_a: Vec<Bson> = (0..3000).map(|_| bson!("$a")).collect();
+        assert_eq!(
+            ev_err(bson!({"$concatArrays": many_a}), big.clone()).code,
+            ErrorCode::ExceededMemoryLimit
+        );
+        let many_root: Vec<Bson> = (0..20).map(|_| bson!("$$ROOT")).collect();
+        assert_eq!(
+            ev_err(Bson::Array(many_root), big.clone()).code,
+            ErrorCode::ExceededMemoryLimit
+        );
+        let e = ev_err(
+            bson!({"a": "$$ROOT", "b": "$$ROOT", "c": "$$ROOT", "d": {"e": "$s", "f": "$s"}, "g": "$s", "h": "$s", "i": "$s", "j": "$s", "k": "$s", "l": "$s", "m": "$s", "n": "$s", "o": "$s", "p": "$s", "q": "$s", "r": "$s"}),
+            big,
+        );
+        assert_eq!(e.code, ErrorCode::ExceededMemoryLimit);
+    }
+
+    #[test]
+    fn expression_depth_is_bounded() {
+        crate::limits::with_worker_stack(expression_depth_is_bounded_inner);
+    }
+
+    fn expression_depth_is_bounded_inner() {
+        let mut e = bson!(1);
+        for _ in 0..150 {
+            e = bson!({"$add": [e, 1]});
+        }
+        assert!(Expr::parse(&e).is_ok());
+        for _ in 0..60 {
+            e = bson!({"$add": [e, 1]});
+        }
+        assert_eq!(Expr::parse(&e).unwrap_err().code, ErrorCode::Overflow);
+        let long = format!("${}", vec!["a"; 201].join("."));
+        assert_eq!(
+            Expr::parse(&Bson::String(long)).unwrap_err().code,
+            ErrorCode::Overflow
+        );
     }
 
     #[test]

@@ -64,12 +64,20 @@ pub enum TypeSel {
 impl Filter {
     /// Parses a filter document.
     pub fn parse(doc: &Document) -> Result<Filter> {
+        Self::parse_at(doc, 0)
+    }
+
+    /// Parses a filter nested `depth` levels in a query tree (logical
+    /// operators, `$elemMatch`, `$not`), refused past
+    /// [`crate::limits::MAX_QUERY_TREE_DEPTH`].
+    fn parse_at(doc: &Document, depth: usize) -> Result<Filter> {
+        crate::limits::check_query_depth(depth, doc)?;
         let mut parts = Vec::with_capacity(doc.len());
         for (key, value) in doc {
             if let Some(op) = key.strip_prefix('$') {
                 match op {
                     "and" | "or" | "nor" => {
-                        let list = logical_list(key, value)?;
+                        let list = logical_list(key, value, depth + 1)?;
                         parts.push(match op {
                             "and" => Filter::And(list),
                             "or" => Filter::Or(list),
@@ -90,9 +98,10 @@ impl Filter {
                     }
                 }
             } else {
+                crate::limits::check_path(key)?;
                 parts.push(Filter::Field {
                     path: key.clone(),
-                    pred: parse_field_value(value)?,
+                    pred: parse_field_value(value, depth)?,
                 });
             }
         }
@@ -103,15 +112,42 @@ impl Filter {
         })
     }
 
-    /// Whether `doc` matches.
-    pub fn matches(&self, doc: &Document) -> bool {
-        match self {
-            Filter::And(fs) => fs.iter().all(|f| f.matches(doc)),
-            Filter::Or(fs) => fs.iter().any(|f| f.matches(doc)),
-            Filter::Nor(fs) => !fs.iter().any(|f| f.matches(doc)),
+    /// Whether `doc` matches; an `$expr` that fails (a value past a limit)
+    /// is an error.
+    pub fn try_matches(&self, doc: &Document) -> Result<bool> {
+        Ok(match self {
+            Filter::And(fs) => {
+                for f in fs {
+                    if !f.try_matches(doc)? {
+                        return Ok(false);
+                    }
+                }
+                true
+            }
+            Filter::Or(fs) => {
+                for f in fs {
+                    if f.try_matches(doc)? {
+                        return Ok(true);
+                    }
+                }
+                false
+            }
+            Filter::Nor(fs) => {
+                for f in fs {
+                    if f.try_matches(doc)? {
+                        return Ok(false);
+                    }
+                }
+                true
+            }
             Filter::Field { path, pred } => pred.matches(&resolve(doc, path)),
-            Filter::Expr(e) => e.eval(doc).map(|v| truthy(&v)).unwrap_or(false),
-        }
+            Filter::Expr(e) => e.eval(doc)?.map(|v| truthy(&v)).unwrap_or(false),
+        })
+    }
+
+    /// Whether `doc` matches; an `$expr` that fails does not match.
+    pub fn matches(&self, doc: &Document) -> bool {
+        self.try_matches(doc).unwrap_or(false)
     }
 
     /// True for the empty filter `{}`.
@@ -135,7 +171,7 @@ impl Filter {
     }
 }
 
-fn logical_list(key: &str, value: &Bson) -> Result<Vec<Filter>> {
+fn logical_list(key: &str, value: &Bson, depth: usize) -> Result<Vec<Filter>> {
     let Bson::Array(items) = value else {
         return Err(CommandError::bad_value(format!("{key} must be an array")));
     };
@@ -147,7 +183,7 @@ fn logical_list(key: &str, value: &Bson) -> Result<Vec<Filter>> {
     items
         .iter()
         .map(|i| match i {
-            Bson::Document(d) => Filter::parse(d),
+            Bson::Document(d) => Filter::parse_at(d, depth),
             _ => Err(CommandError::bad_value(format!(
                 "{key} argument's entries must be objects"
             ))),
@@ -159,9 +195,9 @@ fn is_operator_doc(d: &Document) -> bool {
     d.keys().next().is_some_and(|k| k.starts_with('$'))
 }
 
-fn parse_field_value(value: &Bson) -> Result<Pred> {
+fn parse_field_value(value: &Bson, depth: usize) -> Result<Pred> {
     match value {
-        Bson::Document(d) if is_operator_doc(d) => parse_operators(d),
+        Bson::Document(d) if is_operator_doc(d) => parse_operators_at(d, depth),
         Bson::RegularExpression(r) => Ok(Pred::Regex(Box::new(compile_regex(
             r.pattern.as_str(),
             r.options.as_str(),
@@ -171,6 +207,11 @@ fn parse_field_value(value: &Bson) -> Result<Pred> {
 }
 
 pub fn parse_operators(d: &Document) -> Result<Pred> {
+    parse_operators_at(d, 0)
+}
+
+fn parse_operators_at(d: &Document, depth: usize) -> Result<Pred> {
+    crate::limits::check_query_depth(depth, d)?;
     let mut preds = Vec::with_capacity(d.len());
     let options = d.get("$options");
     for (op, arg) in d {
@@ -217,7 +258,7 @@ pub fn parse_operators(d: &Document) -> Result<Pred> {
                             Bson::Document(e)
                                 if e.keys().next().is_some_and(|k| k == "$elemMatch") =>
                             {
-                                parse_operators(e)
+                                parse_operators_at(e, depth + 1)
                             }
                             Bson::RegularExpression(r) => Ok(Pred::Regex(Box::new(compile_regex(
                                 r.pattern.as_str(),
@@ -237,12 +278,12 @@ pub fn parse_operators(d: &Document) -> Result<Pred> {
                         .keys()
                         .any(|k| matches!(k.as_str(), "$and" | "$or" | "$nor" | "$expr"));
                 Pred::ElemMatch(Box::new(if value_ops {
-                    ElemMatch::Value(match parse_operators(inner)? {
+                    ElemMatch::Value(match parse_operators_at(inner, depth + 1)? {
                         Pred::And(ps) => ps,
                         p => vec![p],
                     })
                 } else {
-                    ElemMatch::Query(Filter::parse(inner)?)
+                    ElemMatch::Query(Filter::parse_at(inner, depth + 1)?)
                 }))
             }
             "$size" => match arg {
@@ -276,7 +317,7 @@ pub fn parse_operators(d: &Document) -> Result<Pred> {
             }
             "$not" => match arg {
                 Bson::Document(inner) if is_operator_doc(inner) => {
-                    Pred::Not(Box::new(parse_operators(inner)?))
+                    Pred::Not(Box::new(parse_operators_at(inner, depth + 1)?))
                 }
                 Bson::RegularExpression(r) => Pred::Not(Box::new(Pred::Regex(Box::new(
                     compile_regex(r.pattern.as_str(), r.options.as_str())?,
@@ -472,7 +513,7 @@ impl Pred {
                 .iter()
                 .any(|v| matches!(v, Bson::Array(a) if a.len() as i64 == *n)),
             Pred::Mod(div, rem) => any_expanded(r, |v| {
-                as_f64(v).is_some_and(|x| x.is_finite() && (x as i64) % div == *rem)
+                as_f64(v).is_some_and(|x| x.is_finite() && (x as i64).wrapping_rem(*div) == *rem)
             }),
             Pred::Not(p) => !p.matches(r),
             Pred::And(ps) => ps.iter().all(|p| p.matches(r)),
@@ -612,6 +653,7 @@ mod tests {
         assert!(!m(doc! {"a": {"$all": [1, 4]}}, doc! {"a": [2, 3, 1]}));
         assert!(m(doc! {"a": {"$size": 2}}, doc! {"a": [2, 3]}));
         assert!(m(doc! {"a": {"$mod": [4, 1]}}, doc! {"a": 9}));
+        assert!(m(doc! {"a": {"$mod": [-1, 0]}}, doc! {"a": i64::MIN}));
         assert!(m(
             doc! {"a": {"$elemMatch": {"b": 1, "c": {"$gt": 1}}}},
             doc! {"a": [{"b": 1, "c": 1}, {"b": 1, "c": 2}]}
@@ -643,6 +685,41 @@ mod tests {
         ] {
             assert!(Filter::parse(&f).is_err(), "{f}");
         }
+    }
+
+    #[test]
+    fn query_tree_depth_is_bounded() {
+        let mut f = doc! {"a": 1};
+        for _ in 0..100 {
+            f = doc! {"$and": [f]};
+        }
+        assert!(Filter::parse(&f).is_ok());
+        f = doc! {"$or": [f]};
+        let e = Filter::parse(&f).unwrap_err();
+        assert_eq!(e.code, crate::error::ErrorCode::BadValue);
+        assert!(
+            e.message
+                .starts_with("exceeded maximum query tree depth of 100")
+        );
+        let mut p = doc! {"$gt": 1};
+        for _ in 0..101 {
+            p = doc! {"$not": p};
+        }
+        assert!(Filter::parse(&doc! {"a": p}).is_err());
+        let mut em = doc! {"b": 1};
+        for _ in 0..101 {
+            em = doc! {"a": {"$elemMatch": em}};
+        }
+        assert!(Filter::parse(&em).is_err());
+    }
+
+    #[test]
+    fn expr_errors_surface_in_try_matches() {
+        let f =
+            Filter::parse(&doc! {"$expr": {"$gt": [{"$size": {"$range": [0, 1_000_000_000]}}, 0]}})
+                .unwrap();
+        assert!(f.try_matches(&doc! {}).is_err());
+        assert!(!f.matches(&doc! {}));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use bson::{Bson, Document};
 
 use crate::error::{CommandError, ErrorCode, Result};
+use crate::limits::{self, Budget};
 
 /// What a dotted path reaches in a document.
 #[derive(Debug, Default)]
@@ -115,9 +116,95 @@ fn short(v: &Bson) -> String {
     }
 }
 
+/// The value at `path` through embedded documents only (as aggregation's
+/// field paths name it for `$unwind`): an array on the way is not indexed.
+pub fn get_field<'a>(doc: &'a Document, path: &str) -> Option<&'a Bson> {
+    let mut parts = path.split('.');
+    let mut cur = doc.get(parts.next()?)?;
+    for p in parts {
+        cur = match cur {
+            Bson::Document(d) => d.get(p)?,
+            _ => return None,
+        };
+    }
+    Some(cur)
+}
+
+/// Sets `path` to `value` as aggregation does (`$addFields`/`$set`,
+/// computed fields of `$project`, `$unwind`, `$lookup`'s `as`): every
+/// component names a field, a number too; nothing indexes or pads an array.
+/// Over an array, the rest of the path applies to each element: a document
+/// gets the field, a nested array is entered the same way, any other value
+/// is replaced by a new document holding the field. A missing or scalar
+/// value on the way is replaced by a new document. Every copy of `value`
+/// placed is charged to `budget`, so a large value copied into a long array
+/// fails instead of filling memory.
+pub fn set_field(doc: &mut Document, path: &str, value: Bson, budget: &mut Budget) -> Result<()> {
+    limits::check_path(path)?;
+    let parts: Vec<&str> = path.split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(CommandError::new(
+            ErrorCode::Location15998,
+            format!("FieldPath field names may not be empty strings: '{path}'"),
+        ));
+    }
+    let size = limits::bson_size(&value);
+    field_in_doc(doc, &parts, &value, size, budget)
+}
+
+fn field_in_doc(
+    doc: &mut Document,
+    parts: &[&str],
+    value: &Bson,
+    size: usize,
+    budget: &mut Budget,
+) -> Result<()> {
+    let Some((head, rest)) = parts.split_first() else {
+        return Ok(());
+    };
+    if rest.is_empty() {
+        budget.charge(size)?;
+        doc.insert(*head, value.clone());
+        return Ok(());
+    }
+    match doc.get_mut(*head) {
+        Some(Bson::Document(d)) => field_in_doc(d, rest, value, size, budget),
+        Some(Bson::Array(items)) => field_in_array(items, rest, value, size, budget),
+        _ => {
+            let mut d = Document::new();
+            field_in_doc(&mut d, rest, value, size, budget)?;
+            doc.insert(*head, d);
+            Ok(())
+        }
+    }
+}
+
+fn field_in_array(
+    items: &mut [Bson],
+    parts: &[&str],
+    value: &Bson,
+    size: usize,
+    budget: &mut Budget,
+) -> Result<()> {
+    for e in items.iter_mut() {
+        match e {
+            Bson::Document(d) => field_in_doc(d, parts, value, size, budget)?,
+            Bson::Array(inner) => field_in_array(inner, parts, value, size, budget)?,
+            other => {
+                let mut d = Document::new();
+                field_in_doc(&mut d, parts, value, size, budget)?;
+                *other = Bson::Document(d);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Sets `path` to `value`, creating embedded documents on the way; numeric
-/// components index arrays (padding with nulls).
+/// components index arrays (padding with nulls, at most
+/// [`limits::MAX_ARRAY_BACKFILL`] of them), as update operators do.
 pub fn set(doc: &mut Document, path: &str, value: Bson) -> Result<()> {
+    limits::check_path(path)?;
     let parts: Vec<&str> = path.split('.').collect();
     if parts.iter().any(|p| p.is_empty()) {
         return Err(CommandError::new(
@@ -150,6 +237,7 @@ fn set_in_value(v: &mut Bson, name: &str, parts: &[&str], value: Bson) -> Result
                 return Err(not_viable(parts[0], &Bson::Array(a.clone())));
             };
             if a.len() <= i {
+                limits::check_backfill(a.len(), i)?;
                 a.resize(i + 1, Bson::Null);
             }
             if parts.len() == 1 {
@@ -169,7 +257,41 @@ fn set_in_value(v: &mut Bson, name: &str, parts: &[&str], value: Bson) -> Result
     }
 }
 
-/// Removes `path` (an array element becomes null, as `$unset` does).
+/// Removes `path` as aggregation does (`$unset`, a missing `$addFields`
+/// value): over an array, the rest of the path is removed from each
+/// element that is a document (or nested array); a number names a field.
+pub fn unset_field(doc: &mut Document, path: &str) {
+    let parts: Vec<&str> = path.split('.').collect();
+    unset_field_in_doc(doc, &parts);
+}
+
+fn unset_field_in_doc(doc: &mut Document, parts: &[&str]) {
+    let Some((head, rest)) = parts.split_first() else {
+        return;
+    };
+    if rest.is_empty() {
+        doc.remove(*head);
+        return;
+    }
+    match doc.get_mut(*head) {
+        Some(Bson::Document(d)) => unset_field_in_doc(d, rest),
+        Some(Bson::Array(items)) => unset_field_in_array(items, rest),
+        _ => {}
+    }
+}
+
+fn unset_field_in_array(items: &mut [Bson], parts: &[&str]) {
+    for e in items {
+        match e {
+            Bson::Document(d) => unset_field_in_doc(d, parts),
+            Bson::Array(inner) => unset_field_in_array(inner, parts),
+            _ => {}
+        }
+    }
+}
+
+/// Removes `path` (an array element becomes null, as the `$unset` update
+/// operator does).
 /// Returns whether something was there.
 pub fn unset(doc: &mut Document, path: &str) -> bool {
     let parts: Vec<&str> = path.split('.').collect();
@@ -228,6 +350,51 @@ mod tests {
         assert_eq!(d, doc! {"a": {"x": 1, "b": {"c": 5}}, "arr": [1, null, 9]});
         let e = set(&mut d, "a.x.y", bson!(1)).unwrap_err();
         assert_eq!(e.code, ErrorCode::PathNotViable);
+    }
+
+    #[test]
+    fn update_backfill_is_capped() {
+        let mut d = doc! {"a": [1]};
+        let e = set(&mut d, "a.400000000", bson!(1)).unwrap_err();
+        assert_eq!(e.code, ErrorCode::CannotBackfillArray);
+        assert_eq!(e.message, "can't backfill more than 1500000 elements");
+        assert_eq!(d, doc! {"a": [1]});
+        let long = vec!["a"; 201].join(".");
+        assert_eq!(
+            set(&mut d, &long, bson!(1)).unwrap_err().code,
+            ErrorCode::Overflow
+        );
+    }
+
+    #[test]
+    fn aggregation_paths_name_fields_of_each_element() {
+        let mut budget = Budget::document("$addFields");
+        let mut d = doc! {"a": [1, {"b": 2}, [3, {"c": 4}]], "s": 5};
+        set_field(&mut d, "a.400000000", bson!(1), &mut budget).unwrap();
+        assert_eq!(
+            d,
+            doc! {"a": [{"400000000": 1}, {"b": 2, "400000000": 1}, [{"400000000": 1}, {"c": 4, "400000000": 1}]], "s": 5}
+        );
+        set_field(&mut d, "s.t", bson!("x"), &mut budget).unwrap();
+        set_field(&mut d, "n.m", bson!(true), &mut budget).unwrap();
+        assert_eq!(d.get_document("s").unwrap(), &doc! {"t": "x"});
+        assert_eq!(d.get_document("n").unwrap(), &doc! {"m": true});
+        let mut empty = doc! {"a": []};
+        set_field(&mut empty, "a.0", bson!(1), &mut budget).unwrap();
+        assert_eq!(empty, doc! {"a": []});
+        // A large value copied into every element of a long array stops.
+        let mut many = doc! {"a": (0..100).map(Bson::Int32).collect::<Vec<_>>()};
+        let big = Bson::String("x".repeat(1 << 20));
+        let e = set_field(&mut many, "a.x", big, &mut Budget::document("$addFields")).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BSONObjectTooLarge);
+    }
+
+    #[test]
+    fn aggregation_unset_names_fields() {
+        let mut d = doc! {"a": [{"0": 1, "b": 2}, 5, [{"0": 3}]], "c": {"0": 1}};
+        unset_field(&mut d, "a.0");
+        unset_field(&mut d, "c.0");
+        assert_eq!(d, doc! {"a": [{"b": 2}, 5, [{}]], "c": {}});
     }
 
     #[test]

@@ -7,6 +7,7 @@ use bson::{Bson, Document};
 use super::expr::Expr;
 use super::path;
 use crate::error::{CommandError, ErrorCode, Result};
+use crate::limits::{self, Budget};
 
 #[derive(Debug, Clone)]
 enum Node {
@@ -33,6 +34,7 @@ impl Projection {
                     "projection field name '{k}' is not allowed"
                 )));
             }
+            limits::check_projection_path(k)?;
             let node = match v {
                 Bson::Boolean(b) => {
                     if *b {
@@ -95,13 +97,58 @@ impl Projection {
         Ok(Projection { inclusion, nodes })
     }
 
+    /// Projects `doc`. Computed fields follow aggregation's path rules
+    /// (a numeric component is a field of each array element, never an
+    /// index); the document built is held to [`limits::MAX_DOCUMENT_SIZE`]
+    /// and [`limits::MAX_BSON_DEPTH`], and an expression that fails is an
+    /// error.
+    pub fn try_apply(&self, doc: &Document) -> Result<Document> {
+        if !self.inclusion {
+            return Ok(exclude(doc, &self.nodes));
+        }
+        let mut out = include(doc, &self.nodes);
+        if self.has_computed() {
+            let mut budget = Budget::document("$project");
+            budget.charge(limits::document_size(&out))?;
+            add_computed(&mut out, &self.nodes, doc, "", &mut budget)?;
+            limits::check_built_document(&out, "$project")?;
+        }
+        Ok(out)
+    }
+
+    /// [`Projection::try_apply`] for callers that cannot fail: a computed
+    /// field that fails or does not fit is left out.
     pub fn apply(&self, doc: &Document) -> Document {
-        if self.inclusion {
-            include(doc, &self.nodes, doc)
-        } else {
-            exclude(doc, &self.nodes)
+        match self.try_apply(doc) {
+            Ok(d) => d,
+            Err(_) => {
+                let mut out = include(doc, &self.nodes);
+                if !self.inclusion {
+                    out = exclude(doc, &self.nodes);
+                }
+                out
+            }
         }
     }
+
+    fn has_computed(&self) -> bool {
+        subtree_has_computed(&self.nodes)
+    }
+}
+
+fn subtree_has_computed(nodes: &[(String, Node)]) -> bool {
+    // Iterative: the tree is at most 100 levels, but no recursion is needed.
+    let mut stack: Vec<&[(String, Node)]> = vec![nodes];
+    while let Some(level) = stack.pop() {
+        for (_, n) in level {
+            match n {
+                Node::Computed(_) => return true,
+                Node::Children(c) => stack.push(c),
+                _ => {}
+            }
+        }
+    }
+    false
 }
 
 fn insert_node(nodes: &mut Vec<(String, Node)>, path: &str, node: Node) -> Result<()> {
@@ -134,7 +181,7 @@ fn insert_node(nodes: &mut Vec<(String, Node)>, path: &str, node: Node) -> Resul
     Ok(())
 }
 
-fn include(doc: &Document, nodes: &[(String, Node)], root: &Document) -> Document {
+fn include(doc: &Document, nodes: &[(String, Node)]) -> Document {
     let mut out = Document::new();
     for (k, v) in doc {
         match nodes.iter().find(|(n, _)| n == k).map(|(_, n)| n) {
@@ -143,13 +190,17 @@ fn include(doc: &Document, nodes: &[(String, Node)], root: &Document) -> Documen
             }
             Some(Node::Children(children)) => match v {
                 Bson::Document(d) => {
-                    out.insert(k.clone(), include(d, children, root));
+                    out.insert(k.clone(), include(d, children));
                 }
                 Bson::Array(items) => {
+                    // Scalars stay (as empty documents) only where a computed
+                    // field will be added to every element.
+                    let computed = subtree_has_computed(children);
                     let mapped: Vec<Bson> = items
                         .iter()
                         .filter_map(|e| match e {
-                            Bson::Document(d) => Some(Bson::Document(include(d, children, root))),
+                            Bson::Document(d) => Some(Bson::Document(include(d, children))),
+                            _ if computed => Some(Bson::Document(Document::new())),
                             _ => None,
                         })
                         .collect();
@@ -160,11 +211,16 @@ fn include(doc: &Document, nodes: &[(String, Node)], root: &Document) -> Documen
             _ => {}
         }
     }
-    add_computed(&mut out, nodes, root, "");
     out
 }
 
-fn add_computed(out: &mut Document, nodes: &[(String, Node)], root: &Document, prefix: &str) {
+fn add_computed(
+    out: &mut Document,
+    nodes: &[(String, Node)],
+    root: &Document,
+    prefix: &str,
+    budget: &mut Budget,
+) -> Result<()> {
     for (k, node) in nodes {
         let full = if prefix.is_empty() {
             k.clone()
@@ -173,14 +229,15 @@ fn add_computed(out: &mut Document, nodes: &[(String, Node)], root: &Document, p
         };
         match node {
             Node::Computed(e) => {
-                if let Some(v) = e.eval(root) {
-                    let _ = path::set(out, &full, v);
+                if let Some(v) = e.eval(root)? {
+                    path::set_field(out, &full, v, budget)?;
                 }
             }
-            Node::Children(children) => add_computed(out, children, root, &full),
+            Node::Children(children) => add_computed(out, children, root, &full, budget)?,
             _ => {}
         }
     }
+    Ok(())
 }
 
 fn exclude(doc: &Document, nodes: &[(String, Node)]) -> Document {
@@ -220,7 +277,35 @@ mod tests {
     use bson::doc;
 
     fn p(spec: Document, d: Document) -> Document {
-        Projection::parse(&spec).unwrap().apply(&d)
+        Projection::parse(&spec).unwrap().try_apply(&d).unwrap()
+    }
+
+    #[test]
+    fn computed_paths_and_limits() {
+        let d = doc! {"_id": 1, "a": [1, {"b": 2}], "x": 7};
+        assert_eq!(
+            p(doc! {"a.400000000": "$x"}, d.clone()),
+            doc! {"_id": 1, "a": [{"400000000": 7}, {"400000000": 7}]}
+        );
+        assert_eq!(
+            p(doc! {"a.b": 1}, d.clone()),
+            doc! {"_id": 1, "a": [{"b": 2}]}
+        );
+        let mut spec = Document::new();
+        for i in 0..40 {
+            spec.insert(format!("f{i}"), "$$ROOT");
+        }
+        let big = doc! {"_id": 1, "s": "x".repeat(1 << 20)};
+        let e = Projection::parse(&spec)
+            .unwrap()
+            .try_apply(&big)
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::BSONObjectTooLarge);
+        let long = vec!["a"; 101].join(".");
+        assert_eq!(
+            Projection::parse(&doc! {long: 1}).unwrap_err().code,
+            ErrorCode::Location5729100
+        );
     }
 
     #[test]

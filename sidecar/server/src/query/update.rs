@@ -125,6 +125,7 @@ impl UpdateSpec {
                         ),
                     ));
                 }
+                crate::limits::check_path(path)?;
                 if path.split('.').any(|p| p == "$" || p.starts_with("$[")) {
                     return Err(CommandError::not_implemented(
                         "the positional update operator",
@@ -137,6 +138,7 @@ impl UpdateSpec {
                             "The 'to' field for $rename must be a string: {path}: {value}"
                         )));
                     };
+                    crate::limits::check_path(to)?;
                     if prefix_conflict(path, to) {
                         return Err(CommandError::bad_value(format!(
                             "The source and target field for $rename must not be on the same path: {path}: \"{to}\""
@@ -479,7 +481,7 @@ fn push(arr: &mut Vec<Bson>, arg: &Bson) -> Result<()> {
         if n >= 0 {
             arr.truncate(n as usize);
         } else {
-            let keep = (-n) as usize;
+            let keep = usize::try_from(n.unsigned_abs()).unwrap_or(usize::MAX);
             if arr.len() > keep {
                 arr.drain(..arr.len() - keep);
             }
@@ -698,6 +700,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.get_array("a").unwrap()[0], bson!(0));
+        let r = up(
+            d.clone(),
+            doc! {"$push": {"a": {"$each": [9], "$slice": i64::MIN}}},
+        )
+        .unwrap();
+        assert_eq!(r.get_array("a").unwrap().len(), 3);
         let r = up(d.clone(), doc! {"$addToSet": {"a": {"$each": [1, 7]}}}).unwrap();
         assert_eq!(r.get_array("a").unwrap().len(), 3);
         let r = up(d.clone(), doc! {"$pull": {"a": {"$gte": 3}}}).unwrap();
@@ -713,6 +721,22 @@ mod tests {
         .unwrap();
         assert_eq!(r.get_array("a").unwrap().len(), 1);
         assert!(up(doc! {"_id": 1, "a": 1}, doc! {"$push": {"a": 1}}).is_err());
+    }
+
+    #[test]
+    fn array_index_padding_is_capped() {
+        let d = doc! {"_id": 1, "a": [1, 2]};
+        let e = up(d.clone(), doc! {"$set": {"a.400000000": 1}}).unwrap_err();
+        assert_eq!(e.code, ErrorCode::CannotBackfillArray);
+        let r = up(d, doc! {"$set": {"a.5": 1}}).unwrap();
+        assert_eq!(r.get_array("a").unwrap().len(), 6);
+        let long = vec!["a"; 201].join(".");
+        assert_eq!(
+            UpdateSpec::parse(&bson!({"$set": {long: 1}}))
+                .unwrap_err()
+                .code,
+            ErrorCode::Overflow
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use bytes::{Buf, BytesMut};
 use super::WireError;
 
 /// The largest message accepted or sent (MongoDB's `maxMessageSizeBytes`).
-pub const MAX_MESSAGE_SIZE: usize = 48_000_000;
+pub const MAX_MESSAGE_SIZE: usize = crate::limits::MAX_MESSAGE_SIZE;
 
 /// The 16-byte standard message header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +52,9 @@ pub struct Frame {
 
 impl Frame {
     /// Takes one whole message off the front of `buf`, or returns `Ok(None)`
-    /// when `buf` does not hold one yet (nothing is consumed then).
+    /// when `buf` does not hold one yet (nothing is consumed then). Nothing
+    /// is reserved for the length the header claims: the reader grows the
+    /// buffer as bytes arrive.
     pub fn decode(buf: &mut BytesMut) -> Result<Option<Frame>, WireError> {
         let Some(header) = Header::parse(buf) else {
             // Reject an impossible length as soon as its 4 bytes are in, so a
@@ -65,13 +67,23 @@ impl Frame {
         };
         let len = check_length(header.length)?;
         if buf.len() < len {
-            buf.reserve(len - buf.len());
             return Ok(None);
         }
         let body = buf[Header::LEN..len].to_vec();
         buf.advance(len);
         Ok(Some(Frame { header, body }))
     }
+}
+
+/// How many more bytes the message at the front of `buf` needs (at least
+/// one when not even its header is complete, none when it is whole).
+pub fn missing_bytes(buf: &[u8]) -> usize {
+    if buf.len() < 4 {
+        return Header::LEN - buf.len();
+    }
+    let len = i32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
+    let len = usize::try_from(len).unwrap_or(0).max(Header::LEN);
+    len.saturating_sub(buf.len())
 }
 
 fn check_length(len: i32) -> Result<usize, WireError> {
@@ -108,6 +120,17 @@ mod tests {
         let mut b = message(20, &[1, 2]);
         assert_eq!(Frame::decode(&mut b), Ok(None));
         assert_eq!(b.len(), 18, "nothing consumed");
+        assert!(
+            b.capacity() < 1000,
+            "nothing reserved for the claimed length"
+        );
+        assert_eq!(missing_bytes(&b), 2);
+        let mut b = message(40_000_000, &[1, 2]);
+        assert_eq!(Frame::decode(&mut b), Ok(None));
+        assert!(
+            b.capacity() < 1000,
+            "nothing reserved for the claimed length"
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use bson::Document;
 
 use super::{Compressor, Frame, Header, MAX_MESSAGE_SIZE, Reader, WireError, opcode};
+use crate::error::CommandError;
 
 /// OP_MSG flag bits (the wire protocol reserves bits 0-15 as "required":
 /// a receiver must reject bits it does not know there).
@@ -35,6 +36,10 @@ pub struct Request {
     pub command: Document,
     /// Set when the request came in OP_COMPRESSED; the reply uses it too.
     pub compressor: Option<Compressor>,
+    /// A document of the message broke a limit (nesting, size): the
+    /// request is answered with this error and not run; the connection
+    /// stays open.
+    pub rejected: Option<CommandError>,
 }
 
 impl Request {
@@ -102,13 +107,20 @@ fn parse_op_msg(header: Header, body: &[u8]) -> Result<Request, WireError> {
     }
     let mut r = Reader::new(&body[4..sections_end]);
     let mut command: Option<Document> = None;
+    let mut rejected: Option<CommandError> = None;
     let mut bodies = 0usize;
     let mut sequences: Vec<(String, Vec<bson::Bson>)> = Vec::new();
     while r.remaining() > 0 {
         match r.u8("OP_MSG section kind")? {
             0 => {
                 bodies += 1;
-                command = Some(r.document("OP_MSG body section")?);
+                command = Some(match r.checked_document("OP_MSG body section")? {
+                    Ok(d) => d,
+                    Err(e) => {
+                        rejected.get_or_insert(e);
+                        Document::new()
+                    }
+                });
             }
             1 => {
                 let size = r.i32("OP_MSG document sequence size")?;
@@ -120,9 +132,12 @@ fn parse_op_msg(header: Header, body: &[u8]) -> Result<Request, WireError> {
                 let id = s.cstring("OP_MSG document sequence identifier")?.to_owned();
                 let mut docs = Vec::new();
                 while s.remaining() > 0 {
-                    docs.push(bson::Bson::Document(
-                        s.document("OP_MSG document sequence")?,
-                    ));
+                    match s.checked_document("OP_MSG document sequence")? {
+                        Ok(d) => docs.push(bson::Bson::Document(d)),
+                        Err(e) => {
+                            rejected.get_or_insert(e);
+                        }
+                    }
                 }
                 sequences.push((id, docs));
             }
@@ -148,6 +163,7 @@ fn parse_op_msg(header: Header, body: &[u8]) -> Result<Request, WireError> {
         db,
         command,
         compressor: None,
+        rejected,
     })
 }
 
@@ -157,9 +173,18 @@ fn parse_op_query(header: Header, body: &[u8]) -> Result<Request, WireError> {
     let full_name = r.cstring("OP_QUERY fullCollectionName")?.to_owned();
     let _skip = r.i32("OP_QUERY numberToSkip")?;
     let _n_return = r.i32("OP_QUERY numberToReturn")?;
-    let mut query = r.document("OP_QUERY query")?;
-    if r.remaining() > 0 {
-        let _selector = r.document("OP_QUERY returnFieldsSelector")?;
+    let mut rejected = None;
+    let mut query = match r.checked_document("OP_QUERY query")? {
+        Ok(d) => d,
+        Err(e) => {
+            rejected = Some(e);
+            Document::new()
+        }
+    };
+    if r.remaining() > 0
+        && let Err(e) = r.checked_document("OP_QUERY returnFieldsSelector")?
+    {
+        rejected.get_or_insert(e);
     }
     if r.remaining() > 0 {
         return Err(WireError::TrailingBytes(r.remaining()));
@@ -178,6 +203,7 @@ fn parse_op_query(header: Header, body: &[u8]) -> Result<Request, WireError> {
         db: Some(db),
         command: query,
         compressor: None,
+        rejected,
     })
 }
 
@@ -422,6 +448,78 @@ mod tests {
         assert!(req.command.contains_key("isMaster"));
         let reply = Reply::encode(&req, 4, &doc! {"ok": 1.0}).unwrap();
         assert_eq!(frame(&reply).header.op_code, opcode::OP_REPLY);
+    }
+
+    /// `{find: "c", filter: {$and: [{$and: [ ... ]}]}}` nested `levels`
+    /// deep, written as raw bytes (a `Document` that deep would recurse).
+    fn deep_and_command(levels: usize) -> Vec<u8> {
+        fn wrap(kind: u8, name: &str, inner: &[u8]) -> Vec<u8> {
+            let mut out = Vec::with_capacity(inner.len() + name.len() + 7);
+            let len = (4 + 1 + name.len() + 1 + inner.len() + 1) as i32;
+            out.extend_from_slice(&len.to_le_bytes());
+            out.push(kind);
+            out.extend_from_slice(name.as_bytes());
+            out.push(0);
+            out.extend_from_slice(inner);
+            out.push(0);
+            out
+        }
+        let mut cur = Vec::new();
+        doc! {"x": 1}.to_writer(&mut cur).unwrap();
+        for _ in 0..levels {
+            let arr = wrap(0x03, "0", &cur);
+            cur = wrap(0x04, "$and", &arr);
+        }
+        let mut body = Vec::new();
+        doc! {"find": "c", "$db": "d"}.to_writer(&mut body).unwrap();
+        body.pop();
+        body.push(0x03);
+        body.extend_from_slice(b"filter\0");
+        body.extend_from_slice(&cur);
+        body.push(0);
+        let n = body.len() as i32;
+        body[..4].copy_from_slice(&n.to_le_bytes());
+        let mut msg = Vec::new();
+        Header {
+            length: (Header::LEN + 5 + body.len()) as i32,
+            request_id: 11,
+            response_to: 0,
+            op_code: opcode::OP_MSG,
+        }
+        .write(&mut msg);
+        msg.extend_from_slice(&0u32.to_le_bytes());
+        msg.push(0);
+        msg.extend_from_slice(&body);
+        msg
+    }
+
+    #[test]
+    fn too_deep_documents_reject_the_request_only() {
+        let req = Request::parse(&frame(&deep_and_command(20_000))).unwrap();
+        let e = req.rejected.expect("rejected");
+        assert_eq!(e.code, crate::error::ErrorCode::Overflow);
+        // 2 levels per $and: 99 of them and the filter stay within 200.
+        let req = Request::parse(&frame(&deep_and_command(99))).unwrap();
+        assert!(req.rejected.is_none());
+        assert_eq!(req.db.as_deref(), Some("d"));
+        let deep = Request::parse(&frame(&deep_and_command(100))).unwrap();
+        assert!(deep.rejected.is_some());
+        // A too-deep document in a sequence.
+        let mut d = doc! {"x": 1};
+        for _ in 0..201 {
+            d = doc! {"x": d};
+        }
+        let bytes = encode_op_msg(
+            5,
+            0,
+            &doc! {"insert": "c", "$db": "d"},
+            &[("documents", vec![doc! {"_id": 1}, d])],
+        );
+        let req = Request::parse(&frame(&bytes)).unwrap();
+        assert_eq!(
+            req.rejected.unwrap().code,
+            crate::error::ErrorCode::Overflow
+        );
     }
 
     #[test]

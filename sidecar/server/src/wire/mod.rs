@@ -10,7 +10,7 @@ pub mod frame;
 pub mod message;
 
 pub use compression::Compressor;
-pub use frame::{Frame, Header, MAX_MESSAGE_SIZE};
+pub use frame::{Frame, Header, MAX_MESSAGE_SIZE, missing_bytes};
 pub use message::{Reply, Request, RequestKind};
 
 /// The opcodes this server reads or writes.
@@ -130,8 +130,28 @@ impl<'a> Reader<'a> {
         Ok(s)
     }
 
-    /// One BSON document: its own length prefix says how long it is.
-    pub(crate) fn document(&mut self, what: &'static str) -> Result<bson::Document, WireError> {
+    /// One BSON document, held to the message limits before it is parsed
+    /// (see [`crate::limits::check_message_document`]): the outer error is a
+    /// malformed message, the inner one a limit that fails this request only.
+    /// The document's bytes are consumed either way.
+    pub(crate) fn checked_document(
+        &mut self,
+        what: &'static str,
+    ) -> Result<Result<bson::Document, crate::error::CommandError>, WireError> {
+        let bytes = self.document_bytes(what)?;
+        if let Err(e) = crate::limits::check_message_document(bytes) {
+            return Ok(Err(e));
+        }
+        bson::Document::from_reader(bytes)
+            .map(Ok)
+            .map_err(|e| WireError::InvalidDocument {
+                what,
+                reason: e.to_string(),
+            })
+    }
+
+    /// The bytes of one BSON document: its own length prefix says how long it is.
+    fn document_bytes(&mut self, what: &'static str) -> Result<&'a [u8], WireError> {
         let rest = self.rest();
         if rest.len() < 5 {
             return Err(WireError::Truncated {
@@ -147,10 +167,6 @@ impl<'a> Reader<'a> {
                 reason: format!("document length {len} is smaller than 5"),
             });
         }
-        let bytes = self.bytes(len as usize, what)?;
-        bson::Document::from_reader(bytes).map_err(|e| WireError::InvalidDocument {
-            what,
-            reason: e.to_string(),
-        })
+        self.bytes(len as usize, what)
     }
 }

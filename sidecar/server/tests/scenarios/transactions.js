@@ -25,12 +25,12 @@ async function driver() {
       await accounts.updateOne({ _id: 'a' }, { $inc: { balance: 1 } });
     }
     const a = await accounts.findOne({ _id: 'a' }, { session });
-    assert.equal(a.balance, attempts === 1 ? 90 : 81);
+    assert.equal(a.balance, attempts === 1 ? 90 : 91);
     await accounts.updateOne({ _id: 'b' }, { $inc: { balance: 10 } }, { session });
   });
   await session.endSession();
   assert.equal(attempts, 2);
-  assert.equal((await accounts.findOne({ _id: 'a' })).balance, 81);
+  assert.equal((await accounts.findOne({ _id: 'a' })).balance, 91);
   assert.equal((await accounts.findOne({ _id: 'b' })).balance, 10);
 
   // Aborted: nothing lands.

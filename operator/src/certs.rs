@@ -284,9 +284,9 @@ impl CertManager {
             return Ok(());
         };
         let webhooks = config.webhooks.unwrap_or_default();
-        let current = webhooks
-            .iter()
-            .all(|w| w.client_config.ca_bundle.as_ref().map(|b| b.0.as_slice()) == Some(bundle.as_bytes()));
+        let current = webhooks.iter().all(|w| {
+            w.client_config.ca_bundle.as_ref().map(|b| b.0.as_slice()) == Some(bundle.as_bytes())
+        });
         if current {
             return Ok(());
         }
@@ -558,7 +558,10 @@ mod tests {
             Renewal::NewCert("a third of its lifetime left")
         );
         let other = dns_names(&manage(Duration::from_secs(300)), "elsewhere");
-        assert_eq!(plan(&material, &other, now), Renewal::NewCert("names changed"));
+        assert_eq!(
+            plan(&material, &other, now),
+            Renewal::NewCert("names changed")
+        );
         // Renewal keeps the CA; the new certificate verifies against it.
         let renewed = issue(&m, &names, Some(&material), &material.ca_bundle, now)?;
         assert_eq!(renewed.ca_bundle, material.ca_bundle);
@@ -566,7 +569,10 @@ mod tests {
         assert_eq!(plan(&renewed, &names, now), Renewal::Keep);
         // A CA near its end is replaced; the old one stays in the bundle.
         let later = now + Duration::from_secs(3000);
-        assert_eq!(plan(&material, &names, later), Renewal::NewCa("CA near expiry"));
+        assert_eq!(
+            plan(&material, &names, later),
+            Renewal::NewCa("CA near expiry")
+        );
         let rotated = issue(&m, &names, None, &material.ca_bundle, later)?;
         assert_eq!(pem_ders(&rotated.ca_bundle).len(), 2);
         assert!(rotated.ca_bundle.ends_with(&material.ca_bundle));
@@ -575,7 +581,10 @@ mod tests {
             ca_bundle: "not pem".into(),
             ..material.clone()
         };
-        assert_eq!(plan(&broken, &names, now), Renewal::NewCa("no CA certificate"));
+        assert_eq!(
+            plan(&broken, &names, now),
+            Renewal::NewCa("no CA certificate")
+        );
         Ok(())
     }
 
@@ -590,10 +599,7 @@ mod tests {
         assert!(!store.set_pem(&a.cert, &a.key)?);
         assert!(store.set_pem(&b.cert, &b.key)?);
         assert!(store.set_pem(&a.cert, &b.key).is_err());
-        assert_eq!(
-            store.current_der(),
-            pem_ders(&b.cert).into_iter().next()
-        );
+        assert_eq!(store.current_der(), pem_ders(&b.cert).into_iter().next());
         Ok(())
     }
 }

@@ -53,7 +53,12 @@ struct RunArgs {
     #[arg(long, env = "ARGON_WEBHOOK_LISTEN")]
     webhook_listen: Option<SocketAddr>,
     /// PEM certificate chain file (fixed; with --webhook-key, instead of a Secret).
-    #[arg(long, env = "ARGON_WEBHOOK_CERT", requires = "webhook_key", conflicts_with = "webhook_secret")]
+    #[arg(
+        long,
+        env = "ARGON_WEBHOOK_CERT",
+        requires = "webhook_key",
+        conflicts_with = "webhook_secret"
+    )]
     webhook_cert: Option<PathBuf>,
     #[arg(long, env = "ARGON_WEBHOOK_KEY", requires = "webhook_cert")]
     webhook_key: Option<PathBuf>,
@@ -68,10 +73,18 @@ struct RunArgs {
     #[arg(long, env = "ARGON_WEBHOOK_MANAGE_CERTS", default_value_t = true, action = clap::ArgAction::Set)]
     webhook_manage_certs: bool,
     /// The webhook Service, whose DNS names the managed certificate holds.
-    #[arg(long, env = "ARGON_WEBHOOK_SERVICE", default_value = "argon-operator-webhook")]
+    #[arg(
+        long,
+        env = "ARGON_WEBHOOK_SERVICE",
+        default_value = "argon-operator-webhook"
+    )]
     webhook_service: String,
     /// The MutatingWebhookConfiguration that gets the managed caBundle.
-    #[arg(long, env = "ARGON_WEBHOOK_CONFIGURATION", default_value = "argon-operator-inject")]
+    #[arg(
+        long,
+        env = "ARGON_WEBHOOK_CONFIGURATION",
+        default_value = "argon-operator-inject"
+    )]
     webhook_configuration: String,
     /// Lifetime of managed serving certificates (renewed with a third left).
     #[arg(long, env = "ARGON_WEBHOOK_CERT_VALIDITY_SECONDS", default_value_t = 365 * 24 * 3600)]
@@ -127,7 +140,8 @@ fn config(args: RunArgs) -> anyhow::Result<Config> {
             config.check_every = Duration::from_secs(webhook_check_seconds.max(1));
             match config.manage.as_mut() {
                 Some(manage) if webhook_manage_certs => {
-                    manage.cert_validity = Duration::from_secs(webhook_cert_validity_seconds.max(3));
+                    manage.cert_validity =
+                        Duration::from_secs(webhook_cert_validity_seconds.max(3));
                 }
                 _ => config.manage = None,
             }

@@ -167,8 +167,7 @@ impl Metrics {
     }
 
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
-            && self.webhook_cert.get().is_none_or(|c| c.is_loaded())
+        self.ready.load(Ordering::Relaxed) && self.webhook_cert.get().is_none_or(|c| c.is_loaded())
     }
 
     /// Readiness also waits for the webhook to have a certificate to serve.

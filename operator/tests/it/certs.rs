@@ -55,9 +55,11 @@ fn apply_chart(server: &KubeApiServer, port: u16) -> anyhow::Result<()> {
 /// A client acting as the chart's ServiceAccount (so the chart's RBAC is what is tested).
 async fn service_account_client(server: &KubeApiServer) -> anyhow::Result<Client> {
     let kubeconfig = kube::config::Kubeconfig::read_from(server.kubeconfig_path())?;
-    let mut config =
-        kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
-            .await?;
+    let mut config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await?;
     config.auth_info.impersonate = Some(SERVICE_ACCOUNT.into());
     Ok(Client::try_from(config)?)
 }
@@ -76,7 +78,11 @@ fn webhook_config(port: u16, validity: Duration) -> anyhow::Result<WebhookConfig
     })
 }
 
-fn elected(identity: &str, port: u16, validity: Duration) -> anyhow::Result<argon_operator::Config> {
+fn elected(
+    identity: &str,
+    port: u16,
+    validity: Duration,
+) -> anyhow::Result<argon_operator::Config> {
     let mut config = test_config(identity);
     let mut leader = LeaderConfig::new(NS);
     leader.lease_duration = Duration::from_secs(3);
@@ -120,7 +126,11 @@ async fn secret_value(client: &Client, key: &str) -> anyhow::Result<Option<Strin
 /// Connects to the webhook at `port` as the apiserver would for `name`,
 /// trusting only `ca_bundle`; returns the leaf certificate it served. The
 /// handshake fails unless the certificate verifies for that name.
-async fn served_cert(port: u16, name: &str, ca_bundle: &str) -> anyhow::Result<CertificateDer<'static>> {
+async fn served_cert(
+    port: u16,
+    name: &str,
+    ca_bundle: &str,
+) -> anyhow::Result<CertificateDer<'static>> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_bundle.as_bytes()) {
         roots.add(cert?)?;
@@ -183,7 +193,10 @@ async fn project_and_branch(client: &Client) -> anyhow::Result<()> {
     let ns = namespace(client, "inject").await?;
     let projects: Api<ArgonProject> = Api::namespaced(client.clone(), &ns);
     projects
-        .create(&PostParams::default(), &ProjectFixture::test("shop").build())
+        .create(
+            &PostParams::default(),
+            &ProjectFixture::test("shop").build(),
+        )
         .await?;
     let branches: Api<ArgonBranch> = Api::namespaced(client.clone(), &ns);
     branches
@@ -196,7 +209,8 @@ async fn project_and_branch(client: &Client) -> anyhow::Result<()> {
 }
 
 #[tokio::test]
-async fn the_operator_issues_its_webhook_certificate_and_only_the_leader_writes() -> anyhow::Result<()> {
+async fn the_operator_issues_its_webhook_certificate_and_only_the_leader_writes()
+-> anyhow::Result<()> {
     let (server, admin) = kube_with_crds().await?;
     project_and_branch(&admin).await?;
     let (port_a, port_b) = (free_port()?, free_port()?);
@@ -230,8 +244,14 @@ async fn the_operator_issues_its_webhook_certificate_and_only_the_leader_writes(
     );
     let standby_window = tokio::time::Instant::now() + Duration::from_secs(2);
     while tokio::time::Instant::now() < standby_window {
-        assert!(secrets.get_opt(SECRET).await?.is_none(), "a standby created the Secret");
-        assert!(ca_bundle(&admin).await?.is_none(), "a standby published a caBundle");
+        assert!(
+            secrets.get_opt(SECRET).await?.is_none(),
+            "a standby created the Secret"
+        );
+        assert!(
+            ca_bundle(&admin).await?.is_none(),
+            "a standby published a caBundle"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(!b.metrics.is_leader());
@@ -245,7 +265,10 @@ async fn the_operator_issues_its_webhook_certificate_and_only_the_leader_writes(
     .await?;
     assert!(b.metrics.is_leader() && b.metrics.is_ready());
     let bundle = ca_bundle(&admin).await?.unwrap_or_default();
-    assert_eq!(secret_value(&admin, CA_CRT).await?.as_deref(), Some(bundle.as_str()));
+    assert_eq!(
+        secret_value(&admin, CA_CRT).await?.as_deref(),
+        Some(bundle.as_str())
+    );
     let secret = secrets.get(SECRET).await?;
     assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
     // The caBundle has one owner: the certificate manager's field manager.
@@ -275,7 +298,9 @@ async fn the_operator_issues_its_webhook_certificate_and_only_the_leader_writes(
         assert_eq!(Some(served), b.serving.current_der(), "{name}");
     }
     assert!(
-        served_cert(port_b, "elsewhere.example", &bundle).await.is_err(),
+        served_cert(port_b, "elsewhere.example", &bundle)
+            .await
+            .is_err(),
         "a name the certificate does not hold must not verify"
     );
 
@@ -294,7 +319,10 @@ async fn the_operator_issues_its_webhook_certificate_and_only_the_leader_writes(
         apiserver_injects(&admin).await
     })
     .await?;
-    assert_eq!(secrets.get(SECRET).await?.metadata.resource_version, version);
+    assert_eq!(
+        secrets.get(SECRET).await?.metadata.resource_version,
+        version
+    );
     assert_eq!(ca_bundle(&admin).await?.as_deref(), Some(bundle.as_str()));
     a.stop().await?;
     b.stop().await?;
@@ -338,7 +366,10 @@ async fn a_short_lived_certificate_is_renewed_and_served_without_a_restart() -> 
     // The Secret may already hold the next one; what is served came from it.
     assert!(in_secret.is_some());
     assert_ne!(renewed, first);
-    assert!(apiserver_injects(&admin).await?, "the apiserver trusts the renewed certificate");
+    assert!(
+        apiserver_injects(&admin).await?,
+        "the apiserver trusts the renewed certificate"
+    );
     operator.stop().await?;
     Ok(())
 }

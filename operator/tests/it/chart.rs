@@ -107,7 +107,9 @@ fn default_values_need_no_secret_nothing_creates() -> anyhow::Result<()> {
         .map(serde_yaml::Value::deserialize)
         .collect::<Result<_, _>>()?;
     let of_kind = |kind: &str| -> Vec<&serde_yaml::Value> {
-        docs.iter().filter(|d| d["kind"].as_str() == Some(kind)).collect()
+        docs.iter()
+            .filter(|d| d["kind"].as_str() == Some(kind))
+            .collect()
     };
     let names = |kind: &str| -> Vec<String> {
         of_kind(kind)
@@ -160,7 +162,10 @@ fn default_values_need_no_secret_nothing_creates() -> anyhow::Result<()> {
         .first()
         .cloned()
         .unwrap_or_default();
-    assert_eq!(env("ARGON_WEBHOOK_CONFIGURATION"), Some(configuration.clone()));
+    assert_eq!(
+        env("ARGON_WEBHOOK_CONFIGURATION"),
+        Some(configuration.clone())
+    );
     // RBAC: by name wherever Kubernetes allows (create cannot be).
     let rules = |kind: &str, resource: &str| -> Vec<serde_yaml::Value> {
         of_kind(kind)

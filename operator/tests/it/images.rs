@@ -83,10 +83,12 @@ fn offline_image_build_writes_a_valid_oci_layout_named_like_the_chart() -> anyho
     assert!(status.success(), "tests/infra/images failed");
 
     // The chart's default: <image.repository>:<appVersion>.
-    let chart: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(root.join("charts/argon/Chart.yaml"))?)?;
-    let values: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(root.join("charts/argon/values.yaml"))?)?;
+    let chart: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(
+        root.join("charts/argon/Chart.yaml"),
+    )?)?;
+    let values: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(
+        root.join("charts/argon/values.yaml"),
+    )?)?;
     let version = chart["appVersion"].as_str().unwrap_or_default().to_string();
     let repository = values["image"]["repository"].as_str().unwrap_or_default();
     assert_eq!(repository, "argon-operator");
@@ -119,7 +121,10 @@ fn offline_image_build_writes_a_valid_oci_layout_named_like_the_chart() -> anyho
     );
     assert_eq!(config["config"]["Cmd"], serde_json::json!(["run"]));
     for port in ["8080/tcp", "9443/tcp"] {
-        assert!(config["config"]["ExposedPorts"].get(port).is_some(), "{port}");
+        assert!(
+            config["config"]["ExposedPorts"].get(port).is_some(),
+            "{port}"
+        );
     }
     let layers = manifest["layers"].as_array().cloned().unwrap_or_default();
     assert_eq!(layers.len(), 1);
@@ -145,10 +150,7 @@ fn offline_image_build_writes_a_valid_oci_layout_named_like_the_chart() -> anyho
     assert!(!files.contains_key("bin/sh"), "no shell");
 
     // The oci-archive holds the same layout.
-    let archive = std::fs::read(
-        out.path()
-            .join(format!("argon-operator-{version}.oci.tar")),
-    )?;
+    let archive = std::fs::read(out.path().join(format!("argon-operator-{version}.oci.tar")))?;
     let archived = tar_files(&archive)?;
     assert_eq!(
         archived.get("index.json"),

@@ -373,3 +373,138 @@ async fn a_short_lived_certificate_is_renewed_and_served_without_a_restart() -> 
     operator.stop().await?;
     Ok(())
 }
+
+/// The Deployment's environment from charts/rendered/argon.yaml, with
+/// `fieldRef`s resolved as the kubelet would for pod `pod`.
+fn chart_environment(pod: &str) -> anyhow::Result<Vec<(String, String)>> {
+    use serde::Deserialize;
+    let path = assets::workspace_root().join("charts/rendered/argon.yaml");
+    let text = std::fs::read_to_string(path)?;
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let doc = serde_yaml::Value::deserialize(doc)?;
+        if doc["kind"].as_str() != Some("Deployment") {
+            continue;
+        }
+        let env = doc["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_sequence()
+            .cloned()
+            .unwrap_or_default();
+        return env
+            .iter()
+            .map(|e| {
+                let name = e["name"].as_str().unwrap_or_default().to_string();
+                let value = match e["value"].as_str() {
+                    Some(v) => v.to_string(),
+                    None if e["valueFrom"]["fieldRef"]["fieldPath"].as_str()
+                        == Some("metadata.name") =>
+                    {
+                        pod.to_string()
+                    }
+                    None => anyhow::bail!("env {name}: unsupported valueFrom in the chart"),
+                };
+                Ok((name, value))
+            })
+            .collect();
+    }
+    anyhow::bail!("no Deployment in charts/rendered/argon.yaml")
+}
+
+/// The `argon-operator` binary, started with exactly the chart's default
+/// environment (only the listen addresses moved to free loopback ports) and
+/// the chart's ServiceAccount: it becomes ready, issues the webhook
+/// certificate, publishes the caBundle, serves a certificate that verifies
+/// for the Service's name, and logs no key material.
+#[tokio::test]
+async fn the_binary_runs_with_the_charts_default_environment() -> anyhow::Result<()> {
+    let (server, admin) = kube_with_crds().await?;
+    let (webhook_port, metrics_port) = (free_port()?, free_port()?);
+    apply_chart(&server, webhook_port)?;
+    let dir = tempfile::tempdir()?;
+    // The ServiceAccount's identity, as its token would give it in a pod.
+    let mut kubeconfig = kube::config::Kubeconfig::read_from(server.kubeconfig_path())?;
+    for user in &mut kubeconfig.auth_infos {
+        if let Some(info) = user.auth_info.as_mut() {
+            info.impersonate = Some(SERVICE_ACCOUNT.into());
+        }
+    }
+    let kubeconfig_path = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig_path, serde_yaml::to_string(&kubeconfig)?)?;
+    let log_path = dir.path().join("operator.log");
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_argon-operator"));
+    command
+        .arg("run")
+        .env_clear()
+        .env("KUBECONFIG", &kubeconfig_path)
+        .stdout(std::fs::File::create(&log_path)?)
+        .stderr(std::fs::File::create(dir.path().join("stderr.log"))?)
+        .kill_on_drop(true);
+    for (name, value) in chart_environment("argon-operator-7d9f-abcde")? {
+        let value = match name.as_str() {
+            "ARGON_METRICS_LISTEN" => format!("127.0.0.1:{metrics_port}"),
+            "ARGON_WEBHOOK_LISTEN" => format!("127.0.0.1:{webhook_port}"),
+            _ => value,
+        };
+        command.env(name, value);
+    }
+    let mut child = command.spawn()?;
+    let readyz = || async {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", metrics_port)).await?;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        stream
+            .write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut out = String::new();
+        stream.read_to_string(&mut out).await?;
+        anyhow::Ok(out.contains("200 OK"))
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let ready: anyhow::Result<()> = loop {
+        if let Some(status) = child.try_wait()? {
+            break Err(anyhow::anyhow!("the operator exited: {status}"));
+        }
+        if readyz().await.unwrap_or(false) && ca_bundle(&admin).await?.is_some() {
+            break Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            break Err(anyhow::anyhow!(
+                "the operator did not become ready with a certificate"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    if let Err(e) = ready {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let stderr = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
+        anyhow::bail!("{e}\n--- operator log ---\n{log}\n{stderr}");
+    }
+    let bundle = ca_bundle(&admin).await?.unwrap_or_default();
+    assert_eq!(
+        secret_value(&admin, CA_CRT).await?.as_deref(),
+        Some(bundle.as_str())
+    );
+    let served = served_cert(webhook_port, &format!("{SERVICE}.{NS}.svc"), &bundle).await?;
+    let in_secret = secret_value(&admin, TLS_CRT).await?.unwrap_or_default();
+    assert_eq!(
+        CertificateDer::pem_slice_iter(in_secret.as_bytes())
+            .next()
+            .transpose()?,
+        Some(served)
+    );
+    child.start_kill()?;
+    child.wait().await?;
+    let log = std::fs::read_to_string(&log_path)?;
+    assert!(
+        log.contains("published the webhook caBundle"),
+        "the log says what happened:\n{log}"
+    );
+    for secret_text in ["PRIVATE KEY", "BEGIN CERTIFICATE"] {
+        assert!(
+            !log.contains(secret_text),
+            "key material in the log:\n{log}"
+        );
+    }
+    let ca_key = secret_value(&admin, "ca.key").await?.unwrap_or_default();
+    let ca_key_body: String = ca_key.lines().filter(|l| !l.starts_with("-----")).collect();
+    assert!(!ca_key_body.is_empty() && !log.contains(&ca_key_body));
+    Ok(())
+}

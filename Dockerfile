@@ -1,3 +1,4 @@
+# syntax=docker/dockerfile:1
 # Argon's two images from one multi-stage build:
 #
 #   docker build --target operator -t argon-operator:0.1.0 .

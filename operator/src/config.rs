@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// The default image of branch endpoints and injected sidecars.
-pub const DEFAULT_SIDECAR_IMAGE: &str =
-    concat!("ghcr.io/argon-db/argon-sidecar:", env!("CARGO_PKG_VERSION"));
+/// The chart's default (`argon-sidecar:<appVersion>`, the name `tests/infra/images`
+/// and the Dockerfiles build); a registry prefix comes from the chart's values.
+pub const DEFAULT_SIDECAR_IMAGE: &str = concat!("argon-sidecar:", env!("CARGO_PKG_VERSION"));
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -57,8 +58,66 @@ impl LeaderConfig {
 #[derive(Clone, Debug)]
 pub struct WebhookConfig {
     pub listen: SocketAddr,
-    pub cert_pem: String,
-    pub key_pem: String,
+    pub tls: WebhookTls,
+}
+
+/// Where the webhook's serving certificate comes from.
+#[derive(Clone, Debug)]
+pub enum WebhookTls {
+    /// Fixed PEM (`--webhook-cert` / `--webhook-key` files), never reloaded.
+    Pem { cert_pem: String, key_pem: String },
+    /// A `kubernetes.io/tls` Secret read through the API by every replica and
+    /// re-read periodically (the server swaps certificates without a restart);
+    /// with `manage`, the leader also creates, renews and publishes it.
+    Secret(CertSecretConfig),
+}
+
+#[derive(Clone, Debug)]
+pub struct CertSecretConfig {
+    pub namespace: String,
+    pub name: String,
+    /// How often the Secret is re-read (and, by the leader, checked for renewal).
+    pub check_every: Duration,
+    /// `None`: someone else (cert-manager) writes the Secret and the caBundle.
+    pub manage: Option<ManagedCerts>,
+}
+
+/// What the operator's own certificate manager issues and where it publishes the CA.
+#[derive(Clone, Debug)]
+pub struct ManagedCerts {
+    /// The webhook Service (in the Secret's namespace): the certificate names
+    /// `<service>.<ns>.svc` and `<service>.<ns>.svc.cluster.local`.
+    pub service: String,
+    /// Extra names or IP addresses in the serving certificate (tests: `127.0.0.1`).
+    pub extra_names: Vec<String>,
+    /// The MutatingWebhookConfiguration whose webhooks get the `caBundle`.
+    pub webhook_configuration: String,
+    pub ca_validity: Duration,
+    pub cert_validity: Duration,
+}
+
+impl CertSecretConfig {
+    /// Defaults: re-read every minute; a managed CA for 10 years, serving
+    /// certificates for one year (renewed when a third of the lifetime is left).
+    pub fn managed(
+        namespace: impl Into<String>,
+        name: impl Into<String>,
+        service: impl Into<String>,
+        webhook_configuration: impl Into<String>,
+    ) -> CertSecretConfig {
+        CertSecretConfig {
+            namespace: namespace.into(),
+            name: name.into(),
+            check_every: Duration::from_secs(60),
+            manage: Some(ManagedCerts {
+                service: service.into(),
+                extra_names: Vec::new(),
+                webhook_configuration: webhook_configuration.into(),
+                ca_validity: Duration::from_secs(10 * 365 * 24 * 3600),
+                cert_validity: Duration::from_secs(365 * 24 * 3600),
+            }),
+        }
+    }
 }
 
 impl Config {

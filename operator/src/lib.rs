@@ -7,13 +7,15 @@
 //!   branch, a branch becomes a pointer into that WAL plus an endpoint
 //!   (`endpoint`: a Deployment + Service running the sidecar);
 //! - `spec.import` (`import`): existing MongoDB databases copied into `main` once;
-//! - the injection webhook (`webhook`), leader election (`leader`), metrics
+//! - the injection webhook (`webhook`) and its own CA and serving
+//!   certificate (`certs`), leader election (`leader`), metrics
 //!   and health checks (`metrics`).
 //!
 //! The binary is thin: `main.rs` parses flags into [`Config`] and calls
 //! [`run`]. Tests run the same [`Operator`] in-process against a real
 //! kube-apiserver. See `DESIGN.md` beside this crate.
 
+pub mod certs;
 pub mod config;
 pub mod controller;
 pub mod crd;

@@ -2,7 +2,7 @@
 //! (or `ARGON_*` variables) into a [`Config`] and calls the library.
 
 use anyhow::Context;
-use argon_operator::config::{Config, LeaderConfig, WebhookConfig};
+use argon_operator::config::{CertSecretConfig, Config, LeaderConfig, WebhookConfig, WebhookTls};
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -48,13 +48,50 @@ struct RunArgs {
     leader_election_namespace: Option<String>,
     #[arg(long, env = "ARGON_METRICS_LISTEN", default_value = "0.0.0.0:8080")]
     metrics_listen: SocketAddr,
-    /// Serve the injection webhook here (needs --webhook-cert and --webhook-key).
-    #[arg(long, env = "ARGON_WEBHOOK_LISTEN", requires_all = ["webhook_cert", "webhook_key"])]
+    /// Serve the injection webhook here, with the certificate of --webhook-secret
+    /// (read through the API, reloaded on change) or of --webhook-cert/--webhook-key files.
+    #[arg(long, env = "ARGON_WEBHOOK_LISTEN")]
     webhook_listen: Option<SocketAddr>,
-    #[arg(long, env = "ARGON_WEBHOOK_CERT")]
+    /// PEM certificate chain file (fixed; with --webhook-key, instead of a Secret).
+    #[arg(
+        long,
+        env = "ARGON_WEBHOOK_CERT",
+        requires = "webhook_key",
+        conflicts_with = "webhook_secret"
+    )]
     webhook_cert: Option<PathBuf>,
-    #[arg(long, env = "ARGON_WEBHOOK_KEY")]
+    #[arg(long, env = "ARGON_WEBHOOK_KEY", requires = "webhook_cert")]
     webhook_key: Option<PathBuf>,
+    /// The `kubernetes.io/tls` Secret the webhook serves (tls.crt, tls.key, ca.crt).
+    #[arg(long, env = "ARGON_WEBHOOK_SECRET")]
+    webhook_secret: Option<String>,
+    /// Namespace of that Secret and of the webhook Service (the operator's own).
+    #[arg(long, env = "ARGON_WEBHOOK_NAMESPACE")]
+    webhook_namespace: Option<String>,
+    /// The leader creates and renews the Secret and publishes the CA as caBundle;
+    /// false when cert-manager does it.
+    #[arg(long, env = "ARGON_WEBHOOK_MANAGE_CERTS", default_value_t = true, action = clap::ArgAction::Set)]
+    webhook_manage_certs: bool,
+    /// The webhook Service, whose DNS names the managed certificate holds.
+    #[arg(
+        long,
+        env = "ARGON_WEBHOOK_SERVICE",
+        default_value = "argon-operator-webhook"
+    )]
+    webhook_service: String,
+    /// The MutatingWebhookConfiguration that gets the managed caBundle.
+    #[arg(
+        long,
+        env = "ARGON_WEBHOOK_CONFIGURATION",
+        default_value = "argon-operator-inject"
+    )]
+    webhook_configuration: String,
+    /// Lifetime of managed serving certificates (renewed with a third left).
+    #[arg(long, env = "ARGON_WEBHOOK_CERT_VALIDITY_SECONDS", default_value_t = 365 * 24 * 3600)]
+    webhook_cert_validity_seconds: u64,
+    /// How often the Secret is re-read (and checked for renewal by the leader).
+    #[arg(long, env = "ARGON_WEBHOOK_CHECK_SECONDS", default_value_t = 60)]
+    webhook_check_seconds: u64,
     /// Root of embedded stores (`<root>/<namespace>/<claim>`).
     #[arg(long, env = "ARGON_EMBEDDED_ROOT")]
     embedded_root: Option<PathBuf>,
@@ -73,18 +110,51 @@ fn config(args: RunArgs) -> anyhow::Result<Config> {
         webhook_listen,
         webhook_cert,
         webhook_key,
+        webhook_secret,
+        webhook_namespace,
+        webhook_manage_certs,
+        webhook_service,
+        webhook_configuration,
+        webhook_cert_validity_seconds,
+        webhook_check_seconds,
         embedded_root,
         concurrency,
     } = args;
-    let webhook = match (webhook_listen, webhook_cert, webhook_key) {
-        (Some(listen), Some(cert), Some(key)) => Some(WebhookConfig {
-            listen,
+    let tls = match (webhook_cert, webhook_key, webhook_secret) {
+        (Some(cert), Some(key), _) => Some(WebhookTls::Pem {
             cert_pem: std::fs::read_to_string(&cert)
                 .with_context(|| format!("reading {}", cert.display()))?,
             key_pem: std::fs::read_to_string(&key)
                 .with_context(|| format!("reading {}", key.display()))?,
         }),
+        (_, _, Some(secret)) => {
+            let namespace = webhook_namespace
+                .or_else(|| leader_election_namespace.clone())
+                .context("--webhook-secret needs --webhook-namespace (ARGON_WEBHOOK_NAMESPACE)")?;
+            let mut config = CertSecretConfig::managed(
+                namespace,
+                secret,
+                webhook_service,
+                webhook_configuration,
+            );
+            config.check_every = Duration::from_secs(webhook_check_seconds.max(1));
+            match config.manage.as_mut() {
+                Some(manage) if webhook_manage_certs => {
+                    manage.cert_validity =
+                        Duration::from_secs(webhook_cert_validity_seconds.max(3));
+                }
+                _ => config.manage = None,
+            }
+            Some(WebhookTls::Secret(config))
+        }
         _ => None,
+    };
+    let webhook = match (webhook_listen, tls) {
+        (Some(listen), Some(tls)) => Some(WebhookConfig { listen, tls }),
+        (Some(_), None) => anyhow::bail!(
+            "--webhook-listen needs --webhook-secret (or --webhook-cert and --webhook-key)"
+        ),
+        (None, _) => None,
     };
     let mut config = Config::new(identity);
     config.namespace = namespace;

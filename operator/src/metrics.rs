@@ -45,6 +45,8 @@ pub struct Metrics {
     /// Phase of every branch this instance has reconciled, by `namespace/name`.
     phases: Mutex<HashMap<String, String>>,
     ready: AtomicBool,
+    /// When the webhook's certificate comes from a Secret: ready only once one is served.
+    webhook_cert: std::sync::OnceLock<std::sync::Arc<crate::certs::ServingCert>>,
 }
 
 impl Default for Metrics {
@@ -85,6 +87,7 @@ impl Default for Metrics {
             leader,
             phases: Mutex::new(HashMap::new()),
             ready: AtomicBool::new(false),
+            webhook_cert: std::sync::OnceLock::new(),
         }
     }
 }
@@ -164,7 +167,12 @@ impl Metrics {
     }
 
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        self.ready.load(Ordering::Relaxed) && self.webhook_cert.get().is_none_or(|c| c.is_loaded())
+    }
+
+    /// Readiness also waits for the webhook to have a certificate to serve.
+    pub fn require_webhook_cert(&self, cert: std::sync::Arc<crate::certs::ServingCert>) {
+        let _ = self.webhook_cert.set(cert);
     }
 }
 

@@ -2,7 +2,8 @@
 //! leader election, and the two controllers (the leader only), until the
 //! shutdown future resolves.
 
-use crate::config::Config;
+use crate::certs::{CertManager, ServingCert};
+use crate::config::{Config, WebhookTls};
 use crate::controller::{Context, branch, error_policy, project};
 use crate::crd::{ArgonBranch, ArgonProject};
 use crate::error::{Error, Result};
@@ -26,6 +27,10 @@ pub struct Operator {
     client: Client,
     config: Config,
     metrics: Arc<Metrics>,
+    serving: Arc<ServingCert>,
+    /// True while this replica leads (or runs without election): the
+    /// certificate manager writes only then.
+    leading: tokio::sync::watch::Sender<bool>,
 }
 
 /// Runs the operator until `shutdown` resolves (see [`Operator::run`]).
@@ -43,11 +48,23 @@ impl Operator {
             client,
             config,
             metrics: Arc::new(Metrics::default()),
+            serving: ServingCert::new(),
+            leading: tokio::sync::watch::Sender::new(false),
         }
     }
 
     pub fn metrics(&self) -> Arc<Metrics> {
         self.metrics.clone()
+    }
+
+    /// The certificate the webhook serves now (swapped on renewal).
+    pub fn serving_cert(&self) -> Arc<ServingCert> {
+        self.serving.clone()
+    }
+
+    fn set_leader(&self, leading: bool) {
+        self.metrics.set_leader(leading);
+        self.leading.send_replace(leading);
     }
 
     /// Serves metrics and the webhook, then (after winning the Lease, when
@@ -62,7 +79,20 @@ impl Operator {
             servers.spawn(metrics::serve(listener, self.metrics.clone()));
         }
         if let Some(wh) = &self.config.webhook {
-            let acceptor = webhook::tls_acceptor(wh)?;
+            match &wh.tls {
+                WebhookTls::Pem { cert_pem, key_pem } => {
+                    self.serving.set_pem(cert_pem, key_pem)?;
+                }
+                WebhookTls::Secret(secret) => {
+                    // Ready once a certificate is served: the Service only
+                    // sends the apiserver to replicas that can answer.
+                    self.metrics.require_webhook_cert(self.serving.clone());
+                    let manager =
+                        CertManager::new(self.client.clone(), secret.clone(), self.serving.clone());
+                    servers.spawn(manager.run(self.leading.subscribe()));
+                }
+            }
+            let acceptor = webhook::tls_acceptor(self.serving.clone())?;
             let listener = tokio::net::TcpListener::bind(wh.listen).await?;
             let injector = Arc::new(Injector {
                 client: self.client.clone(),
@@ -75,13 +105,13 @@ impl Operator {
 
         let result = match self.config.leader.clone() {
             None => {
-                self.metrics.set_leader(true);
+                self.set_leader(true);
                 self.controllers(shutdown).await;
                 Ok(())
             }
             Some(leader) => self.run_elected(leader, shutdown).await,
         };
-        self.metrics.set_leader(false);
+        self.set_leader(false);
         servers.abort_all();
         result
     }
@@ -109,7 +139,7 @@ impl Operator {
             }
         }
         tracing::info!(identity = %self.config.identity, "became leader");
-        self.metrics.set_leader(true);
+        self.set_leader(true);
         // Lead: renew while the controllers run; stop them if renewing fails for a lease duration.
         let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
         let stop: Signal = {

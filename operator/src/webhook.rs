@@ -5,12 +5,12 @@
 //! `mongodb://localhost:27017` and every read and write goes to that branch.
 //! A pod naming a branch that does not exist is refused with a message
 //! saying so (its ReplicaSet retries). Served over TLS (the apiserver only
-//! calls webhooks over HTTPS).
+//! calls webhooks over HTTPS) with the certificate `certs` keeps current.
 
-use crate::config::WebhookConfig;
+use crate::certs::{self, ServingCert};
 use crate::crd::{ArgonBranch, ArgonProject};
 use crate::endpoint::{self, CONTAINER_NAME, MONGODB_PORT};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode, service::service_fn};
@@ -20,8 +20,6 @@ use k8s_openapi::api::core::v1::{EnvVar, Pod};
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
 use kube::{Api, Client};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{Value, json};
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -43,21 +41,10 @@ pub struct Injector {
     pub default_image: String,
 }
 
-/// Builds the TLS acceptor from PEM certificate chain and key.
-pub fn tls_acceptor(config: &WebhookConfig) -> Result<TlsAcceptor> {
-    let certs = CertificateDer::pem_slice_iter(config.cert_pem.as_bytes())
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| Error::Tls(format!("webhook certificate: {e}")))?;
-    let key = PrivateKeyDer::from_pem_slice(config.key_pem.as_bytes())
-        .map_err(|e| Error::Tls(format!("webhook key: {e}")))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let server = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Tls(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| Error::Tls(e.to_string()))?;
-    Ok(TlsAcceptor::from(Arc::new(server)))
+/// The TLS acceptor of the webhook: each handshake serves the certificate
+/// `cert` holds at that moment (see [`crate::certs`]).
+pub fn tls_acceptor(cert: Arc<ServingCert>) -> Result<TlsAcceptor> {
+    Ok(TlsAcceptor::from(Arc::new(certs::server_config(cert)?)))
 }
 
 /// Serves the webhook on `listener` until the task is dropped.

@@ -25,3 +25,18 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "argon.tlsSecret" -}}
 {{- default (printf "%s-webhook-tls" (include "argon.fullname" .)) .Values.webhook.tlsSecretName -}}
 {{- end -}}
+
+{{- define "argon.webhookService" -}}
+{{- printf "%s-webhook" (include "argon.fullname" .) -}}
+{{- end -}}
+
+{{- define "argon.webhookConfiguration" -}}
+{{- printf "%s-inject" (include "argon.fullname" .) -}}
+{{- end -}}
+
+{{/* "true" when the operator issues the webhook certificate itself. */}}
+{{- define "argon.manageCerts" -}}
+{{- if and .Values.webhook.enabled (not .Values.webhook.certManager.enabled) (not .Values.webhook.caBundle) -}}
+true
+{{- end -}}
+{{- end -}}

@@ -2,9 +2,11 @@
 //! (and FerretDB as the project's MongoDB store). One test binary, so the
 //! crate links once; each test starts its own servers and cleans up on drop.
 
+mod certs;
 mod chart;
 mod crds;
 mod examples;
+mod images;
 mod import;
 mod leader;
 mod lifecycle;

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+use argon_operator::certs::ServingCert;
 use argon_operator::config::Config;
 use argon_operator::crd::{
     ArgonBranch, ArgonBranchSpec, ArgonProject, ArgonProjectSpec, EndpointSpec, ImportSpec,
@@ -180,12 +181,15 @@ pub struct RunningOperator {
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<argon_operator::Result<()>>>,
     pub metrics: Arc<Metrics>,
+    /// The certificate its webhook serves now.
+    pub serving: Arc<ServingCert>,
 }
 
 impl RunningOperator {
     pub fn start(client: Client, config: Config) -> RunningOperator {
         let operator = Operator::new(client, config);
         let metrics = operator.metrics();
+        let serving = operator.serving_cert();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(operator.run(async move {
             let _ = rx.await;
@@ -194,6 +198,7 @@ impl RunningOperator {
             shutdown: Some(tx),
             task: Some(task),
             metrics,
+            serving,
         }
     }
 

@@ -2,7 +2,7 @@
 //! MutatingWebhookConfiguration (url + caBundle).
 
 use crate::support::*;
-use argon_operator::config::WebhookConfig;
+use argon_operator::config::{WebhookConfig, WebhookTls};
 use argon_operator::crd::{ArgonBranch, ArgonProject};
 use argon_testkit::{free_port, wait_until};
 use k8s_openapi::ByteString;
@@ -64,8 +64,10 @@ async fn apiserver_calls_the_webhook_and_pods_get_the_sidecar() -> anyhow::Resul
     let mut config = test_config("webhook-op");
     config.webhook = Some(WebhookConfig {
         listen: format!("127.0.0.1:{port}").parse()?,
-        cert_pem: cert.cert_pem,
-        key_pem: cert.key_pem,
+        tls: WebhookTls::Pem {
+            cert_pem: cert.cert_pem,
+            key_pem: cert.key_pem,
+        },
     });
     let operator = RunningOperator::start(client.clone(), config);
 

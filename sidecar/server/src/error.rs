@@ -105,14 +105,33 @@ pub struct CommandError {
     pub message: String,
     /// Extra fields for the reply (e.g. `keyPattern`/`keyValue` of a duplicate key).
     pub extra: Option<Document>,
-    /// `errorLabels` (`TransientTransactionError`, …) that tell a driver how to retry.
-    pub labels: Vec<&'static str>,
+    /// `errorLabels` that tell a driver how to retry (a set of [`Label`]s).
+    pub labels: u8,
 }
 
-/// The label on errors after which a driver retries the whole transaction.
-pub const TRANSIENT_TRANSACTION_ERROR: &str = "TransientTransactionError";
-/// The label on a commit whose outcome is unknown: the driver retries the commit.
-pub const UNKNOWN_COMMIT_RESULT: &str = "UnknownTransactionCommitResult";
+/// An error label (`errorLabels` in a reply).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Label {
+    /// The driver retries the whole transaction.
+    TransientTransactionError = 1,
+    /// The commit's outcome is unknown: the driver retries the commit.
+    UnknownTransactionCommitResult = 2,
+}
+
+impl Label {
+    const ALL: [Label; 2] = [
+        Label::TransientTransactionError,
+        Label::UnknownTransactionCommitResult,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Label::TransientTransactionError => "TransientTransactionError",
+            Label::UnknownTransactionCommitResult => "UnknownTransactionCommitResult",
+        }
+    }
+}
 
 pub type Result<T, E = CommandError> = std::result::Result<T, E>;
 
@@ -122,15 +141,25 @@ impl CommandError {
             code,
             message: message.into(),
             extra: None,
-            labels: Vec::new(),
+            labels: 0,
         }
     }
 
-    pub fn with_label(mut self, label: &'static str) -> Self {
-        if !self.labels.contains(&label) {
-            self.labels.push(label);
-        }
+    pub fn with_label(mut self, label: Label) -> Self {
+        self.labels |= label as u8;
         self
+    }
+
+    pub fn has_label(&self, label: Label) -> bool {
+        self.labels & label as u8 != 0
+    }
+
+    fn label_names(&self) -> Vec<&'static str> {
+        Label::ALL
+            .into_iter()
+            .filter(|l| self.has_label(*l))
+            .map(Label::name)
+            .collect()
     }
 
     pub fn with_extra(mut self, extra: Document) -> Self {
@@ -168,8 +197,8 @@ impl CommandError {
         if let Some(extra) = &self.extra {
             d.extend(extra.clone());
         }
-        if !self.labels.is_empty() {
-            d.insert("errorLabels", self.labels.clone());
+        if self.labels != 0 {
+            d.insert("errorLabels", self.label_names());
         }
         d
     }

@@ -16,10 +16,14 @@ use mongodb::error::{TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RES
 use mongodb::options::IndexOptions;
 
 async fn balance(accounts: &Collection<Document>, id: &str) -> i64 {
-    let d = accounts.find_one(doc! {"_id": id}).await.unwrap().unwrap();
+    let d = accounts
+        .find_one(doc! {"_id": id})
+        .await
+        .expect("find an account")
+        .expect("the account exists");
     d.get_i64("balance")
         .or_else(|_| d.get_i32("balance").map(i64::from))
-        .unwrap()
+        .expect("a numeric balance")
 }
 
 async fn seeded(server: &TestServer) -> (mongodb::Client, Collection<Document>) {
@@ -31,7 +35,7 @@ async fn seeded(server: &TestServer) -> (mongodb::Client, Collection<Document>) 
             doc! {"_id": "b", "balance": 0i64},
         ])
         .await
-        .unwrap();
+        .expect("seed the accounts");
     (client, accounts)
 }
 

@@ -16,9 +16,7 @@ use argon_wal::{DocOp, Transaction, WriteError};
 use bson::{Bson, Document, doc};
 
 use super::{Command, Conn, Ctx};
-use crate::error::{
-    CommandError, ErrorCode, Result, TRANSIENT_TRANSACTION_ERROR, UNKNOWN_COMMIT_RESULT,
-};
+use crate::error::{CommandError, ErrorCode, Label, Result};
 use crate::service::{Service, operation_time};
 use crate::session::{ActiveTxn, Session, SessionId, TxnState, lifetime_exceeded};
 use crate::wire::Request;
@@ -109,7 +107,8 @@ pub(crate) fn statement(cmd: &Document) -> Result<Option<Statement>> {
 }
 
 fn no_such_transaction(message: String) -> CommandError {
-    CommandError::new(ErrorCode::NoSuchTransaction, message).with_label(TRANSIENT_TRANSACTION_ERROR)
+    CommandError::new(ErrorCode::NoSuchTransaction, message)
+        .with_label(Label::TransientTransactionError)
 }
 
 /// Runs one statement of a transaction.
@@ -224,7 +223,7 @@ pub(crate) async fn run(
         session.txn = TxnState::Aborted(format!("transaction {n} was aborted: {why}"));
     }
     outcome.map_err(|e| match e.code {
-        ErrorCode::WriteConflict => e.with_label(TRANSIENT_TRANSACTION_ERROR),
+        ErrorCode::WriteConflict => e.with_label(Label::TransientTransactionError),
         _ => e,
     })
 }
@@ -290,7 +289,7 @@ async fn commit(svc: &Service, session: &mut Session, n: i64) -> Result<Document
         Err(WriteError::Rejected(e)) => {
             session.txn = TxnState::Aborted(format!("transaction {n} was aborted: {}", e.message));
             Err(match e.code {
-                ErrorCode::WriteConflict => e.with_label(TRANSIENT_TRANSACTION_ERROR),
+                ErrorCode::WriteConflict => e.with_label(Label::TransientTransactionError),
                 _ => e,
             })
         }
@@ -299,7 +298,7 @@ async fn commit(svc: &Service, session: &mut Session, n: i64) -> Result<Document
             match e.code {
                 ErrorCode::WriteConflict => {
                     session.txn = TxnState::Aborted(e.message.clone());
-                    Err(e.with_label(TRANSIENT_TRANSACTION_ERROR))
+                    Err(e.with_label(Label::TransientTransactionError))
                 }
                 ErrorCode::BSONObjectTooLarge => {
                     session.txn = TxnState::Aborted(e.message.clone());
@@ -310,7 +309,7 @@ async fn commit(svc: &Service, session: &mut Session, n: i64) -> Result<Document
                     // Keep the transaction so a retried commit can find out.
                     active.mark_commit_unknown();
                     session.txn = TxnState::Active(active);
-                    Err(e.with_label(UNKNOWN_COMMIT_RESULT))
+                    Err(e.with_label(Label::UnknownTransactionCommitResult))
                 }
             }
         }

@@ -57,9 +57,15 @@ fn fnv1a(bytes: &[u8]) -> u32 {
 }
 
 /// The connection string of a branch's endpoint, from inside the cluster.
+///
+/// `loadBalanced=true`: the Service spreads connections over the endpoint's
+/// replicas, and a cursor's `getMore` or a transaction's next statement must
+/// reach the pod that holds it. In load-balanced mode drivers pin both to
+/// one connection (the sidecar answers `hello` with a `serviceId`), so any
+/// replica count works, and scaling needs no new connection string.
 pub fn connection_string(branch: &str, namespace: &str) -> String {
     format!(
-        "mongodb://{}.{namespace}.svc:{MONGODB_PORT}/",
+        "mongodb://{}.{namespace}.svc:{MONGODB_PORT}/?loadBalanced=true",
         object_name(branch)
     )
 }
@@ -324,7 +330,7 @@ mod tests {
         assert!(long.len() <= 63, "{long}");
         assert_eq!(
             connection_string("feature-x", "dev"),
-            "mongodb://abr-feature-x.dev.svc:27017/"
+            "mongodb://abr-feature-x.dev.svc:27017/?loadBalanced=true"
         );
     }
 }

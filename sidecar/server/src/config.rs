@@ -58,6 +58,11 @@ pub struct ServeArgs {
     #[arg(long, env = "ARGON_TRANSACTION_LIFETIME_LIMIT_SECONDS", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub transaction_lifetime_limit_seconds: u64,
+    /// `maxTimeMS` for commands that give none (mongod's `defaultMaxTimeMS`);
+    /// 0: no limit.
+    #[arg(long, env = "ARGON_DEFAULT_MAX_TIME_MS", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=i32::MAX as u64))]
+    pub default_max_time_ms: u64,
     /// Most client connections open at once; a connection beyond them is
     /// closed as it arrives (and logged).
     #[arg(long, env = "ARGON_MAX_CONNECTIONS", default_value_t = crate::limits::DEFAULT_MAX_CONNECTIONS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]

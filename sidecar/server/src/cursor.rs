@@ -1,13 +1,23 @@
-//! Open cursors: each holds the rest of a result computed on one branch
-//! state, so later batches read the same consistent point as the first.
-//! Idle cursors are reaped after [`IDLE_TIMEOUT`].
+//! Open cursors: each reads one branch state, so later batches see the same
+//! consistent point as the first. Idle cursors are reaped after
+//! [`IDLE_TIMEOUT`].
+//!
+//! A cursor's source is either a result already computed (a sort, a
+//! pipeline, a listing) or a [`Scan`]: a find without a sort, which reads
+//! the next batch from its state only when asked, so a large result never
+//! sits in memory and `limit` stops the scan.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
+use argon_wal::{BranchState, Namespace};
 use bson::{Bson, Document};
+
+use crate::deadline::Deadline;
+use crate::error::{CommandError, ErrorCode, Result};
+use crate::query::{Filter, Projection};
 
 /// MongoDB's default `cursorTimeoutMillis`.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
@@ -16,11 +26,133 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// document limit, with room for the envelope).
 const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024 - 64 * 1024;
 
+/// MongoDB's first batch: 101 documents (or 16 MiB).
+pub const FIRST_BATCH: usize = 101;
+
+/// A find without a sort, read lazily from its state.
+pub struct Scan {
+    pub state: BranchState,
+    pub ns: Namespace,
+    pub filter: Filter,
+    pub projection: Option<Projection>,
+    /// Matching documents still to skip.
+    pub skip: usize,
+    /// Documents still to return (`None`: no limit).
+    pub limit: Option<usize>,
+    /// Key of the last document examined: the next batch starts after it.
+    after: Option<Vec<u8>>,
+    done: bool,
+}
+
+impl Scan {
+    pub fn new(
+        state: BranchState,
+        ns: Namespace,
+        filter: Filter,
+        projection: Option<Projection>,
+        skip: usize,
+        limit: Option<usize>,
+    ) -> Scan {
+        Scan {
+            state,
+            ns,
+            filter,
+            projection,
+            skip,
+            limit,
+            after: None,
+            done: false,
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        self.done || self.limit == Some(0)
+    }
+
+    /// Up to `n` documents (within the batch byte limit), checking the
+    /// deadline as it goes.
+    fn next_batch(&mut self, n: usize, deadline: Deadline) -> Result<Vec<Bson>> {
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        let Some(coll) = self.state.collection(&self.ns) else {
+            self.done = true;
+            return Ok(out);
+        };
+        let mut examined = 0u32;
+        let mut last_key: Option<Vec<u8>> = None;
+        let mut exhausted = true;
+        for (key, raw) in coll.iter_after(self.after.as_deref()) {
+            if out.len() >= n || self.limit == Some(0) {
+                exhausted = self.limit == Some(0);
+                break;
+            }
+            examined = examined.wrapping_add(1);
+            if examined % 256 == 0 {
+                deadline.check()?;
+            }
+            let size = raw.as_bytes().len();
+            if !out.is_empty() && bytes + size > MAX_BATCH_BYTES {
+                exhausted = false;
+                break;
+            }
+            last_key = Some(key.to_vec());
+            let doc = argon_wal::rawdoc::parse(raw);
+            if !self.filter.is_empty() && !self.filter.try_matches(&doc)? {
+                continue;
+            }
+            if self.skip > 0 {
+                self.skip -= 1;
+                continue;
+            }
+            let doc = match &self.projection {
+                Some(p) => p.try_apply(&doc)?,
+                None => doc,
+            };
+            bytes += size;
+            out.push(Bson::Document(doc));
+            if let Some(l) = &mut self.limit {
+                *l -= 1;
+            }
+        }
+        if last_key.is_some() {
+            self.after = last_key;
+        }
+        if exhausted {
+            self.done = true;
+        }
+        Ok(out)
+    }
+}
+
+/// Where a cursor's documents come from.
+pub enum Source {
+    Docs(VecDeque<Document>),
+    Scan(Box<Scan>),
+}
+
+impl Source {
+    fn next_batch(&mut self, n: usize, deadline: Deadline) -> Result<Vec<Bson>> {
+        match self {
+            Source::Docs(docs) => Ok(take_batch(docs, n)),
+            Source::Scan(scan) => scan.next_batch(n, deadline),
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        match self {
+            Source::Docs(docs) => docs.is_empty(),
+            Source::Scan(scan) => scan.is_done(),
+        }
+    }
+}
+
 pub struct Cursor {
     /// The namespace the client used (`db.coll`), echoed in replies.
     pub ns: String,
-    pub remaining: VecDeque<Document>,
+    pub source: Source,
     pub last_used: Instant,
+    /// What is left of the command's `maxTimeMS` for later batches.
+    pub time_left: Option<Duration>,
 }
 
 #[derive(Default)]
@@ -45,39 +177,85 @@ impl CursorStore {
         batch_size: Option<usize>,
         single_batch: bool,
     ) -> (Vec<Bson>, i64) {
-        let mut docs: VecDeque<Document> = docs.into();
-        let batch = take_batch(&mut docs, batch_size.unwrap_or(101));
-        if docs.is_empty() || single_batch {
-            return (batch, 0);
+        let source = Source::Docs(docs.into());
+        // A computed result cannot fail or time out while it is paged.
+        self.open_source(ns, source, batch_size, single_batch, Deadline::NONE)
+            .unwrap_or_default()
+    }
+
+    /// Reads the first batch of `scan`; if it is not done, opens a cursor
+    /// that reads the rest on `getMore`.
+    pub fn open_scan(
+        &self,
+        ns: String,
+        scan: Scan,
+        batch_size: Option<usize>,
+        single_batch: bool,
+        deadline: Deadline,
+    ) -> Result<(Vec<Bson>, i64)> {
+        self.open_source(
+            ns,
+            Source::Scan(Box::new(scan)),
+            batch_size,
+            single_batch,
+            deadline,
+        )
+    }
+
+    fn open_source(
+        &self,
+        ns: String,
+        mut source: Source,
+        batch_size: Option<usize>,
+        single_batch: bool,
+        deadline: Deadline,
+    ) -> Result<(Vec<Bson>, i64)> {
+        let batch = source.next_batch(batch_size.unwrap_or(FIRST_BATCH), deadline)?;
+        if source.is_done() || single_batch {
+            return Ok((batch, 0));
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         self.lock().insert(
             id,
             Cursor {
                 ns,
-                remaining: docs,
+                source,
                 last_used: Instant::now(),
+                time_left: deadline.remaining(),
             },
         );
-        (batch, id)
+        Ok((batch, id))
     }
 
-    /// The next batch of cursor `id`, and the id to report (0 once exhausted).
+    /// The next batch of cursor `id`, and the id to report (0 once
+    /// exhausted). The cursor is taken out of the map while its batch is
+    /// read, so a slow scan holds no lock other cursors need; a cursor whose
+    /// batch fails (an error, its time limit) is closed, as in MongoDB.
     pub fn next_batch(
         &self,
         id: i64,
         batch_size: Option<usize>,
-    ) -> Option<(String, Vec<Bson>, i64)> {
-        let mut cursors = self.lock();
-        let cursor = cursors.get_mut(&id)?;
-        let batch = take_batch(&mut cursor.remaining, batch_size.unwrap_or(usize::MAX));
+    ) -> Option<Result<(String, Vec<Bson>, i64)>> {
+        let mut cursor = self.lock().remove(&id)?;
+        let deadline = Deadline::after(cursor.time_left);
+        let started = Instant::now();
+        let batch = match cursor
+            .source
+            .next_batch(batch_size.unwrap_or(usize::MAX), deadline)
+        {
+            Ok(b) => b,
+            Err(e) => return Some(Err(e)),
+        };
         cursor.last_used = Instant::now();
+        cursor.time_left = cursor
+            .time_left
+            .map(|t| t.saturating_sub(started.elapsed()));
         let ns = cursor.ns.clone();
-        if cursor.remaining.is_empty() {
-            cursors.remove(&id);
-            return Some((ns, batch, 0));
+        if cursor.source.is_done() {
+            return Some(Ok((ns, batch, 0)));
         }
-        Some((ns, batch, id))
+        self.lock().insert(id, cursor);
+        Some(Ok((ns, batch, id)))
     }
 
     /// Kills the given cursors; returns (killed, not found).
@@ -103,6 +281,14 @@ impl CursorStore {
     }
 }
 
+/// A cursor id that names no open cursor.
+pub fn not_found(id: i64) -> CommandError {
+    CommandError::new(
+        ErrorCode::CursorNotFound,
+        format!("cursor id {id} not found"),
+    )
+}
+
 fn take_batch(docs: &mut VecDeque<Document>, n: usize) -> Vec<Bson> {
     let mut out = Vec::with_capacity(n.min(docs.len()));
     let mut bytes = 0usize;
@@ -123,6 +309,7 @@ fn take_batch(docs: &mut VecDeque<Document>, n: usize) -> Vec<Bson> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use argon_wal::{CommitTime, DocOp};
     use bson::doc;
 
     fn docs(n: i32) -> Vec<Document> {
@@ -135,9 +322,9 @@ mod tests {
         let (b, id) = s.open("d.c".into(), docs(5), Some(2), false);
         assert_eq!(b.len(), 2);
         assert_ne!(id, 0);
-        let (_, b, id2) = s.next_batch(id, Some(2)).unwrap();
+        let (_, b, id2) = s.next_batch(id, Some(2)).unwrap().unwrap();
         assert_eq!((b.len(), id2), (2, id));
-        let (_, b, id3) = s.next_batch(id, Some(2)).unwrap();
+        let (_, b, id3) = s.next_batch(id, Some(2)).unwrap().unwrap();
         assert_eq!((b.len(), id3), (1, 0));
         assert!(s.next_batch(id, None).is_none());
     }
@@ -156,5 +343,58 @@ mod tests {
         assert!(s.next_batch(b, None).is_none());
         let (_, none) = s.open("d.c".into(), docs(1), Some(5), false);
         assert_eq!(none, 0);
+    }
+
+    fn state_with(n: i32) -> (BranchState, Namespace) {
+        let ns = Namespace::new("d", "c");
+        let mut st = BranchState::empty(CommitTime(0));
+        for i in 0..n {
+            st.apply(&DocOp::Put {
+                ns: ns.clone(),
+                id: Bson::Int32(i),
+                doc: argon_wal::rawdoc::encode(&doc! {"_id": i, "even": i % 2 == 0}).unwrap(),
+            });
+        }
+        (st, ns)
+    }
+
+    #[test]
+    fn a_scan_reads_batch_by_batch_with_skip_and_limit() {
+        let (st, ns) = state_with(1000);
+        let filter = Filter::parse(&doc! {"even": true}).unwrap();
+        let scan = Scan::new(st, ns, filter, None, 10, Some(300));
+        let s = CursorStore::default();
+        let (first, id) = s
+            .open_scan("d.c".into(), scan, None, false, Deadline::NONE)
+            .unwrap();
+        assert_eq!(first.len(), FIRST_BATCH);
+        assert_eq!(first[0].as_document().unwrap().get_i32("_id").unwrap(), 20);
+        let mut all = first;
+        let mut id = id;
+        while id != 0 {
+            let (_, b, next) = s.next_batch(id, Some(50)).unwrap().unwrap();
+            all.extend(b);
+            id = next;
+        }
+        assert_eq!(all.len(), 300);
+        assert_eq!(all[299].as_document().unwrap().get_i32("_id").unwrap(), 618);
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn a_scan_that_ends_exactly_at_a_batch_reports_exhaustion_later() {
+        let (st, ns) = state_with(4);
+        let scan = Scan::new(st, ns, Filter::And(Vec::new()), None, 0, None);
+        let s = CursorStore::default();
+        let (first, id) = s
+            .open_scan("d.c".into(), scan, Some(2), false, Deadline::NONE)
+            .unwrap();
+        assert_eq!((first.len(), id != 0), (2, true));
+        let (_, b, id2) = s.next_batch(id, Some(2)).unwrap().unwrap();
+        assert_eq!(b.len(), 2);
+        if id2 != 0 {
+            let (_, b, id3) = s.next_batch(id2, Some(2)).unwrap().unwrap();
+            assert_eq!((b.len(), id3), (0, 0));
+        }
     }
 }

@@ -86,6 +86,7 @@ error_codes! {
     DuplicateKey = 11000,
     NotWritablePrimary = 10107,
     BSONObjectTooLarge = 10334,
+    MaxTimeMSExpired = 50,
     WriteConflict = 112,
     ConflictingOperationInProgress = 117,
     TransactionTooOld = 225,

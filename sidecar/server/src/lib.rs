@@ -15,6 +15,7 @@
 pub mod commands;
 pub mod config;
 pub mod cursor;
+pub mod deadline;
 pub mod error;
 pub mod limits;
 pub mod metrics;

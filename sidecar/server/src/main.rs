@@ -74,6 +74,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .set_transaction_lifetime(std::time::Duration::from_secs(
             args.transaction_lifetime_limit_seconds,
         ));
+    service.set_default_max_time(
+        (args.default_max_time_ms > 0)
+            .then(|| std::time::Duration::from_millis(args.default_max_time_ms)),
+    );
     run_with(listener, service, options, shutdown_signal()).await;
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! cursors, retryable-write memory and metrics.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Instant;
 
 use argon_wal::{BranchState, ReadPoint, Wal};
@@ -23,6 +23,8 @@ pub struct Service {
     pub cursors: CursorStore,
     pub retries: RetryMemory,
     pub sessions: Sessions,
+    /// `maxTimeMS` for commands that give none, in ms (0: no limit).
+    default_max_time_ms: AtomicU64,
     pub metrics: Arc<Metrics>,
     pub started: Instant,
     /// `--read-only`: every write and branch change is refused.
@@ -38,6 +40,7 @@ impl Service {
             cursors: CursorStore::default(),
             retries: RetryMemory::default(),
             sessions: Sessions::default(),
+            default_max_time_ms: AtomicU64::new(0),
             metrics,
             started: Instant::now(),
             read_only: false,
@@ -57,6 +60,19 @@ impl Service {
             s.read_only = true;
         }
         svc
+    }
+
+    /// The `maxTimeMS` of commands that give none (`None`: no limit).
+    pub fn default_max_time(&self) -> Option<std::time::Duration> {
+        match self.default_max_time_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(std::time::Duration::from_millis(ms)),
+        }
+    }
+
+    pub fn set_default_max_time(&self, limit: Option<std::time::Duration>) {
+        let ms = limit.map_or(0, |d| d.as_millis().min(u128::from(u64::MAX)) as u64);
+        self.default_max_time_ms.store(ms, Ordering::Relaxed);
     }
 
     pub fn next_connection_id(&self) -> i64 {

@@ -7,8 +7,8 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use argon_testkit::FerretDb;
 use bson::{Document, doc};
@@ -66,15 +66,15 @@ async fn two_replicas_behind_a_balancer_keep_cursors_and_transactions() {
         let items = items.clone();
         writers.push(tokio::spawn(async move {
             for i in 0..40i64 {
-                items
-                    .insert_one(doc! {"_id": w * 1000 + i, "w": w})
-                    .await?;
+                items.insert_one(doc! {"_id": w * 1000 + i, "w": w}).await?;
             }
             Ok::<_, mongodb::error::Error>(())
         }));
     }
     for w in writers {
-        w.await.expect("writer task").expect("inserts through the balancer");
+        w.await
+            .expect("writer task")
+            .expect("inserts through the balancer");
     }
     assert!(
         accepted.load(Ordering::Relaxed) >= 2,
@@ -106,10 +106,7 @@ async fn two_replicas_behind_a_balancer_keep_cursors_and_transactions() {
                 .insert_one(doc! {"_id": 10_000 + t, "txn": t})
                 .session(&mut s)
                 .await?;
-            let n = items
-                .count_documents(doc! {"w": t})
-                .session(&mut s)
-                .await?;
+            let n = items.count_documents(doc! {"w": t}).session(&mut s).await?;
             items
                 .update_many(doc! {"w": t}, doc! {"$set": {"seen": n as i64}})
                 .session(&mut s)
@@ -118,10 +115,24 @@ async fn two_replicas_behind_a_balancer_keep_cursors_and_transactions() {
         }));
     }
     for t in txns {
-        t.await.expect("transaction task").expect("a transaction through the balancer");
+        t.await
+            .expect("transaction task")
+            .expect("a transaction through the balancer");
     }
-    assert_eq!(items.count_documents(doc! {"seen": 40i64}).await.expect("count"), 160);
-    assert_eq!(items.count_documents(doc! {"txn": {"$exists": true}}).await.expect("count"), 4);
+    assert_eq!(
+        items
+            .count_documents(doc! {"seen": 40i64})
+            .await
+            .expect("count"),
+        160
+    );
+    assert_eq!(
+        items
+            .count_documents(doc! {"txn": {"$exists": true}})
+            .await
+            .expect("count"),
+        4
+    );
 
     // Both replicas see the same data.
     for replica in [&a, &b] {

@@ -224,6 +224,25 @@ impl CollectionState {
         self.docs.iter().filter_map(StoredDoc::doc)
     }
 
+    /// Documents after the one whose key is `after` (all when `None`), in
+    /// `IdKey` order, each with its key bytes: a scan that resumes where it
+    /// stopped (a cursor's next batch) without holding an iterator.
+    pub fn iter_after<'a>(
+        &'a self,
+        after: Option<&[u8]>,
+    ) -> impl Iterator<Item = (&'a [u8], &'a RawDocument)> + 'a {
+        let lower = match after {
+            Some(k) => std::ops::Bound::Excluded(k.to_vec()),
+            None => std::ops::Bound::Unbounded,
+        };
+        self.docs
+            .range::<_, [u8]>((
+                lower.as_ref().map(Vec::as_slice),
+                std::ops::Bound::Unbounded,
+            ))
+            .filter_map(|d| d.doc().map(|doc| (d.key_bytes(), doc)))
+    }
+
     /// What changed from `self` to `other`, in key order. O(n) over both,
     /// with no work when they share their whole set (a fork not written to).
     pub(crate) fn changes<'a>(&'a self, other: &'a CollectionState) -> Vec<DocChange<'a>> {

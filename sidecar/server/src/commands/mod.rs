@@ -62,6 +62,11 @@ impl Ctx<'_> {
         Ok(target)
     }
 
+    /// The command's `maxTimeMS` (or the server's default), from now.
+    pub fn deadline(&self) -> Result<crate::deadline::Deadline> {
+        crate::deadline::Deadline::of_command(self.cmd, self.svc.default_max_time())
+    }
+
     /// The state a read sees: a transaction's snapshot plus its own writes,
     /// else the target's point (see `Service::read_state`).
     pub async fn read_state(&self, target: &Target) -> Result<argon_wal::BranchState> {

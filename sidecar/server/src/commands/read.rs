@@ -6,7 +6,9 @@ use argon_wal::{BranchState, Namespace};
 use bson::{Bson, Document, doc};
 
 use super::{Ctx, collection_name, cursor_reply, opt_bool, opt_doc, opt_i64};
-use crate::error::{CommandError, ErrorCode, Result};
+use crate::cursor::Scan;
+use crate::deadline::Deadline;
+use crate::error::{CommandError, Result};
 use crate::query::aggregate::{Lookup, Pipeline};
 use crate::query::{Filter, Projection, SortSpec};
 use crate::service::operation_time;
@@ -37,6 +39,16 @@ pub(crate) fn try_matching(
     ns: &Namespace,
     filter: &Filter,
 ) -> Result<Vec<Document>> {
+    matching_until(state, ns, filter, Deadline::NONE)
+}
+
+/// [`try_matching`], failing with `MaxTimeMSExpired` past `deadline`.
+pub(crate) fn matching_until(
+    state: &BranchState,
+    ns: &Namespace,
+    filter: &Filter,
+    deadline: Deadline,
+) -> Result<Vec<Document>> {
     let Some(coll) = state.collection(ns) else {
         return Ok(Vec::new());
     };
@@ -49,13 +61,13 @@ pub(crate) fn try_matching(
         }
         return Ok(out);
     }
-    let all = coll.iter().map(argon_wal::rawdoc::parse);
-    if filter.is_empty() {
-        return Ok(all.collect());
-    }
     let mut out = Vec::new();
-    for d in all {
-        if filter.try_matches(&d)? {
+    for (i, raw) in coll.iter().enumerate() {
+        if i % 256 == 255 {
+            deadline.check()?;
+        }
+        let d = argon_wal::rawdoc::parse(raw);
+        if filter.is_empty() || filter.try_matches(&d)? {
             out.push(d);
         }
     }
@@ -63,10 +75,15 @@ pub(crate) fn try_matching(
 }
 
 /// How many documents of `ns` match `filter` (no parse for an empty filter).
-fn count_matching(state: &BranchState, ns: &Namespace, filter: &Filter) -> Result<usize> {
+fn count_matching(
+    state: &BranchState,
+    ns: &Namespace,
+    filter: &Filter,
+    deadline: Deadline,
+) -> Result<usize> {
     Ok(match state.collection(ns) {
         Some(coll) if filter.is_empty() => coll.len(),
-        Some(_) => try_matching(state, ns, filter)?.len(),
+        Some(_) => matching_until(state, ns, filter, deadline)?.len(),
         None => 0,
     })
 }
@@ -100,23 +117,44 @@ pub async fn find(ctx: &Ctx<'_>) -> Result<Document> {
         ));
     }
     let batch = batch_size(Some(ctx.cmd))?;
-    let single_batch = opt_bool(ctx.cmd, "singleBatch", false)?;
+    let single_batch = opt_bool(ctx.cmd, "singleBatch", false)? || limit == 1;
+    let deadline = ctx.deadline()?;
     let state = ctx.read_state(&target).await?;
     let ns = Namespace::new(target.db.as_str(), coll.as_str());
-    let found = try_matching(&state, &ns, &filter)?;
-    let docs: Vec<Document> = match &sort {
-        Some(s) if !s.is_empty() => {
-            let mut v = found;
-            s.sort(&mut v);
-            finish(v.into_iter(), skip, limit, projection.as_ref())?
-        }
-        _ => finish(found.into_iter(), skip, limit, projection.as_ref())?,
-    };
     let shown = format!("{}.{coll}", target.raw);
-    let (first, id) = ctx
-        .svc
-        .cursors
-        .open(shown.clone(), docs, batch, single_batch || limit == 1);
+    let (first, id) = match &sort {
+        Some(s) if !s.is_empty() => {
+            // A sort is blocking: every match first, then the order.
+            let mut v = matching_until(&state, &ns, &filter, deadline)?;
+            s.sort(&mut v);
+            let docs = finish(v.into_iter(), skip, limit, projection.as_ref())?;
+            ctx.svc
+                .cursors
+                .open(shown.clone(), docs, batch, single_batch)
+        }
+        _ if filter.id_equality().is_some() => {
+            let found = try_matching(&state, &ns, &filter)?;
+            let docs = finish(found.into_iter(), skip, limit, projection.as_ref())?;
+            ctx.svc
+                .cursors
+                .open(shown.clone(), docs, batch, single_batch)
+        }
+        _ => {
+            // Streams: each batch is read from the state when asked for,
+            // and the scan stops at `limit`.
+            let scan = Scan::new(
+                state.clone(),
+                ns,
+                filter,
+                projection,
+                usize::try_from(skip).unwrap_or(usize::MAX),
+                (limit > 0).then(|| usize::try_from(limit).unwrap_or(usize::MAX)),
+            );
+            ctx.svc
+                .cursors
+                .open_scan(shown.clone(), scan, batch, single_batch, deadline)?
+        }
+    };
     let mut out = cursor_reply(&shown, first, id, true);
     out.insert("operationTime", operation_time(state.time()));
     Ok(out)
@@ -151,12 +189,11 @@ pub async fn get_more(ctx: &Ctx<'_>) -> Result<Document> {
         }
     };
     let batch = batch_size(Some(ctx.cmd))?.filter(|n| *n > 0);
-    let (ns, docs, next) = ctx.svc.cursors.next_batch(id, batch).ok_or_else(|| {
-        CommandError::new(
-            ErrorCode::CursorNotFound,
-            format!("cursor id {id} not found"),
-        )
-    })?;
+    let (ns, docs, next) = ctx
+        .svc
+        .cursors
+        .next_batch(id, batch)
+        .ok_or_else(|| crate::cursor::not_found(id))??;
     Ok(cursor_reply(&ns, docs, next, false))
 }
 
@@ -194,7 +231,7 @@ pub async fn count(ctx: &Ctx<'_>) -> Result<Document> {
     let mut n = if filter.is_empty() {
         state.collection(&ns).map(|c| c.len()).unwrap_or(0)
     } else {
-        count_matching(&state, &ns, &filter)?
+        count_matching(&state, &ns, &filter, ctx.deadline()?)?
     };
     n = n.saturating_sub(skip);
     if limit > 0 {
@@ -218,7 +255,7 @@ pub async fn distinct(ctx: &Ctx<'_>) -> Result<Document> {
     let state = ctx.read_state(&target).await?;
     let ns = Namespace::new(target.db.as_str(), coll.as_str());
     let mut values: Vec<Bson> = Vec::new();
-    for d in try_matching(&state, &ns, &filter)? {
+    for d in matching_until(&state, &ns, &filter, ctx.deadline()?)? {
         for v in crate::query::path::resolve(&d, &key).values {
             let items: Vec<&Bson> = match v {
                 Bson::Array(a) => a.iter().collect(),
@@ -279,6 +316,7 @@ pub async fn aggregate(ctx: &Ctx<'_>) -> Result<Document> {
         }
     };
     let pipeline = Pipeline::parse(stages)?;
+    let deadline = ctx.deadline()?;
     let state = ctx.read_state(&target).await?;
     let ns = Namespace::new(target.db.as_str(), coll.as_str());
     // A leading $match can use the _id point lookup.
@@ -288,12 +326,9 @@ pub async fn aggregate(ctx: &Ctx<'_>) -> Result<Document> {
                 s.get_document("$match")
                     .map_err(|e| CommandError::bad_value(e.to_string()))?,
             )?;
-            try_matching(&state, &ns, &f)?
+            matching_until(&state, &ns, &f, deadline)?
         }
-        _ => state
-            .collection(&ns)
-            .map(|c| c.iter().map(argon_wal::rawdoc::parse).collect())
-            .unwrap_or_default(),
+        _ => matching_until(&state, &ns, &Filter::And(Vec::new()), deadline)?,
     };
     let out = pipeline.run(
         input,

@@ -1,0 +1,102 @@
+//! Cursors stream and commands honour `maxTimeMS`, through the Rust driver
+//! against the server in-process.
+
+mod common;
+
+use bson::{Document, doc};
+use common::{TestServer, code};
+use futures::TryStreamExt;
+use mongodb::Collection;
+
+async fn filled(server: &TestServer, n: i32) -> Collection<Document> {
+    let client = server.client().await;
+    let items: Collection<Document> = client.database("cur").collection("items");
+    let docs: Vec<Document> = (0..n)
+        .map(|i| doc! {"_id": i, "name": format!("item-{i:06}"), "even": i % 2 == 0})
+        .collect();
+    for chunk in docs.chunks(5_000) {
+        items.insert_many(chunk.to_vec()).await.expect("seed");
+    }
+    items
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streaming_cursor_reads_one_snapshot_while_writes_go_on() {
+    let server = TestServer::start().await;
+    let items = filled(&server, 5_000).await;
+    let mut cursor = items
+        .find(doc! {"even": true})
+        .batch_size(100)
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    while let Some(d) = cursor.try_next().await.unwrap() {
+        seen.push(d.get_i32("_id").unwrap());
+        if seen.len() == 150 {
+            // Later batches still read the state the find started on.
+            items
+                .delete_many(doc! {"_id": {"$gte": 4000}})
+                .await
+                .unwrap();
+            items
+                .insert_one(doc! {"_id": 10_000, "even": true})
+                .await
+                .unwrap();
+        }
+    }
+    assert_eq!(seen.len(), 2_500);
+    assert_eq!(seen, (0..5_000).step_by(2).collect::<Vec<i32>>());
+    // skip and limit with a streaming scan.
+    let page: Vec<Document> = items
+        .find(doc! {"even": false})
+        .skip(10)
+        .limit(7)
+        .batch_size(3)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let ids: Vec<i32> = page.iter().map(|d| d.get_i32("_id").unwrap()).collect();
+    assert_eq!(ids, vec![21, 23, 25, 27, 29, 31, 33]);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_time_ms_stops_long_scans() {
+    let server = TestServer::start().await;
+    let items = filled(&server, 30_000).await;
+    let db = server.client().await.database("cur");
+    let slow = doc! {"name": {"$regex": "^item-.*9$"}, "even": {"$in": [true, false]}};
+    let e = db
+        .run_command(
+            doc! {"find": "items", "filter": slow.clone(), "sort": {"name": -1}, "maxTimeMS": 1},
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), Some(50), "{e}");
+    let e = db
+        .run_command(doc! {"count": "items", "query": slow.clone(), "maxTimeMS": 1})
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), Some(50), "{e}");
+    let e = db
+        .run_command(doc! {"aggregate": "items", "pipeline": [{"$match": slow.clone()}], "cursor": {}, "maxTimeMS": 1})
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), Some(50), "{e}");
+    let e = db
+        .run_command(doc! {"find": "items", "maxTimeMS": -5})
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), Some(2), "{e}");
+    // A generous limit changes nothing.
+    let n = items
+        .count_documents(slow)
+        .max_time(std::time::Duration::from_secs(600))
+        .await
+        .unwrap();
+    assert_eq!(n, 3_000);
+    db.run_command(doc! {"ping": 1}).await.unwrap();
+    server.stop().await;
+}

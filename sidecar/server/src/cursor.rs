@@ -87,7 +87,7 @@ impl Scan {
                 break;
             }
             examined = examined.wrapping_add(1);
-            if examined % 256 == 0 {
+            if examined.is_multiple_of(256) {
                 deadline.check()?;
             }
             let size = raw.as_bytes().len();

@@ -53,6 +53,7 @@ error_codes! {
     OperationFailed = 96,
     CommandNotSupported = 115,
     InvalidPipelineOperator = 168,
+    CannotIndexParallelArrays = 171,
     Overflow = 15,
     CannotBackfillArray = 34,
     ExceededMemoryLimit = 146,

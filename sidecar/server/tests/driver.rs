@@ -444,3 +444,47 @@ async fn compressed_connections() {
     assert_eq!(server.metrics.protocol_errors.get(), 0);
     server.stop().await;
 }
+
+/// One rule for index keys on every path: a compound index over two arrays
+/// refuses the document (171) on insert, update and index creation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_arrays_are_refused_on_every_path() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let c: Collection<Document> = client.database("idx").collection("c");
+    c.create_index(
+        mongodb::IndexModel::builder()
+            .keys(doc! {"a": 1, "b": 1})
+            .build(),
+    )
+    .await
+    .unwrap();
+    c.insert_one(doc! {"_id": 1, "a": [1, 2], "b": 3})
+        .await
+        .unwrap();
+    let e = c
+        .insert_one(doc! {"_id": 2, "a": [1, 2], "b": [3, 4]})
+        .await
+        .unwrap_err();
+    assert_eq!(write_error_code(&e), Some(171), "{e}");
+    let e = c
+        .update_one(doc! {"_id": 1}, doc! {"$set": {"b": [5, 6]}})
+        .await
+        .unwrap_err();
+    assert_eq!(write_error_code(&e), Some(171), "{e}");
+    let d: Collection<Document> = client.database("idx").collection("d");
+    d.insert_one(doc! {"_id": 1, "x": [1], "y": [2]})
+        .await
+        .unwrap();
+    let e = d
+        .create_index(
+            mongodb::IndexModel::builder()
+                .keys(doc! {"x": 1, "y": 1})
+                .build(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(write_error_code(&e), Some(171), "{e}");
+    assert_eq!(c.count_documents(doc! {}).await.unwrap(), 1);
+    server.stop().await;
+}

@@ -327,10 +327,11 @@ pub async fn create_indexes(ctx: &Ctx<'_>) -> Result<Document> {
                     format!("Index already exists with a different name: {}", other.get_str("name").unwrap_or_default()),
                 ));
             }
-            if spec.get_bool("unique").unwrap_or(false)
-                && let Some(c) = state.collection(&ns)
-            {
-                super::write::check_unique_over(c.iter().map(argon_wal::rawdoc::parse), spec, &ns)?;
+            if let Some(c) = state.collection(&ns) {
+                super::write::check_indexable(c.iter().map(argon_wal::rawdoc::parse), spec)?;
+                if spec.get_bool("unique").unwrap_or(false) {
+                    super::write::check_unique_over(c.iter().map(argon_wal::rawdoc::parse), spec, &ns)?;
+                }
             }
             ops.push(DocOp::CreateIndex { ns: ns.clone(), spec: spec.clone() });
             after += 1;

@@ -90,6 +90,7 @@ fn check_unique(state: &BranchState, ns: &Namespace, doc: &Document, insert: boo
         ));
     }
     for spec in coll.indexes().iter().skip(1) {
+        check_keys(spec, doc)?;
         if !spec.get_bool("unique").unwrap_or(false) {
             continue;
         }
@@ -129,6 +130,27 @@ pub(crate) fn recheck_unique(head: &BranchState, ops: &[DocOp]) -> Result<()> {
         st.apply(op);
     }
     Ok(())
+}
+
+/// Every index's keys, unique or not, follow the WAL's one rule
+/// (`argon_wal::indexkey`): a document with parallel arrays under a compound
+/// index cannot be indexed (171), as in MongoDB.
+fn check_keys(spec: &Document, doc: &Document) -> Result<()> {
+    match argon_wal::CollectionState::index_keys(spec, doc) {
+        Err(argon_wal::IndexKeyError::ParallelArrays(a, b)) => Err(CommandError::new(
+            ErrorCode::CannotIndexParallelArrays,
+            format!("cannot index parallel arrays [{a}] [{b}]"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Refuses a new index that an existing document cannot be indexed under.
+pub(crate) fn check_indexable(
+    mut docs: impl Iterator<Item = Document>,
+    spec: &Document,
+) -> Result<()> {
+    docs.try_for_each(|d| check_keys(spec, &d))
 }
 
 /// Refuses a new unique index if existing documents already share a key.

@@ -388,6 +388,21 @@ fn preview_of(outcome: &argon_wal::ResetOutcome) -> ResetPreview {
     }
 }
 
+/// The identity of one `spec.reset` of one ArgonBranch: its uid and a hash
+/// of the reset spec. The same spec on the same object is the same request
+/// (the status's `lastReset` already treats it so); a changed one is new.
+fn reset_request_id(b: &ArgonBranch, reset: &ResetSpec) -> String {
+    let spec = serde_json::to_vec(reset).unwrap_or_default();
+    // FNV-1a: stable across processes and versions, which std's hasher is not.
+    let hash = spec.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, byte| {
+        (h ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!(
+        "argonbranch/{}/{hash:016x}",
+        b.metadata.uid.as_deref().unwrap_or_default()
+    )
+}
+
 /// Runs `spec.reset` (a change of it not handled yet): a preview for
 /// `dryRun`, else the reset with its optional backup branch.
 async fn handle_reset(
@@ -428,18 +443,20 @@ async fn handle_reset(
             return Ok(());
         }
     };
-    let result = wal
-        .reset_branch(
+    let result = if reset.dry_run {
+        wal.reset_branch(&name, to, true, None).await
+    } else {
+        // Exactly once: the request's identity goes into the WAL with the
+        // reset, so a crash before the status below is written does not
+        // reset the branch again (and lose what was written since).
+        wal.reset_branch_once(
             &name,
             to,
-            reset.dry_run,
-            if reset.dry_run {
-                None
-            } else {
-                reset.backup_branch.as_deref()
-            },
+            reset.backup_branch.as_deref(),
+            &reset_request_id(b, reset),
         )
-        .await;
+        .await
+    };
     let outcome = match result {
         Ok(outcome) => outcome,
         Err(WalError::BranchExists { name: backup })
@@ -489,7 +506,21 @@ async fn handle_reset(
         preview.from_seq, preview.to_seq, preview.added, preview.removed, preview.changed
     );
     st.reset_preview = Some(preview);
-    if outcome.applied {
+    if outcome.already_applied {
+        last.outcome = "Applied".into();
+        last.target_seq = None;
+        st.reset_preview = None;
+        if let Some(backup) = &reset.backup_branch {
+            ensure_backup_resource(b, ctx, api, backup).await?;
+        }
+        st.conditions.set(
+            RESET,
+            true,
+            "Applied",
+            "reset already applied (recorded in the log with this spec.reset)",
+            generation,
+        );
+    } else if outcome.applied {
         last.outcome = "Applied".into();
         let mut msg = format!("reset applied, {summary}");
         if let Some(backup) = &reset.backup_branch {

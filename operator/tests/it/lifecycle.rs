@@ -314,6 +314,34 @@ async fn branch_lifecycle() -> anyhow::Result<()> {
     assert_eq!(backup_cr.spec.parent, "feature");
     assert!(events_for(&client, &ns, "feature", "ResetApplied").await? >= 1);
 
+    // Exactly once: a write on the new history, then the status loses
+    // `lastReset` (as if the operator had crashed before writing it). The
+    // reset is recognised from the log and not run again.
+    put(&wal, "feature", 12).await?;
+    branches
+        .patch_status(
+            "feature",
+            &params,
+            &Patch::Merge(json!({"status": {"lastReset": null}})),
+        )
+        .await?;
+    wait_for(&branches, "feature", "reset recognised as applied", |b| {
+        condition(b, "Reset").is_some_and(|c| c.message.contains("recorded in the log"))
+            && b.status
+                .as_ref()
+                .and_then(|s| s.last_reset.as_ref())
+                .is_some_and(|l| l.outcome == "Applied")
+    })
+    .await?;
+    let state = wal.read("feature", argon_wal::ReadPoint::Head).await?;
+    assert_eq!(
+        state
+            .collection(&Namespace::new("shop", "orders"))
+            .map(|c| c.len()),
+        Some(4),
+        "the write after the reset survived"
+    );
+
     // Deleting a branch with a child is refused; the finalizer stays.
     branches.delete("feature", &DeleteParams::default()).await?;
     let blocked = wait_for(&branches, "feature", "deletion blocked", |b| {

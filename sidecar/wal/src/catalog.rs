@@ -32,6 +32,8 @@ pub(crate) enum Base {
         previous: BranchId,
         to: Seq,
         sealed_at: CommitInfo,
+        /// The request that made this reset (`Seal::Reset`'s `request`).
+        request: Option<String>,
     },
 }
 
@@ -112,6 +114,28 @@ impl Catalog {
         }
     }
 
+    /// True when `request` already reset the branch whose incarnation is
+    /// `id` (this one or one it replaced): a retried reset must not run twice.
+    pub fn reset_applied(&self, id: BranchId, request: &str) -> bool {
+        let mut cur = self.incarnations.get(&id);
+        while let Some(inc) = cur {
+            match &inc.base {
+                Base::Reset {
+                    previous,
+                    request: r,
+                    ..
+                } => {
+                    if r.as_deref() == Some(request) {
+                        return true;
+                    }
+                    cur = self.incarnations.get(previous);
+                }
+                _ => return false,
+            }
+        }
+        false
+    }
+
     /// Live branches that forked from any incarnation of `name`.
     pub fn children(&self, name: &BranchName) -> Vec<BranchName> {
         self.names
@@ -189,6 +213,7 @@ impl Catalog {
                 to,
                 sealed_at,
                 backup,
+                request,
             } => {
                 if self.names.get(name) != Some(previous) {
                     return Err(bad(format!("reset of {name} from a stale incarnation")));
@@ -203,6 +228,7 @@ impl Catalog {
                         previous: *previous,
                         to: *to,
                         sealed_at: *sealed_at,
+                        request: request.clone(),
                     },
                     created: rec.time,
                     superseded_by: None,

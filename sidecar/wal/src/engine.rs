@@ -149,6 +149,9 @@ pub struct ResetOutcome {
     pub preview: Diff,
     /// False for a dry run.
     pub applied: bool,
+    /// The request had been applied before (`reset_branch_once`): nothing
+    /// changed now, and `preview` is empty.
+    pub already_applied: bool,
     pub backup: Option<BranchInfo>,
 }
 
@@ -506,7 +509,56 @@ impl Wal {
         dry_run: bool,
         backup: Option<&str>,
     ) -> Result<ResetOutcome> {
+        self.reset(name, to, dry_run, backup, None).await
+    }
+
+    /// [`reset_branch`](Self::reset_branch) exactly once per `request` (an
+    /// operator's identity for one `spec.reset`): the request is recorded in
+    /// the reset's seal, and a retry after a crash between the reset and
+    /// whatever the caller records next finds it there and changes nothing
+    /// (`ResetOutcome::already_applied`).
+    pub async fn reset_branch_once(
+        &self,
+        name: &str,
+        to: ReadPoint,
+        backup: Option<&str>,
+        request: &str,
+    ) -> Result<ResetOutcome> {
+        self.reset(name, to, false, backup, Some(request)).await
+    }
+
+    async fn reset(
+        &self,
+        name: &str,
+        to: ReadPoint,
+        dry_run: bool,
+        backup: Option<&str>,
+        request: Option<&str>,
+    ) -> Result<ResetOutcome> {
         let name = BranchName::parse(name)?;
+        if let Some(r) = request {
+            // The seal may have landed without its catalog record: head_of
+            // completes it, so the catalog below knows every applied reset.
+            let (inc, head) = self.inner.head_of(&name).await?;
+            let cat = self.inner.refreshed_catalog().await?;
+            if cat.reset_applied(inc.id, r) {
+                return Ok(ResetOutcome {
+                    branch: name.clone(),
+                    old_head: CommitInfo {
+                        seq: head.seq(),
+                        time: head.time(),
+                    },
+                    target: head.seq(),
+                    preview: Diff::default(),
+                    applied: true,
+                    already_applied: true,
+                    backup: match backup {
+                        Some(b) => self.branch(b).await.ok(),
+                        None => None,
+                    },
+                });
+            }
+        }
         let backup = backup.map(BranchName::parse).transpose()?;
         if let Some(b) = &backup
             && (self.inner.live(b).await.is_ok() || b == &name)
@@ -531,6 +583,7 @@ impl Wal {
                 target,
                 preview,
                 applied: false,
+                already_applied: false,
                 backup: None,
             };
             if dry_run {
@@ -539,6 +592,7 @@ impl Wal {
             let seal = Seal::Reset {
                 to: target,
                 backup: backup.clone(),
+                request: request.map(str::to_string),
             };
             // The seal only lands on the head the preview was computed from.
             if self.inner.try_seal(&inc, head.seq(), seal).await?.is_none() {
@@ -785,7 +839,11 @@ impl Inner {
                     name: inc.name.clone(),
                     id,
                 },
-                Seal::Reset { to, backup } => CatalogEvent::Reset {
+                Seal::Reset {
+                    to,
+                    backup,
+                    request,
+                } => CatalogEvent::Reset {
                     name: inc.name.clone(),
                     id: cat.next_id(0),
                     previous: id,
@@ -797,6 +855,7 @@ impl Inner {
                         .clone()
                         .filter(|b| !cat.names.contains_key(b))
                         .map(|b| (b, cat.next_id(1))),
+                    request: request.clone(),
                 },
             }))
         })

@@ -70,7 +70,13 @@ pub struct LoggedOp {
 /// incarnation unnoticed.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Seal {
-    Reset { to: Seq, backup: Option<BranchName> },
+    /// `request`: the caller's identity for this reset (an operator's
+    /// `spec.reset`), so a retried request is recognised as applied.
+    Reset {
+        to: Seq,
+        backup: Option<BranchName>,
+        request: Option<String>,
+    },
     Delete,
 }
 
@@ -123,6 +129,8 @@ pub enum CatalogEvent {
         to: Seq,
         sealed_at: CommitInfo,
         backup: Option<(BranchName, BranchId)>,
+        /// The seal's `request` (see `Seal::Reset`).
+        request: Option<String>,
     },
     Delete {
         name: BranchName,
@@ -361,10 +369,17 @@ fn op_from_raw(d: &RawDocument) -> Result<LoggedOp> {
 
 fn seal_to_doc(seal: &Seal) -> Document {
     match seal {
-        Seal::Reset { to, backup } => {
+        Seal::Reset {
+            to,
+            backup,
+            request,
+        } => {
             let mut d = doc! {"kind": "reset", "to": seq_to_bson(*to)};
             if let Some(b) = backup {
                 d.insert("backup", b.as_str());
+            }
+            if let Some(r) = request {
+                d.insert("request", r.as_str());
             }
             d
         }
@@ -379,6 +394,10 @@ fn seal_from_doc(d: &Document) -> Result<Seal> {
             to: get_seq(d, W, "to")?,
             backup: match d.get("backup") {
                 Some(_) => Some(get_name(d, W, "backup")?),
+                None => None,
+            },
+            request: match d.get("request") {
+                Some(_) => Some(get_str(d, W, "request")?.to_string()),
                 None => None,
             },
         }),
@@ -512,6 +531,7 @@ fn event_to_doc(e: &CatalogEvent) -> Document {
             to,
             sealed_at,
             backup,
+            request,
         } => {
             let mut d = doc! {
                 "kind": "reset", "id": id.0 as i64, "name": name.as_str(),
@@ -521,6 +541,9 @@ fn event_to_doc(e: &CatalogEvent) -> Document {
             if let Some((bname, bid)) = backup {
                 d.insert("backupName", bname.as_str());
                 d.insert("backupId", bid.0 as i64);
+            }
+            if let Some(r) = request {
+                d.insert("request", r.as_str());
             }
             d
         }
@@ -557,6 +580,10 @@ fn event_from_doc(d: &Document) -> Result<CatalogEvent> {
                     get_name(d, W, "backupName")?,
                     BranchId(get_u64(d, W, "backupId")?),
                 )),
+                None => None,
+            },
+            request: match d.get("request") {
+                Some(_) => Some(get_str(d, W, "request")?.to_string()),
                 None => None,
             },
         },
@@ -638,6 +665,7 @@ mod tests {
             seal: Some(Seal::Reset {
                 to: Seq(3),
                 backup: Some(BranchName::parse("bk").unwrap()),
+                request: Some("uid/abc".into()),
             }),
         };
         let d = commit_to_doc("p", &c).unwrap();

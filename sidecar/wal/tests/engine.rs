@@ -530,3 +530,37 @@ async fn a_refusal_is_never_based_on_a_stale_head() {
     let head = a.read("main", ReadPoint::Head).await.unwrap();
     assert_eq!(flat(&head), m(&[("u", &[(1, 3), (2, 2)])]));
 }
+
+/// A reset retried with the same request (an operator that crashed between
+/// the reset and its status update) changes nothing the second time, even
+/// after writes on the new history; a new request resets again.
+#[tokio::test]
+async fn a_reset_request_applies_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = embedded(dir.path(), opts()).await;
+    commit(&wal, "main", vec![put("a", 1, 1)]).await;
+    commit(&wal, "main", vec![put("a", 2, 2)]).await;
+    let first = wal
+        .reset_branch_once("main", ReadPoint::Seq(Seq(1)), Some("before"), "uid-1/r1")
+        .await
+        .unwrap();
+    assert!(first.applied && !first.already_applied);
+    commit(&wal, "main", vec![put("a", 3, 3)]).await;
+    // A restarted handle (the operator's next process) sees the request too.
+    drop(wal);
+    let wal = embedded(dir.path(), opts()).await;
+    let again = wal
+        .reset_branch_once("main", ReadPoint::Seq(Seq(1)), Some("before"), "uid-1/r1")
+        .await
+        .unwrap();
+    assert!(again.applied && again.already_applied);
+    let head = wal.read("main", ReadPoint::Head).await.unwrap();
+    assert_eq!(flat(&head), m(&[("a", &[(1, 1), (3, 3)])]));
+    let other = wal
+        .reset_branch_once("main", ReadPoint::Seq(Seq(1)), None, "uid-1/r2")
+        .await
+        .unwrap();
+    assert!(other.applied && !other.already_applied);
+    let head = wal.read("main", ReadPoint::Head).await.unwrap();
+    assert_eq!(flat(&head), m(&[("a", &[(1, 1)])]));
+}

@@ -63,6 +63,12 @@ pub struct ServeArgs {
     #[arg(long, env = "ARGON_DEFAULT_MAX_TIME_MS", default_value_t = 0,
           value_parser = clap::value_parser!(u64).range(0..=i32::MAX as u64))]
     pub default_max_time_ms: u64,
+    /// Bytes of documents one blocking sort holds in memory before it
+    /// spills sorted runs to temporary files (MongoDB's 100 MiB per
+    /// blocking stage); `allowDiskUse: false` makes a larger sort fail.
+    #[arg(long, env = "ARGON_MAX_BLOCKING_SORT_BYTES", default_value_t = crate::spill::BLOCKING_STAGE_BYTES as u64,
+          value_parser = clap::value_parser!(u64).range(1024..))]
+    pub max_blocking_sort_bytes: u64,
     /// Most client connections open at once; a connection beyond them is
     /// closed as it arrives (and logged).
     #[arg(long, env = "ARGON_MAX_CONNECTIONS", default_value_t = crate::limits::DEFAULT_MAX_CONNECTIONS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]

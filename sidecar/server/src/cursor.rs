@@ -18,6 +18,7 @@ use bson::{Bson, Document};
 use crate::deadline::Deadline;
 use crate::error::{CommandError, ErrorCode, Result};
 use crate::query::{Filter, Projection};
+use crate::spill::Sorted;
 
 /// MongoDB's default `cursorTimeoutMillis`.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
@@ -124,10 +125,91 @@ impl Scan {
     }
 }
 
+/// A sorted find: the sort's output (in memory or merged from spilled
+/// runs), with the find's skip, limit and projection applied as it is read.
+pub struct SortedScan {
+    sorted: Sorted,
+    projection: Option<Projection>,
+    skip: usize,
+    limit: Option<usize>,
+    /// The next document, read ahead so the cursor knows when it is done.
+    peeked: Option<Document>,
+    done: bool,
+}
+
+impl SortedScan {
+    pub fn new(
+        sorted: Sorted,
+        projection: Option<Projection>,
+        skip: usize,
+        limit: Option<usize>,
+    ) -> SortedScan {
+        SortedScan {
+            sorted,
+            projection,
+            skip,
+            limit,
+            peeked: None,
+            done: false,
+        }
+    }
+
+    fn next_doc(&mut self) -> Result<Option<Document>> {
+        if let Some(d) = self.peeked.take() {
+            return Ok(Some(d));
+        }
+        while self.skip > 0 {
+            self.skip -= 1;
+            if self.sorted.next_doc()?.is_none() {
+                return Ok(None);
+            }
+        }
+        self.sorted.next_doc()
+    }
+
+    fn next_batch(&mut self, n: usize) -> Result<Vec<Bson>> {
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        while out.len() < n && self.limit != Some(0) {
+            let Some(doc) = self.next_doc()? else {
+                self.done = true;
+                break;
+            };
+            let size = crate::limits::document_size(&doc);
+            if !out.is_empty() && bytes + size > MAX_BATCH_BYTES {
+                self.peeked = Some(doc);
+                break;
+            }
+            bytes += size;
+            let doc = match &self.projection {
+                Some(p) => p.try_apply(&doc)?,
+                None => doc,
+            };
+            out.push(Bson::Document(doc));
+            if let Some(l) = &mut self.limit {
+                *l -= 1;
+            }
+        }
+        if !self.done && self.limit != Some(0) && self.peeked.is_none() {
+            // Look ahead: a cursor that has nothing left reports id 0 now.
+            match self.next_doc()? {
+                Some(d) => self.peeked = Some(d),
+                None => self.done = true,
+            }
+        }
+        Ok(out)
+    }
+
+    fn is_done(&self) -> bool {
+        self.done || self.limit == Some(0)
+    }
+}
+
 /// Where a cursor's documents come from.
 pub enum Source {
     Docs(VecDeque<Document>),
     Scan(Box<Scan>),
+    Sorted(Box<SortedScan>),
 }
 
 impl Source {
@@ -135,6 +217,7 @@ impl Source {
         match self {
             Source::Docs(docs) => Ok(take_batch(docs, n)),
             Source::Scan(scan) => scan.next_batch(n, deadline),
+            Source::Sorted(sorted) => sorted.next_batch(n),
         }
     }
 
@@ -142,6 +225,7 @@ impl Source {
         match self {
             Source::Docs(docs) => docs.is_empty(),
             Source::Scan(scan) => scan.is_done(),
+            Source::Sorted(sorted) => sorted.is_done(),
         }
     }
 }
@@ -199,6 +283,23 @@ impl CursorStore {
             batch_size,
             single_batch,
             deadline,
+        )
+    }
+
+    /// Reads the first batch of a sorted find; opens a cursor for the rest.
+    pub fn open_sorted(
+        &self,
+        ns: String,
+        sorted: SortedScan,
+        batch_size: Option<usize>,
+        single_batch: bool,
+    ) -> Result<(Vec<Bson>, i64)> {
+        self.open_source(
+            ns,
+            Source::Sorted(Box::new(sorted)),
+            batch_size,
+            single_batch,
+            Deadline::NONE,
         )
     }
 

@@ -92,6 +92,7 @@ error_codes! {
     ConflictingOperationInProgress = 117,
     TransactionTooOld = 225,
     NoSuchTransaction = 251,
+    QueryExceededMemoryLimitNoDiskUseAllowed = 292,
     TooManyLogicalSessions = 261,
     TransactionCommitted = 256,
     OperationNotSupportedInTransaction = 263,

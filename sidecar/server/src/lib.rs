@@ -24,6 +24,7 @@ pub mod retry;
 pub mod server;
 pub mod service;
 pub mod session;
+pub mod spill;
 pub mod target;
 pub mod wal_error;
 pub mod wire;

@@ -78,6 +78,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         (args.default_max_time_ms > 0)
             .then(|| std::time::Duration::from_millis(args.default_max_time_ms)),
     );
+    service.set_blocking_sort_bytes(args.max_blocking_sort_bytes);
     run_with(listener, service, options, shutdown_signal()).await;
     Ok(())
 }

@@ -25,6 +25,8 @@ pub struct Service {
     pub sessions: Sessions,
     /// `maxTimeMS` for commands that give none, in ms (0: no limit).
     default_max_time_ms: AtomicU64,
+    /// Memory of one blocking sort before it spills (MongoDB's 100 MiB).
+    blocking_sort_bytes: AtomicU64,
     pub metrics: Arc<Metrics>,
     pub started: Instant,
     /// `--read-only`: every write and branch change is refused.
@@ -41,6 +43,7 @@ impl Service {
             retries: RetryMemory::default(),
             sessions: Sessions::default(),
             default_max_time_ms: AtomicU64::new(0),
+            blocking_sort_bytes: AtomicU64::new(crate::spill::BLOCKING_STAGE_BYTES as u64),
             metrics,
             started: Instant::now(),
             read_only: false,
@@ -73,6 +76,15 @@ impl Service {
     pub fn set_default_max_time(&self, limit: Option<std::time::Duration>) {
         let ms = limit.map_or(0, |d| d.as_millis().min(u128::from(u64::MAX)) as u64);
         self.default_max_time_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Memory one blocking sort may use before it spills to disk.
+    pub fn blocking_sort_bytes(&self) -> usize {
+        usize::try_from(self.blocking_sort_bytes.load(Ordering::Relaxed)).unwrap_or(usize::MAX)
+    }
+
+    pub fn set_blocking_sort_bytes(&self, bytes: u64) {
+        self.blocking_sort_bytes.store(bytes, Ordering::Relaxed);
     }
 
     pub fn next_connection_id(&self) -> i64 {

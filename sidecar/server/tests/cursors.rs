@@ -1,7 +1,10 @@
-//! Cursors stream and commands honour `maxTimeMS`, through the Rust driver
-//! against the server in-process.
+//! Cursors stream, sorts spill past their memory budget, and commands
+//! honour `maxTimeMS`, through the Rust driver against the server
+//! (in-process, or the real binary where a flag is needed).
 
 mod common;
+
+use common::sidecar::Sidecar;
 
 use bson::{Document, doc};
 use common::{TestServer, code};
@@ -99,4 +102,67 @@ async fn max_time_ms_stops_long_scans() {
     assert_eq!(n, 3_000);
     db.run_command(doc! {"ping": 1}).await.unwrap();
     server.stop().await;
+}
+
+/// A sort larger than the blocking-stage budget (64 KiB here, 100 MiB by
+/// default) spills to disk and still returns every document in order;
+/// with `allowDiskUse: false` it fails with 292 instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sort_past_its_memory_budget_spills_or_fails_as_asked() {
+    let data = tempfile::tempdir().unwrap();
+    let wal = data.path().join("wal").display().to_string();
+    let sidecar = Sidecar::start(
+        "argon-sidecar",
+        &["--data", &wal, "--max-blocking-sort-bytes", "65536"],
+    )
+    .await
+    .unwrap();
+    let client = sidecar.client().await.unwrap();
+    let items: Collection<Document> = client.database("cur").collection("items");
+    let docs: Vec<Document> = (0..4_000)
+        .map(|i| doc! {"_id": i, "k": (i * 7919) % 1000, "pad": "x".repeat(100)})
+        .collect();
+    items.insert_many(docs).await.unwrap();
+    let sorted: Vec<Document> = items
+        .find(doc! {"k": {"$gte": 10}})
+        .sort(doc! {"k": -1, "_id": 1})
+        .skip(5)
+        .projection(doc! {"pad": 0})
+        .batch_size(333)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let keys: Vec<(i32, i32)> = sorted
+        .iter()
+        .map(|d| (d.get_i32("k").unwrap(), d.get_i32("_id").unwrap()))
+        .collect();
+    let mut expected: Vec<(i32, i32)> = (0..4_000)
+        .map(|i| ((i * 7919) % 1000, i))
+        .filter(|(k, _)| *k >= 10)
+        .collect();
+    expected.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    assert_eq!(keys, expected[5..].to_vec());
+    assert!(sorted.iter().all(|d| !d.contains_key("pad")));
+    let e = client
+        .database("cur")
+        .run_command(doc! {"find": "items", "sort": {"k": 1}, "allowDiskUse": false})
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), Some(292), "{e}");
+    // Small sorts do not need the disk.
+    let few = client
+        .database("cur")
+        .run_command(doc! {"find": "items", "filter": {"_id": {"$lt": 10}}, "sort": {"k": 1}, "allowDiskUse": false})
+        .await
+        .unwrap();
+    assert_eq!(
+        few.get_document("cursor")
+            .unwrap()
+            .get_array("firstBatch")
+            .unwrap()
+            .len(),
+        10
+    );
 }

@@ -6,12 +6,13 @@ use argon_wal::{BranchState, Namespace};
 use bson::{Bson, Document, doc};
 
 use super::{Ctx, collection_name, cursor_reply, opt_bool, opt_doc, opt_i64};
-use crate::cursor::Scan;
+use crate::cursor::{Scan, SortedScan};
 use crate::deadline::Deadline;
 use crate::error::{CommandError, Result};
 use crate::query::aggregate::{Lookup, Pipeline};
 use crate::query::{Filter, Projection, SortSpec};
 use crate::service::operation_time;
+use crate::spill::{ExternalSorter, Sorted};
 
 /// `batchSize` from a document (`find`'s command, or `cursor: {batchSize}`).
 pub(crate) fn batch_size(d: Option<&Document>) -> Result<Option<usize>> {
@@ -124,13 +125,19 @@ pub async fn find(ctx: &Ctx<'_>) -> Result<Document> {
     let shown = format!("{}.{coll}", target.raw);
     let (first, id) = match &sort {
         Some(s) if !s.is_empty() => {
-            // A sort is blocking: every match first, then the order.
-            let mut v = matching_until(&state, &ns, &filter, deadline)?;
-            s.sort(&mut v);
-            let docs = finish(v.into_iter(), skip, limit, projection.as_ref())?;
+            // A sort is blocking: every match first (spilled to disk past
+            // the blocking-stage budget), then the order.
+            let allow_disk = opt_bool(ctx.cmd, "allowDiskUse", true)?;
+            let sorted = sort_matching(&state, &ns, &filter, s, allow_disk, ctx, deadline)?;
+            let sorted = SortedScan::new(
+                sorted,
+                projection,
+                usize::try_from(skip).unwrap_or(usize::MAX),
+                (limit > 0).then(|| usize::try_from(limit).unwrap_or(usize::MAX)),
+            );
             ctx.svc
                 .cursors
-                .open(shown.clone(), docs, batch, single_batch)
+                .open_sorted(shown.clone(), sorted, batch, single_batch)?
         }
         _ if filter.id_equality().is_some() => {
             let found = try_matching(&state, &ns, &filter)?;
@@ -158,6 +165,32 @@ pub async fn find(ctx: &Ctx<'_>) -> Result<Document> {
     let mut out = cursor_reply(&shown, first, id, true);
     out.insert("operationTime", operation_time(state.time()));
     Ok(out)
+}
+
+/// The documents of `ns` matching `filter`, sorted within the server's
+/// blocking-sort budget (see `spill`).
+fn sort_matching(
+    state: &BranchState,
+    ns: &Namespace,
+    filter: &Filter,
+    spec: &SortSpec,
+    allow_disk: bool,
+    ctx: &Ctx<'_>,
+    deadline: Deadline,
+) -> Result<Sorted> {
+    let mut sorter = ExternalSorter::new(spec.clone(), ctx.svc.blocking_sort_bytes(), allow_disk);
+    if let Some(coll) = state.collection(ns) {
+        for (i, raw) in coll.iter().enumerate() {
+            if i % 256 == 255 {
+                deadline.check()?;
+            }
+            let d = argon_wal::rawdoc::parse(raw);
+            if filter.is_empty() || filter.try_matches(&d)? {
+                sorter.push(d, raw.as_bytes().len())?;
+            }
+        }
+    }
+    sorter.finish()
 }
 
 fn finish(

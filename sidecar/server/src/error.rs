@@ -64,6 +64,7 @@ error_codes! {
     Location15955 = 15955,
     Location15983 = 15983,
     Location16410 = 16410,
+    Location17217 = 17217,
     Location31253 = 31253,
     Location31254 = 31254,
     Location28769 = 28769,

@@ -166,3 +166,35 @@ async fn a_sort_past_its_memory_budget_spills_or_fails_as_asked() {
         10
     );
 }
+
+/// `distinct` drops duplicates across numeric types and array elements
+/// (sorted, then neighbours compared: O(n log n)).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distinct_values_are_deduplicated_in_order() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let c: Collection<Document> = client.database("cur").collection("d");
+    c.insert_many([
+        doc! {"_id": 1, "v": 1},
+        doc! {"_id": 2, "v": 1.0},
+        doc! {"_id": 3, "v": [2, 3, 1]},
+        doc! {"_id": 4, "v": "a"},
+        doc! {"_id": 5, "v": null},
+        doc! {"_id": 6},
+        doc! {"_id": 7, "v": 2i64},
+    ])
+    .await
+    .unwrap();
+    let values = c.distinct("v", doc! {}).await.unwrap();
+    assert_eq!(
+        values,
+        vec![
+            bson::Bson::Null,
+            bson::Bson::Int32(1),
+            bson::Bson::Int32(2),
+            bson::Bson::Int32(3),
+            bson::Bson::String("a".into())
+        ]
+    );
+    server.stop().await;
+}

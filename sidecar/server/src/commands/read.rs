@@ -8,7 +8,7 @@ use bson::{Bson, Document, doc};
 use super::{Ctx, collection_name, cursor_reply, opt_bool, opt_doc, opt_i64};
 use crate::cursor::{Scan, SortedScan};
 use crate::deadline::Deadline;
-use crate::error::{CommandError, Result};
+use crate::error::{CommandError, ErrorCode, Result};
 use crate::query::aggregate::{Lookup, Pipeline};
 use crate::query::{Filter, Projection, SortSpec};
 use crate::service::operation_time;
@@ -273,6 +273,9 @@ pub async fn count(ctx: &Ctx<'_>) -> Result<Document> {
     Ok(doc! {"n": super::count_value(n as i64), "operationTime": operation_time(state.time())})
 }
 
+/// Values `distinct` collects before it drops duplicates (a blocking stage's budget).
+const DISTINCT_COLLECT_BYTES: usize = crate::spill::BLOCKING_STAGE_BYTES;
+
 pub async fn distinct(ctx: &Ctx<'_>) -> Result<Document> {
     let coll = collection_name(ctx.cmd, "distinct")?;
     let target = ctx.target()?;
@@ -287,7 +290,10 @@ pub async fn distinct(ctx: &Ctx<'_>) -> Result<Document> {
     let filter = parse_filter(ctx.cmd, "query")?;
     let state = ctx.read_state(&target).await?;
     let ns = Namespace::new(target.db.as_str(), coll.as_str());
+    use crate::query::compare::{compare, equal, type_rank};
+    // Collect, sort, then drop neighbours that are the same value: O(n log n).
     let mut values: Vec<Bson> = Vec::new();
+    let mut bytes = 0usize;
     for d in matching_until(&state, &ns, &filter, ctx.deadline()?)? {
         for v in crate::query::path::resolve(&d, &key).values {
             let items: Vec<&Bson> = match v {
@@ -295,17 +301,26 @@ pub async fn distinct(ctx: &Ctx<'_>) -> Result<Document> {
                 v => vec![v],
             };
             for i in items {
-                if !values.iter().any(|e| {
-                    crate::query::compare::equal(e, i)
-                        && crate::query::compare::type_rank(e)
-                            == crate::query::compare::type_rank(i)
-                }) {
-                    values.push(i.clone());
-                }
+                bytes = bytes.saturating_add(crate::limits::bson_size(i));
+                values.push(i.clone());
             }
         }
+        if bytes > DISTINCT_COLLECT_BYTES {
+            // Bound what duplicates can cost before they are dropped.
+            values.sort_by(compare);
+            values.dedup_by(|a, b| type_rank(a) == type_rank(b) && equal(a, b));
+            bytes = values.iter().map(crate::limits::bson_size).sum();
+        }
     }
-    values.sort_by(crate::query::compare::compare);
+    values.sort_by(compare);
+    values.dedup_by(|a, b| type_rank(a) == type_rank(b) && equal(a, b));
+    let size: usize = values.iter().map(crate::limits::bson_size).sum();
+    if size > crate::limits::MAX_DOCUMENT_SIZE {
+        return Err(CommandError::new(
+            ErrorCode::Location17217,
+            "distinct too big, 16mb cap",
+        ));
+    }
     Ok(doc! {"values": values, "operationTime": operation_time(state.time())})
 }
 

@@ -93,6 +93,21 @@ async fn max_time_ms_stops_long_scans() {
         .await
         .unwrap_err();
     assert_eq!(code(&e), Some(2), "{e}");
+    // Writes too: the statement fails whole, nothing is written.
+    let r = db
+        .run_command(doc! {"update": "items", "updates": [{"q": slow.clone(), "u": {"$set": {"touched": true}}, "multi": true}], "maxTimeMS": 1})
+        .await
+        .unwrap();
+    let errors = r.get_array("writeErrors").unwrap();
+    assert_eq!(
+        errors[0].as_document().unwrap().get_i32("code").ok(),
+        Some(50),
+        "{r}"
+    );
+    assert_eq!(
+        items.count_documents(doc! {"touched": true}).await.unwrap(),
+        0
+    );
     // A generous limit changes nothing.
     let n = items
         .count_documents(slow)

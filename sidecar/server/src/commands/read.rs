@@ -28,13 +28,8 @@ pub(crate) fn batch_size(d: Option<&Document>) -> Result<Option<usize>> {
 
 /// The documents of `ns` that match `filter`, parsed, in `_id` order (a
 /// point lookup when the filter pins `_id`). State holds BSON bytes; only
-/// the documents looked at are parsed.
-pub(crate) fn matching(state: &BranchState, ns: &Namespace, filter: &Filter) -> Vec<Document> {
-    try_matching(state, ns, filter).unwrap_or_default()
-}
-
-/// [`matching`], with an error when the filter's `$expr` fails (a value
-/// past a limit) instead of no match.
+/// the documents looked at are parsed. A filter whose `$expr` fails (a
+/// value past a limit) is an error, never "no match".
 pub(crate) fn try_matching(
     state: &BranchState,
     ns: &Namespace,
@@ -50,6 +45,19 @@ pub(crate) fn matching_until(
     filter: &Filter,
     deadline: Deadline,
 ) -> Result<Vec<Document>> {
+    matching_limit(state, ns, filter, None, deadline)
+}
+
+/// [`matching_until`] that stops after `limit` matches (an `updateOne` or
+/// a `deleteOne` reads no further than its first match).
+pub(crate) fn matching_limit(
+    state: &BranchState,
+    ns: &Namespace,
+    filter: &Filter,
+    limit: Option<usize>,
+    deadline: Deadline,
+) -> Result<Vec<Document>> {
+    let limit = limit.unwrap_or(usize::MAX);
     let Some(coll) = state.collection(ns) else {
         return Ok(Vec::new());
     };
@@ -64,6 +72,9 @@ pub(crate) fn matching_until(
     }
     let mut out = Vec::new();
     for (i, raw) in coll.iter().enumerate() {
+        if out.len() >= limit {
+            break;
+        }
         if i % 256 == 255 {
             deadline.check()?;
         }

@@ -13,6 +13,7 @@ use argon_wal::{BranchState, DocOp, Namespace};
 use bson::{Bson, Document, doc, oid::ObjectId};
 
 use super::{Ctx, collection_name, commit, opt_bool, opt_doc};
+use crate::deadline::Deadline;
 use crate::error::{CommandError, ErrorCode, Result};
 use crate::query::compare::{compare, type_rank};
 use crate::query::update::upsert_document;
@@ -350,12 +351,10 @@ fn apply_update(
     ops: &mut Vec<DocOp>,
     ns: &Namespace,
     s: &UpdateStmt,
+    deadline: Deadline,
 ) -> Result<Updated> {
-    let targets: Vec<Document> = {
-        let found = super::read::matching(st, ns, &s.filter);
-        let take = if s.multi { found.len() } else { 1 };
-        found.into_iter().take(take).collect()
-    };
+    let targets =
+        super::read::matching_limit(st, ns, &s.filter, (!s.multi).then_some(1), deadline)?;
     let mut out = Updated {
         matched: targets.len() as i64,
         modified: 0,
@@ -392,6 +391,7 @@ pub async fn update(ctx: &Ctx<'_>) -> Result<Document> {
             .collect(),
     );
     let ns = Namespace::new(target.db.as_str(), coll.as_str());
+    let deadline = ctx.deadline()?;
     let (reply, info) = commit(ctx, &target, move |state| {
         let mut st = state.clone();
         let mut ops = Vec::new();
@@ -402,7 +402,7 @@ pub async fn update(ctx: &Ctx<'_>) -> Result<Document> {
             let r = s
                 .as_ref()
                 .map_err(Clone::clone)
-                .and_then(|s| apply_update(&mut st, &mut ops, &ns, s));
+                .and_then(|s| apply_update(&mut st, &mut ops, &ns, s, deadline));
             match r {
                 Ok(u) => {
                     n += u.matched;
@@ -468,23 +468,22 @@ pub async fn delete(ctx: &Ctx<'_>) -> Result<Document> {
             .collect(),
     );
     let ns = Namespace::new(target.db.as_str(), coll.as_str());
+    let deadline = ctx.deadline()?;
     let ((n, errors), info) = commit(ctx, &target, move |state| {
         let mut st = state.clone();
         let mut ops = Vec::new();
         let mut n = 0i64;
         let mut errors = Vec::new();
         for (i, s) in stmts.iter().enumerate() {
-            match s {
-                Ok((filter, just_one)) => {
-                    let ids: Vec<Bson> = {
-                        let found = super::read::matching(&st, &ns, filter);
-                        let take = if *just_one { 1 } else { found.len() };
-                        found
-                            .into_iter()
-                            .take(take)
-                            .filter_map(|d| d.get("_id").cloned())
-                            .collect()
-                    };
+            let found = s
+                .as_ref()
+                .map_err(Clone::clone)
+                .and_then(|(filter, just_one)| {
+                    super::read::matching_limit(&st, &ns, filter, just_one.then_some(1), deadline)
+                });
+            match found {
+                Ok(found) => {
+                    let ids = found.into_iter().filter_map(|d| d.get("_id").cloned());
                     for id in ids {
                         let op = DocOp::Delete { ns: ns.clone(), id };
                         st.apply(&op);
@@ -551,11 +550,13 @@ pub async fn find_and_modify(ctx: &Ctx<'_>) -> Result<Document> {
         _ => {}
     }
     let ns = Namespace::new(target.db.as_str(), coll.as_str());
+    let deadline = ctx.deadline()?;
     let ((value, last_error), info) = commit(ctx, &target, move |state| {
         let mut st = state.clone();
         let mut ops = Vec::new();
         let found: Option<Document> = {
-            let mut m: Vec<Document> = super::read::matching(&st, &ns, &filter);
+            let first_only = sort.is_none().then_some(1);
+            let mut m = super::read::matching_limit(&st, &ns, &filter, first_only, deadline)?;
             if let Some(s) = &sort {
                 m.sort_by(|a, b| s.compare(a, b));
             }
@@ -602,7 +603,7 @@ pub async fn find_and_modify(ctx: &Ctx<'_>) -> Result<Document> {
     })
     .await?;
     let value = match (value, &fields) {
-        (Some(v), Some(p)) => Bson::Document(p.apply(&v)),
+        (Some(v), Some(p)) => Bson::Document(p.try_apply(&v)?),
         (Some(v), None) => Bson::Document(v),
         (None, _) => Bson::Null,
     };

@@ -140,7 +140,11 @@ pub fn configure(spec: &str) -> Result<(), String> {
     if !ENABLED {
         return Ok(());
     }
-    for item in spec.split([',', ';']).map(str::trim).filter(|s| !s.is_empty()) {
+    for item in spec
+        .split([',', ';'])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
         let (name, how) = item
             .split_once('=')
             .ok_or_else(|| format!("failpoint {item:?}: expected name=once|always|off|<count>"))?;
@@ -150,9 +154,9 @@ pub fn configure(spec: &str) -> Result<(), String> {
             "once" => set(name, Times::Once),
             "always" => set(name, Times::Always),
             n => {
-                let n: u32 = n
-                    .parse()
-                    .map_err(|_| format!("failpoint {name:?}: {n:?} is not once|always|off|<count>"))?;
+                let n: u32 = n.parse().map_err(|_| {
+                    format!("failpoint {name:?}: {n:?} is not once|always|off|<count>")
+                })?;
                 set(name, Times::N(n));
             }
         }

@@ -313,10 +313,10 @@ fn intact_batch_after(bytes: &[u8], from: usize) -> bool {
         // Cheap filter first: the header's length field is always 20.
         u32_at(rest, 0) as usize == BATCH_PAYLOAD
             && matches!(parse_batch_header(rest), Ok((_, len, crc))
-                if usize::try_from(len).is_ok_and(|len| {
-                    rest.len() >= BATCH_HEADER + len
-                        && crc32c::crc32c(&rest[BATCH_HEADER..BATCH_HEADER + len]) == crc
-                }))
+            if usize::try_from(len).is_ok_and(|len| {
+                rest.len() >= BATCH_HEADER + len
+                    && crc32c::crc32c(&rest[BATCH_HEADER..BATCH_HEADER + len]) == crc
+            }))
     })
 }
 
@@ -609,10 +609,7 @@ fn recover_segment(path: &Path, n: u64, is_last: bool, index: &mut Index) -> Res
     File::open(path)
         .and_then(|mut f| f.read_to_end(&mut bytes))
         .map_err(|e| WalError::io(path, e))?;
-    let clean = |end| Recovered {
-        end,
-        batched: true,
-    };
+    let clean = |end| Recovered { end, batched: true };
     if bytes.len() < MAGIC.len() {
         if is_last && (MAGIC.starts_with(&bytes) || MAGIC_V1.starts_with(&bytes)) {
             // Crashed while creating the segment: rewrite its header.
@@ -658,9 +655,10 @@ fn recover_segment(path: &Path, n: u64, is_last: bool, index: &mut Index) -> Res
                     Some(end) if end > bytes.len() => {
                         (is_last, "batch runs past the end of the segment".into())
                     }
-                    Some(end) if crc32c::crc32c(&bytes[pos + BATCH_HEADER..end]) != crc => {
-                        (is_last && end == bytes.len(), "batch checksum mismatch".into())
-                    }
+                    Some(end) if crc32c::crc32c(&bytes[pos + BATCH_HEADER..end]) != crc => (
+                        is_last && end == bytes.len(),
+                        "batch checksum mismatch".into(),
+                    ),
                     Some(end) => {
                         // Intact batch: its records must all decode.
                         if let Some(bad) =
@@ -815,7 +813,10 @@ fn apply_acked_marker(dir: &Path) -> Result<()> {
         Err(e) => return Err(WalError::io(&marker, e)),
     };
     let parsed = text.split_once(' ').and_then(|(seg, end)| {
-        Some((seg.trim().parse::<u64>().ok()?, end.trim().parse::<u64>().ok()?))
+        Some((
+            seg.trim().parse::<u64>().ok()?,
+            end.trim().parse::<u64>().ok()?,
+        ))
     });
     match parsed {
         Some((seg, end)) => {
@@ -836,7 +837,9 @@ fn apply_acked_marker(dir: &Path) -> Result<()> {
             }
         }
         // A marker torn by a crash: recovery's own rules still apply.
-        None => tracing::warn!(file = %marker.display(), "ignoring an unreadable ACKED-UPTO marker"),
+        None => {
+            tracing::warn!(file = %marker.display(), "ignoring an unreadable ACKED-UPTO marker")
+        }
     }
     fs::remove_file(&marker).map_err(|e| WalError::io(&marker, e))?;
     fsync_dir(&dir.join("log"))
@@ -1153,7 +1156,9 @@ enum Failure {
 
 /// One `write` of the whole batch, then one `fdatasync`.
 fn write_batch(active: &mut File, buf: &[u8]) -> std::result::Result<(), Failure> {
-    use crate::failpoints::{self, EMBEDDED_BEFORE_FSYNC, EMBEDDED_FSYNC_ERROR, EMBEDDED_TORN_WRITE};
+    use crate::failpoints::{
+        self, EMBEDDED_BEFORE_FSYNC, EMBEDDED_FSYNC_ERROR, EMBEDDED_TORN_WRITE,
+    };
     if failpoints::fire(EMBEDDED_TORN_WRITE) {
         // Out-of-order writeback cut short: the first half and the last
         // eighth of the batch reached the disk, zeros between.
@@ -1161,11 +1166,15 @@ fn write_batch(active: &mut File, buf: &[u8]) -> std::result::Result<(), Failure
         let mut torn = buf.to_vec();
         torn[buf.len() / 2..keep_tail].fill(0);
         let _ = active.write_all(&torn).and_then(|_| active.sync_data());
-        return Err(Failure::Crash("failpoint embedded-torn-write: the store stopped"));
+        return Err(Failure::Crash(
+            "failpoint embedded-torn-write: the store stopped",
+        ));
     }
     active.write_all(buf).map_err(Failure::Io)?;
     if failpoints::fire(EMBEDDED_BEFORE_FSYNC) {
-        return Err(Failure::Crash("failpoint embedded-before-fsync: the store stopped"));
+        return Err(Failure::Crash(
+            "failpoint embedded-before-fsync: the store stopped",
+        ));
     }
     if failpoints::fire(EMBEDDED_FSYNC_ERROR) {
         return Err(Failure::Io(std::io::Error::other(
@@ -1202,11 +1211,7 @@ impl LogStore for EmbeddedStore {
             if self.is_poisoned() {
                 return Err(WalError::Closed(POISONED));
             }
-            let stopped = self
-                .tx
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .is_none()
+            let stopped = self.tx.lock().unwrap_or_else(|e| e.into_inner()).is_none()
                 || self
                     .writer
                     .lock()
@@ -1444,5 +1449,130 @@ impl LogStore for EmbeddedStore {
             .map_err(|e| WalError::io(&path, e))?;
             Ok(Some(SnapshotRecord { branch, seq, bytes }))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn commit(seq: u64) -> Commit {
+        Commit {
+            branch: BranchId(1),
+            seq: Seq(seq),
+            time: CommitTime(seq as i64),
+            actor: "t".into(),
+            ops: Vec::new(),
+            seal: None,
+        }
+    }
+
+    /// Record frames of commits `seqs`, as a batch body.
+    fn body(seqs: std::ops::RangeInclusive<u64>) -> (u32, Vec<u8>) {
+        let mut out = Vec::new();
+        let mut n = 0;
+        for s in seqs {
+            let d = record::commit_to_doc("p", &commit(s)).unwrap();
+            // Padding in the actor spreads the batch over several pages.
+            let mut d = d;
+            d.insert("pad", "x".repeat(3000));
+            frame(&d.to_vec().unwrap(), &mut out);
+            n += 1;
+        }
+        (n, out)
+    }
+
+    /// Three acknowledged commits, then `tail` appended to the segment;
+    /// the head seq after reopening (or the error).
+    async fn reopen_with_tail(tail: &[u8]) -> Result<Option<Seq>> {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = EmbeddedStore::open(dir.path()).unwrap();
+            for s in 1..=3 {
+                store.append_commit("p", &commit(s)).await.unwrap();
+            }
+        }
+        let seg = segment_path(dir.path(), 1);
+        let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
+        f.write_all(tail).unwrap();
+        drop(f);
+        let store = EmbeddedStore::open(dir.path())?;
+        let stats = store.log_stats("p", BranchId(1)).await?;
+        Ok(stats.last.map(|l| l.seq))
+    }
+
+    #[tokio::test]
+    async fn a_torn_multi_frame_batch_is_cut_whole() {
+        let (n, b) = body(4..=7);
+        let mut whole = Vec::new();
+        batch_frame(n, &b, &mut whole);
+        assert!(whole.len() > 3 * 4096, "spans pages");
+        // Whole: all four commits are there.
+        assert_eq!(reopen_with_tail(&whole).await.unwrap(), Some(Seq(7)));
+        // Cut short anywhere: gone whole (not the first frames of it).
+        for cut in [10, BATCH_HEADER + 100, whole.len() / 2, whole.len() - 1] {
+            let got = reopen_with_tail(&whole[..cut]).await.unwrap();
+            assert_eq!(got, Some(Seq(3)), "cut at {cut}");
+        }
+        // A hole of zeros in the middle (pages written out of order).
+        let mut holed = whole.clone();
+        holed[4096..8192].fill(0);
+        assert_eq!(reopen_with_tail(&holed).await.unwrap(), Some(Seq(3)));
+        // The header's page lost, the rest written: still torn.
+        let mut headless = whole.clone();
+        headless[..BATCH_HEADER].fill(0);
+        assert_eq!(reopen_with_tail(&headless).await.unwrap(), Some(Seq(3)));
+    }
+
+    #[tokio::test]
+    async fn damage_followed_by_an_intact_batch_is_corruption() {
+        let (n, b) = body(4..=5);
+        let mut first = Vec::new();
+        batch_frame(n, &b, &mut first);
+        let (n2, b2) = body(6..=6);
+        let mut second = Vec::new();
+        batch_frame(n2, &b2, &mut second);
+        // A damaged batch with an intact one after it was not torn: it was
+        // written, fsynced and followed by more.
+        let mut tail = first.clone();
+        tail[..BATCH_HEADER].fill(0);
+        tail.extend_from_slice(&second);
+        let e = reopen_with_tail(&tail).await.unwrap_err();
+        assert!(matches!(e, WalError::Corrupt { .. }), "{e}");
+        let mut tail = first.clone();
+        let mid = BATCH_HEADER + 50;
+        tail[mid] ^= 0xff;
+        tail.extend_from_slice(&second);
+        let e = reopen_with_tail(&tail).await.unwrap_err();
+        assert!(
+            matches!(&e, WalError::Corrupt { reason, .. } if reason.contains("checksum")),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn old_segments_of_bare_frames_are_read_and_never_appended_to() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("log")).unwrap();
+        let mut v1 = MAGIC_V1.to_vec();
+        for s in 1..=2 {
+            let d = record::commit_to_doc("p", &commit(s)).unwrap();
+            frame(&d.to_vec().unwrap(), &mut v1);
+        }
+        std::fs::write(segment_path(dir.path(), 1), &v1).unwrap();
+        {
+            let store = EmbeddedStore::open(dir.path()).unwrap();
+            store.append_commit("p", &commit(3)).await.unwrap();
+            let got = store
+                .read_commits("p", BranchId(1), Seq(0), Seq::MAX, 10)
+                .await;
+            assert_eq!(got.unwrap().len(), 3);
+        }
+        assert_eq!(std::fs::read(segment_path(dir.path(), 1)).unwrap(), v1);
+        assert!(segment_path(dir.path(), 2).exists());
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let stats = store.log_stats("p", BranchId(1)).await.unwrap();
+        assert_eq!(stats.commits, 3);
     }
 }

@@ -4,7 +4,8 @@
 //! hangs) during the outage and succeed after it; every acknowledged insert
 //! is there afterwards; both sidecars converge to the same contents; and
 //! `/readyz` says 503 (with the reason) while the store is down and 200
-//! once it is back, while `/healthz` (liveness) stays 200 throughout.
+//! once it is back, while `/healthz` (liveness) stays 200 throughout. And
+//! the embedded store after a failed fsync (a failpoint in the binary).
 
 mod common;
 
@@ -297,4 +298,62 @@ async fn ferretdb_killed_and_restarted_under_load() {
         present.len() - acked.len(),
         started.elapsed()
     );
+}
+
+/// The embedded store after a failed fsync, through the real binary (its
+/// test build has failpoints; `ARGON_FAILPOINTS` arms one): the write gets
+/// an error, every later one too, `/readyz` says why while `/healthz`
+/// stays up; after a restart (a reopen) the store is ready again, the
+/// acknowledged write is there and the failed one is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_fsync_makes_the_sidecar_unready_until_reopened() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_s = dir.path().join("wal").display().to_string();
+    let metrics_port = free_port().unwrap();
+    let metrics = format!("127.0.0.1:{metrics_port}");
+    let args = ["--data", &data_s, "--metrics-listen", &metrics];
+    // An acknowledged write first, without failpoints.
+    let mut first = Sidecar::start("sidecar-first", &args).await.unwrap();
+    let client = first.client().await.unwrap();
+    let coll: Collection<Document> = client.database("app").collection("items");
+    coll.insert_one(doc! {"_id": "acked"}).await.unwrap();
+    first.kill();
+    drop(client);
+
+    let mut sidecar = Sidecar::start_with_env(
+        "sidecar-fsync",
+        &args,
+        &[("ARGON_FAILPOINTS", "embedded-fsync-error=once")],
+    )
+    .await
+    .unwrap();
+    let client = sidecar.client().await.unwrap();
+    let coll: Collection<Document> = client.database("app").collection("items");
+    wait_ready("ready at start", metrics_port, 200)
+        .await
+        .unwrap();
+    assert!(coll.insert_one(doc! {"_id": "lost"}).await.is_err());
+    assert!(coll.insert_one(doc! {"_id": "refused"}).await.is_err());
+    let why = wait_ready("unready once poisoned", metrics_port, 503)
+        .await
+        .unwrap();
+    assert!(why.contains("reopen"), "503 names the reason: {why:?}");
+    assert_eq!(http_get(metrics_port, "/healthz").await.unwrap().0, 200);
+    sidecar.kill();
+    drop(client);
+
+    let sidecar = Sidecar::start("sidecar-reopened", &args).await.unwrap();
+    wait_ready("ready after reopening", metrics_port, 200)
+        .await
+        .unwrap();
+    let client = sidecar.client().await.unwrap();
+    let coll: Collection<Document> = client.database("app").collection("items");
+    coll.insert_one(doc! {"_id": "kept"}).await.unwrap();
+    let ids: Vec<String> = all_ids(&coll)
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|d| d.get_str("_id").ok().map(str::to_owned))
+        .collect();
+    assert_eq!(ids, vec!["acked".to_string(), "kept".to_string()]);
 }

@@ -47,8 +47,10 @@ pub struct Metrics {
     wal: OnceLock<Wal>,
 }
 
-/// How long `/readyz` waits for the store to answer a ping.
-const READY_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long `/readyz` waits for the store to answer a ping: under the
+/// kubelet's default probe timeout (1 s), so a probe gets the 503 and its
+/// reason rather than timing out itself.
+const READY_PROBE_TIMEOUT: Duration = Duration::from_millis(800);
 
 impl Default for Metrics {
     fn default() -> Self {

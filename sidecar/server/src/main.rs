@@ -43,6 +43,9 @@ fn main() -> ExitCode {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let store = args.store_choice().map_err(anyhow::Error::msg)?;
+    // Failpoints for fault tests: only in a build with argon-wal's
+    // `failpoints` feature; elsewhere this does nothing.
+    argon_wal::failpoints::from_env("ARGON_FAILPOINTS").map_err(anyhow::Error::msg)?;
     let metrics = Arc::new(Metrics::default());
     if let Some(addr) = args.metrics_listen {
         let l = TcpListener::bind(addr)
@@ -59,6 +62,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             args.branch, args.project
         )
     })?;
+    metrics.watch_wal(wal.clone());
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;

@@ -1,11 +1,18 @@
 //! Prometheus metrics and the HTTP endpoint that serves them with the
-//! health checks: `/metrics`, `/healthz` (the process is up), `/readyz` (the
-//! WAL is open and the server accepts connections).
+//! health checks: `/metrics`; `/healthz`, liveness: the process answers
+//! (nothing else is checked, so a store outage never gets the pod
+//! restarted); `/readyz`, readiness: the server accepts connections *and*
+//! the WAL can commit now: its store answers and is not poisoned, and no
+//! branch committer has stopped (`Wal::health`). A 503 names the reason.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::Duration;
+
+use argon_wal::Wal;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -36,7 +43,14 @@ pub struct Metrics {
     pub protocol_errors: Counter,
     pub commits: Counter,
     pub ready: AtomicBool,
+    /// The WAL whose health `/readyz` reports (set once it is open).
+    wal: OnceLock<Wal>,
 }
+
+/// How long `/readyz` waits for the store to answer a ping: under the
+/// kubelet's default probe timeout (1 s), so a probe gets the 503 and its
+/// reason rather than timing out itself.
+const READY_PROBE_TIMEOUT: Duration = Duration::from_millis(800);
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -89,11 +103,35 @@ impl Default for Metrics {
             protocol_errors,
             commits,
             ready: AtomicBool::new(false),
+            wal: OnceLock::new(),
         }
     }
 }
 
 impl Metrics {
+    /// Makes `/readyz` report `wal`'s health from now on.
+    pub fn watch_wal(&self, wal: Wal) {
+        let _ = self.wal.set(wal);
+    }
+
+    /// `Ok` when ready; else why not, for the 503's body.
+    pub async fn readiness(&self) -> Result<(), String> {
+        if !self.ready.load(Ordering::Relaxed) {
+            return Err("not accepting connections".into());
+        }
+        let Some(wal) = self.wal.get() else {
+            return Ok(());
+        };
+        match tokio::time::timeout(READY_PROBE_TIMEOUT, wal.health()).await {
+            Ok(Ok(())) => Ok(()),
+            // The store's own words: no URI (and so no credential) in them.
+            Ok(Err(e)) => Err(format!("WAL store unavailable: {e}")),
+            Err(_) => Err(format!(
+                "WAL store unavailable: no answer within {READY_PROBE_TIMEOUT:?}"
+            )),
+        }
+    }
+
     pub fn encode(&self) -> String {
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
@@ -151,14 +189,17 @@ async fn answer(
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         ),
         "/healthz" => (StatusCode::OK, "ok\n".to_owned(), "text/plain"),
-        "/readyz" if metrics.ready.load(Ordering::Relaxed) => {
-            (StatusCode::OK, "ready\n".to_owned(), "text/plain")
-        }
-        "/readyz" => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready\n".to_owned(),
-            "text/plain",
-        ),
+        "/readyz" => match metrics.readiness().await {
+            Ok(()) => (StatusCode::OK, "ready\n".to_owned(), "text/plain"),
+            Err(reason) => {
+                tracing::debug!(%reason, "not ready");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("not ready: {reason}\n"),
+                    "text/plain",
+                )
+            }
+        },
         _ => (
             StatusCode::NOT_FOUND,
             "not found\n".to_owned(),

@@ -20,7 +20,14 @@ pub fn from_wal(e: WalError) -> CommandError {
             ErrorCode::WriteConflict
         }
         Corrupt { .. } | Malformed { .. } => ErrorCode::InternalError,
-        Locked { .. } | Io { .. } | Mongo { .. } | Closed(_) => ErrorCode::HostUnreachable,
+        // The store cannot serve now: unreachable (the driver reconnects),
+        // an inconsistent read (`LogGap`, retried), or stopped after a failed
+        // write or fsync (`Closed`: fails until reopened, and /readyz says so).
+        // HostUnreachable is a code drivers retry writes on. An append that
+        // failed this way has an unknown outcome, as with any database.
+        Locked { .. } | Io { .. } | Mongo { .. } | Closed(_) | LogGap { .. } => {
+            ErrorCode::HostUnreachable
+        }
     };
     if code == ErrorCode::HostUnreachable || code == ErrorCode::InternalError {
         tracing::error!(error = %e, "WAL store error");

@@ -232,6 +232,12 @@ type Queue = mpsc::UnboundedSender<Box<dyn Pending>>;
 struct Head {
     state: Option<BranchState>,
     sealed: Option<(Seal, CommitInfo)>,
+    /// The state is known to match the store: set by a catch-up and by an
+    /// acknowledged append; false for a head this process has not caught up
+    /// yet and after an append whose outcome is unknown (a lost connection:
+    /// the commit may have landed). An unverified head is caught up before
+    /// the next commit is resolved on it, never assumed.
+    verified: bool,
 }
 
 struct Inner {
@@ -338,6 +344,20 @@ impl Wal {
 
     pub fn project(&self) -> &str {
         self.inner.project.as_str()
+    }
+
+    /// Readiness: `Ok` when the store takes appends (reachable, not
+    /// poisoned) and no branch committer has stopped.
+    pub async fn health(&self) -> Result<()> {
+        let stopped = lock(&self.inner.committers)
+            .iter()
+            .find(|(_, q)| q.is_closed())
+            .map(|(name, _)| name.to_string());
+        if let Some(name) = stopped {
+            tracing::warn!(branch = %name, "branch committer stopped");
+            return Err(WalError::Closed("a branch committer stopped"));
+        }
+        self.inner.store.health().await
     }
 
     /// Optimistic, group-committed write; see the module doc and the API
@@ -765,6 +785,9 @@ impl Inner {
                 .await?;
             let n = commits.len();
             for c in commits {
+                // No holes: a page that skips a seq is an inconsistent read
+                // (a retryable error), and nothing of it is applied.
+                check_next(inc.id, &state, &c)?;
                 let (info, seal) = (c.info(), c.seal.clone());
                 state.apply_commit(&c);
                 if let Some(seal) = seal {
@@ -777,6 +800,7 @@ impl Inner {
             }
         }
         self.set_head(inc.id, h, state);
+        h.verified = true;
         Ok(())
     }
 
@@ -1130,16 +1154,7 @@ impl Inner {
                     });
                 }
                 for c in commits {
-                    if c.seq != state.seq().next() {
-                        return Err(WalError::malformed(
-                            "commit",
-                            format!(
-                                "branch {id} has a hole: seq {} follows {}",
-                                c.seq,
-                                state.seq()
-                            ),
-                        ));
-                    }
+                    check_next(id, &state, &c)?;
                     state.apply_commit(&c);
                 }
             }
@@ -1288,7 +1303,9 @@ impl Inner {
             let inc = self.live(name).await?;
             let head = self.head_lock(inc.id);
             let mut h = head.clone().lock_owned().await;
-            if caught_up || h.state.is_none() || h.sealed.is_some() {
+            // Also before the first append of this process on the branch,
+            // and after an append with an unknown outcome (`Head::verified`).
+            if caught_up || h.state.is_none() || h.sealed.is_some() || !h.verified {
                 self.catch_up(&inc, &mut h).await?;
                 caught_up = true;
             }
@@ -1349,7 +1366,16 @@ impl Inner {
                 limit: self.options.max_commit_bytes,
             });
         }
-        self.store.append_commit(self.project(), &commit).await?;
+        match self.store.append_commit(self.project(), &commit).await {
+            Ok(()) => {}
+            Err(e @ WalError::Conflict { .. }) => return Err(e),
+            Err(e) => {
+                // The commit may or may not have landed: re-read the head
+                // from the store before the next commit.
+                h.verified = false;
+                return Err(e);
+            }
+        }
         let info = commit.info();
         let new_head = working.at(info.seq, info.time);
         self.set_head(inc.id, &mut h, new_head.clone());
@@ -1391,6 +1417,20 @@ impl Inner {
             });
         }
         Ok(info)
+    }
+}
+
+/// The next commit folded onto `state` must be its seq + 1.
+fn check_next(branch: BranchId, state: &BranchState, c: &Commit) -> Result<()> {
+    let expected = state.seq().next();
+    if c.seq == expected {
+        Ok(())
+    } else {
+        Err(WalError::LogGap {
+            branch,
+            expected,
+            found: c.seq,
+        })
     }
 }
 

@@ -86,6 +86,15 @@ pub enum WalError {
 
     #[error("store is closed: {0}")]
     Closed(&'static str),
+
+    /// A read of the log skipped a commit (seq `found` where `expected`
+    /// was due): an inconsistent read, retried, never applied.
+    #[error("log of branch {branch} has a gap: read seq {found} where {expected} was due")]
+    LogGap {
+        branch: BranchId,
+        expected: Seq,
+        found: Seq,
+    },
 }
 
 impl WalError {
@@ -101,6 +110,13 @@ impl WalError {
             context: context.into(),
             source: Box::new(source),
         }
+    }
+
+    /// Whether retrying the same operation later may succeed: the store was
+    /// unreachable or gave an inconsistent read. (A poisoned embedded store
+    /// is `Closed`: it needs a reopen, not a retry.)
+    pub fn is_transient(&self) -> bool {
+        matches!(self, WalError::Mongo { .. } | WalError::LogGap { .. })
     }
 
     pub(crate) fn malformed(what: &'static str, reason: impl Into<String>) -> Self {
@@ -132,6 +148,7 @@ impl WalError {
             WalError::Io { .. } => "io",
             WalError::Mongo { .. } => "mongo",
             WalError::Closed(_) => "closed",
+            WalError::LogGap { .. } => "log_gap",
         }
     }
 }
@@ -218,6 +235,15 @@ impl Clone for WalError {
                 source: source.clone(),
             },
             Closed(m) => Closed(m),
+            LogGap {
+                branch,
+                expected,
+                found,
+            } => LogGap {
+                branch: *branch,
+                expected: *expected,
+                found: *found,
+            },
         }
     }
 }

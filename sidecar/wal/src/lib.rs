@@ -22,6 +22,7 @@ mod catalog;
 pub mod diff;
 mod engine;
 pub mod error;
+pub mod failpoints;
 pub mod idkey;
 pub mod indexkey;
 pub mod rawdoc;

@@ -12,6 +12,9 @@ const START_ATTEMPTS: usize = 3;
 pub struct FerretDb {
     process: ServerProcess,
     uri: String,
+    args: Vec<String>,
+    /// How many times it was started (names each run's log).
+    runs: usize,
     dir: TempDir,
 }
 
@@ -45,11 +48,47 @@ impl FerretDb {
             "--telemetry=disable".into(),
             "--log-level=WARN".into(),
         ];
-        let mut process =
-            ServerProcess::start("ferretdb", &assets::ferretdb()?, &args, dir.path())?;
+        let process = ServerProcess::start("ferretdb", &assets::ferretdb()?, &args, dir.path())?;
         let uri = format!("mongodb://127.0.0.1:{port}/");
+        let mut server = Self {
+            process,
+            uri,
+            args,
+            runs: 1,
+            dir,
+        };
+        server.wait_ready().await?;
+        Ok(server)
+    }
+
+    /// Kills the server (SIGKILL: an outage, not a shutdown). Its data stay.
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
+    /// Starts it again on the same port and data (after [`FerretDb::kill`])
+    /// and waits until it answers `ping`.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.process.kill();
+        let mut last = None;
+        for _ in 0..START_ATTEMPTS {
+            self.runs += 1;
+            let name = format!("ferretdb-run{}", self.runs);
+            self.process =
+                ServerProcess::start(&name, &assets::ferretdb()?, &self.args, self.dir.path())?;
+            match self.wait_ready().await {
+                Ok(()) => return Ok(()),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("ferretdb never restarted")))
+    }
+
+    async fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let process = &mut self.process;
         let client = mongodb::Client::with_uri_str(format!(
-            "{uri}?serverSelectionTimeoutMS=500&connectTimeoutMS=500"
+            "{}?serverSelectionTimeoutMS=500&connectTimeoutMS=500",
+            self.uri
         ))
         .await?;
         let ready = wait_until("ferretdb ping", Duration::from_secs(30), || {
@@ -67,7 +106,7 @@ impl FerretDb {
             process.ensure_running()?;
             return Err(e.context(process.log_tail(20)));
         }
-        Ok(Self { process, uri, dir })
+        Ok(())
     }
 
     /// `mongodb://127.0.0.1:<port>/`

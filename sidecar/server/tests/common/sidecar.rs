@@ -36,9 +36,18 @@ impl Sidecar {
     /// it accepts connections (it binds only after its store is open). A
     /// lost race for the port is retried.
     pub async fn start(name: &str, args: &[&str]) -> anyhow::Result<Sidecar> {
+        Self::start_with_env(name, args, &[]).await
+    }
+
+    /// [`Sidecar::start`] with `env` added to the environment.
+    pub async fn start_with_env(
+        name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Sidecar> {
         let mut last = None;
         for _ in 0..START_ATTEMPTS {
-            match Self::try_start(name, args).await {
+            match Self::try_start(name, args, env).await {
                 Ok(s) => return Ok(s),
                 Err(e) => last = Some(e),
             }
@@ -46,7 +55,7 @@ impl Sidecar {
         Err(last.unwrap_or_else(|| anyhow::anyhow!("{name} never started")))
     }
 
-    async fn try_start(name: &str, args: &[&str]) -> anyhow::Result<Sidecar> {
+    async fn try_start(name: &str, args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Sidecar> {
         let logs = tempfile::Builder::new()
             .prefix("argon-sidecar-log-")
             .tempdir()?;
@@ -54,7 +63,8 @@ impl Sidecar {
         let mut full: Vec<String> = vec!["serve".into()];
         full.extend(args.iter().map(|a| a.to_string()));
         full.extend(["--listen".into(), format!("127.0.0.1:{port}")]);
-        let mut process = ServerProcess::start(name, Path::new(BIN), &full, logs.path())?;
+        let mut process =
+            ServerProcess::start_with_env(name, Path::new(BIN), &full, logs.path(), env)?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
             process.ensure_running()?;

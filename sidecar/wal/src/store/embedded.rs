@@ -2,12 +2,18 @@
 //!
 //! ```text
 //! <dir>/LOCK                                   exclusive lock (flock) while open
-//! <dir>/log/00000000000000000001.seg           segments: "ARGWAL01" then frames
+//! <dir>/log/00000000000000000001.seg           segments: "ARGWAL02" then batches
+//! <dir>/log/ACKED-UPTO                         only after a failed write/fsync (see below)
 //! <dir>/snapshots/<project>/<branch>/<seq>.snap
 //! ```
 //! A frame is `len: u32 LE | crc32c(len bytes): u32 LE | crc32c(payload): u32 LE | payload`,
 //! where the payload is one BSON record from `record.rs` (commit, catalog
-//! record or project record).
+//! record or project record). A *batch* (one group commit: one `write`, one
+//! `fdatasync`) is a batch-header frame, whose 20-byte payload is `"ARGB" |
+//! frames: u32 | body length: u64 | crc32c(body): u32`, then the body: that
+//! many record frames. Segments written before batches existed start with
+//! "ARGWAL01" and hold bare frames; they are read as before, and the store
+//! never appends to one (it starts a new segment on open).
 //!
 //! Invariants:
 //! - A record is in the in-memory index (so readable) only after the fsync
@@ -16,12 +22,23 @@
 //!   is waiting, checks uniqueness against the index and the batch, writes the
 //!   accepted frames with one `write` and makes them durable with one
 //!   `fdatasync` (group commit).
-//! - After a failed write or fsync the store refuses all further appends:
-//!   what reached the disk is unknown, and only reopening (recovery) tells.
-//! - On open, a damaged record at the very end of the last segment is a torn
-//!   write that was never acknowledged and is cut off. Damage anywhere else is
-//!   an error naming the file and byte offset; `Recovery::KeepPrefix` keeps
+//! - After a failed write or fsync the store is *poisoned*: it never retries
+//!   the fsync (after a failed fsync the kernel may have dropped the dirty
+//!   pages and a retry can succeed without them: "fsyncgate"), it answers
+//!   every later append with an error, and it records the acknowledged end
+//!   of the log in `log/ACKED-UPTO`. Only reopening clears it: recovery cuts
+//!   the segment back to that end, so a batch that was never acknowledged
+//!   does not come back (`writer_loop`, `apply_acked_marker`).
+//! - On open, a damaged *last batch* of the last segment is a torn write that
+//!   was never acknowledged and is cut off whole: one that runs past the end
+//!   of the file, or whose body checksum fails and that ends exactly at the
+//!   end of the file (pages of one write reach the disk in any order, so the
+//!   damage may sit in the middle of the batch), or a damaged batch header
+//!   after which no intact batch follows. Damage anywhere else is an error
+//!   naming the file and byte offset; `Recovery::KeepPrefix` keeps
 //!   everything before it and moves the rest aside (never deletes it).
+//!   The price of the rule: bit rot in the very last batch of the log looks
+//!   like a torn write and is cut off too.
 //!
 //! One handle per directory: `open` takes an exclusive `flock` on `LOCK`, so
 //! a second open, from this process or another, fails with `WalError::Locked`.
@@ -42,8 +59,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use tokio::sync::oneshot;
 
-const MAGIC: &[u8; 8] = b"ARGWAL01";
+/// Segments of batches (every segment this version starts).
+const MAGIC: &[u8; 8] = b"ARGWAL02";
+/// Segments of bare frames (read, never appended to).
+const MAGIC_V1: &[u8; 8] = b"ARGWAL01";
 const FRAME_HEADER: usize = 12;
+const BATCH_MAGIC: &[u8; 4] = b"ARGB";
+const BATCH_PAYLOAD: usize = 20;
+/// A batch header: one frame with a 20-byte payload.
+const BATCH_HEADER: usize = FRAME_HEADER + BATCH_PAYLOAD;
+/// Written after a failed write or fsync: `<segment> <acknowledged end>`.
+const ACKED_MARKER: &str = "ACKED-UPTO";
 /// Largest single read when replay reads consecutive records.
 const READ_RUN_BYTES: u64 = 4 << 20;
 /// Roll to a new segment past this size.
@@ -52,6 +78,7 @@ const SEGMENT_BYTES: u64 = 64 << 20;
 const MAX_RECORD: usize = 64 << 20;
 /// Most requests packed into one fsync.
 const MAX_BATCH: usize = 4096;
+const POISONED: &str = "an earlier write or fsync failed; reopen the store to recover";
 /// Makes snapshot temp-file names unique within the process.
 static TMP_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
@@ -141,12 +168,16 @@ impl Shared {
             let first = locs[i];
             let mut end = i + 1;
             let mut run_bytes = FRAME_HEADER as u64 + u64::from(first.len);
+            // Consecutive records are separated by at most a batch header.
             while end < locs.len()
                 && locs[end].segment == first.segment
-                && locs[end].offset == first.offset + run_bytes
+                && locs[end].offset >= first.offset + run_bytes
+                && locs[end].offset - (first.offset + run_bytes) <= BATCH_HEADER as u64
                 && run_bytes < READ_RUN_BYTES
             {
-                run_bytes += FRAME_HEADER as u64 + u64::from(locs[end].len);
+                run_bytes = locs[end].offset - first.offset
+                    + FRAME_HEADER as u64
+                    + u64::from(locs[end].len);
                 end += 1;
             }
             let file = {
@@ -161,9 +192,9 @@ impl Shared {
             buf.resize(run_bytes as usize, 0);
             file.read_exact_at(&mut buf, first.offset)
                 .map_err(|e| WalError::io(self.segment_path(first.segment), e))?;
-            let mut at = 0usize;
             for loc in &locs[i..end] {
                 let total = FRAME_HEADER + loc.len as usize;
+                let at = (loc.offset - first.offset) as usize;
                 match parse_frame(&buf[at..at + total]) {
                     Frame::Ok { payload, .. } => each(loc, payload)?,
                     other => {
@@ -174,7 +205,6 @@ impl Shared {
                         });
                     }
                 }
-                at += total;
             }
             i = end;
         }
@@ -242,6 +272,52 @@ fn frame(payload: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(&crc32c::crc32c(&len).to_le_bytes());
     out.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
     out.extend_from_slice(payload);
+}
+
+/// Appends a batch: its header frame, then `body` (the batch's record frames).
+fn batch_frame(frames: u32, body: &[u8], out: &mut Vec<u8>) {
+    let mut header = Vec::with_capacity(BATCH_PAYLOAD);
+    header.extend_from_slice(BATCH_MAGIC);
+    header.extend_from_slice(&frames.to_le_bytes());
+    header.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    header.extend_from_slice(&crc32c::crc32c(body).to_le_bytes());
+    frame(&header, out);
+    out.extend_from_slice(body);
+}
+
+/// A parsed batch header: `(frames, body length, body checksum)`.
+fn parse_batch_header(b: &[u8]) -> std::result::Result<(u32, u64, u32), String> {
+    match parse_frame(b) {
+        Frame::Ok { payload, .. }
+            if payload.len() == BATCH_PAYLOAD && payload.starts_with(BATCH_MAGIC) =>
+        {
+            let mut len = [0u8; 8];
+            len.copy_from_slice(&payload[8..16]);
+            Ok((
+                u32_at(payload, 4),
+                u64::from_le_bytes(len),
+                u32_at(payload, 16),
+            ))
+        }
+        Frame::Ok { .. } => Err("expected a batch header, found another record".into()),
+        other => Err(format!("batch header: {}", other.reason())),
+    }
+}
+
+/// Whether an intact batch (header and body checksums right) starts
+/// anywhere in `bytes[from..]`: then damage before `from` is not a torn
+/// tail, because something was written after it.
+fn intact_batch_after(bytes: &[u8], from: usize) -> bool {
+    (from..bytes.len().saturating_sub(BATCH_HEADER - 1)).any(|p| {
+        let rest = &bytes[p..];
+        // Cheap filter first: the header's length field is always 20.
+        u32_at(rest, 0) as usize == BATCH_PAYLOAD
+            && matches!(parse_batch_header(rest), Ok((_, len, crc))
+            if usize::try_from(len).is_ok_and(|len| {
+                rest.len() >= BATCH_HEADER + len
+                    && crc32c::crc32c(&rest[BATCH_HEADER..BATCH_HEADER + len]) == crc
+            }))
+    })
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
@@ -370,8 +446,10 @@ impl EmbeddedStore {
 
         let mut index = Index::default();
         let mut segments = BTreeMap::new();
+        apply_acked_marker(&dir)?;
         let numbers = list_segments(&dir)?;
         let mut last = 0;
+        let mut last_batched = true;
         let mut stop = false;
         for (i, &n) in numbers.iter().enumerate() {
             let path = segment_path(&dir, n);
@@ -380,7 +458,9 @@ impl EmbeddedStore {
                 continue;
             }
             let is_last = i + 1 == numbers.len();
-            match recover_segment(&path, n, is_last, &mut index)? {
+            let recovered = recover_segment(&path, n, is_last, &mut index)?;
+            last_batched = recovered.batched;
+            match recovered.end {
                 SegmentEnd::Clean => {}
                 SegmentEnd::Corrupt { offset, reason } => match options.recovery {
                     Recovery::Strict => {
@@ -405,12 +485,14 @@ impl EmbeddedStore {
         if stop {
             fsync_dir(&dir.join("log"))?;
         }
-        let active = if last == 0 {
-            last = 1;
-            let f = new_segment(&dir, 1)?;
-            let path = segment_path(&dir, 1);
+        let active = if last == 0 || !last_batched {
+            // A new log, or one whose last segment holds bare frames: batches
+            // go to a segment of their own.
+            last += 1;
+            let f = new_segment(&dir, last)?;
+            let path = segment_path(&dir, last);
             segments.insert(
-                1,
+                last,
                 Arc::new(File::open(&path).map_err(|e| WalError::io(&path, e))?),
             );
             f
@@ -445,6 +527,12 @@ impl EmbeddedStore {
 
     pub fn dir(&self) -> &Path {
         &self.shared.dir
+    }
+
+    /// True after a failed write or fsync: every append fails until the
+    /// store is reopened.
+    pub fn is_poisoned(&self) -> bool {
+        self.shared.poisoned.load(Ordering::SeqCst)
     }
 
     async fn submit(&self, payload: Vec<u8>, what: Payload) -> Result<ProjectRecordOrUnit> {
@@ -509,14 +597,21 @@ enum SegmentEnd {
     Corrupt { offset: u64, reason: String },
 }
 
+struct Recovered {
+    end: SegmentEnd,
+    /// False for a segment of bare frames (never appended to again).
+    batched: bool,
+}
+
 /// Scans one segment into the index. Cuts a torn tail off the last segment.
-fn recover_segment(path: &Path, n: u64, is_last: bool, index: &mut Index) -> Result<SegmentEnd> {
+fn recover_segment(path: &Path, n: u64, is_last: bool, index: &mut Index) -> Result<Recovered> {
     let mut bytes = Vec::new();
     File::open(path)
         .and_then(|mut f| f.read_to_end(&mut bytes))
         .map_err(|e| WalError::io(path, e))?;
+    let clean = |end| Recovered { end, batched: true };
     if bytes.len() < MAGIC.len() {
-        if is_last && MAGIC.starts_with(&bytes) {
+        if is_last && (MAGIC.starts_with(&bytes) || MAGIC_V1.starts_with(&bytes)) {
             // Crashed while creating the segment: rewrite its header.
             let mut f = OpenOptions::new()
                 .write(true)
@@ -526,20 +621,147 @@ fn recover_segment(path: &Path, n: u64, is_last: bool, index: &mut Index) -> Res
             f.write_all(MAGIC)
                 .and_then(|_| f.sync_all())
                 .map_err(|e| WalError::io(path, e))?;
-            return Ok(SegmentEnd::Clean);
+            return Ok(clean(SegmentEnd::Clean));
         }
-        return Ok(SegmentEnd::Corrupt {
+        return Ok(clean(SegmentEnd::Corrupt {
             offset: 0,
             reason: "segment header is cut short".into(),
+        }));
+    }
+    let magic = &bytes[..MAGIC.len()];
+    if magic == MAGIC_V1 {
+        return Ok(Recovered {
+            end: recover_frames(path, &bytes, n, is_last, index)?,
+            batched: false,
         });
     }
-    if &bytes[..MAGIC.len()] != MAGIC {
-        return Ok(SegmentEnd::Corrupt {
+    if magic != MAGIC {
+        return Ok(clean(SegmentEnd::Corrupt {
             offset: 0,
             reason: "not an Argon WAL segment (bad magic)".into(),
-        });
+        }));
     }
     let mut pos = MAGIC.len();
+    while pos < bytes.len() {
+        let rest = &bytes[pos..];
+        // Whether damage at `pos` is the torn last batch, and why it is damage.
+        let (torn, reason) = match parse_batch_header(rest) {
+            Ok((frames, len, crc)) => {
+                let end = usize::try_from(len)
+                    .ok()
+                    .and_then(|len| (pos + BATCH_HEADER).checked_add(len));
+                match end {
+                    None => (false, "batch length is impossible".to_string()),
+                    Some(end) if end > bytes.len() => {
+                        (is_last, "batch runs past the end of the segment".into())
+                    }
+                    Some(end) if crc32c::crc32c(&bytes[pos + BATCH_HEADER..end]) != crc => (
+                        is_last && end == bytes.len(),
+                        "batch checksum mismatch".into(),
+                    ),
+                    Some(end) => {
+                        // Intact batch: its records must all decode.
+                        if let Some(bad) =
+                            index_batch(&bytes[..end], pos + BATCH_HEADER, frames, n, index)
+                        {
+                            return Ok(clean(bad));
+                        }
+                        pos = end;
+                        continue;
+                    }
+                }
+            }
+            Err(reason) => {
+                // A header cut short, zeros, or garbage after which nothing
+                // intact was written: the header's page did not make it.
+                let torn = is_last
+                    && (rest.len() < BATCH_HEADER
+                        || rest.iter().all(|b| *b == 0)
+                        || !intact_batch_after(&bytes, pos + 1));
+                (torn, reason)
+            }
+        };
+        if torn {
+            cut_torn_tail(path, pos, &reason)?;
+            return Ok(clean(SegmentEnd::Clean));
+        }
+        return Ok(clean(SegmentEnd::Corrupt {
+            offset: pos as u64,
+            reason,
+        }));
+    }
+    Ok(clean(SegmentEnd::Clean))
+}
+
+/// Indexes the `frames` records of an intact batch, `bytes[from..]`; the
+/// damage if one does not decode (the batch checksum matched, so this is
+/// a writer bug or a bad record, never a torn write).
+fn index_batch(
+    bytes: &[u8],
+    from: usize,
+    frames: u32,
+    n: u64,
+    index: &mut Index,
+) -> Option<SegmentEnd> {
+    let mut pos = from;
+    let mut seen = 0u32;
+    while pos < bytes.len() {
+        let (payload, total) = match parse_frame(&bytes[pos..]) {
+            Frame::Ok { payload, total } => (payload, total),
+            other => {
+                return Some(SegmentEnd::Corrupt {
+                    offset: pos as u64,
+                    reason: other.reason(),
+                });
+            }
+        };
+        match decode_record(payload) {
+            Ok(what) => index_record(index, &what, n, pos as u64, payload.len() as u32),
+            Err(reason) => {
+                return Some(SegmentEnd::Corrupt {
+                    offset: pos as u64,
+                    reason,
+                });
+            }
+        }
+        seen += 1;
+        pos += total;
+    }
+    (seen != frames).then(|| SegmentEnd::Corrupt {
+        offset: from.saturating_sub(BATCH_HEADER) as u64,
+        reason: format!("batch holds {seen} records, its header says {frames}"),
+    })
+}
+
+fn decode_record(payload: &[u8]) -> std::result::Result<Payload, String> {
+    Document::from_reader(payload)
+        .map_err(|e| e.to_string())
+        .and_then(|d| decode_payload(&d).map_err(|e| e.to_string()))
+        .map_err(|reason| format!("record does not decode: {reason}"))
+}
+
+fn cut_torn_tail(path: &Path, pos: usize, reason: &str) -> Result<()> {
+    tracing::warn!(file = %path.display(), offset = pos, %reason,
+        "cutting off a torn tail (an unacknowledged write)");
+    let f = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| WalError::io(path, e))?;
+    f.set_len(pos as u64)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| WalError::io(path, e))
+}
+
+/// A segment of bare frames ("ARGWAL01", before batches): a damaged record
+/// at the very end of the last segment is torn; anything else is damage.
+fn recover_frames(
+    path: &Path,
+    bytes: &[u8],
+    n: u64,
+    is_last: bool,
+    index: &mut Index,
+) -> Result<SegmentEnd> {
+    let mut pos = MAGIC_V1.len();
     while pos < bytes.len() {
         let rest = &bytes[pos..];
         let frame = parse_frame(rest);
@@ -555,15 +777,7 @@ fn recover_segment(path: &Path, n: u64, is_last: bool, index: &mut Index) -> Res
         let (payload, total) = match frame {
             Frame::Ok { payload, total } => (payload, total),
             other if torn => {
-                tracing::warn!(file = %path.display(), offset = pos, reason = %other.reason(),
-                    "cutting off a torn tail (an unacknowledged write)");
-                let f = OpenOptions::new()
-                    .write(true)
-                    .open(path)
-                    .map_err(|e| WalError::io(path, e))?;
-                f.set_len(pos as u64)
-                    .and_then(|_| f.sync_all())
-                    .map_err(|e| WalError::io(path, e))?;
+                cut_torn_tail(path, pos, &other.reason())?;
                 return Ok(SegmentEnd::Clean);
             }
             other => {
@@ -573,22 +787,78 @@ fn recover_segment(path: &Path, n: u64, is_last: bool, index: &mut Index) -> Res
                 });
             }
         };
-        let what = match Document::from_reader(payload)
-            .map_err(|e| e.to_string())
-            .and_then(|d| decode_payload(&d).map_err(|e| e.to_string()))
-        {
-            Ok(w) => w,
+        match decode_record(payload) {
+            Ok(what) => index_record(index, &what, n, pos as u64, payload.len() as u32),
             Err(reason) => {
                 return Ok(SegmentEnd::Corrupt {
                     offset: pos as u64,
-                    reason: format!("record does not decode: {reason}"),
+                    reason,
                 });
             }
-        };
-        index_record(index, &what, n, pos as u64, payload.len() as u32);
+        }
         pos += total;
     }
     Ok(SegmentEnd::Clean)
+}
+
+/// After a poisoned run (a failed write or fsync), `log/ACKED-UPTO` names
+/// the end of the last acknowledged batch: cut the segment back to it, so
+/// what was written but never acknowledged (and perhaps never durable)
+/// does not come back; then forget the marker.
+fn apply_acked_marker(dir: &Path) -> Result<()> {
+    let marker = dir.join("log").join(ACKED_MARKER);
+    let text = match fs::read_to_string(&marker) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(WalError::io(&marker, e)),
+    };
+    let parsed = text.split_once(' ').and_then(|(seg, end)| {
+        Some((
+            seg.trim().parse::<u64>().ok()?,
+            end.trim().parse::<u64>().ok()?,
+        ))
+    });
+    match parsed {
+        Some((seg, end)) => {
+            let path = segment_path(dir, seg);
+            match fs::metadata(&path) {
+                Ok(m) if m.len() > end => {
+                    tracing::warn!(file = %path.display(), offset = end,
+                        "cutting off what a failed write or fsync left (never acknowledged)");
+                    let f = OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .map_err(|e| WalError::io(&path, e))?;
+                    f.set_len(end)
+                        .and_then(|_| f.sync_all())
+                        .map_err(|e| WalError::io(&path, e))?;
+                }
+                _ => {}
+            }
+        }
+        // A marker torn by a crash: recovery's own rules still apply.
+        None => {
+            tracing::warn!(file = %marker.display(), "ignoring an unreadable ACKED-UPTO marker")
+        }
+    }
+    fs::remove_file(&marker).map_err(|e| WalError::io(&marker, e))?;
+    fsync_dir(&dir.join("log"))
+}
+
+/// Best effort, from the writer thread after a failed write or fsync.
+fn write_acked_marker(dir: &Path, segment: u64, end: u64) {
+    let log = dir.join("log");
+    let marker = log.join(ACKED_MARKER);
+    let written = File::create(&marker)
+        .and_then(|mut f| {
+            f.write_all(format!("{segment} {end}\n").as_bytes())?;
+            f.sync_all()
+        })
+        .map_err(|e| WalError::io(&marker, e))
+        .and_then(|()| fsync_dir(&log));
+    if let Err(e) = written {
+        tracing::error!(error = %e, "could not record the acknowledged end of the log");
+    }
 }
 
 /// Copies `path[offset..]` to `path.corrupt-at-<offset>`, then truncates `path` at `offset`.
@@ -740,15 +1010,13 @@ fn writer_loop(
         }
         if shared.poisoned.load(Ordering::SeqCst) {
             for r in batch {
-                let _ = r.ack.send(Err(WalError::Closed(
-                    "an earlier write or fsync failed; reopen the store to recover",
-                )));
+                let _ = r.ack.send(Err(WalError::Closed(POISONED)));
             }
             continue;
         }
         // Uniqueness: against the index and against earlier requests in this batch.
         let mut accepted: Vec<(AppendReq, u64)> = Vec::with_capacity(batch.len());
-        let mut buf = Vec::new();
+        let mut body = Vec::new();
         {
             let index = shared.index();
             let mut seen_commits = HashSet::new();
@@ -805,8 +1073,8 @@ fn writer_loop(
                 };
                 match verdict {
                     Ok(()) => {
-                        let offset = size + buf.len() as u64;
-                        frame(&r.payload, &mut buf);
+                        let offset = size + (BATCH_HEADER + body.len()) as u64;
+                        frame(&r.payload, &mut body);
                         accepted.push((r, offset));
                     }
                     Err(e) => {
@@ -818,18 +1086,37 @@ fn writer_loop(
         if accepted.is_empty() {
             continue;
         }
+        let mut buf = Vec::with_capacity(BATCH_HEADER + body.len());
+        batch_frame(accepted.len() as u32, &body, &mut buf);
+        drop(body);
         let path = shared.segment_path(number);
-        let written = active.write_all(&buf).and_then(|_| active.sync_data());
-        if let Err(e) = written {
-            tracing::error!(file = %path.display(), error = %e, "WAL write failed; refusing further appends");
-            shared.poisoned.store(true, Ordering::SeqCst);
-            for (r, _) in accepted {
-                let _ = r.ack.send(Err(WalError::io(
-                    &path,
-                    std::io::Error::new(e.kind(), e.to_string()),
-                )));
+        match write_batch(&mut active, &buf) {
+            Ok(()) => {}
+            Err(Failure::Crash(what)) => {
+                // A failpoint standing for the process dying here: nothing
+                // more reaches the disk and nobody is told anything.
+                shared.poisoned.store(true, Ordering::SeqCst);
+                for (r, _) in accepted {
+                    let _ = r.ack.send(Err(WalError::Closed(what)));
+                }
+                continue;
             }
-            continue;
+            Err(Failure::Io(e)) => {
+                // Never retry the fsync: after a failed one the kernel may
+                // have dropped the dirty pages, and a retry could succeed
+                // without them. Poison, record where acknowledged data ends
+                // (recovery cuts the log back to it), and answer errors.
+                tracing::error!(file = %path.display(), error = %e, "WAL write or fsync failed; refusing further appends until reopened");
+                shared.poisoned.store(true, Ordering::SeqCst);
+                write_acked_marker(&shared.dir, number, size);
+                for (r, _) in accepted {
+                    let _ = r.ack.send(Err(WalError::io(
+                        &path,
+                        std::io::Error::new(e.kind(), e.to_string()),
+                    )));
+                }
+                continue;
+            }
         }
         size += buf.len() as u64;
         {
@@ -861,6 +1148,42 @@ fn writer_loop(
     }
 }
 
+enum Failure {
+    Io(std::io::Error),
+    /// A failpoint that stands for the process dying at this point.
+    Crash(&'static str),
+}
+
+/// One `write` of the whole batch, then one `fdatasync`.
+fn write_batch(active: &mut File, buf: &[u8]) -> std::result::Result<(), Failure> {
+    use crate::failpoints::{
+        self, EMBEDDED_BEFORE_FSYNC, EMBEDDED_FSYNC_ERROR, EMBEDDED_TORN_WRITE,
+    };
+    if failpoints::fire(EMBEDDED_TORN_WRITE) {
+        // Out-of-order writeback cut short: the first half and the last
+        // eighth of the batch reached the disk, zeros between.
+        let keep_tail = buf.len() - buf.len() / 8;
+        let mut torn = buf.to_vec();
+        torn[buf.len() / 2..keep_tail].fill(0);
+        let _ = active.write_all(&torn).and_then(|_| active.sync_data());
+        return Err(Failure::Crash(
+            "failpoint embedded-torn-write: the store stopped",
+        ));
+    }
+    active.write_all(buf).map_err(Failure::Io)?;
+    if failpoints::fire(EMBEDDED_BEFORE_FSYNC) {
+        return Err(Failure::Crash(
+            "failpoint embedded-before-fsync: the store stopped",
+        ));
+    }
+    if failpoints::fire(EMBEDDED_FSYNC_ERROR) {
+        return Err(Failure::Io(std::io::Error::other(
+            "failpoint embedded-fsync-error: fdatasync failed (EIO)",
+        )));
+    }
+    active.sync_data().map_err(Failure::Io)
+}
+
 fn roll(shared: &Shared, n: u64) -> Result<File> {
     let f = new_segment(&shared.dir, n)?;
     let path = shared.segment_path(n);
@@ -881,6 +1204,25 @@ fn encode_doc(d: &Document, what: &'static str) -> Result<Vec<u8>> {
 impl LogStore for EmbeddedStore {
     fn describe(&self) -> String {
         format!("embedded store at {}", self.shared.dir.display())
+    }
+
+    fn health(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            if self.is_poisoned() {
+                return Err(WalError::Closed(POISONED));
+            }
+            let stopped = self.tx.lock().unwrap_or_else(|e| e.into_inner()).is_none()
+                || self
+                    .writer
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_ref()
+                    .is_none_or(|h| h.is_finished());
+            if stopped {
+                return Err(WalError::Closed("embedded store writer has stopped"));
+            }
+            Ok(())
+        })
     }
 
     fn ensure_project<'a>(&'a self, project: &'a ProjectRecord) -> StoreFuture<'a, ProjectRecord> {
@@ -1107,5 +1449,130 @@ impl LogStore for EmbeddedStore {
             .map_err(|e| WalError::io(&path, e))?;
             Ok(Some(SnapshotRecord { branch, seq, bytes }))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn commit(seq: u64) -> Commit {
+        Commit {
+            branch: BranchId(1),
+            seq: Seq(seq),
+            time: CommitTime(seq as i64),
+            actor: "t".into(),
+            ops: Vec::new(),
+            seal: None,
+        }
+    }
+
+    /// Record frames of commits `seqs`, as a batch body.
+    fn body(seqs: std::ops::RangeInclusive<u64>) -> (u32, Vec<u8>) {
+        let mut out = Vec::new();
+        let mut n = 0;
+        for s in seqs {
+            let d = record::commit_to_doc("p", &commit(s)).unwrap();
+            // Padding in the actor spreads the batch over several pages.
+            let mut d = d;
+            d.insert("pad", "x".repeat(3000));
+            frame(&d.to_vec().unwrap(), &mut out);
+            n += 1;
+        }
+        (n, out)
+    }
+
+    /// Three acknowledged commits, then `tail` appended to the segment;
+    /// the head seq after reopening (or the error).
+    async fn reopen_with_tail(tail: &[u8]) -> Result<Option<Seq>> {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = EmbeddedStore::open(dir.path()).unwrap();
+            for s in 1..=3 {
+                store.append_commit("p", &commit(s)).await.unwrap();
+            }
+        }
+        let seg = segment_path(dir.path(), 1);
+        let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
+        f.write_all(tail).unwrap();
+        drop(f);
+        let store = EmbeddedStore::open(dir.path())?;
+        let stats = store.log_stats("p", BranchId(1)).await?;
+        Ok(stats.last.map(|l| l.seq))
+    }
+
+    #[tokio::test]
+    async fn a_torn_multi_frame_batch_is_cut_whole() {
+        let (n, b) = body(4..=7);
+        let mut whole = Vec::new();
+        batch_frame(n, &b, &mut whole);
+        assert!(whole.len() > 3 * 4096, "spans pages");
+        // Whole: all four commits are there.
+        assert_eq!(reopen_with_tail(&whole).await.unwrap(), Some(Seq(7)));
+        // Cut short anywhere: gone whole (not the first frames of it).
+        for cut in [10, BATCH_HEADER + 100, whole.len() / 2, whole.len() - 1] {
+            let got = reopen_with_tail(&whole[..cut]).await.unwrap();
+            assert_eq!(got, Some(Seq(3)), "cut at {cut}");
+        }
+        // A hole of zeros in the middle (pages written out of order).
+        let mut holed = whole.clone();
+        holed[4096..8192].fill(0);
+        assert_eq!(reopen_with_tail(&holed).await.unwrap(), Some(Seq(3)));
+        // The header's page lost, the rest written: still torn.
+        let mut headless = whole.clone();
+        headless[..BATCH_HEADER].fill(0);
+        assert_eq!(reopen_with_tail(&headless).await.unwrap(), Some(Seq(3)));
+    }
+
+    #[tokio::test]
+    async fn damage_followed_by_an_intact_batch_is_corruption() {
+        let (n, b) = body(4..=5);
+        let mut first = Vec::new();
+        batch_frame(n, &b, &mut first);
+        let (n2, b2) = body(6..=6);
+        let mut second = Vec::new();
+        batch_frame(n2, &b2, &mut second);
+        // A damaged batch with an intact one after it was not torn: it was
+        // written, fsynced and followed by more.
+        let mut tail = first.clone();
+        tail[..BATCH_HEADER].fill(0);
+        tail.extend_from_slice(&second);
+        let e = reopen_with_tail(&tail).await.unwrap_err();
+        assert!(matches!(e, WalError::Corrupt { .. }), "{e}");
+        let mut tail = first.clone();
+        let mid = BATCH_HEADER + 50;
+        tail[mid] ^= 0xff;
+        tail.extend_from_slice(&second);
+        let e = reopen_with_tail(&tail).await.unwrap_err();
+        assert!(
+            matches!(&e, WalError::Corrupt { reason, .. } if reason.contains("checksum")),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn old_segments_of_bare_frames_are_read_and_never_appended_to() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("log")).unwrap();
+        let mut v1 = MAGIC_V1.to_vec();
+        for s in 1..=2 {
+            let d = record::commit_to_doc("p", &commit(s)).unwrap();
+            frame(&d.to_vec().unwrap(), &mut v1);
+        }
+        std::fs::write(segment_path(dir.path(), 1), &v1).unwrap();
+        {
+            let store = EmbeddedStore::open(dir.path()).unwrap();
+            store.append_commit("p", &commit(3)).await.unwrap();
+            let got = store
+                .read_commits("p", BranchId(1), Seq(0), Seq::MAX, 10)
+                .await;
+            assert_eq!(got.unwrap().len(), 3);
+        }
+        assert_eq!(std::fs::read(segment_path(dir.path(), 1)).unwrap(), v1);
+        assert!(segment_path(dir.path(), 2).exists());
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let stats = store.log_stats("p", BranchId(1)).await.unwrap();
+        assert_eq!(stats.commits, 3);
     }
 }

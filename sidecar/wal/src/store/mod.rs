@@ -38,6 +38,10 @@ pub trait LogStore: Send + Sync {
     /// A human-readable name for logs and errors ("embedded store at /data").
     fn describe(&self) -> String;
 
+    /// Whether the store can take appends now: `Ok` when it is reachable
+    /// and not poisoned. For readiness checks; cheap (one round trip at most).
+    fn health(&self) -> StoreFuture<'_, ()>;
+
     /// Inserts the project record unless one exists; returns the stored one.
     fn ensure_project<'a>(&'a self, project: &'a ProjectRecord) -> StoreFuture<'a, ProjectRecord>;
 

@@ -15,7 +15,15 @@
 //! Invariant: uniqueness of `(branch, seq)` and of catalog `seq` comes from the
 //! unique indexes alone (duplicate key, code 11000), so any number of handles in
 //! any number of pods may append: exactly one wins each seq. Durability is
-//! the server's write concern (`w: majority, j: true` is requested).
+//! the server's write concern (`w: majority, j: true` is requested), and
+//! reads use read concern `majority`, so a catch-up never applies a commit
+//! that a failover could roll back (and the engine refuses a read with a
+//! hole: `engine.rs: check_next`).
+//!
+//! Outages: the driver reconnects by itself; until it does, every call
+//! fails within the server-selection timeout (5 s unless the URI sets
+//! `serverSelectionTimeoutMS`) with `WalError::Mongo`, which the engine
+//! treats as an unknown outcome for an append (`Head::verified`).
 
 use crate::error::{Result, WalError};
 use crate::record::{self, CatalogRecord, Commit, ProjectRecord, SnapshotRecord};
@@ -24,16 +32,21 @@ use crate::types::{BranchId, CommitInfo, CommitTime, Seq};
 use bson::{Bson, Document, RawDocumentBuf, doc, spec::BinarySubtype};
 use futures::TryStreamExt;
 use mongodb::error::{ErrorKind, WriteFailure};
-use mongodb::options::{Acknowledgment, IndexOptions, WriteConcern};
+use mongodb::options::{Acknowledgment, ClientOptions, IndexOptions, ReadConcern, WriteConcern};
 use mongodb::{Client, Collection, IndexModel};
 use std::sync::Arc;
 
 const DUPLICATE_KEY: i32 = 11000;
+/// How long a call waits for a reachable server when the URI does not say:
+/// during an outage writers get an error in this time, not a hang.
+const SERVER_SELECTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Snapshot chunk size: well under the 16 MiB document limit.
 const CHUNK: usize = 4 << 20;
 
 pub struct MongoStore {
     database: String,
+    db: mongodb::Database,
     projects: Collection<Document>,
     catalog: Collection<Document>,
     commits: Collection<Document>,
@@ -85,11 +98,19 @@ impl MongoStore {
     /// Connects to `uri` and uses (creating collections and indexes in)
     /// `database`.
     pub async fn connect(uri: &str, database: &str) -> Result<Arc<MongoStore>> {
-        let client = Client::with_uri_str(uri)
+        // Never the URI itself in an error: it may carry a password, and
+        // this message reaches logs, events and CR status.
+        let context = || format!("connecting to {}", redact_uri(uri));
+        let mut options = ClientOptions::parse(uri)
             .await
-            // Never the URI itself: it may carry a password, and this
-            // message reaches logs, events and CR status.
-            .map_err(|e| WalError::mongo(format!("connecting to {}", redact_uri(uri)), e))?;
+            .map_err(|e| WalError::mongo(context(), e))?;
+        if options.server_selection_timeout.is_none() {
+            options.server_selection_timeout = Some(SERVER_SELECTION_TIMEOUT);
+        }
+        if options.connect_timeout.is_none() {
+            options.connect_timeout = Some(CONNECT_TIMEOUT);
+        }
+        let client = Client::with_options(options).map_err(|e| WalError::mongo(context(), e))?;
         Self::with_client(&client, database).await
     }
 
@@ -103,10 +124,12 @@ impl MongoStore {
                         .journal(true)
                         .build(),
                 )
+                .read_concern(ReadConcern::majority())
                 .build(),
         );
         let store = MongoStore {
             database: database.to_string(),
+            db: db.clone(),
             projects: db.collection("projects"),
             catalog: db.collection("branches"),
             commits: db.collection("commits"),
@@ -195,6 +218,16 @@ impl LogStore for MongoStore {
         format!("mongodb store in database {:?}", self.database)
     }
 
+    fn health(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            self.db
+                .run_command(doc! {"ping": 1})
+                .await
+                .map_err(|e| WalError::mongo("pinging the store", e))?;
+            Ok(())
+        })
+    }
+
     fn ensure_project<'a>(&'a self, project: &'a ProjectRecord) -> StoreFuture<'a, ProjectRecord> {
         Box::pin(async move {
             let mut d = record::project_to_doc(project);
@@ -221,6 +254,19 @@ impl LogStore for MongoStore {
         Box::pin(async move {
             let d = record::commit_to_doc(project, commit)?;
             match self.commits.insert_one(d).await {
+                Ok(_) if crate::failpoints::fire(
+                    crate::failpoints::MONGO_APPEND_AFTER_INSERT_BEFORE_ACK,
+                ) =>
+                {
+                    Err(WalError::mongo(
+                        format!("appending commit {} of branch {}", commit.seq, commit.branch),
+                        std::io::Error::new(
+                            std::io::ErrorKind::ConnectionReset,
+                            "failpoint mongo-append-after-insert-before-ack: connection lost before the reply",
+                        )
+                        .into(),
+                    ))
+                }
                 Ok(_) => Ok(()),
                 Err(e) if is_duplicate_key(&e) => Err(WalError::Conflict {
                     branch: commit.branch,
@@ -264,6 +310,10 @@ impl LogStore for MongoStore {
                 .try_collect()
                 .await
                 .map_err(|e| WalError::mongo("reading commits", e))?;
+            let mut docs = docs;
+            if docs.len() >= 2 && crate::failpoints::fire(crate::failpoints::MONGO_READ_GAP) {
+                docs.remove(1);
+            }
             docs.iter().map(|d| record::commit_from_raw(d)).collect()
         })
     }

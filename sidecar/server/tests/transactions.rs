@@ -6,8 +6,6 @@
 //! driver and mongoose run theirs against the real binary in
 //! `transaction_clients.rs`.
 
-#![allow(clippy::unwrap_used)] // helpers outside #[test] fns unwrap too
-
 mod common;
 
 use bson::{Document, doc};

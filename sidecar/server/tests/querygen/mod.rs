@@ -402,7 +402,7 @@ impl<'a, 'b> Gen<'a, 'b> {
             7 => 5e-324,
             8 => 9.223372036854776e18,
             9 => -9.223372036854776e18,
-            10 => 1.5e6,
+            10 => 9007199254740992.0,
             11 => 0.5,
             12 => 1.0,
             13 => -1.0,
@@ -441,7 +441,7 @@ impl<'a, 'b> Gen<'a, 'b> {
         match self.n(8) {
             0 => i64::MIN,
             1 => i64::MAX,
-            2 => i64::MIN + 1,
+            2 => i64::MAX - 1,
             3 => 1 << 53,
             4 => (1 << 53) + 1,
             5 => i32::MAX as i64 + 1,
@@ -574,6 +574,7 @@ impl<'a, 'b> Gen<'a, 'b> {
                 let inner = self.scalar();
                 self.nest(levels, inner)
             }
+            14 if self.chance(2) => self.numbers(),
             14 if self.chance(4) => {
                 // A long array.
                 let n = self.pick(&[1000usize, 100_000, 1_000_000]);
@@ -581,6 +582,33 @@ impl<'a, 'b> Gen<'a, 'b> {
                 Bson::Array(vec![v; n])
             }
             _ => self.scalar(),
+        }
+    }
+
+    /// An array of extreme numbers of every numeric type, long enough that
+    /// sorting it goes past insertion sort.
+    pub fn numbers(&mut self) -> Bson {
+        let n = 17 + self.n(47);
+        let near = self.chance(2);
+        Bson::Array((0..n).map(|_| self.number_near(near)).collect())
+    }
+
+    /// A number; if `near`, one of those that differ as integers but not
+    /// as doubles (2^53, 2^53 + 1, 2^63 - 1 ...), where a comparison that
+    /// goes through f64 stops being an order.
+    fn number_near(&mut self, near: bool) -> Bson {
+        if !near {
+            return self.number();
+        }
+        match self.n(7) {
+            0 => Bson::Int64(1 << 53),
+            1 => Bson::Int64((1 << 53) + 1),
+            2 => Bson::Double(9007199254740992.0),
+            3 => Bson::Int64(i64::MAX),
+            4 => Bson::Int64(i64::MAX - 1),
+            5 => Bson::Double(9.223372036854776e18),
+            6 => Bson::Decimal128(self.decimal()),
+            _ => Bson::Int32(0),
         }
     }
 
@@ -662,7 +690,7 @@ impl<'a, 'b> Gen<'a, 'b> {
     /// it ($and / $or / $nor / $elemMatch / $not chains).
     fn deep_filter(&mut self) -> Document {
         let levels = if self.chance(3) {
-            self.pick(&[1000usize, 20_000])
+            self.pick(&[300usize, 1000])
         } else {
             self.pick(DEPTHS)
         };
@@ -839,11 +867,13 @@ impl<'a, 'b> Gen<'a, 'b> {
             "$push" | "$addToSet" => {
                 if self.chance(2) {
                     let mut m = Document::new();
-                    let n = self.n(4);
-                    m.insert(
-                        "$each",
-                        Bson::Array((0..n).map(|_| self.value(3)).collect()),
-                    );
+                    let each = if self.chance(2) {
+                        self.numbers()
+                    } else {
+                        let n = self.n(4);
+                        Bson::Array((0..n).map(|_| self.value(3)).collect())
+                    };
+                    m.insert("$each", each);
                     if self.chance(2) {
                         m.insert("$slice", self.number());
                     }
@@ -909,8 +939,12 @@ impl<'a, 'b> Gen<'a, 'b> {
         for _ in 0..n {
             let p = self.path();
             let v = match self.n(6) {
-                0..=2 => Bson::Int32(1),
-                3 => Bson::Int32(-1),
+                0..=1 => Bson::Int32(1),
+                2 => Bson::Int32(-1),
+                3 => {
+                    d.insert(self.pick(&["n", "a.b", "arr"]), Bson::Int32(1));
+                    continue;
+                }
                 4 => Bson::Document(bson::doc! {"$meta": "textScore"}),
                 5 => Bson::Double(-1.0),
                 _ => self.number(),
@@ -1000,7 +1034,7 @@ impl<'a, 'b> Gen<'a, 'b> {
     /// An expression nested around the 200 limit (or far past it).
     fn deep_expr(&mut self) -> Bson {
         let levels = if self.chance(4) {
-            20_000
+            1000
         } else {
             self.pick(DEPTHS)
         };
@@ -1141,8 +1175,19 @@ impl<'a, 'b> Gen<'a, 'b> {
     // ---- a case ----------------------------------------------------------------
 
     pub fn case(&mut self) -> Case {
-        let n = 1 + self.n(3);
-        let docs = (0..n).map(|_| self.stored()).collect();
+        let mut docs: Vec<Document> = (0..1 + self.n(3)).map(|_| self.stored()).collect();
+        if self.chance(4) {
+            // Many small documents with extreme numbers, for sorts.
+            let near = self.chance(2);
+            for i in 0..20 + self.n(28) {
+                let v = if self.chance(3) {
+                    self.numbers()
+                } else {
+                    self.number_near(near)
+                };
+                docs.push(bson::doc! {"_id": i as i32, "n": v.clone(), "a": {"b": v}});
+            }
+        }
         Case {
             docs,
             filter: self.filter(0),

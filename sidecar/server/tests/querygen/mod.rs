@@ -577,7 +577,7 @@ impl<'a, 'b> Gen<'a, 'b> {
             14 if self.chance(2) => self.numbers(),
             14 if self.chance(4) => {
                 // A long array.
-                let n = self.pick(&[1000usize, 100_000, 1_000_000]);
+                let n = self.pick(&[1000usize, 20_000, 200_000]);
                 let v = self.scalar_small();
                 Bson::Array(vec![v; n])
             }
@@ -639,8 +639,18 @@ impl<'a, 'b> Gen<'a, 'b> {
         if !self.chance(8) {
             d.insert("_id", self.scalar_small());
         }
+        if self.chance(4) {
+            // An array of empty arrays (or documents) for updates to pad.
+            let n = self.pick(&[2usize, 12, 100]);
+            let e = if self.chance(2) {
+                Bson::Array(Vec::new())
+            } else {
+                Bson::Array(vec![Bson::Array(Vec::new())])
+            };
+            d.insert("arr", Bson::Array(vec![e; n]));
+        }
         for k in ["a", "b", "arr", "s", "n"] {
-            if self.chance(3) {
+            if self.chance(3) || d.contains_key(k) {
                 continue;
             }
             let v = self.value(1);
@@ -816,14 +826,23 @@ impl<'a, 'b> Gen<'a, 'b> {
                 d.remove("$");
                 Bson::Document(d)
             }
-            2 if self.chance(2) => {
+            2 if self.chance(4) => {
                 // Many backfills at once.
+                // Many backfills at once: every element of an array of
+                // arrays, or several arrays, each padded to the limit.
                 let n = self.pick(&[2usize, 3, 12, 100]);
+                let index = self.pick(&["1500000", "1499999", "1000000", "1500001"]);
+                let op = self.pick(&["$set", "$inc", "$max", "$push", "$setOnInsert"]);
                 let mut set = Document::new();
                 for i in 0..n {
-                    set.insert(format!("p{i}.1500000"), 1);
+                    let p = match self.n(2) {
+                        0 => format!("arr.{i}.{index}"),
+                        1 => format!("{}.{index}", self.pick(&["a", "b", "arr", "n", "s"])),
+                        _ => format!("arr.{i}.0.{index}"),
+                    };
+                    set.insert(p, 1);
                 }
-                Bson::Document(bson::doc! {"$set": set})
+                Bson::Document(bson::doc! {op: set})
             }
             _ => {
                 let mut d = Document::new();

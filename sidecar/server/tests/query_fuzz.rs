@@ -15,7 +15,7 @@ fn cases() -> u32 {
     std::env::var("ARGON_FUZZ_CASES")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(48)
+        .unwrap_or(128)
 }
 
 #[test]

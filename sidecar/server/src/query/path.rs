@@ -107,13 +107,19 @@ fn not_viable(field: &str, at: &Bson) -> CommandError {
     )
 }
 
+/// `v` as text for an error message, cut after 80 bytes (at a character
+/// boundary).
 fn short(v: &Bson) -> String {
-    let s = v.to_string();
+    let mut s = v.to_string();
     if s.len() > 80 {
-        format!("{}...", &s[..80])
-    } else {
-        s
+        let mut cut = 80;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push_str("...");
     }
+    s
 }
 
 /// The value at `path` through embedded documents only (as aggregation's
@@ -349,6 +355,22 @@ fn unset_in_array(a: &mut [Bson], parts: &[&str]) -> bool {
 mod tests {
     use super::*;
     use bson::{bson, doc};
+
+    /// Found by `tests/query_fuzz.rs`: the message for a path that cannot
+    /// be created cut the element's text after 80 bytes, inside a
+    /// multi-byte character, and panicked.
+    #[test]
+    fn not_viable_message_cuts_at_a_character() {
+        for pad in ["", "x"] {
+            let text = format!("{pad}{}", "ǅ".repeat(100));
+            let mut d = doc! {"a": [&text]};
+            let e = set(&mut d, "a.x", bson!(1)).unwrap_err();
+            assert_eq!(e.code, ErrorCode::PathNotViable);
+            assert!(e.message.ends_with("...}"), "{}", e.message);
+            let mut d = doc! {"a": {"b": &text}};
+            assert!(set(&mut d, "a.b.c", bson!(1)).is_err());
+        }
+    }
 
     #[test]
     fn resolve_through_arrays() {

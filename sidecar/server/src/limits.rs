@@ -13,6 +13,7 @@
 //! | expression depth | 200 | `query::expr` | Overflow (15) |
 //! | dotted path components | 200 (projection: 100) | `query::path`, `query::projection` | Overflow (15), 5729100 |
 //! | array backfill by an update | 1,500,000 elements | `query::path::set` | CannotBackfillArray (34) |
+//! | a document an update's backfills grow | 16 MiB, checked as it grows | `query::update` | BSONObjectTooLarge (10334) |
 //! | a value built by an expression or accumulator | 16 MiB | `query::expr`, `query::aggregate` | ExceededMemoryLimit (146) |
 //! | a document built by a pipeline stage | 16 MiB, 200 levels | `query::aggregate`, `query::projection` | BSONObjectTooLarge (10334), Overflow (15) |
 //! | growth of one `$unwind` / `$lookup` stage | 100 MiB | `query::aggregate` | ExceededMemoryLimit (146) |

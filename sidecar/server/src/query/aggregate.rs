@@ -300,6 +300,9 @@ fn with_field(mut doc: Document, field: &str, v: Bson, stage: &'static str) -> R
     let mut budget = Budget::document(stage);
     budget.charge(limits::document_size(&doc))?;
     path::set_field(&mut doc, field, v, &mut budget)?;
+    // A long path (`as: "a.a. … .a"`, 200 components) puts the value that
+    // deep: the nesting is held to the limit as `$addFields` holds it.
+    limits::check_built_document(&doc, stage)?;
     Ok(doc)
 }
 
@@ -621,6 +624,34 @@ mod tests {
             doc! {"_id": 2, "k": 2, "v": 5, "tags": []},
             doc! {"_id": 3, "k": 1, "v": 1.5},
         ]
+    }
+
+    /// Found by the `query` fuzz target and `tests/query_fuzz.rs`: a
+    /// `$lookup` `as` (or `$unwind` `includeArrayIndex`) path of 200
+    /// components put its value below 200 levels, past the nesting limit.
+    #[test]
+    fn long_paths_of_lookup_and_unwind_are_held_to_the_nesting_limit() {
+        let deep = vec!["a"; 200].join(".");
+        let e = run(
+            bson!([{"$lookup": {"from": "c", "localField": "k", "foreignField": "k", "as": &deep}}]),
+            sample(),
+        )
+        .unwrap_err();
+        assert_eq!(e.code, ErrorCode::Overflow);
+        assert!(e.message.contains("$lookup"), "{}", e.message);
+        // An index is a scalar: 200 levels hold it.
+        let out = run(
+            bson!([{"$unwind": {"path": "$tags", "includeArrayIndex": &deep}}]),
+            vec![doc! {"tags": [{"t": {"u": 1}}]}],
+        );
+        assert!(out.is_ok());
+        let fits = vec!["a"; 150].join(".");
+        let out = run(
+            bson!([{"$lookup": {"from": "c", "localField": "k", "foreignField": "k", "as": &fits}}]),
+            sample(),
+        )
+        .unwrap();
+        assert_eq!(out.len(), 3);
     }
 
     #[test]

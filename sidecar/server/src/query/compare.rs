@@ -56,13 +56,24 @@ pub fn is_number(v: &Bson) -> bool {
     type_rank(v) == 2
 }
 
+/// Numbers compare by their exact values, as MongoDB's `compareLongToDouble`
+/// does: an integer is never rounded to a double first. (Rounding made
+/// 2^53 == 2^53 as a double == 2^53 + 1 but 2^53 < 2^53 + 1, no order at all,
+/// and `sort_by` panics on such a comparison.) Decimal128 compares as the
+/// double nearest to it.
 fn compare_numbers(a: &Bson, b: &Bson) -> Ordering {
-    match (a, b) {
-        (Bson::Int32(_) | Bson::Int64(_), Bson::Int32(_) | Bson::Int64(_)) => {
-            as_i64(a).cmp(&as_i64(b))
-        }
-        _ => {
-            let (x, y) = (as_f64(a).unwrap_or(f64::NAN), as_f64(b).unwrap_or(f64::NAN));
+    let int = |v: &Bson| match v {
+        Bson::Int32(i) => Some(i64::from(*i)),
+        Bson::Int64(i) => Some(*i),
+        _ => None,
+    };
+    let float = |v: &Bson| as_f64(v).unwrap_or(f64::NAN);
+    match (int(a), int(b)) {
+        (Some(x), Some(y)) => x.cmp(&y),
+        (Some(x), None) => compare_int_double(x, float(b)),
+        (None, Some(y)) => compare_int_double(y, float(a)).reverse(),
+        (None, None) => {
+            let (x, y) = (float(a), float(b));
             // MongoDB orders NaN below every other number and equal to itself.
             match (x.is_nan(), y.is_nan()) {
                 (true, true) => Ordering::Equal,
@@ -72,6 +83,32 @@ fn compare_numbers(a: &Bson, b: &Bson) -> Ordering {
             }
         }
     }
+}
+
+/// An integer against a double, exactly (NaN is below every number).
+fn compare_int_double(i: i64, d: f64) -> Ordering {
+    // 2^63: the first double past every i64.
+    const TWO_63: f64 = 9_223_372_036_854_775_808.0;
+    if d.is_nan() {
+        return Ordering::Greater;
+    }
+    if d >= TWO_63 {
+        return Ordering::Less;
+    }
+    if d < -TWO_63 {
+        return Ordering::Greater;
+    }
+    // -2^63 <= d < 2^63: its integer part is an i64, exactly.
+    let whole = d.trunc();
+    i.cmp(&(whole as i64)).then_with(|| {
+        if d > whole {
+            Ordering::Less
+        } else if d < whole {
+            Ordering::Greater
+        } else {
+            Ordering::Equal
+        }
+    })
 }
 
 /// Compares two BSON values in MongoDB's order.
@@ -179,6 +216,65 @@ mod tests {
             compare(&bson!(i64::MAX), &bson!(i64::MAX - 1)),
             Ordering::Greater
         );
+    }
+
+    /// Found by the `query` fuzz target: int64 against double went through
+    /// f64, so 2^53 + 1 == 2^53 as a double == 2^53 < 2^53 + 1, and sorting
+    /// such numbers panicked ("user-provided comparison function does not
+    /// correctly implement a total order").
+    #[test]
+    fn integers_and_doubles_compare_exactly() {
+        let two_53 = 1i64 << 53;
+        assert_eq!(
+            compare(&bson!(two_53 + 1), &bson!(two_53 as f64)),
+            Ordering::Greater
+        );
+        assert!(equal(&bson!(two_53), &bson!(two_53 as f64)));
+        assert_eq!(
+            compare(&bson!(i64::MAX), &bson!(9.223372036854776e18)),
+            Ordering::Less
+        );
+        assert_eq!(
+            compare(&bson!(9.223372036854776e18), &bson!(i64::MAX)),
+            Ordering::Greater
+        );
+        assert!(equal(&bson!(i64::MIN), &bson!(-9.223372036854776e18)));
+        assert_eq!(compare(&bson!(-1), &bson!(-0.5)), Ordering::Less);
+        assert_eq!(compare(&bson!(0), &bson!(-0.5)), Ordering::Greater);
+        assert!(equal(&bson!(0), &bson!(-0.0)));
+        assert_eq!(
+            compare(&bson!(i64::MIN), &bson!(f64::NAN)),
+            Ordering::Greater
+        );
+        assert_eq!(compare(&bson!(1), &bson!(f64::INFINITY)), Ordering::Less);
+        assert_eq!(
+            compare(&bson!(1), &bson!(f64::NEG_INFINITY)),
+            Ordering::Greater
+        );
+        // A total order: sorting every mix of them never panics.
+        let vals = [
+            bson!(i64::MAX),
+            bson!(i64::MAX - 1),
+            bson!(9.223372036854776e18),
+            bson!(two_53),
+            bson!(two_53 + 1),
+            bson!(two_53 as f64),
+            bson!(f64::NAN),
+            bson!(0),
+        ];
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for n in 21..200 {
+            let mut v: Vec<Bson> = (0..n)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    vals[(seed % vals.len() as u64) as usize].clone()
+                })
+                .collect();
+            v.sort_by(compare);
+            assert!(v.windows(2).all(|w| compare(&w[0], &w[1]).is_le()));
+        }
     }
 
     #[test]

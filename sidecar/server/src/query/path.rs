@@ -107,13 +107,19 @@ fn not_viable(field: &str, at: &Bson) -> CommandError {
     )
 }
 
+/// `v` as text for an error message, cut after 80 bytes (at a character
+/// boundary).
 fn short(v: &Bson) -> String {
-    let s = v.to_string();
+    let mut s = v.to_string();
     if s.len() > 80 {
-        format!("{}...", &s[..80])
-    } else {
-        s
+        let mut cut = 80;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push_str("...");
     }
+    s
 }
 
 /// The value at `path` through embedded documents only (as aggregation's
@@ -204,6 +210,13 @@ fn field_in_array(
 /// components index arrays (padding with nulls, at most
 /// [`limits::MAX_ARRAY_BACKFILL`] of them), as update operators do.
 pub fn set(doc: &mut Document, path: &str, value: Bson) -> Result<()> {
+    set_padding(doc, path, value).map(|_| ())
+}
+
+/// [`set`], returning how many bytes of BSON the nulls it padded an array
+/// with take (0 when it padded none), so an update can hold the document
+/// it builds to the size limit.
+pub fn set_padding(doc: &mut Document, path: &str, value: Bson) -> Result<usize> {
     limits::check_path(path)?;
     let parts: Vec<&str> = path.split('.').collect();
     if parts.iter().any(|p| p.is_empty()) {
@@ -212,10 +225,12 @@ pub fn set(doc: &mut Document, path: &str, value: Bson) -> Result<()> {
             format!("The update path '{path}' contains an empty field name, which is not allowed."),
         ));
     }
-    set_in_doc(doc, &parts, value)
+    let mut padded = 0;
+    set_in_doc(doc, &parts, value, &mut padded)?;
+    Ok(padded)
 }
 
-fn set_in_doc(doc: &mut Document, parts: &[&str], value: Bson) -> Result<()> {
+fn set_in_doc(doc: &mut Document, parts: &[&str], value: Bson, padded: &mut usize) -> Result<()> {
     if parts.len() == 1 {
         doc.insert(parts[0], value);
         return Ok(());
@@ -224,20 +239,29 @@ fn set_in_doc(doc: &mut Document, parts: &[&str], value: Bson) -> Result<()> {
         doc.insert(parts[0], Document::new());
     }
     match doc.get_mut(parts[0]) {
-        Some(child) => set_in_value(child, parts[0], &parts[1..], value),
+        Some(child) => set_in_value(child, parts[0], &parts[1..], value, padded),
         None => Ok(()),
     }
 }
 
-fn set_in_value(v: &mut Bson, name: &str, parts: &[&str], value: Bson) -> Result<()> {
+fn set_in_value(
+    v: &mut Bson,
+    name: &str,
+    parts: &[&str],
+    value: Bson,
+    padded: &mut usize,
+) -> Result<()> {
     match v {
-        Bson::Document(d) => set_in_doc(d, parts, value),
+        Bson::Document(d) => set_in_doc(d, parts, value, padded),
         Bson::Array(a) => {
             let Ok(i) = parts[0].parse::<usize>() else {
                 return Err(not_viable(parts[0], &Bson::Array(a.clone())));
             };
             if a.len() <= i {
                 limits::check_backfill(a.len(), i)?;
+                // Each null: type byte, index digits, NUL.
+                let digits = i.checked_ilog10().unwrap_or(0) as usize + 1;
+                *padded = padded.saturating_add((i - a.len()) * (2 + digits));
                 a.resize(i + 1, Bson::Null);
             }
             if parts.len() == 1 {
@@ -247,7 +271,7 @@ fn set_in_value(v: &mut Bson, name: &str, parts: &[&str], value: Bson) -> Result
                 if matches!(a[i], Bson::Null) {
                     a[i] = Bson::Document(Document::new());
                 }
-                set_in_value(&mut a[i], parts[0], &parts[1..], value)
+                set_in_value(&mut a[i], parts[0], &parts[1..], value, padded)
             }
         }
         other => Err(not_viable(
@@ -331,6 +355,22 @@ fn unset_in_array(a: &mut [Bson], parts: &[&str]) -> bool {
 mod tests {
     use super::*;
     use bson::{bson, doc};
+
+    /// Found by `tests/query_fuzz.rs`: the message for a path that cannot
+    /// be created cut the element's text after 80 bytes, inside a
+    /// multi-byte character, and panicked.
+    #[test]
+    fn not_viable_message_cuts_at_a_character() {
+        for pad in ["", "x"] {
+            let text = format!("{pad}{}", "ǅ".repeat(100));
+            let mut d = doc! {"a": [&text]};
+            let e = set(&mut d, "a.x", bson!(1)).unwrap_err();
+            assert_eq!(e.code, ErrorCode::PathNotViable);
+            assert!(e.message.ends_with("...}"), "{}", e.message);
+            let mut d = doc! {"a": {"b": &text}};
+            assert!(set(&mut d, "a.b.c", bson!(1)).is_err());
+        }
+    }
 
     #[test]
     fn resolve_through_arrays() {

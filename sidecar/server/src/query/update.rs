@@ -9,6 +9,7 @@ use super::filter::{Filter, equality_fields, parse_operators};
 use super::path;
 use super::sort::SortSpec;
 use crate::error::{CommandError, ErrorCode, Result};
+use crate::limits;
 
 /// A parsed update.
 #[derive(Debug, Clone)]
@@ -186,9 +187,10 @@ impl UpdateSpec {
             }
             UpdateSpec::Operators(ops) => {
                 let mut out = doc.clone();
+                let mut growth = Growth::default();
                 for (op, pairs) in ops {
                     for (p, arg) in pairs {
-                        apply_one(&mut out, *op, p, arg, inserting)?;
+                        apply_one(&mut out, *op, p, arg, inserting, &mut growth)?;
                     }
                 }
                 out
@@ -256,13 +258,60 @@ fn check_operand(op: UpdateOp, path: &str, v: &Bson) -> Result<()> {
     }
 }
 
-fn apply_one(doc: &mut Document, op: UpdateOp, p: &str, arg: &Bson, inserting: bool) -> Result<()> {
+/// What an update's array padding has added to the document it builds:
+/// each `"a.1500000"` may add 1,500,000 nulls, and a hundred such paths
+/// would take gigabytes, so the document is held to
+/// [`limits::MAX_DOCUMENT_SIZE`] as it grows, with MongoDB's error for a
+/// too-large update result. (Without padding an update builds at most
+/// what its own arguments hold.)
+#[derive(Default)]
+struct Growth {
+    /// The document's size when last measured (after the first padding).
+    measured: Option<usize>,
+    /// Padding since then.
+    padded: usize,
+}
+
+impl Growth {
+    fn set(&mut self, doc: &mut Document, p: &str, v: Bson) -> Result<()> {
+        let padded = path::set_padding(doc, p, v)?;
+        if padded == 0 {
+            return Ok(());
+        }
+        self.padded = self.padded.saturating_add(padded);
+        let estimate = self.measured.map(|m| m.saturating_add(self.padded));
+        if estimate.is_none_or(|e| e > limits::MAX_DOCUMENT_SIZE) {
+            let size = limits::document_size(doc);
+            if size > limits::MAX_DOCUMENT_SIZE {
+                return Err(CommandError::new(
+                    ErrorCode::BSONObjectTooLarge,
+                    format!(
+                        "Resulting document after update is larger than {}",
+                        limits::MAX_DOCUMENT_SIZE
+                    ),
+                ));
+            }
+            self.measured = Some(size);
+            self.padded = 0;
+        }
+        Ok(())
+    }
+}
+
+fn apply_one(
+    doc: &mut Document,
+    op: UpdateOp,
+    p: &str,
+    arg: &Bson,
+    inserting: bool,
+    growth: &mut Growth,
+) -> Result<()> {
     let current = path::get(doc, p).cloned();
     match op {
-        UpdateOp::Set => path::set(doc, p, arg.clone()),
+        UpdateOp::Set => growth.set(doc, p, arg.clone()),
         UpdateOp::SetOnInsert => {
             if inserting {
-                path::set(doc, p, arg.clone())?;
+                growth.set(doc, p, arg.clone())?;
             }
             Ok(())
         }
@@ -278,7 +327,7 @@ fn apply_one(doc: &mut Document, op: UpdateOp, p: &str, arg: &Bson, inserting: b
                     } else {
                         multiply(&Bson::Int32(0), arg)
                     };
-                    return path::set(doc, p, zero);
+                    return growth.set(doc, p, zero);
                 }
                 Some(v) if as_f64(v).is_some() => v.clone(),
                 Some(v) => {
@@ -295,7 +344,7 @@ fn apply_one(doc: &mut Document, op: UpdateOp, p: &str, arg: &Bson, inserting: b
             } else {
                 multiply(&base, arg)
             };
-            path::set(doc, p, v)
+            growth.set(doc, p, v)
         }
         UpdateOp::Min | UpdateOp::Max => {
             let replace = match &current {
@@ -310,7 +359,7 @@ fn apply_one(doc: &mut Document, op: UpdateOp, p: &str, arg: &Bson, inserting: b
                 }
             };
             if replace {
-                path::set(doc, p, arg.clone())?;
+                growth.set(doc, p, arg.clone())?;
             }
             Ok(())
         }
@@ -318,7 +367,7 @@ fn apply_one(doc: &mut Document, op: UpdateOp, p: &str, arg: &Bson, inserting: b
             let Bson::String(to) = arg else { return Ok(()) };
             if let Some(v) = current {
                 path::unset(doc, p);
-                path::set(doc, to, v)?;
+                growth.set(doc, to, v)?;
             }
             Ok(())
         }
@@ -335,7 +384,7 @@ fn apply_one(doc: &mut Document, op: UpdateOp, p: &str, arg: &Bson, inserting: b
             } else {
                 Bson::DateTime(now)
             };
-            path::set(doc, p, v)
+            growth.set(doc, p, v)
         }
         UpdateOp::Push
         | UpdateOp::AddToSet
@@ -407,7 +456,7 @@ fn apply_one(doc: &mut Document, op: UpdateOp, p: &str, arg: &Bson, inserting: b
                     }
                 }
             }
-            path::set(doc, p, Bson::Array(arr))
+            growth.set(doc, p, Bson::Array(arr))
         }
     }
 }
@@ -570,9 +619,10 @@ pub fn upsert_document(filter: &Document, update: &UpdateSpec) -> Result<Documen
     let mut seed = Document::new();
     let mut fields = Vec::new();
     equality_fields(filter, &mut fields);
+    let mut growth = Growth::default();
     for (p, v) in fields {
         if p == "_id" || !update.is_replacement() {
-            path::set(&mut seed, &p, v)?;
+            growth.set(&mut seed, &p, v)?;
         }
     }
     let mut doc = match update {
@@ -721,6 +771,43 @@ mod tests {
         .unwrap();
         assert_eq!(r.get_array("a").unwrap().len(), 1);
         assert!(up(doc! {"_id": 1, "a": 1}, doc! {"$push": {"a": 1}}).is_err());
+    }
+
+    /// Found while writing the query generator's backfill cases (the
+    /// `"a.400000000"` family): each path may pad up to the backfill limit,
+    /// so a hundred of them over an array of arrays built ~15 GB of nulls.
+    #[test]
+    fn padding_many_arrays_is_held_to_the_document_size() {
+        let d = doc! {"_id": 1, "arr": vec![Bson::Array(Vec::new()); 100]};
+        let mut set = Document::new();
+        for i in 0..100 {
+            set.insert(format!("arr.{i}.1500000"), 1);
+        }
+        let e = up(d.clone(), doc! {"$set": set}).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BSONObjectTooLarge);
+        assert_eq!(
+            e.message,
+            "Resulting document after update is larger than 16777216"
+        );
+        // One padding to the limit fits in a document, as in MongoDB.
+        let r = up(d.clone(), doc! {"$set": {"arr.0.1500000": 1}}).unwrap();
+        assert_eq!(
+            r.get_array("arr").unwrap()[0].as_array().unwrap().len(),
+            1_500_001
+        );
+        // Two do not (2 x 1,500,000 nulls are more than 16 MiB).
+        let e = up(d, doc! {"$inc": {"arr.0.1500000": 1, "arr.1.1500000": 1}}).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BSONObjectTooLarge);
+        // The document an upsert builds from its filter, too.
+        let mut filter = doc! {"a": [1], "b": [1], "c": [1]};
+        for k in ["a", "b", "c"] {
+            filter.insert(format!("{k}.1500000"), 1);
+        }
+        let u = UpdateSpec::parse(&bson!({"$set": {"x": 1}})).unwrap();
+        assert_eq!(
+            upsert_document(&filter, &u).unwrap_err().code,
+            ErrorCode::BSONObjectTooLarge
+        );
     }
 
     #[test]

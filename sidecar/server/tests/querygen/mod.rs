@@ -1284,20 +1284,17 @@ pub fn check(case: &Case) -> Result<(), String> {
         }
     }
 
-    match UpdateSpec::parse(&case.update) {
-        Ok(u) => {
-            for d in &docs {
-                for inserting in [false, true] {
-                    if let Ok(out) = u.apply(d, inserting) {
-                        check_update_result(d, &case.update, &out)?;
-                    }
+    if let Ok(u) = UpdateSpec::parse(&case.update) {
+        for d in &docs {
+            for inserting in [false, true] {
+                if let Ok(out) = u.apply(d, inserting) {
+                    check_update_result(d, &case.update, &out)?;
                 }
             }
-            if let Ok(out) = upsert_document(&case.filter, &u) {
-                check_update_result(&Document::new(), &case.update, &out)?;
-            }
         }
-        Err(_) => {}
+        if let Ok(out) = upsert_document(&case.filter, &u) {
+            check_update_result(&Document::new(), &case.update, &out)?;
+        }
     }
 
     if let Ok(p) = Projection::parse(&case.projection) {

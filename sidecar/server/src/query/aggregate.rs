@@ -282,6 +282,79 @@ fn parse_stage(name: &str, arg: &Bson) -> Result<Stage> {
     })
 }
 
+/// `$lookup`'s hash join: the foreign documents by the canonical key
+/// (`IdKey`) of every value their `foreignField` holds, so a local key finds
+/// its candidates in O(1) instead of a scan of the foreign collection.
+///
+/// The index only narrows: the equality predicate still decides each
+/// candidate. Values whose equality `IdKey` does not capture exactly
+/// (Decimal128, NaN, symbols, undefined) and null keys (which also match a
+/// missing field) fall back to the scan.
+struct LookupIndex {
+    by_key: std::collections::HashMap<argon_wal::IdKey, Vec<usize>>,
+}
+
+impl LookupIndex {
+    fn hashable(v: &Bson) -> bool {
+        match v {
+            Bson::Decimal128(_) | Bson::Symbol(_) | Bson::Undefined | Bson::Null => false,
+            Bson::Double(d) => !d.is_nan(),
+            Bson::Array(a) => a.iter().all(Self::hashable),
+            Bson::Document(d) => d.iter().all(|(_, v)| Self::hashable(v)),
+            _ => true,
+        }
+    }
+
+    /// `None` when a foreign value cannot be indexed (then every lookup scans).
+    fn build(foreign_docs: &[Document], field: &str) -> Option<LookupIndex> {
+        let mut by_key: std::collections::HashMap<argon_wal::IdKey, Vec<usize>> =
+            std::collections::HashMap::new();
+        for (i, f) in foreign_docs.iter().enumerate() {
+            let r = path::resolve(f, field);
+            for v in &r.values {
+                let mut add = |v: &Bson| -> Option<()> {
+                    match v {
+                        // Null and missing are looked up by scan (see above).
+                        Bson::Null | Bson::Undefined => Some(()),
+                        v if Self::hashable(v) => {
+                            let ids = by_key.entry(argon_wal::IdKey::from_bson(v)).or_default();
+                            if ids.last() != Some(&i) {
+                                ids.push(i);
+                            }
+                            Some(())
+                        }
+                        _ => None,
+                    }
+                };
+                add(v)?;
+                if let Bson::Array(items) = v {
+                    for item in items {
+                        add(item)?;
+                    }
+                }
+            }
+        }
+        Some(LookupIndex { by_key })
+    }
+
+    /// The foreign documents that may equal one of `keys`, in collection
+    /// order; `None` when a key cannot use the index.
+    fn candidates(&self, keys: &[Bson]) -> Option<Vec<usize>> {
+        if !keys.iter().all(Self::hashable) {
+            return None;
+        }
+        let mut out: Vec<usize> = keys
+            .iter()
+            .filter_map(|k| self.by_key.get(&argon_wal::IdKey::from_bson(k)))
+            .flatten()
+            .copied()
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        Some(out)
+    }
+}
+
 fn unwind_path(p: &str) -> Result<String> {
     p.strip_prefix('$')
         .filter(|s| !s.is_empty())
@@ -415,6 +488,7 @@ fn run_stage(stage: &Stage, docs: Vec<Document>, lookup: &dyn Lookup) -> Result<
             .collect::<Result<_>>()?,
         Stage::Lookup { from, local, foreign, as_field } => {
             let foreign_docs = lookup.collection(from);
+            let index = LookupIndex::build(&foreign_docs, foreign);
             let mut growth = Budget::stage_growth("$lookup");
             docs.into_iter()
                 .map(|d| {
@@ -433,9 +507,18 @@ fn run_stage(stage: &Stage, docs: Vec<Document>, lookup: &dyn Lookup) -> Result<
                     };
                     let mut matched_size = Budget::document("$lookup");
                     let mut matched: Vec<Bson> = Vec::new();
-                    for f in &foreign_docs {
+                    let preds: Vec<_> = keys.iter().map(|k| super::filter::Pred::Eq(k.clone())).collect();
+                    // Candidates from the hash index when every key can use
+                    // it, else every foreign document; the predicate decides.
+                    let candidates: Box<dyn Iterator<Item = usize>> =
+                        match index.as_ref().and_then(|ix| ix.candidates(&keys)) {
+                            Some(c) => Box::new(c.into_iter()),
+                            None => Box::new(0..foreign_docs.len()),
+                        };
+                    for i in candidates {
+                        let Some(f) = foreign_docs.get(i) else { continue };
                         let r = path::resolve(f, foreign);
-                        if keys.iter().any(|k| super::filter::Pred::Eq(k.clone()).matches(&r)) {
+                        if preds.iter().any(|p| p.matches(&r)) {
                             let size = limits::document_size(f);
                             matched_size.charge(size)?;
                             growth.charge(size)?;
@@ -608,6 +691,82 @@ mod tests {
     impl Lookup for NoLookup {
         fn collection(&self, _: &str) -> Vec<Document> {
             vec![doc! {"_id": "x", "k": 1}]
+        }
+    }
+
+    struct Foreign(Vec<Document>);
+    impl Lookup for Foreign {
+        fn collection(&self, _: &str) -> Vec<Document> {
+            self.0.clone()
+        }
+    }
+
+    /// The hash join finds exactly what a scan with `$eq` finds, across
+    /// numeric types, arrays, nested paths, nulls, missing fields and the
+    /// values it does not index.
+    #[test]
+    fn lookup_hash_join_matches_the_scan() {
+        let values = vec![
+            bson!(1),
+            bson!(1.0),
+            bson!(1i64),
+            bson!(2),
+            bson!("a"),
+            bson!([1, 3]),
+            bson!([[1, 3]]),
+            bson!({"x": 1}),
+            Bson::Null,
+            bson!(9007199254740993i64),
+            bson!(9007199254740992.0),
+            Bson::Decimal128("1".parse().unwrap()),
+        ];
+        let mut foreign: Vec<Document> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| doc! {"_id": i as i32, "f": v.clone(), "n": {"g": v.clone()}})
+            .collect();
+        foreign.push(doc! {"_id": 100});
+        let without_decimal: Vec<Document> = foreign
+            .iter()
+            .filter(|d| !matches!(d.get("f"), Some(Bson::Decimal128(_))))
+            .cloned()
+            .collect();
+        let local: Vec<Document> = values
+            .iter()
+            .map(|v| doc! {"l": v.clone()})
+            .chain([doc! {}])
+            .collect();
+        for foreign in [foreign, without_decimal] {
+            for field in ["f", "n.g"] {
+                let out = Pipeline::parse(&[bson!({"$lookup": {"from": "o", "localField": "l", "foreignField": field, "as": "m"}})])
+                    .unwrap()
+                    .run(local.clone(), &Foreign(foreign.clone()))
+                    .unwrap();
+                for (l, o) in local.iter().zip(&out) {
+                    let r = path::resolve(l, "l");
+                    let keys: Vec<Bson> = if r.values.is_empty() {
+                        vec![Bson::Null]
+                    } else {
+                        r.values
+                            .iter()
+                            .flat_map(|v| match v {
+                                Bson::Array(a) => a.clone(),
+                                v => vec![(*v).clone()],
+                            })
+                            .collect()
+                    };
+                    let expected: Vec<Bson> = foreign
+                        .iter()
+                        .filter(|f| {
+                            let r = path::resolve(f, field);
+                            keys.iter()
+                                .any(|k| super::super::filter::Pred::Eq(k.clone()).matches(&r))
+                        })
+                        .map(|f| Bson::Document(f.clone()))
+                        .collect();
+                    assert_eq!(o.get_array("m").unwrap(), &expected, "{l} on {field}");
+                }
+            }
         }
     }
 

@@ -33,6 +33,10 @@ pub struct Operator {
     leading: tokio::sync::watch::Sender<bool>,
 }
 
+/// How long in-flight reconciles may run after a shutdown before the
+/// controllers are dropped (well inside Kubernetes' default 30 s grace).
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Runs the operator until `shutdown` resolves (see [`Operator::run`]).
 pub async fn run(
     client: Client,
@@ -243,13 +247,29 @@ impl Operator {
                 },
             )
             .with_config(controller::Config::default().concurrency(self.config.concurrency))
-            .graceful_shutdown_on(stop)
+            .graceful_shutdown_on(stop.clone())
             .run(
                 branch::reconcile,
                 move |b, e, _| error_policy(branch::CONTROLLER, b.as_ref(), e, &metrics),
                 ctx,
             )
             .for_each(|_| futures::future::ready(()));
-        tokio::join!(project_controller, branch_controller);
+        // Graceful, but bounded: kube-runtime holds a controller's runner
+        // until its reflector store is ready, so a stop that arrives before
+        // the first list completes would wait forever. After the grace
+        // period the controllers are dropped, which cancels any reconcile
+        // still running (reconciles are idempotent; the next leader redoes it).
+        let both = async {
+            tokio::join!(project_controller, branch_controller);
+        };
+        tokio::select! {
+            () = both => {}
+            () = async {
+                stop.await;
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } => {
+                tracing::warn!(grace = ?SHUTDOWN_GRACE, "controllers did not stop gracefully in time; stopping them");
+            }
+        }
     }
 }

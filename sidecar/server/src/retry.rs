@@ -31,15 +31,11 @@ struct Entries {
 
 /// The retry key of a command, if it carries `lsid` and `txnNumber`.
 pub fn key_of(cmd: &Document) -> Option<Key> {
-    let lsid = cmd.get_document("lsid").ok()?;
+    let id = crate::session::session_id(cmd)?;
     let txn = match cmd.get("txnNumber")? {
         Bson::Int64(n) => *n,
         Bson::Int32(n) => *n as i64,
         _ => return None,
-    };
-    let id = match lsid.get("id")? {
-        Bson::Binary(b) => b.bytes.clone(),
-        other => other.to_string().into_bytes(),
     };
     Some((id, txn))
 }

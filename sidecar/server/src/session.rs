@@ -31,7 +31,12 @@ pub type SessionId = Vec<u8>;
 
 /// The id of the session a command names, if it carries `lsid`.
 pub fn session_id(cmd: &Document) -> Option<SessionId> {
-    let lsid = cmd.get_document("lsid").ok()?;
+    session_id_of(cmd.get_document("lsid").ok()?)
+}
+
+/// The id of an `lsid` document (`{id: UUID}`), as commands and
+/// `endSessions` give it.
+pub fn session_id_of(lsid: &Document) -> Option<SessionId> {
     Some(match lsid.get("id")? {
         Bson::Binary(b) => b.bytes.clone(),
         other => other.to_string().into_bytes(),

@@ -180,7 +180,7 @@ pub async fn end_sessions(ctx: &Ctx<'_>) -> Result<Document> {
         )));
     };
     let ids = list.iter().filter_map(|v| match v {
-        Bson::Document(d) => crate::session::session_id(&bson::doc! {"lsid": d.clone()}),
+        Bson::Document(d) => crate::session::session_id_of(d),
         _ => None,
     });
     ctx.svc.sessions.end(ids);

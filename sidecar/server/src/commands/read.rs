@@ -58,32 +58,47 @@ pub(crate) fn matching_limit(
     deadline: Deadline,
 ) -> Result<Vec<Document>> {
     let limit = limit.unwrap_or(usize::MAX);
+    let mut out = Vec::new();
+    for_each_match(state, ns, filter, deadline, |d, _| {
+        out.push(d);
+        Ok(out.len() < limit)
+    })?;
+    Ok(out)
+}
+
+/// Calls `f` with each document of `ns` matching `filter` (parsed, with its
+/// BSON size), in `_id` order, until `f` returns `false`: a point lookup
+/// when the filter pins `_id`, else a scan that checks `deadline` every 256
+/// documents. The one scan loop every read and write path uses.
+fn for_each_match(
+    state: &BranchState,
+    ns: &Namespace,
+    filter: &Filter,
+    deadline: Deadline,
+    mut f: impl FnMut(Document, usize) -> Result<bool>,
+) -> Result<()> {
     let Some(coll) = state.collection(ns) else {
-        return Ok(Vec::new());
+        return Ok(());
     };
     if let Some(id) = filter.id_equality() {
-        let mut out = Vec::new();
-        if let Some(d) = coll.get_document(id)
-            && filter.try_matches(&d)?
-        {
-            out.push(d);
+        if let Some(raw) = coll.get(id) {
+            let d = argon_wal::rawdoc::parse(raw);
+            if filter.try_matches(&d)? {
+                f(d, raw.as_bytes().len())?;
+            }
         }
-        return Ok(out);
+        return Ok(());
     }
-    let mut out = Vec::new();
     for (i, raw) in coll.iter().enumerate() {
-        if out.len() >= limit {
-            break;
-        }
         if i % 256 == 255 {
             deadline.check()?;
         }
         let d = argon_wal::rawdoc::parse(raw);
-        if filter.is_empty() || filter.try_matches(&d)? {
-            out.push(d);
+        if (filter.is_empty() || filter.try_matches(&d)?) && !f(d, raw.as_bytes().len())? {
+            break;
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// How many documents of `ns` match `filter` (no parse for an empty filter).
@@ -190,17 +205,10 @@ fn sort_matching(
     deadline: Deadline,
 ) -> Result<Sorted> {
     let mut sorter = ExternalSorter::new(spec.clone(), ctx.svc.blocking_sort_bytes(), allow_disk);
-    if let Some(coll) = state.collection(ns) {
-        for (i, raw) in coll.iter().enumerate() {
-            if i % 256 == 255 {
-                deadline.check()?;
-            }
-            let d = argon_wal::rawdoc::parse(raw);
-            if filter.is_empty() || filter.try_matches(&d)? {
-                sorter.push(d, raw.as_bytes().len())?;
-            }
-        }
-    }
+    for_each_match(state, ns, filter, deadline, |d, size| {
+        sorter.push(d, size)?;
+        Ok(true)
+    })?;
     sorter.finish()
 }
 

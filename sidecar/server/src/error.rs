@@ -91,6 +91,7 @@ error_codes! {
     MaxTimeMSExpired = 50,
     WriteConflict = 112,
     ConflictingOperationInProgress = 117,
+    IncompleteTransactionHistory = 217,
     TransactionTooOld = 225,
     NoSuchTransaction = 251,
     QueryExceededMemoryLimitNoDiskUseAllowed = 292,

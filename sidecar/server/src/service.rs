@@ -11,7 +11,6 @@ use bson::{Bson, Document};
 use crate::cursor::CursorStore;
 use crate::error::{CommandError, ErrorCode, Result};
 use crate::metrics::Metrics;
-use crate::retry::RetryMemory;
 use crate::session::Sessions;
 use crate::target::{Target, commit_time};
 use crate::wal_error::from_wal;
@@ -21,7 +20,6 @@ pub struct Service {
     /// The branch of databases named without `~branch`.
     pub default_branch: String,
     pub cursors: CursorStore,
-    pub retries: RetryMemory,
     pub sessions: Sessions,
     /// `maxTimeMS` for commands that give none, in ms (0: no limit).
     default_max_time_ms: AtomicU64,
@@ -40,7 +38,6 @@ impl Service {
             wal,
             default_branch: default_branch.into(),
             cursors: CursorStore::default(),
-            retries: RetryMemory::default(),
             sessions: Sessions::default(),
             default_max_time_ms: AtomicU64::new(0),
             blocking_sort_bytes: AtomicU64::new(crate::spill::BLOCKING_STAGE_BYTES as u64),

@@ -78,8 +78,6 @@ pub struct ActiveTxn {
     pub started: Instant,
     /// Handlers reach it through `Ctx::txn`; never held across an await.
     txn: Mutex<Transaction>,
-    /// A commit failed in the store: it may have landed.
-    commit_unknown: std::sync::atomic::AtomicBool,
 }
 
 impl ActiveTxn {
@@ -88,16 +86,7 @@ impl ActiveTxn {
             branch,
             started: Instant::now(),
             txn: Mutex::new(Transaction::begin(snapshot)),
-            commit_unknown: std::sync::atomic::AtomicBool::new(false),
         }
-    }
-
-    pub fn commit_unknown(&self) -> bool {
-        self.commit_unknown.load(Ordering::Relaxed)
-    }
-
-    pub fn mark_commit_unknown(&self) {
-        self.commit_unknown.store(true, Ordering::Relaxed);
     }
 
     pub fn lock(&self) -> MutexGuard<'_, Transaction> {

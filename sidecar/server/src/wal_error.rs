@@ -13,6 +13,7 @@ pub fn from_wal(e: WalError) -> CommandError {
         | PointBeforeBranch { .. }
         | InvalidOp(_) => ErrorCode::BadValue,
         UnknownBranch { .. } => ErrorCode::NamespaceNotFound,
+        RetryTooOld { .. } => ErrorCode::TransactionTooOld,
         BranchExists { .. } => ErrorCode::NamespaceExists,
         HasChildren { .. } | Protected { .. } => ErrorCode::IllegalOperation,
         CommitTooLarge { .. } => ErrorCode::BSONObjectTooLarge,

@@ -640,6 +640,7 @@ async fn history_run(scratch: &Path, sizes: &Sizes, every: u64) -> BoxResult<His
                 actor: "bench".into(),
                 ops: vec![LoggedOp { op, pre_image }],
                 seal: None,
+                retries: Vec::new(),
             });
             if s % every == 0 {
                 let at = labelled(state.clone(), Seq(s), CommitTime(base_time + s as i64));
@@ -790,6 +791,7 @@ fn labelled(mut state: BranchState, seq: Seq, time: CommitTime) -> BranchState {
         actor: String::new(),
         ops: Vec::new(),
         seal: None,
+        retries: Vec::new(),
     });
     state
 }

@@ -33,12 +33,14 @@ use crate::idkey::IdKey;
 use crate::record::{
     CatalogEvent, CatalogRecord, Commit, DocOp, LoggedOp, ProjectRecord, Seal, SnapshotRecord,
 };
+use crate::retry::{RetryCheck, RetryEntry, RetryKey, RetryRecord};
 use crate::snapshot;
 use crate::state::BranchState;
 use crate::store::{LogStats, LogStore};
 use crate::types::{
     BranchId, BranchName, CommitInfo, CommitTime, ForkPoint, ProjectName, ReadPoint, Seq,
 };
+use bson::Document;
 use futures::future::BoxFuture;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -160,8 +162,18 @@ pub struct ResetOutcome {
 /// A queued write with its types erased, so one commit can carry writes
 /// whose callers expect different reply types.
 trait Pending: Send {
+    /// A retryable write that `state` already applied (or that its session
+    /// has moved past) is answered from the branch's retry table and not
+    /// resolved: true when so. Decided again on every attempt's head.
+    fn answered_by(&mut self, _state: &BranchState) -> bool {
+        false
+    }
     /// Runs the caller's resolve; `None` when it refused (kept for `finish`).
     fn resolve(&mut self, state: &BranchState) -> Option<Vec<DocOp>>;
+    /// What to log for a retryable write whose ops were accepted.
+    fn retry_record(&self) -> Option<RetryRecord> {
+        None
+    }
     /// The write's ops were invalid: it fails with `e` whatever the commit does.
     fn invalid(&mut self, e: WalError);
     fn finish(self: Box<Self>, result: Result<CommitInfo>);
@@ -218,6 +230,98 @@ where
             )),
         };
         // The caller may have gone away; its write still committed.
+        let _ = self.reply.send(reply);
+    }
+}
+
+/// What a retryable write got: applied now, with its reply, or found
+/// already applied in the branch's retry table.
+#[derive(Debug)]
+pub enum RetryableOutcome {
+    Applied { reply: Document, info: CommitInfo },
+    AlreadyApplied(RetryEntry),
+}
+
+type RetryableReply<E> = oneshot::Sender<std::result::Result<RetryableOutcome, WriteError<E>>>;
+
+/// A write with a retry key: resolved like any other, unless the head's
+/// retry table already has its key; its reply is logged with its ops.
+struct PendingRetryable<F, E> {
+    key: RetryKey,
+    resolve: F,
+    answered: Option<RetryCheck>,
+    outcome: Option<std::result::Result<Document, E>>,
+    invalid: Option<WalError>,
+    reply: RetryableReply<E>,
+}
+
+impl<F, E> Pending for PendingRetryable<F, E>
+where
+    F: FnMut(&BranchState) -> std::result::Result<(Vec<DocOp>, Document), E> + Send,
+    E: Send,
+{
+    fn answered_by(&mut self, state: &BranchState) -> bool {
+        self.answered = match state.retries().check(&self.key) {
+            RetryCheck::New => None,
+            done => Some(done),
+        };
+        self.answered.is_some()
+    }
+
+    fn resolve(&mut self, state: &BranchState) -> Option<Vec<DocOp>> {
+        self.invalid = None;
+        let f = &mut self.resolve;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| f(state))) {
+            Ok(Ok((ops, reply))) => {
+                self.outcome = Some(Ok(reply));
+                Some(ops)
+            }
+            Ok(Err(e)) => {
+                self.outcome = Some(Err(e));
+                None
+            }
+            Err(_) => {
+                self.outcome = None;
+                self.invalid = Some(WalError::InvalidOp("the write's resolve panicked".into()));
+                None
+            }
+        }
+    }
+
+    fn retry_record(&self) -> Option<RetryRecord> {
+        match &self.outcome {
+            Some(Ok(reply)) if self.invalid.is_none() => {
+                Some(RetryRecord::new(self.key.clone(), reply))
+            }
+            _ => None,
+        }
+    }
+
+    fn invalid(&mut self, e: WalError) {
+        self.invalid = Some(e);
+    }
+
+    fn finish(self: Box<Self>, result: Result<CommitInfo>) {
+        let reply = match (self.answered, self.invalid, self.outcome) {
+            // Found in a head that is the log's: true whatever this commit did.
+            (Some(RetryCheck::Applied(entry)), _, _) => Ok(RetryableOutcome::AlreadyApplied(entry)),
+            (Some(RetryCheck::TooOld { latest }), _, _) => {
+                Err(WriteError::Wal(WalError::RetryTooOld {
+                    txn_number: self.key.txn_number,
+                    latest,
+                }))
+            }
+            (_, Some(e), _) => Err(WriteError::Wal(e)),
+            (_, None, Some(Err(e))) => Err(WriteError::Rejected(e)),
+            (_, None, Some(Ok(reply))) => result
+                .map(|info| RetryableOutcome::Applied { reply, info })
+                .map_err(WriteError::Wal),
+            (_, None, None) => Err(WriteError::Wal(
+                result
+                    .err()
+                    .unwrap_or(WalError::Closed("write was never resolved")),
+            )),
+        };
         let _ = self.reply.send(reply);
     }
 }
@@ -386,6 +490,72 @@ impl Wal {
             .map_err(|_| WriteError::Wal(WalError::Closed("the branch committer stopped")))?
     }
 
+    /// A retryable write (`key` = the session and its txnNumber): as
+    /// [`write`](Self::write), but applied at most once per key on the
+    /// branch, across restarts and handles. `resolve` returns the ops and the
+    /// reply, which is logged with them; a key the branch already applied
+    /// is answered with its entry and `resolve` does not run.
+    pub async fn write_retryable<E, F>(
+        &self,
+        branch: &str,
+        key: RetryKey,
+        resolve: F,
+    ) -> std::result::Result<RetryableOutcome, WriteError<E>>
+    where
+        F: FnMut(&BranchState) -> std::result::Result<(Vec<DocOp>, Document), E> + Send + 'static,
+        E: Send + 'static,
+    {
+        let name = BranchName::parse(branch)?;
+        self.inner.live(&name).await?;
+        let (reply, rx) = oneshot::channel();
+        let pending: Box<dyn Pending> = Box::new(PendingRetryable {
+            key,
+            resolve,
+            answered: None,
+            outcome: None,
+            invalid: None,
+            reply,
+        });
+        self.inner.enqueue(&name, pending)?;
+        rx.await
+            .map_err(|_| WriteError::Wal(WalError::Closed("the branch committer stopped")))?
+    }
+
+    /// The logged reply of the retryable write `key`, which the branch's
+    /// history holds at `seq` (an entry whose reply stayed in the log).
+    pub async fn logged_retry_reply(
+        &self,
+        branch: &str,
+        key: &RetryKey,
+        seq: Seq,
+    ) -> Result<Option<Document>> {
+        let name = BranchName::parse(branch)?;
+        let mut inc = self.inner.live(&name).await?;
+        // Resets continue their history's seqs: an older seq is in an
+        // earlier incarnation (forks start with no retry history).
+        while seq <= inc.start_seq() {
+            match inc.base {
+                Base::Reset { previous, .. } => inc = self.inner.incarnation(previous).await?,
+                _ => return Ok(None),
+            }
+        }
+        let commits = self
+            .inner
+            .store
+            .read_commits(self.project(), inc.id, Seq(seq.0 - 1), seq, 1)
+            .await?;
+        let reply = commits
+            .iter()
+            .filter(|c| c.seq == seq)
+            .flat_map(|c| &c.retries)
+            .find(|r| &r.key == key)
+            .and_then(|r| r.reply.as_ref())
+            .map(|r| Document::try_from(r.as_ref()))
+            .transpose()
+            .map_err(|e| WalError::malformed("retry", e.to_string()))?;
+        Ok(reply)
+    }
+
     /// The state of `branch` at a point.
     pub async fn read(&self, branch: &str, at: ReadPoint) -> Result<BranchState> {
         let name = BranchName::parse(branch)?;
@@ -436,7 +606,8 @@ impl Wal {
             && fork_seq == phead.seq()
         {
             // Forking at the parent's head: the child's head is that state, O(1).
-            self.inner.seed_head(id, phead.at(Seq::ZERO, fork_time));
+            self.inner
+                .seed_head(id, phead.at(Seq::ZERO, fork_time).without_retries());
         }
         self.branch(name.as_str()).await
     }
@@ -916,6 +1087,7 @@ impl Inner {
             actor: self.options.actor.clone(),
             ops: Vec::new(),
             seal: Some(seal.clone()),
+            retries: Vec::new(),
         };
         match self.store.append_commit(self.project(), &commit).await {
             Ok(()) => {
@@ -1076,7 +1248,11 @@ impl Inner {
                     parent,
                     seq: fseq,
                     time,
-                } => Ok(self.state_at(*parent, *fseq).await?.at(Seq::ZERO, *time)),
+                } => Ok(self
+                    .state_at(*parent, *fseq)
+                    .await?
+                    .at(Seq::ZERO, *time)
+                    .without_retries()),
                 Base::Reset { previous, .. } => self.state_at(*previous, seq).await,
             }
         })
@@ -1323,12 +1499,25 @@ impl Inner {
             .ok_or(WalError::Closed("head was not loaded"))?;
         let mut working = state.clone();
         let mut ops = Vec::new();
+        let mut retries = Vec::new();
+        let (seq, time) = (state.seq().next(), self.commit_time(&inc, &state));
         for p in batch.iter_mut() {
+            // On `working`, so a retry queued behind its original in one
+            // group sees it.
+            if p.answered_by(&working) {
+                continue;
+            }
             let Some(new_ops) = p.resolve(&working) else {
                 continue;
             };
             match apply_checked(&mut working, new_ops) {
-                Ok(logged) => ops.extend(logged),
+                Ok(logged) => {
+                    ops.extend(logged);
+                    if let Some(r) = p.retry_record() {
+                        working.note_retry(&r, seq, time);
+                        retries.push(r);
+                    }
+                }
                 Err(e) => p.invalid(e),
             }
         }
@@ -1336,7 +1525,9 @@ impl Inner {
             seq: state.seq(),
             time: state.time(),
         };
-        if ops.is_empty() {
+        // A retryable write that changed nothing still commits its record:
+        // a retry must get this answer, not a new run on a later state.
+        if ops.is_empty() && retries.is_empty() {
             // Nothing to append means no store check of the head either: a
             // refusal (say, a duplicate key) must not rest on a stale head.
             if !caught_up {
@@ -1353,11 +1544,12 @@ impl Inner {
         }
         let commit = Commit {
             branch: inc.id,
-            seq: state.seq().next(),
-            time: self.commit_time(&inc, &state),
+            seq,
+            time,
             actor: self.options.actor.clone(),
             ops,
             seal: None,
+            retries,
         };
         let size = commit_size(&commit);
         if size > self.options.max_commit_bytes {
@@ -1454,7 +1646,11 @@ fn commit_size(c: &Commit) -> usize {
             };
             body + o.pre_image.as_ref().map_or(0, |d| d.as_bytes().len()) + 64
         })
-        .sum()
+        .sum::<usize>()
+        + c.retries
+            .iter()
+            .map(|r| r.reply.as_ref().map_or(0, |d| d.as_bytes().len()) + r.key.session.len() + 32)
+            .sum::<usize>()
 }
 
 /// Validates `ops` (all of them first: a write is applied whole or not at

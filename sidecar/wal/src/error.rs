@@ -43,6 +43,12 @@ pub enum WalError {
     #[error("invalid operation: {0}")]
     InvalidOp(String),
 
+    /// A retryable write whose session already ran a later one.
+    #[error(
+        "retryable write with txnNumber {txn_number} is prohibited: the session already ran txnNumber {latest}"
+    )]
+    RetryTooOld { txn_number: i64, latest: i64 },
+
     #[error("commit of {bytes} bytes exceeds the limit of {limit} bytes")]
     CommitTooLarge { bytes: usize, limit: usize },
 
@@ -138,6 +144,7 @@ impl WalError {
             WalError::HasChildren { .. } => "has_children",
             WalError::Protected { .. } => "protected",
             WalError::InvalidOp(_) => "invalid_op",
+            WalError::RetryTooOld { .. } => "retry_too_old",
             WalError::CommitTooLarge { .. } => "commit_too_large",
             WalError::Conflict { .. } => "conflict",
             WalError::CatalogConflict { .. } => "catalog_conflict",
@@ -190,6 +197,10 @@ impl Clone for WalError {
             HasChildren { name, children } => HasChildren {
                 name: name.clone(),
                 children: children.clone(),
+            },
+            RetryTooOld { txn_number, latest } => RetryTooOld {
+                txn_number: *txn_number,
+                latest: *latest,
             },
             Protected { name, reason } => Protected {
                 name: name.clone(),

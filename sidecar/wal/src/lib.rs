@@ -27,6 +27,7 @@ pub mod idkey;
 pub mod indexkey;
 pub mod rawdoc;
 pub mod record;
+pub mod retry;
 pub mod snapshot;
 pub mod state;
 pub mod store;
@@ -34,11 +35,14 @@ pub mod txn;
 pub mod types;
 
 pub use diff::{CollectionDiff, Diff};
-pub use engine::{BranchInfo, Clock, LineageEntry, LogInfo, ResetOutcome, Wal, WalOptions};
+pub use engine::{
+    BranchInfo, Clock, LineageEntry, LogInfo, ResetOutcome, RetryableOutcome, Wal, WalOptions,
+};
 pub use error::{Result, WalError, WriteError};
 pub use idkey::IdKey;
 pub use indexkey::{IndexKey, IndexKeyError};
 pub use record::{Commit, DocOp, LoggedOp};
+pub use retry::{RetryCheck, RetryEntry, RetryKey, RetryRecord, StoredReply};
 pub use state::{BranchState, CollectionState};
 pub use store::embedded::{EmbeddedOptions, EmbeddedStore, Recovery};
 pub use store::mongo::MongoStore;

@@ -9,6 +9,7 @@
 
 use crate::error::{Result, WalError};
 use crate::rawdoc;
+use crate::retry::{RetryKey, RetryRecord};
 use crate::types::{BranchId, BranchName, CommitInfo, CommitTime, Namespace, Seq};
 use bson::raw::{RawArrayBuf, RawBsonRef, cstr};
 use bson::{Bson, Document, RawDocument, RawDocumentBuf, doc, spec::BinarySubtype};
@@ -89,6 +90,10 @@ pub struct Commit {
     pub actor: String,
     pub ops: Vec<LoggedOp>,
     pub seal: Option<Seal>,
+    /// The retryable writes this commit applied, with their replies (see
+    /// `retry`); a commit may hold several (group commit) or only these
+    /// (a retryable write that changed nothing).
+    pub retries: Vec<RetryRecord>,
 }
 
 impl Commit {
@@ -420,6 +425,13 @@ pub fn commit_to_doc(project: &str, c: &Commit) -> Result<Document> {
             .map_err(|e| WalError::malformed("commit", format!("cannot encode: {e}")))?;
         body.append(cstr!("seal"), seal);
     }
+    if !c.retries.is_empty() {
+        let mut retries = RawArrayBuf::new();
+        for r in &c.retries {
+            retries.push(retry_to_raw(r));
+        }
+        body.append(cstr!("retries"), retries);
+    }
     let body_bytes = body.into_bytes();
     Ok(doc! {
         "k": "commit",
@@ -499,6 +511,19 @@ pub fn commit_from_raw(d: &RawDocument) -> Result<Commit> {
         Ok(None) => None,
         Err(e) => return Err(WalError::malformed(W, format!("body: {e}"))),
     };
+    let retries = match body.get("retries") {
+        Ok(Some(RawBsonRef::Array(a))) => a
+            .into_iter()
+            .map(|r| match r {
+                Ok(RawBsonRef::Document(r)) => retry_from_raw(r),
+                Ok(_) => Err(WalError::malformed(W, "a retry record is not a document")),
+                Err(e) => Err(WalError::malformed(W, format!("retries: {e}"))),
+            })
+            .collect::<Result<Vec<_>>>()?,
+        Ok(Some(_)) => return Err(WalError::malformed(W, "field retries is not an array")),
+        Ok(None) => Vec::new(),
+        Err(e) => return Err(WalError::malformed(W, format!("body: {e}"))),
+    };
     Ok(Commit {
         branch: BranchId(uint("branch")?),
         seq: Seq(uint("seq")?),
@@ -506,6 +531,49 @@ pub fn commit_from_raw(d: &RawDocument) -> Result<Commit> {
         actor,
         ops,
         seal,
+        retries,
+    })
+}
+
+/// `{s: <session bytes>, t: <txnNumber>, r: <reply>}`, `r` absent when the
+/// reply was too large to log.
+fn retry_to_raw(r: &RetryRecord) -> RawDocumentBuf {
+    let mut d = RawDocumentBuf::new();
+    d.append(
+        cstr!("s"),
+        bson::raw::RawBinaryRef {
+            subtype: BinarySubtype::Generic,
+            bytes: &r.key.session,
+        },
+    );
+    d.append(cstr!("t"), r.key.txn_number);
+    if let Some(reply) = &r.reply {
+        d.append(cstr!("r"), reply.clone());
+    }
+    d
+}
+
+fn retry_from_raw(d: &RawDocument) -> Result<RetryRecord> {
+    const W: &str = "retry";
+    let session = match d.get("s") {
+        Ok(Some(RawBsonRef::Binary(b))) => b.bytes.to_vec(),
+        _ => return Err(WalError::malformed(W, "field s is not binary")),
+    };
+    let txn_number = match d.get("t") {
+        Ok(Some(RawBsonRef::Int64(t))) => t,
+        _ => return Err(WalError::malformed(W, "field t is not a long")),
+    };
+    let reply = match d.get("r") {
+        Ok(Some(RawBsonRef::Document(r))) => Some(r.to_owned()),
+        Ok(None) => None,
+        _ => return Err(WalError::malformed(W, "field r is not a document")),
+    };
+    Ok(RetryRecord {
+        key: RetryKey {
+            session,
+            txn_number,
+        },
+        reply,
     })
 }
 
@@ -667,6 +735,22 @@ mod tests {
                 backup: Some(BranchName::parse("bk").unwrap()),
                 request: Some("uid/abc".into()),
             }),
+            retries: vec![
+                RetryRecord {
+                    key: RetryKey {
+                        session: vec![1, 2, 3],
+                        txn_number: 9,
+                    },
+                    reply: Some(crate::rawdoc::encode(&doc! {"n": 1, "$odd.name": 2}).unwrap()),
+                },
+                RetryRecord {
+                    key: RetryKey {
+                        session: vec![],
+                        txn_number: -1,
+                    },
+                    reply: None,
+                },
+            ],
         };
         let d = commit_to_doc("p", &c).unwrap();
         assert_eq!(commit_from_doc(&d).unwrap(), c);

@@ -5,6 +5,10 @@
 //!   `{seq, time, colls: n}`
 //!   n × (`{db, coll, options, indexes, docs: m}` then the m documents
 //!   themselves, as their stored bytes)
+//!   then, when the header has `retries: r`, r × `{s, t, q, tm, k[, r]}`:
+//!   the retry table (session, txnNumber, seq, time, where the reply is:
+//!   `k` 0 inline in `r`, 1 in the log, 2 lost). A header without it is a
+//!   state with no retry history.
 //! `ARGSNAP1` (each document wrapped as `{d: <doc>}`) is no longer read: a
 //! snapshot is only an optimisation, and one the engine cannot decode is
 //! replaced by replay.
@@ -14,9 +18,11 @@
 use crate::error::{Result, WalError};
 use crate::rawdoc;
 use crate::record::{get_i64, get_u64};
+use crate::retry::{RetryEntry, StoredReply};
 use crate::state::{BranchState, CollectionState};
 use crate::types::{CommitTime, Namespace, Seq};
 use bson::{Bson, Document, RawDocument, doc};
+use std::sync::Arc;
 
 const MAGIC: &[u8; 8] = b"ARGSNAP2";
 const W: &str = "snapshot";
@@ -32,7 +38,10 @@ pub fn encode(state: &BranchState) -> Result<Vec<u8>> {
     let colls: Vec<_> = state.namespaces().collect();
     push_doc(
         &mut out,
-        &doc! {"seq": state.seq().0 as i64, "time": state.time().0, "colls": colls.len() as i64},
+        &doc! {
+            "seq": state.seq().0 as i64, "time": state.time().0, "colls": colls.len() as i64,
+            "retries": state.retries().len() as i64,
+        },
     )?;
     for (ns, c) in colls {
         push_doc(
@@ -49,6 +58,31 @@ pub fn encode(state: &BranchState) -> Result<Vec<u8>> {
             // refuses a Put whose `doc._id` is not its `id`, so they agree.
             out.extend_from_slice(d.as_bytes());
         }
+    }
+    for (session, e) in state.retries().iter() {
+        let mut d = doc! {
+            "s": bson::Binary { subtype: bson::spec::BinarySubtype::Generic, bytes: session.clone() },
+            "t": e.txn_number,
+            "q": e.seq.0 as i64,
+            "tm": e.time.0,
+        };
+        match &e.reply {
+            StoredReply::Inline(r) => {
+                d.insert("k", 0);
+                d.insert(
+                    "r",
+                    Document::try_from(r.as_ref().as_ref())
+                        .map_err(|e| WalError::malformed(W, format!("retry reply: {e}")))?,
+                );
+            }
+            StoredReply::InLog => {
+                d.insert("k", 1);
+            }
+            StoredReply::Lost => {
+                d.insert("k", 2);
+            }
+        }
+        push_doc(&mut out, &d)?;
     }
     let crc = crc32c::crc32c(&out[MAGIC.len()..]);
     out.extend_from_slice(&crc.to_le_bytes());
@@ -135,6 +169,37 @@ pub fn decode(bytes: &[u8]) -> Result<BranchState> {
             docs.push(rawdoc::owned(r.next_raw()?, W)?);
         }
         state.insert_collection(ns, CollectionState::from_parts(options, indexes, docs));
+    }
+    let nretries = match header.get("retries") {
+        None => 0,
+        Some(_) => get_u64(&header, W, "retries")?,
+    };
+    for _ in 0..nretries {
+        let d = r.next_doc()?;
+        let session = match d.get("s") {
+            Some(Bson::Binary(b)) => b.bytes.clone(),
+            _ => return Err(WalError::malformed(W, "retry entry without a session")),
+        };
+        let reply = match get_i64(&d, W, "k")? {
+            0 => {
+                let reply = d
+                    .get_document("r")
+                    .map_err(|e| WalError::malformed(W, format!("retry reply: {e}")))?;
+                StoredReply::Inline(Arc::new(rawdoc::encode(reply)?))
+            }
+            1 => StoredReply::InLog,
+            2 => StoredReply::Lost,
+            k => return Err(WalError::malformed(W, format!("retry entry kind {k}"))),
+        };
+        state.retries_mut().insert(
+            session,
+            RetryEntry {
+                txn_number: get_i64(&d, W, "t")?,
+                seq: Seq(get_u64(&d, W, "q")?),
+                time: CommitTime(get_i64(&d, W, "tm")?),
+                reply,
+            },
+        );
     }
     if r.pos != body.len() {
         return Err(WalError::malformed(W, "trailing bytes"));

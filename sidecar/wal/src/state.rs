@@ -16,6 +16,7 @@ use crate::idkey::IdKey;
 use crate::indexkey::{IndexKey, IndexKeyError, KeyPattern};
 use crate::rawdoc;
 use crate::record::{Commit, DocOp};
+use crate::retry::{RetryRecord, RetryTable};
 use crate::types::{CommitTime, Namespace, Seq};
 use bson::{Bson, Document, RawDocument, RawDocumentBuf, doc};
 use imbl::{OrdMap, OrdSet};
@@ -450,6 +451,7 @@ pub struct BranchState {
     seq: Seq,
     time: CommitTime,
     colls: OrdMap<Namespace, CollectionState>,
+    retries: RetryTable,
 }
 
 impl PartialEq for BranchState {
@@ -466,7 +468,29 @@ impl BranchState {
             seq: Seq::ZERO,
             time,
             colls: OrdMap::new(),
+            retries: RetryTable::default(),
         }
+    }
+
+    /// The retryable writes applied on this branch (see `retry`).
+    pub fn retries(&self) -> &RetryTable {
+        &self.retries
+    }
+
+    /// Enters a retryable write logged by the commit at `seq`/`time`.
+    pub(crate) fn note_retry(&mut self, rec: &RetryRecord, seq: Seq, time: CommitTime) {
+        self.retries.note(rec, seq, time);
+    }
+
+    /// A fork's base: the same contents with no retry history (a retry
+    /// belongs to the branch its write went to).
+    pub(crate) fn without_retries(mut self) -> BranchState {
+        self.retries = RetryTable::default();
+        self
+    }
+
+    pub(crate) fn retries_mut(&mut self) -> &mut RetryTable {
+        &mut self.retries
     }
 
     /// Database names, sorted.
@@ -635,6 +659,9 @@ impl BranchState {
                     self.apply(other);
                 }
             }
+        }
+        for r in &commit.retries {
+            self.retries.note(r, commit.seq, commit.time);
         }
         self.seq = commit.seq;
         self.time = commit.time;

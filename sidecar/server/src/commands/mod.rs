@@ -19,7 +19,7 @@ use bson::{Bson, Document, doc};
 use futures::Future;
 
 use crate::error::{CommandError, ErrorCode, Result};
-use crate::service::Service;
+use crate::service::{Service, operation_time};
 use crate::target::Target;
 use crate::wire::{Compressor, Request, RequestKind};
 
@@ -267,11 +267,6 @@ async fn answer(
         cmd: &req.command,
         txn: None,
     };
-    if command.retryable_write
-        && let Some(key) = crate::retry::key_of(&req.command)
-    {
-        return svc.retries.run_once(key, || (command.handler)(&ctx)).await;
-    }
     (command.handler)(&ctx).await
 }
 
@@ -384,6 +379,44 @@ where
         .map_err(crate::wal_error::from_write)?;
     ctx.svc.metrics.commits.inc();
     Ok(out)
+}
+
+/// A write command's commit, whose `resolve` gives its ops and its reply:
+/// inside a transaction, recorded there; with a retry key (`lsid` and
+/// `txnNumber`), applied at most once, the reply logged with it so a retry
+/// gets it back (`retry`); otherwise a plain commit. The reply gets the
+/// commit's time as `operationTime` (the first commit's, for a retry).
+pub(crate) async fn commit_write<F>(ctx: &Ctx<'_>, target: &Target, resolve: F) -> Result<Document>
+where
+    F: FnMut(&argon_wal::BranchState) -> Result<(Vec<argon_wal::DocOp>, Document)> + Send + 'static,
+{
+    let key = match ctx.txn {
+        None => crate::retry::key_of(ctx.cmd),
+        Some(_) => None,
+    };
+    let Some(key) = key else {
+        let (mut reply, info) = commit(ctx, target, resolve).await?;
+        reply.insert("operationTime", operation_time(info.time));
+        return Ok(reply);
+    };
+    target.writable()?;
+    let wal = &ctx.svc.wal;
+    let outcome = wal
+        .write_retryable(&target.branch, key.clone(), resolve)
+        .await
+        .map_err(crate::wal_error::from_write)?;
+    let (mut reply, time) = match outcome {
+        argon_wal::RetryableOutcome::Applied { reply, info } => {
+            ctx.svc.metrics.commits.inc();
+            (reply, info.time)
+        }
+        argon_wal::RetryableOutcome::AlreadyApplied(entry) => (
+            crate::retry::stored_reply(wal, &target.branch, &key, &entry).await?,
+            entry.time,
+        ),
+    };
+    reply.insert("operationTime", operation_time(time));
+    Ok(reply)
 }
 
 /// A statement's write inside a transaction: resolved on the transaction's

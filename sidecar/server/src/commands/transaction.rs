@@ -12,7 +12,7 @@
 
 use std::time::Instant;
 
-use argon_wal::{DocOp, Transaction, WriteError};
+use argon_wal::{RetryableOutcome, WriteError};
 use bson::{Bson, Document, doc};
 
 use super::{Command, Conn, Ctx};
@@ -121,7 +121,7 @@ pub(crate) async fn run(
     command: &Command,
     st: Statement,
 ) -> Result<Document> {
-    let cell = svc.sessions.get_or_create(st.session)?;
+    let cell = svc.sessions.get_or_create(st.session.clone())?;
     let mut session = cell.lock().await;
     session.touch();
     let n = st.txn_number;
@@ -178,7 +178,7 @@ pub(crate) async fn run(
         }
     }
     match name {
-        "commitTransaction" => return commit(svc, &mut session, n).await,
+        "commitTransaction" => return commit(svc, &mut session, &st.session, n).await,
         "abortTransaction" => return abort(&mut session, n),
         _ => {}
     }
@@ -235,7 +235,12 @@ fn not_in_transaction(name: &str) -> CommandError {
     )
 }
 
-async fn commit(svc: &Service, session: &mut Session, n: i64) -> Result<Document> {
+async fn commit(
+    svc: &Service,
+    session: &mut Session,
+    session_key: &[u8],
+    n: i64,
+) -> Result<Document> {
     let active = match std::mem::take(&mut session.txn) {
         TxnState::Active(t) => t,
         TxnState::Committed(reply) => {
@@ -259,16 +264,17 @@ async fn commit(svc: &Service, session: &mut Session, n: i64) -> Result<Document
         session.txn = TxnState::Committed(reply.clone());
         return Ok(reply);
     }
-    if active.commit_unknown()
-        && let Some(reply) = landed_already(svc, &active.branch, &txn).await
-    {
-        session.txn = TxnState::Committed(reply.clone());
-        return Ok(reply);
-    }
+    // The commit carries the session's retry key: a commit retried after
+    // an unknown outcome (a store error mid-append) is answered from the
+    // branch's retry table, exactly, instead of committing twice.
+    let key = argon_wal::RetryKey {
+        session: session_key.to_vec(),
+        txn_number: n,
+    };
     let to_commit = txn.clone();
     let result = svc
         .wal
-        .write(&active.branch, move |head| {
+        .write_retryable(&active.branch, key, move |head| {
             if let Some(c) = to_commit.conflict_on(head) {
                 return Err(CommandError::new(
                     ErrorCode::WriteConflict,
@@ -276,13 +282,19 @@ async fn commit(svc: &Service, session: &mut Session, n: i64) -> Result<Document
                 ));
             }
             super::write::recheck_unique(head, to_commit.ops())?;
-            Ok((to_commit.ops().to_vec(), ()))
+            Ok((to_commit.ops().to_vec(), Document::new()))
         })
         .await;
     match result {
-        Ok(((), info)) => {
-            svc.metrics.commits.inc();
-            let reply = doc! {"operationTime": operation_time(info.time)};
+        Ok(outcome) => {
+            let time = match outcome {
+                RetryableOutcome::Applied { info, .. } => {
+                    svc.metrics.commits.inc();
+                    info.time
+                }
+                RetryableOutcome::AlreadyApplied(entry) => entry.time,
+            };
+            let reply = doc! {"operationTime": operation_time(time)};
             session.txn = TxnState::Committed(reply.clone());
             Ok(reply)
         }
@@ -306,40 +318,14 @@ async fn commit(svc: &Service, session: &mut Session, n: i64) -> Result<Document
                 }
                 _ => {
                     // The store failed mid-append: the commit may have landed.
-                    // Keep the transaction so a retried commit can find out.
-                    active.mark_commit_unknown();
+                    // Keep the transaction: a retried commit finds out from
+                    // the branch's retry table.
                     session.txn = TxnState::Active(active);
                     Err(e.with_label(Label::UnknownTransactionCommitResult))
                 }
             }
         }
     }
-}
-
-/// After a commit with an unknown outcome: did it land? It did when the
-/// branch's head holds exactly the transaction's post-images of every
-/// document it wrote (a concurrent commit that overwrote them since would
-/// hide it; the retry then conflicts, and the driver reports an error
-/// rather than applying the transaction twice).
-async fn landed_already(svc: &Service, branch: &str, txn: &Transaction) -> Option<Document> {
-    let head = svc
-        .wal
-        .read(branch, argon_wal::ReadPoint::Head)
-        .await
-        .ok()?;
-    let mut wrote_any = false;
-    for op in txn.ops() {
-        let (DocOp::Put { ns, id, .. } | DocOp::Delete { ns, id }) = op else {
-            continue;
-        };
-        wrote_any = true;
-        let ours = txn.state().collection(ns).and_then(|c| c.get(id));
-        let now = head.collection(ns).and_then(|c| c.get(id));
-        if ours.map(|d| d.as_bytes()) != now.map(|d| d.as_bytes()) {
-            return None;
-        }
-    }
-    wrote_any.then(|| doc! {"operationTime": operation_time(head.time())})
 }
 
 fn abort(session: &mut Session, n: i64) -> Result<Document> {

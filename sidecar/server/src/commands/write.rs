@@ -12,13 +12,12 @@ use std::sync::Arc;
 use argon_wal::{BranchState, DocOp, Namespace};
 use bson::{Bson, Document, doc, oid::ObjectId};
 
-use super::{Ctx, collection_name, commit, opt_bool, opt_doc};
+use super::{Ctx, collection_name, commit_write, opt_bool, opt_doc};
 use crate::deadline::Deadline;
 use crate::error::{CommandError, ErrorCode, Result};
 use crate::query::compare::{compare, type_rank};
 use crate::query::update::upsert_document;
 use crate::query::{Filter, Projection, SortSpec, UpdateSpec, path};
-use crate::service::operation_time;
 
 // ---- unique keys ---------------------------------------------------------------
 
@@ -241,12 +240,11 @@ fn statements<'a>(cmd: &'a Document, key: &str) -> Result<&'a Vec<Bson>> {
     }
 }
 
-fn write_reply(n: i64, errors: Vec<Document>, info: argon_wal::CommitInfo) -> Document {
+fn write_reply(n: i64, errors: Vec<Document>) -> Document {
     let mut out = doc! {"n": super::count_value(n)};
     if !errors.is_empty() {
         out.insert("writeErrors", errors);
     }
-    out.insert("operationTime", operation_time(info.time));
     out
 }
 
@@ -268,7 +266,7 @@ pub async fn insert(ctx: &Ctx<'_>) -> Result<Document> {
         })
         .collect();
     let ns = Namespace::new(target.db.as_str(), coll.as_str());
-    let ((n, errors), info) = commit(ctx, &target, move |state| {
+    commit_write(ctx, &target, move |state| {
         let mut st = state.clone();
         let mut ops = Vec::with_capacity(docs.len() + 1);
         let mut errors = Vec::new();
@@ -290,10 +288,9 @@ pub async fn insert(ctx: &Ctx<'_>) -> Result<Document> {
                 }
             }
         }
-        Ok((ops, (n, errors)))
+        Ok((ops, write_reply(n, errors)))
     })
-    .await?;
-    Ok(write_reply(n, errors, info))
+    .await
 }
 
 // ---- update -----------------------------------------------------------------------
@@ -392,7 +389,7 @@ pub async fn update(ctx: &Ctx<'_>) -> Result<Document> {
     );
     let ns = Namespace::new(target.db.as_str(), coll.as_str());
     let deadline = ctx.deadline()?;
-    let (reply, info) = commit(ctx, &target, move |state| {
+    commit_write(ctx, &target, move |state| {
         let mut st = state.clone();
         let mut ops = Vec::new();
         let (mut n, mut modified) = (0i64, 0i64);
@@ -420,16 +417,14 @@ pub async fn update(ctx: &Ctx<'_>) -> Result<Document> {
                 }
             }
         }
-        Ok((ops, (n, modified, upserted, errors)))
+        let mut out = write_reply(n, errors);
+        out.insert("nModified", super::count_value(modified));
+        if !upserted.is_empty() {
+            out.insert("upserted", upserted);
+        }
+        Ok((ops, out))
     })
-    .await?;
-    let (n, modified, upserted, errors) = reply;
-    let mut out = write_reply(n, errors, info);
-    out.insert("nModified", super::count_value(modified));
-    if !upserted.is_empty() {
-        out.insert("upserted", upserted);
-    }
-    Ok(out)
+    .await
 }
 
 // ---- delete -----------------------------------------------------------------------
@@ -469,7 +464,7 @@ pub async fn delete(ctx: &Ctx<'_>) -> Result<Document> {
     );
     let ns = Namespace::new(target.db.as_str(), coll.as_str());
     let deadline = ctx.deadline()?;
-    let ((n, errors), info) = commit(ctx, &target, move |state| {
+    commit_write(ctx, &target, move |state| {
         let mut st = state.clone();
         let mut ops = Vec::new();
         let mut n = 0i64;
@@ -499,10 +494,9 @@ pub async fn delete(ctx: &Ctx<'_>) -> Result<Document> {
                 }
             }
         }
-        Ok((ops, (n, errors)))
+        Ok((ops, write_reply(n, errors)))
     })
-    .await?;
-    Ok(write_reply(n, errors, info))
+    .await
 }
 
 // ---- findAndModify ------------------------------------------------------------------
@@ -551,7 +545,17 @@ pub async fn find_and_modify(ctx: &Ctx<'_>) -> Result<Document> {
     }
     let ns = Namespace::new(target.db.as_str(), coll.as_str());
     let deadline = ctx.deadline()?;
-    let ((value, last_error), info) = commit(ctx, &target, move |state| {
+    // The reply (projection included) is built before the commit: a retry
+    // is answered with it from the log.
+    let reply = move |ops, value: Option<Document>, last_error: Document| -> Result<_> {
+        let value = match (value, &fields) {
+            (Some(v), Some(p)) => Bson::Document(p.try_apply(&v)?),
+            (Some(v), None) => Bson::Document(v),
+            (None, _) => Bson::Null,
+        };
+        Ok((ops, doc! {"lastErrorObject": last_error, "value": value}))
+    };
+    commit_write(ctx, &target, move |state| {
         let mut st = state.clone();
         let mut ops = Vec::new();
         let found: Option<Document> = {
@@ -570,9 +574,9 @@ pub async fn find_and_modify(ctx: &Ctx<'_>) -> Result<Document> {
                 };
                 st.apply(&op);
                 ops.push(op);
-                Ok((ops, (Some(old), doc! {"n": 1})))
+                reply(ops, Some(old), doc! {"n": 1})
             }
-            (None, None) => Ok((ops, (None, doc! {"n": 0}))),
+            (None, None) => reply(ops, None, doc! {"n": 0}),
             (Some(old), Some(u)) => {
                 let new = u.apply(&old, false)?;
                 if new != old {
@@ -580,7 +584,7 @@ pub async fn find_and_modify(ctx: &Ctx<'_>) -> Result<Document> {
                     put(&mut st, &mut ops, &ns, &new)?;
                 }
                 let value = if return_new { new } else { old };
-                Ok((ops, (Some(value), doc! {"n": 1, "updatedExisting": true})))
+                reply(ops, Some(value), doc! {"n": 1, "updatedExisting": true})
             }
             (None, Some(u)) if upsert => {
                 let doc = upsert_document(&q, u)?;
@@ -590,24 +594,14 @@ pub async fn find_and_modify(ctx: &Ctx<'_>) -> Result<Document> {
                 let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
                 put(&mut st, &mut ops, &ns, &doc)?;
                 let value = if return_new { Some(doc) } else { None };
-                Ok((
+                reply(
                     ops,
-                    (
-                        value,
-                        doc! {"n": 1, "updatedExisting": false, "upserted": id},
-                    ),
-                ))
+                    value,
+                    doc! {"n": 1, "updatedExisting": false, "upserted": id},
+                )
             }
-            (None, Some(_)) => Ok((ops, (None, doc! {"n": 0, "updatedExisting": false}))),
+            (None, Some(_)) => reply(ops, None, doc! {"n": 0, "updatedExisting": false}),
         }
     })
-    .await?;
-    let value = match (value, &fields) {
-        (Some(v), Some(p)) => Bson::Document(p.try_apply(&v)?),
-        (Some(v), None) => Bson::Document(v),
-        (None, _) => Bson::Null,
-    };
-    Ok(
-        doc! {"lastErrorObject": last_error, "value": value, "operationTime": operation_time(info.time)},
-    )
+    .await
 }

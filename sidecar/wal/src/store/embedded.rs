@@ -1465,6 +1465,7 @@ mod tests {
             actor: "t".into(),
             ops: Vec::new(),
             seal: None,
+            retries: Vec::new(),
         }
     }
 

@@ -81,11 +81,12 @@ pub struct ActiveTxn {
 }
 
 impl ActiveTxn {
-    pub fn new(branch: String, snapshot: BranchState) -> ActiveTxn {
+    /// `txn`: begun on the transaction's snapshot (`Wal::begin`).
+    pub fn new(branch: String, txn: Transaction) -> ActiveTxn {
         ActiveTxn {
             branch,
             started: Instant::now(),
-            txn: Mutex::new(Transaction::begin(snapshot)),
+            txn: Mutex::new(txn),
         }
     }
 
@@ -238,7 +239,10 @@ mod tests {
             s.txn_number = 3;
             s.txn = TxnState::Active(Box::new(ActiveTxn::new(
                 "main".into(),
-                BranchState::empty(CommitTime(0)),
+                Transaction::begin(
+                    BranchState::empty(CommitTime(0)),
+                    argon_wal::unique::every_document(),
+                ),
             )));
         }
         let now = Instant::now();

@@ -7,6 +7,8 @@ use crate::error::{CommandError, ErrorCode};
 pub fn from_wal(e: WalError) -> CommandError {
     use WalError::*;
     let code = match &e {
+        DuplicateKey(d) => return duplicate_key(&d.ns, &d.index, &d.pattern, &d.key),
+        ParallelArrays { .. } => ErrorCode::CannotIndexParallelArrays,
         InvalidBranchName { .. }
         | InvalidProjectName { .. }
         | PointBeyondHead { .. }
@@ -34,6 +36,24 @@ pub fn from_wal(e: WalError) -> CommandError {
         tracing::error!(error = %e, "WAL store error");
     }
     CommandError::new(code, e.to_string())
+}
+
+/// MongoDB's E11000 error, with `keyPattern` and `keyValue`.
+fn duplicate_key(
+    ns: &argon_wal::Namespace,
+    index: &str,
+    pattern: &bson::Document,
+    key: &bson::Document,
+) -> CommandError {
+    let shown: Vec<String> = key.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    CommandError::new(
+        ErrorCode::DuplicateKey,
+        format!(
+            "E11000 duplicate key error collection: {ns} index: {index} dup key: {{ {} }}",
+            shown.join(", ")
+        ),
+    )
+    .with_extra(bson::doc! {"keyPattern": pattern.clone(), "keyValue": key.clone()})
 }
 
 /// A failed `Wal::write`: the resolver's own error, or the engine's.

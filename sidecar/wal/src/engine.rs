@@ -31,15 +31,17 @@ use crate::diff::{self, Diff};
 use crate::error::{Result, WalError, WriteError};
 use crate::idkey::IdKey;
 use crate::record::{
-    CatalogEvent, CatalogRecord, Commit, DocOp, LoggedOp, ProjectRecord, Seal, SnapshotRecord,
+    CatalogEvent, CatalogRecord, Commit, DocOp, ProjectRecord, Seal, SnapshotRecord,
 };
 use crate::retry::{RetryCheck, RetryEntry, RetryKey, RetryRecord};
 use crate::snapshot;
 use crate::state::BranchState;
 use crate::store::{LogStats, LogStore};
+use crate::txn::Transaction;
 use crate::types::{
     BranchId, BranchName, CommitInfo, CommitTime, ForkPoint, ProjectName, ReadPoint, Seq,
 };
+use crate::unique::IndexFilter;
 use bson::Document;
 use futures::future::BoxFuture;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -88,6 +90,9 @@ pub struct WalOptions {
     /// Conflicting appends before a write gives up.
     pub max_conflict_retries: u32,
     pub clock: Clock,
+    /// Membership of partial indexes for the unique-key rule (the query
+    /// engine's match; see `unique`).
+    pub index_filter: Arc<dyn IndexFilter>,
 }
 
 impl Default for WalOptions {
@@ -99,6 +104,7 @@ impl Default for WalOptions {
             max_commit_bytes: 15 << 20,
             max_conflict_retries: 10_000,
             clock: Clock::system(),
+            index_filter: crate::unique::every_document(),
         }
     }
 }
@@ -168,69 +174,101 @@ trait Pending: Send {
     fn answered_by(&mut self, _state: &BranchState) -> bool {
         false
     }
-    /// Runs the caller's resolve; `None` when it refused (kept for `finish`).
-    fn resolve(&mut self, state: &BranchState) -> Option<Vec<DocOp>>;
+    /// Runs the caller's resolve, writing through `txn` (begun on the state
+    /// the previous write of the batch left); false when it refused or its
+    /// ops were invalid (kept for `finish`), and `txn` is then dropped.
+    fn resolve(&mut self, txn: &mut Transaction) -> bool;
     /// What to log for a retryable write whose ops were accepted.
     fn retry_record(&self) -> Option<RetryRecord> {
         None
     }
-    /// The write's ops were invalid: it fails with `e` whatever the commit does.
-    fn invalid(&mut self, e: WalError);
     fn finish(self: Box<Self>, result: Result<CommitInfo>);
 }
 
-type Reply<T, E> = oneshot::Sender<std::result::Result<(T, CommitInfo), WriteError<E>>>;
+/// Runs `f` so that a panic fails only its own write.
+fn guarded<R>(f: impl FnOnce() -> R) -> std::result::Result<R, WalError> {
+    std::panic::catch_unwind(AssertUnwindSafe(f))
+        .map_err(|_| WalError::InvalidOp("the write's resolve panicked".into()))
+}
 
-struct PendingWrite<F, T, E> {
+type Reply<T, E> = oneshot::Sender<std::result::Result<(T, CommitInfo), WriteError<E>>>;
+type Outcome<T, E> = Option<std::result::Result<T, WriteError<E>>>;
+
+/// The reply of a resolved write once its commit is done.
+fn finish_outcome<T, E>(
+    outcome: Outcome<T, E>,
+    result: Result<CommitInfo>,
+) -> std::result::Result<(T, CommitInfo), WriteError<E>> {
+    match outcome {
+        Some(Ok(t)) => result.map(|info| (t, info)).map_err(WriteError::Wal),
+        Some(Err(e)) => Err(e),
+        None => Err(WriteError::Wal(
+            result
+                .err()
+                .unwrap_or(WalError::Closed("write was never resolved")),
+        )),
+    }
+}
+
+/// A write whose resolve returns ops (`Wal::write`); the transaction
+/// checks and applies them, once.
+struct PendingOps<F, T, E> {
     resolve: F,
-    outcome: Option<std::result::Result<T, E>>,
-    invalid: Option<WalError>,
+    outcome: Outcome<T, E>,
     reply: Reply<T, E>,
 }
 
-impl<F, T, E> Pending for PendingWrite<F, T, E>
+impl<F, T, E> Pending for PendingOps<F, T, E>
 where
     F: FnMut(&BranchState) -> std::result::Result<(Vec<DocOp>, T), E> + Send,
     T: Send,
     E: Send,
 {
-    fn resolve(&mut self, state: &BranchState) -> Option<Vec<DocOp>> {
-        self.invalid = None;
+    fn resolve(&mut self, txn: &mut Transaction) -> bool {
         let f = &mut self.resolve;
-        match std::panic::catch_unwind(AssertUnwindSafe(|| f(state))) {
-            Ok(Ok((ops, t))) => {
-                self.outcome = Some(Ok(t));
-                Some(ops)
-            }
-            Ok(Err(e)) => {
-                self.outcome = Some(Err(e));
-                None
-            }
-            Err(_) => {
-                self.outcome = None;
-                self.invalid = Some(WalError::InvalidOp("the write's resolve panicked".into()));
-                None
-            }
-        }
-    }
-
-    fn invalid(&mut self, e: WalError) {
-        self.invalid = Some(e);
+        let outcome = match guarded(|| f(txn.state())) {
+            Ok(Ok((ops, t))) => txn.record(ops).map(|()| t).map_err(WriteError::Wal),
+            Ok(Err(e)) => Err(WriteError::Rejected(e)),
+            Err(e) => Err(WriteError::Wal(e)),
+        };
+        let ok = outcome.is_ok();
+        self.outcome = Some(outcome);
+        ok
     }
 
     fn finish(self: Box<Self>, result: Result<CommitInfo>) {
-        let reply = match (self.invalid, self.outcome) {
-            (Some(e), _) => Err(WriteError::Wal(e)),
-            (None, Some(Err(e))) => Err(WriteError::Rejected(e)),
-            (None, Some(Ok(t))) => result.map(|info| (t, info)).map_err(WriteError::Wal),
-            (None, None) => Err(WriteError::Wal(
-                result
-                    .err()
-                    .unwrap_or(WalError::Closed("write was never resolved")),
-            )),
-        };
         // The caller may have gone away; its write still committed.
-        let _ = self.reply.send(reply);
+        let _ = self.reply.send(finish_outcome(self.outcome, result));
+    }
+}
+
+/// A write that writes through the transaction (`Wal::write_in`).
+struct PendingTxn<F, T, E> {
+    resolve: F,
+    outcome: Outcome<T, E>,
+    reply: Reply<T, E>,
+}
+
+impl<F, T, E> Pending for PendingTxn<F, T, E>
+where
+    F: FnMut(&mut Transaction) -> std::result::Result<T, E> + Send,
+    T: Send,
+    E: Send,
+{
+    fn resolve(&mut self, txn: &mut Transaction) -> bool {
+        let f = &mut self.resolve;
+        let outcome = match guarded(|| f(txn)) {
+            Ok(Ok(t)) => Ok(t),
+            Ok(Err(e)) => Err(WriteError::Rejected(e)),
+            Err(e) => Err(WriteError::Wal(e)),
+        };
+        let ok = outcome.is_ok();
+        self.outcome = Some(outcome);
+        ok
+    }
+
+    fn finish(self: Box<Self>, result: Result<CommitInfo>) {
+        let _ = self.reply.send(finish_outcome(self.outcome, result));
     }
 }
 
@@ -248,16 +286,14 @@ type RetryableReply<E> = oneshot::Sender<std::result::Result<RetryableOutcome, W
 /// retry table already has its key; its reply is logged with its ops.
 struct PendingRetryable<F, E> {
     key: RetryKey,
-    resolve: F,
+    inner: PendingTxn<F, Document, E>,
     answered: Option<RetryCheck>,
-    outcome: Option<std::result::Result<Document, E>>,
-    invalid: Option<WalError>,
     reply: RetryableReply<E>,
 }
 
 impl<F, E> Pending for PendingRetryable<F, E>
 where
-    F: FnMut(&BranchState) -> std::result::Result<(Vec<DocOp>, Document), E> + Send,
+    F: FnMut(&mut Transaction) -> std::result::Result<Document, E> + Send,
     E: Send,
 {
     fn answered_by(&mut self, state: &BranchState) -> bool {
@@ -268,59 +304,27 @@ where
         self.answered.is_some()
     }
 
-    fn resolve(&mut self, state: &BranchState) -> Option<Vec<DocOp>> {
-        self.invalid = None;
-        let f = &mut self.resolve;
-        match std::panic::catch_unwind(AssertUnwindSafe(|| f(state))) {
-            Ok(Ok((ops, reply))) => {
-                self.outcome = Some(Ok(reply));
-                Some(ops)
-            }
-            Ok(Err(e)) => {
-                self.outcome = Some(Err(e));
-                None
-            }
-            Err(_) => {
-                self.outcome = None;
-                self.invalid = Some(WalError::InvalidOp("the write's resolve panicked".into()));
-                None
-            }
-        }
+    fn resolve(&mut self, txn: &mut Transaction) -> bool {
+        self.inner.resolve(txn)
     }
 
     fn retry_record(&self) -> Option<RetryRecord> {
-        match &self.outcome {
-            Some(Ok(reply)) if self.invalid.is_none() => {
-                Some(RetryRecord::new(self.key.clone(), reply))
-            }
+        match &self.inner.outcome {
+            Some(Ok(reply)) => Some(RetryRecord::new(self.key.clone(), reply)),
             _ => None,
         }
     }
 
-    fn invalid(&mut self, e: WalError) {
-        self.invalid = Some(e);
-    }
-
     fn finish(self: Box<Self>, result: Result<CommitInfo>) {
-        let reply = match (self.answered, self.invalid, self.outcome) {
+        let reply = match self.answered {
             // Found in a head that is the log's: true whatever this commit did.
-            (Some(RetryCheck::Applied(entry)), _, _) => Ok(RetryableOutcome::AlreadyApplied(entry)),
-            (Some(RetryCheck::TooOld { latest }), _, _) => {
-                Err(WriteError::Wal(WalError::RetryTooOld {
-                    txn_number: self.key.txn_number,
-                    latest,
-                }))
-            }
-            (_, Some(e), _) => Err(WriteError::Wal(e)),
-            (_, None, Some(Err(e))) => Err(WriteError::Rejected(e)),
-            (_, None, Some(Ok(reply))) => result
-                .map(|info| RetryableOutcome::Applied { reply, info })
-                .map_err(WriteError::Wal),
-            (_, None, None) => Err(WriteError::Wal(
-                result
-                    .err()
-                    .unwrap_or(WalError::Closed("write was never resolved")),
-            )),
+            Some(RetryCheck::Applied(entry)) => Ok(RetryableOutcome::AlreadyApplied(entry)),
+            Some(RetryCheck::TooOld { latest }) => Err(WriteError::Wal(WalError::RetryTooOld {
+                txn_number: self.key.txn_number,
+                latest,
+            })),
+            _ => finish_outcome(self.inner.outcome, result)
+                .map(|(reply, info)| RetryableOutcome::Applied { reply, info }),
         };
         let _ = self.reply.send(reply);
     }
@@ -479,10 +483,9 @@ impl Wal {
         let name = BranchName::parse(branch)?;
         self.inner.live(&name).await?;
         let (reply, rx) = oneshot::channel();
-        let pending: Box<dyn Pending> = Box::new(PendingWrite {
+        let pending: Box<dyn Pending> = Box::new(PendingOps {
             resolve,
             outcome: None,
-            invalid: None,
             reply,
         });
         self.inner.enqueue(&name, pending)?;
@@ -490,11 +493,45 @@ impl Wal {
             .map_err(|_| WriteError::Wal(WalError::Closed("the branch committer stopped")))?
     }
 
+    /// A write that writes through a [`Transaction`] begun on the head it
+    /// commits on (reading `txn.state()`, writing with `txn.insert` and the
+    /// rest, index rules checked there): each op is applied once, and the
+    /// transaction's state becomes the new head. Otherwise as
+    /// [`write`](Self::write): `resolve` may run again on a newer head.
+    pub async fn write_in<T, E, F>(
+        &self,
+        branch: &str,
+        resolve: F,
+    ) -> std::result::Result<(T, CommitInfo), WriteError<E>>
+    where
+        F: FnMut(&mut Transaction) -> std::result::Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        let name = BranchName::parse(branch)?;
+        self.inner.live(&name).await?;
+        let (reply, rx) = oneshot::channel();
+        let pending: Box<dyn Pending> = Box::new(PendingTxn {
+            resolve,
+            outcome: None,
+            reply,
+        });
+        self.inner.enqueue(&name, pending)?;
+        rx.await
+            .map_err(|_| WriteError::Wal(WalError::Closed("the branch committer stopped")))?
+    }
+
+    /// A transaction on `snapshot` under this handle's index rules, for a
+    /// multi-statement transaction whose statements run before its commit.
+    pub fn begin(&self, snapshot: BranchState) -> Transaction {
+        Transaction::begin(snapshot, Arc::clone(&self.inner.options.index_filter))
+    }
+
     /// A retryable write (`key` = the session and its txnNumber): as
-    /// [`write`](Self::write), but applied at most once per key on the
-    /// branch, across restarts and handles. `resolve` returns the ops and the
-    /// reply, which is logged with them; a key the branch already applied
-    /// is answered with its entry and `resolve` does not run.
+    /// [`write_in`](Self::write_in), but applied at most once per key on the
+    /// branch, across restarts and handles. `resolve` returns the reply,
+    /// which is logged with the ops; a key the branch already applied is
+    /// answered with its entry and `resolve` does not run.
     pub async fn write_retryable<E, F>(
         &self,
         branch: &str,
@@ -502,18 +539,22 @@ impl Wal {
         resolve: F,
     ) -> std::result::Result<RetryableOutcome, WriteError<E>>
     where
-        F: FnMut(&BranchState) -> std::result::Result<(Vec<DocOp>, Document), E> + Send + 'static,
+        F: FnMut(&mut Transaction) -> std::result::Result<Document, E> + Send + 'static,
         E: Send + 'static,
     {
         let name = BranchName::parse(branch)?;
         self.inner.live(&name).await?;
         let (reply, rx) = oneshot::channel();
+        // The inner reply channel is unused: `finish` answers `reply`.
+        let (inner_reply, _) = oneshot::channel();
         let pending: Box<dyn Pending> = Box::new(PendingRetryable {
             key,
-            resolve,
+            inner: PendingTxn {
+                resolve,
+                outcome: None,
+                reply: inner_reply,
+            },
             answered: None,
-            outcome: None,
-            invalid: None,
             reply,
         });
         self.inner.enqueue(&name, pending)?;
@@ -1507,18 +1548,16 @@ impl Inner {
             if p.answered_by(&working) {
                 continue;
             }
-            let Some(new_ops) = p.resolve(&working) else {
+            let mut txn = Transaction::begin(working.clone(), self.options.index_filter.clone());
+            if !p.resolve(&mut txn) {
                 continue;
-            };
-            match apply_checked(&mut working, new_ops) {
-                Ok(logged) => {
-                    ops.extend(logged);
-                    if let Some(r) = p.retry_record() {
-                        working.note_retry(&r, seq, time);
-                        retries.push(r);
-                    }
-                }
-                Err(e) => p.invalid(e),
+            }
+            let (state, logged) = txn.into_parts();
+            working = state;
+            ops.extend(logged);
+            if let Some(r) = p.retry_record() {
+                working.note_retry(&r, seq, time);
+                retries.push(r);
             }
         }
         let head_info = CommitInfo {
@@ -1651,29 +1690,6 @@ fn commit_size(c: &Commit) -> usize {
             .iter()
             .map(|r| r.reply.as_ref().map_or(0, |d| d.as_bytes().len()) + r.key.session.len() + 32)
             .sum::<usize>()
-}
-
-/// Validates `ops` (all of them first: a write is applied whole or not at
-/// all) and applies them to `state`, filling pre-images.
-///
-/// Why validate first: the checks depend only on the ops, so a refused
-/// write leaves `state` untouched without a copy of it to roll back to; a
-/// per-write copy made every put of a batch re-copy its tree path.
-fn apply_checked(state: &mut BranchState, ops: Vec<DocOp>) -> Result<Vec<LoggedOp>> {
-    for op in &ops {
-        check_op(op)?;
-    }
-    Ok(ops
-        .into_iter()
-        .map(|op| {
-            let pre = state.apply(&op);
-            let pre_image = match op {
-                DocOp::Put { .. } | DocOp::Delete { .. } => pre,
-                _ => None,
-            };
-            LoggedOp { op, pre_image }
-        })
-        .collect())
 }
 
 /// The stateless checks of one op.

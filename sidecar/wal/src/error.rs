@@ -1,7 +1,7 @@
 //! The crate's one error type. Every variant names what is wrong so that the
 //! wire server can turn it into a MongoDB error reply without guessing.
 
-use crate::types::{BranchId, CommitTime, Seq};
+use crate::types::{BranchId, CommitTime, Namespace, Seq};
 use std::path::PathBuf;
 
 pub type Result<T, E = WalError> = std::result::Result<T, E>;
@@ -42,6 +42,16 @@ pub enum WalError {
 
     #[error("invalid operation: {0}")]
     InvalidOp(String),
+
+    /// A write would give a unique index a key another document holds
+    /// (`unique::check_put`); `key` is `{field: value}` of that key.
+    #[error("duplicate key in index {} of {}: {}", .0.index, .0.ns, .0.key)]
+    DuplicateKey(Box<DuplicateKey>),
+
+    /// A document with arrays under two fields of one compound index
+    /// cannot be indexed (MongoDB code 171).
+    #[error("cannot index parallel arrays [{a}] [{b}]")]
+    ParallelArrays { a: String, b: String },
 
     /// A retryable write whose session already ran a later one.
     #[error(
@@ -145,6 +155,8 @@ impl WalError {
             WalError::Protected { .. } => "protected",
             WalError::InvalidOp(_) => "invalid_op",
             WalError::RetryTooOld { .. } => "retry_too_old",
+            WalError::DuplicateKey(_) => "duplicate_key",
+            WalError::ParallelArrays { .. } => "parallel_arrays",
             WalError::CommitTooLarge { .. } => "commit_too_large",
             WalError::Conflict { .. } => "conflict",
             WalError::CatalogConflict { .. } => "catalog_conflict",
@@ -197,6 +209,11 @@ impl Clone for WalError {
             HasChildren { name, children } => HasChildren {
                 name: name.clone(),
                 children: children.clone(),
+            },
+            DuplicateKey(d) => DuplicateKey(d.clone()),
+            ParallelArrays { a, b } => ParallelArrays {
+                a: a.clone(),
+                b: b.clone(),
             },
             RetryTooOld { txn_number, latest } => RetryTooOld {
                 txn_number: *txn_number,
@@ -267,4 +284,13 @@ pub enum WriteError<E> {
     Rejected(E),
     #[error(transparent)]
     Wal(#[from] WalError),
+}
+
+/// Which unique index refused a write, and the key (`{field: value}`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DuplicateKey {
+    pub ns: Namespace,
+    pub index: String,
+    pub pattern: bson::Document,
+    pub key: bson::Document,
 }

@@ -33,6 +33,7 @@ pub mod state;
 pub mod store;
 pub mod txn;
 pub mod types;
+pub mod unique;
 
 pub use diff::{CollectionDiff, Diff};
 pub use engine::{
@@ -47,7 +48,8 @@ pub use state::{BranchState, CollectionState};
 pub use store::embedded::{EmbeddedOptions, EmbeddedStore, Recovery};
 pub use store::mongo::MongoStore;
 pub use store::{LogStats, LogStore};
-pub use txn::{Transaction, TxnConflict};
+pub use txn::{Savepoint, Transaction, TxnConflict};
 pub use types::{
     BranchId, BranchName, CommitInfo, CommitTime, ForkPoint, Namespace, ReadPoint, Seq,
 };
+pub use unique::IndexFilter;

@@ -1,40 +1,70 @@
-//! A multi-statement write transaction on one branch: snapshot isolation
-//! with first-committer-wins on documents, committed as one WAL commit.
+//! A write transaction on one branch: the one path every write takes.
 //!
 //! A [`Transaction`] starts from a snapshot (a `BranchState`, O(1) to hold).
-//! Its statements read [`Transaction::state`] (the snapshot plus its own
-//! writes) and [`record`](Transaction::record) the physical ops they resolve.
-//! Nothing reaches the log until the caller commits the ops through
-//! `Wal::write`, where [`Transaction::conflict_on`] compares the head the
-//! commit lands on with the snapshot:
+//! Its writers read [`Transaction::state`] (the snapshot plus its own
+//! writes) and write through it: [`insert`](Transaction::insert),
+//! [`replace`](Transaction::replace), [`delete`](Transaction::delete) and
+//! [`record`](Transaction::record) validate each op, check the index rules
+//! (`unique`), apply it once to the working state and log it with its
+//! pre-image.
 //!
-//! - a document the transaction wrote (put or delete) that another commit
-//!   changed since the snapshot is a write conflict (MongoDB's
-//!   `WriteConflict`, which drivers retry as a transient error);
-//! - a collection whose catalog entry (existence, options, indexes) the
-//!   transaction changed, and another commit changed too, likewise.
+//! - A single write: the engine begins a transaction on the head it commits
+//!   on, the command's resolve writes through it, and the engine commits
+//!   the transaction's ops and takes its working state as the new head:
+//!   nothing is applied twice.
+//! - A multi-statement transaction (drivers' `startTransaction`): its
+//!   statements write through one transaction on their snapshot; at commit,
+//!   the engine begins a transaction on the head and
+//!   [`replay_onto`](Transaction::replay_onto) applies this one's ops there,
+//!   after [`conflict_on`](Transaction::conflict_on) compared that head
+//!   with the snapshot (first-committer-wins):
+//!   - a document the transaction wrote (put or delete) that another commit
+//!     changed since the snapshot is a write conflict (MongoDB's
+//!     `WriteConflict`, which drivers retry as a transient error);
+//!   - a collection whose catalog entry (existence, options, indexes) the
+//!     transaction changed, and another commit changed too, likewise;
+//!   - unique keys are checked again on the head, since two transactions
+//!     may insert different documents with one unique key.
 //!
 //! Reads are not validated (snapshot isolation, as in MongoDB: write skew
-//! is possible). Unique keys are the caller's rule and are re-checked on
-//! the head it commits on, since two transactions may insert different
-//! documents with one unique key.
+//! is possible).
 //!
 //! Invariant: a transaction's ops reach the log in one commit or not at
 //! all, so readers and replay see all of it or none of it.
 
-use bson::RawDocument;
+use bson::{Bson, Document, RawDocument, RawDocumentBuf};
+use std::sync::Arc;
 
 use crate::error::Result;
-use crate::record::DocOp;
+use crate::record::{DocOp, LoggedOp};
 use crate::state::{BranchState, CollectionState};
 use crate::types::Namespace;
+use crate::unique::{self, IndexFilter};
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Transaction {
     snapshot: BranchState,
     working: BranchState,
-    ops: Vec<DocOp>,
-    /// Bytes of document bodies recorded so far (the caller's size budget).
+    ops: Vec<LoggedOp>,
+    /// Bytes of document bodies written so far (the caller's size budget).
+    bytes: usize,
+    filter: Arc<dyn IndexFilter>,
+}
+
+impl std::fmt::Debug for Transaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transaction")
+            .field("snapshot", &self.snapshot.seq())
+            .field("ops", &self.ops.len())
+            .field("bytes", &self.bytes)
+            .finish()
+    }
+}
+
+/// See [`Transaction::savepoint`].
+pub struct Savepoint {
+    working: BranchState,
+    ops: usize,
     bytes: usize,
 }
 
@@ -51,13 +81,15 @@ impl std::fmt::Display for TxnConflict {
 }
 
 impl Transaction {
-    /// A transaction reading `snapshot`.
-    pub fn begin(snapshot: BranchState) -> Transaction {
+    /// A transaction reading `snapshot`, with partial indexes decided by
+    /// `filter` (the query engine's match; see `unique`).
+    pub fn begin(snapshot: BranchState, filter: Arc<dyn IndexFilter>) -> Transaction {
         Transaction {
             working: snapshot.clone(),
             snapshot,
             ops: Vec::new(),
             bytes: 0,
+            filter,
         }
     }
 
@@ -71,9 +103,9 @@ impl Transaction {
         &self.working
     }
 
-    /// Every op recorded, in statement order.
-    pub fn ops(&self) -> &[DocOp] {
-        &self.ops
+    /// Every op written, in order.
+    pub fn ops(&self) -> impl Iterator<Item = &DocOp> {
+        self.ops.iter().map(|o| &o.op)
     }
 
     /// True when nothing was written (a read-only transaction commits nothing).
@@ -86,26 +118,129 @@ impl Transaction {
         self.bytes
     }
 
-    /// Records one statement's ops: all are validated first, so a refused
-    /// statement leaves the transaction as it was.
+    /// Inserts `doc` into `ns`: refused if its `_id` exists, or by a unique
+    /// index or an unindexable key. The collection must exist
+    /// ([`ensure_collection`](Self::ensure_collection)).
+    pub fn insert(&mut self, ns: &Namespace, doc: &Document) -> Result<()> {
+        self.put(ns, doc, true)
+    }
+
+    /// Writes `doc` over the document with its `_id` (or as a new one),
+    /// under the same index rules as an insert but for the `_id`.
+    pub fn replace(&mut self, ns: &Namespace, doc: &Document) -> Result<()> {
+        self.put(ns, doc, false)
+    }
+
+    fn put(&mut self, ns: &Namespace, doc: &Document, insert: bool) -> Result<()> {
+        let raw = crate::rawdoc::encode(doc)?;
+        self.put_encoded(ns, doc, raw, insert)
+    }
+
+    /// [`insert`](Self::insert) (`insert` true) or [`replace`](Self::replace)
+    /// of `doc` already encoded as `raw` (a caller that measured it).
+    pub fn put_encoded(
+        &mut self,
+        ns: &Namespace,
+        doc: &Document,
+        raw: RawDocumentBuf,
+        insert: bool,
+    ) -> Result<()> {
+        unique::check_put(&self.working, ns, doc, insert, self.filter.as_ref())?;
+        self.apply_checked(DocOp::Put {
+            ns: ns.clone(),
+            id: doc.get("_id").cloned().unwrap_or(Bson::Null),
+            doc: raw,
+        })
+    }
+
+    /// Deletes the document `id` of `ns` (nothing if there is none).
+    pub fn delete(&mut self, ns: &Namespace, id: Bson) -> Result<()> {
+        self.apply_checked(DocOp::Delete { ns: ns.clone(), id })
+    }
+
+    /// Creates `ns` with default options if it does not exist.
+    pub fn ensure_collection(&mut self, ns: &Namespace) -> Result<()> {
+        if self.working.collection(ns).is_some() {
+            return Ok(());
+        }
+        self.apply_checked(DocOp::CreateCollection {
+            ns: ns.clone(),
+            options: Document::new(),
+        })
+    }
+
+    /// Writes resolved ops (catalog changes, or ops a caller built): all are
+    /// validated first, so a refused batch leaves the transaction as it was.
+    /// Puts are checked against unique indexes like [`replace`](Self::replace).
     pub fn record(&mut self, ops: Vec<DocOp>) -> Result<()> {
         for op in &ops {
             crate::engine::check_op(op)?;
         }
+        let start = self.savepoint();
         for op in ops {
-            if let DocOp::Put { doc, .. } = &op {
-                self.bytes += doc.as_bytes().len();
+            if let Err(e) = self.check_rules(&op).and_then(|()| self.apply_checked(op)) {
+                self.rollback_to(start);
+                return Err(e);
             }
-            self.working.apply(&op);
-            self.ops.push(op);
         }
         Ok(())
+    }
+
+    /// A point to roll back to: a statement that fails part way leaves
+    /// nothing (O(1): states are persistent, ops are truncated).
+    pub fn savepoint(&self) -> Savepoint {
+        Savepoint {
+            working: self.working.clone(),
+            ops: self.ops.len(),
+            bytes: self.bytes,
+        }
+    }
+
+    /// Undoes every write since `point`.
+    pub fn rollback_to(&mut self, point: Savepoint) {
+        self.working = point.working;
+        self.ops.truncate(point.ops);
+        self.bytes = point.bytes;
+    }
+
+    fn check_rules(&self, op: &DocOp) -> Result<()> {
+        if let DocOp::Put { ns, doc, .. } = op {
+            let doc = crate::rawdoc::parse(doc);
+            unique::check_put(&self.working, ns, &doc, false, self.filter.as_ref())?;
+        }
+        Ok(())
+    }
+
+    /// Validates, applies and logs one op whose index rules were checked.
+    fn apply_checked(&mut self, op: DocOp) -> Result<()> {
+        crate::engine::check_op(&op)?;
+        if let DocOp::Put { doc, .. } = &op {
+            self.bytes += doc.as_bytes().len();
+        }
+        let pre = self.working.apply(&op);
+        let pre_image = match op {
+            DocOp::Put { .. } | DocOp::Delete { .. } => pre,
+            _ => None,
+        };
+        self.ops.push(LoggedOp { op, pre_image });
+        Ok(())
+    }
+
+    /// Applies this transaction's ops, in order, to `head` (a transaction
+    /// begun on the head it commits on), checking unique keys there.
+    pub fn replay_onto(&self, head: &mut Transaction) -> Result<()> {
+        head.record(self.ops().cloned().collect())
+    }
+
+    /// The working state and the logged ops: what the engine commits.
+    pub(crate) fn into_parts(self) -> (BranchState, Vec<LoggedOp>) {
+        (self.working, self.ops)
     }
 
     /// The first write of this transaction that another commit overlapped
     /// between the snapshot and `head`; `None` when it can commit on `head`.
     pub fn conflict_on(&self, head: &BranchState) -> Option<TxnConflict> {
-        for op in &self.ops {
+        for op in self.ops() {
             let conflict = match op {
                 DocOp::Put { ns, id, .. } | DocOp::Delete { ns, id } => {
                     let before = doc_bytes(self.snapshot.collection(ns), id);
@@ -194,7 +329,7 @@ mod tests {
     #[test]
     fn own_writes_are_visible_and_snapshot_is_not_touched() {
         let (ns, s) = base();
-        let mut t = Transaction::begin(s.clone());
+        let mut t = Transaction::begin(s.clone(), crate::unique::every_document());
         t.record(vec![put(&ns, 1, 5)]).unwrap();
         let coll = t.state().collection(&ns).unwrap();
         assert_eq!(
@@ -202,13 +337,13 @@ mod tests {
             doc! {"_id": 1, "v": 5}
         );
         assert_eq!(t.snapshot(), &s);
-        assert_eq!(t.ops().len(), 1);
+        assert_eq!(t.ops().count(), 1);
     }
 
     #[test]
     fn disjoint_concurrent_writes_do_not_conflict() {
         let (ns, s) = base();
-        let mut t = Transaction::begin(s.clone());
+        let mut t = Transaction::begin(s.clone(), crate::unique::every_document());
         t.record(vec![put(&ns, 1, 5)]).unwrap();
         let mut head = s.clone();
         head.apply(&put(&ns, 2, 9));
@@ -220,7 +355,7 @@ mod tests {
     #[test]
     fn a_document_changed_under_the_transaction_conflicts() {
         let (ns, s) = base();
-        let mut t = Transaction::begin(s.clone());
+        let mut t = Transaction::begin(s.clone(), crate::unique::every_document());
         t.record(vec![DocOp::Delete {
             ns: ns.clone(),
             id: Bson::Int32(2),
@@ -230,7 +365,7 @@ mod tests {
         head.apply(&put(&ns, 2, 1));
         assert!(t.conflict_on(&head).is_some());
         // An insert racing another insert of the same _id conflicts too.
-        let mut t = Transaction::begin(s.clone());
+        let mut t = Transaction::begin(s.clone(), crate::unique::every_document());
         t.record(vec![put(&ns, 7, 1)]).unwrap();
         let mut head = s;
         head.apply(&put(&ns, 7, 2));
@@ -241,7 +376,7 @@ mod tests {
     fn a_collection_created_concurrently_conflicts() {
         let s = BranchState::empty(CommitTime(0));
         let ns = Namespace::new("d", "new");
-        let mut t = Transaction::begin(s.clone());
+        let mut t = Transaction::begin(s.clone(), crate::unique::every_document());
         t.record(vec![DocOp::CreateCollection {
             ns: ns.clone(),
             options: doc! {},
@@ -258,7 +393,7 @@ mod tests {
     #[test]
     fn an_invalid_op_leaves_the_transaction_unchanged() {
         let (ns, s) = base();
-        let mut t = Transaction::begin(s);
+        let mut t = Transaction::begin(s, crate::unique::every_document());
         let bad = DocOp::Put {
             ns: ns.clone(),
             id: Bson::Int32(9),

@@ -8,7 +8,7 @@ mod common;
 
 use argon_wal::retry::MAX_INLINE_REPLY;
 use argon_wal::{
-    BranchState, EmbeddedStore, LogStore, ReadPoint, RetryKey, RetryableOutcome, Seq, StoredReply,
+    EmbeddedStore, LogStore, ReadPoint, RetryKey, RetryableOutcome, Seq, StoredReply, Transaction,
     Wal, WalError, WalOptions, WriteError,
 };
 use bson::{Document, doc};
@@ -33,15 +33,17 @@ async fn insert_once(
     runs: &Arc<AtomicUsize>,
 ) -> Result<RetryableOutcome, WriteError<()>> {
     let runs = Arc::clone(runs);
-    wal.write_retryable("main", k, move |state: &BranchState| {
+    wal.write_retryable("main", k, move |t: &mut Transaction| {
         runs.fetch_add(1, Ordering::SeqCst);
-        let exists = state
+        let exists = t
+            .state()
             .collection(&ns("r"))
             .is_some_and(|c| c.get(&bson::Bson::Int64(id)).is_some());
         if exists {
-            Ok((Vec::new(), doc! {"n": 0}))
+            Ok(doc! {"n": 0})
         } else {
-            Ok((vec![put("r", id, id)], doc! {"n": 1, "id": id}))
+            t.record(vec![put("r", id, id)]).map_err(|_| ())?;
+            Ok(doc! {"n": 1, "id": id})
         }
     })
     .await
@@ -183,8 +185,9 @@ async fn snapshots_large_replies_and_forks() {
         let runs = Arc::new(AtomicUsize::new(0));
         insert_once(&wal, key(5, 1), 1, &runs).await.unwrap();
         let big2 = big.clone();
-        wal.write_retryable("main", key(6, 1), move |_: &BranchState| {
-            Ok::<_, ()>((vec![put("r", 2, 2)], doc! {"n": 1, "big": big2.clone()}))
+        wal.write_retryable("main", key(6, 1), move |t: &mut Transaction| {
+            t.record(vec![put("r", 2, 2)]).map_err(|_| ())?;
+            Ok::<_, ()>(doc! {"n": 1, "big": big2.clone()})
         })
         .await
         .unwrap();
@@ -201,8 +204,8 @@ async fn snapshots_large_replies_and_forks() {
     let o = insert_once(&wal, key(5, 1), 1, &runs).await.unwrap();
     assert_eq!(reply_of(o), doc! {"n": 1, "id": 1i64});
     let o = wal
-        .write_retryable("main", key(6, 1), |_: &BranchState| {
-            Ok::<_, ()>((Vec::new(), doc! {"ran": "again"}))
+        .write_retryable("main", key(6, 1), |_: &mut Transaction| {
+            Ok::<_, ()>(doc! {"ran": "again"})
         })
         .await
         .unwrap();

@@ -328,10 +328,8 @@ pub async fn create_indexes(ctx: &Ctx<'_>) -> Result<Document> {
                 ));
             }
             if let Some(c) = state.collection(&ns) {
-                super::write::check_indexable(c.iter().map(argon_wal::rawdoc::parse), spec)?;
-                if spec.get_bool("unique").unwrap_or(false) {
-                    super::write::check_unique_over(c.iter().map(argon_wal::rawdoc::parse), spec, &ns)?;
-                }
+                argon_wal::unique::check_new_index(c, &ns, spec, &crate::query::PartialIndexFilter)
+                    .map_err(crate::wal_error::from_wal)?;
             }
             ops.push(DocOp::CreateIndex { ns: ns.clone(), spec: spec.clone() });
             after += 1;

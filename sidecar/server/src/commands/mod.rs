@@ -386,21 +386,34 @@ where
 /// `txnNumber`), applied at most once, the reply logged with it so a retry
 /// gets it back (`retry`); otherwise a plain commit. The reply gets the
 /// commit's time as `operationTime` (the first commit's, for a retry).
-pub(crate) async fn commit_write<F>(ctx: &Ctx<'_>, target: &Target, resolve: F) -> Result<Document>
+pub(crate) async fn commit_write<F>(
+    ctx: &Ctx<'_>,
+    target: &Target,
+    mut resolve: F,
+) -> Result<Document>
 where
-    F: FnMut(&argon_wal::BranchState) -> Result<(Vec<argon_wal::DocOp>, Document)> + Send + 'static,
+    F: FnMut(&mut argon_wal::Transaction) -> Result<Document> + Send + 'static,
 {
-    let key = match ctx.txn {
-        None => crate::retry::key_of(ctx.cmd),
-        Some(_) => None,
-    };
-    let Some(key) = key else {
-        let (mut reply, info) = commit(ctx, target, resolve).await?;
+    target.writable()?;
+    if let Some(txn) = ctx.txn {
+        // A statement is all or nothing within its transaction.
+        let mut t = txn.lock();
+        let start = t.savepoint();
+        let reply = resolve(&mut t).and_then(|r| check_transaction_size(&t).map(|()| r));
+        let mut reply = reply.inspect_err(|_| t.rollback_to(start))?;
+        reply.insert("operationTime", operation_time(t.snapshot().time()));
+        return Ok(reply);
+    }
+    let wal = &ctx.svc.wal;
+    let Some(key) = crate::retry::key_of(ctx.cmd) else {
+        let (mut reply, info) = wal
+            .write_in(&target.branch, resolve)
+            .await
+            .map_err(crate::wal_error::from_write)?;
+        ctx.svc.metrics.commits.inc();
         reply.insert("operationTime", operation_time(info.time));
         return Ok(reply);
     };
-    target.writable()?;
-    let wal = &ctx.svc.wal;
     let outcome = wal
         .write_retryable(&target.branch, key.clone(), resolve)
         .await
@@ -431,7 +444,19 @@ where
     let mut t = txn.lock();
     let state = t.state().clone();
     let (ops, out) = resolve(&state)?;
-    t.record(ops).map_err(crate::wal_error::from_wal)?;
+    let start = t.savepoint();
+    t.record(ops)
+        .map_err(crate::wal_error::from_wal)
+        .and_then(|()| check_transaction_size(&t))
+        .inspect_err(|_| t.rollback_to(start))?;
+    let info = argon_wal::CommitInfo {
+        seq: state.seq(),
+        time: state.time(),
+    };
+    Ok((out, info))
+}
+
+fn check_transaction_size(t: &argon_wal::Transaction) -> Result<()> {
     if t.bytes() > MAX_TRANSACTION_BYTES {
         return Err(CommandError::new(
             ErrorCode::TransactionTooLarge,
@@ -440,11 +465,7 @@ where
             ),
         ));
     }
-    let info = argon_wal::CommitInfo {
-        seq: state.seq(),
-        time: state.time(),
-    };
-    Ok((out, info))
+    Ok(())
 }
 
 /// A transaction commits as one WAL commit, which is capped below 16 MiB

@@ -163,7 +163,10 @@ pub(crate) async fn run(
             ));
         }
         let snapshot = svc.read_state(&target, &req.command).await?;
-        session.txn = TxnState::Active(Box::new(ActiveTxn::new(target.branch, snapshot)));
+        session.txn = TxnState::Active(Box::new(ActiveTxn::new(
+            target.branch,
+            svc.wal.begin(snapshot),
+        )));
     } else {
         if n > session.txn_number {
             return Err(no_such_transaction(format!(
@@ -275,14 +278,17 @@ async fn commit(
     let result = svc
         .wal
         .write_retryable(&active.branch, key, move |head| {
-            if let Some(c) = to_commit.conflict_on(head) {
+            if let Some(c) = to_commit.conflict_on(head.state()) {
                 return Err(CommandError::new(
                     ErrorCode::WriteConflict,
                     format!("WriteConflict: {c}; retry the transaction"),
                 ));
             }
-            super::write::recheck_unique(head, to_commit.ops())?;
-            Ok((to_commit.ops().to_vec(), Document::new()))
+            // Unique keys again, on the head it lands on.
+            to_commit
+                .replay_onto(head)
+                .map_err(crate::wal_error::from_wal)?;
+            Ok(Document::new())
         })
         .await;
     match result {

@@ -1,196 +1,34 @@
 //! Writes: insert, update, delete, findAndModify.
 //!
-//! Each command is resolved inside `Wal::write`'s closure against the
-//! branch's head: the closure works on an O(1) clone of that state, applying
-//! each op as it emits it so later statements of the batch see earlier ones,
-//! and returns the physical ops (full post-images) plus the reply's counts.
-//! The reply is sent only after the commit is durable.
+//! Each command is resolved by a closure that reads and writes through an
+//! `argon_wal::Transaction` (`commit_write`): begun by the engine on the
+//! head it commits on (or the session's transaction), so later statements
+//! of a batch see earlier ones, index rules are the WAL's, each op is
+//! applied once, and the closure returns the reply. The reply is sent only
+//! after the commit is durable.
 
-use std::cmp::Ordering;
 use std::sync::Arc;
 
-use argon_wal::{BranchState, DocOp, Namespace};
+use argon_wal::{Namespace, Transaction};
 use bson::{Bson, Document, doc, oid::ObjectId};
 
 use super::{Ctx, collection_name, commit_write, opt_bool, opt_doc};
 use crate::deadline::Deadline;
 use crate::error::{CommandError, ErrorCode, Result};
-use crate::query::compare::{compare, type_rank};
 use crate::query::update::upsert_document;
-use crate::query::{Filter, Projection, SortSpec, UpdateSpec, path};
+use crate::query::{Filter, Projection, SortSpec, UpdateSpec};
 
-// ---- unique keys ---------------------------------------------------------------
-
-/// The key `spec` (an index) gives `doc`, as `{field: value}`; `None` for a
-/// sparse index when the document has none of the fields.
-fn index_key(spec: &Document, doc: &Document) -> Option<Document> {
-    let pattern = spec.get_document("key").ok()?;
-    let sparse =
-        spec.get_bool("sparse").unwrap_or(false) || spec.contains_key("partialFilterExpression");
-    let mut key = Document::new();
-    let mut any = false;
-    for (field, _) in pattern {
-        let v = path::get(doc, field).cloned();
-        any |= v.is_some();
-        key.insert(field.clone(), v.unwrap_or(Bson::Null));
-    }
-    if sparse && !any {
-        return None;
-    }
-    if let Some(Bson::Document(pfe)) = spec.get("partialFilterExpression")
-        && let Ok(f) = Filter::parse(pfe)
-        && !f.matches(doc)
-    {
-        return None;
-    }
-    Some(key)
-}
-
-fn same_key(a: &Document, b: &Document) -> bool {
-    a.len() == b.len()
-        && a.iter().zip(b.iter()).all(|((_, x), (_, y))| {
-            type_rank(x) == type_rank(y) && compare(x, y) == Ordering::Equal
-        })
-}
-
-fn format_key(key: &Document) -> String {
-    let parts: Vec<String> = key.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-    format!("{{ {} }}", parts.join(", "))
-}
-
-/// MongoDB's E11000 error, with `keyPattern` and `keyValue`.
-pub(crate) fn duplicate_key(ns: &Namespace, spec: &Document, key: &Document) -> CommandError {
-    let name = spec.get_str("name").unwrap_or("_id_");
-    let pattern = spec
-        .get_document("key")
-        .cloned()
-        .unwrap_or_else(|_| doc! {"_id": 1});
-    CommandError::new(
-        ErrorCode::DuplicateKey,
-        format!(
-            "E11000 duplicate key error collection: {ns} index: {name} dup key: {}",
-            format_key(key)
-        ),
-    )
-    .with_extra(doc! {"keyPattern": pattern, "keyValue": key.clone()})
-}
-
-/// Refuses `doc` if another document of `ns` has its `_id` (when `insert`)
-/// or the same key in a unique index.
-fn check_unique(state: &BranchState, ns: &Namespace, doc: &Document, insert: bool) -> Result<()> {
-    let Some(coll) = state.collection(ns) else {
-        return Ok(());
-    };
-    let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
-    if insert && coll.get(&id).is_some() {
-        return Err(duplicate_key(
-            ns,
-            &doc! {"name": "_id_", "key": {"_id": 1}},
-            &doc! {"_id": id},
-        ));
-    }
-    for spec in coll.indexes().iter().skip(1) {
-        check_keys(spec, doc)?;
-        if !spec.get_bool("unique").unwrap_or(false) {
-            continue;
-        }
-        let Some(key) = index_key(spec, doc) else {
-            continue;
-        };
-        // The WAL keeps a key map for plain indexes: an O(log n) check.
-        let name = spec.get_str("name").unwrap_or_default();
-        if coll.has_key_map(name) {
-            match coll.unique_conflict(name, doc) {
-                Ok(Some(_)) => return Err(duplicate_key(ns, spec, &key)),
-                Ok(None) => continue,
-                // Parallel arrays and the like: the scan below decides.
-                Err(_) => {}
-            }
-        }
-        for other in coll.iter().map(argon_wal::rawdoc::parse) {
-            let same_doc = other.get("_id").is_some_and(|o| {
-                type_rank(o) == type_rank(&id) && compare(o, &id) == Ordering::Equal
-            });
-            if !same_doc && index_key(spec, &other).is_some_and(|k| same_key(&k, &key)) {
-                return Err(duplicate_key(ns, spec, &key));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// A transaction's unique-index check on the head it commits on: another
-/// commit since its snapshot may hold one of its keys.
-pub(crate) fn recheck_unique(head: &BranchState, ops: &[DocOp]) -> Result<()> {
-    let mut st = head.clone();
-    for op in ops {
-        if let DocOp::Put { ns, doc, .. } = op {
-            check_unique(&st, ns, &argon_wal::rawdoc::parse(doc), false)?;
-        }
-        st.apply(op);
-    }
-    Ok(())
-}
-
-/// Every index's keys, unique or not, follow the WAL's one rule
-/// (`argon_wal::indexkey`): a document with parallel arrays under a compound
-/// index cannot be indexed (171), as in MongoDB.
-fn check_keys(spec: &Document, doc: &Document) -> Result<()> {
-    match argon_wal::CollectionState::index_keys(spec, doc) {
-        Err(argon_wal::IndexKeyError::ParallelArrays(a, b)) => Err(CommandError::new(
-            ErrorCode::CannotIndexParallelArrays,
-            format!("cannot index parallel arrays [{a}] [{b}]"),
-        )),
-        _ => Ok(()),
-    }
-}
-
-/// Refuses a new index that an existing document cannot be indexed under.
-pub(crate) fn check_indexable(
-    mut docs: impl Iterator<Item = Document>,
-    spec: &Document,
-) -> Result<()> {
-    docs.try_for_each(|d| check_keys(spec, &d))
-}
-
-/// Refuses a new unique index if existing documents already share a key.
-pub(crate) fn check_unique_over(
-    docs: impl Iterator<Item = Document>,
-    spec: &Document,
-    ns: &Namespace,
-) -> Result<()> {
-    let mut keys: Vec<Document> = docs.filter_map(|d| index_key(spec, &d)).collect();
-    keys.sort_by(crate::query::compare::compare_documents);
-    for w in keys.windows(2) {
-        if same_key(&w[0], &w[1]) {
-            return Err(duplicate_key(ns, spec, &w[0]));
-        }
-    }
-    Ok(())
-}
-
-fn put(st: &mut BranchState, ops: &mut Vec<DocOp>, ns: &Namespace, doc: &Document) -> Result<()> {
+/// Writes `doc` through the transaction: storage limits here (the
+/// server's), index rules in the WAL (`argon_wal::unique`, the one place).
+fn put(t: &mut Transaction, ns: &Namespace, doc: &Document, insert: bool) -> Result<()> {
     let raw = argon_wal::rawdoc::encode(doc).map_err(|e| CommandError::bad_value(e.to_string()))?;
     crate::limits::check_storage(doc, raw.as_bytes().len())?;
-    let op = DocOp::Put {
-        ns: ns.clone(),
-        id: doc.get("_id").cloned().unwrap_or(Bson::Null),
-        doc: raw,
-    };
-    st.apply(&op);
-    ops.push(op);
-    Ok(())
+    t.put_encoded(ns, doc, raw, insert)
+        .map_err(crate::wal_error::from_wal)
 }
 
-fn ensure_collection(st: &mut BranchState, ops: &mut Vec<DocOp>, ns: &Namespace) {
-    if st.collection(ns).is_none() {
-        let op = DocOp::CreateCollection {
-            ns: ns.clone(),
-            options: Document::new(),
-        };
-        st.apply(&op);
-        ops.push(op);
-    }
+fn ensure_collection(t: &mut Transaction, ns: &Namespace) -> Result<()> {
+    t.ensure_collection(ns).map_err(crate::wal_error::from_wal)
 }
 
 fn validate_id(doc: &Document) -> Result<()> {
@@ -266,18 +104,15 @@ pub async fn insert(ctx: &Ctx<'_>) -> Result<Document> {
         })
         .collect();
     let ns = Namespace::new(target.db.as_str(), coll.as_str());
-    commit_write(ctx, &target, move |state| {
-        let mut st = state.clone();
-        let mut ops = Vec::with_capacity(docs.len() + 1);
+    commit_write(ctx, &target, move |t| {
         let mut errors = Vec::new();
         let mut n = 0i64;
-        ensure_collection(&mut st, &mut ops, &ns);
+        ensure_collection(t, &ns)?;
         for (i, d) in docs.iter().enumerate() {
-            let outcome = d.as_ref().map_err(Clone::clone).and_then(|d| {
-                check_unique(&st, &ns, d, true)?;
-                put(&mut st, &mut ops, &ns, d)?;
-                Ok(())
-            });
+            let outcome = d
+                .as_ref()
+                .map_err(Clone::clone)
+                .and_then(|d| put(t, &ns, d, true));
             match outcome {
                 Ok(()) => n += 1,
                 Err(e) => {
@@ -288,7 +123,7 @@ pub async fn insert(ctx: &Ctx<'_>) -> Result<Document> {
                 }
             }
         }
-        Ok((ops, write_reply(n, errors)))
+        Ok(write_reply(n, errors))
     })
     .await
 }
@@ -344,14 +179,13 @@ struct Updated {
 }
 
 fn apply_update(
-    st: &mut BranchState,
-    ops: &mut Vec<DocOp>,
+    t: &mut Transaction,
     ns: &Namespace,
     s: &UpdateStmt,
     deadline: Deadline,
 ) -> Result<Updated> {
     let targets =
-        super::read::matching_limit(st, ns, &s.filter, (!s.multi).then_some(1), deadline)?;
+        super::read::matching_limit(t.state(), ns, &s.filter, (!s.multi).then_some(1), deadline)?;
     let mut out = Updated {
         matched: targets.len() as i64,
         modified: 0,
@@ -360,18 +194,16 @@ fn apply_update(
     for old in targets {
         let new = s.u.apply(&old, false)?;
         if new != old {
-            check_unique(st, ns, &new, false)?;
-            put(st, ops, ns, &new)?;
+            put(t, ns, &new, false)?;
             out.modified += 1;
         }
     }
     if out.matched == 0 && s.upsert {
         let doc = upsert_document(&s.q, &s.u)?;
         validate_id(&doc)?;
-        ensure_collection(st, ops, ns);
-        check_unique(st, ns, &doc, true)?;
+        ensure_collection(t, ns)?;
         out.upserted = doc.get("_id").cloned();
-        put(st, ops, ns, &doc)?;
+        put(t, ns, &doc, true)?;
     }
     Ok(out)
 }
@@ -389,9 +221,7 @@ pub async fn update(ctx: &Ctx<'_>) -> Result<Document> {
     );
     let ns = Namespace::new(target.db.as_str(), coll.as_str());
     let deadline = ctx.deadline()?;
-    commit_write(ctx, &target, move |state| {
-        let mut st = state.clone();
-        let mut ops = Vec::new();
+    commit_write(ctx, &target, move |t| {
         let (mut n, mut modified) = (0i64, 0i64);
         let mut upserted = Vec::new();
         let mut errors = Vec::new();
@@ -399,7 +229,7 @@ pub async fn update(ctx: &Ctx<'_>) -> Result<Document> {
             let r = s
                 .as_ref()
                 .map_err(Clone::clone)
-                .and_then(|s| apply_update(&mut st, &mut ops, &ns, s, deadline));
+                .and_then(|s| apply_update(t, &ns, s, deadline));
             match r {
                 Ok(u) => {
                     n += u.matched;
@@ -422,7 +252,7 @@ pub async fn update(ctx: &Ctx<'_>) -> Result<Document> {
         if !upserted.is_empty() {
             out.insert("upserted", upserted);
         }
-        Ok((ops, out))
+        Ok(out)
     })
     .await
 }
@@ -464,9 +294,7 @@ pub async fn delete(ctx: &Ctx<'_>) -> Result<Document> {
     );
     let ns = Namespace::new(target.db.as_str(), coll.as_str());
     let deadline = ctx.deadline()?;
-    commit_write(ctx, &target, move |state| {
-        let mut st = state.clone();
-        let mut ops = Vec::new();
+    commit_write(ctx, &target, move |t| {
         let mut n = 0i64;
         let mut errors = Vec::new();
         for (i, s) in stmts.iter().enumerate() {
@@ -474,15 +302,19 @@ pub async fn delete(ctx: &Ctx<'_>) -> Result<Document> {
                 .as_ref()
                 .map_err(Clone::clone)
                 .and_then(|(filter, just_one)| {
-                    super::read::matching_limit(&st, &ns, filter, just_one.then_some(1), deadline)
+                    super::read::matching_limit(
+                        t.state(),
+                        &ns,
+                        filter,
+                        just_one.then_some(1),
+                        deadline,
+                    )
                 });
             match found {
                 Ok(found) => {
                     let ids = found.into_iter().filter_map(|d| d.get("_id").cloned());
                     for id in ids {
-                        let op = DocOp::Delete { ns: ns.clone(), id };
-                        st.apply(&op);
-                        ops.push(op);
+                        t.delete(&ns, id).map_err(crate::wal_error::from_wal)?;
                         n += 1;
                     }
                 }
@@ -494,7 +326,7 @@ pub async fn delete(ctx: &Ctx<'_>) -> Result<Document> {
                 }
             }
         }
-        Ok((ops, write_reply(n, errors)))
+        Ok(write_reply(n, errors))
     })
     .await
 }
@@ -547,20 +379,18 @@ pub async fn find_and_modify(ctx: &Ctx<'_>) -> Result<Document> {
     let deadline = ctx.deadline()?;
     // The reply (projection included) is built before the commit: a retry
     // is answered with it from the log.
-    let reply = move |ops, value: Option<Document>, last_error: Document| -> Result<_> {
+    let reply = move |value: Option<Document>, last_error: Document| -> Result<_> {
         let value = match (value, &fields) {
             (Some(v), Some(p)) => Bson::Document(p.try_apply(&v)?),
             (Some(v), None) => Bson::Document(v),
             (None, _) => Bson::Null,
         };
-        Ok((ops, doc! {"lastErrorObject": last_error, "value": value}))
+        Ok(doc! {"lastErrorObject": last_error, "value": value})
     };
-    commit_write(ctx, &target, move |state| {
-        let mut st = state.clone();
-        let mut ops = Vec::new();
+    commit_write(ctx, &target, move |t| {
         let found: Option<Document> = {
             let first_only = sort.is_none().then_some(1);
-            let mut m = super::read::matching_limit(&st, &ns, &filter, first_only, deadline)?;
+            let mut m = super::read::matching_limit(t.state(), &ns, &filter, first_only, deadline)?;
             if let Some(s) = &sort {
                 m.sort_by(|a, b| s.compare(a, b));
             }
@@ -568,39 +398,32 @@ pub async fn find_and_modify(ctx: &Ctx<'_>) -> Result<Document> {
         };
         match (found, &update) {
             (Some(old), None) => {
-                let op = DocOp::Delete {
-                    ns: ns.clone(),
-                    id: old.get("_id").cloned().unwrap_or(Bson::Null),
-                };
-                st.apply(&op);
-                ops.push(op);
-                reply(ops, Some(old), doc! {"n": 1})
+                let id = old.get("_id").cloned().unwrap_or(Bson::Null);
+                t.delete(&ns, id).map_err(crate::wal_error::from_wal)?;
+                reply(Some(old), doc! {"n": 1})
             }
-            (None, None) => reply(ops, None, doc! {"n": 0}),
+            (None, None) => reply(None, doc! {"n": 0}),
             (Some(old), Some(u)) => {
                 let new = u.apply(&old, false)?;
                 if new != old {
-                    check_unique(&st, &ns, &new, false)?;
-                    put(&mut st, &mut ops, &ns, &new)?;
+                    put(t, &ns, &new, false)?;
                 }
                 let value = if return_new { new } else { old };
-                reply(ops, Some(value), doc! {"n": 1, "updatedExisting": true})
+                reply(Some(value), doc! {"n": 1, "updatedExisting": true})
             }
             (None, Some(u)) if upsert => {
                 let doc = upsert_document(&q, u)?;
                 validate_id(&doc)?;
-                ensure_collection(&mut st, &mut ops, &ns);
-                check_unique(&st, &ns, &doc, true)?;
+                ensure_collection(t, &ns)?;
                 let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
-                put(&mut st, &mut ops, &ns, &doc)?;
+                put(t, &ns, &doc, true)?;
                 let value = if return_new { Some(doc) } else { None };
                 reply(
-                    ops,
                     value,
                     doc! {"n": 1, "updatedExisting": false, "upserted": id},
                 )
             }
-            (None, Some(_)) => reply(ops, None, doc! {"n": 0, "updatedExisting": false}),
+            (None, Some(_)) => reply(None, doc! {"n": 0, "updatedExisting": false}),
         }
     })
     .await

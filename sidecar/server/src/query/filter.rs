@@ -577,6 +577,18 @@ pub fn equality_fields(filter: &Document, out: &mut Vec<(String, Bson)>) {
     }
 }
 
+/// Partial-index membership (`partialFilterExpression`) for the WAL's
+/// unique-key rule, which has no query engine of its own.
+pub struct PartialIndexFilter;
+
+impl argon_wal::IndexFilter for PartialIndexFilter {
+    fn matches(&self, filter: &Document, doc: &Document) -> bool {
+        // A filter that does not parse (createIndexes validated it) counts
+        // every document in: uniqueness only ever stricter.
+        Filter::parse(filter).map_or(true, |f| f.matches(doc))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

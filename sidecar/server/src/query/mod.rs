@@ -15,7 +15,7 @@ pub mod sort;
 pub mod update;
 
 pub use compare::compare;
-pub use filter::Filter;
+pub use filter::{Filter, PartialIndexFilter};
 pub use projection::Projection;
 pub use sort::SortSpec;
 pub use update::UpdateSpec;

@@ -33,6 +33,15 @@ struct Args {
     ferretdb_uri: String,
     #[arg(long)]
     ferretdb_pid: u32,
+    /// Column names of the two servers (`bench/hardening` compares two
+    /// builds of the sidecar instead).
+    #[arg(long, default_value = "argon-sidecar")]
+    sidecar_name: String,
+    #[arg(long, default_value = "FerretDB")]
+    ferretdb_name: String,
+    /// Leave out the goal column (issue 5's goals are the sidecar's against FerretDB).
+    #[arg(long)]
+    no_goals: bool,
     /// Documents per insert run (and the collection size for point reads).
     #[arg(long, default_value_t = 100_000)]
     docs: u64,
@@ -319,9 +328,10 @@ fn yes(met: bool) -> &'static str {
 
 fn table(args: &Args, s: &Results, f: &Results) -> String {
     let mut out = String::new();
-    out.push_str(
-        "| measure | clients | argon-sidecar | FerretDB | sidecar ÷ FerretDB | goal (issue 5) |\n",
-    );
+    let (a_name, b_name) = (&args.sidecar_name, &args.ferretdb_name);
+    out.push_str(&format!(
+        "| measure | clients | {a_name} | {b_name} | {a_name} ÷ {b_name} | goal (issue 5) |\n"
+    ));
     out.push_str("| --- | ---: | ---: | ---: | ---: | --- |\n");
     let top = args.clients.iter().copied().max().unwrap_or(1);
     for ((c, a), (_, b)) in s.inserts.iter().zip(&f.inserts) {
@@ -393,12 +403,35 @@ fn table(args: &Args, s: &Results, f: &Results) -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let s = bench_server("argon-sidecar", &args.sidecar_uri, args.sidecar_pid, &args)
-        .await
-        .context("benchmarking argon-sidecar")?;
-    let f = bench_server("FerretDB", &args.ferretdb_uri, args.ferretdb_pid, &args)
-        .await
-        .context("benchmarking FerretDB")?;
-    print!("{}", table(&args, &s, &f));
+    let s = bench_server(
+        &args.sidecar_name,
+        &args.sidecar_uri,
+        args.sidecar_pid,
+        &args,
+    )
+    .await
+    .with_context(|| format!("benchmarking {}", args.sidecar_name))?;
+    let f = bench_server(
+        &args.ferretdb_name,
+        &args.ferretdb_uri,
+        args.ferretdb_pid,
+        &args,
+    )
+    .await
+    .with_context(|| format!("benchmarking {}", args.ferretdb_name))?;
+    let mut out = table(&args, &s, &f);
+    if args.no_goals {
+        // Drop the goal column: every row's last cell.
+        out = out
+            .lines()
+            .map(|l| {
+                let cells: Vec<&str> = l.trim_end_matches('|').split('|').collect();
+                format!("{}|", cells[..cells.len() - 1].join("|"))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+            + "\n";
+    }
+    print!("{out}");
     Ok(())
 }

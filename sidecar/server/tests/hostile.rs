@@ -108,6 +108,37 @@ impl Target {
     }
 }
 
+/// `bench/hardening` runs this suite against a release build and reports
+/// the sidecar's peak RSS (VmHWM) under it: with `ARGON_PEAK_RSS_FILE` set,
+/// each test's sidecar appends `<test> <peak KiB>` there when it is done.
+impl Drop for Target {
+    fn drop(&mut self) {
+        let Ok(path) = std::env::var("ARGON_PEAK_RSS_FILE") else {
+            return;
+        };
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.sidecar.pid()));
+        let peak = status.ok().and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+        });
+        let test = std::thread::current()
+            .name()
+            .unwrap_or("hostile")
+            .to_string();
+        if let Some(kb) = peak {
+            use std::io::Write;
+            if let Ok(mut f) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+            {
+                let _ = writeln!(f, "{test} {kb}");
+            }
+        }
+    }
+}
+
 fn code_of(r: Result<Document, mongodb::error::Error>) -> i32 {
     match r {
         Ok(d) => {

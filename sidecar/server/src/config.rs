@@ -66,7 +66,7 @@ pub struct ServeArgs {
     /// Bytes of documents one blocking sort holds in memory before it
     /// spills sorted runs to temporary files (MongoDB's 100 MiB per
     /// blocking stage); `allowDiskUse: false` makes a larger sort fail.
-    #[arg(long, env = "ARGON_MAX_BLOCKING_SORT_BYTES", default_value_t = crate::spill::BLOCKING_STAGE_BYTES as u64,
+    #[arg(long, env = "ARGON_MAX_BLOCKING_SORT_BYTES", default_value_t = crate::limits::MAX_BLOCKING_STAGE_BYTES as u64,
           value_parser = clap::value_parser!(u64).range(1024..))]
     pub max_blocking_sort_bytes: u64,
     /// Most client connections open at once; a connection beyond them is

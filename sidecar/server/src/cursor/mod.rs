@@ -2,10 +2,16 @@
 //! consistent point as the first. Idle cursors are reaped after
 //! [`IDLE_TIMEOUT`].
 //!
-//! A cursor's source is either a result already computed (a sort, a
-//! pipeline, a listing) or a [`Scan`]: a find without a sort, which reads
-//! the next batch from its state only when asked, so a large result never
-//! sits in memory and `limit` stops the scan.
+//! A cursor's source is a result already computed (a listing), a [`Scan`]
+//! (a find without a sort, which reads the next batch from its state only
+//! when asked, so a large result never sits in memory and `limit` stops the
+//! scan), a [`SortedScan`] (a sorted find, merged from its spilled runs as
+//! it pages) or a [`PipelineScan`] (an aggregate, whose pipeline runs a
+//! batch at a time; see `pipeline`).
+
+mod pipeline;
+
+pub use pipeline::{PipelineScan, SnapshotInput, SnapshotLookup};
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -25,7 +31,7 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
 /// A reply batch stays under this many bytes of documents (MongoDB's 16 MiB
 /// document limit, with room for the envelope).
-const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024 - 64 * 1024;
+pub(crate) const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024 - 64 * 1024;
 
 /// MongoDB's first batch: 101 documents (or 16 MiB).
 pub const FIRST_BATCH: usize = 101;
@@ -210,6 +216,7 @@ pub enum Source {
     Docs(VecDeque<Document>),
     Scan(Box<Scan>),
     Sorted(Box<SortedScan>),
+    Pipeline(Box<PipelineScan>),
 }
 
 impl Source {
@@ -218,6 +225,7 @@ impl Source {
             Source::Docs(docs) => Ok(take_batch(docs, n)),
             Source::Scan(scan) => scan.next_batch(n, deadline),
             Source::Sorted(sorted) => sorted.next_batch(n),
+            Source::Pipeline(p) => p.next_batch(n, deadline),
         }
     }
 
@@ -226,6 +234,7 @@ impl Source {
             Source::Docs(docs) => docs.is_empty(),
             Source::Scan(scan) => scan.is_done(),
             Source::Sorted(sorted) => sorted.is_done(),
+            Source::Pipeline(p) => p.is_done(),
         }
     }
 }
@@ -303,6 +312,24 @@ impl CursorStore {
         )
     }
 
+    /// Runs an aggregate's pipeline for its first batch; opens a cursor
+    /// that runs it further on `getMore`, within what is left of `deadline`.
+    pub fn open_pipeline(
+        &self,
+        ns: String,
+        pipeline: PipelineScan,
+        batch_size: Option<usize>,
+        deadline: Deadline,
+    ) -> Result<(Vec<Bson>, i64)> {
+        self.open_source(
+            ns,
+            Source::Pipeline(Box::new(pipeline)),
+            batch_size,
+            false,
+            deadline,
+        )
+    }
+
     fn open_source(
         &self,
         ns: String,
@@ -311,7 +338,8 @@ impl CursorStore {
         single_batch: bool,
         deadline: Deadline,
     ) -> Result<(Vec<Bson>, i64)> {
-        let batch = source.next_batch(batch_size.unwrap_or(FIRST_BATCH), deadline)?;
+        let batch =
+            off_the_runtime(|| source.next_batch(batch_size.unwrap_or(FIRST_BATCH), deadline))?;
         if source.is_done() || single_batch {
             return Ok((batch, 0));
         }
@@ -340,10 +368,11 @@ impl CursorStore {
         let mut cursor = self.lock().remove(&id)?;
         let deadline = Deadline::after(cursor.time_left);
         let started = Instant::now();
-        let batch = match cursor
-            .source
-            .next_batch(batch_size.unwrap_or(usize::MAX), deadline)
-        {
+        let batch = match off_the_runtime(|| {
+            cursor
+                .source
+                .next_batch(batch_size.unwrap_or(usize::MAX), deadline)
+        }) {
             Ok(b) => b,
             Err(e) => return Some(Err(e)),
         };
@@ -379,6 +408,20 @@ impl CursorStore {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Runs a batch's work, which may be long (a blocking stage reads its
+/// whole input first), without holding up the other tasks of an async
+/// worker: on a multi-threaded runtime the worker hands its queue to
+/// another thread meanwhile (`block_in_place`), so other connections (and
+/// drivers' monitoring `hello`s) are still answered.
+fn off_the_runtime<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
     }
 }
 

@@ -23,7 +23,11 @@
 //!   a stage of N budgets keeps fewer than `FAN_IN` runs per tier and
 //!   `log_FAN_IN(N)` tiers open — a few dozen files, never one per budget —
 //!   and rewrites each byte once per tier;
-//! - [`ExternalSorter`]: a sort, or a top-k sort when a limit follows.
+//! - [`ExternalSorter`]: a sort, or a top-k sort when a limit follows. It
+//!   holds each document as its BSON bytes and its sort key (computed once,
+//!   so n documents cost n path lookups, not n log n), so what it is
+//!   charged is what it takes; a parsed document would take several times
+//!   its BSON size.
 //!
 //! Invariant: merges only ever join *adjacent* runs, and a merge takes the
 //! earlier run first among equal documents. Runs hold the input in order,
@@ -35,7 +39,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 
-use bson::Document;
+use bson::{Bson, Document};
 
 use crate::error::{CommandError, ErrorCode, Result};
 use crate::query::SortSpec;
@@ -97,16 +101,21 @@ impl StageBudget {
 
 // ---- runs ------------------------------------------------------------------------
 
-/// The order of a stage's runs.
+/// The order of a stage's runs, by a key computed once per document.
 pub trait Order: Clone {
-    fn cmp(&self, a: &Document, b: &Document) -> Ordering;
+    type Key;
 
-    /// Whether documents equal by [`Order::cmp`] fold into one.
+    fn key(&self, d: &Document) -> Self::Key;
+
+    fn cmp(&self, a: &Self::Key, b: &Self::Key) -> Ordering;
+
+    /// Whether documents of equal keys fold into one.
     fn folds(&self) -> bool {
         false
     }
 
-    /// Folds `later` (equal to `into`, from a later run) into `into`.
+    /// Folds `later` (of the same key as `into`, from a later run) into
+    /// `into`; the key stays the same.
     fn fold(&self, _into: &mut Document, _later: Document) -> Result<()> {
         Ok(())
     }
@@ -125,10 +134,12 @@ impl RunWriter {
     }
 
     pub fn push(&mut self, d: &Document) -> Result<()> {
-        let bytes = d
-            .to_vec()
-            .map_err(|e| CommandError::bad_value(e.to_string()))?;
-        self.out.write_all(&bytes).map_err(spill_error)
+        self.push_bytes(&encode(d)?)
+    }
+
+    /// A document already encoded as BSON.
+    pub fn push_bytes(&mut self, bytes: &[u8]) -> Result<()> {
+        self.out.write_all(bytes).map_err(spill_error)
     }
 
     pub fn finish(self) -> Result<RunFile> {
@@ -198,14 +209,14 @@ fn merge_to_run<O: Order>(
     out.finish()
 }
 
-struct Run {
+struct Run<K> {
     reader: BufReader<File>,
-    head: Option<Document>,
+    head: Option<(K, Document)>,
 }
 
-impl Run {
-    fn advance(&mut self) -> Result<Option<Document>> {
-        let next = read_doc(&mut self.reader)?;
+impl<K> Run<K> {
+    fn advance<O: Order<Key = K>>(&mut self, order: &O) -> Result<Option<(K, Document)>> {
+        let next = read_doc(&mut self.reader)?.map(|d| (order.key(&d), d));
         Ok(std::mem::replace(&mut self.head, next))
     }
 }
@@ -213,9 +224,9 @@ impl Run {
 /// Runs merged: each step takes the smallest head, the earliest run's
 /// among equals (and, when the order folds, every equal head after it).
 /// Runs are few (at most [`FAN_IN`]), so a linear pick beats a heap.
-pub struct Merge<O> {
+pub struct Merge<O: Order> {
     order: O,
-    runs: Vec<Run>,
+    runs: Vec<Run<O::Key>>,
     remaining: Option<usize>,
 }
 
@@ -223,9 +234,12 @@ impl<O: Order> Merge<O> {
     fn open(order: O, files: impl Iterator<Item = RunFile>, limit: Option<usize>) -> Result<Self> {
         let mut runs = Vec::new();
         for RunFile(file) in files {
-            let mut reader = BufReader::new(file);
-            let head = read_doc(&mut reader)?;
-            runs.push(Run { reader, head });
+            let mut run = Run {
+                reader: BufReader::new(file),
+                head: None,
+            };
+            run.advance(&order)?;
+            runs.push(run);
         }
         Ok(Merge {
             order,
@@ -240,9 +254,9 @@ impl<O: Order> Merge<O> {
         }
         let mut best: Option<usize> = None;
         for (i, run) in self.runs.iter().enumerate() {
-            let Some(head) = &run.head else { continue };
+            let Some((head, _)) = &run.head else { continue };
             let better = match best.and_then(|b| self.runs[b].head.as_ref()) {
-                Some(current) => self.order.cmp(head, current).is_lt(),
+                Some((current, _)) => self.order.cmp(head, current).is_lt(),
                 None => true,
             };
             if better {
@@ -250,7 +264,7 @@ impl<O: Order> Merge<O> {
             }
         }
         let Some(i) = best else { return Ok(None) };
-        let Some(mut doc) = self.runs[i].advance()? else {
+        let Some((key, mut doc)) = self.runs[i].advance(&self.order)? else {
             return Ok(None);
         };
         if self.order.folds() {
@@ -261,9 +275,9 @@ impl<O: Order> Merge<O> {
                 while self.runs[j]
                     .head
                     .as_ref()
-                    .is_some_and(|h| self.order.cmp(h, &doc).is_eq())
+                    .is_some_and(|(h, _)| self.order.cmp(h, &key).is_eq())
                 {
-                    if let Some(later) = self.runs[j].advance()? {
+                    if let Some((_, later)) = self.runs[j].advance(&self.order)? {
                         self.order.fold(&mut doc, later)?;
                     }
                 }
@@ -299,6 +313,20 @@ fn read_doc(r: &mut BufReader<File>) -> Result<Option<Document>> {
     })
 }
 
+fn encode(d: &Document) -> Result<Vec<u8>> {
+    d.to_vec()
+        .map_err(|e| CommandError::bad_value(e.to_string()))
+}
+
+fn decode(bytes: &[u8]) -> Result<Document> {
+    Document::from_reader(bytes).map_err(|e| {
+        CommandError::new(
+            ErrorCode::InternalError,
+            format!("a held document is damaged: {e}"),
+        )
+    })
+}
+
 /// A run file that does not hold what this module wrote.
 pub fn damaged() -> CommandError {
     CommandError::new(ErrorCode::InternalError, "a spilled run is damaged")
@@ -313,15 +341,44 @@ fn spill_error(e: std::io::Error) -> CommandError {
 
 // ---- the sort --------------------------------------------------------------------
 
-/// A sort's order: the sort specification, equal documents kept.
+/// A sort's order: the sort specification's key, equal documents kept.
 #[derive(Clone)]
 pub struct SortOrder(SortSpec);
 
 impl Order for SortOrder {
-    fn cmp(&self, a: &Document, b: &Document) -> Ordering {
-        self.0.compare(a, b)
+    type Key = Vec<Bson>;
+
+    fn key(&self, d: &Document) -> Vec<Bson> {
+        self.0.key(d)
+    }
+
+    fn cmp(&self, a: &Vec<Bson>, b: &Vec<Bson>) -> Ordering {
+        self.0.compare_keys(a, b)
     }
 }
+
+/// A document a sort holds: its sort key, computed once, and its BSON
+/// bytes (what it is charged is what it takes: no parsed tree is held).
+struct Held {
+    key: Vec<Bson>,
+    bson: Vec<u8>,
+}
+
+impl Held {
+    /// Bytes charged: the BSON, the key's values and their slots.
+    fn charge(&self) -> usize {
+        HELD_OVERHEAD
+            + self.bson.len()
+            + self
+                .key
+                .iter()
+                .map(|v| std::mem::size_of::<Bson>() + crate::limits::bson_size(v))
+                .sum::<usize>()
+    }
+}
+
+/// Bytes charged per held document beyond its BSON and key (vectors).
+const HELD_OVERHEAD: usize = 64;
 
 /// A blocking sort within a [`StageBudget`]. With a limit `k` (a `$sort`
 /// followed by `$limit`, or a find's `limit`), it keeps only the best `k`
@@ -333,7 +390,7 @@ pub struct ExternalSorter {
     limit: Option<usize>,
     /// The current run, in input order (sorted only by a top-k compaction,
     /// which keeps earlier documents first among equals).
-    run: Vec<(Document, usize)>,
+    run: Vec<Held>,
     run_bytes: usize,
     runs: Runs,
 }
@@ -356,10 +413,14 @@ impl ExternalSorter {
         self
     }
 
-    /// Adds a document of about `bytes` bytes (its BSON size).
-    pub fn push(&mut self, doc: Document, bytes: usize) -> Result<()> {
-        self.run_bytes = self.run_bytes.saturating_add(bytes);
-        self.run.push((doc, bytes));
+    /// Adds a document.
+    pub fn push(&mut self, doc: &Document) -> Result<()> {
+        let held = Held {
+            key: self.order.key(doc),
+            bson: encode(doc)?,
+        };
+        self.run_bytes = self.run_bytes.saturating_add(held.charge());
+        self.run.push(held);
         if let Some(k) = self.limit
             && self.run.len() >= k.saturating_mul(TOP_K_SLACK).max(TOP_K_SLACK_MIN)
         {
@@ -378,41 +439,45 @@ impl ExternalSorter {
         Ok(())
     }
 
-    /// Keeps the best `k` of the current run.
-    fn compact(&mut self, k: usize) {
-        let spec = &self.order.0;
-        // Stable: among equals, earlier input stays first.
-        self.run.sort_by(|a, b| spec.compare(&a.0, &b.0));
-        self.run.truncate(k);
-        self.run_bytes = self.run.iter().map(|(_, n)| *n).sum();
-    }
-
-    fn sorted_run(&mut self) -> Vec<Document> {
-        let mut run = std::mem::take(&mut self.run);
-        self.run_bytes = 0;
+    fn sort_run(&mut self) {
         let spec = &self.order.0;
         if !spec.is_empty() {
-            run.sort_by(|a, b| spec.compare(&a.0, &b.0));
+            // Stable: among equals, earlier input stays first.
+            self.run.sort_by(|a, b| spec.compare_keys(&a.key, &b.key));
         }
+    }
+
+    /// Keeps the best `k` of the current run.
+    fn compact(&mut self, k: usize) {
+        self.sort_run();
+        self.run.truncate(k);
+        self.run_bytes = self.run.iter().map(Held::charge).sum();
+    }
+
+    fn sorted_run(&mut self) -> Vec<Held> {
+        self.sort_run();
         if let Some(k) = self.limit {
-            run.truncate(k);
+            self.run.truncate(k);
         }
-        run.into_iter().map(|(d, _)| d).collect()
+        self.run_bytes = 0;
+        std::mem::take(&mut self.run)
     }
 
     fn spill(&mut self) -> Result<()> {
         let run = self.sorted_run();
         let mut w = RunWriter::new()?;
-        for d in &run {
-            w.push(d)?;
+        for held in &run {
+            w.push_bytes(&held.bson)?;
         }
+        drop(run);
         self.runs.push(&self.order, w.finish()?, self.limit)
     }
 
     /// The documents in order.
     pub fn finish(mut self) -> Result<Sorted> {
         if self.runs.is_empty() {
-            return Ok(Sorted::Memory(self.sorted_run().into()));
+            let run = self.sorted_run();
+            return Ok(Sorted::Memory(run.into_iter().map(|h| h.bson).collect()));
         }
         if !self.run.is_empty() {
             self.spill()?;
@@ -422,16 +487,17 @@ impl ExternalSorter {
     }
 }
 
-/// A sorted result: in memory, or runs on disk being merged.
+/// A sorted result: BSON in memory (parsed as it is read), or runs on
+/// disk being merged.
 pub enum Sorted {
-    Memory(VecDeque<Document>),
+    Memory(VecDeque<Vec<u8>>),
     Merge(Merge<SortOrder>),
 }
 
 impl Sorted {
     pub fn next_doc(&mut self) -> Result<Option<Document>> {
         match self {
-            Sorted::Memory(docs) => Ok(docs.pop_front()),
+            Sorted::Memory(docs) => docs.pop_front().map(|b| decode(&b)).transpose(),
             Sorted::Merge(m) => m.next_doc(),
         }
     }
@@ -465,7 +531,7 @@ mod tests {
         let mut sorter = ExternalSorter::new(spec(doc! {"k": 1}), 200, true);
         let input = input(500);
         for d in &input {
-            sorter.push(d.clone(), 30).unwrap();
+            sorter.push(d).unwrap();
         }
         let out = drain(sorter.finish().unwrap());
         let mut expected = input;
@@ -479,7 +545,7 @@ mod tests {
         let mut sorter = ExternalSorter::new(spec(doc! {"k": -1}), 40, true);
         let input = input(3000);
         for d in &input {
-            sorter.push(d.clone(), 30).unwrap();
+            sorter.push(d).unwrap();
             assert!(sorter.runs.runs.len() <= 3 * FAN_IN);
         }
         let out = drain(sorter.finish().unwrap());
@@ -505,7 +571,7 @@ mod tests {
             let mut sorter =
                 ExternalSorter::new(spec(doc! {"k": 1}), budget, allow).with_limit(Some(k));
             for d in &input {
-                sorter.push(d.clone(), 30).unwrap();
+                sorter.push(d).unwrap();
             }
             assert!(sorter.run.len() <= (2 * k).max(TOP_K_SLACK_MIN));
             let out = drain(sorter.finish().unwrap());
@@ -513,10 +579,7 @@ mod tests {
         }
         // k documents past the budget without disk use: 292.
         let mut sorter = ExternalSorter::new(spec(doc! {"k": 1}), 100, false).with_limit(Some(10));
-        let e = input
-            .iter()
-            .try_for_each(|d| sorter.push(d.clone(), 30))
-            .unwrap_err();
+        let e = input.iter().try_for_each(|d| sorter.push(d)).unwrap_err();
         assert_eq!(e.code, ErrorCode::QueryExceededMemoryLimitNoDiskUseAllowed);
     }
 
@@ -524,7 +587,7 @@ mod tests {
     fn in_memory_when_it_fits() {
         let mut sorter = ExternalSorter::new(spec(doc! {"k": -1}), 1 << 20, false);
         for i in 0..10 {
-            sorter.push(doc! {"k": i}, 20).unwrap();
+            sorter.push(&doc! {"k": i}).unwrap();
         }
         let s = sorter.finish().unwrap();
         assert!(matches!(s, Sorted::Memory(_)));
@@ -535,7 +598,7 @@ mod tests {
     fn no_disk_use_fails_with_292() {
         let mut sorter = ExternalSorter::new(spec(doc! {"k": 1}), 100, false);
         let e = (0..10)
-            .try_for_each(|i| sorter.push(doc! {"k": i}, 30))
+            .try_for_each(|i| sorter.push(&doc! {"k": i}))
             .unwrap_err();
         assert_eq!(e.code, ErrorCode::QueryExceededMemoryLimitNoDiskUseAllowed);
         assert!(

@@ -211,8 +211,8 @@ fn sort_matching(
 ) -> Result<Sorted> {
     let mut sorter =
         ExternalSorter::new(spec.clone(), budget.bytes, budget.allow_disk).with_limit(top);
-    for_each_match(state, ns, filter, deadline, |d, size| {
-        sorter.push(d, size)?;
+    for_each_match(state, ns, filter, deadline, |d, _| {
+        sorter.push(&d)?;
         Ok(true)
     })?;
     sorter.finish()

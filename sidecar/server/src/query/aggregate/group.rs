@@ -6,10 +6,11 @@
 //! value ([`group_key`]: the `IdKey` of the value, Decimal128 taken as the
 //! double nearest to it, so two keys are equal exactly when `$eq` finds the
 //! values equal). Its accumulators' state ([`AccState`]) is charged to the
-//! budget as it grows: the key, the state's fixed size, `$push` and
-//! `$addToSet` values (and the set's keys), the `$min`/`$max`/`$first`/
-//! `$last` value. Groups come out in the order their first document came
-//! in.
+//! budget as it grows: the key (twice: the table and the spill order),
+//! the `_id`, the state's fixed size, `$push` and `$addToSet` values (and
+//! the set's keys), the `$min`/`$max`/`$first`/`$last` value, each value
+//! as its BSON size plus its parsed slot. Groups come out in the order
+//! their first document came in.
 //!
 //! **Spilling.** When the table passes the budget (and `allowDiskUse` is
 //! not false: then 292), its groups are written as one run, sorted by
@@ -76,6 +77,13 @@ pub(super) fn group_key(v: &Bson) -> IdKey {
     } else {
         IdKey::from_bson(v)
     }
+}
+
+/// What a parsed value is charged: its BSON bytes and its own slot (a
+/// parsed `Bson` is larger than its encoding; nested values are counted
+/// by their encoding, which is what dominates a large one).
+fn parsed_size(v: &Bson) -> usize {
+    std::mem::size_of::<Bson>() + limits::bson_size(v)
 }
 
 pub(super) fn op(input: Box<dyn Op>, group: Group, budget: StageBudget) -> Box<dyn Op> {
@@ -177,7 +185,7 @@ impl Table {
                 self.bytes = self.bytes.saturating_add(
                     GROUP_OVERHEAD
                         + 2 * key.as_bytes().len()
-                        + limits::bson_size(&id)
+                        + parsed_size(&id)
                         + g.accumulators.len() * std::mem::size_of::<AccState>(),
                 );
                 self.index.insert(key.clone(), self.entries.len());
@@ -261,8 +269,14 @@ fn key_bytes(d: &Document) -> &[u8] {
 }
 
 impl Order for PartialOrder {
-    fn cmp(&self, a: &Document, b: &Document) -> std::cmp::Ordering {
-        key_bytes(a).cmp(key_bytes(b))
+    type Key = Vec<u8>;
+
+    fn key(&self, d: &Document) -> Vec<u8> {
+        key_bytes(d).to_vec()
+    }
+
+    fn cmp(&self, a: &Vec<u8>, b: &Vec<u8>) -> std::cmp::Ordering {
+        a.cmp(b)
     }
 
     fn folds(&self) -> bool {
@@ -357,11 +371,8 @@ impl AccState {
     }
 
     fn set_best(&mut self, v: Bson) {
-        let old = self.best.as_ref().map_or(0, limits::bson_size);
-        self.mem = self
-            .mem
-            .saturating_sub(old)
-            .saturating_add(limits::bson_size(&v));
+        let old = self.best.as_ref().map_or(0, parsed_size);
+        self.mem = self.mem.saturating_sub(old).saturating_add(parsed_size(&v));
         self.best = Some(v);
     }
 
@@ -371,7 +382,7 @@ impl AccState {
         let element = 8 + limits::bson_size(&v);
         budget.charge(element)?;
         self.values_size += element;
-        self.mem = self.mem.saturating_add(element);
+        self.mem = self.mem.saturating_add(parsed_size(&v));
         self.values.push(v);
         Ok(())
     }

@@ -3,14 +3,16 @@
 //! its `localField` values (`$eq` rules: numbers across types, array
 //! elements, null matching missing).
 //!
-//! The foreign side is never held whole. The join is chosen once per
-//! stage, as MongoDB's engine chooses between its join kinds:
-//! - `foreignField: "_id"`: a point lookup per local key (the `_id` index);
-//! - else a hash join: one pass over the foreign collection builds
-//!   [`LookupIndex`], which maps each foreign value's canonical key to the
-//!   *keys* of the documents holding it (not the documents: they stay in
-//!   the snapshot and are fetched when they match), charged to the stage's
-//!   blocking budget;
+//! The foreign side is never held whole. Each local key takes one of
+//! these paths, as MongoDB's engine chooses between its join kinds:
+//! - `foreignField: "_id"`: a point lookup (the `_id` index) when the key
+//!   finds exactly what `$eq` finds ([`id_exact`]: not for numbers, which
+//!   `IdKey` does not unify with a Decimal128 `_id`);
+//! - else a hash join: one pass over the foreign collection (when the
+//!   first key needs it) builds [`LookupIndex`], which maps each foreign
+//!   value's canonical key to the *keys* of the documents holding it (not
+//!   the documents: they stay in the snapshot and are fetched when they
+//!   match), charged to the stage's blocking budget;
 //! - when that index would pass the budget (or a foreign value cannot be
 //!   keyed), a nested-loop join: the foreign collection is scanned once per
 //!   local document, parsing one document at a time.
@@ -166,10 +168,28 @@ impl LookupIndex {
     }
 }
 
-enum Join {
-    ById,
-    Hash(LookupIndex),
-    Loop,
+/// The hash index of a stage, built when the first key needs it.
+enum Index {
+    Unbuilt,
+    Built(LookupIndex),
+    /// Past the budget or not keyable: every key scans.
+    Unusable,
+}
+
+/// Whether a point lookup by `_id` finds every document whose `_id` `$eq`
+/// matches `v`: `IdKey` keys Decimal128 by its bytes, so a numeric key
+/// could miss a Decimal128 `_id` of the same value; a null key finds the
+/// one `_id` of null (no stored document lacks an `_id`).
+fn id_exact(v: &Bson) -> bool {
+    fn numeric(v: &Bson) -> bool {
+        match v {
+            Bson::Int32(_) | Bson::Int64(_) | Bson::Double(_) | Bson::Decimal128(_) => true,
+            Bson::Array(a) => a.iter().any(numeric),
+            Bson::Document(d) => d.iter().any(|(_, v)| numeric(v)),
+            _ => false,
+        }
+    }
+    matches!(v, Bson::Null | Bson::Undefined) || (LookupIndex::hashable(v) && !numeric(v))
 }
 
 pub(super) fn op(
@@ -187,7 +207,7 @@ pub(super) fn op(
         foreign,
         as_field,
         budget,
-        join: None,
+        index: Index::Unbuilt,
     })
 }
 
@@ -198,8 +218,7 @@ struct LookupOp {
     foreign: String,
     as_field: String,
     budget: StageBudget,
-    /// Chosen on the first document.
-    join: Option<Join>,
+    index: Index,
 }
 
 impl Op for LookupOp {
@@ -207,16 +226,6 @@ impl Op for LookupOp {
         let Some(d) = self.input.next(cx)? else {
             return Ok(None);
         };
-        if self.join.is_none() {
-            self.join = Some(if self.foreign == "_id" {
-                Join::ById
-            } else {
-                match LookupIndex::build(cx, &self.from, &self.foreign, self.budget.bytes)? {
-                    Some(ix) => Join::Hash(ix),
-                    None => Join::Loop,
-                }
-            });
-        }
         let local_vals = path::resolve(&d, &self.local);
         let keys: Vec<Bson> = if local_vals.values.is_empty() {
             vec![Bson::Null]
@@ -233,33 +242,44 @@ impl Op for LookupOp {
         let preds: Vec<Pred> = keys.iter().map(|k| Pred::Eq(k.clone())).collect();
         let mut matched = Matched::new(&self.from);
         let lookup = cx.lookup();
-        let keyed = keys.iter().all(LookupIndex::hashable);
-        match &self.join {
-            Some(Join::ById) if keyed => {
-                let mut found: Vec<(Vec<u8>, Document)> = keys
-                    .iter()
-                    .filter_map(|k| lookup.by_id(&self.from, k))
-                    .collect();
-                found.sort_by(|a, b| a.0.cmp(&b.0));
-                found.dedup_by(|a, b| a.0 == b.0);
-                for (_, f) in found {
-                    cx.tick()?;
-                    matched.offer(&f, &self.foreign, &preds)?;
-                }
-            }
-            Some(Join::Hash(ix)) if keyed => {
-                for key in ix.candidates(&keys).unwrap_or_default() {
-                    cx.tick()?;
-                    if let Some(f) = lookup.fetch(&self.from, &key) {
-                        matched.offer(&f, &self.foreign, &preds)?;
-                    }
-                }
-            }
-            _ => lookup.scan(&self.from, &mut |_, f| {
+        if self.foreign == "_id" && keys.iter().all(id_exact) {
+            let mut found: Vec<(Vec<u8>, Document)> = keys
+                .iter()
+                .filter_map(|k| lookup.by_id(&self.from, k))
+                .collect();
+            found.sort_by(|a, b| a.0.cmp(&b.0));
+            found.dedup_by(|a, b| a.0 == b.0);
+            for (_, f) in found {
                 cx.tick()?;
                 matched.offer(&f, &self.foreign, &preds)?;
-                Ok(true)
-            })?,
+            }
+        } else {
+            if matches!(self.index, Index::Unbuilt) {
+                self.index =
+                    match LookupIndex::build(cx, &self.from, &self.foreign, self.budget.bytes)? {
+                        Some(ix) => Index::Built(ix),
+                        None => Index::Unusable,
+                    };
+            }
+            let candidates = match &self.index {
+                Index::Built(ix) => ix.candidates(&keys),
+                _ => None,
+            };
+            match candidates {
+                Some(candidates) => {
+                    for key in candidates {
+                        cx.tick()?;
+                        if let Some(f) = lookup.fetch(&self.from, &key) {
+                            matched.offer(&f, &self.foreign, &preds)?;
+                        }
+                    }
+                }
+                None => lookup.scan(&self.from, &mut |_, f| {
+                    cx.tick()?;
+                    matched.offer(&f, &self.foreign, &preds)?;
+                    Ok(true)
+                })?,
+            }
         }
         with_field(d, &self.as_field, Bson::Array(matched.docs), "$lookup").map(Some)
     }

@@ -337,8 +337,7 @@ impl Op for Sort {
             .with_limit(self.top);
             while let Some(d) = self.input.next(cx)? {
                 cx.tick()?;
-                let size = limits::document_size(&d);
-                sorter.push(d, size)?;
+                sorter.push(&d)?;
             }
             self.sorted = Some(sorter.finish()?);
         }

@@ -34,6 +34,11 @@ fn lookup_hash_join_matches_the_scan() {
         .map(|(i, v)| doc! {"_id": i as i32, "f": v.clone(), "n": {"g": v.clone()}})
         .collect();
     foreign.push(doc! {"_id": 100});
+    // `_id`s a point lookup must find (or leave to the scan).
+    foreign.push(doc! {"_id": Bson::Null});
+    foreign.push(doc! {"_id": "a"});
+    foreign.push(doc! {"_id": {"x": 1}});
+    foreign.push(doc! {"_id": Bson::Decimal128("2".parse().unwrap())});
     let without_decimal: Vec<Document> = foreign
         .iter()
         .filter(|d| !matches!(d.get("f"), Some(Bson::Decimal128(_))))
@@ -45,7 +50,7 @@ fn lookup_hash_join_matches_the_scan() {
         .chain([doc! {}])
         .collect();
     for foreign in [foreign, without_decimal] {
-        for field in ["f", "n.g"] {
+        for field in ["f", "n.g", "_id"] {
             let out = Pipeline::parse(&[bson!({"$lookup": {"from": "o", "localField": "l", "foreignField": field, "as": "m"}})])
                 .unwrap()
                 .run(local.clone(), &InMemory(foreign.clone()))

@@ -396,10 +396,10 @@ pub struct ExternalSorter {
 }
 
 impl ExternalSorter {
-    pub fn new(spec: SortSpec, budget: usize, allow_disk: bool) -> ExternalSorter {
+    pub fn new(spec: SortSpec, budget: StageBudget) -> ExternalSorter {
         ExternalSorter {
             order: SortOrder(spec),
-            budget: StageBudget::new(budget, allow_disk),
+            budget,
             limit: None,
             run: Vec::new(),
             run_bytes: 0,
@@ -528,7 +528,7 @@ mod tests {
 
     #[test]
     fn spills_and_merges_in_order_and_stably() {
-        let mut sorter = ExternalSorter::new(spec(doc! {"k": 1}), 200, true);
+        let mut sorter = ExternalSorter::new(spec(doc! {"k": 1}), StageBudget::new(200, true));
         let input = input(500);
         for d in &input {
             sorter.push(d).unwrap();
@@ -542,7 +542,7 @@ mod tests {
     /// Thousands of runs are merged in tiers: few files open, same order.
     #[test]
     fn many_runs_merge_in_tiers() {
-        let mut sorter = ExternalSorter::new(spec(doc! {"k": -1}), 40, true);
+        let mut sorter = ExternalSorter::new(spec(doc! {"k": -1}), StageBudget::new(40, true));
         let input = input(3000);
         for d in &input {
             sorter.push(d).unwrap();
@@ -569,7 +569,8 @@ mod tests {
             (5, 100, true),
         ] {
             let mut sorter =
-                ExternalSorter::new(spec(doc! {"k": 1}), budget, allow).with_limit(Some(k));
+                ExternalSorter::new(spec(doc! {"k": 1}), StageBudget::new(budget, allow))
+                    .with_limit(Some(k));
             for d in &input {
                 sorter.push(d).unwrap();
             }
@@ -578,14 +579,16 @@ mod tests {
             assert_eq!(out, expected[..k].to_vec(), "k = {k}, budget = {budget}");
         }
         // k documents past the budget without disk use: 292.
-        let mut sorter = ExternalSorter::new(spec(doc! {"k": 1}), 100, false).with_limit(Some(10));
+        let mut sorter = ExternalSorter::new(spec(doc! {"k": 1}), StageBudget::new(100, false))
+            .with_limit(Some(10));
         let e = input.iter().try_for_each(|d| sorter.push(d)).unwrap_err();
         assert_eq!(e.code, ErrorCode::QueryExceededMemoryLimitNoDiskUseAllowed);
     }
 
     #[test]
     fn in_memory_when_it_fits() {
-        let mut sorter = ExternalSorter::new(spec(doc! {"k": -1}), 1 << 20, false);
+        let mut sorter =
+            ExternalSorter::new(spec(doc! {"k": -1}), StageBudget::new(1 << 20, false));
         for i in 0..10 {
             sorter.push(&doc! {"k": i}).unwrap();
         }
@@ -596,7 +599,7 @@ mod tests {
 
     #[test]
     fn no_disk_use_fails_with_292() {
-        let mut sorter = ExternalSorter::new(spec(doc! {"k": 1}), 100, false);
+        let mut sorter = ExternalSorter::new(spec(doc! {"k": 1}), StageBudget::new(100, false));
         let e = (0..10)
             .try_for_each(|i| sorter.push(&doc! {"k": i}))
             .unwrap_err();

@@ -209,8 +209,7 @@ fn sort_matching(
     budget: StageBudget,
     deadline: Deadline,
 ) -> Result<Sorted> {
-    let mut sorter =
-        ExternalSorter::new(spec.clone(), budget.bytes, budget.allow_disk).with_limit(top);
+    let mut sorter = ExternalSorter::new(spec.clone(), budget).with_limit(top);
     for_each_match(state, ns, filter, deadline, |d, _| {
         sorter.push(&d)?;
         Ok(true)

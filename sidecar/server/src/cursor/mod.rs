@@ -11,7 +11,7 @@
 
 mod pipeline;
 
-pub use pipeline::{PipelineScan, SnapshotInput, SnapshotLookup};
+pub use pipeline::PipelineScan;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;

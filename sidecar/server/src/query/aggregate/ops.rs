@@ -329,12 +329,8 @@ struct Sort {
 impl Op for Sort {
     fn next(&mut self, cx: &mut Cx<'_>) -> Result<Option<Document>> {
         if self.sorted.is_none() {
-            let mut sorter = ExternalSorter::new(
-                std::mem::take(&mut self.spec),
-                self.budget.bytes,
-                self.budget.allow_disk,
-            )
-            .with_limit(self.top);
+            let mut sorter = ExternalSorter::new(std::mem::take(&mut self.spec), self.budget)
+                .with_limit(self.top);
             while let Some(d) = self.input.next(cx)? {
                 cx.tick()?;
                 sorter.push(&d)?;

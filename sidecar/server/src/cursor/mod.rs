@@ -225,7 +225,10 @@ impl Source {
             Source::Docs(docs) => Ok(take_batch(docs, n)),
             Source::Scan(scan) => scan.next_batch(n, deadline),
             Source::Sorted(sorted) => sorted.next_batch(n),
-            Source::Pipeline(p) => p.next_batch(n, deadline),
+            // A pipeline's batch may be long (a blocking stage reads its
+            // whole input first): off the async worker. Finds stay inline
+            // (block_in_place costs a few µs, much of a short request).
+            Source::Pipeline(p) => off_the_runtime(|| p.next_batch(n, deadline)),
         }
     }
 
@@ -338,8 +341,7 @@ impl CursorStore {
         single_batch: bool,
         deadline: Deadline,
     ) -> Result<(Vec<Bson>, i64)> {
-        let batch =
-            off_the_runtime(|| source.next_batch(batch_size.unwrap_or(FIRST_BATCH), deadline))?;
+        let batch = source.next_batch(batch_size.unwrap_or(FIRST_BATCH), deadline)?;
         if source.is_done() || single_batch {
             return Ok((batch, 0));
         }
@@ -368,11 +370,10 @@ impl CursorStore {
         let mut cursor = self.lock().remove(&id)?;
         let deadline = Deadline::after(cursor.time_left);
         let started = Instant::now();
-        let batch = match off_the_runtime(|| {
-            cursor
-                .source
-                .next_batch(batch_size.unwrap_or(usize::MAX), deadline)
-        }) {
+        let batch = match cursor
+            .source
+            .next_batch(batch_size.unwrap_or(usize::MAX), deadline)
+        {
             Ok(b) => b,
             Err(e) => return Some(Err(e)),
         };
@@ -411,9 +412,8 @@ impl CursorStore {
     }
 }
 
-/// Runs a batch's work, which may be long (a blocking stage reads its
-/// whole input first), without holding up the other tasks of an async
-/// worker: on a multi-threaded runtime the worker hands its queue to
+/// Runs work that may be long without holding up the other tasks of an
+/// async worker: on a multi-threaded runtime the worker hands its queue to
 /// another thread meanwhile (`block_in_place`), so other connections (and
 /// drivers' monitoring `hello`s) are still answered.
 fn off_the_runtime<T>(f: impl FnOnce() -> T) -> T {

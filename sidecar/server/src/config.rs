@@ -63,10 +63,11 @@ pub struct ServeArgs {
     #[arg(long, env = "ARGON_DEFAULT_MAX_TIME_MS", default_value_t = 0,
           value_parser = clap::value_parser!(u64).range(0..=i32::MAX as u64))]
     pub default_max_time_ms: u64,
-    /// Bytes of documents one blocking sort holds in memory before it
-    /// spills sorted runs to temporary files (MongoDB's 100 MiB per
-    /// blocking stage); `allowDiskUse: false` makes a larger sort fail.
-    #[arg(long, env = "ARGON_MAX_BLOCKING_SORT_BYTES", default_value_t = crate::spill::BLOCKING_STAGE_BYTES as u64,
+    /// Bytes one blocking stage (a sorted find, `$sort`, `$group`,
+    /// `$lookup`'s hash index) holds in memory before it spills to
+    /// temporary files (MongoDB's 100 MiB per blocking stage);
+    /// `allowDiskUse: false` makes a stage that would spill fail (292).
+    #[arg(long, env = "ARGON_MAX_BLOCKING_SORT_BYTES", default_value_t = crate::limits::MAX_BLOCKING_STAGE_BYTES as u64,
           value_parser = clap::value_parser!(u64).range(1024..))]
     pub max_blocking_sort_bytes: u64,
     /// Most client connections open at once; a connection beyond them is

@@ -59,6 +59,7 @@ error_codes! {
     ExceededMemoryLimit = 146,
     MaxSubPipelineDepthExceeded = 232,
     NotImplemented = 238,
+    Location4568 = 4568,
     Location15947 = 15947,
     Location15952 = 15952,
     Location15955 = 15955,

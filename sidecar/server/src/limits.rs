@@ -16,7 +16,8 @@
 //! | a document an update's backfills grow | 16 MiB, checked as it grows | `query::update` | BSONObjectTooLarge (10334) |
 //! | a value built by an expression or accumulator | 16 MiB | `query::expr`, `query::aggregate` | ExceededMemoryLimit (146) |
 //! | a document built by a pipeline stage | 16 MiB, 200 levels | `query::aggregate`, `query::projection` | BSONObjectTooLarge (10334), Overflow (15) |
-//! | growth of one `$unwind` / `$lookup` stage | 100 MiB | `query::aggregate` | ExceededMemoryLimit (146) |
+//! | memory of one blocking stage (sort, `$group`, `$lookup`'s hash table) | 100 MiB (`--max-blocking-sort-bytes`), then spill | `spill`, `query::aggregate` | QueryExceededMemoryLimitNoDiskUseAllowed (292) with `allowDiskUse: false` |
+//! | documents one `$lookup` joins to one document | 16 MiB + 16 KiB | `query::aggregate::lookup` | 4568 |
 //! | pipeline length | 1000 stages | `query::aggregate` | 7749501 |
 //! | message size | 48,000,000 bytes (also OP_COMPRESSED's uncompressed size) | `wire` | closes the connection |
 //! | connections | `--max-connections`, default 1000 | `server` | the excess connection is closed |
@@ -56,9 +57,14 @@ pub const MAX_ARRAY_BACKFILL: usize = 1_500_000;
 /// accumulator builds.
 pub const MAX_BUILT_VALUE_SIZE: usize = MAX_DOCUMENT_SIZE;
 
-/// How much one `$unwind` or `$lookup` stage may add to the documents it
-/// receives (MongoDB's 100 MiB per blocking stage).
-pub const MAX_STAGE_GROWTH: usize = 100 * 1024 * 1024;
+/// What one blocking stage (a sort, `$group`, `$lookup`'s hash table,
+/// `distinct`) holds in memory before it spills (MongoDB's 100 MiB; `serve
+/// --max-blocking-sort-bytes` sets it, `spill` enforces it).
+pub const MAX_BLOCKING_STAGE_BYTES: usize = 100 * 1024 * 1024;
+
+/// `BSONObjMaxInternalSize`: the most the documents one `$lookup` joins to
+/// one document may add up to (code 4568).
+pub const MAX_LOOKUP_MATCHED_SIZE: usize = MAX_MESSAGE_DOCUMENT_SIZE;
 
 /// `kMaximumTreeDepth` of MongoDB's match expression parser.
 pub const MAX_QUERY_TREE_DEPTH: usize = 100;
@@ -454,16 +460,6 @@ impl Budget {
             limit: MAX_DOCUMENT_SIZE,
             what,
             code: ErrorCode::BSONObjectTooLarge,
-        }
-    }
-
-    /// What one stage may add to its input ([`MAX_STAGE_GROWTH`]).
-    pub fn stage_growth(what: &'static str) -> Budget {
-        Budget {
-            used: 0,
-            limit: MAX_STAGE_GROWTH,
-            what,
-            code: ErrorCode::ExceededMemoryLimit,
         }
     }
 

@@ -40,7 +40,7 @@ impl Service {
             cursors: CursorStore::default(),
             sessions: Sessions::default(),
             default_max_time_ms: AtomicU64::new(0),
-            blocking_sort_bytes: AtomicU64::new(crate::spill::BLOCKING_STAGE_BYTES as u64),
+            blocking_sort_bytes: AtomicU64::new(crate::limits::MAX_BLOCKING_STAGE_BYTES as u64),
             metrics,
             started: Instant::now(),
             read_only: false,

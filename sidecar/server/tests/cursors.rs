@@ -213,3 +213,159 @@ async fn distinct_values_are_deduplicated_in_order() {
     );
     server.stop().await;
 }
+
+/// An aggregate over a collection eight times the blocking-stage budget
+/// (64 KiB here): a streaming pipeline gives its first batch and pages the
+/// rest on getMore; `$sort` and `$group` spill and give the right results;
+/// `allowDiskUse: false` fails with 292 where a stage would spill; a
+/// getMore past the command's `maxTimeMS` fails with 50. The server
+/// answers after each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aggregate_streams_and_its_blocking_stages_spill() {
+    let data = tempfile::tempdir().unwrap();
+    let wal = data.path().join("wal").display().to_string();
+    let sidecar = Sidecar::start(
+        "argon-sidecar",
+        &["--data", &wal, "--max-blocking-sort-bytes", "65536"],
+    )
+    .await
+    .unwrap();
+    let client = sidecar.client().await.unwrap();
+    let db = client.database("cur");
+    let items: Collection<Document> = db.collection("items");
+    let k = |i: i32| (i * 7919) % 1000;
+    let docs: Vec<Document> = (0..4_000)
+        .map(|i| doc! {"_id": i, "k": k(i), "pad": "x".repeat(100)})
+        .collect();
+    items.insert_many(docs).await.unwrap();
+    let ping = || async { db.run_command(doc! {"ping": 1}).await.unwrap() };
+
+    // Streaming: the first batch, then getMore for the rest.
+    let reply = db
+        .run_command(doc! {"aggregate": "items", "pipeline": [{"$match": {"k": {"$lt": 500}}}, {"$project": {"pad": 0}}], "cursor": {}})
+        .await
+        .unwrap();
+    let cursor = reply.get_document("cursor").unwrap();
+    assert_eq!(cursor.get_array("firstBatch").unwrap().len(), 101);
+    let id = cursor.get_i64("id").unwrap();
+    assert_ne!(id, 0);
+    let mut seen = 101;
+    let mut id = id;
+    while id != 0 {
+        let more = db
+            .run_command(doc! {"getMore": id, "collection": "items", "batchSize": 500})
+            .await
+            .unwrap();
+        let c = more.get_document("cursor").unwrap();
+        seen += c.get_array("nextBatch").unwrap().len();
+        id = c.get_i64("id").unwrap();
+    }
+    assert_eq!(seen, 2_000);
+    ping().await;
+
+    // $sort spills; its order is the full order, stable on ties.
+    let sorted: Vec<Document> = items
+        .aggregate([doc! {"$sort": {"k": -1}}, doc! {"$project": {"pad": 0}}])
+        .batch_size(333)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let got: Vec<(i32, i32)> = sorted
+        .iter()
+        .map(|d| (d.get_i32("k").unwrap(), d.get_i32("_id").unwrap()))
+        .collect();
+    let mut expected: Vec<(i32, i32)> = (0..4_000).map(|i| (k(i), i)).collect();
+    expected.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    assert_eq!(got, expected);
+    ping().await;
+
+    // $group spills (1,000 groups); every group is whole.
+    let groups: Vec<Document> = items
+        .aggregate([
+            doc! {"$group": {"_id": "$k", "n": {"$sum": 1}, "ids": {"$push": "$_id"}, "first": {"$first": "$_id"}, "last": {"$last": "$_id"}, "pads": {"$addToSet": "$pad"}}},
+            doc! {"$sort": {"_id": 1}},
+        ])
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(groups.len(), 1_000);
+    for g in &groups {
+        let key = g.get_i32("_id").unwrap();
+        let ids: Vec<i32> = (0..4_000).filter(|&i| k(i) == key).collect();
+        assert_eq!(g.get_i32("n").unwrap(), 4);
+        let pushed: Vec<i32> = g
+            .get_array("ids")
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i32().unwrap())
+            .collect();
+        assert_eq!(pushed, ids, "{g}");
+        assert_eq!(g.get_i32("first").unwrap(), ids[0]);
+        assert_eq!(g.get_i32("last").unwrap(), ids[3]);
+        assert_eq!(g.get_array("pads").unwrap().len(), 1);
+    }
+    ping().await;
+
+    // allowDiskUse: false where a stage would spill: 292. A top-k sort
+    // holds only k documents and needs no disk.
+    for stage in [doc! {"$sort": {"k": 1}}, doc! {"$group": {"_id": "$_id"}}] {
+        let e = db
+            .run_command(doc! {"aggregate": "items", "pipeline": [stage.clone()], "cursor": {}, "allowDiskUse": false})
+            .await
+            .unwrap_err();
+        assert_eq!(code(&e), Some(292), "{stage}: {e}");
+        ping().await;
+    }
+    let top = db
+        .run_command(doc! {"aggregate": "items", "pipeline": [{"$sort": {"k": 1, "_id": -1}}, {"$limit": 3}, {"$project": {"_id": 1}}], "cursor": {}, "allowDiskUse": false})
+        .await
+        .unwrap();
+    let first = top
+        .get_document("cursor")
+        .unwrap()
+        .get_array("firstBatch")
+        .unwrap()
+        .clone();
+    let mut zero: Vec<i32> = (0..4_000).filter(|&i| k(i) == 0).collect();
+    zero.reverse();
+    let expected: Vec<bson::Bson> = zero[..3]
+        .iter()
+        .map(|&i| bson::Bson::Document(doc! {"_id": i}))
+        .collect();
+    assert_eq!(first, expected);
+
+    // maxTimeMS covers the getMores too: the first batch comes at once,
+    // the next one needs 8 M unwound documents and runs out of time.
+    let reply = db
+        .run_command(doc! {
+            "aggregate": "items",
+            "pipeline": [
+                {"$addFields": {"r": {"$range": [0, 2000]}}},
+                {"$unwind": "$r"},
+                {"$match": {"$or": [{"_id": 0, "r": 0}, {"r": -1}]}},
+            ],
+            "cursor": {"batchSize": 1},
+            "maxTimeMS": 500,
+        })
+        .await
+        .unwrap();
+    let cursor = reply.get_document("cursor").unwrap();
+    assert_eq!(cursor.get_array("firstBatch").unwrap().len(), 1);
+    let id = cursor.get_i64("id").unwrap();
+    let e = db
+        .run_command(doc! {"getMore": id, "collection": "items"})
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), Some(50), "{e}");
+    // The cursor is closed with the error.
+    let e = db
+        .run_command(doc! {"getMore": id, "collection": "items"})
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), Some(43), "{e}");
+    ping().await;
+}

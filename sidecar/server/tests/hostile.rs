@@ -444,14 +444,24 @@ async fn hostile_requests_fail_alone() {
         .await;
     assert_eq!(code_of(r), 10334);
     t.assert_alive("a $$ROOT-doubling pipeline").await;
-    // $unwind copying a 260 KB document 20,000 times.
-    let r = t
-        .command(
-            "hostile",
-            doc! {"aggregate": "acked", "pipeline": [{"$match": {"_id": 1_000_000i64}}, {"$project": {"r": {"$range": [0, 20_000]}}}, {"$unwind": "$r"}], "cursor": {}},
-        )
-        .await;
-    assert_eq!(code_of(r), 146);
+    // $unwind of a 20,000-element array streams: each output document is
+    // made when a batch asks for it (it failed with 146 while a pipeline
+    // was computed whole; see `hostile_pipelines_stay_within_their_budget`
+    // for a 1 MiB document unwound so).
+    let out: Vec<Document> = t
+        .coll
+        .aggregate([
+            doc! {"$match": {"_id": 1_000_000i64}},
+            doc! {"$project": {"r": {"$range": [0, 20_000]}}},
+            doc! {"$unwind": "$r"},
+        ])
+        .await
+        .expect("$unwind streams")
+        .try_collect()
+        .await
+        .expect("every element");
+    assert_eq!(out.len(), 20_000);
+    assert_eq!(out[19_999].get_i32("r").ok(), Some(19_999));
     // $push of 20 one-MiB strings.
     let big = t.client.database("hostile").collection::<Document>("big");
     for i in 0..20 {
@@ -492,6 +502,190 @@ async fn hostile_requests_fail_alone() {
         .await
         .expect("getParameter");
     assert_eq!(p.get_i32("maxBSONDepth").ok(), Some(200));
+}
+
+/// The sidecar's peak resident memory so far (`VmHWM`), in MiB.
+fn peak_rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmHWM in kB")
+        / 1024
+}
+
+fn first_batch(reply: &Document) -> (usize, i64) {
+    let cursor = reply.get_document("cursor").expect("a cursor");
+    (
+        cursor.get_array("firstBatch").expect("firstBatch").len(),
+        cursor.get_i64("id").expect("a cursor id"),
+    )
+}
+
+/// Pipelines whose blocking stages would hold far more than their budget
+/// (1 MiB here, `--max-blocking-sort-bytes`): `$group` over a million
+/// distinct keys and `$sort` over them spill to temporary files, `$lookup`
+/// over a foreign collection forty times the budget falls back from its
+/// hash table to a nested-loop join, and `$unwind` of a 1 MiB document over
+/// 20,000 elements (20 GiB if it were built) comes a batch at a time. The
+/// process's peak memory stays far below what the data would take, each
+/// `allowDiskUse: false` variant fails alone with 292, and the server still
+/// answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_pipelines_stay_within_their_budget() {
+    let mut t = Target::start(&["--max-blocking-sort-bytes", "1048576"]).await;
+    let pid = t.sidecar.pid();
+    let db = t.client.database("hostile");
+    db.collection::<Document>("one")
+        .insert_one(doc! {"_id": 0})
+        .await
+        .expect("a document");
+    let before = peak_rss_mib(pid);
+
+    // Distinct keys made from one document by two unwinds (no large
+    // array is ever held): `n * 1000` groups, each charged a few hundred
+    // bytes, so a million of them pass the budget a few hundred times.
+    let groups = |n: i32| {
+        vec![
+            doc! {"$project": {"a": {"$range": [0, n]}}},
+            doc! {"$unwind": "$a"},
+            doc! {"$addFields": {"b": {"$range": [0, 1000]}}},
+            doc! {"$unwind": "$b"},
+            doc! {"$group": {"_id": {"$add": [{"$multiply": ["$a", 1000]}, "$b"]}, "n": {"$sum": 1}, "ids": {"$addToSet": "$_id"}}},
+        ]
+    };
+    let mut p = groups(1000);
+    p.push(doc! {"$group": {"_id": null, "groups": {"$sum": 1}, "total": {"$sum": "$n"}}});
+    let out: Vec<Document> = db
+        .collection::<Document>("one")
+        .aggregate(p)
+        .await
+        .expect("a million groups spill")
+        .try_collect()
+        .await
+        .expect("the count");
+    assert_eq!(
+        out,
+        vec![doc! {"_id": null, "groups": 1_000_000, "total": 1_000_000}]
+    );
+    let grouped = peak_rss_mib(pid);
+    let mut p = groups(100);
+    p.push(doc! {"$sort": {"_id": -1}});
+    let reply = t
+        .command(
+            "hostile",
+            doc! {"aggregate": "one", "pipeline": p, "cursor": {"batchSize": 2}},
+        )
+        .await
+        .expect("groups sorted");
+    let top = reply
+        .get_document("cursor")
+        .and_then(|c| c.get_array("firstBatch"))
+        .expect("firstBatch");
+    assert_eq!(
+        top[0].as_document().and_then(|d| d.get_i32("_id").ok()),
+        Some(99_999)
+    );
+    let (_, id) = first_batch(&reply);
+    t.command("hostile", doc! {"killCursors": "one", "cursors": [id]})
+        .await
+        .expect("killCursors");
+    let mut p = groups(100);
+    p.push(doc! {"$count": "n"});
+    let r = t
+        .command(
+            "hostile",
+            doc! {"aggregate": "one", "pipeline": p, "cursor": {}, "allowDiskUse": false},
+        )
+        .await;
+    assert_eq!(code_of(r), 292);
+    t.assert_alive("a million groups").await;
+
+    // $lookup over 200,000 foreign documents (~40 MiB): no hash table.
+    let foreign = db.collection::<Document>("foreign");
+    let docs: Vec<Document> = (0..200_000)
+        .map(|i| doc! {"_id": i, "f": i % 50_000, "pad": "z".repeat(150)})
+        .collect();
+    for chunk in docs.chunks(20_000) {
+        foreign.insert_many(chunk.to_vec()).await.expect("seed");
+    }
+    drop(docs);
+    let seeded = peak_rss_mib(pid);
+    let out: Vec<Document> = db
+        .collection::<Document>("one")
+        .aggregate([
+            doc! {"$project": {"k": [7, 49_999]}},
+            doc! {"$lookup": {"from": "foreign", "localField": "k", "foreignField": "f", "as": "m"}},
+        ])
+        .await
+        .expect("a nested-loop $lookup")
+        .try_collect()
+        .await
+        .expect("the join");
+    let ids: Vec<i32> = out[0]
+        .get_array("m")
+        .expect("m")
+        .iter()
+        .filter_map(|d| d.as_document().and_then(|d| d.get_i32("_id").ok()))
+        .collect();
+    assert_eq!(
+        ids,
+        vec![
+            7, 49_999, 50_007, 99_999, 100_007, 149_999, 150_007, 199_999
+        ]
+    );
+    // Everything joined to one document: past 16 MiB + 16 KiB, 4568.
+    let r = t
+        .command(
+            "hostile",
+            doc! {"aggregate": "one", "pipeline": [{"$lookup": {"from": "foreign", "localField": "none", "foreignField": "none", "as": "all"}}], "cursor": {}},
+        )
+        .await;
+    assert_eq!(code_of(r), 4568);
+    t.assert_alive("$lookup over a large collection").await;
+    let joined = peak_rss_mib(pid);
+
+    // A 1 MiB document unwound over 20,000 elements, a batch at a time.
+    db.collection::<Document>("wide")
+        .insert_one(doc! {"_id": 1, "s": "w".repeat(1 << 20)})
+        .await
+        .expect("a 1 MiB document");
+    let reply = t
+        .command(
+            "hostile",
+            doc! {"aggregate": "wide", "pipeline": [{"$addFields": {"r": {"$range": [0, 20_000]}}}, {"$unwind": "$r"}], "cursor": {}},
+        )
+        .await
+        .expect("the first batch");
+    let (n, id) = first_batch(&reply);
+    assert!((1..=16).contains(&n), "{n} documents of 1 MiB in a batch");
+    assert_ne!(id, 0);
+    let more = t
+        .command("hostile", doc! {"getMore": id, "collection": "wide"})
+        .await
+        .expect("a getMore");
+    let next = more
+        .get_document("cursor")
+        .and_then(|c| c.get_array("nextBatch"))
+        .expect("nextBatch");
+    assert!((1..=16).contains(&next.len()));
+    t.command("hostile", doc! {"killCursors": "wide", "cursors": [id]})
+        .await
+        .expect("killCursors");
+    t.assert_alive("a 1 MiB document unwound").await;
+
+    let unwound = peak_rss_mib(pid);
+    eprintln!(
+        "peak RSS (MiB): {before} at the start, {grouped} after a million groups, \
+         {seeded} after storing the foreign collection, {joined} after the joins, \
+         {unwound} after the unwind"
+    );
+    // The phases add little to the peak: the data they hold is bounded by
+    // the budget and the batch size, not by what they read.
+    assert!(grouped < before + 64, "{before} -> {grouped} MiB");
+    assert!(joined < seeded + 64, "{seeded} -> {joined} MiB");
+    assert!(unwound < joined + 128, "{joined} -> {unwound} MiB");
 }
 
 /// An OP_COMPRESSED message wrapping OP_MSG.

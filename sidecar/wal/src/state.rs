@@ -220,6 +220,12 @@ impl CollectionState {
         self.docs.get(key.as_bytes()).and_then(StoredDoc::doc)
     }
 
+    /// The document whose key bytes are `key` (as [`Self::iter_after`]
+    /// gives them): a join keeps these instead of documents.
+    pub fn get_by_key_bytes(&self, key: &[u8]) -> Option<&RawDocument> {
+        self.docs.get(key).and_then(StoredDoc::doc)
+    }
+
     /// Documents in `IdKey` order (MongoDB's `_id` order).
     pub fn iter(&self) -> impl Iterator<Item = &RawDocument> {
         self.docs.iter().filter_map(StoredDoc::doc)

@@ -2,17 +2,10 @@
 //! document never panics, and neither does applying them.
 #![no_main]
 
-use argon_sidecar::query::aggregate::{Lookup, Pipeline};
+use argon_sidecar::query::aggregate::{InMemory, Pipeline};
 use argon_sidecar::query::{Filter, Projection, SortSpec, UpdateSpec};
 use bson::{Bson, Document, doc};
 use libfuzzer_sys::fuzz_target;
-
-struct NoCollections;
-impl Lookup for NoCollections {
-    fn collection(&self, _: &str) -> Vec<Document> {
-        Vec::new()
-    }
-}
 
 fuzz_target!(|data: &[u8]| {
     let Ok(spec) = Document::from_reader(data) else { return };
@@ -33,6 +26,6 @@ fuzz_target!(|data: &[u8]| {
     }
     let stages: Vec<Bson> = spec.iter().map(|(k, v)| Bson::Document(doc! {k: v.clone()})).collect();
     if let Ok(p) = Pipeline::parse(&stages) {
-        let _ = p.run(vec![sample], &NoCollections);
+        let _ = p.run(vec![sample], &InMemory(Vec::new()));
     }
 });

@@ -6,13 +6,13 @@ use argon_wal::{BranchState, Namespace};
 use bson::{Bson, Document, doc};
 
 use super::{Ctx, collection_name, cursor_reply, opt_bool, opt_doc, opt_i64};
-use crate::cursor::{Scan, SortedScan};
+use crate::cursor::{PipelineScan, Scan, SortedScan};
 use crate::deadline::Deadline;
 use crate::error::{CommandError, ErrorCode, Result};
-use crate::query::aggregate::{Lookup, Pipeline};
+use crate::query::aggregate::Pipeline;
 use crate::query::{Filter, Projection, SortSpec};
 use crate::service::operation_time;
-use crate::spill::{ExternalSorter, Sorted};
+use crate::spill::{ExternalSorter, Sorted, StageBudget};
 
 /// `batchSize` from a document (`find`'s command, or `cursor: {batchSize}`).
 pub(crate) fn batch_size(d: Option<&Document>) -> Result<Option<usize>> {
@@ -154,7 +154,12 @@ pub async fn find(ctx: &Ctx<'_>) -> Result<Document> {
             // A sort is blocking: every match first (spilled to disk past
             // the blocking-stage budget), then the order.
             let allow_disk = opt_bool(ctx.cmd, "allowDiskUse", true)?;
-            let sorted = sort_matching(&state, &ns, &filter, s, allow_disk, ctx, deadline)?;
+            // With a limit, only the first skip + limit in order are kept
+            // (a top-k sort).
+            let top = (limit > 0)
+                .then(|| usize::try_from(skip.saturating_add(limit)).unwrap_or(usize::MAX));
+            let budget = StageBudget::new(ctx.svc.blocking_sort_bytes(), allow_disk);
+            let sorted = sort_matching(&state, &ns, &filter, s, top, budget, deadline)?;
             let sorted = SortedScan::new(
                 sorted,
                 projection,
@@ -194,19 +199,19 @@ pub async fn find(ctx: &Ctx<'_>) -> Result<Document> {
 }
 
 /// The documents of `ns` matching `filter`, sorted within the server's
-/// blocking-sort budget (see `spill`).
+/// blocking-sort budget (see `spill`); only the first `top` when given.
 fn sort_matching(
     state: &BranchState,
     ns: &Namespace,
     filter: &Filter,
     spec: &SortSpec,
-    allow_disk: bool,
-    ctx: &Ctx<'_>,
+    top: Option<usize>,
+    budget: StageBudget,
     deadline: Deadline,
 ) -> Result<Sorted> {
-    let mut sorter = ExternalSorter::new(spec.clone(), ctx.svc.blocking_sort_bytes(), allow_disk);
-    for_each_match(state, ns, filter, deadline, |d, size| {
-        sorter.push(d, size)?;
+    let mut sorter = ExternalSorter::new(spec.clone(), budget).with_limit(top);
+    for_each_match(state, ns, filter, deadline, |d, _| {
+        sorter.push(&d)?;
         Ok(true)
     })?;
     sorter.finish()
@@ -293,7 +298,7 @@ pub async fn count(ctx: &Ctx<'_>) -> Result<Document> {
 }
 
 /// Values `distinct` collects before it drops duplicates (a blocking stage's budget).
-const DISTINCT_COLLECT_BYTES: usize = crate::spill::BLOCKING_STAGE_BYTES;
+const DISTINCT_COLLECT_BYTES: usize = crate::limits::MAX_BLOCKING_STAGE_BYTES;
 
 pub async fn distinct(ctx: &Ctx<'_>) -> Result<Document> {
     let coll = collection_name(ctx.cmd, "distinct")?;
@@ -343,20 +348,6 @@ pub async fn distinct(ctx: &Ctx<'_>) -> Result<Document> {
     Ok(doc! {"values": values, "operationTime": operation_time(state.time())})
 }
 
-struct StateLookup<'a> {
-    state: &'a BranchState,
-    db: &'a str,
-}
-
-impl Lookup for StateLookup<'_> {
-    fn collection(&self, name: &str) -> Vec<Document> {
-        self.state
-            .collection(&Namespace::new(self.db, name))
-            .map(|c| c.iter().map(argon_wal::rawdoc::parse).collect())
-            .unwrap_or_default()
-    }
-}
-
 pub async fn aggregate(ctx: &Ctx<'_>) -> Result<Document> {
     let target = ctx.target()?;
     let coll = match ctx.cmd.get("aggregate") {
@@ -383,33 +374,21 @@ pub async fn aggregate(ctx: &Ctx<'_>) -> Result<Document> {
         }
     };
     let pipeline = Pipeline::parse(stages)?;
+    let allow_disk = opt_bool(ctx.cmd, "allowDiskUse", true)?;
+    let budget = StageBudget::new(ctx.svc.blocking_sort_bytes(), allow_disk);
     let deadline = ctx.deadline()?;
     let state = ctx.read_state(&target).await?;
-    let ns = Namespace::new(target.db.as_str(), coll.as_str());
-    // A leading $match can use the _id point lookup.
-    let input: Vec<Document> = match stages.first() {
-        Some(Bson::Document(s)) if matches!(s.get("$match"), Some(Bson::Document(_))) => {
-            let f = Filter::parse(
-                s.get_document("$match")
-                    .map_err(|e| CommandError::bad_value(e.to_string()))?,
-            )?;
-            matching_until(&state, &ns, &f, deadline)?
-        }
-        _ => matching_until(&state, &ns, &Filter::And(Vec::new()), deadline)?,
-    };
-    let out = pipeline.run(
-        input,
-        &StateLookup {
-            state: &state,
-            db: &target.db,
-        },
-    )?;
+    let time = state.time();
+    // Streams: the first batch runs the pipeline only as far as it needs
+    // (all of a blocking stage's input, none past a $limit); getMore runs
+    // it further.
+    let scan = PipelineScan::new(state, &target.db, &coll, pipeline, budget);
     let shown = format!("{}.{coll}", target.raw);
-    let (first, id) = ctx
-        .svc
-        .cursors
-        .open(shown.clone(), out, batch_size(Some(cursor))?, false);
+    let (first, id) =
+        ctx.svc
+            .cursors
+            .open_pipeline(shown.clone(), scan, batch_size(Some(cursor))?, deadline)?;
     let mut reply = cursor_reply(&shown, first, id, true);
-    reply.insert("operationTime", operation_time(state.time()));
+    reply.insert("operationTime", operation_time(time));
     Ok(reply)
 }

@@ -136,6 +136,20 @@ pub fn get_field<'a>(doc: &'a Document, path: &str) -> Option<&'a Bson> {
     Some(cur)
 }
 
+/// Takes the value at `path` (as [`get_field`] finds it) out of `doc`,
+/// leaving null in its place, so the field keeps its position.
+pub fn take_field(doc: &mut Document, path: &str) -> Option<Bson> {
+    let mut parts = path.split('.');
+    let mut cur = doc.get_mut(parts.next()?)?;
+    for p in parts {
+        cur = match cur {
+            Bson::Document(d) => d.get_mut(p)?,
+            _ => return None,
+        };
+    }
+    Some(std::mem::replace(cur, Bson::Null))
+}
+
 /// Sets `path` to `value` as aggregation does (`$addFields`/`$set`,
 /// computed fields of `$project`, `$unwind`, `$lookup`'s `as`): every
 /// component names a field, a number too; nothing indexes or pads an array.

@@ -58,6 +58,28 @@ impl SortSpec {
         Ordering::Equal
     }
 
+    /// The values `doc` sorts by, one per key: compute them once, then
+    /// compare with [`SortSpec::compare_keys`] (a sort of n documents
+    /// resolves n paths, not n log n).
+    pub fn key(&self, doc: &Document) -> Vec<Bson> {
+        self.keys
+            .iter()
+            .map(|(path, ascending)| sort_key(doc, path, *ascending))
+            .collect()
+    }
+
+    /// Compares two [`SortSpec::key`]s.
+    pub fn compare_keys(&self, a: &[Bson], b: &[Bson]) -> Ordering {
+        for ((_, ascending), (x, y)) in self.keys.iter().zip(a.iter().zip(b)) {
+            let o = compare(x, y);
+            let o = if *ascending { o } else { o.reverse() };
+            if o != Ordering::Equal {
+                return o;
+            }
+        }
+        Ordering::Equal
+    }
+
     /// Sorts stably (equal keys keep their input order, i.e. `_id` order).
     pub fn sort(&self, docs: &mut [Document]) {
         if !self.is_empty() {

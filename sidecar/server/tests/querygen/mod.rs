@@ -23,7 +23,7 @@ use arbitrary::Unstructured;
 use argon_sidecar::limits::{
     self, MAX_ARRAY_BACKFILL, MAX_BUILT_VALUE_SIZE, MAX_DOCUMENT_SIZE, MAX_MESSAGE_DOCUMENT_SIZE,
 };
-use argon_sidecar::query::aggregate::{Lookup, Pipeline};
+use argon_sidecar::query::aggregate::{InMemory, Pipeline};
 use argon_sidecar::query::expr::Expr;
 use argon_sidecar::query::update::upsert_document;
 use argon_sidecar::query::{Filter, Projection, SortSpec, UpdateSpec};
@@ -1225,14 +1225,6 @@ pub fn generate(data: &[u8]) -> Case {
     Gen::new(&mut u).case()
 }
 
-struct Other(Vec<Document>);
-
-impl Lookup for Other {
-    fn collection(&self, _: &str) -> Vec<Document> {
-        self.0.clone()
-    }
-}
-
 /// The BSON size of a document, or `usize::MAX` if it cannot be encoded.
 fn encoded_len(d: &Document) -> usize {
     d.to_vec().map(|v| v.len()).unwrap_or(usize::MAX)
@@ -1271,7 +1263,7 @@ pub fn check(case: &Case) -> Result<(), String> {
         .filter(|d| limits::check_storage(d, encoded_len(d)).is_ok())
         .cloned()
         .collect();
-    let lookup = Other(docs.clone());
+    let lookup = InMemory(docs.clone());
 
     // Every request document is checked by the wire; what does not reach
     // the engine there must still be refused (or handled) by the engine

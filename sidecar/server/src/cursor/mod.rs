@@ -2,10 +2,16 @@
 //! consistent point as the first. Idle cursors are reaped after
 //! [`IDLE_TIMEOUT`].
 //!
-//! A cursor's source is either a result already computed (a sort, a
-//! pipeline, a listing) or a [`Scan`]: a find without a sort, which reads
-//! the next batch from its state only when asked, so a large result never
-//! sits in memory and `limit` stops the scan.
+//! A cursor's source is a result already computed (a listing), a [`Scan`]
+//! (a find without a sort, which reads the next batch from its state only
+//! when asked, so a large result never sits in memory and `limit` stops the
+//! scan), a [`SortedScan`] (a sorted find, merged from its spilled runs as
+//! it pages) or a [`PipelineScan`] (an aggregate, whose pipeline runs a
+//! batch at a time; see `pipeline`).
+
+mod pipeline;
+
+pub use pipeline::PipelineScan;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -25,7 +31,7 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
 /// A reply batch stays under this many bytes of documents (MongoDB's 16 MiB
 /// document limit, with room for the envelope).
-const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024 - 64 * 1024;
+pub(crate) const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024 - 64 * 1024;
 
 /// MongoDB's first batch: 101 documents (or 16 MiB).
 pub const FIRST_BATCH: usize = 101;
@@ -210,6 +216,7 @@ pub enum Source {
     Docs(VecDeque<Document>),
     Scan(Box<Scan>),
     Sorted(Box<SortedScan>),
+    Pipeline(Box<PipelineScan>),
 }
 
 impl Source {
@@ -218,6 +225,10 @@ impl Source {
             Source::Docs(docs) => Ok(take_batch(docs, n)),
             Source::Scan(scan) => scan.next_batch(n, deadline),
             Source::Sorted(sorted) => sorted.next_batch(n),
+            // A pipeline's batch may be long (a blocking stage reads its
+            // whole input first): off the async worker. Finds stay inline
+            // (block_in_place costs a few µs, much of a short request).
+            Source::Pipeline(p) => off_the_runtime(|| p.next_batch(n, deadline)),
         }
     }
 
@@ -226,6 +237,7 @@ impl Source {
             Source::Docs(docs) => docs.is_empty(),
             Source::Scan(scan) => scan.is_done(),
             Source::Sorted(sorted) => sorted.is_done(),
+            Source::Pipeline(p) => p.is_done(),
         }
     }
 }
@@ -300,6 +312,24 @@ impl CursorStore {
             batch_size,
             single_batch,
             Deadline::NONE,
+        )
+    }
+
+    /// Runs an aggregate's pipeline for its first batch; opens a cursor
+    /// that runs it further on `getMore`, within what is left of `deadline`.
+    pub fn open_pipeline(
+        &self,
+        ns: String,
+        pipeline: PipelineScan,
+        batch_size: Option<usize>,
+        deadline: Deadline,
+    ) -> Result<(Vec<Bson>, i64)> {
+        self.open_source(
+            ns,
+            Source::Pipeline(Box::new(pipeline)),
+            batch_size,
+            false,
+            deadline,
         )
     }
 
@@ -379,6 +409,19 @@ impl CursorStore {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Runs work that may be long without holding up the other tasks of an
+/// async worker: on a multi-threaded runtime the worker hands its queue to
+/// another thread meanwhile (`block_in_place`), so other connections (and
+/// drivers' monitoring `hello`s) are still answered.
+fn off_the_runtime<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
     }
 }
 

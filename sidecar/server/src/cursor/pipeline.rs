@@ -1,0 +1,247 @@
+//! An aggregate's cursor: the pipeline's operators over the branch
+//! snapshot, run a batch at a time. The cursor keeps the snapshot (an
+//! immutable `BranchState`, cheap to hold), the position of its input scan
+//! and whatever its blocking stages hold (at most one budget each, the rest
+//! in their spill files), so the first batch costs only what it takes to
+//! produce it and each `getMore` continues where the last batch stopped,
+//! within what is left of the command's `maxTimeMS`.
+
+use std::collections::VecDeque;
+
+use argon_wal::{BranchState, IdKey, Namespace};
+use bson::{Bson, Document};
+
+use super::MAX_BATCH_BYTES;
+use crate::deadline::Deadline;
+use crate::error::{CommandError, Result};
+use crate::query::Filter;
+use crate::query::aggregate::{Cx, Lookup, Op, Pipeline};
+use crate::spill::StageBudget;
+
+/// A scan reads ahead at most this many matching documents (or
+/// [`READ_AHEAD_BYTES`]) each time it resumes, so resuming (a seek in the
+/// snapshot) is paid once per chunk, not per document.
+const READ_AHEAD_DOCS: usize = 64;
+const READ_AHEAD_BYTES: usize = 1 << 20;
+
+/// The documents of one collection of a snapshot that match a filter, in
+/// `_id` order, as a pipeline's input: a point lookup when the filter pins
+/// `_id`, else a scan that resumes after the last key it examined.
+pub struct SnapshotInput {
+    state: BranchState,
+    ns: Namespace,
+    filter: Filter,
+    after: Option<Vec<u8>>,
+    ahead: VecDeque<Document>,
+    /// A filter that failed on a document: reported once the documents
+    /// before it have been passed on, as a scan one at a time would.
+    failed: Option<CommandError>,
+    done: bool,
+}
+
+impl SnapshotInput {
+    pub fn new(state: BranchState, ns: Namespace, filter: Filter) -> SnapshotInput {
+        SnapshotInput {
+            state,
+            ns,
+            filter,
+            after: None,
+            ahead: VecDeque::new(),
+            failed: None,
+            done: false,
+        }
+    }
+
+    fn read_ahead(&mut self, cx: &mut Cx<'_>) -> Result<()> {
+        let SnapshotInput {
+            state,
+            ns,
+            filter,
+            after,
+            ahead,
+            failed,
+            done,
+        } = self;
+        let Some(coll) = state.collection(ns) else {
+            *done = true;
+            return Ok(());
+        };
+        if let Some(id) = filter.id_equality() {
+            *done = true;
+            if let Some(raw) = coll.get(id) {
+                let d = argon_wal::rawdoc::parse(raw);
+                match filter.try_matches(&d) {
+                    Ok(true) => ahead.push_back(d),
+                    Ok(false) => {}
+                    Err(e) => *failed = Some(e),
+                }
+            }
+            return Ok(());
+        }
+        let mut bytes = 0usize;
+        let mut last: Option<&[u8]> = None;
+        let mut exhausted = true;
+        for (key, raw) in coll.iter_after(after.as_deref()) {
+            if ahead.len() >= READ_AHEAD_DOCS || bytes >= READ_AHEAD_BYTES {
+                exhausted = false;
+                break;
+            }
+            cx.tick()?;
+            last = Some(key);
+            let d = argon_wal::rawdoc::parse(raw);
+            let keep = if filter.is_empty() {
+                Ok(true)
+            } else {
+                filter.try_matches(&d)
+            };
+            match keep {
+                Ok(true) => {
+                    bytes += raw.as_bytes().len();
+                    ahead.push_back(d);
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    *failed = Some(e);
+                    exhausted = false;
+                    break;
+                }
+            }
+        }
+        if let Some(k) = last {
+            *after = Some(k.to_vec());
+        }
+        *done = exhausted;
+        Ok(())
+    }
+}
+
+impl Op for SnapshotInput {
+    fn next(&mut self, cx: &mut Cx<'_>) -> Result<Option<Document>> {
+        loop {
+            if let Some(d) = self.ahead.pop_front() {
+                return Ok(Some(d));
+            }
+            if let Some(e) = self.failed.take() {
+                self.done = true;
+                return Err(e);
+            }
+            if self.done {
+                return Ok(None);
+            }
+            self.read_ahead(cx)?;
+        }
+    }
+}
+
+/// The other collections of the snapshot, for `$lookup`.
+pub struct SnapshotLookup {
+    state: BranchState,
+    db: String,
+}
+
+impl SnapshotLookup {
+    pub fn new(state: BranchState, db: String) -> SnapshotLookup {
+        SnapshotLookup { state, db }
+    }
+
+    fn coll(&self, name: &str) -> Option<&argon_wal::CollectionState> {
+        self.state
+            .collection(&Namespace::new(self.db.as_str(), name))
+    }
+}
+
+impl Lookup for SnapshotLookup {
+    fn scan(&self, from: &str, f: &mut dyn FnMut(&[u8], Document) -> Result<bool>) -> Result<()> {
+        let Some(coll) = self.coll(from) else {
+            return Ok(());
+        };
+        for (key, raw) in coll.iter_after(None) {
+            if !f(key, argon_wal::rawdoc::parse(raw))? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn fetch(&self, from: &str, key: &[u8]) -> Option<Document> {
+        self.coll(from)?
+            .get_by_key_bytes(key)
+            .map(argon_wal::rawdoc::parse)
+    }
+
+    fn by_id(&self, from: &str, id: &Bson) -> Option<(Vec<u8>, Document)> {
+        let raw = self.coll(from)?.get(id)?;
+        // A document is stored under the key of its `_id`.
+        Some((
+            IdKey::from_bson(id).as_bytes().to_vec(),
+            argon_wal::rawdoc::parse(raw),
+        ))
+    }
+}
+
+/// A running pipeline as a cursor's source.
+pub struct PipelineScan {
+    op: Box<dyn Op>,
+    lookup: SnapshotLookup,
+    /// A document pulled that did not fit the last batch's bytes.
+    held: Option<Document>,
+    done: bool,
+}
+
+impl PipelineScan {
+    /// `pipeline` over collection `coll` of `db` in `state`; its leading
+    /// `$match` becomes the scan's filter (a point lookup when it pins
+    /// `_id`), and its blocking stages hold at most `budget` each.
+    pub fn new(
+        state: BranchState,
+        db: &str,
+        coll: &str,
+        mut pipeline: Pipeline,
+        budget: StageBudget,
+    ) -> PipelineScan {
+        let filter = pipeline
+            .take_leading_match()
+            .unwrap_or(Filter::And(Vec::new()));
+        let input = SnapshotInput::new(state.clone(), Namespace::new(db, coll), filter);
+        PipelineScan {
+            op: pipeline.stream(Box::new(input), budget),
+            lookup: SnapshotLookup::new(state, db.to_owned()),
+            held: None,
+            done: false,
+        }
+    }
+
+    /// Up to `n` documents (within the batch byte limit). A batch that
+    /// comes out full leaves the cursor open; the next one may be empty.
+    pub(super) fn next_batch(&mut self, n: usize, deadline: Deadline) -> Result<Vec<Bson>> {
+        // A getMore after the time is spent fails at once, as in MongoDB.
+        deadline.check()?;
+        let mut cx = Cx::new(&self.lookup, deadline);
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        while out.len() < n {
+            let doc = match self.held.take() {
+                Some(d) => d,
+                None => match self.op.next(&mut cx)? {
+                    Some(d) => d,
+                    None => {
+                        self.done = true;
+                        break;
+                    }
+                },
+            };
+            let size = crate::limits::document_size(&doc);
+            if !out.is_empty() && bytes + size > MAX_BATCH_BYTES {
+                self.held = Some(doc);
+                break;
+            }
+            bytes += size;
+            out.push(Bson::Document(doc));
+        }
+        Ok(out)
+    }
+
+    pub(super) fn is_done(&self) -> bool {
+        self.done && self.held.is_none()
+    }
+}

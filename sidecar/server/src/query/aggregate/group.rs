@@ -1,0 +1,592 @@
+//! `$group` (and `$sortByCount`, which parses to `$group` + `$sort`): a
+//! hash table of groups, within the stage's blocking budget, spilling to
+//! disk past it as MongoDB 6.0+ does.
+//!
+//! **In memory.** Each group is found by the canonical key of its `_id`
+//! value ([`group_key`]: the `IdKey` of the value, Decimal128 taken as the
+//! double nearest to it, so two keys are equal exactly when `$eq` finds the
+//! values equal). Its accumulators' state ([`AccState`]) is charged to the
+//! budget as it grows: the key (twice: the table and the spill order),
+//! the `_id`, the state's fixed size, `$push` and `$addToSet` values (and
+//! the set's keys), the `$min`/`$max`/`$first`/`$last` value, each value
+//! as its BSON size plus its parsed slot. Groups come out in the order
+//! their first document came in.
+//!
+//! **Spilling.** When the table passes the budget (and `allowDiskUse` is
+//! not false: then 292), its groups are written as one run, sorted by
+//! key, each as a *partial group* `{k: <key bytes>, _id, a: [<state>…]}`,
+//! and the table starts empty. At the end the last table is spilled too
+//! and the runs are merged by key (`spill::Runs`, tiered, at most a few
+//! dozen files open): equal keys from several runs fold into one group,
+//! earlier run first. Every accumulator can be merged that way: `$sum` and
+//! `$avg` keep a sum, a count of numbers and whether all were integers;
+//! `$min`/`$max` keep the best value; `$first` keeps the earlier run's and
+//! `$last` the later run's (runs hold the input in order); `$push`
+//! concatenates and `$addToSet` unions, each still held to the 16 MiB
+//! value limit; `$count` adds. Spilled groups come out in key order (a
+//! `$group`'s order is unspecified in MongoDB too). Merging holds one
+//! partial group per open run. A sum of doubles that spilled may differ in
+//! its last bits from one that did not (the additions group differently).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use argon_wal::IdKey;
+use bson::{Bson, Document, doc};
+
+use super::super::compare::{as_f64, compare, is_number};
+use super::stage::{Acc, Group};
+use super::{Cx, Op};
+use crate::error::Result;
+use crate::limits::{self, Budget};
+use crate::spill::{self, Blocking, Merge, Order, RunWriter, Runs, StageBudget};
+
+/// Bytes charged per group beyond its key and state (hash table slot,
+/// vectors).
+const GROUP_OVERHEAD: usize = 96;
+
+/// Bytes charged per `$addToSet` member beyond its value and key.
+const MEMBER_OVERHEAD: usize = 48;
+
+/// The canonical key of a group (and of an `$addToSet` member): equal for
+/// values `$eq` finds equal (numbers across types by value, null and
+/// undefined, strings and symbols). `IdKey` already is, except for
+/// Decimal128, which it keys by its bytes: here it is keyed as the double
+/// nearest to it, as `compare` compares it.
+pub(super) fn group_key(v: &Bson) -> IdKey {
+    fn has_decimal(v: &Bson) -> bool {
+        match v {
+            Bson::Decimal128(_) => true,
+            Bson::Array(a) => a.iter().any(has_decimal),
+            Bson::Document(d) => d.iter().any(|(_, v)| has_decimal(v)),
+            _ => false,
+        }
+    }
+    fn canonical(v: &Bson) -> Bson {
+        match v {
+            Bson::Decimal128(_) => Bson::Double(as_f64(v).unwrap_or(f64::NAN)),
+            Bson::Array(a) => Bson::Array(a.iter().map(canonical).collect()),
+            Bson::Document(d) => {
+                Bson::Document(d.iter().map(|(k, v)| (k.clone(), canonical(v))).collect())
+            }
+            v => v.clone(),
+        }
+    }
+    if has_decimal(v) {
+        IdKey::from_bson(&canonical(v))
+    } else {
+        IdKey::from_bson(v)
+    }
+}
+
+/// What a parsed value is charged: its BSON bytes and its own slot (a
+/// parsed `Bson` is larger than its encoding; nested values are counted
+/// by their encoding, which is what dominates a large one).
+fn parsed_size(v: &Bson) -> usize {
+    std::mem::size_of::<Bson>() + limits::bson_size(v)
+}
+
+pub(super) fn op(input: Box<dyn Op>, group: Group, budget: StageBudget) -> Box<dyn Op> {
+    Box::new(GroupOp {
+        input,
+        group,
+        budget,
+        out: None,
+    })
+}
+
+struct GroupOp {
+    input: Box<dyn Op>,
+    group: Group,
+    budget: StageBudget,
+    /// Set on the first pull, once the whole input is grouped.
+    out: Option<Output>,
+}
+
+enum Output {
+    Memory(std::vec::IntoIter<Entry>),
+    Merged(Merge<PartialOrder>),
+}
+
+impl Op for GroupOp {
+    fn next(&mut self, cx: &mut Cx<'_>) -> Result<Option<Document>> {
+        if self.out.is_none() {
+            self.out = Some(self.consume(cx)?);
+        }
+        let accs = &self.group.accumulators;
+        let entry = match &mut self.out {
+            Some(Output::Memory(entries)) => entries.next(),
+            Some(Output::Merged(merge)) => match merge.next_doc()? {
+                Some(d) => Some(Entry::decode(accs.iter().map(|(_, acc, _)| *acc), d)?.1),
+                None => None,
+            },
+            None => None,
+        };
+        let Some(entry) = entry else {
+            return Ok(None);
+        };
+        let mut d = doc! {"_id": entry.id};
+        for ((name, acc, _), st) in accs.iter().zip(entry.states) {
+            d.insert(name.clone(), st.finish(*acc));
+        }
+        limits::check_built_document(&d, "$group")?;
+        Ok(Some(d))
+    }
+}
+
+impl GroupOp {
+    /// Groups the whole input: in memory, or spilled runs merged.
+    fn consume(&mut self, cx: &mut Cx<'_>) -> Result<Output> {
+        let order = PartialOrder {
+            accs: self.group.accumulators.iter().map(|(_, a, _)| *a).collect(),
+        };
+        let mut table = Table::default();
+        let mut runs = Runs::default();
+        while let Some(d) = self.input.next(cx)? {
+            cx.tick()?;
+            table.add(&self.group, &d)?;
+            if self.budget.must_spill(table.bytes, Blocking::Group)? {
+                runs.push(&order, table.spill()?, None)?;
+            }
+        }
+        if runs.is_empty() {
+            return Ok(Output::Memory(table.entries.into_iter()));
+        }
+        if !table.entries.is_empty() {
+            runs.push(&order, table.spill()?, None)?;
+        }
+        Ok(Output::Merged(runs.merge(order, None)?))
+    }
+}
+
+/// Groups in memory, in the order they were first seen.
+#[derive(Default)]
+struct Table {
+    index: HashMap<IdKey, usize>,
+    keys: Vec<IdKey>,
+    entries: Vec<Entry>,
+    /// What the table is charged: every group's key, state and overhead.
+    bytes: usize,
+}
+
+struct Entry {
+    /// The `_id` as first seen.
+    id: Bson,
+    states: Vec<AccState>,
+}
+
+impl Table {
+    fn add(&mut self, g: &Group, d: &Document) -> Result<()> {
+        let id = g.id.eval(d)?.unwrap_or(Bson::Null);
+        let key = group_key(&id);
+        let i = match self.index.get(&key) {
+            Some(&i) => i,
+            None => {
+                self.bytes = self.bytes.saturating_add(
+                    GROUP_OVERHEAD
+                        + 2 * key.as_bytes().len()
+                        + parsed_size(&id)
+                        + g.accumulators.len() * std::mem::size_of::<AccState>(),
+                );
+                self.index.insert(key.clone(), self.entries.len());
+                self.keys.push(key);
+                self.entries.push(Entry {
+                    id,
+                    states: g.accumulators.iter().map(|_| AccState::default()).collect(),
+                });
+                self.entries.len() - 1
+            }
+        };
+        for ((_, acc, e), st) in g.accumulators.iter().zip(self.entries[i].states.iter_mut()) {
+            let before = st.mem;
+            st.add(*acc, e.eval(d)?)?;
+            self.bytes = self.bytes.saturating_sub(before).saturating_add(st.mem);
+        }
+        Ok(())
+    }
+
+    /// Writes the groups as one run in key order and empties the table.
+    fn spill(&mut self) -> Result<spill::RunFile> {
+        let table = std::mem::take(self);
+        let mut groups: Vec<(IdKey, Entry)> = table.keys.into_iter().zip(table.entries).collect();
+        drop(table.index);
+        groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut w = RunWriter::new()?;
+        for (key, entry) in groups {
+            w.push(&entry.encode(key.as_bytes()))?;
+        }
+        w.finish()
+    }
+}
+
+impl Entry {
+    fn encode(self, key: &[u8]) -> Document {
+        doc! {
+            "k": Bson::Binary(bson::Binary {
+                subtype: bson::spec::BinarySubtype::Generic,
+                bytes: key.to_vec(),
+            }),
+            "_id": self.id,
+            "a": self.states.into_iter().map(|s| Bson::Document(s.encode())).collect::<Vec<_>>(),
+        }
+    }
+
+    /// A partial group back from a run (with its key bytes).
+    fn decode(accs: impl Iterator<Item = Acc>, mut d: Document) -> Result<(Vec<u8>, Entry)> {
+        let key = match d.remove("k") {
+            Some(Bson::Binary(b)) => b.bytes,
+            _ => return Err(spill::damaged()),
+        };
+        let id = d.remove("_id").ok_or_else(spill::damaged)?;
+        let accs: Vec<Acc> = accs.collect();
+        let states = match d.remove("a") {
+            Some(Bson::Array(states)) if states.len() == accs.len() => states,
+            _ => return Err(spill::damaged()),
+        };
+        let states = accs
+            .into_iter()
+            .zip(states)
+            .map(|(acc, s)| match s {
+                Bson::Document(s) => AccState::decode(acc, s),
+                _ => Err(spill::damaged()),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok((key, Entry { id, states }))
+    }
+}
+
+/// The order of spilled partial groups: by key bytes; equal keys fold.
+#[derive(Clone)]
+struct PartialOrder {
+    accs: Arc<[Acc]>,
+}
+
+fn key_bytes(d: &Document) -> &[u8] {
+    match d.get("k") {
+        Some(Bson::Binary(b)) => &b.bytes,
+        _ => &[],
+    }
+}
+
+impl Order for PartialOrder {
+    type Key = Vec<u8>;
+
+    fn key(&self, d: &Document) -> Vec<u8> {
+        key_bytes(d).to_vec()
+    }
+
+    fn cmp(&self, a: &Vec<u8>, b: &Vec<u8>) -> std::cmp::Ordering {
+        a.cmp(b)
+    }
+
+    fn folds(&self) -> bool {
+        true
+    }
+
+    fn fold(&self, into: &mut Document, later: Document) -> Result<()> {
+        let (key, mut a) = Entry::decode(self.accs.iter().copied(), std::mem::take(into))?;
+        let (_, b) = Entry::decode(self.accs.iter().copied(), later)?;
+        for ((acc, st), other) in self.accs.iter().zip(a.states.iter_mut()).zip(b.states) {
+            st.merge(*acc, other)?;
+        }
+        *into = a.encode(&key);
+        Ok(())
+    }
+}
+
+/// One accumulator's running state for one group. `mem` is what it is
+/// charged beyond its fixed size.
+#[derive(Default)]
+struct AccState {
+    values: Vec<Bson>,
+    /// BSON bytes `values` holds ($push, $addToSet), held to
+    /// [`limits::MAX_BUILT_VALUE_SIZE`].
+    values_size: usize,
+    /// `$addToSet`'s members, by [`group_key`].
+    members: HashSet<IdKey>,
+    count: i64,
+    sum: f64,
+    all_int: bool,
+    numeric: i64,
+    best: Option<Bson>,
+    mem: usize,
+}
+
+impl AccState {
+    fn add(&mut self, acc: Acc, v: Option<Bson>) -> Result<()> {
+        if self.count == 0 {
+            self.all_int = true;
+        }
+        self.count += 1;
+        match acc {
+            Acc::Sum | Acc::Avg => {
+                if let Some(v) = v.filter(is_number) {
+                    self.sum += as_f64(&v).unwrap_or(0.0);
+                    self.numeric += 1;
+                    self.all_int &= matches!(v, Bson::Int32(_) | Bson::Int64(_));
+                }
+            }
+            Acc::Min | Acc::Max => {
+                if let Some(v) = v.filter(|v| !matches!(v, Bson::Null | Bson::Undefined)) {
+                    self.offer_best(acc, v);
+                }
+            }
+            Acc::First => {
+                if self.count == 1 {
+                    self.set_best(v.unwrap_or(Bson::Null));
+                }
+            }
+            Acc::Last => self.set_best(v.unwrap_or(Bson::Null)),
+            Acc::Push => {
+                if let Some(v) = v {
+                    self.push("$push", v)?;
+                }
+            }
+            Acc::AddToSet => {
+                if let Some(v) = v {
+                    self.add_member(v)?;
+                }
+            }
+            Acc::Count => {}
+        }
+        Ok(())
+    }
+
+    /// `$min`/`$max`: keeps `v` if it is better than the best so far.
+    fn offer_best(&mut self, acc: Acc, v: Bson) {
+        let better = match &self.best {
+            None => true,
+            Some(b) => {
+                let o = compare(&v, b);
+                if acc == Acc::Min {
+                    o.is_lt()
+                } else {
+                    o.is_gt()
+                }
+            }
+        };
+        if better {
+            self.set_best(v);
+        }
+    }
+
+    fn set_best(&mut self, v: Bson) {
+        let old = self.best.as_ref().map_or(0, parsed_size);
+        self.mem = self.mem.saturating_sub(old).saturating_add(parsed_size(&v));
+        self.best = Some(v);
+    }
+
+    fn push(&mut self, what: &'static str, v: Bson) -> Result<()> {
+        let mut budget = Budget::value(what);
+        budget.charge(self.values_size)?;
+        let element = 8 + limits::bson_size(&v);
+        budget.charge(element)?;
+        self.values_size += element;
+        self.mem = self.mem.saturating_add(parsed_size(&v));
+        self.values.push(v);
+        Ok(())
+    }
+
+    /// `$addToSet`: a hash set of the members' keys, never a scan of the
+    /// values.
+    fn add_member(&mut self, v: Bson) -> Result<()> {
+        let key = group_key(&v);
+        if self.members.contains(&key) {
+            return Ok(());
+        }
+        let key_size = key.as_bytes().len() + MEMBER_OVERHEAD;
+        self.push("$addToSet", v)?;
+        self.members.insert(key);
+        self.mem = self.mem.saturating_add(key_size);
+        Ok(())
+    }
+
+    /// Folds in `other`, the state of the same group over later input.
+    fn merge(&mut self, acc: Acc, other: AccState) -> Result<()> {
+        if other.count == 0 {
+            return Ok(());
+        }
+        if self.count == 0 {
+            *self = other;
+            return Ok(());
+        }
+        match acc {
+            Acc::Sum | Acc::Avg => {
+                self.sum += other.sum;
+                self.numeric += other.numeric;
+                self.all_int &= other.all_int;
+            }
+            Acc::Min | Acc::Max => {
+                if let Some(v) = other.best {
+                    self.offer_best(acc, v);
+                }
+            }
+            Acc::First => {}
+            Acc::Last => {
+                if let Some(v) = other.best {
+                    self.set_best(v);
+                }
+            }
+            Acc::Push => {
+                for v in other.values {
+                    self.push("$push", v)?;
+                }
+            }
+            Acc::AddToSet => {
+                for v in other.values {
+                    self.add_member(v)?;
+                }
+            }
+            Acc::Count => {}
+        }
+        self.count += other.count;
+        Ok(())
+    }
+
+    fn encode(self) -> Document {
+        let mut d = doc! {
+            "c": self.count,
+            "s": self.sum,
+            "i": self.all_int,
+            "n": self.numeric,
+            "v": self.values,
+        };
+        if let Some(b) = self.best {
+            d.insert("b", b);
+        }
+        d
+    }
+
+    fn decode(acc: Acc, mut d: Document) -> Result<AccState> {
+        let mut st = AccState {
+            count: d.get_i64("c").map_err(|_| spill::damaged())?,
+            sum: d.get_f64("s").map_err(|_| spill::damaged())?,
+            all_int: d.get_bool("i").map_err(|_| spill::damaged())?,
+            numeric: d.get_i64("n").map_err(|_| spill::damaged())?,
+            ..AccState::default()
+        };
+        if let Some(b) = d.remove("b") {
+            st.set_best(b);
+        }
+        let Some(Bson::Array(values)) = d.remove("v") else {
+            return Err(spill::damaged());
+        };
+        for v in values {
+            match acc {
+                Acc::AddToSet => st.add_member(v)?,
+                _ => st.push("$push", v)?,
+            }
+        }
+        Ok(st)
+    }
+
+    fn finish(self, acc: Acc) -> Bson {
+        match acc {
+            Acc::Sum => {
+                if self.all_int && self.sum.abs() < 9.0e15 {
+                    let i = self.sum as i64;
+                    i32::try_from(i).map(Bson::Int32).unwrap_or(Bson::Int64(i))
+                } else {
+                    Bson::Double(self.sum)
+                }
+            }
+            Acc::Avg => {
+                if self.numeric == 0 {
+                    Bson::Null
+                } else {
+                    Bson::Double(self.sum / self.numeric as f64)
+                }
+            }
+            Acc::Min | Acc::Max | Acc::First | Acc::Last => self.best.unwrap_or(Bson::Null),
+            Acc::Push | Acc::AddToSet => Bson::Array(self.values),
+            Acc::Count => i32::try_from(self.count)
+                .map(Bson::Int32)
+                .unwrap_or(Bson::Int64(self.count)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::bson;
+
+    #[test]
+    fn group_keys_are_equal_exactly_when_values_are() {
+        let same = [
+            (bson!(1), bson!(1.0)),
+            (bson!(1), bson!(1i64)),
+            (bson!(0.0), bson!(-0.0)),
+            (Bson::Null, Bson::Undefined),
+            (bson!("a"), Bson::Symbol("a".into())),
+            (Bson::Decimal128("1".parse().unwrap()), bson!(1)),
+            (bson!({"a": [1, 2.5]}), bson!({"a": [1i64, 2.5]})),
+            (
+                bson!({"a": Bson::Decimal128("2.5".parse().unwrap())}),
+                bson!({"a": 2.5}),
+            ),
+        ];
+        for (a, b) in same {
+            assert!(compare(&a, &b).is_eq(), "{a} {b}");
+            assert_eq!(group_key(&a), group_key(&b), "{a} {b}");
+        }
+        let different = [
+            (bson!(1), bson!("1")),
+            (bson!(1), bson!(1.5)),
+            (bson!({"a": 1}), bson!({"b": 1})),
+            (bson!([1]), bson!(1)),
+        ];
+        for (a, b) in different {
+            assert!(!compare(&a, &b).is_eq(), "{a} {b}");
+            assert_ne!(group_key(&a), group_key(&b), "{a} {b}");
+        }
+    }
+
+    /// Each accumulator's state over a split input, merged, is the state
+    /// over the whole input.
+    #[test]
+    fn states_merge_as_if_never_split() {
+        let values: Vec<Option<Bson>> = vec![
+            Some(bson!(3)),
+            None,
+            Some(bson!(1.5)),
+            Some(Bson::Null),
+            Some(bson!("x")),
+            Some(bson!(3)),
+            Some(bson!(7i64)),
+            Some(bson!(3.0)),
+        ];
+        for acc in [
+            Acc::Sum,
+            Acc::Avg,
+            Acc::Min,
+            Acc::Max,
+            Acc::First,
+            Acc::Last,
+            Acc::Push,
+            Acc::AddToSet,
+            Acc::Count,
+        ] {
+            let mut whole = AccState::default();
+            for v in &values {
+                whole.add(acc, v.clone()).unwrap();
+            }
+            let whole = whole.finish(acc);
+            for split in 0..=values.len() {
+                let mut a = AccState::default();
+                let mut b = AccState::default();
+                for v in &values[..split] {
+                    a.add(acc, v.clone()).unwrap();
+                }
+                for v in &values[split..] {
+                    b.add(acc, v.clone()).unwrap();
+                }
+                // Through the spill encoding, as a merge sees them.
+                let mut a = AccState::decode(acc, a.encode()).unwrap();
+                let b = AccState::decode(acc, b.encode()).unwrap();
+                a.merge(acc, b).unwrap();
+                assert_eq!(a.finish(acc), whole, "{acc:?} split at {split}");
+            }
+        }
+    }
+}

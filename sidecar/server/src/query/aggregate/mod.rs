@@ -1,0 +1,186 @@
+//! The aggregation pipeline: `$match`, `$project`, `$addFields`/`$set`,
+//! `$unset`, `$sort`, `$limit`, `$skip`, `$count`, `$group`, `$unwind`,
+//! `$replaceRoot`/`$replaceWith`, `$sortByCount` and `$lookup` (equality
+//! form). Other stages are refused by name.
+//!
+//! A pipeline runs as a chain of pull-based operators ([`Op`]): the cursor
+//! asks the last stage for a document, which asks the stage before it, down
+//! to the input (the branch snapshot, see `cursor::pipeline`). Streaming
+//! stages (`$match`, `$project`, `$addFields`, `$unset`, `$skip`, `$limit`,
+//! `$unwind`, `$replaceRoot`, `$lookup`) hold one document at a time, so a
+//! batch costs what it returns, and `$limit` stops the scan under it.
+//! Blocking stages hold at most one [`StageBudget`] each and spill past it
+//! (`spill`): `$sort` through `spill::ExternalSorter` (a top-k sort when a
+//! `$limit` follows, as MongoDB coalesces them), `$group` through its own
+//! partial-group runs (see `group`), `$count` holds a counter.
+//!
+//! Files: `stage` parses, `ops` holds the streaming stages and `$sort`,
+//! `group` the grouping and its accumulators, `lookup` the join.
+
+mod group;
+mod lookup;
+mod ops;
+mod stage;
+
+use bson::{Bson, Document};
+
+use super::filter::Filter;
+use crate::deadline::Deadline;
+use crate::error::{CommandError, ErrorCode, Result};
+use crate::limits;
+use crate::spill::StageBudget;
+use stage::Stage;
+
+pub use lookup::{InMemory, Lookup};
+
+/// A parsed pipeline.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    stages: Vec<Stage>,
+}
+
+/// One step of a running pipeline (its input included): the next
+/// document, or `None` once it has no more.
+pub trait Op: Send {
+    fn next(&mut self, cx: &mut Cx<'_>) -> Result<Option<Document>>;
+}
+
+/// What a running pipeline consults while it produces one batch: the
+/// other collections (for `$lookup`) and the command's deadline, checked
+/// every [`Cx::CHECK_EVERY`] steps.
+pub struct Cx<'a> {
+    lookup: &'a dyn Lookup,
+    deadline: Deadline,
+    ticks: u32,
+}
+
+impl<'a> Cx<'a> {
+    const CHECK_EVERY: u32 = 256;
+
+    pub fn new(lookup: &'a dyn Lookup, deadline: Deadline) -> Cx<'a> {
+        Cx {
+            lookup,
+            deadline,
+            ticks: 0,
+        }
+    }
+
+    /// One unit of work done (a document read, built or compared): fails
+    /// with `MaxTimeMSExpired` once the deadline has passed.
+    pub fn tick(&mut self) -> Result<()> {
+        self.ticks = self.ticks.wrapping_add(1);
+        if self.ticks.is_multiple_of(Self::CHECK_EVERY) {
+            self.deadline.check()?;
+        }
+        Ok(())
+    }
+
+    pub fn lookup(&self) -> &'a dyn Lookup {
+        self.lookup
+    }
+}
+
+impl Pipeline {
+    pub fn parse(stages: &[Bson]) -> Result<Pipeline> {
+        limits::check_pipeline_length(stages.len())?;
+        let mut out = Vec::with_capacity(stages.len());
+        for s in stages {
+            let Bson::Document(d) = s else {
+                return Err(CommandError::type_mismatch(
+                    "Each element of the 'pipeline' array must be an object",
+                ));
+            };
+            if d.len() != 1 {
+                return Err(CommandError::new(
+                    ErrorCode::Location40323,
+                    "A pipeline stage specification object must contain exactly one field.",
+                ));
+            }
+            let Some((name, arg)) = d.iter().next() else {
+                continue;
+            };
+            stage::parse_into(name, arg, &mut out)?;
+        }
+        Ok(Pipeline { stages: out })
+    }
+
+    /// Takes a leading `$match` off the pipeline, for the input to apply
+    /// (with the `_id` point lookup when the filter pins `_id`).
+    pub fn take_leading_match(&mut self) -> Option<Filter> {
+        match self.stages.first() {
+            Some(Stage::Match(_)) => match self.stages.remove(0) {
+                Stage::Match(f) => Some(f),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// The pipeline over `input`, as one operator; blocking stages hold at
+    /// most `budget` each.
+    pub fn stream(self, input: Box<dyn Op>, budget: StageBudget) -> Box<dyn Op> {
+        // `$sort` then `$skip`/`$limit`: only the first skip + limit
+        // documents in order are ever read.
+        let tops: Vec<Option<usize>> = (0..self.stages.len())
+            .map(|i| {
+                let mut skipped = 0usize;
+                let mut top: Option<usize> = None;
+                for s in &self.stages[i + 1..] {
+                    match s {
+                        Stage::Skip(n) => skipped = skipped.saturating_add(*n),
+                        Stage::Limit(n) => {
+                            let k = skipped.saturating_add(*n);
+                            top = Some(top.map_or(k, |t| t.min(k)));
+                        }
+                        _ => break,
+                    }
+                }
+                top
+            })
+            .collect();
+        let mut op = input;
+        for (stage, top) in self.stages.into_iter().zip(tops) {
+            op = match stage {
+                Stage::Sort(spec) => ops::sort(op, spec, top, budget),
+                Stage::Group(g) => group::op(op, g, budget),
+                Stage::Lookup {
+                    from,
+                    local,
+                    foreign,
+                    as_field,
+                } => lookup::op(op, from, local, foreign, as_field, budget),
+                other => ops::streaming(op, other),
+            };
+        }
+        op
+    }
+
+    /// Runs the pipeline over `docs` to the end, with the default budget
+    /// and no deadline (tests and the fuzz targets; the server streams).
+    pub fn run(&self, docs: Vec<Document>, lookup: &dyn Lookup) -> Result<Vec<Document>> {
+        self.run_within(
+            docs,
+            lookup,
+            StageBudget::new(limits::MAX_BLOCKING_STAGE_BYTES, true),
+        )
+    }
+
+    /// [`Pipeline::run`] with blocking stages held to `budget`.
+    pub fn run_within(
+        &self,
+        docs: Vec<Document>,
+        lookup: &dyn Lookup,
+        budget: StageBudget,
+    ) -> Result<Vec<Document>> {
+        let mut op = self.clone().stream(Box::new(ops::Docs::new(docs)), budget);
+        let mut cx = Cx::new(lookup, Deadline::NONE);
+        let mut out = Vec::new();
+        while let Some(d) = op.next(&mut cx)? {
+            out.push(d);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests;

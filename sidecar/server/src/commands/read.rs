@@ -168,7 +168,7 @@ pub async fn find(ctx: &Ctx<'_>) -> Result<Document> {
             );
             ctx.svc
                 .cursors
-                .open_sorted(shown.clone(), sorted, batch, single_batch)?
+                .open_sorted(shown.clone(), sorted, batch, single_batch, deadline)?
         }
         _ if filter.id_equality().is_some() => {
             let found = try_matching(&state, &ns, &filter)?;

@@ -224,7 +224,12 @@ impl Source {
         match self {
             Source::Docs(docs) => Ok(take_batch(docs, n)),
             Source::Scan(scan) => scan.next_batch(n, deadline),
-            Source::Sorted(sorted) => sorted.next_batch(n),
+            // The sort is done; a batch reads its runs back (bounded work),
+            // but a getMore past its maxTimeMS still fails as MongoDB's does.
+            Source::Sorted(sorted) => {
+                deadline.check()?;
+                sorted.next_batch(n)
+            }
             // A pipeline's batch may be long (a blocking stage reads its
             // whole input first): off the async worker. Finds stay inline
             // (block_in_place costs a few µs, much of a short request).
@@ -298,20 +303,22 @@ impl CursorStore {
         )
     }
 
-    /// Reads the first batch of a sorted find; opens a cursor for the rest.
+    /// Reads the first batch of a sorted find; opens a cursor for the rest,
+    /// held to what is left of `deadline` (the find's `maxTimeMS`).
     pub fn open_sorted(
         &self,
         ns: String,
         sorted: SortedScan,
         batch_size: Option<usize>,
         single_batch: bool,
+        deadline: Deadline,
     ) -> Result<(Vec<Bson>, i64)> {
         self.open_source(
             ns,
             Source::Sorted(Box::new(sorted)),
             batch_size,
             single_batch,
-            Deadline::NONE,
+            deadline,
         )
     }
 

@@ -1,0 +1,599 @@
+//! The shared cluster: brought up once per test run by `tests/cluster up`
+//! (or reused when it runs), the images built from this build's binaries and
+//! imported into its containerd, the chart installed from its defaults. And
+//! what the scenarios do on it: namespaces, FerretDB as a pod, manifests
+//! applied as a user would, client pods, polling waits.
+//!
+//! Any step that fails makes every scenario fail with its message: a
+//! machine that cannot run containers fails the run, it never skips.
+
+#![allow(dead_code)]
+
+use anyhow::Context;
+use argon_operator::crd::ArgonBranch;
+use argon_testkit::{assets, wait_until};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{ListParams, LogParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// How long a pod, branch or rollout may take on a busy two-core machine.
+pub const WAIT: Duration = Duration::from_secs(180);
+pub const RELEASE: &str = "argon";
+pub const OPERATOR_NAMESPACE: &str = "argon-system";
+
+pub struct Cluster {
+    pub kubeconfig: PathBuf,
+    /// The tag every test image carries (the chart's appVersion).
+    pub version: String,
+}
+
+static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
+
+/// The cluster, with Argon's images imported and the chart installed. The
+/// first caller does the work (the others wait for it); a failure is
+/// reported to every caller.
+pub fn cluster() -> anyhow::Result<&'static Cluster> {
+    CLUSTER
+        .get_or_init(|| setup().map_err(|e| format!("{e:#}")))
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("the test cluster (tests/cluster) is not usable: {e}"))
+}
+
+fn setup() -> anyhow::Result<Cluster> {
+    let started = Instant::now();
+    let root = assets::workspace_root();
+    let state = cluster_dir();
+    run_logged(
+        Command::new(root.join("tests/cluster"))
+            .arg("up")
+            .env("ARGON_TEST_CACHE", assets::cache_dir())
+            .env("ARGON_CLUSTER_DIR", &state),
+        "tests/cluster up",
+    )?;
+    eprintln!("e2e: cluster up after {:?}", started.elapsed());
+    let version = app_version()?;
+    let cluster = Cluster {
+        kubeconfig: state.join("kubeconfig"),
+        version,
+    };
+    cluster.load_images(&state)?;
+    eprintln!("e2e: images imported after {:?}", started.elapsed());
+    cluster.install_chart()?;
+    eprintln!("e2e: chart installed after {:?}", started.elapsed());
+    Ok(cluster)
+}
+
+/// `$ARGON_CLUSTER_DIR`, or `<test cache>/cluster` as tests/cluster has it.
+pub fn cluster_dir() -> PathBuf {
+    std::env::var_os("ARGON_CLUSTER_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| assets::cache_dir().join("cluster"))
+}
+
+fn app_version() -> anyhow::Result<String> {
+    let chart = std::fs::read_to_string(assets::workspace_root().join("charts/argon/Chart.yaml"))?;
+    chart
+        .lines()
+        .find_map(|l| l.strip_prefix("appVersion:"))
+        .map(|v| v.trim().trim_matches('"').to_string())
+        .ok_or_else(|| anyhow::anyhow!("charts/argon/Chart.yaml has no appVersion"))
+}
+
+/// Runs `command`; on failure the error holds its output (the reason).
+fn run_logged(command: &mut Command, what: &str) -> anyhow::Result<String> {
+    let output = command
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("starting {what}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    anyhow::ensure!(
+        output.status.success(),
+        "{what} failed ({}):\n{}{}",
+        output.status,
+        tail(&stdout, 40),
+        tail(&stderr, 40)
+    );
+    Ok(stdout)
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    let mut out = all[all.len().saturating_sub(lines)..].join("\n");
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    out
+}
+
+/// The directory the cargo build put this crate's binary in: the operator's
+/// and the sidecar's are beside it.
+fn bin_dir() -> anyhow::Result<PathBuf> {
+    Path::new(env!("CARGO_BIN_EXE_argon-e2e-client"))
+        .parent()
+        .map(Path::to_path_buf)
+        .ok_or_else(|| anyhow::anyhow!("the client binary has no directory"))
+}
+
+impl Cluster {
+    /// Builds the operator, sidecar, FerretDB and client images from this
+    /// build's binaries (debug ones: no extra release build in CI; their debug
+    /// sections left out) and imports them into the node's containerd.
+    fn load_images(&self, state: &Path) -> anyhow::Result<()> {
+        let root = assets::workspace_root();
+        // `cargo test --workspace` has built both already (this is then a
+        // no-op); `cargo test -p argon-e2e` has not.
+        run_logged(
+            Command::new(env!("CARGO"))
+                .current_dir(&root)
+                .args([
+                    "build",
+                    "--locked",
+                    "-p",
+                    "argon-operator",
+                    "-p",
+                    "argon-sidecar",
+                ]),
+            "cargo build -p argon-operator -p argon-sidecar",
+        )?;
+        let bins = bin_dir()?;
+        let out = state.join("images");
+        let ferretdb = assets::ferretdb()?;
+        let client = PathBuf::from(env!("CARGO_BIN_EXE_argon-e2e-client"));
+        run_logged(
+            Command::new("python3")
+                .arg(root.join("tests/infra/images"))
+                .arg("--out")
+                .arg(&out)
+                .args(["--strip-debug", "--fast", "--operator"])
+                .arg(bins.join("argon-operator"))
+                .arg("--sidecar")
+                .arg(bins.join("argon-sidecar"))
+                .arg(format!("--binary=ferretdb={}", ferretdb.display()))
+                .arg(format!("--binary=argon-e2e-client={}", client.display())),
+            "tests/infra/images",
+        )?;
+        let mut import = Command::new(root.join("tests/cluster"));
+        import
+            .arg("import")
+            .env("ARGON_TEST_CACHE", assets::cache_dir())
+            .env("ARGON_CLUSTER_DIR", state);
+        for name in [
+            "argon-operator",
+            "argon-sidecar",
+            "ferretdb",
+            "argon-e2e-client",
+        ] {
+            import.arg(out.join(format!("{name}-{}.oci.tar", self.version)));
+        }
+        run_logged(&mut import, "tests/cluster import")?;
+        Ok(())
+    }
+
+    /// `helm install` from the chart's defaults, as a user runs it. A release
+    /// left by an earlier run on a kept cluster is uninstalled first, so the
+    /// operator runs this build's image.
+    fn install_chart(&self) -> anyhow::Result<()> {
+        let chart = assets::workspace_root().join("charts/argon");
+        if self
+            .helm(&["status", RELEASE, "-n", OPERATOR_NAMESPACE])
+            .is_ok()
+        {
+            self.helm(&[
+                "uninstall",
+                RELEASE,
+                "-n",
+                OPERATOR_NAMESPACE,
+                "--wait",
+                "--timeout",
+                "3m",
+            ])?;
+        }
+        let installed = self.helm(&[
+            "install",
+            RELEASE,
+            &chart.to_string_lossy(),
+            "-n",
+            OPERATOR_NAMESPACE,
+            "--create-namespace",
+            "--wait",
+            "--timeout",
+            "5m",
+        ]);
+        if let Err(e) = installed {
+            let pods = self
+                .kubectl(&["get", "pods", "-n", OPERATOR_NAMESPACE, "-o", "wide"])
+                .unwrap_or_default();
+            let logs = self
+                .kubectl(&[
+                    "logs",
+                    "-n",
+                    OPERATOR_NAMESPACE,
+                    "-l",
+                    "app.kubernetes.io/name=argon-operator",
+                    "--tail=30",
+                    "--all-containers",
+                ])
+                .unwrap_or_default();
+            anyhow::bail!("{e:#}\npods:\n{pods}\noperator logs:\n{logs}");
+        }
+        Ok(())
+    }
+
+    pub fn helm(&self, args: &[&str]) -> anyhow::Result<String> {
+        run_logged(
+            Command::new(assets::helm()?)
+                .args(args)
+                .env("KUBECONFIG", &self.kubeconfig),
+            &format!("helm {}", args.join(" ")),
+        )
+    }
+
+    pub fn kubectl(&self, args: &[&str]) -> anyhow::Result<String> {
+        run_logged(
+            Command::new(assets::kubectl()?)
+                .arg("--kubeconfig")
+                .arg(&self.kubeconfig)
+                .args(args),
+            &format!("kubectl {}", args.join(" ")),
+        )
+    }
+
+    /// `kubectl apply --server-side` of `yaml` (as a GitOps controller applies).
+    pub fn apply(&self, namespace: &str, yaml: &str) -> anyhow::Result<String> {
+        let mut child = Command::new(assets::kubectl()?)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args([
+                "apply",
+                "--server-side",
+                "--field-manager=argon-e2e",
+                "-n",
+                namespace,
+                "-f",
+                "-",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        child
+            .stdin
+            .take()
+            .context("kubectl's stdin")?
+            .write_all(yaml.as_bytes())?;
+        let output = child.wait_with_output()?;
+        anyhow::ensure!(
+            output.status.success(),
+            "kubectl apply failed: {}\n{yaml}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    pub async fn client(&self) -> anyhow::Result<Client> {
+        let config = kube::Config::from_custom_kubeconfig(
+            Kubeconfig::read_from(&self.kubeconfig)?,
+            &KubeConfigOptions::default(),
+        )
+        .await?;
+        Ok(Client::try_from(config)?)
+    }
+
+    pub fn image(&self, name: &str) -> String {
+        format!("{name}:{}", self.version)
+    }
+
+    /// A namespace of its own for one scenario (unique per test run, so a
+    /// kept cluster never hands a test an old one), deleted when dropped.
+    pub fn namespace(&'static self, base: &str) -> anyhow::Result<Namespace> {
+        let name = format!("{base}-{}", std::process::id());
+        self.kubectl(&["create", "namespace", &name])?;
+        Ok(Namespace {
+            name,
+            cluster: self,
+        })
+    }
+
+    /// FerretDB as a Deployment + Service `ferretdb` in `ns`, and Secret
+    /// `store` holding its URI (by the Service's DNS name) under `uri`.
+    pub async fn ferretdb(&self, ns: &str) -> anyhow::Result<String> {
+        let uri = format!("mongodb://ferretdb.{ns}.svc.cluster.local:27017/");
+        let image = self.image("ferretdb");
+        self.apply(
+            ns,
+            &format!(
+                r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: ferretdb}}
+spec:
+  selector: {{matchLabels: {{app: ferretdb}}}}
+  template:
+    metadata: {{labels: {{app: ferretdb}}}}
+    spec:
+      containers:
+      - name: ferretdb
+        image: {image}
+        imagePullPolicy: IfNotPresent
+        ports: [{{name: mongodb, containerPort: 27017}}]
+        readinessProbe: {{tcpSocket: {{port: mongodb}}, periodSeconds: 1}}
+        volumeMounts: [{{name: data, mountPath: /tmp}}]
+      volumes: [{{name: data, emptyDir: {{}}}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: ferretdb}}
+spec:
+  selector: {{app: ferretdb}}
+  ports: [{{name: mongodb, port: 27017, targetPort: mongodb}}]
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: store}}
+stringData: {{uri: "{uri}"}}
+"#
+            ),
+        )?;
+        let client = self.client().await?;
+        wait_pods_ready(&client, ns, "app=ferretdb", 1).await?;
+        Ok(uri)
+    }
+
+    /// Runs the client image with `args` as a pod in `ns` and returns the
+    /// JSON line it printed last; fails with its log when it fails.
+    pub async fn run_client(
+        &self,
+        ns: &str,
+        name: &str,
+        args: &[&str],
+    ) -> anyhow::Result<serde_json::Value> {
+        let args_json = serde_json::to_string(args)?;
+        let image = self.image("argon-e2e-client");
+        self.apply(
+            ns,
+            &format!(
+                r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: client
+    image: {image}
+    imagePullPolicy: IfNotPresent
+    args: {args_json}
+"#
+            ),
+        )?;
+        let client = self.client().await?;
+        let pods: Api<Pod> = Api::namespaced(client, ns);
+        let mut phase = String::new();
+        wait_until(&format!("client pod {name} to finish"), WAIT, || {
+            let pods = pods.clone();
+            let phase = &mut phase;
+            async move {
+                let pod = pods.get(name).await?;
+                *phase = pod
+                    .status
+                    .and_then(|s| s.phase)
+                    .unwrap_or_default();
+                Ok(phase == "Succeeded" || phase == "Failed")
+            }
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:#}\n{}", describe_pod(&self.kubectl_ns(ns), name)))?;
+        let log = pods.logs(name, &LogParams::default()).await?;
+        anyhow::ensure!(
+            phase == "Succeeded",
+            "client pod {name} ({}) {phase}:\n{log}",
+            args.join(" ")
+        );
+        last_json(&log).with_context(|| format!("client pod {name} printed no result:\n{log}"))
+    }
+
+    fn kubectl_ns(&self, ns: &str) -> impl Fn(&[&str]) -> String + '_ {
+        let ns = ns.to_string();
+        move |args: &[&str]| {
+            let mut all = vec!["-n", ns.as_str()];
+            all.extend_from_slice(args);
+            self.kubectl(&all).unwrap_or_else(|e| format!("{e:#}"))
+        }
+    }
+}
+
+fn describe_pod(kubectl: &impl Fn(&[&str]) -> String, name: &str) -> String {
+    kubectl(&["describe", "pod", name])
+}
+
+/// The last line of `log` that parses as a JSON object.
+pub fn last_json(log: &str) -> Option<serde_json::Value> {
+    log.lines()
+        .rev()
+        .find_map(|l| serde_json::from_str::<serde_json::Value>(l.trim()).ok())
+        .filter(serde_json::Value::is_object)
+}
+
+/// Waits until `count` pods matching `selector` in `ns` are Ready.
+pub async fn wait_pods_ready(
+    client: &Client,
+    ns: &str,
+    selector: &str,
+    count: usize,
+) -> anyhow::Result<Vec<Pod>> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let mut ready = Vec::new();
+    let mut seen = String::new();
+    let waited = wait_until(
+        &format!("{count} Ready pod(s) {selector} in {ns}"),
+        WAIT,
+        || {
+            let pods = pods.clone();
+            let ready = &mut ready;
+            let seen = &mut seen;
+            async move {
+                let list = pods.list(&ListParams::default().labels(selector)).await?;
+                *seen = list
+                    .items
+                    .iter()
+                    .map(pod_summary)
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                *ready = list.items.into_iter().filter(is_ready).collect();
+                Ok(ready.len() >= count)
+            }
+        },
+    )
+    .await;
+    waited.map_err(|e| anyhow::anyhow!("{e:#}; pods: [{seen}]"))?;
+    Ok(ready)
+}
+
+pub fn is_ready(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Name, phase and each container's state: what a failed wait shows.
+pub fn pod_summary(pod: &Pod) -> String {
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let Some(status) = &pod.status else {
+        return format!("{name}: no status");
+    };
+    let containers: Vec<String> = status
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .chain(status.container_statuses.iter().flatten())
+        .map(|c| {
+            let state = c.state.as_ref().map_or("unknown".to_string(), |s| {
+                if let Some(w) = &s.waiting {
+                    format!("waiting {}", w.reason.clone().unwrap_or_default())
+                } else if let Some(t) = &s.terminated {
+                    format!("terminated {}", t.reason.clone().unwrap_or_default())
+                } else {
+                    "running".to_string()
+                }
+            });
+            format!(
+                "{} {state} ready={} restarts={}",
+                c.name, c.ready, c.restart_count
+            )
+        })
+        .collect();
+    format!(
+        "{name} {} [{}]",
+        status.phase.clone().unwrap_or_default(),
+        containers.join(", ")
+    )
+}
+
+/// A scenario's namespace; deleted (without waiting) when dropped.
+pub struct Namespace {
+    pub name: String,
+    cluster: &'static Cluster,
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        if std::env::var_os("ARGON_E2E_KEEP").is_some() {
+            eprintln!("e2e: ARGON_E2E_KEEP set: namespace {} kept", self.name);
+            return;
+        }
+        let _ = self
+            .cluster
+            .kubectl(&["delete", "namespace", &self.name, "--wait=false"]);
+    }
+}
+
+/// An `ArgonProject` named `name` on the mongodb store of Secret `store`.
+pub fn project_yaml(name: &str) -> String {
+    format!(
+        r#"
+apiVersion: argon.dev/v1alpha1
+kind: ArgonProject
+metadata: {{name: {name}}}
+spec:
+  store:
+    mongodb:
+      secretRef: {{name: store, key: uri}}
+      database: argon_{db}
+"#,
+        db = name.replace('-', "_")
+    )
+}
+
+/// An `ArgonBranch` of `main` in `project`, with an endpoint.
+pub fn branch_yaml(name: &str, project: &str) -> String {
+    format!(
+        r#"
+apiVersion: argon.dev/v1alpha1
+kind: ArgonBranch
+metadata: {{name: {name}}}
+spec:
+  project: {project}
+  parent: main
+  endpoint: {{enabled: true}}
+"#
+    )
+}
+
+/// Waits until ArgonBranch `name` is Ready with its endpoint in `status`.
+pub async fn wait_branch_ready(
+    cluster: &Cluster,
+    ns: &str,
+    name: &str,
+) -> anyhow::Result<ArgonBranch> {
+    let client = cluster.client().await?;
+    let api: Api<ArgonBranch> = Api::namespaced(client, ns);
+    let mut last = None;
+    let waited = wait_until(&format!("ArgonBranch {ns}/{name} Ready"), WAIT, || {
+        let api = api.clone();
+        let last = &mut last;
+        async move {
+            let branch = api.get(name).await?;
+            let ready = branch.status.as_ref().is_some_and(|s| {
+                s.phase.as_deref() == Some("Ready") && s.endpoint.is_some()
+            });
+            *last = Some(branch);
+            Ok(ready)
+        }
+    })
+    .await;
+    match (waited, last) {
+        (Ok(()), Some(branch)) => Ok(branch),
+        (waited, last) => anyhow::bail!(
+            "{}\nstatus: {:?}\noperator log:\n{}",
+            waited.err().map(|e| format!("{e:#}")).unwrap_or_default(),
+            last.and_then(|b| b.status),
+            cluster.operator_logs()
+        ),
+    }
+}
+
+impl Cluster {
+    /// The last lines of every operator pod's log (for failure messages).
+    pub fn operator_logs(&self) -> String {
+        self.kubectl(&[
+            "logs",
+            "-n",
+            OPERATOR_NAMESPACE,
+            "-l",
+            "app.kubernetes.io/name=argon-operator",
+            "--tail=40",
+            "--prefix",
+        ])
+        .unwrap_or_else(|e| format!("{e:#}"))
+    }
+}

@@ -3,7 +3,7 @@
 //! the chart's default image and are Ready, and the operator has created
 //! its webhook certificate and patched the CA into the webhook configuration.
 
-use crate::support::{OPERATOR_NAMESPACE, RELEASE, cluster, wait_pods_ready};
+use crate::support::{OPERATOR_NAMESPACE, RELEASE, cluster, eventually, wait_pods_ready};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
@@ -58,38 +58,40 @@ async fn helm_install_from_defaults_runs_the_operator_and_its_webhook() -> anyho
     // as the webhook's caBundle: the same bytes as the Secret's ca.crt.
     let secrets: Api<Secret> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
     let secret_name = format!("{fullname}-webhook-tls");
-    let mut ca = Vec::new();
-    argon_testkit::wait_until(
-        "the operator's webhook Secret and caBundle",
-        crate::support::WAIT,
-        || {
-            let secrets = secrets.clone();
-            let configurations: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-            let name = format!("{fullname}-inject");
-            let secret_name = secret_name.clone();
-            let ca = &mut ca;
-            async move {
-                let Some(secret) = secrets.get_opt(&secret_name).await? else {
-                    return Ok(false);
-                };
-                *ca = secret
-                    .data
-                    .unwrap_or_default()
-                    .get("ca.crt")
-                    .map(|b| b.0.clone())
-                    .unwrap_or_default();
-                let configuration = configurations.get(&name).await?;
-                let bundle = configuration
-                    .webhooks
-                    .unwrap_or_default()
-                    .first()
-                    .and_then(|w| w.client_config.ca_bundle.clone())
-                    .map(|b| b.0)
-                    .unwrap_or_default();
-                Ok(!ca.is_empty() && bundle == *ca)
-            }
-        },
-    )
+    let ca = eventually("the operator's webhook Secret and caBundle", || {
+        let secrets = secrets.clone();
+        let configurations: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+        let name = format!("{fullname}-inject");
+        let secret_name = secret_name.clone();
+        async move {
+            let Some(secret) = secrets.get_opt(&secret_name).await? else {
+                return Ok(Err(format!("no Secret {secret_name}")));
+            };
+            let ca = secret
+                .data
+                .unwrap_or_default()
+                .get("ca.crt")
+                .map(|b| b.0.clone())
+                .unwrap_or_default();
+            let configuration = configurations.get(&name).await?;
+            let bundle = configuration
+                .webhooks
+                .unwrap_or_default()
+                .first()
+                .and_then(|w| w.client_config.ca_bundle.clone())
+                .map(|b| b.0)
+                .unwrap_or_default();
+            Ok(if !ca.is_empty() && bundle == ca {
+                Ok(ca)
+            } else {
+                Err(format!(
+                    "ca.crt {} bytes, caBundle {} bytes",
+                    ca.len(),
+                    bundle.len()
+                ))
+            })
+        }
+    })
     .await?;
     assert!(
         String::from_utf8_lossy(&ca).contains("BEGIN CERTIFICATE"),

@@ -4,7 +4,7 @@
 //! the Service's DNS name (the connection string in `status.endpoint`),
 //! writes and reads back.
 
-use crate::support::{branch_yaml, cluster, project_yaml, wait_branch_ready, wait_pods_ready};
+use crate::support::{branch_yaml, cluster, project_yaml, wait_branch_ready, wait_endpoint_ready};
 use argon_operator::endpoint::connection_string;
 
 #[tokio::test]
@@ -15,26 +15,24 @@ async fn a_branch_endpoint_serves_a_client_pod_by_its_service_name() -> anyhow::
     cluster.ferretdb(ns).await?;
     cluster.apply(
         ns,
-        &format!("{}---{}", project_yaml("shop"), branch_yaml("feature", "shop")),
+        &format!(
+            "{}---{}",
+            project_yaml("shop"),
+            branch_yaml("feature", "shop")
+        ),
     )?;
 
     let branch = wait_branch_ready(cluster, ns, "feature").await?;
-    let endpoint = branch
-        .status
-        .and_then(|s| s.endpoint)
-        .unwrap_or_default();
+    let endpoint = branch.status.and_then(|s| s.endpoint).unwrap_or_default();
     assert_eq!(endpoint, connection_string("feature", ns));
-    let client = cluster.client().await?;
-    wait_pods_ready(
-        &client,
-        ns,
-        "argon.dev/branch=feature,app.kubernetes.io/component=branch-endpoint",
-        1,
-    )
-    .await?;
+    wait_endpoint_ready(cluster, ns, "feature").await?;
 
     let wrote = cluster
-        .run_client(ns, "writer", &["write", &endpoint, "shop", "orders", "e2e", "5"])
+        .run_client(
+            ns,
+            "writer",
+            &["write", &endpoint, "shop", "orders", "e2e", "5"],
+        )
         .await?;
     assert_eq!(wrote["wrote"], 5, "{wrote}");
     let read = cluster

@@ -6,7 +6,8 @@
 //! an unlabelled Deployment is left as it was written.
 
 use crate::support::{
-    branch_yaml, cluster, last_json, project_yaml, wait_branch_ready, wait_pods_ready,
+    branch_yaml, cluster, eventually, last_json, project_yaml, wait_branch_ready,
+    wait_endpoint_ready, wait_pods_ready,
 };
 use argon_operator::endpoint::connection_string;
 use k8s_openapi::api::core::v1::Pod;
@@ -14,8 +15,7 @@ use kube::Api;
 use kube::api::LogParams;
 
 #[tokio::test]
-async fn an_injected_app_writes_to_its_branch_and_a_plain_one_is_untouched() -> anyhow::Result<()>
-{
+async fn an_injected_app_writes_to_its_branch_and_a_plain_one_is_untouched() -> anyhow::Result<()> {
     let cluster = cluster()?;
     let ns = cluster.namespace("e2e-inject")?;
     let ns = ns.name.as_str();
@@ -30,8 +30,10 @@ async fn an_injected_app_writes_to_its_branch_and_a_plain_one_is_untouched() -> 
             branch_yaml("main", "shop")
         ),
     )?;
-    wait_branch_ready(cluster, ns, "preview").await?;
-    wait_branch_ready(cluster, ns, "main").await?;
+    for branch in ["preview", "main"] {
+        wait_branch_ready(cluster, ns, branch).await?;
+        wait_endpoint_ready(cluster, ns, branch).await?;
+    }
 
     let image = cluster.image("argon-e2e-client");
     cluster.apply(
@@ -85,13 +87,11 @@ spec:
     // exits (and would restart) if nothing listened on localhost:27017 when
     // it started.
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let mut log = String::new();
-    argon_testkit::wait_until("the app's writes", crate::support::WAIT, || {
+    let log = eventually("the app's writes", || {
         let pods = pods.clone();
         let name = name.clone();
-        let log = &mut log;
         async move {
-            *log = pods
+            let log = pods
                 .logs(
                     &name,
                     &LogParams {
@@ -100,7 +100,11 @@ spec:
                     },
                 )
                 .await?;
-            Ok(last_json(log).is_some())
+            Ok(if last_json(&log).is_some() {
+                Ok(log)
+            } else {
+                Err(format!("the app's log so far: {log:?}"))
+            })
         }
     })
     .await?;

@@ -11,7 +11,7 @@
 
 use anyhow::Context;
 use argon_operator::crd::ArgonBranch;
-use argon_testkit::{assets, wait_until};
+use argon_testkit::assets;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{ListParams, LogParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -69,6 +69,30 @@ fn setup() -> anyhow::Result<Cluster> {
     Ok(cluster)
 }
 
+/// Polls `check` until it returns `Ok(Ok(value))`, for at most [`WAIT`].
+/// `Ok(Err(state))` means "not yet" and says what it saw; on timeout the
+/// error holds the last state or error, so a failure explains itself.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Result<T, String>>>,
+{
+    const CHECK_LIMIT: Duration = Duration::from_secs(20);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let last = match tokio::time::timeout(CHECK_LIMIT, check()).await {
+            Ok(Ok(Ok(value))) => return Ok(value),
+            Ok(Ok(Err(state))) => state,
+            Ok(Err(e)) => format!("{e:#}"),
+            Err(_) => format!("a check did not return within {CHECK_LIMIT:?}"),
+        };
+        if Instant::now() >= deadline {
+            anyhow::bail!("timed out after {WAIT:?} waiting for {what}: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// `$ARGON_CLUSTER_DIR`, or `<test cache>/cluster` as tests/cluster has it.
 pub fn cluster_dir() -> PathBuf {
     std::env::var_os("ARGON_CLUSTER_DIR")
@@ -112,6 +136,50 @@ fn tail(text: &str, lines: usize) -> String {
     out
 }
 
+/// Fails unless `binary` exists and is newer than every source it is built
+/// from (the workspace's `src` directories and manifests, and Cargo.lock).
+fn current_binary(binary: &Path, package: &str) -> anyhow::Result<()> {
+    let build = format!(
+        "cargo test --workspace (or cargo build -p {package} before cargo test -p argon-e2e)"
+    );
+    let built = std::fs::metadata(binary)
+        .and_then(|m| m.modified())
+        .map_err(|e| anyhow::anyhow!("no {} ({e}): run {build}", binary.display()))?;
+    let root = assets::workspace_root();
+    let mut newest: Option<(std::time::SystemTime, PathBuf)> = None;
+    let mut consider = |path: PathBuf| {
+        if let Ok(t) = std::fs::metadata(&path).and_then(|m| m.modified())
+            && newest.as_ref().is_none_or(|(n, _)| t > *n)
+        {
+            newest = Some((t, path));
+        }
+    };
+    consider(root.join("Cargo.lock"));
+    for krate in ["operator", "sidecar/wal", "sidecar/server"] {
+        consider(root.join(krate).join("Cargo.toml"));
+        let mut dirs = vec![root.join(krate).join("src")];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir)?.flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else {
+                    consider(path);
+                }
+            }
+        }
+    }
+    if let Some((time, source)) = newest {
+        anyhow::ensure!(
+            time <= built,
+            "{} is older than {}: run {build}",
+            binary.display(),
+            source.display()
+        );
+    }
+    Ok(())
+}
+
 /// The directory the cargo build put this crate's binary in: the operator's
 /// and the sidecar's are beside it.
 fn bin_dir() -> anyhow::Result<PathBuf> {
@@ -127,22 +195,17 @@ impl Cluster {
     /// sections left out) and imports them into the node's containerd.
     fn load_images(&self, state: &Path) -> anyhow::Result<()> {
         let root = assets::workspace_root();
-        // `cargo test --workspace` has built both already (this is then a
-        // no-op); `cargo test -p argon-e2e` has not.
-        run_logged(
-            Command::new(env!("CARGO"))
-                .current_dir(&root)
-                .args([
-                    "build",
-                    "--locked",
-                    "-p",
-                    "argon-operator",
-                    "-p",
-                    "argon-sidecar",
-                ]),
-            "cargo build -p argon-operator -p argon-sidecar",
-        )?;
         let bins = bin_dir()?;
+        // Cargo holds its build lock while tests run, so the binaries cannot
+        // be built from here: `cargo test --workspace` has built them (the
+        // operator's and sidecar's own tests need them); after a narrower
+        // build they may be missing or older than their sources.
+        for (binary, package) in [
+            ("argon-operator", "argon-operator"),
+            ("argon-sidecar", "argon-sidecar"),
+        ] {
+            current_binary(&bins.join(binary), package)?;
+        }
         let out = state.join("images");
         let ferretdb = assets::ferretdb()?;
         let client = PathBuf::from(env!("CARGO_BIN_EXE_argon-e2e-client"));
@@ -375,17 +438,15 @@ spec:
         )?;
         let client = self.client().await?;
         let pods: Api<Pod> = Api::namespaced(client, ns);
-        let mut phase = String::new();
-        wait_until(&format!("client pod {name} to finish"), WAIT, || {
+        let phase = eventually(&format!("client pod {name} to finish"), || {
             let pods = pods.clone();
-            let phase = &mut phase;
             async move {
                 let pod = pods.get(name).await?;
-                *phase = pod
-                    .status
-                    .and_then(|s| s.phase)
-                    .unwrap_or_default();
-                Ok(phase == "Succeeded" || phase == "Failed")
+                let phase = pod.status.as_ref().and_then(|s| s.phase.clone());
+                Ok(match phase.as_deref() {
+                    Some("Succeeded" | "Failed") => Ok(phase.unwrap_or_default()),
+                    _ => Err(pod_summary(&pod)),
+                })
             }
         })
         .await
@@ -429,31 +490,25 @@ pub async fn wait_pods_ready(
     count: usize,
 ) -> anyhow::Result<Vec<Pod>> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let mut ready = Vec::new();
-    let mut seen = String::new();
-    let waited = wait_until(
-        &format!("{count} Ready pod(s) {selector} in {ns}"),
-        WAIT,
-        || {
-            let pods = pods.clone();
-            let ready = &mut ready;
-            let seen = &mut seen;
-            async move {
-                let list = pods.list(&ListParams::default().labels(selector)).await?;
-                *seen = list
-                    .items
-                    .iter()
-                    .map(pod_summary)
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                *ready = list.items.into_iter().filter(is_ready).collect();
-                Ok(ready.len() >= count)
-            }
-        },
-    )
-    .await;
-    waited.map_err(|e| anyhow::anyhow!("{e:#}; pods: [{seen}]"))?;
-    Ok(ready)
+    eventually(&format!("{count} Ready pod(s) {selector} in {ns}"), || {
+        let pods = pods.clone();
+        async move {
+            let list = pods.list(&ListParams::default().labels(selector)).await?;
+            let seen = list
+                .items
+                .iter()
+                .map(pod_summary)
+                .collect::<Vec<_>>()
+                .join("; ");
+            let ready: Vec<Pod> = list.items.into_iter().filter(is_ready).collect();
+            Ok(if ready.len() >= count {
+                Ok(ready)
+            } else {
+                Err(format!("pods: [{seen}]"))
+            })
+        }
+    })
+    .await
 }
 
 pub fn is_ready(pod: &Pod) -> bool {
@@ -557,29 +612,36 @@ pub async fn wait_branch_ready(
 ) -> anyhow::Result<ArgonBranch> {
     let client = cluster.client().await?;
     let api: Api<ArgonBranch> = Api::namespaced(client, ns);
-    let mut last = None;
-    let waited = wait_until(&format!("ArgonBranch {ns}/{name} Ready"), WAIT, || {
+    eventually(&format!("ArgonBranch {ns}/{name} Ready"), || {
         let api = api.clone();
-        let last = &mut last;
         async move {
             let branch = api.get(name).await?;
-            let ready = branch.status.as_ref().is_some_and(|s| {
-                s.phase.as_deref() == Some("Ready") && s.endpoint.is_some()
-            });
-            *last = Some(branch);
-            Ok(ready)
+            let ready = branch
+                .status
+                .as_ref()
+                .is_some_and(|s| s.phase.as_deref() == Some("Ready") && s.endpoint.is_some());
+            Ok(if ready {
+                Ok(branch)
+            } else {
+                Err(format!("status: {:?}", branch.status))
+            })
         }
     })
-    .await;
-    match (waited, last) {
-        (Ok(()), Some(branch)) => Ok(branch),
-        (waited, last) => anyhow::bail!(
-            "{}\nstatus: {:?}\noperator log:\n{}",
-            waited.err().map(|e| format!("{e:#}")).unwrap_or_default(),
-            last.and_then(|b| b.status),
-            cluster.operator_logs()
-        ),
-    }
+    .await
+    .map_err(|e| anyhow::anyhow!("{e:#}\noperator log:\n{}", cluster.operator_logs()))
+}
+
+/// Waits until the endpoint of ArgonBranch `branch` has a Ready pod.
+pub async fn wait_endpoint_ready(cluster: &Cluster, ns: &str, branch: &str) -> anyhow::Result<()> {
+    let client = cluster.client().await?;
+    wait_pods_ready(
+        &client,
+        ns,
+        &format!("argon.dev/branch={branch},app.kubernetes.io/component=branch-endpoint"),
+        1,
+    )
+    .await?;
+    Ok(())
 }
 
 impl Cluster {

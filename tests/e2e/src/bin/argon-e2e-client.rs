@@ -11,16 +11,19 @@
 //!                                                COUNT documents and stays up
 //! argon-e2e-client writer URI DB COLL TAG        insert TAG-0, TAG-1, ... until stopped,
 //!                                                printing every acknowledged _id
+//! argon-e2e-client ids URI DB COLL TAG           the _ids of the documents carrying TAG
+//! argon-e2e-client admin URI COMMAND-JSON        run a command on the admin database
 //! argon-e2e-client idle                          wait for SIGTERM (a pod that does nothing)
 //! ```
 
 use anyhow::Context;
 use bson::doc;
+use futures::TryStreamExt;
 use mongodb::options::ClientOptions;
 use mongodb::{Client, Collection};
 use std::time::Duration;
 
-const USAGE: &str = "usage: argon-e2e-client write URI DB COLL TAG COUNT | count URI DB COLL TAG | app DB COLL TAG COUNT | writer URI DB COLL TAG | idle";
+const USAGE: &str = "usage: argon-e2e-client write URI DB COLL TAG COUNT | count URI DB COLL TAG | app DB COLL TAG COUNT | writer URI DB COLL TAG | ids URI DB COLL TAG | admin URI COMMAND-JSON | idle";
 
 #[tokio::main]
 async fn main() {
@@ -60,6 +63,32 @@ async fn run(args: &[String]) -> anyhow::Result<serde_json::Value> {
         "writer" => {
             let coll = collection(arg(1)?, arg(2)?, arg(3)?).await?;
             writer(&coll, arg(4)?).await
+        }
+        "ids" => {
+            let coll = collection(arg(1)?, arg(2)?, arg(3)?).await?;
+            let mut cursor = coll.find(doc! { "tag": arg(4)? }).await.context("find")?;
+            let mut ids = Vec::new();
+            while let Some(d) = cursor.try_next().await.context("reading the cursor")? {
+                ids.push(d.get_str("_id").context("a string _id")?.to_string());
+            }
+            Ok(serde_json::json!({ "ids": ids }))
+        }
+        "admin" => {
+            let command: serde_json::Value =
+                serde_json::from_str(arg(2)?).context("COMMAND-JSON")?;
+            let command =
+                bson::serialize_to_document(&command).context("COMMAND-JSON as a document")?;
+            let mut options = ClientOptions::parse(arg(1)?)
+                .await
+                .context("parsing the URI")?;
+            options.server_selection_timeout = Some(Duration::from_secs(30));
+            let client = Client::with_options(options)?;
+            let reply = client
+                .database("admin")
+                .run_command(command)
+                .await
+                .context("running the command")?;
+            Ok(serde_json::to_value(&reply)?)
         }
         "idle" => {
             terminated().await?;

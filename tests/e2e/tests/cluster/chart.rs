@@ -12,6 +12,7 @@ use kube::Api;
 
 #[tokio::test]
 async fn helm_install_from_defaults_runs_the_operator_and_its_webhook() -> anyhow::Result<()> {
+    let _shared = crate::support::shared().await;
     let cluster = cluster()?;
     let client = cluster.client().await?;
 

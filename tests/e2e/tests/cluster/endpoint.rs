@@ -9,6 +9,7 @@ use argon_operator::endpoint::connection_string;
 
 #[tokio::test]
 async fn a_branch_endpoint_serves_a_client_pod_by_its_service_name() -> anyhow::Result<()> {
+    let _shared = crate::support::shared().await;
     let cluster = cluster()?;
     let ns = cluster.namespace("e2e-endpoint")?;
     let ns = ns.name.as_str();

@@ -16,6 +16,7 @@ use kube::api::LogParams;
 
 #[tokio::test]
 async fn an_injected_app_writes_to_its_branch_and_a_plain_one_is_untouched() -> anyhow::Result<()> {
+    let _shared = crate::support::shared().await;
     let cluster = cluster()?;
     let ns = cluster.namespace("e2e-inject")?;
     let ns = ns.name.as_str();

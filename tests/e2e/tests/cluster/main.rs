@@ -8,5 +8,7 @@
 
 mod chart;
 mod endpoint;
+mod faults;
+mod gitops;
 mod inject;
 mod support;

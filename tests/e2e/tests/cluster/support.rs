@@ -137,8 +137,14 @@ fn tail(text: &str, lines: usize) -> String {
 }
 
 /// Fails unless `binary` exists and is newer than every source it is built
-/// from (the workspace's `src` directories and manifests, and Cargo.lock).
-fn current_binary(binary: &Path, package: &str) -> anyhow::Result<()> {
+/// from (the `src` directories and manifests of `crates`). Cargo.lock is left
+/// out: a change there rebuilds nothing unless it touches these crates'
+/// dependencies, which comes with a manifest change.
+fn current_binary(binary: &Path, crates: &[&str]) -> anyhow::Result<()> {
+    let package = binary
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let build = format!(
         "cargo test --workspace (or cargo build -p {package} before cargo test -p argon-e2e)"
     );
@@ -154,8 +160,7 @@ fn current_binary(binary: &Path, package: &str) -> anyhow::Result<()> {
             newest = Some((t, path));
         }
     };
-    consider(root.join("Cargo.lock"));
-    for krate in ["operator", "sidecar/wal", "sidecar/server"] {
+    for krate in crates {
         consider(root.join(krate).join("Cargo.toml"));
         let mut dirs = vec![root.join(krate).join("src")];
         while let Some(dir) = dirs.pop() {
@@ -200,11 +205,11 @@ impl Cluster {
         // be built from here: `cargo test --workspace` has built them (the
         // operator's and sidecar's own tests need them); after a narrower
         // build they may be missing or older than their sources.
-        for (binary, package) in [
-            ("argon-operator", "argon-operator"),
-            ("argon-sidecar", "argon-sidecar"),
+        for (binary, crates) in [
+            ("argon-operator", ["operator", "sidecar/wal"]),
+            ("argon-sidecar", ["sidecar/server", "sidecar/wal"]),
         ] {
-            current_binary(&bins.join(binary), package)?;
+            current_binary(&bins.join(binary), &crates)?;
         }
         let out = state.join("images");
         let ferretdb = assets::ferretdb()?;
@@ -604,7 +609,8 @@ spec:
     )
 }
 
-/// Waits until ArgonBranch `name` is Ready with its endpoint in `status`.
+/// Waits until ArgonBranch `name` is Ready (with its endpoint in `status`
+/// when it has one).
 pub async fn wait_branch_ready(
     cluster: &Cluster,
     ns: &str,
@@ -616,10 +622,10 @@ pub async fn wait_branch_ready(
         let api = api.clone();
         async move {
             let branch = api.get(name).await?;
-            let ready = branch
-                .status
-                .as_ref()
-                .is_some_and(|s| s.phase.as_deref() == Some("Ready") && s.endpoint.is_some());
+            let wants_endpoint = branch.spec.endpoint.enabled;
+            let ready = branch.status.as_ref().is_some_and(|s| {
+                s.phase.as_deref() == Some("Ready") && (!wants_endpoint || s.endpoint.is_some())
+            });
             Ok(if ready {
                 Ok(branch)
             } else {
@@ -653,9 +659,68 @@ impl Cluster {
             OPERATOR_NAMESPACE,
             "-l",
             "app.kubernetes.io/name=argon-operator",
-            "--tail=40",
+            "--tail=15",
             "--prefix",
         ])
         .unwrap_or_else(|e| format!("{e:#}"))
+        .lines()
+        .map(|l| l.chars().take(400).collect::<String>())
+        .collect::<Vec<_>>()
+        .join("\n")
     }
+}
+
+/// Scenarios that disrupt the whole cluster (the operator killed) run alone:
+/// they hold this exclusively, every other scenario holds it shared.
+static DISRUPTION: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+pub async fn shared() -> tokio::sync::RwLockReadGuard<'static, ()> {
+    DISRUPTION.read().await
+}
+
+pub async fn exclusive() -> tokio::sync::RwLockWriteGuard<'static, ()> {
+    DISRUPTION.write().await
+}
+
+impl Cluster {
+    /// `ctr` against the node's containerd (namespace k8s.io).
+    pub fn ctr(&self, args: &[&str]) -> anyhow::Result<String> {
+        run_logged(
+            Command::new(assets::workspace_root().join("tests/cluster"))
+                .arg("ctr")
+                .args(args)
+                .env("ARGON_TEST_CACHE", assets::cache_dir())
+                .env("ARGON_CLUSTER_DIR", cluster_dir()),
+            &format!("tests/cluster ctr {}", args.join(" ")),
+        )
+    }
+
+    /// The log of container `container` of pod `pod`.
+    pub async fn log(&self, ns: &str, pod: &str, container: &str) -> anyhow::Result<String> {
+        let pods: Api<Pod> = Api::namespaced(self.client().await?, ns);
+        Ok(pods
+            .logs(
+                pod,
+                &LogParams {
+                    container: Some(container.into()),
+                    ..LogParams::default()
+                },
+            )
+            .await?)
+    }
+}
+
+/// The status of container `name` (init containers included) of `pod`.
+pub fn container_status(
+    pod: &Pod,
+    name: &str,
+) -> Option<k8s_openapi::api::core::v1::ContainerStatus> {
+    let status = pod.status.as_ref()?;
+    status
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .chain(status.container_statuses.iter().flatten())
+        .find(|c| c.name == name)
+        .cloned()
 }

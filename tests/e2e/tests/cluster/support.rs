@@ -674,12 +674,37 @@ impl Cluster {
 /// they hold this exclusively, every other scenario holds it shared.
 static DISRUPTION: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
-pub async fn shared() -> tokio::sync::RwLockReadGuard<'static, ()> {
-    DISRUPTION.read().await
+/// A scenario's hold on the cluster; prints how long the scenario took
+/// (for the record: nothing asserts on it).
+pub struct Turn<G> {
+    _guard: G,
+    started: Instant,
 }
 
-pub async fn exclusive() -> tokio::sync::RwLockWriteGuard<'static, ()> {
-    DISRUPTION.write().await
+impl<G> Drop for Turn<G> {
+    fn drop(&mut self) {
+        let name = std::thread::current()
+            .name()
+            .unwrap_or("scenario")
+            .to_string();
+        eprintln!("e2e: {name} took {:?}", self.started.elapsed());
+    }
+}
+
+pub async fn shared() -> Turn<tokio::sync::RwLockReadGuard<'static, ()>> {
+    let guard = DISRUPTION.read().await;
+    Turn {
+        _guard: guard,
+        started: Instant::now(),
+    }
+}
+
+pub async fn exclusive() -> Turn<tokio::sync::RwLockWriteGuard<'static, ()>> {
+    let guard = DISRUPTION.write().await;
+    Turn {
+        _guard: guard,
+        started: Instant::now(),
+    }
 }
 
 impl Cluster {

@@ -11,4 +11,5 @@ mod endpoint;
 mod faults;
 mod gitops;
 mod inject;
+mod policy;
 mod support;

@@ -422,6 +422,17 @@ stringData: {{uri: "{uri}"}}
         name: &str,
         args: &[&str],
     ) -> anyhow::Result<serde_json::Value> {
+        self.run_client_labelled(ns, name, "{}", args).await
+    }
+
+    /// [`Cluster::run_client`] for a pod with `labels` (a YAML flow map).
+    pub async fn run_client_labelled(
+        &self,
+        ns: &str,
+        name: &str,
+        labels: &str,
+        args: &[&str],
+    ) -> anyhow::Result<serde_json::Value> {
         let args_json = serde_json::to_string(args)?;
         let image = self.image("argon-e2e-client");
         self.apply(
@@ -430,7 +441,7 @@ stringData: {{uri: "{uri}"}}
                 r#"
 apiVersion: v1
 kind: Pod
-metadata: {{name: {name}}}
+metadata: {{name: {name}, labels: {labels}}}
 spec:
   restartPolicy: Never
   containers:

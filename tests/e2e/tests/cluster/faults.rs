@@ -255,27 +255,43 @@ async fn twenty_branches_converge_when_the_operator_is_killed_midway() -> anyhow
     .await?;
 
     let names: Vec<String> = (0..20).map(|i| format!("b{i:02}")).collect();
-    let manifests: Vec<String> = names
-        .iter()
-        .map(|n| {
-            format!(
-                "apiVersion: argon.dev/v1alpha1\nkind: ArgonBranch\nmetadata: {{name: {n}}}\nspec: {{project: shop, parent: main, endpoint: {{enabled: false}}}}\n"
-            )
-        })
-        .collect();
-    cluster.apply(ns, &manifests.join("---\n"))?;
-    // Every operator pod, at once and without a grace period: a crash.
-    cluster.kubectl(&[
-        "delete",
-        "pods",
-        "-n",
-        OPERATOR_NAMESPACE,
-        "-l",
-        "app.kubernetes.io/name=argon-operator",
-        "--grace-period=0",
-        "--force",
-        "--wait=false",
-    ])?;
+    let operators: Api<Pod> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
+    let operator_pods = || async {
+        anyhow::Ok(
+            operators
+                .list(&ListParams::default().labels("app.kubernetes.io/name=argon-operator"))
+                .await?
+                .items
+                .into_iter()
+                .filter_map(|p| p.metadata.name)
+                .collect::<BTreeSet<String>>(),
+        )
+    };
+    let killed = operator_pods().await?;
+    // The branches arrive one by one, as a user or a GitOps sync applies
+    // them; after the tenth, every operator pod dies at once without a
+    // grace period (a crash), so the rest arrive while none runs.
+    for (i, name) in names.iter().enumerate() {
+        cluster.apply(
+            ns,
+            &format!(
+                "apiVersion: argon.dev/v1alpha1\nkind: ArgonBranch\nmetadata: {{name: {name}}}\nspec: {{project: shop, parent: main, endpoint: {{enabled: false}}}}\n"
+            ),
+        )?;
+        if i == 9 {
+            cluster.kubectl(&[
+                "delete",
+                "pods",
+                "-n",
+                OPERATOR_NAMESPACE,
+                "-l",
+                "app.kubernetes.io/name=argon-operator",
+                "--grace-period=0",
+                "--force",
+                "--wait=false",
+            ])?;
+        }
+    }
 
     let branches: Api<ArgonBranch> = Api::namespaced(client.clone(), ns);
     let ids = eventually("all 20 ArgonBranches Ready", || {
@@ -324,13 +340,20 @@ async fn twenty_branches_converge_when_the_operator_is_killed_midway() -> anyhow
         }
     })
     .await?;
-    // The operator is back for the scenarios after this one.
-    wait_pods_ready(
+    // New operator pods did it, and are back for the scenarios after this one.
+    let ready = wait_pods_ready(
         &client,
         OPERATOR_NAMESPACE,
         "app.kubernetes.io/name=argon-operator",
-        1,
+        killed.len(),
     )
     .await?;
+    for pod in &ready {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        assert!(
+            !killed.contains(&name),
+            "operator pod {name} survived the kill"
+        );
+    }
     Ok(())
 }

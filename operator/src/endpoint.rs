@@ -149,6 +149,16 @@ fn http_probe(path: &str, period: i32) -> Probe {
     }
 }
 
+/// An injected sidecar's startup probe: `/readyz` (listening, store
+/// reachable) every second, for up to five minutes before the kubelet
+/// restarts it.
+pub fn startup_probe() -> Probe {
+    Probe {
+        failure_threshold: Some(300),
+        ..http_probe("/readyz", 1)
+    }
+}
+
 /// The restricted Pod Security Standard, for the sidecar container.
 fn restricted_container() -> SecurityContext {
     SecurityContext {

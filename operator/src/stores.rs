@@ -41,12 +41,32 @@ impl Stores {
 
     /// The project's WAL, opening it (and creating the project and `main`
     /// in the store) on first use.
+    ///
+    /// When the store's Secret cannot be read any more but the store is
+    /// open, the open handle is used: deleting a namespace deletes its
+    /// Secrets alongside the projects and branches whose finalizers still
+    /// need the store, and nothing can recreate a Secret in a terminating
+    /// namespace, so refusing here would hold the namespace forever.
     pub async fn wal(&self, project: &ArgonProject) -> Result<Wal> {
         let namespace = project.namespace().unwrap_or_default();
         let name = project.name_any();
-        let key = self
-            .store_key(&namespace, &name, &project.spec.store)
-            .await?;
+        let key = match self.store_key(&namespace, &name, &project.spec.store).await {
+            Ok(key) => key,
+            Err(e @ Error::Secret { .. }) => {
+                let open = self.open.lock().await;
+                let Some((_, wal)) = open.get(&(namespace.clone(), name.clone())) else {
+                    return Err(e);
+                };
+                tracing::warn!(
+                    project = %name,
+                    namespace = %namespace,
+                    error = %e,
+                    "the store's Secret is unreadable: using the store opened before"
+                );
+                return Ok(wal.clone());
+            }
+            Err(e) => return Err(e),
+        };
         let mut open = self.open.lock().await;
         if let Some((k, wal)) = open.get(&(namespace.clone(), name.clone()))
             && *k == key

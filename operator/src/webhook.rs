@@ -232,6 +232,11 @@ pub fn inject(pod: &Pod, branch: &ArgonBranch, project: &ArgonProject, image: &s
     );
     // A native sidecar: started before the app's containers, kept running beside them.
     sidecar.restart_policy = Some("Always".into());
+    // The kubelet starts the next container once a native sidecar has
+    // *started*: without a startup probe that is as soon as its process
+    // runs, before it listens. Started = ready here, so the app's first
+    // connection to localhost:27017 finds the branch served.
+    sidecar.startup_probe = Some(endpoint::startup_probe());
     sidecar.ports = sidecar.ports.map(|ports| {
         ports
             .into_iter()

@@ -134,6 +134,15 @@ async fn apiserver_calls_the_webhook_and_pods_get_the_sidecar() -> anyhow::Resul
         "a native sidecar"
     );
     assert_eq!(sidecar.image.as_deref(), Some("argon-sidecar:test"));
+    // Started means ready: the kubelet holds the app until /readyz answers.
+    assert_eq!(
+        sidecar
+            .startup_probe
+            .as_ref()
+            .and_then(|p| p.http_get.as_ref())
+            .and_then(|h| h.path.as_deref()),
+        Some("/readyz")
+    );
     let env = |c: &Container, name: &str| {
         c.env
             .iter()

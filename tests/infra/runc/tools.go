@@ -1,0 +1,8 @@
+//go:build tools
+
+// Pins runc, so `go mod tidy` keeps it.
+package runcbuild
+
+import (
+	_ "github.com/opencontainers/runc"
+)

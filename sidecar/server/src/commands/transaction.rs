@@ -318,7 +318,8 @@ async fn commit(
                     session.txn = TxnState::Aborted(e.message.clone());
                     Err(e.with_label(Label::TransientTransactionError))
                 }
-                ErrorCode::BSONObjectTooLarge => {
+                // Replayed onto the head, it logs more than a commit may.
+                ErrorCode::ExceededMemoryLimit => {
                     session.txn = TxnState::Aborted(e.message.clone());
                     Err(CommandError::new(ErrorCode::TransactionTooLarge, e.message))
                 }

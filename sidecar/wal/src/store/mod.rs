@@ -6,14 +6,18 @@
 //!   commit with the same `(project, branch, seq)` with `WalError::Conflict`,
 //!   whatever handle or process appended the first. Same for
 //!   `append_catalog` and `(project, seq)` with `CatalogConflict`.
-//! - A record is one unit: it is either wholly visible or not at all.
+//! - A commit is one unit, whether it is one record or chunk records and
+//!   the commit record naming them (`record::EncodedCommit`): readers and
+//!   tailers see all of it or none of it; chunks never become visible
+//!   without their commit record, and a loser's or a dead writer's chunks
+//!   are never read and are removed by the store itself.
 //! - Reads see every append acknowledged before the read started.
 //! - Times are not checked by the store; the engine appends a branch's
 //!   commits with nondecreasing times in seq order, and `commit_at_or_before`
 //!   may rely on that.
 
 use crate::error::Result;
-use crate::record::{CatalogRecord, Commit, ProjectRecord, SnapshotRecord};
+use crate::record::{CatalogRecord, Commit, EncodedCommit, ProjectRecord, SnapshotRecord};
 use crate::types::{BranchId, CommitInfo, CommitTime, Seq};
 use std::future::Future;
 use std::pin::Pin;
@@ -45,10 +49,17 @@ pub trait LogStore: Send + Sync {
     /// Inserts the project record unless one exists; returns the stored one.
     fn ensure_project<'a>(&'a self, project: &'a ProjectRecord) -> StoreFuture<'a, ProjectRecord>;
 
-    /// Appends one commit durably; `Conflict` when `(branch, seq)` exists.
-    fn append_commit<'a>(&'a self, project: &'a str, commit: &'a Commit) -> StoreFuture<'a, ()>;
+    /// Appends one commit durably (its chunk records first, if it has
+    /// them); `Conflict` when `(branch, seq)` exists.
+    fn append_commit<'a>(
+        &'a self,
+        project: &'a str,
+        commit: &'a EncodedCommit,
+    ) -> StoreFuture<'a, ()>;
 
-    /// Commits of `branch` with `after < seq <= upto`, ascending, at most `limit`.
+    /// Commits of `branch` with `after < seq <= upto`, ascending, at most
+    /// `limit`, their bodies reassembled. Pre-images are left out (replay
+    /// never reads them; they stay in the log).
     fn read_commits<'a>(
         &'a self,
         project: &'a str,
@@ -57,6 +68,15 @@ pub trait LogStore: Send + Sync {
         upto: Seq,
         limit: usize,
     ) -> StoreFuture<'a, Vec<Commit>>;
+
+    /// Seq and time of commit `seq` of `branch`, if it exists (its body is
+    /// not read).
+    fn commit_info<'a>(
+        &'a self,
+        project: &'a str,
+        branch: BranchId,
+        seq: Seq,
+    ) -> StoreFuture<'a, Option<CommitInfo>>;
 
     /// The newest commit of `branch` with `time <= at`.
     fn commit_at_or_before<'a>(
@@ -83,10 +103,12 @@ pub trait LogStore: Send + Sync {
     ) -> StoreFuture<'a, Vec<CatalogRecord>>;
 
     /// Stores a snapshot (replacing one at the same point: they are equal).
+    /// Taken by value: a snapshot is as large as the state, and a store
+    /// that writes it elsewhere (a blocking thread) needs no copy.
     fn put_snapshot<'a>(
         &'a self,
         project: &'a str,
-        snapshot: &'a SnapshotRecord,
+        snapshot: SnapshotRecord,
     ) -> StoreFuture<'a, ()>;
 
     /// The newest snapshot of `branch` with `after < seq <= upto`.

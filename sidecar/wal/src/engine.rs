@@ -1002,12 +1002,12 @@ impl Inner {
             None => self.load_latest(inc).await?,
         };
         while h.sealed.is_none() {
-            let commits = self
+            let page = self
                 .store
                 .read_commits(self.project(), inc.id, state.seq(), Seq::MAX, PAGE)
                 .await?;
-            let n = commits.len();
-            for c in commits {
+            let more = page.more;
+            for c in page {
                 // No holes: a page that skips a seq is an inconsistent read
                 // (a retryable error), and nothing of it is applied.
                 check_next(inc.id, &state, &c)?;
@@ -1018,7 +1018,7 @@ impl Inner {
                     break;
                 }
             }
-            if n < PAGE {
+            if !more {
                 break;
             }
         }

@@ -144,9 +144,34 @@ async fn a_100_mb_commit_round_trips_on_the_embedded_store() {
     let a = Wal::open(store.clone(), "proj", options.clone())
         .await
         .unwrap();
-    let b = Wal::open(store, "proj", options).await.unwrap();
+    let b = Wal::open(store.clone(), "proj", options).await.unwrap();
+    let main = a.branch("main").await.unwrap().id;
     large_commits(&a, &b, 25, 4 * MIB).await;
-    drop((a, b));
+    // A page of the log ends once it holds 64 MiB of bodies, whatever its
+    // limit (catch-up and replay hold a page whole): here, after the first
+    // ~100 MB commit, with more to come.
+    let page = store
+        .read_commits("proj", main, Seq(0), Seq::MAX, 1000)
+        .await
+        .unwrap();
+    assert_eq!((page.len(), page.more), (1, true));
+    let rest = store
+        .read_commits("proj", main, Seq(1), Seq::MAX, 1000)
+        .await
+        .unwrap();
+    assert_eq!(
+        rest.iter().map(|c| c.seq).collect::<Vec<_>>(),
+        vec![Seq(2), Seq(3)]
+    );
+    assert!(rest.more);
+    // The last page: the reset's seal, and nothing after it.
+    let last = store
+        .read_commits("proj", main, Seq(3), Seq::MAX, 1000)
+        .await
+        .unwrap();
+    assert_eq!(last.len(), 1);
+    assert!(last[0].seal.is_some() && !last.more);
+    drop((a, b, store));
     // After a reopen, replay from the log alone gives the same states.
     let wal = common::embedded(dir.path(), WalOptions::default()).await;
     let head = wal.read("main-backup", ReadPoint::Head).await.unwrap();

@@ -58,7 +58,7 @@ use crate::error::{Result, WalError};
 use crate::record::{
     self, CatalogRecord, ChunkRef, Commit, EncodedCommit, ProjectRecord, SnapshotRecord, StoredBody,
 };
-use crate::store::{LogStats, LogStore, StoreFuture};
+use crate::store::{CommitPage, LogStats, LogStore, PAGE_BYTES, StoreFuture};
 use crate::types::{BranchId, CommitInfo, CommitTime, Seq};
 use bson::oid::ObjectId;
 use bson::{Document, RawDocument};
@@ -1619,21 +1619,30 @@ impl LogStore for EmbeddedStore {
         after: Seq,
         upto: Seq,
         limit: usize,
-    ) -> StoreFuture<'a, Vec<Commit>> {
+    ) -> StoreFuture<'a, CommitPage> {
         Box::pin(async move {
-            let locs: Vec<Loc> = {
+            let (locs, more): (Vec<Loc>, bool) = {
                 let index = self.shared.index();
                 match index.commits.get(&(project.to_string(), branch)) {
                     Some(v) => {
                         let start = v.partition_point(|l| l.seq <= after);
-                        v[start..]
+                        let in_range = v[start..].partition_point(|l| l.seq <= upto);
+                        // At most `limit`, and about PAGE_BYTES of records.
+                        let mut bytes = 0u64;
+                        let page: Vec<Loc> = v[start..start + in_range]
                             .iter()
-                            .take_while(|l| l.seq <= upto)
                             .take(limit)
+                            .take_while(|l| {
+                                let fits = bytes < PAGE_BYTES;
+                                bytes += u64::from(l.len) + l.chunks.map_or(0, |c| c.bytes);
+                                fits
+                            })
                             .copied()
-                            .collect()
+                            .collect();
+                        let more = page.len() < in_range;
+                        (page, more)
                     }
-                    None => Vec::new(),
+                    None => (Vec::new(), false),
                 }
             };
             let mut out = Vec::with_capacity(locs.len());
@@ -1669,7 +1678,7 @@ impl LogStore for EmbeddedStore {
                     }
                 })?;
             }
-            Ok(out)
+            Ok(CommitPage { commits: out, more })
         })
     }
 
@@ -2009,6 +2018,7 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(got.len(), 3);
+            assert!(!got.more);
             assert_eq!(got[1], without_pre_images(large(2)));
         }
         let store = EmbeddedStore::open(dir.path()).unwrap();
@@ -2016,7 +2026,7 @@ mod tests {
             .read_commits("p", BranchId(1), Seq(1), Seq(2), 10)
             .await
             .unwrap();
-        assert_eq!(got, vec![without_pre_images(large(2))]);
+        assert_eq!(got.commits, vec![without_pre_images(large(2))]);
         let stats = store.log_stats("p", BranchId(1)).await.unwrap();
         assert_eq!(stats.commits, 3);
         assert!(stats.bytes > e.body_len() as u64, "{stats:?}");

@@ -28,6 +28,35 @@ pub mod mongo;
 /// The future every store method returns (boxed: the trait is used as `dyn`).
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
 
+/// A page of [`LogStore::read_commits`] ends once its commits' bodies reach
+/// this many bytes (after at least one commit), whatever its limit: a page
+/// is held whole while it is folded, and commits may be hundreds of MB.
+pub const PAGE_BYTES: u64 = 64 << 20;
+
+/// Commits read in one page, ascending by seq.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CommitPage {
+    pub commits: Vec<Commit>,
+    /// More commits may follow in the range: the page stopped at its limit
+    /// or at [`PAGE_BYTES`]. False only when the range was read to its end.
+    pub more: bool,
+}
+
+impl std::ops::Deref for CommitPage {
+    type Target = [Commit];
+    fn deref(&self) -> &[Commit] {
+        &self.commits
+    }
+}
+
+impl IntoIterator for CommitPage {
+    type Item = Commit;
+    type IntoIter = std::vec::IntoIter<Commit>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.commits.into_iter()
+    }
+}
+
 /// What the log holds for one branch incarnation.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LogStats {
@@ -58,8 +87,9 @@ pub trait LogStore: Send + Sync {
     ) -> StoreFuture<'a, ()>;
 
     /// Commits of `branch` with `after < seq <= upto`, ascending, at most
-    /// `limit`, their bodies reassembled. Pre-images are left out (replay
-    /// never reads them; they stay in the log).
+    /// `limit` and about [`PAGE_BYTES`] of bodies (at least one commit when
+    /// any is in range), their bodies reassembled. Pre-images are left out
+    /// (replay never reads them; they stay in the log).
     fn read_commits<'a>(
         &'a self,
         project: &'a str,
@@ -67,7 +97,7 @@ pub trait LogStore: Send + Sync {
         after: Seq,
         upto: Seq,
         limit: usize,
-    ) -> StoreFuture<'a, Vec<Commit>>;
+    ) -> StoreFuture<'a, CommitPage>;
 
     /// Seq and time of commit `seq` of `branch`, if it exists (its body is
     /// not read).

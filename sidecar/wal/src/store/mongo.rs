@@ -53,9 +53,9 @@
 
 use crate::error::{Result, WalError};
 use crate::record::{
-    self, CatalogRecord, ChunkRef, Commit, EncodedCommit, ProjectRecord, SnapshotRecord, StoredBody,
+    self, CatalogRecord, ChunkRef, EncodedCommit, ProjectRecord, SnapshotRecord, StoredBody,
 };
-use crate::store::{LogStats, LogStore, StoreFuture};
+use crate::store::{CommitPage, LogStats, LogStore, PAGE_BYTES, StoreFuture};
 
 /// Seconds since `writer` was made (by its maker's clock); zero for one
 /// from the future.
@@ -544,13 +544,16 @@ impl LogStore for MongoStore {
         after: Seq,
         upto: Seq,
         limit: usize,
-    ) -> StoreFuture<'a, Vec<Commit>> {
+    ) -> StoreFuture<'a, CommitPage> {
         Box::pin(async move {
             if upto <= after {
-                return Ok(Vec::new());
+                return Ok(CommitPage::default());
             }
-            // Read as raw BSON: replay decodes commits from their bytes.
-            let docs: Vec<RawDocumentBuf> = self
+            // Read as raw BSON: replay decodes commits from their bytes. The
+            // cursor is read as the page fills (the driver fetches a batch
+            // at a time), so a page of large commits stops at PAGE_BYTES
+            // instead of holding `limit` of them.
+            let mut cursor = self
                 .commits
                 .clone_with_type::<RawDocumentBuf>()
                 .find(doc! {
@@ -560,27 +563,38 @@ impl LogStore for MongoStore {
                 .sort(doc! {"seq": 1})
                 .limit(i64::try_from(limit).unwrap_or(i64::MAX))
                 .await
-                .map_err(|e| WalError::mongo("reading commits", e))?
-                .try_collect()
-                .await
                 .map_err(|e| WalError::mongo("reading commits", e))?;
-            let mut docs = docs;
-            if docs.len() >= 2 && crate::failpoints::fire(crate::failpoints::MONGO_READ_GAP) {
-                docs.remove(1);
-            }
-            let mut out = Vec::with_capacity(docs.len());
-            for d in &docs {
-                let rec = record::commit_record(d)?;
+            let mut page = CommitPage::default();
+            let (mut bytes, mut index) = (0u64, 0usize);
+            while let Some(d) = cursor
+                .try_next()
+                .await
+                .map_err(|e| WalError::mongo("reading commits", e))?
+            {
+                if page.commits.len() >= limit || bytes >= PAGE_BYTES {
+                    page.more = true;
+                    break;
+                }
+                index += 1;
+                if index == 2 && crate::failpoints::fire(crate::failpoints::MONGO_READ_GAP) {
+                    continue;
+                }
+                let rec = record::commit_record(&d)?;
                 let commit = match &rec.body {
-                    StoredBody::Inline(body) => record::decode_commit(&rec, body, false)?,
+                    StoredBody::Inline(body) => {
+                        bytes += body.len() as u64;
+                        record::decode_commit(&rec, body, false)?
+                    }
                     StoredBody::Chunked(chunks) => {
+                        bytes += chunks.bytes;
                         let body = self.read_body(chunks).await?;
                         record::decode_commit(&rec, &body, false)?
                     }
                 };
-                out.push(commit);
+                page.commits.push(commit);
             }
-            Ok(out)
+            page.more |= page.commits.len() >= limit;
+            Ok(page)
         })
     }
 

@@ -348,7 +348,10 @@ impl MongoStore {
                 .await
                 .map_err(|e| WalError::mongo(context(), e))?;
         }
-        if started.elapsed() > ABANDON_AFTER {
+        // Measured both ways: on this process's monotonic clock, and as the
+        // age of the writer id (made when the commit was encoded, on the
+        // wall clock an orphan remover reads it with).
+        if started.elapsed() > ABANDON_AFTER || age_of(chunks.writer) > ABANDON_AFTER {
             // Too late to claim the seq: an orphan remover may already
             // count this set as dead. Nothing was committed.
             let _ = self.remove_set(chunks.writer, chunks.count).await;

@@ -17,10 +17,14 @@ use std::sync::Arc;
 
 /// Most documents per commit.
 pub const BATCH_DOCS: usize = 1000;
-/// A batch closes once its documents reach this many bytes. The engine's
-/// commit limit is 15 MiB and a put replacing a different document also logs
-/// what it replaced, so a batch can log up to twice this; a commit the
-/// engine still refuses is split (see [`commit_documents`]).
+/// A batch closes once its documents reach this many bytes (so a batch is
+/// at most this plus one document of up to 16 MiB). A commit of any size is
+/// stored (one record, or chunk records and the commit record naming them),
+/// so this bounds the operator's memory and the work an attempt repeats
+/// after a failure, not a format; a put replacing a different document also
+/// logs what it replaced, and a commit the engine still refuses as over
+/// its memory budget (`WalOptions::max_commit_bytes`) is split (see
+/// [`commit_documents`]).
 pub const BATCH_BYTES: usize = 8 << 20;
 
 const MAIN: &str = "main";
@@ -261,8 +265,8 @@ pub async fn copy_batch(
     Ok(n)
 }
 
-/// Puts `docs` into `ns` of `main`, in as few commits as the engine's size
-/// limit allows (halving a batch it refuses as too large).
+/// Puts `docs` into `ns` of `main`, in as few commits as the engine's
+/// memory budget allows (halving a batch it refuses as too large).
 async fn commit_documents(
     wal: &Wal,
     ns: &Namespace,

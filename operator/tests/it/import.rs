@@ -1,6 +1,7 @@
 //! `spec.import` against real servers: a source database in one FerretDB,
 //! the project's store in another. The import lands in `main` exactly (every
-//! document byte for byte, the indexes, in several bounded commits), is
+//! document byte for byte, the indexes, in several bounded commits, the
+//! large documents' commits stored as chunk records and a commit record), is
 //! recorded in `status.import`, and never runs again: not on a restarted
 //! operator, not after `spec.import` changes. Bad input (a missing Secret, a
 //! missing key, an invalid or unreachable URI, a database that does not
@@ -24,6 +25,8 @@ use std::time::Duration;
 
 const ORDERS: i32 = 2_500;
 const CUSTOMERS: i32 = 50;
+/// Documents of 5 MB: a batch of two is a 10 MB commit, stored in chunks.
+const BLOBS: i32 = 3;
 /// Copying thousands of documents on a loaded test machine.
 const IMPORT_WAIT: Duration = Duration::from_secs(120);
 
@@ -84,6 +87,17 @@ async fn seed_source(source: &FerretDb) -> anyhow::Result<()> {
                 .build(),
         )
         .await?;
+    let blobs: Vec<Document> = (0..BLOBS)
+        .map(|i| {
+            doc! {"_id": format!("blob-{i}"), "data": bson::Binary {
+                subtype: bson::spec::BinarySubtype::Generic,
+                bytes: (0..5_000_000u32).map(|b| (b % 251) as u8 ^ i as u8).collect(),
+            }}
+        })
+        .collect();
+    for b in blobs {
+        shop.collection::<Document>("blobs").insert_one(b).await?;
+    }
     // A database the spec does not name: it must not be copied.
     client
         .database("archive")
@@ -131,18 +145,23 @@ async fn puts_per_commit(
     project: &str,
 ) -> anyhow::Result<Vec<usize>> {
     let log = wal.log_info("main").await?;
-    let commits = store
-        .read_commits(project, log.id, Seq::ZERO, Seq::MAX, 100_000)
-        .await?;
-    Ok(commits
-        .iter()
-        .map(|c| {
+    let mut puts = Vec::new();
+    let mut after = Seq::ZERO;
+    loop {
+        let page = store
+            .read_commits(project, log.id, after, Seq::MAX, 100_000)
+            .await?;
+        puts.extend(page.iter().map(|c| {
             c.ops
                 .iter()
                 .filter(|o| matches!(o.op, DocOp::Put { .. }))
                 .count()
-        })
-        .collect())
+        }));
+        match page.last() {
+            Some(c) if page.more => after = c.seq,
+            _ => return Ok(puts),
+        }
+    }
 }
 
 fn imported(p: &ArgonProject) -> Option<(&str, &str, &str)> {
@@ -182,13 +201,13 @@ async fn import_copies_a_database_into_main_once() -> anyhow::Result<()> {
     assert_eq!(imp.attempts, 1);
     assert_eq!(
         (imp.databases, imp.collections, imp.indexes, imp.documents),
-        (1, 2, 2, i64::from(ORDERS + CUSTOMERS))
+        (1, 3, 2, i64::from(ORDERS + CUSTOMERS + BLOBS))
     );
     assert!(imp.started_at.is_some() && imp.completed_at.is_some());
     let (_, reason, message) = imported(&project).expect("Imported");
     assert_eq!(reason, "Completed");
     assert!(
-        message.contains("2550 documents") && message.contains("2 collections"),
+        message.contains("2553 documents") && message.contains("3 collections"),
         "{message}"
     );
 
@@ -198,10 +217,14 @@ async fn import_copies_a_database_into_main_once() -> anyhow::Result<()> {
     assert_eq!(state.databases(), vec!["shop".to_string()]);
     assert_eq!(
         state.collections("shop"),
-        vec!["customers".to_string(), "orders".to_string()]
+        vec![
+            "blobs".to_string(),
+            "customers".to_string(),
+            "orders".to_string()
+        ]
     );
     let src = source.client().await?;
-    for coll in ["customers", "orders"] {
+    for coll in ["blobs", "customers", "orders"] {
         let want: Vec<Document> = src
             .database("shop")
             .collection::<Document>(coll)
@@ -255,7 +278,7 @@ async fn import_copies_a_database_into_main_once() -> anyhow::Result<()> {
     let puts_per_commit = puts_per_commit(&log_store, &wal, "shop").await?;
     assert_eq!(
         puts_per_commit.iter().sum::<usize>(),
-        (ORDERS + CUSTOMERS) as usize
+        (ORDERS + CUSTOMERS + BLOBS) as usize
     );
     assert!(
         puts_per_commit.iter().all(|n| *n <= 1000),
@@ -265,6 +288,16 @@ async fn import_copies_a_database_into_main_once() -> anyhow::Result<()> {
         puts_per_commit.iter().filter(|n| **n > 0).count() >= 3,
         "orders span several commits: {puts_per_commit:?}"
     );
+    // The 5 MB documents' commits are multi-record ones (chunks, then the
+    // commit record), read back like any other above.
+    let chunks = store
+        .client()
+        .await?
+        .database("argon_shop")
+        .collection::<Document>("chunks")
+        .count_documents(doc! {"project": "shop"})
+        .await?;
+    assert!(chunks >= 4, "{chunks} chunk records");
 
     // A restarted operator, and a changed spec.import: no second import.
     operator.stop().await?;

@@ -140,6 +140,7 @@ pub async fn open_wal(store: &StoreChoice, project: &str) -> Result<Wal, WalErro
     };
     let options = WalOptions {
         actor: format!("argon-sidecar/{}", std::process::id()),
+        max_commit_bytes: crate::limits::MAX_COMMIT_BYTES,
         index_filter: Arc::new(crate::query::PartialIndexFilter),
         ..WalOptions::default()
     };

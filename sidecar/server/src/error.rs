@@ -27,6 +27,7 @@ macro_rules! error_codes {
 error_codes! {
     InternalError = 1,
     BadValue = 2,
+    InvalidLength = 16,
     NoSuchKey = 4,
     HostUnreachable = 6,
     FailedToParse = 9,
@@ -66,6 +67,8 @@ error_codes! {
     Location15983 = 15983,
     Location16410 = 16410,
     Location17217 = 17217,
+    Location17419 = 17419,
+    Location17420 = 17420,
     Location31253 = 31253,
     Location31254 = 31254,
     Location28769 = 28769,

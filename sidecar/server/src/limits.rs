@@ -7,13 +7,19 @@
 //! | --- | --- | --- | --- |
 //! | nesting of a message's documents | 200 levels (`maxBSONDepth`) | `wire::message` before parsing, with [`raw_depth`] | Overflow (15) |
 //! | size of a message's documents | 16 MiB + 16 KiB | `wire::message` | BSONObjectTooLarge (10334) |
-//! | nesting of a stored document | 100 levels | `commands::write::put` via [`check_storage`] | Overflow (15) |
-//! | size of a stored document | 16 MiB | `commands::write::put` via [`check_storage`] | BSONObjectTooLarge (10334) |
+//! | nesting of a stored document | 100 levels | `commands::write::put` via [`check_storage_depth`] | Overflow (15) |
+//! | size of a document to insert (as sent) | 16 MiB | `commands::write::insert` via [`check_insert_size`] | BadValue (2) "object to insert too large" |
+//! | size of a document an update produces | 16 MiB | `commands::write::put`, `query::update` via [`update_too_large`] | 17419 "Resulting document after update is larger than 16777216" |
+//! | size of a document an upsert inserts | 16 MiB | `commands::write::put` via [`check_upsert_size`] | 17420 "Document to upsert is larger than 16777216" |
+//! | statements in one insert, update or delete | 100,000 (`maxWriteBatchSize`) | `commands::write` via [`check_write_batch`] | InvalidLength (16) |
+//! | bytes one write command logs (its documents and the pre-images they replace) | 512 MiB ([`MAX_COMMIT_BYTES`]) | `argon_wal::Transaction`, set through `WalOptions::max_commit_bytes` | ExceededMemoryLimit (146), for the statement that passes it |
+//! | bytes one multi-document transaction logs | 256 MiB ([`MAX_TRANSACTION_BYTES`]) | `commands::commit_write` via [`check_transaction_size`] | TransactionTooLarge (334) |
+//! | bytes all open transactions log together | 1 GiB ([`MAX_OPEN_TRANSACTION_BYTES`]) | `session::TxnBudget`, charged after each statement | ExceededMemoryLimit (146) |
 //! | query tree depth | 100 | `query::filter` | BadValue (2) |
 //! | expression depth | 200 | `query::expr` | Overflow (15) |
 //! | dotted path components | 200 (projection: 100) | `query::path`, `query::projection` | Overflow (15), 5729100 |
 //! | array backfill by an update | 1,500,000 elements | `query::path::set` | CannotBackfillArray (34) |
-//! | a document an update's backfills grow | 16 MiB, checked as it grows | `query::update` | BSONObjectTooLarge (10334) |
+//! | a document an update's backfills grow | 16 MiB, checked as it grows | `query::update` | 17419 (as above) |
 //! | a value built by an expression or accumulator | 16 MiB | `query::expr`, `query::aggregate` | ExceededMemoryLimit (146) |
 //! | a document built by a pipeline stage | 16 MiB, 200 levels | `query::aggregate`, `query::projection` | BSONObjectTooLarge (10334), Overflow (15) |
 //! | memory of one blocking stage (sort, `$group`, `$lookup`'s hash table) | 100 MiB (`--max-blocking-sort-bytes`), then spill | `spill`, `query::aggregate` | QueryExceededMemoryLimitNoDiskUseAllowed (292) with `allowDiskUse: false` |
@@ -48,6 +54,34 @@ pub const MAX_MESSAGE_DOCUMENT_SIZE: usize = MAX_DOCUMENT_SIZE + 16 * 1024;
 /// The largest message accepted or sent (`maxMessageSizeBytes`); also the
 /// most an OP_COMPRESSED message may decompress to.
 pub const MAX_MESSAGE_SIZE: usize = 48_000_000;
+
+/// `maxWriteBatchSize`: the most statements one insert, update or delete
+/// may carry (drivers split larger bulk writes by it, as `hello` says).
+pub const MAX_WRITE_BATCH_SIZE: usize = 100_000;
+
+/// The most bytes one write command's commit may log: the documents it
+/// writes and the pre-images they replace or delete
+/// (`argon_wal::Transaction::logged_bytes`). Commits of any size are
+/// stored (as several records); this bounds memory: building, storing and
+/// applying a commit of B bytes holds about 3 B at its peak (see
+/// `docs/architecture.md`, "Memory"), and each branch builds one commit at
+/// a time. MongoDB has no such limit because its multi-document writes are
+/// not atomic; Argon's are (one commit), so an `updateMany` touching more
+/// than this fails at the statement that passes it, instead of taking the
+/// process's memory.
+pub const MAX_COMMIT_BYTES: usize = 512 * 1024 * 1024;
+
+/// The most bytes one multi-document transaction may log (as
+/// [`MAX_COMMIT_BYTES`]). Half of it, because a transaction is held twice
+/// while it commits: its own writes, and their replay onto the head. MongoDB
+/// (since 4.2) lets a transaction exceed 16 MB; this bound is Argon's
+/// memory budget for one.
+pub const MAX_TRANSACTION_BYTES: usize = MAX_COMMIT_BYTES / 2;
+
+/// The most bytes all open transactions of the process may log together
+/// (`session::TxnBudget`): with at most one commit being built per branch,
+/// the bound on what writes in flight hold, whatever the number of sessions.
+pub const MAX_OPEN_TRANSACTION_BYTES: usize = 1024 * 1024 * 1024;
 
 /// Most null elements an update may add to an array to reach an index
 /// (`kMaxPaddingAllowed` in MongoDB's path support).
@@ -345,18 +379,78 @@ pub fn storage_depth(doc: &Document) -> usize {
     deepest
 }
 
-/// A document about to be stored (inserted, updated, upserted):
-/// [`MAX_STORAGE_DEPTH`] levels and [`MAX_DOCUMENT_SIZE`] bytes
-/// (`encoded_len` is its BSON size).
-pub fn check_storage(doc: &Document, encoded_len: usize) -> Result<()> {
+/// A document an insert carries, measured as sent (before an `_id` is
+/// added), as mongod's `fixDocumentForInsert` measures it: at most
+/// [`MAX_DOCUMENT_SIZE`] bytes, else `BadValue`.
+pub fn check_insert_size(doc: &Document) -> Result<()> {
+    let size = document_size(doc);
+    if size > MAX_DOCUMENT_SIZE {
+        return Err(CommandError::bad_value(format!(
+            "object to insert too large. size in bytes: {size}, max size: {MAX_DOCUMENT_SIZE}"
+        )));
+    }
+    Ok(())
+}
+
+/// MongoDB's error (17419) for an update whose result is larger than
+/// [`MAX_DOCUMENT_SIZE`].
+pub fn update_too_large() -> CommandError {
+    CommandError::new(
+        ErrorCode::Location17419,
+        format!("Resulting document after update is larger than {MAX_DOCUMENT_SIZE}"),
+    )
+}
+
+/// The document an update produced (`encoded_len` bytes).
+pub fn check_update_size(encoded_len: usize) -> Result<()> {
+    if encoded_len > MAX_DOCUMENT_SIZE {
+        return Err(update_too_large());
+    }
+    Ok(())
+}
+
+/// The document an upsert inserts (`encoded_len` bytes): MongoDB's 17420.
+pub fn check_upsert_size(encoded_len: usize) -> Result<()> {
     if encoded_len > MAX_DOCUMENT_SIZE {
         return Err(CommandError::new(
-            ErrorCode::BSONObjectTooLarge,
+            ErrorCode::Location17420,
+            format!("Document to upsert is larger than {MAX_DOCUMENT_SIZE}"),
+        ));
+    }
+    Ok(())
+}
+
+/// A write command's statement count: 1 to [`MAX_WRITE_BATCH_SIZE`].
+pub fn check_write_batch(statements: usize) -> Result<()> {
+    if statements == 0 || statements > MAX_WRITE_BATCH_SIZE {
+        return Err(CommandError::new(
+            ErrorCode::InvalidLength,
             format!(
-                "document to store is too large: size in bytes: {encoded_len}, max size: {MAX_DOCUMENT_SIZE}"
+                "Write batch sizes must be between 1 and {MAX_WRITE_BATCH_SIZE}. Got {statements} operations."
             ),
         ));
     }
+    Ok(())
+}
+
+/// A multi-document transaction's writes so far (`logged` bytes, see
+/// [`MAX_TRANSACTION_BYTES`]).
+pub fn check_transaction_size(logged: usize) -> Result<()> {
+    if logged > MAX_TRANSACTION_BYTES {
+        return Err(CommandError::new(
+            ErrorCode::TransactionTooLarge,
+            format!(
+                "Total size of all transaction operations must be less than {MAX_TRANSACTION_BYTES}. Actual size is {logged}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A document about to be stored (inserted, updated, upserted): at most
+/// [`MAX_STORAGE_DEPTH`] levels. Its size is checked by the caller, which
+/// knows which of MongoDB's errors applies (insert, update or upsert).
+pub fn check_storage_depth(doc: &Document) -> Result<()> {
     if storage_depth(doc) > MAX_STORAGE_DEPTH {
         return Err(CommandError::new(
             ErrorCode::Overflow,
@@ -752,16 +846,62 @@ mod tests {
         assert_eq!(storage_depth(&doc! {"a": {"b": 1}}), 2);
         assert_eq!(storage_depth(&doc! {"a": [[]]}), 2);
         // nested(n) has n + 1 levels.
-        assert!(check_storage(&nested(99), 10).is_ok());
+        assert!(check_storage_depth(&nested(99)).is_ok());
         assert_eq!(
-            check_storage(&nested(100), 10).unwrap_err().code,
+            check_storage_depth(&nested(100)).unwrap_err().code,
             ErrorCode::Overflow
         );
+    }
+
+    #[test]
+    fn document_sizes_fail_with_mongodbs_error_for_each_write() {
+        // An insert measures the document as sent: 16 MiB is fine, one
+        // byte more is BadValue.
+        let at = |n: usize| doc! {"s": "x".repeat(n - 4 - 1 - 2 - 4 - 1 - 1)};
+        assert_eq!(document_size(&at(MAX_DOCUMENT_SIZE)), MAX_DOCUMENT_SIZE);
+        assert!(check_insert_size(&at(MAX_DOCUMENT_SIZE)).is_ok());
+        let e = check_insert_size(&at(MAX_DOCUMENT_SIZE + 1)).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadValue);
         assert_eq!(
-            check_storage(&doc! {}, MAX_DOCUMENT_SIZE + 1)
+            e.message,
+            "object to insert too large. size in bytes: 16777217, max size: 16777216"
+        );
+        assert!(check_update_size(MAX_DOCUMENT_SIZE).is_ok());
+        assert_eq!(
+            check_update_size(MAX_DOCUMENT_SIZE + 1)
+                .unwrap_err()
+                .code
+                .code(),
+            17419
+        );
+        assert_eq!(
+            check_upsert_size(MAX_DOCUMENT_SIZE + 1)
+                .unwrap_err()
+                .code
+                .code(),
+            17420
+        );
+    }
+
+    #[test]
+    fn write_batches_hold_1_to_100000_statements() {
+        assert!(check_write_batch(1).is_ok());
+        assert!(check_write_batch(MAX_WRITE_BATCH_SIZE).is_ok());
+        for n in [0, MAX_WRITE_BATCH_SIZE + 1] {
+            let e = check_write_batch(n).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidLength);
+            assert_eq!(e.code.code(), 16);
+            assert_eq!(
+                e.message,
+                format!("Write batch sizes must be between 1 and 100000. Got {n} operations.")
+            );
+        }
+        assert!(check_transaction_size(MAX_TRANSACTION_BYTES).is_ok());
+        assert_eq!(
+            check_transaction_size(MAX_TRANSACTION_BYTES + 1)
                 .unwrap_err()
                 .code,
-            ErrorCode::BSONObjectTooLarge
+            ErrorCode::TransactionTooLarge
         );
     }
 

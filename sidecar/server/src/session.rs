@@ -5,11 +5,14 @@
 //! or on `endSessions`. Its transaction lives here between statements; the
 //! rules of starting, continuing and committing one are in
 //! `commands::transaction`. Memory is bounded: at most [`MAX_SESSIONS`]
-//! sessions, and a transaction older than [`TRANSACTION_LIFETIME`] is
-//! aborted by the reaper, which drops its snapshot and its writes.
+//! sessions; a transaction older than [`TRANSACTION_LIFETIME`] is aborted
+//! by the reaper, which drops its snapshot and its writes; one transaction
+//! logs at most `limits::MAX_TRANSACTION_BYTES`, and all open transactions
+//! together at most `limits::MAX_OPEN_TRANSACTION_BYTES` ([`TxnBudget`]:
+//! each charges what it holds, and gives it back when it ends).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -72,29 +75,105 @@ impl Default for Session {
     }
 }
 
+/// Bytes logged by all open transactions of the process, held to
+/// `limits::MAX_OPEN_TRANSACTION_BYTES`. Shared by every [`ActiveTxn`].
+#[derive(Debug, Default)]
+pub struct TxnBudget {
+    used: AtomicUsize,
+}
+
+impl TxnBudget {
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Moves one transaction's charge from `from` to `to` bytes; refused
+    /// (nothing changes) when the total would pass the limit.
+    fn recharge(&self, from: usize, to: usize) -> Result<()> {
+        if to <= from {
+            self.used.fetch_sub(from - to, Ordering::Relaxed);
+            return Ok(());
+        }
+        let limit = crate::limits::MAX_OPEN_TRANSACTION_BYTES;
+        self.used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+                let next = used - from + to;
+                (next <= limit).then_some(next)
+            })
+            .map(|_| ())
+            .map_err(|used| {
+                CommandError::new(
+                    ErrorCode::ExceededMemoryLimit,
+                    format!(
+                        "open transactions hold {used} bytes of writes; with this statement they would pass the limit of {limit} bytes for all of them"
+                    ),
+                )
+            })
+    }
+}
+
 /// A transaction in progress: the branch it runs on and what it has done.
 pub struct ActiveTxn {
     pub branch: String,
     pub started: Instant,
     /// Handlers reach it through `Ctx::txn`; never held across an await.
-    txn: Mutex<Transaction>,
+    /// Shared, so `commitTransaction` hands it to the WAL without copying
+    /// its writes (a statement after a failed commit copies on write).
+    txn: Mutex<Arc<Transaction>>,
+    budget: Arc<TxnBudget>,
+    /// What this transaction has charged to `budget`.
+    charged: AtomicUsize,
+}
+
+/// [`ActiveTxn::lock`]: the transaction, copied on write if it is shared.
+pub struct TxnGuard<'a>(MutexGuard<'a, Arc<Transaction>>);
+
+impl std::ops::Deref for TxnGuard<'_> {
+    type Target = Transaction;
+    fn deref(&self) -> &Transaction {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for TxnGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Transaction {
+        Arc::make_mut(&mut self.0)
+    }
 }
 
 impl ActiveTxn {
-    /// `txn`: begun on the transaction's snapshot (`Wal::begin`).
-    pub fn new(branch: String, txn: Transaction) -> ActiveTxn {
+    /// `txn`: begun on the transaction's snapshot (`Wal::begin`); its
+    /// writes are charged to `budget`.
+    pub fn new(branch: String, txn: Transaction, budget: Arc<TxnBudget>) -> ActiveTxn {
         ActiveTxn {
             branch,
             started: Instant::now(),
-            txn: Mutex::new(txn),
+            txn: Mutex::new(Arc::new(txn)),
+            budget,
+            charged: AtomicUsize::new(0),
         }
     }
 
-    pub fn lock(&self) -> MutexGuard<'_, Transaction> {
+    pub fn lock(&self) -> TxnGuard<'_> {
         // Statements of one session run one at a time (the session lock);
         // a panicking statement leaves at worst a half-recorded statement,
         // and the transaction is aborted on its error.
-        self.txn.lock().unwrap_or_else(|e| e.into_inner())
+        TxnGuard(self.txn.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// The transaction as it is now, shared (no copy of its writes).
+    pub fn shared(&self) -> Arc<Transaction> {
+        Arc::clone(&self.txn.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Charges the transaction's budget with `logged` bytes (what it holds
+    /// after a statement): refused when all open transactions together
+    /// would pass their limit.
+    pub fn charge(&self, logged: usize) -> Result<()> {
+        let from = self.charged.load(Ordering::Relaxed);
+        self.budget.recharge(from, logged)?;
+        self.charged.store(logged, Ordering::Relaxed);
+        Ok(())
     }
 
     /// The snapshot plus the transaction's own writes.
@@ -107,11 +186,21 @@ impl ActiveTxn {
     }
 }
 
+impl Drop for ActiveTxn {
+    /// Committed, aborted, reaped or its session forgotten: its writes are
+    /// no longer held here.
+    fn drop(&mut self) {
+        let charged = *self.charged.get_mut();
+        let _ = self.budget.recharge(charged, 0);
+    }
+}
+
 type SessionCell = Arc<tokio::sync::Mutex<Session>>;
 
 pub struct Sessions {
     map: Mutex<HashMap<SessionId, SessionCell>>,
     lifetime_ms: AtomicU64,
+    budget: Arc<TxnBudget>,
 }
 
 impl Default for Sessions {
@@ -119,6 +208,7 @@ impl Default for Sessions {
         Sessions {
             map: Mutex::default(),
             lifetime_ms: AtomicU64::new(TRANSACTION_LIFETIME.as_millis() as u64),
+            budget: Arc::default(),
         }
     }
 }
@@ -127,6 +217,11 @@ impl Sessions {
     fn lock(&self) -> MutexGuard<'_, HashMap<SessionId, SessionCell>> {
         // Entries are inserted and removed whole; a panic cannot tear one.
         self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What all open transactions hold, shared by each [`ActiveTxn`].
+    pub fn budget(&self) -> Arc<TxnBudget> {
+        Arc::clone(&self.budget)
     }
 
     /// How long a transaction may run before it is aborted.
@@ -243,6 +338,7 @@ mod tests {
                     BranchState::empty(CommitTime(0)),
                     argon_wal::unique::every_document(),
                 ),
+                sessions.budget(),
             )));
         }
         let now = Instant::now();
@@ -251,5 +347,33 @@ mod tests {
         assert!(matches!(cell.lock().await.txn, TxnState::Aborted(_)));
         assert_eq!(sessions.reap(now + SESSION_TIMEOUT * 2), (0, 1));
         assert!(sessions.is_empty());
+    }
+
+    #[test]
+    fn open_transactions_share_one_budget_and_give_it_back() {
+        let sessions = Sessions::default();
+        let limit = crate::limits::MAX_OPEN_TRANSACTION_BYTES;
+        let begin = || {
+            ActiveTxn::new(
+                "main".into(),
+                Transaction::begin(
+                    BranchState::empty(CommitTime(0)),
+                    argon_wal::unique::every_document(),
+                ),
+                sessions.budget(),
+            )
+        };
+        let (a, b) = (begin(), begin());
+        a.charge(limit - 10).unwrap();
+        let e = b.charge(11).unwrap_err();
+        assert_eq!(e.code, ErrorCode::ExceededMemoryLimit);
+        b.charge(10).unwrap();
+        assert_eq!(sessions.budget().used(), limit);
+        // A statement that shrinks a transaction (rolled back) gives back.
+        a.charge(5).unwrap();
+        assert_eq!(sessions.budget().used(), 15);
+        drop(a);
+        drop(b);
+        assert_eq!(sessions.budget().used(), 0);
     }
 }

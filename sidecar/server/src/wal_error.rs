@@ -18,7 +18,8 @@ pub fn from_wal(e: WalError) -> CommandError {
         RetryTooOld { .. } => ErrorCode::TransactionTooOld,
         BranchExists { .. } => ErrorCode::NamespaceExists,
         HasChildren { .. } | Protected { .. } => ErrorCode::IllegalOperation,
-        CommitTooLarge { .. } => ErrorCode::BSONObjectTooLarge,
+        // A write logging more than the commit budget (`limits::MAX_COMMIT_BYTES`).
+        CommitTooLarge { .. } => ErrorCode::ExceededMemoryLimit,
         Conflict { .. } | CatalogConflict { .. } | TooManyConflicts { .. } => {
             ErrorCode::WriteConflict
         }
@@ -28,7 +29,7 @@ pub fn from_wal(e: WalError) -> CommandError {
         // write or fsync (`Closed`: fails until reopened, and /readyz says so).
         // HostUnreachable is a code drivers retry writes on. An append that
         // failed this way has an unknown outcome, as with any database.
-        Locked { .. } | Io { .. } | Mongo { .. } | Closed(_) | LogGap { .. } => {
+        Locked { .. } | Io { .. } | Mongo { .. } | Closed(_) | LogGap { .. } | Abandoned { .. } => {
             ErrorCode::HostUnreachable
         }
     };

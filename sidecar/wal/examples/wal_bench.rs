@@ -17,7 +17,7 @@
 #![allow(unsafe_code)]
 
 use argon_testkit::FerretDb;
-use argon_wal::record::SnapshotRecord;
+use argon_wal::record::{EncodedCommit, SnapshotRecord};
 use argon_wal::{
     BranchState, Commit, CommitTime, DocOp, EmbeddedStore, LogStore, LoggedOp, MongoStore,
     Namespace, ReadPoint, Seq, Wal, WalOptions, snapshot,
@@ -633,7 +633,7 @@ async fn history_run(scratch: &Path, sizes: &Sizes, every: u64) -> BoxResult<His
         for s in seq + 1..=end {
             let op = put("docs", (s as i64 * 7919) % ids);
             let pre_image = state.apply(&op);
-            commits.push(Commit {
+            commits.push(EncodedCommit::new(Commit {
                 branch: main.id,
                 seq: Seq(s),
                 time: CommitTime(base_time + s as i64),
@@ -641,13 +641,13 @@ async fn history_run(scratch: &Path, sizes: &Sizes, every: u64) -> BoxResult<His
                 ops: vec![LoggedOp { op, pre_image }],
                 seal: None,
                 retries: Vec::new(),
-            });
+            })?);
             if s % every == 0 {
                 let at = labelled(state.clone(), Seq(s), CommitTime(base_time + s as i64));
                 store
                     .put_snapshot(
                         "history",
-                        &SnapshotRecord {
+                        SnapshotRecord {
                             branch: main.id,
                             seq: Seq(s),
                             bytes: snapshot::encode(&at)?,

@@ -31,7 +31,7 @@ use crate::diff::{self, Diff};
 use crate::error::{Result, WalError, WriteError};
 use crate::idkey::IdKey;
 use crate::record::{
-    CatalogEvent, CatalogRecord, Commit, DocOp, ProjectRecord, Seal, SnapshotRecord,
+    CatalogEvent, CatalogRecord, Commit, DocOp, EncodedCommit, ProjectRecord, Seal, SnapshotRecord,
 };
 use crate::retry::{RetryCheck, RetryEntry, RetryKey, RetryRecord};
 use crate::snapshot;
@@ -85,8 +85,16 @@ pub struct WalOptions {
     pub actor: String,
     /// Most writes packed into one commit.
     pub max_batch: usize,
-    /// Largest encoded commit (MongoDB's document limit is 16 MiB).
+    /// Most bytes one write may log (its documents and pre-images, see
+    /// `Transaction::logged_bytes`): the bound on one commit's memory. A
+    /// write over it fails alone with `CommitTooLarge`. Any size of store
+    /// record is fine (large commits take several records), so this is a
+    /// memory budget, not a format limit.
     pub max_commit_bytes: usize,
+    /// Group commit stops adding writes to a commit once it logs this many
+    /// bytes (the rest go in the next commit): large writes commit alone,
+    /// small ones together.
+    pub max_group_bytes: usize,
     /// Conflicting appends before a write gives up.
     pub max_conflict_retries: u32,
     pub clock: Clock,
@@ -101,7 +109,8 @@ impl Default for WalOptions {
             snapshot_every: 1000,
             actor: "argon".into(),
             max_batch: 512,
-            max_commit_bytes: 15 << 20,
+            max_commit_bytes: 512 << 20,
+            max_group_bytes: 16 << 20,
             max_conflict_retries: 10_000,
             clock: Clock::system(),
             index_filter: crate::unique::every_document(),
@@ -522,9 +531,11 @@ impl Wal {
     }
 
     /// A transaction on `snapshot` under this handle's index rules, for a
-    /// multi-statement transaction whose statements run before its commit.
+    /// multi-statement transaction whose statements run before its commit
+    /// (logging at most `max_commit_bytes`; a caller may set less).
     pub fn begin(&self, snapshot: BranchState) -> Transaction {
         Transaction::begin(snapshot, Arc::clone(&self.inner.options.index_filter))
+            .with_limit(self.inner.options.max_commit_bytes)
     }
 
     /// A retryable write (`key` = the session and its txnNumber): as
@@ -991,12 +1002,12 @@ impl Inner {
             None => self.load_latest(inc).await?,
         };
         while h.sealed.is_none() {
-            let commits = self
+            let page = self
                 .store
                 .read_commits(self.project(), inc.id, state.seq(), Seq::MAX, PAGE)
                 .await?;
-            let n = commits.len();
-            for c in commits {
+            let more = page.more;
+            for c in page {
                 // No holes: a page that skips a seq is an inconsistent read
                 // (a retryable error), and nothing of it is applied.
                 check_next(inc.id, &state, &c)?;
@@ -1007,7 +1018,7 @@ impl Inner {
                     break;
                 }
             }
-            if n < PAGE {
+            if !more {
                 break;
             }
         }
@@ -1121,7 +1132,7 @@ impl Inner {
         if state.seq() != expected {
             return Ok(None);
         }
-        let commit = Commit {
+        let commit = EncodedCommit::new(Commit {
             branch: inc.id,
             seq: state.seq().next(),
             time: self.commit_time(inc, &state),
@@ -1129,7 +1140,7 @@ impl Inner {
             ops: Vec::new(),
             seal: Some(seal.clone()),
             retries: Vec::new(),
-        };
+        })?;
         match self.store.append_commit(self.project(), &commit).await {
             Ok(()) => {
                 let info = commit.info();
@@ -1240,18 +1251,13 @@ impl Inner {
                 return Ok(head.time());
             }
             if seq > inc.start_seq() {
-                let c = self
-                    .store
-                    .read_commits(self.project(), inc.id, Seq(seq.0 - 1), seq, 1)
-                    .await?;
-                return c
-                    .first()
-                    .map(|c| c.time)
-                    .ok_or_else(|| WalError::PointBeyondHead {
-                        branch: inc.name.to_string(),
-                        point: format!("seq {seq}"),
-                        head: head.seq(),
-                    });
+                // The commit's time only: its body may be hundreds of MB.
+                let c = self.store.commit_info(self.project(), inc.id, seq).await?;
+                return c.map(|c| c.time).ok_or_else(|| WalError::PointBeyondHead {
+                    branch: inc.name.to_string(),
+                    point: format!("seq {seq}"),
+                    head: head.seq(),
+                });
             }
             self.base_state_time(inc, seq).await
         })
@@ -1384,7 +1390,7 @@ impl Inner {
         self.store
             .put_snapshot(
                 self.project(),
-                &SnapshotRecord {
+                SnapshotRecord {
                     branch: id,
                     seq: state.seq(),
                     bytes,
@@ -1461,24 +1467,22 @@ impl Inner {
         Ok(())
     }
 
-    /// One group commit: every write in `batch` lands in one commit (or is
-    /// rejected by its own resolve), retried on conflicts.
-    async fn commit_batch(&self, name: &BranchName, batch: Vec<Box<dyn Pending>>) {
-        if let Some(batch) = self.commit_group(name, batch).await {
-            // Too much for one record together: commit them one by one.
-            for p in batch {
-                let _ = self.commit_group(name, vec![p]).await;
-            }
+    /// Group commit: the writes of `batch`, in order, in as few commits as
+    /// the group bound allows (usually one), each retried on conflicts.
+    async fn commit_batch(&self, name: &BranchName, mut batch: Vec<Box<dyn Pending>>) {
+        while !batch.is_empty() {
+            batch = self.commit_group(name, batch).await;
         }
     }
 
-    /// Commits `batch` as one record; gives it back when it is too large
-    /// for one record and has more than one write.
+    /// Commits a prefix of `batch` as one commit (every write, unless the
+    /// commit reaches `max_group_bytes` first) and answers its writers;
+    /// returns the writes left for the next commit.
     async fn commit_group(
         &self,
         name: &BranchName,
         mut batch: Vec<Box<dyn Pending>>,
-    ) -> Option<Vec<Box<dyn Pending>>> {
+    ) -> Vec<Box<dyn Pending>> {
         let mut attempts = 0u32;
         loop {
             // First attempt on the local head (no store round trip); after a
@@ -1489,13 +1493,17 @@ impl Inner {
                     attempts += 1;
                     if let Err(e) = self.check_attempts(name, attempts) {
                         finish_all(batch, Err(e));
-                        return None;
+                        return Vec::new();
                     }
                 }
-                Err(WalError::CommitTooLarge { .. }) if batch.len() > 1 => return Some(batch),
-                other => {
-                    finish_all(batch, other);
-                    return None;
+                Ok((info, taken)) => {
+                    let rest = batch.split_off(taken.min(batch.len()));
+                    finish_all(batch, Ok(info));
+                    return rest;
+                }
+                Err(e) => {
+                    finish_all(batch, Err(e));
+                    return Vec::new();
                 }
             }
         }
@@ -1509,12 +1517,16 @@ impl Inner {
     /// and seqs have no holes, so an accepted commit always sits on the true
     /// head; a stale head (another handle wrote, or sealed the branch) shows
     /// up as `Conflict`, and the retry catches up and re-resolves.
+    ///
+    /// Returns the commit and how many writes of `batch` (a prefix) it
+    /// took: writes are resolved in order until the commit logs
+    /// `max_group_bytes`; the rest wait for the next commit, unresolved.
     async fn try_commit(
         &self,
         name: &BranchName,
         batch: &mut [Box<dyn Pending>],
         catch_up: bool,
-    ) -> Result<CommitInfo> {
+    ) -> Result<(CommitInfo, usize)> {
         let mut caught_up = catch_up;
         let (inc, head) = loop {
             let inc = self.live(name).await?;
@@ -1542,16 +1554,25 @@ impl Inner {
         let mut ops = Vec::new();
         let mut retries = Vec::new();
         let (seq, time) = (state.seq().next(), self.commit_time(&inc, &state));
+        let (mut taken, mut logged_bytes) = (0usize, 0usize);
         for p in batch.iter_mut() {
+            if taken > 0 && logged_bytes >= self.options.max_group_bytes {
+                break;
+            }
+            taken += 1;
             // On `working`, so a retry queued behind its original in one
             // group sees it.
             if p.answered_by(&working) {
                 continue;
             }
-            let mut txn = Transaction::begin(working.clone(), self.options.index_filter.clone());
+            // Each write may log up to `max_commit_bytes` (its transaction
+            // refuses more, so an oversized write fails alone, early).
+            let mut txn = Transaction::begin(working.clone(), self.options.index_filter.clone())
+                .with_limit(self.options.max_commit_bytes);
             if !p.resolve(&mut txn) {
                 continue;
             }
+            logged_bytes += txn.logged_bytes();
             let (state, logged) = txn.into_parts();
             working = state;
             ops.extend(logged);
@@ -1579,9 +1600,11 @@ impl Inner {
                     });
                 }
             }
-            return Ok(head_info);
+            return Ok((head_info, taken));
         }
-        let commit = Commit {
+        // Encoding moves the ops' documents into the body (one copy of the
+        // commit's bytes at a time, not two).
+        let commit = EncodedCommit::new(Commit {
             branch: inc.id,
             seq,
             time,
@@ -1589,14 +1612,7 @@ impl Inner {
             ops,
             seal: None,
             retries,
-        };
-        let size = commit_size(&commit);
-        if size > self.options.max_commit_bytes {
-            return Err(WalError::CommitTooLarge {
-                bytes: size,
-                limit: self.options.max_commit_bytes,
-            });
-        }
+        })?;
         match self.store.append_commit(self.project(), &commit).await {
             Ok(()) => {}
             Err(e @ WalError::Conflict { .. }) => return Err(e),
@@ -1608,6 +1624,7 @@ impl Inner {
             }
         }
         let info = commit.info();
+        drop(commit);
         let new_head = working.at(info.seq, info.time);
         self.set_head(inc.id, &mut h, new_head.clone());
         drop(h);
@@ -1632,7 +1649,7 @@ impl Inner {
                         store
                             .put_snapshot(
                                 &project,
-                                &SnapshotRecord {
+                                SnapshotRecord {
                                     branch: id,
                                     seq: info.seq,
                                     bytes,
@@ -1647,7 +1664,7 @@ impl Inner {
                 }
             });
         }
-        Ok(info)
+        Ok((info, taken))
     }
 }
 
@@ -1669,27 +1686,6 @@ fn finish_all(batch: Vec<Box<dyn Pending>>, result: Result<CommitInfo>) {
     for p in batch {
         p.finish(result.clone());
     }
-}
-
-fn commit_size(c: &Commit) -> usize {
-    c.ops
-        .iter()
-        .map(|o| {
-            let doc_len = |d: &bson::Document| d.to_vec().map(|v| v.len()).unwrap_or(0);
-            let body = match &o.op {
-                DocOp::Put { doc, .. } => doc.as_bytes().len(),
-                DocOp::CreateCollection { options: d, .. } | DocOp::CreateIndex { spec: d, .. } => {
-                    doc_len(d)
-                }
-                _ => 0,
-            };
-            body + o.pre_image.as_ref().map_or(0, |d| d.as_bytes().len()) + 64
-        })
-        .sum::<usize>()
-        + c.retries
-            .iter()
-            .map(|r| r.reply.as_ref().map_or(0, |d| d.as_bytes().len()) + r.key.session.len() + 32)
-            .sum::<usize>()
 }
 
 /// The stateless checks of one op.

@@ -103,6 +103,12 @@ pub enum WalError {
     #[error("store is closed: {0}")]
     Closed(&'static str),
 
+    /// A large commit's chunks took so long to write that its writer gave
+    /// up before claiming the seq (see `store/mongo.rs`): nothing was
+    /// committed; retrying may succeed.
+    #[error("writing a large commit's chunks took {seconds} s; the commit was abandoned, not made")]
+    Abandoned { seconds: u64 },
+
     /// A read of the log skipped a commit (seq `found` where `expected`
     /// was due): an inconsistent read, retried, never applied.
     #[error("log of branch {branch} has a gap: read seq {found} where {expected} was due")]
@@ -132,7 +138,10 @@ impl WalError {
     /// unreachable or gave an inconsistent read. (A poisoned embedded store
     /// is `Closed`: it needs a reopen, not a retry.)
     pub fn is_transient(&self) -> bool {
-        matches!(self, WalError::Mongo { .. } | WalError::LogGap { .. })
+        matches!(
+            self,
+            WalError::Mongo { .. } | WalError::LogGap { .. } | WalError::Abandoned { .. }
+        )
     }
 
     pub(crate) fn malformed(what: &'static str, reason: impl Into<String>) -> Self {
@@ -168,6 +177,7 @@ impl WalError {
             WalError::Mongo { .. } => "mongo",
             WalError::Closed(_) => "closed",
             WalError::LogGap { .. } => "log_gap",
+            WalError::Abandoned { .. } => "abandoned",
         }
     }
 }
@@ -228,6 +238,7 @@ impl Clone for WalError {
                 bytes: *bytes,
                 limit: *limit,
             },
+            Abandoned { seconds } => Abandoned { seconds: *seconds },
             Conflict { branch, seq } => Conflict {
                 branch: *branch,
                 seq: *seq,

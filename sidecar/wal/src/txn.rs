@@ -31,6 +31,12 @@
 //!
 //! Invariant: a transaction's ops reach the log in one commit or not at
 //! all, so readers and replay see all of it or none of it.
+//!
+//! Memory: a transaction logs at most its limit ([`with_limit`](Transaction::with_limit),
+//! counted by [`logged_bytes`](Transaction::logged_bytes): documents written,
+//! the pre-images they replace, and a little per op); a write that would
+//! pass it is refused with `CommitTooLarge` before it is applied, so a
+//! runaway update stops at the limit, not at the end of the collection.
 
 use bson::{Bson, Document, RawDocument, RawDocumentBuf};
 use std::sync::Arc;
@@ -48,8 +54,15 @@ pub struct Transaction {
     ops: Vec<LoggedOp>,
     /// Bytes of document bodies written so far (the caller's size budget).
     bytes: usize,
+    /// Bytes the ops log: documents, pre-images and `OP_OVERHEAD` each.
+    logged: usize,
+    /// Most `logged` may reach.
+    limit: usize,
     filter: Arc<dyn IndexFilter>,
 }
+
+/// What an op logs besides its documents (namespace, id, field names).
+const OP_OVERHEAD: usize = 64;
 
 impl std::fmt::Debug for Transaction {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -57,6 +70,7 @@ impl std::fmt::Debug for Transaction {
             .field("snapshot", &self.snapshot.seq())
             .field("ops", &self.ops.len())
             .field("bytes", &self.bytes)
+            .field("logged", &self.logged)
             .finish()
     }
 }
@@ -66,6 +80,7 @@ pub struct Savepoint {
     working: BranchState,
     ops: usize,
     bytes: usize,
+    logged: usize,
 }
 
 /// Why a transaction cannot commit on a head: what changed under it.
@@ -89,8 +104,24 @@ impl Transaction {
             snapshot,
             ops: Vec::new(),
             bytes: 0,
+            logged: 0,
+            limit: usize::MAX,
             filter,
         }
+    }
+
+    /// Refuses writes that would make the transaction log more than `limit`
+    /// bytes (see [`logged_bytes`](Self::logged_bytes)).
+    pub fn with_limit(mut self, limit: usize) -> Transaction {
+        self.limit = limit;
+        self
+    }
+
+    /// Bytes the transaction's ops log: the documents written, the
+    /// pre-images they replace or delete, and a small overhead per op. What
+    /// its commit costs in the log and, a few times over, in memory.
+    pub fn logged_bytes(&self) -> usize {
+        self.logged
     }
 
     /// The state the transaction started from.
@@ -193,6 +224,7 @@ impl Transaction {
             working: self.working.clone(),
             ops: self.ops.len(),
             bytes: self.bytes,
+            logged: self.logged,
         }
     }
 
@@ -201,6 +233,7 @@ impl Transaction {
         self.working = point.working;
         self.ops.truncate(point.ops);
         self.bytes = point.bytes;
+        self.logged = point.logged;
     }
 
     fn check_rules(&self, op: &DocOp) -> Result<()> {
@@ -211,9 +244,33 @@ impl Transaction {
         Ok(())
     }
 
+    /// What logging `op` adds: its document, the pre-image it replaces.
+    fn cost_of(&self, op: &DocOp) -> usize {
+        let pre = |ns: &Namespace, id: &Bson| {
+            self.working
+                .collection(ns)
+                .and_then(|c| c.get(id))
+                .map_or(0, |d| d.as_bytes().len())
+        };
+        OP_OVERHEAD
+            + match op {
+                DocOp::Put { ns, id, doc } => doc.as_bytes().len() + pre(ns, id),
+                DocOp::Delete { ns, id } => pre(ns, id),
+                _ => 0,
+            }
+    }
+
     /// Validates, applies and logs one op whose index rules were checked.
     fn apply_checked(&mut self, op: DocOp) -> Result<()> {
         crate::engine::check_op(&op)?;
+        let logged = self.logged + self.cost_of(&op);
+        if logged > self.limit {
+            return Err(crate::error::WalError::CommitTooLarge {
+                bytes: logged,
+                limit: self.limit,
+            });
+        }
+        self.logged = logged;
         if let DocOp::Put { doc, .. } = &op {
             self.bytes += doc.as_bytes().len();
         }
@@ -227,9 +284,24 @@ impl Transaction {
     }
 
     /// Applies this transaction's ops, in order, to `head` (a transaction
-    /// begun on the head it commits on), checking unique keys there.
+    /// begun on the head it commits on), checking unique keys there. All or
+    /// nothing; ops are copied into `head` one at a time (never the whole
+    /// list at once beside both transactions).
     pub fn replay_onto(&self, head: &mut Transaction) -> Result<()> {
-        head.record(self.ops().cloned().collect())
+        for op in self.ops() {
+            crate::engine::check_op(op)?;
+        }
+        let start = head.savepoint();
+        for op in self.ops() {
+            if let Err(e) = head
+                .check_rules(op)
+                .and_then(|()| head.apply_checked(op.clone()))
+            {
+                head.rollback_to(start);
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
     /// The working state and the logged ops: what the engine commits.
@@ -388,6 +460,36 @@ mod tests {
             options: doc! {},
         });
         assert!(t.conflict_on(&head).is_some());
+    }
+
+    #[test]
+    fn a_write_past_the_limit_is_refused_before_it_is_applied() {
+        let (ns, s) = base();
+        let mut t = Transaction::begin(s, crate::unique::every_document()).with_limit(400);
+        t.record(vec![put(&ns, 1, 5)]).unwrap();
+        let first = t.logged_bytes();
+        // The replaced document's pre-image counts too.
+        assert!(first > 2 * 20, "{first}");
+        let big = DocOp::Put {
+            ns: ns.clone(),
+            id: Bson::Int32(9),
+            doc: crate::rawdoc::encode(&doc! {"_id": 9, "s": "x".repeat(500)}).unwrap(),
+        };
+        let e = t.record(vec![put(&ns, 3, 1), big]).unwrap_err();
+        assert!(
+            matches!(e, crate::error::WalError::CommitTooLarge { limit: 400, .. }),
+            "{e}"
+        );
+        // All or nothing: the small put before it is rolled back too.
+        assert_eq!(t.ops().count(), 1);
+        assert_eq!(t.logged_bytes(), first);
+        assert!(
+            t.state()
+                .collection(&ns)
+                .unwrap()
+                .get(&Bson::Int32(3))
+                .is_none()
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@ use bson::{Bson, Document, doc};
 
 use super::Ctx;
 use crate::error::Result;
+use crate::limits;
 use crate::wire::MAX_MESSAGE_SIZE;
 
 /// The wire version reported: 21 is MongoDB 7.0, which current drivers accept.
@@ -28,9 +29,9 @@ pub async fn hello(ctx: &Ctx<'_>) -> Result<Document> {
     let mut d = doc! {
         "isWritablePrimary": true,
         "msg": "isdbgrid",
-        "maxBsonObjectSize": 16 * 1024 * 1024,
+        "maxBsonObjectSize": limits::MAX_DOCUMENT_SIZE as i32,
         "maxMessageSizeBytes": MAX_MESSAGE_SIZE as i32,
-        "maxWriteBatchSize": 100_000,
+        "maxWriteBatchSize": limits::MAX_WRITE_BATCH_SIZE as i32,
         "localTime": bson::DateTime::now(),
         "logicalSessionTimeoutMinutes": 30,
         "connectionId": ctx.conn.id as i32,
@@ -68,7 +69,7 @@ pub async fn build_info(_: &Ctx<'_>) -> Result<Document> {
         "versionArray": [7, 0, 0, 0],
         "bits": 64,
         "debug": false,
-        "maxBsonObjectSize": 16 * 1024 * 1024,
+        "maxBsonObjectSize": limits::MAX_DOCUMENT_SIZE as i32,
         "storageEngines": ["argon"],
         "modules": [],
         "argon": {"version": env!("CARGO_PKG_VERSION")},

@@ -399,7 +399,11 @@ where
         // A statement is all or nothing within its transaction.
         let mut t = txn.lock();
         let start = t.savepoint();
-        let reply = resolve(&mut t).and_then(|r| check_transaction_size(&t).map(|()| r));
+        let reply = resolve(&mut t).and_then(|r| {
+            crate::limits::check_transaction_size(t.logged_bytes())?;
+            txn.charge(t.logged_bytes())?;
+            Ok(r)
+        });
         let mut reply = reply.inspect_err(|_| t.rollback_to(start))?;
         reply.insert("operationTime", operation_time(t.snapshot().time()));
         return Ok(reply);
@@ -447,7 +451,8 @@ where
     let start = t.savepoint();
     t.record(ops)
         .map_err(crate::wal_error::from_wal)
-        .and_then(|()| check_transaction_size(&t))
+        .and_then(|()| crate::limits::check_transaction_size(t.logged_bytes()))
+        .and_then(|()| txn.charge(t.logged_bytes()))
         .inspect_err(|_| t.rollback_to(start))?;
     let info = argon_wal::CommitInfo {
         seq: state.seq(),
@@ -455,22 +460,6 @@ where
     };
     Ok((out, info))
 }
-
-fn check_transaction_size(t: &argon_wal::Transaction) -> Result<()> {
-    if t.bytes() > MAX_TRANSACTION_BYTES {
-        return Err(CommandError::new(
-            ErrorCode::TransactionTooLarge,
-            format!(
-                "the transaction's writes exceed {MAX_TRANSACTION_BYTES} bytes (one WAL commit)"
-            ),
-        ));
-    }
-    Ok(())
-}
-
-/// A transaction commits as one WAL commit, which is capped below 16 MiB
-/// until commits may span several records.
-const MAX_TRANSACTION_BYTES: usize = 15 << 20;
 
 /// Fields every command may carry that are not options of the command itself.
 pub(crate) const GENERIC_FIELDS: &[&str] = &[

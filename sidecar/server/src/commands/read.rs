@@ -66,6 +66,25 @@ pub(crate) fn matching_limit(
     Ok(out)
 }
 
+/// The `_id`s of the documents [`matching_limit`] would return: what a
+/// multi-document update or delete holds while it writes (one document
+/// parsed at a time, not every match at once).
+pub(crate) fn matching_ids(
+    state: &BranchState,
+    ns: &Namespace,
+    filter: &Filter,
+    limit: Option<usize>,
+    deadline: Deadline,
+) -> Result<Vec<bson::Bson>> {
+    let limit = limit.unwrap_or(usize::MAX);
+    let mut out = Vec::new();
+    for_each_match(state, ns, filter, deadline, |d, _| {
+        out.push(d.get("_id").cloned().unwrap_or(bson::Bson::Null));
+        Ok(out.len() < limit)
+    })?;
+    Ok(out)
+}
+
 /// Calls `f` with each document of `ns` matching `filter` (parsed, with its
 /// BSON size), in `_id` order, until `f` returns `false`: a point lookup
 /// when the filter pins `_id`, else a scan that checks `deadline` every 256

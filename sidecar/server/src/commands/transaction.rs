@@ -166,6 +166,7 @@ pub(crate) async fn run(
         session.txn = TxnState::Active(Box::new(ActiveTxn::new(
             target.branch,
             svc.wal.begin(snapshot),
+            svc.sessions.budget(),
         )));
     } else {
         if n > session.txn_number {
@@ -261,7 +262,8 @@ async fn commit(
             )));
         }
     };
-    let txn = active.lock().clone();
+    // Shared with the commit, not copied: a transaction may hold hundreds of MB.
+    let txn = active.shared();
     if txn.is_read_only() {
         let reply = doc! {"operationTime": operation_time(txn.snapshot().time())};
         session.txn = TxnState::Committed(reply.clone());
@@ -274,7 +276,7 @@ async fn commit(
         session: session_key.to_vec(),
         txn_number: n,
     };
-    let to_commit = txn.clone();
+    let to_commit = txn;
     let result = svc
         .wal
         .write_retryable(&active.branch, key, move |head| {
@@ -318,7 +320,8 @@ async fn commit(
                     session.txn = TxnState::Aborted(e.message.clone());
                     Err(e.with_label(Label::TransientTransactionError))
                 }
-                ErrorCode::BSONObjectTooLarge => {
+                // Replayed onto the head, it logs more than a commit may.
+                ErrorCode::ExceededMemoryLimit => {
                     session.txn = TxnState::Aborted(e.message.clone());
                     Err(CommandError::new(ErrorCode::TransactionTooLarge, e.message))
                 }

@@ -18,12 +18,29 @@ use crate::error::{CommandError, ErrorCode, Result};
 use crate::query::update::upsert_document;
 use crate::query::{Filter, Projection, SortSpec, UpdateSpec};
 
+/// How a document comes to be written: each has MongoDB's own size error.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Put {
+    /// An insert's document: its size was checked as sent
+    /// (`limits::check_insert_size`, before an `_id` was added).
+    Insert,
+    /// An update's result: 17419 above 16 MiB.
+    Update,
+    /// An upsert's new document: 17420 above 16 MiB.
+    Upsert,
+}
+
 /// Writes `doc` through the transaction: storage limits here (the
 /// server's), index rules in the WAL (`argon_wal::unique`, the one place).
-fn put(t: &mut Transaction, ns: &Namespace, doc: &Document, insert: bool) -> Result<()> {
+fn put(t: &mut Transaction, ns: &Namespace, doc: &Document, how: Put) -> Result<()> {
     let raw = argon_wal::rawdoc::encode(doc).map_err(|e| CommandError::bad_value(e.to_string()))?;
-    crate::limits::check_storage(doc, raw.as_bytes().len())?;
-    t.put_encoded(ns, doc, raw, insert)
+    match how {
+        Put::Insert => {}
+        Put::Update => crate::limits::check_update_size(raw.as_bytes().len())?,
+        Put::Upsert => crate::limits::check_upsert_size(raw.as_bytes().len())?,
+    }
+    crate::limits::check_storage_depth(doc)?;
+    t.put_encoded(ns, doc, raw, how != Put::Update)
         .map_err(crate::wal_error::from_wal)
 }
 
@@ -66,9 +83,13 @@ fn with_id_first(doc: &Document) -> Document {
     out
 }
 
+/// A write command's statements: an array of 1 to 100,000 (`maxWriteBatchSize`).
 fn statements<'a>(cmd: &'a Document, key: &str) -> Result<&'a Vec<Bson>> {
     match cmd.get(key) {
-        Some(Bson::Array(a)) => Ok(a),
+        Some(Bson::Array(a)) => {
+            crate::limits::check_write_batch(a.len())?;
+            Ok(a)
+        }
         Some(_) => Err(CommandError::type_mismatch(format!(
             "BSON field '{key}' must be an array"
         ))),
@@ -96,7 +117,11 @@ pub async fn insert(ctx: &Ctx<'_>) -> Result<Document> {
     let docs: Vec<Result<Document>> = statements(ctx.cmd, "documents")?
         .iter()
         .map(|d| match d {
-            Bson::Document(d) => validate_id(d).map(|_| with_id_first(d)),
+            // A document over 16 MiB fails alone (BadValue), as in mongod;
+            // the rest of the batch goes on by its ordered/unordered rule.
+            Bson::Document(d) => crate::limits::check_insert_size(d)
+                .and_then(|()| validate_id(d))
+                .map(|()| with_id_first(d)),
             other => Err(CommandError::type_mismatch(format!(
                 "BSON field 'insert.documents' items must be objects, found {}",
                 crate::query::expr::type_name(other)
@@ -112,7 +137,7 @@ pub async fn insert(ctx: &Ctx<'_>) -> Result<Document> {
             let outcome = d
                 .as_ref()
                 .map_err(Clone::clone)
-                .and_then(|d| put(t, &ns, d, true));
+                .and_then(|d| put(t, &ns, d, Put::Insert));
             match outcome {
                 Ok(()) => n += 1,
                 Err(e) => {
@@ -184,17 +209,27 @@ fn apply_update(
     s: &UpdateStmt,
     deadline: Deadline,
 ) -> Result<Updated> {
+    // The matches' ids, then one document at a time: an update of many
+    // large documents holds one parsed document, not all of them.
     let targets =
-        super::read::matching_limit(t.state(), ns, &s.filter, (!s.multi).then_some(1), deadline)?;
+        super::read::matching_ids(t.state(), ns, &s.filter, (!s.multi).then_some(1), deadline)?;
     let mut out = Updated {
         matched: targets.len() as i64,
         modified: 0,
         upserted: None,
     };
-    for old in targets {
+    for id in targets {
+        let Some(old) = t
+            .state()
+            .collection(ns)
+            .and_then(|c| c.get(&id))
+            .map(argon_wal::rawdoc::parse)
+        else {
+            continue;
+        };
         let new = s.u.apply(&old, false)?;
         if new != old {
-            put(t, ns, &new, false)?;
+            put(t, ns, &new, Put::Update)?;
             out.modified += 1;
         }
     }
@@ -203,7 +238,7 @@ fn apply_update(
         validate_id(&doc)?;
         ensure_collection(t, ns)?;
         out.upserted = doc.get("_id").cloned();
-        put(t, ns, &doc, true)?;
+        put(t, ns, &doc, Put::Upsert)?;
     }
     Ok(out)
 }
@@ -302,7 +337,7 @@ pub async fn delete(ctx: &Ctx<'_>) -> Result<Document> {
                 .as_ref()
                 .map_err(Clone::clone)
                 .and_then(|(filter, just_one)| {
-                    super::read::matching_limit(
+                    super::read::matching_ids(
                         t.state(),
                         &ns,
                         filter,
@@ -311,8 +346,7 @@ pub async fn delete(ctx: &Ctx<'_>) -> Result<Document> {
                     )
                 });
             match found {
-                Ok(found) => {
-                    let ids = found.into_iter().filter_map(|d| d.get("_id").cloned());
+                Ok(ids) => {
                     for id in ids {
                         t.delete(&ns, id).map_err(crate::wal_error::from_wal)?;
                         n += 1;
@@ -406,7 +440,7 @@ pub async fn find_and_modify(ctx: &Ctx<'_>) -> Result<Document> {
             (Some(old), Some(u)) => {
                 let new = u.apply(&old, false)?;
                 if new != old {
-                    put(t, &ns, &new, false)?;
+                    put(t, &ns, &new, Put::Update)?;
                 }
                 let value = if return_new { new } else { old };
                 reply(Some(value), doc! {"n": 1, "updatedExisting": true})
@@ -416,7 +450,7 @@ pub async fn find_and_modify(ctx: &Ctx<'_>) -> Result<Document> {
                 validate_id(&doc)?;
                 ensure_collection(t, &ns)?;
                 let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
-                put(t, &ns, &doc, true)?;
+                put(t, &ns, &doc, Put::Upsert)?;
                 let value = if return_new { Some(doc) } else { None };
                 reply(
                     value,

@@ -283,13 +283,7 @@ impl Growth {
         if estimate.is_none_or(|e| e > limits::MAX_DOCUMENT_SIZE) {
             let size = limits::document_size(doc);
             if size > limits::MAX_DOCUMENT_SIZE {
-                return Err(CommandError::new(
-                    ErrorCode::BSONObjectTooLarge,
-                    format!(
-                        "Resulting document after update is larger than {}",
-                        limits::MAX_DOCUMENT_SIZE
-                    ),
-                ));
+                return Err(limits::update_too_large());
             }
             self.measured = Some(size);
             self.padded = 0;
@@ -616,6 +610,20 @@ fn multiply(a: &Bson, b: &Bson) -> Bson {
 /// equality fields, then the update applied as an insert, then an `_id`
 /// (a new ObjectId) if it still has none, placed first.
 pub fn upsert_document(filter: &Document, update: &UpdateSpec) -> Result<Document> {
+    // A document that grows past 16 MiB here is an upsert's: MongoDB's 17420.
+    upsert_document_unchecked(filter, update).map_err(|e| match e.code {
+        ErrorCode::Location17419 => CommandError::new(
+            ErrorCode::Location17420,
+            format!(
+                "Document to upsert is larger than {}",
+                limits::MAX_DOCUMENT_SIZE
+            ),
+        ),
+        _ => e,
+    })
+}
+
+fn upsert_document_unchecked(filter: &Document, update: &UpdateSpec) -> Result<Document> {
     let mut seed = Document::new();
     let mut fields = Vec::new();
     equality_fields(filter, &mut fields);
@@ -784,7 +792,7 @@ mod tests {
             set.insert(format!("arr.{i}.1500000"), 1);
         }
         let e = up(d.clone(), doc! {"$set": set}).unwrap_err();
-        assert_eq!(e.code, ErrorCode::BSONObjectTooLarge);
+        assert_eq!(e.code, ErrorCode::Location17419);
         assert_eq!(
             e.message,
             "Resulting document after update is larger than 16777216"
@@ -797,7 +805,7 @@ mod tests {
         );
         // Two do not (2 x 1,500,000 nulls are more than 16 MiB).
         let e = up(d, doc! {"$inc": {"arr.0.1500000": 1, "arr.1.1500000": 1}}).unwrap_err();
-        assert_eq!(e.code, ErrorCode::BSONObjectTooLarge);
+        assert_eq!(e.code, ErrorCode::Location17419);
         // The document an upsert builds from its filter, too.
         let mut filter = doc! {"a": [1], "b": [1], "c": [1]};
         for k in ["a", "b", "c"] {
@@ -806,7 +814,7 @@ mod tests {
         let u = UpdateSpec::parse(&bson!({"$set": {"x": 1}})).unwrap();
         assert_eq!(
             upsert_document(&filter, &u).unwrap_err().code,
-            ErrorCode::BSONObjectTooLarge
+            ErrorCode::Location17420
         );
     }
 

@@ -3,7 +3,7 @@
 //! As in mini-redis, "not enough bytes yet" is `Ok(None)`, not an error; only
 //! a header that can never become valid is a [`WireError`].
 
-use bytes::{Buf, BytesMut};
+use bytes::{Bytes, BytesMut};
 
 use super::WireError;
 
@@ -43,11 +43,13 @@ impl Header {
     }
 }
 
-/// One framed message: its header and the bytes after the header.
+/// One framed message: its header and the bytes after the header (the
+/// read buffer's own bytes, split off without a copy: a message may be
+/// 48 MB).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
     pub header: Header,
-    pub body: Vec<u8>,
+    pub body: Bytes,
 }
 
 impl Frame {
@@ -69,8 +71,7 @@ impl Frame {
         if buf.len() < len {
             return Ok(None);
         }
-        let body = buf[Header::LEN..len].to_vec();
-        buf.advance(len);
+        let body = buf.split_to(len).freeze().slice(Header::LEN..);
         Ok(Some(Frame { header, body }))
     }
 }

@@ -541,7 +541,7 @@ mod tests {
                         response_to: 0,
                         op_code: op,
                     },
-                    body: body.clone(),
+                    body: body.clone().into(),
                 };
                 let _ = Request::parse(&f);
             }

@@ -1260,7 +1260,10 @@ pub fn check(case: &Case) -> Result<(), String> {
     let docs: Vec<Document> = case
         .docs
         .iter()
-        .filter(|d| limits::check_storage(d, encoded_len(d)).is_ok())
+        .filter(|d| {
+            limits::check_storage_depth(d).is_ok()
+                && limits::check_update_size(encoded_len(d)).is_ok()
+        })
         .cloned()
         .collect();
     let lookup = InMemory(docs.clone());

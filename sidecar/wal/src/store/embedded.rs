@@ -7,11 +7,15 @@
 //! <dir>/snapshots/<project>/<branch>/<seq>.snap
 //! ```
 //! A frame is `len: u32 LE | crc32c(len bytes): u32 LE | crc32c(payload): u32 LE | payload`,
-//! where the payload is one BSON record from `record.rs` (commit, catalog
-//! record or project record). A *batch* (one group commit: one `write`, one
-//! `fdatasync`) is a batch-header frame, whose 20-byte payload is `"ARGB" |
-//! frames: u32 | body length: u64 | crc32c(body): u32`, then the body: that
-//! many record frames. Segments written before batches existed start with
+//! where the payload is one BSON record from `record.rs` (commit, chunk,
+//! catalog record or project record). A *batch* (one group commit: its
+//! frames written in order, one `fdatasync`) is a batch-header frame, whose
+//! 20-byte payload is `"ARGB" | frames: u32 | body length: u64 |
+//! crc32c(body): u32`, then the body: that many record frames. A large
+//! commit's chunk records are the frames right before its commit record, in
+//! the same batch, so they become durable and visible with it or not at
+//! all: the embedded store never has orphan chunks, and a writer that
+//! loses the race for a seq is refused before any of its frames is written. Segments written before batches existed start with
 //! "ARGWAL01" and hold bare frames; they are read as before, and the store
 //! never appends to one (it starts a new segment on open).
 //!
@@ -20,8 +24,13 @@
 //!   that made it durable; `append_*` returns only then.
 //! - One writer thread owns the active segment. It takes every request that
 //!   is waiting, checks uniqueness against the index and the batch, writes the
-//!   accepted frames with one `write` and makes them durable with one
-//!   `fdatasync` (group commit).
+//!   accepted frames (a chunked commit's chunk frames first, then its commit
+//!   frame) and makes them durable with one `fdatasync` (group commit).
+//!   Chunk data is written from the commit's shared body, never copied
+//!   into a batch buffer.
+//! - In an intact batch, chunk frames come as runs `n = 0, 1, …` of one
+//!   writer, each run followed at once by the commit record that names that
+//!   writer and count (checked on open; anything else is corruption).
 //! - After a failed write or fsync the store is *poisoned*: it never retries
 //!   the fsync (after a failed fsync the kernel may have dropped the dirty
 //!   pages and a retry can succeed without them: "fsyncgate"), it answers
@@ -46,13 +55,16 @@
 //! they then race through the same uniqueness checks as separate pods do.
 
 use crate::error::{Result, WalError};
-use crate::record::{self, CatalogRecord, Commit, ProjectRecord, SnapshotRecord};
-use crate::store::{LogStats, LogStore, StoreFuture};
+use crate::record::{
+    self, CatalogRecord, ChunkRef, Commit, EncodedCommit, ProjectRecord, SnapshotRecord, StoredBody,
+};
+use crate::store::{CommitPage, LogStats, LogStore, PAGE_BYTES, StoreFuture};
 use crate::types::{BranchId, CommitInfo, CommitTime, Seq};
+use bson::oid::ObjectId;
 use bson::{Document, RawDocument};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::{BufWriter, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -78,6 +90,9 @@ const SEGMENT_BYTES: u64 = 64 << 20;
 const MAX_RECORD: usize = 64 << 20;
 /// Most requests packed into one fsync.
 const MAX_BATCH: usize = 4096;
+/// Small frames are gathered into writes of this size; larger parts (chunk
+/// data) are written from where they are.
+const WRITE_BUFFER: usize = 1 << 20;
 const POISONED: &str = "an earlier write or fsync failed; reopen the store to recover";
 /// Makes snapshot temp-file names unique within the process.
 static TMP_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -107,6 +122,16 @@ struct Loc {
     len: u32,
     seq: Seq,
     time: CommitTime,
+    /// A chunked commit's chunk frames, which lie right before its record.
+    chunks: Option<Span>,
+}
+
+/// The chunk frames of one commit: `count` frames from `first`, `bytes` in all.
+#[derive(Clone, Copy, Debug)]
+struct Span {
+    first: u64,
+    count: u32,
+    bytes: u64,
 }
 
 #[derive(Default)]
@@ -242,6 +267,89 @@ impl Shared {
     }
 }
 
+impl Shared {
+    fn file(&self, segment: u64, offset: u64) -> Result<Arc<File>> {
+        let segs = self.segments.lock().unwrap_or_else(|e| e.into_inner());
+        segs.get(&segment)
+            .cloned()
+            .ok_or_else(|| WalError::Corrupt {
+                file: self.segment_path(segment),
+                offset,
+                reason: "segment is missing".into(),
+            })
+    }
+
+    /// Reads the checked payload of the frame at `offset` into `buf`.
+    fn read_frame_into<'b>(
+        &self,
+        file: &File,
+        segment: u64,
+        offset: u64,
+        buf: &'b mut Vec<u8>,
+    ) -> Result<&'b [u8]> {
+        let path = || self.segment_path(segment);
+        let mut header = [0u8; FRAME_HEADER];
+        file.read_exact_at(&mut header, offset)
+            .map_err(|e| WalError::io(path(), e))?;
+        let len = u32_at(&header, 0) as usize;
+        if len > MAX_RECORD {
+            return Err(WalError::Corrupt {
+                file: path(),
+                offset,
+                reason: Frame::BadHeader.reason(),
+            });
+        }
+        buf.resize(FRAME_HEADER + len, 0);
+        file.read_exact_at(buf, offset)
+            .map_err(|e| WalError::io(path(), e))?;
+        match parse_frame(buf) {
+            Frame::Ok { payload, .. } => Ok(payload),
+            other => Err(WalError::Corrupt {
+                file: path(),
+                offset,
+                reason: other.reason(),
+            }),
+        }
+    }
+
+    /// A chunked commit: its record, then its chunk frames (read one at a
+    /// time into one buffer), reassembled and decoded without pre-images.
+    fn read_chunked(&self, loc: &Loc, span: Span) -> Result<Commit> {
+        let corrupt = |offset: u64, e: WalError| WalError::Corrupt {
+            file: self.segment_path(loc.segment),
+            offset,
+            reason: e.to_string(),
+        };
+        let file = self.file(loc.segment, loc.offset)?;
+        let mut buf = Vec::new();
+        let payload = self.read_frame_into(&file, loc.segment, loc.offset, &mut buf)?;
+        let raw = RawDocument::from_bytes(payload)
+            .map_err(|e| corrupt(loc.offset, WalError::malformed("commit", e.to_string())))?;
+        let rec = record::commit_record(raw).map_err(|e| corrupt(loc.offset, e))?;
+        let StoredBody::Chunked(chunks) = &rec.body else {
+            return Err(corrupt(
+                loc.offset,
+                WalError::malformed("commit", "indexed with chunks but has a body"),
+            ));
+        };
+        let mut body = record::Reassembly::new(chunks).map_err(|e| corrupt(loc.offset, e))?;
+        let mut chunk_buf = Vec::new();
+        let mut at = span.first;
+        for _ in 0..span.count {
+            let payload = self.read_frame_into(&file, loc.segment, at, &mut chunk_buf)?;
+            let step = (FRAME_HEADER + payload.len()) as u64;
+            RawDocument::from_bytes(payload)
+                .map_err(|e| WalError::malformed("chunk", e.to_string()))
+                .and_then(record::chunk_record)
+                .and_then(|c| body.add(&c))
+                .map_err(|e| corrupt(at, e))?;
+            at += step;
+        }
+        let body = body.finish().map_err(|e| corrupt(loc.offset, e))?;
+        record::decode_commit(&rec, &body, false)
+    }
+}
+
 fn segment_path(dir: &Path, n: u64) -> PathBuf {
     dir.join("log").join(format!("{n:020}.seg"))
 }
@@ -275,14 +383,20 @@ fn frame(payload: &[u8], out: &mut Vec<u8>) {
 }
 
 /// Appends a batch: its header frame, then `body` (the batch's record frames).
+#[cfg(test)]
 fn batch_frame(frames: u32, body: &[u8], out: &mut Vec<u8>) {
+    batch_header(frames, body.len() as u64, crc32c::crc32c(body), out);
+    out.extend_from_slice(body);
+}
+
+/// Appends a batch's header frame: `frames` records in `len` bytes with checksum `crc`.
+fn batch_header(frames: u32, len: u64, crc: u32, out: &mut Vec<u8>) {
     let mut header = Vec::with_capacity(BATCH_PAYLOAD);
     header.extend_from_slice(BATCH_MAGIC);
     header.extend_from_slice(&frames.to_le_bytes());
-    header.extend_from_slice(&(body.len() as u64).to_le_bytes());
-    header.extend_from_slice(&crc32c::crc32c(body).to_le_bytes());
+    header.extend_from_slice(&len.to_le_bytes());
+    header.extend_from_slice(&crc.to_le_bytes());
     frame(&header, out);
-    out.extend_from_slice(body);
 }
 
 /// A parsed batch header: `(frames, body length, body checksum)`.
@@ -354,6 +468,12 @@ enum Payload {
         branch: BranchId,
         seq: Seq,
         time: CommitTime,
+        chunks: Option<ChunkRef>,
+    },
+    /// One chunk of a commit's body (only ever read back through its commit).
+    Chunk {
+        writer: ObjectId,
+        n: u32,
     },
     Catalog {
         project: String,
@@ -364,8 +484,41 @@ enum Payload {
 
 struct AppendReq {
     payload: Vec<u8>,
+    /// A chunked commit's chunk records, written right before `payload`.
+    chunks: Option<ChunkFrames>,
     what: Payload,
     ack: oneshot::Sender<Result<ProjectRecordOrUnit>>,
+}
+
+/// Chunk records by parts: each one's metadata prefix and where its data
+/// lies in the shared body (its payload is `prefix | data | 0`).
+struct ChunkFrames {
+    body: Arc<Vec<u8>>,
+    frames: Vec<(Vec<u8>, std::ops::Range<usize>)>,
+}
+
+/// One frame of a batch as it is written: its header, then the payload's
+/// parts in order (unused parts are empty).
+struct OutFrame<'a> {
+    header: [u8; FRAME_HEADER],
+    parts: [&'a [u8]; 3],
+}
+
+impl<'a> OutFrame<'a> {
+    fn new(parts: [&'a [u8]; 3]) -> OutFrame<'a> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let len = (len as u32).to_le_bytes();
+        let crc = parts.iter().fold(0, |crc, p| crc32c::crc32c_append(crc, p));
+        let mut header = [0u8; FRAME_HEADER];
+        header[..4].copy_from_slice(&len);
+        header[4..8].copy_from_slice(&crc32c::crc32c(&len).to_le_bytes());
+        header[8..].copy_from_slice(&crc.to_le_bytes());
+        OutFrame { header, parts }
+    }
+
+    fn len(&self) -> u64 {
+        (FRAME_HEADER + self.parts.iter().map(|p| p.len()).sum::<usize>()) as u64
+    }
 }
 
 /// `ensure_project` answers with the stored record; other appends with `()`.
@@ -535,10 +688,19 @@ impl EmbeddedStore {
         self.shared.poisoned.load(Ordering::SeqCst)
     }
 
-    async fn submit(&self, payload: Vec<u8>, what: Payload) -> Result<ProjectRecordOrUnit> {
-        if payload.len() > MAX_RECORD {
+    async fn submit(
+        &self,
+        payload: Vec<u8>,
+        chunks: Option<ChunkFrames>,
+        what: Payload,
+    ) -> Result<ProjectRecordOrUnit> {
+        let largest = chunks
+            .iter()
+            .flat_map(|c| c.frames.iter().map(|(p, r)| p.len() + r.len() + 1))
+            .fold(payload.len(), usize::max);
+        if largest > MAX_RECORD {
             return Err(WalError::CommitTooLarge {
-                bytes: payload.len(),
+                bytes: largest,
                 limit: MAX_RECORD,
             });
         }
@@ -548,8 +710,13 @@ impl EmbeddedStore {
             let tx = tx
                 .as_ref()
                 .ok_or(WalError::Closed("embedded store is shut down"))?;
-            tx.send(AppendReq { payload, what, ack })
-                .map_err(|_| WalError::Closed("embedded store writer has stopped"))?;
+            tx.send(AppendReq {
+                payload,
+                chunks,
+                what,
+                ack,
+            })
+            .map_err(|_| WalError::Closed("embedded store writer has stopped"))?;
         }
         rx.await
             .map_err(|_| WalError::Closed("embedded store writer has stopped"))?
@@ -705,6 +872,7 @@ fn index_batch(
 ) -> Option<SegmentEnd> {
     let mut pos = from;
     let mut seen = 0u32;
+    let mut run = ChunkRun::default();
     while pos < bytes.len() {
         let (payload, total) = match parse_frame(&bytes[pos..]) {
             Frame::Ok { payload, total } => (payload, total),
@@ -715,17 +883,25 @@ fn index_batch(
                 });
             }
         };
-        match decode_record(payload) {
-            Ok(what) => index_record(index, &what, n, pos as u64, payload.len() as u32),
-            Err(reason) => {
-                return Some(SegmentEnd::Corrupt {
-                    offset: pos as u64,
-                    reason,
-                });
-            }
+        let indexed = decode_record(payload).and_then(|what| {
+            let span = run.step(&what, pos as u64)?;
+            index_record(index, &what, n, pos as u64, payload.len() as u32, span);
+            Ok(())
+        });
+        if let Err(reason) = indexed {
+            return Some(SegmentEnd::Corrupt {
+                offset: pos as u64,
+                reason,
+            });
         }
         seen += 1;
         pos += total;
+    }
+    if let Some(reason) = run.open() {
+        return Some(SegmentEnd::Corrupt {
+            offset: from.saturating_sub(BATCH_HEADER) as u64,
+            reason,
+        });
     }
     (seen != frames).then(|| SegmentEnd::Corrupt {
         offset: from.saturating_sub(BATCH_HEADER) as u64,
@@ -733,10 +909,71 @@ fn index_batch(
     })
 }
 
+/// Chunk frames seen since the last commit record of a batch: the run a
+/// chunked commit record must close (see the module invariants).
+#[derive(Default)]
+struct ChunkRun {
+    open: Option<(ObjectId, u64, u32)>,
+}
+
+impl ChunkRun {
+    /// Takes the record at `pos`; for a chunked commit, where its chunks are.
+    fn step(&mut self, what: &Payload, pos: u64) -> std::result::Result<Option<Span>, String> {
+        match (what, self.open) {
+            (Payload::Chunk { writer, n: 0 }, None) => {
+                self.open = Some((*writer, pos, 1));
+                Ok(None)
+            }
+            (Payload::Chunk { writer, n }, Some((w, first, count)))
+                if *writer == w && *n == count =>
+            {
+                self.open = Some((w, first, count + 1));
+                Ok(None)
+            }
+            (Payload::Chunk { writer, n }, _) => {
+                Err(format!("chunk {n} of writer {writer} is out of order"))
+            }
+            (
+                Payload::Commit {
+                    chunks: Some(c), ..
+                },
+                Some((w, first, count)),
+            ) if c.writer == w && c.count == count => {
+                self.open = None;
+                Ok(Some(Span {
+                    first,
+                    count,
+                    bytes: pos - first,
+                }))
+            }
+            (
+                Payload::Commit {
+                    chunks: Some(c), ..
+                },
+                _,
+            ) => Err(format!(
+                "the commit names {} chunks of writer {} that do not precede it",
+                c.count, c.writer
+            )),
+            (_, Some((w, _, count))) => Err(format!(
+                "{count} chunks of writer {w} are not followed by their commit"
+            )),
+            (_, None) => Ok(None),
+        }
+    }
+
+    /// Why the batch may not end here, if a run is open.
+    fn open(&self) -> Option<String> {
+        self.open.map(|(w, _, count)| {
+            format!("{count} chunks of writer {w} end the batch without their commit")
+        })
+    }
+}
+
 fn decode_record(payload: &[u8]) -> std::result::Result<Payload, String> {
-    Document::from_reader(payload)
+    RawDocument::from_bytes(payload)
         .map_err(|e| e.to_string())
-        .and_then(|d| decode_payload(&d).map_err(|e| e.to_string()))
+        .and_then(|d| decode_payload(d).map_err(|e| e.to_string()))
         .map_err(|reason| format!("record does not decode: {reason}"))
 }
 
@@ -788,7 +1025,19 @@ fn recover_frames(
             }
         };
         match decode_record(payload) {
-            Ok(what) => index_record(index, &what, n, pos as u64, payload.len() as u32),
+            // Chunk records exist only inside batches.
+            Ok(
+                Payload::Chunk { .. }
+                | Payload::Commit {
+                    chunks: Some(_), ..
+                },
+            ) => {
+                return Ok(SegmentEnd::Corrupt {
+                    offset: pos as u64,
+                    reason: "a chunk record outside a batch".into(),
+                });
+            }
+            Ok(what) => index_record(index, &what, n, pos as u64, payload.len() as u32, None),
             Err(reason) => {
                 return Ok(SegmentEnd::Corrupt {
                     offset: pos as u64,
@@ -887,25 +1136,49 @@ fn quarantine(path: &Path, suffix: &str) -> Result<()> {
     fs::rename(path, &to).map_err(|e| WalError::io(path, e))
 }
 
-fn decode_payload(d: &Document) -> Result<Payload> {
-    match record::kind_of(d)? {
+/// What a record is, for the index. A commit's body is not decoded here
+/// (opening reads metadata only; the frame checksum covers the bytes, and a
+/// body is decoded when it is read).
+fn decode_payload(d: &RawDocument) -> Result<Payload> {
+    let kind = match d.get("k") {
+        Ok(Some(bson::RawBsonRef::String(k))) => k,
+        _ => return Err(WalError::malformed("record", "field k is not a string")),
+    };
+    match kind {
         "commit" => {
-            let c = record::commit_from_doc(d)?;
+            let c = record::commit_record(d)?;
             Ok(Payload::Commit {
-                project: record::project_of(d)?.to_string(),
+                project: c.project.to_string(),
                 branch: c.branch,
                 seq: c.seq,
                 time: c.time,
+                chunks: match c.body {
+                    StoredBody::Inline(_) => None,
+                    StoredBody::Chunked(r) => Some(r),
+                },
+            })
+        }
+        "chunk" => {
+            let c = record::chunk_record(d)?;
+            Ok(Payload::Chunk {
+                writer: c.writer,
+                n: c.n,
             })
         }
         "catalog" => {
-            let r = record::catalog_from_doc(d)?;
+            let d =
+                Document::try_from(d).map_err(|e| WalError::malformed("catalog", e.to_string()))?;
+            let r = record::catalog_from_doc(&d)?;
             Ok(Payload::Catalog {
-                project: record::project_of(d)?.to_string(),
+                project: record::project_of(&d)?.to_string(),
                 seq: r.seq,
             })
         }
-        "project" => Ok(Payload::Project(record::project_from_doc(d)?)),
+        "project" => {
+            let d =
+                Document::try_from(d).map_err(|e| WalError::malformed("project", e.to_string()))?;
+            Ok(Payload::Project(record::project_from_doc(&d)?))
+        }
         other => Err(WalError::malformed(
             "record",
             format!("unknown kind {other:?}"),
@@ -913,13 +1186,21 @@ fn decode_payload(d: &Document) -> Result<Payload> {
     }
 }
 
-fn index_record(index: &mut Index, what: &Payload, segment: u64, offset: u64, len: u32) {
+fn index_record(
+    index: &mut Index,
+    what: &Payload,
+    segment: u64,
+    offset: u64,
+    len: u32,
+    chunks: Option<Span>,
+) {
     match what {
         Payload::Commit {
             project,
             branch,
             seq,
             time,
+            ..
         } => insert_loc(
             index.commits.entry((project.clone(), *branch)).or_default(),
             Loc {
@@ -928,8 +1209,11 @@ fn index_record(index: &mut Index, what: &Payload, segment: u64, offset: u64, le
                 len,
                 seq: *seq,
                 time: *time,
+                chunks,
             },
         ),
+        // Reached only through their commit's `Span`.
+        Payload::Chunk { .. } => {}
         Payload::Catalog { project, seq } => insert_loc(
             index.catalog.entry(project.clone()).or_default(),
             Loc {
@@ -938,6 +1222,7 @@ fn index_record(index: &mut Index, what: &Payload, segment: u64, offset: u64, le
                 len,
                 seq: *seq,
                 time: CommitTime(0),
+                chunks: None,
             },
         ),
         Payload::Project(p) => {
@@ -1015,8 +1300,7 @@ fn writer_loop(
             continue;
         }
         // Uniqueness: against the index and against earlier requests in this batch.
-        let mut accepted: Vec<(AppendReq, u64)> = Vec::with_capacity(batch.len());
-        let mut body = Vec::new();
+        let mut accepted: Vec<AppendReq> = Vec::with_capacity(batch.len());
         {
             let index = shared.index();
             let mut seen_commits = HashSet::new();
@@ -1054,6 +1338,10 @@ fn writer_loop(
                             Ok(())
                         }
                     }
+                    Payload::Chunk { .. } => Err(WalError::malformed(
+                        "chunk",
+                        "chunks are appended with their commit",
+                    )),
                     Payload::Project(p) => {
                         let existing = index
                             .projects
@@ -1072,11 +1360,7 @@ fn writer_loop(
                     }
                 };
                 match verdict {
-                    Ok(()) => {
-                        let offset = size + (BATCH_HEADER + body.len()) as u64;
-                        frame(&r.payload, &mut body);
-                        accepted.push((r, offset));
-                    }
+                    Ok(()) => accepted.push(r),
                     Err(e) => {
                         let _ = r.ack.send(Err(e));
                     }
@@ -1086,17 +1370,40 @@ fn writer_loop(
         if accepted.is_empty() {
             continue;
         }
-        let mut buf = Vec::with_capacity(BATCH_HEADER + body.len());
-        batch_frame(accepted.len() as u32, &body, &mut buf);
-        drop(body);
+        // The batch's frames, by parts, and where each record lands.
+        let mut frames: Vec<OutFrame<'_>> = Vec::new();
+        let mut placed: Vec<(u64, Option<Span>)> = Vec::with_capacity(accepted.len());
+        let mut body_len = 0u64;
+        let at = |body_len: u64| size + BATCH_HEADER as u64 + body_len;
+        for r in &accepted {
+            let span = r.chunks.as_ref().map(|c| {
+                let first = at(body_len);
+                for (prefix, range) in &c.frames {
+                    let f = OutFrame::new([prefix, &c.body[range.clone()], &[0]]);
+                    body_len += f.len();
+                    frames.push(f);
+                }
+                Span {
+                    first,
+                    count: c.frames.len() as u32,
+                    bytes: at(body_len) - first,
+                }
+            });
+            placed.push((at(body_len), span));
+            let f = OutFrame::new([&r.payload, &[], &[]]);
+            body_len += f.len();
+            frames.push(f);
+        }
         let path = shared.segment_path(number);
-        match write_batch(&mut active, &buf) {
+        let written = write_batch(&mut active, &frames, body_len);
+        drop(frames);
+        match written {
             Ok(()) => {}
             Err(Failure::Crash(what)) => {
                 // A failpoint standing for the process dying here: nothing
                 // more reaches the disk and nobody is told anything.
                 shared.poisoned.store(true, Ordering::SeqCst);
-                for (r, _) in accepted {
+                for r in accepted {
                     let _ = r.ack.send(Err(WalError::Closed(what)));
                 }
                 continue;
@@ -1109,7 +1416,7 @@ fn writer_loop(
                 tracing::error!(file = %path.display(), error = %e, "WAL write or fsync failed; refusing further appends until reopened");
                 shared.poisoned.store(true, Ordering::SeqCst);
                 write_acked_marker(&shared.dir, number, size);
-                for (r, _) in accepted {
+                for r in accepted {
                     let _ = r.ack.send(Err(WalError::io(
                         &path,
                         std::io::Error::new(e.kind(), e.to_string()),
@@ -1118,14 +1425,21 @@ fn writer_loop(
                 continue;
             }
         }
-        size += buf.len() as u64;
+        size += BATCH_HEADER as u64 + body_len;
         {
             let mut index = shared.index();
-            for (r, offset) in &accepted {
-                index_record(&mut index, &r.what, number, *offset, r.payload.len() as u32);
+            for (r, (offset, span)) in accepted.iter().zip(placed) {
+                index_record(
+                    &mut index,
+                    &r.what,
+                    number,
+                    offset,
+                    r.payload.len() as u32,
+                    span,
+                );
             }
         }
-        for (r, _) in accepted {
+        for r in accepted {
             let reply = match r.what {
                 Payload::Project(p) => ProjectRecordOrUnit::Project(p),
                 _ => ProjectRecordOrUnit::Unit,
@@ -1154,23 +1468,45 @@ enum Failure {
     Crash(&'static str),
 }
 
-/// One `write` of the whole batch, then one `fdatasync`.
-fn write_batch(active: &mut File, buf: &[u8]) -> std::result::Result<(), Failure> {
+/// The batch header, then every frame's header and parts, in order, through
+/// one buffer (small frames are gathered, chunk data goes straight from the
+/// commit's body), then one `fdatasync`.
+fn write_batch(
+    active: &mut File,
+    frames: &[OutFrame<'_>],
+    body_len: u64,
+) -> std::result::Result<(), Failure> {
     use crate::failpoints::{
         self, EMBEDDED_BEFORE_FSYNC, EMBEDDED_FSYNC_ERROR, EMBEDDED_TORN_WRITE,
     };
+    let pieces = || {
+        frames
+            .iter()
+            .flat_map(|f| std::iter::once(&f.header[..]).chain(f.parts.iter().copied()))
+    };
+    let crc = pieces().fold(0, crc32c::crc32c_append);
+    let mut header = Vec::with_capacity(BATCH_HEADER);
+    batch_header(frames.len() as u32, body_len, crc, &mut header);
     if failpoints::fire(EMBEDDED_TORN_WRITE) {
         // Out-of-order writeback cut short: the first half and the last
         // eighth of the batch reached the disk, zeros between.
-        let keep_tail = buf.len() - buf.len() / 8;
-        let mut torn = buf.to_vec();
-        torn[buf.len() / 2..keep_tail].fill(0);
+        let mut torn = header;
+        pieces().for_each(|p| torn.extend_from_slice(p));
+        let keep_tail = torn.len() - torn.len() / 8;
+        let half = torn.len() / 2;
+        torn[half..keep_tail].fill(0);
         let _ = active.write_all(&torn).and_then(|_| active.sync_data());
         return Err(Failure::Crash(
             "failpoint embedded-torn-write: the store stopped",
         ));
     }
-    active.write_all(buf).map_err(Failure::Io)?;
+    let mut out = BufWriter::with_capacity(WRITE_BUFFER, &mut *active);
+    out.write_all(&header).map_err(Failure::Io)?;
+    for p in pieces() {
+        out.write_all(p).map_err(Failure::Io)?;
+    }
+    out.flush().map_err(Failure::Io)?;
+    drop(out);
     if failpoints::fire(EMBEDDED_BEFORE_FSYNC) {
         return Err(Failure::Crash(
             "failpoint embedded-before-fsync: the store stopped",
@@ -1232,7 +1568,7 @@ impl LogStore for EmbeddedStore {
             }
             let payload = encode_doc(&record::project_to_doc(project), "project")?;
             match self
-                .submit(payload, Payload::Project(project.clone()))
+                .submit(payload, None, Payload::Project(project.clone()))
                 .await?
             {
                 ProjectRecordOrUnit::Project(p) => Ok(p),
@@ -1241,16 +1577,34 @@ impl LogStore for EmbeddedStore {
         })
     }
 
-    fn append_commit<'a>(&'a self, project: &'a str, commit: &'a Commit) -> StoreFuture<'a, ()> {
+    fn append_commit<'a>(
+        &'a self,
+        project: &'a str,
+        commit: &'a EncodedCommit,
+    ) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            let payload = encode_doc(&record::commit_to_doc(project, commit)?, "commit")?;
+            let payload = commit.record(project)?.into_bytes();
+            let chunks = match commit.chunks() {
+                None => None,
+                Some(c) => Some(ChunkFrames {
+                    body: Arc::clone(commit.body()),
+                    frames: (0..c.count)
+                        .map(|n| {
+                            let (prefix, _) = commit.chunk_record_parts(project, n, None)?;
+                            Ok((prefix, commit.chunk_range(n)))
+                        })
+                        .collect::<Result<_>>()?,
+                }),
+            };
             self.submit(
                 payload,
+                chunks,
                 Payload::Commit {
                     project: project.to_string(),
                     branch: commit.branch,
                     seq: commit.seq,
                     time: commit.time,
+                    chunks: commit.chunks().cloned(),
                 },
             )
             .await
@@ -1265,34 +1619,85 @@ impl LogStore for EmbeddedStore {
         after: Seq,
         upto: Seq,
         limit: usize,
-    ) -> StoreFuture<'a, Vec<Commit>> {
+    ) -> StoreFuture<'a, CommitPage> {
         Box::pin(async move {
-            let locs: Vec<Loc> = {
+            let (locs, more): (Vec<Loc>, bool) = {
                 let index = self.shared.index();
                 match index.commits.get(&(project.to_string(), branch)) {
                     Some(v) => {
                         let start = v.partition_point(|l| l.seq <= after);
-                        v[start..]
+                        let in_range = v[start..].partition_point(|l| l.seq <= upto);
+                        // At most `limit`, and about PAGE_BYTES of records.
+                        let mut bytes = 0u64;
+                        let page: Vec<Loc> = v[start..start + in_range]
                             .iter()
-                            .take_while(|l| l.seq <= upto)
                             .take(limit)
+                            .take_while(|l| {
+                                let fits = bytes < PAGE_BYTES;
+                                bytes += u64::from(l.len) + l.chunks.map_or(0, |c| c.bytes);
+                                fits
+                            })
                             .copied()
-                            .collect()
+                            .collect();
+                        let more = page.len() < in_range;
+                        (page, more)
                     }
-                    None => Vec::new(),
+                    None => (Vec::new(), false),
                 }
             };
             let mut out = Vec::with_capacity(locs.len());
-            self.shared.read_payloads(&locs, |loc, payload| {
-                let raw = RawDocument::from_bytes(payload).map_err(|e| WalError::Corrupt {
-                    file: self.shared.segment_path(loc.segment),
-                    offset: loc.offset,
-                    reason: format!("record is not BSON: {e}"),
+            // Runs of one-record commits are read together; a chunked one
+            // on its own (its chunks one at a time).
+            for run in locs.chunk_by(|a, b| a.chunks.is_none() && b.chunks.is_none()) {
+                if let [
+                    loc @ Loc {
+                        chunks: Some(span), ..
+                    },
+                ] = run
+                {
+                    out.push(self.shared.read_chunked(loc, *span)?);
+                    continue;
+                }
+                self.shared.read_payloads(run, |loc, payload| {
+                    let corrupt = |reason: String| WalError::Corrupt {
+                        file: self.shared.segment_path(loc.segment),
+                        offset: loc.offset,
+                        reason,
+                    };
+                    let raw = RawDocument::from_bytes(payload)
+                        .map_err(|e| corrupt(format!("record is not BSON: {e}")))?;
+                    let rec = record::commit_record(raw)?;
+                    match rec.body {
+                        StoredBody::Inline(body) => {
+                            out.push(record::decode_commit(&rec, body, false)?);
+                            Ok(())
+                        }
+                        StoredBody::Chunked(_) => Err(corrupt(
+                            "a chunked commit indexed without its chunks".into(),
+                        )),
+                    }
                 })?;
-                out.push(record::commit_from_raw(raw)?);
-                Ok(())
-            })?;
-            Ok(out)
+            }
+            Ok(CommitPage { commits: out, more })
+        })
+    }
+
+    fn commit_info<'a>(
+        &'a self,
+        project: &'a str,
+        branch: BranchId,
+        seq: Seq,
+    ) -> StoreFuture<'a, Option<CommitInfo>> {
+        Box::pin(async move {
+            let index = self.shared.index();
+            Ok(index
+                .commits
+                .get(&(project.to_string(), branch))
+                .and_then(|v| v.binary_search_by(|l| l.seq.cmp(&seq)).ok().map(|i| &v[i]))
+                .map(|l| CommitInfo {
+                    seq: l.seq,
+                    time: l.time,
+                }))
         })
     }
 
@@ -1332,7 +1737,10 @@ impl LogStore for EmbeddedStore {
                 first: v.first().map(info),
                 last: v.last().map(info),
                 commits: v.len() as u64,
-                bytes: v.iter().map(|l| u64::from(l.len)).sum(),
+                bytes: v
+                    .iter()
+                    .map(|l| u64::from(l.len) + l.chunks.map_or(0, |c| c.bytes))
+                    .sum(),
             })
         })
     }
@@ -1346,6 +1754,7 @@ impl LogStore for EmbeddedStore {
             let payload = encode_doc(&record::catalog_to_doc(project, rec), "catalog")?;
             self.submit(
                 payload,
+                None,
                 Payload::Catalog {
                     project: project.to_string(),
                     seq: rec.seq,
@@ -1378,15 +1787,10 @@ impl LogStore for EmbeddedStore {
         })
     }
 
-    fn put_snapshot<'a>(
-        &'a self,
-        project: &'a str,
-        snap: &'a SnapshotRecord,
-    ) -> StoreFuture<'a, ()> {
+    fn put_snapshot<'a>(&'a self, project: &'a str, snap: SnapshotRecord) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             let dir = self.snapshot_dir(project, snap.branch);
-            let bytes = snap.bytes.clone();
-            let seq = snap.seq;
+            let SnapshotRecord { branch, seq, bytes } = snap;
             let unique = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
             let path = tokio::task::spawn_blocking(move || -> Result<PathBuf> {
                 create_dir(&dir)?;
@@ -1411,7 +1815,7 @@ impl LogStore for EmbeddedStore {
             self.shared
                 .index()
                 .snapshots
-                .entry((project.to_string(), snap.branch))
+                .entry((project.to_string(), branch))
                 .or_default()
                 .insert(seq, path);
             Ok(())
@@ -1469,6 +1873,10 @@ mod tests {
         }
     }
 
+    fn encoded(seq: u64) -> EncodedCommit {
+        EncodedCommit::new(commit(seq)).unwrap()
+    }
+
     /// Record frames of commits `seqs`, as a batch body.
     fn body(seqs: std::ops::RangeInclusive<u64>) -> (u32, Vec<u8>) {
         let mut out = Vec::new();
@@ -1491,7 +1899,7 @@ mod tests {
         {
             let store = EmbeddedStore::open(dir.path()).unwrap();
             for s in 1..=3 {
-                store.append_commit("p", &commit(s)).await.unwrap();
+                store.append_commit("p", &encoded(s)).await.unwrap();
             }
         }
         let seg = segment_path(dir.path(), 1);
@@ -1552,6 +1960,142 @@ mod tests {
         );
     }
 
+    /// Commit `seq` with enough documents for a body of tens of KiB.
+    fn large(seq: u64) -> Commit {
+        let ns = crate::types::Namespace::new("db", "c");
+        let mut c = commit(seq);
+        c.ops = (0..60)
+            .map(|i| crate::record::LoggedOp {
+                op: crate::record::DocOp::Put {
+                    ns: ns.clone(),
+                    id: bson::Bson::Int32(i),
+                    doc: crate::rawdoc::encode(
+                        &bson::doc! {"_id": i, "seq": seq as i64, "pad": "z".repeat(700)},
+                    )
+                    .unwrap(),
+                },
+                pre_image: Some(crate::rawdoc::encode(&bson::doc! {"_id": i}).unwrap()),
+            })
+            .collect();
+        c
+    }
+
+    /// `large(seq)` in chunks of 4 KiB.
+    fn chunked(seq: u64) -> EncodedCommit {
+        EncodedCommit::with_sizes(large(seq), 1024, 4096).unwrap()
+    }
+
+    fn without_pre_images(mut c: Commit) -> Commit {
+        c.ops.iter_mut().for_each(|o| o.pre_image = None);
+        c
+    }
+
+    #[tokio::test]
+    async fn a_chunked_commit_round_trips_and_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = chunked(2);
+        let count = e.chunks().unwrap().count;
+        assert!(count > 5, "{count} chunks");
+        {
+            let store = EmbeddedStore::open(dir.path()).unwrap();
+            store.append_commit("p", &encoded(1)).await.unwrap();
+            store.append_commit("p", &e).await.unwrap();
+            store.append_commit("p", &encoded(3)).await.unwrap();
+            // The loser of seq 2 is refused before anything is written.
+            let before = std::fs::metadata(segment_path(dir.path(), 1))
+                .unwrap()
+                .len();
+            let lost = store.append_commit("p", &chunked(2)).await.unwrap_err();
+            assert!(matches!(lost, WalError::Conflict { .. }), "{lost}");
+            assert_eq!(
+                std::fs::metadata(segment_path(dir.path(), 1))
+                    .unwrap()
+                    .len(),
+                before
+            );
+            let got = store
+                .read_commits("p", BranchId(1), Seq(0), Seq::MAX, 10)
+                .await
+                .unwrap();
+            assert_eq!(got.len(), 3);
+            assert!(!got.more);
+            assert_eq!(got[1], without_pre_images(large(2)));
+        }
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let got = store
+            .read_commits("p", BranchId(1), Seq(1), Seq(2), 10)
+            .await
+            .unwrap();
+        assert_eq!(got.commits, vec![without_pre_images(large(2))]);
+        let stats = store.log_stats("p", BranchId(1)).await.unwrap();
+        assert_eq!(stats.commits, 3);
+        assert!(stats.bytes > e.body_len() as u64, "{stats:?}");
+    }
+
+    /// The bytes of one batch holding the chunked commit 4.
+    async fn chunked_batch() -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let before = std::fs::metadata(segment_path(dir.path(), 1))
+            .unwrap()
+            .len() as usize;
+        store.append_commit("p", &chunked(4)).await.unwrap();
+        drop(store);
+        std::fs::read(segment_path(dir.path(), 1)).unwrap()[before..].to_vec()
+    }
+
+    #[tokio::test]
+    async fn a_torn_chunked_commit_is_cut_whole() {
+        let batch = chunked_batch().await;
+        assert!(batch.len() > 10 * 4096);
+        assert_eq!(reopen_with_tail(&batch).await.unwrap(), Some(Seq(4)));
+        // Cut anywhere (in its chunks, before its commit record): gone
+        // whole, never a commit without its chunks or chunks alone.
+        for cut in [
+            BATCH_HEADER + 10,
+            batch.len() / 3,
+            batch.len() - 200,
+            batch.len() - 1,
+        ] {
+            assert_eq!(
+                reopen_with_tail(&batch[..cut]).await.unwrap(),
+                Some(Seq(3)),
+                "cut at {cut}"
+            );
+        }
+        let mut holed = batch.clone();
+        holed[8192..12288].fill(0);
+        assert_eq!(reopen_with_tail(&holed).await.unwrap(), Some(Seq(3)));
+    }
+
+    #[tokio::test]
+    async fn chunks_without_their_commit_are_corruption() {
+        // An intact batch (right checksums) whose chunk records are not
+        // followed by the commit naming them: a writer bug, refused on open.
+        let e = chunked(4);
+        let mut body = Vec::new();
+        let mut n = 0;
+        for k in 0..e.chunks().unwrap().count {
+            let (prefix, data) = e.chunk_record_parts("p", k, None).unwrap();
+            let mut payload = prefix;
+            payload.extend_from_slice(data);
+            payload.push(0);
+            frame(&payload, &mut body);
+            n += 1;
+        }
+        let (m, plain) = super::tests::body(4..=4);
+        body.extend_from_slice(&plain);
+        let mut tail = Vec::new();
+        batch_frame(n + m, &body, &mut tail);
+        let (n2, b2) = super::tests::body(5..=5);
+        batch_frame(n2, &b2, &mut tail);
+        let err = reopen_with_tail(&tail).await.unwrap_err();
+        assert!(
+            matches!(&err, WalError::Corrupt { reason, .. } if reason.contains("not followed by their commit")),
+            "{err}"
+        );
+    }
+
     #[tokio::test]
     async fn old_segments_of_bare_frames_are_read_and_never_appended_to() {
         let dir = tempfile::tempdir().unwrap();
@@ -1564,7 +2108,7 @@ mod tests {
         std::fs::write(segment_path(dir.path(), 1), &v1).unwrap();
         {
             let store = EmbeddedStore::open(dir.path()).unwrap();
-            store.append_commit("p", &commit(3)).await.unwrap();
+            store.append_commit("p", &encoded(3)).await.unwrap();
             let got = store
                 .read_commits("p", BranchId(1), Seq(0), Seq::MAX, 10)
                 .await;

@@ -6,14 +6,18 @@
 //!   commit with the same `(project, branch, seq)` with `WalError::Conflict`,
 //!   whatever handle or process appended the first. Same for
 //!   `append_catalog` and `(project, seq)` with `CatalogConflict`.
-//! - A record is one unit: it is either wholly visible or not at all.
+//! - A commit is one unit, whether it is one record or chunk records and
+//!   the commit record naming them (`record::EncodedCommit`): readers and
+//!   tailers see all of it or none of it; chunks never become visible
+//!   without their commit record, and a loser's or a dead writer's chunks
+//!   are never read and are removed by the store itself.
 //! - Reads see every append acknowledged before the read started.
 //! - Times are not checked by the store; the engine appends a branch's
 //!   commits with nondecreasing times in seq order, and `commit_at_or_before`
 //!   may rely on that.
 
 use crate::error::Result;
-use crate::record::{CatalogRecord, Commit, ProjectRecord, SnapshotRecord};
+use crate::record::{CatalogRecord, Commit, EncodedCommit, ProjectRecord, SnapshotRecord};
 use crate::types::{BranchId, CommitInfo, CommitTime, Seq};
 use std::future::Future;
 use std::pin::Pin;
@@ -23,6 +27,35 @@ pub mod mongo;
 
 /// The future every store method returns (boxed: the trait is used as `dyn`).
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
+
+/// A page of [`LogStore::read_commits`] ends once its commits' bodies reach
+/// this many bytes (after at least one commit), whatever its limit: a page
+/// is held whole while it is folded, and commits may be hundreds of MB.
+pub const PAGE_BYTES: u64 = 64 << 20;
+
+/// Commits read in one page, ascending by seq.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CommitPage {
+    pub commits: Vec<Commit>,
+    /// More commits may follow in the range: the page stopped at its limit
+    /// or at [`PAGE_BYTES`]. False only when the range was read to its end.
+    pub more: bool,
+}
+
+impl std::ops::Deref for CommitPage {
+    type Target = [Commit];
+    fn deref(&self) -> &[Commit] {
+        &self.commits
+    }
+}
+
+impl IntoIterator for CommitPage {
+    type Item = Commit;
+    type IntoIter = std::vec::IntoIter<Commit>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.commits.into_iter()
+    }
+}
 
 /// What the log holds for one branch incarnation.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -45,10 +78,18 @@ pub trait LogStore: Send + Sync {
     /// Inserts the project record unless one exists; returns the stored one.
     fn ensure_project<'a>(&'a self, project: &'a ProjectRecord) -> StoreFuture<'a, ProjectRecord>;
 
-    /// Appends one commit durably; `Conflict` when `(branch, seq)` exists.
-    fn append_commit<'a>(&'a self, project: &'a str, commit: &'a Commit) -> StoreFuture<'a, ()>;
+    /// Appends one commit durably (its chunk records first, if it has
+    /// them); `Conflict` when `(branch, seq)` exists.
+    fn append_commit<'a>(
+        &'a self,
+        project: &'a str,
+        commit: &'a EncodedCommit,
+    ) -> StoreFuture<'a, ()>;
 
-    /// Commits of `branch` with `after < seq <= upto`, ascending, at most `limit`.
+    /// Commits of `branch` with `after < seq <= upto`, ascending, at most
+    /// `limit` and about [`PAGE_BYTES`] of bodies (at least one commit when
+    /// any is in range), their bodies reassembled. Pre-images are left out
+    /// (replay never reads them; they stay in the log).
     fn read_commits<'a>(
         &'a self,
         project: &'a str,
@@ -56,7 +97,16 @@ pub trait LogStore: Send + Sync {
         after: Seq,
         upto: Seq,
         limit: usize,
-    ) -> StoreFuture<'a, Vec<Commit>>;
+    ) -> StoreFuture<'a, CommitPage>;
+
+    /// Seq and time of commit `seq` of `branch`, if it exists (its body is
+    /// not read).
+    fn commit_info<'a>(
+        &'a self,
+        project: &'a str,
+        branch: BranchId,
+        seq: Seq,
+    ) -> StoreFuture<'a, Option<CommitInfo>>;
 
     /// The newest commit of `branch` with `time <= at`.
     fn commit_at_or_before<'a>(
@@ -83,10 +133,12 @@ pub trait LogStore: Send + Sync {
     ) -> StoreFuture<'a, Vec<CatalogRecord>>;
 
     /// Stores a snapshot (replacing one at the same point: they are equal).
+    /// Taken by value: a snapshot is as large as the state, and a store
+    /// that writes it elsewhere (a blocking thread) needs no copy.
     fn put_snapshot<'a>(
         &'a self,
         project: &'a str,
-        snapshot: &'a SnapshotRecord,
+        snapshot: SnapshotRecord,
     ) -> StoreFuture<'a, ()>;
 
     /// The newest snapshot of `branch` with `after < seq <= upto`.

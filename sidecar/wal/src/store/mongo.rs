@@ -6,8 +6,15 @@
 //! - `projects`: `{_id: name, k, name, created}`
 //! - `branches`: the branch catalog log, `{k: "catalog", project, seq, time, event}`,
 //!   unique on `{project, seq}`
-//! - `commits`: `{k: "commit", project, branch, seq, time, actor, nops, bytes, body}`,
+//! - `commits`: `{k: "commit", project, branch, seq, time, actor, nops, bytes, body | chunks}`,
 //!   unique on `{project, branch, seq}`, and `{project, branch, time}`
+//! - `chunks`: a large commit's body in pieces, `{_id: "<writer>:<n>", k:
+//!   "chunk", project, branch, seq, writer, n, data}` (4 MiB of body each),
+//!   read by `_id` through the commit record that names the writer
+//! - `chunk_sets`: `{_id: writer, project, branch, seq, count, ...}`, one per
+//!   chunk set whose commit is not known to have landed: written before the
+//!   chunks, removed once the commit record is in (or the set is removed as
+//!   an orphan). Small, so recovery scans it, never `chunks`.
 //! - `snapshots`: `{project, branch, seq, chunk, of, data}`, a snapshot in
 //!   chunks under MongoDB's 16 MiB document limit, unique on
 //!   `{project, branch, seq, chunk}`; complete when all `of` are there
@@ -20,15 +27,45 @@
 //! that a failover could roll back (and the engine refuses a read with a
 //! hole: `engine.rs: check_next`).
 //!
+//! Large commits (see `record.rs`): the writer inserts its `chunk_sets`
+//! entry, then the chunks, then the commit record, which claims the seq.
+//! A commit record is inserted only after all its chunks are (each with
+//! `w: majority`), and readers fetch chunks only through a commit record,
+//! so a reader sees a whole commit or none. Chunk `_id`s start with the
+//! writer's unique id, so a loser's chunks are never the winner's. Orphans
+//! (a set no commit record names) are removed by the store itself:
+//! - the loser of the seq race deletes its chunks at once (`Conflict`);
+//! - on open, [`MongoStore::remove_orphans`] checks each `chunk_sets` entry:
+//!   the commit at its `(branch, seq)` names it → committed, only the entry
+//!   goes; another commit holds that seq → orphan (the seq can never be
+//!   this writer's: the unique index refuses it), chunks and entry go; no
+//!   commit there yet → kept while younger than [`ORPHAN_AGE`], removed
+//!   after. That last rule is safe against a writer still in flight because
+//!   a writer never inserts its commit record later than [`ABANDON_AFTER`]
+//!   after it began its chunk set (it gives up and removes its chunks
+//!   instead), and `ORPHAN_AGE` is far longer than that plus any clock skew
+//!   between pods (the age comes from the writer's id, made on its clock).
+//!
 //! Outages: the driver reconnects by itself; until it does, every call
 //! fails within the server-selection timeout (5 s unless the URI sets
 //! `serverSelectionTimeoutMS`) with `WalError::Mongo`, which the engine
 //! treats as an unknown outcome for an append (`Head::verified`).
 
 use crate::error::{Result, WalError};
-use crate::record::{self, CatalogRecord, Commit, ProjectRecord, SnapshotRecord};
-use crate::store::{LogStats, LogStore, StoreFuture};
+use crate::record::{
+    self, CatalogRecord, ChunkRef, EncodedCommit, ProjectRecord, SnapshotRecord, StoredBody,
+};
+use crate::store::{CommitPage, LogStats, LogStore, PAGE_BYTES, StoreFuture};
+
+/// Seconds since `writer` was made (by its maker's clock); zero for one
+/// from the future.
+fn age_of(writer: ObjectId) -> std::time::Duration {
+    std::time::SystemTime::now()
+        .duration_since(writer.timestamp().to_system_time())
+        .unwrap_or_default()
+}
 use crate::types::{BranchId, CommitInfo, CommitTime, Seq};
+use bson::oid::ObjectId;
 use bson::{Bson, Document, RawDocumentBuf, doc, spec::BinarySubtype};
 use futures::TryStreamExt;
 use mongodb::error::{ErrorKind, WriteFailure};
@@ -43,6 +80,16 @@ const SERVER_SELECTION_TIMEOUT: std::time::Duration = std::time::Duration::from_
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Snapshot chunk size: well under the 16 MiB document limit.
 const CHUNK: usize = 4 << 20;
+/// A writer that began a chunk set longer ago than this does not insert its
+/// commit record: it removes its chunks and fails the append (its outcome
+/// is known: nothing was committed). See the module doc.
+pub const ABANDON_AFTER: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+/// A chunk set whose seq no commit holds is an orphan once its writer id is
+/// older than this (by the remover's clock). Far above [`ABANDON_AFTER`]:
+/// the margin covers clock skew between pods.
+pub const ORPHAN_AGE: std::time::Duration = std::time::Duration::from_secs(60 * 60);
+/// Chunks per reply when reading a chunk set (each up to 4 MiB).
+const CHUNKS_PER_BATCH: u32 = 2;
 
 pub struct MongoStore {
     database: String,
@@ -50,7 +97,25 @@ pub struct MongoStore {
     projects: Collection<Document>,
     catalog: Collection<Document>,
     commits: Collection<Document>,
+    chunks: Collection<RawDocumentBuf>,
+    chunk_sets: Collection<Document>,
     snapshots: Collection<Document>,
+}
+
+/// What [`MongoStore::remove_orphans`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OrphanReport {
+    /// Chunk sets whose commit landed (their entry removed, chunks kept).
+    pub committed: usize,
+    /// Chunk sets removed as orphans, with their chunks.
+    pub removed: usize,
+    /// Chunk sets left alone: no commit at their seq yet and young enough
+    /// that a writer may still be in flight.
+    pub kept: usize,
+}
+
+fn chunk_id(writer: &ObjectId, n: u32) -> String {
+    format!("{}:{n}", writer.to_hex())
 }
 
 impl std::fmt::Debug for MongoStore {
@@ -133,6 +198,8 @@ impl MongoStore {
             projects: db.collection("projects"),
             catalog: db.collection("branches"),
             commits: db.collection("commits"),
+            chunks: db.collection("chunks"),
+            chunk_sets: db.collection("chunk_sets"),
             snapshots: db.collection("snapshots"),
         };
         unique_index(
@@ -162,7 +229,213 @@ impl MongoStore {
             "project_branch_seq_chunk",
         )
         .await?;
+        let report = store.remove_orphans(ORPHAN_AGE).await?;
+        if report.removed > 0 {
+            tracing::info!(
+                removed = report.removed,
+                kept = report.kept,
+                "removed orphan chunk sets"
+            );
+        }
         Ok(Arc::new(store))
+    }
+
+    /// Removes every chunk set no commit record names and never will (see
+    /// the module doc): its seq is held by another commit, or none and it
+    /// is older than `older_than`. Runs on open; safe to run any time.
+    pub async fn remove_orphans(&self, older_than: std::time::Duration) -> Result<OrphanReport> {
+        let sets: Vec<Document> = self
+            .chunk_sets
+            .find(doc! {})
+            .await
+            .map_err(|e| WalError::mongo("reading chunk sets", e))?
+            .try_collect()
+            .await
+            .map_err(|e| WalError::mongo("reading chunk sets", e))?;
+        let mut report = OrphanReport::default();
+        for set in sets {
+            const W: &str = "chunk set";
+            let writer = set
+                .get_object_id("_id")
+                .map_err(|e| WalError::malformed(W, format!("field _id: {e}")))?;
+            let project = set
+                .get_str("project")
+                .map_err(|e| WalError::malformed(W, format!("field project: {e}")))?;
+            let branch = record::get_i64(&set, W, "branch")?;
+            let seq = record::get_i64(&set, W, "seq")?;
+            let count = u32::try_from(record::get_i64(&set, W, "count")?)
+                .map_err(|_| WalError::malformed(W, "field count is out of range"))?;
+            let holder = self
+                .commits
+                .find_one(doc! {"project": project, "branch": branch, "seq": seq})
+                .projection(doc! {"chunks": 1})
+                .await
+                .map_err(|e| WalError::mongo("reading the commit of a chunk set", e))?;
+            let named = |c: &Document| {
+                c.get_document("chunks")
+                    .and_then(|c| c.get_object_id("writer"))
+                    .is_ok_and(|w| w == writer)
+            };
+            match holder {
+                Some(c) if named(&c) => {
+                    self.forget_set(writer).await?;
+                    report.committed += 1;
+                }
+                Some(_) => {
+                    self.remove_set(writer, count).await?;
+                    report.removed += 1;
+                }
+                None if age_of(writer) > older_than => {
+                    self.remove_set(writer, count).await?;
+                    report.removed += 1;
+                }
+                None => report.kept += 1,
+            }
+        }
+        Ok(report)
+    }
+
+    /// Drops a set's `chunk_sets` entry (its commit landed).
+    async fn forget_set(&self, writer: ObjectId) -> Result<()> {
+        self.chunk_sets
+            .delete_one(doc! {"_id": writer})
+            .await
+            .map_err(|e| WalError::mongo("removing a chunk set entry", e))?;
+        Ok(())
+    }
+
+    /// Deletes a set's chunks, then its entry (so a failure half way is
+    /// found again by the next scan).
+    async fn remove_set(&self, writer: ObjectId, count: u32) -> Result<()> {
+        let ids: Vec<Bson> = (0..count)
+            .map(|n| Bson::String(chunk_id(&writer, n)))
+            .collect();
+        self.chunks
+            .delete_many(doc! {"_id": {"$in": ids}})
+            .await
+            .map_err(|e| WalError::mongo("removing orphan chunks", e))?;
+        self.forget_set(writer).await
+    }
+
+    /// The chunks and the commit record of a large commit (see the module doc).
+    async fn append_chunked(
+        &self,
+        project: &str,
+        commit: &EncodedCommit,
+        chunks: &ChunkRef,
+        record: RawDocumentBuf,
+    ) -> Result<()> {
+        let started = std::time::Instant::now();
+        let context = || {
+            format!(
+                "appending commit {} of branch {}",
+                commit.seq, commit.branch
+            )
+        };
+        self.chunk_sets
+            .insert_one(doc! {
+                "_id": chunks.writer, "project": project, "branch": commit.branch.0 as i64,
+                "seq": commit.seq.0 as i64, "count": i64::from(chunks.count),
+                "bytes": chunks.bytes as i64,
+            })
+            .await
+            .map_err(|e| WalError::mongo(context(), e))?;
+        for n in 0..chunks.count {
+            let id = chunk_id(&chunks.writer, n);
+            let d = commit.chunk_record(project, n, Some(&id))?;
+            self.chunks
+                .insert_one(d)
+                .await
+                .map_err(|e| WalError::mongo(context(), e))?;
+        }
+        // Measured both ways: on this process's monotonic clock, and as the
+        // age of the writer id (made when the commit was encoded, on the
+        // wall clock an orphan remover reads it with).
+        if started.elapsed() > ABANDON_AFTER || age_of(chunks.writer) > ABANDON_AFTER {
+            // Too late to claim the seq: an orphan remover may already
+            // count this set as dead. Nothing was committed.
+            let _ = self.remove_set(chunks.writer, chunks.count).await;
+            return Err(WalError::Abandoned {
+                seconds: started.elapsed().as_secs(),
+            });
+        }
+        match self.insert_commit(commit, record).await {
+            Ok(()) => {
+                // Best effort: a leftover entry is found committed on the next scan.
+                if let Err(e) = self.forget_set(chunks.writer).await {
+                    tracing::warn!(error = %e, "could not remove a committed chunk set's entry");
+                }
+                Ok(())
+            }
+            Err(e @ WalError::Conflict { .. }) => {
+                // The loser removes its own chunks; if it cannot, the next
+                // scan finds the seq held by another commit.
+                if let Err(e) = self.remove_set(chunks.writer, chunks.count).await {
+                    tracing::warn!(error = %e, "could not remove a losing commit's chunks");
+                }
+                Err(e)
+            }
+            // Unknown outcome: the set stays until a scan decides.
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Inserts a commit record: the one write that claims its seq.
+    async fn insert_commit(&self, commit: &EncodedCommit, record: RawDocumentBuf) -> Result<()> {
+        match self
+            .commits
+            .clone_with_type::<RawDocumentBuf>()
+            .insert_one(record)
+            .await
+        {
+            Ok(_) if crate::failpoints::fire(
+                crate::failpoints::MONGO_APPEND_AFTER_INSERT_BEFORE_ACK,
+            ) =>
+            {
+                Err(WalError::mongo(
+                    format!("appending commit {} of branch {}", commit.seq, commit.branch),
+                    std::io::Error::new(
+                        std::io::ErrorKind::ConnectionReset,
+                        "failpoint mongo-append-after-insert-before-ack: connection lost before the reply",
+                    )
+                    .into(),
+                ))
+            }
+            Ok(_) => Ok(()),
+            Err(e) if is_duplicate_key(&e) => Err(WalError::Conflict {
+                branch: commit.branch,
+                seq: commit.seq,
+            }),
+            Err(e) => Err(WalError::mongo(
+                format!(
+                    "appending commit {} of branch {}",
+                    commit.seq, commit.branch
+                ),
+                e,
+            )),
+        }
+    }
+
+    /// A chunked commit's body, from the chunks its record names.
+    async fn read_body(&self, chunks: &ChunkRef) -> Result<Vec<u8>> {
+        let ids: Vec<Bson> = (0..chunks.count)
+            .map(|n| Bson::String(chunk_id(&chunks.writer, n)))
+            .collect();
+        let mut body = record::Reassembly::new(chunks)?;
+        let mut cursor = self
+            .chunks
+            .find(doc! {"_id": {"$in": ids}})
+            .batch_size(CHUNKS_PER_BATCH)
+            .await
+            .map_err(|e| WalError::mongo("reading a commit's chunks", e))?;
+        while let Some(d) = cursor
+            .try_next()
+            .await
+            .map_err(|e| WalError::mongo("reading a commit's chunks", e))?
+        {
+            body.add(&record::chunk_record(&d)?)?;
+        }
+        body.finish()
     }
 
     async fn edge(
@@ -182,34 +455,37 @@ impl MongoStore {
     }
 
     /// Reassembles snapshot `seq` if all its chunks are there.
+    /// Reassembles snapshot `seq` if all its chunks are there, appending
+    /// each chunk as it arrives (the snapshot is held once, not twice).
     async fn assemble(&self, project: &str, branch: BranchId, seq: i64) -> Result<Option<Vec<u8>>> {
-        let chunks: Vec<Document> = self
+        let mut cursor = self
             .snapshots
             .find(doc! {"project": project, "branch": branch.0 as i64, "seq": seq})
             .sort(doc! {"chunk": 1})
-            .await
-            .map_err(|e| WalError::mongo("reading snapshot chunks", e))?
-            .try_collect()
+            .batch_size(CHUNKS_PER_BATCH)
             .await
             .map_err(|e| WalError::mongo("reading snapshot chunks", e))?;
-        let Some(first) = chunks.first() else {
-            return Ok(None);
-        };
-        let of = record::get_u64(first, "snapshot", "of")? as usize;
-        if chunks.len() != of {
-            return Ok(None);
-        }
         let mut bytes = Vec::new();
-        for (i, c) in chunks.iter().enumerate() {
-            if record::get_u64(c, "snapshot", "chunk")? as usize != i {
+        let mut next = 0usize;
+        let mut of = None;
+        while let Some(c) = cursor
+            .try_next()
+            .await
+            .map_err(|e| WalError::mongo("reading snapshot chunks", e))?
+        {
+            let total = record::get_u64(&c, "snapshot", "of")? as usize;
+            if *of.get_or_insert(total) != total
+                || record::get_u64(&c, "snapshot", "chunk")? as usize != next
+            {
                 return Ok(None);
             }
             match c.get("data") {
                 Some(Bson::Binary(b)) => bytes.extend_from_slice(&b.bytes),
                 _ => return Err(WalError::malformed("snapshot", "chunk without data")),
             }
+            next += 1;
         }
-        Ok(Some(bytes))
+        Ok((of == Some(next)).then_some(bytes))
     }
 }
 
@@ -250,35 +526,16 @@ impl LogStore for MongoStore {
         })
     }
 
-    fn append_commit<'a>(&'a self, project: &'a str, commit: &'a Commit) -> StoreFuture<'a, ()> {
+    fn append_commit<'a>(
+        &'a self,
+        project: &'a str,
+        commit: &'a EncodedCommit,
+    ) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            let d = record::commit_to_doc(project, commit)?;
-            match self.commits.insert_one(d).await {
-                Ok(_) if crate::failpoints::fire(
-                    crate::failpoints::MONGO_APPEND_AFTER_INSERT_BEFORE_ACK,
-                ) =>
-                {
-                    Err(WalError::mongo(
-                        format!("appending commit {} of branch {}", commit.seq, commit.branch),
-                        std::io::Error::new(
-                            std::io::ErrorKind::ConnectionReset,
-                            "failpoint mongo-append-after-insert-before-ack: connection lost before the reply",
-                        )
-                        .into(),
-                    ))
-                }
-                Ok(_) => Ok(()),
-                Err(e) if is_duplicate_key(&e) => Err(WalError::Conflict {
-                    branch: commit.branch,
-                    seq: commit.seq,
-                }),
-                Err(e) => Err(WalError::mongo(
-                    format!(
-                        "appending commit {} of branch {}",
-                        commit.seq, commit.branch
-                    ),
-                    e,
-                )),
+            let record = commit.record(project)?;
+            match commit.chunks() {
+                None => self.insert_commit(commit, record).await,
+                Some(chunks) => self.append_chunked(project, commit, chunks, record).await,
             }
         })
     }
@@ -290,13 +547,16 @@ impl LogStore for MongoStore {
         after: Seq,
         upto: Seq,
         limit: usize,
-    ) -> StoreFuture<'a, Vec<Commit>> {
+    ) -> StoreFuture<'a, CommitPage> {
         Box::pin(async move {
             if upto <= after {
-                return Ok(Vec::new());
+                return Ok(CommitPage::default());
             }
-            // Read as raw BSON: replay decodes commits from their bytes.
-            let docs: Vec<RawDocumentBuf> = self
+            // Read as raw BSON: replay decodes commits from their bytes. The
+            // cursor is read as the page fills (the driver fetches a batch
+            // at a time), so a page of large commits stops at PAGE_BYTES
+            // instead of holding `limit` of them.
+            let mut cursor = self
                 .commits
                 .clone_with_type::<RawDocumentBuf>()
                 .find(doc! {
@@ -306,15 +566,55 @@ impl LogStore for MongoStore {
                 .sort(doc! {"seq": 1})
                 .limit(i64::try_from(limit).unwrap_or(i64::MAX))
                 .await
-                .map_err(|e| WalError::mongo("reading commits", e))?
-                .try_collect()
-                .await
                 .map_err(|e| WalError::mongo("reading commits", e))?;
-            let mut docs = docs;
-            if docs.len() >= 2 && crate::failpoints::fire(crate::failpoints::MONGO_READ_GAP) {
-                docs.remove(1);
+            let mut page = CommitPage::default();
+            let (mut bytes, mut index) = (0u64, 0usize);
+            while let Some(d) = cursor
+                .try_next()
+                .await
+                .map_err(|e| WalError::mongo("reading commits", e))?
+            {
+                if page.commits.len() >= limit || bytes >= PAGE_BYTES {
+                    page.more = true;
+                    break;
+                }
+                index += 1;
+                if index == 2 && crate::failpoints::fire(crate::failpoints::MONGO_READ_GAP) {
+                    continue;
+                }
+                let rec = record::commit_record(&d)?;
+                let commit = match &rec.body {
+                    StoredBody::Inline(body) => {
+                        bytes += body.len() as u64;
+                        record::decode_commit(&rec, body, false)?
+                    }
+                    StoredBody::Chunked(chunks) => {
+                        bytes += chunks.bytes;
+                        let body = self.read_body(chunks).await?;
+                        record::decode_commit(&rec, &body, false)?
+                    }
+                };
+                page.commits.push(commit);
             }
-            docs.iter().map(|d| record::commit_from_raw(d)).collect()
+            page.more |= page.commits.len() >= limit;
+            Ok(page)
+        })
+    }
+
+    fn commit_info<'a>(
+        &'a self,
+        project: &'a str,
+        branch: BranchId,
+        seq: Seq,
+    ) -> StoreFuture<'a, Option<CommitInfo>> {
+        Box::pin(async move {
+            let found = self
+                .commits
+                .find_one(doc! {"project": project, "branch": branch.0 as i64, "seq": seq.0 as i64})
+                .projection(doc! {"seq": 1, "time": 1})
+                .await
+                .map_err(|e| WalError::mongo("reading a commit's time", e))?;
+            found.as_ref().map(info_from).transpose()
         })
     }
 
@@ -408,11 +708,7 @@ impl LogStore for MongoStore {
         })
     }
 
-    fn put_snapshot<'a>(
-        &'a self,
-        project: &'a str,
-        snap: &'a SnapshotRecord,
-    ) -> StoreFuture<'a, ()> {
+    fn put_snapshot<'a>(&'a self, project: &'a str, snap: SnapshotRecord) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             let chunks: Vec<&[u8]> = if snap.bytes.is_empty() {
                 vec![&[][..]]

@@ -684,7 +684,11 @@ async fn hostile_pipelines_stay_within_their_budget() {
     // The phases add little to the peak: the data they hold is bounded by
     // the budget and the batch size, not by what they read.
     assert!(grouped < before + 64, "{before} -> {grouped} MiB");
-    assert!(joined < seeded + 64, "{seeded} -> {joined} MiB");
+    // The joins hold at most one output document's matches: the 4568 case
+    // gathers 16 MiB + 16 KiB of them, parsed (a few times their BSON
+    // size). Holding the 40 MiB foreign collection parsed would be several
+    // hundred MiB.
+    assert!(joined < seeded + 128, "{seeded} -> {joined} MiB");
     assert!(unwound < joined + 128, "{joined} -> {unwound} MiB");
 }
 

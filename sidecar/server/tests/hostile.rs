@@ -116,12 +116,7 @@ impl Drop for Target {
         let Ok(path) = std::env::var("ARGON_PEAK_RSS_FILE") else {
             return;
         };
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.sidecar.pid()));
-        let peak = status.ok().and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
-        });
+        let peak = peak_rss_kib(self.sidecar.pid());
         let test = std::thread::current()
             .name()
             .unwrap_or("hostile")
@@ -505,14 +500,17 @@ async fn hostile_requests_fail_alone() {
 }
 
 /// The sidecar's peak resident memory so far (`VmHWM`), in MiB.
-fn peak_rss_mib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+/// A process's peak RSS (VmHWM) in KiB, if it is still there to ask.
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .expect("VmHWM in kB")
-        / 1024
+}
+
+fn peak_rss_mib(pid: u32) -> u64 {
+    peak_rss_kib(pid).expect("VmHWM in /proc status") / 1024
 }
 
 fn first_batch(reply: &Document) -> (usize, i64) {

@@ -8,9 +8,9 @@ use crate::error::{Error, Result};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
-    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    SeccompProfile, SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec, Volume,
-    VolumeMount,
+    ObjectFieldSelector, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecurityContext, Service,
+    ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -22,6 +22,9 @@ use std::collections::BTreeMap;
 pub const MONGODB_PORT: i32 = 27017;
 /// The sidecar's `/metrics`, `/healthz`, `/readyz` port.
 pub const METRICS_PORT: i32 = 9218;
+/// Where a sidecar on a shared store takes writes the other sidecars of its
+/// branch forward to it while it is the branch's writer.
+pub const PEER_PORT: i32 = 27018;
 /// Where an embedded store's volume is mounted.
 const DATA_DIR: &str = "/var/lib/argon";
 /// Name of the sidecar container (endpoint and injected).
@@ -121,6 +124,27 @@ pub fn sidecar_env(
             }),
         });
         vars.push(env("ARGON_STORE_DATABASE", m.database.clone()));
+        if !read_only {
+            // Sidecars sharing a branch choose one writer and forward their
+            // writes to it (see the sidecar's `writer` module); others dial
+            // it at the pod's IP.
+            vars.push(EnvVar {
+                name: "ARGON_POD_IP".into(),
+                value: None,
+                value_from: Some(EnvVarSource {
+                    field_ref: Some(ObjectFieldSelector {
+                        api_version: None,
+                        field_path: "status.podIP".into(),
+                    }),
+                    ..EnvVarSource::default()
+                }),
+            });
+            vars.push(env("ARGON_PEER_LISTEN", format!("0.0.0.0:{PEER_PORT}")));
+            vars.push(env(
+                "ARGON_PEER_ADVERTISE",
+                format!("$(ARGON_POD_IP):{PEER_PORT}"),
+            ));
+        }
     } else {
         vars.push(env("ARGON_DATA", DATA_DIR));
     }
@@ -203,6 +227,12 @@ pub fn sidecar_container(
             ContainerPort {
                 name: Some("argon-metrics".into()),
                 container_port: METRICS_PORT,
+                protocol: Some("TCP".into()),
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("argon-peer".into()),
+                container_port: PEER_PORT,
                 protocol: Some("TCP".into()),
                 ..ContainerPort::default()
             },

@@ -74,6 +74,29 @@ pub struct ServeArgs {
     /// closed as it arrives (and logged).
     #[arg(long, env = "ARGON_MAX_CONNECTIONS", default_value_t = crate::limits::DEFAULT_MAX_CONNECTIONS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_connections: usize,
+    /// Where other sidecars on the same shared store forward their writes
+    /// when this one is a branch's writer (see `--peer-advertise`). With a
+    /// `--store`, sidecars that have it choose one writer per branch and
+    /// forward to it, so their writes do not contend; without it this
+    /// sidecar commits its own writes.
+    #[arg(long, env = "ARGON_PEER_LISTEN", requires = "store")]
+    pub peer_listen: Option<SocketAddr>,
+    /// The `host:port` other sidecars dial to reach `--peer-listen` (in a
+    /// pod: `$(POD_IP):<port>`). Defaults to the listen address unless that
+    /// is unspecified (0.0.0.0 or ::).
+    #[arg(long, env = "ARGON_PEER_ADVERTISE", requires = "peer_listen")]
+    pub peer_advertise: Option<String>,
+    /// With a shared `--store`: how stale (in ms) a read may be with
+    /// respect to other sidecars' writes. 0 (the default): every read first
+    /// catches up with the store (one indexed lookup when nothing is new),
+    /// so reads are linearizable across sidecars. Above 0, a read uses the
+    /// branch head in memory when it caught up at most this long ago
+    /// (fewer store reads under a read-heavy load); this sidecar's own
+    /// writes, and those it forwarded, are still always seen, and
+    /// `afterClusterTime` reads catch up first.
+    #[arg(long, env = "ARGON_MAX_STALENESS_MS", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub max_staleness_ms: u64,
     /// Milliseconds a message may take to arrive once its first byte has;
     /// a client that stalls in the middle of a message is disconnected.
     /// Idle connections between messages are not affected.
@@ -106,7 +129,24 @@ impl ServeArgs {
         crate::server::ServerOptions {
             max_connections: self.max_connections,
             frame_timeout: std::time::Duration::from_millis(self.frame_timeout_ms),
+            peer: false,
         }
+    }
+
+    /// The address peers dial, when this sidecar takes forwarded writes.
+    pub fn peer_address(&self) -> Result<Option<String>, String> {
+        let Some(listen) = self.peer_listen else {
+            return Ok(None);
+        };
+        if let Some(a) = &self.peer_advertise {
+            return Ok(Some(a.clone()));
+        }
+        if listen.ip().is_unspecified() {
+            return Err(format!(
+                "--peer-listen {listen} is not an address other sidecars can dial: give --peer-advertise host:port"
+            ));
+        }
+        Ok(Some(listen.to_string()))
     }
 
     pub fn store_choice(&self) -> Result<StoreChoice, String> {
@@ -134,12 +174,43 @@ impl ServeArgs {
 
 /// Opens the store and the project's WAL (creating the project and `main`).
 pub async fn open_wal(store: &StoreChoice, project: &str) -> Result<Wal, WalError> {
+    open_wal_observed(
+        store,
+        project,
+        argon_wal::observer::unobserved(),
+        std::time::Duration::ZERO,
+    )
+    .await
+}
+
+/// [`open_wal`], reporting conflicts, commits and other processes' commits
+/// to `observer` (the server's metrics).
+pub async fn open_wal_observed(
+    store: &StoreChoice,
+    project: &str,
+    observer: Arc<dyn argon_wal::WalObserver>,
+    max_staleness: std::time::Duration,
+) -> Result<Wal, WalError> {
     let store: Arc<dyn LogStore> = match store {
         StoreChoice::Embedded(dir) => EmbeddedStore::open(dir)?,
         StoreChoice::Mongo { uri, database } => MongoStore::connect(uri, database).await?,
     };
     let options = WalOptions {
-        actor: format!("argon-sidecar/{}", std::process::id()),
+        // Unique per process across pods (each may be pid 1 in its own
+        // namespace): other processes' commits are told apart by it.
+        actor: format!(
+            "argon-sidecar/{}/{}",
+            std::env::var("HOSTNAME").unwrap_or_default(),
+            std::process::id()
+        ),
+        observer,
+        // One owner process writes an embedded store: its heads are always
+        // current, and catching up costs nothing worth skipping.
+        read_staleness: if store.is_shared() {
+            max_staleness
+        } else {
+            std::time::Duration::ZERO
+        },
         max_commit_bytes: crate::limits::MAX_COMMIT_BYTES,
         index_filter: Arc::new(crate::query::PartialIndexFilter),
         ..WalOptions::default()

@@ -5,8 +5,10 @@
 //! (`commands`, `error`), the query engine that filters, updates, projects,
 //! sorts and aggregates documents (`query`), branch addressing in database
 //! names (`target`), cursors (`cursor`), retryable-write memory (`retry`),
-//! every limit a request is held to (`limits`), the accept loop (`server`), configuration (`config`) and the metrics
-//! endpoint (`metrics`).
+//! every limit a request is held to (`limits`), the accept loop (`server`),
+//! configuration (`config`), the metrics endpoint (`metrics`), and the
+//! choice of one writer per branch among sidecars sharing a store, with
+//! write forwarding to it (`writer`).
 //!
 //! Durability, branches and materialized state belong to the `argon-wal`
 //! crate: every write here is resolved inside `Wal::write` and acknowledged
@@ -28,6 +30,7 @@ pub mod spill;
 pub mod target;
 pub mod wal_error;
 pub mod wire;
+pub mod writer;
 
 pub use server::run;
 pub use service::Service;

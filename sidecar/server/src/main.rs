@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use argon_sidecar::Service;
-use argon_sidecar::config::{Cli, Command, ServeArgs, open_wal};
+use argon_sidecar::config::{Cli, Command, ServeArgs, open_wal_observed};
 use argon_sidecar::metrics::{self, Metrics};
 use argon_sidecar::server::run_with;
 use clap::Parser;
@@ -43,6 +43,7 @@ fn main() -> ExitCode {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let store = args.store_choice().map_err(anyhow::Error::msg)?;
+    let peer_address = args.peer_address().map_err(anyhow::Error::msg)?;
     // Failpoints for fault tests: only in a build with argon-wal's
     // `failpoints` feature; elsewhere this does nothing.
     argon_wal::failpoints::from_env("ARGON_FAILPOINTS").map_err(anyhow::Error::msg)?;
@@ -53,9 +54,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen for metrics on {addr}"))?;
         tokio::spawn(metrics::serve(l, metrics.clone()));
     }
-    let wal = open_wal(&store, &args.project)
-        .await
-        .with_context(|| format!("cannot open {store}"))?;
+    let wal = open_wal_observed(
+        &store,
+        &args.project,
+        metrics.clone(),
+        std::time::Duration::from_millis(args.max_staleness_ms),
+    )
+    .await
+    .with_context(|| format!("cannot open {store}"))?;
     wal.branch(&args.branch).await.with_context(|| {
         format!(
             "default branch {:?} of project {:?}",
@@ -68,10 +74,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(listen = %listener.local_addr()?, %store, project = %args.project, branch = %args.branch, read_only = args.read_only, max_connections = args.max_connections, frame_timeout_ms = args.frame_timeout_ms, "serving MongoDB clients");
     let options = args.server_options();
-    let service = if args.read_only {
+    let mut service = if args.read_only {
         Service::new_read_only(wal, args.branch, metrics)
     } else {
         Service::new(wal, args.branch, metrics)
+    };
+    let peer_listener = match (args.peer_listen, peer_address) {
+        (Some(addr), Some(advertise)) => {
+            let l = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for peers on {addr}"))?;
+            tracing::info!(listen = %l.local_addr()?, %advertise, "taking writes forwarded by other sidecars");
+            service.elect_writers(advertise);
+            Some(l)
+        }
+        _ => None,
     };
     service
         .sessions
@@ -83,7 +100,24 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .then(|| std::time::Duration::from_millis(args.default_max_time_ms)),
     );
     service.set_blocking_sort_bytes(args.max_blocking_sort_bytes);
-    run_with(listener, service, options, shutdown_signal()).await;
+    let (stop_peers, peers_stopped) = tokio::sync::oneshot::channel::<()>();
+    let peers = peer_listener.map(|l| {
+        let peer_options = argon_sidecar::server::ServerOptions {
+            peer: true,
+            ..options
+        };
+        tokio::spawn(run_with(l, service.clone(), peer_options, async {
+            let _ = peers_stopped.await;
+        }))
+    });
+    run_with(listener, service.clone(), options, shutdown_signal()).await;
+    // Hand the leases over before the peer listener closes: the others
+    // need not wait a lease period to take over.
+    service.writers.release().await;
+    let _ = stop_peers.send(());
+    if let Some(p) = peers {
+        let _ = p.await;
+    }
     Ok(())
 }
 

@@ -18,6 +18,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode, body::Incoming, service::service_fn};
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -32,6 +33,23 @@ pub struct ErrorLabels {
     pub code_name: String,
 }
 
+/// A branch name as a label: names are bounded by the project's catalog.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BranchLabels {
+    pub branch: String,
+}
+
+fn branch(name: &str) -> BranchLabels {
+    BranchLabels {
+        branch: name.to_owned(),
+    }
+}
+
+/// Buckets of the replication-lag histogram, in seconds (1 ms to 10 s).
+fn lag_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 14))
+}
+
 /// The server's metrics. Cheap to share (`Arc` inside each metric).
 pub struct Metrics {
     registry: Registry,
@@ -42,6 +60,19 @@ pub struct Metrics {
     pub connections_refused: Counter,
     pub protocol_errors: Counter,
     pub commits: Counter,
+    /// WAL commits this process appended, and the writes they carried, by branch.
+    pub branch_commits: Family<BranchLabels, Counter>,
+    pub branch_commit_writes: Family<BranchLabels, Counter>,
+    /// Appends lost to another process's commit at the same seq.
+    pub append_conflicts: Family<BranchLabels, Counter>,
+    /// Write commands (and transaction statements) sent to the branch's
+    /// writer, and forwards that failed.
+    pub forwarded: Family<BranchLabels, Counter>,
+    pub forward_failures: Counter,
+    /// 1 while this sidecar holds the branch's writer lease.
+    pub branch_writer: Family<BranchLabels, Gauge<i64, AtomicI64>>,
+    /// How old another process's commit is when this one applies it.
+    pub replication_lag: Family<BranchLabels, Histogram, fn() -> Histogram>,
     pub ready: AtomicBool,
     /// The WAL whose health `/readyz` reports (set once it is open).
     wal: OnceLock<Wal>,
@@ -62,6 +93,51 @@ impl Default for Metrics {
         let connections_refused = Counter::default();
         let protocol_errors = Counter::default();
         let commits = Counter::default();
+        let branch_commits = Family::<BranchLabels, Counter>::default();
+        let branch_commit_writes = Family::<BranchLabels, Counter>::default();
+        let append_conflicts = Family::<BranchLabels, Counter>::default();
+        let forwarded = Family::<BranchLabels, Counter>::default();
+        let forward_failures = Counter::default();
+        let branch_writer = Family::<BranchLabels, Gauge<i64, AtomicI64>>::default();
+        let replication_lag =
+            Family::<BranchLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                lag_histogram,
+            );
+        registry.register(
+            "branch_commits",
+            "WAL commits this sidecar appended, by branch",
+            branch_commits.clone(),
+        );
+        registry.register(
+            "branch_commit_writes",
+            "Writes carried by the commits this sidecar appended, by branch",
+            branch_commit_writes.clone(),
+        );
+        registry.register(
+            "append_conflicts",
+            "Appends lost to another writer's commit at the same seq (retried), by branch",
+            append_conflicts.clone(),
+        );
+        registry.register(
+            "forwarded",
+            "Write commands and transaction statements forwarded to the branch's writer",
+            forwarded.clone(),
+        );
+        registry.register(
+            "forward_failures",
+            "Forwards to a branch writer that failed (unreachable or no reply)",
+            forward_failures.clone(),
+        );
+        registry.register(
+            "branch_writer",
+            "1 while this sidecar holds the branch's writer lease",
+            branch_writer.clone(),
+        );
+        registry.register(
+            "replication_lag_seconds",
+            "Age of another process's commit when this sidecar applies it, by branch",
+            replication_lag.clone(),
+        );
         registry.register("commands", "Commands received, by name", commands.clone());
         registry.register(
             "command_errors",
@@ -102,13 +178,49 @@ impl Default for Metrics {
             connections_refused,
             protocol_errors,
             commits,
+            branch_commits,
+            branch_commit_writes,
+            append_conflicts,
+            forwarded,
+            forward_failures,
+            branch_writer,
+            replication_lag,
             ready: AtomicBool::new(false),
             wal: OnceLock::new(),
         }
     }
 }
 
+impl argon_wal::WalObserver for Metrics {
+    fn append_conflict(&self, name: &str, _attempt: u32) {
+        self.append_conflicts.get_or_create(&branch(name)).inc();
+    }
+
+    fn committed(&self, name: &str, writes: usize) {
+        self.branch_commits.get_or_create(&branch(name)).inc();
+        self.branch_commit_writes
+            .get_or_create(&branch(name))
+            .inc_by(writes as u64);
+    }
+
+    fn foreign_commit(&self, name: &str, age_ms: i64) {
+        self.replication_lag
+            .get_or_create(&branch(name))
+            .observe(age_ms.max(0) as f64 / 1000.0);
+    }
+}
+
 impl Metrics {
+    pub fn set_writer(&self, name: &str, holds: bool) {
+        self.branch_writer
+            .get_or_create(&branch(name))
+            .set(i64::from(holds));
+    }
+
+    pub fn forwarded_to_writer(&self, name: &str) {
+        self.forwarded.get_or_create(&branch(name)).inc();
+    }
+
     /// Makes `/readyz` report `wal`'s health from now on.
     pub fn watch_wal(&self, wal: Wal) {
         let _ = self.wal.set(wal);

@@ -33,6 +33,10 @@ pub struct ServerOptions {
     pub max_connections: usize,
     /// How long a message may take to arrive once its first byte has.
     pub frame_timeout: Duration,
+    /// The peer listener (`--peer-listen`): other sidecars forward writes
+    /// here. Its connections run what they send here, never forward it on,
+    /// and may run only forwarded commands.
+    pub peer: bool,
 }
 
 impl Default for ServerOptions {
@@ -40,6 +44,7 @@ impl Default for ServerOptions {
         ServerOptions {
             max_connections: crate::limits::DEFAULT_MAX_CONNECTIONS,
             frame_timeout: crate::limits::DEFAULT_FRAME_TIMEOUT,
+            peer: false,
         }
     }
 }
@@ -60,11 +65,15 @@ pub async fn run_with(
     let (notify_shutdown, _) = broadcast::channel::<()>(1);
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     let limit = Arc::new(Semaphore::new(options.max_connections.max(1)));
-    let reaper = tokio::spawn(reap_cursors(service.clone()));
-    service
-        .metrics
-        .ready
-        .store(true, std::sync::atomic::Ordering::Relaxed);
+    // The client listener owns readiness and the reaper; a peer listener
+    // beside it shares both.
+    let reaper = (!options.peer).then(|| tokio::spawn(reap_cursors(service.clone())));
+    if !options.peer {
+        service
+            .metrics
+            .ready
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 
     let accept = async {
         let mut last_refusal_log: Option<Instant> = None;
@@ -100,9 +109,10 @@ pub async fn run_with(
             let service = service.clone();
             let shutdown_rx = notify_shutdown.subscribe();
             let done = done_tx.clone();
-            let frame_timeout = options.frame_timeout;
+            let (frame_timeout, from_peer) = (options.frame_timeout, options.peer);
             tokio::spawn(async move {
-                serve_connection(stream, peer, service, shutdown_rx, frame_timeout).await;
+                serve_connection(stream, peer, service, shutdown_rx, frame_timeout, from_peer)
+                    .await;
                 drop(permit);
                 drop(done);
             });
@@ -112,11 +122,13 @@ pub async fn run_with(
         _ = accept => tracing::error!("accept loop ended: the listener failed repeatedly"),
         _ = shutdown => tracing::info!("shutting down"),
     }
-    service
-        .metrics
-        .ready
-        .store(false, std::sync::atomic::Ordering::Relaxed);
-    reaper.abort();
+    if let Some(reaper) = reaper {
+        service
+            .metrics
+            .ready
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        reaper.abort();
+    }
     drop(notify_shutdown);
     drop(done_tx);
     let _ = done_rx.recv().await;
@@ -178,9 +190,11 @@ async fn serve_connection(
     service: Arc<Service>,
     mut shutdown: broadcast::Receiver<()>,
     frame_timeout: Duration,
+    from_peer: bool,
 ) {
     let _ = stream.set_nodelay(true);
     let mut conn = Conn::new(service.next_connection_id(), peer);
+    conn.from_peer = from_peer;
     service.metrics.connections_total.inc();
     service.metrics.connections_open.inc();
     let mut buf = BytesMut::new();

@@ -29,23 +29,40 @@ pub struct Service {
     pub started: Instant,
     /// `--read-only`: every write and branch change is refused.
     pub read_only: bool,
+    /// Who writes each branch among the sidecars sharing the store.
+    pub writers: Arc<crate::writer::Writers>,
+    /// Transactions pinned to a branch writer elsewhere.
+    pub pins: crate::writer::route::Pins,
     next_connection: AtomicI64,
 }
 
 impl Service {
     pub fn new(wal: Wal, default_branch: impl Into<String>, metrics: Arc<Metrics>) -> Arc<Service> {
         Arc::new(Service {
-            wal,
+            wal: wal.clone(),
             default_branch: default_branch.into(),
             cursors: CursorStore::default(),
             sessions: Sessions::default(),
             default_max_time_ms: AtomicU64::new(0),
             blocking_sort_bytes: AtomicU64::new(crate::limits::MAX_BLOCKING_STAGE_BYTES as u64),
+            writers: crate::writer::Writers::new(wal.clone(), None, metrics.clone()),
+            pins: crate::writer::route::Pins::default(),
             metrics,
             started: Instant::now(),
             read_only: false,
             next_connection: AtomicI64::new(0),
         })
+    }
+
+    /// Takes part in choosing each branch's writer among the sidecars of a
+    /// shared store, taking forwarded writes at `advertise` (`host:port` of
+    /// the peer listener). No effect on an embedded store. Before the
+    /// service is shared.
+    pub fn elect_writers(self: &mut Arc<Service>, advertise: String) {
+        if let Some(s) = Arc::get_mut(self) {
+            s.writers =
+                crate::writer::Writers::new(s.wal.clone(), Some(advertise), s.metrics.clone());
+        }
     }
 
     /// A service that refuses every write and branch change (a read-only
@@ -121,6 +138,18 @@ impl Service {
                 ));
             }
             at = ReadPoint::Time(commit_time(ts)?);
+        }
+        // Causal reads: a session's read after a write it saw (through any
+        // sidecar) sees that write.
+        if let Ok(rc) = cmd.get_document("readConcern")
+            && let Some(ts) = rc.get("afterClusterTime")
+            && matches!(at, ReadPoint::Head)
+        {
+            let after = commit_time(ts)?;
+            self.wal
+                .sync(&target.branch, Some(after))
+                .await
+                .map_err(from_wal)?;
         }
         self.wal.read(&target.branch, at).await.map_err(from_wal)
     }

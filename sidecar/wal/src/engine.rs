@@ -30,6 +30,8 @@ use crate::catalog::{Base, Catalog, Incarnation};
 use crate::diff::{self, Diff};
 use crate::error::{Result, WalError, WriteError};
 use crate::idkey::IdKey;
+use crate::lease::WriterLease;
+use crate::observer::WalObserver;
 use crate::record::{
     CatalogEvent, CatalogRecord, Commit, DocOp, EncodedCommit, ProjectRecord, Seal, SnapshotRecord,
 };
@@ -101,6 +103,14 @@ pub struct WalOptions {
     /// Membership of partial indexes for the unique-key rule (the query
     /// engine's match; see `unique`).
     pub index_filter: Arc<dyn IndexFilter>,
+    /// Told of lost appends and of other processes' commits (metrics).
+    pub observer: Arc<dyn WalObserver>,
+    /// How stale a head read may be: a read of a branch's head uses the
+    /// head in memory when it was caught up with the store at most this
+    /// long ago, else it catches up first (zero: every read catches up).
+    /// Writes of this process are always in its head at once; other
+    /// processes' commits show within this bound (see `Wal::sync`).
+    pub read_staleness: std::time::Duration,
 }
 
 impl Default for WalOptions {
@@ -114,6 +124,8 @@ impl Default for WalOptions {
             max_conflict_retries: 10_000,
             clock: Clock::system(),
             index_filter: crate::unique::every_document(),
+            observer: crate::observer::unobserved(),
+            read_staleness: std::time::Duration::ZERO,
         }
     }
 }
@@ -367,6 +379,13 @@ struct Inner {
     /// Latest known head of each loaded incarnation (O(1) clones), readable
     /// without the async head lock.
     latest: Mutex<HashMap<BranchId, BranchState>>,
+    /// When the newest catch-up of each head that completed *started* (or
+    /// this process's newest append to it was sent): the head holds every
+    /// commit the store acknowledged before that instant.
+    fresh: Mutex<HashMap<BranchId, std::time::Instant>>,
+    /// The newest commit time a head read of each branch must include
+    /// (`Wal::expect_visible`).
+    visible: Mutex<HashMap<BranchName, CommitTime>>,
     checkpoints: Mutex<BTreeMap<(BranchId, Seq), BranchState>>,
     committers: Mutex<HashMap<BranchName, Queue>>,
     /// Branches with an automatic snapshot being encoded or written.
@@ -435,6 +454,8 @@ impl Wal {
             catalog: tokio::sync::Mutex::new(Catalog::default()),
             heads: Mutex::new(HashMap::new()),
             latest: Mutex::new(HashMap::new()),
+            fresh: Mutex::new(HashMap::new()),
+            visible: Mutex::new(HashMap::new()),
             checkpoints: Mutex::new(BTreeMap::new()),
             committers: Mutex::new(HashMap::new()),
             snapshotting: Arc::new(Mutex::new(HashSet::new())),
@@ -461,6 +482,35 @@ impl Wal {
 
     pub fn project(&self) -> &str {
         self.inner.project.as_str()
+    }
+
+    /// Whether other processes may write this project's branches (its
+    /// store is shared), so a branch may have a writer elsewhere.
+    pub fn is_shared(&self) -> bool {
+        self.inner.store.is_shared()
+    }
+
+    /// The writer lease of `branch` (see `lease`).
+    pub async fn writer_lease(&self, branch: &str) -> Result<Option<WriterLease>> {
+        let name = BranchName::parse(branch)?;
+        self.inner
+            .store
+            .writer_lease(self.project(), name.as_str())
+            .await
+    }
+
+    /// Compare-and-swap of `branch`'s writer lease (see `LogStore::swap_writer_lease`).
+    pub async fn swap_writer_lease(
+        &self,
+        branch: &str,
+        expected: Option<&WriterLease>,
+        new: Option<&WriterLease>,
+    ) -> Result<bool> {
+        let name = BranchName::parse(branch)?;
+        self.inner
+            .store
+            .swap_writer_lease(self.project(), name.as_str(), expected, new)
+            .await
     }
 
     /// Readiness: `Ok` when the store takes appends (reachable, not
@@ -611,12 +661,45 @@ impl Wal {
     /// The state of `branch` at a point.
     pub async fn read(&self, branch: &str, at: ReadPoint) -> Result<BranchState> {
         let name = BranchName::parse(branch)?;
-        let (inc, head) = self.inner.head_of(&name).await?;
+        let (inc, head) = self
+            .inner
+            .read_head(&name, self.inner.options.read_staleness)
+            .await?;
         let seq = self.inner.resolve_point(&inc, &head, at).await?;
         if seq == head.seq() {
             return Ok(head);
         }
         self.inner.state_at(inc.id, seq).await
+    }
+
+    /// Makes every later head read of `branch` through this handle hold
+    /// the commit at `time` (which the store has acknowledged: a write
+    /// another process committed for this one). Costs nothing now: the next
+    /// read that needs it catches up.
+    pub fn expect_visible(&self, branch: &str, time: CommitTime) -> Result<()> {
+        let name = BranchName::parse(branch)?;
+        let mut visible = lock(&self.inner.visible);
+        let t = visible.entry(name).or_insert(time);
+        *t = (*t).max(time);
+        Ok(())
+    }
+
+    /// Makes this process's head of `branch` hold every commit the store
+    /// acknowledged before this call, unless it already holds a commit at
+    /// or after `at_least` (a client's `afterClusterTime`): causal reads
+    /// across processes.
+    pub async fn sync(&self, branch: &str, at_least: Option<CommitTime>) -> Result<()> {
+        let name = BranchName::parse(branch)?;
+        if let Some(t) = at_least {
+            let inc = self.inner.live(&name).await?;
+            if lock(&self.inner.latest)
+                .get(&inc.id)
+                .is_some_and(|s| s.time() >= t)
+            {
+                return Ok(());
+            }
+        }
+        self.inner.head_of(&name).await.map(|_| ())
     }
 
     /// Creates `name` from `parent` at a point: one catalog record, whatever
@@ -997,6 +1080,7 @@ impl Inner {
     /// Loads the head if needed and applies every commit the store has
     /// beyond it. Stops at a seal (nothing may follow one).
     async fn catch_up(&self, inc: &Incarnation, h: &mut Head) -> Result<()> {
+        let started = std::time::Instant::now();
         let mut state = match h.state.take() {
             Some(s) => s,
             None => self.load_latest(inc).await?,
@@ -1012,6 +1096,10 @@ impl Inner {
                 // (a retryable error), and nothing of it is applied.
                 check_next(inc.id, &state, &c)?;
                 let (info, seal) = (c.info(), c.seal.clone());
+                if c.actor != self.options.actor {
+                    let age = self.options.clock.now().0.saturating_sub(info.time.0);
+                    self.options.observer.foreign_commit(inc.name.as_str(), age);
+                }
                 state.apply_commit(&c);
                 if let Some(seal) = seal {
                     h.sealed = Some((seal, info));
@@ -1024,6 +1112,13 @@ impl Inner {
         }
         self.set_head(inc.id, h, state);
         h.verified = true;
+        let mut fresh = lock(&self.fresh);
+        if h.sealed.is_some() {
+            // A sealed head is never served as fresh: readers must move on.
+            fresh.remove(&inc.id);
+        } else {
+            fresh.insert(inc.id, started);
+        }
         Ok(())
     }
 
@@ -1042,11 +1137,21 @@ impl Inner {
     /// The live incarnation of `name` and its caught-up head state; follows
     /// resets other handles made.
     async fn head_of(&self, name: &BranchName) -> Result<(Incarnation, BranchState)> {
+        let requested = std::time::Instant::now();
         loop {
             let inc = self.live(name).await?;
             let head = self.head_lock(inc.id);
             let mut h = head.lock().await;
-            self.catch_up(&inc, &mut h).await?;
+            // A catch-up that started after this request (while it waited
+            // for the lock) already holds what the store had at the request.
+            let covered = h.state.is_some()
+                && h.sealed.is_none()
+                && lock(&self.fresh)
+                    .get(&inc.id)
+                    .is_some_and(|t| *t >= requested);
+            if !covered {
+                self.catch_up(&inc, &mut h).await?;
+            }
             if h.sealed.is_some() {
                 drop(h);
                 self.complete_seal(inc.id).await?;
@@ -1058,6 +1163,29 @@ impl Inner {
                 .ok_or(WalError::Closed("head was not loaded"))?;
             return Ok((inc, state));
         }
+    }
+
+    /// The head for a read that may be `max_age` stale: the head in memory
+    /// when it was caught up that recently, else [`head_of`](Self::head_of).
+    async fn read_head(
+        &self,
+        name: &BranchName,
+        max_age: std::time::Duration,
+    ) -> Result<(Incarnation, BranchState)> {
+        if !max_age.is_zero() {
+            let inc = self.live(name).await?;
+            let fresh = lock(&self.fresh)
+                .get(&inc.id)
+                .is_some_and(|t| t.elapsed() <= max_age);
+            let must_see = lock(&self.visible).get(name).copied();
+            if fresh
+                && let Some(state) = lock(&self.latest).get(&inc.id).cloned()
+                && must_see.is_none_or(|t| state.time() >= t)
+            {
+                return Ok((inc, state));
+            }
+        }
+        self.head_of(name).await
     }
 
     /// Turns a sealed incarnation's seal into its catalog record, if nobody
@@ -1491,6 +1619,14 @@ impl Inner {
             match result {
                 Err(WalError::Conflict { .. }) => {
                     attempts += 1;
+                    self.options
+                        .observer
+                        .append_conflict(name.as_str(), attempts);
+                    if attempts.is_power_of_two() && attempts >= 16 {
+                        // Another process keeps winning this branch's
+                        // appends: its writers here wait while it does.
+                        tracing::warn!(branch = %name, lost_appends = attempts, writes = batch.len(), "writes to this branch are slowed by contention with another writer of the same store");
+                    }
                     if let Err(e) = self.check_attempts(name, attempts) {
                         finish_all(batch, Err(e));
                         return Vec::new();
@@ -1613,8 +1749,14 @@ impl Inner {
             seal: None,
             retries,
         })?;
+        let sent = std::time::Instant::now();
         match self.store.append_commit(self.project(), &commit).await {
-            Ok(()) => {}
+            Ok(()) => {
+                // Accepted at head + 1: nothing else was appended before it.
+                if h.verified {
+                    lock(&self.fresh).insert(inc.id, sent);
+                }
+            }
             Err(e @ WalError::Conflict { .. }) => return Err(e),
             Err(e) => {
                 // The commit may or may not have landed: re-read the head
@@ -1625,6 +1767,7 @@ impl Inner {
         }
         let info = commit.info();
         drop(commit);
+        self.options.observer.committed(name.as_str(), taken);
         let new_head = working.at(info.seq, info.time);
         self.set_head(inc.id, &mut h, new_head.clone());
         drop(h);

@@ -25,6 +25,8 @@ pub mod error;
 pub mod failpoints;
 pub mod idkey;
 pub mod indexkey;
+pub mod lease;
+pub mod observer;
 pub mod rawdoc;
 pub mod record;
 pub mod retry;
@@ -42,6 +44,8 @@ pub use engine::{
 pub use error::{Result, WalError, WriteError};
 pub use idkey::IdKey;
 pub use indexkey::{IndexKey, IndexKeyError};
+pub use lease::WriterLease;
+pub use observer::WalObserver;
 pub use record::{Commit, DocOp, LoggedOp};
 pub use retry::{RetryCheck, RetryEntry, RetryKey, RetryRecord, StoredReply};
 pub use state::{BranchState, CollectionState};

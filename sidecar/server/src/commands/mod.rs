@@ -30,6 +30,9 @@ pub struct Conn {
     pub peer: SocketAddr,
     /// Compressors agreed in the handshake (the client's order).
     pub compressors: Vec<Compressor>,
+    /// A connection of the peer listener: another sidecar forwarding
+    /// writes to this one, the branch's writer (`crate::writer`).
+    pub from_peer: bool,
 }
 
 impl Conn {
@@ -38,6 +41,7 @@ impl Conn {
             id,
             peer,
             compressors: Vec::new(),
+            from_peer: false,
         }
     }
 }
@@ -114,24 +118,31 @@ fn check_transaction_target(txn: &crate::session::ActiveTxn, target: &Target) ->
 type BoxFuture<'a> = Pin<Box<dyn Future<Output = Result<Document>> + Send + 'a>>;
 type Handler = for<'a> fn(&'a Ctx<'a>) -> BoxFuture<'a>;
 
-/// A command: its name, handler, and whether it writes (retryable writes).
+/// A command: its name, handler, whether it is a retryable write, and
+/// whether it writes to its branch (then it goes to the branch's writer
+/// when another sidecar holds that role, see `crate::writer`).
 pub struct Command {
     pub name: &'static str,
     pub handler: Handler,
     pub retryable_write: bool,
+    pub writes: bool,
 }
 
 macro_rules! commands {
-    ($($name:literal => $f:path $(, $retry:ident)?;)*) => {
+    ($($name:literal => $f:path $(, $kind:ident)?;)*) => {
         /// Every command this server answers.
         pub static COMMANDS: &[Command] = &[$(Command {
             name: $name,
             handler: |ctx| Box::pin($f(ctx)),
-            retryable_write: commands!(@retry $($retry)?),
+            retryable_write: commands!(@retry $($kind)?),
+            writes: commands!(@writes $($kind)?),
         },)*];
     };
     (@retry retry) => { true };
-    (@retry) => { false };
+    (@retry $($other:ident)?) => { false };
+    (@writes retry) => { true };
+    (@writes write) => { true };
+    (@writes) => { false };
 }
 
 commands! {
@@ -155,14 +166,14 @@ commands! {
     "getLastError" => admin::ping;
     "listDatabases" => catalog::list_databases;
     "listCollections" => catalog::list_collections;
-    "create" => catalog::create;
-    "drop" => catalog::drop;
-    "dropDatabase" => catalog::drop_database;
-    "renameCollection" => catalog::rename_collection;
-    "createIndexes" => catalog::create_indexes;
+    "create" => catalog::create, write;
+    "drop" => catalog::drop, write;
+    "dropDatabase" => catalog::drop_database, write;
+    "renameCollection" => catalog::rename_collection, write;
+    "createIndexes" => catalog::create_indexes, write;
     "listIndexes" => catalog::list_indexes;
-    "dropIndexes" => catalog::drop_indexes;
-    "deleteIndexes" => catalog::drop_indexes;
+    "dropIndexes" => catalog::drop_indexes, write;
+    "deleteIndexes" => catalog::drop_indexes, write;
     "collStats" => catalog::coll_stats;
     "dbStats" => catalog::db_stats;
     "find" => read::find;
@@ -257,7 +268,31 @@ async fn answer(
             .filter(|c| Compressor::SUPPORTED.contains(c))
             .collect();
     }
-    if let Some(statement) = transaction::statement(&req.command)? {
+    let statement = transaction::statement(&req.command)?;
+    if conn.from_peer {
+        check_peer_may_run(name, command, statement.is_some())?;
+    } else {
+        let txn = statement
+            .as_ref()
+            .map(|s| crate::writer::route::TxnStatement {
+                session: &s.session,
+                txn_number: s.txn_number,
+                start: s.start,
+            });
+        let forwarded = crate::writer::route::forward_if_remote(
+            svc,
+            &req.command,
+            db,
+            name,
+            command.writes,
+            txn,
+        )
+        .await?;
+        if let Some(reply) = forwarded {
+            return Ok(reply);
+        }
+    }
+    if let Some(statement) = statement {
         return transaction::run(svc, conn, req, db, name, command, statement).await;
     }
     let ctx = Ctx {
@@ -268,6 +303,24 @@ async fn answer(
         txn: None,
     };
     (command.handler)(&ctx).await
+}
+
+/// The peer listener runs what other sidecars forward (writes and
+/// transaction statements) and the handshake, nothing else.
+fn check_peer_may_run(name: &str, command: &Command, statement: bool) -> Result<()> {
+    let handshake = matches!(
+        name,
+        "hello" | "isMaster" | "ismaster" | "ping" | "buildInfo" | "buildinfo" | "endSessions"
+    );
+    if handshake || command.writes || statement {
+        return Ok(());
+    }
+    Err(CommandError::new(
+        ErrorCode::Unauthorized,
+        format!(
+            "{name} is not run on the peer listener, which takes writes forwarded by other sidecars"
+        ),
+    ))
 }
 
 // ---- small helpers shared by the handlers ---------------------------------

@@ -41,9 +41,9 @@ const ALLOWED: &[&str] = &[
 
 /// The transaction fields of a statement.
 pub(crate) struct Statement {
-    session: SessionId,
-    txn_number: i64,
-    start: bool,
+    pub(crate) session: SessionId,
+    pub(crate) txn_number: i64,
+    pub(crate) start: bool,
 }
 
 /// `Some` when `cmd` is a transaction statement (`autocommit: false`).

@@ -17,6 +17,7 @@
 //!   may rely on that.
 
 use crate::error::Result;
+use crate::lease::WriterLease;
 use crate::record::{CatalogRecord, Commit, EncodedCommit, ProjectRecord, SnapshotRecord};
 use crate::types::{BranchId, CommitInfo, CommitTime, Seq};
 use std::future::Future;
@@ -149,4 +150,33 @@ pub trait LogStore: Send + Sync {
         after: Seq,
         upto: Seq,
     ) -> StoreFuture<'a, Option<SnapshotRecord>>;
+
+    /// Whether several processes may append to this store at once (and so
+    /// keep writer leases, see `lease`). An embedded store has one owner.
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    /// The writer lease of branch `branch` (by name: a reset keeps its
+    /// writer), if any.
+    fn writer_lease<'a>(
+        &'a self,
+        _project: &'a str,
+        _branch: &'a str,
+    ) -> StoreFuture<'a, Option<WriterLease>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    /// Compare-and-swap of a writer lease: replaces the record equal to
+    /// `expected` (`None`: no record) with `new` (`None`: removes it).
+    /// `Ok(false)` when the stored record is not `expected`.
+    fn swap_writer_lease<'a>(
+        &'a self,
+        _project: &'a str,
+        _branch: &'a str,
+        _expected: Option<&'a WriterLease>,
+        _new: Option<&'a WriterLease>,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(async { Ok(false) })
+    }
 }

@@ -64,6 +64,7 @@ fn age_of(writer: ObjectId) -> std::time::Duration {
         .duration_since(writer.timestamp().to_system_time())
         .unwrap_or_default()
 }
+use crate::lease::WriterLease;
 use crate::types::{BranchId, CommitInfo, CommitTime, Seq};
 use bson::oid::ObjectId;
 use bson::{Bson, Document, RawDocumentBuf, doc, spec::BinarySubtype};
@@ -71,6 +72,7 @@ use futures::TryStreamExt;
 use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::{Acknowledgment, ClientOptions, IndexOptions, ReadConcern, WriteConcern};
 use mongodb::{Client, Collection, IndexModel};
+use std::future::IntoFuture;
 use std::sync::Arc;
 
 const DUPLICATE_KEY: i32 = 11000;
@@ -100,6 +102,10 @@ pub struct MongoStore {
     chunks: Collection<RawDocumentBuf>,
     chunk_sets: Collection<Document>,
     snapshots: Collection<Document>,
+    /// Writer leases, `_id` = `<project>/<branch name>` (see `lease`).
+    leases: Collection<Document>,
+    /// Projects whose commit records are keyed by seq (see [`commit_id`]).
+    keyed: std::sync::Mutex<std::collections::HashMap<String, bool>>,
 }
 
 /// What [`MongoStore::remove_orphans`] did.
@@ -152,6 +158,46 @@ async fn unique_index(coll: &Collection<Document>, keys: Document, name: &str) -
     Ok(())
 }
 
+/// The `_id` of commit `seq` of `branch` in a project created with keyed
+/// commits: a tailer asks for "the next commit" by `_id` equality, the one
+/// lookup every MongoDB-compatible server answers from an index (FerretDB's
+/// SQLite backend scans the collection for any other filter).
+pub fn commit_id(project: &str, branch: BranchId, seq: Seq) -> String {
+    format!("{project}/{}/{:020}", branch.0, seq.0)
+}
+
+/// The project-record field saying its commits are keyed by seq. Projects
+/// created before it keep their records' ObjectIds and are read by range.
+const KEYED_COMMITS: &str = "commit_ids";
+/// Concurrent point reads while tailing, and how many commits a catch-up
+/// reads that way before the rest of a long gap is read by range.
+const LOOKAHEAD: u64 = 8;
+const POINT_READS: u64 = 64;
+
+fn lease_id(project: &str, branch: &str) -> String {
+    format!("{project}/{branch}")
+}
+
+/// The fields a lease record is matched on and written with.
+fn lease_fields(l: &WriterLease) -> Document {
+    doc! {"holder": &l.holder, "address": &l.address, "term": l.term, "beat": l.beat}
+}
+
+fn lease_from(d: &Document) -> Result<WriterLease> {
+    const W: &str = "writer lease";
+    let field = |k: &str| -> Result<String> {
+        d.get_str(k)
+            .map(str::to_string)
+            .map_err(|e| WalError::malformed(W, format!("field {k}: {e}")))
+    };
+    Ok(WriterLease {
+        holder: field("holder")?,
+        address: field("address")?,
+        term: record::get_i64(d, W, "term")?,
+        beat: record::get_i64(d, W, "beat")?,
+    })
+}
+
 fn info_from(d: &Document) -> Result<CommitInfo> {
     Ok(CommitInfo {
         seq: Seq(record::get_u64(d, "commit", "seq")?),
@@ -201,6 +247,8 @@ impl MongoStore {
             chunks: db.collection("chunks"),
             chunk_sets: db.collection("chunk_sets"),
             snapshots: db.collection("snapshots"),
+            leases: db.collection("leases"),
+            keyed: std::sync::Mutex::new(std::collections::HashMap::new()),
         };
         unique_index(
             &store.commits,
@@ -380,6 +428,161 @@ impl MongoStore {
         }
     }
 
+    fn remember_keyed(&self, project: &str, keyed: bool) {
+        self.keyed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(project.to_string(), keyed);
+    }
+
+    /// Whether `project`'s commit records are keyed by seq (read once).
+    async fn is_keyed(&self, project: &str) -> Result<bool> {
+        let known = self
+            .keyed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(project)
+            .copied();
+        if let Some(k) = known {
+            return Ok(k);
+        }
+        let found = self
+            .projects
+            .find_one(doc! {"_id": project})
+            .await
+            .map_err(|e| WalError::mongo("reading the project record", e))?;
+        let keyed = found.is_some_and(|d| d.get_str(KEYED_COMMITS).is_ok_and(|v| v == "seq"));
+        if keyed {
+            // Only a positive answer is final: a project not created yet
+            // may be created keyed.
+            self.remember_keyed(project, true);
+        }
+        Ok(keyed)
+    }
+
+    /// A stored commit record as a commit (its body from its chunks when
+    /// it has them), and its body's size.
+    async fn decode_record(&self, d: &RawDocumentBuf) -> Result<(crate::record::Commit, u64)> {
+        let rec = record::commit_record(d)?;
+        match &rec.body {
+            StoredBody::Inline(body) => {
+                Ok((record::decode_commit(&rec, body, false)?, body.len() as u64))
+            }
+            StoredBody::Chunked(chunks) => {
+                let body = self.read_body(chunks).await?;
+                Ok((record::decode_commit(&rec, &body, false)?, chunks.bytes))
+            }
+        }
+    }
+
+    /// Commits after `after` by `_id` point reads, [`LOOKAHEAD`] at a time,
+    /// until one is missing (the end of the log: seqs have no holes), the
+    /// page is full, or [`POINT_READS`] were read; then the rest of a long
+    /// gap by range.
+    async fn read_keyed(
+        &self,
+        project: &str,
+        branch: BranchId,
+        after: Seq,
+        upto: Seq,
+        limit: usize,
+    ) -> Result<CommitPage> {
+        let raw = self.commits.clone_with_type::<RawDocumentBuf>();
+        let mut page = CommitPage::default();
+        let (mut bytes, mut next) = (0u64, after.0 + 1);
+        while next <= upto.0 && next - after.0 <= POINT_READS {
+            if page.commits.len() >= limit || bytes >= PAGE_BYTES {
+                page.more = true;
+                return Ok(page);
+            }
+            let room = (limit - page.commits.len()) as u64;
+            let n = LOOKAHEAD.min(upto.0 - next + 1).min(room);
+            let lookups = (next..next + n).map(|seq| {
+                raw.find_one(doc! {"_id": commit_id(project, branch, Seq(seq))})
+                    .into_future()
+            });
+            let found = futures::future::try_join_all(lookups)
+                .await
+                .map_err(|e| WalError::mongo("reading commits", e))?;
+            for (i, d) in found.into_iter().enumerate() {
+                let Some(d) = d else {
+                    return Ok(page);
+                };
+                if i == 1 && crate::failpoints::fire(crate::failpoints::MONGO_READ_GAP) {
+                    continue;
+                }
+                let (commit, size) = self.decode_record(&d).await?;
+                bytes += size;
+                page.commits.push(commit);
+                next += 1;
+            }
+        }
+        if next > upto.0 || page.commits.len() >= limit {
+            page.more = next <= upto.0;
+            return Ok(page);
+        }
+        let rest = self
+            .read_range(
+                project,
+                branch,
+                Seq(next - 1),
+                upto,
+                limit - page.commits.len(),
+            )
+            .await?;
+        page.more = rest.more;
+        page.commits.extend(rest.commits);
+        Ok(page)
+    }
+
+    /// Commits with `after < seq <= upto` by one range query (index-backed
+    /// on MongoDB).
+    async fn read_range(
+        &self,
+        project: &str,
+        branch: BranchId,
+        after: Seq,
+        upto: Seq,
+        limit: usize,
+    ) -> Result<CommitPage> {
+        // Read as raw BSON: replay decodes commits from their bytes. The
+        // cursor is read as the page fills (the driver fetches a batch
+        // at a time), so a page of large commits stops at PAGE_BYTES
+        // instead of holding `limit` of them.
+        let mut cursor = self
+            .commits
+            .clone_with_type::<RawDocumentBuf>()
+            .find(doc! {
+                "project": project, "branch": branch.0 as i64,
+                "seq": {"$gt": after.0 as i64, "$lte": upto.0 as i64},
+            })
+            .sort(doc! {"seq": 1})
+            .limit(i64::try_from(limit).unwrap_or(i64::MAX))
+            .await
+            .map_err(|e| WalError::mongo("reading commits", e))?;
+        let mut page = CommitPage::default();
+        let (mut bytes, mut index) = (0u64, 0usize);
+        while let Some(d) = cursor
+            .try_next()
+            .await
+            .map_err(|e| WalError::mongo("reading commits", e))?
+        {
+            if page.commits.len() >= limit || bytes >= PAGE_BYTES {
+                page.more = true;
+                break;
+            }
+            index += 1;
+            if index == 2 && crate::failpoints::fire(crate::failpoints::MONGO_READ_GAP) {
+                continue;
+            }
+            let (commit, size) = self.decode_record(&d).await?;
+            bytes += size;
+            page.commits.push(commit);
+        }
+        page.more |= page.commits.len() >= limit;
+        Ok(page)
+    }
+
     /// Inserts a commit record: the one write that claims its seq.
     async fn insert_commit(&self, commit: &EncodedCommit, record: RawDocumentBuf) -> Result<()> {
         match self
@@ -494,6 +697,71 @@ impl LogStore for MongoStore {
         format!("mongodb store in database {:?}", self.database)
     }
 
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    fn writer_lease<'a>(
+        &'a self,
+        project: &'a str,
+        branch: &'a str,
+    ) -> StoreFuture<'a, Option<WriterLease>> {
+        Box::pin(async move {
+            let found = self
+                .leases
+                .find_one(doc! {"_id": lease_id(project, branch)})
+                .await
+                .map_err(|e| WalError::mongo("reading a writer lease", e))?;
+            found.as_ref().map(lease_from).transpose()
+        })
+    }
+
+    fn swap_writer_lease<'a>(
+        &'a self,
+        project: &'a str,
+        branch: &'a str,
+        expected: Option<&'a WriterLease>,
+        new: Option<&'a WriterLease>,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let id = lease_id(project, branch);
+            const WHAT: &str = "swapping a writer lease";
+            match (expected, new) {
+                (None, None) => Ok(self.writer_lease(project, branch).await?.is_none()),
+                (None, Some(new)) => {
+                    let mut d = lease_fields(new);
+                    d.insert("_id", id);
+                    match self.leases.insert_one(d).await {
+                        Ok(_) => Ok(true),
+                        Err(e) if is_duplicate_key(&e) => Ok(false),
+                        Err(e) => Err(WalError::mongo(WHAT, e)),
+                    }
+                }
+                (Some(old), new) => {
+                    let mut filter = lease_fields(old);
+                    filter.insert("_id", id);
+                    let matched = match new {
+                        Some(new) => {
+                            self.leases
+                                .update_one(filter, doc! {"$set": lease_fields(new)})
+                                .await
+                                .map_err(|e| WalError::mongo(WHAT, e))?
+                                .matched_count
+                        }
+                        None => {
+                            self.leases
+                                .delete_one(filter)
+                                .await
+                                .map_err(|e| WalError::mongo(WHAT, e))?
+                                .deleted_count
+                        }
+                    };
+                    Ok(matched == 1)
+                }
+            }
+        })
+    }
+
     fn health(&self) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             self.db
@@ -508,8 +776,12 @@ impl LogStore for MongoStore {
         Box::pin(async move {
             let mut d = record::project_to_doc(project);
             d.insert("_id", project.name.as_str());
+            d.insert(KEYED_COMMITS, "seq");
             match self.projects.insert_one(d).await {
-                Ok(_) => Ok(project.clone()),
+                Ok(_) => {
+                    self.remember_keyed(&project.name, true);
+                    Ok(project.clone())
+                }
                 Err(e) if is_duplicate_key(&e) => {
                     let found = self
                         .projects
@@ -519,6 +791,10 @@ impl LogStore for MongoStore {
                         .ok_or_else(|| {
                             WalError::malformed("project", "duplicate key but no record")
                         })?;
+                    self.remember_keyed(
+                        &project.name,
+                        found.get_str(KEYED_COMMITS).is_ok_and(|v| v == "seq"),
+                    );
                     record::project_from_doc(&found)
                 }
                 Err(e) => Err(WalError::mongo("writing the project record", e)),
@@ -532,7 +808,12 @@ impl LogStore for MongoStore {
         commit: &'a EncodedCommit,
     ) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            let record = commit.record(project)?;
+            let record = if self.is_keyed(project).await? {
+                let id = commit_id(project, commit.branch, commit.seq);
+                commit.record_with_id(project, Some(&id))?
+            } else {
+                commit.record(project)?
+            };
             match commit.chunks() {
                 None => self.insert_commit(commit, record).await,
                 Some(chunks) => self.append_chunked(project, commit, chunks, record).await,
@@ -552,52 +833,11 @@ impl LogStore for MongoStore {
             if upto <= after {
                 return Ok(CommitPage::default());
             }
-            // Read as raw BSON: replay decodes commits from their bytes. The
-            // cursor is read as the page fills (the driver fetches a batch
-            // at a time), so a page of large commits stops at PAGE_BYTES
-            // instead of holding `limit` of them.
-            let mut cursor = self
-                .commits
-                .clone_with_type::<RawDocumentBuf>()
-                .find(doc! {
-                    "project": project, "branch": branch.0 as i64,
-                    "seq": {"$gt": after.0 as i64, "$lte": upto.0 as i64},
-                })
-                .sort(doc! {"seq": 1})
-                .limit(i64::try_from(limit).unwrap_or(i64::MAX))
-                .await
-                .map_err(|e| WalError::mongo("reading commits", e))?;
-            let mut page = CommitPage::default();
-            let (mut bytes, mut index) = (0u64, 0usize);
-            while let Some(d) = cursor
-                .try_next()
-                .await
-                .map_err(|e| WalError::mongo("reading commits", e))?
-            {
-                if page.commits.len() >= limit || bytes >= PAGE_BYTES {
-                    page.more = true;
-                    break;
-                }
-                index += 1;
-                if index == 2 && crate::failpoints::fire(crate::failpoints::MONGO_READ_GAP) {
-                    continue;
-                }
-                let rec = record::commit_record(&d)?;
-                let commit = match &rec.body {
-                    StoredBody::Inline(body) => {
-                        bytes += body.len() as u64;
-                        record::decode_commit(&rec, body, false)?
-                    }
-                    StoredBody::Chunked(chunks) => {
-                        bytes += chunks.bytes;
-                        let body = self.read_body(chunks).await?;
-                        record::decode_commit(&rec, &body, false)?
-                    }
-                };
-                page.commits.push(commit);
+            if self.is_keyed(project).await? {
+                self.read_keyed(project, branch, after, upto, limit).await
+            } else {
+                self.read_range(project, branch, after, upto, limit).await
             }
-            page.more |= page.commits.len() >= limit;
-            Ok(page)
         })
     }
 
@@ -608,9 +848,14 @@ impl LogStore for MongoStore {
         seq: Seq,
     ) -> StoreFuture<'a, Option<CommitInfo>> {
         Box::pin(async move {
+            let filter = if self.is_keyed(project).await? {
+                doc! {"_id": commit_id(project, branch, seq)}
+            } else {
+                doc! {"project": project, "branch": branch.0 as i64, "seq": seq.0 as i64}
+            };
             let found = self
                 .commits
-                .find_one(doc! {"project": project, "branch": branch.0 as i64, "seq": seq.0 as i64})
+                .find_one(filter)
                 .projection(doc! {"seq": 1, "time": 1})
                 .await
                 .map_err(|e| WalError::mongo("reading a commit's time", e))?;

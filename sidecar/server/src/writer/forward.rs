@@ -1,0 +1,169 @@
+//! A client of another sidecar's peer listener: sends a command as an
+//! OP_MSG over a pooled connection and returns the reply document.
+//!
+//! The outcome of a forward is one of three: a reply, `NotSent` (nothing
+//! reached the peer: safe to run the command here instead), or `Lost` (the
+//! request went out and no reply came: the write may or may not have
+//! committed there).
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::Duration;
+
+use bson::{Bson, Document};
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::wire::message::encode_op_msg;
+use crate::wire::{Frame, Request};
+
+/// How long connecting to a peer may take before the write runs here.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a forwarded command may take. A writer this slow is treated as
+/// gone: the caller gets an error, never a hang.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Idle connections kept per peer.
+const POOL: usize = 64;
+
+/// Array fields that travel as OP_MSG document sequences (as drivers send
+/// them), so a 48 MB batch is not one oversized body document.
+const SEQUENCES: &[&str] = &["documents", "updates", "deletes"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    /// Nothing reached the peer.
+    #[error("cannot reach the branch writer at {address}: {reason}")]
+    NotSent { address: String, reason: String },
+    /// Sent, but no reply: the outcome there is unknown.
+    #[error("the branch writer at {address} did not answer: {reason}")]
+    Lost { address: String, reason: String },
+}
+
+/// One peer sidecar and idle connections to it.
+pub struct Peer {
+    pub address: String,
+    idle: Mutex<Vec<TcpStream>>,
+    next_request: AtomicI32,
+}
+
+impl Peer {
+    pub fn new(address: &str) -> Peer {
+        Peer {
+            address: address.to_string(),
+            idle: Mutex::new(Vec::new()),
+            next_request: AtomicI32::new(1),
+        }
+    }
+
+    fn not_sent(&self, reason: impl ToString) -> ForwardError {
+        ForwardError::NotSent {
+            address: self.address.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    fn lost(&self, reason: impl ToString) -> ForwardError {
+        ForwardError::Lost {
+            address: self.address.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Sends `command` (with its `$db`) and returns the peer's reply.
+    pub async fn forward(&self, command: &Document) -> Result<Document, ForwardError> {
+        let message = encode(self.next_request.fetch_add(1, Ordering::Relaxed), command);
+        // An idle connection may have been closed by the peer meanwhile: a
+        // write that fails on one was not received, so try a fresh one.
+        let pooled = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        if let Some(mut stream) = pooled
+            && stream.write_all(&message).await.is_ok()
+        {
+            return self.finish(stream).await;
+        }
+        let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.address))
+            .await
+            .map_err(|_| self.not_sent("connect timed out"))?
+            .map_err(|e| self.not_sent(e))?;
+        let _ = stream.set_nodelay(true);
+        stream
+            .write_all(&message)
+            .await
+            .map_err(|e| self.not_sent(e))?;
+        self.finish(stream).await
+    }
+
+    /// Reads the reply on `stream` and pools the connection again.
+    async fn finish(&self, mut stream: TcpStream) -> Result<Document, ForwardError> {
+        let mut buf = BytesMut::with_capacity(4096);
+        let frame = tokio::time::timeout(REPLY_TIMEOUT, async {
+            loop {
+                if let Some(frame) = Frame::decode(&mut buf).map_err(|e| self.lost(e))? {
+                    return Ok(frame);
+                }
+                if stream.read_buf(&mut buf).await.map_err(|e| self.lost(e))? == 0 {
+                    return Err(self.lost("the connection closed"));
+                }
+            }
+        })
+        .await
+        .map_err(|_| self.lost("no reply in time"))??;
+        let reply = Request::parse(&frame).map_err(|e| self.lost(e))?;
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < POOL {
+            idle.push(stream);
+        }
+        Ok(reply.command)
+    }
+}
+
+/// `command` as an OP_MSG, its statement arrays as document sequences.
+fn encode(request_id: i32, command: &Document) -> Vec<u8> {
+    let mut body = Document::new();
+    let mut sequences: Vec<(&str, Vec<Document>)> = Vec::new();
+    for (key, value) in command {
+        match (SEQUENCES.iter().find(|s| **s == key), value) {
+            (Some(name), Bson::Array(items))
+                if items.iter().all(|i| matches!(i, Bson::Document(_))) =>
+            {
+                let docs = items
+                    .iter()
+                    .filter_map(|i| i.as_document().cloned())
+                    .collect();
+                sequences.push((name, docs));
+            }
+            _ => {
+                body.insert(key.clone(), value.clone());
+            }
+        }
+    }
+    encode_op_msg(request_id, 0, &body, &sequences)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::doc;
+
+    #[test]
+    fn statement_arrays_travel_as_sequences_and_parse_back_whole() {
+        let cmd = doc! {
+            "insert": "c",
+            "documents": [{"_id": 1}, {"_id": 2}],
+            "ordered": false,
+            "$db": "app",
+        };
+        let bytes = encode(7, &cmd);
+        let mut buf = BytesMut::from(&bytes[..]);
+        let frame = Frame::decode(&mut buf).unwrap().unwrap();
+        let req = Request::parse(&frame).unwrap();
+        assert_eq!(req.db.as_deref(), Some("app"));
+        assert_eq!(
+            req.command.get_array("documents").unwrap().len(),
+            2,
+            "{:?}",
+            req.command
+        );
+        assert!(!req.command.get_bool("ordered").unwrap());
+    }
+}

@@ -1,0 +1,378 @@
+//! Many sidecars, one branch: real `argon-sidecar` processes on one FerretDB
+//! store, each with a peer listener, so they choose one writer per branch
+//! and forward their writes to it (`writer`).
+//!
+//! - four sidecars under concurrent inserts: every one makes progress,
+//!   nothing acknowledged is lost, all end with the same state; then the
+//!   writer is killed (-9) under load and the other three go on;
+//! - a write through a forwarding sidecar is read back through it at once
+//!   (read-your-writes), and a read elsewhere with `afterClusterTime` sees it;
+//! - duplicate `_id`s and unique keys raced through two sidecars: one wins;
+//! - a transaction begun on a forwarding sidecar runs on the writer.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use argon_testkit::{FerretDb, free_port};
+use bson::{Bson, Document, doc};
+use common::code;
+use common::sidecar::Sidecar;
+use futures::FutureExt;
+use mongodb::{Client, Collection};
+
+struct Pod {
+    sidecar: Sidecar,
+    peer_port: u16,
+    client: Client,
+}
+
+async fn pod(name: &str, store: &str, project: &str) -> Pod {
+    pod_with(name, store, project, &[]).await
+}
+
+async fn pod_with(name: &str, store: &str, project: &str, extra: &[&str]) -> Pod {
+    let peer_port = free_port().expect("a free port");
+    let peer = format!("127.0.0.1:{peer_port}");
+    let mut args = vec![
+        "--store",
+        store,
+        "--project",
+        project,
+        "--peer-listen",
+        &peer,
+    ];
+    args.extend_from_slice(extra);
+    let sidecar = Sidecar::start(name, &args)
+        .await
+        .expect("the sidecar starts");
+    let client = sidecar.client().await.expect("a client");
+    Pod {
+        sidecar,
+        peer_port,
+        client,
+    }
+}
+
+/// The peer port of the branch's writer, from the lease in the store.
+async fn writer_port(ferretdb: &FerretDb, project: &str) -> Option<u16> {
+    let lease = ferretdb
+        .client()
+        .await
+        .expect("a FerretDB client")
+        .database("argon")
+        .collection::<Document>("leases")
+        .find_one(doc! {"_id": format!("{project}/main")})
+        .await
+        .expect("the lease is readable")?;
+    lease
+        .get_str("address")
+        .ok()?
+        .rsplit(':')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Inserts through `coll` until `stop`; returns the acknowledged `_id`s.
+async fn insert_until(
+    coll: Collection<Document>,
+    prefix: String,
+    stop: Arc<AtomicBool>,
+) -> Vec<String> {
+    let mut acked = Vec::new();
+    let mut i = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let id = format!("{prefix}-{i}");
+        i += 1;
+        if coll.insert_one(doc! {"_id": &id}).await.is_ok() {
+            acked.push(id);
+        }
+    }
+    acked
+}
+
+/// Every `_id` of `acked` is readable through `coll`.
+async fn missing(coll: &Collection<Document>, acked: &[String]) -> usize {
+    let mut missing = 0;
+    for chunk in acked.chunks(5_000) {
+        let n = coll
+            .count_documents(doc! {"_id": {"$in": chunk.to_vec()}})
+            .await
+            .expect("counting acknowledged inserts");
+        missing += chunk.len() - n as usize;
+    }
+    missing
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn four_sidecars_share_one_branch_and_survive_the_writer() {
+    let ferretdb = FerretDb::start().await.expect("FerretDB starts");
+    let mut pods = Vec::new();
+    for n in 0..4 {
+        pods.push(pod(&format!("sidecar-{n}"), ferretdb.uri(), "fleet").await);
+    }
+    let colls: Vec<Collection<Document>> = pods
+        .iter()
+        .map(|p| p.client.database("app").collection("items"))
+        .collect();
+
+    // Phase 1: two writers per sidecar for a few seconds.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for (n, c) in colls.iter().enumerate() {
+        for t in 0..2 {
+            tasks.push((
+                n,
+                tokio::spawn(insert_until(c.clone(), format!("p1-{n}-{t}"), stop.clone())),
+            ));
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut per_pod = [0usize; 4];
+    let mut acked = Vec::new();
+    for (n, t) in tasks {
+        let ids = t.await.unwrap();
+        per_pod[n] += ids.len();
+        acked.extend(ids);
+    }
+    let mean = acked.len() / 4;
+    assert!(mean > 0, "no insert was acknowledged: {per_pod:?}");
+    for (n, count) in per_pod.iter().enumerate() {
+        // Starvation is the failure this catches (2 of 4 sidecars had two
+        // acknowledged inserts each before writes were forwarded).
+        assert!(
+            *count * 4 >= mean,
+            "sidecar {n} acknowledged {count} inserts, the mean is {mean}: {per_pod:?}"
+        );
+    }
+    // Every sidecar reads every acknowledged insert, and the same count.
+    for (n, c) in colls.iter().enumerate() {
+        assert_eq!(missing(c, &acked).await, 0, "through sidecar {n}");
+        assert_eq!(
+            c.count_documents(doc! {}).await.unwrap() as usize,
+            acked.len(),
+            "through sidecar {n}"
+        );
+    }
+
+    // Phase 2: kill -9 the writer under load; the others go on.
+    let port = writer_port(&ferretdb, "fleet")
+        .await
+        .expect("a writer holds the lease");
+    let victim = pods
+        .iter()
+        .position(|p| p.peer_port == port)
+        .expect("the lease names one of the sidecars");
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for (n, c) in colls.iter().enumerate() {
+        if n == victim {
+            continue;
+        }
+        tasks.push((
+            n,
+            tokio::spawn(insert_until(c.clone(), format!("p2-{n}"), stop.clone())),
+        ));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    pods[victim].sidecar.kill();
+    let killed = Instant::now();
+    // Long enough for a lease period and some writes after it.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut after: HashMap<usize, Vec<String>> = HashMap::new();
+    for (n, t) in tasks {
+        after.insert(n, t.await.unwrap());
+    }
+    let survivor = (0..4).find(|n| *n != victim).unwrap();
+    for (n, ids) in &after {
+        assert!(
+            !ids.is_empty(),
+            "sidecar {n} acknowledged nothing after the writer died"
+        );
+        // The last inserts of every survivor were acknowledged after the kill.
+        let last = ids.last().unwrap();
+        assert!(
+            colls[survivor]
+                .find_one(doc! {"_id": last})
+                .await
+                .unwrap()
+                .is_some(),
+            "sidecar {n}'s last acknowledged insert {last} is missing"
+        );
+    }
+    let all: Vec<String> = acked
+        .iter()
+        .cloned()
+        .chain(after.values().flatten().cloned())
+        .collect();
+    for n in (0..4).filter(|n| *n != victim) {
+        assert_eq!(missing(&colls[n], &all).await, 0, "through sidecar {n}");
+    }
+    // A new writer took the lease.
+    let new_port = writer_port(&ferretdb, "fleet").await.unwrap();
+    assert_ne!(
+        new_port,
+        port,
+        "the dead writer still holds the lease {:?} after the kill",
+        killed.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_writes_are_read_back_and_unique_keys_hold_across_sidecars() {
+    let ferretdb = FerretDb::start().await.expect("FerretDB starts");
+    // Reads may be a minute stale: what must be seen at once is seen
+    // because the sidecar knows it must, not because every read catches up.
+    let stale = ["--max-staleness-ms", "60000"];
+    let a = pod_with("sidecar-a", ferretdb.uri(), "pair", &stale).await;
+    // `a` writes first: it takes the lease; `b` forwards.
+    let via_a: Collection<Document> = a.client.database("app").collection("people");
+    via_a.insert_one(doc! {"_id": 0}).await.unwrap();
+    let b = pod_with("sidecar-b", ferretdb.uri(), "pair", &stale).await;
+    let via_b: Collection<Document> = b.client.database("app").collection("people");
+    assert_eq!(writer_port(&ferretdb, "pair").await, Some(a.peer_port));
+
+    // read-your-writes through the forwarding sidecar, every time
+    for i in 1..=30 {
+        via_b.insert_one(doc! {"_id": i, "v": 1}).await.unwrap();
+        assert!(
+            via_b.find_one(doc! {"_id": i}).await.unwrap().is_some(),
+            "insert {i}"
+        );
+        via_b
+            .update_one(doc! {"_id": i}, doc! {"$inc": {"v": 1}})
+            .await
+            .unwrap();
+        let d = via_b.find_one(doc! {"_id": i}).await.unwrap().unwrap();
+        assert_eq!(d.get_i32("v").unwrap(), 2, "update {i}");
+    }
+    // causal read elsewhere: afterClusterTime of a write `a` committed,
+    // read through `b` (whose head may be a minute old otherwise)
+    let reply = a
+        .client
+        .database("app")
+        .run_command(doc! {"insert": "people", "documents": [{"_id": "causal"}]})
+        .await
+        .unwrap();
+    let time = reply.get("operationTime").cloned().expect("operationTime");
+    let found = b
+        .client
+        .database("app")
+        .run_command(doc! {"find": "people", "filter": {"_id": "causal"},
+        "readConcern": {"afterClusterTime": time}})
+        .await
+        .unwrap();
+    let batch = found
+        .get_document("cursor")
+        .unwrap()
+        .get_array("firstBatch")
+        .unwrap();
+    assert_eq!(batch.len(), 1, "{found}");
+
+    // duplicate _id raced through both: one wins, the other gets E11000
+    for i in 0..10 {
+        let id = format!("race-{i}");
+        let (ra, rb) = tokio::join!(
+            via_a.insert_one(doc! {"_id": &id, "by": "a"}),
+            via_b.insert_one(doc! {"_id": &id, "by": "b"})
+        );
+        match (&ra, &rb) {
+            (Ok(_), Err(e)) | (Err(e), Ok(_)) => assert_eq!(code(e), Some(11000), "{id}: {e}"),
+            other => panic!("{id}: exactly one insert must succeed, got {other:?}"),
+        }
+    }
+    // a unique secondary index holds across both
+    let accounts_a: Collection<Document> = a.client.database("app").collection("accounts");
+    let accounts_b: Collection<Document> = b.client.database("app").collection("accounts");
+    accounts_a
+        .create_index(
+            mongodb::IndexModel::builder()
+                .keys(doc! {"email": 1})
+                .options(
+                    mongodb::options::IndexOptions::builder()
+                        .unique(true)
+                        .build(),
+                )
+                .build(),
+        )
+        .await
+        .unwrap();
+    for i in 0..10 {
+        let email = format!("user{i}@example.com");
+        let (ra, rb) = tokio::join!(
+            accounts_a.insert_one(doc! {"_id": format!("ua-{i}"), "email": &email}),
+            accounts_b.insert_one(doc! {"_id": format!("ub-{i}"), "email": &email})
+        );
+        match (&ra, &rb) {
+            (Ok(_), Err(e)) | (Err(e), Ok(_)) => assert_eq!(code(e), Some(11000), "{email}: {e}"),
+            other => panic!("{email}: exactly one insert must succeed, got {other:?}"),
+        }
+    }
+    assert_eq!(accounts_b.count_documents(doc! {}).await.unwrap(), 10);
+
+    // a transaction begun on `b` runs on the writer and commits there
+    let mut session = b.client.start_session().await.unwrap();
+    session
+        .start_transaction()
+        .and_run(&mut (via_b.clone()), |s, coll| {
+            async move {
+                coll.insert_one(doc! {"_id": "t1"}).session(&mut *s).await?;
+                let seen = coll.find_one(doc! {"_id": "t1"}).session(&mut *s).await?;
+                assert!(seen.is_some(), "a transaction reads its own write");
+                coll.update_one(doc! {"_id": 1}, doc! {"$set": {"v": 10}})
+                    .session(&mut *s)
+                    .await?;
+                Ok(())
+            }
+            .boxed()
+        })
+        .await
+        .unwrap();
+    for coll in [&via_a, &via_b] {
+        assert!(coll.find_one(doc! {"_id": "t1"}).await.unwrap().is_some());
+        let d = coll.find_one(doc! {"_id": 1}).await.unwrap().unwrap();
+        assert_eq!(d.get("v"), Some(&Bson::Int32(10)));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_peer_listener_runs_forwarded_writes_only() {
+    let ferretdb = FerretDb::start().await.expect("FerretDB starts");
+    let a = pod("sidecar-a", ferretdb.uri(), "peer").await;
+    let peer = Client::with_uri_str(format!(
+        "mongodb://127.0.0.1:{}/?directConnection=true",
+        a.peer_port
+    ))
+    .await
+    .unwrap();
+    let coll: Collection<Document> = peer.database("app").collection("c");
+    coll.insert_one(doc! {"_id": 1}).await.unwrap();
+    let err = coll.find_one(doc! {}).await.unwrap_err();
+    assert_eq!(code(&err), Some(13), "{err}");
+    let err = peer
+        .database("admin")
+        .run_command(doc! {"argonResetBranch": "main", "toSeq": 0})
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), Some(13), "{err}");
+    // Hostile: a malformed message closes that peer connection only.
+    let mut raw = tokio::net::TcpStream::connect(("127.0.0.1", a.peer_port))
+        .await
+        .unwrap();
+    use tokio::io::AsyncWriteExt;
+    raw.write_all(&[0xff; 64]).await.unwrap();
+    let d = a
+        .client
+        .database("app")
+        .collection::<Document>("c")
+        .find_one(doc! {"_id": 1})
+        .await
+        .unwrap();
+    assert!(d.is_some());
+}

@@ -71,6 +71,15 @@ pub fn ferretdb() -> anyhow::Result<PathBuf> {
     tool("FERRETDB_BIN", &["bin", "ferretdb"], "ferretdb")
 }
 
+/// The linearizability checker (porcupine over a recorded history).
+pub fn lincheck() -> anyhow::Result<PathBuf> {
+    tool(
+        "ARGON_LINCHECK_BIN",
+        &["bin", "argon-lincheck"],
+        "argon-lincheck",
+    )
+}
+
 /// The real `helm` (v3), for rendering charts/argon.
 pub fn helm() -> anyhow::Result<PathBuf> {
     tool("HELM_BIN", &["bin", "helm"], "helm")

@@ -200,7 +200,9 @@ async fn run_row(args: &Args, k: usize) -> anyhow::Result<Row> {
                     if acked.elapsed() > Duration::from_secs(30) {
                         break;
                     }
-                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    // A reader polling as an app would, not a spin: each
+                    // read through a sidecar behind the writer catches up.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }

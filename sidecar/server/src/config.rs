@@ -179,6 +179,7 @@ pub async fn open_wal(store: &StoreChoice, project: &str) -> Result<Wal, WalErro
         project,
         argon_wal::observer::unobserved(),
         std::time::Duration::ZERO,
+        None,
     )
     .await
 }
@@ -190,6 +191,7 @@ pub async fn open_wal_observed(
     project: &str,
     observer: Arc<dyn argon_wal::WalObserver>,
     max_staleness: std::time::Duration,
+    feed: Option<Arc<dyn argon_wal::CommitFeed>>,
 ) -> Result<Wal, WalError> {
     let store: Arc<dyn LogStore> = match store {
         StoreChoice::Embedded(dir) => EmbeddedStore::open(dir)?,
@@ -204,6 +206,7 @@ pub async fn open_wal_observed(
             std::process::id()
         ),
         observer,
+        feed,
         // One owner process writes an embedded store: its heads are always
         // current, and catching up costs nothing worth skipping.
         read_staleness: if store.is_shared() {

@@ -54,11 +54,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen for metrics on {addr}"))?;
         tokio::spawn(metrics::serve(l, metrics.clone()));
     }
+    // Catch-ups ask the branch's writer first, once there is one.
+    let feed = Arc::new(argon_sidecar::writer::feed::WriterFeed::default());
     let wal = open_wal_observed(
         &store,
         &args.project,
         metrics.clone(),
         std::time::Duration::from_millis(args.max_staleness_ms),
+        peer_address
+            .is_some()
+            .then(|| feed.clone() as Arc<dyn argon_wal::CommitFeed>),
     )
     .await
     .with_context(|| format!("cannot open {store}"))?;
@@ -86,6 +91,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot listen for peers on {addr}"))?;
             tracing::info!(listen = %l.local_addr()?, %advertise, "taking writes forwarded by other sidecars");
             service.elect_writers(advertise);
+            feed.bind(&service.writers);
             Some(l)
         }
         _ => None,

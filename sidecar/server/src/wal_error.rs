@@ -23,6 +23,9 @@ pub fn from_wal(e: WalError) -> CommandError {
         Conflict { .. } | CatalogConflict { .. } | TooManyConflicts { .. } => {
             ErrorCode::WriteConflict
         }
+        // Re-sent to the branch's writer by `commands::answer`; a client
+        // sees it only when that fails too, and drivers retry writes on it.
+        NotWriter { .. } => ErrorCode::NotWritablePrimary,
         Corrupt { .. } | Malformed { .. } => ErrorCode::InternalError,
         // The store cannot serve now: unreachable (the driver reconnects),
         // an inconsistent read (`LogGap`, retried), or stopped after a failed

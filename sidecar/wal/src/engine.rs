@@ -111,6 +111,9 @@ pub struct WalOptions {
     /// Writes of this process are always in its head at once; other
     /// processes' commits show within this bound (see `Wal::sync`).
     pub read_staleness: std::time::Duration,
+    /// Where a catch-up first asks for new commits (the branch's writer,
+    /// see `feed`); the store confirms the end either way.
+    pub feed: Option<Arc<dyn crate::feed::CommitFeed>>,
 }
 
 impl Default for WalOptions {
@@ -126,6 +129,7 @@ impl Default for WalOptions {
             index_filter: crate::unique::every_document(),
             observer: crate::observer::unobserved(),
             read_staleness: std::time::Duration::ZERO,
+            feed: None,
         }
     }
 }
@@ -386,10 +390,36 @@ struct Inner {
     /// The newest commit time a head read of each branch must include
     /// (`Wal::expect_visible`).
     visible: Mutex<HashMap<BranchName, CommitTime>>,
+    /// The last commits this handle appended to each branch incarnation
+    /// (inline bodies only), to feed other processes' catch-ups.
+    recent: Mutex<HashMap<BranchId, Recent>>,
     checkpoints: Mutex<BTreeMap<(BranchId, Seq), BranchState>>,
     committers: Mutex<HashMap<BranchName, Queue>>,
     /// Branches with an automatic snapshot being encoded or written.
     snapshotting: Arc<Mutex<HashSet<BranchId>>>,
+}
+
+/// A branch's last appended commits, ascending by seq (not necessarily
+/// contiguous: commits other processes made are not here).
+#[derive(Default)]
+struct Recent {
+    commits: std::collections::VecDeque<EncodedCommit>,
+    bytes: usize,
+}
+
+impl Recent {
+    fn push(&mut self, commit: EncodedCommit) {
+        self.bytes += commit.body_len();
+        self.commits.push_back(commit);
+        while self.commits.len() > crate::feed::RECENT_COMMITS
+            || self.bytes > crate::feed::RECENT_BYTES
+        {
+            match self.commits.pop_front() {
+                Some(c) => self.bytes -= c.body_len(),
+                None => break,
+            }
+        }
+    }
 }
 
 /// Marks a branch's automatic snapshot as in flight until dropped.
@@ -456,6 +486,7 @@ impl Wal {
             latest: Mutex::new(HashMap::new()),
             fresh: Mutex::new(HashMap::new()),
             visible: Mutex::new(HashMap::new()),
+            recent: Mutex::new(HashMap::new()),
             checkpoints: Mutex::new(BTreeMap::new()),
             committers: Mutex::new(HashMap::new()),
             snapshotting: Arc::new(Mutex::new(HashSet::new())),
@@ -670,6 +701,41 @@ impl Wal {
             return Ok(head);
         }
         self.inner.state_at(inc.id, seq).await
+    }
+
+    /// Records of the commits this handle appended to incarnation `id`
+    /// right after `after`, contiguous, up to `max_bytes` of bodies (at
+    /// least one when any): what a `CommitFeed` serves. `None` when this
+    /// handle does not hold the commit after `after`.
+    pub fn recent_commits(
+        &self,
+        id: BranchId,
+        after: Seq,
+        max_bytes: usize,
+    ) -> Result<Option<Vec<bson::RawDocumentBuf>>> {
+        let recent = lock(&self.inner.recent);
+        let Some(r) = recent.get(&id) else {
+            return Ok(None);
+        };
+        let Some(last) = r.commits.back() else {
+            return Ok(None);
+        };
+        if last.seq == after {
+            return Ok(Some(Vec::new()));
+        }
+        let Some(start) = r.commits.iter().position(|c| c.seq == after.next()) else {
+            return Ok(None);
+        };
+        let (mut out, mut bytes, mut expect) = (Vec::new(), 0usize, after.next());
+        for c in r.commits.iter().skip(start) {
+            if c.seq != expect || (!out.is_empty() && bytes + c.body_len() > max_bytes) {
+                break;
+            }
+            bytes += c.body_len();
+            out.push(c.record(self.project())?);
+            expect = expect.next();
+        }
+        Ok(Some(out))
     }
 
     /// Makes every later head read of `branch` through this handle hold
@@ -1085,6 +1151,28 @@ impl Inner {
             Some(s) => s,
             None => self.load_latest(inc).await?,
         };
+        if let Some(feed) = &self.options.feed
+            && h.sealed.is_none()
+        {
+            let fed = feed
+                .commits_after(inc.name.as_str(), inc.id, state.seq())
+                .await
+                .unwrap_or_default();
+            for raw in &fed {
+                // Checked as a store page is: a bad record ends the feed
+                // here, and the store below gives the rest.
+                let Ok(c) = decode_fed(raw, inc.id) else {
+                    break;
+                };
+                if check_next(inc.id, &state, &c).is_err() {
+                    break;
+                }
+                self.fold_caught_up(inc, h, &mut state, &c);
+                if h.sealed.is_some() {
+                    break;
+                }
+            }
+        }
         while h.sealed.is_none() {
             let page = self
                 .store
@@ -1095,14 +1183,8 @@ impl Inner {
                 // No holes: a page that skips a seq is an inconsistent read
                 // (a retryable error), and nothing of it is applied.
                 check_next(inc.id, &state, &c)?;
-                let (info, seal) = (c.info(), c.seal.clone());
-                if c.actor != self.options.actor {
-                    let age = self.options.clock.now().0.saturating_sub(info.time.0);
-                    self.options.observer.foreign_commit(inc.name.as_str(), age);
-                }
-                state.apply_commit(&c);
-                if let Some(seal) = seal {
-                    h.sealed = Some((seal, info));
+                self.fold_caught_up(inc, h, &mut state, &c);
+                if h.sealed.is_some() {
                     break;
                 }
             }
@@ -1120,6 +1202,19 @@ impl Inner {
             fresh.insert(inc.id, started);
         }
         Ok(())
+    }
+
+    /// Folds a commit read while catching up (from the store or a feed).
+    fn fold_caught_up(&self, inc: &Incarnation, h: &mut Head, state: &mut BranchState, c: &Commit) {
+        let info = c.info();
+        if c.actor != self.options.actor {
+            let age = self.options.clock.now().0.saturating_sub(info.time.0);
+            self.options.observer.foreign_commit(inc.name.as_str(), age);
+        }
+        state.apply_commit(c);
+        if let Some(seal) = &c.seal {
+            h.sealed = Some((seal.clone(), info));
+        }
     }
 
     /// A state of `inc` at its newest snapshot (or its base): the start of
@@ -1622,6 +1717,20 @@ impl Inner {
                     self.options
                         .observer
                         .append_conflict(name.as_str(), attempts);
+                    if self
+                        .options
+                        .feed
+                        .as_ref()
+                        .is_some_and(|f| f.defer_to_writer(name.as_str()))
+                    {
+                        finish_all(
+                            batch,
+                            Err(WalError::NotWriter {
+                                branch: name.to_string(),
+                            }),
+                        );
+                        return Vec::new();
+                    }
                     if attempts.is_power_of_two() && attempts >= 16 {
                         // Another process keeps winning this branch's
                         // appends: its writers here wait while it does.
@@ -1766,7 +1875,12 @@ impl Inner {
             }
         }
         let info = commit.info();
-        drop(commit);
+        if commit.chunks().is_none() {
+            // Its body is shared, not copied (a large commit is not kept).
+            lock(&self.recent).entry(inc.id).or_default().push(commit);
+        } else {
+            drop(commit);
+        }
         self.options.observer.committed(name.as_str(), taken);
         let new_head = working.at(info.seq, info.time);
         self.set_head(inc.id, &mut h, new_head.clone());
@@ -1808,6 +1922,20 @@ impl Inner {
             });
         }
         Ok((info, taken))
+    }
+}
+
+/// A fed commit record, which must be of incarnation `id` and carry its body.
+fn decode_fed(raw: &bson::RawDocumentBuf, id: BranchId) -> Result<Commit> {
+    let rec = crate::record::commit_record(raw)?;
+    if rec.branch != id {
+        return Err(WalError::malformed("fed commit", "another branch's commit"));
+    }
+    match &rec.body {
+        crate::record::StoredBody::Inline(body) => crate::record::decode_commit(&rec, body, false),
+        crate::record::StoredBody::Chunked(_) => {
+            Err(WalError::malformed("fed commit", "a chunked commit"))
+        }
     }
 }
 

@@ -73,6 +73,11 @@ pub enum WalError {
     #[error("gave up after {attempts} conflicting attempts to append to branch {branch:?}")]
     TooManyConflicts { branch: String, attempts: u32 },
 
+    /// Another process is the branch's writer: the write (not applied) is
+    /// to be sent there (see `feed::CommitFeed::defer_to_writer`).
+    #[error("another process writes branch {branch:?} now; the write was not applied here")]
+    NotWriter { branch: String },
+
     #[error("corrupt record in {}, at byte offset {offset}: {reason}", file.display())]
     Corrupt {
         file: PathBuf,
@@ -170,6 +175,7 @@ impl WalError {
             WalError::Conflict { .. } => "conflict",
             WalError::CatalogConflict { .. } => "catalog_conflict",
             WalError::TooManyConflicts { .. } => "too_many_conflicts",
+            WalError::NotWriter { .. } => "not_writer",
             WalError::Corrupt { .. } => "corrupt",
             WalError::Malformed { .. } => "malformed",
             WalError::Locked { .. } => "locked",
@@ -250,6 +256,9 @@ impl Clone for WalError {
             TooManyConflicts { branch, attempts } => TooManyConflicts {
                 branch: branch.clone(),
                 attempts: *attempts,
+            },
+            NotWriter { branch } => NotWriter {
+                branch: branch.clone(),
             },
             Corrupt {
                 file,

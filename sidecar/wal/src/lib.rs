@@ -23,6 +23,7 @@ pub mod diff;
 mod engine;
 pub mod error;
 pub mod failpoints;
+pub mod feed;
 pub mod idkey;
 pub mod indexkey;
 pub mod lease;
@@ -42,6 +43,7 @@ pub use engine::{
     BranchInfo, Clock, LineageEntry, LogInfo, ResetOutcome, RetryableOutcome, Wal, WalOptions,
 };
 pub use error::{Result, WalError, WriteError};
+pub use feed::CommitFeed;
 pub use idkey::IdKey;
 pub use indexkey::{IndexKey, IndexKeyError};
 pub use lease::WriterLease;

@@ -653,7 +653,7 @@ impl ChunkRef {
 /// A commit encoded for a store: its body built once (the ops are moved
 /// into it), the commit record, and, when the body is large, the chunk
 /// records that hold it.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct EncodedCommit {
     pub branch: BranchId,
     pub seq: Seq,

@@ -238,6 +238,10 @@ async fn answer(
             "the command document is empty",
         ));
     }
+    if conn.from_peer && name == "argonCommits" {
+        // Another sidecar's commit feed (never on the client listener).
+        return crate::writer::feed::serve(svc, &req.command);
+    }
     if let RequestKind::Query { collection } = &req.kind
         && collection != "$cmd"
     {
@@ -302,7 +306,18 @@ async fn answer(
         cmd: &req.command,
         txn: None,
     };
-    (command.handler)(&ctx).await
+    let result = (command.handler)(&ctx).await;
+    match result {
+        // Run here while another sidecar became the branch's writer, and
+        // not applied: that writer takes it (see `crate::writer`).
+        Err(e) if e.code == ErrorCode::NotWritablePrimary && command.writes && !conn.from_peer => {
+            let forwarded =
+                crate::writer::route::forward_if_remote(svc, &req.command, db, name, true, None)
+                    .await?;
+            forwarded.ok_or(e)
+        }
+        other => other,
+    }
 }
 
 /// The peer listener runs what other sidecars forward (writes and

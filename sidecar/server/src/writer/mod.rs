@@ -21,6 +21,7 @@
 //! `--peer-advertise` when that address is not the one peers dial) and a
 //! shared store; otherwise it writes every branch itself.
 
+pub mod feed;
 pub mod forward;
 pub mod route;
 
@@ -145,6 +146,17 @@ impl Writers {
         }
     }
 
+    /// The branch's writer when it is another sidecar that this one knows
+    /// and can reach (from the view its watcher keeps; no store read, and
+    /// never a claim: readers do not take leases).
+    pub fn writer_of(&self, branch: &str) -> Option<Arc<Peer>> {
+        let branches = lock(&self.branches);
+        match self.route_of(branches.get(branch)?) {
+            Route::Forward(peer) => Some(peer),
+            Route::Local => None,
+        }
+    }
+
     /// A forward to `branch`'s writer did not reach it: write here for a
     /// while (and say so once), until the lease says who writes.
     pub fn unreachable(&self, branch: &str, error: &ForwardError) {
@@ -203,9 +215,13 @@ impl Writers {
                     self.observe(branch, Some(next));
                 }
                 Ok(false) => {
-                    // Someone else wrote the record first: read it next beat.
+                    // Someone else wrote the record first: learn who now,
+                    // so no write here races the new writer meanwhile.
                     if observed.as_ref().is_some_and(|l| l.holder == self.token) {
                         tracing::warn!(%branch, "lost the branch's writer lease; forwarding writes to its new writer");
+                    }
+                    if let Ok(now) = self.wal.writer_lease(branch).await {
+                        self.observe(branch, now);
                     }
                 }
                 Err(e) => tracing::debug!(%branch, error = %e, "cannot write the writer lease"),

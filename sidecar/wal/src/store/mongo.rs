@@ -169,10 +169,11 @@ pub fn commit_id(project: &str, branch: BranchId, seq: Seq) -> String {
 /// The project-record field saying its commits are keyed by seq. Projects
 /// created before it keep their records' ObjectIds and are read by range.
 const KEYED_COMMITS: &str = "commit_ids";
-/// Concurrent point reads while tailing, and how many commits a catch-up
-/// reads that way before the rest of a long gap is read by range.
-const LOOKAHEAD: u64 = 8;
-const POINT_READS: u64 = 64;
+/// Concurrent point reads while reading a keyed log. Long ranges are read
+/// this way too: on FerretDB a range query scans the whole collection (its
+/// cost grows with the log, and it slows every other client of the store),
+/// while a round of point reads costs one round trip whatever the log's size.
+const LOOKAHEAD: u64 = 16;
 
 fn lease_id(project: &str, branch: &str) -> String {
     format!("{project}/{branch}")
@@ -476,9 +477,8 @@ impl MongoStore {
     }
 
     /// Commits after `after` by `_id` point reads, [`LOOKAHEAD`] at a time,
-    /// until one is missing (the end of the log: seqs have no holes), the
-    /// page is full, or [`POINT_READS`] were read; then the rest of a long
-    /// gap by range.
+    /// until one is missing (the end of the log: seqs have no holes) or the
+    /// page is full.
     async fn read_keyed(
         &self,
         project: &str,
@@ -489,14 +489,17 @@ impl MongoStore {
     ) -> Result<CommitPage> {
         let raw = self.commits.clone_with_type::<RawDocumentBuf>();
         let mut page = CommitPage::default();
-        let (mut bytes, mut next) = (0u64, after.0 + 1);
-        while next <= upto.0 && next - after.0 <= POINT_READS {
+        let (mut bytes, mut next, mut width) = (0u64, after.0 + 1, 1u64);
+        while next <= upto.0 {
             if page.commits.len() >= limit || bytes >= PAGE_BYTES {
                 page.more = true;
                 return Ok(page);
             }
+            // One read first (a caught-up tailer's only one, a miss), then
+            // rounds that double while they keep finding commits.
             let room = (limit - page.commits.len()) as u64;
-            let n = LOOKAHEAD.min(upto.0 - next + 1).min(room);
+            let n = width.min(upto.0 - next + 1).min(room);
+            width = (width * 2).min(LOOKAHEAD);
             let lookups = (next..next + n).map(|seq| {
                 raw.find_one(doc! {"_id": commit_id(project, branch, Seq(seq))})
                     .into_future()
@@ -517,21 +520,6 @@ impl MongoStore {
                 next += 1;
             }
         }
-        if next > upto.0 || page.commits.len() >= limit {
-            page.more = next <= upto.0;
-            return Ok(page);
-        }
-        let rest = self
-            .read_range(
-                project,
-                branch,
-                Seq(next - 1),
-                upto,
-                limit - page.commits.len(),
-            )
-            .await?;
-        page.more = rest.more;
-        page.commits.extend(rest.commits);
         Ok(page)
     }
 

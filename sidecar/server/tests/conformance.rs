@@ -74,7 +74,9 @@ async fn unified_spec_tests_pass_at_least_the_baseline() {
         );
         let (passed, failed, skipped) =
             totals(&stdout).unwrap_or_else(|| panic!("no totals line for {dir}"));
-        println!("{dir}: {passed} passed, {failed} failed, {skipped} skipped (baseline {expected})");
+        println!(
+            "{dir}: {passed} passed, {failed} failed, {skipped} skipped (baseline {expected})"
+        );
         if passed < expected {
             regressions.push(format!("{dir}: {passed} passed < baseline {expected}"));
         } else if passed > expected {

@@ -2,8 +2,9 @@
 //! replacements, parsed once and applied to one document at a time; and the
 //! document an upsert inserts.
 
-use bson::{Bson, Document, oid::ObjectId};
+use bson::{Bson, Document, doc, oid::ObjectId};
 
+use super::aggregate::{InMemory, Pipeline};
 use super::compare::{as_f64, compare, equal};
 use super::filter::{Filter, equality_fields, parse_operators};
 use super::path;
@@ -18,7 +19,20 @@ pub enum UpdateSpec {
     Replacement(Document),
     /// Operators in the order given, each with its (path, argument) pairs.
     Operators(Vec<(UpdateOp, Vec<(String, Bson)>)>),
+    /// A pipeline-style update (`u: [{$set: ...}, ...]`): the stages an
+    /// update allows, run over the one document.
+    Pipeline(Pipeline),
 }
+
+/// The stages MongoDB allows in a pipeline-style update.
+const UPDATE_STAGES: &[&str] = &[
+    "$addFields",
+    "$set",
+    "$project",
+    "$unset",
+    "$replaceRoot",
+    "$replaceWith",
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpdateOp {
@@ -90,7 +104,7 @@ impl UpdateSpec {
     pub fn parse(update: &Bson) -> Result<UpdateSpec> {
         let doc = match update {
             Bson::Document(d) => d,
-            Bson::Array(_) => return Err(CommandError::not_implemented("pipeline-style update")),
+            Bson::Array(stages) => return parse_pipeline(stages),
             _ => {
                 return Err(CommandError::failed_to_parse(
                     "Update argument must be either an object or an array",
@@ -185,6 +199,29 @@ impl UpdateSpec {
                 }
                 return Ok(out);
             }
+            UpdateSpec::Pipeline(p) => {
+                let mut out = p.run(vec![doc.clone()], &InMemory(Vec::new()))?;
+                match (out.pop(), out.is_empty()) {
+                    // A result without `_id` keeps the document's own (as
+                    // `$replaceWith: "$sub"` or `$project: {a: 1, _id: 0}`
+                    // leave it out); a different one is refused below.
+                    (Some(d), true) if !d.contains_key("_id") => match doc.get("_id") {
+                        Some(id) => {
+                            let mut with_id = doc! {"_id": id.clone()};
+                            with_id.extend(d);
+                            with_id
+                        }
+                        None => d,
+                    },
+                    (Some(d), true) => d,
+                    _ => {
+                        return Err(CommandError::new(
+                            ErrorCode::InternalError,
+                            "an update pipeline must give exactly one document",
+                        ));
+                    }
+                }
+            }
             UpdateSpec::Operators(ops) => {
                 let mut out = doc.clone();
                 let mut growth = Growth::default();
@@ -212,6 +249,27 @@ impl UpdateSpec {
     pub fn is_replacement(&self) -> bool {
         matches!(self, UpdateSpec::Replacement(_))
     }
+}
+
+/// `u: [...]`: only the stages an update allows, each one field.
+fn parse_pipeline(stages: &[Bson]) -> Result<UpdateSpec> {
+    for stage in stages {
+        let Bson::Document(d) = stage else {
+            return Err(CommandError::type_mismatch(
+                "Each element of the 'pipeline' array must be an object",
+            ));
+        };
+        if let Some(name) = d.keys().next()
+            && d.len() == 1
+            && !UPDATE_STAGES.contains(&name.as_str())
+        {
+            return Err(CommandError::new(
+                ErrorCode::InvalidOptions,
+                format!("{name} is not allowed to be used within an update"),
+            ));
+        }
+    }
+    Ok(UpdateSpec::Pipeline(Pipeline::parse(stages)?))
 }
 
 fn immutable_id() -> CommandError {
@@ -832,6 +890,68 @@ mod tests {
                 .code,
             ErrorCode::Overflow
         );
+    }
+
+    #[test]
+    fn pipeline_updates() {
+        let d = doc! {"_id": 1, "t": {"u": {"v": 1}}, "x": 1};
+        let p = |u: Bson| UpdateSpec::parse(&u).and_then(|u| u.apply(&d, false));
+        assert_eq!(
+            p(bson!([{"$replaceRoot": {"newRoot": "$t"}}, {"$addFields": {"foo": 1}}])).unwrap(),
+            doc! {"_id": 1, "u": {"v": 1}, "foo": 1}
+        );
+        assert_eq!(
+            p(bson!([{"$set": {"y": {"$add": ["$x", 1]}}}, {"$unset": "t"}])).unwrap(),
+            doc! {"_id": 1, "x": 1, "y": 2}
+        );
+        assert_eq!(
+            p(bson!([{"$replaceWith": {"$setField": {"field": {"$literal": "$a.b"}, "value": 2, "input": "$$ROOT"}}}]))
+                .unwrap(),
+            doc! {"_id": 1, "t": {"u": {"v": 1}}, "x": 1, "$a.b": 2}
+        );
+        assert_eq!(
+            p(bson!([{"$set": {"x": "$$REMOVE"}}, {"$project": {"t": 0}}])).unwrap(),
+            doc! {"_id": 1}
+        );
+        // Only the stages an update allows; `_id` stays immutable.
+        assert_eq!(
+            p(bson!([{"$match": {}}])).unwrap_err().code,
+            ErrorCode::InvalidOptions
+        );
+        assert_eq!(
+            p(bson!([{"$set": {"_id": 2}}])).unwrap_err().code,
+            ErrorCode::ImmutableField
+        );
+        assert_eq!(p(bson!([1])).unwrap_err().code, ErrorCode::TypeMismatch);
+        // An upsert seeds the new document from the filter, then runs the pipeline.
+        let u = UpdateSpec::parse(&bson!([{"$set": {"b": {"$literal": "$x"}}}])).unwrap();
+        let up = upsert_document(&doc! {"_id": 7, "a": 1}, &u).unwrap();
+        assert_eq!(up, doc! {"_id": 7, "a": 1, "b": "$x"});
+    }
+
+    #[test]
+    fn pipeline_updates_are_bounded() {
+        crate::limits::with_worker_stack(pipeline_updates_are_bounded_inner);
+    }
+
+    fn pipeline_updates_are_bounded_inner() {
+        // Deep expressions and long pipelines fail with MongoDB's errors, not a crash.
+        let mut deep = bson!(1);
+        for _ in 0..(limits::MAX_EXPRESSION_DEPTH + 5) {
+            deep = bson!({"$add": [deep]});
+        }
+        assert!(UpdateSpec::parse(&bson!([{"$set": {"x": deep}}])).is_err());
+        let long: Vec<Bson> = (0..100_000).map(|_| bson!({"$set": {"x": 1}})).collect();
+        assert!(UpdateSpec::parse(&Bson::Array(long)).is_err());
+        // A value doubled past 16 MiB is refused as it is built.
+        let big = "x".repeat(1 << 20);
+        let d = doc! {"_id": 1, "s": big};
+        let mut stages = Vec::new();
+        for _ in 0..20 {
+            stages.push(bson!({"$set": {"s": {"$concat": ["$s", "$s"]}}}));
+        }
+        let u = UpdateSpec::parse(&Bson::Array(stages)).unwrap();
+        assert!(u.apply(&d, false).is_err());
     }
 
     #[test]

@@ -179,8 +179,10 @@ TYPE_NAMES = {
 
 
 class Matcher:
-    def __init__(self, entities):
+    def __init__(self, entities, lsids):
         self.entities = entities
+        # Each session's id, kept at creation: an ended session has none.
+        self.lsids = lsids
 
     def match(self, expected, actual, path="", root=True):
         if isinstance(expected, dict) and len(expected) == 1:
@@ -256,8 +258,7 @@ class Matcher:
                 raise Mismatch(f"{path}: bytes differ")
             return
         if op == "$$sessionLsid":
-            lsid = self.entities[arg].session_id
-            return self.match(lsid, actual, path, root=False)
+            return self.match(self.lsids[arg], actual, path, root=False)
         if op == "$$lte":
             if not (is_number(actual) and num(actual) <= num(arg)):
                 raise Mismatch(f"{path}: {actual!r} > {arg!r}")
@@ -536,7 +537,8 @@ class TestRun:
         self.file = file_doc
         self.entities = {}
         self.clients = {}
-        self.matcher = Matcher(self.entities)
+        self.lsids = {}
+        self.matcher = Matcher(self.entities, self.lsids)
 
     # -- entities
 
@@ -573,6 +575,7 @@ class TestRun:
                     else:
                         raise Unsupported(f"sessionOption {key}")
                 self.entities[eid] = client.start_session(**opts)
+                self.lsids[eid] = self.entities[eid].session_id
             else:
                 raise Unsupported(f"entity kind {kind}")
 

@@ -8,6 +8,7 @@
 mod admin;
 mod branch;
 mod catalog;
+mod options;
 mod read;
 mod transaction;
 mod write;

@@ -5,11 +5,13 @@
 use argon_wal::{BranchState, Namespace};
 use bson::{Bson, Document, doc};
 
+use super::options::{self, check_collation, check_hint};
 use super::{Ctx, collection_name, cursor_reply, opt_bool, opt_doc, opt_i64};
 use crate::cursor::{PipelineScan, Scan, SortedScan};
 use crate::deadline::Deadline;
 use crate::error::{CommandError, ErrorCode, Result};
 use crate::query::aggregate::Pipeline;
+use crate::query::vars::Vars;
 use crate::query::{Filter, Projection, SortSpec};
 use crate::service::operation_time;
 use crate::spill::{ExternalSorter, Sorted, StageBudget};
@@ -85,6 +87,29 @@ pub(crate) fn matching_ids(
     Ok(out)
 }
 
+/// The first document matching `filter` in `sort` order (an `updateOne`,
+/// `replaceOne` or `findAndModify` with `sort`): one document held, not
+/// every match.
+pub(crate) fn first_in_order(
+    state: &BranchState,
+    ns: &Namespace,
+    filter: &Filter,
+    sort: &SortSpec,
+    deadline: Deadline,
+) -> Result<Option<Document>> {
+    let mut best: Option<Document> = None;
+    for_each_match(state, ns, filter, deadline, |d, _| {
+        if best
+            .as_ref()
+            .is_none_or(|b| sort.compare(&d, b) == std::cmp::Ordering::Less)
+        {
+            best = Some(d);
+        }
+        Ok(true)
+    })?;
+    Ok(best)
+}
+
 /// Calls `f` with each document of `ns` matching `filter` (parsed, with its
 /// BSON size), in `_id` order, until `f` returns `false`: a point lookup
 /// when the filter pins `_id`, else a scan that checks `deadline` every 256
@@ -134,17 +159,20 @@ fn count_matching(
     })
 }
 
-fn parse_filter(cmd: &Document, key: &str) -> Result<Filter> {
+fn parse_filter(cmd: &Document, key: &str, vars: &Vars) -> Result<Filter> {
     match opt_doc(cmd, key)? {
-        Some(d) => Filter::parse(d),
+        Some(d) => Filter::parse(&vars.bind_filter(d)?),
         None => Ok(Filter::And(Vec::new())),
     }
 }
 
 pub async fn find(ctx: &Ctx<'_>) -> Result<Document> {
     let coll = collection_name(ctx.cmd, "find")?;
+    options::FIND.check(ctx.cmd, Some("find"))?;
+    check_collation(ctx.cmd)?;
     let target = ctx.target()?;
-    let filter = parse_filter(ctx.cmd, "filter")?;
+    let vars = Vars::parse(ctx.cmd.get("let"))?;
+    let filter = parse_filter(ctx.cmd, "filter", &vars)?;
     let sort = opt_doc(ctx.cmd, "sort")?.map(SortSpec::parse).transpose()?;
     let projection = opt_doc(ctx.cmd, "projection")?
         .filter(|p| !p.is_empty())
@@ -167,6 +195,7 @@ pub async fn find(ctx: &Ctx<'_>) -> Result<Document> {
     let deadline = ctx.deadline()?;
     let state = ctx.read_state(&target).await?;
     let ns = Namespace::new(target.db.as_str(), coll.as_str());
+    check_hint(ctx.cmd.get("hint"), state.collection(&ns))?;
     let shown = format!("{}.{coll}", target.raw);
     let (first, id) = match &sort {
         Some(s) if !s.is_empty() => {
@@ -298,12 +327,15 @@ pub async fn kill_cursors(ctx: &Ctx<'_>) -> Result<Document> {
 
 pub async fn count(ctx: &Ctx<'_>) -> Result<Document> {
     let coll = collection_name(ctx.cmd, "count")?;
+    options::COUNT.check(ctx.cmd, Some("count"))?;
+    check_collation(ctx.cmd)?;
     let target = ctx.target()?;
-    let filter = parse_filter(ctx.cmd, "query")?;
+    let filter = parse_filter(ctx.cmd, "query", &Vars::default())?;
     let skip = opt_i64(ctx.cmd, "skip")?.unwrap_or(0).max(0) as usize;
     let limit = opt_i64(ctx.cmd, "limit")?.unwrap_or(0).unsigned_abs() as usize;
     let state = ctx.read_state(&target).await?;
     let ns = Namespace::new(target.db.as_str(), coll.as_str());
+    check_hint(ctx.cmd.get("hint"), state.collection(&ns))?;
     let mut n = if filter.is_empty() {
         state.collection(&ns).map(|c| c.len()).unwrap_or(0)
     } else {
@@ -321,6 +353,8 @@ const DISTINCT_COLLECT_BYTES: usize = crate::limits::MAX_BLOCKING_STAGE_BYTES;
 
 pub async fn distinct(ctx: &Ctx<'_>) -> Result<Document> {
     let coll = collection_name(ctx.cmd, "distinct")?;
+    options::DISTINCT.check(ctx.cmd, Some("distinct"))?;
+    check_collation(ctx.cmd)?;
     let target = ctx.target()?;
     let key = match ctx.cmd.get("key") {
         Some(Bson::String(k)) if !k.is_empty() => k.clone(),
@@ -330,9 +364,10 @@ pub async fn distinct(ctx: &Ctx<'_>) -> Result<Document> {
             ));
         }
     };
-    let filter = parse_filter(ctx.cmd, "query")?;
+    let filter = parse_filter(ctx.cmd, "query", &Vars::default())?;
     let state = ctx.read_state(&target).await?;
     let ns = Namespace::new(target.db.as_str(), coll.as_str());
+    check_hint(ctx.cmd.get("hint"), state.collection(&ns))?;
     use crate::query::compare::{compare, equal, type_rank};
     // Collect, sort, then drop neighbours that are the same value: O(n log n).
     let mut values: Vec<Bson> = Vec::new();
@@ -381,9 +416,9 @@ pub async fn aggregate(ctx: &Ctx<'_>) -> Result<Document> {
         Some(Bson::Array(a)) => a,
         _ => return Err(CommandError::type_mismatch("'pipeline' must be an array")),
     };
-    if ctx.cmd.contains_key("explain") {
-        return Err(CommandError::not_implemented("explain"));
-    }
+    options::AGGREGATE.check(ctx.cmd, Some("aggregate"))?;
+    check_collation(ctx.cmd)?;
+    let vars = Vars::parse(ctx.cmd.get("let"))?;
     let cursor = match ctx.cmd.get("cursor") {
         Some(Bson::Document(c)) => c,
         _ => {
@@ -392,11 +427,15 @@ pub async fn aggregate(ctx: &Ctx<'_>) -> Result<Document> {
             ));
         }
     };
-    let pipeline = Pipeline::parse(stages)?;
+    let pipeline = Pipeline::parse(&vars.bind_pipeline(stages)?)?;
     let allow_disk = opt_bool(ctx.cmd, "allowDiskUse", true)?;
     let budget = StageBudget::new(ctx.svc.blocking_sort_bytes(), allow_disk);
     let deadline = ctx.deadline()?;
     let state = ctx.read_state(&target).await?;
+    check_hint(
+        ctx.cmd.get("hint"),
+        state.collection(&Namespace::new(target.db.as_str(), coll.as_str())),
+    )?;
     let time = state.time();
     // Streams: the first batch runs the pipeline only as far as it needs
     // (all of a blocking stage's input, none past a $limit); getMore runs

@@ -8,6 +8,7 @@ use super::aggregate::{InMemory, Pipeline};
 use super::compare::{as_f64, compare, equal};
 use super::filter::{Filter, equality_fields, parse_operators};
 use super::path;
+use super::positional::{ArrayFilters, expand, is_positional};
 use super::sort::SortSpec;
 use crate::error::{CommandError, ErrorCode, Result};
 use crate::limits;
@@ -17,8 +18,9 @@ use crate::limits;
 pub enum UpdateSpec {
     /// A whole new document (the `_id` is kept).
     Replacement(Document),
-    /// Operators in the order given, each with its (path, argument) pairs.
-    Operators(Vec<(UpdateOp, Vec<(String, Bson)>)>),
+    /// Operators in the order given, each with its (path, argument) pairs,
+    /// and the `arrayFilters` their `$[id]` paths use.
+    Operators(Vec<(UpdateOp, Vec<(String, Bson)>)>, ArrayFilters),
     /// A pipeline-style update (`u: [{$set: ...}, ...]`): the stages an
     /// update allows, run over the one document.
     Pipeline(Pipeline),
@@ -102,8 +104,20 @@ fn prefix_conflict(a: &str, b: &str) -> bool {
 impl UpdateSpec {
     /// Parses the `u` of an update statement.
     pub fn parse(update: &Bson) -> Result<UpdateSpec> {
+        Self::parse_with(update, None)
+    }
+
+    /// Parses the `u` of an update statement with its `arrayFilters`.
+    pub fn parse_with(update: &Bson, array_filters: Option<&Bson>) -> Result<UpdateSpec> {
+        let filters = ArrayFilters::parse(array_filters)?;
+        let has_filters = !matches!(array_filters, None | Some(Bson::Null));
         let doc = match update {
             Bson::Document(d) => d,
+            Bson::Array(_) if has_filters => {
+                return Err(CommandError::failed_to_parse(
+                    "arrayFilters may not be specified for pipeline-style updates",
+                ));
+            }
             Bson::Array(stages) => return parse_pipeline(stages),
             _ => {
                 return Err(CommandError::failed_to_parse(
@@ -113,6 +127,11 @@ impl UpdateSpec {
         };
         let operators = doc.keys().filter(|k| k.starts_with('$')).count();
         if operators == 0 {
+            if has_filters {
+                return Err(CommandError::failed_to_parse(
+                    "Cannot use array filters with a replacement-style update",
+                ));
+            }
             validate_replacement(doc)?;
             return Ok(UpdateSpec::Replacement(doc.clone()));
         }
@@ -141,10 +160,15 @@ impl UpdateSpec {
                     ));
                 }
                 crate::limits::check_path(path)?;
-                if path.split('.').any(|p| p == "$" || p.starts_with("$[")) {
-                    return Err(CommandError::not_implemented(
-                        "the positional update operator",
-                    ));
+                if path.split('.').filter(|p| *p == "$").count() > 1 {
+                    return Err(CommandError::bad_value(format!(
+                        "Too many positional (i.e. '$') elements found in path '{path}'"
+                    )));
+                }
+                if op == UpdateOp::Rename && is_positional(path) {
+                    return Err(CommandError::bad_value(format!(
+                        "The source field for $rename may not be dynamic: {path}"
+                    )));
                 }
                 let mut targets = vec![path.clone()];
                 if op == UpdateOp::Rename {
@@ -154,6 +178,11 @@ impl UpdateSpec {
                         )));
                     };
                     crate::limits::check_path(to)?;
+                    if is_positional(to) {
+                        return Err(CommandError::bad_value(format!(
+                            "The destination field for $rename may not be dynamic: {to}"
+                        )));
+                    }
                     if prefix_conflict(path, to) {
                         return Err(CommandError::bad_value(format!(
                             "The source and target field for $rename must not be on the same path: {path}: \"{to}\""
@@ -175,12 +204,28 @@ impl UpdateSpec {
             }
             ops.push((op, pairs));
         }
-        Ok(UpdateSpec::Operators(ops))
+        let paths: Vec<&str> = ops
+            .iter()
+            .flat_map(|(_, pairs)| pairs.iter().map(|(p, _)| p.as_str()))
+            .collect();
+        filters.check_used(&paths)?;
+        Ok(UpdateSpec::Operators(ops, filters))
     }
 
     /// Applies the update to `doc`. `inserting` is true when the document is
     /// being created by an upsert (`$setOnInsert` applies only then).
     pub fn apply(&self, doc: &Document, inserting: bool) -> Result<Document> {
+        self.apply_matched(doc, inserting, None)
+    }
+
+    /// [`UpdateSpec::apply`] to a document `query` matched: `a.$` paths
+    /// name the element of `a` the query's conditions on `a` matched.
+    pub fn apply_matched(
+        &self,
+        doc: &Document,
+        inserting: bool,
+        query: Option<&Filter>,
+    ) -> Result<Document> {
         let out = match self {
             UpdateSpec::Replacement(r) => {
                 let mut out = Document::new();
@@ -222,12 +267,18 @@ impl UpdateSpec {
                     }
                 }
             }
-            UpdateSpec::Operators(ops) => {
+            UpdateSpec::Operators(ops, filters) => {
                 let mut out = doc.clone();
                 let mut growth = Growth::default();
                 for (op, pairs) in ops {
                     for (p, arg) in pairs {
-                        apply_one(&mut out, *op, p, arg, inserting, &mut growth)?;
+                        if is_positional(p) {
+                            for concrete in expand(&out, p, query, filters)? {
+                                apply_one(&mut out, *op, &concrete, arg, inserting, &mut growth)?;
+                            }
+                        } else {
+                            apply_one(&mut out, *op, p, arg, inserting, &mut growth)?;
+                        }
                     }
                 }
                 out

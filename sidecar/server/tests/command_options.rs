@@ -1,0 +1,298 @@
+//! Update forms and command options against the real binary through the
+//! Rust driver: pipeline updates, positional paths with `arrayFilters`,
+//! `let`, the `sort` of an update of one, `hint` and `collation`, unknown
+//! fields. Each has its hostile inputs beside it: they fail alone with
+//! MongoDB's code and the server keeps answering.
+
+mod common;
+
+use bson::{Bson, Document, doc};
+use common::sidecar::Sidecar;
+use futures::TryStreamExt;
+use mongodb::{Collection, Database};
+
+async fn server() -> (Sidecar, tempfile::TempDir, Database) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let sidecar = Sidecar::standalone(&dir.path().join("wal"))
+        .await
+        .expect("argon-sidecar starts");
+    let db = sidecar.client().await.expect("a client").database("opts");
+    (sidecar, dir, db)
+}
+
+/// The code of a failed command, or of its first write error.
+async fn code_of(db: &Database, cmd: Document) -> Option<i32> {
+    match db.run_command(cmd).await {
+        Ok(reply) => reply
+            .get_array("writeErrors")
+            .ok()
+            .and_then(|e| e.first())
+            .and_then(Bson::as_document)
+            .and_then(|e| e.get_i32("code").ok()),
+        Err(e) => common::code(&e),
+    }
+}
+
+async fn contents(coll: &Collection<Document>) -> Vec<Document> {
+    coll.find(doc! {})
+        .sort(doc! {"_id": 1})
+        .await
+        .expect("find")
+        .try_collect()
+        .await
+        .expect("documents")
+}
+
+async fn alive(db: &Database) {
+    db.run_command(doc! {"ping": 1})
+        .await
+        .expect("the server still answers");
+}
+
+#[tokio::test]
+async fn pipeline_positional_let_and_sort_updates() {
+    let (_s, _d, db) = server().await;
+    let c = db.collection::<Document>("u");
+    c.insert_many([
+        doc! {"_id": 1, "x": 1, "g": [80, 95, 100], "y": [{"b": 3}, {"b": 1}]},
+        doc! {"_id": 2, "x": 2, "g": [90], "y": []},
+        doc! {"_id": 3, "x": 3},
+    ])
+    .await
+    .expect("insert");
+
+    // A pipeline update, with a let variable in its expressions.
+    db.run_command(doc! {"update": "u", "updates": [
+        {"q": {"_id": 3}, "u": [{"$set": {"x": {"$add": ["$x", "$$inc"]}, "s": "$$inc"}}]},
+    ], "let": {"inc": 10}})
+        .await
+        .expect("pipeline update");
+    // Positional: the matched element, every element, filtered elements.
+    db.run_command(doc! {"update": "u", "updates": [
+        {"q": {"_id": 1, "g": {"$gte": 90}}, "u": {"$set": {"g.$": 0}}},
+        {"q": {"_id": 1}, "u": {"$inc": {"y.$[].b": 10}}},
+        {"q": {"_id": 1}, "u": {"$set": {"y.$[e].hit": true}}, "arrayFilters": [{"e.b": {"$gt": 12}}]},
+    ]})
+    .await
+    .expect("positional updates");
+    // The sort of an update of one: the highest x among those matched.
+    db.run_command(doc! {"update": "u", "updates": [
+        {"q": {"x": {"$lt": 10}}, "u": {"$set": {"top": true}}, "sort": {"x": -1}},
+    ]})
+    .await
+    .expect("sorted update");
+    // let in a find's $expr; a plain query value stays a literal string.
+    let found = db
+        .run_command(
+            doc! {"find": "u", "filter": {"$expr": {"$eq": ["$_id", "$$id"]}}, "let": {"id": 2}},
+        )
+        .await
+        .expect("find with let");
+    assert_eq!(
+        found
+            .get_document("cursor")
+            .unwrap()
+            .get_array("firstBatch")
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        contents(&c).await,
+        vec![
+            doc! {"_id": 1, "x": 1, "g": [80, 0, 100], "y": [{"b": 13, "hit": true}, {"b": 11}]},
+            doc! {"_id": 2, "x": 2, "g": [90], "y": [], "top": true},
+            doc! {"_id": 3, "x": 13, "s": 10},
+        ]
+    );
+}
+
+#[tokio::test]
+async fn hostile_update_forms_fail_alone() {
+    let (_s, _d, db) = server().await;
+    let c = db.collection::<Document>("h");
+    c.insert_one(doc! {"_id": 1, "a": [1, 2, 3], "n": 1})
+        .await
+        .expect("insert");
+    let update = |u: Bson, extra: Document| {
+        let mut stmt = doc! {"q": {"_id": 1}, "u": u};
+        stmt.extend(extra);
+        doc! {"update": "h", "updates": [stmt]}
+    };
+
+    // Stages an update does not allow, malformed stages.
+    let cases: Vec<(Document, i32)> = vec![
+        (update(bson::bson!([{"$match": {}}]), doc! {}), 72),
+        (update(bson::bson!([1]), doc! {}), 14),
+        (update(bson::bson!([{"$set": {"_id": 2}}]), doc! {}), 66),
+        // Positional paths without their match, or on a non-array.
+        (update(bson::bson!({"$set": {"a.$": 0}}), doc! {}), 2),
+        (update(bson::bson!({"$set": {"n.$[]": 0}}), doc! {}), 2),
+        (update(bson::bson!({"$set": {"a.$[i]": 0}}), doc! {}), 2),
+        (
+            update(
+                bson::bson!({"$set": {"a.$[i]": 0}}),
+                doc! {"arrayFilters": [{"I": 1}]},
+            ),
+            2,
+        ),
+        (
+            update(
+                bson::bson!({"$set": {"a.$[i]": 0}}),
+                doc! {"arrayFilters": [{"i": 1}, {"i": 2}]},
+            ),
+            9,
+        ),
+        (
+            update(
+                bson::bson!({"$set": {"a.0": 0}}),
+                doc! {"arrayFilters": [{"i": 1}]},
+            ),
+            9,
+        ),
+        (
+            update(
+                bson::bson!({"$set": {"a.$[i]": 0}}),
+                doc! {"arrayFilters": "x"},
+            ),
+            14,
+        ),
+        // sort with multi, unknown and unsupported statement fields.
+        (
+            update(
+                bson::bson!({"$set": {"z": 1}}),
+                doc! {"multi": true, "sort": {"n": 1}},
+            ),
+            72,
+        ),
+        (
+            update(bson::bson!({"$set": {"z": 1}}), doc! {"foo": 1}),
+            40415,
+        ),
+        (update(bson::bson!({"$set": {"z": 1}}), doc! {"c": {}}), 115),
+        // Collation other than simple, a hint naming no index.
+        (
+            update(
+                bson::bson!({"$set": {"z": 1}}),
+                doc! {"collation": {"locale": "fr"}},
+            ),
+            115,
+        ),
+        (
+            update(bson::bson!({"$set": {"z": 1}}), doc! {"hint": "nope_1"}),
+            2,
+        ),
+        // Bad let names and types.
+        (
+            doc! {"update": "h", "updates": [{"q": {}, "u": {"$set": {"z": 1}}}], "let": {"Bad": 1}},
+            16867,
+        ),
+        (
+            doc! {"update": "h", "updates": [{"q": {}, "u": {"$set": {"z": 1}}}], "let": 5},
+            14,
+        ),
+        // An _id holding a $-prefixed field.
+        (doc! {"insert": "h", "documents": [{"_id": {"$a": 1}}]}, 52),
+        // Unknown and unsupported command fields.
+        (doc! {"find": "h", "foo": 1}, 40415),
+        (doc! {"find": "h", "min": {"a": 1}}, 115),
+        (
+            doc! {"find": "h", "collation": {"locale": "en_US", "strength": 2}},
+            115,
+        ),
+        (
+            doc! {"delete": "h", "deletes": [{"q": {}, "limit": 0}], "bar": 1},
+            40415,
+        ),
+        (doc! {"count": "h", "collation": {"locale": "de"}}, 115),
+        (
+            doc! {"distinct": "h", "key": "a", "collation": {"locale": "de"}},
+            115,
+        ),
+        (
+            doc! {"aggregate": "h", "pipeline": [], "cursor": {}, "collation": {"locale": "de"}},
+            115,
+        ),
+        (
+            doc! {"findAndModify": "h", "update": {"$set": {"z": 1}}, "hint": {"q": 1}},
+            2,
+        ),
+    ];
+    for (cmd, expected) in cases {
+        let shown = cmd.to_string();
+        assert_eq!(code_of(&db, cmd).await, Some(expected), "{shown}");
+    }
+
+    // Deep expressions in a pipeline update, in let and in arrayFilters.
+    let mut deep = Bson::Int32(1);
+    for _ in 0..150 {
+        deep = Bson::Document(doc! {"$add": [deep]});
+    }
+    let mut deep_filter = doc! {"i": 1};
+    for _ in 0..150 {
+        deep_filter = doc! {"$and": [deep_filter]};
+    }
+    for cmd in [
+        update(bson::bson!([{"$set": {"x": deep.clone()}}]), doc! {}),
+        doc! {"update": "h", "updates": [{"q": {}, "u": {"$set": {"z": 1}}}], "let": {"v": deep.clone()}},
+        update(
+            bson::bson!({"$set": {"a.$[i]": 0}}),
+            doc! {"arrayFilters": [deep_filter]},
+        ),
+    ] {
+        assert!(code_of(&db, cmd).await.is_some());
+    }
+    // Many array filters; a $[] over a large array is one bounded write.
+    let many: Vec<Bson> = (0..100_001)
+        .map(|i| Bson::Document(doc! {format!("i{i}"): 1}))
+        .collect();
+    assert_eq!(
+        code_of(
+            &db,
+            update(
+                bson::bson!({"$set": {"a.$[i0]": 0}}),
+                doc! {"arrayFilters": many}
+            )
+        )
+        .await,
+        Some(16)
+    );
+    let big: Vec<Bson> = (0..200_000).map(Bson::Int32).collect();
+    c.insert_one(doc! {"_id": 2, "big": big})
+        .await
+        .expect("a large array");
+    db.run_command(
+        doc! {"update": "h", "updates": [{"q": {"_id": 2}, "u": {"$inc": {"big.$[]": 1}}}]},
+    )
+    .await
+    .expect("$[] over 200,000 elements");
+    let d = c.find_one(doc! {"_id": 2}).await.unwrap().unwrap();
+    assert_eq!(d.get_array("big").unwrap()[199_999], Bson::Int32(200_000));
+    // Integer overflow in an expression and in $inc at a position.
+    db.run_command(doc! {"update": "h", "updates": [
+        {"q": {"_id": 1}, "u": [{"$set": {"n": {"$add": [i64::MAX, 1i64]}}}]},
+    ]})
+    .await
+    .expect("an overflowing $add gives a double, as MongoDB's");
+    c.insert_one(doc! {"_id": 3, "a": [i32::MAX]})
+        .await
+        .unwrap();
+    db.run_command(
+        doc! {"update": "h", "updates": [{"q": {"_id": 3}, "u": {"$inc": {"a.$[]": 1}}}]},
+    )
+    .await
+    .expect("$inc at a position widens to a long");
+    let d = c.find_one(doc! {"_id": 3}).await.unwrap().unwrap();
+    assert_eq!(
+        d.get_array("a").unwrap()[0],
+        Bson::Int64(i32::MAX as i64 + 1)
+    );
+
+    // Nothing above changed document 1's array.
+    let d = c.find_one(doc! {"_id": 1}).await.unwrap().unwrap();
+    assert_eq!(
+        d.get_array("a").unwrap(),
+        &vec![Bson::Int32(1), Bson::Int32(2), Bson::Int32(3)]
+    );
+    alive(&db).await;
+}

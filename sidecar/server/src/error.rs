@@ -91,6 +91,7 @@ error_codes! {
     Location7749501 = 7749501,
     Location3041705 = 3041705,
     Location16866 = 16866,
+    Location17276 = 17276,
     Location16867 = 16867,
     Location16868 = 16868,
     Location40415 = 40415,

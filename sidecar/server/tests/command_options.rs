@@ -217,6 +217,12 @@ async fn hostile_update_forms_fail_alone() {
             doc! {"findAndModify": "h", "update": {"$set": {"z": 1}}, "hint": {"q": 1}},
             2,
         ),
+        // A collection's or an index's collation is refused too, not stored.
+        (doc! {"create": "hc", "collation": {"locale": "en"}}, 115),
+        (
+            doc! {"createIndexes": "h", "indexes": [{"key": {"s": 1}, "name": "s_1", "collation": {"locale": "en", "strength": 2}}]},
+            115,
+        ),
     ];
     for (cmd, expected) in cases {
         let shown = cmd.to_string();
@@ -293,6 +299,136 @@ async fn hostile_update_forms_fail_alone() {
     assert_eq!(
         d.get_array("a").unwrap(),
         &vec![Bson::Int32(1), Bson::Int32(2), Bson::Int32(3)]
+    );
+    alive(&db).await;
+}
+
+#[tokio::test]
+async fn client_bulk_write() {
+    let (s, _d, db) = server().await;
+    let admin = s.client().await.expect("a client").database("admin");
+    db.collection::<Document>("a")
+        .insert_many([doc! {"_id": 1, "x": 1}, doc! {"_id": 2, "x": 2}])
+        .await
+        .expect("insert");
+    let reply = admin
+        .run_command(doc! {"bulkWrite": 1, "ops": [
+            {"insert": 0, "document": {"_id": 3, "x": 3}},
+            {"update": 0, "filter": {"x": {"$gte": 2}}, "updateMods": {"$inc": {"x": 10}}, "multi": true},
+            {"update": 1, "filter": {"_id": 9}, "updateMods": [{"$set": {"y": "$$v"}}], "upsert": true},
+            {"delete": 0, "filter": {"_id": 1}},
+            {"insert": 0, "document": {"_id": 3}},
+            {"delete": 1, "filter": {}, "multi": true},
+        ], "nsInfo": [{"ns": "opts.a"}, {"ns": "opts.b"}], "ordered": false, "let": {"v": 7}})
+        .await
+        .expect("bulkWrite");
+    assert_eq!(reply.get_i32("nErrors").ok(), Some(1), "{reply}");
+    assert_eq!(reply.get_i32("nInserted").ok(), Some(1));
+    assert_eq!(reply.get_i32("nMatched").ok(), Some(2));
+    assert_eq!(reply.get_i32("nUpserted").ok(), Some(1));
+    assert_eq!(reply.get_i32("nDeleted").ok(), Some(2));
+    let results = reply
+        .get_document("cursor")
+        .and_then(|c| c.get_array("firstBatch"))
+        .expect("results");
+    assert_eq!(results.len(), 6);
+    let failed = results[4].as_document().expect("a result");
+    assert_eq!(failed.get_i32("code").ok(), Some(11000), "{failed}");
+    assert_eq!(failed.get_i32("idx").ok(), Some(4));
+    assert_eq!(
+        contents(&db.collection("a")).await,
+        vec![doc! {"_id": 2, "x": 12}, doc! {"_id": 3, "x": 13}]
+    );
+    assert!(contents(&db.collection("b")).await.is_empty());
+
+    // errorsOnly, and an ordered bulk stops at its first error.
+    let reply = admin
+        .run_command(doc! {"bulkWrite": 1, "ops": [
+            {"insert": 0, "document": {"_id": 2}},
+            {"insert": 0, "document": {"_id": 4}},
+        ], "nsInfo": [{"ns": "opts.a"}], "errorsOnly": true})
+        .await
+        .expect("bulkWrite");
+    let results = reply
+        .get_document("cursor")
+        .and_then(|c| c.get_array("firstBatch"))
+        .expect("results");
+    assert_eq!(results.len(), 1);
+    assert_eq!(reply.get_i32("nInserted").ok(), Some(0));
+
+    // Hostile: each refused whole, with MongoDB's code.
+    let many: Vec<Bson> = (0..100_001)
+        .map(|i| Bson::Document(doc! {"insert": 0, "document": {"_id": i}}))
+        .collect();
+    let mut deep = doc! {"x": 1};
+    for _ in 0..150 {
+        deep = doc! {"$and": [deep]};
+    }
+    let cases: Vec<(Document, i32)> = vec![
+        (
+            doc! {"bulkWrite": 1, "ops": [{"insert": 1, "document": {}}], "nsInfo": [{"ns": "opts.a"}]},
+            2,
+        ),
+        (
+            doc! {"bulkWrite": 1, "ops": [{"insert": -1, "document": {}}], "nsInfo": [{"ns": "opts.a"}]},
+            2,
+        ),
+        (
+            doc! {"bulkWrite": 1, "ops": [{"insert": 0, "document": {}, "x": 1}], "nsInfo": [{"ns": "opts.a"}]},
+            40415,
+        ),
+        (
+            doc! {"bulkWrite": 1, "ops": [{"upsert": 0}], "nsInfo": [{"ns": "opts.a"}]},
+            9,
+        ),
+        (
+            doc! {"bulkWrite": 1, "ops": [5], "nsInfo": [{"ns": "opts.a"}]},
+            14,
+        ),
+        (
+            doc! {"bulkWrite": 1, "ops": [], "nsInfo": [{"ns": "nodot"}]},
+            73,
+        ),
+        (
+            doc! {"bulkWrite": 1, "ops": [], "nsInfo": [{"ns": "opts.a", "collectionUUID": 1}]},
+            115,
+        ),
+        (doc! {"bulkWrite": 1, "ops": [], "nsInfo": "x"}, 14),
+        (
+            doc! {"bulkWrite": 1, "ops": [], "nsInfo": [{"ns": "opts.a"}], "foo": 1},
+            40415,
+        ),
+        (
+            doc! {"bulkWrite": 1, "ops": many, "nsInfo": [{"ns": "opts.a"}]},
+            16,
+        ),
+        (
+            doc! {"bulkWrite": 1, "ops": [{"delete": 0, "filter": deep}], "nsInfo": [{"ns": "opts.a"}]},
+            15,
+        ),
+    ];
+    for (cmd, expected) in cases {
+        let shown: String = cmd.to_string().chars().take(200).collect();
+        let got = match admin.run_command(cmd).await {
+            Ok(r) => r
+                .get_document("cursor")
+                .ok()
+                .and_then(|c| c.get_array("firstBatch").ok())
+                .and_then(|b| b.first())
+                .and_then(Bson::as_document)
+                .and_then(|e| e.get_i32("code").ok()),
+            Err(e) => common::code(&e),
+        };
+        assert_eq!(got, Some(expected), "{shown}");
+    }
+    // Only on admin.
+    assert_eq!(
+        code_of(
+            &db,
+            doc! {"bulkWrite": 1, "ops": [], "nsInfo": [{"ns": "opts.a"}]}
+        )
+        .await,
+        Some(13)
     );
     alive(&db).await;
 }

@@ -177,6 +177,7 @@ commands! {
     "delete" => write::delete, retry;
     "findAndModify" => write::find_and_modify, retry;
     "findandmodify" => write::find_and_modify, retry;
+    "bulkWrite" => write::bulk_write, retry;
     "commitTransaction" => transaction::outside_transaction;
     "abortTransaction" => transaction::outside_transaction;
     "argonCreateBranch" => branch::create_branch;

@@ -186,6 +186,67 @@ pub(crate) const FIND_AND_MODIFY: Fields = Fields {
     generic: true,
 };
 
+pub(crate) const BULK_WRITE: Fields = Fields {
+    what: "bulkWrite",
+    known: &[
+        "ops",
+        "nsInfo",
+        "ordered",
+        "errorsOnly",
+        "cursor",
+        "let",
+        "bypassDocumentValidation",
+    ],
+    unsupported: &[],
+    generic: true,
+};
+
+pub(crate) const BULK_CURSOR: Fields = Fields {
+    what: "bulkWrite.cursor",
+    // Every result is in the first batch (at most maxWriteBatchSize).
+    known: &["batchSize"],
+    unsupported: &[],
+    generic: false,
+};
+
+pub(crate) const BULK_NS_INFO: Fields = Fields {
+    what: "bulkWrite.nsInfo",
+    known: &["ns"],
+    unsupported: &["collectionUUID", "encryptionInformation"],
+    generic: false,
+};
+
+pub(crate) const BULK_INSERT: Fields = Fields {
+    what: "bulkWrite.ops",
+    known: &["insert", "document"],
+    unsupported: &[],
+    generic: false,
+};
+
+pub(crate) const BULK_UPDATE: Fields = Fields {
+    what: "bulkWrite.ops",
+    known: &[
+        "update",
+        "filter",
+        "updateMods",
+        "upsert",
+        "multi",
+        "arrayFilters",
+        "hint",
+        "collation",
+        "sort",
+    ],
+    unsupported: &["constants"],
+    generic: false,
+};
+
+pub(crate) const BULK_DELETE: Fields = Fields {
+    what: "bulkWrite.ops",
+    known: &["delete", "filter", "multi", "hint", "collation"],
+    unsupported: &[],
+    generic: false,
+};
+
 /// `collation`: only the simple (binary) collation is supported. Any other
 /// would change which strings compare equal and how they sort, so it is
 /// refused rather than ignored (ignoring it answers wrongly with `ok: 1`).

@@ -86,7 +86,7 @@ impl Expr {
                     Ok(Expr::Field(path.to_owned()))
                 } else {
                     Err(CommandError::new(
-                        ErrorCode::Location16410,
+                        ErrorCode::Location17276,
                         format!("Use of undefined variable: {rest}"),
                     ))
                 }

@@ -406,9 +406,12 @@ pub async fn aggregate(ctx: &Ctx<'_>) -> Result<Document> {
     let target = ctx.target()?;
     let coll = match ctx.cmd.get("aggregate") {
         Some(Bson::String(_)) => collection_name(ctx.cmd, "aggregate")?,
+        Some(v) if crate::query::compare::as_f64(v) == Some(1.0) => {
+            return aggregate_database(ctx, target).await;
+        }
         _ => {
-            return Err(CommandError::not_implemented(
-                "aggregate without a collection (aggregate: 1)",
+            return Err(CommandError::type_mismatch(
+                "BSON field 'aggregate' must be a collection name or 1",
             ));
         }
     };
@@ -427,9 +430,14 @@ pub async fn aggregate(ctx: &Ctx<'_>) -> Result<Document> {
             ));
         }
     };
-    let pipeline = Pipeline::parse(&vars.bind_pipeline(stages)?)?;
+    let mut stages = vars.bind_pipeline(stages)?;
+    let output = super::write::take_output_stage(&mut stages)?;
+    let pipeline = Pipeline::parse(&stages)?;
     let allow_disk = opt_bool(ctx.cmd, "allowDiskUse", true)?;
     let budget = StageBudget::new(ctx.svc.blocking_sort_bytes(), allow_disk);
+    if let Some(stage) = output {
+        return super::write::aggregate_into(ctx, target, coll, pipeline, stage, budget).await;
+    }
     let deadline = ctx.deadline()?;
     let state = ctx.read_state(&target).await?;
     check_hint(
@@ -448,5 +456,95 @@ pub async fn aggregate(ctx: &Ctx<'_>) -> Result<Document> {
             .open_pipeline(shown.clone(), scan, batch_size(Some(cursor))?, deadline)?;
     let mut reply = cursor_reply(&shown, first, id, true);
     reply.insert("operationTime", operation_time(time));
+    Ok(reply)
+}
+
+/// `aggregate: 1`: a pipeline with no collection, which must start with a
+/// stage that makes its own documents. `$documents` is supported; the
+/// server-state sources (`$listLocalSessions`, `$currentOp`, ...) are
+/// refused by name. The documents come from the command itself, so the
+/// whole result is computed at once (bounded by the command's size and the
+/// stages' budgets).
+async fn aggregate_database(ctx: &Ctx<'_>, target: crate::target::Target) -> Result<Document> {
+    options::AGGREGATE.check(ctx.cmd, Some("aggregate"))?;
+    check_collation(ctx.cmd)?;
+    let stages = match ctx.cmd.get("pipeline") {
+        Some(Bson::Array(a)) => a,
+        _ => return Err(CommandError::type_mismatch("'pipeline' must be an array")),
+    };
+    let cursor = match ctx.cmd.get("cursor") {
+        Some(Bson::Document(c)) => c,
+        _ => {
+            return Err(CommandError::failed_to_parse(
+                "The 'cursor' option is required, except for aggregate with the explain argument",
+            ));
+        }
+    };
+    let vars = Vars::parse(ctx.cmd.get("let"))?;
+    let mut stages = vars.bind_pipeline(stages)?;
+    let first = match stages.first() {
+        Some(Bson::Document(d)) if d.len() == 1 => d.clone(),
+        _ => {
+            return Err(CommandError::new(
+                ErrorCode::InvalidNamespace,
+                "{aggregate: 1} is not valid for an empty pipeline; a collection name must be specified",
+            ));
+        }
+    };
+    let Some((name, arg)) = first.into_iter().next() else {
+        return Err(CommandError::failed_to_parse("an empty stage"));
+    };
+    let docs = match name.as_str() {
+        "$documents" => {
+            let value = crate::query::expr::Expr::parse(&arg)?.eval(&Document::new())?;
+            let Some(Bson::Array(items)) = value else {
+                return Err(CommandError::new(
+                    ErrorCode::Location5858203,
+                    "an array is expected for $documents",
+                ));
+            };
+            items
+                .into_iter()
+                .map(|i| match i {
+                    Bson::Document(d) => Ok(d),
+                    other => Err(CommandError::type_mismatch(format!(
+                        "$documents must evaluate to an array of objects, found {}",
+                        crate::query::expr::type_name(&other)
+                    ))),
+                })
+                .collect::<Result<Vec<_>>>()?
+        }
+        "$listLocalSessions" | "$currentOp" | "$listCatalog" | "$changeStream" | "$queryStats"
+        | "$querySettings" => {
+            return Err(CommandError::not_implemented(&format!("the {name} stage")));
+        }
+        other => {
+            return Err(CommandError::new(
+                ErrorCode::InvalidNamespace,
+                format!(
+                    "{{aggregate: 1}} is not valid for '{other}'; a collection name must be specified"
+                ),
+            ));
+        }
+    };
+    stages.remove(0);
+    if super::write::take_output_stage(&mut stages)?.is_some() {
+        return Err(CommandError::not_implemented(
+            "$out and $merge after $documents",
+        ));
+    }
+    let pipeline = Pipeline::parse(&stages)?;
+    let allow_disk = opt_bool(ctx.cmd, "allowDiskUse", true)?;
+    let budget = StageBudget::new(ctx.svc.blocking_sort_bytes(), allow_disk);
+    let state = ctx.read_state(&target).await?;
+    let lookup = crate::cursor::SnapshotLookup::new(state.clone(), target.db.clone());
+    let out = pipeline.run_within(docs, &lookup, budget)?;
+    let shown = format!("{}.$cmd.aggregate", target.raw);
+    let (first, id) = ctx
+        .svc
+        .cursors
+        .open(shown.clone(), out, batch_size(Some(cursor))?, false);
+    let mut reply = cursor_reply(&shown, first, id, true);
+    reply.insert("operationTime", operation_time(state.time()));
     Ok(reply)
 }

@@ -51,6 +51,15 @@ impl Vars {
         Ok(Vars(out))
     }
 
+    /// Variables with values already computed (`$merge`'s `let`, evaluated
+    /// per output document); names are checked as `let`'s are.
+    pub fn from_values(values: Document) -> Result<Vars> {
+        for name in values.keys() {
+            validate_name(name)?;
+        }
+        Ok(Vars(values))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

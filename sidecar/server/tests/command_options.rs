@@ -196,6 +196,8 @@ async fn hostile_update_forms_fail_alone() {
         // Unknown and unsupported command fields.
         (doc! {"find": "h", "foo": 1}, 40415),
         (doc! {"find": "h", "min": {"a": 1}}, 115),
+        (doc! {"getMore": 5i64, "collection": "h", "foo": 1}, 40415),
+        (doc! {"killCursors": "h", "cursors": [], "foo": 1}, 40415),
         (
             doc! {"find": "h", "collation": {"locale": "en_US", "strength": 2}},
             115,

@@ -90,6 +90,25 @@ pub(crate) const FIND: Fields = Fields {
     generic: true,
 };
 
+pub(crate) const GET_MORE: Fields = Fields {
+    what: "getMore",
+    known: &["collection", "batchSize"],
+    // Replica-set internals and tailable cursors' await, which Argon lacks.
+    unsupported: &[
+        "term",
+        "lastKnownCommittedOpTime",
+        "includeQueryStatsMetrics",
+    ],
+    generic: true,
+};
+
+pub(crate) const KILL_CURSORS: Fields = Fields {
+    what: "killCursors",
+    known: &["cursors"],
+    unsupported: &[],
+    generic: true,
+};
+
 pub(crate) const COUNT: Fields = Fields {
     what: "count",
     known: &["query", "limit", "skip", "hint", "collation", "fields"],

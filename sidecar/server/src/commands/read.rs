@@ -284,6 +284,7 @@ fn finish(
 }
 
 pub async fn get_more(ctx: &Ctx<'_>) -> Result<Document> {
+    options::GET_MORE.check(ctx.cmd, Some("getMore"))?;
     let id = match ctx.cmd.get("getMore") {
         Some(Bson::Int64(id)) => *id,
         Some(Bson::Int32(id)) => *id as i64,
@@ -304,6 +305,7 @@ pub async fn get_more(ctx: &Ctx<'_>) -> Result<Document> {
 
 pub async fn kill_cursors(ctx: &Ctx<'_>) -> Result<Document> {
     let _ = collection_name(ctx.cmd, "killCursors")?;
+    options::KILL_CURSORS.check(ctx.cmd, Some("killCursors"))?;
     let ids: Vec<i64> = match ctx.cmd.get("cursors") {
         Some(Bson::Array(a)) => a
             .iter()

@@ -433,12 +433,12 @@ pub async fn aggregate(ctx: &Ctx<'_>) -> Result<Document> {
         }
     };
     let mut stages = vars.bind_pipeline(stages)?;
-    let output = super::write::take_output_stage(&mut stages)?;
+    let output = super::merge::take_output_stage(&mut stages)?;
     let pipeline = Pipeline::parse(&stages)?;
     let allow_disk = opt_bool(ctx.cmd, "allowDiskUse", true)?;
     let budget = StageBudget::new(ctx.svc.blocking_sort_bytes(), allow_disk);
     if let Some(stage) = output {
-        return super::write::aggregate_into(ctx, target, coll, pipeline, stage, budget).await;
+        return super::merge::aggregate_into(ctx, target, coll, pipeline, stage, budget).await;
     }
     let deadline = ctx.deadline()?;
     let state = ctx.read_state(&target).await?;
@@ -530,7 +530,7 @@ async fn aggregate_database(ctx: &Ctx<'_>, target: crate::target::Target) -> Res
         }
     };
     stages.remove(0);
-    if super::write::take_output_stage(&mut stages)?.is_some() {
+    if super::merge::take_output_stage(&mut stages)?.is_some() {
         return Err(CommandError::not_implemented(
             "$out and $merge after $documents",
         ));

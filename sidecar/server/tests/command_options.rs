@@ -67,6 +67,12 @@ async fn pipeline_positional_let_and_sort_updates() {
     ], "let": {"inc": 10}})
         .await
         .expect("pipeline update");
+    // Statement constants (`c`) in a pipeline update, beside the command's let.
+    db.run_command(doc! {"update": "u", "updates": [
+        {"q": {"_id": 2}, "u": [{"$set": {"c": {"$add": ["$$k", "$$inc"]}}}], "c": {"k": 100}},
+    ], "let": {"inc": 1}})
+        .await
+        .expect("pipeline update with constants");
     // Positional: the matched element, every element, filtered elements.
     db.run_command(doc! {"update": "u", "updates": [
         {"q": {"_id": 1, "g": {"$gte": 90}}, "u": {"$set": {"g.$": 0}}},
@@ -101,7 +107,7 @@ async fn pipeline_positional_let_and_sort_updates() {
         contents(&c).await,
         vec![
             doc! {"_id": 1, "x": 1, "g": [80, 0, 100], "y": [{"b": 13, "hit": true}, {"b": 11}]},
-            doc! {"_id": 2, "x": 2, "g": [90], "y": [], "top": true},
+            doc! {"_id": 2, "x": 2, "g": [90], "y": [], "c": 101, "top": true},
             doc! {"_id": 3, "x": 13, "s": 10},
         ]
     );
@@ -169,7 +175,11 @@ async fn hostile_update_forms_fail_alone() {
             update(bson::bson!({"$set": {"z": 1}}), doc! {"foo": 1}),
             40415,
         ),
-        (update(bson::bson!({"$set": {"z": 1}}), doc! {"c": {}}), 115),
+        (update(bson::bson!([{"$set": {"z": 1}}]), doc! {"c": 5}), 14),
+        (
+            update(bson::bson!([{"$set": {"z": "$$A"}}]), doc! {"c": {"A": 1}}),
+            16867,
+        ),
         // Collation other than simple, a hint naming no index.
         (
             update(

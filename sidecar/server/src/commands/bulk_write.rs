@@ -72,6 +72,7 @@ fn parse_bulk_op(op: &Bson, namespaces: usize, vars: &Vars) -> Result<BulkOp> {
                 ("hint", "hint"),
                 ("collation", "collation"),
                 ("sort", "sort"),
+                ("constants", "c"),
             ] {
                 if let Some(v) = op.get(from) {
                     stmt.insert(to, v.clone());

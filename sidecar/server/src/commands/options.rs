@@ -165,9 +165,10 @@ pub(crate) const UPDATE_STATEMENT: Fields = Fields {
         "collation",
         "sort",
         "upsertSupplied",
+        // Constants for a pipeline update (`$$name`), per statement.
+        "c",
     ],
-    // `c`: constants for a pipeline update (MongoDB's own `let` per statement).
-    unsupported: &["c"],
+    unsupported: &[],
     generic: false,
 };
 
@@ -254,8 +255,9 @@ pub(crate) const BULK_UPDATE: Fields = Fields {
         "hint",
         "collation",
         "sort",
+        "constants",
     ],
-    unsupported: &["constants"],
+    unsupported: &[],
     generic: false,
 };
 

@@ -230,7 +230,10 @@ pub(super) fn parse_update_stmt(s: &Bson, vars: &Vars) -> Result<UpdateStmt> {
     let stmt = UpdateStmt {
         filter: Filter::parse(&q)?,
         q,
-        u: UpdateSpec::parse_with(&bind_update(u, vars)?, s.get("arrayFilters"))?,
+        u: UpdateSpec::parse_with(
+            &bind_update(u, &vars.with_constants(s.get("c"))?)?,
+            s.get("arrayFilters"),
+        )?,
         upsert: opt_bool(s, "upsert", false)?,
         multi: opt_bool(s, "multi", false)?,
         sort: opt_doc(s, "sort")?

@@ -60,6 +60,26 @@ impl Vars {
         Ok(Vars(values))
     }
 
+    /// These variables and an update statement's constants (`c`: values,
+    /// not expressions), which take precedence for that statement.
+    pub fn with_constants(&self, constants: Option<&Bson>) -> Result<Vars> {
+        match constants {
+            None | Some(Bson::Null) => Ok(self.clone()),
+            Some(Bson::Document(c)) => {
+                let mut out = self.0.clone();
+                for (name, value) in c {
+                    validate_name(name)?;
+                    out.insert(name.clone(), value.clone());
+                }
+                Ok(Vars(out))
+            }
+            Some(other) => Err(CommandError::type_mismatch(format!(
+                "BSON field 'c' is the wrong type '{}', expected type 'object'",
+                super::expr::type_name(other)
+            ))),
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

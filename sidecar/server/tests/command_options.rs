@@ -580,3 +580,159 @@ async fn database_aggregate_documents() {
     }
     alive(&db).await;
 }
+
+/// Any field a command does not declare fails the command with 40415
+/// (never dropped), and nothing is written: checked over generated names
+/// for each command that declares its fields.
+#[tokio::test]
+async fn unknown_fields_fail_with_40415_and_change_nothing() {
+    use proptest::strategy::{Strategy, ValueTree};
+    use proptest::test_runner::TestRunner;
+
+    let (s, _d, db) = server().await;
+    let admin = s.client().await.expect("a client").database("admin");
+    let c = db.collection::<Document>("p");
+    c.insert_many([doc! {"_id": 1, "a": [1, 2]}, doc! {"_id": 2, "a": []}])
+        .await
+        .expect("insert");
+    let before = contents(&c).await;
+    let commands: Vec<(Document, bool)> = vec![
+        (doc! {"find": "p", "filter": {}}, false),
+        (doc! {"count": "p"}, false),
+        (doc! {"distinct": "p", "key": "a"}, false),
+        (doc! {"aggregate": "p", "pipeline": [], "cursor": {}}, false),
+        (
+            doc! {"aggregate": 1, "pipeline": [{"$documents": []}], "cursor": {}},
+            false,
+        ),
+        (doc! {"insert": "p", "documents": [{"_id": 3}]}, false),
+        (
+            doc! {"update": "p", "updates": [{"q": {}, "u": {"$set": {"z": 1}}, "multi": true}]},
+            false,
+        ),
+        (
+            doc! {"delete": "p", "deletes": [{"q": {}, "limit": 0}]},
+            false,
+        ),
+        (
+            doc! {"findAndModify": "p", "query": {}, "remove": true},
+            false,
+        ),
+        (doc! {"killCursors": "p", "cursors": []}, false),
+        (
+            doc! {"bulkWrite": 1, "ops": [{"delete": 0, "filter": {}, "multi": true}], "nsInfo": [{"ns": "opts.p"}]},
+            true,
+        ),
+    ];
+    // Field names: a letter, then letters and digits (the shape of real
+    // option names, so typos of real ones come up too).
+    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let names = (
+        0usize..52,
+        proptest::collection::vec(0usize..CHARS.len(), 0..12),
+    )
+        .prop_map(|(first, rest)| {
+            let mut s = String::from(CHARS[first] as char);
+            s.extend(rest.into_iter().map(|i| CHARS[i] as char));
+            s
+        });
+    let mut runner = TestRunner::deterministic();
+    for round in 0..40 {
+        let name = names
+            .new_tree(&mut runner)
+            .expect("a generated name")
+            .current();
+        for (cmd, on_admin) in &commands {
+            let command_name = cmd.keys().next().expect("a command name").clone();
+            let mut cmd = cmd.clone();
+            if cmd.contains_key(&name) || is_generic(&name) {
+                continue;
+            }
+            cmd.insert(name.clone(), round);
+            let target = if *on_admin { &admin } else { &db };
+            let code = match target.run_command(cmd).await {
+                Ok(r) => panic!("{command_name} with '{name}' was accepted: {r}"),
+                Err(e) => common::code(&e),
+            };
+            // A real field of that command given a wrong value fails
+            // otherwise; an unknown one fails with 40415.
+            if code != Some(40415) {
+                assert!(
+                    code.is_some() && known_elsewhere(&name),
+                    "{command_name} with '{name}': {code:?}"
+                );
+            }
+        }
+    }
+    assert_eq!(contents(&c).await, before);
+    alive(&db).await;
+}
+
+/// Generic fields every command takes.
+fn is_generic(name: &str) -> bool {
+    [
+        "lsid",
+        "txnNumber",
+        "writeConcern",
+        "readConcern",
+        "comment",
+        "apiVersion",
+        "apiStrict",
+        "apiDeprecationErrors",
+        "maxTimeMS",
+        "autocommit",
+        "startTransaction",
+        "recoveryToken",
+    ]
+    .contains(&name)
+}
+
+/// Names some command declares (a generated one can hit another
+/// command's field, which then fails by its own rule).
+fn known_elsewhere(name: &str) -> bool {
+    [
+        "filter",
+        "projection",
+        "sort",
+        "hint",
+        "skip",
+        "limit",
+        "batchSize",
+        "singleBatch",
+        "allowDiskUse",
+        "collation",
+        "let",
+        "allowPartialResults",
+        "query",
+        "fields",
+        "key",
+        "pipeline",
+        "cursor",
+        "documents",
+        "ordered",
+        "updates",
+        "deletes",
+        "remove",
+        "update",
+        "new",
+        "upsert",
+        "cursors",
+        "ops",
+        "nsInfo",
+        "errorsOnly",
+        "min",
+        "max",
+        "returnKey",
+        "showRecordId",
+        "tailable",
+        "oplogReplay",
+        "awaitData",
+        "noCursorTimeout",
+        "readOnce",
+        "explain",
+        "bypassDocumentValidation",
+        "arrayFilters",
+        "collection",
+    ]
+    .contains(&name)
+}

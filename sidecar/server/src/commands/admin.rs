@@ -7,8 +7,9 @@ use crate::error::Result;
 use crate::limits;
 use crate::wire::MAX_MESSAGE_SIZE;
 
-/// The wire version reported: 21 is MongoDB 7.0, which current drivers accept.
-pub const MAX_WIRE_VERSION: i32 = 21;
+/// The wire version reported: 25 is MongoDB 8.0, whose client-level
+/// `bulkWrite` drivers use only from this version on.
+pub const MAX_WIRE_VERSION: i32 = 25;
 pub const VERSION: &str = "7.0.0";
 
 /// This process's identity in `hello`: the `serviceId` a load-balanced

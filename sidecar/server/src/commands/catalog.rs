@@ -90,6 +90,8 @@ pub async fn create(ctx: &Ctx<'_>) -> Result<Document> {
     if ctx.cmd.contains_key("viewOn") {
         return Err(CommandError::not_implemented("views (create with viewOn)"));
     }
+    // A collection's default collation would apply to every query on it.
+    super::options::check_collation(ctx.cmd)?;
     let mut options = Document::new();
     for (k, v) in ctx.cmd.iter().skip(1) {
         if !GENERIC_FIELDS.contains(&k.as_str()) {
@@ -241,6 +243,9 @@ fn validate_index(spec: &Bson) -> Result<Document> {
             "each index specification must be an object",
         ));
     };
+    // An index's collation would order and compare its keys; refused
+    // unless simple, never stored and ignored.
+    super::options::check_collation(spec)?;
     let key = match spec.get("key") {
         Some(Bson::Document(k)) if !k.is_empty() => k.clone(),
         Some(Bson::Document(_)) => {

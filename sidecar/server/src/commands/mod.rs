@@ -7,7 +7,10 @@
 
 mod admin;
 mod branch;
+mod bulk_write;
 mod catalog;
+mod merge;
+mod options;
 mod read;
 mod transaction;
 mod write;
@@ -187,6 +190,7 @@ commands! {
     "delete" => write::delete, retry;
     "findAndModify" => write::find_and_modify, retry;
     "findandmodify" => write::find_and_modify, retry;
+    "bulkWrite" => bulk_write::bulk_write, retry;
     "commitTransaction" => transaction::outside_transaction;
     "abortTransaction" => transaction::outside_transaction;
     "argonCreateBranch" => branch::create_branch;

@@ -5,11 +5,13 @@
 use argon_wal::{BranchState, Namespace};
 use bson::{Bson, Document, doc};
 
+use super::options::{self, check_collation, check_hint};
 use super::{Ctx, collection_name, cursor_reply, opt_bool, opt_doc, opt_i64};
 use crate::cursor::{PipelineScan, Scan, SortedScan};
 use crate::deadline::Deadline;
 use crate::error::{CommandError, ErrorCode, Result};
 use crate::query::aggregate::Pipeline;
+use crate::query::vars::Vars;
 use crate::query::{Filter, Projection, SortSpec};
 use crate::service::operation_time;
 use crate::spill::{ExternalSorter, Sorted, StageBudget};
@@ -85,6 +87,29 @@ pub(crate) fn matching_ids(
     Ok(out)
 }
 
+/// The first document matching `filter` in `sort` order (an `updateOne`,
+/// `replaceOne` or `findAndModify` with `sort`): one document held, not
+/// every match.
+pub(crate) fn first_in_order(
+    state: &BranchState,
+    ns: &Namespace,
+    filter: &Filter,
+    sort: &SortSpec,
+    deadline: Deadline,
+) -> Result<Option<Document>> {
+    let mut best: Option<Document> = None;
+    for_each_match(state, ns, filter, deadline, |d, _| {
+        if best
+            .as_ref()
+            .is_none_or(|b| sort.compare(&d, b) == std::cmp::Ordering::Less)
+        {
+            best = Some(d);
+        }
+        Ok(true)
+    })?;
+    Ok(best)
+}
+
 /// Calls `f` with each document of `ns` matching `filter` (parsed, with its
 /// BSON size), in `_id` order, until `f` returns `false`: a point lookup
 /// when the filter pins `_id`, else a scan that checks `deadline` every 256
@@ -134,17 +159,20 @@ fn count_matching(
     })
 }
 
-fn parse_filter(cmd: &Document, key: &str) -> Result<Filter> {
+fn parse_filter(cmd: &Document, key: &str, vars: &Vars) -> Result<Filter> {
     match opt_doc(cmd, key)? {
-        Some(d) => Filter::parse(d),
+        Some(d) => Filter::parse(&vars.bind_filter(d)?),
         None => Ok(Filter::And(Vec::new())),
     }
 }
 
 pub async fn find(ctx: &Ctx<'_>) -> Result<Document> {
     let coll = collection_name(ctx.cmd, "find")?;
+    options::FIND.check(ctx.cmd, Some("find"))?;
+    check_collation(ctx.cmd)?;
     let target = ctx.target()?;
-    let filter = parse_filter(ctx.cmd, "filter")?;
+    let vars = Vars::parse(ctx.cmd.get("let"))?;
+    let filter = parse_filter(ctx.cmd, "filter", &vars)?;
     let sort = opt_doc(ctx.cmd, "sort")?.map(SortSpec::parse).transpose()?;
     let projection = opt_doc(ctx.cmd, "projection")?
         .filter(|p| !p.is_empty())
@@ -167,6 +195,7 @@ pub async fn find(ctx: &Ctx<'_>) -> Result<Document> {
     let deadline = ctx.deadline()?;
     let state = ctx.read_state(&target).await?;
     let ns = Namespace::new(target.db.as_str(), coll.as_str());
+    check_hint(ctx.cmd.get("hint"), state.collection(&ns))?;
     let shown = format!("{}.{coll}", target.raw);
     let (first, id) = match &sort {
         Some(s) if !s.is_empty() => {
@@ -255,6 +284,7 @@ fn finish(
 }
 
 pub async fn get_more(ctx: &Ctx<'_>) -> Result<Document> {
+    options::GET_MORE.check(ctx.cmd, Some("getMore"))?;
     let id = match ctx.cmd.get("getMore") {
         Some(Bson::Int64(id)) => *id,
         Some(Bson::Int32(id)) => *id as i64,
@@ -275,6 +305,7 @@ pub async fn get_more(ctx: &Ctx<'_>) -> Result<Document> {
 
 pub async fn kill_cursors(ctx: &Ctx<'_>) -> Result<Document> {
     let _ = collection_name(ctx.cmd, "killCursors")?;
+    options::KILL_CURSORS.check(ctx.cmd, Some("killCursors"))?;
     let ids: Vec<i64> = match ctx.cmd.get("cursors") {
         Some(Bson::Array(a)) => a
             .iter()
@@ -298,12 +329,15 @@ pub async fn kill_cursors(ctx: &Ctx<'_>) -> Result<Document> {
 
 pub async fn count(ctx: &Ctx<'_>) -> Result<Document> {
     let coll = collection_name(ctx.cmd, "count")?;
+    options::COUNT.check(ctx.cmd, Some("count"))?;
+    check_collation(ctx.cmd)?;
     let target = ctx.target()?;
-    let filter = parse_filter(ctx.cmd, "query")?;
+    let filter = parse_filter(ctx.cmd, "query", &Vars::default())?;
     let skip = opt_i64(ctx.cmd, "skip")?.unwrap_or(0).max(0) as usize;
     let limit = opt_i64(ctx.cmd, "limit")?.unwrap_or(0).unsigned_abs() as usize;
     let state = ctx.read_state(&target).await?;
     let ns = Namespace::new(target.db.as_str(), coll.as_str());
+    check_hint(ctx.cmd.get("hint"), state.collection(&ns))?;
     let mut n = if filter.is_empty() {
         state.collection(&ns).map(|c| c.len()).unwrap_or(0)
     } else {
@@ -321,6 +355,8 @@ const DISTINCT_COLLECT_BYTES: usize = crate::limits::MAX_BLOCKING_STAGE_BYTES;
 
 pub async fn distinct(ctx: &Ctx<'_>) -> Result<Document> {
     let coll = collection_name(ctx.cmd, "distinct")?;
+    options::DISTINCT.check(ctx.cmd, Some("distinct"))?;
+    check_collation(ctx.cmd)?;
     let target = ctx.target()?;
     let key = match ctx.cmd.get("key") {
         Some(Bson::String(k)) if !k.is_empty() => k.clone(),
@@ -330,9 +366,10 @@ pub async fn distinct(ctx: &Ctx<'_>) -> Result<Document> {
             ));
         }
     };
-    let filter = parse_filter(ctx.cmd, "query")?;
+    let filter = parse_filter(ctx.cmd, "query", &Vars::default())?;
     let state = ctx.read_state(&target).await?;
     let ns = Namespace::new(target.db.as_str(), coll.as_str());
+    check_hint(ctx.cmd.get("hint"), state.collection(&ns))?;
     use crate::query::compare::{compare, equal, type_rank};
     // Collect, sort, then drop neighbours that are the same value: O(n log n).
     let mut values: Vec<Bson> = Vec::new();
@@ -371,9 +408,12 @@ pub async fn aggregate(ctx: &Ctx<'_>) -> Result<Document> {
     let target = ctx.target()?;
     let coll = match ctx.cmd.get("aggregate") {
         Some(Bson::String(_)) => collection_name(ctx.cmd, "aggregate")?,
+        Some(v) if crate::query::compare::as_f64(v) == Some(1.0) => {
+            return aggregate_database(ctx, target).await;
+        }
         _ => {
-            return Err(CommandError::not_implemented(
-                "aggregate without a collection (aggregate: 1)",
+            return Err(CommandError::type_mismatch(
+                "BSON field 'aggregate' must be a collection name or 1",
             ));
         }
     };
@@ -381,9 +421,9 @@ pub async fn aggregate(ctx: &Ctx<'_>) -> Result<Document> {
         Some(Bson::Array(a)) => a,
         _ => return Err(CommandError::type_mismatch("'pipeline' must be an array")),
     };
-    if ctx.cmd.contains_key("explain") {
-        return Err(CommandError::not_implemented("explain"));
-    }
+    options::AGGREGATE.check(ctx.cmd, Some("aggregate"))?;
+    check_collation(ctx.cmd)?;
+    let vars = Vars::parse(ctx.cmd.get("let"))?;
     let cursor = match ctx.cmd.get("cursor") {
         Some(Bson::Document(c)) => c,
         _ => {
@@ -392,11 +432,20 @@ pub async fn aggregate(ctx: &Ctx<'_>) -> Result<Document> {
             ));
         }
     };
-    let pipeline = Pipeline::parse(stages)?;
+    let mut stages = vars.bind_pipeline(stages)?;
+    let output = super::merge::take_output_stage(&mut stages)?;
+    let pipeline = Pipeline::parse(&stages)?;
     let allow_disk = opt_bool(ctx.cmd, "allowDiskUse", true)?;
     let budget = StageBudget::new(ctx.svc.blocking_sort_bytes(), allow_disk);
+    if let Some(stage) = output {
+        return super::merge::aggregate_into(ctx, target, coll, pipeline, stage, budget).await;
+    }
     let deadline = ctx.deadline()?;
     let state = ctx.read_state(&target).await?;
+    check_hint(
+        ctx.cmd.get("hint"),
+        state.collection(&Namespace::new(target.db.as_str(), coll.as_str())),
+    )?;
     let time = state.time();
     // Streams: the first batch runs the pipeline only as far as it needs
     // (all of a blocking stage's input, none past a $limit); getMore runs
@@ -409,5 +458,95 @@ pub async fn aggregate(ctx: &Ctx<'_>) -> Result<Document> {
             .open_pipeline(shown.clone(), scan, batch_size(Some(cursor))?, deadline)?;
     let mut reply = cursor_reply(&shown, first, id, true);
     reply.insert("operationTime", operation_time(time));
+    Ok(reply)
+}
+
+/// `aggregate: 1`: a pipeline with no collection, which must start with a
+/// stage that makes its own documents. `$documents` is supported; the
+/// server-state sources (`$listLocalSessions`, `$currentOp`, ...) are
+/// refused by name. The documents come from the command itself, so the
+/// whole result is computed at once (bounded by the command's size and the
+/// stages' budgets).
+async fn aggregate_database(ctx: &Ctx<'_>, target: crate::target::Target) -> Result<Document> {
+    options::AGGREGATE.check(ctx.cmd, Some("aggregate"))?;
+    check_collation(ctx.cmd)?;
+    let stages = match ctx.cmd.get("pipeline") {
+        Some(Bson::Array(a)) => a,
+        _ => return Err(CommandError::type_mismatch("'pipeline' must be an array")),
+    };
+    let cursor = match ctx.cmd.get("cursor") {
+        Some(Bson::Document(c)) => c,
+        _ => {
+            return Err(CommandError::failed_to_parse(
+                "The 'cursor' option is required, except for aggregate with the explain argument",
+            ));
+        }
+    };
+    let vars = Vars::parse(ctx.cmd.get("let"))?;
+    let mut stages = vars.bind_pipeline(stages)?;
+    let first = match stages.first() {
+        Some(Bson::Document(d)) if d.len() == 1 => d.clone(),
+        _ => {
+            return Err(CommandError::new(
+                ErrorCode::InvalidNamespace,
+                "{aggregate: 1} is not valid for an empty pipeline; a collection name must be specified",
+            ));
+        }
+    };
+    let Some((name, arg)) = first.into_iter().next() else {
+        return Err(CommandError::failed_to_parse("an empty stage"));
+    };
+    let docs = match name.as_str() {
+        "$documents" => {
+            let value = crate::query::expr::Expr::parse(&arg)?.eval(&Document::new())?;
+            let Some(Bson::Array(items)) = value else {
+                return Err(CommandError::new(
+                    ErrorCode::Location5858203,
+                    "an array is expected for $documents",
+                ));
+            };
+            items
+                .into_iter()
+                .map(|i| match i {
+                    Bson::Document(d) => Ok(d),
+                    other => Err(CommandError::type_mismatch(format!(
+                        "$documents must evaluate to an array of objects, found {}",
+                        crate::query::expr::type_name(&other)
+                    ))),
+                })
+                .collect::<Result<Vec<_>>>()?
+        }
+        "$listLocalSessions" | "$currentOp" | "$listCatalog" | "$changeStream" | "$queryStats"
+        | "$querySettings" => {
+            return Err(CommandError::not_implemented(&format!("the {name} stage")));
+        }
+        other => {
+            return Err(CommandError::new(
+                ErrorCode::InvalidNamespace,
+                format!(
+                    "{{aggregate: 1}} is not valid for '{other}'; a collection name must be specified"
+                ),
+            ));
+        }
+    };
+    stages.remove(0);
+    if super::merge::take_output_stage(&mut stages)?.is_some() {
+        return Err(CommandError::not_implemented(
+            "$out and $merge after $documents",
+        ));
+    }
+    let pipeline = Pipeline::parse(&stages)?;
+    let allow_disk = opt_bool(ctx.cmd, "allowDiskUse", true)?;
+    let budget = StageBudget::new(ctx.svc.blocking_sort_bytes(), allow_disk);
+    let state = ctx.read_state(&target).await?;
+    let lookup = crate::cursor::SnapshotLookup::new(state.clone(), target.db.clone());
+    let out = pipeline.run_within(docs, &lookup, budget)?;
+    let shown = format!("{}.$cmd.aggregate", target.raw);
+    let (first, id) = ctx
+        .svc
+        .cursors
+        .open(shown.clone(), out, batch_size(Some(cursor))?, false);
+    let mut reply = cursor_reply(&shown, first, id, true);
+    reply.insert("operationTime", operation_time(state.time()));
     Ok(reply)
 }

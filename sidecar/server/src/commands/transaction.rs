@@ -31,6 +31,7 @@ const ALLOWED: &[&str] = &[
     "delete",
     "findAndModify",
     "findandmodify",
+    "bulkWrite",
     "aggregate",
     "distinct",
     "create",

@@ -1,4 +1,6 @@
-//! Writes: insert, update, delete, findAndModify.
+//! Writes: insert, update, delete, findAndModify (the client-level
+//! `bulkWrite` is in `bulk_write`, aggregate's `$out`/`$merge` in `merge`,
+//! both built on the statements here).
 //!
 //! Each command is resolved by a closure that reads and writes through an
 //! `argon_wal::Transaction` (`commit_write`): begun by the engine on the
@@ -12,15 +14,17 @@ use std::sync::Arc;
 use argon_wal::{Namespace, Transaction};
 use bson::{Bson, Document, doc, oid::ObjectId};
 
+use super::options::{self, check_collation, check_hint};
 use super::{Ctx, collection_name, commit_write, opt_bool, opt_doc};
 use crate::deadline::Deadline;
 use crate::error::{CommandError, ErrorCode, Result};
 use crate::query::update::upsert_document;
+use crate::query::vars::Vars;
 use crate::query::{Filter, Projection, SortSpec, UpdateSpec};
 
 /// How a document comes to be written: each has MongoDB's own size error.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Put {
+pub(super) enum Put {
     /// An insert's document: its size was checked as sent
     /// (`limits::check_insert_size`, before an `_id` was added).
     Insert,
@@ -32,7 +36,7 @@ enum Put {
 
 /// Writes `doc` through the transaction: storage limits here (the
 /// server's), index rules in the WAL (`argon_wal::unique`, the one place).
-fn put(t: &mut Transaction, ns: &Namespace, doc: &Document, how: Put) -> Result<()> {
+pub(super) fn put(t: &mut Transaction, ns: &Namespace, doc: &Document, how: Put) -> Result<()> {
     let raw = argon_wal::rawdoc::encode(doc).map_err(|e| CommandError::bad_value(e.to_string()))?;
     match how {
         Put::Insert => {}
@@ -44,11 +48,11 @@ fn put(t: &mut Transaction, ns: &Namespace, doc: &Document, how: Put) -> Result<
         .map_err(crate::wal_error::from_wal)
 }
 
-fn ensure_collection(t: &mut Transaction, ns: &Namespace) -> Result<()> {
+pub(super) fn ensure_collection(t: &mut Transaction, ns: &Namespace) -> Result<()> {
     t.ensure_collection(ns).map_err(crate::wal_error::from_wal)
 }
 
-fn validate_id(doc: &Document) -> Result<()> {
+pub(super) fn validate_id(doc: &Document) -> Result<()> {
     match doc.get("_id") {
         Some(Bson::Array(_)) => Err(CommandError::new(
             ErrorCode::InvalidIdField,
@@ -62,12 +66,40 @@ fn validate_id(doc: &Document) -> Result<()> {
             ErrorCode::InvalidIdField,
             "The '_id' value cannot be of type undefined",
         )),
+        Some(Bson::Document(id)) => check_id_field_names(id),
         _ => Ok(()),
     }
 }
 
+/// An `_id` that is a document may not hold `$`-prefixed field names, at
+/// any depth (MongoDB's storage validation; other fields may since 5.0).
+fn check_id_field_names(id: &Document) -> Result<()> {
+    for (k, v) in id {
+        if k.starts_with('$') {
+            return Err(CommandError::new(
+                ErrorCode::DollarPrefixedFieldName,
+                format!(
+                    "_id fields may not contain '$'-prefixed fields: {k} is not valid for storage."
+                ),
+            ));
+        }
+        match v {
+            Bson::Document(d) => check_id_field_names(d)?,
+            Bson::Array(items) => {
+                for i in items {
+                    if let Bson::Document(d) = i {
+                        check_id_field_names(d)?;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// A new document with `_id` first (an ObjectId if it had none).
-fn with_id_first(doc: &Document) -> Document {
+pub(super) fn with_id_first(doc: &Document) -> Document {
     let mut out = Document::new();
     out.insert(
         "_id",
@@ -84,7 +116,7 @@ fn with_id_first(doc: &Document) -> Document {
 }
 
 /// A write command's statements: an array of 1 to 100,000 (`maxWriteBatchSize`).
-fn statements<'a>(cmd: &'a Document, key: &str) -> Result<&'a Vec<Bson>> {
+pub(super) fn statements<'a>(cmd: &'a Document, key: &str) -> Result<&'a Vec<Bson>> {
     match cmd.get(key) {
         Some(Bson::Array(a)) => {
             crate::limits::check_write_batch(a.len())?;
@@ -111,6 +143,7 @@ fn write_reply(n: i64, errors: Vec<Document>) -> Document {
 
 pub async fn insert(ctx: &Ctx<'_>) -> Result<Document> {
     let coll = collection_name(ctx.cmd, "insert")?;
+    options::INSERT.check(ctx.cmd, Some("insert"))?;
     let target = ctx.target()?;
     target.writable()?;
     let ordered = opt_bool(ctx.cmd, "ordered", true)?;
@@ -155,20 +188,34 @@ pub async fn insert(ctx: &Ctx<'_>) -> Result<Document> {
 
 // ---- update -----------------------------------------------------------------------
 
-struct UpdateStmt {
+pub(super) struct UpdateStmt {
     q: Document,
     filter: Filter,
     u: UpdateSpec,
     upsert: bool,
     multi: bool,
+    /// Which one document an update of one updates (MongoDB 8.0).
+    sort: Option<SortSpec>,
+    hint: Option<Bson>,
 }
 
-fn parse_update_stmt(s: &Bson) -> Result<UpdateStmt> {
+/// A pipeline update's `u` with the command's variables bound; an
+/// operator update or a replacement as sent (its values are literals).
+fn bind_update(u: &Bson, vars: &Vars) -> Result<Bson> {
+    match u {
+        Bson::Array(stages) => Ok(Bson::Array(vars.bind_pipeline(stages)?)),
+        other => Ok(other.clone()),
+    }
+}
+
+pub(super) fn parse_update_stmt(s: &Bson, vars: &Vars) -> Result<UpdateStmt> {
     let Bson::Document(s) = s else {
         return Err(CommandError::type_mismatch(
             "each update statement must be an object",
         ));
     };
+    options::UPDATE_STATEMENT.check(s, None)?;
+    check_collation(s)?;
     let q = opt_doc(s, "q")?.cloned().ok_or_else(|| {
         CommandError::failed_to_parse(
             "BSON field 'update.updates.q' is missing but a required field",
@@ -179,40 +226,60 @@ fn parse_update_stmt(s: &Bson) -> Result<UpdateStmt> {
             "BSON field 'update.updates.u' is missing but a required field",
         )
     })?;
-    if s.contains_key("arrayFilters") {
-        return Err(CommandError::not_implemented("arrayFilters"));
-    }
+    let q = vars.bind_filter(&q)?;
     let stmt = UpdateStmt {
         filter: Filter::parse(&q)?,
         q,
-        u: UpdateSpec::parse(u)?,
+        u: UpdateSpec::parse_with(
+            &bind_update(u, &vars.with_constants(s.get("c"))?)?,
+            s.get("arrayFilters"),
+        )?,
         upsert: opt_bool(s, "upsert", false)?,
         multi: opt_bool(s, "multi", false)?,
+        sort: opt_doc(s, "sort")?
+            .filter(|d| !d.is_empty())
+            .map(SortSpec::parse)
+            .transpose()?,
+        hint: s.get("hint").cloned(),
     };
     if stmt.multi && stmt.u.is_replacement() {
         return Err(CommandError::failed_to_parse(
             "multi update is not supported for replacement-style update",
         ));
     }
+    if stmt.multi && stmt.sort.is_some() {
+        return Err(CommandError::new(
+            ErrorCode::InvalidOptions,
+            "Cannot specify sort with multi=true",
+        ));
+    }
     Ok(stmt)
 }
 
-struct Updated {
-    matched: i64,
-    modified: i64,
-    upserted: Option<Bson>,
+pub(super) struct Updated {
+    pub(super) matched: i64,
+    pub(super) modified: i64,
+    pub(super) upserted: Option<Bson>,
 }
 
-fn apply_update(
+pub(super) fn apply_update(
     t: &mut Transaction,
     ns: &Namespace,
     s: &UpdateStmt,
     deadline: Deadline,
 ) -> Result<Updated> {
+    check_hint(s.hint.as_ref(), t.state().collection(ns))?;
     // The matches' ids, then one document at a time: an update of many
     // large documents holds one parsed document, not all of them.
-    let targets =
-        super::read::matching_ids(t.state(), ns, &s.filter, (!s.multi).then_some(1), deadline)?;
+    let targets = match &s.sort {
+        Some(sort) => super::read::first_in_order(t.state(), ns, &s.filter, sort, deadline)?
+            .map(|d| d.get("_id").cloned().unwrap_or(Bson::Null))
+            .into_iter()
+            .collect(),
+        None => {
+            super::read::matching_ids(t.state(), ns, &s.filter, (!s.multi).then_some(1), deadline)?
+        }
+    };
     let mut out = Updated {
         matched: targets.len() as i64,
         modified: 0,
@@ -227,7 +294,7 @@ fn apply_update(
         else {
             continue;
         };
-        let new = s.u.apply(&old, false)?;
+        let new = s.u.apply_matched(&old, false, Some(&s.filter))?;
         if new != old {
             put(t, ns, &new, Put::Update)?;
             out.modified += 1;
@@ -245,13 +312,15 @@ fn apply_update(
 
 pub async fn update(ctx: &Ctx<'_>) -> Result<Document> {
     let coll = collection_name(ctx.cmd, "update")?;
+    options::UPDATE.check(ctx.cmd, Some("update"))?;
     let target = ctx.target()?;
     target.writable()?;
     let ordered = opt_bool(ctx.cmd, "ordered", true)?;
+    let vars = Vars::parse(ctx.cmd.get("let"))?;
     let stmts: Arc<Vec<Result<UpdateStmt>>> = Arc::new(
         statements(ctx.cmd, "updates")?
             .iter()
-            .map(parse_update_stmt)
+            .map(|s| parse_update_stmt(s, &vars))
             .collect(),
     );
     let ns = Namespace::new(target.db.as_str(), coll.as_str());
@@ -294,12 +363,20 @@ pub async fn update(ctx: &Ctx<'_>) -> Result<Document> {
 
 // ---- delete -----------------------------------------------------------------------
 
+pub(super) struct DeleteStmt {
+    pub(super) filter: Filter,
+    pub(super) just_one: bool,
+    pub(super) hint: Option<Bson>,
+}
+
 pub async fn delete(ctx: &Ctx<'_>) -> Result<Document> {
     let coll = collection_name(ctx.cmd, "delete")?;
+    options::DELETE.check(ctx.cmd, Some("delete"))?;
     let target = ctx.target()?;
     target.writable()?;
     let ordered = opt_bool(ctx.cmd, "ordered", true)?;
-    let stmts: Arc<Vec<Result<(Filter, bool)>>> = Arc::new(
+    let vars = Vars::parse(ctx.cmd.get("let"))?;
+    let stmts: Arc<Vec<Result<DeleteStmt>>> = Arc::new(
         statements(ctx.cmd, "deletes")?
             .iter()
             .map(|s| {
@@ -308,6 +385,8 @@ pub async fn delete(ctx: &Ctx<'_>) -> Result<Document> {
                         "each delete statement must be an object",
                     ));
                 };
+                options::DELETE_STATEMENT.check(s, None)?;
+                check_collation(s)?;
                 let q = opt_doc(s, "q")?.ok_or_else(|| {
                     CommandError::failed_to_parse(
                         "BSON field 'delete.deletes.q' is missing but a required field",
@@ -323,7 +402,11 @@ pub async fn delete(ctx: &Ctx<'_>) -> Result<Document> {
                         "The limit field in delete objects must be 0 or 1. Got {limit}"
                     )));
                 }
-                Ok((Filter::parse(q)?, limit == 1))
+                Ok(DeleteStmt {
+                    filter: Filter::parse(&vars.bind_filter(q)?)?,
+                    just_one: limit == 1,
+                    hint: s.get("hint").cloned(),
+                })
             })
             .collect(),
     );
@@ -333,18 +416,16 @@ pub async fn delete(ctx: &Ctx<'_>) -> Result<Document> {
         let mut n = 0i64;
         let mut errors = Vec::new();
         for (i, s) in stmts.iter().enumerate() {
-            let found = s
-                .as_ref()
-                .map_err(Clone::clone)
-                .and_then(|(filter, just_one)| {
-                    super::read::matching_ids(
-                        t.state(),
-                        &ns,
-                        filter,
-                        just_one.then_some(1),
-                        deadline,
-                    )
-                });
+            let found = s.as_ref().map_err(Clone::clone).and_then(|s| {
+                check_hint(s.hint.as_ref(), t.state().collection(&ns))?;
+                super::read::matching_ids(
+                    t.state(),
+                    &ns,
+                    &s.filter,
+                    s.just_one.then_some(1),
+                    deadline,
+                )
+            });
             match found {
                 Ok(ids) => {
                     for id in ids {
@@ -370,9 +451,13 @@ pub async fn delete(ctx: &Ctx<'_>) -> Result<Document> {
 pub async fn find_and_modify(ctx: &Ctx<'_>) -> Result<Document> {
     let name = ctx.cmd.keys().next().cloned().unwrap_or_default();
     let coll = collection_name(ctx.cmd, &name)?;
+    options::FIND_AND_MODIFY.check(ctx.cmd, Some(name.as_str()))?;
+    check_collation(ctx.cmd)?;
     let target = ctx.target()?;
     target.writable()?;
-    let q = opt_doc(ctx.cmd, "query")?.cloned().unwrap_or_default();
+    let vars = Vars::parse(ctx.cmd.get("let"))?;
+    let hint = ctx.cmd.get("hint").cloned();
+    let q = vars.bind_filter(&opt_doc(ctx.cmd, "query")?.cloned().unwrap_or_default())?;
     let filter = Filter::parse(&q)?;
     let sort = opt_doc(ctx.cmd, "sort")?.map(SortSpec::parse).transpose()?;
     let remove = opt_bool(ctx.cmd, "remove", false)?;
@@ -383,7 +468,10 @@ pub async fn find_and_modify(ctx: &Ctx<'_>) -> Result<Document> {
         .map(Projection::parse)
         .transpose()?;
     let update = match ctx.cmd.get("update") {
-        Some(u) => Some(UpdateSpec::parse(u)?),
+        Some(u) => Some(UpdateSpec::parse_with(
+            &bind_update(u, &vars)?,
+            ctx.cmd.get("arrayFilters"),
+        )?),
         None => None,
     };
     match (remove, &update) {
@@ -422,13 +510,12 @@ pub async fn find_and_modify(ctx: &Ctx<'_>) -> Result<Document> {
         Ok(doc! {"lastErrorObject": last_error, "value": value})
     };
     commit_write(ctx, &target, move |t| {
-        let found: Option<Document> = {
-            let first_only = sort.is_none().then_some(1);
-            let mut m = super::read::matching_limit(t.state(), &ns, &filter, first_only, deadline)?;
-            if let Some(s) = &sort {
-                m.sort_by(|a, b| s.compare(a, b));
-            }
-            m.into_iter().next()
+        check_hint(hint.as_ref(), t.state().collection(&ns))?;
+        let found: Option<Document> = match &sort {
+            Some(s) => super::read::first_in_order(t.state(), &ns, &filter, s, deadline)?,
+            None => super::read::matching_limit(t.state(), &ns, &filter, Some(1), deadline)?
+                .into_iter()
+                .next(),
         };
         match (found, &update) {
             (Some(old), None) => {
@@ -438,7 +525,7 @@ pub async fn find_and_modify(ctx: &Ctx<'_>) -> Result<Document> {
             }
             (None, None) => reply(None, doc! {"n": 0}),
             (Some(old), Some(u)) => {
-                let new = u.apply(&old, false)?;
+                let new = u.apply_matched(&old, false, Some(&filter))?;
                 if new != old {
                     put(t, &ns, &new, Put::Update)?;
                 }

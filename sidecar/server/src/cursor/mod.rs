@@ -11,7 +11,7 @@
 
 mod pipeline;
 
-pub use pipeline::PipelineScan;
+pub use pipeline::{PipelineScan, SnapshotLookup};
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;

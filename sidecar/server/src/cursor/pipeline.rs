@@ -213,7 +213,7 @@ impl PipelineScan {
 
     /// Up to `n` documents (within the batch byte limit). A batch that
     /// comes out full leaves the cursor open; the next one may be empty.
-    pub(super) fn next_batch(&mut self, n: usize, deadline: Deadline) -> Result<Vec<Bson>> {
+    pub(crate) fn next_batch(&mut self, n: usize, deadline: Deadline) -> Result<Vec<Bson>> {
         // A getMore after the time is spent fails at once, as in MongoDB.
         deadline.check()?;
         let mut cx = Cx::new(&self.lookup, deadline);
@@ -241,7 +241,7 @@ impl PipelineScan {
         Ok(out)
     }
 
-    pub(super) fn is_done(&self) -> bool {
+    pub(crate) fn is_done(&self) -> bool {
         self.done && self.held.is_none()
     }
 }

@@ -18,9 +18,24 @@ pub enum Expr {
     Field(String),
     /// `"$$ROOT"` / `"$$CURRENT"`.
     Root,
+    /// `"$$REMOVE"`: evaluates to missing (a field set to it is left out).
+    Remove,
     Object(Vec<(String, Expr)>),
     Array(Vec<Expr>),
     Op(Op, Vec<Expr>),
+    /// `$getField`: one field of `input` by its exact name (dots and
+    /// dollars included, which a field path cannot name).
+    GetField {
+        field: String,
+        input: Box<Expr>,
+    },
+    /// `$setField` / `$unsetField` (`value: None`): `input` with one field,
+    /// named exactly, set or removed.
+    SetField {
+        field: String,
+        input: Box<Expr>,
+        value: Option<Box<Expr>>,
+    },
 }
 
 macro_rules! ops {
@@ -58,6 +73,9 @@ impl Expr {
         let sub = |v: &Bson| Self::parse_at(v, depth + 1);
         match v {
             Bson::String(s) if s == "$$ROOT" || s == "$$CURRENT" => Ok(Expr::Root),
+            Bson::String(s) if s == "$$REMOVE" => Ok(Expr::Remove),
+            // One value for the whole command, as MongoDB binds it once.
+            Bson::String(s) if s == "$$NOW" => Ok(Expr::Literal(Bson::DateTime(now()))),
             Bson::String(s) if s.starts_with("$$") => {
                 let rest = &s[2..];
                 if let Some(path) = rest
@@ -68,7 +86,7 @@ impl Expr {
                     Ok(Expr::Field(path.to_owned()))
                 } else {
                     Err(CommandError::new(
-                        ErrorCode::Location16410,
+                        ErrorCode::Location17276,
                         format!("Use of undefined variable: {rest}"),
                     ))
                 }
@@ -100,6 +118,9 @@ impl Expr {
                         let arg = d.get(k).unwrap_or(&Bson::Null);
                         if k == "$literal" {
                             return Ok(Expr::Literal(arg.clone()));
+                        }
+                        if let Some(e) = parse_field_op(k, arg, depth)? {
+                            return Ok(e);
                         }
                         let op = Op::from_name(k).ok_or_else(|| {
                             CommandError::new(
@@ -148,6 +169,51 @@ impl Expr {
             Expr::Literal(v) => Some(v.clone()),
             Expr::Field(p) => get_expr(doc, p),
             Expr::Root => Some(Bson::Document(doc.clone())),
+            Expr::Remove => None,
+            Expr::GetField { field, input } => match input.eval(doc)? {
+                Some(Bson::Document(d)) => d.get(field).cloned(),
+                None | Some(Bson::Null) => None,
+                Some(other) => {
+                    return Err(CommandError::new(
+                        ErrorCode::Location3041705,
+                        format!(
+                            "$getField requires 'input' to evaluate to type Object, but got {}",
+                            type_name(&other)
+                        ),
+                    ));
+                }
+            },
+            Expr::SetField {
+                field,
+                input,
+                value,
+            } => {
+                let mut d = match input.eval(doc)? {
+                    Some(Bson::Document(d)) => d,
+                    None | Some(Bson::Null) => return Ok(Some(Bson::Null)),
+                    Some(other) => {
+                        return Err(CommandError::new(
+                            ErrorCode::Location4161105,
+                            format!(
+                                "$setField requires 'input' to evaluate to type Object, but got {}",
+                                type_name(&other)
+                            ),
+                        ));
+                    }
+                };
+                match value.as_ref().map(|v| v.eval(doc)).transpose()?.flatten() {
+                    Some(v) => {
+                        let mut budget = Budget::value("$setField");
+                        budget.charge(limits::document_size(&d))?;
+                        budget.charge(2 + field.len() + limits::bson_size(&v))?;
+                        d.insert(field.clone(), v);
+                    }
+                    None => {
+                        d.remove(field);
+                    }
+                }
+                Some(Bson::Document(d))
+            }
             Expr::Object(fields) => {
                 let mut budget = Budget::value("an object expression");
                 let mut out = Document::new();
@@ -172,6 +238,99 @@ impl Expr {
             Expr::Op(op, args) => eval_op(*op, args, doc)?,
         })
     }
+}
+
+/// The command's `$$NOW`.
+fn now() -> bson::DateTime {
+    bson::DateTime::now()
+}
+
+/// `$getField`, `$setField` and `$unsetField`, whose arguments are named
+/// (`{field, input, value}`); `None` for any other operator. `field` must
+/// be a constant string, as in MongoDB (a `$literal` included).
+fn parse_field_op(name: &str, arg: &Bson, depth: usize) -> Result<Option<Expr>> {
+    if !matches!(name, "$getField" | "$setField" | "$unsetField") {
+        return Ok(None);
+    }
+    let sub = |v: &Bson| Expr::parse_at(v, depth + 1);
+    let field_name = |v: Option<&Bson>| -> Result<String> {
+        match v {
+            Some(Bson::String(s)) if !s.starts_with('$') => Ok(s.clone()),
+            Some(Bson::Document(d)) if d.len() == 1 => match d.get("$literal") {
+                Some(Bson::String(s)) => Ok(s.clone()),
+                _ => Err(field_must_be_constant(name)),
+            },
+            _ => Err(field_must_be_constant(name)),
+        }
+    };
+    let spec = match arg {
+        Bson::Document(d) => d,
+        // `{$getField: "a.b"}` is `{$getField: {field: "a.b", input: "$$CURRENT"}}`.
+        Bson::String(_) if name == "$getField" => {
+            return Ok(Some(Expr::GetField {
+                field: field_name(Some(arg))?,
+                input: Box::new(Expr::Root),
+            }));
+        }
+        _ => {
+            return Err(CommandError::new(
+                ErrorCode::Location4161100,
+                format!("{name} only supports an object as its argument"),
+            ));
+        }
+    };
+    let allowed: &[&str] = match name {
+        "$setField" => &["field", "input", "value"],
+        _ => &["field", "input"],
+    };
+    if let Some(k) = spec.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(CommandError::new(
+            ErrorCode::Location4161101,
+            format!("{name} found an unknown argument: {k}"),
+        ));
+    }
+    let field = field_name(spec.get("field"))?;
+    let input = match spec.get("input") {
+        Some(v) => sub(v)?,
+        None if name == "$getField" => Expr::Root,
+        None => {
+            return Err(CommandError::new(
+                ErrorCode::Location4161102,
+                format!("{name} requires 'input' to be specified"),
+            ));
+        }
+    };
+    Ok(Some(match name {
+        "$getField" => Expr::GetField {
+            field,
+            input: Box::new(input),
+        },
+        "$setField" => {
+            let value = spec.get("value").ok_or_else(|| {
+                CommandError::new(
+                    ErrorCode::Location4161103,
+                    "$setField requires 'value' to be specified",
+                )
+            })?;
+            Expr::SetField {
+                field,
+                input: Box::new(input),
+                value: Some(Box::new(sub(value)?)),
+            }
+        }
+        _ => Expr::SetField {
+            field,
+            input: Box::new(input),
+            value: None,
+        },
+    }))
+}
+
+fn field_must_be_constant(name: &str) -> CommandError {
+    CommandError::new(
+        ErrorCode::Location4161106,
+        format!("{name} requires 'field' to evaluate to a constant string"),
+    )
 }
 
 /// Truthiness as aggregation defines it: false, null, missing and 0 are false.

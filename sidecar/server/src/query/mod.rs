@@ -10,9 +10,11 @@ pub mod compare;
 pub mod expr;
 pub mod filter;
 pub mod path;
+pub mod positional;
 pub mod projection;
 pub mod sort;
 pub mod update;
+pub mod vars;
 
 pub use compare::compare;
 pub use filter::{Filter, PartialIndexFilter};

@@ -2,11 +2,13 @@
 //! replacements, parsed once and applied to one document at a time; and the
 //! document an upsert inserts.
 
-use bson::{Bson, Document, oid::ObjectId};
+use bson::{Bson, Document, doc, oid::ObjectId};
 
+use super::aggregate::{InMemory, Pipeline};
 use super::compare::{as_f64, compare, equal};
 use super::filter::{Filter, equality_fields, parse_operators};
 use super::path;
+use super::positional::{ArrayFilters, expand, is_positional};
 use super::sort::SortSpec;
 use crate::error::{CommandError, ErrorCode, Result};
 use crate::limits;
@@ -16,9 +18,23 @@ use crate::limits;
 pub enum UpdateSpec {
     /// A whole new document (the `_id` is kept).
     Replacement(Document),
-    /// Operators in the order given, each with its (path, argument) pairs.
-    Operators(Vec<(UpdateOp, Vec<(String, Bson)>)>),
+    /// Operators in the order given, each with its (path, argument) pairs,
+    /// and the `arrayFilters` their `$[id]` paths use.
+    Operators(Vec<(UpdateOp, Vec<(String, Bson)>)>, ArrayFilters),
+    /// A pipeline-style update (`u: [{$set: ...}, ...]`): the stages an
+    /// update allows, run over the one document.
+    Pipeline(Pipeline),
 }
+
+/// The stages MongoDB allows in a pipeline-style update.
+const UPDATE_STAGES: &[&str] = &[
+    "$addFields",
+    "$set",
+    "$project",
+    "$unset",
+    "$replaceRoot",
+    "$replaceWith",
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpdateOp {
@@ -88,9 +104,21 @@ fn prefix_conflict(a: &str, b: &str) -> bool {
 impl UpdateSpec {
     /// Parses the `u` of an update statement.
     pub fn parse(update: &Bson) -> Result<UpdateSpec> {
+        Self::parse_with(update, None)
+    }
+
+    /// Parses the `u` of an update statement with its `arrayFilters`.
+    pub fn parse_with(update: &Bson, array_filters: Option<&Bson>) -> Result<UpdateSpec> {
+        let filters = ArrayFilters::parse(array_filters)?;
+        let has_filters = !matches!(array_filters, None | Some(Bson::Null));
         let doc = match update {
             Bson::Document(d) => d,
-            Bson::Array(_) => return Err(CommandError::not_implemented("pipeline-style update")),
+            Bson::Array(_) if has_filters => {
+                return Err(CommandError::failed_to_parse(
+                    "arrayFilters may not be specified for pipeline-style updates",
+                ));
+            }
+            Bson::Array(stages) => return parse_pipeline(stages),
             _ => {
                 return Err(CommandError::failed_to_parse(
                     "Update argument must be either an object or an array",
@@ -99,6 +127,11 @@ impl UpdateSpec {
         };
         let operators = doc.keys().filter(|k| k.starts_with('$')).count();
         if operators == 0 {
+            if has_filters {
+                return Err(CommandError::failed_to_parse(
+                    "Cannot use array filters with a replacement-style update",
+                ));
+            }
             validate_replacement(doc)?;
             return Ok(UpdateSpec::Replacement(doc.clone()));
         }
@@ -127,10 +160,15 @@ impl UpdateSpec {
                     ));
                 }
                 crate::limits::check_path(path)?;
-                if path.split('.').any(|p| p == "$" || p.starts_with("$[")) {
-                    return Err(CommandError::not_implemented(
-                        "the positional update operator",
-                    ));
+                if path.split('.').filter(|p| *p == "$").count() > 1 {
+                    return Err(CommandError::bad_value(format!(
+                        "Too many positional (i.e. '$') elements found in path '{path}'"
+                    )));
+                }
+                if op == UpdateOp::Rename && is_positional(path) {
+                    return Err(CommandError::bad_value(format!(
+                        "The source field for $rename may not be dynamic: {path}"
+                    )));
                 }
                 let mut targets = vec![path.clone()];
                 if op == UpdateOp::Rename {
@@ -140,6 +178,11 @@ impl UpdateSpec {
                         )));
                     };
                     crate::limits::check_path(to)?;
+                    if is_positional(to) {
+                        return Err(CommandError::bad_value(format!(
+                            "The destination field for $rename may not be dynamic: {to}"
+                        )));
+                    }
                     if prefix_conflict(path, to) {
                         return Err(CommandError::bad_value(format!(
                             "The source and target field for $rename must not be on the same path: {path}: \"{to}\""
@@ -161,12 +204,28 @@ impl UpdateSpec {
             }
             ops.push((op, pairs));
         }
-        Ok(UpdateSpec::Operators(ops))
+        let paths: Vec<&str> = ops
+            .iter()
+            .flat_map(|(_, pairs)| pairs.iter().map(|(p, _)| p.as_str()))
+            .collect();
+        filters.check_used(&paths)?;
+        Ok(UpdateSpec::Operators(ops, filters))
     }
 
     /// Applies the update to `doc`. `inserting` is true when the document is
     /// being created by an upsert (`$setOnInsert` applies only then).
     pub fn apply(&self, doc: &Document, inserting: bool) -> Result<Document> {
+        self.apply_matched(doc, inserting, None)
+    }
+
+    /// [`UpdateSpec::apply`] to a document `query` matched: `a.$` paths
+    /// name the element of `a` the query's conditions on `a` matched.
+    pub fn apply_matched(
+        &self,
+        doc: &Document,
+        inserting: bool,
+        query: Option<&Filter>,
+    ) -> Result<Document> {
         let out = match self {
             UpdateSpec::Replacement(r) => {
                 let mut out = Document::new();
@@ -185,12 +244,41 @@ impl UpdateSpec {
                 }
                 return Ok(out);
             }
-            UpdateSpec::Operators(ops) => {
+            UpdateSpec::Pipeline(p) => {
+                let mut out = p.run(vec![doc.clone()], &InMemory(Vec::new()))?;
+                match (out.pop(), out.is_empty()) {
+                    // A result without `_id` keeps the document's own (as
+                    // `$replaceWith: "$sub"` or `$project: {a: 1, _id: 0}`
+                    // leave it out); a different one is refused below.
+                    (Some(d), true) if !d.contains_key("_id") => match doc.get("_id") {
+                        Some(id) => {
+                            let mut with_id = doc! {"_id": id.clone()};
+                            with_id.extend(d);
+                            with_id
+                        }
+                        None => d,
+                    },
+                    (Some(d), true) => d,
+                    _ => {
+                        return Err(CommandError::new(
+                            ErrorCode::InternalError,
+                            "an update pipeline must give exactly one document",
+                        ));
+                    }
+                }
+            }
+            UpdateSpec::Operators(ops, filters) => {
                 let mut out = doc.clone();
                 let mut growth = Growth::default();
                 for (op, pairs) in ops {
                     for (p, arg) in pairs {
-                        apply_one(&mut out, *op, p, arg, inserting, &mut growth)?;
+                        if is_positional(p) {
+                            for concrete in expand(&out, p, query, filters)? {
+                                apply_one(&mut out, *op, &concrete, arg, inserting, &mut growth)?;
+                            }
+                        } else {
+                            apply_one(&mut out, *op, p, arg, inserting, &mut growth)?;
+                        }
                     }
                 }
                 out
@@ -212,6 +300,27 @@ impl UpdateSpec {
     pub fn is_replacement(&self) -> bool {
         matches!(self, UpdateSpec::Replacement(_))
     }
+}
+
+/// `u: [...]`: only the stages an update allows, each one field.
+fn parse_pipeline(stages: &[Bson]) -> Result<UpdateSpec> {
+    for stage in stages {
+        let Bson::Document(d) = stage else {
+            return Err(CommandError::type_mismatch(
+                "Each element of the 'pipeline' array must be an object",
+            ));
+        };
+        if let Some(name) = d.keys().next()
+            && d.len() == 1
+            && !UPDATE_STAGES.contains(&name.as_str())
+        {
+            return Err(CommandError::new(
+                ErrorCode::InvalidOptions,
+                format!("{name} is not allowed to be used within an update"),
+            ));
+        }
+    }
+    Ok(UpdateSpec::Pipeline(Pipeline::parse(stages)?))
 }
 
 fn immutable_id() -> CommandError {
@@ -832,6 +941,68 @@ mod tests {
                 .code,
             ErrorCode::Overflow
         );
+    }
+
+    #[test]
+    fn pipeline_updates() {
+        let d = doc! {"_id": 1, "t": {"u": {"v": 1}}, "x": 1};
+        let p = |u: Bson| UpdateSpec::parse(&u).and_then(|u| u.apply(&d, false));
+        assert_eq!(
+            p(bson!([{"$replaceRoot": {"newRoot": "$t"}}, {"$addFields": {"foo": 1}}])).unwrap(),
+            doc! {"_id": 1, "u": {"v": 1}, "foo": 1}
+        );
+        assert_eq!(
+            p(bson!([{"$set": {"y": {"$add": ["$x", 1]}}}, {"$unset": "t"}])).unwrap(),
+            doc! {"_id": 1, "x": 1, "y": 2}
+        );
+        assert_eq!(
+            p(bson!([{"$replaceWith": {"$setField": {"field": {"$literal": "$a.b"}, "value": 2, "input": "$$ROOT"}}}]))
+                .unwrap(),
+            doc! {"_id": 1, "t": {"u": {"v": 1}}, "x": 1, "$a.b": 2}
+        );
+        assert_eq!(
+            p(bson!([{"$set": {"x": "$$REMOVE"}}, {"$project": {"t": 0}}])).unwrap(),
+            doc! {"_id": 1}
+        );
+        // Only the stages an update allows; `_id` stays immutable.
+        assert_eq!(
+            p(bson!([{"$match": {}}])).unwrap_err().code,
+            ErrorCode::InvalidOptions
+        );
+        assert_eq!(
+            p(bson!([{"$set": {"_id": 2}}])).unwrap_err().code,
+            ErrorCode::ImmutableField
+        );
+        assert_eq!(p(bson!([1])).unwrap_err().code, ErrorCode::TypeMismatch);
+        // An upsert seeds the new document from the filter, then runs the pipeline.
+        let u = UpdateSpec::parse(&bson!([{"$set": {"b": {"$literal": "$x"}}}])).unwrap();
+        let up = upsert_document(&doc! {"_id": 7, "a": 1}, &u).unwrap();
+        assert_eq!(up, doc! {"_id": 7, "a": 1, "b": "$x"});
+    }
+
+    #[test]
+    fn pipeline_updates_are_bounded() {
+        crate::limits::with_worker_stack(pipeline_updates_are_bounded_inner);
+    }
+
+    fn pipeline_updates_are_bounded_inner() {
+        // Deep expressions and long pipelines fail with MongoDB's errors, not a crash.
+        let mut deep = bson!(1);
+        for _ in 0..(limits::MAX_EXPRESSION_DEPTH + 5) {
+            deep = bson!({"$add": [deep]});
+        }
+        assert!(UpdateSpec::parse(&bson!([{"$set": {"x": deep}}])).is_err());
+        let long: Vec<Bson> = (0..100_000).map(|_| bson!({"$set": {"x": 1}})).collect();
+        assert!(UpdateSpec::parse(&Bson::Array(long)).is_err());
+        // A value doubled past 16 MiB is refused as it is built.
+        let big = "x".repeat(1 << 20);
+        let d = doc! {"_id": 1, "s": big};
+        let mut stages = Vec::new();
+        for _ in 0..20 {
+            stages.push(bson!({"$set": {"s": {"$concat": ["$s", "$s"]}}}));
+        }
+        let u = UpdateSpec::parse(&Bson::Array(stages)).unwrap();
+        assert!(u.apply(&d, false).is_err());
     }
 
     #[test]

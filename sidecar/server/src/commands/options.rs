@@ -1,0 +1,413 @@
+//! The fields a command accepts, the way MongoDB's IDL declares them: each
+//! command names every field it takes; any other is refused with 40415
+//! (`BSON field 'find.foo' is an unknown field`), and a field MongoDB has
+//! but Argon does not implement is refused by name with 115. Nothing is
+//! accepted and then dropped, so an application never gets `ok: 1` for an
+//! option that had no effect.
+//!
+//! Also here: the two options whose meaning Argon supports only in part,
+//! `collation` (the binary comparison, `{locale: "simple"}`, only) and
+//! `hint` (validated against the collection's indexes; with no planner, a
+//! hint changes no result).
+
+use argon_wal::CollectionState;
+use bson::{Bson, Document};
+
+use super::GENERIC_FIELDS;
+use crate::error::{CommandError, ErrorCode, Result};
+
+/// One command's (or one statement's) fields.
+pub(crate) struct Fields {
+    /// How errors name the fields: `find`, `update.updates`.
+    pub what: &'static str,
+    /// Fields it takes (the command's own name is always taken).
+    pub known: &'static [&'static str],
+    /// MongoDB's fields that Argon refuses (115), by name.
+    pub unsupported: &'static [&'static str],
+    /// Whether the generic fields (`$db`, `lsid`, `comment`, ...) apply:
+    /// true for a command, false for a statement inside one.
+    pub generic: bool,
+}
+
+impl Fields {
+    /// Fails on the first field that is unknown (40415) or unsupported (115).
+    pub fn check(&self, doc: &Document, command: Option<&str>) -> Result<()> {
+        for key in doc.keys() {
+            let k = key.as_str();
+            if Some(k) == command
+                || self.known.contains(&k)
+                || (self.generic && GENERIC_FIELDS.contains(&k))
+            {
+                continue;
+            }
+            if self.unsupported.contains(&k) {
+                return Err(CommandError::new(
+                    ErrorCode::CommandNotSupported,
+                    format!("BSON field '{}.{k}' is not supported by Argon", self.what),
+                ));
+            }
+            return Err(CommandError::new(
+                ErrorCode::Location40415,
+                format!("BSON field '{}.{k}' is an unknown field.", self.what),
+            ));
+        }
+        Ok(())
+    }
+}
+
+pub(crate) const FIND: Fields = Fields {
+    what: "find",
+    known: &[
+        "filter",
+        "projection",
+        "sort",
+        "hint",
+        "skip",
+        "limit",
+        "batchSize",
+        "singleBatch",
+        "allowDiskUse",
+        "collation",
+        "let",
+        // One server holds every document: a result is never partial.
+        "allowPartialResults",
+    ],
+    unsupported: &[
+        "min",
+        "max",
+        "returnKey",
+        "showRecordId",
+        "tailable",
+        "oplogReplay",
+        "awaitData",
+        "noCursorTimeout",
+        "readOnce",
+        "requestResumeToken",
+        "resumeAfter",
+        "$_requestResumeToken",
+        "$_resumeAfter",
+    ],
+    generic: true,
+};
+
+pub(crate) const GET_MORE: Fields = Fields {
+    what: "getMore",
+    known: &["collection", "batchSize"],
+    // Replica-set internals and tailable cursors' await, which Argon lacks.
+    unsupported: &[
+        "term",
+        "lastKnownCommittedOpTime",
+        "includeQueryStatsMetrics",
+    ],
+    generic: true,
+};
+
+pub(crate) const KILL_CURSORS: Fields = Fields {
+    what: "killCursors",
+    known: &["cursors"],
+    unsupported: &[],
+    generic: true,
+};
+
+pub(crate) const COUNT: Fields = Fields {
+    what: "count",
+    known: &["query", "limit", "skip", "hint", "collation", "fields"],
+    unsupported: &[],
+    generic: true,
+};
+
+pub(crate) const DISTINCT: Fields = Fields {
+    what: "distinct",
+    known: &["key", "query", "hint", "collation"],
+    unsupported: &[],
+    generic: true,
+};
+
+pub(crate) const AGGREGATE: Fields = Fields {
+    what: "aggregate",
+    known: &[
+        "pipeline",
+        "cursor",
+        "allowDiskUse",
+        "hint",
+        "collation",
+        "let",
+        // No document validation exists to bypass.
+        "bypassDocumentValidation",
+    ],
+    unsupported: &["explain"],
+    generic: true,
+};
+
+pub(crate) const INSERT: Fields = Fields {
+    what: "insert",
+    known: &["documents", "ordered", "bypassDocumentValidation"],
+    unsupported: &[],
+    generic: true,
+};
+
+pub(crate) const UPDATE: Fields = Fields {
+    what: "update",
+    known: &["updates", "ordered", "bypassDocumentValidation", "let"],
+    unsupported: &[],
+    generic: true,
+};
+
+pub(crate) const UPDATE_STATEMENT: Fields = Fields {
+    what: "update.updates",
+    known: &[
+        "q",
+        "u",
+        "upsert",
+        "multi",
+        "arrayFilters",
+        "hint",
+        "collation",
+        "sort",
+        "upsertSupplied",
+        // Constants for a pipeline update (`$$name`), per statement.
+        "c",
+    ],
+    unsupported: &[],
+    generic: false,
+};
+
+pub(crate) const DELETE: Fields = Fields {
+    what: "delete",
+    known: &["deletes", "ordered", "let"],
+    unsupported: &[],
+    generic: true,
+};
+
+pub(crate) const DELETE_STATEMENT: Fields = Fields {
+    what: "delete.deletes",
+    known: &["q", "limit", "hint", "collation"],
+    unsupported: &[],
+    generic: false,
+};
+
+pub(crate) const FIND_AND_MODIFY: Fields = Fields {
+    what: "findAndModify",
+    known: &[
+        "query",
+        "fields",
+        "sort",
+        "remove",
+        "update",
+        "new",
+        "upsert",
+        "bypassDocumentValidation",
+        "collation",
+        "arrayFilters",
+        "hint",
+        "let",
+    ],
+    unsupported: &[],
+    generic: true,
+};
+
+pub(crate) const BULK_WRITE: Fields = Fields {
+    what: "bulkWrite",
+    known: &[
+        "ops",
+        "nsInfo",
+        "ordered",
+        "errorsOnly",
+        "cursor",
+        "let",
+        "bypassDocumentValidation",
+    ],
+    unsupported: &[],
+    generic: true,
+};
+
+pub(crate) const BULK_CURSOR: Fields = Fields {
+    what: "bulkWrite.cursor",
+    // Every result is in the first batch (at most maxWriteBatchSize).
+    known: &["batchSize"],
+    unsupported: &[],
+    generic: false,
+};
+
+pub(crate) const BULK_NS_INFO: Fields = Fields {
+    what: "bulkWrite.nsInfo",
+    known: &["ns"],
+    unsupported: &["collectionUUID", "encryptionInformation"],
+    generic: false,
+};
+
+pub(crate) const BULK_INSERT: Fields = Fields {
+    what: "bulkWrite.ops",
+    known: &["insert", "document"],
+    unsupported: &[],
+    generic: false,
+};
+
+pub(crate) const BULK_UPDATE: Fields = Fields {
+    what: "bulkWrite.ops",
+    known: &[
+        "update",
+        "filter",
+        "updateMods",
+        "upsert",
+        "multi",
+        "arrayFilters",
+        "hint",
+        "collation",
+        "sort",
+        "constants",
+    ],
+    unsupported: &[],
+    generic: false,
+};
+
+pub(crate) const BULK_DELETE: Fields = Fields {
+    what: "bulkWrite.ops",
+    known: &["delete", "filter", "multi", "hint", "collation"],
+    unsupported: &[],
+    generic: false,
+};
+
+/// `collation`: only the simple (binary) collation is supported. Any other
+/// would change which strings compare equal and how they sort, so it is
+/// refused rather than ignored (ignoring it answers wrongly with `ok: 1`).
+pub(crate) fn check_collation(doc: &Document) -> Result<()> {
+    let collation = match doc.get("collation") {
+        None | Some(Bson::Null) => return Ok(()),
+        Some(Bson::Document(c)) => c,
+        Some(other) => {
+            return Err(CommandError::type_mismatch(format!(
+                "BSON field 'collation' is the wrong type '{}', expected type 'object'",
+                crate::query::expr::type_name(other)
+            )));
+        }
+    };
+    match collation.get("locale") {
+        Some(Bson::String(l)) if l == "simple" => {
+            // The simple collation takes no other option.
+            if let Some(k) = collation.keys().find(|k| *k != "locale") {
+                return Err(CommandError::bad_value(format!(
+                    "Collation option '{k}' is not allowed with locale 'simple'"
+                )));
+            }
+            Ok(())
+        }
+        Some(Bson::String(l)) => Err(CommandError::new(
+            ErrorCode::CommandNotSupported,
+            format!(
+                "collation with locale '{l}' is not supported by Argon: strings compare by their binary value (collation {{locale: \"simple\"}}) only"
+            ),
+        )),
+        Some(_) => Err(CommandError::type_mismatch(
+            "BSON field 'locale' is the wrong type, expected type 'string'",
+        )),
+        None => Err(CommandError::failed_to_parse(
+            "BSON field 'locale' is missing but a required field",
+        )),
+    }
+}
+
+/// `hint`: an index name or key pattern of `coll` (or `{$natural: ±1}`);
+/// code 2 when the collection has no such index, as MongoDB answers. With
+/// no planner yet every read is a scan, so a valid hint changes nothing.
+pub(crate) fn check_hint(hint: Option<&Bson>, coll: Option<&CollectionState>) -> Result<()> {
+    let hint = match hint {
+        None | Some(Bson::Null) => return Ok(()),
+        Some(h) => h,
+    };
+    let found = |pred: &dyn Fn(&Document) -> bool| -> bool {
+        // A missing collection has no documents: any hint gives the same
+        // empty answer (MongoDB does not check it either).
+        coll.is_none_or(|c| c.indexes().iter().any(pred))
+    };
+    let ok = match hint {
+        Bson::String(name) if name.is_empty() => true,
+        Bson::String(name) => found(&|i: &Document| i.get_str("name").ok() == Some(name.as_str())),
+        Bson::Document(keys) if keys.is_empty() => true,
+        Bson::Document(keys) if keys.len() == 1 && keys.contains_key("$natural") => true,
+        Bson::Document(keys) => found(&|i: &Document| {
+            i.get_document("key")
+                .is_ok_and(|k| same_key_pattern(k, keys))
+        }),
+        other => {
+            return Err(CommandError::failed_to_parse(format!(
+                "BSON field 'hint' is the wrong type '{}', expected types '[string, object]'",
+                crate::query::expr::type_name(other)
+            )));
+        }
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(CommandError::bad_value(
+            "hint provided does not correspond to an existing index",
+        ))
+    }
+}
+
+/// Key patterns are equal field by field, in order, with `1`, `1.0` and
+/// `1i64` the same direction.
+fn same_key_pattern(a: &Document, b: &Document) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b.iter())
+            .all(|((ka, va), (kb, vb))| ka == kb && crate::query::compare::equal(va, vb))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::doc;
+
+    #[test]
+    fn unknown_and_unsupported_fields() {
+        let f = Fields {
+            what: "find",
+            known: &["filter"],
+            unsupported: &["min"],
+            generic: true,
+        };
+        assert!(
+            f.check(&doc! {"find": "c", "filter": {}, "$db": "x"}, Some("find"))
+                .is_ok()
+        );
+        let e = f
+            .check(&doc! {"find": "c", "foo": 1}, Some("find"))
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::Location40415);
+        assert_eq!(e.message, "BSON field 'find.foo' is an unknown field.");
+        let e = f
+            .check(&doc! {"find": "c", "min": {}}, Some("find"))
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::CommandNotSupported);
+        // A statement takes no generic field.
+        let s = Fields {
+            what: "update.updates",
+            known: &["q"],
+            unsupported: &[],
+            generic: false,
+        };
+        assert!(s.check(&doc! {"q": {}, "$db": "x"}, None).is_err());
+    }
+
+    #[test]
+    fn only_the_simple_collation() {
+        assert!(check_collation(&doc! {}).is_ok());
+        assert!(check_collation(&doc! {"collation": {"locale": "simple"}}).is_ok());
+        let e =
+            check_collation(&doc! {"collation": {"locale": "en_US", "strength": 2}}).unwrap_err();
+        assert_eq!(e.code, ErrorCode::CommandNotSupported);
+        assert!(e.message.contains("en_US"));
+        assert!(check_collation(&doc! {"collation": {"locale": "simple", "strength": 2}}).is_err());
+        assert!(check_collation(&doc! {"collation": {}}).is_err());
+        assert!(check_collation(&doc! {"collation": 1}).is_err());
+        assert!(check_collation(&doc! {"collation": {"locale": 5}}).is_err());
+    }
+
+    #[test]
+    fn hints_name_an_index() {
+        assert!(check_hint(Some(&Bson::from("_id_")), None).is_ok());
+        assert!(check_hint(Some(&Bson::Int32(5)), None).is_err());
+        assert!(check_hint(Some(&Bson::Document(doc! {"$natural": 1})), None).is_ok());
+    }
+}

@@ -70,6 +70,13 @@ pub struct ServeArgs {
     #[arg(long, env = "ARGON_MAX_BLOCKING_SORT_BYTES", default_value_t = crate::limits::MAX_BLOCKING_STAGE_BYTES as u64,
           value_parser = clap::value_parser!(u64).range(1024..))]
     pub max_blocking_sort_bytes: u64,
+    /// Require authentication (as `mongod --auth`): only the handshake and
+    /// `saslStart`/`saslContinue` work before a client authenticates with
+    /// SCRAM-SHA-256 or SCRAM-SHA-1, and each command needs a role that
+    /// allows it. While the project has no user, a client on 127.0.0.1 may
+    /// create the first one (the localhost exception).
+    #[arg(long, env = "ARGON_AUTH")]
+    pub auth: bool,
     /// Most client connections open at once; a connection beyond them is
     /// closed as it arrives (and logged).
     #[arg(long, env = "ARGON_MAX_CONNECTIONS", default_value_t = crate::limits::DEFAULT_MAX_CONNECTIONS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
@@ -129,6 +136,16 @@ impl ServeArgs {
                 "no store: give --data <dir> (embedded) or --store mongodb://... (shared)".into(),
             ),
         }
+    }
+}
+
+/// A command-line argument as it may be shown (`getCmdLineOpts`, logs):
+/// the credentials of any connection string in it are masked.
+pub fn redact_argument(arg: &str) -> String {
+    if arg.contains("://") {
+        redact(arg)
+    } else {
+        arg.to_owned()
     }
 }
 

@@ -1,6 +1,7 @@
 //! `argon-sidecar`: Argon's data plane.
 //!
-//! This crate owns the MongoDB wire-protocol server: framing and message
+//! This crate owns the MongoDB wire-protocol server: authentication and
+//! authorization (`auth`), framing and message
 //! parsing (`wire`), the command handlers and their MongoDB error codes
 //! (`commands`, `error`), the query engine that filters, updates, projects,
 //! sorts and aggregates documents (`query`), branch addressing in database
@@ -12,6 +13,7 @@
 //! crate: every write here is resolved inside `Wal::write` and acknowledged
 //! only after it returns; every read is a `BranchState` from `Wal::read`.
 
+pub mod auth;
 pub mod commands;
 pub mod config;
 pub mod cursor;

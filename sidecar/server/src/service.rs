@@ -2,7 +2,7 @@
 //! cursors, retryable-write memory and metrics.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Instant;
 
 use argon_wal::{BranchState, ReadPoint, Wal};
@@ -30,6 +30,10 @@ pub struct Service {
     /// `--read-only`: every write and branch change is refused.
     pub read_only: bool,
     next_connection: AtomicI64,
+    /// `--auth`: commands need an authenticated user (`auth::authorize`).
+    auth_required: AtomicBool,
+    /// The project's users, refreshed from the catalog log.
+    pub users: crate::auth::users::Directory,
 }
 
 impl Service {
@@ -45,6 +49,8 @@ impl Service {
             started: Instant::now(),
             read_only: false,
             next_connection: AtomicI64::new(0),
+            auth_required: AtomicBool::new(false),
+            users: Default::default(),
         })
     }
 
@@ -82,6 +88,18 @@ impl Service {
 
     pub fn set_blocking_sort_bytes(&self, bytes: u64) {
         self.blocking_sort_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Whether commands need an authenticated user (`serve --auth`).
+    pub fn auth_required(&self) -> bool {
+        self.auth_required.load(Ordering::Relaxed)
+    }
+
+    /// Turns authentication on (or off) and loads the project's users.
+    pub async fn set_auth_required(&self, on: bool) -> Result<()> {
+        self.users.refresh(&self.wal).await?;
+        self.auth_required.store(on, Ordering::Relaxed);
+        Ok(())
     }
 
     pub fn next_connection_id(&self) -> i64 {

@@ -76,6 +76,8 @@ pub(crate) struct Catalog {
     pub incarnations: HashMap<BranchId, Incarnation>,
     /// Live branch names.
     pub names: BTreeMap<BranchName, BranchId>,
+    /// Users and protected branches (`access`).
+    pub access: crate::access::ProjectAccess,
 }
 
 impl Catalog {
@@ -251,6 +253,7 @@ impl Catalog {
                     });
                 }
             }
+            CatalogEvent::Access(event) => self.access.apply(event),
             CatalogEvent::Delete { name, id } => {
                 if self.names.get(name) != Some(id) {
                     return Err(bad(format!("delete of {name} from a stale incarnation")));

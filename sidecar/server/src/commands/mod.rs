@@ -9,7 +9,9 @@ mod admin;
 mod branch;
 mod catalog;
 mod read;
+mod sasl;
 mod transaction;
+mod users;
 mod write;
 
 use std::net::SocketAddr;
@@ -30,6 +32,9 @@ pub struct Conn {
     pub peer: SocketAddr,
     /// Compressors agreed in the handshake (the client's order).
     pub compressors: Vec<Compressor>,
+    /// Who the connection is authenticated as; behind a lock because
+    /// handlers see the connection shared (`saslStart`, `hello`).
+    auth: std::sync::Mutex<crate::auth::ConnAuth>,
 }
 
 impl Conn {
@@ -38,7 +43,13 @@ impl Conn {
             id,
             peer,
             compressors: Vec::new(),
+            auth: Default::default(),
         }
+    }
+
+    pub fn auth(&self) -> std::sync::MutexGuard<'_, crate::auth::ConnAuth> {
+        // Every change to the state is one assignment; a panic cannot tear it.
+        self.auth.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -183,6 +194,16 @@ commands! {
     "argonDeleteBranch" => branch::delete_branch;
     "argonResetBranch" => branch::reset_branch;
     "argonLogInfo" => branch::log_info;
+    "argonProtectBranch" => branch::protect_branch;
+    "saslStart" => sasl::sasl_start;
+    "saslContinue" => sasl::sasl_continue;
+    "logout" => sasl::logout;
+    "createUser" => users::create_user;
+    "updateUser" => users::update_user;
+    "dropUser" => users::drop_user;
+    "usersInfo" => users::users_info;
+    "grantRolesToUser" => users::grant_roles_to_user;
+    "revokeRolesFromUser" => users::revoke_roles_from_user;
 }
 
 pub fn lookup(name: &str) -> Option<&'static Command> {
@@ -248,6 +269,7 @@ async fn answer(
             "the {name} command has no $db field"
         )));
     };
+    crate::auth::authorize(svc, conn, name, db, &req.command)?;
     if matches!(name, "hello" | "isMaster" | "ismaster")
         && let Ok(list) = req.command.get_array("compression")
     {

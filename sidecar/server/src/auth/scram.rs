@@ -395,18 +395,21 @@ impl ServerConversation {
     }
 }
 
-/// The client side, for tests and for the test vectors.
-#[cfg(test)]
-pub(crate) fn client_final(
+/// The client side of the proof step, for tests and tools: given the
+/// prepared password, the client's first message (bare) and the server's
+/// first message, the client-final message and the server signature the
+/// client must then receive. `None` when `server_first` is malformed.
+pub fn client_final(
     mech: Mechanism,
     prepared: &str,
     client_first_bare: &str,
     server_first: &str,
-) -> (String, String) {
+) -> Option<(String, String)> {
     let mut fields = server_first.split(',');
-    let nonce = &fields.next().unwrap()[2..];
-    let salt = B64.decode(&fields.next().unwrap()[2..]).unwrap();
-    let iterations: u32 = fields.next().unwrap()[2..].parse().unwrap();
+    let nonce = fields.next()?.strip_prefix("r=")?;
+    let salt = B64.decode(fields.next()?.strip_prefix("s=")?).ok()?;
+    let iterations: u32 = fields.next()?.strip_prefix("i=")?.parse().ok()?;
+    check_iterations(iterations).ok()?;
     let salted = mech.hi(prepared.as_bytes(), &salt, iterations);
     let client_key = mech.hmac(&salted, b"Client Key");
     let stored = mech.hash(&client_key);
@@ -415,10 +418,10 @@ pub(crate) fn client_final(
     let sig = mech.hmac(&stored, auth.as_bytes());
     let proof: Vec<u8> = client_key.iter().zip(&sig).map(|(a, b)| a ^ b).collect();
     let server_sig = mech.hmac(&mech.hmac(&salted, b"Server Key"), auth.as_bytes());
-    (
+    Some((
         format!("{without_proof},p={}", B64.encode(proof)),
         format!("v={}", B64.encode(server_sig)),
-    )
+    ))
 }
 
 #[cfg(test)]
@@ -490,7 +493,7 @@ mod tests {
         let cred = known.then_some(cred);
         let (conv, sf) = ServerConversation::start(Mechanism::ScramSha256, "admin", &first, cred);
         let sf = String::from_utf8(sf).unwrap();
-        let (cf, v) = client_final(Mechanism::ScramSha256, &prepared, &first.bare, &sf);
+        let (cf, v) = client_final(Mechanism::ScramSha256, &prepared, &first.bare, &sf).unwrap();
         (conv, cf, v)
     }
 

@@ -212,4 +212,36 @@ mod tests {
         assert_eq!(StoredUser::from_doc("admin", "ann", &d), Some(user.clone()));
         assert!(!format!("{}", user.info_doc()).contains("storedKey"));
     }
+
+    #[test]
+    fn a_hostile_stored_credential_is_dropped() {
+        let user = StoredUser {
+            id: UserId {
+                db: "admin".into(),
+                name: "ann".into(),
+            },
+            roles: Vec::new(),
+            credentials: vec![(
+                Mechanism::ScramSha256,
+                Credential::new(Mechanism::ScramSha256, "ann", "pw").unwrap(),
+            )],
+            custom_data: None,
+        };
+        for (key, value) in [
+            ("iterationCount", Bson::Int64(1 << 40)),
+            ("iterationCount", Bson::Int64(-1)),
+            ("iterationCount", Bson::Int64(1)),
+            ("storedKey", Bson::String("AAAA".into())),
+            ("salt", Bson::String("!!".into())),
+        ] {
+            let mut d = user.to_doc();
+            d.get_document_mut("credentials")
+                .unwrap()
+                .get_document_mut("SCRAM-SHA-256")
+                .unwrap()
+                .insert(key, value.clone());
+            let read = StoredUser::from_doc("admin", "ann", &d).unwrap();
+            assert!(read.credentials.is_empty(), "{key}: {value}");
+        }
+    }
 }

@@ -77,6 +77,13 @@ pub struct ServeArgs {
     /// create the first one (the localhost exception).
     #[arg(long, env = "ARGON_AUTH")]
     pub auth: bool,
+    /// Serve only the default branch (`--branch`): databases of other
+    /// branches (`db~other`), their past points and every branch change
+    /// (`argonCreateBranch`, `argonResetBranch`, `argonDeleteBranch`,
+    /// `argonProtectBranch`) are refused, with or without authentication.
+    /// For an injected sidecar that serves one app its branch.
+    #[arg(long, env = "ARGON_CONFINE_TO_BRANCH")]
+    pub confine_to_branch: bool,
     /// Most client connections open at once; a connection beyond them is
     /// closed as it arrives (and logged).
     #[arg(long, env = "ARGON_MAX_CONNECTIONS", default_value_t = crate::limits::DEFAULT_MAX_CONNECTIONS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]

@@ -66,7 +66,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    tracing::info!(listen = %listener.local_addr()?, %store, project = %args.project, branch = %args.branch, read_only = args.read_only, auth = args.auth, max_connections = args.max_connections, frame_timeout_ms = args.frame_timeout_ms, "serving MongoDB clients");
+    tracing::info!(listen = %listener.local_addr()?, %store, project = %args.project, branch = %args.branch, read_only = args.read_only, auth = args.auth, confine_to_branch = args.confine_to_branch, max_connections = args.max_connections, frame_timeout_ms = args.frame_timeout_ms, "serving MongoDB clients");
     let options = args.server_options();
     let service = if args.read_only {
         Service::new_read_only(wal, args.branch, metrics)
@@ -83,6 +83,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .then(|| std::time::Duration::from_millis(args.default_max_time_ms)),
     );
     service.set_blocking_sort_bytes(args.max_blocking_sort_bytes);
+    service.set_confined_to_branch(args.confine_to_branch);
     service
         .set_auth_required(args.auth)
         .await

@@ -140,7 +140,8 @@ async fn accept_with_backoff(listener: &TcpListener) -> Option<(TcpStream, Socke
     }
 }
 
-/// Every few seconds: idle cursors and sessions, expired transactions.
+/// Every few seconds: idle cursors and sessions, expired transactions, and
+/// the project's users.
 async fn reap_cursors(service: Arc<Service>) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
@@ -152,6 +153,13 @@ async fn reap_cursors(service: Arc<Service>) {
                 ended,
                 "aborted expired transactions, forgot idle sessions"
             );
+        }
+        // Users changed through another sidecar of the project (a dropped
+        // user, revoked roles) reach this one's open connections here.
+        if service.auth_required()
+            && let Err(e) = service.users.refresh(&service.wal).await
+        {
+            tracing::warn!(error = %e, "cannot refresh the project's users");
         }
         let n = service.cursors.reap(Instant::now());
         if n > 0 {

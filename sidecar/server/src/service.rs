@@ -32,6 +32,8 @@ pub struct Service {
     next_connection: AtomicI64,
     /// `--auth`: commands need an authenticated user (`auth::authorize`).
     auth_required: AtomicBool,
+    /// `--confine-to-branch`: only the default branch is served.
+    confined_to_branch: AtomicBool,
     /// The project's users, refreshed from the catalog log.
     pub users: crate::auth::users::Directory,
 }
@@ -50,6 +52,7 @@ impl Service {
             read_only: false,
             next_connection: AtomicI64::new(0),
             auth_required: AtomicBool::new(false),
+            confined_to_branch: AtomicBool::new(false),
             users: Default::default(),
         })
     }
@@ -100,6 +103,15 @@ impl Service {
         self.users.refresh(&self.wal).await?;
         self.auth_required.store(on, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Whether only the default branch is served (`serve --confine-to-branch`).
+    pub fn confined_to_branch(&self) -> bool {
+        self.confined_to_branch.load(Ordering::Relaxed)
+    }
+
+    pub fn set_confined_to_branch(&self, on: bool) {
+        self.confined_to_branch.store(on, Ordering::Relaxed);
     }
 
     pub fn next_connection_id(&self) -> i64 {

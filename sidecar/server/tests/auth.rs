@@ -350,3 +350,54 @@ async fn hostile_sasl_gets_errors_never_a_crash() {
     }
     server.stop().await;
 }
+
+/// An injected sidecar confined to its branch serves nothing else, even
+/// without authentication.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confined_sidecar_serves_only_its_branch() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let data = dir.path().join("wal").display().to_string();
+    let server = Sidecar::start(
+        "argon-sidecar-confined",
+        &["--data", &data, "--confine-to-branch"],
+    )
+    .await
+    .expect("the sidecar starts");
+    let c = server.client().await.expect("a client");
+    let things = |db: &str| c.database(db).collection::<Document>("things");
+    things("app")
+        .insert_one(doc! {"_id": 1})
+        .await
+        .expect("its own branch");
+    things("app~main")
+        .find_one(doc! {})
+        .await
+        .expect("its own branch by name");
+    things("app~main@1")
+        .find_one(doc! {})
+        .await
+        .expect("a past point of its own branch");
+    for db in ["app~dev", "app~dev@1"] {
+        let e = things(db).find_one(doc! {}).await.expect_err(db);
+        assert_eq!(code(&e), Some(13), "{db}");
+    }
+    let e = things("app~dev")
+        .insert_one(doc! {})
+        .await
+        .expect_err("a write to another branch");
+    assert_eq!(code(&e), Some(13));
+    let admin = c.database("admin");
+    for cmd in [
+        doc! {"argonCreateBranch": "dev", "from": "main"},
+        doc! {"argonResetBranch": "main", "toSeq": 0},
+        doc! {"argonDeleteBranch": "main"},
+        doc! {"argonProtectBranch": "main"},
+    ] {
+        let e = admin.run_command(cmd.clone()).await.expect_err("refused");
+        assert_eq!(code(&e), Some(13), "{cmd}");
+    }
+    admin
+        .run_command(doc! {"argonListBranches": 1})
+        .await
+        .expect("listing is not a change");
+}

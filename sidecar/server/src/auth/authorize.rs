@@ -2,7 +2,10 @@
 //! passes through ([`authorize`], called by the dispatcher before the
 //! handler, inside a transaction or not).
 //!
-//! With `--auth` off every command is allowed, as with mongod. With it on:
+//! A server confined to its branch (`--confine-to-branch`) first refuses
+//! anything about another branch and every branch change, with or without
+//! authentication. With `--auth` off every other command is allowed, as with
+//! mongod. With it on:
 //! the handshake and authentication commands need nothing; everything else
 //! needs an authenticated user whose grants allow the command's
 //! [`Privilege`]; a command this table does not know needs `root`. The
@@ -25,10 +28,18 @@ pub fn authorize(
     db: &str,
     cmd: &Document,
 ) -> Result<()> {
-    if !svc.auth_required() {
+    if !svc.auth_required() && !svc.confined_to_branch() {
         return Ok(());
     }
     let needs = required(command, db, cmd, &svc.default_branch)?;
+    if svc.confined_to_branch() {
+        for p in &needs {
+            confine(p, &svc.default_branch)?;
+        }
+    }
+    if !svc.auth_required() {
+        return Ok(());
+    }
     if needs.iter().all(|p| *p == Privilege::None) {
         return Ok(());
     }
@@ -60,6 +71,30 @@ pub fn authorize(
         }
     }
     Ok(())
+}
+
+/// A sidecar confined to its branch (`serve --confine-to-branch`, an
+/// injected sidecar): other branches, their past points and every branch
+/// change are refused, whoever asks.
+fn confine(p: &Privilege, own: &str) -> Result<()> {
+    let refuse = |what: String| {
+        Err(CommandError::new(
+            ErrorCode::Unauthorized,
+            format!("this server serves only branch {own:?}: {what} is refused here"),
+        ))
+    };
+    match p {
+        Privilege::Read { branch, .. }
+        | Privilege::Write { branch, .. }
+        | Privilege::DbAdmin { branch, .. }
+            if branch != own =>
+        {
+            refuse(format!("branch {branch:?}"))
+        }
+        Privilege::BranchAdmin { branch } => refuse(format!("changing branch {branch:?}")),
+        Privilege::Root => refuse("a root-only command".into()),
+        _ => Ok(()),
+    }
 }
 
 /// No user exists yet and the client is on this machine.

@@ -84,6 +84,23 @@ pub struct ServeArgs {
     /// For an injected sidecar that serves one app its branch.
     #[arg(long, env = "ARGON_CONFINE_TO_BRANCH")]
     pub confine_to_branch: bool,
+    /// Serve TLS with this PEM certificate chain (with --tls-key-file);
+    /// re-read when the file changes.
+    #[arg(
+        long,
+        env = "ARGON_TLS_CERT_FILE",
+        value_name = "PEM",
+        requires = "tls_key_file"
+    )]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The PEM private key of --tls-cert-file.
+    #[arg(
+        long,
+        env = "ARGON_TLS_KEY_FILE",
+        value_name = "PEM",
+        requires = "tls_cert_file"
+    )]
+    pub tls_key_file: Option<PathBuf>,
     /// Most client connections open at once; a connection beyond them is
     /// closed as it arrives (and logged).
     #[arg(long, env = "ARGON_MAX_CONNECTIONS", default_value_t = crate::limits::DEFAULT_MAX_CONNECTIONS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]

@@ -6,7 +6,7 @@
 //! (`commands`, `error`), the query engine that filters, updates, projects,
 //! sorts and aggregates documents (`query`), branch addressing in database
 //! names (`target`), cursors (`cursor`), retryable-write memory (`retry`),
-//! every limit a request is held to (`limits`), the accept loop (`server`), configuration (`config`) and the metrics
+//! every limit a request is held to (`limits`), the accept loop (`server`), TLS with certificate reloading (`tls`), configuration (`config`) and the metrics
 //! endpoint (`metrics`).
 //!
 //! Durability, branches and materialized state belong to the `argon-wal`
@@ -28,6 +28,7 @@ pub mod service;
 pub mod session;
 pub mod spill;
 pub mod target;
+pub mod tls;
 pub mod wal_error;
 pub mod wire;
 

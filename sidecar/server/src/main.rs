@@ -8,7 +8,7 @@ use anyhow::Context;
 use argon_sidecar::Service;
 use argon_sidecar::config::{Cli, Command, ServeArgs, open_wal};
 use argon_sidecar::metrics::{self, Metrics};
-use argon_sidecar::server::run_with;
+use argon_sidecar::server::run_with_tls;
 use clap::Parser;
 use tokio::net::TcpListener;
 
@@ -63,10 +63,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         )
     })?;
     metrics.watch_wal(wal.clone());
+    let tls = match (&args.tls_cert_file, &args.tls_key_file) {
+        (Some(cert), Some(key)) => {
+            let serving = argon_sidecar::tls::ServingCert::load(cert, key)?;
+            let acceptor = serving.acceptor()?;
+            tokio::spawn(argon_sidecar::tls::watch(serving));
+            Some(acceptor)
+        }
+        _ => None,
+    };
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    tracing::info!(listen = %listener.local_addr()?, %store, project = %args.project, branch = %args.branch, read_only = args.read_only, auth = args.auth, confine_to_branch = args.confine_to_branch, max_connections = args.max_connections, frame_timeout_ms = args.frame_timeout_ms, "serving MongoDB clients");
+    tracing::info!(listen = %listener.local_addr()?, %store, project = %args.project, branch = %args.branch, read_only = args.read_only, tls = tls.is_some(), auth = args.auth, confine_to_branch = args.confine_to_branch, max_connections = args.max_connections, frame_timeout_ms = args.frame_timeout_ms, "serving MongoDB clients");
     let options = args.server_options();
     let service = if args.read_only {
         Service::new_read_only(wal, args.branch, metrics)
@@ -88,7 +97,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .set_auth_required(args.auth)
         .await
         .context("cannot load the project's users")?;
-    run_with(listener, service, options, shutdown_signal()).await;
+    run_with_tls(listener, service, options, tls, shutdown_signal()).await;
     Ok(())
 }
 

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, broadcast, mpsc};
 
@@ -55,6 +55,18 @@ pub async fn run_with(
     listener: TcpListener,
     service: Arc<Service>,
     options: ServerOptions,
+    shutdown: impl Future,
+) {
+    run_with_tls(listener, service, options, None, shutdown).await
+}
+
+/// [`run_with`], every connection over TLS when `tls` is given (a client
+/// that does not complete the handshake within `frame_timeout` is closed).
+pub async fn run_with_tls(
+    listener: TcpListener,
+    service: Arc<Service>,
+    options: ServerOptions,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future,
 ) {
     let (notify_shutdown, _) = broadcast::channel::<()>(1);
@@ -101,8 +113,30 @@ pub async fn run_with(
             let shutdown_rx = notify_shutdown.subscribe();
             let done = done_tx.clone();
             let frame_timeout = options.frame_timeout;
+            let tls = tls.clone();
             tokio::spawn(async move {
-                serve_connection(stream, peer, service, shutdown_rx, frame_timeout).await;
+                let _ = stream.set_nodelay(true);
+                match tls {
+                    None => {
+                        serve_connection(stream, peer, service, shutdown_rx, frame_timeout).await
+                    }
+                    Some(acceptor) => {
+                        match tokio::time::timeout(frame_timeout, acceptor.accept(stream)).await {
+                            Ok(Ok(stream)) => {
+                                serve_connection(stream, peer, service, shutdown_rx, frame_timeout)
+                                    .await
+                            }
+                            Ok(Err(e)) => {
+                                service.metrics.protocol_errors.inc();
+                                tracing::info!(%peer, error = %e, "TLS handshake failed");
+                            }
+                            Err(_) => {
+                                service.metrics.protocol_errors.inc();
+                                tracing::info!(%peer, "TLS handshake timed out");
+                            }
+                        }
+                    }
+                }
                 drop(permit);
                 drop(done);
             });
@@ -180,14 +214,13 @@ enum ConnError {
     Stalled { received: usize, timeout: Duration },
 }
 
-async fn serve_connection(
-    mut stream: TcpStream,
+async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
     peer: SocketAddr,
     service: Arc<Service>,
     mut shutdown: broadcast::Receiver<()>,
     frame_timeout: Duration,
 ) {
-    let _ = stream.set_nodelay(true);
     let mut conn = Conn::new(service.next_connection_id(), peer);
     service.metrics.connections_total.inc();
     service.metrics.connections_open.inc();
@@ -253,8 +286,8 @@ async fn serve_connection(
 /// buffer grows by at most [`crate::limits::READ_CHUNK`] per read, so it
 /// holds what arrived, not what a header claims; a large buffer is
 /// released once its message is taken.
-async fn read_frame(
-    stream: &mut TcpStream,
+async fn read_frame<S: AsyncRead + Unpin>(
+    stream: &mut S,
     buf: &mut BytesMut,
     frame_timeout: Duration,
 ) -> Result<Option<Frame>, ConnError> {

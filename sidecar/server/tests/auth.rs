@@ -7,7 +7,7 @@
 mod common;
 
 use argon_sidecar::auth::scram::{self, Mechanism};
-use argon_testkit::clients::{run_node, run_python};
+use argon_testkit::clients::{run_mongosh, run_node, run_python};
 use bson::spec::BinarySubtype;
 use bson::{Binary, Bson, Document, doc};
 use common::sidecar::Sidecar;
@@ -111,6 +111,26 @@ async fn drivers_authenticate_and_roles_hold_across_a_restart() {
     .expect("node runs")
     .unwrap_or_else(|e| panic!("node: {e:#}"));
     assert_eq!(out.trim().lines().last(), Some("OK"), "node: {out}");
+
+    let out = tokio::task::spawn_blocking({
+        let uri = uri(&server, "dev", PASSWORD);
+        move || {
+            run_mongosh(
+                &uri,
+                r#"const d = db.getSiblingDB('app~preview-1');
+d.shell.insertOne({by: 'mongosh'});
+if (d.shell.countDocuments({by: 'mongosh'}) !== 1) throw new Error('not written');
+let code = 0;
+try { db.getSiblingDB('app').shell.findOne(); } catch (e) { code = e.code; }
+if (code !== 13) throw new Error('main was readable: ' + code);
+print('OK');"#,
+            )
+        }
+    })
+    .await
+    .expect("mongosh runs")
+    .unwrap_or_else(|e| panic!("mongosh: {e:#}"));
+    assert_eq!(out.trim().lines().last(), Some("OK"), "mongosh: {out}");
 
     // No password in anything the server printed.
     let output = server.output();

@@ -421,3 +421,52 @@ async fn a_confined_sidecar_serves_only_its_branch() {
         .await
         .expect("listing is not a change");
 }
+
+/// Two sidecars on one FerretDB store share users, protection, and the
+/// localhost exception (used once for the project, not once per sidecar).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecars_on_one_store_share_users() {
+    let ferretdb = argon_testkit::FerretDb::start()
+        .await
+        .expect("FerretDB starts");
+    let args = ["--store", ferretdb.uri(), "--project", "p", "--auth"];
+    let (a, b) = tokio::join!(
+        Sidecar::start("sidecar-a", &args),
+        Sidecar::start("sidecar-b", &args)
+    );
+    let (a, b) = (a.expect("sidecar a starts"), b.expect("sidecar b starts"));
+    a.client()
+        .await
+        .expect("a client")
+        .database("admin")
+        .run_command(doc! {"createUser": "root", "pwd": PASSWORD, "roles": ["root"]})
+        .await
+        .expect("the first user, through a");
+    let e = b
+        .client()
+        .await
+        .expect("a client")
+        .database("admin")
+        .run_command(doc! {"createUser": "second", "pwd": PASSWORD, "roles": ["root"]})
+        .await
+        .expect_err("the exception is the project's, already used");
+    assert_eq!(code(&e), Some(13));
+    let root_b = client(uri(&b, "root", PASSWORD)).await;
+    root_b
+        .database("admin")
+        .run_command(doc! {"argonCreateBranch": "keep", "from": "main"})
+        .await
+        .expect("root, created through a, works through b");
+    root_b
+        .database("admin")
+        .run_command(doc! {"argonProtectBranch": "keep"})
+        .await
+        .expect("protect through b");
+    let root_a = client(uri(&a, "root", PASSWORD)).await;
+    let e = root_a
+        .database("admin")
+        .run_command(doc! {"argonDeleteBranch": "keep"})
+        .await
+        .expect_err("protected through b, refused through a");
+    assert_eq!(code(&e), Some(20));
+}

@@ -114,7 +114,7 @@ impl ProjectAccess {
 
 impl Wal {
     /// The project's users and protected branches, caught up with the store.
-    pub async fn access(&self) -> Result<ProjectAccess> {
+    pub async fn access(&self) -> Result<std::sync::Arc<ProjectAccess>> {
         Ok(self.catalog_now().await?.access)
     }
 

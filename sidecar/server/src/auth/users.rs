@@ -141,6 +141,9 @@ impl StoredUser {
 #[derive(Default)]
 pub struct Directory {
     users: RwLock<Arc<HashMap<UserId, Arc<StoredUser>>>>,
+    /// The catalog's access records last loaded: unchanged (the same
+    /// `Arc`), nothing is parsed again.
+    loaded: std::sync::Mutex<Option<Arc<ProjectAccess>>>,
 }
 
 impl Directory {
@@ -170,7 +173,12 @@ impl Directory {
     /// Reloads from the WAL's catalog (other sidecars' changes included).
     pub async fn refresh(&self, wal: &Wal) -> Result<()> {
         let access = wal.access().await.map_err(from_wal)?;
+        let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+        if loaded.as_ref().is_some_and(|l| Arc::ptr_eq(l, &access)) {
+            return Ok(());
+        }
         self.load(&access);
+        *loaded = Some(access);
         Ok(())
     }
 

@@ -363,6 +363,29 @@ async fn hostile_sasl_gets_errors_never_a_crash() {
     assert_eq!(error_code(&wrong), Some(18));
     assert_eq!(wrong.get_str("errmsg").ok(), unknown.get_str("errmsg").ok());
 
+    // saslSupportedMechs does not tell who exists either.
+    let r = c
+        .command(doc! {"createUser": "new", "pwd": PASSWORD, "roles": [], "mechanisms": ["SCRAM-SHA-256"], "$db": "admin"})
+        .await;
+    assert_eq!(error_code(&r), None, "{r}");
+    let mechs = |r: &Document| {
+        r.get_array("saslSupportedMechs")
+            .cloned()
+            .unwrap_or_default()
+    };
+    let known = c
+        .command(doc! {"hello": 1, "saslSupportedMechs": "admin.new", "$db": "admin"})
+        .await;
+    assert_eq!(mechs(&known), vec![Bson::String("SCRAM-SHA-256".into())]);
+    let unknown = other
+        .command(doc! {"hello": 1, "saslSupportedMechs": "admin.nobody", "$db": "admin"})
+        .await;
+    let root = other
+        .command(doc! {"hello": 1, "saslSupportedMechs": "admin.ann", "$db": "admin"})
+        .await;
+    assert_eq!(mechs(&unknown), mechs(&root));
+    assert_eq!(mechs(&unknown).len(), 2);
+
     // The server is still serving both connections.
     for conn in [&mut c, &mut other] {
         let r = conn.command(doc! {"ping": 1, "$db": "admin"}).await;

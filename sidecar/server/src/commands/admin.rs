@@ -183,12 +183,19 @@ pub async fn get_log(ctx: &Ctx<'_>) -> Result<Document> {
     Ok(doc! {"totalLinesWritten": 0, "log": []})
 }
 
-pub async fn list_commands(_: &Ctx<'_>) -> Result<Document> {
+pub async fn list_commands(ctx: &Ctx<'_>) -> Result<Document> {
     let mut cmds = Document::new();
     for c in super::COMMANDS {
+        let requires_auth = crate::auth::authorize::required(
+            c.name,
+            "admin",
+            &Document::new(),
+            &ctx.svc.default_branch,
+        )
+        .map_or(true, |needs| needs != [crate::auth::roles::Privilege::None]);
         cmds.insert(
             c.name,
-            doc! {"help": "", "requiresAuth": false, "secondaryOk": true, "adminOnly": false},
+            doc! {"help": "", "requiresAuth": requires_auth, "secondaryOk": true, "adminOnly": false},
         );
     }
     Ok(doc! {"commands": cmds})

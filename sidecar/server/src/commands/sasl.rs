@@ -183,8 +183,9 @@ pub async fn speculative(ctx: &Ctx<'_>) -> Option<Document> {
     start(ctx, db, spec).await.ok()
 }
 
-/// `hello`'s `saslSupportedMechs: "<db>.<user>"`: the user's mechanisms,
-/// left out for an unknown user (as mongod does).
+/// `hello`'s `saslSupportedMechs: "<db>.<user>"`: the user's mechanisms.
+/// An unknown user gets the mechanisms `createUser` gives by default (mongod
+/// leaves the field out), so the handshake does not tell who exists.
 pub async fn supported_mechanisms(ctx: &Ctx<'_>) -> Option<Vec<Bson>> {
     let name = ctx.cmd.get_str("saslSupportedMechs").ok()?;
     let (db, user) = name.split_once('.')?;
@@ -195,5 +196,11 @@ pub async fn supported_mechanisms(ctx: &Ctx<'_>) -> Option<Vec<Bson>> {
     if ctx.svc.users.get(&id).is_none() {
         ctx.svc.users.refresh(&ctx.svc.wal).await.ok()?;
     }
-    Some(ctx.svc.users.get(&id)?.mechanisms())
+    Some(match ctx.svc.users.get(&id) {
+        Some(u) => u.mechanisms(),
+        None => Mechanism::ALL
+            .iter()
+            .map(|m| Bson::String(m.name().to_owned()))
+            .collect(),
+    })
 }

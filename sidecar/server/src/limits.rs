@@ -30,6 +30,7 @@
 //! | a SASL payload (`saslStart`, `saslContinue`) | 8 KiB ([`MAX_SASL_PAYLOAD`]) | `commands::sasl` | AuthenticationFailed (18) |
 //! | a stored SCRAM iteration count | 4096 ..= 1,000,000 | `auth::scram` | AuthenticationFailed (18) / BadValue (2) |
 //! | users of a project | 10,000 ([`MAX_USERS`]) | `commands::users` | BadValue (2) |
+//! | a stored user (roles, customData, keys) | 64 KiB ([`MAX_USER_BYTES`]) | `commands::users` | BadValue (2) |
 //! | a partial frame | `--frame-timeout-ms`, default 60 s | `server` | the connection is closed |
 
 use std::time::Duration;
@@ -135,6 +136,10 @@ pub const MAX_SCRAM_ITERATIONS: u32 = 1_000_000;
 
 /// Users one project may have (each is in every handle's memory).
 pub const MAX_USERS: usize = 10_000;
+
+/// The largest stored user document: every sidecar of the project holds
+/// every user in memory, so one user's roles and `customData` stay small.
+pub const MAX_USER_BYTES: usize = 64 * 1024;
 
 /// Default of `serve --max-connections`.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1000;

@@ -363,6 +363,12 @@ async fn hostile_sasl_gets_errors_never_a_crash() {
     assert_eq!(error_code(&wrong), Some(18));
     assert_eq!(wrong.get_str("errmsg").ok(), unknown.get_str("errmsg").ok());
 
+    // A user too large to keep in every sidecar's memory.
+    let r = c
+        .command(doc! {"createUser": "big", "pwd": PASSWORD, "roles": [], "customData": {"x": "y".repeat(100_000)}, "$db": "admin"})
+        .await;
+    assert_eq!(error_code(&r), Some(2), "{r}");
+
     // saslSupportedMechs does not tell who exists either.
     let r = c
         .command(doc! {"createUser": "new", "pwd": PASSWORD, "roles": [], "mechanisms": ["SCRAM-SHA-256"], "$db": "admin"})

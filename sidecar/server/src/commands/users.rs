@@ -162,10 +162,19 @@ async fn current(ctx: &Ctx<'_>, user: &UserId) -> Result<Arc<StoredUser>> {
 }
 
 async fn store(ctx: &Ctx<'_>, user: &StoredUser, pre: UserPrecondition) -> Result<bool> {
+    let doc = user.to_doc();
+    let bytes = crate::limits::document_size(&doc);
+    if bytes > crate::limits::MAX_USER_BYTES {
+        return Err(CommandError::bad_value(format!(
+            "user {} would take {bytes} bytes stored; the limit is {} (fewer roles or a smaller customData)",
+            user.id,
+            crate::limits::MAX_USER_BYTES
+        )));
+    }
     let written = ctx
         .svc
         .wal
-        .put_user(&user.id.db, &user.id.name, user.to_doc(), pre)
+        .put_user(&user.id.db, &user.id.name, doc, pre)
         .await
         .map_err(from_wal)?;
     ctx.svc.users.refresh(&ctx.svc.wal).await?;

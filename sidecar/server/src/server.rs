@@ -264,6 +264,9 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             };
             stream.write_all(&bytes).await?;
+            // A TLS stream may hold the last record until flushed (a plain
+            // TCP stream's flush does nothing).
+            stream.flush().await?;
         }
     }
     .await;

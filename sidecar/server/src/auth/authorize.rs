@@ -73,6 +73,20 @@ pub fn authorize(
     Ok(())
 }
 
+/// Whether the connection holds `p` (for a reply that shows only what the
+/// user may see, such as `listDatabases`): the same rule as [`authorize`].
+pub fn may(svc: &Service, conn: &Conn, p: &Privilege) -> bool {
+    if svc.confined_to_branch() && confine(p, &svc.default_branch).is_err() {
+        return false;
+    }
+    if !svc.auth_required() {
+        return true;
+    }
+    let user = conn.auth().user.clone();
+    user.and_then(|u| svc.users.get(&u))
+        .is_some_and(|stored| stored.roles.iter().any(|g| g.allows(p)))
+}
+
 /// A sidecar confined to its branch (`serve --confine-to-branch`, an
 /// injected sidecar): other branches, their past points and every branch
 /// change are refused, whoever asks.
@@ -148,10 +162,9 @@ pub fn required(
             }
             needs
         }
-        "listDatabases" => vec![Privilege::Read {
-            branch: default_branch.to_owned(),
-            db: None,
-        }],
+        // Any user; the reply lists only the databases the user may read
+        // (`may`), as mongod's `authorizedDatabases` does.
+        "listDatabases" => vec![Privilege::Authenticated],
         "serverStatus" | "getCmdLineOpts" | "hostInfo" | "getLog" | "getParameter" => {
             vec![Privilege::Monitor]
         }

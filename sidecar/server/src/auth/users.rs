@@ -99,14 +99,17 @@ impl StoredUser {
                 continue;
             };
             let key = |k: &str| c.get_str(k).ok().and_then(|s| B64.decode(s).ok());
-            let cred = Credential {
-                iterations: u32::try_from(crate::query::compare::as_i64(c.get("iterationCount")?)?)
-                    .ok()?,
-                salt: key("salt")?,
-                stored_key: key("storedKey")?,
-                server_key: key("serverKey")?,
+            let cred = || {
+                let iterations = crate::query::compare::as_i64(c.get("iterationCount")?)?;
+                Some(Credential {
+                    iterations: u32::try_from(iterations).ok()?,
+                    salt: key("salt")?,
+                    stored_key: key("storedKey")?,
+                    server_key: key("serverKey")?,
+                })
             };
-            if cred.validate(mech).is_ok() {
+            // A broken credential is dropped; the user stays, without it.
+            if let Some(cred) = cred().filter(|c| c.validate(mech).is_ok()) {
                 credentials.push((mech, cred));
             }
         }

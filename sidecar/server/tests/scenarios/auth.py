@@ -65,6 +65,9 @@ dev = client("dev", password)
 dev["app~preview-1"].things.insert_one({"_id": 1, "by": "dev"})
 assert dev["app~preview-1"].things.find_one({"_id": 1})["by"] == "dev"
 fails_with(13, lambda: dev.app.things.find_one())
+# listDatabases shows only what the user may read: nothing of main for dev.
+assert dev.list_database_names() == [], dev.list_database_names()
+assert "app" in client("root", password).list_database_names()
 fails_with(13, lambda: dev["app~main"].things.find_one())
 fails_with(13, lambda: dev.admin.command("argonCreateBranch", "preview-2", **{"from": "preview-1"}))
 fails_with(13, lambda: dev.admin.command("argonResetBranch", "preview-1", toSeq=0))

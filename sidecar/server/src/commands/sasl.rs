@@ -82,10 +82,10 @@ async fn start(ctx: &Ctx<'_>, db: &str, start: &Document) -> Result<Document> {
         db: db.to_owned(),
         name: first.user.clone(),
     };
-    // A user created through another sidecar is found after a refresh.
-    if ctx.svc.users.get(&user).is_none() {
-        ctx.svc.users.refresh(&ctx.svc.wal).await?;
-    }
+    // Caught up with the log on every login, known user or not: a user
+    // created through another sidecar is found, and a refresh only on a miss
+    // would make an unknown user's first step slower than a known one's.
+    ctx.svc.users.refresh(&ctx.svc.wal).await?;
     let credential = ctx
         .svc
         .users
@@ -193,9 +193,8 @@ pub async fn supported_mechanisms(ctx: &Ctx<'_>) -> Option<Vec<Bson>> {
         db: db.to_owned(),
         name: user.to_owned(),
     };
-    if ctx.svc.users.get(&id).is_none() {
-        ctx.svc.users.refresh(&ctx.svc.wal).await.ok()?;
-    }
+    // Refreshed whether the user is known or not (see `start`).
+    ctx.svc.users.refresh(&ctx.svc.wal).await.ok()?;
     Some(match ctx.svc.users.get(&id) {
         Some(u) => u.mechanisms(),
         None => Mechanism::ALL

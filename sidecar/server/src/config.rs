@@ -70,6 +70,37 @@ pub struct ServeArgs {
     #[arg(long, env = "ARGON_MAX_BLOCKING_SORT_BYTES", default_value_t = crate::limits::MAX_BLOCKING_STAGE_BYTES as u64,
           value_parser = clap::value_parser!(u64).range(1024..))]
     pub max_blocking_sort_bytes: u64,
+    /// Require authentication (as `mongod --auth`): only the handshake and
+    /// `saslStart`/`saslContinue` work before a client authenticates with
+    /// SCRAM-SHA-256 or SCRAM-SHA-1, and each command needs a role that
+    /// allows it. While the project has no user, a client on 127.0.0.1 may
+    /// create the first one (the localhost exception).
+    #[arg(long, env = "ARGON_AUTH")]
+    pub auth: bool,
+    /// Serve only the default branch (`--branch`): databases of other
+    /// branches (`db~other`), their past points and every branch change
+    /// (`argonCreateBranch`, `argonResetBranch`, `argonDeleteBranch`,
+    /// `argonProtectBranch`) are refused, with or without authentication.
+    /// For an injected sidecar that serves one app its branch.
+    #[arg(long, env = "ARGON_CONFINE_TO_BRANCH")]
+    pub confine_to_branch: bool,
+    /// Serve TLS with this PEM certificate chain (with --tls-key-file);
+    /// re-read when the file changes.
+    #[arg(
+        long,
+        env = "ARGON_TLS_CERT_FILE",
+        value_name = "PEM",
+        requires = "tls_key_file"
+    )]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The PEM private key of --tls-cert-file.
+    #[arg(
+        long,
+        env = "ARGON_TLS_KEY_FILE",
+        value_name = "PEM",
+        requires = "tls_cert_file"
+    )]
+    pub tls_key_file: Option<PathBuf>,
     /// Most client connections open at once; a connection beyond them is
     /// closed as it arrives (and logged).
     #[arg(long, env = "ARGON_MAX_CONNECTIONS", default_value_t = crate::limits::DEFAULT_MAX_CONNECTIONS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
@@ -138,6 +169,13 @@ impl ServeArgs {
         let Some(listen) = self.peer_listen else {
             return Ok(None);
         };
+        // Refused by name, not half done: forwarded writes would reach the
+        // writer over a link that has neither.
+        if self.auth || self.tls_cert_file.is_some() {
+            return Err(
+                "--peer-listen cannot be combined with --auth or TLS yet: the link between sidecars has no authentication or encryption of its own; run without --peer-listen (each sidecar then commits its own writes)".into(),
+            );
+        }
         if let Some(a) = &self.peer_advertise {
             return Ok(Some(a.clone()));
         }
@@ -169,6 +207,16 @@ impl ServeArgs {
                 "no store: give --data <dir> (embedded) or --store mongodb://... (shared)".into(),
             ),
         }
+    }
+}
+
+/// A command-line argument as it may be shown (`getCmdLineOpts`, logs):
+/// the credentials of any connection string in it are masked.
+pub fn redact_argument(arg: &str) -> String {
+    if arg.contains("://") {
+        redact(arg)
+    } else {
+        arg.to_owned()
     }
 }
 

@@ -121,7 +121,15 @@ error_codes! {
     TooManyLogicalSessions = 261,
     TransactionCommitted = 256,
     OperationNotSupportedInTransaction = 263,
-    TransactionTooLarge = 334,
+    // 257, not 334 (334 is MechanismUnavailable).
+    TransactionTooLarge = 257,
+    MechanismUnavailable = 334,
+    AuthenticationFailed = 18,
+    UserNotFound = 11,
+    RoleNotFound = 31,
+    ProtocolError = 17,
+    // `createUser` of a user that exists.
+    Location51003 = 51003,
 }
 
 /// A command failed: the reply is `ok: 0` with this code and message, and

@@ -13,7 +13,7 @@
 //! | size of a document an upsert inserts | 16 MiB | `commands::write::put` via [`check_upsert_size`] | 17420 "Document to upsert is larger than 16777216" |
 //! | statements in one insert, update or delete | 100,000 (`maxWriteBatchSize`) | `commands::write` via [`check_write_batch`] | InvalidLength (16) |
 //! | bytes one write command logs (its documents and the pre-images they replace) | 512 MiB ([`MAX_COMMIT_BYTES`]) | `argon_wal::Transaction`, set through `WalOptions::max_commit_bytes` | ExceededMemoryLimit (146), for the statement that passes it |
-//! | bytes one multi-document transaction logs | 256 MiB ([`MAX_TRANSACTION_BYTES`]) | `commands::commit_write` via [`check_transaction_size`] | TransactionTooLarge (334) |
+//! | bytes one multi-document transaction logs | 256 MiB ([`MAX_TRANSACTION_BYTES`]) | `commands::commit_write` via [`check_transaction_size`] | TransactionTooLarge (257) |
 //! | bytes all open transactions log together | 1 GiB ([`MAX_OPEN_TRANSACTION_BYTES`]) | `session::TxnBudget`, charged after each statement | ExceededMemoryLimit (146) |
 //! | query tree depth | 100 | `query::filter` | BadValue (2) |
 //! | expression depth | 200 | `query::expr` | Overflow (15) |
@@ -27,6 +27,10 @@
 //! | pipeline length | 1000 stages | `query::aggregate` | 7749501 |
 //! | message size | 48,000,000 bytes (also OP_COMPRESSED's uncompressed size) | `wire` | closes the connection |
 //! | connections | `--max-connections`, default 1000 | `server` | the excess connection is closed |
+//! | a SASL payload (`saslStart`, `saslContinue`) | 8 KiB ([`MAX_SASL_PAYLOAD`]) | `commands::sasl` | AuthenticationFailed (18) |
+//! | a stored SCRAM iteration count | 4096 ..= 1,000,000 | `auth::scram` | AuthenticationFailed (18) / BadValue (2) |
+//! | users of a project | 10,000 ([`MAX_USERS`]) | `commands::users` | BadValue (2) |
+//! | a stored user (roles, customData, keys) | 64 KiB ([`MAX_USER_BYTES`]) | `commands::users` | BadValue (2) |
 //! | a partial frame | `--frame-timeout-ms`, default 60 s | `server` | the connection is closed |
 
 use std::time::Duration;
@@ -120,6 +124,22 @@ pub const MAX_PIPELINE_STAGES: usize = 1000;
 /// `internalMaxSubPipelineViewDepth`: nesting of sub-pipelines
 /// (`$lookup` pipelines, `$facet`), when they exist.
 pub const MAX_SUB_PIPELINE_DEPTH: usize = 20;
+
+/// The largest SCRAM message a client may send: real ones are under 200
+/// bytes (a user name, a nonce, a proof).
+pub const MAX_SASL_PAYLOAD: usize = 8 * 1024;
+
+/// Iteration counts a stored SCRAM credential may have: RFC 7677's minimum,
+/// and a ceiling so one login cannot occupy a core for long.
+pub const MIN_SCRAM_ITERATIONS: u32 = 4096;
+pub const MAX_SCRAM_ITERATIONS: u32 = 1_000_000;
+
+/// Users one project may have (each is in every handle's memory).
+pub const MAX_USERS: usize = 10_000;
+
+/// The largest stored user document: every sidecar of the project holds
+/// every user in memory, so one user's roles and `customData` stay small.
+pub const MAX_USER_BYTES: usize = 64 * 1024;
 
 /// Default of `serve --max-connections`.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1000;

@@ -8,7 +8,7 @@ use anyhow::Context;
 use argon_sidecar::Service;
 use argon_sidecar::config::{Cli, Command, ServeArgs, open_wal_observed};
 use argon_sidecar::metrics::{self, Metrics};
-use argon_sidecar::server::run_with;
+use argon_sidecar::server::{run_with, run_with_tls};
 use clap::Parser;
 use tokio::net::TcpListener;
 
@@ -74,10 +74,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         )
     })?;
     metrics.watch_wal(wal.clone());
+    let tls = match (&args.tls_cert_file, &args.tls_key_file) {
+        (Some(cert), Some(key)) => {
+            let serving = argon_sidecar::tls::ServingCert::load(cert, key)?;
+            let acceptor = serving.acceptor()?;
+            tokio::spawn(argon_sidecar::tls::watch(serving));
+            Some(acceptor)
+        }
+        _ => None,
+    };
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    tracing::info!(listen = %listener.local_addr()?, %store, project = %args.project, branch = %args.branch, read_only = args.read_only, max_connections = args.max_connections, frame_timeout_ms = args.frame_timeout_ms, "serving MongoDB clients");
+    tracing::info!(listen = %listener.local_addr()?, %store, project = %args.project, branch = %args.branch, read_only = args.read_only, tls = tls.is_some(), auth = args.auth, confine_to_branch = args.confine_to_branch, max_connections = args.max_connections, frame_timeout_ms = args.frame_timeout_ms, "serving MongoDB clients");
     let options = args.server_options();
     let mut service = if args.read_only {
         Service::new_read_only(wal, args.branch, metrics)
@@ -106,6 +115,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .then(|| std::time::Duration::from_millis(args.default_max_time_ms)),
     );
     service.set_blocking_sort_bytes(args.max_blocking_sort_bytes);
+    service.set_confined_to_branch(args.confine_to_branch);
+    service
+        .set_auth_required(args.auth)
+        .await
+        .context("cannot load the project's users")?;
     let (stop_peers, peers_stopped) = tokio::sync::oneshot::channel::<()>();
     let peers = peer_listener.map(|l| {
         let peer_options = argon_sidecar::server::ServerOptions {
@@ -116,7 +130,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let _ = peers_stopped.await;
         }))
     });
-    run_with(listener, service.clone(), options, shutdown_signal()).await;
+    run_with_tls(listener, service.clone(), options, tls, shutdown_signal()).await;
     // Hand the leases over before the peer listener closes: the others
     // need not wait a lease period to take over.
     service.writers.release().await;

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, broadcast, mpsc};
 
@@ -60,6 +60,18 @@ pub async fn run_with(
     listener: TcpListener,
     service: Arc<Service>,
     options: ServerOptions,
+    shutdown: impl Future,
+) {
+    run_with_tls(listener, service, options, None, shutdown).await
+}
+
+/// [`run_with`], every connection over TLS when `tls` is given (a client
+/// that does not complete the handshake within `frame_timeout` is closed).
+pub async fn run_with_tls(
+    listener: TcpListener,
+    service: Arc<Service>,
+    options: ServerOptions,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future,
 ) {
     let (notify_shutdown, _) = broadcast::channel::<()>(1);
@@ -110,9 +122,45 @@ pub async fn run_with(
             let shutdown_rx = notify_shutdown.subscribe();
             let done = done_tx.clone();
             let (frame_timeout, from_peer) = (options.frame_timeout, options.peer);
+            let tls = tls.clone();
             tokio::spawn(async move {
-                serve_connection(stream, peer, service, shutdown_rx, frame_timeout, from_peer)
-                    .await;
+                let _ = stream.set_nodelay(true);
+                match tls {
+                    None => {
+                        serve_connection(
+                            stream,
+                            peer,
+                            service,
+                            shutdown_rx,
+                            frame_timeout,
+                            from_peer,
+                        )
+                        .await
+                    }
+                    Some(acceptor) => {
+                        match tokio::time::timeout(frame_timeout, acceptor.accept(stream)).await {
+                            Ok(Ok(stream)) => {
+                                serve_connection(
+                                    stream,
+                                    peer,
+                                    service,
+                                    shutdown_rx,
+                                    frame_timeout,
+                                    from_peer,
+                                )
+                                .await
+                            }
+                            Ok(Err(e)) => {
+                                service.metrics.protocol_errors.inc();
+                                tracing::info!(%peer, error = %e, "TLS handshake failed");
+                            }
+                            Err(_) => {
+                                service.metrics.protocol_errors.inc();
+                                tracing::info!(%peer, "TLS handshake timed out");
+                            }
+                        }
+                    }
+                }
                 drop(permit);
                 drop(done);
             });
@@ -152,7 +200,8 @@ async fn accept_with_backoff(listener: &TcpListener) -> Option<(TcpStream, Socke
     }
 }
 
-/// Every few seconds: idle cursors and sessions, expired transactions.
+/// Every few seconds: idle cursors and sessions, expired transactions, and
+/// the project's users.
 async fn reap_cursors(service: Arc<Service>) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
@@ -164,6 +213,13 @@ async fn reap_cursors(service: Arc<Service>) {
                 ended,
                 "aborted expired transactions, forgot idle sessions"
             );
+        }
+        // Users changed through another sidecar of the project (a dropped
+        // user, revoked roles) reach this one's open connections here.
+        if service.auth_required()
+            && let Err(e) = service.users.refresh(&service.wal).await
+        {
+            tracing::warn!(error = %e, "cannot refresh the project's users");
         }
         let n = service.cursors.reap(Instant::now());
         if n > 0 {
@@ -184,15 +240,14 @@ enum ConnError {
     Stalled { received: usize, timeout: Duration },
 }
 
-async fn serve_connection(
-    mut stream: TcpStream,
+async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
     peer: SocketAddr,
     service: Arc<Service>,
     mut shutdown: broadcast::Receiver<()>,
     frame_timeout: Duration,
     from_peer: bool,
 ) {
-    let _ = stream.set_nodelay(true);
     let mut conn = Conn::new(service.next_connection_id(), peer);
     conn.from_peer = from_peer;
     service.metrics.connections_total.inc();
@@ -237,6 +292,9 @@ async fn serve_connection(
                 }
             };
             stream.write_all(&bytes).await?;
+            // A TLS stream may hold the last record until flushed (a plain
+            // TCP stream's flush does nothing).
+            stream.flush().await?;
         }
     }
     .await;
@@ -259,8 +317,8 @@ async fn serve_connection(
 /// buffer grows by at most [`crate::limits::READ_CHUNK`] per read, so it
 /// holds what arrived, not what a header claims; a large buffer is
 /// released once its message is taken.
-async fn read_frame(
-    stream: &mut TcpStream,
+async fn read_frame<S: AsyncRead + Unpin>(
+    stream: &mut S,
     buf: &mut BytesMut,
     frame_timeout: Duration,
 ) -> Result<Option<Frame>, ConnError> {

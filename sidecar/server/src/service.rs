@@ -2,7 +2,7 @@
 //! cursors, retryable-write memory and metrics.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Instant;
 
 use argon_wal::{BranchState, ReadPoint, Wal};
@@ -34,6 +34,12 @@ pub struct Service {
     /// Transactions pinned to a branch writer elsewhere.
     pub pins: crate::writer::route::Pins,
     next_connection: AtomicI64,
+    /// `--auth`: commands need an authenticated user (`auth::authorize`).
+    auth_required: AtomicBool,
+    /// `--confine-to-branch`: only the default branch is served.
+    confined_to_branch: AtomicBool,
+    /// The project's users, refreshed from the catalog log.
+    pub users: crate::auth::users::Directory,
 }
 
 impl Service {
@@ -51,6 +57,9 @@ impl Service {
             started: Instant::now(),
             read_only: false,
             next_connection: AtomicI64::new(0),
+            auth_required: AtomicBool::new(false),
+            confined_to_branch: AtomicBool::new(false),
+            users: Default::default(),
         })
     }
 
@@ -99,6 +108,27 @@ impl Service {
 
     pub fn set_blocking_sort_bytes(&self, bytes: u64) {
         self.blocking_sort_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Whether commands need an authenticated user (`serve --auth`).
+    pub fn auth_required(&self) -> bool {
+        self.auth_required.load(Ordering::Relaxed)
+    }
+
+    /// Turns authentication on (or off) and loads the project's users.
+    pub async fn set_auth_required(&self, on: bool) -> Result<()> {
+        self.users.refresh(&self.wal).await?;
+        self.auth_required.store(on, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Whether only the default branch is served (`serve --confine-to-branch`).
+    pub fn confined_to_branch(&self) -> bool {
+        self.confined_to_branch.load(Ordering::Relaxed)
+    }
+
+    pub fn set_confined_to_branch(&self, on: bool) {
+        self.confined_to_branch.store(on, Ordering::Relaxed);
     }
 
     pub fn next_connection_id(&self) -> i64 {

@@ -76,6 +76,9 @@ pub(crate) struct Catalog {
     pub incarnations: HashMap<BranchId, Incarnation>,
     /// Live branch names.
     pub names: BTreeMap<BranchName, BranchId>,
+    /// Users and protected branches (`access`); shared, so cloning the
+    /// catalog (every branch operation does) does not copy every user.
+    pub access: std::sync::Arc<crate::access::ProjectAccess>,
 }
 
 impl Catalog {
@@ -251,6 +254,7 @@ impl Catalog {
                     });
                 }
             }
+            CatalogEvent::Access(event) => std::sync::Arc::make_mut(&mut self.access).apply(event),
             CatalogEvent::Delete { name, id } => {
                 if self.names.get(name) != Some(id) {
                     return Err(bad(format!("delete of {name} from a stale incarnation")));

@@ -855,6 +855,7 @@ impl Wal {
                 reason: "main is the project's root branch",
             });
         }
+        self.refuse_protected(&name).await?;
         let cat = self.inner.refreshed_catalog().await?;
         if cat.live(&name).is_none() {
             return Err(WalError::UnknownBranch {
@@ -928,6 +929,9 @@ impl Wal {
         request: Option<&str>,
     ) -> Result<ResetOutcome> {
         let name = BranchName::parse(name)?;
+        if !dry_run {
+            self.refuse_protected(&name).await?;
+        }
         if let Some(r) = request {
             // The seal may have landed without its catalog record: head_of
             // completes it, so the catalog below knows every applied reset.
@@ -1046,6 +1050,22 @@ impl Wal {
             self.inner.put_snapshot(inc.id, &head).await?;
         }
         Ok(head.seq())
+    }
+}
+
+// Hooks for `access` (users and protected branches in the catalog log).
+impl Wal {
+    /// The catalog, caught up with the store.
+    pub(crate) async fn catalog_now(&self) -> Result<Catalog> {
+        self.inner.refreshed_catalog().await
+    }
+
+    /// Appends the catalog event `make` builds (see `Inner::append_catalog`).
+    pub(crate) async fn append_catalog_event(
+        &self,
+        make: impl FnMut(&Catalog) -> Result<Option<CatalogEvent>>,
+    ) -> Result<Option<CatalogEvent>> {
+        self.inner.append_catalog(make).await
     }
 }
 

@@ -5,7 +5,8 @@
 //! What this crate owns:
 //! - the log record format (`record`) and its two stores (`store::embedded`,
 //!   `store::mongo`) behind the `LogStore` trait;
-//! - the branch catalog (`catalog`): names, forks, resets, deletes;
+//! - the branch catalog (`catalog`): names, forks, resets, deletes, and the
+//!   project's users and protected branches (`access`);
 //! - materialized state (`state`) with O(1) forks, snapshots (`snapshot`),
 //!   the canonical `_id` key (`idkey`) and secondary-index keys (`indexkey`)
 //!   with per-index key maps for O(log n) unique checks;
@@ -18,6 +19,7 @@
 //! (from the wire server) turns a command into physical `DocOp`s.
 //! See `DESIGN.md` beside this crate for the formats and the consistency model.
 
+pub mod access;
 mod catalog;
 pub mod diff;
 mod engine;
@@ -38,6 +40,7 @@ pub mod txn;
 pub mod types;
 pub mod unique;
 
+pub use access::{AccessEvent, ProjectAccess, UserPrecondition};
 pub use diff::{CollectionDiff, Diff};
 pub use engine::{
     BranchInfo, Clock, LineageEntry, LogInfo, ResetOutcome, RetryableOutcome, Wal, WalOptions,

@@ -146,6 +146,8 @@ pub enum CatalogEvent {
         name: BranchName,
         id: BranchId,
     },
+    /// Users and protected branches: project-level, not branch data.
+    Access(crate::access::AccessEvent),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -1181,11 +1183,15 @@ fn event_to_doc(e: &CatalogEvent) -> Document {
         CatalogEvent::Delete { name, id } => {
             doc! {"kind": "delete", "id": id.0 as i64, "name": name.as_str()}
         }
+        CatalogEvent::Access(e) => crate::access::event_to_doc(e),
     }
 }
 
 fn event_from_doc(d: &Document) -> Result<CatalogEvent> {
     const W: &str = "catalog event";
+    if crate::access::KINDS.contains(&get_str(d, W, "kind")?) {
+        return Ok(CatalogEvent::Access(crate::access::event_from_doc(d)?));
+    }
     let id = BranchId(get_u64(d, W, "id")?);
     let name = get_name(d, W, "name")?;
     Ok(match get_str(d, W, "kind")? {

@@ -40,6 +40,12 @@ pub async fn hello(ctx: &Ctx<'_>) -> Result<Document> {
         "maxWireVersion": MAX_WIRE_VERSION,
         "readOnly": false,
     };
+    if let Some(mechs) = super::sasl::supported_mechanisms(ctx).await {
+        d.insert("saslSupportedMechs", mechs);
+    }
+    if let Some(reply) = super::sasl::speculative(ctx).await {
+        d.insert("speculativeAuthenticate", reply);
+    }
     if matches!(ctx.cmd.get("loadBalanced"), Some(Bson::Boolean(true))) {
         d.insert("serviceId", *PROCESS_ID);
     }
@@ -85,7 +91,7 @@ pub async fn get_parameter(ctx: &Ctx<'_>) -> Result<Document> {
     ctx.require_admin("getParameter")?;
     let all = doc! {
         "featureCompatibilityVersion": {"version": "7.0"},
-        "authenticationMechanisms": [],
+        "authenticationMechanisms": ["SCRAM-SHA-1", "SCRAM-SHA-256"],
         "maxBSONDepth": crate::limits::MAX_BSON_DEPTH as i32,
         "cursorTimeoutMillis": crate::cursor::IDLE_TIMEOUT.as_millis() as i64,
         "logicalSessionTimeoutMinutes": 30,
@@ -115,8 +121,21 @@ pub async fn whatsmyuri(ctx: &Ctx<'_>) -> Result<Document> {
     Ok(doc! {"you": ctx.conn.peer.to_string()})
 }
 
-pub async fn connection_status(_: &Ctx<'_>) -> Result<Document> {
-    Ok(doc! {"authInfo": {"authenticatedUsers": [], "authenticatedUserRoles": []}})
+pub async fn connection_status(ctx: &Ctx<'_>) -> Result<Document> {
+    let user = ctx.conn.auth().user.clone();
+    let (users, roles) = match user.as_ref().and_then(|u| ctx.svc.users.get(u)) {
+        Some(u) => (
+            vec![Bson::Document(
+                doc! {"user": u.id.name.as_str(), "db": u.id.db.as_str()},
+            )],
+            u.roles
+                .iter()
+                .map(|g| Bson::Document(g.to_doc()))
+                .collect::<Vec<_>>(),
+        ),
+        None => (Vec::new(), Vec::new()),
+    };
+    Ok(doc! {"authInfo": {"authenticatedUsers": users, "authenticatedUserRoles": roles}})
 }
 
 pub async fn server_status(ctx: &Ctx<'_>) -> Result<Document> {
@@ -150,8 +169,14 @@ pub async fn host_info(_: &Ctx<'_>) -> Result<Document> {
     })
 }
 
+/// The command line with every credential in it masked: a connection
+/// string's user and password (`--store mongodb://u:p@h`, in any argument
+/// form) never leave the process.
 pub async fn get_cmd_line_opts(_: &Ctx<'_>) -> Result<Document> {
-    Ok(doc! {"argv": std::env::args().collect::<Vec<_>>(), "parsed": {}})
+    let argv: Vec<String> = std::env::args()
+        .map(|a| crate::config::redact_argument(&a))
+        .collect();
+    Ok(doc! {"argv": argv, "parsed": {}})
 }
 
 pub async fn get_log(ctx: &Ctx<'_>) -> Result<Document> {
@@ -159,12 +184,19 @@ pub async fn get_log(ctx: &Ctx<'_>) -> Result<Document> {
     Ok(doc! {"totalLinesWritten": 0, "log": []})
 }
 
-pub async fn list_commands(_: &Ctx<'_>) -> Result<Document> {
+pub async fn list_commands(ctx: &Ctx<'_>) -> Result<Document> {
     let mut cmds = Document::new();
     for c in super::COMMANDS {
+        let requires_auth = crate::auth::authorize::required(
+            c.name,
+            "admin",
+            &Document::new(),
+            &ctx.svc.default_branch,
+        )
+        .map_or(true, |needs| needs != [crate::auth::roles::Privilege::None]);
         cmds.insert(
             c.name,
-            doc! {"help": "", "requiresAuth": false, "secondaryOk": true, "adminOnly": false},
+            doc! {"help": "", "requiresAuth": requires_auth, "secondaryOk": true, "adminOnly": false},
         );
     }
     Ok(doc! {"commands": cmds})

@@ -6,7 +6,11 @@
 //! {argonDeleteBranch: "dev", force?: false}
 //! {argonResetBranch: "dev", toSeq | toTime, dryRun?: false, backupBranch?: "dev-backup"}
 //! {argonLogInfo: "dev"}   (or {argonLogInfo: 1, branch: "dev"})
+//! {argonProtectBranch: "main", protected?: true}
 //! ```
+//! A protected branch refuses a reset (other than a dry run) and a delete,
+//! whoever asks: the WAL checks it (`argon_wal::access`), so every sidecar
+//! and the operator see the same rule.
 //! Replies carry the branch record: name, parent, forkSeq, headSeq, times.
 
 use argon_wal::{BranchInfo, CommitInfo, Diff, ReadPoint, Seq};
@@ -106,10 +110,15 @@ pub async fn list_branches(ctx: &Ctx<'_>) -> Result<Document> {
     ctx.require_admin("argonListBranches")?;
     let branches = ctx.svc.wal.list_branches().await.map_err(from_wal)?;
     let include_deleted = opt_bool(ctx.cmd, "includeDeleted", false)?;
+    let access = ctx.svc.wal.access().await.map_err(from_wal)?;
     let docs: Vec<Document> = branches
         .iter()
         .filter(|b| include_deleted || !b.deleted)
-        .map(branch_doc)
+        .map(|b| {
+            let mut d = branch_doc(b);
+            d.insert("protected", access.is_protected(&b.name));
+            d
+        })
         .collect();
     Ok(doc! {"branches": docs, "defaultBranch": ctx.svc.default_branch.clone()})
 }
@@ -221,4 +230,18 @@ pub async fn log_info(ctx: &Ctx<'_>) -> Result<Document> {
         "first": log.first.as_ref().map(|c| Bson::Document(commit_doc(c))).unwrap_or(Bson::Null),
         "last": log.last.as_ref().map(|c| Bson::Document(commit_doc(c))).unwrap_or(Bson::Null),
     })
+}
+
+pub async fn protect_branch(ctx: &Ctx<'_>) -> Result<Document> {
+    ctx.require_admin("argonProtectBranch")?;
+    ctx.require_writable_server("protect or unprotect a branch")?;
+    let name = name_arg(ctx, "argonProtectBranch")?;
+    let protected = opt_bool(ctx.cmd, "protected", true)?;
+    ctx.svc.wal.branch(&name).await.map_err(from_wal)?;
+    ctx.svc
+        .wal
+        .set_protected(&name, protected)
+        .await
+        .map_err(from_wal)?;
+    Ok(doc! {"branch": name, "protected": protected})
 }

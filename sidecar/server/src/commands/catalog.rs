@@ -22,6 +22,13 @@ pub async fn list_databases(ctx: &Ctx<'_>) -> Result<Document> {
     let name_only = opt_bool(ctx.cmd, "nameOnly", false)?;
     let mut dbs = Vec::new();
     for db in state.databases() {
+        let readable = crate::auth::roles::Privilege::Read {
+            branch: target.branch.clone(),
+            db: Some(db.clone()),
+        };
+        if !crate::auth::authorize::may(ctx.svc, ctx.conn, &readable) {
+            continue;
+        }
         let docs: usize = state
             .collections(&db)
             .iter()

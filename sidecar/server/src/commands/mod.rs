@@ -12,7 +12,9 @@ mod catalog;
 mod merge;
 mod options;
 mod read;
+mod sasl;
 mod transaction;
+mod users;
 mod write;
 
 use std::net::SocketAddr;
@@ -36,6 +38,9 @@ pub struct Conn {
     /// A connection of the peer listener: another sidecar forwarding
     /// writes to this one, the branch's writer (`crate::writer`).
     pub from_peer: bool,
+    /// Who the connection is authenticated as; behind a lock because
+    /// handlers see the connection shared (`saslStart`, `hello`).
+    auth: std::sync::Mutex<crate::auth::ConnAuth>,
 }
 
 impl Conn {
@@ -45,7 +50,13 @@ impl Conn {
             peer,
             compressors: Vec::new(),
             from_peer: false,
+            auth: Default::default(),
         }
+    }
+
+    pub fn auth(&self) -> std::sync::MutexGuard<'_, crate::auth::ConnAuth> {
+        // Every change to the state is one assignment; a panic cannot tear it.
+        self.auth.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -198,6 +209,16 @@ commands! {
     "argonDeleteBranch" => branch::delete_branch;
     "argonResetBranch" => branch::reset_branch;
     "argonLogInfo" => branch::log_info;
+    "argonProtectBranch" => branch::protect_branch;
+    "saslStart" => sasl::sasl_start;
+    "saslContinue" => sasl::sasl_continue;
+    "logout" => sasl::logout;
+    "createUser" => users::create_user;
+    "updateUser" => users::update_user;
+    "dropUser" => users::drop_user;
+    "usersInfo" => users::users_info;
+    "grantRolesToUser" => users::grant_roles_to_user;
+    "revokeRolesFromUser" => users::revoke_roles_from_user;
 }
 
 pub fn lookup(name: &str) -> Option<&'static Command> {
@@ -267,6 +288,7 @@ async fn answer(
             "the {name} command has no $db field"
         )));
     };
+    crate::auth::authorize(svc, conn, name, db, &req.command)?;
     if matches!(name, "hello" | "isMaster" | "ismaster")
         && let Ok(list) = req.command.get_array("compression")
     {

@@ -39,6 +39,15 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start() -> TestServer {
+        Self::start_with(false).await
+    }
+
+    /// A server that requires authentication (`serve --auth`).
+    pub async fn start_with_auth() -> TestServer {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(auth: bool) -> TestServer {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let wal = open_wal(&StoreChoice::Embedded(dir.path().join("wal")), "default")
             .await
@@ -48,6 +57,9 @@ impl TestServer {
         let metrics = Arc::new(Metrics::default());
         let (tx, rx) = oneshot::channel::<()>();
         let svc = Service::new(wal, "main", metrics.clone());
+        svc.set_auth_required(auth)
+            .await
+            .expect("the project's users load");
         let task = tokio::spawn(run(listener, svc, async move {
             let _ = rx.await;
         }));

@@ -99,6 +99,11 @@ impl Sidecar {
             .context("a driver client for the sidecar")
     }
 
+    /// Everything the process has written to stdout and stderr so far.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(self.process.log_path()).unwrap_or_default()
+    }
+
     pub fn pid(&self) -> u32 {
         self.process.pid()
     }

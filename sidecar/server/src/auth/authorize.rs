@@ -1,0 +1,281 @@
+//! What each command needs ([`required`]) and the one check every command
+//! passes through ([`authorize`], called by the dispatcher before the
+//! handler, inside a transaction or not).
+//!
+//! A server confined to its branch (`--confine-to-branch`) first refuses
+//! anything about another branch and every branch change, with or without
+//! authentication. With `--auth` off every other command is allowed, as with
+//! mongod. With it on:
+//! the handshake and authentication commands need nothing; everything else
+//! needs an authenticated user whose grants allow the command's
+//! [`Privilege`]; a command this table does not know needs `root`. The
+//! localhost exception: while the project has no user, a client on a
+//! loopback address may run `createUser` (and only that) unauthenticated.
+
+use bson::{Bson, Document};
+
+use super::roles::Privilege;
+use crate::commands::Conn;
+use crate::error::{CommandError, ErrorCode, Result};
+use crate::service::Service;
+use crate::target::Target;
+
+/// Refuses `command` (on `$db` `db`) unless the connection may run it.
+pub fn authorize(
+    svc: &Service,
+    conn: &Conn,
+    command: &str,
+    db: &str,
+    cmd: &Document,
+) -> Result<()> {
+    if !svc.auth_required() && !svc.confined_to_branch() {
+        return Ok(());
+    }
+    let needs = required(command, db, cmd, &svc.default_branch)?;
+    if svc.confined_to_branch() {
+        for p in &needs {
+            confine(p, &svc.default_branch)?;
+        }
+    }
+    if !svc.auth_required() {
+        return Ok(());
+    }
+    if needs.iter().all(|p| *p == Privilege::None) {
+        return Ok(());
+    }
+    let user = conn.auth().user.clone();
+    let Some(user) = user else {
+        if command == "createUser" && localhost_exception(svc, conn) {
+            return Ok(());
+        }
+        return Err(CommandError::new(
+            ErrorCode::Unauthorized,
+            format!("Command {command} requires authentication"),
+        ));
+    };
+    let Some(stored) = svc.users.get(&user) else {
+        return Err(CommandError::new(
+            ErrorCode::Unauthorized,
+            format!("user {user} no longer exists; authenticate again"),
+        ));
+    };
+    for p in &needs {
+        if !stored.roles.iter().any(|g| g.allows(p)) {
+            return Err(CommandError::new(
+                ErrorCode::Unauthorized,
+                format!(
+                    "not authorized on {db} to execute command {command}: it needs {}",
+                    p.describe()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether the connection holds `p` (for a reply that shows only what the
+/// user may see, such as `listDatabases`): the same rule as [`authorize`].
+pub fn may(svc: &Service, conn: &Conn, p: &Privilege) -> bool {
+    if svc.confined_to_branch() && confine(p, &svc.default_branch).is_err() {
+        return false;
+    }
+    if !svc.auth_required() {
+        return true;
+    }
+    let user = conn.auth().user.clone();
+    user.and_then(|u| svc.users.get(&u))
+        .is_some_and(|stored| stored.roles.iter().any(|g| g.allows(p)))
+}
+
+/// A sidecar confined to its branch (`serve --confine-to-branch`, an
+/// injected sidecar): other branches, their past points and every branch
+/// change are refused, whoever asks.
+fn confine(p: &Privilege, own: &str) -> Result<()> {
+    let refuse = |what: String| {
+        Err(CommandError::new(
+            ErrorCode::Unauthorized,
+            format!("this server serves only branch {own:?}: {what} is refused here"),
+        ))
+    };
+    match p {
+        Privilege::Read { branch, .. }
+        | Privilege::Write { branch, .. }
+        | Privilege::DbAdmin { branch, .. }
+            if branch != own =>
+        {
+            refuse(format!("branch {branch:?}"))
+        }
+        Privilege::BranchAdmin { branch } => refuse(format!("changing branch {branch:?}")),
+        Privilege::Root => refuse("a root-only command".into()),
+        _ => Ok(()),
+    }
+}
+
+/// No user exists yet and the client is on this machine.
+pub fn localhost_exception(svc: &Service, conn: &Conn) -> bool {
+    svc.users.is_empty() && conn.peer.ip().is_loopback()
+}
+
+/// What `command` needs. The rule for every command is here, nowhere else.
+pub fn required(
+    command: &str,
+    db: &str,
+    cmd: &Document,
+    default_branch: &str,
+) -> Result<Vec<Privilege>> {
+    let data = |make: fn(String, String) -> Privilege| -> Result<Vec<Privilege>> {
+        let t = Target::parse(db, default_branch)?;
+        Ok(vec![make(t.branch, t.db)])
+    };
+    let read = |branch: String, db: String| Privilege::Read {
+        branch,
+        db: Some(db),
+    };
+    let write = |branch, db| Privilege::Write { branch, db };
+    let branch_arg = || match (cmd.get(command), cmd.get("branch")) {
+        (Some(Bson::String(s)), _) | (_, Some(Bson::String(s))) => s.clone(),
+        _ => String::new(),
+    };
+    Ok(match command {
+        "hello" | "isMaster" | "ismaster" | "buildInfo" | "buildinfo" | "ping" | "listCommands"
+        | "connectionStatus" | "saslStart" | "saslContinue" | "logout" => {
+            vec![Privilege::None]
+        }
+        "startSession" | "endSessions" | "killSessions" | "getLastError" | "whatsmyuri"
+        | "commitTransaction" | "abortTransaction" | "argonListBranches" => {
+            vec![Privilege::Authenticated]
+        }
+        "find" | "getMore" | "killCursors" | "count" | "distinct" | "listCollections"
+        | "listIndexes" | "collStats" | "dbStats" => data(read)?,
+        "aggregate" if writes_output(cmd) => data(write)?,
+        "aggregate" => data(read)?,
+        "insert" | "update" | "delete" | "findAndModify" | "findandmodify" | "create" | "drop"
+        | "createIndexes" | "dropIndexes" | "deleteIndexes" => data(write)?,
+        "dropDatabase" => data(|branch, db| Privilege::DbAdmin { branch, db })?,
+        "renameCollection" => {
+            let mut needs = Vec::new();
+            for key in ["renameCollection", "to"] {
+                let ns = cmd.get_str(key).unwrap_or_default();
+                let ns_db = ns.split_once('.').map_or(ns, |(d, _)| d);
+                let t = Target::parse(ns_db, default_branch)?;
+                needs.push(write(t.branch, t.db));
+            }
+            needs
+        }
+        // Any user; the reply lists only the databases the user may read
+        // (`may`), as mongod's `authorizedDatabases` does.
+        "listDatabases" => vec![Privilege::Authenticated],
+        "serverStatus" | "getCmdLineOpts" | "hostInfo" | "getLog" | "getParameter" => {
+            vec![Privilege::Monitor]
+        }
+        "createUser"
+        | "updateUser"
+        | "dropUser"
+        | "usersInfo"
+        | "grantRolesToUser"
+        | "revokeRolesFromUser" => vec![Privilege::UserAdmin { db: db.to_owned() }],
+        "argonCreateBranch" => {
+            let parent = match cmd.get("from") {
+                Some(Bson::String(p)) => p.clone(),
+                _ => default_branch.to_owned(),
+            };
+            vec![
+                Privilege::BranchAdmin {
+                    branch: branch_arg(),
+                },
+                Privilege::Read {
+                    branch: parent,
+                    db: None,
+                },
+            ]
+        }
+        "argonDeleteBranch" => vec![Privilege::BranchAdmin {
+            branch: branch_arg(),
+        }],
+        "argonResetBranch" if matches!(cmd.get("dryRun"), Some(Bson::Boolean(true))) => {
+            vec![Privilege::Read {
+                branch: branch_arg(),
+                db: None,
+            }]
+        }
+        "argonResetBranch" => vec![Privilege::BranchAdmin {
+            branch: branch_arg(),
+        }],
+        "argonLogInfo" => {
+            let branch = match branch_arg() {
+                b if b.is_empty() => default_branch.to_owned(),
+                b => b,
+            };
+            vec![Privilege::Read { branch, db: None }]
+        }
+        _ => vec![Privilege::Root],
+    })
+}
+
+/// An aggregation ending in `$out` or `$merge` writes.
+fn writes_output(cmd: &Document) -> bool {
+    cmd.get_array("pipeline").is_ok_and(|stages| {
+        stages.iter().any(|s| {
+            s.as_document()
+                .is_some_and(|d| d.contains_key("$out") || d.contains_key("$merge"))
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::doc;
+
+    #[test]
+    fn every_command_has_a_rule() {
+        // A command added to the dispatcher without a rule here needs root;
+        // this lists those, so adding one is a decision, not an accident.
+        let root_only: Vec<&str> = crate::commands::COMMANDS
+            .iter()
+            .map(|c| c.name)
+            .filter(|name| {
+                required(name, "admin", &doc! {}, "main").unwrap_or_default()
+                    == vec![Privilege::Root]
+            })
+            .collect();
+        assert_eq!(root_only, vec!["argonProtectBranch"]);
+    }
+
+    #[test]
+    fn data_commands_need_their_branch() {
+        assert_eq!(
+            required("find", "app~preview-1", &doc! {"find": "c"}, "main").unwrap(),
+            vec![Privilege::Read {
+                branch: "preview-1".into(),
+                db: Some("app".into())
+            }]
+        );
+        assert_eq!(
+            required(
+                "aggregate",
+                "app",
+                &doc! {"pipeline": [{"$match": {}}, {"$out": "x"}]},
+                "main"
+            )
+            .unwrap(),
+            vec![Privilege::Write {
+                branch: "main".into(),
+                db: "app".into()
+            }]
+        );
+        assert_eq!(
+            required(
+                "argonResetBranch",
+                "admin",
+                &doc! {"argonResetBranch": "dev", "dryRun": true},
+                "main"
+            )
+            .unwrap(),
+            vec![Privilege::Read {
+                branch: "dev".into(),
+                db: None
+            }]
+        );
+    }
+}

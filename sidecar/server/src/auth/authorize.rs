@@ -152,6 +152,23 @@ pub fn required(
         "insert" | "update" | "delete" | "findAndModify" | "findandmodify" | "create" | "drop"
         | "createIndexes" | "dropIndexes" | "deleteIndexes" => data(write)?,
         "dropDatabase" => data(|branch, db| Privilege::DbAdmin { branch, db })?,
+        // Client-level bulk writes: write on every namespace they name.
+        "bulkWrite" => {
+            let mut needs = Vec::new();
+            for entry in cmd.get_array("nsInfo").map(|a| a.as_slice()).unwrap_or(&[]) {
+                let ns = entry
+                    .as_document()
+                    .and_then(|d| d.get_str("ns").ok())
+                    .unwrap_or_default();
+                let ns_db = ns.split_once('.').map_or(ns, |(d, _)| d);
+                let t = Target::parse(ns_db, default_branch)?;
+                needs.push(write(t.branch, t.db));
+            }
+            if needs.is_empty() {
+                needs.push(Privilege::Authenticated);
+            }
+            needs
+        }
         "renameCollection" => {
             let mut needs = Vec::new();
             for key in ["renameCollection", "to"] {

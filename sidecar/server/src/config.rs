@@ -119,7 +119,7 @@ pub struct ServeArgs {
     pub peer_advertise: Option<String>,
     /// With a shared `--store`: how stale (in ms) a read may be with
     /// respect to other sidecars' writes. 0 (the default): every read first
-    /// catches up with the store (one indexed lookup when nothing is new),
+    /// catches up with the store (one store query),
     /// so reads are linearizable across sidecars. Above 0, a read uses the
     /// branch head in memory when it caught up at most this long ago
     /// (fewer store reads under a read-heavy load); this sidecar's own

@@ -726,17 +726,7 @@ impl EncodedCommit {
 
     /// The commit record: the body inline, or the chunk set it names.
     pub fn record(&self, project: &str) -> Result<RawDocumentBuf> {
-        self.record_with_id(project, None)
-    }
-
-    /// [`record`](Self::record) with an `_id` first (a store that keys
-    /// commit records by their seq).
-    pub fn record_with_id(&self, project: &str, id: Option<&str>) -> Result<RawDocumentBuf> {
-        let mut d = Document::new();
-        if let Some(id) = id {
-            d.insert("_id", id);
-        }
-        d.extend(doc! {
+        let mut d = doc! {
             "k": "commit",
             "project": project,
             "branch": self.branch.0 as i64,
@@ -745,7 +735,7 @@ impl EncodedCommit {
             "actor": self.actor.as_str(),
             "nops": self.nops as i64,
             "bytes": self.body.len() as i64,
-        });
+        };
         if let Some(c) = &self.chunks {
             d.insert("chunks", c.to_doc());
         }

@@ -350,13 +350,7 @@ async fn orphan_chunk_sets_are_removed_by_the_store() {
     let c = encoded(main, 2, big_puts(1..2, 3 * MIB, 1));
     leave(&c).await;
     db.collection::<bson::RawDocumentBuf>("commits")
-        .insert_one(
-            c.record_with_id(
-                "orphans",
-                Some(&argon_wal::store::mongo::commit_id("orphans", main, Seq(2))),
-            )
-            .unwrap(),
-        )
+        .insert_one(c.record("orphans").unwrap())
         .await
         .unwrap();
     // Seq 3: D is writing (or died) and nobody holds seq 3 yet.

@@ -72,7 +72,6 @@ use futures::TryStreamExt;
 use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::{Acknowledgment, ClientOptions, IndexOptions, ReadConcern, WriteConcern};
 use mongodb::{Client, Collection, IndexModel};
-use std::future::IntoFuture;
 use std::sync::Arc;
 
 const DUPLICATE_KEY: i32 = 11000;
@@ -104,8 +103,6 @@ pub struct MongoStore {
     snapshots: Collection<Document>,
     /// Writer leases, `_id` = `<project>/<branch name>` (see `lease`).
     leases: Collection<Document>,
-    /// Projects whose commit records are keyed by seq (see [`commit_id`]).
-    keyed: std::sync::Mutex<std::collections::HashMap<String, bool>>,
 }
 
 /// What [`MongoStore::remove_orphans`] did.
@@ -157,23 +154,6 @@ async fn unique_index(coll: &Collection<Document>, keys: Document, name: &str) -
         .map_err(|e| WalError::mongo(format!("creating index {name}"), e))?;
     Ok(())
 }
-
-/// The `_id` of commit `seq` of `branch` in a project created with keyed
-/// commits: a tailer asks for "the next commit" by `_id` equality, the one
-/// lookup every MongoDB-compatible server answers from an index (FerretDB's
-/// SQLite backend scans the collection for any other filter).
-pub fn commit_id(project: &str, branch: BranchId, seq: Seq) -> String {
-    format!("{project}/{}/{:020}", branch.0, seq.0)
-}
-
-/// The project-record field saying its commits are keyed by seq. Projects
-/// created before it keep their records' ObjectIds and are read by range.
-const KEYED_COMMITS: &str = "commit_ids";
-/// Concurrent point reads while reading a keyed log. Long ranges are read
-/// this way too: on FerretDB a range query scans the whole collection (its
-/// cost grows with the log, and it slows every other client of the store),
-/// while a round of point reads costs one round trip whatever the log's size.
-const LOOKAHEAD: u64 = 16;
 
 fn lease_id(project: &str, branch: &str) -> String {
     format!("{project}/{branch}")
@@ -249,7 +229,6 @@ impl MongoStore {
             chunk_sets: db.collection("chunk_sets"),
             snapshots: db.collection("snapshots"),
             leases: db.collection("leases"),
-            keyed: std::sync::Mutex::new(std::collections::HashMap::new()),
         };
         unique_index(
             &store.commits,
@@ -429,38 +408,6 @@ impl MongoStore {
         }
     }
 
-    fn remember_keyed(&self, project: &str, keyed: bool) {
-        self.keyed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(project.to_string(), keyed);
-    }
-
-    /// Whether `project`'s commit records are keyed by seq (read once).
-    async fn is_keyed(&self, project: &str) -> Result<bool> {
-        let known = self
-            .keyed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(project)
-            .copied();
-        if let Some(k) = known {
-            return Ok(k);
-        }
-        let found = self
-            .projects
-            .find_one(doc! {"_id": project})
-            .await
-            .map_err(|e| WalError::mongo("reading the project record", e))?;
-        let keyed = found.is_some_and(|d| d.get_str(KEYED_COMMITS).is_ok_and(|v| v == "seq"));
-        if keyed {
-            // Only a positive answer is final: a project not created yet
-            // may be created keyed.
-            self.remember_keyed(project, true);
-        }
-        Ok(keyed)
-    }
-
     /// A stored commit record as a commit (its body from its chunks when
     /// it has them), and its body's size.
     async fn decode_record(&self, d: &RawDocumentBuf) -> Result<(crate::record::Commit, u64)> {
@@ -474,53 +421,6 @@ impl MongoStore {
                 Ok((record::decode_commit(&rec, &body, false)?, chunks.bytes))
             }
         }
-    }
-
-    /// Commits after `after` by `_id` point reads, [`LOOKAHEAD`] at a time,
-    /// until one is missing (the end of the log: seqs have no holes) or the
-    /// page is full.
-    async fn read_keyed(
-        &self,
-        project: &str,
-        branch: BranchId,
-        after: Seq,
-        upto: Seq,
-        limit: usize,
-    ) -> Result<CommitPage> {
-        let raw = self.commits.clone_with_type::<RawDocumentBuf>();
-        let mut page = CommitPage::default();
-        let (mut bytes, mut next, mut width) = (0u64, after.0 + 1, 1u64);
-        while next <= upto.0 {
-            if page.commits.len() >= limit || bytes >= PAGE_BYTES {
-                page.more = true;
-                return Ok(page);
-            }
-            // One read first (a caught-up tailer's only one, a miss), then
-            // rounds that double while they keep finding commits.
-            let room = (limit - page.commits.len()) as u64;
-            let n = width.min(upto.0 - next + 1).min(room);
-            width = (width * 2).min(LOOKAHEAD);
-            let lookups = (next..next + n).map(|seq| {
-                raw.find_one(doc! {"_id": commit_id(project, branch, Seq(seq))})
-                    .into_future()
-            });
-            let found = futures::future::try_join_all(lookups)
-                .await
-                .map_err(|e| WalError::mongo("reading commits", e))?;
-            for (i, d) in found.into_iter().enumerate() {
-                let Some(d) = d else {
-                    return Ok(page);
-                };
-                if i == 1 && crate::failpoints::fire(crate::failpoints::MONGO_READ_GAP) {
-                    continue;
-                }
-                let (commit, size) = self.decode_record(&d).await?;
-                bytes += size;
-                page.commits.push(commit);
-                next += 1;
-            }
-        }
-        Ok(page)
     }
 
     /// Commits with `after < seq <= upto` by one range query (index-backed
@@ -764,12 +664,8 @@ impl LogStore for MongoStore {
         Box::pin(async move {
             let mut d = record::project_to_doc(project);
             d.insert("_id", project.name.as_str());
-            d.insert(KEYED_COMMITS, "seq");
             match self.projects.insert_one(d).await {
-                Ok(_) => {
-                    self.remember_keyed(&project.name, true);
-                    Ok(project.clone())
-                }
+                Ok(_) => Ok(project.clone()),
                 Err(e) if is_duplicate_key(&e) => {
                     let found = self
                         .projects
@@ -779,10 +675,6 @@ impl LogStore for MongoStore {
                         .ok_or_else(|| {
                             WalError::malformed("project", "duplicate key but no record")
                         })?;
-                    self.remember_keyed(
-                        &project.name,
-                        found.get_str(KEYED_COMMITS).is_ok_and(|v| v == "seq"),
-                    );
                     record::project_from_doc(&found)
                 }
                 Err(e) => Err(WalError::mongo("writing the project record", e)),
@@ -796,12 +688,7 @@ impl LogStore for MongoStore {
         commit: &'a EncodedCommit,
     ) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            let record = if self.is_keyed(project).await? {
-                let id = commit_id(project, commit.branch, commit.seq);
-                commit.record_with_id(project, Some(&id))?
-            } else {
-                commit.record(project)?
-            };
+            let record = commit.record(project)?;
             match commit.chunks() {
                 None => self.insert_commit(commit, record).await,
                 Some(chunks) => self.append_chunked(project, commit, chunks, record).await,
@@ -821,11 +708,7 @@ impl LogStore for MongoStore {
             if upto <= after {
                 return Ok(CommitPage::default());
             }
-            if self.is_keyed(project).await? {
-                self.read_keyed(project, branch, after, upto, limit).await
-            } else {
-                self.read_range(project, branch, after, upto, limit).await
-            }
+            self.read_range(project, branch, after, upto, limit).await
         })
     }
 
@@ -836,11 +719,7 @@ impl LogStore for MongoStore {
         seq: Seq,
     ) -> StoreFuture<'a, Option<CommitInfo>> {
         Box::pin(async move {
-            let filter = if self.is_keyed(project).await? {
-                doc! {"_id": commit_id(project, branch, seq)}
-            } else {
-                doc! {"project": project, "branch": branch.0 as i64, "seq": seq.0 as i64}
-            };
+            let filter = doc! {"project": project, "branch": branch.0 as i64, "seq": seq.0 as i64};
             let found = self
                 .commits
                 .find_one(filter)

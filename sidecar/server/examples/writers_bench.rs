@@ -14,6 +14,7 @@
 //!
 //! Prints a markdown table on stdout.
 
+use std::future::IntoFuture;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -152,7 +153,8 @@ async fn run_row(args: &Args, k: usize) -> anyhow::Result<Row> {
     }
 
     let start = Instant::now();
-    let end = start + Duration::from_secs(args.seconds);
+    let run = Duration::from_secs(args.seconds);
+    let end = start + run;
     let mut tasks = Vec::new();
     for t in 0..args.clients.max(k) {
         let n = t % k;
@@ -164,15 +166,15 @@ async fn run_row(args: &Args, k: usize) -> anyhow::Result<Row> {
                 let id = format!("{n}-{t}-{i}");
                 i += 1;
                 let began = Instant::now();
-                match coll
-                    .insert_one(doc! {"_id": &id, "pad": "x".repeat(100)})
-                    .await
-                {
-                    Ok(_) => {
+                // A starved insert counts as an error after the run's own
+                // length, so a row ends in bounded time.
+                let insert = coll.insert_one(doc! {"_id": &id, "pad": "x".repeat(100)});
+                match tokio::time::timeout(run, insert.into_future()).await {
+                    Ok(Ok(_)) => {
                         lat.push(began.elapsed());
                         acked.push(id);
                     }
-                    Err(_) => errors += 1,
+                    Ok(Err(_)) | Err(_) => errors += 1,
                 }
             }
             (n, lat, acked, errors)

@@ -169,6 +169,11 @@ impl ServeArgs {
         let Some(listen) = self.peer_listen else {
             return Ok(None);
         };
+        if self.store.is_none() {
+            return Err(
+                "--peer-listen needs a shared --store: an embedded store has one process, which writes every branch itself".into(),
+            );
+        }
         // Refused by name, not half done: forwarded writes would reach the
         // writer over a link that has neither.
         if self.auth || self.tls_cert_file.is_some() {
@@ -293,6 +298,42 @@ mod tests {
         assert!(a.store_choice().is_err());
         assert!(parse(&[]).unwrap().store_choice().is_err());
         assert_eq!(redact("mongodb://u:p@h/x"), "mongodb://***@h/x");
+    }
+
+    #[test]
+    fn peer_flags() {
+        let store = ["--store", "mongodb://h/"];
+        let a = parse(&store).unwrap();
+        assert_eq!(a.peer_address(), Ok(None));
+        let a = parse(&[&store[..], &["--peer-listen", "127.0.0.1:27018"]].concat()).unwrap();
+        assert_eq!(a.peer_address(), Ok(Some("127.0.0.1:27018".into())));
+        // An unspecified address cannot be dialled: it needs --peer-advertise.
+        let a = parse(&[&store[..], &["--peer-listen", "0.0.0.0:27018"]].concat()).unwrap();
+        assert!(a.peer_address().is_err());
+        let a = parse(
+            &[
+                &store[..],
+                &[
+                    "--peer-listen",
+                    "0.0.0.0:27018",
+                    "--peer-advertise",
+                    "10.0.0.7:27018",
+                ],
+            ]
+            .concat(),
+        )
+        .unwrap();
+        assert_eq!(a.peer_address(), Ok(Some("10.0.0.7:27018".into())));
+        // Refused by name with authentication: the peer link has none.
+        let a =
+            parse(&[&store[..], &["--peer-listen", "127.0.0.1:27018", "--auth"]].concat()).unwrap();
+        assert!(a.peer_address().unwrap_err().contains("--auth"));
+        // Only with a shared store, and the staleness bound is bounded.
+        let embedded = parse(&["--data", "/x", "--peer-listen", "127.0.0.1:1"]);
+        assert!(embedded.map_or(true, |a| a.peer_address().is_err()));
+        assert!(parse(&["--peer-advertise", "h:1"]).is_err());
+        assert!(parse(&[&store[..], &["--max-staleness-ms", "60001"]].concat()).is_err());
+        assert!(parse(&[&store[..], &["--max-staleness-ms", "-1"]].concat()).is_err());
     }
 
     #[test]

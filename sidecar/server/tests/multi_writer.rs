@@ -373,6 +373,28 @@ async fn the_peer_listener_runs_forwarded_writes_only() {
         .await
         .unwrap_err();
     assert_eq!(code(&err), Some(13), "{err}");
+    // The commit feed: malformed arguments fail that request only; a
+    // branch this sidecar never wrote has nothing to feed.
+    let admin = peer.database("admin");
+    for bad in [
+        doc! {"argonCommits": -1i64, "after": 0i64},
+        doc! {"argonCommits": 4i64, "after": "x"},
+        doc! {"argonCommits": 4i64},
+        doc! {"argonCommits": i64::MAX, "after": i64::MAX},
+    ] {
+        match admin.run_command(bad.clone()).await {
+            Err(e) => assert_eq!(code(&e), Some(9), "{bad}: {e}"),
+            Ok(reply) => assert!(!reply.get_bool("found").unwrap(), "{bad}: {reply}"),
+        }
+    }
+    // It is not a client command.
+    let err = a
+        .client
+        .database("admin")
+        .run_command(doc! {"argonCommits": 4i64, "after": 0i64})
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), Some(59), "{err}");
     // Hostile: a malformed message closes that peer connection only.
     let mut raw = tokio::net::TcpStream::connect(("127.0.0.1", a.peer_port))
         .await

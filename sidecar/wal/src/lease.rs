@@ -51,11 +51,6 @@ impl WriterLease {
             ..self.clone()
         }
     }
-
-    /// Whether `other` is the same record (a renewal or takeover changes it).
-    pub fn same_record(&self, other: &WriterLease) -> bool {
-        self == other
-    }
 }
 
 #[cfg(test)]
@@ -68,7 +63,7 @@ mod tests {
         assert_eq!((a.term, a.beat), (1, 0));
         let a2 = a.renewed();
         assert_eq!((a2.term, a2.beat), (1, 1));
-        assert!(!a.same_record(&a2));
+        assert_ne!(a, a2, "a renewal changes the record");
         let b = WriterLease::claim("b", "10.0.0.2:27018", Some(&a2));
         assert_eq!((b.holder.as_str(), b.term, b.beat), ("b", 2, 0));
     }

@@ -7,6 +7,7 @@
 use crate::support::{
     OPERATOR_NAMESPACE, branch_yaml, cluster, container_status, eventually, exclusive, is_ready,
     project_yaml, shared, wait_branch_ready, wait_endpoint_ready, wait_pods_ready,
+    wait_service_routes,
 };
 use argon_operator::crd::{ArgonBranch, ArgonProject};
 use argon_operator::endpoint::connection_string;
@@ -214,12 +215,19 @@ async fn a_deleted_endpoint_pod_is_replaced_and_serves_the_same_data() -> anyhow
     })
     .await?;
 
-    // The first connection right after the swap may still be routed by
-    // kube-proxy rules that predate it: twice in many runs it reached
-    // something answering HTTP ("HTTP/1.1 400 Bad Request" as the reply
-    // header), never the old pod's data. A client's retry is what a driver
-    // after a failover does; every attempt is printed, and the data must
-    // be the same on the one that connects.
+    // kube-proxy reprograms the Service a moment after the new pod is
+    // Ready; a connection in between is refused or reaches the gone pod
+    // (before tests/cluster kept Service addresses inside the machine, it
+    // reached this machine's egress proxy, "HTTP/1.1 400 Bad Request").
+    wait_service_routes(
+        &client,
+        ns,
+        &argon_operator::endpoint::object_name("feature"),
+    )
+    .await?;
+    // Even then a client's retry is what a driver does after a failover;
+    // every attempt is printed, and the data must be the same on the one
+    // that connects.
     let mut read = None;
     for attempt in 1..=5 {
         match cluster

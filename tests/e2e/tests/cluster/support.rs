@@ -658,6 +658,66 @@ pub async fn wait_endpoint_ready(cluster: &Cluster, ns: &str, branch: &str) -> a
         1,
     )
     .await?;
+    wait_service_routes(&client, ns, &argon_operator::endpoint::object_name(branch)).await
+}
+
+/// Waits until the Service `name` answers a MongoDB `hello` from this node:
+/// a Ready pod is not yet a routed Service, kube-proxy programs its rules a
+/// moment later, and until then a client in a pod is refused (see
+/// `keep_cluster_addresses_inside` in tests/cluster). Scenarios wait here so
+/// that what they assert is about Argon, not about that moment.
+pub async fn wait_service_routes(client: &Client, ns: &str, name: &str) -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::Service;
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    eventually(&format!("Service {ns}/{name} answering hello"), || {
+        let services = services.clone();
+        async move {
+            let service = services.get(name).await?;
+            let Some(ip) = service.spec.and_then(|s| s.cluster_ip) else {
+                return Ok(Err("no cluster IP yet".to_string()));
+            };
+            Ok(
+                match hello_at(&ip, argon_operator::endpoint::MONGODB_PORT).await {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(format!("{ip}: {e:#}")),
+                },
+            )
+        }
+    })
+    .await
+}
+
+/// One OP_MSG `hello` over a fresh connection; Ok when the reply is an
+/// OP_MSG (whatever else answers, an HTTP proxy say, is an error).
+async fn hello_at(ip: &str, port: i32) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const OP_MSG: i32 = 2013;
+    let mut stream = tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::net::TcpStream::connect((ip, u16::try_from(port)?)),
+    )
+    .await
+    .context("connect timed out")??;
+    let mut body = Vec::new();
+    bson::doc! { "hello": 1, "$db": "admin" }.to_writer(&mut body)?;
+    let length = i32::try_from(16 + 4 + 1 + body.len())?;
+    let mut message = Vec::with_capacity(usize::try_from(length)?);
+    for field in [length, 1, 0, OP_MSG, 0] {
+        message.extend_from_slice(&field.to_le_bytes());
+    }
+    message.push(0);
+    message.extend_from_slice(&body);
+    stream.write_all(&message).await?;
+    let mut header = [0u8; 16];
+    tokio::time::timeout(Duration::from_secs(2), stream.read_exact(&mut header))
+        .await
+        .context("no reply within 2 s")??;
+    let opcode = i32::from_le_bytes([header[12], header[13], header[14], header[15]]);
+    anyhow::ensure!(
+        opcode == OP_MSG,
+        "the reply is no OP_MSG: {:?}",
+        String::from_utf8_lossy(&header)
+    );
     Ok(())
 }
 

@@ -70,6 +70,17 @@ pub struct ServeArgs {
     #[arg(long, env = "ARGON_MAX_BLOCKING_SORT_BYTES", default_value_t = crate::limits::MAX_BLOCKING_STAGE_BYTES as u64,
           value_parser = clap::value_parser!(u64).range(1024..))]
     pub max_blocking_sort_bytes: u64,
+    /// Bytes one commit may log (the documents a write command writes and
+    /// the pre-images they replace). A write command that logs more is
+    /// committed in several parts (between documents; between statements
+    /// for a retryable write), so it is not atomic, as in MongoDB; within
+    /// it, a write command is one atomic commit. It bounds the memory one
+    /// write holds (about 3× this at its peak). A multi-document
+    /// transaction is never split: one over this fails (146). At least 64
+    /// MiB (two 16 MiB documents and their pre-images fit).
+    #[arg(long, env = "ARGON_MAX_COMMIT_BYTES", default_value_t = crate::limits::MAX_COMMIT_BYTES,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(crate::limits::MIN_COMMIT_BYTES as u64..=(1u64 << 40)))]
+    pub max_commit_bytes: usize,
     /// Require authentication (as `mongod --auth`): only the handshake and
     /// `saslStart`/`saslContinue` work before a client authenticates with
     /// SCRAM-SHA-256 or SCRAM-SHA-1, and each command needs a role that
@@ -233,6 +244,7 @@ pub async fn open_wal(store: &StoreChoice, project: &str) -> Result<Wal, WalErro
         argon_wal::observer::unobserved(),
         std::time::Duration::ZERO,
         None,
+        crate::limits::MAX_COMMIT_BYTES,
     )
     .await
 }
@@ -245,6 +257,7 @@ pub async fn open_wal_observed(
     observer: Arc<dyn argon_wal::WalObserver>,
     max_staleness: std::time::Duration,
     feed: Option<Arc<dyn argon_wal::CommitFeed>>,
+    max_commit_bytes: usize,
 ) -> Result<Wal, WalError> {
     let store: Arc<dyn LogStore> = match store {
         StoreChoice::Embedded(dir) => EmbeddedStore::open(dir)?,
@@ -267,7 +280,7 @@ pub async fn open_wal_observed(
         } else {
             std::time::Duration::ZERO
         },
-        max_commit_bytes: crate::limits::MAX_COMMIT_BYTES,
+        max_commit_bytes,
         index_filter: Arc::new(crate::query::PartialIndexFilter),
         ..WalOptions::default()
     };

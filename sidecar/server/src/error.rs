@@ -110,6 +110,7 @@ error_codes! {
     Location4161106 = 4161106,
     DuplicateKey = 11000,
     NotWritablePrimary = 10107,
+    InterruptedDueToReplStateChange = 11602,
     BSONObjectTooLarge = 10334,
     MaxTimeMSExpired = 50,
     WriteConflict = 112,

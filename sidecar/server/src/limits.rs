@@ -12,7 +12,7 @@
 //! | size of a document an update produces | 16 MiB | `commands::write::put`, `query::update` via [`update_too_large`] | 17419 "Resulting document after update is larger than 16777216" |
 //! | size of a document an upsert inserts | 16 MiB | `commands::write::put` via [`check_upsert_size`] | 17420 "Document to upsert is larger than 16777216" |
 //! | statements in one insert, update or delete | 100,000 (`maxWriteBatchSize`) | `commands::write` via [`check_write_batch`] | InvalidLength (16) |
-//! | bytes one write command logs (its documents and the pre-images they replace) | 512 MiB ([`MAX_COMMIT_BYTES`]) | `argon_wal::Transaction`, set through `WalOptions::max_commit_bytes` | ExceededMemoryLimit (146), for the statement that passes it |
+//! | bytes one commit logs (the documents a write writes and the pre-images they replace) | 512 MiB ([`MAX_COMMIT_BYTES`], `--max-commit-bytes`) | `argon_wal::Transaction`, set through `WalOptions::max_commit_bytes`; `commands::batch` cuts a larger write command into parts | a write command: committed in parts; a transaction statement: ExceededMemoryLimit (146) |
 //! | bytes one multi-document transaction logs | 256 MiB ([`MAX_TRANSACTION_BYTES`]) | `commands::commit_write` via [`check_transaction_size`] | TransactionTooLarge (257) |
 //! | bytes all open transactions log together | 1 GiB ([`MAX_OPEN_TRANSACTION_BYTES`]) | `session::TxnBudget`, charged after each statement | ExceededMemoryLimit (146) |
 //! | query tree depth | 100 | `query::filter` | BadValue (2) |
@@ -63,17 +63,21 @@ pub const MAX_MESSAGE_SIZE: usize = 48_000_000;
 /// may carry (drivers split larger bulk writes by it, as `hello` says).
 pub const MAX_WRITE_BATCH_SIZE: usize = 100_000;
 
-/// The most bytes one write command's commit may log: the documents it
-/// writes and the pre-images they replace or delete
-/// (`argon_wal::Transaction::logged_bytes`). Commits of any size are
-/// stored (as several records); this bounds memory: building, storing and
-/// applying a commit of B bytes holds about 3 B at its peak (see
-/// `docs/architecture.md`, "Memory"), and each branch builds one commit at
-/// a time. MongoDB has no such limit because its multi-document writes are
-/// not atomic; Argon's are (one commit), so an `updateMany` touching more
-/// than this fails at the statement that passes it, instead of taking the
-/// process's memory.
+/// The most bytes one commit may log by default (`serve
+/// --max-commit-bytes`): the documents it writes and the pre-images they
+/// replace or delete (`argon_wal::Transaction::logged_bytes`). Commits of
+/// any size are stored (as several records); this bounds memory: building,
+/// storing and applying a commit of B bytes holds about 3 B at its peak
+/// (see `docs/architecture.md`, "Memory"), and each branch builds one
+/// commit at a time. A write command that logs more is committed in
+/// several parts (`commands::batch`), as MongoDB applies multi-document
+/// writes document by document; one that fits is one atomic commit.
 pub const MAX_COMMIT_BYTES: usize = 512 * 1024 * 1024;
+
+/// The least `--max-commit-bytes` may be: a part of a write command must
+/// hold its largest document op (a 16 MiB document and its 16 MiB
+/// pre-image, `commands::batch::STATEMENT_HEADROOM`) and more.
+pub const MIN_COMMIT_BYTES: usize = 64 * 1024 * 1024;
 
 /// The most bytes one multi-document transaction may log (as
 /// [`MAX_COMMIT_BYTES`]). Half of it, because a transaction is held twice

@@ -64,6 +64,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         peer_address
             .is_some()
             .then(|| feed.clone() as Arc<dyn argon_wal::CommitFeed>),
+        args.max_commit_bytes,
     )
     .await
     .with_context(|| format!("cannot open {store}"))?;

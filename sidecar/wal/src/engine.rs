@@ -311,6 +311,9 @@ type RetryableReply<E> = oneshot::Sender<std::result::Result<RetryableOutcome, W
 /// retry table already has its key; its reply is logged with its ops.
 struct PendingRetryable<F, E> {
     key: RetryKey,
+    /// The commit of this key's entry that this write continues (a write
+    /// committed in parts, see [`Wal::write_retryable_continuing`]).
+    continues: Option<Seq>,
     inner: PendingTxn<F, Document, E>,
     answered: Option<RetryCheck>,
     reply: RetryableReply<E>,
@@ -324,6 +327,7 @@ where
     fn answered_by(&mut self, state: &BranchState) -> bool {
         self.answered = match state.retries().check(&self.key) {
             RetryCheck::New => None,
+            RetryCheck::Applied(entry) if Some(entry.seq) == self.continues => None,
             done => Some(done),
         };
         self.answered.is_some()
@@ -611,6 +615,11 @@ impl Wal {
             .map_err(|_| WriteError::Wal(WalError::Closed("the branch committer stopped")))?
     }
 
+    /// The most bytes one commit may log (`WalOptions::max_commit_bytes`).
+    pub fn max_commit_bytes(&self) -> usize {
+        self.inner.options.max_commit_bytes
+    }
+
     /// A transaction on `snapshot` under this handle's index rules, for a
     /// multi-statement transaction whose statements run before its commit
     /// (logging at most `max_commit_bytes`; a caller may set less).
@@ -634,6 +643,42 @@ impl Wal {
         F: FnMut(&mut Transaction) -> std::result::Result<Document, E> + Send + 'static,
         E: Send + 'static,
     {
+        self.write_retryable_at(branch, key, None, resolve).await
+    }
+
+    /// The next part of a retryable write committed in parts (a write
+    /// command too large for one commit): applied only while `key`'s entry
+    /// is still the one logged at `after` (the previous part), so a part is
+    /// applied once even when a retry of the same write runs beside the
+    /// original (both continue from the entry the log holds; the one that
+    /// loses gets `AlreadyApplied` with the newer entry). Each part logs the
+    /// write's reply so far, so a retry after a crash continues from it.
+    pub async fn write_retryable_continuing<E, F>(
+        &self,
+        branch: &str,
+        key: RetryKey,
+        after: Seq,
+        resolve: F,
+    ) -> std::result::Result<RetryableOutcome, WriteError<E>>
+    where
+        F: FnMut(&mut Transaction) -> std::result::Result<Document, E> + Send + 'static,
+        E: Send + 'static,
+    {
+        self.write_retryable_at(branch, key, Some(after), resolve)
+            .await
+    }
+
+    async fn write_retryable_at<E, F>(
+        &self,
+        branch: &str,
+        key: RetryKey,
+        continues: Option<Seq>,
+        resolve: F,
+    ) -> std::result::Result<RetryableOutcome, WriteError<E>>
+    where
+        F: FnMut(&mut Transaction) -> std::result::Result<Document, E> + Send + 'static,
+        E: Send + 'static,
+    {
         let name = BranchName::parse(branch)?;
         self.inner.live(&name).await?;
         let (reply, rx) = oneshot::channel();
@@ -641,6 +686,7 @@ impl Wal {
         let (inner_reply, _) = oneshot::channel();
         let pending: Box<dyn Pending> = Box::new(PendingRetryable {
             key,
+            continues,
             inner: PendingTxn {
                 resolve,
                 outcome: None,

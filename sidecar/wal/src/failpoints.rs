@@ -34,6 +34,8 @@ pub enum Times {
     Once,
     N(u32),
     Always,
+    /// Not the next n times, then once.
+    Skip(u32),
 }
 
 #[cfg(feature = "failpoints")]
@@ -100,6 +102,8 @@ mod imp {
             Some(Times::Always) => (true, Some(Times::Always)),
             Some(Times::Once) | Some(Times::N(0 | 1)) => (true, None),
             Some(Times::N(n)) => (true, Some(Times::N(n - 1))),
+            Some(Times::Skip(0)) => (true, None),
+            Some(Times::Skip(n)) => (false, Some(Times::Skip(n - 1))),
         };
         p.left = left;
         if fires {
@@ -134,7 +138,8 @@ pub use imp::{clear, clear_all, fire, fired, set};
 pub const ENABLED: bool = imp::ENABLED;
 
 /// Arms points from a specification such as `embedded-fsync-error=once,
-/// mongo-read-gap=3` (`once`, `always`, `off` or a count). Without the
+/// mongo-read-gap=3` (`once`, `always`, `off`, a count, or `skip:n`: once
+/// after n passes). Without the
 /// feature it does nothing and reports nothing.
 pub fn configure(spec: &str) -> Result<(), String> {
     if !ENABLED {
@@ -153,6 +158,12 @@ pub fn configure(spec: &str) -> Result<(), String> {
             "off" => clear(name),
             "once" => set(name, Times::Once),
             "always" => set(name, Times::Always),
+            skip if skip.starts_with("skip:") => {
+                let n: u32 = skip["skip:".len()..]
+                    .parse()
+                    .map_err(|_| format!("failpoint {name:?}: {skip:?} is not skip:<count>"))?;
+                set(name, Times::Skip(n));
+            }
             n => {
                 let n: u32 = n.parse().map_err(|_| {
                     format!("failpoint {name:?}: {n:?} is not once|always|off|<count>")
@@ -188,5 +199,8 @@ mod tests {
         configure("t-c=off").unwrap();
         assert!(!fire("t-c"));
         assert!(configure("t-d").is_err() && configure("t-d=sometimes").is_err());
+        configure("t-e=skip:2").unwrap();
+        assert!(!fire("t-e") && !fire("t-e") && fire("t-e") && !fire("t-e"));
+        assert!(configure("t-f=skip:x").is_err());
     }
 }

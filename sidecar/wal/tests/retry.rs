@@ -223,3 +223,47 @@ async fn snapshots_large_replies_and_forks() {
     let fork = wal.read("fork", ReadPoint::Head).await.unwrap();
     assert!(fork.retries().is_empty());
 }
+
+/// A write committed in parts under one key: the next part commits only
+/// while the key's entry is the previous part's, so of two executions
+/// continuing from one part, one commits and the other is answered with
+/// the newer entry.
+#[tokio::test]
+async fn a_part_continues_only_from_the_entry_it_follows() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = embedded(dir.path(), WalOptions::default()).await;
+    let part = |id: i64| {
+        move |t: &mut Transaction| {
+            t.record(vec![put("r", id, id)]).map_err(|_| ())?;
+            Ok::<_, ()>(doc! {"part": id})
+        }
+    };
+    let RetryableOutcome::Applied { info: first, .. } = wal
+        .write_retryable("main", key(9, 1), part(1))
+        .await
+        .unwrap()
+    else {
+        panic!("the first part did not run");
+    };
+    // Without the part it follows, the key is answered, not run.
+    let o = wal
+        .write_retryable("main", key(9, 1), part(2))
+        .await
+        .unwrap();
+    assert_eq!(reply_of(o), doc! {"part": 1i64});
+    // Following the first part, it runs; following it again, it does not.
+    let o = wal
+        .write_retryable_continuing("main", key(9, 1), first.seq, part(2))
+        .await
+        .unwrap();
+    assert!(matches!(o, RetryableOutcome::Applied { .. }), "{o:?}");
+    let o = wal
+        .write_retryable_continuing("main", key(9, 1), first.seq, part(3))
+        .await
+        .unwrap();
+    assert_eq!(reply_of(o), doc! {"part": 2i64});
+    let head = wal.read("main", ReadPoint::Head).await.unwrap();
+    let c = head.collection(&ns("r")).unwrap();
+    assert!(c.get(&bson::Bson::Int64(2)).is_some());
+    assert!(c.get(&bson::Bson::Int64(3)).is_none());
+}

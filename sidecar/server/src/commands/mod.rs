@@ -6,6 +6,7 @@
 //! write memory so a retry is answered, not applied again.
 
 mod admin;
+mod batch;
 mod branch;
 mod bulk_write;
 mod catalog;

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use argon_wal::{Namespace, Transaction};
 use bson::{Bson, Document, doc, oid::ObjectId};
 
+use super::batch::{Batch, Parts, commit_batch};
 use super::options::{self, check_collation, check_hint};
 use super::{Ctx, collection_name, commit_write, opt_bool, opt_doc};
 use crate::deadline::Deadline;
@@ -131,14 +132,6 @@ pub(super) fn statements<'a>(cmd: &'a Document, key: &str) -> Result<&'a Vec<Bso
     }
 }
 
-fn write_reply(n: i64, errors: Vec<Document>) -> Document {
-    let mut out = doc! {"n": super::count_value(n)};
-    if !errors.is_empty() {
-        out.insert("writeErrors", errors);
-    }
-    out
-}
-
 // ---- insert -----------------------------------------------------------------------
 
 pub async fn insert(ctx: &Ctx<'_>) -> Result<Document> {
@@ -162,26 +155,26 @@ pub async fn insert(ctx: &Ctx<'_>) -> Result<Document> {
         })
         .collect();
     let ns = Namespace::new(target.db.as_str(), coll.as_str());
-    commit_write(ctx, &target, move |t| {
-        let mut errors = Vec::new();
-        let mut n = 0i64;
+    let start = Batch::new(docs.len(), false);
+    commit_batch(ctx, &target, start, move |t, b, parts| {
         ensure_collection(t, &ns)?;
-        for (i, d) in docs.iter().enumerate() {
-            let outcome = d
+        while !b.done() {
+            if parts.full_before_statement(t) {
+                return Ok(());
+            }
+            let outcome = docs[b.next]
                 .as_ref()
                 .map_err(Clone::clone)
                 .and_then(|d| put(t, &ns, d, Put::Insert));
             match outcome {
-                Ok(()) => n += 1,
-                Err(e) => {
-                    errors.push(e.to_write_error(i));
-                    if ordered {
-                        break;
-                    }
+                Ok(()) => {
+                    b.statement_n = 1;
+                    b.complete_statement();
                 }
+                Err(e) => b.fail_statement(&e, ordered),
             }
         }
-        Ok(write_reply(n, errors))
+        Ok(())
     })
     .await
 }
@@ -268,46 +261,120 @@ pub(super) fn apply_update(
     s: &UpdateStmt,
     deadline: Deadline,
 ) -> Result<Updated> {
-    check_hint(s.hint.as_ref(), t.state().collection(ns))?;
-    // The matches' ids, then one document at a time: an update of many
-    // large documents holds one parsed document, not all of them.
-    let targets = match &s.sort {
-        Some(sort) => super::read::first_in_order(t.state(), ns, &s.filter, sort, deadline)?
-            .map(|d| d.get("_id").cloned().unwrap_or(Bson::Null))
-            .into_iter()
-            .collect(),
-        None => {
-            super::read::matching_ids(t.state(), ns, &s.filter, (!s.multi).then_some(1), deadline)?
-        }
-    };
+    let targets = update_targets(t, ns, s, deadline)?;
     let mut out = Updated {
         matched: targets.len() as i64,
         modified: 0,
         upserted: None,
     };
     for id in targets {
-        let Some(old) = t
-            .state()
-            .collection(ns)
-            .and_then(|c| c.get(&id))
-            .map(argon_wal::rawdoc::parse)
-        else {
-            continue;
-        };
-        let new = s.u.apply_matched(&old, false, Some(&s.filter))?;
-        if new != old {
-            put(t, ns, &new, Put::Update)?;
+        if update_target(t, ns, s, &id, false)? == Some(true) {
             out.modified += 1;
         }
     }
     if out.matched == 0 && s.upsert {
-        let doc = upsert_document(&s.q, &s.u)?;
-        validate_id(&doc)?;
-        ensure_collection(t, ns)?;
-        out.upserted = doc.get("_id").cloned();
-        put(t, ns, &doc, Put::Upsert)?;
+        out.upserted = Some(upsert(t, ns, s)?);
     }
     Ok(out)
+}
+
+/// The `_id`s an update statement writes, in order: one document at a time
+/// after this, so an update of many large documents holds one parsed
+/// document, not all of them.
+fn update_targets(
+    t: &Transaction,
+    ns: &Namespace,
+    s: &UpdateStmt,
+    deadline: Deadline,
+) -> Result<Vec<Bson>> {
+    check_hint(s.hint.as_ref(), t.state().collection(ns))?;
+    match &s.sort {
+        Some(sort) => Ok(
+            super::read::first_in_order(t.state(), ns, &s.filter, sort, deadline)?
+                .map(|d| d.get("_id").cloned().unwrap_or(Bson::Null))
+                .into_iter()
+                .collect(),
+        ),
+        None => {
+            super::read::matching_ids(t.state(), ns, &s.filter, (!s.multi).then_some(1), deadline)
+        }
+    }
+}
+
+/// Updates the document `id`: None when it is gone (or, for a target
+/// matched in an earlier commit, `recheck`, no longer matches), else
+/// whether it changed.
+fn update_target(
+    t: &mut Transaction,
+    ns: &Namespace,
+    s: &UpdateStmt,
+    id: &Bson,
+    recheck: bool,
+) -> Result<Option<bool>> {
+    let Some(old) = t
+        .state()
+        .collection(ns)
+        .and_then(|c| c.get(id))
+        .map(argon_wal::rawdoc::parse)
+    else {
+        return Ok(None);
+    };
+    if recheck && !s.filter.try_matches(&old)? {
+        return Ok(None);
+    }
+    let new = s.u.apply_matched(&old, false, Some(&s.filter))?;
+    if new == old {
+        return Ok(Some(false));
+    }
+    put(t, ns, &new, Put::Update)?;
+    Ok(Some(true))
+}
+
+/// Inserts an upsert's new document; its `_id`.
+fn upsert(t: &mut Transaction, ns: &Namespace, s: &UpdateStmt) -> Result<Bson> {
+    let doc = upsert_document(&s.q, &s.u)?;
+    validate_id(&doc)?;
+    ensure_collection(t, ns)?;
+    let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
+    put(t, ns, &doc, Put::Upsert)?;
+    Ok(id)
+}
+
+/// Runs statement `b.next` of an update command from where it stands
+/// (its remaining targets when an earlier part split it), stopping before a
+/// document when `parts` says the part is full.
+fn run_update_statement(
+    t: &mut Transaction,
+    ns: &Namespace,
+    s: &UpdateStmt,
+    b: &mut Batch,
+    parts: &Parts,
+    deadline: Deadline,
+) -> Result<()> {
+    let (targets, continued) = match b.pending.take() {
+        Some(ids) => (ids, true),
+        None => (update_targets(t, ns, s, deadline)?, false),
+    };
+    if !continued && targets.is_empty() && s.upsert {
+        let id = upsert(t, ns, s)?;
+        b.statement_n = 1;
+        b.upserted.push(doc! {"index": b.next as i32, "_id": id});
+        b.complete_statement();
+        return Ok(());
+    }
+    let mut targets = targets.into_iter();
+    while let Some(id) = targets.next() {
+        if parts.full_before_document(t) {
+            b.pending = Some(std::iter::once(id).chain(targets).collect());
+            return Ok(());
+        }
+        if let Some(changed) = update_target(t, ns, s, &id, continued)? {
+            b.statement_n += 1;
+            b.statement_modified += i64::from(changed);
+        }
+    }
+    b.complete_statement();
+    Ok(())
 }
 
 pub async fn update(ctx: &Ctx<'_>) -> Result<Document> {
@@ -325,38 +392,23 @@ pub async fn update(ctx: &Ctx<'_>) -> Result<Document> {
     );
     let ns = Namespace::new(target.db.as_str(), coll.as_str());
     let deadline = ctx.deadline()?;
-    commit_write(ctx, &target, move |t| {
-        let (mut n, mut modified) = (0i64, 0i64);
-        let mut upserted = Vec::new();
-        let mut errors = Vec::new();
-        for (i, s) in stmts.iter().enumerate() {
-            let r = s
+    let start = Batch::new(stmts.len(), true);
+    commit_batch(ctx, &target, start, move |t, b, parts| {
+        while !b.done() {
+            if b.pending.is_none() && parts.full_before_statement(t) {
+                return Ok(());
+            }
+            let outcome = stmts[b.next]
                 .as_ref()
                 .map_err(Clone::clone)
-                .and_then(|s| apply_update(t, &ns, s, deadline));
-            match r {
-                Ok(u) => {
-                    n += u.matched;
-                    modified += u.modified;
-                    if let Some(id) = u.upserted {
-                        n += 1;
-                        upserted.push(doc! {"index": i as i32, "_id": id});
-                    }
-                }
-                Err(e) => {
-                    errors.push(e.to_write_error(i));
-                    if ordered {
-                        break;
-                    }
-                }
+                .and_then(|s| run_update_statement(t, &ns, s, b, parts, deadline));
+            if let Err(e) = outcome {
+                b.fail_statement(&e, ordered);
+            } else if b.pending.is_some() {
+                return Ok(());
             }
         }
-        let mut out = write_reply(n, errors);
-        out.insert("nModified", super::count_value(modified));
-        if !upserted.is_empty() {
-            out.insert("upserted", upserted);
-        }
-        Ok(out)
+        Ok(())
     })
     .await
 }
@@ -412,38 +464,70 @@ pub async fn delete(ctx: &Ctx<'_>) -> Result<Document> {
     );
     let ns = Namespace::new(target.db.as_str(), coll.as_str());
     let deadline = ctx.deadline()?;
-    commit_write(ctx, &target, move |t| {
-        let mut n = 0i64;
-        let mut errors = Vec::new();
-        for (i, s) in stmts.iter().enumerate() {
-            let found = s.as_ref().map_err(Clone::clone).and_then(|s| {
-                check_hint(s.hint.as_ref(), t.state().collection(&ns))?;
-                super::read::matching_ids(
-                    t.state(),
-                    &ns,
-                    &s.filter,
-                    s.just_one.then_some(1),
-                    deadline,
-                )
-            });
-            match found {
-                Ok(ids) => {
-                    for id in ids {
-                        t.delete(&ns, id).map_err(crate::wal_error::from_wal)?;
-                        n += 1;
-                    }
-                }
-                Err(e) => {
-                    errors.push(e.to_write_error(i));
-                    if ordered {
-                        break;
-                    }
-                }
+    let start = Batch::new(stmts.len(), false);
+    commit_batch(ctx, &target, start, move |t, b, parts| {
+        while !b.done() {
+            if b.pending.is_none() && parts.full_before_statement(t) {
+                return Ok(());
+            }
+            let outcome = stmts[b.next]
+                .as_ref()
+                .map_err(Clone::clone)
+                .and_then(|s| run_delete_statement(t, &ns, s, b, parts, deadline));
+            if let Err(e) = outcome {
+                b.fail_statement(&e, ordered);
+            } else if b.pending.is_some() {
+                return Ok(());
             }
         }
-        Ok(write_reply(n, errors))
+        Ok(())
     })
     .await
+}
+
+/// Runs statement `b.next` of a delete command from where it stands, as
+/// [`run_update_statement`].
+fn run_delete_statement(
+    t: &mut Transaction,
+    ns: &Namespace,
+    s: &DeleteStmt,
+    b: &mut Batch,
+    parts: &Parts,
+    deadline: Deadline,
+) -> Result<()> {
+    let (targets, continued) = match b.pending.take() {
+        Some(ids) => (ids, true),
+        None => {
+            check_hint(s.hint.as_ref(), t.state().collection(ns))?;
+            let limit = s.just_one.then_some(1);
+            (
+                super::read::matching_ids(t.state(), ns, &s.filter, limit, deadline)?,
+                false,
+            )
+        }
+    };
+    let mut targets = targets.into_iter();
+    while let Some(id) = targets.next() {
+        if parts.full_before_document(t) {
+            b.pending = Some(std::iter::once(id).chain(targets).collect());
+            return Ok(());
+        }
+        if continued {
+            // Matched in an earlier commit: another write may have changed
+            // or removed it since.
+            let still = match t.state().collection(ns).and_then(|c| c.get(&id)) {
+                Some(raw) => s.filter.try_matches(&argon_wal::rawdoc::parse(raw))?,
+                None => false,
+            };
+            if !still {
+                continue;
+            }
+        }
+        t.delete(ns, id).map_err(crate::wal_error::from_wal)?;
+        b.statement_n += 1;
+    }
+    b.complete_statement();
+    Ok(())
 }
 
 // ---- findAndModify ------------------------------------------------------------------

@@ -1,9 +1,9 @@
 //! Write commands larger than one commit, against the real binary with
 //! `--max-commit-bytes 64 MiB` (so ~100 MB writes need several commits):
 //! an `insertMany`, an `updateMany` and a `deleteMany` through the Rust
-//! driver on both stores are accepted whole and committed in parts (the
-//! log grows by more than one commit each), as MongoDB accepts writes of
-//! any total size; a retryable write sent twice, and twice at once, is
+//! driver on both stores, and a client-level `bulkWrite`, are accepted
+//! whole and committed in parts (the log grows by more than one commit
+//! each), as MongoDB accepts writes of any total size; a retryable write sent twice, and twice at once, is
 //! applied once; one killed between its parts continues from the log when
 //! it is retried after a restart, and no statement runs twice.
 
@@ -285,4 +285,70 @@ async fn a_retryable_write_killed_between_parts_continues_from_the_log_after_a_r
         vec![1; DOCS as usize],
         "no statement twice"
     );
+}
+
+/// The client-level `bulkWrite` is cut into parts like the other write
+/// commands: an `updateMany` and a `deleteMany` of 80 and 40 MiB, and a
+/// retryable bulk of 40 single-document updates sent twice, applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_bulk_write_past_the_commit_limit_commits_in_parts() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let data = dir.path().join("wal").display().to_string();
+    let sidecar = Sidecar::start(
+        "argon-sidecar",
+        &["--data", &data, "--max-commit-bytes", MAX_COMMIT],
+    )
+    .await
+    .expect("the sidecar starts");
+    load(&sidecar).await;
+    let client = sidecar.client().await.expect("a client");
+    let before = commits(&client).await;
+    let addr = format!("127.0.0.1:{}", sidecar.port)
+        .parse()
+        .expect("address");
+    let mut c = RawClient::connect(addr).await;
+
+    let increments: Vec<Bson> = (0..DOCS)
+        .map(|i| {
+            Bson::Document(
+                doc! {"update": 0, "filter": {"_id": i}, "updateMods": {"$inc": {"count": 1}}},
+            )
+        })
+        .collect();
+    let retryable = doc! {"bulkWrite": 1, "ops": increments, "nsInfo": [{"ns": "app.big"}],
+    "lsid": lsid(3), "txnNumber": 1i64, "$db": "admin"};
+    let first = c.command(retryable.clone()).await;
+    assert_eq!(first.get_i32("nModified").ok(), Some(DOCS), "{first}");
+    let again = c.command(retryable).await;
+    assert_eq!(answer(again), answer(first), "the retry's answer");
+    assert_eq!(
+        counts(&sidecar).await,
+        vec![1; DOCS as usize],
+        "applied once"
+    );
+    let after_retryable = commits(&client).await;
+    assert!(after_retryable - before >= 2, "not cut into parts");
+
+    let r = c
+        .command(doc! {"bulkWrite": 1, "ops": [
+            {"update": 0, "filter": {}, "updateMods": {"$inc": {"count": 1}}, "multi": true},
+            {"delete": 0, "filter": {"count": 2}, "multi": true},
+        ], "nsInfo": [{"ns": "app.big"}], "$db": "admin"})
+        .await;
+    assert_eq!(r.get_f64("ok").ok(), Some(1.0), "{r}");
+    assert_eq!(
+        (
+            r.get_i32("nMatched").ok(),
+            r.get_i32("nModified").ok(),
+            r.get_i32("nDeleted").ok(),
+            r.get_i32("nErrors").ok()
+        ),
+        (Some(DOCS), Some(DOCS), Some(DOCS), Some(0)),
+        "{r}"
+    );
+    assert!(
+        commits(&client).await - after_retryable >= 3,
+        "120 MiB of images in fewer than 3 commits"
+    );
+    assert!(counts(&sidecar).await.is_empty());
 }

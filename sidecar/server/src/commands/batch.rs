@@ -86,25 +86,125 @@ impl Parts {
     }
 }
 
-/// How far a command's statements got: what its next part starts from.
+/// How far the statement being run got, when a part ends inside it.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Statement {
+    /// Targets (`_id`s) not yet written, when an earlier part split the
+    /// statement; they are checked again against its filter.
+    pub(super) pending: Option<Vec<Bson>>,
+    /// Documents matched (or inserted, or deleted) so far.
+    pub(super) n: i64,
+    pub(super) modified: i64,
+    /// An upsert's new `_id`.
+    pub(super) upserted: Option<Bson>,
+}
+
+impl Statement {
+    /// Whether the part ended inside the statement.
+    pub(super) fn is_split(&self) -> bool {
+        self.pending.is_some()
+    }
+}
+
+/// What a command's parts carry from one to the next: how far its
+/// statements got and the reply so far.
+pub(super) trait Progress: Clone + Send + Sync + 'static {
+    /// Statements in the command.
+    fn total(&self) -> usize;
+    /// The next statement to run (`total` when done).
+    fn next(&self) -> usize;
+    /// The reply so far (the command's reply once done).
+    fn reply(&self) -> Document;
+    /// The progress a logged part's reply (`RESUME_FIELD` removed) records,
+    /// going on at statement `next`, from the shape of this one.
+    fn resumed(&self, reply: &Document, next: usize) -> Option<Self>;
+    /// Statement `next` failed with `e` and the command stops there.
+    fn stop_with(&mut self, e: &CommandError);
+
+    fn done(&self) -> bool {
+        self.next() >= self.total()
+    }
+
+    /// What a part of a retryable command logs: the reply so far and where
+    /// the next part starts, or the final reply.
+    fn logged_reply(&self) -> Document {
+        let mut out = self.reply();
+        if !self.done() {
+            out.insert(RESUME_FIELD, self.next() as i64);
+        }
+        out
+    }
+
+    /// The progress a logged part's reply continues, or None for a final
+    /// reply.
+    fn resumed_from(&self, reply: &Document) -> Result<Option<Self>> {
+        let Some(next) = reply.get(RESUME_FIELD) else {
+            return Ok(None);
+        };
+        let next = next
+            .as_i64()
+            .and_then(|n| usize::try_from(n).ok())
+            .filter(|n| *n < self.total());
+        let mut rest = reply.clone();
+        rest.remove(RESUME_FIELD);
+        next.and_then(|next| self.resumed(&rest, next))
+            .map(Some)
+            .ok_or_else(|| {
+                CommandError::new(
+                    ErrorCode::InternalError,
+                    "a logged partial reply is malformed",
+                )
+            })
+    }
+
+    /// The reply of a command whose later part failed with `e` after its
+    /// earlier parts committed: what they did, and an error at the
+    /// statement it stopped at. NotWritablePrimary (this sidecar is not the
+    /// branch's writer any more) becomes InterruptedDueToReplStateChange, as
+    /// mongod answers a multi-document write cut by a step-down: the
+    /// command must not be forwarded again, its first parts are applied.
+    fn interrupted(mut self, e: CommandError) -> Document {
+        let e = if e.code == ErrorCode::NotWritablePrimary {
+            CommandError::new(ErrorCode::InterruptedDueToReplStateChange, e.message)
+        } else {
+            e
+        };
+        self.stop_with(&e);
+        self.reply()
+    }
+}
+
+/// A count in a logged reply (absent: 0).
+pub(super) fn logged_count(reply: &Document, key: &str) -> Option<i64> {
+    match reply.get(key) {
+        Some(Bson::Int32(n)) => Some(i64::from(*n)),
+        Some(Bson::Int64(n)) => Some(*n),
+        None => Some(0),
+        Some(_) => None,
+    }
+}
+
+/// An array of documents in a logged reply (absent: empty).
+pub(super) fn logged_documents(reply: &Document, key: &str) -> Option<Vec<Document>> {
+    match reply.get(key) {
+        None => Some(Vec::new()),
+        Some(Bson::Array(items)) => items.iter().map(|i| i.as_document().cloned()).collect(),
+        Some(_) => None,
+    }
+}
+
+/// The progress of an insert, update or delete command.
 #[derive(Clone, Debug)]
 pub(super) struct Batch {
-    /// Statements in the command.
-    pub(super) total: usize,
-    /// The next statement to run (`total` when done).
+    total: usize,
     pub(super) next: usize,
-    /// Targets (`_id`s) of statement `next` not yet written, when it was
-    /// split between parts; they are checked again against its filter.
-    pub(super) pending: Option<Vec<Bson>>,
-    pub(super) n: i64,
+    /// The statement `next`, when a part ended inside it.
+    pub(super) statement: Statement,
+    n: i64,
     /// `nModified` (an update command's reply has it).
-    pub(super) modified: Option<i64>,
-    pub(super) upserted: Vec<Document>,
-    pub(super) errors: Vec<Document>,
-    /// Counts of statement `next` so far (added to the totals when it
-    /// completes; dropped if it fails, as a failed statement counts nothing).
-    pub(super) statement_n: i64,
-    pub(super) statement_modified: i64,
+    modified: Option<i64>,
+    upserted: Vec<Document>,
+    errors: Vec<Document>,
 }
 
 impl Batch {
@@ -112,43 +212,48 @@ impl Batch {
         Batch {
             total,
             next: 0,
-            pending: None,
+            statement: Statement::default(),
             n: 0,
             modified: update.then_some(0),
             upserted: Vec::new(),
             errors: Vec::new(),
-            statement_n: 0,
-            statement_modified: 0,
         }
     }
 
-    pub(super) fn done(&self) -> bool {
-        self.next >= self.total
-    }
-
-    /// Statement `next` completed.
+    /// Statement `next` completed: its counts join the totals.
     pub(super) fn complete_statement(&mut self) {
-        self.n += self.statement_n;
+        let s = std::mem::take(&mut self.statement);
+        self.n += s.n + i64::from(s.upserted.is_some());
         if let Some(m) = &mut self.modified {
-            *m += self.statement_modified;
+            *m += s.modified;
         }
-        self.statement_n = 0;
-        self.statement_modified = 0;
-        self.pending = None;
+        if let Some(id) = s.upserted {
+            self.upserted
+                .push(bson::doc! {"index": self.next as i32, "_id": id});
+        }
         self.next += 1;
     }
 
-    /// Statement `next` failed with `e`: an ordered batch stops there.
+    /// Statement `next` failed with `e` (it counts nothing): an ordered
+    /// batch stops there.
     pub(super) fn fail_statement(&mut self, e: &CommandError, ordered: bool) {
         self.errors.push(e.to_write_error(self.next));
-        self.statement_n = 0;
-        self.statement_modified = 0;
-        self.pending = None;
+        self.statement = Statement::default();
         self.next = if ordered { self.total } else { self.next + 1 };
     }
+}
 
-    /// The command's reply (`n`, `nModified`, `upserted`, `writeErrors`).
-    pub(super) fn reply(&self) -> Document {
+impl Progress for Batch {
+    fn total(&self) -> usize {
+        self.total
+    }
+
+    fn next(&self) -> usize {
+        self.next
+    }
+
+    /// `n`, `nModified`, `upserted`, `writeErrors`.
+    fn reply(&self) -> Document {
         let mut out = bson::doc! {"n": count_value(self.n)};
         if let Some(m) = self.modified {
             out.insert("nModified", count_value(m));
@@ -162,80 +267,23 @@ impl Batch {
         out
     }
 
-    /// What a part of a retryable command logs: the reply so far and where
-    /// the next part starts, or the final reply.
-    fn logged_reply(&self) -> Document {
-        let mut out = self.reply();
-        if !self.done() {
-            out.insert(RESUME_FIELD, self.next as i64);
-        }
-        out
-    }
-
-    /// The batch a logged part's reply continues, or None for a final reply.
-    fn resumed_from(&self, reply: &Document) -> Result<Option<Batch>> {
-        let Some(next) = reply.get(RESUME_FIELD) else {
-            return Ok(None);
-        };
-        let malformed = || {
-            CommandError::new(
-                ErrorCode::InternalError,
-                "a logged partial reply is malformed",
-            )
-        };
-        let next = next
-            .as_i64()
-            .and_then(|n| usize::try_from(n).ok())
-            .filter(|n| *n < self.total)
-            .ok_or_else(malformed)?;
-        let count = |key: &str| -> Result<i64> {
-            match reply.get(key) {
-                Some(Bson::Int32(n)) => Ok(i64::from(*n)),
-                Some(Bson::Int64(n)) => Ok(*n),
-                None => Ok(0),
-                Some(_) => Err(malformed()),
-            }
-        };
-        let documents = |key: &str| -> Result<Vec<Document>> {
-            match reply.get(key) {
-                None => Ok(Vec::new()),
-                Some(Bson::Array(items)) => items
-                    .iter()
-                    .map(|i| i.as_document().cloned().ok_or_else(malformed))
-                    .collect(),
-                Some(_) => Err(malformed()),
-            }
-        };
-        Ok(Some(Batch {
+    fn resumed(&self, reply: &Document, next: usize) -> Option<Batch> {
+        Some(Batch {
             total: self.total,
             next,
-            pending: None,
-            n: count("n")?,
+            statement: Statement::default(),
+            n: logged_count(reply, "n")?,
             modified: match self.modified {
-                Some(_) => Some(count("nModified")?),
+                Some(_) => Some(logged_count(reply, "nModified")?),
                 None => None,
             },
-            upserted: documents("upserted")?,
-            errors: documents("writeErrors")?,
-            statement_n: 0,
-            statement_modified: 0,
-        }))
+            upserted: logged_documents(reply, "upserted")?,
+            errors: logged_documents(reply, "writeErrors")?,
+        })
     }
 
-    /// The reply of a command whose later part failed with `e` after its
-    /// earlier parts committed: what they did, and a write error at the
-    /// statement it stopped at. NotWritablePrimary (this sidecar is not the
-    /// branch's writer any more) becomes InterruptedDueToReplStateChange, as
-    /// mongod's answer to a multi-document write cut by a step-down: the
-    /// command must not be forwarded again, its first parts are applied.
-    fn interrupted(mut self, e: CommandError) -> Document {
-        let e = if e.code == ErrorCode::NotWritablePrimary {
-            CommandError::new(ErrorCode::InterruptedDueToReplStateChange, e.message)
-        } else {
-            e
-        };
-        self.fail_statement(&e, true);
-        self.reply()
+    fn stop_with(&mut self, e: &CommandError) {
+        self.fail_statement(e, true);
     }
 }
 
@@ -244,14 +292,15 @@ impl Batch {
 /// says the part is full, and is called again for the next part. It may
 /// run again on a newer head (from the same starting batch), like any
 /// write's resolve.
-pub(super) async fn commit_batch<F>(
+pub(super) async fn commit_batch<P, F>(
     ctx: &Ctx<'_>,
     target: &Target,
-    start: Batch,
+    start: P,
     step: F,
 ) -> Result<Document>
 where
-    F: Fn(&mut Transaction, &mut Batch, &Parts) -> Result<()> + Send + Sync + 'static,
+    P: Progress,
+    F: Fn(&mut Transaction, &mut P, &Parts) -> Result<()> + Send + Sync + 'static,
 {
     target.writable()?;
     let step = Arc::new(step);
@@ -263,9 +312,9 @@ where
         })
         .await;
     }
-    let part = move |parts: Parts, from: Batch| {
+    let part = move |parts: Parts, from: P| {
         let step = Arc::clone(&step);
-        move |t: &mut Transaction| -> Result<Batch> {
+        move |t: &mut Transaction| -> Result<P> {
             let mut batch = from.clone();
             step(t, &mut batch, &parts)?;
             Ok(batch)

@@ -1,18 +1,20 @@
 //! The client-level `bulkWrite` (MongoDB 8.0): inserts, updates and
-//! deletes over several namespaces of one branch, in one commit, built on
-//! the statements of `write`.
+//! deletes over several namespaces of one branch, in one commit (or in
+//! parts past the commit limit, as `batch` cuts any write command), built
+//! on the statements of `write`.
 
 use std::sync::Arc;
 
 use argon_wal::Namespace;
 use bson::{Bson, Document, doc};
 
-use super::options::{self, check_collation, check_hint};
+use super::batch::{Progress, Statement, commit_batch, logged_count, logged_documents};
+use super::options::{self, check_collation};
 use super::write::{
-    DeleteStmt, Put, UpdateStmt, apply_update, ensure_collection, parse_update_stmt, put,
-    statements, validate_id, with_id_first,
+    DeleteStmt, Put, UpdateStmt, ensure_collection, parse_update_stmt, put, run_delete_statement,
+    run_update_statement, statements, validate_id, with_id_first,
 };
-use super::{Ctx, collection_name, commit_write, opt_bool, opt_doc};
+use super::{Ctx, collection_name, opt_bool, opt_doc};
 use crate::error::{CommandError, ErrorCode, Result};
 use crate::query::Filter;
 use crate::query::vars::Vars;
@@ -171,7 +173,8 @@ fn bulk_error(e: &CommandError, idx: usize) -> Document {
 }
 
 /// The client-level `bulkWrite` (MongoDB 8.0): inserts, updates and
-/// deletes over several namespaces of one branch, in one commit, with a
+/// deletes over several namespaces of one branch, in one commit (see
+/// `batch` for one too large for that), with a
 /// result per operation (or only the errors, `errorsOnly`) in a cursor
 /// reply that holds them all (`id: 0`).
 pub async fn bulk_write(ctx: &Ctx<'_>) -> Result<Document> {
@@ -213,89 +216,161 @@ pub async fn bulk_write(ctx: &Ctx<'_>) -> Result<Document> {
     // statement rolls back whole and the transaction aborts (as a failed
     // `update` does there), never committing half of a bulk.
     let in_transaction = ctx.txn.is_some();
-    commit_write(ctx, &target, move |t| {
-        let mut results = Vec::new();
-        let (mut errors, mut inserted, mut matched, mut modified, mut upserted, mut deleted) =
-            (0i64, 0i64, 0i64, 0i64, 0i64, 0i64);
-        for (idx, op) in ops.iter().enumerate() {
-            let outcome: Result<Document> = match op {
+    let start = BulkProgress::new(ops.len(), errors_only);
+    commit_batch(ctx, &target, start, move |t, b, parts| {
+        while !b.done() {
+            if !b.statement.is_split() && parts.full_before_statement(t) {
+                return Ok(());
+            }
+            let op = &ops[b.next];
+            let outcome = match op {
                 BulkOp::Insert(ns, doc) => {
                     let ns = &namespaces[*ns];
-                    doc.as_ref()
-                        .map_err(Clone::clone)
-                        .and_then(|d| {
-                            ensure_collection(t, ns)?;
-                            put(t, ns, d, Put::Insert)
-                        })
-                        .map(|()| {
-                            inserted += 1;
-                            doc! {"ok": 1.0, "idx": idx as i32, "n": 1}
-                        })
-                }
-                BulkOp::Update(ns, stmt) => stmt
-                    .as_ref()
-                    .map_err(Clone::clone)
-                    .and_then(|s| apply_update(t, &namespaces[*ns], s, deadline))
-                    .map(|u| {
-                        matched += u.matched;
-                        modified += u.modified;
-                        let mut r = doc! {
-                            "ok": 1.0,
-                            "idx": idx as i32,
-                            "n": super::count_value(u.matched + i64::from(u.upserted.is_some())),
-                            "nModified": super::count_value(u.modified),
-                        };
-                        if let Some(id) = u.upserted {
-                            upserted += 1;
-                            r.insert("upserted", doc! {"_id": id});
-                        }
-                        r
-                    }),
-                BulkOp::Delete(ns, stmt) => {
-                    let ns = &namespaces[*ns];
-                    stmt.as_ref().map_err(Clone::clone).and_then(|s| {
-                        check_hint(s.hint.as_ref(), t.state().collection(ns))?;
-                        let ids = super::read::matching_ids(
-                            t.state(),
-                            ns,
-                            &s.filter,
-                            s.just_one.then_some(1),
-                            deadline,
-                        )?;
-                        let n = ids.len() as i64;
-                        for id in ids {
-                            t.delete(ns, id).map_err(crate::wal_error::from_wal)?;
-                        }
-                        deleted += n;
-                        Ok(doc! {"ok": 1.0, "idx": idx as i32, "n": super::count_value(n)})
+                    doc.as_ref().map_err(Clone::clone).and_then(|d| {
+                        ensure_collection(t, ns)?;
+                        put(t, ns, d, Put::Insert)?;
+                        b.statement.n = 1;
+                        Ok(())
                     })
                 }
+                BulkOp::Update(ns, stmt) => stmt.as_ref().map_err(Clone::clone).and_then(|s| {
+                    let ns = &namespaces[*ns];
+                    run_update_statement(t, ns, s, &mut b.statement, parts, deadline)
+                }),
+                BulkOp::Delete(ns, stmt) => stmt.as_ref().map_err(Clone::clone).and_then(|s| {
+                    let ns = &namespaces[*ns];
+                    run_delete_statement(t, ns, s, &mut b.statement, parts, deadline)
+                }),
             };
             match outcome {
-                Ok(r) => {
-                    if !errors_only {
-                        results.push(r);
-                    }
-                }
                 Err(e) if in_transaction => return Err(e),
-                Err(e) => {
-                    errors += 1;
-                    results.push(bulk_error(&e, idx));
-                    if ordered {
-                        break;
-                    }
-                }
+                Err(e) => b.fail_op(&e, ordered),
+                Ok(()) if b.statement.is_split() => return Ok(()),
+                Ok(()) => b.complete_op(op),
             }
         }
-        Ok(doc! {
-            "cursor": {"id": 0i64, "firstBatch": results, "ns": "admin.$cmd.bulkWrite"},
-            "nErrors": super::count_value(errors),
-            "nInserted": super::count_value(inserted),
-            "nMatched": super::count_value(matched),
-            "nModified": super::count_value(modified),
-            "nUpserted": super::count_value(upserted),
-            "nDeleted": super::count_value(deleted),
-        })
+        Ok(())
     })
     .await
+}
+
+/// How far a `bulkWrite` got: a result per operation (errors only, with
+/// `errorsOnly`) and the counts.
+#[derive(Clone, Debug)]
+struct BulkProgress {
+    total: usize,
+    next: usize,
+    statement: Statement,
+    errors_only: bool,
+    results: Vec<Document>,
+    errors: i64,
+    inserted: i64,
+    matched: i64,
+    modified: i64,
+    upserted: i64,
+    deleted: i64,
+}
+
+impl BulkProgress {
+    fn new(total: usize, errors_only: bool) -> BulkProgress {
+        BulkProgress {
+            total,
+            next: 0,
+            statement: Statement::default(),
+            errors_only,
+            results: Vec::new(),
+            errors: 0,
+            inserted: 0,
+            matched: 0,
+            modified: 0,
+            upserted: 0,
+            deleted: 0,
+        }
+    }
+
+    /// Operation `next` completed: its result and counts.
+    fn complete_op(&mut self, op: &BulkOp) {
+        let s = std::mem::take(&mut self.statement);
+        let idx = self.next as i32;
+        let result = match op {
+            BulkOp::Insert(..) => {
+                self.inserted += 1;
+                doc! {"ok": 1.0, "idx": idx, "n": 1}
+            }
+            BulkOp::Update(..) => {
+                self.matched += s.n;
+                self.modified += s.modified;
+                let mut r = doc! {
+                    "ok": 1.0,
+                    "idx": idx,
+                    "n": super::count_value(s.n + i64::from(s.upserted.is_some())),
+                    "nModified": super::count_value(s.modified),
+                };
+                if let Some(id) = s.upserted {
+                    self.upserted += 1;
+                    r.insert("upserted", doc! {"_id": id});
+                }
+                r
+            }
+            BulkOp::Delete(..) => {
+                self.deleted += s.n;
+                doc! {"ok": 1.0, "idx": idx, "n": super::count_value(s.n)}
+            }
+        };
+        if !self.errors_only {
+            self.results.push(result);
+        }
+        self.next += 1;
+    }
+
+    /// Operation `next` failed with `e`: an ordered bulk stops there.
+    fn fail_op(&mut self, e: &CommandError, ordered: bool) {
+        self.errors += 1;
+        self.results.push(bulk_error(e, self.next));
+        self.statement = Statement::default();
+        self.next = if ordered { self.total } else { self.next + 1 };
+    }
+}
+
+impl Progress for BulkProgress {
+    fn total(&self) -> usize {
+        self.total
+    }
+
+    fn next(&self) -> usize {
+        self.next
+    }
+
+    fn reply(&self) -> Document {
+        doc! {
+            "cursor": {"id": 0i64, "firstBatch": self.results.clone(), "ns": "admin.$cmd.bulkWrite"},
+            "nErrors": super::count_value(self.errors),
+            "nInserted": super::count_value(self.inserted),
+            "nMatched": super::count_value(self.matched),
+            "nModified": super::count_value(self.modified),
+            "nUpserted": super::count_value(self.upserted),
+            "nDeleted": super::count_value(self.deleted),
+        }
+    }
+
+    fn resumed(&self, reply: &Document, next: usize) -> Option<BulkProgress> {
+        let cursor = reply.get_document("cursor").ok()?;
+        Some(BulkProgress {
+            total: self.total,
+            next,
+            statement: Statement::default(),
+            errors_only: self.errors_only,
+            results: logged_documents(cursor, "firstBatch")?,
+            errors: logged_count(reply, "nErrors")?,
+            inserted: logged_count(reply, "nInserted")?,
+            matched: logged_count(reply, "nMatched")?,
+            modified: logged_count(reply, "nModified")?,
+            upserted: logged_count(reply, "nUpserted")?,
+            deleted: logged_count(reply, "nDeleted")?,
+        })
+    }
+
+    fn stop_with(&mut self, e: &CommandError) {
+        self.fail_op(e, true);
+    }
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use argon_wal::{Namespace, Transaction};
 use bson::{Bson, Document, doc, oid::ObjectId};
 
-use super::batch::{Batch, Parts, commit_batch};
+use super::batch::{Batch, Parts, Progress, Statement, commit_batch};
 use super::options::{self, check_collation, check_hint};
 use super::{Ctx, collection_name, commit_write, opt_bool, opt_doc};
 use crate::deadline::Deadline;
@@ -168,7 +168,7 @@ pub async fn insert(ctx: &Ctx<'_>) -> Result<Document> {
                 .and_then(|d| put(t, &ns, d, Put::Insert));
             match outcome {
                 Ok(()) => {
-                    b.statement_n = 1;
+                    b.statement.n = 1;
                     b.complete_statement();
                 }
                 Err(e) => b.fail_statement(&e, ordered),
@@ -249,35 +249,6 @@ pub(super) fn parse_update_stmt(s: &Bson, vars: &Vars) -> Result<UpdateStmt> {
     Ok(stmt)
 }
 
-pub(super) struct Updated {
-    pub(super) matched: i64,
-    pub(super) modified: i64,
-    pub(super) upserted: Option<Bson>,
-}
-
-pub(super) fn apply_update(
-    t: &mut Transaction,
-    ns: &Namespace,
-    s: &UpdateStmt,
-    deadline: Deadline,
-) -> Result<Updated> {
-    let targets = update_targets(t, ns, s, deadline)?;
-    let mut out = Updated {
-        matched: targets.len() as i64,
-        modified: 0,
-        upserted: None,
-    };
-    for id in targets {
-        if update_target(t, ns, s, &id, false)? == Some(true) {
-            out.modified += 1;
-        }
-    }
-    if out.matched == 0 && s.upsert {
-        out.upserted = Some(upsert(t, ns, s)?);
-    }
-    Ok(out)
-}
-
 /// The `_id`s an update statement writes, in order: one document at a time
 /// after this, so an update of many large documents holds one parsed
 /// document, not all of them.
@@ -340,40 +311,36 @@ fn upsert(t: &mut Transaction, ns: &Namespace, s: &UpdateStmt) -> Result<Bson> {
     Ok(id)
 }
 
-/// Runs statement `b.next` of an update command from where it stands
-/// (its remaining targets when an earlier part split it), stopping before a
-/// document when `parts` says the part is full.
-fn run_update_statement(
+/// Runs an update statement from where it stands (its remaining targets
+/// when an earlier part split it), stopping before a document when `parts`
+/// says the part is full (then `at.is_split()`).
+pub(super) fn run_update_statement(
     t: &mut Transaction,
     ns: &Namespace,
     s: &UpdateStmt,
-    b: &mut Batch,
+    at: &mut Statement,
     parts: &Parts,
     deadline: Deadline,
 ) -> Result<()> {
-    let (targets, continued) = match b.pending.take() {
+    let (targets, continued) = match at.pending.take() {
         Some(ids) => (ids, true),
         None => (update_targets(t, ns, s, deadline)?, false),
     };
     if !continued && targets.is_empty() && s.upsert {
-        let id = upsert(t, ns, s)?;
-        b.statement_n = 1;
-        b.upserted.push(doc! {"index": b.next as i32, "_id": id});
-        b.complete_statement();
+        at.upserted = Some(upsert(t, ns, s)?);
         return Ok(());
     }
     let mut targets = targets.into_iter();
     while let Some(id) = targets.next() {
         if parts.full_before_document(t) {
-            b.pending = Some(std::iter::once(id).chain(targets).collect());
+            at.pending = Some(std::iter::once(id).chain(targets).collect());
             return Ok(());
         }
         if let Some(changed) = update_target(t, ns, s, &id, continued)? {
-            b.statement_n += 1;
-            b.statement_modified += i64::from(changed);
+            at.n += 1;
+            at.modified += i64::from(changed);
         }
     }
-    b.complete_statement();
     Ok(())
 }
 
@@ -395,17 +362,17 @@ pub async fn update(ctx: &Ctx<'_>) -> Result<Document> {
     let start = Batch::new(stmts.len(), true);
     commit_batch(ctx, &target, start, move |t, b, parts| {
         while !b.done() {
-            if b.pending.is_none() && parts.full_before_statement(t) {
+            if !b.statement.is_split() && parts.full_before_statement(t) {
                 return Ok(());
             }
             let outcome = stmts[b.next]
                 .as_ref()
                 .map_err(Clone::clone)
-                .and_then(|s| run_update_statement(t, &ns, s, b, parts, deadline));
-            if let Err(e) = outcome {
-                b.fail_statement(&e, ordered);
-            } else if b.pending.is_some() {
-                return Ok(());
+                .and_then(|s| run_update_statement(t, &ns, s, &mut b.statement, parts, deadline));
+            match outcome {
+                Err(e) => b.fail_statement(&e, ordered),
+                Ok(()) if b.statement.is_split() => return Ok(()),
+                Ok(()) => b.complete_statement(),
             }
         }
         Ok(())
@@ -467,17 +434,17 @@ pub async fn delete(ctx: &Ctx<'_>) -> Result<Document> {
     let start = Batch::new(stmts.len(), false);
     commit_batch(ctx, &target, start, move |t, b, parts| {
         while !b.done() {
-            if b.pending.is_none() && parts.full_before_statement(t) {
+            if !b.statement.is_split() && parts.full_before_statement(t) {
                 return Ok(());
             }
             let outcome = stmts[b.next]
                 .as_ref()
                 .map_err(Clone::clone)
-                .and_then(|s| run_delete_statement(t, &ns, s, b, parts, deadline));
-            if let Err(e) = outcome {
-                b.fail_statement(&e, ordered);
-            } else if b.pending.is_some() {
-                return Ok(());
+                .and_then(|s| run_delete_statement(t, &ns, s, &mut b.statement, parts, deadline));
+            match outcome {
+                Err(e) => b.fail_statement(&e, ordered),
+                Ok(()) if b.statement.is_split() => return Ok(()),
+                Ok(()) => b.complete_statement(),
             }
         }
         Ok(())
@@ -485,17 +452,17 @@ pub async fn delete(ctx: &Ctx<'_>) -> Result<Document> {
     .await
 }
 
-/// Runs statement `b.next` of a delete command from where it stands, as
+/// Runs a delete statement from where it stands, as
 /// [`run_update_statement`].
-fn run_delete_statement(
+pub(super) fn run_delete_statement(
     t: &mut Transaction,
     ns: &Namespace,
     s: &DeleteStmt,
-    b: &mut Batch,
+    at: &mut Statement,
     parts: &Parts,
     deadline: Deadline,
 ) -> Result<()> {
-    let (targets, continued) = match b.pending.take() {
+    let (targets, continued) = match at.pending.take() {
         Some(ids) => (ids, true),
         None => {
             check_hint(s.hint.as_ref(), t.state().collection(ns))?;
@@ -509,7 +476,7 @@ fn run_delete_statement(
     let mut targets = targets.into_iter();
     while let Some(id) = targets.next() {
         if parts.full_before_document(t) {
-            b.pending = Some(std::iter::once(id).chain(targets).collect());
+            at.pending = Some(std::iter::once(id).chain(targets).collect());
             return Ok(());
         }
         if continued {
@@ -524,9 +491,8 @@ fn run_delete_statement(
             }
         }
         t.delete(ns, id).map_err(crate::wal_error::from_wal)?;
-        b.statement_n += 1;
+        at.n += 1;
     }
-    b.complete_statement();
     Ok(())
 }
 

@@ -197,6 +197,43 @@ async fn large_commit(client: &Client, pid: u32) -> anyhow::Result<String> {
     ))
 }
 
+/// A write command larger than a commit (the server runs with
+/// `--max-commit-bytes 64 MiB`): eighty 5 MB documents loaded, then one
+/// `updateMany` rewriting all of them (~800 MB logged), committed in parts.
+/// Its memory should follow the part, not the command.
+async fn in_parts(client: &Client, pid: u32) -> anyhow::Result<String> {
+    const DOCS: i64 = 80;
+    const PART_MB: f64 = 64.0 * 1024.0 * 1024.0 / 1e6;
+    let coll = client.database("bench").collection::<Document>("parts");
+    coll.drop().await?;
+    for i in 0..DOCS {
+        coll.insert_one(document(i, 5_000_000)).await?;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = rss_mb(pid);
+    reset_peak(pid)?;
+    let (bytes_before, seq_before) = log_bytes(client).await?;
+    let start = Instant::now();
+    let r = coll.update_many(doc! {}, doc! {"$set": {"tag": 1}}).await?;
+    let elapsed = start.elapsed();
+    anyhow::ensure!(
+        r.modified_count == DOCS as u64,
+        "updated {}",
+        r.modified_count
+    );
+    let peak = peak_mb(pid);
+    let (bytes_after, seq_after) = log_bytes(client).await?;
+    let logged_mb = (bytes_after - bytes_before) as f64 / 1e6;
+    Ok(format!(
+        "| one `updateMany` in {} parts of ≤ 64 MiB ({elapsed:.1?}) | {logged_mb:.0} MB | {before:.0} MB | {peak:.0} MB | {:.0} MB | {:.1}× (÷ part: {:.1}×) | {:.0} MB |",
+        seq_after - seq_before,
+        peak - before,
+        (peak - before) / logged_mb,
+        (peak - before) / PART_MB,
+        rss_mb(pid)
+    ))
+}
+
 /// After a restart: the first read loads `main`, replaying the log
 /// (including the ~100 MB commit) from its last snapshot.
 async fn replay(client: &Client, pid: u32) -> anyhow::Result<String> {
@@ -249,6 +286,7 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", large_commit(&client, args.pid).await?);
         }
         "replay" => println!("{}", replay(&client, args.pid).await?),
+        "parts" => println!("{}", in_parts(&client, args.pid).await?),
         other => anyhow::bail!("unknown phase {other:?}"),
     }
     Ok(())

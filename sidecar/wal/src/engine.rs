@@ -363,6 +363,17 @@ type Queue = mpsc::UnboundedSender<Box<dyn Pending>>;
 
 // ---- engine state -----------------------------------------------------------
 
+/// How far a catch-up reads the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reach {
+    /// To the store's published head (`LogStore::published_head`): every
+    /// acknowledged write, for a read.
+    Published,
+    /// To the end of the log, for a write about to append after it (a
+    /// commit past the published head is published then).
+    End,
+}
+
 /// A branch incarnation's head, guarded by an async lock held across the
 /// store round trips of catching up and appending.
 #[derive(Default)]
@@ -1211,8 +1222,15 @@ impl Inner {
 
     /// Loads the head if needed and applies every commit the store has
     /// beyond it. Stops at a seal (nothing may follow one).
-    async fn catch_up(&self, inc: &Incarnation, h: &mut Head) -> Result<()> {
+    async fn catch_up(&self, inc: &Incarnation, h: &mut Head, reach: Reach) -> Result<()> {
         let started = std::time::Instant::now();
+        // Asked first: every write acknowledged before this catch-up began
+        // is at or below it.
+        let published = self.store.published_head(self.project(), inc.id).await?;
+        let upto = match (reach, published) {
+            (Reach::Published, Some(p)) => p,
+            _ => Seq::MAX,
+        };
         let mut state = match h.state.take() {
             Some(s) => s,
             None => self.load_latest(inc).await?,
@@ -1239,10 +1257,10 @@ impl Inner {
                 }
             }
         }
-        while h.sealed.is_none() {
+        while h.sealed.is_none() && state.seq() < upto {
             let page = self
                 .store
-                .read_commits(self.project(), inc.id, state.seq(), Seq::MAX, PAGE)
+                .read_commits(self.project(), inc.id, state.seq(), upto, PAGE)
                 .await?;
             let more = page.more;
             for c in page {
@@ -1257,6 +1275,14 @@ impl Inner {
             if !more {
                 break;
             }
+        }
+        if reach == Reach::End && state.seq() > published.unwrap_or_default() {
+            // Read past the published head (a commit whose writer died
+            // before publishing it): published before anyone here sees it,
+            // so no reader elsewhere misses what a reader here saw.
+            self.store
+                .publish_head(self.project(), inc.id, state.seq())
+                .await?;
         }
         self.set_head(inc.id, h, state);
         h.verified = true;
@@ -1311,7 +1337,7 @@ impl Inner {
                     .get(&inc.id)
                     .is_some_and(|t| *t >= requested);
             if !covered {
-                self.catch_up(&inc, &mut h).await?;
+                self.catch_up(&inc, &mut h, Reach::Published).await?;
             }
             if h.sealed.is_some() {
                 drop(h);
@@ -1410,7 +1436,7 @@ impl Inner {
     ) -> Result<Option<CommitInfo>> {
         let head = self.head_lock(inc.id);
         let mut h = head.lock().await;
-        self.catch_up(inc, &mut h).await?;
+        self.catch_up(inc, &mut h, Reach::End).await?;
         if h.sealed.is_some() {
             return Ok(None);
         }
@@ -1846,7 +1872,7 @@ impl Inner {
             // Also before the first append of this process on the branch,
             // and after an append with an unknown outcome (`Head::verified`).
             if caught_up || h.state.is_none() || h.sealed.is_some() || !h.verified {
-                self.catch_up(&inc, &mut h).await?;
+                self.catch_up(&inc, &mut h, Reach::End).await?;
                 caught_up = true;
             }
             if h.sealed.is_some() {
@@ -1902,7 +1928,7 @@ impl Inner {
             // Nothing to append means no store check of the head either: a
             // refusal (say, a duplicate key) must not rest on a stale head.
             if !caught_up {
-                self.catch_up(&inc, &mut h).await?;
+                self.catch_up(&inc, &mut h, Reach::End).await?;
                 let now = h.state.as_ref().map(BranchState::seq);
                 if h.sealed.is_some() || now != Some(state.seq()) {
                     return Err(WalError::Conflict {

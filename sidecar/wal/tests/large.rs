@@ -369,6 +369,15 @@ async fn orphan_chunk_sets_are_removed_by_the_store() {
         .map(|s| s.get_object_id("_id").unwrap())
         .collect();
     assert_eq!(left, vec![d.chunks().unwrap().writer]);
+    // C died before publishing its commit: readers see it once a writer's
+    // catch-up has read past the published head and published it (here,
+    // directly), and then whole.
+    let head = wal.read("main", ReadPoint::Head).await.unwrap();
+    assert_eq!(head.seq(), Seq(1));
+    reopened
+        .publish_head("orphans", main, Seq(2))
+        .await
+        .unwrap();
     let head = wal.read("main", ReadPoint::Head).await.unwrap();
     assert_eq!(head.seq(), Seq(2));
     assert_docs(&head, 0..2, 3 * MIB, 1);

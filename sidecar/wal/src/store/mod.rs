@@ -151,6 +151,33 @@ pub trait LogStore: Send + Sync {
         upto: Seq,
     ) -> StoreFuture<'a, Option<SnapshotRecord>>;
 
+    /// The head this store has published for `branch`: every commit whose
+    /// append was acknowledged has a seq at or below it (`append_commit`
+    /// publishes before it returns). A reader that catches up to it sees
+    /// every write acknowledged before it asked, without scanning the log
+    /// for more; a commit above it (landed, never acknowledged: its writer
+    /// died between the two) stays invisible until a writer's catch-up
+    /// reads past it and publishes it. `None`: this store keeps no such
+    /// record (one process owns it) or has none yet for `branch`; a
+    /// catch-up then reads to the end of the log.
+    fn published_head<'a>(
+        &'a self,
+        _project: &'a str,
+        _branch: BranchId,
+    ) -> StoreFuture<'a, Option<Seq>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    /// Publishes `seq` as `branch`'s head, unless a newer one is.
+    fn publish_head<'a>(
+        &'a self,
+        _project: &'a str,
+        _branch: BranchId,
+        _seq: Seq,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async { Ok(()) })
+    }
+
     /// Whether several processes may append to this store at once (and so
     /// keep writer leases, see `lease`). An embedded store has one owner.
     fn is_shared(&self) -> bool {

@@ -123,6 +123,13 @@ pub struct ServeArgs {
     /// sidecar commits its own writes.
     #[arg(long, env = "ARGON_PEER_LISTEN", requires = "store")]
     pub peer_listen: Option<SocketAddr>,
+    /// A file holding the key sidecars prove to each other on the peer link
+    /// (16 to 1,024 bytes, as mongod's keyFile; every sidecar of the
+    /// project must hold the same). Without it the key is derived from the
+    /// `--store` connection string, credentials included, and the project:
+    /// the link then asks of a peer what the store asks of a writer.
+    #[arg(long, env = "ARGON_PEER_KEY_FILE", requires = "peer_listen")]
+    pub peer_key_file: Option<PathBuf>,
     /// The `host:port` other sidecars dial to reach `--peer-listen` (in a
     /// pod: `$(POD_IP):<port>`). Defaults to the listen address unless that
     /// is unspecified (0.0.0.0 or ::).
@@ -185,11 +192,11 @@ impl ServeArgs {
                 "--peer-listen needs a shared --store: an embedded store has one process, which writes every branch itself".into(),
             );
         }
-        // Refused by name, not half done: forwarded writes would reach the
-        // writer over a link that has neither.
-        if self.auth || self.tls_cert_file.is_some() {
+        // Refused by name, not half done: forwarded writes would cross a
+        // link that is authenticated (`writer::peer_auth`) but not encrypted.
+        if self.tls_cert_file.is_some() {
             return Err(
-                "--peer-listen cannot be combined with --auth or TLS yet: the link between sidecars has no authentication or encryption of its own; run without --peer-listen (each sidecar then commits its own writes)".into(),
+                "--peer-listen cannot be combined with TLS yet: the link between sidecars is authenticated but not encrypted; run without --peer-listen (each sidecar then commits its own writes)".into(),
             );
         }
         if let Some(a) = &self.peer_advertise {
@@ -201,6 +208,17 @@ impl ServeArgs {
             ));
         }
         Ok(Some(listen.to_string()))
+    }
+
+    /// The peer link's key: from `--peer-key-file`, else derived from the
+    /// store's connection string and the project (`writer::peer_auth`).
+    pub fn peer_key(&self) -> Result<crate::writer::peer_auth::PeerKey, String> {
+        use crate::writer::peer_auth::PeerKey;
+        match (&self.peer_key_file, &self.store) {
+            (Some(path), _) => PeerKey::from_file(path, &self.project),
+            (None, Some(uri)) => Ok(PeerKey::derive(uri.as_bytes(), &self.project)),
+            (None, None) => Err("--peer-listen needs a shared --store".into()),
+        }
     }
 
     pub fn store_choice(&self) -> Result<StoreChoice, String> {
@@ -337,10 +355,42 @@ mod tests {
         )
         .unwrap();
         assert_eq!(a.peer_address(), Ok(Some("10.0.0.7:27018".into())));
-        // Refused by name with authentication: the peer link has none.
+        // With authentication: the link has its own (peer_auth), and the
+        // key is the store's unless a key file is given.
         let a =
             parse(&[&store[..], &["--peer-listen", "127.0.0.1:27018", "--auth"]].concat()).unwrap();
-        assert!(a.peer_address().unwrap_err().contains("--auth"));
+        assert!(a.peer_address().is_ok());
+        assert_eq!(format!("{:?}", a.peer_key().unwrap()), "PeerKey(…)");
+        assert!(
+            parse(
+                &[
+                    &store[..],
+                    &["--peer-listen", "127.0.0.1:1", "--peer-key-file", "/absent"]
+                ]
+                .concat()
+            )
+            .unwrap()
+            .peer_key()
+            .is_err()
+        );
+        assert!(parse(&[&store[..], &["--peer-key-file", "/k"]].concat()).is_err());
+        // Refused by name with TLS: the link is not encrypted.
+        let a = parse(
+            &[
+                &store[..],
+                &[
+                    "--peer-listen",
+                    "127.0.0.1:27018",
+                    "--tls-cert-file",
+                    "/c",
+                    "--tls-key-file",
+                    "/k",
+                ],
+            ]
+            .concat(),
+        )
+        .unwrap();
+        assert!(a.peer_address().unwrap_err().contains("TLS"));
         // Only with a shared store, and the staleness bound is bounded.
         let embedded = parse(&["--data", "/x", "--peer-listen", "127.0.0.1:1"]);
         assert!(embedded.map_or(true, |a| a.peer_address().is_err()));

@@ -44,6 +44,10 @@ fn main() -> ExitCode {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let store = args.store_choice().map_err(anyhow::Error::msg)?;
     let peer_address = args.peer_address().map_err(anyhow::Error::msg)?;
+    let peer_key = match peer_address {
+        Some(_) => Some(args.peer_key().map_err(anyhow::Error::msg)?),
+        None => None,
+    };
     // Failpoints for fault tests: only in a build with argon-wal's
     // `failpoints` feature; elsewhere this does nothing.
     argon_wal::failpoints::from_env("ARGON_FAILPOINTS").map_err(anyhow::Error::msg)?;
@@ -94,13 +98,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         Service::new(wal, args.branch, metrics)
     };
-    let peer_listener = match (args.peer_listen, peer_address) {
-        (Some(addr), Some(advertise)) => {
+    let peer_listener = match (args.peer_listen, peer_address, peer_key) {
+        (Some(addr), Some(advertise), Some(key)) => {
             let l = TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen for peers on {addr}"))?;
-            tracing::info!(listen = %l.local_addr()?, %advertise, "taking writes forwarded by other sidecars");
-            service.elect_writers(advertise);
+            tracing::info!(listen = %l.local_addr()?, %advertise, key_file = args.peer_key_file.is_some(), "taking writes forwarded by other sidecars");
+            service.elect_writers(advertise, key);
             feed.bind(&service.writers);
             Some(l)
         }

@@ -51,7 +51,7 @@ impl Service {
             sessions: Sessions::default(),
             default_max_time_ms: AtomicU64::new(0),
             blocking_sort_bytes: AtomicU64::new(crate::limits::MAX_BLOCKING_STAGE_BYTES as u64),
-            writers: crate::writer::Writers::new(wal.clone(), None, metrics.clone()),
+            writers: crate::writer::Writers::new(wal.clone(), None, None, metrics.clone()),
             pins: crate::writer::route::Pins::default(),
             metrics,
             started: Instant::now(),
@@ -67,10 +67,20 @@ impl Service {
     /// shared store, taking forwarded writes at `advertise` (`host:port` of
     /// the peer listener). No effect on an embedded store. Before the
     /// service is shared.
-    pub fn elect_writers(self: &mut Arc<Service>, advertise: String) {
+    /// Peer-listener connections and the writers dialed prove `key`
+    /// (`writer::peer_auth`).
+    pub fn elect_writers(
+        self: &mut Arc<Service>,
+        advertise: String,
+        key: crate::writer::peer_auth::PeerKey,
+    ) {
         if let Some(s) = Arc::get_mut(self) {
-            s.writers =
-                crate::writer::Writers::new(s.wal.clone(), Some(advertise), s.metrics.clone());
+            s.writers = crate::writer::Writers::new(
+                s.wal.clone(),
+                Some(advertise),
+                Some(key),
+                s.metrics.clone(),
+            );
         }
     }
 

@@ -8,7 +8,10 @@
 //! - a write through a forwarding sidecar is read back through it at once
 //!   (read-your-writes), and a read elsewhere with `afterClusterTime` sees it;
 //! - duplicate `_id`s and unique keys raced through two sidecars: one wins;
-//! - a transaction begun on a forwarding sidecar runs on the writer.
+//! - a transaction begun on a forwarding sidecar runs on the writer;
+//! - the peer listener runs forwarded writes only, for a sidecar that
+//!   proved the project's peer key (strangers, wrong keys, forged proofs
+//!   and malformed steps refused), and forwarding works with `--auth`.
 
 mod common;
 
@@ -17,10 +20,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use argon_sidecar::writer::peer_auth::{Forwarder, PeerKey};
 use argon_testkit::{FerretDb, free_port};
 use bson::{Bson, Document, doc};
-use common::code;
 use common::sidecar::Sidecar;
+use common::{RawClient, code};
 use futures::FutureExt;
 use mongodb::{Client, Collection};
 
@@ -354,37 +358,96 @@ async fn forwarded_writes_are_read_back_and_unique_keys_hold_across_sidecars() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_peer_listener_runs_forwarded_writes_only() {
+async fn the_peer_listener_runs_forwarded_writes_only_for_a_sidecar_holding_the_key() {
     let ferretdb = FerretDb::start().await.expect("FerretDB starts");
     let a = pod("sidecar-a", ferretdb.uri(), "peer").await;
-    let peer = Client::with_uri_str(format!(
+    let peer_addr = format!("127.0.0.1:{}", a.peer_port).parse().unwrap();
+
+    // Anyone else who reaches the port: nothing but the handshake.
+    let stranger = Client::with_uri_str(format!(
         "mongodb://127.0.0.1:{}/?directConnection=true",
         a.peer_port
     ))
     .await
     .unwrap();
-    let coll: Collection<Document> = peer.database("app").collection("c");
-    coll.insert_one(doc! {"_id": 1}).await.unwrap();
-    let err = coll.find_one(doc! {}).await.unwrap_err();
+    let coll: Collection<Document> = stranger.database("app").collection("c");
+    let err = coll.insert_one(doc! {"_id": "stranger"}).await.unwrap_err();
     assert_eq!(code(&err), Some(13), "{err}");
-    let err = peer
+    let err = stranger
         .database("admin")
-        .run_command(doc! {"argonResetBranch": "main", "toSeq": 0})
+        .run_command(doc! {"argonCommits": 4i64, "after": 0i64})
         .await
         .unwrap_err();
-    assert_eq!(code(&err), Some(13), "{err}");
+    assert_eq!(code(&err), Some(13), "the commit feed: {err}");
+
+    // A key that is not the project's (another store, another project, a
+    // forged proof): refused, and the connection stays unauthenticated.
+    let key = PeerKey::derive(ferretdb.uri().as_bytes(), "peer");
+    for wrong in [
+        PeerKey::derive(b"mongodb://elsewhere/", "peer"),
+        PeerKey::derive(ferretdb.uri().as_bytes(), "other"),
+    ] {
+        let mut raw = RawClient::connect(peer_addr).await;
+        let (me, first) = Forwarder::start();
+        let reply = raw.command(first).await;
+        assert!(
+            me.respond(&wrong, &reply).is_err(),
+            "the writer's proof passed a wrong key"
+        );
+        let forged = doc! {"argonPeerAuth": 2, "proof": bson::Binary {
+        subtype: bson::spec::BinarySubtype::Generic, bytes: vec![0; 32] }, "$db": "admin"};
+        let reply = raw.command(forged).await;
+        assert_eq!(reply.get_i32("code").ok(), Some(18), "{reply}");
+        let reply = raw
+            .command(doc! {"insert": "c", "documents": [{"_id": "forged"}], "$db": "app"})
+            .await;
+        assert_eq!(reply.get_i32("code").ok(), Some(13), "{reply}");
+    }
+    // Hostile steps: each fails alone.
+    let mut raw = RawClient::connect(peer_addr).await;
+    for bad in [
+        doc! {"argonPeerAuth": 2, "$db": "admin"},
+        doc! {"argonPeerAuth": 1, "nonce": "x", "$db": "admin"},
+        doc! {"argonPeerAuth": 1, "nonce": bson::Binary { subtype: bson::spec::BinarySubtype::Generic, bytes: vec![1; 100_000] }, "$db": "admin"},
+        doc! {"argonPeerAuth": 9, "$db": "admin"},
+        doc! {"argonPeerAuth": "1", "$db": "admin"},
+    ] {
+        let reply = raw.command(bad.clone()).await;
+        assert_ne!(reply.get_f64("ok").ok(), Some(1.0), "{bad}: {reply}");
+    }
+
+    // The project's key: forwarded writes run, nothing else does.
+    let mut raw = RawClient::connect(peer_addr).await;
+    let (me, first) = Forwarder::start();
+    let reply = raw.command(first).await;
+    let second = me.respond(&key, &reply).expect("the writer holds the key");
+    Forwarder::finish(&raw.command(second).await).expect("this side's proof accepted");
+    let reply = raw
+        .command(doc! {"insert": "c", "documents": [{"_id": 1}], "$db": "app"})
+        .await;
+    assert_eq!(reply.get_i32("n").ok(), Some(1), "{reply}");
+    let reply = raw.command(doc! {"find": "c", "$db": "app"}).await;
+    assert_eq!(
+        reply.get_i32("code").ok(),
+        Some(13),
+        "reads stay local: {reply}"
+    );
+    let reply = raw
+        .command(doc! {"argonResetBranch": "main", "toSeq": 0i64, "$db": "admin"})
+        .await;
+    assert_eq!(reply.get_i32("code").ok(), Some(13), "{reply}");
     // The commit feed: malformed arguments fail that request only; a
     // branch this sidecar never wrote has nothing to feed.
-    let admin = peer.database("admin");
     for bad in [
-        doc! {"argonCommits": -1i64, "after": 0i64},
-        doc! {"argonCommits": 4i64, "after": "x"},
-        doc! {"argonCommits": 4i64},
-        doc! {"argonCommits": i64::MAX, "after": i64::MAX},
+        doc! {"argonCommits": -1i64, "after": 0i64, "$db": "admin"},
+        doc! {"argonCommits": 4i64, "after": "x", "$db": "admin"},
+        doc! {"argonCommits": 4i64, "$db": "admin"},
+        doc! {"argonCommits": i64::MAX, "after": i64::MAX, "$db": "admin"},
     ] {
-        match admin.run_command(bad.clone()).await {
-            Err(e) => assert_eq!(code(&e), Some(9), "{bad}: {e}"),
-            Ok(reply) => assert!(!reply.get_bool("found").unwrap(), "{bad}: {reply}"),
+        let reply = raw.command(bad.clone()).await;
+        match reply.get_i32("code") {
+            Ok(c) => assert_eq!(c, 9, "{bad}: {reply}"),
+            Err(_) => assert!(!reply.get_bool("found").unwrap(), "{bad}: {reply}"),
         }
     }
     // It is not a client command.
@@ -396,11 +459,11 @@ async fn the_peer_listener_runs_forwarded_writes_only() {
         .unwrap_err();
     assert_eq!(code(&err), Some(59), "{err}");
     // Hostile: a malformed message closes that peer connection only.
-    let mut raw = tokio::net::TcpStream::connect(("127.0.0.1", a.peer_port))
+    let mut garbage = tokio::net::TcpStream::connect(("127.0.0.1", a.peer_port))
         .await
         .unwrap();
     use tokio::io::AsyncWriteExt;
-    raw.write_all(&[0xff; 64]).await.unwrap();
+    garbage.write_all(&[0xff; 64]).await.unwrap();
     let d = a
         .client
         .database("app")
@@ -409,4 +472,91 @@ async fn the_peer_listener_runs_forwarded_writes_only() {
         .await
         .unwrap();
     assert!(d.is_some());
+}
+
+/// The number after `name` in a Prometheus text exposition (summed over
+/// its label sets).
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+async fn metrics_text(port: u16) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("the metrics port");
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+/// With `--auth` the sidecars still choose one writer and forward to it:
+/// the link proves the peer key, the writer runs what the client was
+/// authorized for where it connected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecars_with_authentication_forward_to_one_writer() {
+    let ferretdb = FerretDb::start().await.expect("FerretDB starts");
+    let metrics_port = free_port().unwrap();
+    let metrics = format!("127.0.0.1:{metrics_port}");
+    let a = pod_with("sidecar-a", ferretdb.uri(), "secure", &["--auth"]).await;
+    // The first user, through the localhost exception; users live in the
+    // log, so every sidecar of the project knows them.
+    a.client
+        .database("admin")
+        .run_command(doc! {"createUser": "app", "pwd": "app-secret-1", "roles": ["root"]})
+        .await
+        .expect("the first user");
+    let b = pod_with(
+        "sidecar-b",
+        ferretdb.uri(),
+        "secure",
+        &["--auth", "--metrics-listen", &metrics],
+    )
+    .await;
+    let login = |port: u16| {
+        Client::with_uri_str(format!(
+            "mongodb://app:app-secret-1@127.0.0.1:{port}/?directConnection=true&authSource=admin"
+        ))
+    };
+    let via_a: Collection<Document> = login(a.sidecar.port)
+        .await
+        .unwrap()
+        .database("app")
+        .collection("c");
+    let via_b: Collection<Document> = login(b.sidecar.port)
+        .await
+        .unwrap()
+        .database("app")
+        .collection("c");
+    via_a.insert_one(doc! {"_id": "a"}).await.unwrap();
+    assert_eq!(writer_port(&ferretdb, "secure").await, Some(a.peer_port));
+    for i in 0..20 {
+        via_b.insert_one(doc! {"_id": i}).await.unwrap();
+    }
+    assert_eq!(via_a.count_documents(doc! {}).await.unwrap(), 21);
+    let text = metrics_text(metrics_port).await;
+    assert!(
+        metric(&text, "argon_sidecar_forwarded_total") >= 20.0,
+        "b forwarded its writes: {}",
+        text.lines()
+            .filter(|l| l.contains("forward"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    // Unauthenticated, b still refuses the client (the link changes nothing
+    // for clients).
+    let err = b
+        .client
+        .database("app")
+        .collection::<Document>("c")
+        .insert_one(doc! {"_id": "anonymous"})
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), Some(13), "{err}");
 }

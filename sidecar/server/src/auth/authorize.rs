@@ -40,6 +40,12 @@ pub fn authorize(
     if !svc.auth_required() {
         return Ok(());
     }
+    // A sidecar that proved the peer key forwards what its own client was
+    // authorized for there; the key stands for the store's own privilege
+    // (`writer::peer_auth`), as mongod trusts a member holding its keyFile.
+    if conn.from_peer && conn.peer_auth.is_verified() {
+        return Ok(());
+    }
     if needs.iter().all(|p| *p == Privilege::None) {
         return Ok(());
     }

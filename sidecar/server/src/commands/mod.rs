@@ -39,6 +39,8 @@ pub struct Conn {
     /// A connection of the peer listener: another sidecar forwarding
     /// writes to this one, the branch's writer (`crate::writer`).
     pub from_peer: bool,
+    /// How far a peer-listener connection got proving the peer key.
+    pub peer_auth: crate::writer::peer_auth::PeerAuth,
     /// Who the connection is authenticated as; behind a lock because
     /// handlers see the connection shared (`saslStart`, `hello`).
     auth: std::sync::Mutex<crate::auth::ConnAuth>,
@@ -51,6 +53,7 @@ impl Conn {
             peer,
             compressors: Vec::new(),
             from_peer: false,
+            peer_auth: Default::default(),
             auth: Default::default(),
         }
     }
@@ -263,6 +266,25 @@ async fn answer(
         return Err(CommandError::failed_to_parse(
             "the command document is empty",
         ));
+    }
+    if conn.from_peer {
+        // Another sidecar proves the peer key before anything else runs.
+        if name == crate::writer::peer_auth::COMMAND {
+            let key = svc.writers.key().ok_or_else(|| {
+                CommandError::new(ErrorCode::CommandNotFound, "this sidecar takes no peers")
+            })?;
+            return crate::writer::peer_auth::answer(key, &mut conn.peer_auth, &req.command);
+        }
+        let handshake = matches!(name, "hello" | "isMaster" | "ismaster" | "ping");
+        if !handshake && !conn.peer_auth.is_verified() {
+            return Err(CommandError::new(
+                ErrorCode::Unauthorized,
+                format!(
+                    "{name} on the peer listener needs a sidecar that proved the peer key ({})",
+                    crate::writer::peer_auth::COMMAND
+                ),
+            ));
+        }
     }
     if conn.from_peer && name == "argonCommits" {
         // Another sidecar's commit feed (never on the client listener).

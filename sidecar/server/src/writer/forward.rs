@@ -15,6 +15,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::peer_auth::{self, PeerKey};
 use crate::wire::message::encode_op_msg;
 use crate::wire::{Frame, Request};
 
@@ -40,19 +41,22 @@ pub enum ForwardError {
     Lost { address: String, reason: String },
 }
 
-/// One peer sidecar and idle connections to it.
+/// One peer sidecar and idle connections to it (each one has proved the
+/// peer key, when there is one: `peer_auth`).
 pub struct Peer {
     pub address: String,
     idle: Mutex<Vec<TcpStream>>,
     next_request: AtomicI32,
+    key: Option<PeerKey>,
 }
 
 impl Peer {
-    pub fn new(address: &str) -> Peer {
+    pub fn new(address: &str, key: Option<PeerKey>) -> Peer {
         Peer {
             address: address.to_string(),
             idle: Mutex::new(Vec::new()),
             next_request: AtomicI32::new(1),
+            key,
         }
     }
 
@@ -81,11 +85,7 @@ impl Peer {
         {
             return self.finish(stream).await;
         }
-        let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.address))
-            .await
-            .map_err(|_| self.not_sent("connect timed out"))?
-            .map_err(|e| self.not_sent(e))?;
-        let _ = stream.set_nodelay(true);
+        let mut stream = self.connect().await?;
         stream
             .write_all(&message)
             .await
@@ -93,28 +93,71 @@ impl Peer {
         self.finish(stream).await
     }
 
+    /// A fresh connection that has proved the peer key (nothing forwarded
+    /// yet: any failure here is `NotSent`).
+    async fn connect(&self) -> Result<TcpStream, ForwardError> {
+        let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.address))
+            .await
+            .map_err(|_| self.not_sent("connect timed out"))?
+            .map_err(|e| self.not_sent(e))?;
+        let _ = stream.set_nodelay(true);
+        if let Some(key) = &self.key {
+            tokio::time::timeout(CONNECT_TIMEOUT, self.prove(&mut stream, key))
+                .await
+                .map_err(|_| self.not_sent("peer authentication timed out"))?
+                .map_err(|e| self.not_sent(format!("peer authentication: {e}")))?;
+        }
+        Ok(stream)
+    }
+
+    /// The forwarder's side of `peer_auth` on a fresh connection.
+    async fn prove(&self, stream: &mut TcpStream, key: &PeerKey) -> Result<(), String> {
+        let (me, first) = peer_auth::Forwarder::start();
+        let reply = self.round_trip(stream, &first).await?;
+        let second = me.respond(key, &reply)?;
+        let reply = self.round_trip(stream, &second).await?;
+        peer_auth::Forwarder::finish(&reply)
+    }
+
+    async fn round_trip(
+        &self,
+        stream: &mut TcpStream,
+        command: &Document,
+    ) -> Result<Document, String> {
+        let message = encode(self.next_request.fetch_add(1, Ordering::Relaxed), command);
+        stream
+            .write_all(&message)
+            .await
+            .map_err(|e| e.to_string())?;
+        read_reply(stream).await
+    }
+
     /// Reads the reply on `stream` and pools the connection again.
     async fn finish(&self, mut stream: TcpStream) -> Result<Document, ForwardError> {
-        let mut buf = BytesMut::with_capacity(4096);
-        let frame = tokio::time::timeout(REPLY_TIMEOUT, async {
-            loop {
-                if let Some(frame) = Frame::decode(&mut buf).map_err(|e| self.lost(e))? {
-                    return Ok(frame);
-                }
-                if stream.read_buf(&mut buf).await.map_err(|e| self.lost(e))? == 0 {
-                    return Err(self.lost("the connection closed"));
-                }
-            }
-        })
-        .await
-        .map_err(|_| self.lost("no reply in time"))??;
-        let reply = Request::parse(&frame).map_err(|e| self.lost(e))?;
+        let reply = tokio::time::timeout(REPLY_TIMEOUT, read_reply(&mut stream))
+            .await
+            .map_err(|_| self.lost("no reply in time"))?
+            .map_err(|e| self.lost(e))?;
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < POOL {
             idle.push(stream);
         }
-        Ok(reply.command)
+        Ok(reply)
     }
+}
+
+/// One reply document from `stream`.
+async fn read_reply(stream: &mut TcpStream) -> Result<Document, String> {
+    let mut buf = BytesMut::with_capacity(4096);
+    let frame = loop {
+        if let Some(frame) = Frame::decode(&mut buf).map_err(|e| e.to_string())? {
+            break frame;
+        }
+        if stream.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
+            return Err("the connection closed".into());
+        }
+    };
+    Ok(Request::parse(&frame).map_err(|e| e.to_string())?.command)
 }
 
 /// `command` as an OP_MSG, its statement arrays as document sequences.

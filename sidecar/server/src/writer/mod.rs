@@ -23,6 +23,7 @@
 
 pub mod feed;
 pub mod forward;
+pub mod peer_auth;
 pub mod route;
 
 use std::collections::HashMap;
@@ -72,6 +73,8 @@ pub struct Writers {
     wal: Wal,
     branches: Mutex<HashMap<String, BranchView>>,
     metrics: Arc<crate::metrics::Metrics>,
+    /// The peer link's key (`peer_auth`), proved to every writer dialed.
+    key: Option<peer_auth::PeerKey>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -82,6 +85,7 @@ impl Writers {
     pub fn new(
         wal: Wal,
         advertise: Option<String>,
+        key: Option<peer_auth::PeerKey>,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Arc<Writers> {
         let advertise = advertise.filter(|_| wal.is_shared());
@@ -91,7 +95,13 @@ impl Writers {
             wal,
             branches: Mutex::new(HashMap::new()),
             metrics,
+            key,
         })
+    }
+
+    /// The key peer-listener connections must prove (`peer_auth`).
+    pub fn key(&self) -> Option<&peer_auth::PeerKey> {
+        self.key.as_ref()
     }
 
     /// Whether this sidecar elects writers at all.
@@ -248,7 +258,7 @@ impl Writers {
             (Some(l), Some(p)) if p.address == l.address => Some(p),
             (Some(l), _) => {
                 v.unreachable_until = None;
-                Some(Arc::new(Peer::new(&l.address)))
+                Some(Arc::new(Peer::new(&l.address, self.key.clone())))
             }
             (None, _) => None,
         };

@@ -490,9 +490,11 @@ async fn metrics_text(port: u16) -> String {
         .expect("the metrics port");
     s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
         .await
-        .unwrap();
+        .expect("the request is sent");
     let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
+    s.read_to_string(&mut out)
+        .await
+        .expect("the metrics are read");
     out
 }
 

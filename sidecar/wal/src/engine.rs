@@ -235,39 +235,9 @@ fn finish_outcome<T, E>(
     }
 }
 
-/// A write whose resolve returns ops (`Wal::write`); the transaction
-/// checks and applies them, once.
-struct PendingOps<F, T, E> {
-    resolve: F,
-    outcome: Outcome<T, E>,
-    reply: Reply<T, E>,
-}
-
-impl<F, T, E> Pending for PendingOps<F, T, E>
-where
-    F: FnMut(&BranchState) -> std::result::Result<(Vec<DocOp>, T), E> + Send,
-    T: Send,
-    E: Send,
-{
-    fn resolve(&mut self, txn: &mut Transaction) -> bool {
-        let f = &mut self.resolve;
-        let outcome = match guarded(|| f(txn.state())) {
-            Ok(Ok((ops, t))) => txn.record(ops).map(|()| t).map_err(WriteError::Wal),
-            Ok(Err(e)) => Err(WriteError::Rejected(e)),
-            Err(e) => Err(WriteError::Wal(e)),
-        };
-        let ok = outcome.is_ok();
-        self.outcome = Some(outcome);
-        ok
-    }
-
-    fn finish(self: Box<Self>, result: Result<CommitInfo>) {
-        // The caller may have gone away; its write still committed.
-        let _ = self.reply.send(finish_outcome(self.outcome, result));
-    }
-}
-
-/// A write that writes through the transaction (`Wal::write_in`).
+/// A write that writes through the transaction (every `Wal::write*`):
+/// `resolve` says whether the caller refused (`Rejected`) or an op was
+/// invalid (`Wal`).
 struct PendingTxn<F, T, E> {
     resolve: F,
     outcome: Outcome<T, E>,
@@ -276,17 +246,13 @@ struct PendingTxn<F, T, E> {
 
 impl<F, T, E> Pending for PendingTxn<F, T, E>
 where
-    F: FnMut(&mut Transaction) -> std::result::Result<T, E> + Send,
+    F: FnMut(&mut Transaction) -> std::result::Result<T, WriteError<E>> + Send,
     T: Send,
     E: Send,
 {
     fn resolve(&mut self, txn: &mut Transaction) -> bool {
         let f = &mut self.resolve;
-        let outcome = match guarded(|| f(txn)) {
-            Ok(Ok(t)) => Ok(t),
-            Ok(Err(e)) => Err(WriteError::Rejected(e)),
-            Err(e) => Err(WriteError::Wal(e)),
-        };
+        let outcome = guarded(|| f(txn)).unwrap_or_else(|e| Err(WriteError::Wal(e)));
         let ok = outcome.is_ok();
         self.outcome = Some(outcome);
         ok
@@ -321,7 +287,7 @@ struct PendingRetryable<F, E> {
 
 impl<F, E> Pending for PendingRetryable<F, E>
 where
-    F: FnMut(&mut Transaction) -> std::result::Result<Document, E> + Send,
+    F: FnMut(&mut Transaction) -> std::result::Result<Document, WriteError<E>> + Send,
     E: Send,
 {
     fn answered_by(&mut self, state: &BranchState) -> bool {
@@ -578,24 +544,20 @@ impl Wal {
     pub async fn write<T, E, F>(
         &self,
         branch: &str,
-        resolve: F,
+        mut resolve: F,
     ) -> std::result::Result<(T, CommitInfo), WriteError<E>>
     where
         F: FnMut(&BranchState) -> std::result::Result<(Vec<DocOp>, T), E> + Send + 'static,
         T: Send + 'static,
         E: Send + 'static,
     {
-        let name = BranchName::parse(branch)?;
-        self.inner.live(&name).await?;
-        let (reply, rx) = oneshot::channel();
-        let pending: Box<dyn Pending> = Box::new(PendingOps {
-            resolve,
-            outcome: None,
-            reply,
-        });
-        self.inner.enqueue(&name, pending)?;
-        rx.await
-            .map_err(|_| WriteError::Wal(WalError::Closed("the branch committer stopped")))?
+        // The transaction checks and applies the ops, once.
+        self.submit_txn(branch, move |txn: &mut Transaction| {
+            let (ops, t) = resolve(txn.state()).map_err(WriteError::Rejected)?;
+            txn.record(ops).map_err(WriteError::Wal)?;
+            Ok(t)
+        })
+        .await
     }
 
     /// A write that writes through a [`Transaction`] begun on the head it
@@ -606,22 +568,50 @@ impl Wal {
     pub async fn write_in<T, E, F>(
         &self,
         branch: &str,
-        resolve: F,
+        mut resolve: F,
     ) -> std::result::Result<(T, CommitInfo), WriteError<E>>
     where
         F: FnMut(&mut Transaction) -> std::result::Result<T, E> + Send + 'static,
         T: Send + 'static,
         E: Send + 'static,
     {
+        self.submit_txn(branch, move |txn: &mut Transaction| {
+            resolve(txn).map_err(WriteError::Rejected)
+        })
+        .await
+    }
+
+    async fn submit_txn<T, E, F>(
+        &self,
+        branch: &str,
+        resolve: F,
+    ) -> std::result::Result<(T, CommitInfo), WriteError<E>>
+    where
+        F: FnMut(&mut Transaction) -> std::result::Result<T, WriteError<E>> + Send + 'static,
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        self.submit(branch, |reply| {
+            Box::new(PendingTxn {
+                resolve,
+                outcome: None,
+                reply,
+            })
+        })
+        .await
+    }
+
+    /// Queues the write `pending` makes (given the channel it answers on)
+    /// on `branch`'s committer and waits for its answer.
+    async fn submit<R, E>(
+        &self,
+        branch: &str,
+        pending: impl FnOnce(oneshot::Sender<std::result::Result<R, WriteError<E>>>) -> Box<dyn Pending>,
+    ) -> std::result::Result<R, WriteError<E>> {
         let name = BranchName::parse(branch)?;
         self.inner.live(&name).await?;
         let (reply, rx) = oneshot::channel();
-        let pending: Box<dyn Pending> = Box::new(PendingTxn {
-            resolve,
-            outcome: None,
-            reply,
-        });
-        self.inner.enqueue(&name, pending)?;
+        self.inner.enqueue(&name, pending(reply))?;
         rx.await
             .map_err(|_| WriteError::Wal(WalError::Closed("the branch committer stopped")))?
     }
@@ -684,31 +674,30 @@ impl Wal {
         branch: &str,
         key: RetryKey,
         continues: Option<Seq>,
-        resolve: F,
+        mut resolve: F,
     ) -> std::result::Result<RetryableOutcome, WriteError<E>>
     where
         F: FnMut(&mut Transaction) -> std::result::Result<Document, E> + Send + 'static,
         E: Send + 'static,
     {
-        let name = BranchName::parse(branch)?;
-        self.inner.live(&name).await?;
-        let (reply, rx) = oneshot::channel();
-        // The inner reply channel is unused: `finish` answers `reply`.
-        let (inner_reply, _) = oneshot::channel();
-        let pending: Box<dyn Pending> = Box::new(PendingRetryable {
-            key,
-            continues,
-            inner: PendingTxn {
-                resolve,
-                outcome: None,
-                reply: inner_reply,
-            },
-            answered: None,
-            reply,
-        });
-        self.inner.enqueue(&name, pending)?;
-        rx.await
-            .map_err(|_| WriteError::Wal(WalError::Closed("the branch committer stopped")))?
+        self.submit(branch, |reply| {
+            // The inner reply channel is unused: `finish` answers `reply`.
+            let (inner_reply, _) = oneshot::channel();
+            Box::new(PendingRetryable {
+                key,
+                continues,
+                inner: PendingTxn {
+                    resolve: move |txn: &mut Transaction| {
+                        resolve(txn).map_err(WriteError::Rejected)
+                    },
+                    outcome: None,
+                    reply: inner_reply,
+                },
+                answered: None,
+                reply,
+            })
+        })
+        .await
     }
 
     /// The logged reply of the retryable write `key`, which the branch's

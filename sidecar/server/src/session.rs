@@ -10,13 +10,20 @@
 //! logs at most `limits::MAX_TRANSACTION_BYTES`, and all open transactions
 //! together at most `limits::MAX_OPEN_TRANSACTION_BYTES` ([`TxnBudget`]:
 //! each charges what it holds, and gives it back when it ends).
+//!
+//! A document an open transaction wrote is held by it ([`WriteLocks`])
+//! until it ends: another transaction that writes it gets `WriteConflict`
+//! at that statement, as on mongod (whose storage engine refuses the second
+//! writer of a document at once); the commit-time check
+//! (`Transaction::conflict_on`) still catches writes committed outside
+//! transactions meanwhile.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use argon_wal::{BranchState, Transaction};
+use argon_wal::{BranchState, DocOp, IdKey, Namespace, Transaction};
 use bson::{Bson, Document};
 
 use crate::error::{CommandError, ErrorCode, Result};
@@ -112,6 +119,32 @@ impl TxnBudget {
     }
 }
 
+/// A document of a branch, as [`WriteLocks`] holds it.
+type DocKey = (String, Namespace, IdKey);
+
+/// Documents written by open transactions, each held by the one that wrote
+/// it first until that transaction ends (its [`ActiveTxn`] drops).
+#[derive(Debug, Default)]
+pub struct WriteLocks {
+    held: Mutex<HashMap<DocKey, u64>>,
+    next_owner: AtomicU64,
+}
+
+impl WriteLocks {
+    fn lock(&self) -> MutexGuard<'_, HashMap<DocKey, u64>> {
+        // Entries are inserted and removed whole; a panic cannot tear one.
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// A transaction in progress: the branch it runs on and what it has done.
 pub struct ActiveTxn {
     pub branch: String,
@@ -123,6 +156,11 @@ pub struct ActiveTxn {
     budget: Arc<TxnBudget>,
     /// What this transaction has charged to `budget`.
     charged: AtomicUsize,
+    locks: Arc<WriteLocks>,
+    /// This transaction's id in `locks`.
+    owner: u64,
+    /// The documents it holds there, and how many of its ops they cover.
+    held: Mutex<(Vec<DocKey>, usize)>,
 }
 
 /// [`ActiveTxn::lock`]: the transaction, copied on write if it is shared.
@@ -144,14 +182,60 @@ impl std::ops::DerefMut for TxnGuard<'_> {
 impl ActiveTxn {
     /// `txn`: begun on the transaction's snapshot (`Wal::begin`); its
     /// writes are charged to `budget`.
-    pub fn new(branch: String, txn: Transaction, budget: Arc<TxnBudget>) -> ActiveTxn {
+    pub fn new(
+        branch: String,
+        txn: Transaction,
+        budget: Arc<TxnBudget>,
+        locks: Arc<WriteLocks>,
+    ) -> ActiveTxn {
+        let owner = locks.next_owner.fetch_add(1, Ordering::Relaxed);
         ActiveTxn {
             branch,
             started: Instant::now(),
             txn: Mutex::new(Arc::new(txn)),
             budget,
             charged: AtomicUsize::new(0),
+            locks,
+            owner,
+            held: Mutex::default(),
         }
+    }
+
+    /// Holds the documents the transaction wrote since the last call; one
+    /// another open transaction holds is a `WriteConflict` (the caller
+    /// aborts this transaction: mongod's first writer wins).
+    pub fn hold_writes(&self) -> Result<()> {
+        let txn = self.shared();
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let from = held.1;
+        let mut all = self.locks.lock();
+        let mut covered = from;
+        for op in txn.ops().skip(from) {
+            covered += 1;
+            let (DocOp::Put { ns, id, .. } | DocOp::Delete { ns, id }) = op else {
+                continue;
+            };
+            let key = (self.branch.clone(), ns.clone(), IdKey::from_bson(id));
+            match all.get(&key) {
+                Some(owner) if *owner == self.owner => {}
+                Some(_) => {
+                    held.1 = covered;
+                    return Err(CommandError::new(
+                        ErrorCode::WriteConflict,
+                        format!(
+                            "WriteConflict: document {id} of {}.{} was written by another transaction in progress; retry the transaction",
+                            ns.db, ns.coll
+                        ),
+                    ));
+                }
+                None => {
+                    all.insert(key.clone(), self.owner);
+                    held.0.push(key);
+                }
+            }
+        }
+        held.1 = covered;
+        Ok(())
     }
 
     pub fn lock(&self) -> TxnGuard<'_> {
@@ -192,6 +276,13 @@ impl Drop for ActiveTxn {
     fn drop(&mut self) {
         let charged = *self.charged.get_mut();
         let _ = self.budget.recharge(charged, 0);
+        let held = std::mem::take(&mut self.held.get_mut().unwrap_or_else(|e| e.into_inner()).0);
+        if !held.is_empty() {
+            let mut all = self.locks.lock();
+            for key in held {
+                all.remove(&key);
+            }
+        }
     }
 }
 
@@ -201,6 +292,7 @@ pub struct Sessions {
     map: Mutex<HashMap<SessionId, SessionCell>>,
     lifetime_ms: AtomicU64,
     budget: Arc<TxnBudget>,
+    locks: Arc<WriteLocks>,
 }
 
 impl Default for Sessions {
@@ -209,6 +301,7 @@ impl Default for Sessions {
             map: Mutex::default(),
             lifetime_ms: AtomicU64::new(TRANSACTION_LIFETIME.as_millis() as u64),
             budget: Arc::default(),
+            locks: Arc::default(),
         }
     }
 }
@@ -222,6 +315,11 @@ impl Sessions {
     /// What all open transactions hold, shared by each [`ActiveTxn`].
     pub fn budget(&self) -> Arc<TxnBudget> {
         Arc::clone(&self.budget)
+    }
+
+    /// The documents open transactions hold, shared by each [`ActiveTxn`].
+    pub fn write_locks(&self) -> Arc<WriteLocks> {
+        Arc::clone(&self.locks)
     }
 
     /// How long a transaction may run before it is aborted.
@@ -260,6 +358,14 @@ impl Sessions {
         for id in ids {
             map.remove(&id);
         }
+    }
+
+    /// Forgets every session (`killAllSessions`): their transactions abort.
+    pub fn end_all(&self) {
+        // Dropped outside the map's lock: a transaction's drop takes the
+        // write-lock table's lock.
+        let all = std::mem::take(&mut *self.lock());
+        drop(all);
     }
 
     /// Aborts transactions past their lifetime and forgets idle sessions;
@@ -339,6 +445,7 @@ mod tests {
                     argon_wal::unique::every_document(),
                 ),
                 sessions.budget(),
+                sessions.write_locks(),
             )));
         }
         let now = Instant::now();
@@ -361,6 +468,7 @@ mod tests {
                     argon_wal::unique::every_document(),
                 ),
                 sessions.budget(),
+                sessions.write_locks(),
             )
         };
         let (a, b) = (begin(), begin());

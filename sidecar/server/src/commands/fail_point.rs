@@ -287,15 +287,34 @@ fn same_command(named: &str, sent: &str) -> bool {
 
 /// Commands whose reply may carry a `writeConcernError` (mongod's
 /// `supportsWriteConcern`): writes (a transaction's statements too, as on
-/// mongod), and the commit or abort of a transaction.
-pub fn supports_write_concern(command: &str) -> bool {
-    match command {
-        "commitTransaction" | "abortTransaction" => true,
-        "insert" | "update" | "delete" | "findAndModify" | "findandmodify" | "bulkWrite"
-        | "create" | "drop" | "dropDatabase" | "renameCollection" | "createIndexes"
-        | "dropIndexes" | "deleteIndexes" => true,
-        _ => false,
+/// mongod), an aggregation that writes (`$out`, `$merge`), and the commit
+/// or abort of a transaction.
+pub fn supports_write_concern(command: &str, cmd: &Document) -> bool {
+    if command == "aggregate" {
+        return cmd.get_array("pipeline").is_ok_and(|stages| {
+            stages.last().and_then(Bson::as_document).is_some_and(|last| {
+                last.contains_key("$out") || last.contains_key("$merge")
+            })
+        });
     }
+    matches!(
+        command,
+        "commitTransaction"
+            | "abortTransaction"
+            | "insert"
+            | "update"
+            | "delete"
+            | "findAndModify"
+            | "findandmodify"
+            | "bulkWrite"
+            | "create"
+            | "drop"
+            | "dropDatabase"
+            | "renameCollection"
+            | "createIndexes"
+            | "dropIndexes"
+            | "deleteIndexes"
+    )
 }
 
 // ---- configureFailPoint -----------------------------------------------------

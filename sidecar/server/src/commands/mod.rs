@@ -275,7 +275,7 @@ pub async fn handle(svc: &Service, conn: &mut Conn, req: &Request) -> Option<Doc
     };
     let mut label_override = label_override;
     if ran
-        && fail_point::supports_write_concern(&name)
+        && fail_point::supports_write_concern(&name, &req.command)
         && let Some((wce, labels)) = svc.fail_points.write_concern_error(&fail_point::Caller {
             command: &name,
             app_name: conn.app_name.as_deref(),

@@ -6,9 +6,11 @@
 //! A transaction reads one branch's snapshot plus its own writes
 //! (`argon_wal::Transaction`); its writes reach the log only at commit, as
 //! one commit, after the WAL checks that no document it wrote changed since
-//! its snapshot (first committer wins, `WriteConflict` labelled
-//! `TransientTransactionError` otherwise, so drivers retry it whole). Any
-//! failed statement aborts the transaction, as in MongoDB.
+//! its snapshot (a write outside transactions committed first wins,
+//! `WriteConflict` labelled `TransientTransactionError` otherwise, so
+//! drivers retry it whole). Between open transactions the first writer of
+//! a document wins at its statement (`session::WriteLocks`). Any failed
+//! statement aborts the transaction, as in MongoDB.
 
 use std::time::Instant;
 

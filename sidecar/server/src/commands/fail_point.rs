@@ -292,9 +292,10 @@ fn same_command(named: &str, sent: &str) -> bool {
 pub fn supports_write_concern(command: &str, cmd: &Document) -> bool {
     if command == "aggregate" {
         return cmd.get_array("pipeline").is_ok_and(|stages| {
-            stages.last().and_then(Bson::as_document).is_some_and(|last| {
-                last.contains_key("$out") || last.contains_key("$merge")
-            })
+            stages
+                .last()
+                .and_then(Bson::as_document)
+                .is_some_and(|last| last.contains_key("$out") || last.contains_key("$merge"))
         });
     }
     matches!(

@@ -19,6 +19,7 @@
 //! transactions meanwhile.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -119,19 +120,21 @@ impl TxnBudget {
     }
 }
 
-/// A document of a branch, as [`WriteLocks`] holds it.
-type DocKey = (String, Namespace, IdKey);
-
 /// Documents written by open transactions, each held by the one that wrote
-/// it first until that transaction ends (its [`ActiveTxn`] drops).
+/// it first until that transaction ends (its [`ActiveTxn`] drops). A
+/// document is held as a 64-bit hash of (branch, namespace, `_id` key):
+/// 16 bytes and a little table overhead per document, less than what
+/// writing it logs, so the 1 GiB bound on open transactions' writes bounds
+/// this too. Two documents whose hashes collide (one chance in 2^64 per
+/// pair) only make a transaction retry.
 #[derive(Debug, Default)]
 pub struct WriteLocks {
-    held: Mutex<HashMap<DocKey, u64>>,
+    held: Mutex<HashMap<u64, u64>>,
     next_owner: AtomicU64,
 }
 
 impl WriteLocks {
-    fn lock(&self) -> MutexGuard<'_, HashMap<DocKey, u64>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, u64>> {
         // Entries are inserted and removed whole; a panic cannot tear one.
         self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -143,6 +146,18 @@ impl WriteLocks {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// The hash a document is held by, and its namespace and `_id`, for a
+/// write op (other ops hold nothing).
+fn doc_lock<'a>(branch: &str, op: &'a DocOp) -> Option<(u64, &'a Namespace, &'a Bson)> {
+    let (DocOp::Put { ns, id, .. } | DocOp::Delete { ns, id }) = op else {
+        return None;
+    };
+    // Fixed keys: every transaction of the process hashes alike.
+    let mut h = std::hash::DefaultHasher::new();
+    (branch, ns, IdKey::from_bson(id)).hash(&mut h);
+    Some((h.finish(), ns, id))
 }
 
 /// A transaction in progress: the branch it runs on and what it has done.
@@ -159,8 +174,10 @@ pub struct ActiveTxn {
     locks: Arc<WriteLocks>,
     /// This transaction's id in `locks`.
     owner: u64,
-    /// The documents it holds there, and how many of its ops they cover.
-    held: Mutex<(Vec<DocKey>, usize)>,
+    /// How many of its ops [`ActiveTxn::hold_writes`] went through. Only
+    /// ops of statements that succeeded are held, and those are never
+    /// rolled back, so the ops still hold every document held.
+    held_ops: AtomicUsize,
 }
 
 /// [`ActiveTxn::lock`]: the transaction, copied on write if it is shared.
@@ -197,7 +214,7 @@ impl ActiveTxn {
             charged: AtomicUsize::new(0),
             locks,
             owner,
-            held: Mutex::default(),
+            held_ops: AtomicUsize::new(0),
         }
     }
 
@@ -206,36 +223,34 @@ impl ActiveTxn {
     /// aborts this transaction: mongod's first writer wins).
     pub fn hold_writes(&self) -> Result<()> {
         let txn = self.shared();
-        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        let from = held.1;
+        let from = self.held_ops.load(Ordering::Relaxed);
         let mut all = self.locks.lock();
-        let mut covered = from;
+        let mut seen = from;
+        let mut conflict = None;
         for op in txn.ops().skip(from) {
-            covered += 1;
-            let (DocOp::Put { ns, id, .. } | DocOp::Delete { ns, id }) = op else {
+            seen += 1;
+            let Some((key, ns, id)) = doc_lock(&self.branch, op) else {
                 continue;
             };
-            let key = (self.branch.clone(), ns.clone(), IdKey::from_bson(id));
             match all.get(&key) {
-                Some(owner) if *owner == self.owner => {}
-                Some(_) => {
-                    held.1 = covered;
-                    return Err(CommandError::new(
+                Some(owner) if *owner != self.owner => {
+                    conflict = Some(CommandError::new(
                         ErrorCode::WriteConflict,
                         format!(
                             "WriteConflict: document {id} of {}.{} was written by another transaction in progress; retry the transaction",
                             ns.db, ns.coll
                         ),
                     ));
+                    break;
                 }
+                Some(_) => {}
                 None => {
-                    all.insert(key.clone(), self.owner);
-                    held.0.push(key);
+                    all.insert(key, self.owner);
                 }
             }
         }
-        held.1 = covered;
-        Ok(())
+        self.held_ops.store(seen, Ordering::Relaxed);
+        conflict.map_or(Ok(()), Err)
     }
 
     pub fn lock(&self) -> TxnGuard<'_> {
@@ -276,11 +291,16 @@ impl Drop for ActiveTxn {
     fn drop(&mut self) {
         let charged = *self.charged.get_mut();
         let _ = self.budget.recharge(charged, 0);
-        let held = std::mem::take(&mut self.held.get_mut().unwrap_or_else(|e| e.into_inner()).0);
-        if !held.is_empty() {
+        let held = *self.held_ops.get_mut();
+        if held > 0 {
+            let txn = self.shared();
             let mut all = self.locks.lock();
-            for key in held {
-                all.remove(&key);
+            for op in txn.ops().take(held) {
+                if let Some((key, _, _)) = doc_lock(&self.branch, op)
+                    && all.get(&key) == Some(&self.owner)
+                {
+                    all.remove(&key);
+                }
             }
         }
     }
@@ -454,6 +474,48 @@ mod tests {
         assert!(matches!(cell.lock().await.txn, TxnState::Aborted(_)));
         assert_eq!(sessions.reap(now + SESSION_TIMEOUT * 2), (0, 1));
         assert!(sessions.is_empty());
+    }
+
+    #[test]
+    fn the_first_writer_of_a_document_holds_it_until_it_ends() {
+        let sessions = Sessions::default();
+        let begin = |branch: &str| {
+            ActiveTxn::new(
+                branch.into(),
+                Transaction::begin(
+                    BranchState::empty(CommitTime(0)),
+                    argon_wal::unique::every_document(),
+                ),
+                sessions.budget(),
+                sessions.write_locks(),
+            )
+        };
+        let ns = Namespace::new("db", "c");
+        let write = |t: &ActiveTxn, id: i32| {
+            t.lock().insert(&ns, &doc! {"_id": id}).unwrap();
+            t.hold_writes()
+        };
+        let (a, b) = (begin("main"), begin("main"));
+        write(&a, 1).unwrap();
+        // Its own document again.
+        a.lock().replace(&ns, &doc! {"_id": 1, "x": 1}).unwrap();
+        a.hold_writes().unwrap();
+        let e = write(&b, 1).unwrap_err();
+        assert_eq!(e.code, ErrorCode::WriteConflict);
+        // Another document, or the same one on another branch, is free.
+        write(&b, 2).unwrap();
+        write(&begin("dev"), 1).unwrap();
+        // Number and double ids are the same _id.
+        let c = begin("main");
+        c.lock().insert(&ns, &doc! {"_id": 2.0}).unwrap();
+        assert_eq!(c.hold_writes().unwrap_err().code, ErrorCode::WriteConflict);
+        drop(c);
+        assert_eq!(sessions.write_locks().len(), 2);
+        drop(a);
+        let d = begin("main");
+        write(&d, 1).unwrap();
+        drop((b, d));
+        assert!(sessions.write_locks().is_empty());
     }
 
     #[test]

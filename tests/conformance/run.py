@@ -3,9 +3,10 @@
 
     run.py [--uri URI | --sidecar PATH] [--verbose] [--only SUBSTRING] DIR_OR_FILE...
 
-With `--sidecar`, the runner starts `PATH serve` itself on a free port over an
-embedded store in a temporary directory and stops it at the end. With `--uri`,
-it uses a server that is already running.
+With `--sidecar`, the runner starts `PATH serve --enable-test-commands` itself
+on a free port over an embedded store in a temporary directory and stops it
+at the end. With `--uri`, it uses a server that is already running (started
+with `--enable-test-commands`: the tests set fail points).
 
 Requirements (`runOnRequirements`) are judged as MongoDB 8.0 in the topology
 the server presents in `hello`, never by the version the server reports: Argon
@@ -542,6 +543,8 @@ class TestRun:
         self.entities = {}
         self.clients = {}
         self.lsids = {}
+        self.fail_points = []
+        self.internal = None
         self.matcher = Matcher(self.entities, self.lsids)
 
     # -- entities
@@ -598,7 +601,16 @@ class TestRun:
                 raise Unsupported(f"transaction option {key}")
         return out
 
+    def set_fail_point(self, client, command):
+        client.admin.command(command)
+        # The unified format: the runner turns every fail point a test set
+        # off after the test.
+        self.fail_points.append(command["configureFailPoint"])
+
     def close(self):
+        for name in self.fail_points:
+            self.internal.admin.command({"configureFailPoint": name, "mode": "off"})
+        self.fail_points = []
         for value in self.entities.values():
             if isinstance(value, pymongo.client_session.ClientSession):
                 try:
@@ -658,12 +670,14 @@ class TestRun:
     def runner_operation(self, name, args):
         if name == "failPoint":
             client = self.entities[args["client"]]
-            client.admin.command(args["failPoint"])
+            self.set_fail_point(client, args["failPoint"])
             return None
         if name == "targetedFailPoint":
             # One server: the mongos a session is pinned to is that server.
             session = self.entities[args["session"]]
-            session.client.admin.command(args["failPoint"])
+            if session._pinned_address is None:
+                raise Mismatch("targetedFailPoint: the session is not pinned")
+            self.set_fail_point(session.client, args["failPoint"])
             return None
         if name in ("assertCollectionExists", "assertCollectionNotExists"):
             names = self.internal.get_database(args["databaseName"]).list_collection_names()
@@ -681,9 +695,11 @@ class TestRun:
                 raise Mismatch(f"transaction state {actual}, expected {args['state']}")
             return None
         if name in ("assertSessionPinned", "assertSessionUnpinned"):
-            # One server: a session is never pinned to a mongos.
-            if name == "assertSessionPinned":
-                raise Mismatch("session not pinned (single server)")
+            # A driver pins a transaction to the mongos (or load balancer)
+            # it started on; Argon presents itself as one.
+            pinned = self.entities[args["session"]]._pinned_address is not None
+            if pinned != (name == "assertSessionPinned"):
+                raise Mismatch(f"{name}: the session is {'' if pinned else 'not '}pinned")
             return None
         if name == "createEntities":
             self.create_entities(args["entities"])
@@ -709,7 +725,7 @@ class TestRun:
 
             def callback(_session):
                 for o in ops:
-                    self.execute(o)
+                    self.execute(o, propagate=True)
 
             session.with_transaction(callback, **opts)
             return None
@@ -947,7 +963,12 @@ class TestRun:
 
     # -- one operation with its expectations
 
-    def execute(self, op):
+    def execute(self, op, propagate=False):
+        """Runs one operation and checks it. With `propagate` (an operation
+        of a withTransaction callback), a driver error is raised again once
+        checked, whatever `expectError` or `ignoreResultAndError` say: the
+        unified format lets it reach withTransaction, which decides whether
+        to retry."""
         expect_error = op.get("expectError")
         for key in op:
             if key not in ("name", "object", "arguments", "expectResult", "expectError",
@@ -959,10 +980,16 @@ class TestRun:
             raise
         except Exception as exc:  # noqa: BLE001 - any driver error is judged below
             if op.get("ignoreResultAndError"):
+                if propagate:
+                    raise
                 return
             if expect_error is None:
+                if propagate:
+                    raise
                 raise Mismatch(f"{op['name']} failed: {describe(exc)}") from exc
             self.check_error(expect_error, exc)
+            if propagate:
+                raise
             return
         if op.get("ignoreResultAndError"):
             return
@@ -995,17 +1022,21 @@ class TestRun:
                     raise Mismatch(f"codeName {value} expected, got {describe(exc)}")
             elif key == "errorLabelsContain":
                 for label in value:
-                    if not (isinstance(exc, PyMongoError) and exc.has_error_label(label)):
+                    if not has_error_label(exc, label):
                         raise Mismatch(f"label {label} missing from {describe(exc)}")
             elif key == "errorLabelsOmit":
                 for label in value:
-                    if isinstance(exc, PyMongoError) and exc.has_error_label(label):
+                    if has_error_label(exc, label):
                         raise Mismatch(f"label {label} present in {describe(exc)}")
             elif key == "expectResult":
                 partial = partial_result(exc)
                 self.matcher.match(value, partial, "error partial result")
             elif key == "errorResponse":
-                self.matcher.match(value, details, "errorResponse")
+                response = details
+                # A client bulkWrite's top-level error holds the server's reply.
+                if isinstance(exc, ClientBulkWriteException) and exc.error is not None:
+                    response = getattr(exc.error, "details", None) or {}
+                self.matcher.match(value, response, "errorResponse")
             elif key == "writeErrors":
                 if not isinstance(exc, ClientBulkWriteException):
                     raise Mismatch(f"writeErrors expected, got {describe(exc)}")
@@ -1057,6 +1088,14 @@ class TestRun:
 
     def run_test(self, test, internal):
         self.internal = internal
+        # The unified format: end transactions earlier tests left open (a
+        # session a driver discarded after a network error still holds
+        # its transaction on the server).
+        try:
+            internal.admin.command({"killAllSessions": []})
+        except OperationFailure as exc:
+            if exc.code != 11601:  # Interrupted: this very session, killed
+                raise
         self.load_initial_data()
         self.create_entities(self.file.get("createEntities", []))
         for c in self.clients.values():
@@ -1083,6 +1122,10 @@ def error_codes(exc):
     if isinstance(exc, OperationFailure) and exc.code is not None:
         codes.add(exc.code)
     details = getattr(exc, "details", None) or {}
+    # A server error a driver reports as a connection-state error
+    # (NotPrimaryError) keeps the reply in `details`.
+    if isinstance(details, dict) and isinstance(details.get("code"), int):
+        codes.add(details["code"])
     if isinstance(exc, BulkWriteError):
         for e in details.get("writeErrors", []):
             codes.add(e.get("code"))
@@ -1092,6 +1135,18 @@ def error_codes(exc):
         if exc.error is not None:
             codes |= error_codes(exc.error)
     return codes
+
+
+def has_error_label(exc, label):
+    if not isinstance(exc, PyMongoError):
+        return False
+    if exc.has_error_label(label):
+        return True
+    # A client bulkWrite's top-level error (the unified format's "error" of
+    # a ClientBulkWriteException) carries the labels.
+    if isinstance(exc, ClientBulkWriteException) and exc.error is not None:
+        return has_error_label(exc.error, label)
+    return False
 
 
 def error_code_names(exc):
@@ -1154,7 +1209,7 @@ def start_sidecar(binary):
     log = open(os.path.join(data, "sidecar.log"), "wb")
     proc = subprocess.Popen(
         [binary, "serve", "--data", os.path.join(data, "wal"),
-         "--listen", f"127.0.0.1:{port}"],
+         "--listen", f"127.0.0.1:{port}", "--enable-test-commands"],
         stdout=log, stderr=subprocess.STDOUT,
     )
     deadline = time.time() + 30

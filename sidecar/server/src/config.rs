@@ -151,6 +151,14 @@ pub struct ServeArgs {
     /// Idle connections between messages are not affected.
     #[arg(long, env = "ARGON_FRAME_TIMEOUT_MS", default_value_t = crate::limits::DEFAULT_FRAME_TIMEOUT.as_millis() as u64, value_parser = clap::value_parser!(u64).range(1..))]
     pub frame_timeout_ms: u64,
+    /// Test commands for drivers' spec tests, as mongod's
+    /// `--setParameter enableTestCommands=1`: `configureFailPoint` with the
+    /// `failCommand` fail point, which makes chosen commands fail, close
+    /// their connection or block. Never for production (any client could
+    /// then break every other client's commands); without it
+    /// `configureFailPoint` is an unknown command.
+    #[arg(long, env = "ARGON_ENABLE_TEST_COMMANDS")]
+    pub enable_test_commands: bool,
 }
 
 /// Where the WAL lives.

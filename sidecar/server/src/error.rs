@@ -131,6 +131,58 @@ error_codes! {
     ProtocolError = 17,
     // `createUser` of a user that exists.
     Location51003 = 51003,
+    // `configureFailPoint` of a fail point Argon does not have.
+    FailPointSetFailed = 266,
+}
+
+/// Names of MongoDB codes Argon never raises itself but a client may name
+/// (a `failCommand` fail point's `errorCode`, a `writeConcernError`), as
+/// MongoDB 8.0's `error_codes.yml` spells them.
+const OTHER_CODE_NAMES: &[(i32, &str)] = &[
+    (7, "HostNotFound"),
+    (8, "UnknownError"),
+    (24, "LockTimeout"),
+    (64, "WriteConcernFailed"),
+    (79, "UnknownReplWriteConcern"),
+    (89, "NetworkTimeout"),
+    (91, "ShutdownInProgress"),
+    (100, "UnsatisfiableWriteConcern"),
+    (121, "DocumentValidationFailure"),
+    (133, "FailedToSatisfyReadPreference"),
+    (134, "ReadConcernMajorityNotAvailableYet"),
+    (150, "StaleEpoch"),
+    (189, "PrimarySteppedDown"),
+    (239, "SnapshotTooOld"),
+    (246, "SnapshotUnavailable"),
+    (249, "StaleDbVersion"),
+    (250, "StaleChunkHistory"),
+    (262, "ExceededTimeLimit"),
+    (267, "PreparedTransactionInProgress"),
+    (272, "MigrationConflict"),
+    (317, "ConnectionPoolExpired"),
+    (343, "ShardCannotRefreshDueToLocksHeld"),
+    (358, "InternalTransactionNotSupported"),
+    (384, "ConnectionError"),
+    (9001, "SocketException"),
+    (11600, "InterruptedAtShutdown"),
+    (11601, "Interrupted"),
+    (11602, "InterruptedDueToReplStateChange"),
+    (13388, "StaleConfig"),
+    (13435, "NotPrimaryNoSecondaryOk"),
+    (13436, "NotPrimaryOrSecondary"),
+    (50915, "BackupCursorOpenConflictWithCheckpoint"),
+];
+
+/// The `codeName` of any numeric code: MongoDB's name when it has one,
+/// else `Location<code>` (what mongod answers for a code without a name).
+pub fn code_name(code: i32) -> String {
+    if let Some(c) = ErrorCode::ALL.iter().find(|c| c.code() == code) {
+        return c.name().to_owned();
+    }
+    match OTHER_CODE_NAMES.iter().find(|(n, _)| *n == code) {
+        Some((_, name)) => (*name).to_owned(),
+        None => format!("Location{code}"),
+    }
 }
 
 /// A command failed: the reply is `ok: 0` with this code and message, and

@@ -3,7 +3,7 @@
 //! This crate owns the MongoDB wire-protocol server: authentication and
 //! authorization (`auth`), framing and message
 //! parsing (`wire`), the command handlers and their MongoDB error codes
-//! (`commands`, `error`), the query engine that filters, updates, projects,
+//! (`commands`, `error`, `error_labels`), the query engine that filters, updates, projects,
 //! sorts and aggregates documents (`query`), branch addressing in database
 //! names (`target`), cursors (`cursor`), retryable-write memory (`retry`),
 //! every limit a request is held to (`limits`), the accept loop (`server`),
@@ -21,6 +21,7 @@ pub mod config;
 pub mod cursor;
 pub mod deadline;
 pub mod error;
+pub mod error_labels;
 pub mod limits;
 pub mod metrics;
 pub mod query;

@@ -121,6 +121,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     service.set_blocking_sort_bytes(args.max_blocking_sort_bytes);
     service.set_confined_to_branch(args.confine_to_branch);
+    if args.enable_test_commands {
+        service.fail_points.enable();
+        tracing::warn!(
+            "test commands are enabled (--enable-test-commands): any client may make other clients' commands fail; never use this in production"
+        );
+    }
     service
         .set_auth_required(args.auth)
         .await

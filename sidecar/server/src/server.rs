@@ -275,7 +275,12 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                     tracing::debug!(conn = conn.id, error = %e, "request refused before parsing");
                     e.to_document()
                 }
-                None => commands::handle(&service, &mut conn, &request).await,
+                None => match commands::handle(&service, &mut conn, &request).await {
+                    Some(reply) => reply,
+                    // A `failCommand` fail point's closeConnection: the
+                    // client sees a network error, as from mongod.
+                    None => return Ok(()),
+                },
             };
             if matches!(request.kind, RequestKind::Msg { more_to_come: true }) {
                 continue;

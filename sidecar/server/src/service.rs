@@ -40,6 +40,8 @@ pub struct Service {
     confined_to_branch: AtomicBool,
     /// The project's users, refreshed from the catalog log.
     pub users: crate::auth::users::Directory,
+    /// `configureFailPoint`'s fail points (`--enable-test-commands` only).
+    pub fail_points: crate::commands::fail_point::FailPoints,
 }
 
 impl Service {
@@ -60,6 +62,7 @@ impl Service {
             auth_required: AtomicBool::new(false),
             confined_to_branch: AtomicBool::new(false),
             users: Default::default(),
+            fail_points: Default::default(),
         })
     }
 

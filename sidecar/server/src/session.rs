@@ -10,13 +10,21 @@
 //! logs at most `limits::MAX_TRANSACTION_BYTES`, and all open transactions
 //! together at most `limits::MAX_OPEN_TRANSACTION_BYTES` ([`TxnBudget`]:
 //! each charges what it holds, and gives it back when it ends).
+//!
+//! A document an open transaction wrote is held by it ([`WriteLocks`])
+//! until it ends: another transaction that writes it gets `WriteConflict`
+//! at that statement, as on mongod (whose storage engine refuses the second
+//! writer of a document at once); the commit-time check
+//! (`Transaction::conflict_on`) still catches writes committed outside
+//! transactions meanwhile.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use argon_wal::{BranchState, Transaction};
+use argon_wal::{BranchState, DocOp, IdKey, Namespace, Transaction};
 use bson::{Bson, Document};
 
 use crate::error::{CommandError, ErrorCode, Result};
@@ -112,6 +120,46 @@ impl TxnBudget {
     }
 }
 
+/// Documents written by open transactions, each held by the one that wrote
+/// it first until that transaction ends (its [`ActiveTxn`] drops). A
+/// document is held as a 64-bit hash of (branch, namespace, `_id` key):
+/// 16 bytes and a little table overhead per document, less than what
+/// writing it logs, so the 1 GiB bound on open transactions' writes bounds
+/// this too. Two documents whose hashes collide (one chance in 2^64 per
+/// pair) only make a transaction retry.
+#[derive(Debug, Default)]
+pub struct WriteLocks {
+    held: Mutex<HashMap<u64, u64>>,
+    next_owner: AtomicU64,
+}
+
+impl WriteLocks {
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, u64>> {
+        // Entries are inserted and removed whole; a panic cannot tear one.
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The hash a document is held by, and its namespace and `_id`, for a
+/// write op (other ops hold nothing).
+fn doc_lock<'a>(branch: &str, op: &'a DocOp) -> Option<(u64, &'a Namespace, &'a Bson)> {
+    let (DocOp::Put { ns, id, .. } | DocOp::Delete { ns, id }) = op else {
+        return None;
+    };
+    // Fixed keys: every transaction of the process hashes alike.
+    let mut h = std::hash::DefaultHasher::new();
+    (branch, ns, IdKey::from_bson(id)).hash(&mut h);
+    Some((h.finish(), ns, id))
+}
+
 /// A transaction in progress: the branch it runs on and what it has done.
 pub struct ActiveTxn {
     pub branch: String,
@@ -123,6 +171,13 @@ pub struct ActiveTxn {
     budget: Arc<TxnBudget>,
     /// What this transaction has charged to `budget`.
     charged: AtomicUsize,
+    locks: Arc<WriteLocks>,
+    /// This transaction's id in `locks`.
+    owner: u64,
+    /// How many of its ops [`ActiveTxn::hold_writes`] went through. Only
+    /// ops of statements that succeeded are held, and those are never
+    /// rolled back, so the ops still hold every document held.
+    held_ops: AtomicUsize,
 }
 
 /// [`ActiveTxn::lock`]: the transaction, copied on write if it is shared.
@@ -144,14 +199,58 @@ impl std::ops::DerefMut for TxnGuard<'_> {
 impl ActiveTxn {
     /// `txn`: begun on the transaction's snapshot (`Wal::begin`); its
     /// writes are charged to `budget`.
-    pub fn new(branch: String, txn: Transaction, budget: Arc<TxnBudget>) -> ActiveTxn {
+    pub fn new(
+        branch: String,
+        txn: Transaction,
+        budget: Arc<TxnBudget>,
+        locks: Arc<WriteLocks>,
+    ) -> ActiveTxn {
+        let owner = locks.next_owner.fetch_add(1, Ordering::Relaxed);
         ActiveTxn {
             branch,
             started: Instant::now(),
             txn: Mutex::new(Arc::new(txn)),
             budget,
             charged: AtomicUsize::new(0),
+            locks,
+            owner,
+            held_ops: AtomicUsize::new(0),
         }
+    }
+
+    /// Holds the documents the transaction wrote since the last call; one
+    /// another open transaction holds is a `WriteConflict` (the caller
+    /// aborts this transaction: mongod's first writer wins).
+    pub fn hold_writes(&self) -> Result<()> {
+        let txn = self.shared();
+        let from = self.held_ops.load(Ordering::Relaxed);
+        let mut all = self.locks.lock();
+        let mut seen = from;
+        let mut conflict = None;
+        for op in txn.ops().skip(from) {
+            seen += 1;
+            let Some((key, ns, id)) = doc_lock(&self.branch, op) else {
+                continue;
+            };
+            match all.get(&key) {
+                Some(owner) if *owner != self.owner => {
+                    conflict = Some(CommandError::new(
+                        ErrorCode::WriteConflict,
+                        format!(
+                            "WriteConflict: document {id} of {}.{} was written by another transaction in progress; retry the transaction",
+                            ns.db, ns.coll
+                        ),
+                    ));
+                    break;
+                }
+                Some(_) => {}
+                None => {
+                    all.insert(key, self.owner);
+                }
+            }
+        }
+        self.held_ops.store(seen, Ordering::Relaxed);
+        conflict.map_or(Ok(()), Err)
     }
 
     pub fn lock(&self) -> TxnGuard<'_> {
@@ -192,6 +291,18 @@ impl Drop for ActiveTxn {
     fn drop(&mut self) {
         let charged = *self.charged.get_mut();
         let _ = self.budget.recharge(charged, 0);
+        let held = *self.held_ops.get_mut();
+        if held > 0 {
+            let txn = self.shared();
+            let mut all = self.locks.lock();
+            for op in txn.ops().take(held) {
+                if let Some((key, _, _)) = doc_lock(&self.branch, op)
+                    && all.get(&key) == Some(&self.owner)
+                {
+                    all.remove(&key);
+                }
+            }
+        }
     }
 }
 
@@ -201,6 +312,7 @@ pub struct Sessions {
     map: Mutex<HashMap<SessionId, SessionCell>>,
     lifetime_ms: AtomicU64,
     budget: Arc<TxnBudget>,
+    locks: Arc<WriteLocks>,
 }
 
 impl Default for Sessions {
@@ -209,6 +321,7 @@ impl Default for Sessions {
             map: Mutex::default(),
             lifetime_ms: AtomicU64::new(TRANSACTION_LIFETIME.as_millis() as u64),
             budget: Arc::default(),
+            locks: Arc::default(),
         }
     }
 }
@@ -222,6 +335,11 @@ impl Sessions {
     /// What all open transactions hold, shared by each [`ActiveTxn`].
     pub fn budget(&self) -> Arc<TxnBudget> {
         Arc::clone(&self.budget)
+    }
+
+    /// The documents open transactions hold, shared by each [`ActiveTxn`].
+    pub fn write_locks(&self) -> Arc<WriteLocks> {
+        Arc::clone(&self.locks)
     }
 
     /// How long a transaction may run before it is aborted.
@@ -260,6 +378,14 @@ impl Sessions {
         for id in ids {
             map.remove(&id);
         }
+    }
+
+    /// Forgets every session (`killAllSessions`): their transactions abort.
+    pub fn end_all(&self) {
+        // Dropped outside the map's lock: a transaction's drop takes the
+        // write-lock table's lock.
+        let all = std::mem::take(&mut *self.lock());
+        drop(all);
     }
 
     /// Aborts transactions past their lifetime and forgets idle sessions;
@@ -339,6 +465,7 @@ mod tests {
                     argon_wal::unique::every_document(),
                 ),
                 sessions.budget(),
+                sessions.write_locks(),
             )));
         }
         let now = Instant::now();
@@ -347,6 +474,48 @@ mod tests {
         assert!(matches!(cell.lock().await.txn, TxnState::Aborted(_)));
         assert_eq!(sessions.reap(now + SESSION_TIMEOUT * 2), (0, 1));
         assert!(sessions.is_empty());
+    }
+
+    #[test]
+    fn the_first_writer_of_a_document_holds_it_until_it_ends() {
+        let sessions = Sessions::default();
+        let begin = |branch: &str| {
+            ActiveTxn::new(
+                branch.into(),
+                Transaction::begin(
+                    BranchState::empty(CommitTime(0)),
+                    argon_wal::unique::every_document(),
+                ),
+                sessions.budget(),
+                sessions.write_locks(),
+            )
+        };
+        let ns = Namespace::new("db", "c");
+        let write = |t: &ActiveTxn, id: i32| {
+            t.lock().insert(&ns, &doc! {"_id": id}).unwrap();
+            t.hold_writes()
+        };
+        let (a, b) = (begin("main"), begin("main"));
+        write(&a, 1).unwrap();
+        // Its own document again.
+        a.lock().replace(&ns, &doc! {"_id": 1, "x": 1}).unwrap();
+        a.hold_writes().unwrap();
+        let e = write(&b, 1).unwrap_err();
+        assert_eq!(e.code, ErrorCode::WriteConflict);
+        // Another document, or the same one on another branch, is free.
+        write(&b, 2).unwrap();
+        write(&begin("dev"), 1).unwrap();
+        // Number and double ids are the same _id.
+        let c = begin("main");
+        c.lock().insert(&ns, &doc! {"_id": 2.0}).unwrap();
+        assert_eq!(c.hold_writes().unwrap_err().code, ErrorCode::WriteConflict);
+        drop(c);
+        assert_eq!(sessions.write_locks().len(), 2);
+        drop(a);
+        let d = begin("main");
+        write(&d, 1).unwrap();
+        drop((b, d));
+        assert!(sessions.write_locks().is_empty());
     }
 
     #[test]
@@ -361,6 +530,7 @@ mod tests {
                     argon_wal::unique::every_document(),
                 ),
                 sessions.budget(),
+                sessions.write_locks(),
             )
         };
         let (a, b) = (begin(), begin());

@@ -1,6 +1,7 @@
 //! MongoDB's own unified-format CRUD tests (`tests/conformance/spec`), run by
 //! `tests/conformance/run.py` through pymongo against the real binary on an
-//! embedded store. Fails when a spec directory passes fewer tests than
+//! embedded store, started with `--enable-test-commands` (the tests set
+//! `failCommand` fail points). Fails when a spec directory passes fewer tests than
 //! `tests/conformance/baseline` records: the baseline only goes up.
 
 mod common;
@@ -51,7 +52,10 @@ fn totals(output: &str) -> Option<(u64, u64, u64)> {
 async fn unified_spec_tests_pass_at_least_the_baseline() {
     let python = argon_testkit::assets::python().expect("the test virtualenv's python");
     let data = tempfile::tempdir().expect("a temporary directory");
-    let sidecar = Sidecar::standalone(&data.path().join("wal"))
+    // The spec tests set fail points (`configureFailPoint`), a test
+    // command as on mongod.
+    let wal = data.path().join("wal").display().to_string();
+    let sidecar = Sidecar::start("argon-sidecar", &["--data", &wal, "--enable-test-commands"])
         .await
         .expect("argon-sidecar starts");
     let mut regressions = Vec::new();

@@ -78,15 +78,18 @@ async fn node_driver_and_mongoose_transactions() {
     .await;
 }
 
-/// Transfers of 1 from `a` to `b`, each with a receipt, in transactions,
-/// until the server dies; returns the receipts acknowledged.
-async fn transfer_until_killed(uri: String, acked: Arc<Mutex<Vec<i64>>>) {
+/// Transfers of 1 from `a` to `b`, each with a receipt (`writer`'s own
+/// numbers), in transactions, until the server dies; returns the receipts
+/// acknowledged. A transaction that loses a write conflict to another
+/// writer's (a transient error, as on mongod) is tried again, as an
+/// application does.
+async fn transfer_until_killed(writer: i64, uri: String, acked: Arc<Mutex<Vec<i64>>>) {
     let Ok(client) = mongodb::Client::with_uri_str(&uri).await else {
         return;
     };
     let accounts: Collection<Document> = client.database("bank").collection("accounts");
     let receipts: Collection<Document> = client.database("bank").collection("receipts");
-    for n in 0i64.. {
+    for n in (writer * 1_000_000_000).. {
         let Ok(mut s) = client.start_session().await else {
             return;
         };
@@ -108,6 +111,14 @@ async fn transfer_until_killed(uri: String, acked: Arc<Mutex<Vec<i64>>>) {
         };
         match run.await {
             Ok(()) => acked.lock().unwrap_or_else(|e| e.into_inner()).push(n),
+            // Not a network error (the driver labels those transient too,
+            // and the server is gone then): the server's own conflict.
+            Err(e)
+                if e.contains_label("TransientTransactionError")
+                    && common::code(&e) == Some(112) =>
+            {
+                continue;
+            }
             Err(_) => return,
         }
     }
@@ -131,11 +142,13 @@ async fn kill_9_during_transactions_leaves_each_whole_or_absent() {
     let writers: Vec<_> = (0..4)
         .map(|w| {
             let acked = acked.clone();
+            // After the kill, a writer between transactions learns the
+            // server is gone in 2 s, not the driver's default 30.
             let uri = format!(
-                "mongodb://127.0.0.1:{}/?appName=w{w}&retryWrites=false",
+                "mongodb://127.0.0.1:{}/?appName=w{w}&retryWrites=false&serverSelectionTimeoutMS=2000",
                 sidecar.port
             );
-            tokio::spawn(transfer_until_killed(uri, acked))
+            tokio::spawn(transfer_until_killed(w, uri, acked))
         })
         .collect();
     // Let some transactions commit, then kill mid-stream.

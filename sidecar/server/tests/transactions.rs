@@ -174,24 +174,42 @@ async fn a_concurrent_write_to_the_same_document_conflicts_and_a_retry_succeeds(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_transactions_on_one_document_first_committer_wins() {
+/// As on mongod, the first transaction to write a document holds it until
+/// it ends: the second writer's statement fails at once with a transient
+/// WriteConflict (its transaction aborted), and the first commits. Once
+/// the first has ended, the document is free again.
+async fn two_transactions_on_one_document_first_writer_wins() {
     let server = TestServer::start().await;
     let (client, accounts) = seeded(&server).await;
     let mut s1 = client.start_session().await.unwrap();
     let mut s2 = client.start_session().await.unwrap();
     s1.start_transaction().await.unwrap();
     s2.start_transaction().await.unwrap();
-    for (s, v) in [(&mut s1, 1i64), (&mut s2, 2i64)] {
-        accounts
-            .update_one(doc! {"_id": "b"}, doc! {"$set": {"balance": v}})
-            .session(s)
-            .await
-            .unwrap();
-    }
-    s2.commit_transaction().await.unwrap();
-    let e = s1.commit_transaction().await.unwrap_err();
+    accounts
+        .update_one(doc! {"_id": "b"}, doc! {"$set": {"balance": 1i64}})
+        .session(&mut s1)
+        .await
+        .unwrap();
+    let e = accounts
+        .update_one(doc! {"_id": "b"}, doc! {"$set": {"balance": 2i64}})
+        .session(&mut s2)
+        .await
+        .unwrap_err();
     assert_eq!(code(&e), Some(112), "{e}");
-    assert_eq!(balance(&accounts, "b").await, 2);
+    assert!(e.contains_label("TransientTransactionError"), "{e}");
+    let e = s2.commit_transaction().await.unwrap_err();
+    assert_eq!(code(&e), Some(251), "the second was aborted: {e}");
+    s1.commit_transaction().await.unwrap();
+    assert_eq!(balance(&accounts, "b").await, 1);
+    // Released at the end of the first: a new transaction writes it.
+    s2.start_transaction().await.unwrap();
+    accounts
+        .update_one(doc! {"_id": "b"}, doc! {"$set": {"balance": 3i64}})
+        .session(&mut s2)
+        .await
+        .unwrap();
+    s2.commit_transaction().await.unwrap();
+    assert_eq!(balance(&accounts, "b").await, 3);
     server.stop().await;
 }
 

@@ -262,7 +262,14 @@ mod tests {
                     == vec![Privilege::Root]
             })
             .collect();
-        assert_eq!(root_only, vec!["argonProtectBranch"]);
+        assert_eq!(
+            root_only,
+            vec![
+                "killAllSessions",
+                "argonProtectBranch",
+                "configureFailPoint"
+            ]
+        );
     }
 
     #[test]

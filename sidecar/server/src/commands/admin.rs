@@ -186,7 +186,10 @@ pub async fn get_log(ctx: &Ctx<'_>) -> Result<Document> {
 
 pub async fn list_commands(ctx: &Ctx<'_>) -> Result<Document> {
     let mut cmds = Document::new();
-    for c in super::COMMANDS {
+    for c in super::COMMANDS
+        .iter()
+        .filter(|c| super::available(ctx.svc, c))
+    {
         let requires_auth = crate::auth::authorize::required(
             c.name,
             "admin",
@@ -218,6 +221,37 @@ pub async fn end_sessions(ctx: &Ctx<'_>) -> Result<Document> {
         _ => None,
     });
     ctx.svc.sessions.end(ids);
+    Ok(Document::new())
+}
+
+/// `killAllSessions: []`: forgets every session and aborts its
+/// transaction (test runners call it before each test). Killing only some
+/// users' sessions is refused: sessions here do not record their user.
+pub async fn kill_all_sessions(ctx: &Ctx<'_>) -> Result<Document> {
+    ctx.require_admin("killAllSessions")?;
+    match ctx.cmd.get("killAllSessions") {
+        Some(Bson::Array(users)) if users.is_empty() => {}
+        Some(Bson::Array(_)) => {
+            return Err(crate::error::CommandError::new(
+                crate::error::ErrorCode::CommandNotSupported,
+                "killAllSessions of given users is not supported: sessions do not record their user; give [] to kill all",
+            ));
+        }
+        _ => {
+            return Err(crate::error::CommandError::type_mismatch(
+                "BSON field 'killAllSessions' must be an array of users",
+            ));
+        }
+    }
+    for key in ctx.cmd.keys().skip(1) {
+        if !super::GENERIC_FIELDS.contains(&key.as_str()) {
+            return Err(crate::error::CommandError::new(
+                crate::error::ErrorCode::Location40415,
+                format!("BSON field 'killAllSessions.{key}' is an unknown field."),
+            ));
+        }
+    }
+    ctx.svc.sessions.end_all();
     Ok(Document::new())
 }
 

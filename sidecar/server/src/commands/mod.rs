@@ -10,6 +10,7 @@ mod batch;
 mod branch;
 mod bulk_write;
 mod catalog;
+pub mod fail_point;
 mod merge;
 mod options;
 mod read;
@@ -41,6 +42,9 @@ pub struct Conn {
     pub from_peer: bool,
     /// How far a peer-listener connection got proving the peer key.
     pub peer_auth: crate::writer::peer_auth::PeerAuth,
+    /// `client.application.name` of the connection's first handshake
+    /// (a `failCommand` fail point may apply to one application only).
+    pub app_name: Option<String>,
     /// Who the connection is authenticated as; behind a lock because
     /// handlers see the connection shared (`saslStart`, `hello`).
     auth: std::sync::Mutex<crate::auth::ConnAuth>,
@@ -54,6 +58,7 @@ impl Conn {
             compressors: Vec::new(),
             from_peer: false,
             peer_auth: Default::default(),
+            app_name: None,
             auth: Default::default(),
         }
     }
@@ -180,6 +185,7 @@ commands! {
     "listCommands" => admin::list_commands;
     "endSessions" => admin::end_sessions;
     "killSessions" => admin::end_sessions;
+    "killAllSessions" => admin::kill_all_sessions;
     "startSession" => admin::start_session;
     "getLastError" => admin::ping;
     "listDatabases" => catalog::list_databases;
@@ -223,34 +229,104 @@ commands! {
     "usersInfo" => users::users_info;
     "grantRolesToUser" => users::grant_roles_to_user;
     "revokeRolesFromUser" => users::revoke_roles_from_user;
+    // Only with `--enable-test-commands` (see `available`).
+    "configureFailPoint" => fail_point::configure_fail_point;
 }
 
 pub fn lookup(name: &str) -> Option<&'static Command> {
     COMMANDS.iter().find(|c| c.name == name)
 }
 
-/// Answers one request.
-pub async fn handle(svc: &Service, conn: &mut Conn, req: &Request) -> Document {
+/// Whether this server answers `command`: test commands only when started
+/// with `--enable-test-commands`; without it they are unknown (59), as on
+/// a mongod without `enableTestCommands`.
+pub fn available(svc: &Service, command: &Command) -> bool {
+    command.name != "configureFailPoint" || svc.fail_points.enabled()
+}
+
+/// How a request was answered, before the reply is finished.
+enum Answer {
+    /// The command ran (its reply or its error).
+    Ran(Result<Document>),
+    /// The `failCommand` fail point failed it before it ran.
+    Failed(fail_point::Failure),
+    /// The fail point closes the connection: no reply.
+    Close,
+}
+
+/// Answers one request; `None` when the connection must be closed without
+/// a reply (a `failCommand` fail point's `closeConnection`).
+pub async fn handle(svc: &Service, conn: &mut Conn, req: &Request) -> Option<Document> {
     let name = req.command.keys().next().cloned().unwrap_or_default();
-    let command = lookup(&name);
+    let command = lookup(&name).filter(|c| available(svc, c));
     svc.metrics.record_command(&name, command.is_some());
-    let result = answer(svc, conn, req, &name, command).await;
-    match result {
-        Ok(mut reply) => {
+    let labels = crate::error_labels::LabelContext::of(&name, &req.command, conn.from_peer);
+    let (mut reply, ran, label_override) = match answer(svc, conn, req, &name, command).await {
+        Ok(Answer::Close) => return None,
+        Ok(Answer::Failed(failure)) => (failure.to_document(), false, failure.labels),
+        Ok(Answer::Ran(Ok(mut reply))) => {
             if !reply.contains_key("ok") {
                 reply.insert("ok", 1.0);
             }
-            reply
+            (reply, true, None)
         }
-        Err(e) => {
-            svc.metrics
-                .command_errors
-                .get_or_create(&crate::metrics::ErrorLabels {
-                    code_name: e.code.name().to_owned(),
-                })
-                .inc();
-            tracing::debug!(conn = conn.id, command = %name, error = %e, "command failed");
-            e.to_document()
+        Ok(Answer::Ran(Err(e))) => (e.to_document(), true, None),
+        Err(e) => (e.to_document(), false, None),
+    };
+    let mut label_override = label_override;
+    if ran
+        && fail_point::supports_write_concern(&name, &req.command)
+        && let Some((wce, labels)) = svc.fail_points.write_concern_error(&fail_point::Caller {
+            command: &name,
+            app_name: conn.app_name.as_deref(),
+            internal: conn.from_peer,
+        })
+    {
+        reply.insert("writeConcernError", wce);
+        label_override = labels;
+    }
+    finish_reply(svc, conn, &name, &labels, &mut reply, label_override);
+    Some(reply)
+}
+
+/// The labels of a reply (`error_labels`, or those a fail point gives
+/// instead) and the error metrics.
+fn finish_reply(
+    svc: &Service,
+    conn: &Conn,
+    name: &str,
+    labels: &crate::error_labels::LabelContext<'_>,
+    reply: &mut Document,
+    label_override: Option<Vec<String>>,
+) {
+    let failed = match reply.get("ok") {
+        Some(Bson::Double(ok)) => *ok == 0.0,
+        Some(Bson::Int32(ok)) => *ok == 0,
+        Some(Bson::Int64(ok)) => *ok == 0,
+        _ => false,
+    };
+    let code = failed.then(|| reply.get_i32("code").ok()).flatten();
+    if let Some(code) = code {
+        svc.metrics
+            .command_errors
+            .get_or_create(&crate::metrics::ErrorLabels {
+                code_name: reply.get_str("codeName").unwrap_or_default().to_owned(),
+            })
+            .inc();
+        tracing::debug!(conn = conn.id, command = %name, code, errmsg = reply.get_str("errmsg").unwrap_or_default(), "command failed");
+    }
+    match label_override {
+        // A fail point's labels replace the computed ones, even with none.
+        Some(given) => {
+            reply.remove("errorLabels");
+            if !given.is_empty() {
+                reply.insert("errorLabels", given);
+            }
+        }
+        None => {
+            let wc_code = crate::error_labels::write_concern_code(reply);
+            let computed = crate::error_labels::labels(labels, code, wc_code);
+            crate::error_labels::add(reply, &computed);
         }
     }
 }
@@ -261,7 +337,7 @@ async fn answer(
     req: &Request,
     name: &str,
     command: Option<&Command>,
-) -> Result<Document> {
+) -> Result<Answer> {
     if name.is_empty() {
         return Err(CommandError::failed_to_parse(
             "the command document is empty",
@@ -273,7 +349,8 @@ async fn answer(
             let key = svc.writers.key().ok_or_else(|| {
                 CommandError::new(ErrorCode::CommandNotFound, "this sidecar takes no peers")
             })?;
-            return crate::writer::peer_auth::answer(key, &mut conn.peer_auth, &req.command);
+            return crate::writer::peer_auth::answer(key, &mut conn.peer_auth, &req.command)
+                .map(|reply| Answer::Ran(Ok(reply)));
         }
         let handshake = matches!(name, "hello" | "isMaster" | "ismaster" | "ping");
         if !handshake && !conn.peer_auth.is_verified() {
@@ -288,7 +365,7 @@ async fn answer(
     }
     if conn.from_peer && name == "argonCommits" {
         // Another sidecar's commit feed (never on the client listener).
-        return crate::writer::feed::serve(svc, &req.command);
+        return Ok(Answer::Ran(crate::writer::feed::serve(svc, &req.command)));
     }
     if let RequestKind::Query { collection } = &req.kind
         && collection != "$cmd"
@@ -311,6 +388,47 @@ async fn answer(
             "the {name} command has no $db field"
         )));
     };
+    if matches!(name, "hello" | "isMaster" | "ismaster") && conn.app_name.is_none() {
+        conn.app_name = app_name(&req.command);
+    }
+    // Before authorization, sessions and transactions, as mongod does.
+    let caller = fail_point::Caller {
+        command: name,
+        app_name: conn.app_name.as_deref(),
+        internal: conn.from_peer,
+    };
+    match svc.fail_points.before(&caller).await {
+        fail_point::Before::Run => {}
+        fail_point::Before::CloseConnection => return Ok(Answer::Close),
+        fail_point::Before::Fail(f) => return Ok(Answer::Failed(f)),
+    }
+    Ok(Answer::Ran(run(svc, conn, req, db, name, command).await))
+}
+
+/// `client.application.name` of a handshake.
+fn app_name(cmd: &Document) -> Option<String> {
+    let name = cmd
+        .get_document("client")
+        .ok()?
+        .get_document("application")
+        .ok()?
+        .get_str("name")
+        .ok()?;
+    // MongoDB refuses an appName over 128 bytes (ClientMetadataAppNameTooLarge);
+    // a longer one simply never matches a fail point here.
+    (name.len() <= 128).then(|| name.to_owned())
+}
+
+/// Runs an admitted command: authorization, forwarding to the branch's
+/// writer, a transaction statement or the handler.
+async fn run(
+    svc: &Service,
+    conn: &mut Conn,
+    req: &Request,
+    db: &str,
+    name: &str,
+    command: &Command,
+) -> Result<Document> {
     crate::auth::authorize(svc, conn, name, db, &req.command)?;
     if matches!(name, "hello" | "isMaster" | "ismaster")
         && let Ok(list) = req.command.get_array("compression")

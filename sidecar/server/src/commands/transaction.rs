@@ -6,9 +6,11 @@
 //! A transaction reads one branch's snapshot plus its own writes
 //! (`argon_wal::Transaction`); its writes reach the log only at commit, as
 //! one commit, after the WAL checks that no document it wrote changed since
-//! its snapshot (first committer wins, `WriteConflict` labelled
-//! `TransientTransactionError` otherwise, so drivers retry it whole). Any
-//! failed statement aborts the transaction, as in MongoDB.
+//! its snapshot (a write outside transactions committed first wins,
+//! `WriteConflict` labelled `TransientTransactionError` otherwise, so
+//! drivers retry it whole). Between open transactions the first writer of
+//! a document wins at its statement (`session::WriteLocks`). Any failed
+//! statement aborts the transaction, as in MongoDB.
 
 use std::time::Instant;
 
@@ -112,8 +114,22 @@ fn no_such_transaction(message: String) -> CommandError {
         .with_label(Label::TransientTransactionError)
 }
 
-/// Runs one statement of a transaction.
+/// Runs one statement of a transaction; its reply, errors included, has an
+/// `operationTime` (see [`with_operation_time`]).
 pub(crate) async fn run(
+    svc: &Service,
+    conn: &Conn,
+    req: &Request,
+    db: &str,
+    name: &str,
+    command: &Command,
+    st: Statement,
+) -> Result<Document> {
+    let result = run_statement(svc, conn, req, db, name, command, st).await;
+    with_operation_time(svc, db, result).await
+}
+
+async fn run_statement(
     svc: &Service,
     conn: &Conn,
     req: &Request,
@@ -168,6 +184,7 @@ pub(crate) async fn run(
             target.branch,
             svc.wal.begin(snapshot),
             svc.sessions.budget(),
+            svc.sessions.write_locks(),
         )));
     } else {
         if n > session.txn_number {
@@ -214,6 +231,17 @@ pub(crate) async fn run(
     } else {
         Err(not_in_transaction(name))
     };
+    // The documents it wrote are this transaction's until it ends.
+    let outcome = outcome.and_then(|reply| active.hold_writes().map(|()| reply));
+    // mongos's token for finding the transaction again at commit: drivers
+    // send it back with commitTransaction/abortTransaction.
+    let outcome = outcome.map(|mut reply| {
+        reply.insert(
+            "recoveryToken",
+            doc! {"recoveryShardId": active.branch.as_str()},
+        );
+        reply
+    });
     // A failed statement aborts the transaction (MongoDB does the same):
     // its earlier writes can no longer commit without it.
     let failure = match &outcome {
@@ -340,9 +368,10 @@ async fn commit(
 
 fn abort(session: &mut Session, n: i64) -> Result<Document> {
     match std::mem::take(&mut session.txn) {
-        TxnState::Active(_) => {
+        TxnState::Active(t) => {
+            let time = t.lock().snapshot().time();
             session.txn = TxnState::Aborted(format!("transaction {n} was aborted by the client"));
-            Ok(Document::new())
+            Ok(doc! {"operationTime": operation_time(time)})
         }
         TxnState::Committed(reply) => {
             session.txn = TxnState::Committed(reply);
@@ -358,6 +387,47 @@ fn abort(session: &mut Session, n: i64) -> Result<Document> {
         TxnState::None => Err(no_such_transaction(format!(
             "transaction {n} has not been started on this session"
         ))),
+    }
+}
+
+/// A statement's reply, errors included, with an `operationTime` (the head
+/// of `db`'s branch when it has none of its own), as mongod answers every
+/// command: drivers keep it as the session's causal point, and the next
+/// transaction of the session reads after it (`afterClusterTime`).
+async fn with_operation_time(
+    svc: &Service,
+    db: &str,
+    result: Result<Document>,
+) -> Result<Document> {
+    let has_time = match &result {
+        Ok(reply) => reply.contains_key("operationTime"),
+        Err(e) => e
+            .extra
+            .as_ref()
+            .is_some_and(|x| x.contains_key("operationTime")),
+    };
+    if has_time {
+        return result;
+    }
+    let head = match svc.target(db) {
+        Ok(target) => svc.read_state(&target, &Document::new()).await,
+        Err(e) => Err(e),
+    };
+    // No time to give (the branch is gone): the reply goes without one.
+    let Ok(head) = head else {
+        return result;
+    };
+    let time = operation_time(head.time());
+    match result {
+        Ok(mut reply) => {
+            reply.insert("operationTime", time);
+            Ok(reply)
+        }
+        Err(e) => {
+            let mut extra = e.extra.clone().unwrap_or_default();
+            extra.insert("operationTime", time);
+            Err(e.with_extra(extra))
+        }
     }
 }
 

@@ -5,12 +5,13 @@
 use argon_wal::{BranchState, Namespace};
 use bson::{Bson, Document, doc};
 
-use super::options::{self, check_collation, check_hint};
+use super::options::{self, check_hint};
 use super::{Ctx, collection_name, cursor_reply, opt_bool, opt_doc, opt_i64};
 use crate::cursor::{PipelineScan, Scan, SortedScan};
 use crate::deadline::Deadline;
 use crate::error::{CommandError, ErrorCode, Result};
 use crate::query::aggregate::Pipeline;
+use crate::query::collation;
 use crate::query::vars::Vars;
 use crate::query::{Filter, Projection, SortSpec};
 use crate::service::operation_time;
@@ -169,7 +170,7 @@ fn parse_filter(cmd: &Document, key: &str, vars: &Vars) -> Result<Filter> {
 pub async fn find(ctx: &Ctx<'_>) -> Result<Document> {
     let coll = collection_name(ctx.cmd, "find")?;
     options::FIND.check(ctx.cmd, Some("find"))?;
-    check_collation(ctx.cmd)?;
+    let own_collation = options::collation(ctx.cmd)?;
     let target = ctx.target()?;
     let vars = Vars::parse(ctx.cmd.get("let"))?;
     let filter = parse_filter(ctx.cmd, "filter", &vars)?;
@@ -196,6 +197,10 @@ pub async fn find(ctx: &Ctx<'_>) -> Result<Document> {
     let state = ctx.read_state(&target).await?;
     let ns = Namespace::new(target.db.as_str(), coll.as_str());
     check_hint(ctx.cmd.get("hint"), state.collection(&ns))?;
+    // Every comparison below (and the cursor's later batches) under the
+    // command's collation, or the collection's default.
+    let _collation =
+        collation::for_collection(own_collation.as_ref(), state.collection(&ns))?.enter();
     let shown = format!("{}.{coll}", target.raw);
     let (first, id) = match &sort {
         Some(s) if !s.is_empty() => {
@@ -330,7 +335,7 @@ pub async fn kill_cursors(ctx: &Ctx<'_>) -> Result<Document> {
 pub async fn count(ctx: &Ctx<'_>) -> Result<Document> {
     let coll = collection_name(ctx.cmd, "count")?;
     options::COUNT.check(ctx.cmd, Some("count"))?;
-    check_collation(ctx.cmd)?;
+    let own_collation = options::collation(ctx.cmd)?;
     let target = ctx.target()?;
     let filter = parse_filter(ctx.cmd, "query", &Vars::default())?;
     let skip = opt_i64(ctx.cmd, "skip")?.unwrap_or(0).max(0) as usize;
@@ -338,6 +343,8 @@ pub async fn count(ctx: &Ctx<'_>) -> Result<Document> {
     let state = ctx.read_state(&target).await?;
     let ns = Namespace::new(target.db.as_str(), coll.as_str());
     check_hint(ctx.cmd.get("hint"), state.collection(&ns))?;
+    let _collation =
+        collation::for_collection(own_collation.as_ref(), state.collection(&ns))?.enter();
     let mut n = if filter.is_empty() {
         state.collection(&ns).map(|c| c.len()).unwrap_or(0)
     } else {
@@ -356,7 +363,7 @@ const DISTINCT_COLLECT_BYTES: usize = crate::limits::MAX_BLOCKING_STAGE_BYTES;
 pub async fn distinct(ctx: &Ctx<'_>) -> Result<Document> {
     let coll = collection_name(ctx.cmd, "distinct")?;
     options::DISTINCT.check(ctx.cmd, Some("distinct"))?;
-    check_collation(ctx.cmd)?;
+    let own_collation = options::collation(ctx.cmd)?;
     let target = ctx.target()?;
     let key = match ctx.cmd.get("key") {
         Some(Bson::String(k)) if !k.is_empty() => k.clone(),
@@ -370,6 +377,9 @@ pub async fn distinct(ctx: &Ctx<'_>) -> Result<Document> {
     let state = ctx.read_state(&target).await?;
     let ns = Namespace::new(target.db.as_str(), coll.as_str());
     check_hint(ctx.cmd.get("hint"), state.collection(&ns))?;
+    // Values equal under the collation are one value (the first in order).
+    let _collation =
+        collation::for_collection(own_collation.as_ref(), state.collection(&ns))?.enter();
     use crate::query::compare::{compare, equal, type_rank};
     // Collect, sort, then drop neighbours that are the same value: O(n log n).
     let mut values: Vec<Bson> = Vec::new();
@@ -422,7 +432,7 @@ pub async fn aggregate(ctx: &Ctx<'_>) -> Result<Document> {
         _ => return Err(CommandError::type_mismatch("'pipeline' must be an array")),
     };
     options::AGGREGATE.check(ctx.cmd, Some("aggregate"))?;
-    check_collation(ctx.cmd)?;
+    let own_collation = options::collation(ctx.cmd)?;
     let vars = Vars::parse(ctx.cmd.get("let"))?;
     let cursor = match ctx.cmd.get("cursor") {
         Some(Bson::Document(c)) => c,
@@ -438,14 +448,22 @@ pub async fn aggregate(ctx: &Ctx<'_>) -> Result<Document> {
     let allow_disk = opt_bool(ctx.cmd, "allowDiskUse", true)?;
     let budget = StageBudget::new(ctx.svc.blocking_sort_bytes(), allow_disk);
     if let Some(stage) = output {
-        return super::merge::aggregate_into(ctx, target, coll, pipeline, stage, budget).await;
+        return super::merge::aggregate_into(
+            ctx,
+            target,
+            coll,
+            pipeline,
+            stage,
+            budget,
+            own_collation,
+        )
+        .await;
     }
     let deadline = ctx.deadline()?;
     let state = ctx.read_state(&target).await?;
-    check_hint(
-        ctx.cmd.get("hint"),
-        state.collection(&Namespace::new(target.db.as_str(), coll.as_str())),
-    )?;
+    let source = state.collection(&Namespace::new(target.db.as_str(), coll.as_str()));
+    check_hint(ctx.cmd.get("hint"), source)?;
+    let _collation = collation::for_collection(own_collation.as_ref(), source)?.enter();
     let time = state.time();
     // Streams: the first batch runs the pipeline only as far as it needs
     // (all of a blocking stage's input, none past a $limit); getMore runs
@@ -469,7 +487,7 @@ pub async fn aggregate(ctx: &Ctx<'_>) -> Result<Document> {
 /// stages' budgets).
 async fn aggregate_database(ctx: &Ctx<'_>, target: crate::target::Target) -> Result<Document> {
     options::AGGREGATE.check(ctx.cmd, Some("aggregate"))?;
-    check_collation(ctx.cmd)?;
+    let own_collation = options::collation(ctx.cmd)?.unwrap_or_default();
     let stages = match ctx.cmd.get("pipeline") {
         Some(Bson::Array(a)) => a,
         _ => return Err(CommandError::type_mismatch("'pipeline' must be an array")),
@@ -540,6 +558,7 @@ async fn aggregate_database(ctx: &Ctx<'_>, target: crate::target::Target) -> Res
     let budget = StageBudget::new(ctx.svc.blocking_sort_bytes(), allow_disk);
     let state = ctx.read_state(&target).await?;
     let lookup = crate::cursor::SnapshotLookup::new(state.clone(), target.db.clone());
+    let _collation = own_collation.enter();
     let out = pipeline.run_within(docs, &lookup, budget)?;
     let shown = format!("{}.$cmd.aggregate", target.raw);
     let (first, id) = ctx

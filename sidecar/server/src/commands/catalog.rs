@@ -69,18 +69,22 @@ pub async fn list_collections(ctx: &Ctx<'_>) -> Result<Document> {
         let Some(coll) = state.collection(&ns) else {
             continue;
         };
-        let full = doc! {
+        let is_view = super::view::is_view(Some(coll));
+        let kind = if is_view { "view" } else { "collection" };
+        let mut full = doc! {
             "name": name.clone(),
-            "type": "collection",
+            "type": kind,
             "options": coll.options().clone(),
-            "info": {"readOnly": target.at.is_some()},
-            "idIndex": id_index(),
+            "info": {"readOnly": is_view || target.at.is_some()},
         };
+        if !is_view {
+            full.insert("idIndex", id_index());
+        }
         if filter.as_ref().is_some_and(|f| !f.matches(&full)) {
             continue;
         }
         out.push(if name_only {
-            doc! {"name": name, "type": "collection"}
+            doc! {"name": name, "type": kind}
         } else {
             full
         });
@@ -95,7 +99,7 @@ pub async fn create(ctx: &Ctx<'_>) -> Result<Document> {
     let coll = collection_name(ctx.cmd, "create")?;
     let target = ctx.target()?;
     if ctx.cmd.contains_key("viewOn") {
-        return Err(CommandError::not_implemented("views (create with viewOn)"));
+        return create_view(ctx, target, coll).await;
     }
     // The collection's default collation, stored resolved (every option
     // filled in, as listCollections shows it); the simple one is no default.
@@ -117,6 +121,42 @@ pub async fn create(ctx: &Ctx<'_>) -> Result<Document> {
                 format!("Collection {ns} already exists."),
             ));
         }
+        Ok((
+            vec![DocOp::CreateCollection {
+                ns: ns.clone(),
+                options: options.clone(),
+            }],
+            (),
+        ))
+    })
+    .await?;
+    Ok(doc! {"operationTime": operation_time(info.time)})
+}
+
+/// `create` with `viewOn`: the view is a catalog entry like a collection
+/// (see `view`), so it is created in one commit and seen by branches and
+/// time travel.
+async fn create_view(
+    ctx: &Ctx<'_>,
+    target: crate::target::Target,
+    name: String,
+) -> Result<Document> {
+    let options = super::view::options(ctx.cmd)?;
+    let ns = Namespace::new(target.db.as_str(), name.as_str());
+    let db = target.db.clone();
+    let (_, info) = commit(ctx, &target, move |state| {
+        if state.collection(&ns).is_some() {
+            return Err(CommandError::new(
+                ErrorCode::NamespaceExists,
+                format!("Namespace {ns} already exists."),
+            ));
+        }
+        super::view::check_cycle(
+            state,
+            &db,
+            &name,
+            options.get_str("viewOn").unwrap_or_default(),
+        )?;
         Ok((
             vec![DocOp::CreateCollection {
                 ns: ns.clone(),
@@ -330,6 +370,7 @@ pub async fn create_indexes(ctx: &Ctx<'_>) -> Result<Document> {
     };
     let ns = Namespace::new(target.db.as_str(), coll.as_str());
     let ((before, after, created_coll), info) = commit(ctx, &target, move |state| {
+        super::view::refuse_view(state, &ns)?;
         let existing: Vec<Document> = state.collection(&ns).map(|c| c.indexes().to_vec()).unwrap_or_else(|| vec![id_index()]);
         let mut ops = Vec::new();
         let created_coll = state.collection(&ns).is_none();
@@ -403,6 +444,7 @@ pub async fn list_indexes(ctx: &Ctx<'_>) -> Result<Document> {
             format!("ns does not exist: {}.{coll}", target.raw),
         ));
     };
+    super::view::refuse_view(&state, &ns)?;
     let indexes: Vec<Document> = c
         .indexes()
         .iter()
@@ -442,6 +484,7 @@ pub async fn drop_indexes(ctx: &Ctx<'_>) -> Result<Document> {
                 format!("ns not found {ns}"),
             ));
         };
+        super::view::refuse_view(state, &ns)?;
         let indexes = c.indexes();
         let find_by = |pred: &dyn Fn(&Document) -> bool, what: String| -> Result<String> {
             let i = indexes.iter().find(|i| pred(i)).ok_or_else(|| {

@@ -302,6 +302,12 @@ pub(crate) async fn aggregate_into(
     let shown = format!("{}.{coll}", source.raw);
     commit_write(ctx, &target, move |t| {
         let snapshot = t.state().clone();
+        super::view::refuse_view(&snapshot, &out_ns)?;
+        if super::view::is_view(
+            snapshot.collection(&Namespace::new(src_db.as_str(), coll.as_str())),
+        ) {
+            return Err(CommandError::not_implemented("$out and $merge from a view"));
+        }
         // The pipeline and `$merge`'s `on` match under the aggregate's
         // collation, or the source collection's default.
         let _collation = crate::query::collation::for_collection(

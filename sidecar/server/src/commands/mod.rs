@@ -17,6 +17,7 @@ mod read;
 mod sasl;
 mod transaction;
 mod users;
+mod view;
 mod write;
 
 use std::net::SocketAddr;

@@ -51,6 +51,7 @@ pub(super) fn put(t: &mut Transaction, ns: &Namespace, doc: &Document, how: Put)
 }
 
 pub(super) fn ensure_collection(t: &mut Transaction, ns: &Namespace) -> Result<()> {
+    super::view::refuse_view(t.state(), ns)?;
     t.ensure_collection(ns).map_err(crate::wal_error::from_wal)
 }
 
@@ -329,6 +330,7 @@ pub(super) fn run_update_statement(
     // The filter (its recheck in a later part too), the sort, arrayFilters
     // and the update operators compare under the statement's collation,
     // or the collection's default.
+    super::view::refuse_view(t.state(), ns)?;
     let _collation =
         collation::for_collection(s.collation.as_ref(), t.state().collection(ns))?.enter();
     let (targets, continued) = match at.pending.take() {
@@ -370,6 +372,8 @@ pub async fn update(ctx: &Ctx<'_>) -> Result<Document> {
     let deadline = ctx.deadline()?;
     let start = Batch::new(stmts.len(), true);
     commit_batch(ctx, &target, start, move |t, b, parts| {
+        // A view takes no writes: the command fails whole, as in MongoDB.
+        super::view::refuse_view(t.state(), &ns)?;
         while !b.done() {
             if !b.statement.is_split() && parts.full_before_statement(t) {
                 return Ok(());
@@ -445,6 +449,8 @@ pub async fn delete(ctx: &Ctx<'_>) -> Result<Document> {
     let deadline = ctx.deadline()?;
     let start = Batch::new(stmts.len(), false);
     commit_batch(ctx, &target, start, move |t, b, parts| {
+        // A view takes no writes: the command fails whole, as in MongoDB.
+        super::view::refuse_view(t.state(), &ns)?;
         while !b.done() {
             if !b.statement.is_split() && parts.full_before_statement(t) {
                 return Ok(());
@@ -474,6 +480,7 @@ pub(super) fn run_delete_statement(
     parts: &Parts,
     deadline: Deadline,
 ) -> Result<()> {
+    super::view::refuse_view(t.state(), ns)?;
     let _collation =
         collation::for_collection(s.collation.as_ref(), t.state().collection(ns))?.enter();
     let (targets, continued) = match at.pending.take() {
@@ -574,6 +581,7 @@ pub async fn find_and_modify(ctx: &Ctx<'_>) -> Result<Document> {
         Ok(doc! {"lastErrorObject": last_error, "value": value})
     };
     commit_write(ctx, &target, move |t| {
+        super::view::refuse_view(t.state(), &ns)?;
         check_hint(hint.as_ref(), t.state().collection(&ns))?;
         let _collation =
             collation::for_collection(own_collation.as_ref(), t.state().collection(&ns))?.enter();

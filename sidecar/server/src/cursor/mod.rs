@@ -333,13 +333,14 @@ impl CursorStore {
         ns: String,
         pipeline: PipelineScan,
         batch_size: Option<usize>,
+        single_batch: bool,
         deadline: Deadline,
     ) -> Result<(Vec<Bson>, i64)> {
         self.open_source(
             ns,
             Source::Pipeline(Box::new(pipeline)),
             batch_size,
-            false,
+            single_batch,
             deadline,
         )
     }

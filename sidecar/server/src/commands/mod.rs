@@ -234,6 +234,12 @@ commands! {
     "configureFailPoint" => fail_point::configure_fail_point;
 }
 
+/// The fields of `command` (and of its statements) that Argon refuses by
+/// name with 115, from its typed parameters (`options`).
+pub fn refused_fields(command: &str) -> Vec<String> {
+    options::refused_fields(command)
+}
+
 pub fn lookup(name: &str) -> Option<&'static Command> {
     COMMANDS.iter().find(|c| c.name == name)
 }

@@ -268,6 +268,38 @@ pub(crate) const BULK_DELETE: Fields = Fields {
     generic: false,
 };
 
+/// Every command's (and statement's) declared fields: what
+/// `docs/compatibility.md` reads the refused ones from.
+const ALL: &[&Fields] = &[
+    &FIND,
+    &GET_MORE,
+    &KILL_CURSORS,
+    &COUNT,
+    &DISTINCT,
+    &AGGREGATE,
+    &INSERT,
+    &UPDATE,
+    &UPDATE_STATEMENT,
+    &DELETE,
+    &DELETE_STATEMENT,
+    &FIND_AND_MODIFY,
+    &BULK_WRITE,
+    &BULK_CURSOR,
+    &BULK_NS_INFO,
+    &BULK_INSERT,
+    &BULK_UPDATE,
+    &BULK_DELETE,
+];
+
+/// The fields of `command` and of its statements (`update.updates`...)
+/// that Argon refuses by name (115), as `what.field`.
+pub(crate) fn refused_fields(command: &str) -> Vec<String> {
+    ALL.iter()
+        .filter(|f| f.what == command || f.what.split('.').next() == Some(command))
+        .flat_map(|f| f.unsupported.iter().map(move |u| format!("{}.{u}", f.what)))
+        .collect()
+}
+
 /// `collation` of a command or statement, validated (`query::collation`):
 /// `None` when it names none, so the collection's default applies.
 pub(crate) fn collation(doc: &Document) -> Result<Option<Collation>> {

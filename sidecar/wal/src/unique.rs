@@ -17,10 +17,21 @@ use crate::indexkey::{IndexKeyError, KeyPattern};
 use crate::state::{BranchState, CollectionState};
 use crate::types::Namespace;
 
-/// Decides whether a document is in a partial index
-/// (`partialFilterExpression`): the query engine's match.
+/// What the index rules need from the query engine, which the WAL does not
+/// have: whether a document is in a partial index
+/// (`partialFilterExpression`), and how an index with a `collation`
+/// compares its keys.
 pub trait IndexFilter: Send + Sync {
     fn matches(&self, filter: &Document, doc: &Document) -> bool;
+
+    /// `values` (one key tuple) as an index with `collation` compares
+    /// them: values equal under the collation must come out equal
+    /// (strings replaced by their collation keys). Without a query engine
+    /// they are compared as they are (binary comparison).
+    fn collate(&self, collation: &Document, values: Vec<Bson>) -> Vec<Bson> {
+        let _ = collation;
+        values
+    }
 }
 
 impl std::fmt::Debug for dyn IndexFilter {
@@ -48,14 +59,25 @@ fn id_index() -> Document {
     doc! {"name": "_id_", "key": {"_id": 1}}
 }
 
-/// The key pattern of `spec` for key extraction, membership aside.
+/// The key pattern of `spec` for key extraction, membership and collation
+/// aside (see [`collated`]).
 fn pattern_of(spec: &Document) -> Option<KeyPattern> {
-    if spec.contains_key("partialFilterExpression") {
+    if spec.contains_key("partialFilterExpression") || spec.contains_key("collation") {
         let mut plain = spec.clone();
         plain.remove("partialFilterExpression");
+        plain.remove("collation");
         KeyPattern::parse(&plain)
     } else {
         KeyPattern::parse(spec)
+    }
+}
+
+/// Key tuples as `spec`'s index compares them: under its collation, if it
+/// has one (such an index keeps no key map, so it is always scanned).
+fn collated(spec: &Document, tuples: Vec<Vec<Bson>>, filter: &dyn IndexFilter) -> Vec<Vec<Bson>> {
+    match spec.get_document("collation") {
+        Ok(c) => tuples.into_iter().map(|t| filter.collate(c, t)).collect(),
+        Err(_) => tuples,
     }
 }
 
@@ -123,15 +145,15 @@ pub fn check_put(
                 Err(_) => {} // scanned below
             }
         }
-        if let Some(values) = held_by_another(coll, spec, &pattern, &id, &own, filter) {
-            return Err(duplicate(ns, spec, &values));
+        if let Some(at) = held_by_another(coll, spec, &pattern, &id, &own, filter) {
+            return Err(duplicate(ns, spec, &own[at]));
         }
     }
     Ok(())
 }
 
-/// The first of `own` keys that a document other than `id` holds in `spec`
-/// (a scan: the index keeps no key map).
+/// The position in `own` of the first key that a document other than `id`
+/// holds in `spec` (a scan: the index keeps no key map).
 fn held_by_another(
     coll: &CollectionState,
     spec: &Document,
@@ -139,11 +161,12 @@ fn held_by_another(
     id: &Bson,
     own: &[Vec<Bson>],
     filter: &dyn IndexFilter,
-) -> Option<Vec<Bson>> {
+) -> Option<usize> {
     let own_key = crate::idkey::IdKey::from_bson(id);
-    let wanted: Vec<_> = own
+    let wanted: Vec<_> = collated(spec, own.to_vec(), filter)
         .iter()
-        .map(|v| (crate::indexkey::IndexKey::from_values(v), v))
+        .map(|v| crate::indexkey::IndexKey::from_values(v))
+        .enumerate()
         .collect();
     for other in coll.iter() {
         let other = crate::rawdoc::parse(other);
@@ -154,10 +177,10 @@ fn held_by_another(
         let Ok(theirs) = pattern.keys(&other, false) else {
             continue;
         };
-        for t in theirs {
+        for t in collated(spec, theirs, filter) {
             let t = crate::indexkey::IndexKey::from_values(&t);
-            if let Some((_, v)) = wanted.iter().find(|(k, _)| *k == t) {
-                return Some((*v).clone());
+            if let Some((at, _)) = wanted.iter().find(|(_, k)| *k == t) {
+                return Some(*at);
             }
         }
     }
@@ -185,8 +208,9 @@ pub fn check_new_index(
             continue;
         }
         let id = crate::idkey::IdKey::from_bson(d.get("_id").unwrap_or(&Bson::Null));
-        for values in ks {
-            let key = crate::indexkey::IndexKey::from_values(&values);
+        let compared = collated(spec, ks.clone(), filter);
+        for (values, compared) in ks.into_iter().zip(compared) {
+            let key = crate::indexkey::IndexKey::from_values(&compared);
             match seen.get(&key) {
                 Some(holder) if *holder != id => return Err(duplicate(ns, spec, &values)),
                 _ => {

@@ -140,3 +140,48 @@ async fn a_new_unique_index_is_checked_over_existing_documents() {
     let coll = head.collection(&ns("u")).unwrap();
     check_new_index(coll, &n, &compound, &EveryDocument).unwrap();
 }
+
+/// An index with a `collation` compares its keys as the query engine maps
+/// them (`IndexFilter::collate`); without one (`EveryDocument`) they are
+/// compared as stored.
+#[tokio::test]
+async fn a_collated_index_compares_the_keys_the_query_engine_gives() {
+    struct CaseFolding;
+    impl argon_wal::IndexFilter for CaseFolding {
+        fn matches(&self, _: &Document, _: &Document) -> bool {
+            true
+        }
+        fn collate(&self, _: &Document, values: Vec<bson::Bson>) -> Vec<bson::Bson> {
+            values
+                .into_iter()
+                .map(|v| match v {
+                    bson::Bson::String(s) => bson::Bson::String(s.to_lowercase()),
+                    other => other,
+                })
+                .collect()
+        }
+    }
+    let (_dir, wal) = with_index(doc! {"name": "x_1", "key": {"x": 1}}).await;
+    insert(&wal, doc! {"_id": 1, "s": "Ann"}).await.unwrap();
+    insert(&wal, doc! {"_id": 2, "s": "ANN"}).await.unwrap();
+    let head = wal.read("main", ReadPoint::Head).await.unwrap();
+    let coll = head.collection(&ns("u")).unwrap();
+    let n: Namespace = ns("u");
+    let collated =
+        doc! {"name": "s_1", "key": {"s": 1}, "unique": true, "collation": {"locale": "x"}};
+    let e = check_new_index(coll, &n, &collated, &CaseFolding).unwrap_err();
+    // The duplicate is reported with the stored value, not its key.
+    assert!(
+        matches!(&e, WalError::DuplicateKey(d) if d.key == doc! {"s": "ANN"}),
+        "{e:?}"
+    );
+    check_new_index(coll, &n, &collated, &EveryDocument).unwrap();
+    // A write against an existing collated index: a scan with mapped keys.
+    let coll_with_index = {
+        let (_d2, wal2) = with_index(collated.clone()).await;
+        insert(&wal2, doc! {"_id": 1, "s": "Ann"}).await.unwrap();
+        let state = wal2.read("main", ReadPoint::Head).await.unwrap();
+        argon_wal::unique::check_put(&state, &n, &doc! {"_id": 2, "s": "aNN"}, true, &CaseFolding)
+    };
+    assert!(matches!(coll_with_index, Err(WalError::DuplicateKey(_))));
+}

@@ -9,7 +9,7 @@ use argon_wal::Namespace;
 use bson::{Bson, Document, doc};
 
 use super::batch::{Progress, Statement, commit_batch, logged_count, logged_documents};
-use super::options::{self, check_collation};
+use super::options;
 use super::write::{
     DeleteStmt, Put, UpdateStmt, ensure_collection, parse_update_stmt, put, run_delete_statement,
     run_update_statement, statements, validate_id, with_id_first,
@@ -89,7 +89,7 @@ fn parse_bulk_op(op: &Bson, namespaces: usize, vars: &Vars) -> Result<BulkOp> {
             options::BULK_DELETE.check(op, None)?;
             let ns = bulk_ns_index(op, "delete", namespaces)?;
             let stmt = (|| {
-                check_collation(op)?;
+                let collation = options::collation(op)?;
                 let q = opt_doc(op, "filter")?.ok_or_else(|| {
                     CommandError::failed_to_parse(
                         "BSON field 'bulkWrite.ops.filter' is missing but a required field",
@@ -99,6 +99,7 @@ fn parse_bulk_op(op: &Bson, namespaces: usize, vars: &Vars) -> Result<BulkOp> {
                     filter: Filter::parse(&vars.bind_filter(q)?)?,
                     just_one: !opt_bool(op, "multi", false)?,
                     hint: op.get("hint").cloned(),
+                    collation,
                 })
             })();
             Ok(BulkOp::Delete(ns, stmt))

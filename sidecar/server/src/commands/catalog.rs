@@ -69,18 +69,22 @@ pub async fn list_collections(ctx: &Ctx<'_>) -> Result<Document> {
         let Some(coll) = state.collection(&ns) else {
             continue;
         };
-        let full = doc! {
+        let is_view = super::view::is_view(Some(coll));
+        let kind = if is_view { "view" } else { "collection" };
+        let mut full = doc! {
             "name": name.clone(),
-            "type": "collection",
+            "type": kind,
             "options": coll.options().clone(),
-            "info": {"readOnly": target.at.is_some()},
-            "idIndex": id_index(),
+            "info": {"readOnly": is_view || target.at.is_some()},
         };
+        if !is_view {
+            full.insert("idIndex", id_index());
+        }
         if filter.as_ref().is_some_and(|f| !f.matches(&full)) {
             continue;
         }
         out.push(if name_only {
-            doc! {"name": name, "type": "collection"}
+            doc! {"name": name, "type": kind}
         } else {
             full
         });
@@ -95,15 +99,19 @@ pub async fn create(ctx: &Ctx<'_>) -> Result<Document> {
     let coll = collection_name(ctx.cmd, "create")?;
     let target = ctx.target()?;
     if ctx.cmd.contains_key("viewOn") {
-        return Err(CommandError::not_implemented("views (create with viewOn)"));
+        return create_view(ctx, target, coll).await;
     }
-    // A collection's default collation would apply to every query on it.
-    super::options::check_collation(ctx.cmd)?;
+    // The collection's default collation, stored resolved (every option
+    // filled in, as listCollections shows it); the simple one is no default.
+    let collation = super::options::collation(ctx.cmd)?;
     let mut options = Document::new();
     for (k, v) in ctx.cmd.iter().skip(1) {
-        if !GENERIC_FIELDS.contains(&k.as_str()) {
+        if !GENERIC_FIELDS.contains(&k.as_str()) && k != "collation" {
             options.insert(k.clone(), v.clone());
         }
+    }
+    if let Some(spec) = collation.as_ref().and_then(|c| c.spec()) {
+        options.insert("collation", spec.clone());
     }
     let ns = Namespace::new(target.db.as_str(), coll.as_str());
     let (_, info) = commit(ctx, &target, move |state| {
@@ -113,6 +121,42 @@ pub async fn create(ctx: &Ctx<'_>) -> Result<Document> {
                 format!("Collection {ns} already exists."),
             ));
         }
+        Ok((
+            vec![DocOp::CreateCollection {
+                ns: ns.clone(),
+                options: options.clone(),
+            }],
+            (),
+        ))
+    })
+    .await?;
+    Ok(doc! {"operationTime": operation_time(info.time)})
+}
+
+/// `create` with `viewOn`: the view is a catalog entry like a collection
+/// (see `view`), so it is created in one commit and seen by branches and
+/// time travel.
+async fn create_view(
+    ctx: &Ctx<'_>,
+    target: crate::target::Target,
+    name: String,
+) -> Result<Document> {
+    let options = super::view::options(ctx.cmd)?;
+    let ns = Namespace::new(target.db.as_str(), name.as_str());
+    let db = target.db.clone();
+    let (_, info) = commit(ctx, &target, move |state| {
+        if state.collection(&ns).is_some() {
+            return Err(CommandError::new(
+                ErrorCode::NamespaceExists,
+                format!("Namespace {ns} already exists."),
+            ));
+        }
+        super::view::check_cycle(
+            state,
+            &db,
+            &name,
+            options.get_str("viewOn").unwrap_or_default(),
+        )?;
         Ok((
             vec![DocOp::CreateCollection {
                 ns: ns.clone(),
@@ -250,9 +294,7 @@ fn validate_index(spec: &Bson) -> Result<Document> {
             "each index specification must be an object",
         ));
     };
-    // An index's collation would order and compare its keys; refused
-    // unless simple, never stored and ignored.
-    super::options::check_collation(spec)?;
+    let collation = super::options::collation(spec)?;
     let key = match spec.get("key") {
         Some(Bson::Document(k)) if !k.is_empty() => k.clone(),
         Some(Bson::Document(_)) => {
@@ -290,12 +332,28 @@ fn validate_index(spec: &Bson) -> Result<Document> {
     };
     let mut out = doc! {"v": 2, "key": key, "name": name};
     for (k, v) in spec {
-        if !matches!(k.as_str(), "key" | "name" | "v" | "ns") {
+        if !matches!(k.as_str(), "key" | "name" | "v" | "ns" | "collation") {
             out.insert(k.clone(), v.clone());
+        }
+    }
+    // Stored resolved; an explicit simple collation is stored as none, and
+    // a spec that names none takes the collection's default when created.
+    match &collation {
+        Some(c) => {
+            if let Some(resolved) = c.spec() {
+                out.insert("collation", resolved.clone());
+            }
+        }
+        None => {
+            out.insert(INHERITS_COLLATION, true);
         }
     }
     Ok(out)
 }
+
+/// Marks an index spec that named no collation until its collection's
+/// default is known (inside the commit); never stored.
+const INHERITS_COLLATION: &str = "$inheritsCollation";
 
 pub async fn create_indexes(ctx: &Ctx<'_>) -> Result<Document> {
     let coll = collection_name(ctx.cmd, "createIndexes")?;
@@ -312,6 +370,7 @@ pub async fn create_indexes(ctx: &Ctx<'_>) -> Result<Document> {
     };
     let ns = Namespace::new(target.db.as_str(), coll.as_str());
     let ((before, after, created_coll), info) = commit(ctx, &target, move |state| {
+        super::view::refuse_view(state, &ns)?;
         let existing: Vec<Document> = state.collection(&ns).map(|c| c.indexes().to_vec()).unwrap_or_else(|| vec![id_index()]);
         let mut ops = Vec::new();
         let created_coll = state.collection(&ns).is_none();
@@ -319,12 +378,21 @@ pub async fn create_indexes(ctx: &Ctx<'_>) -> Result<Document> {
             ops.push(DocOp::CreateCollection { ns: ns.clone(), options: Document::new() });
         }
         let mut after = existing.len();
+        let default = crate::query::collation::default_of(state.collection(&ns).map(|c| c.options()))?;
         for spec in &specs {
+            let mut spec = spec.clone();
+            if spec.remove(INHERITS_COLLATION).is_some()
+                && let Some(d) = default.spec()
+            {
+                spec.insert("collation", d.clone());
+            }
+            let spec = &spec;
             let name = spec.get_str("name").unwrap_or_default();
             let key = spec.get_document("key").ok();
             if let Some(same) = existing.iter().find(|i| i.get_str("name").ok() == Some(name)) {
                 if same.get_document("key").ok() == key
                     && same.get_bool("unique").unwrap_or(false) == spec.get_bool("unique").unwrap_or(false)
+                    && same.get("collation") == spec.get("collation")
                 {
                     continue;
                 }
@@ -333,7 +401,11 @@ pub async fn create_indexes(ctx: &Ctx<'_>) -> Result<Document> {
                     format!("An existing index has the same name as the requested index but different options. Requested index: {spec}, existing index: {same}"),
                 ));
             }
-            if let Some(other) = existing.iter().find(|i| i.get_document("key").ok() == key) {
+            // One key pattern may be indexed once per collation.
+            if let Some(other) = existing
+                .iter()
+                .find(|i| i.get_document("key").ok() == key && i.get("collation") == spec.get("collation"))
+            {
                 return Err(CommandError::new(
                     ErrorCode::IndexOptionsConflict,
                     format!("Index already exists with a different name: {}", other.get_str("name").unwrap_or_default()),
@@ -372,6 +444,7 @@ pub async fn list_indexes(ctx: &Ctx<'_>) -> Result<Document> {
             format!("ns does not exist: {}.{coll}", target.raw),
         ));
     };
+    super::view::refuse_view(&state, &ns)?;
     let indexes: Vec<Document> = c
         .indexes()
         .iter()
@@ -411,6 +484,7 @@ pub async fn drop_indexes(ctx: &Ctx<'_>) -> Result<Document> {
                 format!("ns not found {ns}"),
             ));
         };
+        super::view::refuse_view(state, &ns)?;
         let indexes = c.indexes();
         let find_by = |pred: &dyn Fn(&Document) -> bool, what: String| -> Result<String> {
             let i = indexes.iter().find(|i| pred(i)).ok_or_else(|| {

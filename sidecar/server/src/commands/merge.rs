@@ -265,6 +265,7 @@ pub(crate) async fn aggregate_into(
     pipeline: crate::query::aggregate::Pipeline,
     stage: OutputStage,
     budget: crate::spill::StageBudget,
+    collation: Option<crate::query::collation::Collation>,
 ) -> Result<Document> {
     if ctx.txn.is_some() {
         return Err(CommandError::new(
@@ -301,6 +302,19 @@ pub(crate) async fn aggregate_into(
     let shown = format!("{}.{coll}", source.raw);
     commit_write(ctx, &target, move |t| {
         let snapshot = t.state().clone();
+        super::view::refuse_view(&snapshot, &out_ns)?;
+        if super::view::is_view(
+            snapshot.collection(&Namespace::new(src_db.as_str(), coll.as_str())),
+        ) {
+            return Err(CommandError::not_implemented("$out and $merge from a view"));
+        }
+        // The pipeline and `$merge`'s `on` match under the aggregate's
+        // collation, or the source collection's default.
+        let _collation = crate::query::collation::for_collection(
+            collation.as_ref(),
+            snapshot.collection(&Namespace::new(src_db.as_str(), coll.as_str())),
+        )?
+        .enter();
         let mut scan =
             crate::cursor::PipelineScan::new(snapshot, &src_db, &coll, pipeline.clone(), budget);
         if let OutputStage::Merge(m) = &stage

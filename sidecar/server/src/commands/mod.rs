@@ -17,6 +17,7 @@ mod read;
 mod sasl;
 mod transaction;
 mod users;
+mod view;
 mod write;
 
 use std::net::SocketAddr;
@@ -231,6 +232,12 @@ commands! {
     "revokeRolesFromUser" => users::revoke_roles_from_user;
     // Only with `--enable-test-commands` (see `available`).
     "configureFailPoint" => fail_point::configure_fail_point;
+}
+
+/// The fields of `command` (and of its statements) that Argon refuses by
+/// name with 115, from its typed parameters (`options`).
+pub fn refused_fields(command: &str) -> Vec<String> {
+    options::refused_fields(command)
 }
 
 pub fn lookup(name: &str) -> Option<&'static Command> {

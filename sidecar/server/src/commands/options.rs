@@ -5,16 +5,16 @@
 //! accepted and then dropped, so an application never gets `ok: 1` for an
 //! option that had no effect.
 //!
-//! Also here: the two options whose meaning Argon supports only in part,
-//! `collation` (the binary comparison, `{locale: "simple"}`, only) and
-//! `hint` (validated against the collection's indexes; with no planner, a
-//! hint changes no result).
+//! Also here: `collation` (parsed by `query::collation`) and `hint`
+//! (validated against the collection's indexes; with no planner, a hint
+//! changes no result).
 
 use argon_wal::CollectionState;
 use bson::{Bson, Document};
 
 use super::GENERIC_FIELDS;
 use crate::error::{CommandError, ErrorCode, Result};
+use crate::query::collation::Collation;
 
 /// One command's (or one statement's) fields.
 pub(crate) struct Fields {
@@ -268,43 +268,42 @@ pub(crate) const BULK_DELETE: Fields = Fields {
     generic: false,
 };
 
-/// `collation`: only the simple (binary) collation is supported. Any other
-/// would change which strings compare equal and how they sort, so it is
-/// refused rather than ignored (ignoring it answers wrongly with `ok: 1`).
-pub(crate) fn check_collation(doc: &Document) -> Result<()> {
-    let collation = match doc.get("collation") {
-        None | Some(Bson::Null) => return Ok(()),
-        Some(Bson::Document(c)) => c,
-        Some(other) => {
-            return Err(CommandError::type_mismatch(format!(
-                "BSON field 'collation' is the wrong type '{}', expected type 'object'",
-                crate::query::expr::type_name(other)
-            )));
-        }
-    };
-    match collation.get("locale") {
-        Some(Bson::String(l)) if l == "simple" => {
-            // The simple collation takes no other option.
-            if let Some(k) = collation.keys().find(|k| *k != "locale") {
-                return Err(CommandError::bad_value(format!(
-                    "Collation option '{k}' is not allowed with locale 'simple'"
-                )));
-            }
-            Ok(())
-        }
-        Some(Bson::String(l)) => Err(CommandError::new(
-            ErrorCode::CommandNotSupported,
-            format!(
-                "collation with locale '{l}' is not supported by Argon: strings compare by their binary value (collation {{locale: \"simple\"}}) only"
-            ),
-        )),
-        Some(_) => Err(CommandError::type_mismatch(
-            "BSON field 'locale' is the wrong type, expected type 'string'",
-        )),
-        None => Err(CommandError::failed_to_parse(
-            "BSON field 'locale' is missing but a required field",
-        )),
-    }
+/// Every command's (and statement's) declared fields: what
+/// `docs/compatibility.md` reads the refused ones from.
+const ALL: &[&Fields] = &[
+    &FIND,
+    &GET_MORE,
+    &KILL_CURSORS,
+    &COUNT,
+    &DISTINCT,
+    &AGGREGATE,
+    &INSERT,
+    &UPDATE,
+    &UPDATE_STATEMENT,
+    &DELETE,
+    &DELETE_STATEMENT,
+    &FIND_AND_MODIFY,
+    &BULK_WRITE,
+    &BULK_CURSOR,
+    &BULK_NS_INFO,
+    &BULK_INSERT,
+    &BULK_UPDATE,
+    &BULK_DELETE,
+];
+
+/// The fields of `command` and of its statements (`update.updates`...)
+/// that Argon refuses by name (115), as `what.field`.
+pub(crate) fn refused_fields(command: &str) -> Vec<String> {
+    ALL.iter()
+        .filter(|f| f.what == command || f.what.split('.').next() == Some(command))
+        .flat_map(|f| f.unsupported.iter().map(move |u| format!("{}.{u}", f.what)))
+        .collect()
+}
+
+/// `collation` of a command or statement, validated (`query::collation`):
+/// `None` when it names none, so the collection's default applies.
+pub(crate) fn collation(doc: &Document) -> Result<Option<Collation>> {
+    Collation::from_field(doc.get("collation"))
 }
 
 /// `hint`: an index name or key pattern of `coll` (or `{$natural: ±1}`);
@@ -391,17 +390,26 @@ mod tests {
     }
 
     #[test]
-    fn only_the_simple_collation() {
-        assert!(check_collation(&doc! {}).is_ok());
-        assert!(check_collation(&doc! {"collation": {"locale": "simple"}}).is_ok());
-        let e =
-            check_collation(&doc! {"collation": {"locale": "en_US", "strength": 2}}).unwrap_err();
-        assert_eq!(e.code, ErrorCode::CommandNotSupported);
-        assert!(e.message.contains("en_US"));
-        assert!(check_collation(&doc! {"collation": {"locale": "simple", "strength": 2}}).is_err());
-        assert!(check_collation(&doc! {"collation": {}}).is_err());
-        assert!(check_collation(&doc! {"collation": 1}).is_err());
-        assert!(check_collation(&doc! {"collation": {"locale": 5}}).is_err());
+    fn collations_parse_or_fail_by_name() {
+        assert_eq!(collation(&doc! {}).unwrap(), None);
+        assert!(
+            collation(&doc! {"collation": {"locale": "simple"}})
+                .unwrap()
+                .unwrap()
+                .is_simple()
+        );
+        assert!(
+            !collation(&doc! {"collation": {"locale": "en_US", "strength": 2}})
+                .unwrap()
+                .unwrap()
+                .is_simple()
+        );
+        let e = collation(&doc! {"collation": {"locale": "xx"}}).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadValue);
+        assert!(collation(&doc! {"collation": {"locale": "simple", "strength": 2}}).is_err());
+        assert!(collation(&doc! {"collation": {}}).is_err());
+        assert!(collation(&doc! {"collation": 1}).is_err());
+        assert!(collation(&doc! {"collation": {"locale": 5}}).is_err());
     }
 
     #[test]

@@ -5,12 +5,13 @@
 use argon_wal::{BranchState, Namespace};
 use bson::{Bson, Document, doc};
 
-use super::options::{self, check_collation, check_hint};
-use super::{Ctx, collection_name, cursor_reply, opt_bool, opt_doc, opt_i64};
+use super::options::{self, check_hint};
+use super::{Ctx, collection_name, cursor_reply, opt_bool, opt_doc, opt_i64, view};
 use crate::cursor::{PipelineScan, Scan, SortedScan};
 use crate::deadline::Deadline;
 use crate::error::{CommandError, ErrorCode, Result};
 use crate::query::aggregate::Pipeline;
+use crate::query::collation;
 use crate::query::vars::Vars;
 use crate::query::{Filter, Projection, SortSpec};
 use crate::service::operation_time;
@@ -159,20 +160,54 @@ fn count_matching(
     })
 }
 
-fn parse_filter(cmd: &Document, key: &str, vars: &Vars) -> Result<Filter> {
+/// A command's filter with its variables bound, as sent (a read of a view
+/// passes it on as `$match`) and parsed.
+fn parse_filter(cmd: &Document, key: &str, vars: &Vars) -> Result<(Option<Document>, Filter)> {
     match opt_doc(cmd, key)? {
-        Some(d) => Filter::parse(&vars.bind_filter(d)?),
-        None => Ok(Filter::And(Vec::new())),
+        Some(d) => {
+            let bound = vars.bind_filter(d)?;
+            let filter = Filter::parse(&bound)?;
+            Ok((Some(bound), filter))
+        }
+        None => Ok((None, Filter::And(Vec::new()))),
+    }
+}
+
+/// Runs `stages` after a view's pipeline, over the collection under it,
+/// to the end (a count's or a distinct's input), batch by batch.
+fn run_view(
+    state: &BranchState,
+    db: &str,
+    view: view::Resolved,
+    stages: Vec<Bson>,
+    budget: StageBudget,
+    deadline: Deadline,
+    mut each: impl FnMut(Document) -> Result<()>,
+) -> Result<()> {
+    let mut all = view.pipeline;
+    all.extend(stages);
+    view::refuse_lookups_of_views(state, db, &all)?;
+    let pipeline = Pipeline::parse(&all)?;
+    let mut scan = PipelineScan::new(state.clone(), db, &view.source, pipeline, budget);
+    loop {
+        for d in scan.next_batch(1000, deadline)? {
+            if let Bson::Document(d) = d {
+                each(d)?;
+            }
+        }
+        if scan.is_done() {
+            return Ok(());
+        }
     }
 }
 
 pub async fn find(ctx: &Ctx<'_>) -> Result<Document> {
     let coll = collection_name(ctx.cmd, "find")?;
     options::FIND.check(ctx.cmd, Some("find"))?;
-    check_collation(ctx.cmd)?;
+    let own_collation = options::collation(ctx.cmd)?;
     let target = ctx.target()?;
     let vars = Vars::parse(ctx.cmd.get("let"))?;
-    let filter = parse_filter(ctx.cmd, "filter", &vars)?;
+    let (filter_doc, filter) = parse_filter(ctx.cmd, "filter", &vars)?;
     let sort = opt_doc(ctx.cmd, "sort")?.map(SortSpec::parse).transpose()?;
     let projection = opt_doc(ctx.cmd, "projection")?
         .filter(|p| !p.is_empty())
@@ -197,6 +232,34 @@ pub async fn find(ctx: &Ctx<'_>) -> Result<Document> {
     let ns = Namespace::new(target.db.as_str(), coll.as_str());
     check_hint(ctx.cmd.get("hint"), state.collection(&ns))?;
     let shown = format!("{}.{coll}", target.raw);
+    if let Some(view) = view::resolve(&state, &target.db, &coll)? {
+        // The view's pipeline, then the find as stages (as MongoDB runs it).
+        let _collation = view.collation_for(own_collation.as_ref())?.enter();
+        let mut stages = view.pipeline;
+        stages.extend(view::find_stages(
+            filter_doc,
+            opt_doc(ctx.cmd, "sort")?,
+            skip,
+            limit,
+            opt_doc(ctx.cmd, "projection")?,
+        ));
+        view::refuse_lookups_of_views(&state, &target.db, &stages)?;
+        let pipeline = Pipeline::parse(&stages)?;
+        let allow_disk = opt_bool(ctx.cmd, "allowDiskUse", true)?;
+        let budget = StageBudget::new(ctx.svc.blocking_sort_bytes(), allow_disk);
+        let scan = PipelineScan::new(state.clone(), &target.db, &view.source, pipeline, budget);
+        let (first, id) =
+            ctx.svc
+                .cursors
+                .open_pipeline(shown.clone(), scan, batch, single_batch, deadline)?;
+        let mut out = cursor_reply(&shown, first, id, true);
+        out.insert("operationTime", operation_time(state.time()));
+        return Ok(out);
+    }
+    // Every comparison below (and the cursor's later batches) under the
+    // command's collation, or the collection's default.
+    let _collation =
+        collation::for_collection(own_collation.as_ref(), state.collection(&ns))?.enter();
     let (first, id) = match &sort {
         Some(s) if !s.is_empty() => {
             // A sort is blocking: every match first (spilled to disk past
@@ -330,14 +393,41 @@ pub async fn kill_cursors(ctx: &Ctx<'_>) -> Result<Document> {
 pub async fn count(ctx: &Ctx<'_>) -> Result<Document> {
     let coll = collection_name(ctx.cmd, "count")?;
     options::COUNT.check(ctx.cmd, Some("count"))?;
-    check_collation(ctx.cmd)?;
+    let own_collation = options::collation(ctx.cmd)?;
     let target = ctx.target()?;
-    let filter = parse_filter(ctx.cmd, "query", &Vars::default())?;
+    let (filter_doc, filter) = parse_filter(ctx.cmd, "query", &Vars::default())?;
     let skip = opt_i64(ctx.cmd, "skip")?.unwrap_or(0).max(0) as usize;
     let limit = opt_i64(ctx.cmd, "limit")?.unwrap_or(0).unsigned_abs() as usize;
     let state = ctx.read_state(&target).await?;
     let ns = Namespace::new(target.db.as_str(), coll.as_str());
     check_hint(ctx.cmd.get("hint"), state.collection(&ns))?;
+    if let Some(view) = view::resolve(&state, &target.db, &coll)? {
+        let _collation = view.collation_for(own_collation.as_ref())?.enter();
+        let mut stages = view::find_stages(filter_doc, None, skip as i64, limit as i64, None);
+        stages.push(Bson::Document(doc! {"$count": "n"}));
+        let budget = StageBudget::new(ctx.svc.blocking_sort_bytes(), true);
+        let mut n = 0i64;
+        run_view(
+            &state,
+            &target.db,
+            view,
+            stages,
+            budget,
+            ctx.deadline()?,
+            |d| {
+                n = d
+                    .get_i64("n")
+                    .or_else(|_| d.get_i32("n").map(i64::from))
+                    .unwrap_or(0);
+                Ok(())
+            },
+        )?;
+        return Ok(
+            doc! {"n": super::count_value(n), "operationTime": operation_time(state.time())},
+        );
+    }
+    let _collation =
+        collation::for_collection(own_collation.as_ref(), state.collection(&ns))?.enter();
     let mut n = if filter.is_empty() {
         state.collection(&ns).map(|c| c.len()).unwrap_or(0)
     } else {
@@ -356,7 +446,7 @@ const DISTINCT_COLLECT_BYTES: usize = crate::limits::MAX_BLOCKING_STAGE_BYTES;
 pub async fn distinct(ctx: &Ctx<'_>) -> Result<Document> {
     let coll = collection_name(ctx.cmd, "distinct")?;
     options::DISTINCT.check(ctx.cmd, Some("distinct"))?;
-    check_collation(ctx.cmd)?;
+    let own_collation = options::collation(ctx.cmd)?;
     let target = ctx.target()?;
     let key = match ctx.cmd.get("key") {
         Some(Bson::String(k)) if !k.is_empty() => k.clone(),
@@ -366,15 +456,47 @@ pub async fn distinct(ctx: &Ctx<'_>) -> Result<Document> {
             ));
         }
     };
-    let filter = parse_filter(ctx.cmd, "query", &Vars::default())?;
+    let (filter_doc, filter) = parse_filter(ctx.cmd, "query", &Vars::default())?;
     let state = ctx.read_state(&target).await?;
     let ns = Namespace::new(target.db.as_str(), coll.as_str());
     check_hint(ctx.cmd.get("hint"), state.collection(&ns))?;
+    let view = view::resolve(&state, &target.db, &coll)?;
+    // Values equal under the collation are one value (the first in order).
+    let _collation = match &view {
+        Some(v) => v.collation_for(own_collation.as_ref())?,
+        None => collation::for_collection(own_collation.as_ref(), state.collection(&ns))?,
+    }
+    .enter();
+    let deadline = ctx.deadline()?;
+    let docs: Vec<Document> = match view {
+        Some(view) => {
+            let mut docs = Vec::new();
+            let stages = view::find_stages(filter_doc, None, 0, 0, None);
+            let budget = StageBudget::new(ctx.svc.blocking_sort_bytes(), true);
+            let mut bytes = 0usize;
+            run_view(&state, &target.db, view, stages, budget, deadline, |d| {
+                // Bounded as a blocking stage is.
+                bytes = bytes.saturating_add(crate::limits::bson_size(&Bson::Document(d.clone())));
+                if bytes > DISTINCT_COLLECT_BYTES {
+                    return Err(CommandError::new(
+                        ErrorCode::ExceededMemoryLimit,
+                        format!(
+                            "distinct over a view used more than {DISTINCT_COLLECT_BYTES} bytes"
+                        ),
+                    ));
+                }
+                docs.push(d);
+                Ok(())
+            })?;
+            docs
+        }
+        None => matching_until(&state, &ns, &filter, deadline)?,
+    };
     use crate::query::compare::{compare, equal, type_rank};
     // Collect, sort, then drop neighbours that are the same value: O(n log n).
     let mut values: Vec<Bson> = Vec::new();
     let mut bytes = 0usize;
-    for d in matching_until(&state, &ns, &filter, ctx.deadline()?)? {
+    for d in docs {
         for v in crate::query::path::resolve(&d, &key).values {
             let items: Vec<&Bson> = match v {
                 Bson::Array(a) => a.iter().collect(),
@@ -422,7 +544,7 @@ pub async fn aggregate(ctx: &Ctx<'_>) -> Result<Document> {
         _ => return Err(CommandError::type_mismatch("'pipeline' must be an array")),
     };
     options::AGGREGATE.check(ctx.cmd, Some("aggregate"))?;
-    check_collation(ctx.cmd)?;
+    let own_collation = options::collation(ctx.cmd)?;
     let vars = Vars::parse(ctx.cmd.get("let"))?;
     let cursor = match ctx.cmd.get("cursor") {
         Some(Bson::Document(c)) => c,
@@ -438,24 +560,53 @@ pub async fn aggregate(ctx: &Ctx<'_>) -> Result<Document> {
     let allow_disk = opt_bool(ctx.cmd, "allowDiskUse", true)?;
     let budget = StageBudget::new(ctx.svc.blocking_sort_bytes(), allow_disk);
     if let Some(stage) = output {
-        return super::merge::aggregate_into(ctx, target, coll, pipeline, stage, budget).await;
+        return super::merge::aggregate_into(
+            ctx,
+            target,
+            coll,
+            pipeline,
+            stage,
+            budget,
+            own_collation,
+        )
+        .await;
     }
     let deadline = ctx.deadline()?;
     let state = ctx.read_state(&target).await?;
-    check_hint(
-        ctx.cmd.get("hint"),
-        state.collection(&Namespace::new(target.db.as_str(), coll.as_str())),
-    )?;
+    let source = state.collection(&Namespace::new(target.db.as_str(), coll.as_str()));
+    check_hint(ctx.cmd.get("hint"), source)?;
+    let (read_coll, pipeline, collation) = match view::resolve(&state, &target.db, &coll)? {
+        // A view: its pipeline first, over the collection under it.
+        Some(view) => {
+            let collation = view.collation_for(own_collation.as_ref())?;
+            let mut all = view.pipeline;
+            all.extend(stages);
+            view::refuse_lookups_of_views(&state, &target.db, &all)?;
+            (view.source, Pipeline::parse(&all)?, collation)
+        }
+        None => {
+            view::refuse_lookups_of_views(&state, &target.db, &stages)?;
+            (
+                coll.clone(),
+                pipeline,
+                collation::for_collection(own_collation.as_ref(), source)?,
+            )
+        }
+    };
+    let _collation = collation.enter();
     let time = state.time();
     // Streams: the first batch runs the pipeline only as far as it needs
     // (all of a blocking stage's input, none past a $limit); getMore runs
     // it further.
-    let scan = PipelineScan::new(state, &target.db, &coll, pipeline, budget);
+    let scan = PipelineScan::new(state, &target.db, &read_coll, pipeline, budget);
     let shown = format!("{}.{coll}", target.raw);
-    let (first, id) =
-        ctx.svc
-            .cursors
-            .open_pipeline(shown.clone(), scan, batch_size(Some(cursor))?, deadline)?;
+    let (first, id) = ctx.svc.cursors.open_pipeline(
+        shown.clone(),
+        scan,
+        batch_size(Some(cursor))?,
+        false,
+        deadline,
+    )?;
     let mut reply = cursor_reply(&shown, first, id, true);
     reply.insert("operationTime", operation_time(time));
     Ok(reply)
@@ -469,7 +620,7 @@ pub async fn aggregate(ctx: &Ctx<'_>) -> Result<Document> {
 /// stages' budgets).
 async fn aggregate_database(ctx: &Ctx<'_>, target: crate::target::Target) -> Result<Document> {
     options::AGGREGATE.check(ctx.cmd, Some("aggregate"))?;
-    check_collation(ctx.cmd)?;
+    let own_collation = options::collation(ctx.cmd)?.unwrap_or_default();
     let stages = match ctx.cmd.get("pipeline") {
         Some(Bson::Array(a)) => a,
         _ => return Err(CommandError::type_mismatch("'pipeline' must be an array")),
@@ -540,6 +691,7 @@ async fn aggregate_database(ctx: &Ctx<'_>, target: crate::target::Target) -> Res
     let budget = StageBudget::new(ctx.svc.blocking_sort_bytes(), allow_disk);
     let state = ctx.read_state(&target).await?;
     let lookup = crate::cursor::SnapshotLookup::new(state.clone(), target.db.clone());
+    let _collation = own_collation.enter();
     let out = pipeline.run_within(docs, &lookup, budget)?;
     let shown = format!("{}.$cmd.aggregate", target.raw);
     let (first, id) = ctx

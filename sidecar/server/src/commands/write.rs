@@ -15,10 +15,11 @@ use argon_wal::{Namespace, Transaction};
 use bson::{Bson, Document, doc, oid::ObjectId};
 
 use super::batch::{Batch, Parts, Progress, Statement, commit_batch};
-use super::options::{self, check_collation, check_hint};
+use super::options::{self, check_hint};
 use super::{Ctx, collection_name, commit_write, opt_bool, opt_doc};
 use crate::deadline::Deadline;
 use crate::error::{CommandError, ErrorCode, Result};
+use crate::query::collation::{self, Collation};
 use crate::query::update::upsert_document;
 use crate::query::vars::Vars;
 use crate::query::{Filter, Projection, SortSpec, UpdateSpec};
@@ -50,6 +51,7 @@ pub(super) fn put(t: &mut Transaction, ns: &Namespace, doc: &Document, how: Put)
 }
 
 pub(super) fn ensure_collection(t: &mut Transaction, ns: &Namespace) -> Result<()> {
+    super::view::refuse_view(t.state(), ns)?;
     t.ensure_collection(ns).map_err(crate::wal_error::from_wal)
 }
 
@@ -190,6 +192,8 @@ pub(super) struct UpdateStmt {
     /// Which one document an update of one updates (MongoDB 8.0).
     sort: Option<SortSpec>,
     hint: Option<Bson>,
+    /// Its own collation (`None`: the collection's default).
+    collation: Option<Collation>,
 }
 
 /// A pipeline update's `u` with the command's variables bound; an
@@ -208,7 +212,7 @@ pub(super) fn parse_update_stmt(s: &Bson, vars: &Vars) -> Result<UpdateStmt> {
         ));
     };
     options::UPDATE_STATEMENT.check(s, None)?;
-    check_collation(s)?;
+    let collation = options::collation(s)?;
     let q = opt_doc(s, "q")?.cloned().ok_or_else(|| {
         CommandError::failed_to_parse(
             "BSON field 'update.updates.q' is missing but a required field",
@@ -234,6 +238,7 @@ pub(super) fn parse_update_stmt(s: &Bson, vars: &Vars) -> Result<UpdateStmt> {
             .map(SortSpec::parse)
             .transpose()?,
         hint: s.get("hint").cloned(),
+        collation,
     };
     if stmt.multi && stmt.u.is_replacement() {
         return Err(CommandError::failed_to_parse(
@@ -322,6 +327,12 @@ pub(super) fn run_update_statement(
     parts: &Parts,
     deadline: Deadline,
 ) -> Result<()> {
+    // The filter (its recheck in a later part too), the sort, arrayFilters
+    // and the update operators compare under the statement's collation,
+    // or the collection's default.
+    super::view::refuse_view(t.state(), ns)?;
+    let _collation =
+        collation::for_collection(s.collation.as_ref(), t.state().collection(ns))?.enter();
     let (targets, continued) = match at.pending.take() {
         Some(ids) => (ids, true),
         None => (update_targets(t, ns, s, deadline)?, false),
@@ -361,6 +372,8 @@ pub async fn update(ctx: &Ctx<'_>) -> Result<Document> {
     let deadline = ctx.deadline()?;
     let start = Batch::new(stmts.len(), true);
     commit_batch(ctx, &target, start, move |t, b, parts| {
+        // A view takes no writes: the command fails whole, as in MongoDB.
+        super::view::refuse_view(t.state(), &ns)?;
         while !b.done() {
             if !b.statement.is_split() && parts.full_before_statement(t) {
                 return Ok(());
@@ -386,6 +399,8 @@ pub(super) struct DeleteStmt {
     pub(super) filter: Filter,
     pub(super) just_one: bool,
     pub(super) hint: Option<Bson>,
+    /// Its own collation (`None`: the collection's default).
+    pub(super) collation: Option<Collation>,
 }
 
 pub async fn delete(ctx: &Ctx<'_>) -> Result<Document> {
@@ -405,7 +420,7 @@ pub async fn delete(ctx: &Ctx<'_>) -> Result<Document> {
                     ));
                 };
                 options::DELETE_STATEMENT.check(s, None)?;
-                check_collation(s)?;
+                let collation = options::collation(s)?;
                 let q = opt_doc(s, "q")?.ok_or_else(|| {
                     CommandError::failed_to_parse(
                         "BSON field 'delete.deletes.q' is missing but a required field",
@@ -425,6 +440,7 @@ pub async fn delete(ctx: &Ctx<'_>) -> Result<Document> {
                     filter: Filter::parse(&vars.bind_filter(q)?)?,
                     just_one: limit == 1,
                     hint: s.get("hint").cloned(),
+                    collation,
                 })
             })
             .collect(),
@@ -433,6 +449,8 @@ pub async fn delete(ctx: &Ctx<'_>) -> Result<Document> {
     let deadline = ctx.deadline()?;
     let start = Batch::new(stmts.len(), false);
     commit_batch(ctx, &target, start, move |t, b, parts| {
+        // A view takes no writes: the command fails whole, as in MongoDB.
+        super::view::refuse_view(t.state(), &ns)?;
         while !b.done() {
             if !b.statement.is_split() && parts.full_before_statement(t) {
                 return Ok(());
@@ -462,6 +480,9 @@ pub(super) fn run_delete_statement(
     parts: &Parts,
     deadline: Deadline,
 ) -> Result<()> {
+    super::view::refuse_view(t.state(), ns)?;
+    let _collation =
+        collation::for_collection(s.collation.as_ref(), t.state().collection(ns))?.enter();
     let (targets, continued) = match at.pending.take() {
         Some(ids) => (ids, true),
         None => {
@@ -502,7 +523,7 @@ pub async fn find_and_modify(ctx: &Ctx<'_>) -> Result<Document> {
     let name = ctx.cmd.keys().next().cloned().unwrap_or_default();
     let coll = collection_name(ctx.cmd, &name)?;
     options::FIND_AND_MODIFY.check(ctx.cmd, Some(name.as_str()))?;
-    check_collation(ctx.cmd)?;
+    let own_collation = options::collation(ctx.cmd)?;
     let target = ctx.target()?;
     target.writable()?;
     let vars = Vars::parse(ctx.cmd.get("let"))?;
@@ -560,7 +581,10 @@ pub async fn find_and_modify(ctx: &Ctx<'_>) -> Result<Document> {
         Ok(doc! {"lastErrorObject": last_error, "value": value})
     };
     commit_write(ctx, &target, move |t| {
+        super::view::refuse_view(t.state(), &ns)?;
         check_hint(hint.as_ref(), t.state().collection(&ns))?;
+        let _collation =
+            collation::for_collection(own_collation.as_ref(), t.state().collection(&ns))?.enter();
         let found: Option<Document> = match &sort {
             Some(s) => super::read::first_in_order(t.state(), &ns, &filter, s, deadline)?,
             None => super::read::matching_limit(t.state(), &ns, &filter, Some(1), deadline)?

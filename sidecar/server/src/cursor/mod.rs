@@ -23,6 +23,7 @@ use bson::{Bson, Document};
 
 use crate::deadline::Deadline;
 use crate::error::{CommandError, ErrorCode, Result};
+use crate::query::collation::{self, Collation};
 use crate::query::{Filter, Projection};
 use crate::spill::Sorted;
 
@@ -254,6 +255,9 @@ pub struct Cursor {
     pub last_used: Instant,
     /// What is left of the command's `maxTimeMS` for later batches.
     pub time_left: Option<Duration>,
+    /// The collation the command ran under: later batches filter, sort and
+    /// group under it too.
+    pub collation: Collation,
 }
 
 #[derive(Default)]
@@ -329,13 +333,14 @@ impl CursorStore {
         ns: String,
         pipeline: PipelineScan,
         batch_size: Option<usize>,
+        single_batch: bool,
         deadline: Deadline,
     ) -> Result<(Vec<Bson>, i64)> {
         self.open_source(
             ns,
             Source::Pipeline(Box::new(pipeline)),
             batch_size,
-            false,
+            single_batch,
             deadline,
         )
     }
@@ -360,6 +365,7 @@ impl CursorStore {
                 source,
                 last_used: Instant::now(),
                 time_left: deadline.remaining(),
+                collation: collation::active(),
             },
         );
         Ok((batch, id))
@@ -375,6 +381,7 @@ impl CursorStore {
         batch_size: Option<usize>,
     ) -> Option<Result<(String, Vec<Bson>, i64)>> {
         let mut cursor = self.lock().remove(&id)?;
+        let _collation = cursor.collation.enter();
         let deadline = Deadline::after(cursor.time_left);
         let started = Instant::now();
         let batch = match cursor

@@ -1,7 +1,9 @@
 //! BSON's total order across types, as MongoDB sorts and compares values:
 //! MinKey < null < numbers < strings < objects < arrays < binary < ObjectId
 //! < booleans < dates < timestamps < regexes < MaxKey. Numbers of different
-//! BSON types compare by value (1, 1i64 and 1.0 are equal).
+//! BSON types compare by value (1, 1i64 and 1.0 are equal). Strings compare
+//! under the collation the command entered (`super::collation`), by their
+//! UTF-8 bytes outside one.
 
 use std::cmp::Ordering;
 
@@ -120,7 +122,9 @@ pub fn compare(a: &Bson, b: &Bson) -> Ordering {
     match (a, b) {
         _ if ra == 2 => compare_numbers(a, b),
         _ if ra == 1 || ra == 0 || ra == 15 => Ordering::Equal,
-        (Bson::String(x) | Bson::Symbol(x), Bson::String(y) | Bson::Symbol(y)) => x.cmp(y),
+        (Bson::String(x) | Bson::Symbol(x), Bson::String(y) | Bson::Symbol(y)) => {
+            super::collation::compare_strings(x, y)
+        }
         (Bson::Document(x), Bson::Document(y)) => compare_documents(x, y),
         (Bson::Array(x), Bson::Array(y)) => {
             for (p, q) in x.iter().zip(y.iter()) {

@@ -156,13 +156,17 @@ impl Filter {
     }
 
     /// The `_id` value if the filter pins it with equality (`{_id: v}`), so
-    /// a point lookup can replace a scan.
+    /// a point lookup can replace a scan. Not under a collation that makes
+    /// other strings equal to it (documents are keyed by binary value).
     pub fn id_equality(&self) -> Option<&Bson> {
         match self {
             Filter::Field {
                 path,
                 pred: Pred::Eq(v),
-            } if path == "_id" && !matches!(v, Bson::Document(_) | Bson::Array(_) | Bson::Null) => {
+            } if path == "_id"
+                && !matches!(v, Bson::Document(_) | Bson::Array(_) | Bson::Null)
+                && (super::collation::active_is_simple() || !super::collation::has_string(v)) =>
+            {
                 Some(v)
             }
             Filter::And(fs) => fs.iter().find_map(|f| f.id_equality()),
@@ -577,8 +581,9 @@ pub fn equality_fields(filter: &Document, out: &mut Vec<(String, Bson)>) {
     }
 }
 
-/// Partial-index membership (`partialFilterExpression`) for the WAL's
-/// unique-key rule, which has no query engine of its own.
+/// Partial-index membership (`partialFilterExpression`) and collated
+/// index keys for the WAL's unique-key rule, which has no query engine of
+/// its own.
 pub struct PartialIndexFilter;
 
 impl argon_wal::IndexFilter for PartialIndexFilter {
@@ -586,6 +591,15 @@ impl argon_wal::IndexFilter for PartialIndexFilter {
         // A filter that does not parse (createIndexes validated it) counts
         // every document in: uniqueness only ever stricter.
         Filter::parse(filter).map_or(true, |f| f.matches(doc))
+    }
+
+    fn collate(&self, collation: &Document, values: Vec<Bson>) -> Vec<Bson> {
+        // createIndexes stored the resolved collation: it parses. Were it
+        // not to, binary keys make no two distinct strings equal.
+        match super::collation::Collation::parse(collation) {
+            Ok(c) if !c.is_simple() => values.iter().map(|v| c.key(v)).collect(),
+            _ => values,
+        }
     }
 }
 

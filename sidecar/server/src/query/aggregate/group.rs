@@ -52,8 +52,17 @@ const MEMBER_OVERHEAD: usize = 48;
 /// values `$eq` finds equal (numbers across types by value, null and
 /// undefined, strings and symbols). `IdKey` already is, except for
 /// Decimal128, which it keys by its bytes: here it is keyed as the double
-/// nearest to it, as `compare` compares it.
+/// nearest to it, as `compare` compares it. Under a collation, strings
+/// are keyed by their collation keys (`"a"` and `"A"` are one group at
+/// strength 2), and the group keeps the first value it saw as its `_id`.
 pub(super) fn group_key(v: &Bson) -> IdKey {
+    if !crate::query::collation::active_is_simple() && crate::query::collation::has_string(v) {
+        return plain_group_key(&crate::query::collation::comparison_key(v));
+    }
+    plain_group_key(v)
+}
+
+fn plain_group_key(v: &Bson) -> IdKey {
     fn has_decimal(v: &Bson) -> bool {
         match v {
             Bson::Decimal128(_) => true,

@@ -104,6 +104,16 @@ impl LookupIndex {
         }
     }
 
+    /// The hash key of `v`: its `IdKey`, of its collation key when the
+    /// stage runs under a collation (strings equal under it share a key).
+    fn key(v: &Bson) -> IdKey {
+        if crate::query::collation::active_is_simple() {
+            IdKey::from_bson(v)
+        } else {
+            IdKey::from_bson(&crate::query::collation::comparison_key(v))
+        }
+    }
+
     /// The index of `from` by `field`, or `None` when a foreign value
     /// cannot be indexed or the index would pass `budget` bytes.
     fn build(cx: &mut Cx<'_>, from: &str, field: &str, budget: usize) -> Result<Option<Self>> {
@@ -121,7 +131,7 @@ impl LookupIndex {
                     // Null and missing are looked up by scan (see above).
                     Bson::Null | Bson::Undefined => true,
                     v if Self::hashable(v) => {
-                        let k = IdKey::from_bson(v);
+                        let k = Self::key(v);
                         let new_entry = !by_key.contains_key(&k);
                         if new_entry {
                             bytes = bytes.saturating_add(k.as_bytes().len() + ENTRY_OVERHEAD);
@@ -158,7 +168,7 @@ impl LookupIndex {
         }
         let mut out: Vec<Arc<[u8]>> = keys
             .iter()
-            .filter_map(|k| self.by_key.get(&IdKey::from_bson(k)))
+            .filter_map(|k| self.by_key.get(&Self::key(k)))
             .flatten()
             .cloned()
             .collect();
@@ -189,7 +199,11 @@ fn id_exact(v: &Bson) -> bool {
             _ => false,
         }
     }
-    matches!(v, Bson::Null | Bson::Undefined) || (LookupIndex::hashable(v) && !numeric(v))
+    matches!(v, Bson::Null | Bson::Undefined)
+        || (LookupIndex::hashable(v)
+            && !numeric(v)
+            && (crate::query::collation::active_is_simple()
+                || !crate::query::collation::has_string(v)))
 }
 
 pub(super) fn op(

@@ -210,6 +210,23 @@ fn parse_stage(name: &str, arg: &Bson) -> Result<Stage> {
         "$replaceWith" => Stage::ReplaceRoot(Expr::parse(arg)?),
         "$lookup" => {
             let d = doc_arg()?;
+            // Only the equality form: a sub-pipeline is refused by name,
+            // never accepted beside the fields and dropped.
+            for k in d.keys() {
+                match k.as_str() {
+                    "from" | "localField" | "foreignField" | "as" => {}
+                    "pipeline" | "let" => {
+                        return Err(CommandError::not_implemented(&format!(
+                            "$lookup with '{k}' (a sub-pipeline)"
+                        )));
+                    }
+                    other => {
+                        return Err(CommandError::failed_to_parse(format!(
+                            "unknown argument to $lookup: {other}"
+                        )));
+                    }
+                }
+            }
             let s = |k: &str| {
                 d.get_str(k)
                     .map(str::to_owned)

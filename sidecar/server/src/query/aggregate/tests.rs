@@ -506,3 +506,27 @@ fn a_leading_match_can_be_taken_by_the_input() {
         vec![doc! {"_id": 3, "k": 1}]
     );
 }
+
+/// `$lookup`'s sub-pipeline form is refused by name, never accepted beside
+/// the equality fields and dropped; an unknown argument fails to parse.
+#[test]
+fn lookup_refuses_what_it_does_not_run() {
+    use crate::error::ErrorCode;
+    let parse = |l: Bson| Pipeline::parse(&[bson!({"$lookup": l})]).map(|_| ());
+    for form in [
+        bson!({"from": "o", "as": "m", "pipeline": []}),
+        bson!({"from": "o", "localField": "a", "foreignField": "b", "as": "m", "pipeline": [{"$match": {}}]}),
+        bson!({"from": "o", "localField": "a", "foreignField": "b", "as": "m", "let": {"x": 1}}),
+    ] {
+        assert_eq!(
+            parse(form.clone()).unwrap_err().code,
+            ErrorCode::CommandNotSupported,
+            "{form}"
+        );
+    }
+    let e =
+        parse(bson!({"from": "o", "localField": "a", "foreignField": "b", "as": "m", "bogus": 1}))
+            .unwrap_err();
+    assert_eq!(e.code, ErrorCode::FailedToParse);
+    assert!(parse(bson!({"from": "o", "localField": "a", "foreignField": "b", "as": "m"})).is_ok());
+}

@@ -629,6 +629,7 @@ async fn unknown_fields_fail_with_40415_and_change_nothing() {
             false,
         ),
         (doc! {"killCursors": "p", "cursors": []}, false),
+        (doc! {"create": "never"}, false),
         (
             doc! {"bulkWrite": 1, "ops": [{"delete": 0, "filter": {}, "multi": true}], "nsInfo": [{"ns": "opts.p"}]},
             true,
@@ -675,6 +676,23 @@ async fn unknown_fields_fail_with_40415_and_change_nothing() {
         }
     }
     assert_eq!(contents(&c).await, before);
+    // Options MongoDB has and Argon does not enforce yet are refused by
+    // name, never stored and ignored.
+    for option in [
+        doc! {"capped": true, "size": 4096},
+        doc! {"validator": {"a": {"$exists": true}}},
+        doc! {"timeseries": {"timeField": "t"}},
+    ] {
+        let mut cmd = doc! {"create": "never"};
+        cmd.extend(option.clone());
+        let e = db
+            .run_command(cmd)
+            .await
+            .expect_err("an unenforced option is refused");
+        assert_eq!(common::code(&e), Some(115), "{option}: {e}");
+    }
+    let names = db.list_collection_names().await.expect("listCollections");
+    assert!(!names.contains(&"never".to_string()), "{names:?}");
     alive(&db).await;
 }
 

@@ -5,7 +5,7 @@
 use argon_wal::{DocOp, Namespace};
 use bson::{Bson, Document, doc};
 
-use super::{Ctx, GENERIC_FIELDS, collection_name, commit, cursor_reply, opt_bool, opt_doc};
+use super::{Ctx, collection_name, commit, cursor_reply, opt_bool, opt_doc};
 use crate::error::{CommandError, ErrorCode, Result};
 use crate::query::Filter;
 use crate::service::operation_time;
@@ -101,15 +101,13 @@ pub async fn create(ctx: &Ctx<'_>) -> Result<Document> {
     if ctx.cmd.contains_key("viewOn") {
         return create_view(ctx, target, coll).await;
     }
+    // Every option is either kept and honoured or refused by name: a
+    // `capped` or `validator` stored and not enforced would be a silent lie.
+    super::options::CREATE.check(ctx.cmd, Some("create"))?;
     // The collection's default collation, stored resolved (every option
     // filled in, as listCollections shows it); the simple one is no default.
     let collation = super::options::collation(ctx.cmd)?;
     let mut options = Document::new();
-    for (k, v) in ctx.cmd.iter().skip(1) {
-        if !GENERIC_FIELDS.contains(&k.as_str()) && k != "collation" {
-            options.insert(k.clone(), v.clone());
-        }
-    }
     if let Some(spec) = collation.as_ref().and_then(|c| c.spec()) {
         options.insert("collation", spec.clone());
     }

@@ -55,6 +55,33 @@ impl Fields {
     }
 }
 
+/// `create` of a collection (a view's fields are `view::create`'s).
+pub(crate) const CREATE: Fields = Fields {
+    what: "create",
+    known: &["collation"],
+    unsupported: &[
+        "capped",
+        "size",
+        "max",
+        "validator",
+        "validationLevel",
+        "validationAction",
+        "storageEngine",
+        "indexOptionDefaults",
+        "timeseries",
+        "expireAfterSeconds",
+        "clusteredIndex",
+        "changeStreamPreAndPostImages",
+        "encryptedFields",
+        "idIndex",
+        "autoIndexId",
+        "flags",
+        "recordPreImages",
+        "temp",
+    ],
+    generic: true,
+};
+
 pub(crate) const FIND: Fields = Fields {
     what: "find",
     known: &[
@@ -289,6 +316,7 @@ const ALL: &[&Fields] = &[
     &BULK_INSERT,
     &BULK_UPDATE,
     &BULK_DELETE,
+    &CREATE,
 ];
 
 /// The fields of `command` and of its statements (`update.updates`...)

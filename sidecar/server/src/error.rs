@@ -114,6 +114,7 @@ error_codes! {
     Location4161106 = 4161106,
     DuplicateKey = 11000,
     NotWritablePrimary = 10107,
+    InvalidIndexSpecificationOption = 197,
     InterruptedDueToReplStateChange = 11602,
     BSONObjectTooLarge = 10334,
     MaxTimeMSExpired = 50,

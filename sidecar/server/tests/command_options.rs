@@ -693,6 +693,32 @@ async fn unknown_fields_fail_with_40415_and_change_nothing() {
     }
     let names = db.list_collection_names().await.expect("listCollections");
     assert!(!names.contains(&"never".to_string()), "{names:?}");
+    // Index types and options that would change inserts or queries are
+    // refused by name; an unknown option with MongoDB's 197; the honoured
+    // ones are kept.
+    for (index, want) in [
+        (doc! {"key": {"t": "text"}, "name": "t"}, 115),
+        (doc! {"key": {"loc": "2dsphere"}, "name": "g"}, 115),
+        (doc! {"key": {"loc": "2d"}, "name": "g2"}, 115),
+        (doc! {"key": {"$**": 1}, "name": "w"}, 115),
+        (
+            doc! {"key": {"at": 1}, "name": "ttl", "expireAfterSeconds": 60},
+            115,
+        ),
+        (doc! {"key": {"a": 1}, "name": "x", "bogus": true}, 197),
+    ] {
+        let e = db
+            .run_command(doc! {"createIndexes": "p", "indexes": [index.clone()]})
+            .await
+            .expect_err("refused");
+        assert_eq!(common::code(&e), Some(want), "{index}: {e}");
+    }
+    db.run_command(doc! {"createIndexes": "p", "indexes": [
+        {"key": {"a": 1}, "name": "a_hidden", "hidden": true, "sparse": true},
+        {"key": {"h": "hashed"}, "name": "h_hashed"},
+    ]})
+    .await
+    .expect("honoured options are kept");
     alive(&db).await;
 }
 

@@ -5,6 +5,7 @@
 use argon_wal::{DocOp, Namespace};
 use bson::{Bson, Document, doc};
 
+use super::options::INDEX_SPEC;
 use super::{Ctx, collection_name, commit, cursor_reply, opt_bool, opt_doc};
 use crate::error::{CommandError, ErrorCode, Result};
 use crate::query::Filter;
@@ -308,7 +309,24 @@ fn validate_index(spec: &Bson) -> Result<Document> {
         }
     };
     for (field, v) in &key {
-        let valid = matches!(v, Bson::String(s) if matches!(s.as_str(), "text" | "2d" | "2dsphere" | "hashed"))
+        if field == "$**" || field.ends_with(".$**") {
+            return Err(CommandError::new(
+                ErrorCode::CommandNotSupported,
+                format!("wildcard indexes ({field}) are not supported by Argon"),
+            ));
+        }
+        if let Bson::String(kind) = v
+            && UNSUPPORTED_INDEX_TYPES.contains(&kind.as_str())
+        {
+            // Created and then doing nothing would be worse than refused:
+            // geometry would not be checked at insert, `$text` would not
+            // find the index.
+            return Err(CommandError::new(
+                ErrorCode::CommandNotSupported,
+                format!("index type '{kind}' ({field}: \"{kind}\") is not supported by Argon"),
+            ));
+        }
+        let valid = matches!(v, Bson::String(s) if s == "hashed")
             || crate::query::compare::as_f64(v).is_some_and(|n| n != 0.0);
         if field.is_empty() || !valid {
             return Err(CommandError::new(
@@ -330,8 +348,25 @@ fn validate_index(spec: &Bson) -> Result<Document> {
     };
     let mut out = doc! {"v": 2, "key": key, "name": name};
     for (k, v) in spec {
-        if !matches!(k.as_str(), "key" | "name" | "v" | "ns" | "collation") {
-            out.insert(k.clone(), v.clone());
+        match k.as_str() {
+            "key" | "name" | "v" | "ns" | "collation" => {}
+            known if INDEX_SPEC.known.contains(&known) => {
+                out.insert(k.clone(), v.clone());
+            }
+            unsupported if INDEX_SPEC.unsupported.contains(&unsupported) => {
+                return Err(CommandError::new(
+                    ErrorCode::CommandNotSupported,
+                    format!("index option '{k}' is not supported by Argon"),
+                ));
+            }
+            _ => {
+                return Err(CommandError::new(
+                    ErrorCode::InvalidIndexSpecificationOption,
+                    format!(
+                        "The field '{k}' is not valid for an index specification. Specification: {spec}"
+                    ),
+                ));
+            }
         }
     }
     // Stored resolved; an explicit simple collation is stored as none, and
@@ -348,6 +383,9 @@ fn validate_index(spec: &Bson) -> Result<Document> {
     }
     Ok(out)
 }
+
+/// Index types that would change what inserts and queries do, not built.
+const UNSUPPORTED_INDEX_TYPES: &[&str] = &["text", "2d", "2dsphere", "geoHaystack"];
 
 /// Marks an index spec that named no collation until its collection's
 /// default is known (inside the commit); never stored.

@@ -55,6 +55,45 @@ impl Fields {
     }
 }
 
+/// One index specification of `createIndexes` (checked in
+/// `catalog::validate_index`, which answers an unknown field with MongoDB's
+/// 197 rather than 40415). Kept and honoured: `unique`, `sparse` and
+/// `partialFilterExpression` by the WAL's key rules; `hidden` only steers
+/// a query planner, which changes no result; `background` MongoDB itself
+/// ignores since 4.2.
+pub(crate) const INDEX_SPEC: Fields = Fields {
+    what: "createIndexes.indexes",
+    known: &[
+        "key",
+        "name",
+        "v",
+        "ns",
+        "collation",
+        "unique",
+        "sparse",
+        "partialFilterExpression",
+        "hidden",
+        "background",
+    ],
+    unsupported: &[
+        "expireAfterSeconds",
+        "weights",
+        "default_language",
+        "language_override",
+        "textIndexVersion",
+        "2dsphereIndexVersion",
+        "bits",
+        "min",
+        "max",
+        "bucketSize",
+        "wildcardProjection",
+        "storageEngine",
+        "clustered",
+        "prepareUnique",
+    ],
+    generic: false,
+};
+
 /// `create` of a collection (a view's fields are `view::create`'s).
 pub(crate) const CREATE: Fields = Fields {
     what: "create",
@@ -317,6 +356,7 @@ const ALL: &[&Fields] = &[
     &BULK_UPDATE,
     &BULK_DELETE,
     &CREATE,
+    &INDEX_SPEC,
 ];
 
 /// The fields of `command` and of its statements (`update.updates`...)

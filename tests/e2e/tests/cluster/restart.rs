@@ -1,6 +1,6 @@
 //! The whole cluster stopped and started again (`tests/cluster stop` then
 //! `start`: every component and container stopped, the state kept, as a
-//! machine's shutdown and boot): the operator, FerretDB, a branch endpoint
+//! machine going down and booting): the operator, FerretDB, a branch endpoint
 //! and an injected app all come back Ready, and read what was written
 //! before; writes go on afterwards.
 //!

@@ -32,6 +32,14 @@ pub struct Config {
     pub embedded_root: Option<PathBuf>,
     /// Branches reconciled at once.
     pub concurrency: u16,
+    /// Apply `crds/` (the CRDs of this build) with server-side apply before
+    /// becoming ready: Helm installs `crds/` once and never upgrades them,
+    /// so this is how a `helm upgrade` brings the CRDs up to date.
+    pub apply_crds: bool,
+    /// Where the operator keeps its copy of each project's store connection
+    /// (its own namespace), for deletions after a restart (`store_copy`);
+    /// `None` keeps none.
+    pub store_copy_namespace: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -133,6 +141,8 @@ impl Config {
             webhook: None,
             embedded_root: None,
             concurrency: 16,
+            apply_crds: false,
+            store_copy_namespace: None,
         }
     }
 }

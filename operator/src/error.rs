@@ -57,6 +57,10 @@ pub enum Error {
 
     #[error("lost the leader lease {0}")]
     LostLease(String),
+
+    /// Applying the operator's own CRDs at start failed (RBAC, a conflict).
+    #[error("applying the CRDs: {0}")]
+    Crds(String),
 }
 
 impl Error {
@@ -81,6 +85,7 @@ impl Error {
             Error::Io(_) => "io".into(),
             Error::Tls(_) => "tls".into(),
             Error::LostLease(_) => "lost_lease".into(),
+            Error::Crds(_) => "crds".into(),
         }
     }
 

@@ -7,6 +7,8 @@
 //!   branch, a branch becomes a pointer into that WAL plus an endpoint
 //!   (`endpoint`: a Deployment + Service running the sidecar);
 //! - `spec.import` (`import`): existing MongoDB databases copied into `main` once;
+//! - open stores per project (`stores`), and the operator's copy of their
+//!   connections for deletions after a restart (`store_copy`);
 //! - the injection webhook (`webhook`) and its own CA and serving
 //!   certificate (`certs`), leader election (`leader`), metrics
 //!   and health checks (`metrics`).
@@ -26,6 +28,7 @@ pub mod import;
 pub mod leader;
 pub mod metrics;
 pub mod operator;
+pub mod store_copy;
 pub mod stores;
 pub mod webhook;
 

@@ -97,6 +97,15 @@ struct RunArgs {
     embedded_root: Option<PathBuf>,
     #[arg(long, env = "ARGON_CONCURRENCY", default_value_t = 16)]
     concurrency: u16,
+    /// Apply this build's CRDs (server-side apply, field manager argon-operator)
+    /// before becoming ready: how a `helm upgrade` upgrades them.
+    #[arg(long, env = "ARGON_APPLY_CRDS", default_value_t = false, action = clap::ArgAction::Set)]
+    apply_crds: bool,
+    /// Keep a copy of each project's store connection in a Secret in this
+    /// namespace (the operator's own), so a namespace deletion completes
+    /// even after an operator restart.
+    #[arg(long, env = "ARGON_STORE_COPY_NAMESPACE")]
+    store_copy_namespace: Option<String>,
 }
 
 fn config(args: RunArgs) -> anyhow::Result<Config> {
@@ -119,6 +128,8 @@ fn config(args: RunArgs) -> anyhow::Result<Config> {
         webhook_check_seconds,
         embedded_root,
         concurrency,
+        apply_crds,
+        store_copy_namespace,
     } = args;
     let tls = match (webhook_cert, webhook_key, webhook_secret) {
         (Some(cert), Some(key), _) => Some(WebhookTls::Pem {
@@ -165,6 +176,8 @@ fn config(args: RunArgs) -> anyhow::Result<Config> {
     config.webhook = webhook;
     config.embedded_root = embedded_root;
     config.concurrency = concurrency.max(1);
+    config.apply_crds = apply_crds;
+    config.store_copy_namespace = store_copy_namespace;
     Ok(config)
 }
 

@@ -5,7 +5,8 @@
 use crate::certs::{CertManager, ServingCert};
 use crate::config::{Config, WebhookTls};
 use crate::controller::{Context, branch, error_policy, project};
-use crate::crd::{ArgonBranch, ArgonProject};
+use crate::crd::{ArgonBranch, ArgonProject, FIELD_MANAGER};
+use crate::crdgen;
 use crate::error::{Error, Result};
 use crate::leader::LeaderElector;
 use crate::metrics::{self, Metrics};
@@ -36,6 +37,9 @@ pub struct Operator {
 /// How long in-flight reconciles may run after a shutdown before the
 /// controllers are dropped (well inside Kubernetes' default 30 s grace).
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long applied CRDs may take to become Established at start.
+const CRDS_ESTABLISHED: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Runs the operator until `shutdown` resolves (see [`Operator::run`]).
 pub async fn run(
@@ -105,6 +109,22 @@ impl Operator {
             servers.spawn(webhook::serve(listener, acceptor, injector));
         }
         self.client.apiserver_version().await?;
+        if self.config.apply_crds {
+            // Every replica, before it is Ready: a rolling update's new pods
+            // bring the CRDs to this build's shape before `helm upgrade
+            // --wait` returns. Same bytes from every replica of a version, so
+            // replicas never fight; an older replica started later would
+            // apply its older shape (as `kubectl apply -f` of old CRDs would).
+            crdgen::install(&self.client, FIELD_MANAGER, CRDS_ESTABLISHED)
+                .await
+                .map_err(|e| {
+                    Error::Crds(format!(
+                        "{e:#} (the operator updates CRDs that exist; it may not create \
+                         them: install crds/ first, e.g. `kubectl apply --server-side -f crds/`)"
+                    ))
+                })?;
+            tracing::info!(field_manager = FIELD_MANAGER, "applied the CRDs");
+        }
         self.metrics.set_ready(true);
 
         let result = match self.config.leader.clone() {

@@ -4,6 +4,7 @@
 
 use crate::crd::{ArgonProject, SecretKeyRef, StoreSpec};
 use crate::error::{Error, Result};
+use crate::store_copy::{Connection, StoreCopies};
 use argon_wal::{EmbeddedStore, LogStore, MongoStore, Wal, WalOptions};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client, ResourceExt};
@@ -27,15 +28,28 @@ pub struct Stores {
     identity: String,
     embedded_root: Option<PathBuf>,
     open: tokio::sync::Mutex<HashMap<(String, String), (StoreKey, Wal)>>,
+    /// Copies of mongodb connections for deletions after a restart
+    /// (`store_copy`); `None` keeps none.
+    copies: Option<StoreCopies>,
+    /// What was copied, by project uid, so an unchanged connection is not
+    /// written again on every reconcile.
+    copied: tokio::sync::Mutex<HashMap<String, Connection>>,
 }
 
 impl Stores {
-    pub fn new(client: Client, identity: String, embedded_root: Option<PathBuf>) -> Stores {
+    pub fn new(
+        client: Client,
+        identity: String,
+        embedded_root: Option<PathBuf>,
+        copy_namespace: Option<&str>,
+    ) -> Stores {
         Stores {
+            copies: copy_namespace.map(|ns| StoreCopies::new(client.clone(), ns)),
             client,
             identity,
             embedded_root,
             open: tokio::sync::Mutex::new(HashMap::new()),
+            copied: tokio::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -47,23 +61,44 @@ impl Stores {
     /// Secrets alongside the projects and branches whose finalizers still
     /// need the store, and nothing can recreate a Secret in a terminating
     /// namespace, so refusing here would hold the namespace forever.
+    ///
+    /// An operator that restarted during such a deletion has no open handle:
+    /// for a project being deleted it opens the store from its own copy of
+    /// the connection (`store_copy`), kept while the project lived.
     pub async fn wal(&self, project: &ArgonProject) -> Result<Wal> {
         let namespace = project.namespace().unwrap_or_default();
         let name = project.name_any();
         let key = match self.store_key(&namespace, &name, &project.spec.store).await {
-            Ok(key) => key,
+            Ok(key) => {
+                self.keep_copy(project, &key).await;
+                key
+            }
             Err(e @ Error::Secret { .. }) => {
-                let open = self.open.lock().await;
-                let Some((_, wal)) = open.get(&(namespace.clone(), name.clone())) else {
+                {
+                    let open = self.open.lock().await;
+                    if let Some((_, wal)) = open.get(&(namespace.clone(), name.clone())) {
+                        tracing::warn!(
+                            project = %name,
+                            namespace = %namespace,
+                            error = %e,
+                            "the store's Secret is unreadable: using the store opened before"
+                        );
+                        return Ok(wal.clone());
+                    }
+                }
+                let Some(connection) = self.deletion_copy(project).await else {
                     return Err(e);
                 };
                 tracing::warn!(
                     project = %name,
                     namespace = %namespace,
                     error = %e,
-                    "the store's Secret is unreadable: using the store opened before"
+                    "the store's Secret is unreadable and the project is being deleted: using the operator's copy of its connection"
                 );
-                return Ok(wal.clone());
+                StoreKey::Mongo {
+                    uri: connection.uri,
+                    database: connection.database,
+                }
             }
             Err(e) => return Err(e),
         };
@@ -89,12 +124,65 @@ impl Stores {
         Ok(wal)
     }
 
-    /// Forgets a project's handle (after its deletion).
-    pub async fn forget(&self, namespace: &str, name: &str) {
-        self.open
-            .lock()
-            .await
-            .remove(&(namespace.to_string(), name.to_string()));
+    /// Forgets a project's handle and removes the copy of its connection
+    /// (after its deletion).
+    pub async fn forget(&self, project: &ArgonProject) -> Result<()> {
+        let key = (project.namespace().unwrap_or_default(), project.name_any());
+        self.open.lock().await.remove(&key);
+        if let Some(copies) = &self.copies {
+            copies.remove(project).await?;
+        }
+        if let Some(uid) = project.uid() {
+            self.copied.lock().await.remove(&uid);
+        }
+        Ok(())
+    }
+
+    /// Copies a mongodb connection unless that copy is already written. A
+    /// failure is logged, not returned: the copy only matters if the
+    /// operator restarts while the project's namespace is deleted.
+    async fn keep_copy(&self, project: &ArgonProject, key: &StoreKey) {
+        let (Some(copies), Some(uid), StoreKey::Mongo { uri, database }) =
+            (&self.copies, project.uid(), key)
+        else {
+            return;
+        };
+        if project.metadata.deletion_timestamp.is_some() {
+            // Its finalizer is about to remove the copy.
+            return;
+        }
+        let connection = Connection {
+            uri: uri.clone(),
+            database: database.clone(),
+        };
+        let mut copied = self.copied.lock().await;
+        if copied.get(&uid) == Some(&connection) {
+            return;
+        }
+        match copies.save(project, &connection).await {
+            Ok(()) => {
+                copied.insert(uid, connection);
+            }
+            Err(e) => tracing::warn!(
+                project = %project.name_any(),
+                namespace = %project.namespace().unwrap_or_default(),
+                error = %e,
+                "could not keep a copy of the store connection (deleting its namespace after an operator restart would wait)"
+            ),
+        }
+    }
+
+    /// The copied connection of a project that is being deleted.
+    async fn deletion_copy(&self, project: &ArgonProject) -> Option<Connection> {
+        project.metadata.deletion_timestamp.as_ref()?;
+        let copies = self.copies.as_ref()?;
+        match copies.load(project).await {
+            Ok(copy) => copy,
+            Err(e) => {
+                tracing::warn!(project = %project.name_any(), error = %e, "reading the copy of the store connection");
+                None
+            }
+        }
     }
 
     async fn store_key(

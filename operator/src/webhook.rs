@@ -139,7 +139,8 @@ fn review_reply(response: AdmissionResponse) -> Response<Full<Bytes>> {
 
 impl Injector {
     /// Allows every pod; patches those that ask for injection; refuses
-    /// those that name a branch that does not exist.
+    /// those that name a branch that does not exist, or a branch of an
+    /// embedded-store project.
     pub async fn admit(&self, request: &AdmissionRequest<Pod>) -> AdmissionResponse {
         let response = AdmissionResponse::from(request);
         let Some(pod) = &request.object else {
@@ -190,6 +191,9 @@ impl Injector {
                 ));
             }
         };
+        if let Some(embedded) = &project.spec.store.embedded {
+            return response.deny(embedded_refusal(&branch.spec.project, &embedded.claim_name));
+        }
         let patch = inject(pod, &branch, &project, &self.default_image);
         if patch.0.is_empty() {
             return response;
@@ -199,6 +203,16 @@ impl Injector {
             Err(e) => response.deny(format!("building the patch: {e}")),
         }
     }
+}
+
+/// Why a pod cannot get a sidecar of an embedded-store project. An embedded
+/// store has exactly one process that may open it (its segment files take
+/// no second writer), and a sidecar per pod would be one more: injected
+/// sidecars need a store every pod reaches, a mongodb store.
+pub fn embedded_refusal(project: &str, claim: &str) -> String {
+    format!(
+        "ArgonProject {project:?} keeps its WAL in an embedded store (PersistentVolumeClaim {claim:?}), which only one process may open: injected sidecars need a project on a mongodb store (spec.store.mongodb); connect to a branch endpoint instead"
+    )
 }
 
 fn add(path: &[&str], value: Value) -> PatchOperation {

@@ -43,6 +43,7 @@ impl Context {
                 client.clone(),
                 config.identity.clone(),
                 config.embedded_root.clone(),
+                config.store_copy_namespace.as_deref(),
             ),
             client,
             config,

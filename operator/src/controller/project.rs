@@ -195,7 +195,7 @@ async fn cleanup(p: &ArgonProject, ctx: &Context, api: &Api<ArgonProject>) -> Re
         );
         ctx.event(p, false, "Retained", "Delete", note).await;
     }
-    ctx.stores.forget(&namespace, &name).await;
+    ctx.stores.forget(p).await?;
     Ok(Action::await_change())
 }
 

@@ -19,12 +19,17 @@ use serde::{Deserialize, Serialize};
     shortname = "abr",
     category = "argon",
     doc = "A branch of an Argon project: a pointer into its write-ahead log, with an optional endpoint.",
-    printcolumn(name = "PROJECT", type_ = "string", json_path = ".spec.project"),
-    printcolumn(name = "PARENT", type_ = "string", json_path = ".spec.parent"),
-    printcolumn(name = "PHASE", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "HEAD", type_ = "integer", json_path = ".status.headSeq"),
-    printcolumn(name = "ENDPOINT", type_ = "string", json_path = ".status.endpoint"),
+    // What `kubectl get argonbranches` shows (a test reads these columns
+    // back from a real apiserver: tests/e2e/tests/cluster/columns.rs).
+    printcolumn(name = "PROJECT", type_ = "string", json_path = ".spec.project", description = "The ArgonProject holding the branch."),
+    printcolumn(name = "PARENT", type_ = "string", json_path = ".spec.parent", description = "The branch this one forked from."),
+    printcolumn(name = "FORK", type_ = "integer", json_path = ".status.forkSeq", description = "The parent's log position the branch forked at."),
+    printcolumn(name = "PHASE", type_ = "string", json_path = ".status.phase", description = "Pending, Ready, Failed or Deleting."),
+    printcolumn(name = "HEAD", type_ = "integer", json_path = ".status.headSeq", description = "The branch's newest log position."),
+    printcolumn(name = "ENDPOINT", type_ = "string", json_path = ".status.endpoint", description = "The endpoint's connection string."),
     printcolumn(name = "AGE", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(name = "READ-ONLY", type_ = "boolean", json_path = ".spec.readOnly", priority = 1, description = "The endpoint serves reads only."),
+    printcolumn(name = "EXPIRES", type_ = "string", json_path = ".status.expiresAt", priority = 1, description = "When expireAfter deletes the branch."),
     validation = Rule::new("self.metadata.name.matches('^[a-z0-9][a-z0-9.-]{0,62}$')").message("metadata.name must be a valid Argon branch name: at most 63 characters of a-z, 0-9, '-' and '.'"),
 )]
 #[x_kube(validation = Rule::new("has(self.from) == has(oldSelf.from) && (!has(self.from) || self.from == oldSelf.from)").message("spec.from is immutable: a branch's fork point is fixed when it is created").field_path(".from"))]

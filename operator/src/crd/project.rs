@@ -18,10 +18,14 @@ use serde::{Deserialize, Serialize};
     shortname = "aproj",
     category = "argon",
     doc = "An Argon project: one write-ahead log in a store, with its branches.",
-    printcolumn(name = "STORE", type_ = "string", json_path = ".status.store"),
-    printcolumn(name = "BRANCHES", type_ = "integer", json_path = ".status.branches"),
-    printcolumn(name = "PHASE", type_ = "string", json_path = ".status.phase"),
+    // What `kubectl get argonprojects` shows (a test reads these columns
+    // back from a real apiserver: tests/e2e/tests/cluster/columns.rs).
+    printcolumn(name = "STORE", type_ = "string", json_path = ".status.store", description = "Where the write-ahead log lives (never its URI)."),
+    printcolumn(name = "PHASE", type_ = "string", json_path = ".status.phase", description = "Pending, Importing, Ready, Failed or Deleting."),
+    printcolumn(name = "BRANCHES", type_ = "integer", json_path = ".status.branches", description = "Live branches in the store, main included."),
+    printcolumn(name = "MAIN-HEAD", type_ = "integer", json_path = ".status.mainHeadSeq", description = "The newest log position of main."),
     printcolumn(name = "AGE", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(name = "IMPORT", type_ = "string", json_path = ".status.import.phase", priority = 1, description = "Progress of spec.import: Running, Completed or Failed."),
     validation = Rule::new("self.metadata.name.matches('^[a-z0-9][a-z0-9.-]{0,62}$')").message("metadata.name must be a valid Argon project name: at most 63 characters of a-z, 0-9, '-' and '.'"),
 )]
 #[serde(rename_all = "camelCase")]

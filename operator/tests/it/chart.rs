@@ -191,7 +191,37 @@ fn default_values_need_no_secret_nothing_creates() -> anyhow::Result<()> {
             .filter_map(|v| v.as_str().map(String::from))
             .collect()
     };
-    let secret_rules = rules("Role", "secrets");
+    // The operator's copies of store connections (operator/src/store_copy.rs)
+    // are Secrets of varying names in its own namespace: one Role, those
+    // verbs, that namespace, told apart from the webhook's rules.
+    let copy_roles: Vec<&serde_yaml::Value> = of_kind("Role")
+        .into_iter()
+        .filter(|d| {
+            d["metadata"]["name"]
+                .as_str()
+                .is_some_and(|n| n.ends_with("-store-copies"))
+        })
+        .collect();
+    assert_eq!(copy_roles.len(), 1, "one Role for the store copies");
+    let copy_rules = copy_roles[0]["rules"]
+        .as_sequence()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(copy_rules.len(), 1, "{copy_rules:?}");
+    assert_eq!(verbs(&copy_rules[0]), ["get", "create", "patch", "delete"]);
+    assert_eq!(
+        copy_roles[0]["metadata"]["namespace"].as_str(),
+        Some("argon-system"),
+        "the operator's own namespace"
+    );
+    assert_eq!(
+        env("ARGON_STORE_COPY_NAMESPACE").as_deref(),
+        Some("argon-system")
+    );
+    let secret_rules: Vec<serde_yaml::Value> = rules("Role", "secrets")
+        .into_iter()
+        .filter(|r| !copy_rules.contains(r))
+        .collect();
     assert!(
         secret_rules
             .iter()
@@ -204,6 +234,21 @@ fn default_values_need_no_secret_nothing_creates() -> anyhow::Result<()> {
             .all(|r| named(r, &secret) || verbs(r) == ["create"]),
         "{secret_rules:?}"
     );
+    // The CRDs it applies at start: by name, and never create.
+    let crd_rules = rules("ClusterRole", "customresourcedefinitions");
+    assert_eq!(crd_rules.len(), 1, "{crd_rules:?}");
+    let crd_names: Vec<&str> = crd_rules[0]["resourceNames"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert_eq!(
+        crd_names,
+        ["argonprojects.argon.dev", "argonbranches.argon.dev"]
+    );
+    assert_eq!(verbs(&crd_rules[0]), ["get", "list", "watch", "patch"]);
+    assert_eq!(env("ARGON_APPLY_CRDS").as_deref(), Some("true"));
     let webhook_rules = rules("ClusterRole", "mutatingwebhookconfigurations");
     assert!(
         !webhook_rules.is_empty()

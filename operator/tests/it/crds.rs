@@ -2,9 +2,13 @@
 //! enforces their CEL rules with messages naming the field, and kubectl
 //! prints their columns.
 
-use crate::support::{BranchFixture, ProjectFixture, kube_with_crds, namespace};
+use crate::support::{
+    BranchFixture, ProjectFixture, RunningOperator, kube_with_crds, namespace, test_config,
+    wait_for,
+};
 use argon_operator::crd::{ArgonBranch, ArgonProject};
 use argon_operator::crdgen;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -177,13 +181,18 @@ async fn apiserver_enforces_the_schema_and_kubectl_prints_columns() -> anyhow::R
     let out = server.kubectl(&["get", "argonbranches", "-n", &ns])?;
     let header = out.lines().next().unwrap_or_default();
     for column in [
-        "NAME", "PROJECT", "PARENT", "PHASE", "HEAD", "ENDPOINT", "AGE",
+        "NAME", "PROJECT", "PARENT", "FORK", "PHASE", "HEAD", "ENDPOINT", "AGE",
     ] {
+        assert!(header.contains(column), "missing {column} in {header:?}");
+    }
+    let wide = server.kubectl(&["get", "argonbranches", "-n", &ns, "-o", "wide"])?;
+    let header = wide.lines().next().unwrap_or_default();
+    for column in ["READ-ONLY", "EXPIRES"] {
         assert!(header.contains(column), "missing {column} in {header:?}");
     }
     assert!(out.contains("child"), "{out}");
     let out = server.kubectl(&["get", "aproj", "-n", &ns])?;
-    for column in ["STORE", "BRANCHES", "PHASE", "AGE"] {
+    for column in ["STORE", "PHASE", "BRANCHES", "MAIN-HEAD", "AGE"] {
         assert!(out.contains(column), "missing {column} in {out}");
     }
     let out = server.kubectl(&["get", "argon", "-n", &ns])?;
@@ -191,5 +200,86 @@ async fn apiserver_enforces_the_schema_and_kubectl_prints_columns() -> anyhow::R
     assert!(out.contains("argonbranch.argon.dev/child"), "{out}");
     let out = server.kubectl(&["get", "abr", "child", "-n", &ns])?;
     assert!(out.contains("child"), "{out}");
+    Ok(())
+}
+
+/// The CRD upgrade path: Helm installs `crds/` once and never upgrades them,
+/// so the operator applies its own at start. A cluster holding an older
+/// shape (a printer column and a field missing, an extra column) gets this
+/// build's CRDs back, exactly, from an operator started with `apply_crds`.
+#[tokio::test]
+async fn the_operator_applies_its_crds_over_an_older_shape() -> anyhow::Result<()> {
+    let (_server, client) = kube_with_crds().await?;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let name = "argonbranches.argon.dev";
+    let generated = crdgen::crds()?
+        .into_iter()
+        .find(|f| f.crd.metadata.name.as_deref() == Some(name))
+        .map(|f| f.crd)
+        .ok_or_else(|| anyhow::anyhow!("no generated {name}"))?;
+    let current = |crd: &CustomResourceDefinition| {
+        let (live, want) = (&crd.spec.versions[0], &generated.spec.versions[0]);
+        live.additional_printer_columns == want.additional_printer_columns
+            && live.schema == want.schema
+    };
+
+    // An older release's shape, written by another manager (as an older
+    // chart's `helm install` would have left it).
+    crds.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::<()>::Json(serde_json::from_value(json!([
+            {"op": "remove", "path": "/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/protected"},
+            {"op": "replace", "path": "/spec/versions/0/additionalPrinterColumns", "value": [
+                {"name": "OLD", "type": "string", "jsonPath": ".spec.parent"}
+            ]},
+        ]))?),
+    )
+    .await?;
+    let old = crds.get(name).await?;
+    assert!(!current(&old), "the CRD was made older");
+
+    // Without apply_crds the operator leaves CRDs alone: it is ready (the
+    // point where it would have applied them is behind it) and they are old.
+    let operator = RunningOperator::start(client.clone(), test_config("no-apply"));
+    argon_testkit::wait_until("the operator ready", crate::support::WAIT, || async {
+        Ok(operator.metrics.is_ready())
+    })
+    .await?;
+    operator.stop().await?;
+    assert!(!current(&crds.get(name).await?), "CRDs applied unasked");
+
+    let mut config = test_config("applies");
+    config.apply_crds = true;
+    let operator = RunningOperator::start(client.clone(), config);
+    let upgraded = wait_for(&crds, name, "the CRD in this build's shape", current).await?;
+    let managers: Vec<_> = upgraded
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|m| m.operation.as_deref() == Some("Apply"))
+        .filter_map(|m| m.manager.clone())
+        .collect();
+    assert!(
+        managers
+            .iter()
+            .any(|m| m == argon_operator::crd::FIELD_MANAGER),
+        "applied by the operator's field manager: {managers:?}"
+    );
+    // The restored field is served again: the apiserver keeps it.
+    let ns = namespace(&client, "crd-upgrade").await?;
+    let branches: Api<ArgonBranch> = Api::namespaced(client.clone(), &ns);
+    let created = branches
+        .create(
+            &PostParams::default(),
+            &BranchFixture::test("kept", "p").protected().build(),
+        )
+        .await?;
+    assert!(
+        created.spec.protected,
+        "spec.protected is in the schema again"
+    );
+    operator.stop().await?;
     Ok(())
 }

@@ -5,6 +5,7 @@
 mod certs;
 mod chart;
 mod crds;
+mod deletion;
 mod examples;
 mod images;
 mod import;

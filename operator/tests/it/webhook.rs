@@ -188,6 +188,34 @@ async fn apiserver_calls_the_webhook_and_pods_get_the_sidecar() -> anyhow::Resul
         ),
         other => panic!("expected a refusal, got {other:?}"),
     }
+    // A branch of an embedded-store project: refused, saying to use a
+    // mongodb store (only one process may open an embedded store).
+    let mut embedded = ProjectFixture::test("local").build();
+    embedded.spec.store.mongodb = None;
+    embedded.spec.store.embedded = Some(argon_operator::crd::EmbeddedStoreSpec {
+        claim_name: "local-wal".into(),
+        sub_path: None,
+    });
+    projects.create(&PostParams::default(), &embedded).await?;
+    branches
+        .create(
+            &PostParams::default(),
+            &BranchFixture::test("on-disk", "local").build(),
+        )
+        .await?;
+    match pods
+        .create(&PostParams::default(), &pod("disk", true, Some("on-disk")))
+        .await
+    {
+        Err(kube::Error::Api(s)) => assert!(
+            s.message.contains("embedded store")
+                && s.message.contains("local-wal")
+                && s.message.contains("mongodb store"),
+            "{}",
+            s.message
+        ),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
     // Unlabelled pods are left alone.
     let plain = pods
         .create(&PostParams::default(), &pod("plain", false, None))

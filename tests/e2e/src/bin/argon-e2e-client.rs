@@ -5,10 +5,14 @@
 //! ```text
 //! argon-e2e-client write URI DB COLL TAG COUNT   insert TAG-0..TAG-COUNT-1, each acknowledged
 //! argon-e2e-client count URI DB COLL TAG         how many documents carry TAG
+//! argon-e2e-client watch URI DB COLL TAG         count, print it, and stay up until SIGTERM
+//!                                                (an app that reads at start)
 //! argon-e2e-client app DB COLL TAG COUNT         an injected app: the sidecar must already
 //!                                                listen on localhost:27017 when it starts
 //!                                                (one connection attempt), then it writes
-//!                                                COUNT documents and stays up
+//!                                                COUNT documents and stays up; on SIGTERM it
+//!                                                waits 2 s, writes COUNT more tagged
+//!                                                TAG-at-exit through the sidecar, and exits
 //! argon-e2e-client writer URI DB COLL TAG        insert TAG-0, TAG-1, ... until stopped,
 //!                                                printing every acknowledged _id
 //! argon-e2e-client ids URI DB COLL TAG           the _ids of the documents carrying TAG
@@ -23,7 +27,7 @@ use mongodb::options::ClientOptions;
 use mongodb::{Client, Collection};
 use std::time::Duration;
 
-const USAGE: &str = "usage: argon-e2e-client write URI DB COLL TAG COUNT | count URI DB COLL TAG | app DB COLL TAG COUNT | writer URI DB COLL TAG | ids URI DB COLL TAG | admin URI COMMAND-JSON | idle";
+const USAGE: &str = "usage: argon-e2e-client write URI DB COLL TAG COUNT | count URI DB COLL TAG | watch URI DB COLL TAG | app DB COLL TAG COUNT | writer URI DB COLL TAG | ids URI DB COLL TAG | admin URI COMMAND-JSON | idle";
 
 #[tokio::main]
 async fn main() {
@@ -58,6 +62,16 @@ async fn run(args: &[String]) -> anyhow::Result<serde_json::Value> {
                 .await
                 .context("count")?;
             Ok(serde_json::json!({ "count": n }))
+        }
+        "watch" => {
+            let coll = collection(arg(1)?, arg(2)?, arg(3)?).await?;
+            let n = coll
+                .count_documents(doc! { "tag": arg(4)? })
+                .await
+                .context("count")?;
+            println!("{}", serde_json::json!({ "count": n }));
+            terminated().await?;
+            Ok(serde_json::json!({ "stopped": true }))
         }
         "app" => app(arg(1)?, arg(2)?, arg(3)?, arg(4)?.parse().context("COUNT")?).await,
         "writer" => {
@@ -127,9 +141,14 @@ async fn app(db: &str, coll: &str, tag: &str, count: u32) -> anyhow::Result<serd
     let collection = collection(&uri, db, coll).await?;
     let wrote = write(&collection, tag, count).await?;
     println!("{}", serde_json::json!({ "wrote": wrote }));
-    // Stay up (a Deployment's pod) until the kubelet stops us.
+    // Stay up (a Deployment's pod) until the kubelet stops us; then write
+    // during the grace period, as an app flushing its work would. The pause
+    // gives a sidecar stopped at the same time as the app (not after it)
+    // time to be gone, so these writes fail unless it outlives the app.
     terminated().await?;
-    Ok(serde_json::json!({ "stopped": true }))
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let at_exit = write(&collection, &format!("{tag}-at-exit"), count).await?;
+    Ok(serde_json::json!({ "stopped": true, "wrote_at_exit": at_exit }))
 }
 
 async fn terminated() -> anyhow::Result<()> {

@@ -389,3 +389,156 @@ async fn twenty_branches_converge_when_the_operator_is_killed_midway() -> anyhow
     }
     Ok(())
 }
+
+/// The operator down while a namespace is deleted (deletionPolicy Delete):
+/// the namespace's deletion removes the store's Secret at once while the
+/// project and branch wait on their finalizers; operator pods that start
+/// afterwards never had the store open, and complete the finalizers from
+/// their own copy of the connection (in the operator's namespace), which
+/// goes with the project.
+#[tokio::test]
+async fn a_namespace_deletion_completes_across_an_operator_restart() -> anyhow::Result<()> {
+    // The operator is down for a while: nothing else runs meanwhile.
+    let _alone = exclusive().await;
+    let cluster = cluster()?;
+    let store = cluster.namespace("e2e-deletion-store")?;
+    let uri = cluster.ferretdb(&store.name).await?;
+    let preview = cluster.namespace("e2e-deletion")?;
+    let ns = preview.name.as_str();
+    cluster.apply(
+        ns,
+        &format!(
+            r#"
+apiVersion: v1
+kind: Secret
+metadata: {{name: store}}
+stringData: {{uri: "{uri}"}}
+---
+apiVersion: argon.dev/v1alpha1
+kind: ArgonProject
+metadata: {{name: shop}}
+spec:
+  deletionPolicy: Delete
+  store:
+    mongodb:
+      secretRef: {{name: store, key: uri}}
+      database: argon_deletion
+---
+apiVersion: argon.dev/v1alpha1
+kind: ArgonBranch
+metadata: {{name: pr}}
+spec: {{project: shop, parent: main, endpoint: {{enabled: false}}}}
+"#
+        ),
+    )?;
+    wait_branch_ready(cluster, ns, "pr").await?;
+    let client = cluster.client().await?;
+    let projects: Api<ArgonProject> = Api::namespaced(client.clone(), ns);
+    let uid = projects.get("shop").await?.metadata.uid.unwrap_or_default();
+    let copy = format!("argon-store-{uid}");
+    let own: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
+    eventually("the operator's copy of the connection", || {
+        let own = own.clone();
+        let copy = copy.clone();
+        async move {
+            Ok(match own.get_opt(&copy).await? {
+                Some(_) => Ok(()),
+                None => Err(format!("no Secret {copy}")),
+            })
+        }
+    })
+    .await?;
+
+    let deployment = format!("{}-operator", crate::support::RELEASE);
+    let replicas = cluster.kubectl(&[
+        "get",
+        "deployment",
+        &deployment,
+        "-n",
+        OPERATOR_NAMESPACE,
+        "-o",
+        "jsonpath={.spec.replicas}",
+    ])?;
+    let scale = |n: &str| {
+        cluster.kubectl(&[
+            "scale",
+            "deployment",
+            &deployment,
+            "-n",
+            OPERATOR_NAMESPACE,
+            &format!("--replicas={n}"),
+        ])
+    };
+    scale("0")?;
+    let operators: Api<Pod> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
+    eventually("no operator pod", || {
+        let operators = operators.clone();
+        async move {
+            let n = operators
+                .list(&ListParams::default().labels("app.kubernetes.io/name=argon-operator"))
+                .await?
+                .items
+                .len();
+            Ok(if n == 0 {
+                Ok(())
+            } else {
+                Err(format!("{n} left"))
+            })
+        }
+    })
+    .await?;
+
+    cluster.kubectl(&["delete", "namespace", ns, "--wait=false"])?;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), ns);
+    let branches: Api<ArgonBranch> = Api::namespaced(client.clone(), ns);
+    eventually("the store Secret gone, the project and branch held", || {
+        let (secrets, projects, branches) = (secrets.clone(), projects.clone(), branches.clone());
+        async move {
+            let secret = secrets.get_opt("store").await?;
+            let project = projects.get_opt("shop").await?;
+            let branch = branches.get_opt("pr").await?;
+            let held = |deleting: Option<bool>| deleting == Some(true);
+            Ok(
+                if secret.is_none()
+                    && held(project.map(|p| p.metadata.deletion_timestamp.is_some()))
+                    && held(branch.map(|b| b.metadata.deletion_timestamp.is_some()))
+                {
+                    Ok(())
+                } else {
+                    Err("the namespace's deletion has not reached them yet".to_string())
+                },
+            )
+        }
+    })
+    .await?;
+
+    scale(replicas.trim())?;
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    eventually(&format!("namespace {ns} gone"), || {
+        let namespaces = namespaces.clone();
+        async move {
+            Ok(match namespaces.get_opt(ns).await? {
+                None => Ok(()),
+                Some(n) => Err(format!(
+                    "still there: {:?}",
+                    n.status.and_then(|s| s.conditions)
+                )),
+            })
+        }
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e:#}\noperator log:\n{}", cluster.operator_logs()))?;
+    assert!(
+        own.get_opt(&copy).await?.is_none(),
+        "the copy went with the project"
+    );
+    wait_pods_ready(
+        &client,
+        OPERATOR_NAMESPACE,
+        "app.kubernetes.io/name=argon-operator",
+        replicas.trim().parse()?,
+    )
+    .await?;
+    Ok(())
+}

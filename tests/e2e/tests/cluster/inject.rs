@@ -3,7 +3,9 @@
 //! localhost:27017 from its first connection attempt (the sidecar is ready
 //! before the app starts); the writes are on the annotated branch (read back
 //! through its endpoint) and not on `main` (read through main's endpoint);
-//! an unlabelled Deployment is left as it was written.
+//! an unlabelled Deployment is left as it was written. And the sidecar stops
+//! after the app: the app writes through it during its own SIGTERM grace
+//! period, and those writes are on the branch.
 
 use crate::support::{
     branch_yaml, cluster, eventually, last_json, project_yaml, wait_branch_ready,
@@ -182,6 +184,39 @@ spec:
             .annotations
             .as_ref()
             .is_none_or(|a| !a.contains_key("argon.dev/injected"))
+    );
+
+    // The pod stopped: the kubelet sends SIGTERM to the app first and to the
+    // native sidecar only once the app has exited, so the app's writes
+    // during its grace period still reach the branch.
+    cluster.kubectl(&["-n", ns, "scale", "deployment/injected", "--replicas=0"])?;
+    eventually("the injected pod gone", || {
+        let pods = pods.clone();
+        let name = name.clone();
+        async move {
+            Ok(match pods.get_opt(&name).await? {
+                None => Ok(()),
+                Some(pod) => Err(crate::support::pod_summary(&pod)),
+            })
+        }
+    })
+    .await?;
+    let at_exit = cluster
+        .run_client(
+            ns,
+            "read-at-exit",
+            &[
+                "count",
+                &connection_string("preview", ns),
+                "shop",
+                "orders",
+                "from-app-at-exit",
+            ],
+        )
+        .await?;
+    assert_eq!(
+        at_exit["count"], 5,
+        "the app's writes during its SIGTERM grace period went through the sidecar: {at_exit}"
     );
     Ok(())
 }

@@ -10,6 +10,8 @@ mod chart;
 mod endpoint;
 mod faults;
 mod gitops;
+mod helm;
 mod inject;
 mod policy;
+mod restart;
 mod support;

@@ -247,7 +247,7 @@ impl Cluster {
     /// `helm install` from the chart's defaults, as a user runs it. A release
     /// left by an earlier run on a kept cluster is uninstalled first, so the
     /// operator runs this build's image.
-    fn install_chart(&self) -> anyhow::Result<()> {
+    pub fn install_chart(&self) -> anyhow::Result<()> {
         let chart = assets::workspace_root().join("charts/argon");
         if self
             .helm(&["status", RELEASE, "-n", OPERATOR_NAMESPACE])
@@ -819,4 +819,43 @@ pub fn container_status(
         .chain(status.container_statuses.iter().flatten())
         .find(|c| c.name == name)
         .cloned()
+}
+
+/// The tables `kubectl get` printed (several kinds print one table each,
+/// separated by a blank line): per table, one map per row from column name
+/// to cell. Cells are cut at the header's column starts, as kubectl aligns
+/// them, so an empty cell reads as "" (column names hold no spaces).
+pub fn kubectl_tables(out: &str) -> Vec<Vec<std::collections::BTreeMap<String, String>>> {
+    let mut tables = Vec::new();
+    for block in out.split("\n\n").filter(|b| !b.trim().is_empty()) {
+        let mut lines = block.lines();
+        let Some(header) = lines.next() else { continue };
+        let mut starts = Vec::new();
+        let mut previous = ' ';
+        for (i, c) in header.char_indices() {
+            if c != ' ' && previous == ' ' {
+                starts.push(i);
+            }
+            previous = c;
+        }
+        let names: Vec<String> = header.split_whitespace().map(String::from).collect();
+        let rows = lines
+            .map(|line| {
+                names
+                    .iter()
+                    .enumerate()
+                    .map(|(i, name)| {
+                        let from = starts[i].min(line.len());
+                        let to = starts.get(i + 1).map_or(line.len(), |&e| e.min(line.len()));
+                        (
+                            name.clone(),
+                            line.get(from..to).unwrap_or("").trim().to_string(),
+                        )
+                    })
+                    .collect()
+            })
+            .collect();
+        tables.push(rows);
+    }
+    tables
 }

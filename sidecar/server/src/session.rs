@@ -417,6 +417,20 @@ impl Sessions {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Every session held and when it was last used (`$listLocalSessions`);
+    /// a session busy with a statement is in use now.
+    pub fn list(&self) -> Vec<(SessionId, Instant)> {
+        self.lock()
+            .iter()
+            .map(|(id, cell)| {
+                let used = cell
+                    .try_lock()
+                    .map_or_else(|_| Instant::now(), |s| s.last_used);
+                (id.clone(), used)
+            })
+            .collect()
+    }
 }
 
 impl Session {

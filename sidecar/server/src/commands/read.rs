@@ -612,10 +612,76 @@ pub async fn aggregate(ctx: &Ctx<'_>) -> Result<Document> {
     Ok(reply)
 }
 
+/// `$listLocalSessions`: the sessions this server holds, as mongod's
+/// session cache lists them (`{_id: {id, uid}, lastUse}`), the command's own
+/// session included (mongod registers it before running the command).
+/// Sessions are not bound to users here, so every `uid` is that of no user
+/// (SHA-256 of the empty name, as mongod without authentication) and the
+/// stage is refused under `--auth`, where it would list other users'
+/// sessions; `users` is refused by name.
+fn list_local_sessions(ctx: &Ctx<'_>, arg: &Bson) -> Result<Vec<Document>> {
+    use sha2::Digest;
+    let Bson::Document(spec) = arg else {
+        return Err(CommandError::type_mismatch(
+            "$listLocalSessions takes an object",
+        ));
+    };
+    for (k, v) in spec {
+        match (k.as_str(), v) {
+            ("allUsers", Bson::Boolean(_)) => {}
+            ("allUsers", _) => {
+                return Err(CommandError::type_mismatch(
+                    "$listLocalSessions.allUsers must be a boolean",
+                ));
+            }
+            ("users", _) => {
+                return Err(CommandError::not_implemented(
+                    "$listLocalSessions with users",
+                ));
+            }
+            (other, _) => {
+                return Err(CommandError::new(
+                    ErrorCode::Location40415,
+                    format!("BSON field '$listLocalSessions.{other}' is an unknown field."),
+                ));
+            }
+        }
+    }
+    if ctx.svc.auth_required() {
+        return Err(CommandError::not_implemented(
+            "$listLocalSessions with authentication (sessions are not bound to users yet)",
+        ));
+    }
+    let now = std::time::Instant::now();
+    let wall = std::time::SystemTime::now();
+    let mut sessions = ctx.svc.sessions.list();
+    if let Some(own) = crate::session::session_id(ctx.cmd)
+        && !sessions.iter().any(|(id, _)| *id == own)
+    {
+        sessions.push((own, now));
+    }
+    let uid = bson::Binary {
+        subtype: bson::spec::BinarySubtype::Generic,
+        bytes: sha2::Sha256::digest(b"").to_vec(),
+    };
+    Ok(sessions
+        .into_iter()
+        .map(|(id, used)| {
+            let last_use = wall - now.saturating_duration_since(used);
+            doc! {
+                "_id": {
+                    "id": bson::Binary { subtype: bson::spec::BinarySubtype::Uuid, bytes: id },
+                    "uid": uid.clone(),
+                },
+                "lastUse": bson::DateTime::from_system_time(last_use),
+            }
+        })
+        .collect())
+}
+
 /// `aggregate: 1`: a pipeline with no collection, which must start with a
-/// stage that makes its own documents. `$documents` is supported; the
-/// server-state sources (`$listLocalSessions`, `$currentOp`, ...) are
-/// refused by name. The documents come from the command itself, so the
+/// stage that makes its own documents: `$documents`, `$listLocalSessions`;
+/// the other server-state sources (`$currentOp`, ...) are refused by name. The documents come from the command itself, so the
 /// whole result is computed at once (bounded by the command's size and the
 /// stages' budgets).
 async fn aggregate_database(ctx: &Ctx<'_>, target: crate::target::Target) -> Result<Document> {
@@ -667,8 +733,8 @@ async fn aggregate_database(ctx: &Ctx<'_>, target: crate::target::Target) -> Res
                 })
                 .collect::<Result<Vec<_>>>()?
         }
-        "$listLocalSessions" | "$currentOp" | "$listCatalog" | "$changeStream" | "$queryStats"
-        | "$querySettings" => {
+        "$listLocalSessions" => list_local_sessions(ctx, &arg)?,
+        "$currentOp" | "$listCatalog" | "$changeStream" | "$queryStats" | "$querySettings" => {
             return Err(CommandError::not_implemented(&format!("the {name} stage")));
         }
         other => {

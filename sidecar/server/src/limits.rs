@@ -603,7 +603,7 @@ impl Budget {
         Ok(())
     }
 
-    fn exceeded(&self, total: usize) -> CommandError {
+    pub fn exceeded(&self, total: usize) -> CommandError {
         let message = match self.code {
             ErrorCode::BSONObjectTooLarge => format!(
                 "{} would build a document of at least {total} bytes; the maximum document size is {} bytes",

@@ -59,6 +59,7 @@ const TOP_K_SLACK_MIN: usize = 64;
 pub enum Blocking {
     Sort,
     Group,
+    Facet,
 }
 
 /// What one blocking stage may hold in memory, and whether it may spill
@@ -91,6 +92,10 @@ impl StageBudget {
             Blocking::Group => {
                 "Exceeded memory limit for $group, but didn't allow external sort. Pass allowDiskUse:true to opt in.".to_owned()
             }
+            Blocking::Facet => format!(
+                "$facet's input exceeded the memory limit of {} bytes, but did not opt in to spilling it. Pass allowDiskUse:true to opt in.",
+                self.bytes
+            ),
         };
         Err(CommandError::new(
             ErrorCode::QueryExceededMemoryLimitNoDiskUseAllowed,
@@ -154,6 +159,26 @@ impl RunWriter {
 
 /// A written run, positioned at its start.
 pub struct RunFile(File);
+
+impl RunFile {
+    /// A reader of the run from its start; the run stays, so it can be
+    /// read again (`$facet` replays its input once per facet). Readers
+    /// share the file's position: one at a time.
+    pub fn reread(&self) -> Result<RunReader> {
+        let mut file = self.0.try_clone().map_err(spill_error)?;
+        file.seek(SeekFrom::Start(0)).map_err(spill_error)?;
+        Ok(RunReader(BufReader::new(file)))
+    }
+}
+
+/// Reads a run's documents in order (see [`RunFile::reread`]).
+pub struct RunReader(BufReader<File>);
+
+impl RunReader {
+    pub fn next_doc(&mut self) -> Result<Option<Document>> {
+        read_doc(&mut self.0)
+    }
+}
 
 /// Spilled runs, in input order, merged in tiers as they arrive (see the
 /// module doc).

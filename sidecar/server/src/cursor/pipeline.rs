@@ -151,11 +151,16 @@ impl SnapshotLookup {
 }
 
 impl Lookup for SnapshotLookup {
-    fn scan(&self, from: &str, f: &mut dyn FnMut(&[u8], Document) -> Result<bool>) -> Result<()> {
+    fn scan_after(
+        &self,
+        from: &str,
+        after: Option<&[u8]>,
+        f: &mut dyn FnMut(&[u8], Document) -> Result<bool>,
+    ) -> Result<()> {
         let Some(coll) = self.coll(from) else {
             return Ok(());
         };
-        for (key, raw) in coll.iter_after(None) {
+        for (key, raw) in coll.iter_after(after) {
             if !f(key, argon_wal::rawdoc::parse(raw))? {
                 break;
             }

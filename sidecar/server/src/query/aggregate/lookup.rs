@@ -43,7 +43,18 @@ use crate::spill::StageBudget;
 pub trait Lookup {
     /// Calls `f` with the key and the parsed document of each document of
     /// collection `from`, in order, until `f` returns `false`.
-    fn scan(&self, from: &str, f: &mut dyn FnMut(&[u8], Document) -> Result<bool>) -> Result<()>;
+    fn scan(&self, from: &str, f: &mut dyn FnMut(&[u8], Document) -> Result<bool>) -> Result<()> {
+        self.scan_after(from, None, f)
+    }
+
+    /// [`Lookup::scan`] from the first key after `after` (from the start
+    /// when `None`), so a reader can stop and resume (`$unionWith`).
+    fn scan_after(
+        &self,
+        from: &str,
+        after: Option<&[u8]>,
+        f: &mut dyn FnMut(&[u8], Document) -> Result<bool>,
+    ) -> Result<()>;
 
     /// The document of `from` with key `key` (one [`Lookup::scan`] gave).
     fn fetch(&self, from: &str, key: &[u8]) -> Option<Document>;
@@ -56,8 +67,21 @@ pub trait Lookup {
 pub struct InMemory(pub Vec<Document>);
 
 impl Lookup for InMemory {
-    fn scan(&self, _: &str, f: &mut dyn FnMut(&[u8], Document) -> Result<bool>) -> Result<()> {
-        for (i, d) in self.0.iter().enumerate() {
+    fn scan_after(
+        &self,
+        _: &str,
+        after: Option<&[u8]>,
+        f: &mut dyn FnMut(&[u8], Document) -> Result<bool>,
+    ) -> Result<()> {
+        let start = match after {
+            None => 0,
+            Some(k) => match <[u8; 8]>::try_from(k) {
+                Ok(b) => usize::try_from(u64::from_be_bytes(b))
+                    .map_or(usize::MAX, |i| i.saturating_add(1)),
+                Err(_) => usize::MAX,
+            },
+        };
+        for (i, d) in self.0.iter().enumerate().skip(start) {
             if !f(&(i as u64).to_be_bytes(), d.clone())? {
                 break;
             }
@@ -240,19 +264,7 @@ impl Op for LookupOp {
         let Some(d) = self.input.next(cx)? else {
             return Ok(None);
         };
-        let local_vals = path::resolve(&d, &self.local);
-        let keys: Vec<Bson> = if local_vals.values.is_empty() {
-            vec![Bson::Null]
-        } else {
-            local_vals
-                .values
-                .iter()
-                .flat_map(|v| match v {
-                    Bson::Array(a) => a.clone(),
-                    v => vec![(*v).clone()],
-                })
-                .collect()
-        };
+        let keys = local_keys(&d, &self.local);
         let preds: Vec<Pred> = keys.iter().map(|k| Pred::Eq(k.clone())).collect();
         let mut matched = Matched::new(&self.from);
         let lookup = cx.lookup();
@@ -299,16 +311,39 @@ impl Op for LookupOp {
     }
 }
 
+/// The values of `local` in `d` a foreign value may equal: each value and
+/// each element of an array value; null when the field is missing.
+pub(super) fn local_keys(d: &Document, local: &str) -> Vec<Bson> {
+    let local_vals = path::resolve(d, local);
+    if local_vals.values.is_empty() {
+        return vec![Bson::Null];
+    }
+    local_vals
+        .values
+        .iter()
+        .flat_map(|v| match v {
+            Bson::Array(a) => a.clone(),
+            v => vec![(*v).clone()],
+        })
+        .collect()
+}
+
+/// Whether `f`'s `field` `$eq`-matches one of `preds` (one per local key).
+pub(super) fn joins(f: &Document, field: &str, preds: &[Pred]) -> bool {
+    let r = path::resolve(f, field);
+    preds.iter().any(|p| p.matches(&r))
+}
+
 /// The foreign documents joined to one local document, held to
 /// [`limits::MAX_LOOKUP_MATCHED_SIZE`].
-struct Matched<'a> {
+pub(super) struct Matched<'a> {
     from: &'a str,
     docs: Vec<Bson>,
     bytes: usize,
 }
 
 impl<'a> Matched<'a> {
-    fn new(from: &'a str) -> Matched<'a> {
+    pub(super) fn new(from: &'a str) -> Matched<'a> {
         Matched {
             from,
             docs: Vec::new(),
@@ -318,11 +353,19 @@ impl<'a> Matched<'a> {
 
     /// Keeps `f` if its `field` satisfies one of `preds`.
     fn offer(&mut self, f: &Document, field: &str, preds: &[Pred]) -> Result<()> {
-        let r = path::resolve(f, field);
-        if !preds.iter().any(|p| p.matches(&r)) {
+        if !joins(f, field, preds) {
             return Ok(());
         }
-        self.bytes = self.bytes.saturating_add(limits::document_size(f));
+        self.push(f.clone())
+    }
+
+    pub(super) fn into_docs(self) -> Vec<Bson> {
+        self.docs
+    }
+
+    /// Keeps `f`, within the bound.
+    pub(super) fn push(&mut self, f: Document) -> Result<()> {
+        self.bytes = self.bytes.saturating_add(limits::document_size(&f));
         if self.bytes > limits::MAX_LOOKUP_MATCHED_SIZE {
             return Err(CommandError::new(
                 ErrorCode::Location4568,
@@ -333,7 +376,7 @@ impl<'a> Matched<'a> {
                 ),
             ));
         }
-        self.docs.push(Bson::Document(f.clone()));
+        self.docs.push(Bson::Document(f));
         Ok(())
     }
 }

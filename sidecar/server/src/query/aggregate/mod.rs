@@ -1,7 +1,8 @@
 //! The aggregation pipeline: `$match`, `$project`, `$addFields`/`$set`,
 //! `$unset`, `$sort`, `$limit`, `$skip`, `$count`, `$group`, `$unwind`,
-//! `$replaceRoot`/`$replaceWith`, `$sortByCount` and `$lookup` (equality
-//! form). Other stages are refused by name.
+//! `$replaceRoot`/`$replaceWith`, `$sortByCount`, `$lookup` (equality
+//! and sub-pipeline forms), `$facet`, `$unionWith` and `$sample`. Other stages are refused
+//! by name.
 //!
 //! A pipeline runs as a chain of pull-based operators ([`Op`]): the cursor
 //! asks the last stage for a document, which asks the stage before it, down
@@ -12,15 +13,22 @@
 //! Blocking stages hold at most one [`StageBudget`] each and spill past it
 //! (`spill`): `$sort` through `spill::ExternalSorter` (a top-k sort when a
 //! `$limit` follows, as MongoDB coalesces them), `$group` through its own
-//! partial-group runs (see `group`), `$count` holds a counter.
+//! partial-group runs (see `group`), `$count` holds a counter, `$facet`
+//! holds its input once and replays it to each facet (see `facet`),
+//! `$sample` is a top-k sort by a random key (see `sample`). `$unionWith`
+//! streams the other collection a chunk at a time (see `union`).
 //!
 //! Files: `stage` parses, `ops` holds the streaming stages and `$sort`,
 //! `group` the grouping and its accumulators, `lookup` the join.
 
+mod facet;
 mod group;
 mod lookup;
+mod lookup_pipeline;
 mod ops;
+mod sample;
 mod stage;
+mod union;
 
 use bson::{Bson, Document};
 
@@ -82,6 +90,11 @@ impl<'a> Cx<'a> {
 
 impl Pipeline {
     pub fn parse(stages: &[Bson]) -> Result<Pipeline> {
+        Pipeline::parse_at(stages, 0)
+    }
+
+    /// A pipeline `depth` sub-pipelines deep (`$facet`, `$unionWith`).
+    fn parse_at(stages: &[Bson], depth: usize) -> Result<Pipeline> {
         limits::check_pipeline_length(stages.len())?;
         let mut out = Vec::with_capacity(stages.len());
         for s in stages {
@@ -99,7 +112,7 @@ impl Pipeline {
             let Some((name, arg)) = d.iter().next() else {
                 continue;
             };
-            stage::parse_into(name, arg, &mut out)?;
+            stage::parse_into(name, arg, &mut out, depth)?;
         }
         Ok(Pipeline { stages: out })
     }
@@ -149,6 +162,10 @@ impl Pipeline {
                     foreign,
                     as_field,
                 } => lookup::op(op, from, local, foreign, as_field, budget),
+                Stage::SubLookup(spec) => lookup_pipeline::op(op, *spec, budget),
+                Stage::Facet(facets) => facet::op(op, facets, budget),
+                Stage::UnionWith { coll, pipeline } => union::op(op, coll, pipeline, budget),
+                Stage::Sample { size, order } => sample::op(op, size, order, budget),
                 other => ops::streaming(op, other),
             };
         }
@@ -184,3 +201,5 @@ impl Pipeline {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_sub_pipelines;

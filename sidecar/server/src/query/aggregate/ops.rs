@@ -89,7 +89,13 @@ pub(super) fn streaming(input: Box<dyn Op>, stage: Stage) -> Box<dyn Op> {
             input,
             map: MapKind::ReplaceRoot(e),
         }),
-        Stage::Sort(_) | Stage::Group(_) | Stage::Lookup { .. } => {
+        Stage::Sort(_)
+        | Stage::Group(_)
+        | Stage::Lookup { .. }
+        | Stage::SubLookup(_)
+        | Stage::Facet(_)
+        | Stage::UnionWith { .. }
+        | Stage::Sample { .. } => {
             unreachable!("Pipeline::stream builds the blocking stages and $lookup")
         }
     }

@@ -3,12 +3,17 @@
 
 use bson::Bson;
 
-use super::super::compare::as_i64;
+use super::super::compare::{as_f64, as_i64};
 use super::super::expr::Expr;
+use super::super::expr::type_name;
 use super::super::filter::Filter;
 use super::super::projection::Projection;
 use super::super::sort::SortSpec;
+use super::Pipeline;
+use super::lookup_pipeline::{SubLookup, references};
 use crate::error::{CommandError, ErrorCode, Result};
+use crate::limits;
+use crate::query::vars::Vars;
 
 #[derive(Debug, Clone)]
 pub(super) enum Stage {
@@ -33,6 +38,21 @@ pub(super) enum Stage {
         foreign: String,
         as_field: String,
     },
+    /// `$lookup` with `let` + `pipeline` (see `lookup_pipeline`).
+    SubLookup(Box<SubLookup>),
+    /// `$facet`: each output field's sub-pipeline over the whole input.
+    Facet(Vec<(String, Pipeline)>),
+    /// `$unionWith`: the input, then collection `coll` through `pipeline`.
+    UnionWith {
+        coll: String,
+        pipeline: Pipeline,
+    },
+    /// `$sample`: `size` documents chosen at random (`order`: of the
+    /// random keys, see `sample`).
+    Sample {
+        size: usize,
+        order: SortSpec,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -54,8 +74,9 @@ pub(super) enum Acc {
     Count,
 }
 
-/// Parses one stage into `out` (`$sortByCount` is two stages).
-pub(super) fn parse_into(name: &str, arg: &Bson, out: &mut Vec<Stage>) -> Result<()> {
+/// Parses one stage into `out` (`$sortByCount` is two stages); `depth`
+/// counts the sub-pipelines (`$facet`, `$unionWith`) it is inside.
+pub(super) fn parse_into(name: &str, arg: &Bson, out: &mut Vec<Stage>, depth: usize) -> Result<()> {
     if name == "$sortByCount" {
         // {$sortByCount: e} is {$group: {_id: e, count: {$sum: 1}}}, {$sort: {count: -1}}.
         out.push(Stage::Group(Group {
@@ -65,7 +86,7 @@ pub(super) fn parse_into(name: &str, arg: &Bson, out: &mut Vec<Stage>) -> Result
         out.push(Stage::Sort(SortSpec::parse(&bson::doc! {"count": -1})?));
         return Ok(());
     }
-    out.push(parse_stage(name, arg)?);
+    out.push(parse_stage(name, arg, depth)?);
     Ok(())
 }
 
@@ -78,7 +99,7 @@ fn non_negative(name: &str, v: &Bson) -> Result<usize> {
     }
 }
 
-fn parse_stage(name: &str, arg: &Bson) -> Result<Stage> {
+fn parse_stage(name: &str, arg: &Bson, depth: usize) -> Result<Stage> {
     let doc_arg = || match arg {
         Bson::Document(d) => Ok(d),
         _ => Err(CommandError::failed_to_parse(format!(
@@ -208,39 +229,23 @@ fn parse_stage(name: &str, arg: &Bson) -> Result<Stage> {
             || CommandError::failed_to_parse("no newRoot specified for the $replaceRoot stage"),
         )?)?),
         "$replaceWith" => Stage::ReplaceRoot(Expr::parse(arg)?),
-        "$lookup" => {
-            let d = doc_arg()?;
-            // Only the equality form: a sub-pipeline is refused by name,
-            // never accepted beside the fields and dropped.
-            for k in d.keys() {
-                match k.as_str() {
-                    "from" | "localField" | "foreignField" | "as" => {}
-                    "pipeline" | "let" => {
-                        return Err(CommandError::not_implemented(&format!(
-                            "$lookup with '{k}' (a sub-pipeline)"
-                        )));
-                    }
-                    other => {
-                        return Err(CommandError::failed_to_parse(format!(
-                            "unknown argument to $lookup: {other}"
-                        )));
-                    }
-                }
-            }
-            let s = |k: &str| {
-                d.get_str(k)
-                    .map(str::to_owned)
-                    .map_err(|_| CommandError::failed_to_parse(format!("$lookup needs a string '{k}' (pipeline-style $lookup is not implemented yet)")))
-            };
-            Stage::Lookup {
-                from: s("from")?,
-                local: s("localField")?,
-                foreign: s("foreignField")?,
-                as_field: s("as")?,
-            }
+        "$lookup" => parse_lookup(doc_arg()?, depth)?,
+        "$facet" => Stage::Facet(parse_facet(arg, depth)?),
+        "$unionWith" => parse_union_with(arg, depth)?,
+        "$sample" => Stage::Sample {
+            size: parse_sample(arg)?,
+            order: super::sample::key_order()?,
+        },
+        "$out" | "$merge" if depth > 0 => {
+            // Only the top level writes (and only it is authorized to).
+            return Err(CommandError::new(
+                ErrorCode::Location40600,
+                format!(
+                    "{name} is not allowed to be used within a sub-pipeline ($facet, $unionWith, $lookup)"
+                ),
+            ));
         }
-        "$out" | "$merge" | "$facet" | "$bucket" | "$bucketAuto" | "$graphLookup" | "$geoNear"
-        | "$unionWith" => {
+        "$out" | "$merge" | "$bucket" | "$bucketAuto" | "$graphLookup" | "$geoNear" => {
             return Err(CommandError::not_implemented(&format!("the {name} stage")));
         }
         other => {
@@ -262,4 +267,291 @@ fn unwind_path(p: &str) -> Result<String> {
                 format!("path option to $unwind stage should be prefixed with a '$': {p}"),
             )
         })
+}
+
+/// A sub-pipeline of a stage, one level deeper than the stage.
+fn sub_pipeline(stages: &[Bson], depth: usize) -> Result<Pipeline> {
+    let depth = depth + 1;
+    limits::check_sub_pipeline_depth(depth)?;
+    Pipeline::parse_at(stages, depth)
+}
+
+/// `{$facet: {name: [stages], ...}}`, with MongoDB's codes.
+fn parse_facet(arg: &Bson, depth: usize) -> Result<Vec<(String, Pipeline)>> {
+    let spec = match arg {
+        Bson::Document(d) if !d.is_empty() => d,
+        _ => {
+            return Err(CommandError::new(
+                ErrorCode::Location40169,
+                format!("the $facet specification must be a non-empty object, but found: {arg}"),
+            ));
+        }
+    };
+    let mut facets = Vec::with_capacity(spec.len());
+    for (name, stages) in spec {
+        if name.is_empty() || name.starts_with('$') || name.contains('.') {
+            return Err(CommandError::new(
+                ErrorCode::Location40174,
+                format!(
+                    "$facet field names may not be empty, start with '$' or contain '.': {name}"
+                ),
+            ));
+        }
+        let Bson::Array(stages) = stages else {
+            return Err(CommandError::new(
+                ErrorCode::Location40170,
+                format!(
+                    "arguments to $facet must be arrays, {name} is type {}",
+                    type_name(stages)
+                ),
+            ));
+        };
+        if let Some(bad) = stages
+            .iter()
+            .find(|s| !matches!(s, Bson::Document(d) if !d.is_empty()))
+        {
+            return Err(CommandError::new(
+                ErrorCode::Location40171,
+                format!(
+                    "elements of arrays in $facet spec must be non-empty objects, {name} argument contained an element of type {}",
+                    type_name(bad)
+                ),
+            ));
+        }
+        for s in stages {
+            if let Some(inner) = s.as_document().and_then(|d| d.keys().next()) {
+                // MongoDB's list: stages that must be first or that write.
+                if matches!(
+                    inner.as_str(),
+                    "$facet"
+                        | "$out"
+                        | "$merge"
+                        | "$geoNear"
+                        | "$collStats"
+                        | "$indexStats"
+                        | "$planCacheStats"
+                        | "$changeStream"
+                        | "$documents"
+                ) {
+                    return Err(CommandError::new(
+                        ErrorCode::Location40600,
+                        format!("{inner} is not allowed to be used within a $facet stage"),
+                    ));
+                }
+            }
+        }
+        facets.push((name.clone(), sub_pipeline(stages, depth)?));
+    }
+    Ok(facets)
+}
+
+/// `{$unionWith: "coll"}` or `{$unionWith: {coll, pipeline}}`.
+fn parse_union_with(arg: &Bson, depth: usize) -> Result<Stage> {
+    let (coll, stages): (&str, &[Bson]) = match arg {
+        Bson::String(c) => (c.as_str(), &[][..]),
+        Bson::Document(d) => {
+            let mut coll = None;
+            let mut stages: &[Bson] = &[];
+            for (k, v) in d {
+                match (k.as_str(), v) {
+                    ("coll", Bson::String(c)) => coll = Some(c.as_str()),
+                    ("pipeline", Bson::Array(a)) => stages = a.as_slice(),
+                    ("coll" | "pipeline", _) => {
+                        return Err(CommandError::type_mismatch(format!(
+                            "BSON field '$unionWith.{k}' is the wrong type '{}', expected type '{}'",
+                            type_name(v),
+                            if k == "coll" { "string" } else { "array" }
+                        )));
+                    }
+                    _ => {
+                        return Err(CommandError::new(
+                            ErrorCode::Location40415,
+                            format!("BSON field '$unionWith.{k}' is an unknown field."),
+                        ));
+                    }
+                }
+            }
+            let Some(coll) = coll else {
+                if d.contains_key("pipeline") {
+                    // MongoDB 6.0's form without a collection (its pipeline
+                    // starts with `$documents`): refused by name.
+                    return Err(CommandError::not_implemented(
+                        "$unionWith without 'coll' (a $documents pipeline)",
+                    ));
+                }
+                return Err(CommandError::new(
+                    ErrorCode::Location40414,
+                    "BSON field '$unionWith.coll' is missing but a required field",
+                ));
+            };
+            (coll, stages)
+        }
+        _ => {
+            return Err(CommandError::failed_to_parse(format!(
+                "the $unionWith stage specification must be an object or string, but found {}",
+                type_name(arg)
+            )));
+        }
+    };
+    if coll.is_empty() || coll.contains('\0') || coll.starts_with("system.") || coll.contains('$') {
+        return Err(CommandError::new(
+            ErrorCode::InvalidNamespace,
+            format!("Invalid collection name for $unionWith: '{coll}'"),
+        ));
+    }
+    Ok(Stage::UnionWith {
+        coll: coll.to_owned(),
+        pipeline: sub_pipeline(stages, depth)?,
+    })
+}
+
+/// `{$sample: {size: n}}`.
+fn parse_sample(arg: &Bson) -> Result<usize> {
+    let Bson::Document(d) = arg else {
+        return Err(CommandError::new(
+            ErrorCode::Location28745,
+            "the $sample stage specification must be an object",
+        ));
+    };
+    let mut size = None;
+    for (k, v) in d {
+        if k != "size" {
+            return Err(CommandError::new(
+                ErrorCode::Location28748,
+                format!("unrecognized option to $sample: {k}"),
+            ));
+        }
+        if !super::super::compare::is_number(v) {
+            return Err(CommandError::new(
+                ErrorCode::Location28746,
+                "size argument to $sample must be a number",
+            ));
+        }
+        size = Some(match as_f64(v) {
+            Some(n) if n >= 0.0 => n as usize,
+            _ => {
+                return Err(CommandError::new(
+                    ErrorCode::Location28747,
+                    "size argument to $sample must not be negative",
+                ));
+            }
+        });
+    }
+    size.ok_or_else(|| {
+        CommandError::new(
+            ErrorCode::Location28749,
+            "$sample stage must specify a size",
+        )
+    })
+}
+
+/// `$lookup`: the equality form (`from`, `localField`, `foreignField`,
+/// `as`), the sub-pipeline form (`from`, `let`, `pipeline`, `as`), or
+/// both together (MongoDB 5.0+).
+fn parse_lookup(d: &bson::Document, depth: usize) -> Result<Stage> {
+    let mut from = None;
+    let mut local = None;
+    let mut foreign = None;
+    let mut as_field = None;
+    let mut lets = None;
+    let mut stages = None;
+    for (k, v) in d {
+        let string = || match v {
+            Bson::String(s) => Ok(Some(s.clone())),
+            _ => Err(CommandError::failed_to_parse(format!(
+                "$lookup argument '{k}' must be a string, is type {}",
+                type_name(v)
+            ))),
+        };
+        match k.as_str() {
+            "from" => from = string()?,
+            "localField" => local = string()?,
+            "foreignField" => foreign = string()?,
+            "as" => as_field = string()?,
+            "let" => match v {
+                Bson::Document(l) => lets = Some(l),
+                _ => {
+                    return Err(CommandError::failed_to_parse(format!(
+                        "$lookup argument 'let' must be an object, is type {}",
+                        type_name(v)
+                    )));
+                }
+            },
+            "pipeline" => match v {
+                Bson::Array(a) => stages = Some(a),
+                _ => {
+                    return Err(CommandError::failed_to_parse(
+                        "'pipeline' option must be specified as an array",
+                    ));
+                }
+            },
+            other => {
+                return Err(CommandError::failed_to_parse(format!(
+                    "unknown argument to $lookup: {other}"
+                )));
+            }
+        }
+    }
+    let Some(as_field) = as_field else {
+        return Err(CommandError::failed_to_parse(
+            "must specify 'as' field for a $lookup",
+        ));
+    };
+    let equality = match (local, foreign) {
+        (Some(l), Some(f)) => Some((l, f)),
+        (None, None) => None,
+        _ => {
+            return Err(CommandError::failed_to_parse(
+                "$lookup requires both or neither of 'localField' and 'foreignField' to be specified",
+            ));
+        }
+    };
+    let Some(stages) = stages else {
+        if lets.is_some() {
+            return Err(CommandError::failed_to_parse(
+                "$lookup with 'let' must also specify a 'pipeline'",
+            ));
+        }
+        let Some((local, foreign)) = equality else {
+            return Err(CommandError::failed_to_parse(
+                "$lookup requires either 'pipeline' or both 'localField' and 'foreignField' to be specified",
+            ));
+        };
+        let Some(from) = from else {
+            return Err(CommandError::failed_to_parse(
+                "must specify 'from' field for a $lookup",
+            ));
+        };
+        return Ok(Stage::Lookup {
+            from,
+            local,
+            foreign,
+            as_field,
+        });
+    };
+    let Some(from) = from else {
+        // MongoDB 6.0's form whose pipeline starts with `$documents`.
+        return Err(CommandError::not_implemented(
+            "$lookup without 'from' (a $documents pipeline)",
+        ));
+    };
+    let mut parsed_lets = Vec::new();
+    let mut placeholders = bson::Document::new();
+    for (name, e) in lets.into_iter().flatten() {
+        parsed_lets.push((name.clone(), Expr::parse(e)?));
+        placeholders.insert(name.clone(), Bson::Null);
+    }
+    // Parsed once now with every variable null, so a bad sub-pipeline
+    // fails before any document is read (and names are checked).
+    let checked = Vars::from_values(placeholders)?.bind_pipeline(stages)?;
+    sub_pipeline(&checked, depth)?;
+    Ok(Stage::SubLookup(Box::new(SubLookup {
+        from,
+        equality,
+        lets: parsed_lets,
+        references: stages.iter().map(references).sum(),
+        stages: stages.clone(),
+        depth: depth + 1,
+        as_field,
+    })))
 }

@@ -507,26 +507,36 @@ fn a_leading_match_can_be_taken_by_the_input() {
     );
 }
 
-/// `$lookup`'s sub-pipeline form is refused by name, never accepted beside
-/// the equality fields and dropped; an unknown argument fails to parse.
+/// `$lookup`'s arguments: an unknown one fails to parse, `let` needs a
+/// `pipeline`, the equality fields come together, a `$documents`
+/// pipeline without `from` is refused by name (see
+/// `tests_sub_pipelines` for the sub-pipeline form running).
 #[test]
 fn lookup_refuses_what_it_does_not_run() {
     use crate::error::ErrorCode;
     let parse = |l: Bson| Pipeline::parse(&[bson!({"$lookup": l})]).map(|_| ());
     for form in [
-        bson!({"from": "o", "as": "m", "pipeline": []}),
-        bson!({"from": "o", "localField": "a", "foreignField": "b", "as": "m", "pipeline": [{"$match": {}}]}),
+        bson!({"from": "o", "localField": "a", "foreignField": "b", "as": "m", "bogus": 1}),
         bson!({"from": "o", "localField": "a", "foreignField": "b", "as": "m", "let": {"x": 1}}),
+        bson!({"from": "o", "localField": "a", "as": "m", "pipeline": []}),
+        bson!({"from": "o", "as": "m"}),
+        bson!({"from": "o", "pipeline": []}),
+        bson!({"from": 1, "as": "m", "pipeline": []}),
+        bson!({"from": "o", "as": "m", "pipeline": {}}),
+        bson!({"from": "o", "as": "m", "let": 1, "pipeline": []}),
     ] {
         assert_eq!(
             parse(form.clone()).unwrap_err().code,
-            ErrorCode::CommandNotSupported,
+            ErrorCode::FailedToParse,
             "{form}"
         );
     }
-    let e =
-        parse(bson!({"from": "o", "localField": "a", "foreignField": "b", "as": "m", "bogus": 1}))
-            .unwrap_err();
-    assert_eq!(e.code, ErrorCode::FailedToParse);
+    assert_eq!(
+        parse(bson!({"as": "m", "pipeline": [{"$documents": [{"a": 1}]}]}))
+            .unwrap_err()
+            .code,
+        ErrorCode::CommandNotSupported
+    );
     assert!(parse(bson!({"from": "o", "localField": "a", "foreignField": "b", "as": "m"})).is_ok());
+    assert!(parse(bson!({"from": "o", "as": "m", "pipeline": []})).is_ok());
 }

@@ -1049,6 +1049,12 @@ mod find_operator_tests {
         ] {
             assert_eq!(code(spec.clone(), doc! {}), want, "{spec}");
         }
+        // Sub-objects nested past 100 path components: refused, not recursed.
+        let mut deep = doc! {"x": 1};
+        for _ in 0..150 {
+            deep = doc! {"a": deep};
+        }
+        assert_eq!(code(deep, doc! {}), 5729100);
         let d = doc! {"_id": 1, "a": 1, "b": {"c": 1, "d": 2}};
         assert_eq!(
             find(doc! {"_id": 1, "a": 0}, doc! {}, d.clone()).unwrap(),

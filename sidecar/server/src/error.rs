@@ -95,7 +95,6 @@ error_codes! {
     Location31308 = 31308,
     Location31310 = 31310,
     Location31324 = 31324,
-    Location17307 = 17307,
     Location17308 = 17308,
     Location51270 = 51270,
     Location51050 = 51050,

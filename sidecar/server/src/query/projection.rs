@@ -470,7 +470,7 @@ fn find_slice(arg: &Bson) -> Result<Option<Node>> {
 }
 
 /// `$meta` in a projection: the metadata Argon does not produce yet is
-/// refused by name; unknown names as mongod refuses them.
+/// refused by name (115); an unknown name as mongod refuses it (17308).
 fn meta_refusal(arg: &Bson) -> CommandError {
     match arg {
         Bson::String(s)
@@ -501,12 +501,11 @@ fn meta_refusal(arg: &Bson) -> CommandError {
             ErrorCode::Location17308,
             format!("Unsupported argument to $meta: {s}"),
         ),
-        other => CommandError::new(
-            ErrorCode::Location17307,
-            format!(
-                "$meta only supports string arguments, got {}",
-                super::expr::type_name(other)
-            ),
+        // No `$meta` form is evaluated yet: refused by name, whatever the
+        // argument (mongod would check it is a string, 17307).
+        _ => CommandError::new(
+            ErrorCode::CommandNotSupported,
+            "$meta is not supported by Argon yet",
         ),
     }
 }
@@ -1041,7 +1040,7 @@ mod find_operator_tests {
             (doc! {"a": {"$meta": "indexKey"}}, 115),
             (doc! {"a": {"$meta": "recordId"}}, 115),
             (doc! {"a": {"$meta": "nope"}}, 17308),
-            (doc! {"a": {"$meta": 1}}, 17307),
+            (doc! {"a": {"$meta": 1}}, 115),
             (doc! {"_id": 1, "a": 0}, 0),
             (doc! {"_id": 0, "a": 1}, 0),
             (doc! {"a": 1, "b": {"$slice": 1}}, 0),

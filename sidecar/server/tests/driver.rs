@@ -488,3 +488,86 @@ async fn parallel_arrays_are_refused_on_every_path() {
     assert_eq!(c.count_documents(doc! {}).await.unwrap(), 1);
     server.stop().await;
 }
+
+/// find's projection operators through a real driver, over the real
+/// server: MongoDB's manual examples for `$slice`, `$elemMatch` and
+/// positional `$`, findAndModify's `fields`, and mongod's codes for misuse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn find_projection_operators() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let db = client.database("app");
+    let students: Collection<Document> = db.collection("students");
+    students
+        .insert_many([
+            doc! {"_id": 1, "semester": 1, "grades": [70, 87, 90], "s": [{"school": 102, "age": 10}, {"school": 100, "age": 7}]},
+            doc! {"_id": 2, "semester": 1, "grades": [90, 88, 92], "s": [{"school": 100, "age": 8}]},
+            doc! {"_id": 3, "semester": 2, "grades": [85, 100, 90], "s": []},
+        ])
+        .await
+        .unwrap();
+    let find = |filter: Document, projection: Document| {
+        let students = students.clone();
+        async move {
+            students
+                .find(filter)
+                .sort(doc! {"_id": 1})
+                .projection(projection)
+                .await?
+                .try_collect::<Vec<Document>>()
+                .await
+        }
+    };
+    assert_eq!(
+        find(
+            doc! {"semester": 1, "grades": {"$gte": 85}},
+            doc! {"grades.$": 1}
+        )
+        .await
+        .unwrap(),
+        vec![
+            doc! {"_id": 1, "grades": [87]},
+            doc! {"_id": 2, "grades": [90]}
+        ]
+    );
+    assert_eq!(
+        find(doc! {}, doc! {"_id": 1, "grades": {"$slice": [-2, 1]}})
+            .await
+            .unwrap(),
+        vec![
+            doc! {"_id": 1, "grades": [87]},
+            doc! {"_id": 2, "grades": [88]},
+            doc! {"_id": 3, "grades": [100]}
+        ]
+    );
+    assert_eq!(
+        find(doc! {}, doc! {"s": {"$elemMatch": {"school": 102}}})
+            .await
+            .unwrap(),
+        vec![
+            doc! {"_id": 1, "s": [{"school": 102, "age": 10}]},
+            doc! {"_id": 2},
+            doc! {"_id": 3}
+        ]
+    );
+    let r = db
+        .run_command(doc! {"findAndModify": "students", "query": {"_id": 1}, "update": {"$inc": {"semester": 1}}, "new": true, "fields": {"grades": {"$slice": -1}, "s": 0}})
+        .await
+        .unwrap();
+    assert_eq!(
+        r.get_document("value").unwrap(),
+        &doc! {"_id": 1, "semester": 2, "grades": [90]}
+    );
+    for (projection, code) in [
+        (doc! {"a": 1, "a.b": 1}, 31249),
+        (doc! {"a": 1, "b": 0}, 31254),
+        (doc! {"b.$": 1}, 31277),
+        (doc! {"grades": {"$slice": [1, 0]}}, 31259),
+        (doc! {"g": {"$meta": "textScore"}}, 115),
+    ] {
+        let e = find(doc! {"grades": 90}, projection.clone())
+            .await
+            .unwrap_err();
+        assert_eq!(write_error_code(&e), Some(code), "{projection}");
+    }
+}

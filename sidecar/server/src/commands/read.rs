@@ -209,9 +209,10 @@ pub async fn find(ctx: &Ctx<'_>) -> Result<Document> {
     let vars = Vars::parse(ctx.cmd.get("let"))?;
     let (filter_doc, filter) = parse_filter(ctx.cmd, "filter", &vars)?;
     let sort = opt_doc(ctx.cmd, "sort")?.map(SortSpec::parse).transpose()?;
+    let empty = Document::new();
     let projection = opt_doc(ctx.cmd, "projection")?
         .filter(|p| !p.is_empty())
-        .map(Projection::parse)
+        .map(|p| Projection::parse_find(p, filter_doc.as_ref().unwrap_or(&empty)))
         .transpose()?;
     let skip = opt_i64(ctx.cmd, "skip")?.unwrap_or(0);
     if skip < 0 {

@@ -536,7 +536,7 @@ pub async fn find_and_modify(ctx: &Ctx<'_>) -> Result<Document> {
     let upsert = opt_bool(ctx.cmd, "upsert", false)?;
     let fields = opt_doc(ctx.cmd, "fields")?
         .filter(|f| !f.is_empty())
-        .map(Projection::parse)
+        .map(|f| Projection::parse_find(f, &q))
         .transpose()?;
     let update = match ctx.cmd.get("update") {
         Some(u) => Some(UpdateSpec::parse_with(

@@ -220,7 +220,11 @@ pub fn expand(
 
 /// The index of the first element of the array at `prefix` that the
 /// query's conditions on that array match (the `$` positional operator).
-fn matched_position(prefix: &str, value: Option<&Bson>, query: Option<&Filter>) -> Result<usize> {
+pub(crate) fn matched_position(
+    prefix: &str,
+    value: Option<&Bson>,
+    query: Option<&Filter>,
+) -> Result<usize> {
     let not_found = || {
         CommandError::bad_value(
             "The positional operator did not find the match needed from the query.",

@@ -580,7 +580,14 @@ async fn database_aggregate_documents() {
         (agg1(vec![doc! {"$documents": [1]}]), 14),
         (agg1(vec![doc! {"$match": {}}]), 73),
         (agg1(vec![]), 73),
-        (agg1(vec![doc! {"$listLocalSessions": {}}]), 115),
+        (agg1(vec![doc! {"$currentOp": {}}]), 115),
+        (agg1(vec![doc! {"$listLocalSessions": {"users": []}}]), 115),
+        (agg1(vec![doc! {"$listLocalSessions": {"allUsers": 1}}]), 14),
+        (
+            agg1(vec![doc! {"$listLocalSessions": {"bogus": true}}]),
+            40415,
+        ),
+        (agg1(vec![doc! {"$listLocalSessions": 1}]), 14),
         (agg1(vec![doc! {"$documents": []}, doc! {"$out": "x"}]), 115),
         (doc! {"aggregate": 2, "pipeline": [], "cursor": {}}, 14),
     ];
@@ -588,6 +595,17 @@ async fn database_aggregate_documents() {
         let shown = cmd.to_string();
         assert_eq!(code_of(&db, cmd).await, Some(expected), "{shown}");
     }
+    // The sessions this server holds, the command's own among them (the
+    // driver sends every command in a session).
+    let sessions = db
+        .run_command(doc! {"aggregate": 1, "pipeline": [{"$listLocalSessions": {}}], "cursor": {}})
+        .await
+        .expect("$listLocalSessions");
+    let batch = sessions
+        .get_document("cursor")
+        .and_then(|c| c.get_array("firstBatch"))
+        .expect("a batch");
+    assert!(!batch.is_empty(), "{sessions}");
     alive(&db).await;
 }
 

@@ -1956,8 +1956,11 @@ impl Inner {
             }
         }
         let info = commit.info();
-        if commit.chunks().is_none() {
-            // Its body is shared, not copied (a large commit is not kept).
+        // Kept only where another process can ask for it (a feed serves
+        // the processes sharing the store); an embedded store has one
+        // owner, so up to `RECENT_BYTES` per branch would be held for
+        // nobody. Its body is shared, not copied (a large commit is not kept).
+        if self.store.is_shared() && commit.chunks().is_none() {
             lock(&self.recent).entry(inc.id).or_default().push(commit);
         } else {
             drop(commit);

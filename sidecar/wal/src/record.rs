@@ -364,6 +364,19 @@ fn op_size_hint(op: &LoggedOp) -> usize {
     doc + op.pre_image.as_ref().map_or(0, |p| p.as_bytes().len()) + 128
 }
 
+/// Bytes a retry record takes in the body, near enough (its reply, its
+/// session id, field names and the array index). Without it a retryable
+/// write's small body outgrew its buffer, which then doubled: the body held
+/// ~2× its length for as long as it lived (the feed keeps 32 MiB of bodies
+/// per branch, so ~64 MiB in fact).
+fn retry_size_hint(r: &RetryRecord) -> usize {
+    r.key.session.len() + r.reply.as_ref().map_or(0, |d| d.as_bytes().len()) + 64
+}
+
+/// Bytes a seal takes in the body (a reset names a target, a backup
+/// branch and a request id), near enough.
+const SEAL_SIZE_HINT: usize = 512;
+
 /// The body `{ops: [...], seal?, retries?}`: one BSON document. Takes the
 /// ops by value and drops each once written, so encoding moves a commit's
 /// documents into the body instead of holding them twice.
@@ -684,7 +697,9 @@ impl EncodedCommit {
             seal,
             retries,
         } = c;
-        let hint = ops.iter().map(op_size_hint).sum();
+        let hint = ops.iter().map(op_size_hint).sum::<usize>()
+            + retries.iter().map(retry_size_hint).sum::<usize>()
+            + seal.as_ref().map_or(0, |_| SEAL_SIZE_HINT);
         let (body, nops) = encode_body(ops, hint, seal.as_ref(), &retries)?;
         let chunks = (body.len() > inline).then(|| {
             let size = chunk.clamp(1, u32::MAX as usize);
@@ -1319,6 +1334,42 @@ mod tests {
         assert_eq!(
             encoded.record("p").unwrap().as_bytes(),
             RawDocumentBuf::try_from(&d).unwrap().as_bytes()
+        );
+    }
+
+    /// The body is sized once: a retryable single-document write (the
+    /// commonest commit) must not outgrow its buffer and hold twice its
+    /// length (bodies live on in the feed of recent commits).
+    #[test]
+    fn a_small_body_is_sized_once() {
+        let c = Commit {
+            branch: BranchId(4),
+            seq: Seq(7),
+            time: CommitTime(1234),
+            actor: "t".into(),
+            ops: vec![LoggedOp {
+                op: DocOp::Put {
+                    ns: Namespace::new("wire_bench", "docs_c64"),
+                    id: Bson::Int64(1),
+                    doc: crate::rawdoc::encode(&doc! {"_id": 1i64, "pad": "x".repeat(960)})
+                        .unwrap(),
+                },
+                pre_image: None,
+            }],
+            seal: None,
+            retries: vec![RetryRecord {
+                key: RetryKey {
+                    session: vec![7; 40],
+                    txn_number: 9,
+                },
+                reply: Some(crate::rawdoc::encode(&doc! {"n": 1, "ok": 1.0}).unwrap()),
+            }],
+        };
+        let encoded = EncodedCommit::new(c).unwrap();
+        let (len, cap) = (encoded.body.len(), encoded.body.capacity());
+        assert!(
+            cap >= len && cap - len <= 256,
+            "body of {len} bytes in a buffer of {cap}"
         );
     }
 

@@ -104,6 +104,29 @@ impl Statement {
     pub(super) fn is_split(&self) -> bool {
         self.pending.is_some()
     }
+
+    /// Writes each of `targets` with `write`, in order, until the part is
+    /// full: the rest stay pending for the next part. `write` gets whether
+    /// the targets were matched in an earlier part (so it checks its
+    /// filter again: another write may have changed the document since).
+    pub(super) fn write_targets(
+        &mut self,
+        t: &mut Transaction,
+        parts: &Parts,
+        targets: Vec<Bson>,
+        continued: bool,
+        mut write: impl FnMut(&mut Transaction, &mut Self, &Bson, bool) -> Result<()>,
+    ) -> Result<()> {
+        let mut targets = targets.into_iter();
+        while let Some(id) = targets.next() {
+            if parts.full_before_document(t) {
+                self.pending = Some(std::iter::once(id).chain(targets).collect());
+                return Ok(());
+            }
+            write(t, self, &id, continued)?;
+        }
+        Ok(())
+    }
 }
 
 /// What a command's parts carry from one to the next: how far its
@@ -320,38 +343,71 @@ where
             Ok(batch)
         }
     };
+    match crate::retry::key_of(ctx.cmd) {
+        None => commit_parts(ctx, target, start, part).await,
+        Some(key) => commit_retryable_parts(ctx, target, key, start, part).await,
+    }
+}
+
+/// The parts of a write without a retry key, cut between documents: a part
+/// that fails after earlier ones committed ends the command with the counts
+/// so far (`Progress::interrupted`), as MongoDB's piecemeal writes do.
+async fn commit_parts<P, R>(
+    ctx: &Ctx<'_>,
+    target: &Target,
+    start: P,
+    part: impl Fn(Parts, P) -> R,
+) -> Result<Document>
+where
+    P: Progress,
+    R: FnMut(&mut Transaction) -> Result<P> + Send + 'static,
+{
     let wal = &ctx.svc.wal;
-    let Some(key) = crate::retry::key_of(ctx.cmd) else {
-        let parts = Parts::for_limit(wal.max_commit_bytes(), true);
-        let mut at = start;
-        let mut first = true;
-        loop {
-            let result = wal
-                .write_in(&target.branch, part(parts, at.clone()))
-                .await
-                .map_err(crate::wal_error::from_write);
-            let (batch, info) = match result {
-                Ok(r) => r,
-                Err(e) if !first => return Ok(at.interrupted(e)),
-                Err(e) => return Err(e),
-            };
-            ctx.svc.metrics.commits.inc();
-            if batch.done() {
-                let mut reply = batch.reply();
-                reply.insert("operationTime", operation_time(info.time));
-                return Ok(reply);
-            }
-            at = batch;
-            first = false;
+    let parts = Parts::for_limit(wal.max_commit_bytes(), true);
+    let mut at = start;
+    let mut first = true;
+    loop {
+        let result = wal
+            .write_in(&target.branch, part(parts, at.clone()))
+            .await
+            .map_err(crate::wal_error::from_write);
+        let (batch, info) = match result {
+            Ok(r) => r,
+            Err(e) if !first => return Ok(at.interrupted(e)),
+            Err(e) => return Err(e),
+        };
+        ctx.svc.metrics.commits.inc();
+        if batch.done() {
+            let mut reply = batch.reply();
+            reply.insert("operationTime", operation_time(info.time));
+            return Ok(reply);
         }
-    };
-    // Retryable: every part goes through the key's entry, so a retry
-    // continues where the log says (an error here is the client's to retry).
+        at = batch;
+        first = false;
+    }
+}
+
+/// The parts of a retryable write, cut between statements: every part
+/// goes through the key's entry and logs where the next one starts, so a
+/// retry continues where the log says (an error here is the client's to
+/// retry).
+async fn commit_retryable_parts<P, R>(
+    ctx: &Ctx<'_>,
+    target: &Target,
+    key: argon_wal::RetryKey,
+    start: P,
+    part: impl Fn(Parts, P) -> R,
+) -> Result<Document>
+where
+    P: Progress,
+    R: FnMut(&mut Transaction) -> Result<P> + Send + 'static,
+{
+    let wal = &ctx.svc.wal;
     let parts = Parts::for_limit(wal.max_commit_bytes(), false);
     let mut at = start;
     let mut after: Option<Seq> = None;
     loop {
-        let run = part(parts, at.clone());
+        let mut run = part(parts, at.clone());
         let resolve = move |t: &mut Transaction| run(t).map(|b| b.logged_reply());
         let outcome = match after {
             None => {

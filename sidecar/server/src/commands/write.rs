@@ -341,18 +341,13 @@ pub(super) fn run_update_statement(
         at.upserted = Some(upsert(t, ns, s)?);
         return Ok(());
     }
-    let mut targets = targets.into_iter();
-    while let Some(id) = targets.next() {
-        if parts.full_before_document(t) {
-            at.pending = Some(std::iter::once(id).chain(targets).collect());
-            return Ok(());
-        }
-        if let Some(changed) = update_target(t, ns, s, &id, continued)? {
+    at.write_targets(t, parts, targets, continued, |t, at, id, recheck| {
+        if let Some(changed) = update_target(t, ns, s, id, recheck)? {
             at.n += 1;
             at.modified += i64::from(changed);
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 pub async fn update(ctx: &Ctx<'_>) -> Result<Document> {
@@ -494,27 +489,21 @@ pub(super) fn run_delete_statement(
             )
         }
     };
-    let mut targets = targets.into_iter();
-    while let Some(id) = targets.next() {
-        if parts.full_before_document(t) {
-            at.pending = Some(std::iter::once(id).chain(targets).collect());
-            return Ok(());
-        }
-        if continued {
-            // Matched in an earlier commit: another write may have changed
-            // or removed it since.
-            let still = match t.state().collection(ns).and_then(|c| c.get(&id)) {
+    at.write_targets(t, parts, targets, continued, |t, at, id, recheck| {
+        if recheck {
+            let still = match t.state().collection(ns).and_then(|c| c.get(id)) {
                 Some(raw) => s.filter.try_matches(&argon_wal::rawdoc::parse(raw))?,
                 None => false,
             };
             if !still {
-                continue;
+                return Ok(());
             }
         }
-        t.delete(ns, id).map_err(crate::wal_error::from_wal)?;
+        t.delete(ns, id.clone())
+            .map_err(crate::wal_error::from_wal)?;
         at.n += 1;
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 // ---- findAndModify ------------------------------------------------------------------

@@ -23,6 +23,7 @@ use argon_wal::{
     Namespace, ReadPoint, Seq, Wal, WalOptions, snapshot,
 };
 use bson::{Bson, Document, RawDocumentBuf, doc};
+use futures::StreamExt;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::error::Error;
 use std::path::{Path, PathBuf};
@@ -194,6 +195,8 @@ struct Sizes {
     snapshot_every: u64,
     reads: usize,
     cold_reads: usize,
+    /// Branches created in one burst on the mongodb store.
+    burst: usize,
 }
 
 // ---- 1. durable append on the embedded store ----------------------------------------
@@ -457,7 +460,56 @@ async fn bench_mongo(sizes: &Sizes, out: &mut String) -> BoxResult<()> {
         .map(|(c, r)| format!("{c} client(s) {} ({r:.2})", goal(*r >= 0.8)))
         .collect();
     out.push_str(&format!("\nGoal ratio ≥ 0.8: {}.\n\n", line.join("; ")));
+
+    // A branch creation is one catalog record: at best one FerretDB insert.
+    let plain = ferret_inserts(&server, 16, 9, sizes.mongo_secs).await?;
+    let (n, took) = branch_burst(&server, sizes.burst).await?;
+    let rate = n as f64 / took.as_secs_f64();
+    eprintln!("  {n} branch creations, 16 at once: {rate:.0}/s");
+    out.push_str(&format!(
+        "{n} branch creations from `main`'s head through one handle, 16 at once (as the \
+         operator reconciles a directory of `ArgonBranch`es): {}/s, {:.2}× FerretDB's \
+         `insert_one` rate at 16 clients in the same run ({}/s; a creation is one catalog \
+         record, so that rate is its ceiling).\n\n",
+        thousands(rate),
+        rate / plain.max(1e-9),
+        thousands(plain)
+    ));
     Ok(())
+}
+
+/// `n` branches created 16 at a time through one handle, each as the
+/// operator does it (look the name up, create, read its info and its log's
+/// size); how long all took.
+async fn branch_burst(server: &FerretDb, n: usize) -> BoxResult<(usize, Duration)> {
+    let store: Arc<dyn LogStore> = MongoStore::connect(server.uri(), "argon_burst")
+        .await
+        .map_err(err)?;
+    let wal = Wal::open(store, "burst", WalOptions::default())
+        .await
+        .map_err(err)?;
+    let started = Instant::now();
+    let results: Vec<BoxResult<()>> = futures::stream::iter(0..n)
+        .map(|i| {
+            let wal = wal.clone();
+            async move {
+                let name = format!("b{i}");
+                if wal.branch(&name).await.is_ok() {
+                    return Err(format!("{name} exists before its creation").into());
+                }
+                wal.create_branch(&name, "main", ReadPoint::Head)
+                    .await
+                    .map_err(err)?;
+                wal.log_info(&name).await.map_err(err)?;
+                Ok(())
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let took = started.elapsed();
+    results.into_iter().collect::<BoxResult<Vec<()>>>()?;
+    Ok((n, took))
 }
 
 // ---- 3. branch creation, 5. fork ---------------------------------------------------
@@ -882,6 +934,7 @@ fn main() -> BoxResult<()> {
             snapshot_every: 500,
             reads: 20,
             cold_reads: 5,
+            burst: 32,
         }
     } else {
         Sizes {
@@ -893,6 +946,7 @@ fn main() -> BoxResult<()> {
             snapshot_every: 10_000,
             reads: 200,
             cold_reads: 50,
+            burst: 200,
         }
     };
     let scratch = tempfile::Builder::new()

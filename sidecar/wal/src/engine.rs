@@ -360,6 +360,11 @@ struct Inner {
     created: CommitTime,
     options: WalOptions,
     catalog: tokio::sync::Mutex<Catalog>,
+    /// When the newest refresh of the catalog that completed *started* (or
+    /// this process's newest accepted catalog append was sent): the catalog
+    /// holds every record the store had before that instant. Written only
+    /// with the catalog lock held.
+    catalog_fresh: Mutex<Option<std::time::Instant>>,
     heads: Mutex<HashMap<BranchId, Arc<tokio::sync::Mutex<Head>>>>,
     /// Latest known head of each loaded incarnation (O(1) clones), readable
     /// without the async head lock.
@@ -463,6 +468,7 @@ impl Wal {
             created: record.created,
             options,
             catalog: tokio::sync::Mutex::new(Catalog::default()),
+            catalog_fresh: Mutex::new(None),
             heads: Mutex::new(HashMap::new()),
             latest: Mutex::new(HashMap::new()),
             fresh: Mutex::new(HashMap::new()),
@@ -824,11 +830,9 @@ impl Wal {
     ) -> Result<BranchInfo> {
         let name = BranchName::parse(name)?;
         let parent = BranchName::parse(parent)?;
-        if self.inner.live(&name).await.is_ok() {
-            return Err(WalError::BranchExists {
-                name: name.to_string(),
-            });
-        }
+        // "Already exists" is answered by the catalog append below, from a
+        // catalog refreshed since this call began (a name deleted by
+        // another process is free again).
         let (pinc, phead) = self.inner.head_of(&parent).await?;
         let fork_seq = self.inner.resolve_point(&pinc, &phead, at).await?;
         let fork_time = self.inner.time_of(&pinc, &phead, fork_seq).await?;
@@ -856,7 +860,14 @@ impl Wal {
             self.inner
                 .seed_head(id, phead.at(Seq::ZERO, fork_time).without_retries());
         }
-        self.branch(name.as_str()).await
+        // From the catalog in memory: it holds the record just appended,
+        // and asking the store again would only serialize a burst of
+        // creations on the catalog lock.
+        let cat = self.inner.catalog.lock().await.clone();
+        let inc = cat.live(&name).ok_or_else(|| WalError::UnknownBranch {
+            name: name.to_string(),
+        })?;
+        self.inner.info(&cat, inc).await
     }
 
     pub async fn list_branches(&self) -> Result<Vec<BranchInfo>> {
@@ -1123,43 +1134,78 @@ impl Inner {
     }
 
     async fn refresh(&self, cat: &mut Catalog) -> Result<()> {
+        let started = std::time::Instant::now();
         let records = self.store.read_catalog(self.project(), cat.seq).await?;
         for r in &records {
             cat.apply(r)?;
         }
+        *lock(&self.catalog_fresh) = Some(started);
         Ok(())
     }
 
+    /// Refreshes `cat` unless a refresh that started after `requested`
+    /// already completed. Callers queue on the catalog lock, so under a
+    /// burst (an operator creating 200 branches) the first refresh after
+    /// they arrived serves them all: one store round trip, not one each.
+    async fn refresh_since(&self, cat: &mut Catalog, requested: std::time::Instant) -> Result<()> {
+        if lock(&self.catalog_fresh).is_some_and(|t| t >= requested) {
+            return Ok(());
+        }
+        self.refresh(cat).await
+    }
+
     async fn refreshed_catalog(&self) -> Result<Catalog> {
+        let requested = std::time::Instant::now();
         let mut cat = self.catalog.lock().await;
-        self.refresh(&mut cat).await?;
+        self.refresh_since(&mut cat, requested).await?;
         Ok(cat.clone())
     }
 
     /// Appends the event `make` builds from the current catalog; on a
     /// catalog conflict refreshes and asks again. `make` returning `None`
     /// means nothing needs appending.
+    ///
+    /// Optimistic, like a commit: the first attempt uses the catalog in
+    /// memory without asking the store what is new. That is safe because
+    /// the store accepts record `seq + 1` only if nobody took it, and the
+    /// catalog has no holes, so an accepted record always follows the whole
+    /// catalog `make` saw. A refusal or a "nothing to do" is not checked by
+    /// the store, so it is answered only from a catalog refreshed since the
+    /// call began.
     async fn append_catalog(
         &self,
         mut make: impl FnMut(&Catalog) -> Result<Option<CatalogEvent>>,
     ) -> Result<Option<CatalogEvent>> {
+        let requested = std::time::Instant::now();
         let mut cat = self.catalog.lock().await;
+        let mut checked = false;
         loop {
-            self.refresh(&mut cat).await?;
-            let Some(event) = make(&cat)? else {
-                return Ok(None);
+            let event = match make(&cat) {
+                Ok(Some(event)) => event,
+                answer if checked => return answer,
+                _ => {
+                    self.refresh_since(&mut cat, requested).await?;
+                    checked = true;
+                    continue;
+                }
             };
             let rec = CatalogRecord {
                 seq: cat.seq.next(),
                 time: self.options.clock.now(),
                 event: event.clone(),
             };
+            let sent = std::time::Instant::now();
             match self.store.append_catalog(self.project(), &rec).await {
                 Ok(()) => {
                     cat.apply(&rec)?;
+                    // Accepted at seq + 1: the store had nothing newer.
+                    *lock(&self.catalog_fresh) = Some(sent);
                     return Ok(Some(event));
                 }
-                Err(WalError::CatalogConflict { .. }) => continue,
+                Err(WalError::CatalogConflict { .. }) => {
+                    self.refresh(&mut cat).await?;
+                    checked = true;
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -1167,11 +1213,12 @@ impl Inner {
 
     /// The live incarnation of `name` (refreshing the catalog on a miss).
     async fn live(&self, name: &BranchName) -> Result<Incarnation> {
+        let requested = std::time::Instant::now();
         let mut cat = self.catalog.lock().await;
         if let Some(inc) = cat.live(name) {
             return Ok(inc.clone());
         }
-        self.refresh(&mut cat).await?;
+        self.refresh_since(&mut cat, requested).await?;
         cat.live(name)
             .cloned()
             .ok_or_else(|| WalError::UnknownBranch {
@@ -1180,11 +1227,12 @@ impl Inner {
     }
 
     async fn incarnation(&self, id: BranchId) -> Result<Incarnation> {
+        let requested = std::time::Instant::now();
         let mut cat = self.catalog.lock().await;
         if let Some(inc) = cat.get(id) {
             return Ok(inc.clone());
         }
-        self.refresh(&mut cat).await?;
+        self.refresh_since(&mut cat, requested).await?;
         cat.get(id).cloned().ok_or_else(|| {
             WalError::malformed("catalog", format!("branch {id} is referenced but unknown"))
         })

@@ -531,6 +531,78 @@ async fn a_refusal_is_never_based_on_a_stale_head() {
     assert_eq!(flat(&head), m(&[("u", &[(1, 3), (2, 2)])]));
 }
 
+/// Catalog appends are optimistic too (no store round trip before the
+/// append): a stale catalog may cost a conflict, never a wrong answer. `b`
+/// still believes `x` is live after `a` deleted it, and knows nothing of
+/// `y`, which `a` created.
+#[tokio::test]
+async fn a_branch_refusal_is_never_based_on_a_stale_catalog() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn LogStore> = EmbeddedStore::open(dir.path()).unwrap();
+    let a = Wal::open(store.clone(), "proj", opts()).await.unwrap();
+    let b = Wal::open(store, "proj", opts()).await.unwrap();
+    a.create_branch("x", "main", ReadPoint::Head).await.unwrap();
+    b.branch("x").await.unwrap();
+    a.delete_branch("x", false).await.unwrap();
+    a.create_branch("y", "main", ReadPoint::Head).await.unwrap();
+
+    // Refused on b's catalog (x is live there): checked again, then created.
+    let x = b.create_branch("x", "main", ReadPoint::Head).await.unwrap();
+    // Accepted on b's catalog (no y there): the append conflicts, and the
+    // refreshed catalog refuses it.
+    let e = b
+        .create_branch("y", "main", ReadPoint::Head)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, WalError::BranchExists { .. }), "{e}");
+    assert_eq!(a.branch("x").await.unwrap().id, x.id);
+    let names: Vec<String> = a
+        .list_branches()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|i| !i.deleted)
+        .map(|i| i.name.to_string())
+        .collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+}
+
+/// A burst of creations through one handle (an operator applying a
+/// directory of branches): each gets its own incarnation, none is lost,
+/// and each reply describes the branch it created.
+#[tokio::test]
+async fn a_burst_of_branch_creations_gets_distinct_branches() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = embedded(dir.path(), opts()).await;
+    commit(&wal, "main", vec![put("c", 1, 1)]).await;
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let wal = wal.clone();
+        tasks.push(tokio::spawn(async move {
+            let name = format!("b{i}");
+            let info = wal
+                .create_branch(&name, "main", ReadPoint::Head)
+                .await
+                .unwrap();
+            assert_eq!(info.name.as_str(), name);
+            assert_eq!(info.parent.as_ref().map(|p| p.as_str()), Some("main"));
+            info.id
+        }));
+    }
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.push(t.await.unwrap());
+    }
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 40);
+    let other = wal.clone();
+    for i in 0..40 {
+        let state = other.read(&format!("b{i}"), ReadPoint::Head).await.unwrap();
+        assert_eq!(flat(&state), m(&[("c", &[(1, 1)])]));
+    }
+}
+
 /// A reset retried with the same request (an operator that crashed between
 /// the reset and its status update) changes nothing the second time, even
 /// after writes on the new history; a new request resets again.

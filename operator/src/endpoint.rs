@@ -92,7 +92,7 @@ fn selector(project: &str, branch: &str) -> BTreeMap<String, String> {
     ])
 }
 
-fn env(name: &str, value: impl Into<String>) -> EnvVar {
+pub fn env(name: &str, value: impl Into<String>) -> EnvVar {
     EnvVar {
         name: name.to_string(),
         value: Some(value.into()),
@@ -285,13 +285,19 @@ pub fn deployment(
 ) -> Result<Deployment> {
     let name = branch.name_any();
     let select = selector(&branch.spec.project, &name);
-    let container = sidecar_container(
+    let mut container = sidecar_container(
         project,
         default_image,
         &name,
         &format!("0.0.0.0:{MONGODB_PORT}"),
         branch.spec.read_only,
     );
+    if branch.spec.endpoint.auth {
+        container
+            .env
+            .get_or_insert_with(Vec::new)
+            .push(env("ARGON_AUTH", "true"));
+    }
     Ok(Deployment {
         metadata: owned_meta(branch)?,
         spec: Some(DeploymentSpec {

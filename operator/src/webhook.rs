@@ -8,7 +8,7 @@
 //! calls webhooks over HTTPS) with the certificate `certs` keeps current.
 
 use crate::certs::{self, ServingCert};
-use crate::crd::{ArgonBranch, ArgonProject};
+use crate::crd::{ArgonBranch, ArgonProject, LocalhostAuth};
 use crate::endpoint::{self, CONTAINER_NAME, MONGODB_PORT};
 use crate::error::Result;
 use http_body_util::{BodyExt, Full};
@@ -244,6 +244,14 @@ pub fn inject(pod: &Pod, branch: &ArgonBranch, project: &ArgonProject, image: &s
         &format!("127.0.0.1:{MONGODB_PORT}"),
         branch.spec.read_only,
     );
+    // Only its own branch, with or without authentication: `db~other`,
+    // other branches' past and branch changes are refused in the pod.
+    let env = sidecar.env.get_or_insert_with(Vec::new);
+    env.push(endpoint::env("ARGON_CONFINE_TO_BRANCH", "true"));
+    let localhost = project.spec.auth.as_ref().map(|a| a.localhost);
+    if localhost == Some(LocalhostAuth::Required) {
+        env.push(endpoint::env("ARGON_AUTH", "true"));
+    }
     // A native sidecar: started before the app's containers, kept running beside them.
     sidecar.restart_policy = Some("Always".into());
     // The kubelet starts the next container once a native sidecar has

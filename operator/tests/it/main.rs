@@ -13,4 +13,5 @@ mod leader;
 mod lifecycle;
 mod scale;
 mod support;
+mod users;
 mod webhook;

@@ -379,4 +379,36 @@ mod tests {
             "mongodb://abr-feature-x.dev.svc:27017/?loadBalanced=true"
         );
     }
+
+    #[test]
+    fn endpoints_demand_authentication_unless_told_not_to() {
+        use crate::crd::{ArgonBranchSpec, ArgonProjectSpec, EndpointSpec};
+        let project = ArgonProject::new("shop", ArgonProjectSpec::on_mongodb("s", "argon"));
+        let mut branch = ArgonBranch::new(
+            "feature",
+            ArgonBranchSpec {
+                project: "shop".into(),
+                parent: "main".into(),
+                from: None,
+                read_only: false,
+                endpoint: EndpointSpec::default(),
+                expire_after: None,
+                reset: None,
+                protected: false,
+            },
+        );
+        branch.metadata.uid = Some("u".into());
+        let auth = |b: &ArgonBranch| {
+            let d = deployment(b, &project, "img").unwrap();
+            let pod = d.spec.unwrap().template.spec.unwrap();
+            pod.containers[0]
+                .env
+                .iter()
+                .flatten()
+                .any(|e| e.name == "ARGON_AUTH" && e.value.as_deref() == Some("true"))
+        };
+        assert!(auth(&branch));
+        branch.spec.endpoint.auth = false;
+        assert!(!auth(&branch));
+    }
 }

@@ -318,3 +318,65 @@ pub fn inject(pod: &Pod, branch: &ArgonBranch, project: &ArgonProject, image: &s
     ));
     Patch(ops)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{ArgonBranchSpec, ArgonProjectSpec, AuthSpec, EndpointSpec};
+    use k8s_openapi::api::core::v1::{Container, PodSpec};
+
+    fn sidecar_env(project: &ArgonProject) -> Vec<(String, Option<String>)> {
+        let branch = ArgonBranch::new(
+            "feature",
+            ArgonBranchSpec {
+                project: "shop".into(),
+                parent: "main".into(),
+                from: None,
+                read_only: false,
+                endpoint: EndpointSpec::default(),
+                expire_after: None,
+                reset: None,
+                protected: false,
+            },
+        );
+        let pod = Pod {
+            spec: Some(PodSpec {
+                containers: vec![Container {
+                    name: "app".into(),
+                    ..Container::default()
+                }],
+                ..PodSpec::default()
+            }),
+            ..Pod::default()
+        };
+        let patch = serde_json::to_value(inject(&pod, &branch, project, "img")).unwrap();
+        let sidecar = patch
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|op| op["path"] == "/spec/initContainers")
+            .map(|op| op["value"][0].clone())
+            .unwrap();
+        let sidecar: Container = serde_json::from_value(sidecar).unwrap();
+        sidecar
+            .env
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| (e.name, e.value))
+            .collect()
+    }
+
+    #[test]
+    fn injected_sidecars_are_confined_and_authenticate_when_the_project_says() {
+        let mut project = ArgonProject::new("shop", ArgonProjectSpec::on_mongodb("s", "argon"));
+        let env = sidecar_env(&project);
+        assert!(env.contains(&("ARGON_CONFINE_TO_BRANCH".into(), Some("true".into()))));
+        assert!(!env.iter().any(|(n, _)| n == "ARGON_AUTH"), "{env:?}");
+        project.spec.auth = Some(AuthSpec {
+            localhost: LocalhostAuth::Required,
+        });
+        let env = sidecar_env(&project);
+        assert!(env.contains(&("ARGON_CONFINE_TO_BRANCH".into(), Some("true".into()))));
+        assert!(env.contains(&("ARGON_AUTH".into(), Some("true".into()))));
+    }
+}

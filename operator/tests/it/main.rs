@@ -4,6 +4,7 @@
 
 mod certs;
 mod chart;
+mod connection;
 mod crds;
 mod deletion;
 mod examples;

@@ -92,7 +92,7 @@ fn selector(project: &str, branch: &str) -> BTreeMap<String, String> {
     ])
 }
 
-fn env(name: &str, value: impl Into<String>) -> EnvVar {
+pub fn env(name: &str, value: impl Into<String>) -> EnvVar {
     EnvVar {
         name: name.to_string(),
         value: Some(value.into()),
@@ -285,13 +285,19 @@ pub fn deployment(
 ) -> Result<Deployment> {
     let name = branch.name_any();
     let select = selector(&branch.spec.project, &name);
-    let container = sidecar_container(
+    let mut container = sidecar_container(
         project,
         default_image,
         &name,
         &format!("0.0.0.0:{MONGODB_PORT}"),
         branch.spec.read_only,
     );
+    if branch.spec.endpoint.auth {
+        container
+            .env
+            .get_or_insert_with(Vec::new)
+            .push(env("ARGON_AUTH", "true"));
+    }
     Ok(Deployment {
         metadata: owned_meta(branch)?,
         spec: Some(DeploymentSpec {
@@ -372,5 +378,37 @@ mod tests {
             connection_string("feature-x", "dev"),
             "mongodb://abr-feature-x.dev.svc:27017/?loadBalanced=true"
         );
+    }
+
+    #[test]
+    fn endpoints_demand_authentication_unless_told_not_to() {
+        use crate::crd::{ArgonBranchSpec, ArgonProjectSpec, EndpointSpec};
+        let project = ArgonProject::new("shop", ArgonProjectSpec::on_mongodb("s", "argon"));
+        let mut branch = ArgonBranch::new(
+            "feature",
+            ArgonBranchSpec {
+                project: "shop".into(),
+                parent: "main".into(),
+                from: None,
+                read_only: false,
+                endpoint: EndpointSpec::default(),
+                expire_after: None,
+                reset: None,
+                protected: false,
+            },
+        );
+        branch.metadata.uid = Some("u".into());
+        let auth = |b: &ArgonBranch| {
+            let d = deployment(b, &project, "img").unwrap();
+            let pod = d.spec.unwrap().template.spec.unwrap();
+            pod.containers[0]
+                .env
+                .iter()
+                .flatten()
+                .any(|e| e.name == "ARGON_AUTH" && e.value.as_deref() == Some("true"))
+        };
+        assert!(auth(&branch));
+        branch.spec.endpoint.auth = false;
+        assert!(!auth(&branch));
     }
 }

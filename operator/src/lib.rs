@@ -5,10 +5,12 @@
 //!   CEL rules, and their generation into `crds/` (`crdgen`);
 //! - the controllers (`controller`): a project becomes a WAL with its `main`
 //!   branch, a branch becomes a pointer into that WAL plus an endpoint
-//!   (`endpoint`: a Deployment + Service running the sidecar);
+//!   (`endpoint`: a Deployment + Service running the sidecar) and its
+//!   connection Secret (`connection`);
 //! - `spec.import` (`import`): existing MongoDB databases copied into `main` once;
 //! - open stores per project (`stores`), and the operator's copy of their
 //!   connections for deletions after a restart (`store_copy`);
+//! - `spec.users` written into the project's log from Secrets (`users`);
 //! - the injection webhook (`webhook`) and its own CA and serving
 //!   certificate (`certs`), leader election (`leader`), metrics
 //!   and health checks (`metrics`).
@@ -19,6 +21,7 @@
 
 pub mod certs;
 pub mod config;
+pub mod connection;
 pub mod controller;
 pub mod crd;
 pub mod crdgen;
@@ -30,6 +33,7 @@ pub mod metrics;
 pub mod operator;
 pub mod store_copy;
 pub mod stores;
+pub mod users;
 pub mod webhook;
 
 pub use config::Config;

@@ -14,8 +14,10 @@ use crate::webhook::{self, Injector};
 use futures::future::{BoxFuture, Shared};
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, controller, watcher};
+use k8s_openapi::api::core::v1::Secret;
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{Controller, WatchStreamExt, controller, watcher};
 use kube::{Api, Client, ResourceExt};
 use std::future::Future;
 use std::sync::Arc;
@@ -40,6 +42,37 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How long applied CRDs may take to become Established at start.
 const CRDS_ESTABLISHED: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The projects to reconcile when a Secret changes: those whose
+/// `spec.users` take a password from it. A metadata-only watch: the
+/// operator learns that a Secret changed, never caches its data, and reads
+/// the one key it needs when the project is reconciled.
+fn password_secret_changes(
+    secrets: Api<PartialObjectMeta<Secret>>,
+    projects: Store<ArgonProject>,
+) -> impl futures::Stream<Item = ObjectRef<ArgonProject>> + Send + 'static {
+    watcher(secrets, watcher::Config::default())
+        .default_backoff()
+        .touched_objects()
+        .filter_map(|s| futures::future::ready(s.ok()))
+        .flat_map(move |secret| {
+            let namespace = secret.namespace();
+            let name = secret.name_any();
+            let wake: Vec<ObjectRef<ArgonProject>> = projects
+                .state()
+                .iter()
+                .filter(|p| {
+                    p.namespace() == namespace
+                        && p.spec
+                            .users
+                            .iter()
+                            .any(|u| u.password_secret_ref.name == name)
+                })
+                .map(|p| ObjectRef::from_obj(p.as_ref()))
+                .collect();
+            futures::stream::iter(wake)
+        })
+}
 
 /// Runs the operator until `shutdown` resolves (see [`Operator::run`]).
 pub async fn run(
@@ -241,7 +274,16 @@ impl Operator {
             ),
         };
         let metrics = self.metrics.clone();
-        let project_controller = Controller::new(projects, watcher::Config::default())
+        let project_controller = Controller::new(projects, watcher::Config::default());
+        let password_changes = password_secret_changes(
+            match &self.config.namespace {
+                Some(ns) => Api::namespaced(client.clone(), ns),
+                None => Api::all(client.clone()),
+            },
+            project_controller.store(),
+        );
+        let project_controller = project_controller
+            .reconcile_on(password_changes)
             .with_config(controller::Config::default().concurrency(self.config.concurrency))
             .graceful_shutdown_on(stop.clone())
             .run(

@@ -8,7 +8,7 @@
 //! calls webhooks over HTTPS) with the certificate `certs` keeps current.
 
 use crate::certs::{self, ServingCert};
-use crate::crd::{ArgonBranch, ArgonProject};
+use crate::crd::{ArgonBranch, ArgonProject, LocalhostAuth};
 use crate::endpoint::{self, CONTAINER_NAME, MONGODB_PORT};
 use crate::error::Result;
 use http_body_util::{BodyExt, Full};
@@ -244,6 +244,14 @@ pub fn inject(pod: &Pod, branch: &ArgonBranch, project: &ArgonProject, image: &s
         &format!("127.0.0.1:{MONGODB_PORT}"),
         branch.spec.read_only,
     );
+    // Only its own branch, with or without authentication: `db~other`,
+    // other branches' past and branch changes are refused in the pod.
+    let env = sidecar.env.get_or_insert_with(Vec::new);
+    env.push(endpoint::env("ARGON_CONFINE_TO_BRANCH", "true"));
+    let localhost = project.spec.auth.as_ref().map(|a| a.localhost);
+    if localhost == Some(LocalhostAuth::Required) {
+        env.push(endpoint::env("ARGON_AUTH", "true"));
+    }
     // A native sidecar: started before the app's containers, kept running beside them.
     sidecar.restart_policy = Some("Always".into());
     // The kubelet starts the next container once a native sidecar has
@@ -309,4 +317,66 @@ pub fn inject(pod: &Pod, branch: &ArgonBranch, project: &ArgonProject, image: &s
         json!(branch_name),
     ));
     Patch(ops)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{ArgonBranchSpec, ArgonProjectSpec, AuthSpec, EndpointSpec};
+    use k8s_openapi::api::core::v1::{Container, PodSpec};
+
+    fn sidecar_env(project: &ArgonProject) -> Vec<(String, Option<String>)> {
+        let branch = ArgonBranch::new(
+            "feature",
+            ArgonBranchSpec {
+                project: "shop".into(),
+                parent: "main".into(),
+                from: None,
+                read_only: false,
+                endpoint: EndpointSpec::default(),
+                expire_after: None,
+                reset: None,
+                protected: false,
+            },
+        );
+        let pod = Pod {
+            spec: Some(PodSpec {
+                containers: vec![Container {
+                    name: "app".into(),
+                    ..Container::default()
+                }],
+                ..PodSpec::default()
+            }),
+            ..Pod::default()
+        };
+        let patch = serde_json::to_value(inject(&pod, &branch, project, "img")).unwrap();
+        let sidecar = patch
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|op| op["path"] == "/spec/initContainers")
+            .map(|op| op["value"][0].clone())
+            .unwrap();
+        let sidecar: Container = serde_json::from_value(sidecar).unwrap();
+        sidecar
+            .env
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| (e.name, e.value))
+            .collect()
+    }
+
+    #[test]
+    fn injected_sidecars_are_confined_and_authenticate_when_the_project_says() {
+        let mut project = ArgonProject::new("shop", ArgonProjectSpec::on_mongodb("s", "argon"));
+        let env = sidecar_env(&project);
+        assert!(env.contains(&("ARGON_CONFINE_TO_BRANCH".into(), Some("true".into()))));
+        assert!(!env.iter().any(|(n, _)| n == "ARGON_AUTH"), "{env:?}");
+        project.spec.auth = Some(AuthSpec {
+            localhost: LocalhostAuth::Required,
+        });
+        let env = sidecar_env(&project);
+        assert!(env.contains(&("ARGON_CONFINE_TO_BRANCH".into(), Some("true".into()))));
+        assert!(env.contains(&("ARGON_AUTH".into(), Some("true".into()))));
+    }
 }

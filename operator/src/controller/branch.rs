@@ -8,17 +8,17 @@
 
 use super::{Context, apply_status};
 use crate::crd::condition::types::{
-    DELETION_BLOCKED, ENDPOINT_READY, READY, RESET, STORE_REACHABLE,
+    CONNECTION_SECRET, DELETION_BLOCKED, ENDPOINT_READY, READY, RESET, STORE_REACHABLE,
 };
 use crate::crd::{
     ArgonBranch, ArgonBranchSpec, ArgonBranchStatus, ArgonProject, Conditions, EndpointSpec,
-    FIELD_MANAGER, FINALIZER, LastReset, ResetPreview, ResetSpec,
+    FIELD_MANAGER, FINALIZER, LastReset, ResetPreview, ResetSpec, SecretKeyRef,
 };
-use crate::endpoint;
 use crate::error::{Error, Result};
+use crate::{connection, endpoint};
 use argon_wal::{BranchInfo, CommitTime, ReadPoint, Seq, Wal, WalError};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams};
@@ -172,6 +172,11 @@ async fn apply(b: &ArgonBranch, ctx: &Context, api: &Api<ArgonBranch>) -> Result
         Err(refusal) => return refuse(b, ctx, api, &old, st, refusal).await,
     };
 
+    // spec.protected is the WAL's flag for this branch, so every sidecar
+    // refuses a reset or delete of it too. Before the reset step: a branch
+    // just unprotected may be reset in the same pass.
+    wal.set_protected(&name, b.spec.protected).await?;
+
     let mut info = info;
     if let Some(reset) = &b.spec.reset
         && old.last_reset.as_ref().map(|l| &l.spec) != Some(reset)
@@ -192,6 +197,7 @@ async fn apply(b: &ArgonBranch, ctx: &Context, api: &Api<ArgonBranch>) -> Result
 
     if b.spec.endpoint.enabled {
         let available = provision_endpoint(b, &project, ctx).await?;
+        connection_secret(b, &project, ctx, &mut st).await?;
         st.endpoint = Some(endpoint::connection_string(&name, &namespace));
         if available {
             st.conditions.set(
@@ -214,6 +220,7 @@ async fn apply(b: &ArgonBranch, ctx: &Context, api: &Api<ArgonBranch>) -> Result
         remove_endpoint(ctx, &namespace, &name).await?;
         st.endpoint = None;
         st.conditions.drop_condition(ENDPOINT_READY);
+        st.conditions.drop_condition(CONNECTION_SECRET);
     }
 
     st.phase = Some(READY_PHASE.into());
@@ -605,16 +612,110 @@ async fn provision_endpoint(
     Ok(endpoint::is_available(&applied))
 }
 
+/// Writes the endpoint's connection Secret (`connection`), with the login
+/// of `spec.endpoint.user` when set; the `ConnectionSecret` condition says
+/// which user it carries, or why it carries none (by name, never a value).
+async fn connection_secret(
+    b: &ArgonBranch,
+    project: &ArgonProject,
+    ctx: &Context,
+    st: &mut ArgonBranchStatus,
+) -> Result<()> {
+    let namespace = b.namespace().unwrap_or_default();
+    let generation = b.metadata.generation;
+    let name = connection::secret_name(&b.name_any());
+    let mut login = None;
+    let mut problem = None;
+    if let Some(wanted) = &b.spec.endpoint.user {
+        match project.spec.users.iter().find(|u| &u.name == wanted) {
+            None => {
+                problem = Some((
+                    "UnknownUser",
+                    format!(
+                        "spec.endpoint.user {wanted:?} is not in spec.users of ArgonProject {:?}",
+                        b.spec.project
+                    ),
+                ));
+            }
+            Some(u) => {
+                let secret = SecretKeyRef {
+                    name: u.password_secret_ref.name.clone(),
+                    key: u.password_secret_ref.key.clone(),
+                };
+                match ctx.stores.secret_value(&namespace, &secret).await {
+                    Ok(password) => {
+                        login = Some(connection::Login {
+                            username: u.name.clone(),
+                            password,
+                            auth_source: u.db.clone(),
+                        });
+                    }
+                    Err(e @ Error::Secret { .. }) => {
+                        problem = Some((
+                            "SecretNotReady",
+                            format!("user {:?}: passwordSecretRef: {e}", u.name),
+                        ));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+    let secret = connection::secret(b, login.as_ref())?;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    secrets
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&secret),
+        )
+        .await?;
+    match (problem, &login) {
+        (Some((reason, message)), _) => {
+            st.conditions.set(
+                CONNECTION_SECRET,
+                false,
+                reason,
+                &format!("Secret {name} has the address only: {message}"),
+                generation,
+            );
+        }
+        (None, Some(l)) => st.conditions.set(
+            CONNECTION_SECRET,
+            true,
+            "Written",
+            &format!(
+                "Secret {name} carries user {}@{}",
+                l.username, l.auth_source
+            ),
+            generation,
+        ),
+        (None, None) => st.conditions.set(
+            CONNECTION_SECRET,
+            true,
+            "Written",
+            &format!("Secret {name} has the address only (no spec.endpoint.user)"),
+            generation,
+        ),
+    }
+    Ok(())
+}
+
 /// Deletes the endpoint objects explicitly (ownerReferences would too, but
 /// only where a garbage collector runs).
 async fn remove_endpoint(ctx: &Context, namespace: &str, branch: &str) -> Result<()> {
     let name = endpoint::object_name(branch);
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), namespace);
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), namespace);
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let params = DeleteParams::background();
     for result in [
         deployments.delete(&name, &params).await.map(|_| ()),
         services.delete(&name, &params).await.map(|_| ()),
+        secrets
+            .delete(&connection::secret_name(branch), &params)
+            .await
+            .map(|_| ()),
     ] {
         match result {
             Ok(()) => {}
@@ -681,6 +782,12 @@ async fn cleanup(b: &ArgonBranch, ctx: &Context, api: &Api<ArgonBranch>) -> Resu
         }
         Some(project) if name != "main" => {
             let wal = ctx.stores.wal(&project).await?;
+            // The spec says unprotected (checked above); the WAL's flag may
+            // still say protected if no reconcile ran since the change.
+            match wal.set_protected(&name, false).await {
+                Ok(()) | Err(WalError::UnknownBranch { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
             match wal.delete_branch(&name, false).await {
                 Ok(()) | Err(WalError::UnknownBranch { .. }) => {}
                 Err(WalError::HasChildren { children, .. }) => {

@@ -4,7 +4,7 @@
 //! `deletionPolicy` through the finalizer.
 
 use super::{Context, apply_status, import_backoff};
-use crate::crd::condition::types::{IMPORTED, READY, STORE_REACHABLE};
+use crate::crd::condition::types::{IMPORTED, READY, STORE_REACHABLE, USERS_READY};
 use crate::crd::{
     ArgonBranch, ArgonProject, ArgonProjectStatus, Conditions, DeletionPolicy, FINALIZER,
     ImportPhase, ImportSpec, ImportStatus,
@@ -12,6 +12,7 @@ use crate::crd::{
 use crate::error::{Error, Result};
 use crate::import::{self, ImportError};
 use crate::stores;
+use crate::users;
 use argon_wal::{Wal, WalError};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -85,6 +86,7 @@ async fn apply(p: &ArgonProject, ctx: &Context, api: &Api<ArgonProject>) -> Resu
         ),
         generation,
     );
+    users_step(p, ctx, &wal, &mut st).await?;
     let backoff = match import_step(p, ctx, api, &wal, &mut st).await {
         Ok(backoff) => backoff,
         Err(e) => {
@@ -197,6 +199,61 @@ async fn cleanup(p: &ArgonProject, ctx: &Context, api: &Api<ArgonProject>) -> Re
     }
     ctx.stores.forget(p).await?;
     Ok(Action::await_change())
+}
+
+// ---- spec.users ------------------------------------------------------------------
+
+/// Brings the store's users in line with `spec.users` and says so in
+/// `UsersReady` (names and reasons only: never a password).
+async fn users_step(
+    p: &ArgonProject,
+    ctx: &Context,
+    wal: &Wal,
+    st: &mut ArgonProjectStatus,
+) -> Result<()> {
+    let generation = p.metadata.generation;
+    let outcome = users::sync(p, &ctx.stores, wal).await?;
+    for id in &outcome.written {
+        let note = format!("user {id} written (new, or its password or roles changed)");
+        ctx.event(p, false, "UserWritten", "Users", note).await;
+    }
+    for id in &outcome.dropped {
+        let note = format!("user {id} dropped: it is no longer in spec.users");
+        ctx.event(p, false, "UserDropped", "Users", note).await;
+    }
+    if p.spec.users.is_empty() {
+        st.users = None;
+        st.conditions.drop_condition(USERS_READY);
+        return Ok(());
+    }
+    st.users = Some(outcome.in_sync as i64);
+    match outcome.problems.first() {
+        None => st.conditions.set(
+            USERS_READY,
+            true,
+            "Synced",
+            &format!("{} users in the store as spec.users says", outcome.in_sync),
+            generation,
+        ),
+        Some(first) => {
+            let message = outcome
+                .problems
+                .iter()
+                .map(|pr| pr.message.as_str())
+                .collect::<Vec<_>>()
+                .join("; ");
+            let was = st
+                .conditions
+                .get_condition(USERS_READY)
+                .map(|c| c.message.clone());
+            st.conditions
+                .set(USERS_READY, false, first.reason, &message, generation);
+            if was.as_deref() != Some(message.as_str()) {
+                ctx.event(p, true, first.reason, "Users", message).await;
+            }
+        }
+    }
+    Ok(())
 }
 
 // ---- spec.import ----------------------------------------------------------------

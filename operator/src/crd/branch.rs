@@ -62,7 +62,9 @@ pub struct ArgonBranchSpec {
     /// Reset the branch to a past point of its own history, once per change of this field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reset: Option<ResetSpec>,
-    /// A protected branch is never reset or deleted by the operator.
+    /// A protected branch is never reset or deleted: the operator refuses,
+    /// and the flag is written to the project's log so every sidecar
+    /// refuses too (`argonProtectBranch`); this field owns that flag.
     #[serde(default)]
     pub protected: bool,
 }
@@ -120,6 +122,17 @@ pub struct EndpointSpec {
     pub replicas: i32,
     #[serde(default)]
     pub service_type: ServiceType,
+    /// The endpoint demands authentication (SCRAM, users of the project's
+    /// `spec.users` or made with `createUser`) before anything but the
+    /// handshake. `false` only where the network alone decides who connects.
+    #[serde(default = "default_true")]
+    pub auth: bool,
+    /// The user of the project's `spec.users` (by name) whose credentials
+    /// the connection Secret `<branch>-argon-app` carries. Without it the
+    /// Secret carries the address only (no `username`, `password`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    pub user: Option<String>,
 }
 
 impl Default for EndpointSpec {
@@ -128,6 +141,8 @@ impl Default for EndpointSpec {
             enabled: true,
             replicas: 1,
             service_type: ServiceType::default(),
+            auth: true,
+            user: None,
         }
     }
 }

@@ -14,6 +14,8 @@ pub mod types {
     pub const IMPORTED: &str = "Imported";
     pub const DELETION_BLOCKED: &str = "DeletionBlocked";
     pub const RESET: &str = "Reset";
+    pub const USERS_READY: &str = "UsersReady";
+    pub const CONNECTION_SECRET: &str = "ConnectionSecret";
 }
 
 /// Helpers on a status's condition list.

@@ -13,9 +13,10 @@ pub use branch::{
 };
 pub use condition::Conditions;
 pub use project::{
-    ArgonProject, ArgonProjectSpec, ArgonProjectStatus, DeletionPolicy, EmbeddedStoreSpec,
-    ImportPhase, ImportSpec, ImportStatus, MongoStoreSpec, RetentionSpec, SecretKeyRef,
-    SidecarDefaults, StoreSpec,
+    ArgonProject, ArgonProjectSpec, ArgonProjectStatus, AuthSpec, DeletionPolicy,
+    EmbeddedStoreSpec, ImportPhase, ImportSpec, ImportStatus, LocalhostAuth, MongoStoreSpec,
+    PasswordSecretRef, RetentionSpec, RoleName, RoleSpec, SecretKeyRef, SidecarDefaults, StoreSpec,
+    UserSpec,
 };
 
 /// The API group of every Argon resource.

@@ -48,6 +48,18 @@ pub struct ArgonProjectSpec {
     /// What deleting the ArgonProject does to the data: `Retain` (default) or `Delete`.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+    /// The project's users (SCRAM-SHA-256 and SCRAM-SHA-1), their passwords
+    /// in Secrets of the project's namespace. The operator writes each one
+    /// into the project's log (salted keys, never the password), rewrites it
+    /// when its Secret or roles change, and drops the users it wrote once
+    /// they leave this list; users made with `createUser` are left alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    #[x_kube(validation = Rule::new("self.all(u, self.exists_one(v, v.name == u.name && v.db == u.db))").message("spec.users: each user (name and db) appears once"))]
+    pub users: Vec<UserSpec>,
+    /// Who must authenticate where.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthSpec>,
 }
 
 impl ArgonProjectSpec {
@@ -69,6 +81,8 @@ impl ArgonProjectSpec {
             retention: None,
             sidecar: None,
             deletion_policy: DeletionPolicy::default(),
+            users: Vec::new(),
+            auth: None,
         }
     }
 }
@@ -110,6 +124,111 @@ pub struct SecretKeyRef {
 
 fn default_secret_key() -> String {
     "uri".into()
+}
+
+/// A user of the project, as `createUser` would make it.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct UserSpec {
+    /// The user name drivers log in with.
+    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[A-Za-z0-9._@+-]+$"))]
+    pub name: String,
+    /// The user's database (the driver's `authSource`).
+    #[serde(default = "default_user_db")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9_-]+$"))]
+    pub db: String,
+    /// The Secret key holding the password (key `password` by default).
+    pub password_secret_ref: PasswordSecretRef,
+    /// What the user may do. A role without `db` and `branch` is on the
+    /// user's own database, as `createUser`'s `roles: ["readWrite"]` is.
+    #[serde(default)]
+    #[schemars(length(max = 32))]
+    pub roles: Vec<RoleSpec>,
+}
+
+fn default_user_db() -> String {
+    "admin".into()
+}
+
+/// A key of a Secret in the project's namespace holding a password.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PasswordSecretRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    #[serde(default = "default_password_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+fn default_password_key() -> String {
+    "password".into()
+}
+
+/// One role, where: MongoDB's `{role, db}` with Argon's branch scope.
+/// Without `branch` the role covers every branch; `branch` may be a name or
+/// a pattern with `*` (`preview-*`). `branchAdmin`, `root` and
+/// `clusterMonitor` cover every database.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RoleSpec {
+    pub role: RoleName,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9_-]+$"))]
+    pub db: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9*][a-z0-9_.*-]*$")
+    )]
+    pub branch: Option<String>,
+}
+
+/// The roles a sidecar knows (see docs/architecture.md, "Security model").
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum RoleName {
+    Read,
+    ReadWrite,
+    DbAdmin,
+    UserAdmin,
+    BranchAdmin,
+    ClusterMonitor,
+    Root,
+}
+
+impl RoleName {
+    /// The role's name as the sidecar stores and checks it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoleName::Read => "read",
+            RoleName::ReadWrite => "readWrite",
+            RoleName::DbAdmin => "dbAdmin",
+            RoleName::UserAdmin => "userAdmin",
+            RoleName::BranchAdmin => "branchAdmin",
+            RoleName::ClusterMonitor => "clusterMonitor",
+            RoleName::Root => "root",
+        }
+    }
+}
+
+/// Who must authenticate. Branch endpoints always demand it.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthSpec {
+    /// Injected sidecars (on 127.0.0.1 in the app's pod): `optional`
+    /// (default; the sidecar still serves only its own branch) or
+    /// `required` (the app logs in as one of `spec.users`).
+    #[serde(default)]
+    pub localhost: LocalhostAuth,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum LocalhostAuth {
+    #[default]
+    Optional,
+    Required,
 }
 
 /// An embedded store (segment files) on a PersistentVolumeClaim: for small,
@@ -196,6 +315,10 @@ pub struct ArgonProjectStatus {
     /// Progress and outcome of `spec.import`; `Completed` means it never runs again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub import: Option<ImportStatus>,
+    /// Users of `spec.users` in the store as the spec and their Secrets say
+    /// (the `UsersReady` condition names any that are not, and why).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub users: Option<i64>,
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]

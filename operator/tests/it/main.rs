@@ -4,6 +4,7 @@
 
 mod certs;
 mod chart;
+mod connection;
 mod crds;
 mod deletion;
 mod examples;
@@ -13,4 +14,5 @@ mod leader;
 mod lifecycle;
 mod scale;
 mod support;
+mod users;
 mod webhook;

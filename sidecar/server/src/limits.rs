@@ -135,8 +135,9 @@ pub const MAX_SASL_PAYLOAD: usize = 8 * 1024;
 
 /// Iteration counts a stored SCRAM credential may have: RFC 7677's minimum,
 /// and a ceiling so one login cannot occupy a core for long.
-pub const MIN_SCRAM_ITERATIONS: u32 = 4096;
-pub const MAX_SCRAM_ITERATIONS: u32 = 1_000_000;
+/// Kept in `argon_auth::scram`, which checks them.
+pub const MIN_SCRAM_ITERATIONS: u32 = argon_auth::scram::MIN_ITERATIONS;
+pub const MAX_SCRAM_ITERATIONS: u32 = argon_auth::scram::MAX_ITERATIONS;
 
 /// Users one project may have (each is in every handle's memory).
 pub const MAX_USERS: usize = 10_000;

@@ -1,7 +1,8 @@
 //! Authentication and authorization.
 //!
-//! - `scram`: the SCRAM-SHA-1 / SCRAM-SHA-256 server conversation and the
-//!   salted keys a password becomes;
+//! - `scram` (from `argon-auth`, shared with the operator): the
+//!   SCRAM-SHA-1 / SCRAM-SHA-256 server conversation and the salted keys a
+//!   password becomes;
 //! - `users`: users as stored in the project's catalog log, and the
 //!   directory of them every connection checks against;
 //! - `roles`: roles, grants with a branch scope, and what each allows;
@@ -13,8 +14,9 @@
 
 pub mod authorize;
 pub mod roles;
-pub mod scram;
 pub mod users;
+
+pub use argon_auth::scram;
 
 pub use authorize::authorize;
 

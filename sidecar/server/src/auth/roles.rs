@@ -7,7 +7,7 @@
 //! meaning); without `db` (Argon's branch roles) it covers every database of
 //! the matching branches. `root` allows everything.
 
-use bson::{Bson, Document, doc};
+use bson::{Bson, Document};
 
 use crate::error::{CommandError, ErrorCode, Result};
 
@@ -271,17 +271,8 @@ impl Grant {
 
     /// The grant as replies and the stored user show it.
     pub fn to_doc(&self) -> Document {
-        let mut d = doc! {
-            "role": self.role.name(),
-            "db": self.db.clone().unwrap_or_else(|| "admin".into()),
-        };
-        if self.db.is_none() && !matches!(self.role, Role::Root | Role::ClusterMonitor) {
-            d.insert("allDatabases", true);
-        }
-        if self.branches != BranchPattern::any() || self.role == Role::BranchAdmin {
-            d.insert("branch", self.branches.as_str());
-        }
-        d
+        let branch = (self.branches != BranchPattern::any()).then(|| self.branches.as_str());
+        argon_auth::stored::grant_doc(self.role.name(), self.db.as_deref(), branch)
     }
 
     /// Reads a stored grant back (`to_doc`'s form).
@@ -308,6 +299,7 @@ impl Grant {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bson::doc;
 
     fn grant(v: Bson) -> Grant {
         Grant::parse(&v, "app").unwrap()

@@ -12,9 +12,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use argon_auth::stored;
 use argon_wal::{ProjectAccess, Wal};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
 use bson::{Bson, Document, doc};
 
 use super::roles::Grant;
@@ -22,18 +21,8 @@ use super::scram::{Credential, Mechanism};
 use crate::error::Result;
 use crate::wal_error::from_wal;
 
-/// Who a connection is authenticated as: a user of a database.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct UserId {
-    pub db: String,
-    pub name: String,
-}
-
-impl std::fmt::Display for UserId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}@{}", self.name, self.db)
-    }
-}
+/// Who a connection is authenticated as (kept in `argon_auth::stored`).
+pub use argon_auth::stored::UserId;
 
 /// A user as stored: roles and SCRAM credentials.
 #[derive(Clone, Debug, PartialEq)]
@@ -60,32 +49,16 @@ impl StoredUser {
     }
 
     pub fn to_doc(&self) -> Document {
-        let mut credentials = Document::new();
-        for (m, c) in &self.credentials {
-            credentials.insert(
-                m.name(),
-                doc! {
-                    "iterationCount": c.iterations as i64,
-                    "salt": B64.encode(&c.salt),
-                    "storedKey": B64.encode(&c.stored_key),
-                    "serverKey": B64.encode(&c.server_key),
-                },
-            );
-        }
-        let mut d = doc! {
-            "user": self.id.name.as_str(),
-            "db": self.id.db.as_str(),
-            "roles": self.roles.iter().map(|g| Bson::Document(g.to_doc())).collect::<Vec<_>>(),
-            "credentials": credentials,
-        };
-        if let Some(c) = &self.custom_data {
-            d.insert("customData", c.clone());
-        }
-        d
+        stored::user_doc(
+            &self.id,
+            self.roles.iter().map(Grant::to_doc).collect(),
+            &self.credentials,
+            self.custom_data.as_ref(),
+        )
     }
 
     /// Reads a stored user; `None` when it is not in this form (a broken
-    /// credential is dropped rather than trusted).
+    /// credential is dropped rather than trusted, see `stored`).
     pub fn from_doc(db: &str, name: &str, d: &Document) -> Option<StoredUser> {
         let roles = d
             .get_array("roles")
@@ -93,26 +66,8 @@ impl StoredUser {
             .iter()
             .filter_map(|r| r.as_document().and_then(Grant::from_stored))
             .collect();
-        let mut credentials = Vec::new();
-        for (mech_name, c) in d.get_document("credentials").ok()? {
-            let (Some(mech), Some(c)) = (Mechanism::from_name(mech_name), c.as_document()) else {
-                continue;
-            };
-            let key = |k: &str| c.get_str(k).ok().and_then(|s| B64.decode(s).ok());
-            let cred = || {
-                let iterations = crate::query::compare::as_i64(c.get("iterationCount")?)?;
-                Some(Credential {
-                    iterations: u32::try_from(iterations).ok()?,
-                    salt: key("salt")?,
-                    stored_key: key("storedKey")?,
-                    server_key: key("serverKey")?,
-                })
-            };
-            // A broken credential is dropped; the user stays, without it.
-            if let Some(cred) = cred().filter(|c| c.validate(mech).is_ok()) {
-                credentials.push((mech, cred));
-            }
-        }
+        d.get_document("credentials").ok()?;
+        let credentials = stored::credentials_from_doc(d);
         Some(StoredUser {
             id: UserId {
                 db: db.to_owned(),

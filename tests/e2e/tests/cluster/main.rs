@@ -6,6 +6,7 @@
 //! These need a machine that can run containers (root, cgroups, overlayfs,
 //! iptables); elsewhere every scenario fails saying why.
 
+mod app_secret;
 mod chart;
 mod endpoint;
 mod faults;

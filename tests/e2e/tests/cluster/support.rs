@@ -605,7 +605,9 @@ spec:
     )
 }
 
-/// An `ArgonBranch` of `main` in `project`, with an endpoint.
+/// An `ArgonBranch` of `main` in `project`, with an endpoint that does not
+/// demand authentication (these scenarios are about the data path; an
+/// authenticated endpoint and its connection Secret are `app_secret.rs`'s).
 pub fn branch_yaml(name: &str, project: &str) -> String {
     format!(
         r#"
@@ -615,7 +617,7 @@ metadata: {{name: {name}}}
 spec:
   project: {project}
   parent: main
-  endpoint: {{enabled: true}}
+  endpoint: {{enabled: true, auth: false}}
 "#
     )
 }

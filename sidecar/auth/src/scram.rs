@@ -188,6 +188,22 @@ impl Credential {
         }
     }
 
+    /// Whether `password` is the one this credential was derived from:
+    /// derived again with the stored salt and iteration count, keys compared
+    /// in constant time. How the operator tells a changed Secret from an
+    /// unchanged one without ever storing the password.
+    pub fn matches_password(&self, mech: Mechanism, user: &str, password: &str) -> bool {
+        let Ok(prepared) = mech.prepare_password(user, password) else {
+            return false;
+        };
+        let Ok(again) = Credential::derive(mech, &prepared, self.salt.clone(), self.iterations)
+        else {
+            return false;
+        };
+        bool::from(again.stored_key.ct_eq(&self.stored_key))
+            & bool::from(again.server_key.ct_eq(&self.server_key))
+    }
+
     /// Checks a stored credential's shape (keys of the hash's length).
     pub fn validate(&self, mech: Mechanism) -> Result<(), ScramError> {
         check_iterations(self.iterations)?;
@@ -199,8 +215,14 @@ impl Credential {
     }
 }
 
+/// Iteration counts a stored credential may have: RFC 7677's minimum, and a
+/// ceiling so one login cannot occupy a core for long (the sidecar's
+/// `limits` table lists these).
+pub const MIN_ITERATIONS: u32 = 4096;
+pub const MAX_ITERATIONS: u32 = 1_000_000;
+
 fn check_iterations(i: u32) -> Result<(), ScramError> {
-    if (crate::limits::MIN_SCRAM_ITERATIONS..=crate::limits::MAX_SCRAM_ITERATIONS).contains(&i) {
+    if (MIN_ITERATIONS..=MAX_ITERATIONS).contains(&i) {
         Ok(())
     } else {
         Err(ScramError::Iterations(i))

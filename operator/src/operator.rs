@@ -298,12 +298,16 @@ impl Operator {
                 deployments,
                 watcher::Config::default().labels("app.kubernetes.io/managed-by=argon-operator"),
             )
-            // A child's change (its deletion above all) wakes its parent: a
-            // deletion blocked by children proceeds as soon as they are gone.
+            // A child being deleted wakes its parent: a deletion blocked by
+            // children proceeds as soon as they are gone. Only then: the
+            // parent's reconcile reads nothing else of its children, and
+            // waking it on every child's status write made a burst of 200
+            // new branches reconcile `main` hundreds of times.
             .watches(
                 branches,
                 watcher::Config::default(),
                 |child: ArgonBranch| {
+                    child.metadata.deletion_timestamp.as_ref()?;
                     let namespace = child.namespace()?;
                     Some(ObjectRef::<ArgonBranch>::new(&child.spec.parent).within(&namespace))
                 },

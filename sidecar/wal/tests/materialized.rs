@@ -640,3 +640,105 @@ fn a_store_of_another_format_is_rebuilt() {
         None
     );
 }
+
+// ---- crash: kill -9 a writer mid-load ----
+
+/// The same workload as `examples/materialized_writer.rs` (keep them equal).
+fn workload(seq: u64) -> Commit {
+    let ns = Namespace::new("d", "c");
+    let mut ops = Vec::new();
+    if seq == 1 {
+        ops.push(DocOp::CreateIndex {
+            ns: ns.clone(),
+            spec: doc! {"name": "g_1", "key": {"g": 1}},
+        });
+    }
+    for k in 0..10u64 {
+        let id = ((seq * 10 + k) % 500) as i64;
+        let d = doc! {"_id": id, "g": (seq % 7) as i64, "seq": seq as i64, "pad": "x".repeat(1000)};
+        ops.push(DocOp::Put {
+            ns: ns.clone(),
+            id: Bson::Int64(id),
+            doc: raw(d),
+        });
+    }
+    ops.push(DocOp::Delete {
+        ns,
+        id: Bson::Int64(((seq * 3) % 500) as i64),
+    });
+    let mut c = commit(BranchId(1), seq, ops);
+    c.time = CommitTime(seq as i64);
+    c.actor = "crash".into();
+    c
+}
+
+#[test]
+fn a_killed_writer_leaves_exactly_the_prefix_its_marker_names() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let exe = std::env::current_exe().unwrap();
+    let writer = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join("materialized_writer");
+    assert!(
+        writer.exists(),
+        "{} is missing: run through cargo test, which builds examples",
+        writer.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(&writer)
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut last = 0u64;
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    while let Some(Ok(line)) = lines.next() {
+        last = line.strip_prefix("applied ").unwrap().parse().unwrap();
+        if last == 600 {
+            child.kill().unwrap(); // SIGKILL
+            break;
+        }
+    }
+    child.wait().unwrap();
+    for line in lines.map_while(Result::ok) {
+        last = line.strip_prefix("applied ").unwrap().parse().unwrap();
+    }
+    assert!(last >= 600, "the writer stopped early at {last}");
+
+    let store = Materialized::open(dir.path(), opts()).unwrap();
+    let project = store.project("crash").unwrap();
+    let (applied, time) = store.applied(project, BranchId(1)).unwrap().unwrap();
+    assert!(
+        applied.0 >= last,
+        "acknowledged {last}, store holds {}",
+        applied.0
+    );
+    assert_eq!(time, CommitTime(applied.0 as i64));
+    let mut model = Model::new(project);
+    let mut state = BranchState::empty(CommitTime(0));
+    for seq in 1..=applied.0 {
+        state.apply_commit(&workload(seq));
+        if [1, applied.0 / 2, applied.0].contains(&seq) {
+            model.incs[0].states.insert(seq, state.clone());
+        }
+    }
+    let ids: Vec<Bson> = (0..510).map(Bson::Int64).collect();
+    for (&seq, st) in &model.incs[0].states {
+        check_view(&store, &model.view(BranchId(1), seq), st, &ids);
+    }
+    // Nothing of a later commit is there: a view past the marker reads the same.
+    check_view(
+        &store,
+        &model.view(BranchId(1), applied.0 + 5),
+        &state,
+        &ids,
+    );
+    // And the store takes the next commit where it stopped.
+    let view = model.view(BranchId(1), applied.0);
+    assert!(store.apply(&view, &workload(applied.0 + 1)).unwrap());
+}

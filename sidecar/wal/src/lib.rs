@@ -29,6 +29,7 @@ pub mod feed;
 pub mod idkey;
 pub mod indexkey;
 pub mod lease;
+pub mod materialized;
 pub mod observer;
 pub mod rawdoc;
 pub mod record;

@@ -1,0 +1,428 @@
+//! The materialized store: every branch's documents, index entries and
+//! collection catalog as versions in one embedded KV (fjall) per process,
+//! so memory is a cache budget, not the data size, and a read at any
+//! `(branch, seq)` is a seek (DESIGN.md, "Materialized store: the design").
+//!
+//! It is a cache of the log, never the truth: batches are not fsync'd, the
+//! applied marker (`applied`) is written in the same batch as the commit it
+//! marks, so after a crash the store holds a prefix of what it applied and
+//! says exactly which; a store of another format is deleted and rebuilt.
+//!
+//! Modules, one idea each: `keys` (the five key spaces), `view` (levels of
+//! a read), `scan` (the level merge and point reads), `catalog` (collection
+//! and index numbers), `index` (index entries and lookups), `apply` (a
+//! commit → one batch).
+//!
+//! Reads return owned, refcounted values (`Doc` wraps fjall's `Slice`),
+//! never borrows into the store, and are fallible (I/O, damage).
+
+mod apply;
+pub mod catalog;
+mod index;
+pub(crate) mod keys;
+mod scan;
+pub mod view;
+
+pub use catalog::{CollectionEntry, IndexEntry};
+pub use index::IndexScan;
+pub use view::{Level, View, ViewBase};
+
+use crate::error::{Result, WalError};
+use crate::idkey::IdKey;
+use crate::rawdoc;
+use crate::record::Commit;
+use crate::types::{BranchId, CommitTime, Namespace, Seq};
+use bson::{Bson, Document, RawDocument};
+use catalog::Counters;
+use fjall::Slice;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// The format this binary writes (`m format`); a store with another is
+/// deleted and rebuilt from the log on open.
+pub const FORMAT: &[u8] = b"argon-materialized-1";
+
+/// A project's number in this store (assigned on first use; never leaves
+/// the process).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProjectNo(pub u32);
+
+/// How the store uses memory.
+#[derive(Clone, Copy, Debug)]
+pub struct MaterializedOptions {
+    /// The process's data budget: the block cache gets 1/2, the write
+    /// buffers (memtables) 1/4; the rest is left to the engine's caches.
+    pub cache_bytes: u64,
+}
+
+impl Default for MaterializedOptions {
+    fn default() -> Self {
+        MaterializedOptions {
+            cache_bytes: 256 << 20,
+        }
+    }
+}
+
+/// The KV handles and where they live (errors name the directory).
+#[derive(Clone)]
+pub(crate) struct Kv {
+    db: fjall::Database,
+    ks: fjall::Keyspace,
+    dir: Arc<PathBuf>,
+}
+
+impl Kv {
+    pub(crate) fn error(&self, what: &str, e: fjall::Error) -> WalError {
+        WalError::io(
+            self.dir.as_path(),
+            std::io::Error::other(format!("materialized store: {what}: {e}")),
+        )
+    }
+
+    pub(crate) fn malformed(&self, reason: String) -> WalError {
+        WalError::malformed("materialized store", reason)
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Slice>> {
+        self.ks.get(key).map_err(|e| self.error("get", e))
+    }
+}
+
+/// A document as the store holds it: a refcounted slice of the KV's value
+/// (no copy out of fjall's cache), validated when it was read.
+#[derive(Clone)]
+pub struct Doc(Slice);
+
+impl Doc {
+    fn from_value(kv: &Kv, v: Slice) -> Result<Doc> {
+        if v.first() != Some(&keys::PRESENT) || RawDocument::from_bytes(&v[1..]).is_err() {
+            return Err(kv.malformed(format!("document value of {} bytes", v.len())));
+        }
+        Ok(Doc(v))
+    }
+
+    pub fn as_raw(&self) -> &RawDocument {
+        RawDocument::from_bytes(&self.0[1..]).expect("checked by Doc::from_value")
+    }
+
+    pub fn to_document(&self) -> Document {
+        rawdoc::parse(self.as_raw())
+    }
+}
+
+impl std::ops::Deref for Doc {
+    type Target = RawDocument;
+    fn deref(&self) -> &RawDocument {
+        self.as_raw()
+    }
+}
+
+impl std::fmt::Debug for Doc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.as_raw())
+    }
+}
+
+/// One process's materialized store.
+pub struct Materialized {
+    kv: Kv,
+    /// Held while a batch is built and written: one writer at a time, and
+    /// the counters the batch draws numbers from.
+    writer: Mutex<Counters>,
+}
+
+impl Materialized {
+    /// Opens (or creates) the store in `dir`; one with another format, or
+    /// that cannot be read as one, is deleted and created afresh (it is a
+    /// cache: the caller catches up from the log).
+    pub fn open(dir: impl AsRef<Path>, opts: MaterializedOptions) -> Result<Materialized> {
+        Self::open_with_format(dir.as_ref(), opts, FORMAT)
+    }
+
+    pub(crate) fn open_with_format(
+        dir: &Path,
+        opts: MaterializedOptions,
+        format: &[u8],
+    ) -> Result<Materialized> {
+        let store = match Self::open_kv(dir, opts) {
+            Ok(kv) => match kv.get(&keys::format())? {
+                Some(f) if &*f == format => Some(kv),
+                None if kv.ks.is_empty().map_err(|e| kv.error("open", e))? => {
+                    kv.ks
+                        .insert(keys::format(), format)
+                        .map_err(|e| kv.error("write format", e))?;
+                    Some(kv)
+                }
+                _ => None,
+            },
+            Err(_) => None,
+        };
+        let kv = match store {
+            Some(kv) => kv,
+            None => {
+                tracing::warn!(dir = %dir.display(), "materialized store of another format or unreadable: rebuilding");
+                std::fs::remove_dir_all(dir).map_err(|e| WalError::io(dir, e))?;
+                let kv = Self::open_kv(dir, opts)?;
+                kv.ks
+                    .insert(keys::format(), format)
+                    .map_err(|e| kv.error("write format", e))?;
+                kv
+            }
+        };
+        let counters = match kv.get(&keys::next())? {
+            Some(v) => Counters::decode(&v)?,
+            None => Counters::default(),
+        };
+        Ok(Materialized {
+            kv,
+            writer: Mutex::new(counters),
+        })
+    }
+
+    fn open_kv(dir: &Path, opts: MaterializedOptions) -> Result<Kv> {
+        let dir_err = |e: fjall::Error| {
+            WalError::io(
+                dir,
+                std::io::Error::other(format!("materialized store: open: {e}")),
+            )
+        };
+        let budget = opts.cache_bytes.max(4 << 20);
+        let db = fjall::Database::builder(dir)
+            .cache_size(budget / 2)
+            // fjall's smallest: bounds the journal replayed after a crash.
+            .max_journaling_size(64 << 20)
+            .open()
+            .map_err(dir_err)?;
+        let ks = db
+            .keyspace("versions", || {
+                fjall::KeyspaceCreateOptions::default().max_memtable_size(budget / 4)
+            })
+            .map_err(dir_err)?;
+        Ok(Kv {
+            db,
+            ks,
+            dir: Arc::new(dir.to_path_buf()),
+        })
+    }
+
+    /// The number of project `name`, assigned (and written) on first use.
+    pub fn project(&self, name: &str) -> Result<ProjectNo> {
+        let key = keys::project(name);
+        if key.len() > keys::MAX_KEY {
+            return Err(WalError::InvalidOp(format!(
+                "project name of {} bytes",
+                name.len()
+            )));
+        }
+        let mut counters = self.lock();
+        if let Some(v) = self.kv.get(&key)? {
+            let b: [u8; 4] = v
+                .as_ref()
+                .try_into()
+                .map_err(|_| self.kv.malformed("project number".into()))?;
+            return Ok(ProjectNo(u32::from_be_bytes(b)));
+        }
+        let mut next = *counters;
+        let n = Counters::take(&mut next.project)?;
+        let mut b = self.kv.db.batch();
+        b.insert(&self.kv.ks, key, n.to_be_bytes());
+        b.insert(&self.kv.ks, keys::next(), next.encode());
+        b.commit().map_err(|e| self.kv.error("write project", e))?;
+        *counters = next;
+        Ok(ProjectNo(n))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Counters> {
+        // A panic while holding it left no half-written batch (a batch is
+        // written whole or not at all), so the counters are still right.
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The last commit of incarnation `inc` this store holds, with its time.
+    pub fn applied(&self, project: ProjectNo, inc: BranchId) -> Result<Option<(Seq, CommitTime)>> {
+        let Some(v) = self.kv.get(&keys::applied(project.0, inc))? else {
+            return Ok(None);
+        };
+        let b: [u8; 16] = v
+            .as_ref()
+            .try_into()
+            .map_err(|_| self.kv.malformed("applied marker".into()))?;
+        let (s, t) = b.split_at(8);
+        let seq = u64::from_be_bytes(s.try_into().unwrap_or_default());
+        let time = i64::from_be_bytes(t.try_into().unwrap_or_default());
+        Ok(Some((Seq(seq), CommitTime(time))))
+    }
+
+    /// Applies `commit` on top of `view` (incarnation `commit.branch` at
+    /// `commit.seq - 1`) as one unsynced batch with its applied marker.
+    /// Returns `false` when the store already holds it (catch-up may offer
+    /// a commit twice); a commit after a gap is refused.
+    pub fn apply(&self, view: &View, commit: &Commit) -> Result<bool> {
+        let mut counters = self.lock();
+        apply::apply(&self.kv, &mut counters, view, commit)
+    }
+
+    /// The view of `inc` at `seq` in `project` (see `View::new`).
+    pub fn view(
+        &self,
+        project: ProjectNo,
+        inc: BranchId,
+        seq: Seq,
+        base_of: impl Fn(BranchId) -> Option<ViewBase>,
+    ) -> Result<View> {
+        View::new(project.0, inc, seq, base_of)
+    }
+
+    /// The collection `ns` as `view` sees it.
+    pub fn collection(&self, view: &View, ns: &Namespace) -> Result<Option<CollectionView>> {
+        Ok(read_entry(&self.kv, view, ns)?.map(|entry| CollectionView {
+            kv: self.kv.clone(),
+            view: view.clone(),
+            entry,
+        }))
+    }
+
+    /// Every collection `view` sees, in namespace order.
+    pub fn namespaces(&self, view: &View) -> Result<Vec<(Namespace, CollectionEntry)>> {
+        list_entries(&self.kv, view)
+    }
+
+    /// Database names `view` sees, sorted.
+    pub fn databases(&self, view: &View) -> Result<Vec<String>> {
+        let mut dbs: Vec<String> = Vec::new();
+        for (ns, _) in self.namespaces(view)? {
+            if dbs.last() != Some(&ns.db) {
+                dbs.push(ns.db);
+            }
+        }
+        Ok(dbs)
+    }
+
+    /// Waits until the KV has no flush or compaction running (benchmarks).
+    pub fn busy(&self) -> bool {
+        self.kv.db.active_compactions() > 0 || self.kv.db.outstanding_flushes() > 0
+    }
+
+    /// Bytes on disk (benchmarks).
+    pub fn disk_space(&self) -> u64 {
+        self.kv.db.disk_space().unwrap_or(0)
+    }
+}
+
+pub(crate) fn read_entry(kv: &Kv, view: &View, ns: &Namespace) -> Result<Option<CollectionEntry>> {
+    let item = keys::namespace(ns);
+    let p = view.project;
+    match scan::point(kv, view, |l| keys::catalog(p, l.inc), &item)? {
+        Some(v) => CollectionEntry::decode(&v),
+        None => Ok(None),
+    }
+}
+
+pub(crate) fn list_entries(kv: &Kv, view: &View) -> Result<Vec<(Namespace, CollectionEntry)>> {
+    let p = view.project;
+    let mut out = Vec::new();
+    for r in scan::Merge::new(kv, view, |l| keys::catalog(p, l.inc), scan::all) {
+        let (item, v) = r?;
+        let ns = keys::namespace_from(&item).ok_or_else(|| kv.malformed("namespace key".into()))?;
+        if let Some(e) = CollectionEntry::decode(&v)? {
+            out.push((ns, e));
+        }
+    }
+    Ok(out)
+}
+
+/// One collection as a view sees it: what `CollectionState` is for the
+/// in-memory model, over the KV.
+#[derive(Clone)]
+pub struct CollectionView {
+    kv: Kv,
+    view: View,
+    entry: CollectionEntry,
+}
+
+/// A collection scan: `(IdKey, Doc)` in `_id` order.
+pub struct DocScan {
+    merge: scan::Merge,
+    kv: Kv,
+}
+
+impl Iterator for DocScan {
+    type Item = Result<(IdKey, Doc)>;
+    fn next(&mut self) -> Option<Self::Item> {
+        Some(match self.merge.next()? {
+            Ok((item, v)) => {
+                Doc::from_value(&self.kv, v).map(|d| (IdKey::from_key_bytes(&item), d))
+            }
+            Err(e) => Err(e),
+        })
+    }
+}
+
+impl CollectionView {
+    pub fn entry(&self) -> &CollectionEntry {
+        &self.entry
+    }
+
+    pub fn options(&self) -> &Document {
+        &self.entry.options
+    }
+
+    /// Index specs, `_id_` first.
+    pub fn indexes(&self) -> Vec<Document> {
+        self.entry.specs()
+    }
+
+    fn docs_prefix(&self) -> impl Fn(&Level) -> Vec<u8> + use<> {
+        let (p, n) = (self.view.project, self.entry.number);
+        move |l| keys::docs(p, l.inc, n)
+    }
+
+    pub fn get(&self, id: &Bson) -> Result<Option<Doc>> {
+        self.get_by_key(&IdKey::from_bson(id))
+    }
+
+    pub fn get_by_key(&self, key: &IdKey) -> Result<Option<Doc>> {
+        self.get_by_key_bytes(key.as_bytes())
+    }
+
+    /// The document whose key bytes are `key` (as a scan gives them).
+    pub fn get_by_key_bytes(&self, key: &[u8]) -> Result<Option<Doc>> {
+        scan::point(&self.kv, &self.view, self.docs_prefix(), key)?
+            .map(|v| Doc::from_value(&self.kv, v))
+            .transpose()
+    }
+
+    /// Every document, in `_id` order.
+    pub fn scan(&self) -> DocScan {
+        self.scan_from(None)
+    }
+
+    /// The documents after the one whose key is `after` (all when `None`),
+    /// in `_id` order: a cursor keeps its view and last key, not an iterator.
+    pub fn scan_from(&self, after: Option<&[u8]>) -> DocScan {
+        let merge = match after {
+            Some(a) => scan::Merge::new(&self.kv, &self.view, self.docs_prefix(), |p| {
+                scan::after(p, a)
+            }),
+            None => scan::Merge::new(&self.kv, &self.view, self.docs_prefix(), scan::all),
+        };
+        DocScan {
+            merge,
+            kv: self.kv.clone(),
+        }
+    }
+
+    /// The number of documents (a scan: see DESIGN.md's open question 2).
+    pub fn len(&self) -> Result<u64> {
+        let mut n = 0;
+        for r in scan::Merge::new(&self.kv, &self.view, self.docs_prefix(), scan::all) {
+            r?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+}

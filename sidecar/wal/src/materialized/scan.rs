@@ -1,0 +1,181 @@
+//! The level merge: what a view sees of a range of versioned items, each
+//! item's newest version at or below its level's bound, the child-most level
+//! winning, absent items (tombstones) dropped.
+//!
+//! Used for collection scans and `scan_from` (`d` space), index entries
+//! (`i`) and the collection catalog (`c`). Items come out in byte order of
+//! the item, which is `IdKey` order for documents.
+
+use super::Kv;
+use super::keys::{self, ABSENT, SEQ_LEN};
+use super::view::{Level, View};
+use crate::error::Result;
+use crate::types::Seq;
+use fjall::Slice;
+use std::ops::Bound;
+
+/// One level's iterator: yields each item's newest version at or below the
+/// bound (tombstones included: the merge needs them to hide ancestors).
+struct LevelIter {
+    iter: fjall::Iter,
+    prefix_len: usize,
+    bound: Seq,
+    /// The item last yielded: its older versions are skipped.
+    last: Option<Vec<u8>>,
+    kv: Kv,
+}
+
+impl LevelIter {
+    fn next_visible(&mut self) -> Result<Option<(Vec<u8>, Slice)>> {
+        for guard in self.iter.by_ref() {
+            let (k, v) = guard.into_inner().map_err(|e| self.kv.error("scan", e))?;
+            let Some(end) = k
+                .len()
+                .checked_sub(SEQ_LEN)
+                .filter(|e| *e >= self.prefix_len)
+            else {
+                return Err(self
+                    .kv
+                    .malformed(format!("key of {} bytes in a scan", k.len())));
+            };
+            let item = &k[self.prefix_len..end];
+            if self.last.as_deref() == Some(item) {
+                continue;
+            }
+            let seq = keys::seq_of(&k).unwrap_or(Seq::ZERO);
+            if seq > self.bound {
+                continue;
+            }
+            self.last = Some(item.to_vec());
+            return Ok(Some((item.to_vec(), v)));
+        }
+        Ok(None)
+    }
+}
+
+/// The merged items of a view under one per-level prefix, optionally
+/// restricted to items starting with `within` and above `after`.
+pub(crate) struct Merge {
+    levels: Vec<LevelIter>,
+    heads: Vec<Option<(Vec<u8>, Slice)>>,
+    started: bool,
+}
+
+/// The key range of one level a merge covers, from that level's prefix.
+pub(crate) type Range = (Bound<Vec<u8>>, Bound<Vec<u8>>);
+
+/// Every item under `p`.
+pub(crate) fn all(p: &[u8]) -> Range {
+    within(p, &[])
+}
+
+/// Items under `p` starting with `sub` (an index key, say).
+pub(crate) fn within(p: &[u8], sub: &[u8]) -> Range {
+    let mut lo = p.to_vec();
+    lo.extend_from_slice(sub);
+    let hi = keys::successor(&lo).map_or(Bound::Unbounded, Bound::Excluded);
+    (Bound::Included(lo), hi)
+}
+
+/// Items under `p` strictly after the item `after`.
+pub(crate) fn after(p: &[u8], after: &[u8]) -> Range {
+    let (_, hi) = all(p);
+    (Bound::Excluded(keys::after_item(p, after)), hi)
+}
+
+impl Merge {
+    /// `prefix(level)` is the level's key prefix (`d P inc coll`, …);
+    /// `range(prefix)` the part of it to merge.
+    pub(crate) fn new(
+        kv: &Kv,
+        view: &View,
+        prefix: impl Fn(&Level) -> Vec<u8>,
+        range: impl Fn(&[u8]) -> Range,
+    ) -> Merge {
+        let mut levels = Vec::with_capacity(view.levels.len());
+        for level in view.levels.iter() {
+            let p = prefix(level);
+            levels.push(LevelIter {
+                iter: kv.ks.range::<Vec<u8>, _>(range(&p)),
+                prefix_len: p.len(),
+                bound: level.bound,
+                last: None,
+                kv: kv.clone(),
+            });
+        }
+        let heads = vec![None; levels.len()];
+        Merge {
+            levels,
+            heads,
+            started: false,
+        }
+    }
+
+    /// The next visible item and its live value (tombstones skipped).
+    pub(crate) fn next_item(&mut self) -> Result<Option<(Vec<u8>, Slice)>> {
+        if !self.started {
+            for i in 0..self.levels.len() {
+                self.heads[i] = self.levels[i].next_visible()?;
+            }
+            self.started = true;
+        }
+        loop {
+            // The smallest item; the child-most level holding it wins.
+            let mut win: Option<usize> = None;
+            for (i, h) in self.heads.iter().enumerate() {
+                if let Some((item, _)) = h
+                    && win.is_none_or(|w| self.heads[w].as_ref().is_some_and(|(b, _)| item < b))
+                {
+                    win = Some(i);
+                }
+            }
+            let Some(w) = win else { return Ok(None) };
+            let (item, value) = self.heads[w].take().unwrap_or_default();
+            self.heads[w] = self.levels[w].next_visible()?;
+            for i in w + 1..self.levels.len() {
+                if self.heads[i].as_ref().is_some_and(|(b, _)| *b == item) {
+                    self.heads[i] = self.levels[i].next_visible()?;
+                }
+            }
+            if value.first() == Some(&ABSENT) {
+                continue;
+            }
+            return Ok(Some((item, value)));
+        }
+    }
+}
+
+impl Iterator for Merge {
+    type Item = Result<(Vec<u8>, Slice)>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_item().transpose()
+    }
+}
+
+/// One item's version a view sees: the first level with a version at or
+/// below its bound answers (`None`: no level has the item, or the answer
+/// is a tombstone).
+pub(crate) fn point(
+    kv: &Kv,
+    view: &View,
+    prefix: impl Fn(&Level) -> Vec<u8>,
+    item: &[u8],
+) -> Result<Option<Slice>> {
+    for level in view.levels.iter() {
+        let p = prefix(level);
+        let from = keys::versioned(&p, item, level.bound);
+        if from.len() > keys::MAX_KEY {
+            // Never written (`apply` refuses such keys): nothing to find.
+            return Ok(None);
+        }
+        let to = keys::after_item(&p, item);
+        if let Some(guard) = kv.ks.range(from..=to).next() {
+            let v = guard.value().map_err(|e| kv.error("point read", e))?;
+            if v.first() == Some(&ABSENT) {
+                return Ok(None);
+            }
+            return Ok(Some(v));
+        }
+    }
+    Ok(None)
+}

@@ -172,6 +172,14 @@ error_codes! {
     Location51003 = 51003,
     // `configureFailPoint` of a fail point Argon does not have.
     FailPointSetFailed = 266,
+    // A write that a collection's validator refuses.
+    DocumentValidationFailure = 121,
+    // Server-side JavaScript, which Argon has no engine for (as a mongod
+    // with `security.javascriptEnabled: false`): `$where`, `$function` and
+    // `$accumulator`, `mapReduce`.
+    Location6108304 = 6108304,
+    Location31264 = 31264,
+    Location31246 = 31246,
 }
 
 /// Names of MongoDB codes Argon never raises itself but a client may name
@@ -186,7 +194,6 @@ const OTHER_CODE_NAMES: &[(i32, &str)] = &[
     (89, "NetworkTimeout"),
     (91, "ShutdownInProgress"),
     (100, "UnsatisfiableWriteConcern"),
-    (121, "DocumentValidationFailure"),
     (133, "FailedToSatisfyReadPreference"),
     (134, "ReadConcernMajorityNotAvailableYet"),
     (150, "StaleEpoch"),

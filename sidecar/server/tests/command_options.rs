@@ -698,7 +698,6 @@ async fn unknown_fields_fail_with_40415_and_change_nothing() {
     // name, never stored and ignored.
     for option in [
         doc! {"capped": true, "size": 4096},
-        doc! {"validator": {"a": {"$exists": true}}},
         doc! {"timeseries": {"timeField": "t"}},
     ] {
         let mut cmd = doc! {"create": "never"};

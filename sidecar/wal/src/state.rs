@@ -608,6 +608,12 @@ impl BranchState {
                 coll.sync_keymaps();
                 None
             }
+            DocOp::SetCollectionOptions { ns, options } => {
+                if let Some(coll) = self.colls.get_mut(ns) {
+                    coll.options = Arc::new(options.clone());
+                }
+                None
+            }
             DocOp::DropIndex { ns, name } => {
                 if name != "_id_"
                     && let Some(coll) = self.colls.get_mut(ns)
@@ -930,6 +936,7 @@ mod tests {
                 .prop_map(|(ns, name)| DocOp::DropIndex { ns, name: name.into() }),
             1 => (ns.clone(), ns.clone()).prop_map(|(from, to)| DocOp::RenameCollection { from, to }),
             1 => ns.clone().prop_map(|ns| DocOp::DropCollection { ns }),
+            1 => ns.clone().prop_map(|ns| DocOp::SetCollectionOptions { ns, options: doc! {"validator": {"a": 1}} }),
             1 => ns.prop_map(|ns| DocOp::CreateCollection { ns, options: doc! {} }),
         ]
     }

@@ -112,6 +112,7 @@ pub async fn create(ctx: &Ctx<'_>) -> Result<Document> {
     if let Some(spec) = collation.as_ref().and_then(|c| c.spec()) {
         options.insert("collation", spec.clone());
     }
+    crate::validation::apply_options(ctx.cmd, "create", &mut options)?;
     let ns = Namespace::new(target.db.as_str(), coll.as_str());
     let (_, info) = commit(ctx, &target, move |state| {
         if state.collection(&ns).is_some() {

@@ -97,14 +97,16 @@ pub(crate) const INDEX_SPEC: Fields = Fields {
 /// `create` of a collection (a view's fields are `view::create`'s).
 pub(crate) const CREATE: Fields = Fields {
     what: "create",
-    known: &["collation"],
+    known: &[
+        "collation",
+        "validator",
+        "validationLevel",
+        "validationAction",
+    ],
     unsupported: &[
         "capped",
         "size",
         "max",
-        "validator",
-        "validationLevel",
-        "validationAction",
         "storageEngine",
         "indexOptionDefaults",
         "timeseries",
@@ -119,6 +121,39 @@ pub(crate) const CREATE: Fields = Fields {
         "temp",
     ],
     generic: true,
+};
+
+/// `collMod` (see `coll_mod`).
+pub(crate) const COLL_MOD: Fields = Fields {
+    what: "collMod",
+    known: &["validator", "validationLevel", "validationAction", "index"],
+    unsupported: &[
+        "viewOn",
+        "pipeline",
+        "expireAfterSeconds",
+        "changeStreamPreAndPostImages",
+        "timeseries",
+        "cappedSize",
+        "cappedMax",
+        "clusteredIndex",
+        "recordPreImages",
+        "dryRun",
+        "collectionUUID",
+    ],
+    generic: true,
+};
+
+/// `collMod.index`: which index, and the change.
+pub(crate) const COLL_MOD_INDEX: Fields = Fields {
+    what: "collMod.index",
+    known: &["name", "keyPattern", "hidden"],
+    unsupported: &[
+        "expireAfterSeconds",
+        "unique",
+        "prepareUnique",
+        "forceNonUnique",
+    ],
+    generic: false,
 };
 
 pub(crate) const FIND: Fields = Fields {
@@ -198,7 +233,7 @@ pub(crate) const AGGREGATE: Fields = Fields {
         "hint",
         "collation",
         "let",
-        // No document validation exists to bypass.
+        // For `$out` / `$merge` (`crate::validation`).
         "bypassDocumentValidation",
     ],
     unsupported: &["explain"],
@@ -356,6 +391,8 @@ const ALL: &[&Fields] = &[
     &BULK_UPDATE,
     &BULK_DELETE,
     &CREATE,
+    &COLL_MOD,
+    &COLL_MOD_INDEX,
     &INDEX_SPEC,
 ];
 

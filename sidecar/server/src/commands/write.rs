@@ -36,9 +36,11 @@ pub(super) enum Put {
     Upsert,
 }
 
-/// Writes `doc` through the transaction: storage limits here (the
+/// Writes `doc` through the transaction: the collection's validator
+/// (`crate::validation`, the one place), storage limits here (the
 /// server's), index rules in the WAL (`argon_wal::unique`, the one place).
 pub(super) fn put(t: &mut Transaction, ns: &Namespace, doc: &Document, how: Put) -> Result<()> {
+    crate::validation::check(t.state(), ns, doc)?;
     let raw = argon_wal::rawdoc::encode(doc).map_err(|e| CommandError::bad_value(e.to_string()))?;
     match how {
         Put::Insert => {}

@@ -1,0 +1,706 @@
+//! What a collection's rules enforce, against the real binary through the
+//! Rust driver (and pymongo where a driver's own helpers matter): document
+//! validation (`validator`, `validationLevel`, `validationAction`,
+//! `bypassDocumentValidation`, `collMod`) on both stores, and the refusal
+//! of server-side JavaScript by name with MongoDB's codes.
+
+mod common;
+
+use argon_testkit::FerretDb;
+use bson::{Bson, Document, doc};
+use common::sidecar::Sidecar;
+use futures::TryStreamExt;
+use mongodb::{Client, Database};
+
+async fn server() -> (Sidecar, tempfile::TempDir, Client) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let sidecar = Sidecar::standalone(&dir.path().join("wal"))
+        .await
+        .expect("argon-sidecar starts");
+    let client = sidecar.client().await.expect("a client");
+    (sidecar, dir, client)
+}
+
+/// The command's error (or its first write error): code and the whole
+/// error document as the server sent it.
+async fn error_of(db: &Database, cmd: Document) -> Option<(i32, Document)> {
+    match db.run_command(cmd).await {
+        Ok(reply) => reply
+            .get_array("writeErrors")
+            .ok()
+            .and_then(|e| e.first())
+            .and_then(Bson::as_document)
+            .map(|e| (e.get_i32("code").expect("a code"), e.clone())),
+        Err(e) => match &*e.kind {
+            mongodb::error::ErrorKind::Command(c) => {
+                Some((c.code, doc! {"errmsg": c.message.clone()}))
+            }
+            other => panic!("not a command error: {other:?}"),
+        },
+    }
+}
+
+async fn code_of(db: &Database, cmd: Document) -> Option<i32> {
+    error_of(db, cmd).await.map(|(c, _)| c)
+}
+
+// ---- server-side JavaScript -------------------------------------------------------
+
+#[tokio::test]
+async fn server_side_javascript_is_refused_by_name() {
+    let (_s, _d, client) = server().await;
+    let db = client.database("js");
+    db.collection::<Document>("c")
+        .insert_one(doc! {"_id": 1, "a": 1})
+        .await
+        .unwrap();
+    let no_engine = "Cannot run server-side javascript without the javascript engine enabled";
+    // `$where`: as a mongod without a script engine, in every command
+    // that takes a filter, even where nothing would match.
+    for cmd in [
+        doc! {"find": "c", "filter": {"$where": "this.a == 1"}},
+        doc! {"find": "nothing", "filter": {"$where": "true"}},
+        doc! {"count": "c", "query": {"$where": "true"}},
+        doc! {"delete": "c", "deletes": [{"q": {"$where": "true"}, "limit": 0}]},
+        doc! {"update": "c", "updates": [{"q": {"$where": "true"}, "u": {"$set": {"b": 1}}}]},
+        doc! {"aggregate": "c", "pipeline": [{"$match": {"$where": "true"}}], "cursor": {}},
+    ] {
+        let (code, err) = error_of(&db, cmd.clone()).await.expect("refused");
+        assert_eq!(code, 6108304, "{cmd}");
+        assert_eq!(
+            err.get_str("errmsg").unwrap(),
+            "no globalScriptEngine in $where parsing"
+        );
+    }
+    let function =
+        doc! {"$function": {"body": "function(x) { return x; }", "args": ["$a"], "lang": "js"}};
+    for cmd in [
+        doc! {"aggregate": "c", "pipeline": [{"$project": {"x": function.clone()}}], "cursor": {}},
+        doc! {"find": "c", "filter": {"$expr": function.clone()}},
+        doc! {"aggregate": "c", "pipeline": [{"$group": {"_id": null, "x": {"$accumulator": {
+        "init": "function() { return 0; }", "accumulate": "function(s, v) { return s + v; }",
+        "accumulateArgs": ["$a"], "merge": "function(a, b) { return a + b; }", "lang": "js"}}}}], "cursor": {}},
+    ] {
+        let (code, err) = error_of(&db, cmd.clone()).await.expect("refused");
+        assert_eq!(code, 31264, "{cmd}");
+        assert_eq!(err.get_str("errmsg").unwrap(), no_engine);
+    }
+    let (code, err) = error_of(
+        &db,
+        doc! {"mapReduce": "c", "map": "function() { emit(this.a, 1); }",
+        "reduce": "function(k, v) { return Array.sum(v); }", "out": {"inline": 1}},
+    )
+    .await
+    .expect("refused");
+    assert_eq!(code, 31246);
+    assert_eq!(err.get_str("errmsg").unwrap(), no_engine);
+    // Nothing was written by the refused update.
+    let left = db
+        .collection::<Document>("c")
+        .find_one(doc! {})
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(left, doc! {"_id": 1, "a": 1});
+    assert_eq!(code_of(&db, doc! {"ping": 1}).await, None);
+}
+
+// ---- validation -------------------------------------------------------------------
+
+/// MongoDB's documented `$jsonSchema` example (schema validation).
+fn students_schema() -> Document {
+    doc! {"$jsonSchema": {
+        "bsonType": "object",
+        "title": "Student Object Validation",
+        "required": ["address", "major", "name", "year"],
+        "properties": {
+            "name": {"bsonType": "string", "description": "'name' must be a string and is required"},
+            "year": {"bsonType": "int", "minimum": 2017, "maximum": 3017,
+                     "description": "'year' must be an integer in [ 2017, 3017 ] and is required"},
+            "gpa": {"bsonType": ["double"], "description": "'gpa' must be a double if the field exists"},
+        },
+    }}
+}
+
+async fn all(db: &Database, coll: &str) -> Vec<Document> {
+    db.collection::<Document>(coll)
+        .find(doc! {})
+        .sort(doc! {"_id": 1})
+        .await
+        .expect("find")
+        .try_collect()
+        .await
+        .expect("documents")
+}
+
+/// Every write path refuses an invalid document with 121 and lets it
+/// through with `bypassDocumentValidation`; valid writes pass.
+async fn every_write_path_is_validated(client: &Client, store: &str) {
+    let db = client.database("val");
+    db.run_command(
+        doc! {"create": "c", "validator": {"qty": {"$gte": 0}, "name": {"$type": "string"}}},
+    )
+    .await
+    .expect("create with a validator");
+    let ok = |i: i32| doc! {"_id": i, "qty": i, "name": format!("n{i}")};
+    db.collection::<Document>("c")
+        .insert_many([ok(1), ok(2), ok(3)])
+        .await
+        .expect("valid documents");
+    let bad_writes: Vec<(&str, Document)> = vec![
+        (
+            "insert",
+            doc! {"insert": "c", "documents": [{"_id": 10, "qty": -1, "name": "x"}]},
+        ),
+        (
+            "update $set",
+            doc! {"update": "c", "updates": [{"q": {"_id": 1}, "u": {"$set": {"qty": -5}}}]},
+        ),
+        (
+            "replacement",
+            doc! {"update": "c", "updates": [{"q": {"_id": 1}, "u": {"qty": 1}}]},
+        ),
+        (
+            "upsert",
+            doc! {"update": "c", "updates": [{"q": {"_id": 11}, "u": {"$set": {"qty": -1, "name": "u"}}, "upsert": true}]},
+        ),
+        (
+            "pipeline update",
+            doc! {"update": "c", "updates": [{"q": {"_id": 2}, "u": [{"$set": {"name": 7}}]}]},
+        ),
+        (
+            "findAndModify",
+            doc! {"findAndModify": "c", "query": {"_id": 3}, "update": {"$unset": {"name": ""}}},
+        ),
+        (
+            "findAndModify upsert",
+            doc! {"findAndModify": "c", "query": {"_id": 12}, "update": {"$set": {"qty": -3}}, "upsert": true},
+        ),
+        (
+            "$merge",
+            doc! {"aggregate": "c", "pipeline": [{"$match": {"_id": 1}}, {"$set": {"qty": -9}}, {"$merge": {"into": "c"}}], "cursor": {}},
+        ),
+    ];
+    for (what, cmd) in &bad_writes {
+        let (code, err) = error_of(&db, cmd.clone())
+            .await
+            .unwrap_or_else(|| panic!("{store}: {what} was accepted"));
+        assert_eq!(code, 121, "{store}: {what}: {err}");
+    }
+    // `$out` into a collection with a validator.
+    db.run_command(doc! {"create": "src"})
+        .await
+        .expect("create src");
+    db.collection::<Document>("src")
+        .insert_one(doc! {"_id": 1, "qty": -1})
+        .await
+        .expect("a source document");
+    let out = doc! {"aggregate": "src", "pipeline": [{"$out": "c"}], "cursor": {}};
+    assert_eq!(code_of(&db, out.clone()).await, Some(121), "{store}: $out");
+    // Client-level bulkWrite.
+    let admin = client.database("admin");
+    let bulk = doc! {"bulkWrite": 1, "ops": [{"insert": 0, "document": {"_id": 20, "qty": -1, "name": "b"}}], "nsInfo": [{"ns": "val.c"}]};
+    let reply = admin
+        .run_command(bulk.clone())
+        .await
+        .expect("bulkWrite answers");
+    assert_eq!(
+        reply.get_i32("nErrors").expect("the reply has it"),
+        1,
+        "{store}: {reply}"
+    );
+    let first = reply
+        .get_document("cursor")
+        .expect("the reply has it")
+        .get_array("firstBatch")
+        .expect("the reply has it")[0]
+        .as_document()
+        .expect("the reply has it")
+        .clone();
+    assert_eq!(
+        first.get_i32("code").expect("the reply has it"),
+        121,
+        "{store}: bulkWrite {first}"
+    );
+    assert!(first.get_document("errInfo").is_ok(), "{store}: {first}");
+    assert_eq!(
+        all(&db, "c").await,
+        vec![ok(1), ok(2), ok(3)],
+        "{store}: nothing invalid was written"
+    );
+
+    // Each with bypassDocumentValidation goes through.
+    for (what, cmd) in bad_writes.iter().chain([("$out", out.clone())].iter()) {
+        let mut cmd = cmd.clone();
+        cmd.insert("bypassDocumentValidation", true);
+        assert_eq!(code_of(&db, cmd).await, None, "{store}: {what} with bypass");
+    }
+    let mut bulk = bulk;
+    bulk.insert("bypassDocumentValidation", true);
+    let reply = admin.run_command(bulk).await.expect("bulkWrite answers");
+    assert_eq!(
+        reply.get_i32("nErrors").expect("the reply has it"),
+        0,
+        "{store}: {reply}"
+    );
+    let after = all(&db, "c").await;
+    assert!(
+        after.iter().any(|d| d.get_i32("_id").ok() == Some(20)),
+        "{store}: {after:?}"
+    );
+    assert!(
+        after.iter().any(|d| d.get_i32("qty").ok() == Some(-1)),
+        "{store}: {after:?}"
+    );
+    // Unordered inserts: the invalid one fails alone.
+    let reply = db
+        .run_command(doc! {"insert": "c2", "documents": [{"_id": 1}], "ordered": false})
+        .await
+        .expect("c2");
+    assert_eq!(reply.get_i32("n").expect("the reply has it"), 1);
+    db.run_command(doc! {"collMod": "c2", "validator": {"a": {"$exists": true}}})
+        .await
+        .expect("collMod");
+    let reply = db
+        .run_command(doc! {"insert": "c2", "documents": [{"_id": 2, "a": 1}, {"_id": 3}, {"_id": 4, "a": 2}], "ordered": false})
+        .await
+        .expect("insert answers");
+    assert_eq!(
+        reply.get_i32("n").expect("the reply has it"),
+        2,
+        "{store}: {reply}"
+    );
+    let errors = reply.get_array("writeErrors").expect("the reply has it");
+    assert_eq!(errors.len(), 1);
+    assert_eq!(
+        errors[0]
+            .as_document()
+            .expect("the reply has it")
+            .get_i32("index")
+            .expect("the reply has it"),
+        1
+    );
+}
+
+#[tokio::test]
+async fn validators_hold_on_every_write_path_on_both_stores() {
+    let (_s, _d, client) = server().await;
+    every_write_path_is_validated(&client, "embedded").await;
+    let ferretdb = FerretDb::start().await.expect("FerretDB starts");
+    let on_ferretdb = Sidecar::on_store("argon-sidecar-ferretdb", ferretdb.uri(), "rules")
+        .await
+        .expect("a sidecar on FerretDB starts");
+    let client = on_ferretdb.client().await.expect("a client");
+    every_write_path_is_validated(&client, "FerretDB").await;
+}
+
+#[tokio::test]
+async fn error_info_is_shaped_as_mongodb_reports_it() {
+    let (_s, _d, client) = server().await;
+    let db = client.database("val");
+    db.run_command(doc! {"create": "students", "validator": students_schema()})
+        .await
+        .expect("create");
+    let err = db
+        .collection::<Document>("students")
+        .insert_one(
+            doc! {"_id": 1, "name": "Alice", "year": 2019i32, "major": "History", "gpa": 3i32},
+        )
+        .await
+        .expect_err("gpa is an int");
+    let mongodb::error::ErrorKind::Write(mongodb::error::WriteFailure::WriteError(w)) = &*err.kind
+    else {
+        panic!("a write error: {err:?}");
+    };
+    assert_eq!(w.code, 121);
+    assert_eq!(w.message, "Document failed validation");
+    assert_eq!(
+        w.details.clone().expect("errInfo"),
+        doc! {
+            "failingDocumentId": 1,
+            "details": {
+                "operatorName": "$jsonSchema",
+                "title": "Student Object Validation",
+                "schemaRulesNotSatisfied": [
+                    {"operatorName": "properties", "propertiesNotSatisfied": [
+                        {"propertyName": "gpa", "description": "'gpa' must be a double if the field exists", "details": [
+                            {"operatorName": "bsonType", "specifiedAs": {"bsonType": ["double"]}, "reason": "type did not match", "consideredValue": 3, "consideredType": "int"},
+                        ]},
+                    ]},
+                    {"operatorName": "required", "specifiedAs": {"required": ["address", "major", "name", "year"]}, "missingProperties": ["address"]},
+                ],
+            },
+        }
+    );
+    // A query-operator validator: the clauses not satisfied.
+    db.run_command(doc! {"create": "q", "validator": {"$or": [{"phone": {"$type": "string"}}, {"email": {"$regex": "@"}}], "status": {"$in": ["A", "B"]}}})
+        .await
+        .expect("create q");
+    let (code, err) = error_of(
+        &db,
+        doc! {"insert": "q", "documents": [{"_id": 5, "phone": 1, "status": "C"}]},
+    )
+    .await
+    .expect("refused");
+    assert_eq!(code, 121);
+    assert_eq!(
+        err.get_document("errInfo")
+            .unwrap()
+            .get_document("details")
+            .unwrap(),
+        &doc! {"operatorName": "$and", "clausesNotSatisfied": [
+            {"index": 0, "details": {"operatorName": "$or", "clausesNotSatisfied": [
+                {"index": 0, "details": {"operatorName": "$type", "specifiedAs": {"phone": {"$type": "string"}}, "reason": "type did not match", "consideredValue": 1, "consideredType": "int"}},
+                {"index": 1, "details": {"operatorName": "$regex", "specifiedAs": {"email": {"$regex": "@"}}, "reason": "field was missing"}},
+            ]}},
+            {"index": 1, "details": {"operatorName": "$in", "specifiedAs": {"status": {"$in": ["A", "B"]}}, "reason": "no matching value found in array", "consideredValue": "C"}},
+        ]}
+    );
+    // $jsonSchema is a query operator too.
+    db.collection::<Document>("plain")
+        .insert_many([doc! {"_id": 1, "a": "x"}, doc! {"_id": 2, "a": 5}])
+        .await
+        .unwrap();
+    let found: Vec<Document> = db
+        .collection::<Document>("plain")
+        .find(doc! {"$jsonSchema": {"properties": {"a": {"bsonType": "int"}}}})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(found, vec![doc! {"_id": 2, "a": 5}]);
+}
+
+#[tokio::test]
+async fn levels_and_actions() {
+    let (_s, _d, client) = server().await;
+    let db = client.database("val");
+    let c = db.collection::<Document>("c");
+    c.insert_many([
+        doc! {"_id": 1, "a": 1},
+        doc! {"_id": 2, "a": "old and invalid"},
+    ])
+    .await
+    .unwrap();
+    db.run_command(
+        doc! {"collMod": "c", "validator": {"a": {"$type": "int"}}, "validationLevel": "moderate"},
+    )
+    .await
+    .expect("collMod");
+    // Moderate: an invalid document may be updated (and stay invalid),
+    // a valid one may not become invalid, inserts are checked.
+    c.update_one(doc! {"_id": 2}, doc! {"$set": {"b": 1}})
+        .await
+        .expect("an invalid document is not checked");
+    assert_eq!(
+        code_of(
+            &db,
+            doc! {"update": "c", "updates": [{"q": {"_id": 1}, "u": {"$set": {"a": "x"}}}]}
+        )
+        .await,
+        Some(121)
+    );
+    assert_eq!(
+        code_of(
+            &db,
+            doc! {"insert": "c", "documents": [{"_id": 3, "a": "x"}]}
+        )
+        .await,
+        Some(121)
+    );
+    // Strict: the invalid document can no longer be updated.
+    db.run_command(doc! {"collMod": "c", "validationLevel": "strict"})
+        .await
+        .unwrap();
+    assert_eq!(
+        code_of(
+            &db,
+            doc! {"update": "c", "updates": [{"q": {"_id": 2}, "u": {"$set": {"b": 2}}}]}
+        )
+        .await,
+        Some(121)
+    );
+    // Warn: accepted (and logged).
+    db.run_command(doc! {"collMod": "c", "validationAction": "warn"})
+        .await
+        .unwrap();
+    assert_eq!(
+        code_of(
+            &db,
+            doc! {"insert": "c", "documents": [{"_id": 4, "a": "x"}]}
+        )
+        .await,
+        None
+    );
+    // Off: nothing is checked.
+    db.run_command(doc! {"collMod": "c", "validationAction": "error", "validationLevel": "off"})
+        .await
+        .unwrap();
+    assert_eq!(
+        code_of(
+            &db,
+            doc! {"insert": "c", "documents": [{"_id": 5, "a": "x"}]}
+        )
+        .await,
+        None
+    );
+    let options = collection_options(&db, "c").await;
+    assert_eq!(
+        options,
+        doc! {"validator": {"a": {"$type": "int"}}, "validationLevel": "off", "validationAction": "error"}
+    );
+    // Bad values are refused with MongoDB's codes, and nothing changes.
+    for (cmd, code) in [
+        (doc! {"collMod": "c", "validationLevel": "lax"}, 2),
+        (doc! {"collMod": "c", "validationAction": 5}, 14),
+        (doc! {"collMod": "c", "validator": "no"}, 14),
+        (doc! {"collMod": "c", "validator": {"$bogus": 1}}, 2),
+        (doc! {"collMod": "c", "cappedSize": 100}, 115),
+        (doc! {"collMod": "c", "nope": 1}, 40415),
+        (doc! {"collMod": "missing", "validationLevel": "strict"}, 26),
+        (doc! {"create": "d", "validationAction": "explode"}, 2),
+    ] {
+        assert_eq!(code_of(&db, cmd.clone()).await, Some(code), "{cmd}");
+    }
+    assert_eq!(collection_options(&db, "c").await, options);
+}
+
+async fn collection_options(db: &Database, name: &str) -> Document {
+    let reply = db
+        .run_command(doc! {"listCollections": 1, "filter": {"name": name}})
+        .await
+        .expect("listCollections");
+    reply
+        .get_document("cursor")
+        .and_then(|c| c.get_array("firstBatch"))
+        .expect("a batch")
+        .first()
+        .and_then(Bson::as_document)
+        .and_then(|d| d.get_document("options").ok())
+        .cloned()
+        .unwrap_or_else(|| panic!("{name} is listed: {reply}"))
+}
+
+#[tokio::test]
+async fn validators_are_branch_state() {
+    let (_s, _d, client) = server().await;
+    let db = client.database("t");
+    let admin = client.database("admin");
+    db.run_command(doc! {"create": "c", "validator": {"a": {"$gte": 0}}})
+        .await
+        .unwrap();
+    let head = admin
+        .run_command(doc! {"argonLogInfo": "main"})
+        .await
+        .expect("log info")
+        .get_document("branch")
+        .and_then(|b| b.get_i64("headSeq"))
+        .expect("headSeq");
+    admin
+        .run_command(doc! {"argonCreateBranch": "dev", "from": "main"})
+        .await
+        .expect("branch");
+    db.run_command(doc! {"collMod": "c", "validator": {"a": {"$gte": 10}}})
+        .await
+        .unwrap();
+    assert_eq!(
+        code_of(&db, doc! {"insert": "c", "documents": [{"_id": 1, "a": 5}]}).await,
+        Some(121)
+    );
+    // The branch forked before the collMod has the old rule.
+    let dev = client.database("t~dev");
+    assert_eq!(
+        code_of(
+            &dev,
+            doc! {"insert": "c", "documents": [{"_id": 1, "a": 5}]}
+        )
+        .await,
+        None
+    );
+    assert_eq!(
+        code_of(
+            &dev,
+            doc! {"insert": "c", "documents": [{"_id": 2, "a": -1}]}
+        )
+        .await,
+        Some(121)
+    );
+    // Time travel shows the options as they were.
+    let past = client.database(&format!("t~main@{head}"));
+    assert_eq!(
+        collection_options(&past, "c")
+            .await
+            .get_document("validator")
+            .unwrap(),
+        &doc! {"a": {"$gte": 0}}
+    );
+    assert_eq!(
+        collection_options(&db, "c")
+            .await
+            .get_document("validator")
+            .unwrap(),
+        &doc! {"a": {"$gte": 10}}
+    );
+}
+
+#[tokio::test]
+async fn coll_mod_hides_and_unhides_an_index() {
+    let (_s, _d, client) = server().await;
+    let db = client.database("t");
+    db.run_command(doc! {"createIndexes": "c", "indexes": [{"key": {"a": 1}, "name": "a_1"}]})
+        .await
+        .unwrap();
+    let reply = db
+        .run_command(doc! {"collMod": "c", "index": {"name": "a_1", "hidden": true}})
+        .await
+        .unwrap();
+    assert!(!reply.get_bool("hidden_old").unwrap());
+    assert!(reply.get_bool("hidden_new").unwrap());
+    let listed = db.run_command(doc! {"listIndexes": "c"}).await.unwrap();
+    let a = listed
+        .get_document("cursor")
+        .unwrap()
+        .get_array("firstBatch")
+        .unwrap()[1]
+        .as_document()
+        .unwrap()
+        .clone();
+    assert!(a.get_bool("hidden").unwrap(), "{a}");
+    let reply = db
+        .run_command(doc! {"collMod": "c", "index": {"keyPattern": {"a": 1}, "hidden": false}})
+        .await
+        .unwrap();
+    assert!(!reply.get_bool("hidden_new").unwrap());
+    for (cmd, code) in [
+        (
+            doc! {"collMod": "c", "index": {"name": "_id_", "hidden": true}},
+            2,
+        ),
+        (
+            doc! {"collMod": "c", "index": {"name": "nope", "hidden": true}},
+            27,
+        ),
+        (doc! {"collMod": "c", "index": {"name": "a_1"}}, 72),
+        (
+            doc! {"collMod": "c", "index": {"name": "a_1", "keyPattern": {"a": 1}, "hidden": true}},
+            72,
+        ),
+        (
+            doc! {"collMod": "c", "index": {"name": "a_1", "hidden": "yes"}},
+            14,
+        ),
+        (
+            doc! {"collMod": "c", "index": {"name": "a_1", "unique": true}},
+            115,
+        ),
+        (
+            doc! {"collMod": "c", "index": {"name": "a_1", "bogus": true}},
+            40415,
+        ),
+        (doc! {"collMod": "c", "index": 5}, 14),
+    ] {
+        assert_eq!(code_of(&db, cmd.clone()).await, Some(code), "{cmd}");
+    }
+}
+
+#[tokio::test]
+async fn hostile_validators_fail_alone() {
+    let (_s, _d, client) = server().await;
+    let db = client.database("h");
+    // Nested $jsonSchema past MongoDB's 100 BSON levels: refused as the
+    // message's nesting (15), the server stays.
+    let mut deep = doc! {"bsonType": "object"};
+    for _ in 0..150 {
+        deep = doc! {"properties": {"a": deep}};
+    }
+    assert_eq!(
+        code_of(
+            &db,
+            doc! {"create": "deep", "validator": {"$jsonSchema": deep}}
+        )
+        .await,
+        Some(15)
+    );
+    // As deep as a message may nest: taken, and enforced at every level.
+    let mut nested = doc! {"bsonType": "int"};
+    let mut value = Bson::Int32(1);
+    let mut wrong = Bson::String("x".into());
+    for _ in 0..90 {
+        nested = doc! {"items": nested};
+        value = Bson::Array(vec![value]);
+        wrong = Bson::Array(vec![wrong]);
+    }
+    db.run_command(
+        doc! {"create": "nested", "validator": {"$jsonSchema": {"properties": {"a": nested}}}},
+    )
+    .await
+    .expect("a deep schema");
+    assert_eq!(
+        code_of(
+            &db,
+            doc! {"insert": "nested", "documents": [{"_id": 1, "a": value}]}
+        )
+        .await,
+        None
+    );
+    assert_eq!(
+        code_of(
+            &db,
+            doc! {"insert": "nested", "documents": [{"_id": 2, "a": wrong}]}
+        )
+        .await,
+        Some(121)
+    );
+    // A huge enum is taken and checked without blowing up.
+    let many: Vec<Bson> = (0..100_000).map(Bson::Int32).collect();
+    db.run_command(
+        doc! {"create": "big", "validator": {"$jsonSchema": {"properties": {"a": {"enum": many}}}}},
+    )
+    .await
+    .expect("a big enum");
+    assert_eq!(
+        code_of(
+            &db,
+            doc! {"insert": "big", "documents": [{"_id": 1, "a": 99_999}]}
+        )
+        .await,
+        None
+    );
+    assert_eq!(
+        code_of(
+            &db,
+            doc! {"insert": "big", "documents": [{"_id": 2, "a": -1}]}
+        )
+        .await,
+        Some(121)
+    );
+    for (schema, code) in [
+        (doc! {"pattern": "(unclosed"}, 2),
+        (doc! {"pattern": 7}, 14),
+        (doc! {"minLength": -3}, 9),
+        (doc! {"maxItems": 1e300}, 9),
+        (doc! {"bsonType": "integer"}, 2),
+        (doc! {"type": "integer"}, 2),
+        (doc! {"required": "a"}, 9),
+        (doc! {"$ref": "#/definitions/a"}, 9),
+        (doc! {"unknownKeyword": 1}, 9),
+        (doc! {"encrypt": {"bsonType": "string"}}, 115),
+        (doc! {"items": [1]}, 9),
+    ] {
+        assert_eq!(
+            code_of(
+                &db,
+                doc! {"create": "x", "validator": {"$jsonSchema": schema.clone()}}
+            )
+            .await,
+            Some(code),
+            "{schema}"
+        );
+    }
+    assert_eq!(
+        code_of(&db, doc! {"create": "x", "validator": {"$jsonSchema": 5}}).await,
+        Some(9)
+    );
+    assert_eq!(code_of(&db, doc! {"ping": 1}).await, None);
+}

@@ -32,6 +32,7 @@ pub mod session;
 pub mod spill;
 pub mod target;
 pub mod tls;
+pub mod ttl;
 pub mod validation;
 pub mod wal_error;
 pub mod wire;

@@ -1,8 +1,9 @@
 //! What a collection's rules enforce, against the real binary through the
-//! Rust driver (and pymongo where a driver's own helpers matter): document
-//! validation (`validator`, `validationLevel`, `validationAction`,
-//! `bypassDocumentValidation`, `collMod`) on both stores, and the refusal
-//! of server-side JavaScript by name with MongoDB's codes.
+//! Rust driver: document validation (`validator`, `validationLevel`,
+//! `validationAction`, `bypassDocumentValidation`, `collMod`) and TTL
+//! indexes on both stores, tailable cursors refused as MongoDB refuses them
+//! on a collection that is not capped, and server-side JavaScript refused
+//! by name with MongoDB's codes.
 
 mod common;
 
@@ -701,6 +702,255 @@ async fn hostile_validators_fail_alone() {
     assert_eq!(
         code_of(&db, doc! {"create": "x", "validator": {"$jsonSchema": 5}}).await,
         Some(9)
+    );
+    assert_eq!(code_of(&db, doc! {"ping": 1}).await, None);
+}
+
+// ---- tailable cursors ---------------------------------------------------------------
+
+#[tokio::test]
+async fn tailable_cursors_get_mongodbs_error_on_collections_that_are_not_capped() {
+    let (_s, _d, client) = server().await;
+    let db = client.database("t");
+    let c = db.collection::<Document>("c");
+    c.insert_one(doc! {"_id": 1}).await.unwrap();
+    let (code, err) = error_of(&db, doc! {"find": "c", "tailable": true})
+        .await
+        .expect("refused");
+    assert_eq!(code, 2);
+    assert!(
+        err.get_str("errmsg")
+            .unwrap()
+            .contains("tailable cursor requested on non capped collection"),
+        "{err}"
+    );
+    assert_eq!(
+        code_of(&db, doc! {"find": "c", "awaitData": true}).await,
+        Some(9)
+    );
+    assert_eq!(
+        code_of(&db, doc! {"find": "c", "tailable": "yes"}).await,
+        Some(14)
+    );
+    // Through the driver's own cursor type.
+    let e = c
+        .find(doc! {})
+        .cursor_type(mongodb::options::CursorType::TailableAwait)
+        .await
+        .expect_err("not capped");
+    assert_eq!(common::code(&e), Some(2));
+    assert_eq!(
+        code_of(&db, doc! {"find": "c", "tailable": false}).await,
+        None
+    );
+}
+
+// ---- TTL ------------------------------------------------------------------------------
+
+/// Polls `check` until it holds (30 s at most).
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < until {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+async fn ids(db: &Database, coll: &str) -> Vec<i32> {
+    all(db, coll)
+        .await
+        .iter()
+        .map(|d| d.get_i32("_id").expect("an int _id"))
+        .collect()
+}
+
+async fn head_seq(client: &Client) -> i64 {
+    client
+        .database("admin")
+        .run_command(doc! {"argonLogInfo": "main"})
+        .await
+        .expect("log info")
+        .get_document("branch")
+        .and_then(|b| b.get_i64("headSeq"))
+        .expect("headSeq")
+}
+
+/// TTL indexes expire documents on every branch that has the index, in
+/// commits that time travel reads past.
+async fn ttl_expires_on_every_branch(client: &Client, store: &str) {
+    let db = client.database("ttl");
+    let admin = client.database("admin");
+    let hour = 3_600_000;
+    let now = bson::DateTime::now().timestamp_millis();
+    let at = |ms: i64| Bson::DateTime(bson::DateTime::from_millis(ms));
+    db.collection::<Document>("sessions")
+        .insert_many([
+            doc! {"_id": 1, "at": at(now - hour)},
+            doc! {"_id": 2, "at": at(now + hour)},
+            doc! {"_id": 3, "at": [at(now + hour), at(now - hour)]},
+            doc! {"_id": 4, "at": "not a date"},
+            doc! {"_id": 5},
+        ])
+        .await
+        .expect("sessions");
+    db.collection::<Document>("later")
+        .insert_many([doc! {"_id": 1, "at": at(now - hour)}])
+        .await
+        .expect("later");
+    let before = head_seq(client).await;
+    admin
+        .run_command(doc! {"argonCreateBranch": "old", "from": "main"})
+        .await
+        .expect("a branch before the index");
+    db.run_command(doc! {"createIndexes": "sessions", "indexes": [{"key": {"at": 1}, "name": "at_1", "expireAfterSeconds": 0}]})
+        .await
+        .expect("a TTL index");
+    db.run_command(doc! {"createIndexes": "later", "indexes": [{"key": {"at": 1}, "name": "at_1", "expireAfterSeconds": 7200}]})
+        .await
+        .expect("a TTL index of two hours");
+    admin
+        .run_command(doc! {"argonCreateBranch": "dev", "from": "main"})
+        .await
+        .expect("a branch after the index");
+    let dev = client.database("ttl~dev");
+    for (name, branch_db) in [("main", &db), ("dev", &dev)] {
+        eventually(&format!("{store}: expiry on {name}"), || async {
+            ids(branch_db, "sessions").await == vec![2, 4, 5]
+        })
+        .await;
+    }
+    // A pass ran on main: two hours have not passed for `later`, and the
+    // branch forked before the index keeps everything.
+    assert_eq!(ids(&db, "later").await, vec![1], "{store}");
+    let old = client.database("ttl~old");
+    assert_eq!(ids(&old, "sessions").await, vec![1, 2, 3, 4, 5], "{store}");
+    // The log kept them: the past still has them.
+    let past = client.database(&format!("ttl~main@{before}"));
+    assert_eq!(ids(&past, "sessions").await, vec![1, 2, 3, 4, 5], "{store}");
+    // collMod shortens the TTL: now `later`'s document expires.
+    let reply = db
+        .run_command(doc! {"collMod": "later", "index": {"name": "at_1", "expireAfterSeconds": 60}})
+        .await
+        .expect("collMod");
+    assert_eq!(
+        reply.get_i32("expireAfterSeconds_old").ok(),
+        Some(7200),
+        "{reply}"
+    );
+    assert_eq!(
+        reply.get_i32("expireAfterSeconds_new").ok(),
+        Some(60),
+        "{reply}"
+    );
+    eventually(&format!("{store}: expiry after collMod"), || async {
+        ids(&db, "later").await.is_empty()
+    })
+    .await;
+    // A document updated to a fresh date is not expired.
+    db.collection::<Document>("sessions")
+        .update_one(doc! {"_id": 2}, doc! {"$set": {"at": at(now - hour)}})
+        .await
+        .expect("update");
+    eventually(
+        &format!("{store}: expiry of an updated document"),
+        || async { ids(&db, "sessions").await == vec![4, 5] },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn ttl_indexes_expire_documents_on_both_stores() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let data = dir.path().join("wal").display().to_string();
+    let standalone = Sidecar::start(
+        "argon-sidecar",
+        &["--data", &data, "--ttl-monitor-sleep-secs", "1"],
+    )
+    .await
+    .expect("argon-sidecar starts");
+    let client = standalone.client().await.expect("a client");
+    ttl_expires_on_every_branch(&client, "embedded").await;
+
+    let ferretdb = FerretDb::start().await.expect("FerretDB starts");
+    let on_ferretdb = Sidecar::start(
+        "argon-sidecar-ferretdb",
+        &[
+            "--store",
+            ferretdb.uri(),
+            "--project",
+            "ttl",
+            "--ttl-monitor-sleep-secs",
+            "1",
+        ],
+    )
+    .await
+    .expect("a sidecar on FerretDB starts");
+    let client = on_ferretdb.client().await.expect("a client");
+    ttl_expires_on_every_branch(&client, "FerretDB").await;
+}
+
+#[tokio::test]
+async fn hostile_ttl_indexes_are_refused() {
+    let (_s, _d, client) = server().await;
+    let db = client.database("t");
+    for (index, code) in [
+        (
+            doc! {"key": {"at": 1}, "name": "a", "expireAfterSeconds": -1},
+            67,
+        ),
+        (
+            doc! {"key": {"at": 1}, "name": "a", "expireAfterSeconds": 2_147_483_648i64},
+            67,
+        ),
+        (
+            doc! {"key": {"at": 1}, "name": "a", "expireAfterSeconds": i64::MIN},
+            67,
+        ),
+        (
+            doc! {"key": {"at": 1}, "name": "a", "expireAfterSeconds": f64::NAN},
+            67,
+        ),
+        (
+            doc! {"key": {"at": 1}, "name": "a", "expireAfterSeconds": "60"},
+            67,
+        ),
+        (
+            doc! {"key": {"at": 1, "b": 1}, "name": "a", "expireAfterSeconds": 60},
+            67,
+        ),
+        (
+            doc! {"key": {"_id": 1}, "name": "a", "expireAfterSeconds": 60},
+            197,
+        ),
+    ] {
+        assert_eq!(
+            code_of(&db, doc! {"createIndexes": "c", "indexes": [index.clone()]}).await,
+            Some(code),
+            "{index}"
+        );
+    }
+    db.run_command(doc! {"createIndexes": "c", "indexes": [{"key": {"at": 1}, "name": "at_1", "expireAfterSeconds": 60}]})
+        .await
+        .unwrap();
+    // The same index with another TTL conflicts, as in MongoDB.
+    assert_eq!(
+        code_of(&db, doc! {"createIndexes": "c", "indexes": [{"key": {"at": 1}, "name": "at_1", "expireAfterSeconds": 61}]}).await,
+        Some(86)
+    );
+    assert_eq!(
+        code_of(
+            &db,
+            doc! {"collMod": "c", "index": {"name": "at_1", "expireAfterSeconds": -5}}
+        )
+        .await,
+        Some(67)
     );
     assert_eq!(code_of(&db, doc! {"ping": 1}).await, None);
 }

@@ -347,6 +347,9 @@ fn validate_index(spec: &Bson) -> Result<Document> {
             ));
         }
     };
+    if let Some(seconds) = spec.get("expireAfterSeconds") {
+        crate::ttl::check_index(&key, seconds)?;
+    }
     let mut out = doc! {"v": 2, "key": key, "name": name};
     for (k, v) in spec {
         match k.as_str() {
@@ -430,6 +433,7 @@ pub async fn create_indexes(ctx: &Ctx<'_>) -> Result<Document> {
                 if same.get_document("key").ok() == key
                     && same.get_bool("unique").unwrap_or(false) == spec.get_bool("unique").unwrap_or(false)
                     && same.get("collation") == spec.get("collation")
+                    && same.get("expireAfterSeconds") == spec.get("expireAfterSeconds")
                 {
                     continue;
                 }

@@ -1,6 +1,7 @@
 //! `collMod`: changes a collection's validation options (`validator`,
 //! `validationLevel`, `validationAction`, checked by `crate::validation`)
-//! and an index's `hidden` flag, in one commit; so a branch forked before
+//! and an index's `hidden` flag and TTL `expireAfterSeconds` (`crate::ttl`),
+//! in one commit; so a branch forked before
 //! it keeps the old rules and time travel shows them in `listCollections`.
 //! Every other option MongoDB has is refused by name (`options::COLL_MOD`).
 
@@ -17,6 +18,7 @@ struct IndexChange {
     by_name: Option<String>,
     by_key: Option<Document>,
     hidden: Option<bool>,
+    expire: Option<Bson>,
 }
 
 fn index_change(v: &Bson) -> Result<IndexChange> {
@@ -59,7 +61,11 @@ fn index_change(v: &Bson) -> Result<IndexChange> {
             ));
         }
     };
-    if hidden.is_none() {
+    let expire = d.get("expireAfterSeconds").cloned();
+    if let Some(e) = &expire {
+        crate::ttl::seconds(e)?;
+    }
+    if hidden.is_none() && expire.is_none() {
         return Err(CommandError::new(
             ErrorCode::InvalidOptions,
             "no expireAfterSeconds or hidden field",
@@ -69,6 +75,7 @@ fn index_change(v: &Bson) -> Result<IndexChange> {
         by_name,
         by_key,
         hidden,
+        expire,
     })
 }
 
@@ -120,25 +127,37 @@ pub async fn coll_mod(ctx: &Ctx<'_>) -> Result<Document> {
                     ),
                 ));
             };
+            let mut new_spec = spec.clone();
             if let Some(hidden) = change.hidden {
                 if spec.get_str("name").ok() == Some("_id_") {
                     return Err(CommandError::bad_value("can't hide _id index"));
                 }
                 let was = spec.get_bool("hidden").unwrap_or(false);
                 if was != hidden {
-                    let mut spec = spec.clone();
                     if hidden {
-                        spec.insert("hidden", true);
+                        new_spec.insert("hidden", true);
                     } else {
-                        spec.remove("hidden");
+                        new_spec.remove("hidden");
                     }
-                    ops.push(DocOp::CreateIndex {
-                        ns: ns.clone(),
-                        spec,
-                    });
                     reply.insert("hidden_old", was);
                     reply.insert("hidden_new", hidden);
                 }
+            }
+            if let Some(expire) = &change.expire {
+                // A plain single-field index may become a TTL one (5.1+).
+                let key = spec.get_document("key").cloned().unwrap_or_default();
+                crate::ttl::check_index(&key, expire)?;
+                if let Some(old) = spec.get("expireAfterSeconds") {
+                    reply.insert("expireAfterSeconds_old", old.clone());
+                }
+                reply.insert("expireAfterSeconds_new", expire.clone());
+                new_spec.insert("expireAfterSeconds", expire.clone());
+            }
+            if &new_spec != spec {
+                ops.push(DocOp::CreateIndex {
+                    ns: ns.clone(),
+                    spec: new_spec,
+                });
             }
         }
         Ok((ops, reply))

@@ -60,7 +60,7 @@ impl Fields {
 /// 197 rather than 40415). Kept and honoured: `unique`, `sparse` and
 /// `partialFilterExpression` by the WAL's key rules; `hidden` only steers
 /// a query planner, which changes no result; `background` MongoDB itself
-/// ignores since 4.2.
+/// ignores since 4.2; `expireAfterSeconds` by the TTL monitor (`ttl`).
 pub(crate) const INDEX_SPEC: Fields = Fields {
     what: "createIndexes.indexes",
     known: &[
@@ -74,9 +74,10 @@ pub(crate) const INDEX_SPEC: Fields = Fields {
         "partialFilterExpression",
         "hidden",
         "background",
+        // TTL: checked in `catalog::validate_index`, honoured by `ttl`.
+        "expireAfterSeconds",
     ],
     unsupported: &[
-        "expireAfterSeconds",
         "weights",
         "default_language",
         "language_override",
@@ -146,13 +147,8 @@ pub(crate) const COLL_MOD: Fields = Fields {
 /// `collMod.index`: which index, and the change.
 pub(crate) const COLL_MOD_INDEX: Fields = Fields {
     what: "collMod.index",
-    known: &["name", "keyPattern", "hidden"],
-    unsupported: &[
-        "expireAfterSeconds",
-        "unique",
-        "prepareUnique",
-        "forceNonUnique",
-    ],
+    known: &["name", "keyPattern", "hidden", "expireAfterSeconds"],
+    unsupported: &["unique", "prepareUnique", "forceNonUnique"],
     generic: false,
 };
 
@@ -172,15 +168,17 @@ pub(crate) const FIND: Fields = Fields {
         "let",
         // One server holds every document: a result is never partial.
         "allowPartialResults",
+        // Refused with MongoDB's error for a collection that is not
+        // capped (`read::check_tailable`): Argon has no capped ones.
+        "tailable",
+        "awaitData",
     ],
     unsupported: &[
         "min",
         "max",
         "returnKey",
         "showRecordId",
-        "tailable",
         "oplogReplay",
-        "awaitData",
         "noCursorTimeout",
         "readOnce",
         "requestResumeToken",

@@ -201,9 +201,27 @@ fn run_view(
     }
 }
 
+/// `tailable` and `awaitData`: Argon has no capped collection, and MongoDB
+/// answers a tailable cursor on any other collection with this error.
+fn check_tailable(cmd: &Document, coll: &str) -> Result<()> {
+    let tailable = opt_bool(cmd, "tailable", false)?;
+    if opt_bool(cmd, "awaitData", false)? && !tailable {
+        return Err(CommandError::failed_to_parse(
+            "Cannot set 'awaitData' without also setting 'tailable'",
+        ));
+    }
+    if tailable {
+        return Err(CommandError::bad_value(format!(
+            "error processing query: ns={coll} tailable cursor requested on non capped collection"
+        )));
+    }
+    Ok(())
+}
+
 pub async fn find(ctx: &Ctx<'_>) -> Result<Document> {
     let coll = collection_name(ctx.cmd, "find")?;
     options::FIND.check(ctx.cmd, Some("find"))?;
+    check_tailable(ctx.cmd, &coll)?;
     let own_collation = options::collation(ctx.cmd)?;
     let target = ctx.target()?;
     let vars = Vars::parse(ctx.cmd.get("let"))?;

@@ -8,6 +8,7 @@
 mod common;
 
 use argon_testkit::FerretDb;
+use argon_testkit::clients::{run_node, run_python};
 use bson::{Bson, Document, doc};
 use common::sidecar::Sidecar;
 use futures::TryStreamExt;
@@ -107,6 +108,40 @@ async fn server_side_javascript_is_refused_by_name() {
 }
 
 // ---- validation -------------------------------------------------------------------
+
+const PYMONGO_SCENARIO: &str = include_str!("scenarios/validation.py");
+const MONGOOSE_SCENARIO: &str = include_str!("scenarios/validation.js");
+
+/// pymongo's and mongoose's own helpers meet validation and TTL indexes as
+/// on MongoDB (each script asserts and prints OK).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pymongo_and_mongoose_see_validation_as_on_mongodb() {
+    let (s, _d, _client) = server().await;
+    let uri = s.uri();
+    let out = tokio::task::spawn_blocking(move || {
+        let py = run_python(PYMONGO_SCENARIO, &[&uri, "pyval"])?;
+        let node = run_node(
+            MONGOOSE_SCENARIO,
+            &[("ARGON_URI", &uri), ("ARGON_DB", "nodeval")],
+        )?;
+        anyhow::Ok((py, node))
+    })
+    .await
+    .expect("the clients run")
+    .expect("the scenarios pass");
+    assert_eq!(
+        out.0.trim().lines().last(),
+        Some("OK"),
+        "pymongo: {}",
+        out.0
+    );
+    assert_eq!(
+        out.1.trim().lines().last(),
+        Some("OK"),
+        "mongoose: {}",
+        out.1
+    );
+}
 
 /// MongoDB's documented `$jsonSchema` example (schema validation).
 fn students_schema() -> Document {

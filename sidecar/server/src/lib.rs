@@ -16,6 +16,7 @@
 //! only after it returns; every read is a `BranchState` from `Wal::read`.
 
 pub mod auth;
+pub mod capped;
 pub mod commands;
 pub mod config;
 pub mod cursor;

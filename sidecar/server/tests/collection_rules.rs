@@ -989,3 +989,192 @@ async fn hostile_ttl_indexes_are_refused() {
     );
     assert_eq!(code_of(&db, doc! {"ping": 1}).await, None);
 }
+
+// ---- capped collections -----------------------------------------------------------
+
+async fn natural(db: &Database, coll: &str) -> Vec<i32> {
+    db.collection::<Document>(coll)
+        .find(doc! {})
+        .batch_size(2)
+        .await
+        .expect("find")
+        .try_collect::<Vec<Document>>()
+        .await
+        .expect("documents")
+        .iter()
+        .map(|d| d.get_i32("_id").expect("an int _id"))
+        .collect()
+}
+
+/// Insertion order is natural order; an insert past `max` or `size` takes
+/// the oldest documents out in its own commit.
+async fn capped_collections_evict_the_oldest(client: &Client, store: &str) {
+    let db = client.database("cap");
+    db.run_command(doc! {"create": "log", "capped": true, "size": 100_000, "max": 3})
+        .await
+        .expect("create capped");
+    let log = db.collection::<Document>("log");
+    let mut heads = Vec::new();
+    for id in [5, 1, 4, 2, 3] {
+        log.insert_one(doc! {"_id": id, "line": format!("line {id}")})
+            .await
+            .expect("insert");
+        heads.push(head_seq(client).await);
+    }
+    assert_eq!(natural(&db, "log").await, vec![4, 2, 3], "{store}");
+    // Each insert was one commit, the eviction inside it: every past
+    // point holds at most `max` documents, in insertion order.
+    assert!(
+        heads.windows(2).all(|w| w[1] == w[0] + 1),
+        "{store}: {heads:?}"
+    );
+    for (seq, want) in heads.iter().zip([
+        vec![5],
+        vec![5, 1],
+        vec![5, 1, 4],
+        vec![1, 4, 2],
+        vec![4, 2, 3],
+    ]) {
+        let past = client.database(&format!("cap~main@{seq}"));
+        assert_eq!(natural(&past, "log").await, want, "{store} at {seq}");
+    }
+    // A filter, skip and limit in natural order; a sort still sorts.
+    let found: Vec<Document> = log
+        .find(doc! {"_id": {"$gte": 3}})
+        .await
+        .expect("find")
+        .try_collect()
+        .await
+        .expect("docs");
+    assert_eq!(
+        found
+            .iter()
+            .map(|d| d.get_i32("_id").expect("id"))
+            .collect::<Vec<_>>(),
+        vec![4, 3]
+    );
+    let sorted: Vec<Document> = log
+        .find(doc! {})
+        .sort(doc! {"_id": 1})
+        .await
+        .expect("find")
+        .try_collect()
+        .await
+        .expect("docs");
+    assert_eq!(
+        sorted
+            .iter()
+            .map(|d| d.get_i32("_id").expect("id"))
+            .collect::<Vec<_>>(),
+        vec![2, 3, 4]
+    );
+    // MongoDB 8.0 lets updates change a document's size and deletes run;
+    // an updated document keeps its place.
+    log.update_one(doc! {"_id": 4}, doc! {"$set": {"line": "x".repeat(1000)}})
+        .await
+        .expect("a growing update");
+    log.delete_one(doc! {"_id": 2}).await.expect("a delete");
+    log.insert_one(doc! {"_id": 9}).await.expect("insert");
+    assert_eq!(natural(&db, "log").await, vec![4, 3, 9], "{store}");
+    // By size: documents of 1,021 bytes in a 4,096-byte collection: 4 fit.
+    db.run_command(doc! {"create": "small", "capped": true, "size": 4096})
+        .await
+        .expect("create small");
+    let small = db.collection::<Document>("small");
+    small
+        .insert_many((0..10).map(|i| doc! {"_id": i, "pad": "p".repeat(1000)}))
+        .await
+        .expect("insert many");
+    let left = natural(&db, "small").await;
+    assert_eq!(left, vec![6, 7, 8, 9], "{store}");
+    let stats = db
+        .run_command(doc! {"collStats": "small"})
+        .await
+        .expect("collStats");
+    assert!(stats.get_bool("capped").expect("capped"), "{stats}");
+    assert_eq!(stats.get_i64("maxSize").expect("maxSize"), 4096);
+    assert!(stats.get_i64("size").expect("size") <= 4096, "{stats}");
+    let options = collection_options(&db, "log").await;
+    assert_eq!(
+        options,
+        doc! {"capped": true, "size": 100_000i64, "max": 3i64},
+        "{store}"
+    );
+    // A document larger than the collection is refused alone.
+    assert_eq!(
+        code_of(
+            &db,
+            doc! {"insert": "small", "documents": [{"_id": 100, "pad": "p".repeat(5000)}]}
+        )
+        .await,
+        Some(2)
+    );
+    assert_eq!(natural(&db, "small").await, vec![6, 7, 8, 9], "{store}");
+    // Tailable cursors on a capped collection are not built: refused by name.
+    assert_eq!(
+        code_of(&db, doc! {"find": "log", "tailable": true}).await,
+        Some(115)
+    );
+}
+
+#[tokio::test]
+async fn capped_collections_on_both_stores() {
+    let (s, dir, client) = server().await;
+    capped_collections_evict_the_oldest(&client, "embedded").await;
+    // Natural order is rebuilt from the log after a restart.
+    drop(client);
+    drop(s);
+    let again = Sidecar::standalone(&dir.path().join("wal"))
+        .await
+        .expect("argon-sidecar restarts");
+    let client = again.client().await.expect("a client");
+    assert_eq!(natural(&client.database("cap"), "log").await, vec![4, 3, 9]);
+    assert_eq!(
+        natural(&client.database("cap"), "small").await,
+        vec![6, 7, 8, 9]
+    );
+    let ferretdb = FerretDb::start().await.expect("FerretDB starts");
+    let on_ferretdb = Sidecar::on_store("argon-sidecar-ferretdb", ferretdb.uri(), "capped")
+        .await
+        .expect("a sidecar on FerretDB starts");
+    let client = on_ferretdb.client().await.expect("a client");
+    capped_collections_evict_the_oldest(&client, "FerretDB").await;
+}
+
+#[tokio::test]
+async fn hostile_capped_options_are_refused() {
+    let (_s, _d, client) = server().await;
+    let db = client.database("cap");
+    for (cmd, code) in [
+        (doc! {"create": "a", "capped": true}, 72),
+        (doc! {"create": "a", "capped": true, "size": -1}, 2),
+        (doc! {"create": "a", "capped": true, "size": 0}, 2),
+        (doc! {"create": "a", "capped": true, "size": i64::MAX}, 2),
+        (doc! {"create": "a", "capped": true, "size": 1e300}, 2),
+        (doc! {"create": "a", "capped": true, "size": f64::NAN}, 14),
+        (doc! {"create": "a", "capped": true, "size": "big"}, 14),
+        (
+            doc! {"create": "a", "capped": true, "size": 4096, "max": i64::MAX},
+            2,
+        ),
+        (
+            doc! {"create": "a", "capped": true, "size": 4096, "max": "3"},
+            14,
+        ),
+        (doc! {"create": "a", "capped": [true], "size": 4096}, 14),
+        (doc! {"create": "a", "size": 4096}, 72),
+        (doc! {"create": "a", "max": 3}, 72),
+    ] {
+        assert_eq!(code_of(&db, cmd.clone()).await, Some(code), "{cmd}");
+    }
+    assert!(db.list_collection_names().await.unwrap().is_empty());
+    // No TTL index on a capped collection, as in MongoDB.
+    db.run_command(doc! {"create": "c", "capped": true, "size": 4096})
+        .await
+        .unwrap();
+    assert_eq!(
+        code_of(&db, doc! {"createIndexes": "c", "indexes": [{"key": {"at": 1}, "name": "at_1", "expireAfterSeconds": 5}]}).await,
+        Some(67)
+    );
+    assert_eq!(code_of(&db, doc! {"ping": 1}).await, None);
+}

@@ -697,8 +697,8 @@ async fn unknown_fields_fail_with_40415_and_change_nothing() {
     // Options MongoDB has and Argon does not enforce yet are refused by
     // name, never stored and ignored.
     for option in [
-        doc! {"capped": true, "size": 4096},
         doc! {"timeseries": {"timeField": "t"}},
+        doc! {"clusteredIndex": {"key": {"_id": 1}, "unique": true}},
     ] {
         let mut cmd = doc! {"create": "never"};
         cmd.extend(option.clone());

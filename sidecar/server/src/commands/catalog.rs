@@ -113,6 +113,7 @@ pub async fn create(ctx: &Ctx<'_>) -> Result<Document> {
         options.insert("collation", spec.clone());
     }
     crate::validation::apply_options(ctx.cmd, "create", &mut options)?;
+    crate::capped::apply_options(ctx.cmd, &mut options)?;
     let ns = Namespace::new(target.db.as_str(), coll.as_str());
     let (_, info) = commit(ctx, &target, move |state| {
         if state.collection(&ns).is_some() {
@@ -452,6 +453,9 @@ pub async fn create_indexes(ctx: &Ctx<'_>) -> Result<Document> {
                     format!("Index already exists with a different name: {}", other.get_str("name").unwrap_or_default()),
                 ));
             }
+            if spec.contains_key("expireAfterSeconds") && state.collection(&ns).is_some_and(|c| c.is_capped()) {
+                return Err(CommandError::new(ErrorCode::CannotCreateIndex, "Cannot create TTL index on a capped collection"));
+            }
             if let Some(c) = state.collection(&ns) {
                 argon_wal::unique::check_new_index(c, &ns, spec, &crate::query::PartialIndexFilter)
                     .map_err(crate::wal_error::from_wal)?;
@@ -594,9 +598,23 @@ pub async fn coll_stats(ctx: &Ctx<'_>) -> Result<Document> {
     let c = state.collection(&ns);
     let count = c.map(|c| c.len()).unwrap_or(0) as i64;
     let nindexes = c.map(|c| c.indexes().len()).unwrap_or(0) as i32;
-    Ok(
-        doc! {"ns": format!("{}.{coll}", target.raw), "count": count, "size": count * 1024, "storageSize": count * 1024, "nindexes": nindexes, "totalIndexSize": 0, "indexSizes": {}},
-    )
+    let mut out = doc! {"ns": format!("{}.{coll}", target.raw), "count": count, "size": count * 1024, "storageSize": count * 1024, "nindexes": nindexes, "totalIndexSize": 0, "indexSizes": {}};
+    // A capped collection's own figures, as MongoDB's collStats has them.
+    match c.filter(|c| c.is_capped()) {
+        Some(c) => {
+            let bytes = i64::try_from(c.capped_bytes().unwrap_or(0)).unwrap_or(i64::MAX);
+            out.insert("size", bytes);
+            out.insert("capped", true);
+            out.insert("maxSize", c.options().get_i64("size").unwrap_or(0));
+            if let Ok(max) = c.options().get_i64("max") {
+                out.insert("max", max);
+            }
+        }
+        None => {
+            out.insert("capped", false);
+        }
+    }
+    Ok(out)
 }
 
 pub async fn db_stats(ctx: &Ctx<'_>) -> Result<Document> {

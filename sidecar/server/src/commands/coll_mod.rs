@@ -147,6 +147,12 @@ pub async fn coll_mod(ctx: &Ctx<'_>) -> Result<Document> {
                 // A plain single-field index may become a TTL one (5.1+).
                 let key = spec.get_document("key").cloned().unwrap_or_default();
                 crate::ttl::check_index(&key, expire)?;
+                if c.is_capped() {
+                    return Err(CommandError::new(
+                        ErrorCode::CannotCreateIndex,
+                        "Cannot create TTL index on a capped collection",
+                    ));
+                }
                 if let Some(old) = spec.get("expireAfterSeconds") {
                     reply.insert("expireAfterSeconds_old", old.clone());
                 }

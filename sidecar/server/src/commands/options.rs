@@ -103,11 +103,11 @@ pub(crate) const CREATE: Fields = Fields {
         "validator",
         "validationLevel",
         "validationAction",
-    ],
-    unsupported: &[
         "capped",
         "size",
         "max",
+    ],
+    unsupported: &[
         "storageEngine",
         "indexOptionDefaults",
         "timeseries",
@@ -393,6 +393,24 @@ const ALL: &[&Fields] = &[
     &COLL_MOD_INDEX,
     &INDEX_SPEC,
 ];
+
+/// Fields taken in some forms only: `what.field` and the form refused by
+/// name (115), for `docs/compatibility.md`.
+const PARTLY: &[(&str, &str)] = &[
+    (
+        "find.tailable",
+        "on a capped collection, refused (115), MongoDB's 2 elsewhere",
+    ),
+    ("find.awaitData", "on a capped collection, refused (115)"),
+];
+
+pub(crate) fn partly_fields(command: &str) -> Vec<String> {
+    PARTLY
+        .iter()
+        .filter(|(f, _)| f.split('.').next() == Some(command))
+        .map(|(f, what)| format!("{f} {what}"))
+        .collect()
+}
 
 /// The fields of `command` and of its statements (`update.updates`...)
 /// that Argon refuses by name (115), as `what.field`.

@@ -201,27 +201,30 @@ fn run_view(
     }
 }
 
-/// `tailable` and `awaitData`: Argon has no capped collection, and MongoDB
-/// answers a tailable cursor on any other collection with this error.
-fn check_tailable(cmd: &Document, coll: &str) -> Result<()> {
+/// `tailable` and `awaitData`: MongoDB's error on a collection that is not
+/// capped; on a capped one, refused by name (not built yet).
+fn check_tailable(cmd: &Document, coll: &str, capped: bool) -> Result<()> {
     let tailable = opt_bool(cmd, "tailable", false)?;
     if opt_bool(cmd, "awaitData", false)? && !tailable {
         return Err(CommandError::failed_to_parse(
             "Cannot set 'awaitData' without also setting 'tailable'",
         ));
     }
-    if tailable {
-        return Err(CommandError::bad_value(format!(
+    match (tailable, capped) {
+        (false, _) => Ok(()),
+        (true, false) => Err(CommandError::bad_value(format!(
             "error processing query: ns={coll} tailable cursor requested on non capped collection"
-        )));
+        ))),
+        (true, true) => Err(CommandError::new(
+            ErrorCode::CommandNotSupported,
+            "tailable cursors are not supported by Argon",
+        )),
     }
-    Ok(())
 }
 
 pub async fn find(ctx: &Ctx<'_>) -> Result<Document> {
     let coll = collection_name(ctx.cmd, "find")?;
     options::FIND.check(ctx.cmd, Some("find"))?;
-    check_tailable(ctx.cmd, &coll)?;
     let own_collation = options::collation(ctx.cmd)?;
     let target = ctx.target()?;
     let vars = Vars::parse(ctx.cmd.get("let"))?;
@@ -249,6 +252,11 @@ pub async fn find(ctx: &Ctx<'_>) -> Result<Document> {
     let deadline = ctx.deadline()?;
     let state = ctx.read_state(&target).await?;
     let ns = Namespace::new(target.db.as_str(), coll.as_str());
+    check_tailable(
+        ctx.cmd,
+        &coll,
+        state.collection(&ns).is_some_and(|c| c.is_capped()),
+    )?;
     check_hint(ctx.cmd.get("hint"), state.collection(&ns))?;
     let shown = format!("{}.{coll}", target.raw);
     if let Some(view) = view::resolve(&state, &target.db, &coll)? {
@@ -299,6 +307,24 @@ pub async fn find(ctx: &Ctx<'_>) -> Result<Document> {
             ctx.svc
                 .cursors
                 .open_sorted(shown.clone(), sorted, batch, single_batch, deadline)?
+        }
+        _ if state.collection(&ns).is_some_and(|c| c.is_capped()) => {
+            // Natural order is insertion order (a capped collection is
+            // bounded by its own size).
+            let mut found = Vec::new();
+            if let Some(c) = state.collection(&ns) {
+                for raw in c.iter_natural() {
+                    deadline.check()?;
+                    let d = argon_wal::rawdoc::parse(raw);
+                    if filter.try_matches(&d)? {
+                        found.push(d);
+                    }
+                }
+            }
+            let docs = finish(found.into_iter(), skip, limit, projection.as_ref())?;
+            ctx.svc
+                .cursors
+                .open(shown.clone(), docs, batch, single_batch)
         }
         _ if filter.id_equality().is_some() => {
             let found = try_matching(&state, &ns, &filter)?;

@@ -7,10 +7,12 @@
 //! exactly what it held. As in MongoDB 8.0, updates may change a
 //! document's size and deletes are allowed.
 //!
+//! Tailable cursors on them are `cursor::Tail`.
+//!
 //! Not done: `convertToCapped`, `cloneCollectionAsCapped`, `collMod`'s
-//! `cappedSize`/`cappedMax` (refused by name), tailable cursors on a capped
-//! collection (refused by name), writes to a capped collection inside a
-//! multi-document transaction are not refused as MongoDB refuses them.
+//! `cappedSize`/`cappedMax` (refused by name); writes to a capped
+//! collection inside a multi-document transaction are not refused as
+//! MongoDB refuses them.
 
 use argon_wal::{Namespace, Transaction};
 use bson::{Bson, Document};

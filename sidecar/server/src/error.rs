@@ -40,6 +40,7 @@ error_codes! {
     PathNotViable = 28,
     ConflictingUpdateOperators = 40,
     CursorNotFound = 43,
+    CappedPositionLost = 136,
     NamespaceExists = 48,
     DollarPrefixedFieldName = 52,
     InvalidIdField = 53,

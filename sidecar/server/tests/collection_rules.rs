@@ -1,9 +1,9 @@
 //! What a collection's rules enforce, against the real binary through the
-//! Rust driver: document validation (`validator`, `validationLevel`,
-//! `validationAction`, `bypassDocumentValidation`, `collMod`) and TTL
-//! indexes on both stores, tailable cursors refused as MongoDB refuses them
-//! on a collection that is not capped, and server-side JavaScript refused
-//! by name with MongoDB's codes.
+//! Rust driver (pymongo and mongoose for validation): document validation
+//! (`validator`, `validationLevel`, `validationAction`,
+//! `bypassDocumentValidation`, `collMod`), TTL indexes, capped collections
+//! and tailable `awaitData` cursors on both stores, and server-side
+//! JavaScript refused by name with MongoDB's codes.
 
 mod common;
 
@@ -1110,11 +1110,135 @@ async fn capped_collections_evict_the_oldest(client: &Client, store: &str) {
         Some(2)
     );
     assert_eq!(natural(&db, "small").await, vec![6, 7, 8, 9], "{store}");
-    // Tailable cursors on a capped collection are not built: refused by name.
+}
+
+/// A tailable, awaitData cursor on a capped collection: it stays open at
+/// the end, a getMore waits up to maxAwaitTimeMS for new documents and
+/// returns them as soon as they are inserted, and it dies with
+/// CappedPositionLost (136) once the collection wraps past it.
+async fn tailable_cursors_follow_inserts(client: &Client, store: &str) {
+    let db = client.database("tail");
+    db.run_command(doc! {"create": "events", "capped": true, "size": 1_000_000, "max": 5})
+        .await
+        .expect("create capped");
+    let events = db.collection::<Document>("events");
+    events
+        .insert_many([doc! {"_id": 2, "k": "a"}, doc! {"_id": 1, "k": "b"}])
+        .await
+        .expect("insert");
+    let mut cursor = events
+        .find(doc! {"k": {"$ne": "skip"}})
+        .cursor_type(mongodb::options::CursorType::TailableAwait)
+        .max_await_time(std::time::Duration::from_millis(300))
+        .await
+        .expect("a tailable cursor");
     assert_eq!(
-        code_of(&db, doc! {"find": "log", "tailable": true}).await,
-        Some(115)
+        cursor.try_next().await.expect("next"),
+        Some(doc! {"_id": 2, "k": "a"}),
+        "{store}"
     );
+    assert_eq!(
+        cursor.try_next().await.expect("next"),
+        Some(doc! {"_id": 1, "k": "b"}),
+        "{store}"
+    );
+    // Nothing new: the driver's getMores wait ~maxAwaitTimeMS each and the
+    // cursor stays alive; an insert meanwhile is returned.
+    let writer = events.clone();
+    let insert_later = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+        writer
+            .insert_many([doc! {"_id": 7, "k": "skip"}, doc! {"_id": 8, "k": "c"}])
+            .await
+            .expect("a later insert");
+    });
+    let started = std::time::Instant::now();
+    assert_eq!(
+        cursor.try_next().await.expect("next"),
+        Some(doc! {"_id": 8, "k": "c"}),
+        "{store}"
+    );
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(600),
+        "{store}: waited"
+    );
+    insert_later.await.expect("inserted");
+    // A raw getMore with nothing new answers an empty batch after its
+    // maxTimeMS, the cursor still open.
+    let first = db
+        .run_command(doc! {"find": "events", "tailable": true, "awaitData": true, "batchSize": 10})
+        .await
+        .expect("find");
+    let id = first
+        .get_document("cursor")
+        .and_then(|c| c.get_i64("id"))
+        .expect("an id");
+    assert_ne!(id, 0);
+    let started = std::time::Instant::now();
+    let more = db
+        .run_command(doc! {"getMore": id, "collection": "events", "maxTimeMS": 200})
+        .await
+        .expect("getMore");
+    let cursor_doc = more.get_document("cursor").expect("cursor");
+    assert!(cursor_doc.get_array("nextBatch").expect("batch").is_empty());
+    assert_eq!(cursor_doc.get_i64("id").ok(), Some(id));
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(150),
+        "{store}"
+    );
+    // Wrapping past the cursor's position kills it (136).
+    events
+        .insert_many((10..20).map(|i| doc! {"_id": i, "k": "wrap"}))
+        .await
+        .expect("wrap");
+    assert_eq!(
+        code_of(
+            &db,
+            doc! {"getMore": id, "collection": "events", "maxTimeMS": 100}
+        )
+        .await,
+        Some(136),
+        "{store}"
+    );
+    // Tailable with a sort other than $natural is refused, as in MongoDB.
+    assert_eq!(
+        code_of(
+            &db,
+            doc! {"find": "events", "tailable": true, "sort": {"_id": 1}}
+        )
+        .await,
+        Some(2)
+    );
+    // Killed like any cursor.
+    let again = db
+        .run_command(doc! {"find": "events", "tailable": true})
+        .await
+        .expect("find");
+    let id = again
+        .get_document("cursor")
+        .and_then(|c| c.get_i64("id"))
+        .expect("an id");
+    let killed = db
+        .run_command(doc! {"killCursors": "events", "cursors": [id]})
+        .await
+        .expect("killCursors");
+    assert_eq!(killed.get_array("cursorsKilled").expect("killed").len(), 1);
+    assert_eq!(
+        code_of(&db, doc! {"getMore": id, "collection": "events"}).await,
+        Some(43)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tailable_await_cursors_on_both_stores() {
+    let (_s, _d, client) = server().await;
+    tailable_cursors_follow_inserts(&client, "embedded").await;
+    let ferretdb = FerretDb::start().await.expect("FerretDB starts");
+    let on_ferretdb = Sidecar::on_store("argon-sidecar-ferretdb", ferretdb.uri(), "tail")
+        .await
+        .expect("a sidecar on FerretDB starts");
+    let client = on_ferretdb.client().await.expect("a client");
+    tailable_cursors_follow_inserts(&client, "FerretDB").await;
 }
 
 #[tokio::test]

@@ -263,6 +263,37 @@ impl CollectionState {
         }
     }
 
+    /// A capped collection's documents after natural position `after`
+    /// (from the oldest when `None`), each with its position: what a
+    /// tailable cursor reads next. Empty for a collection not capped.
+    pub fn iter_natural_after(
+        &self,
+        after: Option<u64>,
+    ) -> impl Iterator<Item = (u64, &RawDocument)> + '_ {
+        let from = match after {
+            Some(p) => std::ops::Bound::Excluded(p),
+            None => std::ops::Bound::Unbounded,
+        };
+        self.natural.iter().flat_map(move |n| {
+            n.order
+                .range((from, std::ops::Bound::Unbounded))
+                .filter_map(|(p, k)| {
+                    self.docs
+                        .get(k.as_bytes())
+                        .and_then(StoredDoc::doc)
+                        .map(|d| (*p, d))
+                })
+        })
+    }
+
+    /// Whether natural position `at` still holds a document (a tailable
+    /// cursor's last one: gone means its place was lost).
+    pub fn holds_natural_position(&self, at: u64) -> bool {
+        self.natural
+            .as_ref()
+            .is_some_and(|n| n.order.contains_key(&at))
+    }
+
     /// The documents' total BSON bytes, kept for a capped collection.
     pub fn capped_bytes(&self) -> Option<u64> {
         self.natural.as_ref().map(|n| n.bytes)
@@ -805,6 +836,16 @@ mod tests {
             c.iter_natural().map(ToOwned::to_owned),
         );
         let order_again: Vec<Bson> = again.iter_natural().filter_map(rawdoc::id_of).collect();
+        let after: Vec<Bson> = c
+            .iter_natural_after(Some(1))
+            .filter_map(|(_, d)| rawdoc::id_of(d))
+            .collect();
+        assert_eq!(after, vec![Bson::Int32(2), Bson::Int32(0)]);
+        assert!(c.holds_natural_position(1));
+        assert!(
+            !c.holds_natural_position(0),
+            "the first document was deleted"
+        );
         assert_eq!(order_again, order);
         assert_eq!(again.capped_bytes(), c.capped_bytes());
         // A collection that is not capped keeps `_id` order and no size.

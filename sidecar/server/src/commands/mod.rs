@@ -244,12 +244,6 @@ pub fn refused_fields(command: &str) -> Vec<String> {
     options::refused_fields(command)
 }
 
-/// Fields of `command` taken in some forms and refused by name in others,
-/// each with the form refused.
-pub fn partly_fields(command: &str) -> Vec<String> {
-    options::partly_fields(command)
-}
-
 /// The commands in the table only to be refused, each with the code it
 /// always answers (`refused`).
 pub fn refused_commands() -> Vec<(&'static str, i32)> {

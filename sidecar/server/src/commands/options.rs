@@ -168,8 +168,7 @@ pub(crate) const FIND: Fields = Fields {
         "let",
         // One server holds every document: a result is never partial.
         "allowPartialResults",
-        // Refused with MongoDB's error for a collection that is not
-        // capped (`read::check_tailable`): Argon has no capped ones.
+        // On a capped collection (`read::tailable`, `cursor::Tail`).
         "tailable",
         "awaitData",
     ],
@@ -192,7 +191,7 @@ pub(crate) const FIND: Fields = Fields {
 pub(crate) const GET_MORE: Fields = Fields {
     what: "getMore",
     known: &["collection", "batchSize"],
-    // Replica-set internals and tailable cursors' await, which Argon lacks.
+    // Replica-set internals. An awaitData getMore waits its `maxTimeMS`.
     unsupported: &[
         "term",
         "lastKnownCommittedOpTime",
@@ -393,24 +392,6 @@ const ALL: &[&Fields] = &[
     &COLL_MOD_INDEX,
     &INDEX_SPEC,
 ];
-
-/// Fields taken in some forms only: `what.field` and the form refused by
-/// name (115), for `docs/compatibility.md`.
-const PARTLY: &[(&str, &str)] = &[
-    (
-        "find.tailable",
-        "on a capped collection, refused (115), MongoDB's 2 elsewhere",
-    ),
-    ("find.awaitData", "on a capped collection, refused (115)"),
-];
-
-pub(crate) fn partly_fields(command: &str) -> Vec<String> {
-    PARTLY
-        .iter()
-        .filter(|(f, _)| f.split('.').next() == Some(command))
-        .map(|(f, what)| format!("{f} {what}"))
-        .collect()
-}
 
 /// The fields of `command` and of its statements (`update.updates`...)
 /// that Argon refuses by name (115), as `what.field`.

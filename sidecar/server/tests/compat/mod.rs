@@ -141,16 +141,10 @@ fn command(registered: &BTreeSet<String>, name: &str) -> Status {
         return Status::Refused(code);
     }
     let refused = argon_sidecar::commands::refused_fields(name);
-    let partly = argon_sidecar::commands::partly_fields(name);
-    let mut missing = Vec::new();
-    if !refused.is_empty() {
-        missing.push(format!("refuses {} (115)", refused.join(", ")));
-    }
-    missing.extend(partly);
-    if missing.is_empty() {
+    if refused.is_empty() {
         Status::Supported
     } else {
-        Status::Partly(missing.join("; "))
+        Status::Partly(format!("refuses {} (115)", refused.join(", ")))
     }
 }
 

@@ -1292,6 +1292,13 @@ async fn hostile_capped_options_are_refused() {
         assert_eq!(code_of(&db, cmd.clone()).await, Some(code), "{cmd}");
     }
     assert!(db.list_collection_names().await.unwrap().is_empty());
+    // Not built, refused by name.
+    for cmd in [
+        doc! {"convertToCapped": "x", "size": 4096},
+        doc! {"cloneCollectionAsCapped": "x", "toCollection": "y", "size": 4096},
+    ] {
+        assert_eq!(code_of(&db, cmd.clone()).await, Some(115), "{cmd}");
+    }
     // No TTL index on a capped collection, as in MongoDB.
     db.run_command(doc! {"create": "c", "capped": true, "size": 4096})
         .await

@@ -153,6 +153,8 @@ pub fn required(
         }
         "find" | "getMore" | "killCursors" | "count" | "distinct" | "listCollections"
         | "listIndexes" | "collStats" | "dbStats" | "mapReduce" => data(read)?,
+        // Refused for everyone (`commands::refused`); asked of writers.
+        "convertToCapped" | "cloneCollectionAsCapped" => data(write)?,
         "aggregate" if writes_output(cmd) => data(write)?,
         "aggregate" => data(read)?,
         "insert" | "update" | "delete" | "findAndModify" | "findandmodify" | "create" | "drop"

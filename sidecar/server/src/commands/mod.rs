@@ -211,6 +211,8 @@ commands! {
     "distinct" => read::distinct;
     "aggregate" => read::aggregate;
     "mapReduce" => refused::map_reduce;
+    "convertToCapped" => refused::convert_to_capped;
+    "cloneCollectionAsCapped" => refused::clone_collection_as_capped;
     "insert" => write::insert, retry;
     "update" => write::update, retry;
     "delete" => write::delete, retry;

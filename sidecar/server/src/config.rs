@@ -81,6 +81,12 @@ pub struct ServeArgs {
     #[arg(long, env = "ARGON_MAX_COMMIT_BYTES", default_value_t = crate::limits::MAX_COMMIT_BYTES,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(crate::limits::MIN_COMMIT_BYTES as u64..=(1u64 << 40)))]
     pub max_commit_bytes: usize,
+    /// Seconds between two passes of the TTL monitor, which deletes the
+    /// documents that TTL indexes (`expireAfterSeconds`) expire, on every
+    /// branch served (MongoDB's `ttlMonitorSleepSecs`).
+    #[arg(long, env = "ARGON_TTL_MONITOR_SLEEP_SECS", default_value_t = crate::ttl::DEFAULT_SLEEP_SECS,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub ttl_monitor_sleep_secs: u64,
     /// Require authentication (as `mongod --auth`): only the handshake and
     /// `saslStart`/`saslContinue` work before a client authenticates with
     /// SCRAM-SHA-256 or SCRAM-SHA-1, and each command needs a role that

@@ -40,6 +40,7 @@ error_codes! {
     PathNotViable = 28,
     ConflictingUpdateOperators = 40,
     CursorNotFound = 43,
+    CappedPositionLost = 136,
     NamespaceExists = 48,
     DollarPrefixedFieldName = 52,
     InvalidIdField = 53,
@@ -172,6 +173,14 @@ error_codes! {
     Location51003 = 51003,
     // `configureFailPoint` of a fail point Argon does not have.
     FailPointSetFailed = 266,
+    // A write that a collection's validator refuses.
+    DocumentValidationFailure = 121,
+    // Server-side JavaScript, which Argon has no engine for (as a mongod
+    // with `security.javascriptEnabled: false`): `$where`, `$function` and
+    // `$accumulator`, `mapReduce`.
+    Location6108304 = 6108304,
+    Location31264 = 31264,
+    Location31246 = 31246,
 }
 
 /// Names of MongoDB codes Argon never raises itself but a client may name
@@ -186,7 +195,6 @@ const OTHER_CODE_NAMES: &[(i32, &str)] = &[
     (89, "NetworkTimeout"),
     (91, "ShutdownInProgress"),
     (100, "UnsatisfiableWriteConcern"),
-    (121, "DocumentValidationFailure"),
     (133, "FailedToSatisfyReadPreference"),
     (134, "ReadConcernMajorityNotAvailableYet"),
     (150, "StaleEpoch"),

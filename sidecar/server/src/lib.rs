@@ -16,6 +16,7 @@
 //! only after it returns; every read is a `BranchState` from `Wal::read`.
 
 pub mod auth;
+pub mod capped;
 pub mod commands;
 pub mod config;
 pub mod cursor;
@@ -32,6 +33,8 @@ pub mod session;
 pub mod spill;
 pub mod target;
 pub mod tls;
+pub mod ttl;
+pub mod validation;
 pub mod wal_error;
 pub mod wire;
 pub mod writer;

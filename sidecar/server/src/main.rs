@@ -131,6 +131,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .set_auth_required(args.auth)
         .await
         .context("cannot load the project's users")?;
+    if !args.read_only {
+        tokio::spawn(argon_sidecar::ttl::monitor(
+            service.clone(),
+            std::time::Duration::from_secs(args.ttl_monitor_sleep_secs),
+        ));
+    }
     let (stop_peers, peers_stopped) = tokio::sync::oneshot::channel::<()>();
     let peers = peer_listener.map(|l| {
         let peer_options = argon_sidecar::server::ServerOptions {

@@ -2112,7 +2112,8 @@ pub(crate) fn check_op(op: &DocOp) -> Result<()> {
         DocOp::Delete { ns, .. }
         | DocOp::CreateCollection { ns, .. }
         | DocOp::DropCollection { ns }
-        | DocOp::DropIndex { ns, .. } => check_ns(ns)?,
+        | DocOp::DropIndex { ns, .. }
+        | DocOp::SetCollectionOptions { ns, .. } => check_ns(ns)?,
         DocOp::CreateIndex { ns, spec } => {
             check_ns(ns)?;
             if spec.get_str("name").is_err() || spec.get_document("key").is_err() {

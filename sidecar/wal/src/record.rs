@@ -58,6 +58,12 @@ pub enum DocOp {
         from: Namespace,
         to: Namespace,
     },
+    /// Replaces the options of an existing collection (`collMod`: its
+    /// validator...); a no-op when the collection does not exist.
+    SetCollectionOptions {
+        ns: Namespace,
+        options: Document,
+    },
 }
 
 /// An op as logged: `Put` and `Delete` also carry the document as it was
@@ -270,6 +276,13 @@ fn op_meta(op: &DocOp) -> (Document, Option<&RawDocumentBuf>) {
             let (db, coll) = ns_doc(ns);
             (
                 doc! {"op": "createIndex", "db": db, "coll": coll, "spec": spec.clone()},
+                None,
+            )
+        }
+        DocOp::SetCollectionOptions { ns, options } => {
+            let (db, coll) = ns_doc(ns);
+            (
+                doc! {"op": "setCollectionOptions", "db": db, "coll": coll, "options": options.clone()},
                 None,
             )
         }
@@ -487,6 +500,10 @@ fn op_from_raw(d: &RawDocument, pre_images: bool) -> Result<LoggedOp> {
         "createIndex" => DocOp::CreateIndex {
             ns: ns("db", "coll")?,
             spec: parsed("spec")?,
+        },
+        "setCollectionOptions" => DocOp::SetCollectionOptions {
+            ns: ns("db", "coll")?,
+            options: parsed("options")?,
         },
         "dropIndex" => DocOp::DropIndex {
             ns: ns("db", "coll")?,
@@ -1300,6 +1317,13 @@ mod tests {
                     op: DocOp::RenameCollection {
                         from: Namespace::new("db", "c"),
                         to: Namespace::new("db2", "d"),
+                    },
+                    pre_image: None,
+                },
+                LoggedOp {
+                    op: DocOp::SetCollectionOptions {
+                        ns: Namespace::new("db2", "d"),
+                        options: doc! {"validator": {"$jsonSchema": {"required": ["a"]}}, "validationLevel": "moderate"},
                     },
                     pre_image: None,
                 },

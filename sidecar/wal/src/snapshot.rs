@@ -53,7 +53,9 @@ pub fn encode(state: &BranchState) -> Result<Vec<u8>> {
                 "docs": c.len() as i64,
             },
         )?;
-        for d in c.iter() {
+        // Natural order: a capped collection's insertion order is rebuilt
+        // from the order its documents are stored in.
+        for d in c.iter_natural() {
             // The key is rebuilt from the document's `_id`; the engine
             // refuses a Put whose `doc._id` is not its `id`, so they agree.
             out.extend_from_slice(d.as_bytes());

@@ -173,6 +173,47 @@ pub struct CollectionState {
     indexes: Arc<Vec<Document>>,
     /// In `indexes` order; only specs `KeyPattern::parse` accepts.
     keymaps: Arc<Vec<KeyMap>>,
+    /// Insertion order, kept for a capped collection only (created with
+    /// `capped: true` in its options): its natural order.
+    natural: Option<Natural>,
+}
+
+/// A capped collection's insertion order and size. Derived from the puts
+/// and deletes in log order (a replacement keeps its place), so replay
+/// rebuilds it; a snapshot stores the documents in this order and
+/// `from_parts` numbers them again.
+#[derive(Clone, Debug, Default)]
+struct Natural {
+    next: u64,
+    order: OrdMap<u64, IdKey>,
+    position: OrdMap<IdKey, u64>,
+    /// Total BSON bytes of the documents.
+    bytes: u64,
+}
+
+impl Natural {
+    fn put(&mut self, key: &IdKey, old_len: Option<usize>, new_len: usize) {
+        match old_len {
+            Some(old) => self.bytes = self.bytes.saturating_sub(old as u64),
+            None => {
+                self.order.insert(self.next, key.clone());
+                self.position.insert(key.clone(), self.next);
+                self.next += 1;
+            }
+        }
+        self.bytes += new_len as u64;
+    }
+
+    fn delete(&mut self, key: &IdKey, len: usize) {
+        if let Some(at) = self.position.remove(key) {
+            self.order.remove(&at);
+        }
+        self.bytes = self.bytes.saturating_sub(len as u64);
+    }
+}
+
+fn is_capped(options: &Document) -> bool {
+    options.get_bool("capped").unwrap_or(false)
 }
 
 impl PartialEq for CollectionState {
@@ -197,10 +238,65 @@ impl CollectionState {
     fn new(options: Document) -> CollectionState {
         CollectionState {
             docs: OrdSet::new(),
+            natural: is_capped(&options).then(Natural::default),
             options: Arc::new(options),
             indexes: Arc::new(vec![id_index()]),
             keymaps: Arc::new(Vec::new()),
         }
+    }
+
+    /// Whether this is a capped collection (insertion order kept).
+    pub fn is_capped(&self) -> bool {
+        self.natural.is_some()
+    }
+
+    /// Documents in natural order: insertion order for a capped
+    /// collection, `IdKey` order otherwise.
+    pub fn iter_natural(&self) -> Box<dyn Iterator<Item = &RawDocument> + '_> {
+        match &self.natural {
+            Some(n) => Box::new(
+                n.order
+                    .values()
+                    .filter_map(|k| self.docs.get(k.as_bytes()).and_then(StoredDoc::doc)),
+            ),
+            None => Box::new(self.iter()),
+        }
+    }
+
+    /// A capped collection's documents after natural position `after`
+    /// (from the oldest when `None`), each with its position: what a
+    /// tailable cursor reads next. Empty for a collection not capped.
+    pub fn iter_natural_after(
+        &self,
+        after: Option<u64>,
+    ) -> impl Iterator<Item = (u64, &RawDocument)> + '_ {
+        let from = match after {
+            Some(p) => std::ops::Bound::Excluded(p),
+            None => std::ops::Bound::Unbounded,
+        };
+        self.natural.iter().flat_map(move |n| {
+            n.order
+                .range((from, std::ops::Bound::Unbounded))
+                .filter_map(|(p, k)| {
+                    self.docs
+                        .get(k.as_bytes())
+                        .and_then(StoredDoc::doc)
+                        .map(|d| (*p, d))
+                })
+        })
+    }
+
+    /// Whether natural position `at` still holds a document (a tailable
+    /// cursor's last one: gone means its place was lost).
+    pub fn holds_natural_position(&self, at: u64) -> bool {
+        self.natural
+            .as_ref()
+            .is_some_and(|n| n.order.contains_key(&at))
+    }
+
+    /// The documents' total BSON bytes, kept for a capped collection.
+    pub fn capped_bytes(&self) -> Option<u64> {
+        self.natural.as_ref().map(|n| n.bytes)
     }
 
     /// The document with `_id` `id`, as its BSON bytes (zero-copy).
@@ -308,15 +404,20 @@ impl CollectionState {
         indexes: Vec<Document>,
         docs: impl IntoIterator<Item = RawDocumentBuf>,
     ) -> CollectionState {
+        let mut natural = is_capped(&options).then(Natural::default);
         let docs = docs
             .into_iter()
             .map(|d| {
                 let key = IdKey::from_bson(&rawdoc::id_of(&d).unwrap_or(Bson::Null));
+                if let Some(n) = natural.as_mut() {
+                    n.put(&key, None, d.as_bytes().len());
+                }
                 StoredDoc::new(&key, &d)
             })
             .collect();
         let mut c = CollectionState {
             docs,
+            natural,
             options: Arc::new(options),
             indexes: Arc::new(indexes),
             keymaps: Arc::new(Vec::new()),
@@ -608,6 +709,12 @@ impl BranchState {
                 coll.sync_keymaps();
                 None
             }
+            DocOp::SetCollectionOptions { ns, options } => {
+                if let Some(coll) = self.colls.get_mut(ns) {
+                    coll.options = Arc::new(options.clone());
+                }
+                None
+            }
             DocOp::DropIndex { ns, name } => {
                 if name != "_id_"
                     && let Some(coll) = self.colls.get_mut(ns)
@@ -638,6 +745,13 @@ impl BranchState {
             .or_insert_with(|| CollectionState::new(Document::new()));
         let key = IdKey::from_bson(id);
         let old = coll.docs.insert(StoredDoc::new(&key, doc));
+        if let Some(n) = coll.natural.as_mut() {
+            let old_len = old
+                .as_ref()
+                .and_then(StoredDoc::doc)
+                .map(|d| d.as_bytes().len());
+            n.put(&key, old_len, doc.as_bytes().len());
+        }
         coll.reindex(&key, old.as_ref().and_then(StoredDoc::doc), Some(doc));
         old
     }
@@ -646,6 +760,9 @@ impl BranchState {
         let coll = self.colls.get_mut(ns)?;
         let key = IdKey::from_bson(id);
         let old = coll.docs.remove(key.as_bytes())?;
+        if let Some(n) = coll.natural.as_mut() {
+            n.delete(&key, old.doc().map_or(0, |d| d.as_bytes().len()));
+        }
         coll.reindex(&key, old.doc(), None);
         Some(old)
     }
@@ -681,6 +798,65 @@ mod tests {
 
     fn raw(d: Document) -> RawDocumentBuf {
         rawdoc::encode(&d).unwrap()
+    }
+
+    #[test]
+    fn a_capped_collection_keeps_insertion_order_and_size() {
+        let ns = Namespace::new("d", "c");
+        let mut s = BranchState::empty(CommitTime(0));
+        s.apply(&DocOp::CreateCollection {
+            ns: ns.clone(),
+            options: doc! {"capped": true, "size": 4096i64},
+        });
+        let put = |s: &mut BranchState, id: i32, v: &str| {
+            s.apply(&DocOp::Put {
+                ns: ns.clone(),
+                id: Bson::Int32(id),
+                doc: raw(doc! {"_id": id, "v": v}),
+            });
+        };
+        put(&mut s, 3, "a");
+        put(&mut s, 1, "b");
+        put(&mut s, 2, "c");
+        put(&mut s, 1, "a longer value keeps its place");
+        s.apply(&DocOp::Delete {
+            ns: ns.clone(),
+            id: Bson::Int32(3),
+        });
+        put(&mut s, 0, "d");
+        let c = s.collection(&ns).unwrap();
+        let order: Vec<Bson> = c.iter_natural().filter_map(rawdoc::id_of).collect();
+        assert_eq!(order, vec![Bson::Int32(1), Bson::Int32(2), Bson::Int32(0)]);
+        let bytes: usize = c.iter().map(|d| d.as_bytes().len()).sum();
+        assert_eq!(c.capped_bytes(), Some(bytes as u64));
+        // Rebuilt from documents in natural order (a snapshot), the same.
+        let again = CollectionState::from_parts(
+            c.options().clone(),
+            c.indexes().to_vec(),
+            c.iter_natural().map(ToOwned::to_owned),
+        );
+        let order_again: Vec<Bson> = again.iter_natural().filter_map(rawdoc::id_of).collect();
+        let after: Vec<Bson> = c
+            .iter_natural_after(Some(1))
+            .filter_map(|(_, d)| rawdoc::id_of(d))
+            .collect();
+        assert_eq!(after, vec![Bson::Int32(2), Bson::Int32(0)]);
+        assert!(c.holds_natural_position(1));
+        assert!(
+            !c.holds_natural_position(0),
+            "the first document was deleted"
+        );
+        assert_eq!(order_again, order);
+        assert_eq!(again.capped_bytes(), c.capped_bytes());
+        // A collection that is not capped keeps `_id` order and no size.
+        let plain = Namespace::new("d", "p");
+        s.apply(&DocOp::Put {
+            ns: plain.clone(),
+            id: Bson::Int32(2),
+            doc: raw(doc! {"_id": 2}),
+        });
+        assert!(!s.collection(&plain).unwrap().is_capped());
+        assert_eq!(s.collection(&plain).unwrap().capped_bytes(), None);
     }
 
     #[test]
@@ -930,6 +1106,7 @@ mod tests {
                 .prop_map(|(ns, name)| DocOp::DropIndex { ns, name: name.into() }),
             1 => (ns.clone(), ns.clone()).prop_map(|(from, to)| DocOp::RenameCollection { from, to }),
             1 => ns.clone().prop_map(|ns| DocOp::DropCollection { ns }),
+            1 => ns.clone().prop_map(|ns| DocOp::SetCollectionOptions { ns, options: doc! {"validator": {"a": 1}} }),
             1 => ns.prop_map(|ns| DocOp::CreateCollection { ns, options: doc! {} }),
         ]
     }

@@ -323,7 +323,10 @@ impl Transaction {
                 }
                 DocOp::CreateCollection { ns, .. }
                 | DocOp::CreateIndex { ns, .. }
-                | DocOp::DropIndex { ns, .. } => catalog_changed(&self.snapshot, head, ns),
+                | DocOp::DropIndex { ns, .. }
+                | DocOp::SetCollectionOptions { ns, .. } => {
+                    catalog_changed(&self.snapshot, head, ns)
+                }
                 DocOp::DropCollection { ns } => collection_changed(&self.snapshot, head, ns),
                 DocOp::RenameCollection { from, to } => {
                     collection_changed(&self.snapshot, head, from)

@@ -298,6 +298,7 @@ fn op_strategy() -> impl Strategy<Value = DocOp> {
         1 => (ns.clone(), ns.clone()).prop_map(|(from, to)| DocOp::RenameCollection { from, to }),
         1 => ns.clone().prop_map(|ns| DocOp::DropCollection { ns }),
         1 => prop_oneof![Just("d"), Just("e")].prop_map(|db| DocOp::DropDatabase { db: db.into() }),
+        1 => ns.clone().prop_map(|ns| DocOp::SetCollectionOptions { ns, options: doc! {"validator": {"a": 1}} }),
         1 => ns.prop_map(|ns| DocOp::CreateCollection { ns, options: doc! {"note": "c"} }),
     ]
 }

@@ -152,12 +152,15 @@ pub fn required(
             vec![Privilege::Authenticated]
         }
         "find" | "getMore" | "killCursors" | "count" | "distinct" | "listCollections"
-        | "listIndexes" | "collStats" | "dbStats" => data(read)?,
+        | "listIndexes" | "collStats" | "dbStats" | "mapReduce" => data(read)?,
+        // Refused for everyone (`commands::refused`); asked of writers.
+        "convertToCapped" | "cloneCollectionAsCapped" => data(write)?,
         "aggregate" if writes_output(cmd) => data(write)?,
         "aggregate" => data(read)?,
         "insert" | "update" | "delete" | "findAndModify" | "findandmodify" | "create" | "drop"
         | "createIndexes" | "dropIndexes" | "deleteIndexes" => data(write)?,
-        "dropDatabase" => data(|branch, db| Privilege::DbAdmin { branch, db })?,
+        // `collMod` is dbAdmin's in MongoDB, not readWrite's.
+        "dropDatabase" | "collMod" => data(|branch, db| Privilege::DbAdmin { branch, db })?,
         // Client-level bulk writes: write on every namespace they name.
         "bulkWrite" => {
             let mut needs = Vec::new();

@@ -326,7 +326,12 @@ where
     F: Fn(&mut Transaction, &mut P, &Parts) -> Result<()> + Send + Sync + 'static,
 {
     target.writable()?;
-    let step = Arc::new(step);
+    // The command's `bypassDocumentValidation`, for each part's writes.
+    let bypass = crate::validation::bypass_of(ctx.cmd)?;
+    let step = Arc::new(move |t: &mut Transaction, b: &mut P, parts: &Parts| {
+        let _bypass = crate::validation::Bypass::enter(bypass);
+        step(t, b, parts)
+    });
     if ctx.txn.is_some() {
         return commit_write(ctx, target, move |t| {
             let mut batch = start.clone();

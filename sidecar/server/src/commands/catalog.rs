@@ -112,6 +112,8 @@ pub async fn create(ctx: &Ctx<'_>) -> Result<Document> {
     if let Some(spec) = collation.as_ref().and_then(|c| c.spec()) {
         options.insert("collation", spec.clone());
     }
+    crate::validation::apply_options(ctx.cmd, "create", &mut options)?;
+    crate::capped::apply_options(ctx.cmd, &mut options)?;
     let ns = Namespace::new(target.db.as_str(), coll.as_str());
     let (_, info) = commit(ctx, &target, move |state| {
         if state.collection(&ns).is_some() {
@@ -346,6 +348,9 @@ fn validate_index(spec: &Bson) -> Result<Document> {
             ));
         }
     };
+    if let Some(seconds) = spec.get("expireAfterSeconds") {
+        crate::ttl::check_index(&key, seconds)?;
+    }
     let mut out = doc! {"v": 2, "key": key, "name": name};
     for (k, v) in spec {
         match k.as_str() {
@@ -429,6 +434,7 @@ pub async fn create_indexes(ctx: &Ctx<'_>) -> Result<Document> {
                 if same.get_document("key").ok() == key
                     && same.get_bool("unique").unwrap_or(false) == spec.get_bool("unique").unwrap_or(false)
                     && same.get("collation") == spec.get("collation")
+                    && same.get("expireAfterSeconds") == spec.get("expireAfterSeconds")
                 {
                     continue;
                 }
@@ -446,6 +452,9 @@ pub async fn create_indexes(ctx: &Ctx<'_>) -> Result<Document> {
                     ErrorCode::IndexOptionsConflict,
                     format!("Index already exists with a different name: {}", other.get_str("name").unwrap_or_default()),
                 ));
+            }
+            if spec.contains_key("expireAfterSeconds") && state.collection(&ns).is_some_and(|c| c.is_capped()) {
+                return Err(CommandError::new(ErrorCode::CannotCreateIndex, "Cannot create TTL index on a capped collection"));
             }
             if let Some(c) = state.collection(&ns) {
                 argon_wal::unique::check_new_index(c, &ns, spec, &crate::query::PartialIndexFilter)
@@ -589,9 +598,23 @@ pub async fn coll_stats(ctx: &Ctx<'_>) -> Result<Document> {
     let c = state.collection(&ns);
     let count = c.map(|c| c.len()).unwrap_or(0) as i64;
     let nindexes = c.map(|c| c.indexes().len()).unwrap_or(0) as i32;
-    Ok(
-        doc! {"ns": format!("{}.{coll}", target.raw), "count": count, "size": count * 1024, "storageSize": count * 1024, "nindexes": nindexes, "totalIndexSize": 0, "indexSizes": {}},
-    )
+    let mut out = doc! {"ns": format!("{}.{coll}", target.raw), "count": count, "size": count * 1024, "storageSize": count * 1024, "nindexes": nindexes, "totalIndexSize": 0, "indexSizes": {}};
+    // A capped collection's own figures, as MongoDB's collStats has them.
+    match c.filter(|c| c.is_capped()) {
+        Some(c) => {
+            let bytes = i64::try_from(c.capped_bytes().unwrap_or(0)).unwrap_or(i64::MAX);
+            out.insert("size", bytes);
+            out.insert("capped", true);
+            out.insert("maxSize", c.options().get_i64("size").unwrap_or(0));
+            if let Ok(max) = c.options().get_i64("max") {
+                out.insert("max", max);
+            }
+        }
+        None => {
+            out.insert("capped", false);
+        }
+    }
+    Ok(out)
 }
 
 pub async fn db_stats(ctx: &Ctx<'_>) -> Result<Document> {

@@ -10,10 +10,12 @@ mod batch;
 mod branch;
 mod bulk_write;
 mod catalog;
+mod coll_mod;
 pub mod fail_point;
 mod merge;
 mod options;
 mod read;
+mod refused;
 mod sasl;
 mod transaction;
 mod users;
@@ -196,6 +198,7 @@ commands! {
     "dropDatabase" => catalog::drop_database, write;
     "renameCollection" => catalog::rename_collection, write;
     "createIndexes" => catalog::create_indexes, write;
+    "collMod" => coll_mod::coll_mod, write;
     "listIndexes" => catalog::list_indexes;
     "dropIndexes" => catalog::drop_indexes, write;
     "deleteIndexes" => catalog::drop_indexes, write;
@@ -207,6 +210,9 @@ commands! {
     "count" => read::count;
     "distinct" => read::distinct;
     "aggregate" => read::aggregate;
+    "mapReduce" => refused::map_reduce;
+    "convertToCapped" => refused::convert_to_capped;
+    "cloneCollectionAsCapped" => refused::clone_collection_as_capped;
     "insert" => write::insert, retry;
     "update" => write::update, retry;
     "delete" => write::delete, retry;
@@ -238,6 +244,15 @@ commands! {
 /// name with 115, from its typed parameters (`options`).
 pub fn refused_fields(command: &str) -> Vec<String> {
     options::refused_fields(command)
+}
+
+/// The commands in the table only to be refused, each with the code it
+/// always answers (`refused`).
+pub fn refused_commands() -> Vec<(&'static str, i32)> {
+    refused::REFUSED
+        .iter()
+        .map(|(name, error)| (*name, error().code.code()))
+        .collect()
 }
 
 pub fn lookup(name: &str) -> Option<&'static Command> {
@@ -637,6 +652,12 @@ where
     F: FnMut(&mut argon_wal::Transaction) -> Result<Document> + Send + 'static,
 {
     target.writable()?;
+    // The command's `bypassDocumentValidation`, held while it resolves.
+    let bypass = crate::validation::bypass_of(ctx.cmd)?;
+    let mut resolve = move |t: &mut argon_wal::Transaction| {
+        let _bypass = crate::validation::Bypass::enter(bypass);
+        resolve(t)
+    };
     if let Some(txn) = ctx.txn {
         // A statement is all or nothing within its transaction.
         let mut t = txn.lock();

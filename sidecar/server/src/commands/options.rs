@@ -60,7 +60,7 @@ impl Fields {
 /// 197 rather than 40415). Kept and honoured: `unique`, `sparse` and
 /// `partialFilterExpression` by the WAL's key rules; `hidden` only steers
 /// a query planner, which changes no result; `background` MongoDB itself
-/// ignores since 4.2.
+/// ignores since 4.2; `expireAfterSeconds` by the TTL monitor (`ttl`).
 pub(crate) const INDEX_SPEC: Fields = Fields {
     what: "createIndexes.indexes",
     known: &[
@@ -74,9 +74,10 @@ pub(crate) const INDEX_SPEC: Fields = Fields {
         "partialFilterExpression",
         "hidden",
         "background",
+        // TTL: checked in `catalog::validate_index`, honoured by `ttl`.
+        "expireAfterSeconds",
     ],
     unsupported: &[
-        "expireAfterSeconds",
         "weights",
         "default_language",
         "language_override",
@@ -97,14 +98,16 @@ pub(crate) const INDEX_SPEC: Fields = Fields {
 /// `create` of a collection (a view's fields are `view::create`'s).
 pub(crate) const CREATE: Fields = Fields {
     what: "create",
-    known: &["collation"],
-    unsupported: &[
-        "capped",
-        "size",
-        "max",
+    known: &[
+        "collation",
         "validator",
         "validationLevel",
         "validationAction",
+        "capped",
+        "size",
+        "max",
+    ],
+    unsupported: &[
         "storageEngine",
         "indexOptionDefaults",
         "timeseries",
@@ -119,6 +122,34 @@ pub(crate) const CREATE: Fields = Fields {
         "temp",
     ],
     generic: true,
+};
+
+/// `collMod` (see `coll_mod`).
+pub(crate) const COLL_MOD: Fields = Fields {
+    what: "collMod",
+    known: &["validator", "validationLevel", "validationAction", "index"],
+    unsupported: &[
+        "viewOn",
+        "pipeline",
+        "expireAfterSeconds",
+        "changeStreamPreAndPostImages",
+        "timeseries",
+        "cappedSize",
+        "cappedMax",
+        "clusteredIndex",
+        "recordPreImages",
+        "dryRun",
+        "collectionUUID",
+    ],
+    generic: true,
+};
+
+/// `collMod.index`: which index, and the change.
+pub(crate) const COLL_MOD_INDEX: Fields = Fields {
+    what: "collMod.index",
+    known: &["name", "keyPattern", "hidden", "expireAfterSeconds"],
+    unsupported: &["unique", "prepareUnique", "forceNonUnique"],
+    generic: false,
 };
 
 pub(crate) const FIND: Fields = Fields {
@@ -137,15 +168,16 @@ pub(crate) const FIND: Fields = Fields {
         "let",
         // One server holds every document: a result is never partial.
         "allowPartialResults",
+        // On a capped collection (`read::tailable`, `cursor::Tail`).
+        "tailable",
+        "awaitData",
     ],
     unsupported: &[
         "min",
         "max",
         "returnKey",
         "showRecordId",
-        "tailable",
         "oplogReplay",
-        "awaitData",
         "noCursorTimeout",
         "readOnce",
         "requestResumeToken",
@@ -159,7 +191,7 @@ pub(crate) const FIND: Fields = Fields {
 pub(crate) const GET_MORE: Fields = Fields {
     what: "getMore",
     known: &["collection", "batchSize"],
-    // Replica-set internals and tailable cursors' await, which Argon lacks.
+    // Replica-set internals. An awaitData getMore waits its `maxTimeMS`.
     unsupported: &[
         "term",
         "lastKnownCommittedOpTime",
@@ -198,7 +230,7 @@ pub(crate) const AGGREGATE: Fields = Fields {
         "hint",
         "collation",
         "let",
-        // No document validation exists to bypass.
+        // For `$out` / `$merge` (`crate::validation`).
         "bypassDocumentValidation",
     ],
     unsupported: &["explain"],
@@ -356,6 +388,8 @@ const ALL: &[&Fields] = &[
     &BULK_UPDATE,
     &BULK_DELETE,
     &CREATE,
+    &COLL_MOD,
+    &COLL_MOD_INDEX,
     &INDEX_SPEC,
 ];
 

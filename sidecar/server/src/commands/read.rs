@@ -201,6 +201,72 @@ fn run_view(
     }
 }
 
+/// `tailable` and `awaitData` of a find: `Some(await_data)` for a tailable
+/// cursor; MongoDB's errors on a collection that is not capped, with a
+/// sort, or `awaitData` alone.
+fn tailable(cmd: &Document, coll: &str, capped: bool) -> Result<Option<bool>> {
+    let tailable = opt_bool(cmd, "tailable", false)?;
+    let await_data = opt_bool(cmd, "awaitData", false)?;
+    if await_data && !tailable {
+        return Err(CommandError::failed_to_parse(
+            "Cannot set 'awaitData' without also setting 'tailable'",
+        ));
+    }
+    if !tailable {
+        return Ok(None);
+    }
+    if !capped {
+        return Err(CommandError::bad_value(format!(
+            "error processing query: ns={coll} tailable cursor requested on non capped collection"
+        )));
+    }
+    let natural = doc! {"$natural": 1};
+    if opt_doc(cmd, "sort")?.is_some_and(|s| !s.is_empty() && *s != natural) {
+        return Err(CommandError::bad_value(
+            "cannot use tailable option with a sort other than {$natural: 1}",
+        ));
+    }
+    Ok(Some(await_data))
+}
+
+/// How long a `getMore` of an `awaitData` cursor waits for new documents
+/// when it gives no `maxTimeMS` (the driver's `maxAwaitTimeMS`): MongoDB's
+/// 1 s.
+const DEFAULT_AWAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How often a waiting `getMore` looks at the branch's head.
+const AWAIT_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// A `getMore` of a tailable cursor: the documents inserted since, after
+/// waiting for some (up to `maxTimeMS`) when it is `awaitData`.
+async fn tail_more(
+    ctx: &Ctx<'_>,
+    id: i64,
+    mut tail: crate::cursor::Tail,
+    batch: Option<usize>,
+) -> Result<Document> {
+    let wait = match opt_i64(ctx.cmd, "maxTimeMS")? {
+        Some(ms) if ms > 0 => std::time::Duration::from_millis(ms.unsigned_abs()),
+        _ => DEFAULT_AWAIT,
+    };
+    let until = std::time::Instant::now() + wait;
+    let no_read_options = Document::new();
+    loop {
+        let state = ctx.svc.read_state(&tail.target, &no_read_options).await?;
+        // An error kills the cursor, as in MongoDB (it is not put back).
+        let docs = tail.next_batch(&state, batch.unwrap_or(usize::MAX))?;
+        if !docs.is_empty() || !tail.await_data || std::time::Instant::now() >= until {
+            let shown = tail.shown.clone();
+            ctx.svc.cursors.return_tail(id, tail);
+            return Ok(cursor_reply(&shown, docs, id, false));
+        }
+        tokio::time::sleep(
+            AWAIT_POLL.min(until.saturating_duration_since(std::time::Instant::now())),
+        )
+        .await;
+    }
+}
+
 pub async fn find(ctx: &Ctx<'_>) -> Result<Document> {
     let coll = collection_name(ctx.cmd, "find")?;
     options::FIND.check(ctx.cmd, Some("find"))?;
@@ -231,8 +297,32 @@ pub async fn find(ctx: &Ctx<'_>) -> Result<Document> {
     let deadline = ctx.deadline()?;
     let state = ctx.read_state(&target).await?;
     let ns = Namespace::new(target.db.as_str(), coll.as_str());
+    let tail = tailable(
+        ctx.cmd,
+        &coll,
+        state.collection(&ns).is_some_and(|c| c.is_capped()),
+    )?;
     check_hint(ctx.cmd.get("hint"), state.collection(&ns))?;
     let shown = format!("{}.{coll}", target.raw);
+    if let Some(await_data) = tail {
+        let collation = collation::for_collection(own_collation.as_ref(), state.collection(&ns))?;
+        let mut tail = crate::cursor::Tail {
+            shown: shown.clone(),
+            target: target.clone(),
+            ns,
+            filter,
+            projection,
+            last: None,
+            await_data,
+            collation,
+            last_used: std::time::Instant::now(),
+        };
+        let first = tail.next_batch(&state, batch.unwrap_or(crate::cursor::FIRST_BATCH))?;
+        let id = ctx.svc.cursors.open_tail(tail);
+        let mut out = cursor_reply(&shown, first, id, true);
+        out.insert("operationTime", operation_time(state.time()));
+        return Ok(out);
+    }
     if let Some(view) = view::resolve(&state, &target.db, &coll)? {
         // The view's pipeline, then the find as stages (as MongoDB runs it).
         let _collation = view.collation_for(own_collation.as_ref())?.enter();
@@ -281,6 +371,24 @@ pub async fn find(ctx: &Ctx<'_>) -> Result<Document> {
             ctx.svc
                 .cursors
                 .open_sorted(shown.clone(), sorted, batch, single_batch, deadline)?
+        }
+        _ if state.collection(&ns).is_some_and(|c| c.is_capped()) => {
+            // Natural order is insertion order (a capped collection is
+            // bounded by its own size).
+            let mut found = Vec::new();
+            if let Some(c) = state.collection(&ns) {
+                for raw in c.iter_natural() {
+                    deadline.check()?;
+                    let d = argon_wal::rawdoc::parse(raw);
+                    if filter.try_matches(&d)? {
+                        found.push(d);
+                    }
+                }
+            }
+            let docs = finish(found.into_iter(), skip, limit, projection.as_ref())?;
+            ctx.svc
+                .cursors
+                .open(shown.clone(), docs, batch, single_batch)
         }
         _ if filter.id_equality().is_some() => {
             let found = try_matching(&state, &ns, &filter)?;
@@ -359,6 +467,9 @@ pub async fn get_more(ctx: &Ctx<'_>) -> Result<Document> {
         }
     };
     let batch = batch_size(Some(ctx.cmd))?.filter(|n| *n > 0);
+    if let Some(tail) = ctx.svc.cursors.take_tail(id) {
+        return tail_more(ctx, id, tail, batch).await;
+    }
     let (ns, docs, next) = ctx
         .svc
         .cursors

@@ -36,9 +36,12 @@ pub(super) enum Put {
     Upsert,
 }
 
-/// Writes `doc` through the transaction: storage limits here (the
-/// server's), index rules in the WAL (`argon_wal::unique`, the one place).
+/// Writes `doc` through the transaction: the collection's validator
+/// (`crate::validation`, the one place), storage limits here (the
+/// server's), index rules in the WAL (`argon_wal::unique`, the one place),
+/// a capped collection's limits after an insert (`crate::capped`).
 pub(super) fn put(t: &mut Transaction, ns: &Namespace, doc: &Document, how: Put) -> Result<()> {
+    crate::validation::check(t.state(), ns, doc)?;
     let raw = argon_wal::rawdoc::encode(doc).map_err(|e| CommandError::bad_value(e.to_string()))?;
     match how {
         Put::Insert => {}
@@ -46,8 +49,17 @@ pub(super) fn put(t: &mut Transaction, ns: &Namespace, doc: &Document, how: Put)
         Put::Upsert => crate::limits::check_upsert_size(raw.as_bytes().len())?,
     }
     crate::limits::check_storage_depth(doc)?;
-    t.put_encoded(ns, doc, raw, how != Put::Update)
-        .map_err(crate::wal_error::from_wal)
+    let inserts = how != Put::Update;
+    if inserts {
+        crate::capped::check_insert(t, ns, raw.as_bytes().len())?;
+    }
+    t.put_encoded(ns, doc, raw, inserts)
+        .map_err(crate::wal_error::from_wal)?;
+    if inserts {
+        // A capped collection's oldest documents go in the same commit.
+        crate::capped::evict(t, ns)?;
+    }
+    Ok(())
 }
 
 pub(super) fn ensure_collection(t: &mut Transaction, ns: &Namespace) -> Result<()> {

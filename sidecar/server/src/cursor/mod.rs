@@ -7,11 +7,14 @@
 //! when asked, so a large result never sits in memory and `limit` stops the
 //! scan), a [`SortedScan`] (a sorted find, merged from its spilled runs as
 //! it pages) or a [`PipelineScan`] (an aggregate, whose pipeline runs a
-//! batch at a time; see `pipeline`).
+//! batch at a time; see `pipeline`). A tailable cursor ([`Tail`]) reads the
+//! branch's newest state at each `getMore` instead (see `tail`).
 
 mod pipeline;
+mod tail;
 
 pub use pipeline::{PipelineScan, SnapshotLookup};
+pub use tail::Tail;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -263,6 +266,8 @@ pub struct Cursor {
 #[derive(Default)]
 pub struct CursorStore {
     cursors: Mutex<HashMap<i64, Cursor>>,
+    /// Tailable cursors, which read a new state at each `getMore`.
+    tails: Mutex<HashMap<i64, Tail>>,
     next_id: AtomicI64,
 }
 
@@ -403,10 +408,36 @@ impl CursorStore {
         Some(Ok((ns, batch, id)))
     }
 
+    fn lock_tails(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Tail>> {
+        self.tails.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a tailable cursor; its id (never 0: a tailable cursor
+    /// stays open at the end of its collection).
+    pub fn open_tail(&self, tail: Tail) -> i64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        self.lock_tails().insert(id, tail);
+        id
+    }
+
+    /// Takes tailable cursor `id` out while a `getMore` reads it (`None`:
+    /// not a tailable cursor).
+    pub fn take_tail(&self, id: i64) -> Option<Tail> {
+        self.lock_tails().remove(&id)
+    }
+
+    /// Puts a tailable cursor back after its `getMore`.
+    pub fn return_tail(&self, id: i64, mut tail: Tail) {
+        tail.last_used = Instant::now();
+        self.lock_tails().insert(id, tail);
+    }
+
     /// Kills the given cursors; returns (killed, not found).
     pub fn kill(&self, ids: &[i64]) -> (Vec<i64>, Vec<i64>) {
         let mut cursors = self.lock();
-        ids.iter().partition(|id| cursors.remove(id).is_some())
+        let mut tails = self.lock_tails();
+        ids.iter()
+            .partition(|id| cursors.remove(id).is_some() || tails.remove(id).is_some())
     }
 
     /// Drops cursors idle since before `now - IDLE_TIMEOUT`; returns how many.
@@ -414,11 +445,14 @@ impl CursorStore {
         let mut cursors = self.lock();
         let before = cursors.len();
         cursors.retain(|_, c| now.saturating_duration_since(c.last_used) < IDLE_TIMEOUT);
-        before - cursors.len()
+        let mut tails = self.lock_tails();
+        let tails_before = tails.len();
+        tails.retain(|_, t| now.saturating_duration_since(t.last_used) < IDLE_TIMEOUT);
+        before - cursors.len() + tails_before - tails.len()
     }
 
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().len() + self.lock_tails().len()
     }
 
     pub fn is_empty(&self) -> bool {

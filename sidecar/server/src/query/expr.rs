@@ -119,6 +119,9 @@ impl Expr {
                         if k == "$literal" {
                             return Ok(Expr::Literal(arg.clone()));
                         }
+                        if k == "$function" {
+                            return Err(super::javascript::function_operator());
+                        }
                         if let Some(e) = parse_field_op(k, arg, depth)? {
                             return Ok(e);
                         }

@@ -20,6 +20,7 @@ pub enum Filter {
     Nor(Vec<Filter>),
     Field { path: String, pred: Pred },
     Expr(Expr),
+    JsonSchema(Box<super::schema::Schema>),
 }
 
 /// A predicate on the values at one path.
@@ -86,7 +87,11 @@ impl Filter {
                     }
                     "expr" => parts.push(Filter::Expr(Expr::parse(value)?)),
                     "comment" => {}
-                    "where" | "text" | "jsonSchema" => {
+                    "where" => return Err(super::javascript::where_operator()),
+                    "jsonSchema" => parts.push(Filter::JsonSchema(Box::new(
+                        super::schema::Schema::parse(value)?,
+                    ))),
+                    "text" => {
                         return Err(CommandError::not_implemented(&format!(
                             "the {key} query operator"
                         )));
@@ -142,6 +147,7 @@ impl Filter {
             }
             Filter::Field { path, pred } => pred.matches(&resolve(doc, path)),
             Filter::Expr(e) => e.eval(doc)?.map(|v| truthy(&v)).unwrap_or(false),
+            Filter::JsonSchema(s) => s.matches_document(doc),
         })
     }
 

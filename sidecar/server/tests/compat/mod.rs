@@ -48,6 +48,10 @@ impl Status {
     }
 }
 
+/// MongoDB's codes for server-side JavaScript without an engine
+/// (`query::javascript`): a refusal by name.
+const JAVASCRIPT: &[i32] = &[6108304, 31264, 31246];
+
 /// A command's reply: the error code and message, or none.
 struct Answer {
     code: Option<i32>,
@@ -85,7 +89,7 @@ impl Answer {
     /// `None` when the name was recognized; else the code it was refused with.
     fn refusal(&self, unknown: &[(i32, &str)]) -> Option<i32> {
         let code = self.code?;
-        if code == 115 || code == 238 {
+        if code == 115 || code == 238 || JAVASCRIPT.contains(&code) {
             return Some(code);
         }
         unknown
@@ -129,6 +133,12 @@ fn names() -> Vec<(String, String, Vec<String>)> {
 fn command(registered: &BTreeSet<String>, name: &str) -> Status {
     if !registered.contains(name) {
         return Status::Refused(59);
+    }
+    if let Some((_, code)) = argon_sidecar::commands::refused_commands()
+        .into_iter()
+        .find(|(n, _)| *n == name)
+    {
+        return Status::Refused(code);
     }
     let refused = argon_sidecar::commands::refused_fields(name);
     if refused.is_empty() {
@@ -231,6 +241,9 @@ async fn expression(db: &Database, name: &str) -> Status {
     match (in_project, in_group) {
         (None, _) => Status::Supported,
         (Some(_), None) => Status::Partly("as a `$group` accumulator only".into()),
+        // `$accumulator` is no expression (168) and, as an accumulator,
+        // server-side JavaScript: its own code says more.
+        (Some(_), Some(in_group)) if JAVASCRIPT.contains(&in_group) => Status::Refused(in_group),
         (Some(code), Some(_)) => Status::Refused(code),
     }
 }

@@ -198,6 +198,13 @@ impl Batch<'_> {
                 }
                 Ok(())
             }
+            DocOp::SetCollectionOptions { ns, options } => {
+                if let Some(mut e) = self.coll(ns)? {
+                    e.options = options.clone();
+                    self.colls.insert(ns.clone(), Some(e));
+                }
+                Ok(())
+            }
             DocOp::RenameCollection { from, to } => {
                 if from != to
                     && let Some(e) = self.coll(from)?

@@ -189,6 +189,7 @@ fn parse_stage(name: &str, arg: &Bson, depth: usize) -> Result<Stage> {
                     "$push" => Acc::Push,
                     "$addToSet" => Acc::AddToSet,
                     "$count" => Acc::Count,
+                    "$accumulator" => return Err(crate::query::javascript::function_operator()),
                     other => {
                         return Err(CommandError::new(
                             ErrorCode::Location15952,

@@ -789,6 +789,41 @@ mod tests {
     }
 
     #[test]
+    fn endpoint_pairs_follow_the_ca_and_a_broken_ca_is_an_error() -> Result<()> {
+        let now = OffsetDateTime::now_utc();
+        let (bundle, key) = new_ca("", Duration::from_secs(3600), now)?;
+        let ca = Ca { bundle, key };
+        let names = vec!["abr-x".to_string(), "abr-x.ns.svc".to_string()];
+        let validity = Duration::from_secs(300);
+        let (first, why) = serving_pair(&ca, None, &names, validity, now)?;
+        assert_eq!(why, Some("no serving certificate"));
+        let (same, why) = serving_pair(&ca, Some(&first), &names, validity, now)?;
+        assert_eq!((same == first, why), (true, None));
+        let later = now + Duration::from_secs(250);
+        let (renewed, why) = serving_pair(&ca, Some(&first), &names, validity, later)?;
+        assert_eq!(why, Some("a third of its lifetime left"));
+        assert_ne!(renewed.cert, first.cert);
+        // A rotated CA (old one kept behind it): re-issued by the new one.
+        let (bundle, key) = new_ca(&ca.bundle, Duration::from_secs(3600), now)?;
+        let rotated = Ca { bundle, key };
+        let (next, why) = serving_pair(&rotated, Some(&first), &names, validity, now)?;
+        assert_eq!(why, Some("serving certificate not signed by the CA"));
+        assert_eq!(next.ca_bundle, rotated.bundle);
+        assert_eq!(pem_ders(&next.ca_bundle).len(), 2);
+        // Garbage for a CA is an error naming why, never a panic.
+        let broken = Ca {
+            bundle: "not pem".into(),
+            key: ca.key.clone(),
+        };
+        let err = serving_pair(&broken, Some(&first), &names, validity, now)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("no CA certificate"), "{err}");
+        Ok(())
+    }
+
+    #[test]
     fn the_serving_cert_swaps_and_refuses_a_mismatched_key() -> Result<()> {
         let m = manage(Duration::from_secs(300));
         let names = dns_names(&m, "ns");

@@ -86,17 +86,13 @@ pub async fn ensure(
     let secret_name = endpoint::tls_secret_name(&name);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
     let existing = secrets.get_opt(&secret_name).await?;
-    if let Some(s) = &existing {
-        let ours = s
-            .owner_references()
-            .iter()
-            .any(|o| Some(&o.uid) == branch.metadata.uid.as_ref());
-        if !ours {
-            // Someone else's Secret of that name: never overwritten.
-            return Err(Error::Tls(format!(
-                "Secret {secret_name} exists and is not owned by this ArgonBranch"
-            )));
-        }
+    if let Some(s) = &existing
+        && !owned_by(s, branch)
+    {
+        // Someone else's Secret of that name: never overwritten.
+        return Err(Error::Tls(format!(
+            "Secret {secret_name} exists and is not owned by this ArgonBranch"
+        )));
     }
     let current = existing.as_ref().map(ServingPair::from_secret);
     let names = dns_names(&name, &namespace, &config.extra_names);
@@ -118,6 +114,31 @@ pub async fn ensure(
             .await?;
     }
     Ok(pair)
+}
+
+/// Deletes `branch`'s TLS Secret when it is the branch's (TLS turned off).
+pub async fn remove(client: &Client, branch: &ArgonBranch) -> Result<()> {
+    let secrets: Api<Secret> =
+        Api::namespaced(client.clone(), &branch.namespace().unwrap_or_default());
+    let name = endpoint::tls_secret_name(&branch.name_any());
+    let Some(existing) = secrets.get_opt(&name).await? else {
+        return Ok(());
+    };
+    if owned_by(&existing, branch) {
+        match secrets.delete(&name, &Default::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+fn owned_by(secret: &Secret, branch: &ArgonBranch) -> bool {
+    secret
+        .owner_references()
+        .iter()
+        .any(|o| Some(&o.uid) == branch.metadata.uid.as_ref())
 }
 
 #[cfg(test)]

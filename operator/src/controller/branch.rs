@@ -220,6 +220,10 @@ async fn apply(b: &ArgonBranch, ctx: &Context, api: &Api<ArgonBranch>) -> Result
             Err(e) => return Err(e),
         }
     } else {
+        if b.spec.endpoint.enabled && st.conditions.get_condition(ENDPOINT_TLS).is_some() {
+            // TLS turned off: its key pair has no reader left.
+            endpoint_tls::remove(&ctx.client, b).await?;
+        }
         st.conditions.drop_condition(ENDPOINT_TLS);
         Ok(None)
     };

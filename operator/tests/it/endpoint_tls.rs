@@ -415,6 +415,14 @@ async fn endpoints_serve_the_operators_certificate_and_drivers_verify_it() {
     .unwrap();
     let app = secrets.get("feature-argon-app").await.unwrap();
     assert_eq!(key(&app, "ca.crt"), None);
+    assert!(
+        secrets
+            .get_opt("feature-argon-tls")
+            .await
+            .unwrap()
+            .is_none(),
+        "the key pair is deleted with TLS off"
+    );
     assert!(!key(&app, "uri").unwrap().contains("tls=true"));
     // Nothing of the keys in the branch's status.
     let b = branches.get("feature").await.unwrap();
@@ -498,6 +506,40 @@ async fn without_a_ca_a_tls_endpoint_is_not_provisioned_and_cert_manager_is_refu
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     assert!(deployments.get_opt("abr-feature").await.unwrap().is_none());
     operator.stop().await.unwrap();
+
+    // A CA Secret someone else writes (cert-manager's, say: no ca.key) is
+    // never replaced by the operator's own CA.
+    let ca_secrets: Api<Secret> = Api::namespaced(client.clone(), CA_NAMESPACE);
+    ca_secrets
+        .create(
+            &PostParams::default(),
+            &Secret {
+                metadata: ObjectMeta {
+                    name: Some("foreign-ca".into()),
+                    ..Default::default()
+                },
+                string_data: Some(BTreeMap::from([("ca.crt".into(), "not a CA".into())])),
+                ..Secret::default()
+            },
+        )
+        .await
+        .unwrap();
+    let mut config = tls_config(Duration::from_secs(3600), &[]);
+    if let Some(tls) = config.endpoint_tls.as_mut() {
+        tls.ca_secret = "foreign-ca".into();
+    }
+    let operator = RunningOperator::start(client.clone(), config);
+    wait_for(&branches, "feature", "the foreign CA Secret refused", |b| {
+        condition(b, "EndpointTLS").is_some_and(|c| {
+            c.status == "False" && c.message.contains("not the operator's to replace")
+        })
+    })
+    .await
+    .unwrap();
+    operator.stop().await.unwrap();
+    let foreign = ca_secrets.get("foreign-ca").await.unwrap();
+    assert_eq!(key(&foreign, "ca.crt").as_deref(), Some("not a CA"));
+    assert_eq!(key(&foreign, "ca.key"), None);
 
     // With a CA: the taken name is refused, the Secret left as it was.
     let operator =

@@ -1,4 +1,5 @@
-//! The webhook's TLS certificate, managed by the operator itself.
+//! The operator as its installation's CA: the webhook's TLS certificate,
+//! and the serving certificates of branch endpoints.
 //!
 //! Every replica reads one `kubernetes.io/tls` Secret through the API
 //! (`tls.crt`, `tls.key`, `ca.crt`) and hands its certificate to the
@@ -18,6 +19,10 @@
 //! manager [`FIELD_MANAGER`]) *before* it writes a certificate signed by a
 //! new CA, so the apiserver trusts each certificate before it is served.
 //! Without `manage` (cert-manager), the operator only reads the Secret.
+//!
+//! Branch endpoints are signed by the same CA ([`ensure_ca`], which makes it
+//! when the webhook does not, and [`serving_pair`], the same renewal rule):
+//! the branch controller keeps each endpoint's pair in a Secret of its own.
 //!
 //! Nothing here logs key material: errors name the Secret and what is wrong.
 
@@ -50,7 +55,7 @@ pub const TLS_CRT: &str = "tls.crt";
 pub const TLS_KEY: &str = "tls.key";
 pub const CA_CRT: &str = "ca.crt";
 pub const CA_KEY: &str = "ca.key";
-const CA_COMMON_NAME: &str = "argon-operator webhook CA";
+const CA_COMMON_NAME: &str = "argon-operator CA";
 /// While no certificate is loaded, the Secret is re-read this often.
 const RETRY_UNLOADED: Duration = Duration::from_secs(2);
 
@@ -318,6 +323,18 @@ fn text(data: &BTreeMap<String, ByteString>, key: &str) -> Option<String> {
         .filter(|s| !s.trim().is_empty())
 }
 
+const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+const MANAGED_BY: &str = "argon-operator";
+
+fn managed_by_operator(secret: &Secret) -> bool {
+    secret
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(LABEL_MANAGED_BY))
+        .is_some_and(|v| v == MANAGED_BY)
+}
+
 fn secret_object(name: &str, m: &Material) -> Secret {
     let data = [
         (TLS_CRT, &m.cert),
@@ -332,8 +349,8 @@ fn secret_object(name: &str, m: &Material) -> Secret {
         metadata: ObjectMeta {
             name: Some(name.into()),
             labels: Some(BTreeMap::from([(
-                "app.kubernetes.io/managed-by".to_string(),
-                "argon-operator".to_string(),
+                LABEL_MANAGED_BY.to_string(),
+                MANAGED_BY.to_string(),
             )])),
             ..ObjectMeta::default()
         },
@@ -372,7 +389,7 @@ fn pem_encode(der: &[u8]) -> String {
 }
 
 /// Validity of a DER certificate as unix seconds (not before, not after).
-fn validity(der: &[u8]) -> Option<(i64, i64)> {
+fn validity_of(der: &[u8]) -> Option<(i64, i64)> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let v = cert.validity();
     Some((v.not_before.timestamp(), v.not_after.timestamp()))
@@ -380,7 +397,7 @@ fn validity(der: &[u8]) -> Option<(i64, i64)> {
 
 /// Less than a third of the lifetime left (or not yet valid, or expired).
 fn due(der: &[u8], now: OffsetDateTime) -> bool {
-    let Some((start, end)) = validity(der) else {
+    let Some((start, end)) = validity_of(der) else {
         return true;
     };
     let now = now.unix_timestamp();
@@ -388,23 +405,37 @@ fn due(der: &[u8], now: OffsetDateTime) -> bool {
     now < start || end.saturating_sub(now).saturating_mul(3) < lifetime
 }
 
-/// What the Secret needs: nothing, a new serving certificate, or a new CA (and certificate).
-fn plan(m: &Material, names: &[String], now: OffsetDateTime) -> Renewal {
+/// Why the CA of `m` cannot sign (missing, broken, key mismatch, near expiry).
+fn ca_problem(m: &Material, now: OffsetDateTime) -> Option<&'static str> {
     let Some(ca) = pem_ders(&m.ca_bundle).into_iter().next() else {
-        return Renewal::NewCa("no CA certificate");
+        return Some("no CA certificate");
     };
     let Ok(ca_key) = KeyPair::from_pem(&m.ca_key) else {
-        return Renewal::NewCa("no CA key");
+        return Some("no CA key");
+    };
+    let Ok((_, ca_cert)) = x509_parser::parse_x509_certificate(&ca) else {
+        return Some("unparseable CA certificate");
+    };
+    if ca_cert.public_key().raw != ca_key.subject_public_key_info().as_slice() {
+        return Some("CA key does not match the CA certificate");
+    }
+    if due(&ca, now) {
+        return Some("CA near expiry");
+    }
+    None
+}
+
+/// What the Secret needs: nothing, a new serving certificate, or a new CA (and certificate).
+fn plan(m: &Material, names: &[String], now: OffsetDateTime) -> Renewal {
+    if let Some(why) = ca_problem(m, now) {
+        return Renewal::NewCa(why);
+    }
+    let Some(ca) = pem_ders(&m.ca_bundle).into_iter().next() else {
+        return Renewal::NewCa("no CA certificate");
     };
     let Ok((_, ca_cert)) = x509_parser::parse_x509_certificate(&ca) else {
         return Renewal::NewCa("unparseable CA certificate");
     };
-    if ca_cert.public_key().raw != ca_key.subject_public_key_info().as_slice() {
-        return Renewal::NewCa("CA key does not match the CA certificate");
-    }
-    if due(&ca, now) {
-        return Renewal::NewCa("CA near expiry");
-    }
     let Some(leaf) = pem_ders(&m.cert).into_iter().next() else {
         return Renewal::NewCert("no serving certificate");
     };
@@ -463,7 +494,64 @@ fn not_before(now: OffsetDateTime, validity: Duration) -> OffsetDateTime {
 }
 
 fn rcgen_error(e: rcgen::Error) -> Error {
-    Error::Tls(format!("issuing the webhook certificate: {e}"))
+    Error::Tls(format!("issuing a certificate: {e}"))
+}
+
+/// A new self-signed CA (PEM bundle, PEM key); `old_bundle`'s unexpired
+/// CAs stay in the bundle behind it, so what they signed stays trusted.
+fn new_ca(old_bundle: &str, validity: Duration, now: OffsetDateTime) -> Result<(String, String)> {
+    let key = KeyPair::generate().map_err(rcgen_error)?;
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(rcgen_error)?;
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params
+        .distinguished_name
+        .push(DnType::CommonName, CA_COMMON_NAME);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params.not_before = not_before(now, validity);
+    params.not_after = now + validity;
+    let ca = params.self_signed(&key).map_err(rcgen_error)?;
+    let mut bundle = ca.pem();
+    for old in pem_ders(old_bundle) {
+        if validity_of(&old).is_some_and(|(_, end)| end > now.unix_timestamp()) {
+            bundle.push_str(&pem_encode(&old));
+        }
+    }
+    Ok((bundle, key.serialize_pem()))
+}
+
+/// A serving certificate for `names` signed by the first CA of `ca_bundle`
+/// (PEM certificate, PEM key).
+fn issue_leaf(
+    ca_bundle: &str,
+    ca_key: &str,
+    names: &[String],
+    validity: Duration,
+    now: OffsetDateTime,
+) -> Result<(String, String)> {
+    let signing_key = KeyPair::from_pem(ca_key).map_err(rcgen_error)?;
+    let ca_pem = pem_ders(ca_bundle)
+        .into_iter()
+        .next()
+        .map(|d| pem_encode(&d))
+        .ok_or_else(|| Error::Tls("the CA bundle holds no certificate".into()))?;
+    let issuer = Issuer::from_ca_cert_pem(&ca_pem, signing_key).map_err(rcgen_error)?;
+    let key = KeyPair::generate().map_err(rcgen_error)?;
+    let mut params = CertificateParams::new(names.to_vec()).map_err(rcgen_error)?;
+    params.distinguished_name.push(
+        DnType::CommonName,
+        names.first().cloned().unwrap_or_default(),
+    );
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.use_authority_key_identifier_extension = true;
+    params.not_before = not_before(now, validity);
+    params.not_after = now + validity;
+    let cert = params.signed_by(&key, &issuer).map_err(rcgen_error)?;
+    Ok((cert.pem(), key.serialize_pem()))
 }
 
 /// Issues a serving certificate, with the CA of `keep_ca` or a new CA
@@ -475,61 +563,173 @@ fn issue(
     old_bundle: &str,
     now: OffsetDateTime,
 ) -> Result<Material> {
-    let (ca_bundle, ca_key_pem, issuer) = match keep_ca {
-        Some(m) => {
-            let key = KeyPair::from_pem(&m.ca_key).map_err(rcgen_error)?;
-            let ca_pem = pem_ders(&m.ca_bundle)
-                .into_iter()
-                .next()
-                .map(|d| pem_encode(&d))
-                .ok_or_else(|| Error::Tls("the CA bundle holds no certificate".into()))?;
-            let issuer = Issuer::from_ca_cert_pem(&ca_pem, key).map_err(rcgen_error)?;
-            (m.ca_bundle.clone(), m.ca_key.clone(), issuer)
-        }
-        None => {
-            let key = KeyPair::generate().map_err(rcgen_error)?;
-            let mut params = CertificateParams::new(Vec::<String>::new()).map_err(rcgen_error)?;
-            params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-            params
-                .distinguished_name
-                .push(DnType::CommonName, CA_COMMON_NAME);
-            params.key_usages = vec![
-                KeyUsagePurpose::KeyCertSign,
-                KeyUsagePurpose::CrlSign,
-                KeyUsagePurpose::DigitalSignature,
-            ];
-            params.not_before = not_before(now, manage.ca_validity);
-            params.not_after = now + manage.ca_validity;
-            let ca = params.self_signed(&key).map_err(rcgen_error)?;
-            let mut bundle = ca.pem();
-            // Certificates of the old CA stay trusted until it expires.
-            for old in pem_ders(old_bundle) {
-                if validity(&old).is_some_and(|(_, end)| end > now.unix_timestamp()) {
-                    bundle.push_str(&pem_encode(&old));
-                }
-            }
-            let key_pem = key.serialize_pem();
-            (bundle, key_pem, Issuer::new(params, key))
-        }
+    let (ca_bundle, ca_key) = match keep_ca {
+        Some(m) => (m.ca_bundle.clone(), m.ca_key.clone()),
+        None => new_ca(old_bundle, manage.ca_validity, now)?,
     };
-    let key = KeyPair::generate().map_err(rcgen_error)?;
-    let mut params = CertificateParams::new(names.to_vec()).map_err(rcgen_error)?;
-    params.distinguished_name.push(
-        DnType::CommonName,
-        names.first().cloned().unwrap_or_default(),
-    );
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.use_authority_key_identifier_extension = true;
-    params.not_before = not_before(now, manage.cert_validity);
-    params.not_after = now + manage.cert_validity;
-    let cert = params.signed_by(&key, &issuer).map_err(rcgen_error)?;
+    let (cert, key) = issue_leaf(&ca_bundle, &ca_key, names, manage.cert_validity, now)?;
     Ok(Material {
         ca_bundle,
-        ca_key: ca_key_pem,
-        cert: cert.pem(),
-        key: key.serialize_pem(),
+        ca_key,
+        cert,
+        key,
     })
+}
+
+/// The installation's CA as its Secret holds it: `ca.crt` (the signing CA
+/// first, older unexpired CAs after it) and `ca.key`.
+#[derive(Clone)]
+pub struct Ca {
+    pub bundle: String,
+    key: String,
+}
+
+impl std::fmt::Debug for Ca {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("Ca").finish_non_exhaustive()
+    }
+}
+
+/// A serving pair and the CA bundle that verifies it, as an endpoint's
+/// `kubernetes.io/tls` Secret holds them (`tls.crt`, `tls.key`, `ca.crt`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ServingPair {
+    pub cert: String,
+    pub key: String,
+    pub ca_bundle: String,
+}
+
+impl std::fmt::Debug for ServingPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServingPair").finish_non_exhaustive()
+    }
+}
+
+impl ServingPair {
+    /// The pair a `kubernetes.io/tls` Secret holds (empty values when absent).
+    pub fn from_secret(secret: &Secret) -> ServingPair {
+        let data = secret.data.clone().unwrap_or_default();
+        ServingPair {
+            cert: text(&data, TLS_CRT).unwrap_or_default(),
+            key: text(&data, TLS_KEY).unwrap_or_default(),
+            ca_bundle: text(&data, CA_CRT).unwrap_or_default(),
+        }
+    }
+}
+
+/// The pair to serve for `names`: `current` when it is signed by `ca`, holds
+/// exactly `names` and has more than a third of its lifetime left; a new
+/// one otherwise, with the reason (for the log: never the material).
+pub fn serving_pair(
+    ca: &Ca,
+    current: Option<&ServingPair>,
+    names: &[String],
+    validity: Duration,
+    now: OffsetDateTime,
+) -> Result<(ServingPair, Option<&'static str>)> {
+    let material = Material {
+        ca_bundle: ca.bundle.clone(),
+        ca_key: ca.key.clone(),
+        cert: current.map(|c| c.cert.clone()).unwrap_or_default(),
+        key: current.map(|c| c.key.clone()).unwrap_or_default(),
+    };
+    let why = match plan(&material, names, now) {
+        Renewal::Keep => match current {
+            // The bundle may have gained or lost a CA since.
+            Some(c) if c.ca_bundle == ca.bundle => return Ok((c.clone(), None)),
+            Some(c) => {
+                let pair = ServingPair {
+                    ca_bundle: ca.bundle.clone(),
+                    ..c.clone()
+                };
+                return Ok((pair, Some("the CA bundle changed")));
+            }
+            None => "no serving certificate",
+        },
+        Renewal::NewCert(why) => why,
+        Renewal::NewCa(why) => return Err(Error::Tls(format!("the CA cannot sign: {why}"))),
+    };
+    let (cert, key) = issue_leaf(&ca.bundle, &ca.key, names, validity, now)?;
+    Ok((
+        ServingPair {
+            cert,
+            key,
+            ca_bundle: ca.bundle.clone(),
+        },
+        Some(why),
+    ))
+}
+
+/// The installation's CA from its Secret (`ca.crt`, `ca.key`) in the
+/// operator's namespace, made when missing and replaced near its expiry
+/// (the old CA stays in the bundle until it expires). The webhook's
+/// [`CertManager`] keeps its serving certificate in the same Secret when it
+/// manages it: whichever writer finds no usable CA makes one, and the other
+/// signs with it (a lost race is a 409, retried by the caller's next pass).
+pub async fn ensure_ca(secrets: &Api<Secret>, name: &str, validity: Duration) -> Result<Ca> {
+    let now = OffsetDateTime::now_utc();
+    let existing = secrets.get_opt(name).await?;
+    let current = existing.as_ref().map(|s| {
+        let data = s.data.clone().unwrap_or_default();
+        Material {
+            ca_bundle: text(&data, CA_CRT).unwrap_or_default(),
+            ca_key: text(&data, CA_KEY).unwrap_or_default(),
+            cert: text(&data, TLS_CRT).unwrap_or_default(),
+            key: text(&data, TLS_KEY).unwrap_or_default(),
+        }
+    });
+    let why = match &current {
+        Some(m) => match ca_problem(m, now) {
+            None => {
+                return Ok(Ca {
+                    bundle: m.ca_bundle.clone(),
+                    key: m.ca_key.clone(),
+                });
+            }
+            Some(why) => why,
+        },
+        None => "no Secret",
+    };
+    let old_bundle = current.as_ref().map(|m| m.ca_bundle.as_str()).unwrap_or("");
+    let (bundle, key) = new_ca(old_bundle, validity, now)?;
+    let material = Material {
+        ca_bundle: bundle.clone(),
+        ca_key: key.clone(),
+        cert: current.as_ref().map(|m| m.cert.clone()).unwrap_or_default(),
+        key: current.as_ref().map(|m| m.key.clone()).unwrap_or_default(),
+    };
+    tracing::info!(secret = %name, reason = why, "writing a new CA");
+    match existing {
+        None => match secrets
+            .create(&PostParams::default(), &secret_object(name, &material))
+            .await
+        {
+            Ok(_) => {}
+            // Another writer was first: sign with its CA from the next pass on.
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                return Err(Error::Tls(format!(
+                    "the CA Secret {name} was created concurrently; retrying"
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        },
+        Some(secret) if !managed_by_operator(&secret) => {
+            // Never overwrite a Secret someone else writes (cert-manager's).
+            return Err(Error::Tls(format!(
+                "the CA Secret {name} holds no usable CA ({why}) and is not the operator's to replace"
+            )));
+        }
+        Some(mut secret) => {
+            // Keeps the read resourceVersion: a concurrent writer makes this a 409.
+            secret.data = secret_object(name, &material).data;
+            secret.type_ = Some("kubernetes.io/tls".into());
+            secrets
+                .replace(name, &PostParams::default(), &secret)
+                .await?;
+        }
+    }
+    Ok(Ca { bundle, key })
 }
 
 #[cfg(test)]
@@ -585,6 +785,41 @@ mod tests {
             plan(&broken, &names, now),
             Renewal::NewCa("no CA certificate")
         );
+        Ok(())
+    }
+
+    #[test]
+    fn endpoint_pairs_follow_the_ca_and_a_broken_ca_is_an_error() -> Result<()> {
+        let now = OffsetDateTime::now_utc();
+        let (bundle, key) = new_ca("", Duration::from_secs(3600), now)?;
+        let ca = Ca { bundle, key };
+        let names = vec!["abr-x".to_string(), "abr-x.ns.svc".to_string()];
+        let validity = Duration::from_secs(300);
+        let (first, why) = serving_pair(&ca, None, &names, validity, now)?;
+        assert_eq!(why, Some("no serving certificate"));
+        let (same, why) = serving_pair(&ca, Some(&first), &names, validity, now)?;
+        assert_eq!((same == first, why), (true, None));
+        let later = now + Duration::from_secs(250);
+        let (renewed, why) = serving_pair(&ca, Some(&first), &names, validity, later)?;
+        assert_eq!(why, Some("a third of its lifetime left"));
+        assert_ne!(renewed.cert, first.cert);
+        // A rotated CA (old one kept behind it): re-issued by the new one.
+        let (bundle, key) = new_ca(&ca.bundle, Duration::from_secs(3600), now)?;
+        let rotated = Ca { bundle, key };
+        let (next, why) = serving_pair(&rotated, Some(&first), &names, validity, now)?;
+        assert_eq!(why, Some("serving certificate not signed by the CA"));
+        assert_eq!(next.ca_bundle, rotated.bundle);
+        assert_eq!(pem_ders(&next.ca_bundle).len(), 2);
+        // Garbage for a CA is an error naming why, never a panic.
+        let broken = Ca {
+            bundle: "not pem".into(),
+            key: ca.key.clone(),
+        };
+        let err = serving_pair(&broken, Some(&first), &names, validity, now)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("no CA certificate"), "{err}");
         Ok(())
     }
 

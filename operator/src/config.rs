@@ -40,6 +40,41 @@ pub struct Config {
     /// (its own namespace), for deletions after a restart (`store_copy`);
     /// `None` keeps none.
     pub store_copy_namespace: Option<String>,
+    /// The operator's CA for branch endpoints' certificates (`spec.endpoint.tls`);
+    /// `None`: a branch asking for TLS gets no endpoint and a condition saying why.
+    pub endpoint_tls: Option<EndpointTlsConfig>,
+    /// The namespaces whose Secrets the operator may read (the password
+    /// watch runs in each); empty: every namespace (or `namespace`). Matches
+    /// the chart's `secretNamespaces` Roles.
+    pub secret_namespaces: Vec<String>,
+}
+
+/// Where the installation's CA lives and what endpoint certificates it issues.
+#[derive(Clone, Debug)]
+pub struct EndpointTlsConfig {
+    /// The CA Secret (`ca.crt`, `ca.key`) in the operator's namespace: the
+    /// webhook's Secret when the operator manages it (one CA per
+    /// installation), made by the operator when missing.
+    pub ca_namespace: String,
+    pub ca_secret: String,
+    pub ca_validity: Duration,
+    /// Lifetime of an endpoint's serving certificate (renewed with a third left).
+    pub cert_validity: Duration,
+    /// Extra names or IP addresses in every endpoint certificate (tests: `127.0.0.1`).
+    pub extra_names: Vec<String>,
+}
+
+impl EndpointTlsConfig {
+    /// Defaults: a CA for 10 years, endpoint certificates for 90 days.
+    pub fn new(ca_namespace: impl Into<String>, ca_secret: impl Into<String>) -> EndpointTlsConfig {
+        EndpointTlsConfig {
+            ca_namespace: ca_namespace.into(),
+            ca_secret: ca_secret.into(),
+            ca_validity: Duration::from_secs(10 * 365 * 24 * 3600),
+            cert_validity: Duration::from_secs(90 * 24 * 3600),
+            extra_names: Vec::new(),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -143,6 +178,8 @@ impl Config {
             concurrency: 16,
             apply_crds: false,
             store_copy_namespace: None,
+            endpoint_tls: None,
+            secret_namespaces: Vec::new(),
         }
     }
 }

@@ -5,7 +5,11 @@
 //!
 //! Keys: `host`, `port`, `uri` always; `username`, `password`, `authSource`
 //! when `spec.endpoint.user` names a user of the project's `spec.users`
-//! (then `uri` carries the credentials, percent-encoded). The password is
+//! (then `uri` carries the credentials, percent-encoded); `ca.crt` when the
+//! endpoint serves TLS (`spec.endpoint.tls`, then `uri` says `tls=true`).
+//! A URI cannot carry a CA: the convention is to mount the Secret and add
+//! `tlsCAFile=<mount>/ca.crt` (every driver's option), as CloudNativePG's
+//! `sslrootcert`. The password is
 //! copied from the user's own Secret; it goes nowhere else (not status, not
 //! events, not logs).
 
@@ -51,21 +55,28 @@ pub fn host(branch: &str, namespace: &str) -> String {
 }
 
 /// The connection string: the Service, load-balanced (see
-/// `endpoint::connection_string`), with the login when there is one.
-pub fn uri(host: &str, login: Option<&Login>) -> String {
+/// `endpoint::connection_string`), with the login when there is one and
+/// `tls=true` when the endpoint serves TLS.
+pub fn uri(host: &str, login: Option<&Login>, tls: bool) -> String {
+    let tls = if tls { "&tls=true" } else { "" };
     match login {
         Some(l) => format!(
-            "mongodb://{}:{}@{host}:{MONGODB_PORT}/?loadBalanced=true&authSource={}",
+            "mongodb://{}:{}@{host}:{MONGODB_PORT}/?loadBalanced=true&authSource={}{tls}",
             encode_userinfo(&l.username),
             encode_userinfo(&l.password),
             encode_userinfo(&l.auth_source)
         ),
-        None => format!("mongodb://{host}:{MONGODB_PORT}/?loadBalanced=true"),
+        None => format!("mongodb://{host}:{MONGODB_PORT}/?loadBalanced=true{tls}"),
     }
 }
 
-/// The Secret for `branch`, owned by it.
-pub fn secret(branch: &ArgonBranch, login: Option<&Login>) -> Result<Secret> {
+/// The Secret for `branch`, owned by it; `ca_bundle` is the CA that
+/// verifies a TLS endpoint (`None`: a plain endpoint).
+pub fn secret(
+    branch: &ArgonBranch,
+    login: Option<&Login>,
+    ca_bundle: Option<&str>,
+) -> Result<Secret> {
     let owner: OwnerReference = branch
         .controller_owner_ref(&())
         .ok_or(Error::MissingField("ArgonBranch", "metadata.uid"))?;
@@ -75,8 +86,11 @@ pub fn secret(branch: &ArgonBranch, login: Option<&Login>) -> Result<Secret> {
     let mut data = BTreeMap::from([
         ("host".to_string(), host.clone()),
         ("port".to_string(), MONGODB_PORT.to_string()),
-        ("uri".to_string(), uri(&host, login)),
+        ("uri".to_string(), uri(&host, login, ca_bundle.is_some())),
     ]);
+    if let Some(ca) = ca_bundle {
+        data.insert("ca.crt".into(), ca.to_string());
+    }
     if let Some(l) = login {
         data.insert("username".into(), l.username.clone());
         data.insert("password".into(), l.password.clone());
@@ -112,12 +126,16 @@ mod tests {
             auth_source: "admin".into(),
         };
         assert_eq!(
-            uri("abr-x.dev.svc", Some(&login)),
+            uri("abr-x.dev.svc", Some(&login), false),
             "mongodb://ann:p%40ss%3Aw%2Frd%25@abr-x.dev.svc:27017/?loadBalanced=true&authSource=admin"
         );
         assert_eq!(
-            uri("abr-x.dev.svc", None),
+            uri("abr-x.dev.svc", None, false),
             "mongodb://abr-x.dev.svc:27017/?loadBalanced=true"
+        );
+        assert_eq!(
+            uri("abr-x.dev.svc", Some(&login), true),
+            "mongodb://ann:p%40ss%3Aw%2Frd%25@abr-x.dev.svc:27017/?loadBalanced=true&authSource=admin&tls=true"
         );
         assert_eq!(secret_name("feature-x"), "feature-x-argon-app");
     }

@@ -7,10 +7,10 @@ use crate::crd::{ArgonBranch, ArgonProject};
 use crate::error::{Error, Result};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
+    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath,
     ObjectFieldSelector, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecurityContext, Service,
-    ServicePort, ServiceSpec, Volume, VolumeMount,
+    PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext,
+    Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -27,6 +27,9 @@ pub const METRICS_PORT: i32 = 9218;
 pub const PEER_PORT: i32 = 27018;
 /// Where an embedded store's volume is mounted.
 const DATA_DIR: &str = "/var/lib/argon";
+/// Where an endpoint's TLS Secret (`tls.crt`, `tls.key`, `ca.crt`) is mounted.
+pub const TLS_DIR: &str = "/etc/argon/tls";
+const TLS_VOLUME: &str = "argon-tls";
 /// Name of the sidecar container (endpoint and injected).
 pub const CONTAINER_NAME: &str = "argon-sidecar";
 
@@ -71,6 +74,17 @@ pub fn connection_string(branch: &str, namespace: &str) -> String {
         "mongodb://{}.{namespace}.svc:{MONGODB_PORT}/?loadBalanced=true",
         object_name(branch)
     )
+}
+
+/// The same over TLS (`spec.endpoint.tls`): drivers verify the server
+/// against the connection Secret's `ca.crt` (`tlsCAFile`).
+pub fn connection_string_with_tls(branch: &str, namespace: &str) -> String {
+    format!("{}&tls=true", connection_string(branch, namespace))
+}
+
+/// The Secret holding an endpoint's serving certificate.
+pub fn tls_secret_name(branch: &str) -> String {
+    format!("{branch}-argon-tls")
 }
 
 /// Labels of a branch's endpoint objects (and its pods' selector).
@@ -298,6 +312,45 @@ pub fn deployment(
             .get_or_insert_with(Vec::new)
             .push(env("ARGON_AUTH", "true"));
     }
+    let mut volumes: Vec<Volume> = data_volume(project).into_iter().collect();
+    if branch.spec.endpoint.tls {
+        // A Secret volume: the kubelet swaps renewed files in place
+        // (atomically, both at once) and the sidecar re-reads changed files,
+        // so a renewal needs no restart.
+        let vars = container.env.get_or_insert_with(Vec::new);
+        vars.push(env("ARGON_TLS_CERT_FILE", format!("{TLS_DIR}/tls.crt")));
+        vars.push(env("ARGON_TLS_KEY_FILE", format!("{TLS_DIR}/tls.key")));
+        container
+            .volume_mounts
+            .get_or_insert_with(Vec::new)
+            .push(VolumeMount {
+                name: TLS_VOLUME.into(),
+                mount_path: TLS_DIR.into(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            });
+        volumes.push(Volume {
+            name: TLS_VOLUME.into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(tls_secret_name(&name)),
+                items: Some(vec![
+                    KeyToPath {
+                        key: "tls.crt".into(),
+                        path: "tls.crt".into(),
+                        mode: None,
+                    },
+                    KeyToPath {
+                        key: "tls.key".into(),
+                        path: "tls.key".into(),
+                        mode: None,
+                    },
+                ]),
+                default_mode: Some(0o440),
+                optional: Some(false),
+            }),
+            ..Volume::default()
+        });
+    }
     Ok(Deployment {
         metadata: owned_meta(branch)?,
         spec: Some(DeploymentSpec {
@@ -317,13 +370,21 @@ pub fn deployment(
                     enable_service_links: Some(false),
                     security_context: Some(PodSecurityContext {
                         run_as_non_root: Some(true),
+                        // The TLS Secret's files are 0440, group-owned by
+                        // the sidecar's user (the key is not world-readable).
+                        fs_group: branch.spec.endpoint.tls.then_some(65532),
+                        fs_group_change_policy: branch
+                            .spec
+                            .endpoint
+                            .tls
+                            .then(|| "OnRootMismatch".to_string()),
                         seccomp_profile: Some(SeccompProfile {
                             type_: "RuntimeDefault".into(),
                             localhost_profile: None,
                         }),
                         ..PodSecurityContext::default()
                     }),
-                    volumes: data_volume(project).map(|v| vec![v]),
+                    volumes: (!volumes.is_empty()).then_some(volumes),
                     ..PodSpec::default()
                 }),
             },

@@ -6,7 +6,8 @@
 //! - the controllers (`controller`): a project becomes a WAL with its `main`
 //!   branch, a branch becomes a pointer into that WAL plus an endpoint
 //!   (`endpoint`: a Deployment + Service running the sidecar) and its
-//!   connection Secret (`connection`);
+//!   connection Secret (`connection`) and, over TLS, its serving
+//!   certificate from the operator's CA (`endpoint_tls`);
 //! - `spec.import` (`import`): existing MongoDB databases copied into `main` once;
 //! - open stores per project (`stores`), and the operator's copy of their
 //!   connections for deletions after a restart (`store_copy`);
@@ -26,6 +27,7 @@ pub mod controller;
 pub mod crd;
 pub mod crdgen;
 pub mod endpoint;
+pub mod endpoint_tls;
 pub mod error;
 pub mod import;
 pub mod leader;

@@ -2,7 +2,9 @@
 //! (or `ARGON_*` variables) into a [`Config`] and calls the library.
 
 use anyhow::Context;
-use argon_operator::config::{CertSecretConfig, Config, LeaderConfig, WebhookConfig, WebhookTls};
+use argon_operator::config::{
+    CertSecretConfig, Config, EndpointTlsConfig, LeaderConfig, WebhookConfig, WebhookTls,
+};
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -106,6 +108,23 @@ struct RunArgs {
     /// even after an operator restart.
     #[arg(long, env = "ARGON_STORE_COPY_NAMESPACE")]
     store_copy_namespace: Option<String>,
+    /// The Secret holding the installation's CA (`ca.crt`, `ca.key`), which
+    /// signs branch endpoints' certificates (`spec.endpoint.tls`); made when
+    /// missing. The webhook's Secret when the operator manages it (one CA).
+    /// Without it, a branch asking for TLS gets no endpoint.
+    #[arg(long, env = "ARGON_ENDPOINT_CA_SECRET")]
+    endpoint_ca_secret: Option<String>,
+    /// Namespace of that Secret (default: --webhook-namespace, else the
+    /// leader election namespace).
+    #[arg(long, env = "ARGON_ENDPOINT_CA_NAMESPACE")]
+    endpoint_ca_namespace: Option<String>,
+    /// Lifetime of endpoint serving certificates (renewed with a third left).
+    #[arg(long, env = "ARGON_ENDPOINT_CERT_VALIDITY_SECONDS", default_value_t = 90 * 24 * 3600)]
+    endpoint_cert_validity_seconds: u64,
+    /// The namespaces whose Secrets the operator may read, comma-separated
+    /// (the chart's `secretNamespaces` Roles); empty: every namespace.
+    #[arg(long, env = "ARGON_SECRET_NAMESPACES", value_delimiter = ',')]
+    secret_namespaces: Vec<String>,
 }
 
 fn config(args: RunArgs) -> anyhow::Result<Config> {
@@ -130,7 +149,25 @@ fn config(args: RunArgs) -> anyhow::Result<Config> {
         concurrency,
         apply_crds,
         store_copy_namespace,
+        endpoint_ca_secret,
+        endpoint_ca_namespace,
+        endpoint_cert_validity_seconds,
+        secret_namespaces,
     } = args;
+    let endpoint_tls = match endpoint_ca_secret {
+        Some(secret) => {
+            let namespace = endpoint_ca_namespace
+                .or_else(|| webhook_namespace.clone())
+                .or_else(|| leader_election_namespace.clone())
+                .context(
+                    "--endpoint-ca-secret needs --endpoint-ca-namespace (ARGON_ENDPOINT_CA_NAMESPACE)",
+                )?;
+            let mut tls = EndpointTlsConfig::new(namespace, secret);
+            tls.cert_validity = Duration::from_secs(endpoint_cert_validity_seconds.max(3));
+            Some(tls)
+        }
+        None => None,
+    };
     let tls = match (webhook_cert, webhook_key, webhook_secret) {
         (Some(cert), Some(key), _) => Some(WebhookTls::Pem {
             cert_pem: std::fs::read_to_string(&cert)
@@ -178,6 +215,12 @@ fn config(args: RunArgs) -> anyhow::Result<Config> {
     config.concurrency = concurrency.max(1);
     config.apply_crds = apply_crds;
     config.store_copy_namespace = store_copy_namespace;
+    config.endpoint_tls = endpoint_tls;
+    config.secret_namespaces = secret_namespaces
+        .into_iter()
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty())
+        .collect();
     Ok(config)
 }
 

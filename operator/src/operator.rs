@@ -275,12 +275,22 @@ impl Operator {
         };
         let metrics = self.metrics.clone();
         let project_controller = Controller::new(projects, watcher::Config::default());
-        let password_changes = password_secret_changes(
-            match &self.config.namespace {
-                Some(ns) => Api::namespaced(client.clone(), ns),
-                None => Api::all(client.clone()),
-            },
-            project_controller.store(),
+        // RBAC may grant Secrets in some namespaces only: watch each of them.
+        let secret_apis: Vec<Api<PartialObjectMeta<Secret>>> = match (
+            &self.config.namespace,
+            self.config.secret_namespaces.as_slice(),
+        ) {
+            (Some(ns), _) => vec![Api::namespaced(client.clone(), ns)],
+            (None, []) => vec![Api::all(client.clone())],
+            (None, namespaces) => namespaces
+                .iter()
+                .map(|ns| Api::namespaced(client.clone(), ns))
+                .collect(),
+        };
+        let password_changes = futures::stream::select_all(
+            secret_apis
+                .into_iter()
+                .map(|api| password_secret_changes(api, project_controller.store()).boxed()),
         );
         let project_controller = project_controller
             .reconcile_on(password_changes)

@@ -34,6 +34,19 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- printf "%s-inject" (include "argon.fullname" .) -}}
 {{- end -}}
 
+{{/* The Secret with the installation's CA (ca.crt, ca.key) that signs branch
+endpoints' certificates: the webhook's when the operator manages it (one CA),
+else its own. */}}
+{{- define "argon.caSecret" -}}
+{{- if .Values.endpointTls.caSecretName -}}
+{{- .Values.endpointTls.caSecretName -}}
+{{- else if include "argon.manageCerts" . -}}
+{{- include "argon.tlsSecret" . -}}
+{{- else -}}
+{{- printf "%s-ca" (include "argon.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+
 {{/* "true" when the operator issues the webhook certificate itself. */}}
 {{- define "argon.manageCerts" -}}
 {{- if and .Values.webhook.enabled (not .Values.webhook.certManager.enabled) (not .Values.webhook.caBundle) -}}

@@ -8,14 +8,15 @@
 
 use super::{Context, apply_status};
 use crate::crd::condition::types::{
-    CONNECTION_SECRET, DELETION_BLOCKED, ENDPOINT_READY, READY, RESET, STORE_REACHABLE,
+    CONNECTION_SECRET, DELETION_BLOCKED, ENDPOINT_READY, ENDPOINT_TLS, READY, RESET,
+    STORE_REACHABLE,
 };
 use crate::crd::{
     ArgonBranch, ArgonBranchSpec, ArgonBranchStatus, ArgonProject, Conditions, EndpointSpec,
     FIELD_MANAGER, FINALIZER, LastReset, ResetPreview, ResetSpec, SecretKeyRef,
 };
 use crate::error::{Error, Result};
-use crate::{connection, endpoint};
+use crate::{connection, endpoint, endpoint_tls};
 use argon_wal::{BranchInfo, CommitTime, ReadPoint, Seq, Wal, WalError};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Secret, Service};
@@ -195,10 +196,54 @@ async fn apply(b: &ArgonBranch, ctx: &Context, api: &Api<ArgonBranch>) -> Result
     st.head_seq = Some(head_seq.0 as i64);
     st.head_time = to_time(head_time);
 
-    if b.spec.endpoint.enabled {
+    // A TLS endpoint starts only with its certificate: never plain instead.
+    let tls = if b.spec.endpoint.enabled && b.spec.endpoint.tls {
+        match endpoint_tls::ensure(&ctx.client, ctx.config.endpoint_tls.as_ref(), b).await {
+            Ok(pair) => {
+                st.conditions.set(
+                    ENDPOINT_TLS,
+                    true,
+                    "Issued",
+                    &format!(
+                        "Secret {} holds a certificate from the operator's CA",
+                        endpoint::tls_secret_name(&name)
+                    ),
+                    generation,
+                );
+                Ok(Some(pair.ca_bundle))
+            }
+            Err(e @ Error::Tls(_)) => {
+                st.conditions
+                    .set(ENDPOINT_TLS, false, "NotIssued", &e.to_string(), generation);
+                Err(e)
+            }
+            Err(e) => return Err(e),
+        }
+    } else {
+        if b.spec.endpoint.enabled && st.conditions.get_condition(ENDPOINT_TLS).is_some() {
+            // TLS turned off: its key pair has no reader left.
+            endpoint_tls::remove(&ctx.client, b).await?;
+        }
+        st.conditions.drop_condition(ENDPOINT_TLS);
+        Ok(None)
+    };
+    if let (true, Err(e)) = (b.spec.endpoint.enabled, &tls) {
+        st.conditions.set(
+            ENDPOINT_READY,
+            false,
+            "TlsNotIssued",
+            &format!("no endpoint without its certificate: {e}"),
+            generation,
+        );
+    } else if b.spec.endpoint.enabled {
+        let ca_bundle = tls.as_ref().ok().cloned().flatten();
         let available = provision_endpoint(b, &project, ctx).await?;
-        connection_secret(b, &project, ctx, &mut st).await?;
-        st.endpoint = Some(endpoint::connection_string(&name, &namespace));
+        connection_secret(b, &project, ctx, &mut st, ca_bundle.as_deref()).await?;
+        st.endpoint = Some(if ca_bundle.is_some() {
+            endpoint::connection_string_with_tls(&name, &namespace)
+        } else {
+            endpoint::connection_string(&name, &namespace)
+        });
         if available {
             st.conditions.set(
                 ENDPOINT_READY,
@@ -620,6 +665,7 @@ async fn connection_secret(
     project: &ArgonProject,
     ctx: &Context,
     st: &mut ArgonBranchStatus,
+    ca_bundle: Option<&str>,
 ) -> Result<()> {
     let namespace = b.namespace().unwrap_or_default();
     let generation = b.metadata.generation;
@@ -661,7 +707,7 @@ async fn connection_secret(
             }
         }
     }
-    let secret = connection::secret(b, login.as_ref())?;
+    let secret = connection::secret(b, login.as_ref(), ca_bundle)?;
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     secrets
         .patch(
@@ -714,6 +760,10 @@ async fn remove_endpoint(ctx: &Context, namespace: &str, branch: &str) -> Result
         services.delete(&name, &params).await.map(|_| ()),
         secrets
             .delete(&connection::secret_name(branch), &params)
+            .await
+            .map(|_| ()),
+        secrets
+            .delete(&endpoint::tls_secret_name(branch), &params)
             .await
             .map(|_| ()),
     ] {

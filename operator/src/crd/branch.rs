@@ -53,6 +53,7 @@ pub struct ArgonBranchSpec {
     #[serde(default)]
     pub read_only: bool,
     #[serde(default)]
+    #[x_kube(validation = Rule::new("!has(self.certManager)").message("spec.endpoint.certManager is not supported: endpoint certificates come from the operator's CA (spec.endpoint.tls)"))]
     pub endpoint: EndpointSpec,
     /// Delete the branch this long after it was created (e.g. `72h`): branches as sandboxes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -133,6 +134,37 @@ pub struct EndpointSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 128))]
     pub user: Option<String>,
+    /// Every connection is TLS, with a serving certificate from the
+    /// operator's CA for the Service's names, kept in the Secret
+    /// `<branch>-argon-tls`, renewed with a third of its lifetime left and
+    /// reloaded by the sidecar without a restart. The connection Secret then
+    /// carries `ca.crt` and `tls=true`. `false` only where the network alone
+    /// protects the traffic.
+    #[serde(default = "default_true")]
+    pub tls: bool,
+    /// Not supported (refused by the CRD): certificates from cert-manager
+    /// for endpoints. Named so that asking for it is an error, not a field
+    /// dropped in silence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_manager: Option<EndpointCertManager>,
+}
+
+/// cert-manager as an endpoint's certificate issuer: not supported.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointCertManager {
+    pub issuer_ref: IssuerRef,
+}
+
+/// A cert-manager issuer.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuerRef {
+    #[schemars(length(max = 253))]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub kind: Option<String>,
 }
 
 impl Default for EndpointSpec {
@@ -143,6 +175,8 @@ impl Default for EndpointSpec {
             service_type: ServiceType::default(),
             auth: true,
             user: None,
+            tls: true,
+            cert_manager: None,
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod types {
     pub const RESET: &str = "Reset";
     pub const USERS_READY: &str = "UsersReady";
     pub const CONNECTION_SECRET: &str = "ConnectionSecret";
+    pub const ENDPOINT_TLS: &str = "EndpointTLS";
 }
 
 /// Helpers on a status's condition list.

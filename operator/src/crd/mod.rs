@@ -8,8 +8,8 @@ pub mod condition;
 pub mod project;
 
 pub use branch::{
-    ArgonBranch, ArgonBranchSpec, ArgonBranchStatus, EndpointSpec, LastReset, PointSpec,
-    ResetPreview, ResetSpec, ServiceType,
+    ArgonBranch, ArgonBranchSpec, ArgonBranchStatus, EndpointCertManager, EndpointSpec, IssuerRef,
+    LastReset, PointSpec, ResetPreview, ResetSpec, ServiceType,
 };
 pub use condition::Conditions;
 pub use project::{

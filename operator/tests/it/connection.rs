@@ -69,6 +69,8 @@ async fn the_connection_secret_logs_a_driver_in_and_protected_reaches_the_wal() 
         .unwrap();
     let mut branch = BranchFixture::test("feature", "shop").protected().build();
     branch.spec.endpoint.user = Some("app".into());
+    // Authentication is this test's subject; TLS is endpoint_tls.rs's.
+    branch.spec.endpoint.tls = false;
     let branches: Api<ArgonBranch> = Api::namespaced(client.clone(), &ns);
     branches
         .create(&PostParams::default(), &branch)

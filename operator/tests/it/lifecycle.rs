@@ -109,7 +109,7 @@ async fn branch_lifecycle() -> anyhow::Result<()> {
     let status = feature.status.clone().unwrap_or_default();
     assert_eq!(
         status.endpoint.as_deref(),
-        Some("mongodb://abr-feature.life.svc:27017/?loadBalanced=true")
+        Some("mongodb://abr-feature.life.svc:27017/?loadBalanced=true&tls=true")
     );
     assert!(condition(&feature, "Ready").is_some_and(|c| c.status == "True"));
     // No kubelet here: the endpoint's pods never come up.

@@ -232,11 +232,16 @@ impl Drop for RunningOperator {
     }
 }
 
-/// A test config: fast head refresh, no servers.
+/// A test config: fast head refresh, no servers, the CA for endpoints'
+/// certificates in `default/argon-test-ca` (made by the operator).
 pub fn test_config(identity: &str) -> Config {
     let mut config = Config::new(identity);
     config.head_refresh = Duration::from_millis(500);
     config.sidecar_image = "argon-sidecar:test".into();
+    config.endpoint_tls = Some(argon_operator::config::EndpointTlsConfig::new(
+        "default",
+        "argon-test-ca",
+    ));
     config
 }
 

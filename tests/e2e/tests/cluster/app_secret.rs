@@ -3,7 +3,9 @@
 //! `ArgonBranch` whose endpoint demands authentication (the default) and
 //! names that user; the operator writes `<branch>-argon-app`, and a client
 //! pod connects with exactly its `uri` (SCRAM over the Service's DNS name)
-//! and writes; a client without credentials is refused.
+//! and writes; a client without credentials is refused. Plain TCP here:
+//! the client pod does not mount the Secret's `ca.crt` yet (endpoint TLS is
+//! `operator/tests/it/endpoint_tls.rs`'s, against the apiserver).
 
 use crate::support::{cluster, project_yaml, wait_branch_ready, wait_endpoint_ready};
 use argon_operator::endpoint::connection_string;
@@ -36,7 +38,7 @@ metadata: {{name: feature}}
 spec:
   project: shop
   parent: main
-  endpoint: {{enabled: true, user: app}}
+  endpoint: {{enabled: true, user: app, tls: false}}
 "#
         ),
     )?;

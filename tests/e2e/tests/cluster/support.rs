@@ -605,9 +605,11 @@ spec:
     )
 }
 
-/// An `ArgonBranch` of `main` in `project`, with an endpoint that does not
-/// demand authentication (these scenarios are about the data path; an
-/// authenticated endpoint and its connection Secret are `app_secret.rs`'s).
+/// An `ArgonBranch` of `main` in `project`, with a plain endpoint that does
+/// not demand authentication (these scenarios are about the data path; an
+/// authenticated endpoint and its connection Secret are `app_secret.rs`'s;
+/// endpoint TLS is tested against the apiserver in
+/// `operator/tests/it/endpoint_tls.rs`).
 pub fn branch_yaml(name: &str, project: &str) -> String {
     format!(
         r#"
@@ -617,7 +619,7 @@ metadata: {{name: {name}}}
 spec:
   project: {project}
   parent: main
-  endpoint: {{enabled: true, auth: false}}
+  endpoint: {{enabled: true, auth: false, tls: false}}
 "#
     )
 }

@@ -1,6 +1,7 @@
 //! Figures of the materialized store (`bench/materialized` runs it in release
 //! mode; never a test): apply throughput, point reads at the head, at a past
-//! seq and through 0/1/5/10 fork levels, collection scans, and RSS against
+//! seq and through 0/1/5/10 fork levels (own-key filters off and on, side by
+//! side), collection scans, and RSS against
 //! the cache budget. Prints a markdown table.
 //!
 //! `materialized_bench --dir D [--docs N] [--budget-mib M]`
@@ -93,9 +94,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = dir.ok_or("--dir is required")?;
     let store = Materialized::open(
         &dir,
-        MaterializedOptions {
-            cache_bytes: budget << 20,
-        },
+        MaterializedOptions::with_budget(budget << 20),
     )?;
     let project = store.project("bench")?.0;
     let root = BranchId(1);
@@ -188,27 +187,57 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         assert_eq!(found, reads, "every document is there");
         per_sec(reads, t)
     };
-    // Warm the cache once over the head, then measure.
+    // Warm the cache once over the head, then measure each read with the
+    // own-key filters off (every level seeks, as before they existed) and
+    // on, side by side: ratios are within one mode.
     let head = chain.view(root, chain.heads[&root]);
     read_at(&head, &mut rng);
-    let base = read_at(&head, &mut rng);
+    let mut base = [0f64; 2];
+    for (i, on) in [false, true].into_iter().enumerate() {
+        store.set_own_key_filters(on);
+        base[i] = read_at(&head, &mut rng);
+    }
     rows.push((
-        "point read at the head, depth 0 (reads/s)".into(),
-        format!("{base:.0}"),
+        "point read at the head, depth 0 (reads/s; filters off / on)".into(),
+        format!("{:.0} / {:.0}", base[0], base[1]),
     ));
-    let past = read_at(&chain.view(root, loaded_seq), &mut rng);
+    let past_view = chain.view(root, loaded_seq);
+    let mut cells = Vec::new();
+    for (i, on) in [false, true].into_iter().enumerate() {
+        store.set_own_key_filters(on);
+        let past = read_at(&past_view, &mut rng);
+        cells.push(format!("{past:.0} ({:.2})", past / base[i]));
+    }
     rows.push((
-        "point read at a past seq (after the load), depth 0 (reads/s; ÷ head)".into(),
-        format!("{past:.0} ({:.2})", past / base),
+        "point read at a past seq (after the load), depth 0 (reads/s; ÷ head; filters off / on)"
+            .into(),
+        cells.join(" / "),
     ));
     for depth in [1usize, 5, 10] {
         let inc = levels[depth];
-        let r = read_at(&chain.view(inc, chain.heads[&inc]), &mut rng);
+        let view = chain.view(inc, chain.heads[&inc]);
+        let mut cells = Vec::new();
+        for (i, on) in [false, true].into_iter().enumerate() {
+            store.set_own_key_filters(on);
+            let r = read_at(&view, &mut rng);
+            cells.push(format!("{r:.0} ({:.2})", r / base[i]));
+        }
         rows.push((
-            format!("point read at depth {depth} (reads/s; ÷ depth 0)"),
-            format!("{r:.0} ({:.2})", r / base),
+            format!("point read at depth {depth} (reads/s; ÷ depth 0; filters off / on)"),
+            cells.join(" / "),
         ));
     }
+    let f = store.own_key_filters();
+    rows.push((
+        "own-key filters: incarnations / keys noted / KiB (cap KiB)".into(),
+        format!(
+            "{} / {} / {:.0} ({:.0})",
+            f.loaded,
+            f.keys,
+            f.bytes as f64 / 1024.0,
+            f.cap as f64 / 1024.0
+        ),
+    ));
     // Collection scans of the 10,000-document collection.
     for (label, view) in [
         ("head", chain.view(root, chain.heads[&root])),

@@ -59,9 +59,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ok_or("usage: materialized_writer <dir>")?;
     let store = Materialized::open(
         &dir,
-        MaterializedOptions {
-            cache_bytes: 16 << 20,
-        },
+        MaterializedOptions::with_budget(16 << 20),
     )?;
     let project = store.project("crash")?;
     let mut out = std::io::stdout().lock();

@@ -92,10 +92,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let dir = dir.ok_or("--dir is required")?;
-    let store = Materialized::open(
-        &dir,
-        MaterializedOptions::with_budget(budget << 20),
-    )?;
+    let store = Materialized::open(&dir, MaterializedOptions::with_budget(budget << 20))?;
     let project = store.project("bench")?.0;
     let root = BranchId(1);
     let mut chain = Chain {

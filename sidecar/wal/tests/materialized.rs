@@ -671,7 +671,10 @@ fn filter_workload(store: &Materialized, model: &mut Model, ns: &Namespace) -> (
         ops.push(put(ns, Bson::Int32(5000 + d), doc! {"v": d}));
         model.commit(store, depth, ops);
     }
-    ((0..3000).chain(5000..5010).map(Bson::Int32).collect(), pairs)
+    (
+        (0..3000).chain(5000..5010).map(Bson::Int32).collect(),
+        pairs,
+    )
 }
 
 /// Every point read of `ids` at every `(incarnation, seq)` equals the
@@ -719,7 +722,11 @@ fn own_key_filters_never_hide_a_write_after_a_reopen() {
     assert_eq!(store.own_key_filters().loaded, 0);
     check_point_reads(&store, &model, &ns, &ids);
     let reopened = store.own_key_filters();
-    assert_eq!((reopened.loaded, reopened.saturated), (7, 0), "{reopened:?}");
+    assert_eq!(
+        (reopened.loaded, reopened.saturated),
+        (7, 0),
+        "{reopened:?}"
+    );
     assert_eq!(reopened.keys, live.keys, "the x space names every write");
     assert!(
         reopened.bytes <= live.bytes,

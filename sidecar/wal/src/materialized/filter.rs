@@ -323,13 +323,21 @@ mod tests {
         };
         assert_eq!(stages.len(), 3, "stages of 1,024, 1,024 and 2,048 keys");
         for i in 0..3_000u32 {
-            assert!(stages.iter().any(|st| st.may_hold(f.hash(1, &i.to_be_bytes()))));
+            assert!(
+                stages
+                    .iter()
+                    .any(|st| st.may_hold(f.hash(1, &i.to_be_bytes())))
+            );
         }
         // 1,280 + 1,280 + 2,560 bytes so far; a fourth (5,120) passes 6 KiB.
         for i in 3_000..5_000u32 {
             f.insert(&mut s, f.hash(1, &i.to_be_bytes()));
         }
         assert!(matches!(s, Slot::Saturated));
-        assert_eq!(f.used.load(Ordering::Relaxed), 0, "its bits were given back");
+        assert_eq!(
+            f.used.load(Ordering::Relaxed),
+            0,
+            "its bits were given back"
+        );
     }
 }

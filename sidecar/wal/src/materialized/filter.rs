@@ -96,13 +96,17 @@ enum Slot {
     Saturated,
 }
 
+/// One incarnation's filter, shared by its readers and its writer.
+type SharedSlot = Arc<RwLock<Slot>>;
+
 /// Every incarnation's filter in one store, and their shared memory cap.
 pub(crate) struct Filters {
     enabled: AtomicBool,
     cap: usize,
     used: AtomicUsize,
     hasher: std::collections::hash_map::RandomState,
-    slots: Mutex<HashMap<(u32, BranchId), Arc<RwLock<Slot>>>>,
+    /// By `(project, incarnation)`.
+    slots: Mutex<HashMap<(u32, BranchId), SharedSlot>>,
 }
 
 /// Filter sizes, for benchmarks and tests.
@@ -138,7 +142,7 @@ impl Filters {
         self.hasher.hash_one((coll, id))
     }
 
-    fn slot(&self, project: u32, inc: BranchId) -> Arc<RwLock<Slot>> {
+    fn slot(&self, project: u32, inc: BranchId) -> SharedSlot {
         // A panic while holding the map left it whole (one insert).
         let mut map = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         map.entry((project, inc))

@@ -138,7 +138,8 @@ impl Filters {
         self.enabled.store(on, Ordering::Relaxed);
     }
 
-    fn hash(&self, coll: u32, id: &[u8]) -> u64 {
+    /// The pair's hash: computed once per read, probed at every level.
+    pub(crate) fn hash(&self, coll: u32, id: &[u8]) -> u64 {
         self.hasher.hash_one((coll, id))
     }
 
@@ -150,21 +151,13 @@ impl Filters {
             .clone()
     }
 
-    /// Whether incarnation `inc` may have written document `id` of
-    /// collection `coll` (`false`: it never did, skip its level).
-    pub(crate) fn may_hold(
-        &self,
-        kv: &Kv,
-        project: u32,
-        inc: BranchId,
-        coll: u32,
-        id: &[u8],
-    ) -> Result<bool> {
+    /// Whether incarnation `inc` may have written the document whose pair
+    /// hashes to `h` (`self.hash`; `false`: it never did, skip its level).
+    pub(crate) fn may_hold(&self, kv: &Kv, project: u32, inc: BranchId, h: u64) -> Result<bool> {
         if !self.enabled.load(Ordering::Relaxed) {
             return Ok(true);
         }
         let slot = self.slot(project, inc);
-        let h = self.hash(coll, id);
         {
             let s = slot.read().unwrap_or_else(|p| p.into_inner());
             match &*s {

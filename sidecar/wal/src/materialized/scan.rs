@@ -164,11 +164,10 @@ pub(crate) fn point(
     doc_of: Option<u32>,
     item: &[u8],
 ) -> Result<Option<Slice>> {
+    let hash = doc_of.map(|coll| kv.filters.hash(coll, item));
     for level in view.levels.iter() {
-        if let Some(coll) = doc_of
-            && !kv
-                .filters
-                .may_hold(kv, view.project, level.inc, coll, item)?
+        if let Some(h) = hash
+            && !kv.filters.may_hold(kv, view.project, level.inc, h)?
         {
             continue;
         }

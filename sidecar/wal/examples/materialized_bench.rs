@@ -1,7 +1,8 @@
 //! Figures of the materialized store (`bench/materialized` runs it in release
 //! mode; never a test): apply throughput, point reads at the head, at a past
-//! seq and through 0/1/5/10 fork levels, collection scans, and RSS against
-//! the cache budget. Prints a markdown table.
+//! seq and through 0/1/5/10 fork levels (own-key filters off and on, side by
+//! side), collection scans, and RSS against the cache budget. Prints a
+//! markdown table.
 //!
 //! `materialized_bench --dir D [--docs N] [--budget-mib M]`
 
@@ -91,12 +92,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let dir = dir.ok_or("--dir is required")?;
-    let store = Materialized::open(
-        &dir,
-        MaterializedOptions {
-            cache_bytes: budget << 20,
-        },
-    )?;
+    let store = Materialized::open(&dir, MaterializedOptions::with_budget(budget << 20))?;
     let project = store.project("bench")?.0;
     let root = BranchId(1);
     let mut chain = Chain {
@@ -188,27 +184,62 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         assert_eq!(found, reads, "every document is there");
         per_sec(reads, t)
     };
-    // Warm the cache once over the head, then measure.
+    // Warm the cache once over the head, then measure each read with the
+    // own-key filters off (every level seeks, as before they existed) and
+    // on, side by side: ratios are within one mode. Each figure is the best
+    // of three rounds, off and on alternating (the machine is shared).
+    let both = |view: &View, rng: &mut Rng| -> [f64; 2] {
+        let mut best = [0f64; 2];
+        for _ in 0..3 {
+            for (i, on) in [false, true].into_iter().enumerate() {
+                store.set_own_key_filters(on);
+                best[i] = best[i].max(read_at(view, rng));
+            }
+        }
+        store.set_own_key_filters(true);
+        best
+    };
     let head = chain.view(root, chain.heads[&root]);
     read_at(&head, &mut rng);
-    let base = read_at(&head, &mut rng);
+    let base = both(&head, &mut rng);
     rows.push((
-        "point read at the head, depth 0 (reads/s)".into(),
-        format!("{base:.0}"),
+        "point read at the head, depth 0 (reads/s; filters off / on)".into(),
+        format!("{:.0} / {:.0}", base[0], base[1]),
     ));
-    let past = read_at(&chain.view(root, loaded_seq), &mut rng);
+    let cells = |r: [f64; 2]| -> String {
+        format!(
+            "{:.0} ({:.2}) / {:.0} ({:.2})",
+            r[0],
+            r[0] / base[0],
+            r[1],
+            r[1] / base[1]
+        )
+    };
+    let past = both(&chain.view(root, loaded_seq), &mut rng);
     rows.push((
-        "point read at a past seq (after the load), depth 0 (reads/s; ÷ head)".into(),
-        format!("{past:.0} ({:.2})", past / base),
+        "point read at a past seq (after the load), depth 0 (reads/s; ÷ head; filters off / on)"
+            .into(),
+        cells(past),
     ));
     for depth in [1usize, 5, 10] {
         let inc = levels[depth];
-        let r = read_at(&chain.view(inc, chain.heads[&inc]), &mut rng);
+        let r = both(&chain.view(inc, chain.heads[&inc]), &mut rng);
         rows.push((
-            format!("point read at depth {depth} (reads/s; ÷ depth 0)"),
-            format!("{r:.0} ({:.2})", r / base),
+            format!("point read at depth {depth} (reads/s; ÷ depth 0; filters off / on)"),
+            cells(r),
         ));
     }
+    let f = store.own_key_filters();
+    rows.push((
+        "own-key filters: incarnations / keys noted / KiB (cap KiB)".into(),
+        format!(
+            "{} / {} / {:.0} ({:.0})",
+            f.loaded,
+            f.keys,
+            f.bytes as f64 / 1024.0,
+            f.cap as f64 / 1024.0
+        ),
+    ));
     // Collection scans of the 10,000-document collection.
     for (label, view) in [
         ("head", chain.view(root, chain.heads[&root])),

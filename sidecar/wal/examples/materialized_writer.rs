@@ -57,12 +57,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::args()
         .nth(1)
         .ok_or("usage: materialized_writer <dir>")?;
-    let store = Materialized::open(
-        &dir,
-        MaterializedOptions {
-            cache_bytes: 16 << 20,
-        },
-    )?;
+    let store = Materialized::open(&dir, MaterializedOptions::with_budget(16 << 20))?;
     let project = store.project("crash")?;
     let mut out = std::io::stdout().lock();
     for seq in 1.. {

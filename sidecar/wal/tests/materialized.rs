@@ -20,9 +20,7 @@ fn raw(d: Document) -> RawDocumentBuf {
 }
 
 fn opts() -> MaterializedOptions {
-    MaterializedOptions {
-        cache_bytes: 8 << 20,
-    }
+    MaterializedOptions::with_budget(8 << 20)
 }
 
 fn commit(branch: BranchId, seq: u64, ops: Vec<DocOp>) -> Commit {
@@ -642,6 +640,128 @@ fn a_store_of_another_format_is_rebuilt() {
     );
 }
 
+// ---- own-key filters ----
+
+/// A root of 3,000 documents and a chain of 6 forks, each overwriting 1,100
+/// of them (more than a first filter stage holds), deleting one and adding
+/// one: the ids to read back and the number of `(incarnation, _id)` pairs
+/// written.
+fn filter_workload(store: &Materialized, model: &mut Model, ns: &Namespace) -> (Vec<Bson>, u64) {
+    let mut pairs = 3000;
+    for chunk in 0..3 {
+        let ops = (0..1000)
+            .map(|i| put(ns, Bson::Int32(chunk * 1000 + i), doc! {"v": 0}))
+            .collect();
+        model.commit(store, 0, ops);
+    }
+    for depth in 1..=6usize {
+        model.fork(depth - 1, 1.0);
+        let d = depth as i32;
+        let mut written: BTreeSet<i32> = (0..1100).map(|i| (i * 7 + d * 131) % 3000).collect();
+        let mut ops: Vec<DocOp> = written
+            .iter()
+            .map(|&id| put(ns, Bson::Int32(id), doc! {"v": d}))
+            .collect();
+        written.extend([3 * d, 5000 + d]);
+        pairs += written.len() as u64;
+        ops.push(DocOp::Delete {
+            ns: ns.clone(),
+            id: Bson::Int32(3 * d),
+        });
+        ops.push(put(ns, Bson::Int32(5000 + d), doc! {"v": d}));
+        model.commit(store, depth, ops);
+    }
+    (
+        (0..3000).chain(5000..5010).map(Bson::Int32).collect(),
+        pairs,
+    )
+}
+
+/// Every point read of `ids` at every `(incarnation, seq)` equals the
+/// model's: a filter that wrongly said "never written" would show an
+/// ancestor's version (or none) instead of the level's own.
+fn check_point_reads(store: &Materialized, model: &Model, ns: &Namespace, ids: &[Bson]) {
+    for inc in &model.incs {
+        for (&seq, state) in &inc.states {
+            let view = model.view(inc.id, seq);
+            let want = state.collection(ns);
+            let got = store.collection(&view, ns).unwrap();
+            assert_eq!(got.is_some(), want.is_some(), "{ns} at {:?}", view.levels());
+            let (Some(got), Some(want)) = (got, want) else {
+                continue;
+            };
+            for id in ids {
+                assert_eq!(
+                    got.get(id).unwrap().map(|d| d.as_bytes().to_vec()),
+                    want.get(id).map(|d| d.as_bytes().to_vec()),
+                    "get {id} at {:?}",
+                    view.levels()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn own_key_filters_never_hide_a_write_after_a_reopen() {
+    let (dir, store, mut model) = fresh();
+    let ns = Namespace::new("d", "f");
+    let (ids, pairs) = filter_workload(&store, &mut model, &ns);
+    // Maintained by apply: every incarnation has a filter, none saturated.
+    let live = store.own_key_filters();
+    assert_eq!((live.loaded, live.saturated), (7, 0), "{live:?}");
+    assert_eq!(live.keys, pairs, "{live:?}");
+    check_point_reads(&store, &model, &ns, &ids);
+    store.set_own_key_filters(false);
+    check_point_reads(&store, &model, &ns, &ids);
+    drop(store);
+
+    // Reopened: no filter until a read uses the incarnation; then each is
+    // rebuilt from the `x` space and reads still equal the model's.
+    let store = Materialized::open(dir.path(), opts()).unwrap();
+    assert_eq!(store.own_key_filters().loaded, 0);
+    check_point_reads(&store, &model, &ns, &ids);
+    let reopened = store.own_key_filters();
+    assert_eq!(
+        (reopened.loaded, reopened.saturated),
+        (7, 0),
+        "{reopened:?}"
+    );
+    assert_eq!(reopened.keys, live.keys, "the x space names every write");
+    assert!(
+        reopened.bytes <= live.bytes,
+        "one stage per filter after a load: {reopened:?} vs {live:?}"
+    );
+    // Commits after the rebuild are noted too.
+    let deepest = model.incs.len() - 1;
+    model.commit(
+        &store,
+        deepest,
+        vec![put(&ns, Bson::Int32(7000), doc! {"v": 1})],
+    );
+    check_point_reads(&store, &model, &ns, &[Bson::Int32(7000), Bson::Int32(1)]);
+}
+
+#[test]
+fn own_key_filters_over_their_cap_saturate_and_still_read_right() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Materialized::open(
+        dir.path(),
+        MaterializedOptions {
+            cache_bytes: 8 << 20,
+            filter_bytes: Some(4 << 10),
+        },
+    )
+    .unwrap();
+    let mut model = Model::new(store.project("p").unwrap());
+    let ns = Namespace::new("d", "f");
+    let (ids, _) = filter_workload(&store, &mut model, &ns);
+    let stats = store.own_key_filters();
+    assert!(stats.saturated > 0, "{stats:?}");
+    assert!(stats.bytes <= 4 << 10, "{stats:?}");
+    check_point_reads(&store, &model, &ns, &ids);
+}
+
 // ---- crash: kill -9 a writer mid-load ----
 
 /// The same workload as `examples/materialized_writer.rs` (keep them equal).
@@ -732,6 +852,9 @@ fn a_killed_writer_leaves_exactly_the_prefix_its_marker_names() {
     for (&seq, st) in &model.incs[0].states {
         check_view(&store, &model.view(BranchId(1), seq), st, &ids);
     }
+    // Those reads went through the own-key filter rebuilt from what
+    // survived (a false "never written" would have read as absent).
+    assert_eq!(store.own_key_filters().loaded, 1);
     // Nothing of a later commit is there: a view past the marker reads the same.
     check_view(
         &store,

@@ -100,6 +100,23 @@ pub(super) fn apply(
             keys::MAX_KEY
         )));
     }
+    // The own-key filter learns the documents before readers can see them
+    // (`filter`'s invariant): from the `x` keys, this batch's record of
+    // every `d` key it writes.
+    let changes = keys::level(keys::CHANGES, view.project, commit.branch);
+    let at = changes.len() + 8;
+    kv.filters.note(
+        kv,
+        view.project,
+        commit.branch,
+        b.writes
+            .range(changes.clone()..)
+            .take_while(|(k, _)| k.starts_with(&changes))
+            .filter_map(|(k, _)| {
+                let coll = u32::from_be_bytes(k.get(at..at + 4)?.try_into().ok()?);
+                Some((coll, k[at + 4..].to_vec()))
+            }),
+    )?;
     let mut batch = kv.db.batch();
     for (k, v) in std::mem::take(&mut b.writes) {
         batch.insert(&kv.ks, k, v);
@@ -138,7 +155,13 @@ impl Batch<'_> {
             });
         }
         let p = self.project;
-        match scan::point(self.kv, self.view, |l| keys::docs(p, l.inc, coll), id)? {
+        match scan::point(
+            self.kv,
+            self.view,
+            |l| keys::docs(p, l.inc, coll),
+            Some(coll),
+            id,
+        )? {
             Some(v) => Ok(Some(Doc::from_value(self.kv, v)?.as_raw().to_owned())),
             None => Ok(None),
         }

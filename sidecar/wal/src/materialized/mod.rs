@@ -9,21 +9,24 @@
 //! says exactly which; a store of another format is deleted and rebuilt.
 //!
 //! Modules, one idea each: `keys` (the five key spaces), `view` (levels of
-//! a read), `scan` (the level merge and point reads), `catalog` (collection
-//! and index numbers), `index` (index entries and lookups), `apply` (a
-//! commit → one batch).
+//! a read), `scan` (the level merge and point reads), `filter` (own-key
+//! filters: which documents an incarnation ever wrote), `catalog`
+//! (collection and index numbers), `index` (index entries and lookups),
+//! `apply` (a commit → one batch).
 //!
 //! Reads return owned, refcounted values (`Doc` wraps fjall's `Slice`),
 //! never borrows into the store, and are fallible (I/O, damage).
 
 mod apply;
 pub mod catalog;
+mod filter;
 mod index;
 pub(crate) mod keys;
 mod scan;
 pub mod view;
 
 pub use catalog::{CollectionEntry, IndexEntry};
+pub use filter::FilterStats;
 pub use index::IndexScan;
 pub use view::{Level, View, ViewBase};
 
@@ -51,15 +54,26 @@ pub struct ProjectNo(pub u32);
 #[derive(Clone, Copy, Debug)]
 pub struct MaterializedOptions {
     /// The process's data budget: the block cache gets 1/2, the write
-    /// buffers (memtables) 1/4; the rest is left to the engine's caches.
+    /// buffers (memtables) 1/4, own-key filters 1/8 (`filter_bytes`); the
+    /// rest is left to the engine's caches.
     pub cache_bytes: u64,
+    /// The cap on all own-key filters' bits (`None`: `cache_bytes / 8`).
+    pub filter_bytes: Option<u64>,
+}
+
+impl MaterializedOptions {
+    /// The options for a data budget of `cache_bytes`, shares as documented.
+    pub fn with_budget(cache_bytes: u64) -> MaterializedOptions {
+        MaterializedOptions {
+            cache_bytes,
+            filter_bytes: None,
+        }
+    }
 }
 
 impl Default for MaterializedOptions {
     fn default() -> Self {
-        MaterializedOptions {
-            cache_bytes: 256 << 20,
-        }
+        MaterializedOptions::with_budget(256 << 20)
     }
 }
 
@@ -69,6 +83,8 @@ pub(crate) struct Kv {
     db: fjall::Database,
     ks: fjall::Keyspace,
     dir: Arc<PathBuf>,
+    /// Which documents each incarnation ever wrote (point reads skip levels).
+    filters: Arc<filter::Filters>,
 }
 
 impl Kv {
@@ -198,10 +214,14 @@ impl Materialized {
                 fjall::KeyspaceCreateOptions::default().max_memtable_size(budget / 4)
             })
             .map_err(dir_err)?;
+        let filter_cap = opts.filter_bytes.unwrap_or(opts.cache_bytes / 8);
         Ok(Kv {
             db,
             ks,
             dir: Arc::new(dir.to_path_buf()),
+            filters: Arc::new(filter::Filters::new(
+                usize::try_from(filter_cap).unwrap_or(usize::MAX),
+            )),
         })
     }
 
@@ -303,6 +323,18 @@ impl Materialized {
         self.kv.db.active_compactions() > 0 || self.kv.db.outstanding_flushes() > 0
     }
 
+    /// Turns own-key filters off (`false`: every point read seeks every
+    /// level, as before they existed) or back on: for benchmarks comparing
+    /// the two in one run, and tests showing both read the same.
+    pub fn set_own_key_filters(&self, on: bool) {
+        self.kv.filters.set_enabled(on);
+    }
+
+    /// The own-key filters' sizes against their cap.
+    pub fn own_key_filters(&self) -> FilterStats {
+        self.kv.filters.stats()
+    }
+
     /// Bytes on disk (benchmarks).
     pub fn disk_space(&self) -> u64 {
         self.kv.db.disk_space().unwrap_or(0)
@@ -312,7 +344,7 @@ impl Materialized {
 pub(crate) fn read_entry(kv: &Kv, view: &View, ns: &Namespace) -> Result<Option<CollectionEntry>> {
     let item = keys::namespace(ns);
     let p = view.project;
-    match scan::point(kv, view, |l| keys::catalog(p, l.inc), &item)? {
+    match scan::point(kv, view, |l| keys::catalog(p, l.inc), None, &item)? {
         Some(v) => CollectionEntry::decode(&v),
         None => Ok(None),
     }
@@ -387,7 +419,8 @@ impl CollectionView {
 
     /// The document whose key bytes are `key` (as a scan gives them).
     pub fn get_by_key_bytes(&self, key: &[u8]) -> Result<Option<Doc>> {
-        scan::point(&self.kv, &self.view, self.docs_prefix(), key)?
+        let coll = Some(self.entry.number);
+        scan::point(&self.kv, &self.view, self.docs_prefix(), coll, key)?
             .map(|v| Doc::from_value(&self.kv, v))
             .transpose()
     }

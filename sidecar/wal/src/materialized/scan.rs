@@ -154,14 +154,23 @@ impl Iterator for Merge {
 
 /// One item's version a view sees: the first level with a version at or
 /// below its bound answers (`None`: no level has the item, or the answer
-/// is a tombstone).
+/// is a tombstone). `doc_of`: the item is a document of that collection
+/// number, so a level whose own-key filter says it never wrote it is
+/// skipped without a seek (`filter`'s invariant makes that exact).
 pub(crate) fn point(
     kv: &Kv,
     view: &View,
     prefix: impl Fn(&Level) -> Vec<u8>,
+    doc_of: Option<u32>,
     item: &[u8],
 ) -> Result<Option<Slice>> {
+    let hash = doc_of.map(|coll| kv.filters.hash(coll, item));
     for level in view.levels.iter() {
+        if let Some(h) = hash
+            && !kv.filters.may_hold(kv, view.project, level.inc, h)?
+        {
+            continue;
+        }
         let p = prefix(level);
         let from = keys::versioned(&p, item, level.bound);
         if from.len() > keys::MAX_KEY {

@@ -214,10 +214,12 @@ async fn users_step(
     let generation = p.metadata.generation;
     let outcome = users::sync(p, &ctx.stores, wal).await?;
     for id in &outcome.written {
+        tracing::info!(project = %p.name_any(), user = %id, "user written");
         let note = format!("user {id} written (new, or its password or roles changed)");
         ctx.event(p, false, "UserWritten", "Users", note).await;
     }
     for id in &outcome.dropped {
+        tracing::info!(project = %p.name_any(), user = %id, "user dropped");
         let note = format!("user {id} dropped: it is no longer in spec.users");
         ctx.event(p, false, "UserDropped", "Users", note).await;
     }

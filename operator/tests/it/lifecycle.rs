@@ -71,7 +71,7 @@ async fn branch_lifecycle() -> anyhow::Result<()> {
     let (_server, client) = kube_with_crds().await?;
     let mongo = FerretDb::start().await?;
     let ns = namespace(&client, "life").await?;
-    let operator = RunningOperator::start(client.clone(), test_config("life-op"));
+    let mut operator = RunningOperator::start(client.clone(), test_config("life-op"));
 
     // Project -> main.
     create_project(&client, &ns, "shop", &mongo).await?;
@@ -316,7 +316,10 @@ async fn branch_lifecycle() -> anyhow::Result<()> {
 
     // Exactly once: a write on the new history, then the status loses
     // `lastReset` (as if the operator had crashed before writing it). The
-    // reset is recognised from the log and not run again.
+    // reset is recognised from the log and not run again. The operator is
+    // stopped around the edit, as a crash would leave it: a reconcile still
+    // in flight would otherwise write back the status it read before it.
+    operator.stop().await?;
     put(&wal, "feature", 12).await?;
     branches
         .patch_status(
@@ -325,6 +328,7 @@ async fn branch_lifecycle() -> anyhow::Result<()> {
             &Patch::Merge(json!({"status": {"lastReset": null}})),
         )
         .await?;
+    operator = RunningOperator::start(client.clone(), test_config("life-op"));
     wait_for(&branches, "feature", "reset recognised as applied", |b| {
         condition(b, "Reset").is_some_and(|c| c.message.contains("recorded in the log"))
             && b.status

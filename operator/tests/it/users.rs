@@ -16,8 +16,9 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
+use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
 const ANN_FIRST: &str = "ann-first-Pa55word";
@@ -119,17 +120,35 @@ fn role(role: RoleName, db: Option<&str>) -> RoleSpec {
     }
 }
 
-/// Everything the operator logs while the guard lives (this test's thread:
-/// the operator runs on it, a current-thread runtime).
+/// Everything the operator logs while the guard lives, on this test's
+/// thread (the operator runs on it, a current-thread runtime).
+///
+/// One global subscriber routes each event to the buffer of the thread that
+/// logged it. A scoped one (`set_default`) is not enough when other tests
+/// run beside this one: tracing caches each call site's interest across
+/// every thread's subscriber, and a call site first reached on a thread
+/// without one could stay silenced here.
 #[derive(Clone, Default)]
 pub struct LogBuffer(Arc<Mutex<Vec<u8>>>);
 
-impl std::io::Write for LogBuffer {
+thread_local! {
+    static CAPTURING: RefCell<Option<LogBuffer>> = const { RefCell::new(None) };
+}
+
+/// Writes to the buffer of the logging thread, if it captures.
+struct ThreadWriter;
+
+impl std::io::Write for ThreadWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend_from_slice(buf);
+        CAPTURING.with(|c| {
+            if let Some(buffer) = c.borrow().as_ref() {
+                buffer
+                    .0
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend_from_slice(buf);
+            }
+        });
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -137,15 +156,35 @@ impl std::io::Write for LogBuffer {
     }
 }
 
+/// Stops this thread's capture when dropped.
+pub struct CaptureGuard;
+
+impl Drop for CaptureGuard {
+    fn drop(&mut self) {
+        CAPTURING.with(|c| c.borrow_mut().take());
+    }
+}
+
 impl LogBuffer {
-    pub fn capture(&self) -> tracing::subscriber::DefaultGuard {
-        let me = self.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_env_filter("debug")
-            .with_writer(move || me.clone())
-            .with_ansi(false)
-            .finish();
-        tracing::subscriber::set_default(subscriber)
+    pub fn capture(&self) -> CaptureGuard {
+        static INSTALL: Once = Once::new();
+        INSTALL.call_once(|| {
+            use tracing_subscriber::layer::SubscriberExt;
+            use tracing_subscriber::{EnvFilter, Layer, filter, fmt};
+            let capturing = filter::filter_fn(|_| CAPTURING.with(|c| c.borrow().is_some()));
+            let subscriber = tracing_subscriber::registry().with(
+                fmt::layer()
+                    .with_writer(|| ThreadWriter)
+                    .with_ansi(false)
+                    .with_filter(EnvFilter::new("debug"))
+                    .with_filter(capturing),
+            );
+            // Another global subscriber would make the capture below fail
+            // by name ("the log capture works"), not pass in silence.
+            let _ = tracing::subscriber::set_global_default(subscriber);
+        });
+        CAPTURING.with(|c| *c.borrow_mut() = Some(self.clone()));
+        CaptureGuard
     }
 
     pub fn text(&self) -> String {
@@ -345,8 +384,8 @@ async fn users_from_secrets_log_in_follow_password_changes_and_never_leak() {
         serde_json::to_string(&events.list(&ListParams::default()).await.unwrap()).unwrap();
     let log = logs.text();
     assert!(
-        log.contains("reconcil"),
-        "the log capture works: {log:.400}"
+        log.contains("user written") && log.contains("ann@admin"),
+        "the log capture holds the operator's lines: {log:.400}"
     );
     assert!(events.contains("UserWritten"), "{events}");
     for pw in [ANN_FIRST, ANN_SECOND, BOB_PW, "carol-other-pw"] {

@@ -1,15 +1,16 @@
 //! TLS on the real binary (`serve --tls-cert-file --tls-key-file --auth`):
-//! pymongo and the Rust driver connect with `tls=true` and verify the
-//! server against a CA, authenticate with SCRAM; a plain client and one
-//! trusting another CA fail; a rotated certificate is served without a
-//! restart.
+//! pymongo, the Node.js driver, mongosh and the Rust driver connect with
+//! `tls=true`, verify the server against a CA and authenticate with
+//! SCRAM-SHA-256; a wrong password, an unknown user, a plain client and one
+//! trusting another CA fail, each with its own error; a rotated certificate
+//! is served without a restart.
 
 mod common;
 
 use std::path::Path;
 use std::time::Duration;
 
-use argon_testkit::clients::run_python;
+use argon_testkit::clients::{run_mongosh, run_node, run_python};
 use argon_testkit::tls::TestCa;
 use bson::{Document, doc};
 use common::sidecar::Sidecar;
@@ -25,6 +26,20 @@ c = MongoClient(f"mongodb://root:{password}@{hostport}/?directConnection=true&tl
 c.app.things.insert_one({"over": "tls"})
 assert c.app.things.find_one({"over": "tls"}) is not None
 print("OK")
+"#;
+
+const NODE: &str = r#"
+const { MongoClient } = require('mongodb');
+(async () => {
+  const c = new MongoClient(process.env.URI, { serverSelectionTimeoutMS: 10000 });
+  await c.connect();
+  const things = c.db('app').collection('things');
+  await things.insertOne({ over: 'tls', from: 'node' });
+  if (!(await things.findOne({ from: 'node' }))) throw new Error('the write is not read back');
+  const status = await c.db('admin').command({ connectionStatus: 1 });
+  console.log(JSON.stringify(status.authInfo.authenticatedUsers));
+  await c.close();
+})().catch((e) => { console.error(e); process.exit(1); });
 "#;
 
 fn write(dir: &Path, name: &str, text: &str) -> String {
@@ -89,6 +104,48 @@ async fn drivers_verify_the_server_and_rotation_needs_no_restart() {
     ping(&authed)
         .await
         .expect("the Rust driver over TLS with SCRAM");
+
+    // The Node.js driver and mongosh, SCRAM-SHA-256 named, over TLS.
+    let scram_uri = format!("{authed}&authMechanism=SCRAM-SHA-256");
+    let out = tokio::task::spawn_blocking({
+        let uri = scram_uri.clone();
+        move || run_node(NODE, &[("URI", uri.as_str())])
+    })
+    .await
+    .expect("node runs")
+    .unwrap_or_else(|e| panic!("the Node.js driver over TLS: {e:#}"));
+    assert!(out.contains(r#"{"user":"root","db":"admin"}"#), "{out}");
+    let out = tokio::task::spawn_blocking({
+        let uri = scram_uri.clone();
+        move || {
+            run_mongosh(
+                &uri,
+                "db.getSiblingDB('app').things.insertOne({from: 'mongosh'}); \
+                 print(db.getSiblingDB('app').things.countDocuments({over: 'tls'}))",
+            )
+        }
+    })
+    .await
+    .expect("mongosh runs")
+    .unwrap_or_else(|e| panic!("mongosh over TLS: {e:#}"));
+    assert_eq!(out.trim().lines().last(), Some("2"), "{out}");
+
+    // A wrong password and an unknown user fail authentication (18), over
+    // a handshake that itself succeeded.
+    for (user, password) in [("root", "not-the-password"), ("nobody", PASSWORD)] {
+        let uri = authed.replacen(
+            &format!("root:{PASSWORD}"),
+            &format!("{user}:{password}"),
+            1,
+        ) + "&serverSelectionTimeoutMS=3000";
+        let e = ping(&uri).await.expect_err("bad credentials over TLS");
+        let text = format!("{e}");
+        assert!(
+            matches!(*e.kind, mongodb::error::ErrorKind::Authentication { .. })
+                && text.contains("Authentication failed"),
+            "{user}: {text}"
+        );
+    }
 
     // A plain client, and a client trusting another CA, get nowhere.
     ping(&format!("{base}&serverSelectionTimeoutMS=1500"))

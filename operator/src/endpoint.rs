@@ -266,6 +266,20 @@ pub fn sidecar_container(
     }
 }
 
+/// Takes the peer link (forwarded writes) out of a TLS endpoint's sidecar:
+/// the sidecar refuses `--peer-listen` with TLS (the link is authenticated
+/// but not encrypted, and would carry the clients' writes in clear), so each
+/// replica of a TLS endpoint commits its own writes. Open: TLS on the link.
+fn without_peer_link(container: &mut Container) {
+    const PEER_ENV: [&str; 3] = ["ARGON_PEER_LISTEN", "ARGON_PEER_ADVERTISE", "ARGON_POD_IP"];
+    if let Some(vars) = container.env.as_mut() {
+        vars.retain(|v| !PEER_ENV.contains(&v.name.as_str()));
+    }
+    if let Some(ports) = container.ports.as_mut() {
+        ports.retain(|p| p.container_port != PEER_PORT);
+    }
+}
+
 /// The volume an embedded store's sidecar mounts.
 pub fn data_volume(project: &ArgonProject) -> Option<Volume> {
     project.spec.store.embedded.as_ref().map(|e| Volume {
@@ -314,6 +328,7 @@ pub fn deployment(
     }
     let mut volumes: Vec<Volume> = data_volume(project).into_iter().collect();
     if branch.spec.endpoint.tls {
+        without_peer_link(&mut container);
         // A Secret volume: the kubelet swaps renewed files in place
         // (atomically, both at once) and the sidecar re-reads changed files,
         // so a renewal needs no restart.
@@ -471,5 +486,92 @@ mod tests {
         assert!(auth(&branch));
         branch.spec.endpoint.auth = false;
         assert!(!auth(&branch));
+    }
+
+    /// The sidecar's own argument checks accept every endpoint the operator
+    /// makes (a TLS endpoint with the peer link crash-looped in real pods):
+    /// the container's environment becomes `argon-sidecar serve` flags, with
+    /// references resolved as the kubelet would.
+    #[test]
+    fn the_sidecar_accepts_every_endpoint_configuration() {
+        use crate::crd::{ArgonBranchSpec, ArgonProjectSpec, EndpointSpec};
+        use argon_sidecar::config::{Cli, Command};
+        use clap::Parser;
+        for (tls, auth, read_only) in [
+            (true, true, false),
+            (true, false, false),
+            (false, true, false),
+            (false, false, false),
+            (true, true, true),
+            (false, false, true),
+        ] {
+            let project = ArgonProject::new("shop", ArgonProjectSpec::on_mongodb("s", "argon"));
+            let mut branch = ArgonBranch::new(
+                "feature",
+                ArgonBranchSpec {
+                    project: "shop".into(),
+                    parent: "main".into(),
+                    from: None,
+                    read_only,
+                    endpoint: EndpointSpec {
+                        tls,
+                        auth,
+                        ..EndpointSpec::default()
+                    },
+                    expire_after: None,
+                    reset: None,
+                    protected: false,
+                },
+            );
+            branch.metadata.uid = Some("u".into());
+            let d = deployment(&branch, &project, "img").unwrap();
+            let pod = d.spec.unwrap().template.spec.unwrap();
+            let container = &pod.containers[0];
+            let mut resolved = BTreeMap::new();
+            let mut argv = vec!["argon-sidecar".to_string()];
+            argv.extend(container.args.clone().unwrap_or_default());
+            for var in container.env.iter().flatten() {
+                let value = match (&var.value, &var.value_from) {
+                    (Some(v), _) => v.clone(),
+                    (None, Some(from)) if from.secret_key_ref.is_some() => {
+                        "mongodb://store.shop.svc:27017".to_string()
+                    }
+                    (None, Some(from)) if from.field_ref.is_some() => "10.0.0.7".to_string(),
+                    other => panic!("{}: an unresolvable value {other:?}", var.name),
+                };
+                // `$(VAR)` as the kubelet expands it, from earlier variables.
+                let value = resolved
+                    .iter()
+                    .fold(value, |v, (k, x): (&String, &String)| {
+                        v.replace(&format!("$({k})"), x)
+                    });
+                resolved.insert(var.name.clone(), value.clone());
+                let flag = format!(
+                    "--{}",
+                    var.name
+                        .strip_prefix("ARGON_")
+                        .unwrap_or_else(|| panic!("{} is not a sidecar setting", var.name))
+                        .to_lowercase()
+                        .replace('_', "-")
+                );
+                if var.name == "ARGON_POD_IP" {
+                    continue; // only an input of `$(ARGON_POD_IP)` above
+                }
+                if value == "true" {
+                    argv.push(flag);
+                } else {
+                    argv.push(format!("{flag}={value}"));
+                }
+            }
+            let case = format!("tls={tls} auth={auth} read_only={read_only}: {argv:?}");
+            let cli = Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{case}: {e}"));
+            let Command::Serve(args) = cli.command;
+            args.store_choice()
+                .unwrap_or_else(|e| panic!("{case}: {e}"));
+            let peer = args
+                .peer_address()
+                .unwrap_or_else(|e| panic!("{case}: {e}"));
+            assert_eq!(peer.is_some(), !tls && !read_only, "{case}");
+        }
     }
 }

@@ -19,6 +19,10 @@
 //! argon-e2e-client admin URI COMMAND-JSON        run a command on the admin database
 //! argon-e2e-client idle                          wait for SIGTERM (a pod that does nothing)
 //! ```
+//!
+//! A URI argument `secret:DIR` is read from a mounted connection Secret as
+//! the README tells users to: `DIR/uri`, plus `&tlsCAFile=DIR/ca.crt` when
+//! the Secret carries a CA.
 
 use anyhow::Context;
 use bson::doc;
@@ -92,7 +96,7 @@ async fn run(args: &[String]) -> anyhow::Result<serde_json::Value> {
                 serde_json::from_str(arg(2)?).context("COMMAND-JSON")?;
             let command =
                 bson::serialize_to_document(&command).context("COMMAND-JSON as a document")?;
-            let mut options = ClientOptions::parse(arg(1)?)
+            let mut options = ClientOptions::parse(connection_uri(arg(1)?)?)
                 .await
                 .context("parsing the URI")?;
             options.server_selection_timeout = Some(Duration::from_secs(30));
@@ -113,7 +117,9 @@ async fn run(args: &[String]) -> anyhow::Result<serde_json::Value> {
 }
 
 async fn collection(uri: &str, db: &str, coll: &str) -> anyhow::Result<Collection<bson::Document>> {
-    let mut options = ClientOptions::parse(uri).await.context("parsing the URI")?;
+    let mut options = ClientOptions::parse(connection_uri(uri)?)
+        .await
+        .context("parsing the URI")?;
     options.server_selection_timeout = Some(Duration::from_secs(30));
     options.app_name = Some("argon-e2e-client".into());
     let client = Client::with_options(options)?;
@@ -191,4 +197,20 @@ fn is_duplicate(e: &mongodb::error::Error) -> bool {
         *e.kind,
         mongodb::error::ErrorKind::Write(mongodb::error::WriteFailure::WriteError(ref w)) if w.code == 11000
     )
+}
+
+/// The URI to connect with: `uri` itself, or for `secret:DIR` the mounted
+/// Secret's `uri` with its `ca.crt` as the trusted CA.
+fn connection_uri(uri: &str) -> anyhow::Result<String> {
+    let Some(dir) = uri.strip_prefix("secret:") else {
+        return Ok(uri.to_string());
+    };
+    let dir = std::path::Path::new(dir);
+    let mut uri = std::fs::read_to_string(dir.join("uri"))
+        .with_context(|| format!("reading {}/uri", dir.display()))?;
+    let ca = dir.join("ca.crt");
+    if ca.exists() {
+        uri = format!("{}&tlsCAFile={}", uri.trim_end(), ca.display());
+    }
+    Ok(uri.trim_end().to_string())
 }

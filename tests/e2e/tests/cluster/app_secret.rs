@@ -1,11 +1,12 @@
-//! An authenticated branch endpoint and its connection Secret in real pods:
-//! an `ArgonProject` with a user whose password is in a Secret, an
-//! `ArgonBranch` whose endpoint demands authentication (the default) and
-//! names that user; the operator writes `<branch>-argon-app`, and a client
-//! pod connects with exactly its `uri` (SCRAM over the Service's DNS name)
-//! and writes; a client without credentials is refused. Plain TCP here:
-//! the client pod does not mount the Secret's `ca.crt` yet (endpoint TLS is
-//! `operator/tests/it/endpoint_tls.rs`'s, against the apiserver).
+//! An authenticated TLS branch endpoint and its connection Secret in real
+//! pods: an `ArgonProject` with a user whose password is in a Secret, an
+//! `ArgonBranch` whose endpoint demands authentication and TLS (the
+//! defaults) and names that user; the operator writes `<branch>-argon-app`,
+//! and a client pod that mounts it connects as the README says (its `uri`,
+//! its `ca.crt` as the trusted CA: SCRAM over TLS verified against the
+//! Service's DNS name) and writes. A client that does not trust the
+//! operator's CA, a plain connection and one without credentials get
+//! nothing.
 
 use crate::support::{cluster, project_yaml, wait_branch_ready, wait_endpoint_ready};
 use argon_operator::endpoint::connection_string;
@@ -38,7 +39,7 @@ metadata: {{name: feature}}
 spec:
   project: shop
   parent: main
-  endpoint: {{enabled: true, user: app, tls: false}}
+  endpoint: {{enabled: true, user: app}}
 "#
         ),
     )?;
@@ -53,12 +54,35 @@ spec:
         .and_then(|d| d.get("uri"))
         .map(|v| String::from_utf8_lossy(&v.0).into_owned())
         .ok_or_else(|| anyhow::anyhow!("feature-argon-app has no uri: {secret:?}"))?;
+    assert!(uri.contains("tls=true"), "{uri}");
     let wrote = cluster
-        .run_client(ns, "writer", &["write", &uri, "shop", "orders", "e2e", "3"])
+        .run_client_mounting(
+            ns,
+            "writer",
+            "feature-argon-app",
+            &[
+                "write",
+                "secret:/etc/argon-app",
+                "shop",
+                "orders",
+                "e2e",
+                "3",
+            ],
+        )
         .await?;
     assert_eq!(wrote["wrote"], 3, "{wrote}");
 
-    // Without credentials the endpoint answers nothing but the handshake.
+    // The same URI without the operator's CA: the certificate is not trusted.
+    let untrusted = cluster
+        .run_client(ns, "untrusted", &["count", &uri, "shop", "orders", "e2e"])
+        .await;
+    let untrusted = format!("{untrusted:?}");
+    assert!(
+        untrusted.contains("certificate") || untrusted.contains("UnknownIssuer"),
+        "a client without the CA reached the endpoint: {untrusted}"
+    );
+
+    // Plain TCP without credentials: the TLS endpoint gives it nothing.
     let anonymous = cluster
         .run_client(
             ns,
@@ -74,7 +98,7 @@ spec:
         .await;
     assert!(
         anonymous.is_err(),
-        "an unauthenticated client read the endpoint: {anonymous:?}"
+        "a plain, unauthenticated client read the endpoint: {anonymous:?}"
     );
     Ok(())
 }

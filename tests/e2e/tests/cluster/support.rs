@@ -433,8 +433,40 @@ stringData: {{uri: "{uri}"}}
         labels: &str,
         args: &[&str],
     ) -> anyhow::Result<serde_json::Value> {
+        self.run_client_pod(ns, name, labels, None, args).await
+    }
+
+    /// [`Cluster::run_client`] with the Secret `secret` mounted at
+    /// `/etc/argon-app` (the client's `secret:/etc/argon-app` URI reads it).
+    pub async fn run_client_mounting(
+        &self,
+        ns: &str,
+        name: &str,
+        secret: &str,
+        args: &[&str],
+    ) -> anyhow::Result<serde_json::Value> {
+        self.run_client_pod(ns, name, "{}", Some(secret), args)
+            .await
+    }
+
+    async fn run_client_pod(
+        &self,
+        ns: &str,
+        name: &str,
+        labels: &str,
+        secret: Option<&str>,
+        args: &[&str],
+    ) -> anyhow::Result<serde_json::Value> {
         let args_json = serde_json::to_string(args)?;
         let image = self.image("argon-e2e-client");
+        let (mount, volume) = match secret {
+            Some(secret) => (
+                "\n    volumeMounts: [{name: app, mountPath: /etc/argon-app, readOnly: true}]"
+                    .to_string(),
+                format!("\n  volumes: [{{name: app, secret: {{secretName: {secret}}}}}]"),
+            ),
+            None => (String::new(), String::new()),
+        };
         self.apply(
             ns,
             &format!(
@@ -448,7 +480,7 @@ spec:
   - name: client
     image: {image}
     imagePullPolicy: IfNotPresent
-    args: {args_json}
+    args: {args_json}{mount}{volume}
 "#
             ),
         )?;
@@ -680,15 +712,33 @@ pub async fn wait_service_routes(client: &Client, ns: &str, name: &str) -> anyho
             let Some(ip) = service.spec.and_then(|s| s.cluster_ip) else {
                 return Ok(Err("no cluster IP yet".to_string()));
             };
-            Ok(
-                match hello_at(&ip, argon_operator::endpoint::MONGODB_PORT).await {
+            let port = argon_operator::endpoint::MONGODB_PORT;
+            Ok(match hello_at(&ip, port).await {
+                Ok(()) => Ok(()),
+                // A TLS endpoint closes a plain connection: ask over TLS.
+                Err(plain) => match tls_hello_at(&ip, port).await {
                     Ok(()) => Ok(()),
-                    Err(e) => Err(format!("{ip}: {e:#}")),
+                    Err(tls) => Err(format!("{ip}: plain: {plain:#}; TLS: {tls:#}")),
                 },
-            )
+            })
         }
     })
     .await
+}
+
+/// `hello` over TLS with the Rust driver. The certificate is not checked:
+/// this asks only whether the Service routes to a serving pod (scenarios
+/// check certificates with clients that trust the operator's CA).
+async fn tls_hello_at(ip: &str, port: i32) -> anyhow::Result<()> {
+    let uri = format!(
+        "mongodb://{ip}:{port}/?directConnection=true&tls=true&tlsInsecure=true&serverSelectionTimeoutMS=2000"
+    );
+    let client = mongodb::Client::with_uri_str(&uri).await?;
+    client
+        .database("admin")
+        .run_command(bson::doc! {"hello": 1})
+        .await?;
+    Ok(())
 }
 
 /// One OP_MSG `hello` over a fresh connection; Ok when the reply is an

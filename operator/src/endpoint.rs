@@ -456,24 +456,31 @@ mod tests {
         );
     }
 
-    #[test]
-    fn endpoints_demand_authentication_unless_told_not_to() {
-        use crate::crd::{ArgonBranchSpec, ArgonProjectSpec, EndpointSpec};
-        let project = ArgonProject::new("shop", ArgonProjectSpec::on_mongodb("s", "argon"));
+    use crate::crd::{ArgonBranchSpec, ArgonProjectSpec, EndpointSpec};
+
+    /// Branch `feature` of project `shop` with an endpoint.
+    fn feature(endpoint: EndpointSpec, read_only: bool) -> ArgonBranch {
         let mut branch = ArgonBranch::new(
             "feature",
             ArgonBranchSpec {
                 project: "shop".into(),
                 parent: "main".into(),
                 from: None,
-                read_only: false,
-                endpoint: EndpointSpec::default(),
+                read_only,
+                endpoint,
                 expire_after: None,
                 reset: None,
                 protected: false,
             },
         );
         branch.metadata.uid = Some("u".into());
+        branch
+    }
+
+    #[test]
+    fn endpoints_demand_authentication_unless_told_not_to() {
+        let project = ArgonProject::new("shop", ArgonProjectSpec::on_mongodb("s", "argon"));
+        let mut branch = feature(EndpointSpec::default(), false);
         let auth = |b: &ArgonBranch| {
             let d = deployment(b, &project, "img").unwrap();
             let pod = d.spec.unwrap().template.spec.unwrap();
@@ -494,7 +501,6 @@ mod tests {
     /// references resolved as the kubelet would.
     #[test]
     fn the_sidecar_accepts_every_endpoint_configuration() {
-        use crate::crd::{ArgonBranchSpec, ArgonProjectSpec, EndpointSpec};
         use argon_sidecar::config::{Cli, Command};
         use clap::Parser;
         for (tls, auth, read_only) in [
@@ -506,24 +512,12 @@ mod tests {
             (false, false, true),
         ] {
             let project = ArgonProject::new("shop", ArgonProjectSpec::on_mongodb("s", "argon"));
-            let mut branch = ArgonBranch::new(
-                "feature",
-                ArgonBranchSpec {
-                    project: "shop".into(),
-                    parent: "main".into(),
-                    from: None,
-                    read_only,
-                    endpoint: EndpointSpec {
-                        tls,
-                        auth,
-                        ..EndpointSpec::default()
-                    },
-                    expire_after: None,
-                    reset: None,
-                    protected: false,
-                },
-            );
-            branch.metadata.uid = Some("u".into());
+            let endpoint = EndpointSpec {
+                tls,
+                auth,
+                ..EndpointSpec::default()
+            };
+            let branch = feature(endpoint, read_only);
             let d = deployment(&branch, &project, "img").unwrap();
             let pod = d.spec.unwrap().template.spec.unwrap();
             let container = &pod.containers[0];

@@ -44,6 +44,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use serde_json::json;
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -119,6 +120,32 @@ impl ResolvesServerCert for ServingCert {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+}
+
+/// Serves the PEM pair in `cert` and `key`; true when it changed.
+pub fn load_files(serving: &ServingCert, cert: &Path, key: &Path) -> Result<bool> {
+    let read = |path: &Path| {
+        std::fs::read_to_string(path)
+            .map_err(|e| Error::Tls(format!("reading {}: {e}", path.display())))
+    };
+    serving.set_pem(&read(cert)?, &read(key)?)
+}
+
+/// Re-reads the webhook's certificate files every `every` until the task
+/// is dropped: a renewed pair (cert-manager's, a rotated mount) is served
+/// without a restart; one that does not load is logged (never its
+/// content) and the previous pair stays.
+pub async fn reload_files(serving: Arc<ServingCert>, cert: PathBuf, key: PathBuf, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        match load_files(&serving, &cert, &key) {
+            Ok(true) => tracing::info!(cert = %cert.display(), "webhook certificate reloaded"),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "webhook certificate files; keeping the one served")
+            }
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! `ARGON_*` environment variable sets, with defaults that suit a cluster.
 //! Tests build it with shorter intervals.
 
+use crate::crd::ServiceType;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -17,8 +18,16 @@ pub struct Config {
     pub namespace: Option<String>,
     /// This instance's identity (pod name in a cluster): in the Lease and in events.
     pub identity: String,
-    /// Image of endpoints and injected sidecars unless the project overrides it.
+    /// Image of endpoints and injected sidecars unless the project names
+    /// an allowed one (`allowed_images`).
     pub sidecar_image: String,
+    /// Images a project's `spec.sidecar.image` may name (the chart's
+    /// `allowedSidecarImages`): exact references, or prefixes ending in `*`
+    /// (`registry.example.com/argon-sidecar:*`). `sidecar_image` is always
+    /// allowed; empty: nothing else (`image_policy`).
+    pub allowed_images: Vec<String>,
+    /// What a branch endpoint exposes, and to whom (the chart's `endpoints`).
+    pub exposure: EndpointExposure,
     /// How often a Ready branch's head is re-read from the store.
     pub head_refresh: Duration,
     /// Leader election; `None` runs the controllers at once (single replica).
@@ -47,6 +56,38 @@ pub struct Config {
     /// watch runs in each); empty: every namespace (or `namespace`). Matches
     /// the chart's `secretNamespaces` Roles.
     pub secret_namespaces: Vec<String>,
+}
+
+/// What branch endpoints expose (the chart's `endpoints` values).
+#[derive(Clone, Debug)]
+pub struct EndpointExposure {
+    /// A NetworkPolicy per endpoint admits only pods of the branch's
+    /// namespace (and `client_label` pods); false: the operator writes none
+    /// and removes those it wrote (for clusters whose own policies decide).
+    pub network_policy: bool,
+    /// Pods carrying this label `(key, value)`, in any namespace, are
+    /// admitted to endpoints' MongoDB port too (`argon.dev/client=true`).
+    pub client_label: Option<(String, String)>,
+    /// Service types besides `ClusterIP` a branch may ask for
+    /// (`spec.endpoint.serviceType`); empty: `ClusterIP` only.
+    pub allowed_service_types: Vec<ServiceType>,
+}
+
+impl Default for EndpointExposure {
+    /// Policies on, the namespace only, `ClusterIP` only.
+    fn default() -> Self {
+        EndpointExposure {
+            network_policy: true,
+            client_label: None,
+            allowed_service_types: Vec::new(),
+        }
+    }
+}
+
+impl EndpointExposure {
+    pub fn allows(&self, service_type: ServiceType) -> bool {
+        service_type == ServiceType::ClusterIP || self.allowed_service_types.contains(&service_type)
+    }
 }
 
 /// Where the installation's CA lives and what endpoint certificates it issues.
@@ -81,20 +122,44 @@ impl EndpointTlsConfig {
 pub struct LeaderConfig {
     pub lease_name: String,
     pub lease_namespace: String,
-    /// A holder that has not renewed for this long is replaced.
+    /// A candidate takes the Lease over after seeing it unchanged this long
+    /// (on its own clock; see `leader`).
     pub lease_duration: Duration,
+    /// The holder steps down (stops reconciling) when it has not renewed
+    /// for this long; shorter than `lease_duration`, and the difference is
+    /// the margin a stopping holder has.
+    pub renew_deadline: Duration,
     /// How often the holder renews (and a candidate retries).
     pub renew_every: Duration,
+    /// Tests only (no flag sets it): while it holds `true`, this
+    /// instance's renewals hang, as they would on a stalled connection to
+    /// the apiserver, so a test can show the holder steps down in time.
+    pub stall_renewals: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl LeaderConfig {
+    /// client-go's defaults: a 15 s lease, renewed every 2 s, given up
+    /// after 10 s without a renewal.
     pub fn new(lease_namespace: impl Into<String>) -> LeaderConfig {
         LeaderConfig {
             lease_name: "argon-operator".into(),
             lease_namespace: lease_namespace.into(),
             lease_duration: Duration::from_secs(15),
-            renew_every: Duration::from_secs(5),
+            renew_deadline: Duration::from_secs(10),
+            renew_every: Duration::from_secs(2),
+            stall_renewals: None,
         }
+    }
+
+    /// `renew_every < renew_deadline < lease_duration`, or why not.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.renew_every >= self.renew_deadline || self.renew_deadline >= self.lease_duration {
+            return Err(format!(
+                "leader election needs renew interval < renew deadline < lease duration (got {:?}, {:?}, {:?})",
+                self.renew_every, self.renew_deadline, self.lease_duration
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -107,8 +172,17 @@ pub struct WebhookConfig {
 /// Where the webhook's serving certificate comes from.
 #[derive(Clone, Debug)]
 pub enum WebhookTls {
-    /// Fixed PEM (`--webhook-cert` / `--webhook-key` files), never reloaded.
+    /// Fixed PEM, never reloaded (tests).
     Pem { cert_pem: String, key_pem: String },
+    /// PEM files (`--webhook-cert` / `--webhook-key`, e.g. a mounted Secret
+    /// that cert-manager renews), re-read every `check_every`: a changed
+    /// pair is served from the next handshake on, a pair that does not
+    /// load (half-written) is logged and the previous one kept.
+    Files {
+        cert: PathBuf,
+        key: PathBuf,
+        check_every: Duration,
+    },
     /// A `kubernetes.io/tls` Secret read through the API by every replica and
     /// re-read periodically (the server swaps certificates without a restart);
     /// with `manage`, the leader also creates, renews and publishes it.
@@ -164,12 +238,19 @@ impl CertSecretConfig {
 }
 
 impl Config {
+    /// The image rule of endpoints and injected sidecars.
+    pub fn image_policy(&self) -> crate::image_policy::ImagePolicy {
+        crate::image_policy::ImagePolicy::new(&self.sidecar_image, &self.allowed_images)
+    }
+
     /// Defaults for one replica without leader election, metrics or webhook.
     pub fn new(identity: impl Into<String>) -> Config {
         Config {
             namespace: None,
             identity: identity.into(),
             sidecar_image: DEFAULT_SIDECAR_IMAGE.into(),
+            allowed_images: Vec::new(),
+            exposure: EndpointExposure::default(),
             head_refresh: Duration::from_secs(30),
             leader: None,
             metrics_listen: None,

@@ -3,8 +3,10 @@
 //! the sidecar container the webhook injects, which is the same server bound
 //! to localhost. Pure builders: the controller applies what they return.
 
+use crate::config::EndpointExposure;
 use crate::crd::{ArgonBranch, ArgonProject};
 use crate::error::{Error, Result};
+use crate::image_policy::ImagePolicy;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath,
@@ -98,7 +100,8 @@ pub fn labels(project: &str, branch: &str) -> BTreeMap<String, String> {
     ])
 }
 
-fn selector(project: &str, branch: &str) -> BTreeMap<String, String> {
+/// The labels selecting a branch's endpoint pods (Deployment, Service, NetworkPolicy).
+pub(crate) fn selector(project: &str, branch: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         (LABEL_PROJECT.to_string(), project.to_string()),
         (LABEL_BRANCH.to_string(), branch.to_string()),
@@ -216,18 +219,20 @@ fn restricted_container() -> SecurityContext {
     }
 }
 
-/// The sidecar container serving `branch` on `listen`.
+/// The sidecar container serving `branch` on `listen`, running the image
+/// `images` allows for the project (`Error::ImageNotAllowed` otherwise).
 pub fn sidecar_container(
     project: &ArgonProject,
-    default_image: &str,
+    images: &ImagePolicy,
     branch: &str,
     listen: &str,
     read_only: bool,
-) -> Container {
+) -> Result<Container> {
+    let image = images.image_for(project)?;
     let defaults = project.spec.sidecar.clone().unwrap_or_default();
-    Container {
+    Ok(Container {
         name: CONTAINER_NAME.into(),
-        image: Some(defaults.image.unwrap_or_else(|| default_image.to_string())),
+        image: Some(image),
         image_pull_policy: defaults.image_pull_policy,
         args: Some(vec!["serve".into()]),
         env: Some(sidecar_env(project, branch, listen, read_only)),
@@ -263,7 +268,7 @@ pub fn sidecar_container(
             }]
         }),
         ..Container::default()
-    }
+    })
 }
 
 /// Takes the peer link (forwarded writes) out of a TLS endpoint's sidecar:
@@ -292,7 +297,9 @@ pub fn data_volume(project: &ArgonProject) -> Option<Volume> {
     })
 }
 
-fn owned_meta(branch: &ArgonBranch) -> Result<ObjectMeta> {
+/// Name, namespace, labels and the owner reference (the ArgonBranch) of
+/// every endpoint object.
+pub(crate) fn owned_meta(branch: &ArgonBranch) -> Result<ObjectMeta> {
     let owner = branch
         .controller_owner_ref(&())
         .ok_or(Error::MissingField("ArgonBranch", "metadata.uid"))?;
@@ -309,17 +316,17 @@ fn owned_meta(branch: &ArgonBranch) -> Result<ObjectMeta> {
 pub fn deployment(
     branch: &ArgonBranch,
     project: &ArgonProject,
-    default_image: &str,
+    images: &ImagePolicy,
 ) -> Result<Deployment> {
     let name = branch.name_any();
     let select = selector(&branch.spec.project, &name);
     let mut container = sidecar_container(
         project,
-        default_image,
+        images,
         &name,
         &format!("0.0.0.0:{MONGODB_PORT}"),
         branch.spec.read_only,
-    );
+    )?;
     if branch.spec.endpoint.auth {
         container
             .env
@@ -409,8 +416,20 @@ pub fn deployment(
     })
 }
 
-/// The endpoint's Service, owned by the branch.
-pub fn service(branch: &ArgonBranch) -> Result<Service> {
+/// Refuses a `spec.endpoint.serviceType` the installation does not allow
+/// (`ClusterIP` always is): a branch author does not decide to expose
+/// data outside the cluster.
+pub fn check_service_type(branch: &ArgonBranch, exposure: &EndpointExposure) -> Result<()> {
+    let wanted = branch.spec.endpoint.service_type;
+    if exposure.allows(wanted) {
+        return Ok(());
+    }
+    Err(Error::ServiceTypeNotAllowed(wanted.as_str().to_string()))
+}
+
+/// The endpoint's Service, owned by the branch, of a type `exposure` allows.
+pub fn service(branch: &ArgonBranch, exposure: &EndpointExposure) -> Result<Service> {
+    check_service_type(branch, exposure)?;
     Ok(Service {
         metadata: owned_meta(branch)?,
         spec: Some(ServiceSpec {
@@ -482,7 +501,7 @@ mod tests {
         let project = ArgonProject::new("shop", ArgonProjectSpec::on_mongodb("s", "argon"));
         let mut branch = feature(EndpointSpec::default(), false);
         let auth = |b: &ArgonBranch| {
-            let d = deployment(b, &project, "img").unwrap();
+            let d = deployment(b, &project, &ImagePolicy::new("img", &[])).unwrap();
             let pod = d.spec.unwrap().template.spec.unwrap();
             pod.containers[0]
                 .env

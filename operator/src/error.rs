@@ -55,6 +55,16 @@ pub enum Error {
     #[error("tls: {0}")]
     Tls(String),
 
+    /// A project's `spec.sidecar.image` outside the chart's allow-list.
+    #[error("image {image:?} is not allowed (the installation allows: {allowed})")]
+    ImageNotAllowed { image: String, allowed: String },
+
+    /// A `spec.endpoint.serviceType` the installation does not allow.
+    #[error(
+        "spec.endpoint.serviceType {0} is not allowed by this installation (ClusterIP only, unless the chart's endpoints.allowedServiceTypes lists it)"
+    )]
+    ServiceTypeNotAllowed(String),
+
     #[error("lost the leader lease {0}")]
     LostLease(String),
 
@@ -84,6 +94,8 @@ impl Error {
             Error::Config(_) => "config".into(),
             Error::Io(_) => "io".into(),
             Error::Tls(_) => "tls".into(),
+            Error::ImageNotAllowed { .. } => "image_not_allowed".into(),
+            Error::ServiceTypeNotAllowed(_) => "service_type_not_allowed".into(),
             Error::LostLease(_) => "lost_lease".into(),
             Error::Crds(_) => "crds".into(),
         }

@@ -5,7 +5,8 @@
 //!   CEL rules, and their generation into `crds/` (`crdgen`);
 //! - the controllers (`controller`): a project becomes a WAL with its `main`
 //!   branch, a branch becomes a pointer into that WAL plus an endpoint
-//!   (`endpoint`: a Deployment + Service running the sidecar) and its
+//!   (`endpoint`: a Deployment + Service running the sidecar, the image
+//!   `image_policy` allows, behind the NetworkPolicy of `network_policy`) and its
 //!   connection Secret (`connection`) and, over TLS, its serving
 //!   certificate from the operator's CA (`endpoint_tls`);
 //! - `spec.import` (`import`): existing MongoDB databases copied into `main` once;
@@ -29,9 +30,11 @@ pub mod crdgen;
 pub mod endpoint;
 pub mod endpoint_tls;
 pub mod error;
+pub mod image_policy;
 pub mod import;
 pub mod leader;
 pub mod metrics;
+pub mod network_policy;
 pub mod operator;
 pub mod store_copy;
 pub mod stores;

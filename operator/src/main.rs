@@ -3,8 +3,11 @@
 
 use anyhow::Context;
 use argon_operator::config::{
-    CertSecretConfig, Config, EndpointTlsConfig, LeaderConfig, WebhookConfig, WebhookTls,
+    CertSecretConfig, Config, EndpointExposure, EndpointTlsConfig, LeaderConfig, WebhookConfig,
+    WebhookTls,
 };
+use argon_operator::crd::ServiceType;
+use argon_operator::network_policy;
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -40,8 +43,27 @@ struct RunArgs {
     /// This replica's identity, in the Lease and events (the pod name).
     #[arg(long, env = "ARGON_IDENTITY", default_value = "argon-operator")]
     identity: String,
+    /// The image of branch endpoints and injected sidecars.
     #[arg(long, env = "ARGON_SIDECAR_IMAGE", default_value = argon_operator::config::DEFAULT_SIDECAR_IMAGE)]
     sidecar_image: String,
+    /// Other images an ArgonProject's spec.sidecar.image may name,
+    /// comma-separated: exact references or prefixes ending in `*`. Any
+    /// other is refused (endpoint not run, pod not admitted).
+    #[arg(long, env = "ARGON_ALLOWED_SIDECAR_IMAGES", value_delimiter = ',')]
+    allowed_sidecar_images: Vec<String>,
+    /// Write a NetworkPolicy per branch endpoint admitting only its namespace's pods.
+    #[arg(long, env = "ARGON_ENDPOINT_NETWORK_POLICY", default_value_t = true, action = clap::ArgAction::Set)]
+    endpoint_network_policy: bool,
+    /// Also admit pods with this label (`key=value`) from any namespace.
+    #[arg(long, env = "ARGON_ENDPOINT_CLIENT_LABEL", default_value = "")]
+    endpoint_client_label: String,
+    /// Service types besides ClusterIP a branch may ask for (NodePort, LoadBalancer), comma-separated.
+    #[arg(
+        long,
+        env = "ARGON_ENDPOINT_ALLOWED_SERVICE_TYPES",
+        value_delimiter = ','
+    )]
+    endpoint_allowed_service_types: Vec<String>,
     /// Seconds between head refreshes of a Ready branch.
     #[arg(long, env = "ARGON_HEAD_REFRESH_SECONDS", default_value_t = 30)]
     head_refresh_seconds: u64,
@@ -54,7 +76,8 @@ struct RunArgs {
     /// (read through the API, reloaded on change) or of --webhook-cert/--webhook-key files.
     #[arg(long, env = "ARGON_WEBHOOK_LISTEN")]
     webhook_listen: Option<SocketAddr>,
-    /// PEM certificate chain file (fixed; with --webhook-key, instead of a Secret).
+    /// PEM certificate chain file (with --webhook-key, instead of a Secret),
+    /// re-read every --webhook-check-seconds and served when it changes.
     #[arg(
         long,
         env = "ARGON_WEBHOOK_CERT",
@@ -91,7 +114,7 @@ struct RunArgs {
     /// Lifetime of managed serving certificates (renewed with a third left).
     #[arg(long, env = "ARGON_WEBHOOK_CERT_VALIDITY_SECONDS", default_value_t = 365 * 24 * 3600)]
     webhook_cert_validity_seconds: u64,
-    /// How often the Secret is re-read (and checked for renewal by the leader).
+    /// How often the Secret (or the files) is re-read (and checked for renewal by the leader).
     #[arg(long, env = "ARGON_WEBHOOK_CHECK_SECONDS", default_value_t = 60)]
     webhook_check_seconds: u64,
     /// Root of embedded stores (`<root>/<namespace>/<claim>`).
@@ -132,6 +155,10 @@ fn config(args: RunArgs) -> anyhow::Result<Config> {
         namespace,
         identity,
         sidecar_image,
+        allowed_sidecar_images,
+        endpoint_network_policy,
+        endpoint_client_label,
+        endpoint_allowed_service_types,
         head_refresh_seconds,
         leader_election_namespace,
         metrics_listen,
@@ -169,11 +196,10 @@ fn config(args: RunArgs) -> anyhow::Result<Config> {
         None => None,
     };
     let tls = match (webhook_cert, webhook_key, webhook_secret) {
-        (Some(cert), Some(key), _) => Some(WebhookTls::Pem {
-            cert_pem: std::fs::read_to_string(&cert)
-                .with_context(|| format!("reading {}", cert.display()))?,
-            key_pem: std::fs::read_to_string(&key)
-                .with_context(|| format!("reading {}", key.display()))?,
+        (Some(cert), Some(key), _) => Some(WebhookTls::Files {
+            cert,
+            key,
+            check_every: Duration::from_secs(webhook_check_seconds.max(1)),
         }),
         (_, _, Some(secret)) => {
             let namespace = webhook_namespace
@@ -207,6 +233,25 @@ fn config(args: RunArgs) -> anyhow::Result<Config> {
     let mut config = Config::new(identity);
     config.namespace = namespace;
     config.sidecar_image = sidecar_image;
+    config.allowed_images = allowed_sidecar_images;
+    config.exposure = EndpointExposure {
+        network_policy: endpoint_network_policy,
+        client_label: network_policy::parse_client_label(&endpoint_client_label)
+            .map_err(|e| anyhow::anyhow!("--endpoint-client-label: {e}"))?,
+        allowed_service_types: endpoint_allowed_service_types
+            .iter()
+            .map(|t| t.trim())
+            .filter(|t| !t.is_empty())
+            .map(|t| match t {
+                "ClusterIP" => Ok(ServiceType::ClusterIP),
+                "NodePort" => Ok(ServiceType::NodePort),
+                "LoadBalancer" => Ok(ServiceType::LoadBalancer),
+                other => Err(anyhow::anyhow!(
+                    "--endpoint-allowed-service-types: unknown service type {other:?} (ClusterIP, NodePort, LoadBalancer)"
+                )),
+            })
+            .collect::<anyhow::Result<_>>()?,
+    };
     config.head_refresh = Duration::from_secs(head_refresh_seconds.max(1));
     config.leader = leader_election_namespace.map(LeaderConfig::new);
     config.metrics_listen = Some(metrics_listen);

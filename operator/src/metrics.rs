@@ -42,6 +42,10 @@ pub struct Metrics {
     duration: Family<ControllerLabels, Histogram>,
     branches: Family<PhaseLabels, Gauge<i64, AtomicI64>>,
     leader: Gauge<i64, AtomicI64>,
+    in_flight: Gauge<i64, AtomicI64>,
+    /// When this instance first started a reconciliation, and when one
+    /// last ended (monotonic): two replicas' windows must not overlap.
+    activity: Mutex<(Option<Instant>, Option<Instant>)>,
     /// Phase of every branch this instance has reconciled, by `namespace/name`.
     phases: Mutex<HashMap<String, String>>,
     ready: AtomicBool,
@@ -61,6 +65,7 @@ impl Default for Metrics {
         });
         let branches = Family::<PhaseLabels, Gauge<i64, AtomicI64>>::default();
         let leader = Gauge::<i64, AtomicI64>::default();
+        let in_flight = Gauge::<i64, AtomicI64>::default();
         registry.register("reconciles", "Reconciliations run", reconciles.clone());
         registry.register(
             "reconcile_errors",
@@ -78,6 +83,11 @@ impl Default for Metrics {
             "1 while this instance holds the leader lease (or runs without election)",
             leader.clone(),
         );
+        registry.register(
+            "reconciles_in_flight",
+            "Reconciliations running now (0 on a standby or a replica that stepped down)",
+            in_flight.clone(),
+        );
         Metrics {
             registry,
             reconciles,
@@ -85,6 +95,8 @@ impl Default for Metrics {
             duration,
             branches,
             leader,
+            in_flight,
+            activity: Mutex::new((None, None)),
             phases: Mutex::new(HashMap::new()),
             ready: AtomicBool::new(false),
             webhook_cert: std::sync::OnceLock::new(),
@@ -107,11 +119,29 @@ impl Metrics {
             controller: controller.into(),
         };
         self.reconciles.get_or_create(&labels).inc();
+        self.in_flight.inc();
+        let start = Instant::now();
+        self.activity
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .get_or_insert(start);
         ReconcileGuard {
             metrics: self.clone(),
             labels,
-            start: Instant::now(),
+            start,
         }
+    }
+
+    /// Reconciliations running now.
+    pub fn in_flight(&self) -> i64 {
+        self.in_flight.get()
+    }
+
+    /// When the first reconciliation started and the last one ended
+    /// (dropped, however it ended) on this instance.
+    pub fn activity(&self) -> (Option<Instant>, Option<Instant>) {
+        *self.activity.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn failure(&self, controller: &str, label: String) {
@@ -189,6 +219,12 @@ impl Drop for ReconcileGuard {
             .duration
             .get_or_create(&self.labels)
             .observe(self.start.elapsed().as_secs_f64());
+        self.metrics.in_flight.dec();
+        self.metrics
+            .activity
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .1 = Some(Instant::now());
     }
 }
 

@@ -2,13 +2,13 @@
 //! leader election, and the two controllers (the leader only), until the
 //! shutdown future resolves.
 
-use crate::certs::{CertManager, ServingCert};
+use crate::certs::{self, CertManager, ServingCert};
 use crate::config::{Config, WebhookTls};
 use crate::controller::{Context, branch, error_policy, project};
 use crate::crd::{ArgonBranch, ArgonProject, FIELD_MANAGER};
 use crate::crdgen;
 use crate::error::{Error, Result};
-use crate::leader::LeaderElector;
+use crate::leader::{Attempt, LeaderElector};
 use crate::metrics::{self, Metrics};
 use crate::webhook::{self, Injector};
 use futures::future::{BoxFuture, Shared};
@@ -124,6 +124,21 @@ impl Operator {
                 WebhookTls::Pem { cert_pem, key_pem } => {
                     self.serving.set_pem(cert_pem, key_pem)?;
                 }
+                WebhookTls::Files {
+                    cert,
+                    key,
+                    check_every,
+                } => {
+                    // Unreadable at start: a usage error, not a silent
+                    // webhook without a certificate.
+                    certs::load_files(&self.serving, cert, key)?;
+                    servers.spawn(certs::reload_files(
+                        self.serving.clone(),
+                        cert.clone(),
+                        key.clone(),
+                        *check_every,
+                    ));
+                }
                 WebhookTls::Secret(secret) => {
                     // Ready once a certificate is served: the Service only
                     // sends the apiserver to replicas that can answer.
@@ -137,7 +152,7 @@ impl Operator {
             let listener = tokio::net::TcpListener::bind(wh.listen).await?;
             let injector = Arc::new(Injector {
                 client: self.client.clone(),
-                default_image: self.config.sidecar_image.clone(),
+                images: self.config.image_policy(),
             });
             servers.spawn(webhook::serve(listener, acceptor, injector));
         }
@@ -178,70 +193,61 @@ impl Operator {
         leader: crate::config::LeaderConfig,
         shutdown: Signal,
     ) -> Result<()> {
+        leader.validate().map_err(Error::Config)?;
         let elector = LeaderElector::new(
             self.client.clone(),
             leader.clone(),
             self.config.identity.clone(),
         );
         // Standby: try until the Lease is ours.
-        loop {
+        let mut renewed_at = loop {
+            let sent = Instant::now();
             match elector.try_acquire_or_renew().await {
-                Ok(true) => break,
-                Ok(false) => {}
+                Ok(Attempt::Leading) => break sent,
+                Ok(Attempt::Standby | Attempt::Conflict) => {}
                 Err(e) => tracing::warn!(error = %e, "leader election"),
             }
             tokio::select! {
                 _ = shutdown.clone() => return Ok(()),
                 _ = tokio::time::sleep(leader.renew_every) => {}
             }
-        }
+        };
         tracing::info!(identity = %self.config.identity, "became leader");
         self.set_leader(true);
-        // Lead: renew while the controllers run; stop them if renewing fails for a lease duration.
-        let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
-        let stop: Signal = {
-            let shutdown = shutdown.clone();
-            async move {
-                tokio::select! {
-                    _ = shutdown => {}
-                    _ = lost_rx => {}
-                }
-            }
-            .boxed()
-            .shared()
-        };
+        // Lead: renew until the controllers stop (after a shutdown, so the
+        // Lease stays ours while they drain); returns only when a renewal
+        // did not succeed within the renew deadline of the last one, as
+        // measured from when that one was sent (see `leader`).
         let renew = async {
-            let mut last_renewed = Instant::now();
             loop {
-                tokio::select! {
-                    _ = shutdown.clone() => return false,
-                    _ = tokio::time::sleep(leader.renew_every) => {}
+                let deadline = renewed_at + leader.renew_deadline;
+                tokio::time::sleep_until((Instant::now() + leader.renew_every).min(deadline)).await;
+                if Instant::now() >= deadline {
+                    return;
                 }
-                match elector.try_acquire_or_renew().await {
-                    Ok(true) => last_renewed = Instant::now(),
-                    Ok(false) => return true,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "renewing the leader lease");
-                        if last_renewed.elapsed() >= leader.lease_duration {
-                            return true;
-                        }
+                let sent = Instant::now();
+                match tokio::time::timeout_at(deadline, elector.try_acquire_or_renew()).await {
+                    Ok(Ok(Attempt::Leading)) => renewed_at = sent,
+                    // Another instance holds it: it judged us gone.
+                    Ok(Ok(Attempt::Standby)) => return,
+                    Ok(Ok(Attempt::Conflict)) => {
+                        tracing::warn!("renewing the leader lease: conflict; retrying");
                     }
+                    Ok(Err(e)) => tracing::warn!(error = %e, "renewing the leader lease"),
+                    Err(_) => return,
                 }
             }
         };
-        let (lost, ()) = tokio::join!(
-            async {
-                let lost = renew.await;
-                if lost {
-                    let _ = lost_tx.send(());
-                }
-                lost
-            },
-            self.controllers(stop)
-        );
-        if lost {
-            tracing::error!("lost the leader lease; stopping");
-            return Err(Error::LostLease(leader.lease_name));
+        tokio::select! {
+            () = renew => {
+                // Step down at once: dropping the controllers cancels every
+                // reconcile in flight (no graceful drain, which could outlast
+                // the margin before another replica may lead).
+                self.set_leader(false);
+                tracing::error!(deadline = ?leader.renew_deadline, "could not renew the leader lease in time; stopped reconciling");
+                return Err(Error::LostLease(leader.lease_name));
+            }
+            () = self.controllers(shutdown) => {}
         }
         if let Err(e) = elector.release().await {
             tracing::warn!(error = %e, "releasing the leader lease");

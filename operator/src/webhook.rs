@@ -10,7 +10,8 @@
 use crate::certs::{self, ServingCert};
 use crate::crd::{ArgonBranch, ArgonProject, LocalhostAuth};
 use crate::endpoint::{self, CONTAINER_NAME, MONGODB_PORT};
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::image_policy::ImagePolicy;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode, service::service_fn};
@@ -35,10 +36,10 @@ pub const PATH: &str = "/mutate-pods";
 const MAX_BODY: usize = 4 << 20;
 
 /// What the webhook needs to answer: a client to find branches and projects,
-/// and the default sidecar image.
+/// and the images sidecars may run.
 pub struct Injector {
     pub client: Client,
-    pub default_image: String,
+    pub images: ImagePolicy,
 }
 
 /// The TLS acceptor of the webhook: each handshake serves the certificate
@@ -194,7 +195,17 @@ impl Injector {
         if let Some(embedded) = &project.spec.store.embedded {
             return response.deny(embedded_refusal(&branch.spec.project, &embedded.claim_name));
         }
-        let patch = inject(pod, &branch, &project, &self.default_image);
+        let patch = match inject(pod, &branch, &project, &self.images) {
+            Ok(patch) => patch,
+            // Never run an image the installation did not choose.
+            Err(e @ Error::ImageNotAllowed { .. }) => {
+                return response.deny(format!(
+                    "ArgonProject {:?} spec.sidecar.image: {e}",
+                    branch.spec.project
+                ));
+            }
+            Err(e) => return response.deny(format!("building the sidecar: {e}")),
+        };
         if patch.0.is_empty() {
             return response;
         }
@@ -223,11 +234,17 @@ fn add(path: &[&str], value: Value) -> PatchOperation {
 }
 
 /// The JSON patch that injects the sidecar for `branch` into `pod`
-/// (empty when the pod already has it).
-pub fn inject(pod: &Pod, branch: &ArgonBranch, project: &ArgonProject, image: &str) -> Patch {
+/// (empty when the pod already has it); refused when the project names an
+/// image `images` does not allow.
+pub fn inject(
+    pod: &Pod,
+    branch: &ArgonBranch,
+    project: &ArgonProject,
+    images: &ImagePolicy,
+) -> Result<Patch> {
     let branch_name = kube::ResourceExt::name_any(branch);
     let Some(spec) = &pod.spec else {
-        return Patch(Vec::new());
+        return Ok(Patch(Vec::new()));
     };
     let has_sidecar = spec
         .containers
@@ -235,15 +252,15 @@ pub fn inject(pod: &Pod, branch: &ArgonBranch, project: &ArgonProject, image: &s
         .chain(spec.init_containers.iter().flatten())
         .any(|c| c.name == CONTAINER_NAME);
     if has_sidecar {
-        return Patch(Vec::new());
+        return Ok(Patch(Vec::new()));
     }
     let mut sidecar = endpoint::sidecar_container(
         project,
-        image,
+        images,
         &branch_name,
         &format!("127.0.0.1:{MONGODB_PORT}"),
         branch.spec.read_only,
-    );
+    )?;
     // Only its own branch, with or without authentication: `db~other`,
     // other branches' past and branch changes are refused in the pod.
     let env = sidecar.env.get_or_insert_with(Vec::new);
@@ -316,7 +333,7 @@ pub fn inject(pod: &Pod, branch: &ArgonBranch, project: &ArgonProject, image: &s
         &["metadata", "annotations", ANNOTATION_INJECTED],
         json!(branch_name),
     ));
-    Patch(ops)
+    Ok(Patch(ops))
 }
 
 #[cfg(test)]
@@ -349,7 +366,8 @@ mod tests {
             }),
             ..Pod::default()
         };
-        let patch = serde_json::to_value(inject(&pod, &branch, project, "img")).unwrap();
+        let images = ImagePolicy::new("img", &[]);
+        let patch = serde_json::to_value(inject(&pod, &branch, project, &images).unwrap()).unwrap();
         let sidecar = patch
             .as_array()
             .unwrap()

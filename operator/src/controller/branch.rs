@@ -8,8 +8,8 @@
 
 use super::{Context, apply_status};
 use crate::crd::condition::types::{
-    CONNECTION_SECRET, DELETION_BLOCKED, ENDPOINT_READY, ENDPOINT_TLS, READY, RESET,
-    STORE_REACHABLE,
+    CONNECTION_SECRET, DELETION_BLOCKED, ENDPOINT_READY, ENDPOINT_TLS, NETWORK_POLICY, READY,
+    RESET, STORE_REACHABLE,
 };
 use crate::crd::{
     ArgonBranch, ArgonBranchSpec, ArgonBranchStatus, ArgonProject, Conditions, EndpointSpec,
@@ -20,6 +20,7 @@ use crate::{connection, endpoint, endpoint_tls};
 use argon_wal::{BranchInfo, CommitTime, ReadPoint, Seq, Wal, WalError};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams};
@@ -196,6 +197,71 @@ async fn apply(b: &ArgonBranch, ctx: &Context, api: &Api<ArgonBranch>) -> Result
     st.head_seq = Some(head_seq.0 as i64);
     st.head_time = to_time(head_time);
 
+    reconcile_endpoint(b, &project, ctx, &old, &mut st).await?;
+
+    st.phase = Some(READY_PHASE.into());
+    let message = match info.fork_seq {
+        Some(fork) => format!(
+            "branch {} forked from {} at seq {fork}; head at seq {head_seq}",
+            info.id, b.spec.parent
+        ),
+        None => format!("root branch {}; head at seq {head_seq}", info.id),
+    };
+    st.conditions
+        .set(READY, true, "BranchReady", &message, generation);
+    write_status(b, ctx, api, &old, &st).await?;
+    if old.phase.as_deref() != Some(READY_PHASE) {
+        ctx.event(b, false, "Ready", "Reconcile", message).await;
+    }
+    let mut next = ctx.config.head_refresh;
+    if let Some(at) = expires {
+        let left = at.duration_since(Timestamp::now());
+        if let Ok(left) = Duration::try_from(left) {
+            next = next.min(left + Duration::from_millis(100));
+        }
+    }
+    Ok(Action::requeue(next))
+}
+
+/// The branch's endpoint as its spec asks, or none, with its conditions:
+/// refused (nothing written, what existed removed) for a service type or
+/// an image the installation does not allow; not applied without its
+/// NetworkPolicy or, over TLS, its certificate.
+async fn reconcile_endpoint(
+    b: &ArgonBranch,
+    project: &ArgonProject,
+    ctx: &Context,
+    old: &ArgonBranchStatus,
+    st: &mut ArgonBranchStatus,
+) -> Result<()> {
+    let name = b.name_any();
+    let namespace = b.namespace().unwrap_or_default();
+    let generation = b.metadata.generation;
+    if b.spec.endpoint.enabled {
+        let refused = endpoint::check_service_type(b, &ctx.config.exposure)
+            .and_then(|()| ctx.config.image_policy().image_for(project).map(drop));
+        let reason = match &refused {
+            Err(Error::ServiceTypeNotAllowed(_)) => Some("ServiceTypeNotAllowed"),
+            Err(Error::ImageNotAllowed { .. }) => Some("ImageNotAllowed"),
+            _ => None,
+        };
+        if let (Some(reason), Err(e)) = (reason, refused) {
+            // Nothing exposed, nothing run: what an earlier spec made goes too.
+            remove_endpoint(ctx, &namespace, &name).await?;
+            st.endpoint = None;
+            st.conditions.drop_condition(CONNECTION_SECRET);
+            st.conditions.drop_condition(ENDPOINT_TLS);
+            let message = match e {
+                Error::ImageNotAllowed { .. } => format!(
+                    "ArgonProject {:?} spec.sidecar.image: {e}; no endpoint runs it",
+                    b.spec.project
+                ),
+                _ => format!("{e}; no endpoint is exposed"),
+            };
+            refuse_endpoint(b, ctx, old, st, reason, message).await;
+            return Ok(());
+        }
+    }
     // A TLS endpoint starts only with its certificate: never plain instead.
     let tls = if b.spec.endpoint.enabled && b.spec.endpoint.tls {
         match endpoint_tls::ensure(&ctx.client, ctx.config.endpoint_tls.as_ref(), b).await {
@@ -236,9 +302,14 @@ async fn apply(b: &ArgonBranch, ctx: &Context, api: &Api<ArgonBranch>) -> Result
             generation,
         );
     } else if b.spec.endpoint.enabled {
+        // The policy first: pods never run unguarded (fail closed).
+        if let Err(message) = network_policy(b, ctx, st).await? {
+            refuse_endpoint(b, ctx, old, st, "NetworkPolicyNotWritten", message).await;
+            return Ok(());
+        }
         let ca_bundle = tls.as_ref().ok().cloned().flatten();
-        let available = provision_endpoint(b, &project, ctx).await?;
-        connection_secret(b, &project, ctx, &mut st, ca_bundle.as_deref()).await?;
+        let available = provision_endpoint(b, project, ctx).await?;
+        connection_secret(b, project, ctx, st, ca_bundle.as_deref()).await?;
         st.endpoint = Some(if ca_bundle.is_some() {
             endpoint::connection_string_with_tls(&name, &namespace)
         } else {
@@ -268,28 +339,99 @@ async fn apply(b: &ArgonBranch, ctx: &Context, api: &Api<ArgonBranch>) -> Result
         st.conditions.drop_condition(CONNECTION_SECRET);
     }
 
-    st.phase = Some(READY_PHASE.into());
-    let message = match info.fork_seq {
-        Some(fork) => format!(
-            "branch {} forked from {} at seq {fork}; head at seq {head_seq}",
-            info.id, b.spec.parent
-        ),
-        None => format!("root branch {}; head at seq {head_seq}", info.id),
-    };
-    st.conditions
-        .set(READY, true, "BranchReady", &message, generation);
-    write_status(b, ctx, api, &old, &st).await?;
-    if old.phase.as_deref() != Some(READY_PHASE) {
-        ctx.event(b, false, "Ready", "Reconcile", message).await;
+    Ok(())
+}
+
+/// `EndpointReady` False for `reason`, with a Warning event when the
+/// reason is new (not on every reconcile).
+async fn refuse_endpoint(
+    b: &ArgonBranch,
+    ctx: &Context,
+    old: &ArgonBranchStatus,
+    st: &mut ArgonBranchStatus,
+    reason: &str,
+    message: String,
+) {
+    st.conditions.set(
+        ENDPOINT_READY,
+        false,
+        reason,
+        &message,
+        b.metadata.generation,
+    );
+    let was = old
+        .conditions
+        .get_condition(ENDPOINT_READY)
+        .map(|c| c.reason.as_str());
+    if was != Some(reason) {
+        ctx.event(b, true, reason, "Reconcile", message).await;
     }
-    let mut next = ctx.config.head_refresh;
-    if let Some(at) = expires {
-        let left = at.duration_since(Timestamp::now());
-        if let Ok(left) = Duration::try_from(left) {
-            next = next.min(left + Duration::from_millis(100));
+}
+
+/// Writes the endpoint's NetworkPolicy (or, with policies off, removes the
+/// one the operator wrote) and sets the `NetworkPolicy` condition.
+/// `Ok(Err(message))`: the apiserver refused it (RBAC, no such API).
+async fn network_policy(
+    b: &ArgonBranch,
+    ctx: &Context,
+    st: &mut ArgonBranchStatus,
+) -> Result<std::result::Result<(), String>> {
+    let generation = b.metadata.generation;
+    let namespace = b.namespace().unwrap_or_default();
+    let name = endpoint::object_name(&b.name_any());
+    if !ctx.config.exposure.network_policy {
+        remove_network_policy(ctx, &namespace, &b.name_any()).await?;
+        st.conditions.drop_condition(NETWORK_POLICY);
+        return Ok(Ok(()));
+    }
+    let policy = crate::network_policy::network_policy(b, &ctx.config.exposure)?;
+    let api: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
+    match api
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&policy),
+        )
+        .await
+    {
+        Ok(_) => {
+            let who = match &ctx.config.exposure.client_label {
+                Some((k, v)) => format!("pods of namespace {namespace} and pods labelled {k}={v}"),
+                None => format!("pods of namespace {namespace} only"),
+            };
+            st.conditions.set(
+                NETWORK_POLICY,
+                true,
+                "Written",
+                &format!("NetworkPolicy {name} admits {who}"),
+                generation,
+            );
+            Ok(Ok(()))
         }
+        Err(kube::Error::Api(e)) => {
+            let message = format!(
+                "NetworkPolicy {name} cannot be written ({} {}: {}); the endpoint is not applied without it",
+                e.code, e.reason, e.message
+            );
+            st.conditions
+                .set(NETWORK_POLICY, false, "NotWritten", &message, generation);
+            Ok(Err(message))
+        }
+        Err(e) => Err(e.into()),
     }
-    Ok(Action::requeue(next))
+}
+
+/// Deletes the endpoint's NetworkPolicy (gone already: fine).
+async fn remove_network_policy(ctx: &Context, namespace: &str, branch: &str) -> Result<()> {
+    let api: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), namespace);
+    match api
+        .delete(&endpoint::object_name(branch), &DeleteParams::background())
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Writes the status if it changed, and keeps the phase metric current.
@@ -644,12 +786,12 @@ async fn provision_endpoint(
     let namespace = b.namespace().unwrap_or_default();
     let name = endpoint::object_name(&b.name_any());
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    let deployment = endpoint::deployment(b, project, &ctx.config.sidecar_image)?;
+    let deployment = endpoint::deployment(b, project, &ctx.config.image_policy())?;
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
     let applied = deployments
         .patch(&name, &params, &Patch::Apply(&deployment))
         .await?;
-    let service = endpoint::service(b)?;
+    let service = endpoint::service(b, &ctx.config.exposure)?;
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), &namespace);
     services
         .patch(&name, &params, &Patch::Apply(&service))
@@ -859,6 +1001,9 @@ async fn cleanup(b: &ArgonBranch, ctx: &Context, api: &Api<ArgonBranch>) -> Resu
         Some(_) => {}
     }
     remove_endpoint(ctx, &namespace, &name).await?;
+    // Last, after the pods it guards were told to go (the owner reference
+    // removes it too, where a garbage collector runs).
+    remove_network_policy(ctx, &namespace, &name).await?;
     ctx.metrics.set_phase(&key(b), None);
     Ok(Action::await_change())
 }

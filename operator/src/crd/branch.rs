@@ -121,6 +121,9 @@ pub struct EndpointSpec {
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 0, max = 16))]
     pub replicas: i32,
+    /// `ClusterIP` (default). `NodePort` and `LoadBalancer` only where the
+    /// installation allows them (the chart's `endpoints.allowedServiceTypes`);
+    /// otherwise no endpoint is made and `EndpointReady` says why.
     #[serde(default)]
     pub service_type: ServiceType,
     /// The endpoint demands authentication (SCRAM, users of the project's

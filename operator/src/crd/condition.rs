@@ -17,6 +17,7 @@ pub mod types {
     pub const USERS_READY: &str = "UsersReady";
     pub const CONNECTION_SECRET: &str = "ConnectionSecret";
     pub const ENDPOINT_TLS: &str = "EndpointTLS";
+    pub const NETWORK_POLICY: &str = "NetworkPolicy";
 }
 
 /// Helpers on a status's condition list.

@@ -274,7 +274,12 @@ pub struct RetentionSpec {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct SidecarDefaults {
+    /// The image of the project's endpoints and injected sidecars: one the
+    /// installation allows (the chart's `sidecarImage` or its
+    /// `allowedSidecarImages`); any other is refused (no endpoint runs it,
+    /// the webhook refuses the pod). Default: the chart's `sidecarImage`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
     pub image: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pull_policy: Option<String>,

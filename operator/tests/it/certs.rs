@@ -86,6 +86,7 @@ fn elected(
     let mut config = test_config(identity);
     let mut leader = LeaderConfig::new(NS);
     leader.lease_duration = Duration::from_secs(3);
+    leader.renew_deadline = Duration::from_secs(2);
     leader.renew_every = Duration::from_millis(300);
     config.leader = Some(leader);
     config.namespace = Some("inject".into());
@@ -506,5 +507,55 @@ async fn the_binary_runs_with_the_charts_default_environment() -> anyhow::Result
     let ca_key = secret_value(&admin, "ca.key").await?.unwrap_or_default();
     let ca_key_body: String = ca_key.lines().filter(|l| !l.starts_with("-----")).collect();
     assert!(!ca_key_body.is_empty() && !log.contains(&ca_key_body));
+    Ok(())
+}
+
+/// `--webhook-cert`/`--webhook-key` files (a mounted Secret that
+/// cert-manager renews): re-read, and a new pair is served over TLS without
+/// a restart; a half-written pair is not served, the previous one stays.
+#[tokio::test]
+async fn webhook_certificate_files_are_reread_when_they_change() -> anyhow::Result<()> {
+    let (server, client) = kube_with_crds().await?;
+    let dir = tempfile::tempdir()?;
+    let (cert_path, key_path) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    let first = server.ca().serving_cert(&["127.0.0.1"])?;
+    std::fs::write(&cert_path, &first.cert_pem)?;
+    std::fs::write(&key_path, &first.key_pem)?;
+    let port = free_port()?;
+    let mut config = test_config("files-op");
+    config.webhook = Some(WebhookConfig {
+        listen: format!("127.0.0.1:{port}").parse()?,
+        tls: WebhookTls::Files {
+            cert: cert_path.clone(),
+            key: key_path.clone(),
+            check_every: Duration::from_millis(200),
+        },
+    });
+    let operator = RunningOperator::start(client.clone(), config);
+    let ca = server.ca().cert_pem();
+    let der = |pem: &str| -> anyhow::Result<CertificateDer<'static>> {
+        Ok(CertificateDer::pem_slice_iter(pem.as_bytes())
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("no certificate"))??)
+    };
+    let first_der = der(&first.cert_pem)?;
+    wait_until("the first certificate is served", WAIT, || async {
+        Ok(served_cert(port, "127.0.0.1", &ca).await.ok().as_ref() == Some(&first_der))
+    })
+    .await?;
+
+    // Half-written: a new certificate with the old key does not load.
+    let second = server.ca().serving_cert(&["127.0.0.1"])?;
+    std::fs::write(&cert_path, &second.cert_pem)?;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(served_cert(port, "127.0.0.1", &ca).await?, first_der);
+    // Complete: the new pair is served.
+    std::fs::write(&key_path, &second.key_pem)?;
+    let second_der = der(&second.cert_pem)?;
+    wait_until("the renewed certificate is served", WAIT, || async {
+        Ok(served_cert(port, "127.0.0.1", &ca).await.ok().as_ref() == Some(&second_der))
+    })
+    .await?;
+    operator.stop().await?;
     Ok(())
 }

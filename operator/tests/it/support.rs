@@ -330,3 +330,29 @@ pub async fn create_project(
         .create(&PostParams::default(), &ProjectFixture::test(name).build())
         .await?)
 }
+
+/// The notes of events about `name` in `ns` with `reason`.
+pub async fn event_notes(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    reason: &str,
+) -> anyhow::Result<Vec<String>> {
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+    Ok(api
+        .list(&kube::api::ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+                && e.reason.as_deref() == Some(reason)
+        })
+        .map(|e| e.note.unwrap_or_default())
+        .collect())
+}
+
+/// Whether branch `b`'s condition `type_` has status `status` and reason `reason`.
+pub fn has_condition(b: &ArgonBranch, type_: &str, status: &str, reason: &str) -> bool {
+    condition(b, type_).is_some_and(|c| c.status == status && c.reason == reason)
+}

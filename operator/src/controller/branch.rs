@@ -303,7 +303,7 @@ async fn reconcile_endpoint(
         );
     } else if b.spec.endpoint.enabled {
         // The policy first: pods never run unguarded (fail closed).
-        if let Err(message) = network_policy(b, ctx, st).await? {
+        if let Err(message) = write_network_policy(b, ctx, st).await? {
             refuse_endpoint(b, ctx, old, st, "NetworkPolicyNotWritten", message).await;
             return Ok(());
         }
@@ -371,7 +371,7 @@ async fn refuse_endpoint(
 /// Writes the endpoint's NetworkPolicy (or, with policies off, removes the
 /// one the operator wrote) and sets the `NetworkPolicy` condition.
 /// `Ok(Err(message))`: the apiserver refused it (RBAC, no such API).
-async fn network_policy(
+async fn write_network_policy(
     b: &ArgonBranch,
     ctx: &Context,
     st: &mut ArgonBranchStatus,

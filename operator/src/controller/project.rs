@@ -4,7 +4,7 @@
 //! `deletionPolicy` through the finalizer.
 
 use super::{Context, apply_status, import_backoff};
-use crate::crd::condition::types::{IMPORTED, READY, STORE_REACHABLE, USERS_READY};
+use crate::crd::condition::types::{IMPORTED, READY, SIDECAR_IMAGE, STORE_REACHABLE, USERS_READY};
 use crate::crd::{
     ArgonBranch, ArgonProject, ArgonProjectStatus, Conditions, DeletionPolicy, FINALIZER,
     ImportPhase, ImportSpec, ImportStatus,
@@ -55,6 +55,35 @@ async fn apply(p: &ArgonProject, ctx: &Context, api: &Api<ArgonProject>) -> Resu
     let mut st = old.clone();
     st.observed_generation = generation;
     st.store = Some(stores::describe(&p.spec.store));
+    // The image rule, shown where the image is chosen; the branch
+    // controller and the webhook enforce it where sidecars are made.
+    match ctx.config.image_policy().image_for(p) {
+        Ok(image) => st.conditions.set(
+            SIDECAR_IMAGE,
+            true,
+            "Allowed",
+            &format!("endpoints and injected sidecars run {image}"),
+            generation,
+        ),
+        Err(e) => {
+            let message = format!("spec.sidecar.image: {e}; no endpoint or sidecar runs it");
+            let was = old
+                .conditions
+                .get_condition(SIDECAR_IMAGE)
+                .map(|c| c.status.as_str());
+            st.conditions.set(
+                SIDECAR_IMAGE,
+                false,
+                "ImageNotAllowed",
+                &message,
+                generation,
+            );
+            if was != Some("False") {
+                ctx.event(p, true, "ImageNotAllowed", "Reconcile", message)
+                    .await;
+            }
+        }
+    }
 
     let wal = match ctx.stores.wal(p).await {
         Ok(wal) => wal,

@@ -18,6 +18,7 @@ pub mod types {
     pub const CONNECTION_SECRET: &str = "ConnectionSecret";
     pub const ENDPOINT_TLS: &str = "EndpointTLS";
     pub const NETWORK_POLICY: &str = "NetworkPolicy";
+    pub const SIDECAR_IMAGE: &str = "SidecarImage";
 }
 
 /// Helpers on a status's condition list.

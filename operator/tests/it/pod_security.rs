@@ -272,6 +272,22 @@ async fn images_outside_the_allow_list_never_run() -> anyhow::Result<()> {
     let message = &condition(&b, "EndpointReady").expect("condition").message;
     assert!(message.contains("evil.example.com/miner:1"), "{message}");
     assert!(deployments.get_opt("abr-feature").await?.is_none());
+    // The project says so too, where the image is chosen.
+    let refused = wait_for(&projects, "shop", "SidecarImage False", |p| {
+        project_condition(p, "SidecarImage")
+            .is_some_and(|c| c.status == "False" && c.reason == "ImageNotAllowed")
+    })
+    .await?;
+    let message = &project_condition(&refused, "SidecarImage")
+        .expect("condition")
+        .message;
+    assert!(message.contains("evil.example.com/miner:1"), "{message}");
+    wait_until("the project's ImageNotAllowed event", WAIT, || async {
+        Ok(!event_notes(&client, &ns, "shop", "ImageNotAllowed")
+            .await?
+            .is_empty())
+    })
+    .await?;
     wait_until(
         "an ImageNotAllowed event naming the image",
         WAIT,
@@ -314,6 +330,10 @@ async fn images_outside_the_allow_list_never_run() -> anyhow::Result<()> {
             .and_then(|s| s.template.spec)
             .and_then(|s| s.containers.first().and_then(|c| c.image.clone()));
         Ok(image.as_deref() == Some(allowed))
+    })
+    .await?;
+    wait_for(&projects, "shop", "SidecarImage True", |p| {
+        project_condition(p, "SidecarImage").is_some_and(|c| c.status == "True")
     })
     .await?;
     let injected = pods

@@ -292,3 +292,37 @@ spec:
     operator.stop().await?;
     Ok(())
 }
+
+/// Bad exposure settings stop the binary at start with a usage error naming
+/// the flag, before it touches a cluster (never a silent default).
+#[test]
+fn bad_exposure_flags_are_usage_errors() {
+    for (env, value, named) in [
+        (
+            "ARGON_ENDPOINT_ALLOWED_SERVICE_TYPES",
+            "LoadBalancer,ExternalName",
+            "--endpoint-allowed-service-types",
+        ),
+        (
+            "ARGON_ENDPOINT_CLIENT_LABEL",
+            "argon.dev/client",
+            "--endpoint-client-label",
+        ),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_argon-operator"))
+            .arg("run")
+            .env_clear()
+            .env(env, value)
+            // Nowhere to connect: a config that passed would fail later, differently.
+            .env("KUBECONFIG", "/nonexistent")
+            .output()
+            .expect("running argon-operator");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{env}={value} was accepted");
+        assert!(
+            stderr.contains(named)
+                && stderr.contains(value.split(',').next_back().unwrap_or(value)),
+            "{env}={value}: {stderr}"
+        );
+    }
+}

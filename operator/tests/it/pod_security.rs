@@ -249,6 +249,18 @@ async fn images_outside_the_allow_list_never_run() -> anyhow::Result<()> {
         ..SidecarDefaults::default()
     });
     let projects: Api<ArgonProject> = Api::namespaced(client.clone(), &ns);
+    // Hostile: an image name beyond any registry's is refused by the schema.
+    let mut long = project.clone();
+    long.metadata.name = Some("long".into());
+    if let Some(sidecar) = long.spec.sidecar.as_mut() {
+        sidecar.image = Some(format!("registry.example.com/{}", "a".repeat(600)));
+    }
+    match projects.create(&PostParams::default(), &long).await {
+        Err(kube::Error::Api(s)) => {
+            assert!(s.message.contains("spec.sidecar.image"), "{}", s.message)
+        }
+        other => panic!("a 620-character image was accepted: {other:?}"),
+    }
     projects.create(&PostParams::default(), &project).await?;
     let branches: Api<ArgonBranch> = Api::namespaced(client.clone(), &ns);
     branches

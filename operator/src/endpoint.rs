@@ -537,7 +537,7 @@ mod tests {
                 ..EndpointSpec::default()
             };
             let branch = feature(endpoint, read_only);
-            let d = deployment(&branch, &project, "img").unwrap();
+            let d = deployment(&branch, &project, &ImagePolicy::new("img", &[])).unwrap();
             let pod = d.spec.unwrap().template.spec.unwrap();
             let container = &pod.containers[0];
             let mut resolved = BTreeMap::new();

@@ -70,6 +70,20 @@ struct RunArgs {
     /// Elect a leader through a Lease in this namespace (run several replicas safely).
     #[arg(long, env = "ARGON_LEADER_ELECTION_NAMESPACE")]
     leader_election_namespace: Option<String>,
+    /// A standby takes the Lease over after seeing it unchanged this long (its own clock).
+    #[arg(long, env = "ARGON_LEADER_LEASE_SECONDS", default_value_t = 15)]
+    leader_lease_seconds: u64,
+    /// The leader stops reconciling when it has not renewed for this long
+    /// (less than the lease; the difference is the safety margin).
+    #[arg(
+        long,
+        env = "ARGON_LEADER_RENEW_DEADLINE_SECONDS",
+        default_value_t = 10
+    )]
+    leader_renew_deadline_seconds: u64,
+    /// How often the leader renews and a standby retries.
+    #[arg(long, env = "ARGON_LEADER_RETRY_SECONDS", default_value_t = 2)]
+    leader_retry_seconds: u64,
     #[arg(long, env = "ARGON_METRICS_LISTEN", default_value = "0.0.0.0:8080")]
     metrics_listen: SocketAddr,
     /// Serve the injection webhook here, with the certificate of --webhook-secret
@@ -161,6 +175,9 @@ fn config(args: RunArgs) -> anyhow::Result<Config> {
         endpoint_allowed_service_types,
         head_refresh_seconds,
         leader_election_namespace,
+        leader_lease_seconds,
+        leader_renew_deadline_seconds,
+        leader_retry_seconds,
         metrics_listen,
         webhook_listen,
         webhook_cert,
@@ -253,7 +270,21 @@ fn config(args: RunArgs) -> anyhow::Result<Config> {
             .collect::<anyhow::Result<_>>()?,
     };
     config.head_refresh = Duration::from_secs(head_refresh_seconds.max(1));
-    config.leader = leader_election_namespace.map(LeaderConfig::new);
+    config.leader = match leader_election_namespace {
+        Some(namespace) => {
+            let mut leader = LeaderConfig::new(namespace);
+            leader.lease_duration = Duration::from_secs(leader_lease_seconds);
+            leader.renew_deadline = Duration::from_secs(leader_renew_deadline_seconds);
+            leader.renew_every = Duration::from_secs(leader_retry_seconds);
+            leader.validate().map_err(|e| {
+                anyhow::anyhow!(
+                    "--leader-retry-seconds, --leader-renew-deadline-seconds, --leader-lease-seconds: {e}"
+                )
+            })?;
+            Some(leader)
+        }
+        None => None,
+    };
     config.metrics_listen = Some(metrics_listen);
     config.webhook = webhook;
     config.embedded_root = embedded_root;

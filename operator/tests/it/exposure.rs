@@ -293,10 +293,10 @@ spec:
     Ok(())
 }
 
-/// Bad exposure settings stop the binary at start with a usage error naming
+/// Bad exposure (and leader election) settings stop the binary at start with a usage error naming
 /// the flag, before it touches a cluster (never a silent default).
 #[test]
-fn bad_exposure_flags_are_usage_errors() {
+fn bad_exposure_and_election_flags_are_usage_errors() {
     for (env, value, named) in [
         (
             "ARGON_ENDPOINT_ALLOWED_SERVICE_TYPES",
@@ -308,11 +308,18 @@ fn bad_exposure_flags_are_usage_errors() {
             "argon.dev/client",
             "--endpoint-client-label",
         ),
+        // A renew deadline as long as the lease: two leaders could overlap.
+        (
+            "ARGON_LEADER_RENEW_DEADLINE_SECONDS",
+            "15",
+            "--leader-renew-deadline-seconds",
+        ),
     ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_argon-operator"))
             .arg("run")
             .env_clear()
             .env(env, value)
+            .env("ARGON_LEADER_ELECTION_NAMESPACE", "argon-system")
             // Nowhere to connect: a config that passed would fail later, differently.
             .env("KUBECONFIG", "/nonexistent")
             .output()

@@ -72,6 +72,13 @@ error_codes! {
     Location15983 = 15983,
     Location16410 = 16410,
     Location17217 = 17217,
+    // Text search: a language override of the wrong type, an unsupported
+    // language in a document, `$text` past the first stage, `textScore`
+    // without `$text`.
+    Location17261 = 17261,
+    Location17262 = 17262,
+    Location17313 = 17313,
+    Location40218 = 40218,
     Location17419 = 17419,
     Location17420 = 17420,
     Location31249 = 31249,

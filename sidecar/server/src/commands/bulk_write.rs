@@ -96,7 +96,7 @@ fn parse_bulk_op(op: &Bson, namespaces: usize, vars: &Vars) -> Result<BulkOp> {
                     )
                 })?;
                 Ok(DeleteStmt {
-                    filter: Filter::parse(&vars.bind_filter(q)?)?,
+                    filter: Filter::parse_query(&vars.bind_filter(q)?)?,
                     just_one: !opt_bool(op, "multi", false)?,
                     hint: op.get("hint").cloned(),
                     collation,

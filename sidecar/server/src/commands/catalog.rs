@@ -310,6 +310,9 @@ fn validate_index(spec: &Bson) -> Result<Document> {
             ));
         }
     };
+    if crate::query::text::index::is_text_key(&key) {
+        return validate_text_index(spec, &key, collation.as_ref());
+    }
     for (field, v) in &key {
         if field == "$**" || field.ends_with(".$**") {
             return Err(CommandError::new(
@@ -389,8 +392,90 @@ fn validate_index(spec: &Bson) -> Result<Document> {
     Ok(out)
 }
 
+/// A text index spec (`query::text::index::fix_spec` checks and normalizes
+/// it): stored as MongoDB shows it, `{v, key: {..., _fts: "text", _ftsx: 1,
+/// ...}, name, weights, default_language, language_override,
+/// textIndexVersion}`. A text index takes no collation (MongoDB's 67) and
+/// does not inherit the collection's; `unique`, `partialFilterExpression`
+/// and TTL on it are refused by name.
+fn validate_text_index(
+    spec: &Document,
+    key: &Document,
+    collation: Option<&crate::query::collation::Collation>,
+) -> Result<Document> {
+    if let Some(c) = collation
+        && let Some(resolved) = c.spec()
+    {
+        return Err(CommandError::new(
+            ErrorCode::CannotCreateIndex,
+            format!("Index type 'text' does not support collation: {resolved}"),
+        ));
+    }
+    let (fixed_key, options) = crate::query::text::index::fix_spec(spec)?;
+    let name = match spec.get("name") {
+        Some(Bson::String(n)) if !n.is_empty() => n.clone(),
+        None => index_name(key),
+        Some(_) => {
+            return Err(CommandError::type_mismatch(
+                "The 'name' field of an index specification must be a non-empty string",
+            ));
+        }
+    };
+    let mut out = doc! {"v": 2, "key": fixed_key, "name": name};
+    for (k, v) in spec {
+        match k.as_str() {
+            "key" | "name" | "v" | "ns" | "collation" => {}
+            text if crate::query::text::index::OPTION_FIELDS.contains(&text) => {}
+            "background" | "hidden" | "sparse" => {
+                out.insert(k.clone(), v.clone());
+            }
+            "unique" | "partialFilterExpression" | "expireAfterSeconds" => {
+                return Err(CommandError::new(
+                    ErrorCode::CommandNotSupported,
+                    format!("index option '{k}' on a text index is not supported by Argon"),
+                ));
+            }
+            _ => {
+                return Err(CommandError::new(
+                    ErrorCode::InvalidIndexSpecificationOption,
+                    format!(
+                        "The field '{k}' is not valid for an index specification. Specification: {spec}"
+                    ),
+                ));
+            }
+        }
+    }
+    out.extend(options);
+    Ok(out)
+}
+
 /// Index types that would change what inserts and queries do, not built.
-const UNSUPPORTED_INDEX_TYPES: &[&str] = &["text", "2d", "2dsphere", "geoHaystack"];
+const UNSUPPORTED_INDEX_TYPES: &[&str] = &["2d", "2dsphere", "geoHaystack"];
+
+/// MongoDB's rules for a new text index: one per collection (67), and
+/// every document already there indexable (its language fields: 17261,
+/// 17262, as MongoDB's index build fails).
+fn check_text_index(
+    coll: Option<&argon_wal::CollectionState>,
+    existing: &[Document],
+    text: &crate::query::text::TextIndex,
+) -> Result<()> {
+    if let Some(other) = crate::query::text::TextIndex::of_collection(existing) {
+        return Err(CommandError::new(
+            ErrorCode::CannotCreateIndex,
+            format!(
+                "only one text index per collection allowed, found existing text index \"{}\"",
+                other.name
+            ),
+        ));
+    }
+    if let Some(c) = coll {
+        for raw in c.iter() {
+            text.check_document(&argon_wal::rawdoc::parse(raw))?;
+        }
+    }
+    Ok(())
+}
 
 /// Marks an index spec that named no collation until its collection's
 /// default is known (inside the commit); never stored.
@@ -435,6 +520,7 @@ pub async fn create_indexes(ctx: &Ctx<'_>) -> Result<Document> {
                     && same.get_bool("unique").unwrap_or(false) == spec.get_bool("unique").unwrap_or(false)
                     && same.get("collation") == spec.get("collation")
                     && same.get("expireAfterSeconds") == spec.get("expireAfterSeconds")
+                    && crate::query::text::index::OPTION_FIELDS.iter().all(|f| same.get(f) == spec.get(f))
                 {
                     continue;
                 }
@@ -452,6 +538,9 @@ pub async fn create_indexes(ctx: &Ctx<'_>) -> Result<Document> {
                     ErrorCode::IndexOptionsConflict,
                     format!("Index already exists with a different name: {}", other.get_str("name").unwrap_or_default()),
                 ));
+            }
+            if let Some(text) = crate::query::text::TextIndex::from_spec(spec) {
+                check_text_index(state.collection(&ns), &existing, &text)?;
             }
             if spec.contains_key("expireAfterSeconds") && state.collection(&ns).is_some_and(|c| c.is_capped()) {
                 return Err(CommandError::new(ErrorCode::CannotCreateIndex, "Cannot create TTL index on a capped collection"));

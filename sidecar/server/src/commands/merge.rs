@@ -315,6 +315,14 @@ pub(crate) async fn aggregate_into(
             snapshot.collection(&Namespace::new(src_db.as_str(), coll.as_str())),
         )?
         .enter();
+        let _text = match pipeline.leading_filter() {
+            Some(f) => crate::query::text::bind(
+                f,
+                snapshot.collection(&Namespace::new(src_db.as_str(), coll.as_str())),
+            )?,
+            None => crate::query::text::Binding::none(),
+        }
+        .enter();
         let mut scan =
             crate::cursor::PipelineScan::new(snapshot, &src_db, &coll, pipeline.clone(), budget);
         if let OutputStage::Merge(m) = &stage

@@ -77,11 +77,10 @@ pub(crate) const INDEX_SPEC: Fields = Fields {
         // TTL: checked in `catalog::validate_index`, honoured by `ttl`.
         "expireAfterSeconds",
     ],
+    // `weights`, `default_language`, `language_override` and
+    // `textIndexVersion` belong to text indexes (`catalog::validate_index`
+    // takes them there; on another index they are invalid, 197).
     unsupported: &[
-        "weights",
-        "default_language",
-        "language_override",
-        "textIndexVersion",
         "2dsphereIndexVersion",
         "bits",
         "min",

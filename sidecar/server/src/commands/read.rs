@@ -11,7 +11,7 @@ use crate::cursor::{PipelineScan, Scan, SortedScan};
 use crate::deadline::Deadline;
 use crate::error::{CommandError, ErrorCode, Result};
 use crate::query::aggregate::Pipeline;
-use crate::query::collation;
+use crate::query::{collation, text};
 use crate::query::vars::Vars;
 use crate::query::{Filter, Projection, SortSpec};
 use crate::service::operation_time;
@@ -166,7 +166,7 @@ fn parse_filter(cmd: &Document, key: &str, vars: &Vars) -> Result<(Option<Docume
     match opt_doc(cmd, key)? {
         Some(d) => {
             let bound = vars.bind_filter(d)?;
-            let filter = Filter::parse(&bound)?;
+            let filter = Filter::parse_query(&bound)?;
             Ok((Some(bound), filter))
         }
         None => Ok((None, Filter::And(Vec::new()))),
@@ -302,6 +302,22 @@ pub async fn find(ctx: &Ctx<'_>) -> Result<Document> {
         &coll,
         state.collection(&ns).is_some_and(|c| c.is_capped()),
     )?;
+    // `{$meta: "textScore"}` needs the query's `$text` (MongoDB's 40218).
+    if filter.text_query().is_none()
+        && (sort.as_ref().is_some_and(SortSpec::uses_text_score)
+            || ctx
+                .cmd
+                .get("projection")
+                .is_some_and(text::mentions_score))
+    {
+        return Err(text::no_score());
+    }
+    if tail.is_some() && filter.text_query().is_some() {
+        return Err(CommandError::new(
+            ErrorCode::CommandNotSupported,
+            "$text in a tailable cursor is not supported by Argon",
+        ));
+    }
     check_hint(ctx.cmd.get("hint"), state.collection(&ns))?;
     let shown = format!("{}.{coll}", target.raw);
     if let Some(await_data) = tail {
@@ -351,6 +367,9 @@ pub async fn find(ctx: &Ctx<'_>) -> Result<Document> {
     // command's collation, or the collection's default.
     let _collation =
         collation::for_collection(own_collation.as_ref(), state.collection(&ns))?.enter();
+    // The `$text` query bound to the collection's text index: matching,
+    // scores, and the cursor's later batches (which keep it).
+    let _text = text::bind(&filter, state.collection(&ns))?.enter();
     let (first, id) = match &sort {
         Some(s) if !s.is_empty() => {
             // A sort is blocking: every match first (spilled to disk past
@@ -540,6 +559,7 @@ pub async fn count(ctx: &Ctx<'_>) -> Result<Document> {
     }
     let _collation =
         collation::for_collection(own_collation.as_ref(), state.collection(&ns))?.enter();
+    let _text = text::bind(&filter, state.collection(&ns))?.enter();
     let mut n = if filter.is_empty() {
         state.collection(&ns).map(|c| c.len()).unwrap_or(0)
     } else {
@@ -579,6 +599,7 @@ pub async fn distinct(ctx: &Ctx<'_>) -> Result<Document> {
         None => collation::for_collection(own_collation.as_ref(), state.collection(&ns))?,
     }
     .enter();
+    let _text = text::bind(&filter, state.collection(&ns))?.enter();
     let deadline = ctx.deadline()?;
     let docs: Vec<Document> = match view {
         Some(view) => {
@@ -706,6 +727,12 @@ pub async fn aggregate(ctx: &Ctx<'_>) -> Result<Document> {
         }
     };
     let _collation = collation.enter();
+    let read_ns = Namespace::new(target.db.as_str(), read_coll.as_str());
+    let _text = match pipeline.leading_filter() {
+        Some(f) => text::bind(f, state.collection(&read_ns))?,
+        None => text::Binding::none(),
+    }
+    .enter();
     let time = state.time();
     // Streams: the first batch runs the pipeline only as far as it needs
     // (all of a blocking stage's input, none past a $limit); getMore runs

@@ -42,6 +42,8 @@ pub(super) enum Put {
 /// a capped collection's limits after an insert (`crate::capped`).
 pub(super) fn put(t: &mut Transaction, ns: &Namespace, doc: &Document, how: Put) -> Result<()> {
     crate::validation::check(t.state(), ns, doc)?;
+    // What the collection's text index cannot index (its language fields).
+    crate::query::text::check_document(t.state().collection(ns), doc)?;
     let raw = argon_wal::rawdoc::encode(doc).map_err(|e| CommandError::bad_value(e.to_string()))?;
     match how {
         Put::Insert => {}
@@ -237,7 +239,7 @@ pub(super) fn parse_update_stmt(s: &Bson, vars: &Vars) -> Result<UpdateStmt> {
     })?;
     let q = vars.bind_filter(&q)?;
     let stmt = UpdateStmt {
-        filter: Filter::parse(&q)?,
+        filter: Filter::parse_query(&q)?,
         q,
         u: UpdateSpec::parse_with(
             &bind_update(u, &vars.with_constants(s.get("c"))?)?,
@@ -345,6 +347,7 @@ pub(super) fn run_update_statement(
     super::view::refuse_view(t.state(), ns)?;
     let _collation =
         collation::for_collection(s.collation.as_ref(), t.state().collection(ns))?.enter();
+    let _text = crate::query::text::bind(&s.filter, t.state().collection(ns))?.enter();
     let (targets, continued) = match at.pending.take() {
         Some(ids) => (ids, true),
         None => (update_targets(t, ns, s, deadline)?, false),
@@ -444,7 +447,7 @@ pub async fn delete(ctx: &Ctx<'_>) -> Result<Document> {
                     )));
                 }
                 Ok(DeleteStmt {
-                    filter: Filter::parse(&vars.bind_filter(q)?)?,
+                    filter: Filter::parse_query(&vars.bind_filter(q)?)?,
                     just_one: limit == 1,
                     hint: s.get("hint").cloned(),
                     collation,
@@ -490,6 +493,7 @@ pub(super) fn run_delete_statement(
     super::view::refuse_view(t.state(), ns)?;
     let _collation =
         collation::for_collection(s.collation.as_ref(), t.state().collection(ns))?.enter();
+    let _text = crate::query::text::bind(&s.filter, t.state().collection(ns))?.enter();
     let (targets, continued) = match at.pending.take() {
         Some(ids) => (ids, true),
         None => {
@@ -530,7 +534,7 @@ pub async fn find_and_modify(ctx: &Ctx<'_>) -> Result<Document> {
     let vars = Vars::parse(ctx.cmd.get("let"))?;
     let hint = ctx.cmd.get("hint").cloned();
     let q = vars.bind_filter(&opt_doc(ctx.cmd, "query")?.cloned().unwrap_or_default())?;
-    let filter = Filter::parse(&q)?;
+    let filter = Filter::parse_query(&q)?;
     let sort = opt_doc(ctx.cmd, "sort")?.map(SortSpec::parse).transpose()?;
     let remove = opt_bool(ctx.cmd, "remove", false)?;
     let return_new = opt_bool(ctx.cmd, "new", false)?;
@@ -586,6 +590,7 @@ pub async fn find_and_modify(ctx: &Ctx<'_>) -> Result<Document> {
         check_hint(hint.as_ref(), t.state().collection(&ns))?;
         let _collation =
             collation::for_collection(own_collation.as_ref(), t.state().collection(&ns))?.enter();
+        let _text = crate::query::text::bind(&filter, t.state().collection(&ns))?.enter();
         let found: Option<Document> = match &sort {
             Some(s) => super::read::first_in_order(t.state(), &ns, &filter, s, deadline)?,
             None => super::read::matching_limit(t.state(), &ns, &filter, Some(1), deadline)?

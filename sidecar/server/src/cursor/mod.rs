@@ -261,6 +261,9 @@ pub struct Cursor {
     /// The collation the command ran under: later batches filter, sort and
     /// group under it too.
     pub collation: Collation,
+    /// The command's `$text` query bound to its index: later batches match
+    /// and score with it (`query::text`).
+    pub text: crate::query::text::Binding,
 }
 
 #[derive(Default)]
@@ -371,6 +374,7 @@ impl CursorStore {
                 last_used: Instant::now(),
                 time_left: deadline.remaining(),
                 collation: collation::active(),
+                text: crate::query::text::active(),
             },
         );
         Ok((batch, id))
@@ -387,6 +391,7 @@ impl CursorStore {
     ) -> Option<Result<(String, Vec<Bson>, i64)>> {
         let mut cursor = self.lock().remove(&id)?;
         let _collation = cursor.collation.enter();
+        let _text = cursor.text.enter();
         let deadline = Deadline::after(cursor.time_left);
         let started = Instant::now();
         let batch = match cursor

@@ -36,6 +36,9 @@ pub enum Expr {
         input: Box<Expr>,
         value: Option<Box<Expr>>,
     },
+    /// `{$meta: "textScore"}`: the document's score for the command's
+    /// `$text` query (`query::text::score`).
+    TextScore,
 }
 
 macro_rules! ops {
@@ -119,6 +122,12 @@ impl Expr {
                         if k == "$literal" {
                             return Ok(Expr::Literal(arg.clone()));
                         }
+                        if k == "$meta" {
+                            return match arg {
+                                Bson::String(s) if s == "textScore" => Ok(Expr::TextScore),
+                                other => Err(super::projection::meta_refusal(other)),
+                            };
+                        }
                         if k == "$function" {
                             return Err(super::javascript::function_operator());
                         }
@@ -173,6 +182,7 @@ impl Expr {
             Expr::Field(p) => get_expr(doc, p),
             Expr::Root => Some(Bson::Document(doc.clone())),
             Expr::Remove => None,
+            Expr::TextScore => Some(Bson::Double(super::text::score(doc)?)),
             Expr::GetField { field, input } => match input.eval(doc)? {
                 Some(Bson::Document(d)) => d.get(field).cloned(),
                 None | Some(Bson::Null) => None,

@@ -10,6 +10,7 @@ use regex::Regex;
 use super::compare::{as_f64, compare, equal, type_rank};
 use super::expr::{Expr, truthy};
 use super::path::{Resolved, resolve};
+use super::text::TextQuery;
 use crate::error::{CommandError, Result};
 
 /// A parsed query filter.
@@ -21,6 +22,19 @@ pub enum Filter {
     Field { path: String, pred: Pred },
     Expr(Expr),
     JsonSchema(Box<super::schema::Schema>),
+    /// `$text`: matched through the query bound to the collection's text
+    /// index (`query::text`).
+    Text(Box<TextQuery>),
+}
+
+/// Where `$text` may appear while a filter parses: MongoDB takes it in a
+/// command's query (top level, `$and`, `$or`), not under `$nor`, and
+/// nowhere else (validators, `$elemMatch`, `$pull`, `$lookup`...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TextCtx {
+    Allowed,
+    UnderNor,
+    No,
 }
 
 /// A predicate on the values at one path.
@@ -63,22 +77,56 @@ pub enum TypeSel {
 }
 
 impl Filter {
-    /// Parses a filter document.
+    /// Parses a filter document where `$text` is not taken (see
+    /// [`Filter::parse_query`]).
     pub fn parse(doc: &Document) -> Result<Filter> {
-        Self::parse_at(doc, 0)
+        Self::parse_at(doc, 0, TextCtx::No)
+    }
+
+    /// Parses a command's query (find, count, distinct, update, delete,
+    /// findAndModify, an aggregation's first `$match`): one `$text` is
+    /// taken, at the top level or under `$and`/`$or`; the handler binds it
+    /// to the collection's text index (`query::text::bind`).
+    pub fn parse_query(doc: &Document) -> Result<Filter> {
+        let f = Self::parse_at(doc, 0, TextCtx::Allowed)?;
+        if f.text_count() > 1 {
+            return Err(CommandError::bad_value("Too many text expressions"));
+        }
+        Ok(f)
+    }
+
+    /// The `$text` query of the filter, if it has one.
+    pub fn text_query(&self) -> Option<&TextQuery> {
+        match self {
+            Filter::Text(q) => Some(q),
+            Filter::And(fs) | Filter::Or(fs) => fs.iter().find_map(Filter::text_query),
+            _ => None,
+        }
+    }
+
+    fn text_count(&self) -> usize {
+        match self {
+            Filter::Text(_) => 1,
+            Filter::And(fs) | Filter::Or(fs) => fs.iter().map(Filter::text_count).sum(),
+            _ => 0,
+        }
     }
 
     /// Parses a filter nested `depth` levels in a query tree (logical
     /// operators, `$elemMatch`, `$not`), refused past
     /// [`crate::limits::MAX_QUERY_TREE_DEPTH`].
-    fn parse_at(doc: &Document, depth: usize) -> Result<Filter> {
+    fn parse_at(doc: &Document, depth: usize, text: TextCtx) -> Result<Filter> {
         crate::limits::check_query_depth(depth, doc)?;
         let mut parts = Vec::with_capacity(doc.len());
         for (key, value) in doc {
             if let Some(op) = key.strip_prefix('$') {
                 match op {
                     "and" | "or" | "nor" => {
-                        let list = logical_list(key, value, depth + 1)?;
+                        let inner = match (op, text) {
+                            ("nor", TextCtx::Allowed) => TextCtx::UnderNor,
+                            _ => text,
+                        };
+                        let list = logical_list(key, value, depth + 1, inner)?;
                         parts.push(match op {
                             "and" => Filter::And(list),
                             "or" => Filter::Or(list),
@@ -91,11 +139,17 @@ impl Filter {
                     "jsonSchema" => parts.push(Filter::JsonSchema(Box::new(
                         super::schema::Schema::parse(value)?,
                     ))),
-                    "text" => {
-                        return Err(CommandError::not_implemented(&format!(
-                            "the {key} query operator"
-                        )));
-                    }
+                    "text" => match text {
+                        TextCtx::Allowed => {
+                            parts.push(Filter::Text(Box::new(TextQuery::parse(value)?)))
+                        }
+                        TextCtx::UnderNor => {
+                            return Err(CommandError::bad_value(
+                                "text expression not allowed in nor",
+                            ));
+                        }
+                        TextCtx::No => return Err(super::text::not_allowed()),
+                    },
                     _ => {
                         return Err(CommandError::bad_value(format!(
                             "unknown top level operator: {key}"
@@ -148,6 +202,7 @@ impl Filter {
             Filter::Field { path, pred } => pred.matches(&resolve(doc, path)),
             Filter::Expr(e) => e.eval(doc)?.map(|v| truthy(&v)).unwrap_or(false),
             Filter::JsonSchema(s) => s.matches_document(doc),
+            Filter::Text(_) => super::text::matches(doc)?,
         })
     }
 
@@ -181,7 +236,7 @@ impl Filter {
     }
 }
 
-fn logical_list(key: &str, value: &Bson, depth: usize) -> Result<Vec<Filter>> {
+fn logical_list(key: &str, value: &Bson, depth: usize, text: TextCtx) -> Result<Vec<Filter>> {
     let Bson::Array(items) = value else {
         return Err(CommandError::bad_value(format!("{key} must be an array")));
     };
@@ -193,7 +248,7 @@ fn logical_list(key: &str, value: &Bson, depth: usize) -> Result<Vec<Filter>> {
     items
         .iter()
         .map(|i| match i {
-            Bson::Document(d) => Filter::parse_at(d, depth),
+            Bson::Document(d) => Filter::parse_at(d, depth, text),
             _ => Err(CommandError::bad_value(format!(
                 "{key} argument's entries must be objects"
             ))),
@@ -293,7 +348,7 @@ fn parse_operators_at(d: &Document, depth: usize) -> Result<Pred> {
                         p => vec![p],
                     })
                 } else {
-                    ElemMatch::Query(Filter::parse_at(inner, depth + 1)?)
+                    ElemMatch::Query(Filter::parse_at(inner, depth + 1, TextCtx::No)?)
                 }))
             }
             "$size" => match arg {

@@ -16,6 +16,7 @@ pub mod positional;
 pub mod projection;
 pub mod schema;
 pub mod sort;
+pub mod text;
 pub mod update;
 pub mod vars;
 

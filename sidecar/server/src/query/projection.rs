@@ -122,9 +122,7 @@ impl Projection {
             exclude(doc, &self.nodes)
         };
         apply_find_operators(&mut out, &self.nodes, "")?;
-        if !self.inclusion {
-            return Ok(out);
-        }
+        // An exclusion projection's only computed fields are `$meta`s.
         if self.has_computed() {
             let mut budget = Budget::document("$project");
             budget.charge(limits::document_size(&out))?;
@@ -399,7 +397,14 @@ fn parse_operator(
                 "Cannot use $elemMatch in this context",
             ));
         }
-        "$meta" => return Err(meta_refusal(arg)),
+        "$meta" => {
+            // textScore is computed (through the command's `$text`, see
+            // `query::text`); in find it may sit in an exclusion projection.
+            let e = Expr::parse(&Bson::Document(sub.clone()))?;
+            insert_node(nodes, full, Node::Computed(e))?;
+            ctx.has_meta = true;
+            return Ok(());
+        }
         _ => {}
     }
     if ctx.inclusion == Some(false) {
@@ -469,9 +474,10 @@ fn find_slice(arg: &Bson) -> Result<Option<Node>> {
     }))
 }
 
-/// `$meta` in a projection: the metadata Argon does not produce yet is
-/// refused by name (115); an unknown name as mongod refuses it (17308).
-fn meta_refusal(arg: &Bson) -> CommandError {
+/// `$meta` other than `textScore` (a projection's or an expression's):
+/// the metadata Argon does not produce yet is refused by name (115); an
+/// unknown name as mongod refuses it (17308).
+pub(crate) fn meta_refusal(arg: &Bson) -> CommandError {
     match arg {
         Bson::String(s)
             if matches!(
@@ -1036,7 +1042,9 @@ mod find_operator_tests {
             (doc! {"a.b": 1, "a": 1}, 31250),
             (doc! {"a": {"b": 1}, "a.b": 1}, 31250),
             (doc! {"a": {}}, 51270),
-            (doc! {"a": {"$meta": "textScore"}}, 115),
+            // Parses; its value needs the command's `$text` (query::text).
+            (doc! {"a": {"$meta": "textScore"}}, 0),
+            (doc! {"a": 0, "s": {"$meta": "textScore"}}, 0),
             (doc! {"a": {"$meta": "indexKey"}}, 115),
             (doc! {"a": {"$meta": "recordId"}}, 115),
             (doc! {"a": {"$meta": "nope"}}, 17308),

@@ -1,5 +1,7 @@
 //! Sort specifications: multi-key, in BSON order. An array field sorts by its
 //! smallest element ascending and its largest descending, as MongoDB does.
+//! `{field: {$meta: "textScore"}}` sorts by the `$text` score, highest
+//! first (the field name is not read).
 
 use std::cmp::Ordering;
 
@@ -11,21 +13,42 @@ use crate::error::{CommandError, Result};
 
 #[derive(Debug, Clone, Default)]
 pub struct SortSpec {
-    keys: Vec<(String, bool)>,
+    keys: Vec<(Key, bool)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Key {
+    Path(String),
+    TextScore,
 }
 
 impl SortSpec {
     pub fn parse(spec: &Document) -> Result<SortSpec> {
         let mut keys = Vec::with_capacity(spec.len());
         for (k, v) in spec {
+            if let Bson::Document(d) = v
+                && d.contains_key("$meta")
+            {
+                match d.get("$meta") {
+                    Some(Bson::String(s)) if s == "textScore" && d.len() == 1 => {
+                        keys.push((Key::TextScore, false));
+                        continue;
+                    }
+                    Some(other) if d.len() == 1 => {
+                        return Err(super::projection::meta_refusal(other));
+                    }
+                    _ => {
+                        return Err(CommandError::bad_value(format!(
+                            "$sort key ordering must be 1 (for ascending) or -1 (for descending); found {k}: {v}"
+                        )));
+                    }
+                }
+            }
             let ascending = match v {
                 Bson::Int32(1) | Bson::Int64(1) => true,
                 Bson::Int32(-1) | Bson::Int64(-1) => false,
                 Bson::Double(d) if *d == 1.0 => true,
                 Bson::Double(d) if *d == -1.0 => false,
-                Bson::Document(d) if d.contains_key("$meta") => {
-                    return Err(CommandError::not_implemented("$meta sort"));
-                }
                 other => {
                     return Err(CommandError::bad_value(format!(
                         "$sort key ordering must be 1 (for ascending) or -1 (for descending); found {k}: {other}"
@@ -37,7 +60,7 @@ impl SortSpec {
                     "$sort field names must not be empty",
                 ));
             }
-            keys.push((k.clone(), ascending));
+            keys.push((Key::Path(k.clone()), ascending));
         }
         Ok(SortSpec { keys })
     }
@@ -47,8 +70,8 @@ impl SortSpec {
     }
 
     pub fn compare(&self, a: &Document, b: &Document) -> Ordering {
-        for (path, ascending) in &self.keys {
-            let (x, y) = (sort_key(a, path, *ascending), sort_key(b, path, *ascending));
+        for (key, ascending) in &self.keys {
+            let (x, y) = (sort_key(a, key, *ascending), sort_key(b, key, *ascending));
             let o = compare(&x, &y);
             let o = if *ascending { o } else { o.reverse() };
             if o != Ordering::Equal {
@@ -64,7 +87,7 @@ impl SortSpec {
     pub fn key(&self, doc: &Document) -> Vec<Bson> {
         self.keys
             .iter()
-            .map(|(path, ascending)| sort_key(doc, path, *ascending))
+            .map(|(key, ascending)| sort_key(doc, key, *ascending))
             .collect()
     }
 
@@ -86,9 +109,22 @@ impl SortSpec {
             docs.sort_by(|a, b| self.compare(a, b));
         }
     }
+
+    /// Whether a key sorts by `{$meta: "textScore"}`.
+    pub fn uses_text_score(&self) -> bool {
+        self.keys.iter().any(|(k, _)| *k == Key::TextScore)
+    }
 }
 
-fn sort_key(doc: &Document, path: &str, ascending: bool) -> Bson {
+fn sort_key(doc: &Document, key: &Key, ascending: bool) -> Bson {
+    let path = match key {
+        Key::Path(p) => p,
+        // The document matched the same `$text` query, so it scores; a
+        // sort without `$text` was refused (40218) before it ran.
+        Key::TextScore => {
+            return Bson::Double(super::text::score(doc).unwrap_or(0.0));
+        }
+    };
     let r = resolve(doc, path);
     let mut candidates: Vec<&Bson> = Vec::new();
     for v in &r.values {

@@ -97,7 +97,11 @@ impl Pipeline {
     fn parse_at(stages: &[Bson], depth: usize) -> Result<Pipeline> {
         limits::check_pipeline_length(stages.len())?;
         let mut out = Vec::with_capacity(stages.len());
-        for s in stages {
+        // Whether the documents are still as the first `$match` read them
+        // (the `$text` score of a document is computed from its indexed
+        // fields, see `query::text`).
+        let mut intact = true;
+        for (i, s) in stages.iter().enumerate() {
             let Bson::Document(d) = s else {
                 return Err(CommandError::type_mismatch(
                     "Each element of the 'pipeline' array must be an object",
@@ -112,9 +116,33 @@ impl Pipeline {
             let Some((name, arg)) = d.iter().next() else {
                 continue;
             };
+            if name == "$match"
+                && let Bson::Document(f) = arg
+                && super::text::mentions_text(f)
+            {
+                // `$text` only in the top-level pipeline's first `$match`.
+                if i > 0 || depth > 0 {
+                    return Err(super::text::not_first_stage());
+                }
+                out.push(Stage::Match(Filter::parse_query(f)?));
+                continue;
+            }
+            if super::text::mentions_score(arg) {
+                check_text_score(stages, depth, intact)?;
+            }
+            intact &= matches!(name.as_str(), "$match" | "$sort" | "$skip" | "$limit" | "$sample");
             stage::parse_into(name, arg, &mut out, depth)?;
         }
         Ok(Pipeline { stages: out })
+    }
+
+    /// The pipeline's leading `$match` filter (what the input applies and
+    /// a `$text` query is bound from).
+    pub fn leading_filter(&self) -> Option<&Filter> {
+        match self.stages.first() {
+            Some(Stage::Match(f)) => Some(f),
+            _ => None,
+        }
     }
 
     /// Takes a leading `$match` off the pipeline, for the input to apply
@@ -197,6 +225,33 @@ impl Pipeline {
         }
         Ok(out)
     }
+}
+
+/// Where `{$meta: "textScore"}` may be read: the pipeline must start with
+/// a `$text` `$match` (MongoDB's 40218), and the score is computed from
+/// the documents as that `$match` passed them, so it is refused by name
+/// after a stage that reshapes them, and inside sub-pipelines.
+fn check_text_score(stages: &[Bson], depth: usize, intact: bool) -> Result<()> {
+    if depth > 0 {
+        return Err(CommandError::new(
+            ErrorCode::CommandNotSupported,
+            "{$meta: \"textScore\"} inside a sub-pipeline is not supported by Argon",
+        ));
+    }
+    let leading_text = matches!(
+        stages.first(),
+        Some(Bson::Document(d)) if matches!(d.get("$match"), Some(Bson::Document(f)) if super::text::mentions_text(f))
+    );
+    if !leading_text {
+        return Err(super::text::no_score());
+    }
+    if !intact {
+        return Err(CommandError::new(
+            ErrorCode::CommandNotSupported,
+            "{$meta: \"textScore\"} after a stage that reshapes documents ($project, $group, ...) is not supported by Argon; compute it in the first such stage",
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,0 +1,172 @@
+//! Splitting text into the terms a text index keeps, as MongoDB's version 3
+//! (Unicode) tokenizer does: words are runs between delimiters; each word
+//! is case folded and its diacritics removed (NFD, combining marks
+//! dropped), stop words are dropped, and what is left is stemmed.
+//!
+//! Delimiters: whitespace, ASCII punctuation and symbols other than `_`,
+//! and Unicode punctuation (general punctuation, CJK and fullwidth forms);
+//! MongoDB's list is the Unicode properties White_Space, Dash, Hyphen,
+//! Quotation_Mark, Terminal_Punctuation, Pattern_Syntax and STerm, which
+//! these cover for the scripts it stems.
+
+use unicode_normalization::UnicodeNormalization;
+use unicode_normalization::char::is_combining_mark;
+
+use super::language::Language;
+
+/// How a word becomes a term: MongoDB's defaults fold case and diacritics;
+/// `$caseSensitive` / `$diacriticSensitive` keep them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Sensitivity {
+    pub case: bool,
+    pub diacritics: bool,
+}
+
+/// Whether `c` separates words.
+pub fn is_delimiter(c: char) -> bool {
+    if c.is_whitespace() {
+        return true;
+    }
+    if c.is_ascii() {
+        return !(c.is_ascii_alphanumeric() || c == '_');
+    }
+    matches!(c as u32,
+        0x00A1..=0x00BF | 0x00D7 | 0x00F7
+        | 0x2000..=0x206F   // general punctuation
+        | 0x2190..=0x23FF   // arrows, operators, technical (Pattern_Syntax)
+        | 0x2500..=0x2BFF   // box drawing .. misc symbols and arrows
+        | 0x2E00..=0x2E7F   // supplemental punctuation
+        | 0x3000..=0x303F   // CJK symbols and punctuation
+        | 0xFE30..=0xFE4F   // CJK compatibility forms
+        | 0xFE50..=0xFE6F   // small form variants
+        | 0xFF01..=0xFF0F | 0xFF1A..=0xFF20 | 0xFF3B..=0xFF40 | 0xFF5B..=0xFF65)
+}
+
+/// The words of `text`, as written.
+pub fn words(text: &str) -> impl Iterator<Item = &str> {
+    text.split(is_delimiter).filter(|w| !w.is_empty())
+}
+
+/// `s` without diacritics: decomposed, combining marks dropped, recomposed.
+pub fn strip_diacritics(s: &str) -> String {
+    s.nfd().filter(|c| !is_combining_mark(*c)).nfc().collect()
+}
+
+/// `s` case folded and without diacritics (MongoDB's insensitive form).
+pub fn fold(s: &str) -> String {
+    strip_diacritics(&s.to_lowercase())
+}
+
+/// `s` folded as `sensitivity` asks: what a phrase is compared in.
+pub fn fold_with(s: &str, sensitivity: Sensitivity) -> String {
+    let cased = if sensitivity.case {
+        s.to_owned()
+    } else {
+        s.to_lowercase()
+    };
+    if sensitivity.diacritics {
+        cased
+    } else {
+        strip_diacritics(&cased)
+    }
+}
+
+/// The terms of `text` in `language`: stop words dropped, stems kept, in
+/// order (repeats included, for term frequencies).
+///
+/// A stem is taken of the folded word (Snowball stemmers expect lower
+/// case). For a case- or diacritic-sensitive term the stem's length is
+/// carried over to the word as written when the stem is a prefix of the
+/// folded word (the usual case: Snowball strips suffixes), so `Coffees`
+/// gives `Coffe` and matches `Coffee` but not `coffee`.
+pub fn terms(text: &str, language: &Language, sensitivity: Sensitivity) -> Vec<String> {
+    let mut out = Vec::new();
+    for word in words(text) {
+        let folded = fold(word);
+        if folded.is_empty() || language.is_stop_word(&folded) {
+            continue;
+        }
+        let stem = language.stem(&folded);
+        if sensitivity == Sensitivity::default() {
+            out.push(stem);
+            continue;
+        }
+        let kept = fold_with(word, sensitivity);
+        let kept_folded = fold(&kept);
+        // The same word with case/diacritics kept: cut where the stem ends
+        // when the folded forms line up char by char.
+        let stem_chars = stem.chars().count();
+        if kept.chars().count() == kept_folded.chars().count() && kept_folded.starts_with(&stem) {
+            out.push(kept.chars().take(stem_chars).collect());
+        } else {
+            out.push(kept);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::language::lookup;
+    use super::*;
+
+    fn en(s: &str) -> Vec<String> {
+        terms(s, lookup("english").unwrap(), Sensitivity::default())
+    }
+
+    #[test]
+    fn words_split_on_punctuation_and_space() {
+        let w: Vec<&str> = words("Hello, world! it's a co-op — “quoted” snake_case 42").collect();
+        assert_eq!(
+            w,
+            vec!["Hello", "world", "it", "s", "a", "co", "op", "quoted", "snake_case", "42"]
+        );
+    }
+
+    #[test]
+    fn folds_case_and_diacritics() {
+        assert_eq!(fold("Café CRÈME"), "cafe creme");
+        assert_eq!(fold("Ångström"), "angstrom");
+        assert_eq!(
+            fold_with("Café", Sensitivity { case: true, diacritics: false }),
+            "Cafe"
+        );
+        assert_eq!(
+            fold_with("Café", Sensitivity { case: false, diacritics: true }),
+            "café"
+        );
+    }
+
+    #[test]
+    fn stop_words_dropped_and_words_stemmed() {
+        assert_eq!(en("The coffee shops are running"), vec!["coffe", "shop", "run"]);
+        assert_eq!(en("  ,,, "), Vec::<String>::new());
+        assert_eq!(
+            terms("les cafés", lookup("french").unwrap(), Sensitivity::default()),
+            vec!["caf"]
+        );
+        assert_eq!(
+            terms("the running", lookup("none").unwrap(), Sensitivity::default()),
+            vec!["the", "running"]
+        );
+    }
+
+    #[test]
+    fn sensitive_terms_keep_case_and_marks() {
+        let cs = Sensitivity { case: true, diacritics: false };
+        let en = lookup("english").unwrap();
+        assert_eq!(terms("Coffees", en, cs), vec!["Coffe"]);
+        assert_eq!(terms("coffee", en, cs), vec!["coffe"]);
+        let ds = Sensitivity { case: false, diacritics: true };
+        assert_eq!(terms("Café", en, ds), vec!["café"]);
+    }
+
+    #[test]
+    fn odd_unicode_does_not_panic() {
+        let odd = "\u{0301}\u{0301}a\u{200d}\u{fe0f}👩‍👩‍👧 ǅ ﬁ İstanbul \u{10ffff} \u{0}";
+        let t = en(odd);
+        assert!(!t.is_empty());
+        let deep: String = std::iter::repeat_n("e\u{0301}", 10_000).collect();
+        assert_eq!(en(&deep).len(), 1);
+    }
+}

@@ -1,0 +1,376 @@
+//! Text search against the real binary through the Rust driver (and
+//! pymongo): text indexes as MongoDB stores and lists them, `$text` in
+//! find, count, distinct, aggregate, update, delete and findAndModify,
+//! `{$meta: "textScore"}` with MongoDB's scores (its manual's `articles`
+//! examples), and hostile input refused with MongoDB's codes.
+
+mod common;
+
+use argon_testkit::clients::run_python;
+use bson::{Bson, Document, doc};
+use common::sidecar::Sidecar;
+use futures::TryStreamExt;
+use mongodb::{Client, Database};
+
+async fn server() -> (Sidecar, tempfile::TempDir, Client) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let sidecar = Sidecar::standalone(&dir.path().join("wal"))
+        .await
+        .expect("argon-sidecar starts");
+    let client = sidecar.client().await.expect("a client");
+    (sidecar, dir, client)
+}
+
+/// The command's error code (or its first write error's), `None` on success.
+async fn code_of(db: &Database, cmd: Document) -> Option<i32> {
+    match db.run_command(cmd).await {
+        Ok(reply) => reply
+            .get_array("writeErrors")
+            .ok()
+            .and_then(|e| e.first())
+            .and_then(Bson::as_document)
+            .map(|e| e.get_i32("code").expect("a code")),
+        Err(e) => match &*e.kind {
+            mongodb::error::ErrorKind::Command(c) => Some(c.code),
+            other => panic!("not a command error: {other:?}"),
+        },
+    }
+}
+
+/// The documents of a command's first batch.
+async fn batch(db: &Database, cmd: Document) -> Vec<Document> {
+    let reply = db.run_command(cmd.clone()).await.unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    reply
+        .get_document("cursor")
+        .expect("a cursor")
+        .get_array("firstBatch")
+        .expect("a first batch")
+        .iter()
+        .map(|d| d.as_document().expect("a document").clone())
+        .collect()
+}
+
+fn ids(docs: &[Document]) -> Vec<i32> {
+    docs.iter().map(|d| d.get_i32("_id").expect("an _id")).collect()
+}
+
+/// MongoDB's manual `$text` examples: the `articles` collection.
+async fn articles(db: &Database) {
+    let c = db.collection::<Document>("articles");
+    c.insert_many(vec![
+        doc! {"_id": 1, "subject": "coffee", "author": "xyz", "views": 50},
+        doc! {"_id": 2, "subject": "Coffee Shopping", "author": "efg", "views": 5},
+        doc! {"_id": 3, "subject": "Baking a cake", "author": "abc", "views": 90},
+        doc! {"_id": 4, "subject": "baking", "author": "xyz", "views": 100},
+        doc! {"_id": 5, "subject": "Café Con Leche", "author": "abc", "views": 200},
+        doc! {"_id": 6, "subject": "Сырники", "author": "jkl", "views": 80},
+        doc! {"_id": 7, "subject": "coffee and cream", "author": "efg", "views": 10},
+        doc! {"_id": 8, "subject": "Cafe con Leche", "author": "xyz", "views": 10},
+    ])
+    .await
+    .unwrap();
+    db.run_command(doc! {"createIndexes": "articles", "indexes": [{"key": {"subject": "text"}, "name": "subject_text"}]})
+        .await
+        .unwrap();
+}
+
+async fn text_ids(db: &Database, text: Document) -> Vec<i32> {
+    let mut got = ids(&batch(db, doc! {"find": "articles", "filter": {"$text": text}}).await);
+    got.sort();
+    got
+}
+
+#[tokio::test]
+async fn the_manuals_text_examples() {
+    let (_s, _d, client) = server().await;
+    let db = client.database("text");
+    articles(&db).await;
+    for (text, want) in [
+        (doc! {"$search": "coffee"}, vec![1, 2, 7]),
+        (doc! {"$search": "bake coffee cake"}, vec![1, 2, 3, 4, 7]),
+        (doc! {"$search": "\"coffee shop\""}, vec![2]),
+        (doc! {"$search": "coffee -shop"}, vec![1, 7]),
+        (doc! {"$search": "leche", "$language": "es"}, vec![5, 8]),
+        (doc! {"$search": "Coffee", "$caseSensitive": true}, vec![2]),
+        (doc! {"$search": "\"Café Con Leche\"", "$caseSensitive": true}, vec![5]),
+        (doc! {"$search": "CAFÉ", "$diacriticSensitive": true}, vec![5]),
+        (doc! {"$search": "cafe"}, vec![5, 8]),
+        (doc! {"$search": "сырники"}, vec![6]),
+        (doc! {"$search": "-coffee"}, vec![]),
+        (doc! {"$search": "the a and"}, vec![]),
+    ] {
+        assert_eq!(text_ids(&db, text.clone()).await, want, "{text}");
+    }
+    // The manual's score: "Baking a cake" for "cake" is 0.75.
+    let got = batch(
+        &db,
+        doc! {"find": "articles", "filter": {"$text": {"$search": "cake"}}, "projection": {"score": {"$meta": "textScore"}, "_id": 1}},
+    )
+    .await;
+    assert_eq!(got, vec![doc! {"_id": 3, "score": 0.75}]);
+    // Sorted by score, highest first; a limit keeps the best.
+    let got = batch(
+        &db,
+        doc! {"find": "articles", "filter": {"$text": {"$search": "coffee cream"}},
+              "projection": {"subject": 0, "author": 0, "views": 0, "score": {"$meta": "textScore"}},
+              "sort": {"score": {"$meta": "textScore"}}, "limit": 2},
+    )
+    .await;
+    // 7: coffee 0.75 + cream 0.75; 1: "coffee" alone 1.0.
+    assert_eq!(got, vec![doc! {"_id": 7, "score": 1.5}, doc! {"_id": 1, "score": 1.0}]);
+    // count and distinct take $text too.
+    let n = db
+        .run_command(doc! {"count": "articles", "query": {"$text": {"$search": "coffee"}}})
+        .await
+        .unwrap();
+    assert_eq!(n.get_i32("n").unwrap(), 3);
+    let d = db
+        .run_command(doc! {"distinct": "articles", "key": "author", "query": {"$text": {"$search": "coffee"}}})
+        .await
+        .unwrap();
+    assert_eq!(d.get_array("values").unwrap().len(), 2);
+    // Aggregation: $match first, score in $project/$addFields/$sort.
+    let got = batch(
+        &db,
+        doc! {"aggregate": "articles", "pipeline": [
+            {"$match": {"$text": {"$search": "coffee cream"}}},
+            {"$sort": {"s": {"$meta": "textScore"}}},
+            {"$addFields": {"score": {"$meta": "textScore"}}},
+            {"$project": {"_id": 1, "score": 1}},
+            {"$limit": 2},
+        ], "cursor": {}},
+    )
+    .await;
+    assert_eq!(got, vec![doc! {"_id": 7, "score": 1.5}, doc! {"_id": 1, "score": 1.0}]);
+    let got = batch(
+        &db,
+        doc! {"aggregate": "articles", "pipeline": [
+            {"$match": {"$text": {"$search": "coffee"}, "views": {"$gte": 10}}},
+            {"$group": {"_id": null, "n": {"$sum": 1}}},
+        ], "cursor": {}},
+    )
+    .await;
+    assert_eq!(got, vec![doc! {"_id": null, "n": 2}]);
+    // A cursor's later batches keep the query.
+    let c = db.collection::<Document>("articles");
+    let all: Vec<Document> = c
+        .find(doc! {"$text": {"$search": "coffee cafe"}})
+        .batch_size(1)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 5);
+}
+
+#[tokio::test]
+async fn writes_select_with_text() {
+    let (_s, _d, client) = server().await;
+    let db = client.database("textw");
+    articles(&db).await;
+    let r = db
+        .run_command(doc! {"update": "articles", "updates": [
+            {"q": {"$text": {"$search": "coffee"}}, "u": {"$set": {"tag": "coffee"}}, "multi": true}]})
+        .await
+        .unwrap();
+    assert_eq!(r.get_i32("nModified").unwrap(), 3);
+    let r = db
+        .run_command(doc! {"findAndModify": "articles", "query": {"$text": {"$search": "cake"}},
+                           "update": {"$inc": {"views": 1}}, "new": true,
+                           "fields": {"views": 1, "score": {"$meta": "textScore"}}})
+        .await
+        .unwrap();
+    assert_eq!(
+        r.get_document("value").unwrap(),
+        &doc! {"_id": 3, "views": 91, "score": 0.75}
+    );
+    let r = db
+        .run_command(doc! {"delete": "articles", "deletes": [{"q": {"$text": {"$search": "leche"}}, "limit": 0}]})
+        .await
+        .unwrap();
+    assert_eq!(r.get_i32("n").unwrap(), 2);
+    assert_eq!(text_ids(&db, doc! {"$search": "cafe baking"}).await, vec![3, 4]);
+}
+
+#[tokio::test]
+async fn text_indexes_as_mongodb_stores_them() {
+    let (_s, _d, client) = server().await;
+    let db = client.database("texti");
+    db.run_command(doc! {"createIndexes": "c", "indexes": [{
+        "key": {"a": 1, "title": "text", "body": "text"},
+        "weights": {"title": 10},
+        "default_language": "spanish",
+        "language_override": "idioma",
+    }]})
+    .await
+    .unwrap();
+    let listed = batch(&db, doc! {"listIndexes": "c"}).await;
+    assert_eq!(
+        listed[1],
+        doc! {"v": 2, "key": {"a": 1, "_fts": "text", "_ftsx": 1}, "name": "a_1_title_text_body_text",
+              "weights": {"body": 1, "title": 10}, "default_language": "spanish",
+              "language_override": "idioma", "textIndexVersion": 3}
+    );
+    // Creating it again is a no-op; another text index is refused.
+    let again = db
+        .run_command(doc! {"createIndexes": "c", "indexes": [{"key": {"a": 1, "title": "text", "body": "text"}, "weights": {"title": 10}, "default_language": "spanish", "language_override": "idioma"}]})
+        .await
+        .unwrap();
+    assert_eq!(again.get_i32("numIndexesAfter").unwrap(), 2);
+    for (spec, code) in [
+        (doc! {"key": {"other": "text"}}, 67),
+        (doc! {"key": {"a": 1, "other": "text"}, "name": "x"}, 85),
+    ] {
+        assert_eq!(
+            code_of(&db, doc! {"createIndexes": "c", "indexes": [spec.clone()]}).await,
+            Some(code),
+            "{spec}"
+        );
+    }
+    // Same name, other weights: a conflict (the catalog's same-name rule).
+    assert!(
+        code_of(
+            &db,
+            doc! {"createIndexes": "c", "indexes": [{"key": {"a": 1, "title": "text", "body": "text"}, "weights": {"title": 3}}]}
+        )
+        .await
+        .is_some()
+    );
+    // Invalid options, with MongoDB's codes.
+    for (spec, code) in [
+        (doc! {"key": {"t": "text"}, "weights": {"t": 0}}, 67),
+        (doc! {"key": {"t": "text"}, "weights": {"t": 100000}}, 67),
+        (doc! {"key": {"t": "text"}, "weights": {"t": "heavy"}}, 67),
+        (doc! {"key": {"t": "text"}, "default_language": "klingon"}, 67),
+        (doc! {"key": {"t": "text"}, "language_override": 5}, 67),
+        (doc! {"key": {"t": "text"}, "textIndexVersion": 2}, 115),
+        (doc! {"key": {"t": "text"}, "unique": true}, 115),
+        (doc! {"key": {"t": "text"}, "collation": {"locale": "fr"}}, 67),
+        (doc! {"key": {"t": 1}, "weights": {"t": 2}}, 197),
+        (doc! {"key": {"t": "text", "u": 1, "v": "text"}}, 67),
+    ] {
+        assert_eq!(
+            code_of(&db, doc! {"createIndexes": "d", "indexes": [spec.clone()]}).await,
+            Some(code),
+            "{spec}"
+        );
+    }
+    // The compound prefix needs an equality, as MongoDB's planner does.
+    db.collection::<Document>("c")
+        .insert_many(vec![
+            doc! {"_id": 1, "a": 1, "title": "perro"},
+            doc! {"_id": 2, "a": 2, "title": "perros", "idioma": "english"},
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        code_of(&db, doc! {"find": "c", "filter": {"$text": {"$search": "perro"}}}).await,
+        Some(2)
+    );
+    let got = batch(&db, doc! {"find": "c", "filter": {"a": 1, "$text": {"$search": "perros"}}}).await;
+    assert_eq!(ids(&got), vec![1]);
+    // The wildcard text index covers every string field.
+    db.run_command(doc! {"createIndexes": "w", "indexes": [{"key": {"$**": "text"}, "name": "all"}]})
+        .await
+        .unwrap();
+    db.collection::<Document>("w")
+        .insert_many(vec![doc! {"_id": 1, "x": {"y": ["deep words"]}}, doc! {"_id": 2, "z": "other"}])
+        .await
+        .unwrap();
+    let got = batch(&db, doc! {"find": "w", "filter": {"$text": {"$search": "word"}}}).await;
+    assert_eq!(ids(&got), vec![1]);
+    // Dropped, the index takes `$text` with it.
+    db.run_command(doc! {"dropIndexes": "w", "index": "all"}).await.unwrap();
+    assert_eq!(
+        code_of(&db, doc! {"find": "w", "filter": {"$text": {"$search": "word"}}}).await,
+        Some(27)
+    );
+}
+
+#[tokio::test]
+async fn text_errors_and_hostile_input() {
+    let (_s, _d, client) = server().await;
+    let db = client.database("texth");
+    articles(&db).await;
+    let q = doc! {"$search": "coffee"};
+    for (cmd, code) in [
+        (doc! {"find": "nothing", "filter": {"$text": q.clone()}}, 27),
+        (doc! {"find": "articles", "filter": {"$and": [{"$text": q.clone()}, {"$text": q.clone()}]}}, 2),
+        (doc! {"find": "articles", "filter": {"$nor": [{"$text": q.clone()}]}}, 2),
+        (doc! {"find": "articles", "filter": {"a": {"$elemMatch": {"$text": q.clone()}}}}, 2),
+        (doc! {"find": "articles", "filter": {"$text": "coffee"}}, 2),
+        (doc! {"find": "articles", "filter": {"$text": {"$search": 1}}}, 14),
+        (doc! {"find": "articles", "filter": {"$text": {"$search": "x", "$language": "klingon"}}}, 2),
+        (doc! {"find": "articles", "filter": {"$text": {"$search": "x", "$caseSensitive": "yes"}}}, 14),
+        (doc! {"find": "articles", "filter": {"$text": {"$search": "x", "$foo": 1}}}, 2),
+        (doc! {"find": "articles", "projection": {"s": {"$meta": "textScore"}}}, 40218),
+        (doc! {"find": "articles", "sort": {"s": {"$meta": "textScore"}}}, 40218),
+        (doc! {"aggregate": "articles", "pipeline": [{"$match": {"views": 1}}, {"$match": {"$text": q.clone()}}], "cursor": {}}, 17313),
+        (doc! {"aggregate": "articles", "pipeline": [{"$project": {"s": {"$meta": "textScore"}}}], "cursor": {}}, 40218),
+        (doc! {"aggregate": "articles", "pipeline": [{"$match": {"$text": q.clone()}}, {"$group": {"_id": null}}, {"$project": {"s": {"$meta": "textScore"}}}], "cursor": {}}, 115),
+        (doc! {"create": "v", "validator": {"$text": q.clone()}}, 2),
+        (doc! {"update": "articles", "updates": [{"q": {}, "u": {"$pull": {"a": {"$text": q.clone()}}}}]}, 2),
+    ] {
+        assert_eq!(code_of(&db, cmd.clone()).await, Some(code), "{cmd}");
+    }
+    // Language fields: a document MongoDB could not index is refused.
+    let c = db.collection::<Document>("articles");
+    for (d, code) in [
+        (doc! {"_id": 20, "subject": "x", "language": "klingon"}, 17262),
+        (doc! {"_id": 21, "subject": "x", "language": 5}, 17261),
+        (doc! {"_id": 22, "subject": "x", "language": {"a": 1}}, 17261),
+        (doc! {"_id": 23, "subject": {"language": null, "s": "x"}}, 17261),
+    ] {
+        assert_eq!(
+            code_of(&db, doc! {"insert": "articles", "documents": [d.clone()]}).await,
+            Some(code),
+            "{d}"
+        );
+    }
+    assert_eq!(
+        code_of(&db, doc! {"update": "articles", "updates": [{"q": {"_id": 1}, "u": {"$set": {"language": "xx"}}}]}).await,
+        Some(17262)
+    );
+    c.insert_one(doc! {"_id": 24, "subject": "corriendo", "language": "es"}).await.unwrap();
+    assert_eq!(text_ids(&db, doc! {"$search": "correr", "$language": "es"}).await, vec![24]);
+    // An index build over documents it cannot index fails.
+    db.collection::<Document>("bad").insert_one(doc! {"t": "x", "language": "xx"}).await.unwrap();
+    assert_eq!(
+        code_of(&db, doc! {"createIndexes": "bad", "indexes": [{"key": {"t": "text"}, "name": "t"}]}).await,
+        Some(17262)
+    );
+    // 1 MB of search, 100,000 terms, odd Unicode: answered, never a crash.
+    let big = "coffee ".repeat(150_000);
+    assert_eq!(text_ids(&db, doc! {"$search": big}).await, vec![1, 2, 7]);
+    let many: String = (0..100_000).map(|i| format!("t{i} ")).collect();
+    assert_eq!(text_ids(&db, doc! {"$search": many + "cake"}).await, vec![3]);
+    let phrases: String = (0..20_000).map(|i| format!("\"p{i}\" ")).collect();
+    assert_eq!(text_ids(&db, doc! {"$search": phrases}).await, Vec::<i32>::new());
+    let odd = "\u{0301}\u{200d}👩‍👩‍👧 \"\"\"-- -\"ǅ\u{10ffff}\u{feff}";
+    assert_eq!(text_ids(&db, doc! {"$search": odd}).await, Vec::<i32>::new());
+    let mut deep = doc! {"subject": "coffee deep"};
+    for _ in 0..90 {
+        deep = doc! {"subject": deep};
+    }
+    deep.insert("_id", 30);
+    c.insert_one(deep).await.unwrap();
+    // `subject.subject...` is not the indexed path `subject` (as MongoDB).
+    assert_eq!(text_ids(&db, doc! {"$search": "deep"}).await, Vec::<i32>::new());
+    // The server still answers.
+    db.run_command(doc! {"ping": 1}).await.unwrap();
+}
+
+const PYMONGO_SCENARIO: &str = include_str!("scenarios/text_search.py");
+
+/// pymongo's own helpers meet text indexes and `$text` as on MongoDB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pymongo_text_search() {
+    let (s, _d, _client) = server().await;
+    let uri = s.uri();
+    let out = tokio::task::spawn_blocking(move || run_python(PYMONGO_SCENARIO, &[&uri, "pytext"]))
+        .await
+        .expect("the client runs")
+        .expect("the scenario passes");
+    assert_eq!(out.trim().lines().last(), Some("OK"), "pymongo: {out}");
+}

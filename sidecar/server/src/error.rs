@@ -76,6 +76,7 @@ error_codes! {
     // language in a document, `$text` past the first stage, `textScore`
     // without `$text`.
     Location17261 = 17261,
+    Location17307 = 17307,
     Location17262 = 17262,
     Location17313 = 17313,
     Location40218 = 40218,

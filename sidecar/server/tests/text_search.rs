@@ -310,10 +310,17 @@ async fn text_errors_and_hostile_input() {
         (doc! {"aggregate": "articles", "pipeline": [{"$project": {"s": {"$meta": "textScore"}}}], "cursor": {}}, 40218),
         (doc! {"aggregate": "articles", "pipeline": [{"$match": {"$text": q.clone()}}, {"$group": {"_id": null}}, {"$project": {"s": {"$meta": "textScore"}}}], "cursor": {}}, 115),
         (doc! {"create": "v", "validator": {"$text": q.clone()}}, 2),
-        (doc! {"update": "articles", "updates": [{"q": {}, "u": {"$pull": {"a": {"$text": q.clone()}}}}]}, 2),
     ] {
         assert_eq!(code_of(&db, cmd.clone()).await, Some(code), "{cmd}");
     }
+    // A `$pull` condition is no query: `$text` there is refused (2).
+    db.run_command(doc! {"update": "articles", "updates": [{"q": {"_id": 1}, "u": {"$set": {"tags": ["x"]}}}]})
+        .await
+        .unwrap();
+    assert_eq!(
+        code_of(&db, doc! {"update": "articles", "updates": [{"q": {"_id": 1}, "u": {"$pull": {"tags": {"$text": q.clone()}}}}]}).await,
+        Some(2)
+    );
     // Language fields: a document MongoDB could not index is refused.
     let c = db.collection::<Document>("articles");
     for (d, code) in [

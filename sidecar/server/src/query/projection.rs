@@ -507,11 +507,9 @@ pub(crate) fn meta_refusal(arg: &Bson) -> CommandError {
             ErrorCode::Location17308,
             format!("Unsupported argument to $meta: {s}"),
         ),
-        // No `$meta` form is evaluated yet: refused by name, whatever the
-        // argument (mongod would check it is a string, 17307).
         _ => CommandError::new(
-            ErrorCode::CommandNotSupported,
-            "$meta is not supported by Argon yet",
+            ErrorCode::Location17307,
+            "$meta only supports string arguments",
         ),
     }
 }
@@ -1048,7 +1046,7 @@ mod find_operator_tests {
             (doc! {"a": {"$meta": "indexKey"}}, 115),
             (doc! {"a": {"$meta": "recordId"}}, 115),
             (doc! {"a": {"$meta": "nope"}}, 17308),
-            (doc! {"a": {"$meta": 1}}, 115),
+            (doc! {"a": {"$meta": 1}}, 17307),
             (doc! {"_id": 1, "a": 0}, 0),
             (doc! {"_id": 0, "a": 1}, 0),
             (doc! {"a": 1, "b": {"$slice": 1}}, 0),

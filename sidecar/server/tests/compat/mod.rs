@@ -225,6 +225,24 @@ async fn stage(db: &Database, name: &str, variants: &[String]) -> Status {
     }
 }
 
+/// MongoDB 8.0's `$meta` names.
+const META_NAMES: &[&str] = &[
+    "textScore",
+    "indexKey",
+    "recordId",
+    "sortKey",
+    "searchScore",
+    "searchHighlights",
+    "searchScoreDetails",
+    "geoNearDistance",
+    "geoNearPoint",
+    "randVal",
+    "vectorSearchScore",
+    "searchSequenceToken",
+    "score",
+    "scoreDetails",
+];
+
 async fn expression(db: &Database, name: &str) -> Status {
     let in_project = Answer::of(
         db,
@@ -238,6 +256,23 @@ async fn expression(db: &Database, name: &str) -> Status {
     )
     .await
     .refusal(&[(15952, "unknown group operator")]);
+    if name == "$meta" && in_project.is_none() {
+        // `$meta` takes a name: which ones are produced is its support.
+        let mut refused = Vec::new();
+        for meta in META_NAMES {
+            let answer = Answer::of(
+                db,
+                doc! {"aggregate": "c", "pipeline": [{"$project": {"x": {"$meta": *meta}}}], "cursor": {}},
+            )
+            .await;
+            if answer.refusal(&[]).is_some() {
+                refused.push(*meta);
+            }
+        }
+        if !refused.is_empty() {
+            return Status::Partly(format!("refuses {} (115)", refused.join(", ")));
+        }
+    }
     match (in_project, in_group) {
         (None, _) => Status::Supported,
         (Some(_), None) => Status::Partly("as a `$group` accumulator only".into()),

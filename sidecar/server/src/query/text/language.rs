@@ -9,17 +9,15 @@ use std::sync::OnceLock;
 
 use rust_stemmers::{Algorithm, Stemmer};
 
-use super::tokenize::fold;
-
 /// One supported language, built once per process.
 pub struct Language {
     /// MongoDB's canonical name (`english`), as a query or document may
     /// also spell it by its two-letter code (`en`).
     pub name: &'static str,
     stemmer: Option<Stemmer>,
-    /// Stop words, case and diacritic folded (they are compared with
-    /// folded words).
-    stop_words: HashSet<String>,
+    /// Stop words, lower case with their diacritics (MongoDB compares a
+    /// word lower cased but before it strips diacritics).
+    stop_words: HashSet<&'static str>,
 }
 
 impl std::fmt::Debug for Language {
@@ -57,7 +55,7 @@ fn all() -> &'static HashMap<&'static str, Language> {
                 let stop_words = if stop_code.is_empty() {
                     HashSet::new()
                 } else {
-                    stop_words::get(stop_code).iter().map(|w| fold(w)).collect()
+                    stop_words::get(stop_code).iter().copied().collect()
                 };
                 (
                     *name,
@@ -84,9 +82,14 @@ pub fn lookup(name: &str) -> Option<&'static Language> {
 }
 
 impl Language {
-    /// Whether `folded` (a case and diacritic folded word) is a stop word.
-    pub fn is_stop_word(&self, folded: &str) -> bool {
-        self.stop_words.contains(folded)
+    /// Whether `lower` (a lower-cased word) is a stop word.
+    pub fn is_stop_word(&self, lower: &str) -> bool {
+        self.stop_words.contains(lower)
+    }
+
+    /// Whether this is English, whose words keep their apostrophes.
+    pub fn is_english(&self) -> bool {
+        self.name == "english"
     }
 
     /// The Snowball stem of `word` (the word itself for `none`).
@@ -124,8 +127,9 @@ mod tests {
         assert!(!en.is_stop_word("coffee"));
         let fr = lookup("french").unwrap();
         assert!(fr.is_stop_word("le"));
-        // Folded: "été" is a French stop word, compared as "ete".
-        assert!(fr.is_stop_word("ete"));
+        // Compared lower cased, diacritics kept.
+        assert!(fr.is_stop_word("été"));
+        assert!(!fr.is_stop_word("ete"));
         let none = lookup("none").unwrap();
         assert_eq!(none.stem("running"), "running");
         assert!(!none.is_stop_word("the"));

@@ -1,10 +1,14 @@
 //! Splitting text into the terms a text index keeps, as MongoDB's version 3
 //! (Unicode) tokenizer does: words are runs between delimiters; each word
-//! is case folded and its diacritics removed (NFD, combining marks
-//! dropped), stop words are dropped, and what is left is stemmed.
+//! is lower cased and checked against the language's stop words, stemmed
+//! (Snowball stemmers are diacritic sensitive, so before stripping), and
+//! the stem's diacritics removed (NFD, combining marks dropped).
+//! `$caseSensitive` stems the word as written; `$diacriticSensitive` keeps
+//! the stem's marks.
 //!
-//! Delimiters: whitespace, ASCII punctuation and symbols other than `_`,
-//! and Unicode punctuation (general punctuation, CJK and fullwidth forms);
+//! Delimiters: whitespace, ASCII punctuation and symbols other than `_`
+//! (and, in English, the apostrophe: `don't` is one word), and Unicode
+//! punctuation (Latin-1 and general punctuation, CJK and fullwidth forms);
 //! MongoDB's list is the Unicode properties White_Space, Dash, Hyphen,
 //! Quotation_Mark, Terminal_Punctuation, Pattern_Syntax and STerm, which
 //! these cover for the scripts it stems.
@@ -22,16 +26,19 @@ pub struct Sensitivity {
     pub diacritics: bool,
 }
 
-/// Whether `c` separates words.
-pub fn is_delimiter(c: char) -> bool {
+/// Whether `c` separates words (`english`: the apostrophe does not).
+pub fn is_delimiter(c: char, english: bool) -> bool {
     if c.is_whitespace() {
         return true;
     }
     if c.is_ascii() {
-        return !(c.is_ascii_alphanumeric() || c == '_');
+        return !(c.is_ascii_alphanumeric() || c == '_' || (english && c == '\''));
     }
     matches!(c as u32,
-        0x00A1..=0x00BF | 0x00D7 | 0x00F7
+        // Latin-1 punctuation and symbols (Pattern_Syntax), not its
+        // letters (ª, µ, º) or digits (², ¹, ¼).
+        0x00A1..=0x00A7 | 0x00A9 | 0x00AB | 0x00AC | 0x00AE | 0x00B0 | 0x00B1
+        | 0x00B6 | 0x00BB | 0x00BF | 0x00D7 | 0x00F7
         | 0x2000..=0x206F   // general punctuation
         | 0x2190..=0x23FF   // arrows, operators, technical (Pattern_Syntax)
         | 0x2500..=0x2BFF   // box drawing .. misc symbols and arrows
@@ -43,18 +50,14 @@ pub fn is_delimiter(c: char) -> bool {
 }
 
 /// The words of `text`, as written.
-pub fn words(text: &str) -> impl Iterator<Item = &str> {
-    text.split(is_delimiter).filter(|w| !w.is_empty())
+pub fn words(text: &str, english: bool) -> impl Iterator<Item = &str> {
+    text.split(move |c| is_delimiter(c, english))
+        .filter(|w| !w.is_empty())
 }
 
 /// `s` without diacritics: decomposed, combining marks dropped, recomposed.
 pub fn strip_diacritics(s: &str) -> String {
     s.nfd().filter(|c| !is_combining_mark(*c)).nfc().collect()
-}
-
-/// `s` case folded and without diacritics (MongoDB's insensitive form).
-pub fn fold(s: &str) -> String {
-    strip_diacritics(&s.to_lowercase())
 }
 
 /// `s` folded as `sensitivity` asks: what a phrase is compared in.
@@ -73,34 +76,19 @@ pub fn fold_with(s: &str, sensitivity: Sensitivity) -> String {
 
 /// The terms of `text` in `language`: stop words dropped, stems kept, in
 /// order (repeats included, for term frequencies).
-///
-/// A stem is taken of the folded word (Snowball stemmers expect lower
-/// case). For a case- or diacritic-sensitive term the stem's length is
-/// carried over to the word as written when the stem is a prefix of the
-/// folded word (the usual case: Snowball strips suffixes), so `Coffees`
-/// gives `Coffe` and matches `Coffee` but not `coffee`.
 pub fn terms(text: &str, language: &Language, sensitivity: Sensitivity) -> Vec<String> {
     let mut out = Vec::new();
-    for word in words(text) {
-        let folded = fold(word);
-        if folded.is_empty() || language.is_stop_word(&folded) {
+    for word in words(text, language.is_english()) {
+        let lower = word.to_lowercase();
+        if language.is_stop_word(&lower) {
             continue;
         }
-        let stem = language.stem(&folded);
-        if sensitivity == Sensitivity::default() {
-            out.push(stem);
-            continue;
-        }
-        let kept = fold_with(word, sensitivity);
-        let kept_folded = fold(&kept);
-        // The same word with case/diacritics kept: cut where the stem ends
-        // when the folded forms line up char by char.
-        let stem_chars = stem.chars().count();
-        if kept.chars().count() == kept_folded.chars().count() && kept_folded.starts_with(&stem) {
-            out.push(kept.chars().take(stem_chars).collect());
+        let stem = language.stem(if sensitivity.case { word } else { &lower });
+        out.push(if sensitivity.diacritics {
+            stem
         } else {
-            out.push(kept);
-        }
+            strip_diacritics(&stem)
+        });
     }
     out
 }
@@ -116,15 +104,22 @@ mod tests {
 
     #[test]
     fn words_split_on_punctuation_and_space() {
-        let w: Vec<&str> = words("Hello, world! it's a co-op — “quoted” snake_case 42").collect();
+        let w: Vec<&str> =
+            words("Hello, world! it's a co-op — “quoted” snake_case 42 ¿µ? 3×4", false).collect();
         assert_eq!(
             w,
-            vec!["Hello", "world", "it", "s", "a", "co", "op", "quoted", "snake_case", "42"]
+            vec![
+                "Hello", "world", "it", "s", "a", "co", "op", "quoted", "snake_case", "42", "µ",
+                "3", "4"
+            ]
         );
+        let w: Vec<&str> = words("don't stop", true).collect();
+        assert_eq!(w, vec!["don't", "stop"]);
     }
 
     #[test]
     fn folds_case_and_diacritics() {
+        let fold = |s: &str| fold_with(s, Sensitivity::default());
         assert_eq!(fold("Café CRÈME"), "cafe creme");
         assert_eq!(fold("Ångström"), "angstrom");
         assert_eq!(
@@ -140,6 +135,8 @@ mod tests {
     #[test]
     fn stop_words_dropped_and_words_stemmed() {
         assert_eq!(en("The coffee shops are running"), vec!["coffe", "shop", "run"]);
+        // "don't" is one English word, and a stop word.
+        assert_eq!(en("don't panic"), vec!["panic"]);
         assert_eq!(en("  ,,, "), Vec::<String>::new());
         assert_eq!(
             terms("les cafés", lookup("french").unwrap(), Sensitivity::default()),
@@ -155,7 +152,8 @@ mod tests {
     fn sensitive_terms_keep_case_and_marks() {
         let cs = Sensitivity { case: true, diacritics: false };
         let en = lookup("english").unwrap();
-        assert_eq!(terms("Coffees", en, cs), vec!["Coffe"]);
+        assert_eq!(terms("Coffees", en, cs), terms("Coffee", en, cs));
+        assert_ne!(terms("Coffee", en, cs), terms("coffee", en, cs));
         assert_eq!(terms("coffee", en, cs), vec!["coffe"]);
         let ds = Sensitivity { case: false, diacritics: true };
         assert_eq!(terms("Café", en, ds), vec!["café"]);

@@ -715,7 +715,10 @@ async fn unknown_fields_fail_with_40415_and_change_nothing() {
     // ones are kept.
     for (index, want) in [
         // Text indexes are built (tests/text_search.rs); their version 2 is not.
-        (doc! {"key": {"t": "text"}, "name": "t", "textIndexVersion": 2}, 115),
+        (
+            doc! {"key": {"t": "text"}, "name": "t", "textIndexVersion": 2},
+            115,
+        ),
         (doc! {"key": {"loc": "2dsphere"}, "name": "g"}, 115),
         (doc! {"key": {"loc": "2d"}, "name": "g2"}, 115),
         (doc! {"key": {"$**": 1}, "name": "w"}, 115),

@@ -39,7 +39,10 @@ async fn code_of(db: &Database, cmd: Document) -> Option<i32> {
 
 /// The documents of a command's first batch.
 async fn batch(db: &Database, cmd: Document) -> Vec<Document> {
-    let reply = db.run_command(cmd.clone()).await.unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    let reply = db
+        .run_command(cmd.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
     reply
         .get_document("cursor")
         .expect("a cursor")
@@ -51,7 +54,9 @@ async fn batch(db: &Database, cmd: Document) -> Vec<Document> {
 }
 
 fn ids(docs: &[Document]) -> Vec<i32> {
-    docs.iter().map(|d| d.get_i32("_id").expect("an _id")).collect()
+    docs.iter()
+        .map(|d| d.get_i32("_id").expect("an _id"))
+        .collect()
 }
 
 /// MongoDB's manual `$text` examples: the `articles` collection.
@@ -92,8 +97,14 @@ async fn the_manuals_text_examples() {
         (doc! {"$search": "coffee -shop"}, vec![1, 7]),
         (doc! {"$search": "leche", "$language": "es"}, vec![5, 8]),
         (doc! {"$search": "Coffee", "$caseSensitive": true}, vec![2]),
-        (doc! {"$search": "\"Café Con Leche\"", "$caseSensitive": true}, vec![5]),
-        (doc! {"$search": "CAFÉ", "$diacriticSensitive": true}, vec![5]),
+        (
+            doc! {"$search": "\"Café Con Leche\"", "$caseSensitive": true},
+            vec![5],
+        ),
+        (
+            doc! {"$search": "CAFÉ", "$diacriticSensitive": true},
+            vec![5],
+        ),
         (doc! {"$search": "cafe"}, vec![5, 8]),
         (doc! {"$search": "сырники"}, vec![6]),
         (doc! {"$search": "-coffee"}, vec![]),
@@ -112,12 +123,15 @@ async fn the_manuals_text_examples() {
     let got = batch(
         &db,
         doc! {"find": "articles", "filter": {"$text": {"$search": "coffee cream"}},
-              "projection": {"subject": 0, "author": 0, "views": 0, "score": {"$meta": "textScore"}},
-              "sort": {"score": {"$meta": "textScore"}}, "limit": 2},
+        "projection": {"subject": 0, "author": 0, "views": 0, "score": {"$meta": "textScore"}},
+        "sort": {"score": {"$meta": "textScore"}}, "limit": 2},
     )
     .await;
     // 7: coffee 0.75 + cream 0.75; 1: "coffee" alone 1.0.
-    assert_eq!(got, vec![doc! {"_id": 7, "score": 1.5}, doc! {"_id": 1, "score": 1.0}]);
+    assert_eq!(
+        got,
+        vec![doc! {"_id": 7, "score": 1.5}, doc! {"_id": 1, "score": 1.0}]
+    );
     // count and distinct take $text too.
     let n = db
         .run_command(doc! {"count": "articles", "query": {"$text": {"$search": "coffee"}}})
@@ -141,7 +155,10 @@ async fn the_manuals_text_examples() {
         ], "cursor": {}},
     )
     .await;
-    assert_eq!(got, vec![doc! {"_id": 7, "score": 1.5}, doc! {"_id": 1, "score": 1.0}]);
+    assert_eq!(
+        got,
+        vec![doc! {"_id": 7, "score": 1.5}, doc! {"_id": 1, "score": 1.0}]
+    );
     let got = batch(
         &db,
         doc! {"aggregate": "articles", "pipeline": [
@@ -171,14 +188,16 @@ async fn writes_select_with_text() {
     articles(&db).await;
     let r = db
         .run_command(doc! {"update": "articles", "updates": [
-            {"q": {"$text": {"$search": "coffee"}}, "u": {"$set": {"tag": "coffee"}}, "multi": true}]})
+        {"q": {"$text": {"$search": "coffee"}}, "u": {"$set": {"tag": "coffee"}}, "multi": true}]})
         .await
         .unwrap();
     assert_eq!(r.get_i32("nModified").unwrap(), 3);
     let r = db
-        .run_command(doc! {"findAndModify": "articles", "query": {"$text": {"$search": "cake"}},
-                           "update": {"$inc": {"views": 1}}, "new": true,
-                           "fields": {"views": 1, "score": {"$meta": "textScore"}}})
+        .run_command(
+            doc! {"findAndModify": "articles", "query": {"$text": {"$search": "cake"}},
+            "update": {"$inc": {"views": 1}}, "new": true,
+            "fields": {"views": 1, "score": {"$meta": "textScore"}}},
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -190,7 +209,10 @@ async fn writes_select_with_text() {
         .await
         .unwrap();
     assert_eq!(r.get_i32("n").unwrap(), 2);
-    assert_eq!(text_ids(&db, doc! {"$search": "cafe baking"}).await, vec![3, 4]);
+    assert_eq!(
+        text_ids(&db, doc! {"$search": "cafe baking"}).await,
+        vec![3, 4]
+    );
 }
 
 #[tokio::test]
@@ -209,8 +231,8 @@ async fn text_indexes_as_mongodb_stores_them() {
     assert_eq!(
         listed[1],
         doc! {"v": 2, "key": {"a": 1, "_fts": "text", "_ftsx": 1}, "name": "a_1_title_text_body_text",
-              "weights": {"body": 1, "title": 10}, "default_language": "spanish",
-              "language_override": "idioma", "textIndexVersion": 3}
+        "weights": {"body": 1, "title": 10}, "default_language": "spanish",
+        "language_override": "idioma", "textIndexVersion": 3}
     );
     // Creating it again is a no-op; another text index is refused.
     let again = db
@@ -242,11 +264,17 @@ async fn text_indexes_as_mongodb_stores_them() {
         (doc! {"key": {"t": "text"}, "weights": {"t": 0}}, 67),
         (doc! {"key": {"t": "text"}, "weights": {"t": 100000}}, 67),
         (doc! {"key": {"t": "text"}, "weights": {"t": "heavy"}}, 67),
-        (doc! {"key": {"t": "text"}, "default_language": "klingon"}, 67),
+        (
+            doc! {"key": {"t": "text"}, "default_language": "klingon"},
+            67,
+        ),
         (doc! {"key": {"t": "text"}, "language_override": 5}, 67),
         (doc! {"key": {"t": "text"}, "textIndexVersion": 2}, 115),
         (doc! {"key": {"t": "text"}, "unique": true}, 115),
-        (doc! {"key": {"t": "text"}, "collation": {"locale": "fr"}}, 67),
+        (
+            doc! {"key": {"t": "text"}, "collation": {"locale": "fr"}},
+            67,
+        ),
         (doc! {"key": {"t": 1}, "weights": {"t": 2}}, 197),
         (doc! {"key": {"t": "text", "u": 1, "v": "text"}}, 67),
     ] {
@@ -265,25 +293,48 @@ async fn text_indexes_as_mongodb_stores_them() {
         .await
         .unwrap();
     assert_eq!(
-        code_of(&db, doc! {"find": "c", "filter": {"$text": {"$search": "perro"}}}).await,
+        code_of(
+            &db,
+            doc! {"find": "c", "filter": {"$text": {"$search": "perro"}}}
+        )
+        .await,
         Some(2)
     );
-    let got = batch(&db, doc! {"find": "c", "filter": {"a": 1, "$text": {"$search": "perros"}}}).await;
+    let got = batch(
+        &db,
+        doc! {"find": "c", "filter": {"a": 1, "$text": {"$search": "perros"}}},
+    )
+    .await;
     assert_eq!(ids(&got), vec![1]);
     // The wildcard text index covers every string field.
-    db.run_command(doc! {"createIndexes": "w", "indexes": [{"key": {"$**": "text"}, "name": "all"}]})
-        .await
-        .unwrap();
+    db.run_command(
+        doc! {"createIndexes": "w", "indexes": [{"key": {"$**": "text"}, "name": "all"}]},
+    )
+    .await
+    .unwrap();
     db.collection::<Document>("w")
-        .insert_many(vec![doc! {"_id": 1, "x": {"y": ["deep words"]}}, doc! {"_id": 2, "z": "other"}])
+        .insert_many(vec![
+            doc! {"_id": 1, "x": {"y": ["deep words"]}},
+            doc! {"_id": 2, "z": "other"},
+        ])
         .await
         .unwrap();
-    let got = batch(&db, doc! {"find": "w", "filter": {"$text": {"$search": "word"}}}).await;
+    let got = batch(
+        &db,
+        doc! {"find": "w", "filter": {"$text": {"$search": "word"}}},
+    )
+    .await;
     assert_eq!(ids(&got), vec![1]);
     // Dropped, the index takes `$text` with it.
-    db.run_command(doc! {"dropIndexes": "w", "index": "all"}).await.unwrap();
+    db.run_command(doc! {"dropIndexes": "w", "index": "all"})
+        .await
+        .unwrap();
     assert_eq!(
-        code_of(&db, doc! {"find": "w", "filter": {"$text": {"$search": "word"}}}).await,
+        code_of(
+            &db,
+            doc! {"find": "w", "filter": {"$text": {"$search": "word"}}}
+        )
+        .await,
         Some(27)
     );
 }
@@ -296,27 +347,65 @@ async fn text_errors_and_hostile_input() {
     let q = doc! {"$search": "coffee"};
     for (cmd, code) in [
         (doc! {"find": "nothing", "filter": {"$text": q.clone()}}, 27),
-        (doc! {"find": "articles", "filter": {"$and": [{"$text": q.clone()}, {"$text": q.clone()}]}}, 2),
-        (doc! {"find": "articles", "filter": {"$nor": [{"$text": q.clone()}]}}, 2),
-        (doc! {"find": "articles", "filter": {"a": {"$elemMatch": {"$text": q.clone()}}}}, 2),
+        (
+            doc! {"find": "articles", "filter": {"$and": [{"$text": q.clone()}, {"$text": q.clone()}]}},
+            2,
+        ),
+        (
+            doc! {"find": "articles", "filter": {"$nor": [{"$text": q.clone()}]}},
+            2,
+        ),
+        (
+            doc! {"find": "articles", "filter": {"a": {"$elemMatch": {"$text": q.clone()}}}},
+            2,
+        ),
         (doc! {"find": "articles", "filter": {"$text": "coffee"}}, 2),
-        (doc! {"find": "articles", "filter": {"$text": {"$search": 1}}}, 14),
-        (doc! {"find": "articles", "filter": {"$text": {"$search": "x", "$language": "klingon"}}}, 2),
-        (doc! {"find": "articles", "filter": {"$text": {"$search": "x", "$caseSensitive": "yes"}}}, 14),
-        (doc! {"find": "articles", "filter": {"$text": {"$search": "x", "$foo": 1}}}, 2),
-        (doc! {"find": "articles", "projection": {"s": {"$meta": "textScore"}}}, 40218),
-        (doc! {"find": "articles", "sort": {"s": {"$meta": "textScore"}}}, 40218),
-        (doc! {"aggregate": "articles", "pipeline": [{"$match": {"views": 1}}, {"$match": {"$text": q.clone()}}], "cursor": {}}, 17313),
-        (doc! {"aggregate": "articles", "pipeline": [{"$project": {"s": {"$meta": "textScore"}}}], "cursor": {}}, 40218),
-        (doc! {"aggregate": "articles", "pipeline": [{"$match": {"$text": q.clone()}}, {"$group": {"_id": null}}, {"$project": {"s": {"$meta": "textScore"}}}], "cursor": {}}, 115),
+        (
+            doc! {"find": "articles", "filter": {"$text": {"$search": 1}}},
+            14,
+        ),
+        (
+            doc! {"find": "articles", "filter": {"$text": {"$search": "x", "$language": "klingon"}}},
+            2,
+        ),
+        (
+            doc! {"find": "articles", "filter": {"$text": {"$search": "x", "$caseSensitive": "yes"}}},
+            14,
+        ),
+        (
+            doc! {"find": "articles", "filter": {"$text": {"$search": "x", "$foo": 1}}},
+            2,
+        ),
+        (
+            doc! {"find": "articles", "projection": {"s": {"$meta": "textScore"}}},
+            40218,
+        ),
+        (
+            doc! {"find": "articles", "sort": {"s": {"$meta": "textScore"}}},
+            40218,
+        ),
+        (
+            doc! {"aggregate": "articles", "pipeline": [{"$match": {"views": 1}}, {"$match": {"$text": q.clone()}}], "cursor": {}},
+            17313,
+        ),
+        (
+            doc! {"aggregate": "articles", "pipeline": [{"$project": {"s": {"$meta": "textScore"}}}], "cursor": {}},
+            40218,
+        ),
+        (
+            doc! {"aggregate": "articles", "pipeline": [{"$match": {"$text": q.clone()}}, {"$group": {"_id": null}}, {"$project": {"s": {"$meta": "textScore"}}}], "cursor": {}},
+            115,
+        ),
         (doc! {"create": "v", "validator": {"$text": q.clone()}}, 2),
     ] {
         assert_eq!(code_of(&db, cmd.clone()).await, Some(code), "{cmd}");
     }
     // A `$pull` condition is no query: `$text` there is refused (2).
-    db.run_command(doc! {"update": "articles", "updates": [{"q": {"_id": 1}, "u": {"$set": {"tags": ["x"]}}}]})
-        .await
-        .unwrap();
+    db.run_command(
+        doc! {"update": "articles", "updates": [{"q": {"_id": 1}, "u": {"$set": {"tags": ["x"]}}}]},
+    )
+    .await
+    .unwrap();
     assert_eq!(
         code_of(&db, doc! {"update": "articles", "updates": [{"q": {"_id": 1}, "u": {"$pull": {"tags": {"$text": q.clone()}}}}]}).await,
         Some(2)
@@ -324,10 +413,19 @@ async fn text_errors_and_hostile_input() {
     // Language fields: a document MongoDB could not index is refused.
     let c = db.collection::<Document>("articles");
     for (d, code) in [
-        (doc! {"_id": 20, "subject": "x", "language": "klingon"}, 17262),
+        (
+            doc! {"_id": 20, "subject": "x", "language": "klingon"},
+            17262,
+        ),
         (doc! {"_id": 21, "subject": "x", "language": 5}, 17261),
-        (doc! {"_id": 22, "subject": "x", "language": {"a": 1}}, 17261),
-        (doc! {"_id": 23, "subject": {"language": null, "s": "x"}}, 17261),
+        (
+            doc! {"_id": 22, "subject": "x", "language": {"a": 1}},
+            17261,
+        ),
+        (
+            doc! {"_id": 23, "subject": {"language": null, "s": "x"}},
+            17261,
+        ),
     ] {
         assert_eq!(
             code_of(&db, doc! {"insert": "articles", "documents": [d.clone()]}).await,
@@ -339,23 +437,44 @@ async fn text_errors_and_hostile_input() {
         code_of(&db, doc! {"update": "articles", "updates": [{"q": {"_id": 1}, "u": {"$set": {"language": "xx"}}}]}).await,
         Some(17262)
     );
-    c.insert_one(doc! {"_id": 24, "subject": "corriendo", "language": "es"}).await.unwrap();
-    assert_eq!(text_ids(&db, doc! {"$search": "correr", "$language": "es"}).await, vec![24]);
-    // An index build over documents it cannot index fails.
-    db.collection::<Document>("bad").insert_one(doc! {"t": "x", "language": "xx"}).await.unwrap();
+    c.insert_one(doc! {"_id": 24, "subject": "corriendo", "language": "es"})
+        .await
+        .unwrap();
     assert_eq!(
-        code_of(&db, doc! {"createIndexes": "bad", "indexes": [{"key": {"t": "text"}, "name": "t"}]}).await,
+        text_ids(&db, doc! {"$search": "correr", "$language": "es"}).await,
+        vec![24]
+    );
+    // An index build over documents it cannot index fails.
+    db.collection::<Document>("bad")
+        .insert_one(doc! {"t": "x", "language": "xx"})
+        .await
+        .unwrap();
+    assert_eq!(
+        code_of(
+            &db,
+            doc! {"createIndexes": "bad", "indexes": [{"key": {"t": "text"}, "name": "t"}]}
+        )
+        .await,
         Some(17262)
     );
     // 1 MB of search, 100,000 terms, odd Unicode: answered, never a crash.
     let big = "coffee ".repeat(150_000);
     assert_eq!(text_ids(&db, doc! {"$search": big}).await, vec![1, 2, 7]);
     let many: String = (0..100_000).map(|i| format!("t{i} ")).collect();
-    assert_eq!(text_ids(&db, doc! {"$search": many + "cake"}).await, vec![3]);
+    assert_eq!(
+        text_ids(&db, doc! {"$search": many + "cake"}).await,
+        vec![3]
+    );
     let phrases: String = (0..20_000).map(|i| format!("\"p{i}\" ")).collect();
-    assert_eq!(text_ids(&db, doc! {"$search": phrases}).await, Vec::<i32>::new());
+    assert_eq!(
+        text_ids(&db, doc! {"$search": phrases}).await,
+        Vec::<i32>::new()
+    );
     let odd = "\u{0301}\u{200d}👩‍👩‍👧 \"\"\"-- -\"ǅ\u{10ffff}\u{feff}";
-    assert_eq!(text_ids(&db, doc! {"$search": odd}).await, Vec::<i32>::new());
+    assert_eq!(
+        text_ids(&db, doc! {"$search": odd}).await,
+        Vec::<i32>::new()
+    );
     let mut deep = doc! {"subject": "coffee deep"};
     for _ in 0..90 {
         deep = doc! {"subject": deep};
@@ -363,7 +482,10 @@ async fn text_errors_and_hostile_input() {
     deep.insert("_id", 30);
     c.insert_one(deep).await.unwrap();
     // `subject.subject...` is not the indexed path `subject` (as MongoDB).
-    assert_eq!(text_ids(&db, doc! {"$search": "deep"}).await, Vec::<i32>::new());
+    assert_eq!(
+        text_ids(&db, doc! {"$search": "deep"}).await,
+        Vec::<i32>::new()
+    );
     // The server still answers.
     db.run_command(doc! {"ping": 1}).await.unwrap();
 }

@@ -11,9 +11,9 @@ use crate::cursor::{PipelineScan, Scan, SortedScan};
 use crate::deadline::Deadline;
 use crate::error::{CommandError, ErrorCode, Result};
 use crate::query::aggregate::Pipeline;
-use crate::query::{collation, text};
 use crate::query::vars::Vars;
 use crate::query::{Filter, Projection, SortSpec};
+use crate::query::{collation, text};
 use crate::service::operation_time;
 use crate::spill::{ExternalSorter, Sorted, StageBudget};
 
@@ -305,10 +305,7 @@ pub async fn find(ctx: &Ctx<'_>) -> Result<Document> {
     // `{$meta: "textScore"}` needs the query's `$text` (MongoDB's 40218).
     if filter.text_query().is_none()
         && (sort.as_ref().is_some_and(SortSpec::uses_text_score)
-            || ctx
-                .cmd
-                .get("projection")
-                .is_some_and(text::mentions_score))
+            || ctx.cmd.get("projection").is_some_and(text::mentions_score))
     {
         return Err(text::no_score());
     }

@@ -19,7 +19,10 @@ pub enum Filter {
     And(Vec<Filter>),
     Or(Vec<Filter>),
     Nor(Vec<Filter>),
-    Field { path: String, pred: Pred },
+    Field {
+        path: String,
+        pred: Pred,
+    },
     Expr(Expr),
     JsonSchema(Box<super::schema::Schema>),
     /// `$text`: matched through the query bound to the collection's text

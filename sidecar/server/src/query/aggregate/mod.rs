@@ -130,7 +130,10 @@ impl Pipeline {
             if super::text::mentions_score(arg) {
                 check_text_score(stages, depth, intact)?;
             }
-            intact &= matches!(name.as_str(), "$match" | "$sort" | "$skip" | "$limit" | "$sample");
+            intact &= matches!(
+                name.as_str(),
+                "$match" | "$sort" | "$skip" | "$limit" | "$sample"
+            );
             stage::parse_into(name, arg, &mut out, depth)?;
         }
         Ok(Pipeline { stages: out })

@@ -65,7 +65,9 @@ fn number_int(v: &Bson) -> Option<i64> {
 /// `weights`, `default_language`, `language_override` and
 /// `textIndexVersion` in the order `listIndexes` shows them.
 pub fn fix_spec(spec: &Document) -> Result<(Document, Document)> {
-    let key = spec.get_document("key").map_err(|_| cannot("text index needs a key"))?;
+    let key = spec
+        .get_document("key")
+        .map_err(|_| cannot("text index needs a key"))?;
     let mut fields: BTreeMap<String, i64> = BTreeMap::new();
     let mut out_key = Document::new();
     // extraBefore fields, then the text fields (adjacent), then extraAfter.
@@ -122,7 +124,9 @@ pub fn fix_spec(spec: &Document) -> Result<(Document, Document)> {
         out_key.insert(k.clone(), v.clone());
     }
     if part == Part::Before {
-        return Err(cannot("expected additional fields in text index key pattern"));
+        return Err(cannot(
+            "expected additional fields in text index key pattern",
+        ));
     }
     match spec.get("weights") {
         None => {}
@@ -283,7 +287,11 @@ impl TextIndex {
     /// The language a (sub)document's text is in: its language override
     /// field, else `current`. MongoDB's 17261 / 17262 when the field is not
     /// a string or names a language it does not support.
-    pub fn language_of(&self, doc: &Document, current: &'static Language) -> Result<&'static Language> {
+    pub fn language_of(
+        &self,
+        doc: &Document,
+        current: &'static Language,
+    ) -> Result<&'static Language> {
         match doc.get(&self.language_override) {
             None => Ok(current),
             Some(Bson::String(s)) => lookup(s).ok_or_else(|| {
@@ -320,10 +328,9 @@ impl TextIndex {
     fn leads_to_indexed(&self, path: &str) -> bool {
         self.wildcard
             || self.weights.contains_key(path)
-            || self
-                .weights
-                .keys()
-                .any(|w| w.len() > path.len() && w.starts_with(path) && w.as_bytes()[path.len()] == b'.')
+            || self.weights.keys().any(|w| {
+                w.len() > path.len() && w.starts_with(path) && w.as_bytes()[path.len()] == b'.'
+            })
     }
 
     fn walk<'a>(
@@ -456,7 +463,7 @@ mod tests {
         assert_eq!(
             options,
             doc! {"weights": {"body": 1, "title": 1}, "default_language": "english",
-                  "language_override": "language", "textIndexVersion": 3}
+            "language_override": "language", "textIndexVersion": 3}
         );
         let (key, options) = fixed(doc! {
             "key": {"a": 1, "title": "text", "b": -1},
@@ -466,12 +473,16 @@ mod tests {
         })
         .unwrap();
         assert_eq!(key, doc! {"a": 1, "_fts": "text", "_ftsx": 1, "b": -1});
-        assert_eq!(options.get_document("weights").unwrap(), &doc! {"extra": 2, "title": 10});
+        assert_eq!(
+            options.get_document("weights").unwrap(),
+            &doc! {"extra": 2, "title": 10}
+        );
         assert_eq!(options.get_str("default_language").unwrap(), "Spanish");
         let (_, options) = fixed(doc! {"key": {"$**": "text"}}).unwrap();
         assert_eq!(options.get_document("weights").unwrap(), &doc! {"$**": 1});
         // The stored form fixes to itself (a spec read back from listIndexes).
-        let (key, _) = fixed(doc! {"key": {"_fts": "text", "_ftsx": 1}, "weights": {"a": 1}}).unwrap();
+        let (key, _) =
+            fixed(doc! {"key": {"_fts": "text", "_ftsx": 1}, "weights": {"a": 1}}).unwrap();
         assert_eq!(key, doc! {"_fts": "text", "_ftsx": 1});
     }
 
@@ -484,11 +495,17 @@ mod tests {
             (doc! {"key": {"a": "text"}, "weights": {"a": 0.5}}, 67),
             (doc! {"key": {"a": "text"}, "weights": {"a": "x"}}, 67),
             (doc! {"key": {"a": "text"}, "weights": {"a": f64::NAN}}, 67),
-            (doc! {"key": {"a": "text"}, "weights": {"a": f64::INFINITY}}, 67),
+            (
+                doc! {"key": {"a": "text"}, "weights": {"a": f64::INFINITY}},
+                67,
+            ),
             (doc! {"key": {"a": "text"}, "weights": 5}, 67),
             (doc! {"key": {"a": "text"}, "weights": {"$x": 1}}, 67),
             (doc! {"key": {"a": "text"}, "weights": {"a..b": 1}}, 67),
-            (doc! {"key": {"a": "text"}, "default_language": "klingon"}, 67),
+            (
+                doc! {"key": {"a": "text"}, "default_language": "klingon"},
+                67,
+            ),
             (doc! {"key": {"a": "text"}, "default_language": 1}, 67),
             (doc! {"key": {"a": "text"}, "language_override": "$x"}, 67),
             (doc! {"key": {"a": "text"}, "language_override": "a.b"}, 67),
@@ -540,18 +557,30 @@ mod tests {
     fn language_override_values_are_checked() {
         let ix = index(doc! {"key": {"t": "text"}});
         assert_eq!(
-            ix.check_document(&doc! {"t": "x", "language": "klingon"}).unwrap_err().code.code(),
+            ix.check_document(&doc! {"t": "x", "language": "klingon"})
+                .unwrap_err()
+                .code
+                .code(),
             17262
         );
         assert_eq!(
-            ix.check_document(&doc! {"t": "x", "language": 5}).unwrap_err().code.code(),
+            ix.check_document(&doc! {"t": "x", "language": 5})
+                .unwrap_err()
+                .code
+                .code(),
             17261
         );
         assert_eq!(
-            ix.check_document(&doc! {"t": {"language": ["en"]}}).unwrap_err().code.code(),
+            ix.check_document(&doc! {"t": {"language": ["en"]}})
+                .unwrap_err()
+                .code
+                .code(),
             17261
         );
-        assert!(ix.check_document(&doc! {"t": "x", "language": "ES"}).is_ok());
+        assert!(
+            ix.check_document(&doc! {"t": "x", "language": "ES"})
+                .is_ok()
+        );
         // Outside the indexed fields a subdocument's language is not read.
         assert!(ix.check_document(&doc! {"o": {"language": 5}}).is_ok());
     }
@@ -570,7 +599,9 @@ mod tests {
         assert!((s["coffe"] - 1.5 * (0.5 * 2.0 / 3.0 + 0.5)).abs() < 1e-12);
         assert!((s["shop"] - (0.5 / 3.0 + 0.5)).abs() < 1e-12);
         // Weighted field, and two fields add up.
-        let s = ix.term_scores(&doc! {"t": "cake", "w": "cake tea"}).unwrap();
+        let s = ix
+            .term_scores(&doc! {"t": "cake", "w": "cake tea"})
+            .unwrap();
         assert!((s["cake"] - (1.1 + 10.0 * 0.75)).abs() < 1e-12);
     }
 }

@@ -85,7 +85,10 @@ pub fn bind(filter: &Filter, coll: Option<&CollectionState>) -> Result<Binding> 
     let index = coll
         .and_then(|c| TextIndex::of_collection(c.indexes()))
         .ok_or_else(|| {
-            CommandError::new(ErrorCode::IndexNotFound, "text index required for $text query")
+            CommandError::new(
+                ErrorCode::IndexNotFound,
+                "text index required for $text query",
+            )
         })?;
     for field in &index.prefix {
         if !has_equality(filter, field) {
@@ -118,7 +121,10 @@ fn has_equality(filter: &Filter, field: &str) -> bool {
 fn unbound() -> CommandError {
     // Every path that runs a `$text` filter binds it first; reaching this
     // is a bug, reported as MongoDB reports a `$text` it cannot serve.
-    CommandError::new(ErrorCode::IndexNotFound, "text index required for $text query")
+    CommandError::new(
+        ErrorCode::IndexNotFound,
+        "text index required for $text query",
+    )
 }
 
 /// Whether `doc` matches the bound `$text` query.
@@ -201,9 +207,10 @@ mod tests {
     use bson::doc;
 
     fn binding(search: &str) -> Binding {
-        let (key, options) =
-            index::fix_spec(&doc! {"key": {"title": "text", "body": "text"}, "weights": {"title": 10}})
-                .unwrap();
+        let (key, options) = index::fix_spec(
+            &doc! {"key": {"title": "text", "body": "text"}, "weights": {"title": 10}},
+        )
+        .unwrap();
         let mut stored = doc! {"v": 2, "key": key, "name": "t"};
         stored.extend(options);
         let q = TextQuery::parse(&Bson::Document(doc! {"$search": search})).unwrap();
@@ -225,10 +232,17 @@ mod tests {
             (doc! {"$text": "x"}, 2),
             (doc! {"$text": {"$search": "x", "$language": 3}}, 14),
         ] {
-            assert_eq!(Filter::parse_query(&f).unwrap_err().code.code(), code, "{f}");
+            assert_eq!(
+                Filter::parse_query(&f).unwrap_err().code.code(),
+                code,
+                "{f}"
+            );
         }
         // Elsewhere (validators, $pull, partial filters): not allowed.
-        assert_eq!(Filter::parse(&q).unwrap_err().message, not_allowed().message);
+        assert_eq!(
+            Filter::parse(&q).unwrap_err().message,
+            not_allowed().message
+        );
     }
 
     #[test]
@@ -239,8 +253,9 @@ mod tests {
             doc! {"_id": 3, "title": "cake"},
         ];
         let f = Filter::parse_query(&doc! {"$text": {"$search": "coffee"}}).unwrap();
-        let p = Projection::parse_find(&doc! {"score": {"$meta": "textScore"}, "body": 0}, &doc! {})
-            .unwrap();
+        let p =
+            Projection::parse_find(&doc! {"score": {"$meta": "textScore"}, "body": 0}, &doc! {})
+                .unwrap();
         // Unbound: matching is an error, never a silent miss; a score is 40218.
         assert!(f.try_matches(&docs[0]).is_err());
         assert_eq!(p.try_apply(&docs[0]).unwrap_err().code.code(), 40218);
@@ -255,18 +270,35 @@ mod tests {
         // body: "coffee coffee", freq 1.5 × coeff 1.0.
         assert_eq!(out.get_f64("score").unwrap(), 1.5);
         let mut sorted: Vec<Document> = docs.to_vec();
-        SortSpec::parse(&doc! {"s": {"$meta": "textScore"}}).unwrap().sort(&mut sorted);
+        SortSpec::parse(&doc! {"s": {"$meta": "textScore"}})
+            .unwrap()
+            .sort(&mut sorted);
         let ids: Vec<i32> = sorted.iter().map(|d| d.get_i32("_id").unwrap()).collect();
         assert_eq!(ids, vec![1, 2, 3]);
-        let e = crate::query::expr::Expr::parse(&Bson::Document(doc! {"$meta": "textScore"})).unwrap();
+        let e =
+            crate::query::expr::Expr::parse(&Bson::Document(doc! {"$meta": "textScore"})).unwrap();
         assert_eq!(e.eval(&docs[2]).unwrap(), Some(Bson::Double(0.0)));
     }
 
     #[test]
     fn every_language_builds() {
         for name in [
-            "danish", "dutch", "english", "finnish", "french", "german", "hungarian", "italian",
-            "norwegian", "portuguese", "romanian", "russian", "spanish", "swedish", "turkish", "none",
+            "danish",
+            "dutch",
+            "english",
+            "finnish",
+            "french",
+            "german",
+            "hungarian",
+            "italian",
+            "norwegian",
+            "portuguese",
+            "romanian",
+            "russian",
+            "spanish",
+            "swedish",
+            "turkish",
+            "none",
         ] {
             let l = language::lookup(name).unwrap();
             assert_eq!(l.name, name);
@@ -278,7 +310,11 @@ mod tests {
     fn mentions() {
         assert!(mentions_text(&doc! {"$and": [{"$text": {"$search": "x"}}]}));
         assert!(!mentions_text(&doc! {"text": 1}));
-        assert!(mentions_score(&Bson::Document(doc! {"a": {"b": {"$meta": "textScore"}}})));
-        assert!(!mentions_score(&Bson::Document(doc! {"a": {"$meta": "indexKey"}})));
+        assert!(mentions_score(&Bson::Document(
+            doc! {"a": {"b": {"$meta": "textScore"}}}
+        )));
+        assert!(!mentions_score(&Bson::Document(
+            doc! {"a": {"$meta": "indexKey"}}
+        )));
     }
 }

@@ -38,7 +38,11 @@ impl TextQuery {
         };
         let search = match d.get("$search") {
             Some(Bson::String(s)) => s.clone(),
-            _ => return Err(CommandError::type_mismatch("$search requires a string value")),
+            _ => {
+                return Err(CommandError::type_mismatch(
+                    "$search requires a string value",
+                ));
+            }
         };
         let mut expected = 1;
         let language = match d.get("$language") {
@@ -356,11 +360,21 @@ mod tests {
             (Bson::Document(doc! {}), 14),
             (Bson::Document(doc! {"$search": 1}), 14),
             (Bson::Document(doc! {"$search": "a", "$language": 1}), 14),
-            (Bson::Document(doc! {"$search": "a", "$caseSensitive": 1}), 14),
-            (Bson::Document(doc! {"$search": "a", "$diacriticSensitive": "yes"}), 14),
+            (
+                Bson::Document(doc! {"$search": "a", "$caseSensitive": 1}),
+                14,
+            ),
+            (
+                Bson::Document(doc! {"$search": "a", "$diacriticSensitive": "yes"}),
+                14,
+            ),
             (Bson::Document(doc! {"$search": "a", "$foo": 1}), 2),
         ] {
-            assert_eq!(TextQuery::parse(&arg).unwrap_err().code.code(), code, "{arg}");
+            assert_eq!(
+                TextQuery::parse(&arg).unwrap_err().code.code(),
+                code,
+                "{arg}"
+            );
         }
     }
 
@@ -387,10 +401,18 @@ mod tests {
 
     #[test]
     fn case_and_diacritic_sensitivity() {
-        let cs = compiled("Coffee", doc! {"key": {"t": "text"}}, doc! {"$caseSensitive": true});
+        let cs = compiled(
+            "Coffee",
+            doc! {"key": {"t": "text"}},
+            doc! {"$caseSensitive": true},
+        );
         assert!(cs.matches(&doc! {"t": "Coffee"}).unwrap());
         assert!(!cs.matches(&doc! {"t": "coffee"}).unwrap());
-        let ds = compiled("café", doc! {"key": {"t": "text"}}, doc! {"$diacriticSensitive": true});
+        let ds = compiled(
+            "café",
+            doc! {"key": {"t": "text"}},
+            doc! {"$diacriticSensitive": true},
+        );
         assert!(ds.matches(&doc! {"t": "Café"}).unwrap());
         assert!(!ds.matches(&doc! {"t": "cafe"}).unwrap());
         let di = simple("café");
@@ -399,12 +421,31 @@ mod tests {
 
     #[test]
     fn languages_stem_differently() {
-        let es = compiled("corriendo", doc! {"key": {"t": "text"}}, doc! {"$language": "es"});
-        assert!(es.matches(&doc! {"t": "corriendo", "language": "spanish"}).unwrap());
-        let none = compiled("running", doc! {"key": {"t": "text"}}, doc! {"$language": "none"});
-        assert!(!none.matches(&doc! {"t": "run", "language": "none"}).unwrap());
-        assert!(none.matches(&doc! {"t": "running", "language": "none"}).unwrap());
-        let bad = TextQuery::parse(&Bson::Document(doc! {"$search": "x", "$language": "xx"})).unwrap();
+        let es = compiled(
+            "corriendo",
+            doc! {"key": {"t": "text"}},
+            doc! {"$language": "es"},
+        );
+        assert!(
+            es.matches(&doc! {"t": "corriendo", "language": "spanish"})
+                .unwrap()
+        );
+        let none = compiled(
+            "running",
+            doc! {"key": {"t": "text"}},
+            doc! {"$language": "none"},
+        );
+        assert!(
+            !none
+                .matches(&doc! {"t": "run", "language": "none"})
+                .unwrap()
+        );
+        assert!(
+            none.matches(&doc! {"t": "running", "language": "none"})
+                .unwrap()
+        );
+        let bad =
+            TextQuery::parse(&Bson::Document(doc! {"$search": "x", "$language": "xx"})).unwrap();
         let (key, options) = super::super::index::fix_spec(&doc! {"key": {"t": "text"}}).unwrap();
         let mut stored = doc! {"key": key, "name": "t"};
         stored.extend(options);
@@ -414,7 +455,11 @@ mod tests {
 
     #[test]
     fn scores_sum_the_query_terms() {
-        let q = compiled("coffee shop", doc! {"key": {"t": "text", "w": "text"}, "weights": {"w": 3}}, doc! {});
+        let q = compiled(
+            "coffee shop",
+            doc! {"key": {"t": "text", "w": "text"}, "weights": {"w": 3}},
+            doc! {},
+        );
         // t: "coffee" 1.0 (stem differs); w: "shop" 3 × 1.1.
         let s = q.score(&doc! {"t": "coffee", "w": "shop"}).unwrap();
         assert!((s - (1.0 + 3.3)).abs() < 1e-12, "{s}");

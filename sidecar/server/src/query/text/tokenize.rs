@@ -104,13 +104,27 @@ mod tests {
 
     #[test]
     fn words_split_on_punctuation_and_space() {
-        let w: Vec<&str> =
-            words("Hello, world! it's a co-op — “quoted” snake_case 42 ¿µ? 3×4", false).collect();
+        let w: Vec<&str> = words(
+            "Hello, world! it's a co-op — “quoted” snake_case 42 ¿µ? 3×4",
+            false,
+        )
+        .collect();
         assert_eq!(
             w,
             vec![
-                "Hello", "world", "it", "s", "a", "co", "op", "quoted", "snake_case", "42", "µ",
-                "3", "4"
+                "Hello",
+                "world",
+                "it",
+                "s",
+                "a",
+                "co",
+                "op",
+                "quoted",
+                "snake_case",
+                "42",
+                "µ",
+                "3",
+                "4"
             ]
         );
         let w: Vec<&str> = words("don't stop", true).collect();
@@ -123,39 +137,68 @@ mod tests {
         assert_eq!(fold("Café CRÈME"), "cafe creme");
         assert_eq!(fold("Ångström"), "angstrom");
         assert_eq!(
-            fold_with("Café", Sensitivity { case: true, diacritics: false }),
+            fold_with(
+                "Café",
+                Sensitivity {
+                    case: true,
+                    diacritics: false
+                }
+            ),
             "Cafe"
         );
         assert_eq!(
-            fold_with("Café", Sensitivity { case: false, diacritics: true }),
+            fold_with(
+                "Café",
+                Sensitivity {
+                    case: false,
+                    diacritics: true
+                }
+            ),
             "café"
         );
     }
 
     #[test]
     fn stop_words_dropped_and_words_stemmed() {
-        assert_eq!(en("The coffee shops are running"), vec!["coffe", "shop", "run"]);
+        assert_eq!(
+            en("The coffee shops are running"),
+            vec!["coffe", "shop", "run"]
+        );
         // "don't" is one English word, and a stop word.
         assert_eq!(en("don't panic"), vec!["panic"]);
         assert_eq!(en("  ,,, "), Vec::<String>::new());
         assert_eq!(
-            terms("les cafés", lookup("french").unwrap(), Sensitivity::default()),
+            terms(
+                "les cafés",
+                lookup("french").unwrap(),
+                Sensitivity::default()
+            ),
             vec!["caf"]
         );
         assert_eq!(
-            terms("the running", lookup("none").unwrap(), Sensitivity::default()),
+            terms(
+                "the running",
+                lookup("none").unwrap(),
+                Sensitivity::default()
+            ),
             vec!["the", "running"]
         );
     }
 
     #[test]
     fn sensitive_terms_keep_case_and_marks() {
-        let cs = Sensitivity { case: true, diacritics: false };
+        let cs = Sensitivity {
+            case: true,
+            diacritics: false,
+        };
         let en = lookup("english").unwrap();
         assert_eq!(terms("Coffees", en, cs), terms("Coffee", en, cs));
         assert_ne!(terms("Coffee", en, cs), terms("coffee", en, cs));
         assert_eq!(terms("coffee", en, cs), vec!["coffe"]);
-        let ds = Sensitivity { case: false, diacritics: true };
+        let ds = Sensitivity {
+            case: false,
+            diacritics: true,
+        };
         assert_eq!(terms("Café", en, ds), vec!["café"]);
     }
 

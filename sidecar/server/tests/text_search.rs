@@ -73,10 +73,10 @@ async fn articles(db: &Database) {
         doc! {"_id": 8, "subject": "Cafe con Leche", "author": "xyz", "views": 10},
     ])
     .await
-    .unwrap();
+    .expect("the articles load");
     db.run_command(doc! {"createIndexes": "articles", "indexes": [{"key": {"subject": "text"}, "name": "subject_text"}]})
         .await
-        .unwrap();
+        .expect("the text index builds");
 }
 
 async fn text_ids(db: &Database, text: Document) -> Vec<i32> {

@@ -6,7 +6,7 @@
 
 mod common;
 
-use argon_testkit::clients::run_python;
+use argon_testkit::clients::{run_node, run_python};
 use bson::{Bson, Document, doc};
 use common::sidecar::Sidecar;
 use futures::TryStreamExt;
@@ -491,15 +491,25 @@ async fn text_errors_and_hostile_input() {
 }
 
 const PYMONGO_SCENARIO: &str = include_str!("scenarios/text_search.py");
+const MONGOOSE_SCENARIO: &str = include_str!("scenarios/text_search.js");
 
-/// pymongo's own helpers meet text indexes and `$text` as on MongoDB.
+/// pymongo's and mongoose's own helpers meet text indexes and `$text` as on
+/// MongoDB (each script asserts and prints OK).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pymongo_text_search() {
+async fn pymongo_and_mongoose_text_search() {
     let (s, _d, _client) = server().await;
     let uri = s.uri();
-    let out = tokio::task::spawn_blocking(move || run_python(PYMONGO_SCENARIO, &[&uri, "pytext"]))
-        .await
-        .expect("the client runs")
-        .expect("the scenario passes");
-    assert_eq!(out.trim().lines().last(), Some("OK"), "pymongo: {out}");
+    let (py, node) = tokio::task::spawn_blocking(move || {
+        let py = run_python(PYMONGO_SCENARIO, &[&uri, "pytext"])?;
+        let node = run_node(
+            MONGOOSE_SCENARIO,
+            &[("ARGON_URI", &uri), ("ARGON_DB", "nodetext")],
+        )?;
+        anyhow::Ok((py, node))
+    })
+    .await
+    .expect("the clients run")
+    .expect("the scenarios pass");
+    assert_eq!(py.trim().lines().last(), Some("OK"), "pymongo: {py}");
+    assert_eq!(node.trim().lines().last(), Some("OK"), "mongoose: {node}");
 }

@@ -490,6 +490,64 @@ async fn text_errors_and_hostile_input() {
     db.run_command(doc! {"ping": 1}).await.unwrap();
 }
 
+/// A text index is branch state like any index: a branch forked before it
+/// has no text index (27), a past point of the parent neither, and the
+/// branch that has one answers `$text` from its own documents.
+#[tokio::test]
+async fn text_indexes_are_branch_state() {
+    let (_s, _d, client) = server().await;
+    let db = client.database("tb");
+    let admin = client.database("admin");
+    db.collection::<Document>("c")
+        .insert_many(vec![
+            doc! {"_id": 1, "t": "green tea"},
+            doc! {"_id": 2, "t": "black coffee"},
+        ])
+        .await
+        .unwrap();
+    let head = admin
+        .run_command(doc! {"argonLogInfo": "main"})
+        .await
+        .expect("log info")
+        .get_document("branch")
+        .and_then(|b| b.get_i64("headSeq"))
+        .expect("headSeq");
+    admin
+        .run_command(doc! {"argonCreateBranch": "dev", "from": "main"})
+        .await
+        .expect("branch");
+    db.run_command(
+        doc! {"createIndexes": "c", "indexes": [{"key": {"t": "text"}, "name": "t_text"}]},
+    )
+    .await
+    .unwrap();
+    let filter = doc! {"$text": {"$search": "tea"}};
+    let got = batch(&db, doc! {"find": "c", "filter": filter.clone()}).await;
+    assert_eq!(ids(&got), vec![1]);
+    let dev = client.database("tb~dev");
+    assert_eq!(
+        code_of(&dev, doc! {"find": "c", "filter": filter.clone()}).await,
+        Some(27)
+    );
+    let past = client.database(&format!("tb~main@{head}"));
+    assert_eq!(
+        code_of(&past, doc! {"find": "c", "filter": filter.clone()}).await,
+        Some(27)
+    );
+    // The branch builds its own, over its own documents.
+    dev.collection::<Document>("c")
+        .insert_one(doc! {"_id": 3, "t": "mint tea"})
+        .await
+        .unwrap();
+    dev.run_command(
+        doc! {"createIndexes": "c", "indexes": [{"key": {"t": "text"}, "name": "t_text"}]},
+    )
+    .await
+    .unwrap();
+    let got = batch(&dev, doc! {"find": "c", "filter": filter}).await;
+    assert_eq!(ids(&got), vec![1, 3]);
+}
+
 const PYMONGO_SCENARIO: &str = include_str!("scenarios/text_search.py");
 const MONGOOSE_SCENARIO: &str = include_str!("scenarios/text_search.js");
 

@@ -167,6 +167,8 @@ error_codes! {
     TransactionTooOld = 225,
     NoSuchTransaction = 251,
     QueryExceededMemoryLimitNoDiskUseAllowed = 292,
+    // `$text` under `$or` with a clause no index serves.
+    NoQueryExecutionPlans = 291,
     TooManyLogicalSessions = 261,
     TransactionCommitted = 256,
     OperationNotSupportedInTransaction = 263,

@@ -400,6 +400,17 @@ async fn text_errors_and_hostile_input() {
     ] {
         assert_eq!(code_of(&db, cmd.clone()).await, Some(code), "{cmd}");
     }
+    // Under `$or`, the other clauses need an index (MongoDB's planner: 291).
+    let or = doc! {"find": "articles", "filter": {"$or": [{"$text": q.clone()}, {"views": 10}]}};
+    assert_eq!(code_of(&db, or.clone()).await, Some(291));
+    db.run_command(
+        doc! {"createIndexes": "articles", "indexes": [{"key": {"views": 1}, "name": "views_1"}]},
+    )
+    .await
+    .unwrap();
+    let mut got = ids(&batch(&db, or).await);
+    got.sort();
+    assert_eq!(got, vec![1, 2, 7, 8]);
     // A `$pull` condition is no query: `$text` there is refused (2).
     db.run_command(
         doc! {"update": "articles", "updates": [{"q": {"_id": 1}, "u": {"$set": {"tags": ["x"]}}}]},

@@ -90,6 +90,14 @@ pub fn bind(filter: &Filter, coll: Option<&CollectionState>) -> Result<Binding> 
                 "text index required for $text query",
             )
         })?;
+    if let Some(c) = coll
+        && !or_clauses_indexed(filter, c.indexes())
+    {
+        return Err(CommandError::new(
+            ErrorCode::NoQueryExecutionPlans,
+            "error processing query: planner returned error :: caused by :: Failed to produce a solution for TEXT under OR - other non-TEXT clauses under OR have to be indexed as well.",
+        ));
+    }
     for field in &index.prefix {
         if !has_equality(filter, field) {
             return Err(CommandError::bad_value(format!(
@@ -98,6 +106,46 @@ pub fn bind(filter: &Filter, coll: Option<&CollectionState>) -> Result<Binding> 
         }
     }
     Ok(Binding(Some(Arc::new(Compiled::new(query, index)?))))
+}
+
+/// MongoDB answers a `$text` under `$or` from the text index and the
+/// other clauses from their own indexes, so it needs every other clause of
+/// that `$or` indexed (a predicate on the first field of a plain index, or
+/// a conjunction with one); else 291. Argon scans, but gives the same
+/// answer: what MongoDB refuses is refused.
+fn or_clauses_indexed(filter: &Filter, indexes: &[Document]) -> bool {
+    match filter {
+        Filter::And(fs) => fs.iter().all(|f| or_clauses_indexed(f, indexes)),
+        Filter::Or(fs) if fs.iter().any(|f| f.text_query().is_some()) => fs.iter().all(|f| {
+            f.text_query().is_some() && or_clauses_indexed(f, indexes) || indexed(f, indexes)
+        }),
+        _ => true,
+    }
+}
+
+/// Whether an index can serve `clause` (MongoDB's planner, simplified: a
+/// positive predicate on the leading field of a plain, visible, complete
+/// index).
+fn indexed(clause: &Filter, indexes: &[Document]) -> bool {
+    match clause {
+        Filter::Field { path, pred } => {
+            !matches!(
+                pred,
+                Pred::Ne(_) | Pred::Nin(_) | Pred::Not(_) | Pred::Exists(false)
+            ) && indexes.iter().any(|spec| {
+                !spec.contains_key("partialFilterExpression")
+                    && !spec.get_bool("hidden").unwrap_or(false)
+                    && spec
+                        .get_document("key")
+                        .ok()
+                        .and_then(|k| k.iter().next())
+                        .is_some_and(|(field, v)| field == path && !matches!(v, Bson::String(_)))
+            })
+        }
+        Filter::And(fs) => fs.iter().any(|f| indexed(f, indexes)),
+        Filter::Or(fs) => fs.iter().all(|f| indexed(f, indexes)),
+        _ => false,
+    }
 }
 
 /// Whether the top level of `filter` (or its `$and`s) pins `field` by
@@ -304,6 +352,29 @@ mod tests {
             assert_eq!(l.name, name);
             let _ = tokenize::terms("Ünïcödé wörds running", l, tokenize::Sensitivity::default());
         }
+    }
+
+    #[test]
+    fn text_under_or_needs_the_other_clauses_indexed() {
+        let indexes = vec![
+            doc! {"key": {"_id": 1}, "name": "_id_"},
+            doc! {"key": {"a": 1, "b": 1}, "name": "a_1_b_1"},
+            doc! {"key": {"h": 1}, "name": "h_1", "hidden": true},
+        ];
+        let ok = |f: Document| or_clauses_indexed(&Filter::parse_query(&f).unwrap(), &indexes);
+        let t = doc! {"$text": {"$search": "x"}};
+        assert!(ok(doc! {"$or": [t.clone(), {"a": 1}]}));
+        assert!(ok(
+            doc! {"$or": [t.clone(), {"_id": {"$gt": 1}}, {"a": 2, "z": 1}]}
+        ));
+        assert!(ok(
+            doc! {"$or": [{"z": 1}, {"a": 1}], "$text": {"$search": "x"}}
+        ));
+        assert!(!ok(doc! {"$or": [t.clone(), {"z": 1}]}));
+        assert!(!ok(doc! {"$or": [t.clone(), {"b": 1}]}));
+        assert!(!ok(doc! {"$or": [t.clone(), {"h": 1}]}));
+        assert!(!ok(doc! {"$or": [t.clone(), {"a": {"$ne": 1}}]}));
+        assert!(!ok(doc! {"$and": [{"$or": [t, {"z": 1}]}]}));
     }
 
     #[test]

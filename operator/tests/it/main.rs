@@ -14,6 +14,7 @@ mod images;
 mod import;
 mod leader;
 mod lifecycle;
+mod narrow;
 mod pod_security;
 mod rbac;
 mod scale;

@@ -81,7 +81,12 @@ pub async fn login_and_write(uri: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn password_secret(client: &Client, ns: &str, name: &str, pw: &str) -> anyhow::Result<()> {
+pub(crate) async fn password_secret(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    pw: &str,
+) -> anyhow::Result<()> {
     let api: Api<Secret> = Api::namespaced(client.clone(), ns);
     let secret = Secret {
         metadata: ObjectMeta {
@@ -100,7 +105,7 @@ async fn password_secret(client: &Client, ns: &str, name: &str, pw: &str) -> any
     Ok(())
 }
 
-fn user(name: &str, secret: &str, roles: Vec<RoleSpec>) -> UserSpec {
+pub(crate) fn user(name: &str, secret: &str, roles: Vec<RoleSpec>) -> UserSpec {
     UserSpec {
         name: name.into(),
         db: "admin".into(),
@@ -112,7 +117,7 @@ fn user(name: &str, secret: &str, roles: Vec<RoleSpec>) -> UserSpec {
     }
 }
 
-fn role(role: RoleName, db: Option<&str>) -> RoleSpec {
+pub(crate) fn role(role: RoleName, db: Option<&str>) -> RoleSpec {
     RoleSpec {
         role,
         db: db.map(String::from),

@@ -177,7 +177,7 @@ pub(crate) fn check_cycle(state: &BranchState, db: &str, name: &str, on: &str) -
     ))
 }
 
-/// Refuses `$lookup` from a view (its `from` is resolved as a collection,
+/// Refuses `$lookup` and `$graphLookup` from a view (its `from` is resolved as a collection,
 /// which would find no documents).
 pub(crate) fn refuse_lookups_of_views(
     state: &BranchState,
@@ -185,17 +185,19 @@ pub(crate) fn refuse_lookups_of_views(
     stages: &[Bson],
 ) -> Result<()> {
     for stage in stages {
-        let Some(from) = stage
-            .as_document()
-            .and_then(|s| s.get_document("$lookup").ok())
-            .and_then(|l| l.get_str("from").ok())
-        else {
-            continue;
-        };
-        if is_view(state.collection(&Namespace::new(db, from))) {
-            return Err(CommandError::not_implemented(&format!(
-                "$lookup from the view {db}.{from}"
-            )));
+        for name in ["$lookup", "$graphLookup"] {
+            let Some(from) = stage
+                .as_document()
+                .and_then(|s| s.get_document(name).ok())
+                .and_then(|l| l.get_str("from").ok())
+            else {
+                continue;
+            };
+            if is_view(state.collection(&Namespace::new(db, from))) {
+                return Err(CommandError::not_implemented(&format!(
+                    "{name} from the view {db}.{from}"
+                )));
+            }
         }
     }
     Ok(())

@@ -35,6 +35,7 @@ use argon_wal::IdKey;
 use bson::{Bson, Document, doc};
 
 use super::super::compare::{as_f64, compare, is_number};
+use super::super::expr::Expr;
 use super::stage::{Acc, Group};
 use super::{Cx, Op};
 use crate::error::Result;
@@ -96,9 +97,30 @@ fn parsed_size(v: &Bson) -> usize {
 }
 
 pub(super) fn op(input: Box<dyn Op>, group: Group, budget: StageBudget) -> Box<dyn Op> {
+    let id = group.id.clone();
+    op_keyed(
+        input,
+        group,
+        Box::new(move |d| Ok(id.eval(d)?.unwrap_or(Bson::Null))),
+        budget,
+    )
+}
+
+/// What puts a document in its group: the value of the group's `_id`.
+pub(super) type KeyOf = Box<dyn Fn(&Document) -> Result<Bson> + Send>;
+
+/// A `$group` whose `_id` comes from `key` rather than an expression
+/// (`$bucket`: the boundary a document falls under, by binary search).
+pub(super) fn op_keyed(
+    input: Box<dyn Op>,
+    group: Group,
+    key: KeyOf,
+    budget: StageBudget,
+) -> Box<dyn Op> {
     Box::new(GroupOp {
         input,
         group,
+        key,
         budget,
         out: None,
     })
@@ -107,6 +129,7 @@ pub(super) fn op(input: Box<dyn Op>, group: Group, budget: StageBudget) -> Box<d
 struct GroupOp {
     input: Box<dyn Op>,
     group: Group,
+    key: KeyOf,
     budget: StageBudget,
     /// Set on the first pull, once the whole input is grouped.
     out: Option<Output>,
@@ -153,7 +176,7 @@ impl GroupOp {
         let mut runs = Runs::default();
         while let Some(d) = self.input.next(cx)? {
             cx.tick()?;
-            table.add(&self.group, &d)?;
+            table.add(&self.group, (self.key)(&d)?, &d)?;
             if self.budget.must_spill(table.bytes, Blocking::Group)? {
                 runs.push(&order, table.spill()?, None)?;
             }
@@ -185,8 +208,7 @@ struct Entry {
 }
 
 impl Table {
-    fn add(&mut self, g: &Group, d: &Document) -> Result<()> {
-        let id = g.id.eval(d)?.unwrap_or(Bson::Null);
+    fn add(&mut self, g: &Group, id: Bson, d: &Document) -> Result<()> {
         let key = group_key(&id);
         let i = match self.index.get(&key) {
             Some(&i) => i,
@@ -300,6 +322,36 @@ impl Order for PartialOrder {
         }
         *into = a.encode(&key);
         Ok(())
+    }
+}
+
+/// The accumulators of one group outside a `$group` (`$bucketAuto`'s
+/// buckets, `$setWindowFields`' windows).
+pub(super) struct Accumulators<'a> {
+    accs: &'a [(String, Acc, Expr)],
+    states: Vec<AccState>,
+}
+
+impl<'a> Accumulators<'a> {
+    pub(super) fn new(accs: &'a [(String, Acc, Expr)]) -> Accumulators<'a> {
+        Accumulators {
+            accs,
+            states: accs.iter().map(|_| AccState::default()).collect(),
+        }
+    }
+
+    pub(super) fn add(&mut self, d: &Document) -> Result<()> {
+        for ((_, acc, e), st) in self.accs.iter().zip(self.states.iter_mut()) {
+            st.add(*acc, e.eval(d)?)?;
+        }
+        Ok(())
+    }
+
+    /// `doc` with each accumulator's result appended.
+    pub(super) fn finish_into(self, doc: &mut Document) {
+        for ((name, acc, _), st) in self.accs.iter().zip(self.states) {
+            doc.insert(name.clone(), st.finish(*acc));
+        }
     }
 }
 

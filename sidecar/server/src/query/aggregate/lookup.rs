@@ -112,7 +112,7 @@ const REFERENCE_OVERHEAD: usize = 16;
 /// `$lookup`'s hash index: foreign documents' keys by the canonical key
 /// (`IdKey`) of every value their `foreignField` holds, so a local key finds
 /// its candidates in O(1) instead of a scan of the foreign collection.
-struct LookupIndex {
+pub(super) struct LookupIndex {
     by_key: HashMap<IdKey, Vec<Arc<[u8]>>>,
 }
 
@@ -140,7 +140,12 @@ impl LookupIndex {
 
     /// The index of `from` by `field`, or `None` when a foreign value
     /// cannot be indexed or the index would pass `budget` bytes.
-    fn build(cx: &mut Cx<'_>, from: &str, field: &str, budget: usize) -> Result<Option<Self>> {
+    pub(super) fn build(
+        cx: &mut Cx<'_>,
+        from: &str,
+        field: &str,
+        budget: usize,
+    ) -> Result<Option<Self>> {
         let mut by_key: HashMap<IdKey, Vec<Arc<[u8]>>> = HashMap::new();
         let mut bytes = 0usize;
         let mut usable = true;
@@ -186,7 +191,7 @@ impl LookupIndex {
 
     /// The keys of the foreign documents that may equal one of `keys`, in
     /// collection order; `None` when a key cannot use the index.
-    fn candidates(&self, keys: &[Bson]) -> Option<Vec<Arc<[u8]>>> {
+    pub(super) fn candidates(&self, keys: &[Bson]) -> Option<Vec<Arc<[u8]>>> {
         if !keys.iter().all(Self::hashable) {
             return None;
         }

@@ -21,11 +21,14 @@
 //! Files: `stage` parses, `ops` holds the streaming stages and `$sort`,
 //! `group` the grouping and its accumulators, `lookup` the join.
 
+mod bucket;
 mod facet;
+mod graph_lookup;
 mod group;
 mod lookup;
 mod lookup_pipeline;
 mod ops;
+mod redact;
 mod sample;
 mod stage;
 mod union;
@@ -197,6 +200,10 @@ impl Pipeline {
                 Stage::Facet(facets) => facet::op(op, facets, budget),
                 Stage::UnionWith { coll, pipeline } => union::op(op, coll, pipeline, budget),
                 Stage::Sample { size, order } => sample::op(op, size, order, budget),
+                Stage::Bucket(b) => b.stream(op, budget),
+                Stage::BucketAuto(b) => b.stream(op, budget),
+                Stage::Redact(r) => r.stream(op),
+                Stage::GraphLookup(g) => g.stream(op, budget),
                 other => ops::streaming(op, other),
             };
         }
@@ -259,5 +266,7 @@ fn check_text_score(stages: &[Bson], depth: usize, intact: bool) -> Result<()> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_more_stages;
 #[cfg(test)]
 mod tests_sub_pipelines;

@@ -95,7 +95,11 @@ pub(super) fn streaming(input: Box<dyn Op>, stage: Stage) -> Box<dyn Op> {
         | Stage::SubLookup(_)
         | Stage::Facet(_)
         | Stage::UnionWith { .. }
-        | Stage::Sample { .. } => {
+        | Stage::Sample { .. }
+        | Stage::Bucket(_)
+        | Stage::BucketAuto(_)
+        | Stage::Redact(_)
+        | Stage::GraphLookup(_) => {
             unreachable!("Pipeline::stream builds the blocking stages and $lookup")
         }
     }

@@ -53,6 +53,10 @@ pub(super) enum Stage {
         size: usize,
         order: SortSpec,
     },
+    Bucket(Box<super::bucket::Bucket>),
+    BucketAuto(Box<super::bucket::BucketAuto>),
+    Redact(super::redact::Redact),
+    GraphLookup(Box<super::graph_lookup::GraphLookup>),
 }
 
 #[derive(Debug, Clone)]
@@ -166,38 +170,7 @@ fn parse_stage(name: &str, arg: &Bson, depth: usize) -> Result<Stage> {
                 if field == "_id" {
                     continue;
                 }
-                let Bson::Document(spec) = spec else {
-                    return Err(CommandError::new(
-                        ErrorCode::Location40234,
-                        format!("The field '{field}' must be an accumulator object"),
-                    ));
-                };
-                let Some((acc_name, acc_arg)) = spec.iter().next().filter(|_| spec.len() == 1)
-                else {
-                    return Err(CommandError::new(
-                        ErrorCode::Location40234,
-                        format!("The field '{field}' must specify one accumulator"),
-                    ));
-                };
-                let acc = match acc_name.as_str() {
-                    "$sum" => Acc::Sum,
-                    "$avg" => Acc::Avg,
-                    "$min" => Acc::Min,
-                    "$max" => Acc::Max,
-                    "$first" => Acc::First,
-                    "$last" => Acc::Last,
-                    "$push" => Acc::Push,
-                    "$addToSet" => Acc::AddToSet,
-                    "$count" => Acc::Count,
-                    "$accumulator" => return Err(crate::query::javascript::function_operator()),
-                    other => {
-                        return Err(CommandError::new(
-                            ErrorCode::Location15952,
-                            format!("unknown group operator '{other}'"),
-                        ));
-                    }
-                };
-                accumulators.push((field.clone(), acc, Expr::parse(acc_arg)?));
+                accumulators.push(parse_accumulator(field, spec)?);
             }
             Stage::Group(Group {
                 id: Expr::parse(id)?,
@@ -246,7 +219,13 @@ fn parse_stage(name: &str, arg: &Bson, depth: usize) -> Result<Stage> {
                 ),
             ));
         }
-        "$out" | "$merge" | "$bucket" | "$bucketAuto" | "$graphLookup" | "$geoNear" => {
+        "$bucket" => Stage::Bucket(Box::new(super::bucket::Bucket::parse(arg)?)),
+        "$bucketAuto" => Stage::BucketAuto(Box::new(super::bucket::BucketAuto::parse(arg)?)),
+        "$redact" => Stage::Redact(super::redact::Redact::parse(arg)?),
+        "$graphLookup" => {
+            Stage::GraphLookup(Box::new(super::graph_lookup::GraphLookup::parse(arg)?))
+        }
+        "$out" | "$merge" | "$geoNear" | "$setWindowFields" | "$densify" | "$fill" => {
             return Err(CommandError::not_implemented(&format!("the {name} stage")));
         }
         other => {
@@ -256,6 +235,42 @@ fn parse_stage(name: &str, arg: &Bson, depth: usize) -> Result<Stage> {
             ));
         }
     })
+}
+
+/// One output field of `$group` (and `$bucket`, `$bucketAuto`):
+/// `field: {$accumulator: expression}`.
+pub(super) fn parse_accumulator(field: &str, spec: &Bson) -> Result<(String, Acc, Expr)> {
+    let Bson::Document(spec) = spec else {
+        return Err(CommandError::new(
+            ErrorCode::Location40234,
+            format!("The field '{field}' must be an accumulator object"),
+        ));
+    };
+    let Some((acc_name, acc_arg)) = spec.iter().next().filter(|_| spec.len() == 1) else {
+        return Err(CommandError::new(
+            ErrorCode::Location40234,
+            format!("The field '{field}' must specify one accumulator"),
+        ));
+    };
+    let acc = match acc_name.as_str() {
+        "$sum" => Acc::Sum,
+        "$avg" => Acc::Avg,
+        "$min" => Acc::Min,
+        "$max" => Acc::Max,
+        "$first" => Acc::First,
+        "$last" => Acc::Last,
+        "$push" => Acc::Push,
+        "$addToSet" => Acc::AddToSet,
+        "$count" => Acc::Count,
+        "$accumulator" => return Err(crate::query::javascript::function_operator()),
+        other => {
+            return Err(CommandError::new(
+                ErrorCode::Location15952,
+                format!("unknown group operator '{other}'"),
+            ));
+        }
+    };
+    Ok((field.to_owned(), acc, Expr::parse(acc_arg)?))
 }
 
 fn unwind_path(p: &str) -> Result<String> {

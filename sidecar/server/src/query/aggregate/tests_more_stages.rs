@@ -1,0 +1,527 @@
+//! `$bucket`, `$bucketAuto`, `$redact` and `$graphLookup`: MongoDB's
+//! documented examples, their error codes, and hostile specifications.
+
+use super::*;
+use crate::error::ErrorCode;
+use bson::{bson, doc};
+
+fn run(stages: Vec<Bson>, docs: Vec<Document>) -> Result<Vec<Document>> {
+    Pipeline::parse(&stages)?.run(docs, &InMemory(Vec::new()))
+}
+
+fn run_with(
+    stages: Vec<Bson>,
+    docs: Vec<Document>,
+    foreign: Vec<Document>,
+) -> Result<Vec<Document>> {
+    Pipeline::parse(&stages)?.run(docs, &InMemory(foreign))
+}
+
+fn code(r: Result<impl std::fmt::Debug>) -> i32 {
+    r.expect_err("an error").code.code()
+}
+
+/// MongoDB's manual: artists bucketed by year born.
+fn artists() -> Vec<Document> {
+    vec![
+        doc! {"_id": 1, "last_name": "Bernard", "year_born": 1845, "price": 199.99},
+        doc! {"_id": 2, "last_name": "Rippl-Ronai", "year_born": 1861, "price": 280.00},
+        doc! {"_id": 3, "last_name": "Ostroumova", "year_born": 1871, "price": 76.04},
+        doc! {"_id": 4, "last_name": "Van Gogh", "year_born": 1853, "price": 167.30},
+        doc! {"_id": 5, "last_name": "Maurer", "year_born": 1868, "price": 483.00},
+        doc! {"_id": 6, "last_name": "Munch", "year_born": 1863, "price": 385.00},
+        doc! {"_id": 7, "last_name": "Redon", "year_born": 1840, "price": 159.00},
+        doc! {"_id": 8, "last_name": "Lorenz", "year_born": 1895, "price": 118.42},
+    ]
+}
+
+#[test]
+fn bucket_groups_by_boundaries_as_the_manual_shows() {
+    let out = run(
+        vec![bson!({"$bucket": {
+            "groupBy": "$year_born",
+            "boundaries": [1840, 1850, 1860, 1870, 1880],
+            "default": "Other",
+            "output": {"count": {"$sum": 1}, "artists": {"$push": "$last_name"}},
+        }})],
+        artists(),
+    )
+    .unwrap();
+    assert_eq!(
+        out,
+        vec![
+            doc! {"_id": 1840, "count": 2, "artists": ["Bernard", "Redon"]},
+            doc! {"_id": 1850, "count": 1, "artists": ["Van Gogh"]},
+            doc! {"_id": 1860, "count": 3, "artists": ["Rippl-Ronai", "Maurer", "Munch"]},
+            doc! {"_id": 1870, "count": 1, "artists": ["Ostroumova"]},
+            doc! {"_id": "Other", "count": 1, "artists": ["Lorenz"]},
+        ]
+    );
+    // Without `output`: a count; a value outside without a default is 40066.
+    let out = run(
+        vec![bson!({"$bucket": {"groupBy": "$price", "boundaries": [0, 200, 400], "default": "Other"}})],
+        artists(),
+    )
+    .unwrap();
+    assert_eq!(
+        out,
+        vec![
+            doc! {"_id": 0, "count": 4},
+            doc! {"_id": 200, "count": 2},
+            doc! {"_id": "Other", "count": 2},
+        ]
+    );
+    let e = run(
+        vec![bson!({"$bucket": {"groupBy": "$price", "boundaries": [0, 200]}})],
+        artists(),
+    );
+    assert_eq!(code(e), 40066);
+}
+
+#[test]
+fn bucket_specifications_fail_with_mongodb_codes() {
+    let cases: Vec<(Bson, i32)> = vec![
+        (bson!(1), 40201),
+        (bson!({"groupBy": "year", "boundaries": [0, 1]}), 40202),
+        (bson!({"groupBy": "$y", "boundaries": 5}), 40200),
+        (bson!({"groupBy": "$y", "boundaries": ["$x", 1]}), 40191),
+        (bson!({"groupBy": "$y", "boundaries": [1]}), 40192),
+        (bson!({"groupBy": "$y", "boundaries": [1, "a"]}), 40193),
+        (bson!({"groupBy": "$y", "boundaries": [2, 1]}), 40194),
+        (bson!({"groupBy": "$y", "boundaries": [1, 1]}), 40194),
+        (
+            bson!({"groupBy": "$y", "boundaries": [0, 1], "default": "$x"}),
+            40195,
+        ),
+        (
+            bson!({"groupBy": "$y", "boundaries": [0, 1], "output": 1}),
+            40196,
+        ),
+        (
+            bson!({"groupBy": "$y", "boundaries": [0, 1], "bogus": 1}),
+            40197,
+        ),
+        (bson!({"groupBy": "$y"}), 40198),
+        (
+            bson!({"groupBy": "$y", "boundaries": [0, 10], "default": 5}),
+            40199,
+        ),
+        (
+            bson!({"groupBy": "$y", "boundaries": [0, 1], "output": {"n": {"$nope": 1}}}),
+            15952,
+        ),
+    ];
+    for (spec, want) in cases {
+        assert_eq!(
+            code(Pipeline::parse(&[bson!({"$bucket": spec.clone()})])),
+            want,
+            "{spec}"
+        );
+    }
+    // A default of another type class, or at the top boundary, is fine.
+    for default in [bson!("x"), bson!(10), bson!(-1)] {
+        Pipeline::parse(&[
+            bson!({"$bucket": {"groupBy": "$y", "boundaries": [0, 10], "default": default}}),
+        ])
+        .unwrap();
+    }
+}
+
+/// A million boundaries parse and search in O(log n) per document.
+#[test]
+fn bucket_with_a_million_boundaries() {
+    let boundaries: Vec<i32> = (0..1_000_000).map(|i| i * 2).collect();
+    let docs: Vec<Document> = (0..1000).map(|i| doc! {"v": i * 1999}).collect();
+    let out = run(
+        vec![bson!({"$bucket": {"groupBy": "$v", "boundaries": boundaries, "default": "past"}})],
+        docs,
+    )
+    .unwrap();
+    assert_eq!(out.len(), 1000);
+    assert_eq!(out[1], doc! {"_id": 1998, "count": 1});
+    // 999 * 1999 = 1997001 < 1999998, the last boundary.
+    assert_eq!(out[999], doc! {"_id": 1997000, "count": 1});
+}
+
+#[test]
+fn bucket_auto_fills_even_buckets_as_the_manual_shows() {
+    let docs: Vec<Document> = [1, 2, 2, 3, 4, 5, 6, 7, 8, 9]
+        .iter()
+        .map(|v| doc! {"p": *v})
+        .collect();
+    let out = run(
+        vec![bson!({"$bucketAuto": {"groupBy": "$p", "buckets": 3}})],
+        docs.clone(),
+    )
+    .unwrap();
+    // round(10 / 3) = 3 per bucket; the last takes the rest.
+    assert_eq!(
+        out,
+        vec![
+            doc! {"_id": {"min": 1, "max": 3}, "count": 3},
+            doc! {"_id": {"min": 3, "max": 6}, "count": 3},
+            doc! {"_id": {"min": 6, "max": 9}, "count": 4},
+        ]
+    );
+    // Equal values never split: 2 stays with its twin.
+    let out = run(
+        vec![bson!({"$bucketAuto": {"groupBy": "$p", "buckets": 5, "output": {"v": {"$push": "$p"}}}})],
+        docs.clone(),
+    )
+    .unwrap();
+    assert_eq!(out[0], doc! {"_id": {"min": 1, "max": 3}, "v": [1, 2, 2]});
+    // More buckets than documents: one value per bucket.
+    let out = run(
+        vec![bson!({"$bucketAuto": {"groupBy": "$p", "buckets": 100}})],
+        docs.clone(),
+    )
+    .unwrap();
+    assert_eq!(out.len(), 9);
+    // Spilled (tiny budget) or in memory, the same buckets.
+    let tiny = crate::spill::StageBudget::new(256, true);
+    let p = Pipeline::parse(&[bson!({"$bucketAuto": {"groupBy": "$p", "buckets": 3}})]).unwrap();
+    let spilled = p
+        .run_within(docs.clone(), &InMemory(Vec::new()), tiny)
+        .unwrap();
+    let memory = p.run(docs.clone(), &InMemory(Vec::new())).unwrap();
+    assert_eq!(spilled, memory);
+    let e = p.run_within(
+        docs,
+        &InMemory(Vec::new()),
+        crate::spill::StageBudget::new(256, false),
+    );
+    assert_eq!(
+        code(e),
+        ErrorCode::QueryExceededMemoryLimitNoDiskUseAllowed.code()
+    );
+}
+
+#[test]
+fn bucket_auto_granularity_rounds_edges() {
+    // MongoDB's manual: prices with granularity R20... here 1-2-5 and
+    // POWERSOF2, whose edges are easy to check by hand.
+    let docs: Vec<Document> = [1, 3, 7, 12, 30, 45]
+        .iter()
+        .map(|v| doc! {"p": *v})
+        .collect();
+    let out = run(
+        vec![bson!({"$bucketAuto": {"groupBy": "$p", "buckets": 3, "granularity": "1-2-5"}})],
+        docs.clone(),
+    )
+    .unwrap();
+    assert_eq!(
+        out,
+        vec![
+            doc! {"_id": {"min": 0.5, "max": 5.0}, "count": 2},
+            doc! {"_id": {"min": 5.0, "max": 20.0}, "count": 2},
+            doc! {"_id": {"min": 20.0, "max": 50.0}, "count": 2},
+        ]
+    );
+    let out = run(
+        vec![bson!({"$bucketAuto": {"groupBy": "$p", "buckets": 3, "granularity": "POWERSOF2"}})],
+        docs,
+    )
+    .unwrap();
+    assert_eq!(
+        out,
+        vec![
+            doc! {"_id": {"min": 0.5, "max": 4}, "count": 2},
+            doc! {"_id": {"min": 4, "max": 16}, "count": 2},
+            doc! {"_id": {"min": 16, "max": 64}, "count": 2},
+        ]
+    );
+    // Granularity needs non-negative numbers.
+    for (v, want) in [
+        (bson!("a"), 40258),
+        (bson!(f64::NAN), 40259),
+        (bson!(-1), 40260),
+    ] {
+        let e = run(
+            vec![bson!({"$bucketAuto": {"groupBy": "$p", "buckets": 2, "granularity": "R5"}})],
+            vec![doc! {"p": v}],
+        );
+        assert_eq!(code(e), want);
+    }
+}
+
+#[test]
+fn bucket_auto_specifications_fail_with_mongodb_codes() {
+    let cases: Vec<(Bson, i32)> = vec![
+        (bson!([]), 40240),
+        (bson!({"groupBy": "p", "buckets": 2}), 40239),
+        (bson!({"groupBy": "$", "buckets": 2}), 40239),
+        (bson!({"groupBy": "$p", "buckets": "2"}), 40241),
+        (bson!({"groupBy": "$p", "buckets": 2147483648i64}), 40242),
+        (bson!({"groupBy": "$p", "buckets": 2.5}), 40242),
+        (bson!({"groupBy": "$p", "buckets": 1e300}), 40242),
+        (bson!({"groupBy": "$p", "buckets": 0}), 40243),
+        (bson!({"groupBy": "$p", "buckets": -5}), 40243),
+        (bson!({"groupBy": "$p", "buckets": 2, "output": []}), 40244),
+        (bson!({"groupBy": "$p", "buckets": 2, "x": 1}), 40245),
+        (bson!({"groupBy": "$p"}), 40246),
+        (
+            bson!({"groupBy": "$p", "buckets": 2, "granularity": 5}),
+            40261,
+        ),
+        (
+            bson!({"groupBy": "$p", "buckets": 2, "granularity": "R7"}),
+            40257,
+        ),
+    ];
+    for (spec, want) in cases {
+        assert_eq!(
+            code(Pipeline::parse(&[bson!({"$bucketAuto": spec.clone()})])),
+            want,
+            "{spec}"
+        );
+    }
+    // 2^31 - 1 buckets parse, and cost only the documents there are.
+    let out = run(
+        vec![bson!({"$bucketAuto": {"groupBy": "$p", "buckets": 2147483647}})],
+        vec![doc! {"p": 1}, doc! {"p": 2}],
+    )
+    .unwrap();
+    assert_eq!(out.len(), 2);
+}
+
+/// MongoDB's manual: a forecast document redacted by its `tags`.
+#[test]
+fn redact_descends_prunes_and_keeps() {
+    let forecast = doc! {
+        "_id": 1,
+        "title": "123 Department Report",
+        "tags": ["G", "STLW"],
+        "year": 2014,
+        "subsections": [
+            {"subtitle": "Section 1: Overview", "tags": ["SI", "G"], "content": "Section 1: This is the content of section 1."},
+            {"subtitle": "Section 2: Analysis", "tags": ["STLW"], "content": "Section 2: This is the content of section 2."},
+            {"subtitle": "Section 3: Budgeting", "tags": ["TK"], "content": {"text": "Section 3: This is the content of section 3.", "tags": ["HCS"]}},
+        ],
+    };
+    let stage = bson!({"$redact": {"$cond": {
+        "if": {"$or": [{"$in": ["G", {"$ifNull": ["$tags", []]}]}, {"$in": ["STLW", {"$ifNull": ["$tags", []]}]}]},
+        "then": "$$DESCEND",
+        "else": "$$PRUNE",
+    }}});
+    let out = run(vec![stage], vec![forecast]).unwrap();
+    assert_eq!(
+        out,
+        vec![doc! {
+            "_id": 1,
+            "title": "123 Department Report",
+            "tags": ["G", "STLW"],
+            "year": 2014,
+            "subsections": [
+                {"subtitle": "Section 1: Overview", "tags": ["SI", "G"], "content": "Section 1: This is the content of section 1."},
+                {"subtitle": "Section 2: Analysis", "tags": ["STLW"], "content": "Section 2: This is the content of section 2."},
+            ],
+        }]
+    );
+    // $$KEEP keeps the level whole; a pruned top level drops the document.
+    let stage = bson!({"$redact": {"$cond": [{"$eq": ["$level", 1]}, "$$KEEP", "$$PRUNE"]}});
+    let out = run(
+        vec![stage],
+        vec![doc! {"level": 1, "a": {"level": 5}}, doc! {"level": 2}],
+    )
+    .unwrap();
+    assert_eq!(out, vec![doc! {"level": 1, "a": {"level": 5}}]);
+    // Arrays of arrays of documents are descended too.
+    let stage = bson!({"$redact": {"$cond": [{"$eq": ["$x", 0]}, "$$PRUNE", "$$DESCEND"]}});
+    let out = run(vec![stage], vec![doc! {"a": [[{"x": 0}, {"x": 1}], 5]}]).unwrap();
+    assert_eq!(out, vec![doc! {"a": [[{"x": 1}], 5]}]);
+}
+
+#[test]
+fn redact_refuses_other_results_and_root() {
+    let e = run(vec![bson!({"$redact": "$x"})], vec![doc! {"x": 1}]);
+    assert_eq!(code(e), 17053);
+    // A string that looks like a variable in a document is not one.
+    let e = run(vec![bson!({"$redact": "$x"})], vec![doc! {"x": "$$KEEP"}]);
+    assert_eq!(code(e), 17053);
+    // A `$literal` is not bound.
+    let e = run(
+        vec![bson!({"$redact": {"$literal": "$$KEEP"}})],
+        vec![doc! {}],
+    );
+    assert_eq!(code(e), 17053);
+    assert_eq!(
+        code(Pipeline::parse(&[
+            bson!({"$redact": {"$cond": [{"$eq": ["$$ROOT.a", 1]}, "$$KEEP", "$$PRUNE"]}})
+        ])),
+        115
+    );
+    assert_eq!(
+        code(Pipeline::parse(&[bson!({"$redact": "$$NOPE"})])),
+        17276
+    );
+}
+
+/// 200 levels (the most a document holds) descend; the stack holds.
+#[test]
+fn redact_deep_documents() {
+    let mut d = doc! {"leaf": 1};
+    for _ in 0..190 {
+        d = doc! {"a": d};
+    }
+    let out = run(vec![bson!({"$redact": "$$DESCEND"})], vec![d.clone()]).unwrap();
+    assert_eq!(out, vec![d]);
+}
+
+fn employees() -> Vec<Document> {
+    vec![
+        doc! {"_id": 1, "name": "Dev"},
+        doc! {"_id": 2, "name": "Eliot", "reportsTo": "Dev"},
+        doc! {"_id": 3, "name": "Ron", "reportsTo": "Eliot"},
+        doc! {"_id": 4, "name": "Andrew", "reportsTo": "Eliot"},
+        doc! {"_id": 5, "name": "Asya", "reportsTo": "Ron"},
+        doc! {"_id": 6, "name": "Dan", "reportsTo": "Andrew"},
+    ]
+}
+
+fn names(d: &Document, field: &str) -> Vec<(String, Option<i64>)> {
+    let mut out: Vec<(String, Option<i64>)> = d
+        .get_array(field)
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let e = e.as_document().unwrap();
+            (
+                e.get_str("name").unwrap().to_owned(),
+                e.get_i64("depth").ok(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// MongoDB's manual: the reporting hierarchy of each employee.
+#[test]
+fn graph_lookup_walks_the_hierarchy() {
+    let stage = bson!({"$graphLookup": {
+        "from": "employees",
+        "startWith": "$reportsTo",
+        "connectFromField": "reportsTo",
+        "connectToField": "name",
+        "as": "reportingHierarchy",
+        "depthField": "depth",
+    }});
+    let out = run_with(vec![stage], employees(), employees()).unwrap();
+    assert_eq!(names(&out[0], "reportingHierarchy"), vec![]);
+    assert_eq!(
+        names(&out[4], "reportingHierarchy"),
+        vec![
+            ("Dev".to_owned(), Some(2)),
+            ("Eliot".to_owned(), Some(1)),
+            ("Ron".to_owned(), Some(0)),
+        ]
+    );
+    // maxDepth 0: only the first round; restrictSearchWithMatch filters.
+    let stage = bson!({"$graphLookup": {
+        "from": "employees", "startWith": "$reportsTo", "connectFromField": "reportsTo",
+        "connectToField": "name", "as": "h", "maxDepth": 0,
+    }});
+    let out = run_with(vec![stage], employees(), employees()).unwrap();
+    assert_eq!(names(&out[4], "h"), vec![("Ron".to_owned(), None)]);
+    let stage = bson!({"$graphLookup": {
+        "from": "employees", "startWith": "$reportsTo", "connectFromField": "reportsTo",
+        "connectToField": "name", "as": "h", "restrictSearchWithMatch": {"_id": {"$ne": 2}},
+    }});
+    let out = run_with(vec![stage], employees(), employees()).unwrap();
+    assert_eq!(names(&out[4], "h"), vec![("Ron".to_owned(), None)]);
+}
+
+/// A cycle ends the search; a huge maxDepth changes nothing; an index too
+/// big for the budget falls back to scans with the same answer.
+#[test]
+fn graph_lookup_terminates_on_cycles() {
+    let ring: Vec<Document> = (0..50)
+        .map(|i| doc! {"_id": i, "name": i, "next": (i + 1) % 50})
+        .collect();
+    // Decimal128 names cannot be hashed: every round scans instead.
+    let scanned: Vec<Document> = (0..50)
+        .map(|i| {
+            let name: bson::Decimal128 = i.to_string().parse().unwrap();
+            doc! {"_id": i, "name": name, "next": (i + 1) % 50}
+        })
+        .collect();
+    for foreign in [ring, scanned] {
+        for max_depth in [bson!(i64::MAX), bson!(1e18)] {
+            let stage = bson!({"$graphLookup": {
+                "from": "ring", "startWith": "$next", "connectFromField": "next",
+                "connectToField": "name", "as": "h", "maxDepth": max_depth,
+            }});
+            let out = run_with(vec![stage], vec![doc! {"next": 0}], foreign.clone()).unwrap();
+            assert_eq!(out[0].get_array("h").unwrap().len(), 50);
+        }
+    }
+    // Arrays in connectFromField are followed element by element.
+    let graph = vec![
+        doc! {"_id": 1, "name": "a", "to": ["b", "c"]},
+        doc! {"_id": 2, "name": "b", "to": ["a"]},
+        doc! {"_id": 3, "name": "c", "to": []},
+    ];
+    let stage = bson!({"$graphLookup": {
+        "from": "g", "startWith": "a", "connectFromField": "to", "connectToField": "name", "as": "h",
+    }});
+    let out = run_with(vec![stage], vec![doc! {}], graph).unwrap();
+    assert_eq!(out[0].get_array("h").unwrap().len(), 3);
+}
+
+#[test]
+fn graph_lookup_memory_is_bounded() {
+    let big = "x".repeat(10_000);
+    let chain: Vec<Document> = (0..100)
+        .map(|i| doc! {"_id": i, "name": i, "next": i + 1, "pad": big.clone()})
+        .collect();
+    let stage = bson!({"$graphLookup": {
+        "from": "c", "startWith": 0, "connectFromField": "next", "connectToField": "name", "as": "h",
+    }});
+    let e = Pipeline::parse(&[stage.clone()]).unwrap().run_within(
+        vec![doc! {}],
+        &InMemory(chain.clone()),
+        crate::spill::StageBudget::new(200_000, true),
+    );
+    assert_eq!(code(e), 40099);
+    let out = run_with(vec![stage], vec![doc! {}], chain).unwrap();
+    assert_eq!(out[0].get_array("h").unwrap().len(), 100);
+}
+
+#[test]
+fn graph_lookup_specifications_fail_with_mongodb_codes() {
+    let base = doc! {"from": "e", "startWith": "$a", "connectFromField": "a", "connectToField": "b", "as": "h"};
+    let with = |k: &str, v: Bson| {
+        let mut d = base.clone();
+        d.insert(k, v);
+        Bson::Document(d)
+    };
+    let without = |k: &str| {
+        let mut d = base.clone();
+        d.remove(k);
+        Bson::Document(d)
+    };
+    let cases: Vec<(Bson, i32)> = vec![
+        (bson!(5), 9),
+        (with("maxDepth", bson!("1")), 40100),
+        (with("maxDepth", bson!(-1)), 40101),
+        (with("maxDepth", bson!(1.5)), 40102),
+        (with("maxDepth", bson!(9.3e18)), 40102),
+        (with("maxDepth", bson!(f64::INFINITY)), 40102),
+        (with("from", bson!(1)), 40103),
+        (with("depthField", bson!(1)), 40103),
+        (with("zz", bson!(1)), 40104),
+        (without("as"), 40105),
+        (without("startWith"), 40105),
+        (with("restrictSearchWithMatch", bson!(1)), 40185),
+        (with("restrictSearchWithMatch", bson!({"$bogus": 1})), 2),
+        (with("from", bson!("system.x")), 73),
+        (with("as", bson!("$x")), 16410),
+    ];
+    for (spec, want) in cases {
+        assert_eq!(
+            code(Pipeline::parse(&[bson!({"$graphLookup": spec.clone()})])),
+            want,
+            "{spec}"
+        );
+    }
+}

@@ -209,3 +209,187 @@ async fn hostile_sub_pipelines_are_refused_with_mongodb_codes() {
     let names = db.list_collection_names().await.expect("list");
     assert!(!names.contains(&"c".to_owned()), "{names:?}");
 }
+
+/// `$bucket`, `$bucketAuto`, `$redact` and `$graphLookup` through the
+/// driver, with MongoDB's documented answers (FerretDB has none of these
+/// stages to compare with).
+#[tokio::test]
+async fn bucket_redact_and_graph_lookup_through_the_driver() {
+    let (_s, _d, client) = server().await;
+    let db = client.database("t");
+    db.collection::<Document>("artists")
+        .insert_many(vec![
+            doc! {"_id": 1, "last_name": "Bernard", "year_born": 1845, "price": 199.99},
+            doc! {"_id": 2, "last_name": "Rippl-Ronai", "year_born": 1861, "price": 280.00},
+            doc! {"_id": 3, "last_name": "Ostroumova", "year_born": 1871, "price": 76.04},
+            doc! {"_id": 4, "last_name": "Van Gogh", "year_born": 1853, "price": 167.30},
+            doc! {"_id": 5, "last_name": "Maurer", "year_born": 1868, "price": 483.00},
+            doc! {"_id": 6, "last_name": "Munch", "year_born": 1863, "price": 385.00},
+            doc! {"_id": 7, "last_name": "Redon", "year_born": 1840, "price": 159.00},
+            doc! {"_id": 8, "last_name": "Lorenz", "year_born": 1895, "price": 118.42},
+        ])
+        .await
+        .expect("insert artists");
+    // The manual's $facet of a $bucket and a $bucketAuto.
+    let out = aggregate(
+        &db,
+        "artists",
+        vec![doc! {"$facet": {
+            "price": [{"$bucket": {
+                "groupBy": "$price",
+                "boundaries": [0, 200, 400],
+                "default": "Other",
+                "output": {"count": {"$sum": 1}, "artwork": {"$push": "$last_name"}},
+            }}],
+            "year": [{"$bucketAuto": {"groupBy": "$year_born", "buckets": 3}}],
+        }}],
+    )
+    .await;
+    assert_eq!(
+        out,
+        vec![doc! {
+            "price": [
+                {"_id": 0, "count": 5, "artwork": ["Bernard", "Ostroumova", "Van Gogh", "Redon", "Lorenz"]},
+                {"_id": 200, "count": 2, "artwork": ["Rippl-Ronai", "Munch"]},
+                {"_id": "Other", "count": 1, "artwork": ["Maurer"]},
+            ],
+            "year": [
+                {"_id": {"min": 1840, "max": 1861}, "count": 3},
+                {"_id": {"min": 1861, "max": 1871}, "count": 3},
+                {"_id": {"min": 1871, "max": 1895}, "count": 2},
+            ],
+        }]
+    );
+
+    db.collection::<Document>("employees")
+        .insert_many(vec![
+            doc! {"_id": 1, "name": "Dev"},
+            doc! {"_id": 2, "name": "Eliot", "reportsTo": "Dev"},
+            doc! {"_id": 3, "name": "Ron", "reportsTo": "Eliot"},
+            doc! {"_id": 4, "name": "Andrew", "reportsTo": "Eliot"},
+            doc! {"_id": 5, "name": "Asya", "reportsTo": "Ron"},
+            doc! {"_id": 6, "name": "Dan", "reportsTo": "Andrew"},
+        ])
+        .await
+        .expect("insert employees");
+    let out = aggregate(
+        &db,
+        "employees",
+        vec![
+            doc! {"$match": {"name": "Dan"}},
+            doc! {"$graphLookup": {
+                "from": "employees",
+                "startWith": "$reportsTo",
+                "connectFromField": "reportsTo",
+                "connectToField": "name",
+                "as": "chain",
+                "depthField": "d",
+            }},
+            doc! {"$unwind": "$chain"},
+            doc! {"$sort": {"chain.d": 1}},
+            doc! {"$project": {"_id": 0, "n": "$chain.name", "d": "$chain.d"}},
+        ],
+    )
+    .await;
+    assert_eq!(
+        out,
+        vec![
+            doc! {"n": "Andrew", "d": 0i64},
+            doc! {"n": "Eliot", "d": 1i64},
+            doc! {"n": "Dev", "d": 2i64},
+        ]
+    );
+    // A cycle in the graph ends: Dev now reports to Dan.
+    db.collection::<Document>("employees")
+        .update_one(doc! {"_id": 1}, doc! {"$set": {"reportsTo": "Dan"}})
+        .await
+        .expect("update");
+    let out = aggregate(
+        &db,
+        "employees",
+        vec![
+            doc! {"$match": {"name": "Dan"}},
+            doc! {"$graphLookup": {"from": "employees", "startWith": "$reportsTo", "connectFromField": "reportsTo", "connectToField": "name", "as": "chain"}},
+            doc! {"$project": {"n": {"$size": "$chain"}}},
+        ],
+    )
+    .await;
+    assert_eq!(out, vec![doc! {"_id": 6, "n": 4}]);
+
+    let out = aggregate(
+        &db,
+        "employees",
+        vec![
+            doc! {"$match": {"_id": 2}},
+            doc! {"$addFields": {"private": {"level": 9, "salary": 1}, "notes": [{"level": 9}, {"level": 1, "t": "ok"}]}},
+            doc! {"$redact": {"$cond": [{"$gt": [{"$ifNull": ["$level", 0]}, 5]}, "$$PRUNE", "$$DESCEND"]}},
+        ],
+    )
+    .await;
+    assert_eq!(
+        out,
+        vec![
+            doc! {"_id": 2, "name": "Eliot", "reportsTo": "Dev", "notes": [{"level": 1, "t": "ok"}]}
+        ]
+    );
+}
+
+#[tokio::test]
+async fn hostile_bucket_graph_and_redact_specifications() {
+    let (_s, _d, client) = server().await;
+    let db = client.database("t");
+    seed(&db).await;
+    let run = |pipeline: Vec<Document>| {
+        let db = db.clone();
+        async move {
+            let e = db
+                .run_command(doc! {"aggregate": "a", "pipeline": pipeline, "cursor": {}})
+                .await
+                .expect_err("refused");
+            common::code(&e)
+        }
+    };
+    assert_eq!(
+        run(vec![
+            doc! {"$bucketAuto": {"groupBy": "$k", "buckets": 2147483648i64}}
+        ])
+        .await,
+        Some(40242)
+    );
+    assert_eq!(
+        run(vec![
+            doc! {"$bucket": {"groupBy": "$k", "boundaries": [3, 1]}}
+        ])
+        .await,
+        Some(40194)
+    );
+    assert_eq!(
+        run(vec![
+            doc! {"$bucket": {"groupBy": "$k", "boundaries": [0, 1]}}
+        ])
+        .await,
+        Some(40066)
+    );
+    assert_eq!(
+        run(vec![doc! {"$graphLookup": {"from": "b", "startWith": "$k", "connectFromField": "k", "connectToField": "k", "as": "g", "maxDepth": 1e19}}]).await,
+        Some(40102)
+    );
+    assert_eq!(run(vec![doc! {"$redact": "$k"}]).await, Some(17053));
+    // A million boundaries (a 12 MB command) parse and answer.
+    let boundaries: Vec<i32> = (0..1_000_000).collect();
+    let reply = db
+        .run_command(doc! {
+            "aggregate": "a",
+            "pipeline": [{"$bucket": {"groupBy": "$k", "boundaries": boundaries}}],
+            "cursor": {},
+        })
+        .await
+        .expect("a million boundaries");
+    let batch = reply
+        .get_document("cursor")
+        .and_then(|c| c.get_array("firstBatch"))
+        .expect("a first batch");
+    assert_eq!(batch.len(), 3);
+    // The server still answers.
+    db.run_command(doc! {"ping": 1}).await.expect("ping");
+}

@@ -66,9 +66,9 @@ fn bucket_groups_by_boundaries_as_the_manual_shows() {
     assert_eq!(
         out,
         vec![
-            doc! {"_id": 0, "count": 4},
+            doc! {"_id": 0, "count": 5},
             doc! {"_id": 200, "count": 2},
-            doc! {"_id": "Other", "count": 2},
+            doc! {"_id": "Other", "count": 1},
         ]
     );
     let e = run(

@@ -188,6 +188,14 @@ error_codes! {
     // Server-side JavaScript, which Argon has no engine for (as a mongod
     // with `security.javascriptEnabled: false`): `$where`, `$function` and
     // `$accumulator`, `mapReduce`.
+    // $setWindowFields.
+    Location5339900 = 5339900,
+    Location5339901 = 5339901,
+    Location5339902 = 5339902,
+    Location8947401 = 8947401,
+    Location5429413 = 5429413,
+    Location5429414 = 5429414,
+    Location5429513 = 5429513,
     // $graphLookup.
     Location40099 = 40099,
     Location40100 = 40100,

@@ -355,6 +355,29 @@ impl<'a> Accumulators<'a> {
     }
 }
 
+/// One accumulator fed values already evaluated (`$setWindowFields`).
+pub(super) struct Accumulator {
+    acc: Acc,
+    state: AccState,
+}
+
+impl Accumulator {
+    pub(super) fn new(acc: Acc) -> Accumulator {
+        Accumulator {
+            acc,
+            state: AccState::default(),
+        }
+    }
+
+    pub(super) fn add(&mut self, v: Option<Bson>) -> Result<()> {
+        self.state.add(self.acc, v)
+    }
+
+    pub(super) fn finish(self) -> Bson {
+        self.state.finish(self.acc)
+    }
+}
+
 /// One accumulator's running state for one group. `mem` is what it is
 /// charged beyond its fixed size.
 #[derive(Default)]

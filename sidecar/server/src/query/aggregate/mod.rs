@@ -32,6 +32,7 @@ mod redact;
 mod sample;
 mod stage;
 mod union;
+mod window;
 
 use bson::{Bson, Document};
 
@@ -204,6 +205,7 @@ impl Pipeline {
                 Stage::BucketAuto(b) => b.stream(op, budget),
                 Stage::Redact(r) => r.stream(op),
                 Stage::GraphLookup(g) => g.stream(op, budget),
+                Stage::SetWindowFields(w) => w.stream(op, budget),
                 other => ops::streaming(op, other),
             };
         }

@@ -99,7 +99,8 @@ pub(super) fn streaming(input: Box<dyn Op>, stage: Stage) -> Box<dyn Op> {
         | Stage::Bucket(_)
         | Stage::BucketAuto(_)
         | Stage::Redact(_)
-        | Stage::GraphLookup(_) => {
+        | Stage::GraphLookup(_)
+        | Stage::SetWindowFields(_) => {
             unreachable!("Pipeline::stream builds the blocking stages and $lookup")
         }
     }

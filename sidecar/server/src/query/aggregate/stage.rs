@@ -57,6 +57,7 @@ pub(super) enum Stage {
     BucketAuto(Box<super::bucket::BucketAuto>),
     Redact(super::redact::Redact),
     GraphLookup(Box<super::graph_lookup::GraphLookup>),
+    SetWindowFields(Box<super::window::SetWindowFields>),
 }
 
 #[derive(Debug, Clone)]
@@ -225,7 +226,10 @@ fn parse_stage(name: &str, arg: &Bson, depth: usize) -> Result<Stage> {
         "$graphLookup" => {
             Stage::GraphLookup(Box::new(super::graph_lookup::GraphLookup::parse(arg)?))
         }
-        "$out" | "$merge" | "$geoNear" | "$setWindowFields" | "$densify" | "$fill" => {
+        "$setWindowFields" => {
+            Stage::SetWindowFields(Box::new(super::window::SetWindowFields::parse(arg)?))
+        }
+        "$out" | "$merge" | "$geoNear" | "$densify" | "$fill" => {
             return Err(CommandError::not_implemented(&format!("the {name} stage")));
         }
         other => {

@@ -525,3 +525,349 @@ fn graph_lookup_specifications_fail_with_mongodb_codes() {
         );
     }
 }
+
+fn cake_sales() -> Vec<Document> {
+    let at = |s: &str| Bson::DateTime(bson::DateTime::parse_rfc3339_str(s).unwrap());
+    vec![
+        doc! {"_id": 0, "type": "chocolate", "orderDate": at("2020-05-18T14:10:30Z"), "state": "CA", "price": 13, "quantity": 120},
+        doc! {"_id": 1, "type": "chocolate", "orderDate": at("2021-03-20T11:30:05Z"), "state": "WA", "price": 14, "quantity": 140},
+        doc! {"_id": 2, "type": "vanilla", "orderDate": at("2021-01-11T06:31:15Z"), "state": "CA", "price": 12, "quantity": 145},
+        doc! {"_id": 3, "type": "vanilla", "orderDate": at("2020-02-08T13:13:23Z"), "state": "WA", "price": 13, "quantity": 104},
+        doc! {"_id": 4, "type": "strawberry", "orderDate": at("2019-05-18T16:09:01Z"), "state": "CA", "price": 41, "quantity": 162},
+        doc! {"_id": 5, "type": "strawberry", "orderDate": at("2019-01-08T06:12:03Z"), "state": "WA", "price": 43, "quantity": 134},
+    ]
+}
+
+fn column(out: &[Document], field: &str) -> Vec<Bson> {
+    out.iter()
+        .map(|d| d.get(field).cloned().unwrap_or(Bson::Null))
+        .collect()
+}
+
+/// MongoDB's manual: cumulative quantity per state, in date order.
+#[test]
+fn set_window_fields_cumulative_and_moving_windows() {
+    let out = run(
+        vec![bson!({"$setWindowFields": {
+            "partitionBy": "$state",
+            "sortBy": {"orderDate": 1},
+            "output": {
+                "cumulative": {"$sum": "$quantity", "window": {"documents": ["unbounded", "current"]}},
+                "moving": {"$avg": "$quantity", "window": {"documents": [-1, 0]}},
+                "total": {"$sum": "$quantity"},
+                "n": {"$documentNumber": {}},
+                "prev": {"$shift": {"output": "$quantity", "by": -1, "default": "none"}},
+            },
+        }})],
+        cake_sales(),
+    )
+    .unwrap();
+    assert_eq!(
+        column(&out, "_id"),
+        vec![bson!(4), bson!(0), bson!(2), bson!(5), bson!(3), bson!(1)]
+    );
+    assert_eq!(
+        column(&out, "cumulative"),
+        vec![
+            bson!(162),
+            bson!(282),
+            bson!(427),
+            bson!(134),
+            bson!(238),
+            bson!(378)
+        ]
+    );
+    assert_eq!(
+        column(&out, "moving"),
+        vec![
+            bson!(162.0),
+            bson!(141.0),
+            bson!(132.5),
+            bson!(134.0),
+            bson!(119.0),
+            bson!(122.0)
+        ]
+    );
+    assert_eq!(
+        column(&out, "total"),
+        vec![
+            bson!(427),
+            bson!(427),
+            bson!(427),
+            bson!(378),
+            bson!(378),
+            bson!(378)
+        ]
+    );
+    assert_eq!(
+        column(&out, "n"),
+        vec![bson!(1), bson!(2), bson!(3), bson!(1), bson!(2), bson!(3)]
+    );
+    assert_eq!(
+        column(&out, "prev"),
+        vec![
+            bson!("none"),
+            bson!(162),
+            bson!(120),
+            bson!("none"),
+            bson!(134),
+            bson!(104)
+        ]
+    );
+}
+
+#[test]
+fn set_window_fields_range_rank_and_time_series_functions() {
+    let docs: Vec<Document> = [(1, 10.0), (2, 20.0), (2, 40.0), (4, 10.0), (10, 0.0)]
+        .iter()
+        .enumerate()
+        .map(|(i, (x, y))| doc! {"_id": i as i32, "x": *x, "y": *y})
+        .collect();
+    let out = run(
+        vec![bson!({"$setWindowFields": {
+            "sortBy": {"x": 1},
+            "output": {
+                "near": {"$sum": "$y", "window": {"range": [-1, 1]}},
+                "upto": {"$count": {}, "window": {"range": ["unbounded", "current"]}},
+                "rank": {"$rank": {}},
+                "dense": {"$denseRank": {}},
+                "d": {"$derivative": {"input": "$y"}, "window": {"documents": [-1, 0]}},
+                "area": {"$integral": {"input": "$y"}, "window": {"documents": ["unbounded", "current"]}},
+                "ema": {"$expMovingAvg": {"input": "$y", "N": 3}},
+                "sd": {"$stdDevPop": "$y"},
+                "cov": {"$covarianceSamp": ["$x", "$y"], "window": {"documents": [0, 1]}},
+            },
+        }})],
+        docs,
+    )
+    .unwrap();
+    assert_eq!(
+        column(&out, "near"),
+        vec![
+            bson!(70.0),
+            bson!(70.0),
+            bson!(70.0),
+            bson!(10.0),
+            bson!(0.0)
+        ]
+    );
+    assert_eq!(
+        column(&out, "upto"),
+        vec![bson!(1), bson!(3), bson!(3), bson!(4), bson!(5)]
+    );
+    assert_eq!(
+        column(&out, "rank"),
+        vec![bson!(1), bson!(2), bson!(2), bson!(4), bson!(5)]
+    );
+    assert_eq!(
+        column(&out, "dense"),
+        vec![bson!(1), bson!(2), bson!(2), bson!(3), bson!(4)]
+    );
+    // (20-10)/(2-1); equal x: no slope; (10-40)/(4-2); (0-10)/(10-4).
+    assert_eq!(
+        column(&out, "d"),
+        vec![
+            Bson::Null,
+            bson!(10.0),
+            Bson::Null,
+            bson!(-15.0),
+            bson!(-10.0 / 6.0)
+        ]
+    );
+    // Trapezoids: 15, +0, +50, +30.
+    assert_eq!(
+        column(&out, "area"),
+        vec![
+            bson!(0.0),
+            bson!(15.0),
+            bson!(15.0),
+            bson!(65.0),
+            bson!(95.0)
+        ]
+    );
+    // alpha = 2 / (3 + 1).
+    assert_eq!(
+        column(&out, "ema"),
+        vec![
+            bson!(10.0),
+            bson!(15.0),
+            bson!(27.5),
+            bson!(18.75),
+            bson!(9.375)
+        ]
+    );
+    let sd = column(&out, "sd")[0].as_f64().unwrap();
+    assert!((sd - 13.564659966250536).abs() < 1e-9, "{sd}");
+    assert_eq!(column(&out, "cov")[0], bson!(5.0));
+    assert_eq!(column(&out, "cov")[4], Bson::Null);
+}
+
+#[test]
+fn set_window_fields_fills_gaps_and_date_ranges() {
+    let day = 86_400_000i64;
+    let docs: Vec<Document> = [
+        (0, Some(10.0)),
+        (1, None),
+        (2, None),
+        (3, Some(40.0)),
+        (5, None),
+    ]
+    .iter()
+    .map(|(d, v)| {
+        let mut doc = doc! {"t": bson::DateTime::from_millis(d * day)};
+        if let Some(v) = v {
+            doc.insert("v", *v);
+        }
+        doc
+    })
+    .collect();
+    let out = run(
+        vec![bson!({"$setWindowFields": {
+            "sortBy": {"t": 1},
+            "output": {
+                "locf": {"$locf": "$v"},
+                "linear": {"$linearFill": "$v"},
+                "week": {"$count": {}, "window": {"range": [-2, 0], "unit": "day"}},
+            },
+        }})],
+        docs,
+    )
+    .unwrap();
+    assert_eq!(
+        column(&out, "locf"),
+        vec![
+            bson!(10.0),
+            bson!(10.0),
+            bson!(10.0),
+            bson!(40.0),
+            bson!(40.0)
+        ]
+    );
+    assert_eq!(
+        column(&out, "linear"),
+        vec![
+            bson!(10.0),
+            bson!(20.0),
+            bson!(30.0),
+            bson!(40.0),
+            Bson::Null
+        ]
+    );
+    assert_eq!(
+        column(&out, "week"),
+        vec![bson!(1), bson!(2), bson!(3), bson!(3), bson!(2)]
+    );
+}
+
+#[test]
+fn set_window_fields_refuses_with_mongodb_codes() {
+    let parse = |spec: Bson| code(Pipeline::parse(&[bson!({"$setWindowFields": spec})]));
+    assert_eq!(parse(bson!(1)), 9);
+    assert_eq!(parse(bson!({"sortBy": {"a": 1}})), 40414);
+    assert_eq!(parse(bson!({"output": {}, "x": 1})), 40415);
+    assert_eq!(parse(bson!({"output": {}, "sortBy": 1})), 14);
+    assert_eq!(parse(bson!({"output": {"f": {"$nope": 1}}})), 9);
+    assert_eq!(parse(bson!({"output": {"f": {"$topN": {}}}})), 115);
+    assert_eq!(
+        parse(
+            bson!({"sortBy": {"a": 1}, "output": {"f": {"$sum": 1, "window": {"documents": [1, -1]}}}})
+        ),
+        5339900
+    );
+    assert_eq!(
+        parse(bson!({"output": {"f": {"$sum": 1, "window": {"documents": [-1, 1]}}}})),
+        5339901
+    );
+    assert_eq!(
+        parse(bson!({"output": {"f": {"$sum": 1, "window": {"range": [-1, 1]}}}})),
+        5339902
+    );
+    assert_eq!(
+        parse(
+            bson!({"sortBy": {"a": -1}, "output": {"f": {"$sum": 1, "window": {"range": [-1, 1]}}}})
+        ),
+        8947401
+    );
+    // Bounds that overflow a document offset, or are not whole.
+    assert_eq!(
+        parse(
+            bson!({"sortBy": {"a": 1}, "output": {"f": {"$sum": 1, "window": {"documents": [-1099511627776i64, 0]}}}})
+        ),
+        9
+    );
+    assert_eq!(
+        parse(
+            bson!({"sortBy": {"a": 1}, "output": {"f": {"$sum": 1, "window": {"documents": [0.5, 1]}}}})
+        ),
+        9
+    );
+    assert_eq!(
+        parse(
+            bson!({"sortBy": {"a": 1}, "output": {"f": {"$sum": 1, "window": {"documents": ["x", 1]}}}})
+        ),
+        9
+    );
+    assert_eq!(
+        parse(
+            bson!({"sortBy": {"a": 1}, "output": {"f": {"$sum": 1, "window": {"range": [0, 1], "unit": "month"}}}})
+        ),
+        115
+    );
+    assert_eq!(parse(bson!({"output": {"f": {"$rank": {}}}})), 9);
+    assert_eq!(
+        parse(
+            bson!({"sortBy": {"a": 1}, "output": {"f": {"$rank": {}, "window": {"documents": [0, 0]}}}})
+        ),
+        9
+    );
+    assert_eq!(
+        parse(bson!({"sortBy": {"a": 1}, "output": {"$f": {"$rank": {}}}})),
+        16410
+    );
+    // Range windows over values that are not numbers.
+    let e = run(
+        vec![
+            bson!({"$setWindowFields": {"sortBy": {"a": 1}, "output": {"f": {"$sum": 1, "window": {"range": [-1, 1]}}}}}),
+        ],
+        vec![doc! {"a": "x"}],
+    );
+    assert_eq!(code(e), 5429414);
+    // Extreme range offsets are only far: every document is in range.
+    let out = run(
+        vec![bson!({"$setWindowFields": {"sortBy": {"a": 1}, "output": {"f": {"$sum": 1, "window": {"range": [-1e308, 1e308]}}}}})],
+        vec![doc! {"a": 1}, doc! {"a": 2}],
+    )
+    .unwrap();
+    assert_eq!(column(&out, "f"), vec![bson!(2), bson!(2)]);
+    // A partition past the budget: 292 without disk use, 146 with it.
+    let docs: Vec<Document> = (0..100)
+        .map(|i| doc! {"i": i, "pad": "x".repeat(100)})
+        .collect();
+    let p =
+        Pipeline::parse(&[bson!({"$setWindowFields": {"output": {"n": {"$count": {}}}}})]).unwrap();
+    let e = p.run_within(
+        docs.clone(),
+        &InMemory(Vec::new()),
+        crate::spill::StageBudget::new(4096, false),
+    );
+    assert_eq!(code(e), 292);
+    let e = p.run_within(
+        docs.clone(),
+        &InMemory(Vec::new()),
+        crate::spill::StageBudget::new(4096, true),
+    );
+    assert_eq!(code(e), 146);
+    // Many small partitions spill through the sort and fit one by one.
+    let out = Pipeline::parse(&[
+        bson!({"$setWindowFields": {"partitionBy": "$i", "output": {"n": {"$count": {}}}}}),
+    ])
+    .unwrap()
+    .run_within(
+        docs,
+        &InMemory(Vec::new()),
+        crate::spill::StageBudget::new(4096, true),
+    )
+    .unwrap();
+    assert_eq!(out.len(), 100);
+    assert!(out.iter().all(|d| d.get_i32("n").ok() == Some(1)));
+}

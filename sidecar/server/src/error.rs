@@ -188,6 +188,14 @@ error_codes! {
     // Server-side JavaScript, which Argon has no engine for (as a mongod
     // with `security.javascriptEnabled: false`): `$where`, `$function` and
     // `$accumulator`, `mapReduce`.
+    // $fill, $linearFill.
+    Location6050200 = 6050200,
+    Location6050201 = 6050201,
+    Location6050202 = 6050202,
+    Location6050203 = 6050203,
+    Location6050204 = 6050204,
+    Location6050106 = 6050106,
+    Location605001 = 605001,
     // $setWindowFields.
     Location5339900 = 5339900,
     Location5339901 = 5339901,

@@ -23,6 +23,7 @@
 
 mod bucket;
 mod facet;
+mod fill;
 mod graph_lookup;
 mod group;
 mod lookup;

@@ -79,7 +79,8 @@ pub(super) enum Acc {
     Count,
 }
 
-/// Parses one stage into `out` (`$sortByCount` is two stages); `depth`
+/// Parses one stage into `out` (`$sortByCount` is two stages, `$fill`
+/// one or two); `depth`
 /// counts the sub-pipelines (`$facet`, `$unionWith`) it is inside.
 pub(super) fn parse_into(name: &str, arg: &Bson, out: &mut Vec<Stage>, depth: usize) -> Result<()> {
     if name == "$sortByCount" {
@@ -89,6 +90,12 @@ pub(super) fn parse_into(name: &str, arg: &Bson, out: &mut Vec<Stage>, depth: us
             accumulators: vec![("count".into(), Acc::Count, Expr::Literal(Bson::Null))],
         }));
         out.push(Stage::Sort(SortSpec::parse(&bson::doc! {"count": -1})?));
+        return Ok(());
+    }
+    if name == "$fill" {
+        for (stage, spec) in super::fill::rewrite(arg)? {
+            out.push(parse_stage(stage, &spec, depth)?);
+        }
         return Ok(());
     }
     out.push(parse_stage(name, arg, depth)?);
@@ -229,7 +236,7 @@ fn parse_stage(name: &str, arg: &Bson, depth: usize) -> Result<Stage> {
         "$setWindowFields" => {
             Stage::SetWindowFields(Box::new(super::window::SetWindowFields::parse(arg)?))
         }
-        "$out" | "$merge" | "$geoNear" | "$densify" | "$fill" => {
+        "$out" | "$merge" | "$geoNear" | "$densify" => {
             return Err(CommandError::not_implemented(&format!("the {name} stage")));
         }
         other => {

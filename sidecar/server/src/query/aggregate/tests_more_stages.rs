@@ -871,3 +871,79 @@ fn set_window_fields_refuses_with_mongodb_codes() {
     assert_eq!(out.len(), 100);
     assert!(out.iter().all(|d| d.get_i32("n").ok() == Some(1)));
 }
+
+/// MongoDB's manual: `$fill` with a value, `locf` and `linear`.
+#[test]
+fn fill_rewrites_to_window_and_add_fields() {
+    let docs = vec![
+        doc! {"_id": 1, "part": "A", "t": 1, "score": 10, "qty": Bson::Null},
+        doc! {"_id": 2, "part": "A", "t": 2},
+        doc! {"_id": 3, "part": "A", "t": 4, "score": 30, "qty": 5},
+        doc! {"_id": 4, "part": "B", "t": 1},
+        doc! {"_id": 5, "part": "B", "t": 2, "score": 7},
+    ];
+    let out = run(
+        vec![bson!({"$fill": {
+            "sortBy": {"t": 1},
+            "partitionByFields": ["part"],
+            "output": {"score": {"method": "linear"}, "last": {"method": "locf"}, "qty": {"value": 0}},
+        }})],
+        docs.clone(),
+    )
+    .unwrap();
+    assert_eq!(
+        column(&out, "score"),
+        vec![
+            bson!(10),
+            bson!(10.0 + 20.0 / 3.0),
+            bson!(30),
+            Bson::Null,
+            bson!(7)
+        ]
+    );
+    assert_eq!(
+        column(&out, "qty"),
+        vec![bson!(0), bson!(0), bson!(5), bson!(0), bson!(0)]
+    );
+    let out = run(
+        vec![bson!({"$fill": {"sortBy": {"t": 1}, "partitionBy": "$part", "output": {"score": {"method": "locf"}}}})],
+        docs,
+    )
+    .unwrap();
+    assert_eq!(
+        column(&out, "score"),
+        vec![bson!(10), bson!(10), bson!(30), Bson::Null, bson!(7)]
+    );
+    let parse = |spec: Bson| code(Pipeline::parse(&[bson!({"$fill": spec})]));
+    assert_eq!(parse(bson!(1)), 9);
+    assert_eq!(parse(bson!({"output": {}})), 6050203);
+    assert_eq!(parse(bson!({"output": {"a": 1}})), 6050200);
+    assert_eq!(
+        parse(bson!({"output": {"a": {"method": "locf", "value": 1}}})),
+        6050201
+    );
+    assert_eq!(
+        parse(bson!({"output": {"a": {"method": "spline"}}})),
+        6050202
+    );
+    assert_eq!(
+        parse(
+            bson!({"partitionBy": "$a", "partitionByFields": ["a"], "output": {"a": {"value": 1}}})
+        ),
+        6050204
+    );
+    assert_eq!(
+        parse(bson!({"output": {"a": {"method": "linear"}}})),
+        605001
+    );
+    assert_eq!(
+        parse(bson!({"bogus": 1, "output": {"a": {"value": 1}}})),
+        40415
+    );
+    assert_eq!(parse(bson!({"sortBy": {"t": 1}})), 40414);
+    let e = run(
+        vec![bson!({"$fill": {"sortBy": {"t": 1}, "output": {"v": {"method": "linear"}}}})],
+        vec![doc! {"t": 1, "v": 1}, doc! {"t": 1}, doc! {"t": 2, "v": 3}],
+    );
+    assert_eq!(code(e), 6050106);
+}

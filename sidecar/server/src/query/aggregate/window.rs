@@ -355,7 +355,12 @@ impl Output {
                 Func::Locf(Expr::parse(arg)?)
             }
             "$linearFill" => {
-                needs_sort(name, true)?;
+                if !sort_by.is_some_and(|s| s.len() == 1) {
+                    return Err(CommandError::new(
+                        ErrorCode::Location605001,
+                        "$linearFill must be specified with a top level sortBy expression with exactly one element",
+                    ));
+                }
                 no_window(name)?;
                 Func::LinearFill(Expr::parse(arg)?)
             }
@@ -971,6 +976,13 @@ fn compute(
         Func::LinearFill(e) => {
             let vals = eval_all(e)?;
             let xs: Vec<Bson> = part.iter().map(|d| sort_value(d, sort_by)).collect();
+            // Which neighbour to interpolate from is ambiguous otherwise.
+            if xs.windows(2).any(|w| compare(&w[0], &w[1]).is_eq()) {
+                return Err(CommandError::new(
+                    ErrorCode::Location6050106,
+                    "There can be no repeated values in the sort field in the same partition",
+                ));
+            }
             let known: Vec<usize> = (0..n)
                 .filter(|&j| !matches!(vals[j], None | Some(Bson::Null) | Some(Bson::Undefined)))
                 .collect();

@@ -216,7 +216,7 @@ error_codes! {
     // $redact.
     Location17053 = 17053,
     // $bucket, $bucketAuto.
-    Location40066 = 40066,
+    Location7158303 = 7158303,
     Location40191 = 40191,
     Location40192 = 40192,
     Location40193 = 40193,

@@ -368,7 +368,7 @@ async fn hostile_bucket_graph_and_redact_specifications() {
             doc! {"$bucket": {"groupBy": "$k", "boundaries": [0, 1]}}
         ])
         .await,
-        Some(40066)
+        Some(7158303)
     );
     assert_eq!(
         run(vec![doc! {"$graphLookup": {"from": "b", "startWith": "$k", "connectFromField": "k", "connectToField": "k", "as": "g", "maxDepth": 1e19}}]).await,

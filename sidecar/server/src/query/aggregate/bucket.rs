@@ -196,9 +196,12 @@ impl Bucket {
             let v = group_by.eval(d)?.unwrap_or(Bson::Null);
             match bucket_of(&boundaries, &v) {
                 Some(i) => Ok(boundaries[i].clone()),
+                // mongod 7.0+ runs the `$group` (and its `$switch`) in
+                // SBE, whose no-branch code is 7158303 (the classic
+                // engine's is 40066; MongoDB's tests map one to the other).
                 None => default.clone().ok_or_else(|| {
                     err(
-                        ErrorCode::Location40066,
+                        ErrorCode::Location7158303,
                         "$switch could not find a matching branch for an input, and no default was specified.",
                     )
                 }),

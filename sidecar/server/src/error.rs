@@ -188,6 +188,25 @@ error_codes! {
     // Server-side JavaScript, which Argon has no engine for (as a mongod
     // with `security.javascriptEnabled: false`): `$where`, `$function` and
     // `$accumulator`, `mapReduce`.
+    // $densify.
+    Location5733401 = 5733401,
+    Location5733402 = 5733402,
+    Location5733403 = 5733403,
+    Location5733404 = 5733404,
+    Location5733405 = 5733405,
+    Location5733406 = 5733406,
+    Location5733408 = 5733408,
+    Location5733409 = 5733409,
+    Location5733410 = 5733410,
+    Location5946800 = 5946800,
+    Location5946802 = 5946802,
+    Location6586400 = 6586400,
+    Location5876900 = 5876900,
+    Location8993000 = 8993000,
+    Location9554500 = 9554500,
+    Location5733201 = 5733201,
+    Location6053600 = 6053600,
+    Location5897900 = 5897900,
     // $fill, $linearFill.
     Location6050200 = 6050200,
     Location6050201 = 6050201,

@@ -22,6 +22,7 @@
 //! `group` the grouping and its accumulators, `lookup` the join.
 
 mod bucket;
+mod densify;
 mod facet;
 mod fill;
 mod graph_lookup;
@@ -207,6 +208,7 @@ impl Pipeline {
                 Stage::Redact(r) => r.stream(op),
                 Stage::GraphLookup(g) => g.stream(op, budget),
                 Stage::SetWindowFields(w) => w.stream(op, budget),
+                Stage::Densify(d) => d.stream(op, budget),
                 other => ops::streaming(op, other),
             };
         }

@@ -100,7 +100,8 @@ pub(super) fn streaming(input: Box<dyn Op>, stage: Stage) -> Box<dyn Op> {
         | Stage::BucketAuto(_)
         | Stage::Redact(_)
         | Stage::GraphLookup(_)
-        | Stage::SetWindowFields(_) => {
+        | Stage::SetWindowFields(_)
+        | Stage::Densify(_) => {
             unreachable!("Pipeline::stream builds the blocking stages and $lookup")
         }
     }

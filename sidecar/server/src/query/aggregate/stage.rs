@@ -58,6 +58,7 @@ pub(super) enum Stage {
     Redact(super::redact::Redact),
     GraphLookup(Box<super::graph_lookup::GraphLookup>),
     SetWindowFields(Box<super::window::SetWindowFields>),
+    Densify(Box<super::densify::Densify>),
 }
 
 #[derive(Debug, Clone)]
@@ -236,7 +237,8 @@ fn parse_stage(name: &str, arg: &Bson, depth: usize) -> Result<Stage> {
         "$setWindowFields" => {
             Stage::SetWindowFields(Box::new(super::window::SetWindowFields::parse(arg)?))
         }
-        "$out" | "$merge" | "$geoNear" | "$densify" => {
+        "$densify" => Stage::Densify(Box::new(super::densify::Densify::parse(arg)?)),
+        "$out" | "$merge" | "$geoNear" => {
             return Err(CommandError::not_implemented(&format!("the {name} stage")));
         }
         other => {

@@ -947,3 +947,201 @@ fn fill_rewrites_to_window_and_add_fields() {
     );
     assert_eq!(code(e), 6050106);
 }
+
+fn coffee() -> Vec<Document> {
+    [
+        (600, "Arabica Typica"),
+        (750, "Arabica Typica"),
+        (950, "Arabica Typica"),
+        (1250, "Gesha"),
+        (1700, "Gesha"),
+        (1800, "Gesha"),
+    ]
+    .iter()
+    .map(|(a, v)| doc! {"altitude": *a, "variety": *v, "score": 70.0})
+    .collect()
+}
+
+fn altitudes(out: &[Document], variety: &str) -> Vec<(i32, bool)> {
+    out.iter()
+        .filter(|d| d.get_str("variety").ok() == Some(variety))
+        .map(|d| (d.get_i32("altitude").unwrap(), d.contains_key("score")))
+        .collect()
+}
+
+/// MongoDB's manual: coffee altitudes densified per variety.
+#[test]
+fn densify_full_and_partition_ranges() {
+    let out = run(
+        vec![bson!({"$densify": {"field": "altitude", "partitionByFields": ["variety"], "range": {"bounds": "full", "step": 200}}})],
+        coffee(),
+    )
+    .unwrap();
+    assert_eq!(
+        altitudes(&out, "Arabica Typica"),
+        vec![
+            (600, true),
+            (750, true),
+            (800, false),
+            (950, true),
+            (1000, false),
+            (1200, false),
+            (1400, false),
+            (1600, false),
+            (1800, false)
+        ]
+    );
+    assert_eq!(
+        altitudes(&out, "Gesha"),
+        vec![
+            (600, false),
+            (800, false),
+            (1000, false),
+            (1200, false),
+            (1250, true),
+            (1400, false),
+            (1600, false),
+            (1700, true),
+            (1800, true)
+        ]
+    );
+    let out = run(
+        vec![bson!({"$densify": {"field": "altitude", "partitionByFields": ["variety"], "range": {"bounds": "partition", "step": 200}}})],
+        coffee(),
+    )
+    .unwrap();
+    assert_eq!(
+        altitudes(&out, "Arabica Typica"),
+        vec![(600, true), (750, true), (800, false), (950, true)]
+    );
+    assert_eq!(
+        altitudes(&out, "Gesha"),
+        vec![
+            (1250, true),
+            (1450, false),
+            (1650, false),
+            (1700, true),
+            (1800, true)
+        ]
+    );
+}
+
+/// MongoDB's manual: hourly readings between explicit bounds (upper
+/// exclusive); documents outside and without the field pass through.
+#[test]
+fn densify_explicit_date_bounds() {
+    let hour = 3_600_000i64;
+    let at = |h: i64| bson::DateTime::from_millis(1_621_296_000_000 + h * hour);
+    let mut docs: Vec<Document> = [0, 4, 8, 12]
+        .iter()
+        .map(|h| doc! {"timestamp": at(*h), "temp": 11})
+        .collect();
+    docs.push(doc! {"temp": 0});
+    let out = run(
+        vec![bson!({"$densify": {"field": "timestamp", "range": {"step": 1, "unit": "hour", "bounds": [at(0), at(8)]}}})],
+        docs,
+    )
+    .unwrap();
+    let hours: Vec<Option<i64>> = out
+        .iter()
+        .map(|d| {
+            d.get_datetime("timestamp")
+                .ok()
+                .map(|t| (t.timestamp_millis() - 1_621_296_000_000) / hour)
+        })
+        .collect();
+    assert_eq!(
+        hours,
+        vec![
+            None,
+            Some(0),
+            Some(1),
+            Some(2),
+            Some(3),
+            Some(4),
+            Some(5),
+            Some(6),
+            Some(7),
+            Some(8),
+            Some(12)
+        ]
+    );
+    assert_eq!(out.iter().filter(|d| d.contains_key("temp")).count(), 5);
+}
+
+#[test]
+fn densify_refuses_with_mongodb_codes() {
+    let parse = |spec: Bson| code(Pipeline::parse(&[bson!({"$densify": spec})]));
+    let range = |r: Bson| bson!({"field": "a", "range": r});
+    assert_eq!(parse(bson!(1)), 9);
+    assert_eq!(parse(bson!({"field": "a"})), 40414);
+    assert_eq!(
+        parse(bson!({"field": "a", "range": {"step": 1, "bounds": "full"}, "x": 1})),
+        40415
+    );
+    assert_eq!(parse(range(bson!({"step": 0, "bounds": "full"}))), 5733401);
+    assert_eq!(
+        parse(range(bson!({"step": "1", "bounds": "full"}))),
+        5733401
+    );
+    assert_eq!(
+        parse(range(
+            bson!({"step": 1.5, "unit": "hour", "bounds": "full"})
+        )),
+        6586400
+    );
+    assert_eq!(parse(range(bson!({"step": 1, "bounds": [1]}))), 5733403);
+    assert_eq!(parse(range(bson!({"step": 1, "bounds": [2, 1]}))), 5733402);
+    assert_eq!(
+        parse(range(bson!({"step": 1, "unit": "day", "bounds": [1, 2]}))),
+        5733409
+    );
+    assert_eq!(
+        parse(range(bson!({"step": 1, "bounds": [1, 2.5]}))),
+        5876900
+    );
+    assert_eq!(
+        parse(range(bson!({"step": 1, "bounds": ["a", "b"]}))),
+        5946800
+    );
+    assert_eq!(parse(range(bson!({"step": 1, "bounds": "most"}))), 5946802);
+    assert_eq!(parse(range(bson!({"step": 1, "bounds": 5}))), 5733404);
+    assert_eq!(
+        parse(range(bson!({"step": 1, "bounds": "partition"}))),
+        5733408
+    );
+    assert_eq!(
+        parse(range(bson!({"step": 1, "unit": "year", "bounds": "full"}))),
+        115
+    );
+    assert_eq!(
+        parse(
+            bson!({"field": "a", "partitionByFields": ["a.b"], "range": {"step": 1, "bounds": "full"}})
+        ),
+        8993000
+    );
+    assert_eq!(
+        parse(
+            bson!({"field": "a.b", "partitionByFields": ["a"], "range": {"step": 1, "bounds": "full"}})
+        ),
+        9554500
+    );
+    let spec = bson!({"$densify": {"field": "a", "range": {"step": 1, "bounds": "full"}}});
+    assert_eq!(
+        code(run(vec![spec.clone()], vec![doc! {"a": "x"}])),
+        5733201
+    );
+    assert_eq!(
+        code(run(
+            vec![spec],
+            vec![doc! {"a": bson::DateTime::from_millis(0)}]
+        )),
+        6053600
+    );
+    // A tiny step over a wide range stops at 500,000 generated documents.
+    let e = run(
+        vec![bson!({"$densify": {"field": "a", "range": {"step": 1e-9, "bounds": "full"}}})],
+        vec![doc! {"a": 0}, doc! {"a": 1}],
+    );
+    assert_eq!(code(e), 5897900);
+}

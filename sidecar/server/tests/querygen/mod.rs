@@ -219,6 +219,10 @@ const STAGES: &[&str] = &[
     "$bucket",
     "$bucketAuto",
     "$graphLookup",
+    "$redact",
+    "$setWindowFields",
+    "$densify",
+    "$fill",
     "$geoNear",
     "$unionWith",
     "$nope",
@@ -1136,7 +1140,106 @@ impl<'a, 'b> Gen<'a, 'b> {
             "$sort" => Bson::Document(self.sort()),
             "$limit" | "$skip" => self.number(),
             "$count" => Bson::String(self.name()),
-            "$group" | "$bucket" | "$bucketAuto" => {
+            "$bucket" => {
+                let mut bounds: Vec<Bson> = (0..1 + self.n(4)).map(|_| self.number()).collect();
+                if self.chance(2) {
+                    bounds.sort_by(|a, b| argon_sidecar::query::compare::compare(a, b));
+                }
+                let mut d = bson::doc! {"groupBy": self.expr(1), "boundaries": bounds};
+                if self.chance(2) {
+                    d.insert("default", self.value(1));
+                }
+                if self.chance(2) {
+                    d.insert(
+                        "output",
+                        bson::doc! {self.name(): {self.pick(ACCUMULATORS): self.expr(1)}},
+                    );
+                }
+                Bson::Document(d)
+            }
+            "$bucketAuto" => {
+                let mut d = bson::doc! {"groupBy": self.expr(1), "buckets": self.number()};
+                if self.chance(2) {
+                    d.insert(
+                        "granularity",
+                        self.pick(&["R5", "R80", "1-2-5", "E192", "POWERSOF2", "X"]),
+                    );
+                }
+                Bson::Document(d)
+            }
+            "$redact" => Bson::Document(bson::doc! {"$cond": [
+                self.expr(1),
+                self.pick(&["$$DESCEND", "$$PRUNE", "$$KEEP", "$x"]),
+                self.pick(&["$$DESCEND", "$$PRUNE", "$$KEEP"]),
+            ]}),
+            "$setWindowFields" => {
+                let bound = |g: &mut Self| -> Bson {
+                    match g.n(3) {
+                        0 => Bson::String("unbounded".into()),
+                        1 => Bson::String("current".into()),
+                        _ => g.number(),
+                    }
+                };
+                let window = if self.chance(2) {
+                    bson::doc! {"documents": [bound(self), bound(self)]}
+                } else {
+                    bson::doc! {"range": [bound(self), bound(self)]}
+                };
+                let func = self.pick(&[
+                    "$sum",
+                    "$avg",
+                    "$min",
+                    "$push",
+                    "$count",
+                    "$stdDevSamp",
+                    "$derivative",
+                    "$integral",
+                    "$rank",
+                    "$shift",
+                    "$expMovingAvg",
+                    "$locf",
+                    "$linearFill",
+                ]);
+                let arg = match func {
+                    "$count" | "$rank" => Bson::Document(Document::new()),
+                    "$derivative" | "$integral" => {
+                        Bson::Document(bson::doc! {"input": self.expr(1)})
+                    }
+                    "$shift" => {
+                        Bson::Document(bson::doc! {"output": self.expr(1), "by": self.number()})
+                    }
+                    "$expMovingAvg" => {
+                        Bson::Document(bson::doc! {"input": self.expr(1), "N": self.number()})
+                    }
+                    _ => self.expr(1),
+                };
+                let mut out = bson::doc! {func: arg};
+                if self.chance(2) {
+                    out.insert("window", window);
+                }
+                Bson::Document(bson::doc! {
+                    "partitionBy": self.expr(1),
+                    "sortBy": {self.path(): 1},
+                    "output": {self.path(): out},
+                })
+            }
+            "$densify" => {
+                let bounds = match self.n(3) {
+                    0 => Bson::String("full".into()),
+                    1 => Bson::Array(vec![self.number(), self.number()]),
+                    _ => Bson::String("partition".into()),
+                };
+                Bson::Document(bson::doc! {
+                    "field": self.path(),
+                    "partitionByFields": [self.path()],
+                    "range": {"step": self.number(), "bounds": bounds},
+                })
+            }
+            "$fill" => Bson::Document(bson::doc! {
+                "sortBy": {self.path(): 1},
+                "output": {self.path(): {"method": self.pick(&["locf", "linear"])}, self.path(): {"value": self.expr(1)}},
+            }),
+            "$group" => {
                 let mut d = Document::new();
                 if !self.chance(10) {
                     d.insert("_id", self.expr(1));
@@ -1168,7 +1271,15 @@ impl<'a, 'b> Gen<'a, 'b> {
             }
             "$replaceRoot" => Bson::Document(bson::doc! {"newRoot": self.expr(0)}),
             "$replaceWith" | "$sortByCount" => self.expr(0),
-            "$lookup" | "$graphLookup" | "$unionWith" => {
+            "$graphLookup" => Bson::Document(bson::doc! {
+                "from": "other",
+                "startWith": self.expr(1),
+                "connectFromField": self.path(),
+                "connectToField": self.path(),
+                "as": self.path(),
+                "maxDepth": self.number(),
+            }),
+            "$lookup" | "$unionWith" => {
                 let mut d = bson::doc! {
                     "from": "other",
                     "localField": self.path(),

@@ -273,9 +273,19 @@ async fn expression(db: &Database, name: &str) -> Status {
             return Status::Partly(format!("refuses {} (115)", refused.join(", ")));
         }
     }
+    // Window functions exist only in `$setWindowFields`.
+    let in_window = Answer::of(
+        db,
+        doc! {"aggregate": "c", "pipeline": [{"$setWindowFields": {"sortBy": {"a": 1}, "output": {"x": {name: {}}}}}], "cursor": {}},
+    )
+    .await
+    .refusal(&[(9, "Unrecognized window function")]);
     match (in_project, in_group) {
         (None, _) => Status::Supported,
         (Some(_), None) => Status::Partly("as a `$group` accumulator only".into()),
+        (Some(_), Some(_)) if in_window.is_none() => {
+            Status::Partly("as a `$setWindowFields` window function only".into())
+        }
         // `$accumulator` is no expression (168) and, as an accumulator,
         // server-side JavaScript: its own code says more.
         (Some(_), Some(in_group)) if JAVASCRIPT.contains(&in_group) => Status::Refused(in_group),

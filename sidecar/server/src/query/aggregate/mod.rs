@@ -1,8 +1,9 @@
 //! The aggregation pipeline: `$match`, `$project`, `$addFields`/`$set`,
 //! `$unset`, `$sort`, `$limit`, `$skip`, `$count`, `$group`, `$unwind`,
 //! `$replaceRoot`/`$replaceWith`, `$sortByCount`, `$lookup` (equality
-//! and sub-pipeline forms), `$facet`, `$unionWith` and `$sample`. Other stages are refused
-//! by name.
+//! and sub-pipeline forms), `$facet`, `$unionWith`, `$sample`, `$bucket`,
+//! `$bucketAuto`, `$redact`, `$graphLookup`, `$setWindowFields`,
+//! `$densify` and `$fill`. Other stages are refused by name.
 //!
 //! A pipeline runs as a chain of pull-based operators ([`Op`]): the cursor
 //! asks the last stage for a document, which asks the stage before it, down
@@ -17,8 +18,12 @@
 //! holds its input once and replays it to each facet (see `facet`),
 //! `$sample` is a top-k sort by a random key (see `sample`). `$unionWith`
 //! streams the other collection a chunk at a time (see `union`).
+//! `$bucket` is a keyed `$group` and a `$sort`; `$bucketAuto`,
+//! `$setWindowFields` and `$densify` sort through the external sorter
+//! first (see `bucket`, `window`, `densify`); `$graphLookup` searches
+//! through `$lookup`'s index (see `graph_lookup`); `$redact` streams.
 //!
-//! Files: `stage` parses, `ops` holds the streaming stages and `$sort`,
+//! Files: `stage` parses (`fill` rewrites `$fill`), `ops` holds the streaming stages and `$sort`,
 //! `group` the grouping and its accumulators, `lookup` the join.
 
 mod bucket;

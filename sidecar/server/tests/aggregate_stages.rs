@@ -393,3 +393,102 @@ async fn hostile_bucket_graph_and_redact_specifications() {
     // The server still answers.
     db.run_command(doc! {"ping": 1}).await.expect("ping");
 }
+
+/// `$setWindowFields`, `$densify` and `$fill` through the driver, over
+/// more documents than one batch, with MongoDB's documented answers.
+#[tokio::test]
+async fn window_densify_and_fill_through_the_driver() {
+    let (_s, _d, client) = server().await;
+    let db = client.database("t");
+    // Readings every 2 units for two sensors, one value missing.
+    let mut docs: Vec<Document> = Vec::new();
+    for sensor in ["a", "b"] {
+        for i in 0..30 {
+            let mut d = doc! {"sensor": sensor, "t": i * 2};
+            if i != 5 {
+                d.insert("v", i);
+            }
+            docs.push(d);
+        }
+    }
+    db.collection::<Document>("r")
+        .insert_many(docs)
+        .await
+        .expect("insert readings");
+    let out = aggregate(
+        &db,
+        "r",
+        vec![
+            doc! {"$setWindowFields": {
+                "partitionBy": "$sensor",
+                "sortBy": {"t": 1},
+                "output": {
+                    "running": {"$sum": "$v", "window": {"documents": ["unbounded", "current"]}},
+                    "near": {"$count": {}, "window": {"range": [-2, 2]}},
+                    "rank": {"$rank": {}},
+                },
+            }},
+            doc! {"$match": {"sensor": "b"}},
+            doc! {"$project": {"_id": 0, "t": 1, "running": 1, "near": 1, "rank": 1}},
+        ],
+    )
+    .await;
+    assert_eq!(out.len(), 30);
+    assert_eq!(out[0], doc! {"t": 0, "running": 0, "near": 2, "rank": 1});
+    // 0 + 1 + 2 + 3 + 4 (+ nothing for the missing 5) + 6.
+    assert_eq!(out[6], doc! {"t": 12, "running": 16, "near": 3, "rank": 7});
+    assert_eq!(out[29].get_i32("near").unwrap(), 2);
+
+    let out = aggregate(
+        &db,
+        "r",
+        vec![
+            doc! {"$densify": {"field": "t", "partitionByFields": ["sensor"], "range": {"step": 1, "bounds": "partition"}}},
+            doc! {"$fill": {"partitionBy": "$sensor", "sortBy": {"t": 1}, "output": {"v": {"method": "linear"}}}},
+            doc! {"$match": {"sensor": "a"}},
+            doc! {"$project": {"_id": 0, "t": 1, "v": 1}},
+        ],
+    )
+    .await;
+    // 0..=58 every 1 unit; v interpolated between the readings.
+    assert_eq!(out.len(), 59);
+    assert_eq!(out[9], doc! {"t": 9, "v": 4.5});
+    assert_eq!(out[10], doc! {"t": 10, "v": 5.0});
+    assert_eq!(out[58], doc! {"t": 58, "v": 29});
+
+    let run = |pipeline: Vec<Document>| {
+        let db = db.clone();
+        async move {
+            let e = db
+                .run_command(doc! {"aggregate": "r", "pipeline": pipeline, "cursor": {}})
+                .await
+                .expect_err("refused");
+            common::code(&e)
+        }
+    };
+    // Hostile: bounds that overflow, a flood of generated documents.
+    assert_eq!(
+        run(vec![doc! {"$setWindowFields": {"sortBy": {"t": 1}, "output": {"x": {"$sum": 1, "window": {"documents": [i64::MIN, 0]}}}}}]).await,
+        Some(9)
+    );
+    // The generated documents stream: the limit is met on a later batch.
+    let e = db
+        .collection::<Document>("r")
+        .aggregate(vec![
+            doc! {"$densify": {"field": "t", "range": {"step": 1e-6, "bounds": "full"}}},
+        ])
+        .await
+        .expect("the first batch")
+        .try_collect::<Vec<Document>>()
+        .await
+        .expect_err("past 500,000 generated documents");
+    assert_eq!(common::code(&e), Some(5897900));
+    assert_eq!(
+        run(vec![
+            doc! {"$fill": {"output": {"v": {"method": "linear"}}}}
+        ])
+        .await,
+        Some(605001)
+    );
+    db.run_command(doc! {"ping": 1}).await.expect("ping");
+}

@@ -703,7 +703,7 @@ fn series_round_up(s: &[f64], x: f64) -> f64 {
             return previous_min;
         }
     }
-    let i = s.partition_point(|&y| !(x < y * m));
+    let i = s.partition_point(|&y| y * m <= x);
     s.get(i).map_or(last * m, |y| y * m)
 }
 

@@ -46,7 +46,7 @@ enum Bounds {
     Full,
     Partition,
     /// `[lo, hi)`.
-    Explicit(Bson, Bson),
+    Explicit(Box<(Bson, Bson)>),
 }
 
 fn err(code: u32, message: impl Into<String>) -> CommandError {
@@ -262,7 +262,7 @@ impl Densify {
                 } else {
                     return Err(err(5946800, "Explicit bounds must be numeric or dates"));
                 }
-                Bounds::Explicit(lo.clone(), hi.clone())
+                Bounds::Explicit(Box::new((lo.clone(), hi.clone())))
             }
             Bson::String(s) if s == "full" => Bounds::Full,
             Bson::String(s) if s == "partition" => Bounds::Partition,
@@ -436,7 +436,7 @@ impl DensifyOp {
         match &self.spec.bounds {
             Bounds::Full => (st.min.clone(), st.max.clone().map(|m| (m, true))),
             Bounds::Partition => (first.cloned(), None),
-            Bounds::Explicit(lo, hi) => (Some(lo.clone()), Some((hi.clone(), false))),
+            Bounds::Explicit(b) => (Some(b.0.clone()), Some((b.1.clone(), false))),
         }
     }
 

@@ -477,11 +477,13 @@ fn graph_lookup_memory_is_bounded() {
     let stage = bson!({"$graphLookup": {
         "from": "c", "startWith": 0, "connectFromField": "next", "connectToField": "name", "as": "h",
     }});
-    let e = Pipeline::parse(&[stage.clone()]).unwrap().run_within(
-        vec![doc! {}],
-        &InMemory(chain.clone()),
-        crate::spill::StageBudget::new(200_000, true),
-    );
+    let e = Pipeline::parse(std::slice::from_ref(&stage))
+        .unwrap()
+        .run_within(
+            vec![doc! {}],
+            &InMemory(chain.clone()),
+            crate::spill::StageBudget::new(200_000, true),
+        );
     assert_eq!(code(e), 40099);
     let out = run_with(vec![stage], vec![doc! {}], chain).unwrap();
     assert_eq!(out[0].get_array("h").unwrap().len(), 100);

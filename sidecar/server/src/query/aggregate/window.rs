@@ -355,7 +355,7 @@ impl Output {
                 Func::Locf(Expr::parse(arg)?)
             }
             "$linearFill" => {
-                if !sort_by.is_some_and(|s| s.len() == 1) {
+                if sort_by.is_none_or(|s| s.len() != 1) {
                     return Err(CommandError::new(
                         ErrorCode::Location605001,
                         "$linearFill must be specified with a top level sortBy expression with exactly one element",

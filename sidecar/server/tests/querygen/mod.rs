@@ -1143,7 +1143,7 @@ impl<'a, 'b> Gen<'a, 'b> {
             "$bucket" => {
                 let mut bounds: Vec<Bson> = (0..1 + self.n(4)).map(|_| self.number()).collect();
                 if self.chance(2) {
-                    bounds.sort_by(|a, b| argon_sidecar::query::compare::compare(a, b));
+                    bounds.sort_by(argon_sidecar::query::compare::compare);
                 }
                 let mut d = bson::doc! {"groupBy": self.expr(1), "boundaries": bounds};
                 if self.chance(2) {

@@ -180,6 +180,15 @@ async fn queries_compose_the_views_pipeline() {
         .await,
         Some(115)
     );
+    // So is $graphLookup, which reads `from` the same way.
+    assert_eq!(
+        code_of(
+            &db,
+            doc! {"aggregate": "orders", "pipeline": [{"$graphLookup": {"from": "paid", "startWith": "$_id", "connectFromField": "_id", "connectToField": "_id", "as": "p"}}], "cursor": {}}
+        )
+        .await,
+        Some(115)
+    );
 }
 
 #[tokio::test]

@@ -523,6 +523,13 @@ impl DensifyOp {
             let Some(x) = x else {
                 return Ok(Some(d));
             };
+            // A partition's own range starts at its first value (its
+            // documents without one sort first).
+            if let Some((_, grid @ None)) = &mut st.partition
+                && matches!(self.spec.bounds, Bounds::Partition)
+            {
+                *grid = Some(x.clone());
+            }
             // Grid values below this document come first.
             let (_, end) = self.range_of(st, None);
             if let Some((part, Some(g))) = st.partition.clone() {

@@ -376,6 +376,11 @@ impl Accumulator {
     pub(super) fn finish(self) -> Bson {
         self.state.finish(self.acc)
     }
+
+    /// The result so far; more values may follow.
+    pub(super) fn peek(&self) -> Bson {
+        self.state.peek(self.acc)
+    }
 }
 
 /// One accumulator's running state for one group. `mem` is what it is
@@ -566,6 +571,26 @@ impl AccState {
 
     fn finish(self, acc: Acc) -> Bson {
         match acc {
+            Acc::Min | Acc::Max | Acc::First | Acc::Last => self.best.unwrap_or(Bson::Null),
+            Acc::Push | Acc::AddToSet => Bson::Array(self.values),
+            Acc::Sum | Acc::Avg | Acc::Count => self.number(acc),
+        }
+    }
+
+    /// The result so far, the state kept (a running window).
+    fn peek(&self, acc: Acc) -> Bson {
+        match acc {
+            Acc::Min | Acc::Max | Acc::First | Acc::Last => self.best.clone().unwrap_or(Bson::Null),
+            Acc::Push | Acc::AddToSet => Bson::Array(self.values.clone()),
+            Acc::Sum | Acc::Avg | Acc::Count => self.number(acc),
+        }
+    }
+
+    /// `$sum`, `$avg` and `$count` (an empty `$sum`, as over an empty
+    /// window, is 0).
+    fn number(&self, acc: Acc) -> Bson {
+        match acc {
+            Acc::Sum if self.count == 0 => Bson::Int32(0),
             Acc::Sum => {
                 if self.all_int && self.sum.abs() < 9.0e15 {
                     let i = self.sum as i64;
@@ -581,9 +606,7 @@ impl AccState {
                     Bson::Double(self.sum / self.numeric as f64)
                 }
             }
-            Acc::Min | Acc::Max | Acc::First | Acc::Last => self.best.unwrap_or(Bson::Null),
-            Acc::Push | Acc::AddToSet => Bson::Array(self.values),
-            Acc::Count => i32::try_from(self.count)
+            _ => i32::try_from(self.count)
                 .map(Bson::Int32)
                 .unwrap_or(Bson::Int64(self.count)),
         }

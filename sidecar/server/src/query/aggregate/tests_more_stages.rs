@@ -967,7 +967,7 @@ fn coffee() -> Vec<Document> {
 fn altitudes(out: &[Document], variety: &str) -> Vec<(i32, bool)> {
     out.iter()
         .filter(|d| d.get_str("variety").ok() == Some(variety))
-        .map(|d| (d.get_i32("altitude").unwrap(), d.contains_key("score")))
+        .filter_map(|d| Some((d.get_i32("altitude").ok()?, d.contains_key("score"))))
         .collect()
 }
 
@@ -1016,6 +1016,26 @@ fn densify_full_and_partition_ranges() {
         altitudes(&out, "Arabica Typica"),
         vec![(600, true), (750, true), (800, false), (950, true)]
     );
+    assert_eq!(
+        altitudes(&out, "Gesha"),
+        vec![
+            (1250, true),
+            (1450, false),
+            (1650, false),
+            (1700, true),
+            (1800, true)
+        ]
+    );
+    // A document without the field (sorted first) passes through and the
+    // partition still starts at its first value.
+    let mut docs = coffee();
+    docs.push(doc! {"variety": "Gesha", "score": 1.0});
+    let out = run(
+        vec![bson!({"$densify": {"field": "altitude", "partitionByFields": ["variety"], "range": {"bounds": "partition", "step": 200}}})],
+        docs,
+    )
+    .unwrap();
+    assert_eq!(out.len(), 10);
     assert_eq!(
         altitudes(&out, "Gesha"),
         vec![
@@ -1146,4 +1166,71 @@ fn densify_refuses_with_mongodb_codes() {
         vec![doc! {"a": 0}, doc! {"a": 1}],
     );
     assert_eq!(code(e), 5897900);
+}
+
+/// A window from the partition's start (one running fold) answers what
+/// the same window folded from scratch per document answers.
+#[test]
+fn running_windows_match_windows_folded_from_scratch() {
+    let docs: Vec<Document> = (0..60)
+        .map(|i| {
+            let v = match i % 5 {
+                0 => bson!(i),
+                1 => bson!(i as f64 / 3.0),
+                2 => Bson::Null,
+                3 => bson!("s"),
+                _ => bson!(i64::from(i) * 1_000_000_007),
+            };
+            doc! {"p": i % 3, "x": i / 2, "v": v}
+        })
+        .collect();
+    for acc in [
+        "$sum",
+        "$avg",
+        "$min",
+        "$max",
+        "$first",
+        "$last",
+        "$push",
+        "$addToSet",
+        "$count",
+    ] {
+        let arg = if acc == "$count" {
+            bson!({})
+        } else {
+            bson!("$v")
+        };
+        let pairs = [
+            (
+                bson!({"documents": ["unbounded", "current"]}),
+                bson!({"documents": [-1000, 0]}),
+            ),
+            (
+                bson!({"documents": ["unbounded", -2]}),
+                bson!({"documents": [-1000, -2]}),
+            ),
+            (
+                bson!({"range": ["unbounded", 0]}),
+                bson!({"range": [-1e9, 0]}),
+            ),
+            (
+                bson!({"range": ["unbounded", 3]}),
+                bson!({"range": [-1e9, 3]}),
+            ),
+        ];
+        for (running, scratch) in pairs {
+            let out = |w: &Bson| {
+                run(
+                    vec![bson!({"$setWindowFields": {
+                        "partitionBy": "$p",
+                        "sortBy": {"x": 1},
+                        "output": {"o": {acc: arg.clone(), "window": w.clone()}},
+                    }})],
+                    docs.clone(),
+                )
+                .unwrap()
+            };
+            assert_eq!(out(&running), out(&scratch), "{acc} {running}");
+        }
+    }
 }

@@ -16,8 +16,9 @@
 //! current document's value) select a contiguous run of the sorted
 //! partition; the default is the whole partition. Offsets are added in
 //! 128-bit integers (documents) or as doubles (range), so no bound
-//! overflows. Each document's window is folded from scratch: O(window)
-//! per document, checked against the command's deadline as it goes.
+//! overflows. A window from the partition's start is one running fold
+//! (O(n) for the partition); any other window is folded from scratch,
+//! O(window) per document, checked against the command's deadline.
 //!
 //! Functions: the `$group` accumulators (`$sum`, `$avg`, `$min`, `$max`,
 //! `$count`, `$first`, `$last`, `$push`, `$addToSet`, through `group`'s
@@ -842,6 +843,38 @@ fn compute(
     };
     let mut out = Vec::with_capacity(n);
     match &o.func {
+        Func::Acc(acc, e)
+            if matches!(
+                o.window,
+                Window::Documents(Bound::Unbounded, Bound::Current | Bound::Offset(_))
+                    | Window::Range {
+                        lo: Bound::Unbounded,
+                        hi: Bound::Current | Bound::Offset(_),
+                        ..
+                    }
+            ) =>
+        {
+            // From the partition's start: windows only grow (their ends
+            // never move back in sorted order), so one running fold
+            // serves every document, O(n) for the partition.
+            let vals = eval_all(e)?;
+            let mut running = Accumulator::new(*acc);
+            let mut fed = 0usize;
+            for i in 0..n {
+                let (l, h) = window_of(i);
+                let upto = if l > h { 0 } else { h + 1 };
+                while fed < upto {
+                    cx.tick()?;
+                    running.add(vals[fed].clone())?;
+                    fed += 1;
+                }
+                out.push(if upto == 0 {
+                    Accumulator::new(*acc).finish()
+                } else {
+                    running.peek()
+                });
+            }
+        }
         Func::Acc(acc, e) => {
             let vals = eval_all(e)?;
             // The whole partition is one window: fold it once.

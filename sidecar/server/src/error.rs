@@ -216,6 +216,13 @@ error_codes! {
     Location6050106 = 6050106,
     Location605001 = 605001,
     // $setWindowFields.
+    Location5371601 = 5371601,
+    Location5371602 = 5371602,
+    Location5371603 = 5371603,
+    Location5624900 = 5624900,
+    Location5624901 = 5624901,
+    Location5423901 = 5423901,
+    Location5423902 = 5423902,
     Location5339900 = 5339900,
     Location5339901 = 5339901,
     Location5339902 = 5339902,

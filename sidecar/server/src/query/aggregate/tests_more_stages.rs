@@ -815,13 +815,65 @@ fn set_window_fields_refuses_with_mongodb_codes() {
         ),
         115
     );
-    assert_eq!(parse(bson!({"output": {"f": {"$rank": {}}}})), 9);
+    assert_eq!(parse(bson!({"output": {"f": {"$rank": {}}}})), 5371602);
+    assert_eq!(
+        parse(bson!({"sortBy": {"a": 1, "b": 1}, "output": {"f": {"$documentNumber": {}}}})),
+        5371602
+    );
+    assert_eq!(
+        parse(bson!({"sortBy": {"a": 1}, "output": {"f": {"$rank": 1}}})),
+        5371603
+    );
     assert_eq!(
         parse(
             bson!({"sortBy": {"a": 1}, "output": {"f": {"$rank": {}, "window": {"documents": [0, 0]}}}})
         ),
+        5371601
+    );
+    // MongoDB's matrix (window_function_parse.js): $shift and
+    // $expMovingAvg take no window, $derivative needs one.
+    assert_eq!(
+        parse(
+            bson!({"sortBy": {"a": 1}, "output": {"f": {"$shift": {"output": 1, "by": 1}, "window": {"documents": [0, 0]}}}})
+        ),
         9
     );
+    assert_eq!(
+        parse(bson!({"output": {"f": {"$expMovingAvg": {"input": 1, "N": 2}}}})),
+        9
+    );
+    assert_eq!(
+        parse(bson!({"sortBy": {"a": 1}, "output": {"f": {"$derivative": {"input": 1}}}})),
+        9
+    );
+    let dated = vec![
+        doc! {"a": bson::DateTime::from_millis(0)},
+        doc! {"a": bson::DateTime::from_millis(1000)},
+    ];
+    let swf = |f: Bson| vec![bson!({"$setWindowFields": {"sortBy": {"a": 1}, "output": {"f": f}}})];
+    let e = run(
+        swf(bson!({"$derivative": {"input": 1}, "window": {"documents": [-1, 0]}})),
+        dated.clone(),
+    );
+    assert_eq!(code(e), 5624901);
+    let e = run(swf(bson!({"$integral": {"input": 1}})), dated.clone());
+    assert_eq!(code(e), 5423902);
+    let e = run(
+        swf(bson!({"$integral": {"input": 1, "unit": "second"}})),
+        vec![doc! {"a": 1}],
+    );
+    assert_eq!(code(e), 5423901);
+    let out = run(
+        swf(bson!({"$integral": {"input": 2, "unit": "second"}})),
+        dated,
+    )
+    .unwrap();
+    assert_eq!(column(&out, "f"), vec![bson!(2.0), bson!(2.0)]);
+    let e = run(
+        vec![bson!({"$setWindowFields": {"partitionBy": "$a", "output": {"f": {"$count": {}}}}})],
+        vec![doc! {"a": [1]}],
+    );
+    assert_eq!(code(e), 14);
     assert_eq!(
         parse(bson!({"sortBy": {"a": 1}, "output": {"$f": {"$rank": {}}}})),
         16410

@@ -332,9 +332,27 @@ impl Output {
                 }
             }
             "$rank" | "$denseRank" | "$documentNumber" => {
-                empty_object(name, arg)?;
-                needs_sort(name, name != "$documentNumber")?;
-                no_window(name)?;
+                // MongoDB's order of checks and codes for the rank family.
+                if window.is_some() {
+                    return Err(CommandError::new(
+                        ErrorCode::Location5371601,
+                        format!("Rank style window functions take no other arguments: {name}"),
+                    ));
+                }
+                if !matches!(arg, Bson::Document(d) if d.is_empty()) {
+                    return Err(CommandError::new(
+                        ErrorCode::Location5371603,
+                        format!("{name} must be specified with '{{}}' as the value"),
+                    ));
+                }
+                if sort_by.is_none_or(|s| s.len() != 1) {
+                    return Err(CommandError::new(
+                        ErrorCode::Location5371602,
+                        format!(
+                            "{name} must be specified with a top level sortBy expression with exactly one element"
+                        ),
+                    ));
+                }
                 match name {
                     "$rank" => Func::Rank,
                     "$denseRank" => Func::DenseRank,
@@ -715,6 +733,12 @@ impl Op for WindowOp {
                     Some(e) => e.eval(&d)?.unwrap_or(Bson::Null),
                     None => Bson::Null,
                 };
+                // `$sort` would not partition an array the way it groups.
+                if matches!(key, Bson::Array(_)) {
+                    return Err(CommandError::type_mismatch(
+                        "An expression used to partition cannot evaluate to value of type array",
+                    ));
+                }
                 sorter.push(&doc! {"p": {"v": key}, "d": d})?;
             }
             self.sorted = Some(sorter.finish()?);
@@ -774,6 +798,36 @@ fn coordinate(v: &Bson, unit: Option<f64>) -> Result<f64> {
                 type_name(v)
             ),
         )),
+    }
+}
+
+/// `$derivative`'s and `$integral`'s x: a number, or a date's
+/// milliseconds with a unit (their own codes, as MongoDB).
+fn slope_coordinate(v: &Bson, unit: Option<f64>, derivative: bool) -> Result<f64> {
+    let name = if derivative {
+        "$derivative"
+    } else {
+        "$integral"
+    };
+    match (v, unit) {
+        (Bson::DateTime(t), Some(_)) => Ok(t.timestamp_millis() as f64),
+        (_, Some(_)) => Err(CommandError::new(
+            if derivative {
+                ErrorCode::Location5624900
+            } else {
+                ErrorCode::Location5423901
+            },
+            format!("{name} with unit expects the sortBy field to be a Date"),
+        )),
+        (Bson::DateTime(_), None) => Err(CommandError::new(
+            if derivative {
+                ErrorCode::Location5624901
+            } else {
+                ErrorCode::Location5423902
+            },
+            format!("{name} where the sortBy is a Date requires an 'unit'"),
+        )),
+        (v, None) => Ok(as_f64(v).filter(|_| is_number(v)).unwrap_or(f64::NAN)),
     }
 }
 
@@ -925,9 +979,10 @@ fn compute(
         }
         Func::Derivative { input, unit } | Func::Integral { input, unit } => {
             let ys = numbers(&eval_all(input)?);
+            let derivative = matches!(o.func, Func::Derivative { .. });
             let xs: Vec<f64> = part
                 .iter()
-                .map(|d| coordinate(&sort_value(d, sort_by), *unit))
+                .map(|d| slope_coordinate(&sort_value(d, sort_by), *unit, derivative))
                 .collect::<Result<_>>()?;
             let scale = unit.unwrap_or(1.0);
             for i in 0..n {

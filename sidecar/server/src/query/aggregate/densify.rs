@@ -21,6 +21,7 @@ use super::super::expr::type_name;
 use super::super::path;
 use super::super::sort::SortSpec;
 use super::ops::with_field;
+use super::time_unit::TimeUnit;
 use super::{Cx, Op};
 use crate::error::{CommandError, ErrorCode, Result};
 use crate::limits;
@@ -35,8 +36,8 @@ pub(super) struct Densify {
     field: String,
     partition_by: Vec<String>,
     step: Bson,
-    /// Milliseconds per unit, for dates.
-    unit: Option<i64>,
+    /// For dates.
+    unit: Option<TimeUnit>,
     bounds: Bounds,
     order: SortSpec,
 }
@@ -71,33 +72,6 @@ fn err(code: u32, message: impl Into<String>) -> CommandError {
         _ => ErrorCode::Location5897900,
     };
     CommandError::new(code, message)
-}
-
-fn unit_ms(v: &Bson) -> Result<i64> {
-    let Bson::String(s) = v else {
-        return Err(CommandError::type_mismatch(format!(
-            "BSON field '$densify.range.unit' is the wrong type '{}', expected type 'string'",
-            type_name(v)
-        )));
-    };
-    Ok(match s.as_str() {
-        "millisecond" => 1,
-        "second" => 1_000,
-        "minute" => 60_000,
-        "hour" => 3_600_000,
-        "day" => 86_400_000,
-        "week" => 604_800_000,
-        "month" | "quarter" | "year" => {
-            return Err(CommandError::not_implemented(&format!(
-                "the calendar unit '{s}' in $densify"
-            )));
-        }
-        other => {
-            return Err(CommandError::failed_to_parse(format!(
-                "unknown time unit value: {other}"
-            )));
-        }
-    })
 }
 
 fn is_whole(v: &Bson) -> bool {
@@ -185,7 +159,7 @@ impl Densify {
         for (k, v) in range {
             match k.as_str() {
                 "step" => step = Some(v.clone()),
-                "unit" => unit = Some(unit_ms(v)?),
+                "unit" => unit = Some(TimeUnit::parse(v, "$densify.range.unit")?),
                 "bounds" => bounds = Some(v.clone()),
                 other => {
                     return Err(CommandError::new(
@@ -318,9 +292,11 @@ impl Densify {
         match (v, &self.step) {
             (Bson::DateTime(t), step) => {
                 let k = super::super::compare::as_i64(step).unwrap_or(1);
-                let ms = k
-                    .saturating_mul(self.unit.unwrap_or(1))
-                    .saturating_add(t.timestamp_millis());
+                // Past the last date, the grid ends there.
+                let ms = self
+                    .unit
+                    .and_then(|u| u.add(t.timestamp_millis(), k))
+                    .unwrap_or(i64::MAX);
                 Bson::DateTime(bson::DateTime::from_millis(ms))
             }
             (Bson::Int32(a), Bson::Int32(b)) => a

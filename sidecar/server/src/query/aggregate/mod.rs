@@ -38,6 +38,7 @@ mod ops;
 mod redact;
 mod sample;
 mod stage;
+mod time_unit;
 mod union;
 mod window;
 

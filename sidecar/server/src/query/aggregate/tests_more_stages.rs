@@ -811,10 +811,41 @@ fn set_window_fields_refuses_with_mongodb_codes() {
     );
     assert_eq!(
         parse(
-            bson!({"sortBy": {"a": 1}, "output": {"f": {"$sum": 1, "window": {"range": [0, 1], "unit": "month"}}}})
+            bson!({"sortBy": {"a": 1}, "output": {"f": {"$sum": 1, "window": {"range": [0, 1], "unit": "fortnight"}}}})
+        ),
+        9
+    );
+    assert_eq!(
+        parse(
+            bson!({"sortBy": {"a": 1}, "output": {"f": {"$derivative": {"input": 1, "unit": "month"}, "window": {"documents": [-1, 0]}}}})
         ),
         115
     );
+    // Calendar windows: a month back from each date, as `$dateAdd` counts.
+    let at = |s: &str| Bson::DateTime(bson::DateTime::parse_rfc3339_str(s).unwrap());
+    let dates = [
+        "2024-01-31T00:00:00Z",
+        "2024-02-29T00:00:00Z",
+        "2024-03-30T00:00:00Z",
+        "2024-03-31T00:00:00Z",
+    ];
+    let out = run(
+        vec![bson!({"$setWindowFields": {"sortBy": {"t": 1}, "output": {"n": {"$count": {}, "window": {"range": [-1, 0], "unit": "month"}}}}})],
+        dates.iter().map(|d| doc! {"t": at(d)}).collect(),
+    )
+    .unwrap();
+    // Feb 29 - 1 month = Jan 29 (Jan 31 in); Mar 30 - 1 = Feb 28 (Feb 29
+    // in); Mar 31 - 1 = Feb 29 (clamped, Feb 29 in).
+    assert_eq!(
+        column(&out, "n"),
+        vec![bson!(1), bson!(2), bson!(2), bson!(3)]
+    );
+    let out = run(
+        vec![bson!({"$setWindowFields": {"sortBy": {"t": 1}, "output": {"n": {"$count": {}, "window": {"range": [-1, 0], "unit": "year"}}}}})],
+        vec![doc! {"t": at("2024-01-01T00:00:00Z")}, doc! {"t": bson::DateTime::MAX}],
+    )
+    .unwrap();
+    assert_eq!(column(&out, "n"), vec![bson!(1), bson!(1)]);
     assert_eq!(parse(bson!({"output": {"f": {"$rank": {}}}})), 5371602);
     assert_eq!(
         parse(bson!({"sortBy": {"a": 1, "b": 1}, "output": {"f": {"$documentNumber": {}}}})),
@@ -1185,8 +1216,36 @@ fn densify_refuses_with_mongodb_codes() {
         5733408
     );
     assert_eq!(
-        parse(range(bson!({"step": 1, "unit": "year", "bounds": "full"}))),
-        115
+        parse(range(
+            bson!({"step": 1, "unit": "fortnight", "bounds": "full"})
+        )),
+        9
+    );
+    // Monthly steps clamp to the month's end, as `$dateAdd`.
+    let at = |s: &str| bson::DateTime::parse_rfc3339_str(s).unwrap();
+    let out = run(
+        vec![bson!({"$densify": {"field": "t", "range": {"step": 1, "unit": "month", "bounds": "full"}}})],
+        vec![doc! {"t": at("2023-11-30T00:00:00Z")}, doc! {"t": at("2024-03-01T00:00:00Z")}],
+    )
+    .unwrap();
+    let got: Vec<String> = out
+        .iter()
+        .map(|d| {
+            d.get_datetime("t")
+                .unwrap()
+                .try_to_rfc3339_string()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            "2023-11-30T00:00:00Z",
+            "2023-12-30T00:00:00Z",
+            "2024-01-30T00:00:00Z",
+            "2024-02-29T00:00:00Z",
+            "2024-03-01T00:00:00Z",
+        ]
     );
     assert_eq!(
         parse(

@@ -37,6 +37,7 @@ use super::super::sort::SortSpec;
 use super::group::Accumulator;
 use super::ops::with_field;
 use super::stage::Acc;
+use super::time_unit::TimeUnit;
 use super::{Cx, Op};
 use crate::error::{CommandError, ErrorCode, Result};
 use crate::limits;
@@ -111,8 +112,8 @@ enum Window {
     Range {
         lo: Bound,
         hi: Bound,
-        /// Milliseconds per unit, for dates.
-        unit: Option<f64>,
+        /// For dates.
+        unit: Option<TimeUnit>,
     },
 }
 
@@ -122,28 +123,15 @@ fn parse_err(message: impl Into<String>) -> CommandError {
     CommandError::failed_to_parse(message)
 }
 
-/// Milliseconds in a time unit; month, quarter and year (calendar units)
-/// are refused by name.
-fn unit_ms(v: &Bson) -> Result<f64> {
-    let Bson::String(s) = v else {
-        return Err(parse_err("'unit' must be a string"));
-    };
-    Ok(match s.as_str() {
-        "millisecond" => 1.0,
-        "second" => 1e3,
-        "minute" => 6e4,
-        "hour" => 3.6e6,
-        "day" => 8.64e7,
-        "week" => 6.048e8,
-        "month" | "quarter" | "year" => {
-            return Err(CommandError::not_implemented(&format!(
-                "the calendar unit '{s}' in $setWindowFields"
-            )));
-        }
-        other => {
-            return Err(parse_err(format!("unknown time unit value: {other}")));
-        }
-    })
+/// `$derivative`'s and `$integral`'s unit: milliseconds per unit; a
+/// calendar unit has no fixed length and is refused by name.
+fn fixed_unit_ms(v: &Bson, name: &str) -> Result<f64> {
+    match TimeUnit::parse(v, &format!("{name}.unit"))?.fixed_ms() {
+        Some(ms) => Ok(ms as f64),
+        None => Err(CommandError::not_implemented(&format!(
+            "a calendar unit ({v}) in {name}"
+        ))),
+    }
 }
 
 impl SetWindowFields {
@@ -421,7 +409,7 @@ fn input_and_unit(name: &str, arg: &Bson) -> Result<(Expr, Option<f64>)> {
     for (k, v) in d {
         match k.as_str() {
             "input" => input = Some(Expr::parse(v)?),
-            "unit" => unit = Some(unit_ms(v)?),
+            "unit" => unit = Some(fixed_unit_ms(v, name)?),
             other => {
                 return Err(parse_err(format!(
                     "{name} got unexpected argument: {other}"
@@ -625,7 +613,9 @@ fn parse_window(v: &Bson, sort_by: Option<&[(String, i32)]>) -> Result<Window> {
     let Some(range) = range else {
         return Ok(WHOLE);
     };
-    let unit = unit.map(unit_ms).transpose()?;
+    let unit = unit
+        .map(|u| TimeUnit::parse(u, "$setWindowFields.window.unit"))
+        .transpose()?;
     let (l, h) = pair(range)?;
     let (lo, hi) = (
         parse_bound(&l, false, unit.is_some())?,
@@ -776,7 +766,7 @@ fn sort_value(d: &Document, sort_by: Option<&[(String, i32)]>) -> Bson {
 
 /// A range window's coordinate: a number, or a date's milliseconds with a
 /// unit (5429413/5429414/5429513 otherwise, as MongoDB).
-fn coordinate(v: &Bson, unit: Option<f64>) -> Result<f64> {
+fn coordinate(v: &Bson, unit: Option<TimeUnit>) -> Result<f64> {
     match (v, unit) {
         (Bson::DateTime(t), Some(_)) => Ok(t.timestamp_millis() as f64),
         (_, Some(_)) => Err(CommandError::new(
@@ -853,16 +843,21 @@ fn bounds(w: &Window, i: usize, n: usize, xs: Option<&[f64]>) -> (usize, usize) 
         Window::Range { lo, hi, unit } => {
             let Some(xs) = xs else { return (1, 0) };
             let x = xs[i];
-            let scale = unit.unwrap_or(1.0);
+            // A date offset is whole units added as `$dateAdd` adds them;
+            // past what a date holds, the window reaches that end.
+            let offset = |f: f64, past: f64| match unit {
+                None => x + f,
+                Some(u) => u.add(x as i64, f as i64).map_or(past, |t| t as f64),
+            };
             let lo_x = match lo {
                 Bound::Unbounded => f64::NEG_INFINITY,
                 Bound::Current => x,
-                Bound::Offset(f) => x + f * scale,
+                Bound::Offset(f) => offset(*f, f.signum() * f64::INFINITY),
             };
             let hi_x = match hi {
                 Bound::Unbounded => f64::INFINITY,
                 Bound::Current => x,
-                Bound::Offset(f) => x + f * scale,
+                Bound::Offset(f) => offset(*f, f.signum() * f64::INFINITY),
             };
             let l = xs.partition_point(|v| *v < lo_x);
             let h = xs.partition_point(|v| *v <= hi_x);

@@ -267,7 +267,12 @@ impl Search<'_> {
     /// Takes `f` if it is new, joins the frontier and passes the filter;
     /// returns its `connectFromField` values when taken.
     fn offer(&mut self, f: Document, preds: &[Pred], depth: i64) -> Result<Option<Vec<Bson>>> {
-        if !joins(&f, &self.spec.connect_to, preds) {
+        // A null (or missing) value searches for documents whose
+        // `connectToField` is null, never for those without it (MongoDB
+        // adds `{connectToField: {$exists: true}}` to such a search).
+        if path::resolve(&f, &self.spec.connect_to).values.is_empty()
+            || !joins(&f, &self.spec.connect_to, preds)
+        {
             return Ok(None);
         }
         if let Some(r) = &self.spec.restrict
@@ -308,7 +313,8 @@ impl Op for GraphLookupOp {
         let start = match spec.start_with.eval(&d)? {
             Some(Bson::Array(items)) => items,
             Some(v) => vec![v],
-            None => Vec::new(),
+            // Missing is searched as null.
+            None => vec![Bson::Null],
         };
         let mut frontier = search.fresh(start)?;
         let lookup = cx.lookup();

@@ -466,6 +466,24 @@ fn graph_lookup_terminates_on_cycles() {
     }});
     let out = run_with(vec![stage], vec![doc! {}], graph).unwrap();
     assert_eq!(out[0].get_array("h").unwrap().len(), 3);
+    // A missing start searches for null: documents whose connectToField
+    // is null, never those without it.
+    let foreign = vec![
+        doc! {"_id": 1, "name": Bson::Null, "to": "x"},
+        doc! {"_id": 2, "to": "y"},
+        doc! {"_id": 3, "name": "x"},
+    ];
+    let stage = bson!({"$graphLookup": {
+        "from": "g", "startWith": "$nope", "connectFromField": "to", "connectToField": "name", "as": "h",
+    }});
+    let out = run_with(vec![stage], vec![doc! {}], foreign).unwrap();
+    let ids: Vec<&Bson> = out[0]
+        .get_array("h")
+        .unwrap()
+        .iter()
+        .map(|d| d.as_document().unwrap().get("_id").unwrap())
+        .collect();
+    assert_eq!(ids, vec![&bson!(1), &bson!(3)]);
 }
 
 #[test]

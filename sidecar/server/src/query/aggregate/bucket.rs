@@ -21,7 +21,7 @@ use bson::{Bson, Document, doc};
 use super::super::compare::{as_f64, compare, is_number, type_rank};
 use super::super::expr::{Expr, type_name};
 use super::super::sort::SortSpec;
-use super::group::{self, Accumulators};
+use super::group::{self, Accumulator};
 use super::stage::{Acc, Group, parse_accumulator};
 use super::{Cx, Op};
 use crate::error::{CommandError, ErrorCode, Result};
@@ -390,7 +390,7 @@ struct BucketAutoOp {
 struct Filling {
     sorted: Sorted,
     /// The first document of the next bucket (already read).
-    pending: Option<(Bson, Document)>,
+    pending: Option<Entry>,
     /// The last bucket's max, for the next one's min (with a granularity).
     previous_max: Option<Bson>,
     approx_size: usize,
@@ -398,7 +398,7 @@ struct Filling {
 }
 
 impl Filling {
-    fn next_entry(&mut self) -> Result<Option<(Bson, Document)>> {
+    fn next_entry(&mut self) -> Result<Option<Entry>> {
         let Some(mut d) = self.sorted.next_doc()? else {
             return Ok(None);
         };
@@ -406,8 +406,9 @@ impl Filling {
             Some(Bson::Document(mut k)) => k.remove("v").unwrap_or(Bson::Null),
             _ => return Err(crate::spill::damaged()),
         };
+        let pos = d.get_i64("n").map_err(|_| crate::spill::damaged())?;
         match d.remove("d") {
-            Some(Bson::Document(doc)) => Ok(Some((key, doc))),
+            Some(Bson::Document(doc)) => Ok(Some((key, doc, pos))),
             _ => Err(crate::spill::damaged()),
         }
     }
@@ -426,7 +427,8 @@ impl Op for BucketAutoOp {
                 }
                 // `{v: key}` orders as `key` does (a document compares its
                 // fields' values), and an array key stays one value.
-                sorter.push(&doc! {"k": {"v": key}, "d": d})?;
+                // `n`: the input position, for `$first`/`$last`.
+                sorter.push(&doc! {"k": {"v": key}, "d": d, "n": n as i64})?;
                 n += 1;
             }
             let approx = (n as f64 / self.spec.buckets as f64).round() as usize;
@@ -453,7 +455,7 @@ impl Op for BucketAutoOp {
             },
         };
         let last_bucket = st.made == self.spec.buckets;
-        let mut accs = Accumulators::new(&self.spec.accumulators);
+        let mut accs = BucketAccs::new(&self.spec.accumulators);
         let granularity = self.spec.granularity.as_ref();
         let mut min = first.0.clone();
         if let Some(g) = granularity {
@@ -463,16 +465,16 @@ impl Op for BucketAutoOp {
             };
         }
         let mut max = first.0;
-        accs.add(&first.1)?;
+        accs.add(first.2, &first.1)?;
         let mut taken = 1usize;
         let mut next = st.next_entry()?;
-        while let Some((k, d)) = next.take() {
+        while let Some((k, d, p)) = next.take() {
             if taken >= st.approx_size && !last_bucket {
-                next = Some((k, d));
+                next = Some((k, d, p));
                 break;
             }
             cx.tick()?;
-            accs.add(&d)?;
+            accs.add(p, &d)?;
             max = k;
             taken += 1;
             next = st.next_entry()?;
@@ -483,27 +485,27 @@ impl Op for BucketAutoOp {
             Some(g) => Some(g.round_up(&max)?),
             None => None,
         };
-        while let Some((k, d)) = next.take() {
+        while let Some((k, d, p)) = next.take() {
             let absorb = compare(&max, &k).is_eq()
                 || boundary.as_ref().is_some_and(|b| compare(b, &k).is_gt());
             if !absorb {
-                next = Some((k, d));
+                next = Some((k, d, p));
                 break;
             }
             cx.tick()?;
-            accs.add(&d)?;
+            accs.add(p, &d)?;
             max = k;
             next = st.next_entry()?;
         }
         match (granularity, boundary) {
             (Some(g), Some(b)) => {
                 max = match &next {
-                    Some((k, _)) if as_f64(&b) == Some(0.0) => g.round_down(k)?,
+                    Some((k, _, _)) if as_f64(&b) == Some(0.0) => g.round_down(k)?,
                     _ => b,
                 };
             }
             _ => {
-                if let Some((k, _)) = &next {
+                if let Some((k, _, _)) = &next {
                     max = k.clone();
                 }
             }
@@ -514,6 +516,65 @@ impl Op for BucketAutoOp {
         accs.finish_into(&mut out);
         crate::limits::check_built_document(&out, "$bucketAuto")?;
         Ok(Some(out))
+    }
+}
+
+/// A sorted document: its `groupBy` value, itself, its input position.
+type Entry = (Bson, Document, i64);
+
+/// One bucket's accumulators. `$first` and `$last` take the value of the
+/// bucket's earliest and latest document in *input* order, not in
+/// `groupBy` order, as MongoDB's `AccumulatorFirstLastNForBucketAuto`.
+struct BucketAccs<'a> {
+    specs: &'a [(String, Acc, Expr)],
+    slots: Vec<Slot>,
+}
+
+enum Slot {
+    Fold(Accumulator),
+    /// The best (position, value) so far.
+    Positional(Option<(i64, Bson)>),
+}
+
+impl<'a> BucketAccs<'a> {
+    fn new(specs: &'a [(String, Acc, Expr)]) -> BucketAccs<'a> {
+        let slots = specs
+            .iter()
+            .map(|(_, acc, _)| match acc {
+                Acc::First | Acc::Last => Slot::Positional(None),
+                acc => Slot::Fold(Accumulator::new(*acc)),
+            })
+            .collect();
+        BucketAccs { specs, slots }
+    }
+
+    fn add(&mut self, pos: i64, d: &Document) -> Result<()> {
+        for ((_, acc, e), slot) in self.specs.iter().zip(self.slots.iter_mut()) {
+            match slot {
+                Slot::Fold(a) => a.add(e.eval(d)?)?,
+                Slot::Positional(best) => {
+                    let better = match best {
+                        None => true,
+                        Some((p, _)) if *acc == Acc::First => pos < *p,
+                        Some((p, _)) => pos > *p,
+                    };
+                    if better {
+                        *best = Some((pos, e.eval(d)?.unwrap_or(Bson::Null)));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finish_into(self, doc: &mut Document) {
+        for ((name, _, _), slot) in self.specs.iter().zip(self.slots) {
+            let v = match slot {
+                Slot::Fold(a) => a.finish(),
+                Slot::Positional(best) => best.map_or(Bson::Null, |(_, v)| v),
+            };
+            doc.insert(name.clone(), v);
+        }
     }
 }
 

@@ -35,7 +35,6 @@ use argon_wal::IdKey;
 use bson::{Bson, Document, doc};
 
 use super::super::compare::{as_f64, compare, is_number};
-use super::super::expr::Expr;
 use super::stage::{Acc, Group};
 use super::{Cx, Op};
 use crate::error::Result;
@@ -325,37 +324,8 @@ impl Order for PartialOrder {
     }
 }
 
-/// The accumulators of one group outside a `$group` (`$bucketAuto`'s
-/// buckets, `$setWindowFields`' windows).
-pub(super) struct Accumulators<'a> {
-    accs: &'a [(String, Acc, Expr)],
-    states: Vec<AccState>,
-}
-
-impl<'a> Accumulators<'a> {
-    pub(super) fn new(accs: &'a [(String, Acc, Expr)]) -> Accumulators<'a> {
-        Accumulators {
-            accs,
-            states: accs.iter().map(|_| AccState::default()).collect(),
-        }
-    }
-
-    pub(super) fn add(&mut self, d: &Document) -> Result<()> {
-        for ((_, acc, e), st) in self.accs.iter().zip(self.states.iter_mut()) {
-            st.add(*acc, e.eval(d)?)?;
-        }
-        Ok(())
-    }
-
-    /// `doc` with each accumulator's result appended.
-    pub(super) fn finish_into(self, doc: &mut Document) {
-        for ((name, acc, _), st) in self.accs.iter().zip(self.states) {
-            doc.insert(name.clone(), st.finish(*acc));
-        }
-    }
-}
-
-/// One accumulator fed values already evaluated (`$setWindowFields`).
+/// One accumulator fed values already evaluated (`$setWindowFields`,
+/// `$bucketAuto`).
 pub(super) struct Accumulator {
     acc: Acc,
     state: AccState,

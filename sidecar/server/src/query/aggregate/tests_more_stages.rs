@@ -170,6 +170,16 @@ fn bucket_auto_fills_even_buckets_as_the_manual_shows() {
     )
     .unwrap();
     assert_eq!(out[0], doc! {"_id": {"min": 1, "max": 3}, "v": [1, 2, 2]});
+    // `$first`/`$last` follow the input order within a bucket.
+    let out = run(
+        vec![bson!({"$bucketAuto": {"groupBy": "$p", "buckets": 1, "output": {"f": {"$first": "$i"}, "l": {"$last": "$i"}, "lo": {"$min": "$p"}}}})],
+        vec![doc! {"i": 0, "p": 5}, doc! {"i": 1, "p": 1}, doc! {"i": 2, "p": 9}, doc! {"i": 3, "p": 2}],
+    )
+    .unwrap();
+    assert_eq!(
+        out,
+        vec![doc! {"_id": {"min": 1, "max": 9}, "f": 0, "l": 3, "lo": 1}]
+    );
     // More buckets than documents: one value per bucket.
     let out = run(
         vec![bson!({"$bucketAuto": {"groupBy": "$p", "buckets": 100}})],

@@ -1307,6 +1307,36 @@ fn densify_refuses_with_mongodb_codes() {
     assert_eq!(code(e), 5897900);
 }
 
+/// `$count` (the window's size) is `$sum: 1` over the same window.
+#[test]
+fn count_is_the_window_size() {
+    let docs: Vec<Document> = (0..40).map(|i| doc! {"p": i % 2, "x": i / 3}).collect();
+    for w in [
+        bson!({"documents": [-3, 5]}),
+        bson!({"documents": ["current", "unbounded"]}),
+        bson!({"documents": [4, 2147483647]}),
+        bson!({"documents": [-2147483648i64, -7]}),
+        bson!({"range": [-1, 1]}),
+        bson!({"range": [2, "unbounded"]}),
+        bson!({"range": [-1e300, -1]}),
+    ] {
+        let out = |f: Bson| {
+            run(
+                vec![bson!({"$setWindowFields": {"partitionBy": "$p", "sortBy": {"x": 1}, "output": {"o": f}}})],
+                docs.clone(),
+            )
+            .unwrap()
+        };
+        let mut count = bson!({"$count": {}});
+        let mut sum = bson!({"$sum": 1});
+        if let (Bson::Document(c), Bson::Document(s)) = (&mut count, &mut sum) {
+            c.insert("window", w.clone());
+            s.insert("window", w.clone());
+        }
+        assert_eq!(column(&out(count), "o"), column(&out(sum), "o"), "{w}");
+    }
+}
+
 /// A window from the partition's start (one running fold) answers what
 /// the same window folded from scratch per document answers.
 #[test]

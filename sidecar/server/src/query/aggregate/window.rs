@@ -17,7 +17,8 @@
 //! partition; the default is the whole partition. Offsets are added in
 //! 128-bit integers (documents) or as doubles (range), so no bound
 //! overflows. A window from the partition's start is one running fold
-//! (O(n) for the partition); any other window is folded from scratch,
+//! (O(n) for the partition), `$count` is the window's size; any other
+//! window is folded from scratch,
 //! O(window) per document, checked against the command's deadline.
 //!
 //! Functions: the `$group` accumulators (`$sum`, `$avg`, `$min`, `$max`,
@@ -922,6 +923,13 @@ fn compute(
                 } else {
                     running.peek()
                 });
+            }
+        }
+        // `$count` is the window's size: O(1) per document for any window.
+        Func::Acc(Acc::Count, _) => {
+            for i in 0..n {
+                let (l, h) = window_of(i);
+                out.push(int(if l > h { 0 } else { (h - l + 1) as i64 }));
             }
         }
         Func::Acc(acc, e) => {

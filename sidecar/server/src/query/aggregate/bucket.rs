@@ -77,7 +77,7 @@ fn parse_group_by(v: &Bson, code: ErrorCode, stage: &str) -> Result<Expr> {
 fn is_constant(e: &Expr) -> bool {
     match e {
         Expr::Literal(_) | Expr::Remove => true,
-        Expr::Field(_) | Expr::Root => false,
+        Expr::Field(_) | Expr::Root | Expr::TextScore => false,
         Expr::Object(fields) => fields.iter().all(|(_, e)| is_constant(e)),
         Expr::Array(items) | Expr::Op(_, items) => items.iter().all(is_constant),
         Expr::GetField { input, .. } => is_constant(input),

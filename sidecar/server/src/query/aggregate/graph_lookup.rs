@@ -17,8 +17,8 @@
 //!
 //! **Memory.** What one search holds (the documents found and the values
 //! seen and still to search) is held to the stage budget: past it the
-//! search fails with MongoDB's 40099 (MongoDB 8.0 does not spill a
-//! `$graphLookup` either). The result is one array in the output
+//! search fails with MongoDB's 40099, `allowDiskUse` or not (it is not
+//! spilled here). The result is one array in the output
 //! document, so it is held to the 16 MiB document limit too (10334).
 
 use std::collections::HashSet;

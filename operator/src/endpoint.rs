@@ -271,20 +271,6 @@ pub fn sidecar_container(
     })
 }
 
-/// Takes the peer link (forwarded writes) out of a TLS endpoint's sidecar:
-/// the sidecar refuses `--peer-listen` with TLS (the link is authenticated
-/// but not encrypted, and would carry the clients' writes in clear), so each
-/// replica of a TLS endpoint commits its own writes. Open: TLS on the link.
-fn without_peer_link(container: &mut Container) {
-    const PEER_ENV: [&str; 3] = ["ARGON_PEER_LISTEN", "ARGON_PEER_ADVERTISE", "ARGON_POD_IP"];
-    if let Some(vars) = container.env.as_mut() {
-        vars.retain(|v| !PEER_ENV.contains(&v.name.as_str()));
-    }
-    if let Some(ports) = container.ports.as_mut() {
-        ports.retain(|p| p.container_port != PEER_PORT);
-    }
-}
-
 /// The volume an embedded store's sidecar mounts.
 pub fn data_volume(project: &ArgonProject) -> Option<Volume> {
     project.spec.store.embedded.as_ref().map(|e| Volume {
@@ -335,13 +321,25 @@ pub fn deployment(
     }
     let mut volumes: Vec<Volume> = data_volume(project).into_iter().collect();
     if branch.spec.endpoint.tls {
-        without_peer_link(&mut container);
         // A Secret volume: the kubelet swaps renewed files in place
         // (atomically, both at once) and the sidecar re-reads changed files,
         // so a renewal needs no restart.
         let vars = container.env.get_or_insert_with(Vec::new);
         vars.push(env("ARGON_TLS_CERT_FILE", format!("{TLS_DIR}/tls.crt")));
         vars.push(env("ARGON_TLS_KEY_FILE", format!("{TLS_DIR}/tls.key")));
+        if vars.iter().any(|v| v.name == "ARGON_PEER_LISTEN") {
+            // Forwarded writes go over TLS too: replicas dial each other's
+            // pod addresses and check the certificate's Service name.
+            vars.push(env("ARGON_PEER_TLS_CA_FILE", format!("{TLS_DIR}/ca.crt")));
+            vars.push(env(
+                "ARGON_PEER_TLS_NAME",
+                format!(
+                    "{}.{}.svc",
+                    object_name(&name),
+                    branch.namespace().unwrap_or_default()
+                ),
+            ));
+        }
         container
             .volume_mounts
             .get_or_insert_with(Vec::new)
@@ -364,6 +362,11 @@ pub fn deployment(
                     KeyToPath {
                         key: "tls.key".into(),
                         path: "tls.key".into(),
+                        mode: None,
+                    },
+                    KeyToPath {
+                        key: "ca.crt".into(),
+                        path: "ca.crt".into(),
                         mode: None,
                     },
                 ]),
@@ -515,7 +518,8 @@ mod tests {
     }
 
     /// The sidecar's own argument checks accept every endpoint the operator
-    /// makes (a TLS endpoint with the peer link crash-looped in real pods):
+    /// makes (a TLS endpoint whose peer link had no TLS settings
+    /// crash-looped in real pods):
     /// the container's environment becomes `argon-sidecar serve` flags, with
     /// references resolved as the kubelet would.
     #[test]
@@ -584,7 +588,8 @@ mod tests {
             let peer = args
                 .peer_address()
                 .unwrap_or_else(|e| panic!("{case}: {e}"));
-            assert_eq!(peer.is_some(), !tls && !read_only, "{case}");
+            assert_eq!(peer.is_some(), !read_only, "{case}");
+            assert_eq!(args.peer_tls_name.is_some(), tls && !read_only, "{case}");
         }
     }
 }

@@ -141,6 +141,20 @@ pub struct ServeArgs {
     /// is unspecified (0.0.0.0 or ::).
     #[arg(long, env = "ARGON_PEER_ADVERTISE", requires = "peer_listen")]
     pub peer_advertise: Option<String>,
+    /// With TLS (`--tls-cert-file`) and `--peer-listen`: the PEM CA the
+    /// other sidecars' certificates are verified against. The peer
+    /// listener serves `--tls-cert-file`; writes are forwarded over TLS.
+    #[arg(
+        long,
+        env = "ARGON_PEER_TLS_CA_FILE",
+        value_name = "PEM",
+        requires = "peer_listen"
+    )]
+    pub peer_tls_ca_file: Option<PathBuf>,
+    /// The name the other sidecars' certificates carry (peers dial pod
+    /// addresses; an endpoint's certificate names its Service).
+    #[arg(long, env = "ARGON_PEER_TLS_NAME", requires = "peer_listen")]
+    pub peer_tls_name: Option<String>,
     /// With a shared `--store`: how stale (in ms) a read may be with
     /// respect to other sidecars' writes. 0 (the default): every read first
     /// catches up with the store (one store query),
@@ -206,11 +220,20 @@ impl ServeArgs {
                 "--peer-listen needs a shared --store: an embedded store has one process, which writes every branch itself".into(),
             );
         }
-        // Refused by name, not half done: forwarded writes would cross a
-        // link that is authenticated (`writer::peer_auth`) but not encrypted.
-        if self.tls_cert_file.is_some() {
+        // Clients that speak TLS: their writes cross the peer link over TLS
+        // too (`writer::peer_tls`), never in clear.
+        if self.tls_cert_file.is_some()
+            && (self.peer_tls_ca_file.is_none() || self.peer_tls_name.is_none())
+        {
             return Err(
-                "--peer-listen cannot be combined with TLS yet: the link between sidecars is authenticated but not encrypted; run without --peer-listen (each sidecar then commits its own writes)".into(),
+                "--peer-listen with TLS needs --peer-tls-ca-file and --peer-tls-name: forwarded writes go over TLS, verified against that CA and name".into(),
+            );
+        }
+        if self.tls_cert_file.is_none()
+            && (self.peer_tls_ca_file.is_some() || self.peer_tls_name.is_some())
+        {
+            return Err(
+                "--peer-tls-ca-file and --peer-tls-name need --tls-cert-file: the peer listener serves that certificate".into(),
             );
         }
         if let Some(a) = &self.peer_advertise {
@@ -222,6 +245,21 @@ impl ServeArgs {
             ));
         }
         Ok(Some(listen.to_string()))
+    }
+
+    /// TLS for forwarded writes, when clients speak TLS (after
+    /// [`ServeArgs::peer_address`] accepted the flags).
+    pub fn peer_tls(&self) -> Result<Option<crate::writer::peer_tls::PeerTls>, String> {
+        match (
+            &self.tls_cert_file,
+            &self.peer_tls_ca_file,
+            &self.peer_tls_name,
+        ) {
+            (Some(_), Some(ca), Some(name)) => {
+                crate::writer::peer_tls::PeerTls::load(ca, name).map(Some)
+            }
+            _ => Ok(None),
+        }
     }
 
     /// The peer link's key: from `--peer-key-file`, else derived from the
@@ -388,7 +426,7 @@ mod tests {
             .is_err()
         );
         assert!(parse(&[&store[..], &["--peer-key-file", "/k"]].concat()).is_err());
-        // Refused by name with TLS: the link is not encrypted.
+        // With TLS the link needs a CA and a name to verify writers by.
         let a = parse(
             &[
                 &store[..],
@@ -404,7 +442,28 @@ mod tests {
             .concat(),
         )
         .unwrap();
-        assert!(a.peer_address().unwrap_err().contains("TLS"));
+        let e = a.peer_address().unwrap_err();
+        assert!(
+            e.contains("--peer-tls-ca-file") && e.contains("--peer-tls-name"),
+            "{e}"
+        );
+        let tls = [
+            "--peer-listen",
+            "127.0.0.1:27018",
+            "--tls-cert-file",
+            "/c",
+            "--tls-key-file",
+            "/k",
+        ];
+        let peer_tls = ["--peer-tls-ca-file", "/absent-ca", "--peer-tls-name", "svc"];
+        let a = parse(&[&store[..], &tls, &peer_tls].concat()).unwrap();
+        assert_eq!(a.peer_address(), Ok(Some("127.0.0.1:27018".into())));
+        let e = a.peer_tls().unwrap_err();
+        assert!(e.contains("/absent-ca"), "{e}");
+        // Peer TLS flags without TLS for clients: refused by name.
+        let a = parse(&[&store[..], &tls[..2], &peer_tls].concat()).unwrap();
+        assert!(a.peer_address().unwrap_err().contains("--tls-cert-file"));
+        assert!(parse(&[&store[..], &peer_tls].concat()).is_err());
         // Only with a shared store, and the staleness bound is bounded.
         let embedded = parse(&["--data", "/x", "--peer-listen", "127.0.0.1:1"]);
         assert!(embedded.map_or(true, |a| a.peer_address().is_err()));

@@ -8,7 +8,7 @@ use anyhow::Context;
 use argon_sidecar::Service;
 use argon_sidecar::config::{Cli, Command, ServeArgs, open_wal_observed};
 use argon_sidecar::metrics::{self, Metrics};
-use argon_sidecar::server::{run_with, run_with_tls};
+use argon_sidecar::server::run_with_tls;
 use clap::Parser;
 use tokio::net::TcpListener;
 
@@ -44,9 +44,12 @@ fn main() -> ExitCode {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let store = args.store_choice().map_err(anyhow::Error::msg)?;
     let peer_address = args.peer_address().map_err(anyhow::Error::msg)?;
-    let peer_key = match peer_address {
-        Some(_) => Some(args.peer_key().map_err(anyhow::Error::msg)?),
-        None => None,
+    let (peer_key, peer_tls) = match peer_address {
+        Some(_) => (
+            Some(args.peer_key().map_err(anyhow::Error::msg)?),
+            args.peer_tls().map_err(anyhow::Error::msg)?,
+        ),
+        None => (None, None),
     };
     // Failpoints for fault tests: only in a build with argon-wal's
     // `failpoints` feature; elsewhere this does nothing.
@@ -103,8 +106,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let l = TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen for peers on {addr}"))?;
-            tracing::info!(listen = %l.local_addr()?, %advertise, key_file = args.peer_key_file.is_some(), "taking writes forwarded by other sidecars");
-            service.elect_writers(advertise, key);
+            tracing::info!(listen = %l.local_addr()?, %advertise, key_file = args.peer_key_file.is_some(), tls = peer_tls.is_some(), "taking writes forwarded by other sidecars");
+            service.elect_writers(advertise, key, peer_tls);
             feed.bind(&service.writers);
             Some(l)
         }
@@ -143,9 +146,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             peer: true,
             ..options
         };
-        tokio::spawn(run_with(l, service.clone(), peer_options, async {
-            let _ = peers_stopped.await;
-        }))
+        // The peer listener serves the clients' certificate: TLS clients'
+        // writes are forwarded over TLS (`writer::peer_tls`).
+        tokio::spawn(run_with_tls(
+            l,
+            service.clone(),
+            peer_options,
+            tls.clone(),
+            async {
+                let _ = peers_stopped.await;
+            },
+        ))
     });
     run_with_tls(listener, service.clone(), options, tls, shutdown_signal()).await;
     // Hand the leases over before the peer listener closes: the others

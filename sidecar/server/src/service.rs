@@ -53,7 +53,7 @@ impl Service {
             sessions: Sessions::default(),
             default_max_time_ms: AtomicU64::new(0),
             blocking_sort_bytes: AtomicU64::new(crate::limits::MAX_BLOCKING_STAGE_BYTES as u64),
-            writers: crate::writer::Writers::new(wal.clone(), None, None, metrics.clone()),
+            writers: crate::writer::Writers::new(wal.clone(), None, None, None, metrics.clone()),
             pins: crate::writer::route::Pins::default(),
             metrics,
             started: Instant::now(),
@@ -71,17 +71,20 @@ impl Service {
     /// the peer listener). No effect on an embedded store. Before the
     /// service is shared.
     /// Peer-listener connections and the writers dialed prove `key`
-    /// (`writer::peer_auth`).
+    /// (`writer::peer_auth`); writers are dialed over `tls` when given
+    /// (`writer::peer_tls`).
     pub fn elect_writers(
         self: &mut Arc<Service>,
         advertise: String,
         key: crate::writer::peer_auth::PeerKey,
+        tls: Option<crate::writer::peer_tls::PeerTls>,
     ) {
         if let Some(s) = Arc::get_mut(self) {
             s.writers = crate::writer::Writers::new(
                 s.wal.clone(),
                 Some(advertise),
                 Some(key),
+                tls,
                 s.metrics.clone(),
             );
         }

@@ -562,3 +562,126 @@ async fn sidecars_with_authentication_forward_to_one_writer() {
         .unwrap_err();
     assert_eq!(code(&err), Some(13), "{err}");
 }
+
+/// With TLS for clients the peer link is TLS too: the sidecars still choose
+/// one writer and forward to it, over TLS verified against the peers' CA
+/// and Service name; the peer port answers no plain connection; a sidecar
+/// that does not trust the writer's certificate gets no forward through (it
+/// commits its own writes, which still succeed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecars_serving_tls_forward_over_tls() {
+    use argon_testkit::tls::TestCa;
+    let ferretdb = FerretDb::start().await.expect("FerretDB starts");
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("a test file");
+        path.display().to_string()
+    };
+    const NAME: &str = "abr-feature.shop.svc";
+    let ca = TestCa::new("argon-peer-ca").expect("a CA");
+    let serving = ca
+        .serving_cert(&[NAME, "127.0.0.1"])
+        .expect("a serving certificate");
+    let (cert, key) = (
+        write("tls.crt", &serving.cert_pem),
+        write("tls.key", &serving.key_pem),
+    );
+    let ca_file = write("ca.crt", &ca.cert_pem());
+    let other = TestCa::new("another-ca").expect("a CA");
+    let other_file = write("other.crt", &other.cert_pem());
+    let tls_args = |ca: &str| {
+        vec![
+            "--tls-cert-file".to_string(),
+            cert.clone(),
+            "--tls-key-file".to_string(),
+            key.clone(),
+            "--peer-tls-ca-file".to_string(),
+            ca.to_string(),
+            "--peer-tls-name".to_string(),
+            NAME.to_string(),
+        ]
+    };
+    let with_metrics = |ca: &str, metrics: &str| {
+        let mut args = tls_args(ca);
+        args.extend(["--metrics-listen".to_string(), metrics.to_string()]);
+        args
+    };
+    let a_args = tls_args(&ca_file);
+    let a = pod_with("sidecar-a", ferretdb.uri(), "tlspeers", &refs(&a_args)).await;
+    let (b_metrics, c_metrics) = (free_port().unwrap(), free_port().unwrap());
+    let b_args = with_metrics(&ca_file, &format!("127.0.0.1:{b_metrics}"));
+    let b = pod_with("sidecar-b", ferretdb.uri(), "tlspeers", &refs(&b_args)).await;
+    // c trusts another CA for its peers (its own clients are served as usual).
+    let c_args = with_metrics(&other_file, &format!("127.0.0.1:{c_metrics}"));
+    let c = pod_with("sidecar-c", ferretdb.uri(), "tlspeers", &refs(&c_args)).await;
+    let over_tls = |port: u16| {
+        Client::with_uri_str(format!(
+            "mongodb://127.0.0.1:{port}/?directConnection=true&tls=true&tlsCAFile={ca_file}"
+        ))
+    };
+    let collection = |client: Client| client.database("app").collection::<Document>("c");
+    let via_a = collection(over_tls(a.sidecar.port).await.unwrap());
+    let via_b = collection(over_tls(b.sidecar.port).await.unwrap());
+    let via_c = collection(over_tls(c.sidecar.port).await.unwrap());
+    via_a.insert_one(doc! {"_id": "a"}).await.unwrap();
+    assert_eq!(writer_port(&ferretdb, "tlspeers").await, Some(a.peer_port));
+    for i in 0..20 {
+        via_b.insert_one(doc! {"_id": i}).await.unwrap();
+    }
+    for i in 0..5 {
+        via_c
+            .insert_one(doc! {"_id": format!("c{i}")})
+            .await
+            .unwrap();
+    }
+    assert_eq!(via_a.count_documents(doc! {}).await.unwrap(), 26);
+    let forwarded = |text: &str| metric(text, "argon_sidecar_forwarded_total");
+    let text = metrics_text(b_metrics).await;
+    assert!(forwarded(&text) >= 20.0, "b forwarded over TLS: {text}");
+    // Every forward c tried failed at the handshake (then it wrote here).
+    let text = metrics_text(c_metrics).await;
+    let failures = metric(&text, "argon_sidecar_forward_failures_total");
+    assert!(
+        failures >= 1.0 && forwarded(&text) == failures,
+        "c forwarded to a writer it does not trust: {text}"
+    );
+    let log = c.sidecar.output();
+    assert!(log.contains("TLS handshake"), "{log}");
+
+    // A plain connection to the peer port gets no MongoDB reply (at most a
+    // TLS alert, then the connection closes).
+    let answer = tokio::time::timeout(Duration::from_secs(15), async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", a.peer_port)).await?;
+        stream.write_all(&hello_bytes()).await?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await?;
+        Ok::<_, std::io::Error>(answer)
+    })
+    .await
+    .expect("the peer port closes a plain connection")
+    .unwrap_or_default();
+    let op_msg = answer.len() >= 16 && answer[12..16] == 2013i32.to_le_bytes();
+    assert!(!op_msg, "the TLS peer port answered in clear: {answer:?}");
+}
+
+fn refs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// An OP_MSG `hello` on the admin database, as bytes.
+fn hello_bytes() -> Vec<u8> {
+    let mut body = Vec::new();
+    doc! {"hello": 1, "$db": "admin"}
+        .to_writer(&mut body)
+        .expect("a document");
+    let length = i32::try_from(16 + 4 + 1 + body.len()).expect("a small message");
+    let mut message = Vec::new();
+    for field in [length, 1, 0, 2013, 0] {
+        message.extend_from_slice(&field.to_le_bytes());
+    }
+    message.push(0);
+    message.extend_from_slice(&body);
+    message
+}

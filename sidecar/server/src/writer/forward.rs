@@ -12,10 +12,11 @@ use std::time::Duration;
 
 use bson::{Bson, Document};
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::peer_auth::{self, PeerKey};
+use super::peer_tls::PeerTls;
 use crate::wire::message::encode_op_msg;
 use crate::wire::{Frame, Request};
 
@@ -41,22 +42,29 @@ pub enum ForwardError {
     Lost { address: String, reason: String },
 }
 
+/// A connection to a peer: plain TCP, or TLS over it (`peer_tls`).
+trait PeerIo: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> PeerIo for T {}
+type PeerStream = Box<dyn PeerIo>;
+
 /// One peer sidecar and idle connections to it (each one has proved the
 /// peer key, when there is one: `peer_auth`).
 pub struct Peer {
     pub address: String,
-    idle: Mutex<Vec<TcpStream>>,
+    idle: Mutex<Vec<PeerStream>>,
     next_request: AtomicI32,
     key: Option<PeerKey>,
+    tls: Option<PeerTls>,
 }
 
 impl Peer {
-    pub fn new(address: &str, key: Option<PeerKey>) -> Peer {
+    pub fn new(address: &str, key: Option<PeerKey>, tls: Option<PeerTls>) -> Peer {
         Peer {
             address: address.to_string(),
             idle: Mutex::new(Vec::new()),
             next_request: AtomicI32::new(1),
             key,
+            tls,
         }
     }
 
@@ -95,12 +103,21 @@ impl Peer {
 
     /// A fresh connection that has proved the peer key (nothing forwarded
     /// yet: any failure here is `NotSent`).
-    async fn connect(&self) -> Result<TcpStream, ForwardError> {
-        let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.address))
+    async fn connect(&self) -> Result<PeerStream, ForwardError> {
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.address))
             .await
             .map_err(|_| self.not_sent("connect timed out"))?
             .map_err(|e| self.not_sent(e))?;
-        let _ = stream.set_nodelay(true);
+        let _ = tcp.set_nodelay(true);
+        let mut stream: PeerStream = match &self.tls {
+            None => Box::new(tcp),
+            Some(tls) => Box::new(
+                tokio::time::timeout(CONNECT_TIMEOUT, tls.connect(tcp))
+                    .await
+                    .map_err(|_| self.not_sent("TLS handshake timed out"))?
+                    .map_err(|e| self.not_sent(format!("TLS handshake: {e}")))?,
+            ),
+        };
         if let Some(key) = &self.key {
             tokio::time::timeout(CONNECT_TIMEOUT, self.prove(&mut stream, key))
                 .await
@@ -111,7 +128,7 @@ impl Peer {
     }
 
     /// The forwarder's side of `peer_auth` on a fresh connection.
-    async fn prove(&self, stream: &mut TcpStream, key: &PeerKey) -> Result<(), String> {
+    async fn prove(&self, stream: &mut PeerStream, key: &PeerKey) -> Result<(), String> {
         let (me, first) = peer_auth::Forwarder::start();
         let reply = self.round_trip(stream, &first).await?;
         let second = me.respond(key, &reply)?;
@@ -121,7 +138,7 @@ impl Peer {
 
     async fn round_trip(
         &self,
-        stream: &mut TcpStream,
+        stream: &mut PeerStream,
         command: &Document,
     ) -> Result<Document, String> {
         let message = encode(self.next_request.fetch_add(1, Ordering::Relaxed), command);
@@ -133,7 +150,7 @@ impl Peer {
     }
 
     /// Reads the reply on `stream` and pools the connection again.
-    async fn finish(&self, mut stream: TcpStream) -> Result<Document, ForwardError> {
+    async fn finish(&self, mut stream: PeerStream) -> Result<Document, ForwardError> {
         let reply = tokio::time::timeout(REPLY_TIMEOUT, read_reply(&mut stream))
             .await
             .map_err(|_| self.lost("no reply in time"))?
@@ -147,7 +164,7 @@ impl Peer {
 }
 
 /// One reply document from `stream`.
-async fn read_reply(stream: &mut TcpStream) -> Result<Document, String> {
+async fn read_reply(stream: &mut PeerStream) -> Result<Document, String> {
     let mut buf = BytesMut::with_capacity(4096);
     let frame = loop {
         if let Some(frame) = Frame::decode(&mut buf).map_err(|e| e.to_string())? {

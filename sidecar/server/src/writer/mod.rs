@@ -24,6 +24,7 @@
 pub mod feed;
 pub mod forward;
 pub mod peer_auth;
+pub mod peer_tls;
 pub mod route;
 
 use std::collections::HashMap;
@@ -75,6 +76,8 @@ pub struct Writers {
     metrics: Arc<crate::metrics::Metrics>,
     /// The peer link's key (`peer_auth`), proved to every writer dialed.
     key: Option<peer_auth::PeerKey>,
+    /// TLS to the writers dialed, when clients speak TLS (`peer_tls`).
+    tls: Option<peer_tls::PeerTls>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -86,6 +89,7 @@ impl Writers {
         wal: Wal,
         advertise: Option<String>,
         key: Option<peer_auth::PeerKey>,
+        tls: Option<peer_tls::PeerTls>,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Arc<Writers> {
         let advertise = advertise.filter(|_| wal.is_shared());
@@ -96,6 +100,7 @@ impl Writers {
             branches: Mutex::new(HashMap::new()),
             metrics,
             key,
+            tls,
         })
     }
 
@@ -258,7 +263,11 @@ impl Writers {
             (Some(l), Some(p)) if p.address == l.address => Some(p),
             (Some(l), _) => {
                 v.unreachable_until = None;
-                Some(Arc::new(Peer::new(&l.address, self.key.clone())))
+                Some(Arc::new(Peer::new(
+                    &l.address,
+                    self.key.clone(),
+                    self.tls.clone(),
+                )))
             }
             (None, _) => None,
         };

@@ -524,10 +524,20 @@ pub async fn create_indexes(ctx: &Ctx<'_>) -> Result<Document> {
                 {
                     continue;
                 }
-                return Err(CommandError::new(
-                    ErrorCode::IndexKeySpecsConflict,
-                    format!("An existing index has the same name as the requested index but different options. Requested index: {spec}, existing index: {same}"),
-                ));
+                // As mongod: the same key under the same name with other
+                // options is 85 (apps that change a TTL match on it); another
+                // key under the same name is 86.
+                return Err(if same.get_document("key").ok() == key {
+                    CommandError::new(
+                        ErrorCode::IndexOptionsConflict,
+                        format!("An equivalent index already exists with the same name but different options. Requested index: {spec}, existing index: {same}"),
+                    )
+                } else {
+                    CommandError::new(
+                        ErrorCode::IndexKeySpecsConflict,
+                        format!("An existing index has the same name as the requested index. When index names are not specified, they are auto generated and can cause conflicts. Please refer to our documentation. Requested index: {spec}, existing index: {same}"),
+                    )
+                });
             }
             // One key pattern may be indexed once per collation.
             if let Some(other) = existing

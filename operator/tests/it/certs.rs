@@ -17,10 +17,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
+use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 const NS: &str = "argon-system";
@@ -122,35 +121,6 @@ async fn secret_value(client: &Client, key: &str) -> anyhow::Result<Option<Strin
         .and_then(|s| s.data)
         .and_then(|d| d.get(key).cloned())
         .and_then(|v| String::from_utf8(v.0).ok()))
-}
-
-/// Connects to the webhook at `port` as the apiserver would for `name`,
-/// trusting only `ca_bundle`; returns the leaf certificate it served. The
-/// handshake fails unless the certificate verifies for that name.
-async fn served_cert(
-    port: u16,
-    name: &str,
-    ca_bundle: &str,
-) -> anyhow::Result<CertificateDer<'static>> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_bundle.as_bytes()) {
-        roots.add(cert?)?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    let tls = connector
-        .connect(ServerName::try_from(name.to_string())?, tcp)
-        .await?;
-    let (_, session) = tls.get_ref();
-    session
-        .peer_certificates()
-        .and_then(|c| c.first().cloned())
-        .ok_or_else(|| anyhow::anyhow!("no certificate served"))
 }
 
 fn pod(name: &str) -> Pod {

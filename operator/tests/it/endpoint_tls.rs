@@ -18,12 +18,11 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
+use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 const PASSWORD: &str = "tls-p@ss";
@@ -142,27 +141,7 @@ impl Drop for TlsSidecar {
 /// The leaf the server at `port` presents, verified against `ca_pem` for
 /// `name` (a real rustls handshake: chain, validity and name).
 async fn served_leaf(port: u16, ca_pem: &str, name: &str) -> anyhow::Result<Vec<u8>> {
-    let mut roots = rustls::RootCertStore::empty();
-    for der in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(der?)?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    let tls = connector
-        .connect(ServerName::try_from(name.to_string())?, tcp)
-        .await?;
-    let leaf = tls
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .ok_or_else(|| anyhow::anyhow!("no peer certificate"))?;
-    Ok(leaf.as_ref().to_vec())
+    Ok(served_cert(port, name, ca_pem).await?.as_ref().to_vec())
 }
 
 fn leaf_der(pem: &str) -> Vec<u8> {

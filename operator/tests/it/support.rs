@@ -16,6 +16,8 @@ use argon_testkit::{FerretDb, KubeApiServer, wait_until};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client, Resource};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -355,4 +357,33 @@ pub async fn event_notes(
 /// Whether branch `b`'s condition `type_` has status `status` and reason `reason`.
 pub fn has_condition(b: &ArgonBranch, type_: &str, status: &str, reason: &str) -> bool {
     condition(b, type_).is_some_and(|c| c.status == status && c.reason == reason)
+}
+
+/// Connects to the TLS server at `127.0.0.1:port` as a client of `name`
+/// would, trusting only `ca_bundle`; returns the leaf certificate it served.
+/// The handshake fails unless the certificate verifies for that name.
+pub async fn served_cert(
+    port: u16,
+    name: &str,
+    ca_bundle: &str,
+) -> anyhow::Result<CertificateDer<'static>> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_bundle.as_bytes()) {
+        roots.add(cert?)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let tls = connector
+        .connect(ServerName::try_from(name.to_string())?, tcp)
+        .await?;
+    let (_, session) = tls.get_ref();
+    session
+        .peer_certificates()
+        .and_then(|c| c.first().cloned())
+        .ok_or_else(|| anyhow::anyhow!("no certificate served"))
 }

@@ -73,3 +73,37 @@ impl PeerTls {
         self.connector.connect(self.name.clone(), stream).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_ca_file_or_name_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, bytes: &[u8]| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).unwrap();
+            path
+        };
+        let absent = dir.path().join("absent.crt");
+        let e = PeerTls::load(&absent, "svc").unwrap_err();
+        assert!(e.contains("absent.crt"), "{e}");
+        for (file, bytes) in [
+            ("empty.crt", &b""[..]),
+            ("text.crt", &b"not a certificate at all"[..]),
+            ("binary.crt", &[0xff_u8; 4096][..]),
+        ] {
+            let e = PeerTls::load(&write(file, bytes), "svc").unwrap_err();
+            assert!(e.contains(file) && e.contains("--peer-tls-ca-file"), "{e}");
+        }
+        let broken = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        let e = PeerTls::load(&write("broken.crt", broken.as_bytes()), "svc").unwrap_err();
+        assert!(e.contains("broken.crt"), "{e}");
+        let ca = argon_testkit::tls::TestCa::new("peer-ca").unwrap();
+        let good = write("ca.crt", ca.cert_pem().as_bytes());
+        assert!(PeerTls::load(&good, "abr-feature.shop.svc").is_ok());
+        let e = PeerTls::load(&good, "not a name!").unwrap_err();
+        assert!(e.contains("--peer-tls-name"), "{e}");
+    }
+}

@@ -295,10 +295,13 @@ impl Batch<'_> {
         tag: u8,
     ) {
         let p = keys::index(self.project, self.inc, coll, number);
-        self.writes.insert(
-            keys::versioned(&p, &index::item(key, id), self.seq),
-            vec![tag],
-        );
+        let item = index::item(key, id);
+        let value = match tag {
+            PRESENT => index::present_value(&item),
+            _ => vec![tag],
+        };
+        self.writes
+            .insert(keys::versioned(&p, &item, self.seq), value);
     }
 
     /// `state.rs`'s `CreateIndex`: creates the collection if absent,
@@ -356,13 +359,14 @@ impl Batch<'_> {
             if !k.starts_with(&own) {
                 break;
             }
-            let id = k[own.len()..k.len() - keys::SEQ_LEN].to_vec();
+            let stored = k[own.len()..k.len() - keys::SEQ_LEN].to_vec();
             let doc = match v.first() {
                 Some(&PRESENT) => Some(raw(self.kv, &v[1..])?),
                 _ => None,
             };
-            mine.insert(id, doc);
+            mine.insert(stored, doc);
         }
+        // Keyed by stored item (what both sides hold), entries by whole id.
         let mut docs: Vec<(Vec<u8>, RawDocumentBuf)> = Vec::new();
         for r in Merge::new(
             self.kv,
@@ -370,15 +374,16 @@ impl Batch<'_> {
             |l| keys::docs(p, l.inc, coll),
             scan::all,
         ) {
-            let (id, v) = r?;
-            if !mine.contains_key(&id) {
-                docs.push((id, Doc::from_value(self.kv, v)?.as_raw().to_owned()));
+            let (stored, v) = r?;
+            if !mine.contains_key(&stored) {
+                docs.push((stored, Doc::from_value(self.kv, v)?.as_raw().to_owned()));
             }
         }
         docs.extend(mine.into_iter().filter_map(|(id, d)| Some((id, d?))));
-        for (id, d) in docs {
+        for (stored, d) in docs {
+            let id = super::whole_id(&stored, &d);
             for k in index::keys_of(pattern, Some(&d)) {
-                self.index_entry(coll, number, &k, &id, PRESENT);
+                self.index_entry(coll, number, &k, id.as_bytes(), PRESENT);
             }
         }
         Ok(())

@@ -8,6 +8,12 @@
 //! Why the length suffix: `IndexKey ‖ IdKey` is already prefix-free and
 //! ordered (key, then `_id`); the fixed-width suffix keeps both properties
 //! and lets a range scan split an item without decoding either key.
+//!
+//! An item longer than `keys::INLINE_ITEM` is keyed by its short form
+//! (`keys::stored_item`) and its present value carries the whole item
+//! (`PRESENT ‖ item`); a scan reads it from there, and a range whose bound
+//! is that long starts at the bound's inline prefix and drops what it finds
+//! outside the bound (`IndexScan::bounds`).
 
 use super::CollectionView;
 use super::keys::{self, ABSENT, PRESENT};
@@ -61,21 +67,69 @@ fn split(item: &[u8]) -> Option<(Vec<u8>, IdKey)> {
     ))
 }
 
+/// The value of a present entry: the whole item when the key holds its
+/// short form.
+pub(crate) fn present_value(item: &[u8]) -> Vec<u8> {
+    if keys::is_long(&keys::stored_item(item)) {
+        [&[PRESENT][..], item].concat()
+    } else {
+        vec![PRESENT]
+    }
+}
+
+/// Encoded key bounds `(lower, upper)`.
+type KeyBounds = (Bound<Vec<u8>>, Bound<Vec<u8>>);
+
+/// Whether `key` lies within `(lower, upper)`.
+fn inside(bounds: &KeyBounds, key: &[u8]) -> bool {
+    let above = match &bounds.0 {
+        Bound::Included(b) => key >= b.as_slice(),
+        Bound::Excluded(b) => key > b.as_slice(),
+        Bound::Unbounded => true,
+    };
+    let below = match &bounds.1 {
+        Bound::Included(b) => key <= b.as_slice(),
+        Bound::Excluded(b) => key < b.as_slice(),
+        Bound::Unbounded => true,
+    };
+    above && below
+}
+
 /// Index entries in index order, then `_id` order: `(IndexKey bytes, IdKey)`.
 pub struct IndexScan {
     merge: Option<Merge>,
     kv: super::Kv,
+    /// Set when a bound is longer than an inline item: the key range read
+    /// is then wider than asked, and entries outside these are dropped.
+    bounds: Option<KeyBounds>,
+}
+
+impl IndexScan {
+    fn entry(&self, item: &[u8], value: &[u8]) -> Result<(Vec<u8>, IdKey)> {
+        let whole = if keys::is_long(item) {
+            value.get(1..).unwrap_or_default()
+        } else {
+            item
+        };
+        split(whole).ok_or_else(|| self.kv.malformed("index entry item".into()))
+    }
 }
 
 impl Iterator for IndexScan {
     type Item = Result<(Vec<u8>, IdKey)>;
     fn next(&mut self) -> Option<Self::Item> {
-        Some(match self.merge.as_mut()?.next()? {
-            Ok((item, _)) => {
-                split(&item).ok_or_else(|| self.kv.malformed("index entry item".into()))
+        loop {
+            let found = match self.merge.as_mut()?.next()? {
+                Ok((item, value)) => self.entry(&item, &value),
+                Err(e) => Err(e),
+            };
+            if let (Ok((key, _)), Some(bounds)) = (&found, &self.bounds)
+                && !inside(bounds, key)
+            {
+                continue;
             }
-            Err(e) => Err(e),
-        })
+            return Some(found);
+        }
     }
 }
 
@@ -98,6 +152,9 @@ impl CollectionView {
     /// Entries of index `name` with keys between `lower` and `upper` (key
     /// tuples as `CollectionState::index_keys` gives them; multikey
     /// elements, not whole arrays). Empty for an index without entries.
+    /// In `(key, _id)` order, except among entries whose key and `_id`
+    /// together exceed `keys::INLINE_ITEM` bytes and share that many:
+    /// those come in hash order (`keys::stored_item`).
     pub fn index_range(
         &self,
         name: &str,
@@ -106,18 +163,30 @@ impl CollectionView {
     ) -> IndexScan {
         let kv = self.kv.clone();
         let Some(number) = self.index_number(name) else {
-            return IndexScan { merge: None, kv };
+            return IndexScan {
+                merge: None,
+                kv,
+                bounds: None,
+            };
         };
         let enc = |b: Bound<&[Bson]>| b.map(|v| IndexKey::from_values(v).as_bytes().to_vec());
         let (lo, hi) = (enc(lower), enc(upper));
+        let long = |b: &Bound<Vec<u8>>| match b {
+            Bound::Included(k) | Bound::Excluded(k) => k.len() > keys::INLINE_ITEM,
+            Bound::Unbounded => false,
+        };
+        let bounds = (long(&lo) || long(&hi)).then(|| (lo.clone(), hi.clone()));
         // Every entry of key `k` is `p ‖ k ‖ id ‖ len ‖ !seq`, and the
-        // encodings are prefix-free: `successor(p ‖ k)` is past them all.
+        // encodings are prefix-free: `successor(p ‖ k)` is past them all. A
+        // long bound widens to its inline prefix (both ends inclusive of
+        // every entry sharing it); `bounds` narrows what comes out.
         let range = move |p: &[u8]| {
-            let with = |k: &[u8]| [p, k].concat();
+            let with = |k: &[u8]| [p, keys::stored_bound(k)].concat();
             let past =
                 |k: &[u8]| keys::successor(&with(k)).map_or(Bound::Unbounded, Bound::Excluded);
             let start = match &lo {
                 Bound::Included(k) => Bound::Included(with(k)),
+                Bound::Excluded(k) if k.len() > keys::INLINE_ITEM => Bound::Included(with(k)),
                 Bound::Excluded(k) => match past(k) {
                     Bound::Excluded(s) => Bound::Included(s),
                     other => other,
@@ -126,6 +195,7 @@ impl CollectionView {
             };
             let end = match &hi {
                 Bound::Included(k) => past(k),
+                Bound::Excluded(k) if k.len() > keys::INLINE_ITEM => past(k),
                 Bound::Excluded(k) => Bound::Excluded(with(k)),
                 Bound::Unbounded => past(&[]),
             };
@@ -135,6 +205,7 @@ impl CollectionView {
         IndexScan {
             merge: Some(merge),
             kv,
+            bounds,
         }
     }
 
@@ -145,14 +216,23 @@ impl CollectionView {
         };
         let key = IndexKey::from_values(key_values);
         let merge = Merge::new(&self.kv, &self.view, self.index_prefix(number), |p| {
-            scan::within(p, key.as_bytes())
+            scan::within(p, keys::stored_bound(key.as_bytes()))
         });
+        let whole = key.as_bytes().to_vec();
+        let bounds = (whole.len() > keys::INLINE_ITEM)
+            .then(|| (Bound::Included(whole.clone()), Bound::Included(whole)));
+        let long = bounds.is_some();
         let mut out = Vec::new();
         for r in (IndexScan {
             merge: Some(merge),
             kv: self.kv.clone(),
+            bounds,
         }) {
             out.push(r?.1);
+        }
+        // Entries of a long key are long items, keyed in hash order.
+        if long {
+            out.sort();
         }
         Ok(out)
     }

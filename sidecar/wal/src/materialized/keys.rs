@@ -28,9 +28,53 @@ pub(crate) const PRESENT: u8 = 0x00;
 /// First (only) byte of a value: the item does not exist at this version.
 pub(crate) const ABSENT: u8 = 0x01;
 
-/// The KV's longest key (fjall: 65,535 bytes; longer ones panic). `apply`
-/// refuses a commit whose keys would be longer, reads find nothing there.
+/// The KV's longest key (fjall: 65,535 bytes; longer ones panic). Items
+/// longer than `INLINE_ITEM` are stored in `stored_item`'s short form, so
+/// only a namespace or project name could exceed it, and `apply` refuses
+/// such a commit (the server limits names far below).
 pub(crate) const MAX_KEY: usize = 65_535;
+
+/// The longest item kept whole in a key; the longest key prefix (`i`: 21
+/// bytes) + `INLINE_ITEM` + the hash + `!seq` stays under `MAX_KEY`.
+pub(crate) const INLINE_ITEM: usize = 65_000;
+
+/// Width of the hash that ends a long item's stored form.
+const ITEM_HASH: usize = 32;
+
+/// The form of `item` kept in keys: the item itself when it has at most
+/// `INLINE_ITEM` bytes, else its first `INLINE_ITEM` bytes ‖ SHA-256(item).
+///
+/// Invariants, from items being prefix-free: stored forms are prefix-free
+/// too (a whole item is never a prefix of a long one's first
+/// `INLINE_ITEM` bytes; long forms all have one length), distinct items
+/// keep distinct forms (up to a SHA-256 collision), and byte order is the
+/// items' order except between two long items sharing their first
+/// `INLINE_ITEM` bytes, which order by hash. A `_id` or index key that long
+/// is legal in MongoDB and rare; a reader of a long form takes the whole
+/// item from the value (`is_long`).
+pub(crate) fn stored_item(item: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    use sha2::Digest;
+    if item.len() <= INLINE_ITEM {
+        return std::borrow::Cow::Borrowed(item);
+    }
+    let mut k = Vec::with_capacity(INLINE_ITEM + ITEM_HASH);
+    k.extend_from_slice(&item[..INLINE_ITEM]);
+    k.extend_from_slice(&sha2::Sha256::digest(item));
+    std::borrow::Cow::Owned(k)
+}
+
+/// Whether a stored item is the short form of a longer one.
+pub(crate) fn is_long(stored: &[u8]) -> bool {
+    stored.len() > INLINE_ITEM
+}
+
+/// Where a range of items that may start with `bound` begins, in stored
+/// forms: `bound` itself when short, else its first `INLINE_ITEM` bytes
+/// (every long item with that prefix sorts by hash, so the range starts
+/// before all of them; callers check what they find against the bound).
+pub(crate) fn stored_bound(bound: &[u8]) -> &[u8] {
+    &bound[..bound.len().min(INLINE_ITEM)]
+}
 
 /// Width of `!seq` at the end of every versioned key.
 pub(crate) const SEQ_LEN: usize = 8;
@@ -71,20 +115,21 @@ pub(crate) fn index(project: u32, inc: BranchId, coll: u32, index: u32) -> Vec<u
     k
 }
 
-/// `x P inc seq coll IdKey`.
+/// `x P inc seq coll stored(IdKey)`.
 pub(crate) fn change(project: u32, inc: BranchId, seq: Seq, coll: u32, id: &[u8]) -> Vec<u8> {
     let mut k = level(CHANGES, project, inc);
     k.extend_from_slice(&seq.0.to_be_bytes());
     k.extend_from_slice(&coll.to_be_bytes());
-    k.extend_from_slice(id);
+    k.extend_from_slice(&stored_item(id));
     k
 }
 
-/// `prefix ‖ item ‖ !seq`.
+/// `prefix ‖ stored(item) ‖ !seq`.
 pub(crate) fn versioned(prefix: &[u8], item: &[u8], seq: Seq) -> Vec<u8> {
+    let item = stored_item(item);
     let mut k = Vec::with_capacity(prefix.len() + item.len() + SEQ_LEN);
     k.extend_from_slice(prefix);
-    k.extend_from_slice(item);
+    k.extend_from_slice(&item);
     k.extend_from_slice(&not_seq(seq));
     k
 }
@@ -182,12 +227,13 @@ pub(crate) fn successor(prefix: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
-/// The largest possible key of `prefix ‖ item` (any seq): resuming after
-/// `item` starts strictly above it.
+/// The largest possible key of `prefix ‖ stored(item)` (any seq): resuming
+/// after `item` starts strictly above it.
 pub(crate) fn after_item(prefix: &[u8], item: &[u8]) -> Vec<u8> {
+    let item = stored_item(item);
     let mut k = Vec::with_capacity(prefix.len() + item.len() + SEQ_LEN);
     k.extend_from_slice(prefix);
-    k.extend_from_slice(item);
+    k.extend_from_slice(&item);
     k.extend_from_slice(&[0xff; SEQ_LEN]);
     k
 }
@@ -277,6 +323,41 @@ mod tests {
         let p = docs(1, BranchId(u64::MAX), u32::MAX);
         let end = successor(&p).unwrap();
         assert!(versioned(&p, &[0xff; 40], Seq(0)) < end);
+    }
+
+    #[test]
+    fn long_items_keep_order_and_prefix_freedom() {
+        let id = |s: String| IdKey::from_bson(&Bson::String(s)).as_bytes().to_vec();
+        let items = [
+            id("a".repeat(10)),
+            id("a".repeat(INLINE_ITEM)),
+            id("a".repeat(INLINE_ITEM + 5)),
+            id(format!("{}b", "a".repeat(INLINE_ITEM + 5))),
+            id("b".repeat(INLINE_ITEM * 2)),
+            id("c".to_string()),
+        ];
+        let stored: Vec<Vec<u8>> = items.iter().map(|i| stored_item(i).to_vec()).collect();
+        for (i, s) in stored.iter().enumerate() {
+            assert!(s.len() + 29 <= MAX_KEY, "fits a key");
+            assert_eq!(is_long(s), items[i].len() > INLINE_ITEM);
+            assert_eq!(stored_item(&items[i]), stored_item(&items[i].clone()));
+            for (j, t) in stored.iter().enumerate() {
+                if i != j {
+                    assert!(!t.starts_with(s), "{i} prefixes {j}");
+                    // Order is kept except between long items sharing
+                    // their inline bytes (1, 2 and 3 here).
+                    let twins = is_long(s)
+                        && is_long(t)
+                        && items[i][..INLINE_ITEM] == items[j][..INLINE_ITEM];
+                    assert_eq!(twins, (1..=3).contains(&i) && (1..=3).contains(&j));
+                    if !twins {
+                        assert_eq!(s.cmp(t), items[i].cmp(&items[j]), "{i} vs {j}");
+                    }
+                }
+            }
+        }
+        assert_eq!(stored_bound(&items[4]).len(), INLINE_ITEM);
+        assert!(stored[4].starts_with(stored_bound(&items[4])));
     }
 
     fn id_strategy() -> impl Strategy<Value = Bson> {

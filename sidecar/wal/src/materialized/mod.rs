@@ -382,11 +382,19 @@ impl Iterator for DocScan {
     type Item = Result<(IdKey, Doc)>;
     fn next(&mut self) -> Option<Self::Item> {
         Some(match self.merge.next()? {
-            Ok((item, v)) => {
-                Doc::from_value(&self.kv, v).map(|d| (IdKey::from_key_bytes(&item), d))
-            }
+            Ok((item, v)) => Doc::from_value(&self.kv, v).map(|d| (whole_id(&item, d.as_raw()), d)),
             Err(e) => Err(e),
         })
+    }
+}
+
+/// The `_id` key of a document stored under item `stored`: the item itself,
+/// or for the short form of a long one, the document's own `_id`.
+pub(crate) fn whole_id(stored: &[u8], doc: &RawDocument) -> IdKey {
+    if keys::is_long(stored) {
+        IdKey::from_bson(&rawdoc::id_of(doc).unwrap_or(Bson::Null))
+    } else {
+        IdKey::from_key_bytes(stored)
     }
 }
 
@@ -417,7 +425,7 @@ impl CollectionView {
         self.get_by_key_bytes(key.as_bytes())
     }
 
-    /// The document whose key bytes are `key` (as a scan gives them).
+    /// The document whose `_id` key bytes are `key` (as a scan gives them).
     pub fn get_by_key_bytes(&self, key: &[u8]) -> Result<Option<Doc>> {
         let coll = Some(self.entry.number);
         scan::point(&self.kv, &self.view, self.docs_prefix(), coll, key)?

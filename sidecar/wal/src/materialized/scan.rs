@@ -164,7 +164,8 @@ pub(crate) fn point(
     doc_of: Option<u32>,
     item: &[u8],
 ) -> Result<Option<Slice>> {
-    let hash = doc_of.map(|coll| kv.filters.hash(coll, item));
+    // Filters hold stored items (they learn them from `x` keys).
+    let hash = doc_of.map(|coll| kv.filters.hash(coll, &keys::stored_item(item)));
     for level in view.levels.iter() {
         if let Some(h) = hash
             && !kv.filters.may_hold(kv, view.project, level.inc, h)?
@@ -174,7 +175,7 @@ pub(crate) fn point(
         let p = prefix(level);
         let from = keys::versioned(&p, item, level.bound);
         if from.len() > keys::MAX_KEY {
-            // Never written (`apply` refuses such keys): nothing to find.
+            // Only a name can be this long, and `apply` refuses those.
             return Ok(None);
         }
         let to = keys::after_item(&p, item);

@@ -114,6 +114,10 @@ pub struct WalOptions {
     /// Where a catch-up first asks for new commits (the branch's writer,
     /// see `feed`); the store confirms the end either way.
     pub feed: Option<Arc<dyn crate::feed::CommitFeed>>,
+    /// The process's materialized store (`materialized`), kept caught up
+    /// with this project's log for `Wal::materialized_view` (see
+    /// `materializer`). `None`: views are refused.
+    pub materialized: Option<Arc<crate::materialized::Materialized>>,
 }
 
 impl Default for WalOptions {
@@ -130,6 +134,7 @@ impl Default for WalOptions {
             observer: crate::observer::unobserved(),
             read_staleness: std::time::Duration::ZERO,
             feed: None,
+            materialized: None,
         }
     }
 }
@@ -383,6 +388,7 @@ struct Inner {
     committers: Mutex<HashMap<BranchName, Queue>>,
     /// Branches with an automatic snapshot being encoded or written.
     snapshotting: Arc<Mutex<HashSet<BranchId>>>,
+    materializer: Option<crate::materializer::Materializer>,
 }
 
 /// A branch's last appended commits, ascending by seq (not necessarily
@@ -462,7 +468,15 @@ impl Wal {
                 created: options.clock.now(),
             })
             .await?;
+        let materializer = match &options.materialized {
+            Some(m) => Some(crate::materializer::Materializer::new(
+                Arc::clone(m),
+                project.as_str(),
+            )?),
+            None => None,
+        };
         let inner = Arc::new(Inner {
+            materializer,
             store,
             project,
             created: record.created,
@@ -753,6 +767,42 @@ impl Wal {
             return Ok(head);
         }
         self.inner.state_at(inc.id, seq).await
+    }
+
+    /// The materialized store's view of `branch` at a point, the store
+    /// caught up to it from the log first (every level of the view). The
+    /// same point as [`read`](Self::read) names; refused without
+    /// `WalOptions::materialized`.
+    pub async fn materialized_view(
+        &self,
+        branch: &str,
+        at: ReadPoint,
+    ) -> Result<crate::materialized::View> {
+        let m = self.inner.materializer.as_ref().ok_or(WalError::InvalidOp(
+            "this engine has no materialized store".into(),
+        ))?;
+        let name = BranchName::parse(branch)?;
+        let (inc, head) = self
+            .inner
+            .read_head(&name, self.inner.options.read_staleness)
+            .await?;
+        let seq = self.inner.resolve_point(&inc, &head, at).await?;
+        // Every level of the view is an ancestor of `inc`, in the catalog
+        // since before `inc` was.
+        let cat = self.inner.catalog.lock().await.clone();
+        m.view(
+            self.inner.store.as_ref(),
+            self.inner.project(),
+            &cat,
+            inc.id,
+            seq,
+        )
+        .await
+    }
+
+    /// The materialized store views are read from (`WalOptions::materialized`).
+    pub fn materialized(&self) -> Option<&Arc<crate::materialized::Materialized>> {
+        self.inner.materializer.as_ref().map(|m| m.store())
     }
 
     /// Records of the commits this handle appended to incarnation `id`

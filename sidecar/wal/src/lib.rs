@@ -30,6 +30,7 @@ pub mod idkey;
 pub mod indexkey;
 pub mod lease;
 pub mod materialized;
+mod materializer;
 pub mod observer;
 pub mod rawdoc;
 pub mod record;

@@ -66,6 +66,47 @@ async fn mongodb_store_against_ferretdb() {
     assert!(matches!(e, WalError::BranchExists { .. }), "{e}");
 }
 
+/// A handle with a materialized store catches it up from the mongodb log,
+/// including the commits, forks and resets another process made.
+#[tokio::test]
+async fn materialized_views_follow_another_writer_of_the_store() {
+    use argon_wal::materialized::{Materialized, MaterializedOptions};
+    let server = FerretDb::start().await.unwrap();
+    let writer = mongo(&server, "mat", WalOptions::default()).await;
+    let kv = tempfile::tempdir().unwrap();
+    let store =
+        Arc::new(Materialized::open(kv.path(), MaterializedOptions::with_budget(8 << 20)).unwrap());
+    let reader = mongo(
+        &server,
+        "mat",
+        WalOptions {
+            materialized: Some(Arc::clone(&store)),
+            ..WalOptions::default()
+        },
+    )
+    .await;
+    let mut model = fresh_model();
+    let mut runner = TestRunner::new_with_rng(
+        Config::default(),
+        TestRng::from_seed(proptest::test_runner::RngAlgorithm::ChaCha, &[7; 32]),
+    );
+    for round in 0..30 {
+        let a = action().new_tree(&mut runner).unwrap().current();
+        step(&writer, &mut model, &a).await;
+        if round % 10 == 9 {
+            check_materialized(&reader, &model).await;
+        }
+    }
+    check_materialized(&reader, &model).await;
+    // Views are refused without a store.
+    assert!(
+        writer
+            .materialized_view("main", ReadPoint::Head)
+            .await
+            .is_err()
+    );
+}
+
 #[tokio::test]
 async fn two_independent_handles_on_one_branch() {
     let server = FerretDb::start().await.unwrap();

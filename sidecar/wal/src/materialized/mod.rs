@@ -147,6 +147,12 @@ pub struct Materialized {
     writer: Mutex<Counters>,
 }
 
+impl std::fmt::Debug for Materialized {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Materialized({})", self.kv.dir.display())
+    }
+}
+
 impl Materialized {
     /// Opens (or creates) the store in `dir`; one with another format, or
     /// that cannot be read as one, is deleted and created afresh (it is a

@@ -131,6 +131,46 @@ pub async fn check(wal: &Wal, model: &Model) {
     }
 }
 
+/// Every point of every live branch, read from the materialized store
+/// (`Wal::materialized_view`), matches the model.
+pub async fn check_materialized(wal: &Wal, model: &Model) {
+    let store = wal.materialized().expect("a materialized store").clone();
+    for (name, hist) in &model.branches {
+        for (s, want) in hist.iter().enumerate() {
+            let view = wal
+                .materialized_view(name, ReadPoint::Seq(Seq(s as u64)))
+                .await
+                .unwrap();
+            assert_eq!(&flat_view(&store, &view), want, "{name} at seq {s}");
+        }
+    }
+}
+
+/// `flat` of a materialized view.
+pub fn flat_view(
+    store: &argon_wal::materialized::Materialized,
+    view: &argon_wal::materialized::View,
+) -> Docs {
+    let mut out = Docs::new();
+    for (ns, _) in store.namespaces(view).unwrap() {
+        if ns.db != DB {
+            continue;
+        }
+        let coll = store.collection(view, &ns).unwrap().unwrap();
+        let docs: BTreeMap<i64, i64> = coll
+            .scan()
+            .map(|r| {
+                let d = r.unwrap().1.to_document();
+                (d.get_i64("_id").unwrap(), d.get_i64("v").unwrap())
+            })
+            .collect();
+        if !docs.is_empty() {
+            out.insert(ns.coll, docs);
+        }
+    }
+    out
+}
+
 pub fn fresh_model() -> Model {
     let mut m = Model::default();
     m.branches.insert("main".into(), vec![Docs::new()]);

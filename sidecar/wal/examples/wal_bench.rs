@@ -17,6 +17,7 @@
 #![allow(unsafe_code)]
 
 use argon_testkit::FerretDb;
+use argon_wal::materialized::{Materialized, MaterializedOptions};
 use argon_wal::record::{EncodedCommit, SnapshotRecord};
 use argon_wal::{
     BranchState, Commit, CommitTime, DocOp, EmbeddedStore, LogStore, LoggedOp, MongoStore,
@@ -163,6 +164,10 @@ fn thousands(x: f64) -> String {
         out.push(c);
     }
     if n < 0 { format!("-{out}") } else { out }
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
 }
 
 fn goal(met: bool) -> &'static str {
@@ -654,6 +659,110 @@ struct HistoryRun {
     warm: Vec<Duration>,
     by_time: Vec<Duration>,
     cold: Vec<Duration>,
+    /// The same points through the materialized store (issue 17).
+    views: Option<ViewRun>,
+}
+
+struct ViewRun {
+    /// Catching an empty store up with the whole history from the log.
+    catch_up: Duration,
+    /// A view at a random point and one point read of a random `_id`.
+    point: Vec<Duration>,
+    /// A view at a random point and a scan of the whole collection.
+    scan: Vec<Duration>,
+    /// `point` for the oldest and the newest tenth of the history.
+    oldest: Vec<Duration>,
+    newest: Vec<Duration>,
+    disk_bytes: u64,
+}
+
+/// Time travel through the materialized store: one catch-up of an empty
+/// store from the log, then views at random points (no replay).
+async fn view_run(
+    store: Arc<dyn LogStore>,
+    scratch: &Path,
+    sizes: &Sizes,
+    ids: i64,
+) -> BoxResult<ViewRun> {
+    let kv_dir = scratch.join("history-kv");
+    let kv = Arc::new(Materialized::open(
+        &kv_dir,
+        MaterializedOptions::with_budget(256 << 20),
+    )?);
+    let options = WalOptions {
+        materialized: Some(Arc::clone(&kv)),
+        ..WalOptions::default()
+    };
+    let wal = Wal::open(store, "history", options).await?;
+    let t = Instant::now();
+    wal.materialized_view("main", ReadPoint::Head).await?;
+    let catch_up = t.elapsed();
+    eprintln!(
+        "  materialized store caught up with {} commits in {:.1} s",
+        sizes.history,
+        catch_up.as_secs_f64()
+    );
+    let coll_ns = ns("docs");
+    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    let (mut point, mut scan, mut oldest, mut newest) = (vec![], vec![], vec![], vec![]);
+    let tenth = (sizes.history / 10).max(1);
+    for i in 0..sizes.reads * 2 {
+        let s = match i % 4 {
+            // A quarter each from the oldest and the newest tenth.
+            0 => 1 + rng.next() % tenth,
+            1 => sizes.history - rng.next() % tenth,
+            _ => 1 + rng.next() % sizes.history,
+        };
+        let id = Bson::Int64((rng.next() % ids as u64) as i64);
+        let t = Instant::now();
+        let view = wal
+            .materialized_view("main", ReadPoint::Seq(Seq(s)))
+            .await?;
+        let found = match kv.collection(&view, &coll_ns)? {
+            Some(c) => c.get(&id)?.is_some(),
+            None => false,
+        };
+        let took = t.elapsed();
+        point.push(took);
+        match i % 4 {
+            0 => oldest.push(took),
+            1 => newest.push(took),
+            _ => {}
+        }
+        // `_id` n is first written by commit n * 7919⁻¹ mod 10,000 (< 10,000).
+        if s >= ids as u64 && !found {
+            return Err(format!("view at {s}: _id {id} missing").into());
+        }
+    }
+    for _ in 0..sizes.cold_reads {
+        let s = 1 + rng.next() % sizes.history;
+        let t = Instant::now();
+        let view = wal
+            .materialized_view("main", ReadPoint::Seq(Seq(s)))
+            .await?;
+        let n = match kv.collection(&view, &coll_ns)? {
+            Some(c) => c.scan().try_fold(0u64, |n, r| r.map(|_| n + 1))?,
+            None => 0,
+        };
+        scan.push(t.elapsed());
+        if s >= ids as u64 && n != ids as u64 {
+            return Err(format!("view at {s}: {n} documents").into());
+        }
+    }
+    for v in [&mut point, &mut scan, &mut oldest, &mut newest] {
+        v.sort();
+    }
+    let disk_bytes = kv.disk_space();
+    drop((wal, kv));
+    std::fs::remove_dir_all(&kv_dir)?;
+    Ok(ViewRun {
+        catch_up,
+        point,
+        scan,
+        oldest,
+        newest,
+        disk_bytes,
+    })
 }
 
 /// Writes the history with a stored snapshot every `every` commits, then
@@ -766,12 +875,18 @@ async fn history_run(scratch: &Path, sizes: &Sizes, every: u64) -> BoxResult<His
     warm_lat.sort();
     cold_lat.sort();
     time_lat.sort();
-    drop((warm, store));
+    drop(warm);
+    let views = match every == sizes.snapshot_every {
+        true => Some(view_run(store.clone(), scratch, sizes, ids).await?),
+        false => None,
+    };
+    drop(store);
     std::fs::remove_dir_all(&dir)?;
     Ok(HistoryRun {
         warm: warm_lat,
         by_time: time_lat,
         cold: cold_lat,
+        views,
     })
 }
 
@@ -830,6 +945,39 @@ async fn bench_time_travel(scratch: &Path, sizes: &Sizes, out: &mut String) -> B
         thousands(dense as f64),
         ms(p99_dense)
     ));
+    if let Some(v) = &runs[0].1.views {
+        out.push_str(&format!(
+            "Through the materialized store (issue 17; `Wal::materialized_view`, 256 MiB \
+             budget): the same history, the store first caught up from the log in {:.1} s \
+             ({} on disk), then a view at a random point (no replay, no snapshot) and one \
+             read in it.\n\n",
+            v.catch_up.as_secs_f64(),
+            mib(v.disk_bytes),
+        ));
+        out.push_str("| read | p50 | p99 | max |\n|---|---:|---:|---:|\n");
+        for (label, lat) in [
+            ("view + point read of a random `_id`", &v.point),
+            ("… at the oldest tenth of the history", &v.oldest),
+            ("… at the newest tenth", &v.newest),
+            ("view + scan of the whole collection", &v.scan),
+        ] {
+            out.push_str(&format!(
+                "| {label} | {} | {} | {} |\n",
+                ms(percentile(lat, 0.5)),
+                ms(percentile(lat, 0.99)),
+                ms(percentile(lat, 1.0))
+            ));
+        }
+        let p99 = percentile(&v.point, 0.99);
+        out.push_str(&format!(
+            "\nIssue 17's goal for time travel (p99 < 20 ms, flat from the oldest to the newest \
+             point), for a view and a point read: {} (p99 {}; oldest tenth {}, newest tenth {}).\n\n",
+            goal(p99 < Duration::from_millis(20)),
+            ms(p99),
+            ms(percentile(&v.oldest, 0.99)),
+            ms(percentile(&v.newest, 0.99)),
+        ));
+    }
     Ok(())
 }
 

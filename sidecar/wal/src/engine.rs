@@ -436,6 +436,21 @@ impl Drop for SnapshotInFlight {
     }
 }
 
+/// A head position no seq reaches: `time_of` then always asks the store or
+/// the base.
+const UNKNOWN_HEAD: CommitInfo = CommitInfo {
+    seq: Seq::MAX,
+    time: CommitTime(0),
+};
+
+/// A state's position in its history.
+fn position(state: &BranchState) -> CommitInfo {
+    CommitInfo {
+        seq: state.seq(),
+        time: state.time(),
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // These maps are updated by single inserts; a panic elsewhere cannot leave them torn.
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -468,12 +483,13 @@ impl Wal {
                 created: options.clock.now(),
             })
             .await?;
-        let materializer = match &options.materialized {
-            Some(m) => Some(crate::materializer::Materializer::new(
-                Arc::clone(m),
-                project.as_str(),
-            )?),
-            None => None,
+        let (materializer, appended) = match &options.materialized {
+            Some(m) => {
+                let (m, queue) =
+                    crate::materializer::Materializer::new(Arc::clone(m), project.as_str())?;
+                (Some(m), Some(queue))
+            }
+            None => (None, None),
         };
         let inner = Arc::new(Inner {
             materializer,
@@ -492,6 +508,9 @@ impl Wal {
             committers: Mutex::new(HashMap::new()),
             snapshotting: Arc::new(Mutex::new(HashSet::new())),
         });
+        if let Some(queue) = appended {
+            tokio::spawn(run_materializer(Arc::downgrade(&inner), queue));
+        }
         let wal = Wal { inner };
         let main = BranchName::main();
         wal.inner
@@ -762,7 +781,7 @@ impl Wal {
             .inner
             .read_head(&name, self.inner.options.read_staleness)
             .await?;
-        let seq = self.inner.resolve_point(&inc, &head, at).await?;
+        let seq = self.inner.resolve_point(&inc, head.seq(), at).await?;
         if seq == head.seq() {
             return Ok(head);
         }
@@ -786,7 +805,7 @@ impl Wal {
             .inner
             .read_head(&name, self.inner.options.read_staleness)
             .await?;
-        let seq = self.inner.resolve_point(&inc, &head, at).await?;
+        let seq = self.inner.resolve_point(&inc, head.seq(), at).await?;
         // Every level of the view is an ancestor of `inc`, in the catalog
         // since before `inc` was.
         let cat = self.inner.catalog.lock().await.clone();
@@ -883,9 +902,11 @@ impl Wal {
         // "Already exists" is answered by the catalog append below, from a
         // catalog refreshed since this call began (a name deleted by
         // another process is free again).
-        let (pinc, phead) = self.inner.head_of(&parent).await?;
-        let fork_seq = self.inner.resolve_point(&pinc, &phead, at).await?;
-        let fork_time = self.inner.time_of(&pinc, &phead, fork_seq).await?;
+        // The parent's position only: its documents are not loaded unless
+        // this process already serves it (issue 17 item 7).
+        let (pinc, phead, pstate) = self.inner.head_position(&parent).await?;
+        let fork_seq = self.inner.resolve_point(&pinc, phead.seq, at).await?;
+        let fork_time = self.inner.time_of(&pinc, phead, fork_seq).await?;
         let created = self
             .inner
             .append_catalog(|cat| {
@@ -904,11 +925,13 @@ impl Wal {
             })
             .await?;
         if let Some(CatalogEvent::CreateBranch { id, .. }) = created
-            && fork_seq == phead.seq()
+            && let Some(pstate) = pstate
+            && fork_seq == pstate.seq()
         {
-            // Forking at the parent's head: the child's head is that state, O(1).
+            // Forking at the parent's head in memory: the child's head is
+            // that state, O(1).
             self.inner
-                .seed_head(id, phead.at(Seq::ZERO, fork_time).without_retries());
+                .seed_head(id, pstate.at(Seq::ZERO, fork_time).without_retries());
         }
         // From the catalog in memory: it holds the record just appended,
         // and asking the store again would only serialize a burst of
@@ -983,10 +1006,10 @@ impl Wal {
         drop(cat);
         let mut attempts = 0;
         loop {
-            let (inc, head) = self.inner.head_of(&name).await?;
+            let (inc, head, _) = self.inner.head_position(&name).await?;
             if self
                 .inner
-                .try_seal(&inc, head.seq(), Seal::Delete)
+                .try_seal(&inc, head.seq, Seal::Delete)
                 .await?
                 .is_some()
             {
@@ -1073,7 +1096,7 @@ impl Wal {
         let mut attempts = 0;
         loop {
             let (inc, head) = self.inner.head_of(&name).await?;
-            let target = self.inner.resolve_point(&inc, &head, to).await?;
+            let target = self.inner.resolve_point(&inc, head.seq(), to).await?;
             let target_state = self.inner.state_at(inc.id, target).await?;
             let preview = diff::diff(&head, &target_state);
             let old_head = CommitInfo {
@@ -1307,6 +1330,67 @@ impl Inner {
         h.state = Some(state);
     }
 
+    /// The last commit of `inc` the store holds (or its base's position),
+    /// its documents not read.
+    async fn stored_head(&self, inc: &Incarnation) -> Result<CommitInfo> {
+        match self
+            .store
+            .commit_at_or_before(self.project(), inc.id, CommitTime(i64::MAX))
+            .await?
+        {
+            Some(c) => Ok(c),
+            None => Ok(CommitInfo {
+                seq: inc.start_seq(),
+                time: self.time_of(inc, UNKNOWN_HEAD, inc.start_seq()).await?,
+            }),
+        }
+    }
+
+    /// [`head_of`](Self::head_of) without the documents, for catalog work
+    /// (issue 17 item 7: creating or deleting a branch costs the same for
+    /// an empty parent and a 10 GB one): the head's position, and its state
+    /// only when this process already holds it (then caught up as
+    /// `head_of` does). Otherwise the store's last commit, published if it
+    /// was not (as a catch-up to the end does). A branch whose last commit
+    /// is a seal its writer did not complete takes `head_of`'s path, which
+    /// completes it.
+    async fn head_position(
+        &self,
+        name: &BranchName,
+    ) -> Result<(Incarnation, CommitInfo, Option<BranchState>)> {
+        let inc = self.live(name).await?;
+        let held = {
+            let head = self.head_lock(inc.id);
+            let h = head.lock().await;
+            h.state.is_some() || h.sealed.is_some()
+        };
+        let stored = match held {
+            true => None,
+            false => {
+                let last = self.stored_head(&inc).await?;
+                let sealed = last.seq > inc.start_seq()
+                    && self
+                        .store
+                        .read_commits(self.project(), inc.id, Seq(last.seq.0 - 1), last.seq, 1)
+                        .await?
+                        .first()
+                        .is_none_or(|c| c.seal.is_some());
+                (!sealed).then_some(last)
+            }
+        };
+        if let Some(last) = stored {
+            let published = self.store.published_head(self.project(), inc.id).await?;
+            if published.is_some_and(|p| p < last.seq) {
+                self.store
+                    .publish_head(self.project(), inc.id, last.seq)
+                    .await?;
+            }
+            return Ok((inc, last, None));
+        }
+        let (inc, state) = self.head_of(name).await?;
+        Ok((inc, position(&state), Some(state)))
+    }
+
     /// Loads the head if needed and applies every commit the store has
     /// beyond it. Stops at a seal (nothing may follow one).
     async fn catch_up(&self, inc: &Incarnation, h: &mut Head, reach: Reach) -> Result<()> {
@@ -1317,6 +1401,13 @@ impl Inner {
         let upto = match (reach, published) {
             (Reach::Published, Some(p)) => p,
             _ => Seq::MAX,
+        };
+        // A seal this process appended on a head it did not hold
+        // (`try_seal`): the commits up to it are read like any others, and
+        // folding it sets it again.
+        let appended_seal = match h.state {
+            None => h.sealed.take(),
+            Some(_) => None,
         };
         let mut state = match h.state.take() {
             Some(s) => s,
@@ -1362,6 +1453,9 @@ impl Inner {
             if !more {
                 break;
             }
+        }
+        if h.sealed.is_none() {
+            h.sealed = appended_seal;
         }
         if reach == Reach::End && state.seq() > published.unwrap_or_default() {
             // Read past the published head (a commit whose writer died
@@ -1523,21 +1617,34 @@ impl Inner {
     ) -> Result<Option<CommitInfo>> {
         let head = self.head_lock(inc.id);
         let mut h = head.lock().await;
-        self.catch_up(inc, &mut h, Reach::End).await?;
-        if h.sealed.is_some() {
-            return Ok(None);
-        }
-        let state = h
-            .state
-            .clone()
-            .ok_or(WalError::Closed("head was not loaded"))?;
-        if state.seq() != expected {
+        // A head this process does not hold is sealed from its position in
+        // the store, its documents never loaded; a stale position conflicts
+        // at the append like a stale head.
+        let state = match (&h.state, &h.sealed) {
+            (None, None) => None,
+            _ => {
+                self.catch_up(inc, &mut h, Reach::End).await?;
+                if h.sealed.is_some() {
+                    return Ok(None);
+                }
+                Some(
+                    h.state
+                        .clone()
+                        .ok_or(WalError::Closed("head was not loaded"))?,
+                )
+            }
+        };
+        let position = match &state {
+            Some(s) => position(s),
+            None => self.stored_head(inc).await?,
+        };
+        if position.seq != expected {
             return Ok(None);
         }
         let commit = EncodedCommit::new(Commit {
             branch: inc.id,
-            seq: state.seq().next(),
-            time: self.commit_time(inc, &state),
+            seq: position.seq.next(),
+            time: self.commit_time(inc, position.time),
             actor: self.options.actor.clone(),
             ops: Vec::new(),
             seal: Some(seal.clone()),
@@ -1547,7 +1654,9 @@ impl Inner {
             Ok(()) => {
                 let info = commit.info();
                 h.sealed = Some((seal, info));
-                self.set_head(inc.id, &mut h, state.at(info.seq, info.time));
+                if let Some(state) = state {
+                    self.set_head(inc.id, &mut h, state.at(info.seq, info.time));
+                }
                 Ok(Some(info))
             }
             Err(WalError::Conflict { .. }) => Ok(None),
@@ -1578,31 +1687,26 @@ impl Inner {
     /// increasing times. Cost: above 1,000 commits/s on one branch, commit
     /// times run ahead of the clock until the rate drops (group commit keeps
     /// the commit rate far below the write rate).
-    fn commit_time(&self, inc: &Incarnation, head: &BranchState) -> CommitTime {
+    fn commit_time(&self, inc: &Incarnation, head: CommitTime) -> CommitTime {
         let after = |t: CommitTime| CommitTime(t.0.saturating_add(1));
         self.options
             .clock
             .now()
-            .max(after(head.time()))
+            .max(after(head))
             .max(after(inc.min_time()))
     }
 
     /// The seq of `inc` that `at` names, checked against the head.
-    async fn resolve_point(
-        &self,
-        inc: &Incarnation,
-        head: &BranchState,
-        at: ReadPoint,
-    ) -> Result<Seq> {
+    async fn resolve_point(&self, inc: &Incarnation, head: Seq, at: ReadPoint) -> Result<Seq> {
         match at {
-            ReadPoint::Head => Ok(head.seq()),
-            ReadPoint::Seq(s) if s > head.seq() => Err(WalError::PointBeyondHead {
+            ReadPoint::Head => Ok(head),
+            ReadPoint::Seq(s) if s > head => Err(WalError::PointBeyondHead {
                 branch: inc.name.to_string(),
                 point: at.to_string(),
-                head: head.seq(),
+                head,
             }),
             ReadPoint::Seq(s) => Ok(s),
-            ReadPoint::Time(t) => Ok(self.resolve_time(inc, t).await?.min(head.seq())),
+            ReadPoint::Time(t) => Ok(self.resolve_time(inc, t).await?.min(head)),
         }
     }
 
@@ -1645,12 +1749,12 @@ impl Inner {
     fn time_of<'a>(
         &'a self,
         inc: &'a Incarnation,
-        head: &'a BranchState,
+        head: CommitInfo,
         seq: Seq,
     ) -> BoxFuture<'a, Result<CommitTime>> {
         Box::pin(async move {
-            if seq == head.seq() {
-                return Ok(head.time());
+            if seq == head.seq {
+                return Ok(head.time);
             }
             if seq > inc.start_seq() {
                 // The commit's time only: its body may be hundreds of MB.
@@ -1658,7 +1762,7 @@ impl Inner {
                 return c.map(|c| c.time).ok_or_else(|| WalError::PointBeyondHead {
                     branch: inc.name.to_string(),
                     point: format!("seq {seq}"),
-                    head: head.seq(),
+                    head: head.seq,
                 });
             }
             self.base_state_time(inc, seq).await
@@ -1676,9 +1780,7 @@ impl Inner {
                 Base::Fork { time, .. } => Ok(*time),
                 Base::Reset { previous, .. } => {
                     let prev = self.incarnation(*previous).await?;
-                    let empty =
-                        BranchState::empty(CommitTime(i64::MIN)).at(Seq::MAX, CommitTime(0));
-                    self.time_of(&prev, &empty, seq).await
+                    self.time_of(&prev, UNKNOWN_HEAD, seq).await
                 }
             }
         })
@@ -1816,13 +1918,10 @@ impl Inner {
                 .await?
             {
                 Some(c) => (c.seq, c.time),
-                None => {
-                    let empty = BranchState::empty(CommitTime(0)).at(Seq::MAX, CommitTime(0));
-                    (
-                        inc.start_seq(),
-                        self.time_of(inc, &empty, inc.start_seq()).await?,
-                    )
-                }
+                None => (
+                    inc.start_seq(),
+                    self.time_of(inc, UNKNOWN_HEAD, inc.start_seq()).await?,
+                ),
             },
         };
         let mut lineage = Vec::new();
@@ -1977,7 +2076,7 @@ impl Inner {
         let mut working = state.clone();
         let mut ops = Vec::new();
         let mut retries = Vec::new();
-        let (seq, time) = (state.seq().next(), self.commit_time(&inc, &state));
+        let (seq, time) = (state.seq().next(), self.commit_time(&inc, state.time()));
         let (mut taken, mut logged_bytes) = (0usize, 0usize);
         for p in batch.iter_mut() {
             if taken > 0 && logged_bytes >= self.options.max_group_bytes {
@@ -2043,6 +2142,9 @@ impl Inner {
                 // Accepted at head + 1: nothing else was appended before it.
                 if h.verified {
                     lock(&self.fresh).insert(inc.id, sent);
+                }
+                if let Some(m) = &self.materializer {
+                    m.offer(&commit);
                 }
             }
             Err(e @ WalError::Conflict { .. }) => return Err(e),
@@ -2192,6 +2294,20 @@ fn check_ns(ns: &crate::types::Namespace) -> Result<()> {
         return Err(WalError::InvalidOp(format!("invalid namespace {ns:?}")));
     }
     Ok(())
+}
+
+/// Applies the commits the committers offered to the materialized store
+/// (see `materializer`) until the engine is dropped.
+async fn run_materializer(inner: Weak<Inner>, mut queue: crate::materializer::AppendedQueue) {
+    while let Some(batch) = crate::materializer::next_appended(&mut queue).await {
+        let Some(inner) = inner.upgrade() else { break };
+        let Some(m) = &inner.materializer else { break };
+        if batch.iter().any(|c| !m.knows_chain(c.branch)) {
+            let cat = inner.catalog.lock().await;
+            m.note_bases(&cat);
+        }
+        m.apply_appended(batch).await;
+    }
 }
 
 async fn run_committer(

@@ -785,6 +785,20 @@ impl EncodedCommit {
         Ok(raw)
     }
 
+    /// The commit back from its body, as a reader of the log decodes it
+    /// (pre-images left out): what the materialized store applies.
+    pub fn decode(&self) -> Result<Commit> {
+        let rec = CommitRecord {
+            project: "",
+            branch: self.branch,
+            seq: self.seq,
+            time: self.time,
+            actor: &self.actor,
+            body: StoredBody::Inline(&self.body),
+        };
+        decode_commit(&rec, &self.body, false)
+    }
+
     /// The body bytes chunk `n` holds.
     pub fn chunk(&self, n: u32) -> &[u8] {
         &self.body[self.chunk_range(n)]

@@ -77,4 +77,65 @@ proptest! {
             Ok(())
         })?;
     }
+
+}
+
+/// The committer's own commits reach the store without a log read: once
+/// the background apply has caught up with 60 writes over a fork, views of
+/// every point of both branches read nothing from the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appended_commits_are_applied_without_reading_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let kv = tempfile::tempdir().unwrap();
+    let store =
+        Arc::new(Materialized::open(kv.path(), MaterializedOptions::with_budget(8 << 20)).unwrap());
+    let counting = common::counting::Counting::new(embedded_store(dir.path()).await);
+    let options = WalOptions {
+        materialized: Some(Arc::clone(&store)),
+        ..WalOptions::default()
+    };
+    let wal = argon_wal::Wal::open(counting.clone(), "proj", options)
+        .await
+        .unwrap();
+    for i in 0..30 {
+        commit(&wal, "main", vec![put("a", i, i)]).await;
+    }
+    wal.create_branch("dev", "main", ReadPoint::Seq(argon_wal::Seq(20)))
+        .await
+        .unwrap();
+    for i in 0..30 {
+        commit(&wal, "dev", vec![put("b", i, i), del("a", i)]).await;
+    }
+    let project = store.project("proj").unwrap();
+    let (main, dev) = (
+        wal.branch("main").await.unwrap().id,
+        wal.branch("dev").await.unwrap().id,
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while store.applied(project, main).unwrap().map(|a| a.0.0) != Some(30)
+        || store.applied(project, dev).unwrap().map(|a| a.0.0) != Some(30)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the appended commits were never applied"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let before = counting.reads().1;
+    let mut views = Vec::new();
+    for (name, head) in [("main", 30u64), ("dev", 30)] {
+        for s in 0..=head {
+            let at = ReadPoint::Seq(argon_wal::Seq(s));
+            views.push((name, at, wal.materialized_view(name, at).await.unwrap()));
+        }
+    }
+    assert_eq!(
+        counting.reads().1,
+        before,
+        "views read commits from the log"
+    );
+    for (name, at, view) in views {
+        let state = wal.read(name, at).await.unwrap();
+        assert_eq!(flat_view(&store, &view), flat(&state), "{name} at {at:?}");
+    }
 }

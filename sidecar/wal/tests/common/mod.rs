@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod counting;
 pub mod model;
 
 use argon_wal::{
@@ -61,20 +62,25 @@ pub fn flat(state: &BranchState) -> BTreeMap<String, BTreeMap<i64, i64>> {
 /// Opens `proj` on an embedded store in `dir`. Waits while a previous
 /// handle's background snapshot task still holds the directory lock.
 pub async fn embedded(dir: &std::path::Path, options: WalOptions) -> Wal {
+    Wal::open(embedded_store(dir).await, "proj", options)
+        .await
+        .unwrap()
+}
+
+/// The embedded store in `dir`, once a previous handle's background
+/// snapshot task has let go of the directory lock.
+pub async fn embedded_store(dir: &std::path::Path) -> Arc<dyn argon_wal::LogStore> {
     let mut tries = 0;
-    let store = loop {
+    loop {
         match EmbeddedStore::open(dir) {
-            Ok(s) => break s,
+            Ok(s) => return s,
             Err(argon_wal::WalError::Locked { .. }) if tries < 100 => {
                 tries += 1;
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
             Err(e) => panic!("opening {}: {e}", dir.display()),
         }
-    };
-    Wal::open(store as Arc<dyn argon_wal::LogStore>, "proj", options)
-        .await
-        .unwrap()
+    }
 }
 
 /// Inserts `id` unless present: the resolver refuses a duplicate `_id`.

@@ -1,0 +1,111 @@
+//! A `LogStore` decorator over a real store counting the reads that carry
+//! documents (tests observe what an engine path asks the store for).
+
+use argon_wal::record::{CatalogRecord, EncodedCommit, ProjectRecord, SnapshotRecord};
+use argon_wal::store::{CommitPage, StoreFuture};
+use argon_wal::{BranchId, CommitInfo, CommitTime, LogStats, LogStore, Seq};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The embedded store, counting the reads that carry documents.
+pub struct Counting {
+    inner: Arc<dyn LogStore>,
+    /// `read_commits` calls asking for more than one commit.
+    pages: AtomicUsize,
+    /// Commits returned by `read_commits`.
+    commits_read: AtomicUsize,
+    snapshots: AtomicUsize,
+}
+
+impl Counting {
+    pub fn new(inner: Arc<dyn LogStore>) -> Arc<Counting> {
+        Arc::new(Counting {
+            inner,
+            pages: AtomicUsize::new(0),
+            commits_read: AtomicUsize::new(0),
+            snapshots: AtomicUsize::new(0),
+        })
+    }
+
+    /// `(pages, commits read, snapshots read)` so far.
+    pub fn reads(&self) -> (usize, usize, usize) {
+        (
+            self.pages.load(Ordering::SeqCst),
+            self.commits_read.load(Ordering::SeqCst),
+            self.snapshots.load(Ordering::SeqCst),
+        )
+    }
+}
+
+impl LogStore for Counting {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn health(&self) -> StoreFuture<'_, ()> {
+        self.inner.health()
+    }
+    fn ensure_project<'a>(&'a self, p: &'a ProjectRecord) -> StoreFuture<'a, ProjectRecord> {
+        self.inner.ensure_project(p)
+    }
+    fn append_commit<'a>(&'a self, p: &'a str, c: &'a EncodedCommit) -> StoreFuture<'a, ()> {
+        self.inner.append_commit(p, c)
+    }
+    fn read_commits<'a>(
+        &'a self,
+        project: &'a str,
+        branch: BranchId,
+        after: Seq,
+        upto: Seq,
+        limit: usize,
+    ) -> StoreFuture<'a, CommitPage> {
+        Box::pin(async move {
+            if limit > 1 {
+                self.pages.fetch_add(1, Ordering::SeqCst);
+            }
+            let page = self
+                .inner
+                .read_commits(project, branch, after, upto, limit)
+                .await?;
+            self.commits_read.fetch_add(page.len(), Ordering::SeqCst);
+            Ok(page)
+        })
+    }
+    fn commit_info<'a>(
+        &'a self,
+        p: &'a str,
+        b: BranchId,
+        s: Seq,
+    ) -> StoreFuture<'a, Option<CommitInfo>> {
+        self.inner.commit_info(p, b, s)
+    }
+    fn commit_at_or_before<'a>(
+        &'a self,
+        p: &'a str,
+        b: BranchId,
+        t: CommitTime,
+    ) -> StoreFuture<'a, Option<CommitInfo>> {
+        self.inner.commit_at_or_before(p, b, t)
+    }
+    fn log_stats<'a>(&'a self, p: &'a str, b: BranchId) -> StoreFuture<'a, LogStats> {
+        self.inner.log_stats(p, b)
+    }
+    fn append_catalog<'a>(&'a self, p: &'a str, r: &'a CatalogRecord) -> StoreFuture<'a, ()> {
+        self.inner.append_catalog(p, r)
+    }
+    fn read_catalog<'a>(&'a self, p: &'a str, after: Seq) -> StoreFuture<'a, Vec<CatalogRecord>> {
+        self.inner.read_catalog(p, after)
+    }
+    fn put_snapshot<'a>(&'a self, p: &'a str, s: SnapshotRecord) -> StoreFuture<'a, ()> {
+        self.inner.put_snapshot(p, s)
+    }
+    fn latest_snapshot<'a>(
+        &'a self,
+        p: &'a str,
+        b: BranchId,
+        after: Seq,
+        upto: Seq,
+    ) -> StoreFuture<'a, Option<SnapshotRecord>> {
+        self.snapshots.fetch_add(1, Ordering::SeqCst);
+        self.inner.latest_snapshot(p, b, after, upto)
+    }
+}

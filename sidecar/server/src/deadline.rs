@@ -1,4 +1,6 @@
-//! `maxTimeMS`: the time a command (and the cursor it opens) may take.
+//! `maxTimeMS`: the time a command (and the cursor it opens) may take,
+//! and `killOp`: a command's deadline also fails once it was killed
+//! (`Deadline::interruptible`, `current_op`).
 //!
 //! A command's deadline is its `maxTimeMS`, or the server's default
 //! (`serve --default-max-time-ms`, mongod's `defaultMaxTimeMS`) when it
@@ -15,10 +17,13 @@ use crate::error::{CommandError, ErrorCode, Result};
 const MAX_TIME_MS: i64 = i32::MAX as i64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Deadline(Option<Instant>);
+pub struct Deadline(Option<Instant>, OpId);
+
+/// The operation a deadline belongs to (`current_op`); 0: none.
+type OpId = i64;
 
 impl Deadline {
-    pub const NONE: Deadline = Deadline(None);
+    pub const NONE: Deadline = Deadline(None, 0);
 
     /// `maxTimeMS` of `cmd` (or `default` when absent), counted from now.
     pub fn of_command(cmd: &Document, default: Option<Duration>) -> Result<Deadline> {
@@ -45,7 +50,12 @@ impl Deadline {
     }
 
     pub fn after(d: Option<Duration>) -> Deadline {
-        Deadline(d.and_then(|d| Instant::now().checked_add(d)))
+        Deadline(d.and_then(|d| Instant::now().checked_add(d)), 0)
+    }
+
+    /// This deadline, also failing once operation `opid` is killed.
+    pub fn interruptible(self, opid: i64) -> Deadline {
+        Deadline(self.0, opid)
     }
 
     /// Time left (`None`: no limit).
@@ -54,6 +64,12 @@ impl Deadline {
     }
 
     pub fn check(&self) -> Result<()> {
+        if crate::current_op::is_killed(self.1) {
+            return Err(CommandError::new(
+                ErrorCode::Interrupted,
+                "operation was interrupted (killOp)",
+            ));
+        }
         match self.0 {
             Some(t) if Instant::now() >= t => Err(CommandError::new(
                 ErrorCode::MaxTimeMSExpired,

@@ -158,6 +158,7 @@ error_codes! {
     DuplicateKey = 11000,
     NotWritablePrimary = 10107,
     InvalidIndexSpecificationOption = 197,
+    Interrupted = 11601,
     InterruptedDueToReplStateChange = 11602,
     BSONObjectTooLarge = 10334,
     MaxTimeMSExpired = 50,

@@ -19,6 +19,7 @@ pub mod auth;
 pub mod capped;
 pub mod commands;
 pub mod config;
+pub mod current_op;
 pub mod cursor;
 pub mod deadline;
 pub mod error;

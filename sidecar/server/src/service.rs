@@ -42,6 +42,8 @@ pub struct Service {
     pub users: crate::auth::users::Directory,
     /// `configureFailPoint`'s fail points (`--enable-test-commands` only).
     pub fail_points: crate::commands::fail_point::FailPoints,
+    /// The commands running now (`currentOp`, `killOp`).
+    pub operations: crate::current_op::Operations,
 }
 
 impl Service {
@@ -63,6 +65,7 @@ impl Service {
             confined_to_branch: AtomicBool::new(false),
             users: Default::default(),
             fail_points: Default::default(),
+            operations: Default::default(),
         })
     }
 

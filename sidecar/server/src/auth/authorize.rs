@@ -194,6 +194,14 @@ pub fn required(
         "serverStatus" | "getCmdLineOpts" | "hostInfo" | "getLog" | "getParameter" => {
             vec![Privilege::Monitor]
         }
+        // One's own operations (`$ownOps`) need nothing more; everyone's
+        // need the monitor privilege (mongod's `inprog`).
+        "currentOp" if matches!(cmd.get("$ownOps"), Some(Bson::Boolean(true))) => {
+            vec![Privilege::Authenticated]
+        }
+        "currentOp" => vec![Privilege::Monitor],
+        // The handler checks whose operation it is (`commands::current_op`).
+        "killOp" => vec![Privilege::Authenticated],
         "createUser"
         | "updateUser"
         | "dropUser"

@@ -11,6 +11,7 @@ mod branch;
 mod bulk_write;
 mod catalog;
 mod coll_mod;
+mod current_op;
 pub mod fail_point;
 mod merge;
 mod options;
@@ -48,6 +49,8 @@ pub struct Conn {
     /// `client.application.name` of the connection's first handshake
     /// (a `failCommand` fail point may apply to one application only).
     pub app_name: Option<String>,
+    /// The operation id of the command running (`current_op`; 0: none).
+    pub current_op: i64,
     /// Who the connection is authenticated as; behind a lock because
     /// handlers see the connection shared (`saslStart`, `hello`).
     auth: std::sync::Mutex<crate::auth::ConnAuth>,
@@ -62,6 +65,7 @@ impl Conn {
             from_peer: false,
             peer_auth: Default::default(),
             app_name: None,
+            current_op: 0,
             auth: Default::default(),
         }
     }
@@ -92,9 +96,11 @@ impl Ctx<'_> {
         Ok(target)
     }
 
-    /// The command's `maxTimeMS` (or the server's default), from now.
+    /// The command's `maxTimeMS` (or the server's default), from now;
+    /// failing too once the command is killed (`killOp`).
     pub fn deadline(&self) -> Result<crate::deadline::Deadline> {
         crate::deadline::Deadline::of_command(self.cmd, self.svc.default_max_time())
+            .map(|d| d.interruptible(self.conn.current_op))
     }
 
     /// The state a read sees: a transaction's snapshot plus its own writes,
@@ -182,6 +188,8 @@ commands! {
     "whatsmyuri" => admin::whatsmyuri;
     "connectionStatus" => admin::connection_status;
     "serverStatus" => admin::server_status;
+    "currentOp" => current_op::current_op;
+    "killOp" => current_op::kill_op;
     "hostInfo" => admin::host_info;
     "getCmdLineOpts" => admin::get_cmd_line_opts;
     "getLog" => admin::get_log;
@@ -413,6 +421,32 @@ async fn answer(
     if matches!(name, "hello" | "isMaster" | "ismaster") && conn.app_name.is_none() {
         conn.app_name = app_name(&req.command);
     }
+    // Listed from here on (`currentOp`), a fail point's block included, as
+    // mongod lists a blocked operation.
+    let client = crate::current_op::Client {
+        connection_id: conn.id,
+        address: conn.peer.to_string(),
+        app_name: conn.app_name.clone(),
+        user: conn.auth().user.clone(),
+    };
+    let op = svc.operations.begin(client, db, name, &req.command);
+    conn.current_op = op.opid;
+    let answer = admitted(svc, conn, req, db, name, command).await;
+    conn.current_op = 0;
+    drop(op);
+    answer
+}
+
+/// A command with a database, past the handshake's checks: the fail
+/// point, then [`run`].
+async fn admitted(
+    svc: &Service,
+    conn: &mut Conn,
+    req: &Request,
+    db: &str,
+    name: &str,
+    command: &Command,
+) -> Result<Answer> {
     // Before authorization, sessions and transactions, as mongod does.
     let caller = fail_point::Caller {
         command: name,

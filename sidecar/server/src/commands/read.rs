@@ -816,8 +816,8 @@ fn list_local_sessions(ctx: &Ctx<'_>, arg: &Bson) -> Result<Vec<Document>> {
 }
 
 /// `aggregate: 1`: a pipeline with no collection, which must start with a
-/// stage that makes its own documents: `$documents`, `$listLocalSessions`;
-/// the other server-state sources (`$currentOp`, ...) are refused by name. The documents come from the command itself, so the
+/// stage that makes its own documents: `$documents`, `$listLocalSessions`,
+/// `$currentOp`; the other server-state sources are refused by name. The documents come from the command itself, so the
 /// whole result is computed at once (bounded by the command's size and the
 /// stages' budgets).
 async fn aggregate_database(ctx: &Ctx<'_>, target: crate::target::Target) -> Result<Document> {
@@ -870,7 +870,8 @@ async fn aggregate_database(ctx: &Ctx<'_>, target: crate::target::Target) -> Res
                 .collect::<Result<Vec<_>>>()?
         }
         "$listLocalSessions" => list_local_sessions(ctx, &arg)?,
-        "$currentOp" | "$listCatalog" | "$changeStream" | "$queryStats" | "$querySettings" => {
+        "$currentOp" => super::current_op::current_op_stage(ctx, &arg)?,
+        "$listCatalog" | "$changeStream" | "$queryStats" | "$querySettings" => {
             return Err(CommandError::not_implemented(&format!("the {name} stage")));
         }
         other => {

@@ -1,0 +1,287 @@
+//! Operations in flight: what `currentOp` and `$currentOp` list and what
+//! `killOp` interrupts.
+//!
+//! Every command a connection runs is registered for as long as it runs
+//! (`Operations::begin`, an `OpGuard` that unregisters on drop). What is
+//! shown of its command document is decided once, at registration
+//! (`shown_command`): the commands that carry credentials (SASL payloads,
+//! `createUser`/`updateUser` passwords, the peer key's proof) show their
+//! name and database only, every other field as `"###"`, and any command
+//! larger than 1 KiB shows a truncated rendering, as mongod does. So no
+//! listing can reveal a password, whoever asks.
+//!
+//! `killOp` marks an operation; its deadline checks (`Deadline::check`,
+//! every few hundred documents of a scan) fail it with `Interrupted`
+//! (11601). A write already handed to the WAL completes: a commit is never
+//! torn by a kill (mongod interrupts only at yield points too).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use bson::{Bson, Document, doc};
+
+/// What a listing shows of a command larger than this (mongod: 1 KB).
+const SHOWN_COMMAND_BYTES: usize = 1024;
+
+/// Commands whose fields may carry a credential.
+const SENSITIVE: &[&str] = &[
+    "saslStart",
+    "saslContinue",
+    "authenticate",
+    "createUser",
+    "updateUser",
+    "copydbsaslstart",
+    "getnonce",
+    crate::writer::peer_auth::COMMAND,
+];
+
+/// Operation ids are process-wide (several services may share a process
+/// in tests), and killed ones are found by id from `Deadline::check`.
+static NEXT_OPID: AtomicI64 = AtomicI64::new(1);
+static KILLED: Mutex<Option<HashSet<i64>>> = Mutex::new(None);
+/// How many operations are marked killed and still running: the fast path
+/// of `is_killed` (no lock while nobody was killed).
+static KILLS_PENDING: AtomicUsize = AtomicUsize::new(0);
+
+fn killed() -> MutexGuard<'static, Option<HashSet<i64>>> {
+    // Single inserts and removes: a panic cannot leave the set torn.
+    KILLED.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Whether operation `opid` was killed (`killOp`) while running.
+pub fn is_killed(opid: i64) -> bool {
+    if opid == 0 || KILLS_PENDING.load(Ordering::Relaxed) == 0 {
+        return false;
+    }
+    killed().as_ref().is_some_and(|k| k.contains(&opid))
+}
+
+/// Who runs an operation, as listings show it.
+#[derive(Clone, Debug)]
+pub struct Client {
+    pub connection_id: i64,
+    pub address: String,
+    pub app_name: Option<String>,
+    pub user: Option<crate::auth::users::UserId>,
+}
+
+struct Op {
+    client: Client,
+    ns: String,
+    op: &'static str,
+    command: Document,
+    started: Instant,
+    started_at: bson::DateTime,
+}
+
+/// The operations running in one server.
+#[derive(Default)]
+pub struct Operations {
+    ops: Mutex<HashMap<i64, Arc<Op>>>,
+}
+
+/// Keeps an operation listed; dropping it unregisters the operation.
+pub struct OpGuard<'a> {
+    ops: &'a Operations,
+    pub opid: i64,
+}
+
+impl Drop for OpGuard<'_> {
+    fn drop(&mut self) {
+        self.ops.lock().remove(&self.opid);
+        let mut killed = killed();
+        if let Some(k) = killed.as_mut()
+            && k.remove(&self.opid)
+        {
+            KILLS_PENDING.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Operations {
+    fn lock(&self) -> MutexGuard<'_, HashMap<i64, Arc<Op>>> {
+        self.ops.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers command `name` of `cmd` on `db`, run by `client`.
+    pub fn begin(&self, client: Client, db: &str, name: &str, cmd: &Document) -> OpGuard<'_> {
+        let opid = NEXT_OPID.fetch_add(1, Ordering::Relaxed);
+        let ns = match cmd.get(name) {
+            Some(Bson::String(coll)) if !SENSITIVE.contains(&name) => format!("{db}.{coll}"),
+            _ => format!("{db}.$cmd"),
+        };
+        let op = Op {
+            client,
+            ns,
+            op: op_kind(name),
+            command: shown_command(name, db, cmd),
+            started: Instant::now(),
+            started_at: bson::DateTime::now(),
+        };
+        self.lock().insert(opid, Arc::new(op));
+        OpGuard { ops: self, opid }
+    }
+
+    /// The operations `may_see` admits, as `currentOp` documents.
+    pub fn list(&self, may_see: impl Fn(&Client) -> bool) -> Vec<Document> {
+        let ops: Vec<(i64, Arc<Op>)> = self
+            .lock()
+            .iter()
+            .map(|(id, op)| (*id, Arc::clone(op)))
+            .collect();
+        let mut out: Vec<(i64, Document)> = ops
+            .into_iter()
+            .filter(|(_, op)| may_see(&op.client))
+            .map(|(opid, op)| (opid, describe(opid, &op)))
+            .collect();
+        out.sort_by_key(|(opid, _)| *opid);
+        out.into_iter().map(|(_, d)| d).collect()
+    }
+
+    /// Who runs operation `opid`, if it is running.
+    pub fn client_of(&self, opid: i64) -> Option<Client> {
+        self.lock().get(&opid).map(|op| op.client.clone())
+    }
+
+    /// Marks `opid` killed; `false` when no such operation runs.
+    pub fn kill(&self, opid: i64) -> bool {
+        if !self.lock().contains_key(&opid) {
+            return false;
+        }
+        if killed().get_or_insert_with(HashSet::new).insert(opid) {
+            KILLS_PENDING.fetch_add(1, Ordering::Relaxed);
+        }
+        true
+    }
+}
+
+fn op_kind(name: &str) -> &'static str {
+    match name {
+        "find" => "query",
+        "insert" => "insert",
+        "update" => "update",
+        "delete" => "remove",
+        "getMore" => "getmore",
+        _ => "command",
+    }
+}
+
+/// What listings show of a command (module doc): credentials never,
+/// large commands truncated.
+pub fn shown_command(name: &str, db: &str, cmd: &Document) -> Document {
+    if SENSITIVE.contains(&name) {
+        let mut shown = Document::new();
+        for (k, v) in cmd {
+            let value = match k.as_str() {
+                k if k == name => v.clone(),
+                "$db" => Bson::String(db.to_owned()),
+                _ => Bson::String("###".into()),
+            };
+            shown.insert(k.clone(), value);
+        }
+        return shown;
+    }
+    let size = crate::limits::bson_size(&Bson::Document(cmd.clone()));
+    if size <= SHOWN_COMMAND_BYTES {
+        return cmd.clone();
+    }
+    let mut text = cmd.to_string();
+    let mut cut = SHOWN_COMMAND_BYTES.min(text.len());
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    text.truncate(cut);
+    doc! {"$truncated": text}
+}
+
+fn describe(opid: i64, op: &Op) -> Document {
+    let running = op.started.elapsed();
+    let mut d = doc! {
+        "type": "op",
+        "desc": format!("conn{}", op.client.connection_id),
+        "connectionId": op.client.connection_id,
+        "client": op.client.address.clone(),
+        "active": true,
+        "opid": opid,
+        "killPending": is_killed(opid),
+        "secs_running": running.as_secs() as i64,
+        "microsecs_running": i64::try_from(running.as_micros()).unwrap_or(i64::MAX),
+        "currentOpTime": op.started_at,
+        "op": op.op,
+        "ns": op.ns.clone(),
+        "command": op.command.clone(),
+        "numYields": 0,
+        "waitingForLock": false,
+        "locks": {},
+    };
+    if let Some(app) = &op.client.app_name {
+        d.insert("appName", app.clone());
+    }
+    if let Some(user) = &op.client.user {
+        d.insert(
+            "effectiveUsers",
+            vec![Bson::Document(
+                doc! {"user": user.name.clone(), "db": user.db.clone()},
+            )],
+        );
+    }
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(id: i64) -> Client {
+        Client {
+            connection_id: id,
+            address: "127.0.0.1:1".into(),
+            app_name: None,
+            user: None,
+        }
+    }
+
+    #[test]
+    fn credentials_are_never_shown() {
+        let cmd = doc! {"createUser": "u", "pwd": "hunter2", "roles": [], "$db": "admin"};
+        let shown = shown_command("createUser", "admin", &cmd);
+        assert_eq!(shown.get_str("createUser").unwrap(), "u");
+        assert_eq!(shown.get_str("pwd").unwrap(), "###");
+        assert!(!format!("{shown:?}").contains("hunter2"));
+        let sasl = doc! {"saslStart": 1, "mechanism": "SCRAM-SHA-256", "payload": bson::Binary { subtype: bson::spec::BinarySubtype::Generic, bytes: b"n,,n=u,r=secret".to_vec() }};
+        assert!(!format!("{:?}", shown_command("saslStart", "admin", &sasl)).contains("secret"));
+    }
+
+    #[test]
+    fn large_commands_are_truncated() {
+        let cmd = doc! {"insert": "c", "documents": [{"x": "é".repeat(5000)}]};
+        let shown = shown_command("insert", "d", &cmd);
+        let text = shown.get_str("$truncated").unwrap();
+        assert!(
+            text.len() <= SHOWN_COMMAND_BYTES && text.starts_with("{ \"insert\""),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn ops_are_listed_while_running_and_killed_by_id() {
+        let ops = Operations::default();
+        let a = ops.begin(client(1), "d", "find", &doc! {"find": "c"});
+        let b = ops.begin(client(2), "d", "insert", &doc! {"insert": "c"});
+        let listed = ops.list(|c| c.connection_id == 1);
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].get_str("ns").unwrap(), "d.c");
+        assert_eq!(listed[0].get_str("op").unwrap(), "query");
+        assert!(!is_killed(a.opid));
+        assert!(ops.kill(a.opid));
+        assert!(is_killed(a.opid) && !is_killed(b.opid));
+        let id = a.opid;
+        drop(a);
+        assert!(!is_killed(id), "a finished op is forgotten");
+        assert!(!ops.kill(id), "nothing to kill once it finished");
+        drop(b);
+        assert!(ops.list(|_| true).is_empty());
+    }
+}

@@ -42,10 +42,11 @@ async fn code_of(db: &Database, cmd: Document) -> Option<i32> {
 
 /// Every document of a command's cursor (first batch and getMores).
 async fn all(db: &Database, coll: &str, cmd: Document) -> Vec<Document> {
-    let reply = db
-        .run_command(cmd.clone())
-        .await
-        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    let reply = db.run_command(cmd.clone()).await.unwrap_or_else(|e| {
+        let shown: String = cmd.to_string().chars().take(300).collect();
+        let why: String = e.to_string().chars().take(600).collect();
+        panic!("{shown}: {why}")
+    });
     let cursor = reply.get_document("cursor").expect("a cursor");
     let mut out: Vec<Document> = cursor
         .get_array("firstBatch")
@@ -185,7 +186,10 @@ async fn near_within_and_intersects_with_a_2dsphere_index() {
         doc! {"find": "cities", "filter": {"loc": {"$near": {"$geometry": point(city("london"))}}}, "limit": 3},
     )
     .await;
-    assert_eq!(names(&got), expected_near(city("london"), f64::INFINITY)[..3]);
+    assert_eq!(
+        names(&got),
+        expected_near(city("london"), f64::INFINITY)[..3]
+    );
     // Legacy pair with $nearSphere: radians.
     let radians = 400_000.0 / EARTH_RADIUS_METERS;
     let got = all(
@@ -200,21 +204,45 @@ async fn near_within_and_intersects_with_a_2dsphere_index() {
         .run_command(doc! {"count": "cities", "query": {"loc": {"$near": {"$geometry": point(ny), "$maxDistance": 400_000.0}}}})
         .await
         .unwrap();
-    assert_eq!(n.get_i32("n").unwrap() as usize, expected_near(ny, 400_000.0).len());
+    assert_eq!(
+        n.get_i32("n").unwrap() as usize,
+        expected_near(ny, 400_000.0).len()
+    );
 
     // $geoWithin a polygon round the US north-east (no order asked).
     let ne = doc! {"type": "Polygon", "coordinates": [[[-80.0, 37.0], [-69.0, 37.0], [-69.0, 44.0], [-80.0, 44.0], [-80.0, 37.0]]]};
-    let mut got = names(&all(&db, "cities", doc! {"find": "cities", "filter": {"loc": {"$geoWithin": {"$geometry": ne.clone()}}}}).await);
+    let mut got = names(
+        &all(
+            &db,
+            "cities",
+            doc! {"find": "cities", "filter": {"loc": {"$geoWithin": {"$geometry": ne.clone()}}}},
+        )
+        .await,
+    );
     got.sort();
     assert_eq!(got, ["boston", "new-york", "philadelphia", "washington"]);
     // Across the antimeridian: Suva (178°E) and Apia (171°W), not Sydney.
     let pacific = doc! {"type": "Polygon", "coordinates": [[[175.0, -25.0], [-165.0, -25.0], [-165.0, -5.0], [175.0, -5.0], [175.0, -25.0]]]};
-    let mut got = names(&all(&db, "cities", doc! {"find": "cities", "filter": {"loc": {"$geoWithin": {"$geometry": pacific}}}}).await);
+    let mut got = names(
+        &all(
+            &db,
+            "cities",
+            doc! {"find": "cities", "filter": {"loc": {"$geoWithin": {"$geometry": pacific}}}},
+        )
+        .await,
+    );
     got.sort();
     assert_eq!(got, ["apia", "suva"]);
     // Round the pole: Longyearbyen (78°N) only.
     let arctic = doc! {"type": "Polygon", "coordinates": [[[0.0, 70.0], [90.0, 70.0], [180.0, 70.0], [-90.0, 70.0], [0.0, 70.0]]]};
-    let got = names(&all(&db, "cities", doc! {"find": "cities", "filter": {"loc": {"$geoWithin": {"$geometry": arctic}}}}).await);
+    let got = names(
+        &all(
+            &db,
+            "cities",
+            doc! {"find": "cities", "filter": {"loc": {"$geoWithin": {"$geometry": arctic}}}},
+        )
+        .await,
+    );
     assert_eq!(got, ["longyearbyen"]);
     // $centerSphere agrees with the distance formula.
     let mut got = names(&all(&db, "cities", doc! {"find": "cities", "filter": {"loc": {"$geoWithin": {"$centerSphere": [[ny.0, ny.1], radians]}}}}).await);
@@ -234,17 +262,32 @@ async fn near_within_and_intersects_with_a_2dsphere_index() {
         .await
         .unwrap();
     let line = doc! {"type": "LineString", "coordinates": [[-90.0, 40.0], [-60.0, 40.0]]};
-    let got = names(&all(&db, "zones", doc! {"find": "zones", "filter": {"area": {"$geoIntersects": {"$geometry": line}}}}).await);
+    let got = names(
+        &all(
+            &db,
+            "zones",
+            doc! {"find": "zones", "filter": {"area": {"$geoIntersects": {"$geometry": line}}}},
+        )
+        .await,
+    );
     assert_eq!(got, ["north-east"]);
     let got = names(&all(&db, "zones", doc! {"find": "zones", "filter": {"area": {"$geoIntersects": {"$geometry": point((180.0, -10.0))}}}}).await);
     assert_eq!(got, ["pacific"]);
     // Without an index, $geoWithin and $geoIntersects scan; $near is 291.
     assert_eq!(
-        code_of(&db, doc! {"find": "zones", "filter": {"area": {"$near": {"$geometry": point(ny)}}}}).await,
+        code_of(
+            &db,
+            doc! {"find": "zones", "filter": {"area": {"$near": {"$geometry": point(ny)}}}}
+        )
+        .await,
         Some(291)
     );
     assert_eq!(
-        code_of(&db, doc! {"find": "cities", "filter": {"legacy": {"$near": [0, 0]}}}).await,
+        code_of(
+            &db,
+            doc! {"find": "cities", "filter": {"legacy": {"$near": [0, 0]}}}
+        )
+        .await,
         Some(291)
     );
     // $near in an aggregation $match (5626500), under $or (2).
@@ -260,7 +303,14 @@ async fn near_within_and_intersects_with_a_2dsphere_index() {
     db.run_command(doc! {"update": "cities", "updates": [{"q": {"loc": {"$near": {"$geometry": point((-0.2, 51.4))}}}, "u": {"$set": {"nearest": true}}}]})
         .await
         .unwrap();
-    let flagged = names(&all(&db, "cities", doc! {"find": "cities", "filter": {"nearest": true}}).await);
+    let flagged = names(
+        &all(
+            &db,
+            "cities",
+            doc! {"find": "cities", "filter": {"nearest": true}},
+        )
+        .await,
+    );
     assert_eq!(flagged, ["london"]);
 }
 
@@ -292,9 +342,24 @@ async fn writes_under_geo_indexes_need_valid_locations() {
     ];
     for bad in &bad_geometries {
         // insert, update, replace, upsert, findAndModify, bulkWrite-style batch.
-        assert_eq!(code_of(&db, doc! {"insert": "places", "documents": [{"_id": 10, "loc": bad.clone()}]}).await, Some(16755), "{bad}");
+        assert_eq!(
+            code_of(
+                &db,
+                doc! {"insert": "places", "documents": [{"_id": 10, "loc": bad.clone()}]}
+            )
+            .await,
+            Some(16755),
+            "{bad}"
+        );
         assert_eq!(code_of(&db, doc! {"update": "places", "updates": [{"q": {"_id": 3}, "u": {"$set": {"loc": bad.clone()}}}]}).await, Some(16755));
-        assert_eq!(code_of(&db, doc! {"update": "places", "updates": [{"q": {"_id": 3}, "u": {"loc": bad.clone()}}]}).await, Some(16755));
+        assert_eq!(
+            code_of(
+                &db,
+                doc! {"update": "places", "updates": [{"q": {"_id": 3}, "u": {"loc": bad.clone()}}]}
+            )
+            .await,
+            Some(16755)
+        );
         assert_eq!(code_of(&db, doc! {"update": "places", "updates": [{"q": {"_id": 99}, "u": {"$set": {"loc": bad.clone()}}, "upsert": true}]}).await, Some(16755));
         assert_eq!(code_of(&db, doc! {"findAndModify": "places", "query": {"_id": 3}, "update": {"$set": {"loc": bad.clone()}}}).await, Some(16755));
     }
@@ -306,12 +371,17 @@ async fn writes_under_geo_indexes_need_valid_locations() {
         .session(&mut session)
         .await
         .unwrap_err();
-    assert!(e.to_string().contains("16755") || e.to_string().contains("Can't extract geo keys"), "{e}");
+    assert!(
+        e.to_string().contains("16755") || e.to_string().contains("Can't extract geo keys"),
+        "{e}"
+    );
     drop(session);
     let n = db.run_command(doc! {"count": "places"}).await.unwrap();
     assert_eq!(n.get_i32("n").unwrap(), 4);
     // An index over documents it cannot take fails to build, as MongoDB's.
-    c.insert_one(doc! {"_id": 20, "spot": "nowhere"}).await.unwrap();
+    c.insert_one(doc! {"_id": 20, "spot": "nowhere"})
+        .await
+        .unwrap();
     assert_eq!(
         code_of(&db, doc! {"createIndexes": "places", "indexes": [{"key": {"spot": "2dsphere"}, "name": "spot"}]}).await,
         Some(16755)
@@ -321,9 +391,18 @@ async fn writes_under_geo_indexes_need_valid_locations() {
     db.run_command(doc! {"createIndexes": "grid", "indexes": [{"key": {"p": "2d"}, "name": "p", "min": 0, "max": 100, "bits": 20}]})
         .await
         .unwrap();
-    assert_eq!(code_of(&db, doc! {"insert": "grid", "documents": [{"p": [100, 5]}]}).await, Some(13027));
-    assert_eq!(code_of(&db, doc! {"insert": "grid", "documents": [{"p": "x"}]}).await, Some(16804));
-    assert_eq!(code_of(&db, doc! {"insert": "grid", "documents": [{"p": ["a", 1]}]}).await, Some(13026));
+    assert_eq!(
+        code_of(&db, doc! {"insert": "grid", "documents": [{"p": [100, 5]}]}).await,
+        Some(13027)
+    );
+    assert_eq!(
+        code_of(&db, doc! {"insert": "grid", "documents": [{"p": "x"}]}).await,
+        Some(16804)
+    );
+    assert_eq!(
+        code_of(&db, doc! {"insert": "grid", "documents": [{"p": ["a", 1]}]}).await,
+        Some(13026)
+    );
     let g = db.collection::<Document>("grid");
     g.insert_many(vec![
         doc! {"_id": "a", "p": [10, 10]},
@@ -334,12 +413,33 @@ async fn writes_under_geo_indexes_need_valid_locations() {
     .await
     .unwrap();
     // Flat distances from (10, 10): a 0, c 1, b 5, d 56.6.
-    let got = names(&all(&db, "grid", doc! {"find": "grid", "filter": {"p": {"$near": [10, 10], "$maxDistance": 6}}}).await);
+    let got = names(
+        &all(
+            &db,
+            "grid",
+            doc! {"find": "grid", "filter": {"p": {"$near": [10, 10], "$maxDistance": 6}}},
+        )
+        .await,
+    );
     assert_eq!(got, ["a", "c", "b"]);
-    let mut got = names(&all(&db, "grid", doc! {"find": "grid", "filter": {"p": {"$geoWithin": {"$box": [[9, 9], [13, 14]]}}}}).await);
+    let mut got = names(
+        &all(
+            &db,
+            "grid",
+            doc! {"find": "grid", "filter": {"p": {"$geoWithin": {"$box": [[9, 9], [13, 14]]}}}},
+        )
+        .await,
+    );
     got.sort();
     assert_eq!(got, ["a", "b", "c"]);
-    let mut got = names(&all(&db, "grid", doc! {"find": "grid", "filter": {"p": {"$geoWithin": {"$center": [[10, 10], 1]}}}}).await);
+    let mut got = names(
+        &all(
+            &db,
+            "grid",
+            doc! {"find": "grid", "filter": {"p": {"$geoWithin": {"$center": [[10, 10], 1]}}}},
+        )
+        .await,
+    );
     got.sort();
     assert_eq!(got, ["a", "c"]);
     let got = names(&all(&db, "grid", doc! {"find": "grid", "filter": {"p": {"$within": {"$polygon": [[40, 40], [60, 40], [50, 60]]}}}}).await);
@@ -348,13 +448,33 @@ async fn writes_under_geo_indexes_need_valid_locations() {
     // Spec errors as MongoDB's.
     for (spec, code) in [
         (doc! {"key": {"p": "2d"}, "name": "x", "bits": 0}, 72),
-        (doc! {"key": {"p": "2d"}, "name": "x", "min": 10, "max": 0}, 72),
+        (
+            doc! {"key": {"p": "2d"}, "name": "x", "min": 10, "max": 0},
+            72,
+        ),
         (doc! {"key": {"a": 1, "p": "2d"}, "name": "x"}, 67),
-        (doc! {"key": {"p": "2dsphere"}, "name": "x", "2dsphereIndexVersion": 7}, 67),
-        (doc! {"key": {"p": "geoHaystack", "a": 1}, "name": "x", "bucketSize": 1}, 67),
-        (doc! {"key": {"p": "2dsphere"}, "name": "x", "unique": true}, 115),
+        (
+            doc! {"key": {"p": "2dsphere"}, "name": "x", "2dsphereIndexVersion": 7},
+            67,
+        ),
+        (
+            doc! {"key": {"p": "geoHaystack", "a": 1}, "name": "x", "bucketSize": 1},
+            67,
+        ),
+        (
+            doc! {"key": {"p": "2dsphere"}, "name": "x", "unique": true},
+            115,
+        ),
     ] {
-        assert_eq!(code_of(&db, doc! {"createIndexes": "specs", "indexes": [spec.clone()]}).await, Some(code), "{spec}");
+        assert_eq!(
+            code_of(
+                &db,
+                doc! {"createIndexes": "specs", "indexes": [spec.clone()]}
+            )
+            .await,
+            Some(code),
+            "{spec}"
+        );
     }
 }
 
@@ -363,9 +483,11 @@ async fn hostile_queries_are_refused_with_mongodb_codes() {
     let (_s, _d, client) = server().await;
     let db = client.database("geo");
     load_cities(&db, "cities").await;
-    db.run_command(doc! {"createIndexes": "cities", "indexes": [{"key": {"loc": "2dsphere"}, "name": "loc"}]})
-        .await
-        .unwrap();
+    db.run_command(
+        doc! {"createIndexes": "cities", "indexes": [{"key": {"loc": "2dsphere"}, "name": "loc"}]},
+    )
+    .await
+    .unwrap();
     let find = |filter: Document| doc! {"find": "cities", "filter": filter};
     for filter in [
         doc! {"loc": {"$geoWithin": {"$geometry": {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 1]]]}}}},
@@ -383,7 +505,11 @@ async fn hostile_queries_are_refused_with_mongodb_codes() {
         doc! {"loc": {"$near": {"$geometry": {"type": "Point", "coordinates": [0, 0]}, "$bogus": 1}}},
         doc! {"loc": {"$maxDistance": 5}},
     ] {
-        assert_eq!(code_of(&db, find(filter.clone())).await, Some(2), "{filter}");
+        assert_eq!(
+            code_of(&db, find(filter.clone())).await,
+            Some(2),
+            "{filter}"
+        );
     }
     // A polygon of 200,000 vertices (a circle round New York, about 3 MB):
     // validated in linear time and answered.
@@ -392,12 +518,22 @@ async fn hostile_queries_are_refused_with_mongodb_codes() {
     let mut ring: Vec<Bson> = (0..n)
         .map(|i| {
             let t = std::f64::consts::TAU * i as f64 / n as f64;
-            Bson::Array(vec![Bson::Double(ny.0 + 2.0 * t.cos()), Bson::Double(ny.1 + 1.5 * t.sin())])
+            Bson::Array(vec![
+                Bson::Double(ny.0 + 2.0 * t.cos()),
+                Bson::Double(ny.1 + 1.5 * t.sin()),
+            ])
         })
         .collect();
     ring.push(ring[0].clone());
     let circle = doc! {"type": "Polygon", "coordinates": [ring]};
-    let got = names(&all(&db, "cities", find(doc! {"loc": {"$geoWithin": {"$geometry": circle}}})).await);
+    let got = names(
+        &all(
+            &db,
+            "cities",
+            find(doc! {"loc": {"$geoWithin": {"$geometry": circle}}}),
+        )
+        .await,
+    );
     assert_eq!(got, ["new-york", "philadelphia"]);
     // A server that answered all that still answers.
     db.run_command(doc! {"ping": 1}).await.unwrap();
@@ -412,12 +548,18 @@ async fn geo_near_stage_orders_measures_and_refuses_as_mongodb() {
     let stage = |spec: Document| doc! {"aggregate": "cities", "pipeline": [{"$geoNear": spec}], "cursor": {"batchSize": 2}};
     let paris = city("paris");
     assert_eq!(
-        code_of(&db, stage(doc! {"near": point(paris), "distanceField": "d"})).await,
+        code_of(
+            &db,
+            stage(doc! {"near": point(paris), "distanceField": "d"})
+        )
+        .await,
         Some(27)
     );
-    db.run_command(doc! {"createIndexes": "cities", "indexes": [{"key": {"loc": "2dsphere"}, "name": "loc"}]})
-        .await
-        .unwrap();
+    db.run_command(
+        doc! {"createIndexes": "cities", "indexes": [{"key": {"loc": "2dsphere"}, "name": "loc"}]},
+    )
+    .await
+    .unwrap();
     // Kilometres through distanceMultiplier, the location through
     // includeLocs, a query and a maximum.
     let got = all(
@@ -437,7 +579,10 @@ async fn geo_near_stage_orders_measures_and_refuses_as_mongodb() {
         let km = d.get_document("dist").unwrap().get_f64("km").unwrap();
         let expected = distance(paris, city(name)) / 1000.0;
         assert!((km - expected).abs() < 0.01, "{name}: {km} vs {expected}");
-        assert_eq!(d.get_document("at").unwrap(), d.get_document("loc").unwrap());
+        assert_eq!(
+            d.get_document("at").unwrap(),
+            d.get_document("loc").unwrap()
+        );
     }
     // Legacy pair with spherical: radians; stages after it run on its output.
     let got = all(
@@ -455,11 +600,23 @@ async fn geo_near_stage_orders_measures_and_refuses_as_mongodb() {
     assert!((london_r - distance(paris, city("london")) / EARTH_RADIUS_METERS).abs() < 1e-6);
     // Where MongoDB refuses it.
     for (cmd, code) in [
-        (doc! {"aggregate": "cities", "pipeline": [{"$match": {}}, {"$geoNear": {"near": point(paris), "distanceField": "d"}}], "cursor": {}}, 40603),
+        (
+            doc! {"aggregate": "cities", "pipeline": [{"$match": {}}, {"$geoNear": {"near": point(paris), "distanceField": "d"}}], "cursor": {}},
+            40603,
+        ),
         (stage(doc! {"near": point(paris)}), 2),
-        (stage(doc! {"near": point(paris), "distanceField": "d", "maxDistance": -5}), 2),
-        (stage(doc! {"near": point(paris), "distanceField": "d", "unknown": 1}), 40415),
-        (stage(doc! {"near": point(paris), "distanceField": "d", "key": "nowhere"}), 2),
+        (
+            stage(doc! {"near": point(paris), "distanceField": "d", "maxDistance": -5}),
+            2,
+        ),
+        (
+            stage(doc! {"near": point(paris), "distanceField": "d", "unknown": 1}),
+            40415,
+        ),
+        (
+            stage(doc! {"near": point(paris), "distanceField": "d", "key": "nowhere"}),
+            2,
+        ),
         // A flat legacy query cannot use a 2dsphere index.
         (stage(doc! {"near": [0, 0], "distanceField": "d"}), 2),
     ] {
@@ -469,7 +626,14 @@ async fn geo_near_stage_orders_measures_and_refuses_as_mongodb() {
     db.run_command(doc! {"createIndexes": "cities", "indexes": [{"key": {"legacy": "2dsphere"}, "name": "legacy"}]})
         .await
         .unwrap();
-    assert_eq!(code_of(&db, stage(doc! {"near": point(paris), "distanceField": "d"})).await, Some(27));
+    assert_eq!(
+        code_of(
+            &db,
+            stage(doc! {"near": point(paris), "distanceField": "d"})
+        )
+        .await,
+        Some(27)
+    );
     let got = all(&db, "cities", stage(doc! {"near": point(paris), "distanceField": "d", "key": "legacy", "maxDistance": 400_000.0})).await;
     assert_eq!(names(&got), expected_near(paris, 400_000.0));
 }

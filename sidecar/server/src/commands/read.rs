@@ -804,7 +804,10 @@ pub async fn aggregate(ctx: &Ctx<'_>) -> Result<Document> {
     let _collation = collation.enter();
     let read_ns = Namespace::new(target.db.as_str(), read_coll.as_str());
     let mut pipeline = pipeline;
-    pipeline.bind_geo_near(state.collection(&read_ns), &format!("{}.{read_coll}", target.raw))?;
+    pipeline.bind_geo_near(
+        state.collection(&read_ns),
+        &format!("{}.{read_coll}", target.raw),
+    )?;
     let _text = match pipeline.leading_filter() {
         Some(f) => text::bind(f, state.collection(&read_ns))?,
         None => text::Binding::none(),

@@ -51,7 +51,9 @@ fn non_negative(spec: &Document, name: &str) -> Result<Option<f64>> {
         return Err(type_mismatch(format!("{name} must be a number")));
     };
     if n.is_nan() || n < 0.0 {
-        return Err(CommandError::bad_value(format!("{name} must be nonnegative")));
+        return Err(CommandError::bad_value(format!(
+            "{name} must be nonnegative"
+        )));
     }
     Ok(Some(n))
 }
@@ -123,7 +125,9 @@ impl GeoNear {
             Some(Bson::Document(q)) => Filter::parse(q)?,
             Some(_) => return Err(type_mismatch("query must be an object")),
         };
-        let spherical = spec.get("spherical").is_some_and(super::super::expr::truthy);
+        let spherical = spec
+            .get("spherical")
+            .is_some_and(super::super::expr::truthy);
         // The point and its units as `$near`/`$nearSphere` would take them
         // (a GeoJSON point is spherical, in metres, whatever `spherical`).
         let op = if spherical { "$nearSphere" } else { "$near" };
@@ -169,7 +173,11 @@ impl GeoNear {
                     .collect();
                 let sphere: Vec<&GeoIndex> =
                     indexes.iter().filter(|g| g.kind == Kind::Sphere).collect();
-                let (pick, what) = if flat.is_empty() { (sphere, "2dsphere") } else { (flat, "2d") };
+                let (pick, what) = if flat.is_empty() {
+                    (sphere, "2dsphere")
+                } else {
+                    (flat, "2d")
+                };
                 match pick.as_slice() {
                     [one] => *one,
                     [] => {
@@ -181,7 +189,9 @@ impl GeoNear {
                     _ => {
                         return Err(CommandError::new(
                             ErrorCode::IndexNotFound,
-                            format!("There is more than one {what} index on {ns}; unsure which to use for $geoNear"),
+                            format!(
+                                "There is more than one {what} index on {ns}; unsure which to use for $geoNear"
+                            ),
                         ));
                     }
                 }
@@ -243,7 +253,11 @@ impl Op for Keyed {
                 Some(_) => s.near.nearest(&values).cloned(),
                 None => None,
             };
-            set(&mut d, &s.distance_field, Bson::Double(distance * s.multiplier))?;
+            set(
+                &mut d,
+                &s.distance_field,
+                Bson::Double(distance * s.multiplier),
+            )?;
             if let (Some(field), Some(loc)) = (&s.include_locs, loc) {
                 set(&mut d, field, loc)?;
             }
@@ -282,16 +296,34 @@ mod tests {
             (bson!({"distanceField": "d"}), 2),
             (bson!({"near": [0, 0]}), 2),
             (bson!({"near": [0, 0], "distanceField": 1}), 2),
-            (bson!({"near": [0, 0], "distanceField": "d", "maxDistance": -1}), 2),
-            (bson!({"near": [0, 0], "distanceField": "d", "maxDistance": "x"}), 14),
-            (bson!({"near": [0, 0], "distanceField": "d", "distanceMultiplier": -2}), 2),
-            (bson!({"near": [0, 0], "distanceField": "d", "query": 3}), 14),
+            (
+                bson!({"near": [0, 0], "distanceField": "d", "maxDistance": -1}),
+                2,
+            ),
+            (
+                bson!({"near": [0, 0], "distanceField": "d", "maxDistance": "x"}),
+                14,
+            ),
+            (
+                bson!({"near": [0, 0], "distanceField": "d", "distanceMultiplier": -2}),
+                2,
+            ),
+            (
+                bson!({"near": [0, 0], "distanceField": "d", "query": 3}),
+                14,
+            ),
             (bson!({"near": [0, 0], "distanceField": "d", "key": 3}), 14),
             (bson!({"near": [0, 0], "distanceField": "d", "key": ""}), 2),
             (bson!({"near": [0, 0], "distanceField": "d", "num": 3}), 2),
-            (bson!({"near": [0, 0], "distanceField": "d", "bogus": 3}), 40415),
+            (
+                bson!({"near": [0, 0], "distanceField": "d", "bogus": 3}),
+                40415,
+            ),
             (bson!({"near": [f64::NAN, 0], "distanceField": "d"}), 2),
-            (bson!({"near": [0, 0], "distanceField": "d", "query": {"l": {"$near": [0, 0]}}}), 2),
+            (
+                bson!({"near": [0, 0], "distanceField": "d", "query": {"l": {"$near": [0, 0]}}}),
+                2,
+            ),
             (bson!(5), 14),
         ] {
             assert_eq!(GeoNear::parse(&bad).unwrap_err().code.code(), code, "{bad}");

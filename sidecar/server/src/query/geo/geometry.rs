@@ -211,7 +211,9 @@ fn check_crs(d: &Document) -> ParseResult<()> {
         Some(STRICT_WINDING_CRS) => Err(format!(
             "crs {STRICT_WINDING_CRS} (polygons larger than a hemisphere) is not supported by Argon"
         )),
-        _ => Err(format!("GeoJSON CRS must be an object with properties.name: {crs}")),
+        _ => Err(format!(
+            "GeoJSON CRS must be an object with properties.name: {crs}"
+        )),
     }
 }
 
@@ -258,21 +260,27 @@ fn geojson_at(d: &Document, top: bool) -> ParseResult<Geometry> {
         "MultiPoint" => {
             let pts = positions(coords)?;
             if pts.is_empty() {
-                return Err(format!("MultiPoint coordinates must have at least 1 element: {d}"));
+                return Err(format!(
+                    "MultiPoint coordinates must have at least 1 element: {d}"
+                ));
             }
             Geometry::MultiPoint(pts)
         }
         "MultiLineString" => {
             let lines = list(coords, line)?;
             if lines.is_empty() {
-                return Err(format!("MultiLineString coordinates must have at least 1 element: {d}"));
+                return Err(format!(
+                    "MultiLineString coordinates must have at least 1 element: {d}"
+                ));
             }
             Geometry::MultiLineString(lines)
         }
         "MultiPolygon" => {
             let polys = list(coords, polygon)?;
             if polys.is_empty() {
-                return Err(format!("MultiPolygon coordinates must have at least 1 element: {d}"));
+                return Err(format!(
+                    "MultiPolygon coordinates must have at least 1 element: {d}"
+                ));
             }
             Geometry::MultiPolygon(polys)
         }
@@ -324,7 +332,10 @@ mod tests {
     fn points_and_ranges() {
         assert_eq!(
             gj(bson!({"type": "Point", "coordinates": [-73.97, 40.77]})).unwrap(),
-            Geometry::Point(Pt { x: -73.97, y: 40.77 })
+            Geometry::Point(Pt {
+                x: -73.97,
+                y: 40.77
+            })
         );
         // Altitude is allowed in a GeoJSON position.
         assert!(gj(bson!({"type": "Point", "coordinates": [1, 2, 3]})).is_ok());
@@ -371,11 +382,18 @@ mod tests {
         let open = bson!({"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 1]]]});
         assert!(gj(open).unwrap_err().starts_with("Loop is not closed"));
         let short = bson!({"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [0, 0]]]});
-        assert!(gj(short).unwrap_err().starts_with("Loop must have at least 3"));
+        assert!(
+            gj(short)
+                .unwrap_err()
+                .starts_with("Loop must have at least 3")
+        );
         // Four positions, but two are the same: two distinct vertices.
-        let dup =
-            bson!({"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 0], [0, 0]]]});
-        assert!(gj(dup).unwrap_err().starts_with("Loop must have at least 3"));
+        let dup = bson!({"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 0], [0, 0]]]});
+        assert!(
+            gj(dup)
+                .unwrap_err()
+                .starts_with("Loop must have at least 3")
+        );
         assert!(gj(bson!({"type": "Polygon", "coordinates": []})).is_err());
         assert!(gj(bson!({"type": "LineString", "coordinates": [[0, 0]]})).is_err());
     }
@@ -385,10 +403,18 @@ mod tests {
         let inner = doc! {"type": "GeometryCollection", "geometries": [{"type": "Point", "coordinates": [0, 0]}]};
         assert!(geojson(&inner).is_ok());
         let nested = doc! {"type": "GeometryCollection", "geometries": [inner]};
-        assert!(geojson(&nested).unwrap_err().starts_with("GeometryCollections cannot be nested"));
+        assert!(
+            geojson(&nested)
+                .unwrap_err()
+                .starts_with("GeometryCollections cannot be nested")
+        );
         let big = doc! {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]],
-            "crs": {"type": "name", "properties": {"name": STRICT_WINDING_CRS}}};
-        assert!(geojson(&big).unwrap_err().contains("not supported by Argon"));
+        "crs": {"type": "name", "properties": {"name": STRICT_WINDING_CRS}}};
+        assert!(
+            geojson(&big)
+                .unwrap_err()
+                .contains("not supported by Argon")
+        );
         let multi = doc! {"type": "MultiPolygon", "coordinates": [[[[0, 0], [1, 0], [1, 1], [0, 0]]], [[[5, 5], [6, 5], [6, 6], [5, 5]]]]};
         assert!(matches!(geojson(&multi).unwrap(), Geometry::MultiPolygon(p) if p.len() == 2));
     }

@@ -246,7 +246,10 @@ fn flat_value(v: &Bson, min: f64, max: f64, doc: &Document) -> Result<()> {
     match v {
         Bson::Null | Bson::Undefined => Ok(()),
         Bson::Array(items)
-            if !items.is_empty() && items.iter().all(|e| matches!(e, Bson::Array(_) | Bson::Document(_))) =>
+            if !items.is_empty()
+                && items
+                    .iter()
+                    .all(|e| matches!(e, Bson::Array(_) | Bson::Document(_))) =>
         {
             items.iter().try_for_each(point)
         }
@@ -285,16 +288,70 @@ mod tests {
             doc! {"2dsphereIndexVersion": 3}
         );
         assert!(ok(doc! {"key": {"loc": "2dsphere", "a": 1}, "2dsphereIndexVersion": 2}).is_ok());
-        assert_eq!(ok(doc! {"key": {"loc": "2dsphere"}, "2dsphereIndexVersion": 9}).unwrap_err().code.code(), 67);
-        assert_eq!(ok(doc! {"key": {"loc": "2dsphere"}, "2dsphereIndexVersion": 1}).unwrap_err().code.code(), 115);
+        assert_eq!(
+            ok(doc! {"key": {"loc": "2dsphere"}, "2dsphereIndexVersion": 9})
+                .unwrap_err()
+                .code
+                .code(),
+            67
+        );
+        assert_eq!(
+            ok(doc! {"key": {"loc": "2dsphere"}, "2dsphereIndexVersion": 1})
+                .unwrap_err()
+                .code
+                .code(),
+            115
+        );
         assert!(ok(doc! {"key": {"loc": "2d"}, "min": -500, "max": 500, "bits": 26}).is_ok());
-        assert_eq!(ok(doc! {"key": {"loc": "2d"}, "bits": 0}).unwrap_err().code.code(), 72);
-        assert_eq!(ok(doc! {"key": {"loc": "2d"}, "bits": 33}).unwrap_err().code.code(), 72);
-        assert_eq!(ok(doc! {"key": {"loc": "2d"}, "min": 5, "max": 5}).unwrap_err().code.code(), 72);
-        assert_eq!(ok(doc! {"key": {"loc": "2d"}, "min": f64::NAN}).unwrap_err().code.code(), 72);
-        assert_eq!(ok(doc! {"key": {"a": 1, "loc": "2d"}}).unwrap_err().code.code(), 67);
-        assert_eq!(ok(doc! {"key": {"loc": "2d", "b": "2d"}}).unwrap_err().code.code(), 67);
-        assert_eq!(ok(doc! {"key": {"loc": "2dsphere"}, "bits": 3}).unwrap_err().code.code(), 197);
+        assert_eq!(
+            ok(doc! {"key": {"loc": "2d"}, "bits": 0})
+                .unwrap_err()
+                .code
+                .code(),
+            72
+        );
+        assert_eq!(
+            ok(doc! {"key": {"loc": "2d"}, "bits": 33})
+                .unwrap_err()
+                .code
+                .code(),
+            72
+        );
+        assert_eq!(
+            ok(doc! {"key": {"loc": "2d"}, "min": 5, "max": 5})
+                .unwrap_err()
+                .code
+                .code(),
+            72
+        );
+        assert_eq!(
+            ok(doc! {"key": {"loc": "2d"}, "min": f64::NAN})
+                .unwrap_err()
+                .code
+                .code(),
+            72
+        );
+        assert_eq!(
+            ok(doc! {"key": {"a": 1, "loc": "2d"}})
+                .unwrap_err()
+                .code
+                .code(),
+            67
+        );
+        assert_eq!(
+            ok(doc! {"key": {"loc": "2d", "b": "2d"}})
+                .unwrap_err()
+                .code
+                .code(),
+            67
+        );
+        assert_eq!(
+            ok(doc! {"key": {"loc": "2dsphere"}, "bits": 3})
+                .unwrap_err()
+                .code
+                .code(),
+            197
+        );
     }
 
     #[test]
@@ -323,8 +380,26 @@ mod tests {
         }
         let flat = GeoIndex::from_spec(&doc! {"name": "p_2d", "key": {"p": "2d"}}).remove(0);
         assert!(flat.check_document(&doc! {"p": [179.9, -180]}).is_ok());
-        assert_eq!(flat.check_document(&doc! {"p": [180, 0]}).unwrap_err().code.code(), 13027);
-        assert_eq!(flat.check_document(&doc! {"p": "x"}).unwrap_err().code.code(), 16804);
-        assert_eq!(flat.check_document(&doc! {"p": ["a", 1]}).unwrap_err().code.code(), 13026);
+        assert_eq!(
+            flat.check_document(&doc! {"p": [180, 0]})
+                .unwrap_err()
+                .code
+                .code(),
+            13027
+        );
+        assert_eq!(
+            flat.check_document(&doc! {"p": "x"})
+                .unwrap_err()
+                .code
+                .code(),
+            16804
+        );
+        assert_eq!(
+            flat.check_document(&doc! {"p": ["a", 1]})
+                .unwrap_err()
+                .code
+                .code(),
+            13026
+        );
     }
 }

@@ -81,10 +81,16 @@ fn count_near_pred(pred: &Pred, top: bool) -> (usize, usize) {
         }
         Pred::And(ps) => ps.iter().map(|p| count_near_pred(p, top)).fold((0, 0), add),
         Pred::Not(p) => count_near_pred(p, false),
-        Pred::All(ps) => ps.iter().map(|p| count_near_pred(p, false)).fold((0, 0), add),
+        Pred::All(ps) => ps
+            .iter()
+            .map(|p| count_near_pred(p, false))
+            .fold((0, 0), add),
         Pred::ElemMatch(em) => match &**em {
             ElemMatch::Query(f) => count_near(f, false),
-            ElemMatch::Value(ps) => ps.iter().map(|p| count_near_pred(p, false)).fold((0, 0), add),
+            ElemMatch::Value(ps) => ps
+                .iter()
+                .map(|p| count_near_pred(p, false))
+                .fold((0, 0), add),
         },
         _ => (0, 0),
     }
@@ -213,9 +219,16 @@ mod tests {
         let q = |f: Document| Filter::parse_query(&f).map(|_| ());
         assert!(q(near.clone()).is_ok());
         assert!(q(doc! {"$and": [near.clone(), {"a": 1}]}).is_ok());
-        assert_eq!(q(doc! {"$or": [near.clone(), {"a": 1}]}).unwrap_err().message, "geoNear must be top-level expr");
         assert_eq!(
-            q(doc! {"$and": [near.clone(), {"b": {"$nearSphere": [0, 0]}}]}).unwrap_err().message,
+            q(doc! {"$or": [near.clone(), {"a": 1}]})
+                .unwrap_err()
+                .message,
+            "geoNear must be top-level expr"
+        );
+        assert_eq!(
+            q(doc! {"$and": [near.clone(), {"b": {"$nearSphere": [0, 0]}}]})
+                .unwrap_err()
+                .message,
             "Too many geoNear expressions"
         );
         assert!(q(doc! {"a": {"$elemMatch": near.clone()}}).is_err());
@@ -228,7 +241,10 @@ mod tests {
 
     #[test]
     fn near_needs_a_matching_index() {
-        let f = Filter::parse_query(&doc! {"loc": {"$near": {"$geometry": {"type": "Point", "coordinates": [0, 0]}}}}).unwrap();
+        let f = Filter::parse_query(
+            &doc! {"loc": {"$near": {"$geometry": {"type": "Point", "coordinates": [0, 0]}}}},
+        )
+        .unwrap();
         let err = require_index(&f, None).unwrap_err();
         assert_eq!(err.code.code(), 291);
         let (path, near) = near_of(&f).unwrap();

@@ -15,7 +15,13 @@ fn segment_distance(p: Pt, a: Pt, b: Pt) -> f64 {
         return distance(p, a);
     }
     let t = (((p.x - a.x) * dx + (p.y - a.y) * dy) / len2).clamp(0.0, 1.0);
-    distance(p, Pt { x: a.x + t * dx, y: a.y + t * dy })
+    distance(
+        p,
+        Pt {
+            x: a.x + t * dx,
+            y: a.y + t * dy,
+        },
+    )
 }
 
 /// `$box`: bottom-left and top-right corners (either order), inclusive.

@@ -96,7 +96,13 @@ impl GeoPred {
 }
 
 /// The operators this module parses.
-pub const OPERATORS: &[&str] = &["$geoWithin", "$within", "$geoIntersects", "$near", "$nearSphere"];
+pub const OPERATORS: &[&str] = &[
+    "$geoWithin",
+    "$within",
+    "$geoIntersects",
+    "$near",
+    "$nearSphere",
+];
 
 /// The locations among the values a path reached: each value, or each
 /// element of an array that is not itself a point.
@@ -151,10 +157,14 @@ fn geometry_arg(arg: &Bson, op: &str) -> Result<Geometry> {
         return Err(bad(format!("{op} argument must be an object: {arg}")));
     };
     let Some(Bson::Document(g)) = d.get("$geometry") else {
-        return Err(bad(format!("{op} not supported with provided geometry: {d}")));
+        return Err(bad(format!(
+            "{op} not supported with provided geometry: {d}"
+        )));
     };
     if d.len() != 1 {
-        return Err(bad(format!("{op} not supported with provided geometry: {d}")));
+        return Err(bad(format!(
+            "{op} not supported with provided geometry: {d}"
+        )));
     }
     let geometry = geometry::geojson(g).map_err(bad)?;
     check_polygons(&geometry).map_err(bad)?;
@@ -175,7 +185,11 @@ fn parse_region(arg: &Bson) -> Result<Region> {
     let Bson::Document(d) = arg else {
         return Err(bad(format!("$geoWithin argument must be an object: {arg}")));
     };
-    let unsupported = || bad(format!("$geoWithin not supported with provided geometry: {d}"));
+    let unsupported = || {
+        bad(format!(
+            "$geoWithin not supported with provided geometry: {d}"
+        ))
+    };
     let mut it = d.iter();
     let (Some((shape, value)), None) = (it.next(), it.next()) else {
         return Err(unsupported());
@@ -191,7 +205,9 @@ fn parse_region(arg: &Bson) -> Result<Region> {
         "$box" => {
             let pts = point_list(value, "$box")?;
             if pts.len() != 2 {
-                return Err(bad(format!("Point must only contain numeric elements: {value}")));
+                return Err(bad(format!(
+                    "Point must only contain numeric elements: {value}"
+                )));
             }
             Region::Box(pts[0], pts[1])
         }
@@ -205,7 +221,11 @@ fn parse_region(arg: &Bson) -> Result<Region> {
         "$center" | "$centerSphere" => {
             let (center, radius) = match value {
                 Bson::Array(a) if a.len() == 2 => (&a[0], &a[1]),
-                _ => return Err(bad(format!("{shape} must be an array [center, radius]: {value}"))),
+                _ => {
+                    return Err(bad(format!(
+                        "{shape} must be an array [center, radius]: {value}"
+                    )));
+                }
             };
             let c = geometry::finite_point(center).map_err(bad)?;
             let r = as_f64(radius)
@@ -267,7 +287,11 @@ fn parse_near(op: &str, arg: &Bson, siblings: &Document) -> Result<Near> {
             }
             match geometry::geojson(g).map_err(bad)? {
                 Geometry::Point(p) => (p, Units::Meters),
-                _ => return Err(bad(format!("invalid point in geo near query $geometry argument: {g}"))),
+                _ => {
+                    return Err(bad(format!(
+                        "invalid point in geo near query $geometry argument: {g}"
+                    )));
+                }
             }
         }
         _ => {
@@ -287,7 +311,9 @@ fn parse_near(op: &str, arg: &Bson, siblings: &Document) -> Result<Near> {
     }
     let max = max.unwrap_or(f64::INFINITY);
     if units == Units::Radians && max.is_finite() && max > std::f64::consts::PI {
-        return Err(bad("$maxDistance must be in [0, pi] for a spherical legacy point query"));
+        return Err(bad(
+            "$maxDistance must be in [0, pi] for a spherical legacy point query",
+        ));
     }
     Ok(Near {
         point,
@@ -326,7 +352,9 @@ impl Near {
                     })
                 }
             })
-            .fold(None, |best: Option<f64>, d| Some(best.map_or(d, |b| b.min(d))))
+            .fold(None, |best: Option<f64>, d| {
+                Some(best.map_or(d, |b| b.min(d)))
+            })
     }
 
     /// The location `distance` measured to (for `includeLocs`): the first
@@ -371,8 +399,14 @@ mod tests {
         assert!(m(&poly, bson!({"type": "Point", "coordinates": [5, 5]})));
         assert!(m(&poly, bson!([5, 5])));
         assert!(!m(&poly, bson!([15, 5])));
-        assert!(m(&poly, bson!({"type": "LineString", "coordinates": [[1, 1], [9, 9]]})));
-        assert!(!m(&poly, bson!({"type": "LineString", "coordinates": [[1, 1], [19, 9]]})));
+        assert!(m(
+            &poly,
+            bson!({"type": "LineString", "coordinates": [[1, 1], [9, 9]]})
+        ));
+        assert!(!m(
+            &poly,
+            bson!({"type": "LineString", "coordinates": [[1, 1], [19, 9]]})
+        ));
         assert!(!m(&poly, bson!("nowhere")));
         // An array of locations: any of them.
         assert!(m(&poly, bson!([[50, 50], [5, 5]])));
@@ -396,7 +430,10 @@ mod tests {
             bson!({"$geometry": {"type": "LineString", "coordinates": [[-5, 5], [15, 5]]}}),
         )
         .unwrap();
-        assert!(m(&line, bson!({"type": "Polygon", "coordinates": [[[0, 0], [10, 0], [10, 10], [0, 10], [0, 0]]]})));
+        assert!(m(
+            &line,
+            bson!({"type": "Polygon", "coordinates": [[[0, 0], [10, 0], [10, 10], [0, 10], [0, 0]]]})
+        ));
         assert!(!m(&line, bson!({"type": "Point", "coordinates": [0, 0]})));
         let near = GeoPred::parse(
             "$near",
@@ -407,7 +444,12 @@ mod tests {
         // 1° of longitude on the equator: 111.3 km.
         assert!(m(&near, bson!({"type": "Point", "coordinates": [1, 0]})));
         assert!(!m(&near, bson!({"type": "Point", "coordinates": [2, 0]})));
-        let flat = GeoPred::parse("$near", &bson!([0, 0]), &doc! {"$near": [0, 0], "$maxDistance": 5}).unwrap();
+        let flat = GeoPred::parse(
+            "$near",
+            &bson!([0, 0]),
+            &doc! {"$near": [0, 0], "$maxDistance": 5},
+        )
+        .unwrap();
         assert!(m(&flat, bson!([3, 4])));
         assert!(!m(&flat, bson!([3, 4.1])));
     }
@@ -423,13 +465,31 @@ mod tests {
             ("$geoWithin", bson!({"$center": [[0, 0], f64::NAN]})),
             ("$geoWithin", bson!({"$centerSphere": [[500, 0], 1]})),
             ("$geoWithin", bson!({"$polygon": [[0, 0], [1, 1]]})),
-            ("$geoWithin", bson!({"$geometry": {"type": "Point", "coordinates": [0, 0]}})),
-            ("$geoWithin", bson!({"$geometry": {"type": "Polygon", "coordinates": [[[0, 0], [10, 10], [10, 0], [0, 10], [0, 0]]]}})),
+            (
+                "$geoWithin",
+                bson!({"$geometry": {"type": "Point", "coordinates": [0, 0]}}),
+            ),
+            (
+                "$geoWithin",
+                bson!({"$geometry": {"type": "Polygon", "coordinates": [[[0, 0], [10, 10], [10, 0], [0, 10], [0, 0]]]}}),
+            ),
             ("$geoIntersects", bson!({"$geometry": "x"})),
-            ("$near", bson!({"$geometry": {"type": "Point", "coordinates": [0, 0]}, "$maxDistance": -1})),
-            ("$near", bson!({"$geometry": {"type": "Point", "coordinates": [0, 0]}, "$maxDistance": f64::NAN})),
-            ("$near", bson!({"$geometry": {"type": "Point", "coordinates": [0, 0]}, "$maxDistance": "far"})),
-            ("$near", bson!({"$geometry": {"type": "LineString", "coordinates": [[0, 0], [1, 1]]}})),
+            (
+                "$near",
+                bson!({"$geometry": {"type": "Point", "coordinates": [0, 0]}, "$maxDistance": -1}),
+            ),
+            (
+                "$near",
+                bson!({"$geometry": {"type": "Point", "coordinates": [0, 0]}, "$maxDistance": f64::NAN}),
+            ),
+            (
+                "$near",
+                bson!({"$geometry": {"type": "Point", "coordinates": [0, 0]}, "$maxDistance": "far"}),
+            ),
+            (
+                "$near",
+                bson!({"$geometry": {"type": "LineString", "coordinates": [[0, 0], [1, 1]]}}),
+            ),
             ("$near", bson!([f64::INFINITY, 0])),
             ("$nearSphere", bson!([0, 100])),
         ] {

@@ -87,18 +87,25 @@ pub fn haversine(a: Pt, b: Pt) -> f64 {
     2.0 * h.sqrt().min(1.0).asin()
 }
 
+/// `det(a, b, c)` = `a · (b × c)`, computed from the differences `b − a`
+/// and `c − a` (the same value) so that it keeps its sign for nearby,
+/// nearly collinear points: short edges of a dense ring give
+/// determinants near 1e-17, below the rounding of `a · (b × c)`.
+fn det(a: V3, b: V3, c: V3) -> f64 {
+    let (ba, ca) = (b.add(a.scale(-1.0)), c.add(a.scale(-1.0)));
+    a.dot(ba.cross(ca))
+}
+
 /// Whether arcs `ab` and `cd` cross at a point interior to both (S2's
 /// `SimpleCrossing`; arcs shorter than a half circle).
 pub fn crosses(a: V3, b: V3, c: V3, d: V3) -> bool {
-    let ab = a.cross(b);
-    let acb = -ab.dot(c);
-    let bda = ab.dot(d);
+    let acb = -det(a, b, c);
+    let bda = det(a, b, d);
     if acb * bda <= 0.0 {
         return false;
     }
-    let cd = c.cross(d);
-    let cbd = -cd.dot(b);
-    let dac = cd.dot(a);
+    let cbd = -det(c, d, b);
+    let dac = det(c, d, a);
     acb * cbd > 0.0 && acb * dac > 0.0
 }
 
@@ -128,7 +135,9 @@ fn arcs_meet(a: V3, b: V3, c: V3, d: V3) -> bool {
 /// The signed area of the spherical triangle `abc` (positive when
 /// counter-clockwise seen from outside the sphere).
 fn signed_area(a: V3, b: V3, c: V3) -> f64 {
-    2.0 * a.dot(b.cross(c)).atan2(1.0 + a.dot(b) + b.dot(c) + c.dot(a))
+    2.0 * a
+        .dot(b.cross(c))
+        .atan2(1.0 + a.dot(b) + b.dot(c) + c.dot(a))
 }
 
 /// A ring on the sphere, oriented so its interior (the smaller region) is
@@ -174,7 +183,9 @@ impl Loop {
     }
 
     fn crossings(&self, from: V3, to: V3) -> usize {
-        self.edges().filter(|(a, b)| crosses(from, to, *a, *b)).count()
+        self.edges()
+            .filter(|(a, b)| crosses(from, to, *a, *b))
+            .count()
     }
 
     /// Whether `p` is strictly inside (boundary points may go either way:
@@ -357,10 +368,7 @@ impl Shape {
             })
         };
         self.points.iter().all(|p| point_in(*p))
-            && self
-                .lines
-                .iter()
-                .all(|l| chain_in(l, &mut line_edges(l)))
+            && self.lines.iter().all(|l| chain_in(l, &mut line_edges(l)))
             && self.polygons.iter().all(|poly| {
                 chain_in(&poly.outer.v, &mut poly.outer.edges())
                     // A hole of the region inside this polygon leaves part
@@ -378,7 +386,8 @@ impl Shape {
     /// Whether every vertex lies within `radius` of `center` (a cap of at
     /// most a hemisphere is convex: arcs between its points stay in it).
     pub fn within_cap(&self, center: V3, radius: f64) -> bool {
-        self.vertices().all(|v| angle(center, v) <= radius + ON_EDGE)
+        self.vertices()
+            .all(|v| angle(center, v) <= radius + ON_EDGE)
     }
 }
 
@@ -426,14 +435,24 @@ mod tests {
     #[test]
     fn antimeridian_poles_holes_and_edges() {
         // A box across the antimeridian, from 170°E to 170°W.
-        let am = SPolygon::new(&[ring(&[(170.0, -10.0), (-170.0, -10.0), (-170.0, 10.0), (170.0, 10.0)])]);
+        let am = SPolygon::new(&[ring(&[
+            (170.0, -10.0),
+            (-170.0, -10.0),
+            (-170.0, 10.0),
+            (170.0, 10.0),
+        ])]);
         assert!(am.contains(v(180.0, 0.0)));
         assert!(am.contains(v(-175.0, 5.0)));
         assert!(am.contains(v(175.0, -5.0)));
         assert!(!am.contains(v(0.0, 0.0)));
         assert!(!am.contains(v(160.0, 0.0)));
         // A cap around the north pole (a ring at 80°N).
-        let cap = SPolygon::new(&[ring(&[(0.0, 80.0), (90.0, 80.0), (180.0, 80.0), (-90.0, 80.0)])]);
+        let cap = SPolygon::new(&[ring(&[
+            (0.0, 80.0),
+            (90.0, 80.0),
+            (180.0, 80.0),
+            (-90.0, 80.0),
+        ])]);
         assert!(cap.contains(v(0.0, 90.0)));
         assert!(cap.contains(v(45.0, 85.0)));
         assert!(!cap.contains(v(45.0, 60.0)));
@@ -454,8 +473,18 @@ mod tests {
 
     #[test]
     fn crossing_distances_and_intersections() {
-        assert!(crosses(v(0.0, -1.0), v(0.0, 1.0), v(-1.0, 0.0), v(1.0, 0.0)));
-        assert!(!crosses(v(0.0, 1.0), v(0.0, 2.0), v(-1.0, 0.0), v(1.0, 0.0)));
+        assert!(crosses(
+            v(0.0, -1.0),
+            v(0.0, 1.0),
+            v(-1.0, 0.0),
+            v(1.0, 0.0)
+        ));
+        assert!(!crosses(
+            v(0.0, 1.0),
+            v(0.0, 2.0),
+            v(-1.0, 0.0),
+            v(1.0, 0.0)
+        ));
         // 1° of latitude from an equator arc.
         let d = edge_distance(v(0.0, 1.0), v(-5.0, 0.0), v(5.0, 0.0));
         assert!((d - 1f64.to_radians()).abs() < 1e-12);
@@ -467,7 +496,12 @@ mod tests {
             ..Shape::default()
         };
         let sq = Shape {
-            polygons: vec![SPolygon::new(&[ring(&[(0.0, 0.0), (10.0, 0.0), (10.0, 10.0), (0.0, 10.0)])])],
+            polygons: vec![SPolygon::new(&[ring(&[
+                (0.0, 0.0),
+                (10.0, 0.0),
+                (10.0, 10.0),
+                (0.0, 10.0),
+            ])])],
             ..Shape::default()
         };
         assert!(line.intersects(&sq));

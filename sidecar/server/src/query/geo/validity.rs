@@ -195,11 +195,32 @@ mod tests {
 
     #[test]
     fn self_crossing_rings_and_stray_holes_are_refused() {
-        assert!(check_polygon(&poly(&[&[(0.0, 0.0), (10.0, 0.0), (10.0, 10.0), (0.0, 10.0)]])).is_ok());
+        assert!(
+            check_polygon(&poly(&[&[
+                (0.0, 0.0),
+                (10.0, 0.0),
+                (10.0, 10.0),
+                (0.0, 10.0)
+            ]]))
+            .is_ok()
+        );
         // A bow tie: edges 0 and 2 cross.
-        let e = check_polygon(&poly(&[&[(0.0, 0.0), (10.0, 10.0), (10.0, 0.0), (0.0, 10.0)]])).unwrap_err();
+        let e = check_polygon(&poly(&[&[
+            (0.0, 0.0),
+            (10.0, 10.0),
+            (10.0, 0.0),
+            (0.0, 10.0),
+        ]]))
+        .unwrap_err();
         assert!(e.contains("Edges 0 and 2 cross"), "{e}");
-        let e = check_polygon(&poly(&[&[(0.0, 0.0), (5.0, 0.0), (10.0, 0.0), (5.0, 0.0), (5.0, 5.0)]])).unwrap_err();
+        let e = check_polygon(&poly(&[&[
+            (0.0, 0.0),
+            (5.0, 0.0),
+            (10.0, 0.0),
+            (5.0, 0.0),
+            (5.0, 5.0),
+        ]]))
+        .unwrap_err();
         assert!(e.contains("Duplicate vertices"), "{e}");
         let holed = poly(&[
             &[(0.0, 0.0), (10.0, 0.0), (10.0, 10.0), (0.0, 10.0)],
@@ -210,12 +231,20 @@ mod tests {
             &[(0.0, 0.0), (10.0, 0.0), (10.0, 10.0), (0.0, 10.0)],
             &[(20.0, 2.0), (24.0, 2.0), (24.0, 4.0), (20.0, 4.0)],
         ]);
-        assert!(check_polygon(&outside).unwrap_err().starts_with("Secondary loops"));
+        assert!(
+            check_polygon(&outside)
+                .unwrap_err()
+                .starts_with("Secondary loops")
+        );
         let crossing = poly(&[
             &[(0.0, 0.0), (10.0, 0.0), (10.0, 10.0), (0.0, 10.0)],
             &[(8.0, 2.0), (14.0, 2.0), (14.0, 4.0), (8.0, 4.0)],
         ]);
-        assert!(check_polygon(&crossing).unwrap_err().starts_with("Secondary loops"));
+        assert!(
+            check_polygon(&crossing)
+                .unwrap_err()
+                .starts_with("Secondary loops")
+        );
     }
 
     #[test]
@@ -232,6 +261,22 @@ mod tests {
     }
 
     #[test]
+    fn dense_nearly_collinear_edges_are_not_taken_for_crossings() {
+        // 200,000 vertices on a small ellipse (edges of about 5 m): the
+        // determinants of neighbouring edges are near 1e-17, below the
+        // rounding of a · (b × c); computed from differences they keep
+        // their sign.
+        let n = 200_000;
+        let ring: Vec<(f64, f64)> = (0..n)
+            .map(|i| {
+                let t = std::f64::consts::TAU * i as f64 / n as f64;
+                (-73.9857 + 2.0 * t.cos(), 40.7484 + 1.5 * t.sin())
+            })
+            .collect();
+        assert!(check_polygon(&poly(&[&ring])).is_ok());
+    }
+
+    #[test]
     fn long_edges_piled_together_stop_at_the_bound() {
         // A star of long edges all through one region: refused by name,
         // not tested pair by pair without end.
@@ -239,7 +284,11 @@ mod tests {
         let ring: Vec<(f64, f64)> = (0..n)
             .map(|i| {
                 let t = i as f64 / n as f64;
-                if i % 2 == 0 { (-170.0 + 340.0 * t, -80.0) } else { (170.0 - 340.0 * t, 80.0) }
+                if i % 2 == 0 {
+                    (-170.0 + 340.0 * t, -80.0)
+                } else {
+                    (170.0 - 340.0 * t, 80.0)
+                }
             })
             .collect();
         let e = check_polygon(&poly(&[&ring])).unwrap_err();

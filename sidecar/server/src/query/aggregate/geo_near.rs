@@ -15,7 +15,7 @@ use bson::{Bson, Document, doc};
 
 use super::super::compare::as_f64;
 use super::super::filter::Filter;
-use super::super::geo::{GeoIndex, GeoPred, Kind, Near, Units};
+use super::super::geo::{GeoIndex, GeoPred, Kind, Near};
 use super::super::path::{resolve, set};
 use super::super::sort::SortSpec;
 use super::{Cx, Op, ops};
@@ -197,11 +197,7 @@ impl GeoNear {
                 }
             }
         };
-        let fits = match (self.near.units, chosen.kind) {
-            (Units::Meters, Kind::Sphere) | (Units::Radians, _) => true,
-            (Units::Flat, Kind::Flat { .. }) => true,
-            _ => false,
-        };
+        let fits = super::super::geo::answers(chosen.kind, self.near.units);
         if !fits {
             return Err(CommandError::bad_value(
                 "error processing query: planner returned error :: caused by :: unable to find index for $geoNear query",

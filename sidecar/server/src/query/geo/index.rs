@@ -139,7 +139,7 @@ pub fn check_spec(spec: &Document, key: &Document) -> Result<Document> {
         None => SPHERE_VERSION,
         Some(v) => match as_f64(v) {
             Some(n) if n == 2.0 || n == 3.0 => n as i32,
-            Some(n) if n == 1.0 => {
+            Some(1.0) => {
                 return Err(CommandError::new(
                     ErrorCode::CommandNotSupported,
                     "2dsphereIndexVersion 1 (not sparse) is not supported by Argon; use 2 or 3",

@@ -144,17 +144,19 @@ pub fn not_in_match() -> CommandError {
     )
 }
 
-/// Whether a visible geo index on `path` serves a `$near` of `units`
-/// (a GeoJSON point needs 2dsphere, a legacy `$near` 2d, a legacy
-/// `$nearSphere` either).
+/// Whether a geo index of `kind` answers a `$near`/`$geoNear` measuring
+/// in `units` (a GeoJSON point needs 2dsphere, a flat legacy query 2d, a
+/// spherical legacy one either), as MongoDB's planner decides.
+pub fn answers(kind: Kind, units: Units) -> bool {
+    matches!(
+        (units, kind),
+        (Units::Meters, Kind::Sphere) | (Units::Radians, _) | (Units::Flat, Kind::Flat { .. })
+    )
+}
+
+/// Whether the geo index `g` on `path` serves a `$near` of `units`.
 fn serves(g: &GeoIndex, path: &str, units: Units) -> bool {
-    g.field == path
-        && match (units, g.kind) {
-            (Units::Meters, Kind::Sphere) => true,
-            (Units::Radians, _) => true,
-            (Units::Flat, Kind::Flat { .. }) => true,
-            _ => false,
-        }
+    g.field == path && answers(g.kind, units)
 }
 
 /// A `$near` needs a geo index on its path (MongoDB's 291 otherwise).

@@ -41,7 +41,7 @@ impl V3 {
         ])
     }
 
-    pub fn add(self, o: V3) -> V3 {
+    pub fn plus(self, o: V3) -> V3 {
         V3([self.0[0] + o.0[0], self.0[1] + o.0[1], self.0[2] + o.0[2]])
     }
 
@@ -92,7 +92,7 @@ pub fn haversine(a: Pt, b: Pt) -> f64 {
 /// nearly collinear points: short edges of a dense ring give
 /// determinants near 1e-17, below the rounding of `a · (b × c)`.
 fn det(a: V3, b: V3, c: V3) -> f64 {
-    let (ba, ca) = (b.add(a.scale(-1.0)), c.add(a.scale(-1.0)));
+    let (ba, ca) = (b.plus(a.scale(-1.0)), c.plus(a.scale(-1.0)));
     a.dot(ba.cross(ca))
 }
 
@@ -115,7 +115,7 @@ pub fn edge_distance(p: V3, a: V3, b: V3) -> f64 {
     if n.norm() > 1e-300 {
         // The nearest point of the great circle lies on the arc when it is
         // between a and b.
-        let foot = p.add(n.scale(-p.dot(n) / n.dot(n)));
+        let foot = p.plus(n.scale(-p.dot(n) / n.dot(n)));
         if foot.norm() > 1e-300 && a.cross(foot).dot(n) >= 0.0 && foot.cross(b).dot(n) >= 0.0 {
             return angle(p, foot.normalize());
         }
@@ -174,7 +174,7 @@ impl Loop {
         let (a, b) = (v[best], v[(best + 1) % v.len()]);
         let left = a.cross(b).normalize();
         let step = (len * 1e-3).clamp(1e-12, 1e-9);
-        let inside = a.add(b).normalize().add(left.scale(step)).normalize();
+        let inside = a.plus(b).normalize().plus(left.scale(step)).normalize();
         Loop { v, inside }
     }
 
@@ -293,11 +293,11 @@ impl Shape {
 
     pub fn of(g: &Geometry) -> Shape {
         let mut s = Shape::default();
-        s.add(g);
+        s.add_geometry(g);
         s
     }
 
-    fn add(&mut self, g: &Geometry) {
+    fn add_geometry(&mut self, g: &Geometry) {
         match g {
             Geometry::Point(p) => self.points.push(V3::from_lng_lat(*p)),
             Geometry::MultiPoint(ps) => self.points.extend(ps.iter().map(|p| V3::from_lng_lat(*p))),
@@ -307,7 +307,7 @@ impl Shape {
             Geometry::MultiPolygon(ps) => self
                 .polygons
                 .extend(ps.iter().map(|p| SPolygon::new(&p.rings))),
-            Geometry::Collection(gs) => gs.iter().for_each(|g| self.add(g)),
+            Geometry::Collection(gs) => gs.iter().for_each(|g| self.add_geometry(g)),
         }
     }
 

@@ -121,7 +121,7 @@ fn first_crossing(edges: &[Edge]) -> Result<Option<(usize, usize)>, String> {
     let cell = (4.0 * mean).clamp(1e-9, 0.5);
     let mut entries: Vec<(u64, u32)> = Vec::with_capacity(edges.len() * 2);
     for (i, e) in edges.iter().enumerate() {
-        let mid = e.a.add(e.b).normalize();
+        let mid = e.a.plus(e.b).normalize();
         let half = angle(e.a, e.b) / 2.0 + 1e-12;
         let lo = mid.0.map(|c| ((c - half) / cell).floor() as i64);
         let hi = mid.0.map(|c| ((c + half) / cell).floor() as i64);

@@ -164,6 +164,13 @@ impl Loop {
         if area < 0.0 {
             v.reverse();
         }
+        if v.is_empty() {
+            // Not from a parsed ring (those have 3 vertices or more).
+            return Loop {
+                v,
+                inside: V3([0.0, 0.0, 1.0]),
+            };
+        }
         let (mut best, mut len) = (0, -1.0);
         for i in 0..v.len() {
             let l = angle(v[i], v[(i + 1) % v.len()]);

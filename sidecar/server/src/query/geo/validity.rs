@@ -20,6 +20,9 @@ use super::sphere::{Loop, V3, angle, crosses};
 pub const MAX_CELL_ENTRIES: usize = 8_000_000;
 /// Most edge pairs one polygon's check may test.
 pub const MAX_PAIR_TESTS: usize = 64_000_000;
+/// An edge whose bounding box spans more cubes than this is tested
+/// against every edge rather than bucketed.
+const LONG_EDGE_CELLS: usize = 64;
 
 struct Edge {
     a: V3,
@@ -62,7 +65,9 @@ pub fn check_polygon(p: &Polygon) -> Result<(), String> {
     }
     // No ring crosses another: a hole is inside the shell when one of its
     // vertices is.
-    let shell = Loop::new(&p.rings[0]);
+    let Some(shell) = p.rings.first().map(|r| Loop::new(r)) else {
+        return Ok(());
+    };
     for (r, hole) in p.rings.iter().enumerate().skip(1) {
         let inside = hole
             .iter()
@@ -120,6 +125,9 @@ fn first_crossing(edges: &[Edge]) -> Result<Option<(usize, usize)>, String> {
     let mean = edges.iter().map(|e| angle(e.a, e.b)).sum::<f64>() / edges.len() as f64;
     let cell = (4.0 * mean).clamp(1e-9, 0.5);
     let mut entries: Vec<(u64, u32)> = Vec::with_capacity(edges.len() * 2);
+    // Edges spanning many cubes (a long closing edge of a detailed
+    // coastline) are tested against every edge instead.
+    let mut long: Vec<usize> = Vec::new();
     for (i, e) in edges.iter().enumerate() {
         let mid = e.a.plus(e.b).normalize();
         let half = angle(e.a, e.b) / 2.0 + 1e-12;
@@ -128,6 +136,10 @@ fn first_crossing(edges: &[Edge]) -> Result<Option<(usize, usize)>, String> {
         let count = (0..3)
             .map(|k| (hi[k] - lo[k] + 1).max(1) as usize)
             .fold(1usize, usize::saturating_mul);
+        if count > LONG_EDGE_CELLS {
+            long.push(i);
+            continue;
+        }
         if entries.len().saturating_add(count) > MAX_CELL_ENTRIES {
             return Err(too_complex());
         }
@@ -139,9 +151,25 @@ fn first_crossing(edges: &[Edge]) -> Result<Option<(usize, usize)>, String> {
             }
         }
     }
-    entries.sort_unstable();
-    let mut tests = 0usize;
+    if long.len().saturating_mul(edges.len()) > MAX_PAIR_TESTS {
+        return Err(too_complex());
+    }
+    let mut tests = long.len() * edges.len();
     let mut found: Option<(usize, usize)> = None;
+    let check = |i: usize, j: usize, found: &mut Option<(usize, usize)>| {
+        let (x, y) = (&edges[i], &edges[j]);
+        let shared = x.a == y.a || x.a == y.b || x.b == y.a || x.b == y.b;
+        if i != j && !shared && crosses(x.a, x.b, y.a, y.b) {
+            let pair = (i.min(j), i.max(j));
+            *found = Some(found.map_or(pair, |f| f.min(pair)));
+        }
+    };
+    for &i in &long {
+        for j in 0..edges.len() {
+            check(i, j, &mut found);
+        }
+    }
+    entries.sort_unstable();
     let mut start = 0;
     while start < entries.len() {
         let key = entries[start].0;
@@ -156,12 +184,7 @@ fn first_crossing(edges: &[Edge]) -> Result<Option<(usize, usize)>, String> {
                 if tests > MAX_PAIR_TESTS {
                     return Err(too_complex());
                 }
-                let (x, y) = (&edges[*i as usize], &edges[*j as usize]);
-                let shared = x.a == y.a || x.a == y.b || x.b == y.a || x.b == y.b;
-                if !shared && crosses(x.a, x.b, y.a, y.b) {
-                    let pair = ((*i).min(*j) as usize, (*i).max(*j) as usize);
-                    found = Some(found.map_or(pair, |f| f.min(pair)));
-                }
+                check(*i as usize, *j as usize, &mut found);
             }
         }
         start = end;
@@ -169,8 +192,8 @@ fn first_crossing(edges: &[Edge]) -> Result<Option<(usize, usize)>, String> {
     Ok(found)
 }
 
-/// Packs a cube's coordinates (each within ±2^20 cubes of a unit sphere
-/// divided in cubes of at least 1e-9... far fewer in practice) into a key.
+/// Packs a cube's coordinates into one key, 21 bits each: cubes far apart
+/// may alias to one key, which only adds candidate pairs, never loses one.
 fn cell_key(x: i64, y: i64, z: i64) -> u64 {
     let part = |c: i64| (c.wrapping_add(1 << 20) as u64) & 0x1F_FFFF;
     (part(x) << 42) | (part(y) << 21) | part(z)
@@ -273,6 +296,21 @@ mod tests {
                 (-73.9857 + 2.0 * t.cos(), 40.7484 + 1.5 * t.sin())
             })
             .collect();
+        assert!(check_polygon(&poly(&[&ring])).is_ok());
+    }
+
+    #[test]
+    fn a_detailed_ring_with_one_long_edge_is_accepted() {
+        // 100,000 short edges along a wavy coast and one long closing edge.
+        let n = 100_000;
+        let mut ring: Vec<(f64, f64)> = (0..n)
+            .map(|i| {
+                let x = -10.0 + 20.0 * i as f64 / n as f64;
+                (x, 0.01 * (x * 50.0).sin())
+            })
+            .collect();
+        ring.push((10.0, 5.0));
+        ring.push((-10.0, 5.0));
         assert!(check_polygon(&poly(&[&ring])).is_ok());
     }
 

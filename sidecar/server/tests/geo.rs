@@ -637,3 +637,79 @@ async fn geo_near_stage_orders_measures_and_refuses_as_mongodb() {
     let got = all(&db, "cities", stage(doc! {"near": point(paris), "distanceField": "d", "key": "legacy", "maxDistance": 400_000.0})).await;
     assert_eq!(names(&got), expected_near(paris, 400_000.0));
 }
+
+/// A geo index is branch state like any index: a branch forked before it
+/// has none ($near is 291 there) and takes what the index would refuse; a
+/// past point of the parent has none either.
+#[tokio::test]
+async fn geo_indexes_are_branch_state() {
+    let (_s, _d, client) = server().await;
+    let db = client.database("gb");
+    let admin = client.database("admin");
+    load_cities(&db, "cities").await;
+    let head = admin
+        .run_command(doc! {"argonLogInfo": "main"})
+        .await
+        .expect("log info")
+        .get_document("branch")
+        .and_then(|b| b.get_i64("headSeq"))
+        .expect("headSeq");
+    admin
+        .run_command(doc! {"argonCreateBranch": "dev", "from": "main"})
+        .await
+        .expect("branch");
+    db.run_command(
+        doc! {"createIndexes": "cities", "indexes": [{"key": {"loc": "2dsphere"}, "name": "loc"}]},
+    )
+    .await
+    .unwrap();
+    let near = doc! {"find": "cities", "filter": {"loc": {"$near": {"$geometry": point(city("paris")), "$maxDistance": 400_000.0}}}};
+    assert_eq!(
+        names(&all(&db, "cities", near.clone()).await),
+        expected_near(city("paris"), 400_000.0)
+    );
+    let dev = client.database("gb~dev");
+    assert_eq!(code_of(&dev, near.clone()).await, Some(291));
+    let past = client.database(&format!("gb~main@{head}"));
+    assert_eq!(code_of(&past, near).await, Some(291));
+    assert_eq!(
+        code_of(
+            &dev,
+            doc! {"insert": "cities", "documents": [{"loc": "nowhere"}]}
+        )
+        .await,
+        None
+    );
+    assert_eq!(
+        code_of(
+            &db,
+            doc! {"insert": "cities", "documents": [{"loc": "nowhere"}]}
+        )
+        .await,
+        Some(16755)
+    );
+}
+
+const PYMONGO_SCENARIO: &str = include_str!("scenarios/geo.py");
+const MONGOOSE_SCENARIO: &str = include_str!("scenarios/geo.js");
+
+/// pymongo's and mongoose's own helpers meet geo indexes, `$near` and
+/// `$geoNear` as on MongoDB (each script asserts and prints OK).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pymongo_and_mongoose_geo() {
+    let (s, _d, _client) = server().await;
+    let uri = s.uri();
+    let (py, node) = tokio::task::spawn_blocking(move || {
+        let py = argon_testkit::clients::run_python(PYMONGO_SCENARIO, &[&uri, "pygeo"])?;
+        let node = argon_testkit::clients::run_node(
+            MONGOOSE_SCENARIO,
+            &[("ARGON_URI", &uri), ("ARGON_DB", "nodegeo")],
+        )?;
+        anyhow::Ok((py, node))
+    })
+    .await
+    .expect("the clients run")
+    .expect("the scenarios pass");
+    assert_eq!(py.trim().lines().last(), Some("OK"), "pymongo: {py}");
+    assert_eq!(node.trim().lines().last(), Some("OK"), "mongoose: {node}");
+}

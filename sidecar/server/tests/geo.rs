@@ -713,3 +713,55 @@ async fn pymongo_and_mongoose_geo() {
     assert_eq!(py.trim().lines().last(), Some("OK"), "pymongo: {py}");
     assert_eq!(node.trim().lines().last(), Some("OK"), "mongoose: {node}");
 }
+
+/// `{$meta: "geoNearDistance"}` and `"geoNearPoint"` after `$geoNear`: the
+/// distance (times the multiplier) and the location, as MongoDB's metadata;
+/// refused by name where Argon cannot give them.
+#[tokio::test]
+async fn geo_near_metadata_in_later_stages() {
+    let (_s, _d, client) = server().await;
+    let db = client.database("geo");
+    load_cities(&db, "cities").await;
+    db.run_command(
+        doc! {"createIndexes": "cities", "indexes": [{"key": {"loc": "2dsphere"}, "name": "loc"}]},
+    )
+    .await
+    .unwrap();
+    let paris = city("paris");
+    let geo_near = doc! {"$geoNear": {"near": point(paris), "distanceField": "d", "includeLocs": "at", "distanceMultiplier": 0.001, "maxDistance": 400_000.0}};
+    let got = all(
+        &db,
+        "cities",
+        doc! {"aggregate": "cities", "pipeline": [
+            geo_near.clone(),
+            {"$match": {"_id": {"$ne": "paris"}}},
+            {"$project": {"_id": 1, "km": {"$meta": "geoNearDistance"}, "where": {"$meta": "geoNearPoint"}}}
+        ], "cursor": {}},
+    )
+    .await;
+    let want: Vec<String> = expected_near(paris, 400_000.0)
+        .into_iter()
+        .filter(|n| n != "paris")
+        .collect();
+    assert_eq!(names(&got), want);
+    for d in &got {
+        let name = d.get_str("_id").unwrap();
+        let km = d.get_f64("km").unwrap();
+        assert!(
+            (km - distance(paris, city(name)) / 1000.0).abs() < 0.01,
+            "{d}"
+        );
+        let c = city(name);
+        assert_eq!(d.get_document("where").unwrap(), &point(c), "{d}");
+    }
+    // After a stage that reshapes the documents, and without includeLocs:
+    // refused by name.
+    assert_eq!(
+        code_of(&db, doc! {"aggregate": "cities", "pipeline": [geo_near.clone(), {"$project": {"x": 1}}, {"$addFields": {"km": {"$meta": "geoNearDistance"}}}], "cursor": {}}).await,
+        Some(115)
+    );
+    assert_eq!(
+        code_of(&db, doc! {"aggregate": "cities", "pipeline": [{"$geoNear": {"near": point(paris), "distanceField": "d"}}, {"$addFields": {"p": {"$meta": "geoNearPoint"}}}], "cursor": {}}).await,
+        Some(115)
+    );
+}

@@ -114,6 +114,20 @@ impl Pipeline {
         // (the `$text` score of a document is computed from its indexed
         // fields, see `query::text`).
         let mut intact = true;
+        // What a leading `$geoNear` writes (its `distanceField` and
+        // `includeLocs`): `{$meta: "geoNearDistance"}` and
+        // `"geoNearPoint"` read them (`query::geo::rewrite_meta`).
+        let geo_fields = match stages.first() {
+            Some(Bson::Document(d)) if depth == 0 => {
+                d.get_document("$geoNear")
+                    .ok()
+                    .map(|g| super::geo::NearFields {
+                        distance: g.get_str("distanceField").ok().map(str::to_owned),
+                        location: g.get_str("includeLocs").ok().map(str::to_owned),
+                    })
+            }
+            _ => None,
+        };
         for (i, s) in stages.iter().enumerate() {
             let Bson::Document(d) = s else {
                 return Err(CommandError::type_mismatch(
@@ -162,9 +176,17 @@ impl Pipeline {
             if super::text::mentions_score(arg) {
                 check_text_score(stages, depth, intact)?;
             }
+            let rewritten;
+            let arg = match &geo_fields {
+                Some(fields) if i > 0 && name != "$sort" && super::geo::mentions_meta(arg) => {
+                    rewritten = super::geo::rewrite_meta(arg, fields, intact)?;
+                    &rewritten
+                }
+                _ => arg,
+            };
             intact &= matches!(
                 name.as_str(),
-                "$match" | "$sort" | "$skip" | "$limit" | "$sample"
+                "$match" | "$sort" | "$skip" | "$limit" | "$sample" | "$geoNear"
             );
             stage::parse_into(name, arg, &mut out, depth)?;
         }

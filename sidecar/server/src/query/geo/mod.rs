@@ -190,6 +190,84 @@ pub fn check_document(coll: Option<&CollectionState>, doc: &Document) -> Result<
     }
 }
 
+/// The fields a pipeline's leading `$geoNear` writes.
+#[derive(Debug, Clone)]
+pub struct NearFields {
+    pub distance: Option<String>,
+    pub location: Option<String>,
+}
+
+fn meta_name(v: &Bson) -> Option<&str> {
+    match v {
+        Bson::Document(d) if d.len() == 1 => match d.get("$meta") {
+            Some(Bson::String(s)) if s == "geoNearDistance" || s == "geoNearPoint" => {
+                Some(s.as_str())
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Whether a stage's specification reads `$geoNear`'s metadata.
+pub fn mentions_meta(v: &Bson) -> bool {
+    meta_name(v).is_some()
+        || match v {
+            Bson::Document(d) => d.values().any(mentions_meta),
+            Bson::Array(items) => items.iter().any(mentions_meta),
+            _ => false,
+        }
+}
+
+/// A stage after a leading `$geoNear` with `{$meta: "geoNearDistance"}`
+/// and `{$meta: "geoNearPoint"}` read from the fields `$geoNear` wrote
+/// (MongoDB's metadata holds the same values: the distance times
+/// `distanceMultiplier`, the location measured to). Argon carries no
+/// metadata with a document, so this holds only while the documents are
+/// as `$geoNear` gave them (`intact`: after `$match`, `$sort`, `$skip`,
+/// `$limit`, and in the first stage that reshapes them); past that, and
+/// for `geoNearPoint` without `includeLocs`, refused by name (115).
+pub fn rewrite_meta(v: &Bson, fields: &NearFields, intact: bool) -> Result<Bson> {
+    if let Some(name) = meta_name(v) {
+        let field = if name == "geoNearDistance" {
+            &fields.distance
+        } else {
+            &fields.location
+        };
+        return match (field, intact) {
+            (Some(f), true) => Ok(Bson::String(format!("${f}"))),
+            (None, _) => Err(CommandError::new(
+                ErrorCode::CommandNotSupported,
+                format!(
+                    "{{$meta: \"{name}\"}} without $geoNear's includeLocs is not supported by Argon"
+                ),
+            )),
+            (_, false) => Err(CommandError::new(
+                ErrorCode::CommandNotSupported,
+                format!(
+                    "{{$meta: \"{name}\"}} after a stage that reshapes documents ($project, $group, ...) is not supported by Argon; compute it in the first such stage"
+                ),
+            )),
+        };
+    }
+    Ok(match v {
+        Bson::Document(d) => {
+            let mut out = Document::new();
+            for (k, x) in d {
+                out.insert(k.clone(), rewrite_meta(x, fields, intact)?);
+            }
+            Bson::Document(out)
+        }
+        Bson::Array(items) => Bson::Array(
+            items
+                .iter()
+                .map(|x| rewrite_meta(x, fields, intact))
+                .collect::<Result<_>>()?,
+        ),
+        other => other.clone(),
+    })
+}
+
 /// Documents ordered by a distance computed outside them (`$near`,
 /// `$geoNear`), through the blocking sort: each is held as
 /// `{k: distance, d: document}` and given back unwrapped.

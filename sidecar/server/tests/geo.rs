@@ -765,3 +765,82 @@ async fn geo_near_metadata_in_later_stages() {
         Some(115)
     );
 }
+
+/// `$near` and `$geoNear` order through the blocking sort: past its budget
+/// (64 KiB here) they spill and still return every document nearest first;
+/// with `allowDiskUse: false` they fail with 292 instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distance_order_spills_past_the_blocking_budget() {
+    let data = tempfile::tempdir().unwrap();
+    let wal = data.path().join("wal").display().to_string();
+    let sidecar = Sidecar::start(
+        "argon-sidecar",
+        &["--data", &wal, "--max-blocking-sort-bytes", "65536"],
+    )
+    .await
+    .unwrap();
+    let client = sidecar.client().await.unwrap();
+    let db = client.database("spill");
+    // 3,000 points on a spiral round (0, 0), each ~150 bytes.
+    let docs: Vec<Document> = (0..3_000)
+        .map(|i| {
+            let r = 0.001 * f64::from((i * 7919) % 3000 + 1);
+            let t = f64::from(i) * 0.7;
+            doc! {"_id": i, "loc": {"type": "Point", "coordinates": [r * t.cos(), r * t.sin()]}, "pad": "x".repeat(64)}
+        })
+        .collect();
+    let expected: Vec<i32> = {
+        let mut by: Vec<(f64, i32)> = docs
+            .iter()
+            .map(|d| {
+                let c = d
+                    .get_document("loc")
+                    .unwrap()
+                    .get_array("coordinates")
+                    .unwrap();
+                let p = (c[0].as_f64().unwrap(), c[1].as_f64().unwrap());
+                (distance((0.0, 0.0), p), d.get_i32("_id").unwrap())
+            })
+            .collect();
+        by.sort_by(|a, b| a.0.total_cmp(&b.0));
+        by.into_iter().map(|(_, i)| i).collect()
+    };
+    db.collection::<Document>("pts")
+        .insert_many(docs)
+        .await
+        .unwrap();
+    db.run_command(
+        doc! {"createIndexes": "pts", "indexes": [{"key": {"loc": "2dsphere"}, "name": "loc"}]},
+    )
+    .await
+    .unwrap();
+    let near = doc! {"loc": {"$near": {"$geometry": point((0.0, 0.0))}}};
+    let got = all(
+        &db,
+        "pts",
+        doc! {"find": "pts", "filter": near.clone(), "projection": {"pad": 0}, "batchSize": 500},
+    )
+    .await;
+    let ids: Vec<i32> = got.iter().map(|d| d.get_i32("_id").unwrap()).collect();
+    assert_eq!(ids, expected);
+    let got = all(
+        &db,
+        "pts",
+        doc! {"aggregate": "pts", "pipeline": [{"$geoNear": {"near": point((0.0, 0.0)), "distanceField": "d"}}], "cursor": {"batchSize": 500}},
+    )
+    .await;
+    let ids: Vec<i32> = got.iter().map(|d| d.get_i32("_id").unwrap()).collect();
+    assert_eq!(ids, expected);
+    assert_eq!(
+        code_of(
+            &db,
+            doc! {"find": "pts", "filter": near, "allowDiskUse": false}
+        )
+        .await,
+        Some(292)
+    );
+    assert_eq!(
+        code_of(&db, doc! {"aggregate": "pts", "pipeline": [{"$geoNear": {"near": point((0.0, 0.0)), "distanceField": "d"}}], "cursor": {}, "allowDiskUse": false}).await,
+        Some(292)
+    );
+}

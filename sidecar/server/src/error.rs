@@ -168,6 +168,16 @@ error_codes! {
     TransactionTooOld = 225,
     NoSuchTransaction = 251,
     QueryExceededMemoryLimitNoDiskUseAllowed = 292,
+    // Geospatial: invalid geometry under a 2dsphere index; a 2d index's
+    // value that is not a legacy pair, not an object or array, out of
+    // bounds; `$near` in an aggregation `$match`.
+    Location16755 = 16755,
+    Location13026 = 13026,
+    Location13027 = 13027,
+    Location16804 = 16804,
+    Location5626500 = 5626500,
+    // `$geoNear` not the first stage.
+    Location40603 = 40603,
     // `$text` under `$or` with a clause no index serves.
     NoQueryExecutionPlans = 291,
     TooManyLogicalSessions = 261,

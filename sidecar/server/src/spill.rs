@@ -517,6 +517,10 @@ impl ExternalSorter {
 pub enum Sorted {
     Memory(VecDeque<Vec<u8>>),
     Merge(Merge<SortOrder>),
+    /// Documents sorted inside a wrapper `{k: key, d: document}` (an order
+    /// computed outside them: `query::geo::DistanceSorter`), given back
+    /// unwrapped.
+    Inner(Box<Sorted>),
 }
 
 impl Sorted {
@@ -524,6 +528,13 @@ impl Sorted {
         match self {
             Sorted::Memory(docs) => docs.pop_front().map(|b| decode(&b)).transpose(),
             Sorted::Merge(m) => m.next_doc(),
+            Sorted::Inner(s) => match s.next_doc()? {
+                Some(mut w) => match w.remove("d") {
+                    Some(Bson::Document(d)) => Ok(Some(d)),
+                    _ => Err(damaged()),
+                },
+                None => Ok(None),
+            },
         }
     }
 }

@@ -321,17 +321,15 @@ fn validate_index(spec: &Bson) -> Result<Document> {
             ));
         }
         if let Bson::String(kind) = v
-            && UNSUPPORTED_INDEX_TYPES.contains(&kind.as_str())
+            && kind == "geoHaystack"
         {
-            // Created and then doing nothing would be worse than refused:
-            // geometry would not be checked at insert, `$text` would not
-            // find the index.
+            // Removed in MongoDB 5.0; its answer since.
             return Err(CommandError::new(
-                ErrorCode::CommandNotSupported,
-                format!("index type '{kind}' ({field}: \"{kind}\") is not supported by Argon"),
+                ErrorCode::CannotCreateIndex,
+                format!("Unknown index plugin '{kind}'"),
             ));
         }
-        let valid = matches!(v, Bson::String(s) if s == "hashed")
+        let valid = matches!(v, Bson::String(s) if s == "hashed" || s == "2d" || s == "2dsphere")
             || crate::query::compare::as_f64(v).is_some_and(|n| n != 0.0);
         if field.is_empty() || !valid {
             return Err(CommandError::new(
@@ -354,10 +352,23 @@ fn validate_index(spec: &Bson) -> Result<Document> {
     if let Some(seconds) = spec.get("expireAfterSeconds") {
         crate::ttl::check_index(&key, seconds)?;
     }
+    let geo = crate::query::geo::index::is_geo_key(&key);
+    let geo_options = if geo {
+        crate::query::geo::index::check_spec(spec, &key)?
+    } else {
+        Document::new()
+    };
     let mut out = doc! {"v": 2, "key": key, "name": name};
     for (k, v) in spec {
         match k.as_str() {
             "key" | "name" | "v" | "ns" | "collation" => {}
+            option if geo && crate::query::geo::index::OPTION_FIELDS.contains(&option) => {}
+            "unique" | "partialFilterExpression" | "expireAfterSeconds" if geo => {
+                return Err(CommandError::new(
+                    ErrorCode::CommandNotSupported,
+                    format!("index option '{k}' on a geo index is not supported by Argon"),
+                ));
+            }
             known if INDEX_SPEC.known.contains(&known) => {
                 out.insert(k.clone(), v.clone());
             }
@@ -377,6 +388,7 @@ fn validate_index(spec: &Bson) -> Result<Document> {
             }
         }
     }
+    out.extend(geo_options);
     // Stored resolved; an explicit simple collation is stored as none, and
     // a spec that names none takes the collection's default when created.
     match &collation {
@@ -449,9 +461,6 @@ fn validate_text_index(
     Ok(out)
 }
 
-/// Index types that would change what inserts and queries do, not built.
-const UNSUPPORTED_INDEX_TYPES: &[&str] = &["2d", "2dsphere", "geoHaystack"];
-
 /// MongoDB's rules for a new text index: one per collection (67), and
 /// every document already there indexable (its language fields: 17261,
 /// 17262, as MongoDB's index build fails).
@@ -521,6 +530,7 @@ pub async fn create_indexes(ctx: &Ctx<'_>) -> Result<Document> {
                     && same.get("collation") == spec.get("collation")
                     && same.get("expireAfterSeconds") == spec.get("expireAfterSeconds")
                     && crate::query::text::index::OPTION_FIELDS.iter().all(|f| same.get(f) == spec.get(f))
+                    && crate::query::geo::index::OPTION_FIELDS.iter().all(|f| same.get(f) == spec.get(f))
                 {
                     continue;
                 }
@@ -551,6 +561,15 @@ pub async fn create_indexes(ctx: &Ctx<'_>) -> Result<Document> {
             }
             if let Some(text) = crate::query::text::TextIndex::from_spec(spec) {
                 check_text_index(state.collection(&ns), &existing, &text)?;
+            }
+            if let Some(c) = state.collection(&ns)
+                && key.is_some_and(crate::query::geo::index::is_geo_key)
+            {
+                // As MongoDB's index build: every document there must be
+                // a location the new geo index can take.
+                for raw in c.iter() {
+                    crate::query::geo::index::check_document(std::slice::from_ref(spec), &argon_wal::rawdoc::parse(raw))?;
+                }
             }
             if spec.contains_key("expireAfterSeconds") && state.collection(&ns).is_some_and(|c| c.is_capped()) {
                 return Err(CommandError::new(ErrorCode::CannotCreateIndex, "Cannot create TTL index on a capped collection"));

@@ -323,8 +323,12 @@ pub(crate) async fn aggregate_into(
             None => crate::query::text::Binding::none(),
         }
         .enter();
-        let mut scan =
-            crate::cursor::PipelineScan::new(snapshot, &src_db, &coll, pipeline.clone(), budget);
+        let mut pipeline = pipeline.clone();
+        pipeline.bind_geo_near(
+            snapshot.collection(&Namespace::new(src_db.as_str(), coll.as_str())),
+            &shown,
+        )?;
+        let mut scan = crate::cursor::PipelineScan::new(snapshot, &src_db, &coll, pipeline, budget);
         if let OutputStage::Merge(m) = &stage
             && m.on != ["_id"]
         {

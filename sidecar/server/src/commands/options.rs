@@ -78,13 +78,10 @@ pub(crate) const INDEX_SPEC: Fields = Fields {
         "expireAfterSeconds",
     ],
     // `weights`, `default_language`, `language_override` and
-    // `textIndexVersion` belong to text indexes (`catalog::validate_index`
+    // `textIndexVersion` belong to text indexes, `2dsphereIndexVersion`,
+    // `bits`, `min` and `max` to geo indexes (`catalog::validate_index`
     // takes them there; on another index they are invalid, 197).
     unsupported: &[
-        "2dsphereIndexVersion",
-        "bits",
-        "min",
-        "max",
         "bucketSize",
         "wildcardProjection",
         "storageEngine",

@@ -60,12 +60,37 @@ pub(crate) fn matching_limit(
     limit: Option<usize>,
     deadline: Deadline,
 ) -> Result<Vec<Document>> {
+    if let Some(k) = limit
+        && crate::query::geo::near_of(filter).is_some()
+    {
+        return nearest(state, ns, filter, k, deadline);
+    }
     let limit = limit.unwrap_or(usize::MAX);
     let mut out = Vec::new();
     for_each_match(state, ns, filter, deadline, |d, _| {
         out.push(d);
         Ok(out.len() < limit)
     })?;
+    Ok(out)
+}
+
+/// The `k` matches of a `$near` filter nearest its point (a single-document
+/// update, delete or findAndModify changes the nearest, as in MongoDB).
+fn nearest(
+    state: &BranchState,
+    ns: &Namespace,
+    filter: &Filter,
+    k: usize,
+    deadline: Deadline,
+) -> Result<Vec<Document>> {
+    let budget = StageBudget::new(crate::limits::MAX_BLOCKING_STAGE_BYTES, true);
+    let mut sorted = near_matching(state, ns, filter, Some(k), budget, deadline)?;
+    let mut out = Vec::new();
+    while out.len() < k
+        && let Some(d) = sorted.next_doc()?
+    {
+        out.push(d);
+    }
     Ok(out)
 }
 
@@ -79,6 +104,14 @@ pub(crate) fn matching_ids(
     limit: Option<usize>,
     deadline: Deadline,
 ) -> Result<Vec<bson::Bson>> {
+    if let Some(k) = limit
+        && crate::query::geo::near_of(filter).is_some()
+    {
+        return Ok(nearest(state, ns, filter, k, deadline)?
+            .into_iter()
+            .map(|d| d.get("_id").cloned().unwrap_or(bson::Bson::Null))
+            .collect());
+    }
     let limit = limit.unwrap_or(usize::MAX);
     let mut out = Vec::new();
     for_each_match(state, ns, filter, deadline, |d, _| {
@@ -367,7 +400,28 @@ pub async fn find(ctx: &Ctx<'_>) -> Result<Document> {
     // The `$text` query bound to the collection's text index: matching,
     // scores, and the cursor's later batches (which keep it).
     let _text = text::bind(&filter, state.collection(&ns))?.enter();
+    crate::query::geo::require_index(&filter, state.collection(&ns))?;
+    let near_first = sort.as_ref().is_none_or(SortSpec::is_empty)
+        && crate::query::geo::near_of(&filter).is_some();
     let (first, id) = match &sort {
+        _ if near_first => {
+            // `$near`/`$nearSphere` without a sort: nearest first, through
+            // the blocking sort like any sort.
+            let allow_disk = opt_bool(ctx.cmd, "allowDiskUse", true)?;
+            let top = (limit > 0)
+                .then(|| usize::try_from(skip.saturating_add(limit)).unwrap_or(usize::MAX));
+            let budget = StageBudget::new(ctx.svc.blocking_sort_bytes(), allow_disk);
+            let sorted = near_matching(&state, &ns, &filter, top, budget, deadline)?;
+            let sorted = SortedScan::new(
+                sorted,
+                projection,
+                usize::try_from(skip).unwrap_or(usize::MAX),
+                (limit > 0).then(|| usize::try_from(limit).unwrap_or(usize::MAX)),
+            );
+            ctx.svc
+                .cursors
+                .open_sorted(shown.clone(), sorted, batch, single_batch, deadline)?
+        }
         Some(s) if !s.is_empty() => {
             // A sort is blocking: every match first (spilled to disk past
             // the blocking-stage budget), then the order.
@@ -448,6 +502,28 @@ fn sort_matching(
     let mut sorter = ExternalSorter::new(spec.clone(), budget).with_limit(top);
     for_each_match(state, ns, filter, deadline, |d, _| {
         sorter.push(&d)?;
+        Ok(true)
+    })?;
+    sorter.finish()
+}
+
+/// The documents of `ns` matching `filter` (which has a `$near`), nearest
+/// first, within the blocking-sort budget; only the first `top` when given.
+fn near_matching(
+    state: &BranchState,
+    ns: &Namespace,
+    filter: &Filter,
+    top: Option<usize>,
+    budget: StageBudget,
+    deadline: Deadline,
+) -> Result<Sorted> {
+    let mut sorter = crate::query::geo::DistanceSorter::new(budget, top);
+    let near = crate::query::geo::near_of(filter);
+    for_each_match(state, ns, filter, deadline, |d, _| {
+        let distance = near
+            .and_then(|(path, n)| n.distance(&crate::query::path::resolve(&d, path).values))
+            .unwrap_or(f64::INFINITY);
+        sorter.push(distance, d)?;
         Ok(true)
     })?;
     sorter.finish()
@@ -557,6 +633,7 @@ pub async fn count(ctx: &Ctx<'_>) -> Result<Document> {
     let _collation =
         collation::for_collection(own_collation.as_ref(), state.collection(&ns))?.enter();
     let _text = text::bind(&filter, state.collection(&ns))?.enter();
+    crate::query::geo::require_index(&filter, state.collection(&ns))?;
     let mut n = if filter.is_empty() {
         state.collection(&ns).map(|c| c.len()).unwrap_or(0)
     } else {
@@ -597,6 +674,7 @@ pub async fn distinct(ctx: &Ctx<'_>) -> Result<Document> {
     }
     .enter();
     let _text = text::bind(&filter, state.collection(&ns))?.enter();
+    crate::query::geo::require_index(&filter, state.collection(&ns))?;
     let deadline = ctx.deadline()?;
     let docs: Vec<Document> = match view {
         Some(view) => {
@@ -725,6 +803,11 @@ pub async fn aggregate(ctx: &Ctx<'_>) -> Result<Document> {
     };
     let _collation = collation.enter();
     let read_ns = Namespace::new(target.db.as_str(), read_coll.as_str());
+    let mut pipeline = pipeline;
+    pipeline.bind_geo_near(
+        state.collection(&read_ns),
+        &format!("{}.{read_coll}", target.raw),
+    )?;
     let _text = match pipeline.leading_filter() {
         Some(f) => text::bind(f, state.collection(&read_ns))?,
         None => text::Binding::none(),

@@ -44,6 +44,8 @@ pub(super) fn put(t: &mut Transaction, ns: &Namespace, doc: &Document, how: Put)
     crate::validation::check(t.state(), ns, doc)?;
     // What the collection's text index cannot index (its language fields).
     crate::query::text::check_document(t.state().collection(ns), doc)?;
+    // What the collection's geo indexes cannot index (16755, 13026...).
+    crate::query::geo::check_document(t.state().collection(ns), doc)?;
     let raw = argon_wal::rawdoc::encode(doc).map_err(|e| CommandError::bad_value(e.to_string()))?;
     match how {
         Put::Insert => {}
@@ -348,6 +350,7 @@ pub(super) fn run_update_statement(
     let _collation =
         collation::for_collection(s.collation.as_ref(), t.state().collection(ns))?.enter();
     let _text = crate::query::text::bind(&s.filter, t.state().collection(ns))?.enter();
+    crate::query::geo::require_index(&s.filter, t.state().collection(ns))?;
     let (targets, continued) = match at.pending.take() {
         Some(ids) => (ids, true),
         None => (update_targets(t, ns, s, deadline)?, false),
@@ -494,6 +497,7 @@ pub(super) fn run_delete_statement(
     let _collation =
         collation::for_collection(s.collation.as_ref(), t.state().collection(ns))?.enter();
     let _text = crate::query::text::bind(&s.filter, t.state().collection(ns))?.enter();
+    crate::query::geo::require_index(&s.filter, t.state().collection(ns))?;
     let (targets, continued) = match at.pending.take() {
         Some(ids) => (ids, true),
         None => {
@@ -591,6 +595,7 @@ pub async fn find_and_modify(ctx: &Ctx<'_>) -> Result<Document> {
         let _collation =
             collation::for_collection(own_collation.as_ref(), t.state().collection(&ns))?.enter();
         let _text = crate::query::text::bind(&filter, t.state().collection(&ns))?.enter();
+        crate::query::geo::require_index(&filter, t.state().collection(&ns))?;
         let found: Option<Document> = match &sort {
             Some(s) => super::read::first_in_order(t.state(), &ns, &filter, s, deadline)?,
             None => super::read::matching_limit(t.state(), &ns, &filter, Some(1), deadline)?

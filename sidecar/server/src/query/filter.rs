@@ -57,6 +57,8 @@ pub enum Pred {
     Mod(i64, i64),
     Not(Box<Pred>),
     And(Vec<Pred>),
+    /// `$geoWithin`, `$geoIntersects`, `$near`, `$nearSphere` (`query::geo`).
+    Geo(Box<super::geo::GeoPred>),
 }
 
 #[derive(Debug, Clone)]
@@ -83,7 +85,9 @@ impl Filter {
     /// Parses a filter document where `$text` is not taken (see
     /// [`Filter::parse_query`]).
     pub fn parse(doc: &Document) -> Result<Filter> {
-        Self::parse_at(doc, 0, TextCtx::No)
+        let f = Self::parse_at(doc, 0, TextCtx::No)?;
+        super::geo::refuse_near(&f)?;
+        Ok(f)
     }
 
     /// Parses a command's query (find, count, distinct, update, delete,
@@ -95,6 +99,7 @@ impl Filter {
         if f.text_count() > 1 {
             return Err(CommandError::bad_value("Too many text expressions"));
         }
+        super::geo::check_query(&f)?;
         Ok(f)
     }
 
@@ -308,6 +313,17 @@ fn parse_operators_at(d: &Document, depth: usize) -> Result<Pred> {
                     }
                     _ => return Err(CommandError::bad_value("$regex has to be a string")),
                 }
+            }
+            geo if super::geo::predicate::OPERATORS.contains(&geo) => {
+                Pred::Geo(Box::new(super::geo::GeoPred::parse(geo, arg, d)?))
+            }
+            "$maxDistance" | "$minDistance" => {
+                if !d.contains_key("$near") && !d.contains_key("$nearSphere") {
+                    return Err(CommandError::bad_value(format!(
+                        "{op} may only be used with $near or $nearSphere"
+                    )));
+                }
+                continue;
             }
             "$options" => {
                 if !d.contains_key("$regex") {
@@ -585,6 +601,7 @@ impl Pred {
             }),
             Pred::Not(p) => !p.matches(r),
             Pred::And(ps) => ps.iter().all(|p| p.matches(r)),
+            Pred::Geo(g) => g.matches(&r.values),
         }
     }
 

@@ -153,13 +153,30 @@ async fn query(db: &Database, name: &str) -> Status {
         name,
         "$and" | "$or" | "$nor" | "$expr" | "$where" | "$text" | "$jsonSchema" | "$comment"
     );
+    // The shapes of `$geoWithin` and the distances of `$near` exist only
+    // inside those operators: asked there.
+    let shape = matches!(
+        name,
+        "$box" | "$center" | "$centerSphere" | "$polygon" | "$geometry"
+    );
+    let distance = matches!(name, "$maxDistance" | "$minDistance");
     let filter = if top_level {
         doc! {name: []}
+    } else if name == "$geometry" {
+        doc! {"a": {"$geoWithin": {name: {}}}}
+    } else if shape {
+        doc! {"a": {"$geoWithin": {name: []}}}
+    } else if distance {
+        doc! {"a": {"$near": [0, 0], name: 1}}
     } else {
         doc! {"a": {name: []}}
     };
     let answer = Answer::of(db, doc! {"find": "c", "filter": filter}).await;
-    match answer.refusal(&[(2, "unknown operator"), (2, "unknown top level operator")]) {
+    match answer.refusal(&[
+        (2, "unknown operator"),
+        (2, "unknown top level operator"),
+        (2, "not supported with provided geometry"),
+    ]) {
         Some(code) => Status::Refused(code),
         None => Status::Supported,
     }

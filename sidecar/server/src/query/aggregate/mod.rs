@@ -30,6 +30,7 @@ mod bucket;
 mod densify;
 mod facet;
 mod fill;
+mod geo_near;
 mod graph_lookup;
 mod group;
 mod lookup;
@@ -113,6 +114,20 @@ impl Pipeline {
         // (the `$text` score of a document is computed from its indexed
         // fields, see `query::text`).
         let mut intact = true;
+        // What a leading `$geoNear` writes (its `distanceField` and
+        // `includeLocs`): `{$meta: "geoNearDistance"}` and
+        // `"geoNearPoint"` read them (`query::geo::rewrite_meta`).
+        let geo_fields = match stages.first() {
+            Some(Bson::Document(d)) if depth == 0 => {
+                d.get_document("$geoNear")
+                    .ok()
+                    .map(|g| super::geo::NearFields {
+                        distance: g.get_str("distanceField").ok().map(str::to_owned),
+                        location: g.get_str("includeLocs").ok().map(str::to_owned),
+                    })
+            }
+            _ => None,
+        };
         for (i, s) in stages.iter().enumerate() {
             let Bson::Document(d) = s else {
                 return Err(CommandError::type_mismatch(
@@ -130,6 +145,12 @@ impl Pipeline {
             };
             if name == "$match"
                 && let Bson::Document(f) = arg
+                && super::geo::mentions_near(f)
+            {
+                return Err(super::geo::not_in_match());
+            }
+            if name == "$match"
+                && let Bson::Document(f) = arg
                 && super::text::mentions_text(f)
             {
                 // `$text` only in the top-level pipeline's first `$match`.
@@ -139,12 +160,33 @@ impl Pipeline {
                 out.push(Stage::Match(Filter::parse_query(f)?));
                 continue;
             }
+            if name == "$geoNear" && (i > 0 || depth > 0) {
+                return Err(if depth > 0 {
+                    CommandError::new(
+                        ErrorCode::CommandNotSupported,
+                        "$geoNear in a sub-pipeline is not supported by Argon",
+                    )
+                } else {
+                    CommandError::new(
+                        ErrorCode::Location40603,
+                        "$geoNear was not the first stage in the pipeline.",
+                    )
+                });
+            }
             if super::text::mentions_score(arg) {
                 check_text_score(stages, depth, intact)?;
             }
+            let rewritten;
+            let arg = match &geo_fields {
+                Some(fields) if i > 0 && name != "$sort" && super::geo::mentions_meta(arg) => {
+                    rewritten = super::geo::rewrite_meta(arg, fields, intact)?;
+                    &rewritten
+                }
+                _ => arg,
+            };
             intact &= matches!(
                 name.as_str(),
-                "$match" | "$sort" | "$skip" | "$limit" | "$sample"
+                "$match" | "$sort" | "$skip" | "$limit" | "$sample" | "$geoNear"
             );
             stage::parse_into(name, arg, &mut out, depth)?;
         }
@@ -157,6 +199,19 @@ impl Pipeline {
         match self.stages.first() {
             Some(Stage::Match(f)) => Some(f),
             _ => None,
+        }
+    }
+
+    /// Binds a leading `$geoNear` to the geo index of the collection it
+    /// reads (`ns` for messages); nothing to do without one.
+    pub fn bind_geo_near(
+        &mut self,
+        coll: Option<&argon_wal::CollectionState>,
+        ns: &str,
+    ) -> Result<()> {
+        match self.stages.first_mut() {
+            Some(Stage::GeoNear(g)) => g.bind(coll, ns),
+            _ => Ok(()),
         }
     }
 
@@ -215,6 +270,7 @@ impl Pipeline {
                 Stage::GraphLookup(g) => g.stream(op, budget),
                 Stage::SetWindowFields(w) => w.stream(op, budget),
                 Stage::Densify(d) => d.stream(op, budget),
+                Stage::GeoNear(g) => g.stream(op, budget),
                 other => ops::streaming(op, other),
             };
         }

@@ -101,7 +101,8 @@ pub(super) fn streaming(input: Box<dyn Op>, stage: Stage) -> Box<dyn Op> {
         | Stage::Redact(_)
         | Stage::GraphLookup(_)
         | Stage::SetWindowFields(_)
-        | Stage::Densify(_) => {
+        | Stage::Densify(_)
+        | Stage::GeoNear(_) => {
             unreachable!("Pipeline::stream builds the blocking stages and $lookup")
         }
     }

@@ -59,6 +59,8 @@ pub(super) enum Stage {
     GraphLookup(Box<super::graph_lookup::GraphLookup>),
     SetWindowFields(Box<super::window::SetWindowFields>),
     Densify(Box<super::densify::Densify>),
+    /// `$geoNear` (first stage only; see `geo_near`).
+    GeoNear(Box<super::geo_near::GeoNear>),
 }
 
 #[derive(Debug, Clone)]
@@ -238,7 +240,8 @@ fn parse_stage(name: &str, arg: &Bson, depth: usize) -> Result<Stage> {
             Stage::SetWindowFields(Box::new(super::window::SetWindowFields::parse(arg)?))
         }
         "$densify" => Stage::Densify(Box::new(super::densify::Densify::parse(arg)?)),
-        "$out" | "$merge" | "$geoNear" => {
+        "$geoNear" => Stage::GeoNear(Box::new(super::geo_near::GeoNear::parse(arg)?)),
+        "$out" | "$merge" => {
             return Err(CommandError::not_implemented(&format!("the {name} stage")));
         }
         other => {

@@ -7,18 +7,8 @@
 mod common;
 
 use bson::{Document, doc};
-use common::sidecar::Sidecar;
 use futures::TryStreamExt;
-use mongodb::{Client, Database};
-
-async fn server() -> (Sidecar, tempfile::TempDir, Client) {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let sidecar = Sidecar::standalone(&dir.path().join("wal"))
-        .await
-        .expect("argon-sidecar starts");
-    let client = sidecar.client().await.expect("a client");
-    (sidecar, dir, client)
-}
+use mongodb::Database;
 
 async fn aggregate(db: &Database, coll: &str, pipeline: Vec<Document>) -> Vec<Document> {
     db.collection::<Document>(coll)
@@ -44,7 +34,7 @@ async fn seed(db: &Database) {
 
 #[tokio::test]
 async fn union_with_reads_the_other_collection_of_the_branch() {
-    let (_s, _d, client) = server().await;
+    let (_s, _d, client) = common::standalone().await;
     let db = client.database("t");
     seed(&db).await;
     let out = aggregate(&db, "a", vec![doc! {"$unionWith": "b"}]).await;
@@ -85,7 +75,7 @@ async fn union_with_reads_the_other_collection_of_the_branch() {
 
 #[tokio::test]
 async fn lookup_pipeline_facet_and_sample_through_the_driver() {
-    let (_s, _d, client) = server().await;
+    let (_s, _d, client) = common::standalone().await;
     let db = client.database("t");
     seed(&db).await;
     // `let` per local document, and the command's `let` inside the
@@ -171,7 +161,7 @@ async fn lookup_pipeline_facet_and_sample_through_the_driver() {
 
 #[tokio::test]
 async fn hostile_sub_pipelines_are_refused_with_mongodb_codes() {
-    let (_s, _d, client) = server().await;
+    let (_s, _d, client) = common::standalone().await;
     let db = client.database("t");
     seed(&db).await;
     let run = |pipeline: Vec<Document>| {
@@ -215,7 +205,7 @@ async fn hostile_sub_pipelines_are_refused_with_mongodb_codes() {
 /// stages to compare with).
 #[tokio::test]
 async fn bucket_redact_and_graph_lookup_through_the_driver() {
-    let (_s, _d, client) = server().await;
+    let (_s, _d, client) = common::standalone().await;
     let db = client.database("t");
     db.collection::<Document>("artists")
         .insert_many(vec![
@@ -336,7 +326,7 @@ async fn bucket_redact_and_graph_lookup_through_the_driver() {
 
 #[tokio::test]
 async fn hostile_bucket_graph_and_redact_specifications() {
-    let (_s, _d, client) = server().await;
+    let (_s, _d, client) = common::standalone().await;
     let db = client.database("t");
     seed(&db).await;
     let run = |pipeline: Vec<Document>| {
@@ -398,7 +388,7 @@ async fn hostile_bucket_graph_and_redact_specifications() {
 /// more documents than one batch, with MongoDB's documented answers.
 #[tokio::test]
 async fn window_densify_and_fill_through_the_driver() {
-    let (_s, _d, client) = server().await;
+    let (_s, _d, client) = common::standalone().await;
     let db = client.database("t");
     // Readings every 2 units for two sensors, one value missing.
     let mut docs: Vec<Document> = Vec::new();

@@ -56,18 +56,6 @@ fn ids(docs: &[Document]) -> Vec<i32> {
         .collect()
 }
 
-async fn code_of(db: &Database, cmd: Document) -> Option<i32> {
-    match db.run_command(cmd).await {
-        Ok(reply) => reply
-            .get_array("writeErrors")
-            .ok()
-            .and_then(|e| e.first())
-            .and_then(Bson::as_document)
-            .and_then(|e| e.get_i32("code").ok()),
-        Err(e) => common::code(&e),
-    }
-}
-
 #[tokio::test]
 async fn reads_compare_and_sort_under_the_collation() {
     let (_s, _d, db) = server().await;
@@ -326,7 +314,7 @@ async fn a_collections_default_collation_and_collated_unique_indexes() {
     // A unique index created without a collation inherits the default:
     // the two names are duplicates under it.
     assert_eq!(
-        code_of(
+        common::code_of(
             &db,
             doc! {"createIndexes": "people", "indexes": [{"key": {"name": 1}, "name": "name_1", "unique": true}]}
         )
@@ -351,7 +339,7 @@ async fn a_collections_default_collation_and_collated_unique_indexes() {
         2
     );
     assert_eq!(
-        code_of(
+        common::code_of(
             &db,
             doc! {"insert": "people", "documents": [{"_id": 3, "name": "aNn"}]}
         )
@@ -363,7 +351,7 @@ async fn a_collections_default_collation_and_collated_unique_indexes() {
         .await
         .expect("insert");
     assert_eq!(
-        code_of(
+        common::code_of(
             &db,
             doc! {"update": "people", "updates": [{"q": {"_id": 4}, "u": {"$set": {"name": "ANN"}}}]}
         )
@@ -395,7 +383,7 @@ async fn a_collections_default_collation_and_collated_unique_indexes() {
     .expect("createIndexes");
     t.insert_one(doc! {"t": "Straße"}).await.expect("insert");
     assert_eq!(
-        code_of(
+        common::code_of(
             &db,
             doc! {"insert": "tags", "documents": [{"t": "STRASSE"}]}
         )
@@ -464,7 +452,7 @@ async fn hostile_collations_fail_alone() {
         (Bson::Document(doc! {}), 40414),
     ] {
         assert_eq!(
-            code_of(&db, doc! {"find": "h", "collation": spec.clone()}).await,
+            common::code_of(&db, doc! {"find": "h", "collation": spec.clone()}).await,
             Some(code),
             "{spec}"
         );

@@ -14,15 +14,6 @@ use common::sidecar::Sidecar;
 use futures::TryStreamExt;
 use mongodb::{Client, Database};
 
-async fn server() -> (Sidecar, tempfile::TempDir, Client) {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let sidecar = Sidecar::standalone(&dir.path().join("wal"))
-        .await
-        .expect("argon-sidecar starts");
-    let client = sidecar.client().await.expect("a client");
-    (sidecar, dir, client)
-}
-
 /// The command's error (or its first write error): code and the whole
 /// error document as the server sent it.
 async fn error_of(db: &Database, cmd: Document) -> Option<(i32, Document)> {
@@ -50,7 +41,7 @@ async fn code_of(db: &Database, cmd: Document) -> Option<i32> {
 
 #[tokio::test]
 async fn server_side_javascript_is_refused_by_name() {
-    let (_s, _d, client) = server().await;
+    let (_s, _d, client) = common::standalone().await;
     let db = client.database("js");
     db.collection::<Document>("c")
         .insert_one(doc! {"_id": 1, "a": 1})
@@ -116,7 +107,7 @@ const MONGOOSE_SCENARIO: &str = include_str!("scenarios/validation.js");
 /// on MongoDB (each script asserts and prints OK).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pymongo_and_mongoose_see_validation_as_on_mongodb() {
-    let (s, _d, _client) = server().await;
+    let (s, _d, _client) = common::standalone().await;
     let uri = s.uri();
     let out = tokio::task::spawn_blocking(move || {
         let py = run_python(PYMONGO_SCENARIO, &[&uri, "pyval"])?;
@@ -320,7 +311,7 @@ async fn every_write_path_is_validated(client: &Client, store: &str) {
 
 #[tokio::test]
 async fn validators_hold_on_every_write_path_on_both_stores() {
-    let (_s, _d, client) = server().await;
+    let (_s, _d, client) = common::standalone().await;
     every_write_path_is_validated(&client, "embedded").await;
     let ferretdb = FerretDb::start().await.expect("FerretDB starts");
     let on_ferretdb = Sidecar::on_store("argon-sidecar-ferretdb", ferretdb.uri(), "rules")
@@ -332,7 +323,7 @@ async fn validators_hold_on_every_write_path_on_both_stores() {
 
 #[tokio::test]
 async fn error_info_is_shaped_as_mongodb_reports_it() {
-    let (_s, _d, client) = server().await;
+    let (_s, _d, client) = common::standalone().await;
     let db = client.database("val");
     db.run_command(doc! {"create": "students", "validator": students_schema()})
         .await
@@ -410,7 +401,7 @@ async fn error_info_is_shaped_as_mongodb_reports_it() {
 
 #[tokio::test]
 async fn levels_and_actions() {
-    let (_s, _d, client) = server().await;
+    let (_s, _d, client) = common::standalone().await;
     let db = client.database("val");
     let c = db.collection::<Document>("c");
     c.insert_many([
@@ -520,7 +511,7 @@ async fn collection_options(db: &Database, name: &str) -> Document {
 
 #[tokio::test]
 async fn validators_are_branch_state() {
-    let (_s, _d, client) = server().await;
+    let (_s, _d, client) = common::standalone().await;
     let db = client.database("t");
     let admin = client.database("admin");
     db.run_command(doc! {"create": "c", "validator": {"a": {"$gte": 0}}})
@@ -582,7 +573,7 @@ async fn validators_are_branch_state() {
 
 #[tokio::test]
 async fn coll_mod_hides_and_unhides_an_index() {
-    let (_s, _d, client) = server().await;
+    let (_s, _d, client) = common::standalone().await;
     let db = client.database("t");
     db.run_command(doc! {"createIndexes": "c", "indexes": [{"key": {"a": 1}, "name": "a_1"}]})
         .await
@@ -642,7 +633,7 @@ async fn coll_mod_hides_and_unhides_an_index() {
 
 #[tokio::test]
 async fn hostile_validators_fail_alone() {
-    let (_s, _d, client) = server().await;
+    let (_s, _d, client) = common::standalone().await;
     let db = client.database("h");
     // Nested $jsonSchema past MongoDB's 100 BSON levels: refused as the
     // message's nesting (15), the server stays.
@@ -745,7 +736,7 @@ async fn hostile_validators_fail_alone() {
 
 #[tokio::test]
 async fn tailable_cursors_get_mongodbs_error_on_collections_that_are_not_capped() {
-    let (_s, _d, client) = server().await;
+    let (_s, _d, client) = common::standalone().await;
     let db = client.database("t");
     let c = db.collection::<Document>("c");
     c.insert_one(doc! {"_id": 1}).await.unwrap();
@@ -933,7 +924,7 @@ async fn ttl_indexes_expire_documents_on_both_stores() {
 
 #[tokio::test]
 async fn hostile_ttl_indexes_are_refused() {
-    let (_s, _d, client) = server().await;
+    let (_s, _d, client) = common::standalone().await;
     let db = client.database("t");
     for (index, code) in [
         (
@@ -1240,7 +1231,7 @@ async fn tailable_cursors_follow_inserts(client: &Client, store: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tailable_await_cursors_on_both_stores() {
-    let (_s, _d, client) = server().await;
+    let (_s, _d, client) = common::standalone().await;
     tailable_cursors_follow_inserts(&client, "embedded").await;
     let ferretdb = FerretDb::start().await.expect("FerretDB starts");
     let on_ferretdb = Sidecar::on_store("argon-sidecar-ferretdb", ferretdb.uri(), "tail")
@@ -1252,7 +1243,7 @@ async fn tailable_await_cursors_on_both_stores() {
 
 #[tokio::test]
 async fn capped_collections_on_both_stores() {
-    let (s, dir, client) = server().await;
+    let (s, dir, client) = common::standalone().await;
     capped_collections_evict_the_oldest(&client, "embedded").await;
     // Natural order is rebuilt from the log after a restart.
     drop(client);
@@ -1276,7 +1267,7 @@ async fn capped_collections_on_both_stores() {
 
 #[tokio::test]
 async fn hostile_capped_options_are_refused() {
-    let (_s, _d, client) = server().await;
+    let (_s, _d, client) = common::standalone().await;
     let db = client.database("cap");
     for (cmd, code) in [
         (doc! {"create": "a", "capped": true}, 72),

@@ -21,19 +21,6 @@ async fn server() -> (Sidecar, tempfile::TempDir, Database) {
     (sidecar, dir, db)
 }
 
-/// The code of a failed command, or of its first write error.
-async fn code_of(db: &Database, cmd: Document) -> Option<i32> {
-    match db.run_command(cmd).await {
-        Ok(reply) => reply
-            .get_array("writeErrors")
-            .ok()
-            .and_then(|e| e.first())
-            .and_then(Bson::as_document)
-            .and_then(|e| e.get_i32("code").ok()),
-        Err(e) => common::code(&e),
-    }
-}
-
 async fn contents(coll: &Collection<Document>) -> Vec<Document> {
     coll.find(doc! {})
         .sort(doc! {"_id": 1})
@@ -248,7 +235,7 @@ async fn hostile_update_forms_fail_alone() {
     ];
     for (cmd, expected) in cases {
         let shown = cmd.to_string();
-        assert_eq!(code_of(&db, cmd).await, Some(expected), "{shown}");
+        assert_eq!(common::code_of(&db, cmd).await, Some(expected), "{shown}");
     }
 
     // Deep expressions in a pipeline update, in let and in arrayFilters.
@@ -268,14 +255,14 @@ async fn hostile_update_forms_fail_alone() {
             doc! {"arrayFilters": [deep_filter]},
         ),
     ] {
-        assert!(code_of(&db, cmd).await.is_some());
+        assert!(common::code_of(&db, cmd).await.is_some());
     }
     // Many array filters; a $[] over a large array is one bounded write.
     let many: Vec<Bson> = (0..100_001)
         .map(|i| Bson::Document(doc! {format!("i{i}"): 1}))
         .collect();
     assert_eq!(
-        code_of(
+        common::code_of(
             &db,
             update(
                 bson::bson!({"$set": {"a.$[i0]": 0}}),
@@ -445,7 +432,7 @@ async fn client_bulk_write() {
     }
     // Only on admin.
     assert_eq!(
-        code_of(
+        common::code_of(
             &db,
             doc! {"bulkWrite": 1, "ops": [], "nsInfo": [{"ns": "opts.a"}]}
         )
@@ -545,7 +532,7 @@ async fn aggregate_out_and_merge() {
     ];
     for (cmd, expected) in cases {
         let shown = cmd.to_string();
-        let got = code_of(&db, cmd).await;
+        let got = common::code_of(&db, cmd).await;
         // The last: output without _id gets new ids; 11000 only if it clashes.
         if expected == 11000 && shown.contains("$project") {
             assert!(got.is_none(), "{shown}: {got:?}");
@@ -595,7 +582,7 @@ async fn database_aggregate_documents() {
     ];
     for (cmd, expected) in cases {
         let shown = cmd.to_string();
-        assert_eq!(code_of(&db, cmd).await, Some(expected), "{shown}");
+        assert_eq!(common::code_of(&db, cmd).await, Some(expected), "{shown}");
     }
     // The sessions this server holds, the command's own among them (the
     // driver sends every command in a session).

@@ -11,34 +11,9 @@ mod common;
 
 use bson::{Bson, Document, doc};
 use common::sidecar::Sidecar;
-use mongodb::{Client, Database};
+use mongodb::Database;
 
 const EARTH_RADIUS_METERS: f64 = 6_378_100.0;
-
-async fn server() -> (Sidecar, tempfile::TempDir, Client) {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let sidecar = Sidecar::standalone(&dir.path().join("wal"))
-        .await
-        .expect("argon-sidecar starts");
-    let client = sidecar.client().await.expect("a client");
-    (sidecar, dir, client)
-}
-
-/// The command's error code (or its first write error's), `None` on success.
-async fn code_of(db: &Database, cmd: Document) -> Option<i32> {
-    match db.run_command(cmd).await {
-        Ok(reply) => reply
-            .get_array("writeErrors")
-            .ok()
-            .and_then(|e| e.first())
-            .and_then(Bson::as_document)
-            .map(|e| e.get_i32("code").expect("a code")),
-        Err(e) => match &*e.kind {
-            mongodb::error::ErrorKind::Command(c) => Some(c.code),
-            other => panic!("not a command error: {other:?}"),
-        },
-    }
-}
 
 /// Every document of a command's cursor (first batch and getMores).
 async fn all(db: &Database, coll: &str, cmd: Document) -> Vec<Document> {
@@ -143,7 +118,7 @@ fn point(c: (f64, f64)) -> Document {
 
 #[tokio::test]
 async fn near_within_and_intersects_with_a_2dsphere_index() {
-    let (_s, _d, client) = server().await;
+    let (_s, _d, client) = common::standalone().await;
     let db = client.database("geo");
     load_cities(&db, "cities").await;
     let made = db
@@ -275,7 +250,7 @@ async fn near_within_and_intersects_with_a_2dsphere_index() {
     assert_eq!(got, ["pacific"]);
     // Without an index, $geoWithin and $geoIntersects scan; $near is 291.
     assert_eq!(
-        code_of(
+        common::code_of(
             &db,
             doc! {"find": "zones", "filter": {"area": {"$near": {"$geometry": point(ny)}}}}
         )
@@ -283,7 +258,7 @@ async fn near_within_and_intersects_with_a_2dsphere_index() {
         Some(291)
     );
     assert_eq!(
-        code_of(
+        common::code_of(
             &db,
             doc! {"find": "cities", "filter": {"legacy": {"$near": [0, 0]}}}
         )
@@ -292,11 +267,11 @@ async fn near_within_and_intersects_with_a_2dsphere_index() {
     );
     // $near in an aggregation $match (5626500), under $or (2).
     assert_eq!(
-        code_of(&db, doc! {"aggregate": "cities", "pipeline": [{"$match": {"loc": {"$near": {"$geometry": point(ny)}}}}], "cursor": {}}).await,
+        common::code_of(&db, doc! {"aggregate": "cities", "pipeline": [{"$match": {"loc": {"$near": {"$geometry": point(ny)}}}}], "cursor": {}}).await,
         Some(5_626_500)
     );
     assert_eq!(
-        code_of(&db, doc! {"find": "cities", "filter": {"$or": [{"loc": {"$near": {"$geometry": point(ny)}}}, {"_id": "x"}]}}).await,
+        common::code_of(&db, doc! {"find": "cities", "filter": {"$or": [{"loc": {"$near": {"$geometry": point(ny)}}}, {"_id": "x"}]}}).await,
         Some(2)
     );
     // An update with $near changes the nearest document.
@@ -316,7 +291,7 @@ async fn near_within_and_intersects_with_a_2dsphere_index() {
 
 #[tokio::test]
 async fn writes_under_geo_indexes_need_valid_locations() {
-    let (_s, _d, client) = server().await;
+    let (_s, _d, client) = common::standalone().await;
     let db = client.database("geo");
     db.run_command(doc! {"createIndexes": "places", "indexes": [{"key": {"loc": "2dsphere", "kind": 1}, "name": "loc", "2dsphereIndexVersion": 2}]})
         .await
@@ -343,7 +318,7 @@ async fn writes_under_geo_indexes_need_valid_locations() {
     for bad in &bad_geometries {
         // insert, update, replace, upsert, findAndModify, bulkWrite-style batch.
         assert_eq!(
-            code_of(
+            common::code_of(
                 &db,
                 doc! {"insert": "places", "documents": [{"_id": 10, "loc": bad.clone()}]}
             )
@@ -351,17 +326,17 @@ async fn writes_under_geo_indexes_need_valid_locations() {
             Some(16755),
             "{bad}"
         );
-        assert_eq!(code_of(&db, doc! {"update": "places", "updates": [{"q": {"_id": 3}, "u": {"$set": {"loc": bad.clone()}}}]}).await, Some(16755));
+        assert_eq!(common::code_of(&db, doc! {"update": "places", "updates": [{"q": {"_id": 3}, "u": {"$set": {"loc": bad.clone()}}}]}).await, Some(16755));
         assert_eq!(
-            code_of(
+            common::code_of(
                 &db,
                 doc! {"update": "places", "updates": [{"q": {"_id": 3}, "u": {"loc": bad.clone()}}]}
             )
             .await,
             Some(16755)
         );
-        assert_eq!(code_of(&db, doc! {"update": "places", "updates": [{"q": {"_id": 99}, "u": {"$set": {"loc": bad.clone()}}, "upsert": true}]}).await, Some(16755));
-        assert_eq!(code_of(&db, doc! {"findAndModify": "places", "query": {"_id": 3}, "update": {"$set": {"loc": bad.clone()}}}).await, Some(16755));
+        assert_eq!(common::code_of(&db, doc! {"update": "places", "updates": [{"q": {"_id": 99}, "u": {"$set": {"loc": bad.clone()}}, "upsert": true}]}).await, Some(16755));
+        assert_eq!(common::code_of(&db, doc! {"findAndModify": "places", "query": {"_id": 3}, "update": {"$set": {"loc": bad.clone()}}}).await, Some(16755));
     }
     // In a transaction too.
     let mut session = client.start_session().await.unwrap();
@@ -383,7 +358,7 @@ async fn writes_under_geo_indexes_need_valid_locations() {
         .await
         .unwrap();
     assert_eq!(
-        code_of(&db, doc! {"createIndexes": "places", "indexes": [{"key": {"spot": "2dsphere"}, "name": "spot"}]}).await,
+        common::code_of(&db, doc! {"createIndexes": "places", "indexes": [{"key": {"spot": "2dsphere"}, "name": "spot"}]}).await,
         Some(16755)
     );
 
@@ -392,15 +367,15 @@ async fn writes_under_geo_indexes_need_valid_locations() {
         .await
         .unwrap();
     assert_eq!(
-        code_of(&db, doc! {"insert": "grid", "documents": [{"p": [100, 5]}]}).await,
+        common::code_of(&db, doc! {"insert": "grid", "documents": [{"p": [100, 5]}]}).await,
         Some(13027)
     );
     assert_eq!(
-        code_of(&db, doc! {"insert": "grid", "documents": [{"p": "x"}]}).await,
+        common::code_of(&db, doc! {"insert": "grid", "documents": [{"p": "x"}]}).await,
         Some(16804)
     );
     assert_eq!(
-        code_of(&db, doc! {"insert": "grid", "documents": [{"p": ["a", 1]}]}).await,
+        common::code_of(&db, doc! {"insert": "grid", "documents": [{"p": ["a", 1]}]}).await,
         Some(13026)
     );
     let g = db.collection::<Document>("grid");
@@ -467,7 +442,7 @@ async fn writes_under_geo_indexes_need_valid_locations() {
         ),
     ] {
         assert_eq!(
-            code_of(
+            common::code_of(
                 &db,
                 doc! {"createIndexes": "specs", "indexes": [spec.clone()]}
             )
@@ -480,7 +455,7 @@ async fn writes_under_geo_indexes_need_valid_locations() {
 
 #[tokio::test]
 async fn hostile_queries_are_refused_with_mongodb_codes() {
-    let (_s, _d, client) = server().await;
+    let (_s, _d, client) = common::standalone().await;
     let db = client.database("geo");
     load_cities(&db, "cities").await;
     db.run_command(
@@ -506,7 +481,7 @@ async fn hostile_queries_are_refused_with_mongodb_codes() {
         doc! {"loc": {"$maxDistance": 5}},
     ] {
         assert_eq!(
-            code_of(&db, find(filter.clone())).await,
+            common::code_of(&db, find(filter.clone())).await,
             Some(2),
             "{filter}"
         );
@@ -541,14 +516,14 @@ async fn hostile_queries_are_refused_with_mongodb_codes() {
 
 #[tokio::test]
 async fn geo_near_stage_orders_measures_and_refuses_as_mongodb() {
-    let (_s, _d, client) = server().await;
+    let (_s, _d, client) = common::standalone().await;
     let db = client.database("geo");
     load_cities(&db, "cities").await;
     // No geo index: 27.
     let stage = |spec: Document| doc! {"aggregate": "cities", "pipeline": [{"$geoNear": spec}], "cursor": {"batchSize": 2}};
     let paris = city("paris");
     assert_eq!(
-        code_of(
+        common::code_of(
             &db,
             stage(doc! {"near": point(paris), "distanceField": "d"})
         )
@@ -620,14 +595,14 @@ async fn geo_near_stage_orders_measures_and_refuses_as_mongodb() {
         // A flat legacy query cannot use a 2dsphere index.
         (stage(doc! {"near": [0, 0], "distanceField": "d"}), 2),
     ] {
-        assert_eq!(code_of(&db, cmd.clone()).await, Some(code), "{cmd}");
+        assert_eq!(common::code_of(&db, cmd.clone()).await, Some(code), "{cmd}");
     }
     // Two 2dsphere indexes and no key: 27; with key: fine.
     db.run_command(doc! {"createIndexes": "cities", "indexes": [{"key": {"legacy": "2dsphere"}, "name": "legacy"}]})
         .await
         .unwrap();
     assert_eq!(
-        code_of(
+        common::code_of(
             &db,
             stage(doc! {"near": point(paris), "distanceField": "d"})
         )
@@ -643,7 +618,7 @@ async fn geo_near_stage_orders_measures_and_refuses_as_mongodb() {
 /// past point of the parent has none either.
 #[tokio::test]
 async fn geo_indexes_are_branch_state() {
-    let (_s, _d, client) = server().await;
+    let (_s, _d, client) = common::standalone().await;
     let db = client.database("gb");
     let admin = client.database("admin");
     load_cities(&db, "cities").await;
@@ -669,11 +644,11 @@ async fn geo_indexes_are_branch_state() {
         expected_near(city("paris"), 400_000.0)
     );
     let dev = client.database("gb~dev");
-    assert_eq!(code_of(&dev, near.clone()).await, Some(291));
+    assert_eq!(common::code_of(&dev, near.clone()).await, Some(291));
     let past = client.database(&format!("gb~main@{head}"));
-    assert_eq!(code_of(&past, near).await, Some(291));
+    assert_eq!(common::code_of(&past, near).await, Some(291));
     assert_eq!(
-        code_of(
+        common::code_of(
             &dev,
             doc! {"insert": "cities", "documents": [{"loc": "nowhere"}]}
         )
@@ -681,7 +656,7 @@ async fn geo_indexes_are_branch_state() {
         None
     );
     assert_eq!(
-        code_of(
+        common::code_of(
             &db,
             doc! {"insert": "cities", "documents": [{"loc": "nowhere"}]}
         )
@@ -697,7 +672,7 @@ const MONGOOSE_SCENARIO: &str = include_str!("scenarios/geo.js");
 /// `$geoNear` as on MongoDB (each script asserts and prints OK).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pymongo_and_mongoose_geo() {
-    let (s, _d, _client) = server().await;
+    let (s, _d, _client) = common::standalone().await;
     let uri = s.uri();
     let (py, node) = tokio::task::spawn_blocking(move || {
         let py = argon_testkit::clients::run_python(PYMONGO_SCENARIO, &[&uri, "pygeo"])?;
@@ -719,7 +694,7 @@ async fn pymongo_and_mongoose_geo() {
 /// refused by name where Argon cannot give them.
 #[tokio::test]
 async fn geo_near_metadata_in_later_stages() {
-    let (_s, _d, client) = server().await;
+    let (_s, _d, client) = common::standalone().await;
     let db = client.database("geo");
     load_cities(&db, "cities").await;
     db.run_command(
@@ -757,11 +732,11 @@ async fn geo_near_metadata_in_later_stages() {
     // After a stage that reshapes the documents, and without includeLocs:
     // refused by name.
     assert_eq!(
-        code_of(&db, doc! {"aggregate": "cities", "pipeline": [geo_near.clone(), {"$project": {"x": 1}}, {"$addFields": {"km": {"$meta": "geoNearDistance"}}}], "cursor": {}}).await,
+        common::code_of(&db, doc! {"aggregate": "cities", "pipeline": [geo_near.clone(), {"$project": {"x": 1}}, {"$addFields": {"km": {"$meta": "geoNearDistance"}}}], "cursor": {}}).await,
         Some(115)
     );
     assert_eq!(
-        code_of(&db, doc! {"aggregate": "cities", "pipeline": [{"$geoNear": {"near": point(paris), "distanceField": "d"}}, {"$addFields": {"p": {"$meta": "geoNearPoint"}}}], "cursor": {}}).await,
+        common::code_of(&db, doc! {"aggregate": "cities", "pipeline": [{"$geoNear": {"near": point(paris), "distanceField": "d"}}, {"$addFields": {"p": {"$meta": "geoNearPoint"}}}], "cursor": {}}).await,
         Some(115)
     );
 }
@@ -832,7 +807,7 @@ async fn distance_order_spills_past_the_blocking_budget() {
     let ids: Vec<i32> = got.iter().map(|d| d.get_i32("_id").unwrap()).collect();
     assert_eq!(ids, expected);
     assert_eq!(
-        code_of(
+        common::code_of(
             &db,
             doc! {"find": "pts", "filter": near, "allowDiskUse": false}
         )
@@ -840,7 +815,7 @@ async fn distance_order_spills_past_the_blocking_budget() {
         Some(292)
     );
     assert_eq!(
-        code_of(&db, doc! {"aggregate": "pts", "pipeline": [{"$geoNear": {"near": point((0.0, 0.0)), "distanceField": "d"}}], "cursor": {}, "allowDiskUse": false}).await,
+        common::code_of(&db, doc! {"aggregate": "pts", "pipeline": [{"$geoNear": {"near": point((0.0, 0.0)), "distanceField": "d"}}], "cursor": {}, "allowDiskUse": false}).await,
         Some(292)
     );
 }

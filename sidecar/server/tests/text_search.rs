@@ -7,35 +7,9 @@
 mod common;
 
 use argon_testkit::clients::{run_node, run_python};
-use bson::{Bson, Document, doc};
-use common::sidecar::Sidecar;
+use bson::{Document, doc};
 use futures::TryStreamExt;
-use mongodb::{Client, Database};
-
-async fn server() -> (Sidecar, tempfile::TempDir, Client) {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let sidecar = Sidecar::standalone(&dir.path().join("wal"))
-        .await
-        .expect("argon-sidecar starts");
-    let client = sidecar.client().await.expect("a client");
-    (sidecar, dir, client)
-}
-
-/// The command's error code (or its first write error's), `None` on success.
-async fn code_of(db: &Database, cmd: Document) -> Option<i32> {
-    match db.run_command(cmd).await {
-        Ok(reply) => reply
-            .get_array("writeErrors")
-            .ok()
-            .and_then(|e| e.first())
-            .and_then(Bson::as_document)
-            .map(|e| e.get_i32("code").expect("a code")),
-        Err(e) => match &*e.kind {
-            mongodb::error::ErrorKind::Command(c) => Some(c.code),
-            other => panic!("not a command error: {other:?}"),
-        },
-    }
-}
+use mongodb::Database;
 
 /// The documents of a command's first batch.
 async fn batch(db: &Database, cmd: Document) -> Vec<Document> {
@@ -87,7 +61,7 @@ async fn text_ids(db: &Database, text: Document) -> Vec<i32> {
 
 #[tokio::test]
 async fn the_manuals_text_examples() {
-    let (_s, _d, client) = server().await;
+    let (_s, _d, client) = common::standalone().await;
     let db = client.database("text");
     articles(&db).await;
     for (text, want) in [
@@ -183,7 +157,7 @@ async fn the_manuals_text_examples() {
 
 #[tokio::test]
 async fn writes_select_with_text() {
-    let (_s, _d, client) = server().await;
+    let (_s, _d, client) = common::standalone().await;
     let db = client.database("textw");
     articles(&db).await;
     let r = db
@@ -217,7 +191,7 @@ async fn writes_select_with_text() {
 
 #[tokio::test]
 async fn text_indexes_as_mongodb_stores_them() {
-    let (_s, _d, client) = server().await;
+    let (_s, _d, client) = common::standalone().await;
     let db = client.database("texti");
     db.run_command(doc! {"createIndexes": "c", "indexes": [{
         "key": {"a": 1, "title": "text", "body": "text"},
@@ -245,14 +219,14 @@ async fn text_indexes_as_mongodb_stores_them() {
         (doc! {"key": {"a": 1, "other": "text"}, "name": "x"}, 85),
     ] {
         assert_eq!(
-            code_of(&db, doc! {"createIndexes": "c", "indexes": [spec.clone()]}).await,
+            common::code_of(&db, doc! {"createIndexes": "c", "indexes": [spec.clone()]}).await,
             Some(code),
             "{spec}"
         );
     }
     // Same name, other weights: a conflict (the catalog's same-name rule).
     assert!(
-        code_of(
+        common::code_of(
             &db,
             doc! {"createIndexes": "c", "indexes": [{"key": {"a": 1, "title": "text", "body": "text"}, "weights": {"title": 3}}]}
         )
@@ -279,7 +253,7 @@ async fn text_indexes_as_mongodb_stores_them() {
         (doc! {"key": {"t": "text", "u": 1, "v": "text"}}, 67),
     ] {
         assert_eq!(
-            code_of(&db, doc! {"createIndexes": "d", "indexes": [spec.clone()]}).await,
+            common::code_of(&db, doc! {"createIndexes": "d", "indexes": [spec.clone()]}).await,
             Some(code),
             "{spec}"
         );
@@ -293,7 +267,7 @@ async fn text_indexes_as_mongodb_stores_them() {
         .await
         .unwrap();
     assert_eq!(
-        code_of(
+        common::code_of(
             &db,
             doc! {"find": "c", "filter": {"$text": {"$search": "perro"}}}
         )
@@ -330,7 +304,7 @@ async fn text_indexes_as_mongodb_stores_them() {
         .await
         .unwrap();
     assert_eq!(
-        code_of(
+        common::code_of(
             &db,
             doc! {"find": "w", "filter": {"$text": {"$search": "word"}}}
         )
@@ -341,7 +315,7 @@ async fn text_indexes_as_mongodb_stores_them() {
 
 #[tokio::test]
 async fn text_errors_and_hostile_input() {
-    let (_s, _d, client) = server().await;
+    let (_s, _d, client) = common::standalone().await;
     let db = client.database("texth");
     articles(&db).await;
     let q = doc! {"$search": "coffee"};
@@ -398,11 +372,11 @@ async fn text_errors_and_hostile_input() {
         ),
         (doc! {"create": "v", "validator": {"$text": q.clone()}}, 2),
     ] {
-        assert_eq!(code_of(&db, cmd.clone()).await, Some(code), "{cmd}");
+        assert_eq!(common::code_of(&db, cmd.clone()).await, Some(code), "{cmd}");
     }
     // Under `$or`, the other clauses need an index (MongoDB's planner: 291).
     let or = doc! {"find": "articles", "filter": {"$or": [{"$text": q.clone()}, {"views": 10}]}};
-    assert_eq!(code_of(&db, or.clone()).await, Some(291));
+    assert_eq!(common::code_of(&db, or.clone()).await, Some(291));
     db.run_command(
         doc! {"createIndexes": "articles", "indexes": [{"key": {"views": 1}, "name": "views_1"}]},
     )
@@ -418,7 +392,7 @@ async fn text_errors_and_hostile_input() {
     .await
     .unwrap();
     assert_eq!(
-        code_of(&db, doc! {"update": "articles", "updates": [{"q": {"_id": 1}, "u": {"$pull": {"tags": {"$text": q.clone()}}}}]}).await,
+        common::code_of(&db, doc! {"update": "articles", "updates": [{"q": {"_id": 1}, "u": {"$pull": {"tags": {"$text": q.clone()}}}}]}).await,
         Some(2)
     );
     // Language fields: a document MongoDB could not index is refused.
@@ -439,13 +413,13 @@ async fn text_errors_and_hostile_input() {
         ),
     ] {
         assert_eq!(
-            code_of(&db, doc! {"insert": "articles", "documents": [d.clone()]}).await,
+            common::code_of(&db, doc! {"insert": "articles", "documents": [d.clone()]}).await,
             Some(code),
             "{d}"
         );
     }
     assert_eq!(
-        code_of(&db, doc! {"update": "articles", "updates": [{"q": {"_id": 1}, "u": {"$set": {"language": "xx"}}}]}).await,
+        common::code_of(&db, doc! {"update": "articles", "updates": [{"q": {"_id": 1}, "u": {"$set": {"language": "xx"}}}]}).await,
         Some(17262)
     );
     c.insert_one(doc! {"_id": 24, "subject": "corriendo", "language": "es"})
@@ -461,7 +435,7 @@ async fn text_errors_and_hostile_input() {
         .await
         .unwrap();
     assert_eq!(
-        code_of(
+        common::code_of(
             &db,
             doc! {"createIndexes": "bad", "indexes": [{"key": {"t": "text"}, "name": "t"}]}
         )
@@ -506,7 +480,7 @@ async fn text_errors_and_hostile_input() {
 /// branch that has one answers `$text` from its own documents.
 #[tokio::test]
 async fn text_indexes_are_branch_state() {
-    let (_s, _d, client) = server().await;
+    let (_s, _d, client) = common::standalone().await;
     let db = client.database("tb");
     let admin = client.database("admin");
     db.collection::<Document>("c")
@@ -537,12 +511,12 @@ async fn text_indexes_are_branch_state() {
     assert_eq!(ids(&got), vec![1]);
     let dev = client.database("tb~dev");
     assert_eq!(
-        code_of(&dev, doc! {"find": "c", "filter": filter.clone()}).await,
+        common::code_of(&dev, doc! {"find": "c", "filter": filter.clone()}).await,
         Some(27)
     );
     let past = client.database(&format!("tb~main@{head}"));
     assert_eq!(
-        code_of(&past, doc! {"find": "c", "filter": filter.clone()}).await,
+        common::code_of(&past, doc! {"find": "c", "filter": filter.clone()}).await,
         Some(27)
     );
     // The branch builds its own, over its own documents.
@@ -566,7 +540,7 @@ const MONGOOSE_SCENARIO: &str = include_str!("scenarios/text_search.js");
 /// MongoDB (each script asserts and prints OK).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pymongo_and_mongoose_text_search() {
-    let (s, _d, _client) = server().await;
+    let (s, _d, _client) = common::standalone().await;
     let uri = s.uri();
     let (py, node) = tokio::task::spawn_blocking(move || {
         let py = run_python(PYMONGO_SCENARIO, &[&uri, "pytext"])?;

@@ -7,30 +7,8 @@
 mod common;
 
 use bson::{Bson, Document, doc};
-use common::sidecar::Sidecar;
 use futures::TryStreamExt;
-use mongodb::{Client, Database};
-
-async fn server() -> (Sidecar, tempfile::TempDir, Client) {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let sidecar = Sidecar::standalone(&dir.path().join("wal"))
-        .await
-        .expect("argon-sidecar starts");
-    let client = sidecar.client().await.expect("a client");
-    (sidecar, dir, client)
-}
-
-async fn code_of(db: &Database, cmd: Document) -> Option<i32> {
-    match db.run_command(cmd).await {
-        Ok(reply) => reply
-            .get_array("writeErrors")
-            .ok()
-            .and_then(|e| e.first())
-            .and_then(Bson::as_document)
-            .and_then(|e| e.get_i32("code").ok()),
-        Err(e) => common::code(&e),
-    }
-}
+use mongodb::Database;
 
 async fn find(db: &Database, coll: &str, filter: Document, sort: Document) -> Vec<Document> {
     db.collection::<Document>(coll)
@@ -46,7 +24,7 @@ async fn find(db: &Database, coll: &str, filter: Document, sort: Document) -> Ve
 
 #[tokio::test]
 async fn queries_compose_the_views_pipeline() {
-    let (_s, _d, client) = server().await;
+    let (_s, _d, client) = common::standalone().await;
     let db = client.database("v");
     let orders = db.collection::<Document>("orders");
     orders
@@ -168,12 +146,12 @@ async fn queries_compose_the_views_pipeline() {
         doc! {"aggregate": "orders", "pipeline": [{"$out": "paid"}], "cursor": {}},
     ] {
         let shown = cmd.to_string();
-        assert_eq!(code_of(&db, cmd).await, Some(166), "{shown}");
+        assert_eq!(common::code_of(&db, cmd).await, Some(166), "{shown}");
     }
     assert_eq!(orders.count_documents(doc! {}).await.expect("count"), 10);
     // $lookup from a view is refused by name, not answered empty.
     assert_eq!(
-        code_of(
+        common::code_of(
             &db,
             doc! {"aggregate": "orders", "pipeline": [{"$lookup": {"from": "paid", "localField": "_id", "foreignField": "_id", "as": "p"}}], "cursor": {}}
         )
@@ -182,7 +160,7 @@ async fn queries_compose_the_views_pipeline() {
     );
     // So is $graphLookup, which reads `from` the same way.
     assert_eq!(
-        code_of(
+        common::code_of(
             &db,
             doc! {"aggregate": "orders", "pipeline": [{"$graphLookup": {"from": "paid", "startWith": "$_id", "connectFromField": "_id", "connectToField": "_id", "as": "p"}}], "cursor": {}}
         )
@@ -193,7 +171,7 @@ async fn queries_compose_the_views_pipeline() {
 
 #[tokio::test]
 async fn views_live_in_branch_state_and_can_be_dropped() {
-    let (_s, _d, client) = server().await;
+    let (_s, _d, client) = common::standalone().await;
     let admin = client.database("admin");
     let db = client.database("t");
     db.collection::<Document>("c")
@@ -211,7 +189,7 @@ async fn views_live_in_branch_state_and_can_be_dropped() {
         2
     );
     assert_eq!(
-        code_of(
+        common::code_of(
             &db,
             doc! {"find": "ci", "filter": {"k": "a"}, "collation": {"locale": "fr"}}
         )
@@ -258,7 +236,7 @@ async fn views_live_in_branch_state_and_can_be_dropped() {
 
 #[tokio::test]
 async fn hostile_view_definitions_fail_alone() {
-    let (_s, _d, client) = server().await;
+    let (_s, _d, client) = common::standalone().await;
     let db = client.database("h");
     db.run_command(doc! {"create": "base"})
         .await
@@ -273,12 +251,12 @@ async fn hostile_view_definitions_fail_alone() {
             .expect("view on view");
     }
     assert_eq!(
-        code_of(&db, doc! {"find": "v20"}).await,
+        common::code_of(&db, doc! {"find": "v20"}).await,
         None,
         "the deepest reads"
     );
     assert_eq!(
-        code_of(&db, doc! {"create": "v21", "viewOn": "v20"}).await,
+        common::code_of(&db, doc! {"create": "v21", "viewOn": "v20"}).await,
         Some(149)
     );
     let long_pipeline: Vec<Bson> = (0..1001)
@@ -311,7 +289,7 @@ async fn hostile_view_definitions_fail_alone() {
     ] {
         let shown = cmd.to_string();
         let shown = &shown[..shown.len().min(120)];
-        assert_eq!(code_of(&db, cmd).await, Some(code), "{shown}");
+        assert_eq!(common::code_of(&db, cmd).await, Some(code), "{shown}");
     }
     db.run_command(doc! {"ping": 1})
         .await

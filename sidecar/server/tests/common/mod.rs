@@ -18,6 +18,30 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
+/// A sidecar binary on an embedded store in a fresh directory (kept alive
+/// by the returned `TempDir`), and a driver client for it.
+pub async fn standalone() -> (sidecar::Sidecar, tempfile::TempDir, mongodb::Client) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let sidecar = sidecar::Sidecar::standalone(&dir.path().join("wal"))
+        .await
+        .expect("argon-sidecar starts");
+    let client = sidecar.client().await.expect("a client");
+    (sidecar, dir, client)
+}
+
+/// The command's error code (or its first write error's), `None` on success.
+pub async fn code_of(db: &mongodb::Database, cmd: Document) -> Option<i32> {
+    match db.run_command(cmd).await {
+        Ok(reply) => reply
+            .get_array("writeErrors")
+            .ok()
+            .and_then(|e| e.first())
+            .and_then(bson::Bson::as_document)
+            .and_then(|e| e.get_i32("code").ok()),
+        Err(e) => code(&e),
+    }
+}
+
 /// The MongoDB error code of a driver error (a write error or a command
 /// error), if it carries one.
 pub fn code(e: &mongodb::error::Error) -> Option<i32> {

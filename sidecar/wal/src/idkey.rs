@@ -39,6 +39,16 @@ const C_CODE_WITH_SCOPE: u8 = 0xD8;
 const C_MAXKEY: u8 = 0xF0;
 const END: u8 = 0x00;
 
+/// The type-class bytes a planner brackets comparisons with
+/// (`indexkey::type_bracket`).
+pub(crate) mod class {
+    pub const NUMBER: u8 = super::C_NUMBER;
+    pub const STRING: u8 = super::C_STRING;
+    pub const OBJECTID: u8 = super::C_OBJECTID;
+    pub const BOOL: u8 = super::C_BOOL;
+    pub const DATE: u8 = super::C_DATE;
+}
+
 /// The canonical ordered key of an `_id` value. Cheap to clone (shared bytes),
 /// because persistent maps clone keys when they copy a node.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]

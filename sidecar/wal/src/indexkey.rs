@@ -50,6 +50,57 @@ impl IndexKey {
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
+
+    /// A key (or a bound between keys) from raw bytes: a query planner
+    /// builds interval ends by concatenating [`IndexKey::encode_value`]
+    /// outputs and [`type_bracket`] bytes. Bounds compare as bytes.
+    pub fn from_bytes(bytes: Vec<u8>) -> IndexKey {
+        IndexKey(bytes.into())
+    }
+
+    /// Appends the ordered, prefix-free encoding of one key value (what
+    /// `from_values` concatenates).
+    pub fn encode_value(value: &Bson, out: &mut Vec<u8>) {
+        match value {
+            Bson::Undefined => out.push(C_UNDEFINED),
+            v => idkey::encode(v, out),
+        }
+    }
+
+    /// The smallest byte string above every string that starts with
+    /// `prefix` (`None` when no such string exists: all bytes 0xFF), so
+    /// that "every key starting with P" is `[P, prefix_end(P))`.
+    pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+        let mut end = prefix.to_vec();
+        while let Some(last) = end.pop() {
+            if last < 0xFF {
+                end.push(last + 1);
+                return Some(end);
+            }
+        }
+        None
+    }
+}
+
+/// The byte range `[start, end)` (first byte of an encoded value) holding
+/// every key value that MongoDB's comparison operators bracket with `value`
+/// (`{$gt: 5}` compares only numbers), for the types a planner brackets:
+/// numbers (not Decimal128, which keys apart), strings, ObjectIds,
+/// booleans and dates. `None` for any other type.
+pub fn type_bracket(value: &Bson) -> Option<(u8, u8)> {
+    use crate::idkey::class;
+    let c = match value {
+        Bson::Int32(_) | Bson::Int64(_) => class::NUMBER,
+        Bson::Double(x) if !x.is_nan() => class::NUMBER,
+        Bson::String(_) => class::STRING,
+        Bson::ObjectId(_) => class::OBJECTID,
+        Bson::Boolean(_) => class::BOOL,
+        Bson::DateTime(_) => class::DATE,
+        _ => return None,
+    };
+    // The next class byte: classes are spaced apart, and no encoding of
+    // this class starts with a byte between them.
+    Some((c, c + 1))
 }
 
 impl fmt::Debug for IndexKey {
@@ -117,6 +168,16 @@ impl KeyPattern {
     /// order; empty for a sparse index and a document with none of the
     /// fields. `strict` refuses parallel arrays instead of taking the product.
     pub fn keys(&self, doc: &Document, strict: bool) -> Result<Vec<Vec<Bson>>, IndexKeyError> {
+        self.keys_and_shape(doc, strict).map(|(k, _)| k)
+    }
+
+    /// [`KeyPattern::keys`], and the document's [`KeyShape`] for this index.
+    fn keys_and_shape(
+        &self,
+        doc: &Document,
+        strict: bool,
+    ) -> Result<(Vec<Vec<Bson>>, KeyShape), IndexKeyError> {
+        let mut shape = KeyShape::default();
         let mut per_field: Vec<Vec<Bson>> = Vec::with_capacity(self.fields.len());
         let mut any_present = false;
         let mut multikey: Option<&str> = None;
@@ -132,6 +193,7 @@ impl KeyPattern {
                     ));
                 }
                 multikey = Some(field);
+                shape.multikey = true;
             }
             if found.values.is_empty() {
                 per_field.push(vec![Bson::Null]);
@@ -144,8 +206,9 @@ impl KeyPattern {
             }
         }
         if self.sparse && !any_present {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), shape));
         }
+        shape.decimal = per_field.iter().flatten().any(holds_decimal);
         let mut tuples: Vec<Vec<Bson>> = vec![Vec::with_capacity(self.fields.len())];
         for values in per_field {
             tuples = if values.len() == 1 {
@@ -175,20 +238,42 @@ impl KeyPattern {
             .collect();
         keyed.sort_by(|a, b| a.0.cmp(&b.0));
         keyed.dedup_by(|a, b| a.0 == b.0);
-        Ok(keyed.into_iter().map(|(_, t)| t).collect())
+        Ok((keyed.into_iter().map(|(_, t)| t).collect(), shape))
     }
 
     /// The encoded keys of `doc` (lenient: the fold never refuses).
     pub fn key_set(&self, doc: &Document) -> Vec<IndexKey> {
-        let mut keys: Vec<IndexKey> = self
-            .keys(doc, false)
-            .unwrap_or_default()
-            .iter()
-            .map(|t| IndexKey::from_values(t))
-            .collect();
+        self.key_set_and_shape(doc).0
+    }
+
+    /// [`KeyPattern::key_set`] and the document's [`KeyShape`].
+    pub fn key_set_and_shape(&self, doc: &Document) -> (Vec<IndexKey>, KeyShape) {
+        let (tuples, shape) = self.keys_and_shape(doc, false).unwrap_or_default();
+        let mut keys: Vec<IndexKey> = tuples.iter().map(|t| IndexKey::from_values(t)).collect();
         keys.sort();
         keys.dedup();
-        keys
+        (keys, shape)
+    }
+}
+
+/// What a document's keys in one index look like, for a query planner:
+/// whether it is multikey there (an array on an indexed path: it has
+/// several keys or an array's element as its key, so bounds on one field
+/// cannot be intersected and index order is not sort order), and whether a
+/// key holds a Decimal128 (which keys apart from the other numbers: see
+/// `idkey`, so numeric bounds and index order would miss it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KeyShape {
+    pub multikey: bool,
+    pub decimal: bool,
+}
+
+fn holds_decimal(v: &Bson) -> bool {
+    match v {
+        Bson::Decimal128(_) => true,
+        Bson::Array(items) => items.iter().any(holds_decimal),
+        Bson::Document(d) => d.values().any(holds_decimal),
+        _ => false,
     }
 }
 

@@ -55,7 +55,9 @@ pub use lease::WriterLease;
 pub use observer::WalObserver;
 pub use record::{Commit, DocOp, LoggedOp};
 pub use retry::{RetryCheck, RetryEntry, RetryKey, RetryRecord, StoredReply};
-pub use state::{BranchState, CollectionState};
+pub use state::{
+    BranchState, CollectionState, IndexPosition, IndexShape, KeyInterval, ScanDirection,
+};
 pub use store::embedded::{EmbeddedOptions, EmbeddedStore, Recovery};
 pub use store::mongo::MongoStore;
 pub use store::{LogStats, LogStore};

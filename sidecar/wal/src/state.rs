@@ -13,7 +13,7 @@
 //!   below). They are never stored; snapshots rebuild them on decode.
 
 use crate::idkey::IdKey;
-use crate::indexkey::{IndexKey, IndexKeyError, KeyPattern};
+use crate::indexkey::{IndexKey, IndexKeyError, KeyPattern, KeyShape};
 use crate::rawdoc;
 use crate::record::{Commit, DocOp};
 use crate::retry::{RetryRecord, RetryTable};
@@ -32,22 +32,97 @@ struct KeyMap {
     name: String,
     pattern: KeyPattern,
     entries: OrdSet<(IndexKey, IdKey)>,
+    /// Documents that are multikey in this index (`KeyShape::multikey`):
+    /// a count, so a delete can clear the index's multikey flag.
+    multikey_docs: usize,
+    /// Documents with a Decimal128 in a key (`KeyShape::decimal`).
+    decimal_docs: usize,
 }
 
 impl KeyMap {
     fn build(name: String, pattern: KeyPattern, docs: &OrdSet<StoredDoc>) -> KeyMap {
-        let mut entries = OrdSet::new();
+        let mut km = KeyMap {
+            name,
+            pattern,
+            entries: OrdSet::new(),
+            multikey_docs: 0,
+            decimal_docs: 0,
+        };
         for d in docs {
             let Some(raw) = d.doc() else { continue };
             let id = d.key();
-            for k in pattern.key_set(&rawdoc::parse(raw)) {
-                entries.insert((k, id.clone()));
+            let (keys, shape) = km.pattern.key_set_and_shape(&rawdoc::parse(raw));
+            km.count(shape, true);
+            for k in keys {
+                km.entries.insert((k, id.clone()));
             }
         }
-        KeyMap {
-            name,
-            pattern,
-            entries,
+        km
+    }
+
+    fn count(&mut self, shape: KeyShape, add: bool) {
+        let step = |n: &mut usize, on: bool| {
+            if on {
+                *n = if add { *n + 1 } else { n.saturating_sub(1) };
+            }
+        };
+        step(&mut self.multikey_docs, shape.multikey);
+        step(&mut self.decimal_docs, shape.decimal);
+    }
+
+    /// The entries in `interval` (bytes compare), in `direction`, after
+    /// (forward) or before (backward) `resume` when given.
+    fn range<'a>(
+        &'a self,
+        interval: &KeyInterval,
+        direction: ScanDirection,
+        resume: Option<&IndexPosition>,
+    ) -> Box<dyn Iterator<Item = IndexPosition> + 'a> {
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        // `k ++ [0]` is the byte string right after `k`: "keys <= k" is
+        // "keys < k ++ [0]", and "keys > k" is "keys >= k ++ [0]".
+        let after = |k: &IndexKey| {
+            let mut b = k.as_bytes().to_vec();
+            b.push(0);
+            (IndexKey::from_bytes(b), IdKey::min())
+        };
+        let mut lo = match &interval.0 {
+            Included(k) => Included((k.clone(), IdKey::min())),
+            Excluded(k) => Included(after(k)),
+            Unbounded => Unbounded,
+        };
+        let mut hi = match &interval.1 {
+            Included(k) => Excluded(after(k)),
+            Excluded(k) => Excluded((k.clone(), IdKey::min())),
+            Unbounded => Unbounded,
+        };
+        if let Some(p) = resume {
+            match direction {
+                ScanDirection::Forward => {
+                    if matches!(&lo, Included(l) if p >= l) || lo == Unbounded {
+                        lo = Excluded(p.clone());
+                    }
+                }
+                ScanDirection::Backward => {
+                    if matches!(&hi, Excluded(h) if p < h) || hi == Unbounded {
+                        hi = Excluded(p.clone());
+                    }
+                }
+            }
+        }
+        // An empty or inverted range yields nothing (and must not reach
+        // `range`, which may panic on one).
+        let empty = match (&lo, &hi) {
+            (Included(l), Excluded(h)) | (Excluded(l), Excluded(h)) => l >= h,
+            _ => false,
+        };
+        if empty {
+            return Box::new(std::iter::empty());
+        }
+        let it = self.entries.range((lo, hi)).cloned();
+        match direction {
+            ScanDirection::Forward => Box::new(it),
+            ScanDirection::Backward => Box::new(it.rev()),
         }
     }
 
@@ -62,8 +137,14 @@ impl KeyMap {
 
     /// Replaces the entries of `id` for document `old` by those of `new`.
     fn update(&mut self, id: &IdKey, old: Option<&Document>, new: Option<&Document>) {
-        let old_keys = old.map(|d| self.pattern.key_set(d)).unwrap_or_default();
-        let new_keys = new.map(|d| self.pattern.key_set(d)).unwrap_or_default();
+        let (old_keys, old_shape) = old
+            .map(|d| self.pattern.key_set_and_shape(d))
+            .unwrap_or_default();
+        let (new_keys, new_shape) = new
+            .map(|d| self.pattern.key_set_and_shape(d))
+            .unwrap_or_default();
+        self.count(old_shape, false);
+        self.count(new_shape, true);
         if old_keys == new_keys {
             return;
         }
@@ -78,6 +159,32 @@ impl KeyMap {
             }
         }
     }
+}
+
+/// One interval of index keys for [`CollectionState::index_scan`]: its ends
+/// compare as bytes (a planner builds them from `IndexKey::encode_value`
+/// and `indexkey::type_bracket`, so one interval can hold every key with a
+/// given prefix).
+pub type KeyInterval = (std::ops::Bound<IndexKey>, std::ops::Bound<IndexKey>);
+
+/// A position in an index: an entry `(key, _id key)`. A scan resumes after
+/// (forward) or before (backward) one, so a cursor keeps no iterator.
+pub type IndexPosition = (IndexKey, IdKey);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScanDirection {
+    Forward,
+    Backward,
+}
+
+/// What a planner needs to know about one index's keys now (see
+/// `KeyShape`): whether any document is multikey in it, and whether any
+/// key holds a Decimal128.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IndexShape {
+    pub multikey: bool,
+    pub decimal: bool,
+    pub entries: usize,
 }
 
 /// A document as state holds it: its `_id` key and its BSON bytes in one
@@ -459,6 +566,39 @@ impl CollectionState {
         self.keymap(index_name).is_some()
     }
 
+    /// The shape of index `name`'s keys (`None`: no key map is kept).
+    pub fn index_shape(&self, index_name: &str) -> Option<IndexShape> {
+        self.keymap(index_name).map(|k| IndexShape {
+            multikey: k.multikey_docs > 0,
+            decimal: k.decimal_docs > 0,
+            entries: k.entries.len(),
+        })
+    }
+
+    /// The entries of index `name` in `intervals` (disjoint, in ascending
+    /// order), in `direction`, resuming after (forward) or before
+    /// (backward) `resume`: what an index scan reads. Empty when no key map
+    /// is kept. A multikey index gives a document once per key: the caller
+    /// deduplicates. O(log n) per interval plus the entries read.
+    pub fn index_scan<'a>(
+        &'a self,
+        index_name: &str,
+        intervals: &'a [KeyInterval],
+        direction: ScanDirection,
+        resume: Option<&IndexPosition>,
+    ) -> impl Iterator<Item = IndexPosition> + 'a {
+        let resume = resume.cloned();
+        let ordered: Box<dyn Iterator<Item = &'a KeyInterval> + 'a> = match direction {
+            ScanDirection::Forward => Box::new(intervals.iter()),
+            ScanDirection::Backward => Box::new(intervals.iter().rev()),
+        };
+        let km = self.keymap(index_name);
+        ordered.flat_map(move |iv| match km {
+            Some(km) => km.range(iv, direction, resume.as_ref()),
+            None => Box::new(std::iter::empty()),
+        })
+    }
+
     fn keymap(&self, index_name: &str) -> Option<&KeyMap> {
         self.keymaps.iter().find(|k| k.name == index_name)
     }
@@ -795,6 +935,7 @@ impl BranchState {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::ops::Bound;
 
     fn raw(d: Document) -> RawDocumentBuf {
         rawdoc::encode(&d).unwrap()
@@ -1055,12 +1196,96 @@ mod tests {
         assert!(!s.collection(&to).unwrap().has_key_map("email_1"));
     }
 
+    #[test]
+    fn index_scans_follow_intervals_directions_and_resume_points() {
+        let ns = Namespace::new("d", "c");
+        let mut s = BranchState::empty(CommitTime(0));
+        s.apply(&DocOp::CreateIndex {
+            ns: ns.clone(),
+            spec: doc! {"name": "a_1", "key": {"a": 1}},
+        });
+        let put = |s: &mut BranchState, d: Document| {
+            s.apply(&DocOp::Put {
+                ns: ns.clone(),
+                id: d.get("_id").cloned().unwrap(),
+                doc: raw(d),
+            });
+        };
+        for i in 0..10 {
+            put(&mut s, doc! {"_id": i, "a": i % 5});
+        }
+        let c = s.collection(&ns).unwrap();
+        assert_eq!(
+            c.index_shape("a_1"),
+            Some(IndexShape {
+                multikey: false,
+                decimal: false,
+                entries: 10
+            })
+        );
+        let key = |v: i32| IndexKey::from_values(&[Bson::Int32(v)]);
+        let ids = |it: &mut dyn Iterator<Item = IndexPosition>| -> Vec<i32> {
+            it.map(|(_, id)| {
+                rawdoc::id_of(c.get_by_key(&id).unwrap())
+                    .unwrap()
+                    .as_i32()
+                    .unwrap()
+            })
+            .collect()
+        };
+        // a in [1, 2) or (3, +inf): 1, 6, then 4, 9.
+        let intervals = [
+            (Bound::Included(key(1)), Bound::Excluded(key(2))),
+            (Bound::Excluded(key(3)), Bound::Unbounded),
+        ];
+        let fwd = ids(&mut c.index_scan("a_1", &intervals, ScanDirection::Forward, None));
+        assert_eq!(fwd, vec![1, 6, 4, 9]);
+        let back = ids(&mut c.index_scan("a_1", &intervals, ScanDirection::Backward, None));
+        assert_eq!(back, vec![9, 4, 6, 1]);
+        let at: IndexPosition = (key(1), IdKey::from_bson(&Bson::Int32(6)));
+        let rest = ids(&mut c.index_scan("a_1", &intervals, ScanDirection::Forward, Some(&at)));
+        assert_eq!(rest, vec![4, 9]);
+        let before = ids(&mut c.index_scan("a_1", &intervals, ScanDirection::Backward, Some(&at)));
+        assert_eq!(before, vec![1]);
+        // An inverted interval and an unknown index read nothing.
+        let inverted = [(Bound::Included(key(4)), Bound::Excluded(key(1)))];
+        assert_eq!(
+            c.index_scan("a_1", &inverted, ScanDirection::Forward, None)
+                .count(),
+            0
+        );
+        assert_eq!(
+            c.index_scan("nope", &intervals, ScanDirection::Forward, None)
+                .count(),
+            0
+        );
+        // The multikey flag is set by an array and cleared when its
+        // document goes; a Decimal128 key sets the decimal flag.
+        put(&mut s, doc! {"_id": 20, "a": [1, 2]});
+        put(
+            &mut s,
+            doc! {"_id": 21, "a": bson::Decimal128::from_bytes([0; 16])},
+        );
+        let shape = s.collection(&ns).unwrap().index_shape("a_1").unwrap();
+        assert!(shape.multikey && shape.decimal);
+        put(&mut s, doc! {"_id": 20, "a": 1});
+        s.apply(&DocOp::Delete {
+            ns: ns.clone(),
+            id: Bson::Int32(21),
+        });
+        let shape = s.collection(&ns).unwrap().index_shape("a_1").unwrap();
+        assert!(!shape.multikey && !shape.decimal);
+    }
+
     fn small_value() -> impl Strategy<Value = Option<Bson>> {
         prop_oneof![
             Just(None),
             Just(Some(Bson::Null)),
             (0i32..3).prop_map(|n| Some(Bson::Int32(n))),
             (0i64..3).prop_map(|n| Some(Bson::Double(n as f64))),
+            Just(Some(Bson::Decimal128(bson::Decimal128::from_bytes(
+                [0; 16]
+            )))),
             prop::collection::vec(0i32..3, 0..3)
                 .prop_map(|v| Some(Bson::Array(v.into_iter().map(Bson::Int32).collect()))),
             (0i32..3).prop_map(|n| Some(Bson::Document(doc! {"d": n}))),
@@ -1143,8 +1368,38 @@ mod tests {
                         if !c.has_key_map(name) {
                             continue;
                         }
+                        // The multikey and decimal flags follow the documents.
+                        let pattern = KeyPattern::parse(spec).unwrap();
+                        let any = |f: fn(KeyShape) -> bool| {
+                            c.iter().any(|d| f(pattern.key_set_and_shape(&rawdoc::parse(d)).1))
+                        };
+                        let shape = c.index_shape(name).unwrap();
+                        prop_assert_eq!(shape.multikey, any(|s| s.multikey));
+                        prop_assert_eq!(shape.decimal, any(|s| s.decimal));
+                        // A full scan forward is the reverse of one backward,
+                        // and a resume continues where the position was.
+                        let all = [(Bound::Unbounded, Bound::Unbounded)];
+                        let fwd: Vec<_> = c.index_scan(name, &all, ScanDirection::Forward, None).collect();
+                        let mut back: Vec<_> = c.index_scan(name, &all, ScanDirection::Backward, None).collect();
+                        back.reverse();
+                        prop_assert_eq!(&fwd, &back);
+                        prop_assert_eq!(fwd.len(), shape.entries);
+                        if let Some(mid) = fwd.get(fwd.len() / 2) {
+                            let rest: Vec<_> = c.index_scan(name, &all, ScanDirection::Forward, Some(mid)).collect();
+                            prop_assert_eq!(&rest[..], &fwd[fwd.len() / 2 + 1..]);
+                            let before: Vec<_> = c.index_scan(name, &all, ScanDirection::Backward, Some(mid)).collect();
+                            prop_assert_eq!(before.len(), fwd.len() / 2);
+                        }
                         for d in c.iter().map(rawdoc::parse) {
                             for key in KeyPattern::parse(spec).unwrap().keys(&d, false).unwrap() {
+                                // A point interval holds exactly the key's holders.
+                                let k = IndexKey::from_values(&key);
+                                let point = [(Bound::Included(k.clone()), Bound::Included(k))];
+                                let ids: Vec<Bson> = c
+                                    .index_scan(name, &point, ScanDirection::Forward, None)
+                                    .filter_map(|(_, id)| c.get_by_key(&id).and_then(rawdoc::id_of))
+                                    .collect();
+                                prop_assert_eq!(&ids, &scan(c, spec, &key));
                                 let held: Vec<Bson> = c.lookup(name, &key).collect();
                                 prop_assert_eq!(&held, &scan(c, spec, &key));
                                 let first = c.lookup_unique(name, &key);

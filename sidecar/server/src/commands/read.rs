@@ -11,6 +11,7 @@ use crate::cursor::{PipelineScan, Scan, SortedScan};
 use crate::deadline::Deadline;
 use crate::error::{CommandError, ErrorCode, Result};
 use crate::query::aggregate::Pipeline;
+use crate::query::plan::{self, Access};
 use crate::query::vars::Vars;
 use crate::query::{Filter, Projection, SortSpec};
 use crate::query::{collation, text};
@@ -29,29 +30,8 @@ pub(crate) fn batch_size(d: Option<&Document>) -> Result<Option<usize>> {
     }
 }
 
-/// The documents of `ns` that match `filter`, parsed, in `_id` order (a
-/// point lookup when the filter pins `_id`). State holds BSON bytes; only
-/// the documents looked at are parsed. A filter whose `$expr` fails (a
-/// value past a limit) is an error, never "no match".
-pub(crate) fn try_matching(
-    state: &BranchState,
-    ns: &Namespace,
-    filter: &Filter,
-) -> Result<Vec<Document>> {
-    matching_until(state, ns, filter, Deadline::NONE)
-}
-
-/// [`try_matching`], failing with `MaxTimeMSExpired` past `deadline`.
-pub(crate) fn matching_until(
-    state: &BranchState,
-    ns: &Namespace,
-    filter: &Filter,
-    deadline: Deadline,
-) -> Result<Vec<Document>> {
-    matching_limit(state, ns, filter, None, deadline)
-}
-
-/// [`matching_until`] that stops after `limit` matches (an `updateOne` or
+/// The documents of `ns` matching `filter`, parsed, in plan order,
+/// stopping after `limit` matches (an `updateOne` or
 /// a `deleteOne` reads no further than its first match).
 pub(crate) fn matching_limit(
     state: &BranchState,
@@ -145,38 +125,48 @@ pub(crate) fn first_in_order(
 }
 
 /// Calls `f` with each document of `ns` matching `filter` (parsed, with its
-/// BSON size), in `_id` order, until `f` returns `false`: a point lookup
-/// when the filter pins `_id`, else a scan that checks `deadline` every 256
-/// documents. The one scan loop every read and write path uses.
+/// BSON size), in plan order (see [`for_each_planned`]), until `f` returns
+/// `false`. The one scan loop every read and write path uses.
 fn for_each_match(
     state: &BranchState,
     ns: &Namespace,
     filter: &Filter,
     deadline: Deadline,
-    mut f: impl FnMut(Document, usize) -> Result<bool>,
+    f: impl FnMut(Document, usize) -> Result<bool>,
 ) -> Result<()> {
-    let Some(coll) = state.collection(ns) else {
-        return Ok(());
+    for_each_planned(state, ns, filter, None, None, deadline, f).map(|_| ())
+}
+
+/// [`for_each_match`] through the plan `query::plan` chooses for `filter`,
+/// `sort` and `hint` (`_id` lookups, an index scan or the collection in
+/// `_id` order), checking `deadline` every 256 entries. Returns the run,
+/// whose counts explain reports.
+pub(crate) fn for_each_planned(
+    state: &BranchState,
+    ns: &Namespace,
+    filter: &Filter,
+    sort: Option<&SortSpec>,
+    hint: Option<&Bson>,
+    deadline: Deadline,
+    mut f: impl FnMut(Document, usize) -> Result<bool>,
+) -> Result<Access> {
+    let coll = state.collection(ns);
+    let mut access = Access::new(plan::choose(coll, filter, sort, hint)?);
+    let Some(coll) = coll else {
+        return Ok(access);
     };
-    if let Some(id) = filter.id_equality() {
-        if let Some(raw) = coll.get(id) {
-            let d = argon_wal::rawdoc::parse(raw);
-            if filter.try_matches(&d)? {
-                f(d, raw.as_bytes().len())?;
-            }
-        }
-        return Ok(());
-    }
-    for (i, raw) in coll.iter().enumerate() {
-        if i % 256 == 255 {
-            deadline.check()?;
+    let mut stop = false;
+    access.run(coll, deadline, |raw| {
+        if stop {
+            return Ok(false);
         }
         let d = argon_wal::rawdoc::parse(raw);
         if (filter.is_empty() || filter.try_matches(&d)?) && !f(d, raw.as_bytes().len())? {
-            break;
+            stop = true;
         }
-    }
-    Ok(())
+        Ok(true)
+    })?;
+    Ok(access)
 }
 
 /// How many documents of `ns` match `filter` (no parse for an empty filter).
@@ -184,11 +174,20 @@ fn count_matching(
     state: &BranchState,
     ns: &Namespace,
     filter: &Filter,
+    hint: Option<&Bson>,
     deadline: Deadline,
 ) -> Result<usize> {
+    let hinted = hint.is_some_and(|h| !matches!(h, Bson::Null));
     Ok(match state.collection(ns) {
-        Some(coll) if filter.is_empty() => coll.len(),
-        Some(_) => matching_until(state, ns, filter, deadline)?.len(),
+        Some(coll) if filter.is_empty() && !hinted => coll.len(),
+        Some(_) => {
+            let mut n = 0usize;
+            for_each_planned(state, ns, filter, None, hint, deadline, |_, _| {
+                n += 1;
+                Ok(true)
+            })?;
+            n
+        }
         None => 0,
     })
 }
@@ -401,8 +400,11 @@ pub async fn find(ctx: &Ctx<'_>) -> Result<Document> {
     // scores, and the cursor's later batches (which keep it).
     let _text = text::bind(&filter, state.collection(&ns))?.enter();
     crate::query::geo::require_index(&filter, state.collection(&ns))?;
-    let near_first = sort.as_ref().is_none_or(SortSpec::is_empty)
-        && crate::query::geo::near_of(&filter).is_some();
+    let hint = ctx.cmd.get("hint");
+    let sort = sort.filter(|s| !s.is_empty());
+    let near_first = sort.is_none() && crate::query::geo::near_of(&filter).is_some();
+    let plan = plan::choose(state.collection(&ns), &filter, sort.as_ref(), hint)?;
+    let capped = state.collection(&ns).is_some_and(|c| c.is_capped());
     let (first, id) = match &sort {
         _ if near_first => {
             // `$near`/`$nearSphere` without a sort: nearest first, through
@@ -422,7 +424,7 @@ pub async fn find(ctx: &Ctx<'_>) -> Result<Document> {
                 .cursors
                 .open_sorted(shown.clone(), sorted, batch, single_batch, deadline)?
         }
-        Some(s) if !s.is_empty() => {
+        Some(s) if !plan.provides_sort() => {
             // A sort is blocking: every match first (spilled to disk past
             // the blocking-stage budget), then the order.
             let allow_disk = opt_bool(ctx.cmd, "allowDiskUse", true)?;
@@ -431,7 +433,7 @@ pub async fn find(ctx: &Ctx<'_>) -> Result<Document> {
             let top = (limit > 0)
                 .then(|| usize::try_from(skip.saturating_add(limit)).unwrap_or(usize::MAX));
             let budget = StageBudget::new(ctx.svc.blocking_sort_bytes(), allow_disk);
-            let sorted = sort_matching(&state, &ns, &filter, s, top, budget, deadline)?;
+            let sorted = sort_matching(&state, &ns, &filter, hint, s, top, budget, deadline)?;
             let sorted = SortedScan::new(
                 sorted,
                 projection,
@@ -442,7 +444,7 @@ pub async fn find(ctx: &Ctx<'_>) -> Result<Document> {
                 .cursors
                 .open_sorted(shown.clone(), sorted, batch, single_batch, deadline)?
         }
-        _ if state.collection(&ns).is_some_and(|c| c.is_capped()) => {
+        None if capped && matches!(plan, plan::Plan::Collscan) => {
             // Natural order is insertion order (a capped collection is
             // bounded by its own size).
             let mut found = Vec::new();
@@ -460,23 +462,18 @@ pub async fn find(ctx: &Ctx<'_>) -> Result<Document> {
                 .cursors
                 .open(shown.clone(), docs, batch, single_batch)
         }
-        _ if filter.id_equality().is_some() => {
-            let found = try_matching(&state, &ns, &filter)?;
-            let docs = finish(found.into_iter(), skip, limit, projection.as_ref())?;
-            ctx.svc
-                .cursors
-                .open(shown.clone(), docs, batch, single_batch)
-        }
         _ => {
-            // Streams: each batch is read from the state when asked for,
-            // and the scan stops at `limit`.
-            let scan = Scan::new(
+            // Streams through the plan (whose order is the sort, if any):
+            // each batch is read from the state when asked for, and the
+            // scan stops at `limit`.
+            let scan = Scan::planned(
                 state.clone(),
                 ns,
                 filter,
                 projection,
                 usize::try_from(skip).unwrap_or(usize::MAX),
                 (limit > 0).then(|| usize::try_from(limit).unwrap_or(usize::MAX)),
+                plan,
             );
             ctx.svc
                 .cursors
@@ -490,17 +487,19 @@ pub async fn find(ctx: &Ctx<'_>) -> Result<Document> {
 
 /// The documents of `ns` matching `filter`, sorted within the server's
 /// blocking-sort budget (see `spill`); only the first `top` when given.
+#[allow(clippy::too_many_arguments)]
 fn sort_matching(
     state: &BranchState,
     ns: &Namespace,
     filter: &Filter,
+    hint: Option<&Bson>,
     spec: &SortSpec,
     top: Option<usize>,
     budget: StageBudget,
     deadline: Deadline,
 ) -> Result<Sorted> {
     let mut sorter = ExternalSorter::new(spec.clone(), budget).with_limit(top);
-    for_each_match(state, ns, filter, deadline, |d, _| {
+    for_each_planned(state, ns, filter, None, hint, deadline, |d, _| {
         sorter.push(&d)?;
         Ok(true)
     })?;
@@ -637,7 +636,7 @@ pub async fn count(ctx: &Ctx<'_>) -> Result<Document> {
     let mut n = if filter.is_empty() {
         state.collection(&ns).map(|c| c.len()).unwrap_or(0)
     } else {
-        count_matching(&state, &ns, &filter, ctx.deadline()?)?
+        count_matching(&state, &ns, &filter, ctx.cmd.get("hint"), ctx.deadline()?)?
     };
     n = n.saturating_sub(skip);
     if limit > 0 {
@@ -698,7 +697,22 @@ pub async fn distinct(ctx: &Ctx<'_>) -> Result<Document> {
             })?;
             docs
         }
-        None => matching_until(&state, &ns, &filter, deadline)?,
+        None => {
+            let mut found = Vec::new();
+            for_each_planned(
+                &state,
+                &ns,
+                &filter,
+                None,
+                ctx.cmd.get("hint"),
+                deadline,
+                |d, _| {
+                    found.push(d);
+                    Ok(true)
+                },
+            )?;
+            found
+        }
     };
     use crate::query::compare::{compare, equal, type_rank};
     // Collect, sort, then drop neighbours that are the same value: O(n log n).
@@ -817,7 +831,14 @@ pub async fn aggregate(ctx: &Ctx<'_>) -> Result<Document> {
     // Streams: the first batch runs the pipeline only as far as it needs
     // (all of a blocking stage's input, none past a $limit); getMore runs
     // it further.
-    let scan = PipelineScan::new(state, &target.db, &read_coll, pipeline, budget);
+    let scan = PipelineScan::hinted(
+        state,
+        &target.db,
+        &read_coll,
+        pipeline,
+        budget,
+        ctx.cmd.get("hint"),
+    );
     let shown = format!("{}.{coll}", target.raw);
     let (first, id) = ctx.svc.cursors.open_pipeline(
         shown.clone(),

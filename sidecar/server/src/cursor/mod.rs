@@ -27,6 +27,7 @@ use bson::{Bson, Document};
 use crate::deadline::Deadline;
 use crate::error::{CommandError, ErrorCode, Result};
 use crate::query::collation::{self, Collation};
+use crate::query::plan::{Access, Plan};
 use crate::query::{Filter, Projection};
 use crate::spill::Sorted;
 
@@ -40,7 +41,8 @@ pub(crate) const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024 - 64 * 1024;
 /// MongoDB's first batch: 101 documents (or 16 MiB).
 pub const FIRST_BATCH: usize = 101;
 
-/// A find without a sort, read lazily from its state.
+/// A find read lazily from its state through its plan (a collection scan,
+/// `_id` lookups or an index scan, whose order may be the find's sort).
 pub struct Scan {
     pub state: BranchState,
     pub ns: Namespace,
@@ -50,8 +52,8 @@ pub struct Scan {
     pub skip: usize,
     /// Documents still to return (`None`: no limit).
     pub limit: Option<usize>,
-    /// Key of the last document examined: the next batch starts after it.
-    after: Option<Vec<u8>>,
+    /// The plan and where it stands: the next batch resumes there.
+    access: Access,
     done: bool,
 }
 
@@ -64,6 +66,19 @@ impl Scan {
         skip: usize,
         limit: Option<usize>,
     ) -> Scan {
+        Scan::planned(state, ns, filter, projection, skip, limit, Plan::Collscan)
+    }
+
+    /// A scan that reads its candidates through `plan`.
+    pub fn planned(
+        state: BranchState,
+        ns: Namespace,
+        filter: Filter,
+        projection: Option<Projection>,
+        skip: usize,
+        limit: Option<usize>,
+        plan: Plan,
+    ) -> Scan {
         Scan {
             state,
             ns,
@@ -71,7 +86,7 @@ impl Scan {
             projection,
             skip,
             limit,
-            after: None,
+            access: Access::new(plan),
             done: false,
         }
     }
@@ -89,46 +104,40 @@ impl Scan {
             self.done = true;
             return Ok(out);
         };
-        let mut examined = 0u32;
-        let mut last_key: Option<Vec<u8>> = None;
-        let mut exhausted = true;
-        for (key, raw) in coll.iter_after(self.after.as_deref()) {
-            if out.len() >= n || self.limit == Some(0) {
-                exhausted = self.limit == Some(0);
-                break;
-            }
-            examined = examined.wrapping_add(1);
-            if examined.is_multiple_of(256) {
-                deadline.check()?;
+        let (filter, projection, skip, limit) = (
+            &self.filter,
+            &self.projection,
+            &mut self.skip,
+            &mut self.limit,
+        );
+        let exhausted = self.access.run(coll, deadline, |raw| {
+            if out.len() >= n || *limit == Some(0) {
+                return Ok(false);
             }
             let size = raw.as_bytes().len();
             if !out.is_empty() && bytes + size > MAX_BATCH_BYTES {
-                exhausted = false;
-                break;
+                return Ok(false);
             }
-            last_key = Some(key.to_vec());
             let doc = argon_wal::rawdoc::parse(raw);
-            if !self.filter.is_empty() && !self.filter.try_matches(&doc)? {
-                continue;
+            if !filter.is_empty() && !filter.try_matches(&doc)? {
+                return Ok(true);
             }
-            if self.skip > 0 {
-                self.skip -= 1;
-                continue;
+            if *skip > 0 {
+                *skip -= 1;
+                return Ok(true);
             }
-            let doc = match &self.projection {
+            let doc = match projection {
                 Some(p) => p.try_apply(&doc)?,
                 None => doc,
             };
             bytes += size;
             out.push(Bson::Document(doc));
-            if let Some(l) = &mut self.limit {
+            if let Some(l) = limit {
                 *l -= 1;
             }
-        }
-        if last_key.is_some() {
-            self.after = last_key;
-        }
-        if exhausted {
+            Ok(true)
+        })?;
+        if exhausted || self.limit == Some(0) {
             self.done = true;
         }
         Ok(out)

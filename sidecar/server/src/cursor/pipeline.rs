@@ -16,6 +16,7 @@ use crate::deadline::Deadline;
 use crate::error::{CommandError, Result};
 use crate::query::Filter;
 use crate::query::aggregate::{Cx, Lookup, Op, Pipeline};
+use crate::query::plan::{Access, Plan};
 use crate::spill::StageBudget;
 
 /// A scan reads ahead at most this many matching documents (or
@@ -25,13 +26,14 @@ const READ_AHEAD_DOCS: usize = 64;
 const READ_AHEAD_BYTES: usize = 1 << 20;
 
 /// The documents of one collection of a snapshot that match a filter, in
-/// `_id` order, as a pipeline's input: a point lookup when the filter pins
-/// `_id`, else a scan that resumes after the last key it examined.
+/// plan order (`query::plan`: `_id` lookups, an index scan or the
+/// collection in `_id` order), as a pipeline's input; the plan resumes
+/// where it stopped.
 pub struct SnapshotInput {
     state: BranchState,
     ns: Namespace,
     filter: Filter,
-    after: Option<Vec<u8>>,
+    access: Access,
     ahead: VecDeque<Document>,
     /// A filter that failed on a document: reported once the documents
     /// before it have been passed on, as a scan one at a time would.
@@ -40,15 +42,27 @@ pub struct SnapshotInput {
 }
 
 impl SnapshotInput {
-    pub fn new(state: BranchState, ns: Namespace, filter: Filter) -> SnapshotInput {
+    pub fn new(
+        state: BranchState,
+        ns: Namespace,
+        filter: Filter,
+        hint: Option<&Bson>,
+    ) -> SnapshotInput {
+        // A plan that cannot be made (a refused hint) fails the first read.
+        let (plan, failed) =
+            match crate::query::plan::choose(state.collection(&ns), &filter, None, hint) {
+                Ok(p) => (p, None),
+                Err(e) => (Plan::Collscan, Some(e)),
+            };
+        let done = failed.is_some();
         SnapshotInput {
             state,
             ns,
             filter,
-            after: None,
+            access: Access::new(plan),
             ahead: VecDeque::new(),
-            failed: None,
-            done: false,
+            failed,
+            done,
         }
     }
 
@@ -57,7 +71,7 @@ impl SnapshotInput {
             state,
             ns,
             filter,
-            after,
+            access,
             ahead,
             failed,
             done,
@@ -66,28 +80,12 @@ impl SnapshotInput {
             *done = true;
             return Ok(());
         };
-        if let Some(id) = filter.id_equality() {
-            *done = true;
-            if let Some(raw) = coll.get(id) {
-                let d = argon_wal::rawdoc::parse(raw);
-                match filter.try_matches(&d) {
-                    Ok(true) => ahead.push_back(d),
-                    Ok(false) => {}
-                    Err(e) => *failed = Some(e),
-                }
-            }
-            return Ok(());
-        }
         let mut bytes = 0usize;
-        let mut last: Option<&[u8]> = None;
-        let mut exhausted = true;
-        for (key, raw) in coll.iter_after(after.as_deref()) {
-            if ahead.len() >= READ_AHEAD_DOCS || bytes >= READ_AHEAD_BYTES {
-                exhausted = false;
-                break;
+        let exhausted = access.run(coll, Deadline::NONE, |raw| {
+            if ahead.len() >= READ_AHEAD_DOCS || bytes >= READ_AHEAD_BYTES || failed.is_some() {
+                return Ok(false);
             }
             cx.tick()?;
-            last = Some(key);
             let d = argon_wal::rawdoc::parse(raw);
             let keep = if filter.is_empty() {
                 Ok(true)
@@ -100,16 +98,10 @@ impl SnapshotInput {
                     ahead.push_back(d);
                 }
                 Ok(false) => {}
-                Err(e) => {
-                    *failed = Some(e);
-                    exhausted = false;
-                    break;
-                }
+                Err(e) => *failed = Some(e),
             }
-        }
-        if let Some(k) = last {
-            *after = Some(k.to_vec());
-        }
+            Ok(true)
+        })?;
         *done = exhausted;
         Ok(())
     }
@@ -201,13 +193,25 @@ impl PipelineScan {
         state: BranchState,
         db: &str,
         coll: &str,
+        pipeline: Pipeline,
+        budget: StageBudget,
+    ) -> PipelineScan {
+        PipelineScan::hinted(state, db, coll, pipeline, budget, None)
+    }
+
+    /// [`PipelineScan::new`] whose input scan follows `hint` (validated).
+    pub fn hinted(
+        state: BranchState,
+        db: &str,
+        coll: &str,
         mut pipeline: Pipeline,
         budget: StageBudget,
+        hint: Option<&Bson>,
     ) -> PipelineScan {
         let filter = pipeline
             .take_leading_match()
             .unwrap_or(Filter::And(Vec::new()));
-        let input = SnapshotInput::new(state.clone(), Namespace::new(db, coll), filter);
+        let input = SnapshotInput::new(state.clone(), Namespace::new(db, coll), filter, hint);
         PipelineScan {
             op: pipeline.stream(Box::new(input), budget),
             lookup: SnapshotLookup::new(state, db.to_owned()),

@@ -13,6 +13,7 @@ pub mod filter;
 pub mod geo;
 pub mod javascript;
 pub mod path;
+pub mod plan;
 pub mod positional;
 pub mod projection;
 pub mod schema;

@@ -110,6 +110,18 @@ impl SortSpec {
         }
     }
 
+    /// The sort's paths with `true` for ascending, in order; `None` when a
+    /// key is `{$meta: "textScore"}` (no index gives that order).
+    pub fn paths(&self) -> Option<Vec<(&str, bool)>> {
+        self.keys
+            .iter()
+            .map(|(k, asc)| match k {
+                Key::Path(p) => Some((p.as_str(), *asc)),
+                Key::TextScore => None,
+            })
+            .collect()
+    }
+
     /// Whether a key sorts by `{$meta: "textScore"}`.
     pub fn uses_text_score(&self) -> bool {
         self.keys.iter().any(|(k, _)| *k == Key::TextScore)

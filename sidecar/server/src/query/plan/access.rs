@@ -1,0 +1,145 @@
+//! Running a plan: the candidate documents it reaches, resumable at a
+//! position (a cursor's next batch continues where the last one stopped,
+//! on the same state), with the counts explain reports. The filter is the
+//! caller's to apply: every candidate must still be checked (see `plan`).
+
+use std::collections::HashSet;
+
+use argon_wal::{CollectionState, IdKey, IndexPosition};
+use bson::RawDocument;
+
+use super::Plan;
+use crate::deadline::Deadline;
+use crate::error::Result;
+
+/// Where a plan's run stands.
+#[derive(Clone, Debug, Default)]
+enum Position {
+    #[default]
+    Start,
+    /// After this `_id` key (collection scan).
+    Coll(Vec<u8>),
+    /// After this index entry.
+    Index(IndexPosition),
+    /// Before the `_id` at this index of the plan's list.
+    Ids(usize),
+}
+
+/// A plan being run, with what it has examined so far.
+#[derive(Clone, Debug)]
+pub struct Access {
+    pub plan: Plan,
+    position: Position,
+    /// `_id`s already returned by a multikey index scan.
+    seen: HashSet<IdKey>,
+    pub keys_examined: u64,
+    pub docs_examined: u64,
+}
+
+impl Access {
+    pub fn new(plan: Plan) -> Access {
+        Access {
+            plan,
+            position: Position::Start,
+            seen: HashSet::new(),
+            keys_examined: 0,
+            docs_examined: 0,
+        }
+    }
+
+    /// Calls `f` with each candidate after the position, in plan order,
+    /// until `f` returns `false` (that document is not consumed: the next
+    /// run gives it again) or the candidates end (`Ok(true)`). Checks
+    /// `deadline` every 256 entries.
+    pub fn run(
+        &mut self,
+        coll: &CollectionState,
+        deadline: Deadline,
+        mut f: impl FnMut(&RawDocument) -> Result<bool>,
+    ) -> Result<bool> {
+        let Access {
+            plan,
+            position,
+            seen,
+            keys_examined,
+            docs_examined,
+        } = self;
+        let mut n = 0u32;
+        let mut tick = || {
+            n = n.wrapping_add(1);
+            if n.is_multiple_of(256) {
+                deadline.check()
+            } else {
+                Ok(())
+            }
+        };
+        match plan {
+            Plan::Collscan => {
+                let after = match position {
+                    Position::Coll(k) => Some(k.clone()),
+                    _ => None,
+                };
+                for (key, raw) in coll.iter_after(after.as_deref()) {
+                    tick()?;
+                    *docs_examined += 1;
+                    if !f(raw)? {
+                        *docs_examined -= 1;
+                        return Ok(false);
+                    }
+                    *position = Position::Coll(key.to_vec());
+                }
+            }
+            Plan::IdHack { ids, .. } => {
+                let from = match position {
+                    Position::Ids(i) => *i,
+                    _ => 0,
+                };
+                for (i, id) in ids.iter().enumerate().skip(from) {
+                    tick()?;
+                    *keys_examined += 1;
+                    if let Some(raw) = coll.get(id) {
+                        *docs_examined += 1;
+                        if !f(raw)? {
+                            *keys_examined -= 1;
+                            *docs_examined -= 1;
+                            return Ok(false);
+                        }
+                    }
+                    *position = Position::Ids(i + 1);
+                }
+            }
+            Plan::Index(p) => {
+                let resume = match position {
+                    Position::Index(at) => Some(at.clone()),
+                    _ => None,
+                };
+                let dedup = p.multikey;
+                for entry in
+                    coll.index_scan(&p.name, &p.bounds.intervals, p.direction, resume.as_ref())
+                {
+                    tick()?;
+                    *keys_examined += 1;
+                    if dedup && seen.contains(&entry.1) {
+                        *position = Position::Index(entry);
+                        continue;
+                    }
+                    let Some(raw) = coll.get_by_key(&entry.1) else {
+                        *position = Position::Index(entry);
+                        continue;
+                    };
+                    *docs_examined += 1;
+                    if !f(raw)? {
+                        *keys_examined -= 1;
+                        *docs_examined -= 1;
+                        return Ok(false);
+                    }
+                    if dedup {
+                        seen.insert(entry.1.clone());
+                    }
+                    *position = Position::Index(entry);
+                }
+            }
+        }
+        Ok(true)
+    }
+}

@@ -12,6 +12,7 @@ mod bulk_write;
 mod catalog;
 mod coll_mod;
 mod current_op;
+mod explain;
 pub mod fail_point;
 mod merge;
 mod options;
@@ -218,6 +219,7 @@ commands! {
     "count" => read::count;
     "distinct" => read::distinct;
     "aggregate" => read::aggregate;
+    "explain" => explain::explain;
     "mapReduce" => refused::map_reduce;
     "convertToCapped" => refused::convert_to_capped;
     "cloneCollectionAsCapped" => refused::clone_collection_as_capped;

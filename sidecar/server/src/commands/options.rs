@@ -6,8 +6,7 @@
 //! option that had no effect.
 //!
 //! Also here: `collation` (parsed by `query::collation`) and `hint`
-//! (validated against the collection's indexes; with no planner, a hint
-//! changes no result).
+//! (validated against the collection's indexes; `query::plan` follows it).
 
 use argon_wal::CollectionState;
 use bson::{Bson, Document};
@@ -228,8 +227,10 @@ pub(crate) const AGGREGATE: Fields = Fields {
         "let",
         // For `$out` / `$merge` (`crate::validation`).
         "bypassDocumentValidation",
+        // `explain: true`: the plan instead of the result (`explain`).
+        "explain",
     ],
-    unsupported: &["explain"],
+    unsupported: &[],
     generic: true,
 };
 
@@ -405,8 +406,8 @@ pub(crate) fn collation(doc: &Document) -> Result<Option<Collation>> {
 }
 
 /// `hint`: an index name or key pattern of `coll` (or `{$natural: ±1}`);
-/// code 2 when the collection has no such index, as MongoDB answers. With
-/// no planner yet every read is a scan, so a valid hint changes nothing.
+/// code 2 when the collection has no such index, as MongoDB answers. The
+/// planner (`query::plan::choose`) then follows it.
 pub(crate) fn check_hint(hint: Option<&Bson>, coll: Option<&CollectionState>) -> Result<()> {
     let hint = match hint {
         None | Some(Bson::Null) => return Ok(()),

@@ -766,6 +766,16 @@ pub async fn aggregate(ctx: &Ctx<'_>) -> Result<Document> {
         _ => return Err(CommandError::type_mismatch("'pipeline' must be an array")),
     };
     options::AGGREGATE.check(ctx.cmd, Some("aggregate"))?;
+    match ctx.cmd.get("explain") {
+        None | Some(Bson::Boolean(false)) => {}
+        Some(Bson::Boolean(true)) => return super::explain::aggregate_explain(ctx).await,
+        Some(other) => {
+            return Err(CommandError::type_mismatch(format!(
+                "BSON field 'aggregate.explain' is the wrong type '{}', expected type 'bool'",
+                crate::query::expr::type_name(other)
+            )));
+        }
+    }
     let own_collation = options::collation(ctx.cmd)?;
     let vars = Vars::parse(ctx.cmd.get("let"))?;
     let cursor = match ctx.cmd.get("cursor") {

@@ -230,6 +230,44 @@ async fn check_case(db: &Database, case: &Case) -> Result<(), String> {
                 "find {planned}\n planned {got:?}\n scanned {want:?}\n plan {plan:?}"
             ));
         }
+        // The same through an aggregate: `$match` then `$sort` (which an
+        // index may give, dropping the blocking sort).
+        let mut pipeline = vec![Bson::Document(doc! {"$match": filter.clone()})];
+        if let Some(s) = sort {
+            pipeline.push(Bson::Document(doc! {"$sort": s.clone()}));
+            if *limit > 0 {
+                pipeline.push(Bson::Document(doc! {"$limit": *limit}));
+            }
+        }
+        let agg = |hint: Option<Document>| {
+            let mut cmd = doc! {"aggregate": "p", "pipeline": pipeline.clone(), "cursor": {"batchSize": 1000}};
+            if let Some(h) = hint {
+                cmd.insert("hint", h);
+            }
+            cmd
+        };
+        let batch = |r: Document| -> Vec<Document> {
+            r.get_document("cursor")
+                .and_then(|c| c.get_array("firstBatch"))
+                .map(|a| a.iter().filter_map(|d| d.as_document().cloned()).collect())
+                .unwrap_or_default()
+        };
+        let got = batch(run(db, agg(None)).await.map_err(|e| e.to_string())?);
+        let want = batch(
+            run(db, agg(Some(doc! {"$natural": 1})))
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+        let (got, want) = if sort.is_some() {
+            (got, want)
+        } else {
+            (by_id(got), by_id(want))
+        };
+        if got != want {
+            return Err(format!(
+                "aggregate {pipeline:?}\n planned {got:?}\n scanned {want:?}"
+            ));
+        }
         let count = run(db, doc! {"count": "p", "query": filter.clone()})
             .await
             .map_err(|e| e.to_string())?;
@@ -414,6 +452,27 @@ async fn explain_shows_the_index_and_its_bounds() {
     .await;
     let bs: Vec<i32> = sorted.iter().map(|d| d.get_i32("b").unwrap()).collect();
     assert_eq!(bs, vec![6, 6, 6]);
+    // An aggregate's `$sort` after its `$match`, given by the index.
+    let pipeline = doc! {"aggregate": "c", "pipeline": [{"$match": {"a": 5}}, {"$sort": {"b": -1}}], "cursor": {}};
+    let e = explain(&db, pipeline.clone(), "queryPlanner").await;
+    let w = winning(&e);
+    assert_ne!(w.get_str("stage").unwrap(), "SORT", "{w}");
+    assert_eq!(
+        ixscan(&w).unwrap().get_str("indexName").unwrap(),
+        "a_1_b_-1"
+    );
+    let reply = run(&db, pipeline).await.unwrap();
+    let bs: Vec<i32> = reply
+        .get_document("cursor")
+        .unwrap()
+        .get_array("firstBatch")
+        .unwrap()
+        .iter()
+        .map(|d| d.as_document().unwrap().get_i32("b").unwrap())
+        .collect();
+    let mut sorted_bs = bs.clone();
+    sorted_bs.sort_by(|x, y| y.cmp(x));
+    assert_eq!((bs.len(), &bs), (100, &sorted_bs));
 
     // Unsupported shapes: a collection scan with the filter on it.
     for f in [

@@ -155,6 +155,18 @@ pub fn required(
         | "listIndexes" | "collStats" | "dbStats" | "mapReduce" => data(read)?,
         // Refused for everyone (`commands::refused`); asked of writers.
         "convertToCapped" | "cloneCollectionAsCapped" => data(write)?,
+        // What the explained command needs, as MongoDB checks it (explain
+        // itself never writes); an inner `explain` is refused by the
+        // handler, so it needs only read.
+        "explain" => match cmd.get("explain") {
+            Some(Bson::Document(inner)) => match inner.keys().next() {
+                Some(name) if name != "explain" && crate::commands::lookup(name).is_some() => {
+                    required(name, db, inner, default_branch)?
+                }
+                _ => data(read)?,
+            },
+            _ => data(read)?,
+        },
         "aggregate" if writes_output(cmd) => data(write)?,
         "aggregate" => data(read)?,
         "insert" | "update" | "delete" | "findAndModify" | "findandmodify" | "create" | "drop"

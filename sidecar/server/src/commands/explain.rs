@@ -14,7 +14,7 @@ use bson::{Bson, Document, doc};
 use super::{Ctx, collection_name, opt_doc, opt_i64, options, view};
 use crate::error::{CommandError, ErrorCode, Result};
 use crate::query::aggregate::Pipeline;
-use crate::query::plan::{self, Access, Plan};
+use crate::query::plan::{self, Access};
 use crate::query::vars::Vars;
 use crate::query::{Filter, SortSpec, collation};
 use crate::service::operation_time;
@@ -149,7 +149,7 @@ async fn run(ctx: &Ctx<'_>, inner: &Document, verbosity: Verbosity) -> Result<Do
         let returned = matched.saturating_sub(e.skip);
         let returned = e.limit.map_or(returned, |l| returned.min(l));
         let millis = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
-        let stages = with_counts(&winning, &chosen, &access, returned);
+        let stages = with_counts(&winning, &access, returned);
         let mut stats = doc! {
             "executionSuccess": true,
             "nReturned": returned as i64,
@@ -169,7 +169,7 @@ async fn run(ctx: &Ctx<'_>, inner: &Document, verbosity: Verbosity) -> Result<Do
 }
 
 /// The winning plan's stages with MongoDB's per-stage counts.
-fn with_counts(stage: &Document, plan: &Plan, access: &Access, returned: u64) -> Document {
+fn with_counts(stage: &Document, access: &Access, returned: u64) -> Document {
     let mut d = stage.clone();
     d.insert("nReturned", returned as i64);
     match d.get_str("stage").unwrap_or_default() {
@@ -192,7 +192,7 @@ fn with_counts(stage: &Document, plan: &Plan, access: &Access, returned: u64) ->
             "FETCH" => access.keys_examined,
             _ => returned,
         };
-        d.insert("inputStage", with_counts(input, plan, access, below));
+        d.insert("inputStage", with_counts(input, access, below));
     }
     d
 }
@@ -248,14 +248,20 @@ fn parse(name: &str, inner: &Document) -> Result<Explained> {
             };
             // Parsed as the aggregate would be (a malformed stage fails here too).
             Pipeline::parse(&stages)?;
-            let filter = match stages.first() {
-                Some(Bson::Document(s)) => match s.get("$match") {
-                    Some(Bson::Document(m)) => m.clone(),
-                    _ => Document::new(),
+            let stage = |i: usize, name: &str| match stages.get(i) {
+                Some(Bson::Document(s)) => match s.get(name) {
+                    Some(Bson::Document(m)) => Some(m.clone()),
+                    _ => None,
                 },
-                _ => Document::new(),
+                _ => None,
             };
-            base(coll, filter)
+            // The leading `$match` is the scan's filter, and a `$sort`
+            // right after it is what an index may give (`PipelineScan`).
+            let filter = stage(0, "$match");
+            let sort = stage(usize::from(filter.is_some()), "$sort");
+            let mut e = base(coll, filter.unwrap_or_default());
+            e.sort = sort;
+            e
         }
         "update" => {
             options::UPDATE.check(inner, Some("update"))?;

@@ -429,7 +429,7 @@ fn merge_one(
             .map(argon_wal::rawdoc::parse)
     } else {
         let filter = Filter::parse(&key)?;
-        super::read::matching_limit(t.state(), ns, &filter, Some(1), deadline)?
+        super::read::matching_limit(t.state(), ns, &filter, None, Some(1), deadline)?
             .into_iter()
             .next()
     };

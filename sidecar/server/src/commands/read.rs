@@ -37,6 +37,7 @@ pub(crate) fn matching_limit(
     state: &BranchState,
     ns: &Namespace,
     filter: &Filter,
+    hint: Option<&Bson>,
     limit: Option<usize>,
     deadline: Deadline,
 ) -> Result<Vec<Document>> {
@@ -47,7 +48,7 @@ pub(crate) fn matching_limit(
     }
     let limit = limit.unwrap_or(usize::MAX);
     let mut out = Vec::new();
-    for_each_match(state, ns, filter, deadline, |d, _| {
+    for_each_planned(state, ns, filter, None, hint, deadline, |d, _| {
         out.push(d);
         Ok(out.len() < limit)
     })?;
@@ -81,6 +82,7 @@ pub(crate) fn matching_ids(
     state: &BranchState,
     ns: &Namespace,
     filter: &Filter,
+    hint: Option<&Bson>,
     limit: Option<usize>,
     deadline: Deadline,
 ) -> Result<Vec<bson::Bson>> {
@@ -94,7 +96,7 @@ pub(crate) fn matching_ids(
     }
     let limit = limit.unwrap_or(usize::MAX);
     let mut out = Vec::new();
-    for_each_match(state, ns, filter, deadline, |d, _| {
+    for_each_planned(state, ns, filter, None, hint, deadline, |d, _| {
         out.push(d.get("_id").cloned().unwrap_or(bson::Bson::Null));
         Ok(out.len() < limit)
     })?;
@@ -108,11 +110,12 @@ pub(crate) fn first_in_order(
     state: &BranchState,
     ns: &Namespace,
     filter: &Filter,
+    hint: Option<&Bson>,
     sort: &SortSpec,
     deadline: Deadline,
 ) -> Result<Option<Document>> {
     let mut best: Option<Document> = None;
-    for_each_match(state, ns, filter, deadline, |d, _| {
+    for_each_planned(state, ns, filter, None, hint, deadline, |d, _| {
         if best
             .as_ref()
             .is_none_or(|b| sort.compare(&d, b) == std::cmp::Ordering::Less)
@@ -125,22 +128,11 @@ pub(crate) fn first_in_order(
 }
 
 /// Calls `f` with each document of `ns` matching `filter` (parsed, with its
-/// BSON size), in plan order (see [`for_each_planned`]), until `f` returns
-/// `false`. The one scan loop every read and write path uses.
-fn for_each_match(
-    state: &BranchState,
-    ns: &Namespace,
-    filter: &Filter,
-    deadline: Deadline,
-    f: impl FnMut(Document, usize) -> Result<bool>,
-) -> Result<()> {
-    for_each_planned(state, ns, filter, None, None, deadline, f).map(|_| ())
-}
-
-/// [`for_each_match`] through the plan `query::plan` chooses for `filter`,
-/// `sort` and `hint` (`_id` lookups, an index scan or the collection in
-/// `_id` order), checking `deadline` every 256 entries. Returns the run,
-/// whose counts explain reports.
+/// BSON size) until `f` returns `false`, in the order of the plan
+/// `query::plan` chooses for `filter`, `sort` and `hint` (`_id` lookups, an
+/// index scan or the collection in `_id` order), checking `deadline` every
+/// 256 entries. The one scan loop every read and write path uses. Returns
+/// the run, whose counts explain reports.
 pub(crate) fn for_each_planned(
     state: &BranchState,
     ns: &Namespace,

@@ -281,15 +281,25 @@ fn update_targets(
 ) -> Result<Vec<Bson>> {
     check_hint(s.hint.as_ref(), t.state().collection(ns))?;
     match &s.sort {
-        Some(sort) => Ok(
-            super::read::first_in_order(t.state(), ns, &s.filter, sort, deadline)?
-                .map(|d| d.get("_id").cloned().unwrap_or(Bson::Null))
-                .into_iter()
-                .collect(),
+        Some(sort) => Ok(super::read::first_in_order(
+            t.state(),
+            ns,
+            &s.filter,
+            s.hint.as_ref(),
+            sort,
+            deadline,
+        )?
+        .map(|d| d.get("_id").cloned().unwrap_or(Bson::Null))
+        .into_iter()
+        .collect()),
+        None => super::read::matching_ids(
+            t.state(),
+            ns,
+            &s.filter,
+            s.hint.as_ref(),
+            (!s.multi).then_some(1),
+            deadline,
         ),
-        None => {
-            super::read::matching_ids(t.state(), ns, &s.filter, (!s.multi).then_some(1), deadline)
-        }
     }
 }
 
@@ -504,7 +514,14 @@ pub(super) fn run_delete_statement(
             check_hint(s.hint.as_ref(), t.state().collection(ns))?;
             let limit = s.just_one.then_some(1);
             (
-                super::read::matching_ids(t.state(), ns, &s.filter, limit, deadline)?,
+                super::read::matching_ids(
+                    t.state(),
+                    ns,
+                    &s.filter,
+                    s.hint.as_ref(),
+                    limit,
+                    deadline,
+                )?,
                 false,
             )
         }
@@ -597,10 +614,19 @@ pub async fn find_and_modify(ctx: &Ctx<'_>) -> Result<Document> {
         let _text = crate::query::text::bind(&filter, t.state().collection(&ns))?.enter();
         crate::query::geo::require_index(&filter, t.state().collection(&ns))?;
         let found: Option<Document> = match &sort {
-            Some(s) => super::read::first_in_order(t.state(), &ns, &filter, s, deadline)?,
-            None => super::read::matching_limit(t.state(), &ns, &filter, Some(1), deadline)?
-                .into_iter()
-                .next(),
+            Some(s) => {
+                super::read::first_in_order(t.state(), &ns, &filter, hint.as_ref(), s, deadline)?
+            }
+            None => super::read::matching_limit(
+                t.state(),
+                &ns,
+                &filter,
+                hint.as_ref(),
+                Some(1),
+                deadline,
+            )?
+            .into_iter()
+            .next(),
         };
         match (found, &update) {
             (Some(old), None) => {

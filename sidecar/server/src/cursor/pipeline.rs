@@ -14,9 +14,9 @@ use bson::{Bson, Document};
 use super::MAX_BATCH_BYTES;
 use crate::deadline::Deadline;
 use crate::error::{CommandError, Result};
-use crate::query::Filter;
 use crate::query::aggregate::{Cx, Lookup, Op, Pipeline};
 use crate::query::plan::{Access, Plan};
+use crate::query::{Filter, SortSpec};
 use crate::spill::StageBudget;
 
 /// A scan reads ahead at most this many matching documents (or
@@ -46,11 +46,12 @@ impl SnapshotInput {
         state: BranchState,
         ns: Namespace,
         filter: Filter,
+        sort: Option<&SortSpec>,
         hint: Option<&Bson>,
     ) -> SnapshotInput {
         // A plan that cannot be made (a refused hint) fails the first read.
         let (plan, failed) =
-            match crate::query::plan::choose(state.collection(&ns), &filter, None, hint) {
+            match crate::query::plan::choose(state.collection(&ns), &filter, sort, hint) {
                 Ok(p) => (p, None),
                 Err(e) => (Plan::Collscan, Some(e)),
             };
@@ -64,6 +65,11 @@ impl SnapshotInput {
             failed,
             done,
         }
+    }
+
+    /// Whether the input comes in the order of the sort it was planned for.
+    pub fn provides_sort(&self) -> bool {
+        self.access.plan.provides_sort()
     }
 
     fn read_ahead(&mut self, cx: &mut Cx<'_>) -> Result<()> {
@@ -211,7 +217,19 @@ impl PipelineScan {
         let filter = pipeline
             .take_leading_match()
             .unwrap_or(Filter::And(Vec::new()));
-        let input = SnapshotInput::new(state.clone(), Namespace::new(db, coll), filter, hint);
+        // A `$sort` right after the `$match` that an index gives is dropped:
+        // the input already comes in its order.
+        let sort = pipeline.leading_sort().cloned();
+        let input = SnapshotInput::new(
+            state.clone(),
+            Namespace::new(db, coll),
+            filter,
+            sort.as_ref(),
+            hint,
+        );
+        if input.provides_sort() {
+            pipeline.drop_leading_sort();
+        }
         PipelineScan {
             op: pipeline.stream(Box::new(input), budget),
             lookup: SnapshotLookup::new(state, db.to_owned()),

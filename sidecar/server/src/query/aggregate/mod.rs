@@ -227,6 +227,23 @@ impl Pipeline {
         }
     }
 
+    /// A leading `$sort` (asked after `take_leading_match`): the one an
+    /// index scan may give.
+    pub fn leading_sort(&self) -> Option<&super::SortSpec> {
+        match self.stages.first() {
+            Some(Stage::Sort(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Drops the leading `$sort` (after `take_leading_match`): the input
+    /// already comes in its order.
+    pub fn drop_leading_sort(&mut self) {
+        if matches!(self.stages.first(), Some(Stage::Sort(_))) {
+            self.stages.remove(0);
+        }
+    }
+
     /// The pipeline over `input`, as one operator; blocking stages hold at
     /// most `budget` each.
     pub fn stream(self, input: Box<dyn Op>, budget: StageBudget) -> Box<dyn Op> {

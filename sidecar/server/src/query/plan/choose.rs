@@ -222,13 +222,10 @@ fn sort_order(bounds: &Bounds, paths: &[String], sort: &SortSpec) -> Option<Scan
     if rest.iter().any(|(_, a)| *a != ascending) {
         return None;
     }
-    let mut next = eq;
-    for (p, _) in &rest {
-        if paths.get(next).is_some_and(|q| q == p) {
-            next += 1;
-        } else if *p == "_id" && next == paths.len() {
-            next += 1;
-        } else {
+    for (next, (p, _)) in (eq..).zip(rest.iter()) {
+        let follows = paths.get(next).is_some_and(|q| q == p);
+        let id_tiebreak = *p == "_id" && next == paths.len();
+        if !(follows || id_tiebreak) {
             return None;
         }
     }

@@ -5,6 +5,8 @@
 //! - inserts/s with 1 KB documents, `--docs` of them, by 1/16/64 client
 //!   tasks (one `insert_one` per request, acknowledged);
 //! - point reads by `_id`/s over those documents, with p50/p99 latency;
+//! - point reads by an indexed field (`n`, with an index `{n: 1}`)/s over
+//!   the same documents (the planner's IXSCAN, issue 17 item 4);
 //! - the latency floor: median `find` by `_id` against median `ping` on one
 //!   connection;
 //! - resident memory (VmRSS) of each server idle and under load.
@@ -89,6 +91,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 struct Results {
     inserts: Vec<(u64, Run)>,
     reads: Vec<(u64, Run)>,
+    indexed_reads: Vec<(u64, Run)>,
     floor_find: Duration,
     floor_ping: Duration,
     rss_idle_kb: u64,
@@ -269,6 +272,35 @@ async fn bench_server(name: &str, uri: &str, pid: u32, args: &Args) -> anyhow::R
             run.percentile(0.99)
         );
         r.reads.push((c, run));
+
+        // The same walk by an indexed field (`n` equals `_id`).
+        db.run_command(doc! {
+            "createIndexes": coll.name(),
+            "indexes": [{"key": {"n": 1}, "name": "n_1"}],
+        })
+        .await?;
+        let run = {
+            let coll = coll.clone();
+            run_tasks(c, args.reads, max, move |i| {
+                let coll = coll.clone();
+                let n = (i.wrapping_mul(2_654_435_761)) % inserted;
+                async move {
+                    let d = coll.find_one(doc! {"n": n as i64}).await?;
+                    anyhow::ensure!(d.is_some(), "n {n} not found");
+                    Ok(())
+                }
+            })
+            .await?
+        };
+        eprintln!(
+            "{name}: {c} clients: {} indexed-field reads in {:.1?} = {:.0}/s, p50 {:.2?}, p99 {:.2?}",
+            run.ops,
+            run.elapsed,
+            run.rate(),
+            run.percentile(0.5),
+            run.percentile(0.99)
+        );
+        r.indexed_reads.push((c, run));
         if Some(&c) != args.clients.first() {
             // Keep one collection (for the floor), not 3 × `--docs` documents.
             coll.drop().await?;
@@ -365,6 +397,18 @@ fn table(args: &Args, s: &Results, f: &Results) -> String {
         };
         out.push_str(&format!(
             "| point reads by `_id`/s (p50 / p99 ms) | {c} | {:.0} ({} / {}) | {:.0} ({} / {}) | {:.1}× | {goal} |\n",
+            a.rate(),
+            ms(a.percentile(0.5)),
+            ms(a.percentile(0.99)),
+            b.rate(),
+            ms(b.percentile(0.5)),
+            ms(b.percentile(0.99)),
+            a.rate() / b.rate()
+        ));
+    }
+    for ((c, a), (_, b)) in s.indexed_reads.iter().zip(&f.indexed_reads) {
+        out.push_str(&format!(
+            "| point reads by an indexed field/s (p50 / p99 ms) | {c} | {:.0} ({} / {}) | {:.0} ({} / {}) | {:.1}× | |\n",
             a.rate(),
             ms(a.percentile(0.5)),
             ms(a.percentile(0.99)),

@@ -744,6 +744,12 @@ async fn hostile_plans_and_explains_get_mongodb_codes() {
         .await
         .unwrap_err();
     assert_eq!(code(&err), Some(2));
+    // Explain of a read of a view is refused by name.
+    run(&db, doc! {"create": "v", "viewOn": "c", "pipeline": []})
+        .await
+        .unwrap();
+    let err = run(&db, doc! {"explain": {"find": "v"}}).await.unwrap_err();
+    assert_eq!(code(&err), Some(115));
     // The server still answers.
     assert_eq!(coll.count_documents(doc! {"a": 3}).await.unwrap(), 1);
     server.stop().await;

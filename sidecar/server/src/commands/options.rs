@@ -57,8 +57,8 @@ impl Fields {
 /// One index specification of `createIndexes` (checked in
 /// `catalog::validate_index`, which answers an unknown field with MongoDB's
 /// 197 rather than 40415). Kept and honoured: `unique`, `sparse` and
-/// `partialFilterExpression` by the WAL's key rules; `hidden` only steers
-/// a query planner, which changes no result; `background` MongoDB itself
+/// `partialFilterExpression` by the WAL's key rules; `hidden` keeps the
+/// index out of the planner's choice (`query::plan::choose`); `background` MongoDB itself
 /// ignores since 4.2; `expireAfterSeconds` by the TTL monitor (`ttl`).
 pub(crate) const INDEX_SPEC: Fields = Fields {
     what: "createIndexes.indexes",

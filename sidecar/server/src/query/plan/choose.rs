@@ -7,7 +7,7 @@
 //!    of it (over the filter's bounds, or all of it when they bound
 //!    nothing, as MongoDB's hinted scans);
 //! 2. `_id` equality or `_id` `$in` scalars: point lookups;
-//! 3. among the indexes with a key map (no Decimal128 key) whose first
+//! 3. among the indexes with a key map (not hidden) (no Decimal128 key) whose first
 //!    field is bounded, or that give the sort: most equality fields, then
 //!    a range field, then giving the sort, then the fewest key fields,
 //!    then the smallest name;
@@ -45,6 +45,10 @@ pub fn choose(
     }
     let mut best: Option<(Rank, IndexPlan)> = None;
     for spec in coll.indexes().iter().skip(1) {
+        // A hidden index is kept up to date but never chosen (MongoDB's).
+        if matches!(spec.get("hidden"), Some(Bson::Boolean(true))) {
+            continue;
+        }
         let Some(plan) = index_plan(coll, spec, filter, sort, false) else {
             continue;
         };

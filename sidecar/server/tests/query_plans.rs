@@ -474,6 +474,17 @@ async fn explain_shows_the_index_and_its_bounds() {
     sorted_bs.sort_by(|x, y| y.cmp(x));
     assert_eq!((bs.len(), &bs), (100, &sorted_bs));
 
+    // With a limit and the index's order, the scan stops there.
+    let e = explain(
+        &db,
+        doc! {"find": "c", "filter": {"a": 42}, "limit": 5},
+        "executionStats",
+    )
+    .await;
+    let stats = e.get_document("executionStats").unwrap();
+    assert_eq!(stats.get_i64("nReturned").unwrap(), 5);
+    assert_eq!(stats.get_i64("totalDocsExamined").unwrap(), 5);
+
     // Unsupported shapes: a collection scan with the filter on it.
     for f in [
         doc! {"a": {"$ne": 1}},
@@ -508,7 +519,17 @@ async fn explain_shows_the_index_and_its_bounds() {
         assert_eq!(ix.get_str("indexName").unwrap(), "a_1", "{inner}");
         let stats = e.get_document("executionStats").unwrap();
         assert_eq!(stats.get_array("allPlansExecution").unwrap().len(), 0);
-        assert_eq!(stats.get_i64("totalDocsExamined").unwrap(), 100, "{inner}");
+        // findAndModify reads no further than its first match.
+        let examined = if inner.contains_key("findAndModify") {
+            1
+        } else {
+            100
+        };
+        assert_eq!(
+            stats.get_i64("totalDocsExamined").unwrap(),
+            examined,
+            "{inner}"
+        );
     }
     // Explain never writes.
     assert_eq!(coll.count_documents(doc! {"a": 1}).await.unwrap(), 100);

@@ -137,8 +137,17 @@ async fn run(ctx: &Ctx<'_>, inner: &Document, verbosity: Verbosity) -> Result<Do
         let deadline = ctx.deadline()?;
         let mut access = Access::new(chosen.clone());
         let mut matched = 0u64;
+        // Without a blocking sort the run stops at skip + limit, as the
+        // command's own scan does (so the counts are what it examines).
+        let enough = match (e.limit, e.sort.is_none() || chosen.provides_sort()) {
+            (Some(l), true) => e.skip.saturating_add(l),
+            _ => u64::MAX,
+        };
         if let Some(c) = coll {
             access.run(c, deadline, |raw| {
+                if matched >= enough {
+                    return Ok(false);
+                }
                 let d = argon_wal::rawdoc::parse(raw);
                 if filter.is_empty() || filter.try_matches(&d)? {
                     matched += 1;

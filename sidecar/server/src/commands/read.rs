@@ -510,7 +510,7 @@ fn near_matching(
 ) -> Result<Sorted> {
     let mut sorter = crate::query::geo::DistanceSorter::new(budget, top);
     let near = crate::query::geo::near_of(filter);
-    for_each_match(state, ns, filter, deadline, |d, _| {
+    for_each_planned(state, ns, filter, None, None, deadline, |d, _| {
         let distance = near
             .and_then(|(path, n)| n.distance(&crate::query::path::resolve(&d, path).values))
             .unwrap_or(f64::INFINITY);

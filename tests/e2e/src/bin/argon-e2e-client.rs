@@ -101,6 +101,7 @@ async fn run(args: &[String]) -> anyhow::Result<serde_json::Value> {
                 .context("parsing the URI")?;
             options.server_selection_timeout = Some(Duration::from_secs(30));
             let client = Client::with_options(options)?;
+            reachable(&client).await?;
             let reply = client
                 .database("admin")
                 .run_command(command)
@@ -123,7 +124,31 @@ async fn collection(uri: &str, db: &str, coll: &str) -> anyhow::Result<Collectio
     options.server_selection_timeout = Some(Duration::from_secs(30));
     options.app_name = Some("argon-e2e-client".into());
     let client = Client::with_options(options)?;
+    reachable(&client).await?;
     Ok(client.database(db).collection(coll))
+}
+
+/// Waits (up to 10 s) until the server answers `ping`. A pod that has just
+/// started may have its first connections refused: NetworkPolicy
+/// enforcement admits a new pod's address a moment after it starts
+/// (kube-router adds it to the policy's ipset on its next sync), and a
+/// `loadBalanced=true` client does not wait for a server as server
+/// selection otherwise would. An app retries; so does this client, on
+/// connection errors only.
+async fn reachable(client: &Client) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match client.database("admin").run_command(doc! {"ping": 1}).await {
+            Ok(_) => return Ok(()),
+            Err(e)
+                if matches!(*e.kind, mongodb::error::ErrorKind::Io(_))
+                    && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e).context("the server did not answer ping"),
+        }
+    }
 }
 
 async fn write(coll: &Collection<bson::Document>, tag: &str, count: u32) -> anyhow::Result<u32> {

@@ -172,6 +172,8 @@ error_codes! {
     // value that is not a legacy pair, not an object or array, out of
     // bounds; `$near` in an aggregation `$match`.
     Location16755 = 16755,
+    Location16800 = 16800,
+    Location16801 = 16801,
     Location13026 = 13026,
     Location13027 = 13027,
     Location16804 = 16804,

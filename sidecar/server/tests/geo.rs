@@ -427,7 +427,7 @@ async fn writes_under_geo_indexes_need_valid_locations() {
             doc! {"key": {"p": "2d"}, "name": "x", "min": 10, "max": 0},
             72,
         ),
-        (doc! {"key": {"a": 1, "p": "2d"}, "name": "x"}, 67),
+        (doc! {"key": {"a": 1, "p": "2d"}, "name": "x"}, 16801),
         (
             doc! {"key": {"p": "2dsphere"}, "name": "x", "2dsphereIndexVersion": 7},
             67,

@@ -78,10 +78,17 @@ pub fn check_spec(spec: &Document, key: &Document) -> Result<Document> {
     }
     if !flats.is_empty() {
         if spheres > 0 || flats.len() > 1 {
-            return Err(cannot("can't have 2 geo fields"));
+            // mongod's ExpressionParams::parseTwoDParams.
+            return Err(CommandError::new(
+                ErrorCode::Location16800,
+                "can't have 2 geo fields",
+            ));
         }
         if key.keys().next() != Some(flats[0]) {
-            return Err(cannot("2d has to be first in index"));
+            return Err(CommandError::new(
+                ErrorCode::Location16801,
+                "2d has to be first in index",
+            ));
         }
         let bits = match spec.get("bits") {
             None => None,
@@ -336,14 +343,14 @@ mod tests {
                 .unwrap_err()
                 .code
                 .code(),
-            67
+            16801
         );
         assert_eq!(
             ok(doc! {"key": {"loc": "2d", "b": "2d"}})
                 .unwrap_err()
                 .code
                 .code(),
-            67
+            16800
         );
         assert_eq!(
             ok(doc! {"key": {"loc": "2dsphere"}, "bits": 3})

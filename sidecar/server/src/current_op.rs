@@ -183,11 +183,21 @@ pub fn shown_command(name: &str, db: &str, cmd: &Document) -> Document {
         }
         return shown;
     }
-    let size = crate::limits::bson_size(&Bson::Document(cmd.clone()));
-    if size <= SHOWN_COMMAND_BYTES {
-        return cmd.clone();
+    // Field by field, so a 48 MB insert is neither copied nor rendered
+    // on the way to its first kilobyte (this runs for every command).
+    let mut fitting = Document::new();
+    let mut size = 5;
+    for (k, v) in cmd {
+        size += 2 + k.len() + crate::limits::bson_size(v);
+        if size > SHOWN_COMMAND_BYTES {
+            break;
+        }
+        fitting.insert(k.clone(), v.clone());
     }
-    let mut text = cmd.to_string();
+    if size <= SHOWN_COMMAND_BYTES {
+        return fitting;
+    }
+    let mut text = fitting.to_string();
     let mut cut = SHOWN_COMMAND_BYTES.min(text.len());
     while !text.is_char_boundary(cut) {
         cut -= 1;

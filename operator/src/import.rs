@@ -12,7 +12,6 @@ use argon_wal::{BranchState, DocOp, Namespace, Wal, WalError, WriteError};
 use bson::{Bson, Document, RawDocumentBuf};
 use futures::TryStreamExt;
 use mongodb::{Client, Cursor};
-use std::convert::Infallible;
 use std::sync::Arc;
 
 /// Most documents per commit.
@@ -54,13 +53,14 @@ fn source(context: impl Into<String>) -> impl FnOnce(mongodb::error::Error) -> I
     }
 }
 
+/// A resolver here refuses nothing: its only error is a failed read of
+/// the head, which is the WAL's error like a failed commit.
 fn written<T>(
-    r: std::result::Result<(T, argon_wal::CommitInfo), WriteError<Infallible>>,
+    r: std::result::Result<(T, argon_wal::CommitInfo), WriteError<WalError>>,
 ) -> Result<T, ImportError> {
     match r {
         Ok((t, _)) => Ok(t),
-        Err(WriteError::Wal(e)) => Err(e.into()),
-        Err(WriteError::Rejected(never)) => match never {},
+        Err(WriteError::Wal(e) | WriteError::Rejected(e)) => Err(e.into()),
     }
 }
 
@@ -193,7 +193,7 @@ pub async fn create_collection(
     let options = c.options.clone();
     written(
         wal.write(MAIN, move |state: &BranchState| {
-            let existing = state.collection(&ns);
+            let existing = state.collection(&ns)?;
             let mut ops = Vec::new();
             if existing.is_none() {
                 ops.push(DocOp::CreateCollection {
@@ -202,7 +202,9 @@ pub async fn create_collection(
                 });
             }
             for spec in &indexes {
-                let same = existing.is_some_and(|c| c.indexes().iter().any(|i| i == spec));
+                let same = existing
+                    .as_ref()
+                    .is_some_and(|c| c.indexes().iter().any(|i| i == spec));
                 if !same {
                     ops.push(DocOp::CreateIndex {
                         ns: ns.clone(),
@@ -210,7 +212,7 @@ pub async fn create_collection(
                     });
                 }
             }
-            Ok::<_, Infallible>((ops, ()))
+            Ok::<_, WalError>((ops, ()))
         })
         .await,
     )?;
@@ -285,22 +287,23 @@ async fn commit_documents(
         let target = ns.clone();
         let result = wal
             .write(MAIN, move |state: &BranchState| {
-                let existing = state.collection(&target);
-                let ops: Vec<DocOp> = docs
-                    .iter()
-                    .filter(|(id, doc)| {
-                        // Byte for byte: MongoDB keeps field order.
-                        existing
-                            .and_then(|c| c.get(id))
-                            .is_none_or(|d| d.as_bytes() != doc.as_bytes())
-                    })
-                    .map(|(id, doc)| DocOp::Put {
-                        ns: target.clone(),
-                        id: id.clone(),
-                        doc: doc.clone(),
-                    })
-                    .collect();
-                Ok::<_, Infallible>((ops, ()))
+                let existing = state.collection(&target)?;
+                let mut ops: Vec<DocOp> = Vec::new();
+                for (id, doc) in docs.iter() {
+                    let held = match &existing {
+                        Some(c) => c.get(id)?,
+                        None => None,
+                    };
+                    // Byte for byte: MongoDB keeps field order.
+                    if held.is_none_or(|d| d.as_bytes() != doc.as_bytes()) {
+                        ops.push(DocOp::Put {
+                            ns: target.clone(),
+                            id: id.clone(),
+                            doc: doc.clone(),
+                        });
+                    }
+                }
+                Ok::<_, WalError>((ops, ()))
             })
             .await;
         match result {

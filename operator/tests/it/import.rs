@@ -214,9 +214,9 @@ async fn import_copies_a_database_into_main_once() -> anyhow::Result<()> {
     // main holds exactly the source's collections, documents and indexes.
     let (log_store, wal) = open_store(&store, "shop").await?;
     let state = wal.read("main", ReadPoint::Head).await?;
-    assert_eq!(state.databases(), vec!["shop".to_string()]);
+    assert_eq!(state.databases()?, vec!["shop".to_string()]);
     assert_eq!(
-        state.collections("shop"),
+        state.collections("shop")?,
         vec![
             "blobs".to_string(),
             "customers".to_string(),
@@ -233,13 +233,13 @@ async fn import_copies_a_database_into_main_once() -> anyhow::Result<()> {
             .try_collect()
             .await?;
         let got = state
-            .collection(&Namespace::new("shop", coll))
+            .collection(&Namespace::new("shop", coll))?
             .expect("collection in main");
-        assert_eq!(got.len(), want.len(), "documents of shop.{coll}");
+        assert_eq!(got.len()?, want.len() as u64, "documents of shop.{coll}");
         for d in &want {
             let id = d.get("_id").expect("_id");
             assert_eq!(
-                got.get(id).map(|g| g.as_bytes().to_vec()),
+                got.get(id)?.map(|g| g.as_bytes().to_vec()),
                 Some(d.to_vec()?),
                 "shop.{coll} {id}"
             );
@@ -248,6 +248,7 @@ async fn import_copies_a_database_into_main_once() -> anyhow::Result<()> {
     let index = |coll: &str, name: &str| {
         state
             .collection(&Namespace::new("shop", coll))
+            .expect("reads")
             .and_then(|c| {
                 c.indexes()
                     .iter()
@@ -265,7 +266,7 @@ async fn import_copies_a_database_into_main_once() -> anyhow::Result<()> {
     assert_eq!(email.get_bool("unique").ok(), Some(true));
     for coll in ["orders", "customers"] {
         let n = state
-            .collection(&Namespace::new("shop", coll))
+            .collection(&Namespace::new("shop", coll))?
             .map_or(0, |c| c.indexes().len());
         assert_eq!(n, 2, "shop.{coll}: _id_ and one secondary index");
     }
@@ -330,7 +331,7 @@ async fn import_copies_a_database_into_main_once() -> anyhow::Result<()> {
     );
     let (_, fresh) = open_store(&store, "shop").await?;
     let state = fresh.read("main", ReadPoint::Head).await?;
-    assert_eq!(state.databases(), vec!["shop".to_string()]);
+    assert_eq!(state.databases()?, vec!["shop".to_string()]);
 
     // Bad input: each says what is wrong; the operator keeps going.
     let unreachable = format!("mongodb://127.0.0.1:{}/", free_port()?);
@@ -490,9 +491,9 @@ async fn import_resumes_after_an_operator_crash_without_duplicates() -> anyhow::
     assert_eq!(imp.documents, i64::from(EVENTS));
     let state = wal.read("main", ReadPoint::Head).await?;
     let got = state
-        .collection(&Namespace::new("big", "events"))
+        .collection(&Namespace::new("big", "events"))?
         .expect("big.events in main");
-    assert_eq!(got.len(), EVENTS as usize);
+    assert_eq!(got.len()?, EVENTS as u64);
     assert_eq!(got.indexes().len(), 1, "only _id_");
     // The second attempt re-read everything but logged only what was missing.
     let puts = puts_per_commit(&log_store, &wal, "big").await?;

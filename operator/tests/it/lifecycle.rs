@@ -212,7 +212,8 @@ async fn branch_lifecycle() -> anyhow::Result<()> {
     assert_eq!(
         state
             .collection(&Namespace::new("shop", "orders"))
-            .map(|c| c.len()),
+            .expect("reads")
+            .map(|c| c.len().expect("reads")),
         Some(1)
     );
 
@@ -293,7 +294,8 @@ async fn branch_lifecycle() -> anyhow::Result<()> {
     assert_eq!(
         state
             .collection(&Namespace::new("shop", "orders"))
-            .map(|c| c.len()),
+            .expect("reads")
+            .map(|c| c.len().expect("reads")),
         Some(3)
     );
     let backup = wal.branch("feature-backup").await?;
@@ -304,7 +306,8 @@ async fn branch_lifecycle() -> anyhow::Result<()> {
     assert_eq!(
         backup_state
             .collection(&Namespace::new("shop", "orders"))
-            .map(|c| c.len()),
+            .expect("reads")
+            .map(|c| c.len().expect("reads")),
         Some(5)
     );
     let backup_cr = wait_for(&branches, "feature-backup", "backup Ready", |b| {
@@ -341,7 +344,8 @@ async fn branch_lifecycle() -> anyhow::Result<()> {
     assert_eq!(
         state
             .collection(&Namespace::new("shop", "orders"))
-            .map(|c| c.len()),
+            .expect("reads")
+            .map(|c| c.len().expect("reads")),
         Some(4),
         "the write after the reset survived"
     );

@@ -95,7 +95,7 @@ fn limits(options: &Document) -> Option<(u64, Option<u64>)> {
 /// A document of `len` bytes may go into `ns`: never larger than the
 /// capped collection itself.
 pub fn check_insert(t: &Transaction, ns: &Namespace, len: usize) -> Result<()> {
-    let Some((size, _)) = t.state().collection(ns).and_then(|c| limits(c.options())) else {
+    let Some((size, _)) = t.state().collection(ns)?.and_then(|c| limits(c.options())) else {
         return Ok(());
     };
     if len as u64 > size {
@@ -111,22 +111,23 @@ pub fn check_insert(t: &Transaction, ns: &Namespace, len: usize) -> Result<()> {
 pub fn evict(t: &mut Transaction, ns: &Namespace) -> Result<()> {
     loop {
         let victim = {
-            let Some(c) = t.state().collection(ns) else {
+            let Some(c) = t.state().collection(ns)? else {
                 return Ok(());
             };
             let Some((size, max)) = limits(c.options()) else {
                 return Ok(());
             };
             let bytes = c.capped_bytes().unwrap_or(0);
-            let over = bytes > size || max.is_some_and(|m| c.len() as u64 > m);
+            let len = c.len()?;
+            let over = bytes > size || max.is_some_and(|m| len > m);
             // The newest (just inserted) document always stays.
-            if !over || c.len() <= 1 {
+            if !over || len <= 1 {
                 return Ok(());
             }
-            c.iter_natural()
-                .next()
-                .and_then(argon_wal::rawdoc::id_of)
-                .unwrap_or(Bson::Null)
+            match c.iter_natural().next().transpose()? {
+                Some(oldest) => argon_wal::rawdoc::id_of(&oldest).unwrap_or(Bson::Null),
+                None => Bson::Null,
+            }
         };
         t.delete(ns, victim).map_err(crate::wal_error::from_wal)?;
     }

@@ -136,47 +136,52 @@ fn expired(rule: &Rule, doc: &Document, now_ms: i64) -> bool {
 
 /// The deletes of every document expired at `now_ms` in `state` (at most
 /// `limit`).
-pub fn expired_deletes(state: &BranchState, now_ms: i64, limit: usize) -> Vec<DocOp> {
+pub fn expired_deletes(
+    state: &BranchState,
+    now_ms: i64,
+    limit: usize,
+) -> Result<Vec<DocOp>, CommandError> {
     let mut ops = Vec::new();
-    for db in state.databases() {
-        for coll in state.collections(&db) {
+    for db in state.databases()? {
+        for coll in state.collections(&db)? {
             let ns = Namespace::new(db.as_str(), coll.as_str());
-            let Some(c) = state.collection(&ns) else {
+            let Some(c) = state.collection(&ns)? else {
                 continue;
             };
-            let rules = rules_of(c);
+            let rules = rules_of(&c);
             if rules.is_empty() {
                 continue;
             }
             for raw in c.iter() {
-                let doc = argon_wal::rawdoc::parse(raw);
+                let doc = raw?.to_document();
                 if rules.iter().any(|r| expired(r, &doc, now_ms)) {
                     ops.push(DocOp::Delete {
                         ns: ns.clone(),
                         id: doc.get("_id").cloned().unwrap_or(Bson::Null),
                     });
                     if ops.len() >= limit {
-                        return ops;
+                        return Ok(ops);
                     }
                 }
             }
         }
     }
-    ops
+    Ok(ops)
 }
 
-fn has_ttl(state: &BranchState) -> bool {
-    state.databases().iter().any(|db| {
-        state.collections(db).iter().any(|c| {
-            state
-                .collection(&Namespace::new(db.as_str(), c.as_str()))
-                .is_some_and(|c| {
-                    c.indexes()
-                        .iter()
-                        .any(|i| i.contains_key("expireAfterSeconds"))
-                })
-        })
-    })
+fn has_ttl(state: &BranchState) -> Result<bool, CommandError> {
+    for db in state.databases()? {
+        for c in state.collections(&db)? {
+            if let Some(c) = state.collection(&Namespace::new(db.as_str(), c.as_str()))?
+                && c.indexes()
+                    .iter()
+                    .any(|i| i.contains_key("expireAfterSeconds"))
+            {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
 }
 
 fn now_ms() -> i64 {
@@ -201,7 +206,7 @@ pub async fn pass(svc: &Service) -> Result<usize> {
             .read(&name, ReadPoint::Head)
             .await
             .map_err(crate::wal_error::from_wal)?;
-        if !has_ttl(&state) {
+        if !has_ttl(&state)? {
             continue;
         }
         loop {
@@ -209,7 +214,7 @@ pub async fn pass(svc: &Service) -> Result<usize> {
             let (n, _) = svc
                 .wal
                 .write(&name, move |state: &BranchState| {
-                    let ops = expired_deletes(state, now, MAX_DELETES_PER_COMMIT);
+                    let ops = expired_deletes(state, now, MAX_DELETES_PER_COMMIT)?;
                     let n = ops.len();
                     Ok::<_, CommandError>((ops, n))
                 })

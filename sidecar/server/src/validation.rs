@@ -171,7 +171,7 @@ fn parsed(validator: &Document) -> Result<Rc<Filter>> {
 /// `errInfo` when the validator refuses it and the action is `error`;
 /// logged and allowed when it is `warn`.
 pub fn check(state: &BranchState, ns: &Namespace, new: &Document) -> Result<()> {
-    let Some(coll) = state.collection(ns) else {
+    let Some(coll) = state.collection(ns)? else {
         return Ok(());
     };
     let options = coll.options();
@@ -190,7 +190,7 @@ pub fn check(state: &BranchState, ns: &Namespace, new: &Document) -> Result<()> 
     if level == Level::Moderate {
         // Moderate: an update of a document that already broke the rules
         // is not checked (inserts always are).
-        let old_valid = coll.get_document(&id).map(|old| filter.matches(&old));
+        let old_valid = coll.get_document(&id)?.map(|old| filter.matches(&old));
         if old_valid == Some(false) {
             return Ok(());
         }

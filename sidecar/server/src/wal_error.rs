@@ -67,3 +67,11 @@ pub fn from_write(e: WriteError<CommandError>) -> CommandError {
         WriteError::Wal(e) => from_wal(e),
     }
 }
+
+/// A read of branch state that failed (the store's I/O or damage) answers
+/// the request that made it, through the same mapping as every WAL error.
+impl From<WalError> for CommandError {
+    fn from(e: WalError) -> CommandError {
+        from_wal(e)
+    }
+}

@@ -324,10 +324,16 @@ async fn insert_phase(
 async fn top_up(wal: &Wal, coll: &str, docs: u64) -> BoxResult<()> {
     let ns = Namespace::new(DB, coll);
     let head = wal.read("main", ReadPoint::Head).await?;
-    let missing: Vec<u64> = match head.collection(&ns) {
-        Some(c) => (0..docs)
-            .filter(|i| c.get(&Bson::Int64(*i as i64)).is_none())
-            .collect(),
+    let missing: Vec<u64> = match head.collection(&ns)? {
+        Some(c) => {
+            let mut missing = Vec::new();
+            for i in 0..docs {
+                if c.get(&Bson::Int64(i as i64))?.is_none() {
+                    missing.push(i);
+                }
+            }
+            missing
+        }
         None => (0..docs).collect(),
     };
     drop(head);
@@ -416,7 +422,7 @@ async fn engine_run(
         mb(retained),
         mb(after_close),
         mb(fresh_head),
-        head.doc_count()
+        head.doc_count()?
     );
     drop(head);
     drop(fresh);

@@ -684,7 +684,7 @@ async fn bench_branches(scratch: &Path, sizes: &Sizes, out: &mut String) -> BoxR
     // 5. Fork of a materialized state.
     if let Some(state) = fork_source {
         eprintln!("fork of a materialized state");
-        let docs = state.doc_count();
+        let docs = state.doc_count()?;
         let mut clones = Vec::with_capacity(10_000);
         let mut first_writes = Vec::with_capacity(1_000);
         for i in 0..10_000 {

@@ -1,6 +1,7 @@
 //! Differences between two states of a branch, per collection. Used by
 //! `Wal::diff` and as the preview of a reset.
 
+use crate::error::Result;
 use crate::state::{BranchState, CollectionState, DocChange};
 use crate::types::{Namespace, Seq};
 use bson::Bson;
@@ -50,19 +51,23 @@ fn id_of(d: &bson::RawDocument) -> Bson {
     crate::rawdoc::id_of(d).unwrap_or(Bson::Null)
 }
 
+fn ids(c: &CollectionState) -> Result<Vec<Bson>> {
+    c.iter().map(|d| d.map(|d| id_of(&d))).collect()
+}
+
 fn diff_collection(
     ns: &Namespace,
     a: Option<&CollectionState>,
     b: Option<&CollectionState>,
-) -> CollectionDiff {
+) -> Result<CollectionDiff> {
     let mut out = CollectionDiff {
         ns: ns.clone(),
         ..Default::default()
     };
     match (a, b) {
         (None, None) => {}
-        (Some(a), None) => out.removed = a.iter().map(id_of).collect(),
-        (None, Some(b)) => out.added = b.iter().map(id_of).collect(),
+        (Some(a), None) => out.removed = ids(a)?,
+        (None, Some(b)) => out.added = ids(b)?,
         (Some(a), Some(b)) => {
             for change in a.changes(b) {
                 match change {
@@ -73,23 +78,25 @@ fn diff_collection(
             }
         }
     }
-    out
+    Ok(out)
 }
 
 /// What changes going from `a` to `b`.
-pub fn diff(a: &BranchState, b: &BranchState) -> Diff {
-    let mut names: Vec<&Namespace> = a.namespaces().map(|(ns, _)| ns).collect();
-    names.extend(b.namespaces().map(|(ns, _)| ns));
+pub fn diff(a: &BranchState, b: &BranchState) -> Result<Diff> {
+    let mut names: Vec<Namespace> = a.namespaces()?.into_iter().map(|(ns, _)| ns).collect();
+    names.extend(b.namespaces()?.into_iter().map(|(ns, _)| ns));
     names.sort();
     names.dedup();
-    let collections = names
-        .into_iter()
-        .map(|ns| diff_collection(ns, a.collection(ns), b.collection(ns)))
-        .filter(|c| !c.is_empty())
-        .collect();
-    Diff {
+    let mut collections = Vec::new();
+    for ns in &names {
+        let c = diff_collection(ns, a.collection(ns)?.as_ref(), b.collection(ns)?.as_ref())?;
+        if !c.is_empty() {
+            collections.push(c);
+        }
+    }
+    Ok(Diff {
         from: a.seq(),
         to: b.seq(),
         collections,
-    }
+    })
 }

@@ -1098,7 +1098,7 @@ impl Wal {
             let (inc, head) = self.inner.head_of(&name).await?;
             let target = self.inner.resolve_point(&inc, head.seq(), to).await?;
             let target_state = self.inner.state_at(inc.id, target).await?;
-            let preview = diff::diff(&head, &target_state);
+            let preview = diff::diff(&head, &target_state)?;
             let old_head = CommitInfo {
                 seq: head.seq(),
                 time: head.time(),
@@ -1168,7 +1168,7 @@ impl Wal {
     pub async fn diff(&self, branch: &str, from: ReadPoint, to: ReadPoint) -> Result<Diff> {
         let a = self.read(branch, from).await?;
         let b = self.read(branch, to).await?;
-        Ok(diff::diff(&a, &b))
+        diff::diff(&a, &b)
     }
 
     /// Stores a snapshot of the branch's head now; returns its seq. A branch

@@ -22,6 +22,7 @@
 pub mod access;
 mod catalog;
 pub mod diff;
+pub mod doc;
 mod engine;
 pub mod error;
 pub mod failpoints;
@@ -44,6 +45,7 @@ pub mod unique;
 
 pub use access::{AccessEvent, ProjectAccess, UserPrecondition};
 pub use diff::{CollectionDiff, Diff};
+pub use doc::Doc;
 pub use engine::{
     BranchInfo, Clock, LineageEntry, LogInfo, ResetOutcome, RetryableOutcome, Wal, WalOptions,
 };

@@ -35,7 +35,7 @@ fn push_doc(out: &mut Vec<u8>, d: &Document) -> Result<()> {
 pub fn encode(state: &BranchState) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(1024);
     out.extend_from_slice(MAGIC);
-    let colls: Vec<_> = state.namespaces().collect();
+    let colls = state.namespaces()?;
     push_doc(
         &mut out,
         &doc! {
@@ -50,7 +50,7 @@ pub fn encode(state: &BranchState) -> Result<Vec<u8>> {
                 "db": ns.db.as_str(), "coll": ns.coll.as_str(),
                 "options": c.options().clone(),
                 "indexes": c.indexes().iter().cloned().map(Bson::Document).collect::<Vec<_>>(),
-                "docs": c.len() as i64,
+                "docs": c.len()? as i64,
             },
         )?;
         // Natural order: a capped collection's insertion order is rebuilt
@@ -58,7 +58,7 @@ pub fn encode(state: &BranchState) -> Result<Vec<u8>> {
         for d in c.iter_natural() {
             // The key is rebuilt from the document's `_id`; the engine
             // refuses a Put whose `doc._id` is not its `id`, so they agree.
-            out.extend_from_slice(d.as_bytes());
+            out.extend_from_slice(d?.as_bytes());
         }
     }
     for (session, e) in state.retries().iter() {

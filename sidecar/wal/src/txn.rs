@@ -38,12 +38,12 @@
 //! pass it is refused with `CommitTooLarge` before it is applied, so a
 //! runaway update stops at the limit, not at the end of the collection.
 
-use bson::{Bson, Document, RawDocument, RawDocumentBuf};
+use bson::{Bson, Document, RawDocumentBuf};
 use std::sync::Arc;
 
 use crate::error::Result;
 use crate::record::{DocOp, LoggedOp};
-use crate::state::{BranchState, CollectionState};
+use crate::state::BranchState;
 use crate::types::Namespace;
 use crate::unique::{self, IndexFilter};
 
@@ -191,7 +191,7 @@ impl Transaction {
 
     /// Creates `ns` with default options if it does not exist.
     pub fn ensure_collection(&mut self, ns: &Namespace) -> Result<()> {
-        if self.working.collection(ns).is_some() {
+        if self.working.collection(ns)?.is_some() {
             return Ok(());
         }
         self.apply_checked(DocOp::CreateCollection {
@@ -245,25 +245,25 @@ impl Transaction {
     }
 
     /// What logging `op` adds: its document, the pre-image it replaces.
-    fn cost_of(&self, op: &DocOp) -> usize {
-        let pre = |ns: &Namespace, id: &Bson| {
-            self.working
-                .collection(ns)
-                .and_then(|c| c.get(id))
-                .map_or(0, |d| d.as_bytes().len())
+    fn cost_of(&self, op: &DocOp) -> Result<usize> {
+        let pre = |ns: &Namespace, id: &Bson| -> Result<usize> {
+            Ok(match self.working.collection(ns)? {
+                Some(c) => c.get(id)?.map_or(0, |d| d.as_bytes().len()),
+                None => 0,
+            })
         };
-        OP_OVERHEAD
+        Ok(OP_OVERHEAD
             + match op {
-                DocOp::Put { ns, id, doc } => doc.as_bytes().len() + pre(ns, id),
-                DocOp::Delete { ns, id } => pre(ns, id),
+                DocOp::Put { ns, id, doc } => doc.as_bytes().len() + pre(ns, id)?,
+                DocOp::Delete { ns, id } => pre(ns, id)?,
                 _ => 0,
-            }
+            })
     }
 
     /// Validates, applies and logs one op whose index rules were checked.
     fn apply_checked(&mut self, op: DocOp) -> Result<()> {
         crate::engine::check_op(&op)?;
-        let logged = self.logged + self.cost_of(&op);
+        let logged = self.logged + self.cost_of(&op)?;
         if logged > self.limit {
             return Err(crate::error::WalError::CommitTooLarge {
                 bytes: logged,
@@ -311,12 +311,12 @@ impl Transaction {
 
     /// The first write of this transaction that another commit overlapped
     /// between the snapshot and `head`; `None` when it can commit on `head`.
-    pub fn conflict_on(&self, head: &BranchState) -> Option<TxnConflict> {
+    pub fn conflict_on(&self, head: &BranchState) -> Result<Option<TxnConflict>> {
         for op in self.ops() {
             let conflict = match op {
                 DocOp::Put { ns, id, .. } | DocOp::Delete { ns, id } => {
-                    let before = doc_bytes(self.snapshot.collection(ns), id);
-                    let now = doc_bytes(head.collection(ns), id);
+                    let before = doc_bytes(&self.snapshot, ns, id)?;
+                    let now = doc_bytes(head, ns, id)?;
                     (before != now).then(|| {
                         format!("document {{_id: {id}}} in {ns} was changed by a concurrent commit")
                     })
@@ -325,54 +325,66 @@ impl Transaction {
                 | DocOp::CreateIndex { ns, .. }
                 | DocOp::DropIndex { ns, .. }
                 | DocOp::SetCollectionOptions { ns, .. } => {
-                    catalog_changed(&self.snapshot, head, ns)
+                    catalog_changed(&self.snapshot, head, ns)?
                 }
-                DocOp::DropCollection { ns } => collection_changed(&self.snapshot, head, ns),
+                DocOp::DropCollection { ns } => collection_changed(&self.snapshot, head, ns)?,
                 DocOp::RenameCollection { from, to } => {
-                    collection_changed(&self.snapshot, head, from)
-                        .or_else(|| collection_changed(&self.snapshot, head, to))
+                    match collection_changed(&self.snapshot, head, from)? {
+                        Some(c) => Some(c),
+                        None => collection_changed(&self.snapshot, head, to)?,
+                    }
                 }
                 DocOp::DropDatabase { db } => {
-                    let (a, b) = (self.snapshot.collections(db), head.collections(db));
+                    let (a, b) = (self.snapshot.collections(db)?, head.collections(db)?);
                     if a != b {
                         Some(format!("the collections of {db} changed concurrently"))
                     } else {
-                        a.iter().find_map(|c| {
-                            collection_changed(&self.snapshot, head, &Namespace::new(db, c))
-                        })
+                        let mut changed = None;
+                        for c in &a {
+                            changed =
+                                collection_changed(&self.snapshot, head, &Namespace::new(db, c))?;
+                            if changed.is_some() {
+                                break;
+                            }
+                        }
+                        changed
                     }
                 }
             };
             if let Some(what) = conflict {
-                return Some(TxnConflict { what });
+                return Ok(Some(TxnConflict { what }));
             }
         }
-        None
+        Ok(None)
     }
 }
 
-fn doc_bytes<'a>(coll: Option<&'a CollectionState>, id: &bson::Bson) -> Option<&'a [u8]> {
-    coll.and_then(|c| c.get(id)).map(RawDocument::as_bytes)
+/// The document `id` of `ns` in `state`, as bytes (`None`: absent).
+fn doc_bytes(state: &BranchState, ns: &Namespace, id: &bson::Bson) -> Result<Option<Vec<u8>>> {
+    Ok(match state.collection(ns)? {
+        Some(c) => c.get(id)?.map(|d| d.as_bytes().to_vec()),
+        None => None,
+    })
 }
 
 /// The catalog entry of `ns` (existence, options, indexes) differs.
-fn catalog_changed(a: &BranchState, b: &BranchState, ns: &Namespace) -> Option<String> {
-    let same = match (a.collection(ns), b.collection(ns)) {
+fn catalog_changed(a: &BranchState, b: &BranchState, ns: &Namespace) -> Result<Option<String>> {
+    let same = match (a.collection(ns)?, b.collection(ns)?) {
         (None, None) => true,
         (Some(x), Some(y)) => x.options() == y.options() && x.indexes() == y.indexes(),
         _ => false,
     };
-    (!same).then(|| format!("collection {ns} was created, dropped or re-indexed concurrently"))
+    Ok((!same).then(|| format!("collection {ns} was created, dropped or re-indexed concurrently")))
 }
 
 /// The whole collection `ns` differs (catalog or any document).
-fn collection_changed(a: &BranchState, b: &BranchState, ns: &Namespace) -> Option<String> {
-    let same = match (a.collection(ns), b.collection(ns)) {
+fn collection_changed(a: &BranchState, b: &BranchState, ns: &Namespace) -> Result<Option<String>> {
+    let same = match (a.collection(ns)?, b.collection(ns)?) {
         (None, None) => true,
         (Some(x), Some(y)) => x == y,
         _ => false,
     };
-    (!same).then(|| format!("collection {ns} was changed by a concurrent commit"))
+    Ok((!same).then(|| format!("collection {ns} was changed by a concurrent commit")))
 }
 
 #[cfg(test)]
@@ -406,9 +418,9 @@ mod tests {
         let (ns, s) = base();
         let mut t = Transaction::begin(s.clone(), crate::unique::every_document());
         t.record(vec![put(&ns, 1, 5)]).unwrap();
-        let coll = t.state().collection(&ns).unwrap();
+        let coll = t.state().collection(&ns).unwrap().unwrap();
         assert_eq!(
-            crate::rawdoc::parse(coll.get(&Bson::Int32(1)).unwrap()),
+            coll.get(&Bson::Int32(1)).unwrap().unwrap().to_document(),
             doc! {"_id": 1, "v": 5}
         );
         assert_eq!(t.snapshot(), &s);
@@ -423,8 +435,8 @@ mod tests {
         let mut head = s.clone();
         head.apply(&put(&ns, 2, 9));
         head.apply(&put(&ns, 3, 9));
-        assert_eq!(t.conflict_on(&head), None);
-        assert_eq!(t.conflict_on(&s), None);
+        assert_eq!(t.conflict_on(&head).unwrap(), None);
+        assert_eq!(t.conflict_on(&s).unwrap(), None);
     }
 
     #[test]
@@ -438,13 +450,13 @@ mod tests {
         .unwrap();
         let mut head = s.clone();
         head.apply(&put(&ns, 2, 1));
-        assert!(t.conflict_on(&head).is_some());
+        assert!(t.conflict_on(&head).unwrap().is_some());
         // An insert racing another insert of the same _id conflicts too.
         let mut t = Transaction::begin(s.clone(), crate::unique::every_document());
         t.record(vec![put(&ns, 7, 1)]).unwrap();
         let mut head = s;
         head.apply(&put(&ns, 7, 2));
-        assert!(t.conflict_on(&head).is_some());
+        assert!(t.conflict_on(&head).unwrap().is_some());
     }
 
     #[test]
@@ -462,7 +474,7 @@ mod tests {
             ns,
             options: doc! {},
         });
-        assert!(t.conflict_on(&head).is_some());
+        assert!(t.conflict_on(&head).unwrap().is_some());
     }
 
     #[test]
@@ -490,7 +502,9 @@ mod tests {
             t.state()
                 .collection(&ns)
                 .unwrap()
+                .unwrap()
                 .get(&Bson::Int32(3))
+                .unwrap()
                 .is_none()
         );
     }

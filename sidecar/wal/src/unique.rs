@@ -122,11 +122,11 @@ pub fn check_put(
     insert: bool,
     filter: &dyn IndexFilter,
 ) -> Result<()> {
-    let Some(coll) = state.collection(ns) else {
+    let Some(coll) = state.collection(ns)? else {
         return Ok(());
     };
     let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
-    if insert && coll.get(&id).is_some() {
+    if insert && coll.get(&id)?.is_some() {
         return Err(duplicate(ns, &id_index(), &[id]));
     }
     for spec in coll.indexes().iter().skip(1) {
@@ -145,7 +145,7 @@ pub fn check_put(
                 Err(_) => {} // scanned below
             }
         }
-        if let Some(at) = held_by_another(coll, spec, &pattern, &id, &own, filter) {
+        if let Some(at) = held_by_another(&coll, spec, &pattern, &id, &own, filter)? {
             return Err(duplicate(ns, spec, &own[at]));
         }
     }
@@ -161,7 +161,7 @@ fn held_by_another(
     id: &Bson,
     own: &[Vec<Bson>],
     filter: &dyn IndexFilter,
-) -> Option<usize> {
+) -> Result<Option<usize>> {
     let own_key = crate::idkey::IdKey::from_bson(id);
     let wanted: Vec<_> = collated(spec, own.to_vec(), filter)
         .iter()
@@ -169,7 +169,7 @@ fn held_by_another(
         .enumerate()
         .collect();
     for other in coll.iter() {
-        let other = crate::rawdoc::parse(other);
+        let other = other?.to_document();
         let other_id = other.get("_id").cloned().unwrap_or(Bson::Null);
         if crate::idkey::IdKey::from_bson(&other_id) == own_key || !in_index(spec, &other, filter) {
             continue;
@@ -180,11 +180,11 @@ fn held_by_another(
         for t in collated(spec, theirs, filter) {
             let t = crate::indexkey::IndexKey::from_values(&t);
             if let Some((at, _)) = wanted.iter().find(|(_, k)| *k == t) {
-                return Some(*at);
+                return Ok(Some(*at));
             }
         }
     }
-    None
+    Ok(None)
 }
 
 /// Refuses a new index `spec` over the documents of `coll`: one that cannot
@@ -202,7 +202,7 @@ pub fn check_new_index(
     let unique = spec.get_bool("unique").unwrap_or(false);
     let mut seen = std::collections::HashMap::new();
     for d in coll.iter() {
-        let d = crate::rawdoc::parse(d);
+        let d = d?.to_document();
         let ks = keys(&pattern, &d)?;
         if !unique || !in_index(spec, &d, filter) {
             continue;

@@ -78,7 +78,7 @@ fn run_and_kill(args: &[&str], kill_after: usize) -> Vec<(i64, i64, i64)> {
 /// head reads back (no holes, nothing partial). Returns the head seq.
 async fn check(wal: &Wal, acked: &[(i64, i64, i64)], doc_bytes: usize) -> Seq {
     let head = wal.read("main", ReadPoint::Head).await.unwrap();
-    let coll = head.collection(&common_ns()).unwrap();
+    let coll = head.collection(&common_ns()).unwrap().unwrap();
     for (seq, w, i) in acked {
         assert!(
             head.seq().0 >= *seq as u64,
@@ -87,11 +87,12 @@ async fn check(wal: &Wal, acked: &[(i64, i64, i64)], doc_bytes: usize) -> Seq {
         );
         let id = w * 1_000_000 + i;
         assert!(
-            coll.get(&Bson::Int64(id)).is_some(),
+            coll.get(&Bson::Int64(id)).unwrap().is_some(),
             "acked write {w}/{i} (seq {seq}) lost"
         );
     }
     for d in coll.iter() {
+        let d = d.unwrap();
         let id = d.get_i64("_id").unwrap();
         let pad = d.get_binary("pad").unwrap();
         assert!(
@@ -105,7 +106,7 @@ async fn check(wal: &Wal, acked: &[(i64, i64, i64)], doc_bytes: usize) -> Seq {
         .read("main", ReadPoint::Seq(Seq(head.seq().0 / 2)))
         .await
         .unwrap();
-    assert!(mid.doc_count() <= head.doc_count());
+    assert!(mid.doc_count().unwrap() <= head.doc_count().unwrap());
     head.seq()
 }
 

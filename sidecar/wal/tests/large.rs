@@ -60,10 +60,14 @@ fn big_puts(ids: std::ops::Range<i64>, size: usize, tag: u8) -> Vec<DocOp> {
 
 /// Documents `ids` are there, each written with `tag` and whole.
 fn assert_docs(state: &BranchState, ids: std::ops::Range<i64>, size: usize, tag: u8) {
-    let coll = state.collection(&blobs()).expect("the blobs collection");
+    let coll = state
+        .collection(&blobs())
+        .unwrap()
+        .expect("the blobs collection");
     for id in ids {
         let d = coll
             .get(&Bson::Int64(id))
+            .expect("reads")
             .unwrap_or_else(|| panic!("document {id} is missing at seq {}", state.seq()));
         assert_eq!(d.get_i32("tag").unwrap(), i32::from(tag), "document {id}");
         assert!(

@@ -38,7 +38,8 @@ async fn insert_once(
         let exists = t
             .state()
             .collection(&ns("r"))
-            .is_some_and(|c| c.get(&bson::Bson::Int64(id)).is_some());
+            .unwrap()
+            .is_some_and(|c| c.get(&bson::Bson::Int64(id)).unwrap().is_some());
         if exists {
             Ok(doc! {"n": 0})
         } else {
@@ -89,7 +90,13 @@ async fn a_retried_write_is_answered_from_the_log_after_a_restart() {
     assert_eq!(reply_of(o), doc! {"n": 1, "id": 1i64});
     assert_eq!(runs.load(Ordering::SeqCst), 1);
     let head = wal.read("main", ReadPoint::Head).await.unwrap();
-    assert!(head.collection(&ns("r")).unwrap().is_empty());
+    assert!(
+        head.collection(&ns("r"))
+            .unwrap()
+            .unwrap()
+            .is_empty()
+            .unwrap()
+    );
     // An older txnNumber of the session is refused; a newer one runs.
     let e = insert_once(&wal, key(1, 6), 1, &runs).await.unwrap_err();
     assert!(
@@ -124,7 +131,13 @@ async fn a_write_that_changed_nothing_is_remembered() {
     let o = insert_once(&wal, key(2, 1), 5, &runs).await.unwrap();
     assert_eq!(reply_of(o), doc! {"n": 0});
     let head = wal.read("main", ReadPoint::Head).await.unwrap();
-    assert!(head.collection(&ns("r")).unwrap().is_empty());
+    assert!(
+        head.collection(&ns("r"))
+            .unwrap()
+            .unwrap()
+            .is_empty()
+            .unwrap()
+    );
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
 
@@ -169,7 +182,10 @@ async fn a_retry_on_another_handle_is_answered() {
     // Resolved on b's stale head once, then answered after catching up.
     assert!(runs.load(Ordering::SeqCst) <= 2);
     let head = b.read("main", ReadPoint::Head).await.unwrap();
-    assert_eq!(head.collection(&ns("r")).unwrap().len(), 1);
+    assert_eq!(
+        head.collection(&ns("r")).unwrap().unwrap().len().unwrap(),
+        1
+    );
     assert_eq!(head.seq(), Seq(2), "the retry committed nothing");
 }
 
@@ -263,7 +279,7 @@ async fn a_part_continues_only_from_the_entry_it_follows() {
         .unwrap();
     assert_eq!(reply_of(o), doc! {"part": 2i64});
     let head = wal.read("main", ReadPoint::Head).await.unwrap();
-    let c = head.collection(&ns("r")).unwrap();
-    assert!(c.get(&bson::Bson::Int64(2)).is_some());
-    assert!(c.get(&bson::Bson::Int64(3)).is_none());
+    let c = head.collection(&ns("r")).unwrap().unwrap();
+    assert!(c.get(&bson::Bson::Int64(2)).unwrap().is_some());
+    assert!(c.get(&bson::Bson::Int64(3)).unwrap().is_none());
 }

@@ -86,7 +86,10 @@ async fn unique_keys_are_multikey_and_refused_once_applied() {
         "a second null key: {e:?}"
     );
     let head = wal.read("main", ReadPoint::Head).await.unwrap();
-    assert_eq!(head.collection(&ns("u")).unwrap().len(), 2);
+    assert_eq!(
+        head.collection(&ns("u")).unwrap().unwrap().len().unwrap(),
+        2
+    );
 }
 
 #[tokio::test]
@@ -102,7 +105,10 @@ async fn a_refused_write_leaves_nothing() {
         .await;
     assert!(r.is_err());
     let head = wal.read("main", ReadPoint::Head).await.unwrap();
-    assert_eq!(head.collection(&ns("u")).unwrap().len(), 1);
+    assert_eq!(
+        head.collection(&ns("u")).unwrap().unwrap().len().unwrap(),
+        1
+    );
     assert_eq!(head.seq().0, 2, "nothing committed");
 }
 
@@ -124,21 +130,21 @@ async fn a_new_unique_index_is_checked_over_existing_documents() {
     insert(&wal, doc! {"_id": 1, "t": [1, 2]}).await.unwrap();
     insert(&wal, doc! {"_id": 2, "t": [2, 3]}).await.unwrap();
     let head = wal.read("main", ReadPoint::Head).await.unwrap();
-    let coll = head.collection(&ns("u")).unwrap();
+    let coll = head.collection(&ns("u")).unwrap().unwrap();
     let n: Namespace = ns("u");
     let unique = doc! {"name": "t_1", "key": {"t": 1}, "unique": true};
-    let e = check_new_index(coll, &n, &unique, &EveryDocument).unwrap_err();
+    let e = check_new_index(&coll, &n, &unique, &EveryDocument).unwrap_err();
     assert!(
         matches!(&e, WalError::DuplicateKey(d) if d.key == doc! {"t": 2}),
         "{e:?}"
     );
     let plain = doc! {"name": "t_1", "key": {"t": 1}};
-    check_new_index(coll, &n, &plain, &EveryDocument).unwrap();
+    check_new_index(&coll, &n, &plain, &EveryDocument).unwrap();
     let compound = doc! {"name": "tu", "key": {"t": 1, "u": 1}};
     insert(&wal, doc! {"_id": 3, "u": [1]}).await.unwrap();
     let head = wal.read("main", ReadPoint::Head).await.unwrap();
-    let coll = head.collection(&ns("u")).unwrap();
-    check_new_index(coll, &n, &compound, &EveryDocument).unwrap();
+    let coll = head.collection(&ns("u")).unwrap().unwrap();
+    check_new_index(&coll, &n, &compound, &EveryDocument).unwrap();
 }
 
 /// An index with a `collation` compares its keys as the query engine maps
@@ -165,17 +171,17 @@ async fn a_collated_index_compares_the_keys_the_query_engine_gives() {
     insert(&wal, doc! {"_id": 1, "s": "Ann"}).await.unwrap();
     insert(&wal, doc! {"_id": 2, "s": "ANN"}).await.unwrap();
     let head = wal.read("main", ReadPoint::Head).await.unwrap();
-    let coll = head.collection(&ns("u")).unwrap();
+    let coll = head.collection(&ns("u")).unwrap().unwrap();
     let n: Namespace = ns("u");
     let collated =
         doc! {"name": "s_1", "key": {"s": 1}, "unique": true, "collation": {"locale": "x"}};
-    let e = check_new_index(coll, &n, &collated, &CaseFolding).unwrap_err();
+    let e = check_new_index(&coll, &n, &collated, &CaseFolding).unwrap_err();
     // The duplicate is reported with the stored value, not its key.
     assert!(
         matches!(&e, WalError::DuplicateKey(d) if d.key == doc! {"s": "ANN"}),
         "{e:?}"
     );
-    check_new_index(coll, &n, &collated, &EveryDocument).unwrap();
+    check_new_index(&coll, &n, &collated, &EveryDocument).unwrap();
     // A write against an existing collated index: a scan with mapped keys.
     let coll_with_index = {
         let (_d2, wal2) = with_index(collated.clone()).await;

@@ -22,7 +22,7 @@ pub async fn list_databases(ctx: &Ctx<'_>) -> Result<Document> {
     let filter = opt_doc(ctx.cmd, "filter")?.map(Filter::parse).transpose()?;
     let name_only = opt_bool(ctx.cmd, "nameOnly", false)?;
     let mut dbs = Vec::new();
-    for db in state.databases() {
+    for db in state.databases()? {
         let readable = crate::auth::roles::Privilege::Read {
             branch: target.branch.clone(),
             db: Some(db.clone()),
@@ -30,12 +30,7 @@ pub async fn list_databases(ctx: &Ctx<'_>) -> Result<Document> {
         if !crate::auth::authorize::may(ctx.svc, ctx.conn, &readable) {
             continue;
         }
-        let docs: usize = state
-            .collections(&db)
-            .iter()
-            .filter_map(|c| state.collection(&Namespace::new(db.as_str(), c.as_str())))
-            .map(|c| c.len())
-            .sum();
+        let docs = documents_in(&state, &db, &state.collections(&db)?)?;
         let entry =
             doc! {"name": db.clone(), "sizeOnDisk": (docs as i64) * 1024, "empty": docs == 0};
         if filter.as_ref().is_some_and(|f| !f.matches(&entry)) {
@@ -65,12 +60,12 @@ pub async fn list_collections(ctx: &Ctx<'_>) -> Result<Document> {
     let filter = opt_doc(ctx.cmd, "filter")?.map(Filter::parse).transpose()?;
     let name_only = opt_bool(ctx.cmd, "nameOnly", false)?;
     let mut out = Vec::new();
-    for name in state.collections(&target.db) {
+    for name in state.collections(&target.db)? {
         let ns = Namespace::new(target.db.as_str(), name.as_str());
-        let Some(coll) = state.collection(&ns) else {
+        let Some(coll) = state.collection(&ns)? else {
             continue;
         };
-        let is_view = super::view::is_view(Some(coll));
+        let is_view = super::view::is_view(Some(&coll));
         let kind = if is_view { "view" } else { "collection" };
         let mut full = doc! {
             "name": name.clone(),
@@ -116,7 +111,7 @@ pub async fn create(ctx: &Ctx<'_>) -> Result<Document> {
     crate::capped::apply_options(ctx.cmd, &mut options)?;
     let ns = Namespace::new(target.db.as_str(), coll.as_str());
     let (_, info) = commit(ctx, &target, move |state| {
-        if state.collection(&ns).is_some() {
+        if state.collection(&ns)?.is_some() {
             return Err(CommandError::new(
                 ErrorCode::NamespaceExists,
                 format!("Collection {ns} already exists."),
@@ -146,7 +141,7 @@ async fn create_view(
     let ns = Namespace::new(target.db.as_str(), name.as_str());
     let db = target.db.clone();
     let (_, info) = commit(ctx, &target, move |state| {
-        if state.collection(&ns).is_some() {
+        if state.collection(&ns)?.is_some() {
             return Err(CommandError::new(
                 ErrorCode::NamespaceExists,
                 format!("Namespace {ns} already exists."),
@@ -176,7 +171,7 @@ pub async fn drop(ctx: &Ctx<'_>) -> Result<Document> {
     let ns = Namespace::new(target.db.as_str(), coll.as_str());
     let shown = format!("{}.{}", target.raw, coll);
     let (n_indexes, info) = commit(ctx, &target, move |state| {
-        Ok(match state.collection(&ns) {
+        Ok(match state.collection(&ns)? {
             None => (Vec::new(), None),
             Some(c) => (
                 vec![DocOp::DropCollection { ns: ns.clone() }],
@@ -197,7 +192,7 @@ pub async fn drop_database(ctx: &Ctx<'_>) -> Result<Document> {
     let target = ctx.target()?;
     let db = target.db.clone();
     let (_, info) = commit(ctx, &target, move |state| {
-        if state.collections(&db).is_empty() {
+        if state.collections(&db)?.is_empty() {
             return Ok((Vec::new(), ()));
         }
         Ok((vec![DocOp::DropDatabase { db: db.clone() }], ()))
@@ -241,7 +236,7 @@ pub async fn rename_collection(ctx: &Ctx<'_>) -> Result<Document> {
     let from = Namespace::new(from_t.db.as_str(), from_coll);
     let to = Namespace::new(to_t.db.as_str(), to_coll);
     let (_, info) = commit(ctx, &from_t, move |state| {
-        if state.collection(&from).is_none() {
+        if state.collection(&from)?.is_none() {
             return Err(CommandError::new(
                 ErrorCode::NamespaceNotFound,
                 format!("Source collection {from} does not exist"),
@@ -254,7 +249,7 @@ pub async fn rename_collection(ctx: &Ctx<'_>) -> Result<Document> {
             ));
         }
         let mut ops = Vec::new();
-        if state.collection(&to).is_some() {
+        if state.collection(&to)?.is_some() {
             if !drop_target {
                 return Err(CommandError::new(
                     ErrorCode::NamespaceExists,
@@ -480,7 +475,7 @@ fn check_text_index(
     }
     if let Some(c) = coll {
         for raw in c.iter() {
-            text.check_document(&argon_wal::rawdoc::parse(raw))?;
+            text.check_document(&raw?.to_document())?;
         }
     }
     Ok(())
@@ -506,14 +501,15 @@ pub async fn create_indexes(ctx: &Ctx<'_>) -> Result<Document> {
     let ns = Namespace::new(target.db.as_str(), coll.as_str());
     let ((before, after, created_coll), info) = commit(ctx, &target, move |state| {
         super::view::refuse_view(state, &ns)?;
-        let existing: Vec<Document> = state.collection(&ns).map(|c| c.indexes().to_vec()).unwrap_or_else(|| vec![id_index()]);
+        let existing: Vec<Document> = state.collection(&ns)?.map(|c| c.indexes().to_vec()).unwrap_or_else(|| vec![id_index()]);
         let mut ops = Vec::new();
-        let created_coll = state.collection(&ns).is_none();
+        let created_coll = state.collection(&ns)?.is_none();
         if created_coll {
             ops.push(DocOp::CreateCollection { ns: ns.clone(), options: Document::new() });
         }
         let mut after = existing.len();
-        let default = crate::query::collation::default_of(state.collection(&ns).map(|c| c.options()))?;
+        let current = state.collection(&ns)?;
+        let default = crate::query::collation::default_of(current.as_ref().map(|c| c.options()))?;
         for spec in &specs {
             let mut spec = spec.clone();
             if spec.remove(INHERITS_COLLATION).is_some()
@@ -560,22 +556,22 @@ pub async fn create_indexes(ctx: &Ctx<'_>) -> Result<Document> {
                 ));
             }
             if let Some(text) = crate::query::text::TextIndex::from_spec(spec) {
-                check_text_index(state.collection(&ns), &existing, &text)?;
+                check_text_index(state.collection(&ns)?.as_ref(), &existing, &text)?;
             }
-            if let Some(c) = state.collection(&ns)
+            if let Some(c) = state.collection(&ns)?
                 && key.is_some_and(crate::query::geo::index::is_geo_key)
             {
                 // As MongoDB's index build: every document there must be
                 // a location the new geo index can take.
                 for raw in c.iter() {
-                    crate::query::geo::index::check_document(std::slice::from_ref(spec), &argon_wal::rawdoc::parse(raw))?;
+                    crate::query::geo::index::check_document(std::slice::from_ref(spec), &raw?.to_document())?;
                 }
             }
-            if spec.contains_key("expireAfterSeconds") && state.collection(&ns).is_some_and(|c| c.is_capped()) {
+            if spec.contains_key("expireAfterSeconds") && state.collection(&ns)?.is_some_and(|c| c.is_capped()) {
                 return Err(CommandError::new(ErrorCode::CannotCreateIndex, "Cannot create TTL index on a capped collection"));
             }
-            if let Some(c) = state.collection(&ns) {
-                argon_wal::unique::check_new_index(c, &ns, spec, &crate::query::PartialIndexFilter)
+            if let Some(c) = state.collection(&ns)? {
+                argon_wal::unique::check_new_index(&c, &ns, spec, &crate::query::PartialIndexFilter)
                     .map_err(crate::wal_error::from_wal)?;
             }
             ops.push(DocOp::CreateIndex { ns: ns.clone(), spec: spec.clone() });
@@ -601,7 +597,7 @@ pub async fn list_indexes(ctx: &Ctx<'_>) -> Result<Document> {
     let target = ctx.target()?;
     let state = ctx.read_state(&target).await?;
     let ns = Namespace::new(target.db.as_str(), coll.as_str());
-    let Some(c) = state.collection(&ns) else {
+    let Some(c) = state.collection(&ns)? else {
         return Err(CommandError::new(
             ErrorCode::NamespaceNotFound,
             format!("ns does not exist: {}.{coll}", target.raw),
@@ -641,7 +637,7 @@ pub async fn drop_indexes(ctx: &Ctx<'_>) -> Result<Document> {
         .ok_or_else(|| CommandError::failed_to_parse("dropIndexes needs an 'index' field"))?;
     let ns = Namespace::new(target.db.as_str(), coll.as_str());
     let (was, info) = commit(ctx, &target, move |state| {
-        let Some(c) = state.collection(&ns) else {
+        let Some(c) = state.collection(&ns)? else {
             return Err(CommandError::new(
                 ErrorCode::NamespaceNotFound,
                 format!("ns not found {ns}"),
@@ -713,9 +709,12 @@ pub async fn coll_stats(ctx: &Ctx<'_>) -> Result<Document> {
     let target = ctx.target()?;
     let state = ctx.read_state(&target).await?;
     let ns = Namespace::new(target.db.as_str(), coll.as_str());
-    let c = state.collection(&ns);
-    let count = c.map(|c| c.len()).unwrap_or(0) as i64;
-    let nindexes = c.map(|c| c.indexes().len()).unwrap_or(0) as i32;
+    let c = state.collection(&ns)?;
+    let count = match &c {
+        Some(c) => c.len()? as i64,
+        None => 0,
+    };
+    let nindexes = c.as_ref().map(|c| c.indexes().len()).unwrap_or(0) as i32;
     let mut out = doc! {"ns": format!("{}.{coll}", target.raw), "count": count, "size": count * 1024, "storageSize": count * 1024, "nindexes": nindexes, "totalIndexSize": 0, "indexSizes": {}};
     // A capped collection's own figures, as MongoDB's collStats has them.
     match c.filter(|c| c.is_capped()) {
@@ -735,15 +734,22 @@ pub async fn coll_stats(ctx: &Ctx<'_>) -> Result<Document> {
     Ok(out)
 }
 
+/// The number of documents in collections `colls` of `db`.
+fn documents_in(state: &argon_wal::BranchState, db: &str, colls: &[String]) -> Result<u64> {
+    let mut n = 0;
+    for c in colls {
+        if let Some(c) = state.collection(&Namespace::new(db, c.as_str()))? {
+            n += c.len()?;
+        }
+    }
+    Ok(n)
+}
+
 pub async fn db_stats(ctx: &Ctx<'_>) -> Result<Document> {
     let target = ctx.target()?;
     let state = ctx.read_state(&target).await?;
-    let colls = state.collections(&target.db);
-    let objects: usize = colls
-        .iter()
-        .filter_map(|c| state.collection(&Namespace::new(target.db.as_str(), c.as_str())))
-        .map(|c| c.len())
-        .sum();
+    let colls = state.collections(&target.db)?;
+    let objects = documents_in(&state, &target.db, &colls)?;
     Ok(
         doc! {"db": target.raw.clone(), "collections": colls.len() as i32, "views": 0, "objects": objects as i64, "dataSize": objects as i64 * 1024, "storageSize": objects as i64 * 1024, "indexes": colls.len() as i32, "indexSize": 0},
     )

@@ -89,7 +89,7 @@ pub async fn coll_mod(ctx: &Ctx<'_>) -> Result<Document> {
     let ns = Namespace::new(target.db.as_str(), coll.as_str());
     let cmd = ctx.cmd.clone();
     let (reply, info) = commit(ctx, &target, move |state| {
-        let Some(c) = state.collection(&ns) else {
+        let Some(c) = state.collection(&ns)? else {
             return Err(CommandError::new(
                 ErrorCode::NamespaceNotFound,
                 format!("ns does not exist: {ns}"),

@@ -104,18 +104,18 @@ async fn run(ctx: &Ctx<'_>, inner: &Document, verbosity: Verbosity) -> Result<Do
         ));
     }
     let ns = Namespace::new(target.db.as_str(), e.coll.as_str());
-    let coll = state.collection(&ns);
+    let coll = state.collection(&ns)?;
     let own_collation = crate::query::collation::Collation::from_field(e.collation.as_ref())?;
-    let _collation = collation::for_collection(own_collation.as_ref(), coll)?.enter();
+    let _collation = collation::for_collection(own_collation.as_ref(), coll.as_ref())?.enter();
     let vars = Vars::parse(e.let_vars.as_ref())?;
     let bound = vars.bind_filter(&e.filter_doc)?;
     let filter = Filter::parse_query(&bound)?;
-    let _text = crate::query::text::bind(&filter, coll)?.enter();
+    let _text = crate::query::text::bind(&filter, coll.as_ref())?.enter();
     let sort = e.sort.as_ref().map(SortSpec::parse).transpose()?;
     let sort = sort.filter(|s| !s.is_empty());
-    options::check_hint(e.hint.as_ref(), coll)?;
+    options::check_hint(e.hint.as_ref(), coll.as_ref())?;
     let started = Instant::now();
-    let chosen = plan::choose(coll, &filter, sort.as_ref(), e.hint.as_ref())?;
+    let chosen = plan::choose(coll.as_ref(), &filter, sort.as_ref(), e.hint.as_ref())?;
     let mut winning = chosen.explain(&bound);
     if let (Some(s), false) = (&e.sort, chosen.provides_sort()) {
         winning = doc! {"stage": "SORT", "sortPattern": s.clone(), "inputStage": winning};
@@ -144,7 +144,7 @@ async fn run(ctx: &Ctx<'_>, inner: &Document, verbosity: Verbosity) -> Result<Do
             _ => u64::MAX,
         };
         if let Some(c) = coll {
-            access.run(c, deadline, |raw| {
+            access.run(&c, deadline, |raw| {
                 if matched >= enough {
                     return Ok(false);
                 }

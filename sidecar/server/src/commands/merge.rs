@@ -296,7 +296,7 @@ pub(crate) async fn aggregate_into(
         // `on` must be backed by a unique index, checked on the head now
         // and again inside the commit.
         let state = ctx.read_state(&target).await?;
-        check_merge_index(state.collection(&out_ns), &m.on)?;
+        check_merge_index(state.collection(&out_ns)?.as_ref(), &m.on)?;
     }
     let deadline = ctx.deadline()?;
     let shown = format!("{}.{coll}", source.raw);
@@ -304,7 +304,9 @@ pub(crate) async fn aggregate_into(
         let snapshot = t.state().clone();
         super::view::refuse_view(&snapshot, &out_ns)?;
         if super::view::is_view(
-            snapshot.collection(&Namespace::new(src_db.as_str(), coll.as_str())),
+            snapshot
+                .collection(&Namespace::new(src_db.as_str(), coll.as_str()))?
+                .as_ref(),
         ) {
             return Err(CommandError::not_implemented("$out and $merge from a view"));
         }
@@ -312,40 +314,41 @@ pub(crate) async fn aggregate_into(
         // collation, or the source collection's default.
         let _collation = crate::query::collation::for_collection(
             collation.as_ref(),
-            snapshot.collection(&Namespace::new(src_db.as_str(), coll.as_str())),
+            snapshot
+                .collection(&Namespace::new(src_db.as_str(), coll.as_str()))?
+                .as_ref(),
         )?
         .enter();
         let _text = match pipeline.leading_filter() {
             Some(f) => crate::query::text::bind(
                 f,
-                snapshot.collection(&Namespace::new(src_db.as_str(), coll.as_str())),
+                snapshot
+                    .collection(&Namespace::new(src_db.as_str(), coll.as_str()))?
+                    .as_ref(),
             )?,
             None => crate::query::text::Binding::none(),
         }
         .enter();
         let mut pipeline = pipeline.clone();
         pipeline.bind_geo_near(
-            snapshot.collection(&Namespace::new(src_db.as_str(), coll.as_str())),
+            snapshot
+                .collection(&Namespace::new(src_db.as_str(), coll.as_str()))?
+                .as_ref(),
             &shown,
         )?;
         let mut scan = crate::cursor::PipelineScan::new(snapshot, &src_db, &coll, pipeline, budget);
         if let OutputStage::Merge(m) = &stage
             && m.on != ["_id"]
         {
-            check_merge_index(t.state().collection(&out_ns), &m.on)?;
+            check_merge_index(t.state().collection(&out_ns)?.as_ref(), &m.on)?;
         }
         if let OutputStage::Out { .. } = &stage {
             // The target's documents go; its indexes and options stay.
-            let ids: Vec<Bson> = match t.state().collection(&out_ns) {
+            let ids: Vec<Bson> = match t.state().collection(&out_ns)? {
                 Some(c) => c
                     .iter()
-                    .map(|raw| {
-                        argon_wal::rawdoc::parse(raw)
-                            .get("_id")
-                            .cloned()
-                            .unwrap_or(Bson::Null)
-                    })
-                    .collect(),
+                    .map(|raw| Ok(argon_wal::rawdoc::id_of(&raw?).unwrap_or(Bson::Null)))
+                    .collect::<Result<_>>()?,
                 None => Vec::new(),
             };
             for id in ids {
@@ -423,10 +426,10 @@ fn merge_one(
         }
     }
     let existing = if m.on == ["_id"] {
-        t.state()
-            .collection(ns)
-            .and_then(|c| c.get(key.get("_id").unwrap_or(&Bson::Null)))
-            .map(argon_wal::rawdoc::parse)
+        match t.state().collection(ns)? {
+            Some(c) => c.get_document(key.get("_id").unwrap_or(&Bson::Null))?,
+            None => None,
+        }
     } else {
         let filter = Filter::parse(&key)?;
         super::read::matching_limit(t.state(), ns, &filter, None, Some(1), deadline)?

@@ -142,13 +142,13 @@ pub(crate) fn for_each_planned(
     deadline: Deadline,
     mut f: impl FnMut(Document, usize) -> Result<bool>,
 ) -> Result<Access> {
-    let coll = state.collection(ns);
-    let mut access = Access::new(plan::choose(coll, filter, sort, hint)?);
+    let coll = state.collection(ns)?;
+    let mut access = Access::new(plan::choose(coll.as_ref(), filter, sort, hint)?);
     let Some(coll) = coll else {
         return Ok(access);
     };
     let mut stop = false;
-    access.run(coll, deadline, |raw| {
+    access.run(&coll, deadline, |raw| {
         if stop {
             return Ok(false);
         }
@@ -170,8 +170,8 @@ fn count_matching(
     deadline: Deadline,
 ) -> Result<usize> {
     let hinted = hint.is_some_and(|h| !matches!(h, Bson::Null));
-    Ok(match state.collection(ns) {
-        Some(coll) if filter.is_empty() && !hinted => coll.len(),
+    Ok(match state.collection(ns)? {
+        Some(coll) if filter.is_empty() && !hinted => coll.len()? as usize,
         Some(_) => {
             let mut n = 0usize;
             for_each_planned(state, ns, filter, None, hint, deadline, |_, _| {
@@ -324,7 +324,7 @@ pub async fn find(ctx: &Ctx<'_>) -> Result<Document> {
     let tail = tailable(
         ctx.cmd,
         &coll,
-        state.collection(&ns).is_some_and(|c| c.is_capped()),
+        state.collection(&ns)?.is_some_and(|c| c.is_capped()),
     )?;
     // `{$meta: "textScore"}` needs the query's `$text` (MongoDB's 40218).
     if filter.text_query().is_none()
@@ -339,10 +339,11 @@ pub async fn find(ctx: &Ctx<'_>) -> Result<Document> {
             "$text in a tailable cursor is not supported by Argon",
         ));
     }
-    check_hint(ctx.cmd.get("hint"), state.collection(&ns))?;
+    check_hint(ctx.cmd.get("hint"), state.collection(&ns)?.as_ref())?;
     let shown = format!("{}.{coll}", target.raw);
     if let Some(await_data) = tail {
-        let collation = collation::for_collection(own_collation.as_ref(), state.collection(&ns))?;
+        let collation =
+            collation::for_collection(own_collation.as_ref(), state.collection(&ns)?.as_ref())?;
         let mut tail = crate::cursor::Tail {
             shown: shown.clone(),
             target: target.clone(),
@@ -387,16 +388,21 @@ pub async fn find(ctx: &Ctx<'_>) -> Result<Document> {
     // Every comparison below (and the cursor's later batches) under the
     // command's collation, or the collection's default.
     let _collation =
-        collation::for_collection(own_collation.as_ref(), state.collection(&ns))?.enter();
+        collation::for_collection(own_collation.as_ref(), state.collection(&ns)?.as_ref())?.enter();
     // The `$text` query bound to the collection's text index: matching,
     // scores, and the cursor's later batches (which keep it).
-    let _text = text::bind(&filter, state.collection(&ns))?.enter();
-    crate::query::geo::require_index(&filter, state.collection(&ns))?;
+    let _text = text::bind(&filter, state.collection(&ns)?.as_ref())?.enter();
+    crate::query::geo::require_index(&filter, state.collection(&ns)?.as_ref())?;
     let hint = ctx.cmd.get("hint");
     let sort = sort.filter(|s| !s.is_empty());
     let near_first = sort.is_none() && crate::query::geo::near_of(&filter).is_some();
-    let plan = plan::choose(state.collection(&ns), &filter, sort.as_ref(), hint)?;
-    let capped = state.collection(&ns).is_some_and(|c| c.is_capped());
+    let plan = plan::choose(
+        state.collection(&ns)?.as_ref(),
+        &filter,
+        sort.as_ref(),
+        hint,
+    )?;
+    let capped = state.collection(&ns)?.is_some_and(|c| c.is_capped());
     let (first, id) = match &sort {
         _ if near_first => {
             // `$near`/`$nearSphere` without a sort: nearest first, through
@@ -440,10 +446,10 @@ pub async fn find(ctx: &Ctx<'_>) -> Result<Document> {
             // Natural order is insertion order (a capped collection is
             // bounded by its own size).
             let mut found = Vec::new();
-            if let Some(c) = state.collection(&ns) {
+            if let Some(c) = state.collection(&ns)? {
                 for raw in c.iter_natural() {
                     deadline.check()?;
-                    let d = argon_wal::rawdoc::parse(raw);
+                    let d = raw?.to_document();
                     if filter.try_matches(&d)? {
                         found.push(d);
                     }
@@ -595,7 +601,7 @@ pub async fn count(ctx: &Ctx<'_>) -> Result<Document> {
     let limit = opt_i64(ctx.cmd, "limit")?.unwrap_or(0).unsigned_abs() as usize;
     let state = ctx.read_state(&target).await?;
     let ns = Namespace::new(target.db.as_str(), coll.as_str());
-    check_hint(ctx.cmd.get("hint"), state.collection(&ns))?;
+    check_hint(ctx.cmd.get("hint"), state.collection(&ns)?.as_ref())?;
     if let Some(view) = view::resolve(&state, &target.db, &coll)? {
         let _collation = view.collation_for(own_collation.as_ref())?.enter();
         let mut stages = view::find_stages(filter_doc, None, skip as i64, limit as i64, None);
@@ -622,11 +628,14 @@ pub async fn count(ctx: &Ctx<'_>) -> Result<Document> {
         );
     }
     let _collation =
-        collation::for_collection(own_collation.as_ref(), state.collection(&ns))?.enter();
-    let _text = text::bind(&filter, state.collection(&ns))?.enter();
-    crate::query::geo::require_index(&filter, state.collection(&ns))?;
+        collation::for_collection(own_collation.as_ref(), state.collection(&ns)?.as_ref())?.enter();
+    let _text = text::bind(&filter, state.collection(&ns)?.as_ref())?.enter();
+    crate::query::geo::require_index(&filter, state.collection(&ns)?.as_ref())?;
     let mut n = if filter.is_empty() {
-        state.collection(&ns).map(|c| c.len()).unwrap_or(0)
+        match state.collection(&ns)? {
+            Some(c) => c.len()? as usize,
+            None => 0,
+        }
     } else {
         count_matching(&state, &ns, &filter, ctx.cmd.get("hint"), ctx.deadline()?)?
     };
@@ -656,16 +665,16 @@ pub async fn distinct(ctx: &Ctx<'_>) -> Result<Document> {
     let (filter_doc, filter) = parse_filter(ctx.cmd, "query", &Vars::default())?;
     let state = ctx.read_state(&target).await?;
     let ns = Namespace::new(target.db.as_str(), coll.as_str());
-    check_hint(ctx.cmd.get("hint"), state.collection(&ns))?;
+    check_hint(ctx.cmd.get("hint"), state.collection(&ns)?.as_ref())?;
     let view = view::resolve(&state, &target.db, &coll)?;
     // Values equal under the collation are one value (the first in order).
     let _collation = match &view {
         Some(v) => v.collation_for(own_collation.as_ref())?,
-        None => collation::for_collection(own_collation.as_ref(), state.collection(&ns))?,
+        None => collation::for_collection(own_collation.as_ref(), state.collection(&ns)?.as_ref())?,
     }
     .enter();
-    let _text = text::bind(&filter, state.collection(&ns))?.enter();
-    crate::query::geo::require_index(&filter, state.collection(&ns))?;
+    let _text = text::bind(&filter, state.collection(&ns)?.as_ref())?.enter();
+    crate::query::geo::require_index(&filter, state.collection(&ns)?.as_ref())?;
     let deadline = ctx.deadline()?;
     let docs: Vec<Document> = match view {
         Some(view) => {
@@ -797,8 +806,8 @@ pub async fn aggregate(ctx: &Ctx<'_>) -> Result<Document> {
     }
     let deadline = ctx.deadline()?;
     let state = ctx.read_state(&target).await?;
-    let source = state.collection(&Namespace::new(target.db.as_str(), coll.as_str()));
-    check_hint(ctx.cmd.get("hint"), source)?;
+    let source = state.collection(&Namespace::new(target.db.as_str(), coll.as_str()))?;
+    check_hint(ctx.cmd.get("hint"), source.as_ref())?;
     let (read_coll, pipeline, collation) = match view::resolve(&state, &target.db, &coll)? {
         // A view: its pipeline first, over the collection under it.
         Some(view) => {
@@ -813,7 +822,7 @@ pub async fn aggregate(ctx: &Ctx<'_>) -> Result<Document> {
             (
                 coll.clone(),
                 pipeline,
-                collation::for_collection(own_collation.as_ref(), source)?,
+                collation::for_collection(own_collation.as_ref(), source.as_ref())?,
             )
         }
     };
@@ -821,11 +830,11 @@ pub async fn aggregate(ctx: &Ctx<'_>) -> Result<Document> {
     let read_ns = Namespace::new(target.db.as_str(), read_coll.as_str());
     let mut pipeline = pipeline;
     pipeline.bind_geo_near(
-        state.collection(&read_ns),
+        state.collection(&read_ns)?.as_ref(),
         &format!("{}.{read_coll}", target.raw),
     )?;
     let _text = match pipeline.leading_filter() {
-        Some(f) => text::bind(f, state.collection(&read_ns))?,
+        Some(f) => text::bind(f, state.collection(&read_ns)?.as_ref())?,
         None => text::Binding::none(),
     }
     .enter();

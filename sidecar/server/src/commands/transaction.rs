@@ -309,7 +309,7 @@ async fn commit(
     let result = svc
         .wal
         .write_retryable(&active.branch, key, move |head| {
-            if let Some(c) = to_commit.conflict_on(head.state()) {
+            if let Some(c) = to_commit.conflict_on(head.state())? {
                 return Err(CommandError::new(
                     ErrorCode::WriteConflict,
                     format!("WriteConflict: {c}; retry the transaction"),

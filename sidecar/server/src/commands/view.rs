@@ -32,7 +32,7 @@ pub(crate) fn is_view(coll: Option<&CollectionState>) -> bool {
 /// Refuses an operation that needs a collection (a write, an index
 /// command) when `ns` names a view.
 pub(crate) fn refuse_view(state: &BranchState, ns: &Namespace) -> Result<()> {
-    if is_view(state.collection(ns)) {
+    if is_view(state.collection(ns)?.as_ref()) {
         return Err(CommandError::new(
             ErrorCode::CommandNotSupportedOnView,
             format!("Namespace {ns} is a view, not a collection"),
@@ -54,8 +54,8 @@ pub(crate) struct Resolved {
 
 /// `Some` when `coll` of `db` is a view: what it reads and how.
 pub(crate) fn resolve(state: &BranchState, db: &str, coll: &str) -> Result<Option<Resolved>> {
-    let outer = match state.collection(&Namespace::new(db, coll)) {
-        Some(c) if is_view(Some(c)) => c.options().clone(),
+    let outer = match state.collection(&Namespace::new(db, coll))? {
+        Some(c) if is_view(Some(&c)) => c.options().clone(),
         _ => return Ok(None),
     };
     let collation = crate::query::collation::default_of(Some(&outer))?;
@@ -64,8 +64,8 @@ pub(crate) fn resolve(state: &BranchState, db: &str, coll: &str) -> Result<Optio
     for _ in 0..=MAX_DEPTH {
         let on = options.get_str("viewOn").unwrap_or_default().to_string();
         stages.push(options.get_array("pipeline").cloned().unwrap_or_default());
-        match state.collection(&Namespace::new(db, on.as_str())) {
-            Some(c) if is_view(Some(c)) => options = c.options().clone(),
+        match state.collection(&Namespace::new(db, on.as_str()))? {
+            Some(c) if is_view(Some(&c)) => options = c.options().clone(),
             _ => {
                 return Ok(Some(Resolved {
                     source: on,
@@ -160,8 +160,8 @@ pub(crate) fn check_cycle(state: &BranchState, db: &str, name: &str, on: &str) -
                 format!("View cycle detected: {db}.{name}"),
             ));
         }
-        match state.collection(&Namespace::new(db, next.as_str())) {
-            Some(c) if is_view(Some(c)) => {
+        match state.collection(&Namespace::new(db, next.as_str()))? {
+            Some(c) if is_view(Some(&c)) => {
                 next = c
                     .options()
                     .get_str("viewOn")
@@ -193,7 +193,7 @@ pub(crate) fn refuse_lookups_of_views(
             else {
                 continue;
             };
-            if is_view(state.collection(&Namespace::new(db, from))) {
+            if is_view(state.collection(&Namespace::new(db, from))?.as_ref()) {
                 return Err(CommandError::not_implemented(&format!(
                     "{name} from the view {db}.{from}"
                 )));

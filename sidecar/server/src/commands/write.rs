@@ -43,9 +43,9 @@ pub(super) enum Put {
 pub(super) fn put(t: &mut Transaction, ns: &Namespace, doc: &Document, how: Put) -> Result<()> {
     crate::validation::check(t.state(), ns, doc)?;
     // What the collection's text index cannot index (its language fields).
-    crate::query::text::check_document(t.state().collection(ns), doc)?;
+    crate::query::text::check_document(t.state().collection(ns)?.as_ref(), doc)?;
     // What the collection's geo indexes cannot index (16755, 13026...).
-    crate::query::geo::check_document(t.state().collection(ns), doc)?;
+    crate::query::geo::check_document(t.state().collection(ns)?.as_ref(), doc)?;
     let raw = argon_wal::rawdoc::encode(doc).map_err(|e| CommandError::bad_value(e.to_string()))?;
     match how {
         Put::Insert => {}
@@ -279,7 +279,7 @@ fn update_targets(
     s: &UpdateStmt,
     deadline: Deadline,
 ) -> Result<Vec<Bson>> {
-    check_hint(s.hint.as_ref(), t.state().collection(ns))?;
+    check_hint(s.hint.as_ref(), t.state().collection(ns)?.as_ref())?;
     match &s.sort {
         Some(sort) => Ok(super::read::first_in_order(
             t.state(),
@@ -313,12 +313,10 @@ fn update_target(
     id: &Bson,
     recheck: bool,
 ) -> Result<Option<bool>> {
-    let Some(old) = t
-        .state()
-        .collection(ns)
-        .and_then(|c| c.get(id))
-        .map(argon_wal::rawdoc::parse)
-    else {
+    let Some(old) = (match t.state().collection(ns)? {
+        Some(c) => c.get_document(id)?,
+        None => None,
+    }) else {
         return Ok(None);
     };
     if recheck && !s.filter.try_matches(&old)? {
@@ -358,9 +356,10 @@ pub(super) fn run_update_statement(
     // or the collection's default.
     super::view::refuse_view(t.state(), ns)?;
     let _collation =
-        collation::for_collection(s.collation.as_ref(), t.state().collection(ns))?.enter();
-    let _text = crate::query::text::bind(&s.filter, t.state().collection(ns))?.enter();
-    crate::query::geo::require_index(&s.filter, t.state().collection(ns))?;
+        collation::for_collection(s.collation.as_ref(), t.state().collection(ns)?.as_ref())?
+            .enter();
+    let _text = crate::query::text::bind(&s.filter, t.state().collection(ns)?.as_ref())?.enter();
+    crate::query::geo::require_index(&s.filter, t.state().collection(ns)?.as_ref())?;
     let (targets, continued) = match at.pending.take() {
         Some(ids) => (ids, true),
         None => (update_targets(t, ns, s, deadline)?, false),
@@ -505,13 +504,14 @@ pub(super) fn run_delete_statement(
 ) -> Result<()> {
     super::view::refuse_view(t.state(), ns)?;
     let _collation =
-        collation::for_collection(s.collation.as_ref(), t.state().collection(ns))?.enter();
-    let _text = crate::query::text::bind(&s.filter, t.state().collection(ns))?.enter();
-    crate::query::geo::require_index(&s.filter, t.state().collection(ns))?;
+        collation::for_collection(s.collation.as_ref(), t.state().collection(ns)?.as_ref())?
+            .enter();
+    let _text = crate::query::text::bind(&s.filter, t.state().collection(ns)?.as_ref())?.enter();
+    crate::query::geo::require_index(&s.filter, t.state().collection(ns)?.as_ref())?;
     let (targets, continued) = match at.pending.take() {
         Some(ids) => (ids, true),
         None => {
-            check_hint(s.hint.as_ref(), t.state().collection(ns))?;
+            check_hint(s.hint.as_ref(), t.state().collection(ns)?.as_ref())?;
             let limit = s.just_one.then_some(1);
             (
                 super::read::matching_ids(
@@ -528,8 +528,12 @@ pub(super) fn run_delete_statement(
     };
     at.write_targets(t, parts, targets, continued, |t, at, id, recheck| {
         if recheck {
-            let still = match t.state().collection(ns).and_then(|c| c.get(id)) {
-                Some(raw) => s.filter.try_matches(&argon_wal::rawdoc::parse(raw))?,
+            let current = match t.state().collection(ns)? {
+                Some(c) => c.get_document(id)?,
+                None => None,
+            };
+            let still = match current {
+                Some(d) => s.filter.try_matches(&d)?,
                 None => false,
             };
             if !still {
@@ -608,11 +612,12 @@ pub async fn find_and_modify(ctx: &Ctx<'_>) -> Result<Document> {
     };
     commit_write(ctx, &target, move |t| {
         super::view::refuse_view(t.state(), &ns)?;
-        check_hint(hint.as_ref(), t.state().collection(&ns))?;
+        check_hint(hint.as_ref(), t.state().collection(&ns)?.as_ref())?;
         let _collation =
-            collation::for_collection(own_collation.as_ref(), t.state().collection(&ns))?.enter();
-        let _text = crate::query::text::bind(&filter, t.state().collection(&ns))?.enter();
-        crate::query::geo::require_index(&filter, t.state().collection(&ns))?;
+            collation::for_collection(own_collation.as_ref(), t.state().collection(&ns)?.as_ref())?
+                .enter();
+        let _text = crate::query::text::bind(&filter, t.state().collection(&ns)?.as_ref())?.enter();
+        crate::query::geo::require_index(&filter, t.state().collection(&ns)?.as_ref())?;
         let found: Option<Document> = match &sort {
             Some(s) => {
                 super::read::first_in_order(t.state(), &ns, &filter, hint.as_ref(), s, deadline)?

@@ -100,7 +100,7 @@ impl Scan {
     fn next_batch(&mut self, n: usize, deadline: Deadline) -> Result<Vec<Bson>> {
         let mut out = Vec::new();
         let mut bytes = 0usize;
-        let Some(coll) = self.state.collection(&self.ns) else {
+        let Some(coll) = self.state.collection(&self.ns)? else {
             self.done = true;
             return Ok(out);
         };
@@ -110,7 +110,7 @@ impl Scan {
             &mut self.skip,
             &mut self.limit,
         );
-        let exhausted = self.access.run(coll, deadline, |raw| {
+        let exhausted = self.access.run(&coll, deadline, |raw| {
             if out.len() >= n || *limit == Some(0) {
                 return Ok(false);
             }

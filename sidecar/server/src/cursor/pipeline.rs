@@ -50,11 +50,14 @@ impl SnapshotInput {
         hint: Option<&Bson>,
     ) -> SnapshotInput {
         // A plan that cannot be made (a refused hint) fails the first read.
-        let (plan, failed) =
-            match crate::query::plan::choose(state.collection(&ns), &filter, sort, hint) {
-                Ok(p) => (p, None),
-                Err(e) => (Plan::Collscan, Some(e)),
-            };
+        let (plan, failed) = match state
+            .collection(&ns)
+            .map_err(CommandError::from)
+            .and_then(|c| crate::query::plan::choose(c.as_ref(), &filter, sort, hint))
+        {
+            Ok(p) => (p, None),
+            Err(e) => (Plan::Collscan, Some(e)),
+        };
         let done = failed.is_some();
         SnapshotInput {
             state,
@@ -82,12 +85,12 @@ impl SnapshotInput {
             failed,
             done,
         } = self;
-        let Some(coll) = state.collection(ns) else {
+        let Some(coll) = state.collection(ns)? else {
             *done = true;
             return Ok(());
         };
         let mut bytes = 0usize;
-        let exhausted = access.run(coll, Deadline::NONE, |raw| {
+        let exhausted = access.run(&coll, Deadline::NONE, |raw| {
             if ahead.len() >= READ_AHEAD_DOCS || bytes >= READ_AHEAD_BYTES || failed.is_some() {
                 return Ok(false);
             }
@@ -142,9 +145,10 @@ impl SnapshotLookup {
         SnapshotLookup { state, db }
     }
 
-    fn coll(&self, name: &str) -> Option<&argon_wal::CollectionState> {
-        self.state
-            .collection(&Namespace::new(self.db.as_str(), name))
+    fn coll(&self, name: &str) -> Result<Option<argon_wal::CollectionState>> {
+        Ok(self
+            .state
+            .collection(&Namespace::new(self.db.as_str(), name))?)
     }
 }
 
@@ -155,30 +159,32 @@ impl Lookup for SnapshotLookup {
         after: Option<&[u8]>,
         f: &mut dyn FnMut(&[u8], Document) -> Result<bool>,
     ) -> Result<()> {
-        let Some(coll) = self.coll(from) else {
+        let Some(coll) = self.coll(from)? else {
             return Ok(());
         };
-        for (key, raw) in coll.iter_after(after) {
-            if !f(key, argon_wal::rawdoc::parse(raw))? {
+        for item in coll.iter_after(after) {
+            let (key, raw) = item?;
+            if !f(key.as_bytes(), raw.to_document())? {
                 break;
             }
         }
         Ok(())
     }
 
-    fn fetch(&self, from: &str, key: &[u8]) -> Option<Document> {
-        self.coll(from)?
-            .get_by_key_bytes(key)
-            .map(argon_wal::rawdoc::parse)
+    fn fetch(&self, from: &str, key: &[u8]) -> Result<Option<Document>> {
+        Ok(match self.coll(from)? {
+            Some(c) => c.get_by_key_bytes(key)?.map(|d| d.to_document()),
+            None => None,
+        })
     }
 
-    fn by_id(&self, from: &str, id: &Bson) -> Option<(Vec<u8>, Document)> {
-        let raw = self.coll(from)?.get(id)?;
+    fn by_id(&self, from: &str, id: &Bson) -> Result<Option<(Vec<u8>, Document)>> {
+        let Some(c) = self.coll(from)? else {
+            return Ok(None);
+        };
         // A document is stored under the key of its `_id`.
-        Some((
-            IdKey::from_bson(id).as_bytes().to_vec(),
-            argon_wal::rawdoc::parse(raw),
-        ))
+        Ok(c.get(id)?
+            .map(|raw| (IdKey::from_bson(id).as_bytes().to_vec(), raw.to_document())))
     }
 }
 

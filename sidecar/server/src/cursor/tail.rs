@@ -37,7 +37,7 @@ impl Tail {
     /// Up to `n` documents after the last one returned, from `state`.
     pub fn next_batch(&mut self, state: &BranchState, n: usize) -> Result<Vec<Bson>> {
         let _collation = self.collation.enter();
-        let Some(c) = state.collection(&self.ns) else {
+        let Some(c) = state.collection(&self.ns)? else {
             return Err(CommandError::new(
                 ErrorCode::CappedPositionLost,
                 format!("collection dropped between getMore calls: {}", self.shown),
@@ -53,11 +53,12 @@ impl Tail {
         }
         let mut out = Vec::new();
         let mut bytes = 0usize;
-        for (at, raw) in c.iter_natural_after(self.last) {
+        for item in c.iter_natural_after(self.last) {
             if out.len() >= n || bytes >= super::MAX_BATCH_BYTES {
                 break;
             }
-            let doc = argon_wal::rawdoc::parse(raw);
+            let (at, raw) = item?;
+            let doc = raw.to_document();
             let matched = self.filter.try_matches(&doc)?;
             // Skipped documents move the position too: the next batch
             // starts after them.

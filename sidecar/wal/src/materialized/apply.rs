@@ -8,12 +8,12 @@
 //! a later op of the same commit replacing an earlier one's key simply
 //! replaces it in the overlay: the batch holds each key once.
 
+use super::Kv;
 use super::catalog::{CollectionEntry, Counters, IndexEntry};
 use super::index;
 use super::keys::{self, ABSENT, PRESENT};
 use super::scan::{self, Merge};
 use super::view::View;
-use super::{Doc, Kv};
 use crate::error::{Result, WalError};
 use crate::idkey::IdKey;
 use crate::indexkey::KeyPattern;
@@ -162,7 +162,7 @@ impl Batch<'_> {
             Some(coll),
             id,
         )? {
-            Some(v) => Ok(Some(Doc::from_value(self.kv, v)?.as_raw().to_owned())),
+            Some(v) => Ok(Some(super::doc_from_value(self.kv, v)?.as_raw().to_owned())),
             None => Ok(None),
         }
     }
@@ -376,7 +376,10 @@ impl Batch<'_> {
         ) {
             let (stored, v) = r?;
             if !mine.contains_key(&stored) {
-                docs.push((stored, Doc::from_value(self.kv, v)?.as_raw().to_owned()));
+                docs.push((
+                    stored,
+                    super::doc_from_value(self.kv, v)?.as_raw().to_owned(),
+                ));
             }
         }
         docs.extend(mine.into_iter().filter_map(|(id, d)| Some((id, d?))));

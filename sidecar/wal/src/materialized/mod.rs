@@ -30,6 +30,7 @@ pub use filter::FilterStats;
 pub use index::IndexScan;
 pub use view::{Level, View, ViewBase};
 
+pub use crate::doc::Doc;
 use crate::error::{Result, WalError};
 use crate::idkey::IdKey;
 use crate::rawdoc;
@@ -104,39 +105,14 @@ impl Kv {
     }
 }
 
-/// A document as the store holds it: a refcounted slice of the KV's value
-/// (no copy out of fjall's cache), validated when it was read.
-#[derive(Clone)]
-pub struct Doc(Slice);
-
-impl Doc {
-    fn from_value(kv: &Kv, v: Slice) -> Result<Doc> {
-        if v.first() != Some(&keys::PRESENT) || RawDocument::from_bytes(&v[1..]).is_err() {
-            return Err(kv.malformed(format!("document value of {} bytes", v.len())));
-        }
-        Ok(Doc(v))
+/// A store value holding a document (`keys::PRESENT` ‖ BSON) as a `Doc`;
+/// anything else is damage.
+pub(crate) fn doc_from_value(kv: &Kv, v: Slice) -> Result<Doc> {
+    let len = v.len();
+    if v.first() != Some(&keys::PRESENT) {
+        return Err(kv.malformed(format!("document value of {len} bytes")));
     }
-
-    pub fn as_raw(&self) -> &RawDocument {
-        RawDocument::from_bytes(&self.0[1..]).expect("checked by Doc::from_value")
-    }
-
-    pub fn to_document(&self) -> Document {
-        rawdoc::parse(self.as_raw())
-    }
-}
-
-impl std::ops::Deref for Doc {
-    type Target = RawDocument;
-    fn deref(&self) -> &RawDocument {
-        self.as_raw()
-    }
-}
-
-impl std::fmt::Debug for Doc {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:?}", self.as_raw())
-    }
+    Doc::stored(v, 1).ok_or_else(|| kv.malformed(format!("document value of {len} bytes")))
 }
 
 /// One process's materialized store.
@@ -388,7 +364,7 @@ impl Iterator for DocScan {
     type Item = Result<(IdKey, Doc)>;
     fn next(&mut self) -> Option<Self::Item> {
         Some(match self.merge.next()? {
-            Ok((item, v)) => Doc::from_value(&self.kv, v).map(|d| (whole_id(&item, d.as_raw()), d)),
+            Ok((item, v)) => doc_from_value(&self.kv, v).map(|d| (whole_id(&item, d.as_raw()), d)),
             Err(e) => Err(e),
         })
     }
@@ -435,7 +411,7 @@ impl CollectionView {
     pub fn get_by_key_bytes(&self, key: &[u8]) -> Result<Option<Doc>> {
         let coll = Some(self.entry.number);
         scan::point(&self.kv, &self.view, self.docs_prefix(), coll, key)?
-            .map(|v| Doc::from_value(&self.kv, v))
+            .map(|v| doc_from_value(&self.kv, v))
             .transpose()
     }
 

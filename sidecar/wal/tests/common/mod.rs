@@ -45,14 +45,20 @@ pub async fn commit(wal: &Wal, branch: &str, ops: Vec<DocOp>) -> CommitInfo {
 /// `{collection: {_id: v}}` of the non-empty collections of `DB`.
 pub fn flat(state: &BranchState) -> BTreeMap<String, BTreeMap<i64, i64>> {
     let mut out = BTreeMap::new();
-    for coll in state.collections(DB) {
-        let c = state.collection(&ns(&coll)).unwrap();
-        if c.is_empty() {
+    for coll in state.collections(DB).expect("reads") {
+        let c = state
+            .collection(&ns(&coll))
+            .expect("reads")
+            .expect("listed");
+        if c.is_empty().expect("reads") {
             continue;
         }
         let docs = c
             .iter()
-            .map(|d| (d.get_i64("_id").unwrap(), d.get_i64("v").unwrap()))
+            .map(|d| {
+                let d = d.expect("reads");
+                (d.get_i64("_id").expect("_id"), d.get_i64("v").expect("v"))
+            })
             .collect();
         out.insert(coll, docs);
     }
@@ -86,9 +92,10 @@ pub async fn embedded_store(dir: &std::path::Path) -> Arc<dyn argon_wal::LogStor
 /// Inserts `id` unless present: the resolver refuses a duplicate `_id`.
 async fn insert_unique(wal: &Wal, id: i64, who: i64) -> Result<argon_wal::CommitInfo, ()> {
     wal.write("main", move |state| {
-        let exists = state
-            .collection(&ns("u"))
-            .is_some_and(|c| c.get(&Bson::Int64(id)).is_some());
+        let exists = match state.collection(&ns("u")).expect("reads") {
+            Some(c) => c.get(&Bson::Int64(id)).expect("reads").is_some(),
+            None => false,
+        };
         if exists {
             return Err("duplicate key");
         }
@@ -105,10 +112,13 @@ async fn insert_unique(wal: &Wal, id: i64, who: i64) -> Result<argon_wal::Commit
 /// Increments a counter: a lost update would show as a smaller total.
 async fn increment(wal: &Wal) {
     wal.write("main", |state| {
-        let v = state
-            .collection(&ns("n"))
-            .and_then(|c| c.get(&Bson::Int64(0)))
-            .map_or(0, |d| d.get_i64("v").unwrap_or(0));
+        let v = match state.collection(&ns("n")).expect("reads") {
+            Some(c) => c
+                .get(&Bson::Int64(0))
+                .expect("reads")
+                .map_or(0, |d| d.get_i64("v").unwrap_or(0)),
+            None => 0,
+        };
         Ok::<_, ()>((vec![put("n", 0, v + 1)], ()))
     })
     .await
@@ -143,7 +153,9 @@ pub async fn two_handles(a: Wal, b: Wal) {
     let n = ha
         .collection(&ns("n"))
         .unwrap()
+        .unwrap()
         .get(&Bson::Int64(0))
+        .unwrap()
         .unwrap();
     assert_eq!(n.get_i64("v").unwrap(), 50, "no lost update");
     // One total order: every point reads the same through both handles.

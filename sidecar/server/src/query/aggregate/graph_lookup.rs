@@ -338,7 +338,7 @@ impl Op for GraphLookupOp {
                 Some(keys) => {
                     for key in keys {
                         cx.tick()?;
-                        if let Some(f) = lookup.fetch(&spec.from, &key)
+                        if let Some(f) = lookup.fetch(&spec.from, &key)?
                             && let Some(values) = search.offer(f, &preds, depth)?
                         {
                             next.extend(values);

@@ -57,10 +57,10 @@ pub trait Lookup {
     ) -> Result<()>;
 
     /// The document of `from` with key `key` (one [`Lookup::scan`] gave).
-    fn fetch(&self, from: &str, key: &[u8]) -> Option<Document>;
+    fn fetch(&self, from: &str, key: &[u8]) -> Result<Option<Document>>;
 
     /// The key and document of `from` whose `_id` is the same `_id` as `id`.
-    fn by_id(&self, from: &str, id: &Bson) -> Option<(Vec<u8>, Document)>;
+    fn by_id(&self, from: &str, id: &Bson) -> Result<Option<(Vec<u8>, Document)>>;
 }
 
 /// Documents in memory that every `from` name reads (tests, fuzzing).
@@ -89,18 +89,22 @@ impl Lookup for InMemory {
         Ok(())
     }
 
-    fn fetch(&self, _: &str, key: &[u8]) -> Option<Document> {
-        let i = u64::from_be_bytes(key.try_into().ok()?);
-        self.0.get(usize::try_from(i).ok()?).cloned()
+    fn fetch(&self, _: &str, key: &[u8]) -> Result<Option<Document>> {
+        let Ok(key) = <[u8; 8]>::try_from(key) else {
+            return Ok(None);
+        };
+        let i = usize::try_from(u64::from_be_bytes(key)).unwrap_or(usize::MAX);
+        Ok(self.0.get(i).cloned())
     }
 
-    fn by_id(&self, _: &str, id: &Bson) -> Option<(Vec<u8>, Document)> {
+    fn by_id(&self, _: &str, id: &Bson) -> Result<Option<(Vec<u8>, Document)>> {
         let key = IdKey::from_bson(id);
-        self.0
+        Ok(self
+            .0
             .iter()
             .enumerate()
             .find(|(_, d)| d.get("_id").is_some_and(|v| IdKey::from_bson(v) == key))
-            .map(|(i, d)| ((i as u64).to_be_bytes().to_vec(), d.clone()))
+            .map(|(i, d)| ((i as u64).to_be_bytes().to_vec(), d.clone())))
     }
 }
 
@@ -274,10 +278,10 @@ impl Op for LookupOp {
         let mut matched = Matched::new(&self.from);
         let lookup = cx.lookup();
         if self.foreign == "_id" && keys.iter().all(id_exact) {
-            let mut found: Vec<(Vec<u8>, Document)> = keys
-                .iter()
-                .filter_map(|k| lookup.by_id(&self.from, k))
-                .collect();
+            let mut found: Vec<(Vec<u8>, Document)> = Vec::new();
+            for k in &keys {
+                found.extend(lookup.by_id(&self.from, k)?);
+            }
             found.sort_by(|a, b| a.0.cmp(&b.0));
             found.dedup_by(|a, b| a.0 == b.0);
             for (_, f) in found {
@@ -300,7 +304,7 @@ impl Op for LookupOp {
                 Some(candidates) => {
                     for key in candidates {
                         cx.tick()?;
-                        if let Some(f) = lookup.fetch(&self.from, &key) {
+                        if let Some(f) = lookup.fetch(&self.from, &key)? {
                             matched.offer(&f, &self.foreign, &preds)?;
                         }
                     }

@@ -79,14 +79,15 @@ impl Access {
                     Position::Coll(k) => Some(k.clone()),
                     _ => None,
                 };
-                for (key, raw) in coll.iter_after(after.as_deref()) {
+                for item in coll.iter_after(after.as_deref()) {
+                    let (key, raw) = item?;
                     tick()?;
                     *docs_examined += 1;
-                    if !f(raw)? {
+                    if !f(&raw)? {
                         *docs_examined -= 1;
                         return Ok(false);
                     }
-                    *position = Position::Coll(key.to_vec());
+                    *position = Position::Coll(key.as_bytes().to_vec());
                 }
             }
             Plan::IdHack { ids, .. } => {
@@ -97,9 +98,9 @@ impl Access {
                 for (i, id) in ids.iter().enumerate().skip(from) {
                     tick()?;
                     *keys_examined += 1;
-                    if let Some(raw) = coll.get(id) {
+                    if let Some(raw) = coll.get(id)? {
                         *docs_examined += 1;
-                        if !f(raw)? {
+                        if !f(&raw)? {
                             *keys_examined -= 1;
                             *docs_examined -= 1;
                             return Ok(false);
@@ -117,18 +118,19 @@ impl Access {
                 for entry in
                     coll.index_scan(&p.name, &p.bounds.intervals, p.direction, resume.as_ref())
                 {
+                    let entry = entry?;
                     tick()?;
                     *keys_examined += 1;
                     if dedup && seen.contains(&entry.1) {
                         *position = Position::Index(entry);
                         continue;
                     }
-                    let Some(raw) = coll.get_by_key(&entry.1) else {
+                    let Some(raw) = coll.get_by_key(&entry.1)? else {
                         *position = Position::Index(entry);
                         continue;
                     };
                     *docs_examined += 1;
-                    if !f(raw)? {
+                    if !f(&raw)? {
                         *keys_examined -= 1;
                         *docs_examined -= 1;
                         return Ok(false);

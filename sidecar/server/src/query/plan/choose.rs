@@ -289,10 +289,10 @@ mod tests {
     }
 
     fn plan(s: &BranchState, filter: Document, sort: Option<Document>, hint: Option<Bson>) -> Plan {
-        let c = s.collection(&Namespace::new("d", "c"));
+        let c = s.collection(&Namespace::new("d", "c")).expect("reads");
         let f = Filter::parse(&filter).unwrap();
         let sort = sort.map(|d| SortSpec::parse(&d).unwrap());
-        choose(c, &f, sort.as_ref(), hint.as_ref()).unwrap()
+        choose(c.as_ref(), &f, sort.as_ref(), hint.as_ref()).unwrap()
     }
 
     fn index_name(p: &Plan) -> Option<&str> {

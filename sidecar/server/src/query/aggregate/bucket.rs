@@ -72,25 +72,10 @@ fn parse_group_by(v: &Bson, code: ErrorCode, stage: &str) -> Result<Expr> {
     Expr::parse(v)
 }
 
-/// Whether `e` reads nothing of the document (its value is the same for
-/// every document).
-fn is_constant(e: &Expr) -> bool {
-    match e {
-        Expr::Literal(_) | Expr::Remove => true,
-        Expr::Field(_) | Expr::Root | Expr::TextScore => false,
-        Expr::Object(fields) => fields.iter().all(|(_, e)| is_constant(e)),
-        Expr::Array(items) | Expr::Op(_, items) => items.iter().all(is_constant),
-        Expr::GetField { input, .. } => is_constant(input),
-        Expr::SetField { input, value, .. } => {
-            is_constant(input) && value.as_deref().is_none_or(is_constant)
-        }
-    }
-}
-
 /// A constant expression's value, or `None` when it is not constant.
 fn constant(v: &Bson) -> Result<Option<Bson>> {
     let e = Expr::parse(v)?;
-    if !is_constant(&e) {
+    if !e.is_constant() {
         return Ok(None);
     }
     Ok(Some(e.eval(&Document::new())?.unwrap_or(Bson::Null)))
@@ -455,7 +440,7 @@ impl Op for BucketAutoOp {
             },
         };
         let last_bucket = st.made == self.spec.buckets;
-        let mut accs = BucketAccs::new(&self.spec.accumulators);
+        let mut accs = BucketAccs::new(&self.spec.accumulators)?;
         let granularity = self.spec.granularity.as_ref();
         let mut min = first.0.clone();
         if let Some(g) = granularity {
@@ -537,15 +522,17 @@ enum Slot {
 }
 
 impl<'a> BucketAccs<'a> {
-    fn new(specs: &'a [(String, Acc, Expr)]) -> BucketAccs<'a> {
+    fn new(specs: &'a [(String, Acc, Expr)]) -> Result<BucketAccs<'a>> {
         let slots = specs
             .iter()
-            .map(|(_, acc, _)| match acc {
-                Acc::First | Acc::Last => Slot::Positional(None),
-                acc => Slot::Fold(Accumulator::new(*acc)),
+            .map(|(_, acc, _)| {
+                Ok(match acc {
+                    Acc::First | Acc::Last => Slot::Positional(None),
+                    acc => Slot::Fold(Accumulator::new(acc)?),
+                })
             })
-            .collect();
-        BucketAccs { specs, slots }
+            .collect::<Result<_>>()?;
+        Ok(BucketAccs { specs, slots })
     }
 
     fn add(&mut self, pos: i64, d: &Document) -> Result<()> {
@@ -555,7 +542,7 @@ impl<'a> BucketAccs<'a> {
                 Slot::Positional(best) => {
                     let better = match best {
                         None => true,
-                        Some((p, _)) if *acc == Acc::First => pos < *p,
+                        Some((p, _)) if matches!(acc, Acc::First) => pos < *p,
                         Some((p, _)) => pos > *p,
                     };
                     if better {

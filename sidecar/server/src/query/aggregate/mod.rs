@@ -35,6 +35,7 @@ mod graph_lookup;
 mod group;
 mod lookup;
 mod lookup_pipeline;
+pub(crate) mod multi;
 mod ops;
 mod redact;
 mod sample;
@@ -350,6 +351,8 @@ fn check_text_score(stages: &[Bson], depth: usize, intact: bool) -> Result<()> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_accumulators;
 #[cfg(test)]
 mod tests_more_stages;
 #[cfg(test)]

@@ -373,8 +373,13 @@ impl Output {
                 Func::LinearFill(Expr::parse(arg)?)
             }
             "$topN" | "$top" | "$bottomN" | "$bottom" | "$firstN" | "$lastN" | "$maxN"
-            | "$minN" | "$percentile" | "$median" | "$mergeObjects" | "$concatArrays"
-            | "$setUnion" | "$minMaxScaler" => {
+            | "$minN" | "$percentile" | "$median" => {
+                let (acc, input) = super::stage::accumulator(name, arg)?;
+                Func::Acc(acc, input)
+            }
+            // Not window functions in mongod 8.0 (`$concatArrays` and
+            // `$setUnion` are 8.1's, `$minMaxScaler` 8.2's).
+            "$mergeObjects" | "$concatArrays" | "$setUnion" | "$minMaxScaler" => {
                 return Err(CommandError::not_implemented(&format!(
                     "the window function {name}"
                 )));
@@ -908,7 +913,7 @@ fn compute(
             // never move back in sorted order), so one running fold
             // serves every document, O(n) for the partition.
             let vals = eval_all(e)?;
-            let mut running = Accumulator::new(*acc);
+            let mut running = Accumulator::new(acc)?;
             let mut fed = 0usize;
             for i in 0..n {
                 let (l, h) = window_of(i);
@@ -919,7 +924,7 @@ fn compute(
                     fed += 1;
                 }
                 out.push(if upto == 0 {
-                    Accumulator::new(*acc).finish()
+                    Accumulator::new(acc)?.finish()
                 } else {
                     running.peek()
                 });
@@ -943,7 +948,7 @@ fn compute(
                     out.push(Bson::clone(v));
                     continue;
                 }
-                let mut a = Accumulator::new(*acc);
+                let mut a = Accumulator::new(acc)?;
                 for v in vals.iter().take(h.saturating_add(1)).skip(l) {
                     cx.tick()?;
                     a.add(v.clone())?;

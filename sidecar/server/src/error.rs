@@ -66,6 +66,7 @@ error_codes! {
     MaxSubPipelineDepthExceeded = 232,
     NotImplemented = 238,
     Location4568 = 4568,
+    Location10065 = 10065,
     Location5787900 = 5787900,
     Location5787801 = 5787801,
     Location5787901 = 5787901,

@@ -507,9 +507,10 @@ impl Op for BucketAutoOp {
 /// A sorted document: its `groupBy` value, itself, its input position.
 type Entry = (Bson, Document, i64);
 
-/// One bucket's accumulators. `$first` and `$last` take the value of the
-/// bucket's earliest and latest document in *input* order, not in
-/// `groupBy` order, as MongoDB's `AccumulatorFirstLastNForBucketAuto`.
+/// One bucket's accumulators. `$first`, `$last`, `$firstN` and `$lastN`
+/// take the values of the bucket's earliest and latest documents in
+/// *input* order, not in `groupBy` order, as MongoDB's
+/// `AccumulatorFirstLastNForBucketAuto`.
 struct BucketAccs<'a> {
     specs: &'a [(String, Acc, Expr)],
     slots: Vec<Slot>,
@@ -517,6 +518,8 @@ struct BucketAccs<'a> {
 
 enum Slot {
     Fold(Accumulator),
+    /// `$firstN`/`$lastN`: a `$topN`/`$bottomN` by input position.
+    PositionalN(Accumulator),
     /// The best (position, value) so far.
     Positional(Option<(i64, Bson)>),
 }
@@ -526,6 +529,12 @@ impl<'a> BucketAccs<'a> {
         let slots = specs
             .iter()
             .map(|(_, acc, _)| {
+                if let Acc::Pick(pick) = acc
+                    && let Some(by_position) = super::multi::by_position(pick)?
+                {
+                    let acc = Acc::Pick(std::sync::Arc::new(by_position));
+                    return Ok(Slot::PositionalN(Accumulator::new(&acc)?));
+                }
                 Ok(match acc {
                     Acc::First | Acc::Last => Slot::Positional(None),
                     acc => Slot::Fold(Accumulator::new(acc)?),
@@ -539,6 +548,10 @@ impl<'a> BucketAccs<'a> {
         for ((_, acc, e), slot) in self.specs.iter().zip(self.slots.iter_mut()) {
             match slot {
                 Slot::Fold(a) => a.add(e.eval(d)?)?,
+                Slot::PositionalN(a) => {
+                    let v = e.eval(d)?.unwrap_or(Bson::Null);
+                    a.add(Some(Bson::Document(doc! {"o": v, "k0": pos})))?;
+                }
                 Slot::Positional(best) => {
                     let better = match best {
                         None => true,
@@ -557,7 +570,7 @@ impl<'a> BucketAccs<'a> {
     fn finish_into(self, doc: &mut Document) {
         for ((name, _, _), slot) in self.specs.iter().zip(self.slots) {
             let v = match slot {
-                Slot::Fold(a) => a.finish(),
+                Slot::Fold(a) | Slot::PositionalN(a) => a.finish(),
                 Slot::Positional(best) => best.map_or(Bson::Null, |(_, v)| v),
             };
             doc.insert(name.clone(), v);

@@ -23,7 +23,12 @@
 //! `$min`/`$max` keep the best value; `$first` keeps the earlier run's and
 //! `$last` the later run's (runs hold the input in order); `$push`
 //! concatenates and `$addToSet` unions, each still held to the 16 MiB
-//! value limit; `$count` adds. Spilled groups come out in key order (a
+//! value limit; `$count` adds; `$stdDevPop`/`$stdDevSamp` combine their
+//! counts, means and squared deviations (Chan et al.); `$mergeObjects`
+//! merges the later object over the earlier; `$percentile`/`$median`
+//! concatenate their numbers; a pick (`$firstN` … `$bottom`, see `multi`)
+//! offers the later run's kept entries to the earlier's, arrival order
+//! carried on. Spilled groups come out in key order (a
 //! `$group`'s order is unspecified in MongoDB too). Merging holds one
 //! partial group per open run. A sum of doubles that spilled may differ in
 //! its last bits from one that did not (the additions group differently).

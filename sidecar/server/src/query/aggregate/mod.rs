@@ -24,7 +24,8 @@
 //! through `$lookup`'s index (see `graph_lookup`); `$redact` streams.
 //!
 //! Files: `stage` parses (`fill` rewrites `$fill`), `ops` holds the streaming stages and `$sort`,
-//! `group` the grouping and its accumulators, `lookup` the join.
+//! `group` the grouping and its accumulators (`multi` those with
+//! arguments: `$topN`, `$percentile`, …), `lookup` the join.
 
 mod bucket;
 mod densify;

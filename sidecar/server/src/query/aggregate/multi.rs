@@ -161,10 +161,10 @@ fn parse_top_bottom(
             "output" => output = Some(v),
             "sortBy" => {
                 let Bson::Document(s) = v else {
-                    return Err(CommandError::type_mismatch(format!(
-                        "{name}'s 'sortBy' must be an object, found {}",
-                        type_name(v)
-                    )));
+                    return Err(CommandError::new(
+                        ErrorCode::Location10065,
+                        "invalid parameter: expected an object (sortBy)",
+                    ));
                 };
                 sort_by = Some(s);
             }
@@ -221,6 +221,25 @@ fn parse_top_bottom(
         },
         Expr::Object(fields),
     ))
+}
+
+/// `$firstN`/`$lastN` as `$bucketAuto` runs them (mongod's
+/// `AccumulatorFirstLastNForBucketAuto`): by *input* position, which the
+/// stage's sort by `groupBy` loses; the pick it becomes is fed
+/// `{o: <value>, k0: <position>}`. `None` for other picks.
+pub(crate) fn by_position(pick: &Pick) -> Result<Option<Pick>> {
+    let kind = match pick.kind {
+        PickKind::FirstN => PickKind::Top,
+        PickKind::LastN => PickKind::Bottom,
+        _ => return Ok(None),
+    };
+    Ok(Some(Pick {
+        kind,
+        name: pick.name,
+        n: pick.n.clone(),
+        single: false,
+        sort: Some(SortSpec::parse(&doc! {"k0": 1})?),
+    }))
 }
 
 /// `n` as mongod validates it: a number (5787902) holding a whole value

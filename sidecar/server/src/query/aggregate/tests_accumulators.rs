@@ -272,6 +272,24 @@ fn spilled_groups_give_the_same_answers() {
     )
     .unwrap();
     assert_eq!(out[0].get_array("low").unwrap(), &vec![bson!(0), bson!(1)]);
+    // `$firstN`/`$lastN` follow the input order, not `groupBy`'s.
+    let reversed: Vec<Document> = (0..10).rev().map(|i| doc! {"_id": i}).collect();
+    let by_input = run(
+        bson!([{"$bucketAuto": {"groupBy": "$_id", "buckets": 1, "output": {
+            "f": {"$firstN": {"n": 3, "input": "$_id"}},
+            "l": {"$lastN": {"n": 2, "input": "$_id"}},
+        }}}]),
+        reversed,
+    )
+    .unwrap();
+    assert_eq!(
+        by_input[0].get_array("f").unwrap(),
+        &vec![bson!(9), bson!(8), bson!(7)]
+    );
+    assert_eq!(
+        by_input[0].get_array("l").unwrap(),
+        &vec![bson!(1), bson!(0)]
+    );
     assert_eq!(
         out[1].get_array("low").unwrap(),
         &vec![bson!(1500), bson!(1501)]
@@ -398,6 +416,7 @@ fn bad_arguments_fail_with_mongod_codes() {
         ),
         (bson!({"$bottomN": {"n": 1, "sortBy": {"a": 1}}}), 5788004),
         (bson!({"$bottom": {"output": "$a"}}), 5788005),
+        (bson!({"$bottom": {"output": "$a", "sortBy": 1}}), 10065),
         (bson!({"$mergeObjects": "$score"}), 40400),
         (bson!({"$percentile": 1}), 7429703),
         (bson!({"$median": []}), 7436100),

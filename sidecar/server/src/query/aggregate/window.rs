@@ -22,12 +22,16 @@
 //! O(window) per document, checked against the command's deadline.
 //!
 //! Functions: the `$group` accumulators (`$sum`, `$avg`, `$min`, `$max`,
-//! `$count`, `$first`, `$last`, `$push`, `$addToSet`, through `group`'s
-//! own state), `$stdDevPop`/`$stdDevSamp`, `$covariancePop`/
+//! `$count`, `$first`, `$last`, `$push`, `$addToSet`, `$firstN`,
+//! `$lastN`, `$minN`, `$maxN`, `$topN`, `$bottomN`, `$top`, `$bottom`,
+//! `$percentile`, `$median`, through `group`'s own state; `n` is
+//! evaluated against nothing, as mongod has no group key here),
+//! `$stdDevPop`/`$stdDevSamp`, `$covariancePop`/
 //! `$covarianceSamp`, `$derivative`, `$integral` over a window; `$rank`,
 //! `$denseRank`, `$documentNumber`, `$shift`, `$expMovingAvg`, `$locf` and
-//! `$linearFill` over the partition in order. Others (`$topN`,
-//! `$percentile`, `$minN`, …) are refused by name (115).
+//! `$linearFill` over the partition in order. `$mergeObjects`,
+//! `$concatArrays`, `$setUnion` and `$minMaxScaler`, no window functions
+//! in mongod 8.0, are refused by name (115).
 
 use bson::{Bson, Document, doc};
 

@@ -698,19 +698,11 @@ fn eval_op(op: Op, args: &[Expr], doc: &Document) -> Result<Option<Bson>> {
                 (1, Bson::Array(a)) => a,
                 _ => vals()?,
             };
-            let xs: Vec<f64> = items
-                .iter()
-                .filter(|v| is_number(v))
-                .filter_map(as_f64)
-                .collect();
-            let n = xs.len() as f64 - if op == Op::StdDevSamp { 1.0 } else { 0.0 };
-            if n <= 0.0 {
-                Bson::Null
-            } else {
-                let mean = xs.iter().sum::<f64>() / xs.len() as f64;
-                let ss: f64 = xs.iter().map(|x| (x - mean) * (x - mean)).sum();
-                Bson::Double((ss / n).sqrt())
+            let mut deviation = multi::Deviation::default();
+            for v in &items {
+                deviation.add(v);
             }
+            deviation.result(op == Op::StdDevSamp)
         }
         Op::Type => Bson::String(
             match args.first() {

@@ -41,7 +41,7 @@ use bson::{Bson, Document, doc};
 
 use super::super::compare::{as_f64, compare, is_number};
 use super::super::expr::type_name;
-use super::multi::{MAX_QUANTILE_VALUES, Picked};
+use super::multi::{Deviation, MAX_QUANTILE_VALUES, Picked};
 use super::stage::{Acc, Group};
 use super::{Cx, Op};
 use crate::error::Result;
@@ -389,10 +389,8 @@ struct AccState {
     all_int: bool,
     numeric: i64,
     best: Option<Bson>,
-    /// `$stdDevPop`/`$stdDevSamp`: Welford's running mean and sum of
-    /// squared deviations over `numeric` numbers.
-    mean: f64,
-    m2: f64,
+    /// `$stdDevPop`/`$stdDevSamp`.
+    deviation: Deviation,
     /// `$percentile`/`$median`: the numbers seen (NaN skipped, as mongod).
     nums: Vec<f64>,
     /// `$firstN` … `$bottom`.
@@ -451,8 +449,8 @@ impl AccState {
             }
             Acc::Count => {}
             Acc::StdDevPop | Acc::StdDevSamp => {
-                if let Some(x) = v.filter(is_number).as_ref().and_then(as_f64) {
-                    self.add_deviation(x);
+                if let Some(v) = v {
+                    self.deviation.add(&v);
                 }
             }
             Acc::MergeObjects => match v {
@@ -487,16 +485,6 @@ impl AccState {
             }
         }
         Ok(())
-    }
-
-    /// Welford's update with one number.
-    fn add_deviation(&mut self, x: f64) {
-        self.numeric += 1;
-        let delta = x - self.mean;
-        if delta != 0.0 {
-            self.mean += delta / self.numeric as f64;
-            self.m2 += delta * (x - self.mean);
-        }
     }
 
     /// `$percentile`'s numbers, at most [`MAX_QUANTILE_VALUES`].
@@ -633,17 +621,7 @@ impl AccState {
                 }
             }
             Acc::Count => {}
-            Acc::StdDevPop | Acc::StdDevSamp => {
-                // Chan et al.'s combination of two partial variances.
-                let (na, nb) = (self.numeric as f64, other.numeric as f64);
-                if other.numeric > 0 {
-                    let n = na + nb;
-                    let delta = other.mean - self.mean;
-                    self.mean += delta * nb / n;
-                    self.m2 += other.m2 + delta * delta * na * nb / n;
-                    self.numeric += other.numeric;
-                }
-            }
+            Acc::StdDevPop | Acc::StdDevSamp => self.deviation.merge(other.deviation),
             Acc::MergeObjects => {
                 if let Some(Bson::Document(d)) = other.best {
                     self.merge_object(d)?;
@@ -673,7 +651,7 @@ impl AccState {
             "i": self.all_int,
             "n": self.numeric,
             "v": self.values,
-            "m": [self.mean, self.m2],
+            "m": [self.deviation.mean, self.deviation.m2, self.deviation.count],
         };
         if let Some(b) = self.best {
             d.insert("b", b);
@@ -693,13 +671,20 @@ impl AccState {
             Some(Bson::Double(x)) => Ok(*x),
             _ => Err(spill::damaged()),
         };
+        let deviation = Deviation {
+            mean: moment(0)?,
+            m2: moment(1)?,
+            count: match moments.get(2) {
+                Some(Bson::Int64(n)) => *n,
+                _ => return Err(spill::damaged()),
+            },
+        };
         let mut st = AccState {
             count: d.get_i64("c").map_err(|_| spill::damaged())?,
             sum: d.get_f64("s").map_err(|_| spill::damaged())?,
             all_int: d.get_bool("i").map_err(|_| spill::damaged())?,
             numeric: d.get_i64("n").map_err(|_| spill::damaged())?,
-            mean: moment(0)?,
-            m2: moment(1)?,
+            deviation,
             ..AccState::default()
         };
         if let Some(b) = d.remove("b") {
@@ -752,13 +737,7 @@ impl AccState {
             Acc::Push | Acc::AddToSet => Bson::Array(self.values.clone()),
             Acc::Sum | Acc::Avg | Acc::Count => self.number(acc),
             Acc::StdDevPop | Acc::StdDevSamp => {
-                let samp = matches!(acc, Acc::StdDevSamp);
-                let n = self.numeric - i64::from(samp);
-                if n <= 0 {
-                    Bson::Null
-                } else {
-                    Bson::Double((self.m2 / n as f64).sqrt())
-                }
+                self.deviation.result(matches!(acc, Acc::StdDevSamp))
             }
             Acc::MergeObjects => self
                 .best

@@ -736,3 +736,52 @@ pub(crate) fn eval_quantile_expression(q: &Quantile, input: Option<Bson>) -> Bso
     };
     q.answer(&mut nums)
 }
+
+/// `$stdDevPop`/`$stdDevSamp`'s state, as mongod keeps it: Welford's
+/// running count, mean and sum of squared deviations, and the parallel
+/// formula to combine two (a spilled group's runs).
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub(crate) struct Deviation {
+    pub count: i64,
+    pub mean: f64,
+    pub m2: f64,
+}
+
+impl Deviation {
+    /// Adds a value; anything but a number is no part of a deviation.
+    pub(crate) fn add(&mut self, v: &Bson) {
+        let Some(x) = Some(v).filter(|v| is_number(v)).and_then(as_f64) else {
+            return;
+        };
+        self.count += 1;
+        let delta = x - self.mean;
+        if delta != 0.0 {
+            self.mean += delta / self.count as f64;
+            self.m2 += delta * (x - self.mean);
+        }
+    }
+
+    pub(crate) fn merge(&mut self, other: Deviation) {
+        if other.count == 0 {
+            return;
+        }
+        let n = self.count + other.count;
+        let delta = other.mean - self.mean;
+        if delta != 0.0 {
+            self.mean =
+                (self.count as f64 * self.mean + other.count as f64 * other.mean) / n as f64;
+            self.m2 += delta * delta * (self.count as f64 * other.count as f64 / n as f64);
+        }
+        self.m2 += other.m2;
+        self.count = n;
+    }
+
+    /// The deviation, or null with no number (or one, for a sample).
+    pub(crate) fn result(&self, sample: bool) -> Bson {
+        let n = self.count - i64::from(sample);
+        if n <= 0 {
+            return Bson::Null;
+        }
+        Bson::Double((self.m2 / n as f64).sqrt())
+    }
+}

@@ -68,12 +68,13 @@ pub struct Pick {
 
 impl Pick {
     /// The order entries are kept in: `Less` is better (kept first).
-    fn rank(&self, a: &[Bson], b: &[Bson]) -> Ordering {
+    /// `$minN`/`$maxN` rank by the value itself (no key is stored).
+    fn rank(&self, a: &Ranked, b: &Ranked) -> Ordering {
         match (self.kind, &self.sort) {
-            (PickKind::Top, Some(s)) => s.compare_keys(a, b),
-            (PickKind::Bottom, Some(s)) => s.compare_keys(a, b).reverse(),
-            (PickKind::MinN, _) => compare(&a[0], &b[0]),
-            (PickKind::MaxN, _) => compare(&a[0], &b[0]).reverse(),
+            (PickKind::Top, Some(s)) => s.compare_keys(&a.key, &b.key),
+            (PickKind::Bottom, Some(s)) => s.compare_keys(&a.key, &b.key).reverse(),
+            (PickKind::MinN, _) => compare(&a.out, &b.out),
+            (PickKind::MaxN, _) => compare(&a.out, &b.out).reverse(),
             _ => Ordering::Equal,
         }
     }
@@ -308,9 +309,7 @@ impl PartialOrd for Ranked {
 
 impl Ord for Ranked {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.pick
-            .rank(&self.key, &other.key)
-            .then(self.seq.cmp(&other.seq))
+        self.pick.rank(self, other).then(self.seq.cmp(&other.seq))
     }
 }
 
@@ -363,7 +362,7 @@ impl Picked {
             }
             PickKind::MinN | PickKind::MaxN => match v {
                 None | Some(Bson::Null) | Some(Bson::Undefined) => Ok(()),
-                Some(v) => self.offer(pick, vec![v.clone()], v),
+                Some(v) => self.offer(pick, Vec::new(), v),
             },
             PickKind::Top | PickKind::Bottom => {
                 let mut d = match v {

@@ -643,6 +643,13 @@ fn huge_n_and_large_groups() {
         )),
         ErrorCode::ExceededMemoryLimit.code()
     );
+    // 12 MiB of them fit (each value is held once, not as key and value).
+    let out = run(
+        bson!([{"$group": {"_id": null, "x": {"$maxN": {"n": 1_000_000_000, "input": "$s"}}}}]),
+        wide[..12].to_vec(),
+    )
+    .unwrap();
+    assert_eq!(out[0].get_array("x").unwrap().len(), 12);
     // ...but a small n keeps only n of them.
     let out = run(
         bson!([{"$group": {"_id": null, "x": {"$maxN": {"n": 2, "input": "$s"}}}}]),

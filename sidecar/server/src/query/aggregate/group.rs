@@ -41,7 +41,7 @@ use bson::{Bson, Document, doc};
 
 use super::super::compare::{as_f64, compare, is_number};
 use super::super::expr::type_name;
-use super::multi::{Deviation, MAX_QUANTILE_VALUES, Picked};
+use super::multi::{Deviation, Picked, room_for_number};
 use super::stage::{Acc, Group};
 use super::{Cx, Op};
 use crate::error::Result;
@@ -487,21 +487,12 @@ impl AccState {
         Ok(())
     }
 
-    /// `$percentile`'s numbers, at most [`MAX_QUANTILE_VALUES`].
+    /// `$percentile`'s numbers, at most `multi::MAX_QUANTILE_VALUES`.
     fn add_number(&mut self, x: f64) -> Result<()> {
         if x.is_nan() {
             return Ok(());
         }
-        if self.nums.len() >= MAX_QUANTILE_VALUES {
-            return Err(CommandError::new(
-                ErrorCode::ExceededMemoryLimit,
-                format!(
-                    "$percentile used too much memory and cannot spill to disk. Used: {} bytes. Memory limit: {} bytes",
-                    self.nums.len() * 8,
-                    MAX_QUANTILE_VALUES * 8
-                ),
-            ));
-        }
+        room_for_number(self.nums.len())?;
         self.nums.push(x);
         self.mem = self.mem.saturating_add(8);
         Ok(())

@@ -32,10 +32,28 @@ use super::super::sort::SortSpec;
 use crate::error::{CommandError, ErrorCode, Result};
 use crate::limits::{self, Budget};
 
-/// The most numbers one `$percentile`/`$median` state holds (128 MiB of
-/// doubles); past it the group fails with ExceededMemoryLimit, as mongod
-/// fails past `internalQueryMaxPercentileAccumulatorBytes`.
-pub(crate) const MAX_QUANTILE_VALUES: usize = 16 * 1024 * 1024;
+/// The most numbers one `$percentile`/`$median` state holds: the
+/// blocking-stage budget's worth of doubles (100 MiB, 13,107,200), since
+/// a group's merged state is held whole; past it the group fails with
+/// ExceededMemoryLimit, as mongod fails past
+/// `internalQueryMaxPercentileAccumulatorBytes`.
+pub(crate) const MAX_QUANTILE_VALUES: usize = limits::MAX_BLOCKING_STAGE_BYTES / 8;
+
+/// Whether a `$percentile`/`$median` state holding `len` numbers may take
+/// one more (ExceededMemoryLimit past [`MAX_QUANTILE_VALUES`]).
+pub(crate) fn room_for_number(len: usize) -> Result<()> {
+    if len >= MAX_QUANTILE_VALUES {
+        return Err(CommandError::new(
+            ErrorCode::ExceededMemoryLimit,
+            format!(
+                "$percentile used too much memory and cannot spill to disk. Used: {} bytes. Memory limit: {} bytes",
+                len.saturating_mul(8),
+                MAX_QUANTILE_VALUES * 8
+            ),
+        ));
+    }
+    Ok(())
+}
 
 /// Bytes charged per kept entry beyond its values (heap slot, key vector).
 const ENTRY_OVERHEAD: usize = 64;

@@ -665,6 +665,19 @@ fn huge_n_and_large_groups() {
 }
 
 #[test]
+fn quantile_states_are_bounded() {
+    assert!(super::multi::room_for_number(0).is_ok());
+    assert!(super::multi::room_for_number(super::multi::MAX_QUANTILE_VALUES - 1).is_ok());
+    let e = super::multi::room_for_number(super::multi::MAX_QUANTILE_VALUES).unwrap_err();
+    assert_eq!(e.code, ErrorCode::ExceededMemoryLimit);
+    assert!(
+        e.message.starts_with("$percentile used too much memory"),
+        "{}",
+        e.message
+    );
+}
+
+#[test]
 fn window_functions_over_documents_and_ranges() {
     let docs: Vec<Document> = (0..40)
         .map(

@@ -793,6 +793,39 @@ fn window_functions_over_documents_and_ranges() {
     );
 }
 
+/// Values computed for a partition are held to the stage budget (a
+/// running `$push` repeats ever longer arrays); a whole-partition window
+/// holds its one value once, however many documents get it.
+#[test]
+fn window_values_are_held_to_the_budget() {
+    let docs: Vec<Document> = (0..2000).map(|i| doc! {"_id": i, "t": i}).collect();
+    let stages = |window: Bson| {
+        let Bson::Array(stages) = bson!([{"$setWindowFields": {"sortBy": {"t": 1}, "output": {
+            "x": {"$topN": {"n": 1_000_000_000, "sortBy": {"t": -1}, "output": "$_id"}, "window": window},
+        }}}]) else {
+            unreachable!()
+        };
+        Pipeline::parse(&stages).unwrap()
+    };
+    let budget = |allow_disk| StageBudget::new(1 << 20, allow_disk);
+    let running = stages(bson!({"documents": ["unbounded", "current"]}));
+    for (allow_disk, expected) in [(true, 146), (false, 292)] {
+        let e = running
+            .run_within(docs.clone(), &InMemory(Vec::new()), budget(allow_disk))
+            .unwrap_err();
+        assert_eq!(e.code.code(), expected, "{e:?}");
+    }
+    let whole = stages(bson!({"documents": ["unbounded", "unbounded"]}))
+        .run_within(docs.clone(), &InMemory(Vec::new()), budget(true))
+        .unwrap();
+    assert_eq!(whole.len(), 2000);
+    for d in [&whole[0], &whole[1999]] {
+        let x = d.get_array("x").unwrap();
+        assert_eq!(x.len(), 2000);
+        assert_eq!((x[0].clone(), x[1999].clone()), (bson!(1999), bson!(0)));
+    }
+}
+
 #[test]
 fn array_expressions() {
     let d = doc! {"a": [3, null, 1, "x", 7, 1.5], "s": 4};

@@ -5,6 +5,9 @@ use std::cmp::Ordering;
 
 use bson::{Bson, Document};
 
+use std::sync::Arc;
+
+use super::aggregate::multi::{self, Pick, Quantile};
 use super::compare::{as_f64, as_i64, compare, equal, is_number};
 use super::path::get_expr;
 use crate::error::{CommandError, ErrorCode, Result};
@@ -39,6 +42,17 @@ pub enum Expr {
     /// `{$meta: "textScore"}`: the document's score for the command's
     /// `$text` query (`query::text::score`).
     TextScore,
+    /// `$firstN`, `$lastN`, `$minN`, `$maxN` over an array
+    /// (`aggregate::multi`, shared with the accumulators).
+    Pick {
+        pick: Arc<Pick>,
+        input: Box<Expr>,
+    },
+    /// `$percentile` and `$median` over a number or an array.
+    Quantile {
+        quantile: Quantile,
+        input: Box<Expr>,
+    },
 }
 
 macro_rules! ops {
@@ -62,7 +76,8 @@ ops! {
     ArrayElemAt = "$arrayElemAt", Type = "$type", ToString = "$toString", Max = "$max", Min = "$min",
     Sum = "$sum", Avg = "$avg", First = "$first", Last = "$last", StrLenCP = "$strLenCP",
     Substr = "$substrCP", Split = "$split", IsArray = "$isArray", ConcatArrays = "$concatArrays",
-    Range = "$range",
+    Range = "$range", MergeObjects = "$mergeObjects", StdDevPop = "$stdDevPop",
+    StdDevSamp = "$stdDevSamp",
 }
 
 impl Expr {
@@ -70,8 +85,26 @@ impl Expr {
         Self::parse_at(v, 0)
     }
 
+    /// Whether the expression reads nothing of the document (so it has
+    /// one value, as mongod's constant folding finds).
+    pub fn is_constant(&self) -> bool {
+        match self {
+            Expr::Literal(_) => true,
+            Expr::Field(_) | Expr::Root | Expr::TextScore => false,
+            Expr::Remove => true,
+            Expr::Object(fields) => fields.iter().all(|(_, e)| e.is_constant()),
+            Expr::Array(items) | Expr::Op(_, items) => items.iter().all(Expr::is_constant),
+            Expr::GetField { input, .. } => input.is_constant(),
+            Expr::SetField { input, value, .. } => {
+                input.is_constant() && value.as_ref().is_none_or(|v| v.is_constant())
+            }
+            Expr::Pick { pick, input } => pick.n.is_constant() && input.is_constant(),
+            Expr::Quantile { input, .. } => input.is_constant(),
+        }
+    }
+
     /// Parses an expression nested `depth` levels inside another.
-    fn parse_at(v: &Bson, depth: usize) -> Result<Expr> {
+    pub(crate) fn parse_at(v: &Bson, depth: usize) -> Result<Expr> {
         limits::check_expression_depth(depth)?;
         let sub = |v: &Bson| Self::parse_at(v, depth + 1);
         match v {
@@ -133,6 +166,21 @@ impl Expr {
                         }
                         if let Some(e) = parse_field_op(k, arg, depth)? {
                             return Ok(e);
+                        }
+                        if matches!(k.as_str(), "$firstN" | "$lastN" | "$minN" | "$maxN")
+                            && let Some((pick, input)) = multi::parse_pick(k, arg, depth)?
+                        {
+                            return Ok(Expr::Pick {
+                                pick: Arc::new(pick),
+                                input: Box::new(input),
+                            });
+                        }
+                        if let Some((quantile, input)) = multi::parse_quantile(k, arg, true, depth)?
+                        {
+                            return Ok(Expr::Quantile {
+                                quantile,
+                                input: Box::new(input),
+                            });
                         }
                         let op = Op::from_name(k).ok_or_else(|| {
                             CommandError::new(
@@ -249,6 +297,19 @@ impl Expr {
                 Some(Bson::Array(out))
             }
             Expr::Op(op, args) => eval_op(*op, args, doc)?,
+            Expr::Pick { pick, input } => {
+                // `n` first, as mongod validates it before the input.
+                let n = pick.n.eval(doc)?;
+                let n = multi::validate_n(n.as_ref()).map(|n| Bson::Int64(n as i64))?;
+                Some(multi::eval_pick_expression(
+                    pick,
+                    Some(n),
+                    input.eval(doc)?,
+                )?)
+            }
+            Expr::Quantile { quantile, input } => {
+                Some(multi::eval_quantile_expression(quantile, input.eval(doc)?))
+            }
         })
     }
 }
@@ -606,6 +667,43 @@ fn eval_op(op: Op, args: &[Expr], doc: &Document) -> Result<Option<Bson>> {
             Bson::Array(out)
         }
         Op::Range => eval_range(args, doc)?,
+        Op::MergeObjects => {
+            // Later objects' fields over earlier ones'; null and missing
+            // are skipped (40400 for anything else, as mongod).
+            let mut budget = Budget::value("$mergeObjects");
+            let mut out = Document::new();
+            for a in args {
+                match a.eval(doc)? {
+                    None | Some(Bson::Null) | Some(Bson::Undefined) => {}
+                    Some(Bson::Document(d)) => {
+                        budget.charge(limits::document_size(&d))?;
+                        out.extend(d);
+                    }
+                    Some(other) => {
+                        return Err(CommandError::new(
+                            ErrorCode::Location40400,
+                            format!(
+                                "$mergeObjects requires object inputs, but input {other} is of type {}",
+                                type_name(&other)
+                            ),
+                        ));
+                    }
+                }
+            }
+            Bson::Document(out)
+        }
+        Op::StdDevPop | Op::StdDevSamp => {
+            // With one array argument, over its elements (as `$avg`).
+            let items = match (args.len(), arg(0)?) {
+                (1, Bson::Array(a)) => a,
+                _ => vals()?,
+            };
+            let mut deviation = multi::Deviation::default();
+            for v in &items {
+                deviation.add(v);
+            }
+            deviation.result(op == Op::StdDevSamp)
+        }
         Op::Type => Bson::String(
             match args.first() {
                 None => "missing",

@@ -122,6 +122,18 @@ impl SortSpec {
             .collect()
     }
 
+    /// Each key in order: its path (`None` for `{$meta: "textScore"}`)
+    /// and `true` for ascending (`$topN`'s `sortBy` evaluates them itself).
+    pub fn parts(&self) -> Vec<(Option<&str>, bool)> {
+        self.keys
+            .iter()
+            .map(|(k, asc)| match k {
+                Key::Path(p) => (Some(p.as_str()), *asc),
+                Key::TextScore => (None, *asc),
+            })
+            .collect()
+    }
+
     /// Whether a key sorts by `{$meta: "textScore"}`.
     pub fn uses_text_score(&self) -> bool {
         self.keys.iter().any(|(k, _)| *k == Key::TextScore)

@@ -191,6 +191,10 @@ const EXPR_OPS: &[&str] = &[
     "$isArray",
     "$concatArrays",
     "$range",
+    "$mergeObjects",
+    "$stdDevSamp",
+    "$maxN",
+    "$median",
     "$literal",
     "$let",
     "$map",
@@ -239,6 +243,18 @@ const ACCUMULATORS: &[&str] = &[
     "$addToSet",
     "$count",
     "$stdDevPop",
+    "$stdDevSamp",
+    "$mergeObjects",
+    "$firstN",
+    "$lastN",
+    "$minN",
+    "$maxN",
+    "$topN",
+    "$bottomN",
+    "$top",
+    "$bottom",
+    "$percentile",
+    "$median",
 ];
 
 const TYPE_NAMES: &[&str] = &[
@@ -1247,10 +1263,32 @@ impl<'a, 'b> Gen<'a, 'b> {
                 let n = self.n(3);
                 for _ in 0..n {
                     let acc = self.pick(ACCUMULATORS);
-                    let arg = if self.chance(3) {
-                        self.amplifier(1)
-                    } else {
-                        self.expr(1)
+                    let arg = match acc {
+                        // Their arguments are named: mostly well formed,
+                        // with any `n` (huge, negative, a field).
+                        "$firstN" | "$lastN" | "$minN" | "$maxN" if !self.chance(5) => {
+                            Bson::Document(bson::doc! {"n": self.expr(1), "input": self.expr(1)})
+                        }
+                        "$topN" | "$bottomN" if !self.chance(5) => Bson::Document(bson::doc! {
+                            "n": self.expr(1),
+                            "sortBy": {self.path(): self.pick(&[1, -1])},
+                            "output": self.expr(1),
+                        }),
+                        "$top" | "$bottom" if !self.chance(5) => Bson::Document(bson::doc! {
+                            "sortBy": {self.path(): 1},
+                            "output": self.expr(1),
+                        }),
+                        "$percentile" if !self.chance(5) => Bson::Document(bson::doc! {
+                            "input": self.expr(1),
+                            "p": [self.expr(0), 0.5],
+                            "method": "approximate",
+                        }),
+                        "$median" if !self.chance(5) => Bson::Document(bson::doc! {
+                            "input": self.expr(1),
+                            "method": "approximate",
+                        }),
+                        _ if self.chance(3) => self.amplifier(1),
+                        _ => self.expr(1),
                     };
                     let k = self.name();
                     d.insert(k, bson::doc! {acc: arg});

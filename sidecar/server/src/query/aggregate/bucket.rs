@@ -72,25 +72,10 @@ fn parse_group_by(v: &Bson, code: ErrorCode, stage: &str) -> Result<Expr> {
     Expr::parse(v)
 }
 
-/// Whether `e` reads nothing of the document (its value is the same for
-/// every document).
-fn is_constant(e: &Expr) -> bool {
-    match e {
-        Expr::Literal(_) | Expr::Remove => true,
-        Expr::Field(_) | Expr::Root | Expr::TextScore => false,
-        Expr::Object(fields) => fields.iter().all(|(_, e)| is_constant(e)),
-        Expr::Array(items) | Expr::Op(_, items) => items.iter().all(is_constant),
-        Expr::GetField { input, .. } => is_constant(input),
-        Expr::SetField { input, value, .. } => {
-            is_constant(input) && value.as_deref().is_none_or(is_constant)
-        }
-    }
-}
-
 /// A constant expression's value, or `None` when it is not constant.
 fn constant(v: &Bson) -> Result<Option<Bson>> {
     let e = Expr::parse(v)?;
-    if !is_constant(&e) {
+    if !e.is_constant() {
         return Ok(None);
     }
     Ok(Some(e.eval(&Document::new())?.unwrap_or(Bson::Null)))
@@ -455,7 +440,7 @@ impl Op for BucketAutoOp {
             },
         };
         let last_bucket = st.made == self.spec.buckets;
-        let mut accs = BucketAccs::new(&self.spec.accumulators);
+        let mut accs = BucketAccs::new(&self.spec.accumulators)?;
         let granularity = self.spec.granularity.as_ref();
         let mut min = first.0.clone();
         if let Some(g) = granularity {
@@ -522,9 +507,10 @@ impl Op for BucketAutoOp {
 /// A sorted document: its `groupBy` value, itself, its input position.
 type Entry = (Bson, Document, i64);
 
-/// One bucket's accumulators. `$first` and `$last` take the value of the
-/// bucket's earliest and latest document in *input* order, not in
-/// `groupBy` order, as MongoDB's `AccumulatorFirstLastNForBucketAuto`.
+/// One bucket's accumulators. `$first`, `$last`, `$firstN` and `$lastN`
+/// take the values of the bucket's earliest and latest documents in
+/// *input* order, not in `groupBy` order, as MongoDB's
+/// `AccumulatorFirstLastNForBucketAuto`.
 struct BucketAccs<'a> {
     specs: &'a [(String, Acc, Expr)],
     slots: Vec<Slot>,
@@ -532,30 +518,44 @@ struct BucketAccs<'a> {
 
 enum Slot {
     Fold(Accumulator),
+    /// `$firstN`/`$lastN`: a `$topN`/`$bottomN` by input position.
+    PositionalN(Accumulator),
     /// The best (position, value) so far.
     Positional(Option<(i64, Bson)>),
 }
 
 impl<'a> BucketAccs<'a> {
-    fn new(specs: &'a [(String, Acc, Expr)]) -> BucketAccs<'a> {
+    fn new(specs: &'a [(String, Acc, Expr)]) -> Result<BucketAccs<'a>> {
         let slots = specs
             .iter()
-            .map(|(_, acc, _)| match acc {
-                Acc::First | Acc::Last => Slot::Positional(None),
-                acc => Slot::Fold(Accumulator::new(*acc)),
+            .map(|(_, acc, _)| {
+                if let Acc::Pick(pick) = acc
+                    && let Some(by_position) = super::multi::by_position(pick)?
+                {
+                    let acc = Acc::Pick(std::sync::Arc::new(by_position));
+                    return Ok(Slot::PositionalN(Accumulator::new(&acc)?));
+                }
+                Ok(match acc {
+                    Acc::First | Acc::Last => Slot::Positional(None),
+                    acc => Slot::Fold(Accumulator::new(acc)?),
+                })
             })
-            .collect();
-        BucketAccs { specs, slots }
+            .collect::<Result<_>>()?;
+        Ok(BucketAccs { specs, slots })
     }
 
     fn add(&mut self, pos: i64, d: &Document) -> Result<()> {
         for ((_, acc, e), slot) in self.specs.iter().zip(self.slots.iter_mut()) {
             match slot {
                 Slot::Fold(a) => a.add(e.eval(d)?)?,
+                Slot::PositionalN(a) => {
+                    let v = e.eval(d)?.unwrap_or(Bson::Null);
+                    a.add(Some(Bson::Document(doc! {"o": v, "k0": pos})))?;
+                }
                 Slot::Positional(best) => {
                     let better = match best {
                         None => true,
-                        Some((p, _)) if *acc == Acc::First => pos < *p,
+                        Some((p, _)) if matches!(acc, Acc::First) => pos < *p,
                         Some((p, _)) => pos > *p,
                     };
                     if better {
@@ -570,7 +570,7 @@ impl<'a> BucketAccs<'a> {
     fn finish_into(self, doc: &mut Document) {
         for ((name, _, _), slot) in self.specs.iter().zip(self.slots) {
             let v = match slot {
-                Slot::Fold(a) => a.finish(),
+                Slot::Fold(a) | Slot::PositionalN(a) => a.finish(),
                 Slot::Positional(best) => best.map_or(Bson::Null, |(_, v)| v),
             };
             doc.insert(name.clone(), v);

@@ -24,7 +24,8 @@
 //! through `$lookup`'s index (see `graph_lookup`); `$redact` streams.
 //!
 //! Files: `stage` parses (`fill` rewrites `$fill`), `ops` holds the streaming stages and `$sort`,
-//! `group` the grouping and its accumulators, `lookup` the join.
+//! `group` the grouping and its accumulators (`multi` those with
+//! arguments: `$topN`, `$percentile`, …), `lookup` the join.
 
 mod bucket;
 mod densify;
@@ -35,6 +36,7 @@ mod graph_lookup;
 mod group;
 mod lookup;
 mod lookup_pipeline;
+pub(crate) mod multi;
 mod ops;
 mod redact;
 mod sample;
@@ -350,6 +352,8 @@ fn check_text_score(stages: &[Bson], depth: usize, intact: bool) -> Result<()> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_accumulators;
 #[cfg(test)]
 mod tests_more_stages;
 #[cfg(test)]

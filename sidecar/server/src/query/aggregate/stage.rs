@@ -1,6 +1,8 @@
 //! Parsing a pipeline's stages: each stage's specification into a
 //! [`Stage`], with MongoDB's error codes. Nothing here runs a stage.
 
+use std::sync::Arc;
+
 use bson::Bson;
 
 use super::super::compare::{as_f64, as_i64};
@@ -11,6 +13,7 @@ use super::super::projection::Projection;
 use super::super::sort::SortSpec;
 use super::Pipeline;
 use super::lookup_pipeline::{SubLookup, references};
+use super::multi::{self, Pick, Quantile};
 use crate::error::{CommandError, ErrorCode, Result};
 use crate::limits;
 use crate::query::vars::Vars;
@@ -69,7 +72,7 @@ pub(super) struct Group {
     pub accumulators: Vec<(String, Acc, Expr)>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone)]
 pub(super) enum Acc {
     Sum,
     Avg,
@@ -80,6 +83,13 @@ pub(super) enum Acc {
     Push,
     AddToSet,
     Count,
+    StdDevPop,
+    StdDevSamp,
+    MergeObjects,
+    /// `$firstN` … `$bottom` (see `multi`).
+    Pick(Arc<Pick>),
+    /// `$percentile`, `$median` (see `multi`).
+    Quantile(Arc<Quantile>),
 }
 
 /// Parses one stage into `out` (`$sortByCount` is two stages, `$fill`
@@ -268,7 +278,21 @@ pub(super) fn parse_accumulator(field: &str, spec: &Bson) -> Result<(String, Acc
             format!("The field '{field}' must specify one accumulator"),
         ));
     };
-    let acc = match acc_name.as_str() {
+    let (acc, input) = accumulator(acc_name, acc_arg)?;
+    Ok((field.to_owned(), acc, input))
+}
+
+/// One accumulator by name and its argument: what it folds and the
+/// expression each document gives it (15952 for an unknown name, as
+/// mongod 8.0, which has no `$concatArrays`/`$setUnion` accumulators).
+pub(super) fn accumulator(name: &str, arg: &Bson) -> Result<(Acc, Expr)> {
+    if let Some((pick, input)) = multi::parse_pick(name, arg, 0)? {
+        return Ok((Acc::Pick(Arc::new(pick)), input));
+    }
+    if let Some((q, input)) = multi::parse_quantile(name, arg, false, 0)? {
+        return Ok((Acc::Quantile(Arc::new(q)), input));
+    }
+    let acc = match name {
         "$sum" => Acc::Sum,
         "$avg" => Acc::Avg,
         "$min" => Acc::Min,
@@ -278,6 +302,9 @@ pub(super) fn parse_accumulator(field: &str, spec: &Bson) -> Result<(String, Acc
         "$push" => Acc::Push,
         "$addToSet" => Acc::AddToSet,
         "$count" => Acc::Count,
+        "$stdDevPop" => Acc::StdDevPop,
+        "$stdDevSamp" => Acc::StdDevSamp,
+        "$mergeObjects" => Acc::MergeObjects,
         "$accumulator" => return Err(crate::query::javascript::function_operator()),
         other => {
             return Err(CommandError::new(
@@ -286,7 +313,7 @@ pub(super) fn parse_accumulator(field: &str, spec: &Bson) -> Result<(String, Acc
             ));
         }
     };
-    Ok((field.to_owned(), acc, Expr::parse(acc_arg)?))
+    Ok((acc, Expr::parse(arg)?))
 }
 
 fn unwind_path(p: &str) -> Result<String> {

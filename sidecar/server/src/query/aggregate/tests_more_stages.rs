@@ -797,7 +797,11 @@ fn set_window_fields_refuses_with_mongodb_codes() {
     assert_eq!(parse(bson!({"output": {}, "x": 1})), 40415);
     assert_eq!(parse(bson!({"output": {}, "sortBy": 1})), 14);
     assert_eq!(parse(bson!({"output": {"f": {"$nope": 1}}})), 9);
-    assert_eq!(parse(bson!({"output": {"f": {"$topN": {}}}})), 115);
+    assert_eq!(
+        parse(bson!({"output": {"f": {"$mergeObjects": "$a"}}})),
+        115
+    );
+    assert_eq!(parse(bson!({"output": {"f": {"$topN": {}}}})), 5788003);
     assert_eq!(
         parse(
             bson!({"sortBy": {"a": 1}, "output": {"f": {"$sum": 1, "window": {"documents": [1, -1]}}}})

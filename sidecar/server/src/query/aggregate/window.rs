@@ -8,7 +8,10 @@
 //! partition at a time is then held in memory, charged to the same
 //! budget; a partition larger than the budget fails (292 without
 //! `allowDiskUse`, else 146: a window can reach any document of its
-//! partition, so it is not spilled).
+//! partition, so it is not spilled). The values computed for it are held
+//! to the budget too (a running `$push` builds ever longer arrays); a
+//! window that is the whole partition is folded once and its value is
+//! cloned into each document as it is emitted, one at a time.
 //!
 //! **Windows.** `documents: [lo, hi]` (offsets from the current document,
 //! `"current"`, `"unbounded"`) and `range: [lo, hi]` (offsets of the
@@ -22,12 +25,16 @@
 //! O(window) per document, checked against the command's deadline.
 //!
 //! Functions: the `$group` accumulators (`$sum`, `$avg`, `$min`, `$max`,
-//! `$count`, `$first`, `$last`, `$push`, `$addToSet`, through `group`'s
-//! own state), `$stdDevPop`/`$stdDevSamp`, `$covariancePop`/
+//! `$count`, `$first`, `$last`, `$push`, `$addToSet`, `$firstN`,
+//! `$lastN`, `$minN`, `$maxN`, `$topN`, `$bottomN`, `$top`, `$bottom`,
+//! `$percentile`, `$median`, through `group`'s own state; `n` is
+//! evaluated against nothing, as mongod has no group key here),
+//! `$stdDevPop`/`$stdDevSamp`, `$covariancePop`/
 //! `$covarianceSamp`, `$derivative`, `$integral` over a window; `$rank`,
 //! `$denseRank`, `$documentNumber`, `$shift`, `$expMovingAvg`, `$locf` and
-//! `$linearFill` over the partition in order. Others (`$topN`,
-//! `$percentile`, `$minN`, …) are refused by name (115).
+//! `$linearFill` over the partition in order. `$mergeObjects`,
+//! `$concatArrays`, `$setUnion` and `$minMaxScaler`, no window functions
+//! in mongod 8.0, are refused by name (115).
 
 use bson::{Bson, Document, doc};
 
@@ -218,7 +225,7 @@ impl SetWindowFields {
             budget,
             sorted: None,
             pending: None,
-            ready: std::collections::VecDeque::new(),
+            emitting: None,
         })
     }
 }
@@ -373,8 +380,13 @@ impl Output {
                 Func::LinearFill(Expr::parse(arg)?)
             }
             "$topN" | "$top" | "$bottomN" | "$bottom" | "$firstN" | "$lastN" | "$maxN"
-            | "$minN" | "$percentile" | "$median" | "$mergeObjects" | "$concatArrays"
-            | "$setUnion" | "$minMaxScaler" => {
+            | "$minN" | "$percentile" | "$median" => {
+                let (acc, input) = super::stage::accumulator(name, arg)?;
+                Func::Acc(acc, input)
+            }
+            // Not window functions in mongod 8.0 (`$concatArrays` and
+            // `$setUnion` are 8.1's, `$minMaxScaler` 8.2's).
+            "$mergeObjects" | "$concatArrays" | "$setUnion" | "$minMaxScaler" => {
                 return Err(CommandError::not_implemented(&format!(
                     "the window function {name}"
                 )));
@@ -641,6 +653,47 @@ fn parse_window(v: &Bson, sort_by: Option<&[(String, i32)]>) -> Result<Window> {
     Ok(Window::Range { lo, hi, unit })
 }
 
+/// A partition (or the values computed for it) past the stage budget: it
+/// cannot spill, as a window can reach any document of its partition.
+fn exceeded(budget: StageBudget, what: &str) -> CommandError {
+    if budget.allow_disk {
+        CommandError::new(
+            ErrorCode::ExceededMemoryLimit,
+            format!(
+                "$setWindowFields: {what} exceeds the memory limit of {} bytes and cannot spill",
+                budget.bytes
+            ),
+        )
+    } else {
+        CommandError::new(
+            ErrorCode::QueryExceededMemoryLimitNoDiskUseAllowed,
+            format!(
+                "Exceeded memory limit in $setWindowFields ({} bytes), but did not opt in to spilling. Pass allowDiskUse:true to opt in.",
+                budget.bytes
+            ),
+        )
+    }
+}
+
+/// The values an accumulator computed for a partition are held until the
+/// partition is emitted (a `$push` or `$topN` over a whole partition
+/// repeats its array in every document): together they are held to the
+/// stage budget, so such a window fails rather than exhausting memory.
+struct Held {
+    bytes: usize,
+    budget: StageBudget,
+}
+
+impl Held {
+    fn charge(&mut self, size: usize) -> Result<()> {
+        self.bytes = self.bytes.saturating_add(size + HELD_OVERHEAD);
+        if self.bytes > self.budget.bytes {
+            return Err(exceeded(self.budget, "the values computed for a partition"));
+        }
+        Ok(())
+    }
+}
+
 struct WindowOp {
     input: Box<dyn Op>,
     spec: SetWindowFields,
@@ -648,7 +701,23 @@ struct WindowOp {
     sorted: Option<Sorted>,
     /// The first document of the next partition (already read).
     pending: Option<(Bson, Document)>,
-    ready: std::collections::VecDeque<Document>,
+    /// The partition being emitted with its computed values.
+    emitting: Option<Emitting>,
+}
+
+/// One output's values for a partition: one per document, or the one
+/// value every document gets (a window that is the whole partition),
+/// cloned as each document is emitted rather than held once per document.
+enum Column {
+    Each(Vec<Bson>),
+    Shared(Bson),
+}
+
+/// A partition's documents, emitted one at a time with their values.
+struct Emitting {
+    docs: std::vec::IntoIter<Document>,
+    columns: Vec<Column>,
+    next: usize,
 }
 
 /// Bytes charged per held document beyond its BSON size.
@@ -690,23 +759,7 @@ impl WindowOp {
             }
             bytes = bytes.saturating_add(limits::document_size(&d) + HELD_OVERHEAD);
             if bytes > self.budget.bytes {
-                return Err(if self.budget.allow_disk {
-                    CommandError::new(
-                        ErrorCode::ExceededMemoryLimit,
-                        format!(
-                            "$setWindowFields: a partition exceeds the memory limit of {} bytes and cannot spill",
-                            self.budget.bytes
-                        ),
-                    )
-                } else {
-                    CommandError::new(
-                        ErrorCode::QueryExceededMemoryLimitNoDiskUseAllowed,
-                        format!(
-                            "Exceeded memory limit in $setWindowFields ({} bytes), but did not opt in to spilling. Pass allowDiskUse:true to opt in.",
-                            self.budget.bytes
-                        ),
-                    )
-                });
+                return Err(exceeded(self.budget, "a partition"));
             }
             part.push(d);
         }
@@ -735,24 +788,44 @@ impl Op for WindowOp {
             self.sorted = Some(sorter.finish()?);
         }
         loop {
-            if let Some(d) = self.ready.pop_front() {
-                return Ok(Some(d));
+            if let Some(e) = &mut self.emitting {
+                if let Some(mut d) = e.docs.next() {
+                    let i = e.next;
+                    e.next += 1;
+                    for (o, col) in self.spec.outputs.iter().zip(e.columns.iter_mut()) {
+                        let v = match col {
+                            Column::Each(values) => std::mem::replace(&mut values[i], Bson::Null),
+                            Column::Shared(v) => v.clone(),
+                        };
+                        d = with_field(d, &o.field, v, "$setWindowFields")?;
+                    }
+                    return Ok(Some(d));
+                }
+                self.emitting = None;
             }
             let part = self.next_partition(cx)?;
             if part.is_empty() {
                 return Ok(None);
             }
             let mut columns = Vec::with_capacity(self.spec.outputs.len());
+            let mut held = Held {
+                bytes: 0,
+                budget: self.budget,
+            };
             for o in &self.spec.outputs {
-                columns.push(compute(o, &part, self.spec.sort_by.as_deref(), cx)?);
+                columns.push(compute(
+                    o,
+                    &part,
+                    self.spec.sort_by.as_deref(),
+                    cx,
+                    &mut held,
+                )?);
             }
-            for (i, mut d) in part.into_iter().enumerate() {
-                for (o, col) in self.spec.outputs.iter().zip(columns.iter_mut()) {
-                    let v = std::mem::replace(&mut col[i], Bson::Null);
-                    d = with_field(d, &o.field, v, "$setWindowFields")?;
-                }
-                self.ready.push_back(d);
-            }
+            self.emitting = Some(Emitting {
+                docs: part.into_iter(),
+                columns,
+                next: 0,
+            });
         }
     }
 }
@@ -873,7 +946,8 @@ fn compute(
     part: &[Document],
     sort_by: Option<&[(String, i32)]>,
     cx: &mut Cx<'_>,
-) -> Result<Vec<Bson>> {
+    held: &mut Held,
+) -> Result<Column> {
     let n = part.len();
     let xs: Option<Vec<f64>> = match &o.window {
         Window::Range { unit, .. } => Some(
@@ -908,7 +982,7 @@ fn compute(
             // never move back in sorted order), so one running fold
             // serves every document, O(n) for the partition.
             let vals = eval_all(e)?;
-            let mut running = Accumulator::new(*acc);
+            let mut running = Accumulator::new(acc)?;
             let mut fed = 0usize;
             for i in 0..n {
                 let (l, h) = window_of(i);
@@ -918,11 +992,13 @@ fn compute(
                     running.add(vals[fed].clone())?;
                     fed += 1;
                 }
-                out.push(if upto == 0 {
-                    Accumulator::new(*acc).finish()
+                let v = if upto == 0 {
+                    Accumulator::new(acc)?.finish()
                 } else {
                     running.peek()
-                });
+                };
+                held.charge(limits::bson_size(&v))?;
+                out.push(v);
             }
         }
         // `$count` is the window's size: O(1) per document for any window.
@@ -932,26 +1008,29 @@ fn compute(
                 out.push(int(if l > h { 0 } else { (h - l + 1) as i64 }));
             }
         }
+        // The whole partition is one window: fold it once, every document
+        // gets the value.
+        Func::Acc(acc, e) if o.window == WHOLE => {
+            let mut a = Accumulator::new(acc)?;
+            for d in part {
+                cx.tick()?;
+                a.add(e.eval(d)?)?;
+            }
+            let v = a.finish();
+            held.charge(limits::bson_size(&v))?;
+            return Ok(Column::Shared(v));
+        }
         Func::Acc(acc, e) => {
             let vals = eval_all(e)?;
-            // The whole partition is one window: fold it once.
-            let whole = o.window == WHOLE;
-            let mut shared = None;
             for i in 0..n {
                 let (l, h) = window_of(i);
-                if whole && let Some(v) = &shared {
-                    out.push(Bson::clone(v));
-                    continue;
-                }
-                let mut a = Accumulator::new(*acc);
+                let mut a = Accumulator::new(acc)?;
                 for v in vals.iter().take(h.saturating_add(1)).skip(l) {
                     cx.tick()?;
                     a.add(v.clone())?;
                 }
                 let v = a.finish();
-                if whole {
-                    shared = Some(v.clone());
-                }
+                held.charge(limits::bson_size(&v))?;
                 out.push(v);
             }
         }
@@ -1110,7 +1189,7 @@ fn compute(
             }
         }
     }
-    Ok(out)
+    Ok(Column::Each(out))
 }
 
 fn int(n: i64) -> Bson {

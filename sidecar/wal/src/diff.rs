@@ -1,8 +1,9 @@
 //! Differences between two states of a branch, per collection. Used by
 //! `Wal::diff` and as the preview of a reset.
 
+use crate::collection::Change;
 use crate::error::Result;
-use crate::state::{BranchState, CollectionState, DocChange};
+use crate::state::{BranchState, CollectionState};
 use crate::types::{Namespace, Seq};
 use bson::Bson;
 
@@ -69,11 +70,11 @@ fn diff_collection(
         (Some(a), None) => out.removed = ids(a)?,
         (None, Some(b)) => out.added = ids(b)?,
         (Some(a), Some(b)) => {
-            for change in a.changes(b) {
+            for change in a.changes(b)? {
                 match change {
-                    DocChange::Added(d) => out.added.push(id_of(d)),
-                    DocChange::Removed(d) => out.removed.push(id_of(d)),
-                    DocChange::Changed(d) => out.changed.push(id_of(d)),
+                    Change::Added(id) => out.added.push(id.unwrap_or(Bson::Null)),
+                    Change::Removed(id) => out.removed.push(id.unwrap_or(Bson::Null)),
+                    Change::Changed(id) => out.changed.push(id.unwrap_or(Bson::Null)),
                 }
             }
         }

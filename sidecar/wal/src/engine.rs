@@ -785,6 +785,9 @@ impl Wal {
         if seq == head.seq() {
             return Ok(head);
         }
+        if let Some(state) = self.inner.stored_state(&inc, position(&head), seq).await? {
+            return Ok(state);
+        }
         self.inner.state_at(inc.id, seq).await
     }
 
@@ -1853,6 +1856,41 @@ impl Inner {
     /// The state of incarnation `id` at `seq` (which the caller checked is
     /// not beyond the head). Folds from the nearest snapshot or checkpoint,
     /// else from the base (the parent's state at the fork point).
+    /// The state of `inc` at past point `seq` served by the materialized
+    /// store (caught up to it first), when the engine keeps one: nothing is
+    /// replayed or held in memory. `None` without a store, or when the
+    /// point holds a capped collection (the store keeps no insertion
+    /// order: such points are replayed).
+    async fn stored_state(
+        &self,
+        inc: &Incarnation,
+        head: CommitInfo,
+        seq: Seq,
+    ) -> Result<Option<BranchState>> {
+        let Some(m) = self.materializer.as_ref() else {
+            return Ok(None);
+        };
+        let cat = self.catalog.lock().await.clone();
+        let view = m
+            .view(self.store.as_ref(), self.project(), &cat, inc.id, seq)
+            .await?;
+        let capped = m
+            .store()
+            .namespaces(&view)?
+            .iter()
+            .any(|(_, e)| e.options.get_bool("capped").unwrap_or(false));
+        if capped {
+            return Ok(None);
+        }
+        let time = self.time_of(inc, head, seq).await?;
+        Ok(Some(BranchState::stored(
+            m.store().clone(),
+            view,
+            seq,
+            time,
+        )))
+    }
+
     fn state_at<'a>(&'a self, id: BranchId, seq: Seq) -> BoxFuture<'a, Result<BranchState>> {
         Box::pin(async move {
             let inc = self.incarnation(id).await?;

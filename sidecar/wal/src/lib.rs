@@ -21,6 +21,7 @@
 
 pub mod access;
 mod catalog;
+mod collection;
 pub mod diff;
 pub mod doc;
 mod engine;

@@ -19,7 +19,7 @@ use crate::error::{Result, WalError};
 use crate::rawdoc;
 use crate::record::{get_i64, get_u64};
 use crate::retry::{RetryEntry, StoredReply};
-use crate::state::{BranchState, CollectionState};
+use crate::state::{BranchState, MemoryCollection};
 use crate::types::{CommitTime, Namespace, Seq};
 use bson::{Bson, Document, RawDocument, doc};
 use std::sync::Arc;
@@ -170,7 +170,7 @@ pub fn decode(bytes: &[u8]) -> Result<BranchState> {
         for _ in 0..ndocs {
             docs.push(rawdoc::owned(r.next_raw()?, W)?);
         }
-        state.insert_collection(ns, CollectionState::from_parts(options, indexes, docs));
+        state.insert_collection(ns, MemoryCollection::from_parts(options, indexes, docs));
     }
     let nretries = match header.get("retries") {
         None => 0,

@@ -12,10 +12,12 @@
 //!   maps equal a rebuild from its documents and index specs (property-tested
 //!   below). They are never stored; snapshots rebuild them on decode.
 
+pub use crate::collection::CollectionState;
 use crate::doc::Doc;
 use crate::error::Result;
 use crate::idkey::IdKey;
 use crate::indexkey::{IndexKey, IndexKeyError, KeyPattern, KeyShape};
+use crate::materialized::{Materialized, View};
 use crate::rawdoc;
 use crate::record::{Commit, DocOp};
 use crate::retry::{RetryRecord, RetryTable};
@@ -278,10 +280,11 @@ pub(crate) enum DocChange<'a> {
     Changed(&'a RawDocument),
 }
 
-/// One collection: its documents in `IdKey` order, options, indexes, and a
-/// key map per secondary index this crate can maintain (see `indexkey`).
+/// One collection held in memory: its documents in `IdKey` order, options,
+/// indexes, and a key map per secondary index this crate can maintain (see
+/// `indexkey`). Readers see it through [`CollectionState`].
 #[derive(Clone, Debug)]
-pub struct CollectionState {
+pub(crate) struct MemoryCollection {
     docs: OrdSet<StoredDoc>,
     options: Arc<Document>,
     indexes: Arc<Vec<Document>>,
@@ -330,7 +333,7 @@ fn is_capped(options: &Document) -> bool {
     options.get_bool("capped").unwrap_or(false)
 }
 
-impl PartialEq for CollectionState {
+impl PartialEq for MemoryCollection {
     fn eq(&self, other: &Self) -> bool {
         self.options == other.options
             && self.indexes == other.indexes
@@ -348,9 +351,9 @@ fn id_index() -> Document {
     doc! {"v": 2, "key": {"_id": 1}, "name": "_id_"}
 }
 
-impl CollectionState {
-    fn new(options: Document) -> CollectionState {
-        CollectionState {
+impl MemoryCollection {
+    fn new(options: Document) -> MemoryCollection {
+        MemoryCollection {
             docs: OrdSet::new(),
             natural: is_capped(&options).then(Natural::default),
             options: Arc::new(options),
@@ -423,15 +426,6 @@ impl CollectionState {
         self.get_by_key_bytes(&key)
     }
 
-    /// The document with `_id` `id`, parsed.
-    pub fn get_document(&self, id: &Bson) -> Result<Option<Document>> {
-        Ok(self.get(id)?.map(|d| d.to_document()))
-    }
-
-    pub fn get_by_key(&self, key: &IdKey) -> Result<Option<Doc>> {
-        self.get_by_key_bytes(key.as_bytes())
-    }
-
     /// The document whose key bytes are `key` (as [`Self::iter_after`]
     /// gives them): a join keeps these instead of documents.
     pub fn get_by_key_bytes(&self, key: &[u8]) -> Result<Option<Doc>> {
@@ -464,7 +458,7 @@ impl CollectionState {
 
     /// What changed from `self` to `other`, in key order. O(n) over both,
     /// with no work when they share their whole set (a fork not written to).
-    pub(crate) fn changes<'a>(&'a self, other: &'a CollectionState) -> Vec<DocChange<'a>> {
+    pub(crate) fn changes<'a>(&'a self, other: &'a MemoryCollection) -> Vec<DocChange<'a>> {
         let mut out = Vec::new();
         if self.docs.ptr_eq(&other.docs) {
             return out;
@@ -520,7 +514,7 @@ impl CollectionState {
         options: Document,
         indexes: Vec<Document>,
         docs: impl IntoIterator<Item = RawDocumentBuf>,
-    ) -> CollectionState {
+    ) -> MemoryCollection {
         let mut natural = is_capped(&options).then(Natural::default);
         let docs = docs
             .into_iter()
@@ -532,7 +526,7 @@ impl CollectionState {
                 StoredDoc::new(&key, &d)
             })
             .collect();
-        let mut c = CollectionState {
+        let mut c = MemoryCollection {
             docs,
             natural,
             options: Arc::new(options),
@@ -544,30 +538,6 @@ impl CollectionState {
     }
 
     // ---- secondary-index key maps ----
-
-    /// The key tuples (values in the spec's field order) that `doc` has in
-    /// the index `spec`, with MongoDB's rules: a missing field is `null`, an
-    /// empty array `undefined`, arrays are multikey (one tuple per element,
-    /// deduplicated), a sparse index gives none for a document missing all
-    /// its fields. Refuses parallel arrays (MongoDB code 171). Works for any
-    /// plain ascending/descending spec, whether or not a key map is kept
-    /// for it; a special, partial or collated spec is `NotMaintained`.
-    pub fn index_keys(spec: &Document, doc: &Document) -> Result<Vec<Vec<Bson>>, IndexKeyError> {
-        let name = spec.get_str("name").unwrap_or_default();
-        let pattern = if name == "_id_" {
-            KeyPattern::parse(&doc! {"name": "id", "key": {"_id": 1}})
-        } else {
-            KeyPattern::parse(spec)
-        };
-        pattern
-            .ok_or_else(|| IndexKeyError::NotMaintained(name.to_string()))?
-            .keys(doc, true)
-    }
-
-    /// The canonical key of one key tuple (as `index_keys` gives them).
-    pub fn index_key(key_values: &[Bson]) -> IndexKey {
-        IndexKey::from_values(key_values)
-    }
 
     /// Whether a key map is kept for the index `name` (every plain
     /// ascending/descending secondary index without `partialFilterExpression`
@@ -613,13 +583,6 @@ impl CollectionState {
 
     fn keymap(&self, index_name: &str) -> Option<&KeyMap> {
         self.keymaps.iter().find(|k| k.name == index_name)
-    }
-
-    /// The `_id` of the document holding `key_values` (one value per field
-    /// of the index, in spec order; multikey elements, not whole arrays) in
-    /// the index `index_name`; the smallest `_id` if several do. O(log n).
-    pub fn lookup_unique(&self, index_name: &str, key_values: &[Bson]) -> Result<Option<Bson>> {
-        Ok(self.lookup(index_name, key_values)?.into_iter().next())
     }
 
     /// Every `_id` holding `key_values` in the index `index_name`, in `_id`
@@ -707,20 +670,43 @@ impl CollectionState {
     }
 }
 
+/// A branch state served by the materialized store: its view.
+#[derive(Debug)]
+struct StoredBranch {
+    store: Arc<Materialized>,
+    view: View,
+}
+
 /// The state of a branch at one point: all its collections.
+///
+/// Held in memory (`colls`: the fold of the log, what heads and
+/// transactions are) or served by the materialized store (`stored`: a view
+/// at this point, nothing in memory; what reads of past points are when
+/// the engine keeps a store). Invariant: when `stored` is set, `colls` is
+/// empty and unused; a stored state is read-only — the engine never folds
+/// onto one, and a transaction begun on one thaws it first
+/// ([`BranchState::thawed`]).
 #[derive(Clone, Debug)]
 pub struct BranchState {
     seq: Seq,
     time: CommitTime,
-    colls: OrdMap<Namespace, CollectionState>,
+    colls: OrdMap<Namespace, MemoryCollection>,
+    stored: Option<Arc<StoredBranch>>,
     retries: RetryTable,
 }
 
 impl PartialEq for BranchState {
     /// States are equal when their contents are; `seq`/`time` are where they
-    /// were read, compared separately where that matters.
+    /// were read, compared separately where that matters. A stored state is
+    /// compared by reading it (O(data)); a read that fails compares unequal.
     fn eq(&self, other: &Self) -> bool {
-        self.colls == other.colls
+        if self.stored.is_none() && other.stored.is_none() {
+            return self.colls == other.colls;
+        }
+        match (self.namespaces(), other.namespaces()) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        }
     }
 }
 
@@ -730,8 +716,56 @@ impl BranchState {
             seq: Seq::ZERO,
             time,
             colls: OrdMap::new(),
+            stored: None,
             retries: RetryTable::default(),
         }
+    }
+
+    /// The state the store's `view` shows, at `seq`/`time` (no retry
+    /// history: that is the head's, kept in memory).
+    pub(crate) fn stored(
+        store: Arc<Materialized>,
+        view: View,
+        seq: Seq,
+        time: CommitTime,
+    ) -> BranchState {
+        BranchState {
+            seq,
+            time,
+            colls: OrdMap::new(),
+            stored: Some(Arc::new(StoredBranch { store, view })),
+            retries: RetryTable::default(),
+        }
+    }
+
+    /// Whether this state is served by the materialized store.
+    pub fn is_stored(&self) -> bool {
+        self.stored.is_some()
+    }
+
+    /// The same contents held in memory: a stored state is read whole
+    /// (O(data); only a transaction begun on a past point needs it).
+    pub fn thawed(self) -> Result<BranchState> {
+        if self.stored.is_none() {
+            return Ok(self);
+        }
+        let mut colls = OrdMap::new();
+        for (ns, c) in self.namespaces()? {
+            let docs = c.iter().collect::<Result<Vec<Doc>>>()?;
+            colls.insert(
+                ns,
+                MemoryCollection::from_parts(
+                    c.options().clone(),
+                    c.indexes().to_vec(),
+                    docs.iter().map(|d| d.as_raw().to_owned()),
+                ),
+            );
+        }
+        Ok(BranchState {
+            colls,
+            stored: None,
+            ..self
+        })
     }
 
     /// The retryable writes applied on this branch (see `retry`).
@@ -757,6 +791,9 @@ impl BranchState {
 
     /// Database names, sorted.
     pub fn databases(&self) -> Result<Vec<String>> {
+        if let Some(s) = &self.stored {
+            return s.store.databases(&s.view);
+        }
         let mut dbs: Vec<String> = Vec::new();
         for ns in self.colls.keys() {
             if dbs.last() != Some(&ns.db) {
@@ -768,6 +805,15 @@ impl BranchState {
 
     /// Collection names of `db`, sorted.
     pub fn collections(&self, db: &str) -> Result<Vec<String>> {
+        if let Some(s) = &self.stored {
+            return Ok(s
+                .store
+                .namespaces(&s.view)?
+                .into_iter()
+                .filter(|(ns, _)| ns.db == db)
+                .map(|(ns, _)| ns.coll)
+                .collect());
+        }
         let start = Namespace::new(db, "");
         Ok(self
             .colls
@@ -781,15 +827,30 @@ impl BranchState {
     /// structure), so that a read served by the store, which has no
     /// collection object to lend, looks the same to callers.
     pub fn collection(&self, ns: &Namespace) -> Result<Option<CollectionState>> {
-        Ok(self.colls.get(ns).cloned())
+        if let Some(s) = &self.stored {
+            return Ok(s
+                .store
+                .collection(&s.view, ns)?
+                .map(CollectionState::stored));
+        }
+        Ok(self.colls.get(ns).cloned().map(CollectionState::memory))
     }
 
     /// Every collection, in namespace order.
     pub fn namespaces(&self) -> Result<Vec<(Namespace, CollectionState)>> {
+        if let Some(s) = &self.stored {
+            let mut out = Vec::new();
+            for (ns, _) in s.store.namespaces(&s.view)? {
+                if let Some(c) = s.store.collection(&s.view, &ns)? {
+                    out.push((ns, CollectionState::stored(c)));
+                }
+            }
+            return Ok(out);
+        }
         Ok(self
             .colls
             .iter()
-            .map(|(ns, c)| (ns.clone(), c.clone()))
+            .map(|(ns, c)| (ns.clone(), CollectionState::memory(c.clone())))
             .collect())
     }
 
@@ -804,7 +865,11 @@ impl BranchState {
 
     /// Total number of documents.
     pub fn doc_count(&self) -> Result<u64> {
-        self.colls.values().map(CollectionState::len).sum()
+        let mut n = 0;
+        for (_, c) in self.namespaces()? {
+            n += c.len()?;
+        }
+        Ok(n)
     }
 
     /// The same contents, labelled as being at `seq`/`time` (a fork's base is
@@ -815,14 +880,35 @@ impl BranchState {
         self
     }
 
-    pub(crate) fn insert_collection(&mut self, ns: Namespace, c: CollectionState) {
+    pub(crate) fn insert_collection(&mut self, ns: Namespace, c: MemoryCollection) {
         self.colls.insert(ns, c);
+    }
+
+    /// Makes a stored state a memory one before it is changed (see the
+    /// type's invariant); `false` if it could not be read.
+    fn thaw_in_place(&mut self) -> bool {
+        if self.stored.is_none() {
+            return true;
+        }
+        match self.clone().thawed() {
+            Ok(s) => {
+                *self = s;
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "a stored branch state could not be read to change it");
+                false
+            }
+        }
     }
 
     /// Applies one op; returns the document it replaced or deleted (the
     /// pre-image). Ops that name absent things are no-ops, as in MongoDB
     /// (dropping a missing collection, deleting a missing document).
     pub fn apply(&mut self, op: &DocOp) -> Option<RawDocumentBuf> {
+        if !self.thaw_in_place() {
+            return None;
+        }
         match op {
             DocOp::Put { ns, id, doc } => self
                 .put(ns, id, doc)
@@ -833,7 +919,7 @@ impl BranchState {
             DocOp::CreateCollection { ns, options } => {
                 if !self.colls.contains_key(ns) {
                     self.colls
-                        .insert(ns.clone(), CollectionState::new(options.clone()));
+                        .insert(ns.clone(), MemoryCollection::new(options.clone()));
                 }
                 None
             }
@@ -857,7 +943,7 @@ impl BranchState {
                 let coll = self
                     .colls
                     .entry(ns.clone())
-                    .or_insert_with(|| CollectionState::new(Document::new()));
+                    .or_insert_with(|| MemoryCollection::new(Document::new()));
                 let name = spec.get_str("name").unwrap_or_default().to_string();
                 let indexes = Arc::make_mut(&mut coll.indexes);
                 match indexes
@@ -905,7 +991,7 @@ impl BranchState {
         let coll = self
             .colls
             .entry(ns.clone())
-            .or_insert_with(|| CollectionState::new(Document::new()));
+            .or_insert_with(|| MemoryCollection::new(Document::new()));
         let key = IdKey::from_bson(id);
         let old = coll.docs.insert(StoredDoc::new(&key, doc));
         if let Some(n) = coll.natural.as_mut() {
@@ -933,6 +1019,7 @@ impl BranchState {
     /// Folds one commit: the state afterwards is at the commit's seq and time.
     /// Replay keeps no pre-images, so puts and deletes skip copying them out.
     pub fn apply_commit(&mut self, commit: &Commit) {
+        self.thaw_in_place();
         for op in &commit.ops {
             match &op.op {
                 DocOp::Put { ns, id, doc } => {
@@ -997,7 +1084,7 @@ mod tests {
         let bytes: usize = c.iter().map(|d| d.unwrap().as_bytes().len()).sum();
         assert_eq!(c.capped_bytes(), Some(bytes as u64));
         // Rebuilt from documents in natural order (a snapshot), the same.
-        let again = CollectionState::from_parts(
+        let again = MemoryCollection::from_parts(
             c.options().clone(),
             c.indexes().to_vec(),
             c.iter_natural().map(|d| d.unwrap().as_raw().to_owned()),
@@ -1079,7 +1166,11 @@ mod tests {
         }
         let mut b = a.clone();
         let ca = a.collection(&ns).unwrap().unwrap();
-        assert!(ca.changes(&b.collection(&ns).unwrap().unwrap()).is_empty());
+        assert!(
+            ca.changes(&b.collection(&ns).unwrap().unwrap())
+                .unwrap()
+                .is_empty()
+        );
         put(&mut b, 5, 1); // changed
         put(&mut b, 7, 0); // rewritten with the same bytes: no change
         put(&mut b, 200, 0); // added
@@ -1087,19 +1178,23 @@ mod tests {
             ns: ns.clone(),
             id: Bson::Int64(9),
         });
-        let ids = |d: &RawDocument| rawdoc::id_of(d).unwrap();
-        let got: Vec<(char, Bson)> = a
-            .collection(&ns)
-            .unwrap()
-            .unwrap()
-            .changes(&b.collection(&ns).unwrap().unwrap())
-            .into_iter()
-            .map(|c| match c {
-                DocChange::Added(d) => ('+', ids(d)),
-                DocChange::Removed(d) => ('-', ids(d)),
-                DocChange::Changed(d) => ('~', ids(d)),
-            })
-            .collect();
+        let shown = |changes: Vec<crate::collection::Change>| -> Vec<(char, Bson)> {
+            changes
+                .into_iter()
+                .map(|c| match c {
+                    crate::collection::Change::Added(id) => ('+', id.unwrap()),
+                    crate::collection::Change::Removed(id) => ('-', id.unwrap()),
+                    crate::collection::Change::Changed(id) => ('~', id.unwrap()),
+                })
+                .collect()
+        };
+        let (ca, cb) = (
+            a.collection(&ns).unwrap().unwrap(),
+            b.collection(&ns).unwrap().unwrap(),
+        );
+        let got = shown(ca.changes(&cb).unwrap());
+        // The scan that compares a stored collection gives the same.
+        assert_eq!(shown(ca.changes_by_scan(&cb).unwrap()), got);
         assert_eq!(
             got,
             vec![
@@ -1472,7 +1567,7 @@ mod tests {
             }
             let decoded = crate::snapshot::decode(&crate::snapshot::encode(&s).unwrap()).unwrap();
             for ((_, a), (_, b)) in s.namespaces().unwrap().into_iter().zip(decoded.namespaces().unwrap()) {
-                prop_assert_eq!(&*a.keymaps, &*b.keymaps);
+                prop_assert_eq!(&*a.as_memory().unwrap().keymaps, &*b.as_memory().unwrap().keymaps);
             }
         }
     }

@@ -274,6 +274,10 @@ impl Transaction {
         if let DocOp::Put { doc, .. } = &op {
             self.bytes += doc.as_bytes().len();
         }
+        if self.working.is_stored() {
+            // Begun on a past point the store serves: changed in memory.
+            self.working = self.working.clone().thawed()?;
+        }
         let pre = self.working.apply(&op);
         let pre_image = match op {
             DocOp::Put { .. } | DocOp::Delete { .. } => pre,

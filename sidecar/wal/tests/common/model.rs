@@ -142,6 +142,30 @@ pub async fn check_materialized(wal: &Wal, model: &Model) {
                 .await
                 .unwrap();
             assert_eq!(&flat_view(&store, &view), want, "{name} at seq {s}");
+            // `Wal::read` of a past point is served by the store (nothing
+            // replayed, nothing in memory) and reads the same; thawed into
+            // memory (what a transaction begun there does) it is equal.
+            let read = wal.read(name, ReadPoint::Seq(Seq(s as u64))).await.unwrap();
+            if s + 1 < hist.len() {
+                assert!(read.is_stored(), "{name} at seq {s} is served by the store");
+                let thawed = read.clone().thawed().unwrap();
+                assert!(!thawed.is_stored());
+                assert_eq!(&flat(&thawed), want, "{name} at seq {s}, thawed");
+                assert!(thawed == read, "{name} at seq {s}: thawed equals stored");
+            }
+            assert_eq!(&flat(&read), want, "{name} at seq {s}, read");
+            for (coll, docs) in want {
+                let c = read.collection(&ns(coll)).unwrap().expect("collection");
+                for (id, v) in docs {
+                    let d = c.get(&bson::Bson::Int64(*id)).unwrap().expect("document");
+                    assert_eq!(
+                        d.get_i64("v").unwrap(),
+                        *v,
+                        "{name} at seq {s}: {coll} {id}"
+                    );
+                }
+                assert_eq!(c.len().unwrap(), docs.len() as u64);
+            }
         }
     }
 }

@@ -35,6 +35,19 @@ pub struct ServeArgs {
     /// Shared store: a MongoDB connection string holding the project's WAL.
     #[arg(long, env = "ARGON_STORE", value_name = "URI")]
     pub store: Option<String>,
+    /// Materialized-store directory: a disk cache of the log (versions of
+    /// documents and index entries, `argon_wal::materialized`) that reads of
+    /// past points are served from, so time travel neither replays history
+    /// nor holds it in memory. Rebuilt from the log when missing or damaged;
+    /// never shared by two processes.
+    #[arg(long, env = "ARGON_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Memory the materialized store may use for its caches and write
+    /// buffers (bytes).
+    #[arg(long, env = "ARGON_CACHE_BYTES", default_value_t = DEFAULT_CACHE_BYTES,
+          requires = "cache_dir",
+          value_parser = clap::builder::RangedU64ValueParser::<u64>::new().range(MIN_CACHE_BYTES..))]
+    pub cache_bytes: u64,
     /// Database of the shared store that holds the WAL.
     #[arg(long, env = "ARGON_STORE_DATABASE", default_value = "argon")]
     pub store_database: String,
@@ -306,6 +319,30 @@ pub fn redact_argument(arg: &str) -> String {
     }
 }
 
+/// The materialized store's memory budget unless `--cache-bytes` says
+/// otherwise (issue 17's default: 256 MiB).
+pub const DEFAULT_CACHE_BYTES: u64 = 256 << 20;
+/// The smallest budget the store can work in (its write buffers alone take
+/// a quarter of it).
+pub const MIN_CACHE_BYTES: u64 = 16 << 20;
+
+/// Where and with how much memory the materialized store runs.
+#[derive(Debug, Clone)]
+pub struct CacheChoice {
+    pub dir: PathBuf,
+    pub bytes: u64,
+}
+
+impl ServeArgs {
+    /// The materialized store, when `--cache-dir` asks for one.
+    pub fn cache_choice(&self) -> Option<CacheChoice> {
+        self.cache_dir.as_ref().map(|dir| CacheChoice {
+            dir: dir.clone(),
+            bytes: self.cache_bytes,
+        })
+    }
+}
+
 /// Opens the store and the project's WAL (creating the project and `main`).
 pub async fn open_wal(store: &StoreChoice, project: &str) -> Result<Wal, WalError> {
     open_wal_observed(
@@ -315,6 +352,7 @@ pub async fn open_wal(store: &StoreChoice, project: &str) -> Result<Wal, WalErro
         std::time::Duration::ZERO,
         None,
         crate::limits::MAX_COMMIT_BYTES,
+        None,
     )
     .await
 }
@@ -328,10 +366,18 @@ pub async fn open_wal_observed(
     max_staleness: std::time::Duration,
     feed: Option<Arc<dyn argon_wal::CommitFeed>>,
     max_commit_bytes: usize,
+    cache: Option<&CacheChoice>,
 ) -> Result<Wal, WalError> {
     let store: Arc<dyn LogStore> = match store {
         StoreChoice::Embedded(dir) => EmbeddedStore::open(dir)?,
         StoreChoice::Mongo { uri, database } => MongoStore::connect(uri, database).await?,
+    };
+    let materialized = match cache {
+        Some(c) => Some(Arc::new(argon_wal::materialized::Materialized::open(
+            &c.dir,
+            argon_wal::materialized::MaterializedOptions::with_budget(c.bytes),
+        )?)),
+        None => None,
     };
     let options = WalOptions {
         // Unique per process across pods (each may be pid 1 in its own
@@ -352,6 +398,7 @@ pub async fn open_wal_observed(
         },
         max_commit_bytes,
         index_filter: Arc::new(crate::query::PartialIndexFilter),
+        materialized,
         ..WalOptions::default()
     };
     Wal::open(store, project, options).await

@@ -33,6 +33,12 @@ pub struct ErrorLabels {
     pub code_name: String,
 }
 
+/// How a past read was served: `store` or `replay` (two values).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PastReadLabels {
+    pub served_by: String,
+}
+
 /// A branch name as a label: names are bounded by the project's catalog.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BranchLabels {
@@ -71,6 +77,9 @@ pub struct Metrics {
     pub forward_failures: Counter,
     /// 1 while this sidecar holds the branch's writer lease.
     pub branch_writer: Family<BranchLabels, Gauge<i64, AtomicI64>>,
+    /// Reads of past points, by how they were served (`store`: a view of
+    /// the materialized store; `replay`: the log folded into memory).
+    pub past_reads: Family<PastReadLabels, Counter>,
     /// How old another process's commit is when this one applies it.
     pub replication_lag: Family<BranchLabels, Histogram, fn() -> Histogram>,
     pub ready: AtomicBool,
@@ -98,6 +107,7 @@ impl Default for Metrics {
         let append_conflicts = Family::<BranchLabels, Counter>::default();
         let forwarded = Family::<BranchLabels, Counter>::default();
         let forward_failures = Counter::default();
+        let past_reads = Family::<PastReadLabels, Counter>::default();
         let branch_writer = Family::<BranchLabels, Gauge<i64, AtomicI64>>::default();
         let replication_lag =
             Family::<BranchLabels, Histogram, fn() -> Histogram>::new_with_constructor(
@@ -132,6 +142,11 @@ impl Default for Metrics {
             "branch_writer",
             "1 while this sidecar holds the branch's writer lease",
             branch_writer.clone(),
+        );
+        registry.register(
+            "past_reads",
+            "Reads of a past point (time travel), by how they were served: store (the materialized store, --cache-dir) or replay (the log folded into memory)",
+            past_reads.clone(),
         );
         registry.register(
             "replication_lag_seconds",
@@ -183,6 +198,7 @@ impl Default for Metrics {
             append_conflicts,
             forwarded,
             forward_failures,
+            past_reads,
             branch_writer,
             replication_lag,
             ready: AtomicBool::new(false),
@@ -201,6 +217,15 @@ impl argon_wal::WalObserver for Metrics {
         self.branch_commit_writes
             .get_or_create(&branch(name))
             .inc_by(writes as u64);
+    }
+
+    fn past_read(&self, _branch: &str, stored: bool) {
+        let served_by = if stored { "store" } else { "replay" };
+        self.past_reads
+            .get_or_create(&PastReadLabels {
+                served_by: served_by.to_owned(),
+            })
+            .inc();
     }
 
     fn foreign_commit(&self, name: &str, age_ms: i64) {

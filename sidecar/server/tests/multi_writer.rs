@@ -14,6 +14,7 @@
 //!   and malformed steps refused), and forwarding works with `--auth`.
 
 mod common;
+use common::{metric, metrics_text};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -472,30 +473,6 @@ async fn the_peer_listener_runs_forwarded_writes_only_for_a_sidecar_holding_the_
         .await
         .unwrap();
     assert!(d.is_some());
-}
-
-/// The number after `name` in a Prometheus text exposition (summed over
-/// its label sets).
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-async fn metrics_text(port: u16) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("the metrics port");
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-        .await
-        .expect("the request is sent");
-    let mut out = String::new();
-    s.read_to_string(&mut out)
-        .await
-        .expect("the metrics are read");
-    out
 }
 
 /// With `--auth` the sidecars still choose one writer and forward to it:

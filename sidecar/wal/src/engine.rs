@@ -485,8 +485,11 @@ impl Wal {
             .await?;
         let (materializer, appended) = match &options.materialized {
             Some(m) => {
-                let (m, queue) =
-                    crate::materializer::Materializer::new(Arc::clone(m), project.as_str())?;
+                let (m, queue) = crate::materializer::Materializer::new(
+                    Arc::clone(m),
+                    project.as_str(),
+                    record.created,
+                )?;
                 (Some(m), Some(queue))
             }
             None => (None, None),
@@ -785,9 +788,12 @@ impl Wal {
         if seq == head.seq() {
             return Ok(head);
         }
+        let observer = &self.inner.options.observer;
         if let Some(state) = self.inner.stored_state(&inc, position(&head), seq).await? {
+            observer.past_read(inc.name.as_str(), true);
             return Ok(state);
         }
+        observer.past_read(inc.name.as_str(), false);
         self.inner.state_at(inc.id, seq).await
     }
 
@@ -820,6 +826,12 @@ impl Wal {
             seq,
         )
         .await
+    }
+
+    /// This project's number in the materialized store (its log's identity:
+    /// see `Materializer::new`).
+    pub fn materialized_project(&self) -> Option<crate::materialized::ProjectNo> {
+        self.inner.materializer.as_ref().map(|m| m.project())
     }
 
     /// The materialized store views are read from (`WalOptions::materialized`).

@@ -59,11 +59,19 @@ pub(crate) type AppendedQueue = mpsc::Receiver<EncodedCommit>;
 impl Materializer {
     /// The materializer, and the queue its owner must drain with
     /// [`apply_appended`](Self::apply_appended).
+    ///
+    /// The store numbers the project by its name *and* its log's creation
+    /// time (`ProjectRecord::created`): a store kept while its log was
+    /// replaced (a data directory deleted and the project created again)
+    /// holds versions at the same `(incarnation, seq)` that the new log
+    /// never wrote; under a new number they are never read, and the new
+    /// log is caught up from its start.
     pub(crate) fn new(
         store: Arc<Materialized>,
         project: &str,
+        created: crate::types::CommitTime,
     ) -> Result<(Materializer, AppendedQueue)> {
-        let project = store.project(project)?;
+        let project = store.project(&format!("{project}\0{}", created.0))?;
         let (appended, queue) = mpsc::channel(QUEUE);
         Ok((
             Materializer {
@@ -143,6 +151,10 @@ impl Materializer {
             }
             Err(e) => tracing::warn!(error = %e, "materialized store: apply task failed"),
         }
+    }
+
+    pub(crate) fn project(&self) -> ProjectNo {
+        self.project
     }
 
     pub(crate) fn store(&self) -> &Arc<Materialized> {

@@ -17,6 +17,11 @@ pub trait WalObserver: Send + Sync {
     /// of `branch`, `age_ms` after its commit time (by this process's clock:
     /// with clocks of different machines the figure includes their skew).
     fn foreign_commit(&self, _branch: &str, _age_ms: i64) {}
+
+    /// A read of a past point of `branch` was served: from the
+    /// materialized store's view (`stored`) or by replaying the log into
+    /// memory.
+    fn past_read(&self, _branch: &str, _stored: bool) {}
 }
 
 impl fmt::Debug for dyn WalObserver {

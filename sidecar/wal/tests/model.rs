@@ -106,7 +106,7 @@ async fn appended_commits_are_applied_without_reading_the_log() {
     for i in 0..30 {
         commit(&wal, "dev", vec![put("b", i, i), del("a", i)]).await;
     }
-    let project = store.project("proj").unwrap();
+    let project = wal.materialized_project().unwrap();
     let (main, dev) = (
         wal.branch("main").await.unwrap().id,
         wal.branch("dev").await.unwrap().id,

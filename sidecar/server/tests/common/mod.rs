@@ -53,6 +53,31 @@ pub fn code(e: &mongodb::error::Error) -> Option<i32> {
     }
 }
 
+/// The number after `name` in a Prometheus text exposition (summed over
+/// its label sets).
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The Prometheus text exposition served on `127.0.0.1:port`.
+pub async fn metrics_text(port: u16) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("the metrics port");
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .await
+        .expect("the request is sent");
+    let mut out = String::new();
+    s.read_to_string(&mut out)
+        .await
+        .expect("the metrics are read");
+    out
+}
+
 pub struct TestServer {
     pub addr: SocketAddr,
     pub metrics: Arc<Metrics>,

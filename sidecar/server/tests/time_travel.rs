@@ -1,0 +1,328 @@
+//! Time travel served by the materialized store (`--cache-dir`) answers
+//! exactly as replaying the log does: the same history is read at every
+//! past point through the real driver, once by a sidecar without a cache
+//! (replay) and once by one with it (store views), and the answers compare
+//! equal. Plus the flags' refusals.
+
+mod common;
+
+use bson::{Bson, Document, doc};
+use common::sidecar::Sidecar;
+use futures::TryStreamExt;
+use std::path::Path;
+
+/// Writes a history with every kind of change a past read must see:
+/// inserts, updates, deletes, an index created midway, a second
+/// collection for `$lookup`, a capped collection (served by replay even
+/// with a cache) and a branch forked from the middle with its own writes.
+async fn write_history(client: &mongodb::Client) {
+    let db = client.database("shop");
+    let items = db.collection::<Document>("items");
+    let owners = db.collection::<Document>("owners");
+    for i in 0..30 {
+        items
+            .insert_one(doc! {"_id": i, "qty": i % 7, "owner": i % 3, "tag": format!("t{}", i % 4)})
+            .await
+            .expect("insert");
+    }
+    for o in 0..3 {
+        owners
+            .insert_one(doc! {"_id": o, "name": format!("owner {o}")})
+            .await
+            .expect("insert owner");
+    }
+    db.run_command(
+        doc! {"createIndexes": "items", "indexes": [{"key": {"qty": 1}, "name": "qty_1"}]},
+    )
+    .await
+    .expect("createIndexes");
+    items
+        .update_many(doc! {"qty": {"$gte": 4}}, doc! {"$inc": {"qty": 10}})
+        .await
+        .expect("update");
+    items
+        .delete_many(doc! {"owner": 2, "qty": {"$lt": 3}})
+        .await
+        .expect("delete");
+    db.run_command(doc! {"create": "log", "capped": true, "size": 4096})
+        .await
+        .expect("create capped");
+    for i in 0..5 {
+        db.collection::<Document>("log")
+            .insert_one(doc! {"_id": 100 - i, "n": i})
+            .await
+            .expect("insert into capped");
+    }
+    db.run_command(doc! {"drop": "log"})
+        .await
+        .expect("drop capped");
+    client
+        .database("admin")
+        .run_command(doc! {"argonCreateBranch": "dev", "from": "main"})
+        .await
+        .expect("fork");
+    let dev = client.database("shop~dev").collection::<Document>("items");
+    dev.insert_one(doc! {"_id": 500, "qty": 1, "owner": 1})
+        .await
+        .expect("insert on dev");
+    dev.delete_one(doc! {"_id": 3})
+        .await
+        .expect("delete on dev");
+    items
+        .replace_one(doc! {"_id": 1}, doc! {"qty": 99, "owner": 0})
+        .await
+        .expect("replace on main");
+}
+
+async fn head_seq(client: &mongodb::Client, branch: &str) -> i64 {
+    client
+        .database("admin")
+        .run_command(doc! {"argonLogInfo": branch})
+        .await
+        .expect("argonLogInfo")
+        .get_document("branch")
+        .expect("branch")
+        .get_i64("headSeq")
+        .expect("headSeq")
+}
+
+async fn all(coll: &mongodb::Collection<Document>, filter: Document) -> Vec<Document> {
+    coll.find(filter)
+        .sort(doc! {"_id": 1})
+        .batch_size(4)
+        .await
+        .expect("find")
+        .try_collect()
+        .await
+        .expect("getMore")
+}
+
+/// Everything a client reads of `branch` at `seq`, as one document.
+async fn read_point(client: &mongodb::Client, branch: &str, seq: i64) -> Document {
+    let db = client.database(&format!("shop~{branch}@{seq}"));
+    let items = db.collection::<Document>("items");
+    let mut names = db.list_collection_names().await.expect("listCollections");
+    names.sort();
+    let by_id = items.find_one(doc! {"_id": 5}).await.expect("find by _id");
+    let by_index = all(&items, doc! {"qty": {"$gte": 3, "$lt": 12}}).await;
+    let joined: Vec<Document> = items
+        .aggregate(vec![
+            doc! {"$match": {"owner": {"$in": [0, 1]}}},
+            doc! {"$lookup": {"from": "owners", "localField": "owner", "foreignField": "_id", "as": "who"}},
+            doc! {"$sort": {"_id": 1}},
+            doc! {"$project": {"who.name": 1, "qty": 1}},
+        ])
+        .await
+        .expect("aggregate")
+        .try_collect()
+        .await
+        .expect("aggregate batches");
+    let tags = items.distinct("tag", doc! {}).await.expect("distinct");
+    let capped: Vec<Document> = if names.iter().any(|n| n == "log") {
+        db.collection::<Document>("log")
+            .find(doc! {})
+            .await
+            .expect("find in capped")
+            .try_collect()
+            .await
+            .expect("capped batches")
+    } else {
+        Vec::new()
+    };
+    doc! {
+        "collections": names,
+        "count": items.count_documents(doc! {}).await.expect("count") as i64,
+        "estimated": items.estimated_document_count().await.expect("estimated") as i64,
+        "all": all(&items, doc! {}).await,
+        "by_id": by_id.map_or(Bson::Null, Bson::Document),
+        "by_index": by_index,
+        "joined": joined,
+        "tags": tags,
+        "capped_natural_order": capped,
+    }
+}
+
+/// Every past point of `main` and `dev` (not the heads: those are served
+/// from memory either way).
+async fn read_history(client: &mongodb::Client) -> Vec<(String, i64, Document)> {
+    let mut out = Vec::new();
+    for branch in ["main", "dev"] {
+        let head = head_seq(client, branch).await;
+        for seq in 0..head {
+            out.push((
+                branch.to_string(),
+                seq,
+                read_point(client, branch, seq).await,
+            ));
+        }
+    }
+    out
+}
+
+async fn serve(data: &Path, cache: Option<&Path>) -> Sidecar {
+    serve_with(data, cache, &[]).await
+}
+
+async fn serve_with(data: &Path, cache: Option<&Path>, more: &[&str]) -> Sidecar {
+    let data = data.display().to_string();
+    let mut args = vec!["--data".to_string(), data];
+    args.extend(more.iter().map(|a| a.to_string()));
+    if let Some(c) = cache {
+        args.extend(["--cache-dir".to_string(), c.display().to_string()]);
+        args.extend(["--cache-bytes".to_string(), (32u64 << 20).to_string()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Sidecar::start("argon-sidecar", &args)
+        .await
+        .expect("argon-sidecar starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_points_read_from_the_cache_equal_the_replayed_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, cache) = (dir.path().join("wal"), dir.path().join("cache"));
+
+    let writer = serve(&data, None).await;
+    write_history(&writer.client().await.unwrap()).await;
+    let replayed = read_history(&writer.client().await.unwrap()).await;
+    drop(writer);
+    assert!(
+        replayed.len() > 40,
+        "a history of {} points",
+        replayed.len()
+    );
+
+    let cached = serve(&data, Some(&cache)).await;
+    let client = cached.client().await.unwrap();
+    let from_cache = read_history(&client).await;
+    for ((branch, seq, want), (_, _, got)) in replayed.iter().zip(&from_cache) {
+        assert_eq!(got, want, "{branch} at seq {seq}");
+    }
+    assert_eq!(from_cache.len(), replayed.len());
+    // The store was filled by those reads (it caught up from the log).
+    let files = walk_bytes(&cache);
+    assert!(files > 0, "the cache directory holds the store");
+    drop(client);
+    drop(cached);
+
+    // A warm cache after a restart (caught up already) and one that was
+    // deleted (rebuilt from the log) read the same.
+    let again = serve(&data, Some(&cache)).await;
+    let warm = read_history(&again.client().await.unwrap()).await;
+    assert!(
+        warm == replayed,
+        "a restarted sidecar's warm cache reads the same"
+    );
+    drop(again);
+    std::fs::remove_dir_all(&cache).unwrap();
+    let rebuilt = serve(&data, Some(&cache)).await;
+    let fresh = read_history(&rebuilt.client().await.unwrap()).await;
+    assert!(fresh == replayed, "a rebuilt cache reads the same");
+}
+
+/// A cache kept while its log was replaced (the data directory deleted and
+/// the project created again) is never read as the new log's history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_outliving_its_log_is_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, cache) = (dir.path().join("wal"), dir.path().join("cache"));
+    let first = serve(&data, Some(&cache)).await;
+    let client = first.client().await.unwrap();
+    let items = client.database("shop").collection::<Document>("items");
+    for i in 0..5 {
+        items
+            .insert_one(doc! {"_id": i, "old": true})
+            .await
+            .unwrap();
+    }
+    let old = read_point(&client, "main", 4).await;
+    assert_eq!(old.get_i64("count").unwrap(), 4);
+    drop(client);
+    drop(first);
+
+    std::fs::remove_dir_all(&data).unwrap();
+    let second = serve(&data, Some(&cache)).await;
+    let client = second.client().await.unwrap();
+    let items = client.database("shop").collection::<Document>("items");
+    for i in 0..5 {
+        items
+            .insert_one(doc! {"_id": i * 10, "new": true})
+            .await
+            .unwrap();
+    }
+    let point = read_point(&client, "main", 4).await;
+    let docs = point.get_array("all").unwrap();
+    assert_eq!(docs.len(), 4);
+    assert!(
+        docs.iter()
+            .all(|d| d.as_document().unwrap().get_bool("new").is_ok_and(|b| b)),
+        "the new log's history, not the old cache's: {docs:?}"
+    );
+}
+
+#[tokio::test]
+async fn cache_flags_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("wal").display().to_string();
+    let refused = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_argon-sidecar"))
+            .arg("serve")
+            .args(args)
+            .output()
+            .expect("runs");
+        assert!(!out.status.success(), "{args:?} was accepted");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // A budget without a cache, or below what the store can work in.
+    let e = refused(&["--data", &data, "--cache-bytes", "67108864"]);
+    assert!(e.contains("--cache-dir"), "{e}");
+    let cache = dir.path().join("cache").display().to_string();
+    let e = refused(&[
+        "--data",
+        &data,
+        "--cache-dir",
+        &cache,
+        "--cache-bytes",
+        "1024",
+    ]);
+    assert!(e.contains("--cache-bytes"), "{e}");
+    let e = refused(&["--data", &data, "--cache-dir", &cache, "--cache-bytes=-1"]);
+    assert!(e.contains("-1"), "{e}");
+    let e = refused(&[
+        "--data",
+        &data,
+        "--cache-dir",
+        &cache,
+        "--cache-bytes",
+        "99999999999999999999",
+    ]);
+    assert!(e.contains("--cache-bytes"), "{e}");
+    // A cache directory that cannot be one (a file) stops the start with a
+    // message, before any client is served.
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let listen = "127.0.0.1:0";
+    let e = refused(&[
+        "--data",
+        &data,
+        "--cache-dir",
+        &file.display().to_string(),
+        "--listen",
+        listen,
+    ]);
+    assert!(e.contains("cannot open"), "{e}");
+}
+
+/// Bytes under `dir`, recursively.
+fn walk_bytes(dir: &Path) -> u64 {
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        n += if p.is_dir() {
+            walk_bytes(&p)
+        } else {
+            e.metadata().map_or(0, |m| m.len())
+        };
+    }
+    n
+}

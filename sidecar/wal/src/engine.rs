@@ -1990,7 +1990,6 @@ impl Inner {
             lineage,
         })
     }
-
 }
 
 /// A fed commit record, which must be of incarnation `id` and carry its body.

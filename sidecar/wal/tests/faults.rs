@@ -308,7 +308,10 @@ async fn a_commit_resolved_on_a_failed_commit_is_resolved_again_on_the_true_head
     failpoints::clear_all();
     let dir = tempfile::tempdir().unwrap();
     let wal = embedded(dir.path(), WalOptions::default()).await;
-    assert_eq!(try_write(&wal, "main", vec![put("a", 0, 0)]).await.unwrap(), Seq(1));
+    assert_eq!(
+        try_write(&wal, "main", vec![put("a", 0, 0)]).await.unwrap(),
+        Seq(1)
+    );
 
     // Commit N (inserting 1) is held in flight, then fails without landing.
     let fired = failpoints::fired(failpoints::COMMIT_APPEND_FAILS);
@@ -324,10 +327,7 @@ async fn a_commit_resolved_on_a_failed_commit_is_resolved_again_on_the_true_head
     // Commit N+1 is resolved meanwhile, on N's state (it sees 1) …
     let (seen, next) = copy_write(&wal, 1, 2);
     let e = n.await.unwrap().unwrap_err();
-    assert!(
-        matches!(e, WriteError::Wal(WalError::Closed(_))),
-        "{e:?}"
-    );
+    assert!(matches!(e, WriteError::Wal(WalError::Closed(_))), "{e:?}");
     // … and when N fails it is resolved again on the head without N, and
     // commits there (at N's seq: N never landed).
     assert_eq!(next.await.unwrap(), Seq(2));
@@ -342,7 +342,10 @@ async fn a_commit_resolved_on_a_failed_commit_is_resolved_again_on_the_true_head
     let wal = embedded(dir.path(), WalOptions::default()).await;
     let head = wal.read("main", ReadPoint::Head).await.unwrap();
     assert_eq!((head.seq(), &flat(&head)["a"]), (Seq(2), &expect));
-    assert_eq!(try_write(&wal, "main", vec![put("a", 3, 3)]).await.unwrap(), Seq(3));
+    assert_eq!(
+        try_write(&wal, "main", vec![put("a", 3, 3)]).await.unwrap(),
+        Seq(3)
+    );
 }
 
 #[tokio::test]
@@ -351,7 +354,10 @@ async fn a_lost_acknowledgement_between_append_and_answer_is_found_in_the_log() 
     failpoints::clear_all();
     let dir = tempfile::tempdir().unwrap();
     let wal = embedded(dir.path(), WalOptions::default()).await;
-    assert_eq!(try_write(&wal, "main", vec![put("a", 0, 0)]).await.unwrap(), Seq(1));
+    assert_eq!(
+        try_write(&wal, "main", vec![put("a", 0, 0)]).await.unwrap(),
+        Seq(1)
+    );
 
     // Commit N (inserting 1) lands, then its answer is lost.
     let fired = failpoints::fired(failpoints::COMMIT_ACK_LOST);
@@ -367,10 +373,7 @@ async fn a_lost_acknowledgement_between_append_and_answer_is_found_in_the_log() 
     let (seen, next) = copy_write(&wal, 1, 2);
     // N's writer learns nothing certain (an error: the outcome is unknown) …
     let e = n.await.unwrap().unwrap_err();
-    assert!(
-        matches!(e, WriteError::Wal(WalError::Closed(_))),
-        "{e:?}"
-    );
+    assert!(matches!(e, WriteError::Wal(WalError::Closed(_))), "{e:?}");
     // … N+1 is not appended on an unverified head: resolved again after a
     // catch-up, which finds N in the log, it commits after it.
     assert_eq!(next.await.unwrap(), Seq(3));
@@ -401,7 +404,10 @@ async fn another_handle_takes_the_seq_of_a_commit_in_flight() {
     let b = Wal::open(store, "proj", WalOptions::default())
         .await
         .unwrap();
-    assert_eq!(try_write(&a, "main", vec![put("a", 0, 0)]).await.unwrap(), Seq(1));
+    assert_eq!(
+        try_write(&a, "main", vec![put("a", 0, 0)]).await.unwrap(),
+        Seq(1)
+    );
     assert_eq!(b.read("main", ReadPoint::Head).await.unwrap().seq(), Seq(1));
 
     // a's commit N (inserting 5 = 1) is held before its append; a's next
@@ -477,7 +483,11 @@ async fn pipelined_commits_under_concurrent_writers_lose_nothing() {
         failpoints::fired(failpoints::EMBEDDED_FSYNC_ERROR),
         fired + 1
     );
-    assert!(!acked.is_empty() && acked.len() < 640, "{} acked", acked.len());
+    assert!(
+        !acked.is_empty() && acked.len() < 640,
+        "{} acked",
+        acked.len()
+    );
     drop(wal);
     failpoints::clear_all();
     let wal = embedded(dir.path(), WalOptions::default()).await;

@@ -458,16 +458,12 @@ impl Inner {
 
     /// Answers the writers of a commit whose append returned, and moves the
     /// head to it when it landed.
-    fn settle(
-        &self,
-        name: &BranchName,
-        f: InFlight,
-        landed: Result<()>,
-        h: &mut Head,
-    ) -> Settled {
+    fn settle(&self, name: &BranchName, f: InFlight, landed: Result<()>, h: &mut Head) -> Settled {
         match landed {
             Ok(()) => {
-                self.options.observer.committed(name.as_str(), f.writes.len());
+                self.options
+                    .observer
+                    .committed(name.as_str(), f.writes.len());
                 self.set_head(f.inc.id, h, f.after.clone());
                 self.maybe_snapshot(&f.inc, &f.after);
                 finish_all(f.writes, Ok(f.info));

@@ -270,8 +270,7 @@ async fn main() -> anyhow::Result<()> {
         let bound = clients as f64 * sync;
         out.push_str(&format!("| {clients} | {} | {} |", int(sync), int(bound)));
         let mut ins = Vec::new();
-        for ti in 0..targets.len() {
-            let s = &samples[ci][ti];
+        for s in &samples[ci] {
             let ping = median(s.iter().map(|x| x.ping).collect());
             let inserts = median(s.iter().map(|x| x.inserts).collect());
             let per: Vec<f64> = s.iter().filter_map(|x| x.per_commit).collect();

@@ -261,9 +261,10 @@ async fn eventually(what: &str, cond: impl Fn() -> bool) {
 /// Inserts `a.id = v` unless `id` exists (then refused).
 async fn insert_unique(wal: &Wal, id: i64, v: i64) -> Result<Seq, WriteError<&'static str>> {
     wal.write("main", move |state| {
-        let exists = state
-            .collection(&ns("a"))
-            .is_some_and(|c| c.get(&Bson::Int64(id)).is_some());
+        let exists = match state.collection(&ns("a")).unwrap() {
+            Some(c) => c.get(&Bson::Int64(id)).unwrap().is_some(),
+            None => false,
+        };
         if exists {
             return Err("duplicate key");
         }
@@ -287,10 +288,13 @@ fn copy_write(
     let (wal, log) = (wal.clone(), seen.clone());
     let task = tokio::spawn(async move {
         wal.write("main", move |state| {
-            let v = state
-                .collection(&ns("a"))
-                .and_then(|c| c.get(&Bson::Int64(from)))
-                .map_or(-1, |d| d.get_i64("v").unwrap());
+            let v = match state.collection(&ns("a")).unwrap() {
+                Some(c) => c
+                    .get(&Bson::Int64(from))
+                    .unwrap()
+                    .map_or(-1, |d| d.get_i64("v").unwrap()),
+                None => -1,
+            };
             log.lock().unwrap().push(v);
             Ok::<_, ()>((vec![put("a", to, v)], ()))
         })
@@ -460,10 +464,13 @@ async fn pipelined_commits_under_concurrent_writers_lose_nothing() {
                     let id = w * 100 + i;
                     let r = wal
                         .write("main", move |state| {
-                            let n = state
-                                .collection(&ns("n"))
-                                .and_then(|c| c.get(&Bson::Int64(0)))
-                                .map_or(0, |d| d.get_i64("v").unwrap());
+                            let n = match state.collection(&ns("n")).unwrap() {
+                                Some(c) => c
+                                    .get(&Bson::Int64(0))
+                                    .unwrap()
+                                    .map_or(0, |d| d.get_i64("v").unwrap()),
+                                None => 0,
+                            };
                             Ok::<_, ()>((vec![put("n", 0, n + 1), put("a", id, n + 1)], ()))
                         })
                         .await;

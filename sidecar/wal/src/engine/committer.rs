@@ -7,7 +7,9 @@
 //! append returns, N's writers are answered and N+1 is encoded and
 //! appended at once, and the writes arriving meanwhile go into N+2. The
 //! resolve and encode work of a commit so overlaps the fsync of the one
-//! before; the log still holds one commit per fsync'd store batch.
+//! before; the log still holds one commit per fsync'd store batch. On a
+//! slow disk a commit also waits a little for the writers the one before
+//! answered, so that they share an fsync (`gather`).
 //!
 //! Invariants kept here (and relied on by `Wal`'s readers and tests):
 //! - Log order is commit order: commit N+1 is handed to the store only

@@ -2,12 +2,14 @@
 //! writes, materialized heads, time travel, reset and diff.
 //!
 //! Path of a write: `Wal::write` queues the caller's `resolve` on the
-//! branch's committer task. The committer takes every queued write, locks
-//! the branch head, catches up with the store, runs each `resolve` on the
-//! state left by the previous one, and appends all their ops as one commit
-//! at `head + 1`. If another handle took that seq (`Conflict`), it catches
-//! up and runs the resolvers again on the new state. Callers are answered
-//! after the store acknowledged the commit as durable.
+//! branch's committer task (`committer`). The committer takes the queued
+//! writes, locks the branch head, runs each `resolve` on the state left by
+//! the previous one, and appends all their ops as one commit at
+//! `head + 1`; while that append is being made durable it resolves the
+//! writes arriving meanwhile into the next commit (pipelined group
+//! commit). If another handle took the seq (`Conflict`), it catches up and
+//! runs the resolvers again on the new state. Callers are answered after
+//! the store acknowledged their commit as durable.
 //!
 //! Invariants kept here:
 //! - A branch incarnation's commits are `start+1, start+2, …` with no holes:
@@ -51,6 +53,8 @@ use std::fmt;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use tokio::sync::{mpsc, oneshot};
+
+mod committer;
 
 /// Commits read from the store per request while folding.
 const PAGE: usize = 1000;
@@ -1998,265 +2002,6 @@ impl Inner {
             lineage,
         })
     }
-
-    // ---- the committer ----
-
-    fn enqueue(self: &Arc<Self>, name: &BranchName, pending: Box<dyn Pending>) -> Result<()> {
-        let mut committers = lock(&self.committers);
-        let pending = match committers.get(name) {
-            Some(q) => match q.send(pending) {
-                Ok(()) => return Ok(()),
-                Err(mpsc::error::SendError(p)) => p,
-            },
-            None => pending,
-        };
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run_committer(Arc::downgrade(self), name.clone(), rx));
-        tx.send(pending)
-            .map_err(|_| WalError::Closed("the branch committer stopped"))?;
-        committers.insert(name.clone(), tx);
-        Ok(())
-    }
-
-    /// Group commit: the writes of `batch`, in order, in as few commits as
-    /// the group bound allows (usually one), each retried on conflicts.
-    async fn commit_batch(&self, name: &BranchName, mut batch: Vec<Box<dyn Pending>>) {
-        while !batch.is_empty() {
-            batch = self.commit_group(name, batch).await;
-        }
-    }
-
-    /// Commits a prefix of `batch` as one commit (every write, unless the
-    /// commit reaches `max_group_bytes` first) and answers its writers;
-    /// returns the writes left for the next commit.
-    async fn commit_group(
-        &self,
-        name: &BranchName,
-        mut batch: Vec<Box<dyn Pending>>,
-    ) -> Vec<Box<dyn Pending>> {
-        let mut attempts = 0u32;
-        loop {
-            // First attempt on the local head (no store round trip); after a
-            // conflict, catch up first.
-            let result = self.try_commit(name, &mut batch, attempts > 0).await;
-            match result {
-                Err(WalError::Conflict { .. }) => {
-                    attempts += 1;
-                    self.options
-                        .observer
-                        .append_conflict(name.as_str(), attempts);
-                    if self
-                        .options
-                        .feed
-                        .as_ref()
-                        .is_some_and(|f| f.defer_to_writer(name.as_str()))
-                    {
-                        finish_all(
-                            batch,
-                            Err(WalError::NotWriter {
-                                branch: name.to_string(),
-                            }),
-                        );
-                        return Vec::new();
-                    }
-                    if attempts.is_power_of_two() && attempts >= 16 {
-                        // Another process keeps winning this branch's
-                        // appends: its writers here wait while it does.
-                        tracing::warn!(branch = %name, lost_appends = attempts, writes = batch.len(), "writes to this branch are slowed by contention with another writer of the same store");
-                    }
-                    if let Err(e) = self.check_attempts(name, attempts) {
-                        finish_all(batch, Err(e));
-                        return Vec::new();
-                    }
-                }
-                Ok((info, taken)) => {
-                    let rest = batch.split_off(taken.min(batch.len()));
-                    finish_all(batch, Ok(info));
-                    return rest;
-                }
-                Err(e) => {
-                    finish_all(batch, Err(e));
-                    return Vec::new();
-                }
-            }
-        }
-    }
-
-    /// One attempt at committing `batch` at `head + 1`.
-    ///
-    /// Optimistic: with `catch_up` false and a head in memory, the batch is
-    /// resolved on the local head without asking the store what is new. That
-    /// is safe because the store accepts seq `s + 1` only if nobody took it,
-    /// and seqs have no holes, so an accepted commit always sits on the true
-    /// head; a stale head (another handle wrote, or sealed the branch) shows
-    /// up as `Conflict`, and the retry catches up and re-resolves.
-    ///
-    /// Returns the commit and how many writes of `batch` (a prefix) it
-    /// took: writes are resolved in order until the commit logs
-    /// `max_group_bytes`; the rest wait for the next commit, unresolved.
-    async fn try_commit(
-        &self,
-        name: &BranchName,
-        batch: &mut [Box<dyn Pending>],
-        catch_up: bool,
-    ) -> Result<(CommitInfo, usize)> {
-        let mut caught_up = catch_up;
-        let (inc, head) = loop {
-            let inc = self.live(name).await?;
-            let head = self.head_lock(inc.id);
-            let mut h = head.clone().lock_owned().await;
-            // Also before the first append of this process on the branch,
-            // and after an append with an unknown outcome (`Head::verified`).
-            if caught_up || h.state.is_none() || h.sealed.is_some() || !h.verified {
-                self.catch_up(&inc, &mut h, Reach::End).await?;
-                caught_up = true;
-            }
-            if h.sealed.is_some() {
-                drop(h);
-                self.complete_seal(inc.id).await?;
-                continue;
-            }
-            break (inc, h);
-        };
-        let mut h = head;
-        let state = h
-            .state
-            .clone()
-            .ok_or(WalError::Closed("head was not loaded"))?;
-        let mut working = state.clone();
-        let mut ops = Vec::new();
-        let mut retries = Vec::new();
-        let (seq, time) = (state.seq().next(), self.commit_time(&inc, state.time()));
-        let (mut taken, mut logged_bytes) = (0usize, 0usize);
-        for p in batch.iter_mut() {
-            if taken > 0 && logged_bytes >= self.options.max_group_bytes {
-                break;
-            }
-            taken += 1;
-            // On `working`, so a retry queued behind its original in one
-            // group sees it.
-            if p.answered_by(&working) {
-                continue;
-            }
-            // Each write may log up to `max_commit_bytes` (its transaction
-            // refuses more, so an oversized write fails alone, early).
-            let mut txn = Transaction::begin(working.clone(), self.options.index_filter.clone())
-                .with_limit(self.options.max_commit_bytes);
-            if !p.resolve(&mut txn) {
-                continue;
-            }
-            logged_bytes += txn.logged_bytes();
-            let (state, logged) = txn.into_parts();
-            working = state;
-            ops.extend(logged);
-            if let Some(r) = p.retry_record() {
-                working.note_retry(&r, seq, time);
-                retries.push(r);
-            }
-        }
-        let head_info = CommitInfo {
-            seq: state.seq(),
-            time: state.time(),
-        };
-        // A retryable write that changed nothing still commits its record:
-        // a retry must get this answer, not a new run on a later state.
-        if ops.is_empty() && retries.is_empty() {
-            // Nothing to append means no store check of the head either: a
-            // refusal (say, a duplicate key) must not rest on a stale head.
-            if !caught_up {
-                self.catch_up(&inc, &mut h, Reach::End).await?;
-                let now = h.state.as_ref().map(BranchState::seq);
-                if h.sealed.is_some() || now != Some(state.seq()) {
-                    return Err(WalError::Conflict {
-                        branch: inc.id,
-                        seq: state.seq().next(),
-                    });
-                }
-            }
-            return Ok((head_info, taken));
-        }
-        // Encoding moves the ops' documents into the body (one copy of the
-        // commit's bytes at a time, not two).
-        let commit = EncodedCommit::new(Commit {
-            branch: inc.id,
-            seq,
-            time,
-            actor: self.options.actor.clone(),
-            ops,
-            seal: None,
-            retries,
-        })?;
-        let sent = std::time::Instant::now();
-        match self.store.append_commit(self.project(), &commit).await {
-            Ok(()) => {
-                // Accepted at head + 1: nothing else was appended before it.
-                if h.verified {
-                    lock(&self.fresh).insert(inc.id, sent);
-                }
-                if let Some(m) = &self.materializer {
-                    m.offer(&commit);
-                }
-            }
-            Err(e @ WalError::Conflict { .. }) => return Err(e),
-            Err(e) => {
-                // The commit may or may not have landed: re-read the head
-                // from the store before the next commit.
-                h.verified = false;
-                return Err(e);
-            }
-        }
-        let info = commit.info();
-        // Kept only where another process can ask for it (a feed serves
-        // the processes sharing the store); an embedded store has one
-        // owner, so up to `RECENT_BYTES` per branch would be held for
-        // nobody. Its body is shared, not copied (a large commit is not kept).
-        if self.store.is_shared() && commit.chunks().is_none() {
-            lock(&self.recent).entry(inc.id).or_default().push(commit);
-        } else {
-            drop(commit);
-        }
-        self.options.observer.committed(name.as_str(), taken);
-        let new_head = working.at(info.seq, info.time);
-        self.set_head(inc.id, &mut h, new_head.clone());
-        drop(h);
-        let every = self.options.snapshot_every;
-        // One automatic snapshot per branch at a time: each encodes the
-        // whole state, and under a fast write load they would pile up (a
-        // copy of the state each). A skipped one only means a longer replay.
-        let in_flight = (every > 0 && info.seq.0.is_multiple_of(every))
-            .then(|| SnapshotInFlight::start(&self.snapshotting, inc.id))
-            .flatten();
-        if let Some(in_flight) = in_flight {
-            // Written in the background: a snapshot is an optimisation, and
-            // the writers of this commit need not wait for it.
-            let store = Arc::clone(&self.store);
-            let project = self.project().to_string();
-            let id = inc.id;
-            self.remember_checkpoint(id, &new_head);
-            tokio::spawn(async move {
-                let _in_flight = in_flight;
-                let put = match snapshot::encode(&new_head) {
-                    Ok(bytes) => {
-                        store
-                            .put_snapshot(
-                                &project,
-                                SnapshotRecord {
-                                    branch: id,
-                                    seq: info.seq,
-                                    bytes,
-                                },
-                            )
-                            .await
-                    }
-                    Err(e) => Err(e),
-                };
-                if let Err(e) = put {
-                    tracing::warn!(branch = %id, seq = %info.seq, error = %e, "snapshot failed");
-                }
-            });
-        }
-        Ok((info, taken))
-    }
 }
 
 /// A fed commit record, which must be of incarnation `id` and carry its body.
@@ -2284,12 +2029,6 @@ fn check_next(branch: BranchId, state: &BranchState, c: &Commit) -> Result<()> {
             expected,
             found: c.seq,
         })
-    }
-}
-
-fn finish_all(batch: Vec<Box<dyn Pending>>, result: Result<CommitInfo>) {
-    for p in batch {
-        p.finish(result.clone());
     }
 }
 
@@ -2357,24 +2096,6 @@ async fn run_materializer(inner: Weak<Inner>, mut queue: crate::materializer::Ap
             m.note_bases(&cat);
         }
         m.apply_appended(batch).await;
-    }
-}
-
-async fn run_committer(
-    inner: Weak<Inner>,
-    name: BranchName,
-    mut rx: mpsc::UnboundedReceiver<Box<dyn Pending>>,
-) {
-    while let Some(first) = rx.recv().await {
-        let Some(inner) = inner.upgrade() else { break };
-        let mut batch = vec![first];
-        while batch.len() < inner.options.max_batch {
-            match rx.try_recv() {
-                Ok(p) => batch.push(p),
-                Err(_) => break,
-            }
-        }
-        inner.commit_batch(&name, batch).await;
     }
 }
 

@@ -28,6 +28,19 @@ pub const MONGO_APPEND_AFTER_INSERT_BEFORE_ACK: &str = "mongo-append-after-inser
 /// (a hole, as a read of an unsafe read concern can show).
 pub const MONGO_READ_GAP: &str = "mongo-read-gap";
 
+/// The committer's append waits a while (`engine::committer`'s hold),
+/// then fails without reaching the store: writes queued meanwhile were
+/// resolved into the next commit on a state that will never exist.
+pub const COMMIT_APPEND_FAILS: &str = "commit-append-fails";
+/// The committer's append waits a while, then proceeds (so a test can
+/// queue writes that the next commit resolves on it, or let another
+/// handle take its seq first).
+pub const COMMIT_APPEND_HELD: &str = "commit-append-held";
+/// The commit is durable, then its acknowledgement is lost after a while
+/// (between append and answer): its writers get an error, and the next
+/// commit must find it in the log.
+pub const COMMIT_ACK_LOST: &str = "commit-ack-lost";
+
 /// How often an armed point fires.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Times {

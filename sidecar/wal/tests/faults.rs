@@ -244,3 +244,271 @@ async fn mongo_lost_ack_and_read_gap() {
     );
     a.health().await.unwrap();
 }
+
+// ---- the pipelined committer (engine::committer) ---------------------------
+
+/// Polls `cond` until it holds (5 s at most).
+async fn eventually(what: &str, cond: impl Fn() -> bool) {
+    for _ in 0..5000 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// Inserts `a.id = v` unless `id` exists (then refused).
+async fn insert_unique(wal: &Wal, id: i64, v: i64) -> Result<Seq, WriteError<&'static str>> {
+    wal.write("main", move |state| {
+        let exists = match state.collection(&ns("a")).unwrap() {
+            Some(c) => c.get(&Bson::Int64(id)).unwrap().is_some(),
+            None => false,
+        };
+        if exists {
+            return Err("duplicate key");
+        }
+        Ok((vec![put("a", id, v)], ()))
+    })
+    .await
+    .map(|(_, info)| info.seq)
+}
+
+/// Copies `a.from`'s value (-1 when absent) to `a.to`, recording each value
+/// it saw (one per time it was resolved).
+fn copy_write(
+    wal: &Wal,
+    from: i64,
+    to: i64,
+) -> (
+    Arc<std::sync::Mutex<Vec<i64>>>,
+    tokio::task::JoinHandle<Seq>,
+) {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (wal, log) = (wal.clone(), seen.clone());
+    let task = tokio::spawn(async move {
+        wal.write("main", move |state| {
+            let v = match state.collection(&ns("a")).unwrap() {
+                Some(c) => c
+                    .get(&Bson::Int64(from))
+                    .unwrap()
+                    .map_or(-1, |d| d.get_i64("v").unwrap()),
+                None => -1,
+            };
+            log.lock().unwrap().push(v);
+            Ok::<_, ()>((vec![put("a", to, v)], ()))
+        })
+        .await
+        .unwrap()
+        .1
+        .seq
+    });
+    (seen, task)
+}
+
+#[tokio::test]
+async fn a_commit_resolved_on_a_failed_commit_is_resolved_again_on_the_true_head() {
+    let _serial = SERIAL.lock().await;
+    failpoints::clear_all();
+    let dir = tempfile::tempdir().unwrap();
+    let wal = embedded(dir.path(), WalOptions::default()).await;
+    assert_eq!(
+        try_write(&wal, "main", vec![put("a", 0, 0)]).await.unwrap(),
+        Seq(1)
+    );
+
+    // Commit N (inserting 1) is held in flight, then fails without landing.
+    let fired = failpoints::fired(failpoints::COMMIT_APPEND_FAILS);
+    failpoints::set(failpoints::COMMIT_APPEND_FAILS, Times::Once);
+    let n = tokio::spawn({
+        let wal = wal.clone();
+        async move { insert_unique(&wal, 1, 1).await }
+    });
+    eventually("commit N in flight", || {
+        failpoints::fired(failpoints::COMMIT_APPEND_FAILS) == fired + 1
+    })
+    .await;
+    // Commit N+1 is resolved meanwhile, on N's state (it sees 1) …
+    let (seen, next) = copy_write(&wal, 1, 2);
+    let e = n.await.unwrap().unwrap_err();
+    assert!(matches!(e, WriteError::Wal(WalError::Closed(_))), "{e:?}");
+    // … and when N fails it is resolved again on the head without N, and
+    // commits there (at N's seq: N never landed).
+    assert_eq!(next.await.unwrap(), Seq(2));
+    assert_eq!(*seen.lock().unwrap(), vec![1, -1], "values seen by N+1");
+    let expect: BTreeMap<i64, i64> = [(0, 0), (2, -1)].into();
+    let head = wal.read("main", ReadPoint::Head).await.unwrap();
+    assert_eq!((head.seq(), &flat(&head)["a"]), (Seq(2), &expect));
+
+    // The log says the same: nothing acknowledged is missing, nothing
+    // unacknowledged is there.
+    drop(wal);
+    let wal = embedded(dir.path(), WalOptions::default()).await;
+    let head = wal.read("main", ReadPoint::Head).await.unwrap();
+    assert_eq!((head.seq(), &flat(&head)["a"]), (Seq(2), &expect));
+    assert_eq!(
+        try_write(&wal, "main", vec![put("a", 3, 3)]).await.unwrap(),
+        Seq(3)
+    );
+}
+
+#[tokio::test]
+async fn a_lost_acknowledgement_between_append_and_answer_is_found_in_the_log() {
+    let _serial = SERIAL.lock().await;
+    failpoints::clear_all();
+    let dir = tempfile::tempdir().unwrap();
+    let wal = embedded(dir.path(), WalOptions::default()).await;
+    assert_eq!(
+        try_write(&wal, "main", vec![put("a", 0, 0)]).await.unwrap(),
+        Seq(1)
+    );
+
+    // Commit N (inserting 1) lands, then its answer is lost.
+    let fired = failpoints::fired(failpoints::COMMIT_ACK_LOST);
+    failpoints::set(failpoints::COMMIT_ACK_LOST, Times::Once);
+    let n = tokio::spawn({
+        let wal = wal.clone();
+        async move { insert_unique(&wal, 1, 1).await }
+    });
+    eventually("commit N appended", || {
+        failpoints::fired(failpoints::COMMIT_ACK_LOST) == fired + 1
+    })
+    .await;
+    let (seen, next) = copy_write(&wal, 1, 2);
+    // N's writer learns nothing certain (an error: the outcome is unknown) …
+    let e = n.await.unwrap().unwrap_err();
+    assert!(matches!(e, WriteError::Wal(WalError::Closed(_))), "{e:?}");
+    // … N+1 is not appended on an unverified head: resolved again after a
+    // catch-up, which finds N in the log, it commits after it.
+    assert_eq!(next.await.unwrap(), Seq(3));
+    assert_eq!(*seen.lock().unwrap(), vec![1, 1], "values seen by N+1");
+    // Inserting 1 again is refused: N is there.
+    assert!(matches!(
+        insert_unique(&wal, 1, 9).await,
+        Err(WriteError::Rejected(_))
+    ));
+    let expect: BTreeMap<i64, i64> = [(0, 0), (1, 1), (2, 1)].into();
+    let head = wal.read("main", ReadPoint::Head).await.unwrap();
+    assert_eq!((head.seq(), &flat(&head)["a"]), (Seq(3), &expect));
+    drop(wal);
+    let wal = embedded(dir.path(), WalOptions::default()).await;
+    let head = wal.read("main", ReadPoint::Head).await.unwrap();
+    assert_eq!((head.seq(), &flat(&head)["a"]), (Seq(3), &expect));
+}
+
+#[tokio::test]
+async fn another_handle_takes_the_seq_of_a_commit_in_flight() {
+    let _serial = SERIAL.lock().await;
+    failpoints::clear_all();
+    let dir = tempfile::tempdir().unwrap();
+    let store = embedded_store(dir.path()).await;
+    let a = Wal::open(store.clone(), "proj", WalOptions::default())
+        .await
+        .unwrap();
+    let b = Wal::open(store, "proj", WalOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        try_write(&a, "main", vec![put("a", 0, 0)]).await.unwrap(),
+        Seq(1)
+    );
+    assert_eq!(b.read("main", ReadPoint::Head).await.unwrap().seq(), Seq(1));
+
+    // a's commit N (inserting 5 = 1) is held before its append; a's next
+    // commit is resolved on it meanwhile; b inserts 5 = 2 and takes seq 2.
+    let fired = failpoints::fired(failpoints::COMMIT_APPEND_HELD);
+    failpoints::set(failpoints::COMMIT_APPEND_HELD, Times::Once);
+    let n = tokio::spawn({
+        let a = a.clone();
+        async move { insert_unique(&a, 5, 1).await }
+    });
+    eventually("commit N in flight", || {
+        failpoints::fired(failpoints::COMMIT_APPEND_HELD) == fired + 1
+    })
+    .await;
+    let (seen, next) = copy_write(&a, 5, 6);
+    assert_eq!(insert_unique(&b, 5, 2).await.unwrap(), Seq(2));
+    // N conflicts; N and N+1 are resolved again on b's commit, in order:
+    // N is now a duplicate, N+1 copies b's value.
+    assert!(
+        matches!(n.await.unwrap(), Err(WriteError::Rejected("duplicate key"))),
+        "N must be refused on the true head"
+    );
+    assert_eq!(next.await.unwrap(), Seq(3));
+    assert_eq!(*seen.lock().unwrap(), vec![1, 2], "values seen by N+1");
+    let expect: BTreeMap<i64, i64> = [(0, 0), (5, 2), (6, 2)].into();
+    for wal in [&a, &b] {
+        let head = wal.read("main", ReadPoint::Head).await.unwrap();
+        assert_eq!((head.seq(), &flat(&head)["a"]), (Seq(3), &expect));
+    }
+}
+
+#[tokio::test]
+async fn pipelined_commits_under_concurrent_writers_lose_nothing() {
+    // Many writers, commits in flight while the next ones are resolved, an
+    // fsync failure in the middle: every acknowledged write is in the log
+    // after reopening, and the counter (a read-modify-write each time)
+    // equals the number of acknowledged increments.
+    let _serial = SERIAL.lock().await;
+    failpoints::clear_all();
+    let dir = tempfile::tempdir().unwrap();
+    let wal = embedded(dir.path(), WalOptions::default()).await;
+    let fired = failpoints::fired(failpoints::EMBEDDED_FSYNC_ERROR);
+    failpoints::set(failpoints::EMBEDDED_FSYNC_ERROR, Times::Skip(5));
+    let tasks: Vec<_> = (0..32)
+        .map(|w| {
+            let wal = wal.clone();
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                for i in 0..20 {
+                    let id = w * 100 + i;
+                    let r = wal
+                        .write("main", move |state| {
+                            let n = match state.collection(&ns("n")).unwrap() {
+                                Some(c) => c
+                                    .get(&Bson::Int64(0))
+                                    .unwrap()
+                                    .map_or(0, |d| d.get_i64("v").unwrap()),
+                                None => 0,
+                            };
+                            Ok::<_, ()>((vec![put("n", 0, n + 1), put("a", id, n + 1)], ()))
+                        })
+                        .await;
+                    if r.is_ok() {
+                        acked.push(id);
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    let mut acked = Vec::new();
+    for t in tasks {
+        acked.extend(t.await.unwrap());
+    }
+    assert_eq!(
+        failpoints::fired(failpoints::EMBEDDED_FSYNC_ERROR),
+        fired + 1
+    );
+    assert!(
+        !acked.is_empty() && acked.len() < 640,
+        "{} acked",
+        acked.len()
+    );
+    drop(wal);
+    failpoints::clear_all();
+    let wal = embedded(dir.path(), WalOptions::default()).await;
+    let head = wal.read("main", ReadPoint::Head).await.unwrap();
+    let state = flat(&head);
+    let docs = &state["a"];
+    for id in &acked {
+        assert!(docs.contains_key(id), "acknowledged write {id} lost");
+    }
+    // No commit that was not acknowledged survived (the store cut them),
+    // and no write was applied on a state that missed another.
+    assert_eq!(docs.len(), acked.len());
+    assert_eq!(state["n"][&0], acked.len() as i64);
+    let mut values: Vec<i64> = docs.values().copied().collect();
+    values.sort();
+    assert_eq!(values, (1..=acked.len() as i64).collect::<Vec<_>>());
+}

@@ -9,10 +9,14 @@
 //!
 //! Tailable cursors on them are `cursor::Tail`.
 //!
-//! Not done: `convertToCapped`, `cloneCollectionAsCapped`, `collMod`'s
-//! `cappedSize`/`cappedMax` (refused by name); writes to a capped
-//! collection inside a multi-document transaction are not refused as
-//! MongoDB refuses them.
+//! `collMod`'s `cappedSize`/`cappedMax` change the limits in one commit
+//! ([`coll_mod_limits`], [`set_limits`]); a collection over its new limits
+//! loses its oldest documents at its next insert, as in MongoDB.
+//!
+//! Writes to a capped collection inside a multi-document transaction are
+//! refused as MongoDB refuses them ([`refuse_in_transaction`]).
+//!
+//! Not done: `convertToCapped`, `cloneCollectionAsCapped`.
 
 use argon_wal::{Namespace, Transaction};
 use bson::{Bson, Document};
@@ -22,16 +26,92 @@ use crate::error::{CommandError, ErrorCode, Result};
 /// MongoDB's largest capped size: 1 PB.
 pub const MAX_SIZE: i64 = 1 << 50;
 
+/// `field` (as `command.field`) as a whole number of a numeric type.
 fn number(field: &str, v: &Bson) -> Result<i64> {
     match v {
         Bson::Int32(n) => Ok(i64::from(*n)),
         Bson::Int64(n) => Ok(*n),
         Bson::Double(f) if f.is_finite() => Ok(f.clamp(i64::MIN as f64, i64::MAX as f64) as i64),
         other => Err(CommandError::type_mismatch(format!(
-            "BSON field 'create.{field}' is the wrong type '{}', expected types '[long, int, decimal, double]'",
+            "BSON field '{field}' is the wrong type '{}', expected types '[long, int, decimal, double]'",
             crate::query::expr::type_name(other)
         ))),
     }
+}
+
+/// A capped size in bytes: 1 byte to 1 PB (one rule for `create` and
+/// `collMod`).
+fn size_of(field: &str, v: &Bson) -> Result<i64> {
+    let size = number(field, v)?;
+    if !(1..=MAX_SIZE).contains(&size) {
+        return Err(CommandError::bad_value(format!(
+            "Capped collection size must be greater than 0 and less than or equal to 1 PB, found {size}"
+        )));
+    }
+    Ok(size)
+}
+
+/// A capped document count: below 2^31; `None` for zero or less (no
+/// limit on the count, as in MongoDB).
+fn max_of(field: &str, v: &Bson) -> Result<Option<i64>> {
+    let max = number(field, v)?;
+    if max > i64::from(i32::MAX) {
+        return Err(CommandError::bad_value(format!(
+            "max in a capped collection has to be < 2^31 or not set, found {max}"
+        )));
+    }
+    Ok((max > 0).then_some(max))
+}
+
+/// New limits for a capped collection (`collMod`): each `None` when not
+/// given; `max: Some(None)` lifts the count limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub size: Option<i64>,
+    pub max: Option<Option<i64>>,
+}
+
+/// `collMod`'s `cappedSize` and `cappedMax`, checked (a bad value fails
+/// whatever the collection); `None` when it gives neither.
+pub fn coll_mod_limits(cmd: &Document) -> Result<Option<Limits>> {
+    let size = cmd
+        .get("cappedSize")
+        .map(|v| size_of("collMod.cappedSize", v))
+        .transpose()?;
+    let max = cmd
+        .get("cappedMax")
+        .map(|v| max_of("collMod.cappedMax", v))
+        .transpose()?;
+    Ok((size.is_some() || max.is_some()).then_some(Limits { size, max }))
+}
+
+/// Applies checked `collMod` limits to a collection's `options`: MongoDB's
+/// InvalidOptions when it is not capped. A collection over its new limits
+/// loses its oldest documents at its next insert ([`evict`]), as MongoDB's.
+pub fn set_limits(
+    options: &mut Document,
+    capped: bool,
+    Limits { size, max }: Limits,
+) -> Result<()> {
+    if !capped {
+        return Err(CommandError::new(
+            ErrorCode::InvalidOptions,
+            "Collection must be capped.",
+        ));
+    }
+    if let Some(size) = size {
+        options.insert("size", size);
+    }
+    match max {
+        Some(Some(m)) => {
+            options.insert("max", m);
+        }
+        Some(None) => {
+            options.remove("max");
+        }
+        None => {}
+    }
+    Ok(())
 }
 
 /// The capped options of `create`, checked, into `options` as
@@ -52,7 +132,7 @@ pub fn apply_options(cmd: &Document, options: &mut Document) -> Result<()> {
         return Ok(());
     }
     let size = match cmd.get("size") {
-        Some(v) => number("size", v)?,
+        Some(v) => size_of("create.size", v)?,
         None => {
             return Err(CommandError::new(
                 ErrorCode::InvalidOptions,
@@ -60,24 +140,14 @@ pub fn apply_options(cmd: &Document, options: &mut Document) -> Result<()> {
             ));
         }
     };
-    if !(1..=MAX_SIZE).contains(&size) {
-        return Err(CommandError::bad_value(format!(
-            "Capped collection size must be greater than 0 and less than or equal to 1 PB, found {size}"
-        )));
-    }
     options.insert("capped", true);
     options.insert("size", size);
-    if let Some(v) = cmd.get("max") {
-        let max = number("max", v)?;
-        if max > i64::from(i32::MAX) {
-            return Err(CommandError::bad_value(format!(
-                "max in a capped collection has to be less than 2^31, found {max}"
-            )));
-        }
-        // Zero or less: no limit on the count, as in MongoDB.
-        if max > 0 {
-            options.insert("max", max);
-        }
+    if let Some(max) = cmd
+        .get("max")
+        .map(|v| max_of("create.max", v))
+        .transpose()?
+    {
+        options.extend(max.map(|m| ("max".to_string(), Bson::Int64(m))));
     }
     Ok(())
 }
@@ -90,6 +160,35 @@ fn limits(options: &Document) -> Option<(u64, Option<u64>)> {
     let size = options.get_i64("size").ok()?.max(0) as u64;
     let max = options.get_i64("max").ok().map(|m| m.max(0) as u64);
     Some((size, max))
+}
+
+/// MongoDB refuses writes to a capped collection inside a multi-document
+/// transaction: its insertion order needs the collection to itself. An
+/// insert, update or findAndModify is 263 (`checkIfTransactionOnCappedColl`),
+/// a `delete` statement (`remove`) 20 (the delete path's own check). Reads
+/// are allowed.
+pub fn refuse_in_transaction(
+    state: &argon_wal::BranchState,
+    ns: &Namespace,
+    remove: bool,
+) -> Result<()> {
+    if !state.collection(ns)?.is_some_and(|c| c.is_capped()) {
+        return Ok(());
+    }
+    Err(if remove {
+        CommandError::new(
+            ErrorCode::IllegalOperation,
+            format!("Cannot remove from a capped collection in a multi-document transaction: {ns}"),
+        )
+    } else {
+        CommandError::new(
+            ErrorCode::OperationNotSupportedInTransaction,
+            format!(
+                "Collection '{ns}' is a capped collection. Writes in transactions are not \
+                 allowed on capped collections."
+            ),
+        )
+    })
 }
 
 /// A document of `len` bytes may go into `ns`: never larger than the
@@ -170,6 +269,48 @@ mod tests {
         assert_eq!(
             bad(doc! {"capped": "yes", "size": 100}),
             ErrorCode::TypeMismatch
+        );
+    }
+
+    #[test]
+    fn coll_mod_limits_are_checked_and_set() {
+        assert_eq!(coll_mod_limits(&doc! {"collMod": "c"}).unwrap(), None);
+        let l = coll_mod_limits(&doc! {"cappedSize": 2048, "cappedMax": 0}).unwrap();
+        assert_eq!(
+            l,
+            Some(Limits {
+                size: Some(2048),
+                max: Some(None)
+            })
+        );
+        let mut o = doc! {"capped": true, "size": 4096i64, "max": 3i64};
+        set_limits(&mut o, true, l.unwrap()).unwrap();
+        assert_eq!(o, doc! {"capped": true, "size": 2048i64});
+        let mut o = doc! {"capped": true, "size": 4096i64};
+        let max7 = Limits {
+            size: None,
+            max: Some(Some(7)),
+        };
+        set_limits(&mut o, true, max7).unwrap();
+        assert_eq!(o, doc! {"capped": true, "size": 4096i64, "max": 7i64});
+        let e = set_limits(&mut Document::new(), false, max7).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidOptions);
+        let bad = |cmd: Document| coll_mod_limits(&cmd).unwrap_err().code;
+        assert_eq!(bad(doc! {"cappedSize": -1}), ErrorCode::BadValue);
+        assert_eq!(bad(doc! {"cappedSize": 0}), ErrorCode::BadValue);
+        assert_eq!(bad(doc! {"cappedSize": i64::MAX}), ErrorCode::BadValue);
+        assert_eq!(bad(doc! {"cappedSize": 1e300}), ErrorCode::BadValue);
+        assert_eq!(bad(doc! {"cappedSize": "big"}), ErrorCode::TypeMismatch);
+        assert_eq!(bad(doc! {"cappedSize": f64::NAN}), ErrorCode::TypeMismatch);
+        assert_eq!(bad(doc! {"cappedMax": 1i64 << 31}), ErrorCode::BadValue);
+        assert_eq!(bad(doc! {"cappedMax": 9.3e18}), ErrorCode::BadValue);
+        assert_eq!(bad(doc! {"cappedMax": true}), ErrorCode::TypeMismatch);
+        assert_eq!(
+            coll_mod_limits(&doc! {"cappedMax": -5}).unwrap(),
+            Some(Limits {
+                size: None,
+                max: Some(None)
+            })
         );
     }
 }

@@ -173,6 +173,11 @@ error_codes! {
     Location16867 = 16867,
     Location16868 = 16868,
     Location40415 = 40415,
+    // find's min/max: index not compatible, min not before max, min and
+    // max of different fields.
+    Location51174 = 51174,
+    Location51175 = 51175,
+    Location51176 = 51176,
     Location4161100 = 4161100,
     Location4161101 = 4161101,
     Location4161102 = 4161102,

@@ -483,7 +483,7 @@ async fn levels_and_actions() {
         (doc! {"collMod": "c", "validationAction": 5}, 14),
         (doc! {"collMod": "c", "validator": "no"}, 14),
         (doc! {"collMod": "c", "validator": {"$bogus": 1}}, 2),
-        (doc! {"collMod": "c", "cappedSize": 100}, 115),
+        (doc! {"collMod": "c", "cappedSize": 100}, 72),
         (doc! {"collMod": "c", "nope": 1}, 40415),
         (doc! {"collMod": "missing", "validationLevel": "strict"}, 26),
         (doc! {"create": "d", "validationAction": "explode"}, 2),

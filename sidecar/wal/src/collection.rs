@@ -7,7 +7,7 @@
 //! What the store does not keep yet, a stored collection says so rather
 //! than answer wrongly: capped collections' insertion order (their natural
 //! order is refused by name; the engine serves states holding a capped
-//! collection from memory), and the index shapes the planner needs (no
+//! collection from memory), a reverse `_id`-order scan, and the index shapes the planner needs (no
 //! `index_shape`, so queries over a stored state scan instead of using an
 //! index; lookups by key still use the store's entries).
 
@@ -97,6 +97,23 @@ impl CollectionState {
         }
     }
 
+    /// A capped collection's documents before natural position `before`
+    /// (from the newest when `None`), newest first, each with its position:
+    /// a reverse natural scan (`{$natural: -1}`) that resumes where it
+    /// stopped. Empty for a collection not capped.
+    pub fn iter_natural_before(
+        &self,
+        before: Option<u64>,
+    ) -> Box<dyn Iterator<Item = Result<(u64, Doc)>> + '_> {
+        match &self.0 {
+            Repr::Memory(c) => Box::new(c.iter_natural_before(before)),
+            Repr::Stored(_) if self.is_capped() => Box::new(std::iter::once(Err(not_kept(
+                "a capped collection's insertion order",
+            )))),
+            Repr::Stored(_) => Box::new(std::iter::empty()),
+        }
+    }
+
     /// Whether natural position `at` still holds a document (a tailable
     /// cursor's last one: gone means its place was lost).
     pub fn holds_natural_position(&self, at: u64) -> bool {
@@ -159,6 +176,22 @@ impl CollectionState {
         match &self.0 {
             Repr::Memory(c) => Box::new(c.iter_after(after)),
             Repr::Stored(s) => Box::new(s.view.scan_from(after)),
+        }
+    }
+
+    /// Documents before the one whose key is `before` (all when `None`),
+    /// in descending `IdKey` order, each with its key: the reverse of
+    /// [`Self::iter_after`] (`{$natural: -1}`), resumable the same way. The
+    /// store scans forward only: a stored collection refuses it.
+    pub fn iter_before<'a>(
+        &'a self,
+        before: Option<&[u8]>,
+    ) -> Box<dyn Iterator<Item = Result<(IdKey, Doc)>> + 'a> {
+        match &self.0 {
+            Repr::Memory(c) => Box::new(c.iter_before(before)),
+            Repr::Stored(_) => {
+                Box::new(std::iter::once(Err(not_kept("a reverse collection scan"))))
+            }
         }
     }
 

@@ -404,6 +404,31 @@ impl MemoryCollection {
         })
     }
 
+    /// A capped collection's documents before natural position `before`
+    /// (from the newest when `None`), newest first, each with its
+    /// position: a reverse natural scan (`{$natural: -1}`) that resumes
+    /// where it stopped. Empty for a collection not capped.
+    pub fn iter_natural_before(
+        &self,
+        before: Option<u64>,
+    ) -> impl Iterator<Item = Result<(u64, Doc)>> + '_ {
+        let to = match before {
+            Some(p) => std::ops::Bound::Excluded(p),
+            None => std::ops::Bound::Unbounded,
+        };
+        self.natural.iter().flat_map(move |n| {
+            n.order
+                .range((std::ops::Bound::Unbounded, to))
+                .rev()
+                .filter_map(|(p, k)| {
+                    self.docs
+                        .get(k.as_bytes())
+                        .and_then(StoredDoc::to_doc)
+                        .map(|d| Ok((*p, d)))
+                })
+        })
+    }
+
     /// Whether natural position `at` still holds a document (a tailable
     /// cursor's last one: gone means its place was lost).
     pub fn holds_natural_position(&self, at: u64) -> bool {
@@ -453,6 +478,26 @@ impl MemoryCollection {
                 lower.as_ref().map(Vec::as_slice),
                 std::ops::Bound::Unbounded,
             ))
+            .filter_map(|d| d.to_doc().map(|doc| Ok((d.key(), doc))))
+    }
+
+    /// Documents before the one whose key is `before` (all when `None`),
+    /// in descending `IdKey` order, each with its key bytes: the reverse of
+    /// [`Self::iter_after`], resumable the same way.
+    pub fn iter_before<'a>(
+        &'a self,
+        before: Option<&[u8]>,
+    ) -> impl Iterator<Item = Result<(IdKey, Doc)>> + 'a {
+        let upper = match before {
+            Some(k) => std::ops::Bound::Excluded(k.to_vec()),
+            None => std::ops::Bound::Unbounded,
+        };
+        self.docs
+            .range::<_, [u8]>((
+                std::ops::Bound::Unbounded,
+                upper.as_ref().map(Vec::as_slice),
+            ))
+            .rev()
             .filter_map(|d| d.to_doc().map(|doc| Ok((d.key(), doc))))
     }
 
@@ -1114,6 +1159,71 @@ mod tests {
         });
         assert!(!s.collection(&plain).unwrap().unwrap().is_capped());
         assert_eq!(s.collection(&plain).unwrap().unwrap().capped_bytes(), None);
+    }
+
+    #[test]
+    fn reverse_scans_resume_before_a_position() {
+        let ns = Namespace::new("d", "c");
+        let mut s = BranchState::empty(CommitTime(0));
+        s.apply(&DocOp::CreateCollection {
+            ns: ns.clone(),
+            options: doc! {"capped": true, "size": 4096i64},
+        });
+        for id in [5, 1, 9, 3] {
+            s.apply(&DocOp::Put {
+                ns: ns.clone(),
+                id: Bson::Int32(id),
+                doc: raw(doc! {"_id": id}),
+            });
+        }
+        let c = s.collection(&ns).unwrap().unwrap();
+        let ids =
+            |docs: &[Doc]| -> Vec<Bson> { docs.iter().filter_map(|d| rawdoc::id_of(d)).collect() };
+        // Natural (insertion) order, newest first, then resumed.
+        let all: Vec<(u64, Doc)> = c.iter_natural_before(None).map(|r| r.unwrap()).collect();
+        let docs: Vec<Doc> = all.iter().map(|(_, d)| d.clone()).collect();
+        assert_eq!(
+            ids(&docs),
+            vec![
+                Bson::Int32(3),
+                Bson::Int32(9),
+                Bson::Int32(1),
+                Bson::Int32(5)
+            ]
+        );
+        let second = all[1].0;
+        let rest: Vec<Doc> = c
+            .iter_natural_before(Some(second))
+            .map(|r| r.unwrap().1)
+            .collect();
+        assert_eq!(ids(&rest), vec![Bson::Int32(1), Bson::Int32(5)]);
+        // `_id` order, descending, then resumed before a key.
+        let keyed: Vec<(IdKey, Doc)> = c.iter_before(None).map(|r| r.unwrap()).collect();
+        let docs: Vec<Doc> = keyed.iter().map(|(_, d)| d.clone()).collect();
+        assert_eq!(
+            ids(&docs),
+            vec![
+                Bson::Int32(9),
+                Bson::Int32(5),
+                Bson::Int32(3),
+                Bson::Int32(1)
+            ]
+        );
+        let rest: Vec<Doc> = c
+            .iter_before(Some(keyed[1].0.as_bytes()))
+            .map(|r| r.unwrap().1)
+            .collect();
+        assert_eq!(ids(&rest), vec![Bson::Int32(3), Bson::Int32(1)]);
+        // Not capped: no natural positions.
+        let plain = Namespace::new("d", "p");
+        s.apply(&DocOp::Put {
+            ns: plain.clone(),
+            id: Bson::Int32(1),
+            doc: raw(doc! {"_id": 1}),
+        });
+        let p = s.collection(&plain).unwrap().unwrap();
+        assert_eq!(p.iter_natural_before(None).count(), 0);
+        assert_eq!(p.iter_before(None).count(), 1);
     }
 
     #[test]

@@ -224,6 +224,11 @@ pub async fn bulk_write(ctx: &Ctx<'_>) -> Result<Document> {
                 return Ok(());
             }
             let op = &ops[b.next];
+            if in_transaction {
+                let (BulkOp::Insert(i, _) | BulkOp::Update(i, _) | BulkOp::Delete(i, _)) = op;
+                let remove = matches!(op, BulkOp::Delete(..));
+                crate::capped::refuse_in_transaction(t.state(), &namespaces[*i], remove)?;
+            }
             let outcome = match op {
                 BulkOp::Insert(ns, doc) => {
                     let ns = &namespaces[*ns];

@@ -1,5 +1,6 @@
 //! `collMod`: changes a collection's validation options (`validator`,
-//! `validationLevel`, `validationAction`, checked by `crate::validation`)
+//! `validationLevel`, `validationAction`, checked by `crate::validation`),
+//! a capped collection's `cappedSize`/`cappedMax` (`crate::capped`)
 //! and an index's `hidden` flag and TTL `expireAfterSeconds` (`crate::ttl`),
 //! in one commit; so a branch forked before
 //! it keeps the old rules and time travel shows them in `listCollections`.
@@ -84,6 +85,7 @@ pub async fn coll_mod(ctx: &Ctx<'_>) -> Result<Document> {
     COLL_MOD.check(ctx.cmd, Some("collMod"))?;
     // Checked before the commit, so a bad option fails on any state.
     crate::validation::apply_options(ctx.cmd, "collMod", &mut Document::new())?;
+    let limits = crate::capped::coll_mod_limits(ctx.cmd)?;
     let index = ctx.cmd.get("index").map(index_change).transpose()?;
     let target = ctx.target()?;
     let ns = Namespace::new(target.db.as_str(), coll.as_str());
@@ -98,7 +100,11 @@ pub async fn coll_mod(ctx: &Ctx<'_>) -> Result<Document> {
         super::view::refuse_view(state, &ns)?;
         let mut ops = Vec::new();
         let mut options = c.options().clone();
-        if crate::validation::apply_options(&cmd, "collMod", &mut options)? {
+        let validation = crate::validation::apply_options(&cmd, "collMod", &mut options)?;
+        if let Some(l) = limits {
+            crate::capped::set_limits(&mut options, c.is_capped(), l)?;
+        }
+        if validation || limits.is_some() {
             ops.push(DocOp::SetCollectionOptions {
                 ns: ns.clone(),
                 options,

@@ -67,6 +67,9 @@ struct Explained {
     top_stage: Option<&'static str>,
     skip: u64,
     limit: Option<u64>,
+    /// A find's `min`/`max` (empty when not given).
+    min: Document,
+    max: Document,
 }
 
 pub async fn explain(ctx: &Ctx<'_>) -> Result<Document> {
@@ -115,7 +118,14 @@ async fn run(ctx: &Ctx<'_>, inner: &Document, verbosity: Verbosity) -> Result<Do
     let sort = sort.filter(|s| !s.is_empty());
     options::check_hint(e.hint.as_ref(), coll.as_ref())?;
     let started = Instant::now();
-    let chosen = plan::choose(coll.as_ref(), &filter, sort.as_ref(), e.hint.as_ref())?;
+    let chosen = plan::choose_bounded(
+        coll.as_ref(),
+        &filter,
+        sort.as_ref(),
+        e.hint.as_ref(),
+        &e.min,
+        &e.max,
+    )?;
     let mut winning = chosen.explain(&bound);
     if let (Some(s), false) = (&e.sort, chosen.provides_sort()) {
         winning = doc! {"stage": "SORT", "sortPattern": s.clone(), "inputStage": winning};
@@ -221,6 +231,8 @@ fn parse(name: &str, inner: &Document) -> Result<Explained> {
         top_stage: None,
         skip: 0,
         limit: None,
+        min: Document::new(),
+        max: Document::new(),
     };
     let count = |key: &str| -> Result<u64> { Ok(opt_i64(inner, key)?.unwrap_or(0).unsigned_abs()) };
     Ok(match name {
@@ -228,8 +240,15 @@ fn parse(name: &str, inner: &Document) -> Result<Explained> {
             options::FIND.check(inner, Some("find"))?;
             let mut e = base(collection_name(inner, "find")?, get_doc("filter")?);
             e.sort = opt_doc(inner, "sort")?.cloned();
+            // `sort: {$natural: ±1}` is a hint, as the find runs it.
+            if let Some(h) = options::natural_sort(e.sort.as_ref(), e.hint.as_ref())? {
+                e.hint = Some(h);
+                e.sort = None;
+            }
             e.skip = count("skip")?;
             e.limit = Some(count("limit")?).filter(|l| *l > 0);
+            e.min = plan::min_max::field(inner, "min")?;
+            e.max = plan::min_max::field(inner, "max")?;
             e
         }
         "count" => {

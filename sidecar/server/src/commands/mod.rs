@@ -697,6 +697,9 @@ where
     if let Some(txn) = ctx.txn {
         // A statement is all or nothing within its transaction.
         let mut t = txn.lock();
+        if let Some((ns, remove)) = written_collection(ctx.cmd, target) {
+            crate::capped::refuse_in_transaction(t.state(), &ns, remove)?;
+        }
         let start = t.savepoint();
         let reply = resolve(&mut t).and_then(|r| {
             crate::limits::check_transaction_size(t.logged_bytes())?;
@@ -733,6 +736,27 @@ where
     };
     reply.insert("operationTime", operation_time(time));
     Ok(reply)
+}
+
+/// The collection a single-collection write command writes to (`insert`,
+/// `update`, `delete`, `findAndModify`), if `cmd` is one, and whether it
+/// is a `delete`.
+fn written_collection(cmd: &Document, target: &Target) -> Option<(argon_wal::Namespace, bool)> {
+    let (name, coll) = cmd.iter().next()?;
+    let writes = [
+        "insert",
+        "update",
+        "delete",
+        "findAndModify",
+        "findandmodify",
+    ];
+    match coll {
+        Bson::String(c) if writes.contains(&name.as_str()) => Some((
+            argon_wal::Namespace::new(target.db.as_str(), c.as_str()),
+            name == "delete",
+        )),
+        _ => None,
+    }
 }
 
 /// A statement's write inside a transaction: resolved on the transaction's

@@ -122,15 +122,21 @@ pub(crate) const CREATE: Fields = Fields {
 /// `collMod` (see `coll_mod`).
 pub(crate) const COLL_MOD: Fields = Fields {
     what: "collMod",
-    known: &["validator", "validationLevel", "validationAction", "index"],
+    known: &[
+        "validator",
+        "validationLevel",
+        "validationAction",
+        "index",
+        // A capped collection's limits (`capped`).
+        "cappedSize",
+        "cappedMax",
+    ],
     unsupported: &[
         "viewOn",
         "pipeline",
         "expireAfterSeconds",
         "changeStreamPreAndPostImages",
         "timeseries",
-        "cappedSize",
-        "cappedMax",
         "clusteredIndex",
         "recordPreImages",
         "dryRun",
@@ -166,10 +172,11 @@ pub(crate) const FIND: Fields = Fields {
         // On a capped collection (`read::tailable`, `cursor::Tail`).
         "tailable",
         "awaitData",
-    ],
-    unsupported: &[
+        // Index key bounds with a hint (`query::plan::min_max`).
         "min",
         "max",
+    ],
+    unsupported: &[
         "returnKey",
         "showRecordId",
         "oplogReplay",
@@ -422,7 +429,10 @@ pub(crate) fn check_hint(hint: Option<&Bson>, coll: Option<&CollectionState>) ->
         Bson::String(name) if name.is_empty() => true,
         Bson::String(name) => found(&|i: &Document| i.get_str("name").ok() == Some(name.as_str())),
         Bson::Document(keys) if keys.is_empty() => true,
-        Bson::Document(keys) if keys.len() == 1 && keys.contains_key("$natural") => true,
+        Bson::Document(keys) if keys.contains_key("$natural") => {
+            natural_direction(keys, "hint")?;
+            true
+        }
         Bson::Document(keys) => found(&|i: &Document| {
             i.get_document("key")
                 .is_ok_and(|k| same_key_pattern(k, keys))
@@ -441,6 +451,55 @@ pub(crate) fn check_hint(hint: Option<&Bson>, coll: Option<&CollectionState>) ->
             "hint provided does not correspond to an existing index",
         ))
     }
+}
+
+/// The direction of a `{$natural: ±1}` sort or hint (`what`): `true`
+/// forward. MongoDB's BadValue for another value or another field beside
+/// it.
+pub(crate) fn natural_direction(spec: &Document, what: &str) -> Result<bool> {
+    if spec.len() != 1 {
+        return Err(CommandError::bad_value(format!(
+            "Cannot include '$natural' in compound {what}: {spec}"
+        )));
+    }
+    match spec.get("$natural").and_then(crate::query::compare::as_f64) {
+        Some(1.0) => Ok(true),
+        Some(-1.0) => Ok(false),
+        _ => Err(CommandError::bad_value(format!(
+            "$natural {what} cannot be set to a value other than -1 or 1."
+        ))),
+    }
+}
+
+/// A find's `sort: {$natural: ±1}` is a hint, as MongoDB's canonical query
+/// makes it: the hint to plan with (`None` when the sort is not
+/// `$natural`, and the caller keeps both as sent). It must agree with a
+/// hint given beside it.
+pub(crate) fn natural_sort(sort: Option<&Document>, hint: Option<&Bson>) -> Result<Option<Bson>> {
+    let Some(sort) = sort.filter(|s| s.contains_key("$natural")) else {
+        return Ok(None);
+    };
+    let forward = natural_direction(sort, "sort")?;
+    match hint {
+        None | Some(Bson::Null) => {}
+        Some(Bson::String(s)) if s.is_empty() => {}
+        Some(Bson::Document(h)) if h.is_empty() => {}
+        Some(Bson::Document(h)) if h.contains_key("$natural") => {
+            if natural_direction(h, "hint")? != forward {
+                return Err(CommandError::bad_value(
+                    "$natural hint must be in the same direction as $natural sort order",
+                ));
+            }
+        }
+        Some(_) => {
+            return Err(CommandError::bad_value(
+                "index hint not allowed with $natural sort order",
+            ));
+        }
+    }
+    Ok(Some(Bson::Document(
+        bson::doc! {"$natural": if forward { 1 } else { -1 }},
+    )))
 }
 
 /// Key patterns are equal field by field, in order, with `1`, `1.0` and
@@ -516,5 +575,39 @@ mod tests {
         assert!(check_hint(Some(&Bson::from("_id_")), None).is_ok());
         assert!(check_hint(Some(&Bson::Int32(5)), None).is_err());
         assert!(check_hint(Some(&Bson::Document(doc! {"$natural": 1})), None).is_ok());
+        assert!(check_hint(Some(&Bson::Document(doc! {"$natural": -1.0})), None).is_ok());
+        for bad in [
+            doc! {"$natural": 2},
+            doc! {"$natural": 0},
+            doc! {"$natural": "x"},
+            doc! {"$natural": 1, "a": 1},
+        ] {
+            let e = check_hint(Some(&Bson::Document(bad.clone())), None).unwrap_err();
+            assert_eq!(e.code, ErrorCode::BadValue, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_natural_sort_is_a_hint_that_agrees_with_the_given_one() {
+        let nat = |d: i32| Bson::Document(doc! {"$natural": d});
+        assert_eq!(natural_sort(None, None).unwrap(), None);
+        assert_eq!(natural_sort(Some(&doc! {"a": 1}), None).unwrap(), None);
+        assert_eq!(
+            natural_sort(Some(&doc! {"$natural": -1}), None).unwrap(),
+            Some(nat(-1))
+        );
+        assert_eq!(
+            natural_sort(Some(&doc! {"$natural": 1}), Some(&nat(1))).unwrap(),
+            Some(nat(1))
+        );
+        for (sort, hint) in [
+            (doc! {"$natural": 1}, Some(nat(-1))),
+            (doc! {"$natural": 1}, Some(Bson::String("a_1".into()))),
+            (doc! {"$natural": 1, "a": 1}, None),
+            (doc! {"$natural": 3}, None),
+        ] {
+            let e = natural_sort(Some(&sort), hint.as_ref()).unwrap_err();
+            assert_eq!(e.code, ErrorCode::BadValue, "{sort} {hint:?}");
+        }
     }
 }

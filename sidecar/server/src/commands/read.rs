@@ -140,10 +140,23 @@ pub(crate) fn for_each_planned(
     sort: Option<&SortSpec>,
     hint: Option<&Bson>,
     deadline: Deadline,
+    f: impl FnMut(Document, usize) -> Result<bool>,
+) -> Result<Access> {
+    let plan = plan::choose(state.collection(ns)?.as_ref(), filter, sort, hint)?;
+    for_each_in_plan(state, ns, filter, plan, deadline, f)
+}
+
+/// [`for_each_planned`] through a plan already chosen.
+fn for_each_in_plan(
+    state: &BranchState,
+    ns: &Namespace,
+    filter: &Filter,
+    plan: plan::Plan,
+    deadline: Deadline,
     mut f: impl FnMut(Document, usize) -> Result<bool>,
 ) -> Result<Access> {
     let coll = state.collection(ns)?;
-    let mut access = Access::new(plan::choose(coll.as_ref(), filter, sort, hint)?);
+    let mut access = Access::new(plan);
     let Some(coll) = coll else {
         return Ok(access);
     };
@@ -298,7 +311,13 @@ pub async fn find(ctx: &Ctx<'_>) -> Result<Document> {
     let target = ctx.target()?;
     let vars = Vars::parse(ctx.cmd.get("let"))?;
     let (filter_doc, filter) = parse_filter(ctx.cmd, "filter", &vars)?;
-    let sort = opt_doc(ctx.cmd, "sort")?.map(SortSpec::parse).transpose()?;
+    // `sort: {$natural: ±1}` is a hint (MongoDB's canonical query).
+    let natural = options::natural_sort(opt_doc(ctx.cmd, "sort")?, ctx.cmd.get("hint"))?;
+    let sort = match natural {
+        Some(_) => None,
+        None => opt_doc(ctx.cmd, "sort")?.map(SortSpec::parse).transpose()?,
+    };
+    let hint = natural.as_ref().or(ctx.cmd.get("hint"));
     let empty = Document::new();
     let projection = opt_doc(ctx.cmd, "projection")?
         .filter(|p| !p.is_empty())
@@ -318,6 +337,9 @@ pub async fn find(ctx: &Ctx<'_>) -> Result<Document> {
     }
     let batch = batch_size(Some(ctx.cmd))?;
     let single_batch = opt_bool(ctx.cmd, "singleBatch", false)? || limit == 1;
+    let min = plan::min_max::field(ctx.cmd, "min")?;
+    let max = plan::min_max::field(ctx.cmd, "max")?;
+    let bounded = plan::min_max::check(&min, &max, hint)?;
     let deadline = ctx.deadline()?;
     let state = ctx.read_state(&target).await?;
     let ns = Namespace::new(target.db.as_str(), coll.as_str());
@@ -339,7 +361,31 @@ pub async fn find(ctx: &Ctx<'_>) -> Result<Document> {
             "$text in a tailable cursor is not supported by Argon",
         ));
     }
+    if view::is_view(state.collection(&ns)?.as_ref()) {
+        // A find of a view runs as an aggregation, which has no min/max
+        // and no natural order (MongoDB's `asAggregationCommand`, before
+        // the hint is looked at).
+        for (name, given) in [("min", &min), ("max", &max)] {
+            if !given.is_empty() {
+                return Err(CommandError::new(
+                    ErrorCode::InvalidPipelineOperator,
+                    format!("Option {name} not supported in aggregation."),
+                ));
+            }
+        }
+        if natural.is_some() {
+            return Err(CommandError::new(
+                ErrorCode::InvalidPipelineOperator,
+                "Sort option $natural not supported in aggregation.",
+            ));
+        }
+    }
     check_hint(ctx.cmd.get("hint"), state.collection(&ns)?.as_ref())?;
+    if bounded && tail.is_some() {
+        return Err(CommandError::bad_value(
+            "min/max cannot be used with a tailable cursor",
+        ));
+    }
     let shown = format!("{}.{coll}", target.raw);
     if let Some(await_data) = tail {
         let collation =
@@ -393,16 +439,22 @@ pub async fn find(ctx: &Ctx<'_>) -> Result<Document> {
     // scores, and the cursor's later batches (which keep it).
     let _text = text::bind(&filter, state.collection(&ns)?.as_ref())?.enter();
     crate::query::geo::require_index(&filter, state.collection(&ns)?.as_ref())?;
-    let hint = ctx.cmd.get("hint");
     let sort = sort.filter(|s| !s.is_empty());
     let near_first = sort.is_none() && crate::query::geo::near_of(&filter).is_some();
-    let plan = plan::choose(
+    if bounded && crate::query::geo::near_of(&filter).is_some() {
+        return Err(CommandError::new(
+            ErrorCode::NoQueryExecutionPlans,
+            "min/max cannot be used with $near or $nearSphere",
+        ));
+    }
+    let plan = plan::choose_bounded(
         state.collection(&ns)?.as_ref(),
         &filter,
         sort.as_ref(),
         hint,
+        &min,
+        &max,
     )?;
-    let capped = state.collection(&ns)?.is_some_and(|c| c.is_capped());
     let (first, id) = match &sort {
         _ if near_first => {
             // `$near`/`$nearSphere` without a sort: nearest first, through
@@ -431,7 +483,7 @@ pub async fn find(ctx: &Ctx<'_>) -> Result<Document> {
             let top = (limit > 0)
                 .then(|| usize::try_from(skip.saturating_add(limit)).unwrap_or(usize::MAX));
             let budget = StageBudget::new(ctx.svc.blocking_sort_bytes(), allow_disk);
-            let sorted = sort_matching(&state, &ns, &filter, hint, s, top, budget, deadline)?;
+            let sorted = sort_matching(&state, &ns, &filter, plan, s, top, budget, deadline)?;
             let sorted = SortedScan::new(
                 sorted,
                 projection,
@@ -441,24 +493,6 @@ pub async fn find(ctx: &Ctx<'_>) -> Result<Document> {
             ctx.svc
                 .cursors
                 .open_sorted(shown.clone(), sorted, batch, single_batch, deadline)?
-        }
-        None if capped && matches!(plan, plan::Plan::Collscan) => {
-            // Natural order is insertion order (a capped collection is
-            // bounded by its own size).
-            let mut found = Vec::new();
-            if let Some(c) = state.collection(&ns)? {
-                for raw in c.iter_natural() {
-                    deadline.check()?;
-                    let d = raw?.to_document();
-                    if filter.try_matches(&d)? {
-                        found.push(d);
-                    }
-                }
-            }
-            let docs = finish(found.into_iter(), skip, limit, projection.as_ref())?;
-            ctx.svc
-                .cursors
-                .open(shown.clone(), docs, batch, single_batch)
         }
         _ => {
             // Streams through the plan (whose order is the sort, if any):
@@ -490,14 +524,14 @@ fn sort_matching(
     state: &BranchState,
     ns: &Namespace,
     filter: &Filter,
-    hint: Option<&Bson>,
+    plan: plan::Plan,
     spec: &SortSpec,
     top: Option<usize>,
     budget: StageBudget,
     deadline: Deadline,
 ) -> Result<Sorted> {
     let mut sorter = ExternalSorter::new(spec.clone(), budget).with_limit(top);
-    for_each_planned(state, ns, filter, None, hint, deadline, |d, _| {
+    for_each_in_plan(state, ns, filter, plan, deadline, |d, _| {
         sorter.push(&d)?;
         Ok(true)
     })?;
@@ -524,24 +558,6 @@ fn near_matching(
         Ok(true)
     })?;
     sorter.finish()
-}
-
-fn finish(
-    docs: impl Iterator<Item = Document>,
-    skip: i64,
-    limit: i64,
-    projection: Option<&Projection>,
-) -> Result<Vec<Document>> {
-    let it = docs.skip(skip as usize);
-    let it: Box<dyn Iterator<Item = Document>> = if limit > 0 {
-        Box::new(it.take(limit as usize))
-    } else {
-        Box::new(it)
-    };
-    match projection {
-        Some(p) => it.map(|d| p.try_apply(&d)).collect(),
-        None => Ok(it.collect()),
-    }
 }
 
 pub async fn get_more(ctx: &Ctx<'_>) -> Result<Document> {

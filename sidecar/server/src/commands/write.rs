@@ -240,6 +240,8 @@ pub(super) fn parse_update_stmt(s: &Bson, vars: &Vars) -> Result<UpdateStmt> {
         )
     })?;
     let q = vars.bind_filter(&q)?;
+    // `sort: {$natural: ±1}` is a hint, as on a find.
+    let natural = options::natural_sort(opt_doc(s, "sort")?, s.get("hint"))?;
     let stmt = UpdateStmt {
         filter: Filter::parse_query(&q)?,
         q,
@@ -249,11 +251,14 @@ pub(super) fn parse_update_stmt(s: &Bson, vars: &Vars) -> Result<UpdateStmt> {
         )?,
         upsert: opt_bool(s, "upsert", false)?,
         multi: opt_bool(s, "multi", false)?,
-        sort: opt_doc(s, "sort")?
-            .filter(|d| !d.is_empty())
-            .map(SortSpec::parse)
-            .transpose()?,
-        hint: s.get("hint").cloned(),
+        sort: match &natural {
+            Some(_) => None,
+            None => opt_doc(s, "sort")?
+                .filter(|d| !d.is_empty())
+                .map(SortSpec::parse)
+                .transpose()?,
+        },
+        hint: natural.or_else(|| s.get("hint").cloned()),
         collation,
     };
     if stmt.multi && stmt.u.is_replacement() {
@@ -261,7 +266,7 @@ pub(super) fn parse_update_stmt(s: &Bson, vars: &Vars) -> Result<UpdateStmt> {
             "multi update is not supported for replacement-style update",
         ));
     }
-    if stmt.multi && stmt.sort.is_some() {
+    if stmt.multi && opt_doc(s, "sort")?.is_some_and(|d| !d.is_empty()) {
         return Err(CommandError::new(
             ErrorCode::InvalidOptions,
             "Cannot specify sort with multi=true",
@@ -557,10 +562,15 @@ pub async fn find_and_modify(ctx: &Ctx<'_>) -> Result<Document> {
     let target = ctx.target()?;
     target.writable()?;
     let vars = Vars::parse(ctx.cmd.get("let"))?;
-    let hint = ctx.cmd.get("hint").cloned();
+    // `sort: {$natural: ±1}` is a hint, as on a find.
+    let natural = options::natural_sort(opt_doc(ctx.cmd, "sort")?, ctx.cmd.get("hint"))?;
     let q = vars.bind_filter(&opt_doc(ctx.cmd, "query")?.cloned().unwrap_or_default())?;
     let filter = Filter::parse_query(&q)?;
-    let sort = opt_doc(ctx.cmd, "sort")?.map(SortSpec::parse).transpose()?;
+    let sort = match &natural {
+        Some(_) => None,
+        None => opt_doc(ctx.cmd, "sort")?.map(SortSpec::parse).transpose()?,
+    };
+    let hint = natural.or_else(|| ctx.cmd.get("hint").cloned());
     let remove = opt_bool(ctx.cmd, "remove", false)?;
     let return_new = opt_bool(ctx.cmd, "new", false)?;
     let upsert = opt_bool(ctx.cmd, "upsert", false)?;

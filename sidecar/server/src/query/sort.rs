@@ -60,6 +60,17 @@ impl SortSpec {
                     "$sort field names must not be empty",
                 ));
             }
+            // A sort key is a field path (MongoDB's FieldPath): `$natural`
+            // is not one (a find's `{$natural: ±1}` is taken as a hint
+            // before it gets here, as MongoDB's canonical query does).
+            if k.split('.').any(|p| p.starts_with('$')) {
+                return Err(CommandError::new(
+                    crate::error::ErrorCode::Location16410,
+                    format!(
+                        "FieldPath field names may not start with '$'. Consider using $getField or $setField.: '{k}'"
+                    ),
+                ));
+            }
             keys.push((Key::Path(k.clone()), ascending));
         }
         Ok(SortSpec { keys })
@@ -191,5 +202,13 @@ mod tests {
         SortSpec::parse(&doc! {"a": -1}).unwrap().sort(&mut docs);
         assert_eq!(docs[0].get_i32("_id").unwrap(), 5);
         assert!(SortSpec::parse(&doc! {"a": 2}).is_err());
+        for bad in [
+            doc! {"$natural": 1},
+            doc! {"a.$b": 1},
+            doc! {"a": 1, "$x": -1},
+        ] {
+            let e = SortSpec::parse(&bad).unwrap_err();
+            assert_eq!(e.code, crate::error::ErrorCode::Location16410, "{bad}");
+        }
     }
 }

@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 
-use argon_wal::{CollectionState, IdKey, IndexPosition};
+use argon_wal::{CollectionState, IdKey, IndexPosition, ScanDirection};
 use bson::RawDocument;
 
 use super::Plan;
@@ -17,8 +17,10 @@ use crate::error::Result;
 enum Position {
     #[default]
     Start,
-    /// After this `_id` key (collection scan).
+    /// After this `_id` key (collection scan; before it, backward).
     Coll(Vec<u8>),
+    /// Past this natural position of a capped collection.
+    Natural(u64),
     /// After this index entry.
     Index(IndexPosition),
     /// Before the `_id` at this index of the plan's list.
@@ -109,11 +111,72 @@ impl Access {
                     *position = Position::Ids(i + 1);
                 }
             }
+            Plan::Natural(direction) if coll.is_capped() => {
+                let past = match position {
+                    Position::Natural(p) => Some(*p),
+                    _ => None,
+                };
+                let docs: Box<dyn Iterator<Item = argon_wal::Result<(u64, argon_wal::Doc)>>> =
+                    match direction {
+                        ScanDirection::Forward => Box::new(coll.iter_natural_after(past)),
+                        ScanDirection::Backward => Box::new(coll.iter_natural_before(past)),
+                    };
+                for item in docs {
+                    let (at, raw) = item?;
+                    tick()?;
+                    *docs_examined += 1;
+                    if !f(&raw)? {
+                        *docs_examined -= 1;
+                        return Ok(false);
+                    }
+                    *position = Position::Natural(at);
+                }
+            }
+            Plan::Natural(direction) => {
+                let past = match position {
+                    Position::Coll(k) => Some(k.clone()),
+                    _ => None,
+                };
+                let docs: Box<dyn Iterator<Item = argon_wal::Result<(IdKey, argon_wal::Doc)>>> =
+                    match direction {
+                        ScanDirection::Forward => Box::new(coll.iter_after(past.as_deref())),
+                        ScanDirection::Backward => Box::new(coll.iter_before(past.as_deref())),
+                    };
+                for item in docs {
+                    let (key, raw) = item?;
+                    tick()?;
+                    *docs_examined += 1;
+                    if !f(&raw)? {
+                        *docs_examined -= 1;
+                        return Ok(false);
+                    }
+                    *position = Position::Coll(key.as_bytes().to_vec());
+                }
+            }
+            Plan::KeyRange(range) => {
+                let after = match position {
+                    Position::Coll(k) => Some(k.clone()),
+                    _ => None,
+                };
+                for item in coll.iter_after(after.as_deref()) {
+                    let (key, raw) = item?;
+                    tick()?;
+                    *docs_examined += 1;
+                    if range.holds(&raw.to_document())? && !f(&raw)? {
+                        *docs_examined -= 1;
+                        return Ok(false);
+                    }
+                    *position = Position::Coll(key.as_bytes().to_vec());
+                }
+            }
             Plan::Index(p) => {
                 let resume = match position {
                     Position::Index(at) => Some(at.clone()),
                     _ => None,
                 };
+                // A min/max range whose intervals are not exact: each
+                // candidate is checked against it.
+                let check = p.min_max.as_ref().filter(|m| !m.exact);
                 let dedup = p.multikey;
                 for entry in
                     coll.index_scan(&p.name, &p.bounds.intervals, p.direction, resume.as_ref())
@@ -130,6 +193,12 @@ impl Access {
                         continue;
                     };
                     *docs_examined += 1;
+                    if let Some(m) = check
+                        && !m.range.holds(&raw.to_document())?
+                    {
+                        *position = Position::Index(entry);
+                        continue;
+                    }
                     if !f(&raw)? {
                         *keys_examined -= 1;
                         *docs_examined -= 1;

@@ -357,7 +357,7 @@ fn intervals(fields: &[FieldBound]) -> Vec<KeyInterval> {
         .collect()
 }
 
-fn interval(lo: Vec<u8>, hi: Option<Vec<u8>>) -> KeyInterval {
+pub(crate) fn interval(lo: Vec<u8>, hi: Option<Vec<u8>>) -> KeyInterval {
     let lo = if lo.is_empty() {
         Bound::Unbounded
     } else {

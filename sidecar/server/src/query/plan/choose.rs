@@ -3,7 +3,8 @@
 //! may bound a scan).
 //!
 //! The rule, without trial runs:
-//! 1. a hint decides: `{$natural: 1}` a collection scan, an index a scan
+//! 1. a hint decides: `{$natural: ±1}` a natural-order scan (forward or
+//!    backward), an index a scan
 //!    of it (over the filter's bounds, or all of it when they bound
 //!    nothing, as MongoDB's hinted scans);
 //! 2. `_id` equality or `_id` `$in` scalars: point lookups;
@@ -11,13 +12,14 @@
 //!    field is bounded, or that give the sort: most equality fields, then
 //!    a range field, then giving the sort, then the fewest key fields,
 //!    then the smallest name;
-//! 4. otherwise a collection scan.
+//! 4. otherwise a collection scan (in natural order on a capped
+//!    collection).
 
 use argon_wal::{CollectionState, ScanDirection};
 use bson::{Bson, Document};
 
 use super::bounds::{self, Bounds, FieldBound};
-use super::{IndexPlan, Plan};
+use super::{IndexPlan, Plan, min_max};
 use crate::error::{CommandError, ErrorCode, Result};
 use crate::query::filter::{Filter, InItem, Pred};
 use crate::query::{SortSpec, collation};
@@ -33,6 +35,20 @@ pub fn choose(
     let Some(coll) = coll else {
         return Ok(Plan::Collscan);
     };
+    // A capped collection is scanned in its natural (insertion) order,
+    // as MongoDB's collection scan reads it.
+    Ok(match choose_in(coll, filter, sort, hint)? {
+        Plan::Collscan if coll.is_capped() => Plan::Natural(ScanDirection::Forward),
+        p => p,
+    })
+}
+
+fn choose_in(
+    coll: &CollectionState,
+    filter: &Filter,
+    sort: Option<&SortSpec>,
+    hint: Option<&Bson>,
+) -> Result<Plan> {
     let plannable = collation::active_is_simple() && filter.text_query().is_none();
     if let Some(plan) = hinted(coll, filter, sort, hint, plannable)? {
         return Ok(plan);
@@ -76,27 +92,15 @@ fn hinted(
         Some(Bson::String(name)) if name.is_empty() => return Ok(None),
         Some(Bson::Document(k)) if k.is_empty() => return Ok(None),
         Some(Bson::Document(k)) if k.contains_key("$natural") => {
-            return match k.get("$natural").and_then(crate::query::compare::as_f64) {
-                Some(d) if d >= 0.0 => Ok(Some(Plan::Collscan)),
-                _ => Err(CommandError::new(
-                    ErrorCode::CommandNotSupported,
-                    "hint {$natural: -1} (a reverse collection scan) is not supported by Argon",
-                )),
-            };
+            // `options::natural_direction` checked the value (±1).
+            return Ok(Some(Plan::Natural(
+                match k.get("$natural").and_then(crate::query::compare::as_f64) {
+                    Some(d) if d < 0.0 => ScanDirection::Backward,
+                    _ => ScanDirection::Forward,
+                },
+            )));
         }
-        Some(Bson::String(name)) => coll
-            .indexes()
-            .iter()
-            .find(|i| i.get_str("name").ok() == Some(name.as_str())),
-        Some(Bson::Document(keys)) => coll.indexes().iter().find(|i| {
-            i.get_document("key").is_ok_and(|k| {
-                k.len() == keys.len()
-                    && k.iter()
-                        .zip(keys.iter())
-                        .all(|((a, x), (b, y))| a == b && crate::query::compare::equal(x, y))
-            })
-        }),
-        Some(_) => return Ok(None),
+        Some(h) => hinted_spec(coll, h),
     };
     // `check_hint` refused a hint naming no index; the `_id_` index and
     // indexes without a key map (text, partial, collated) are read through
@@ -107,6 +111,55 @@ fn hinted(
     Ok(Some(
         index_plan(coll, spec, filter, sort, !plannable).map_or(Plan::Collscan, Plan::Index),
     ))
+}
+
+/// The index spec a hint names (by name or key pattern), if any.
+fn hinted_spec<'a>(coll: &'a CollectionState, hint: &Bson) -> Option<&'a Document> {
+    match hint {
+        Bson::String(name) => coll
+            .indexes()
+            .iter()
+            .find(|i| i.get_str("name").ok() == Some(name.as_str())),
+        Bson::Document(keys) => coll.indexes().iter().find(|i| {
+            i.get_document("key").is_ok_and(|k| {
+                k.len() == keys.len()
+                    && k.iter()
+                        .zip(keys.iter())
+                        .all(|((a, x), (b, y))| a == b && crate::query::compare::equal(x, y))
+            })
+        }),
+        _ => None,
+    }
+}
+
+/// The plan of a find with `min`/`max` (see `min_max`), or [`choose`]'s
+/// when it gives neither.
+pub fn choose_bounded(
+    coll: Option<&CollectionState>,
+    filter: &Filter,
+    sort: Option<&SortSpec>,
+    hint: Option<&Bson>,
+    min: &Document,
+    max: &Document,
+) -> Result<Plan> {
+    if !min_max::check(min, max, hint)? {
+        return choose(coll, filter, sort, hint);
+    }
+    if filter.text_query().is_some() {
+        return Err(CommandError::new(
+            ErrorCode::NoQueryExecutionPlans,
+            "min/max cannot be used with $text",
+        ));
+    }
+    // A missing collection has no documents (MongoDB plans EOF).
+    let Some(coll) = coll else {
+        return Ok(Plan::Collscan);
+    };
+    // `check_hint` refused a hint that names no index.
+    let spec = hint.and_then(|h| hinted_spec(coll, h)).ok_or_else(|| {
+        CommandError::bad_value("hint provided does not correspond to an existing index")
+    })?;
+    min_max::plan(coll, spec, min, max, sort)
 }
 
 /// `_id` equality or `$in` of scalars: point lookups in `_id` order.
@@ -190,6 +243,7 @@ fn index_plan(
         bounds,
         direction: sort_direction.unwrap_or(ScanDirection::Forward),
         provides_sort: sort_direction.is_some(),
+        min_max: None,
     })
 }
 
@@ -200,7 +254,11 @@ fn index_plan(
 /// direction (the key map ascends on every field), optionally ending with
 /// `_id` once every field is covered (ties in a key map are in `_id`
 /// order).
-fn sort_order(bounds: &Bounds, paths: &[String], sort: &SortSpec) -> Option<ScanDirection> {
+pub(super) fn sort_order(
+    bounds: &Bounds,
+    paths: &[String],
+    sort: &SortSpec,
+) -> Option<ScanDirection> {
     let keys = sort.paths()?;
     let single =
         |i: usize| matches!(bounds.fields.get(i), Some(FieldBound::Points(p)) if p.len() == 1);
@@ -355,7 +413,16 @@ mod tests {
                 None,
                 Some(Bson::Document(doc! {"$natural": 1}))
             ),
-            Plan::Collscan
+            Plan::Natural(ScanDirection::Forward)
+        ));
+        assert!(matches!(
+            plan(
+                &s,
+                doc! {"a": 1},
+                None,
+                Some(Bson::Document(doc! {"$natural": -1}))
+            ),
+            Plan::Natural(ScanDirection::Backward)
         ));
         let hinted = plan(&s, doc! {"a": 1}, None, Some(Bson::String("b_1".into())));
         assert_eq!(index_name(&hinted), Some("b_1"));

@@ -31,9 +31,10 @@
 pub mod access;
 pub mod bounds;
 pub mod choose;
+pub mod min_max;
 
 pub use access::Access;
-pub use choose::choose;
+pub use choose::{choose, choose_bounded};
 
 use argon_wal::ScanDirection;
 use bson::{Bson, Document};
@@ -45,6 +46,10 @@ use bounds::Bounds;
 pub enum Plan {
     /// Every document in `_id` order.
     Collscan,
+    /// Every document in natural order (`{$natural: ±1}` as hint or sort):
+    /// insertion order for a capped collection, `_id` order otherwise;
+    /// `Backward` reverses it.
+    Natural(ScanDirection),
     /// Point lookups of these `_id`s, in `_id` order (`_id` equality or
     /// `$in` of scalars); `exact` when the filter is that predicate alone.
     IdHack {
@@ -52,6 +57,10 @@ pub enum Plan {
         exact: bool,
     },
     Index(IndexPlan),
+    /// `min`/`max` over an index without a key map (`_id_`, a partial or
+    /// collated index): the collection in `_id` order, keeping documents
+    /// with a key in the range (`min_max`).
+    KeyRange(std::sync::Arc<min_max::KeyRange>),
 }
 
 /// A scan of one secondary index's key map.
@@ -67,6 +76,8 @@ pub struct IndexPlan {
     pub direction: ScanDirection,
     /// Whether this scan's order is the query's sort.
     pub provides_sort: bool,
+    /// `find`'s `min`/`max`, when they (not the filter) bound the scan.
+    pub min_max: Option<min_max::MinMax>,
 }
 
 impl IndexPlan {
@@ -102,7 +113,12 @@ impl Plan {
             d
         };
         match self {
-            Plan::Collscan => with_filter(bson::doc! {"stage": "COLLSCAN", "direction": "forward"}),
+            Plan::Collscan | Plan::Natural(ScanDirection::Forward) => {
+                with_filter(bson::doc! {"stage": "COLLSCAN", "direction": "forward"})
+            }
+            Plan::Natural(ScanDirection::Backward) => {
+                with_filter(bson::doc! {"stage": "COLLSCAN", "direction": "backward"})
+            }
             Plan::IdHack { exact: true, .. } => bson::doc! {"stage": "IDHACK"},
             Plan::IdHack { .. } => {
                 with_filter(bson::doc! {"stage": "FETCH", "inputStage": {"stage": "IDHACK"}})
@@ -115,8 +131,16 @@ impl Plan {
                     "indexName": p.name.clone(),
                     "isMultiKey": p.multikey,
                     "direction": p.shown_direction(),
-                    "indexBounds": p.bounds.shown(&p.paths, p.direction == ScanDirection::Backward),
+                    "indexBounds": match &p.min_max {
+                        Some(m) => m.range.shown(),
+                        None => p.bounds.shown(&p.paths, p.direction == ScanDirection::Backward),
+                    },
                 },
+            }),
+            Plan::KeyRange(r) => with_filter(bson::doc! {
+                "stage": "COLLSCAN",
+                "direction": "forward",
+                "indexBounds": r.shown(),
             }),
         }
     }

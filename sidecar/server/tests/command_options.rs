@@ -804,3 +804,55 @@ fn known_elsewhere(name: &str) -> bool {
     ]
     .contains(&name)
 }
+
+/// A key pattern two indexes share (one with a collation) names neither:
+/// BadValue as mongod's planner says, on every command that takes a hint;
+/// each is still hinted by name.
+#[tokio::test]
+async fn a_hint_matching_two_indexes_is_refused() {
+    let (_sidecar, _dir, db) = server().await;
+    db.run_command(doc! {"createIndexes": "two", "indexes": [
+        {"key": {"k": 1}, "name": "k_plain"},
+        {"key": {"k": 1}, "name": "k_fr", "collation": {"locale": "fr"}},
+    ]})
+    .await
+    .expect("two indexes on one key pattern");
+    db.collection::<Document>("two")
+        .insert_one(doc! {"_id": 1, "k": "a"})
+        .await
+        .expect("insert");
+    for cmd in [
+        doc! {"find": "two", "filter": {"k": "a"}, "hint": {"k": 1}},
+        doc! {"count": "two", "query": {"k": "a"}, "hint": {"k": 1}},
+        doc! {"delete": "two", "deletes": [{"q": {"k": "zz"}, "limit": 0, "hint": {"k": 1}}]},
+    ] {
+        let shown = cmd.to_string();
+        let e = db.run_command(cmd).await.map(|r| r.to_string());
+        let e = match e {
+            Err(e) => e,
+            Ok(reply) if reply.contains("writeErrors") => {
+                assert!(reply.contains("Hint matched multiple indexes"), "{reply}");
+                continue;
+            }
+            Ok(reply) => panic!("{shown} answered {reply}"),
+        };
+        assert_eq!(common::code(&e), Some(2), "{shown}: {e}");
+        assert!(
+            e.to_string()
+                .contains("Hint matched multiple indexes, must hint by index name"),
+            "{e}"
+        );
+    }
+    for name in ["k_plain", "k_fr"] {
+        let reply = db
+            .run_command(doc! {"find": "two", "filter": {"k": "a"}, "hint": name})
+            .await
+            .expect("a hint by name");
+        let batch = reply
+            .get_document("cursor")
+            .and_then(|c| c.get_array("firstBatch"))
+            .expect("a cursor");
+        assert_eq!(batch.len(), 1, "{name}");
+    }
+    alive(&db).await;
+}

@@ -433,10 +433,28 @@ pub(crate) fn check_hint(hint: Option<&Bson>, coll: Option<&CollectionState>) ->
             natural_direction(keys, "hint")?;
             true
         }
-        Bson::Document(keys) => found(&|i: &Document| {
-            i.get_document("key")
-                .is_ok_and(|k| same_key_pattern(k, keys))
-        }),
+        Bson::Document(keys) => {
+            // As mongod's planner: a key pattern two indexes share (they
+            // differ in collation or filter) names neither.
+            let matched: Vec<&str> = coll
+                .map(|c| {
+                    c.indexes()
+                        .iter()
+                        .filter(|i| {
+                            i.get_document("key")
+                                .is_ok_and(|k| same_key_pattern(k, keys))
+                        })
+                        .map(|i| i.get_str("name").unwrap_or_default())
+                        .collect()
+                })
+                .unwrap_or_default();
+            if let [first, second, ..] = matched[..] {
+                return Err(CommandError::bad_value(format!(
+                    "Hint matched multiple indexes, must hint by index name. Matched: {first} and {second}"
+                )));
+            }
+            coll.is_none() || !matched.is_empty()
+        }
         other => {
             return Err(CommandError::failed_to_parse(format!(
                 "BSON field 'hint' is the wrong type '{}', expected types '[string, object]'",

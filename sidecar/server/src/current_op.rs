@@ -10,6 +10,16 @@
 //! larger than 1 KiB shows a truncated rendering, as mongod does. So no
 //! listing can reveal a password, whoever asks.
 //!
+//! Beside the operations, what `$currentOp`'s idle flags list: every open
+//! connection (`Operations::connect`; idle while it runs no command),
+//! and the descriptions of idle sessions ([`describe_idle_session`]) and
+//! idle cursors ([`CursorInfo`]), whose registries are `session` and
+//! `cursor`. An idle cursor's `originatingCommand` goes through
+//! `shown_command` too. A listing holds one document per operation,
+//! connection, session and cursor: bounded by `--max-connections`
+//! (`limits::DEFAULT_MAX_CONNECTIONS`), `session::MAX_SESSIONS`, and the
+//! cursors open, each of which holds more than its listing does.
+//!
 //! `killOp` marks an operation; its deadline checks (`Deadline::check`,
 //! every few hundred documents of a scan) fail it with `Interrupted`
 //! (11601). A write already handed to the WAL completes: a commit is never
@@ -76,10 +86,25 @@ struct Op {
     started_at: bson::DateTime,
 }
 
-/// The operations running in one server.
+/// The operations running in one server, and its open connections.
 #[derive(Default)]
 pub struct Operations {
     ops: Mutex<HashMap<i64, Arc<Op>>>,
+    /// Who each open connection is, as of its last command.
+    connections: Mutex<HashMap<i64, Client>>,
+}
+
+/// Keeps a connection listed; dropping it (the connection closed)
+/// unregisters it.
+pub struct ConnectionGuard<'a> {
+    ops: &'a Operations,
+    id: i64,
+}
+
+impl Drop for ConnectionGuard<'_> {
+    fn drop(&mut self) {
+        self.ops.lock_connections().remove(&self.id);
+    }
 }
 
 /// Keeps an operation listed; dropping it unregisters the operation.
@@ -103,6 +128,53 @@ impl Drop for OpGuard<'_> {
 impl Operations {
     fn lock(&self) -> MutexGuard<'_, HashMap<i64, Arc<Op>>> {
         self.ops.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_connections(&self) -> MutexGuard<'_, HashMap<i64, Client>> {
+        // Entries are inserted and removed whole; a panic cannot tear one.
+        self.connections.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers an open connection until the guard drops.
+    pub fn connect(&self, client: Client) -> ConnectionGuard<'_> {
+        let id = client.connection_id;
+        self.lock_connections().insert(id, client);
+        ConnectionGuard { ops: self, id }
+    }
+
+    /// Records who a connection is after a command (a handshake names its
+    /// application, a login its user); an unregistered one stays so.
+    pub fn update_connection(&self, client: Client) {
+        if let Some(known) = self.lock_connections().get_mut(&client.connection_id) {
+            *known = client;
+        }
+    }
+
+    /// The open connections that run no command and `may_see` admits, as
+    /// `currentOp` documents (`idleConnections`), by connection id.
+    pub fn list_idle_connections(&self, may_see: impl Fn(&Client) -> bool) -> Vec<Document> {
+        let busy: HashSet<i64> = self
+            .lock()
+            .values()
+            .map(|op| op.client.connection_id)
+            .collect();
+        let mut idle: Vec<Client> = self
+            .lock_connections()
+            .values()
+            .filter(|c| !busy.contains(&c.connection_id) && may_see(c))
+            .cloned()
+            .collect();
+        idle.sort_by_key(|c| c.connection_id);
+        let now = bson::DateTime::now();
+        idle.iter()
+            .map(|c| {
+                let mut d = doc! {"type": "op"};
+                describe_client(&mut d, c);
+                d.insert("active", false);
+                d.insert("currentOpTime", now);
+                d
+            })
+            .collect()
     }
 
     /// Registers command `name` of `cmd` on `db`, run by `client`.
@@ -208,11 +280,9 @@ pub fn shown_command(name: &str, db: &str, cmd: &Document) -> Document {
 
 fn describe(opid: i64, op: &Op) -> Document {
     let running = op.started.elapsed();
-    let mut d = doc! {
-        "type": "op",
-        "desc": format!("conn{}", op.client.connection_id),
-        "connectionId": op.client.connection_id,
-        "client": op.client.address.clone(),
+    let mut d = doc! {"type": "op"};
+    describe_client(&mut d, &op.client);
+    d.extend(doc! {
         "active": true,
         "opid": opid,
         "killPending": is_killed(opid),
@@ -225,11 +295,20 @@ fn describe(opid: i64, op: &Op) -> Document {
         "numYields": 0,
         "waitingForLock": false,
         "locks": {},
-    };
-    if let Some(app) = &op.client.app_name {
+    });
+    d
+}
+
+/// The fields that say who runs something: its connection, application
+/// and user (the user's name only: never a credential).
+fn describe_client(d: &mut Document, client: &Client) {
+    d.insert("desc", format!("conn{}", client.connection_id));
+    d.insert("connectionId", client.connection_id);
+    d.insert("client", client.address.clone());
+    if let Some(app) = &client.app_name {
         d.insert("appName", app.clone());
     }
-    if let Some(user) = &op.client.user {
+    if let Some(user) = &client.user {
         d.insert(
             "effectiveUsers",
             vec![Bson::Document(
@@ -237,6 +316,133 @@ fn describe(opid: i64, op: &Op) -> Document {
             )],
         );
     }
+}
+
+/// What listings show of an open cursor (`idleCursors`), kept with it by
+/// `cursor::CursorStore` and counted as it returns batches.
+#[derive(Clone, Debug)]
+pub struct CursorInfo {
+    /// The namespace the client used (`db.coll`), echoed in replies too.
+    pub ns: String,
+    /// Who opened it: only they (or a monitor) see it listed.
+    pub client: Client,
+    lsid: Option<Document>,
+    originating_command: Document,
+    created: bson::DateTime,
+    last_access: bson::DateTime,
+    docs_returned: i64,
+    batches_returned: i64,
+    tailable: bool,
+    await_data: bool,
+}
+
+impl CursorInfo {
+    /// A cursor on `ns` opened by command `cmd` on `db`, run by `client`.
+    pub fn new(ns: String, client: Client, db: &str, cmd: &Document) -> CursorInfo {
+        let name = cmd.keys().next().map(String::as_str).unwrap_or_default();
+        let now = bson::DateTime::now();
+        CursorInfo {
+            ns,
+            client,
+            lsid: shown_lsid(cmd),
+            originating_command: shown_command(name, db, cmd),
+            created: now,
+            last_access: now,
+            docs_returned: 0,
+            batches_returned: 0,
+            tailable: false,
+            await_data: false,
+        }
+    }
+
+    /// A tailable cursor (waiting for data on `getMore` when `await_data`).
+    pub fn tailable(mut self, await_data: bool) -> CursorInfo {
+        self.tailable = true;
+        self.await_data = await_data;
+        self
+    }
+
+    /// Counts one batch of `docs` documents returned now.
+    pub fn returned(&mut self, docs: usize) {
+        self.docs_returned = self
+            .docs_returned
+            .saturating_add(i64::try_from(docs).unwrap_or(i64::MAX));
+        self.batches_returned = self.batches_returned.saturating_add(1);
+        self.last_access = bson::DateTime::now();
+    }
+
+    /// The `idleCursor` document of cursor `id`, as mongod lists it.
+    pub fn describe(&self, id: i64) -> Document {
+        let mut d = doc! {"type": "idleCursor", "ns": self.ns.clone()};
+        if let Some(lsid) = &self.lsid {
+            d.insert("lsid", lsid.clone());
+        }
+        d.insert(
+            "cursor",
+            doc! {
+                "cursorId": id,
+                "createdDate": self.created,
+                "lastAccessDate": self.last_access,
+                "nDocsReturned": self.docs_returned,
+                "nBatchesReturned": self.batches_returned,
+                // Refused by `find` (`commands::options`): never set.
+                "noCursorTimeout": false,
+                "tailable": self.tailable,
+                "awaitData": self.await_data,
+                "originatingCommand": self.originating_command.clone(),
+            },
+        );
+        d
+    }
+}
+
+/// The `lsid` a command names, as listings show it: its `id` only, so a
+/// listing never carries more of it than the session is known by.
+pub fn shown_lsid(cmd: &Document) -> Option<Document> {
+    let id = cmd.get_document("lsid").ok()?.get("id")?;
+    Some(doc! {"id": id.clone()})
+}
+
+/// What listings show of a session holding an open transaction while no
+/// statement of it runs (`idleSessions`), from `session::Sessions`.
+pub struct IdleTransaction {
+    pub lsid: Document,
+    pub txn_number: i64,
+    /// The connection of its last statement.
+    pub client: Client,
+    pub read_concern: Document,
+    pub started_at: bson::DateTime,
+    pub open: std::time::Duration,
+    pub active: std::time::Duration,
+    pub expiry: bson::DateTime,
+}
+
+/// The `idleSession` document of an open transaction, as mongod's
+/// `reportStashedState` lists it.
+pub fn describe_idle_session(t: &IdleTransaction) -> Document {
+    let micros = |d: std::time::Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
+    let mut d = doc! {"type": "idleSession"};
+    describe_client(&mut d, &t.client);
+    // It names the transaction, not the connection (replaced in place).
+    d.insert("desc", "inactive transaction");
+    d.insert("lsid", t.lsid.clone());
+    d.insert(
+        "transaction",
+        doc! {
+            "parameters": {
+                "txnNumber": t.txn_number,
+                "autocommit": false,
+                "readConcern": t.read_concern.clone(),
+            },
+            "startWallClockTime": t.started_at.try_to_rfc3339_string().unwrap_or_default(),
+            "timeOpenMicros": micros(t.open),
+            "timeActiveMicros": micros(t.active),
+            "timeInactiveMicros": micros(t.open.saturating_sub(t.active)),
+            "expiryTime": t.expiry,
+        },
+    );
+    d.insert("waitingForLock", false);
+    d.insert("active", false);
     d
 }
 
@@ -293,5 +499,47 @@ mod tests {
         assert!(!ops.kill(id), "nothing to kill once it finished");
         drop(b);
         assert!(ops.list(|_| true).is_empty());
+    }
+
+    #[test]
+    fn idle_connections_are_the_open_ones_running_nothing() {
+        let ops = Operations::default();
+        let a = ops.connect(client(1));
+        let _b = ops.connect(client(2));
+        let running = ops.begin(client(2), "d", "find", &doc! {"find": "c"});
+        let idle = ops.list_idle_connections(|_| true);
+        assert_eq!(idle.len(), 1, "{idle:?}");
+        assert_eq!(idle[0].get_i64("connectionId").unwrap(), 1);
+        assert!(!idle[0].get_bool("active").unwrap());
+        drop(running);
+        assert_eq!(ops.list_idle_connections(|_| true).len(), 2);
+        assert_eq!(ops.list_idle_connections(|c| c.connection_id == 2).len(), 1);
+        // Who it is now (after a login) is what listings show.
+        let mut named = client(1);
+        named.app_name = Some("app".into());
+        ops.update_connection(named);
+        let idle = ops.list_idle_connections(|c| c.connection_id == 1);
+        assert_eq!(idle[0].get_str("appName").unwrap(), "app");
+        drop(a);
+        assert_eq!(ops.list_idle_connections(|_| true).len(), 1);
+        // A connection no longer open is not brought back by an update.
+        ops.update_connection(client(1));
+        assert_eq!(ops.list_idle_connections(|_| true).len(), 1);
+    }
+
+    #[test]
+    fn idle_cursors_count_batches_and_redact_their_command() {
+        let cmd = doc! {"createUser": "u", "pwd": "hunter2", "lsid": {"id": 1}};
+        let mut info = CursorInfo::new("admin.$cmd".into(), client(1), "admin", &cmd);
+        info.returned(2);
+        info.returned(3);
+        let d = info.describe(7);
+        assert_eq!(d.get_str("type").unwrap(), "idleCursor");
+        assert!(d.get_document("lsid").is_ok());
+        let cursor = d.get_document("cursor").unwrap();
+        assert_eq!(cursor.get_i64("cursorId").unwrap(), 7);
+        assert_eq!(cursor.get_i64("nDocsReturned").unwrap(), 5);
+        assert_eq!(cursor.get_i64("nBatchesReturned").unwrap(), 2);
+        assert!(!format!("{d:?}").contains("hunter2"));
     }
 }

@@ -250,6 +250,8 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
 ) {
     let mut conn = Conn::new(service.next_connection_id(), peer);
     conn.from_peer = from_peer;
+    // Listed (`$currentOp`'s idleConnections) until it closes.
+    let _listed = service.operations.connect(conn.client());
     service.metrics.connections_total.inc();
     service.metrics.connections_open.inc();
     let mut buf = BytesMut::new();

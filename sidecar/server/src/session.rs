@@ -164,6 +164,8 @@ fn doc_lock<'a>(branch: &str, op: &'a DocOp) -> Option<(u64, &'a Namespace, &'a 
 pub struct ActiveTxn {
     pub branch: String,
     pub started: Instant,
+    /// What `$currentOp` shows of it while it is idle.
+    pub listing: TxnListing,
     /// Handlers reach it through `Ctx::txn`; never held across an await.
     /// Shared, so `commitTransaction` hands it to the WAL without copying
     /// its writes (a statement after a failed commit copies on write).
@@ -178,6 +180,32 @@ pub struct ActiveTxn {
     /// ops of statements that succeeded are held, and those are never
     /// rolled back, so the ops still hold every document held.
     held_ops: AtomicUsize,
+}
+
+/// What `$currentOp` lists of an idle transaction besides its number: set
+/// when it starts (`commands::transaction`) and after each statement.
+pub struct TxnListing {
+    /// The `lsid` its statements carry.
+    pub lsid: Document,
+    /// The `readConcern` of its first statement (`{}` when none).
+    pub read_concern: Document,
+    /// The connection of its last statement.
+    pub client: Option<crate::current_op::Client>,
+    pub started_at: bson::DateTime,
+    /// How long its statements ran, together.
+    pub active: Duration,
+}
+
+impl Default for TxnListing {
+    fn default() -> Self {
+        TxnListing {
+            lsid: Document::new(),
+            read_concern: Document::new(),
+            client: None,
+            started_at: bson::DateTime::now(),
+            active: Duration::ZERO,
+        }
+    }
 }
 
 /// [`ActiveTxn::lock`]: the transaction, copied on write if it is shared.
@@ -209,6 +237,7 @@ impl ActiveTxn {
         ActiveTxn {
             branch,
             started: Instant::now(),
+            listing: TxnListing::default(),
             txn: Mutex::new(Arc::new(txn)),
             budget,
             charged: AtomicUsize::new(0),
@@ -418,6 +447,43 @@ impl Sessions {
         self.len() == 0
     }
 
+    /// The open transactions no statement runs in now (`$currentOp`'s
+    /// `idleSessions`): a session busy with a statement is listed as that
+    /// operation instead, and one past its lifetime is as good as aborted.
+    pub fn idle_transactions(&self) -> Vec<crate::current_op::IdleTransaction> {
+        let lifetime = self.transaction_lifetime();
+        let now = Instant::now();
+        self.lock()
+            .values()
+            .filter_map(|cell| {
+                let s = cell.try_lock().ok()?;
+                let TxnState::Active(t) = &s.txn else {
+                    return None;
+                };
+                let client = t.listing.client.clone()?;
+                if t.expired(now, lifetime) {
+                    return None;
+                }
+                let open = now.saturating_duration_since(t.started);
+                let expiry_ms = t
+                    .listing
+                    .started_at
+                    .timestamp_millis()
+                    .saturating_add(i64::try_from(lifetime.as_millis()).unwrap_or(i64::MAX));
+                Some(crate::current_op::IdleTransaction {
+                    lsid: t.listing.lsid.clone(),
+                    txn_number: s.txn_number,
+                    client,
+                    read_concern: t.listing.read_concern.clone(),
+                    started_at: t.listing.started_at,
+                    open,
+                    active: t.listing.active.min(open),
+                    expiry: bson::DateTime::from_millis(expiry_ms),
+                })
+            })
+            .collect()
+    }
+
     /// Every session held and when it was last used (`$listLocalSessions`);
     /// a session busy with a statement is in use now.
     pub fn list(&self) -> Vec<(SessionId, Instant)> {
@@ -559,5 +625,40 @@ mod tests {
         drop(a);
         drop(b);
         assert_eq!(sessions.budget().used(), 0);
+    }
+
+    #[tokio::test]
+    async fn idle_transactions_are_the_open_ones_no_statement_runs() {
+        let sessions = Sessions::default();
+        let cell = sessions.get_or_create(vec![1]).unwrap();
+        {
+            let mut s = cell.lock().await;
+            s.txn_number = 2;
+            let mut t = ActiveTxn::new(
+                "main".into(),
+                Transaction::begin(
+                    BranchState::empty(CommitTime(0)),
+                    argon_wal::unique::every_document(),
+                ),
+                sessions.budget(),
+                sessions.write_locks(),
+            );
+            t.listing.client = Some(crate::current_op::Client {
+                connection_id: 4,
+                address: "127.0.0.1:1".into(),
+                app_name: None,
+                user: None,
+            });
+            s.txn = TxnState::Active(Box::new(t));
+        }
+        sessions.get_or_create(vec![2]).unwrap();
+        let idle = sessions.idle_transactions();
+        assert_eq!(idle.len(), 1);
+        assert_eq!((idle[0].txn_number, idle[0].client.connection_id), (2, 4));
+        let busy = cell.lock().await;
+        assert!(sessions.idle_transactions().is_empty(), "a statement runs");
+        drop(busy);
+        sessions.set_transaction_lifetime(Duration::ZERO);
+        assert!(sessions.idle_transactions().is_empty(), "past its lifetime");
     }
 }

@@ -36,6 +36,27 @@ async fn in_progress(c: &mut RawClient, filter: Document) -> Vec<Document> {
         .collect()
 }
 
+/// The documents of a `$currentOp` stage with `spec`.
+async fn stage(c: &mut RawClient, spec: Document) -> Vec<Document> {
+    let r = c
+        .command(doc! {"aggregate": 1, "pipeline": [{"$currentOp": spec}], "cursor": {"batchSize": 10_000}, "$db": "admin"})
+        .await;
+    assert!(ok(&r), "{r}");
+    r.get_document("cursor")
+        .and_then(|c| c.get_array("firstBatch"))
+        .expect("a first batch")
+        .iter()
+        .filter_map(|d| d.as_document().cloned())
+        .collect()
+}
+
+fn of_type<'a>(listed: &'a [Document], kind: &str) -> Vec<&'a Document> {
+    listed
+        .iter()
+        .filter(|d| d.get_str("type").ok() == Some(kind))
+        .collect()
+}
+
 /// Waits until an operation whose command has `field` is listed.
 async fn wait_for(c: &mut RawClient, field: &str) -> Document {
     for _ in 0..200 {
@@ -116,6 +137,19 @@ async fn operations_in_flight_are_listed_without_credentials_and_can_be_killed()
         .unwrap();
     assert_eq!(batch.len(), 1, "{r}");
     assert!(!r.to_string().contains(SECRET));
+    let everything = stage(
+        &mut admin,
+        doc! {"allUsers": true, "idleConnections": true, "idleCursors": true, "idleSessions": true},
+    )
+    .await;
+    assert!(
+        !format!("{everything:?}").contains(SECRET),
+        "{everything:?}"
+    );
+    let r = admin
+        .command(doc! {"currentOp": 1, "$all": true, "$db": "admin"})
+        .await;
+    assert!(ok(&r) && !r.to_string().contains(SECRET), "{r}");
 
     // Killed while blocked: its scan stops at its first deadline check.
     let opid = count_op.get_i64("opid").unwrap();
@@ -185,8 +219,13 @@ async fn hostile_arguments_get_mongodb_codes() {
             14,
         ),
         (
-            "$all: true",
-            doc! {"currentOp": 1, "$all": true, "$db": "admin"},
+            "$all not a bool",
+            doc! {"currentOp": 1, "$all": 1, "$db": "admin"},
+            14,
+        ),
+        (
+            "$truncateOps",
+            doc! {"currentOp": 1, "$truncateOps": true, "$db": "admin"},
             115,
         ),
         (
@@ -205,9 +244,39 @@ async fn hostile_arguments_get_mongodb_codes() {
             40415,
         ),
         (
-            "$currentOp idleConnections",
-            doc! {"aggregate": 1, "pipeline": [{"$currentOp": {"idleConnections": true}}], "cursor": {}, "$db": "admin"},
+            "$currentOp idleCursors: 1",
+            doc! {"aggregate": 1, "pipeline": [{"$currentOp": {"idleCursors": 1}}], "cursor": {}, "$db": "admin"},
+            14,
+        ),
+        (
+            "$currentOp idleConnections a string",
+            doc! {"aggregate": 1, "pipeline": [{"$currentOp": {"idleConnections": "yes"}}], "cursor": {}, "$db": "admin"},
+            14,
+        ),
+        (
+            "$currentOp idleSessions null",
+            doc! {"aggregate": 1, "pipeline": [{"$currentOp": {"idleSessions": null}}], "cursor": {}, "$db": "admin"},
+            14,
+        ),
+        (
+            "$currentOp backtrace: true",
+            doc! {"aggregate": 1, "pipeline": [{"$currentOp": {"backtrace": true}}], "cursor": {}, "$db": "admin"},
             115,
+        ),
+        (
+            "$currentOp truncateOps",
+            doc! {"aggregate": 1, "pipeline": [{"$currentOp": {"truncateOps": false}}], "cursor": {}, "$db": "admin"},
+            115,
+        ),
+        (
+            "$currentOp targetAllNodes",
+            doc! {"aggregate": 1, "pipeline": [{"$currentOp": {"targetAllNodes": true}}], "cursor": {}, "$db": "admin"},
+            115,
+        ),
+        (
+            "$currentOp an unknown idle flag",
+            doc! {"aggregate": 1, "pipeline": [{"$currentOp": {"idleThreads": true}}], "cursor": {}, "$db": "admin"},
+            40415,
         ),
         (
             "$currentOp not an object",
@@ -330,4 +399,311 @@ async fn users_see_and_kill_only_their_own_operations() {
         .expect_err("another user's operation");
     assert_eq!(driver_code(&e), Some(13));
     held.await.unwrap().expect("root's ping ran, not killed");
+}
+
+/// Idle connections, sessions holding an open transaction and open
+/// cursors are listed when asked for (idle sessions by default), each as
+/// mongod shows it, and no longer once they are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_sessions_and_cursors_are_listed_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("wal").display().to_string();
+    let s = Sidecar::start("argon-sidecar-current-op", &["--data", data.as_str()])
+        .await
+        .expect("argon-sidecar starts");
+    let mut admin = raw(&s).await;
+    let r = admin.command(doc! {"hello": 1, "$db": "admin"}).await;
+    let admin_id = i64::from(r.get_i32("connectionId").unwrap());
+
+    // A connection that said hello and now runs nothing.
+    let mut idle = raw(&s).await;
+    let r = idle
+        .command(doc! {"hello": 1, "client": {"application": {"name": "idle-app"}}, "$db": "admin"})
+        .await;
+    assert!(ok(&r), "{r}");
+    let idle_id = i64::from(r.get_i32("connectionId").unwrap());
+    let listed = stage(&mut admin, doc! {"idleConnections": true}).await;
+    let conn = listed
+        .iter()
+        .find(|d| d.get_i64("connectionId").ok() == Some(idle_id))
+        .unwrap_or_else(|| panic!("the idle connection is listed: {listed:?}"));
+    assert_eq!(conn.get_str("type").unwrap(), "op");
+    assert!(!conn.get_bool("active").unwrap());
+    assert_eq!(conn.get_str("appName").unwrap(), "idle-app");
+    assert_eq!(conn.get_str("desc").unwrap(), format!("conn{idle_id}"));
+    assert!(conn.get_datetime("currentOpTime").is_ok());
+    // The listing's own connection is active, not idle: listed once.
+    let own: Vec<_> = listed
+        .iter()
+        .filter(|d| d.get_i64("connectionId").ok() == Some(admin_id))
+        .collect();
+    assert_eq!(own.len(), 1, "{listed:?}");
+    assert!(own[0].get_bool("active").unwrap());
+    let listed = stage(&mut admin, doc! {}).await;
+    assert!(
+        !listed
+            .iter()
+            .any(|d| d.get_i64("connectionId").ok() == Some(idle_id)),
+        "{listed:?}"
+    );
+    let r = admin
+        .command(doc! {"currentOp": 1, "$all": true, "connectionId": idle_id, "$db": "admin"})
+        .await;
+    assert_eq!(r.get_array("inprog").unwrap().len(), 1, "$all: {r}");
+    drop(idle);
+    let mut gone = false;
+    for _ in 0..200 {
+        let listed = stage(&mut admin, doc! {"idleConnections": true}).await;
+        if !listed
+            .iter()
+            .any(|d| d.get_i64("connectionId").ok() == Some(idle_id))
+        {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(gone, "a closed connection is no longer listed");
+
+    // A transaction left open by the driver between statements.
+    let client = s.client().await.expect("a client");
+    let coll = client.database("app").collection::<Document>("t");
+    coll.insert_many((0..5).map(|i| doc! {"_id": i}))
+        .await
+        .unwrap();
+    let mut session = client.start_session().await.unwrap();
+    session.start_transaction().await.unwrap();
+    coll.insert_one(doc! {"_id": 100})
+        .session(&mut session)
+        .await
+        .unwrap();
+    let lsid_id = session.id().get("id").cloned().expect("lsid.id");
+    let listed = stage(&mut admin, doc! {}).await;
+    let sessions = of_type(&listed, "idleSession");
+    assert_eq!(sessions.len(), 1, "listed by default: {listed:?}");
+    let idle_session = sessions[0];
+    assert!(!idle_session.get_bool("active").unwrap());
+    assert_eq!(
+        idle_session.get_str("desc").unwrap(),
+        "inactive transaction"
+    );
+    assert_eq!(
+        idle_session.get_document("lsid").unwrap().get("id"),
+        Some(&lsid_id)
+    );
+    let txn = idle_session.get_document("transaction").unwrap();
+    let parameters = txn.get_document("parameters").unwrap();
+    // The driver's number (a pooled session may have counted before).
+    assert!(parameters.get_i64("txnNumber").unwrap() >= 1);
+    assert!(!parameters.get_bool("autocommit").unwrap());
+    assert!(txn.get_i64("timeOpenMicros").unwrap() >= 0);
+    assert!(txn.get_datetime("expiryTime").is_ok());
+    assert!(idle_session.get_i64("connectionId").is_ok());
+    let listed = stage(&mut admin, doc! {"idleSessions": false}).await;
+    assert!(of_type(&listed, "idleSession").is_empty(), "{listed:?}");
+    let r = admin
+        .command(doc! {"currentOp": 1, "type": "idleSession", "$db": "admin"})
+        .await;
+    assert_eq!(
+        r.get_array("inprog").unwrap().len(),
+        1,
+        "currentOp lists it: {r}"
+    );
+    session.abort_transaction().await.unwrap();
+    let listed = stage(&mut admin, doc! {}).await;
+    assert!(
+        of_type(&listed, "idleSession").is_empty(),
+        "ended: {listed:?}"
+    );
+
+    // A cursor left open after two batches.
+    let mut reader = raw(&s).await;
+    let r = reader
+        .command(doc! {"find": "t", "filter": {}, "batchSize": 1, "$db": "app"})
+        .await;
+    let id = r.get_document("cursor").unwrap().get_i64("id").unwrap();
+    assert_ne!(id, 0, "{r}");
+    let r = reader
+        .command(doc! {"getMore": id, "collection": "t", "batchSize": 2, "$db": "app"})
+        .await;
+    assert!(ok(&r), "{r}");
+    let listed = stage(&mut admin, doc! {}).await;
+    assert!(of_type(&listed, "idleCursor").is_empty(), "{listed:?}");
+    let listed = stage(&mut admin, doc! {"idleCursors": true}).await;
+    let cursors = of_type(&listed, "idleCursor");
+    assert_eq!(cursors.len(), 1, "{listed:?}");
+    assert_eq!(cursors[0].get_str("ns").unwrap(), "app.t");
+    let cursor = cursors[0].get_document("cursor").unwrap();
+    assert_eq!(cursor.get_i64("cursorId").unwrap(), id);
+    assert_eq!(cursor.get_i64("nDocsReturned").unwrap(), 3);
+    assert_eq!(cursor.get_i64("nBatchesReturned").unwrap(), 2);
+    assert!(!cursor.get_bool("tailable").unwrap() && !cursor.get_bool("noCursorTimeout").unwrap());
+    assert_eq!(
+        cursor
+            .get_document("originatingCommand")
+            .unwrap()
+            .get_str("find")
+            .unwrap(),
+        "t"
+    );
+    let r = reader
+        .command(doc! {"killCursors": "t", "cursors": [id], "$db": "app"})
+        .await;
+    assert!(ok(&r), "{r}");
+    let listed = stage(&mut admin, doc! {"idleCursors": true}).await;
+    assert!(
+        of_type(&listed, "idleCursor").is_empty(),
+        "killed: {listed:?}"
+    );
+}
+
+/// With `--auth`: a user's listing holds its own idle connections,
+/// sessions and cursors only; root with `allUsers` sees everyone's, and
+/// nothing shows a password or a SCRAM payload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_see_only_their_own_idle_connections_sessions_and_cursors() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("wal").display().to_string();
+    let s = Sidecar::start(
+        "argon-sidecar-current-op",
+        &["--data", data.as_str(), "--auth"],
+    )
+    .await
+    .expect("argon-sidecar starts");
+    let uri = |user: &str| {
+        format!(
+            "mongodb://{user}:{SECRET}@127.0.0.1:{}/?directConnection=true&authSource=admin",
+            s.port
+        )
+    };
+    let anon = s.client().await.expect("a client");
+    anon.database("admin")
+        .run_command(doc! {"createUser": "root", "pwd": SECRET, "roles": ["root"]})
+        .await
+        .expect("the first user");
+    let root = mongodb::Client::with_uri_str(uri("root")).await.unwrap();
+    root.database("admin")
+        .run_command(doc! {"createUser": "dev", "pwd": SECRET, "roles": [{"role": "readWrite", "db": "app"}]})
+        .await
+        .expect("a second user");
+    let dev = mongodb::Client::with_uri_str(uri("dev")).await.unwrap();
+    let app = dev.database("app");
+    // Another client of dev's, whose logged-in connection stays idle.
+    let dev_idle = mongodb::Client::with_uri_str(uri("dev")).await.unwrap();
+    dev_idle
+        .database("app")
+        .run_command(doc! {"ping": 1})
+        .await
+        .unwrap();
+    app.collection::<Document>("t")
+        .insert_many((0..5).map(|i| doc! {"_id": i}))
+        .await
+        .unwrap();
+    // One open cursor each, and a transaction of dev's left open.
+    let open_cursor = |db: mongodb::Database| async move {
+        let r = db
+            .run_command(doc! {"find": "t", "batchSize": 1})
+            .await
+            .unwrap();
+        r.get_document("cursor").unwrap().get_i64("id").unwrap()
+    };
+    let dev_cursor = open_cursor(app.clone()).await;
+    let root_cursor = open_cursor(root.database("app")).await;
+    let mut session = dev.start_session().await.unwrap();
+    session.start_transaction().await.unwrap();
+    app.collection::<Document>("t")
+        .insert_one(doc! {"_id": 100})
+        .session(&mut session)
+        .await
+        .unwrap();
+
+    let list = |client: mongodb::Client, spec: Document| async move {
+        let r = client
+            .database("admin")
+            .run_command(doc! {"aggregate": 1, "pipeline": [{"$currentOp": spec}], "cursor": {"batchSize": 10_000}})
+            .await
+            .expect("a listing");
+        r.get_document("cursor")
+            .unwrap()
+            .get_array("firstBatch")
+            .unwrap()
+            .iter()
+            .filter_map(|d| d.as_document().cloned())
+            .collect::<Vec<_>>()
+    };
+    let everything = doc! {"idleConnections": true, "idleCursors": true};
+    let user_of = |d: &Document| {
+        d.get_array("effectiveUsers")
+            .ok()
+            .and_then(|u| u.first())
+            .and_then(|u| u.as_document())
+            .and_then(|u| u.get_str("user").ok())
+            .map(str::to_owned)
+    };
+    let cursor_ids = |listed: &[Document]| {
+        let mut ids: Vec<i64> = of_type(listed, "idleCursor")
+            .iter()
+            .map(|d| {
+                d.get_document("cursor")
+                    .unwrap()
+                    .get_i64("cursorId")
+                    .unwrap()
+            })
+            .collect();
+        ids.sort();
+        ids
+    };
+
+    let mine = list(dev.clone(), everything.clone()).await;
+    assert_eq!(cursor_ids(&mine), vec![dev_cursor], "{mine:?}");
+    assert_eq!(of_type(&mine, "idleSession").len(), 1, "{mine:?}");
+    let ops = of_type(&mine, "op");
+    assert!(
+        ops.iter().any(|d| !d.get_bool("active").unwrap()),
+        "dev's idle connections: {mine:?}"
+    );
+    for d in ops.iter().chain(of_type(&mine, "idleSession").iter()) {
+        assert_eq!(user_of(d).as_deref(), Some("dev"), "{d}");
+    }
+    let e = dev
+        .database("admin")
+        .run_command(doc! {"aggregate": 1, "pipeline": [{"$currentOp": {"allUsers": true, "idleCursors": true}}], "cursor": {}})
+        .await
+        .expect_err("everyone's idle things");
+    assert_eq!(driver_code(&e), Some(13));
+    // A listing that reads a collection of admin's needs read on it.
+    let e = dev
+        .database("admin")
+        .run_command(doc! {"aggregate": 1, "pipeline": [{"$currentOp": {}}, {"$lookup": {"from": "c", "pipeline": [], "as": "x"}}], "cursor": {}})
+        .await
+        .expect_err("a lookup in admin");
+    assert_eq!(driver_code(&e), Some(13));
+
+    let mut all_users = everything.clone();
+    all_users.insert("allUsers", true);
+    let all = list(root.clone(), all_users).await;
+    let mut both = vec![dev_cursor, root_cursor];
+    both.sort();
+    assert_eq!(cursor_ids(&all), both, "{all:?}");
+    assert_eq!(of_type(&all, "idleSession").len(), 1, "{all:?}");
+    let idle_users: std::collections::HashSet<Option<String>> = of_type(&all, "op")
+        .iter()
+        .filter(|d| !d.get_bool("active").unwrap())
+        .map(|d| user_of(d))
+        .collect();
+    assert!(idle_users.contains(&Some("dev".into())), "{all:?}");
+    // Root's own listing without allUsers: its cursor, not dev's session.
+    let roots = list(root.clone(), everything).await;
+    assert_eq!(cursor_ids(&roots), vec![root_cursor], "{roots:?}");
+    assert!(of_type(&roots, "idleSession").is_empty(), "{roots:?}");
+    // Logins went through SCRAM on every connection listed: nothing of
+    // the password (nor of its proofs) is in any listing.
+    for listed in [&mine, &all, &roots] {
+        let text = format!("{listed:?}");
+        assert!(
+            !text.contains(SECRET) && !text.contains("payload"),
+            "{text}"
+        );
+    }
+    session.abort_transaction().await.unwrap();
 }

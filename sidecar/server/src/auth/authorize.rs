@@ -168,6 +168,13 @@ pub fn required(
             _ => data(read)?,
         },
         "aggregate" if writes_output(cmd) => data(write)?,
+        // Listing one's own operations reads no data (mongod's
+        // `$currentOp` needs `inprog` only with `allUsers`, which the stage
+        // checks: `commands::current_op`), unless a later stage reads a
+        // collection.
+        "aggregate" if db == "admin" && lists_own_operations(cmd) => {
+            vec![Privilege::Authenticated]
+        }
         "aggregate" => data(read)?,
         "insert" | "update" | "delete" | "findAndModify" | "findandmodify" | "create" | "drop"
         | "createIndexes" | "dropIndexes" | "deleteIndexes" => data(write)?,
@@ -259,6 +266,28 @@ pub fn required(
 }
 
 /// An aggregation ending in `$out` or `$merge` writes.
+/// `aggregate: 1` starting with `$currentOp`, whose other stages read no
+/// collection (a `$lookup` of `admin`'s still needs read on it).
+fn lists_own_operations(cmd: &Document) -> bool {
+    const READ_COLLECTIONS: &[&str] = &["$lookup", "$graphLookup", "$unionWith", "$facet"];
+    let Ok(stages) = cmd.get_array("pipeline") else {
+        return false;
+    };
+    let first_lists = stages
+        .first()
+        .and_then(Bson::as_document)
+        .is_some_and(|d| d.contains_key("$currentOp"));
+    let reads = stages.iter().skip(1).any(|s| {
+        s.as_document()
+            .is_none_or(|d| d.keys().any(|k| READ_COLLECTIONS.contains(&k.as_str())))
+    });
+    matches!(
+        cmd.get("aggregate"),
+        Some(Bson::Int32(1) | Bson::Int64(1) | Bson::Double(1.0))
+    ) && first_lists
+        && !reads
+}
+
 fn writes_output(cmd: &Document) -> bool {
     cmd.get_array("pipeline").is_ok_and(|stages| {
         stages.iter().any(|s| {
@@ -272,6 +301,34 @@ fn writes_output(cmd: &Document) -> bool {
 mod tests {
     use super::*;
     use bson::doc;
+
+    #[test]
+    fn listing_ones_own_operations_reads_no_data() {
+        let needs = |pipeline: Vec<Bson>, db: &str| {
+            required(
+                "aggregate",
+                db,
+                &doc! {"aggregate": 1, "pipeline": pipeline},
+                "main",
+            )
+            .unwrap()
+        };
+        let listing = doc! {"$currentOp": {}};
+        let only = vec![Privilege::Authenticated];
+        assert_eq!(needs(vec![listing.clone().into()], "admin"), only);
+        let matched = vec![listing.clone().into(), doc! {"$match": {}}.into()];
+        assert_eq!(needs(matched, "admin"), only);
+        let lookup = doc! {"$lookup": {"from": "c", "as": "x", "pipeline": []}};
+        assert_ne!(
+            needs(vec![listing.clone().into(), lookup.into()], "admin"),
+            only
+        );
+        assert_ne!(needs(vec![listing.clone().into()], "app"), only);
+        assert_ne!(
+            needs(vec![doc! {"$match": {}}.into(), listing.into()], "admin"),
+            only
+        );
+    }
 
     #[test]
     fn every_command_has_a_rule() {

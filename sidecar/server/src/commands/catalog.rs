@@ -87,7 +87,10 @@ pub async fn list_collections(ctx: &Ctx<'_>) -> Result<Document> {
     }
     let batch_size = super::read::batch_size(ctx.cmd.get_document("cursor").ok())?;
     let ns = format!("{}.$cmd.listCollections", target.raw);
-    let (batch, id) = ctx.svc.cursors.open(ns.clone(), out, batch_size, false);
+    let (batch, id) = ctx
+        .svc
+        .cursors
+        .open(ctx.cursor_info(&ns), out, batch_size, false);
     Ok(cursor_reply(&ns, batch, id, true))
 }
 
@@ -622,7 +625,7 @@ pub async fn list_indexes(ctx: &Ctx<'_>) -> Result<Document> {
     let (batch, id) = ctx
         .svc
         .cursors
-        .open(shown.clone(), indexes, batch_size, false);
+        .open(ctx.cursor_info(&shown), indexes, batch_size, false);
     Ok(cursor_reply(&shown, batch, id, true))
 }
 

@@ -1,12 +1,14 @@
 //! `currentOp`, `killOp` and the `$currentOp` stage over the operations
-//! in flight (`crate::current_op`).
+//! in flight (`crate::current_op`), and on request the idle connections,
+//! sessions holding an open transaction, and cursors.
 //!
-//! Who sees what: without authentication every operation (there are no
-//! users to tell apart). With it, a user sees its own operations; the
-//! others need the monitor privilege (`clusterMonitor`, `root`), which
-//! `currentOp` without `$ownOps` and `$currentOp` with `allUsers: true`
-//! demand, as mongod's `inprog` action. `killOp` kills one's own operation,
-//! or any with the monitor privilege.
+//! Who sees what: without authentication everything (there are no users
+//! to tell apart). With it, a user sees its own operations, connections,
+//! sessions (by the user of their last statement) and cursors (by who
+//! opened them); the others need the monitor privilege (`clusterMonitor`,
+//! `root`), which `currentOp` without `$ownOps` and `$currentOp` with
+//! `allUsers: true` demand, as mongod's `inprog` action. `killOp` kills
+//! one's own operation, or any with the monitor privilege.
 
 use bson::{Bson, Document, doc};
 
@@ -29,22 +31,62 @@ fn sees<'a>(ctx: &'a Ctx<'_>, all_users: bool) -> Result<impl Fn(&Client) -> boo
     Ok(move |c: &Client| !auth || all_users || (me.is_some() && c.user == me))
 }
 
+/// What a listing holds besides the operations in flight (`$currentOp`'s
+/// `idle*` flags; mongod's defaults).
+struct Idle {
+    connections: bool,
+    sessions: bool,
+    cursors: bool,
+}
+
+/// Everything `sees` admits that `idle` asks for, in mongod's order:
+/// operations and idle connections, then idle sessions, then idle cursors.
+fn listing(ctx: &Ctx<'_>, all_users: bool, idle: &Idle) -> Result<Vec<Document>> {
+    let sees = sees(ctx, all_users)?;
+    let mut out = ctx.svc.operations.list(&sees);
+    if idle.connections {
+        out.extend(ctx.svc.operations.list_idle_connections(&sees));
+    }
+    if idle.sessions {
+        out.extend(
+            ctx.svc
+                .sessions
+                .idle_transactions()
+                .iter()
+                .filter(|t| sees(&t.client))
+                .map(crate::current_op::describe_idle_session),
+        );
+    }
+    if idle.cursors {
+        out.extend(
+            ctx.svc
+                .cursors
+                .idle()
+                .into_iter()
+                .filter(|(_, info)| sees(&info.client))
+                .map(|(id, info)| info.describe(id)),
+        );
+    }
+    Ok(out)
+}
+
 /// `currentOp`: `$ownOps`, `$all` and a filter over the listed documents.
+/// As mongod's, it lists idle sessions, and `$all: true` adds the idle
+/// connections (a sidecar runs no system operations to add).
 pub async fn current_op(ctx: &Ctx<'_>) -> Result<Document> {
     ctx.require_admin("currentOp")?;
     let mut own_only = false;
+    let mut idle = Idle {
+        connections: false,
+        sessions: true,
+        cursors: false,
+    };
     let mut filter = Document::new();
     for (k, v) in ctx.cmd {
         match k.as_str() {
             "currentOp" => {}
             "$ownOps" => own_only = flag(k, v)?,
-            "$all" => {
-                if flag(k, v)? {
-                    return Err(CommandError::not_implemented(
-                        "currentOp with $all: true (idle connections and system operations; only active operations are listed)",
-                    ));
-                }
-            }
+            "$all" => idle.connections = flag(k, v)?,
             "$truncateOps" => {
                 return Err(CommandError::not_implemented("currentOp's $truncateOps"));
             }
@@ -55,9 +97,8 @@ pub async fn current_op(ctx: &Ctx<'_>) -> Result<Document> {
         }
     }
     let filter = Filter::parse(&filter)?;
-    let sees = sees(ctx, !own_only)?;
     let mut inprog = Vec::new();
-    for d in ctx.svc.operations.list(sees) {
+    for d in listing(ctx, !own_only, &idle)? {
         if filter.try_matches(&d)? {
             inprog.push(Bson::Document(d));
         }
@@ -118,18 +159,27 @@ pub fn current_op_stage(ctx: &Ctx<'_>, arg: &Bson) -> Result<Vec<Document>> {
         ));
     };
     let mut all_users = false;
+    let mut idle = Idle {
+        connections: false,
+        sessions: true,
+        cursors: false,
+    };
     for (k, v) in spec {
+        let name = format!("$currentOp.{k}");
         match k.as_str() {
-            "allUsers" => all_users = flag(&format!("$currentOp.{k}"), v)?,
+            "allUsers" => all_users = flag(&name, v)?,
             // Listing operations is all a standalone sidecar does.
             "localOps" => {
-                flag(&format!("$currentOp.{k}"), v)?;
+                flag(&name, v)?;
             }
-            "idleConnections" | "idleCursors" | "idleSessions" | "backtrace" => {
-                if flag(&format!("$currentOp.{k}"), v)? {
-                    return Err(CommandError::not_implemented(&format!(
-                        "$currentOp with {k}: true (only active operations are listed)"
-                    )));
+            "idleConnections" => idle.connections = flag(&name, v)?,
+            "idleSessions" => idle.sessions = flag(&name, v)?,
+            "idleCursors" => idle.cursors = flag(&name, v)?,
+            "backtrace" => {
+                if flag(&name, v)? {
+                    return Err(CommandError::not_implemented(
+                        "$currentOp with backtrace: true",
+                    ));
                 }
             }
             "truncateOps" | "targetAllNodes" => {
@@ -143,8 +193,7 @@ pub fn current_op_stage(ctx: &Ctx<'_>, arg: &Bson) -> Result<Vec<Document>> {
             }
         }
     }
-    let sees = sees(ctx, all_users)?;
-    Ok(ctx.svc.operations.list(sees))
+    listing(ctx, all_users, &idle)
 }
 
 fn flag(name: &str, v: &Bson) -> Result<bool> {

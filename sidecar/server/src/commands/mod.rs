@@ -75,6 +75,16 @@ impl Conn {
         // Every change to the state is one assignment; a panic cannot tear it.
         self.auth.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Who this connection is now, as `currentOp` listings show it.
+    pub fn client(&self) -> crate::current_op::Client {
+        crate::current_op::Client {
+            connection_id: self.id,
+            address: self.peer.to_string(),
+            app_name: self.app_name.clone(),
+            user: self.auth().user.clone(),
+        }
+    }
 }
 
 /// What a handler sees: the shared service, the connection, the database
@@ -89,6 +99,12 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// What listings show of a cursor this command opens on `ns` (the
+    /// namespace its replies name).
+    pub fn cursor_info(&self, ns: &str) -> crate::current_op::CursorInfo {
+        crate::current_op::CursorInfo::new(ns.to_owned(), self.conn.client(), self.db, self.cmd)
+    }
+
     pub fn target(&self) -> Result<Target> {
         let target = self.svc.target(self.db)?;
         if let Some(txn) = self.txn {
@@ -425,17 +441,13 @@ async fn answer(
     }
     // Listed from here on (`currentOp`), a fail point's block included, as
     // mongod lists a blocked operation.
-    let client = crate::current_op::Client {
-        connection_id: conn.id,
-        address: conn.peer.to_string(),
-        app_name: conn.app_name.clone(),
-        user: conn.auth().user.clone(),
-    };
-    let op = svc.operations.begin(client, db, name, &req.command);
+    let op = svc.operations.begin(conn.client(), db, name, &req.command);
     conn.current_op = op.opid;
     let answer = admitted(svc, conn, req, db, name, command).await;
     conn.current_op = 0;
     drop(op);
+    // Listed as idle from here on, as who it is now (after a login).
+    svc.operations.update_connection(conn.client());
     answer
 }
 

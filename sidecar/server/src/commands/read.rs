@@ -280,6 +280,7 @@ async fn tail_more(
     ctx: &Ctx<'_>,
     id: i64,
     mut tail: crate::cursor::Tail,
+    info: crate::current_op::CursorInfo,
     batch: Option<usize>,
 ) -> Result<Document> {
     let wait = match opt_i64(ctx.cmd, "maxTimeMS")? {
@@ -294,7 +295,7 @@ async fn tail_more(
         let docs = tail.next_batch(&state, batch.unwrap_or(usize::MAX))?;
         if !docs.is_empty() || !tail.await_data || std::time::Instant::now() >= until {
             let shown = tail.shown.clone();
-            ctx.svc.cursors.return_tail(id, tail);
+            ctx.svc.cursors.return_tail(id, tail, info, docs.len());
             return Ok(cursor_reply(&shown, docs, id, false));
         }
         tokio::time::sleep(
@@ -402,7 +403,8 @@ pub async fn find(ctx: &Ctx<'_>) -> Result<Document> {
             last_used: std::time::Instant::now(),
         };
         let first = tail.next_batch(&state, batch.unwrap_or(crate::cursor::FIRST_BATCH))?;
-        let id = ctx.svc.cursors.open_tail(tail);
+        let info = ctx.cursor_info(&shown).tailable(await_data);
+        let id = ctx.svc.cursors.open_tail(tail, info, first.len());
         let mut out = cursor_reply(&shown, first, id, true);
         out.insert("operationTime", operation_time(state.time()));
         return Ok(out);
@@ -423,10 +425,13 @@ pub async fn find(ctx: &Ctx<'_>) -> Result<Document> {
         let allow_disk = opt_bool(ctx.cmd, "allowDiskUse", true)?;
         let budget = StageBudget::new(ctx.svc.blocking_sort_bytes(), allow_disk);
         let scan = PipelineScan::new(state.clone(), &target.db, &view.source, pipeline, budget);
-        let (first, id) =
-            ctx.svc
-                .cursors
-                .open_pipeline(shown.clone(), scan, batch, single_batch, deadline)?;
+        let (first, id) = ctx.svc.cursors.open_pipeline(
+            ctx.cursor_info(&shown),
+            scan,
+            batch,
+            single_batch,
+            deadline,
+        )?;
         let mut out = cursor_reply(&shown, first, id, true);
         out.insert("operationTime", operation_time(state.time()));
         return Ok(out);
@@ -470,9 +475,13 @@ pub async fn find(ctx: &Ctx<'_>) -> Result<Document> {
                 usize::try_from(skip).unwrap_or(usize::MAX),
                 (limit > 0).then(|| usize::try_from(limit).unwrap_or(usize::MAX)),
             );
-            ctx.svc
-                .cursors
-                .open_sorted(shown.clone(), sorted, batch, single_batch, deadline)?
+            ctx.svc.cursors.open_sorted(
+                ctx.cursor_info(&shown),
+                sorted,
+                batch,
+                single_batch,
+                deadline,
+            )?
         }
         Some(s) if !plan.provides_sort() => {
             // A sort is blocking: every match first (spilled to disk past
@@ -490,9 +499,13 @@ pub async fn find(ctx: &Ctx<'_>) -> Result<Document> {
                 usize::try_from(skip).unwrap_or(usize::MAX),
                 (limit > 0).then(|| usize::try_from(limit).unwrap_or(usize::MAX)),
             );
-            ctx.svc
-                .cursors
-                .open_sorted(shown.clone(), sorted, batch, single_batch, deadline)?
+            ctx.svc.cursors.open_sorted(
+                ctx.cursor_info(&shown),
+                sorted,
+                batch,
+                single_batch,
+                deadline,
+            )?
         }
         _ => {
             // Streams through the plan (whose order is the sort, if any):
@@ -507,9 +520,13 @@ pub async fn find(ctx: &Ctx<'_>) -> Result<Document> {
                 (limit > 0).then(|| usize::try_from(limit).unwrap_or(usize::MAX)),
                 plan,
             );
-            ctx.svc
-                .cursors
-                .open_scan(shown.clone(), scan, batch, single_batch, deadline)?
+            ctx.svc.cursors.open_scan(
+                ctx.cursor_info(&shown),
+                scan,
+                batch,
+                single_batch,
+                deadline,
+            )?
         }
     };
     let mut out = cursor_reply(&shown, first, id, true);
@@ -572,8 +589,8 @@ pub async fn get_more(ctx: &Ctx<'_>) -> Result<Document> {
         }
     };
     let batch = batch_size(Some(ctx.cmd))?.filter(|n| *n > 0);
-    if let Some(tail) = ctx.svc.cursors.take_tail(id) {
-        return tail_more(ctx, id, tail, batch).await;
+    if let Some((tail, info)) = ctx.svc.cursors.take_tail(id) {
+        return tail_more(ctx, id, tail, info, batch).await;
     }
     let (ns, docs, next) = ctx
         .svc
@@ -868,7 +885,7 @@ pub async fn aggregate(ctx: &Ctx<'_>) -> Result<Document> {
     );
     let shown = format!("{}.{coll}", target.raw);
     let (first, id) = ctx.svc.cursors.open_pipeline(
-        shown.clone(),
+        ctx.cursor_info(&shown),
         scan,
         batch_size(Some(cursor))?,
         false,
@@ -1028,10 +1045,12 @@ async fn aggregate_database(ctx: &Ctx<'_>, target: crate::target::Target) -> Res
     let _collation = own_collation.enter();
     let out = pipeline.run_within(docs, &lookup, budget)?;
     let shown = format!("{}.$cmd.aggregate", target.raw);
-    let (first, id) = ctx
-        .svc
-        .cursors
-        .open(shown.clone(), out, batch_size(Some(cursor))?, false);
+    let (first, id) = ctx.svc.cursors.open(
+        ctx.cursor_info(&shown),
+        out,
+        batch_size(Some(cursor))?,
+        false,
+    );
     let mut reply = cursor_reply(&shown, first, id, true);
     reply.insert("operationTime", operation_time(state.time()));
     Ok(reply)

@@ -180,12 +180,19 @@ async fn run_statement(
             ));
         }
         let snapshot = svc.read_state(&target, &req.command).await?;
-        session.txn = TxnState::Active(Box::new(ActiveTxn::new(
+        let mut txn = ActiveTxn::new(
             target.branch,
             svc.wal.begin(snapshot),
             svc.sessions.budget(),
             svc.sessions.write_locks(),
-        )));
+        );
+        txn.listing.lsid = crate::current_op::shown_lsid(&req.command).unwrap_or_default();
+        txn.listing.read_concern = req
+            .command
+            .get_document("readConcern")
+            .cloned()
+            .unwrap_or_default();
+        session.txn = TxnState::Active(Box::new(txn));
     } else {
         if n > session.txn_number {
             return Err(no_such_transaction(format!(
@@ -219,6 +226,7 @@ async fn run_statement(
             )));
         }
     };
+    let began = Instant::now();
     let outcome = if ALLOWED.contains(&name) {
         let ctx = Ctx {
             svc,
@@ -242,6 +250,10 @@ async fn run_statement(
         );
         reply
     });
+    if let TxnState::Active(t) = &mut session.txn {
+        t.listing.active += began.elapsed();
+        t.listing.client = Some(conn.client());
+    }
     // A failed statement aborts the transaction (MongoDB does the same):
     // its earlier writes can no longer commit without it.
     let failure = match &outcome {

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use argon_wal::{BranchState, Namespace};
 use bson::{Bson, Document};
 
+use crate::current_op::CursorInfo;
 use crate::deadline::Deadline;
 use crate::error::{CommandError, ErrorCode, Result};
 use crate::query::collation::{self, Collation};
@@ -261,8 +262,8 @@ impl Source {
 }
 
 pub struct Cursor {
-    /// The namespace the client used (`db.coll`), echoed in replies.
-    pub ns: String,
+    /// Its namespace as replies name it, and what listings show of it.
+    pub info: CursorInfo,
     pub source: Source,
     pub last_used: Instant,
     /// What is left of the command's `maxTimeMS` for later batches.
@@ -279,7 +280,7 @@ pub struct Cursor {
 pub struct CursorStore {
     cursors: Mutex<HashMap<i64, Cursor>>,
     /// Tailable cursors, which read a new state at each `getMore`.
-    tails: Mutex<HashMap<i64, Tail>>,
+    tails: Mutex<HashMap<i64, (Tail, CursorInfo)>>,
     next_id: AtomicI64,
 }
 
@@ -294,14 +295,14 @@ impl CursorStore {
     /// cursor for it. Returns the batch and the cursor id (0 = exhausted).
     pub fn open(
         &self,
-        ns: String,
+        info: CursorInfo,
         docs: Vec<Document>,
         batch_size: Option<usize>,
         single_batch: bool,
     ) -> (Vec<Bson>, i64) {
         let source = Source::Docs(docs.into());
         // A computed result cannot fail or time out while it is paged.
-        self.open_source(ns, source, batch_size, single_batch, Deadline::NONE)
+        self.open_source(info, source, batch_size, single_batch, Deadline::NONE)
             .unwrap_or_default()
     }
 
@@ -309,14 +310,14 @@ impl CursorStore {
     /// that reads the rest on `getMore`.
     pub fn open_scan(
         &self,
-        ns: String,
+        info: CursorInfo,
         scan: Scan,
         batch_size: Option<usize>,
         single_batch: bool,
         deadline: Deadline,
     ) -> Result<(Vec<Bson>, i64)> {
         self.open_source(
-            ns,
+            info,
             Source::Scan(Box::new(scan)),
             batch_size,
             single_batch,
@@ -328,14 +329,14 @@ impl CursorStore {
     /// held to what is left of `deadline` (the find's `maxTimeMS`).
     pub fn open_sorted(
         &self,
-        ns: String,
+        info: CursorInfo,
         sorted: SortedScan,
         batch_size: Option<usize>,
         single_batch: bool,
         deadline: Deadline,
     ) -> Result<(Vec<Bson>, i64)> {
         self.open_source(
-            ns,
+            info,
             Source::Sorted(Box::new(sorted)),
             batch_size,
             single_batch,
@@ -347,14 +348,14 @@ impl CursorStore {
     /// that runs it further on `getMore`, within what is left of `deadline`.
     pub fn open_pipeline(
         &self,
-        ns: String,
+        info: CursorInfo,
         pipeline: PipelineScan,
         batch_size: Option<usize>,
         single_batch: bool,
         deadline: Deadline,
     ) -> Result<(Vec<Bson>, i64)> {
         self.open_source(
-            ns,
+            info,
             Source::Pipeline(Box::new(pipeline)),
             batch_size,
             single_batch,
@@ -364,7 +365,7 @@ impl CursorStore {
 
     fn open_source(
         &self,
-        ns: String,
+        mut info: CursorInfo,
         mut source: Source,
         batch_size: Option<usize>,
         single_batch: bool,
@@ -374,11 +375,12 @@ impl CursorStore {
         if source.is_done() || single_batch {
             return Ok((batch, 0));
         }
+        info.returned(batch.len());
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         self.lock().insert(
             id,
             Cursor {
-                ns,
+                info,
                 source,
                 last_used: Instant::now(),
                 time_left: deadline.remaining(),
@@ -411,10 +413,11 @@ impl CursorStore {
             Err(e) => return Some(Err(e)),
         };
         cursor.last_used = Instant::now();
+        cursor.info.returned(batch.len());
         cursor.time_left = cursor
             .time_left
             .map(|t| t.saturating_sub(started.elapsed()));
-        let ns = cursor.ns.clone();
+        let ns = cursor.info.ns.clone();
         if cursor.source.is_done() {
             return Some(Ok((ns, batch, 0)));
         }
@@ -422,28 +425,48 @@ impl CursorStore {
         Some(Ok((ns, batch, id)))
     }
 
-    fn lock_tails(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Tail>> {
+    fn lock_tails(&self) -> std::sync::MutexGuard<'_, HashMap<i64, (Tail, CursorInfo)>> {
         self.tails.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Registers a tailable cursor; its id (never 0: a tailable cursor
-    /// stays open at the end of its collection).
-    pub fn open_tail(&self, tail: Tail) -> i64 {
+    /// Registers a tailable cursor that returned `first` documents; its id
+    /// (never 0: a tailable cursor stays open at the end of its collection).
+    pub fn open_tail(&self, tail: Tail, mut info: CursorInfo, first: usize) -> i64 {
+        info.returned(first);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        self.lock_tails().insert(id, tail);
+        self.lock_tails().insert(id, (tail, info));
         id
     }
 
     /// Takes tailable cursor `id` out while a `getMore` reads it (`None`:
     /// not a tailable cursor).
-    pub fn take_tail(&self, id: i64) -> Option<Tail> {
+    pub fn take_tail(&self, id: i64) -> Option<(Tail, CursorInfo)> {
         self.lock_tails().remove(&id)
     }
 
-    /// Puts a tailable cursor back after its `getMore`.
-    pub fn return_tail(&self, id: i64, mut tail: Tail) {
+    /// Puts a tailable cursor back after a `getMore` that returned
+    /// `returned` documents.
+    pub fn return_tail(&self, id: i64, mut tail: Tail, mut info: CursorInfo, returned: usize) {
         tail.last_used = Instant::now();
-        self.lock_tails().insert(id, tail);
+        info.returned(returned);
+        self.lock_tails().insert(id, (tail, info));
+    }
+
+    /// The open cursors no `getMore` reads now (one that does is out of
+    /// the maps meanwhile), by id, for `$currentOp`'s `idleCursors`.
+    pub fn idle(&self) -> Vec<(i64, CursorInfo)> {
+        let mut idle: Vec<(i64, CursorInfo)> = self
+            .lock()
+            .iter()
+            .map(|(id, c)| (*id, c.info.clone()))
+            .collect();
+        idle.extend(
+            self.lock_tails()
+                .iter()
+                .map(|(id, (_, info))| (*id, info.clone())),
+        );
+        idle.sort_by_key(|(id, _)| *id);
+        idle
     }
 
     /// Kills the given cursors; returns (killed, not found).
@@ -461,7 +484,7 @@ impl CursorStore {
         cursors.retain(|_, c| now.saturating_duration_since(c.last_used) < IDLE_TIMEOUT);
         let mut tails = self.lock_tails();
         let tails_before = tails.len();
-        tails.retain(|_, t| now.saturating_duration_since(t.last_used) < IDLE_TIMEOUT);
+        tails.retain(|_, (t, _)| now.saturating_duration_since(t.last_used) < IDLE_TIMEOUT);
         before - cursors.len() + tails_before - tails.len()
     }
 
@@ -518,6 +541,16 @@ mod tests {
     use argon_wal::{CommitTime, DocOp};
     use bson::doc;
 
+    fn info(ns: &str) -> CursorInfo {
+        let client = crate::current_op::Client {
+            connection_id: 1,
+            address: "127.0.0.1:1".into(),
+            app_name: None,
+            user: None,
+        };
+        CursorInfo::new(ns.into(), client, "d", &doc! {"find": "c"})
+    }
+
     fn docs(n: i32) -> Vec<Document> {
         (0..n).map(|i| doc! {"_id": i}).collect()
     }
@@ -525,7 +558,7 @@ mod tests {
     #[test]
     fn batches_then_exhausts() {
         let s = CursorStore::default();
-        let (b, id) = s.open("d.c".into(), docs(5), Some(2), false);
+        let (b, id) = s.open(info("d.c"), docs(5), Some(2), false);
         assert_eq!(b.len(), 2);
         assert_ne!(id, 0);
         let (_, b, id2) = s.next_batch(id, Some(2)).unwrap().unwrap();
@@ -538,8 +571,8 @@ mod tests {
     #[test]
     fn kill_and_reap() {
         let s = CursorStore::default();
-        let (_, a) = s.open("d.c".into(), docs(5), Some(1), false);
-        let (_, b) = s.open("d.c".into(), docs(5), Some(1), false);
+        let (_, a) = s.open(info("d.c"), docs(5), Some(1), false);
+        let (_, b) = s.open(info("d.c"), docs(5), Some(1), false);
         assert_eq!(s.kill(&[a, 999]), (vec![a], vec![999]));
         assert_eq!(s.reap(Instant::now()), 0);
         assert_eq!(
@@ -547,7 +580,7 @@ mod tests {
             1
         );
         assert!(s.next_batch(b, None).is_none());
-        let (_, none) = s.open("d.c".into(), docs(1), Some(5), false);
+        let (_, none) = s.open(info("d.c"), docs(1), Some(5), false);
         assert_eq!(none, 0);
     }
 
@@ -571,7 +604,7 @@ mod tests {
         let scan = Scan::new(st, ns, filter, None, 10, Some(300));
         let s = CursorStore::default();
         let (first, id) = s
-            .open_scan("d.c".into(), scan, None, false, Deadline::NONE)
+            .open_scan(info("d.c"), scan, None, false, Deadline::NONE)
             .unwrap();
         assert_eq!(first.len(), FIRST_BATCH);
         assert_eq!(first[0].as_document().unwrap().get_i32("_id").unwrap(), 20);
@@ -593,7 +626,7 @@ mod tests {
         let scan = Scan::new(st, ns, Filter::And(Vec::new()), None, 0, None);
         let s = CursorStore::default();
         let (first, id) = s
-            .open_scan("d.c".into(), scan, Some(2), false, Deadline::NONE)
+            .open_scan(info("d.c"), scan, Some(2), false, Deadline::NONE)
             .unwrap();
         assert_eq!((first.len(), id != 0), (2, true));
         let (_, b, id2) = s.next_batch(id, Some(2)).unwrap().unwrap();

@@ -15,8 +15,9 @@ use crate::crd::{
     ArgonBranch, ArgonBranchSpec, ArgonBranchStatus, ArgonProject, Conditions, EndpointSpec,
     FIELD_MANAGER, FINALIZER, LastReset, ResetPreview, ResetSpec, SecretKeyRef,
 };
+use crate::endpoint_tls::{self, Issuance};
 use crate::error::{Error, Result};
-use crate::{connection, endpoint, endpoint_tls};
+use crate::{connection, endpoint};
 use argon_wal::{BranchInfo, CommitTime, ReadPoint, Seq, Wal, WalError};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Secret, Service};
@@ -197,7 +198,7 @@ async fn apply(b: &ArgonBranch, ctx: &Context, api: &Api<ArgonBranch>) -> Result
     st.head_seq = Some(head_seq.0 as i64);
     st.head_time = to_time(head_time);
 
-    reconcile_endpoint(b, &project, ctx, &old, &mut st).await?;
+    let tls_pending = reconcile_endpoint(b, &project, ctx, &old, &mut st).await?;
 
     st.phase = Some(READY_PHASE.into());
     let message = match info.fork_seq {
@@ -214,6 +215,10 @@ async fn apply(b: &ArgonBranch, ctx: &Context, api: &Api<ArgonBranch>) -> Result
         ctx.event(b, false, "Ready", "Reconcile", message).await;
     }
     let mut next = ctx.config.head_refresh;
+    if tls_pending {
+        // cert-manager issues asynchronously; nothing of it wakes the branch.
+        next = next.min(TLS_PENDING_RETRY);
+    }
     if let Some(at) = expires {
         let left = at.duration_since(Timestamp::now());
         if let Ok(left) = Duration::try_from(left) {
@@ -223,17 +228,22 @@ async fn apply(b: &ArgonBranch, ctx: &Context, api: &Api<ArgonBranch>) -> Result
     Ok(Action::requeue(next))
 }
 
+/// How soon a branch whose certificate cert-manager has not issued yet is
+/// looked at again.
+const TLS_PENDING_RETRY: Duration = Duration::from_secs(2);
+
 /// The branch's endpoint as its spec asks, or none, with its conditions:
 /// refused (nothing written, what existed removed) for a service type or
 /// an image the installation does not allow; not applied without its
-/// NetworkPolicy or, over TLS, its certificate.
+/// NetworkPolicy or, over TLS, its certificate. Returns whether the branch
+/// should be looked at again soon (its certificate is pending).
 async fn reconcile_endpoint(
     b: &ArgonBranch,
     project: &ArgonProject,
     ctx: &Context,
     old: &ArgonBranchStatus,
     st: &mut ArgonBranchStatus,
-) -> Result<()> {
+) -> Result<bool> {
     let name = b.name_any();
     let namespace = b.namespace().unwrap_or_default();
     let generation = b.metadata.generation;
@@ -259,29 +269,29 @@ async fn reconcile_endpoint(
                 _ => format!("{e}; no endpoint is exposed"),
             };
             refuse_endpoint(b, ctx, old, st, reason, message).await;
-            return Ok(());
+            return Ok(false);
         }
     }
     // A TLS endpoint starts only with its certificate: never plain instead.
+    let mut tls_pending = false;
     let tls = if b.spec.endpoint.enabled && b.spec.endpoint.tls {
         match endpoint_tls::ensure(&ctx.client, ctx.config.endpoint_tls.as_ref(), b).await {
-            Ok(pair) => {
-                st.conditions.set(
-                    ENDPOINT_TLS,
-                    true,
-                    "Issued",
-                    &format!(
-                        "Secret {} holds a certificate from the operator's CA",
-                        endpoint::tls_secret_name(&name)
-                    ),
-                    generation,
-                );
-                Ok(Some(pair.ca_bundle))
+            Ok(Issuance::Issued { ca_bundle, message }) => {
+                st.conditions
+                    .set(ENDPOINT_TLS, true, "Issued", &message, generation);
+                Ok(Some(ca_bundle))
+            }
+            Ok(Issuance::Pending(message)) => {
+                tls_pending = true;
+                st.conditions
+                    .set(ENDPOINT_TLS, false, "Pending", &message, generation);
+                Err(message)
             }
             Err(e @ Error::Tls(_)) => {
+                let message = e.to_string();
                 st.conditions
-                    .set(ENDPOINT_TLS, false, "NotIssued", &e.to_string(), generation);
-                Err(e)
+                    .set(ENDPOINT_TLS, false, "NotIssued", &message, generation);
+                Err(message)
             }
             Err(e) => return Err(e),
         }
@@ -297,7 +307,11 @@ async fn reconcile_endpoint(
         st.conditions.set(
             ENDPOINT_READY,
             false,
-            "TlsNotIssued",
+            if tls_pending {
+                "TlsPending"
+            } else {
+                "TlsNotIssued"
+            },
             &format!("no endpoint without its certificate: {e}"),
             generation,
         );
@@ -305,7 +319,7 @@ async fn reconcile_endpoint(
         // The policy first: pods never run unguarded (fail closed).
         if let Err(message) = write_network_policy(b, ctx, st).await? {
             refuse_endpoint(b, ctx, old, st, "NetworkPolicyNotWritten", message).await;
-            return Ok(());
+            return Ok(false);
         }
         let ca_bundle = tls.as_ref().ok().cloned().flatten();
         let available = provision_endpoint(b, project, ctx).await?;
@@ -339,7 +353,7 @@ async fn reconcile_endpoint(
         st.conditions.drop_condition(CONNECTION_SECRET);
     }
 
-    Ok(())
+    Ok(tls_pending)
 }
 
 /// `EndpointReady` False for `reason`, with a Warning event when the
@@ -897,6 +911,8 @@ async fn remove_endpoint(ctx: &Context, namespace: &str, branch: &str) -> Result
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), namespace);
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let params = DeleteParams::background();
+    // cert-manager's Certificate first, or it writes the Secret again.
+    endpoint_tls::remove_certificate(&ctx.client, namespace, branch).await?;
     for result in [
         deployments.delete(&name, &params).await.map(|_| ()),
         services.delete(&name, &params).await.map(|_| ()),

@@ -53,7 +53,7 @@ pub struct ArgonBranchSpec {
     #[serde(default)]
     pub read_only: bool,
     #[serde(default)]
-    #[x_kube(validation = Rule::new("!has(self.certManager)").message("spec.endpoint.certManager is not supported: endpoint certificates come from the operator's CA (spec.endpoint.tls)"))]
+    #[x_kube(validation = Rule::new("!has(self.certManager) || !has(self.tls) || self.tls").message("spec.endpoint.certManager needs spec.endpoint.tls: true (it says who issues the TLS certificate)"))]
     pub endpoint: EndpointSpec,
     /// Delete the branch this long after it was created (e.g. `72h`): branches as sandboxes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -137,37 +137,54 @@ pub struct EndpointSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 128))]
     pub user: Option<String>,
-    /// Every connection is TLS, with a serving certificate from the
-    /// operator's CA for the Service's names, kept in the Secret
-    /// `<branch>-argon-tls`, renewed with a third of its lifetime left and
-    /// reloaded by the sidecar without a restart. The connection Secret then
-    /// carries `ca.crt` and `tls=true`. `false` only where the network alone
-    /// protects the traffic.
+    /// Every connection is TLS, with a serving certificate for the
+    /// Service's names kept in the Secret `<branch>-argon-tls` (`tls.crt`,
+    /// `tls.key`, `ca.crt`) and reloaded by the sidecar without a restart
+    /// when it is renewed. The operator's CA issues it (renewed with a third
+    /// of its lifetime left) unless `certManager` names an issuer. The
+    /// connection Secret then carries `ca.crt` and `tls=true`. `false` only
+    /// where the network alone protects the traffic.
     #[serde(default = "default_true")]
     pub tls: bool,
-    /// Not supported (refused by the CRD): certificates from cert-manager
-    /// for endpoints. Named so that asking for it is an error, not a field
-    /// dropped in silence.
+    /// The endpoint's certificate comes from this cert-manager issuer
+    /// instead of the operator's CA: the operator writes a cert-manager
+    /// `Certificate` `<branch>-argon-tls` (owned by the branch) for the
+    /// Service's names, cert-manager issues and renews the Secret of that
+    /// name, and the endpoint starts once it is issued. The issuer must
+    /// give `ca.crt` (a CA or self-signed issuer, or any issuer that sets
+    /// it): clients and the endpoint's peers verify against it. Needs
+    /// cert-manager in the cluster and the chart's `endpoints.certManager`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cert_manager: Option<EndpointCertManager>,
 }
 
-/// cert-manager as an endpoint's certificate issuer: not supported.
+/// cert-manager as an endpoint's certificate issuer.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct EndpointCertManager {
     pub issuer_ref: IssuerRef,
 }
 
-/// A cert-manager issuer.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+/// A cert-manager issuer, as a `Certificate`'s `spec.issuerRef` names it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct IssuerRef {
-    #[schemars(length(max = 253))]
+    /// The issuer's name (an `Issuer` in the branch's namespace, or a
+    /// `ClusterIssuer`).
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$')").message("spec.endpoint.certManager.issuerRef.name must be a DNS subdomain name"))]
+    #[schemars(length(min = 1, max = 253))]
     pub name: String,
+    /// `Issuer` (default), `ClusterIssuer`, or an external issuer's kind.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z][A-Za-z0-9]*$')").message("spec.endpoint.certManager.issuerRef.kind must be a Kubernetes kind such as Issuer or ClusterIssuer"))]
+    #[schemars(length(min = 1, max = 64))]
     pub kind: Option<String>,
+    /// The issuer's API group: `cert-manager.io` (default) or an external
+    /// issuer's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$')").message("spec.endpoint.certManager.issuerRef.group must be an API group such as cert-manager.io"))]
+    #[schemars(length(min = 1, max = 253))]
+    pub group: Option<String>,
 }
 
 impl Default for EndpointSpec {

@@ -25,11 +25,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-const PASSWORD: &str = "tls-p@ss";
-const CA_NAMESPACE: &str = "argon-system";
-const CA_SECRET: &str = "argon-ca";
+pub const PASSWORD: &str = "tls-p@ss";
+pub const CA_NAMESPACE: &str = "argon-system";
+pub const CA_SECRET: &str = "argon-ca";
 
-fn key(secret: &Secret, k: &str) -> Option<String> {
+pub fn key(secret: &Secret, k: &str) -> Option<String> {
     secret
         .data
         .as_ref()
@@ -37,7 +37,7 @@ fn key(secret: &Secret, k: &str) -> Option<String> {
         .map(|v| String::from_utf8_lossy(&v.0).into_owned())
 }
 
-fn tls_config(validity: Duration, extra: &[&str]) -> argon_operator::Config {
+pub fn tls_config(validity: Duration, extra: &[&str]) -> argon_operator::Config {
     let mut config = test_config("tls-test");
     let mut tls = EndpointTlsConfig::new(CA_NAMESPACE, CA_SECRET);
     tls.cert_validity = validity;
@@ -48,25 +48,25 @@ fn tls_config(validity: Duration, extra: &[&str]) -> argon_operator::Config {
 
 /// A directory laid out as the kubelet writes a Secret volume: the files
 /// are symlinks through `..data`, and an update swaps `..data` at once.
-struct SecretVolume {
-    dir: tempfile::TempDir,
+pub struct SecretVolume {
+    pub dir: tempfile::TempDir,
     generation: u32,
 }
 
 impl SecretVolume {
-    fn new() -> SecretVolume {
+    pub fn new() -> SecretVolume {
         SecretVolume {
             dir: tempfile::tempdir().expect("a temporary directory"),
             generation: 0,
         }
     }
 
-    fn path(&self, file: &str) -> PathBuf {
+    pub fn path(&self, file: &str) -> PathBuf {
         self.dir.path().join(file)
     }
 
     /// Writes `secret`'s keys as the kubelet's AtomicWriter does.
-    fn write(&mut self, secret: &Secret) {
+    pub fn write(&mut self, secret: &Secret) {
         self.generation += 1;
         let root = self.dir.path();
         let version = format!("..{}", self.generation);
@@ -88,14 +88,14 @@ impl SecretVolume {
 
 /// The wire server on the project's store, over TLS with the files of
 /// `volume`, re-reading them as `argon-sidecar serve` does.
-struct TlsSidecar {
-    port: u16,
+pub struct TlsSidecar {
+    pub port: u16,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     watch: tokio::task::JoinHandle<()>,
 }
 
 impl TlsSidecar {
-    async fn start(mongo: &FerretDb, volume: &SecretVolume) -> anyhow::Result<TlsSidecar> {
+    pub async fn start(mongo: &FerretDb, volume: &SecretVolume) -> anyhow::Result<TlsSidecar> {
         let store = MongoStore::connect(mongo.uri(), "argon_shop").await?;
         let wal = Wal::open(store, "shop", WalOptions::default()).await?;
         let service = argon_sidecar::service::Service::new(wal, "main", Default::default());
@@ -140,11 +140,11 @@ impl Drop for TlsSidecar {
 
 /// The leaf the server at `port` presents, verified against `ca_pem` for
 /// `name` (a real rustls handshake: chain, validity and name).
-async fn served_leaf(port: u16, ca_pem: &str, name: &str) -> anyhow::Result<Vec<u8>> {
+pub async fn served_leaf(port: u16, ca_pem: &str, name: &str) -> anyhow::Result<Vec<u8>> {
     Ok(served_cert(port, name, ca_pem).await?.as_ref().to_vec())
 }
 
-fn leaf_der(pem: &str) -> Vec<u8> {
+pub fn leaf_der(pem: &str) -> Vec<u8> {
     CertificateDer::pem_slice_iter(pem.as_bytes())
         .next()
         .expect("a certificate")
@@ -154,7 +154,7 @@ fn leaf_der(pem: &str) -> Vec<u8> {
 }
 
 /// Logs in with `uri` and writes to database `db`.
-async fn login_and_write_on(uri: &str, db: &str) -> anyhow::Result<()> {
+pub async fn login_and_write_on(uri: &str, db: &str) -> anyhow::Result<()> {
     let client = mongodb::Client::with_uri_str(uri).await?;
     client
         .database(db)
@@ -164,7 +164,7 @@ async fn login_and_write_on(uri: &str, db: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn setup(client: &kube::Client, mongo: &FerretDb, ns: &str) -> anyhow::Result<()> {
+pub async fn setup(client: &kube::Client, mongo: &FerretDb, ns: &str) -> anyhow::Result<()> {
     namespace(client, CA_NAMESPACE).await?;
     store_secret(client, ns, "shop-store", mongo.uri()).await?;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
@@ -411,30 +411,12 @@ async fn endpoints_serve_the_operators_certificate_and_drivers_verify_it() {
 }
 
 #[tokio::test]
-async fn without_a_ca_a_tls_endpoint_is_not_provisioned_and_cert_manager_is_refused() {
+async fn without_a_ca_a_tls_endpoint_is_not_provisioned() {
     let (_kube, client) = kube_with_crds().await.unwrap();
     let mongo = FerretDb::start().await.unwrap();
     let ns = namespace(&client, "tls-none").await.unwrap();
     setup(&client, &mongo, &ns).await.unwrap();
     let branches: Api<ArgonBranch> = Api::namespaced(client.clone(), &ns);
-
-    // cert-manager for endpoints is refused by name, by the CRD.
-    let mut asked = BranchFixture::test("cm", "shop").build();
-    asked.spec.endpoint.cert_manager = Some(argon_operator::crd::EndpointCertManager {
-        issuer_ref: argon_operator::crd::IssuerRef {
-            name: "my-issuer".into(),
-            kind: Some("ClusterIssuer".into()),
-        },
-    });
-    let err = branches
-        .create(&PostParams::default(), &asked)
-        .await
-        .expect_err("certManager must be refused");
-    assert!(
-        err.to_string()
-            .contains("spec.endpoint.certManager is not supported"),
-        "{err}"
-    );
 
     // A Secret of the TLS Secret's name that is not the branch's is never
     // overwritten (here with a CA, so the only refusal is the name).

@@ -2,6 +2,7 @@
 //! (and FerretDB as the project's MongoDB store). One test binary, so the
 //! crate links once; each test starts its own servers and cleans up on drop.
 
+mod cert_manager;
 mod certs;
 mod chart;
 mod connection;

@@ -2,7 +2,8 @@
 //! reports them for its ServiceAccount against the chart's RBAC applied to
 //! a real apiserver (RBAC authorizer), equal the lists documented in
 //! docs/architecture.md ("RBAC"): with default values, and with
-//! `secretNamespaces` narrowing Secrets to the namespaces of projects.
+//! `secretNamespaces` narrowing Secrets to the namespaces of projects, and
+//! with `endpoints.certManager` adding cert-manager Certificates.
 //! What every authenticated user may do (discovery, self reviews) is
 //! subtracted: it is measured the same way for a ServiceAccount without
 //! bindings.
@@ -156,6 +157,26 @@ async fn the_operators_permissions_are_the_documented_ones() -> anyhow::Result<(
         sa,
         "other",
         "secretNamespaces, any other namespace",
+    )?;
+    // endpoints.certManager: Certificates besides the defaults, nothing else.
+    let cm = helm(&[
+        "template",
+        "cm",
+        &chart,
+        "--namespace",
+        "argon-cm",
+        "--set",
+        "endpoints.certManager=true",
+    ])?;
+    server.kubectl(&["create", "namespace", "argon-cm"])?;
+    let path = dir.path().join("cm.yaml");
+    std::fs::write(&path, cm)?;
+    server.kubectl(&["apply", "-n", "argon-cm", "-f", &path.to_string_lossy()])?;
+    check(
+        &server,
+        "system:serviceaccount:argon-cm:cm-operator",
+        "shop",
+        "endpoints.certManager, any other namespace",
     )?;
     // The point of it, stated directly.
     let other = server.kubectl(&["auth", "can-i", "get", "secrets", "--as", sa, "-n", "other"]);

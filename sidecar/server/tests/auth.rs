@@ -499,3 +499,79 @@ async fn sidecars_on_one_store_share_users() {
         .expect_err("protected through b, refused through a");
     assert_eq!(code(&e), Some(20));
 }
+
+/// A cursor id is not a capability: under `--auth` only the user who
+/// opened a cursor reads more of it or kills it (mongod answers 13), and
+/// an id no cursor has is still "not found" (43).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_cursors_opener_reads_or_kills_it() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let server = start(&dir.path().join("wal")).await;
+    let anon = server.client().await.expect("a client");
+    anon.database("admin")
+        .run_command(doc! {"createUser": "root", "pwd": PASSWORD, "roles": ["root"]})
+        .await
+        .expect("the first user");
+    let root = client(uri(&server, "root", PASSWORD)).await;
+    for user in ["alice", "bob"] {
+        root.database("admin")
+            .run_command(doc! {"createUser": user, "pwd": PASSWORD, "roles": [{"role": "readWrite", "db": "app"}]})
+            .await
+            .expect("createUser");
+    }
+    let docs: Vec<Document> = (0..5).map(|i| doc! {"_id": i}).collect();
+    root.database("app")
+        .collection::<Document>("things")
+        .insert_many(docs)
+        .await
+        .expect("insert");
+
+    let alice = client(uri(&server, "alice", PASSWORD))
+        .await
+        .database("app");
+    let bob = client(uri(&server, "bob", PASSWORD)).await.database("app");
+    let opened = alice
+        .run_command(doc! {"find": "things", "batchSize": 1})
+        .await
+        .expect("alice opens a cursor");
+    let id = opened
+        .get_document("cursor")
+        .and_then(|c| c.get_i64("id"))
+        .expect("a cursor id");
+    assert_ne!(id, 0, "the cursor stays open: {opened}");
+
+    let e = bob
+        .run_command(doc! {"getMore": id, "collection": "things"})
+        .await
+        .expect_err("bob may not read alice's cursor");
+    assert_eq!(code(&e), Some(13), "{e}");
+    let e = bob
+        .run_command(doc! {"killCursors": "things", "cursors": [id]})
+        .await
+        .expect_err("bob may not kill alice's cursor");
+    assert_eq!(code(&e), Some(13), "{e}");
+    let e = bob
+        .run_command(doc! {"getMore": id ^ 0x5555, "collection": "things"})
+        .await
+        .expect_err("no such cursor");
+    assert_eq!(code(&e), Some(43), "{e}");
+
+    // Alice's cursor is whole: the next batch is the next document.
+    let more = alice
+        .run_command(doc! {"getMore": id, "collection": "things", "batchSize": 1})
+        .await
+        .expect("alice reads her cursor");
+    let batch = more
+        .get_document("cursor")
+        .and_then(|c| c.get_array("nextBatch"))
+        .expect("a batch");
+    assert_eq!(batch, &vec![Bson::Document(doc! {"_id": 1})]);
+    let killed = alice
+        .run_command(doc! {"killCursors": "things", "cursors": [id]})
+        .await
+        .expect("alice kills her cursor");
+    assert_eq!(
+        killed.get_array("cursorsKilled").expect("killed"),
+        &vec![Bson::Int64(id)]
+    );
+}

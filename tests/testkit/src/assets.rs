@@ -85,6 +85,28 @@ pub fn helm() -> anyhow::Result<PathBuf> {
     tool("HELM_BIN", &["bin", "helm"], "helm")
 }
 
+/// cert-manager's controllers (CA and self-signed issuers), built by the
+/// bootstrap from the Go module proxy.
+pub fn cert_manager_controller() -> anyhow::Result<PathBuf> {
+    tool(
+        "CERT_MANAGER_BIN",
+        &["bin", "cert-manager-controller"],
+        "cert-manager-controller",
+    )
+}
+
+/// The directory of cert-manager's CRDs (`cert-manager.io_*.yaml`).
+pub fn cert_manager_crds() -> anyhow::Result<PathBuf> {
+    let dir = std::env::var_os("CERT_MANAGER_CRDS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cache_dir().join("cert-manager").join("crds"));
+    existing(
+        dir.join("cert-manager.io_certificates.yaml"),
+        "cert-manager's CRDs",
+    )?;
+    Ok(dir)
+}
+
 /// A python interpreter with pymongo installed.
 pub fn python() -> anyhow::Result<PathBuf> {
     tool(

@@ -32,7 +32,17 @@ pub fn run_python(script: &str, args: &[&str]) -> anyhow::Result<String> {
 
 /// Runs mongosh against `uri`, evaluating `script`.
 pub fn run_mongosh(uri: &str, script: &str) -> anyhow::Result<String> {
+    run_mongosh_with_env(uri, script, &[])
+}
+
+/// [`run_mongosh`] with `env` added to its environment.
+pub fn run_mongosh_with_env(
+    uri: &str,
+    script: &str,
+    env: &[(&str, &str)],
+) -> anyhow::Result<String> {
     let output = Command::new(assets::mongosh()?)
+        .envs(env.iter().copied())
         .arg(uri)
         .arg("--quiet")
         .arg("--norc")

@@ -39,6 +39,12 @@ impl TestCa {
         self.issuer.pem()
     }
 
+    /// The CA's private key, for a test that hands the CA to another
+    /// issuer (cert-manager's CA issuer reads it from a Secret).
+    pub fn key_pem(&self) -> String {
+        self.issuer.key().serialize_pem()
+    }
+
     /// A serving certificate for `names` (DNS names or IP addresses).
     pub fn serving_cert(&self, names: &[&str]) -> anyhow::Result<CertAndKey> {
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();

@@ -589,6 +589,7 @@ pub async fn get_more(ctx: &Ctx<'_>) -> Result<Document> {
         }
     };
     let batch = batch_size(Some(ctx.cmd))?.filter(|n| *n > 0);
+    may_use_cursor(ctx, id)?;
     if let Some((tail, info)) = ctx.svc.cursors.take_tail(id) {
         return tail_more(ctx, id, tail, info, batch).await;
     }
@@ -598,6 +599,22 @@ pub async fn get_more(ctx: &Ctx<'_>) -> Result<Document> {
         .next_batch(id, batch)
         .ok_or_else(|| crate::cursor::not_found(id))??;
     Ok(cursor_reply(&ns, docs, next, false))
+}
+
+/// Only the user who opened a cursor reads more of it or kills it, when
+/// the server authenticates (mongod: Unauthorized, 13): a cursor id is not
+/// a capability. An id no cursor has falls through to "not found".
+fn may_use_cursor(ctx: &Ctx<'_>, id: i64) -> Result<()> {
+    if !ctx.svc.auth_required() {
+        return Ok(());
+    }
+    match ctx.svc.cursors.opener(id) {
+        Some(opener) if opener != ctx.conn.auth().user => Err(CommandError::new(
+            ErrorCode::Unauthorized,
+            format!("cursor id {id} was not created by the authenticated user"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 pub async fn kill_cursors(ctx: &Ctx<'_>) -> Result<Document> {
@@ -618,6 +635,9 @@ pub async fn kill_cursors(ctx: &Ctx<'_>) -> Result<Document> {
             ));
         }
     };
+    for id in &ids {
+        may_use_cursor(ctx, *id)?;
+    }
     let (killed, not_found) = ctx.svc.cursors.kill(&ids);
     Ok(
         doc! {"cursorsKilled": killed, "cursorsNotFound": not_found, "cursorsAlive": [], "cursorsUnknown": []},

@@ -470,6 +470,17 @@ impl CursorStore {
     }
 
     /// Kills the given cursors; returns (killed, not found).
+    /// The user who opened cursor `id` (`None` inside: opened before any
+    /// login); `None`: no such cursor open and idle.
+    pub fn opener(&self, id: i64) -> Option<Option<crate::auth::users::UserId>> {
+        if let Some(c) = self.lock().get(&id) {
+            return Some(c.info.client.user.clone());
+        }
+        self.lock_tails()
+            .get(&id)
+            .map(|(_, info)| info.client.user.clone())
+    }
+
     pub fn kill(&self, ids: &[i64]) -> (Vec<i64>, Vec<i64>) {
         let mut cursors = self.lock();
         let mut tails = self.lock_tails();

@@ -913,3 +913,57 @@ pub fn kubectl_tables(out: &str) -> Vec<Vec<std::collections::BTreeMap<String, S
     }
     tables
 }
+
+/// `kubectl port-forward` to `target` (e.g. `svc/abr-feature`) in `ns`,
+/// on a free local port; stopped on drop.
+pub struct PortForward {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl Cluster {
+    pub fn port_forward(&self, ns: &str, target: &str, remote: u16) -> anyhow::Result<PortForward> {
+        use std::io::{BufRead, BufReader};
+        let mut child = Command::new(assets::kubectl()?)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["port-forward", "-n", ns, "--address", "127.0.0.1", target])
+            .arg(format!(":{remote}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting kubectl port-forward")?;
+        let stdout = child
+            .stdout
+            .take()
+            .context("kubectl port-forward's stdout")?;
+        // "Forwarding from 127.0.0.1:41234 -> 27017"
+        let mut lines = BufReader::new(stdout).lines();
+        let port = lines
+            .next()
+            .transpose()
+            .context("reading kubectl port-forward")?
+            .and_then(|line| {
+                line.strip_prefix("Forwarding from 127.0.0.1:")?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            });
+        let Some(port) = port else {
+            let _ = child.kill();
+            anyhow::bail!("kubectl port-forward to {target} in {ns} printed no local port");
+        };
+        // Keep draining its output so it never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Ok(PortForward { child, port })
+    }
+}
+
+impl Drop for PortForward {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,14 +1,9 @@
-//! A branch endpoint's serving certificate (`spec.endpoint.tls`): issued by
-//! the operator's CA (`certs`, the same issuing and renewal rule as the
-//! webhook's) for the endpoint Service's DNS names, kept in the
-//! `kubernetes.io/tls` Secret `<branch>-argon-tls` (`tls.crt`, `tls.key`,
-//! `ca.crt`) owned by the ArgonBranch, and renewed at the branch's reconcile
-//! once less than a third of its lifetime is left, its names change or the
-//! CA changes. The endpoint pod mounts the Secret; the kubelet swaps the
-//! files in place and the sidecar re-reads them, so no restart.
-//!
-//! Nothing here logs or reports key material: messages name the Secret.
+//! Endpoint certificates from the operator's CA (`certs`, the same issuing
+//! and renewal rule as the webhook's), renewed at the branch's reconcile
+//! once less than a third of the lifetime is left, the names change or the
+//! CA changes.
 
+use super::{Issuance, cert_manager, dns_names, owned_by};
 use crate::certs::{self, ServingPair};
 use crate::config::EndpointTlsConfig;
 use crate::crd::{ArgonBranch, FIELD_MANAGER};
@@ -20,20 +15,6 @@ use kube::api::{ObjectMeta, Patch, PatchParams};
 use kube::{Api, Client, Resource, ResourceExt};
 use std::collections::BTreeMap;
 use time::OffsetDateTime;
-
-/// The names an endpoint's certificate holds: the Service as a client
-/// reaches it from its own namespace, from another, and fully qualified.
-pub fn dns_names(branch: &str, namespace: &str, extra: &[String]) -> Vec<String> {
-    let svc = endpoint::object_name(branch);
-    let mut names = vec![
-        svc.clone(),
-        format!("{svc}.{namespace}"),
-        format!("{svc}.{namespace}.svc"),
-        format!("{svc}.{namespace}.svc.cluster.local"),
-    ];
-    names.extend(extra.iter().cloned());
-    names
-}
 
 /// The Secret holding `pair` for `branch`, owned by it.
 pub fn secret(branch: &ArgonBranch, pair: &ServingPair) -> Result<Secret> {
@@ -64,14 +45,14 @@ pub fn secret(branch: &ArgonBranch, pair: &ServingPair) -> Result<Secret> {
 }
 
 /// Makes sure `branch`'s TLS Secret holds a current pair from the
-/// operator's CA; returns it. An `Error::Tls` is a reason to show in the
-/// branch's status (no CA configured, a CA that cannot sign, a Secret of
-/// that name that is not the branch's), any other error is the API's.
-pub async fn ensure(
+/// operator's CA. An `Error::Tls` is a reason to show in the branch's
+/// status (no CA configured, a CA that cannot sign, a Secret of that name
+/// that is not the branch's), any other error is the API's.
+pub(super) async fn ensure(
     client: &Client,
     config: Option<&EndpointTlsConfig>,
     branch: &ArgonBranch,
-) -> Result<ServingPair> {
+) -> Result<Issuance> {
     let Some(config) = config else {
         return Err(Error::Tls(
             "the operator has no CA for endpoints (--endpoint-ca-secret); \
@@ -85,7 +66,16 @@ pub async fn ensure(
     let ca = certs::ensure_ca(&ca_secrets, &config.ca_secret, config.ca_validity).await?;
     let secret_name = endpoint::tls_secret_name(&name);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
-    let existing = secrets.get_opt(&secret_name).await?;
+    let mut existing = secrets.get_opt(&secret_name).await?;
+    if existing
+        .as_ref()
+        .is_some_and(|s| cert_manager::issued_for(s, &secret_name))
+    {
+        // cert-manager's for this branch (certManager just dropped from the
+        // spec): its Certificate and Secret give way to the operator's own.
+        cert_manager::release(client, branch).await?;
+        existing = None;
+    }
     if let Some(s) = &existing
         && !owned_by(s, branch)
     {
@@ -113,48 +103,8 @@ pub async fn ensure(
             )
             .await?;
     }
-    Ok(pair)
-}
-
-/// Deletes `branch`'s TLS Secret when it is the branch's (TLS turned off).
-pub async fn remove(client: &Client, branch: &ArgonBranch) -> Result<()> {
-    let secrets: Api<Secret> =
-        Api::namespaced(client.clone(), &branch.namespace().unwrap_or_default());
-    let name = endpoint::tls_secret_name(&branch.name_any());
-    let Some(existing) = secrets.get_opt(&name).await? else {
-        return Ok(());
-    };
-    if owned_by(&existing, branch) {
-        match secrets.delete(&name, &Default::default()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
-}
-
-fn owned_by(secret: &Secret, branch: &ArgonBranch) -> bool {
-    secret
-        .owner_references()
-        .iter()
-        .any(|o| Some(&o.uid) == branch.metadata.uid.as_ref())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_certificate_names_the_service_every_way_a_client_does() {
-        assert_eq!(
-            dns_names("feature", "dev", &[]),
-            [
-                "abr-feature",
-                "abr-feature.dev",
-                "abr-feature.dev.svc",
-                "abr-feature.dev.svc.cluster.local"
-            ]
-        );
-    }
+    Ok(Issuance::Issued {
+        ca_bundle: pair.ca_bundle,
+        message: format!("Secret {secret_name} holds a certificate from the operator's CA"),
+    })
 }

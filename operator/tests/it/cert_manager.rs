@@ -323,27 +323,8 @@ async fn endpoints_serve_cert_managers_certificate_and_drivers_verify_it() {
             .unwrap(),
         leaf_der(&first)
     );
-    let address = format!("abr-feature.{ns}.svc:27017");
-    let local = uri.replace(&address, &format!("localhost:{}", sidecar.port));
-    let with_ca = format!(
-        "{local}&tlsCAFile={}&serverSelectionTimeoutMS=5000",
-        volume.path("ca.crt").display()
-    );
-    login_and_write_on(&with_ca, "app~feature").await.unwrap();
-    let other = TestCa::new("another CA").unwrap();
-    let other_file = volume.dir.path().join("other-ca.crt");
-    std::fs::write(&other_file, other.cert_pem()).unwrap();
-    let wrong = format!(
-        "{local}&tlsCAFile={}&serverSelectionTimeoutMS=3000",
-        other_file.display()
-    );
-    let err = login_and_write_on(&wrong, "app~feature")
-        .await
-        .expect_err("a client trusting another CA must fail");
-    assert!(
-        format!("{err:#}").to_lowercase().contains("certificate"),
-        "{err:#}"
-    );
+    let (_, with_ca) =
+        drivers_verify_the_endpoint(&uri, &ns, "localhost", sidecar.port, &volume).await;
 
     // A renewal by cert-manager (what `cmctl renew` asks: the Issuing
     // condition) gives a new pair from the same CA; the volume update

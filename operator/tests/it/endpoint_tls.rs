@@ -164,6 +164,44 @@ pub async fn login_and_write_on(uri: &str, db: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The Secret's `uri`, its address swapped for the in-process sidecar's
+/// (`local_host`:`port`), with the documented `tlsCAFile` convention: a
+/// real driver logs in and writes with the Secret's `ca.crt` (in
+/// `volume`), and one trusting another CA is refused by its own
+/// verification. Returns the swapped uri and the one with the CA.
+pub async fn drivers_verify_the_endpoint(
+    uri: &str,
+    ns: &str,
+    local_host: &str,
+    port: u16,
+    volume: &SecretVolume,
+) -> (String, String) {
+    let address = format!("abr-feature.{ns}.svc:27017");
+    let local = uri.replace(&address, &format!("{local_host}:{port}"));
+    let with_ca = format!(
+        "{local}&tlsCAFile={}&serverSelectionTimeoutMS=5000",
+        volume.path("ca.crt").display()
+    );
+    login_and_write_on(&with_ca, "app~feature")
+        .await
+        .expect("a driver trusting the Secret's CA logs in and writes");
+    let other = TestCa::new("another CA").expect("a second CA");
+    let other_file = volume.dir.path().join("other-ca.crt");
+    std::fs::write(&other_file, other.cert_pem()).expect("writing the other CA");
+    let wrong = format!(
+        "{local}&tlsCAFile={}&serverSelectionTimeoutMS=3000",
+        other_file.display()
+    );
+    let err = login_and_write_on(&wrong, "app~feature")
+        .await
+        .expect_err("a client trusting another CA must fail");
+    assert!(
+        format!("{err:#}").to_lowercase().contains("certificate"),
+        "{err:#}"
+    );
+    (local, with_ca)
+}
+
 pub async fn setup(client: &kube::Client, mongo: &FerretDb, ns: &str) -> anyhow::Result<()> {
     namespace(client, CA_NAMESPACE).await?;
     store_secret(client, ns, "shop-store", mongo.uri()).await?;
@@ -302,28 +340,8 @@ async fn endpoints_serve_the_operators_certificate_and_drivers_verify_it() {
 
     // The driver: exactly the Secret's uri (address swapped for the
     // in-process sidecar's) plus the documented tlsCAFile convention.
-    let address = format!("abr-feature.{ns}.svc:27017");
-    let local = uri.replace(&address, &format!("127.0.0.1:{}", sidecar.port));
-    let with_ca = format!(
-        "{local}&tlsCAFile={}&serverSelectionTimeoutMS=5000",
-        volume.path("ca.crt").display()
-    );
-    login_and_write_on(&with_ca, "app~feature").await.unwrap();
-    // A client trusting another CA is refused by its own verification.
-    let other = TestCa::new("another CA").unwrap();
-    let other_file = volume.dir.path().join("other-ca.crt");
-    std::fs::write(&other_file, other.cert_pem()).unwrap();
-    let wrong = format!(
-        "{local}&tlsCAFile={}&serverSelectionTimeoutMS=3000",
-        other_file.display()
-    );
-    let err = login_and_write_on(&wrong, "app~feature")
-        .await
-        .expect_err("a client trusting another CA must fail");
-    assert!(
-        format!("{err:#}").to_lowercase().contains("certificate"),
-        "{err:#}"
-    );
+    let (local, with_ca) =
+        drivers_verify_the_endpoint(&uri, &ns, "127.0.0.1", sidecar.port, &volume).await;
     // A plain client gets nothing.
     let plain = local.replace("&tls=true", "") + "&serverSelectionTimeoutMS=3000";
     assert!(login_and_write_on(&plain, "app~feature").await.is_err());

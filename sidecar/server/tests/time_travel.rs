@@ -344,7 +344,7 @@ async fn read_big_history(client: &mongodb::Client) -> Vec<(i64, Document)> {
 
 /// The cached sidecar of the test below, with its metrics port.
 async fn serve_bounded(data: &Path, cache: &Path) -> (Sidecar, u16) {
-    let metrics_port = free_port().unwrap();
+    let metrics_port = free_port().expect("a free port");
     let args = [
         "--data".to_string(),
         data.display().to_string(),

@@ -48,6 +48,15 @@ pub struct ServeArgs {
           requires = "cache_dir",
           value_parser = clap::builder::RangedU64ValueParser::<u64>::new().range(MIN_CACHE_BYTES..))]
     pub cache_bytes: u64,
+    /// The most the materialized store may take on disk (bytes): at or
+    /// above it the store applies nothing more and past reads of points it
+    /// does not hold replay the log. Set it ~10% under the volume's limit
+    /// (an `emptyDir`'s `sizeLimit`: the kubelet evicts the pod past it), as
+    /// a batch may overshoot. Unbounded when absent.
+    #[arg(long, env = "ARGON_CACHE_DISK_BYTES", value_name = "BYTES",
+          requires = "cache_dir",
+          value_parser = clap::builder::RangedU64ValueParser::<u64>::new().range(MIN_CACHE_DISK_BYTES..))]
+    pub cache_disk_bytes: Option<u64>,
     /// Database of the shared store that holds the WAL.
     #[arg(long, env = "ARGON_STORE_DATABASE", default_value = "argon")]
     pub store_database: String,
@@ -326,11 +335,18 @@ pub const DEFAULT_CACHE_BYTES: u64 = 256 << 20;
 /// a quarter of it).
 pub const MIN_CACHE_BYTES: u64 = 16 << 20;
 
-/// Where and with how much memory the materialized store runs.
+/// The smallest disk bound `--cache-disk-bytes` takes: a store that small
+/// is full almost at once (its journal alone is written in MiB).
+pub const MIN_CACHE_DISK_BYTES: u64 = 16 << 20;
+
+/// Where, with how much memory and within how much disk the materialized
+/// store runs.
 #[derive(Debug, Clone)]
 pub struct CacheChoice {
     pub dir: PathBuf,
     pub bytes: u64,
+    /// `None`: unbounded.
+    pub disk_bytes: Option<u64>,
 }
 
 impl ServeArgs {
@@ -339,6 +355,7 @@ impl ServeArgs {
         self.cache_dir.as_ref().map(|dir| CacheChoice {
             dir: dir.clone(),
             bytes: self.cache_bytes,
+            disk_bytes: self.cache_disk_bytes,
         })
     }
 }
@@ -375,7 +392,10 @@ pub async fn open_wal_observed(
     let materialized = match cache {
         Some(c) => Some(Arc::new(argon_wal::materialized::Materialized::open(
             &c.dir,
-            argon_wal::materialized::MaterializedOptions::with_budget(c.bytes),
+            argon_wal::materialized::MaterializedOptions {
+                disk_bytes: c.disk_bytes,
+                ..argon_wal::materialized::MaterializedOptions::with_budget(c.bytes)
+            },
         )?)),
         None => None,
     };
@@ -517,6 +537,33 @@ mod tests {
         assert!(parse(&["--peer-advertise", "h:1"]).is_err());
         assert!(parse(&[&store[..], &["--max-staleness-ms", "60001"]].concat()).is_err());
         assert!(parse(&[&store[..], &["--max-staleness-ms", "-1"]].concat()).is_err());
+    }
+
+    #[test]
+    fn cache_disk_bound() {
+        let cache = ["--data", "/x", "--cache-dir", "/c"];
+        let bound = |v: &str| parse(&[&cache[..], &["--cache-disk-bytes", v]].concat());
+        assert_eq!(
+            parse(&cache).unwrap().cache_choice().unwrap().disk_bytes,
+            None
+        );
+        let min = MIN_CACHE_DISK_BYTES.to_string();
+        assert_eq!(
+            bound(&min).unwrap().cache_choice().unwrap().disk_bytes,
+            Some(MIN_CACHE_DISK_BYTES)
+        );
+        let max = u64::MAX.to_string();
+        assert_eq!(
+            bound(&max).unwrap().cache_choice().unwrap().disk_bytes,
+            Some(u64::MAX)
+        );
+        let below = (MIN_CACHE_DISK_BYTES - 1).to_string();
+        for v in ["0", "1", &below, "16MiB", "", "-1", "18446744073709551616"] {
+            let e = bound(v).unwrap_err();
+            assert!(e.contains("--cache-disk-bytes"), "{v:?}: {e}");
+        }
+        let e = parse(&["--data", "/x", "--cache-disk-bytes", &min]).unwrap_err();
+        assert!(e.contains("--cache-dir"), "{e}");
     }
 
     #[test]

@@ -95,7 +95,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    tracing::info!(listen = %listener.local_addr()?, %store, project = %args.project, branch = %args.branch, read_only = args.read_only, tls = tls.is_some(), auth = args.auth, cache_dir = ?args.cache_dir, cache_bytes = args.cache_bytes, confine_to_branch = args.confine_to_branch, max_connections = args.max_connections, frame_timeout_ms = args.frame_timeout_ms, "serving MongoDB clients");
+    tracing::info!(listen = %listener.local_addr()?, %store, project = %args.project, branch = %args.branch, read_only = args.read_only, tls = tls.is_some(), auth = args.auth, cache_dir = ?args.cache_dir, cache_bytes = args.cache_bytes, cache_disk_bytes = ?args.cache_disk_bytes, confine_to_branch = args.confine_to_branch, max_connections = args.max_connections, frame_timeout_ms = args.frame_timeout_ms, "serving MongoDB clients");
     let options = args.server_options();
     let mut service = if args.read_only {
         Service::new_read_only(wal, args.branch, metrics)

@@ -80,6 +80,11 @@ pub struct Metrics {
     /// Reads of past points, by how they were served (`store`: a view of
     /// the materialized store; `replay`: the log folded into memory).
     pub past_reads: Family<PastReadLabels, Counter>,
+    /// The materialized store's bytes on disk as last measured, and 1 while
+    /// it is at its bound (`--cache-disk-bytes`); read from the store at
+    /// each scrape (`encode`).
+    pub cache_disk_bytes: Gauge<i64, AtomicI64>,
+    pub cache_full: Gauge<i64, AtomicI64>,
     /// How old another process's commit is when this one applies it.
     pub replication_lag: Family<BranchLabels, Histogram, fn() -> Histogram>,
     pub ready: AtomicBool,
@@ -108,6 +113,8 @@ impl Default for Metrics {
         let forwarded = Family::<BranchLabels, Counter>::default();
         let forward_failures = Counter::default();
         let past_reads = Family::<PastReadLabels, Counter>::default();
+        let cache_disk_bytes = Gauge::<i64, AtomicI64>::default();
+        let cache_full = Gauge::<i64, AtomicI64>::default();
         let branch_writer = Family::<BranchLabels, Gauge<i64, AtomicI64>>::default();
         let replication_lag =
             Family::<BranchLabels, Histogram, fn() -> Histogram>::new_with_constructor(
@@ -147,6 +154,16 @@ impl Default for Metrics {
             "past_reads",
             "Reads of a past point (time travel), by how they were served: store (the materialized store, --cache-dir) or replay (the log folded into memory)",
             past_reads.clone(),
+        );
+        registry.register(
+            "cache_disk_bytes",
+            "Bytes the materialized store (--cache-dir) takes on disk, as last measured",
+            cache_disk_bytes.clone(),
+        );
+        registry.register(
+            "cache_full",
+            "1 while the materialized store is at its disk bound (--cache-disk-bytes): nothing more is applied to it and past reads of points it does not hold replay the log",
+            cache_full.clone(),
         );
         registry.register(
             "replication_lag_seconds",
@@ -199,6 +216,8 @@ impl Default for Metrics {
             forwarded,
             forward_failures,
             past_reads,
+            cache_disk_bytes,
+            cache_full,
             branch_writer,
             replication_lag,
             ready: AtomicBool::new(false),
@@ -246,7 +265,8 @@ impl Metrics {
         self.forwarded.get_or_create(&branch(name)).inc();
     }
 
-    /// Makes `/readyz` report `wal`'s health from now on.
+    /// Makes `/readyz` report `wal`'s health, and `/metrics` its materialized
+    /// store's disk use, from now on.
     pub fn watch_wal(&self, wal: Wal) {
         let _ = self.wal.set(wal);
     }
@@ -270,6 +290,12 @@ impl Metrics {
     }
 
     pub fn encode(&self) -> String {
+        if let Some(store) = self.wal.get().and_then(|w| w.materialized()) {
+            let disk = store.disk_status();
+            self.cache_disk_bytes
+                .set(i64::try_from(disk.bytes).unwrap_or(i64::MAX));
+            self.cache_full.set(i64::from(disk.full));
+        }
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
             tracing::warn!(error = %e, "encoding metrics");

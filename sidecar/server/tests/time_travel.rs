@@ -2,11 +2,13 @@
 //! exactly as replaying the log does: the same history is read at every
 //! past point through the real driver, once by a sidecar without a cache
 //! (replay) and once by one with it (store views), and the answers compare
-//! equal. Plus the flags' refusals.
+//! equal, also once the store is at its disk bound (`--cache-disk-bytes`).
+//! Plus the flags' refusals.
 
 mod common;
 
-use bson::{Bson, Document, doc};
+use argon_testkit::free_port;
+use bson::{Binary, Bson, Document, doc, spec::BinarySubtype};
 use common::sidecar::Sidecar;
 use futures::TryStreamExt;
 use std::path::Path;
@@ -260,6 +262,201 @@ async fn a_cache_outliving_its_log_is_not_read() {
     );
 }
 
+/// The disk bound of the test below: the smallest `--cache-disk-bytes`.
+const DISK_BOUND: u64 = 16 << 20;
+
+/// Bytes of noise per document: incompressible, so the store's size on disk
+/// follows the history's.
+const BLOB: usize = 64 << 10;
+
+/// A blob of `BLOB` pseudo-random bytes (xorshift) seeded by `seed`.
+fn blob(seed: u64) -> Bson {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut bytes = Vec::with_capacity(BLOB);
+    while bytes.len() < BLOB {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        bytes.extend_from_slice(&x.to_le_bytes());
+    }
+    Bson::Binary(Binary {
+        subtype: BinarySubtype::Generic,
+        bytes,
+    })
+}
+
+/// 400 inserts of a 64 KiB document and 100 updates rewriting one: ~32 MiB
+/// of history, twice the bound.
+async fn write_big_history(client: &mongodb::Client) {
+    let blobs = client.database("shop").collection::<Document>("blobs");
+    for i in 0..400i64 {
+        blobs
+            .insert_one(doc! {"_id": i, "n": i, "blob": blob(i as u64)})
+            .await
+            .expect("insert");
+        if i % 4 == 3 {
+            blobs
+                .update_one(
+                    doc! {"_id": i / 2},
+                    doc! {"$set": {"n": -i, "blob": blob(1_000 + i as u64)}},
+                )
+                .await
+                .expect("update");
+        }
+    }
+}
+
+/// What a client reads of `main` at `seq`: every document without its blob
+/// (ids and counters: a view missing a commit shows here), one whole
+/// document, and the count.
+async fn read_big_point(client: &mongodb::Client, seq: i64) -> Document {
+    let db = client.database(&format!("shop~main@{seq}"));
+    let blobs = db.collection::<Document>("blobs");
+    let listed: Vec<Document> = blobs
+        .find(doc! {})
+        .projection(doc! {"blob": 0})
+        .sort(doc! {"_id": 1})
+        .await
+        .expect("find")
+        .try_collect()
+        .await
+        .expect("getMore");
+    let whole = blobs
+        .find_one(doc! {"_id": seq / 3})
+        .await
+        .expect("find by _id");
+    doc! {
+        "count": blobs.count_documents(doc! {}).await.expect("count") as i64,
+        "listed": listed,
+        "whole": whole.map_or(Bson::Null, Bson::Document),
+    }
+}
+
+/// Every 10th past point of `main` and the one before its head, in order.
+async fn read_big_history(client: &mongodb::Client) -> Vec<(i64, Document)> {
+    let head = head_seq(client, "main").await;
+    let mut out = Vec::new();
+    for seq in (1..head).filter(|s| s % 10 == 0 || *s == head - 1) {
+        out.push((seq, read_big_point(client, seq).await));
+    }
+    out
+}
+
+/// The cached sidecar of the test below, with its metrics port.
+async fn serve_bounded(data: &Path, cache: &Path) -> (Sidecar, u16) {
+    let metrics_port = free_port().expect("a free port");
+    let args = [
+        "--data".to_string(),
+        data.display().to_string(),
+        "--cache-dir".to_string(),
+        cache.display().to_string(),
+        "--cache-disk-bytes".to_string(),
+        DISK_BOUND.to_string(),
+        "--metrics-listen".to_string(),
+        format!("127.0.0.1:{metrics_port}"),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let sidecar = Sidecar::start("argon-sidecar-bounded", &args)
+        .await
+        .expect("argon-sidecar starts");
+    (sidecar, metrics_port)
+}
+
+fn replays(text: &str) -> f64 {
+    common::metric(text, "argon_sidecar_past_reads_total{served_by=\"replay\"}")
+}
+
+/// A store at its disk bound applies nothing more, and every past point
+/// still reads what replaying the log reads: the points it holds from the
+/// store, the others replayed (never a view of less than the point).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_at_its_disk_bound_stops_growing_and_reads_stay_right() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, cache) = (dir.path().join("wal"), dir.path().join("cache"));
+
+    let writer = serve(&data, None).await;
+    write_big_history(&writer.client().await.unwrap()).await;
+    let replayed = read_big_history(&writer.client().await.unwrap()).await;
+    drop(writer);
+    assert!(replayed.len() > 40, "{} points", replayed.len());
+
+    let (bounded, metrics_port) = serve_bounded(&data, &cache).await;
+    let client = bounded.client().await.unwrap();
+    // Oldest first: the early points fill the store (caught up from the
+    // log), the later ones find it full and are replayed.
+    let read = read_big_history(&client).await;
+    assert_eq!(read.len(), replayed.len());
+    for ((seq, want), (_, got)) in replayed.iter().zip(&read) {
+        assert!(got == want, "main at seq {seq}");
+    }
+    let text = common::metrics_text(metrics_port).await;
+    assert_eq!(
+        common::metric(&text, "argon_sidecar_cache_full "),
+        1.0,
+        "{text}"
+    );
+    let disk = common::metric(&text, "argon_sidecar_cache_disk_bytes ");
+    assert!(disk >= DISK_BOUND as f64, "{disk} bytes measured");
+    let stored = common::metric(&text, "argon_sidecar_past_reads_total{served_by=\"store\"}");
+    assert!(stored > 0.0, "the points it held were read from it: {text}");
+    let replayed_before = replays(&text);
+    assert!(replayed_before > 0.0, "points past the bound were replayed");
+    assert!(
+        bounded.output().contains("materialized store is full"),
+        "one warning says so: {}",
+        bounded.output()
+    );
+
+    // Writes go on (the log takes them; the store does not), and the
+    // newest point is replayed.
+    let blobs = client.database("shop").collection::<Document>("blobs");
+    for i in 1_000..1_050i64 {
+        blobs
+            .insert_one(doc! {"_id": i, "n": i, "blob": blob(i as u64)})
+            .await
+            .expect("insert past the bound");
+    }
+    let head = head_seq(&client, "main").await;
+    let newest = read_big_point(&client, head - 1).await;
+    assert_eq!(newest.get_i64("count").unwrap(), 449);
+    let text = common::metrics_text(metrics_port).await;
+    assert!(
+        replays(&text) > replayed_before,
+        "replays counted after it filled"
+    );
+    // The bound is checked before each batch and measured at most every
+    // 16 batches (a batch here: ~64 KiB, a 128 KiB update at most), and
+    // fjall's directory holds a little it does not count (manifest,
+    // tables a compaction replaced, not yet deleted): 8 MiB of slack is
+    // generous for both. Without the bound the store holds ~32 MiB.
+    let used = du(&cache);
+    assert!(
+        used <= DISK_BOUND + (8 << 20),
+        "the cache directory holds {used} bytes, bound {DISK_BOUND}"
+    );
+    drop(client);
+    drop(bounded);
+
+    // Reopened: measured at once, still full, still right.
+    let (again, metrics_port) = serve_bounded(&data, &cache).await;
+    let text = common::metrics_text(metrics_port).await;
+    assert_eq!(
+        common::metric(&text, "argon_sidecar_cache_full "),
+        1.0,
+        "{text}"
+    );
+    let client = again.client().await.unwrap();
+    for (seq, want) in &replayed {
+        let got = read_big_point(&client, *seq).await;
+        assert!(&got == want, "main at seq {seq} after a restart");
+    }
+    let used = du(&cache);
+    assert!(
+        used <= DISK_BOUND + (8 << 20),
+        "after a restart the cache directory holds {used} bytes"
+    );
+}
+
 #[tokio::test]
 async fn cache_flags_are_checked() {
     let dir = tempfile::tempdir().unwrap();
@@ -297,6 +494,39 @@ async fn cache_flags_are_checked() {
         "99999999999999999999",
     ]);
     assert!(e.contains("--cache-bytes"), "{e}");
+    // A disk bound: only with a cache, at least 16 MiB, a number of bytes
+    // that fits in 64 bits.
+    let e = refused(&["--data", &data, "--cache-disk-bytes", "67108864"]);
+    assert!(e.contains("--cache-dir"), "{e}");
+    for bound in [
+        "0",
+        "1",
+        "16777215",
+        "16MiB",
+        "lots",
+        "-1",
+        "18446744073709551616",
+    ] {
+        let e = refused(&[
+            "--data",
+            &data,
+            "--cache-dir",
+            &cache,
+            &format!("--cache-disk-bytes={bound}"),
+        ]);
+        assert!(e.contains("--cache-disk-bytes"), "{bound}: {e}");
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_argon-sidecar"))
+        .args(["serve", "--data", &data, "--cache-dir", &cache])
+        .env("ARGON_CACHE_DISK_BYTES", "1")
+        .output()
+        .expect("runs");
+    assert!(
+        !out.status.success(),
+        "ARGON_CACHE_DISK_BYTES=1 was accepted"
+    );
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("--cache-disk-bytes"), "{e}");
     // A cache directory that cannot be one (a file) stops the start with a
     // message, before any client is served.
     let file = dir.path().join("a-file");
@@ -322,6 +552,22 @@ fn walk_bytes(dir: &Path) -> u64 {
             walk_bytes(&p)
         } else {
             e.metadata().map_or(0, |m| m.len())
+        };
+    }
+    n
+}
+
+/// Blocks allocated under `dir`, recursively, as `du` and the kubelet count
+/// them (fjall's journal is a 64 MiB sparse file: its length is not its use).
+fn du(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        n += if p.is_dir() {
+            du(&p)
+        } else {
+            e.metadata().map_or(0, |m| m.blocks() * 512)
         };
     }
     n

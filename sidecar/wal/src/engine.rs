@@ -804,7 +804,8 @@ impl Wal {
     /// The materialized store's view of `branch` at a point, the store
     /// caught up to it from the log first (every level of the view). The
     /// same point as [`read`](Self::read) names; refused without
-    /// `WalOptions::materialized`.
+    /// `WalOptions::materialized`, and when the store is full before it
+    /// holds the point (never a view of less than the point).
     pub async fn materialized_view(
         &self,
         branch: &str,
@@ -822,14 +823,24 @@ impl Wal {
         // Every level of the view is an ancestor of `inc`, in the catalog
         // since before `inc` was.
         let cat = self.inner.catalog.lock().await.clone();
-        m.view(
-            self.inner.store.as_ref(),
-            self.inner.project(),
-            &cat,
-            inc.id,
-            seq,
-        )
-        .await
+        let view = m
+            .view(
+                self.inner.store.as_ref(),
+                self.inner.project(),
+                &cat,
+                inc.id,
+                seq,
+            )
+            .await?;
+        view.ok_or_else(|| {
+            let disk = m.store().disk_status();
+            WalError::InvalidOp(format!(
+                "the materialized store is full ({} bytes on disk, bound {}) and does not hold {} at seq {seq}; Wal::read replays it from the log",
+                disk.bytes,
+                disk.bound.unwrap_or_default(),
+                inc.name
+            ))
+        })
     }
 
     /// This project's number in the materialized store (its log's identity:
@@ -1874,9 +1885,10 @@ impl Inner {
     /// else from the base (the parent's state at the fork point).
     /// The state of `inc` at past point `seq` served by the materialized
     /// store (caught up to it first), when the engine keeps one: nothing is
-    /// replayed or held in memory. `None` without a store, or when the
-    /// point holds a capped collection (the store keeps no insertion
-    /// order: such points are replayed).
+    /// replayed or held in memory. `None` without a store, when the store
+    /// is full before it holds the point (`materialized::budget`), or when
+    /// the point holds a capped collection (the store keeps no insertion
+    /// order): such points are replayed.
     async fn stored_state(
         &self,
         inc: &Incarnation,
@@ -1887,9 +1899,12 @@ impl Inner {
             return Ok(None);
         };
         let cat = self.catalog.lock().await.clone();
-        let view = m
+        let Some(view) = m
             .view(self.store.as_ref(), self.project(), &cat, inc.id, seq)
-            .await?;
+            .await?
+        else {
+            return Ok(None);
+        };
         let capped = m
             .store()
             .namespaces(&view)?

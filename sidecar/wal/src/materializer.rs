@@ -20,10 +20,14 @@
 //! - A level's commits are applied only after every level below it in the
 //!   view is caught up to that level's bound: `apply` reads pre-images
 //!   (for index entries) through the view, so those levels must be whole.
+//! - A view is handed out only when every level is caught up to its bound.
+//!   A store at its disk bound (`materialized::budget`) applies nothing
+//!   more: a view of a point it does not hold is `None`, and the engine
+//!   replays that point from the log instead.
 
 use crate::catalog::Catalog;
 use crate::error::{Result, WalError};
-use crate::materialized::{Materialized, ProjectNo, View, ViewBase};
+use crate::materialized::{Applied, Materialized, ProjectNo, View, ViewBase};
 use crate::record::{Commit, EncodedCommit};
 use crate::store::LogStore;
 use crate::types::{BranchId, Seq};
@@ -118,8 +122,9 @@ impl Materializer {
 
     /// Applies appended commits (off the runtime), each only where the
     /// store is exactly one behind it and every lower level of its view is
-    /// complete (module invariants); the rest wait for a catch-up. Errors
-    /// are logged: the catch-up meets them again and reports them.
+    /// complete (module invariants); the rest wait for a catch-up. A full
+    /// store stops the batch. Errors are logged: the catch-up meets them
+    /// again and reports them.
     pub(crate) async fn apply_appended(&self, commits: Vec<EncodedCommit>) {
         let bases = Arc::new(Bases(lock(&self.bases).clone()));
         let (store, project) = (Arc::clone(&self.store), self.project);
@@ -137,8 +142,8 @@ impl Materializer {
                     complete &=
                         applied_or_start(&store, project, &bases, level.inc)? >= level.bound;
                 }
-                if complete {
-                    store.apply(&view, &encoded.decode()?)?;
+                if complete && store.apply(&view, &encoded.decode()?)? == Applied::Full {
+                    break;
                 }
             }
             Ok(())
@@ -162,7 +167,8 @@ impl Materializer {
     }
 
     /// The view of incarnation `inc` at `seq`, the store caught up to it
-    /// (every level to its bound) from `log`.
+    /// (every level to its bound) from `log`; `None` when the store is full
+    /// before it holds that point (module invariants).
     pub(crate) async fn view(
         &self,
         log: &dyn LogStore,
@@ -170,20 +176,25 @@ impl Materializer {
         cat: &Catalog,
         inc: BranchId,
         seq: Seq,
-    ) -> Result<View> {
+    ) -> Result<Option<View>> {
         self.note_bases(cat);
         let bases = Bases::of(cat);
         let view = self.store.view(self.project, inc, seq, |b| bases.base(b))?;
         let _one = self.gate.lock().await;
         // Deepest level first (module invariant).
         for level in view.levels().iter().rev() {
-            self.catch_up(log, project, &bases, cat, level.inc, level.bound)
-                .await?;
+            if !self
+                .catch_up(log, project, &bases, cat, level.inc, level.bound)
+                .await?
+            {
+                return Ok(None);
+            }
         }
-        Ok(view)
+        Ok(Some(view))
     }
 
-    /// Applies the commits of `inc` after the store's marker up to `upto`.
+    /// Applies the commits of `inc` after the store's marker up to `upto`;
+    /// `false` when the store filled up before it got there.
     async fn catch_up(
         &self,
         log: &dyn LogStore,
@@ -192,7 +203,7 @@ impl Materializer {
         cat: &Catalog,
         inc: BranchId,
         upto: Seq,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let start = cat
             .get(inc)
             .ok_or_else(|| WalError::malformed("catalog", format!("incarnation {inc} is unknown")))?
@@ -202,13 +213,21 @@ impl Materializer {
             None => start,
         };
         while at < upto {
+            // A full store would read commits from the log it cannot apply.
+            if !self.store.has_room() {
+                return Ok(false);
+            }
             let page = log.read_commits(project, inc, at, upto, PAGE).await?;
             let more = page.more;
             let commits = page.commits;
             if commits.is_empty() {
                 break;
             }
-            at = self.apply_page(bases, inc, at, commits).await?;
+            let full;
+            (at, full) = self.apply_page(bases, inc, at, commits).await?;
+            if full {
+                return Ok(false);
+            }
             if !more {
                 break;
             }
@@ -219,18 +238,19 @@ impl Materializer {
                 format!("incarnation {inc} ends at {at}, a view reads it up to {upto}"),
             ));
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Applies `commits` (consecutive, from `at + 1`) off the async runtime:
-    /// each is a KV batch, and a page of large commits is real work.
+    /// each is a KV batch, and a page of large commits is real work. Returns
+    /// the last seq applied and whether the store filled up before the end.
     async fn apply_page(
         &self,
         bases: &Arc<Bases>,
         inc: BranchId,
         at: Seq,
         commits: Vec<Commit>,
-    ) -> Result<Seq> {
+    ) -> Result<(Seq, bool)> {
         let (store, project, bases) = (Arc::clone(&self.store), self.project, Arc::clone(bases));
         tokio::task::spawn_blocking(move || {
             let mut at = at;
@@ -245,10 +265,12 @@ impl Materializer {
                     ));
                 }
                 let view = store.view(project, inc, at, |b| bases.base(b))?;
-                store.apply(&view, c)?;
+                if store.apply(&view, c)? == Applied::Full {
+                    return Ok((at, true));
+                }
                 at = c.seq;
             }
-            Ok(at)
+            Ok((at, false))
         })
         .await
         .map_err(|e| WalError::malformed("materialized store", format!("apply task: {e}")))?

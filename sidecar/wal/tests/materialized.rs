@@ -5,7 +5,9 @@
 
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns unwrap too
 
-use argon_wal::materialized::{Materialized, MaterializedOptions, ProjectNo, View, ViewBase};
+use argon_wal::materialized::{
+    Applied, Materialized, MaterializedOptions, ProjectNo, View, ViewBase,
+};
 use argon_wal::{
     BranchId, BranchState, CollectionState, Commit, CommitTime, DocOp, IndexKey, LoggedOp,
     Namespace, Seq, rawdoc,
@@ -88,8 +90,16 @@ impl Model {
         let (&head, state) = inc.states.last_key_value().unwrap();
         let c = commit(inc.id, head + 1, ops);
         let view = self.view(inc.id, head);
-        assert!(store.apply(&view, &c).unwrap(), "applied once");
-        assert!(!store.apply(&view, &c).unwrap(), "a second time is a no-op");
+        assert_eq!(
+            store.apply(&view, &c).unwrap(),
+            Applied::Written,
+            "applied once"
+        );
+        assert_eq!(
+            store.apply(&view, &c).unwrap(),
+            Applied::Held,
+            "a second time is a no-op"
+        );
         let mut next = state.clone();
         next.apply_commit(&c);
         self.incs[which].states.insert(head + 1, next);
@@ -475,7 +485,7 @@ fn seqs_near_u64_max_order_and_read() {
     // No seq after u64::MAX: refused, nothing written.
     let c = commit(id, u64::MAX, vec![]);
     assert!(
-        !store.apply(&model.view(id, u64::MAX - 1), &c).unwrap(),
+        store.apply(&model.view(id, u64::MAX - 1), &c).unwrap() == Applied::Held,
         "already applied"
     );
 }
@@ -859,6 +869,7 @@ fn own_key_filters_over_their_cap_saturate_and_still_read_right() {
         MaterializedOptions {
             cache_bytes: 8 << 20,
             filter_bytes: Some(4 << 10),
+            disk_bytes: None,
         },
     )
     .unwrap();
@@ -973,5 +984,8 @@ fn a_killed_writer_leaves_exactly_the_prefix_its_marker_names() {
     );
     // And the store takes the next commit where it stopped.
     let view = model.view(BranchId(1), applied.0);
-    assert!(store.apply(&view, &workload(applied.0 + 1)).unwrap());
+    assert_eq!(
+        store.apply(&view, &workload(applied.0 + 1)).unwrap(),
+        Applied::Written
+    );
 }

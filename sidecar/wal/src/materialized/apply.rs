@@ -36,12 +36,14 @@ struct Batch<'a> {
     colls: BTreeMap<Namespace, Option<CollectionEntry>>,
 }
 
+/// Writes `commit`'s batch; the bytes of its keys and values, `None` when
+/// the store held it already.
 pub(super) fn apply(
     kv: &Kv,
     counters: &mut Counters,
     view: &View,
     commit: &Commit,
-) -> Result<bool> {
+) -> Result<Option<u64>> {
     let head = view.head();
     let before = commit
         .seq
@@ -62,7 +64,7 @@ pub(super) fn apply(
             .map(u64::from_be_bytes)
             .ok_or_else(|| kv.malformed("applied marker".into()))?;
         if seq >= commit.seq.0 {
-            return Ok(false);
+            return Ok(None);
         }
         if seq != before {
             return Err(WalError::InvalidOp(format!(
@@ -118,13 +120,15 @@ pub(super) fn apply(
             }),
     )?;
     let mut batch = kv.db.batch();
+    let mut bytes = 0u64;
     for (k, v) in std::mem::take(&mut b.writes) {
+        bytes = bytes.saturating_add((k.len() + v.len()) as u64);
         batch.insert(&kv.ks, k, v);
     }
     // Not synced: the log is the durable copy (module doc).
     batch.commit().map_err(|e| kv.error("apply", e))?;
     *counters = b.counters;
-    Ok(true)
+    Ok(Some(bytes))
 }
 
 impl Batch<'_> {

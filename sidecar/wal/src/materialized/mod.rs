@@ -12,12 +12,14 @@
 //! a read), `scan` (the level merge and point reads), `filter` (own-key
 //! filters: which documents an incarnation ever wrote), `catalog`
 //! (collection and index numbers), `index` (index entries and lookups),
-//! `apply` (a commit → one batch).
+//! `apply` (a commit → one batch), `budget` (the disk bound: when the
+//! store stops growing).
 //!
 //! Reads return owned, refcounted values (`Doc` wraps fjall's `Slice`),
 //! never borrows into the store, and are fallible (I/O, damage).
 
 mod apply;
+mod budget;
 pub mod catalog;
 mod filter;
 mod index;
@@ -25,6 +27,7 @@ pub(crate) mod keys;
 mod scan;
 pub mod view;
 
+pub use budget::DiskStatus;
 pub use catalog::{CollectionEntry, IndexEntry};
 pub use filter::FilterStats;
 pub use index::IndexScan;
@@ -51,7 +54,7 @@ pub const FORMAT: &[u8] = b"argon-materialized-1";
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ProjectNo(pub u32);
 
-/// How the store uses memory.
+/// How the store uses memory and disk.
 #[derive(Clone, Copy, Debug)]
 pub struct MaterializedOptions {
     /// The process's data budget: the block cache gets 1/2, the write
@@ -60,16 +63,32 @@ pub struct MaterializedOptions {
     pub cache_bytes: u64,
     /// The cap on all own-key filters' bits (`None`: `cache_bytes / 8`).
     pub filter_bytes: Option<u64>,
+    /// The store's bound on disk (`budget`): at or above it nothing more
+    /// is applied (`None`: unbounded).
+    pub disk_bytes: Option<u64>,
 }
 
 impl MaterializedOptions {
-    /// The options for a data budget of `cache_bytes`, shares as documented.
+    /// The options for a data budget of `cache_bytes`, shares as documented,
+    /// unbounded on disk.
     pub fn with_budget(cache_bytes: u64) -> MaterializedOptions {
         MaterializedOptions {
             cache_bytes,
             filter_bytes: None,
+            disk_bytes: None,
         }
     }
+}
+
+/// What [`Materialized::apply`] did with a commit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// Written with its applied marker.
+    Written,
+    /// The store held it already (catch-up may offer a commit twice).
+    Held,
+    /// Not written: the store is at its disk bound (`DiskStatus::full`).
+    Full,
 }
 
 impl Default for MaterializedOptions {
@@ -121,6 +140,8 @@ pub struct Materialized {
     /// Held while a batch is built and written: one writer at a time, and
     /// the counters the batch draws numbers from.
     writer: Mutex<Counters>,
+    /// Checked under `writer` before every batch.
+    disk: budget::DiskBudget,
 }
 
 impl std::fmt::Debug for Materialized {
@@ -171,9 +192,11 @@ impl Materialized {
             Some(v) => Counters::decode(&v)?,
             None => Counters::default(),
         };
+        let disk = budget::DiskBudget::new(opts.disk_bytes, Arc::clone(&kv.dir), measure(&kv));
         Ok(Materialized {
             kv,
             writer: Mutex::new(counters),
+            disk,
         })
     }
 
@@ -256,12 +279,33 @@ impl Materialized {
     }
 
     /// Applies `commit` on top of `view` (incarnation `commit.branch` at
-    /// `commit.seq - 1`) as one unsynced batch with its applied marker.
-    /// Returns `false` when the store already holds it (catch-up may offer
-    /// a commit twice); a commit after a gap is refused.
-    pub fn apply(&self, view: &View, commit: &Commit) -> Result<bool> {
+    /// `commit.seq - 1`) as one unsynced batch with its applied marker,
+    /// unless the store holds it already or is at its disk bound; a commit
+    /// after a gap is refused.
+    pub fn apply(&self, view: &View, commit: &Commit) -> Result<Applied> {
         let mut counters = self.lock();
-        apply::apply(&self.kv, &mut counters, view, commit)
+        if !self.disk.has_room(|| measure(&self.kv)) {
+            return Ok(Applied::Full);
+        }
+        Ok(match apply::apply(&self.kv, &mut counters, view, commit)? {
+            Some(bytes) => {
+                self.disk.written(bytes);
+                Applied::Written
+            }
+            None => Applied::Held,
+        })
+    }
+
+    /// Whether a batch may be written now (the rule `apply` checks): a
+    /// catch-up asks before reading commits from the log that it could not
+    /// apply.
+    pub fn has_room(&self) -> bool {
+        self.disk.has_room(|| measure(&self.kv))
+    }
+
+    /// The store's size on disk as last measured, against its bound.
+    pub fn disk_status(&self) -> DiskStatus {
+        self.disk.status()
     }
 
     /// The view of `inc` at `seq` in `project` (see `View::new`).
@@ -321,6 +365,39 @@ impl Materialized {
     pub fn disk_space(&self) -> u64 {
         self.kv.db.disk_space().unwrap_or(0)
     }
+}
+
+/// The store's bytes on disk as the kubelet counts an `emptyDir`: blocks
+/// allocated to the files under its directory. Not fjall's `disk_space`:
+/// that counts the active journal's length, preallocated sparse to 64 MiB,
+/// so an empty store would measure 64 MiB. `None` when the walk fails.
+fn measure(kv: &Kv) -> Option<u64> {
+    allocated_bytes(kv.dir.as_path()).ok()
+}
+
+fn allocated_bytes(dir: &Path) -> std::io::Result<u64> {
+    let mut total = 0u64;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        total = total.saturating_add(if meta.is_dir() {
+            allocated_bytes(&entry.path())?
+        } else {
+            allocated(&meta)
+        });
+    }
+    Ok(total)
+}
+
+#[cfg(unix)]
+fn allocated(meta: &std::fs::Metadata) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    meta.blocks().saturating_mul(512)
+}
+
+#[cfg(not(unix))]
+fn allocated(meta: &std::fs::Metadata) -> u64 {
+    meta.len()
 }
 
 pub(crate) fn read_entry(kv: &Kv, view: &View, ns: &Namespace) -> Result<Option<CollectionEntry>> {

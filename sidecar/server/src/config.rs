@@ -542,7 +542,11 @@ mod tests {
     #[test]
     fn cache_disk_bound() {
         let cache = ["--data", "/x", "--cache-dir", "/c"];
-        let bound = |v: &str| parse(&[&cache[..], &["--cache-disk-bytes", v]].concat());
+        // `--flag=value`, so that clap reads "-1" as the value and not as a flag.
+        let bound = |v: &str| {
+            let flag = format!("--cache-disk-bytes={v}");
+            parse(&[&cache[..], &[flag.as_str()]].concat())
+        };
         assert_eq!(
             parse(&cache).unwrap().cache_choice().unwrap().disk_bytes,
             None

@@ -56,6 +56,9 @@ pub struct Config {
     /// watch runs in each); empty: every namespace (or `namespace`). Matches
     /// the chart's `secretNamespaces` Roles.
     pub secret_namespaces: Vec<String>,
+    /// The sidecar cache of endpoints and injected sidecars unless a
+    /// project says otherwise (the chart's `sidecar.cache`).
+    pub cache: crate::sidecar_cache::CacheDefaults,
 }
 
 /// What branch endpoints expose (the chart's `endpoints` values).
@@ -261,6 +264,7 @@ impl Config {
             store_copy_namespace: None,
             endpoint_tls: None,
             secret_namespaces: Vec::new(),
+            cache: crate::sidecar_cache::CacheDefaults::default(),
         }
     }
 }

@@ -7,6 +7,7 @@ use crate::config::EndpointExposure;
 use crate::crd::{ArgonBranch, ArgonProject};
 use crate::error::{Error, Result};
 use crate::image_policy::ImagePolicy;
+use crate::sidecar_cache::{self, CacheDefaults};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath,
@@ -298,11 +299,13 @@ pub(crate) fn owned_meta(branch: &ArgonBranch) -> Result<ObjectMeta> {
     })
 }
 
-/// The endpoint's Deployment, owned by the branch.
+/// The endpoint's Deployment, owned by the branch; with the project's
+/// sidecar cache unless it is off (`cache`: the chart's defaults).
 pub fn deployment(
     branch: &ArgonBranch,
     project: &ArgonProject,
     images: &ImagePolicy,
+    cache: &CacheDefaults,
 ) -> Result<Deployment> {
     let name = branch.name_any();
     let select = selector(&branch.spec.project, &name);
@@ -320,6 +323,10 @@ pub fn deployment(
             .push(env("ARGON_AUTH", "true"));
     }
     let mut volumes: Vec<Volume> = data_volume(project).into_iter().collect();
+    if let Some(cache) = sidecar_cache::for_project(project, cache)? {
+        cache.add_to(&mut container);
+        volumes.push(cache.volume());
+    }
     if branch.spec.endpoint.tls {
         // A Secret volume: the kubelet swaps renewed files in place
         // (atomically, both at once) and the sidecar re-reads changed files,
@@ -504,7 +511,13 @@ mod tests {
         let project = ArgonProject::new("shop", ArgonProjectSpec::on_mongodb("s", "argon"));
         let mut branch = feature(EndpointSpec::default(), false);
         let auth = |b: &ArgonBranch| {
-            let d = deployment(b, &project, &ImagePolicy::new("img", &[])).unwrap();
+            let d = deployment(
+                b,
+                &project,
+                &ImagePolicy::new("img", &[]),
+                &CacheDefaults::default(),
+            )
+            .unwrap();
             let pod = d.spec.unwrap().template.spec.unwrap();
             pod.containers[0]
                 .env
@@ -515,6 +528,114 @@ mod tests {
         assert!(auth(&branch));
         branch.spec.endpoint.auth = false;
         assert!(!auth(&branch));
+    }
+
+    /// The cache volume, its mount and the sidecar's settings, as a pod gets them.
+    fn cache_of(pod: &PodSpec) -> (Option<Volume>, Option<VolumeMount>, Vec<(String, String)>) {
+        let volume = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == sidecar_cache::CACHE_VOLUME)
+            .cloned();
+        let mount = pod.containers[0]
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.name == sidecar_cache::CACHE_VOLUME)
+            .cloned();
+        let env = pod.containers[0]
+            .env
+            .iter()
+            .flatten()
+            .filter(|e| e.name.starts_with("ARGON_CACHE"))
+            .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
+            .collect();
+        (volume, mount, env)
+    }
+
+    #[test]
+    fn endpoints_keep_their_cache_on_an_empty_dir_of_the_configured_size() {
+        use crate::crd::{CacheSpec, SidecarDefaults};
+        let pod_of = |project: &ArgonProject, chart: &CacheDefaults| {
+            let branch = feature(EndpointSpec::default(), false);
+            let d = deployment(&branch, project, &ImagePolicy::new("img", &[]), chart).unwrap();
+            d.spec.unwrap().template.spec.unwrap()
+        };
+        let mut project = ArgonProject::new("shop", ArgonProjectSpec::on_mongodb("s", "argon"));
+        let (volume, mount, env) = cache_of(&pod_of(&project, &CacheDefaults::default()));
+        let volume = volume.expect("a cache volume");
+        let empty_dir = volume.empty_dir.expect("an emptyDir");
+        assert_eq!(empty_dir.size_limit.map(|q| q.0).as_deref(), Some("2Gi"));
+        assert_eq!(empty_dir.medium, None, "on the node's disk, not in memory");
+        let mount = mount.expect("mounted in the sidecar");
+        assert_eq!(mount.mount_path, "/var/cache/argon");
+        assert_ne!(mount.read_only, Some(true));
+        assert_eq!(
+            env,
+            [
+                (
+                    "ARGON_CACHE_DIR".to_string(),
+                    "/var/cache/argon".to_string()
+                ),
+                ("ARGON_CACHE_BYTES".to_string(), (256u64 << 20).to_string()),
+            ]
+        );
+
+        // The project's sizes win over the chart's.
+        project.spec.sidecar = Some(SidecarDefaults {
+            cache: Some(CacheSpec {
+                enabled: None,
+                memory: Some("1Gi".into()),
+                disk: Some("20Gi".into()),
+            }),
+            ..SidecarDefaults::default()
+        });
+        let (volume, _, env) = cache_of(&pod_of(&project, &CacheDefaults::default()));
+        let size = volume.and_then(|v| v.empty_dir).and_then(|e| e.size_limit);
+        assert_eq!(size.map(|q| q.0).as_deref(), Some("20Gi"));
+        assert!(env.contains(&("ARGON_CACHE_BYTES".into(), (1u64 << 30).to_string())));
+
+        // Off in the project, or in the chart without the project turning it on: nothing.
+        let off = |enabled| SidecarDefaults {
+            cache: Some(CacheSpec {
+                enabled,
+                ..CacheSpec::default()
+            }),
+            ..SidecarDefaults::default()
+        };
+        project.spec.sidecar = Some(off(Some(false)));
+        let pod = pod_of(&project, &CacheDefaults::default());
+        assert_eq!(cache_of(&pod), (None, None, vec![]));
+        let chart_off = CacheDefaults {
+            enabled: false,
+            ..CacheDefaults::default()
+        };
+        project.spec.sidecar = None;
+        assert_eq!(
+            cache_of(&pod_of(&project, &chart_off)),
+            (None, None, vec![])
+        );
+        project.spec.sidecar = Some(off(Some(true)));
+        assert!(cache_of(&pod_of(&project, &chart_off)).0.is_some());
+
+        // A size the CRD would refuse (an object stored before it did) gets no endpoint.
+        project.spec.sidecar = Some(SidecarDefaults {
+            cache: Some(CacheSpec {
+                memory: Some("1Mi".into()),
+                ..CacheSpec::default()
+            }),
+            ..SidecarDefaults::default()
+        });
+        let branch = feature(EndpointSpec::default(), false);
+        let e = deployment(
+            &branch,
+            &project,
+            &ImagePolicy::new("img", &[]),
+            &CacheDefaults::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("spec.sidecar.cache.memory"), "{e}");
     }
 
     /// The sidecar's own argument checks accept every endpoint the operator
@@ -541,7 +662,13 @@ mod tests {
                 ..EndpointSpec::default()
             };
             let branch = feature(endpoint, read_only);
-            let d = deployment(&branch, &project, &ImagePolicy::new("img", &[])).unwrap();
+            let d = deployment(
+                &branch,
+                &project,
+                &ImagePolicy::new("img", &[]),
+                &CacheDefaults::default(),
+            )
+            .unwrap();
             let pod = d.spec.unwrap().template.spec.unwrap();
             let container = &pod.containers[0];
             let mut resolved = BTreeMap::new();
@@ -590,6 +717,15 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{case}: {e}"));
             assert_eq!(peer.is_some(), !read_only, "{case}");
             assert_eq!(args.peer_tls_name.is_some(), tls && !read_only, "{case}");
+            let cache = args
+                .cache_choice()
+                .unwrap_or_else(|| panic!("{case}: no cache"));
+            assert_eq!(
+                cache.dir,
+                std::path::Path::new(sidecar_cache::CACHE_DIR),
+                "{case}"
+            );
+            assert_eq!(cache.bytes, 256 << 20, "{case}");
         }
     }
 }

@@ -65,6 +65,11 @@ pub enum Error {
     )]
     ServiceTypeNotAllowed(String),
 
+    /// A sidecar cache size (`spec.sidecar.cache` or the chart's) that is
+    /// not usable; the message names the field.
+    #[error("{0}")]
+    SidecarCache(String),
+
     #[error("lost the leader lease {0}")]
     LostLease(String),
 
@@ -96,6 +101,7 @@ impl Error {
             Error::Tls(_) => "tls".into(),
             Error::ImageNotAllowed { .. } => "image_not_allowed".into(),
             Error::ServiceTypeNotAllowed(_) => "service_type_not_allowed".into(),
+            Error::SidecarCache(_) => "sidecar_cache".into(),
             Error::LostLease(_) => "lost_lease".into(),
             Error::Crds(_) => "crds".into(),
         }

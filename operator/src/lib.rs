@@ -9,6 +9,8 @@
 //!   `image_policy` allows, behind the NetworkPolicy of `network_policy`) and its
 //!   connection Secret (`connection`) and, over TLS, its serving
 //!   certificate from the operator's CA (`endpoint_tls`);
+//! - the sidecar's cache volume and memory budget in pods (`sidecar_cache`),
+//!   sizes read by one parser (`quantity`);
 //! - `spec.import` (`import`): existing MongoDB databases copied into `main` once;
 //! - open stores per project (`stores`), and the operator's copy of their
 //!   connections for deletions after a restart (`store_copy`);
@@ -36,6 +38,8 @@ pub mod leader;
 pub mod metrics;
 pub mod network_policy;
 pub mod operator;
+pub mod quantity;
+pub mod sidecar_cache;
 pub mod store_copy;
 pub mod stores;
 pub mod users;

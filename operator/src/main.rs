@@ -8,6 +8,7 @@ use argon_operator::config::{
 };
 use argon_operator::crd::ServiceType;
 use argon_operator::network_policy;
+use argon_operator::sidecar_cache::CacheDefaults;
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -51,6 +52,17 @@ struct RunArgs {
     /// other is refused (endpoint not run, pod not admitted).
     #[arg(long, env = "ARGON_ALLOWED_SIDECAR_IMAGES", value_delimiter = ',')]
     allowed_sidecar_images: Vec<String>,
+    /// Endpoints and injected sidecars keep a cache of the log (their
+    /// materialized store) on an emptyDir volume, unless a project's
+    /// spec.sidecar.cache.enabled says otherwise.
+    #[arg(long, env = "ARGON_SIDECAR_CACHE_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    sidecar_cache_enabled: bool,
+    /// The cache's memory budget (a quantity, 16Mi to 1Ti) unless a project sets spec.sidecar.cache.memory.
+    #[arg(long, env = "ARGON_SIDECAR_CACHE_MEMORY", default_value = "256Mi")]
+    sidecar_cache_memory: String,
+    /// The cache volume's sizeLimit (a quantity, 64Mi to 1Pi) unless a project sets spec.sidecar.cache.disk.
+    #[arg(long, env = "ARGON_SIDECAR_CACHE_DISK", default_value = "2Gi")]
+    sidecar_cache_disk: String,
     /// Write a NetworkPolicy per branch endpoint admitting only its namespace's pods.
     #[arg(long, env = "ARGON_ENDPOINT_NETWORK_POLICY", default_value_t = true, action = clap::ArgAction::Set)]
     endpoint_network_policy: bool,
@@ -170,6 +182,9 @@ fn config(args: RunArgs) -> anyhow::Result<Config> {
         identity,
         sidecar_image,
         allowed_sidecar_images,
+        sidecar_cache_enabled,
+        sidecar_cache_memory,
+        sidecar_cache_disk,
         endpoint_network_policy,
         endpoint_client_label,
         endpoint_allowed_service_types,
@@ -251,6 +266,12 @@ fn config(args: RunArgs) -> anyhow::Result<Config> {
     config.namespace = namespace;
     config.sidecar_image = sidecar_image;
     config.allowed_images = allowed_sidecar_images;
+    config.cache = CacheDefaults {
+        enabled: sidecar_cache_enabled,
+        memory: sidecar_cache_memory,
+        disk: sidecar_cache_disk,
+    };
+    config.cache.validate().map_err(|e| anyhow::anyhow!(e))?;
     config.exposure = EndpointExposure {
         network_policy: endpoint_network_policy,
         client_label: network_policy::parse_client_label(&endpoint_client_label)

@@ -153,6 +153,7 @@ impl Operator {
             let injector = Arc::new(Injector {
                 client: self.client.clone(),
                 images: self.config.image_policy(),
+                cache: self.config.cache.clone(),
             });
             servers.spawn(webhook::serve(listener, acceptor, injector));
         }

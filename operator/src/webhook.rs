@@ -12,6 +12,7 @@ use crate::crd::{ArgonBranch, ArgonProject, LocalhostAuth};
 use crate::endpoint::{self, CONTAINER_NAME, MONGODB_PORT};
 use crate::error::{Error, Result};
 use crate::image_policy::ImagePolicy;
+use crate::sidecar_cache::{self, CacheDefaults};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode, service::service_fn};
@@ -36,10 +37,11 @@ pub const PATH: &str = "/mutate-pods";
 const MAX_BODY: usize = 4 << 20;
 
 /// What the webhook needs to answer: a client to find branches and projects,
-/// and the images sidecars may run.
+/// the images sidecars may run and the chart's cache defaults.
 pub struct Injector {
     pub client: Client,
     pub images: ImagePolicy,
+    pub cache: CacheDefaults,
 }
 
 /// The TLS acceptor of the webhook: each handshake serves the certificate
@@ -195,7 +197,7 @@ impl Injector {
         if let Some(embedded) = &project.spec.store.embedded {
             return response.deny(embedded_refusal(&branch.spec.project, &embedded.claim_name));
         }
-        let patch = match inject(pod, &branch, &project, &self.images) {
+        let patch = match inject(pod, &branch, &project, &self.images, &self.cache) {
             Ok(patch) => patch,
             // Never run an image the installation did not choose.
             Err(e @ Error::ImageNotAllowed { .. }) => {
@@ -234,13 +236,15 @@ fn add(path: &[&str], value: Value) -> PatchOperation {
 }
 
 /// The JSON patch that injects the sidecar for `branch` into `pod`
-/// (empty when the pod already has it); refused when the project names an
-/// image `images` does not allow.
+/// (empty when the pod already has it), with its cache volume unless the
+/// project or the chart (`cache`) turns it off; refused when the project
+/// names an image `images` does not allow.
 pub fn inject(
     pod: &Pod,
     branch: &ArgonBranch,
     project: &ArgonProject,
     images: &ImagePolicy,
+    cache: &CacheDefaults,
 ) -> Result<Patch> {
     let branch_name = kube::ResourceExt::name_any(branch);
     let Some(spec) = &pod.spec else {
@@ -269,6 +273,16 @@ pub fn inject(
     if localhost == Some(LocalhostAuth::Required) {
         env.push(endpoint::env("ARGON_AUTH", "true"));
     }
+    // A cache size the CRD would refuse today (an object stored before it
+    // did) costs the pod its cache, not its start: the project's
+    // SidecarCache condition says what is wrong.
+    let cache = sidecar_cache::for_project(project, cache).unwrap_or_else(|e| {
+        tracing::warn!(project = %kube::ResourceExt::name_any(project), error = %e, "injecting a sidecar without its cache");
+        None
+    });
+    if let Some(cache) = &cache {
+        cache.add_to(&mut sidecar);
+    }
     // A native sidecar: started before the app's containers, kept running beside them.
     sidecar.restart_policy = Some("Always".into());
     // The kubelet starts the next container once a native sidecar has
@@ -290,13 +304,17 @@ pub fn inject(
     } else {
         ops.push(add(&["spec", "initContainers"], json!([sidecar])));
     }
-    if let Some(volume) = endpoint::data_volume(project) {
-        let volume = serde_json::to_value(&volume).unwrap_or(Value::Null);
-        if spec.volumes.is_some() {
+    let volumes: Vec<Value> = endpoint::data_volume(project)
+        .into_iter()
+        .chain(cache.map(|c| c.volume()))
+        .map(|v| serde_json::to_value(&v).unwrap_or(Value::Null))
+        .collect();
+    if spec.volumes.is_some() {
+        for volume in volumes {
             ops.push(add(&["spec", "volumes", "-"], volume));
-        } else {
-            ops.push(add(&["spec", "volumes"], json!([volume])));
         }
+    } else if !volumes.is_empty() {
+        ops.push(add(&["spec", "volumes"], Value::Array(volumes)));
     }
     let app_env = [
         ("ARGON_BRANCH", branch_name.clone()),
@@ -340,10 +358,11 @@ pub fn inject(
 mod tests {
     use super::*;
     use crate::crd::{ArgonBranchSpec, ArgonProjectSpec, AuthSpec, EndpointSpec};
-    use k8s_openapi::api::core::v1::{Container, PodSpec};
+    use crate::crd::{CacheSpec, SidecarDefaults};
+    use k8s_openapi::api::core::v1::{Container, PodSpec, Volume};
 
-    fn sidecar_env(project: &ArgonProject) -> Vec<(String, Option<String>)> {
-        let branch = ArgonBranch::new(
+    fn feature() -> ArgonBranch {
+        ArgonBranch::new(
             "feature",
             ArgonBranchSpec {
                 project: "shop".into(),
@@ -355,19 +374,29 @@ mod tests {
                 reset: None,
                 protected: false,
             },
-        );
-        let pod = Pod {
+        )
+    }
+
+    fn app_pod(volumes: Option<Vec<Volume>>) -> Pod {
+        Pod {
             spec: Some(PodSpec {
                 containers: vec![Container {
                     name: "app".into(),
                     ..Container::default()
                 }],
+                volumes,
                 ..PodSpec::default()
             }),
             ..Pod::default()
-        };
+        }
+    }
+
+    fn patch_for(pod: &Pod, project: &ArgonProject, cache: &CacheDefaults) -> Value {
         let images = ImagePolicy::new("img", &[]);
-        let patch = serde_json::to_value(inject(&pod, &branch, project, &images).unwrap()).unwrap();
+        serde_json::to_value(inject(pod, &feature(), project, &images, cache).unwrap()).unwrap()
+    }
+
+    fn injected_sidecar(patch: &Value) -> Container {
         let sidecar = patch
             .as_array()
             .unwrap()
@@ -375,8 +404,12 @@ mod tests {
             .find(|op| op["path"] == "/spec/initContainers")
             .map(|op| op["value"][0].clone())
             .unwrap();
-        let sidecar: Container = serde_json::from_value(sidecar).unwrap();
-        sidecar
+        serde_json::from_value(sidecar).unwrap()
+    }
+
+    fn sidecar_env(project: &ArgonProject) -> Vec<(String, Option<String>)> {
+        let patch = patch_for(&app_pod(None), project, &CacheDefaults::default());
+        injected_sidecar(&patch)
             .env
             .unwrap_or_default()
             .into_iter()
@@ -396,5 +429,116 @@ mod tests {
         let env = sidecar_env(&project);
         assert!(env.contains(&("ARGON_CONFINE_TO_BRANCH".into(), Some("true".into()))));
         assert!(env.contains(&("ARGON_AUTH".into(), Some("true".into()))));
+    }
+
+    /// The ops of `patch` that touch `spec.volumes`.
+    fn volume_ops(patch: &Value) -> Vec<Value> {
+        patch
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|op| op["path"].as_str().unwrap().starts_with("/spec/volumes"))
+            .cloned()
+            .collect()
+    }
+
+    #[test]
+    fn injected_sidecars_get_their_cache_volume_in_pods_with_and_without_volumes() {
+        let project = ArgonProject::new("shop", ArgonProjectSpec::on_mongodb("s", "argon"));
+        let expected_volume = json!({"name": "argon-cache", "emptyDir": {"sizeLimit": "2Gi"}});
+
+        let patch = patch_for(&app_pod(None), &project, &CacheDefaults::default());
+        assert_eq!(
+            volume_ops(&patch),
+            [json!({"op": "add", "path": "/spec/volumes", "value": [expected_volume]})]
+        );
+        let sidecar = injected_sidecar(&patch);
+        let mount = sidecar.volume_mounts.unwrap_or_default();
+        assert!(
+            mount
+                .iter()
+                .any(|m| m.name == "argon-cache" && m.mount_path == "/var/cache/argon"),
+            "{mount:?}"
+        );
+        let env: Vec<_> = sidecar.env.unwrap_or_default();
+        assert!(
+            env.iter()
+                .any(|e| e.name == "ARGON_CACHE_DIR"
+                    && e.value.as_deref() == Some("/var/cache/argon"))
+        );
+        assert!(
+            env.iter()
+                .any(|e| e.name == "ARGON_CACHE_BYTES" && e.value.as_deref() == Some("268435456"))
+        );
+        assert!(!env.iter().any(|e| e.name == "ARGON_CACHE_DISK_BYTES"));
+
+        // The app's own volumes stay; the cache is appended.
+        let own = Volume {
+            name: "data".into(),
+            ..Volume::default()
+        };
+        for existing in [vec![own], vec![]] {
+            let patch = patch_for(
+                &app_pod(Some(existing)),
+                &project,
+                &CacheDefaults::default(),
+            );
+            assert_eq!(
+                volume_ops(&patch),
+                [json!({"op": "add", "path": "/spec/volumes/-", "value": expected_volume})]
+            );
+        }
+
+        // The project's size wins over the chart's.
+        let mut sized = project.clone();
+        sized.spec.sidecar = Some(SidecarDefaults {
+            cache: Some(CacheSpec {
+                disk: Some("5Gi".into()),
+                memory: Some("64Mi".into()),
+                enabled: None,
+            }),
+            ..SidecarDefaults::default()
+        });
+        let patch = patch_for(&app_pod(None), &sized, &CacheDefaults::default());
+        assert_eq!(
+            volume_ops(&patch)[0]["value"][0]["emptyDir"]["sizeLimit"],
+            "5Gi"
+        );
+
+        // Off: no volume, no mount, no settings.
+        let chart_off = CacheDefaults {
+            enabled: false,
+            ..CacheDefaults::default()
+        };
+        for pod in [app_pod(None), app_pod(Some(vec![]))] {
+            let patch = patch_for(&pod, &project, &chart_off);
+            assert_eq!(volume_ops(&patch), Vec::<Value>::new());
+            let sidecar = injected_sidecar(&patch);
+            assert!(sidecar.volume_mounts.unwrap_or_default().is_empty());
+            assert!(
+                !sidecar
+                    .env
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|e| e.name.starts_with("ARGON_CACHE"))
+            );
+        }
+
+        // A size stored before the CRD refused it: the pod still starts, without a cache.
+        sized.spec.sidecar = Some(SidecarDefaults {
+            cache: Some(CacheSpec {
+                disk: Some("1Ki".into()),
+                ..CacheSpec::default()
+            }),
+            ..SidecarDefaults::default()
+        });
+        let patch = patch_for(&app_pod(None), &sized, &CacheDefaults::default());
+        assert_eq!(volume_ops(&patch), Vec::<Value>::new());
+        assert!(
+            injected_sidecar(&patch)
+                .volume_mounts
+                .unwrap_or_default()
+                .is_empty()
+        );
     }
 }

@@ -17,7 +17,7 @@ use crate::crd::{
 };
 use crate::endpoint_tls::{self, Issuance};
 use crate::error::{Error, Result};
-use crate::{connection, endpoint};
+use crate::{connection, endpoint, sidecar_cache};
 use argon_wal::{BranchInfo, CommitTime, ReadPoint, Seq, Wal, WalError};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Secret, Service};
@@ -249,10 +249,12 @@ async fn reconcile_endpoint(
     let generation = b.metadata.generation;
     if b.spec.endpoint.enabled {
         let refused = endpoint::check_service_type(b, &ctx.config.exposure)
-            .and_then(|()| ctx.config.image_policy().image_for(project).map(drop));
+            .and_then(|()| ctx.config.image_policy().image_for(project).map(drop))
+            .and_then(|()| sidecar_cache::for_project(project, &ctx.config.cache).map(drop));
         let reason = match &refused {
             Err(Error::ServiceTypeNotAllowed(_)) => Some("ServiceTypeNotAllowed"),
             Err(Error::ImageNotAllowed { .. }) => Some("ImageNotAllowed"),
+            Err(Error::SidecarCache(_)) => Some("InvalidSidecarCache"),
             _ => None,
         };
         if let (Some(reason), Err(e)) = (reason, refused) {
@@ -264,6 +266,10 @@ async fn reconcile_endpoint(
             let message = match e {
                 Error::ImageNotAllowed { .. } => format!(
                     "ArgonProject {:?} spec.sidecar.image: {e}; no endpoint runs it",
+                    b.spec.project
+                ),
+                Error::SidecarCache(_) => format!(
+                    "ArgonProject {:?}: {e}; no endpoint runs until it is fixed",
                     b.spec.project
                 ),
                 _ => format!("{e}; no endpoint is exposed"),
@@ -800,7 +806,8 @@ async fn provision_endpoint(
     let namespace = b.namespace().unwrap_or_default();
     let name = endpoint::object_name(&b.name_any());
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    let deployment = endpoint::deployment(b, project, &ctx.config.image_policy())?;
+    let deployment =
+        endpoint::deployment(b, project, &ctx.config.image_policy(), &ctx.config.cache)?;
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
     let applied = deployments
         .patch(&name, &params, &Patch::Apply(&deployment))

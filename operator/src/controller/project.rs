@@ -4,13 +4,16 @@
 //! `deletionPolicy` through the finalizer.
 
 use super::{Context, apply_status, import_backoff};
-use crate::crd::condition::types::{IMPORTED, READY, SIDECAR_IMAGE, STORE_REACHABLE, USERS_READY};
+use crate::crd::condition::types::{
+    IMPORTED, READY, SIDECAR_CACHE, SIDECAR_IMAGE, STORE_REACHABLE, USERS_READY,
+};
 use crate::crd::{
     ArgonBranch, ArgonProject, ArgonProjectStatus, Conditions, DeletionPolicy, FINALIZER,
     ImportPhase, ImportSpec, ImportStatus,
 };
 use crate::error::{Error, Result};
 use crate::import::{self, ImportError};
+use crate::sidecar_cache;
 use crate::stores;
 use crate::users;
 use argon_wal::{Wal, WalError};
@@ -39,6 +42,45 @@ pub async fn reconcile(project: Arc<ArgonProject>, ctx: Arc<Context>) -> Result<
     })
     .await
     .map_err(Error::from)
+}
+
+/// The `SidecarCache` condition: what cache the project's sidecars get, or
+/// why it is unusable, or a memory limit that would get a sidecar
+/// OOM-killed by its own cache budget (with an event when it turns False).
+async fn cache_step(
+    p: &ArgonProject,
+    ctx: &Context,
+    old: &ArgonProjectStatus,
+    st: &mut ArgonProjectStatus,
+) {
+    let generation = p.metadata.generation;
+    let resources = p.spec.sidecar.as_ref().and_then(|s| s.resources.as_ref());
+    let (ok, reason, message) = match sidecar_cache::for_project(p, &ctx.config.cache) {
+        Ok(None) => (
+            true,
+            "Disabled",
+            "endpoints and injected sidecars keep no cache: past points are replayed from the log"
+                .to_string(),
+        ),
+        Ok(Some(cache)) => match cache.memory_limit_shortfall(resources) {
+            None => (true, "Enabled", cache.describe()),
+            Some(shortfall) => (false, "MemoryLimitTooLow", shortfall),
+        },
+        Err(e) => (
+            false,
+            "InvalidSidecarCache",
+            format!("{e}; no endpoint runs and injected sidecars get no cache until it is fixed"),
+        ),
+    };
+    let was = old
+        .conditions
+        .get_condition(SIDECAR_CACHE)
+        .map(|c| (c.status.clone(), c.reason.clone()));
+    st.conditions
+        .set(SIDECAR_CACHE, ok, reason, &message, generation);
+    if !ok && was != Some(("False".to_string(), reason.to_string())) {
+        ctx.event(p, true, reason, "Reconcile", message).await;
+    }
 }
 
 fn store_reason(e: &Error) -> &'static str {
@@ -84,6 +126,8 @@ async fn apply(p: &ArgonProject, ctx: &Context, api: &Api<ArgonProject>) -> Resu
             }
         }
     }
+
+    cache_step(p, ctx, &old, &mut st).await;
 
     let wal = match ctx.stores.wal(p).await {
         Ok(wal) => wal,

@@ -19,6 +19,7 @@ pub mod types {
     pub const ENDPOINT_TLS: &str = "EndpointTLS";
     pub const NETWORK_POLICY: &str = "NetworkPolicy";
     pub const SIDECAR_IMAGE: &str = "SidecarImage";
+    pub const SIDECAR_CACHE: &str = "SidecarCache";
 }
 
 /// Helpers on a status's condition list.

@@ -13,7 +13,7 @@ pub use branch::{
 };
 pub use condition::Conditions;
 pub use project::{
-    ArgonProject, ArgonProjectSpec, ArgonProjectStatus, AuthSpec, DeletionPolicy,
+    ArgonProject, ArgonProjectSpec, ArgonProjectStatus, AuthSpec, CacheSpec, DeletionPolicy,
     EmbeddedStoreSpec, ImportPhase, ImportSpec, ImportStatus, LocalhostAuth, MongoStoreSpec,
     PasswordSecretRef, RetentionSpec, RoleName, RoleSpec, SecretKeyRef, SidecarDefaults, StoreSpec,
     UserSpec,

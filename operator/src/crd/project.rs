@@ -283,8 +283,47 @@ pub struct SidecarDefaults {
     pub image: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pull_policy: Option<String>,
+    /// The sidecar's resources. A memory limit must leave room for the
+    /// cache: below `cache.memory` + 64Mi the `SidecarCache` condition is
+    /// False (`MemoryLimitTooLow`) and an event says so.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// The sidecar's cache of the log (its materialized store): reads of
+    /// past points are served from it. Default: the chart's `sidecar.cache`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheSpec>,
+}
+
+/// The sidecar's cache in each pod: an `emptyDir` volume of `disk` (its
+/// `sizeLimit`) mounted at `/var/cache/argon`, and a memory budget of
+/// `memory`. Sizes are Kubernetes quantities of bytes (`256Mi`, `2Gi`,
+/// `1.5G`): digits, an optional fraction and one suffix (Ki, Mi, Gi, Ti,
+/// Pi, Ei, k, M, G, T, P, E).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheSpec {
+    /// Whether endpoints and injected sidecars keep the cache. Default: the
+    /// chart's `sidecar.cache.enabled` (true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// The cache's memory budget, 16Mi to 1Ti. Default: the chart's
+    /// `sidecar.cache.memory` (256Mi).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 20),
+        regex(pattern = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
+    )]
+    #[x_kube(validation = Rule::new("!isQuantity(self) || (quantity(self).compareTo(quantity('16Mi')) >= 0 && quantity(self).compareTo(quantity('1Ti')) <= 0)").message("spec.sidecar.cache.memory must be between 16Mi and 1Ti"))]
+    pub memory: Option<String>,
+    /// The cache volume's size (`emptyDir.sizeLimit`), 64Mi to 1Pi.
+    /// Default: the chart's `sidecar.cache.disk` (2Gi).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 20),
+        regex(pattern = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
+    )]
+    #[x_kube(validation = Rule::new("!isQuantity(self) || (quantity(self).compareTo(quantity('64Mi')) >= 0 && quantity(self).compareTo(quantity('1Pi')) <= 0)").message("spec.sidecar.cache.disk must be between 64Mi and 1Pi"))]
+    pub disk: Option<String>,
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]

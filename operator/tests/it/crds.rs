@@ -6,7 +6,7 @@ use crate::support::{
     BranchFixture, ProjectFixture, RunningOperator, kube_with_crds, namespace, test_config,
     wait_for,
 };
-use argon_operator::crd::{ArgonBranch, ArgonProject};
+use argon_operator::crd::{ArgonBranch, ArgonProject, CacheSpec, SidecarDefaults};
 use argon_operator::crdgen;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Api;
@@ -173,6 +173,73 @@ async fn apiserver_enforces_the_schema_and_kubectl_prints_columns() -> anyhow::R
         sub_path: None,
     });
     refused(projects.create(&pp, &two_stores).await, "spec.store");
+
+    // The sidecar cache's sizes: quantities of bytes in range, nothing else.
+    let cached = |memory: Option<&str>, disk: Option<&str>| {
+        let mut project = ProjectFixture::test("cache").build();
+        project.spec.sidecar = Some(SidecarDefaults {
+            cache: Some(CacheSpec {
+                enabled: None,
+                memory: memory.map(Into::into),
+                disk: disk.map(Into::into),
+            }),
+            ..SidecarDefaults::default()
+        });
+        project
+    };
+    let huge = "9".repeat(10_000);
+    for (memory, disk, field) in [
+        (Some("15Mi"), None, "spec.sidecar.cache.memory"),
+        (Some("16777215"), None, "spec.sidecar.cache.memory"),
+        (Some("2Ti"), None, "spec.sidecar.cache.memory"),
+        (Some("-256Mi"), None, "spec.sidecar.cache.memory"),
+        (Some("256MB"), None, "spec.sidecar.cache.memory"),
+        (Some("1e9"), None, "spec.sidecar.cache.memory"),
+        (Some("500m"), None, "spec.sidecar.cache.memory"),
+        (Some("lots"), None, "spec.sidecar.cache.memory"),
+        (Some(""), None, "spec.sidecar.cache.memory"),
+        (
+            Some("999999999999999999999Ei"),
+            None,
+            "spec.sidecar.cache.memory",
+        ),
+        (None, Some("63Mi"), "spec.sidecar.cache.disk"),
+        (None, Some("2Pi"), "spec.sidecar.cache.disk"),
+        (
+            None,
+            Some("99999999999999999999"),
+            "spec.sidecar.cache.disk",
+        ),
+        (None, Some(" 2Gi"), "spec.sidecar.cache.disk"),
+        (None, Some(huge.as_str()), "spec.sidecar.cache.disk"),
+    ] {
+        refused(projects.create(&pp, &cached(memory, disk)).await, field);
+    }
+    let raw_projects: Api<kube::core::DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &ns,
+        &kube::core::ApiResource::erase::<ArgonProject>(&()),
+    );
+    for (cache, field) in [
+        (json!({"memory": 268435456}), "spec.sidecar.cache.memory"),
+        (json!({"disk": ["2Gi"]}), "spec.sidecar.cache.disk"),
+        (json!({"enabled": "yes"}), "spec.sidecar.cache.enabled"),
+    ] {
+        let mut project = serde_json::to_value(ProjectFixture::test("cache-raw").build())?;
+        project["spec"]["sidecar"] = json!({"cache": cache});
+        let project: kube::core::DynamicObject = serde_json::from_value(project)?;
+        refused(raw_projects.create(&pp, &project).await, field);
+    }
+    for (i, (memory, disk)) in [("16Mi", "64Mi"), ("1.5Gi", "1Pi"), ("1Ti", "500G")]
+        .into_iter()
+        .enumerate()
+    {
+        let mut ok = cached(Some(memory), Some(disk));
+        ok.metadata.name = Some(format!("cache-{i}"));
+        let created = projects.create(&pp, &ok).await?;
+        let cache = created.spec.sidecar.and_then(|s| s.cache).expect("cache");
+        assert_eq!(cache.memory.as_deref(), Some(memory));
+    }
     projects
         .create(&pp, &ProjectFixture::test("p").build())
         .await?;

@@ -14,7 +14,8 @@ use k8s_openapi::api::admissionregistration::v1::{
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, Pod, PodSpec, SeccompProfile, SecurityContext,
+    Capabilities, Container, EmptyDirVolumeSource, Pod, PodSpec, SeccompProfile, SecurityContext,
+    Volume,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
@@ -149,6 +150,33 @@ fn assert_locked_down(c: &Container) {
     );
 }
 
+/// The sidecar's cache: an emptyDir of the chart's default size, mounted
+/// in `sidecar` at the directory its settings name, with its memory budget.
+fn assert_cache_volume(pod: &PodSpec, sidecar: &Container) {
+    let volume = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "argon-cache")
+        .unwrap_or_else(|| panic!("no cache volume in {:?}", pod.volumes));
+    let size = volume.empty_dir.as_ref().and_then(|e| e.size_limit.clone());
+    assert_eq!(size.map(|q| q.0).as_deref(), Some("2Gi"));
+    let mounted = sidecar
+        .volume_mounts
+        .iter()
+        .flatten()
+        .any(|m| m.name == "argon-cache" && m.mount_path == "/var/cache/argon");
+    assert!(mounted, "{:?}", sidecar.volume_mounts);
+    let env: BTreeMap<_, _> = sidecar
+        .env
+        .iter()
+        .flatten()
+        .map(|e| (e.name.as_str(), e.value.as_deref()))
+        .collect();
+    assert_eq!(env.get("ARGON_CACHE_DIR"), Some(&Some("/var/cache/argon")));
+    assert_eq!(env.get("ARGON_CACHE_BYTES"), Some(&Some("268435456")));
+}
+
 fn dry() -> PostParams {
     PostParams {
         dry_run: true,
@@ -201,12 +229,35 @@ async fn endpoint_and_injected_pods_meet_the_restricted_standard() -> anyhow::Re
     let injected = pods
         .create(&PostParams::default(), &app_pod("app", "feature", true))
         .await?;
-    let init = injected
-        .spec
-        .and_then(|s| s.init_containers)
-        .unwrap_or_default();
+    let injected_spec = injected.spec.unwrap_or_default();
+    let init = injected_spec.init_containers.clone().unwrap_or_default();
     assert_eq!(init.len(), 1, "{init:?}");
     assert_locked_down(&init[0]);
+    // Its cache on an emptyDir (the root filesystem is read-only), which
+    // `restricted` allows, mounted where the sidecar is told to keep it.
+    assert_cache_volume(&injected_spec, &init[0]);
+    // A pod with volumes of its own keeps them and gets the cache beside them.
+    let mut own = app_pod("app-with-volume", "feature", true);
+    if let Some(spec) = own.spec.as_mut() {
+        spec.volumes = Some(vec![Volume {
+            name: "scratch".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        }]);
+    }
+    let own = pods.create(&PostParams::default(), &own).await?;
+    let own_spec = own.spec.unwrap_or_default();
+    let names: Vec<_> = own_spec
+        .volumes
+        .iter()
+        .flatten()
+        .map(|v| v.name.clone())
+        .collect();
+    assert_eq!(names, ["scratch", "argon-cache"]);
+    assert_cache_volume(
+        &own_spec,
+        &own_spec.init_containers.clone().unwrap_or_default()[0],
+    );
 
     // The endpoint's pod, as its Deployment's template makes it: admitted.
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
@@ -223,6 +274,7 @@ async fn endpoint_and_injected_pods_meet_the_restricted_standard() -> anyhow::Re
     for c in &pod_spec.containers {
         assert_locked_down(c);
     }
+    assert_cache_volume(&pod_spec, &pod_spec.containers[0]);
     let pod = Pod {
         metadata: ObjectMeta {
             name: Some("endpoint-pod".into()),
@@ -356,6 +408,62 @@ async fn images_outside_the_allow_list_never_run() -> anyhow::Result<()> {
         .and_then(|s| s.init_containers)
         .and_then(|c| c.first().and_then(|c| c.image.clone()));
     assert_eq!(image.as_deref(), Some(allowed));
+    operator.stop().await?;
+    Ok(())
+}
+
+/// A sidecar memory limit that leaves no room beside the cache's budget is
+/// reported on the project (condition and event), never left to an OOM kill;
+/// raising it clears the condition.
+#[tokio::test]
+async fn a_memory_limit_below_the_cache_budget_is_reported() -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::ResourceRequirements;
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    let (_server, client) = kube_with_crds().await?;
+    let mongo = FerretDb::start().await?;
+    let ns = namespace(&client, "cache-memory").await?;
+    store_secret(&client, &ns, "shop-store", mongo.uri()).await?;
+    let limited = |limit: &str| SidecarDefaults {
+        resources: Some(ResourceRequirements {
+            limits: Some(BTreeMap::from([(
+                "memory".to_string(),
+                Quantity(limit.into()),
+            )])),
+            ..ResourceRequirements::default()
+        }),
+        ..SidecarDefaults::default()
+    };
+    let mut project = ProjectFixture::test("shop").build();
+    project.spec.sidecar = Some(limited("256Mi"));
+    let projects: Api<ArgonProject> = Api::namespaced(client.clone(), &ns);
+    projects.create(&PostParams::default(), &project).await?;
+    let operator = RunningOperator::start(client.clone(), test_config("cache-memory-op"));
+
+    let low = wait_for(&projects, "shop", "SidecarCache False", |p| {
+        project_condition(p, "SidecarCache")
+            .is_some_and(|c| c.status == "False" && c.reason == "MemoryLimitTooLow")
+    })
+    .await?;
+    let message = &project_condition(&low, "SidecarCache")
+        .expect("condition")
+        .message;
+    assert!(message.contains("limits.memory 256Mi"), "{message}");
+    assert!(message.contains("320 MiB"), "{message}");
+    wait_until("a MemoryLimitTooLow event", WAIT, || async {
+        let notes = event_notes(&client, &ns, "shop", "MemoryLimitTooLow").await?;
+        Ok(notes.iter().any(|n| n.contains("limits.memory 256Mi")))
+    })
+    .await?;
+
+    let raised = serde_json::json!({"spec": {"sidecar": limited("512Mi")}});
+    projects
+        .patch("shop", &PatchParams::default(), &Patch::Merge(&raised))
+        .await?;
+    wait_for(&projects, "shop", "SidecarCache True", |p| {
+        project_condition(p, "SidecarCache")
+            .is_some_and(|c| c.status == "True" && c.reason == "Enabled")
+    })
+    .await?;
     operator.stop().await?;
     Ok(())
 }

@@ -579,6 +579,10 @@ mod tests {
                     "/var/cache/argon".to_string()
                 ),
                 ("ARGON_CACHE_BYTES".to_string(), (256u64 << 20).to_string()),
+                (
+                    "ARGON_CACHE_DISK_BYTES".to_string(),
+                    ((2u64 << 30) / 100 * 90).to_string()
+                ),
             ]
         );
 

@@ -263,7 +263,10 @@ mod tests {
             let bound = cache.disk_bound_bytes();
             assert!(bound < cache.disk_bytes, "{disk}");
             assert!(bound >= cache.disk_bytes / 100 * 89, "{disk}");
-            assert!(bound >= argon_sidecar::config::MIN_CACHE_DISK_BYTES, "{disk}");
+            assert!(
+                bound >= argon_sidecar::config::MIN_CACHE_DISK_BYTES,
+                "{disk}"
+            );
             let mut container = Container::default();
             cache.add_to(&mut container);
             let env = container.env.unwrap_or_default();

@@ -470,7 +470,9 @@ mod tests {
             env.iter()
                 .any(|e| e.name == "ARGON_CACHE_BYTES" && e.value.as_deref() == Some("268435456"))
         );
-        assert!(!env.iter().any(|e| e.name == "ARGON_CACHE_DISK_BYTES"));
+        let disk_bound = ((2u64 << 30) / 100 * 90).to_string();
+        assert!(env.iter().any(|e| e.name == "ARGON_CACHE_DISK_BYTES"
+            && e.value.as_deref() == Some(disk_bound.as_str())));
 
         // The app's own volumes stay; the cache is appended.
         let own = Volume {

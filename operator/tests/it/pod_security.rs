@@ -175,6 +175,11 @@ fn assert_cache_volume(pod: &PodSpec, sidecar: &Container) {
         .collect();
     assert_eq!(env.get("ARGON_CACHE_DIR"), Some(&Some("/var/cache/argon")));
     assert_eq!(env.get("ARGON_CACHE_BYTES"), Some(&Some("268435456")));
+    let disk_bound = ((2u64 << 30) / 100 * 90).to_string();
+    assert_eq!(
+        env.get("ARGON_CACHE_DISK_BYTES"),
+        Some(&Some(disk_bound.as_str()))
+    );
 }
 
 fn dry() -> PostParams {

@@ -46,7 +46,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         store,
         "crash",
         WalOptions {
-            snapshot_every: 50,
+            snapshot_policy: argon_wal::SnapshotPolicy::EveryCommits(50),
             ..WalOptions::default()
         },
     )

@@ -592,21 +592,27 @@ fn thousands(n: u64) -> String {
 
 /// The engine configurations compared, each run in its own child process
 /// (so that RSS, which malloc does not give back, is the run's own).
-const CONFIGS: [(&str, u64); 2] = [
-    ("defaults (snapshot every 1,000)", 1000),
-    ("snapshots off", 0),
+const CONFIGS: [(&str, argon_wal::SnapshotPolicy); 2] = [
+    (
+        "defaults (a snapshot once the log grows by the last one's size)",
+        argon_wal::SnapshotPolicy::LogBytes {
+            floor: 4 << 20,
+            percent: 100,
+        },
+    ),
+    ("snapshots off", argon_wal::SnapshotPolicy::Never),
 ];
 
 fn main() -> BoxResult<()> {
     let args = parse_args()?;
     if let Some(i) = args.child {
-        let (label, every) = CONFIGS.get(i).ok_or("no such configuration")?;
+        let (label, policy) = CONFIGS.get(i).ok_or("no such configuration")?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()?;
         let options = WalOptions {
-            snapshot_every: *every,
+            snapshot_policy: *policy,
             ..WalOptions::default()
         };
         let dir = args.dir.clone().ok_or("--dir")?;

@@ -605,7 +605,7 @@ struct CreateRun {
 
 async fn creation_run(dir: &Path, sizes: &Sizes) -> BoxResult<(CreateRun, Wal)> {
     let options = WalOptions {
-        snapshot_every: 0,
+        snapshot_policy: argon_wal::SnapshotPolicy::Never,
         ..WalOptions::default()
     };
     let wal = open_embedded(dir, "branches", options).await?;
@@ -842,7 +842,7 @@ async fn history_run(scratch: &Path, sizes: &Sizes, every: u64) -> BoxResult<His
     let store = EmbeddedStore::open(&dir)?;
     let store: Arc<dyn LogStore> = store;
     let options = WalOptions {
-        snapshot_every: every,
+        snapshot_policy: argon_wal::SnapshotPolicy::EveryCommits(every),
         ..WalOptions::default()
     };
     let wal = Wal::open(store.clone(), "history", options.clone()).await?;

@@ -55,6 +55,10 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use tokio::sync::{mpsc, oneshot};
 
 mod committer;
+mod snapshot_policy;
+
+use snapshot_policy::SnapshotDebts;
+pub use snapshot_policy::{PER_COMMIT_COST, SnapshotPolicy};
 
 /// Commits read from the store per request while folding.
 const PAGE: usize = 1000;
@@ -85,8 +89,8 @@ impl fmt::Debug for Clock {
 
 #[derive(Clone, Debug)]
 pub struct WalOptions {
-    /// Take a snapshot every this many commits of a branch (0 = never).
-    pub snapshot_every: u64,
+    /// When a branch's head is snapshotted (`engine::snapshot_policy`).
+    pub snapshot_policy: SnapshotPolicy,
     /// Recorded in every commit this handle writes.
     pub actor: String,
     /// Most writes packed into one commit.
@@ -127,7 +131,7 @@ pub struct WalOptions {
 impl Default for WalOptions {
     fn default() -> Self {
         WalOptions {
-            snapshot_every: 1000,
+            snapshot_policy: SnapshotPolicy::default(),
             actor: "argon".into(),
             max_batch: 512,
             max_commit_bytes: 512 << 20,
@@ -392,6 +396,8 @@ struct Inner {
     committers: Mutex<HashMap<BranchName, Queue>>,
     /// Branches with an automatic snapshot being encoded or written.
     snapshotting: Arc<Mutex<HashSet<BranchId>>>,
+    /// What each branch has logged since its last snapshot.
+    snapshot_debts: SnapshotDebts,
     materializer: Option<crate::materializer::Materializer>,
 }
 
@@ -514,6 +520,7 @@ impl Wal {
             checkpoints: Mutex::new(BTreeMap::new()),
             committers: Mutex::new(HashMap::new()),
             snapshotting: Arc::new(Mutex::new(HashSet::new())),
+            snapshot_debts: SnapshotDebts::default(),
         });
         if let Some(queue) = appended {
             tokio::spawn(run_materializer(Arc::downgrade(&inner), queue));
@@ -1093,18 +1100,16 @@ impl Wal {
             self.refuse_protected(&name).await?;
         }
         if let Some(r) = request {
-            // The seal may have landed without its catalog record: head_of
-            // completes it, so the catalog below knows every applied reset.
-            let (inc, head) = self.inner.head_of(&name).await?;
+            // The seal may have landed without its catalog record:
+            // head_position completes it, so the catalog below knows every
+            // applied reset.
+            let (inc, head, _) = self.inner.head_position(&name).await?;
             let cat = self.inner.refreshed_catalog().await?;
             if cat.reset_applied(inc.id, r) {
                 return Ok(ResetOutcome {
                     branch: name.clone(),
-                    old_head: CommitInfo {
-                        seq: head.seq(),
-                        time: head.time(),
-                    },
-                    target: head.seq(),
+                    old_head: head,
+                    target: head.seq,
                     preview: Diff::default(),
                     applied: true,
                     already_applied: true,
@@ -1125,14 +1130,14 @@ impl Wal {
         }
         let mut attempts = 0;
         loop {
-            let (inc, head) = self.inner.head_of(&name).await?;
-            let target = self.inner.resolve_point(&inc, head.seq(), to).await?;
-            let target_state = self.inner.state_at(inc.id, target).await?;
-            let preview = diff::diff(&head, &target_state)?;
-            let old_head = CommitInfo {
-                seq: head.seq(),
-                time: head.time(),
-            };
+            // The head's position, not its documents (a handle that does
+            // not serve the branch, the operator's, never loads it).
+            let (inc, old_head, held) = self.inner.head_position(&name).await?;
+            let target = self.inner.resolve_point(&inc, old_head.seq, to).await?;
+            let (preview, target_state) = self
+                .inner
+                .reset_preview(&inc, old_head.seq, held, target)
+                .await?;
             let mut outcome = ResetOutcome {
                 branch: name.clone(),
                 old_head,
@@ -1151,13 +1156,19 @@ impl Wal {
                 request: request.map(str::to_string),
             };
             // The seal only lands on the head the preview was computed from.
-            if self.inner.try_seal(&inc, head.seq(), seal).await?.is_none() {
+            if self
+                .inner
+                .try_seal(&inc, old_head.seq, seal)
+                .await?
+                .is_none()
+            {
                 attempts += 1;
                 self.inner.check_attempts(&name, attempts)?;
                 continue;
             }
             self.inner.complete_seal(inc.id).await?;
-            if let Ok(new) = self.inner.live(&name).await
+            if let Some(target_state) = target_state
+                && let Ok(new) = self.inner.live(&name).await
                 && new.id != inc.id
             {
                 self.inner.seed_head(new.id, target_state);
@@ -1374,6 +1385,73 @@ impl Inner {
                 time: self.time_of(inc, UNKNOWN_HEAD, inc.start_seq()).await?,
             }),
         }
+    }
+
+    /// A reset's preview: what changes going from the head (at `head`;
+    /// `held` when this process holds it) back to `target`. From the log
+    /// between them when the target is in the incarnation's own history
+    /// and no op in between drops or renames a collection (`LogDiff`: it
+    /// reads what changed since the target, not the data); otherwise from
+    /// the two states, and then the target's state is handed back, to seed
+    /// the new incarnation's head.
+    async fn reset_preview(
+        &self,
+        inc: &Incarnation,
+        head: Seq,
+        held: Option<BranchState>,
+        target: Seq,
+    ) -> Result<(Diff, Option<BranchState>)> {
+        if target >= inc.start_seq()
+            && let Some(preview) = self.diff_from_log(inc, target, head).await?
+        {
+            return Ok((preview, None));
+        }
+        let head_state = match held {
+            Some(state) if state.seq() == head => state,
+            _ => self.state_at(inc.id, head).await?,
+        };
+        let target_state = self.state_at(inc.id, target).await?;
+        let preview = diff::diff(&head_state, &target_state)?;
+        Ok((preview, Some(target_state)))
+    }
+
+    /// `LogDiff` over `inc`'s own commits in `(target, head]`, or `None`
+    /// when one of them cannot be followed.
+    async fn diff_from_log(
+        &self,
+        inc: &Incarnation,
+        target: Seq,
+        head: Seq,
+    ) -> Result<Option<Diff>> {
+        let mut log = diff::LogDiff::default();
+        let mut at = target;
+        while at < head {
+            let page = self
+                .store
+                .read_commits_with_pre_images(self.project(), inc.id, at, head, PAGE)
+                .await?;
+            if page.is_empty() {
+                return Err(WalError::LogGap {
+                    branch: inc.id,
+                    expected: at.next(),
+                    found: head,
+                });
+            }
+            for c in page.commits {
+                if c.seq != at.next() {
+                    return Err(WalError::LogGap {
+                        branch: inc.id,
+                        expected: at.next(),
+                        found: c.seq,
+                    });
+                }
+                if !log.add(&c) {
+                    return Ok(None);
+                }
+                at = c.seq;
+            }
+        }
+        Ok(Some(log.back_to_earlier(head, target)))
     }
 
     /// [`head_of`](Self::head_of) without the documents, for catalog work
@@ -1855,6 +1933,7 @@ impl Inner {
         {
             Ok(Some(snap)) => match snapshot::decode(&snap.bytes) {
                 Ok(state) if state.seq() == snap.seq => {
+                    self.snapshot_debts.snapshot_size(inc.id, snap.bytes.len());
                     self.remember_checkpoint(inc.id, &state);
                     return Ok(Some(state));
                 }
@@ -1960,6 +2039,7 @@ impl Inner {
 
     async fn put_snapshot(&self, id: BranchId, state: &BranchState) -> Result<()> {
         let bytes = snapshot::encode(state)?;
+        self.snapshot_debts.snapshot_size(id, bytes.len());
         self.store
             .put_snapshot(
                 self.project(),

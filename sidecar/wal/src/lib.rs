@@ -48,7 +48,8 @@ pub use access::{AccessEvent, ProjectAccess, UserPrecondition};
 pub use diff::{CollectionDiff, Diff};
 pub use doc::Doc;
 pub use engine::{
-    BranchInfo, Clock, LineageEntry, LogInfo, ResetOutcome, RetryableOutcome, Wal, WalOptions,
+    BranchInfo, Clock, LineageEntry, LogInfo, PER_COMMIT_COST, ResetOutcome, RetryableOutcome,
+    SnapshotPolicy, Wal, WalOptions,
 };
 pub use error::{Result, WalError, WriteError};
 pub use feed::CommitFeed;

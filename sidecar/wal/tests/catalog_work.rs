@@ -17,7 +17,7 @@ use common::*;
 async fn creating_and_deleting_branches_reads_no_documents() {
     let dir = tempfile::tempdir().unwrap();
     let options = WalOptions {
-        snapshot_every: 50,
+        snapshot_policy: argon_wal::SnapshotPolicy::EveryCommits(50),
         ..WalOptions::default()
     };
     {
@@ -78,4 +78,79 @@ async fn creating_and_deleting_branches_reads_no_documents() {
     commit(&wal, "main", vec![put("a", 999, 1)]).await;
     let old = wal.read("old", ReadPoint::Head).await.unwrap();
     assert_eq!(flat(&old)["a"].len(), 7);
+}
+
+/// A reset reads what changed since its target, not the branch (issue 17
+/// item 7): its preview is made from the log's commits after the target
+/// (with their pre-images), so a handle that does not serve the branch
+/// loads neither the head nor the target, whatever the branch holds. The
+/// preview equals the one two states give, and the reset lands as before.
+#[tokio::test]
+async fn resetting_a_branch_reads_only_the_commits_after_its_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = WalOptions {
+        snapshot_policy: argon_wal::SnapshotPolicy::EveryCommits(50),
+        ..WalOptions::default()
+    };
+    {
+        // 200 commits of data, then 10 that insert, update and delete.
+        let writer = embedded(dir.path(), options.clone()).await;
+        for i in 0..200 {
+            commit(&writer, "main", vec![put("a", i, i), put("b", i, -i)]).await;
+        }
+        for i in 0..10 {
+            commit(
+                &writer,
+                "main",
+                vec![put("a", 1000 + i, 0), put("a", i, -1), del("b", i)],
+            )
+            .await;
+        }
+        // Written back unchanged: not a change.
+        commit(&writer, "main", vec![put("a", 50, 50)]).await;
+    }
+    let store = embedded_store(dir.path()).await;
+    let counting = Counting::new(store.clone());
+    let wal = Wal::open(counting.clone(), "proj", options.clone())
+        .await
+        .unwrap();
+    let states = Wal::open(store, "proj", options).await.unwrap();
+    let expected = states
+        .diff("main", ReadPoint::Head, ReadPoint::Seq(Seq(200)))
+        .await
+        .unwrap();
+    assert_eq!(
+        (expected.added(), expected.removed(), expected.changed()),
+        (10, 10, 10)
+    );
+
+    let dry = wal
+        .reset_branch("main", ReadPoint::Seq(Seq(200)), true, None)
+        .await
+        .unwrap();
+    assert_eq!(dry.preview, expected);
+    let applied = wal
+        .reset_branch("main", ReadPoint::Seq(Seq(200)), false, Some("before"))
+        .await
+        .unwrap();
+    assert!(applied.applied);
+    assert_eq!(applied.preview, expected);
+    let (pages, _, snapshots) = counting.reads();
+    assert_eq!(
+        (pages, snapshots),
+        (0, 0),
+        "no page of commits for replay and no snapshot read"
+    );
+    assert_eq!(
+        counting.commits_with_pre_images(),
+        2 * 11,
+        "the 11 commits after the target, once per reset"
+    );
+
+    // The reset is what it was: main at the target, the old head kept.
+    let main = wal.read("main", ReadPoint::Head).await.unwrap();
+    let target = states.read("main", ReadPoint::Seq(Seq(200))).await.unwrap();
+    assert_eq!(flat(&main), flat(&target));
+    let before = wal.read("before", ReadPoint::Head).await.unwrap();
+    assert_eq!(flat(&before)["a"].get(&1000), Some(&0));
 }

@@ -24,7 +24,7 @@ fn ticking() -> Clock {
 fn opts() -> WalOptions {
     WalOptions {
         clock: ticking(),
-        snapshot_every: 4,
+        snapshot_policy: argon_wal::SnapshotPolicy::EveryCommits(4),
         ..WalOptions::default()
     }
 }
@@ -459,7 +459,7 @@ async fn snapshot_plus_replay_equals_full_replay_and_survives_restart() {
     let replay = embedded(
         dir.path(),
         WalOptions {
-            snapshot_every: 0,
+            snapshot_policy: argon_wal::SnapshotPolicy::Never,
             ..opts()
         },
     )
@@ -470,6 +470,112 @@ async fn snapshot_plus_replay_equals_full_replay_and_survives_restart() {
         assert_eq!((a.seq(), a.time()), (b.seq(), b.time()));
     }
     assert_eq!(all_points(&replay, "dev").await, dev_with);
+}
+
+/// `(seq, bytes)` of every snapshot of `main` in an embedded store at
+/// `dir`, once the background snapshot tasks have stopped adding any.
+async fn main_snapshots(dir: &std::path::Path) -> Vec<(u64, u64)> {
+    let list = || {
+        let mut out = Vec::new();
+        for branch in std::fs::read_dir(dir.join("snapshots/proj"))
+            .into_iter()
+            .flatten()
+        {
+            for file in std::fs::read_dir(branch.unwrap().path()).unwrap() {
+                let path = file.unwrap().path();
+                if path.extension().is_some_and(|e| e == "snap") {
+                    let seq = path.file_stem().unwrap().to_str().unwrap().parse().unwrap();
+                    out.push((seq, std::fs::metadata(&path).unwrap().len()));
+                }
+            }
+        }
+        out.sort();
+        out
+    };
+    let mut last = list();
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let now = list();
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+}
+
+/// The default policy snapshots by bytes logged, not by commits (issue 17
+/// item 5): a snapshot is due once the log has grown by the last one's
+/// size. Under an insert-only load the state, and so the spacing, grows:
+/// snapshots come at geometrically spaced points, each only after the log
+/// grew by the size of the one before, and a process that opens the branch
+/// learns that size from the snapshot it loads.
+#[tokio::test]
+async fn snapshots_follow_the_bytes_logged() {
+    const FLOOR: u64 = 16 << 10;
+    let policy = argon_wal::SnapshotPolicy::LogBytes {
+        floor: FLOOR,
+        percent: 100,
+    };
+    let options = || WalOptions {
+        snapshot_policy: policy,
+        ..opts()
+    };
+    // One ~1 KiB document per commit: each costs 1 KiB of body or a little
+    // more, plus the per-commit cost.
+    let pad = "x".repeat(1000);
+    let insert = |i: i64| argon_wal::DocOp::Put {
+        ns: ns("a"),
+        id: Bson::Int64(i),
+        doc: argon_wal::rawdoc::encode(&doc! {"_id": i, "pad": &pad}).unwrap(),
+    };
+    let min_cost = 1000 + argon_wal::PER_COMMIT_COST;
+    let max_cost = 1200 + argon_wal::PER_COMMIT_COST;
+    let dir = tempfile::tempdir().unwrap();
+    const COMMITS: i64 = 1500;
+    {
+        let wal = embedded(dir.path(), options()).await;
+        for i in 0..COMMITS {
+            commit(&wal, "main", vec![insert(i)]).await;
+        }
+    }
+    let snaps = main_snapshots(dir.path()).await;
+    // A commit count of 1,000 would have given one; bytes give one per
+    // doubling of the state from the floor (16 KiB .. 1.5 MiB).
+    assert!(snaps.len() >= 4, "{snaps:?}");
+    let (first_seq, _) = snaps[0];
+    assert!(first_seq * max_cost >= FLOOR, "{snaps:?}");
+    for pair in snaps.windows(2) {
+        let ((a, size_a), (b, _)) = (pair[0], pair[1]);
+        // Due only once the log grew by the size of the one before.
+        assert!((b - a) * max_cost >= size_a.max(FLOOR), "{snaps:?}");
+    }
+    // The log after the newest snapshot is about one snapshot at most (one
+    // more may have been owed while the last was being written).
+    let (last_seq, last_size) = *snaps.last().unwrap();
+    let tail = (COMMITS as u64 - last_seq) * min_cost;
+    assert!(tail <= 2 * last_size.max(FLOOR), "{snaps:?}");
+    // Snapshots written stay within the log written plus one snapshot.
+    let written: u64 = snaps.iter().map(|(_, size)| size).sum();
+    assert!(
+        written <= COMMITS as u64 * max_cost + last_size,
+        "{snaps:?}"
+    );
+
+    // Reopened, the handle learns the newest snapshot's size when it loads
+    // it: far fewer bytes than that are not due (the floor alone would be).
+    {
+        let wal = embedded(dir.path(), options()).await;
+        let more = (last_size / 4 / max_cost) as i64;
+        assert!(
+            more as u64 * min_cost > 2 * FLOOR,
+            "the test needs a larger state"
+        );
+        for i in COMMITS..COMMITS + more {
+            commit(&wal, "main", vec![insert(i)]).await;
+        }
+    }
+    let after = main_snapshots(dir.path()).await;
+    assert_eq!(after, snaps, "no snapshot is due yet after the reopen");
 }
 
 #[tokio::test]
@@ -649,4 +755,58 @@ async fn a_reset_request_applies_once() {
     assert!(other.applied && !other.already_applied);
     let head = wal.read("main", ReadPoint::Head).await.unwrap();
     assert_eq!(flat(&head), m(&[("a", &[(1, 1)])]));
+}
+
+/// A reset's preview made from the log (issue 17 item 7) equals the diff
+/// of the two states it stands for, over random histories: inserts,
+/// updates (some writing a document back unchanged), deletes (some of
+/// absent documents), index and collection creations, and now and then a
+/// dropped collection, which the log cannot follow (the states are then
+/// compared instead, with the same answer).
+#[tokio::test]
+async fn a_reset_preview_from_the_log_equals_the_diff_of_the_states() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = embedded(dir.path(), opts()).await;
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    const COMMITS: u64 = 120;
+    for _ in 0..COMMITS {
+        let mut ops = Vec::new();
+        for _ in 0..1 + next(4) {
+            let coll = ["a", "b", "c"][next(3) as usize];
+            let id = next(12) as i64;
+            ops.push(match next(20) {
+                0..=9 => put(coll, id, next(3) as i64),
+                10..=15 => del(coll, id),
+                16 => argon_wal::DocOp::CreateIndex {
+                    ns: ns(coll),
+                    spec: doc! {"name": "v_1", "key": {"v": 1}},
+                },
+                17 | 18 => argon_wal::DocOp::CreateCollection {
+                    ns: ns(coll),
+                    options: doc! {},
+                },
+                _ if next(4) == 0 => argon_wal::DocOp::DropCollection { ns: ns(coll) },
+                _ => put(coll, id, 7),
+            });
+        }
+        commit(&wal, "main", ops).await;
+    }
+    for _ in 0..60 {
+        let target = Seq(next(COMMITS + 1));
+        let preview = wal
+            .reset_branch("main", ReadPoint::Seq(target), true, None)
+            .await
+            .unwrap()
+            .preview;
+        let head = wal.read("main", ReadPoint::Head).await.unwrap();
+        let then = wal.read("main", ReadPoint::Seq(target)).await.unwrap();
+        let expected = argon_wal::diff::diff(&head, &then).unwrap();
+        assert_eq!(preview, expected, "reset to {target}");
+    }
 }

@@ -22,7 +22,7 @@ proptest! {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         rt.block_on(async {
             let dir = tempfile::tempdir().unwrap();
-            let options = WalOptions { snapshot_every: 3, ..WalOptions::default() };
+            let options = WalOptions { snapshot_policy: argon_wal::SnapshotPolicy::EveryCommits(3), ..WalOptions::default() };
             let wal = embedded(dir.path(), options.clone()).await;
             let mut model = fresh_model();
             for a in &actions {
@@ -51,7 +51,7 @@ proptest! {
                 Arc::new(Materialized::open(path, MaterializedOptions::with_budget(8 << 20)).unwrap())
             };
             let options = |m: Arc<Materialized>| WalOptions {
-                snapshot_every: 3,
+                snapshot_policy: argon_wal::SnapshotPolicy::EveryCommits(3),
                 materialized: Some(m),
                 ..WalOptions::default()
             };

@@ -23,7 +23,7 @@ async fn mongo(server: &FerretDb, project: &str, options: WalOptions) -> Wal {
 async fn mongodb_store_against_ferretdb() {
     let server = FerretDb::start().await.unwrap();
     let options = WalOptions {
-        snapshot_every: 3,
+        snapshot_policy: argon_wal::SnapshotPolicy::EveryCommits(3),
         ..WalOptions::default()
     };
     let wal = mongo(&server, "p1", options.clone()).await;
@@ -126,7 +126,7 @@ async fn embedded_and_mongodb_stores_give_identical_states() {
     for case in 0..4 {
         let actions = strategy.new_tree(&mut runner).unwrap().current();
         let options = WalOptions {
-            snapshot_every: 4,
+            snapshot_policy: argon_wal::SnapshotPolicy::EveryCommits(4),
             ..WalOptions::default()
         };
         let dir = tempfile::tempdir().unwrap();

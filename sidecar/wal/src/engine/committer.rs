@@ -219,6 +219,8 @@ struct InFlight {
     /// polls.
     append: BoxFuture<'static, (Result<()>, EncodedCommit)>,
     sent: std::time::Instant,
+    /// The commit's encoded body: what the snapshot policy counts.
+    body_bytes: usize,
 }
 
 impl Inner {
@@ -466,7 +468,7 @@ impl Inner {
                     .observer
                     .committed(name.as_str(), f.writes.len());
                 self.set_head(f.inc.id, h, f.after.clone());
-                self.maybe_snapshot(&f.inc, &f.after);
+                self.maybe_snapshot(&f.inc, &f.after, f.body_bytes);
                 finish_all(f.writes, Ok(f.info));
                 Settled::Committed
             }
@@ -584,6 +586,7 @@ impl Inner {
             Err(e) => return Err((open.writes, e)),
         };
         let info = commit.info();
+        let body_bytes = commit.body_len();
         let store = Arc::clone(&self.store);
         let project = self.project().to_string();
         let sent = std::time::Instant::now();
@@ -599,24 +602,29 @@ impl Inner {
             attempts: open.attempts,
             append,
             sent,
+            body_bytes,
         })
     }
 
-    /// Every `snapshot_every` commits, a snapshot of the new head, written
-    /// in the background: a snapshot is an optimisation, and the writers of
-    /// this commit need not wait for it. One per branch at a time: each
-    /// encodes the whole state, and under a fast write load they would
-    /// pile up (a copy of the state each). A skipped one only means a
-    /// longer replay.
-    fn maybe_snapshot(&self, inc: &Incarnation, head: &BranchState) {
-        let every = self.options.snapshot_every;
+    /// A snapshot of the new head when the policy says one is due
+    /// (`snapshot_policy`), written in the background: a snapshot is an
+    /// optimisation, and the writers of this commit need not wait for it.
+    /// One per branch at a time: each encodes the whole state, and under a
+    /// fast write load they would pile up (a copy of the state each). One
+    /// that cannot start stays due.
+    fn maybe_snapshot(&self, inc: &Incarnation, head: &BranchState, body_bytes: usize) {
         let seq = head.seq();
-        let in_flight = (every > 0 && seq.0.is_multiple_of(every))
+        let due = self
+            .snapshot_debts
+            .commit(self.options.snapshot_policy, inc.id, seq, body_bytes);
+        let in_flight = due
             .then(|| SnapshotInFlight::start(&self.snapshotting, inc.id))
             .flatten();
         let Some(in_flight) = in_flight else {
             return;
         };
+        self.snapshot_debts.started(inc.id);
+        let debts = self.snapshot_debts.clone();
         let store = Arc::clone(&self.store);
         let project = self.project().to_string();
         let id = inc.id;
@@ -626,6 +634,7 @@ impl Inner {
             let _in_flight = in_flight;
             let put = match snapshot::encode(&head) {
                 Ok(bytes) => {
+                    debts.snapshot_size(id, bytes.len());
                     store
                         .put_snapshot(
                             &project,

@@ -314,7 +314,7 @@ impl Shared {
 
     /// A chunked commit: its record, then its chunk frames (read one at a
     /// time into one buffer), reassembled and decoded without pre-images.
-    fn read_chunked(&self, loc: &Loc, span: Span) -> Result<Commit> {
+    fn read_chunked(&self, loc: &Loc, span: Span, pre_images: bool) -> Result<Commit> {
         let corrupt = |offset: u64, e: WalError| WalError::Corrupt {
             file: self.segment_path(loc.segment),
             offset,
@@ -346,7 +346,7 @@ impl Shared {
             at += step;
         }
         let body = body.finish().map_err(|e| corrupt(loc.offset, e))?;
-        record::decode_commit(&rec, &body, false)
+        record::decode_commit(&rec, &body, pre_images)
     }
 }
 
@@ -571,6 +571,76 @@ fn new_segment(dir: &Path, n: u64) -> Result<File> {
 }
 
 impl EmbeddedStore {
+    /// `read_commits`' page, with or without the ops' pre-images.
+    async fn read_page(
+        &self,
+        project: &str,
+        branch: BranchId,
+        after: Seq,
+        upto: Seq,
+        limit: usize,
+        pre_images: bool,
+    ) -> Result<CommitPage> {
+        let (locs, more): (Vec<Loc>, bool) = {
+            let index = self.shared.index();
+            match index.commits.get(&(project.to_string(), branch)) {
+                Some(v) => {
+                    let start = v.partition_point(|l| l.seq <= after);
+                    let in_range = v[start..].partition_point(|l| l.seq <= upto);
+                    // At most `limit`, and about PAGE_BYTES of records.
+                    let mut bytes = 0u64;
+                    let page: Vec<Loc> = v[start..start + in_range]
+                        .iter()
+                        .take(limit)
+                        .take_while(|l| {
+                            let fits = bytes < PAGE_BYTES;
+                            bytes += u64::from(l.len) + l.chunks.map_or(0, |c| c.bytes);
+                            fits
+                        })
+                        .copied()
+                        .collect();
+                    let more = page.len() < in_range;
+                    (page, more)
+                }
+                None => (Vec::new(), false),
+            }
+        };
+        let mut out = Vec::with_capacity(locs.len());
+        // Runs of one-record commits are read together; a chunked one
+        // on its own (its chunks one at a time).
+        for run in locs.chunk_by(|a, b| a.chunks.is_none() && b.chunks.is_none()) {
+            if let [
+                loc @ Loc {
+                    chunks: Some(span), ..
+                },
+            ] = run
+            {
+                out.push(self.shared.read_chunked(loc, *span, pre_images)?);
+                continue;
+            }
+            self.shared.read_payloads(run, |loc, payload| {
+                let corrupt = |reason: String| WalError::Corrupt {
+                    file: self.shared.segment_path(loc.segment),
+                    offset: loc.offset,
+                    reason,
+                };
+                let raw = RawDocument::from_bytes(payload)
+                    .map_err(|e| corrupt(format!("record is not BSON: {e}")))?;
+                let rec = record::commit_record(raw)?;
+                match rec.body {
+                    StoredBody::Inline(body) => {
+                        out.push(record::decode_commit(&rec, body, pre_images)?);
+                        Ok(())
+                    }
+                    StoredBody::Chunked(_) => Err(corrupt(
+                        "a chunked commit indexed without its chunks".into(),
+                    )),
+                }
+            })?;
+        }
+        Ok(CommitPage { commits: out, more })
+    }
+
     /// Opens (creating if needed) the store in `dir` with default options.
     pub fn open(dir: impl AsRef<Path>) -> Result<Arc<EmbeddedStore>> {
         Self::open_with(dir, EmbeddedOptions::default())
@@ -1620,66 +1690,18 @@ impl LogStore for EmbeddedStore {
         upto: Seq,
         limit: usize,
     ) -> StoreFuture<'a, CommitPage> {
-        Box::pin(async move {
-            let (locs, more): (Vec<Loc>, bool) = {
-                let index = self.shared.index();
-                match index.commits.get(&(project.to_string(), branch)) {
-                    Some(v) => {
-                        let start = v.partition_point(|l| l.seq <= after);
-                        let in_range = v[start..].partition_point(|l| l.seq <= upto);
-                        // At most `limit`, and about PAGE_BYTES of records.
-                        let mut bytes = 0u64;
-                        let page: Vec<Loc> = v[start..start + in_range]
-                            .iter()
-                            .take(limit)
-                            .take_while(|l| {
-                                let fits = bytes < PAGE_BYTES;
-                                bytes += u64::from(l.len) + l.chunks.map_or(0, |c| c.bytes);
-                                fits
-                            })
-                            .copied()
-                            .collect();
-                        let more = page.len() < in_range;
-                        (page, more)
-                    }
-                    None => (Vec::new(), false),
-                }
-            };
-            let mut out = Vec::with_capacity(locs.len());
-            // Runs of one-record commits are read together; a chunked one
-            // on its own (its chunks one at a time).
-            for run in locs.chunk_by(|a, b| a.chunks.is_none() && b.chunks.is_none()) {
-                if let [
-                    loc @ Loc {
-                        chunks: Some(span), ..
-                    },
-                ] = run
-                {
-                    out.push(self.shared.read_chunked(loc, *span)?);
-                    continue;
-                }
-                self.shared.read_payloads(run, |loc, payload| {
-                    let corrupt = |reason: String| WalError::Corrupt {
-                        file: self.shared.segment_path(loc.segment),
-                        offset: loc.offset,
-                        reason,
-                    };
-                    let raw = RawDocument::from_bytes(payload)
-                        .map_err(|e| corrupt(format!("record is not BSON: {e}")))?;
-                    let rec = record::commit_record(raw)?;
-                    match rec.body {
-                        StoredBody::Inline(body) => {
-                            out.push(record::decode_commit(&rec, body, false)?);
-                            Ok(())
-                        }
-                        StoredBody::Chunked(_) => Err(corrupt(
-                            "a chunked commit indexed without its chunks".into(),
-                        )),
-                    }
-                })?;
-            }
-            Ok(CommitPage { commits: out, more })
-        })
+        Box::pin(self.read_page(project, branch, after, upto, limit, false))
+    }
+
+    fn read_commits_with_pre_images<'a>(
+        &'a self,
+        project: &'a str,
+        branch: BranchId,
+        after: Seq,
+        upto: Seq,
+        limit: usize,
+    ) -> StoreFuture<'a, CommitPage> {
+        Box::pin(self.read_page(project, branch, after, upto, limit, true))
     }
 
     fn commit_info<'a>(

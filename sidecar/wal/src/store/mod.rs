@@ -100,6 +100,18 @@ pub trait LogStore: Send + Sync {
         limit: usize,
     ) -> StoreFuture<'a, CommitPage>;
 
+    /// [`read_commits`](Self::read_commits) with each op's pre-image
+    /// (what a document was before the op): what a diff made from the log
+    /// reads (`Wal::reset_branch`'s preview), never replay.
+    fn read_commits_with_pre_images<'a>(
+        &'a self,
+        project: &'a str,
+        branch: BranchId,
+        after: Seq,
+        upto: Seq,
+        limit: usize,
+    ) -> StoreFuture<'a, CommitPage>;
+
     /// Seq and time of commit `seq` of `branch`, if it exists (its body is
     /// not read).
     fn commit_info<'a>(

@@ -425,15 +425,23 @@ impl MongoStore {
 
     /// A stored commit record as a commit (its body from its chunks when
     /// it has them), and its body's size.
-    async fn decode_record(&self, d: &RawDocumentBuf) -> Result<(crate::record::Commit, u64)> {
+    async fn decode_record(
+        &self,
+        d: &RawDocumentBuf,
+        pre_images: bool,
+    ) -> Result<(crate::record::Commit, u64)> {
         let rec = record::commit_record(d)?;
         match &rec.body {
-            StoredBody::Inline(body) => {
-                Ok((record::decode_commit(&rec, body, false)?, body.len() as u64))
-            }
+            StoredBody::Inline(body) => Ok((
+                record::decode_commit(&rec, body, pre_images)?,
+                body.len() as u64,
+            )),
             StoredBody::Chunked(chunks) => {
                 let body = self.read_body(chunks).await?;
-                Ok((record::decode_commit(&rec, &body, false)?, chunks.bytes))
+                Ok((
+                    record::decode_commit(&rec, &body, pre_images)?,
+                    chunks.bytes,
+                ))
             }
         }
     }
@@ -447,6 +455,7 @@ impl MongoStore {
         after: Seq,
         upto: Seq,
         limit: usize,
+        pre_images: bool,
     ) -> Result<CommitPage> {
         // Read as raw BSON: replay decodes commits from their bytes. The
         // cursor is read as the page fills (the driver fetches a batch
@@ -478,7 +487,7 @@ impl MongoStore {
             if index == 2 && crate::failpoints::fire(crate::failpoints::MONGO_READ_GAP) {
                 continue;
             }
-            let (commit, size) = self.decode_record(&d).await?;
+            let (commit, size) = self.decode_record(&d, pre_images).await?;
             bytes += size;
             page.commits.push(commit);
         }
@@ -786,7 +795,25 @@ impl LogStore for MongoStore {
             if upto <= after {
                 return Ok(CommitPage::default());
             }
-            self.read_range(project, branch, after, upto, limit).await
+            self.read_range(project, branch, after, upto, limit, false)
+                .await
+        })
+    }
+
+    fn read_commits_with_pre_images<'a>(
+        &'a self,
+        project: &'a str,
+        branch: BranchId,
+        after: Seq,
+        upto: Seq,
+        limit: usize,
+    ) -> StoreFuture<'a, CommitPage> {
+        Box::pin(async move {
+            if upto <= after {
+                return Ok(CommitPage::default());
+            }
+            self.read_range(project, branch, after, upto, limit, true)
+                .await
         })
     }
 

@@ -15,6 +15,8 @@ pub struct Counting {
     /// Commits returned by `read_commits`.
     commits_read: AtomicUsize,
     snapshots: AtomicUsize,
+    /// Commits returned by `read_commits_with_pre_images` (a diff from the log).
+    commits_with_pre_images: AtomicUsize,
 }
 
 impl Counting {
@@ -24,6 +26,7 @@ impl Counting {
             pages: AtomicUsize::new(0),
             commits_read: AtomicUsize::new(0),
             snapshots: AtomicUsize::new(0),
+            commits_with_pre_images: AtomicUsize::new(0),
         })
     }
 
@@ -34,6 +37,11 @@ impl Counting {
             self.commits_read.load(Ordering::SeqCst),
             self.snapshots.load(Ordering::SeqCst),
         )
+    }
+
+    /// Commits read with their pre-images so far.
+    pub fn commits_with_pre_images(&self) -> usize {
+        self.commits_with_pre_images.load(Ordering::SeqCst)
     }
 }
 
@@ -67,6 +75,24 @@ impl LogStore for Counting {
                 .read_commits(project, branch, after, upto, limit)
                 .await?;
             self.commits_read.fetch_add(page.len(), Ordering::SeqCst);
+            Ok(page)
+        })
+    }
+    fn read_commits_with_pre_images<'a>(
+        &'a self,
+        project: &'a str,
+        branch: BranchId,
+        after: Seq,
+        upto: Seq,
+        limit: usize,
+    ) -> StoreFuture<'a, CommitPage> {
+        Box::pin(async move {
+            let page = self
+                .inner
+                .read_commits_with_pre_images(project, branch, after, upto, limit)
+                .await?;
+            self.commits_with_pre_images
+                .fetch_add(page.len(), Ordering::SeqCst);
             Ok(page)
         })
     }

@@ -457,6 +457,9 @@ impl MongoStore {
         limit: usize,
         pre_images: bool,
     ) -> Result<CommitPage> {
+        if upto <= after {
+            return Ok(CommitPage::default());
+        }
         // Read as raw BSON: replay decodes commits from their bytes. The
         // cursor is read as the page fills (the driver fetches a batch
         // at a time), so a page of large commits stops at PAGE_BYTES
@@ -791,13 +794,7 @@ impl LogStore for MongoStore {
         upto: Seq,
         limit: usize,
     ) -> StoreFuture<'a, CommitPage> {
-        Box::pin(async move {
-            if upto <= after {
-                return Ok(CommitPage::default());
-            }
-            self.read_range(project, branch, after, upto, limit, false)
-                .await
-        })
+        Box::pin(self.read_range(project, branch, after, upto, limit, false))
     }
 
     fn read_commits_with_pre_images<'a>(
@@ -808,13 +805,7 @@ impl LogStore for MongoStore {
         upto: Seq,
         limit: usize,
     ) -> StoreFuture<'a, CommitPage> {
-        Box::pin(async move {
-            if upto <= after {
-                return Ok(CommitPage::default());
-            }
-            self.read_range(project, branch, after, upto, limit, true)
-                .await
-        })
+        Box::pin(self.read_range(project, branch, after, upto, limit, true))
     }
 
     fn commit_info<'a>(

@@ -40,7 +40,11 @@ pub struct ArgonProjectSpec {
     /// copies; what a failed attempt copied stays in `main`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub import: Option<ImportSpec>,
+    /// Not acted on yet: Argon keeps a project's whole history, so the
+    /// apiserver refuses the field rather than accept a window nothing
+    /// enforces.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("false").message("spec.retention is not implemented yet: Argon keeps the whole history of a project; remove spec.retention"))]
     pub retention: Option<RetentionSpec>,
     /// Defaults for the sidecars and branch endpoints of this project.
     #[serde(default, skip_serializing_if = "Option::is_none")]

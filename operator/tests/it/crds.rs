@@ -174,6 +174,14 @@ async fn apiserver_enforces_the_schema_and_kubectl_prints_columns() -> anyhow::R
     });
     refused(projects.create(&pp, &two_stores).await, "spec.store");
 
+    // A history window nothing enforces yet is refused, not kept.
+    let mut retained = ProjectFixture::test("retained").build();
+    retained.spec.retention = Some(argon_operator::crd::RetentionSpec {
+        history: Some("720h".into()),
+    });
+    let msg = refused(projects.create(&pp, &retained).await, "spec.retention");
+    assert!(msg.contains("not implemented"), "{msg}");
+
     // The sidecar cache's sizes: quantities of bytes in range, nothing else.
     let cached = |memory: Option<&str>, disk: Option<&str>| {
         let mut project = ProjectFixture::test("cache").build();

@@ -369,3 +369,117 @@ async fn an_embedded_project_gets_one_owner_of_its_claim() -> anyhow::Result<()>
     operator.stop().await?;
     Ok(())
 }
+
+/// A peer that speaks the wire protocol well enough for the driver's
+/// handshake, then answers every command `{ok: 1}` with fields of the wrong
+/// type: an owner of another version, or a broken one. Not a stand-in for
+/// the sidecar (the test above runs the real one); the only way to get
+/// replies a correct sidecar never sends.
+async fn wrong_shape_peer() -> anyhow::Result<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                loop {
+                    let mut header = [0u8; 16];
+                    if socket.read_exact(&mut header).await.is_err() {
+                        return;
+                    }
+                    let word = |i: usize| i32::from_le_bytes(header[i..i + 4].try_into().unwrap());
+                    let (len, request_id, op) = (word(0), word(4), word(12));
+                    let mut body = vec![0u8; (len as usize).saturating_sub(16)];
+                    if socket.read_exact(&mut body).await.is_err() {
+                        return;
+                    }
+                    let command = match op {
+                        // OP_MSG: flags, then a kind-0 section.
+                        2013 => bson::Document::from_reader(&body[5..]).ok(),
+                        // OP_QUERY: flags, collection name, skip, return, query.
+                        2004 => body[4..]
+                            .iter()
+                            .position(|b| *b == 0)
+                            .and_then(|end| bson::Document::from_reader(&body[4 + end + 9..]).ok()),
+                        _ => None,
+                    };
+                    let Some(command) = command else { return };
+                    let first = command.keys().next().cloned().unwrap_or_default();
+                    let reply = if ["hello", "isMaster", "ismaster"].contains(&first.as_str()) {
+                        bson::doc! {
+                            "ismaster": true, "isWritablePrimary": true, "helloOk": true,
+                            "maxWireVersion": 21, "minWireVersion": 0,
+                            "maxBsonObjectSize": 16 * 1024 * 1024,
+                            "maxMessageSizeBytes": 48_000_000, "maxWriteBatchSize": 100_000,
+                            "ok": 1.0,
+                        }
+                    } else {
+                        bson::doc! {"ok": 1.0, "branches": "none", "branch": 7, "oldHead": [1]}
+                    };
+                    let mut doc = Vec::new();
+                    if reply.to_writer(&mut doc).is_err() {
+                        return;
+                    }
+                    let mut out = Vec::new();
+                    let (op_out, prefix): (i32, Vec<u8>) = if op == 2013 {
+                        (2013, vec![0, 0, 0, 0, 0])
+                    } else {
+                        let mut p = vec![0u8; 4 + 8 + 4];
+                        p.extend(1i32.to_le_bytes());
+                        (1, p)
+                    };
+                    let total = 16 + prefix.len() + doc.len();
+                    out.extend((total as i32).to_le_bytes());
+                    out.extend(1i32.to_le_bytes());
+                    out.extend(request_id.to_le_bytes());
+                    out.extend(op_out.to_le_bytes());
+                    out.extend(prefix);
+                    out.extend(doc);
+                    if socket.write_all(&out).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Ok(port)
+}
+
+#[tokio::test]
+async fn a_reply_of_the_wrong_shape_is_an_error_naming_the_command() -> anyhow::Result<()> {
+    let port = wrong_shape_peer().await?;
+    let uri = format!(
+        "mongodb://127.0.0.1:{port}/?directConnection=true&serverSelectionTimeoutMS=5000"
+    );
+    let remote = RemoteStore::connect(&uri, "odd-argon-store").await?;
+    let store: &dyn ProjectStore = &remote;
+    let calls: Vec<(&str, Result<(), WalError>)> = vec![
+        ("argonListBranches", store.list_branches().await.map(drop)),
+        ("argonListBranches", store.branch("main").await.map(drop)),
+        (
+            "argonCreateBranch",
+            store.create_branch("dev", "main", ReadPoint::Head).await.map(drop),
+        ),
+        ("argonLogInfo", store.log_info("main").await.map(drop)),
+        (
+            "argonResetBranch",
+            store
+                .reset_branch("main", ReadPoint::Seq(Seq(0)), true, None)
+                .await
+                .map(drop),
+        ),
+    ];
+    for (command, result) in calls {
+        match result {
+            Err(e @ WalError::Malformed { .. }) => {
+                let text = e.to_string();
+                assert!(text.contains(command), "{command}: {text}");
+            }
+            other => panic!("{command}: expected a malformed reply, got {other:?}"),
+        }
+    }
+    // Commands whose replies the operator does not read succeed.
+    store.set_protected("main", false).await?;
+    store.delete_branch("dev", false).await?;
+    Ok(())
+}

@@ -637,6 +637,38 @@ mod tests {
         assert!(e.to_string().contains("spec.sidecar.cache.memory"), "{e}");
     }
 
+    #[test]
+    fn endpoints_of_an_embedded_project_select_its_owner_and_never_mount_the_claim() {
+        let mut project = ArgonProject::new("shop", ArgonProjectSpec::on_mongodb("s", "argon"));
+        project.spec.store.mongodb = None;
+        project.spec.store.embedded = Some(crate::crd::EmbeddedStoreSpec {
+            claim_name: "wal".into(),
+            sub_path: None,
+        });
+        let branch = feature(EndpointSpec::default(), false);
+        let service = service(&branch, &project, &EndpointExposure::default()).unwrap();
+        assert_eq!(
+            service.spec.unwrap().selector,
+            Some(crate::store_owner::selector("shop"))
+        );
+        let d = deployment(
+            &branch,
+            &project,
+            &ImagePolicy::new("img", &[]),
+            &CacheDefaults::default(),
+        )
+        .unwrap();
+        let pod = d.spec.unwrap().template.spec.unwrap();
+        assert!(
+            pod.volumes
+                .iter()
+                .flatten()
+                .all(|v| v.persistent_volume_claim.is_none()),
+            "{:?}",
+            pod.volumes
+        );
+    }
+
     /// The sidecar's own argument checks accept every endpoint the operator
     /// makes (a TLS endpoint whose peer link had no TLS settings
     /// crash-looped in real pods):

@@ -90,10 +90,7 @@ async fn the_remote_store_speaks_the_owners_admin_commands() -> anyhow::Result<(
 
     let branches = store.list_branches().await?;
     assert_eq!(
-        branches
-            .iter()
-            .map(|b| b.name.as_str())
-            .collect::<Vec<_>>(),
+        branches.iter().map(|b| b.name.as_str()).collect::<Vec<_>>(),
         ["main"]
     );
     // A commit on main, through the owner's default connection.
@@ -112,7 +109,9 @@ async fn the_remote_store_speaks_the_owners_admin_commands() -> anyhow::Result<(
     assert_eq!(dev.parent.as_ref().map(|p| p.as_str()), Some("main"));
     assert_eq!(dev.fork_seq, Some(Seq(1)));
     assert_eq!(store.branch("dev").await?, dev);
-    let old = store.create_branch("old", "main", ReadPoint::Seq(Seq(0))).await?;
+    let old = store
+        .create_branch("old", "main", ReadPoint::Seq(Seq(0)))
+        .await?;
     assert_eq!(old.fork_seq, Some(Seq(0)));
 
     // The WAL's errors, as the controllers match them.
@@ -128,7 +127,10 @@ async fn the_remote_store_speaks_the_owners_admin_commands() -> anyhow::Result<(
         Err(WalError::InvalidBranchName { name, .. }) => assert_eq!(name, "Bad"),
         other => panic!("expected InvalidBranchName, got {other:?}"),
     }
-    match store.create_branch("x", "main", ReadPoint::Seq(Seq(99))).await {
+    match store
+        .create_branch("x", "main", ReadPoint::Seq(Seq(99)))
+        .await
+    {
         Err(WalError::PointBeyondHead { branch, head, .. }) => {
             assert_eq!((branch.as_str(), head), ("main", Seq(1)));
         }
@@ -149,7 +151,10 @@ async fn the_remote_store_speaks_the_owners_admin_commands() -> anyhow::Result<(
         .database("admin")
         .run_command(bson::doc! {"argonListBranches": 1})
         .await?;
-    assert!(format!("{protected}").contains("\"protected\": true"), "{protected}");
+    assert!(
+        format!("{protected}").contains("\"protected\": true"),
+        "{protected}"
+    );
     match store.delete_branch("dev", false).await {
         Err(WalError::Protected { name, .. }) => assert_eq!(name, "dev"),
         other => panic!("expected Protected, got {other:?}"),
@@ -199,7 +204,11 @@ async fn the_remote_store_speaks_the_owners_admin_commands() -> anyhow::Result<(
         .await?;
     assert!(reset.applied);
     assert_eq!(
-        store.branch("old-backup").await?.parent.map(|p| p.to_string()),
+        store
+            .branch("old-backup")
+            .await?
+            .parent
+            .map(|p| p.to_string()),
         Some("old".to_string())
     );
     drop(owner);
@@ -209,9 +218,8 @@ async fn the_remote_store_speaks_the_owners_admin_commands() -> anyhow::Result<(
 #[tokio::test]
 async fn an_unreachable_owner_is_an_error_naming_the_command() -> anyhow::Result<()> {
     let port = free_port()?; // nothing listens there
-    let uri = format!(
-        "mongodb://127.0.0.1:{port}/?directConnection=true&serverSelectionTimeoutMS=300"
-    );
+    let uri =
+        format!("mongodb://127.0.0.1:{port}/?directConnection=true&serverSelectionTimeoutMS=300");
     let remote = RemoteStore::connect(&uri, "gone-argon-store").await?;
     match remote.list_branches().await {
         Err(e @ WalError::Mongo { .. }) => {
@@ -257,12 +265,19 @@ async fn an_embedded_project_gets_one_owner_of_its_claim() -> anyhow::Result<()>
         .await?;
 
     // Until the owner has an available replica: a condition, no crash loop.
-    let waiting = wait_for(&projects, "shop", "StoreReachable False OwnerNotReady", |p| {
-        project_condition(p, "StoreReachable")
-            .is_some_and(|c| c.status == "False" && c.reason == "OwnerNotReady")
-    })
+    let waiting = wait_for(
+        &projects,
+        "shop",
+        "StoreReachable False OwnerNotReady",
+        |p| {
+            project_condition(p, "StoreReachable")
+                .is_some_and(|c| c.status == "False" && c.reason == "OwnerNotReady")
+        },
+    )
     .await?;
-    let message = &project_condition(&waiting, "StoreReachable").unwrap().message;
+    let message = &project_condition(&waiting, "StoreReachable")
+        .unwrap()
+        .message;
     assert!(message.contains("shop-argon-store"), "{message}");
 
     let owner = deployments.get("shop-argon-store").await?;
@@ -274,7 +289,10 @@ async fn an_embedded_project_gets_one_owner_of_its_claim() -> anyhow::Result<()>
     );
     let refs = owner.metadata.owner_references.clone().unwrap_or_default();
     assert_eq!(refs.len(), 1);
-    assert_eq!((refs[0].kind.as_str(), refs[0].name.as_str()), ("ArgonProject", "shop"));
+    assert_eq!(
+        (refs[0].kind.as_str(), refs[0].name.as_str()),
+        ("ArgonProject", "shop")
+    );
     assert_eq!(Some(refs[0].uid.as_str()), project.metadata.uid.as_deref());
     assert_eq!(refs[0].controller, Some(true));
     let pod = spec.template.spec.unwrap();
@@ -300,8 +318,14 @@ async fn an_embedded_project_gets_one_owner_of_its_claim() -> anyhow::Result<()>
         .flatten()
         .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
         .collect();
-    assert!(env.contains(&("ARGON_DATA".into(), "/var/lib/argon".into())), "{env:?}");
-    assert!(env.contains(&("ARGON_BRANCH".into(), "main".into())), "{env:?}");
+    assert!(
+        env.contains(&("ARGON_DATA".into(), "/var/lib/argon".into())),
+        "{env:?}"
+    );
+    assert!(
+        env.contains(&("ARGON_BRANCH".into(), "main".into())),
+        "{env:?}"
+    );
     assert!(env.iter().all(|(k, _)| k != "ARGON_STORE"), "{env:?}");
     let security = container.security_context.clone().unwrap();
     assert_eq!(security.read_only_root_filesystem, Some(true));
@@ -356,12 +380,19 @@ async fn an_embedded_project_gets_one_owner_of_its_claim() -> anyhow::Result<()>
             &Patch::Merge(serde_json::json!({"status": status})),
         )
         .await?;
-    let unreachable = wait_for(&projects, "shop", "StoreReachable False StoreUnreachable", |p| {
-        project_condition(p, "StoreReachable")
-            .is_some_and(|c| c.status == "False" && c.reason == "StoreUnreachable")
-    })
+    let unreachable = wait_for(
+        &projects,
+        "shop",
+        "StoreReachable False StoreUnreachable",
+        |p| {
+            project_condition(p, "StoreReachable")
+                .is_some_and(|c| c.status == "False" && c.reason == "StoreUnreachable")
+        },
+    )
     .await?;
-    let message = &project_condition(&unreachable, "StoreReachable").unwrap().message;
+    let message = &project_condition(&unreachable, "StoreReachable")
+        .unwrap()
+        .message;
     assert!(
         message.contains("argonLogInfo") && message.contains("shop-argon-store"),
         "{message}"
@@ -387,20 +418,31 @@ async fn wrong_shape_peer() -> anyhow::Result<u16> {
                     if socket.read_exact(&mut header).await.is_err() {
                         return;
                     }
-                    let word = |i: usize| i32::from_le_bytes(header[i..i + 4].try_into().unwrap());
+                    let word = |i: usize| {
+                        i32::from_le_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]])
+                    };
                     let (len, request_id, op) = (word(0), word(4), word(12));
-                    let mut body = vec![0u8; (len as usize).saturating_sub(16)];
+                    let Some(size) = usize::try_from(len)
+                        .ok()
+                        .filter(|n| (16..=48_000_000).contains(n))
+                    else {
+                        return;
+                    };
+                    let mut body = vec![0u8; size - 16];
                     if socket.read_exact(&mut body).await.is_err() {
                         return;
                     }
                     let command = match op {
                         // OP_MSG: flags, then a kind-0 section.
-                        2013 => bson::Document::from_reader(&body[5..]).ok(),
+                        2013 => body
+                            .get(5..)
+                            .and_then(|d| bson::Document::from_reader(d).ok()),
                         // OP_QUERY: flags, collection name, skip, return, query.
-                        2004 => body[4..]
-                            .iter()
-                            .position(|b| *b == 0)
-                            .and_then(|end| bson::Document::from_reader(&body[4 + end + 9..]).ok()),
+                        2004 => body
+                            .get(4..)
+                            .and_then(|rest| rest.iter().position(|b| *b == 0))
+                            .and_then(|end| body.get(4 + end + 9..))
+                            .and_then(|d| bson::Document::from_reader(d).ok()),
                         _ => None,
                     };
                     let Some(command) = command else { return };
@@ -448,9 +490,8 @@ async fn wrong_shape_peer() -> anyhow::Result<u16> {
 #[tokio::test]
 async fn a_reply_of_the_wrong_shape_is_an_error_naming_the_command() -> anyhow::Result<()> {
     let port = wrong_shape_peer().await?;
-    let uri = format!(
-        "mongodb://127.0.0.1:{port}/?directConnection=true&serverSelectionTimeoutMS=5000"
-    );
+    let uri =
+        format!("mongodb://127.0.0.1:{port}/?directConnection=true&serverSelectionTimeoutMS=5000");
     let remote = RemoteStore::connect(&uri, "odd-argon-store").await?;
     let store: &dyn ProjectStore = &remote;
     let calls: Vec<(&str, Result<(), WalError>)> = vec![
@@ -458,7 +499,10 @@ async fn a_reply_of_the_wrong_shape_is_an_error_naming_the_command() -> anyhow::
         ("argonListBranches", store.branch("main").await.map(drop)),
         (
             "argonCreateBranch",
-            store.create_branch("dev", "main", ReadPoint::Head).await.map(drop),
+            store
+                .create_branch("dev", "main", ReadPoint::Head)
+                .await
+                .map(drop),
         ),
         ("argonLogInfo", store.log_info("main").await.map(drop)),
         (

@@ -11,9 +11,9 @@ use crate::sidecar_cache::{self, CacheDefaults};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath,
-    ObjectFieldSelector, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext,
-    Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
+    SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec,
+    Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -28,8 +28,8 @@ pub const METRICS_PORT: i32 = 9218;
 /// Where a sidecar on a shared store takes writes the other sidecars of its
 /// branch forward to it while it is the branch's writer.
 pub const PEER_PORT: i32 = 27018;
-/// Where an embedded store's volume is mounted.
-const DATA_DIR: &str = "/var/lib/argon";
+/// Where an embedded store's volume is mounted (in its owner pod).
+pub(crate) const DATA_DIR: &str = "/var/lib/argon";
 /// Where an endpoint's TLS Secret (`tls.crt`, `tls.key`, `ca.crt`) is mounted.
 pub const TLS_DIR: &str = "/etc/argon/tls";
 const TLS_VOLUME: &str = "argon-tls";
@@ -38,9 +38,9 @@ pub const CONTAINER_NAME: &str = "argon-sidecar";
 
 pub const LABEL_PROJECT: &str = "argon.dev/project";
 pub const LABEL_BRANCH: &str = "argon.dev/branch";
-const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
-const LABEL_NAME: &str = "app.kubernetes.io/name";
-const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub(crate) const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
+pub(crate) const LABEL_NAME: &str = "app.kubernetes.io/name";
+pub(crate) const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 
 /// The name of a branch's Deployment and Service: a DNS-1035 label
 /// (Service names must start with a letter and hold no '.').
@@ -59,7 +59,7 @@ pub fn object_name(branch: &str) -> String {
     format!("abr-{}-{hash:08x}", keep.trim_end_matches('-'))
 }
 
-fn fnv1a(bytes: &[u8]) -> u32 {
+pub(crate) fn fnv1a(bytes: &[u8]) -> u32 {
     bytes.iter().fold(0x811c_9dc5u32, |h, b| {
         (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
     })
@@ -220,6 +220,22 @@ fn restricted_container() -> SecurityContext {
     }
 }
 
+/// The restricted Pod Security Standard, for a sidecar's pod. With
+/// `group_readable_secrets`, mounted Secret files (0440) are group-owned by
+/// the sidecar's user, so a key need not be world-readable.
+pub(crate) fn restricted_pod(group_readable_secrets: bool) -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        fs_group: group_readable_secrets.then_some(65532),
+        fs_group_change_policy: group_readable_secrets.then(|| "OnRootMismatch".to_string()),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            localhost_profile: None,
+        }),
+        ..PodSecurityContext::default()
+    }
+}
+
 /// The sidecar container serving `branch` on `listen`, running the image
 /// `images` allows for the project (`Error::ImageNotAllowed` otherwise).
 pub fn sidecar_container(
@@ -261,26 +277,7 @@ pub fn sidecar_container(
         liveness_probe: Some(http_probe("/healthz", 10)),
         resources: defaults.resources,
         security_context: Some(restricted_container()),
-        volume_mounts: project.spec.store.embedded.as_ref().map(|_| {
-            vec![VolumeMount {
-                name: "argon-data".into(),
-                mount_path: DATA_DIR.into(),
-                ..VolumeMount::default()
-            }]
-        }),
         ..Container::default()
-    })
-}
-
-/// The volume an embedded store's sidecar mounts.
-pub fn data_volume(project: &ArgonProject) -> Option<Volume> {
-    project.spec.store.embedded.as_ref().map(|e| Volume {
-        name: "argon-data".into(),
-        persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-            claim_name: e.claim_name.clone(),
-            read_only: Some(false),
-        }),
-        ..Volume::default()
     })
 }
 
@@ -322,7 +319,8 @@ pub fn deployment(
             .get_or_insert_with(Vec::new)
             .push(env("ARGON_AUTH", "true"));
     }
-    let mut volumes: Vec<Volume> = data_volume(project).into_iter().collect();
+    // Never the embedded store's claim: only its owner opens it (`store_owner`).
+    let mut volumes: Vec<Volume> = Vec::new();
     if let Some(cache) = sidecar_cache::for_project(project, cache)? {
         cache.add_to(&mut container);
         volumes.push(cache.volume());
@@ -400,22 +398,7 @@ pub fn deployment(
                     containers: vec![container],
                     automount_service_account_token: Some(false),
                     enable_service_links: Some(false),
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        // The TLS Secret's files are 0440, group-owned by
-                        // the sidecar's user (the key is not world-readable).
-                        fs_group: branch.spec.endpoint.tls.then_some(65532),
-                        fs_group_change_policy: branch
-                            .spec
-                            .endpoint
-                            .tls
-                            .then(|| "OnRootMismatch".to_string()),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".into(),
-                            localhost_profile: None,
-                        }),
-                        ..PodSecurityContext::default()
-                    }),
+                    security_context: Some(restricted_pod(branch.spec.endpoint.tls)),
                     volumes: (!volumes.is_empty()).then_some(volumes),
                     ..PodSpec::default()
                 }),
@@ -438,13 +421,25 @@ pub fn check_service_type(branch: &ArgonBranch, exposure: &EndpointExposure) -> 
 }
 
 /// The endpoint's Service, owned by the branch, of a type `exposure` allows.
-pub fn service(branch: &ArgonBranch, exposure: &EndpointExposure) -> Result<Service> {
+/// For a project on an embedded store it selects the store's owner pod,
+/// which serves every branch (`store_owner`); otherwise the branch's own
+/// endpoint pods.
+pub fn service(
+    branch: &ArgonBranch,
+    project: &ArgonProject,
+    exposure: &EndpointExposure,
+) -> Result<Service> {
     check_service_type(branch, exposure)?;
+    let pods = if project.spec.store.embedded.is_some() {
+        crate::store_owner::selector(&branch.spec.project)
+    } else {
+        selector(&branch.spec.project, &branch.name_any())
+    };
     Ok(Service {
         metadata: owned_meta(branch)?,
         spec: Some(ServiceSpec {
             type_: Some(branch.spec.endpoint.service_type.as_str().into()),
-            selector: Some(selector(&branch.spec.project, &branch.name_any())),
+            selector: Some(pods),
             ports: Some(vec![ServicePort {
                 name: Some("mongodb".into()),
                 port: MONGODB_PORT,
@@ -640,6 +635,38 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("spec.sidecar.cache.memory"), "{e}");
+    }
+
+    #[test]
+    fn endpoints_of_an_embedded_project_select_its_owner_and_never_mount_the_claim() {
+        let mut project = ArgonProject::new("shop", ArgonProjectSpec::on_mongodb("s", "argon"));
+        project.spec.store.mongodb = None;
+        project.spec.store.embedded = Some(crate::crd::EmbeddedStoreSpec {
+            claim_name: "wal".into(),
+            sub_path: None,
+        });
+        let branch = feature(EndpointSpec::default(), false);
+        let service = service(&branch, &project, &EndpointExposure::default()).unwrap();
+        assert_eq!(
+            service.spec.unwrap().selector,
+            Some(crate::store_owner::selector("shop"))
+        );
+        let d = deployment(
+            &branch,
+            &project,
+            &ImagePolicy::new("img", &[]),
+            &CacheDefaults::default(),
+        )
+        .unwrap();
+        let pod = d.spec.unwrap().template.spec.unwrap();
+        assert!(
+            pod.volumes
+                .iter()
+                .flatten()
+                .all(|v| v.persistent_volume_claim.is_none()),
+            "{:?}",
+            pod.volumes
+        );
     }
 
     /// The sidecar's own argument checks accept every endpoint the operator

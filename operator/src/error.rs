@@ -28,6 +28,12 @@ pub enum Error {
     #[error("store of project {project}: {reason}")]
     StoreConfig { project: String, reason: String },
 
+    /// An embedded store's owner Deployment has no available replica yet.
+    #[error(
+        "the embedded store of project {project} is served by Deployment {owner}, which has no available replica yet"
+    )]
+    OwnerNotReady { project: String, owner: String },
+
     /// `spec.import` failed; `attempt` (from 1) sets the retry's backoff.
     #[error("import into project {project}: {reason}")]
     Import {
@@ -92,6 +98,7 @@ impl Error {
             Error::ProjectNotFound { .. } => "project_not_found".into(),
             Error::Secret { .. } => "secret".into(),
             Error::StoreConfig { .. } => "store_config".into(),
+            Error::OwnerNotReady { .. } => "store_owner_not_ready".into(),
             Error::Import { .. } => "import".into(),
             Error::DeletionBlocked { .. } => "deletion_blocked".into(),
             Error::MissingField(..) => "missing_field".into(),

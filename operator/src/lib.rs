@@ -12,8 +12,10 @@
 //! - the sidecar's cache volume and memory budget in pods (`sidecar_cache`),
 //!   sizes read by one parser (`quantity`);
 //! - `spec.import` (`import`): existing MongoDB databases copied into `main` once;
-//! - open stores per project (`stores`), and the operator's copy of their
-//!   connections for deletions after a restart (`store_copy`);
+//! - open stores per project (`stores`) behind one trait (`project_store`),
+//!   the owner pod of an embedded store in a cluster (`store_owner`), and
+//!   the operator's copy of mongodb connections for deletions after a
+//!   restart (`store_copy`);
 //! - `spec.users` written into the project's log from Secrets (`users`);
 //! - the injection webhook (`webhook`) and its own CA and serving
 //!   certificate (`certs`), leader election (`leader`), metrics
@@ -38,9 +40,11 @@ pub mod leader;
 pub mod metrics;
 pub mod network_policy;
 pub mod operator;
+pub mod project_store;
 pub mod quantity;
 pub mod sidecar_cache;
 pub mod store_copy;
+pub mod store_owner;
 pub mod stores;
 pub mod users;
 pub mod webhook;

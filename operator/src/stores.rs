@@ -1,11 +1,19 @@
-//! One open `Wal` per project, shared by every reconcile that touches it.
+//! One open store per project, shared by every reconcile that touches it.
 //! A project's store is found through its spec (and Secret); the handle is
 //! reopened when that changes (a rotated Secret), and dropped on deletion.
+//! A mongodb store, or an embedded one under `--embedded-root`, is opened
+//! here (`LocalStore`); an embedded store in a cluster is reached through
+//! its owner pod (`RemoteStore`, `store_owner`), once that pod is available.
 
 use crate::crd::{ArgonProject, SecretKeyRef, StoreSpec};
 use crate::error::{Error, Result};
+use crate::project_store::ProjectStore;
+use crate::project_store::local::LocalStore;
+use crate::project_store::remote::RemoteStore;
 use crate::store_copy::{Connection, StoreCopies};
+use crate::store_owner;
 use argon_wal::{EmbeddedStore, LogStore, MongoStore, Wal, WalOptions};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client, ResourceExt};
 use std::collections::HashMap;
@@ -19,15 +27,23 @@ const SERVER_SELECTION_TIMEOUT_MS: u32 = 5000;
 /// What identifies an open store: a change means reopening.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum StoreKey {
-    Mongo { uri: String, database: String },
+    Mongo {
+        uri: String,
+        database: String,
+    },
     Embedded(PathBuf),
+    /// An embedded store served by its owner pod, at this URI (no credentials).
+    Owner(String),
 }
+
+/// A project's open store, shared by reconciles.
+pub type OpenStore = Arc<dyn ProjectStore>;
 
 pub struct Stores {
     client: Client,
     identity: String,
     embedded_root: Option<PathBuf>,
-    open: tokio::sync::Mutex<HashMap<(String, String), (StoreKey, Wal)>>,
+    open: tokio::sync::Mutex<HashMap<(String, String), (StoreKey, OpenStore)>>,
     /// Copies of mongodb connections for deletions after a restart
     /// (`store_copy`); `None` keeps none.
     copies: Option<StoreCopies>,
@@ -53,7 +69,7 @@ impl Stores {
         }
     }
 
-    /// The project's WAL, opening it (and creating the project and `main`
+    /// The project's store, opening it (and creating the project and `main`
     /// in the store) on first use.
     ///
     /// When the store's Secret cannot be read any more but the store is
@@ -65,7 +81,7 @@ impl Stores {
     /// An operator that restarted during such a deletion has no open handle:
     /// for a project being deleted it opens the store from its own copy of
     /// the connection (`store_copy`), kept while the project lived.
-    pub async fn wal(&self, project: &ArgonProject) -> Result<Wal> {
+    pub async fn wal(&self, project: &ArgonProject) -> Result<OpenStore> {
         let namespace = project.namespace().unwrap_or_default();
         let name = project.name_any();
         let key = match self.store_key(&namespace, &name, &project.spec.store).await {
@@ -114,12 +130,19 @@ impl Stores {
                 std::fs::create_dir_all(dir)?;
                 EmbeddedStore::open(dir)?
             }
+            StoreKey::Owner(uri) => {
+                // The owner created the project and `main` when it started.
+                let owner = store_owner::object_name(&name);
+                let remote: OpenStore = Arc::new(RemoteStore::connect(uri, &owner).await?);
+                open.insert((namespace, name), (key, remote.clone()));
+                return Ok(remote);
+            }
         };
         let options = WalOptions {
             actor: format!("argon-operator/{}", self.identity),
             ..WalOptions::default()
         };
-        let wal = Wal::open(store, &name, options).await?;
+        let wal: OpenStore = Arc::new(LocalStore(Wal::open(store, &name, options).await?));
         open.insert((namespace, name), (key, wal.clone()));
         Ok(wal)
     }
@@ -201,10 +224,21 @@ impl Stores {
             }
             (None, Some(e)) => {
                 let Some(root) = &self.embedded_root else {
-                    return Err(Error::StoreConfig {
-                        project: project.to_string(),
-                        reason: "embedded stores need the operator to run with --embedded-root on the volume".into(),
-                    });
+                    // Only the owner pod may open the files.
+                    let deployments: Api<Deployment> =
+                        Api::namespaced(self.client.clone(), namespace);
+                    let owner = store_owner::object_name(project);
+                    let available = deployments
+                        .get_opt(&owner)
+                        .await?
+                        .is_some_and(|d| crate::endpoint::is_available(&d));
+                    if !available {
+                        return Err(Error::OwnerNotReady {
+                            project: project.to_string(),
+                            owner,
+                        });
+                    }
+                    return Ok(StoreKey::Owner(store_owner::uri(project, namespace)));
                 };
                 let mut dir = root.join(namespace).join(&e.claim_name);
                 if let Some(sub) = &e.sub_path {

@@ -304,9 +304,10 @@ pub fn inject(
     } else {
         ops.push(add(&["spec", "initContainers"], json!([sidecar])));
     }
-    let volumes: Vec<Value> = endpoint::data_volume(project)
+    // No store volume: an embedded-store project is refused before this.
+    let volumes: Vec<Value> = cache
+        .map(|c| c.volume())
         .into_iter()
-        .chain(cache.map(|c| c.volume()))
         .map(|v| serde_json::to_value(&v).unwrap_or(Value::Null))
         .collect();
     if spec.volumes.is_some() {

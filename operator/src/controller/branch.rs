@@ -17,8 +17,9 @@ use crate::crd::{
 };
 use crate::endpoint_tls::{self, Issuance};
 use crate::error::{Error, Result};
-use crate::{connection, endpoint, sidecar_cache};
-use argon_wal::{BranchInfo, CommitTime, ReadPoint, Seq, Wal, WalError};
+use crate::project_store::{ProjectStore, ResetReport};
+use crate::{connection, endpoint, sidecar_cache, store_owner};
+use argon_wal::{BranchInfo, CommitTime, ReadPoint, Seq, WalError};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -161,7 +162,7 @@ async fn apply(b: &ArgonBranch, ctx: &Context, api: &Api<ArgonBranch>) -> Result
         generation,
     );
 
-    let info = match ensure_branch(&wal, &b.spec, &name).await? {
+    let info = match ensure_branch(wal.as_ref(), &b.spec, &name).await? {
         Ok((info, created)) => {
             if created {
                 let note = match info.fork_seq {
@@ -184,7 +185,7 @@ async fn apply(b: &ArgonBranch, ctx: &Context, api: &Api<ArgonBranch>) -> Result
     if let Some(reset) = &b.spec.reset
         && old.last_reset.as_ref().map(|l| &l.spec) != Some(reset)
     {
-        handle_reset(b, ctx, api, &wal, reset, &mut st).await?;
+        handle_reset(b, ctx, api, wal.as_ref(), reset, &mut st).await?;
         info = wal.branch(&name).await?;
     }
 
@@ -247,6 +248,10 @@ async fn reconcile_endpoint(
     let name = b.name_any();
     let namespace = b.namespace().unwrap_or_default();
     let generation = b.metadata.generation;
+    if b.spec.endpoint.enabled && project.spec.store.embedded.is_some() {
+        owner_endpoint(b, project, ctx, old, st).await?;
+        return Ok(false);
+    }
     if b.spec.endpoint.enabled {
         let refused = endpoint::check_service_type(b, &ctx.config.exposure)
             .and_then(|()| ctx.config.image_policy().image_for(project).map(drop))
@@ -360,6 +365,104 @@ async fn reconcile_endpoint(
     }
 
     Ok(tls_pending)
+}
+
+/// The endpoint of a branch of an embedded-store project: a Service
+/// selecting the store's owner pod, the one process that opens the store
+/// (no pod of its own, which would be a second opener). The owner serves
+/// every branch with one configuration (no authentication, no TLS,
+/// writable), so a spec asking more of this endpoint is refused by name.
+async fn owner_endpoint(
+    b: &ArgonBranch,
+    project: &ArgonProject,
+    ctx: &Context,
+    old: &ArgonBranchStatus,
+    st: &mut ArgonBranchStatus,
+) -> Result<()> {
+    let name = b.name_any();
+    let namespace = b.namespace().unwrap_or_default();
+    let generation = b.metadata.generation;
+    let owner = store_owner::object_name(&b.spec.project);
+    let e = &b.spec.endpoint;
+    let asked: Vec<&str> = [
+        (e.auth, "spec.endpoint.auth"),
+        (e.tls, "spec.endpoint.tls"),
+        (e.user.is_some(), "spec.endpoint.user"),
+        (e.replicas != 1, "spec.endpoint.replicas"),
+        (b.spec.read_only, "spec.readOnly"),
+    ]
+    .into_iter()
+    .filter_map(|(set, field)| set.then_some(field))
+    .collect();
+    let refusal = if !asked.is_empty() {
+        Some((
+            "NotServedByOwner",
+            format!(
+                "ArgonProject {:?} keeps its WAL in an embedded store, served to every branch by its owner {owner} without authentication or TLS, writable, one replica: {} cannot be honoured; set auth: false and tls: false (and no user, replicas or readOnly), or use a project on a mongodb store",
+                b.spec.project,
+                asked.join(", ")
+            ),
+        ))
+    } else {
+        endpoint::check_service_type(b, &ctx.config.exposure)
+            .err()
+            .map(|e| {
+                (
+                    "ServiceTypeNotAllowed",
+                    format!("{e}; no endpoint is exposed"),
+                )
+            })
+    };
+    if let Some((reason, message)) = refusal {
+        remove_endpoint(ctx, &namespace, &name).await?;
+        st.endpoint = None;
+        st.conditions.drop_condition(CONNECTION_SECRET);
+        st.conditions.drop_condition(ENDPOINT_TLS);
+        refuse_endpoint(b, ctx, old, st, reason, message).await;
+        return Ok(());
+    }
+    st.conditions.drop_condition(ENDPOINT_TLS);
+    let object = endpoint::object_name(&name);
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    // A Deployment an earlier version of the operator ran for this branch
+    // opened the store too: it goes.
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
+    match deployments
+        .delete(&object, &DeleteParams::background())
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(e) => return Err(e.into()),
+    }
+    let service = endpoint::service(b, project, &ctx.config.exposure)?;
+    Api::<Service>::namespaced(ctx.client.clone(), &namespace)
+        .patch(&object, &params, &Patch::Apply(&service))
+        .await?;
+    connection_secret(b, project, ctx, st, None).await?;
+    st.endpoint = Some(endpoint::connection_string(&name, &namespace));
+    let available = deployments
+        .get_opt(&owner)
+        .await?
+        .is_some_and(|d| endpoint::is_available(&d));
+    if available {
+        st.conditions.set(
+            ENDPOINT_READY,
+            true,
+            "ServedByOwner",
+            &format!("served by the store's owner {owner}, which serves main by default: this branch's databases are named db~{name}"),
+            generation,
+        );
+    } else {
+        st.conditions.set(
+            ENDPOINT_READY,
+            false,
+            "OwnerNotReady",
+            &format!("waiting for the store's owner {owner}"),
+            generation,
+        );
+    }
+    Ok(())
 }
 
 /// `EndpointReady` False for `reason`, with a Warning event when the
@@ -501,7 +604,7 @@ async fn refuse(
 /// backup made by a reset), created otherwise. `Ok(Err(_))` is a spec the
 /// store refuses.
 async fn ensure_branch(
-    wal: &Wal,
+    wal: &dyn ProjectStore,
     spec: &ArgonBranchSpec,
     name: &str,
 ) -> Result<std::result::Result<(BranchInfo, bool), Refusal>> {
@@ -578,26 +681,17 @@ fn adopt(
     Ok((info, false))
 }
 
-fn preview_of(outcome: &argon_wal::ResetOutcome) -> ResetPreview {
-    let p = &outcome.preview;
+fn preview_of(outcome: &ResetReport) -> ResetPreview {
     ResetPreview {
         from_seq: outcome.old_head.seq.0 as i64,
         to_seq: outcome.target.0 as i64,
-        added: p.added() as i64,
-        removed: p.removed() as i64,
-        changed: p.changed() as i64,
-        collections: p
+        added: outcome.added as i64,
+        removed: outcome.removed as i64,
+        changed: outcome.changed as i64,
+        collections: outcome
             .collections
             .iter()
-            .map(|c| {
-                format!(
-                    "{}: +{} -{} ~{}",
-                    c.ns,
-                    c.added.len(),
-                    c.removed.len(),
-                    c.changed.len()
-                )
-            })
+            .map(|(ns, added, removed, changed)| format!("{ns}: +{added} -{removed} ~{changed}"))
             .collect(),
     }
 }
@@ -623,7 +717,7 @@ async fn handle_reset(
     b: &ArgonBranch,
     ctx: &Context,
     api: &Api<ArgonBranch>,
-    wal: &Wal,
+    wal: &dyn ProjectStore,
     reset: &ResetSpec,
     st: &mut ArgonBranchStatus,
 ) -> Result<()> {
@@ -695,6 +789,15 @@ async fn handle_reset(
             let msg = format!("spec.reset.backupBranch {backup:?} already exists");
             st.conditions
                 .set(RESET, false, "BackupExists", &msg, generation);
+            st.last_reset = Some(last);
+            ctx.event(b, true, "ResetRefused", "Reset", msg).await;
+            return Ok(());
+        }
+        Err(e @ WalError::InvalidOp(_)) => {
+            // A reset the store refuses as such (through an owner pod: one it
+            // cannot apply exactly once, `project_store::remote`).
+            let msg = format!("spec.reset: {e}");
+            st.conditions.set(RESET, false, "Refused", &msg, generation);
             st.last_reset = Some(last);
             ctx.event(b, true, "ResetRefused", "Reset", msg).await;
             return Ok(());
@@ -812,7 +915,7 @@ async fn provision_endpoint(
     let applied = deployments
         .patch(&name, &params, &Patch::Apply(&deployment))
         .await?;
-    let service = endpoint::service(b, &ctx.config.exposure)?;
+    let service = endpoint::service(b, project, &ctx.config.exposure)?;
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), &namespace);
     services
         .patch(&name, &params, &Patch::Apply(&service))

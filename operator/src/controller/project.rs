@@ -4,6 +4,7 @@
 //! `deletionPolicy` through the finalizer.
 
 use super::{Context, apply_status, import_backoff};
+use crate::crd::FIELD_MANAGER;
 use crate::crd::condition::types::{
     IMPORTED, READY, SIDECAR_CACHE, SIDECAR_IMAGE, STORE_REACHABLE, USERS_READY,
 };
@@ -13,13 +14,17 @@ use crate::crd::{
 };
 use crate::error::{Error, Result};
 use crate::import::{self, ImportError};
+use crate::project_store::ProjectStore;
 use crate::sidecar_cache;
+use crate::store_owner;
 use crate::stores;
 use crate::users;
-use argon_wal::{Wal, WalError};
+use argon_wal::WalError;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::api::ListParams;
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event, finalizer};
 use kube::{Api, ResourceExt};
@@ -87,8 +92,49 @@ fn store_reason(e: &Error) -> &'static str {
     match e {
         Error::Secret { .. } => "SecretNotReady",
         Error::StoreConfig { .. } => "InvalidStore",
+        Error::OwnerNotReady { .. } => "OwnerNotReady",
+        Error::ImageNotAllowed { .. } | Error::SidecarCache(_) => "OwnerNotRun",
         _ => "StoreUnreachable",
     }
+}
+
+/// How soon a project whose store owner is not available is looked at
+/// again (nothing of the Deployment wakes the project).
+const OWNER_PENDING_RETRY: Duration = Duration::from_secs(5);
+
+/// Applies the owner Deployment and Service of an embedded store in a
+/// cluster (`store_owner`); nothing for a mongodb store or an operator
+/// that opens embedded stores itself (`--embedded-root`).
+async fn apply_owner(p: &ArgonProject, ctx: &Context) -> Result<()> {
+    if ctx.config.embedded_root.is_some() {
+        return Ok(());
+    }
+    let (Some(deployment), Some(service)) = (
+        store_owner::deployment(p, &ctx.config.image_policy(), &ctx.config.cache)?,
+        store_owner::service(p)?,
+    ) else {
+        return Ok(());
+    };
+    let namespace = p.namespace().unwrap_or_default();
+    let name = store_owner::object_name(&p.name_any());
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    Api::<Deployment>::namespaced(ctx.client.clone(), &namespace)
+        .patch(&name, &params, &Patch::Apply(&deployment))
+        .await?;
+    Api::<Service>::namespaced(ctx.client.clone(), &namespace)
+        .patch(&name, &params, &Patch::Apply(&service))
+        .await?;
+    Ok(())
+}
+
+/// The project's store, answering: the owner applied first where there is
+/// one, then one call (`log_info` of main), so an unreachable store is a
+/// condition here rather than a failure halfway through the reconcile.
+async fn open_store(p: &ArgonProject, ctx: &Context) -> Result<stores::OpenStore> {
+    apply_owner(p, ctx).await?;
+    let wal = ctx.stores.wal(p).await?;
+    wal.log_info("main").await?;
+    Ok(wal)
 }
 
 async fn apply(p: &ArgonProject, ctx: &Context, api: &Api<ArgonProject>) -> Result<Action> {
@@ -129,7 +175,7 @@ async fn apply(p: &ArgonProject, ctx: &Context, api: &Api<ArgonProject>) -> Resu
 
     cache_step(p, ctx, &old, &mut st).await;
 
-    let wal = match ctx.stores.wal(p).await {
+    let wal = match open_store(p, ctx).await {
         Ok(wal) => wal,
         Err(e) => {
             let reason = store_reason(&e);
@@ -145,6 +191,10 @@ async fn apply(p: &ArgonProject, ctx: &Context, api: &Api<ArgonProject>) -> Resu
             if was.map(|c| c.reason.as_str()) != Some(reason) {
                 ctx.event(p, true, reason, "Connect", e.to_string()).await;
             }
+            if matches!(e, Error::OwnerNotReady { .. }) {
+                // Waiting, not failing: the owner's pod is starting.
+                return Ok(Action::requeue(OWNER_PENDING_RETRY));
+            }
             return Err(e);
         }
     };
@@ -159,8 +209,8 @@ async fn apply(p: &ArgonProject, ctx: &Context, api: &Api<ArgonProject>) -> Resu
         ),
         generation,
     );
-    users_step(p, ctx, &wal, &mut st).await?;
-    let backoff = match import_step(p, ctx, api, &wal, &mut st).await {
+    users_step(p, ctx, wal.as_ref(), &mut st).await?;
+    let backoff = match import_step(p, ctx, api, wal.as_ref(), &mut st).await {
         Ok(backoff) => backoff,
         Err(e) => {
             // A failed import says so in status; other errors (the store,
@@ -281,10 +331,29 @@ async fn cleanup(p: &ArgonProject, ctx: &Context, api: &Api<ArgonProject>) -> Re
 async fn users_step(
     p: &ArgonProject,
     ctx: &Context,
-    wal: &Wal,
+    wal: &dyn ProjectStore,
     st: &mut ArgonProjectStatus,
 ) -> Result<()> {
     let generation = p.metadata.generation;
+    let Some(wal) = wal.wal() else {
+        // Through an owner pod: a user is a record with its credentials
+        // that the operator writes into the log itself; no admin command
+        // carries it, so the spec is refused by name, never ignored.
+        if p.spec.users.is_empty() {
+            st.users = None;
+            st.conditions.drop_condition(USERS_READY);
+        } else {
+            st.users = Some(0);
+            st.conditions.set(
+                USERS_READY,
+                false,
+                NOT_BUILT_FOR_OWNER,
+                &format!("spec.users is not built for an embedded store served by its owner pod ({}): no user is written", store_owner::object_name(&p.name_any())),
+                generation,
+            );
+        }
+        return Ok(());
+    };
     let outcome = users::sync(p, &ctx.stores, wal).await?;
     for id in &outcome.written {
         tracing::info!(project = %p.name_any(), user = %id, "user written");
@@ -334,6 +403,9 @@ async fn users_step(
 // ---- spec.import ----------------------------------------------------------------
 
 const IMPORTING: &str = "Importing";
+/// The reason of a spec refused because the store is reached through its
+/// owner pod (`project_store::remote`), where it is not built.
+const NOT_BUILT_FOR_OWNER: &str = "NotBuiltForOwner";
 const IMPORT_FAILED: &str = "ImportFailed";
 
 fn now() -> Time {
@@ -407,7 +479,7 @@ async fn import_step(
     p: &ArgonProject,
     ctx: &Context,
     api: &Api<ArgonProject>,
-    wal: &Wal,
+    wal: &dyn ProjectStore,
     st: &mut ArgonProjectStatus,
 ) -> Result<Option<Duration>> {
     let generation = p.metadata.generation;
@@ -446,6 +518,20 @@ async fn import_step(
             st.conditions.drop_condition(IMPORTED);
             return Ok(None);
         }
+    };
+    let Some(wal) = wal.wal() else {
+        // Through an owner pod: the import commits physical document
+        // operations into the log, which no admin command carries.
+        let message = format!(
+            "spec.import is not built for an embedded store served by its owner pod ({}): nothing is copied; import into a project on a mongodb store, or remove spec.import",
+            store_owner::object_name(&p.name_any())
+        );
+        st.conditions
+            .set(IMPORTED, false, NOT_BUILT_FOR_OWNER, &message, generation);
+        st.conditions
+            .set(READY, false, NOT_BUILT_FOR_OWNER, &message, generation);
+        st.phase = Some("Failed".into());
+        return Ok(Some(Duration::from_secs(300)));
     };
     if let Some(imp) = &previous
         && let Some(wait) = retry_wait(imp, generation)
@@ -545,7 +631,7 @@ async fn copy(
     p: &ArgonProject,
     ctx: &Context,
     api: &Api<ArgonProject>,
-    wal: &Wal,
+    wal: &argon_wal::Wal,
     spec: &ImportSpec,
     st: &mut ArgonProjectStatus,
     imp: &mut ImportStatus,

@@ -19,6 +19,7 @@ mod narrow;
 mod pod_security;
 mod rbac;
 mod scale;
+mod store_owner;
 mod support;
 mod users;
 mod webhook;

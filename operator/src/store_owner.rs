@@ -1,0 +1,208 @@
+//! The owner of an embedded store in a cluster: the one pod that mounts the
+//! project's PersistentVolumeClaim and opens the store (segment files take
+//! no second writer). A Deployment of one replica with strategy `Recreate`,
+//! so a rollout stops the old pod before the new one opens the files, and a
+//! ClusterIP Service; both owned by the ArgonProject. It runs the sidecar
+//! as an endpoint does, serving `main` by default and every branch as
+//! `db~branch`; the operator speaks its admin commands (`project_store::
+//! remote`), and endpoints of the project's branches are Services selecting
+//! this pod (`endpoint::service`).
+//!
+//! Not an operator run with `--embedded-root`: that one opens the files
+//! itself, beside them, outside the cluster, and no owner may run too.
+
+use crate::crd::ArgonProject;
+use crate::endpoint::{
+    self, DATA_DIR, LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_NAME, LABEL_PROJECT, MONGODB_PORT,
+};
+use crate::error::{Error, Result};
+use crate::image_policy::ImagePolicy;
+use crate::sidecar_cache::{self, CacheDefaults};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
+use k8s_openapi::api::core::v1::{
+    PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Service, ServicePort, ServiceSpec,
+    Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::ObjectMeta;
+use kube::{Resource, ResourceExt};
+use std::collections::BTreeMap;
+
+/// `app.kubernetes.io/component` of the owner's pods.
+pub const COMPONENT: &str = "store-owner";
+const DATA_VOLUME: &str = "argon-data";
+
+/// The name of a project's owner Deployment and Service: a DNS-1035 label.
+pub fn object_name(project: &str) -> String {
+    let clean: String = project
+        .chars()
+        .map(|c| if c == '.' || c == '_' { '-' } else { c })
+        .collect();
+    let name = format!("{clean}-argon-store");
+    if name.len() <= 63 && clean == project {
+        return name;
+    }
+    // Sanitized or too long: a hash of the real name keeps it unique.
+    let keep: String = clean.chars().take(40).collect();
+    format!(
+        "{}-{:08x}-argon-store",
+        keep.trim_end_matches('-'),
+        endpoint::fnv1a(project.as_bytes())
+    )
+}
+
+/// How the operator reaches the owner from inside the cluster. No
+/// credentials: the owner runs without `--auth` (see docs/architecture.md,
+/// "Embedded stores in a cluster").
+pub fn uri(project: &str, namespace: &str) -> String {
+    format!(
+        "mongodb://{}.{namespace}.svc:{MONGODB_PORT}/?directConnection=true&serverSelectionTimeoutMS=5000",
+        object_name(project)
+    )
+}
+
+/// The labels selecting a project's owner pod (its Deployment, its Service,
+/// and the Services of its branches' endpoints).
+pub fn selector(project: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_PROJECT.to_string(), project.to_string()),
+        (LABEL_COMPONENT.to_string(), COMPONENT.to_string()),
+    ])
+}
+
+fn labels(project: &str) -> BTreeMap<String, String> {
+    let mut labels = selector(project);
+    labels.insert(LABEL_NAME.to_string(), "argon-store".to_string());
+    labels.insert(LABEL_MANAGED_BY.to_string(), "argon-operator".to_string());
+    labels
+}
+
+fn owned_meta(project: &ArgonProject) -> Result<ObjectMeta> {
+    let owner = project
+        .controller_owner_ref(&())
+        .ok_or(Error::MissingField("ArgonProject", "metadata.uid"))?;
+    Ok(ObjectMeta {
+        name: Some(object_name(&project.name_any())),
+        namespace: project.namespace(),
+        labels: Some(labels(&project.name_any())),
+        owner_references: Some(vec![owner]),
+        ..ObjectMeta::default()
+    })
+}
+
+/// The owner's Deployment; `None` for a project on a mongodb store.
+pub fn deployment(
+    project: &ArgonProject,
+    images: &ImagePolicy,
+    cache: &CacheDefaults,
+) -> Result<Option<Deployment>> {
+    let Some(embedded) = &project.spec.store.embedded else {
+        return Ok(None);
+    };
+    let name = project.name_any();
+    let mut container = endpoint::sidecar_container(
+        project,
+        images,
+        "main",
+        &format!("0.0.0.0:{MONGODB_PORT}"),
+        false,
+    )?;
+    container
+        .volume_mounts
+        .get_or_insert_with(Vec::new)
+        .push(VolumeMount {
+            name: DATA_VOLUME.into(),
+            mount_path: DATA_DIR.into(),
+            sub_path: embedded.sub_path.clone(),
+            ..VolumeMount::default()
+        });
+    let mut volumes = vec![Volume {
+        name: DATA_VOLUME.into(),
+        persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+            claim_name: embedded.claim_name.clone(),
+            read_only: Some(false),
+        }),
+        ..Volume::default()
+    }];
+    if let Some(cache) = sidecar_cache::for_project(project, cache)? {
+        cache.add_to(&mut container);
+        volumes.push(cache.volume());
+    }
+    Ok(Some(Deployment {
+        metadata: owned_meta(project)?,
+        spec: Some(DeploymentSpec {
+            replicas: Some(1),
+            // Never two pods on the files, even during a rollout.
+            strategy: Some(DeploymentStrategy {
+                type_: Some("Recreate".into()),
+                rolling_update: None,
+            }),
+            selector: LabelSelector {
+                match_labels: Some(selector(&name)),
+                match_expressions: None,
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(&name)),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    security_context: Some(endpoint::restricted_pod(false)),
+                    volumes: Some(volumes),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        status: None,
+    }))
+}
+
+/// The owner's ClusterIP Service; `None` for a project on a mongodb store.
+pub fn service(project: &ArgonProject) -> Result<Option<Service>> {
+    if project.spec.store.embedded.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(Service {
+        metadata: owned_meta(project)?,
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".into()),
+            selector: Some(selector(&project.name_any())),
+            ports: Some(vec![ServicePort {
+                name: Some("mongodb".into()),
+                port: MONGODB_PORT,
+                target_port: Some(IntOrString::String("mongodb".into())),
+                protocol: Some("TCP".into()),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_names_are_dns_labels_and_unique() {
+        assert_eq!(object_name("shop"), "shop-argon-store");
+        let dotted = object_name("shop.v2");
+        assert!(
+            dotted.ends_with("-argon-store") && !dotted.contains('.'),
+            "{dotted}"
+        );
+        assert_ne!(object_name("shop.v2"), object_name("shop-v2"));
+        let long = object_name(&"a".repeat(63));
+        assert!(long.len() <= 63, "{long}");
+        assert_eq!(
+            uri("shop", "dev"),
+            "mongodb://shop-argon-store.dev.svc:27017/?directConnection=true&serverSelectionTimeoutMS=5000"
+        );
+    }
+}

@@ -87,6 +87,19 @@ impl Default for EndpointExposure {
     }
 }
 
+impl Config {
+    /// The namespace the operator itself runs in, when it says so (in a
+    /// cluster the chart sets the leader election, webhook and store-copy
+    /// namespaces to the release's): what may reach an embedded store's
+    /// owner besides the project's namespace (`network_policy::owner`).
+    pub fn own_namespace(&self) -> Option<&str> {
+        self.leader
+            .as_ref()
+            .map(|l| l.lease_namespace.as_str())
+            .or(self.store_copy_namespace.as_deref())
+    }
+}
+
 impl EndpointExposure {
     pub fn allows(&self, service_type: ServiceType) -> bool {
         service_type == ServiceType::ClusterIP || self.allowed_service_types.contains(&service_type)

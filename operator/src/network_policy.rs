@@ -18,7 +18,7 @@
 //! turns it off (`endpoints.networkPolicy.enabled: false`).
 
 use crate::config::EndpointExposure;
-use crate::crd::ArgonBranch;
+use crate::crd::{ArgonBranch, ArgonProject};
 use crate::endpoint::{MONGODB_PORT, PEER_PORT, owned_meta, selector};
 use crate::error::Result;
 use k8s_openapi::api::networking::v1::{
@@ -68,6 +68,52 @@ pub fn network_policy(branch: &ArgonBranch, exposure: &EndpointExposure) -> Resu
         spec: Some(NetworkPolicySpec {
             pod_selector: Some(LabelSelector {
                 match_labels: Some(selector(&branch.spec.project, &branch.name_any())),
+                match_expressions: None,
+            }),
+            policy_types: Some(vec!["Ingress".into()]),
+            ingress: Some(ingress),
+            egress: None,
+        }),
+    })
+}
+
+/// The policy for an embedded store's owner pod (`store_owner`; same name,
+/// owned by the ArgonProject). The owner serves every branch of the project
+/// and runs without authentication (see docs/architecture.md, "Embedded
+/// stores in a cluster"), so who reaches it is all that guards it: pods of
+/// the project's namespace (its apps, and the Services of its branches'
+/// endpoints, which select the owner) and pods of the operator's own
+/// namespace (`operator_namespace`: the operator speaks its admin commands),
+/// on the MongoDB port; nothing else.
+pub fn owner(project: &ArgonProject, operator_namespace: Option<&str>) -> Result<NetworkPolicy> {
+    let mut ingress = vec![NetworkPolicyIngressRule {
+        from: Some(vec![NetworkPolicyPeer {
+            pod_selector: Some(LabelSelector::default()),
+            ..NetworkPolicyPeer::default()
+        }]),
+        ports: Some(vec![tcp(MONGODB_PORT)]),
+    }];
+    if let Some(ns) = operator_namespace {
+        ingress.push(NetworkPolicyIngressRule {
+            from: Some(vec![NetworkPolicyPeer {
+                namespace_selector: Some(LabelSelector {
+                    match_labels: Some(BTreeMap::from([(
+                        "kubernetes.io/metadata.name".to_string(),
+                        ns.to_string(),
+                    )])),
+                    match_expressions: None,
+                }),
+                pod_selector: Some(LabelSelector::default()),
+                ip_block: None,
+            }]),
+            ports: Some(vec![tcp(MONGODB_PORT)]),
+        });
+    }
+    Ok(NetworkPolicy {
+        metadata: crate::store_owner::owned_meta(project)?,
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(crate::store_owner::selector(&project.name_any())),
                 match_expressions: None,
             }),
             policy_types: Some(vec!["Ingress".into()]),

@@ -78,7 +78,7 @@ fn labels(project: &str) -> BTreeMap<String, String> {
     labels
 }
 
-fn owned_meta(project: &ArgonProject) -> Result<ObjectMeta> {
+pub(crate) fn owned_meta(project: &ArgonProject) -> Result<ObjectMeta> {
     let owner = project
         .controller_owner_ref(&())
         .ok_or(Error::MissingField("ArgonProject", "metadata.uid"))?;

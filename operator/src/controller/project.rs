@@ -22,6 +22,7 @@ use crate::users;
 use argon_wal::WalError;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{ListParams, Patch, PatchParams};
@@ -123,6 +124,13 @@ async fn apply_owner(p: &ArgonProject, ctx: &Context) -> Result<()> {
         .await?;
     Api::<Service>::namespaced(ctx.client.clone(), &namespace)
         .patch(&name, &params, &Patch::Apply(&service))
+        .await?;
+    // Unauthenticated, so reachable only by whom the policy admits; written
+    // whatever the chart says of endpoint policies, since nothing else
+    // guards the owner.
+    let policy = crate::network_policy::owner(p, ctx.config.own_namespace())?;
+    Api::<NetworkPolicy>::namespaced(ctx.client.clone(), &namespace)
+        .patch(&name, &params, &Patch::Apply(&policy))
         .await?;
     Ok(())
 }

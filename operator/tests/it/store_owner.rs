@@ -13,6 +13,8 @@ use argon_testkit::process::ServerProcess;
 use argon_wal::{ReadPoint, Seq, WalError};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus};
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use std::path::{Path, PathBuf};
@@ -253,7 +255,10 @@ async fn an_embedded_project_gets_one_owner_of_its_claim() -> anyhow::Result<()>
     let branches: Api<ArgonBranch> = Api::namespaced(client.clone(), &ns);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     let services: Api<Service> = Api::namespaced(client.clone(), &ns);
-    let operator = RunningOperator::start(client.clone(), test_config("owner-test"));
+    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &ns);
+    let mut config = test_config("owner-test");
+    config.store_copy_namespace = Some("argon-system".into());
+    let operator = RunningOperator::start(client.clone(), config);
     let project = projects
         .create(&PostParams::default(), &embedded_project("shop"))
         .await?;
@@ -343,6 +348,52 @@ async fn an_embedded_project_gets_one_owner_of_its_claim() -> anyhow::Result<()>
         service.metadata.owner_references.unwrap_or_default()[0].uid,
         refs[0].uid
     );
+
+    // Unauthenticated, the owner is reachable only from the project's
+    // namespace and the operator's, on the MongoDB port.
+    let policy = policies.get("shop-argon-store").await?;
+    assert_eq!(
+        policy.metadata.owner_references.unwrap_or_default()[0].uid,
+        refs[0].uid
+    );
+    let policy = policy.spec.unwrap();
+    assert_eq!(
+        policy.pod_selector.and_then(|s| s.match_labels),
+        Some(store_owner::selector("shop"))
+    );
+    assert_eq!(policy.policy_types, Some(vec!["Ingress".to_string()]));
+    let ingress = policy.ingress.unwrap_or_default();
+    assert_eq!(ingress.len(), 2, "{ingress:?}");
+    let from: Vec<_> = ingress
+        .iter()
+        .flat_map(|rule| rule.from.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(from[0].namespace_selector, None, "this namespace's pods");
+    assert_eq!(
+        from[1]
+            .namespace_selector
+            .as_ref()
+            .and_then(|s| s.match_labels.clone()),
+        Some(std::collections::BTreeMap::from([(
+            "kubernetes.io/metadata.name".to_string(),
+            "argon-system".to_string()
+        )])),
+        "the operator's namespace"
+    );
+    for rule in &ingress {
+        let ports: Vec<_> = rule
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| p.port.clone())
+            .collect();
+        assert_eq!(
+            ports,
+            [Some(IntOrString::Int(
+                argon_operator::endpoint::MONGODB_PORT
+            ))]
+        );
+    }
 
     // The branch waits for the store; no endpoint of its own mounts the claim.
     wait_for(&branches, "feature", "StoreReachable False", |b| {

@@ -572,3 +572,168 @@ fn du(dir: &Path) -> u64 {
     }
     n
 }
+
+/// A find at `db` with `filter` and `sort`, every batch.
+async fn find_sorted(db: &mongodb::Database, filter: Document, sort: Document) -> Vec<Document> {
+    db.collection::<Document>("items")
+        .find(filter)
+        .sort(sort)
+        .batch_size(3)
+        .await
+        .expect("find")
+        .try_collect()
+        .await
+        .expect("getMore")
+}
+
+/// The queries whose plans and answers the test below compares: index
+/// ranges and points in both index directions, and `_id` descending.
+fn plan_queries() -> Vec<(Document, Document)> {
+    vec![
+        (doc! {"qty": {"$gte": 2, "$lt": 9}}, doc! {"qty": 1}),
+        (doc! {"qty": {"$gte": 2, "$lt": 9}}, doc! {"qty": -1}),
+        (doc! {"qty": {"$in": [1, 7, 104]}}, doc! {"qty": -1}),
+        (doc! {"qty": {"$gt": 100}}, doc! {}),
+        (doc! {}, doc! {"_id": -1}),
+    ]
+}
+
+/// The explained winning plan's index scan of `find` at `db`, with the
+/// execution stats.
+async fn explain_find(
+    db: &mongodb::Database,
+    filter: Document,
+    sort: Document,
+) -> (Option<Document>, Document) {
+    let e = db
+        .run_command(doc! {
+            "explain": {"find": "items", "filter": filter, "sort": sort},
+            "verbosity": "executionStats",
+        })
+        .await
+        .expect("explain");
+    fn ixscan(plan: &Document) -> Option<Document> {
+        if plan.get_str("stage").ok() == Some("IXSCAN") {
+            return Some(plan.clone());
+        }
+        plan.get_document("inputStage").ok().and_then(ixscan)
+    }
+    let plan = e
+        .get_document("queryPlanner")
+        .and_then(|q| q.get_document("winningPlan"))
+        .expect("a winning plan");
+    let stats = e
+        .get_document("executionStats")
+        .expect("executionStats")
+        .clone();
+    (ixscan(plan), stats)
+}
+
+/// Past points served by the store plan and answer as the head did at that
+/// point (in memory): index scans in both directions, on `main` and on a
+/// fork that changed and deleted its parent's documents, the multikey flag
+/// as it was at each point, and `_id` descending (a reverse scan of the
+/// store).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_points_from_the_store_use_indexes_as_the_head_did() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (data, cache) = (dir.path().join("wal"), dir.path().join("cache"));
+    let metrics_port = free_port().expect("a free port");
+    let listen = format!("127.0.0.1:{metrics_port}");
+    let sidecar = serve_with(&data, Some(&cache), &["--metrics-listen", &listen]).await;
+    let client = sidecar.client().await.expect("client");
+    let shop = client.database("shop");
+    let items = shop.collection::<Document>("items");
+    items
+        .insert_many((0..60).map(|i| doc! {"_id": i, "qty": i % 12, "tag": format!("t{}", i % 4)}))
+        .await
+        .expect("insert");
+    shop.run_command(
+        doc! {"createIndexes": "items", "indexes": [{"key": {"qty": 1}, "name": "qty_1"}]},
+    )
+    .await
+    .expect("createIndexes");
+    items
+        .update_many(doc! {"qty": {"$gte": 6}}, doc! {"$inc": {"qty": 100}})
+        .await
+        .expect("update");
+    items.delete_many(doc! {"qty": 3}).await.expect("delete");
+    client
+        .database("admin")
+        .run_command(doc! {"argonCreateBranch": "dev", "from": "main"})
+        .await
+        .expect("fork");
+    let dev = client.database("shop~dev").collection::<Document>("items");
+    dev.update_many(doc! {"qty": {"$lt": 4}}, doc! {"$set": {"qty": 7}})
+        .await
+        .expect("update on dev");
+    dev.delete_one(doc! {"_id": 4})
+        .await
+        .expect("delete on dev");
+
+    for branch in ["main", "dev"] {
+        // What the head answers now, in memory, and how it plans.
+        let seq = head_seq(&client, branch).await;
+        let at = client.database(&format!("shop~{branch}@{seq}"));
+        let mut at_head = Vec::new();
+        for (filter, sort) in plan_queries() {
+            at_head.push(find_sorted(&at, filter, sort).await);
+        }
+        let (ix, _) =
+            explain_find(&at, doc! {"qty": {"$gte": 2, "$lt": 9}}, doc! {"qty": -1}).await;
+        let ix = ix.expect("the head scans the index");
+        assert_eq!(ix.get_str("direction").expect("direction"), "backward");
+        assert!(!ix.get_bool("isMultiKey").expect("isMultiKey"));
+
+        // Later writes make that point past: the store serves it.
+        let coll = client
+            .database(&format!("shop~{branch}"))
+            .collection::<Document>("items");
+        coll.insert_one(doc! {"_id": 1000, "qty": 5})
+            .await
+            .expect("a later insert");
+        coll.update_one(doc! {"_id": 1}, doc! {"$set": {"qty": [2, 8]}})
+            .await
+            .expect("a later multikey update");
+        let before = common::metric(
+            &common::metrics_text(metrics_port).await,
+            "argon_sidecar_past_reads_total{served_by=\"store\"}",
+        );
+        for ((filter, sort), want) in plan_queries().into_iter().zip(&at_head) {
+            let got = find_sorted(&at, filter.clone(), sort.clone()).await;
+            assert_eq!(&got, want, "{filter} sorted by {sort} on {branch}@{seq}");
+        }
+        let (ix, stats) =
+            explain_find(&at, doc! {"qty": {"$gte": 2, "$lt": 9}}, doc! {"qty": -1}).await;
+        let ix = ix.expect("the past point scans the index");
+        assert_eq!(ix.get_str("indexName").expect("indexName"), "qty_1");
+        assert_eq!(ix.get_str("direction").expect("direction"), "backward");
+        assert!(!ix.get_bool("isMultiKey").expect("isMultiKey"));
+        assert_eq!(
+            stats.get_i64("totalDocsExamined").expect("docs examined"),
+            stats.get_i64("nReturned").expect("nReturned"),
+            "only the matches are fetched"
+        );
+        let text = common::metrics_text(metrics_port).await;
+        let after = common::metric(&text, "argon_sidecar_past_reads_total{served_by=\"store\"}");
+        assert!(after > before, "the store served {branch}@{seq}");
+        assert_eq!(replays(&text), 0.0, "nothing was replayed");
+
+        // The point after the multikey update, once past, knows it.
+        let multikey = head_seq(&client, branch).await;
+        coll.insert_one(doc! {"_id": 1001, "qty": 0})
+            .await
+            .expect("one more insert");
+        let later = client.database(&format!("shop~{branch}@{multikey}"));
+        let (ix, _) = explain_find(&later, doc! {"qty": 2}, doc! {}).await;
+        assert!(
+            ix.expect("an index scan")
+                .get_bool("isMultiKey")
+                .expect("isMultiKey"),
+            "{branch}@{multikey} holds an array in qty"
+        );
+        let twos = find_sorted(&later, doc! {"qty": 2}, doc! {"_id": 1}).await;
+        let ids: Vec<i32> = twos.iter().filter_map(|d| d.get_i32("_id").ok()).collect();
+        assert!(ids.contains(&1), "the array's element is found: {ids:?}");
+    }
+}

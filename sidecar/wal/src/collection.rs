@@ -4,12 +4,12 @@
 //! point). Callers cannot tell which, and every read is fallible and
 //! returns owned values for that reason (`Doc`, `Result`).
 //!
-//! What the store does not keep yet, a stored collection says so rather
-//! than answer wrongly: capped collections' insertion order (their natural
-//! order is refused by name; the engine serves states holding a capped
-//! collection from memory), a reverse `_id`-order scan, and the index shapes the planner needs (no
-//! `index_shape`, so queries over a stored state scan instead of using an
-//! index; lookups by key still use the store's entries).
+//! A stored collection answers index scans (`index_scan`, `index_shape`:
+//! planners use its indexes as they do the head's) and reverse `_id`-order
+//! scans from the store. What the store does not keep yet, it says so
+//! rather than answer wrongly: capped collections' insertion order (their
+//! natural order is refused by name; the engine serves states holding a
+//! capped collection from memory).
 
 use crate::doc::Doc;
 use crate::error::{Result, WalError};
@@ -181,17 +181,14 @@ impl CollectionState {
 
     /// Documents before the one whose key is `before` (all when `None`),
     /// in descending `IdKey` order, each with its key: the reverse of
-    /// [`Self::iter_after`] (`{$natural: -1}`), resumable the same way. The
-    /// store scans forward only: a stored collection refuses it.
+    /// [`Self::iter_after`] (`{$natural: -1}`), resumable the same way.
     pub fn iter_before<'a>(
         &'a self,
         before: Option<&[u8]>,
     ) -> Box<dyn Iterator<Item = Result<(IdKey, Doc)>> + 'a> {
         match &self.0 {
             Repr::Memory(c) => Box::new(c.iter_before(before)),
-            Repr::Stored(_) => {
-                Box::new(std::iter::once(Err(not_kept("a reverse collection scan"))))
-            }
+            Repr::Stored(s) => Box::new(s.view.scan_before(before)),
         }
     }
 
@@ -318,21 +315,26 @@ impl CollectionState {
         }
     }
 
-    /// The shape of index `name`'s keys (`None`: no key map is kept, or the
-    /// collection is stored — the store keeps no shapes yet, so planners
-    /// scan it).
+    /// The shape of index `name`'s keys (`None`: no key map is kept; for a
+    /// stored collection also when the store cannot be read, so a planner
+    /// scans, and the scan reports the error).
     pub fn index_shape(&self, index_name: &str) -> Option<IndexShape> {
         match &self.0 {
             Repr::Memory(c) => c.index_shape(index_name),
-            Repr::Stored(_) => None,
+            Repr::Stored(s) => match s.view.index_shape(index_name) {
+                Ok(shape) => shape,
+                Err(e) => {
+                    tracing::warn!(index = index_name, error = %e, "index shape unreadable: scanning");
+                    None
+                }
+            },
         }
     }
 
     /// The entries of index `name` in `intervals` (disjoint, in ascending
     /// order), in `direction`, resuming after (forward) or before
     /// (backward) `resume`: what an index scan reads. Empty when no key map
-    /// is kept (and, as `index_shape` says, for a stored collection). A
-    /// multikey index gives a document once per key: the caller
+    /// is kept. A multikey index gives a document once per key: the caller
     /// deduplicates.
     pub fn index_scan<'a>(
         &'a self,
@@ -343,7 +345,7 @@ impl CollectionState {
     ) -> Box<dyn Iterator<Item = Result<IndexPosition>> + 'a> {
         match &self.0 {
             Repr::Memory(c) => Box::new(c.index_scan(index_name, intervals, direction, resume)),
-            Repr::Stored(_) => Box::new(std::iter::empty()),
+            Repr::Stored(s) => s.view.index_scan(index_name, intervals, direction, resume),
         }
     }
 

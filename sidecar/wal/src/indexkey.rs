@@ -242,11 +242,13 @@ impl KeyPattern {
     }
 
     /// The encoded keys of `doc` (lenient: the fold never refuses).
+    #[cfg(test)]
     pub fn key_set(&self, doc: &Document) -> Vec<IndexKey> {
         self.key_set_and_shape(doc).0
     }
 
-    /// [`KeyPattern::key_set`] and the document's [`KeyShape`].
+    /// The encoded keys of `doc`, sorted and deduplicated (lenient: the
+    /// fold never refuses), and the document's [`KeyShape`].
     pub fn key_set_and_shape(&self, doc: &Document) -> (Vec<IndexKey>, KeyShape) {
         let (tuples, shape) = self.keys_and_shape(doc, false).unwrap_or_default();
         let mut keys: Vec<IndexKey> = tuples.iter().map(|t| IndexKey::from_values(t)).collect();

@@ -6,11 +6,11 @@
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns unwrap too
 
 use argon_wal::materialized::{
-    Applied, Materialized, MaterializedOptions, ProjectNo, View, ViewBase,
+    Applied, CollectionView, Materialized, MaterializedOptions, ProjectNo, View, ViewBase,
 };
 use argon_wal::{
-    BranchId, BranchState, CollectionState, Commit, CommitTime, DocOp, IndexKey, LoggedOp,
-    Namespace, Seq, rawdoc,
+    BranchId, BranchState, CollectionState, Commit, CommitTime, DocOp, IdKey, IndexKey,
+    IndexPosition, KeyInterval, LoggedOp, Namespace, ScanDirection, Seq, rawdoc,
 };
 use bson::{Bson, Document, RawDocumentBuf, doc};
 use proptest::prelude::*;
@@ -175,6 +175,22 @@ fn check_view(store: &Materialized, view: &View, state: &BranchState, ids: &[Bso
             .collect();
         assert_eq!(scanned, want, "scan of {ns} at {what}");
         assert_eq!(coll.len().unwrap(), model.len().unwrap());
+        // Reverse scans, whole and resumed before every key.
+        let keys_of = |it: &mut dyn Iterator<Item = argon_wal::Result<(IdKey, argon_wal::Doc)>>| {
+            it.map(|r| r.unwrap().0.as_bytes().to_vec())
+                .collect::<Vec<_>>()
+        };
+        let back = keys_of(&mut coll.scan_before(None));
+        let mut want_back: Vec<Vec<u8>> = want.iter().map(|(k, _)| k.clone()).collect();
+        want_back.reverse();
+        assert_eq!(back, want_back, "reverse scan of {ns} at {what}");
+        for (k, _) in want.iter() {
+            assert_eq!(
+                keys_of(&mut coll.scan_before(Some(k))),
+                keys_of(&mut model.iter_before(Some(k))),
+                "scan_before in {ns} at {what}"
+            );
+        }
         // scan_from every key (and one past the end).
         for (i, (k, _)) in want.iter().enumerate() {
             let rest: Vec<Vec<u8>> = coll
@@ -245,6 +261,146 @@ fn check_view(store: &Materialized, view: &View, state: &BranchState, ids: &[Bso
                 entries.iter().cloned().collect::<Vec<_>>(),
                 "index {name} of {ns} at {what}"
             );
+            check_index_scans(&coll, &model, name, &format!("{name} of {ns} at {what}"));
+        }
+    }
+}
+
+/// A small deterministic generator (xorshift), so interval sets vary with
+/// the view and index without another proptest dimension.
+struct Pick(u64);
+
+impl Pick {
+    fn new(seed: &str) -> Pick {
+        let h = seed.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+        Pick(h | 1)
+    }
+    fn next(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n.max(1) as u64) as usize
+    }
+}
+
+/// Interval sets as a planner builds them (disjoint, ascending): whole
+/// keys, type brackets and `prefix_end`s as ends, open ends, point sets.
+fn interval_sets(keys: &[Vec<u8>], pick: &mut Pick) -> Vec<Vec<KeyInterval>> {
+    let key = |b: &[u8]| IndexKey::from_bytes(b.to_vec());
+    let mut ends: BTreeSet<Vec<u8>> = keys.iter().cloned().collect();
+    for v in [Bson::Int32(0), Bson::String(String::new())] {
+        let (c, d) = argon_wal::indexkey::type_bracket(&v).unwrap();
+        ends.insert(vec![c]);
+        ends.insert(vec![d]);
+    }
+    for k in keys.iter().take(3) {
+        ends.extend(IndexKey::prefix_end(k));
+        ends.extend(IndexKey::prefix_end(&k[..1]));
+    }
+    let ends: Vec<Vec<u8>> = ends.into_iter().collect();
+    let mut sets = vec![vec![(Bound::Unbounded, Bound::Unbounded)]];
+    for _ in 0..4 {
+        // An even number of distinct ends, paired in order.
+        let mut chosen: BTreeSet<usize> = BTreeSet::new();
+        for _ in 0..1 + pick.next(6) {
+            chosen.insert(pick.next(ends.len()));
+        }
+        let chosen: Vec<&Vec<u8>> = chosen.iter().map(|&i| &ends[i]).collect();
+        let mut set: Vec<KeyInterval> = Vec::new();
+        for pair in chosen.chunks(2) {
+            let side = |b: &[u8], p: &mut Pick| {
+                if p.next(2) == 0 {
+                    Bound::Included(key(b))
+                } else {
+                    Bound::Excluded(key(b))
+                }
+            };
+            let lo = side(pair[0], pick);
+            let hi = match pair.get(1) {
+                Some(h) => side(h, pick),
+                None => Bound::Unbounded,
+            };
+            set.push((lo, hi));
+        }
+        if pick.next(3) == 0 {
+            set[0].0 = Bound::Unbounded;
+        }
+        sets.push(set);
+        // Points: each a key, both ends included.
+        let mut points: BTreeSet<&Vec<u8>> = BTreeSet::new();
+        for _ in 0..1 + pick.next(3) {
+            if !keys.is_empty() {
+                points.insert(&keys[pick.next(keys.len())]);
+            }
+        }
+        sets.push(
+            points
+                .into_iter()
+                .map(|k| (Bound::Included(key(k)), Bound::Included(key(k))))
+                .collect(),
+        );
+    }
+    sets
+}
+
+/// `index_scan` and `index_shape` of the stored collection equal the
+/// model's: every interval set, both directions, resumed at entries and
+/// between them.
+fn check_index_scans(coll: &CollectionView, model: &CollectionState, name: &str, what: &str) {
+    assert_eq!(
+        coll.index_shape(name).unwrap(),
+        model.index_shape(name),
+        "shape of {what}"
+    );
+    let stored = |ivs: &[KeyInterval], d, r: Option<&IndexPosition>| -> Vec<IndexPosition> {
+        coll.index_scan(name, ivs, d, r)
+            .map(Result::unwrap)
+            .collect()
+    };
+    let memory = |ivs: &[KeyInterval], d, r: Option<&IndexPosition>| -> Vec<IndexPosition> {
+        model
+            .index_scan(name, ivs, d, r)
+            .map(Result::unwrap)
+            .collect()
+    };
+    let all = memory(
+        &[(Bound::Unbounded, Bound::Unbounded)],
+        ScanDirection::Forward,
+        None,
+    );
+    let mut keys: Vec<Vec<u8>> = all.iter().map(|(k, _)| k.as_bytes().to_vec()).collect();
+    keys.dedup();
+    let mut pick = Pick::new(what);
+    for ivs in interval_sets(&keys, &mut pick) {
+        for d in [ScanDirection::Forward, ScanDirection::Backward] {
+            let want = memory(&ivs, d, None);
+            assert_eq!(
+                stored(&ivs, d, None),
+                want,
+                "{d:?} scan of {ivs:?} in {what}"
+            );
+            // Resumed at a few entries of the whole index, and between
+            // entries (a key with an `_id` below or above all). A cursor
+            // resumes at a position of the index: its key is a whole key.
+            let mut at: Vec<IndexPosition> = Vec::new();
+            for _ in 0..3 {
+                if !all.is_empty() {
+                    at.push(all[pick.next(all.len())].clone());
+                }
+            }
+            if let Some((k, _)) = all.get(pick.next(all.len())) {
+                at.push((k.clone(), IdKey::from_bson(&Bson::MinKey)));
+                at.push((k.clone(), IdKey::from_bson(&Bson::MaxKey)));
+            }
+            for r in &at {
+                assert_eq!(
+                    stored(&ivs, d, Some(r)),
+                    memory(&ivs, d, Some(r)),
+                    "{d:?} scan of {ivs:?} resumed at {r:?} in {what}"
+                );
+            }
         }
     }
 }
@@ -382,6 +538,80 @@ proptest! {
             let start = *inc.states.keys().next().unwrap();
             prop_assert_eq!(applied, own.filter(|s| *s > start));
         }
+        check_all(&store, &model, &ids());
+    }
+}
+
+// ---- index scans over rich values ----
+
+/// Index key values of every shape a planner cares about: scalars, arrays
+/// (multikey), Decimal128 (keys apart from other numbers), strings longer
+/// than a KV key's inline part, and twins sharing those first bytes.
+fn rich_value() -> impl Strategy<Value = Option<Bson>> {
+    let dec = |s: &str| Bson::Decimal128(s.parse().unwrap());
+    let twin = |t: &str| Bson::String(format!("{}{t}", "t".repeat(65_100)));
+    prop_oneof![
+        2 => Just(None),
+        1 => Just(Some(Bson::Null)),
+        3 => (0i32..4).prop_map(|n| Some(Bson::Int32(n))),
+        1 => (0i32..3).prop_map(|n| Some(Bson::String(n.to_string()))),
+        2 => prop_oneof![Just("1"), Just("2.5"), Just("-0")].prop_map(move |d| Some(dec(d))),
+        2 => prop::collection::vec(0i32..4, 0..3)
+            .prop_map(|v| Some(Bson::Array(v.into_iter().map(Bson::Int32).collect()))),
+        1 => Just(Some(Bson::Array(vec![Bson::Int32(1), dec("1.5")]))),
+        2 => prop_oneof![Just("1"), Just("2"), Just("3")].prop_map(move |t| Some(twin(t))),
+        1 => Just(Some(long('s', 66_000))),
+    ]
+}
+
+fn rich_op() -> impl Strategy<Value = DocOp> {
+    let ns = || Namespace::new("d", "r");
+    prop_oneof![
+        8 => (0i32..6, rich_value(), rich_value()).prop_map(move |(id, a, b)| {
+            let mut d = doc! {"_id": id};
+            for (k, v) in [("a", a), ("b", b)] {
+                if let Some(v) = v {
+                    d.insert(k, v);
+                }
+            }
+            DocOp::Put { ns: ns(), id: Bson::Int32(id), doc: raw(d) }
+        }),
+        3 => (0i32..6).prop_map(move |id| DocOp::Delete { ns: ns(), id: Bson::Int32(id) }),
+        1 => prop_oneof![
+            Just(doc! {"name": "a_1", "key": {"a": 1}}),
+            Just(doc! {"name": "a_1_b_-1", "key": {"a": 1, "b": -1}}),
+            Just(doc! {"name": "b_1", "key": {"b": 1}, "sparse": true}),
+        ]
+        .prop_map(move |spec| DocOp::CreateIndex { ns: ns(), spec }),
+        1 => Just(DocOp::DropIndex { ns: ns(), name: "a_1".into() }),
+    ]
+}
+
+fn rich_action() -> impl Strategy<Value = Action> {
+    prop_oneof![
+        6 => (any::<usize>(), prop::collection::vec(rich_op(), 1..4)).prop_map(|(i, ops)| Action::Commit(i, ops)),
+        2 => (any::<usize>(), 0.0f64..1.0).prop_map(|(i, f)| Action::Fork(i, f)),
+        1 => (any::<usize>(), 0.0f64..1.0).prop_map(|(i, f)| Action::Reset(i, f)),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Index scans (interval sets, both directions, resumed) and index
+    /// shapes of the store equal the fold's at every point of every branch,
+    /// over histories with arrays, Decimal128s, long and twin keys, indexes
+    /// created and dropped midway, and forks changing their parents'
+    /// documents (`check_view` compares them).
+    #[test]
+    fn index_scans_and_shapes_agree_with_the_model(actions in prop::collection::vec(rich_action(), 1..24)) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Materialized::open(dir.path(), opts()).unwrap();
+        let mut model = Model::new(store.project("p").unwrap());
+        // Indexes come only from actions: created midway, over documents
+        // already there, and dropped and created again.
+        model.commit(&store, 0, vec![DocOp::CreateCollection { ns: Namespace::new("d", "r"), options: doc! {} }]);
+        run(&store, &mut model, &actions);
         check_all(&store, &model, &ids());
     }
 }

@@ -1,5 +1,5 @@
 //! A commit applied: one KV batch holding every version it makes (`d`, `i`,
-//! `c`, `x`), the counters it drew numbers from, and the applied marker.
+//! `s`, `c`, `x`), the counters it drew numbers from, and the applied marker.
 //!
 //! The fold is `state.rs`'s, op by op, over the view before the commit plus
 //! the commit's own earlier ops (an overlay: a commit may write a document
@@ -13,6 +13,7 @@ use super::catalog::{CollectionEntry, Counters, IndexEntry};
 use super::index;
 use super::keys::{self, ABSENT, PRESENT};
 use super::scan::{self, Merge};
+use super::shape::{self, Counts};
 use super::view::View;
 use crate::error::{Result, WalError};
 use crate::idkey::IdKey;
@@ -34,6 +35,8 @@ struct Batch<'a> {
     writes: BTreeMap<Vec<u8>, Vec<u8>>,
     /// Collections this commit changed: `None` dropped.
     colls: BTreeMap<Namespace, Option<CollectionEntry>>,
+    /// What this commit changed in each `(collection, index)`'s shape.
+    shapes: BTreeMap<(u32, u32), Counts>,
 }
 
 /// Writes `commit`'s batch; the bytes of its keys and values, `None` when
@@ -82,10 +85,12 @@ pub(super) fn apply(
         counters: *counters,
         writes: BTreeMap::new(),
         colls: BTreeMap::new(),
+        shapes: BTreeMap::new(),
     };
     for op in &commit.ops {
         b.op(&op.op)?;
     }
+    b.write_shapes()?;
     let mut mark = commit.seq.0.to_be_bytes().to_vec();
     mark.extend_from_slice(&commit.time.0.to_be_bytes());
     b.writes.insert(marker, mark);
@@ -265,8 +270,11 @@ impl Batch<'_> {
         // A delete of a missing document writes a tombstone all the same:
         // cheaper than reading to find out, and harmless.
         for (number, pattern) in &maintained {
-            let before = index::keys_of(pattern, old.as_deref());
-            let after = index::keys_of(pattern, new);
+            let (before, old_shape) = index::keys_and_shape(pattern, old.as_deref());
+            let (after, new_shape) = index::keys_and_shape(pattern, new);
+            let counts = self.shapes.entry((entry.number, *number)).or_default();
+            counts.count(old_shape, before.len(), -1);
+            counts.count(new_shape, after.len(), 1);
             for (k, tag) in index::entry_changes(&before, &after) {
                 self.index_entry(entry.number, *number, &k, id.as_bytes(), tag);
             }
@@ -387,11 +395,33 @@ impl Batch<'_> {
             }
         }
         docs.extend(mine.into_iter().filter_map(|(id, d)| Some((id, d?))));
+        let mut counts = Counts::default();
         for (stored, d) in docs {
             let id = super::whole_id(&stored, &d);
-            for k in index::keys_of(pattern, Some(&d)) {
+            let (keys, shape) = index::keys_and_shape(pattern, Some(&d));
+            counts.count(shape, keys.len(), 1);
+            for k in keys {
                 self.index_entry(coll, number, &k, id.as_bytes(), PRESENT);
             }
+        }
+        let sums = self.shapes.entry((coll, number)).or_default();
+        *sums = sums.plus(counts);
+        Ok(())
+    }
+
+    /// This incarnation's shape sums after the commit, for every index
+    /// whose shape it changed (`shape`'s module doc).
+    fn write_shapes(&mut self) -> Result<()> {
+        let own = self.view.head();
+        for ((coll, number), delta) in std::mem::take(&mut self.shapes) {
+            if delta.is_zero() {
+                continue;
+            }
+            let sums = shape::own(self.kv, self.project, own, coll, number)?.plus(delta);
+            self.writes.insert(
+                shape::key(self.project, self.inc, coll, number, self.seq),
+                sums.encode(),
+            );
         }
         Ok(())
     }

@@ -21,15 +21,23 @@ use super::scan::{self, Merge};
 use super::view::Level;
 use crate::error::Result;
 use crate::idkey::IdKey;
+use crate::indexkey::KeyShape;
 use crate::indexkey::{IndexKey, KeyPattern};
 use crate::rawdoc;
+use crate::state::{IndexPosition, IndexShape, KeyInterval, ScanDirection};
 use bson::{Bson, RawDocument};
+use fjall::Slice;
+use std::collections::VecDeque;
 use std::ops::Bound;
 
 /// The encoded keys of `doc` in an index of `pattern` (lenient, as the fold:
-/// parallel arrays index the product). Sorted and deduplicated.
-pub(crate) fn keys_of(pattern: &KeyPattern, doc: Option<&RawDocument>) -> Vec<IndexKey> {
-    doc.map(|d| pattern.key_set(&rawdoc::parse(d)))
+/// parallel arrays index the product), sorted and deduplicated, with the
+/// document's shape there (none for no document).
+pub(crate) fn keys_and_shape(
+    pattern: &KeyPattern,
+    doc: Option<&RawDocument>,
+) -> (Vec<IndexKey>, KeyShape) {
+    doc.map(|d| pattern.key_set_and_shape(&rawdoc::parse(d)))
         .unwrap_or_default()
 }
 
@@ -95,23 +103,89 @@ fn inside(bounds: &KeyBounds, key: &[u8]) -> bool {
     above && below
 }
 
-/// Index entries in index order, then `_id` order: `(IndexKey bytes, IdKey)`.
+/// Index entries in `(key, _id)` order (or its reverse, `backward`):
+/// `(IndexKey bytes, IdKey)`.
 pub struct IndexScan {
     merge: Option<Merge>,
     kv: super::Kv,
     /// Set when a bound is longer than an inline item: the key range read
     /// is then wider than asked, and entries outside these are dropped.
     bounds: Option<KeyBounds>,
+    backward: bool,
+    /// A run of long items sharing their inline bytes, put in order (the
+    /// merge gives them in hash order), yielded before reading on.
+    run: VecDeque<(Vec<u8>, IdKey)>,
+    /// The item read past the end of such a run, yielded after it.
+    peeked: Option<(Vec<u8>, Slice)>,
+}
+
+/// The whole item of an entry: its key, or for the short form of a long
+/// one, the item its present value carries.
+fn whole_item(kv: &super::Kv, item: Vec<u8>, value: &[u8]) -> Result<Vec<u8>> {
+    if !keys::is_long(&item) {
+        return Ok(item);
+    }
+    match value.get(1..) {
+        Some(w) if !w.is_empty() => Ok(w.to_vec()),
+        _ => Err(kv.malformed("long index entry without its item".into())),
+    }
 }
 
 impl IndexScan {
-    fn entry(&self, item: &[u8], value: &[u8]) -> Result<(Vec<u8>, IdKey)> {
-        let whole = if keys::is_long(item) {
-            value.get(1..).unwrap_or_default()
-        } else {
-            item
-        };
+    fn new(merge: Option<Merge>, kv: super::Kv, bounds: Option<KeyBounds>, backward: bool) -> Self {
+        IndexScan {
+            merge,
+            kv,
+            bounds,
+            backward,
+            run: VecDeque::new(),
+            peeked: None,
+        }
+    }
+
+    fn split(&self, whole: &[u8]) -> Result<(Vec<u8>, IdKey)> {
         split(whole).ok_or_else(|| self.kv.malformed("index entry item".into()))
+    }
+
+    /// The next entry in exact order: short items come in it; long items
+    /// sharing their inline bytes are read as a run and sorted.
+    fn next_entry(&mut self) -> Result<Option<(Vec<u8>, IdKey)>> {
+        if let Some(e) = self.run.pop_front() {
+            return Ok(Some(e));
+        }
+        let Some(merge) = self.merge.as_mut() else {
+            return Ok(None);
+        };
+        let Some((item, value)) = self
+            .peeked
+            .take()
+            .map_or_else(|| merge.next_item(), |p| Ok(Some(p)))?
+        else {
+            return Ok(None);
+        };
+        if !keys::is_long(&item) {
+            return self.split(&item).map(Some);
+        }
+        let inline = item[..keys::INLINE_ITEM].to_vec();
+        let mut wholes = vec![whole_item(&self.kv, item, &value)?];
+        while let Some((next, v)) = merge.next_item()? {
+            if keys::is_long(&next) && next.starts_with(&inline) {
+                wholes.push(whole_item(&self.kv, next, &v)?);
+            } else {
+                self.peeked = Some((next, v));
+                break;
+            }
+        }
+        // Whole items order as `(key, _id)` (both parts prefix-free).
+        wholes.sort();
+        if self.backward {
+            wholes.reverse();
+        }
+        for w in &wholes {
+            let e = self.split(w)?;
+            self.run.push_back(e);
+        }
+        Ok(self.run.pop_front())
     }
 }
 
@@ -119,17 +193,79 @@ impl Iterator for IndexScan {
     type Item = Result<(Vec<u8>, IdKey)>;
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            let found = match self.merge.as_mut()?.next()? {
-                Ok((item, value)) => self.entry(&item, &value),
-                Err(e) => Err(e),
+            let found = match self.next_entry() {
+                Ok(Some(e)) => e,
+                Ok(None) => return None,
+                Err(e) => {
+                    // A damaged store ends the scan after saying so.
+                    self.merge = None;
+                    return Some(Err(e));
+                }
             };
-            if let (Ok((key, _)), Some(bounds)) = (&found, &self.bounds)
-                && !inside(bounds, key)
+            if let Some(bounds) = &self.bounds
+                && !inside(bounds, &found.0)
             {
                 continue;
             }
-            return Some(found);
+            return Some(Ok(found));
         }
+    }
+}
+
+/// One interval of an index scan: the entries of `IndexScan` (read over a
+/// range at least as wide as the interval) that lie in the interval and
+/// past the resume point, stopping at the first beyond the interval's far
+/// end (entries come in key order).
+struct IntervalScan {
+    entries: IndexScan,
+    interval: KeyInterval,
+    direction: ScanDirection,
+    resume: Option<IndexPosition>,
+}
+
+impl Iterator for IntervalScan {
+    type Item = Result<IndexPosition>;
+    fn next(&mut self) -> Option<Self::Item> {
+        use std::cmp::Ordering;
+        loop {
+            let (key, id) = match self.entries.next()? {
+                Ok(e) => e,
+                Err(e) => return Some(Err(e)),
+            };
+            let key = IndexKey::from_bytes(key);
+            let below_lo = match &self.interval.0 {
+                Bound::Included(l) => key.as_bytes() < l.as_bytes(),
+                Bound::Excluded(l) => key.as_bytes() <= l.as_bytes(),
+                Bound::Unbounded => false,
+            };
+            let above_hi = match &self.interval.1 {
+                Bound::Included(h) => key.as_bytes() > h.as_bytes(),
+                Bound::Excluded(h) => key.as_bytes() >= h.as_bytes(),
+                Bound::Unbounded => false,
+            };
+            let pos = (key, id);
+            let (beyond, before, want) = match self.direction {
+                ScanDirection::Forward => (above_hi, below_lo, Ordering::Greater),
+                ScanDirection::Backward => (below_lo, above_hi, Ordering::Less),
+            };
+            if beyond {
+                self.entries.merge = None;
+                return None;
+            }
+            if before || self.resume.as_ref().is_some_and(|r| pos.cmp(r) != want) {
+                continue;
+            }
+            return Some(Ok(pos));
+        }
+    }
+}
+
+/// The smaller of two range ends (each excluded or unbounded).
+fn min_end(a: Bound<Vec<u8>>, b: Bound<Vec<u8>>) -> Bound<Vec<u8>> {
+    match (a, b) {
+        (Bound::Excluded(x), Bound::Excluded(y)) => Bound::Excluded(x.min(y)),
+        (Bound::Unbounded, o) | (o, Bound::Unbounded) => o,
+        (o, _) => o,
     }
 }
 
@@ -152,9 +288,8 @@ impl CollectionView {
     /// Entries of index `name` with keys between `lower` and `upper` (key
     /// tuples as `CollectionState::index_keys` gives them; multikey
     /// elements, not whole arrays). Empty for an index without entries.
-    /// In `(key, _id)` order, except among entries whose key and `_id`
-    /// together exceed `keys::INLINE_ITEM` bytes and share that many:
-    /// those come in hash order (`keys::stored_item`).
+    /// In `(key, _id)` order (long items, which the store keys in hash
+    /// order, are put back in it: `IndexScan`).
     pub fn index_range(
         &self,
         name: &str,
@@ -163,11 +298,7 @@ impl CollectionView {
     ) -> IndexScan {
         let kv = self.kv.clone();
         let Some(number) = self.index_number(name) else {
-            return IndexScan {
-                merge: None,
-                kv,
-                bounds: None,
-            };
+            return IndexScan::new(None, kv, None, false);
         };
         let enc = |b: Bound<&[Bson]>| b.map(|v| IndexKey::from_values(v).as_bytes().to_vec());
         let (lo, hi) = (enc(lower), enc(upper));
@@ -202,11 +333,97 @@ impl CollectionView {
             (start, end)
         };
         let merge = Merge::new(&self.kv, &self.view, self.index_prefix(number), range);
-        IndexScan {
-            merge: Some(merge),
-            kv,
-            bounds,
+        IndexScan::new(Some(merge), kv, bounds, false)
+    }
+
+    /// The entries of index `name` in `intervals` (disjoint, ascending), in
+    /// `direction`, after (forward) or before (backward) `resume`: the
+    /// contract of `CollectionState::index_scan`, each entry visible at the
+    /// view once. Empty for an index without entries.
+    ///
+    /// Each interval reads one key range of every level, from the stored
+    /// form of its near end (or of `resume`, when nearer) to past every
+    /// item starting with its far end, and tests each entry exactly: the
+    /// ends are the planner's byte strings (encoded values, type brackets,
+    /// `prefix_end`), never an extension of a whole key, and `resume` is a
+    /// position in the index (a whole key, as a cursor keeps), so no entry
+    /// to yield lies outside that range.
+    pub fn index_scan<'a>(
+        &'a self,
+        name: &str,
+        intervals: &'a [KeyInterval],
+        direction: ScanDirection,
+        resume: Option<&IndexPosition>,
+    ) -> Box<dyn Iterator<Item = Result<IndexPosition>> + 'a> {
+        let Some(number) = self.index_number(name) else {
+            return Box::new(std::iter::empty());
+        };
+        let ordered: Box<dyn Iterator<Item = &'a KeyInterval> + 'a> = match direction {
+            ScanDirection::Forward => Box::new(intervals.iter()),
+            ScanDirection::Backward => Box::new(intervals.iter().rev()),
+        };
+        let resume = resume.cloned();
+        Box::new(
+            ordered.flat_map(move |iv| self.interval_scan(number, iv, direction, resume.clone())),
+        )
+    }
+
+    fn interval_scan(
+        &self,
+        number: u32,
+        interval: &KeyInterval,
+        direction: ScanDirection,
+        resume: Option<IndexPosition>,
+    ) -> IntervalScan {
+        let backward = direction == ScanDirection::Backward;
+        let end_bytes = |b: &Bound<IndexKey>| match b {
+            Bound::Included(k) | Bound::Excluded(k) => Some(k.as_bytes().to_vec()),
+            Bound::Unbounded => None,
+        };
+        let (lo, hi) = (end_bytes(&interval.0), end_bytes(&interval.1));
+        let resume_item = resume.as_ref().map(|(k, id)| item(k, id.as_bytes()));
+        let range = move |p: &[u8]| {
+            let with = |b: &[u8]| [p, keys::stored_bound(b)].concat();
+            let past =
+                |b: &[u8]| keys::successor(&with(b)).map_or(Bound::Unbounded, Bound::Excluded);
+            let mut start = lo.as_deref().map_or_else(|| p.to_vec(), with);
+            let mut end = past(hi.as_deref().unwrap_or_default());
+            if let Some(r) = &resume_item {
+                if backward {
+                    end = min_end(end, past(r));
+                } else {
+                    start = start.max(with(r));
+                }
+            }
+            // An empty range, never an inverted one.
+            if let Bound::Excluded(e) = &end
+                && *e < start
+            {
+                end = Bound::Excluded(start.clone());
+            }
+            (Bound::Included(start), end)
+        };
+        let prefix = self.index_prefix(number);
+        let merge = if backward {
+            Merge::backward(&self.kv, &self.view, prefix, range)
+        } else {
+            Merge::new(&self.kv, &self.view, prefix, range)
+        };
+        IntervalScan {
+            entries: IndexScan::new(Some(merge), self.kv.clone(), None, backward),
+            interval: interval.clone(),
+            direction,
+            resume,
         }
+    }
+
+    /// The shape of index `name` at this view (`None`: no entries are kept
+    /// for it), from the `shape` counters in O(levels).
+    pub fn index_shape(&self, name: &str) -> Result<Option<IndexShape>> {
+        let Some(number) = self.index_number(name) else {
+            return Ok(None);
+        };
+        super::shape::at(&self.kv, &self.view, self.entry.number, number).map(Some)
     }
 
     /// The `_id` keys holding `key_values` in index `name`, in `_id` order.
@@ -221,18 +438,9 @@ impl CollectionView {
         let whole = key.as_bytes().to_vec();
         let bounds = (whole.len() > keys::INLINE_ITEM)
             .then(|| (Bound::Included(whole.clone()), Bound::Included(whole)));
-        let long = bounds.is_some();
         let mut out = Vec::new();
-        for r in (IndexScan {
-            merge: Some(merge),
-            kv: self.kv.clone(),
-            bounds,
-        }) {
+        for r in IndexScan::new(Some(merge), self.kv.clone(), bounds, false) {
             out.push(r?.1);
-        }
-        // Entries of a long key are long items, keyed in hash order.
-        if long {
-            out.sort();
         }
         Ok(out)
     }

@@ -1,4 +1,4 @@
-//! Key encoding of the materialized store's five spaces (see DESIGN.md,
+//! Key encoding of the materialized store's six spaces (see DESIGN.md,
 //! "Materialized store: the design").
 //!
 //! Invariants (tested below):
@@ -20,6 +20,9 @@ pub(crate) const INDEX: u8 = b'i';
 pub(crate) const CATALOG: u8 = b'c';
 /// What a commit touched: `x P inc seq coll IdKey` → empty.
 pub(crate) const CHANGES: u8 = b'x';
+/// Index shapes: `s P inc coll index !seq` → this incarnation's own
+/// counters up to `seq` (`shape::Counts`; the item is empty).
+pub(crate) const SHAPES: u8 = b's';
 /// Meta: applied positions, project numbers, counters, format.
 pub(crate) const META: u8 = b'm';
 
@@ -110,6 +113,14 @@ pub(crate) fn docs(project: u32, inc: BranchId, coll: u32) -> Vec<u8> {
 /// `i P inc coll index`: one index's entries in one incarnation.
 pub(crate) fn index(project: u32, inc: BranchId, coll: u32, index: u32) -> Vec<u8> {
     let mut k = level(INDEX, project, inc);
+    k.extend_from_slice(&coll.to_be_bytes());
+    k.extend_from_slice(&index.to_be_bytes());
+    k
+}
+
+/// `s P inc coll index`: one index's shape counters in one incarnation.
+pub(crate) fn shape(project: u32, inc: BranchId, coll: u32, index: u32) -> Vec<u8> {
+    let mut k = level(SHAPES, project, inc);
     k.extend_from_slice(&coll.to_be_bytes());
     k.extend_from_slice(&index.to_be_bytes());
     k

@@ -8,10 +8,12 @@
 //! marks, so after a crash the store holds a prefix of what it applied and
 //! says exactly which; a store of another format is deleted and rebuilt.
 //!
-//! Modules, one idea each: `keys` (the five key spaces), `view` (levels of
-//! a read), `scan` (the level merge and point reads), `filter` (own-key
-//! filters: which documents an incarnation ever wrote), `catalog`
-//! (collection and index numbers), `index` (index entries and lookups),
+//! Modules, one idea each: `keys` (the six key spaces), `view` (levels of
+//! a read), `scan` (the level merge, both directions, and point reads),
+//! `filter` (own-key filters: which documents an incarnation ever wrote),
+//! `catalog` (collection and index numbers), `index` (index entries,
+//! lookups and index scans), `shape` (what a planner needs to know about
+//! an index's keys, as counters kept per incarnation),
 //! `apply` (a commit → one batch), `budget` (the disk bound: when the
 //! store stops growing).
 //!
@@ -25,6 +27,7 @@ mod filter;
 mod index;
 pub(crate) mod keys;
 mod scan;
+mod shape;
 pub mod view;
 
 pub use budget::DiskStatus;
@@ -47,7 +50,7 @@ use std::sync::{Arc, Mutex};
 
 /// The format this binary writes (`m format`); a store with another is
 /// deleted and rebuilt from the log on open.
-pub const FORMAT: &[u8] = b"argon-materialized-1";
+pub const FORMAT: &[u8] = b"argon-materialized-2";
 
 /// A project's number in this store (assigned on first use; never leaves
 /// the process).
@@ -505,6 +508,26 @@ impl CollectionView {
                 scan::after(p, a)
             }),
             None => scan::Merge::new(&self.kv, &self.view, self.docs_prefix(), scan::all),
+        };
+        DocScan {
+            merge,
+            kv: self.kv.clone(),
+        }
+    }
+
+    /// The documents before the one whose key is `before` (all when
+    /// `None`), in descending `_id` order: [`Self::scan_from`] reversed.
+    pub fn scan_before(&self, before: Option<&[u8]>) -> DocScan {
+        let merge = match before {
+            // Every version of an item below `before` sorts below
+            // `prefix ‖ stored(before)` (stored items are prefix-free).
+            Some(b) => scan::Merge::backward(&self.kv, &self.view, self.docs_prefix(), |p| {
+                let (lo, _) = scan::all(p);
+                let mut hi = p.to_vec();
+                hi.extend_from_slice(&keys::stored_item(b));
+                (lo, std::ops::Bound::Excluded(hi))
+            }),
+            None => scan::Merge::backward(&self.kv, &self.view, self.docs_prefix(), scan::all),
         };
         DocScan {
             merge,

@@ -4,7 +4,8 @@
 //!
 //! Used for collection scans and `scan_from` (`d` space), index entries
 //! (`i`) and the collection catalog (`c`). Items come out in byte order of
-//! the item, which is `IdKey` order for documents.
+//! the item, which is `IdKey` order for documents, or in reverse
+//! (`Merge::backward`: reverse scans of documents and index entries).
 
 use super::Kv;
 use super::keys::{self, ABSENT, SEQ_LEN};
@@ -15,29 +16,55 @@ use fjall::Slice;
 use std::ops::Bound;
 
 /// One level's iterator: yields each item's newest version at or below the
-/// bound (tombstones included: the merge needs them to hide ancestors).
+/// bound (tombstones included: the merge needs them to hide ancestors), in
+/// ascending item order or, `backward`, descending.
 struct LevelIter {
     iter: fjall::Iter,
     prefix_len: usize,
     bound: Seq,
-    /// The item last yielded: its older versions are skipped.
+    backward: bool,
+    /// Forward: the item last yielded (its older versions are skipped).
     last: Option<Vec<u8>>,
+    /// Backward: a key read past the item just yielded (the next item's
+    /// oldest version), read again first.
+    pending: Option<(Slice, Slice)>,
     kv: Kv,
 }
 
 impl LevelIter {
+    /// The next raw key and value in this level's direction.
+    fn raw(&mut self) -> Result<Option<(Slice, Slice)>> {
+        if let Some(kv) = self.pending.take() {
+            return Ok(Some(kv));
+        }
+        let guard = if self.backward {
+            self.iter.next_back()
+        } else {
+            self.iter.next()
+        };
+        match guard {
+            Some(g) => Ok(Some(g.into_inner().map_err(|e| self.kv.error("scan", e))?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Where the item of versioned key `k` ends (its `!seq` starts).
+    fn item_end(&self, k: &[u8]) -> Result<usize> {
+        k.len()
+            .checked_sub(SEQ_LEN)
+            .filter(|e| *e >= self.prefix_len)
+            .ok_or_else(|| {
+                self.kv
+                    .malformed(format!("key of {} bytes in a scan", k.len()))
+            })
+    }
+
     fn next_visible(&mut self) -> Result<Option<(Vec<u8>, Slice)>> {
-        for guard in self.iter.by_ref() {
-            let (k, v) = guard.into_inner().map_err(|e| self.kv.error("scan", e))?;
-            let Some(end) = k
-                .len()
-                .checked_sub(SEQ_LEN)
-                .filter(|e| *e >= self.prefix_len)
-            else {
-                return Err(self
-                    .kv
-                    .malformed(format!("key of {} bytes in a scan", k.len())));
-            };
+        if self.backward {
+            return self.next_visible_back();
+        }
+        while let Some((k, v)) = self.raw()? {
+            let end = self.item_end(&k)?;
             let item = &k[self.prefix_len..end];
             if self.last.as_deref() == Some(item) {
                 continue;
@@ -51,12 +78,37 @@ impl LevelIter {
         }
         Ok(None)
     }
+
+    /// Backward, one item's versions come oldest first: the visible one is
+    /// the last at or below the bound before the item changes, so the first
+    /// key of the next item is read and kept in `pending`.
+    fn next_visible_back(&mut self) -> Result<Option<(Vec<u8>, Slice)>> {
+        let mut found: Option<(Vec<u8>, Slice)> = None;
+        let mut item_of_group: Option<Vec<u8>> = None;
+        while let Some((k, v)) = self.raw()? {
+            let end = self.item_end(&k)?;
+            let item = &k[self.prefix_len..end];
+            if item_of_group.as_deref() != Some(item) {
+                if found.is_some() {
+                    self.pending = Some((k, v));
+                    return Ok(found);
+                }
+                item_of_group = Some(item.to_vec());
+            }
+            let seq = keys::seq_of(&k).unwrap_or(Seq::ZERO);
+            if seq <= self.bound {
+                found = Some((item.to_vec(), v));
+            }
+        }
+        Ok(found)
+    }
 }
 
 /// The merged items of a view under one per-level prefix, optionally
 /// restricted to items starting with `within` and above `after`.
 pub(crate) struct Merge {
     levels: Vec<LevelIter>,
+    backward: bool,
     heads: Vec<Option<(Vec<u8>, Slice)>>,
     started: bool,
 }
@@ -92,6 +144,26 @@ impl Merge {
         prefix: impl Fn(&Level) -> Vec<u8>,
         range: impl Fn(&[u8]) -> Range,
     ) -> Merge {
+        Merge::directed(kv, view, prefix, range, false)
+    }
+
+    /// [`Merge::new`] in descending item order.
+    pub(crate) fn backward(
+        kv: &Kv,
+        view: &View,
+        prefix: impl Fn(&Level) -> Vec<u8>,
+        range: impl Fn(&[u8]) -> Range,
+    ) -> Merge {
+        Merge::directed(kv, view, prefix, range, true)
+    }
+
+    fn directed(
+        kv: &Kv,
+        view: &View,
+        prefix: impl Fn(&Level) -> Vec<u8>,
+        range: impl Fn(&[u8]) -> Range,
+        backward: bool,
+    ) -> Merge {
         let mut levels = Vec::with_capacity(view.levels.len());
         for level in view.levels.iter() {
             let p = prefix(level);
@@ -99,13 +171,16 @@ impl Merge {
                 iter: kv.ks.range::<Vec<u8>, _>(range(&p)),
                 prefix_len: p.len(),
                 bound: level.bound,
+                backward,
                 last: None,
+                pending: None,
                 kv: kv.clone(),
             });
         }
         let heads = vec![None; levels.len()];
         Merge {
             levels,
+            backward,
             heads,
             started: false,
         }
@@ -120,11 +195,15 @@ impl Merge {
             self.started = true;
         }
         loop {
-            // The smallest item; the child-most level holding it wins.
+            // The first item in the merge's direction (the smallest, or
+            // the largest backward); the child-most level holding it wins.
             let mut win: Option<usize> = None;
+            let backward = self.backward;
+            let first = |a: &Vec<u8>, b: &Vec<u8>| if backward { a > b } else { a < b };
             for (i, h) in self.heads.iter().enumerate() {
                 if let Some((item, _)) = h
-                    && win.is_none_or(|w| self.heads[w].as_ref().is_some_and(|(b, _)| item < b))
+                    && win
+                        .is_none_or(|w| self.heads[w].as_ref().is_some_and(|(b, _)| first(item, b)))
                 {
                     win = Some(i);
                 }

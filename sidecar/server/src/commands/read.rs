@@ -253,15 +253,35 @@ fn tailable(cmd: &Document, coll: &str, capped: bool) -> Result<Option<bool>> {
     if !tailable {
         return Ok(None);
     }
+    // As mongod's `validateFindCommandRequest`, before the collection is
+    // looked at.
+    let natural = doc! {"$natural": 1};
+    if opt_doc(cmd, "sort")?.is_some_and(|s| !s.is_empty() && *s != natural) {
+        return Err(CommandError::bad_value(
+            "cannot use tailable option with a sort other than {$natural: 1}",
+        ));
+    }
+    if opt_bool(cmd, "singleBatch", false)? {
+        return Err(CommandError::bad_value(
+            "cannot use tailable option with the 'singleBatch' option",
+        ));
+    }
     if !capped {
         return Err(CommandError::bad_value(format!(
             "error processing query: ns={coll} tailable cursor requested on non capped collection"
         )));
     }
-    let natural = doc! {"$natural": 1};
-    if opt_doc(cmd, "sort")?.is_some_and(|s| !s.is_empty() && *s != natural) {
-        return Err(CommandError::bad_value(
-            "cannot use tailable option with a sort other than {$natural: 1}",
+    // mongod's tailable plan is a collection scan in the hint's
+    // direction; a backward one returns the newest documents first and
+    // then never what is inserted after them. The tail here only reads
+    // forward, so that one is refused by name rather than read forward.
+    if let Some(Bson::Document(h)) = cmd.get("hint")
+        && h.contains_key("$natural")
+        && !options::natural_direction(h, "hint")?
+    {
+        return Err(CommandError::new(
+            ErrorCode::CommandNotSupported,
+            "a tailable cursor with hint {$natural: -1} is not supported by Argon",
         ));
     }
     Ok(Some(await_data))

@@ -58,7 +58,9 @@ async fn server_side_javascript_is_refused_by_name() {
         doc! {"update": "c", "updates": [{"q": {"$where": "true"}, "u": {"$set": {"b": 1}}}]},
         doc! {"aggregate": "c", "pipeline": [{"$match": {"$where": "true"}}], "cursor": {}},
     ] {
-        let (code, err) = error_of(&db, cmd.clone()).await.expect("refused");
+        let (code, err) = error_of(&db, cmd.clone())
+            .await
+            .unwrap_or_else(|| panic!("{cmd} refused"));
         assert_eq!(code, 6108304, "{cmd}");
         assert_eq!(
             err.get_str("errmsg").unwrap(),
@@ -74,7 +76,9 @@ async fn server_side_javascript_is_refused_by_name() {
         "init": "function() { return 0; }", "accumulate": "function(s, v) { return s + v; }",
         "accumulateArgs": ["$a"], "merge": "function(a, b) { return a + b; }", "lang": "js"}}}}], "cursor": {}},
     ] {
-        let (code, err) = error_of(&db, cmd.clone()).await.expect("refused");
+        let (code, err) = error_of(&db, cmd.clone())
+            .await
+            .unwrap_or_else(|| panic!("{cmd} refused"));
         assert_eq!(code, 31264, "{cmd}");
         assert_eq!(err.get_str("errmsg").unwrap(), no_engine);
     }
@@ -769,6 +773,75 @@ async fn tailable_cursors_get_mongodbs_error_on_collections_that_are_not_capped(
         code_of(&db, doc! {"find": "c", "tailable": false}).await,
         None
     );
+}
+
+/// A tailable cursor reads the capped collection forward: `{$natural: 1}`
+/// (as hint or sort) and an index hint give insertion order, as mongod's
+/// tailable plan is always a collection scan; a backward `$natural` hint
+/// is refused by name (115), `singleBatch` and a backward sort as mongod
+/// refuses them (2).
+#[tokio::test]
+async fn tailable_cursors_read_forward_in_natural_order() {
+    let (_s, _d, client) = common::standalone().await;
+    let db = client.database("t");
+    db.run_command(doc! {"create": "log", "capped": true, "size": 4096})
+        .await
+        .unwrap();
+    let log = db.collection::<Document>("log");
+    for id in [3, 1, 2] {
+        log.insert_one(doc! {"_id": id}).await.unwrap();
+    }
+    for extra in [
+        doc! {},
+        doc! {"hint": {"$natural": 1}},
+        doc! {"sort": {"$natural": 1}},
+        doc! {"hint": "_id_"},
+    ] {
+        let mut cmd = doc! {"find": "log", "tailable": true};
+        cmd.extend(extra.clone());
+        let reply = db.run_command(cmd).await.expect("a tailable find");
+        let cursor = reply.get_document("cursor").unwrap();
+        let ids: Vec<i32> = cursor
+            .get_array("firstBatch")
+            .unwrap()
+            .iter()
+            .map(|d| d.as_document().unwrap().get_i32("_id").unwrap())
+            .collect();
+        assert_eq!(ids, vec![3, 1, 2], "{extra}");
+        assert_ne!(cursor.get_i64("id").unwrap(), 0, "{extra}");
+    }
+    for (cmd, want, says) in [
+        (
+            doc! {"find": "log", "tailable": true, "hint": {"$natural": -1}},
+            115,
+            "$natural: -1",
+        ),
+        (
+            doc! {"find": "log", "tailable": true, "sort": {"$natural": -1}},
+            2,
+            "a sort other than {$natural: 1}",
+        ),
+        (
+            doc! {"find": "log", "tailable": true, "singleBatch": true},
+            2,
+            "'singleBatch'",
+        ),
+        // Checked before the collection is: on one that is not capped too.
+        (
+            doc! {"find": "nope", "tailable": true, "singleBatch": true},
+            2,
+            "'singleBatch'",
+        ),
+    ] {
+        let (code, err) = error_of(&db, cmd.clone())
+            .await
+            .unwrap_or_else(|| panic!("{cmd} refused"));
+        assert_eq!(code, want, "{cmd}: {err}");
+        assert!(
+            err.get_str("errmsg").unwrap().contains(says),
+            "{cmd}: {err}"
+        );
+    }
 }
 
 // ---- TTL ------------------------------------------------------------------------------

@@ -193,7 +193,7 @@ async fn hostile_update_forms_fail_alone() {
         (doc! {"insert": "h", "documents": [{"_id": {"$a": 1}}]}, 52),
         // Unknown and unsupported command fields.
         (doc! {"find": "h", "foo": 1}, 40415),
-        (doc! {"find": "h", "returnKey": true}, 115),
+        (doc! {"find": "h", "showRecordId": true}, 115),
         (doc! {"getMore": 5i64, "collection": "h", "foo": 1}, 40415),
         (doc! {"killCursors": "h", "cursors": [], "foo": 1}, 40415),
         (

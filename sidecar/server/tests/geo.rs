@@ -741,6 +741,108 @@ async fn geo_near_metadata_in_later_stages() {
     );
 }
 
+/// `{$meta: "geoNearDistance"}` and `"geoNearPoint"` in find projections
+/// under `$near`/`$nearSphere`: the distance in the query's units (metres
+/// for a GeoJSON point, radians for a legacy `$nearSphere`, coordinate
+/// units for a legacy `$near`) and the location as stored; without such a
+/// query, MongoDB's 40218.
+#[tokio::test]
+async fn geo_near_metadata_in_find_projections() {
+    let (_s, _d, client) = common::standalone().await;
+    let db = client.database("geo");
+    load_cities(&db, "cities").await;
+    db.run_command(doc! {"createIndexes": "cities", "indexes": [
+        {"key": {"loc": "2dsphere"}, "name": "loc"},
+        {"key": {"legacy": "2d"}, "name": "legacy"},
+    ]})
+    .await
+    .unwrap();
+    let paris = city("paris");
+    let metas = doc! {"m": {"$meta": "geoNearDistance"}, "p": {"$meta": "geoNearPoint"}};
+    let flat = |a: (f64, f64), b: (f64, f64)| ((a.0 - b.0).powi(2) + (a.1 - b.1).powi(2)).sqrt();
+    let radians = |a: (f64, f64), b: (f64, f64)| distance(a, b) / EARTH_RADIUS_METERS;
+    type Measure = Box<dyn Fn((f64, f64), (f64, f64)) -> f64>;
+    let cases: Vec<(Document, Measure, bool)> = vec![
+        (
+            doc! {"loc": {"$near": {"$geometry": point(paris), "$maxDistance": 6_500_000.0}}},
+            Box::new(distance),
+            true,
+        ),
+        (
+            doc! {"legacy": {"$nearSphere": [paris.0, paris.1], "$maxDistance": 1.0}},
+            Box::new(radians),
+            false,
+        ),
+        (
+            doc! {"legacy": {"$near": [paris.0, paris.1], "$maxDistance": 100.0}},
+            Box::new(flat),
+            false,
+        ),
+    ];
+    for (filter, measure, geojson) in cases {
+        let got = all(
+            &db,
+            "cities",
+            doc! {"find": "cities", "filter": filter.clone(), "projection": metas.clone(), "batchSize": 2},
+        )
+        .await;
+        assert!(got.len() >= 3, "{filter}: {got:?}");
+        let mut last = -1.0;
+        for d in &got {
+            let c = city(d.get_str("_id").unwrap());
+            let m = d.get_f64("m").unwrap();
+            let want = measure(paris, c);
+            assert!(
+                (m - want).abs() <= want.abs() * 1e-6 + 1e-9,
+                "{filter} {d} want {want}"
+            );
+            assert!(m >= last, "nearest first: {got:?}");
+            last = m;
+            let p = d.get("p").unwrap();
+            let stored = if geojson {
+                Bson::Document(point(c))
+            } else {
+                bson::bson!([c.0, c.1])
+            };
+            assert_eq!(p, &stored, "{filter} {d}");
+            // An exclusion projection: the whole document with them.
+            assert!(d.contains_key("loc") && d.contains_key("legacy"), "{d}");
+        }
+        // In an inclusion projection, under a sort other than distance.
+        let sorted = all(
+            &db,
+            "cities",
+            doc! {"find": "cities", "filter": filter.clone(), "sort": {"_id": 1}, "projection": {"_id": 1, "m": {"$meta": "geoNearDistance"}}},
+        )
+        .await;
+        assert_eq!(sorted.len(), got.len());
+        let mut by_name = names(&got);
+        by_name.sort();
+        assert_eq!(names(&sorted), by_name);
+        for d in &sorted {
+            let c = city(d.get_str("_id").unwrap());
+            assert_eq!(d.len(), 2, "{d}");
+            let want = measure(paris, c);
+            assert!((d.get_f64("m").unwrap() - want).abs() <= want.abs() * 1e-6 + 1e-9);
+        }
+    }
+    // Without $near or $nearSphere the metadata does not exist.
+    for (filter, meta) in [
+        (doc! {}, "geoNearDistance"),
+        (doc! {"_id": "paris"}, "geoNearPoint"),
+        (
+            doc! {"loc": {"$geoWithin": {"$centerSphere": [[paris.0, paris.1], 0.1]}}},
+            "geoNearDistance",
+        ),
+    ] {
+        assert_eq!(
+            common::code_of(&db, doc! {"find": "cities", "filter": filter.clone(), "projection": {"x": {"$meta": meta}}}).await,
+            Some(40218),
+            "{filter} {meta}"
+        );
+    }
+}
+
 /// `$near` and `$geoNear` order through the blocking sort: past its budget
 /// (64 KiB here) they spill and still return every document nearest first;
 /// with `allowDiskUse: false` they fail with 292 instead.

@@ -780,3 +780,176 @@ async fn hostile_plans_and_explains_get_mongodb_codes() {
     assert_eq!(coll.count_documents(doc! {"a": 3}).await.unwrap(), 1);
     server.stop().await;
 }
+
+/// `returnKey` and `{$meta: "indexKey"}`: the key the plan reached each
+/// document under, as MongoDB's `jstests/core/query/return_key.js` checks
+/// it (index scans in both directions, a blocking sort, projections it
+/// overrides), and what it gives for `_id` lookups, collection scans,
+/// multikey and compound indexes and min/max.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn return_key_gives_the_plans_index_keys() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let db = client.database("rk");
+    let coll: Collection<Document> = db.collection("c");
+    coll.insert_many(vec![
+        doc! {"_id": 1, "a": 1, "b": 3},
+        doc! {"_id": 2, "a": 2, "b": 2},
+        doc! {"_id": 3, "a": 3, "b": 1},
+    ])
+    .await
+    .unwrap();
+    run(
+        &db,
+        doc! {"createIndexes": "c", "indexes": [
+            {"key": {"a": 1}, "name": "a_1"},
+            {"key": {"b": 1}, "name": "b_1"},
+            {"key": {"b": 1, "a": -1}, "name": "b_1_a_-1"},
+        ]},
+    )
+    .await
+    .unwrap();
+    let keys = |vals: &[i32]| -> Vec<Document> { vals.iter().map(|a| doc! {"a": *a}).collect() };
+    for (options, want) in [
+        (doc! {"hint": {"a": 1}, "sort": {"a": 1}}, keys(&[1, 2, 3])),
+        (doc! {"hint": {"a": 1}, "sort": {"a": -1}}, keys(&[3, 2, 1])),
+        // A blocking sort on another field: still the index's keys.
+        (doc! {"hint": {"a": 1}, "sort": {"b": 1}}, keys(&[3, 2, 1])),
+        (doc! {"hint": {"a": 1}, "sort": {"b": -1}}, keys(&[1, 2, 3])),
+        // The projection is checked, then replaced.
+        (
+            doc! {"hint": {"a": 1}, "sort": {"a": -1}, "projection": {"b": 1}},
+            keys(&[3, 2, 1]),
+        ),
+        (
+            doc! {"hint": {"a": 1}, "sort": {"a": -1}, "projection": {"a": 0}},
+            keys(&[3, 2, 1]),
+        ),
+        // Bounds from the filter; every batch (of one) keeps the rule.
+        (
+            doc! {"filter": {"a": {"$gte": 2}}, "hint": "a_1", "batchSize": 1},
+            keys(&[2, 3]),
+        ),
+        // min/max over the hinted index.
+        (doc! {"hint": {"a": 1}, "min": {"a": 2}}, keys(&[2, 3])),
+        (
+            doc! {"hint": "_id_", "min": {"_id": 2}},
+            vec![doc! {"_id": 2}, doc! {"_id": 3}],
+        ),
+        // `_id` lookups give the `_id` key; a collection scan none.
+        (doc! {"filter": {"_id": 2}}, vec![doc! {"_id": 2}]),
+        (
+            doc! {"filter": {"_id": {"$in": [3, 1]}}},
+            vec![doc! {"_id": 1}, doc! {"_id": 3}],
+        ),
+        (
+            doc! {"hint": {"$natural": 1}},
+            vec![doc! {}, doc! {}, doc! {}],
+        ),
+        // A compound index: its fields in its order.
+        (
+            doc! {"filter": {"b": {"$lte": 2}}, "hint": "b_1_a_-1", "sort": {"b": 1}},
+            vec![doc! {"b": 1, "a": 3}, doc! {"b": 2, "a": 2}],
+        ),
+    ] {
+        let mut options = options;
+        options.insert("returnKey", true);
+        let shown = options.to_string();
+        assert_eq!(find_all(&db, "c", options).await, want, "{shown}");
+    }
+    // A multikey document: the key it matched under, once.
+    coll.insert_one(doc! {"_id": 10, "a": [7, 5, 9], "b": 0})
+        .await
+        .unwrap();
+    assert_eq!(
+        find_all(
+            &db,
+            "c",
+            doc! {"filter": {"a": {"$gte": 6}}, "hint": "a_1", "returnKey": true}
+        )
+        .await,
+        vec![doc! {"a": 7}]
+    );
+    assert_eq!(
+        find_all(
+            &db,
+            "c",
+            doc! {"filter": {"a": {"$gt": 4, "$lt": 6}}, "hint": "a_1", "returnKey": true}
+        )
+        .await,
+        vec![doc! {"a": 5}]
+    );
+    // {$meta: "indexKey"}: the same key under a field, in an inclusion or
+    // an exclusion projection; left out without an index.
+    assert_eq!(
+        find_all(
+            &db,
+            "c",
+            doc! {"filter": {"a": 2}, "hint": "a_1", "projection": {"a": 1, "k.x": {"$meta": "indexKey"}}}
+        )
+        .await,
+        vec![doc! {"_id": 2, "a": 2, "k": {"x": {"a": 2}}}]
+    );
+    assert_eq!(
+        find_all(
+            &db,
+            "c",
+            doc! {"filter": {"a": 2}, "hint": "a_1", "projection": {"b": 0, "k": {"$meta": "indexKey"}}}
+        )
+        .await,
+        vec![doc! {"_id": 2, "a": 2, "k": {"a": 2}}]
+    );
+    assert_eq!(
+        find_all(
+            &db,
+            "c",
+            doc! {"filter": {"a": 2}, "hint": {"$natural": 1}, "projection": {"k": {"$meta": "indexKey"}}}
+        )
+        .await,
+        vec![doc! {"_id": 2, "a": 2, "b": 2}]
+    );
+    // explain shows MongoDB's RETURN_KEY stage on top.
+    let e = explain(
+        &db,
+        doc! {"find": "c", "hint": "a_1", "returnKey": true},
+        "queryPlanner",
+    )
+    .await;
+    assert_eq!(winning(&e).get_str("stage").unwrap(), "RETURN_KEY");
+    // Refusals: a bad projection still fails, a wrong type, a view (as
+    // MongoDB's aggregation), and the keys of text and geo indexes.
+    run(&db, doc! {"create": "v", "viewOn": "c", "pipeline": []})
+        .await
+        .unwrap();
+    run(
+        &db,
+        doc! {"createIndexes": "c", "indexes": [{"key": {"t": "text"}, "name": "t_text"}]},
+    )
+    .await
+    .unwrap();
+    for (cmd, want) in [
+        (
+            doc! {"find": "c", "returnKey": true, "projection": {"a": 1, "b": 0}},
+            31254,
+        ),
+        (doc! {"find": "c", "returnKey": "yes"}, 14),
+        (doc! {"find": "v", "returnKey": true}, 168),
+        (
+            doc! {"find": "c", "returnKey": true, "filter": {"$text": {"$search": "x"}}},
+            115,
+        ),
+        (
+            doc! {"find": "c", "filter": {"$text": {"$search": "x"}}, "projection": {"k": {"$meta": "indexKey"}}},
+            115,
+        ),
+        (
+            doc! {"findAndModify": "c", "query": {"a": 2}, "fields": {"k": {"$meta": "indexKey"}}, "update": {"$set": {"z": 1}}},
+            115,
+        ),
+    ] {
+        let shown = cmd.to_string();
+        let e = run(&db, cmd).await.expect_err(&shown);
+        assert_eq!(code(&e), Some(want), "{shown}: {e}");
+    }
+    server.stop().await;
+}

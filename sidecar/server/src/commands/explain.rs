@@ -11,7 +11,7 @@ use std::time::Instant;
 use argon_wal::Namespace;
 use bson::{Bson, Document, doc};
 
-use super::{Ctx, collection_name, opt_doc, opt_i64, options, view};
+use super::{Ctx, collection_name, opt_bool, opt_doc, opt_i64, options, view};
 use crate::error::{CommandError, ErrorCode, Result};
 use crate::query::aggregate::Pipeline;
 use crate::query::plan::{self, Access};
@@ -249,6 +249,9 @@ fn parse(name: &str, inner: &Document) -> Result<Explained> {
             e.limit = Some(count("limit")?).filter(|l| *l > 0);
             e.min = plan::min_max::field(inner, "min")?;
             e.max = plan::min_max::field(inner, "max")?;
+            if opt_bool(inner, "returnKey", false)? {
+                e.top_stage = Some("RETURN_KEY");
+            }
             e
         }
         "count" => {

@@ -175,9 +175,11 @@ pub(crate) const FIND: Fields = Fields {
         // Index key bounds with a hint (`query::plan::min_max`).
         "min",
         "max",
+        // The plan's index keys instead of the documents
+        // (`query::find_meta`).
+        "returnKey",
     ],
     unsupported: &[
-        "returnKey",
         "showRecordId",
         "oplogReplay",
         "noCursorTimeout",

@@ -11,6 +11,7 @@ use crate::cursor::{PipelineScan, Scan, SortedScan};
 use crate::deadline::Deadline;
 use crate::error::{CommandError, ErrorCode, Result};
 use crate::query::aggregate::Pipeline;
+use crate::query::find_meta::FindMetadata;
 use crate::query::plan::{self, Access};
 use crate::query::vars::Vars;
 use crate::query::{Filter, Projection, SortSpec};
@@ -252,15 +253,35 @@ fn tailable(cmd: &Document, coll: &str, capped: bool) -> Result<Option<bool>> {
     if !tailable {
         return Ok(None);
     }
+    // As mongod's `validateFindCommandRequest`, before the collection is
+    // looked at.
+    let natural = doc! {"$natural": 1};
+    if opt_doc(cmd, "sort")?.is_some_and(|s| !s.is_empty() && *s != natural) {
+        return Err(CommandError::bad_value(
+            "cannot use tailable option with a sort other than {$natural: 1}",
+        ));
+    }
+    if opt_bool(cmd, "singleBatch", false)? {
+        return Err(CommandError::bad_value(
+            "cannot use tailable option with the 'singleBatch' option",
+        ));
+    }
     if !capped {
         return Err(CommandError::bad_value(format!(
             "error processing query: ns={coll} tailable cursor requested on non capped collection"
         )));
     }
-    let natural = doc! {"$natural": 1};
-    if opt_doc(cmd, "sort")?.is_some_and(|s| !s.is_empty() && *s != natural) {
-        return Err(CommandError::bad_value(
-            "cannot use tailable option with a sort other than {$natural: 1}",
+    // mongod's tailable plan is a collection scan in the hint's
+    // direction; a backward one returns the newest documents first and
+    // then never what is inserted after them. The tail here only reads
+    // forward, so that one is refused by name rather than read forward.
+    if let Some(Bson::Document(h)) = cmd.get("hint")
+        && h.contains_key("$natural")
+        && !options::natural_direction(h, "hint")?
+    {
+        return Err(CommandError::new(
+            ErrorCode::CommandNotSupported,
+            "a tailable cursor with hint {$natural: -1} is not supported by Argon",
         ));
     }
     Ok(Some(await_data))
@@ -324,6 +345,14 @@ pub async fn find(ctx: &Ctx<'_>) -> Result<Document> {
         .filter(|p| !p.is_empty())
         .map(|p| Projection::parse_find(p, filter_doc.as_ref().unwrap_or(&empty)))
         .transpose()?;
+    // `returnKey` replaces the projection, which is still checked (as
+    // MongoDB parses it before its ReturnKeyStage drops it).
+    let return_key = opt_bool(ctx.cmd, "returnKey", false)?;
+    let projection = if return_key {
+        Some(Projection::return_key())
+    } else {
+        projection
+    };
     let skip = opt_i64(ctx.cmd, "skip")?.unwrap_or(0);
     if skip < 0 {
         return Err(CommandError::bad_value(
@@ -366,6 +395,12 @@ pub async fn find(ctx: &Ctx<'_>) -> Result<Document> {
         // A find of a view runs as an aggregation, which has no min/max
         // and no natural order (MongoDB's `asAggregationCommand`, before
         // the hint is looked at).
+        if return_key {
+            return Err(CommandError::new(
+                ErrorCode::InvalidPipelineOperator,
+                "Option returnKey not supported in aggregation.",
+            ));
+        }
         for (name, given) in [("min", &min), ("max", &max)] {
             if !given.is_empty() {
                 return Err(CommandError::new(
@@ -387,8 +422,23 @@ pub async fn find(ctx: &Ctx<'_>) -> Result<Document> {
             "min/max cannot be used with a tailable cursor",
         ));
     }
+    if projection.as_ref().is_some_and(Projection::reads_index_key)
+        && (filter.text_query().is_some() || crate::query::geo::near_of(&filter).is_some())
+    {
+        // Their keys are a text or geo index's (terms, cells), which Argon
+        // does not build.
+        return Err(CommandError::new(
+            ErrorCode::CommandNotSupported,
+            "returnKey and {$meta: \"indexKey\"} with $text, $near or $nearSphere are not supported by Argon",
+        ));
+    }
     let shown = format!("{}.{coll}", target.raw);
     if let Some(await_data) = tail {
+        // A tailable cursor reads the collection in natural order.
+        let projection = projection.map(|p| {
+            let natural = plan::Plan::Natural(argon_wal::ScanDirection::Forward);
+            p.with_metadata(FindMetadata::of(&natural, &filter))
+        });
         let collation =
             collation::for_collection(own_collation.as_ref(), state.collection(&ns)?.as_ref())?;
         let mut tail = crate::cursor::Tail {
@@ -460,6 +510,7 @@ pub async fn find(ctx: &Ctx<'_>) -> Result<Document> {
         &min,
         &max,
     )?;
+    let projection = projection.map(|p| p.with_metadata(FindMetadata::of(&plan, &filter)));
     let (first, id) = match &sort {
         _ if near_first => {
             // `$near`/`$nearSphere` without a sort: nearest first, through

@@ -578,6 +578,13 @@ pub async fn find_and_modify(ctx: &Ctx<'_>) -> Result<Document> {
         .filter(|f| !f.is_empty())
         .map(|f| Projection::parse_find(f, &q))
         .transpose()?;
+    if fields.as_ref().is_some_and(|f| !f.find_metas().is_empty()) {
+        // They read a find's plan, which this command's write path has not.
+        return Err(CommandError::new(
+            ErrorCode::CommandNotSupported,
+            "{$meta: \"indexKey\"}, \"geoNearDistance\" and \"geoNearPoint\" in findAndModify's fields are not supported by Argon",
+        ));
+    }
     let update = match ctx.cmd.get("update") {
         Some(u) => Some(UpdateSpec::parse_with(
             &bind_update(u, &vars)?,

@@ -10,6 +10,7 @@ pub mod collation;
 pub mod compare;
 pub mod expr;
 pub mod filter;
+pub mod find_meta;
 pub mod geo;
 pub mod javascript;
 pub mod path;

@@ -6,6 +6,7 @@ use bson::{Bson, Document};
 
 use super::expr::Expr;
 use super::filter::Filter;
+use super::find_meta::{FindMeta, FindMetadata};
 use super::path;
 use crate::error::{CommandError, ErrorCode, Result};
 use crate::limits::{self, Budget};
@@ -27,6 +28,9 @@ enum Node {
     /// find's `"path.$": 1`: the first element of the array at the path that
     /// the query's conditions on it match.
     Positional(Filter),
+    /// find's `{$meta: "indexKey"}`, `{$meta: "geoNearDistance"}`...: read
+    /// through the [`FindMetadata`] the find binds (`query::find_meta`).
+    Meta(FindMeta),
 }
 
 /// Where a projection is parsed: find (and findAndModify's `fields`) allows
@@ -45,6 +49,10 @@ pub enum Policy<'a> {
 pub struct Projection {
     inclusion: bool,
     nodes: Vec<(String, Node)>,
+    /// find's `returnKey`: the document's index key instead of it.
+    return_key: bool,
+    /// What find-only `$meta`s read (none bound: they are left out).
+    metadata: Option<std::sync::Arc<FindMetadata>>,
 }
 
 /// What the parse has seen so far (MongoDB's projection_parser ParseContext).
@@ -107,7 +115,32 @@ impl Projection {
         if !inclusion && ctx.id_included {
             nodes.retain(|(k, n)| !(k == "_id" && matches!(n, Node::Include)));
         }
-        Ok(Projection { inclusion, nodes })
+        Ok(Projection {
+            inclusion,
+            nodes,
+            return_key: false,
+            metadata: None,
+        })
+    }
+
+    /// find's `returnKey: true`: each result is the index key the plan
+    /// reached the document under (`{}` for a collection scan), whatever
+    /// the projection (MongoDB's `ReturnKeyStage` keeps only `sortKey`
+    /// metas of it, which Argon refuses when parsing the projection).
+    pub fn return_key() -> Projection {
+        Projection {
+            inclusion: true,
+            nodes: Vec::new(),
+            return_key: true,
+            metadata: None,
+        }
+    }
+
+    /// The projection reading `metadata` for its find-only `$meta`s and
+    /// `returnKey`, fixed once the find's plan is chosen.
+    pub fn with_metadata(mut self, metadata: FindMetadata) -> Projection {
+        self.metadata = Some(std::sync::Arc::new(metadata));
+        self
     }
 
     /// Projects `doc`. Computed fields follow aggregation's path rules
@@ -116,6 +149,10 @@ impl Projection {
     /// and [`limits::MAX_BSON_DEPTH`], and an expression that fails is an
     /// error.
     pub fn try_apply(&self, doc: &Document) -> Result<Document> {
+        if self.return_key {
+            let key = self.metadata.as_ref().and_then(|m| m.index_key(doc));
+            return Ok(key.unwrap_or_default());
+        }
         let mut out = if self.inclusion {
             include(doc, &self.nodes)
         } else {
@@ -126,7 +163,8 @@ impl Projection {
         if self.has_computed() {
             let mut budget = Budget::document("$project");
             budget.charge(limits::document_size(&out))?;
-            add_computed(&mut out, &self.nodes, doc, "", &mut budget)?;
+            let metadata = self.metadata.as_deref();
+            add_computed(&mut out, &self.nodes, doc, "", metadata, &mut budget)?;
             limits::check_built_document(&out, "$project")?;
         }
         Ok(out)
@@ -147,6 +185,28 @@ impl Projection {
         }
     }
 
+    /// The find-only `$meta`s it reads.
+    pub fn find_metas(&self) -> Vec<FindMeta> {
+        fn collect(nodes: &[(String, Node)], out: &mut Vec<FindMeta>) {
+            for (_, n) in nodes {
+                match n {
+                    Node::Meta(m) => out.push(*m),
+                    Node::Children(c) => collect(c, out),
+                    _ => {}
+                }
+            }
+        }
+        let mut out = Vec::new();
+        collect(&self.nodes, &mut out);
+        out
+    }
+
+    /// Whether it reads the plan's index key (`returnKey`,
+    /// `{$meta: "indexKey"}`).
+    pub fn reads_index_key(&self) -> bool {
+        self.return_key || self.find_metas().contains(&FindMeta::IndexKey)
+    }
+
     fn has_computed(&self) -> bool {
         subtree_has_computed(&self.nodes)
     }
@@ -158,7 +218,7 @@ fn subtree_has_computed(nodes: &[(String, Node)]) -> bool {
     while let Some(level) = stack.pop() {
         for (_, n) in level {
             match n {
-                Node::Computed(_) => return true,
+                Node::Computed(_) | Node::Meta(_) => return true,
                 Node::Children(c) => stack.push(c),
                 _ => {}
             }
@@ -397,6 +457,14 @@ fn parse_operator(
                 "Cannot use $elemMatch in this context",
             ));
         }
+        "$meta" if find && FindMeta::parse(arg).is_some() => {
+            if let (Some(meta), Policy::Find { query }) = (FindMeta::parse(arg), ctx.policy) {
+                meta.check_available(query)?;
+                insert_node(nodes, full, Node::Meta(meta))?;
+                ctx.has_meta = true;
+            }
+            return Ok(());
+        }
         "$meta" => {
             // textScore is computed (through the command's `$text`, see
             // `query::text`); in find it may sit in an exclusion projection.
@@ -606,6 +674,7 @@ fn add_computed(
     nodes: &[(String, Node)],
     root: &Document,
     prefix: &str,
+    metadata: Option<&FindMetadata>,
     budget: &mut Budget,
 ) -> Result<()> {
     for (k, node) in nodes {
@@ -620,7 +689,12 @@ fn add_computed(
                     path::set_field(out, &full, v, budget)?;
                 }
             }
-            Node::Children(children) => add_computed(out, children, root, &full, budget)?,
+            Node::Meta(meta) => {
+                if let Some(v) = metadata.and_then(|m| m.value(*meta, root)) {
+                    path::set_field(out, &full, v, budget)?;
+                }
+            }
+            Node::Children(children) => add_computed(out, children, root, &full, metadata, budget)?,
             _ => {}
         }
     }
@@ -1043,7 +1117,12 @@ mod find_operator_tests {
             // Parses; its value needs the command's `$text` (query::text).
             (doc! {"a": {"$meta": "textScore"}}, 0),
             (doc! {"a": 0, "s": {"$meta": "textScore"}}, 0),
-            (doc! {"a": {"$meta": "indexKey"}}, 115),
+            // Read through the plan (`query::find_meta`); the geo ones
+            // need a `$near` query (40218).
+            (doc! {"a": {"$meta": "indexKey"}}, 0),
+            (doc! {"a": 0, "k": {"$meta": "indexKey"}}, 0),
+            (doc! {"a": {"$meta": "geoNearDistance"}}, 40218),
+            (doc! {"a": {"$meta": "geoNearPoint"}}, 40218),
             (doc! {"a": {"$meta": "recordId"}}, 115),
             (doc! {"a": {"$meta": "nope"}}, 17308),
             (doc! {"a": {"$meta": 1}}, 17307),

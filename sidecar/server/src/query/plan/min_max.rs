@@ -54,7 +54,7 @@ pub struct KeyRange {
 
 impl KeyRange {
     /// Whether the key tuple `key` is in the range.
-    fn contains(&self, key: &[Bson]) -> bool {
+    pub(super) fn contains(&self, key: &[Bson]) -> bool {
         self.min
             .as_ref()
             .is_none_or(|m| self.cmp_keys(key, m) != Ordering::Less)
@@ -64,8 +64,13 @@ impl KeyRange {
                 .is_none_or(|m| self.cmp_keys(key, m) == Ordering::Less)
     }
 
+    /// The index spec whose keys the range holds (`index_key`).
+    pub(super) fn key_spec(&self) -> &Document {
+        &self.key_spec
+    }
+
     /// Index order: field by field, each in its direction.
-    fn cmp_keys(&self, a: &[Bson], b: &[Bson]) -> Ordering {
+    pub(super) fn cmp_keys(&self, a: &[Bson], b: &[Bson]) -> Ordering {
         for ((x, y), asc) in a.iter().zip(b).zip(&self.ascending) {
             let o = compare(x, y);
             let o = if *asc { o } else { o.reverse() };

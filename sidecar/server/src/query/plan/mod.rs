@@ -2,7 +2,8 @@
 //! match — a point lookup by `_id` (`IDHACK`), a scan of a secondary
 //! index's key map over bounds (`IXSCAN` then `FETCH`), or the collection
 //! in `_id` order (`COLLSCAN`). One module per idea: `bounds` (intervals
-//! from a filter), `choose` (the plan), `access` (running it, resumably).
+//! from a filter), `choose` (the plan), `access` (running it, resumably),
+//! `index_key` (the key a plan reached a document under), `min_max`.
 //!
 //! The correctness rule every plan keeps: an index plan yields a SUPERSET
 //! of the `_id`s of the documents the filter matches, each once (a
@@ -31,6 +32,7 @@
 pub mod access;
 pub mod bounds;
 pub mod choose;
+pub mod index_key;
 pub mod min_max;
 
 pub use access::Access;

@@ -147,6 +147,32 @@ impl Stores {
         Ok(wal)
     }
 
+    /// Whether `project`'s store is gone for good: an embedded store in a
+    /// cluster whose owner is not serving while the project is being
+    /// deleted. A namespace's deletion removes the owner's Deployment and
+    /// pod with everything else, and a deleted project's owner is never
+    /// applied again, so finalizers that waited for it would hold the
+    /// namespace forever (a branch's waits for the store, a `Delete`
+    /// project's for its branches). They finish without the store instead;
+    /// the data stays on the claim, whose reclaim policy decides. An owner
+    /// that is only restarting while the project lives is waited for.
+    pub async fn owner_gone(&self, project: &ArgonProject) -> Result<bool> {
+        if self.embedded_root.is_some()
+            || project.spec.store.embedded.is_none()
+            || project.metadata.deletion_timestamp.is_none()
+        {
+            return Ok(false);
+        }
+        let namespace = project.namespace().unwrap_or_default();
+        let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), &namespace);
+        let owner = deployments
+            .get_opt(&store_owner::object_name(&project.name_any()))
+            .await?;
+        Ok(owner.is_none_or(|d| {
+            d.metadata.deletion_timestamp.is_some() || !crate::endpoint::is_available(&d)
+        }))
+    }
+
     /// Forgets a project's handle and removes the copy of its connection
     /// (after its deletion).
     pub async fn forget(&self, project: &ArgonProject) -> Result<()> {

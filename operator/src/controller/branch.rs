@@ -1098,6 +1098,13 @@ async fn cleanup(b: &ArgonBranch, ctx: &Context, api: &Api<ArgonBranch>) -> Resu
             );
             ctx.event(b, true, "ProjectGone", "Delete", note).await;
         }
+        Some(project) if name != "main" && ctx.stores.owner_gone(&project).await? => {
+            let note = format!(
+                "ArgonProject {:?} is being deleted and its embedded store's owner pod is gone; the store was not touched (the data stays on its claim)",
+                b.spec.project
+            );
+            ctx.event(b, true, "StoreGone", "Delete", note).await;
+        }
         Some(project) if name != "main" => {
             let wal = ctx.stores.wal(&project).await?;
             // The spec says unprotected (checked above); the WAL's flag may

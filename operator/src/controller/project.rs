@@ -272,7 +272,18 @@ async fn apply(p: &ArgonProject, ctx: &Context, api: &Api<ArgonProject>) -> Resu
 async fn cleanup(p: &ArgonProject, ctx: &Context, api: &Api<ArgonProject>) -> Result<Action> {
     let namespace = p.namespace().unwrap_or_default();
     let name = p.name_any();
-    if p.spec.deletion_policy == DeletionPolicy::Delete {
+    if p.spec.deletion_policy == DeletionPolicy::Delete && ctx.stores.owner_gone(p).await? {
+        let note = format!(
+            "deletionPolicy Delete: the embedded store's owner pod is gone (its namespace is being deleted?); the store was not touched, the data stays on claim {:?}",
+            p.spec
+                .store
+                .embedded
+                .as_ref()
+                .map(|e| e.claim_name.as_str())
+                .unwrap_or_default()
+        );
+        ctx.event(p, true, "StoreGone", "Delete", note).await;
+    } else if p.spec.deletion_policy == DeletionPolicy::Delete {
         // Branches first: each one's own finalizer removes its endpoint.
         let branches: Api<ArgonBranch> = Api::namespaced(ctx.client.clone(), &namespace);
         let remaining: Vec<String> = branches

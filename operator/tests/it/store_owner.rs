@@ -4,7 +4,7 @@
 //! an embedded store, through the `ProjectStore` trait the controllers use.
 
 use crate::support::*;
-use argon_operator::crd::{ArgonBranch, ArgonProject, EmbeddedStoreSpec};
+use argon_operator::crd::{ArgonBranch, ArgonProject, DeletionPolicy, EmbeddedStoreSpec};
 use argon_operator::project_store::ProjectStore;
 use argon_operator::project_store::remote::RemoteStore;
 use argon_operator::store_owner;
@@ -15,7 +15,7 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -576,5 +576,54 @@ async fn a_reply_of_the_wrong_shape_is_an_error_naming_the_command() -> anyhow::
     // Commands whose replies the operator does not read succeed.
     store.set_protected("main", false).await?;
     store.delete_branch("dev", false).await?;
+    Ok(())
+}
+
+/// A namespace's deletion takes the owner of an embedded store with
+/// everything else. Finalizers that need the store then finish without it
+/// rather than hold the namespace forever (with `deletionPolicy: Delete`
+/// the project waits for its branches and they for the store). While the
+/// project lives, a branch waits for an owner that is only not ready.
+#[tokio::test]
+async fn finalizers_finish_without_the_store_once_its_owner_is_gone_with_the_project()
+-> anyhow::Result<()> {
+    let (_server, client) = kube_with_crds().await?;
+    let ns = namespace(&client, "owner-gone").await?;
+    let projects: Api<ArgonProject> = Api::namespaced(client.clone(), &ns);
+    let branches: Api<ArgonBranch> = Api::namespaced(client.clone(), &ns);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let operator = RunningOperator::start(client.clone(), test_config("owner-gone"));
+    let mut project = embedded_project("shop");
+    project.spec.deletion_policy = DeletionPolicy::Delete;
+    projects.create(&PostParams::default(), &project).await?;
+    branches
+        .create(
+            &PostParams::default(),
+            &BranchFixture::test("feature", "shop").build(),
+        )
+        .await?;
+    // No kubelet here: the owner is written and never becomes available.
+    wait_for(&deployments, "shop-argon-store", "the owner", |_| true).await?;
+    wait_for(&branches, "feature", "its finalizer", |b| {
+        !b.finalizers().is_empty()
+    })
+    .await?;
+
+    branches.delete("feature", &DeleteParams::default()).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let waiting = branches.get_opt("feature").await?;
+    assert!(
+        waiting.is_some(),
+        "a branch of a live project waits for its owner"
+    );
+
+    // What the namespace controller does: everything deleted at once.
+    projects.delete("shop", &DeleteParams::default()).await?;
+    deployments
+        .delete("shop-argon-store", &DeleteParams::default())
+        .await?;
+    wait_gone(&branches, "feature").await?;
+    wait_gone(&projects, "shop").await?;
+    operator.stop().await?;
     Ok(())
 }

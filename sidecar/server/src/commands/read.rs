@@ -511,6 +511,7 @@ pub async fn find(ctx: &Ctx<'_>) -> Result<Document> {
         &max,
     )?;
     let projection = projection.map(|p| p.with_metadata(FindMetadata::of(&plan, &filter)));
+    let sort = sort.or(index_order(&plan)?);
     let (first, id) = match &sort {
         _ if near_first => {
             // `$near`/`$nearSphere` without a sort: nearest first, through
@@ -583,6 +584,40 @@ pub async fn find(ctx: &Ctx<'_>) -> Result<Document> {
     let mut out = cursor_reply(&shown, first, id, true);
     out.insert("operationTime", operation_time(state.time()));
     Ok(out)
+}
+
+/// The sort that gives an unsorted scan of `plan`'s index its index order,
+/// when the scan alone does not: key maps are ascending on every field, so
+/// on an index with fields in both directions (`{a: 1, b: -1}`) they run
+/// `a` ascending then `b` ascending, where MongoDB returns index order
+/// (`b` descending within each `a`). Sorting by the key pattern gives it
+/// exactly for a non-multikey index (a document has one key there, and a
+/// missing field sorts as the null it is indexed as). A multikey index's
+/// order is each key's, which no document sort gives: left as scanned.
+fn index_order(plan: &plan::Plan) -> Result<Option<SortSpec>> {
+    let plan::Plan::Index(p) = plan else {
+        return Ok(None);
+    };
+    let ascending = |v: &bson::Bson| crate::query::compare::as_f64(v).is_none_or(|d| d >= 0.0);
+    let mixed = {
+        let mut directions = p.key_pattern.values().map(ascending);
+        let first = directions.next();
+        directions.any(|d| Some(d) != first)
+    };
+    if p.multikey || !mixed {
+        return Ok(None);
+    }
+    let pattern: Document = p
+        .key_pattern
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                bson::Bson::Int32(if ascending(v) { 1 } else { -1 }),
+            )
+        })
+        .collect();
+    SortSpec::parse(&pattern).map(Some)
 }
 
 /// The documents of `ns` matching `filter`, sorted within the server's

@@ -25,7 +25,8 @@
 //!   give no bounds; a filter with `$text` is not planned.
 //!
 //! Order: without a sort an index plan returns index order (as MongoDB's
-//! does). An index gives a sort only when it is neither multikey (MongoDB
+//! does; over a mixed-direction index through a sort by its key pattern,
+//! `commands::read::index_order`, since key maps ascend on every field). An index gives a sort only when it is neither multikey (MongoDB
 //! sorts an array by its least or greatest element, an index by each) nor
 //! sparse (it misses documents).
 

@@ -13,19 +13,30 @@ use argon_wal::{ReadPoint, Seq, Wal, WalOptions};
 use common::counting::Counting;
 use common::*;
 
+/// Snapshots at known points, so reads that would use one are counted.
+fn options() -> WalOptions {
+    WalOptions {
+        snapshot_policy: argon_wal::SnapshotPolicy::EveryCommits(50),
+        ..WalOptions::default()
+    }
+}
+
+/// A handle on `dir` whose main holds 200 commits of two documents each.
+async fn filled_main(dir: &std::path::Path, options: &WalOptions) -> Wal {
+    let writer = embedded(dir, options.clone()).await;
+    for i in 0..200 {
+        commit(&writer, "main", vec![put("a", i, i), put("b", i, -i)]).await;
+    }
+    writer
+}
+
 #[tokio::test]
 async fn creating_and_deleting_branches_reads_no_documents() {
     let dir = tempfile::tempdir().unwrap();
-    let options = WalOptions {
-        snapshot_policy: argon_wal::SnapshotPolicy::EveryCommits(50),
-        ..WalOptions::default()
-    };
+    let options = options();
     {
         // A writer fills main (and a branch of it) with 200 commits.
-        let writer = embedded(dir.path(), options.clone()).await;
-        for i in 0..200 {
-            commit(&writer, "main", vec![put("a", i, i), put("b", i, -i)]).await;
-        }
+        let writer = filled_main(dir.path(), &options).await;
         writer
             .create_branch("feature", "main", ReadPoint::Seq(Seq(120)))
             .await
@@ -88,16 +99,10 @@ async fn creating_and_deleting_branches_reads_no_documents() {
 #[tokio::test]
 async fn resetting_a_branch_reads_only_the_commits_after_its_target() {
     let dir = tempfile::tempdir().unwrap();
-    let options = WalOptions {
-        snapshot_policy: argon_wal::SnapshotPolicy::EveryCommits(50),
-        ..WalOptions::default()
-    };
+    let options = options();
     {
         // 200 commits of data, then 10 that insert, update and delete.
-        let writer = embedded(dir.path(), options.clone()).await;
-        for i in 0..200 {
-            commit(&writer, "main", vec![put("a", i, i), put("b", i, -i)]).await;
-        }
+        let writer = filled_main(dir.path(), &options).await;
         for i in 0..10 {
             commit(
                 &writer,

@@ -18,7 +18,7 @@
 
 use argon_testkit::FerretDb;
 use argon_wal::materialized::{Materialized, MaterializedOptions};
-use argon_wal::record::{EncodedCommit, SnapshotRecord};
+use argon_wal::record::EncodedCommit;
 use argon_wal::{
     BranchState, Commit, CommitTime, DocOp, EmbeddedStore, LogStore, LoggedOp, MongoStore,
     Namespace, ReadPoint, Seq, Wal, WalOptions, snapshot,
@@ -874,14 +874,7 @@ async fn history_run(scratch: &Path, sizes: &Sizes, every: u64) -> BoxResult<His
             if s % every == 0 {
                 let at = labelled(state.clone(), Seq(s), CommitTime(base_time + s as i64));
                 store
-                    .put_snapshot(
-                        "history",
-                        SnapshotRecord {
-                            branch: main.id,
-                            seq: Seq(s),
-                            bytes: snapshot::encode(&at)?,
-                        },
-                    )
+                    .put_snapshot("history", snapshot::SnapshotUpload::start(main.id, at))
                     .await?;
             }
         }

@@ -35,7 +35,7 @@ use crate::idkey::IdKey;
 use crate::lease::WriterLease;
 use crate::observer::WalObserver;
 use crate::record::{
-    CatalogEvent, CatalogRecord, Commit, DocOp, EncodedCommit, ProjectRecord, Seal, SnapshotRecord,
+    CatalogEvent, CatalogRecord, Commit, DocOp, EncodedCommit, ProjectRecord, Seal,
 };
 use crate::retry::{RetryCheck, RetryEntry, RetryKey, RetryRecord};
 use crate::snapshot;
@@ -1933,7 +1933,8 @@ impl Inner {
         {
             Ok(Some(snap)) => match snapshot::decode(&snap.bytes) {
                 Ok(state) if state.seq() == snap.seq => {
-                    self.snapshot_debts.snapshot_size(inc.id, snap.bytes.len());
+                    self.snapshot_debts
+                        .snapshot_size(inc.id, snap.bytes.len() as u64);
                     self.remember_checkpoint(inc.id, &state);
                     return Ok(Some(state));
                 }
@@ -2038,18 +2039,9 @@ impl Inner {
     }
 
     async fn put_snapshot(&self, id: BranchId, state: &BranchState) -> Result<()> {
-        let bytes = snapshot::encode(state)?;
-        self.snapshot_debts.snapshot_size(id, bytes.len());
-        self.store
-            .put_snapshot(
-                self.project(),
-                SnapshotRecord {
-                    branch: id,
-                    seq: state.seq(),
-                    bytes,
-                },
-            )
-            .await?;
+        let upload = snapshot::SnapshotUpload::start(id, state.clone());
+        let len = self.store.put_snapshot(self.project(), upload).await?;
+        self.snapshot_debts.snapshot_size(id, len);
         self.remember_checkpoint(id, state);
         Ok(())
     }

@@ -20,45 +20,120 @@ use crate::rawdoc;
 use crate::record::{get_i64, get_u64};
 use crate::retry::{RetryEntry, StoredReply};
 use crate::state::{BranchState, MemoryCollection};
-use crate::types::{CommitTime, Namespace, Seq};
+use crate::types::{BranchId, CommitTime, Namespace, Seq};
 use bson::{Bson, Document, RawDocument, doc};
 use std::sync::Arc;
+use tokio::sync::mpsc;
 
 const MAGIC: &[u8; 8] = b"ARGSNAP2";
 const W: &str = "snapshot";
 
-fn push_doc(out: &mut Vec<u8>, d: &Document) -> Result<()> {
-    d.to_writer(&mut *out)
-        .map_err(|e| WalError::malformed(W, format!("cannot encode: {e}")))
+/// The encoded bytes, in pieces of about `chunk_bytes`, each handed to
+/// `sink` as soon as it is full: encoding never holds more than one piece
+/// (plus one document, which may be larger), whatever the state's size.
+/// The pieces concatenated are the snapshot (`decode` reads them so);
+/// returns their total length.
+struct ChunkWriter<'s> {
+    piece: Vec<u8>,
+    chunk_bytes: usize,
+    /// CRC32C of everything after the magic, so far.
+    crc: u32,
+    /// Whether the magic is still at the front of `piece` (not in the CRC).
+    magic_in_piece: bool,
+    total: u64,
+    sink: &'s mut dyn FnMut(Vec<u8>) -> Result<()>,
 }
 
+impl ChunkWriter<'_> {
+    fn bytes(&mut self, b: &[u8]) -> Result<()> {
+        self.piece.extend_from_slice(b);
+        if self.piece.len() >= self.chunk_bytes {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn doc(&mut self, d: &Document) -> Result<()> {
+        d.to_writer(&mut self.piece)
+            .map_err(|e| WalError::malformed(W, format!("cannot encode: {e}")))?;
+        if self.piece.len() >= self.chunk_bytes {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.piece.is_empty() {
+            return Ok(());
+        }
+        let checked = if self.magic_in_piece {
+            self.magic_in_piece = false;
+            &self.piece[MAGIC.len()..]
+        } else {
+            &self.piece[..]
+        };
+        self.crc = crc32c::crc32c_append(self.crc, checked);
+        self.total += self.piece.len() as u64;
+        let full = std::mem::replace(&mut self.piece, Vec::with_capacity(self.chunk_bytes));
+        (self.sink)(full)
+    }
+
+    fn finish(mut self) -> Result<u64> {
+        self.flush()?;
+        let crc = self.crc.to_le_bytes();
+        self.total += crc.len() as u64;
+        (self.sink)(crc.to_vec())?;
+        Ok(self.total)
+    }
+}
+
+/// The whole snapshot in one buffer (tests, benchmarks, small states; the
+/// engine streams with [`encode_chunks`]).
 pub fn encode(state: &BranchState) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(1024);
-    out.extend_from_slice(MAGIC);
+    let mut out = Vec::new();
+    encode_chunks(state, 1 << 20, &mut |piece| {
+        out.extend_from_slice(&piece);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Encodes `state`, handing `sink` pieces of about `chunk_bytes` (the last
+/// one is the 4-byte checksum); returns the snapshot's length. An error
+/// from `sink` stops the encoding and is returned.
+pub fn encode_chunks(
+    state: &BranchState,
+    chunk_bytes: usize,
+    sink: &mut dyn FnMut(Vec<u8>) -> Result<()>,
+) -> Result<u64> {
+    let chunk_bytes = chunk_bytes.max(MAGIC.len() + 1);
+    let mut out = ChunkWriter {
+        piece: Vec::with_capacity(chunk_bytes.min(1 << 20)),
+        chunk_bytes,
+        crc: 0,
+        magic_in_piece: true,
+        total: 0,
+        sink,
+    };
+    out.piece.extend_from_slice(MAGIC);
     let colls = state.namespaces()?;
-    push_doc(
-        &mut out,
-        &doc! {
-            "seq": state.seq().0 as i64, "time": state.time().0, "colls": colls.len() as i64,
-            "retries": state.retries().len() as i64,
-        },
-    )?;
+    out.doc(&doc! {
+        "seq": state.seq().0 as i64, "time": state.time().0, "colls": colls.len() as i64,
+        "retries": state.retries().len() as i64,
+    })?;
     for (ns, c) in colls {
-        push_doc(
-            &mut out,
-            &doc! {
-                "db": ns.db.as_str(), "coll": ns.coll.as_str(),
-                "options": c.options().clone(),
-                "indexes": c.indexes().iter().cloned().map(Bson::Document).collect::<Vec<_>>(),
-                "docs": c.len()? as i64,
-            },
-        )?;
+        out.doc(&doc! {
+            "db": ns.db.as_str(), "coll": ns.coll.as_str(),
+            "options": c.options().clone(),
+            "indexes": c.indexes().iter().cloned().map(Bson::Document).collect::<Vec<_>>(),
+            "docs": c.len()? as i64,
+        })?;
         // Natural order: a capped collection's insertion order is rebuilt
         // from the order its documents are stored in.
         for d in c.iter_natural() {
             // The key is rebuilt from the document's `_id`; the engine
             // refuses a Put whose `doc._id` is not its `id`, so they agree.
-            out.extend_from_slice(d?.as_bytes());
+            out.bytes(d?.as_bytes())?;
         }
     }
     for (session, e) in state.retries().iter() {
@@ -84,11 +159,104 @@ pub fn encode(state: &BranchState) -> Result<Vec<u8>> {
                 d.insert("k", 2);
             }
         }
-        push_doc(&mut out, &d)?;
+        out.doc(&d)?;
     }
-    let crc = crc32c::crc32c(&out[MAGIC.len()..]);
-    out.extend_from_slice(&crc.to_le_bytes());
-    Ok(out)
+    out.finish()
+}
+
+/// Pieces of one snapshot between its encoder (a blocking thread) and the
+/// store writing it: at most [`UPLOAD_PIECES_IN_FLIGHT`] pieces of
+/// [`UPLOAD_PIECE_BYTES`] wait at once, so storing a snapshot costs a few
+/// MiB of memory, not the state's size again. A store makes the snapshot
+/// visible only after [`SnapshotUpload::next_piece`] says it is complete.
+pub struct SnapshotUpload {
+    pub branch: BranchId,
+    pub seq: Seq,
+    pieces: mpsc::Receiver<Piece>,
+}
+
+/// What the encoder sends.
+enum Piece {
+    Bytes(Vec<u8>),
+    /// Every piece was sent.
+    Done,
+    Failed(WalError),
+}
+
+pub const UPLOAD_PIECE_BYTES: usize = 1 << 20;
+pub const UPLOAD_PIECES_IN_FLIGHT: usize = 2;
+
+impl SnapshotUpload {
+    /// Starts encoding `state` on a blocking thread (it walks the whole
+    /// state: it must not hold a runtime worker). The state is an O(1)
+    /// clone; the caller keeps using its own.
+    pub fn start(branch: BranchId, state: BranchState) -> SnapshotUpload {
+        let (tx, rx) = mpsc::channel(UPLOAD_PIECES_IN_FLIGHT);
+        let seq = state.seq();
+        tokio::task::spawn_blocking(move || {
+            let encoded = encode_chunks(&state, UPLOAD_PIECE_BYTES, &mut |piece| {
+                tx.blocking_send(Piece::Bytes(piece))
+                    .map_err(|_| WalError::Closed("the snapshot's store stopped reading"))
+            });
+            // The store may have gone (its error is its own to report).
+            let _ = tx.blocking_send(match encoded {
+                Ok(_) => Piece::Done,
+                Err(e) => Piece::Failed(e),
+            });
+        });
+        SnapshotUpload {
+            branch,
+            seq,
+            pieces: rx,
+        }
+    }
+
+    /// An upload of given pieces ending with `outcome` (an error stands for
+    /// an encoder that failed after them): for stores' tests, and for a
+    /// snapshot already encoded elsewhere.
+    pub fn from_pieces(
+        branch: BranchId,
+        seq: Seq,
+        pieces: Vec<Vec<u8>>,
+        outcome: Result<()>,
+    ) -> SnapshotUpload {
+        let (tx, rx) = mpsc::channel(pieces.len() + 1);
+        for p in pieces {
+            let _ = tx.try_send(Piece::Bytes(p));
+        }
+        let _ = tx.try_send(match outcome {
+            Ok(()) => Piece::Done,
+            Err(e) => Piece::Failed(e),
+        });
+        SnapshotUpload {
+            branch,
+            seq,
+            pieces: rx,
+        }
+    }
+
+    /// The next piece; `None` once the snapshot is complete. An encoding
+    /// error, or an encoder that stopped without finishing, is an error:
+    /// the store must then not make the snapshot visible.
+    pub async fn next_piece(&mut self) -> Result<Option<Vec<u8>>> {
+        Self::settle(self.pieces.recv().await)
+    }
+
+    /// [`SnapshotUpload::next_piece`] for a store writing on a blocking thread.
+    pub fn blocking_next_piece(&mut self) -> Result<Option<Vec<u8>>> {
+        Self::settle(self.pieces.blocking_recv())
+    }
+
+    fn settle(piece: Option<Piece>) -> Result<Option<Vec<u8>>> {
+        match piece {
+            Some(Piece::Bytes(b)) => Ok(Some(b)),
+            Some(Piece::Done) => Ok(None),
+            Some(Piece::Failed(e)) => Err(e),
+            None => Err(WalError::Closed(
+                "the snapshot encoder stopped before the end",
+            )),
+        }
+    }
 }
 
 struct Reader<'a> {
@@ -207,4 +375,95 @@ pub fn decode(bytes: &[u8]) -> Result<BranchState> {
         return Err(WalError::malformed(W, "trailing bytes"));
     }
     Ok(state)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::record::DocOp;
+
+    fn state_of(docs: usize, doc_bytes: usize) -> BranchState {
+        let mut state = BranchState::empty(CommitTime(1));
+        for i in 0..docs {
+            let doc = doc! {"_id": i as i64, "pad": "x".repeat(doc_bytes)};
+            state.apply(&DocOp::Put {
+                ns: Namespace::new("db", if i % 2 == 0 { "even" } else { "odd" }),
+                id: Bson::Int64(i as i64),
+                doc: rawdoc::encode(&doc).unwrap(),
+            });
+        }
+        state.at(Seq(9), CommitTime(9))
+    }
+
+    /// Pieces of any size concatenate to the one-buffer encoding, which
+    /// decodes; no piece exceeds its size by more than one document.
+    #[test]
+    fn pieces_concatenate_to_the_snapshot() {
+        let state = state_of(300, 700);
+        let whole = encode(&state).unwrap();
+        for chunk in [1, 9, 100, 4096, 1 << 20] {
+            let mut pieces = Vec::new();
+            let len = encode_chunks(&state, chunk, &mut |p| {
+                pieces.push(p);
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(len, whole.len() as u64);
+            assert!(
+                pieces.iter().all(|p| p.len() < chunk.max(9) + 800),
+                "{chunk}"
+            );
+            assert_eq!(pieces.concat(), whole, "chunk {chunk}");
+        }
+        let back = decode(&whole).unwrap();
+        assert_eq!(back.seq(), Seq(9));
+        assert_eq!(back.namespaces().unwrap().len(), 2);
+    }
+
+    /// A sink that fails stops the encoding: nothing after its error is
+    /// produced, and the error is the sink's.
+    #[test]
+    fn a_failing_sink_stops_the_encoder() {
+        let state = state_of(100, 1000);
+        let mut calls = 0;
+        let e = encode_chunks(&state, 4096, &mut |_| {
+            calls += 1;
+            if calls == 3 {
+                Err(WalError::Closed("sink gone"))
+            } else {
+                Ok(())
+            }
+        })
+        .unwrap_err();
+        assert!(matches!(e, WalError::Closed("sink gone")), "{e}");
+        assert_eq!(calls, 3);
+    }
+
+    /// The upload hands over the encoding in pieces of about
+    /// `UPLOAD_PIECE_BYTES`, then ends.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_upload_streams_the_encoding() {
+        let state = state_of(64, 100_000);
+        let whole = encode(&state).unwrap();
+        let mut upload = SnapshotUpload::start(BranchId(3), state);
+        assert_eq!((upload.branch, upload.seq), (BranchId(3), Seq(9)));
+        let mut got = Vec::new();
+        let mut pieces = 0;
+        while let Some(p) = upload.next_piece().await.unwrap() {
+            assert!(p.len() <= UPLOAD_PIECE_BYTES + 100_100);
+            got.extend_from_slice(&p);
+            pieces += 1;
+        }
+        assert!(pieces > 4, "{pieces} pieces");
+        assert_eq!(got, whole);
+        let mut failed = SnapshotUpload::from_pieces(
+            BranchId(3),
+            Seq(9),
+            vec![vec![1]],
+            Err(WalError::Closed("encoder failed")),
+        );
+        assert_eq!(failed.next_piece().await.unwrap(), Some(vec![1]));
+        assert!(failed.next_piece().await.is_err());
+    }
 }

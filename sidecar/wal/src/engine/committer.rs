@@ -39,7 +39,7 @@ use super::{Head, Inner, Pending, Queue, Reach, SnapshotInFlight, lock, position
 use crate::catalog::Incarnation;
 use crate::error::{Result, WalError};
 use crate::failpoints;
-use crate::record::{Commit, EncodedCommit, LoggedOp, SnapshotRecord};
+use crate::record::{Commit, EncodedCommit, LoggedOp};
 use crate::retry::RetryRecord;
 use crate::snapshot;
 use crate::state::BranchState;
@@ -632,22 +632,11 @@ impl Inner {
         self.remember_checkpoint(id, &head);
         tokio::spawn(async move {
             let _in_flight = in_flight;
-            let put = match snapshot::encode(&head) {
-                Ok(bytes) => {
-                    debts.snapshot_size(id, bytes.len());
-                    store
-                        .put_snapshot(
-                            &project,
-                            SnapshotRecord {
-                                branch: id,
-                                seq,
-                                bytes,
-                            },
-                        )
-                        .await
-                }
-                Err(e) => Err(e),
-            };
+            let upload = snapshot::SnapshotUpload::start(id, head);
+            let put = store.put_snapshot(&project, upload).await;
+            if let Ok(len) = put {
+                debts.snapshot_size(id, len);
+            }
             if let Err(e) = put {
                 tracing::warn!(branch = %id, seq = %seq, error = %e, "snapshot failed");
             }

@@ -111,8 +111,8 @@ impl SnapshotDebts {
 
     /// A snapshot of `bytes` was written or read for `id`: the size the
     /// next threshold follows.
-    pub(crate) fn snapshot_size(&self, id: BranchId, bytes: usize) {
-        self.with(|map| map.entry(id).or_default().last_snapshot = Some(bytes as u64));
+    pub(crate) fn snapshot_size(&self, id: BranchId, bytes: u64) {
+        self.with(|map| map.entry(id).or_default().last_snapshot = Some(bytes));
     }
 }
 
@@ -166,7 +166,7 @@ mod tests {
         let debts = SnapshotDebts::default();
         // Empty bodies still cost PER_COMMIT_COST each.
         assert_eq!(commits_until_due(&debts, policy, 0), 8192);
-        debts.snapshot_size(ID, usize::MAX);
+        debts.snapshot_size(ID, u64::MAX);
         let huge = SnapshotPolicy::LogBytes {
             floor: u64::MAX,
             percent: u64::MAX,

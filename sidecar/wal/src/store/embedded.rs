@@ -58,6 +58,7 @@ use crate::error::{Result, WalError};
 use crate::record::{
     self, CatalogRecord, ChunkRef, Commit, EncodedCommit, ProjectRecord, SnapshotRecord, StoredBody,
 };
+use crate::snapshot::SnapshotUpload;
 use crate::store::{CommitPage, LogStats, LogStore, PAGE_BYTES, StoreFuture};
 use crate::types::{BranchId, CommitInfo, CommitTime, Seq};
 use bson::oid::ObjectId;
@@ -1304,6 +1305,19 @@ fn index_record(
     }
 }
 
+/// Writes the upload's pieces to `tmp` as they come and makes the file
+/// durable (the caller renames it into place: a durable rename).
+fn write_snapshot_file(tmp: &Path, snap: &mut SnapshotUpload) -> Result<u64> {
+    let mut f = File::create(tmp).map_err(|e| WalError::io(tmp, e))?;
+    let mut len = 0u64;
+    while let Some(piece) = snap.blocking_next_piece()? {
+        f.write_all(&piece).map_err(|e| WalError::io(tmp, e))?;
+        len += piece.len() as u64;
+    }
+    f.sync_all().map_err(|e| WalError::io(tmp, e))?;
+    Ok(len)
+}
+
 fn load_snapshot_index(dir: &Path, index: &mut Index) -> Result<()> {
     let root = dir.join("snapshots");
     let read = |p: &Path| -> Result<Vec<fs::DirEntry>> {
@@ -1809,28 +1823,36 @@ impl LogStore for EmbeddedStore {
         })
     }
 
-    fn put_snapshot<'a>(&'a self, project: &'a str, snap: SnapshotRecord) -> StoreFuture<'a, ()> {
+    fn put_snapshot<'a>(
+        &'a self,
+        project: &'a str,
+        mut snap: SnapshotUpload,
+    ) -> StoreFuture<'a, u64> {
         Box::pin(async move {
             let dir = self.snapshot_dir(project, snap.branch);
-            let SnapshotRecord { branch, seq, bytes } = snap;
+            let (branch, seq) = (snap.branch, snap.seq);
             let unique = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-            let path = tokio::task::spawn_blocking(move || -> Result<PathBuf> {
+            let (path, len) = tokio::task::spawn_blocking(move || -> Result<(PathBuf, u64)> {
                 create_dir(&dir)?;
                 let path = dir.join(format!("{:020}.snap", seq.0));
-                if path.exists() {
-                    // Snapshots at one point are equal: the one there will do.
-                    return Ok(path);
+                if let Ok(there) = fs::metadata(&path) {
+                    // Snapshots at one point are equal: the one there will
+                    // do (dropping the upload stops its encoder).
+                    return Ok((path, there.len()));
                 }
                 // Unique per writer: two handles may snapshot the same point at once.
                 let tmp = dir.join(format!("{:020}.{}.{unique}.tmp", seq.0, std::process::id()));
-                // Durable rename: fsync the file, rename, fsync the directory.
-                let mut f = File::create(&tmp).map_err(|e| WalError::io(&tmp, e))?;
-                f.write_all(&bytes)
-                    .and_then(|_| f.sync_all())
-                    .map_err(|e| WalError::io(&tmp, e))?;
+                let len = match write_snapshot_file(&tmp, &mut snap) {
+                    Ok(len) => len,
+                    Err(e) => {
+                        // Never renamed: no reader saw it.
+                        let _ = fs::remove_file(&tmp);
+                        return Err(e);
+                    }
+                };
                 fs::rename(&tmp, &path).map_err(|e| WalError::io(&path, e))?;
                 fsync_dir(&dir)?;
-                Ok(path)
+                Ok((path, len))
             })
             .await
             .map_err(|_| WalError::Closed("snapshot writer task failed"))??;
@@ -1840,7 +1862,7 @@ impl LogStore for EmbeddedStore {
                 .entry((project.to_string(), branch))
                 .or_default()
                 .insert(seq, path);
-            Ok(())
+            Ok(len)
         })
     }
 

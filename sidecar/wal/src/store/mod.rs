@@ -19,6 +19,7 @@
 use crate::error::Result;
 use crate::lease::WriterLease;
 use crate::record::{CatalogRecord, Commit, EncodedCommit, ProjectRecord, SnapshotRecord};
+use crate::snapshot::SnapshotUpload;
 use crate::types::{BranchId, CommitInfo, CommitTime, Seq};
 use std::future::Future;
 use std::pin::Pin;
@@ -145,14 +146,15 @@ pub trait LogStore: Send + Sync {
         after: Seq,
     ) -> StoreFuture<'a, Vec<CatalogRecord>>;
 
-    /// Stores a snapshot (replacing one at the same point: they are equal).
-    /// Taken by value: a snapshot is as large as the state, and a store
-    /// that writes it elsewhere (a blocking thread) needs no copy.
+    /// Stores a snapshot as its pieces arrive (one at the same point is
+    /// kept: they are equal), visible to `latest_snapshot` only once the
+    /// last piece is stored; returns its length in bytes. A snapshot is as
+    /// large as the state: a store must not gather it in memory.
     fn put_snapshot<'a>(
         &'a self,
         project: &'a str,
-        snapshot: SnapshotRecord,
-    ) -> StoreFuture<'a, ()>;
+        snapshot: SnapshotUpload,
+    ) -> StoreFuture<'a, u64>;
 
     /// The newest snapshot of `branch` with `after < seq <= upto`.
     fn latest_snapshot<'a>(

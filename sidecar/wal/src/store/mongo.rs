@@ -61,6 +61,7 @@ use crate::error::{Result, WalError};
 use crate::record::{
     self, CatalogRecord, ChunkRef, EncodedCommit, ProjectRecord, SnapshotRecord, StoredBody,
 };
+use crate::snapshot::SnapshotUpload;
 use crate::store::{CommitPage, LogStats, LogStore, PAGE_BYTES, StoreFuture};
 
 /// Seconds since `writer` was made (by its maker's clock); zero for one
@@ -604,6 +605,31 @@ impl MongoStore {
     /// Reassembles snapshot `seq` if all its chunks are there.
     /// Reassembles snapshot `seq` if all its chunks are there, appending
     /// each chunk as it arrives (the snapshot is held once, not twice).
+    /// Inserts one snapshot chunk; `of` (the chunk count) is only on chunk
+    /// 0, written last (0 on the others: a reader that expects it on every
+    /// chunk sees a mismatch and skips the snapshot instead of failing).
+    async fn put_snapshot_chunk(
+        &self,
+        project: &str,
+        branch: BranchId,
+        seq: Seq,
+        chunk: i64,
+        of: i64,
+        data: Vec<u8>,
+    ) -> Result<()> {
+        let d = doc! {
+            "project": project, "branch": branch.0 as i64, "seq": seq.0 as i64,
+            "chunk": chunk, "of": of,
+            "data": Bson::Binary(bson::Binary { subtype: BinarySubtype::Generic, bytes: data }),
+        };
+        match self.snapshots.insert_one(d).await {
+            Ok(_) => Ok(()),
+            // Another handle stored the same snapshot (same point, same state).
+            Err(e) if is_duplicate_key(&e) => Ok(()),
+            Err(e) => Err(WalError::mongo("writing a snapshot chunk", e)),
+        }
+    }
+
     async fn assemble(&self, project: &str, branch: BranchId, seq: i64) -> Result<Option<Vec<u8>>> {
         let mut cursor = self
             .snapshots
@@ -620,8 +646,11 @@ impl MongoStore {
             .await
             .map_err(|e| WalError::mongo("reading snapshot chunks", e))?
         {
+            // The count is on chunk 0 (written last); snapshots written
+            // before streaming carry it on every chunk.
             let total = record::get_u64(&c, "snapshot", "of")? as usize;
-            if *of.get_or_insert(total) != total
+            let of = *of.get_or_insert(total);
+            if (total != of && total != 0)
                 || record::get_u64(&c, "snapshot", "chunk")? as usize != next
             {
                 return Ok(None);
@@ -916,28 +945,53 @@ impl LogStore for MongoStore {
         })
     }
 
-    fn put_snapshot<'a>(&'a self, project: &'a str, snap: SnapshotRecord) -> StoreFuture<'a, ()> {
+    fn put_snapshot<'a>(
+        &'a self,
+        project: &'a str,
+        mut snap: SnapshotUpload,
+    ) -> StoreFuture<'a, u64> {
         Box::pin(async move {
-            let chunks: Vec<&[u8]> = if snap.bytes.is_empty() {
-                vec![&[][..]]
-            } else {
-                snap.bytes.chunks(CHUNK).collect()
-            };
-            let of = chunks.len() as i64;
-            for (i, data) in chunks.into_iter().enumerate() {
-                let d = doc! {
-                    "project": project, "branch": snap.branch.0 as i64, "seq": snap.seq.0 as i64,
-                    "chunk": i as i64, "of": of,
-                    "data": Bson::Binary(bson::Binary { subtype: BinarySubtype::Generic, bytes: data.to_vec() }),
-                };
-                match self.snapshots.insert_one(d).await {
-                    Ok(_) => {}
-                    // Another handle stored the same snapshot (same point, same state).
-                    Err(e) if is_duplicate_key(&e) => {}
-                    Err(e) => return Err(WalError::mongo("writing a snapshot chunk", e)),
+            // Chunks 1.. are inserted as they fill, chunk 0 last, carrying
+            // `of`: `latest_snapshot` finds a snapshot by its chunk 0, so
+            // it sees only complete ones, and memory holds two chunks (the
+            // first and the one filling), not the snapshot.
+            let (branch, seq) = (snap.branch, snap.seq);
+            let mut first: Option<Vec<u8>> = None;
+            let mut filling = Vec::with_capacity(CHUNK);
+            let mut next_chunk = 1i64;
+            let mut len = 0u64;
+            loop {
+                let piece = snap.next_piece().await?;
+                let done = piece.is_none();
+                if let Some(piece) = piece {
+                    len += piece.len() as u64;
+                    filling.extend_from_slice(&piece);
+                }
+                while filling.len() >= CHUNK || (done && !filling.is_empty()) {
+                    let rest = filling.split_off(filling.len().min(CHUNK));
+                    let full = std::mem::replace(&mut filling, rest);
+                    if first.is_none() {
+                        first = Some(full);
+                    } else {
+                        self.put_snapshot_chunk(project, branch, seq, next_chunk, 0, full)
+                            .await?;
+                        next_chunk += 1;
+                    }
+                }
+                if done {
+                    break;
                 }
             }
-            Ok(())
+            self.put_snapshot_chunk(
+                project,
+                branch,
+                seq,
+                0,
+                next_chunk,
+                first.unwrap_or_default(),
+            )
+            .await?;
+            Ok(len)
         })
     }
 

@@ -2,6 +2,7 @@
 //! documents (tests observe what an engine path asks the store for).
 
 use argon_wal::record::{CatalogRecord, EncodedCommit, ProjectRecord, SnapshotRecord};
+use argon_wal::snapshot::SnapshotUpload;
 use argon_wal::store::{CommitPage, StoreFuture};
 use argon_wal::{BranchId, CommitInfo, CommitTime, LogStats, LogStore, Seq};
 use std::sync::Arc;
@@ -121,7 +122,7 @@ impl LogStore for Counting {
     fn read_catalog<'a>(&'a self, p: &'a str, after: Seq) -> StoreFuture<'a, Vec<CatalogRecord>> {
         self.inner.read_catalog(p, after)
     }
-    fn put_snapshot<'a>(&'a self, p: &'a str, s: SnapshotRecord) -> StoreFuture<'a, ()> {
+    fn put_snapshot<'a>(&'a self, p: &'a str, s: SnapshotUpload) -> StoreFuture<'a, u64> {
         self.inner.put_snapshot(p, s)
     }
     fn latest_snapshot<'a>(

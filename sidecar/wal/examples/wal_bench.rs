@@ -874,7 +874,7 @@ async fn history_run(scratch: &Path, sizes: &Sizes, every: u64) -> BoxResult<His
             if s % every == 0 {
                 let at = labelled(state.clone(), Seq(s), CommitTime(base_time + s as i64));
                 store
-                    .put_snapshot("history", snapshot::SnapshotUpload::start(main.id, at))
+                    .put_snapshot("history", snapshot::SnapshotStream::encode(main.id, at))
                     .await?;
             }
         }

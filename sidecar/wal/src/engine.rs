@@ -1926,24 +1926,27 @@ impl Inner {
             .next_back()
             .map(|(_, s)| s.clone());
         let after = checkpoint.as_ref().map_or(start, |c| c.seq());
-        match self
+        let found = self
             .store
             .latest_snapshot(self.project(), inc.id, after, upto)
-            .await
-        {
-            Ok(Some(snap)) => match snapshot::decode(&snap.bytes) {
-                Ok(state) if state.seq() == snap.seq => {
-                    self.snapshot_debts
-                        .snapshot_size(inc.id, snap.bytes.len() as u64);
+            .await;
+        let snap_seq = match &found {
+            Ok(Some(s)) => s.seq,
+            _ => Seq(0),
+        };
+        match found {
+            Ok(Some(snap)) => match snapshot::decode_stream(snap).await {
+                Ok((state, len)) if state.seq() == snap_seq => {
+                    self.snapshot_debts.snapshot_size(inc.id, len);
                     self.remember_checkpoint(inc.id, &state);
                     return Ok(Some(state));
                 }
                 Ok(_) => {
-                    tracing::warn!(branch = %inc.id, seq = %snap.seq, "snapshot is labelled with another seq; replaying instead")
+                    tracing::warn!(branch = %inc.id, seq = %snap_seq, "snapshot is labelled with another seq; replaying instead")
                 }
                 // A damaged snapshot only costs time: replay gives the same state.
                 Err(e) => {
-                    tracing::warn!(branch = %inc.id, seq = %snap.seq, error = %e, "unreadable snapshot; replaying instead")
+                    tracing::warn!(branch = %inc.id, seq = %snap_seq, error = %e, "unreadable snapshot; replaying instead")
                 }
             },
             Ok(None) => {}
@@ -2039,7 +2042,7 @@ impl Inner {
     }
 
     async fn put_snapshot(&self, id: BranchId, state: &BranchState) -> Result<()> {
-        let upload = snapshot::SnapshotUpload::start(id, state.clone());
+        let upload = snapshot::SnapshotStream::encode(id, state.clone());
         let len = self.store.put_snapshot(self.project(), upload).await?;
         self.snapshot_debts.snapshot_size(id, len);
         self.remember_checkpoint(id, state);

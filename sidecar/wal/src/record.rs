@@ -170,14 +170,6 @@ pub struct ProjectRecord {
     pub created: CommitTime,
 }
 
-/// A stored snapshot of materialized state (bytes from `snapshot.rs`).
-#[derive(Clone, Debug, PartialEq)]
-pub struct SnapshotRecord {
-    pub branch: BranchId,
-    pub seq: Seq,
-    pub bytes: Vec<u8>,
-}
-
 // ---- encoding ----------------------------------------------------------------
 
 fn seq_to_bson(s: Seq) -> Bson {

@@ -164,18 +164,20 @@ pub fn encode_chunks(
     out.finish()
 }
 
-/// Pieces of one snapshot between its encoder (a blocking thread) and the
-/// store writing it: at most [`UPLOAD_PIECES_IN_FLIGHT`] pieces of
-/// [`UPLOAD_PIECE_BYTES`] wait at once, so storing a snapshot costs a few
-/// MiB of memory, not the state's size again. A store makes the snapshot
-/// visible only after [`SnapshotUpload::next_piece`] says it is complete.
-pub struct SnapshotUpload {
+/// One snapshot in pieces, on its way between the encoder (a blocking
+/// thread) and the store writing it, or between the store reading it and
+/// the decoder: at most [`PIECES_IN_FLIGHT`] pieces of about
+/// [`PIECE_BYTES`] wait at once, so storing or loading a snapshot costs a
+/// few MiB beside the state, not the state's size again. A store makes a
+/// snapshot visible only after [`SnapshotStream::next_piece`] says it is
+/// complete; a decoder uses it only if the stream completes.
+pub struct SnapshotStream {
     pub branch: BranchId,
     pub seq: Seq,
     pieces: mpsc::Receiver<Piece>,
 }
 
-/// What the encoder sends.
+/// What a producer sends.
 enum Piece {
     Bytes(Vec<u8>),
     /// Every piece was sent.
@@ -183,35 +185,80 @@ enum Piece {
     Failed(WalError),
 }
 
-pub const UPLOAD_PIECE_BYTES: usize = 1 << 20;
-pub const UPLOAD_PIECES_IN_FLIGHT: usize = 2;
+pub const PIECE_BYTES: usize = 1 << 20;
+pub const PIECES_IN_FLIGHT: usize = 2;
 
-impl SnapshotUpload {
+/// The producing end of a [`SnapshotStream`] (a store reading one).
+pub struct PieceSender {
+    tx: mpsc::Sender<Piece>,
+}
+
+impl PieceSender {
+    /// Sends a piece; `false` when the reader has gone (stop producing).
+    pub async fn send(&self, piece: Vec<u8>) -> bool {
+        self.tx.send(Piece::Bytes(piece)).await.is_ok()
+    }
+
+    /// [`PieceSender::send`] from a blocking thread.
+    pub fn blocking_send(&self, piece: Vec<u8>) -> bool {
+        self.tx.blocking_send(Piece::Bytes(piece)).is_ok()
+    }
+
+    /// Ends the stream: complete, or failed with `e`.
+    pub async fn finish(self, outcome: Result<()>) {
+        let _ = self.tx.send(Piece::end(outcome)).await;
+    }
+
+    /// [`PieceSender::finish`] from a blocking thread.
+    pub fn blocking_finish(self, outcome: Result<()>) {
+        let _ = self.tx.blocking_send(Piece::end(outcome));
+    }
+}
+
+impl Piece {
+    fn end(outcome: Result<()>) -> Piece {
+        match outcome {
+            Ok(()) => Piece::Done,
+            Err(e) => Piece::Failed(e),
+        }
+    }
+}
+
+impl SnapshotStream {
+    /// A stream of the snapshot at `seq` of `branch` and the sender that
+    /// feeds it.
+    pub fn channel(branch: BranchId, seq: Seq) -> (PieceSender, SnapshotStream) {
+        let (tx, rx) = mpsc::channel(PIECES_IN_FLIGHT);
+        (
+            PieceSender { tx },
+            SnapshotStream {
+                branch,
+                seq,
+                pieces: rx,
+            },
+        )
+    }
+
     /// Starts encoding `state` on a blocking thread (it walks the whole
     /// state: it must not hold a runtime worker). The state is an O(1)
     /// clone; the caller keeps using its own.
-    pub fn start(branch: BranchId, state: BranchState) -> SnapshotUpload {
-        let (tx, rx) = mpsc::channel(UPLOAD_PIECES_IN_FLIGHT);
-        let seq = state.seq();
+    pub fn encode(branch: BranchId, state: BranchState) -> SnapshotStream {
+        let (tx, stream) = SnapshotStream::channel(branch, state.seq());
         tokio::task::spawn_blocking(move || {
-            let encoded = encode_chunks(&state, UPLOAD_PIECE_BYTES, &mut |piece| {
-                tx.blocking_send(Piece::Bytes(piece))
-                    .map_err(|_| WalError::Closed("the snapshot's store stopped reading"))
+            let encoded = encode_chunks(&state, PIECE_BYTES, &mut |piece| {
+                if tx.blocking_send(piece) {
+                    Ok(())
+                } else {
+                    Err(WalError::Closed("the snapshot's store stopped reading"))
+                }
             });
             // The store may have gone (its error is its own to report).
-            let _ = tx.blocking_send(match encoded {
-                Ok(_) => Piece::Done,
-                Err(e) => Piece::Failed(e),
-            });
+            tx.blocking_finish(encoded.map(|_| ()));
         });
-        SnapshotUpload {
-            branch,
-            seq,
-            pieces: rx,
-        }
+        stream
     }
 
-    /// An upload of given pieces ending with `outcome` (an error stands for
+    /// A stream of given pieces ending with `outcome` (an error stands for
     /// an encoder that failed after them): for stores' tests, and for a
     /// snapshot already encoded elsewhere.
     pub fn from_pieces(
@@ -219,16 +266,13 @@ impl SnapshotUpload {
         seq: Seq,
         pieces: Vec<Vec<u8>>,
         outcome: Result<()>,
-    ) -> SnapshotUpload {
+    ) -> SnapshotStream {
         let (tx, rx) = mpsc::channel(pieces.len() + 1);
         for p in pieces {
             let _ = tx.try_send(Piece::Bytes(p));
         }
-        let _ = tx.try_send(match outcome {
-            Ok(()) => Piece::Done,
-            Err(e) => Piece::Failed(e),
-        });
-        SnapshotUpload {
+        let _ = tx.try_send(Piece::end(outcome));
+        SnapshotStream {
             branch,
             seq,
             pieces: rx,
@@ -242,7 +286,7 @@ impl SnapshotUpload {
         Self::settle(self.pieces.recv().await)
     }
 
-    /// [`SnapshotUpload::next_piece`] for a store writing on a blocking thread.
+    /// [`SnapshotStream::next_piece`] for a store writing on a blocking thread.
     pub fn blocking_next_piece(&mut self) -> Result<Option<Vec<u8>>> {
         Self::settle(self.pieces.blocking_recv())
     }
@@ -259,14 +303,40 @@ impl SnapshotUpload {
     }
 }
 
-struct Reader<'a> {
-    bytes: &'a [u8],
+/// Reads a snapshot's documents from pieces as they arrive, checking the
+/// CRC as it goes: it holds the document being read and at most one piece
+/// ahead, never the whole snapshot.
+struct Reader<'p> {
+    buf: Vec<u8>,
     pos: usize,
+    pull: &'p mut dyn FnMut() -> Result<Option<Vec<u8>>>,
+    ended: bool,
+    crc: u32,
+    /// Bytes taken from the pieces so far.
+    total: u64,
 }
 
 impl Reader<'_> {
+    /// Whether `n` bytes are available at `pos` (pulling pieces as needed).
+    fn ensure(&mut self, n: usize) -> Result<bool> {
+        while self.buf.len() - self.pos < n && !self.ended {
+            if self.pos > 0 {
+                self.buf.drain(..self.pos);
+                self.pos = 0;
+            }
+            match (self.pull)()? {
+                Some(piece) => {
+                    self.total += piece.len() as u64;
+                    self.buf.extend_from_slice(&piece);
+                }
+                None => self.ended = true,
+            }
+        }
+        Ok(self.buf.len() - self.pos >= n)
+    }
+
     fn next_doc(&mut self) -> Result<Document> {
-        let at = self.pos;
+        let at = self.total - (self.buf.len() - self.pos) as u64;
         let raw = self.next_raw()?;
         Document::try_from(raw)
             .map_err(|e| WalError::malformed(W, format!("bad document at {at}: {e}")))
@@ -274,39 +344,70 @@ impl Reader<'_> {
 
     /// The next document's bytes, its length checked (not its elements).
     fn next_raw(&mut self) -> Result<&RawDocument> {
-        let rest = &self.bytes[self.pos..];
-        let len_bytes: [u8; 4] = rest
-            .get(..4)
-            .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| WalError::malformed(W, format!("truncated at {}", self.pos)))?;
-        let len = i32::from_le_bytes(len_bytes);
+        let at = self.total - (self.buf.len() - self.pos) as u64;
+        if !self.ensure(4)? {
+            return Err(WalError::malformed(W, format!("truncated at {at}")));
+        }
+        let b = &self.buf[self.pos..self.pos + 4];
+        let len = i32::from_le_bytes([b[0], b[1], b[2], b[3]]);
         let len = usize::try_from(len)
             .ok()
-            .filter(|l| *l >= 5 && *l <= rest.len())
-            .ok_or_else(|| {
-                WalError::malformed(W, format!("bad document length {len} at {}", self.pos))
-            })?;
-        let d = RawDocument::from_bytes(&rest[..len])
-            .map_err(|e| WalError::malformed(W, format!("bad document at {}: {e}", self.pos)))?;
+            .filter(|l| *l >= 5)
+            .ok_or_else(|| WalError::malformed(W, format!("bad document length {len} at {at}")))?;
+        if !self.ensure(len)? {
+            return Err(WalError::malformed(
+                W,
+                format!("bad document length {len} at {at}"),
+            ));
+        }
+        let bytes = &self.buf[self.pos..self.pos + len];
+        self.crc = crc32c::crc32c_append(self.crc, bytes);
         self.pos += len;
-        Ok(d)
+        RawDocument::from_bytes(bytes)
+            .map_err(|e| WalError::malformed(W, format!("bad document at {at}: {e}")))
+    }
+
+    /// After the last document: exactly the CRC is left, and it matches.
+    fn finish(&mut self) -> Result<u64> {
+        if self.ensure(5)? || self.buf.len() - self.pos != 4 {
+            return Err(WalError::malformed(W, "trailing bytes"));
+        }
+        let b = &self.buf[self.pos..];
+        if u32::from_le_bytes([b[0], b[1], b[2], b[3]]) != self.crc {
+            return Err(WalError::malformed(W, "checksum mismatch"));
+        }
+        Ok(self.total)
     }
 }
 
+/// Decodes a snapshot held in one buffer.
 pub fn decode(bytes: &[u8]) -> Result<BranchState> {
-    if bytes.len() < MAGIC.len() + 4 || &bytes[..MAGIC.len()] != MAGIC {
+    let mut once = Some(bytes.to_vec());
+    decode_pieces(&mut || Ok(once.take())).map(|(state, _)| state)
+}
+
+/// Decodes a stream as it arrives, on a blocking thread; returns the state
+/// and the snapshot's length. The state is used only if the stream
+/// completes and its checksum matches.
+pub async fn decode_stream(mut stream: SnapshotStream) -> Result<(BranchState, u64)> {
+    tokio::task::spawn_blocking(move || decode_pieces(&mut || stream.blocking_next_piece()))
+        .await
+        .map_err(|_| WalError::Closed("snapshot decoder task failed"))?
+}
+
+fn decode_pieces(pull: &mut dyn FnMut() -> Result<Option<Vec<u8>>>) -> Result<(BranchState, u64)> {
+    let mut r = Reader {
+        buf: Vec::new(),
+        pos: 0,
+        pull,
+        ended: false,
+        crc: 0,
+        total: 0,
+    };
+    if !r.ensure(MAGIC.len())? || &r.buf[..MAGIC.len()] != MAGIC {
         return Err(WalError::malformed(W, "missing ARGSNAP2 header"));
     }
-    let (body, crc) = bytes.split_at(bytes.len() - 4);
-    let body = &body[MAGIC.len()..];
-    let want = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
-    if crc32c::crc32c(body) != want {
-        return Err(WalError::malformed(W, "checksum mismatch"));
-    }
-    let mut r = Reader {
-        bytes: body,
-        pos: 0,
-    };
+    r.pos = MAGIC.len();
     let header = r.next_doc()?;
     let seq = Seq(get_u64(&header, W, "seq")?);
     let time = CommitTime(get_i64(&header, W, "time")?);
@@ -371,10 +472,8 @@ pub fn decode(bytes: &[u8]) -> Result<BranchState> {
             },
         );
     }
-    if r.pos != body.len() {
-        return Err(WalError::malformed(W, "trailing bytes"));
-    }
-    Ok(state)
+    let len = r.finish()?;
+    Ok((state, len))
 }
 
 #[cfg(test)]
@@ -441,23 +540,23 @@ mod tests {
     }
 
     /// The upload hands over the encoding in pieces of about
-    /// `UPLOAD_PIECE_BYTES`, then ends.
+    /// `PIECE_BYTES`, then ends.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_upload_streams_the_encoding() {
         let state = state_of(64, 100_000);
         let whole = encode(&state).unwrap();
-        let mut upload = SnapshotUpload::start(BranchId(3), state);
+        let mut upload = SnapshotStream::encode(BranchId(3), state);
         assert_eq!((upload.branch, upload.seq), (BranchId(3), Seq(9)));
         let mut got = Vec::new();
         let mut pieces = 0;
         while let Some(p) = upload.next_piece().await.unwrap() {
-            assert!(p.len() <= UPLOAD_PIECE_BYTES + 100_100);
+            assert!(p.len() <= PIECE_BYTES + 100_100);
             got.extend_from_slice(&p);
             pieces += 1;
         }
         assert!(pieces > 4, "{pieces} pieces");
         assert_eq!(got, whole);
-        let mut failed = SnapshotUpload::from_pieces(
+        let mut failed = SnapshotStream::from_pieces(
             BranchId(3),
             Seq(9),
             vec![vec![1]],
@@ -465,5 +564,55 @@ mod tests {
         );
         assert_eq!(failed.next_piece().await.unwrap(), Some(vec![1]));
         assert!(failed.next_piece().await.is_err());
+    }
+
+    /// Decoding from pieces of any size (down to one byte) gives the state;
+    /// a damaged, truncated, padded or failed stream is an error, never a
+    /// state.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn streams_decode_as_they_arrive() {
+        let state = state_of(50, 3000);
+        let whole = encode(&state).unwrap();
+        for size in [1, 7, 4096, whole.len()] {
+            let pieces = whole.chunks(size).map(<[u8]>::to_vec).collect();
+            let stream = SnapshotStream::from_pieces(BranchId(1), Seq(9), pieces, Ok(()));
+            let (back, len) = decode_stream(stream).await.unwrap();
+            assert_eq!(len, whole.len() as u64);
+            assert_eq!(encode(&back).unwrap(), whole, "pieces of {size}");
+        }
+        let stream_of = |bytes: Vec<u8>, outcome: Result<()>| {
+            SnapshotStream::from_pieces(BranchId(1), Seq(9), vec![bytes], outcome)
+        };
+        let mut flipped = whole.clone();
+        flipped[whole.len() / 2] ^= 0x01;
+        let mut padded = whole.clone();
+        padded.push(0);
+        let cases = [
+            ("flipped", stream_of(flipped, Ok(()))),
+            (
+                "truncated",
+                stream_of(whole[..whole.len() - 1].to_vec(), Ok(())),
+            ),
+            (
+                "cut mid-document",
+                stream_of(whole[..whole.len() / 2].to_vec(), Ok(())),
+            ),
+            ("padded", stream_of(padded, Ok(()))),
+            ("empty", stream_of(Vec::new(), Ok(()))),
+            (
+                "failed",
+                stream_of(whole.clone(), Err(WalError::Closed("store failed"))),
+            ),
+        ];
+        for (what, stream) in cases {
+            assert!(decode_stream(stream).await.is_err(), "{what}");
+        }
+        // A producer that went away without finishing.
+        let (tx, stream) = SnapshotStream::channel(BranchId(1), Seq(9));
+        let producer = tokio::spawn(async move {
+            tx.send(whole[..100].to_vec()).await;
+        });
+        assert!(decode_stream(stream).await.is_err());
+        producer.await.unwrap();
     }
 }

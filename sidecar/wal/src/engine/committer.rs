@@ -632,7 +632,7 @@ impl Inner {
         self.remember_checkpoint(id, &head);
         tokio::spawn(async move {
             let _in_flight = in_flight;
-            let upload = snapshot::SnapshotUpload::start(id, head);
+            let upload = snapshot::SnapshotStream::encode(id, head);
             let put = store.put_snapshot(&project, upload).await;
             if let Ok(len) = put {
                 debts.snapshot_size(id, len);

@@ -56,9 +56,9 @@
 
 use crate::error::{Result, WalError};
 use crate::record::{
-    self, CatalogRecord, ChunkRef, Commit, EncodedCommit, ProjectRecord, SnapshotRecord, StoredBody,
+    self, CatalogRecord, ChunkRef, Commit, EncodedCommit, ProjectRecord, StoredBody,
 };
-use crate::snapshot::SnapshotUpload;
+use crate::snapshot::{PIECE_BYTES, PieceSender, SnapshotStream};
 use crate::store::{CommitPage, LogStats, LogStore, PAGE_BYTES, StoreFuture};
 use crate::types::{BranchId, CommitInfo, CommitTime, Seq};
 use bson::oid::ObjectId;
@@ -1307,7 +1307,7 @@ fn index_record(
 
 /// Writes the upload's pieces to `tmp` as they come and makes the file
 /// durable (the caller renames it into place: a durable rename).
-fn write_snapshot_file(tmp: &Path, snap: &mut SnapshotUpload) -> Result<u64> {
+fn write_snapshot_file(tmp: &Path, snap: &mut SnapshotStream) -> Result<u64> {
     let mut f = File::create(tmp).map_err(|e| WalError::io(tmp, e))?;
     let mut len = 0u64;
     while let Some(piece) = snap.blocking_next_piece()? {
@@ -1316,6 +1316,22 @@ fn write_snapshot_file(tmp: &Path, snap: &mut SnapshotUpload) -> Result<u64> {
     }
     f.sync_all().map_err(|e| WalError::io(tmp, e))?;
     Ok(len)
+}
+
+/// Sends a snapshot file in pieces until the end or until the reader goes.
+fn read_snapshot_file(path: &Path, tx: &PieceSender) -> Result<()> {
+    use std::io::Read;
+    let mut f = File::open(path).map_err(|e| WalError::io(path, e))?;
+    loop {
+        let mut piece = Vec::with_capacity(PIECE_BYTES);
+        let n = (&mut f)
+            .take(PIECE_BYTES as u64)
+            .read_to_end(&mut piece)
+            .map_err(|e| WalError::io(path, e))?;
+        if n == 0 || !tx.blocking_send(piece) {
+            return Ok(());
+        }
+    }
 }
 
 fn load_snapshot_index(dir: &Path, index: &mut Index) -> Result<()> {
@@ -1826,7 +1842,7 @@ impl LogStore for EmbeddedStore {
     fn put_snapshot<'a>(
         &'a self,
         project: &'a str,
-        mut snap: SnapshotUpload,
+        mut snap: SnapshotStream,
     ) -> StoreFuture<'a, u64> {
         Box::pin(async move {
             let dir = self.snapshot_dir(project, snap.branch);
@@ -1872,7 +1888,7 @@ impl LogStore for EmbeddedStore {
         branch: BranchId,
         after: Seq,
         upto: Seq,
-    ) -> StoreFuture<'a, Option<SnapshotRecord>> {
+    ) -> StoreFuture<'a, Option<SnapshotStream>> {
         Box::pin(async move {
             if upto <= after {
                 return Ok(None);
@@ -1888,14 +1904,12 @@ impl LogStore for EmbeddedStore {
             let Some((seq, path)) = found else {
                 return Ok(None);
             };
-            let bytes = tokio::task::spawn_blocking({
-                let path = path.clone();
-                move || fs::read(&path)
-            })
-            .await
-            .map_err(|_| WalError::Closed("snapshot reader task failed"))?
-            .map_err(|e| WalError::io(&path, e))?;
-            Ok(Some(SnapshotRecord { branch, seq, bytes }))
+            let (tx, stream) = SnapshotStream::channel(branch, seq);
+            tokio::task::spawn_blocking(move || {
+                let read = read_snapshot_file(&path, &tx);
+                tx.blocking_finish(read);
+            });
+            Ok(Some(stream))
         })
     }
 }

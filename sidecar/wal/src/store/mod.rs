@@ -18,8 +18,8 @@
 
 use crate::error::Result;
 use crate::lease::WriterLease;
-use crate::record::{CatalogRecord, Commit, EncodedCommit, ProjectRecord, SnapshotRecord};
-use crate::snapshot::SnapshotUpload;
+use crate::record::{CatalogRecord, Commit, EncodedCommit, ProjectRecord};
+use crate::snapshot::SnapshotStream;
 use crate::types::{BranchId, CommitInfo, CommitTime, Seq};
 use std::future::Future;
 use std::pin::Pin;
@@ -153,17 +153,20 @@ pub trait LogStore: Send + Sync {
     fn put_snapshot<'a>(
         &'a self,
         project: &'a str,
-        snapshot: SnapshotUpload,
+        snapshot: SnapshotStream,
     ) -> StoreFuture<'a, u64>;
 
-    /// The newest snapshot of `branch` with `after < seq <= upto`.
+    /// The newest snapshot of `branch` with `after < seq <= upto`, read in
+    /// pieces as the decoder takes them (never gathered in memory). A
+    /// piece that cannot be read fails the stream; the caller then
+    /// replays instead.
     fn latest_snapshot<'a>(
         &'a self,
         project: &'a str,
         branch: BranchId,
         after: Seq,
         upto: Seq,
-    ) -> StoreFuture<'a, Option<SnapshotRecord>>;
+    ) -> StoreFuture<'a, Option<SnapshotStream>>;
 
     /// The head this store has published for `branch`: every commit whose
     /// append was acknowledged has a seq at or below it (`append_commit`

@@ -58,10 +58,8 @@
 //! treats as an unknown outcome for an append (`Head::verified`).
 
 use crate::error::{Result, WalError};
-use crate::record::{
-    self, CatalogRecord, ChunkRef, EncodedCommit, ProjectRecord, SnapshotRecord, StoredBody,
-};
-use crate::snapshot::SnapshotUpload;
+use crate::record::{self, CatalogRecord, ChunkRef, EncodedCommit, ProjectRecord, StoredBody};
+use crate::snapshot::SnapshotStream;
 use crate::store::{CommitPage, LogStats, LogStore, PAGE_BYTES, StoreFuture};
 
 /// Seconds since `writer` was made (by its maker's clock); zero for one
@@ -602,9 +600,6 @@ impl MongoStore {
         found.as_ref().map(info_from).transpose()
     }
 
-    /// Reassembles snapshot `seq` if all its chunks are there.
-    /// Reassembles snapshot `seq` if all its chunks are there, appending
-    /// each chunk as it arrives (the snapshot is held once, not twice).
     /// Inserts one snapshot chunk; `of` (the chunk count) is only on chunk
     /// 0, written last (0 on the others: a reader that expects it on every
     /// chunk sees a mismatch and skips the snapshot instead of failing).
@@ -630,38 +625,65 @@ impl MongoStore {
         }
     }
 
-    async fn assemble(&self, project: &str, branch: BranchId, seq: i64) -> Result<Option<Vec<u8>>> {
-        let mut cursor = self
+    /// Whether the snapshot at `seq` has all its chunks (read without
+    /// their data): chunk 0 carries the count (chunks written before
+    /// streaming carry it on every chunk; 0 on the others now).
+    async fn complete(&self, project: &str, branch: BranchId, seq: i64) -> Result<bool> {
+        let chunks: Vec<Document> = self
             .snapshots
             .find(doc! {"project": project, "branch": branch.0 as i64, "seq": seq})
+            .projection(doc! {"chunk": 1, "of": 1, "_id": 0})
             .sort(doc! {"chunk": 1})
-            .batch_size(CHUNKS_PER_BATCH)
-            .await
-            .map_err(|e| WalError::mongo("reading snapshot chunks", e))?;
-        let mut bytes = Vec::new();
-        let mut next = 0usize;
-        let mut of = None;
-        while let Some(c) = cursor
-            .try_next()
             .await
             .map_err(|e| WalError::mongo("reading snapshot chunks", e))?
-        {
-            // The count is on chunk 0 (written last); snapshots written
-            // before streaming carry it on every chunk.
-            let total = record::get_u64(&c, "snapshot", "of")? as usize;
+            .try_collect()
+            .await
+            .map_err(|e| WalError::mongo("reading snapshot chunks", e))?;
+        let mut of = None;
+        for (next, c) in chunks.iter().enumerate() {
+            let total = record::get_u64(c, "snapshot", "of")? as usize;
             let of = *of.get_or_insert(total);
             if (total != of && total != 0)
-                || record::get_u64(&c, "snapshot", "chunk")? as usize != next
+                || record::get_u64(c, "snapshot", "chunk")? as usize != next
             {
-                return Ok(None);
+                return Ok(false);
             }
-            match c.get("data") {
-                Some(Bson::Binary(b)) => bytes.extend_from_slice(&b.bytes),
-                _ => return Err(WalError::malformed("snapshot", "chunk without data")),
-            }
-            next += 1;
         }
-        Ok((of == Some(next)).then_some(bytes))
+        Ok(of == Some(chunks.len()))
+    }
+
+    /// Streams the chunks' data in order, two chunks per reply.
+    fn stream_chunks(&self, project: &str, branch: BranchId, seq: i64) -> SnapshotStream {
+        let (tx, stream) = SnapshotStream::channel(branch, Seq(seq as u64));
+        let snapshots = self.snapshots.clone();
+        let filter = doc! {"project": project, "branch": branch.0 as i64, "seq": seq};
+        tokio::spawn(async move {
+            let sent = async {
+                let mut cursor = snapshots
+                    .find(filter)
+                    .sort(doc! {"chunk": 1})
+                    .batch_size(CHUNKS_PER_BATCH)
+                    .await
+                    .map_err(|e| WalError::mongo("reading snapshot chunks", e))?;
+                while let Some(c) = cursor
+                    .try_next()
+                    .await
+                    .map_err(|e| WalError::mongo("reading snapshot chunks", e))?
+                {
+                    let data = match c.get("data") {
+                        Some(Bson::Binary(b)) => b.bytes.clone(),
+                        _ => return Err(WalError::malformed("snapshot", "chunk without data")),
+                    };
+                    if !tx.send(data).await {
+                        break;
+                    }
+                }
+                Ok(())
+            }
+            .await;
+            tx.finish(sent).await;
+        });
+        stream
     }
 }
 
@@ -948,7 +970,7 @@ impl LogStore for MongoStore {
     fn put_snapshot<'a>(
         &'a self,
         project: &'a str,
-        mut snap: SnapshotUpload,
+        mut snap: SnapshotStream,
     ) -> StoreFuture<'a, u64> {
         Box::pin(async move {
             // Chunks 1.. are inserted as they fill, chunk 0 last, carrying
@@ -1001,7 +1023,7 @@ impl LogStore for MongoStore {
         branch: BranchId,
         after: Seq,
         upto: Seq,
-    ) -> StoreFuture<'a, Option<SnapshotRecord>> {
+    ) -> StoreFuture<'a, Option<SnapshotStream>> {
         Box::pin(async move {
             if upto <= after {
                 return Ok(None);
@@ -1020,15 +1042,12 @@ impl LogStore for MongoStore {
                 .try_collect()
                 .await
                 .map_err(|e| WalError::mongo("finding snapshots", e))?;
-            // Newest complete one wins; an incomplete one is a writer that died mid-way.
+            // Newest complete one wins; an incomplete one is a writer that
+            // died mid-way (before streaming, chunk 0 came first).
             for h in heads {
                 let seq = record::get_i64(&h, "snapshot", "seq")?;
-                if let Some(bytes) = self.assemble(project, branch, seq).await? {
-                    return Ok(Some(SnapshotRecord {
-                        branch,
-                        seq: Seq(seq as u64),
-                        bytes,
-                    }));
+                if self.complete(project, branch, seq).await? {
+                    return Ok(Some(self.stream_chunks(project, branch, seq)));
                 }
             }
             Ok(None)

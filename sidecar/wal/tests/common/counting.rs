@@ -1,8 +1,8 @@
 //! A `LogStore` decorator over a real store counting the reads that carry
 //! documents (tests observe what an engine path asks the store for).
 
-use argon_wal::record::{CatalogRecord, EncodedCommit, ProjectRecord, SnapshotRecord};
-use argon_wal::snapshot::SnapshotUpload;
+use argon_wal::record::{CatalogRecord, EncodedCommit, ProjectRecord};
+use argon_wal::snapshot::SnapshotStream;
 use argon_wal::store::{CommitPage, StoreFuture};
 use argon_wal::{BranchId, CommitInfo, CommitTime, LogStats, LogStore, Seq};
 use std::sync::Arc;
@@ -122,7 +122,7 @@ impl LogStore for Counting {
     fn read_catalog<'a>(&'a self, p: &'a str, after: Seq) -> StoreFuture<'a, Vec<CatalogRecord>> {
         self.inner.read_catalog(p, after)
     }
-    fn put_snapshot<'a>(&'a self, p: &'a str, s: SnapshotUpload) -> StoreFuture<'a, u64> {
+    fn put_snapshot<'a>(&'a self, p: &'a str, s: SnapshotStream) -> StoreFuture<'a, u64> {
         self.inner.put_snapshot(p, s)
     }
     fn latest_snapshot<'a>(
@@ -131,7 +131,7 @@ impl LogStore for Counting {
         b: BranchId,
         after: Seq,
         upto: Seq,
-    ) -> StoreFuture<'a, Option<SnapshotRecord>> {
+    ) -> StoreFuture<'a, Option<SnapshotStream>> {
         self.snapshots.fetch_add(1, Ordering::SeqCst);
         self.inner.latest_snapshot(p, b, after, upto)
     }

@@ -18,10 +18,11 @@ use crate::endpoint::{
 use crate::error::{Error, Result};
 use crate::image_policy::ImagePolicy;
 use crate::sidecar_cache::{self, CacheDefaults};
+use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
-    PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Service, ServicePort, ServiceSpec,
-    Volume, VolumeMount,
+    EnvVar, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Secret,
+    SecretVolumeSource, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -53,13 +54,57 @@ pub fn object_name(project: &str) -> String {
 }
 
 /// How the operator reaches the owner from inside the cluster. No
-/// credentials: the owner runs without `--auth` (see docs/architecture.md,
-/// "Embedded stores in a cluster").
+/// credentials in it: the operator proves the owner's key
+/// ([`key_secret`]) through the driver's credential (`RemoteStore`).
 pub fn uri(project: &str, namespace: &str) -> String {
     format!(
         "mongodb://{}.{namespace}.svc:{MONGODB_PORT}/?directConnection=true&serverSelectionTimeoutMS=5000",
         object_name(project)
     )
+}
+
+/// The Secret holding the owner's key file: `<owner>-key`.
+pub fn key_secret_name(project: &str) -> String {
+    format!("{}-key", object_name(project))
+}
+
+/// The key of the Secret's data holding the key.
+pub const KEY_SECRET_KEY: &str = "key";
+const KEY_VOLUME: &str = "argon-store-key";
+const KEY_DIR: &str = "/etc/argon/store-key";
+/// Random bytes of a new key (64 base64 characters).
+const KEY_BYTES: usize = 48;
+
+/// A new owner key: base64 of random bytes from the OS.
+fn new_key() -> Result<String> {
+    use base64::Engine;
+    use rand::TryRngCore;
+    let mut bytes = [0u8; KEY_BYTES];
+    rand::rngs::OsRng
+        .try_fill_bytes(&mut bytes)
+        .map_err(|e| Error::Config(format!("the OS random source failed: {e}")))?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+/// The owner's key Secret with a new random key; `None` for a project on
+/// a mongodb store. Created once (`controller::project`), owned by the
+/// project, never rewritten: a new key would lock the operator out of a
+/// running owner until it restarts.
+pub fn key_secret(project: &ArgonProject) -> Result<Option<Secret>> {
+    if project.spec.store.embedded.is_none() {
+        return Ok(None);
+    }
+    let mut metadata = owned_meta(project)?;
+    metadata.name = Some(key_secret_name(&project.name_any()));
+    Ok(Some(Secret {
+        metadata,
+        type_: Some("Opaque".into()),
+        data: Some(BTreeMap::from([(
+            KEY_SECRET_KEY.to_string(),
+            ByteString(new_key()?.into_bytes()),
+        )])),
+        ..Secret::default()
+    }))
 }
 
 /// The labels selecting a project's owner pod (its Deployment, its Service,
@@ -125,6 +170,33 @@ pub fn deployment(
         }),
         ..Volume::default()
     }];
+    // The key file, readable by the pod's user and group only: kubelet
+    // gives the file the pod's fsGroup (0440), which the sidecar accepts
+    // (`auth::key_file`); nothing else in the pod mounts it.
+    container
+        .volume_mounts
+        .get_or_insert_with(Vec::new)
+        .push(VolumeMount {
+            name: KEY_VOLUME.into(),
+            mount_path: KEY_DIR.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    container.env.get_or_insert_with(Vec::new).push(EnvVar {
+        name: "ARGON_KEY_FILE".into(),
+        value: Some(format!("{KEY_DIR}/{KEY_SECRET_KEY}")),
+        ..EnvVar::default()
+    });
+    volumes.push(Volume {
+        name: KEY_VOLUME.into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(key_secret_name(&name)),
+            default_mode: Some(0o400),
+            optional: Some(false),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    });
     if let Some(cache) = sidecar_cache::for_project(project, cache)? {
         cache.add_to(&mut container);
         volumes.push(cache.volume());
@@ -151,7 +223,9 @@ pub fn deployment(
                     containers: vec![container],
                     automount_service_account_token: Some(false),
                     enable_service_links: Some(false),
-                    security_context: Some(endpoint::restricted_pod(false)),
+                    // fsGroup: the key file must be readable by the
+                    // sidecar's user, and kubelet owns it by root.
+                    security_context: Some(endpoint::restricted_pod(true)),
                     volumes: Some(volumes),
                     ..PodSpec::default()
                 }),

@@ -133,7 +133,17 @@ impl Stores {
             StoreKey::Owner(uri) => {
                 // The owner created the project and `main` when it started.
                 let owner = store_owner::object_name(&name);
-                let remote: OpenStore = Arc::new(RemoteStore::connect(uri, &owner).await?);
+                let owner_key = self
+                    .secret_value(
+                        &namespace,
+                        &SecretKeyRef {
+                            name: store_owner::key_secret_name(&name),
+                            key: store_owner::KEY_SECRET_KEY.into(),
+                        },
+                    )
+                    .await?;
+                let remote: OpenStore =
+                    Arc::new(RemoteStore::connect(uri, &owner, Some(&owner_key)).await?);
                 open.insert((namespace, name), (key, remote.clone()));
                 return Ok(remote);
             }

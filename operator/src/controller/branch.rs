@@ -794,8 +794,7 @@ async fn handle_reset(
             return Ok(());
         }
         Err(e @ WalError::InvalidOp(_)) => {
-            // A reset the store refuses as such (through an owner pod: one it
-            // cannot apply exactly once, `project_store::remote`).
+            // A reset the store refuses as such (an invalid operation).
             let msg = format!("spec.reset: {e}");
             st.conditions.set(RESET, false, "Refused", &msg, generation);
             st.last_reset = Some(last);

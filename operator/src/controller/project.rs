@@ -21,11 +21,11 @@ use crate::stores;
 use crate::users;
 use argon_wal::WalError;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event, finalizer};
 use kube::{Api, ResourceExt};
@@ -118,6 +118,7 @@ async fn apply_owner(p: &ArgonProject, ctx: &Context) -> Result<()> {
     };
     let namespace = p.namespace().unwrap_or_default();
     let name = store_owner::object_name(&p.name_any());
+    ensure_owner_key(p, &namespace, ctx).await?;
     let params = PatchParams::apply(FIELD_MANAGER).force();
     Api::<Deployment>::namespaced(ctx.client.clone(), &namespace)
         .patch(&name, &params, &Patch::Apply(&deployment))
@@ -125,14 +126,34 @@ async fn apply_owner(p: &ArgonProject, ctx: &Context) -> Result<()> {
     Api::<Service>::namespaced(ctx.client.clone(), &namespace)
         .patch(&name, &params, &Patch::Apply(&service))
         .await?;
-    // Unauthenticated, so reachable only by whom the policy admits; written
-    // whatever the chart says of endpoint policies, since nothing else
-    // guards the owner.
+    // Its admin commands need the key, its data commands nothing (the
+    // project chose no authentication), so reachable only by whom the
+    // policy admits; written whatever the chart says of endpoint policies.
     let policy = crate::network_policy::owner(p, ctx.config.own_namespace())?;
     Api::<NetworkPolicy>::namespaced(ctx.client.clone(), &namespace)
         .patch(&name, &params, &Patch::Apply(&policy))
         .await?;
     Ok(())
+}
+
+/// Creates the owner's key Secret unless it exists: once, never rewritten
+/// (a new key would shut the operator out of the running owner), so its
+/// data is never even read here.
+async fn ensure_owner_key(p: &ArgonProject, namespace: &str, ctx: &Context) -> Result<()> {
+    let secrets = Api::<Secret>::namespaced(ctx.client.clone(), namespace);
+    let name = store_owner::key_secret_name(&p.name_any());
+    if secrets.get_metadata_opt(&name).await?.is_some() {
+        return Ok(());
+    }
+    let Some(secret) = store_owner::key_secret(p)? else {
+        return Ok(());
+    };
+    match secrets.create(&PostParams::default(), &secret).await {
+        Ok(_) => Ok(()),
+        // Another replica (or a reconcile racing this one) created it.
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The project's store, answering: the owner applied first where there is

@@ -17,12 +17,19 @@ use argon_wal::{
 use bson::{Bson, Document, doc};
 use mongodb::Client;
 use mongodb::error::ErrorKind;
+use mongodb::options::{AuthMechanism, ClientOptions, Credential};
 
 /// MongoDB codes the sidecar answers WAL errors with.
 const BAD_VALUE: i32 = 2;
 const ILLEGAL_OPERATION: i32 = 20;
 const NAMESPACE_NOT_FOUND: i32 = 26;
 const NAMESPACE_EXISTS: i32 = 48;
+const UNAUTHORIZED: i32 = 13;
+const AUTHENTICATION_FAILED: i32 = 18;
+
+/// The owner's internal user, as mongod's (`auth::key_file` in the sidecar).
+const SYSTEM_USER: &str = "__system";
+const SYSTEM_DB: &str = "local";
 
 /// `reason` of a variant rebuilt from a reply (the WAL's is a `&'static str`
 /// and does not cross the wire; the message keeps the owner's text).
@@ -35,12 +42,29 @@ pub struct RemoteStore {
 }
 
 impl RemoteStore {
-    /// A client for the owner at `uri` (`mongodb://host:port/?...`); the
-    /// driver connects on the first call. `owner` names it in errors.
-    pub async fn connect(uri: &str, owner: &str) -> Result<RemoteStore> {
-        let client = Client::with_uri_str(uri)
+    /// A client for the owner at `uri` (`mongodb://host:port/?...`, no
+    /// credentials in it); the driver connects on the first call. `owner`
+    /// names it in errors. `key` is the owner's key file
+    /// (`store_owner::key_secret`): the client authenticates as
+    /// `__system@local` with it, as a mongod member does with its keyFile;
+    /// the owner refuses its admin commands to anyone else. The key goes
+    /// into the driver's `Credential` only, never into a string.
+    pub async fn connect(uri: &str, owner: &str, key: Option<&str>) -> Result<RemoteStore> {
+        let mut options = ClientOptions::parse(uri)
             .await
             .map_err(|e| transport("connecting", owner, e))?;
+        if let Some(key) = key {
+            options.credential = Some(
+                Credential::builder()
+                    .username(SYSTEM_USER.to_string())
+                    .password(key.trim().to_string())
+                    .source(SYSTEM_DB.to_string())
+                    .mechanism(AuthMechanism::ScramSha256)
+                    .build(),
+            );
+        }
+        let client =
+            Client::with_options(options).map_err(|e| transport("connecting", owner, e))?;
         Ok(RemoteStore {
             client,
             owner: owner.to_string(),
@@ -57,15 +81,21 @@ impl RemoteStore {
             .map_err(|e| wal_error(name, &self.owner, e))
     }
 
+    /// `request`: the reset's identity, applied at most once (the
+    /// sidecar's `argonResetBranch` with `request`, `Wal::reset_branch_once`).
     async fn reset(
         &self,
         name: &str,
         to: ReadPoint,
         dry_run: bool,
         backup: Option<&str>,
+        request: Option<&str>,
     ) -> Result<ResetReport> {
         const COMMAND: &str = "argonResetBranch";
         let mut cmd = doc! {COMMAND: name, "dryRun": dry_run};
+        if let Some(r) = request {
+            cmd.insert("request", r);
+        }
         match to {
             ReadPoint::Seq(s) => cmd.insert("toSeq", seq_arg(COMMAND, s)?),
             ReadPoint::Time(t) => cmd.insert("toTime", bson::DateTime::from_millis(t.0)),
@@ -156,21 +186,17 @@ impl ProjectStore for RemoteStore {
         dry_run: bool,
         backup: Option<&'a str>,
     ) -> StoreCall<'a, ResetReport> {
-        Box::pin(self.reset(name, to, dry_run, backup))
+        Box::pin(self.reset(name, to, dry_run, backup, None))
     }
 
     fn reset_branch_once<'a>(
         &'a self,
-        _name: &'a str,
-        _to: ReadPoint,
-        _backup: Option<&'a str>,
-        _request: &'a str,
+        name: &'a str,
+        to: ReadPoint,
+        backup: Option<&'a str>,
+        request: &'a str,
     ) -> StoreCall<'a, ResetReport> {
-        Box::pin(async {
-            Err(WalError::InvalidOp(
-                "a reset through the store's owner pod is not built: argonResetBranch carries no request identity, so a reset retried after an operator crash could apply twice and discard what was written since (a dryRun preview works)".into(),
-            ))
-        })
+        Box::pin(self.reset(name, to, false, backup, Some(request)))
     }
 
     fn set_protected<'a>(&'a self, name: &'a str, protected: bool) -> StoreCall<'a, ()> {
@@ -331,7 +357,13 @@ fn reset_report(command: &'static str, reply: &Document) -> Result<ResetReport> 
         applied: reply
             .get_bool("applied")
             .map_err(|_| malformed(command, "`applied` is not a boolean"))?,
-        already_applied: false,
+        // Absent only from an owner older than `request`, which has no key
+        // file either and so never answers this operator.
+        already_applied: match reply.get("alreadyApplied") {
+            None => false,
+            Some(Bson::Boolean(b)) => *b,
+            Some(_) => return Err(malformed(command, "`alreadyApplied` is not a boolean")),
+        },
     })
 }
 
@@ -365,12 +397,19 @@ fn number_after(text: &str, marker: &str) -> Option<i64> {
 /// `wal_error::from_wal`); anything else (the network, a code no WAL error
 /// gives) is the transport's error, naming the command.
 pub fn wal_error(command: &'static str, owner: &str, e: mongodb::error::Error) -> WalError {
-    let ErrorKind::Command(c) = e.kind.as_ref() else {
-        return transport(command, owner, e);
+    let refused = || WalError::Unauthorized {
+        context: format!("the store's owner at {owner} ({command})"),
+    };
+    let c = match e.kind.as_ref() {
+        ErrorKind::Command(c) => c,
+        // The driver's own handshake failed (a wrong or missing key).
+        ErrorKind::Authentication { .. } => return refused(),
+        _ => return transport(command, owner, e),
     };
     let message = c.message.clone();
     let named = || quoted(&message).unwrap_or_default();
     match c.code {
+        UNAUTHORIZED | AUTHENTICATION_FAILED => refused(),
         NAMESPACE_NOT_FOUND => WalError::UnknownBranch { name: named() },
         NAMESPACE_EXISTS => WalError::BranchExists { name: named() },
         BAD_VALUE if message.starts_with("invalid branch name") => WalError::InvalidBranchName {

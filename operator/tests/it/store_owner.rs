@@ -12,7 +12,7 @@ use argon_testkit::free_port;
 use argon_testkit::process::ServerProcess;
 use argon_wal::{ReadPoint, Seq, WalError};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus};
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
@@ -41,16 +41,26 @@ struct Owner {
     _dir: tempfile::TempDir,
 }
 
+/// An owner's key, as `store_owner::key_secret` makes them (64 characters).
+const KEY: &str = "b3duZXJLZXlPZlRoZVNob3BQcm9qZWN0SW5UaGVDbHVzdGVyRm9yVGhlVGVzdHM0";
+
 impl Owner {
+    /// The owner as its pod runs it: with `--key-file` holding [`KEY`].
     async fn start() -> anyhow::Result<Owner> {
+        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir()?;
         let port = free_port()?;
+        let key_file = dir.path().join("key");
+        std::fs::write(&key_file, format!("{KEY}\n"))?;
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o400))?;
         let args: Vec<String> = [
             "serve".to_string(),
             "--data".into(),
             dir.path().join("data").display().to_string(),
             "--listen".into(),
             format!("127.0.0.1:{port}"),
+            "--key-file".into(),
+            key_file.display().to_string(),
         ]
         .into();
         let mut process =
@@ -86,7 +96,7 @@ impl Owner {
 #[tokio::test]
 async fn the_remote_store_speaks_the_owners_admin_commands() -> anyhow::Result<()> {
     let owner = Owner::start().await?;
-    let remote = RemoteStore::connect(&owner.uri(), "shop-argon-store").await?;
+    let remote = RemoteStore::connect(&owner.uri(), "shop-argon-store", Some(KEY)).await?;
     let store: &dyn ProjectStore = &remote;
     assert!(store.wal().is_none(), "no WAL through an owner");
 
@@ -149,7 +159,21 @@ async fn the_remote_store_speaks_the_owners_admin_commands() -> anyhow::Result<(
 
     // Protected: no delete, no reset; a preview still works.
     store.set_protected("dev", true).await?;
-    let protected = client
+    let e = client
+        .database("admin")
+        .run_command(bson::doc! {"argonListBranches": 1})
+        .await
+        .expect_err("admin commands need the key");
+    assert!(e.to_string().contains("requires authentication"), "{e}");
+    let mut options = mongodb::options::ClientOptions::parse(owner.uri()).await?;
+    options.credential = Some(
+        mongodb::options::Credential::builder()
+            .username("__system".to_string())
+            .password(KEY.to_string())
+            .source("local".to_string())
+            .build(),
+    );
+    let protected = mongodb::Client::with_options(options)?
         .database("admin")
         .run_command(bson::doc! {"argonListBranches": 1})
         .await?;
@@ -175,13 +199,6 @@ async fn the_remote_store_speaks_the_owners_admin_commands() -> anyhow::Result<(
     assert_eq!((preview.old_head.seq, preview.target), (Seq(1), Seq(0)));
     assert_eq!((preview.added, preview.removed, preview.changed), (0, 1, 0));
     assert_eq!(preview.collections, [("shop.orders".to_string(), 0, 1, 0)]);
-    // Exactly once cannot cross the wire: refused, never applied twice.
-    assert!(matches!(
-        store
-            .reset_branch_once("main", ReadPoint::Seq(Seq(0)), None, "req")
-            .await,
-        Err(WalError::InvalidOp(_))
-    ));
     assert_eq!(store.log_info("main").await?.commits, 1, "nothing reset");
 
     // Children first; main is the root.
@@ -204,7 +221,33 @@ async fn the_remote_store_speaks_the_owners_admin_commands() -> anyhow::Result<(
     let reset = store
         .reset_branch("old", ReadPoint::Seq(Seq(0)), false, Some("old-backup"))
         .await?;
-    assert!(reset.applied);
+    assert!(reset.applied && !reset.already_applied);
+
+    // Exactly once across the wire: a retried request (a lost reply, an
+    // operator restarted before it wrote the status) resets nothing more,
+    // and what was written after the first one stays.
+    let once = store
+        .reset_branch_once("main", ReadPoint::Seq(Seq(0)), Some("main-backup"), "req-1")
+        .await?;
+    assert!(once.applied && !once.already_applied);
+    assert_eq!((once.old_head.seq, once.target), (Seq(1), Seq(0)));
+    client
+        .database("shop")
+        .collection::<bson::Document>("orders")
+        .insert_one(bson::doc! {"_id": 2, "qty": 1})
+        .await?;
+    let head = store.log_info("main").await?.last.map(|c| c.seq);
+    let retried = store
+        .reset_branch_once("main", ReadPoint::Seq(Seq(0)), Some("main-backup"), "req-1")
+        .await?;
+    assert!(retried.applied && retried.already_applied, "{retried:?}");
+    assert_eq!(store.log_info("main").await?.last.map(|c| c.seq), head);
+    let count = client
+        .database("shop")
+        .collection::<bson::Document>("orders")
+        .count_documents(bson::doc! {})
+        .await?;
+    assert_eq!(count, 1, "the write after the first reset is still there");
     assert_eq!(
         store
             .branch("old-backup")
@@ -222,7 +265,7 @@ async fn an_unreachable_owner_is_an_error_naming_the_command() -> anyhow::Result
     let port = free_port()?; // nothing listens there
     let uri =
         format!("mongodb://127.0.0.1:{port}/?directConnection=true&serverSelectionTimeoutMS=300");
-    let remote = RemoteStore::connect(&uri, "gone-argon-store").await?;
+    let remote = RemoteStore::connect(&uri, "gone-argon-store", Some(KEY)).await?;
     match remote.list_branches().await {
         Err(e @ WalError::Mongo { .. }) => {
             let text = e.to_string();
@@ -233,6 +276,42 @@ async fn an_unreachable_owner_is_an_error_naming_the_command() -> anyhow::Result
         }
         other => panic!("expected a transport error, got {other:?}"),
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_remote_store_without_the_owners_key_is_unauthorized() -> anyhow::Result<()> {
+    let owner = Owner::start().await?;
+    let wrong = "d3Jvbmcta2V5LW9mLWFub3RoZXItcHJvamVjdA==";
+    for key in [Some(wrong), None] {
+        let remote = RemoteStore::connect(&owner.uri(), "shop-argon-store", key).await?;
+        for result in [
+            remote.list_branches().await.map(drop),
+            remote
+                .create_branch("dev", "main", ReadPoint::Head)
+                .await
+                .map(drop),
+            remote.delete_branch("main", true).await,
+        ] {
+            match result {
+                Err(e @ WalError::Unauthorized { .. }) => {
+                    let text = e.to_string();
+                    assert!(text.contains("shop-argon-store"), "{text}");
+                    assert!(!text.contains(wrong) && !text.contains(KEY), "{text}");
+                }
+                other => panic!("{key:?}: expected Unauthorized, got {other:?}"),
+            }
+        }
+    }
+    // Nothing was changed by them.
+    let remote = RemoteStore::connect(&owner.uri(), "shop-argon-store", Some(KEY)).await?;
+    let names: Vec<String> = remote
+        .list_branches()
+        .await?
+        .into_iter()
+        .map(|b| b.name.to_string())
+        .collect();
+    assert_eq!(names, ["main"]);
     Ok(())
 }
 
@@ -335,6 +414,60 @@ async fn an_embedded_project_gets_one_owner_of_its_claim() -> anyhow::Result<()>
     let security = container.security_context.clone().unwrap();
     assert_eq!(security.read_only_root_filesystem, Some(true));
     assert!(container.readiness_probe.is_some() && container.liveness_probe.is_some());
+
+    // The key: a Secret of its own, owned by the project, mounted 0400
+    // read-only and named by ARGON_KEY_FILE.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let key_secret = secrets.get("shop-argon-store-key").await?;
+    assert_eq!(
+        key_secret
+            .metadata
+            .owner_references
+            .clone()
+            .unwrap_or_default()[0]
+            .uid,
+        refs[0].uid
+    );
+    let key = key_secret.data.clone().unwrap_or_default()["key"].0.clone();
+    assert_eq!(key.len(), 64, "base64 of 48 bytes");
+    use base64::Engine;
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD
+            .decode(&key)
+            .map(|b| b.len())
+            .ok(),
+        Some(48)
+    );
+    let key_volume = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find_map(|v| v.secret.as_ref())
+        .expect("the key Secret is a volume");
+    assert_eq!(
+        key_volume.secret_name.as_deref(),
+        Some("shop-argon-store-key")
+    );
+    assert_eq!(key_volume.default_mode, Some(0o400));
+    let key_mount = container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.name == "argon-store-key")
+        .expect("the key is mounted");
+    assert_eq!(key_mount.read_only, Some(true));
+    assert!(
+        env.contains(&(
+            "ARGON_KEY_FILE".into(),
+            format!("{}/key", key_mount.mount_path)
+        )),
+        "{env:?}"
+    );
+    assert_eq!(
+        pod.security_context.as_ref().and_then(|c| c.fs_group),
+        Some(65532),
+        "kubelet gives the key file the pod's group"
+    );
 
     let service = services.get("shop-argon-store").await?;
     let service_spec = service.spec.unwrap();
@@ -448,6 +581,14 @@ async fn an_embedded_project_gets_one_owner_of_its_claim() -> anyhow::Result<()>
         message.contains("argonLogInfo") && message.contains("shop-argon-store"),
         "{message}"
     );
+    // Reconciled again and again since: the key was never rewritten.
+    let again = secrets.get("shop-argon-store-key").await?;
+    assert_eq!(
+        again.metadata.resource_version,
+        key_secret.metadata.resource_version
+    );
+    assert_eq!(again.data.unwrap_or_default()["key"].0, key);
+    assert!(!message.contains(std::str::from_utf8(&key)?), "{message}");
     operator.stop().await?;
     Ok(())
 }
@@ -543,7 +684,7 @@ async fn a_reply_of_the_wrong_shape_is_an_error_naming_the_command() -> anyhow::
     let port = wrong_shape_peer().await?;
     let uri =
         format!("mongodb://127.0.0.1:{port}/?directConnection=true&serverSelectionTimeoutMS=5000");
-    let remote = RemoteStore::connect(&uri, "odd-argon-store").await?;
+    let remote = RemoteStore::connect(&uri, "odd-argon-store", None).await?;
     let store: &dyn ProjectStore = &remote;
     let calls: Vec<(&str, Result<(), WalError>)> = vec![
         ("argonListBranches", store.list_branches().await.map(drop)),

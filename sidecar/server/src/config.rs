@@ -116,6 +116,14 @@ pub struct ServeArgs {
     /// create the first one (the localhost exception).
     #[arg(long, env = "ARGON_AUTH")]
     pub auth: bool,
+    /// A key file, as mongod's `--keyFile` (6 to 1,024 base64 characters,
+    /// whitespace ignored, not readable by group or others): its key is the
+    /// password of the internal user `__system@local` (SCRAM-SHA-256 or
+    /// -1). Argon's admin commands (`argon*`) and user and branch
+    /// management then need an authenticated user even without `--auth`
+    /// (other commands stay open then). The user is never stored or listed.
+    #[arg(long, env = "ARGON_KEY_FILE", value_name = "PATH")]
+    pub key_file: Option<PathBuf>,
     /// Serve only the default branch (`--branch`): databases of other
     /// branches (`db~other`), their past points and every branch change
     /// (`argonCreateBranch`, `argonResetBranch`, `argonDeleteBranch`,

@@ -51,6 +51,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ),
         None => (None, None),
     };
+    // Read first, so a bad key file stops the server before it opens the
+    // store (mongod refuses to start the same way).
+    let system_user = match &args.key_file {
+        Some(path) => Some(
+            argon_sidecar::auth::key_file::KeyFile::read(path)
+                .and_then(|key| key.system_user())
+                .map_err(anyhow::Error::msg)?,
+        ),
+        None => None,
+    };
     // Failpoints for fault tests: only in a build with argon-wal's
     // `failpoints` feature; elsewhere this does nothing.
     argon_wal::failpoints::from_env("ARGON_FAILPOINTS").map_err(anyhow::Error::msg)?;
@@ -129,6 +139,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         service.fail_points.enable();
         tracing::warn!(
             "test commands are enabled (--enable-test-commands): any client may make other clients' commands fail; never use this in production"
+        );
+    }
+    if let Some(user) = system_user {
+        service.users.set_system_user(user);
+        tracing::info!(
+            "--key-file: __system@local may authenticate; admin commands need an authenticated user"
         );
     }
     service

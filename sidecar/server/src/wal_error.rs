@@ -15,6 +15,7 @@ pub fn from_wal(e: WalError) -> CommandError {
         | PointBeforeBranch { .. }
         | InvalidOp(_) => ErrorCode::BadValue,
         UnknownBranch { .. } => ErrorCode::NamespaceNotFound,
+        Unauthorized { .. } => ErrorCode::Unauthorized,
         RetryTooOld { .. } => ErrorCode::TransactionTooOld,
         BranchExists { .. } => ErrorCode::NamespaceExists,
         HasChildren { .. } | Protected { .. } => ErrorCode::IllegalOperation,

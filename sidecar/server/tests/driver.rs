@@ -421,6 +421,54 @@ async fn branches_and_time_travel() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_with_a_request_applies_once() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let admin = client.database("admin");
+    let items: Collection<Document> = client.database("shop").collection("items");
+    items.insert_one(doc! {"_id": 1}).await.unwrap();
+    admin
+        .run_command(doc! {"argonCreateBranch": "dev", "from": "main"})
+        .await
+        .unwrap();
+    let dev: Collection<Document> = client.database("shop~dev").collection("items");
+    dev.insert_one(doc! {"_id": 2}).await.unwrap();
+    let reset = doc! {"argonResetBranch": "dev", "toSeq": 0i64, "request": "r-1"};
+    let first = admin.run_command(reset.clone()).await.unwrap();
+    assert!(first.get_bool("applied").unwrap());
+    assert!(!first.get_bool("alreadyApplied").unwrap());
+    assert_eq!(dev.count_documents(doc! {}).await.unwrap(), 1);
+    // Written after the reset: a retry of the same request keeps it.
+    dev.insert_one(doc! {"_id": 3}).await.unwrap();
+    let retry = admin.run_command(reset).await.unwrap();
+    assert!(retry.get_bool("alreadyApplied").unwrap(), "{retry}");
+    assert_eq!(dev.count_documents(doc! {}).await.unwrap(), 2);
+    // A new request resets again.
+    admin
+        .run_command(doc! {"argonResetBranch": "dev", "toSeq": 0i64, "request": "r-2"})
+        .await
+        .unwrap();
+    assert_eq!(dev.count_documents(doc! {}).await.unwrap(), 1);
+
+    for (request, dry_run, code) in [
+        (Bson::Int32(1), false, 14),
+        (Bson::Document(doc! {"id": "x"}), false, 14),
+        (Bson::String(String::new()), false, 2),
+        (Bson::String("r".repeat(257)), false, 2),
+        (Bson::String("r".repeat(16 << 20 >> 1)), false, 2),
+        (Bson::String("r-3".into()), true, 2),
+    ] {
+        let e = admin
+            .run_command(doc! {"argonResetBranch": "dev", "toSeq": 0i64, "dryRun": dry_run, "request": request})
+            .await
+            .unwrap_err();
+        assert_eq!(write_error_code(&e), Some(code), "{e}");
+    }
+    assert_eq!(dev.count_documents(doc! {}).await.unwrap(), 1);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compressed_connections() {
     let server = TestServer::start().await;
     for compressor in ["snappy", "zlib", "zstd"] {

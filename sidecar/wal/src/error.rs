@@ -105,6 +105,13 @@ pub enum WalError {
         source: Box<mongodb::error::Error>,
     },
 
+    /// A store reached through a server that refused the credentials or
+    /// the command (MongoDB's 13 Unauthorized / 18 AuthenticationFailed):
+    /// an operator holding the wrong key for a store's owner. `context`
+    /// names the server and the command, never a credential.
+    #[error("not authorized by {context}")]
+    Unauthorized { context: String },
+
     #[error("store is closed: {0}")]
     Closed(&'static str),
 
@@ -181,6 +188,7 @@ impl WalError {
             WalError::Locked { .. } => "locked",
             WalError::Io { .. } => "io",
             WalError::Mongo { .. } => "mongo",
+            WalError::Unauthorized { .. } => "unauthorized",
             WalError::Closed(_) => "closed",
             WalError::LogGap { .. } => "log_gap",
             WalError::Abandoned { .. } => "abandoned",
@@ -281,6 +289,9 @@ impl Clone for WalError {
             Mongo { context, source } => Mongo {
                 context: context.clone(),
                 source: source.clone(),
+            },
+            Unauthorized { context } => Unauthorized {
+                context: context.clone(),
             },
             Closed(m) => Closed(m),
             LogGap {

@@ -5,7 +5,8 @@
 //! A server confined to its branch (`--confine-to-branch`) first refuses
 //! anything about another branch and every branch change, with or without
 //! authentication. With `--auth` off every other command is allowed, as with
-//! mongod. With it on:
+//! mongod, except on a server with `--key-file`, which still demands an
+//! authenticated user for what [`needs_key`] names. With it on:
 //! the handshake and authentication commands need nothing; everything else
 //! needs an authenticated user whose grants allow the command's
 //! [`Privilege`]; a command this table does not know needs `root`. The
@@ -28,7 +29,8 @@ pub fn authorize(
     db: &str,
     cmd: &Document,
 ) -> Result<()> {
-    if !svc.auth_required() && !svc.confined_to_branch() {
+    let keyed = svc.users.has_system_user();
+    if !svc.auth_required() && !svc.confined_to_branch() && !keyed {
         return Ok(());
     }
     let needs = required(command, db, cmd, &svc.default_branch)?;
@@ -37,7 +39,8 @@ pub fn authorize(
             confine(p, &svc.default_branch)?;
         }
     }
-    if !svc.auth_required() {
+    let guarded = svc.auth_required() || (keyed && needs_key(command, &needs));
+    if !guarded {
         return Ok(());
     }
     // A sidecar that proved the peer key forwards what its own client was
@@ -51,7 +54,7 @@ pub fn authorize(
     }
     let user = conn.auth().user.clone();
     let Some(user) = user else {
-        if command == "createUser" && localhost_exception(svc, conn) {
+        if command == "createUser" && svc.auth_required() && localhost_exception(svc, conn) {
             return Ok(());
         }
         return Err(CommandError::new(
@@ -77,6 +80,20 @@ pub fn authorize(
         }
     }
     Ok(())
+}
+
+/// What a server with `--key-file` guards even without `--auth` (where
+/// data commands stay open, as the project chose): Argon's admin commands
+/// and managing users or branches. A client must authenticate (as
+/// `__system`, or a user whose roles allow it) to run them.
+pub fn needs_key(command: &str, needs: &[Privilege]) -> bool {
+    command.starts_with("argon")
+        || needs.iter().any(|p| {
+            matches!(
+                p,
+                Privilege::UserAdmin { .. } | Privilege::BranchAdmin { .. } | Privilege::Root
+            )
+        })
 }
 
 /// Whether the connection holds `p` (for a reply that shows only what the

@@ -6,6 +6,7 @@
 //! - `users`: users as stored in the project's catalog log, and the
 //!   directory of them every connection checks against;
 //! - `roles`: roles, grants with a branch scope, and what each allows;
+//! - `key_file`: `--key-file`, the key of the internal user `__system`;
 //! - `authorize`: what each command needs, and [`authorize`], the one
 //!   check every command passes through before its handler runs.
 //!
@@ -13,6 +14,7 @@
 //! and the SASL conversation in progress.
 
 pub mod authorize;
+pub mod key_file;
 pub mod roles;
 pub mod users;
 

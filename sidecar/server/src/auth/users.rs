@@ -16,6 +16,7 @@ use argon_auth::stored;
 use argon_wal::{ProjectAccess, Wal};
 use bson::{Bson, Document, doc};
 
+use super::key_file;
 use super::roles::Grant;
 use super::scram::{Credential, Mechanism};
 use crate::error::Result;
@@ -102,6 +103,9 @@ pub struct Directory {
     /// The catalog's access records last loaded: unchanged (the same
     /// `Arc`), nothing is parsed again.
     loaded: std::sync::Mutex<Option<Arc<ProjectAccess>>>,
+    /// `__system@local` of `--key-file`: in this process only, never among
+    /// `users` (so never listed, counted, dropped or shadowed by a record).
+    system: std::sync::OnceLock<Arc<StoredUser>>,
 }
 
 impl Directory {
@@ -110,7 +114,20 @@ impl Directory {
     }
 
     pub fn get(&self, id: &UserId) -> Option<Arc<StoredUser>> {
+        if key_file::is_system(id) {
+            return self.system.get().cloned();
+        }
         self.snapshot().get(id).cloned()
+    }
+
+    /// Sets `__system@local` (`--key-file`), once, before serving.
+    pub fn set_system_user(&self, user: StoredUser) {
+        let _ = self.system.set(Arc::new(user));
+    }
+
+    /// Whether a key file gave this server its internal user.
+    pub fn has_system_user(&self) -> bool {
+        self.system.get().is_some()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -144,6 +161,10 @@ impl Directory {
         let mut map = HashMap::new();
         for ((db, name), d) in access.users() {
             match StoredUser::from_doc(db, name, d) {
+                // Users on `local` are mongod's internal ones, never stored.
+                Some(u) if u.id.db == key_file::SYSTEM_DB => {
+                    tracing::warn!(user = %name, "ignoring a stored user on database local")
+                }
                 Some(u) => {
                     map.insert(u.id.clone(), Arc::new(u));
                 }

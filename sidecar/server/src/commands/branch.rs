@@ -172,6 +172,9 @@ fn diff_doc(d: &Diff) -> Document {
     }
 }
 
+/// The longest `request` of `argonResetBranch`.
+const MAX_REQUEST_LEN: usize = 256;
+
 pub async fn reset_branch(ctx: &Ctx<'_>) -> Result<Document> {
     ctx.require_admin("argonResetBranch")?;
     let name = name_arg(ctx, "argonResetBranch")?;
@@ -190,18 +193,50 @@ pub async fn reset_branch(ctx: &Ctx<'_>) -> Result<Document> {
             )));
         }
     };
-    let outcome = ctx
-        .svc
-        .wal
-        .reset_branch(&name, to, dry_run, backup.as_deref())
-        .await
-        .map_err(from_wal)?;
+    // The caller's identity for this reset (the operator's `spec.reset`):
+    // a retry with the same one returns without resetting again
+    // (`Wal::reset_branch_once`), so a reset retried after a lost reply or
+    // a crash never discards what was written since.
+    let request = match ctx.cmd.get("request") {
+        None | Some(Bson::Null) => None,
+        Some(Bson::String(r)) if !r.is_empty() && r.len() <= MAX_REQUEST_LEN => Some(r.as_str()),
+        Some(Bson::String(_)) => {
+            return Err(CommandError::bad_value(format!(
+                "argonResetBranch's request must be 1 to {MAX_REQUEST_LEN} bytes"
+            )));
+        }
+        Some(other) => {
+            return Err(CommandError::type_mismatch(format!(
+                "argonResetBranch's request must be a string, got {other}"
+            )));
+        }
+    };
+    let outcome = match request {
+        Some(_) if dry_run => {
+            return Err(CommandError::bad_value(
+                "argonResetBranch: a dryRun applies nothing, so it takes no request",
+            ));
+        }
+        Some(request) => ctx
+            .svc
+            .wal
+            .reset_branch_once(&name, to, backup.as_deref(), request)
+            .await
+            .map_err(from_wal)?,
+        None => ctx
+            .svc
+            .wal
+            .reset_branch(&name, to, dry_run, backup.as_deref())
+            .await
+            .map_err(from_wal)?,
+    };
     let info = ctx.svc.wal.branch(&name).await.map_err(from_wal)?;
     let mut out = doc! {
         "branch": branch_doc(&info),
         "oldHead": commit_doc(&outcome.old_head),
         "targetSeq": outcome.target.0 as i64,
         "applied": outcome.applied,
+        "alreadyApplied": outcome.already_applied,
         "dryRun": dry_run,
         "preview": diff_doc(&outcome.preview),
     };

@@ -47,10 +47,20 @@ fn user_arg(ctx: &Ctx<'_>, command: &str) -> Result<UserId> {
             ctx.db
         )));
     }
-    Ok(UserId {
+    let id = UserId {
         db: ctx.db.to_owned(),
         name: name.clone(),
-    })
+    };
+    // `local` holds only mongod's internal user (`__system`, of
+    // `--key-file`), which no command creates, changes or drops.
+    if id.db == crate::auth::key_file::SYSTEM_DB {
+        return Err(if command == "createUser" {
+            CommandError::bad_value("Cannot create users in the local database")
+        } else {
+            not_found(&id)
+        });
+    }
+    Ok(id)
 }
 
 fn roles_arg(ctx: &Ctx<'_>, required: bool) -> Result<Option<Vec<Grant>>> {

@@ -501,7 +501,7 @@ async fn hostile_queries_are_refused_with_mongodb_codes() {
         .collect();
     ring.push(ring[0].clone());
     let circle = doc! {"type": "Polygon", "coordinates": [ring]};
-    let got = names(
+    let mut got = names(
         &all(
             &db,
             "cities",
@@ -509,6 +509,8 @@ async fn hostile_queries_are_refused_with_mongodb_codes() {
         )
         .await,
     );
+    // The 2dsphere index's plan returns cell order, as MongoDB's does.
+    got.sort();
     assert_eq!(got, ["new-york", "philadelphia"]);
     // A server that answered all that still answers.
     db.run_command(doc! {"ping": 1}).await.unwrap();

@@ -15,6 +15,10 @@
 //!   `keys` reports that as an error so the writer can refuse it, while the
 //!   pure fold (`BranchState::apply`) indexes the product anyway.
 //!
+//! - a `"2dsphere"` or `"2d"` field's values are `Int64` cell keys (`geo`:
+//!   the one place they are derived); a document with none (the field
+//!   missing, or unreadable) gets no key in that index at all.
+//!
 //! Invariant: `IndexKey::from_values(a) == IndexKey::from_values(b)` iff the
 //! tuples are equal as MongoDB index keys (each value compared as `IdKey`
 //! compares `_id`s: numbers by value across types), and byte order is
@@ -22,8 +26,11 @@
 //! prefix-free, so concatenation keeps that). Descending fields are *not*
 //! inverted: a map is always ascending on every field.
 
+pub mod geo;
+
 use crate::idkey;
 use bson::{Bson, Document};
+use geo::GeoField;
 use std::fmt;
 use std::sync::Arc;
 
@@ -125,12 +132,15 @@ pub enum IndexKeyError {
     NotMaintained(String),
 }
 
-/// The part of an index spec that decides its keys. Only plain ascending /
-/// descending indexes without a partial filter or a collation get a key map:
-/// this crate does not evaluate filters, collations or special index types.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The part of an index spec that decides its keys. Plain ascending /
+/// descending fields and geo fields (`"2dsphere"`, `"2d"`), without a
+/// partial filter or a collation, get a key map: this crate does not
+/// evaluate filters, collations, text or hashed keys.
+#[derive(Clone, Debug, PartialEq)]
 pub(crate) struct KeyPattern {
     fields: Vec<String>,
+    /// Per field, `Some` for a `"2dsphere"`/`"2d"` field (keys: `geo`).
+    geo: Vec<Option<GeoField>>,
     sparse: bool,
 }
 
@@ -148,11 +158,13 @@ impl KeyPattern {
             return None;
         }
         let mut fields = Vec::with_capacity(key.len());
+        let mut geo = Vec::with_capacity(key.len());
         for (field, direction) in key {
             match direction {
-                Bson::Int32(_) | Bson::Int64(_) | Bson::Double(_) => fields.push(field.clone()),
-                _ => return None,
+                Bson::Int32(_) | Bson::Int64(_) | Bson::Double(_) => geo.push(None),
+                other => geo.push(Some(GeoField::of(other, spec)??)),
             }
+            fields.push(field.clone());
         }
         let sparse = match spec.get("sparse") {
             Some(Bson::Boolean(b)) => *b,
@@ -161,7 +173,11 @@ impl KeyPattern {
             Some(Bson::Double(x)) => *x != 0.0,
             _ => false,
         };
-        Some(KeyPattern { fields, sparse })
+        Some(KeyPattern {
+            fields,
+            geo,
+            sparse,
+        })
     }
 
     /// Every key tuple `doc` has (see the module doc), deduplicated, in key
@@ -181,9 +197,23 @@ impl KeyPattern {
         let mut per_field: Vec<Vec<Bson>> = Vec::with_capacity(self.fields.len());
         let mut any_present = false;
         let mut multikey: Option<&str> = None;
-        for field in &self.fields {
-            let mut found = Found::default();
+        for (field, geo) in self.fields.iter().zip(&self.geo) {
             let parts: Vec<&str> = field.split('.').collect();
+            if let Some(geo) = geo {
+                // A geo field's keys are cells; a document without any
+                // is not in the index (2dsphere v2+ and 2d are sparse).
+                let mut leaves = Vec::new();
+                geo_values(doc, &parts, &mut leaves);
+                let cells = geo.keys(&leaves);
+                if cells.is_empty() {
+                    return Ok((Vec::new(), shape));
+                }
+                shape.multikey |= cells.len() > 1;
+                per_field.push(cells.into_iter().map(Bson::Int64).collect());
+                any_present = true;
+                continue;
+            }
+            let mut found = Found::default();
             in_document(doc, &parts, &mut found);
             if found.array {
                 if let (true, Some(first)) = (strict, multikey) {
@@ -276,6 +306,34 @@ fn holds_decimal(v: &Bson) -> bool {
         Bson::Array(items) => items.iter().any(holds_decimal),
         Bson::Document(d) => d.values().any(holds_decimal),
         _ => false,
+    }
+}
+
+/// The values at a dotted path, walking into arrays of sub-documents on the
+/// way but taking the last value as it is (a legacy pair is an array).
+fn geo_values<'a>(doc: &'a Document, path: &[&str], out: &mut Vec<&'a Bson>) {
+    let Some((first, rest)) = path.split_first() else {
+        return;
+    };
+    let Some(v) = doc.get(*first) else { return };
+    geo_value(v, rest, out);
+}
+
+fn geo_value<'a>(v: &'a Bson, rest: &[&str], out: &mut Vec<&'a Bson>) {
+    if rest.is_empty() {
+        out.push(v);
+        return;
+    }
+    match v {
+        Bson::Document(d) => geo_values(d, rest, out),
+        Bson::Array(items) => {
+            for item in items {
+                if let Bson::Document(d) = item {
+                    geo_values(d, rest, out);
+                }
+            }
+        }
+        _ => {}
     }
 }
 

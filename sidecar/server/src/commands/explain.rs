@@ -127,6 +127,9 @@ async fn run(ctx: &Ctx<'_>, inner: &Document, verbosity: Verbosity) -> Result<Do
         &e.max,
     )?;
     let mut winning = chosen.explain(&bound);
+    if let Some(near) = near_stage(coll.as_ref(), &filter, &bound) {
+        winning = near;
+    }
     if let (Some(s), false) = (&e.sort, chosen.provides_sort()) {
         winning = doc! {"stage": "SORT", "sortPattern": s.clone(), "inputStage": winning};
     }
@@ -365,4 +368,25 @@ fn single_statement(inner: &Document, key: &str) -> Result<Document> {
             "BSON field '{key}' must be an array"
         ))),
     }
+}
+
+/// A `$near`'s stage as MongoDB names it (`GEO_NEAR_2DSPHERE`,
+/// `GEO_NEAR_2D`) when an index serves it (see `read::near_by_rings`).
+fn near_stage(
+    coll: Option<&argon_wal::CollectionState>,
+    filter: &Filter,
+    shown: &Document,
+) -> Option<Document> {
+    let (path, near) = crate::query::geo::near_of(filter)?;
+    let (spec, field) = plan::geo::near_index(coll?, path, near)?;
+    let stage = match field {
+        argon_wal::indexkey::geo::GeoField::Sphere => "GEO_NEAR_2DSPHERE",
+        argon_wal::indexkey::geo::GeoField::Flat(_) => "GEO_NEAR_2D",
+    };
+    Some(doc! {
+        "stage": stage,
+        "keyPattern": spec.get_document("key").cloned().unwrap_or_default(),
+        "indexName": spec.get_str("name").unwrap_or_default(),
+        "filter": shown.clone(),
+    })
 }

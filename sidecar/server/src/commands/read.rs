@@ -653,6 +653,21 @@ fn near_matching(
 ) -> Result<Sorted> {
     let mut sorter = crate::query::geo::DistanceSorter::new(budget, top);
     let near = crate::query::geo::near_of(filter);
+    if let (Some(top), Some((path, n)), Some(coll)) = (top, near, state.collection(ns)?)
+        && let Some((spec, field)) = plan::geo::near_index(&coll, path, n)
+    {
+        near_by_rings(
+            state,
+            ns,
+            filter,
+            (path, n),
+            (spec, field),
+            top,
+            &mut sorter,
+            deadline,
+        )?;
+        return sorter.finish();
+    }
     for_each_planned(state, ns, filter, None, None, deadline, |d, _| {
         let distance = near
             .and_then(|(path, n)| n.distance(&crate::query::path::resolve(&d, path).values))
@@ -661,6 +676,83 @@ fn near_matching(
         Ok(true)
     })?;
     sorter.finish()
+}
+
+/// `$near` with a limit over a geo index: caps (or boxes) of doubling
+/// radius around the point, each read through the index, every new
+/// matching candidate measured once and given to `sorter` (which keeps the
+/// nearest `top`, ties by `_id` as for a scan). Once `top` of them lie
+/// within the current radius, or the radius reaches `$maxDistance` or
+/// covers everything, no unread document can be nearer: it stops. Each
+/// round re-reads the previous rounds' keys (skipping their documents),
+/// at most a constant factor over the final round's.
+#[allow(clippy::too_many_arguments)]
+fn near_by_rings(
+    state: &BranchState,
+    ns: &Namespace,
+    filter: &Filter,
+    (path, near): (&str, &crate::query::geo::Near),
+    (spec, field): (&Document, argon_wal::indexkey::geo::GeoField),
+    top: usize,
+    sorter: &mut crate::query::geo::DistanceSorter,
+    deadline: Deadline,
+) -> Result<()> {
+    use crate::query::geo::Units;
+    use argon_wal::indexkey::geo::GeoField;
+    let name = spec.get_str("name").unwrap_or_default();
+    let multikey = state
+        .collection(ns)?
+        .and_then(|c| c.index_shape(name))
+        .is_some_and(|s| s.multikey);
+    // Everything lies within this radius (the query's units).
+    let everything = match (field, near.units) {
+        (GeoField::Sphere, Units::Meters) => {
+            std::f64::consts::PI * crate::query::geo::sphere::EARTH_RADIUS_METERS
+        }
+        (GeoField::Sphere, _) => std::f64::consts::PI,
+        (GeoField::Flat(f), _) => {
+            let span = f.max - f.min;
+            let p = near.point;
+            let far = |c: f64| (c - f.min).abs().max((c - f.max).abs());
+            (far(p.x).max(far(p.y)) + span).max(span)
+        }
+    };
+    let mut radius = match (field, near.units) {
+        (GeoField::Sphere, Units::Meters) => 1_000.0,
+        (GeoField::Sphere, _) => 1_000.0 / crate::query::geo::sphere::EARTH_RADIUS_METERS,
+        (GeoField::Flat(f), _) => (f.max - f.min) / 4096.0,
+    }
+    .max(near.min);
+    let mut seen: std::collections::HashSet<argon_wal::IdKey> = Default::default();
+    let mut distances: Vec<f64> = Vec::new();
+    loop {
+        let last = radius >= near.max || radius >= everything;
+        let r = radius.min(near.max).min(everything);
+        let ranges = plan::geo::near_ranges(near, field, r);
+        let scan = plan::geo::scan_of(name, spec, multikey, ranges);
+        for_each_in_plan(
+            state,
+            ns,
+            filter,
+            plan::Plan::Index(scan),
+            deadline,
+            |d, _| {
+                let id = argon_wal::IdKey::from_bson(d.get("_id").unwrap_or(&Bson::Null));
+                if seen.insert(id) {
+                    let distance = near
+                        .distance(&crate::query::path::resolve(&d, path).values)
+                        .unwrap_or(f64::INFINITY);
+                    distances.push(distance);
+                    sorter.push(distance, d)?;
+                }
+                Ok(true)
+            },
+        )?;
+        if last || distances.iter().filter(|d| **d <= r).count() >= top {
+            return Ok(());
+        }
+        radius *= 2.0;
+    }
 }
 
 pub async fn get_more(ctx: &Ctx<'_>) -> Result<Document> {

@@ -8,15 +8,17 @@
 //! for the sphere, the plane for 2d; MongoDB's earth radius (6378.1 km)
 //! for metres.
 //!
-//! Evaluation is a scan, as for `$text`: no geo index structure is built
-//! (the storage issue builds index plans). `$geoWithin` and
-//! `$geoIntersects` test each document (O(n) documents, each in
-//! O(|query shape| × |document shape|)); `$near`, `$nearSphere` and
-//! `$geoNear` measure each document's distance and order them through the
-//! blocking sort (`spill::ExternalSorter`: within the blocking-stage
-//! budget, spilling past it), O(n log n). Indexes still decide what
-//! MongoDB decides with them: `$near` needs one (291), writes are refused
-//! what the index cannot take (16755...).
+//! Geo indexes have key maps (cells, `argon_wal::indexkey::geo`): a
+//! `$geoWithin`/`$geoIntersects` the index can cover reads it
+//! (`plan::geo`), and a `find`'s `$near` with a limit reads it in growing
+//! rings (`commands::read`); both re-check every candidate. Otherwise
+//! `$geoWithin` and `$geoIntersects` test each document (O(n) documents,
+//! each in O(|query shape| × |document shape|)); `$near`, `$nearSphere`
+//! and `$geoNear` measure each document's distance and order them through
+//! the blocking sort (`spill::ExternalSorter`: within the blocking-stage
+//! budget, spilling past it), O(n log n). Indexes also decide what MongoDB
+//! decides with them: `$near` needs one (291), writes are refused what the
+//! index cannot take (16755...).
 
 pub mod geometry;
 pub mod index;
@@ -275,7 +277,9 @@ pub struct DistanceSorter(ExternalSorter);
 
 impl DistanceSorter {
     pub fn new(budget: StageBudget, limit: Option<usize>) -> DistanceSorter {
-        let spec = SortSpec::parse(&doc! {"k": 1}).unwrap_or_default();
+        // Ties by `_id`, whichever way the documents came (a scan in
+        // `_id` order or an index's rings).
+        let spec = SortSpec::parse(&doc! {"k": 1, "d._id": 1}).unwrap_or_default();
         DistanceSorter(ExternalSorter::new(spec, budget).with_limit(limit))
     }
 

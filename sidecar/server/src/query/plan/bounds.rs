@@ -40,6 +40,8 @@ pub enum FieldBound {
     Range(Range),
     /// `[MinKey, MaxKey]`.
     All,
+    /// A geo field's cell key ranges (`plan::geo`), as explain shows them.
+    Cells(Vec<String>),
 }
 
 /// The bounds of one index for one filter.
@@ -89,6 +91,7 @@ impl Bounds {
                 }
                 FieldBound::All if backward => vec![Bson::String("[MaxKey, MinKey]".into())],
                 FieldBound::All => vec![Bson::String("[MinKey, MaxKey]".into())],
+                FieldBound::Cells(cells) => cells.iter().cloned().map(Bson::String).collect(),
             };
             if backward && matches!(f, FieldBound::Points(_)) {
                 list.reverse();
@@ -304,7 +307,7 @@ pub fn build(filter: &Filter, paths: &[String], multikey: bool) -> Bounds {
                 }
                 product = next;
             }
-            FieldBound::Range(_) | FieldBound::All => open = false,
+            FieldBound::Range(_) | FieldBound::All | FieldBound::Cells(_) => open = false,
         }
         fields.push(b);
     }
@@ -345,7 +348,8 @@ fn intervals(fields: &[FieldBound]) -> Vec<KeyInterval> {
                     })
                     .collect();
             }
-            FieldBound::All => break,
+            // Cell ranges are `plan::geo`'s own intervals: unbounded here.
+            FieldBound::All | FieldBound::Cells(_) => break,
         }
     }
     prefixes

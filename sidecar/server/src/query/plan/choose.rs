@@ -12,6 +12,8 @@
 //!    field is bounded, or that give the sort: most equality fields, then
 //!    a range field, then giving the sort, then the fewest key fields,
 //!    then the smallest name;
+//!    a geo index (`plan::geo`) is ranked as a range when the filter's
+//!    `$geoWithin`/`$geoIntersects` on its first field can be covered;
 //! 4. otherwise a collection scan (in natural order on a capped
 //!    collection).
 
@@ -65,7 +67,12 @@ fn choose_in(
         if matches!(spec.get("hidden"), Some(Bson::Boolean(true))) {
             continue;
         }
-        let Some(plan) = index_plan(coll, spec, filter, sort, false) else {
+        let plan = if super::geo::is_geo(spec) {
+            super::geo::plan(coll, spec, filter)
+        } else {
+            index_plan(coll, spec, filter, sort, false)
+        };
+        let Some(plan) = plan else {
             continue;
         };
         if !plan.bounds.is_selective() && !plan.provides_sort {
@@ -108,6 +115,15 @@ fn hinted(
     let Some(spec) = spec else {
         return Ok(Some(Plan::Collscan));
     };
+    // A geo index's keys are cells: it is read for a geo predicate it
+    // covers, otherwise through the collection (which holds the same
+    // candidates).
+    if super::geo::is_geo(spec) {
+        let plan = plannable
+            .then(|| super::geo::plan(coll, spec, filter))
+            .flatten();
+        return Ok(Some(plan.map_or(Plan::Collscan, Plan::Index)));
+    }
     Ok(Some(
         index_plan(coll, spec, filter, sort, !plannable).map_or(Plan::Collscan, Plan::Index),
     ))
@@ -218,6 +234,9 @@ fn index_plan(
     full: bool,
 ) -> Option<IndexPlan> {
     let name = spec.get_str("name").ok()?;
+    if super::geo::is_geo(spec) {
+        return None;
+    }
     let shape = coll.index_shape(name)?;
     let key_pattern = spec.get_document("key").ok()?.clone();
     let paths: Vec<String> = key_pattern.keys().cloned().collect();

@@ -33,6 +33,7 @@
 pub mod access;
 pub mod bounds;
 pub mod choose;
+pub mod geo;
 pub mod index_key;
 pub mod min_max;
 

@@ -15,12 +15,20 @@
 //!   `keys` reports that as an error so the writer can refuse it, while the
 //!   pure fold (`BranchState::apply`) indexes the product anyway.
 //!
+//! - a text index (`text`) keys a document under each distinct term of its
+//!   indexed strings, in place of its `_fts`/`_ftsx` fields: the product
+//!   of the prefix fields' values, the terms and the suffix fields' values;
+//!   a document without a term has no key (MongoDB's text indexes are
+//!   always sparse that way).
+//!
 //! Invariant: `IndexKey::from_values(a) == IndexKey::from_values(b)` iff the
 //! tuples are equal as MongoDB index keys (each value compared as `IdKey`
 //! compares `_id`s: numbers by value across types), and byte order is
 //! ascending BSON order field by field (the encoding of each value is
 //! prefix-free, so concatenation keeps that). Descending fields are *not*
 //! inverted: a map is always ascending on every field.
+
+pub mod text;
 
 use crate::idkey;
 use bson::{Bson, Document};
@@ -125,13 +133,24 @@ pub enum IndexKeyError {
     NotMaintained(String),
 }
 
-/// The part of an index spec that decides its keys. Only plain ascending /
-/// descending indexes without a partial filter or a collation get a key map:
-/// this crate does not evaluate filters, collations or special index types.
+/// The part of an index spec that decides its keys. Plain ascending /
+/// descending indexes and text indexes without a partial filter or a
+/// collation get a key map: this crate does not evaluate filters,
+/// collations or the other special index types.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct KeyPattern {
-    fields: Vec<String>,
+    fields: Vec<KeyField>,
     sparse: bool,
+}
+
+/// One field of a key tuple: how a document's values for it are found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum KeyField {
+    /// The values at a dotted path (see the module doc).
+    Path(String),
+    /// The distinct terms of a text index's strings (`_fts`; `_ftsx` gives
+    /// no field of its own).
+    Text(std::sync::Arc<text::TextSpec>),
 }
 
 impl KeyPattern {
@@ -147,10 +166,18 @@ impl KeyPattern {
         if key.is_empty() {
             return None;
         }
+        let text = match key.contains_key(text::FTS) {
+            true => Some(std::sync::Arc::new(text::TextSpec::from_spec(spec)?)),
+            false => None,
+        };
         let mut fields = Vec::with_capacity(key.len());
         for (field, direction) in key {
-            match direction {
-                Bson::Int32(_) | Bson::Int64(_) | Bson::Double(_) => fields.push(field.clone()),
+            match (field.as_str(), direction, &text) {
+                (text::FTS, _, Some(t)) => fields.push(KeyField::Text(t.clone())),
+                (text::FTSX, _, Some(_)) => {}
+                (_, Bson::Int32(_) | Bson::Int64(_) | Bson::Double(_), _) => {
+                    fields.push(KeyField::Path(field.clone()))
+                }
                 _ => return None,
             }
         }
@@ -182,6 +209,18 @@ impl KeyPattern {
         let mut any_present = false;
         let mut multikey: Option<&str> = None;
         for field in &self.fields {
+            let field = match field {
+                KeyField::Path(path) => path,
+                KeyField::Text(spec) => {
+                    let terms: Vec<Bson> =
+                        spec.key_terms(doc).into_iter().map(Bson::String).collect();
+                    if terms.is_empty() {
+                        return Ok((Vec::new(), shape));
+                    }
+                    per_field.push(terms);
+                    continue;
+                }
+            };
             let mut found = Found::default();
             let parts: Vec<&str> = field.split('.').collect();
             in_document(doc, &parts, &mut found);
@@ -192,7 +231,7 @@ impl KeyPattern {
                         field.clone(),
                     ));
                 }
-                multikey = Some(field);
+                multikey = Some(field.as_str());
                 shape.multikey = true;
             }
             if found.values.is_empty() {
@@ -239,6 +278,12 @@ impl KeyPattern {
         keyed.sort_by(|a, b| a.0.cmp(&b.0));
         keyed.dedup_by(|a, b| a.0 == b.0);
         Ok((keyed.into_iter().map(|(_, t)| t).collect(), shape))
+    }
+
+    /// Whether this is a text index's pattern (its keys hold terms: only a
+    /// `$text` plan reads them).
+    pub fn is_text(&self) -> bool {
+        self.fields.iter().any(|f| matches!(f, KeyField::Text(_)))
     }
 
     /// The encoded keys of `doc` (lenient: the fold never refuses).
@@ -402,6 +447,44 @@ mod tests {
             IndexKey::from_values(&[Bson::Int32(1), Bson::Int32(9)])
                 < IndexKey::from_values(&[Bson::Int32(2), Bson::Int32(0)])
         );
+    }
+
+    #[test]
+    fn text_indexes_key_each_distinct_term_between_prefix_and_suffix() {
+        let spec = doc! {
+            "v": 2, "name": "k_text", "key": {"k": 1, "_fts": "text", "_ftsx": 1, "z": -1},
+            "weights": {"t": 1}, "default_language": "english",
+            "language_override": "language", "textIndexVersion": 3,
+        };
+        let pattern = KeyPattern::parse(&spec).unwrap();
+        assert!(pattern.is_text());
+        let s = |t: &str| Bson::String(t.into());
+        assert_eq!(
+            pattern
+                .keys(&doc! {"k": [1, 2], "t": "Coffee coffees, the SHOP"}, false)
+                .unwrap(),
+            vec![
+                vec![Bson::Int32(1), s("coffe"), Bson::Null],
+                vec![Bson::Int32(1), s("shop"), Bson::Null],
+                vec![Bson::Int32(2), s("coffe"), Bson::Null],
+                vec![Bson::Int32(2), s("shop"), Bson::Null],
+            ]
+        );
+        // No term (stop words only, no string, a refused language): no key.
+        for d in [
+            doc! {"k": 1, "t": "the and"},
+            doc! {"k": 1},
+            doc! {"k": 1, "t": "tea", "language": 3},
+        ] {
+            assert!(pattern.key_set(&d).is_empty(), "{d}");
+        }
+        // A 1 MB string of 20,000 distinct words: each keyed once.
+        let big: String = (0..200_000).map(|i| format!("w{} ", i % 20_000)).collect();
+        assert_eq!(pattern.key_set(&doc! {"k": 1, "t": big}).len(), 20_000);
+        // Equal specs key alike whatever their names.
+        let mut renamed = spec.clone();
+        renamed.insert("name", "other");
+        assert_eq!(KeyPattern::parse(&renamed), Some(pattern));
     }
 
     #[test]

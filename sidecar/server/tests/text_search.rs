@@ -602,7 +602,12 @@ async fn scored(db: &Database, filter: Document) -> Vec<(i32, f64)> {
     )
     .await;
     docs.iter()
-        .map(|d| (d.get_i32("_id").unwrap(), d.get_f64("s").unwrap()))
+        .map(|d| {
+            (
+                d.get_i32("_id").expect("an _id"),
+                d.get_f64("s").expect("a score"),
+            )
+        })
         .collect()
 }
 
@@ -610,11 +615,11 @@ async fn winning_stage(db: &Database, filter: Document) -> String {
     let e = db
         .run_command(doc! {"explain": {"find": "c", "filter": filter}})
         .await
-        .unwrap();
+        .expect("explain answers");
     e.get_document("queryPlanner")
         .and_then(|q| q.get_document("winningPlan"))
         .and_then(|w| w.get_str("stage"))
-        .unwrap()
+        .expect("a winning plan's stage")
         .to_string()
 }
 

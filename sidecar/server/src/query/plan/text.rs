@@ -310,7 +310,7 @@ mod tests {
                 }
                 let mut f = doc! {"$text": q.clone()};
                 if with_prefix {
-                    f.insert("k", (case % 3) as i32);
+                    f.insert("k", case % 3);
                 }
                 let filter = Filter::parse_query(&f).unwrap();
                 let query = TextQuery::parse(&Bson::Document(q)).unwrap();
@@ -319,7 +319,7 @@ mod tests {
                     .iter()
                     .filter(|d| {
                         compiled.matches(d).unwrap()
-                            && (!with_prefix || d.get_i32("k").unwrap() == (case % 3) as i32)
+                            && (!with_prefix || d.get_i32("k").unwrap() == case % 3)
                     })
                     .map(|d| d.get_i32("_id").unwrap())
                     .collect();

@@ -533,6 +533,303 @@ async fn text_indexes_are_branch_state() {
     assert_eq!(ids(&got), vec![1, 3]);
 }
 
+/// Words in several languages, cases and diacritics (stop words among
+/// them), for the plan property below.
+const WORDS: &[&str] = &[
+    "coffee", "Coffees", "café", "Cafe", "CAFÉS", "leche", "Leches", "running", "runs", "the",
+    "le", "été", "Été", "niño", "Niño", "crème", "shop", "shopping", "tea", "baking", "cakes",
+    "maison", "maisons", "casa", "casas", "über", "naïve", "don't", "co-op",
+];
+const LANGUAGES: &[&str] = &["english", "french", "spanish", "none"];
+
+/// A deterministic generator (xorshift), so a failing case is reproducible.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+    fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
+        from[self.below(from.len())]
+    }
+    fn sentence(&mut self, max: usize) -> String {
+        let n = 1 + self.below(max);
+        let sep = if self.below(2) == 0 { " " } else { ", " };
+        (0..n)
+            .map(|_| self.pick(WORDS))
+            .collect::<Vec<_>>()
+            .join(sep)
+    }
+    fn document(&mut self, id: i32) -> Document {
+        let mut d = doc! {"_id": id, "t": self.sentence(6)};
+        if self.below(3) > 0 {
+            d.insert("language", self.pick(LANGUAGES));
+        }
+        d
+    }
+    fn query(&mut self) -> Document {
+        let mut parts = Vec::new();
+        for _ in 0..1 + self.below(3) {
+            parts.push(match self.below(6) {
+                0 => format!("-{}", self.pick(WORDS)),
+                1 => format!("\"{} {}\"", self.pick(WORDS), self.pick(WORDS)),
+                _ => self.pick(WORDS).to_string(),
+            });
+        }
+        let mut q = doc! {"$search": parts.join(" ")};
+        if self.below(3) == 0 {
+            q.insert("$language", self.pick(LANGUAGES));
+        }
+        if self.below(4) == 0 {
+            q.insert("$caseSensitive", true);
+        }
+        if self.below(4) == 0 {
+            q.insert("$diacriticSensitive", true);
+        }
+        q
+    }
+}
+
+/// `(_id, score)` of a `$text` find, in `_id` order.
+async fn scored(db: &Database, filter: Document) -> Vec<(i32, f64)> {
+    let docs = batch(
+        db,
+        doc! {"find": "c", "filter": filter, "sort": {"_id": 1}, "batchSize": 10000,
+        "projection": {"s": {"$meta": "textScore"}}},
+    )
+    .await;
+    docs.iter()
+        .map(|d| {
+            (
+                d.get_i32("_id").expect("an _id"),
+                d.get_f64("s").expect("a score"),
+            )
+        })
+        .collect()
+}
+
+async fn winning_stage(db: &Database, filter: Document) -> String {
+    let e = db
+        .run_command(doc! {"explain": {"find": "c", "filter": filter}})
+        .await
+        .expect("explain answers");
+    e.get_document("queryPlanner")
+        .and_then(|q| q.get_document("winningPlan"))
+        .and_then(|w| w.get_str("stage"))
+        .expect("a winning plan's stage")
+        .to_string()
+}
+
+/// The index plan answers as the scan: for random queries, `{$text: q}`
+/// (planned through the text index's term keys) and `{$or: [{$text: q},
+/// {_id: <none>}]}` (a `$text` under `$or` is a collection scan that runs
+/// the evaluator on every document) give the same documents and scores.
+async fn plans_agree_with_the_scan(db: &Database, rng: &mut Rng, cases: usize) {
+    let mut matched = 0;
+    for _ in 0..cases {
+        let q = rng.query();
+        let indexed = scored(db, doc! {"$text": q.clone()}).await;
+        let scan = scored(
+            db,
+            doc! {"$or": [{"$text": q.clone()}, {"_id": "no such document"}]},
+        )
+        .await;
+        assert_eq!(indexed.len(), scan.len(), "{q}: {indexed:?} vs {scan:?}");
+        for ((a, x), (b, y)) in indexed.iter().zip(&scan) {
+            assert_eq!(a, b, "{q}");
+            assert!((x - y).abs() < 1e-9, "{q}: {a} scores {x} vs {y}");
+        }
+        matched += indexed.len();
+    }
+    assert!(matched > 0, "the queries match something");
+}
+
+#[tokio::test]
+async fn text_plans_agree_with_the_scan_on_every_branch_and_point() {
+    let (_s, _d, client) = common::standalone().await;
+    let db = client.database("tp");
+    let admin = client.database("admin");
+    let c = db.collection::<Document>("c");
+    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    let docs: Vec<Document> = (0..300).map(|i| rng.document(i)).collect();
+    c.insert_many(docs).await.unwrap();
+    db.run_command(doc! {"createIndexes": "c", "indexes": [
+    {"key": {"t": "text"}, "name": "t_text", "weights": {"t": 3}}]})
+        .await
+        .unwrap();
+    assert_eq!(
+        winning_stage(&db, doc! {"$text": {"$search": "coffee"}}).await,
+        "TEXT_MATCH"
+    );
+    assert_eq!(
+        winning_stage(
+            &db,
+            doc! {"$or": [{"$text": {"$search": "coffee"}}, {"_id": "none"}]}
+        )
+        .await,
+        "COLLSCAN"
+    );
+    plans_agree_with_the_scan(&db, &mut rng, 60).await;
+
+    // A past point holds the index and the documents of then.
+    let head = admin
+        .run_command(doc! {"argonLogInfo": "main"})
+        .await
+        .unwrap()
+        .get_document("branch")
+        .and_then(|b| b.get_i64("headSeq"))
+        .unwrap();
+    admin
+        .run_command(doc! {"argonCreateBranch": "dev", "from": "main"})
+        .await
+        .unwrap();
+    let more: Vec<Document> = (300..400).map(|i| rng.document(i)).collect();
+    c.insert_many(more).await.unwrap();
+    c.delete_many(doc! {"_id": {"$lt": 50}}).await.unwrap();
+    c.update_many(doc! {"_id": {"$lt": 120}}, doc! {"$set": {"t": "tea shop"}})
+        .await
+        .unwrap();
+    plans_agree_with_the_scan(&db, &mut rng, 30).await;
+    let past = client.database(&format!("tp~main@{head}"));
+    assert_eq!(
+        scored(&past, doc! {"$text": {"$search": "tea"}})
+            .await
+            .len(),
+        scored(
+            &past,
+            doc! {"$or": [{"$text": {"$search": "tea"}}, {"_id": 0.5}]}
+        )
+        .await
+        .len()
+    );
+    plans_agree_with_the_scan(&past, &mut rng, 30).await;
+
+    // A forked branch keys its own writes.
+    let dev = client.database("tp~dev");
+    let dc = dev.collection::<Document>("c");
+    dc.insert_many((1000..1100).map(|i| rng.document(i)).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    dc.update_many(
+        doc! {"_id": {"$gte": 200}},
+        doc! {"$set": {"t": "Cafés crème"}},
+    )
+    .await
+    .unwrap();
+    plans_agree_with_the_scan(&dev, &mut rng, 30).await;
+    let got = scored(&dev, doc! {"$text": {"$search": "creme"}}).await;
+    assert!(got.iter().any(|(id, _)| *id == 1099) || got.iter().any(|(id, _)| *id == 250));
+}
+
+#[tokio::test]
+async fn text_plans_take_hostile_queries_and_documents() {
+    let (_s, _d, client) = common::standalone().await;
+    let db = client.database("th");
+    let c = db.collection::<Document>("c");
+    db.run_command(doc! {"createIndexes": "c", "indexes": [
+    {"key": {"k": 1, "t": "text"}, "name": "k_t_text"}]})
+        .await
+        .unwrap();
+    // A 1 MB string: each term keyed once (a bounded key set).
+    let big: String = (0..200_000).map(|i| format!("w{} ", i % 20_000)).collect();
+    assert!(big.len() > 1_000_000);
+    let long_term = "x".repeat(10_000);
+    c.insert_many(vec![
+        doc! {"_id": 1, "k": 1, "t": big},
+        doc! {"_id": 2, "k": 1, "t": format!("{long_term} tea")},
+        doc! {"_id": 3, "k": 2, "t": "tea"},
+    ])
+    .await
+    .unwrap();
+    let find = |filter: Document| {
+        let db = db.clone();
+        async move {
+            let mut got = ids(&batch(&db, doc! {"find": "c", "filter": filter}).await);
+            got.sort();
+            got
+        }
+    };
+    assert_eq!(
+        find(doc! {"k": 1, "$text": {"$search": "w19999"}}).await,
+        vec![1]
+    );
+    assert_eq!(
+        find(doc! {"k": 1, "$text": {"$search": long_term.clone()}}).await,
+        vec![2]
+    );
+    assert_eq!(
+        find(doc! {"k": {"$in": [1, 2]}, "$text": {"$search": "tea"}}).await,
+        vec![2, 3]
+    );
+    // An aggregation's first `$match` is planned the same way.
+    let agg = batch(
+        &db,
+        doc! {"aggregate": "c", "cursor": {}, "pipeline": [
+        {"$match": {"k": {"$in": [1, 2]}, "$text": {"$search": "tea"}}}, {"$sort": {"_id": 1}}]},
+    )
+    .await;
+    assert_eq!(ids(&agg), vec![2, 3]);
+    let e = db
+        .run_command(
+            doc! {"explain": {"aggregate": "c", "cursor": {}, "pipeline": [
+            {"$match": {"k": 1, "$text": {"$search": "tea"}}}]}},
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        e.get_document("queryPlanner")
+            .and_then(|q| q.get_document("winningPlan"))
+            .and_then(|w| w.get_str("stage"))
+            .unwrap(),
+        "TEXT_MATCH",
+        "{e}"
+    );
+    // Only negations: nothing, as MongoDB.
+    assert_eq!(
+        find(doc! {"k": 1, "$text": {"$search": "-tea"}}).await,
+        Vec::<i32>::new()
+    );
+    // 100,000 terms: more intervals than a plan takes, so a scan answers.
+    let many: String = (0..100_000).map(|i| format!("q{i} ")).collect();
+    assert_eq!(
+        find(doc! {"k": 1, "$text": {"$search": many.clone()}}).await,
+        Vec::<i32>::new()
+    );
+    let with_tea = format!("{many} tea");
+    assert_eq!(
+        find(doc! {"k": 1, "$text": {"$search": with_tea}}).await,
+        vec![2]
+    );
+    // A prefix field needs equality (MongoDB's error).
+    assert_eq!(
+        common::code_of(
+            &db,
+            doc! {"find": "c", "filter": {"$text": {"$search": "tea"}}}
+        )
+        .await,
+        Some(2)
+    );
+    let e = db
+        .run_command(
+            doc! {"explain": {"find": "c", "filter": {"k": 1, "$text": {"$search": "tea cake"}}}},
+        )
+        .await
+        .unwrap();
+    let w = e
+        .get_document("queryPlanner")
+        .unwrap()
+        .get_document("winningPlan")
+        .unwrap();
+    assert_eq!(w.get_str("stage").unwrap(), "TEXT_MATCH");
+    assert_eq!(w.get_document("indexPrefix").unwrap(), &doc! {"k": 1});
+    let or = w.get_document("inputStage").unwrap();
+    assert_eq!(or.get_str("stage").unwrap(), "TEXT_OR");
+    assert_eq!(or.get_array("inputStages").unwrap().len(), 2);
+}
+
 const PYMONGO_SCENARIO: &str = include_str!("scenarios/text_search.py");
 const MONGOOSE_SCENARIO: &str = include_str!("scenarios/text_search.js");
 

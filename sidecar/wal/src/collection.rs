@@ -296,6 +296,7 @@ impl CollectionState {
             KeyPattern::parse(spec)
         };
         pattern
+            .filter(|p| !p.is_text())
             .ok_or_else(|| IndexKeyError::NotMaintained(name.to_string()))?
             .keys(doc, true)
     }
@@ -306,8 +307,8 @@ impl CollectionState {
     }
 
     /// Whether index entries are kept for the index `name` (every plain
-    /// ascending/descending secondary index without `partialFilterExpression`
-    /// or `collation`). Without them, `lookup*` find nothing: scan instead.
+    /// ascending/descending or text secondary index without
+    /// `partialFilterExpression` or `collation`). Without them, `lookup*` find nothing: scan instead.
     pub fn has_key_map(&self, index_name: &str) -> bool {
         match &self.0 {
             Repr::Memory(c) => c.has_key_map(index_name),

@@ -18,6 +18,11 @@
 //! - a `"2dsphere"` or `"2d"` field's values are `Int64` cell keys (`geo`:
 //!   the one place they are derived); a document with none (the field
 //!   missing, or unreadable) gets no key in that index at all.
+//! - a text index (`text`) keys a document under each distinct term of its
+//!   indexed strings, in place of its `_fts`/`_ftsx` fields: the product
+//!   of the prefix fields' values, the terms and the suffix fields' values;
+//!   a document without a term has no key (MongoDB's text indexes are
+//!   always sparse that way).
 //!
 //! Invariant: `IndexKey::from_values(a) == IndexKey::from_values(b)` iff the
 //! tuples are equal as MongoDB index keys (each value compared as `IdKey`
@@ -27,6 +32,7 @@
 //! inverted: a map is always ascending on every field.
 
 pub mod geo;
+pub mod text;
 
 use crate::idkey;
 use bson::{Bson, Document};
@@ -133,15 +139,25 @@ pub enum IndexKeyError {
 }
 
 /// The part of an index spec that decides its keys. Plain ascending /
-/// descending fields and geo fields (`"2dsphere"`, `"2d"`), without a
-/// partial filter or a collation, get a key map: this crate does not
-/// evaluate filters, collations, text or hashed keys.
+/// descending fields, geo fields (`"2dsphere"`, `"2d"`) and text indexes,
+/// without a partial filter or a collation, get a key map: this crate does
+/// not evaluate filters, collations or hashed keys.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct KeyPattern {
-    fields: Vec<String>,
-    /// Per field, `Some` for a `"2dsphere"`/`"2d"` field (keys: `geo`).
-    geo: Vec<Option<GeoField>>,
+    fields: Vec<KeyField>,
     sparse: bool,
+}
+
+/// One field of a key tuple: how a document's values for it are found.
+#[derive(Clone, Debug, PartialEq)]
+enum KeyField {
+    /// The values at a dotted path (see the module doc).
+    Path(String),
+    /// The distinct terms of a text index's strings (`_fts`; `_ftsx` gives
+    /// no field of its own).
+    Text(std::sync::Arc<text::TextSpec>),
+    /// The cells of the locations at a dotted path (`"2dsphere"`, `"2d"`).
+    Geo { path: String, geo: GeoField },
 }
 
 impl KeyPattern {
@@ -157,14 +173,23 @@ impl KeyPattern {
         if key.is_empty() {
             return None;
         }
+        let text = match key.contains_key(text::FTS) {
+            true => Some(std::sync::Arc::new(text::TextSpec::from_spec(spec)?)),
+            false => None,
+        };
         let mut fields = Vec::with_capacity(key.len());
-        let mut geo = Vec::with_capacity(key.len());
         for (field, direction) in key {
-            match direction {
-                Bson::Int32(_) | Bson::Int64(_) | Bson::Double(_) => geo.push(None),
-                other => geo.push(Some(GeoField::of(other, spec)??)),
+            match (field.as_str(), direction, &text) {
+                (text::FTS, _, Some(t)) => fields.push(KeyField::Text(t.clone())),
+                (text::FTSX, _, Some(_)) => {}
+                (_, Bson::Int32(_) | Bson::Int64(_) | Bson::Double(_), _) => {
+                    fields.push(KeyField::Path(field.clone()))
+                }
+                (_, other, _) => fields.push(KeyField::Geo {
+                    path: field.clone(),
+                    geo: GeoField::of(other, spec)??,
+                }),
             }
-            fields.push(field.clone());
         }
         let sparse = match spec.get("sparse") {
             Some(Bson::Boolean(b)) => *b,
@@ -173,11 +198,7 @@ impl KeyPattern {
             Some(Bson::Double(x)) => *x != 0.0,
             _ => false,
         };
-        Some(KeyPattern {
-            fields,
-            geo,
-            sparse,
-        })
+        Some(KeyPattern { fields, sparse })
     }
 
     /// Every key tuple `doc` has (see the module doc), deduplicated, in key
@@ -197,22 +218,35 @@ impl KeyPattern {
         let mut per_field: Vec<Vec<Bson>> = Vec::with_capacity(self.fields.len());
         let mut any_present = false;
         let mut multikey: Option<&str> = None;
-        for (field, geo) in self.fields.iter().zip(&self.geo) {
-            let parts: Vec<&str> = field.split('.').collect();
-            if let Some(geo) = geo {
-                // A geo field's keys are cells; a document without any
-                // is not in the index (2dsphere v2+ and 2d are sparse).
-                let mut leaves = Vec::new();
-                geo_values(doc, &parts, &mut leaves);
-                let cells = geo.keys(&leaves);
-                if cells.is_empty() {
-                    return Ok((Vec::new(), shape));
+        for field in &self.fields {
+            let field = match field {
+                KeyField::Path(path) => path,
+                KeyField::Text(spec) => {
+                    let terms: Vec<Bson> =
+                        spec.key_terms(doc).into_iter().map(Bson::String).collect();
+                    if terms.is_empty() {
+                        return Ok((Vec::new(), shape));
+                    }
+                    per_field.push(terms);
+                    continue;
                 }
-                shape.multikey |= cells.len() > 1;
-                per_field.push(cells.into_iter().map(Bson::Int64).collect());
-                any_present = true;
-                continue;
-            }
+                KeyField::Geo { path, geo } => {
+                    // A geo field's keys are cells; a document without any
+                    // is not in the index (2dsphere v2+ and 2d are sparse).
+                    let parts: Vec<&str> = path.split('.').collect();
+                    let mut leaves = Vec::new();
+                    geo_values(doc, &parts, &mut leaves);
+                    let cells = geo.keys(&leaves);
+                    if cells.is_empty() {
+                        return Ok((Vec::new(), shape));
+                    }
+                    shape.multikey |= cells.len() > 1;
+                    per_field.push(cells.into_iter().map(Bson::Int64).collect());
+                    any_present = true;
+                    continue;
+                }
+            };
+            let parts: Vec<&str> = field.split('.').collect();
             let mut found = Found::default();
             in_document(doc, &parts, &mut found);
             if found.array {
@@ -222,7 +256,7 @@ impl KeyPattern {
                         field.clone(),
                     ));
                 }
-                multikey = Some(field);
+                multikey = Some(field.as_str());
                 shape.multikey = true;
             }
             if found.values.is_empty() {
@@ -269,6 +303,12 @@ impl KeyPattern {
         keyed.sort_by(|a, b| a.0.cmp(&b.0));
         keyed.dedup_by(|a, b| a.0 == b.0);
         Ok((keyed.into_iter().map(|(_, t)| t).collect(), shape))
+    }
+
+    /// Whether this is a text index's pattern (its keys hold terms: only a
+    /// `$text` plan reads them).
+    pub fn is_text(&self) -> bool {
+        self.fields.iter().any(|f| matches!(f, KeyField::Text(_)))
     }
 
     /// The encoded keys of `doc` (lenient: the fold never refuses).
@@ -460,6 +500,44 @@ mod tests {
             IndexKey::from_values(&[Bson::Int32(1), Bson::Int32(9)])
                 < IndexKey::from_values(&[Bson::Int32(2), Bson::Int32(0)])
         );
+    }
+
+    #[test]
+    fn text_indexes_key_each_distinct_term_between_prefix_and_suffix() {
+        let spec = doc! {
+            "v": 2, "name": "k_text", "key": {"k": 1, "_fts": "text", "_ftsx": 1, "z": -1},
+            "weights": {"t": 1}, "default_language": "english",
+            "language_override": "language", "textIndexVersion": 3,
+        };
+        let pattern = KeyPattern::parse(&spec).unwrap();
+        assert!(pattern.is_text());
+        let s = |t: &str| Bson::String(t.into());
+        assert_eq!(
+            pattern
+                .keys(&doc! {"k": [1, 2], "t": "Coffee coffees, the SHOP"}, false)
+                .unwrap(),
+            vec![
+                vec![Bson::Int32(1), s("coffe"), Bson::Null],
+                vec![Bson::Int32(1), s("shop"), Bson::Null],
+                vec![Bson::Int32(2), s("coffe"), Bson::Null],
+                vec![Bson::Int32(2), s("shop"), Bson::Null],
+            ]
+        );
+        // No term (stop words only, no string, a refused language): no key.
+        for d in [
+            doc! {"k": 1, "t": "the and"},
+            doc! {"k": 1},
+            doc! {"k": 1, "t": "tea", "language": 3},
+        ] {
+            assert!(pattern.key_set(&d).is_empty(), "{d}");
+        }
+        // A 1 MB string of 20,000 distinct words: each keyed once.
+        let big: String = (0..200_000).map(|i| format!("w{} ", i % 20_000)).collect();
+        assert_eq!(pattern.key_set(&doc! {"k": 1, "t": big}).len(), 20_000);
+        // Equal specs key alike whatever their names.
+        let mut renamed = spec.clone();
+        renamed.insert("name", "other");
+        assert_eq!(KeyPattern::parse(&renamed), Some(pattern));
     }
 
     #[test]

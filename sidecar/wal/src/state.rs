@@ -585,8 +585,8 @@ impl MemoryCollection {
     // ---- secondary-index key maps ----
 
     /// Whether a key map is kept for the index `name` (every plain
-    /// ascending/descending secondary index without `partialFilterExpression`
-    /// or `collation`). Without one, `lookup*` find nothing: scan instead.
+    /// ascending/descending or text secondary index without
+    /// `partialFilterExpression` or `collation`). Without one, `lookup*` find nothing: scan instead.
     pub fn has_key_map(&self, index_name: &str) -> bool {
         self.keymap(index_name).is_some()
     }

@@ -62,6 +62,14 @@ fn id_index() -> Document {
 /// The key pattern of `spec` for key extraction, membership and collation
 /// aside (see [`collated`]).
 fn pattern_of(spec: &Document) -> Option<KeyPattern> {
+    // A text index is never unique (`createIndexes` refuses it) and its
+    // keys are terms: nothing to compare.
+    if spec
+        .get_document("key")
+        .is_ok_and(|k| k.contains_key(crate::indexkey::text::FTS))
+    {
+        return None;
+    }
     if spec.contains_key("partialFilterExpression") || spec.contains_key("collation") {
         let mut plain = spec.clone();
         plain.remove("partialFilterExpression");

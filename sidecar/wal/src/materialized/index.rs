@@ -280,7 +280,8 @@ impl CollectionView {
     }
 
     /// Whether entries are kept for index `name` (a plain ascending or
-    /// descending secondary index); without them lookups find nothing.
+    /// descending, or a text, secondary index); without them lookups find
+    /// nothing.
     pub fn has_key_map(&self, name: &str) -> bool {
         self.index_number(name).is_some()
     }

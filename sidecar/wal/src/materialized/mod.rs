@@ -50,7 +50,7 @@ use std::sync::{Arc, Mutex};
 
 /// The format this binary writes (`m format`); a store with another is
 /// deleted and rebuilt from the log on open.
-pub const FORMAT: &[u8] = b"argon-materialized-3";
+pub const FORMAT: &[u8] = b"argon-materialized-4";
 
 /// A project's number in this store (assigned on first use; never leaves
 /// the process).

@@ -169,7 +169,10 @@ impl Access {
                     *position = Position::Coll(key.as_bytes().to_vec());
                 }
             }
-            Plan::Index(p) => {
+            Plan::Index(_) | Plan::Text(_) => {
+                let Some(p) = plan.index_scan() else {
+                    return Ok(true);
+                };
                 let resume = match position {
                     Position::Index(at) => Some(at.clone()),
                     _ => None,

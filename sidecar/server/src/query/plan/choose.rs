@@ -7,14 +7,15 @@
 //!    backward), an index a scan
 //!    of it (over the filter's bounds, or all of it when they bound
 //!    nothing, as MongoDB's hinted scans);
-//! 2. `_id` equality or `_id` `$in` scalars: point lookups;
-//! 3. among the indexes with a key map (not hidden) (no Decimal128 key) whose first
+//! 2. a `$text`: its text index's terms (`plan::text`), else a scan;
+//! 3. `_id` equality or `_id` `$in` scalars: point lookups;
+//! 4. among the indexes with a key map (not hidden) (no Decimal128 key) whose first
 //!    field is bounded, or that give the sort: most equality fields, then
 //!    a range field, then giving the sort, then the fewest key fields,
 //!    then the smallest name;
 //!    a geo index (`plan::geo`) is ranked as a range when the filter's
 //!    `$geoWithin`/`$geoIntersects` on its first field can be covered;
-//! 4. otherwise a collection scan (in natural order on a capped
+//! 5. otherwise a collection scan (in natural order on a capped
 //!    collection).
 
 use argon_wal::{CollectionState, ScanDirection};
@@ -54,6 +55,17 @@ fn choose_in(
     let plannable = collation::active_is_simple() && filter.text_query().is_none();
     if let Some(plan) = hinted(coll, filter, sort, hint, plannable)? {
         return Ok(plan);
+    }
+    if filter.text_query().is_some() {
+        // The bound query (`text::bind` ran before planning); under a
+        // collation the prefix equalities would not compare as bytes.
+        let active = crate::query::text::active();
+        return Ok(match active.compiled() {
+            Some(c) if collation::active_is_simple() => {
+                super::text::plan(coll, filter, c).unwrap_or(Plan::Collscan)
+            }
+            _ => Plan::Collscan,
+        });
     }
     if let Some(plan) = id_hack(filter) {
         return Ok(plan);
@@ -239,6 +251,11 @@ fn index_plan(
     }
     let shape = coll.index_shape(name)?;
     let key_pattern = spec.get_document("key").ok()?.clone();
+    if key_pattern.contains_key(crate::query::text::index::FTS) {
+        // Its keys are terms, and a document without one has none: only
+        // a `$text` plan (`plan::text`) reads it.
+        return None;
+    }
     let paths: Vec<String> = key_pattern.keys().cloned().collect();
     let bounds = if full || shape.decimal {
         Bounds::full(paths.len())

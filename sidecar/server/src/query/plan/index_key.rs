@@ -57,6 +57,9 @@ impl IndexKeyOf {
                     .map(|m| m.range.clone()),
             },
             Plan::KeyRange(r) => IndexKeyOf::Range(r.clone()),
+            // MongoDB's text keys hold a term and a score, which no
+            // projection of the document gives back: none is returned.
+            Plan::Text(_) => IndexKeyOf::None,
         }
     }
 

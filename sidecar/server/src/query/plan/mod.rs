@@ -1,9 +1,10 @@
 //! Query planning: which way a read reaches the documents a filter may
 //! match — a point lookup by `_id` (`IDHACK`), a scan of a secondary
 //! index's key map over bounds (`IXSCAN` then `FETCH`), or the collection
-//! in `_id` order (`COLLSCAN`). One module per idea: `bounds` (intervals
-//! from a filter), `choose` (the plan), `access` (running it, resumably),
-//! `index_key` (the key a plan reached a document under), `min_max`.
+//! in `_id` order (`COLLSCAN`), or the terms of a text index (`TEXT`).
+//! One module per idea: `bounds` (intervals from a filter), `choose` (the
+//! plan), `access` (running it, resumably), `index_key` (the key a plan
+//! reached a document under), `min_max`, `text` (`$text` plans).
 //!
 //! The correctness rule every plan keeps: an index plan yields a SUPERSET
 //! of the `_id`s of the documents the filter matches, each once (a
@@ -22,7 +23,9 @@
 //! - an index holding a Decimal128 key is not used (Decimal128 keys apart
 //!   from the other numbers), nor a path with a numeric component;
 //! - `$ne`, `$nin`, `$not`, `$nor`, `$or`, `$expr`, `$where` and regexes
-//!   give no bounds; a filter with `$text` is not planned.
+//!   give no bounds; a filter with `$text` is planned only by `text` (the
+//!   documents keyed under its positive terms: see there why that is a
+//!   superset).
 //!
 //! Order: without a sort an index plan returns index order (as MongoDB's
 //! does; over a mixed-direction index through a sort by its key pattern,
@@ -36,6 +39,7 @@ pub mod choose;
 pub mod geo;
 pub mod index_key;
 pub mod min_max;
+pub mod text;
 
 pub use access::Access;
 pub use choose::{choose, choose_bounded};
@@ -65,6 +69,8 @@ pub enum Plan {
     /// collated index): the collection in `_id` order, keeping documents
     /// with a key in the range (`min_max`).
     KeyRange(std::sync::Arc<min_max::KeyRange>),
+    /// A `$text` read through the text index's term keys.
+    Text(Box<text::TextPlan>),
 }
 
 /// A scan of one secondary index's key map.
@@ -102,6 +108,15 @@ impl IndexPlan {
 }
 
 impl Plan {
+    /// The index scan the plan runs, if it runs one.
+    pub fn index_scan(&self) -> Option<&IndexPlan> {
+        match self {
+            Plan::Index(p) => Some(p),
+            Plan::Text(t) => Some(&t.scan),
+            _ => None,
+        }
+    }
+
     /// Whether the plan's order is the query's sort (no blocking sort).
     pub fn provides_sort(&self) -> bool {
         matches!(self, Plan::Index(p) if p.provides_sort)
@@ -141,6 +156,7 @@ impl Plan {
                     },
                 },
             }),
+            Plan::Text(t) => t.explain(),
             Plan::KeyRange(r) => with_filter(bson::doc! {
                 "stage": "COLLSCAN",
                 "direction": "forward",

@@ -5,22 +5,18 @@
 //! `FTSElementIterator`), which give the term scores (`scoreDocument`).
 //!
 //! The spec is stored as a document in the branch's catalog like any index
-//! spec (`argon_wal` keeps no key map for it: its key holds `"text"`), so
-//! branches and time travel see text indexes as they see others.
+//! spec, and `argon_wal` keeps its key map (terms, `indexkey::text`), so
+//! branches and time travel see text indexes and their keys as they see
+//! others.
 
 use std::collections::{BTreeMap, HashMap};
 
+pub use argon_wal::indexkey::text::{FTS, FTSX, WILDCARD};
+use argon_wal::indexkey::text::{Indexed, LanguageError, TextSpec};
 use bson::{Bson, Document, doc};
 
 use super::language::{Language, lookup};
-use super::tokenize::{Sensitivity, terms};
 use crate::error::{CommandError, ErrorCode, Result};
-
-/// The index key MongoDB stores in place of the text fields.
-pub const FTS: &str = "_fts";
-pub const FTSX: &str = "_ftsx";
-/// The wildcard text field (`{"$**": "text"}`): every string field.
-pub const WILDCARD: &str = "$**";
 /// Weights lie in the open interval (0, 100000) (MongoDB's
 /// `MAX_WORD_WEIGHT`).
 const MAX_WEIGHT: i64 = 100_000;
@@ -221,24 +217,23 @@ pub fn fix_spec(spec: &Document) -> Result<(Document, Document)> {
     ))
 }
 
-/// A stored text index, ready to evaluate.
+/// A stored text index, ready to evaluate: `argon_wal`'s [`TextSpec`]
+/// (which also keys the index), its language errors as MongoDB's codes.
 #[derive(Debug, Clone)]
 pub struct TextIndex {
     pub name: String,
-    weights: HashMap<String, f64>,
-    wildcard: bool,
-    default_language: &'static Language,
-    language_override: String,
     /// Key fields before the text fields: a `$text` query needs equality
     /// on each (MongoDB's `extraBefore`).
     pub prefix: Vec<String>,
+    spec: TextSpec,
 }
 
-/// One string a text index indexes in a document.
-pub struct Indexed<'a> {
-    pub text: &'a str,
-    pub weight: f64,
-    pub language: &'static Language,
+fn language_error(e: LanguageError) -> CommandError {
+    let code = match e {
+        LanguageError::NotString => ErrorCode::Location17261,
+        LanguageError::Unsupported(_) => ErrorCode::Location17262,
+    };
+    CommandError::new(code, e.to_string())
 }
 
 impl TextIndex {
@@ -250,194 +245,36 @@ impl TextIndex {
     /// `None` when `spec` is not a text index's (or was not stored by
     /// `fix_spec`, which cannot happen for one Argon created).
     pub fn from_spec(spec: &Document) -> Option<TextIndex> {
-        let key = spec.get_document("key").ok()?;
-        if !key.contains_key(FTS) {
-            return None;
-        }
-        let prefix = key
-            .keys()
-            .take_while(|k| *k != FTS)
-            .cloned()
-            .collect::<Vec<_>>();
-        let mut weights = HashMap::new();
-        let mut wildcard = false;
-        for (field, w) in spec.get_document("weights").ok()? {
-            if field == WILDCARD {
-                wildcard = true;
-            } else {
-                weights.insert(field.clone(), super::super::compare::as_f64(w)?);
-            }
-        }
+        let spec = TextSpec::from_spec(spec)?;
         Some(TextIndex {
-            name: spec.get_str("name").unwrap_or_default().to_owned(),
-            weights,
-            wildcard,
-            default_language: lookup(spec.get_str("default_language").ok()?)?,
-            language_override: spec.get_str("language_override").ok()?.to_owned(),
-            prefix,
+            name: spec.name.clone(),
+            prefix: spec.prefix.clone(),
+            spec,
         })
     }
 
     /// The language of a document without a language override field (and
     /// of a query without `$language`).
     pub fn default_language(&self) -> &'static Language {
-        self.default_language
-    }
-
-    /// The language a (sub)document's text is in: its language override
-    /// field, else `current`. MongoDB's 17261 / 17262 when the field is not
-    /// a string or names a language it does not support.
-    pub fn language_of(
-        &self,
-        doc: &Document,
-        current: &'static Language,
-    ) -> Result<&'static Language> {
-        match doc.get(&self.language_override) {
-            None => Ok(current),
-            Some(Bson::String(s)) => lookup(s).ok_or_else(|| {
-                CommandError::new(
-                    ErrorCode::Location17262,
-                    format!("language override unsupported: {s}"),
-                )
-            }),
-            Some(_) => Err(CommandError::new(
-                ErrorCode::Location17261,
-                "found language override field in document with non-string type",
-            )),
-        }
+        self.spec.default_language()
     }
 
     /// Refuses a document this index cannot index (its language, at any
-    /// level the index reads): what an insert or update checks.
+    /// level the index reads): what an insert or update checks (MongoDB's
+    /// 17261 / 17262).
     pub fn check_document(&self, doc: &Document) -> Result<()> {
         self.strings(doc).map(|_| ())
     }
 
     /// The strings `doc` has in the indexed fields, with their weights and
-    /// languages: the weighted paths (through arrays and subdocuments), or
-    /// every string field for the wildcard index. A subdocument's own
-    /// language override field applies below it.
+    /// languages (see [`TextSpec::strings`]).
     pub fn strings<'a>(&self, doc: &'a Document) -> Result<Vec<Indexed<'a>>> {
-        let language = self.language_of(doc, self.default_language)?;
-        let mut out = Vec::new();
-        self.walk(doc, "", language, &mut out, 0)?;
-        Ok(out)
+        self.spec.strings(doc).map_err(language_error)
     }
 
-    /// Whether a field at `path` may hold, or lead to, indexed strings.
-    fn leads_to_indexed(&self, path: &str) -> bool {
-        self.wildcard
-            || self.weights.contains_key(path)
-            || self.weights.keys().any(|w| {
-                w.len() > path.len() && w.starts_with(path) && w.as_bytes()[path.len()] == b'.'
-            })
-    }
-
-    fn walk<'a>(
-        &self,
-        doc: &'a Document,
-        prefix: &str,
-        language: &'static Language,
-        out: &mut Vec<Indexed<'a>>,
-        depth: usize,
-    ) -> Result<()> {
-        for (k, v) in doc {
-            let path = if prefix.is_empty() {
-                k.clone()
-            } else {
-                format!("{prefix}.{k}")
-            };
-            if self.leads_to_indexed(&path) {
-                self.value(v, &path, language, out, depth)?;
-            }
-        }
-        Ok(())
-    }
-
-    fn value<'a>(
-        &self,
-        v: &'a Bson,
-        path: &str,
-        language: &'static Language,
-        out: &mut Vec<Indexed<'a>>,
-        depth: usize,
-    ) -> Result<()> {
-        // Stored documents are at most `limits::MAX_STORAGE_DEPTH` deep;
-        // the bound keeps the recursion finite whatever reaches here.
-        if depth > crate::limits::MAX_BSON_DEPTH {
-            return Ok(());
-        }
-        match v {
-            Bson::String(s) => {
-                let weight = match self.weights.get(path) {
-                    Some(w) => *w,
-                    None if self.wildcard => 1.0,
-                    None => return Ok(()),
-                };
-                out.push(Indexed {
-                    text: s,
-                    weight,
-                    language,
-                });
-            }
-            Bson::Array(items) => {
-                for item in items {
-                    self.value(item, path, language, out, depth + 1)?;
-                }
-            }
-            Bson::Document(d) => {
-                let language = self.language_of(d, language)?;
-                self.walk(d, path, language, out, depth + 1)?;
-            }
-            _ => {}
-        }
-        Ok(())
-    }
-
-    /// The score of each term of `doc` (MongoDB's `scoreDocument`): per
-    /// string, a term's weight × frequency × coefficient, where a repeat
-    /// counts half the previous (1 + 1/2 + 1/4 ...), the coefficient is
-    /// `0.5 × count / terms in the string + 0.5`, and a string that is the
-    /// term itself gets 1.1×; summed over the strings.
+    /// The score of each term of `doc` (see [`TextSpec::term_scores`]).
     pub fn term_scores(&self, doc: &Document) -> Result<HashMap<String, f64>> {
-        let mut scores: HashMap<String, f64> = HashMap::new();
-        for s in self.strings(doc)? {
-            score_string(s.text, s.weight, s.language, &mut scores);
-        }
-        Ok(scores)
-    }
-}
-
-fn score_string(raw: &str, weight: f64, language: &Language, scores: &mut HashMap<String, f64>) {
-    struct Seen {
-        count: u32,
-        exp: f64,
-        freq: f64,
-    }
-    let tokens = terms(raw, language, Sensitivity::default());
-    if tokens.is_empty() {
-        return;
-    }
-    let total = tokens.len() as f64;
-    let mut seen: HashMap<String, Seen> = HashMap::new();
-    for t in tokens {
-        let e = seen.entry(t).or_insert(Seen {
-            count: 0,
-            exp: 0.0,
-            freq: 0.0,
-        });
-        e.exp = if e.exp == 0.0 { 1.0 } else { e.exp * 2.0 };
-        e.count += 1;
-        e.freq += 1.0 / e.exp;
-    }
-    for (term, s) in seen {
-        let coeff = 0.5 * f64::from(s.count) / total + 0.5;
-        let adjustment = if raw.len() == term.len() && raw.eq_ignore_ascii_case(&term) {
-            1.1
-        } else {
-            1.0
-        };
-        *scores.entry(term).or_insert(0.0) += weight * s.freq * coeff * adjustment;
+        self.spec.term_scores(doc).map_err(language_error)
     }
 }
 
@@ -583,25 +420,5 @@ mod tests {
         );
         // Outside the indexed fields a subdocument's language is not read.
         assert!(ix.check_document(&doc! {"o": {"language": 5}}).is_ok());
-    }
-
-    #[test]
-    fn term_scores_as_mongodb_computes_them() {
-        let ix = index(doc! {"key": {"t": "text"}, "weights": {"w": 10}});
-        // One term alone: weight 1 × freq 1 × coeff (0.5·1/1 + 0.5), and
-        // 1.1× when the string is the term itself (its stem unchanged).
-        let s = ix.term_scores(&doc! {"t": "coffee"}).unwrap();
-        assert!((s["coffe"] - 1.0).abs() < 1e-12);
-        let s = ix.term_scores(&doc! {"t": "Cake"}).unwrap();
-        assert!((s["cake"] - 1.1).abs() < 1e-12);
-        // "coffee shop coffee": coffee count 2 of 3, freq 1 + 1/2.
-        let s = ix.term_scores(&doc! {"t": "coffee shop coffee"}).unwrap();
-        assert!((s["coffe"] - 1.5 * (0.5 * 2.0 / 3.0 + 0.5)).abs() < 1e-12);
-        assert!((s["shop"] - (0.5 / 3.0 + 0.5)).abs() < 1e-12);
-        // Weighted field, and two fields add up.
-        let s = ix
-            .term_scores(&doc! {"t": "cake", "w": "cake tea"})
-            .unwrap();
-        assert!((s["cake"] - (1.1 + 10.0 * 0.75)).abs() < 1e-12);
     }
 }

@@ -1,11 +1,14 @@
 //! Text search: text indexes (`index`), `$text` queries (`query`), the
 //! tokenizer (`tokenize`: words, case and diacritic folding, stop words,
-//! stems) and the languages (`language`).
+//! stems) and the languages (`language`). The tokenizer, the languages and
+//! the reading of a stored spec live in `argon_wal::indexkey::text`, which
+//! keys text indexes with them: one derivation of terms for keys and
+//! queries.
 //!
-//! Evaluation is a scan: a `$text` query is compiled against the
-//! collection's text index spec and each document is tokenized as it is
-//! read (no term index yet: the storage issue builds index-backed plans).
-//! Results and scores are MongoDB's; only the cost differs.
+//! Plans: a `$text` whose collection's text index has a key map is read
+//! through it (`plan::text`: the documents keyed under a positive term);
+//! each candidate, like every document of a scan, is matched and scored
+//! here by tokenizing it. Results and scores are MongoDB's.
 //!
 //! Like `query::collation`, the compiled query is scoped to the thread
 //! evaluating a command ([`Binding::enter`]): the handler binds it where it
@@ -16,9 +19,9 @@
 //! for its later batches, as it keeps its collation.
 
 pub mod index;
-pub mod language;
 pub mod query;
-pub mod tokenize;
+
+pub use argon_wal::indexkey::text::{language, tokenize};
 
 use std::cell::RefCell;
 use std::marker::PhantomData;
@@ -59,6 +62,11 @@ impl Drop for Scope {
 impl Binding {
     pub fn none() -> Binding {
         Binding(None)
+    }
+
+    /// The compiled query, when the command has a `$text`.
+    pub fn compiled(&self) -> Option<&Arc<Compiled>> {
+        self.0.as_ref()
     }
 
     pub fn enter(&self) -> Scope {

@@ -267,6 +267,34 @@ impl Compiled {
         &self.index
     }
 
+    /// The positive terms, folded (what the text index is read under), in
+    /// byte order.
+    pub fn terms(&self) -> impl Iterator<Item = &String> {
+        let mut terms: Vec<&String> = self.bounds.iter().collect();
+        terms.sort();
+        terms.into_iter()
+    }
+
+    /// MongoDB's `parsedTextQuery` of explain.
+    pub fn parsed_query(&self) -> Document {
+        let sorted = |set: &HashSet<String>| {
+            let mut v: Vec<String> = set.iter().cloned().collect();
+            v.sort();
+            v
+        };
+        let terms = if self.positive.is_empty() {
+            sorted(&self.bounds)
+        } else {
+            sorted(&self.positive)
+        };
+        bson::doc! {
+            "terms": terms,
+            "negatedTerms": sorted(&self.negated),
+            "phrases": self.phrases.folded.clone(),
+            "negatedPhrases": self.negated_phrases.folded.clone(),
+        }
+    }
+
     /// Whether `doc` matches (MongoDB: a positive term among its index
     /// keys, then `FTSMatcher`: no negated term or phrase, every phrase).
     pub fn matches(&self, doc: &Document) -> Result<bool> {

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use bson::{Bson, Document, doc};
 
 use super::super::compare::{as_f64, compare, is_number};
-use super::super::expr::{Expr, type_name};
+use super::super::expr::{Expr, Scope, type_name};
 use super::super::sort::SortSpec;
 use crate::error::{CommandError, ErrorCode, Result};
 use crate::limits::{self, Budget};
@@ -105,8 +105,8 @@ impl Pick {
 /// Parses `{$firstN: {n, input}}` … `{$bottom: {sortBy, output}}` into a
 /// pick and the expression its state is fed (for `$top`…: `{o, k0, …}`);
 /// `None` for other names.
-pub(crate) fn parse_pick(name: &str, arg: &Bson, depth: usize) -> Result<Option<(Pick, Expr)>> {
-    let sub = |v: &Bson| Expr::parse_at(v, depth + 1);
+pub(crate) fn parse_pick(name: &str, arg: &Bson, scope: Scope) -> Result<Option<(Pick, Expr)>> {
+    let sub = |v: &Bson| Expr::parse_in(v, scope.nested());
     let (kind, name, single): (PickKind, &'static str, bool) = match name {
         "$firstN" => (PickKind::FirstN, "$firstN", false),
         "$lastN" => (PickKind::LastN, "$lastN", false),
@@ -130,7 +130,7 @@ pub(crate) fn parse_pick(name: &str, arg: &Bson, depth: usize) -> Result<Option<
         ));
     };
     if matches!(kind, PickKind::Top | PickKind::Bottom) {
-        return parse_top_bottom(kind, name, single, spec, depth).map(Some);
+        return parse_top_bottom(kind, name, single, spec, scope).map(Some);
     }
     let mut n = None;
     let mut input = None;
@@ -168,9 +168,9 @@ fn parse_top_bottom(
     name: &'static str,
     single: bool,
     spec: &Document,
-    depth: usize,
+    scope: Scope,
 ) -> Result<(Pick, Expr)> {
-    let sub = |v: &Bson| Expr::parse_at(v, depth + 1);
+    let sub = |v: &Bson| Expr::parse_in(v, scope.nested());
     let mut n = None;
     let mut output = None;
     let mut sort_by = None;
@@ -624,7 +624,7 @@ pub(crate) fn parse_quantile(
     name: &str,
     arg: &Bson,
     expression: bool,
-    depth: usize,
+    scope: Scope,
 ) -> Result<Option<(Quantile, Expr)>> {
     let median = match name {
         "$percentile" => false,
@@ -683,17 +683,17 @@ pub(crate) fn parse_quantile(
             "Currently only 'approximate' can be used as percentile 'method'.",
         ));
     }
-    let input = Expr::parse_at(input, depth + 1)?;
+    let input = Expr::parse_in(input, scope.nested())?;
     let ps = match p {
-        Some(p) => parse_p(p, depth)?,
+        Some(p) => parse_p(p, scope)?,
         None => vec![0.5],
     };
     Ok(Some((Quantile { ps, median }, input)))
 }
 
 /// `p`: a constant array of numbers in [0, 1] (7750300…7750303).
-fn parse_p(v: &Bson, depth: usize) -> Result<Vec<f64>> {
-    let e = Expr::parse_at(v, depth + 1)?;
+fn parse_p(v: &Bson, scope: Scope) -> Result<Vec<f64>> {
+    let e = Expr::parse_in(v, scope.nested())?;
     if !e.is_constant() {
         return Err(CommandError::new(
             ErrorCode::Location7750300,

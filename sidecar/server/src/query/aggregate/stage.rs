@@ -6,8 +6,8 @@ use std::sync::Arc;
 use bson::Bson;
 
 use super::super::compare::{as_f64, as_i64};
-use super::super::expr::Expr;
 use super::super::expr::type_name;
+use super::super::expr::{Expr, Scope};
 use super::super::filter::Filter;
 use super::super::projection::Projection;
 use super::super::sort::SortSpec;
@@ -286,10 +286,10 @@ pub(super) fn parse_accumulator(field: &str, spec: &Bson) -> Result<(String, Acc
 /// expression each document gives it (15952 for an unknown name, as
 /// mongod 8.0, which has no `$concatArrays`/`$setUnion` accumulators).
 pub(super) fn accumulator(name: &str, arg: &Bson) -> Result<(Acc, Expr)> {
-    if let Some((pick, input)) = multi::parse_pick(name, arg, 0)? {
+    if let Some((pick, input)) = multi::parse_pick(name, arg, Scope::top(0))? {
         return Ok((Acc::Pick(Arc::new(pick)), input));
     }
-    if let Some((q, input)) = multi::parse_quantile(name, arg, false, 0)? {
+    if let Some((q, input)) = multi::parse_quantile(name, arg, false, Scope::top(0))? {
         return Ok((Acc::Quantile(Arc::new(q)), input));
     }
     let acc = match name {

@@ -13,6 +13,16 @@ use super::path::get_expr;
 use crate::error::{CommandError, ErrorCode, Result};
 use crate::limits::{self, Budget};
 
+mod array;
+mod binder;
+mod convert;
+mod date;
+mod math;
+mod scope;
+mod string;
+
+pub use scope::{Locals, Scope};
+
 /// A parsed expression.
 #[derive(Debug, Clone)]
 pub enum Expr {
@@ -53,6 +63,25 @@ pub enum Expr {
         quantile: Quantile,
         input: Box<Expr>,
     },
+    /// `"$$name"` / `"$$name.a.b"`: a variable bound by an enclosing
+    /// `$let`, `$map`, `$filter` or `$reduce` (resolved when parsed).
+    Var {
+        name: String,
+        path: Option<String>,
+    },
+    /// Arithmetic, trigonometry, rounding and bitwise operators.
+    Math(Box<math::MathExpr>),
+    /// Type conversion and inspection (`$convert`, `$toInt`, `$bsonSize`, ...).
+    Convert(Box<convert::ConvertExpr>),
+    /// Dates (`$dateAdd`, `$dateToString`, `$year`, ...).
+    Date(Box<date::DateExpr>),
+    /// Strings and regular expressions (`$trim`, `$regexFind`, ...).
+    Text(Box<string::StringExpr>),
+    /// Arrays, sets and objects (`$slice`, `$setUnion`, `$zip`, ...).
+    Sequence(Box<array::ArrayExpr>),
+    /// Operators that bind variables or choose among branches
+    /// (`$let`, `$map`, `$filter`, `$reduce`, `$switch`).
+    Binder(Box<binder::BinderExpr>),
 }
 
 macro_rules! ops {
@@ -100,13 +129,27 @@ impl Expr {
             }
             Expr::Pick { pick, input } => pick.n.is_constant() && input.is_constant(),
             Expr::Quantile { input, .. } => input.is_constant(),
+            Expr::Var { .. } => false,
+            Expr::Math(e) => e.is_constant(),
+            Expr::Convert(e) => e.is_constant(),
+            Expr::Date(e) => e.is_constant(),
+            Expr::Text(e) => e.is_constant(),
+            Expr::Sequence(e) => e.is_constant(),
+            Expr::Binder(e) => e.is_constant(),
         }
     }
 
     /// Parses an expression nested `depth` levels inside another.
     pub(crate) fn parse_at(v: &Bson, depth: usize) -> Result<Expr> {
+        Self::parse_in(v, Scope::top(depth))
+    }
+
+    /// Parses an expression inside `scope`: its depth and the variables
+    /// enclosing operators bind.
+    pub(crate) fn parse_in(v: &Bson, scope: Scope) -> Result<Expr> {
+        let depth = scope.depth();
         limits::check_expression_depth(depth)?;
-        let sub = |v: &Bson| Self::parse_at(v, depth + 1);
+        let sub = |v: &Bson| Self::parse_in(v, scope.nested());
         match v {
             Bson::String(s) if s == "$$ROOT" || s == "$$CURRENT" => Ok(Expr::Root),
             Bson::String(s) if s == "$$REMOVE" => Ok(Expr::Remove),
@@ -120,6 +163,8 @@ impl Expr {
                 {
                     limits::check_path(path)?;
                     Ok(Expr::Field(path.to_owned()))
+                } else if let Some(var) = scope::parse_var(rest, scope)? {
+                    Ok(var)
                 } else {
                     Err(CommandError::new(
                         ErrorCode::Location17276,
@@ -164,18 +209,21 @@ impl Expr {
                         if k == "$function" {
                             return Err(super::javascript::function_operator());
                         }
-                        if let Some(e) = parse_field_op(k, arg, depth)? {
+                        if let Some(e) = parse_field_op(k, arg, scope)? {
+                            return Ok(e);
+                        }
+                        if let Some(e) = parse_family(k, arg, scope)? {
                             return Ok(e);
                         }
                         if matches!(k.as_str(), "$firstN" | "$lastN" | "$minN" | "$maxN")
-                            && let Some((pick, input)) = multi::parse_pick(k, arg, depth)?
+                            && let Some((pick, input)) = multi::parse_pick(k, arg, scope)?
                         {
                             return Ok(Expr::Pick {
                                 pick: Arc::new(pick),
                                 input: Box::new(input),
                             });
                         }
-                        if let Some((quantile, input)) = multi::parse_quantile(k, arg, true, depth)?
+                        if let Some((quantile, input)) = multi::parse_quantile(k, arg, true, scope)?
                         {
                             return Ok(Expr::Quantile {
                                 quantile,
@@ -225,13 +273,39 @@ impl Expr {
     /// [`limits::MAX_BUILT_VALUE_SIZE`] is an error, raised before the
     /// memory is spent.
     pub fn eval(&self, doc: &Document) -> Result<Option<Bson>> {
+        self.eval_in(doc, Locals::NONE)
+    }
+
+    /// [`Expr::eval`] inside the variables that enclosing `$let`, `$map`,
+    /// `$filter` and `$reduce` have bound.
+    pub fn eval_in(&self, doc: &Document, locals: Locals) -> Result<Option<Bson>> {
         Ok(match self {
+            Expr::Var { name, path } => {
+                let value = locals.get(name).ok_or_else(|| {
+                    // Parsing resolved the name; reaching here is a bug,
+                    // answered as an error rather than a panic.
+                    CommandError::new(
+                        ErrorCode::Location17276,
+                        format!("Use of undefined variable: {name}"),
+                    )
+                })?;
+                match path {
+                    None => Some(value.clone()),
+                    Some(path) => scope::get_path(value, path),
+                }
+            }
+            Expr::Math(e) => e.eval(doc, locals)?,
+            Expr::Convert(e) => e.eval(doc, locals)?,
+            Expr::Date(e) => e.eval(doc, locals)?,
+            Expr::Text(e) => e.eval(doc, locals)?,
+            Expr::Sequence(e) => e.eval(doc, locals)?,
+            Expr::Binder(e) => e.eval(doc, locals)?,
             Expr::Literal(v) => Some(v.clone()),
             Expr::Field(p) => get_expr(doc, p),
             Expr::Root => Some(Bson::Document(doc.clone())),
             Expr::Remove => None,
             Expr::TextScore => Some(Bson::Double(super::text::score(doc)?)),
-            Expr::GetField { field, input } => match input.eval(doc)? {
+            Expr::GetField { field, input } => match input.eval_in(doc, locals)? {
                 Some(Bson::Document(d)) => d.get(field).cloned(),
                 None | Some(Bson::Null) => None,
                 Some(other) => {
@@ -249,7 +323,7 @@ impl Expr {
                 input,
                 value,
             } => {
-                let mut d = match input.eval(doc)? {
+                let mut d = match input.eval_in(doc, locals)? {
                     Some(Bson::Document(d)) => d,
                     None | Some(Bson::Null) => return Ok(Some(Bson::Null)),
                     Some(other) => {
@@ -262,7 +336,12 @@ impl Expr {
                         ));
                     }
                 };
-                match value.as_ref().map(|v| v.eval(doc)).transpose()?.flatten() {
+                match value
+                    .as_ref()
+                    .map(|v| v.eval_in(doc, locals))
+                    .transpose()?
+                    .flatten()
+                {
                     Some(v) => {
                         let mut budget = Budget::value("$setField");
                         budget.charge(limits::document_size(&d))?;
@@ -279,7 +358,7 @@ impl Expr {
                 let mut budget = Budget::value("an object expression");
                 let mut out = Document::new();
                 for (k, e) in fields {
-                    if let Some(v) = e.eval(doc)? {
+                    if let Some(v) = e.eval_in(doc, locals)? {
                         budget.charge(2 + k.len() + limits::bson_size(&v))?;
                         out.insert(k.clone(), v);
                     }
@@ -290,28 +369,53 @@ impl Expr {
                 let mut budget = Budget::value("an array expression");
                 let mut out = Vec::with_capacity(items.len());
                 for e in items {
-                    let v = e.eval(doc)?.unwrap_or(Bson::Null);
+                    let v = e.eval_in(doc, locals)?.unwrap_or(Bson::Null);
                     budget.charge(4 + limits::bson_size(&v))?;
                     out.push(v);
                 }
                 Some(Bson::Array(out))
             }
-            Expr::Op(op, args) => eval_op(*op, args, doc)?,
+            Expr::Op(op, args) => eval_op(*op, args, doc, locals)?,
             Expr::Pick { pick, input } => {
                 // `n` first, as mongod validates it before the input.
-                let n = pick.n.eval(doc)?;
+                let n = pick.n.eval_in(doc, locals)?;
                 let n = multi::validate_n(n.as_ref()).map(|n| Bson::Int64(n as i64))?;
                 Some(multi::eval_pick_expression(
                     pick,
                     Some(n),
-                    input.eval(doc)?,
+                    input.eval_in(doc, locals)?,
                 )?)
             }
-            Expr::Quantile { quantile, input } => {
-                Some(multi::eval_quantile_expression(quantile, input.eval(doc)?))
-            }
+            Expr::Quantile { quantile, input } => Some(multi::eval_quantile_expression(
+                quantile,
+                input.eval_in(doc, locals)?,
+            )),
         })
     }
+}
+
+/// The operator families, each in its own module, asked in turn; `None`
+/// when no family knows `name`.
+fn parse_family(name: &str, arg: &Bson, scope: Scope) -> Result<Option<Expr>> {
+    if let Some(e) = math::MathExpr::parse(name, arg, scope)? {
+        return Ok(Some(Expr::Math(Box::new(e))));
+    }
+    if let Some(e) = convert::ConvertExpr::parse(name, arg, scope)? {
+        return Ok(Some(Expr::Convert(Box::new(e))));
+    }
+    if let Some(e) = date::DateExpr::parse(name, arg, scope)? {
+        return Ok(Some(Expr::Date(Box::new(e))));
+    }
+    if let Some(e) = string::StringExpr::parse(name, arg, scope)? {
+        return Ok(Some(Expr::Text(Box::new(e))));
+    }
+    if let Some(e) = array::ArrayExpr::parse(name, arg, scope)? {
+        return Ok(Some(Expr::Sequence(Box::new(e))));
+    }
+    if let Some(e) = binder::BinderExpr::parse(name, arg, scope)? {
+        return Ok(Some(Expr::Binder(Box::new(e))));
+    }
+    Ok(None)
 }
 
 /// The command's `$$NOW`.
@@ -322,11 +426,11 @@ fn now() -> bson::DateTime {
 /// `$getField`, `$setField` and `$unsetField`, whose arguments are named
 /// (`{field, input, value}`); `None` for any other operator. `field` must
 /// be a constant string, as in MongoDB (a `$literal` included).
-fn parse_field_op(name: &str, arg: &Bson, depth: usize) -> Result<Option<Expr>> {
+fn parse_field_op(name: &str, arg: &Bson, scope: Scope) -> Result<Option<Expr>> {
     if !matches!(name, "$getField" | "$setField" | "$unsetField") {
         return Ok(None);
     }
-    let sub = |v: &Bson| Expr::parse_at(v, depth + 1);
+    let sub = |v: &Bson| Expr::parse_in(v, scope.nested());
     let field_name = |v: Option<&Bson>| -> Result<String> {
         match v {
             Some(Bson::String(s)) if !s.starts_with('$') => Ok(s.clone()),
@@ -454,10 +558,10 @@ fn range_arg(v: &Bson, what: &str, not_number: ErrorCode, not_int: ErrorCode) ->
     }
 }
 
-fn eval_range(args: &[Expr], doc: &Document) -> Result<Bson> {
+fn eval_range(args: &[Expr], doc: &Document, locals: Locals) -> Result<Bson> {
     let arg = |i: usize| -> Result<Bson> {
         Ok(match args.get(i) {
-            Some(a) => a.eval(doc)?.unwrap_or(Bson::Null),
+            Some(a) => a.eval_in(doc, locals)?.unwrap_or(Bson::Null),
             None => Bson::Int32(1),
         })
     };
@@ -503,14 +607,14 @@ fn eval_range(args: &[Expr], doc: &Document) -> Result<Bson> {
     Ok(Bson::Array(out))
 }
 
-fn eval_op(op: Op, args: &[Expr], doc: &Document) -> Result<Option<Bson>> {
+fn eval_op(op: Op, args: &[Expr], doc: &Document, locals: Locals) -> Result<Option<Bson>> {
     // All arguments at once (`{$max: ["$$ROOT", "$$ROOT", ...]}`): held to
     // the built-value limit together.
     let vals = || -> Result<Vec<Bson>> {
         let mut budget = Budget::value("the arguments of an expression");
         let mut out = Vec::with_capacity(args.len());
         for a in args {
-            let v = a.eval(doc)?.unwrap_or(Bson::Null);
+            let v = a.eval_in(doc, locals)?.unwrap_or(Bson::Null);
             budget.charge(limits::bson_size(&v))?;
             out.push(v);
         }
@@ -518,7 +622,7 @@ fn eval_op(op: Op, args: &[Expr], doc: &Document) -> Result<Option<Bson>> {
     };
     let arg = |i: usize| -> Result<Bson> {
         Ok(match args.get(i) {
-            Some(a) => a.eval(doc)?.unwrap_or(Bson::Null),
+            Some(a) => a.eval_in(doc, locals)?.unwrap_or(Bson::Null),
             None => Bson::Null,
         })
     };
@@ -578,13 +682,13 @@ fn eval_op(op: Op, args: &[Expr], doc: &Document) -> Result<Option<Bson>> {
         Op::Cond => {
             let branch = if truthy(&arg(0)?) { 1 } else { 2 };
             return match args.get(branch) {
-                Some(a) => a.eval(doc),
+                Some(a) => a.eval_in(doc, locals),
                 None => Ok(None),
             };
         }
         Op::IfNull => {
             for a in args {
-                match a.eval(doc)? {
+                match a.eval_in(doc, locals)? {
                     Some(Bson::Null) | Some(Bson::Undefined) | None => continue,
                     Some(v) => return Ok(Some(v)),
                 }
@@ -595,7 +699,7 @@ fn eval_op(op: Op, args: &[Expr], doc: &Document) -> Result<Option<Bson>> {
             let mut budget = Budget::value("$concat");
             let mut s = String::new();
             for a in args {
-                match a.eval(doc)?.unwrap_or(Bson::Null) {
+                match a.eval_in(doc, locals)?.unwrap_or(Bson::Null) {
                     Bson::String(x) => {
                         budget.charge(x.len())?;
                         s.push_str(&x);
@@ -653,7 +757,7 @@ fn eval_op(op: Op, args: &[Expr], doc: &Document) -> Result<Option<Bson>> {
             let mut budget = Budget::value("$concatArrays");
             let mut out = Vec::new();
             for a in args {
-                match a.eval(doc)?.unwrap_or(Bson::Null) {
+                match a.eval_in(doc, locals)?.unwrap_or(Bson::Null) {
                     Bson::Array(items) => {
                         budget.charge(limits::bson_size(&Bson::Array(Vec::new())))?;
                         for e in &items {
@@ -666,14 +770,14 @@ fn eval_op(op: Op, args: &[Expr], doc: &Document) -> Result<Option<Bson>> {
             }
             Bson::Array(out)
         }
-        Op::Range => eval_range(args, doc)?,
+        Op::Range => eval_range(args, doc, locals)?,
         Op::MergeObjects => {
             // Later objects' fields over earlier ones'; null and missing
             // are skipped (40400 for anything else, as mongod).
             let mut budget = Budget::value("$mergeObjects");
             let mut out = Document::new();
             for a in args {
-                match a.eval(doc)? {
+                match a.eval_in(doc, locals)? {
                     None | Some(Bson::Null) | Some(Bson::Undefined) => {}
                     Some(Bson::Document(d)) => {
                         budget.charge(limits::document_size(&d))?;
@@ -707,7 +811,7 @@ fn eval_op(op: Op, args: &[Expr], doc: &Document) -> Result<Option<Bson>> {
         Op::Type => Bson::String(
             match args.first() {
                 None => "missing",
-                Some(a) => match a.eval(doc)? {
+                Some(a) => match a.eval_in(doc, locals)? {
                     None => "missing",
                     Some(v) => type_name(&v),
                 },

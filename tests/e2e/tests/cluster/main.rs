@@ -8,6 +8,7 @@
 
 mod app_secret;
 mod chart;
+mod embedded;
 mod endpoint;
 mod faults;
 mod gitops;

@@ -1,7 +1,9 @@
 //! `ArgonProject.spec.users` in the project's log: each user's password is
 //! read from its Secret, turned into SCRAM salted keys (`argon_auth`) and
-//! written with `Wal::put_user`, the same record a sidecar's `createUser`
-//! writes, so every sidecar of the project accepts it.
+//! written as the same record a sidecar's `createUser` writes, so every
+//! sidecar of the project accepts it: with `Wal::put_user` when the
+//! operator holds the store, through the owner's `argonPutUser` when an
+//! owner pod does (`project_store`); only the derived keys travel.
 //!
 //! What must stay true:
 //! - the password is never stored, logged, or put in status or events: a
@@ -14,13 +16,14 @@
 
 use crate::crd::{ArgonProject, RoleSpec, SecretKeyRef, UserSpec};
 use crate::error::{Error, Result};
+use crate::project_store::ProjectStore;
 use crate::stores::Stores;
 use argon_auth::scram::{Credential, Mechanism};
 use argon_auth::stored::{self, UserId};
-use argon_wal::{UserPrecondition, Wal};
+use argon_wal::UserPrecondition;
 use bson::{Document, doc};
 use kube::ResourceExt;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// `customData.managedBy` of the users the operator writes.
 pub const MANAGED_BY: &str = "argon-operator";
@@ -98,9 +101,13 @@ async fn derive(name: &str, password: &str) -> Option<Vec<(Mechanism, Credential
 }
 
 /// Brings the project's users in line with `spec.users`.
-pub async fn sync(project: &ArgonProject, stores: &Stores, wal: &Wal) -> Result<Outcome> {
+pub async fn sync(
+    project: &ArgonProject,
+    stores: &Stores,
+    store: &dyn ProjectStore,
+) -> Result<Outcome> {
     let namespace = project.namespace().unwrap_or_default();
-    let access = wal.access().await?;
+    let existing: BTreeMap<(String, String), Document> = store.users().await?.into_iter().collect();
     let mut out = Outcome::default();
     let mut wanted = BTreeSet::new();
     for u in &project.spec.users {
@@ -135,7 +142,7 @@ pub async fn sync(project: &ArgonProject, stores: &Stores, wal: &Wal) -> Result<
             continue;
         }
         let roles = grants(u);
-        let precondition = match access.user(&id.db, &id.name) {
+        let precondition = match existing.get(&(id.db.clone(), id.name.clone())) {
             None => UserPrecondition::Absent,
             Some(existing) if !is_managed(existing) => {
                 out.problems.push(Problem {
@@ -168,7 +175,7 @@ pub async fn sync(project: &ArgonProject, stores: &Stores, wal: &Wal) -> Result<
         };
         let marker = doc! { "managedBy": MANAGED_BY };
         let user = stored::user_doc(&id, roles, &credentials, Some(&marker));
-        if wal.put_user(&id.db, &id.name, user, precondition).await? {
+        if store.put_user(&id.db, &id.name, user, precondition).await? {
             out.in_sync += 1;
             out.written.push(id.to_string());
         } else {
@@ -180,9 +187,9 @@ pub async fn sync(project: &ArgonProject, stores: &Stores, wal: &Wal) -> Result<
             });
         }
     }
-    for ((db, name), d) in access.users() {
+    for ((db, name), d) in &existing {
         if is_managed(d) && !wanted.contains(&(db.clone(), name.clone())) {
-            wal.drop_user(db, name).await?;
+            store.drop_user(db, name).await?;
             out.dropped.push(format!("{name}@{db}"));
         }
     }

@@ -375,25 +375,6 @@ async fn users_step(
     st: &mut ArgonProjectStatus,
 ) -> Result<()> {
     let generation = p.metadata.generation;
-    let Some(wal) = wal.wal() else {
-        // Through an owner pod: a user is a record with its credentials
-        // that the operator writes into the log itself; no admin command
-        // carries it, so the spec is refused by name, never ignored.
-        if p.spec.users.is_empty() {
-            st.users = None;
-            st.conditions.drop_condition(USERS_READY);
-        } else {
-            st.users = Some(0);
-            st.conditions.set(
-                USERS_READY,
-                false,
-                NOT_BUILT_FOR_OWNER,
-                &format!("spec.users is not built for an embedded store served by its owner pod ({}): no user is written", store_owner::object_name(&p.name_any())),
-                generation,
-            );
-        }
-        return Ok(());
-    };
     let outcome = users::sync(p, &ctx.stores, wal).await?;
     for id in &outcome.written {
         tracing::info!(project = %p.name_any(), user = %id, "user written");

@@ -1,7 +1,8 @@
 //! The store opened by the operator itself: every call is the `Wal`'s own.
 
 use super::{ProjectStore, ResetReport, StoreCall};
-use argon_wal::{BranchInfo, LogInfo, ReadPoint, ResetOutcome, Wal};
+use argon_wal::{BranchInfo, LogInfo, ReadPoint, ResetOutcome, UserPrecondition, Wal};
+use bson::Document;
 
 pub struct LocalStore(pub Wal);
 
@@ -86,6 +87,30 @@ impl ProjectStore for LocalStore {
 
     fn log_info<'a>(&'a self, branch: &'a str) -> StoreCall<'a, LogInfo> {
         Box::pin(self.0.log_info(branch))
+    }
+
+    fn users(&self) -> StoreCall<'_, Vec<((String, String), Document)>> {
+        Box::pin(async move {
+            let access = self.0.access().await?;
+            Ok(access
+                .users()
+                .map(|(id, d)| (id.clone(), d.clone()))
+                .collect())
+        })
+    }
+
+    fn put_user<'a>(
+        &'a self,
+        db: &'a str,
+        name: &'a str,
+        user: Document,
+        pre: UserPrecondition,
+    ) -> StoreCall<'a, bool> {
+        Box::pin(self.0.put_user(db, name, user, pre))
+    }
+
+    fn drop_user<'a>(&'a self, db: &'a str, name: &'a str) -> StoreCall<'a, bool> {
+        Box::pin(self.0.drop_user(db, name))
     }
 
     fn wal(&self) -> Option<&Wal> {

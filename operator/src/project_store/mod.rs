@@ -14,7 +14,8 @@
 pub mod local;
 pub mod remote;
 
-use argon_wal::{BranchInfo, CommitInfo, LogInfo, ReadPoint, Result, Wal};
+use argon_wal::{BranchInfo, CommitInfo, LogInfo, ReadPoint, Result, UserPrecondition, Wal};
+use bson::Document;
 use std::future::Future;
 use std::pin::Pin;
 
@@ -70,9 +71,22 @@ pub trait ProjectStore: Send + Sync {
     ) -> StoreCall<'a, ResetReport>;
     fn set_protected<'a>(&'a self, name: &'a str, protected: bool) -> StoreCall<'a, ()>;
     fn log_info<'a>(&'a self, branch: &'a str) -> StoreCall<'a, LogInfo>;
-    /// The WAL itself, when the operator holds the store: `spec.users` and
-    /// `spec.import` write records (users with their credentials, physical
-    /// document operations) that no admin command carries, so they need it.
-    /// `None` through an owner pod.
+    /// The project's users as stored, credentials included: `((db, name),
+    /// stored document)`, ordered by database then name (`spec.users`).
+    fn users(&self) -> StoreCall<'_, Vec<((String, String), Document)>>;
+    /// Writes a whole stored user if `pre` holds at the append; `false`
+    /// (nothing written) when it did not.
+    fn put_user<'a>(
+        &'a self,
+        db: &'a str,
+        name: &'a str,
+        user: Document,
+        pre: UserPrecondition,
+    ) -> StoreCall<'a, bool>;
+    /// Removes a user; `false` when there was none.
+    fn drop_user<'a>(&'a self, db: &'a str, name: &'a str) -> StoreCall<'a, bool>;
+    /// The WAL itself, when the operator holds the store: `spec.import`
+    /// writes physical document operations that no admin command carries,
+    /// so it needs it. `None` through an owner pod.
     fn wal(&self) -> Option<&Wal>;
 }

@@ -12,7 +12,7 @@
 use super::{ProjectStore, ResetReport, StoreCall};
 use argon_wal::{
     BranchId, BranchInfo, BranchName, CommitInfo, CommitTime, LineageEntry, LogInfo, ReadPoint,
-    Result, Seq, Wal, WalError,
+    Result, Seq, UserPrecondition, Wal, WalError,
 };
 use bson::{Bson, Document, doc};
 use mongodb::Client;
@@ -222,6 +222,74 @@ impl ProjectStore for RemoteStore {
                 bytes: count(COMMAND, &reply, "bytes")?,
                 start_seq: Seq(count(COMMAND, &reply, "startSeq")?),
             })
+        })
+    }
+
+    fn users(&self) -> StoreCall<'_, Vec<((String, String), Document)>> {
+        Box::pin(async move {
+            const COMMAND: &str = "argonUsers";
+            let reply = self.command(COMMAND, doc! {COMMAND: 1}).await?;
+            let list = reply
+                .get_array("users")
+                .map_err(|_| malformed(COMMAND, "no array `users`"))?;
+            list.iter()
+                .map(|u| {
+                    let u = u
+                        .as_document()
+                        .ok_or_else(|| malformed(COMMAND, "a user that is not a document"))?;
+                    let field = |k: &str| {
+                        u.get_str(k)
+                            .map(str::to_owned)
+                            .map_err(|_| malformed(COMMAND, format!("a user without `{k}`")))
+                    };
+                    let stored = u
+                        .get_document("stored")
+                        .map_err(|_| malformed(COMMAND, "a user without `stored`"))?;
+                    Ok(((field("db")?, field("user")?), stored.clone()))
+                })
+                .collect()
+        })
+    }
+
+    fn put_user<'a>(
+        &'a self,
+        db: &'a str,
+        name: &'a str,
+        user: Document,
+        pre: UserPrecondition,
+    ) -> StoreCall<'a, bool> {
+        Box::pin(async move {
+            const COMMAND: &str = "argonPutUser";
+            let precondition = match pre {
+                UserPrecondition::Absent => "absent",
+                UserPrecondition::Present => "present",
+                UserPrecondition::NoUsers => {
+                    return Err(WalError::InvalidOp(format!(
+                        "{COMMAND} takes no \"no users\" precondition"
+                    )));
+                }
+            };
+            let reply = self
+                .command(
+                    COMMAND,
+                    doc! {COMMAND: name, "db": db, "stored": user, "precondition": precondition},
+                )
+                .await?;
+            reply
+                .get_bool("written")
+                .map_err(|_| malformed(COMMAND, "no boolean `written`"))
+        })
+    }
+
+    fn drop_user<'a>(&'a self, db: &'a str, name: &'a str) -> StoreCall<'a, bool> {
+        Box::pin(async move {
+            const COMMAND: &str = "argonDropUser";
+            let reply = self
+                .command(COMMAND, doc! {COMMAND: name, "db": db})
+                .await?;
+            reply
+                .get_bool("dropped")
+                .map_err(|_| malformed(COMMAND, "no boolean `dropped`"))
         })
     }
 

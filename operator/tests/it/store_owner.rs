@@ -768,3 +768,68 @@ async fn finalizers_finish_without_the_store_once_its_owner_is_gone_with_the_pro
     operator.stop().await?;
     Ok(())
 }
+
+/// `spec.users` through an owner: the same `users::sync` the controller
+/// runs, over the remote store, against a real owner process. The user
+/// logs in to the owner with its Secret's password; an unchanged pass
+/// writes nothing (the stored keys are compared, not rewritten); a changed
+/// password is written and the old one stops; a user gone from the spec is
+/// dropped; and no password crosses into the owner's log.
+#[tokio::test]
+async fn spec_users_reach_an_embedded_store_through_its_owner() -> anyhow::Result<()> {
+    use crate::users::{password_secret, role, user};
+    use argon_operator::crd::RoleName;
+    use argon_operator::stores::Stores;
+    use argon_operator::users;
+
+    let (_kube, client) = kube_with_crds().await?;
+    let ns = namespace(&client, "owner-users").await?;
+    password_secret(&client, &ns, "ann-pw", "ann-first-Pa55word").await?;
+    let owner = Owner::start().await?;
+    let remote = RemoteStore::connect(&owner.uri(), "shop-argon-store", Some(KEY)).await?;
+    let stores = Stores::new(client.clone(), "owner-users-test".into(), None, None);
+    let mut project = embedded_project("shop");
+    project.metadata.namespace = Some(ns.clone());
+    project.spec.users = vec![user(
+        "ann",
+        "ann-pw",
+        vec![role(RoleName::ReadWrite, Some("app"))],
+    )];
+
+    let login = |password: &'static str| {
+        let uri = format!(
+            "mongodb://ann:{password}@127.0.0.1:{}/?authSource=admin&directConnection=true&serverSelectionTimeoutMS=3000",
+            owner.port
+        );
+        async move { crate::users::login_and_write(&uri).await }
+    };
+
+    let out = users::sync(&project, &stores, &remote).await?;
+    assert_eq!(out.written, ["ann@admin"], "{out:?}");
+    assert_eq!(out.in_sync, 1, "{out:?}");
+    login("ann-first-Pa55word").await?;
+    assert!(login("not-the-password").await.is_err());
+
+    // Unchanged: compared with the stored keys, nothing written.
+    let out = users::sync(&project, &stores, &remote).await?;
+    assert!(out.written.is_empty(), "{out:?}");
+    assert_eq!(out.in_sync, 1, "{out:?}");
+
+    // A new password in the Secret.
+    password_secret(&client, &ns, "ann-pw", "ann-second-Pa55word").await?;
+    let out = users::sync(&project, &stores, &remote).await?;
+    assert_eq!(out.written, ["ann@admin"], "{out:?}");
+    login("ann-second-Pa55word").await?;
+    assert!(login("ann-first-Pa55word").await.is_err());
+
+    // Gone from the spec: dropped.
+    project.spec.users.clear();
+    let out = users::sync(&project, &stores, &remote).await?;
+    assert_eq!(out.dropped, ["ann@admin"], "{out:?}");
+    assert!(login("ann-second-Pa55word").await.is_err());
+    assert!(
+        remote.users().await?.is_empty(),
+        "no user left in the store"
+    );
+    Ok(())
+}

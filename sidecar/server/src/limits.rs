@@ -404,6 +404,41 @@ pub fn storage_depth(doc: &Document) -> usize {
     deepest
 }
 
+/// Whether a value nests more than `max` documents and arrays inside each
+/// other. Iterative and stopping at `max + 1`, so it answers for a value
+/// too deep for a recursive walk.
+pub fn value_depth_exceeds(v: &Bson, max: usize) -> bool {
+    enum It<'a> {
+        Doc(bson::document::Iter<'a>),
+        Arr(std::slice::Iter<'a, Bson>),
+    }
+    let mut stack = match v {
+        Bson::Document(d) => vec![It::Doc(d.iter())],
+        Bson::Array(a) => vec![It::Arr(a.iter())],
+        _ => return false,
+    };
+    loop {
+        if stack.len() > max {
+            return true;
+        }
+        let Some(top) = stack.last_mut() else {
+            return false;
+        };
+        let next = match top {
+            It::Doc(i) => i.next().map(|(_, v)| v),
+            It::Arr(i) => i.next(),
+        };
+        match next {
+            None => {
+                stack.pop();
+            }
+            Some(Bson::Document(d)) => stack.push(It::Doc(d.iter())),
+            Some(Bson::Array(a)) => stack.push(It::Arr(a.iter())),
+            Some(_) => {}
+        }
+    }
+}
+
 /// A document an insert carries, measured as sent (before an `_id` is
 /// added), as mongod's `fixDocumentForInsert` measures it: at most
 /// [`MAX_DOCUMENT_SIZE`] bytes, else `BadValue`.

@@ -71,6 +71,39 @@ async fn union_with_reads_the_other_collection_of_the_branch() {
     )
     .await;
     assert_eq!(out, vec![doc! {"n": 150}]);
+    // MongoDB 6.0's collectionless forms: the sub-pipeline's own documents.
+    let out = aggregate(
+        &db,
+        "a",
+        vec![
+            doc! {"$match": {"_id": {"$lt": 2}}},
+            doc! {"$unionWith": {"pipeline": [{"$documents": [{"_id": "x", "side": "d"}]}]}},
+            doc! {"$lookup": {"localField": "side", "foreignField": "s", "as": "names",
+            "pipeline": [{"$documents": [{"s": "a", "n": "first"}, {"s": "d", "n": "made"}]},
+                         {"$project": {"_id": 0, "n": 1}}]}},
+            doc! {"$project": {"side": 1, "names": 1}},
+        ],
+    )
+    .await;
+    assert_eq!(
+        out,
+        vec![
+            doc! {"_id": 0, "side": "a", "names": [{"n": "first"}]},
+            doc! {"_id": 1, "side": "a", "names": [{"n": "first"}]},
+            doc! {"_id": "x", "side": "d", "names": [{"n": "made"}]},
+        ]
+    );
+    let err = db
+        .collection::<Document>("a")
+        .aggregate(vec![
+            doc! {"$lookup": {"as": "m", "pipeline": [{"$match": {}}]}},
+        ])
+        .await
+        .expect_err("a collectionless $lookup without $documents");
+    match *err.kind {
+        mongodb::error::ErrorKind::Command(c) => assert_eq!(c.code, 9, "{}", c.message),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[tokio::test]

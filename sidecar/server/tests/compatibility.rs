@@ -17,7 +17,8 @@ async fn the_compatibility_table_is_current() {
     for row in [
         "| command | `create` | partly: ",
         "| stage | `$group` | supported |",
-        "| stage | `$lookup` | partly: ",
+        "| stage | `$lookup` | supported |",
+        "| expression | `$reduce` | supported |",
         "| query | `$where` | refused (6108304) |",
         "| command | `mapReduce` | refused (31246) |",
         "| expression | `$function` | refused (31264) |",

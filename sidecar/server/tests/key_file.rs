@@ -66,6 +66,8 @@ fn admin_commands() -> Vec<Document> {
         doc! {"createUser": "app", "pwd": "app-password", "roles": ["readWrite"]},
         doc! {"updateUser": "app", "pwd": "other-password"},
         doc! {"dropUser": "app"},
+        doc! {"argonUsers": 1},
+        doc! {"argonDropUser": "nobody", "db": "app"},
     ]
 }
 
@@ -293,4 +295,203 @@ fn hostile_key_files_stop_the_server_without_showing_the_key() {
         assert!(!out.contains(secretish), "{}: {out}", path.display());
         assert!(!out.contains("panicked"), "{}: {out}", path.display());
     }
+}
+
+/// A stored user as the operator derives it (`argon_auth::stored`).
+fn stored_user(db: &str, name: &str, password: &str, custom: Option<&Document>) -> Document {
+    use argon_auth::scram::{Credential, Mechanism};
+    let credentials: Vec<(Mechanism, Credential)> = Mechanism::ALL
+        .iter()
+        .map(|m| {
+            (
+                *m,
+                Credential::new(*m, name, password).expect("a usable password"),
+            )
+        })
+        .collect();
+    let id = argon_auth::stored::UserId {
+        db: db.to_string(),
+        name: name.to_string(),
+    };
+    let roles = vec![argon_auth::stored::grant_doc(
+        "readWrite",
+        Some("app"),
+        None,
+    )];
+    argon_auth::stored::user_doc(&id, roles, &credentials, custom)
+}
+
+async fn login_and_write(s: &Sidecar, user: &str, password: &str) -> mongodb::error::Result<()> {
+    let mut options = ClientOptions::parse(s.uri()).await?;
+    options.credential = Some(
+        Credential::builder()
+            .username(user.to_string())
+            .password(password.to_string())
+            .source("admin".to_string())
+            .build(),
+    );
+    mongodb::Client::with_options(options)?
+        .database("app")
+        .collection::<Document>("c")
+        .insert_one(doc! {"by": user})
+        .await
+        .map(|_| ())
+}
+
+/// `argonUsers` / `argonPutUser` / `argonDropUser`: how the operator writes
+/// `spec.users` into an embedded store through its owner. Whole stored
+/// users go in exactly as sent (the user then logs in with the password the
+/// keys were derived from) or are refused; anything malformed is 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_users_are_written_whole_by_the_key_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = key_file(dir.path(), "key", format!("{KEY}\n").as_bytes(), 0o400);
+    let data = dir.path().join("wal").display().to_string();
+    let s = Sidecar::start(
+        "argon-sidecar-stored-users",
+        &["--data", &data, "--key-file", key.to_str().unwrap()],
+    )
+    .await
+    .expect("the sidecar starts with --key-file");
+    let system = system_client(&s, KEY, AuthMechanism::ScramSha256).await;
+    let admin = system.database("admin");
+    let put = |name: &str, stored: Document, pre: &str| {
+        doc! {"argonPutUser": name, "db": "admin", "stored": stored, "precondition": pre}
+    };
+    let ann = stored_user(
+        "admin",
+        "ann",
+        "ann-Pa55word",
+        Some(&doc! {"managedBy": "argon-operator"}),
+    );
+
+    let reply = admin
+        .run_command(put("ann", ann.clone(), "absent"))
+        .await
+        .unwrap();
+    assert_eq!(reply.get_bool("written").ok(), Some(true), "{reply}");
+    let reply = admin
+        .run_command(put("ann", ann.clone(), "absent"))
+        .await
+        .unwrap();
+    assert_eq!(
+        reply.get_bool("written").ok(),
+        Some(false),
+        "absent no more: {reply}"
+    );
+    login_and_write(&s, "ann", "ann-Pa55word")
+        .await
+        .expect("ann logs in");
+    assert!(
+        login_and_write(&s, "ann", "not-her-password")
+            .await
+            .is_err()
+    );
+
+    // Listed as stored, credentials included, and only to the key holder.
+    let reply = admin.run_command(doc! {"argonUsers": 1}).await.unwrap();
+    let users = reply.get_array("users").unwrap();
+    assert_eq!(users.len(), 1, "{reply}");
+    let listed = users[0].as_document().unwrap();
+    assert_eq!(listed.get_str("db").ok(), Some("admin"));
+    assert_eq!(listed.get_str("user").ok(), Some("ann"));
+    assert_eq!(listed.get_document("stored").unwrap(), &ann);
+
+    // A new password, written over the old one.
+    let again = stored_user(
+        "admin",
+        "ann",
+        "ann-second-Pa55word",
+        Some(&doc! {"managedBy": "argon-operator"}),
+    );
+    let reply = admin
+        .run_command(put("ann", again, "present"))
+        .await
+        .unwrap();
+    assert_eq!(reply.get_bool("written").ok(), Some(true), "{reply}");
+    login_and_write(&s, "ann", "ann-second-Pa55word")
+        .await
+        .expect("the new password");
+    assert!(login_and_write(&s, "ann", "ann-Pa55word").await.is_err());
+    let reply = admin
+        .run_command(put(
+            "bob",
+            stored_user("admin", "bob", "bob-Pa55word", None),
+            "present",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        reply.get_bool("written").ok(),
+        Some(false),
+        "bob is not there: {reply}"
+    );
+
+    // Hostile or malformed: 2, nothing written.
+    let mut extra = ann.clone();
+    extra.insert("isAdmin", true);
+    let mut no_credentials = ann.clone();
+    no_credentials.insert("credentials", Document::new());
+    let mut bad_role = ann.clone();
+    bad_role.insert("roles", vec![bson::Bson::Document(doc! {"role": 5})]);
+    let huge = stored_user(
+        "admin",
+        "ann",
+        "ann-Pa55word",
+        Some(&doc! {"blob": "x".repeat(100_000)}),
+    );
+    let long = "n".repeat(300);
+    let cases: Vec<Document> = vec![
+        doc! {"argonPutUser": "ann", "db": "admin", "precondition": "absent"},
+        doc! {"argonPutUser": "ann", "db": "admin", "stored": 1, "precondition": "absent"},
+        put("ann", ann.clone(), "sometimes"),
+        doc! {"argonPutUser": "ann", "db": "admin", "stored": ann.clone()},
+        put("ann", extra, "present"),
+        put("ann", no_credentials, "present"),
+        put("ann", bad_role, "present"),
+        put("ann", huge, "present"),
+        // The stored form names another user than the command.
+        put("carol", ann.clone(), "absent"),
+        doc! {"argonPutUser": "ann", "db": "local", "stored": ann.clone(), "precondition": "absent"},
+        doc! {"argonPutUser": "ann", "db": "a~b", "stored": ann.clone(), "precondition": "absent"},
+        doc! {"argonPutUser": "ann", "db": "", "stored": ann.clone(), "precondition": "absent"},
+        doc! {"argonPutUser": "", "db": "admin", "stored": ann.clone(), "precondition": "absent"},
+        doc! {"argonPutUser": long.as_str(), "db": "admin", "stored": ann.clone(), "precondition": "absent"},
+        doc! {"argonPutUser": 7, "db": "admin", "stored": ann.clone(), "precondition": "absent"},
+        doc! {"argonPutUser": "ann", "db": "admin", "stored": ann.clone(), "precondition": "absent", "force": true},
+        doc! {"argonUsers": 1, "showAll": true},
+        doc! {"argonDropUser": "ann"},
+        doc! {"argonDropUser": "ann", "db": 3},
+    ];
+    for cmd in cases {
+        let e = admin.run_command(cmd.clone()).await.expect_err("malformed");
+        assert_eq!(code(&e), Some(2), "{cmd}: {e}");
+    }
+    login_and_write(&s, "ann", "ann-second-Pa55word")
+        .await
+        .expect("ann unchanged");
+    // Only on admin.
+    let e = system
+        .database("app")
+        .run_command(doc! {"argonUsers": 1})
+        .await
+        .expect_err("admin only");
+    assert_eq!(code(&e), Some(13), "{e}");
+
+    let reply = admin
+        .run_command(doc! {"argonDropUser": "ann", "db": "admin"})
+        .await
+        .unwrap();
+    assert_eq!(reply.get_bool("dropped").ok(), Some(true), "{reply}");
+    let reply = admin
+        .run_command(doc! {"argonDropUser": "ann", "db": "admin"})
+        .await
+        .unwrap();
+    assert_eq!(reply.get_bool("dropped").ok(), Some(false), "{reply}");
+    assert!(
+        login_and_write(&s, "ann", "ann-second-Pa55word")
+            .await
+            .is_err()
+    );
+    assert!(!s.output().contains("Pa55word"), "a password in the log");
 }

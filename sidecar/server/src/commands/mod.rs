@@ -19,6 +19,7 @@ mod options;
 mod read;
 mod refused;
 mod sasl;
+mod stored_users;
 mod transaction;
 mod users;
 mod view;
@@ -253,6 +254,9 @@ commands! {
     "argonResetBranch" => branch::reset_branch;
     "argonLogInfo" => branch::log_info;
     "argonProtectBranch" => branch::protect_branch;
+    "argonUsers" => stored_users::users;
+    "argonPutUser" => stored_users::put_user;
+    "argonDropUser" => stored_users::drop_user;
     "saslStart" => sasl::sasl_start;
     "saslContinue" => sasl::sasl_continue;
     "logout" => sasl::logout;

@@ -1196,25 +1196,7 @@ async fn aggregate_database(ctx: &Ctx<'_>, target: crate::target::Target) -> Res
         return Err(CommandError::failed_to_parse("an empty stage"));
     };
     let docs = match name.as_str() {
-        "$documents" => {
-            let value = crate::query::expr::Expr::parse(&arg)?.eval(&Document::new())?;
-            let Some(Bson::Array(items)) = value else {
-                return Err(CommandError::new(
-                    ErrorCode::Location5858203,
-                    "an array is expected for $documents",
-                ));
-            };
-            items
-                .into_iter()
-                .map(|i| match i {
-                    Bson::Document(d) => Ok(d),
-                    other => Err(CommandError::type_mismatch(format!(
-                        "$documents must evaluate to an array of objects, found {}",
-                        crate::query::expr::type_name(&other)
-                    ))),
-                })
-                .collect::<Result<Vec<_>>>()?
-        }
+        "$documents" => crate::query::aggregate::documents::evaluate(&arg)?,
         "$listLocalSessions" => list_local_sessions(ctx, &arg)?,
         "$currentOp" => super::current_op::current_op_stage(ctx, &arg)?,
         "$listCatalog" | "$changeStream" | "$queryStats" | "$querySettings" => {

@@ -20,7 +20,7 @@ use crate::error::{CommandError, ErrorCode, Result};
 use crate::wal_error::from_wal;
 
 /// Refuses a field the command does not take (never silently dropped).
-fn check_fields(cmd: &Document, command: &str, accepted: &[&str]) -> Result<()> {
+pub(super) fn check_fields(cmd: &Document, command: &str, accepted: &[&str]) -> Result<()> {
     for key in cmd.keys().skip(1) {
         if !accepted.contains(&key.as_str()) && !GENERIC_FIELDS.contains(&key.as_str()) {
             return Err(CommandError::bad_value(format!(
@@ -171,7 +171,7 @@ async fn current(ctx: &Ctx<'_>, user: &UserId) -> Result<Arc<StoredUser>> {
     ctx.svc.users.get(user).ok_or_else(|| not_found(user))
 }
 
-async fn store(ctx: &Ctx<'_>, user: &StoredUser, pre: UserPrecondition) -> Result<bool> {
+pub(super) async fn store(ctx: &Ctx<'_>, user: &StoredUser, pre: UserPrecondition) -> Result<bool> {
     let doc = user.to_doc();
     let bytes = crate::limits::document_size(&doc);
     if bytes > crate::limits::MAX_USER_BYTES {

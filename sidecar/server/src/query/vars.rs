@@ -142,28 +142,72 @@ impl Vars {
     /// An expression with every `$$name` of these variables replaced by
     /// `{$literal: value}`.
     fn bind_expression(&self, e: &Bson, depth: usize) -> Result<Bson> {
+        self.bind_scoped(e, depth, &[])
+    }
+
+    /// [`Vars::bind_expression`] inside operators that bind `shadowed`:
+    /// there a `$$name` is the operator's variable, not the command's, and
+    /// stays for the expression parser to resolve.
+    fn bind_scoped(&self, e: &Bson, depth: usize, shadowed: &[String]) -> Result<Bson> {
         limits::check_expression_depth(depth)?;
         Ok(match e {
-            Bson::String(s) if s.starts_with("$$") => match self.lookup(&s[2..]) {
-                Some(v) => Bson::Document(doc! {"$literal": v}),
-                None => e.clone(),
-            },
+            Bson::String(s) if s.starts_with("$$") => {
+                let name = s[2..].split('.').next().unwrap_or_default();
+                if shadowed.iter().any(|n| n == name) {
+                    return Ok(e.clone());
+                }
+                match self.lookup(&s[2..]) {
+                    Some(v) => Bson::Document(doc! {"$literal": v}),
+                    None => e.clone(),
+                }
+            }
             Bson::Document(d) if d.len() == 1 && d.contains_key("$literal") => e.clone(),
             Bson::Document(d) => {
                 let mut out = Document::new();
                 for (k, v) in d {
-                    out.insert(k.clone(), self.bind_expression(v, depth + 1)?);
+                    let v = match (d.len(), binder_names(k, v)) {
+                        (1, Some(names)) => self.bind_binder(v, depth + 1, shadowed, &names)?,
+                        _ => self.bind_scoped(v, depth + 1, shadowed)?,
+                    };
+                    out.insert(k.clone(), v);
                 }
                 Bson::Document(out)
             }
             Bson::Array(items) => Bson::Array(
                 items
                     .iter()
-                    .map(|i| self.bind_expression(i, depth + 1))
+                    .map(|i| self.bind_scoped(i, depth + 1, shadowed))
                     .collect::<Result<_>>()?,
             ),
             other => other.clone(),
         })
+    }
+
+    /// The argument of a binding operator: the fields its own variables
+    /// are visible in (`in`, `cond`) are bound with them shadowed, the
+    /// others (`input`, `vars`, `initialValue`, `limit`) without.
+    fn bind_binder(
+        &self,
+        spec: &Bson,
+        depth: usize,
+        shadowed: &[String],
+        names: &[String],
+    ) -> Result<Bson> {
+        limits::check_expression_depth(depth)?;
+        let Bson::Document(spec) = spec else {
+            return self.bind_scoped(spec, depth, shadowed);
+        };
+        let mut inner = shadowed.to_vec();
+        inner.extend(names.iter().cloned());
+        let mut out = Document::new();
+        for (k, v) in spec {
+            let v = match k.as_str() {
+                "in" | "cond" => self.bind_scoped(v, depth + 1, &inner)?,
+                _ => self.bind_scoped(v, depth + 1, shadowed)?,
+            };
+            out.insert(k.clone(), v);
+        }
+        Ok(Bson::Document(out))
     }
 
     /// `name` or `name.a.b`: the variable's value, or the value at that
@@ -182,7 +226,27 @@ impl Vars {
     }
 }
 
-fn validate_name(name: &str) -> Result<()> {
+/// The variables the operator `name` binds for its `in`/`cond` (`$let`'s
+/// `vars`, the `as` of `$map` and `$filter`, `$reduce`'s `value` and
+/// `this`); `None` for any other key.
+fn binder_names(name: &str, arg: &Bson) -> Option<Vec<String>> {
+    let spec = arg.as_document()?;
+    let as_name = || match spec.get("as") {
+        Some(Bson::String(s)) => s.clone(),
+        _ => "this".to_owned(),
+    };
+    match name {
+        "$let" => Some(match spec.get("vars") {
+            Some(Bson::Document(vars)) => vars.keys().cloned().collect(),
+            _ => Vec::new(),
+        }),
+        "$map" | "$filter" => Some(vec![as_name()]),
+        "$reduce" => Some(vec!["value".to_owned(), "this".to_owned()]),
+        _ => None,
+    }
+}
+
+pub(crate) fn validate_name(name: &str) -> Result<()> {
     let mut chars = name.chars();
     let Some(first) = chars.next() else {
         return Err(CommandError::new(

@@ -25,7 +25,9 @@ use crate::spill::StageBudget;
 /// A parsed `$lookup` with a sub-pipeline.
 #[derive(Debug, Clone)]
 pub(super) struct SubLookup {
-    pub from: String,
+    /// The foreign collection; `None` when the pipeline makes its own
+    /// documents (it starts with `$documents`, checked when parsed).
+    pub from: Option<String>,
     /// `(localField, foreignField)`, when both are given.
     pub equality: Option<(String, String)>,
     pub lets: Vec<(String, Expr)>,
@@ -60,15 +62,31 @@ impl SubLookup {
         Ok(())
     }
 
-    /// The sub-pipeline for one local document.
-    fn bind(&self, local: &Document) -> Result<Pipeline> {
+    /// The sub-pipeline for one local document and its input: the foreign
+    /// collection, or the documents its leading `$documents` makes with
+    /// the variables bound.
+    fn bind(&self, local: &Document) -> Result<(Pipeline, Box<dyn Op>)> {
         let mut values = Document::new();
         for (name, e) in &self.lets {
             values.insert(name.clone(), e.eval(local)?.unwrap_or(Bson::Null));
         }
         self.check_binding(&values)?;
         let stages = Vars::from_values(values)?.bind_pipeline(&self.stages)?;
-        Pipeline::parse_at(&stages, self.depth)
+        match &self.from {
+            Some(from) => Ok((
+                Pipeline::parse_at(&stages, self.depth)?,
+                Box::new(Collection::new(from.clone())),
+            )),
+            None => {
+                let (documents, rest) =
+                    super::documents::split_leading(&stages, "$lookup", "collection")?;
+                let docs = super::documents::evaluate(documents)?;
+                Ok((
+                    Pipeline::parse_at(rest, self.depth)?,
+                    Box::new(super::ops::Docs::new(docs)),
+                ))
+            }
+        }
     }
 }
 
@@ -104,7 +122,7 @@ struct SubLookupOp {
 /// The foreign collection narrowed to the documents that join by the
 /// equality fields.
 struct Joining {
-    input: Collection,
+    input: Box<dyn Op>,
     foreign: String,
     preds: Vec<Pred>,
 }
@@ -125,10 +143,9 @@ impl Op for SubLookupOp {
         let Some(d) = self.input.next(cx)? else {
             return Ok(None);
         };
-        let pipeline = self.spec.bind(&d)?;
-        let foreign = Collection::new(self.spec.from.clone());
+        let (pipeline, foreign) = self.spec.bind(&d)?;
         let source: Box<dyn Op> = match &self.spec.equality {
-            None => Box::new(foreign),
+            None => foreign,
             Some((local, foreign_field)) => Box::new(Joining {
                 input: foreign,
                 foreign: foreign_field.clone(),
@@ -136,7 +153,7 @@ impl Op for SubLookupOp {
             }),
         };
         let mut op = pipeline.stream(source, self.budget);
-        let mut matched = Matched::new(&self.spec.from);
+        let mut matched = Matched::new(self.spec.from.as_deref().unwrap_or("$documents"));
         while let Some(f) = op.next(cx)? {
             matched.push(f)?;
         }

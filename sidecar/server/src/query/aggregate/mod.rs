@@ -29,6 +29,7 @@
 
 mod bucket;
 mod densify;
+pub(crate) mod documents;
 mod facet;
 mod fill;
 mod geo_near;
@@ -281,7 +282,7 @@ impl Pipeline {
                 } => lookup::op(op, from, local, foreign, as_field, budget),
                 Stage::SubLookup(spec) => lookup_pipeline::op(op, *spec, budget),
                 Stage::Facet(facets) => facet::op(op, facets, budget),
-                Stage::UnionWith { coll, pipeline } => union::op(op, coll, pipeline, budget),
+                Stage::UnionWith { source, pipeline } => union::op(op, source, pipeline, budget),
                 Stage::Sample { size, order } => sample::op(op, size, order, budget),
                 Stage::Bucket(b) => b.stream(op, budget),
                 Stage::BucketAuto(b) => b.stream(op, budget),

@@ -45,9 +45,9 @@ pub(super) enum Stage {
     SubLookup(Box<SubLookup>),
     /// `$facet`: each output field's sub-pipeline over the whole input.
     Facet(Vec<(String, Pipeline)>),
-    /// `$unionWith`: the input, then collection `coll` through `pipeline`.
+    /// `$unionWith`: the input, then `source`'s documents through `pipeline`.
     UnionWith {
-        coll: String,
+        source: super::union::Source,
         pipeline: Pipeline,
     },
     /// `$sample`: `size` documents chosen at random (`order`: of the
@@ -404,10 +404,11 @@ fn parse_facet(arg: &Bson, depth: usize) -> Result<Vec<(String, Pipeline)>> {
     Ok(facets)
 }
 
-/// `{$unionWith: "coll"}` or `{$unionWith: {coll, pipeline}}`.
+/// `{$unionWith: "coll"}`, `{$unionWith: {coll, pipeline}}`, or
+/// `{$unionWith: {pipeline}}` whose pipeline starts with `$documents`.
 fn parse_union_with(arg: &Bson, depth: usize) -> Result<Stage> {
-    let (coll, stages): (&str, &[Bson]) = match arg {
-        Bson::String(c) => (c.as_str(), &[][..]),
+    let (coll, stages): (Option<&str>, &[Bson]) = match arg {
+        Bson::String(c) => (Some(c.as_str()), &[][..]),
         Bson::Document(d) => {
             let mut coll = None;
             let mut stages: &[Bson] = &[];
@@ -430,19 +431,6 @@ fn parse_union_with(arg: &Bson, depth: usize) -> Result<Stage> {
                     }
                 }
             }
-            let Some(coll) = coll else {
-                if d.contains_key("pipeline") {
-                    // MongoDB 6.0's form without a collection (its pipeline
-                    // starts with `$documents`): refused by name.
-                    return Err(CommandError::not_implemented(
-                        "$unionWith without 'coll' (a $documents pipeline)",
-                    ));
-                }
-                return Err(CommandError::new(
-                    ErrorCode::Location40414,
-                    "BSON field '$unionWith.coll' is missing but a required field",
-                ));
-            };
             (coll, stages)
         }
         _ => {
@@ -452,6 +440,14 @@ fn parse_union_with(arg: &Bson, depth: usize) -> Result<Stage> {
             )));
         }
     };
+    let Some(coll) = coll else {
+        let (documents, rest) =
+            super::documents::split_leading(stages, "$unionWith", "collection")?;
+        return Ok(Stage::UnionWith {
+            source: super::union::Source::Documents(super::documents::evaluate(documents)?),
+            pipeline: sub_pipeline(rest, depth)?,
+        });
+    };
     if coll.is_empty() || coll.contains('\0') || coll.starts_with("system.") || coll.contains('$') {
         return Err(CommandError::new(
             ErrorCode::InvalidNamespace,
@@ -459,7 +455,7 @@ fn parse_union_with(arg: &Bson, depth: usize) -> Result<Stage> {
         ));
     }
     Ok(Stage::UnionWith {
-        coll: coll.to_owned(),
+        source: super::union::Source::Collection(coll.to_owned()),
         pipeline: sub_pipeline(stages, depth)?,
     })
 }
@@ -588,12 +584,10 @@ fn parse_lookup(d: &bson::Document, depth: usize) -> Result<Stage> {
             as_field,
         });
     };
-    let Some(from) = from else {
-        // MongoDB 6.0's form whose pipeline starts with `$documents`.
-        return Err(CommandError::not_implemented(
-            "$lookup without 'from' (a $documents pipeline)",
-        ));
-    };
+    if from.is_none() {
+        // MongoDB 6.0's form: the pipeline makes its own documents.
+        super::documents::split_leading(stages, "$lookup", "collection")?;
+    }
     let mut parsed_lets = Vec::new();
     let mut placeholders = bson::Document::new();
     for (name, e) in lets.into_iter().flatten() {
@@ -603,7 +597,10 @@ fn parse_lookup(d: &bson::Document, depth: usize) -> Result<Stage> {
     // Parsed once now with every variable null, so a bad sub-pipeline
     // fails before any document is read (and names are checked).
     let checked = Vars::from_values(placeholders)?.bind_pipeline(stages)?;
-    sub_pipeline(&checked, depth)?;
+    match from {
+        Some(_) => sub_pipeline(&checked, depth)?,
+        None => sub_pipeline(&checked[1..], depth)?,
+    };
     Ok(Stage::SubLookup(Box::new(SubLookup {
         from,
         equality,

@@ -531,12 +531,19 @@ fn lookup_refuses_what_it_does_not_run() {
             "{form}"
         );
     }
-    assert_eq!(
-        parse(bson!({"as": "m", "pipeline": [{"$documents": [{"a": 1}]}]}))
-            .unwrap_err()
-            .code,
-        ErrorCode::CommandNotSupported
-    );
+    assert!(parse(bson!({"as": "m", "pipeline": [{"$documents": [{"a": 1}]}]})).is_ok());
+    // Without `from`, the pipeline must make its own documents.
+    for form in [
+        bson!({"as": "m", "pipeline": []}),
+        bson!({"as": "m", "pipeline": [{"$match": {}}]}),
+        bson!({"as": "m", "pipeline": [{"$match": {}}, {"$documents": []}]}),
+    ] {
+        assert_eq!(
+            parse(form.clone()).unwrap_err().code,
+            ErrorCode::FailedToParse,
+            "{form}"
+        );
+    }
     assert!(parse(bson!({"from": "o", "localField": "a", "foreignField": "b", "as": "m"})).is_ok());
     assert!(parse(bson!({"from": "o", "as": "m", "pipeline": []})).is_ok());
 }

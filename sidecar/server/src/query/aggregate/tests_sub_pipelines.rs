@@ -355,7 +355,25 @@ fn union_with_streams_the_other_collection_in_chunks() {
 #[test]
 fn union_with_refuses_bad_specifications() {
     assert_eq!(code(bson!([{"$unionWith": 1}])), ErrorCode::FailedToParse);
-    assert_eq!(code(bson!([{"$unionWith": {}}])), ErrorCode::Location40414);
+    assert_eq!(code(bson!([{"$unionWith": {}}])), ErrorCode::FailedToParse);
+    assert_eq!(
+        code(bson!([{"$unionWith": {"pipeline": [{"$match": {}}]}}])),
+        ErrorCode::FailedToParse
+    );
+    assert_eq!(
+        code(bson!([{"$unionWith": {"pipeline": [{"$documents": [1]}]}}])),
+        ErrorCode::TypeMismatch
+    );
+    assert_eq!(
+        code(bson!([{"$unionWith": {"pipeline": [{"$documents": "$a"}]}}])),
+        ErrorCode::Location5858203
+    );
+    assert_eq!(
+        code(
+            bson!([{"$unionWith": {"pipeline": [{"$documents": [{"a": 1}]}, {"$documents": []}]}}])
+        ),
+        ErrorCode::Location40324
+    );
     assert_eq!(
         code(bson!([{"$unionWith": {"coll": 1}}])),
         ErrorCode::TypeMismatch
@@ -367,10 +385,6 @@ fn union_with_refuses_bad_specifications() {
     assert_eq!(
         code(bson!([{"$unionWith": {"coll": "o", "bogus": 1}}])),
         ErrorCode::Location40415
-    );
-    assert_eq!(
-        code(bson!([{"$unionWith": {"pipeline": [{"$documents": []}]}}])),
-        ErrorCode::CommandNotSupported
     );
     for bad in ["", "a$b", "system.users", "a\0b"] {
         assert_eq!(
@@ -547,6 +561,57 @@ fn lookup_pipeline_binds_let_per_local_document() {
             doc! {"_id": 1, "b": [{"n": 2}]},
             doc! {"_id": 2, "b": [{"n": 2}]}
         ]
+    );
+}
+
+/// MongoDB 6.0's collectionless forms: a sub-pipeline that starts with
+/// `$documents`, its `let` variables bound into the documents.
+#[test]
+fn sub_pipelines_over_their_own_documents() {
+    let out = run_with(
+        bson!([{"$unionWith": {"pipeline": [
+            {"$documents": [{"_id": 10, "x": 1}, {"_id": 11, "x": 2}]},
+            {"$match": {"x": {"$gt": 1}}}]}}]),
+        vec![doc! {"_id": 1}],
+        vec![doc! {"_id": 99}],
+    )
+    .unwrap();
+    assert_eq!(out, vec![doc! {"_id": 1}, doc! {"_id": 11, "x": 2}]);
+    // The manual's `$lookup` over `$documents`: a lookup table in the query.
+    let out = run_with(
+        bson!([{"$lookup": {
+            "localField": "zip", "foreignField": "zip_id", "as": "city_state",
+            "let": {"z": "$zip"},
+            "pipeline": [
+                {"$documents": [
+                    {"zip_id": 94301, "name": "Palo Alto, CA"},
+                    {"zip_id": 10019, "name": "New York, NY"},
+                    {"zip_id": 0, "name": {"$concat": ["seen ", {"$toString": "$$z"}]}}]},
+                {"$project": {"_id": 0, "zip_id": 0}}]}},
+            {"$project": {"_id": 0}}]),
+        vec![doc! {"zip": 94301}, doc! {"zip": 10019}, doc! {"zip": 0}],
+        vec![],
+    )
+    .unwrap();
+    assert_eq!(
+        out,
+        vec![
+            doc! {"zip": 94301, "city_state": [{"name": "Palo Alto, CA"}]},
+            doc! {"zip": 10019, "city_state": [{"name": "New York, NY"}]},
+            doc! {"zip": 0, "city_state": [{"name": "seen 0"}]},
+        ]
+    );
+    // Hostile: a `$documents` array past the built-value limit.
+    let err = run_with(
+        bson!([{"$lookup": {"as": "m", "let": {"s": "$s"}, "pipeline": [
+            {"$documents": {"$map": {"input": {"$range": [0, 100]}, "in": {"s": "$$s"}}}}]}}]),
+        vec![doc! {"s": "x".repeat(1 << 20)}],
+        vec![],
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err.code, ErrorCode::ExceededMemoryLimit),
+        "{err:?}"
     );
 }
 

@@ -15,15 +15,33 @@ use super::{Cx, Op, Pipeline};
 use crate::error::Result;
 use crate::spill::StageBudget;
 
+/// Where the other side's documents come from.
+#[derive(Debug, Clone)]
+pub(super) enum Source {
+    /// A collection of the pipeline's database.
+    Collection(String),
+    /// A leading `$documents` stage's documents, made when parsed.
+    Documents(Vec<Document>),
+}
+
+impl Source {
+    fn open(self) -> Box<dyn Op> {
+        match self {
+            Source::Collection(coll) => Box::new(Collection::new(coll)),
+            Source::Documents(docs) => Box::new(super::ops::Docs::new(docs)),
+        }
+    }
+}
+
 pub(super) fn op(
     input: Box<dyn Op>,
-    coll: String,
+    source: Source,
     pipeline: Pipeline,
     budget: StageBudget,
 ) -> Box<dyn Op> {
     Box::new(UnionWith {
         input: Some(input),
-        pending: Some((coll, pipeline, budget)),
+        pending: Some((source, pipeline, budget)),
         other: None,
     })
 }
@@ -31,7 +49,7 @@ pub(super) fn op(
 struct UnionWith {
     input: Option<Box<dyn Op>>,
     /// The other side, until the input is exhausted and it starts.
-    pending: Option<(String, Pipeline, StageBudget)>,
+    pending: Option<(Source, Pipeline, StageBudget)>,
     other: Option<Box<dyn Op>>,
 }
 
@@ -43,9 +61,8 @@ impl Op for UnionWith {
             }
             self.input = None;
         }
-        if let Some((coll, pipeline, budget)) = self.pending.take() {
-            let scan = Box::new(Collection::new(coll));
-            self.other = Some(pipeline.stream(scan, budget));
+        if let Some((source, pipeline, budget)) = self.pending.take() {
+            self.other = Some(pipeline.stream(source.open(), budget));
         }
         match self.other.as_mut() {
             Some(op) => op.next(cx),

@@ -22,7 +22,7 @@ mod math;
 mod scope;
 mod string;
 
-pub use scope::{Locals, Scope};
+pub use scope::{Locals, Scope, Slot};
 
 /// A parsed expression.
 #[derive(Debug, Clone)]
@@ -68,6 +68,7 @@ pub enum Expr {
     /// `$let`, `$map`, `$filter` or `$reduce` (resolved when parsed).
     Var {
         name: String,
+        slot: Slot,
         path: Option<String>,
     },
     /// Arithmetic, trigonometry, rounding and bitwise operators.
@@ -151,6 +152,11 @@ impl Expr {
         let depth = scope.depth();
         limits::check_expression_depth(depth)?;
         let sub = |v: &Bson| Self::parse_in(v, scope.nested());
+        if let Bson::String(s) = v
+            && let Some(e) = scope::rebound_current(s, scope)?
+        {
+            return Ok(e);
+        }
         match v {
             Bson::String(s) if s == "$$ROOT" || s == "$$CURRENT" => Ok(Expr::Root),
             Bson::String(s) if s == "$$REMOVE" => Ok(Expr::Remove),
@@ -281,8 +287,8 @@ impl Expr {
     /// `$filter` and `$reduce` have bound.
     pub fn eval_in(&self, doc: &Document, locals: Locals) -> Result<Option<Bson>> {
         Ok(match self {
-            Expr::Var { name, path } => {
-                let value = locals.get(name).ok_or_else(|| {
+            Expr::Var { name, slot, path } => {
+                let value = locals.get(*slot).ok_or_else(|| {
                     // Parsing resolved the name; reaching here is a bug,
                     // answered as an error rather than a panic.
                     CommandError::new(

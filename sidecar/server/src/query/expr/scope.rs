@@ -9,6 +9,8 @@
 //! read; evaluation looks the value up in a chain of frames on the stack
 //! ([`Locals`]), innermost first, so an inner binding shadows an outer one.
 
+use std::collections::HashMap;
+
 use bson::{Bson, doc};
 
 use super::Expr;
@@ -23,10 +25,20 @@ pub struct Scope<'a> {
     names: Option<&'a Names<'a>>,
 }
 
-/// One binding operator's names and the scope outside it.
+/// One binding operator's names (with their positions, so a reference
+/// resolves in constant time however many `$let` binds) and the scope
+/// outside it.
 struct Names<'a> {
-    names: &'a [String],
+    index: HashMap<&'a str, usize>,
     outer: Option<&'a Names<'a>>,
+}
+
+/// Where a variable's value will be at evaluation: `up` frames out from
+/// the innermost, at `index` in that frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot {
+    up: usize,
+    index: usize,
 }
 
 impl Scope<'static> {
@@ -50,22 +62,31 @@ impl<'a> Scope<'a> {
         }
     }
 
-    /// Whether an enclosing operator binds `name`.
-    pub fn binds(&self, name: &str) -> bool {
+    /// Where the innermost binding of `name` is, if an enclosing operator
+    /// binds it.
+    pub fn resolve(&self, name: &str) -> Option<Slot> {
         let mut cur = self.names;
+        let mut up = 0;
         while let Some(n) = cur {
-            if n.names.iter().any(|b| b == name) {
-                return true;
+            if let Some(&index) = n.index.get(name) {
+                return Some(Slot { up, index });
             }
             cur = n.outer;
+            up += 1;
         }
-        false
+        None
     }
 
-    /// Runs `f` with `names` bound (one level deeper).
+    /// Runs `f` with `names` bound (one level deeper); at evaluation the
+    /// values come in the same order ([`Locals::with`]). A name given twice
+    /// is the later one, as a later field of a document wins.
     pub fn with_names<R>(&self, names: &[String], f: impl FnOnce(Scope<'_>) -> R) -> R {
         let frame = Names {
-            names,
+            index: names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (n.as_str(), i))
+                .collect(),
             outer: self.names,
         };
         f(Scope {
@@ -75,13 +96,13 @@ impl<'a> Scope<'a> {
     }
 }
 
-/// The values of the variables bound around an expression being evaluated.
+/// The values of the variables bound around an expression being evaluated:
+/// one frame per binding operator, innermost first.
 #[derive(Clone, Copy, Default)]
 pub struct Locals<'a>(Option<&'a Frame<'a>>);
 
 struct Frame<'a> {
-    name: &'a str,
-    value: &'a Bson,
+    values: &'a [Bson],
     outer: Locals<'a>,
 }
 
@@ -91,23 +112,21 @@ impl Locals<'static> {
 }
 
 impl<'a> Locals<'a> {
-    /// The innermost value bound to `name`.
-    pub fn get(&self, name: &str) -> Option<&'a Bson> {
-        let mut cur = self.0;
-        while let Some(f) = cur {
-            if f.name == name {
-                return Some(f.value);
-            }
-            cur = f.outer.0;
+    /// The value in `slot`; `None` only if parsing and evaluation disagree
+    /// about the frames, which is a bug the caller reports.
+    pub fn get(&self, slot: Slot) -> Option<&'a Bson> {
+        let mut cur = self.0?;
+        for _ in 0..slot.up {
+            cur = cur.outer.0?;
         }
-        None
+        cur.values.get(slot.index)
     }
 
-    /// Runs `f` with `name` bound to `value`.
-    pub fn with<R>(self, name: &str, value: &Bson, f: impl FnOnce(Locals<'_>) -> R) -> R {
+    /// Runs `f` with one frame of `values` bound, in the order of the
+    /// names [`Scope::with_names`] bound.
+    pub fn with<R>(self, values: &[Bson], f: impl FnOnce(Locals<'_>) -> R) -> R {
         let frame = Frame {
-            name,
-            value,
+            values,
             outer: self,
         };
         f(Locals(Some(&frame)))
@@ -122,14 +141,15 @@ pub(super) fn parse_var(rest: &str, scope: Scope) -> Result<Option<Expr>> {
         Some((name, path)) => (name, Some(path)),
         None => (rest, None),
     };
-    if !scope.binds(name) {
+    let Some(slot) = scope.resolve(name) else {
         return Ok(None);
-    }
+    };
     if let Some(path) = path {
         limits::check_path(path)?;
     }
     Ok(Some(Expr::Var {
         name: name.to_owned(),
+        slot,
         path: path.map(str::to_owned),
     }))
 }
@@ -145,4 +165,31 @@ pub(super) fn get_path(value: &Bson, path: &str) -> Option<Bson> {
         }
         _ => None,
     }
+}
+
+/// A field path (`"$a.b"`) or `"$$CURRENT…"` where an enclosing `$let` or
+/// `$map` rebinds `CURRENT` (the one system variable a user may set): the
+/// path is read from that value, not from the document. `None` when
+/// `CURRENT` is not rebound or `s` is neither.
+pub(super) fn rebound_current(s: &str, scope: Scope) -> Result<Option<Expr>> {
+    let Some(slot) = scope.resolve("CURRENT") else {
+        return Ok(None);
+    };
+    let path = if s == "$$CURRENT" {
+        None
+    } else if let Some(p) = s.strip_prefix("$$CURRENT.") {
+        Some(p)
+    } else if s.len() > 1 && s.starts_with('$') && !s.starts_with("$$") {
+        Some(&s[1..])
+    } else {
+        return Ok(None);
+    };
+    if let Some(path) = path {
+        limits::check_path(path)?;
+    }
+    Ok(Some(Expr::Var {
+        name: "CURRENT".to_owned(),
+        slot,
+        path: path.map(str::to_owned),
+    }))
 }

@@ -214,7 +214,8 @@ impl ConvertExpr {
                         return Err(CommandError::new(
                             code,
                             format!(
-                                "Argument to {name} must be a timestamp, but is {}",
+                                // The leading space is mongod's.
+                                " Argument to {name} must be a timestamp, but is {}",
                                 type_name(&other)
                             ),
                         ));
@@ -1252,7 +1253,13 @@ mod tests {
         );
         assert_eq!(ev(bson!({"$tsIncrement": ts}), doc! {}), Some(bson!(10i64)));
         assert_eq!(ev(bson!({"$tsSecond": null}), doc! {}), Some(Bson::Null));
-        assert_eq!(code(bson!({"$tsSecond": 1}), doc! {}).0, 5687301);
+        assert_eq!(
+            code(bson!({"$tsSecond": 1}), doc! {}),
+            (
+                5687301,
+                " Argument to $tsSecond must be a timestamp, but is int".into()
+            )
+        );
         assert_eq!(code(bson!({"$tsIncrement": "a"}), doc! {}).0, 5687302);
         // mongod's hash (vectors from its hasher_test.cpp in `hashed`).
         assert_eq!(

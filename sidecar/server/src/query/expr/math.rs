@@ -4,8 +4,9 @@
 //! the transcendental functions, a decimal gives a decimal, `$ceil`/`$floor`
 //! and `$round`/`$trunc` keep integers integers, `$pow` of integers stays
 //! an integer while the result fits a long. Decimal arguments of the
-//! transcendental functions are computed through a double (mongod computes
-//! them in decimal, so the last of its 34 digits can differ).
+//! transcendental functions and `$pow` are computed through a double and
+//! answered as its shortest decimal (mongod computes them in decimal to 34
+//! digits, so the digits past a double's can differ).
 
 use bson::{Bson, Document};
 
@@ -279,7 +280,7 @@ impl MathExpr {
                 let x = numeric(x, ErrorCode::Location51045, "$atan2")?;
                 let r = to_f64(&y).atan2(to_f64(&x));
                 if is_decimal(&y) || is_decimal(&x) {
-                    Bson::Decimal128(number::decimal_from_f64(r))
+                    decimal_via_f64(r)
                 } else {
                     Bson::Double(r)
                 }
@@ -323,7 +324,7 @@ impl MathExpr {
                 }
                 let r = x.ln() / b.ln();
                 if is_decimal(&value) || is_decimal(&base) {
-                    Bson::Decimal128(number::decimal_from_f64(r))
+                    decimal_via_f64(r)
                 } else {
                     Bson::Double(r)
                 }
@@ -449,7 +450,7 @@ fn numeric(v: Option<Bson>, code: ErrorCode, name: &str) -> Result<Bson> {
 
 /// A decimal's result computed through a double.
 fn decimal_via_f64(x: f64) -> Bson {
-    Bson::Decimal128(number::decimal_from_f64(x))
+    Bson::Decimal128(number::decimal_shortest(x))
 }
 
 fn unary(op: Unary, v: Bson) -> Result<Bson> {
@@ -820,10 +821,7 @@ mod tests {
         close(ev(bson!({"$log": [8, 2]}), doc! {}), 3.0);
         close(ev(bson!({"$exp": 0}), doc! {}), 1.0);
         close(ev(bson!({"$sqrt": 25}), doc! {}), 5.0);
-        assert_eq!(
-            ev(bson!({"$sqrt": dec("25")}), doc! {}),
-            Some(dec("5.00000000000000"))
-        );
+        assert_eq!(ev(bson!({"$sqrt": dec("25")}), doc! {}), Some(dec("5")));
         assert_eq!(
             code(bson!({"$sqrt": -1}), doc! {}),
             (
@@ -1020,10 +1018,7 @@ mod tests {
             Some(bson!(1i64))
         );
         assert_eq!(ev(bson!({"$pow": [3, 2.0]}), doc! {}), Some(bson!(9.0)));
-        assert_eq!(
-            ev(bson!({"$pow": [dec("2"), 2]}), doc! {}),
-            Some(dec("4.00000000000000"))
-        );
+        assert_eq!(ev(bson!({"$pow": [dec("2"), 2]}), doc! {}), Some(dec("4")));
         assert_eq!(ev(bson!({"$pow": [null, "a"]}), doc! {}), Some(Bson::Null));
         assert_eq!(
             code(bson!({"$pow": [0, -1]}), doc! {}),

@@ -207,6 +207,17 @@ pub(super) fn decimal_from_f64(x: f64) -> Decimal128 {
         .unwrap_or_else(|_| Decimal128::from_bytes([0; 16]))
 }
 
+/// The shortest Decimal128 that reads back as `x` (so 5.0 is `5`): how a
+/// result computed through a double is given as a decimal.
+pub(super) fn decimal_shortest(x: f64) -> Decimal128 {
+    if !x.is_finite() {
+        return decimal_from_f64(x);
+    }
+    format!("{x:e}")
+        .parse()
+        .unwrap_or_else(|_| decimal_from_f64(x))
+}
+
 /// An integer as a Decimal128 (exponent 0).
 pub(super) fn decimal_from_i64(i: i64) -> Decimal128 {
     i.to_string()
@@ -315,5 +326,9 @@ mod tests {
         assert_eq!(decimal_from_f64(0.1).to_string(), "0.100000000000000");
         assert_eq!(decimal_from_f64(-3.0).to_string(), "-3.00000000000000");
         assert_eq!(decimal_from_f64(f64::NAN).to_string(), "NaN");
+        assert_eq!(decimal_shortest(5.0).to_string(), "5");
+        assert_eq!(decimal_shortest(0.1).to_string(), "0.1");
+        assert_eq!(decimal_shortest(-2.5e-20).to_string(), "-2.5E-20");
+        assert_eq!(decimal_shortest(f64::INFINITY).to_string(), "Infinity");
     }
 }

@@ -18,7 +18,9 @@ mod array;
 mod binder;
 mod convert;
 mod date;
+mod hashed;
 mod math;
+mod number;
 mod scope;
 mod string;
 
@@ -104,7 +106,7 @@ ops! {
     Abs = "$abs", Eq = "$eq", Ne = "$ne", Gt = "$gt", Gte = "$gte", Lt = "$lt", Lte = "$lte",
     Cmp = "$cmp", And = "$and", Or = "$or", Not = "$not", Cond = "$cond", IfNull = "$ifNull",
     Concat = "$concat", ToUpper = "$toUpper", ToLower = "$toLower", Size = "$size", In = "$in",
-    ArrayElemAt = "$arrayElemAt", Type = "$type", ToString = "$toString", Max = "$max", Min = "$min",
+    ArrayElemAt = "$arrayElemAt", Type = "$type", Max = "$max", Min = "$min",
     Sum = "$sum", Avg = "$avg", First = "$first", Last = "$last", StrLenCP = "$strLenCP",
     Split = "$split", IsArray = "$isArray", ConcatArrays = "$concatArrays",
     Range = "$range", MergeObjects = "$mergeObjects", StdDevPop = "$stdDevPop",
@@ -718,10 +720,6 @@ fn eval_op(op: Op, args: &[Expr], doc: &Document, locals: Locals) -> Result<Opti
         }
         Op::ToUpper => built_string("$toUpper", to_str(&arg(0)?).to_uppercase())?,
         Op::ToLower => built_string("$toLower", to_str(&arg(0)?).to_lowercase())?,
-        Op::ToString => match arg(0)? {
-            Bson::Null => Bson::Null,
-            v => built_string("$toString", to_str(&v))?,
-        },
         Op::StrLenCP => Bson::Int32(to_str(&arg(0)?).chars().count() as i32),
         Op::Split => match (arg(0)?, arg(1)?) {
             (Bson::String(s), Bson::String(sep)) if !sep.is_empty() => {

@@ -4,7 +4,7 @@
 //! buckets in a `$group`, a `find` with `$expr`, and mongod's codes for an
 //! unknown zone and an overflowing `$dateAdd`.
 
-mod common;
+use super::common;
 
 use bson::{Bson, DateTime, Document, doc};
 use futures::TryStreamExt;

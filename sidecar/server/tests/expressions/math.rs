@@ -4,7 +4,7 @@
 //! `find` with `$expr`, `onError` replacing a failed conversion, and
 //! mongod's codes for a domain error and a failed conversion.
 
-mod common;
+use super::common;
 
 use bson::{Bson, Document, doc};
 use futures::TryStreamExt;

@@ -2,7 +2,7 @@
 //! against the real binary: `aggregate` with `$project`, `find` with
 //! `$expr`, and mongod's code for a bad argument in the reply.
 
-mod common;
+use super::common;
 
 use bson::{Bson, Document, doc};
 use futures::TryStreamExt;

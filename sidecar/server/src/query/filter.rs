@@ -7,6 +7,7 @@ use std::cmp::Ordering;
 use bson::{Bson, Document};
 use regex::Regex;
 
+use super::bits::{BitTest, Bits};
 use super::compare::{as_f64, compare, equal, type_rank};
 use super::expr::{Expr, truthy};
 use super::path::{Resolved, resolve};
@@ -59,6 +60,8 @@ pub enum Pred {
     And(Vec<Pred>),
     /// `$geoWithin`, `$geoIntersects`, `$near`, `$nearSphere` (`query::geo`).
     Geo(Box<super::geo::GeoPred>),
+    /// `$bitsAllSet`, `$bitsAllClear`, `$bitsAnySet`, `$bitsAnyClear` (`query::bits`).
+    Bits(Box<Bits>),
 }
 
 #[derive(Debug, Clone)]
@@ -168,7 +171,7 @@ impl Filter {
                 crate::limits::check_path(key)?;
                 parts.push(Filter::Field {
                     path: key.clone(),
-                    pred: parse_field_value(value, depth)?,
+                    pred: parse_field_value(key, value, depth)?,
                 });
             }
         }
@@ -268,9 +271,9 @@ fn is_operator_doc(d: &Document) -> bool {
     d.keys().next().is_some_and(|k| k.starts_with('$'))
 }
 
-fn parse_field_value(value: &Bson, depth: usize) -> Result<Pred> {
+fn parse_field_value(path: &str, value: &Bson, depth: usize) -> Result<Pred> {
     match value {
-        Bson::Document(d) if is_operator_doc(d) => parse_operators_at(d, depth),
+        Bson::Document(d) if is_operator_doc(d) => parse_operators_at(path, d, depth),
         Bson::RegularExpression(r) => Ok(Pred::Regex(Box::new(compile_regex(
             r.pattern.as_str(),
             r.options.as_str(),
@@ -280,10 +283,11 @@ fn parse_field_value(value: &Bson, depth: usize) -> Result<Pred> {
 }
 
 pub fn parse_operators(d: &Document) -> Result<Pred> {
-    parse_operators_at(d, 0)
+    parse_operators_at("", d, 0)
 }
 
-fn parse_operators_at(d: &Document, depth: usize) -> Result<Pred> {
+/// The operators of `{path: {$op: arg, ...}}` (`path` for messages).
+fn parse_operators_at(path: &str, d: &Document, depth: usize) -> Result<Pred> {
     crate::limits::check_query_depth(depth, d)?;
     let mut preds = Vec::with_capacity(d.len());
     let options = d.get("$options");
@@ -342,7 +346,7 @@ fn parse_operators_at(d: &Document, depth: usize) -> Result<Pred> {
                             Bson::Document(e)
                                 if e.keys().next().is_some_and(|k| k == "$elemMatch") =>
                             {
-                                parse_operators_at(e, depth + 1)
+                                parse_operators_at(path, e, depth + 1)
                             }
                             Bson::RegularExpression(r) => Ok(Pred::Regex(Box::new(compile_regex(
                                 r.pattern.as_str(),
@@ -362,7 +366,7 @@ fn parse_operators_at(d: &Document, depth: usize) -> Result<Pred> {
                         .keys()
                         .any(|k| matches!(k.as_str(), "$and" | "$or" | "$nor" | "$expr"));
                 Pred::ElemMatch(Box::new(if value_ops {
-                    ElemMatch::Value(match parse_operators_at(inner, depth + 1)? {
+                    ElemMatch::Value(match parse_operators_at("", inner, depth + 1)? {
                         Pred::And(ps) => ps,
                         p => vec![p],
                     })
@@ -401,7 +405,7 @@ fn parse_operators_at(d: &Document, depth: usize) -> Result<Pred> {
             }
             "$not" => match arg {
                 Bson::Document(inner) if is_operator_doc(inner) => {
-                    Pred::Not(Box::new(parse_operators_at(inner, depth + 1)?))
+                    Pred::Not(Box::new(parse_operators_at(path, inner, depth + 1)?))
                 }
                 Bson::RegularExpression(r) => Pred::Not(Box::new(Pred::Regex(Box::new(
                     compile_regex(r.pattern.as_str(), r.options.as_str())?,
@@ -409,6 +413,9 @@ fn parse_operators_at(d: &Document, depth: usize) -> Result<Pred> {
                 _ => return Err(CommandError::bad_value("$not needs a regex or a document")),
             },
             "$comment" => continue,
+            bits if let Some(test) = BitTest::from_name(bits) => {
+                Pred::Bits(Box::new(Bits::parse(path, bits, test, arg)?))
+            }
             other => {
                 return Err(CommandError::bad_value(format!(
                     "unknown operator: {other}"
@@ -602,6 +609,7 @@ impl Pred {
             Pred::Not(p) => !p.matches(r),
             Pred::And(ps) => ps.iter().all(|p| p.matches(r)),
             Pred::Geo(g) => g.matches(&r.values),
+            Pred::Bits(b) => any_expanded(r, |v| b.matches(v)),
         }
     }
 

@@ -6,6 +6,7 @@
 //! aggregation pipeline.
 
 pub mod aggregate;
+pub mod bits;
 pub mod collation;
 pub mod compare;
 pub mod expr;

@@ -7,6 +7,9 @@
 mod common;
 
 mod binder;
+mod date;
+mod math;
+mod string;
 
 use bson::Document;
 use futures::TryStreamExt;

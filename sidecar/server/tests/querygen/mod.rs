@@ -112,10 +112,11 @@ const QUERY_OPS: &[&str] = &[
     "$mod",
     "$not",
     "$comment",
+    "$bitsAllSet",
+    "$bitsAnyClear",
     // Known to MongoDB, not to this engine, or not at all:
     "$where",
     "$text",
-    "$bitsAllSet",
     "$geoWithin",
     "$foo",
 ];
@@ -193,6 +194,36 @@ const EXPR_OPS: &[&str] = &[
     "$range",
     "$mergeObjects",
     "$stdDevSamp",
+    "$acos",
+    "$atanh",
+    "$sin",
+    "$atan2",
+    "$exp",
+    "$ln",
+    "$log",
+    "$sqrt",
+    "$pow",
+    "$ceil",
+    "$round",
+    "$trunc",
+    "$bitAnd",
+    "$bitNot",
+    "$bitXor",
+    "$rand",
+    "$convert",
+    "$toInt",
+    "$toLong",
+    "$toDouble",
+    "$toDecimal",
+    "$toDate",
+    "$toObjectId",
+    "$toUUID",
+    "$toBool",
+    "$isNumber",
+    "$bsonSize",
+    "$binarySize",
+    "$tsSecond",
+    "$toHashedIndexKey",
     "$maxN",
     "$median",
     "$literal",
@@ -787,6 +818,18 @@ impl<'a, 'b> Gen<'a, 'b> {
                 _ => self.regex(),
             },
             "$options" => Bson::String(self.pick(&["i", "m", "x", "s", "z", ""]).to_owned()),
+            // Positions up to 2^31 - 1, bitmasks, and the numbers around them.
+            "$bitsAllSet" | "$bitsAnyClear" => match self.n(3) {
+                0 => self.number(),
+                1 => Bson::Binary(bson::Binary {
+                    subtype: bson::spec::BinarySubtype::Generic,
+                    bytes: vec![0xff; self.n(20)],
+                }),
+                _ => {
+                    let n = self.n(5);
+                    Bson::Array((0..n).map(|_| self.number()).collect())
+                }
+            },
             "$all" => {
                 let n = self.n(3);
                 Bson::Array(
@@ -1026,6 +1069,28 @@ impl<'a, 'b> Gen<'a, 'b> {
                         "else": self.expr(depth + 1),
                     }),
                     "$literal" => self.value(2),
+                    "$rand" if self.chance(2) => Bson::Document(Document::new()),
+                    "$convert" if self.chance(2) => {
+                        let to = match self.n(4) {
+                            0 => Bson::String(
+                                self.pick(&[
+                                    "int", "long", "double", "decimal", "string", "date", "bool",
+                                    "objectId", "binData", "nope",
+                                ])
+                                .to_owned(),
+                            ),
+                            1 => self.number(),
+                            _ => self.expr(depth + 1),
+                        };
+                        let mut d = bson::doc! {"input": self.expr(depth + 1), "to": to};
+                        if self.chance(2) {
+                            d.insert("onError", self.expr(depth + 1));
+                        }
+                        if self.chance(3) {
+                            d.insert("onNull", self.expr(depth + 1));
+                        }
+                        Bson::Document(d)
+                    }
                     "$range" => {
                         let n = 1 + self.n(3);
                         Bson::Array(

@@ -42,7 +42,7 @@ mod ops;
 mod redact;
 mod sample;
 mod stage;
-mod time_unit;
+pub(crate) mod time_unit;
 mod union;
 mod window;
 

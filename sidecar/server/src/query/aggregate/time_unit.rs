@@ -2,7 +2,9 @@
 //! `$integral` and `$densify` steps: the fixed ones (millisecond to week)
 //! and the calendar ones (month, quarter, year), added to a date in UTC
 //! as MongoDB's `$dateAdd` adds them (a day past the end of the new month
-//! is clamped to its last day: Jan 31 + 1 month is Feb 28 or 29).
+//! is clamped to its last day: Jan 31 + 1 month is Feb 28 or 29). The
+//! unit parser and the civil-calendar helpers are shared with the date
+//! expressions (`expr::date`).
 
 use bson::Bson;
 
@@ -10,7 +12,7 @@ use super::super::expr::type_name;
 use crate::error::{CommandError, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(super) enum TimeUnit {
+pub(crate) enum TimeUnit {
     /// Milliseconds per unit.
     Fixed(i64),
     /// Months per unit.
@@ -19,7 +21,7 @@ pub(super) enum TimeUnit {
 
 impl TimeUnit {
     /// `unit: "hour"` etc. (`what` names the field in errors).
-    pub(super) fn parse(v: &Bson, what: &str) -> Result<TimeUnit> {
+    pub(crate) fn parse(v: &Bson, what: &str) -> Result<TimeUnit> {
         let Bson::String(s) = v else {
             return Err(CommandError::type_mismatch(format!(
                 "BSON field '{what}' is the wrong type '{}', expected type 'string'",
@@ -75,11 +77,11 @@ fn add_months(t: i64, months: i64) -> Option<i64> {
         .checked_add(in_day)
 }
 
-fn is_leap(y: i64) -> bool {
+pub(crate) fn is_leap(y: i64) -> bool {
     (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
 }
 
-fn days_in_month(y: i64, m: i64) -> i64 {
+pub(crate) fn days_in_month(y: i64, m: i64) -> i64 {
     match m {
         2 if is_leap(y) => 29,
         2 => 28,
@@ -89,7 +91,7 @@ fn days_in_month(y: i64, m: i64) -> i64 {
 }
 
 /// Howard Hinnant's `civil_from_days`: (year, month 1-12, day 1-31).
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
+pub(crate) fn civil_from_days(z: i64) -> (i64, i64, i64) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
@@ -103,7 +105,7 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 }
 
 /// Howard Hinnant's `days_from_civil`.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+pub(crate) fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;

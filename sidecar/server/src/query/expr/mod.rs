@@ -13,11 +13,14 @@ use super::path::get_expr;
 use crate::error::{CommandError, ErrorCode, Result};
 use crate::limits::{self, Budget};
 
+mod args;
 mod array;
 mod binder;
 mod convert;
 mod date;
+mod hashed;
 mod math;
+mod number;
 mod scope;
 mod string;
 
@@ -103,9 +106,9 @@ ops! {
     Abs = "$abs", Eq = "$eq", Ne = "$ne", Gt = "$gt", Gte = "$gte", Lt = "$lt", Lte = "$lte",
     Cmp = "$cmp", And = "$and", Or = "$or", Not = "$not", Cond = "$cond", IfNull = "$ifNull",
     Concat = "$concat", ToUpper = "$toUpper", ToLower = "$toLower", Size = "$size", In = "$in",
-    ArrayElemAt = "$arrayElemAt", Type = "$type", ToString = "$toString", Max = "$max", Min = "$min",
+    ArrayElemAt = "$arrayElemAt", Type = "$type", Max = "$max", Min = "$min",
     Sum = "$sum", Avg = "$avg", First = "$first", Last = "$last", StrLenCP = "$strLenCP",
-    Substr = "$substrCP", Split = "$split", IsArray = "$isArray", ConcatArrays = "$concatArrays",
+    Split = "$split", IsArray = "$isArray", ConcatArrays = "$concatArrays",
     Range = "$range", MergeObjects = "$mergeObjects", StdDevPop = "$stdDevPop",
     StdDevSamp = "$stdDevSamp",
 }
@@ -717,17 +720,7 @@ fn eval_op(op: Op, args: &[Expr], doc: &Document, locals: Locals) -> Result<Opti
         }
         Op::ToUpper => built_string("$toUpper", to_str(&arg(0)?).to_uppercase())?,
         Op::ToLower => built_string("$toLower", to_str(&arg(0)?).to_lowercase())?,
-        Op::ToString => match arg(0)? {
-            Bson::Null => Bson::Null,
-            v => built_string("$toString", to_str(&v))?,
-        },
         Op::StrLenCP => Bson::Int32(to_str(&arg(0)?).chars().count() as i32),
-        Op::Substr => {
-            let s = to_str(&arg(0)?);
-            let start = as_i64(&arg(1)?).unwrap_or(0).max(0) as usize;
-            let len = as_i64(&arg(2)?).unwrap_or(0).max(0) as usize;
-            Bson::String(s.chars().skip(start).take(len).collect())
-        }
         Op::Split => match (arg(0)?, arg(1)?) {
             (Bson::String(s), Bson::String(sep)) if !sep.is_empty() => {
                 let mut budget = Budget::value("$split");

@@ -1,0 +1,149 @@
+//! The math and conversion expression operators (`$round`, `$pow`, `$sqrt`,
+//! `$bitAnd`, `$convert`, `$toInt`, `$toString`, `$bsonSize`, ...) through
+//! the Rust driver against the real binary: `aggregate` projections, a
+//! `find` with `$expr`, `onError` replacing a failed conversion, and
+//! mongod's codes for a domain error and a failed conversion.
+
+use super::common;
+
+use bson::{Bson, Document, doc};
+use futures::TryStreamExt;
+use mongodb::Collection;
+
+async fn aggregate(coll: &Collection<Document>, pipeline: Vec<Document>) -> Vec<Document> {
+    coll.aggregate(pipeline)
+        .await
+        .expect("aggregate")
+        .try_collect()
+        .await
+        .expect("documents")
+}
+
+#[tokio::test]
+async fn math_and_conversion_operators_through_the_driver() {
+    let (_s, _d, client) = common::standalone().await;
+    let coll = client
+        .database("exprmath")
+        .collection::<Document>("readings");
+    coll.insert_many(vec![
+        doc! {"_id": 1, "v": 19.25, "n": 10, "s": "42", "bits": 12},
+        doc! {"_id": 2, "v": -45.39, "n": 3, "s": "x", "bits": 10},
+        doc! {"_id": 3, "v": 2.5, "n": -4, "s": "7", "bits": 6i64},
+    ])
+    .await
+    .expect("insert");
+
+    let out = aggregate(
+        &coll,
+        vec![
+            doc! {"$sort": {"_id": 1}},
+            doc! {"$project": {
+                "rounded": {"$round": ["$v", 1]},
+                "truncated": {"$trunc": "$v"},
+                "squared": {"$pow": ["$n", 2]},
+                "root": {"$sqrt": {"$abs": "$n"}},
+                "masked": {"$bitAnd": ["$bits", 7]},
+                "parsed": {"$convert": {"input": "$s", "to": "int", "onError": -1}},
+                "text": {"$toString": "$v"},
+                "size": {"$bsonSize": "$$ROOT"},
+                "isNumber": {"$isNumber": "$s"},
+            }},
+        ],
+    )
+    .await;
+    assert_eq!(out.len(), 3);
+    assert_eq!(out[0].get("rounded"), Some(&Bson::Double(19.2)));
+    assert_eq!(out[1].get("rounded"), Some(&Bson::Double(-45.4)));
+    assert_eq!(out[2].get("rounded"), Some(&Bson::Double(2.5)));
+    assert_eq!(out[1].get("truncated"), Some(&Bson::Double(-45.0)));
+    assert_eq!(out[0].get("squared"), Some(&Bson::Int32(100)));
+    assert_eq!(out[2].get("squared"), Some(&Bson::Int32(16)));
+    assert_eq!(out[2].get("root"), Some(&Bson::Double(2.0)));
+    assert_eq!(out[0].get("masked"), Some(&Bson::Int32(4)));
+    assert_eq!(out[2].get("masked"), Some(&Bson::Int64(6)));
+    assert_eq!(out[0].get("parsed"), Some(&Bson::Int32(42)));
+    assert_eq!(out[1].get("parsed"), Some(&Bson::Int32(-1)));
+    assert_eq!(out[0].get("text"), Some(&Bson::String("19.25".into())));
+    assert!(matches!(out[0].get("size"), Some(Bson::Int32(n)) if *n > 40));
+    assert_eq!(out[0].get("isNumber"), Some(&Bson::Boolean(false)));
+
+    // find with $expr: the readings whose parsed string is over 10.
+    let found: Vec<Document> = coll
+        .find(doc! {"$expr": {"$gt": [{"$toInt": {"$ifNull": [{"$convert": {"input": "$s", "to": "int", "onError": null}}, 0]}}, 10]}})
+        .await
+        .expect("find")
+        .try_collect()
+        .await
+        .expect("documents");
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].get_i32("_id").expect("_id"), 1);
+
+    // A failed conversion with no onError: ConversionFailure (241).
+    let e = coll
+        .aggregate(vec![doc! {"$project": {"x": {"$toInt": "$s"}}}])
+        .await
+        .expect_err("\"x\" is not a number");
+    assert_eq!(common::code(&e), Some(241));
+
+    // A domain error: $sqrt of a negative number is mongod's 28714.
+    let e = coll
+        .aggregate(vec![doc! {"$project": {"x": {"$sqrt": "$n"}}}])
+        .await
+        .expect_err("sqrt of -4");
+    assert_eq!(common::code(&e), Some(28714));
+
+    // A malformed $round is refused when parsed (28667).
+    let e = coll
+        .aggregate(vec![doc! {"$project": {"x": {"$round": [1, 2, 3]}}}])
+        .await
+        .expect_err("three arguments");
+    assert_eq!(common::code(&e), Some(28667));
+}
+
+#[tokio::test]
+async fn bit_test_query_operators_through_the_driver() {
+    let (_s, _d, client) = common::standalone().await;
+    let coll = client.database("exprmath").collection::<Document>("flags");
+    coll.insert_many(vec![
+        doc! {"_id": 1, "a": 54},
+        doc! {"_id": 2, "a": 20},
+        doc! {"_id": 3, "a": -5i64},
+        doc! {"_id": 4, "a": "x"},
+    ])
+    .await
+    .expect("insert");
+    let ids = |docs: Vec<Document>| -> Vec<i32> {
+        docs.iter()
+            .map(|d| d.get_i32("_id").expect("_id"))
+            .collect()
+    };
+    let find = |filter: Document| {
+        let coll = coll.clone();
+        async move {
+            coll.find(filter)
+                .sort(doc! {"_id": 1})
+                .await
+                .expect("find")
+                .try_collect::<Vec<Document>>()
+                .await
+                .expect("documents")
+        }
+    };
+    // 54 = 0b110110, 20 = 0b10100, -5 = ...11111011.
+    assert_eq!(
+        ids(find(doc! {"a": {"$bitsAllSet": [1, 5]}}).await),
+        vec![1, 3]
+    );
+    assert_eq!(ids(find(doc! {"a": {"$bitsAllSet": 20}}).await), vec![1, 2]);
+    assert_eq!(ids(find(doc! {"a": {"$bitsAnySet": [100]}}).await), vec![3]);
+    assert_eq!(
+        ids(find(doc! {"a": {"$bitsAllClear": [0, 1]}}).await),
+        vec![2]
+    );
+    assert_eq!(ids(find(doc! {"a": {"$bitsAnyClear": [2]}}).await), vec![3]);
+    let e = coll
+        .find(doc! {"a": {"$bitsAllSet": -1}})
+        .await
+        .expect_err("a negative bitmask");
+    assert_eq!(common::code(&e), Some(9));
+}

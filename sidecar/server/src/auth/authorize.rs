@@ -364,6 +364,11 @@ mod tests {
             vec![
                 "killAllSessions",
                 "argonProtectBranch",
+                // The stored users, credentials included: the operator's
+                // `__system` writing `spec.users` through an owner.
+                "argonUsers",
+                "argonPutUser",
+                "argonDropUser",
                 "configureFailPoint"
             ]
         );

@@ -145,6 +145,7 @@ impl Filter {
                         });
                     }
                     "expr" => parts.push(Filter::Expr(Expr::parse(value)?)),
+                    "sampleRate" => parts.push(Filter::Expr(sample_rate(value)?)),
                     "comment" => {}
                     "where" => return Err(super::javascript::where_operator()),
                     "jsonSchema" => parts.push(Filter::JsonSchema(Box::new(
@@ -431,6 +432,24 @@ fn parse_operators_at(path: &str, d: &Document, depth: usize) -> Result<Pred> {
     })
 }
 
+/// `{$sampleRate: p}`: each document passes with probability `p`, as
+/// mongod rewrites it: `{$expr: {$lt: [{$rand: {}}, p]}}`. `p` is a
+/// constant number in [0, 1] (BadValue otherwise, mongod's messages).
+fn sample_rate(arg: &Bson) -> Result<Expr> {
+    if !super::compare::is_number(arg) {
+        return Err(CommandError::bad_value(
+            "argument to $sampleRate must be a numeric type",
+        ));
+    }
+    let p = super::compare::as_f64(arg).unwrap_or(f64::NAN);
+    if !(0.0..=1.0).contains(&p) {
+        return Err(CommandError::bad_value(
+            "numeric argument to $sampleRate must be in [0, 1]",
+        ));
+    }
+    Expr::parse(&bson::bson!({"$lt": [{"$rand": {}}, p]}))
+}
+
 fn in_list(op: &str, arg: &Bson) -> Result<Vec<InItem>> {
     let Bson::Array(items) = arg else {
         return Err(CommandError::bad_value(format!("{op} needs an array")));
@@ -695,6 +714,31 @@ impl argon_wal::IndexFilter for PartialIndexFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sample_rate_passes_about_its_share() {
+        let docs: Vec<Document> = (0..4000).map(|i| doc! {"_id": i}).collect();
+        let passed = |p: Bson| {
+            let f = Filter::parse(&doc! {"$sampleRate": p}).unwrap();
+            docs.iter().filter(|d| f.try_matches(d).unwrap()).count()
+        };
+        assert_eq!(passed(Bson::Double(0.0)), 0);
+        assert_eq!(passed(Bson::Int32(1)), 4000);
+        // Binomial(4000, 0.25): 1000 ± 27 is one standard deviation; ±200
+        // is more than seven.
+        let quarter = passed(Bson::Double(0.25));
+        assert!((800..=1200).contains(&quarter), "{quarter}");
+        for bad in [
+            bson::bson!("0.5"),
+            bson::bson!(-0.1),
+            bson::bson!(1.5),
+            bson::bson!(f64::NAN),
+            bson::bson!(null),
+        ] {
+            let e = Filter::parse(&doc! {"$sampleRate": bad.clone()}).unwrap_err();
+            assert_eq!(e.code, crate::error::ErrorCode::BadValue, "{bad}");
+        }
+    }
     use bson::doc;
 
     fn m(filter: Document, d: Document) -> bool {
@@ -804,6 +848,11 @@ mod tests {
 
     #[test]
     fn query_tree_depth_is_bounded() {
+        // To the depth limit: on a server thread's stack, as requests run.
+        crate::limits::with_worker_stack(query_tree_depth_is_bounded_inner);
+    }
+
+    fn query_tree_depth_is_bounded_inner() {
         let mut f = doc! {"a": 1};
         for _ in 0..100 {
             f = doc! {"$and": [f]};

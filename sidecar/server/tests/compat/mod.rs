@@ -261,6 +261,19 @@ const META_NAMES: &[&str] = &[
 ];
 
 async fn expression(db: &Database, name: &str) -> Status {
+    // Listed among the expressions, but a `$match` operator in mongod (no
+    // expression of that name exists): asked where it is used.
+    if name == "$sampleRate" {
+        let answer = Answer::of(
+            db,
+            doc! {"aggregate": "c", "pipeline": [{"$match": {"$sampleRate": 0.5}}], "cursor": {}},
+        )
+        .await;
+        return match answer.refusal(&[(2, "unknown top level operator")]) {
+            None => Status::Supported,
+            Some(code) => Status::Refused(code),
+        };
+    }
     let in_project = Answer::of(
         db,
         doc! {"aggregate": "c", "pipeline": [{"$project": {"x": {name: []}}}], "cursor": {}},

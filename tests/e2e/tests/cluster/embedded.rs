@@ -184,7 +184,7 @@ spec:
         .run_client(
             ns,
             "writer-again",
-            &["write", &endpoint, "shop~feature", "orders", "e2e", "3"],
+            &["write", &endpoint, "shop~feature", "orders", "after", "3"],
         )
         .await?;
     assert_eq!(more["wrote"], 3, "{more}");

@@ -477,26 +477,12 @@ impl DateExpr {
             } => {
                 let date = ev(date)?.filter(|v| !nullish(v));
                 // The format is checked first, whatever the date.
-                let format = match ev_opt(format)? {
-                    None => None,
-                    Some(f) => match f.filter(|v| !nullish(v)) {
-                        None => Some(None),
-                        Some(Bson::String(s)) => {
-                            check_format(&s, TO_STRING_SPECIFIERS)?;
-                            Some(Some(s))
-                        }
-                        Some(other) => {
-                            return Err(err(
-                                ErrorCode::Location18533,
-                                format!(
-                                    "$dateToString requires that 'format' be a string, found: {} with value {}",
-                                    type_name(&other),
-                                    shell(&other)
-                                ),
-                            ));
-                        }
-                    },
-                };
+                let format = checked_format(
+                    ev_opt(format)?,
+                    "$dateToString",
+                    TO_STRING_SPECIFIERS,
+                    ErrorCode::Location18533,
+                )?;
                 let zone = zone(timezone)?;
                 let Some(date) = date else {
                     return match on_null {
@@ -523,26 +509,12 @@ impl DateExpr {
                 on_error,
             } => {
                 let input = ev(date_string)?.filter(|v| !nullish(v));
-                let format = match ev_opt(format)? {
-                    None => None,
-                    Some(f) => match f.filter(|v| !nullish(v)) {
-                        None => Some(None),
-                        Some(Bson::String(s)) => {
-                            check_format(&s, FROM_STRING_SPECIFIERS)?;
-                            Some(Some(s))
-                        }
-                        Some(other) => {
-                            return Err(err(
-                                ErrorCode::Location40684,
-                                format!(
-                                    "$dateFromString requires that 'format' be a string, found: {} with value {}",
-                                    type_name(&other),
-                                    shell(&other)
-                                ),
-                            ));
-                        }
-                    },
-                };
+                let format = checked_format(
+                    ev_opt(format)?,
+                    "$dateFromString",
+                    FROM_STRING_SPECIFIERS,
+                    ErrorCode::Location40684,
+                )?;
                 let zone = zone(timezone)?;
                 let Some(input) = input else {
                     return match on_null {
@@ -1319,6 +1291,36 @@ const MONTHS: [&str; 12] = [
     "November",
     "December",
 ];
+
+/// The evaluated `format` of `$dateToString` / `$dateFromString`: `None`
+/// when the field is absent, `Some(None)` when it is null or missing (the
+/// result is then null), else a string whose specifiers are all in
+/// `allowed`; any other type is `not_string` naming `op`.
+fn checked_format(
+    format: Option<Option<Bson>>,
+    op: &str,
+    allowed: &[u8],
+    not_string: ErrorCode,
+) -> Result<Option<Option<String>>> {
+    let Some(format) = format else {
+        return Ok(None);
+    };
+    match format.filter(|v| !nullish(v)) {
+        None => Ok(Some(None)),
+        Some(Bson::String(s)) => {
+            check_format(&s, allowed)?;
+            Ok(Some(Some(s)))
+        }
+        Some(other) => Err(err(
+            not_string,
+            format!(
+                "{op} requires that 'format' be a string, found: {} with value {}",
+                type_name(&other),
+                shell(&other)
+            ),
+        )),
+    }
+}
 
 /// Every `%` followed by a specifier of `allowed` (18535, 18536).
 fn check_format(format: &str, allowed: &[u8]) -> Result<()> {

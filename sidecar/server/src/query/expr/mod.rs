@@ -635,12 +635,42 @@ fn eval_op(op: Op, args: &[Expr], doc: &Document, locals: Locals) -> Result<Opti
             None => Bson::Null,
         })
     };
+    // An argument as evaluated, missing kept apart from null (mongod's
+    // messages name it "missing").
+    let raw = |i: usize| -> Result<Option<Bson>> {
+        match args.get(i) {
+            Some(a) => a.eval_in(doc, locals),
+            None => Ok(None),
+        }
+    };
     let int_like = |v: &Bson| matches!(v, Bson::Int32(_) | Bson::Int64(_));
     Ok(Some(match op {
         Op::Add | Op::Multiply => {
             let vs = vals()?;
-            if vs.iter().any(|v| matches!(v, Bson::Null)) {
+            if vs.iter().any(is_nullish) {
                 return Ok(Some(Bson::Null));
+            }
+            if let Some(bad) = vs
+                .iter()
+                .find(|v| !is_number(v) && !(op == Op::Add && matches!(v, Bson::DateTime(_))))
+            {
+                return Err(CommandError::type_mismatch(if op == Op::Add {
+                    format!(
+                        "$add only supports numeric or date types, not {}",
+                        type_name(bad)
+                    )
+                } else {
+                    format!(
+                        "$multiply only supports numeric types, not {}",
+                        type_name(bad)
+                    )
+                }));
+            }
+            if vs.iter().filter(|v| matches!(v, Bson::DateTime(_))).count() > 1 {
+                return Err(CommandError::new(
+                    ErrorCode::Location16612,
+                    "only one date allowed in an $add expression",
+                ));
             }
             if op == Op::Add
                 && let Some(Bson::DateTime(d)) = vs.iter().find(|v| matches!(v, Bson::DateTime(_)))
@@ -660,15 +690,78 @@ fn eval_op(op: Op, args: &[Expr], doc: &Document, locals: Locals) -> Result<Opti
         }
         Op::Subtract | Op::Divide | Op::Mod => {
             let (a, b) = (arg(0)?, arg(1)?);
-            let (Some(x), Some(y)) = (as_f64(&a), as_f64(&b)) else {
+            if is_nullish(&a) || is_nullish(&b) {
                 return Ok(Some(Bson::Null));
+            }
+            if op == Op::Subtract {
+                match (&a, &b) {
+                    (Bson::DateTime(l), Bson::DateTime(r)) => {
+                        return Ok(Some(Bson::Int64(
+                            l.timestamp_millis().saturating_sub(r.timestamp_millis()),
+                        )));
+                    }
+                    (Bson::DateTime(l), r) if is_number(r) => {
+                        let ms = as_f64(r).unwrap_or(0.0).round();
+                        return match l.timestamp_millis().checked_sub(ms as i64) {
+                            Some(t) if ms.abs() < 9.2e18 => {
+                                Ok(Some(Bson::DateTime(bson::DateTime::from_millis(t))))
+                            }
+                            _ => Err(CommandError::new(ErrorCode::Overflow, "date overflow")),
+                        };
+                    }
+                    _ => {}
+                }
+            }
+            let (Some(x), Some(y)) = (
+                as_f64(&a).filter(|_| is_number(&a)),
+                as_f64(&b).filter(|_| is_number(&b)),
+            ) else {
+                let (l, r) = (type_name(&a), type_name(&b));
+                return Err(match op {
+                    Op::Subtract => CommandError::type_mismatch(format!(
+                        "can't $subtract {r} from {}",
+                        if matches!(a, Bson::DateTime(_)) {
+                            "Date"
+                        } else {
+                            l
+                        }
+                    )),
+                    Op::Divide => CommandError::new(
+                        ErrorCode::Location16609,
+                        format!("$divide only supports numeric types, not {l} and {r}"),
+                    ),
+                    _ => CommandError::new(
+                        ErrorCode::Location16611,
+                        format!("$mod only supports numeric types, not {l} and {r}"),
+                    ),
+                });
             };
             match op {
                 Op::Subtract => num_result(x - y, int_like(&a) && int_like(&b)),
-                Op::Divide if y == 0.0 => Bson::Null,
+                Op::Divide if y == 0.0 => {
+                    return Err(CommandError::new(
+                        ErrorCode::Location16608,
+                        "can't $divide by zero",
+                    ));
+                }
                 Op::Divide => Bson::Double(x / y),
-                _ if y == 0.0 => Bson::Null,
-                _ => num_result(x % y, int_like(&a) && int_like(&b)),
+                _ if y == 0.0 => {
+                    return Err(CommandError::new(
+                        ErrorCode::Location16610,
+                        "can't $mod by zero",
+                    ));
+                }
+                _ if int_like(&a) && int_like(&b) => {
+                    // Exact in integers (a double loses digits past 2^53);
+                    // `i64::MIN % -1` is 0, not an overflow.
+                    let (l, r) = (as_i64(&a).unwrap_or(0), as_i64(&b).unwrap_or(1));
+                    let m = l.wrapping_rem(r);
+                    match (&a, &b) {
+                        (Bson::Int32(_), Bson::Int32(_)) => Bson::Int32(m as i32),
+                        _ => Bson::Int64(m),
+                    }
+                }
+                _ => Bson::Double(x % y),
             }
         }
         Op::Abs => {
@@ -708,21 +801,45 @@ fn eval_op(op: Op, args: &[Expr], doc: &Document, locals: Locals) -> Result<Opti
             let mut budget = Budget::value("$concat");
             let mut s = String::new();
             for a in args {
-                match a.eval_in(doc, locals)?.unwrap_or(Bson::Null) {
-                    Bson::String(x) => {
+                match a.eval_in(doc, locals)? {
+                    Some(Bson::String(x)) => {
                         budget.charge(x.len())?;
                         s.push_str(&x);
                     }
-                    _ => return Ok(Some(Bson::Null)),
+                    None | Some(Bson::Null) | Some(Bson::Undefined) => return Ok(Some(Bson::Null)),
+                    Some(other) => {
+                        return Err(CommandError::new(
+                            ErrorCode::Location16702,
+                            format!("$concat only supports strings, not {}", type_name(&other)),
+                        ));
+                    }
                 }
             }
             Bson::String(s)
         }
         Op::ToUpper => built_string("$toUpper", to_str(&arg(0)?).to_uppercase())?,
         Op::ToLower => built_string("$toLower", to_str(&arg(0)?).to_lowercase())?,
-        Op::StrLenCP => Bson::Int32(to_str(&arg(0)?).chars().count() as i32),
+        Op::StrLenCP => match raw(0)? {
+            Some(Bson::String(s)) => Bson::Int32(s.chars().count() as i32),
+            other => {
+                return Err(CommandError::new(
+                    ErrorCode::Location34471,
+                    format!(
+                        "$strLenCP requires a string argument, found: {}",
+                        type_or_missing(&other)
+                    ),
+                ));
+            }
+        },
         Op::Split => match (arg(0)?, arg(1)?) {
-            (Bson::String(s), Bson::String(sep)) if !sep.is_empty() => {
+            (s, sep) if is_nullish(&s) || is_nullish(&sep) => Bson::Null,
+            (Bson::String(s), Bson::String(sep)) => {
+                if sep.is_empty() {
+                    return Err(CommandError::new(
+                        ErrorCode::Location40087,
+                        "$split requires a non-empty separator",
+                    ));
+                }
                 let mut budget = Budget::value("$split");
                 let mut out = Vec::new();
                 for p in s.split(sep.as_str()) {
@@ -731,27 +848,90 @@ fn eval_op(op: Op, args: &[Expr], doc: &Document, locals: Locals) -> Result<Opti
                 }
                 Bson::Array(out)
             }
-            _ => Bson::Null,
+            (Bson::String(_), other) => {
+                return Err(CommandError::new(
+                    ErrorCode::Location40086,
+                    format!(
+                        "$split requires an expression that evaluates to a string as a second argument, found: {}",
+                        type_name(&other)
+                    ),
+                ));
+            }
+            (other, _) => {
+                return Err(CommandError::new(
+                    ErrorCode::Location40085,
+                    format!(
+                        "$split requires an expression that evaluates to a string as a first argument, found: {}",
+                        type_name(&other)
+                    ),
+                ));
+            }
         },
-        Op::Size => match arg(0)? {
-            Bson::Array(a) => Bson::Int32(a.len() as i32),
-            _ => Bson::Null,
+        Op::Size => match raw(0)? {
+            Some(Bson::Array(a)) => Bson::Int32(a.len() as i32),
+            other => {
+                return Err(CommandError::new(
+                    ErrorCode::Location17124,
+                    format!(
+                        "The argument to $size must be an array. Type of argument was: {}",
+                        type_or_missing(&other)
+                    ),
+                ));
+            }
         },
         Op::IsArray => Bson::Boolean(matches!(arg(0)?, Bson::Array(_))),
-        Op::In => match arg(1)? {
-            Bson::Array(a) => {
+        Op::In => match raw(1)? {
+            Some(Bson::Array(a)) => {
                 let x = arg(0)?;
                 Bson::Boolean(a.iter().any(|e| equal(e, &x)))
             }
-            _ => Bson::Null,
-        },
-        Op::ArrayElemAt => match (arg(0)?, as_i64(&arg(1)?)) {
-            (Bson::Array(a), Some(i)) => {
-                let idx = if i < 0 { a.len() as i64 + i } else { i };
-                return Ok(usize::try_from(idx).ok().and_then(|i| a.get(i).cloned()));
+            other => {
+                return Err(CommandError::new(
+                    ErrorCode::Location40081,
+                    format!(
+                        "$in requires an array as a second argument, found: {}",
+                        type_or_missing(&other)
+                    ),
+                ));
             }
-            _ => Bson::Null,
         },
+        Op::ArrayElemAt => {
+            let (array, index) = (arg(0)?, arg(1)?);
+            if is_nullish(&array) || is_nullish(&index) {
+                return Ok(Some(Bson::Null));
+            }
+            let Bson::Array(a) = array else {
+                return Err(CommandError::new(
+                    ErrorCode::Location28689,
+                    format!(
+                        "$arrayElemAt's first argument must be an array, but is {}",
+                        type_name(&array)
+                    ),
+                ));
+            };
+            if !is_number(&index) {
+                return Err(CommandError::new(
+                    ErrorCode::Location28690,
+                    format!(
+                        "$arrayElemAt's second argument must be a numeric value, but is {}",
+                        type_name(&index)
+                    ),
+                ));
+            }
+            let i = as_f64(&index)
+                .filter(|x| x.fract() == 0.0 && *x >= i32::MIN as f64 && *x <= i32::MAX as f64)
+                .map(|x| x as i64)
+                .ok_or_else(|| {
+                    CommandError::new(
+                        ErrorCode::Location28691,
+                        format!(
+                            "$arrayElemAt's second argument must be representable as a 32-bit integer: {index}"
+                        ),
+                    )
+                })?;
+            let idx = if i < 0 { a.len() as i64 + i } else { i };
+            return Ok(usize::try_from(idx).ok().and_then(|i| a.get(i).cloned()));
+        }
         Op::ConcatArrays => {
             let mut budget = Budget::value("$concatArrays");
             let mut out = Vec::new();
@@ -854,6 +1034,16 @@ fn eval_op(op: Op, args: &[Expr], doc: &Document, locals: Locals) -> Result<Opti
             }
         }
     }))
+}
+
+/// Null, undefined (missing is `None` before it gets here).
+fn is_nullish(v: &Bson) -> bool {
+    matches!(v, Bson::Null | Bson::Undefined)
+}
+
+/// A value's type name, or "missing" (as mongod's messages say).
+fn type_or_missing(v: &Option<Bson>) -> &'static str {
+    v.as_ref().map_or("missing", type_name)
 }
 
 fn to_str(v: &Bson) -> String {
@@ -1004,6 +1194,78 @@ mod tests {
             ev(bson!({"$concat": ["x", {"$toUpper": "y"}]}), d),
             Some(bson!("xY"))
         );
+    }
+
+    #[test]
+    fn older_operators_refuse_wrong_types_as_mongod() {
+        let d = doc! {"s": "ab", "n": 7, "a": [1, 2, 3], "t": bson::DateTime::from_millis(1_000)};
+        let code = |e: Bson| ev_err(e, d.clone()).code.code();
+        // Null or missing: null, as before.
+        for e in [
+            bson!({"$add": [1, null]}),
+            bson!({"$multiply": ["$nope", 2]}),
+            bson!({"$subtract": [null, 1]}),
+            bson!({"$divide": [1, "$nope"]}),
+            bson!({"$mod": [null, 0]}),
+            bson!({"$concat": ["a", "$nope"]}),
+            bson!({"$split": [null, ","]}),
+            bson!({"$arrayElemAt": ["$a", null]}),
+        ] {
+            assert_eq!(ev(e.clone(), d.clone()), Some(Bson::Null), "{e}");
+        }
+        assert_eq!(code(bson!({"$add": [1, "x"]})), 14);
+        assert_eq!(code(bson!({"$add": ["$t", "$t"]})), 16612);
+        assert_eq!(code(bson!({"$multiply": [2, [1]]})), 14);
+        assert_eq!(code(bson!({"$subtract": ["x", 1]})), 14);
+        assert_eq!(code(bson!({"$divide": [1, 0]})), 16608);
+        assert_eq!(code(bson!({"$divide": ["1", 2]})), 16609);
+        assert_eq!(code(bson!({"$mod": [1, 0]})), 16610);
+        assert_eq!(code(bson!({"$mod": [1, true]})), 16611);
+        assert_eq!(code(bson!({"$concat": ["a", 1]})), 16702);
+        assert_eq!(code(bson!({"$strLenCP": 5})), 34471);
+        assert_eq!(code(bson!({"$strLenCP": "$nope"})), 34471);
+        assert_eq!(code(bson!({"$split": [1, ","]})), 40085);
+        assert_eq!(code(bson!({"$split": ["a,b", 1]})), 40086);
+        assert_eq!(code(bson!({"$split": ["a,b", ""]})), 40087);
+        assert_eq!(code(bson!({"$size": "$nope"})), 17124);
+        assert_eq!(code(bson!({"$size": "x"})), 17124);
+        assert_eq!(code(bson!({"$in": [1, "x"]})), 40081);
+        assert_eq!(code(bson!({"$arrayElemAt": ["x", 0]})), 28689);
+        assert_eq!(code(bson!({"$arrayElemAt": ["$a", "0"]})), 28690);
+        assert_eq!(code(bson!({"$arrayElemAt": ["$a", 1.5]})), 28691);
+        assert_eq!(code(bson!({"$arrayElemAt": ["$a", 1e12]})), 28691);
+        // The answers they had stay.
+        assert_eq!(
+            ev(bson!({"$arrayElemAt": ["$a", -1]}), d.clone()),
+            Some(bson!(3))
+        );
+        assert_eq!(ev(bson!({"$arrayElemAt": ["$a", 9]}), d.clone()), None);
+        assert_eq!(ev(bson!({"$size": "$a"}), d.clone()), Some(bson!(3)));
+        assert_eq!(
+            ev(bson!({"$subtract": ["$t", 400]}), d.clone()),
+            Some(Bson::DateTime(bson::DateTime::from_millis(600)))
+        );
+        assert_eq!(
+            ev(bson!({"$subtract": ["$t", "$t"]}), d.clone()),
+            Some(Bson::Int64(0))
+        );
+        // Integer `$mod` is exact past 2^53 and never overflows.
+        assert_eq!(
+            ev(
+                bson!({"$mod": [Bson::Int64(9_007_199_254_740_993), Bson::Int64(2)]}),
+                d.clone()
+            ),
+            Some(Bson::Int64(1))
+        );
+        assert_eq!(
+            ev(
+                bson!({"$mod": [Bson::Int64(i64::MIN), Bson::Int64(-1)]}),
+                d.clone()
+            ),
+            Some(Bson::Int64(0))
+        );
+        assert_eq!(ev(bson!({"$mod": [7, 3]}), d.clone()), Some(bson!(1)));
+        assert_eq!(ev(bson!({"$mod": [7.5, 2]}), d), Some(bson!(1.5)));
     }
 
     #[test]

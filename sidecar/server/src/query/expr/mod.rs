@@ -652,7 +652,7 @@ fn eval_op(op: Op, args: &[Expr], doc: &Document, locals: Locals) -> Result<Opti
             }
             if let Some(bad) = vs
                 .iter()
-                .find(|v| !is_number(v) && !(op == Op::Add && matches!(v, Bson::DateTime(_))))
+                .find(|v| !(is_number(v) || (op == Op::Add && matches!(v, Bson::DateTime(_)))))
             {
                 return Err(CommandError::type_mismatch(if op == Op::Add {
                     format!(

@@ -83,6 +83,13 @@ async fn the_connection_secret_logs_a_driver_in_and_protected_reaches_the_wal() 
     })
     .await
     .unwrap();
+    // The Secret is the branch's, the stored user the project's: two
+    // reconcilers, so the login waits for both.
+    wait_for(&projects, "shop", "users in sync", |p| {
+        project_condition(p, "UsersReady").is_some_and(|c| c.status == "True")
+    })
+    .await
+    .unwrap();
     let secret = secrets.get("feature-argon-app").await.unwrap();
     let owner = &secret.owner_references()[0];
     assert_eq!(

@@ -127,12 +127,13 @@ impl Wal {
         user: Document,
         pre: UserPrecondition,
     ) -> Result<bool> {
+        let (db, name) = (db.to_owned(), name.to_owned());
         let written = self
-            .append_catalog_event(|cat| {
-                Ok(cat.access.allows(db, name, pre).then(|| {
+            .append_catalog_event(move |cat| {
+                Ok(cat.access.allows(&db, &name, pre).then(|| {
                     CatalogEvent::Access(AccessEvent::PutUser {
-                        db: db.to_owned(),
-                        name: name.to_owned(),
+                        db: db.clone(),
+                        name: name.clone(),
                         user: user.clone(),
                     })
                 }))
@@ -143,12 +144,13 @@ impl Wal {
 
     /// Removes the user `(db, name)`; `Ok(false)` when there was none.
     pub async fn drop_user(&self, db: &str, name: &str) -> Result<bool> {
+        let (db, name) = (db.to_owned(), name.to_owned());
         let written = self
-            .append_catalog_event(|cat| {
-                Ok(cat.access.user(db, name).is_some().then(|| {
+            .append_catalog_event(move |cat| {
+                Ok(cat.access.user(&db, &name).is_some().then(|| {
                     CatalogEvent::Access(AccessEvent::DropUser {
-                        db: db.to_owned(),
-                        name: name.to_owned(),
+                        db: db.clone(),
+                        name: name.clone(),
                     })
                 }))
             })
@@ -160,7 +162,7 @@ impl Wal {
     /// reset (other than a dry run) or a delete of it is refused, whoever asks.
     pub async fn set_protected(&self, branch: &str, protected: bool) -> Result<()> {
         let branch = BranchName::parse(branch)?;
-        self.append_catalog_event(|cat| {
+        self.append_catalog_event(move |cat| {
             Ok((cat.access.is_protected(&branch) != protected).then(|| {
                 CatalogEvent::Access(AccessEvent::Protect {
                     branch: branch.clone(),

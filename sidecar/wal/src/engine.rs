@@ -34,9 +34,7 @@ use crate::error::{Result, WalError, WriteError};
 use crate::idkey::IdKey;
 use crate::lease::WriterLease;
 use crate::observer::WalObserver;
-use crate::record::{
-    CatalogEvent, CatalogRecord, Commit, DocOp, EncodedCommit, ProjectRecord, Seal,
-};
+use crate::record::{CatalogEvent, Commit, DocOp, EncodedCommit, ProjectRecord, Seal};
 use crate::retry::{RetryCheck, RetryEntry, RetryKey, RetryRecord};
 use crate::snapshot;
 use crate::state::BranchState;
@@ -54,6 +52,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use tokio::sync::{mpsc, oneshot};
 
+mod catalog_appends;
 mod committer;
 mod snapshot_policy;
 
@@ -378,6 +377,9 @@ struct Inner {
     /// holds every record the store had before that instant. Written only
     /// with the catalog lock held.
     catalog_fresh: Mutex<Option<std::time::Instant>>,
+    /// Catalog appends waiting for the catalog lock's holder to append them
+    /// with its own (`catalog_appends`).
+    catalog_queue: catalog_appends::CatalogQueue,
     heads: Mutex<HashMap<BranchId, Arc<tokio::sync::Mutex<Head>>>>,
     /// Latest known head of each loaded incarnation (O(1) clones), readable
     /// without the async head lock.
@@ -512,6 +514,7 @@ impl Wal {
             options,
             catalog: tokio::sync::Mutex::new(Catalog::default()),
             catalog_fresh: Mutex::new(None),
+            catalog_queue: Default::default(),
             heads: Mutex::new(HashMap::new()),
             latest: Mutex::new(HashMap::new()),
             fresh: Mutex::new(HashMap::new()),
@@ -528,7 +531,7 @@ impl Wal {
         let wal = Wal { inner };
         let main = BranchName::main();
         wal.inner
-            .append_catalog(|cat| {
+            .append_catalog(move |cat| {
                 if cat
                     .incarnations
                     .values()
@@ -944,21 +947,25 @@ impl Wal {
         let (pinc, phead, pstate) = self.inner.head_position(&parent).await?;
         let fork_seq = self.inner.resolve_point(&pinc, phead.seq, at).await?;
         let fork_time = self.inner.time_of(&pinc, phead, fork_seq).await?;
+        let pinc_id = pinc.id;
         let created = self
             .inner
-            .append_catalog(|cat| {
-                if cat.names.contains_key(&name) {
-                    return Err(WalError::BranchExists {
-                        name: name.to_string(),
-                    });
+            .append_catalog({
+                let name = name.clone();
+                move |cat| {
+                    if cat.names.contains_key(&name) {
+                        return Err(WalError::BranchExists {
+                            name: name.to_string(),
+                        });
+                    }
+                    Ok(Some(CatalogEvent::CreateBranch {
+                        id: cat.next_id(0),
+                        name: name.clone(),
+                        parent: pinc_id,
+                        fork_seq,
+                        fork_time,
+                    }))
                 }
-                Ok(Some(CatalogEvent::CreateBranch {
-                    id: cat.next_id(0),
-                    name: name.clone(),
-                    parent: pinc.id,
-                    fork_seq,
-                    fork_time,
-                }))
             })
             .await?;
         if let Some(CatalogEvent::CreateBranch { id, .. }) = created
@@ -1234,7 +1241,7 @@ impl Wal {
     /// Appends the catalog event `make` builds (see `Inner::append_catalog`).
     pub(crate) async fn append_catalog_event(
         &self,
-        make: impl FnMut(&Catalog) -> Result<Option<CatalogEvent>>,
+        make: impl FnMut(&Catalog) -> Result<Option<CatalogEvent>> + Send + 'static,
     ) -> Result<Option<CatalogEvent>> {
         self.inner.append_catalog(make).await
     }
@@ -1273,56 +1280,6 @@ impl Inner {
         let mut cat = self.catalog.lock().await;
         self.refresh_since(&mut cat, requested).await?;
         Ok(cat.clone())
-    }
-
-    /// Appends the event `make` builds from the current catalog; on a
-    /// catalog conflict refreshes and asks again. `make` returning `None`
-    /// means nothing needs appending.
-    ///
-    /// Optimistic, like a commit: the first attempt uses the catalog in
-    /// memory without asking the store what is new. That is safe because
-    /// the store accepts record `seq + 1` only if nobody took it, and the
-    /// catalog has no holes, so an accepted record always follows the whole
-    /// catalog `make` saw. A refusal or a "nothing to do" is not checked by
-    /// the store, so it is answered only from a catalog refreshed since the
-    /// call began.
-    async fn append_catalog(
-        &self,
-        mut make: impl FnMut(&Catalog) -> Result<Option<CatalogEvent>>,
-    ) -> Result<Option<CatalogEvent>> {
-        let requested = std::time::Instant::now();
-        let mut cat = self.catalog.lock().await;
-        let mut checked = false;
-        loop {
-            let event = match make(&cat) {
-                Ok(Some(event)) => event,
-                answer if checked => return answer,
-                _ => {
-                    self.refresh_since(&mut cat, requested).await?;
-                    checked = true;
-                    continue;
-                }
-            };
-            let rec = CatalogRecord {
-                seq: cat.seq.next(),
-                time: self.options.clock.now(),
-                event: event.clone(),
-            };
-            let sent = std::time::Instant::now();
-            match self.store.append_catalog(self.project(), &rec).await {
-                Ok(()) => {
-                    cat.apply(&rec)?;
-                    // Accepted at seq + 1: the store had nothing newer.
-                    *lock(&self.catalog_fresh) = Some(sent);
-                    return Ok(Some(event));
-                }
-                Err(WalError::CatalogConflict { .. }) => {
-                    self.refresh(&mut cat).await?;
-                    checked = true;
-                }
-                Err(e) => return Err(e),
-            }
-        }
     }
 
     /// The live incarnation of `name` (refreshing the catalog on a miss).
@@ -1675,7 +1632,7 @@ impl Inner {
         let Some((seal, at)) = sealed else {
             return Ok(());
         };
-        self.append_catalog(|cat| {
+        self.append_catalog(move |cat| {
             let Some(inc) = cat.get(id) else {
                 return Err(WalError::malformed(
                     "catalog",

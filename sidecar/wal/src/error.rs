@@ -132,6 +132,27 @@ pub enum WalError {
 }
 
 impl WalError {
+    /// This error again, for each request of a group that failed with it
+    /// (a catalog append of several callers): the store's errors keep
+    /// their kind, anything else becomes an `InvalidOp` carrying its text.
+    pub(crate) fn for_each_request(&self) -> WalError {
+        match self {
+            WalError::Mongo { context, source } => WalError::Mongo {
+                context: context.clone(),
+                source: source.clone(),
+            },
+            WalError::Io { path, source } => WalError::Io {
+                path: path.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+            WalError::Closed(why) => WalError::Closed(why),
+            WalError::Unauthorized { context } => WalError::Unauthorized {
+                context: context.clone(),
+            },
+            other => WalError::InvalidOp(other.to_string()),
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         WalError::Io {
             path: path.into(),

@@ -159,3 +159,67 @@ async fn resetting_a_branch_reads_only_the_commits_after_its_target() {
     let before = wal.read("before", ReadPoint::Head).await.unwrap();
     assert_eq!(flat(&before)["a"].get(&1000), Some(&0));
 }
+
+/// A burst of catalog changes shares store round trips (the operator
+/// creating many branches at once): 64 creations, 8 of one name and 16
+/// protections queued together take a few appends, not 88, and each
+/// answer is the one it would get alone: every name created once, the
+/// other creations of the same name refused, the branch ids distinct,
+/// and all of it in the store for a handle opened afterwards.
+#[tokio::test]
+async fn a_burst_of_catalog_changes_shares_store_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = options();
+    let store = embedded_store(dir.path()).await;
+    let counting = Counting::new(store);
+    let wal = Wal::open(counting.clone(), "proj", options.clone())
+        .await
+        .unwrap();
+    let before = counting.catalog_appends();
+    let names: Vec<String> = (0..64)
+        .map(|i| format!("b{i}"))
+        .chain((0..8).map(|_| "twin".to_string()))
+        .collect();
+    let creations = futures::future::join_all(
+        names
+            .iter()
+            .map(|n| wal.create_branch(n, "main", ReadPoint::Head)),
+    );
+    let protect = &names[..16];
+    let protections = futures::future::join_all(protect.iter().map(|n| wal.set_protected(n, true)));
+    let (created, protected) = tokio::join!(creations, protections);
+    let appends = counting.catalog_appends() - before;
+    assert!(
+        appends < 20,
+        "88 catalog changes took {appends} store appends"
+    );
+    let mut ids = std::collections::BTreeSet::new();
+    let mut twins = (0, 0);
+    for (name, result) in names.iter().zip(created) {
+        match result {
+            Ok(info) => {
+                assert!(ids.insert(info.id), "{name}: id {} given twice", info.id);
+                if name == "twin" {
+                    twins.0 += 1;
+                }
+            }
+            Err(argon_wal::WalError::BranchExists { .. }) if name == "twin" => twins.1 += 1,
+            Err(e) => panic!("{name}: {e}"),
+        }
+    }
+    assert_eq!((ids.len(), twins), (65, (1, 7)));
+    // Protection is of a name: queued before the branch's creation or
+    // after, it is written.
+    for r in &protected {
+        assert!(r.is_ok(), "{r:?}");
+    }
+    drop((wal, counting));
+    let again = embedded(dir.path(), options).await;
+    let listed = again.list_branches().await.unwrap();
+    assert_eq!(listed.len(), 66, "main, 64 and the twin");
+    let access = again.access().await.unwrap();
+    let still = (0..16)
+        .filter(|i| access.is_protected(&argon_wal::BranchName::parse(&format!("b{i}")).unwrap()))
+        .count();
+    assert_eq!(still, 16);
+}

@@ -150,3 +150,97 @@ async fn embedded_and_mongodb_stores_give_identical_states() {
         }
     }
 }
+
+/// Two handles (two operators, or an operator and a sidecar) each append
+/// a burst of catalog changes to one project at once: their groups collide
+/// on catalog seqs, so part of a group is accepted and the rest is built
+/// again on what the other wrote. Every name ends up created exactly once
+/// with a distinct id, the names both asked for are refused to one of them.
+#[tokio::test]
+async fn two_handles_appending_catalog_bursts_at_once() {
+    let server = FerretDb::start().await.unwrap();
+    let a = mongo(&server, "burst", WalOptions::default()).await;
+    let b = mongo(&server, "burst", WalOptions::default()).await;
+    let names = |own: &str| -> Vec<String> {
+        (0..30)
+            .map(|i| format!("{own}{i}"))
+            .chain((0..10).map(|i| format!("shared{i}")))
+            .collect()
+    };
+    let (na, nb) = (names("a"), names("b"));
+    let (ra, rb) = tokio::join!(burst(&a, &na), burst(&b, &nb));
+    let mut created = std::collections::BTreeMap::new();
+    for (name, result) in na.iter().zip(ra).chain(nb.iter().zip(rb)) {
+        match result {
+            Ok(info) => assert!(
+                created.insert(name.clone(), info.id).is_none(),
+                "{name} created twice"
+            ),
+            Err(WalError::BranchExists { .. }) if name.starts_with("shared") => {}
+            Err(e) => panic!("{name}: {e}"),
+        }
+    }
+    assert_eq!(created.len(), 70);
+    let ids: std::collections::BTreeSet<_> = created.values().collect();
+    assert_eq!(ids.len(), 70, "ids are distinct");
+    let third = mongo(&server, "burst", WalOptions::default()).await;
+    let listed = third.list_branches().await.unwrap();
+    assert_eq!(listed.len(), 71, "main and the 70");
+    for info in listed.iter().filter(|i| i.name.as_str() != "main") {
+        assert_eq!(created.get(info.name.as_str()), Some(&info.id));
+    }
+}
+
+/// Creates every branch of `names` from main's head at once.
+async fn burst(wal: &Wal, names: &[String]) -> Vec<Result<argon_wal::BranchInfo, WalError>> {
+    futures::future::join_all(
+        names
+            .iter()
+            .map(|n| wal.create_branch(n, "main", ReadPoint::Head)),
+    )
+    .await
+}
+
+/// The store's side of a grouped catalog append: records of consecutive
+/// seqs go in one ordered insert, and a seq another process took stops
+/// it there, answering how many were accepted before it (the engine
+/// builds the rest again); a taken first seq is a conflict.
+#[tokio::test]
+async fn a_catalog_group_stops_at_a_taken_seq() {
+    use argon_wal::record::{CatalogEvent, CatalogRecord};
+    let server = FerretDb::start().await.unwrap();
+    let store: Arc<dyn LogStore> = MongoStore::connect(server.uri(), "argon_wal")
+        .await
+        .unwrap();
+    let record = |seq: u64, branch: &str| CatalogRecord {
+        seq: Seq(seq),
+        time: argon_wal::CommitTime(seq as i64),
+        event: CatalogEvent::Access(argon_wal::AccessEvent::Protect {
+            branch: argon_wal::BranchName::parse(branch).unwrap(),
+            protected: true,
+        }),
+    };
+    // Another process took seq 3.
+    assert_eq!(
+        store
+            .append_catalog("group", &[record(3, "theirs")])
+            .await
+            .unwrap(),
+        1
+    );
+    let ours: Vec<CatalogRecord> = (1..=5).map(|s| record(s, "ours")).collect();
+    assert_eq!(store.append_catalog("group", &ours).await.unwrap(), 2);
+    match store.append_catalog("group", &ours[2..]).await {
+        Err(WalError::CatalogConflict { seq, .. }) => assert_eq!(seq, Seq(3)),
+        other => panic!("{other:?}"),
+    }
+    let stored = store.read_catalog("group", Seq(0)).await.unwrap();
+    let seqs: Vec<u64> = stored.iter().map(|r| r.seq.0).collect();
+    assert_eq!(seqs, [1, 2, 3]);
+    assert_eq!(stored[2], record(3, "theirs"));
+    assert_eq!(
+        store.append_catalog("group", &ours[3..]).await.unwrap(),
+        2,
+        "4 and 5 follow"
+    );
+}

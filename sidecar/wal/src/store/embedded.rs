@@ -1800,20 +1800,30 @@ impl LogStore for EmbeddedStore {
     fn append_catalog<'a>(
         &'a self,
         project: &'a str,
-        rec: &'a CatalogRecord,
-    ) -> StoreFuture<'a, ()> {
+        records: &'a [CatalogRecord],
+    ) -> StoreFuture<'a, usize> {
         Box::pin(async move {
-            let payload = encode_doc(&record::catalog_to_doc(project, rec), "catalog")?;
-            self.submit(
-                payload,
-                None,
-                Payload::Catalog {
-                    project: project.to_string(),
-                    seq: rec.seq,
-                },
-            )
-            .await
-            .map(|_| ())
+            // One by one: this process is the store's only writer, so a
+            // taken seq can only be the first's (another handle of it).
+            for (i, rec) in records.iter().enumerate() {
+                let payload = encode_doc(&record::catalog_to_doc(project, rec), "catalog")?;
+                let appended = self
+                    .submit(
+                        payload,
+                        None,
+                        Payload::Catalog {
+                            project: project.to_string(),
+                            seq: rec.seq,
+                        },
+                    )
+                    .await;
+                match appended {
+                    Ok(_) => {}
+                    Err(WalError::CatalogConflict { .. }) if i > 0 => return Ok(i),
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(records.len())
         })
     }
 

@@ -132,12 +132,15 @@ pub trait LogStore: Send + Sync {
 
     fn log_stats<'a>(&'a self, project: &'a str, branch: BranchId) -> StoreFuture<'a, LogStats>;
 
-    /// Appends one catalog record durably; `CatalogConflict` when its seq exists.
+    /// Appends catalog records of consecutive seqs durably, in order, and
+    /// answers how many were accepted (a prefix: the record after them
+    /// found its seq taken); `CatalogConflict` when the first one's seq
+    /// exists, so at least one is accepted on `Ok`.
     fn append_catalog<'a>(
         &'a self,
         project: &'a str,
-        record: &'a CatalogRecord,
-    ) -> StoreFuture<'a, ()>;
+        records: &'a [CatalogRecord],
+    ) -> StoreFuture<'a, usize>;
 
     /// Catalog records with `seq > after`, ascending.
     fn read_catalog<'a>(

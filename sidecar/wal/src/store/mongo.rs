@@ -147,6 +147,21 @@ fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
     }
 }
 
+/// For an ordered insert refused on a duplicate key: how many documents
+/// before it were inserted (the index of the first error); `None` for any
+/// other failure.
+fn accepted_before_duplicate(e: &mongodb::error::Error) -> Option<usize> {
+    match e.kind.as_ref() {
+        ErrorKind::InsertMany(im) => {
+            let first = im.write_errors.as_ref()?.iter().min_by_key(|w| w.index)?;
+            (first.code == DUPLICATE_KEY).then_some(first.index)
+        }
+        ErrorKind::Write(WriteFailure::WriteError(we)) if we.code == DUPLICATE_KEY => Some(0),
+        ErrorKind::Command(c) if c.code == DUPLICATE_KEY => Some(0),
+        _ => None,
+    }
+}
+
 async fn unique_index(coll: &Collection<Document>, keys: Document, name: &str) -> Result<()> {
     let model = IndexModel::builder()
         .keys(keys)
@@ -930,20 +945,27 @@ impl LogStore for MongoStore {
     fn append_catalog<'a>(
         &'a self,
         project: &'a str,
-        rec: &'a CatalogRecord,
-    ) -> StoreFuture<'a, ()> {
+        records: &'a [CatalogRecord],
+    ) -> StoreFuture<'a, usize> {
         Box::pin(async move {
-            match self
-                .catalog
-                .insert_one(record::catalog_to_doc(project, rec))
-                .await
-            {
-                Ok(_) => Ok(()),
-                Err(e) if is_duplicate_key(&e) => Err(WalError::CatalogConflict {
-                    project: project.to_string(),
-                    seq: rec.seq,
-                }),
-                Err(e) => Err(WalError::mongo("appending a catalog record", e)),
+            let Some(first) = records.first() else {
+                return Ok(0);
+            };
+            let docs = records
+                .iter()
+                .map(|rec| record::catalog_to_doc(project, rec));
+            // Ordered: the server stops at the first taken seq, so what it
+            // accepted is a prefix, and the index of its error says how long.
+            match self.catalog.insert_many(docs).ordered(true).await {
+                Ok(_) => Ok(records.len()),
+                Err(e) => match accepted_before_duplicate(&e) {
+                    Some(0) => Err(WalError::CatalogConflict {
+                        project: project.to_string(),
+                        seq: first.seq,
+                    }),
+                    Some(n) => Ok(n.min(records.len())),
+                    None => Err(WalError::mongo("appending catalog records", e)),
+                },
             }
         })
     }

@@ -18,6 +18,8 @@ pub struct Counting {
     snapshots: AtomicUsize,
     /// Commits returned by `read_commits_with_pre_images` (a diff from the log).
     commits_with_pre_images: AtomicUsize,
+    /// `append_catalog` calls.
+    catalog_appends: AtomicUsize,
 }
 
 impl Counting {
@@ -28,7 +30,13 @@ impl Counting {
             commits_read: AtomicUsize::new(0),
             snapshots: AtomicUsize::new(0),
             commits_with_pre_images: AtomicUsize::new(0),
+            catalog_appends: AtomicUsize::new(0),
         })
+    }
+
+    /// `append_catalog` calls so far (each one store round trip).
+    pub fn catalog_appends(&self) -> usize {
+        self.catalog_appends.load(Ordering::SeqCst)
     }
 
     /// `(pages, commits read, snapshots read)` so far.
@@ -116,7 +124,8 @@ impl LogStore for Counting {
     fn log_stats<'a>(&'a self, p: &'a str, b: BranchId) -> StoreFuture<'a, LogStats> {
         self.inner.log_stats(p, b)
     }
-    fn append_catalog<'a>(&'a self, p: &'a str, r: &'a CatalogRecord) -> StoreFuture<'a, ()> {
+    fn append_catalog<'a>(&'a self, p: &'a str, r: &'a [CatalogRecord]) -> StoreFuture<'a, usize> {
+        self.catalog_appends.fetch_add(1, Ordering::SeqCst);
         self.inner.append_catalog(p, r)
     }
     fn read_catalog<'a>(&'a self, p: &'a str, after: Seq) -> StoreFuture<'a, Vec<CatalogRecord>> {

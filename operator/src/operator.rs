@@ -4,7 +4,7 @@
 
 use crate::certs::{self, CertManager, ServingCert};
 use crate::config::{Config, WebhookTls};
-use crate::controller::{Context, branch, error_policy, project};
+use crate::controller::{Caches, Context, branch, error_policy, project};
 use crate::crd::{ArgonBranch, ArgonProject, FIELD_MANAGER};
 use crate::crdgen;
 use crate::error::{Error, Result};
@@ -17,7 +17,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{Controller, WatchStreamExt, controller, watcher};
+use kube::runtime::{Controller, WatchStreamExt, controller, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
 use std::future::Future;
 use std::sync::Arc;
@@ -259,15 +259,10 @@ impl Operator {
     /// Both controllers, until `stop` resolves.
     async fn controllers(&self, stop: Signal) {
         let client = self.client.clone();
-        let ctx = Arc::new(Context::new(
-            client.clone(),
-            self.config.clone(),
-            self.metrics.clone(),
-        ));
         let (projects, branches, deployments): (
             Api<ArgonProject>,
             Api<ArgonBranch>,
-            Api<Deployment>,
+            Api<PartialObjectMeta<Deployment>>,
         ) = match &self.config.namespace {
             Some(ns) => (
                 Api::namespaced(client.clone(), ns),
@@ -282,6 +277,35 @@ impl Operator {
         };
         let metrics = self.metrics.clone();
         let project_controller = Controller::new(projects, watcher::Config::default());
+        // The endpoints' Deployments wake their branch and are cached
+        // (metadata only) so a reconcile knows what exists without asking.
+        let (deployment_cache, deployment_writer) = reflector::store();
+        let endpoint_changes = watcher(
+            deployments,
+            watcher::Config::default().labels("app.kubernetes.io/managed-by=argon-operator"),
+        )
+        .default_backoff()
+        .reflect(deployment_writer)
+        .touched_objects();
+        // A branch is reconciled when what it asks for changes, not when
+        // its status does: the operator's own status write would otherwise
+        // wake every branch a second time for nothing (a burst of 200 new
+        // branches did twice the work).
+        let (branch_cache, branch_writer) = reflector::store();
+        let branch_changes = watcher(branches.clone(), watcher::Config::default())
+            .default_backoff()
+            .reflect(branch_writer)
+            .applied_objects()
+            .predicate_filter(branch::what_reconcile_reads, Default::default());
+        let ctx = Arc::new(Context::new(
+            client.clone(),
+            self.config.clone(),
+            self.metrics.clone(),
+            Caches {
+                projects: project_controller.store(),
+                deployments: deployment_cache,
+            },
+        ));
         // RBAC may grant Secrets in some namespaces only: watch each of them.
         let secret_apis: Vec<Api<PartialObjectMeta<Secret>>> = match (
             &self.config.namespace,
@@ -310,11 +334,8 @@ impl Operator {
             )
             .for_each(|_| futures::future::ready(()));
         let metrics = self.metrics.clone();
-        let branch_controller = Controller::new(branches.clone(), watcher::Config::default())
-            .owns(
-                deployments,
-                watcher::Config::default().labels("app.kubernetes.io/managed-by=argon-operator"),
-            )
+        let branch_controller = Controller::for_stream(branch_changes, branch_cache)
+            .owns_stream(endpoint_changes)
             // A child being deleted wakes its parent: a deletion blocked by
             // children proceeds as soon as they are gone. Only then: the
             // parent's reconcile reads nothing else of its children, and

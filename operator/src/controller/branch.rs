@@ -48,6 +48,7 @@ pub async fn reconcile(branch: Arc<ArgonBranch>, ctx: Arc<Context>) -> Result<Ac
         .namespace()
         .ok_or(Error::MissingField("ArgonBranch", "metadata.namespace"))?;
     let api: Api<ArgonBranch> = Api::namespaced(ctx.client.clone(), &namespace);
+    let branch = with_finalizer(&api, branch).await?;
     finalizer(&api, FINALIZER, branch, |event| async {
         match event {
             Event::Apply(b) => apply(&b, &ctx, &api).await,
@@ -58,6 +59,33 @@ pub async fn reconcile(branch: Arc<ArgonBranch>, ctx: Arc<Context>) -> Result<Ac
     .map_err(Error::from)
 }
 
+/// The branch with the operator's finalizer, added here when missing (the
+/// `finalizer` helper would add it and wait for the watch to bring the
+/// branch back: a second reconcile per new branch). Optimistic: the patch
+/// carries the resourceVersion read, so it is refused (409, retried) if
+/// the branch changed meanwhile, never merged over another's finalizers.
+async fn with_finalizer(api: &Api<ArgonBranch>, b: Arc<ArgonBranch>) -> Result<Arc<ArgonBranch>> {
+    if b.metadata.deletion_timestamp.is_some() || b.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(b);
+    }
+    let mut finalizers = b.finalizers().to_vec();
+    finalizers.push(FINALIZER.to_string());
+    let patch = serde_json::json!({
+        "metadata": {
+            "finalizers": finalizers,
+            "resourceVersion": b.resource_version(),
+        }
+    });
+    let patched = api
+        .patch(
+            &b.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+    Ok(Arc::new(patched))
+}
+
 /// A reason the branch cannot be what its spec asks, shown in status; the
 /// user (or a parent appearing) fixes it, so it is not an operator error.
 struct Refusal {
@@ -65,6 +93,26 @@ struct Refusal {
     reason: &'static str,
     message: String,
     retry: Duration,
+}
+
+/// What of an ArgonBranch its reconcile depends on, hashed: everything
+/// but its status, its finalizers and the bookkeeping that changes with
+/// them. The branch controller's watch passes an event on only when this
+/// changes, so the operator's own writes (the status; the finalizer, added
+/// by the reconcile itself, and re-added by the next one if someone removes
+/// it) do not wake the branch again. A deletion sets deletionTimestamp.
+pub fn what_reconcile_reads(b: &ArgonBranch) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let m = &b.metadata;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    m.generation.hash(&mut h);
+    m.deletion_timestamp
+        .as_ref()
+        .map(|t| t.0.as_millisecond())
+        .hash(&mut h);
+    m.labels.hash(&mut h);
+    m.annotations.hash(&mut h);
+    Some(h.finish())
 }
 
 fn key(b: &ArgonBranch) -> String {
@@ -124,8 +172,7 @@ async fn apply(b: &ArgonBranch, ctx: &Context, api: &Api<ArgonBranch>) -> Result
         return Ok(Action::await_change());
     }
 
-    let projects: Api<ArgonProject> = Api::namespaced(ctx.client.clone(), &namespace);
-    let Some(project) = projects.get_opt(&b.spec.project).await? else {
+    let Some(project) = ctx.project(&namespace, &b.spec.project).await? else {
         let refusal = Refusal {
             phase: PENDING,
             reason: "ProjectNotFound",
@@ -358,13 +405,45 @@ async fn reconcile_endpoint(
             );
         }
     } else {
-        remove_endpoint(ctx, &namespace, &name).await?;
+        if endpoint_may_exist(ctx, old, &namespace, &name) {
+            remove_endpoint(ctx, &namespace, &name).await?;
+            remove_network_policy(ctx, &namespace, &name).await?;
+        }
         st.endpoint = None;
-        st.conditions.drop_condition(ENDPOINT_READY);
-        st.conditions.drop_condition(CONNECTION_SECRET);
+        for condition in ENDPOINT_CONDITIONS {
+            st.conditions.drop_condition(condition);
+        }
     }
 
     Ok(tls_pending)
+}
+
+/// The conditions only a branch with an endpoint has.
+const ENDPOINT_CONDITIONS: [&str; 4] = [
+    ENDPOINT_READY,
+    CONNECTION_SECRET,
+    ENDPOINT_TLS,
+    NETWORK_POLICY,
+];
+
+/// Whether a branch without an endpoint may still have endpoint objects to
+/// remove: its status records one, or the Deployment is in the watch cache.
+/// Asking the apiserver to delete five absent objects on every reconcile of
+/// every branch without an endpoint was most of a burst's work. What a
+/// crash left between writing the objects and recording them (the
+/// NetworkPolicy, the TLS Secret; the Deployment is seen) is owned by the
+/// branch and goes with it.
+fn endpoint_may_exist(
+    ctx: &Context,
+    old: &ArgonBranchStatus,
+    namespace: &str,
+    branch: &str,
+) -> bool {
+    old.endpoint.is_some()
+        || ENDPOINT_CONDITIONS
+            .iter()
+            .any(|c| old.conditions.get_condition(c).is_some())
+        || ctx.deployment_seen(namespace, &endpoint::object_name(branch))
 }
 
 /// The endpoint of a branch of an embedded-store project: a Service

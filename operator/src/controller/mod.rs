@@ -6,13 +6,16 @@ pub mod branch;
 pub mod project;
 
 use crate::config::Config;
+use crate::crd::ArgonProject;
 use crate::crd::FIELD_MANAGER;
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::stores::Stores;
-use kube::api::{Patch, PatchParams};
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{PartialObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -27,10 +30,24 @@ pub struct Context {
     pub stores: Stores,
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
+    /// What the controllers' watches have seen, read instead of asking the
+    /// apiserver on every reconcile (see `Caches`).
+    pub caches: Caches,
+}
+
+/// The watch caches a reconcile reads. A cache is at most one watch event
+/// behind the apiserver, no staler than a GET that raced the same change;
+/// a miss (not seen yet) falls back to the apiserver.
+pub struct Caches {
+    /// The project controller's store of ArgonProjects.
+    pub projects: Store<ArgonProject>,
+    /// The Deployments the operator manages (metadata only), from the
+    /// branch controller's watch of its endpoints.
+    pub deployments: Store<PartialObjectMeta<Deployment>>,
 }
 
 impl Context {
-    pub fn new(client: Client, config: Config, metrics: Arc<Metrics>) -> Context {
+    pub fn new(client: Client, config: Config, metrics: Arc<Metrics>, caches: Caches) -> Context {
         let recorder = Recorder::new(
             client.clone(),
             Reporter {
@@ -49,7 +66,31 @@ impl Context {
             config,
             metrics,
             recorder,
+            caches,
         }
+    }
+
+    /// ArgonProject `name` of `namespace`: the watch cache's copy, or the
+    /// apiserver's when the cache has not seen it (just created).
+    pub async fn project(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Arc<ArgonProject>>, Error> {
+        let key = ObjectRef::new(name).within(namespace);
+        if let Some(p) = self.caches.projects.get(&key) {
+            return Ok(Some(p));
+        }
+        let api: Api<ArgonProject> = Api::namespaced(self.client.clone(), namespace);
+        Ok(api.get_opt(name).await?.map(Arc::new))
+    }
+
+    /// Whether the watch cache holds Deployment `name` of `namespace`.
+    pub fn deployment_seen(&self, namespace: &str, name: &str) -> bool {
+        self.caches
+            .deployments
+            .get(&ObjectRef::new(name).within(namespace))
+            .is_some()
     }
 
     /// Publishes an event about `obj`. A failure to publish is logged, never

@@ -18,6 +18,7 @@ mod lifecycle;
 mod narrow;
 mod pod_security;
 mod rbac;
+mod reconcile_work;
 mod scale;
 mod store_owner;
 mod support;

@@ -812,24 +812,9 @@ fn to_uuid(v: Bson) -> Result<Bson> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_support::*;
     use super::*;
     use bson::{Timestamp, bson, doc};
-
-    fn ev(e: Bson, d: Document) -> Option<Bson> {
-        Expr::parse(&e).unwrap().eval(&d).unwrap()
-    }
-
-    fn code(e: Bson, d: Document) -> (i32, String) {
-        let err = match Expr::parse(&e) {
-            Err(err) => err,
-            Ok(x) => x.eval(&d).unwrap_err(),
-        };
-        (err.code.code(), err.message)
-    }
-
-    fn dec(s: &str) -> Bson {
-        Bson::Decimal128(s.parse().unwrap())
-    }
 
     fn to(v: Bson, t: &str) -> Option<Bson> {
         ev(bson!({"$convert": {"input": v, "to": t}}), doc! {})

@@ -16,7 +16,7 @@ use argon_wal::UserPrecondition;
 use bson::{Bson, Document, doc};
 
 use super::Ctx;
-use super::users::{check_fields, store};
+use super::users::{check_fields, drop_stored, store};
 use crate::auth::users::{StoredUser, UserId};
 use crate::error::{CommandError, Result};
 use crate::wal_error::from_wal;
@@ -79,13 +79,7 @@ pub async fn drop_user(ctx: &Ctx<'_>) -> Result<Document> {
     ctx.require_writable_server("drop a user")?;
     check_fields(ctx.cmd, "argonDropUser", &["db"])?;
     let id = user_id(ctx, "argonDropUser")?;
-    let dropped = ctx
-        .svc
-        .wal
-        .drop_user(&id.db, &id.name)
-        .await
-        .map_err(from_wal)?;
-    ctx.svc.users.refresh(&ctx.svc.wal).await?;
+    let dropped = drop_stored(ctx, &id).await?;
     Ok(doc! {"dropped": dropped})
 }
 

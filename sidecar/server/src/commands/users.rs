@@ -191,6 +191,20 @@ pub(super) async fn store(ctx: &Ctx<'_>, user: &StoredUser, pre: UserPreconditio
     Ok(written)
 }
 
+/// Removes `user` from the log and refreshes the users this process
+/// knows; whether there was one to remove (each command answers its own
+/// way when there was not).
+pub(super) async fn drop_stored(ctx: &Ctx<'_>, user: &UserId) -> Result<bool> {
+    let dropped = ctx
+        .svc
+        .wal
+        .drop_user(&user.db, &user.name)
+        .await
+        .map_err(from_wal)?;
+    ctx.svc.users.refresh(&ctx.svc.wal).await?;
+    Ok(dropped)
+}
+
 pub async fn create_user(ctx: &Ctx<'_>) -> Result<Document> {
     check_fields(
         ctx.cmd,
@@ -292,14 +306,7 @@ pub async fn update_user(ctx: &Ctx<'_>) -> Result<Document> {
 pub async fn drop_user(ctx: &Ctx<'_>) -> Result<Document> {
     check_fields(ctx.cmd, "dropUser", &[])?;
     let id = user_arg(ctx, "dropUser")?;
-    let dropped = ctx
-        .svc
-        .wal
-        .drop_user(&id.db, &id.name)
-        .await
-        .map_err(from_wal)?;
-    ctx.svc.users.refresh(&ctx.svc.wal).await?;
-    if !dropped {
+    if !drop_stored(ctx, &id).await? {
         return Err(not_found(&id));
     }
     tracing::info!(user = %id, "user dropped");

@@ -4,7 +4,7 @@
 //! buckets in a `$group`, a `find` with `$expr`, and mongod's codes for an
 //! unknown zone and an overflowing `$dateAdd`.
 
-use super::common;
+use super::{aggregate, common};
 
 use bson::{Bson, DateTime, Document, doc};
 use futures::TryStreamExt;
@@ -12,16 +12,6 @@ use mongodb::Database;
 
 fn at(s: &str) -> DateTime {
     DateTime::parse_rfc3339_str(s).expect("a date")
-}
-
-async fn aggregate(db: &Database, pipeline: Vec<Document>) -> Vec<Document> {
-    db.collection::<Document>("events")
-        .aggregate(pipeline)
-        .await
-        .expect("aggregate")
-        .try_collect()
-        .await
-        .expect("documents")
 }
 
 async fn seed(db: &Database) {
@@ -44,6 +34,7 @@ async fn date_operators_through_the_driver() {
     let ny = "America/New_York";
     let out = aggregate(
         &db,
+        "events",
         vec![
             doc! {"$sort": {"_id": 1}},
             doc! {"$project": {
@@ -91,6 +82,7 @@ async fn date_operators_through_the_driver() {
     // Weekly buckets (weeks starting Monday) in a $group.
     let weeks = aggregate(
         &db,
+        "events",
         vec![
             doc! {"$match": {"at": {"$type": "date"}}},
             doc! {"$group": {

@@ -4,27 +4,16 @@
 //! `find` with `$expr`, `onError` replacing a failed conversion, and
 //! mongod's codes for a domain error and a failed conversion.
 
-use super::common;
+use super::{aggregate, common};
 
 use bson::{Bson, Document, doc};
 use futures::TryStreamExt;
-use mongodb::Collection;
-
-async fn aggregate(coll: &Collection<Document>, pipeline: Vec<Document>) -> Vec<Document> {
-    coll.aggregate(pipeline)
-        .await
-        .expect("aggregate")
-        .try_collect()
-        .await
-        .expect("documents")
-}
 
 #[tokio::test]
 async fn math_and_conversion_operators_through_the_driver() {
     let (_s, _d, client) = common::standalone().await;
-    let coll = client
-        .database("exprmath")
-        .collection::<Document>("readings");
+    let db = client.database("exprmath");
+    let coll = db.collection::<Document>("readings");
     coll.insert_many(vec![
         doc! {"_id": 1, "v": 19.25, "n": 10, "s": "42", "bits": 12},
         doc! {"_id": 2, "v": -45.39, "n": 3, "s": "x", "bits": 10},
@@ -34,7 +23,8 @@ async fn math_and_conversion_operators_through_the_driver() {
     .expect("insert");
 
     let out = aggregate(
-        &coll,
+        &db,
+        "readings",
         vec![
             doc! {"$sort": {"_id": 1}},
             doc! {"$project": {

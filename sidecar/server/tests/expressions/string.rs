@@ -2,20 +2,10 @@
 //! against the real binary: `aggregate` with `$project`, `find` with
 //! `$expr`, and mongod's code for a bad argument in the reply.
 
-use super::common;
+use super::{aggregate, common};
 
 use bson::{Bson, Document, doc};
 use futures::TryStreamExt;
-use mongodb::Collection;
-
-async fn project(coll: &Collection<Document>, fields: Document) -> Vec<Document> {
-    coll.aggregate(vec![doc! {"$sort": {"_id": 1}}, doc! {"$project": fields}])
-        .await
-        .expect("aggregate")
-        .try_collect()
-        .await
-        .expect("documents")
-}
 
 #[tokio::test]
 async fn string_array_and_set_operators_through_the_driver() {
@@ -29,24 +19,28 @@ async fn string_array_and_set_operators_through_the_driver() {
     .await
     .expect("insert");
 
-    let out = project(
-        &coll,
-        doc! {
-            "_id": 0,
-            "trimmed": {"$trim": {"input": "$name"}},
-            "at": {"$indexOfCP": [{"$trim": {"input": "$name"}}, "latte"]},
-            "bytes": {"$strLenBytes": "$name"},
-            "head": {"$substrBytes": [{"$ltrim": {"input": "$name"}}, 0, 3]},
-            "swapped": {"$replaceAll": {"input": "$codes", "find": "-", "replacement": "/"}},
-            "digits": {"$regexFindAll": {"input": "$codes", "regex": "[0-9]+"}},
-            "letters": {"$regexFind": {"input": "$codes", "regex": "([a-z])([0-9])", "options": "i"}},
-            "set": {"$setUnion": ["$tags", ["c"]]},
-            "sorted": {"$sortArray": {"input": "$sizes", "sortBy": -1}},
-            "pairs": {"$zip": {"inputs": ["$tags", "$sizes"]}},
-            "last": {"$slice": ["$sizes", -1]},
-            "kv": {"$arrayToObject": [[["k", "$codes"]]]},
-            "same": {"$setEquals": ["$sizes", [1, 2, 3]]},
-        },
+    let out = aggregate(
+        &db,
+        "items",
+        vec![
+            doc! {"$sort": {"_id": 1}},
+            doc! {"$project": {
+                "_id": 0,
+                "trimmed": {"$trim": {"input": "$name"}},
+                "at": {"$indexOfCP": [{"$trim": {"input": "$name"}}, "latte"]},
+                "bytes": {"$strLenBytes": "$name"},
+                "head": {"$substrBytes": [{"$ltrim": {"input": "$name"}}, 0, 3]},
+                "swapped": {"$replaceAll": {"input": "$codes", "find": "-", "replacement": "/"}},
+                "digits": {"$regexFindAll": {"input": "$codes", "regex": "[0-9]+"}},
+                "letters": {"$regexFind": {"input": "$codes", "regex": "([a-z])([0-9])", "options": "i"}},
+                "set": {"$setUnion": ["$tags", ["c"]]},
+                "sorted": {"$sortArray": {"input": "$sizes", "sortBy": -1}},
+                "pairs": {"$zip": {"inputs": ["$tags", "$sizes"]}},
+                "last": {"$slice": ["$sizes", -1]},
+                "kv": {"$arrayToObject": [[["k", "$codes"]]]},
+                "same": {"$setEquals": ["$sizes", [1, 2, 3]]},
+            }},
+        ],
     )
     .await;
     assert_eq!(

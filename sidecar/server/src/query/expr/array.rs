@@ -885,30 +885,9 @@ fn sort_values(items: &mut Vec<Bson>, by: &SortBy) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_support::*;
     use super::*;
     use bson::bson;
-
-    fn run(e: Bson, d: Document) -> Result<Option<Bson>> {
-        Expr::parse(&e)?.eval(&d)
-    }
-
-    /// (expression, expected value) against `doc`.
-    fn check(d: &Document, cases: Vec<(Bson, Bson)>) {
-        for (e, want) in cases {
-            let got = run(e.clone(), d.clone()).unwrap_or_else(|err| panic!("{e}: {err}"));
-            assert_eq!(got, Some(want), "{e}");
-        }
-    }
-
-    /// (expression, expected error code) against `doc`, at parse or eval.
-    fn check_err(d: &Document, cases: Vec<(Bson, ErrorCode)>) {
-        for (e, code) in cases {
-            match run(e.clone(), d.clone()) {
-                Err(err) => assert_eq!(err.code, code, "{e}: {}", err.message),
-                Ok(v) => panic!("{e}: expected {code:?}, got {v:?}"),
-            }
-        }
-    }
 
     #[test]
     fn nesting_is_bounded() {

@@ -532,23 +532,10 @@ fn check_accumulated(v: &Bson) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_support::*;
     use super::*;
     use crate::query::vars::Vars;
     use bson::{bson, doc};
-
-    fn ev(e: Bson, d: Document) -> Option<Bson> {
-        Expr::parse(&e)
-            .unwrap_or_else(|err| panic!("{e}: {err}"))
-            .eval(&d)
-            .unwrap_or_else(|err| panic!("{e}: {err}"))
-    }
-
-    fn code(e: Bson, d: Document) -> i32 {
-        match Expr::parse(&e).and_then(|x| x.eval(&d)) {
-            Ok(v) => panic!("{e} gave {v:?}, not an error"),
-            Err(err) => err.code.code(),
-        }
-    }
 
     #[test]
     fn let_binds_for_in_only() {
@@ -571,7 +558,8 @@ mod tests {
             code(
                 bson!({"$let": {"vars": {"a": 1, "b": "$$a"}, "in": "$$b"}}),
                 doc! {}
-            ),
+            )
+            .0,
             17276
         );
         // Outside `in` the variable does not exist.
@@ -579,7 +567,8 @@ mod tests {
             code(
                 bson!([{"$let": {"vars": {"a": 1}, "in": "$$a"}}, "$$a"]),
                 doc! {}
-            ),
+            )
+            .0,
             17276
         );
     }
@@ -653,18 +642,19 @@ mod tests {
             Some(Bson::Null)
         );
         assert_eq!(
-            code(bson!({"$map": {"input": "x", "in": 1}}), d.clone()),
+            code(bson!({"$map": {"input": "x", "in": 1}}), d.clone()).0,
             16883
         );
         assert_eq!(
-            code(bson!({"$filter": {"input": 1, "cond": 1}}), d.clone()),
+            code(bson!({"$filter": {"input": 1, "cond": 1}}), d.clone()).0,
             28651
         );
         assert_eq!(
             code(
                 bson!({"$reduce": {"input": {}, "initialValue": 0, "in": 1}}),
                 d.clone()
-            ),
+            )
+            .0,
             40080
         );
         // Nested: `$$this` of the inner operator hides the outer one.
@@ -677,12 +667,12 @@ mod tests {
     #[test]
     fn filter_limit_is_checked_as_mongod() {
         let f = |limit: Bson| bson!({"$filter": {"input": [1, 2], "cond": true, "limit": limit}});
-        assert_eq!(code(f(bson!(0)), doc! {}), 327392);
-        assert_eq!(code(f(bson!(-1)), doc! {}), 327392);
-        assert_eq!(code(f(bson!(1.5)), doc! {}), 327391);
-        assert_eq!(code(f(bson!("1")), doc! {}), 327391);
-        assert_eq!(code(f(Bson::Int64(1 << 40)), doc! {}), 327391);
-        assert_eq!(code(f(bson!(f64::NAN)), doc! {}), 327391);
+        assert_eq!(code(f(bson!(0)), doc! {}).0, 327392);
+        assert_eq!(code(f(bson!(-1)), doc! {}).0, 327392);
+        assert_eq!(code(f(bson!(1.5)), doc! {}).0, 327391);
+        assert_eq!(code(f(bson!("1")), doc! {}).0, 327391);
+        assert_eq!(code(f(Bson::Int64(1 << 40)), doc! {}).0, 327391);
+        assert_eq!(code(f(bson!(f64::NAN)), doc! {}).0, 327391);
         // An empty input is returned before the limit is looked at.
         let e = bson!({"$filter": {"input": [], "cond": true, "limit": 0}});
         assert_eq!(ev(e, doc! {}), Some(bson!([])));
@@ -703,7 +693,7 @@ mod tests {
         assert_eq!(e(85), Some(bson!("B")));
         assert_eq!(e(5), Some(bson!("F")));
         let no_default = bson!({"$switch": {"branches": [{"case": false, "then": 1}]}});
-        assert_eq!(code(no_default, doc! {}), 40066);
+        assert_eq!(code(no_default, doc! {}).0, 40066);
         // A branch not taken is not evaluated.
         let lazy = bson!({"$switch": {"branches": [{"case": true, "then": 1},
             {"case": true, "then": {"$map": {"input": "x", "in": 1}}}]}});
@@ -763,7 +753,7 @@ mod tests {
             (bson!({"$map": {"input": "$$this", "in": 1}}), 17276),
         ];
         for (e, want) in cases {
-            assert_eq!(code(e.clone(), doc! {}), want, "{e}");
+            assert_eq!(code(e.clone(), doc! {}).0, want, "{e}");
         }
     }
 
@@ -773,17 +763,17 @@ mod tests {
             // A reduction nesting its value one level per element stops at
             // the depth limit instead of building 100,000 levels.
             let e = bson!({"$reduce": {"input": {"$range": [0, 100_000]}, "initialValue": [], "in": ["$$value"]}});
-            assert_eq!(code(e, doc! {}), 15);
+            assert_eq!(code(e, doc! {}).0, 15);
             let e = bson!({"$reduce": {"input": {"$range": [0, 100_000]}, "initialValue": {}, "in": {"a": "$$value"}}});
-            assert_eq!(code(e, doc! {}), 15);
+            assert_eq!(code(e, doc! {}).0, 15);
             // A reduction doubling its value hits the built-value limit.
             let e = bson!({"$reduce": {"input": {"$range": [0, 64]}, "initialValue": ["xxxxxxxxxxxxxxxx"],
                 "in": {"$concatArrays": ["$$value", "$$value"]}}});
-            assert_eq!(code(e, doc! {}), 146);
+            assert_eq!(code(e, doc! {}).0, 146);
             // A map repeating a 1 MB document 1,000 times.
             let big = doc! {"s": "x".repeat(1 << 20)};
             let e = bson!({"$map": {"input": {"$range": [0, 1000]}, "in": "$$ROOT"}});
-            assert_eq!(code(e, big), 146);
+            assert_eq!(code(e, big).0, 146);
             // 100,000 variables in one `$let`, each reference resolved directly.
             let mut vars = Document::new();
             for i in 0..100_000 {

@@ -24,10 +24,9 @@ pub enum ConvertExpr {
         on_error: Option<Box<Expr>>,
         on_null: Option<Box<Expr>>,
     },
-    /// `$toInt`, `$toString`, ...: `$convert` to one type without
+    /// `$toInt`, `$toString`, ...: `$convert` to one target without
     /// `onError`/`onNull`.
-    To(i32, Expr),
-    ToUuid(Expr),
+    To(Shorthand, Expr),
     IsNumber(Expr),
     BsonSize(Expr),
     BinarySize(Expr),
@@ -71,6 +70,28 @@ const INT: i32 = 16;
 const LONG: i32 = 18;
 const DECIMAL: i32 = 19;
 
+/// What a `$to*` shorthand converts to.
+#[derive(Debug, Clone, Copy)]
+pub enum Shorthand {
+    /// A BSON type code, as `$convert`'s `to`.
+    Type(i32),
+    /// A UUID: BinData subtype 4, from a UUID or its string form.
+    Uuid,
+}
+
+/// The `$to*` shorthands and their targets.
+const SHORTHANDS: &[(&str, Shorthand)] = &[
+    ("$toBool", Shorthand::Type(BOOL)),
+    ("$toDate", Shorthand::Type(DATE)),
+    ("$toDecimal", Shorthand::Type(DECIMAL)),
+    ("$toDouble", Shorthand::Type(DOUBLE)),
+    ("$toInt", Shorthand::Type(INT)),
+    ("$toLong", Shorthand::Type(LONG)),
+    ("$toObjectId", Shorthand::Type(OBJECT_ID)),
+    ("$toString", Shorthand::Type(STRING)),
+    ("$toUUID", Shorthand::Uuid),
+];
+
 fn type_label(code: i32) -> &'static str {
     TYPES
         .iter()
@@ -96,17 +117,11 @@ impl ConvertExpr {
             let [a] = exactly(name, operands(arg, scope)?)?;
             Ok(a)
         };
+        if let Some((_, target)) = SHORTHANDS.iter().find(|(n, _)| *n == name) {
+            return Ok(Some(ConvertExpr::To(*target, one(arg)?)));
+        }
         Ok(Some(match name {
             "$convert" => parse_convert(arg, scope)?,
-            "$toBool" => ConvertExpr::To(BOOL, one(arg)?),
-            "$toDate" => ConvertExpr::To(DATE, one(arg)?),
-            "$toDecimal" => ConvertExpr::To(DECIMAL, one(arg)?),
-            "$toDouble" => ConvertExpr::To(DOUBLE, one(arg)?),
-            "$toInt" => ConvertExpr::To(INT, one(arg)?),
-            "$toLong" => ConvertExpr::To(LONG, one(arg)?),
-            "$toObjectId" => ConvertExpr::To(OBJECT_ID, one(arg)?),
-            "$toString" => ConvertExpr::To(STRING, one(arg)?),
-            "$toUUID" => ConvertExpr::ToUuid(one(arg)?),
             "$isNumber" => ConvertExpr::IsNumber(one(arg)?),
             "$bsonSize" => ConvertExpr::BsonSize(one(arg)?),
             "$binarySize" => ConvertExpr::BinarySize(one(arg)?),
@@ -153,14 +168,11 @@ impl ConvertExpr {
                 if nullish(&input) {
                     return Ok(Some(Bson::Null));
                 }
-                convert(input.unwrap_or(Bson::Null), *target, true)?
-            }
-            ConvertExpr::ToUuid(input) => {
-                let input = ev(input)?;
-                if nullish(&input) {
-                    return Ok(Some(Bson::Null));
+                let input = input.unwrap_or(Bson::Null);
+                match target {
+                    Shorthand::Type(code) => convert(input, *code, true)?,
+                    Shorthand::Uuid => to_uuid(input)?,
                 }
-                to_uuid(input.unwrap_or(Bson::Null))?
             }
             ConvertExpr::IsNumber(input) => {
                 Bson::Boolean(ev(input)?.as_ref().is_some_and(is_number))
@@ -240,7 +252,6 @@ impl ConvertExpr {
                     && on_null.as_ref().is_none_or(|e| e.is_constant())
             }
             ConvertExpr::To(_, e)
-            | ConvertExpr::ToUuid(e)
             | ConvertExpr::IsNumber(e)
             | ConvertExpr::BsonSize(e)
             | ConvertExpr::BinarySize(e)
@@ -812,24 +823,9 @@ fn to_uuid(v: Bson) -> Result<Bson> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_support::*;
     use super::*;
     use bson::{Timestamp, bson, doc};
-
-    fn ev(e: Bson, d: Document) -> Option<Bson> {
-        Expr::parse(&e).unwrap().eval(&d).unwrap()
-    }
-
-    fn code(e: Bson, d: Document) -> (i32, String) {
-        let err = match Expr::parse(&e) {
-            Err(err) => err,
-            Ok(x) => x.eval(&d).unwrap_err(),
-        };
-        (err.code.code(), err.message)
-    }
-
-    fn dec(s: &str) -> Bson {
-        Bson::Decimal128(s.parse().unwrap())
-    }
 
     fn to(v: Bson, t: &str) -> Option<Bson> {
         ev(bson!({"$convert": {"input": v, "to": t}}), doc! {})

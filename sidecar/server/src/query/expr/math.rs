@@ -698,24 +698,9 @@ fn pow(base: Bson, exponent: Bson) -> Result<Bson> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_support::*;
     use super::*;
     use bson::{bson, doc};
-
-    fn ev(e: Bson, d: Document) -> Option<Bson> {
-        Expr::parse(&e).unwrap().eval(&d).unwrap()
-    }
-
-    fn code(e: Bson, d: Document) -> (i32, String) {
-        let err = match Expr::parse(&e) {
-            Err(err) => err,
-            Ok(x) => x.eval(&d).unwrap_err(),
-        };
-        (err.code.code(), err.message)
-    }
-
-    fn dec(s: &str) -> Bson {
-        Bson::Decimal128(s.parse().unwrap())
-    }
 
     fn close(v: Option<Bson>, want: f64) {
         match v {

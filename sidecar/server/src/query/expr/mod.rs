@@ -23,6 +23,8 @@ mod math;
 mod number;
 mod scope;
 mod string;
+#[cfg(test)]
+pub(super) mod test_support;
 
 pub use scope::{Locals, Scope, Slot};
 
@@ -1085,12 +1087,9 @@ pub fn type_name(v: &Bson) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    use super::test_support::ev;
     use super::*;
     use bson::{bson, doc};
-
-    fn ev(e: Bson, d: Document) -> Option<Bson> {
-        Expr::parse(&e).unwrap().eval(&d).unwrap()
-    }
 
     fn ev_err(e: Bson, d: Document) -> CommandError {
         Expr::parse(&e).unwrap().eval(&d).unwrap_err()

@@ -115,11 +115,24 @@ impl<'a> Locals<'a> {
     /// The value in `slot`; `None` only if parsing and evaluation disagree
     /// about the frames, which is a bug the caller reports.
     pub fn get(&self, slot: Slot) -> Option<&'a Bson> {
+        let value = self.frame(slot.up).and_then(|f| f.values.get(slot.index));
+        // Parsing resolved `slot` against the binders that push these frames,
+        // so a miss is a bug in one of the two, never bad input: tests panic
+        // here; a release build answers the caller's 17276, not a panic.
+        debug_assert!(
+            value.is_some(),
+            "no variable at {slot:?}: parsing and evaluation disagree about the frames"
+        );
+        value
+    }
+
+    /// The frame `up` frames out from the innermost.
+    fn frame(&self, up: usize) -> Option<&'a Frame<'a>> {
         let mut cur = self.0?;
-        for _ in 0..slot.up {
+        for _ in 0..up {
             cur = cur.outer.0?;
         }
-        cur.values.get(slot.index)
+        Some(cur)
     }
 
     /// Runs `f` with one frame of `values` bound, in the order of the
@@ -192,4 +205,27 @@ pub(super) fn rebound_current(s: &str, scope: Scope) -> Result<Option<Expr>> {
         slot,
         path: path.map(str::to_owned),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "parsing and evaluation disagree about the frames")]
+    fn a_slot_without_its_frame_is_a_bug_tests_catch() {
+        Locals::NONE.get(Slot { up: 0, index: 0 });
+    }
+
+    #[test]
+    fn a_slot_reads_its_frame() {
+        let (outer, inner) = ([Bson::Int32(1)], [Bson::Int32(2), Bson::Int32(3)]);
+        Locals::NONE.with(&outer, |l| {
+            l.with(&inner, |l| {
+                assert_eq!(l.get(Slot { up: 0, index: 1 }), Some(&Bson::Int32(3)));
+                assert_eq!(l.get(Slot { up: 1, index: 0 }), Some(&Bson::Int32(1)));
+            })
+        });
+    }
 }

@@ -5,7 +5,8 @@
 //! any long makes a long computed in 64-bit integers, a long overflow
 //! becomes a double, any double a double, any decimal a decimal computed
 //! in Decimal128 ([`super::decimal`]); `$divide` answers a double, or a
-//! decimal when either side is one.
+//! decimal when either side is one; `$mod` keeps the widest type, exactly;
+//! `$abs` keeps its argument's type.
 //!
 //! Result types follow mongod: an int or long argument gives a double for
 //! the transcendental functions, a decimal gives a decimal, `$ceil`/`$floor`
@@ -15,9 +16,7 @@
 //! answered as its shortest decimal (mongod computes them in decimal to 34
 //! digits, so the digits past a double's can differ).
 
-use bson::{Bson, Document};
-
-use bson::Decimal128;
+use bson::{Bson, Decimal128, Document};
 
 use super::decimal;
 use super::number::{self, Digits, Rounding};

@@ -542,6 +542,9 @@ error_codes! {
     Location5687301 = 5687301,
     Location5687302 = 5687302,
     Location4341115 = 4341115,
+    // Exact arithmetic: `$abs` of the smallest long, a decimal `$mod` by zero.
+    Location28680 = 28680,
+    Location5733415 = 5733415,
 }
 
 /// Names of MongoDB codes Argon never raises itself but a client may name

@@ -1,5 +1,13 @@
 //! Arithmetic, trigonometry, logarithms, rounding and bitwise operators.
 //!
+//! `$add`, `$subtract` and `$multiply` are exact and typed as mongod types
+//! them ([`step`]): ints stay an int while the result fits (else a long),
+//! any long makes a long computed in 64-bit integers, a long overflow
+//! becomes a double, any double a double, any decimal a decimal computed
+//! in Decimal128 ([`super::decimal`]); `$divide` answers a double, or a
+//! decimal when either side is one; `$mod` keeps the widest type, exactly;
+//! `$abs` keeps its argument's type.
+//!
 //! Result types follow mongod: an int or long argument gives a double for
 //! the transcendental functions, a decimal gives a decimal, `$ceil`/`$floor`
 //! and `$round`/`$trunc` keep integers integers, `$pow` of integers stays
@@ -8,8 +16,9 @@
 //! answered as its shortest decimal (mongod computes them in decimal to 34
 //! digits, so the digits past a double's can differ).
 
-use bson::{Bson, Document};
+use bson::{Bson, Decimal128, Document};
 
+use super::decimal;
 use super::number::{self, Digits, Rounding};
 use super::{Expr, Locals, Scope, type_name};
 use crate::error::{CommandError, ErrorCode, Result};
@@ -18,6 +27,12 @@ use crate::query::compare::is_number;
 /// A parsed operator of this family.
 #[derive(Debug, Clone)]
 pub enum MathExpr {
+    /// `$add` (numbers and at most one date) and `$multiply`.
+    Add(Vec<Expr>),
+    Multiply(Vec<Expr>),
+    Subtract(Expr, Expr),
+    Divide(Expr, Expr),
+    Mod(Expr, Expr),
     /// One numeric argument: trigonometry, logarithms, `$sqrt`, `$ceil`, ...
     Unary(Unary, Expr),
     Atan2(Expr, Expr),
@@ -58,6 +73,7 @@ pub enum Unary {
     Log10,
     Sqrt,
     BitNot,
+    Abs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +105,7 @@ const UNARY: &[(&str, Unary)] = &[
     ("$log10", Unary::Log10),
     ("$sqrt", Unary::Sqrt),
     ("$bitNot", Unary::BitNot),
+    ("$abs", Unary::Abs),
 ];
 
 impl Unary {
@@ -133,6 +150,7 @@ impl Unary {
             Unary::Ceil => x.ceil(),
             Unary::Floor => x.floor(),
             Unary::BitNot => x,
+            Unary::Abs => x.abs(),
         }
     }
 }
@@ -196,6 +214,20 @@ impl MathExpr {
             return Ok(Some(MathExpr::Unary(*op, a)));
         }
         Ok(Some(match name {
+            "$add" => MathExpr::Add(operands(arg, scope)?),
+            "$multiply" => MathExpr::Multiply(operands(arg, scope)?),
+            "$subtract" => {
+                let [a, b] = exactly(name, operands(arg, scope)?)?;
+                MathExpr::Subtract(a, b)
+            }
+            "$divide" => {
+                let [a, b] = exactly(name, operands(arg, scope)?)?;
+                MathExpr::Divide(a, b)
+            }
+            "$mod" => {
+                let [a, b] = exactly(name, operands(arg, scope)?)?;
+                MathExpr::Mod(a, b)
+            }
             "$atan2" | "$log" | "$pow" => {
                 let [a, b] = exactly(name, operands(arg, scope)?)?;
                 match name {
@@ -249,6 +281,11 @@ impl MathExpr {
     pub(super) fn eval(&self, doc: &Document, locals: Locals) -> Result<Option<Bson>> {
         let ev = |e: &Expr| e.eval_in(doc, locals);
         Ok(Some(match self {
+            MathExpr::Add(args) => add(args.iter().map(ev))?,
+            MathExpr::Multiply(args) => multiply(args.iter().map(ev))?,
+            MathExpr::Subtract(a, b) => subtract(ev(a)?, ev(b)?)?,
+            MathExpr::Divide(a, b) => divide(ev(a)?, ev(b)?)?,
+            MathExpr::Mod(a, b) => modulo(ev(a)?, ev(b)?)?,
             MathExpr::Unary(op, a) => {
                 let v = ev(a)?;
                 if nullish(&v) {
@@ -418,10 +455,14 @@ impl MathExpr {
 
     pub(super) fn is_constant(&self) -> bool {
         match self {
+            MathExpr::Add(args) | MathExpr::Multiply(args) => args.iter().all(Expr::is_constant),
             MathExpr::Unary(_, a) => a.is_constant(),
-            MathExpr::Atan2(a, b) | MathExpr::Log(a, b) | MathExpr::Pow(a, b) => {
-                a.is_constant() && b.is_constant()
-            }
+            MathExpr::Subtract(a, b)
+            | MathExpr::Divide(a, b)
+            | MathExpr::Mod(a, b)
+            | MathExpr::Atan2(a, b)
+            | MathExpr::Log(a, b)
+            | MathExpr::Pow(a, b) => a.is_constant() && b.is_constant(),
             MathExpr::Round { value, place, .. } => {
                 value.is_constant() && place.as_ref().is_none_or(Expr::is_constant)
             }
@@ -429,6 +470,309 @@ impl MathExpr {
             // A new value for every document.
             MathExpr::Rand => false,
         }
+    }
+}
+
+/// A number as `$add`, `$subtract` and `$multiply` carry it: its type
+/// decides how the next operand combines with it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Typed {
+    /// Only ints so far: an int at the end if it fits, else a long.
+    Int(i64),
+    Long(i64),
+    Double(f64),
+    Decimal(Decimal128),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Arith {
+    Add,
+    Subtract,
+    Multiply,
+}
+
+impl Typed {
+    fn of(v: &Bson) -> Option<Typed> {
+        Some(match v {
+            Bson::Int32(i) => Typed::Int(i64::from(*i)),
+            Bson::Int64(i) => Typed::Long(*i),
+            Bson::Double(d) => Typed::Double(*d),
+            Bson::Decimal128(d) => Typed::Decimal(*d),
+            _ => return None,
+        })
+    }
+
+    fn to_f64(self) -> f64 {
+        match self {
+            Typed::Int(i) | Typed::Long(i) => i as f64,
+            Typed::Double(d) => d,
+            Typed::Decimal(d) => number::decimal_to_f64(&d),
+        }
+    }
+
+    /// As mongod widens to a decimal: integers exactly, a double rounded
+    /// to 15 significant digits.
+    fn to_decimal(self) -> Decimal128 {
+        match self {
+            Typed::Int(i) | Typed::Long(i) => number::decimal_from_i64(i),
+            Typed::Double(d) => number::decimal_from_f64(d),
+            Typed::Decimal(d) => d,
+        }
+    }
+
+    fn into_bson(self) -> Bson {
+        match self {
+            Typed::Int(i) => i32::try_from(i).map_or(Bson::Int64(i), Bson::Int32),
+            Typed::Long(i) => Bson::Int64(i),
+            Typed::Double(d) => Bson::Double(d),
+            Typed::Decimal(d) => Bson::Decimal128(d),
+        }
+    }
+
+    /// The milliseconds this number moves a date by: a double rounded half
+    /// away from zero, a decimal half to even; `None` when that is not a
+    /// long (NaN, the infinities, out of range).
+    fn date_millis(self) -> Option<i64> {
+        match self {
+            Typed::Int(i) | Typed::Long(i) => Some(i),
+            // 2^63 itself rounds up past a long, so the bound is exclusive.
+            Typed::Double(d) if d >= -(2f64.powi(63)) && d < 2f64.powi(63) => {
+                Some(d.round() as i64)
+            }
+            Typed::Double(_) => None,
+            Typed::Decimal(d) => decimal::to_i64(&d),
+        }
+    }
+}
+
+/// `acc op v`, typed as mongod's `$add`, `$subtract` and `$multiply` type
+/// it; every path of the three goes through here. `double_product` is the
+/// running product in doubles (operand included), which mongod keeps
+/// beside the exact one and answers when a long product overflows.
+fn step(op: Arith, acc: Typed, v: Typed, double_product: f64) -> Typed {
+    match (acc, v) {
+        (Typed::Decimal(_), _) | (_, Typed::Decimal(_)) => {
+            let (a, b) = (acc.to_decimal(), v.to_decimal());
+            Typed::Decimal(match op {
+                Arith::Add => decimal::add(&a, &b),
+                Arith::Subtract => decimal::subtract(&a, &b),
+                Arith::Multiply => decimal::multiply(&a, &b),
+            })
+        }
+        (Typed::Double(_), _) | (_, Typed::Double(_)) => in_doubles(op, acc, v, double_product),
+        (Typed::Int(x) | Typed::Long(x), Typed::Int(y) | Typed::Long(y)) => {
+            let exact = match op {
+                Arith::Add => x.checked_add(y),
+                Arith::Subtract => x.checked_sub(y),
+                Arith::Multiply => x.checked_mul(y),
+            };
+            match exact {
+                None => in_doubles(op, acc, v, double_product),
+                Some(r) if matches!(acc, Typed::Long(_)) || matches!(v, Typed::Long(_)) => {
+                    Typed::Long(r)
+                }
+                Some(r) => Typed::Int(r),
+            }
+        }
+    }
+}
+
+fn in_doubles(op: Arith, acc: Typed, v: Typed, double_product: f64) -> Typed {
+    Typed::Double(match op {
+        Arith::Add => acc.to_f64() + v.to_f64(),
+        Arith::Subtract => acc.to_f64() - v.to_f64(),
+        Arith::Multiply => double_product,
+    })
+}
+
+fn date_overflow() -> CommandError {
+    error(ErrorCode::Overflow, "date overflow".into())
+}
+
+/// `$add`: operands in order, null at the first null or missing one
+/// (those after it are not evaluated), a type error at the first that is
+/// neither a number nor a date; with a date, the date moved by the rest.
+fn add(operands: impl Iterator<Item = Result<Option<Bson>>>) -> Result<Bson> {
+    let mut total = Typed::Int(0);
+    let mut date: Option<i64> = None;
+    for v in operands {
+        let v = v?;
+        if nullish(&v) {
+            return Ok(Bson::Null);
+        }
+        let v = v.unwrap_or(Bson::Null);
+        match (&v, Typed::of(&v)) {
+            (Bson::DateTime(t), _) => {
+                if date.is_some() {
+                    return Err(error(
+                        ErrorCode::Location16612,
+                        "only one date allowed in an $add expression".into(),
+                    ));
+                }
+                // What was summed before the date becomes milliseconds.
+                let before = total.date_millis().ok_or_else(date_overflow)?;
+                date = Some(
+                    before
+                        .checked_add(t.timestamp_millis())
+                        .ok_or_else(date_overflow)?,
+                );
+            }
+            (_, Some(n)) => match date {
+                Some(ms) => {
+                    let moved = n.date_millis().and_then(|by| ms.checked_add(by));
+                    date = Some(moved.ok_or_else(date_overflow)?);
+                }
+                None => total = step(Arith::Add, total, n, 0.0),
+            },
+            (_, None) => {
+                return Err(CommandError::type_mismatch(format!(
+                    "$add only supports numeric or date types, not {}",
+                    type_name(&v)
+                )));
+            }
+        }
+    }
+    Ok(match date {
+        Some(ms) => Bson::DateTime(bson::DateTime::from_millis(ms)),
+        None => total.into_bson(),
+    })
+}
+
+/// `$multiply`: as `$add`, without dates.
+fn multiply(operands: impl Iterator<Item = Result<Option<Bson>>>) -> Result<Bson> {
+    let mut product = Typed::Int(1);
+    let mut double_product = 1.0;
+    for v in operands {
+        let v = v?;
+        if nullish(&v) {
+            return Ok(Bson::Null);
+        }
+        let v = v.unwrap_or(Bson::Null);
+        let n = Typed::of(&v).ok_or_else(|| {
+            CommandError::type_mismatch(format!(
+                "$multiply only supports numeric types, not {}",
+                type_name(&v)
+            ))
+        })?;
+        double_product *= n.to_f64();
+        product = step(Arith::Multiply, product, n, double_product);
+    }
+    Ok(product.into_bson())
+}
+
+/// `$subtract`: numbers, a date less a number (a date), or a date less a
+/// date (a long of milliseconds).
+fn subtract(left: Option<Bson>, right: Option<Bson>) -> Result<Bson> {
+    if let (Some(l), Some(r)) = (
+        left.as_ref().and_then(Typed::of),
+        right.as_ref().and_then(Typed::of),
+    ) {
+        return Ok(step(Arith::Subtract, l, r, 0.0).into_bson());
+    }
+    if nullish(&left) || nullish(&right) {
+        return Ok(Bson::Null);
+    }
+    let (l, r) = (left.unwrap_or(Bson::Null), right.unwrap_or(Bson::Null));
+    match (&l, &r) {
+        // mongod subtracts the two longs unchecked (wrapping on x86).
+        (Bson::DateTime(a), Bson::DateTime(b)) => Ok(Bson::Int64(
+            a.timestamp_millis().wrapping_sub(b.timestamp_millis()),
+        )),
+        (Bson::DateTime(a), _) => match Typed::of(&r) {
+            Some(n) => {
+                let ms = n
+                    .date_millis()
+                    .and_then(|by| a.timestamp_millis().checked_sub(by))
+                    .ok_or_else(date_overflow)?;
+                Ok(Bson::DateTime(bson::DateTime::from_millis(ms)))
+            }
+            None => Err(CommandError::type_mismatch(format!(
+                "can't $subtract {} from Date",
+                type_name(&r)
+            ))),
+        },
+        _ => Err(CommandError::type_mismatch(format!(
+            "can't $subtract {} from {}",
+            type_name(&r),
+            type_name(&l)
+        ))),
+    }
+}
+
+/// `$divide`: a double, or a decimal when either side is one; a zero
+/// divisor is an error.
+fn divide(left: Option<Bson>, right: Option<Bson>) -> Result<Bson> {
+    let by_zero = || error(ErrorCode::Location16608, "can't $divide by zero".into());
+    match (
+        left.as_ref().and_then(Typed::of),
+        right.as_ref().and_then(Typed::of),
+    ) {
+        (Some(l), Some(r)) if matches!(l, Typed::Decimal(_)) || matches!(r, Typed::Decimal(_)) => {
+            let divisor = r.to_decimal();
+            if decimal::is_zero(&divisor) {
+                return Err(by_zero());
+            }
+            Ok(Bson::Decimal128(decimal::divide(&l.to_decimal(), &divisor)))
+        }
+        (Some(l), Some(r)) => {
+            let divisor = r.to_f64();
+            if divisor == 0.0 {
+                return Err(by_zero());
+            }
+            Ok(Bson::Double(l.to_f64() / divisor))
+        }
+        _ if nullish(&left) || nullish(&right) => Ok(Bson::Null),
+        _ => Err(error(
+            ErrorCode::Location16609,
+            format!(
+                "$divide only supports numeric types, not {} and {}",
+                left.as_ref().map_or("missing", type_name),
+                right.as_ref().map_or("missing", type_name)
+            ),
+        )),
+    }
+}
+
+/// `$mod`: the remainder with the dividend's sign; a decimal when either
+/// side is one, else a double when either is one, else a long when either
+/// is one, else an int (all exact; the smallest long mod -1 is 0).
+fn modulo(left: Option<Bson>, right: Option<Bson>) -> Result<Bson> {
+    let by_zero = |code| error(code, "can't $mod by zero".into());
+    match (
+        left.as_ref().and_then(Typed::of),
+        right.as_ref().and_then(Typed::of),
+    ) {
+        (Some(l), Some(r)) if matches!(l, Typed::Decimal(_)) || matches!(r, Typed::Decimal(_)) => {
+            let divisor = r.to_decimal();
+            if decimal::is_zero(&divisor) {
+                return Err(by_zero(ErrorCode::Location5733415));
+            }
+            Ok(Bson::Decimal128(decimal::remainder(
+                &l.to_decimal(),
+                &divisor,
+            )))
+        }
+        (Some(l), Some(r)) => {
+            if r.to_f64() == 0.0 {
+                return Err(by_zero(ErrorCode::Location16610));
+            }
+            Ok(match (l, r) {
+                (Typed::Int(x), Typed::Int(y)) => Typed::Int(x.wrapping_rem(y)).into_bson(),
+                (Typed::Int(x) | Typed::Long(x), Typed::Int(y) | Typed::Long(y)) => {
+                    Bson::Int64(x.wrapping_rem(y))
+                }
+                _ => Bson::Double(l.to_f64() % r.to_f64()),
+            })
+        }
+        _ if nullish(&left) || nullish(&right) => Ok(Bson::Null),
+        _ => Err(error(
+            ErrorCode::Location16611,
+            format!(
+                "$mod only supports numeric types, not {} and {}",
+                left.as_ref().map_or("missing", type_name),
+                right.as_ref().map_or("missing", type_name)
+            ),
+        )),
     }
 }
 
@@ -529,6 +873,17 @@ fn unary(op: Unary, v: Bson) -> Result<Bson> {
                 Bson::Double(x.sqrt())
             }
         }
+        Unary::Abs => match v {
+            Bson::Int32(i) => Typed::Int(i64::from(i).abs()).into_bson(),
+            Bson::Int64(i) => Bson::Int64(i.checked_abs().ok_or_else(|| {
+                error(
+                    ErrorCode::Location28680,
+                    "can't take $abs of long long min".into(),
+                )
+            })?),
+            Bson::Decimal128(d) => Bson::Decimal128(decimal::abs(&d)),
+            other => Bson::Double(to_f64(&other).abs()),
+        },
         Unary::BitNot => match v {
             Bson::Int32(i) => Bson::Int32(!i),
             Bson::Int64(i) => Bson::Int64(!i),
@@ -1075,5 +1430,383 @@ mod tests {
             }
             assert_eq!(Expr::parse(&e).unwrap_err().code, ErrorCode::Overflow);
         });
+    }
+
+    fn date(ms: i64) -> Bson {
+        Bson::DateTime(bson::DateTime::from_millis(ms))
+    }
+
+    /// (expression, expected value) against `{}`; NaN compared as NaN.
+    fn table(cases: Vec<(Bson, Bson)>) {
+        for (e, want) in cases {
+            let got = ev(e.clone(), doc! {});
+            let same = match (&got, &want) {
+                (Some(Bson::Double(a)), Bson::Double(b)) if a.is_nan() => b.is_nan(),
+                (Some(g), w) => g == w,
+                (None, _) => false,
+            };
+            let shown: String = e.to_string().chars().take(200).collect();
+            assert!(same, "{shown}: got {got:?}, want {want:?}");
+        }
+    }
+
+    #[test]
+    fn add_is_exact_and_typed_as_mongod() {
+        let two53 = 1i64 << 53;
+        let thousand_longs: Vec<Bson> = (0..1000).map(|_| Bson::Int64(two53)).collect();
+        let thousand_tenths: Vec<Bson> = (0..1000).map(|_| dec("0.1")).collect();
+        let thousand_ints: Vec<Bson> = (0..1000).map(|_| bson!(3_000_000)).collect();
+        table(vec![
+            // Manual: {price: 10, fee: 2} -> 12.
+            (bson!({"$add": [10, 2]}), bson!(12)),
+            (bson!({"$add": []}), bson!(0)),
+            (bson!({"$add": [i32::MAX, 1]}), bson!(2147483648i64)),
+            (bson!({"$add": [i32::MAX, 1, -1]}), bson!(i32::MAX)),
+            (bson!({"$add": [1i64, 2]}), bson!(3i64)),
+            (
+                bson!({"$add": [Bson::Int64(two53), Bson::Int64(1)]}),
+                Bson::Int64(two53 + 1),
+            ),
+            // A long overflow is a double, which the rest is added to.
+            (
+                bson!({"$add": [i64::MAX, 1]}),
+                Bson::Double(9_223_372_036_854_775_808.0),
+            ),
+            (
+                bson!({"$add": [i64::MAX, 1i64, -1i64]}),
+                Bson::Double(9_223_372_036_854_775_808.0),
+            ),
+            (
+                bson!({"$add": [i64::MIN, -1]}),
+                Bson::Double(-9_223_372_036_854_775_808.0),
+            ),
+            (bson!({"$add": [1, 0.5]}), bson!(1.5)),
+            (bson!({"$add": [0.1, 0.2]}), bson!(0.1 + 0.2)),
+            (bson!({"$add": [dec("0.1"), dec("0.2")]}), dec("0.3")),
+            (bson!({"$add": [dec("1"), 2i64]}), dec("3")),
+            // A double joins a decimal at 15 significant digits.
+            (bson!({"$add": [dec("1"), 0.1]}), dec("1.100000000000000")),
+            (bson!({"$add": [0.1, dec("0.2")]}), dec("0.300000000000000")),
+            (
+                bson!({"$add": [dec("9999999999999999999999999999999999"), 1]}),
+                dec("1.000000000000000000000000000000000E+34"),
+            ),
+            (bson!({"$add": [1, f64::NAN]}), bson!(f64::NAN)),
+            (
+                bson!({"$add": [f64::INFINITY, f64::NEG_INFINITY]}),
+                bson!(f64::NAN),
+            ),
+            (bson!({"$add": [dec("1"), f64::INFINITY]}), dec("Infinity")),
+            (bson!({"$add": [dec("NaN"), 1]}), dec("NaN")),
+            (
+                Bson::Document(doc! {"$add": thousand_longs}),
+                Bson::Int64(two53 * 1000),
+            ),
+            (Bson::Document(doc! {"$add": thousand_tenths}), dec("100.0")),
+            (
+                Bson::Document(doc! {"$add": thousand_ints}),
+                bson!(3_000_000_000i64),
+            ),
+            // Null or missing: null, and nothing after it is evaluated.
+            (bson!({"$add": [1, null]}), Bson::Null),
+            (bson!({"$add": ["$nope", 1]}), Bson::Null),
+            (bson!({"$add": [null, "x"]}), Bson::Null),
+            (bson!({"$add": [null, {"$divide": [1, 0]}]}), Bson::Null),
+        ]);
+        assert_eq!(
+            code(bson!({"$add": ["x", null]}), doc! {}),
+            (
+                14,
+                "$add only supports numeric or date types, not string".into()
+            )
+        );
+        assert_eq!(code(bson!({"$add": [1, [1]]}), doc! {}).0, 14);
+        assert_eq!(code(bson!({"$add": [1, true]}), doc! {}).0, 14);
+    }
+
+    #[test]
+    fn add_moves_a_date_as_mongod() {
+        table(vec![
+            (bson!({"$add": [date(1000), 500]}), date(1500)),
+            (bson!({"$add": [500i64, date(1000)]}), date(1500)),
+            // A double rounds half away from zero, a decimal half to even.
+            (bson!({"$add": [date(0), 1.5]}), date(2)),
+            (bson!({"$add": [date(0), 2.5]}), date(3)),
+            (bson!({"$add": [date(0), -2.5]}), date(-3)),
+            (bson!({"$add": [date(0), dec("2.5")]}), date(2)),
+            (bson!({"$add": [date(0), dec("3.5")]}), date(4)),
+            // Before the date numbers sum as numbers; after it each moves
+            // the date on its own.
+            (bson!({"$add": [0.6, 0.6, date(0)]}), date(1)),
+            (bson!({"$add": [date(0), 0.6, 0.6]}), date(2)),
+            (bson!({"$add": [1.4, date(0), 1.4]}), date(2)),
+            (bson!({"$add": [date(5), null]}), Bson::Null),
+        ]);
+        for e in [
+            bson!({"$add": [date(1), i64::MAX]}),
+            bson!({"$add": [date(-1), i64::MIN, -1]}),
+            bson!({"$add": [date(0), f64::NAN]}),
+            bson!({"$add": [date(0), 9.3e18]}),
+            bson!({"$add": [date(0), 9_223_372_036_854_775_808.0]}),
+            bson!({"$add": [date(0), dec("Infinity")]}),
+            bson!({"$add": [date(0), dec("1E+30")]}),
+            bson!({"$add": [f64::INFINITY, date(0)]}),
+        ] {
+            assert_eq!(
+                code(e.clone(), doc! {}),
+                (15, "date overflow".into()),
+                "{e}"
+            );
+        }
+        assert_eq!(
+            code(bson!({"$add": [date(0), 1, date(0)]}), doc! {}),
+            (16612, "only one date allowed in an $add expression".into())
+        );
+    }
+
+    #[test]
+    fn subtract_is_exact_and_typed_as_mongod() {
+        table(vec![
+            (bson!({"$subtract": [5, 3]}), bson!(2)),
+            (bson!({"$subtract": [i32::MIN, 1]}), bson!(-2147483649i64)),
+            (bson!({"$subtract": [5i64, 3]}), bson!(2i64)),
+            (
+                bson!({"$subtract": [Bson::Int64((1 << 53) + 1), Bson::Int64(1)]}),
+                Bson::Int64(1 << 53),
+            ),
+            (
+                bson!({"$subtract": [i64::MIN, 1]}),
+                Bson::Double(-9_223_372_036_854_775_808.0),
+            ),
+            (
+                bson!({"$subtract": [0, i64::MIN]}),
+                Bson::Double(9_223_372_036_854_775_808.0),
+            ),
+            (bson!({"$subtract": [1.5, 1]}), bson!(0.5)),
+            (bson!({"$subtract": [dec("0.3"), dec("0.1")]}), dec("0.2")),
+            (
+                bson!({"$subtract": [dec("1"), 0.1]}),
+                dec("0.900000000000000"),
+            ),
+            (
+                bson!({"$subtract": [f64::INFINITY, f64::INFINITY]}),
+                bson!(f64::NAN),
+            ),
+            // Manual: a date less a date is milliseconds; less a number, a date.
+            (bson!({"$subtract": [date(1000), date(400)]}), bson!(600i64)),
+            (bson!({"$subtract": [date(1000), 400]}), date(600)),
+            (bson!({"$subtract": [date(1000), 2.5]}), date(997)),
+            (bson!({"$subtract": [date(1000), dec("2.5")]}), date(998)),
+            // mongod subtracts two dates unchecked.
+            (
+                bson!({"$subtract": [date(i64::MAX), date(-1)]}),
+                Bson::Int64(i64::MIN),
+            ),
+            (bson!({"$subtract": [date(1), null]}), Bson::Null),
+            (bson!({"$subtract": ["x", "$nope"]}), Bson::Null),
+        ]);
+        assert_eq!(
+            code(bson!({"$subtract": [date(i64::MIN), 1]}), doc! {}),
+            (15, "date overflow".into())
+        );
+        assert_eq!(
+            code(bson!({"$subtract": [date(0), f64::NAN]}), doc! {}).0,
+            15
+        );
+        assert_eq!(code(bson!({"$subtract": [date(0), 1e19]}), doc! {}).0, 15);
+        assert_eq!(
+            code(bson!({"$subtract": [date(0), dec("NaN")]}), doc! {}).0,
+            15
+        );
+        assert_eq!(
+            code(bson!({"$subtract": [date(0), "x"]}), doc! {}),
+            (14, "can't $subtract string from Date".into())
+        );
+        assert_eq!(
+            code(bson!({"$subtract": [1, date(0)]}), doc! {}),
+            (14, "can't $subtract date from int".into())
+        );
+        assert_eq!(
+            code(bson!({"$subtract": [1]}), doc! {}),
+            (
+                16020,
+                "Expression $subtract takes exactly 2 arguments. 1 were passed in.".into()
+            )
+        );
+        assert_eq!(code(bson!({"$subtract": [1, 2, 3]}), doc! {}).0, 16020);
+    }
+
+    #[test]
+    fn multiply_is_exact_and_typed_as_mongod() {
+        let thousand_twos: Vec<Bson> = (0..1000).map(|_| bson!(2)).collect();
+        table(vec![
+            // Manual: {price: 10, quantity: 2} -> 20.
+            (bson!({"$multiply": [10, 2]}), bson!(20)),
+            (bson!({"$multiply": []}), bson!(1)),
+            (bson!({"$multiply": [65536, 65536]}), bson!(4294967296i64)),
+            (bson!({"$multiply": [2i64, 3]}), bson!(6i64)),
+            (
+                bson!({"$multiply": [Bson::Int64((1 << 53) + 1), Bson::Int64(3)]}),
+                Bson::Int64(27_021_597_764_222_979),
+            ),
+            // A long overflow answers the product taken in doubles.
+            (
+                bson!({"$multiply": [i64::MAX, 2]}),
+                Bson::Double(i64::MAX as f64 * 2.0),
+            ),
+            (
+                bson!({"$multiply": [i64::MIN, -1]}),
+                Bson::Double(9_223_372_036_854_775_808.0),
+            ),
+            (bson!({"$multiply": [3, 0.5]}), bson!(1.5)),
+            (bson!({"$multiply": [dec("1.1"), 3]}), dec("3.3")),
+            (
+                bson!({"$multiply": [0.1, dec("3")]}),
+                dec("0.300000000000000"),
+            ),
+            (
+                bson!({"$multiply": [dec("2"), f64::INFINITY]}),
+                dec("Infinity"),
+            ),
+            (bson!({"$multiply": [2, f64::NAN]}), bson!(f64::NAN)),
+            (bson!({"$multiply": [0, f64::INFINITY]}), bson!(f64::NAN)),
+            (
+                Bson::Document(doc! {"$multiply": thousand_twos}),
+                Bson::Double(2f64.powi(1000)),
+            ),
+            (bson!({"$multiply": [null, "x"]}), Bson::Null),
+        ]);
+        assert_eq!(
+            code(bson!({"$multiply": [2, "x"]}), doc! {}),
+            (
+                14,
+                "$multiply only supports numeric types, not string".into()
+            )
+        );
+        assert_eq!(code(bson!({"$multiply": [date(0), 2]}), doc! {}).0, 14);
+    }
+
+    #[test]
+    fn divide_as_mongod() {
+        table(vec![
+            // Manual: {hours: 80, workdays: 8 -> 10} as a double.
+            (bson!({"$divide": [80, 8]}), bson!(10.0)),
+            (bson!({"$divide": [1, 4]}), bson!(0.25)),
+            (bson!({"$divide": [i64::MAX, 1i64]}), bson!(i64::MAX as f64)),
+            (
+                bson!({"$divide": [dec("1"), 3]}),
+                dec("0.3333333333333333333333333333333333"),
+            ),
+            (bson!({"$divide": [1, dec("8")]}), dec("0.125")),
+            (bson!({"$divide": [dec("10"), 0.5]}), dec("2E+1")),
+            (bson!({"$divide": [f64::NAN, 1]}), bson!(f64::NAN)),
+            (bson!({"$divide": [1, f64::NAN]}), bson!(f64::NAN)),
+            (bson!({"$divide": [1, f64::INFINITY]}), bson!(0.0)),
+            (bson!({"$divide": [null, 0]}), Bson::Null),
+            (bson!({"$divide": ["x", null]}), Bson::Null),
+        ]);
+        for e in [
+            bson!({"$divide": [1, 0]}),
+            bson!({"$divide": [1, -0.0]}),
+            bson!({"$divide": [1, 0i64]}),
+            bson!({"$divide": [dec("1"), 0]}),
+            bson!({"$divide": [1, dec("-0E+5")]}),
+            bson!({"$divide": [dec("NaN"), dec("0")]}),
+        ] {
+            assert_eq!(
+                code(e.clone(), doc! {}),
+                (16608, "can't $divide by zero".into()),
+                "{e}"
+            );
+        }
+        assert_eq!(
+            code(bson!({"$divide": ["1", 2]}), doc! {}),
+            (
+                16609,
+                "$divide only supports numeric types, not string and int".into()
+            )
+        );
+        assert_eq!(code(bson!({"$divide": [1]}), doc! {}).0, 16020);
+    }
+
+    #[test]
+    fn mod_as_mongod() {
+        table(vec![
+            // Manual: {hours: 80, tasks: 7} -> 3.
+            (bson!({"$mod": [80, 7]}), bson!(3)),
+            (bson!({"$mod": [-7, 3]}), bson!(-1)),
+            (bson!({"$mod": [7, -3]}), bson!(1)),
+            (bson!({"$mod": [7i64, 3]}), bson!(1i64)),
+            (bson!({"$mod": [7.5, 2]}), bson!(1.5)),
+            (bson!({"$mod": [-7.5, 2]}), bson!(-1.5)),
+            (
+                bson!({"$mod": [Bson::Int64(9_007_199_254_740_993), Bson::Int64(2)]}),
+                bson!(1i64),
+            ),
+            (bson!({"$mod": [i64::MIN, -1i64]}), bson!(0i64)),
+            (bson!({"$mod": [i32::MIN, -1]}), bson!(0)),
+            (bson!({"$mod": [dec("7.5"), 2]}), dec("1.5")),
+            (bson!({"$mod": [dec("0.3"), 0.1]}), dec("0.000000000000000")),
+            (bson!({"$mod": [10, dec("3")]}), dec("1")),
+            (bson!({"$mod": [1, f64::INFINITY]}), bson!(1.0)),
+            (bson!({"$mod": [f64::INFINITY, 2]}), bson!(f64::NAN)),
+            (bson!({"$mod": [null, 0]}), Bson::Null),
+            (bson!({"$mod": ["x", "$nope"]}), Bson::Null),
+        ]);
+        assert_eq!(
+            code(bson!({"$mod": [1, 0]}), doc! {}),
+            (16610, "can't $mod by zero".into())
+        );
+        assert_eq!(code(bson!({"$mod": [1.5, -0.0]}), doc! {}).0, 16610);
+        assert_eq!(
+            code(bson!({"$mod": [dec("1"), 0]}), doc! {}),
+            (5733415, "can't $mod by zero".into())
+        );
+        assert_eq!(
+            code(bson!({"$mod": [1, true]}), doc! {}),
+            (
+                16611,
+                "$mod only supports numeric types, not int and bool".into()
+            )
+        );
+        assert_eq!(code(bson!({"$mod": [1]}), doc! {}).0, 16020);
+    }
+
+    #[test]
+    fn abs_keeps_types() {
+        table(vec![
+            (bson!({"$abs": -1}), bson!(1)),
+            (bson!({"$abs": i32::MIN}), bson!(2147483648i64)),
+            (bson!({"$abs": -5i64}), bson!(5i64)),
+            (bson!({"$abs": -2.5}), bson!(2.5)),
+            (bson!({"$abs": dec("-1.50")}), dec("1.50")),
+            (bson!({"$abs": null}), Bson::Null),
+            (bson!({"$abs": {"$subtract": [5, 7]}}), bson!(2)),
+        ]);
+        assert_eq!(
+            code(bson!({"$abs": i64::MIN}), doc! {}),
+            (28680, "can't take $abs of long long min".into())
+        );
+        assert_eq!(code(bson!({"$abs": "x"}), doc! {}).0, 28765);
+        assert_eq!(code(bson!({"$abs": [1, 2]}), doc! {}).0, 16020);
+    }
+
+    #[test]
+    fn arithmetic_nests_within_the_depth_limit() {
+        crate::limits::with_worker_stack(|| {
+            let mut e = bson!(1);
+            for _ in 0..300 {
+                e = bson!({"$add": [e, 1]});
+            }
+            assert_eq!(Expr::parse(&e).unwrap_err().code, ErrorCode::Overflow);
+        });
+        let e =
+            Expr::parse(&bson!({"$multiply": [{"$add": [1, 2]}, {"$subtract": [5, 1]}]})).unwrap();
+        assert!(e.is_constant());
+        assert!(
+            !Expr::parse(&bson!({"$divide": ["$a", 2]}))
+                .unwrap()
+                .is_constant()
+        );
     }
 }

@@ -8,7 +8,7 @@ use bson::{Bson, Document};
 use std::sync::Arc;
 
 use super::aggregate::multi::{self, Pick, Quantile};
-use super::compare::{as_f64, as_i64, compare, equal, is_number};
+use super::compare::{as_f64, compare, equal, is_number};
 use super::path::get_expr;
 use crate::error::{CommandError, ErrorCode, Result};
 use crate::limits::{self, Budget};
@@ -18,6 +18,7 @@ mod array;
 mod binder;
 mod convert;
 mod date;
+mod decimal;
 mod hashed;
 mod math;
 mod number;
@@ -104,10 +105,9 @@ macro_rules! ops {
 }
 
 ops! {
-    Add = "$add", Subtract = "$subtract", Multiply = "$multiply", Divide = "$divide", Mod = "$mod",
-    Abs = "$abs", Eq = "$eq", Ne = "$ne", Gt = "$gt", Gte = "$gte", Lt = "$lt", Lte = "$lte",
+    Eq = "$eq", Ne = "$ne", Gt = "$gt", Gte = "$gte", Lt = "$lt", Lte = "$lte",
     Cmp = "$cmp", And = "$and", Or = "$or", Not = "$not", Cond = "$cond", IfNull = "$ifNull",
-    Concat = "$concat", ToUpper = "$toUpper", ToLower = "$toLower", Size = "$size", In = "$in",
+    Concat = "$concat", Size = "$size", In = "$in",
     ArrayElemAt = "$arrayElemAt", Type = "$type", Max = "$max", Min = "$min",
     Sum = "$sum", Avg = "$avg", First = "$first", Last = "$last", StrLenCP = "$strLenCP",
     Split = "$split", IsArray = "$isArray", ConcatArrays = "$concatArrays",
@@ -541,12 +541,6 @@ fn num_result(x: f64, all_int: bool) -> Bson {
     }
 }
 
-/// A string an operator built, held to [`limits::MAX_BUILT_VALUE_SIZE`].
-fn built_string(op: &'static str, s: String) -> Result<Bson> {
-    Budget::value(op).charge(s.len())?;
-    Ok(Bson::String(s))
-}
-
 /// `$range`'s arguments: whole numbers that fit an int32.
 fn range_arg(v: &Bson, what: &str, not_number: ErrorCode, not_int: ErrorCode) -> Result<i64> {
     if !is_number(v) {
@@ -647,132 +641,6 @@ fn eval_op(op: Op, args: &[Expr], doc: &Document, locals: Locals) -> Result<Opti
     };
     let int_like = |v: &Bson| matches!(v, Bson::Int32(_) | Bson::Int64(_));
     Ok(Some(match op {
-        Op::Add | Op::Multiply => {
-            let vs = vals()?;
-            if vs.iter().any(is_nullish) {
-                return Ok(Some(Bson::Null));
-            }
-            if let Some(bad) = vs
-                .iter()
-                .find(|v| !(is_number(v) || (op == Op::Add && matches!(v, Bson::DateTime(_)))))
-            {
-                return Err(CommandError::type_mismatch(if op == Op::Add {
-                    format!(
-                        "$add only supports numeric or date types, not {}",
-                        type_name(bad)
-                    )
-                } else {
-                    format!(
-                        "$multiply only supports numeric types, not {}",
-                        type_name(bad)
-                    )
-                }));
-            }
-            if vs.iter().filter(|v| matches!(v, Bson::DateTime(_))).count() > 1 {
-                return Err(CommandError::new(
-                    ErrorCode::Location16612,
-                    "only one date allowed in an $add expression",
-                ));
-            }
-            if op == Op::Add
-                && let Some(Bson::DateTime(d)) = vs.iter().find(|v| matches!(v, Bson::DateTime(_)))
-            {
-                let extra: f64 = vs.iter().filter_map(as_f64).sum();
-                return Ok(Some(Bson::DateTime(bson::DateTime::from_millis(
-                    d.timestamp_millis().saturating_add(extra as i64),
-                ))));
-            }
-            let nums: Vec<f64> = vs.iter().filter_map(as_f64).collect();
-            let x = if op == Op::Add {
-                nums.iter().sum()
-            } else {
-                nums.iter().product()
-            };
-            num_result(x, vs.iter().all(int_like))
-        }
-        Op::Subtract | Op::Divide | Op::Mod => {
-            let (a, b) = (arg(0)?, arg(1)?);
-            if is_nullish(&a) || is_nullish(&b) {
-                return Ok(Some(Bson::Null));
-            }
-            if op == Op::Subtract {
-                match (&a, &b) {
-                    (Bson::DateTime(l), Bson::DateTime(r)) => {
-                        return Ok(Some(Bson::Int64(
-                            l.timestamp_millis().saturating_sub(r.timestamp_millis()),
-                        )));
-                    }
-                    (Bson::DateTime(l), r) if is_number(r) => {
-                        let ms = as_f64(r).unwrap_or(0.0).round();
-                        return match l.timestamp_millis().checked_sub(ms as i64) {
-                            Some(t) if ms.abs() < 9.2e18 => {
-                                Ok(Some(Bson::DateTime(bson::DateTime::from_millis(t))))
-                            }
-                            _ => Err(CommandError::new(ErrorCode::Overflow, "date overflow")),
-                        };
-                    }
-                    _ => {}
-                }
-            }
-            let (Some(x), Some(y)) = (
-                as_f64(&a).filter(|_| is_number(&a)),
-                as_f64(&b).filter(|_| is_number(&b)),
-            ) else {
-                let (l, r) = (type_name(&a), type_name(&b));
-                return Err(match op {
-                    Op::Subtract => CommandError::type_mismatch(format!(
-                        "can't $subtract {r} from {}",
-                        if matches!(a, Bson::DateTime(_)) {
-                            "Date"
-                        } else {
-                            l
-                        }
-                    )),
-                    Op::Divide => CommandError::new(
-                        ErrorCode::Location16609,
-                        format!("$divide only supports numeric types, not {l} and {r}"),
-                    ),
-                    _ => CommandError::new(
-                        ErrorCode::Location16611,
-                        format!("$mod only supports numeric types, not {l} and {r}"),
-                    ),
-                });
-            };
-            match op {
-                Op::Subtract => num_result(x - y, int_like(&a) && int_like(&b)),
-                Op::Divide if y == 0.0 => {
-                    return Err(CommandError::new(
-                        ErrorCode::Location16608,
-                        "can't $divide by zero",
-                    ));
-                }
-                Op::Divide => Bson::Double(x / y),
-                _ if y == 0.0 => {
-                    return Err(CommandError::new(
-                        ErrorCode::Location16610,
-                        "can't $mod by zero",
-                    ));
-                }
-                _ if int_like(&a) && int_like(&b) => {
-                    // Exact in integers (a double loses digits past 2^53);
-                    // `i64::MIN % -1` is 0, not an overflow.
-                    let (l, r) = (as_i64(&a).unwrap_or(0), as_i64(&b).unwrap_or(1));
-                    let m = l.wrapping_rem(r);
-                    match (&a, &b) {
-                        (Bson::Int32(_), Bson::Int32(_)) => Bson::Int32(m as i32),
-                        _ => Bson::Int64(m),
-                    }
-                }
-                _ => Bson::Double(x % y),
-            }
-        }
-        Op::Abs => {
-            let a = arg(0)?;
-            match as_f64(&a) {
-                Some(x) => num_result(x.abs(), int_like(&a)),
-                None => Bson::Null,
-            }
-        }
         Op::Eq => Bson::Boolean(equal(&arg(0)?, &arg(1)?)),
         Op::Ne => Bson::Boolean(!equal(&arg(0)?, &arg(1)?)),
         Op::Gt => Bson::Boolean(compare(&arg(0)?, &arg(1)?) == Ordering::Greater),
@@ -819,8 +687,6 @@ fn eval_op(op: Op, args: &[Expr], doc: &Document, locals: Locals) -> Result<Opti
             }
             Bson::String(s)
         }
-        Op::ToUpper => built_string("$toUpper", to_str(&arg(0)?).to_uppercase())?,
-        Op::ToLower => built_string("$toLower", to_str(&arg(0)?).to_lowercase())?,
         Op::StrLenCP => match raw(0)? {
             Some(Bson::String(s)) => Bson::Int32(s.chars().count() as i32),
             other => {
@@ -1046,16 +912,6 @@ fn is_nullish(v: &Bson) -> bool {
 /// A value's type name, or "missing" (as mongod's messages say).
 fn type_or_missing(v: &Option<Bson>) -> &'static str {
     v.as_ref().map_or("missing", type_name)
-}
-
-fn to_str(v: &Bson) -> String {
-    match v {
-        Bson::String(s) => s.clone(),
-        Bson::Null | Bson::Undefined => String::new(),
-        Bson::ObjectId(o) => o.to_hex(),
-        Bson::DateTime(d) => d.try_to_rfc3339_string().unwrap_or_default(),
-        other => other.to_string(),
-    }
 }
 
 /// A value's type name as `$type` (the expression) reports it.

@@ -1,4 +1,4 @@
-//! String operators: `$trim` family, `$indexOf*`, `$substr*`, `$strLenBytes`, `$strcasecmp`, `$replaceOne`/`$replaceAll`, `$regexFind`/`$regexFindAll`/`$regexMatch`.
+//! String operators: `$trim` family, `$indexOf*`, `$substr*`, `$strLenBytes`, `$strcasecmp`, `$toUpper`/`$toLower`, `$replaceOne`/`$replaceAll`, `$regexFind`/`$regexFindAll`/`$regexMatch`.
 //!
 //! Byte offsets (`$indexOfBytes`, `$substrBytes`) are mongod's: a range
 //! that would split a UTF-8 character is an error (28656/28657) or finds
@@ -58,6 +58,8 @@ pub enum StrOp {
     SubstrCP,
     StrLenBytes,
     Strcasecmp,
+    ToUpper,
+    ToLower,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +106,8 @@ impl StringExpr {
             "$substrCP" => StrOp::SubstrCP,
             "$strLenBytes" => StrOp::StrLenBytes,
             "$strcasecmp" => StrOp::Strcasecmp,
+            "$toUpper" => StrOp::ToUpper,
+            "$toLower" => StrOp::ToLower,
             _ => return Ok(None),
         };
         let args = positional(arg, scope)?;
@@ -112,7 +116,7 @@ impl StringExpr {
             // `$substr` is `$substrBytes`, and mongod names it so.
             StrOp::SubstrBytes => exactly("$substrBytes", args, 3)?,
             StrOp::SubstrCP => exactly(name, args, 3)?,
-            StrOp::StrLenBytes => exactly(name, args, 1)?,
+            StrOp::StrLenBytes | StrOp::ToUpper | StrOp::ToLower => exactly(name, args, 1)?,
             StrOp::Strcasecmp => exactly(name, args, 2)?,
         };
         Ok(Some(StringExpr::Positional { op, args }))
@@ -156,6 +160,23 @@ impl StringExpr {
                             ),
                         )),
                     },
+                    StrOp::ToUpper | StrOp::ToLower => {
+                        // ASCII only, as mongod's (`é` stays `é`); a
+                        // number or date is folded as its string form.
+                        let mut s = coerce_to_string(&arg(0)?)?;
+                        if *op == StrOp::ToUpper {
+                            s.make_ascii_uppercase();
+                        } else {
+                            s.make_ascii_lowercase();
+                        }
+                        let name = if *op == StrOp::ToUpper {
+                            "$toUpper"
+                        } else {
+                            "$toLower"
+                        };
+                        Budget::value(name).charge(s.len())?;
+                        Ok(Some(Bson::String(s)))
+                    }
                     StrOp::Strcasecmp => {
                         // ASCII case folding only, as mongod's.
                         let a = coerce_to_string(&arg(0)?)?.to_ascii_uppercase();
@@ -1506,5 +1527,48 @@ mod tests {
                 ErrorCode::Location51111,
             )],
         );
+    }
+
+    #[test]
+    fn case_folding_is_ascii_only_as_mongod() {
+        let d = doc! {"s": "Café Ünïcode ß", "n": 7, "x": 2.5};
+        check(
+            &d,
+            vec![
+                (bson!({"$toUpper": "abc"}), bson!("ABC")),
+                (bson!({"$toLower": "ABC"}), bson!("abc")),
+                // Manual: {item: "ABC1", description: "PRODUCT 1"}.
+                (bson!({"$toLower": "PRODUCT 1"}), bson!("product 1")),
+                (bson!({"$toUpper": ["abc1"]}), bson!("ABC1")),
+                // Non-ASCII letters are left alone, as mongod's.
+                (bson!({"$toUpper": "$s"}), bson!("CAFé ÜNïCODE ß")),
+                (bson!({"$toLower": "$s"}), bson!("café Ünïcode ß")),
+                (bson!({"$toLower": "ÀÉ"}), bson!("ÀÉ")),
+                // Null and missing are the empty string; numbers their
+                // string forms.
+                (bson!({"$toUpper": null}), bson!("")),
+                (bson!({"$toLower": "$nope"}), bson!("")),
+                (bson!({"$toUpper": "$n"}), bson!("7")),
+                (bson!({"$toUpper": "$x"}), bson!("2.5")),
+                (bson!({"$strcasecmp": ["é", "É"]}), bson!(1)),
+                (bson!({"$strcasecmp": ["abc", "ABC"]}), bson!(0)),
+            ],
+        );
+        check_err(
+            &d,
+            vec![
+                (bson!({"$toUpper": true}), ErrorCode::Location16007),
+                (bson!({"$toLower": {"a": 1}}), ErrorCode::Location16007),
+                (bson!({"$toLower": [[1]]}), ErrorCode::Location16007),
+                (bson!({"$toUpper": ["a", "b"]}), ErrorCode::Location16020),
+                (bson!({"$toLower": []}), ErrorCode::Location16020),
+            ],
+        );
+        // A huge string folds within the built-value limit.
+        let big = doc! {"s": "a".repeat(4 << 20)};
+        match run(bson!({"$toUpper": "$s"}), big) {
+            Ok(Some(Bson::String(s))) => assert_eq!(s.len(), 4 << 20),
+            other => panic!("{other:?}"),
+        }
     }
 }

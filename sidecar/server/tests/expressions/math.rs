@@ -143,7 +143,8 @@ async fn bit_test_query_operators_through_the_driver() {
 #[tokio::test]
 async fn exact_arithmetic_answers_mongods_types_through_the_driver() {
     let (_s, _d, client) = common::standalone().await;
-    let coll = client.database("exprmath").collection::<Document>("ledger");
+    let db = client.database("exprmath");
+    let coll = db.collection::<Document>("ledger");
     let dec = |s: &str| Bson::Decimal128(s.parse().expect("a decimal"));
     let two53 = 1i64 << 53;
     coll.insert_many(vec![
@@ -159,7 +160,8 @@ async fn exact_arithmetic_answers_mongods_types_through_the_driver() {
     .expect("insert");
 
     let out = aggregate(
-        &coll,
+        &db,
+        "ledger",
         vec![
             doc! {"$sort": {"_id": 1}},
             doc! {"$project": {

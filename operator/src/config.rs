@@ -272,7 +272,7 @@ impl Config {
             metrics_listen: None,
             webhook: None,
             embedded_root: None,
-            concurrency: 16,
+            concurrency: 64,
             apply_crds: false,
             store_copy_namespace: None,
             endpoint_tls: None,

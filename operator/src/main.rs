@@ -146,7 +146,9 @@ struct RunArgs {
     /// Root of embedded stores (`<root>/<namespace>/<claim>`).
     #[arg(long, env = "ARGON_EMBEDDED_ROOT")]
     embedded_root: Option<PathBuf>,
-    #[arg(long, env = "ARGON_CONCURRENCY", default_value_t = 16)]
+    /// Reconciles in flight at once (per controller); concurrent branch
+    /// creations share the store's round trips.
+    #[arg(long, env = "ARGON_CONCURRENCY", default_value_t = 64)]
     concurrency: u16,
     /// Apply this build's CRDs (server-side apply, field manager argon-operator)
     /// before becoming ready: how a `helm upgrade` upgrades them.

@@ -204,6 +204,8 @@ async fn windows_expressions_and_a_large_spilled_group() {
         "top": {"$topN": {"n": 1_000_000_000, "sortBy": {"v": 1}, "output": "$v"}},
         "last": {"$lastN": {"n": 1_000_000_000, "input": "$_id"}},
         "med": {"$median": {"input": "$v", "method": "approximate"}},
+        "total": {"$sum": "$v"},
+        "mean": {"$avg": "$v"},
     }};
     let refused = common::code_of(
         &db,
@@ -227,6 +229,10 @@ async fn windows_expressions_and_a_large_spilled_group() {
     assert_eq!(top[99_999], Bson::Int32(vals[99_999]));
     assert_eq!(out[0].get_array("last").unwrap().len(), 100_000);
     assert_eq!(out[0].get_f64("med").unwrap(), f64::from(vals[49_999]));
+    // The sum's partial states went to disk and back: still exact, a long.
+    let total: i64 = vals.iter().map(|v| i64::from(*v)).sum();
+    assert_eq!(out[0].get("total"), Some(&Bson::Int64(total)));
+    assert_eq!(out[0].get_f64("mean").unwrap(), total as f64 / 100_000.0);
 
     // A sliding window and the array expressions, on the first 50.
     let out: Vec<Document> = coll
@@ -266,4 +272,76 @@ async fn windows_expressions_and_a_large_spilled_group() {
         );
         assert_eq!(o.get_f64("tagMedian").unwrap(), f64::from(tags[1]));
     }
+}
+
+/// `$sum` and `$avg` as mongod's accumulators type them, through the
+/// driver: integers exact past 2^53 (an int total that overflows is a
+/// long), doubles compensated, decimals in decimal, non-numbers skipped;
+/// the `$sum` expression the same.
+#[tokio::test]
+async fn sums_and_averages_keep_mongods_types() {
+    let (_s, _d, client) = common::standalone().await;
+    let db = client.database("sums");
+    let two53 = 1i64 << 53;
+    let dec = |s: &str| Bson::Decimal128(s.parse().expect("a decimal"));
+    let mut docs = vec![
+        doc! {"_id": 1, "k": "a-long", "v": two53},
+        doc! {"_id": 2, "k": "a-long", "v": 1i64},
+        doc! {"_id": 3, "k": "b-int", "v": i32::MAX},
+        doc! {"_id": 4, "k": "b-int", "v": 1},
+        doc! {"_id": 5, "k": "c-decimal", "v": dec("0.1")},
+        doc! {"_id": 6, "k": "c-decimal", "v": dec("0.2")},
+        doc! {"_id": 7, "k": "e-none", "v": "x"},
+        doc! {"_id": 8, "k": "e-none"},
+    ];
+    docs.extend((0..10).map(|i| doc! {"_id": 100 + i, "k": "d-double", "v": 0.1}));
+    db.collection::<Document>("orders")
+        .insert_many(docs)
+        .await
+        .expect("insert");
+    let out = aggregate(
+        &db,
+        vec![
+            doc! {"$group": {"_id": "$k", "total": {"$sum": "$v"}, "mean": {"$avg": "$v"}}},
+            doc! {"$sort": {"_id": 1}},
+        ],
+    )
+    .await;
+    let got: Vec<(Bson, Bson)> = out
+        .iter()
+        .map(|d| {
+            (
+                d.get("total").cloned().unwrap(),
+                d.get("mean").cloned().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                Bson::Int64(two53 + 1),
+                Bson::Double((two53 + 1) as f64 / 2.0)
+            ),
+            (Bson::Int64(2_147_483_648), Bson::Double(1_073_741_824.0)),
+            (dec("0.3"), dec("0.15")),
+            (Bson::Double(1.0), Bson::Double(0.1)),
+            (Bson::Int32(0), Bson::Null),
+        ]
+    );
+    let out = aggregate(
+        &db,
+        vec![
+            doc! {"$match": {"_id": 1}},
+            doc! {"$project": {
+                "s": {"$sum": [two53, 1i64]},
+                "a": {"$avg": [dec("1"), dec("2")]},
+                "over": {"$sum": [i64::MAX, 1i64, -2i64]},
+            }},
+        ],
+    )
+    .await;
+    assert_eq!(out[0].get("s"), Some(&Bson::Int64(two53 + 1)));
+    assert_eq!(out[0].get("a"), Some(&dec("1.5")));
+    assert_eq!(out[0].get("over"), Some(&Bson::Int64(i64::MAX - 1)));
 }

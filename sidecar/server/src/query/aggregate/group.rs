@@ -40,6 +40,7 @@ use argon_wal::IdKey;
 use bson::{Bson, Document, doc};
 
 use super::super::compare::{as_f64, compare, is_number};
+use super::super::expr::summation::Summation;
 use super::super::expr::type_name;
 use super::multi::{Deviation, Picked, room_for_number};
 use super::stage::{Acc, Group};
@@ -385,9 +386,8 @@ struct AccState {
     /// `$addToSet`'s members, by [`group_key`].
     members: HashSet<IdKey>,
     count: i64,
-    sum: f64,
-    all_int: bool,
-    numeric: i64,
+    /// `$sum`/`$avg`.
+    summation: Summation,
     best: Option<Bson>,
     /// `$stdDevPop`/`$stdDevSamp`.
     deviation: Deviation,
@@ -414,16 +414,11 @@ impl AccState {
     }
 
     fn add(&mut self, acc: &Acc, v: Option<Bson>) -> Result<()> {
-        if self.count == 0 {
-            self.all_int = true;
-        }
         self.count += 1;
         match acc {
             Acc::Sum | Acc::Avg => {
-                if let Some(v) = v.filter(is_number) {
-                    self.sum += as_f64(&v).unwrap_or(0.0);
-                    self.numeric += 1;
-                    self.all_int &= matches!(v, Bson::Int32(_) | Bson::Int64(_));
+                if let Some(v) = &v {
+                    self.summation.add(v);
                 }
             }
             Acc::Min | Acc::Max => {
@@ -586,9 +581,7 @@ impl AccState {
         }
         match acc {
             Acc::Sum | Acc::Avg => {
-                self.sum += other.sum;
-                self.numeric += other.numeric;
-                self.all_int &= other.all_int;
+                self.summation.merge(&other.summation);
             }
             Acc::Min | Acc::Max => {
                 if let Some(v) = other.best {
@@ -638,9 +631,7 @@ impl AccState {
     fn encode(self) -> Document {
         let mut d = doc! {
             "c": self.count,
-            "s": self.sum,
-            "i": self.all_int,
-            "n": self.numeric,
+            "s": self.summation.encode(),
             "v": self.values,
             "m": [self.deviation.mean, self.deviation.m2, self.deviation.count],
         };
@@ -672,9 +663,11 @@ impl AccState {
         };
         let mut st = AccState {
             count: d.get_i64("c").map_err(|_| spill::damaged())?,
-            sum: d.get_f64("s").map_err(|_| spill::damaged())?,
-            all_int: d.get_bool("i").map_err(|_| spill::damaged())?,
-            numeric: d.get_i64("n").map_err(|_| spill::damaged())?,
+            summation: d
+                .get_document("s")
+                .ok()
+                .and_then(Summation::decode)
+                .ok_or_else(spill::damaged)?,
             deviation,
             ..AccState::default()
         };
@@ -751,21 +744,8 @@ impl AccState {
     fn number(&self, acc: &Acc) -> Bson {
         match acc {
             Acc::Sum if self.count == 0 => Bson::Int32(0),
-            Acc::Sum => {
-                if self.all_int && self.sum.abs() < 9.0e15 {
-                    let i = self.sum as i64;
-                    i32::try_from(i).map(Bson::Int32).unwrap_or(Bson::Int64(i))
-                } else {
-                    Bson::Double(self.sum)
-                }
-            }
-            Acc::Avg => {
-                if self.numeric == 0 {
-                    Bson::Null
-                } else {
-                    Bson::Double(self.sum / self.numeric as f64)
-                }
-            }
+            Acc::Sum => self.summation.sum(),
+            Acc::Avg => self.summation.average(),
             _ => i32::try_from(self.count)
                 .map(Bson::Int32)
                 .unwrap_or(Bson::Int64(self.count)),

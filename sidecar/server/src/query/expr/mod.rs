@@ -24,6 +24,7 @@ mod math;
 mod number;
 mod scope;
 mod string;
+pub(crate) mod summation;
 #[cfg(test)]
 pub(super) mod test_support;
 
@@ -532,15 +533,6 @@ pub fn truthy(v: &Bson) -> bool {
     }
 }
 
-fn num_result(x: f64, all_int: bool) -> Bson {
-    if all_int && x.fract() == 0.0 && x.abs() < 9.0e15 {
-        let i = x as i64;
-        i32::try_from(i).map(Bson::Int32).unwrap_or(Bson::Int64(i))
-    } else {
-        Bson::Double(x)
-    }
-}
-
 /// `$range`'s arguments: whole numbers that fit an int32.
 fn range_arg(v: &Bson, what: &str, not_number: ErrorCode, not_int: ErrorCode) -> Result<i64> {
     if !is_number(v) {
@@ -639,7 +631,6 @@ fn eval_op(op: Op, args: &[Expr], doc: &Document, locals: Locals) -> Result<Opti
             None => Ok(None),
         }
     };
-    let int_like = |v: &Bson| matches!(v, Bson::Int32(_) | Bson::Int64(_));
     Ok(Some(match op {
         Op::Eq => Bson::Boolean(equal(&arg(0)?, &arg(1)?)),
         Op::Ne => Bson::Boolean(!equal(&arg(0)?, &arg(1)?)),
@@ -882,19 +873,15 @@ fn eval_op(op: Op, args: &[Expr], doc: &Document, locals: Locals) -> Result<Opti
                     .filter(|v| !matches!(v, Bson::Null))
                     .min_by(compare)
                     .unwrap_or(Bson::Null),
-                Op::Sum => {
-                    let nums: Vec<&Bson> = items.iter().filter(|v| is_number(v)).collect();
-                    num_result(
-                        nums.iter().filter_map(|v| as_f64(v)).sum(),
-                        nums.iter().all(|v| int_like(v)),
-                    )
-                }
-                Op::Avg => {
-                    let nums: Vec<f64> = items.iter().filter_map(as_f64).collect();
-                    if nums.is_empty() {
-                        Bson::Null
+                Op::Sum | Op::Avg => {
+                    let mut total = summation::Summation::default();
+                    for v in &items {
+                        total.add(v);
+                    }
+                    if matches!(op, Op::Sum) {
+                        total.sum()
                     } else {
-                        Bson::Double(nums.iter().sum::<f64>() / nums.len() as f64)
+                        total.average()
                     }
                 }
                 Op::First => items.first().cloned().unwrap_or(Bson::Null),

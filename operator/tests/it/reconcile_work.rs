@@ -6,7 +6,6 @@
 use crate::support::*;
 use argon_operator::crd::{ArgonBranch, ArgonProject};
 use argon_testkit::{FerretDb, wait_until};
-use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -15,7 +14,7 @@ use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use std::time::Duration;
 
-const BRANCHES: u64 = 20;
+const BRANCHES: usize = 20;
 
 #[tokio::test]
 async fn a_new_branch_is_reconciled_once() -> anyhow::Result<()> {
@@ -34,38 +33,20 @@ async fn a_new_branch_is_reconciled_once() -> anyhow::Result<()> {
     .await?;
     let branches: Api<ArgonBranch> = Api::namespaced(client.clone(), &ns);
     let before = operator.metrics.reconciles("branch");
-    futures::stream::iter(0..BRANCHES)
+    let all = (0..BRANCHES)
         .map(|i| {
-            let branches = branches.clone();
-            async move {
-                branches
-                    .create(
-                        &PostParams::default(),
-                        &BranchFixture::test(&format!("b{i}"), "shop")
-                            .no_endpoint()
-                            .build(),
-                    )
-                    .await
-            }
+            BranchFixture::test(&format!("b{i}"), "shop")
+                .no_endpoint()
+                .build()
         })
-        .buffer_unordered(8)
-        .try_collect::<Vec<_>>()
-        .await?;
-    wait_until("all Ready", Duration::from_secs(60), || async {
-        let list = branches.list(&ListParams::default()).await?;
-        Ok(list
-            .items
-            .iter()
-            .filter(|b| phase(b) == Some("Ready"))
-            .count() as u64
-            == BRANCHES)
-    })
-    .await?;
+        .collect();
+    create_branches(&branches, all, 8).await?;
+    wait_ready(&branches, BRANCHES, Duration::from_secs(60)).await?;
     // The watch events of their finalizer and status writes arrive within
     // this; before, each woke its branch again (three reconciles each).
     tokio::time::sleep(Duration::from_secs(2)).await;
     let reconciles = operator.metrics.reconciles("branch") - before;
-    assert_eq!(reconciles, BRANCHES, "one reconcile per new branch");
+    assert_eq!(reconciles, BRANCHES as u64, "one reconcile per new branch");
     // Each has the finalizer all the same.
     for b in branches.list(&ListParams::default()).await?.items {
         assert!(

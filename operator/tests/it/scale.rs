@@ -2,10 +2,9 @@
 
 use crate::support::*;
 use argon_operator::crd::ArgonBranch;
-use argon_testkit::{FerretDb, wait_until};
-use futures::{StreamExt, TryStreamExt};
+use argon_testkit::FerretDb;
 use kube::Api;
-use kube::api::{ListParams, PostParams};
+use kube::api::ListParams;
 use std::time::Duration;
 
 const BRANCHES: usize = 200;
@@ -21,31 +20,11 @@ async fn two_hundred_branches_become_ready() -> anyhow::Result<()> {
     let operator = RunningOperator::start(client.clone(), config);
     create_project(&client, &ns, "big", &mongo).await?;
     let branches: Api<ArgonBranch> = Api::namespaced(client.clone(), &ns);
-    futures::stream::iter(0..BRANCHES)
-        .map(|i| {
-            let branches = branches.clone();
-            async move {
-                branches
-                    .create(
-                        &PostParams::default(),
-                        &BranchFixture::test(&format!("sandbox-{i}"), "big").build(),
-                    )
-                    .await
-            }
-        })
-        .buffer_unordered(16)
-        .try_collect::<Vec<_>>()
-        .await?;
-    wait_until("200 branches Ready", Duration::from_secs(90), || async {
-        let list = branches.list(&ListParams::default()).await?;
-        Ok(list
-            .items
-            .iter()
-            .filter(|b| phase(b) == Some("Ready"))
-            .count()
-            == BRANCHES)
-    })
-    .await?;
+    let all = (0..BRANCHES)
+        .map(|i| BranchFixture::test(&format!("sandbox-{i}"), "big").build())
+        .collect();
+    create_branches(&branches, all, 16).await?;
+    wait_ready(&branches, BRANCHES, Duration::from_secs(90)).await?;
     let list = branches.list(&ListParams::default()).await?;
     let mut ids: Vec<i64> = list
         .items

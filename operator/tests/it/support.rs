@@ -387,3 +387,37 @@ pub async fn served_cert(
         .and_then(|c| c.first().cloned())
         .ok_or_else(|| anyhow::anyhow!("no certificate served"))
 }
+
+/// Creates `branches` (`in_flight` create requests at a time, as a GitOps
+/// controller applying a directory would).
+pub async fn create_branches(
+    api: &Api<ArgonBranch>,
+    branches: Vec<ArgonBranch>,
+    in_flight: usize,
+) -> anyhow::Result<()> {
+    use futures::{StreamExt, TryStreamExt};
+    futures::stream::iter(branches)
+        .map(|b| {
+            let api = api.clone();
+            async move { api.create(&PostParams::default(), &b).await }
+        })
+        .buffer_unordered(in_flight)
+        .try_collect::<Vec<_>>()
+        .await?;
+    Ok(())
+}
+
+/// Waits until `n` branches of `api` are in phase Ready.
+pub async fn wait_ready(api: &Api<ArgonBranch>, n: usize, within: Duration) -> anyhow::Result<()> {
+    wait_until(&format!("{n} branches Ready"), within, || async {
+        let list = api.list(&kube::api::ListParams::default()).await?;
+        Ok(list
+            .items
+            .iter()
+            .filter(|b| phase(b) == Some("Ready"))
+            .count()
+            == n)
+    })
+    .await?;
+    Ok(())
+}

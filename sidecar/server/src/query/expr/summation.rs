@@ -54,16 +54,20 @@ impl Summation {
                 Widest::Double
             }
             Bson::Decimal128(d) => {
-                self.decimals = Some(match &self.decimals {
-                    Some(sum) => decimal::add(sum, d),
-                    None => *d,
-                });
+                self.add_decimal(d);
                 Widest::Decimal
             }
             _ => return,
         };
         self.widest = self.widest.max(widest);
         self.count += 1;
+    }
+
+    fn add_decimal(&mut self, d: &Decimal128) {
+        self.decimals = Some(match &self.decimals {
+            Some(sum) => decimal::add(sum, d),
+            None => *d,
+        });
     }
 
     fn add_double(&mut self, x: f64) {
@@ -86,10 +90,7 @@ impl Summation {
         self.add_double(other.doubles);
         self.compensation += other.compensation;
         if let Some(d) = &other.decimals {
-            self.decimals = Some(match &self.decimals {
-                Some(sum) => decimal::add(sum, d),
-                None => *d,
-            });
+            self.add_decimal(d);
         }
         self.count += other.count;
     }

@@ -45,14 +45,17 @@ const CRDS_ESTABLISHED: std::time::Duration = std::time::Duration::from_secs(60)
 
 /// The projects to reconcile when a Secret changes: those whose
 /// `spec.users` take a password from it. A metadata-only watch: the
-/// operator learns that a Secret changed, never caches its data, and reads
-/// the one key it needs when the project is reconciled.
+/// operator learns that a Secret changed and at which resourceVersion
+/// (`versions`, which `Stores::secret_value` checks its copies against),
+/// never the data of a Secret it does not read.
 fn password_secret_changes(
     secrets: Api<PartialObjectMeta<Secret>>,
+    versions: reflector::store::Writer<PartialObjectMeta<Secret>>,
     projects: Store<ArgonProject>,
 ) -> impl futures::Stream<Item = ObjectRef<ArgonProject>> + Send + 'static {
     watcher(secrets, watcher::Config::default())
         .default_backoff()
+        .reflect(versions)
         .touched_objects()
         .filter_map(|s| futures::future::ready(s.ok()))
         .flat_map(move |secret| {
@@ -297,15 +300,6 @@ impl Operator {
             .reflect(branch_writer)
             .applied_objects()
             .predicate_filter(branch::what_reconcile_reads, Default::default());
-        let ctx = Arc::new(Context::new(
-            client.clone(),
-            self.config.clone(),
-            self.metrics.clone(),
-            Caches {
-                projects: project_controller.store(),
-                deployments: deployment_cache,
-            },
-        ));
         // RBAC may grant Secrets in some namespaces only: watch each of them.
         let secret_apis: Vec<Api<PartialObjectMeta<Secret>>> = match (
             &self.config.namespace,
@@ -318,11 +312,22 @@ impl Operator {
                 .map(|ns| Api::namespaced(client.clone(), ns))
                 .collect(),
         };
-        let password_changes = futures::stream::select_all(
-            secret_apis
-                .into_iter()
-                .map(|api| password_secret_changes(api, project_controller.store()).boxed()),
-        );
+        let mut secret_versions = Vec::new();
+        let password_changes = futures::stream::select_all(secret_apis.into_iter().map(|api| {
+            let (versions, writer) = reflector::store();
+            secret_versions.push(versions);
+            password_secret_changes(api, writer, project_controller.store()).boxed()
+        }));
+        let ctx = Arc::new(Context::new(
+            client.clone(),
+            self.config.clone(),
+            self.metrics.clone(),
+            Caches {
+                projects: project_controller.store(),
+                deployments: deployment_cache,
+                secret_versions,
+            },
+        ));
         let project_controller = project_controller
             .reconcile_on(password_changes)
             .with_config(controller::Config::default().concurrency(self.config.concurrency))

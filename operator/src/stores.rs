@@ -15,6 +15,8 @@ use crate::store_owner;
 use argon_wal::{EmbeddedStore, LogStore, MongoStore, Wal, WalOptions};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
+use kube::api::PartialObjectMeta;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -50,7 +52,17 @@ pub struct Stores {
     /// What was copied, by project uid, so an unchanged connection is not
     /// written again on every reconcile.
     copied: tokio::sync::Mutex<HashMap<String, Connection>>,
+    /// The Secrets' resourceVersions as the operator's watch saw them.
+    secret_versions: Vec<Store<PartialObjectMeta<Secret>>>,
+    /// The values read (one key of a Secret each), with the resourceVersion
+    /// they were read at: used while the watch still sees that version, so
+    /// a burst of reconciles of one project reads its Secret once, and a
+    /// changed Secret is read again as soon as the watch sees the change.
+    secret_values: std::sync::Mutex<HashMap<SecretValueKey, (String, String)>>,
 }
+
+/// Namespace, Secret name, key.
+type SecretValueKey = (String, String, String);
 
 impl Stores {
     pub fn new(
@@ -58,6 +70,7 @@ impl Stores {
         identity: String,
         embedded_root: Option<PathBuf>,
         copy_namespace: Option<&str>,
+        secret_versions: Vec<Store<PartialObjectMeta<Secret>>>,
     ) -> Stores {
         Stores {
             copies: copy_namespace.map(|ns| StoreCopies::new(client.clone(), ns)),
@@ -66,6 +79,8 @@ impl Stores {
             embedded_root,
             open: tokio::sync::Mutex::new(HashMap::new()),
             copied: tokio::sync::Mutex::new(HashMap::new()),
+            secret_versions,
+            secret_values: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -289,8 +304,27 @@ impl Stores {
         }
     }
 
-    /// A Secret's value as text.
+    /// A Secret's value as text: the copy read before while the watch sees
+    /// the Secret at the version it was read at, else the apiserver's.
     pub async fn secret_value(&self, namespace: &str, r: &SecretKeyRef) -> Result<String> {
+        let key = (namespace.to_string(), r.name.clone(), r.key.clone());
+        let seen = self.secret_version(namespace, &r.name);
+        {
+            let mut values = self
+                .secret_values
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            match (&seen, values.get(&key)) {
+                (Some(seen), Some((version, value))) if version == seen => {
+                    return Ok(value.clone());
+                }
+                // Gone (or never seen) by the watch: no copy outlives it.
+                (None, Some(_)) => {
+                    values.remove(&key);
+                }
+                _ => {}
+            }
+        }
         let err = |reason: String| Error::Secret {
             namespace: namespace.to_string(),
             name: r.name.clone(),
@@ -301,14 +335,30 @@ impl Stores {
             .get_opt(&r.name)
             .await?
             .ok_or_else(|| err("not found".into()))?;
-        if let Some(bytes) = secret.data.as_ref().and_then(|d| d.get(&r.key)) {
-            return String::from_utf8(bytes.0.clone())
-                .map_err(|_| err(format!("key {:?} is not UTF-8", r.key)));
+        let value = if let Some(bytes) = secret.data.as_ref().and_then(|d| d.get(&r.key)) {
+            String::from_utf8(bytes.0.clone())
+                .map_err(|_| err(format!("key {:?} is not UTF-8", r.key)))?
+        } else if let Some(s) = secret.string_data.as_ref().and_then(|d| d.get(&r.key)) {
+            s.clone()
+        } else {
+            return Err(err(format!("has no key {:?}", r.key)));
+        };
+        if let Some(version) = secret.metadata.resource_version {
+            self.secret_values
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .insert(key, (version, value.clone()));
         }
-        if let Some(s) = secret.string_data.as_ref().and_then(|d| d.get(&r.key)) {
-            return Ok(s.clone());
-        }
-        Err(err(format!("has no key {:?}", r.key)))
+        Ok(value)
+    }
+
+    /// The resourceVersion of Secret `name` as the operator's watch last saw it.
+    fn secret_version(&self, namespace: &str, name: &str) -> Option<String> {
+        let key = ObjectRef::new(name).within(namespace);
+        self.secret_versions
+            .iter()
+            .find_map(|store| store.get(&key))
+            .and_then(|meta| meta.metadata.resource_version.clone())
     }
 }
 

@@ -167,7 +167,7 @@ async fn apply(b: &ArgonBranch, ctx: &Context, api: &Api<ArgonBranch>) -> Result
             "expireAfter {} ran out",
             b.spec.expire_after.as_deref().unwrap_or_default()
         );
-        ctx.event(b, false, "Expired", "Delete", note).await;
+        ctx.event(b, false, "Expired", "Delete", note);
         api.delete(&name, &DeleteParams::default()).await?;
         return Ok(Action::await_change());
     }
@@ -209,19 +209,28 @@ async fn apply(b: &ArgonBranch, ctx: &Context, api: &Api<ArgonBranch>) -> Result
         generation,
     );
 
-    let info = match ensure_branch(wal.as_ref(), &b.spec, &name).await? {
-        Ok((info, created)) => {
-            if created {
-                let note = match info.fork_seq {
-                    Some(seq) => format!("created from {} at seq {seq}", b.spec.parent),
-                    None => "adopted the project's root branch".into(),
-                };
-                ctx.event(b, false, "Created", "CreateBranch", note).await;
-            }
-            info
-        }
+    let (info, created) = match ensure_branch(wal.as_ref(), &b.spec, &name).await? {
+        Ok(found) => found,
         Err(refusal) => return refuse(b, ctx, api, &old, st, refusal).await,
     };
+    let fork_seq = info.fork_seq;
+    let created_note = |ready: Option<&str>| {
+        let created = match fork_seq {
+            Some(seq) => format!("created from {} at seq {seq}", b.spec.parent),
+            None => "adopted the project's root branch".into(),
+        };
+        match ready {
+            Some(ready) => format!("{created}; {ready}"),
+            None => created,
+        }
+    };
+    // A branch without an endpoint is Ready in this pass unless the store
+    // or the apiserver fails: one event says both. One with an endpoint has
+    // more to do that may fail and retry, so it is told now.
+    let one_event = created && !b.spec.endpoint.enabled;
+    if created && !one_event {
+        ctx.event(b, false, "Created", "CreateBranch", created_note(None));
+    }
 
     // spec.protected is the WAL's flag for this branch, so every sidecar
     // refuses a reset or delete of it too. Before the reset step: a branch
@@ -236,10 +245,17 @@ async fn apply(b: &ArgonBranch, ctx: &Context, api: &Api<ArgonBranch>) -> Result
         info = wal.branch(&name).await?;
     }
 
-    let log = wal.log_info(&name).await?;
-    let (head_seq, head_time) = match log.last {
-        Some(last) => (last.seq, last.time),
-        None => (info.head_seq.max(log.start_seq), info.head_time),
+    // A branch created by this reconcile has no commits of its own: its
+    // head is where it forked, and asking the store would be a round trip
+    // per branch of a burst for nothing.
+    let (head_seq, head_time) = if created && b.spec.reset.is_none() {
+        (info.head_seq, info.head_time)
+    } else {
+        let log = wal.log_info(&name).await?;
+        match log.last {
+            Some(last) => (last.seq, last.time),
+            None => (info.head_seq.max(log.start_seq), info.head_time),
+        }
     };
     st.branch_id = Some(info.id.0 as i64);
     st.fork_seq = info.fork_seq.map(|s| s.0 as i64);
@@ -259,8 +275,16 @@ async fn apply(b: &ArgonBranch, ctx: &Context, api: &Api<ArgonBranch>) -> Result
     st.conditions
         .set(READY, true, "BranchReady", &message, generation);
     write_status(b, ctx, api, &old, &st).await?;
-    if old.phase.as_deref() != Some(READY_PHASE) {
-        ctx.event(b, false, "Ready", "Reconcile", message).await;
+    if one_event {
+        ctx.event(
+            b,
+            false,
+            "Created",
+            "CreateBranch",
+            created_note(Some(&message)),
+        );
+    } else if old.phase.as_deref() != Some(READY_PHASE) {
+        ctx.event(b, false, "Ready", "Reconcile", message);
     }
     let mut next = ctx.config.head_refresh;
     if tls_pending {
@@ -566,7 +590,7 @@ async fn refuse_endpoint(
         .get_condition(ENDPOINT_READY)
         .map(|c| c.reason.as_str());
     if was != Some(reason) {
-        ctx.event(b, true, reason, "Reconcile", message).await;
+        ctx.event(b, true, reason, "Reconcile", message);
     }
 }
 
@@ -673,8 +697,7 @@ async fn refuse(
         .get_condition(READY)
         .map(|c| c.reason.as_str());
     if was != Some(refusal.reason) {
-        ctx.event(b, true, refusal.reason, "Reconcile", refusal.message)
-            .await;
+        ctx.event(b, true, refusal.reason, "Reconcile", refusal.message);
     }
     Ok(Action::requeue(refusal.retry))
 }
@@ -816,7 +839,7 @@ async fn handle_reset(
         st.conditions
             .set(RESET, false, "Protected", &msg, generation);
         st.last_reset = Some(last);
-        ctx.event(b, true, "ResetRefused", "Reset", msg).await;
+        ctx.event(b, true, "ResetRefused", "Reset", msg);
         return Ok(());
     }
     let to = match to {
@@ -826,7 +849,7 @@ async fn handle_reset(
             st.conditions
                 .set(RESET, false, "InvalidTarget", &msg, generation);
             st.last_reset = Some(last);
-            ctx.event(b, true, "ResetRefused", "Reset", msg).await;
+            ctx.event(b, true, "ResetRefused", "Reset", msg);
             return Ok(());
         }
     };
@@ -869,7 +892,7 @@ async fn handle_reset(
             st.conditions
                 .set(RESET, false, "BackupExists", &msg, generation);
             st.last_reset = Some(last);
-            ctx.event(b, true, "ResetRefused", "Reset", msg).await;
+            ctx.event(b, true, "ResetRefused", "Reset", msg);
             return Ok(());
         }
         Err(e @ WalError::InvalidOp(_)) => {
@@ -877,7 +900,7 @@ async fn handle_reset(
             let msg = format!("spec.reset: {e}");
             st.conditions.set(RESET, false, "Refused", &msg, generation);
             st.last_reset = Some(last);
-            ctx.event(b, true, "ResetRefused", "Reset", msg).await;
+            ctx.event(b, true, "ResetRefused", "Reset", msg);
             return Ok(());
         }
         Err(
@@ -889,7 +912,7 @@ async fn handle_reset(
             st.conditions
                 .set(RESET, false, "InvalidTarget", &msg, generation);
             st.last_reset = Some(last);
-            ctx.event(b, true, "ResetRefused", "Reset", msg).await;
+            ctx.event(b, true, "ResetRefused", "Reset", msg);
             return Ok(());
         }
         Err(e) => return Err(e.into()),
@@ -923,13 +946,13 @@ async fn handle_reset(
             ensure_backup_resource(b, ctx, api, backup).await?;
         }
         st.conditions.set(RESET, true, "Applied", &msg, generation);
-        ctx.event(b, false, "ResetApplied", "Reset", msg).await;
+        ctx.event(b, false, "ResetApplied", "Reset", msg);
     } else {
         last.outcome = "Previewed".into();
         let msg = format!("dry run, {summary}");
         st.conditions
             .set(RESET, true, "Previewed", &msg, generation);
-        ctx.event(b, false, "ResetPreviewed", "Reset", msg).await;
+        ctx.event(b, false, "ResetPreviewed", "Reset", msg);
     }
     st.last_reset = Some(last);
     Ok(())
@@ -1145,8 +1168,7 @@ async fn block(
         .get_condition(DELETION_BLOCKED)
         .map(|c| c.message.as_str());
     if was != Some(message.as_str()) {
-        ctx.event(b, true, "DeletionBlocked", "Delete", message.clone())
-            .await;
+        ctx.event(b, true, "DeletionBlocked", "Delete", message.clone());
     }
     Err(Error::DeletionBlocked {
         name: b.name_any(),
@@ -1174,14 +1196,14 @@ async fn cleanup(b: &ArgonBranch, ctx: &Context, api: &Api<ArgonBranch>) -> Resu
                 "ArgonProject {:?} is gone; the store was not touched",
                 b.spec.project
             );
-            ctx.event(b, true, "ProjectGone", "Delete", note).await;
+            ctx.event(b, true, "ProjectGone", "Delete", note);
         }
         Some(project) if name != "main" && ctx.stores.owner_gone(&project).await? => {
             let note = format!(
                 "ArgonProject {:?} is being deleted and its embedded store's owner pod is gone; the store was not touched (the data stays on its claim)",
                 b.spec.project
             );
-            ctx.event(b, true, "StoreGone", "Delete", note).await;
+            ctx.event(b, true, "StoreGone", "Delete", note);
         }
         Some(project) if name != "main" => {
             let wal = ctx.stores.wal(&project).await?;
@@ -1206,8 +1228,7 @@ async fn cleanup(b: &ArgonBranch, ctx: &Context, api: &Api<ArgonBranch>) -> Resu
                 "Deleted",
                 "Delete",
                 "deleted in the store; its commits stay in the log".into(),
-            )
-            .await;
+            );
         }
         Some(_) => {}
     }

@@ -12,6 +12,7 @@ use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::stores::Stores;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{PartialObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -44,6 +45,10 @@ pub struct Caches {
     /// The Deployments the operator manages (metadata only), from the
     /// branch controller's watch of its endpoints.
     pub deployments: Store<PartialObjectMeta<Deployment>>,
+    /// The Secrets' metadata (one store per watched namespace, or one for
+    /// all), from the watch that wakes projects on password changes: the
+    /// resourceVersion a copy of a Secret's value must match to be used.
+    pub secret_versions: Vec<Store<PartialObjectMeta<Secret>>>,
 }
 
 impl Context {
@@ -61,6 +66,7 @@ impl Context {
                 config.identity.clone(),
                 config.embedded_root.clone(),
                 config.store_copy_namespace.as_deref(),
+                caches.secret_versions.clone(),
             ),
             client,
             config,
@@ -93,9 +99,12 @@ impl Context {
             .is_some()
     }
 
-    /// Publishes an event about `obj`. A failure to publish is logged, never
-    /// fatal: events are for people, the status is the record.
-    pub async fn event<K>(&self, obj: &K, warning: bool, reason: &str, action: &str, note: String)
+    /// Publishes an event about `obj` in the background, as client-go's
+    /// recorder does: a reconcile never waits for it (a burst of new
+    /// branches otherwise spends an apiserver round trip per event on its
+    /// way to Ready). A failure to publish is logged, never fatal: events
+    /// are for people, the status is the record.
+    pub fn event<K>(&self, obj: &K, warning: bool, reason: &str, action: &str, note: String)
     where
         K: Resource<DynamicType = ()>,
     {
@@ -110,9 +119,13 @@ impl Context {
             action: action.into(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
-            tracing::warn!(error = %e, reason, "publishing event");
-        }
+        let recorder = self.recorder.clone();
+        let about = obj.object_ref(&());
+        tokio::spawn(async move {
+            if let Err(e) = recorder.publish(&event, &about).await {
+                tracing::warn!(error = %e, reason = %event.reason, "publishing event");
+            }
+        });
     }
 }
 

@@ -85,7 +85,7 @@ async fn cache_step(
     st.conditions
         .set(SIDECAR_CACHE, ok, reason, &message, generation);
     if !ok && was != Some(("False".to_string(), reason.to_string())) {
-        ctx.event(p, true, reason, "Reconcile", message).await;
+        ctx.event(p, true, reason, "Reconcile", message);
     }
 }
 
@@ -196,8 +196,7 @@ async fn apply(p: &ArgonProject, ctx: &Context, api: &Api<ArgonProject>) -> Resu
                 generation,
             );
             if was != Some("False") {
-                ctx.event(p, true, "ImageNotAllowed", "Reconcile", message)
-                    .await;
+                ctx.event(p, true, "ImageNotAllowed", "Reconcile", message);
             }
         }
     }
@@ -218,7 +217,7 @@ async fn apply(p: &ArgonProject, ctx: &Context, api: &Api<ArgonProject>) -> Resu
             }
             let was = old.conditions.get_condition(STORE_REACHABLE);
             if was.map(|c| c.reason.as_str()) != Some(reason) {
-                ctx.event(p, true, reason, "Connect", e.to_string()).await;
+                ctx.event(p, true, reason, "Connect", e.to_string());
             }
             if matches!(e, Error::OwnerNotReady { .. }) {
                 // Waiting, not failing: the owner's pod is starting.
@@ -285,7 +284,7 @@ async fn apply(p: &ArgonProject, ctx: &Context, api: &Api<ArgonProject>) -> Resu
             "store {} reachable; main at seq {head_seq}",
             stores::describe(&p.spec.store)
         );
-        ctx.event(p, false, "Ready", "Connect", note).await;
+        ctx.event(p, false, "Ready", "Connect", note);
     }
     Ok(Action::requeue(ctx.config.head_refresh))
 }
@@ -303,7 +302,7 @@ async fn cleanup(p: &ArgonProject, ctx: &Context, api: &Api<ArgonProject>) -> Re
                 .map(|e| e.claim_name.as_str())
                 .unwrap_or_default()
         );
-        ctx.event(p, true, "StoreGone", "Delete", note).await;
+        ctx.event(p, true, "StoreGone", "Delete", note);
     } else if p.spec.deletion_policy == DeletionPolicy::Delete {
         // Branches first: each one's own finalizer removes its endpoint.
         let branches: Api<ArgonBranch> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -329,8 +328,7 @@ async fn cleanup(p: &ArgonProject, ctx: &Context, api: &Api<ArgonProject>) -> Re
                 p.metadata.generation,
             );
             apply_status(api, p, &st).await?;
-            ctx.event(p, true, "DeletionBlocked", "Delete", reason.clone())
-                .await;
+            ctx.event(p, true, "DeletionBlocked", "Delete", reason.clone());
             return Err(Error::DeletionBlocked { name, reason });
         }
         let wal = ctx.stores.wal(p).await?;
@@ -352,13 +350,13 @@ async fn cleanup(p: &ArgonProject, ctx: &Context, api: &Api<ArgonProject>) -> Re
             "deletionPolicy Delete: deleted {} branches in the store (their commits stay in the log; main is the root)",
             live.len()
         );
-        ctx.event(p, false, "Deleted", "Delete", note).await;
+        ctx.event(p, false, "Deleted", "Delete", note);
     } else {
         let note = format!(
             "deletionPolicy Retain: the WAL stays in {}",
             stores::describe(&p.spec.store)
         );
-        ctx.event(p, false, "Retained", "Delete", note).await;
+        ctx.event(p, false, "Retained", "Delete", note);
     }
     ctx.stores.forget(p).await?;
     Ok(Action::await_change())
@@ -379,12 +377,12 @@ async fn users_step(
     for id in &outcome.written {
         tracing::info!(project = %p.name_any(), user = %id, "user written");
         let note = format!("user {id} written (new, or its password or roles changed)");
-        ctx.event(p, false, "UserWritten", "Users", note).await;
+        ctx.event(p, false, "UserWritten", "Users", note);
     }
     for id in &outcome.dropped {
         tracing::info!(project = %p.name_any(), user = %id, "user dropped");
         let note = format!("user {id} dropped: it is no longer in spec.users");
-        ctx.event(p, false, "UserDropped", "Users", note).await;
+        ctx.event(p, false, "UserDropped", "Users", note);
     }
     if p.spec.users.is_empty() {
         st.users = None;
@@ -414,7 +412,7 @@ async fn users_step(
             st.conditions
                 .set(USERS_READY, false, first.reason, &message, generation);
             if was.as_deref() != Some(message.as_str()) {
-                ctx.event(p, true, first.reason, "Users", message).await;
+                ctx.event(p, true, first.reason, "Users", message);
             }
         }
     }
@@ -576,7 +574,7 @@ async fn import_step(
             st.conditions
                 .set(IMPORTED, false, "MainNotEmpty", &message, generation);
             if was.as_deref() != Some("MainNotEmpty") {
-                ctx.event(p, true, "MainNotEmpty", "Import", message).await;
+                ctx.event(p, true, "MainNotEmpty", "Import", message);
             }
             return Ok(None);
         }
@@ -609,7 +607,7 @@ async fn import_step(
     report(api, p, st, &imp, "connecting to the source").await;
     if attempt == 1 {
         let note = format!("importing {:?} into main", spec.databases);
-        ctx.event(p, false, "Importing", "Import", note).await;
+        ctx.event(p, false, "Importing", "Import", note);
     }
     match copy(p, ctx, api, wal, spec, st, &mut imp).await {
         Ok(()) => {
@@ -622,7 +620,7 @@ async fn import_step(
             st.conditions
                 .set(IMPORTED, true, "Completed", &message, generation);
             st.import = Some(imp);
-            ctx.event(p, false, "Imported", "Import", message).await;
+            ctx.event(p, false, "Imported", "Import", message);
             Ok(None)
         }
         Err(e) => {
@@ -633,7 +631,7 @@ async fn import_step(
             set_failed(st, &imp, generation);
             st.import = Some(imp);
             let message = format!("attempt {attempt}: {reason}");
-            ctx.event(p, true, IMPORT_FAILED, "Import", message).await;
+            ctx.event(p, true, IMPORT_FAILED, "Import", message);
             Err(Error::Import {
                 project: p.name_any(),
                 reason,

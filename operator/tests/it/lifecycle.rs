@@ -315,7 +315,11 @@ async fn branch_lifecycle() -> anyhow::Result<()> {
     })
     .await?;
     assert_eq!(backup_cr.spec.parent, "feature");
-    assert!(events_for(&client, &ns, "feature", "ResetApplied").await? >= 1);
+    // Events are published in the background: wait for it.
+    wait_until("ResetApplied event", WAIT, || async {
+        Ok(events_for(&client, &ns, "feature", "ResetApplied").await? >= 1)
+    })
+    .await?;
 
     // Exactly once: a write on the new history, then the status loses
     // `lastReset` (as if the operator had crashed before writing it). The

@@ -33,6 +33,7 @@ async fn a_new_branch_is_reconciled_once() -> anyhow::Result<()> {
     .await?;
     let branches: Api<ArgonBranch> = Api::namespaced(client.clone(), &ns);
     let before = operator.metrics.reconciles("branch");
+    let secret_reads = apiserver_requests(&client, "GET", "", "secrets").await?;
     let all = (0..BRANCHES)
         .map(|i| {
             BranchFixture::test(&format!("b{i}"), "shop")
@@ -47,6 +48,25 @@ async fn a_new_branch_is_reconciled_once() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let reconciles = operator.metrics.reconciles("branch") - before;
     assert_eq!(reconciles, BRANCHES as u64, "one reconcile per new branch");
+    // The store's Secret did not change: its value is the copy read when
+    // the project was reconciled, not a GET per branch.
+    let secret_reads = apiserver_requests(&client, "GET", "", "secrets").await? - secret_reads;
+    assert!(
+        secret_reads < 3,
+        "{secret_reads} GETs of Secrets for {BRANCHES} branches of one project"
+    );
+    // One event per new branch without an endpoint (created and Ready).
+    wait_until("an event per branch", Duration::from_secs(30), || async {
+        let events = event_reasons(&client, &ns).await?;
+        Ok(events.iter().filter(|r| *r == "Created").count() == BRANCHES)
+    })
+    .await?;
+    let events = event_reasons(&client, &ns).await?;
+    assert_eq!(
+        events.iter().filter(|r| *r == "Ready").count(),
+        0,
+        "no Ready event beside Created: {events:?}"
+    );
     // Each has the finalizer all the same.
     for b in branches.list(&ListParams::default()).await?.items {
         assert!(
@@ -162,4 +182,17 @@ async fn an_endpoint_turned_off_is_removed_whole() -> anyhow::Result<()> {
     .await?;
     operator.stop().await?;
     Ok(())
+}
+
+/// The reasons of the events about branches in `ns`.
+async fn event_reasons(client: &kube::Client, ns: &str) -> anyhow::Result<Vec<String>> {
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+    Ok(api
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("ArgonBranch"))
+        .filter_map(|e| e.reason)
+        .collect())
 }

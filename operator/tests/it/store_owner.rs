@@ -787,7 +787,13 @@ async fn spec_users_reach_an_embedded_store_through_its_owner() -> anyhow::Resul
     password_secret(&client, &ns, "ann-pw", "ann-first-Pa55word").await?;
     let owner = Owner::start().await?;
     let remote = RemoteStore::connect(&owner.uri(), "shop-argon-store", Some(KEY)).await?;
-    let stores = Stores::new(client.clone(), "owner-users-test".into(), None, None);
+    let stores = Stores::new(
+        client.clone(),
+        "owner-users-test".into(),
+        None,
+        None,
+        Vec::new(),
+    );
     let mut project = embedded_project("shop");
     project.metadata.namespace = Some(ns.clone());
     project.spec.users = vec![user(

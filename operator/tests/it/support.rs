@@ -421,3 +421,35 @@ pub async fn wait_ready(api: &Api<ArgonBranch>, n: usize, within: Duration) -> a
     .await?;
     Ok(())
 }
+
+/// How many requests with `verb` on `resource` (of API group `group`, "" for
+/// the core group) the apiserver has answered, from its own
+/// `apiserver_request_total` counter.
+pub async fn apiserver_requests(
+    client: &Client,
+    verb: &str,
+    group: &str,
+    resource: &str,
+) -> anyhow::Result<u64> {
+    let request = hyper::Request::get("/metrics").body(Vec::new())?;
+    let text = client.request_text(request).await?;
+    let labels = [
+        format!("verb=\"{verb}\""),
+        format!("group=\"{group}\""),
+        format!("resource=\"{resource}\""),
+    ];
+    let mut total = 0u64;
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
+            continue;
+        };
+        let Some((set, value)) = rest.split_once("} ") else {
+            continue;
+        };
+        let set: Vec<&str> = set.split(',').collect();
+        if labels.iter().all(|l| set.contains(&l.as_str())) {
+            total += value.trim().parse::<f64>()? as u64;
+        }
+    }
+    Ok(total)
+}

@@ -380,11 +380,21 @@ async fn users_from_secrets_log_in_follow_password_changes_and_never_leak() {
         .await
         .unwrap();
 
+    // Events are published in the background: wait for the one checked below.
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    wait_until("a UserWritten event", WAIT, || async {
+        let list = events.list(&ListParams::default()).await?;
+        Ok(list
+            .items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("UserWritten")))
+    })
+    .await
+    .unwrap();
     operator.stop().await.unwrap();
 
     // Nothing of any password in status, events or the operator's log.
     let status = serde_json::to_string(&projects.get("shop").await.unwrap()).unwrap();
-    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
     let events =
         serde_json::to_string(&events.list(&ListParams::default()).await.unwrap()).unwrap();
     let log = logs.text();

@@ -6,7 +6,7 @@
 //! and a 100,000-document group with `n: 10^9` and `allowDiskUse` forced
 //! to spill.
 
-mod common;
+use crate::common;
 
 use common::sidecar::Sidecar;
 

@@ -4,7 +4,7 @@
 //! `let` reaching a sub-pipeline, and hostile nesting refused with
 //! MongoDB's code.
 
-mod common;
+use crate::common;
 
 use bson::{Document, doc};
 use futures::TryStreamExt;

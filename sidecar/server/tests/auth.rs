@@ -4,7 +4,7 @@
 //! branch-scoped roles, protected branches, users across a restart, and no
 //! password in any output. Then hostile SASL traffic on the raw wire.
 
-mod common;
+use crate::common;
 
 use argon_sidecar::auth::scram::{self, Mechanism};
 use argon_testkit::clients::{run_mongosh, run_node, run_python};

@@ -4,7 +4,7 @@
 //! and writes to a capped collection inside a multi-document transaction
 //! (refused with MongoDB's 263; reads allowed).
 
-mod common;
+use crate::common;
 
 use bson::{Bson, Document, doc};
 use common::{TestServer, code, code_of};

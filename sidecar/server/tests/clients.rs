@@ -10,7 +10,7 @@
 //! `mongodb` crate's edition is [`rust_scenario`]. Each script asserts and
 //! prints OK.
 
-mod common;
+use crate::common;
 
 use anyhow::Context;
 use argon_testkit::FerretDb;

@@ -4,7 +4,7 @@
 //! collation specs. The comparisons themselves (MongoDB's documented
 //! examples per option) are unit tests in `query::collation`.
 
-mod common;
+use crate::common;
 
 use bson::{Bson, Document, doc};
 use common::sidecar::Sidecar;

@@ -5,7 +5,7 @@
 //! and tailable `awaitData` cursors on both stores, and server-side
 //! JavaScript refused by name with MongoDB's codes.
 
-mod common;
+use crate::common;
 
 use argon_testkit::FerretDb;
 use argon_testkit::clients::{run_node, run_python};

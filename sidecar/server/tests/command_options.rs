@@ -5,7 +5,7 @@
 //! fields. Each has its hostile inputs beside it: they fail alone with
 //! MongoDB's code and the server keeps answering.
 
-mod common;
+use crate::common;
 
 use bson::{Bson, Document, doc};
 use common::sidecar::Sidecar;

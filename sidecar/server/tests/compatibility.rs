@@ -1,7 +1,7 @@
 //! `docs/compatibility.md` is what the server answers today: fails when the
 //! committed file differs (regenerate it with the command it names).
 
-mod compat;
+use crate::compat;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_compatibility_table_is_current() {

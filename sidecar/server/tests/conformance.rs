@@ -4,7 +4,7 @@
 //! `failCommand` fail points). Fails when a spec directory passes fewer tests than
 //! `tests/conformance/baseline` records: the baseline only goes up.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

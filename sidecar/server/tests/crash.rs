@@ -2,7 +2,7 @@
 //! from the Rust driver: after a restart on the same `--data` directory,
 //! every write the server acknowledged is there.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -6,7 +6,7 @@
 //! held in flight by the `failCommand` fail point's `blockConnection`
 //! (`--enable-test-commands`), so nothing depends on timing.
 
-mod common;
+use crate::common;
 
 use bson::{Bson, Document, doc};
 use common::RawClient;

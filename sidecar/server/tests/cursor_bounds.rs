@@ -4,7 +4,7 @@
 //! expected answer is computed here from the inserted documents, not read
 //! back from the server.
 
-mod common;
+use crate::common;
 
 use std::cmp::Ordering;
 

@@ -2,7 +2,7 @@
 //! honour `maxTimeMS`, through the Rust driver against the server
 //! (in-process, or the real binary where a flag is needed).
 
-mod common;
+use crate::common;
 
 use common::sidecar::Sidecar;
 

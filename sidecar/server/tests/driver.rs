@@ -1,7 +1,7 @@
 //! The Rust `mongodb` driver against the sidecar in-process: the scenario
 //! every real driver must pass (CRUD, cursors, errors, branches, time travel).
 
-mod common;
+use crate::common;
 
 use bson::{Bson, Document, doc};
 use common::TestServer;

@@ -7,7 +7,7 @@
 //! aborted), before authorization, the labels it gives or the server
 //! computes, a closed connection, a write concern error after the write.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

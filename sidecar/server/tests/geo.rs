@@ -7,7 +7,7 @@
 //! distance formula written here (the spherical law of cosines), not from
 //! the server's own code.
 
-mod common;
+use crate::common;
 
 use bson::{Bson, Document, doc};
 use common::sidecar::Sidecar;

@@ -7,7 +7,7 @@
 //! and for hostile regions (huge polygons, radii past π, exploding
 //! coverings), which stay bounded and exact.
 
-mod common;
+use crate::common;
 
 use bson::{Bson, Document, doc};
 use mongodb::Database;

@@ -7,7 +7,7 @@
 //! connection and every write it acknowledged before is still there. Legal
 //! inputs at the limits (a 100-level document, a 200-level message) work.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::Duration;

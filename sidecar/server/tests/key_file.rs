@@ -6,7 +6,7 @@
 //! stop the server before it serves, with mongod's messages and no key
 //! character in the output.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

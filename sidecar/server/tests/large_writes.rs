@@ -10,7 +10,7 @@
 //! upsert over 16 MiB (17419, 17420), 100,001 statements (InvalidLength), a
 //! message over 48,000,000 bytes (the connection is closed).
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -7,7 +7,7 @@
 //! the checker lets it take effect at any time after its call. A failed
 //! read constrains nothing.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::process::{Command, Stdio};

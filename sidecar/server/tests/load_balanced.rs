@@ -5,7 +5,7 @@
 //! (`loadBalanced=true`). Cursors and transactions must stay on the
 //! replica that holds them; writes from both replicas must all land.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

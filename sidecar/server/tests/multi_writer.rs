@@ -13,7 +13,7 @@
 //!   proved the project's peer key (strangers, wrong keys, forged proofs
 //!   and malformed steps refused), and forwarding works with `--auth`.
 
-mod common;
+use crate::common;
 use common::{metric, metrics_text};
 
 use std::collections::HashMap;

@@ -2,7 +2,7 @@
 //! connection; retryable writes are answered, not applied twice; w:0
 //! (moreToCome) writes are applied without a reply.
 
-mod common;
+use crate::common;
 
 use argon_sidecar::wire::message::{encode_op_msg, flags};
 use bson::{doc, spec::BinarySubtype};

@@ -2,10 +2,10 @@
 //! cargo-fuzz target `query`) run as a normal test: a bounded number of
 //! cases in the regular test run, as many as `ARGON_FUZZ_CASES` says for a
 //! long run (`ARGON_FUZZ_CASES=200000 cargo test -p argon-sidecar --release
-//! --test query_fuzz`). Each case is generated from proptest's random bytes,
+//! --test integration -- query_fuzz::`). Each case is generated from proptest's random bytes,
 //! so a failure shrinks to a small input and is printed with its case.
 
-mod querygen;
+use crate::querygen;
 
 use argon_sidecar::limits::with_worker_stack;
 use proptest::prelude::*;

@@ -4,7 +4,7 @@
 //! plan MongoDB's way, cursors on an index plan page one snapshot, and
 //! hostile plans and explains are answered with MongoDB's codes.
 
-mod common;
+use crate::common;
 
 use bson::{Bson, Document, doc};
 use common::{TestServer, code};

@@ -3,7 +3,7 @@
 //! reads and reset previews work; every write and branch change is refused
 //! with IllegalOperation (code 20) naming the flag, and the data is untouched.
 
-mod common;
+use crate::common;
 
 use bson::{Document, doc};
 use common::code;

@@ -5,7 +5,7 @@
 //! log. A write that changed nothing is not re-run on a changed state;
 //! an older txnNumber than the session's latest is refused (225).
 
-mod common;
+use crate::common;
 
 use argon_testkit::FerretDb;
 use bson::{Binary, Bson, Document, doc, spec::BinarySubtype};

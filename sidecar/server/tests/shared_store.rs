@@ -4,7 +4,7 @@
 //! with the store); concurrent inserts of one `_id` through both: exactly
 //! one succeeds, the other gets E11000 (optimistic append picks one winner).
 
-mod common;
+use crate::common;
 
 use argon_testkit::FerretDb;
 use bson::{Bson, Document, doc};

@@ -7,7 +7,7 @@
 //! once it is back, while `/healthz` (liveness) stays 200 throughout. And
 //! the embedded store after a failed fsync (a failpoint in the binary).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};

@@ -4,7 +4,7 @@
 //! `{$meta: "textScore"}` with MongoDB's scores (its manual's `articles`
 //! examples), and hostile input refused with MongoDB's codes.
 
-mod common;
+use crate::common;
 
 use argon_testkit::clients::{run_node, run_python};
 use bson::{Document, doc};

@@ -5,7 +5,7 @@
 //! equal, also once the store is at its disk bound (`--cache-disk-bytes`).
 //! Plus the flags' refusals.
 
-mod common;
+use crate::common;
 
 use argon_testkit::free_port;
 use bson::{Binary, Bson, Document, doc, spec::BinarySubtype};

@@ -5,7 +5,7 @@
 //! trusting another CA fail, each with its own error; a rotated certificate
 //! is served without a restart.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;

@@ -4,7 +4,7 @@
 //! and kill -9 in the middle of a stream of transactions, after which every
 //! transaction is there whole or not at all.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -6,7 +6,7 @@
 //! driver and mongoose run theirs against the real binary in
 //! `transaction_clients.rs`.
 
-mod common;
+use crate::common;
 
 use bson::{Document, doc};
 use common::{RawClient, TestServer, code};

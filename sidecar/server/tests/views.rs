@@ -4,7 +4,7 @@
 //! too), writes refused with 166, a view's collation, `drop`, branches and
 //! time travel, and hostile definitions.
 
-mod common;
+use crate::common;
 
 use bson::{Bson, Document, doc};
 use futures::TryStreamExt;

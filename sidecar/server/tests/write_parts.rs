@@ -7,7 +7,7 @@
 //! applied once; one killed between its parts continues from the log when
 //! it is retried after a restart, and no statement runs twice.
 
-mod common;
+use crate::common;
 
 use argon_testkit::FerretDb;
 use bson::{Binary, Bson, Document, doc, spec::BinarySubtype};

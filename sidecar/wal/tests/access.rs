@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use argon_wal::{ReadPoint, Seq, UserPrecondition, WalError, WalOptions};
 use bson::doc;

@@ -7,7 +7,7 @@
 
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns unwrap too
 
-mod common;
+use crate::common;
 
 use argon_wal::{ReadPoint, Seq, Wal, WalOptions};
 use common::counting::Counting;

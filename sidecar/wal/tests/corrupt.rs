@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns unwrap too
 
-mod common;
+use crate::common;
 
 use argon_wal::{
     EmbeddedOptions, EmbeddedStore, LogStore, ReadPoint, Recovery, Seq, Wal, WalError, WalOptions,

@@ -2,7 +2,7 @@
 
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns unwrap too
 
-mod common;
+use crate::common;
 
 use argon_testkit::FerretDb;
 use argon_wal::{EmbeddedStore, LogStore, MongoStore, ReadPoint, Seq, Wal, WalError, WalOptions};

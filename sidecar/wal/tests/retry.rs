@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns unwrap too
 
-mod common;
+use crate::common;
 
 use argon_wal::retry::MAX_INLINE_REPLY;
 use argon_wal::{

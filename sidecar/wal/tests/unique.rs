@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns unwrap too
 
-mod common;
+use crate::common;
 
 use argon_wal::unique::{EveryDocument, check_new_index};
 use argon_wal::{DocOp, Namespace, ReadPoint, Transaction, WalError, WalOptions, WriteError};

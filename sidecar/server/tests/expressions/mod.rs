@@ -3,8 +3,7 @@
 //! `src/query/expr/`): answers as MongoDB's manual gives them, in `$project`,
 //! `$addFields` and `find`'s `$expr`, and MongoDB's codes for errors.
 
-#[path = "../common/mod.rs"]
-mod common;
+use crate::common;
 
 mod binder;
 mod date;

@@ -55,6 +55,16 @@ fn password_secret_changes(
 ) -> impl futures::Stream<Item = ObjectRef<ArgonProject>> + Send + 'static {
     watcher(secrets, watcher::Config::default())
         .default_backoff()
+        // Only the name and resourceVersion are kept: a Secret's
+        // annotations can hold its data (kubectl's last-applied-configuration).
+        .modify(|secret| {
+            let meta = &mut secret.metadata;
+            meta.annotations = None;
+            meta.labels = None;
+            meta.managed_fields = None;
+            meta.owner_references = None;
+            meta.finalizers = None;
+        })
         .reflect(versions)
         .touched_objects()
         .filter_map(|s| futures::future::ready(s.ok()))

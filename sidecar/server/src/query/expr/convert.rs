@@ -722,12 +722,9 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// mongod's `%Y-%m-%dT%H:%M:%S.%LZ`; years past 0..=9999 are refused as
-/// mongod's date formatting refuses them.
-fn format_date(ms: i64) -> Result<String> {
-    let days = ms.div_euclid(86_400_000);
-    let in_day = ms.rem_euclid(86_400_000);
-    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+/// Days since 1970-01-01 as a civil (year, month, day), proleptic
+/// Gregorian (Howard Hinnant's algorithm).
+pub(super) fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -736,7 +733,15 @@ fn format_date(ms: i64) -> Result<String> {
     let mp = (5 * doy + 2) / 153;
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
+}
+
+/// mongod's `%Y-%m-%dT%H:%M:%S.%LZ`; years past 0..=9999 are refused as
+/// mongod's date formatting refuses them.
+pub(super) fn format_date(ms: i64) -> Result<String> {
+    let days = ms.div_euclid(86_400_000);
+    let in_day = ms.rem_euclid(86_400_000);
+    let (year, month, day) = civil_from_days(days);
     if !(0..=9999).contains(&year) {
         return Err(CommandError::new(
             ErrorCode::Location18537,

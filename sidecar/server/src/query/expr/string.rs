@@ -535,8 +535,18 @@ fn coerce_to_string(v: &Option<Bson>) -> Result<String> {
         Some(Bson::Int64(i)) => i.to_string(),
         Some(Bson::Double(d)) => super::args::double_string(*d),
         Some(Bson::Decimal128(d)) => d.to_string(),
-        Some(Bson::DateTime(d)) => d.try_to_rfc3339_string().unwrap_or_default(),
-        Some(Bson::Timestamp(t)) => format!("Timestamp({}, {})", t.time, t.increment),
+        Some(Bson::DateTime(d)) => {
+            super::convert::format_date(d.timestamp_millis()).map_err(|e| {
+                CommandError::new(
+                    e.code,
+                    format!(
+                        "failed while coercing date to string :: caused by :: {}",
+                        e.message
+                    ),
+                )
+            })?
+        }
+        Some(Bson::Timestamp(t)) => timestamp_pretty(t.time, t.increment),
         Some(other) => {
             return Err(CommandError::new(
                 ErrorCode::Location16007,
@@ -547,6 +557,27 @@ fn coerce_to_string(v: &Option<Bson>) -> Result<String> {
             ));
         }
     })
+}
+
+/// A Timestamp as mongod's `Timestamp::toStringPretty` writes it: `ctime`'s
+/// month, day and time of its seconds without the weekday and year (the
+/// server's zone; UTC here, as in a container), then `:` and the increment:
+/// `Nov 14 22:13:20:5`.
+fn timestamp_pretty(secs: u32, increment: u32) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let secs = i64::from(secs);
+    let (_, month, day) = super::convert::civil_from_days(secs.div_euclid(86_400));
+    let in_day = secs.rem_euclid(86_400);
+    let month =
+        usize::try_from(month - 1).map_or("???", |m| MONTHS.get(m).copied().unwrap_or("???"));
+    format!(
+        "{month} {day:>2} {:02}:{:02}:{:02}:{increment}",
+        in_day / 3600,
+        in_day / 60 % 60,
+        in_day % 60
+    )
 }
 
 /// A number as mongod's `coerceToLong` reads it (a double truncated,
@@ -983,6 +1014,54 @@ mod tests {
             }
             assert_eq!(Expr::parse(&e).unwrap_err().code, ErrorCode::Overflow);
         }
+    }
+
+    #[test]
+    fn dates_and_timestamps_coerce_as_mongod_writes_them() {
+        let d = doc! {
+            "day": bson::DateTime::from_millis(1_577_836_800_000),
+            "ms": bson::DateTime::from_millis(1_700_000_000_123),
+            "before": bson::DateTime::from_millis(-1),
+            "far": bson::DateTime::from_millis(253_402_300_800_000),
+            "ts": Bson::Timestamp(bson::Timestamp { time: 1_700_000_000, increment: 5 }),
+            "jan": Bson::Timestamp(bson::Timestamp { time: 3_600, increment: 0 }),
+        };
+        check(
+            &d,
+            vec![
+                // `%Y-%m-%dT%H:%M:%S.%LZ`: milliseconds even when zero.
+                (
+                    bson!({"$toLower": "$day"}),
+                    bson!("2020-01-01t00:00:00.000z"),
+                ),
+                (
+                    bson!({"$toUpper": "$ms"}),
+                    bson!("2023-11-14T22:13:20.123Z"),
+                ),
+                (
+                    bson!({"$toUpper": "$before"}),
+                    bson!("1969-12-31T23:59:59.999Z"),
+                ),
+                (
+                    bson!({"$substrBytes": ["$day", 0, 10]}),
+                    bson!("2020-01-01"),
+                ),
+                // ctime's month, space-padded day and time, then the increment.
+                (bson!({"$toUpper": "$ts"}), bson!("NOV 14 22:13:20:5")),
+                (bson!({"$toLower": "$jan"}), bson!("jan  1 01:00:00:0")),
+                (
+                    bson!({"$strcasecmp": ["$day", "2020-01-01T00:00:00.000Z"]}),
+                    bson!(0),
+                ),
+            ],
+        );
+        // Year 10000: mongod's date formatting refuses it.
+        let (code, message) = code(bson!({"$toUpper": "$far"}), d.clone());
+        assert_eq!(code, 18537, "{message}");
+        assert!(
+            message.starts_with("failed while coercing date to string"),
+            "{message}"
+        );
     }
 
     #[test]

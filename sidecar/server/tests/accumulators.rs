@@ -12,17 +12,6 @@ use common::sidecar::Sidecar;
 
 use bson::{Bson, Document, doc};
 use futures::TryStreamExt;
-use mongodb::Database;
-
-async fn aggregate(db: &Database, pipeline: Vec<Document>) -> Vec<Document> {
-    db.collection::<Document>("orders")
-        .aggregate(pipeline)
-        .await
-        .expect("aggregate")
-        .try_collect()
-        .await
-        .expect("documents")
-}
 
 /// Orders of several shops: amounts with a few nulls and strings.
 fn orders(n: i32) -> Vec<Document> {
@@ -54,8 +43,9 @@ async fn group_accumulators_through_the_driver() {
         .insert_many(docs.clone())
         .await
         .expect("insert");
-    let out = aggregate(
+    let out = common::aggregate(
         &db,
+        "orders",
         vec![
             doc! {"$group": {
                 "_id": {"shop": "$shop"},
@@ -299,8 +289,9 @@ async fn sums_and_averages_keep_mongods_types() {
         .insert_many(docs)
         .await
         .expect("insert");
-    let out = aggregate(
+    let out = common::aggregate(
         &db,
+        "orders",
         vec![
             doc! {"$group": {"_id": "$k", "total": {"$sum": "$v"}, "mean": {"$avg": "$v"}}},
             doc! {"$sort": {"_id": 1}},
@@ -329,8 +320,9 @@ async fn sums_and_averages_keep_mongods_types() {
             (Bson::Int32(0), Bson::Null),
         ]
     );
-    let out = aggregate(
+    let out = common::aggregate(
         &db,
+        "orders",
         vec![
             doc! {"$match": {"_id": 1}},
             doc! {"$project": {

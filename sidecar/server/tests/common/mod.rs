@@ -184,3 +184,38 @@ impl RawClient {
         }
     }
 }
+
+/// `pipeline` over `coll`'s documents, all of them.
+pub async fn aggregate(
+    db: &mongodb::Database,
+    coll: &str,
+    pipeline: Vec<Document>,
+) -> Vec<Document> {
+    use futures::TryStreamExt;
+    db.collection::<Document>(coll)
+        .aggregate(pipeline)
+        .await
+        .expect("aggregate")
+        .try_collect()
+        .await
+        .expect("documents")
+}
+
+/// The code of the error `pipeline` over `coll` fails with, when it is
+/// opened or when its documents are read; `None` when it succeeds.
+pub async fn aggregate_code(
+    db: &mongodb::Database,
+    coll: &str,
+    pipeline: Vec<Document>,
+) -> Option<i32> {
+    use futures::TryStreamExt;
+    let result = async {
+        db.collection::<Document>(coll)
+            .aggregate(pipeline)
+            .await?
+            .try_collect::<Vec<Document>>()
+            .await
+    }
+    .await;
+    result.err().and_then(|e| code(&e))
+}

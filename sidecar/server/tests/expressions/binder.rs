@@ -75,38 +75,24 @@ async fn binders_through_the_driver() {
     assert_eq!(ids, [1]);
 
     // Errors reach the client with MongoDB's codes.
-    let code = |r: mongodb::error::Result<_>| match r {
-        Ok(_) => None,
-        Err(e) => match *e.kind {
-            mongodb::error::ErrorKind::Command(c) => Some(c.code),
-            _ => None,
-        },
-    };
-    let r = orders
-        .aggregate(vec![
-            doc! {"$project": {"x": {"$map": {"input": "$items", "as": "Bad", "in": 1}}}},
-        ])
-        .await;
-    assert_eq!(code(r.map(|_| ())), Some(16867));
-    let r = orders
-        .aggregate(vec![
-            doc! {"$project": {"x": {"$switch": {"branches": [{"case": false, "then": 1}]}}}},
-        ])
-        .await;
-    let r = match r {
-        Ok(cursor) => cursor.try_collect::<Vec<_>>().await.map(|_| ()),
-        Err(e) => Err(e),
-    };
-    assert_eq!(code(r), Some(40066));
-    let r = orders
-        .aggregate(vec![doc! {"$project": {"x": {"$reduce": {
-        "input": {"$range": [0, 10_000]}, "initialValue": [], "in": ["$$value"]}}}}])
-        .await;
-    let r = match r {
-        Ok(cursor) => cursor.try_collect::<Vec<_>>().await.map(|_| ()),
-        Err(e) => Err(e),
-    };
-    assert_eq!(code(r), Some(15));
+    for (expr, code) in [
+        (
+            doc! {"$map": {"input": "$items", "as": "Bad", "in": 1}},
+            16867,
+        ),
+        (
+            doc! {"$switch": {"branches": [{"case": false, "then": 1}]}},
+            40066,
+        ),
+        (
+            doc! {"$reduce": {"input": {"$range": [0, 10_000]}, "initialValue": [], "in": ["$$value"]}},
+            15,
+        ),
+    ] {
+        let pipeline = vec![doc! {"$project": {"x": expr.clone()}}];
+        let got = common::aggregate_code(&db, "orders", pipeline).await;
+        assert_eq!(got, Some(code), "{expr}");
+    }
     // The server is still there.
     assert_eq!(orders.count_documents(doc! {}).await.expect("count"), 3);
 }

@@ -130,15 +130,7 @@ async fn date_operators_through_the_driver() {
             doc! {"$match": {"_id": 1}},
             doc! {"$project": {"v": expr.clone()}},
         ];
-        let result = async {
-            db.collection::<Document>("events")
-                .aggregate(pipeline)
-                .await?
-                .try_collect::<Vec<Document>>()
-                .await
-        }
-        .await;
-        let code_got = result.err().and_then(|e| common::code(&e));
+        let code_got = common::aggregate_code(&db, "events", pipeline).await;
         assert_eq!(code_got, Some(code), "{expr}");
     }
 }

@@ -3,24 +3,9 @@
 //! `src/query/expr/`): answers as MongoDB's manual gives them, in `$project`,
 //! `$addFields` and `find`'s `$expr`, and MongoDB's codes for errors.
 
-use crate::common;
+use crate::common::{self, aggregate};
 
 mod binder;
 mod date;
 mod math;
 mod string;
-
-use bson::Document;
-use futures::TryStreamExt;
-use mongodb::Database;
-
-/// `pipeline` over `coll`'s documents.
-pub async fn aggregate(db: &Database, coll: &str, pipeline: Vec<Document>) -> Vec<Document> {
-    db.collection::<Document>(coll)
-        .aggregate(pipeline)
-        .await
-        .expect("aggregate")
-        .try_collect()
-        .await
-        .expect("documents")
-}

@@ -25,6 +25,7 @@
 //! [`run`]. Tests run the same [`Operator`] in-process against a real
 //! kube-apiserver. See `DESIGN.md` beside this crate.
 
+pub mod branch_admission;
 pub mod certs;
 pub mod config;
 pub mod connection;

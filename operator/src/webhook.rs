@@ -1,4 +1,5 @@
-//! The mutating admission webhook that injects the sidecar. A pod labelled
+//! The mutating admission webhook: it injects the sidecar, and adds the
+//! finalizer to new ArgonBranches ([`branch_admission`]). A pod labelled
 //! `argon.dev/inject: "true"` and annotated `argon.dev/branch: <name>` gets
 //! the sidecar as a native sidecar (an init container that keeps running),
 //! bound to `127.0.0.1:27017`, so the app keeps connecting to
@@ -7,6 +8,7 @@
 //! saying so (its ReplicaSet retries). Served over TLS (the apiserver only
 //! calls webhooks over HTTPS) with the certificate `certs` keeps current.
 
+use crate::branch_admission;
 use crate::certs::{self, ServingCert};
 use crate::crd::{ArgonBranch, ArgonProject, LocalhostAuth};
 use crate::endpoint::{self, CONTAINER_NAME, MONGODB_PORT};
@@ -92,11 +94,14 @@ fn reply(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
     resp
 }
 
+/// One AdmissionReview per request: pods to the injector, ArgonBranches to
+/// [`branch_admission`] (their finalizer).
 async fn answer(
     req: Request<Incoming>,
     injector: Arc<Injector>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    if req.method() != Method::POST || req.uri().path() != PATH {
+    let path = req.uri().path().to_owned();
+    if req.method() != Method::POST || (path != PATH && path != branch_admission::PATH) {
         return Ok(reply(StatusCode::NOT_FOUND, b"{}".to_vec()));
     }
     let body = match http_body_util::Limited::new(req.into_body(), MAX_BODY)
@@ -109,24 +114,30 @@ async fn answer(
             return Ok(review_reply(AdmissionResponse::invalid(msg)));
         }
     };
-    let review: AdmissionReview<Pod> = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            return Ok(review_reply(AdmissionResponse::invalid(format!(
-                "malformed AdmissionReview: {e}"
-            ))));
+    let response = if path == PATH {
+        match admission_request::<Pod>(&body) {
+            Ok(request) => injector.admit(&request).await,
+            Err(message) => AdmissionResponse::invalid(message),
+        }
+    } else {
+        match admission_request::<DynamicObject>(&body) {
+            Ok(request) => branch_admission::admit(&request),
+            Err(message) => AdmissionResponse::invalid(message),
         }
     };
-    let request: AdmissionRequest<Pod> = match review.try_into() {
-        Ok(r) => r,
-        Err(_) => {
-            return Ok(review_reply(AdmissionResponse::invalid(
-                "AdmissionReview without a request",
-            )));
-        }
-    };
-    let response = injector.admit(&request).await;
     Ok(review_reply(response))
+}
+
+/// The request of an AdmissionReview, or why it has none.
+fn admission_request<T>(body: &[u8]) -> std::result::Result<AdmissionRequest<T>, String>
+where
+    T: kube::Resource + serde::de::DeserializeOwned,
+{
+    let review: AdmissionReview<T> =
+        serde_json::from_slice(body).map_err(|e| format!("malformed AdmissionReview: {e}"))?;
+    review
+        .try_into()
+        .map_err(|_| "AdmissionReview without a request".to_string())
 }
 
 fn review_reply(response: AdmissionResponse) -> Response<Full<Bytes>> {

@@ -209,7 +209,8 @@ async fn apply(b: &ArgonBranch, ctx: &Context, api: &Api<ArgonBranch>) -> Result
         generation,
     );
 
-    let (info, created) = match ensure_branch(wal.as_ref(), &b.spec, &name).await? {
+    let recorded = old.branch_id.is_some();
+    let (info, created) = match ensure_branch(wal.as_ref(), &b.spec, &name, recorded).await? {
         Ok(found) => found,
         Err(refusal) => return refuse(b, ctx, api, &old, st, refusal).await,
     };
@@ -234,8 +235,12 @@ async fn apply(b: &ArgonBranch, ctx: &Context, api: &Api<ArgonBranch>) -> Result
 
     // spec.protected is the WAL's flag for this branch, so every sidecar
     // refuses a reset or delete of it too. Before the reset step: a branch
-    // just unprotected may be reset in the same pass.
-    wal.set_protected(&name, b.spec.protected).await?;
+    // just unprotected may be reset in the same pass. A branch this pass
+    // created is unprotected already (the store's default), and setting
+    // that again would wait for a catalog write of its own.
+    if !created || b.spec.protected {
+        wal.set_protected(&name, b.spec.protected).await?;
+    }
 
     let mut info = info;
     if let Some(reset) = &b.spec.reset
@@ -704,20 +709,22 @@ async fn refuse(
 
 /// The branch in the store: adopted when it exists (after a restart, or a
 /// backup made by a reset), created otherwise. `Ok(Err(_))` is a spec the
-/// store refuses.
+/// store refuses. `recorded`: the status holds a branch id, so the branch
+/// is expected in the store; without one (a new ArgonBranch) the creation
+/// is tried first, which answers "exists" itself, and the lookup (a catalog
+/// refresh per branch of a burst) is made only when the creation fails.
 async fn ensure_branch(
     wal: &dyn ProjectStore,
     spec: &ArgonBranchSpec,
     name: &str,
+    recorded: bool,
 ) -> Result<std::result::Result<(BranchInfo, bool), Refusal>> {
     if name == "main" {
         // The project's root: created with the project, adopted here for its endpoint.
         return Ok(Ok((wal.branch(name).await?, false)));
     }
-    match wal.branch(name).await {
-        Ok(info) if !info.deleted => return Ok(adopt(info, spec)),
-        Ok(_) | Err(WalError::UnknownBranch { .. }) => {}
-        Err(e) => return Err(e.into()),
+    if recorded && let Some(found) = existing(wal, spec, name).await? {
+        return Ok(found);
     }
     let at = match &spec.from {
         Some(from) => read_point(from.seq, from.timestamp.as_deref()),
@@ -734,7 +741,17 @@ async fn ensure_branch(
             }));
         }
     };
-    match wal.create_branch(name, &spec.parent, at).await {
+    let outcome = wal.create_branch(name, &spec.parent, at).await;
+    if !recorded
+        && outcome.is_err()
+        && let Some(found) = existing(wal, spec, name).await?
+    {
+        // Created by an earlier pass whose status write was lost, or by
+        // another handle: the fork point the spec names may no longer be
+        // valid for a new branch, but this one exists.
+        return Ok(found);
+    }
+    match outcome {
         Ok(info) => Ok(Ok((info, true))),
         // Another handle won the race: same outcome.
         Err(WalError::BranchExists { .. }) => Ok(adopt(wal.branch(name).await?, spec)),
@@ -758,6 +775,20 @@ async fn ensure_branch(
             message: e.to_string(),
             retry: Duration::from_secs(300),
         })),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The live branch `name` in the store, adopted (or refused) for `spec`;
+/// `None` when there is none (never created, or deleted).
+async fn existing(
+    wal: &dyn ProjectStore,
+    spec: &ArgonBranchSpec,
+    name: &str,
+) -> Result<Option<std::result::Result<(BranchInfo, bool), Refusal>>> {
+    match wal.branch(name).await {
+        Ok(info) if !info.deleted => Ok(Some(adopt(info, spec))),
+        Ok(_) | Err(WalError::UnknownBranch { .. }) => Ok(None),
         Err(e) => Err(e.into()),
     }
 }

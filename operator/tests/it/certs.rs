@@ -8,7 +8,7 @@
 use crate::support::*;
 use argon_operator::certs::{CA_CRT, FIELD_MANAGER, TLS_CRT};
 use argon_operator::config::{CertSecretConfig, LeaderConfig, WebhookConfig, WebhookTls};
-use argon_operator::crd::{ArgonBranch, ArgonProject};
+use argon_operator::crd::{ArgonBranch, ArgonProject, FINALIZER};
 use argon_testkit::{KubeApiServer, assets, free_port, wait_until};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ObjectMeta, PostParams};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use std::collections::BTreeMap;
@@ -29,8 +29,9 @@ const CONFIGURATION: &str = "argon-operator-inject";
 const SERVICE_ACCOUNT: &str = "system:serviceaccount:argon-system:argon-operator";
 
 /// Applies charts/rendered/argon.yaml (the chart with default values) and
-/// points its webhook at `port` on 127.0.0.1: the test apiserver has no
-/// kube-proxy to reach the Service. The caBundle is left to the operator.
+/// points its webhooks (pods, then ArgonBranches) at `port` on 127.0.0.1:
+/// the test apiserver has no kube-proxy to reach the Service. The caBundle
+/// is left to the operator.
 fn apply_chart(server: &KubeApiServer, port: u16) -> anyhow::Result<()> {
     server.kubectl(&["create", "namespace", NS])?;
     let path = assets::workspace_root().join("charts/rendered/argon.yaml");
@@ -39,6 +40,10 @@ fn apply_chart(server: &KubeApiServer, port: u16) -> anyhow::Result<()> {
         {"op": "remove", "path": "/webhooks/0/clientConfig/service"},
         {"op": "add", "path": "/webhooks/0/clientConfig/url",
          "value": format!("https://127.0.0.1:{port}/mutate-pods")},
+        {"op": "test", "path": "/webhooks/1/clientConfig/service/path", "value": "/mutate-argonbranches"},
+        {"op": "remove", "path": "/webhooks/1/clientConfig/service"},
+        {"op": "add", "path": "/webhooks/1/clientConfig/url",
+         "value": format!("https://127.0.0.1:{port}/mutate-argonbranches")},
     ]);
     server.kubectl(&[
         "patch",
@@ -158,6 +163,20 @@ async fn apiserver_injects(client: &Client) -> anyhow::Result<bool> {
     };
     let p = pods.create(&dry, &pod("probe")).await?;
     Ok(p.spec.and_then(|s| s.init_containers).is_some())
+}
+
+/// The apiserver calls the chart's ArgonBranch webhook, and a branch is
+/// created with the operator's finalizer already on it.
+async fn apiserver_adds_the_finalizer(client: &Client) -> anyhow::Result<bool> {
+    let branches: Api<ArgonBranch> = Api::namespaced(client.clone(), "inject");
+    let dry = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let b = branches
+        .create(&dry, &BranchFixture::test("probe", "shop").build())
+        .await?;
+    Ok(b.finalizers() == [FINALIZER])
 }
 
 async fn project_and_branch(client: &Client) -> anyhow::Result<()> {
@@ -285,10 +304,17 @@ async fn the_operator_issues_its_webhook_certificate_and_only_the_leader_writes(
     assert!(!a.metrics.is_leader() && a.metrics.is_ready());
     let from_a = served_cert(port_a, &format!("{SERVICE}.{NS}.svc"), &bundle).await?;
     assert_eq!(Some(from_a), b.serving.current_der());
-    // The apiserver (which calls op-a's port) trusts it: pods get the sidecar.
+    // The apiserver (which calls op-a's port) trusts it: pods get the
+    // sidecar, new branches the finalizer.
     wait_until("the apiserver calls the webhook", WAIT, || async {
         apiserver_injects(&admin).await
     })
+    .await?;
+    wait_until(
+        "the apiserver calls the ArgonBranch webhook",
+        WAIT,
+        || async { apiserver_adds_the_finalizer(&admin).await },
+    )
     .await?;
     assert_eq!(
         secrets.get(SECRET).await?.metadata.resource_version,

@@ -388,6 +388,58 @@ pub async fn served_cert(
         .ok_or_else(|| anyhow::anyhow!("no certificate served"))
 }
 
+/// Sends one HTTP/1.1 request over TLS to 127.0.0.1:`port` (trusting only
+/// `ca_bundle`, for the name 127.0.0.1) and returns the status code and
+/// body; for requests no well-behaved client (the apiserver) would send.
+pub async fn raw_https(
+    port: u16,
+    ca_bundle: &str,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> anyhow::Result<(u16, Vec<u8>)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_bundle.as_bytes()) {
+        roots.add(cert?)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let mut tls = connector
+        .connect(ServerName::try_from("127.0.0.1")?, tcp)
+        .await?;
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).await?;
+    // A server may answer (and close) before reading a body it refuses.
+    let _ = tls.write_all(body).await;
+    let mut reply = Vec::new();
+    let _ = tls.read_to_end(&mut reply).await;
+    let text = String::from_utf8_lossy(&reply);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no HTTP status in {:?}",
+                text.chars().take(200).collect::<String>()
+            )
+        })?;
+    let body = match text.find("\r\n\r\n") {
+        Some(at) => reply[at + 4..].to_vec(),
+        None => Vec::new(),
+    };
+    Ok((status, body))
+}
+
 /// Creates `branches` (`in_flight` create requests at a time, as a GitOps
 /// controller applying a directory would).
 pub async fn create_branches(

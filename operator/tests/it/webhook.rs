@@ -1,5 +1,6 @@
-//! The injection webhook, called by the real apiserver over TLS through a
-//! MutatingWebhookConfiguration (url + caBundle).
+//! The webhook (sidecar injection; ArgonBranch finalizers), called by the
+//! real apiserver over TLS through a MutatingWebhookConfiguration (url +
+//! caBundle), and requests no apiserver would send.
 
 use crate::support::*;
 use argon_operator::config::{WebhookConfig, WebhookTls};
@@ -221,6 +222,136 @@ async fn apiserver_calls_the_webhook_and_pods_get_the_sidecar() -> anyhow::Resul
         .create(&PostParams::default(), &pod("plain", false, None))
         .await?;
     assert!(plain.spec.and_then(|s| s.init_containers).is_none());
+    operator.stop().await?;
+    Ok(())
+}
+
+/// An AdmissionReview of the creation of `object` (an ArgonBranch).
+fn branch_review(object: serde_json::Value) -> Vec<u8> {
+    serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "8d1c",
+            "kind": {"group": "argon.dev", "version": "v1alpha1", "kind": "ArgonBranch"},
+            "resource": {"group": "argon.dev", "version": "v1alpha1", "resource": "argonbranches"},
+            "operation": "CREATE",
+            "userInfo": {},
+            "object": object,
+        }
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// What the webhook answered: `(allowed, message, has a patch)`.
+fn verdict(body: &[u8]) -> anyhow::Result<(bool, String, bool)> {
+    let review: serde_json::Value = serde_json::from_slice(body)?;
+    let response = &review["response"];
+    Ok((
+        response["allowed"].as_bool().unwrap_or(false),
+        response["status"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        response.get("patch").is_some(),
+    ))
+}
+
+/// Requests no apiserver sends reach the webhook's port (anyone in the
+/// cluster can connect to it): each gets an answer of its own, nothing
+/// crashes or waits, and the webhook keeps answering real reviews.
+#[tokio::test]
+async fn the_webhook_answers_hostile_requests_and_keeps_serving() -> anyhow::Result<()> {
+    let (server, client) = kube_with_crds().await?;
+    let port = free_port()?;
+    let cert = server.ca().serving_cert(&["127.0.0.1"])?;
+    let ca = server.ca().cert_pem();
+    let mut config = test_config("webhook-hostile");
+    config.webhook = Some(WebhookConfig {
+        listen: format!("127.0.0.1:{port}").parse()?,
+        tls: WebhookTls::Pem {
+            cert_pem: cert.cert_pem,
+            key_pem: cert.key_pem,
+        },
+    });
+    let operator = RunningOperator::start(client.clone(), config);
+    let branch = serde_json::json!({
+        "apiVersion": "argon.dev/v1alpha1", "kind": "ArgonBranch",
+        "metadata": {"name": "feature", "namespace": "shop"},
+        "spec": {"project": "shop", "parent": "main"},
+    });
+    wait_until("the webhook serves", WAIT, || async {
+        Ok(raw_https(
+            port,
+            &ca,
+            "POST",
+            "/mutate-argonbranches",
+            &branch_review(branch.clone()),
+        )
+        .await
+        .is_ok())
+    })
+    .await?;
+
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let mut wrong_finalizers = branch.clone();
+    wrong_finalizers["metadata"]["finalizers"] = serde_json::json!("argon.dev/cleanup");
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "not JSON",
+            b"{not json".to_vec(),
+            "malformed AdmissionReview",
+        ),
+        (
+            "nested 100,000 deep",
+            deep.into_bytes(),
+            "malformed AdmissionReview",
+        ),
+        (
+            "no request",
+            br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#.to_vec(),
+            "without a request",
+        ),
+        (
+            "finalizers not a list",
+            branch_review(wrong_finalizers),
+            "malformed AdmissionReview",
+        ),
+        (
+            "over 4 MiB",
+            vec![b' '; 5 << 20],
+            "reading the AdmissionReview",
+        ),
+    ];
+    for path in ["/mutate-argonbranches", "/mutate-pods"] {
+        for (what, body, expected) in &cases {
+            let (status, reply) = raw_https(port, &ca, "POST", path, body).await?;
+            assert_eq!(status, 200, "{path}, {what}");
+            let (allowed, message, patched) = verdict(&reply)?;
+            assert!(
+                !allowed && !patched && message.contains(expected),
+                "{path}, {what}: {message}"
+            );
+        }
+    }
+    for (method, path) in [("GET", "/mutate-argonbranches"), ("POST", "/mutate-other")] {
+        let (status, _) = raw_https(port, &ca, method, path, b"{}").await?;
+        assert_eq!(status, 404, "{method} {path}");
+    }
+
+    // Still serving: a real review gets the finalizer patch.
+    let (status, reply) = raw_https(
+        port,
+        &ca,
+        "POST",
+        "/mutate-argonbranches",
+        &branch_review(branch),
+    )
+    .await?;
+    assert_eq!(status, 200);
+    let (allowed, _, patched) = verdict(&reply)?;
+    assert!(allowed && patched);
     operator.stop().await?;
     Ok(())
 }

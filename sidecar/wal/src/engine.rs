@@ -381,6 +381,10 @@ struct Inner {
     /// with its own (`catalog_appends`).
     catalog_queue: catalog_appends::CatalogQueue,
     heads: Mutex<HashMap<BranchId, Arc<tokio::sync::Mutex<Head>>>>,
+    /// The newest head read from the store of each incarnation this process
+    /// does not hold, shared by the calls that began before that read did
+    /// (`stored_position`).
+    stored_positions: Mutex<HashMap<BranchId, Arc<tokio::sync::Mutex<Option<StoredPosition>>>>>,
     /// Latest known head of each loaded incarnation (O(1) clones), readable
     /// without the async head lock.
     latest: Mutex<HashMap<BranchId, BranchState>>,
@@ -401,6 +405,15 @@ struct Inner {
     /// What each branch has logged since its last snapshot.
     snapshot_debts: SnapshotDebts,
     materializer: Option<crate::materializer::Materializer>,
+}
+
+/// An incarnation's head as the store had it when a read began.
+#[derive(Clone)]
+struct StoredPosition {
+    began: std::time::Instant,
+    last: CommitInfo,
+    /// The last commit seals the incarnation (a reset or delete ended it).
+    sealed: bool,
 }
 
 /// A branch's last appended commits, ascending by seq (not necessarily
@@ -516,6 +529,7 @@ impl Wal {
             catalog_fresh: Mutex::new(None),
             catalog_queue: Default::default(),
             heads: Mutex::new(HashMap::new()),
+            stored_positions: Mutex::new(HashMap::new()),
             latest: Mutex::new(HashMap::new()),
             fresh: Mutex::new(HashMap::new()),
             visible: Mutex::new(HashMap::new()),
@@ -979,12 +993,13 @@ impl Wal {
         }
         // From the catalog in memory: it holds the record just appended,
         // and asking the store again would only serialize a burst of
-        // creations on the catalog lock.
+        // creations on the catalog lock. The new branch has no commits of
+        // its own: its head is its fork point, no store query needed.
         let cat = self.inner.catalog.lock().await.clone();
         let inc = cat.live(&name).ok_or_else(|| WalError::UnknownBranch {
             name: name.to_string(),
         })?;
-        self.inner.info(&cat, inc).await
+        Ok(describe(&cat, inc, inc.start_seq(), fork_time))
     }
 
     pub async fn list_branches(&self) -> Result<Vec<BranchInfo>> {
@@ -1429,31 +1444,58 @@ impl Inner {
             let h = head.lock().await;
             h.state.is_some() || h.sealed.is_some()
         };
-        let stored = match held {
-            true => None,
-            false => {
-                let last = self.stored_head(&inc).await?;
-                let sealed = last.seq > inc.start_seq()
-                    && self
-                        .store
-                        .read_commits(self.project(), inc.id, Seq(last.seq.0 - 1), last.seq, 1)
-                        .await?
-                        .first()
-                        .is_none_or(|c| c.seal.is_some());
-                (!sealed).then_some(last)
+        if !held {
+            let stored = self.stored_position(&inc).await?;
+            if !stored.sealed {
+                return Ok((inc, stored.last, None));
             }
-        };
-        if let Some(last) = stored {
+        }
+        let (inc, state) = self.head_of(name).await?;
+        Ok((inc, position(&state), Some(state)))
+    }
+
+    /// `inc`'s head in the store (and whether it is sealed), read once for
+    /// every call that began before the read did: a burst of branches
+    /// forked from one parent shares its three store queries instead of
+    /// making them once per branch. A read that began after a call began
+    /// gives a head that was the head at an instant within that call, which
+    /// is all "fork at the head" promises.
+    async fn stored_position(&self, inc: &Incarnation) -> Result<StoredPosition> {
+        let requested = std::time::Instant::now();
+        let slot = lock(&self.stored_positions)
+            .entry(inc.id)
+            .or_default()
+            .clone();
+        let mut slot = slot.lock().await;
+        if let Some(read) = slot.as_ref()
+            && read.began >= requested
+        {
+            return Ok(read.clone());
+        }
+        let began = std::time::Instant::now();
+        let last = self.stored_head(inc).await?;
+        let sealed = last.seq > inc.start_seq()
+            && self
+                .store
+                .read_commits(self.project(), inc.id, Seq(last.seq.0 - 1), last.seq, 1)
+                .await?
+                .first()
+                .is_none_or(|c| c.seal.is_some());
+        if !sealed {
             let published = self.store.published_head(self.project(), inc.id).await?;
             if published.is_some_and(|p| p < last.seq) {
                 self.store
                     .publish_head(self.project(), inc.id, last.seq)
                     .await?;
             }
-            return Ok((inc, last, None));
         }
-        let (inc, state) = self.head_of(name).await?;
-        Ok((inc, position(&state), Some(state)))
+        let read = StoredPosition {
+            began,
+            last,
+            sealed,
+        };
+        *slot = Some(read.clone());
+        Ok(read)
     }
 
     /// Loads the head if needed and applies every commit the store has
@@ -2025,29 +2067,34 @@ impl Inner {
                 ),
             },
         };
-        let mut lineage = Vec::new();
-        let mut cur = inc.id;
-        while let Some((parent, fork_seq)) = cat.fork_of(cur) {
-            let Some(p) = cat.get(parent) else { break };
-            lineage.push(LineageEntry {
-                name: p.name.clone(),
-                id: parent,
-                fork_seq,
-            });
-            cur = parent;
-        }
-        Ok(BranchInfo {
-            name: inc.name.clone(),
-            id: inc.id,
-            parent: lineage.first().map(|l| l.name.clone()),
-            fork_seq: lineage.first().map(|l| l.fork_seq),
-            start_seq: inc.start_seq(),
-            head_seq,
-            created: inc.created,
-            head_time,
-            deleted: inc.deleted,
-            lineage,
-        })
+        Ok(describe(cat, inc, head_seq, head_time))
+    }
+}
+
+/// `inc` as callers see it, with its head and its lineage from `cat`.
+fn describe(cat: &Catalog, inc: &Incarnation, head_seq: Seq, head_time: CommitTime) -> BranchInfo {
+    let mut lineage = Vec::new();
+    let mut cur = inc.id;
+    while let Some((parent, fork_seq)) = cat.fork_of(cur) {
+        let Some(p) = cat.get(parent) else { break };
+        lineage.push(LineageEntry {
+            name: p.name.clone(),
+            id: parent,
+            fork_seq,
+        });
+        cur = parent;
+    }
+    BranchInfo {
+        name: inc.name.clone(),
+        id: inc.id,
+        parent: lineage.first().map(|l| l.name.clone()),
+        fork_seq: lineage.first().map(|l| l.fork_seq),
+        start_seq: inc.start_seq(),
+        head_seq,
+        created: inc.created,
+        head_time,
+        deleted: inc.deleted,
+        lineage,
     }
 }
 

@@ -160,6 +160,50 @@ async fn resetting_a_branch_reads_only_the_commits_after_its_target() {
     assert_eq!(flat(&before)["a"].get(&1000), Some(&0));
 }
 
+/// A burst of branches forked from the head of one parent (the operator
+/// creating many at once, through a handle that does not serve the
+/// parent) asks the store for the parent's head a few times, not once per
+/// branch, and not at all for each new branch's own head (its fork point):
+/// every branch still forks at the head as it was during its creation.
+#[tokio::test]
+async fn a_burst_of_forks_shares_the_parents_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = options();
+    drop(filled_main(dir.path(), &options).await);
+    let store = embedded_store(dir.path()).await;
+    let counting = Counting::with_head_latency(store.clone(), std::time::Duration::from_millis(20));
+    let wal = Wal::open(counting.clone(), "proj", options.clone())
+        .await
+        .unwrap();
+    let before = counting.head_lookups();
+    let names: Vec<String> = (0..64).map(|i| format!("f{i}")).collect();
+    let created = futures::future::join_all(
+        names
+            .iter()
+            .map(|n| wal.create_branch(n, "main", ReadPoint::Head)),
+    )
+    .await;
+    let lookups = counting.head_lookups() - before;
+    assert!(lookups < 16, "64 forks looked up a head {lookups} times");
+    for info in created {
+        let info = info.unwrap();
+        // Its own seqs start at 0: its head is its fork point.
+        assert_eq!((info.fork_seq, info.head_seq), (Some(Seq(200)), Seq::ZERO));
+    }
+    // A fork made after main moves on forks at the new head: the shared
+    // read is never one made before the call began.
+    // (Another handle on the same store, as another process would be.)
+    let writer = Wal::open(store, "proj", options).await.unwrap();
+    commit(&writer, "main", vec![put("a", 500, 1)]).await;
+    let late = wal
+        .create_branch("late", "main", ReadPoint::Head)
+        .await
+        .unwrap();
+    assert_eq!(late.fork_seq, Some(Seq(201)));
+    let read = wal.read("late", ReadPoint::Head).await.unwrap();
+    assert_eq!(flat(&read)["a"].get(&500), Some(&1));
+}
+
 /// A burst of catalog changes shares store round trips (the operator
 /// creating many branches at once): 64 creations, 8 of one name and 16
 /// protections queued together take a few appends, not 88, and each

@@ -20,6 +20,11 @@ pub struct Counting {
     commits_with_pre_images: AtomicUsize,
     /// `append_catalog` calls.
     catalog_appends: AtomicUsize,
+    /// `commit_at_or_before` calls (how a branch's head is found in the store).
+    head_lookups: AtomicUsize,
+    /// How long each head lookup takes at least: the embedded store answers
+    /// at once, so concurrent callers would otherwise never overlap.
+    head_latency: std::time::Duration,
 }
 
 impl Counting {
@@ -31,12 +36,30 @@ impl Counting {
             snapshots: AtomicUsize::new(0),
             commits_with_pre_images: AtomicUsize::new(0),
             catalog_appends: AtomicUsize::new(0),
+            head_lookups: AtomicUsize::new(0),
+            head_latency: std::time::Duration::ZERO,
         })
+    }
+
+    /// Counting, with every head lookup taking `latency` (as a store across
+    /// a network does).
+    pub fn with_head_latency(
+        inner: Arc<dyn LogStore>,
+        latency: std::time::Duration,
+    ) -> Arc<Counting> {
+        let mut counting = Arc::into_inner(Counting::new(inner)).expect("just made");
+        counting.head_latency = latency;
+        Arc::new(counting)
     }
 
     /// `append_catalog` calls so far (each one store round trip).
     pub fn catalog_appends(&self) -> usize {
         self.catalog_appends.load(Ordering::SeqCst)
+    }
+
+    /// `commit_at_or_before` calls so far.
+    pub fn head_lookups(&self) -> usize {
+        self.head_lookups.load(Ordering::SeqCst)
     }
 
     /// `(pages, commits read, snapshots read)` so far.
@@ -119,7 +142,11 @@ impl LogStore for Counting {
         b: BranchId,
         t: CommitTime,
     ) -> StoreFuture<'a, Option<CommitInfo>> {
-        self.inner.commit_at_or_before(p, b, t)
+        self.head_lookups.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move {
+            tokio::time::sleep(self.head_latency).await;
+            self.inner.commit_at_or_before(p, b, t).await
+        })
     }
     fn log_stats<'a>(&'a self, p: &'a str, b: BranchId) -> StoreFuture<'a, LogStats> {
         self.inner.log_stats(p, b)

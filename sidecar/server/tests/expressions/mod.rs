@@ -6,6 +6,7 @@
 use crate::common::{self, aggregate};
 
 mod binder;
+mod convert;
 mod date;
 mod math;
 mod string;

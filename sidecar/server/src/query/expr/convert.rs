@@ -2,17 +2,22 @@
 //!
 //! The conversion matrix is mongod 8.0's (`expression_convert.cpp`): which
 //! type converts to which, and every failure a ConversionFailure (241)
-//! that `onError` replaces. `$convert`'s `format` (BinData to and from
-//! strings) is refused by name; `$toUUID` and `$toString` of a BinData
-//! use the formats they imply.
+//! that `onError` replaces. BinData converts to and from strings in the
+//! `format` `$convert` names (`bindata`), and to the subtype its `to:
+//! {type, subtype}` names; `$toUUID` and `$toString` of a BinData use the
+//! formats they imply. Numbers to and from BinData (`byteOrder`) are
+//! mongod 8.1's: 8.0 refuses `byteOrder` as an unknown argument, and so
+//! does this.
 
 use bson::spec::BinarySubtype;
 use bson::{Binary, Bson, Document, oid::ObjectId};
 
+use super::bindata::{self, Format};
 use super::math::{exactly, nullish, operands};
 use super::number::{self, Digits};
 use super::{Expr, Locals, Scope, type_name};
 use crate::error::{CommandError, ErrorCode, Result};
+use crate::limits::Budget;
 use crate::query::compare::is_number;
 
 /// A parsed operator of this family.
@@ -21,6 +26,7 @@ pub enum ConvertExpr {
     Convert {
         input: Box<Expr>,
         to: Box<Expr>,
+        format: Option<Box<Expr>>,
         on_error: Option<Box<Expr>>,
         on_null: Option<Box<Expr>>,
     },
@@ -67,6 +73,7 @@ const OBJECT_ID: i32 = 7;
 const BOOL: i32 = 8;
 const DATE: i32 = 9;
 const INT: i32 = 16;
+const UUID_SUBTYPE: i32 = 4;
 const LONG: i32 = 18;
 const DECIMAL: i32 = 19;
 
@@ -77,6 +84,44 @@ pub enum Shorthand {
     Type(i32),
     /// A UUID: BinData subtype 4, from a UUID or its string form.
     Uuid,
+}
+
+impl Shorthand {
+    /// The `to` and `format` of the `$convert` it stands for: `$toString`
+    /// shows a BinData in the `auto` format, `$toUUID` reads a string as a
+    /// UUID.
+    fn convert(self) -> (Target, Option<Format>) {
+        match self {
+            Shorthand::Type(STRING) => (Target::of(STRING), Some(Format::Auto)),
+            Shorthand::Type(code) => (Target::of(code), None),
+            Shorthand::Uuid => (
+                Target {
+                    code: BIN_DATA,
+                    subtype: Bson::Int32(UUID_SUBTYPE),
+                },
+                Some(Format::Uuid),
+            ),
+        }
+    }
+}
+
+/// What `$convert` converts to: a BSON type code and, for a BinData, the
+/// subtype (`to: {type, subtype}`; 0 when `to` names only the type). The
+/// subtype is kept as given and checked only when a BinData is made, as
+/// mongod checks it.
+#[derive(Debug, Clone)]
+struct Target {
+    code: i32,
+    subtype: Bson,
+}
+
+impl Target {
+    fn of(code: i32) -> Target {
+        Target {
+            code,
+            subtype: Bson::Int32(0),
+        }
+    }
 }
 
 /// The `$to*` shorthands and their targets.
@@ -141,11 +186,16 @@ impl ConvertExpr {
             ConvertExpr::Convert {
                 input,
                 to,
+                format,
                 on_error,
                 on_null,
             } => {
                 let to = ev(to)?;
                 let input = ev(input)?;
+                let format = match format {
+                    Some(f) => ev(f)?,
+                    None => None,
+                };
                 let target = target_type(to)?;
                 if nullish(&input) {
                     return match on_null {
@@ -156,7 +206,10 @@ impl ConvertExpr {
                 let Some(target) = target else {
                     return Ok(Some(Bson::Null));
                 };
-                match convert(input.unwrap_or(Bson::Null), target, false) {
+                // Read only once a conversion is due, as mongod reads it:
+                // a bad one beside a null input is no error.
+                let format = binary_format(format)?;
+                match convert(input.unwrap_or(Bson::Null), &target, format) {
                     Err(e) if e.code == ErrorCode::ConversionFailure && on_error.is_some() => {
                         return on_error.as_ref().map_or(Ok(None), |e| ev(e));
                     }
@@ -168,11 +221,8 @@ impl ConvertExpr {
                 if nullish(&input) {
                     return Ok(Some(Bson::Null));
                 }
-                let input = input.unwrap_or(Bson::Null);
-                match target {
-                    Shorthand::Type(code) => convert(input, *code, true)?,
-                    Shorthand::Uuid => to_uuid(input)?,
-                }
+                let (target, format) = target.convert();
+                convert(input.unwrap_or(Bson::Null), &target, format)?
             }
             ConvertExpr::IsNumber(input) => {
                 Bson::Boolean(ev(input)?.as_ref().is_some_and(is_number))
@@ -243,11 +293,13 @@ impl ConvertExpr {
             ConvertExpr::Convert {
                 input,
                 to,
+                format,
                 on_error,
                 on_null,
             } => {
                 input.is_constant()
                     && to.is_constant()
+                    && format.as_ref().is_none_or(|e| e.is_constant())
                     && on_error.as_ref().is_none_or(|e| e.is_constant())
                     && on_null.as_ref().is_none_or(|e| e.is_constant())
             }
@@ -275,19 +327,16 @@ fn parse_convert(arg: &Bson, scope: Scope) -> Result<ConvertExpr> {
         )));
     };
     let sub = |v: &Bson| Expr::parse_in(v, scope.nested()).map(Box::new);
-    let (mut input, mut to, mut on_error, mut on_null) = (None, None, None, None);
+    let (mut input, mut to, mut format, mut on_error, mut on_null) = (None, None, None, None, None);
     for (k, v) in spec {
         match k.as_str() {
             "input" => input = Some(sub(v)?),
             "to" => to = Some(sub(v)?),
+            "format" => format = Some(sub(v)?),
             "onError" => on_error = Some(sub(v)?),
             "onNull" => on_null = Some(sub(v)?),
-            "format" => {
-                return Err(CommandError::new(
-                    ErrorCode::CommandNotSupported,
-                    "$convert's 'format' argument (BinData to and from strings) is not supported by Argon yet",
-                ));
-            }
+            // `byteOrder` (numbers to and from BinData) is 8.1's: 8.0
+            // names it an unknown argument here.
             other => {
                 return Err(failed_to_parse(format!(
                     "$convert found an unknown argument: {other}"
@@ -301,56 +350,125 @@ fn parse_convert(arg: &Bson, scope: Scope) -> Result<ConvertExpr> {
     Ok(ConvertExpr::Convert {
         input,
         to,
+        format,
         on_error,
         on_null,
     })
 }
 
-/// `to`'s value as a BSON type code; `None` when it is null or missing.
-fn target_type(to: Option<Bson>) -> Result<Option<i32>> {
+/// `format`'s value; `None` when it is null or missing.
+fn binary_format(format: Option<Bson>) -> Result<Option<Format>> {
+    match format {
+        None | Some(Bson::Null | Bson::Undefined) => Ok(None),
+        Some(Bson::String(name)) => Format::from_name(&name).map(Some).ok_or_else(|| {
+            CommandError::new(
+                ErrorCode::Location4341125,
+                format!("Invalid 'format' argument for $convert: {name}"),
+            )
+        }),
+        Some(other) => Err(CommandError::new(
+            ErrorCode::Location4341114,
+            format!(
+                "$convert requires that 'format' be a string, found: {} with value {}",
+                type_name(&other),
+                super::date::shell(&other)
+            ),
+        )),
+    }
+}
+
+/// `to`'s value as a target; `None` when it is null or missing. An object
+/// names the type in `type` and the BinData subtype in `subtype`.
+fn target_type(to: Option<Bson>) -> Result<Option<Target>> {
     let to = match to {
         v if nullish(&v) => return Ok(None),
         Some(v) => v,
         None => return Ok(None),
     };
-    match &to {
+    if let Bson::Document(spec) = &to {
+        let code = type_code_of(spec.get("type"))?;
+        let subtype = spec.get("subtype").cloned().unwrap_or(Bson::Int32(0));
+        return Ok(Some(Target { code, subtype }));
+    }
+    type_code_of(Some(&to)).map(|code| Some(Target::of(code)))
+}
+
+/// A type named by its name or its number (`to`, or `to`'s `type`).
+fn type_code_of(to: Option<&Bson>) -> Result<i32> {
+    let Some(to) = to else {
+        return Err(failed_to_parse(
+            "$convert's 'to' argument must be a string or number, but is missing".into(),
+        ));
+    };
+    match to {
         Bson::String(name) => TYPES
             .iter()
             .find(|(_, n)| n == name)
-            .map(|(c, _)| Some(*c))
+            .map(|(c, _)| *c)
             .ok_or_else(|| {
                 CommandError::new(ErrorCode::BadValue, format!("Unknown type name: {name}"))
             }),
         v if is_number(v) => {
-            let x = match v {
-                Bson::Int32(i) => f64::from(*i),
-                Bson::Int64(i) => *i as f64,
-                Bson::Double(d) => *d,
-                Bson::Decimal128(d) => number::decimal_to_f64(d),
-                _ => f64::NAN,
-            };
-            if x.fract() != 0.0 || !x.is_finite() || x.abs() > f64::from(i32::MAX) {
+            let Some(code) = whole_int(v) else {
                 return Err(failed_to_parse(
                     "In $convert, numeric 'to' argument is not an integer".into(),
                 ));
-            }
-            let code = x as i32;
+            };
             if TYPES.iter().any(|(c, _)| *c == code) {
-                Ok(Some(code))
+                Ok(code)
             } else {
                 Err(failed_to_parse(format!(
                     "In $convert, numeric value for 'to' does not correspond to a BSON type: {code}"
                 )))
             }
         }
-        Bson::Document(_) => Err(CommandError::new(
-            ErrorCode::CommandNotSupported,
-            "$convert's 'to' as an object (type and BinData subtype) is not supported by Argon yet",
-        )),
         other => Err(failed_to_parse(format!(
             "$convert's 'to' argument must be a string or number, but is {}",
             type_name(other)
         ))),
+    }
+}
+
+/// A number that is a whole int (mongod's `Value::integral`); `None` for
+/// a fraction, a non-finite value or one past an int's range.
+fn whole_int(v: &Bson) -> Option<i32> {
+    let x = match v {
+        Bson::Int32(i) => f64::from(*i),
+        Bson::Int64(i) => *i as f64,
+        Bson::Double(d) => *d,
+        Bson::Decimal128(d) => number::decimal_to_f64(d),
+        _ => f64::NAN,
+    };
+    (x.fract() == 0.0 && x.is_finite() && x.abs() <= f64::from(i32::MAX)).then_some(x as i32)
+}
+
+/// The BinData subtype a `subtype` names: a whole number, 0 to 8 (the
+/// defined subtypes) or 128 to 255 (user defined). Not a ConversionFailure:
+/// `onError` does not hide it.
+fn binary_subtype(subtype: &Bson) -> Result<BinarySubtype> {
+    if !is_number(subtype) {
+        return Err(CommandError::new(
+            ErrorCode::Location4341108,
+            format!(
+                "For BinData, $convert's 'subtype' argument must be a number, but is {}",
+                type_name(subtype)
+            ),
+        ));
+    }
+    let code = whole_int(subtype).ok_or_else(|| {
+        CommandError::new(
+            ErrorCode::Location4341106,
+            "In $convert, numeric 'subtype' argument is not an integer",
+        )
+    })?;
+    match u8::try_from(code) {
+        Ok(byte @ (0..=8 | 128..=255)) => Ok(BinarySubtype::from(byte)),
+        _ => Err(CommandError::new(
+            ErrorCode::Location4341107,
+            format!(
+                "In $convert, numeric value for 'subtype' does not correspond to a BinData type: {code}"
+            ),
+        )),
     }
 }
 
@@ -377,9 +495,14 @@ fn overflow(shown: &str) -> CommandError {
 }
 
 /// Converts a value that is not null or missing to `target`, as mongod's
-/// conversion table; `to_string_operator` is `$toString`, which shows a
-/// BinData in its implied format where `$convert` wants a `format`.
-fn convert(v: Bson, target: i32, to_string_operator: bool) -> Result<Bson> {
+/// conversion table; `format` is how a BinData is shown as a string or
+/// read from one (ignored by the other conversions, as mongod's).
+fn convert(v: Bson, target: &Target, format: Option<Format>) -> Result<Bson> {
+    let Target {
+        code: target,
+        subtype,
+    } = target;
+    let target = *target;
     // mongod's table converts these types to themselves, and no other.
     let identity = [DOUBLE, STRING, OBJECT_ID, BOOL, DATE, INT, LONG, DECIMAL];
     if type_code(&v) == target && identity.contains(&target) {
@@ -457,19 +580,25 @@ fn convert(v: Bson, target: i32, to_string_operator: bool) -> Result<Bson> {
             Bson::Boolean(b) => b.to_string(),
             Bson::ObjectId(o) => o.to_hex(),
             Bson::DateTime(d) => format_date(d.timestamp_millis())?,
-            Bson::Binary(b) if to_string_operator => binary_to_string(b),
-            Bson::Binary(_) => return Err(format_required(&v, target)),
+            Bson::Binary(b) => {
+                let format = format.ok_or_else(|| format_required(&v, target))?;
+                binary_to_string(b, format)?
+            }
             _ => return Err(unsupported(&v, target)),
         }),
         BIN_DATA => match &v {
-            // The target's subtype is 0 (generic) when `to` names only the type.
-            Bson::Binary(b) if b.subtype == BinarySubtype::Generic => v.clone(),
-            Bson::Binary(_) => {
-                return Err(failure(
-                    "Conversions between different BinData subtypes are not supported",
-                ));
+            Bson::Binary(b) => {
+                if b.subtype != binary_subtype(subtype)? {
+                    return Err(failure(
+                        "Conversions between different BinData subtypes are not supported",
+                    ));
+                }
+                v
             }
-            Bson::String(_) => return Err(format_required(&v, target)),
+            Bson::String(s) => {
+                let format = format.ok_or_else(|| format_required(&v, target))?;
+                string_to_binary(s, format, subtype)?
+            }
             _ => return Err(unsupported(&v, target)),
         },
         _ => return Err(unsupported(&v, target)),
@@ -773,56 +902,33 @@ fn format_double(d: f64) -> String {
     }
 }
 
-/// `$toString` of a BinData: a UUID's canonical form, base64 otherwise.
-fn binary_to_string(b: &Binary) -> String {
-    if b.subtype == BinarySubtype::Uuid && b.bytes.len() == 16 {
-        let h: String = b.bytes.iter().map(|x| format!("{x:02x}")).collect();
-        return format!(
-            "{}-{}-{}-{}-{}",
-            &h[0..8],
-            &h[8..12],
-            &h[12..16],
-            &h[16..20],
-            &h[20..32]
-        );
-    }
-    base64(&b.bytes)
+/// A BinData as a string in `format`; what it cannot show is a
+/// ConversionFailure naming it.
+fn binary_to_string(b: &Binary, format: Format) -> Result<String> {
+    // Hex doubles a BinData: refused before it is built when too large.
+    Budget::value("$convert").reserve(bindata::encoded_len(b, format))?;
+    bindata::encode(b, format).map_err(|reason| {
+        failure(format!(
+            "Failed to convert '{}' to string {NO_ON_ERROR}: {reason}",
+            bindata::shown(b)
+        ))
+    })
 }
 
-fn base64(bytes: &[u8]) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-/// `$toUUID`: a UUID string (or a UUID BinData) as a BinData of subtype 4.
-fn to_uuid(v: Bson) -> Result<Bson> {
-    match &v {
-        Bson::Binary(b) if b.subtype == BinarySubtype::Uuid => Ok(v),
-        Bson::Binary(_) => Err(failure(
-            "Conversions between different BinData subtypes are not supported",
-        )),
-        Bson::String(s) => {
-            let hex: String = s.chars().filter(|c| *c != '-').collect();
-            let shaped = s.len() == 36
-                && [8, 13, 18, 23]
-                    .iter()
-                    .all(|&i| s.as_bytes().get(i) == Some(&b'-'))
-                && hex.len() == 32
-                && hex.bytes().all(|b| b.is_ascii_hexdigit());
-            if !shaped {
-                return Err(failure(format!(
-                    "Failed to parse BinData '{s}' {NO_ON_ERROR}: Invalid UUID string: {s}"
-                )));
-            }
-            let bytes = (0..16)
-                .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap_or(0))
-                .collect();
-            Ok(Bson::Binary(Binary {
-                subtype: BinarySubtype::Uuid,
-                bytes,
-            }))
-        }
-        _ => Err(unsupported(&v, BIN_DATA)),
+/// A string read in `format` as a BinData of `subtype`; only `uuid` reads
+/// the UUID subtype (4), and it reads no other.
+fn string_to_binary(s: &str, format: Format, subtype: &Bson) -> Result<Bson> {
+    let subtype = binary_subtype(subtype)?;
+    let bytes = if (format == Format::Uuid) != (subtype == BinarySubtype::Uuid) {
+        Err("Only the 'uuid' format is allowed with the UUID subtype".to_owned())
+    } else {
+        bindata::decode(s, format)
+    };
+    match bytes {
+        Ok(bytes) => Ok(Bson::Binary(Binary { subtype, bytes })),
+        Err(reason) => Err(failure(format!(
+            "Failed to parse BinData '{s}' {NO_ON_ERROR}: {reason}"
+        ))),
     }
 }
 
@@ -1093,21 +1199,13 @@ mod tests {
             ),
             (9, "$convert found an unknown argument: x".into())
         );
+        // `byteOrder` is mongod 8.1's; 8.0 does not know it.
         assert_eq!(
             code(
-                bson!({"$convert": {"input": 1, "to": "int", "format": "hex"}}),
+                bson!({"$convert": {"input": 1, "to": "binData", "byteOrder": "little"}}),
                 doc! {}
-            )
-            .0,
-            115
-        );
-        assert_eq!(
-            code(
-                bson!({"$convert": {"input": 1, "to": {"type": "binData"}}}),
-                doc! {}
-            )
-            .0,
-            115
+            ),
+            (9, "$convert found an unknown argument: byteOrder".into())
         );
         assert_eq!(
             code(bson!({"$convert": {"input": 1, "to": "nope"}}), doc! {}),
@@ -1196,13 +1294,623 @@ mod tests {
             .0,
             4341115
         );
-        assert_eq!(ev(bson!({"$binarySize": generic}), doc! {}), Some(bson!(5)));
+        assert_eq!(
+            ev(bson!({"$binarySize": generic.clone()}), doc! {}),
+            Some(bson!(5))
+        );
+        assert_eq!(
+            code(bson!({"$toUUID": generic.clone()}), doc! {}),
+            (
+                241,
+                "Conversions between different BinData subtypes are not supported".into()
+            ),
+            "a generic BinData is no UUID"
+        );
         assert_eq!(ev(bson!({"$binarySize": "héllo"}), doc! {}), Some(bson!(6)));
         assert_eq!(ev(bson!({"$binarySize": null}), doc! {}), Some(Bson::Null));
         assert_eq!(code(bson!({"$binarySize": 1}), doc! {}).0, 51276);
-        assert_eq!(base64(b""), "");
-        assert_eq!(base64(b"ab"), "YWI=");
-        assert_eq!(base64(b"abc"), "YWJj");
+    }
+
+    fn bin(subtype: u8, bytes: &[u8]) -> Bson {
+        Bson::Binary(Binary {
+            subtype: BinarySubtype::from(subtype),
+            bytes: bytes.to_vec(),
+        })
+    }
+
+    fn convert_with(input: Bson, to: Bson, format: Bson) -> Result<Option<Bson>> {
+        Expr::parse(&bson!({"$convert": {"input": input, "to": to, "format": format}}))?
+            .eval(&doc! {})
+    }
+
+    fn ok(input: Bson, to: Bson, format: Bson) -> Bson {
+        convert_with(input, to, format).unwrap().unwrap()
+    }
+
+    fn fails(input: Bson, to: Bson, format: Bson) -> (i32, String) {
+        let e = convert_with(input, to, format).unwrap_err();
+        (e.code.code(), e.message)
+    }
+
+    const UUID_TEXT: &str = "0e3b9063-8abd-4eb3-9f9f-f4c59fd30a60";
+
+    fn uuid() -> Bson {
+        let bytes = (0..16)
+            .map(|i| u8::from_str_radix(&UUID_TEXT.replace('-', "")[2 * i..2 * i + 2], 16).unwrap())
+            .collect::<Vec<u8>>();
+        bin(4, &bytes)
+    }
+
+    #[test]
+    fn binary_to_and_from_strings() {
+        let hello = bin(0, b"hello");
+        for (format, text) in [
+            ("base64", "aGVsbG8="),
+            ("base64url", "aGVsbG8"),
+            ("hex", "68656C6C6F"),
+            ("utf8", "hello"),
+            ("auto", "aGVsbG8="),
+        ] {
+            assert_eq!(
+                ok(hello.clone(), bson!("string"), bson!(format)),
+                bson!(text),
+                "{format}"
+            );
+            if format != "auto" {
+                assert_eq!(
+                    ok(bson!(text), bson!("binData"), bson!(format)),
+                    hello,
+                    "{format}"
+                );
+                // `to` by number, and as an object naming subtype 0.
+                assert_eq!(ok(bson!(text), bson!(5), bson!(format)), hello);
+                assert_eq!(
+                    ok(bson!(text), bson!({"type": "binData"}), bson!(format)),
+                    hello
+                );
+            }
+        }
+        // Any subtype but the UUID one, by the object form of `to`.
+        for subtype in [0, 1, 2, 3, 5, 6, 7, 8, 128, 200, 255] {
+            assert_eq!(
+                ok(
+                    bson!("aGk="),
+                    bson!({"type": "binData", "subtype": subtype}),
+                    bson!("base64")
+                ),
+                bin(subtype as u8, b"hi"),
+                "{subtype}"
+            );
+        }
+        assert_eq!(
+            ok(
+                bson!("6869"),
+                bson!({"type": 5, "subtype": 128.0}),
+                bson!("hex")
+            ),
+            bin(128, b"hi")
+        );
+        assert_eq!(
+            ok(
+                bson!("hi"),
+                bson!({"type": "binData", "subtype": 6i64}),
+                bson!("utf8")
+            ),
+            bin(6, b"hi")
+        );
+        // UUIDs: the `uuid` format is the UUID subtype's, and only its.
+        let to_uuid = bson!({"type": "binData", "subtype": 4});
+        assert_eq!(ok(bson!(UUID_TEXT), to_uuid.clone(), bson!("uuid")), uuid());
+        assert_eq!(ok(uuid(), bson!("string"), bson!("uuid")), bson!(UUID_TEXT));
+        assert_eq!(ok(uuid(), bson!("string"), bson!("auto")), bson!(UUID_TEXT));
+        assert_eq!(
+            ok(uuid(), bson!("string"), bson!("hex")),
+            bson!("0E3B90638ABD4EB39F9FF4C59FD30A60")
+        );
+        let only_uuid = "Only the 'uuid' format is allowed with the UUID subtype";
+        assert_eq!(
+            fails(bson!(UUID_TEXT), bson!("binData"), bson!("uuid")),
+            (
+                241,
+                format!(
+                    "Failed to parse BinData '{UUID_TEXT}' in $convert with no onError value: {only_uuid}"
+                )
+            )
+        );
+        assert_eq!(
+            fails(bson!("aGk="), to_uuid.clone(), bson!("base64")),
+            (
+                241,
+                format!(
+                    "Failed to parse BinData 'aGk=' in $convert with no onError value: {only_uuid}"
+                )
+            )
+        );
+        assert_eq!(
+            fails(bin(0, &[0; 16]), bson!("string"), bson!("uuid")),
+            (
+                241,
+                "Failed to convert 'BinData(0, 00000000000000000000000000000000)' to string in $convert with no onError value: BinData does not represent a valid UUID".into()
+            )
+        );
+        // BinData to BinData: only to its own subtype.
+        assert_eq!(ok(uuid(), to_uuid.clone(), Bson::Null), uuid());
+        assert_eq!(ok(hello.clone(), bson!("binData"), Bson::Null), hello);
+        assert_eq!(
+            fails(hello.clone(), to_uuid.clone(), Bson::Null),
+            (
+                241,
+                "Conversions between different BinData subtypes are not supported".into()
+            )
+        );
+        assert_eq!(fails(uuid(), bson!("binData"), Bson::Null).0, 241);
+        // `format` is ignored where no BinData is shown or read.
+        assert_eq!(ok(bson!(5), bson!("string"), bson!("hex")), bson!("5"));
+        assert_eq!(ok(bson!("7"), bson!("int"), bson!("uuid")), bson!(7));
+        assert_eq!(
+            ok(
+                hello.clone(),
+                bson!({"type": "bool", "subtype": "x"}),
+                bson!("hex")
+            ),
+            bson!(true)
+        );
+        // $toString and $toUUID imply their formats.
+        assert_eq!(
+            ev(bson!({"$toString": hello.clone()}), doc! {}),
+            Some(bson!("aGVsbG8="))
+        );
+        assert_eq!(
+            ev(bson!({"$toUUID": UUID_TEXT.to_uppercase()}), doc! {}),
+            Some(uuid())
+        );
+        assert_eq!(ev(bson!({"$toUUID": uuid()}), doc! {}), Some(uuid()));
+    }
+
+    /// The conversions of mongod 8.0's `expression_convert_bindata.js`.
+    #[test]
+    fn mongod_bindata_conversion_vectors() {
+        let bytes = bindata::decode("867DEE52C331484E92D1C56479B8E67E", Format::Hex).unwrap();
+        let (uuid, generic) = (bin(4, &bytes), bin(0, &bytes));
+        let text = "867dee52-c331-484e-92d1-c56479b8e67e";
+        let sub = |n: i32| bson!({"type": "binData", "subtype": n});
+        for (input, to, format, want) in [
+            (
+                bson!(1.9),
+                bson!({"type": "double"}),
+                Bson::Null,
+                bson!(1.9),
+            ),
+            (
+                bson!(1.9),
+                bson!({"type": "string"}),
+                Bson::Null,
+                bson!("1.9"),
+            ),
+            (bson!(1.9), bson!({"type": "int"}), Bson::Null, bson!(1)),
+            (bson!(text), sub(4), bson!("uuid"), uuid.clone()),
+            (
+                bson!("hn3uUsMxSE6S0cVkebjmfg=="),
+                sub(0),
+                bson!("base64"),
+                generic.clone(),
+            ),
+            (
+                bson!("hn3uUsMxSE6S0cVkebjmfg"),
+                sub(0),
+                bson!("base64url"),
+                generic.clone(),
+            ),
+            (
+                bson!("867DEE52C331484E92D1C56479B8E67E"),
+                sub(0),
+                bson!("hex"),
+                generic.clone(),
+            ),
+            (
+                bson!("🙂😎"),
+                sub(0),
+                bson!("utf8"),
+                bin(0, "🙂😎".as_bytes()),
+            ),
+            (uuid.clone(), bson!("string"), bson!("uuid"), bson!(text)),
+            (uuid.clone(), bson!("string"), bson!("auto"), bson!(text)),
+            (
+                generic.clone(),
+                bson!("string"),
+                bson!("auto"),
+                bson!("hn3uUsMxSE6S0cVkebjmfg=="),
+            ),
+            (
+                uuid.clone(),
+                bson!("string"),
+                bson!("base64"),
+                bson!("hn3uUsMxSE6S0cVkebjmfg=="),
+            ),
+            (
+                generic.clone(),
+                bson!("string"),
+                bson!("base64url"),
+                bson!("hn3uUsMxSE6S0cVkebjmfg"),
+            ),
+            (
+                generic.clone(),
+                bson!("string"),
+                bson!("hex"),
+                bson!("867DEE52C331484E92D1C56479B8E67E"),
+            ),
+            (
+                bin(0, "🙂😎".as_bytes()),
+                bson!("string"),
+                bson!("utf8"),
+                bson!("🙂😎"),
+            ),
+            (uuid.clone(), sub(4), Bson::Null, uuid.clone()),
+            (generic.clone(), sub(0), Bson::Null, generic.clone()),
+            (
+                generic.clone(),
+                bson!("binData"),
+                Bson::Null,
+                generic.clone(),
+            ),
+        ] {
+            assert_eq!(
+                ok(input.clone(), to.clone(), format),
+                want,
+                "{input} to {to}"
+            );
+        }
+        let oid = Bson::ObjectId(ObjectId::parse_str("0123456789abcdef01234567").unwrap());
+        for (input, to, format) in [
+            (oid.clone(), sub(4), Bson::Null),
+            (oid, sub(0), Bson::Null),
+            (bson!(text), sub(0), bson!("uuid")),
+            (bson!("867dee--52-c331-484e-"), sub(4), bson!("uuid")),
+            (bson!("867dee--52-c331-484e-"), sub(0), bson!("base64")),
+            (bson!("867dee--52-c331-484e-"), sub(0), bson!("base64url")),
+            (bson!("867dee--52-c331-484e-zx"), sub(0), bson!("hex")),
+            (bson!(text), sub(0), bson!("auto")),
+            (bson!("hn3uUsMxSE6S0cVkebjmfg=="), sub(4), bson!("base64")),
+            (bson!("hn3uUsMxSE6S0cVkebjmfg=="), sub(4), bson!("auto")),
+            (uuid.clone(), sub(0), Bson::Null),
+            (generic.clone(), sub(4), Bson::Null),
+            (uuid, sub(255), Bson::Null),
+            (bin(255, &bytes), sub(0), Bson::Null),
+        ] {
+            assert_eq!(
+                fails(input.clone(), to.clone(), format).0,
+                241,
+                "{input} to {to}"
+            );
+        }
+        for subtype in [-1, 1000, 256, 127] {
+            assert_eq!(
+                fails(
+                    bson!("hn3uUsMxSE6S0cVkebjmfg=="),
+                    sub(subtype),
+                    bson!("base64")
+                )
+                .0,
+                4341107
+            );
+        }
+        assert_eq!(fails(bson!(123), bson!({"type": -2}), Bson::Null).0, 9);
+        assert_eq!(fails(bson!(123), bson!(-2), Bson::Null).0, 9);
+    }
+
+    #[test]
+    fn binary_conversion_failures() {
+        let parse_failure = |input: &str, reason: &str| {
+            (
+                241,
+                format!(
+                    "Failed to parse BinData '{input}' in $convert with no onError value: {reason}"
+                ),
+            )
+        };
+        for (input, format, reason) in [
+            ("abc", "base64", "invalid base64"),
+            ("a", "base64url", "invalid base64"),
+            ("ab*d", "base64", "Invalid base64 character"),
+            ("ab-_", "base64", "Invalid base64 character"),
+            ("ab+/", "base64url", "Invalid base64 character"),
+            ("abc", "hex", "Hex blob with odd digit count"),
+            ("zz", "hex", "The character \\x7a failed to parse from hex."),
+            ("nope", "auto", "Invalid format 'auto'"),
+        ] {
+            assert_eq!(
+                fails(bson!(input), bson!("binData"), bson!(format)),
+                parse_failure(input, reason),
+                "{input} {format}"
+            );
+            // A conversion failure: `onError` replaces it.
+            assert_eq!(
+                ev(
+                    bson!({"$convert": {"input": input, "to": "binData", "format": format, "onError": "bad"}}),
+                    doc! {}
+                ),
+                Some(bson!("bad"))
+            );
+        }
+        assert_eq!(
+            code(bson!({"$toUUID": "0e3b9063"}), doc! {}),
+            parse_failure("0e3b9063", "Invalid UUID string: 0e3b9063")
+        );
+        assert_eq!(
+            fails(bin(0, b"\xe2\x82"), bson!("string"), bson!("utf8")),
+            (
+                241,
+                "Failed to convert 'BinData(0, E282)' to string in $convert with no onError value: BinData does not represent a valid UTF-8 string".into()
+            )
+        );
+        // Without a format, string and BinData do not meet (not a
+        // conversion failure: `onError` does not hide it).
+        for (input, to, from_name, to_name) in [
+            (bson!("aGk="), bson!("binData"), "string", "binData"),
+            (bin(0, b"hi"), bson!("string"), "binData", "string"),
+        ] {
+            assert_eq!(
+                code(
+                    bson!({"$convert": {"input": input, "to": to, "onError": 0}}),
+                    doc! {}
+                ),
+                (
+                    4341115,
+                    format!(
+                        "Format must be speficied when converting from '{from_name}' to '{to_name}'"
+                    )
+                )
+            );
+        }
+        assert_eq!(
+            fails(bson!("aGk="), bson!("binData"), Bson::Null).0,
+            4341115,
+            "a null format is none"
+        );
+    }
+
+    #[test]
+    fn binary_argument_errors() {
+        let to_sub = |subtype: Bson| bson!({"type": "binData", "subtype": subtype});
+        // Subtypes: checked when a BinData is made, never hidden by onError.
+        for (subtype, want) in [
+            (
+                bson!("x"),
+                (
+                    4341108,
+                    "For BinData, $convert's 'subtype' argument must be a number, but is string",
+                ),
+            ),
+            (
+                Bson::Null,
+                (
+                    4341108,
+                    "For BinData, $convert's 'subtype' argument must be a number, but is null",
+                ),
+            ),
+            (
+                bson!([4]),
+                (
+                    4341108,
+                    "For BinData, $convert's 'subtype' argument must be a number, but is array",
+                ),
+            ),
+            (
+                bson!(1.5),
+                (
+                    4341106,
+                    "In $convert, numeric 'subtype' argument is not an integer",
+                ),
+            ),
+            (
+                bson!(1e10),
+                (
+                    4341106,
+                    "In $convert, numeric 'subtype' argument is not an integer",
+                ),
+            ),
+            (
+                bson!(f64::NAN),
+                (
+                    4341106,
+                    "In $convert, numeric 'subtype' argument is not an integer",
+                ),
+            ),
+            (
+                bson!(i64::MAX),
+                (
+                    4341106,
+                    "In $convert, numeric 'subtype' argument is not an integer",
+                ),
+            ),
+            (
+                bson!(9),
+                (
+                    4341107,
+                    "In $convert, numeric value for 'subtype' does not correspond to a BinData type: 9",
+                ),
+            ),
+            (
+                bson!(127),
+                (
+                    4341107,
+                    "In $convert, numeric value for 'subtype' does not correspond to a BinData type: 127",
+                ),
+            ),
+            (
+                bson!(256),
+                (
+                    4341107,
+                    "In $convert, numeric value for 'subtype' does not correspond to a BinData type: 256",
+                ),
+            ),
+            (
+                bson!(-1),
+                (
+                    4341107,
+                    "In $convert, numeric value for 'subtype' does not correspond to a BinData type: -1",
+                ),
+            ),
+        ] {
+            let want = (want.0, want.1.to_owned());
+            assert_eq!(
+                fails(bson!("aGk="), to_sub(subtype.clone()), bson!("base64")),
+                want
+            );
+            assert_eq!(
+                fails(bin(0, b"hi"), to_sub(subtype.clone()), Bson::Null),
+                want
+            );
+            assert_eq!(
+                code(
+                    bson!({"$convert": {"input": "aGk=", "to": to_sub(subtype.clone()), "format": "base64", "onError": 0}}),
+                    doc! {}
+                ),
+                want
+            );
+            // No BinData made, no subtype read.
+            assert_eq!(
+                fails(bson!(1), to_sub(subtype.clone()), Bson::Null),
+                (
+                    241,
+                    "Unsupported conversion from int to binData in $convert with no onError value"
+                        .into()
+                )
+            );
+        }
+        // `to` as an object: its `type` as `to` itself is read.
+        assert_eq!(
+            code(bson!({"$convert": {"input": 1, "to": {}}}), doc! {}),
+            (
+                9,
+                "$convert's 'to' argument must be a string or number, but is missing".into()
+            )
+        );
+        assert_eq!(
+            code(
+                bson!({"$convert": {"input": 1, "to": {"subtype": 0}}}),
+                doc! {}
+            )
+            .0,
+            9
+        );
+        assert_eq!(
+            code(
+                bson!({"$convert": {"input": 1, "to": {"type": true}}}),
+                doc! {}
+            ),
+            (
+                9,
+                "$convert's 'to' argument must be a string or number, but is bool".into()
+            )
+        );
+        assert_eq!(
+            code(
+                bson!({"$convert": {"input": 1, "to": {"type": "nope"}}}),
+                doc! {}
+            ),
+            (2, "Unknown type name: nope".into())
+        );
+        assert_eq!(
+            code(
+                bson!({"$convert": {"input": 1, "to": {"type": 5.5}}}),
+                doc! {}
+            )
+            .0,
+            9
+        );
+        assert_eq!(
+            code(
+                bson!({"$convert": {"input": 1, "to": {"type": {"type": "int"}}}}),
+                doc! {}
+            )
+            .0,
+            9
+        );
+        assert_eq!(ok(bson!("5"), bson!({"type": "int"}), Bson::Null), bson!(5));
+        assert_eq!(
+            fails(bson!(1), bson!({"type": "binData"}), Bson::Null),
+            (
+                241,
+                "Unsupported conversion from int to binData in $convert with no onError value"
+                    .into()
+            )
+        );
+        // `format`: a string naming a format, read once a conversion is due.
+        assert_eq!(
+            fails(bin(0, b"hi"), bson!("string"), bson!(1)),
+            (
+                4341114,
+                "$convert requires that 'format' be a string, found: int with value 1".into()
+            )
+        );
+        assert_eq!(
+            fails(bin(0, b"hi"), bson!("string"), bson!({"f": "hex"})),
+            (4341114, "$convert requires that 'format' be a string, found: object with value { f: \"hex\" }".into())
+        );
+        assert_eq!(
+            fails(bson!(1), bson!("int"), bson!("HEX")),
+            (
+                4341125,
+                "Invalid 'format' argument for $convert: HEX".into()
+            )
+        );
+        assert_eq!(
+            code(
+                bson!({"$convert": {"input": "aGk=", "to": "binData", "format": "nope", "onError": 0}}),
+                doc! {}
+            )
+            .0,
+            4341125
+        );
+        assert_eq!(ok(Bson::Null, bson!("string"), bson!(1)), Bson::Null);
+        assert_eq!(ok(bson!(1), Bson::Null, bson!("nope")), Bson::Null);
+        assert_eq!(
+            ev(
+                bson!({"$convert": {"input": "$missing", "to": "binData", "format": "nope", "onNull": "none"}}),
+                doc! {}
+            ),
+            Some(bson!("none"))
+        );
+        // `format` and `to` from the document, and nested conversions.
+        assert_eq!(
+            ev(
+                bson!({"$convert": {
+                    "input": {"$convert": {"input": "$s", "to": "$t", "format": "$f"}},
+                    "to": "string",
+                    "format": "base64url",
+                }}),
+                doc! {"s": "fbff", "t": {"type": "binData", "subtype": 128}, "f": "hex"}
+            ),
+            Some(bson!("-_8"))
+        );
+        assert!(
+            Expr::parse(&bson!({"$convert": {"input": "a", "to": "binData", "format": "utf8"}}))
+                .unwrap()
+                .is_constant()
+        );
+        assert!(
+            !Expr::parse(&bson!({"$convert": {"input": "a", "to": "binData", "format": "$f"}}))
+                .unwrap()
+                .is_constant()
+        );
+    }
+
+    #[test]
+    fn huge_binary_strings_are_charged() {
+        // Hex doubles 9 MB to 18 MB: past the built-value budget, refused
+        // before it is built, and not a conversion failure.
+        let big = bin(0, &vec![0xab; 9 * 1024 * 1024]);
+        let (code, message) = fails(big.clone(), bson!("string"), bson!("hex"));
+        assert_eq!(code, 146, "{message}");
+        // base64 of the same fits, and reads back.
+        let text = ok(big.clone(), bson!("string"), bson!("base64"));
+        assert_eq!(ok(text, bson!("binData"), bson!("base64")), big);
+        // A 16 MB string that is no base64 fails as one, its length first.
+        let junk = "*".repeat(16 * 1024 * 1024 + 1);
+        let (code, message) = fails(bson!(junk), bson!("binData"), bson!("base64"));
+        assert_eq!(code, 241);
+        assert!(message.ends_with("' in $convert with no onError value: invalid base64"));
     }
 
     #[test]

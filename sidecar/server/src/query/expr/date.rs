@@ -1028,9 +1028,10 @@ fn date_value(t: i64) -> Bson {
 }
 
 /// A value as mongod's messages print it (`{ a: "x" }`, `1.5`).
-fn shell(v: &Bson) -> String {
+pub(super) fn shell(v: &Bson) -> String {
     match v {
         Bson::String(s) => format!("\"{s}\""),
+        Bson::Binary(b) => super::bindata::shown(b),
         Bson::Document(d) => {
             let fields: Vec<String> = d
                 .iter()

@@ -15,6 +15,7 @@ use crate::limits::{self, Budget};
 
 mod args;
 mod array;
+mod bindata;
 mod binder;
 mod convert;
 mod date;

@@ -39,18 +39,46 @@ const LIMIT: Duration = Duration::from_secs(600);
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let mut out = None;
+    let mut burst_runs = None;
     while let Some(arg) = args.next() {
-        if arg == "--out" {
-            out = args.next();
+        match arg.as_str() {
+            "--out" => out = args.next(),
+            // Only the 200 branches, `n` times (by hand, when working on
+            // the operator; nothing is written).
+            "--burst-only" => burst_runs = args.next().and_then(|n| n.parse::<usize>().ok()),
+            _ => {}
         }
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    if let Some(runs) = burst_runs {
+        return runtime.block_on(bursts(runs));
+    }
     let table = runtime.block_on(run())?;
     print!("{table}");
     if let Some(path) = out {
         std::fs::write(&path, &table).with_context(|| format!("writing {path}"))?;
+    }
+    Ok(())
+}
+
+/// `--burst-only n`: the 200 branches `n` times, each in a fresh namespace.
+async fn bursts(runs: usize) -> anyhow::Result<()> {
+    let cluster = cluster()?;
+    let client = cluster.client().await?;
+    let mut namespaces = Vec::new();
+    for run in 0..runs {
+        let (namespace, applied, times) =
+            burst(cluster, &client, &format!("bench-burst-{run}")).await?;
+        namespaces.push(namespace);
+        println!(
+            "burst {run}: creates {}, Ready median {}, p99 {}, all {}",
+            ms(applied),
+            ms(median(&times)),
+            ms(quantile(&times, 0.99)),
+            ms(quantile(&times, 1.0))
+        );
     }
     Ok(())
 }
@@ -167,6 +195,88 @@ async fn project_ready(client: &kube::Client, ns: &str) -> anyhow::Result<()> {
         }
     })
     .await
+}
+
+/// 200 branches without endpoints created at once in a fresh `namespace`
+/// (its own FerretDB and project): how long the creates took, and when
+/// each branch was first seen Ready, from the first create. The namespace
+/// is deleted when the caller drops it, not while other work is timed.
+async fn burst(
+    cluster: &'static support::Cluster,
+    client: &kube::Client,
+    namespace: &str,
+) -> anyhow::Result<(support::Namespace, Duration, Vec<Duration>)> {
+    let guard = cluster.namespace(namespace)?;
+    let many = guard.name.as_str();
+    cluster.ferretdb(many).await?;
+    cluster.apply(many, &project_yaml("shop"))?;
+    let many_branches: Api<ArgonBranch> = Api::namespaced(client.clone(), many);
+    project_ready(client, many).await?;
+    let names: Vec<String> = (0..200).map(|i| format!("n{i:03}")).collect();
+    let branches: Vec<ArgonBranch> = names
+        .iter()
+        .map(|n| {
+            serde_yaml::from_str(&format!(
+                "apiVersion: argon.dev/v1alpha1\nkind: ArgonBranch\nmetadata: {{name: {n}}}\nspec: {{project: shop, parent: main, endpoint: {{enabled: false}}}}\n"
+            ))
+        })
+        .collect::<Result<_, _>>()?;
+    // Watched from before the first create: a branch Ready while others
+    // are still being created is seen then (polling after the creates
+    // recorded every branch at the first list after the last create).
+    let (events, mut changes) = futures::channel::mpsc::unbounded();
+    let watch = tokio::spawn(
+        kube::runtime::watcher(
+            many_branches.clone(),
+            kube::runtime::watcher::Config::default(),
+        )
+        .for_each(move |event| {
+            let _ = events.unbounded_send((Instant::now(), event));
+            futures::future::ready(())
+        }),
+    );
+    // The watch's initial list, so no change is missed.
+    while let Some((_, event)) = changes.next().await {
+        if matches!(event, Ok(kube::runtime::watcher::Event::InitDone)) {
+            break;
+        }
+    }
+    let started = Instant::now();
+    let created: Vec<kube::Result<ArgonBranch>> = futures::stream::iter(branches)
+        .map(|b| {
+            let api = many_branches.clone();
+            async move { api.create(&kube::api::PostParams::default(), &b).await }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    for c in created {
+        c?;
+    }
+    let applied = started.elapsed();
+    let mut seen: BTreeMap<String, Duration> = BTreeMap::new();
+    while seen.len() < names.len() {
+        let next = tokio::time::timeout_at((started + LIMIT).into(), changes.next()).await;
+        let Ok(Some((at, event))) = next else {
+            anyhow::bail!(
+                "only {} of {} branches Ready after {LIMIT:?}",
+                seen.len(),
+                names.len()
+            );
+        };
+        if let Ok(kube::runtime::watcher::Event::Apply(b)) = event
+            && let Some(name) = branch_phase_ready(&b)
+        {
+            seen.entry(name).or_insert(at.duration_since(started));
+        }
+    }
+    watch.abort();
+    let many_times: Vec<Duration> = seen.values().copied().collect();
+    eprintln!(
+        "bench: 200 branches, all Ready after {:?}",
+        quantile(&many_times, 1.0)
+    );
+    Ok((guard, applied, many_times))
 }
 
 async fn run() -> anyhow::Result<String> {
@@ -304,76 +414,7 @@ async fn run() -> anyhow::Result<String> {
     //    requests in flight, as a GitOps controller applying a directory
     //    does (one `kubectl apply` of 200 objects sends them one after
     //    another and took ~5 s by itself, which measured kubectl).
-    let many = cluster.namespace("bench-many")?;
-    let many = many.name.as_str();
-    cluster.ferretdb(many).await?;
-    cluster.apply(many, &project_yaml("shop"))?;
-    let many_branches: Api<ArgonBranch> = Api::namespaced(client.clone(), many);
-    project_ready(&client, many).await?;
-    let names: Vec<String> = (0..200).map(|i| format!("n{i:03}")).collect();
-    let branches: Vec<ArgonBranch> = names
-        .iter()
-        .map(|n| {
-            serde_yaml::from_str(&format!(
-                "apiVersion: argon.dev/v1alpha1\nkind: ArgonBranch\nmetadata: {{name: {n}}}\nspec: {{project: shop, parent: main, endpoint: {{enabled: false}}}}\n"
-            ))
-        })
-        .collect::<Result<_, _>>()?;
-    // Watched from before the first create: a branch Ready while others
-    // are still being created is seen then (polling after the creates
-    // recorded every branch at the first list after the last create).
-    let (events, mut changes) = futures::channel::mpsc::unbounded();
-    let watch = tokio::spawn(
-        kube::runtime::watcher(
-            many_branches.clone(),
-            kube::runtime::watcher::Config::default(),
-        )
-        .for_each(move |event| {
-            let _ = events.unbounded_send((Instant::now(), event));
-            futures::future::ready(())
-        }),
-    );
-    // The watch's initial list, so no change is missed.
-    while let Some((_, event)) = changes.next().await {
-        if matches!(event, Ok(kube::runtime::watcher::Event::InitDone)) {
-            break;
-        }
-    }
-    let started = Instant::now();
-    let created: Vec<kube::Result<ArgonBranch>> = futures::stream::iter(branches)
-        .map(|b| {
-            let api = many_branches.clone();
-            async move { api.create(&kube::api::PostParams::default(), &b).await }
-        })
-        .buffer_unordered(32)
-        .collect()
-        .await;
-    for c in created {
-        c?;
-    }
-    let applied = started.elapsed();
-    let mut seen: BTreeMap<String, Duration> = BTreeMap::new();
-    while seen.len() < names.len() {
-        let next = tokio::time::timeout_at((started + LIMIT).into(), changes.next()).await;
-        let Ok(Some((at, event))) = next else {
-            anyhow::bail!(
-                "only {} of {} branches Ready after {LIMIT:?}",
-                seen.len(),
-                names.len()
-            );
-        };
-        if let Ok(kube::runtime::watcher::Event::Apply(b)) = event
-            && let Some(name) = branch_phase_ready(&b)
-        {
-            seen.entry(name).or_insert(at.duration_since(started));
-        }
-    }
-    watch.abort();
-    let many_times: Vec<Duration> = seen.values().copied().collect();
-    eprintln!(
-        "bench: 200 branches, all Ready after {:?}",
-        quantile(&many_times, 1.0)
-    );
+    let (_many, applied, many_times) = burst(cluster, &client, "bench-many").await?;
 
     // 6. 50 branches with endpoints beside 50 plain pods of the same image
     //    and probe, applied at the same moment (two kubectl applies, back

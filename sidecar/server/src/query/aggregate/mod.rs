@@ -37,6 +37,7 @@ mod graph_lookup;
 mod group;
 mod lookup;
 mod lookup_pipeline;
+mod meta_flow;
 pub(crate) mod multi;
 mod ops;
 mod redact;
@@ -61,6 +62,12 @@ pub use lookup::{InMemory, Lookup};
 #[derive(Debug, Clone)]
 pub struct Pipeline {
     stages: Vec<Stage>,
+    /// A sub-pipeline (`$facet`, `$lookup`, `$unionWith`): its input
+    /// carries no metadata (`meta_flow`).
+    sub: bool,
+    /// The metadata its stages read (the input attaches the costly kinds
+    /// only when read: `cursor::pipeline`).
+    reads: Vec<super::meta::MetaName>,
 }
 
 /// One step of a running pipeline (its input included): the next
@@ -113,24 +120,7 @@ impl Pipeline {
     fn parse_at(stages: &[Bson], depth: usize) -> Result<Pipeline> {
         limits::check_pipeline_length(stages.len())?;
         let mut out = Vec::with_capacity(stages.len());
-        // Whether the documents are still as the first `$match` read them
-        // (the `$text` score of a document is computed from its indexed
-        // fields, see `query::text`).
-        let mut intact = true;
-        // What a leading `$geoNear` writes (its `distanceField` and
-        // `includeLocs`): `{$meta: "geoNearDistance"}` and
-        // `"geoNearPoint"` read them (`query::geo::rewrite_meta`).
-        let geo_fields = match stages.first() {
-            Some(Bson::Document(d)) if depth == 0 => {
-                d.get_document("$geoNear")
-                    .ok()
-                    .map(|g| super::geo::NearFields {
-                        distance: g.get_str("distanceField").ok().map(str::to_owned),
-                        location: g.get_str("includeLocs").ok().map(str::to_owned),
-                    })
-            }
-            _ => None,
-        };
+        let mut flow = meta_flow::Flow::new(depth > 0);
         for (i, s) in stages.iter().enumerate() {
             let Bson::Document(d) = s else {
                 return Err(CommandError::type_mismatch(
@@ -177,23 +167,39 @@ impl Pipeline {
                 });
             }
             if super::text::mentions_score(arg) {
-                check_text_score(stages, depth, intact)?;
+                check_text_score(stages, depth)?;
             }
-            let rewritten;
-            let arg = match &geo_fields {
-                Some(fields) if i > 0 && name != "$sort" && super::geo::mentions_meta(arg) => {
-                    rewritten = super::geo::rewrite_meta(arg, fields, intact)?;
-                    &rewritten
-                }
-                _ => arg,
-            };
-            intact &= matches!(
-                name.as_str(),
-                "$match" | "$sort" | "$skip" | "$limit" | "$sample" | "$geoNear"
-            );
+            check_geo_metadata(stages, depth, arg)?;
+            flow.stage(name, arg)?;
             stage::parse_into(name, arg, &mut out, depth)?;
         }
-        Ok(Pipeline { stages: out })
+        let mut reads = Vec::new();
+        for s in stages {
+            super::meta::mentioned(s, &mut reads);
+        }
+        let text_or_geo_input = match out.first() {
+            Some(Stage::GeoNear(_)) => true,
+            Some(Stage::Match(f)) => f.text_query().is_some(),
+            _ => false,
+        };
+        if reads.contains(&super::meta::MetaName::IndexKey) && text_or_geo_input {
+            // Their keys are a text or geo index's (terms, cells), which
+            // Argon does not build (as find's `returnKey`).
+            return Err(CommandError::new(
+                ErrorCode::CommandNotSupported,
+                "{$meta: \"indexKey\"} after $text or $geoNear is not supported by Argon",
+            ));
+        }
+        Ok(Pipeline {
+            stages: out,
+            sub: depth > 0,
+            reads,
+        })
+    }
+
+    /// Whether a stage reads `{$meta: name}`.
+    pub fn reads(&self, name: super::meta::MetaName) -> bool {
+        self.reads.contains(&name)
     }
 
     /// The pipeline's leading `$match` filter (what the input applies and
@@ -240,8 +246,12 @@ impl Pipeline {
     }
 
     /// Drops the leading `$sort` (after `take_leading_match`): the input
-    /// already comes in its order.
+    /// already comes in its order. Kept when a stage reads the sort key,
+    /// which the sort attaches.
     pub fn drop_leading_sort(&mut self) {
+        if self.reads(super::meta::MetaName::SortKey) {
+            return;
+        }
         if matches!(self.stages.first(), Some(Stage::Sort(_))) {
             self.stages.remove(0);
         }
@@ -269,10 +279,25 @@ impl Pipeline {
                 top
             })
             .collect();
-        let mut op = input;
+        let mut op: Box<dyn Op> = if self.sub {
+            Box::new(ops::Bare(input))
+        } else {
+            input
+        };
         for (stage, top) in self.stages.into_iter().zip(tops) {
+            // Stages that make new documents, and those that hold and
+            // rebuild theirs (`meta_flow`), give them bare; `$group` (and
+            // so `$bucket`, `$sortByCount`) does so itself.
+            let bare = matches!(
+                stage,
+                Stage::Count(_)
+                    | Stage::Facet(_)
+                    | Stage::BucketAuto(_)
+                    | Stage::SetWindowFields(_)
+                    | Stage::Densify(_)
+            );
             op = match stage {
-                Stage::Sort(spec) => ops::sort(op, spec, top, budget),
+                Stage::Sort(spec) => ops::sort(op, spec, top, budget, true),
                 Stage::Group(g) => group::op(op, g, budget),
                 Stage::Lookup {
                     from,
@@ -293,6 +318,9 @@ impl Pipeline {
                 Stage::GeoNear(g) => g.stream(op, budget),
                 other => ops::streaming(op, other),
             };
+            if bare {
+                op = Box::new(ops::Bare(op));
+            }
         }
         op
     }
@@ -314,6 +342,7 @@ impl Pipeline {
         lookup: &dyn Lookup,
         budget: StageBudget,
     ) -> Result<Vec<Document>> {
+        let _metadata = super::meta::enter();
         let mut op = self.clone().stream(Box::new(ops::Docs::new(docs)), budget);
         let mut cx = Cx::new(lookup, Deadline::NONE);
         let mut out = Vec::new();
@@ -325,10 +354,9 @@ impl Pipeline {
 }
 
 /// Where `{$meta: "textScore"}` may be read: the pipeline must start with
-/// a `$text` `$match` (MongoDB's 40218), and the score is computed from
-/// the documents as that `$match` passed them, so it is refused by name
-/// after a stage that reshapes them, and inside sub-pipelines.
-fn check_text_score(stages: &[Bson], depth: usize, intact: bool) -> Result<()> {
+/// a `$text` `$match` (MongoDB's 40218). Inside a sub-pipeline it is
+/// refused by name: Argon hands no metadata down to one (`meta_flow`).
+fn check_text_score(stages: &[Bson], depth: usize) -> Result<()> {
     if depth > 0 {
         return Err(CommandError::new(
             ErrorCode::CommandNotSupported,
@@ -342,19 +370,39 @@ fn check_text_score(stages: &[Bson], depth: usize, intact: bool) -> Result<()> {
     if !leading_text {
         return Err(super::text::no_score());
     }
-    if !intact {
-        return Err(CommandError::new(
-            ErrorCode::CommandNotSupported,
-            "{$meta: \"textScore\"} after a stage that reshapes documents ($project, $group, ...) is not supported by Argon; compute it in the first such stage",
-        ));
-    }
     Ok(())
+}
+
+/// `{$meta: "geoNearDistance"}` and `"geoNearPoint"` need a leading
+/// `$geoNear` (MongoDB's 40218, as for `textScore` without `$text`; a
+/// sub-pipeline has none, Argon refusing `$geoNear` there).
+fn check_geo_metadata(stages: &[Bson], depth: usize, arg: &Bson) -> Result<()> {
+    let mut read = Vec::new();
+    super::meta::mentioned(arg, &mut read);
+    let leading_geo_near = depth == 0
+        && matches!(stages.first(), Some(Bson::Document(d)) if d.contains_key("$geoNear"));
+    let what = if read.contains(&super::meta::MetaName::GeoNearDistance) {
+        "$geoNear distance"
+    } else if read.contains(&super::meta::MetaName::GeoNearPoint) {
+        "$geoNear point"
+    } else {
+        return Ok(());
+    };
+    if leading_geo_near {
+        return Ok(());
+    }
+    Err(CommandError::new(
+        ErrorCode::Location40218,
+        format!("query requires {what} metadata, but it is not available"),
+    ))
 }
 
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_accumulators;
+#[cfg(test)]
+mod tests_metadata;
 #[cfg(test)]
 mod tests_more_stages;
 #[cfg(test)]

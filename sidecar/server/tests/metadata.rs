@@ -310,11 +310,46 @@ async fn text_score_and_index_key_through_stages() {
     }
 }
 
+/// `$facet` hands its input's metadata down to each sub-pipeline, as
+/// mongod: scored results and their count in one round trip.
+#[tokio::test]
+async fn metadata_in_facet_sub_pipelines() {
+    let (_s, _d, client) = common::standalone().await;
+    let db = client.database("meta");
+    load(&db).await;
+    let got = common::aggregate(
+        &db,
+        "m",
+        pipeline(bson!([
+            {"$match": {"$text": {"$search": "coffee cream"}}},
+            {"$sort": {"_id": 1}},
+            {"$facet": {
+                "top": [
+                    {"$sort": {"s": {"$meta": "textScore"}}},
+                    {"$limit": 2},
+                    {"$project": {"s": {"$meta": "textScore"}}},
+                ],
+                "keys": [{"$project": {"k": {"$meta": "sortKey"}}}],
+                "total": [{"$count": "n"}],
+            }},
+        ])),
+    )
+    .await;
+    assert_eq!(
+        got,
+        vec![doc! {
+            "top": [{"_id": 1, "s": 1.5}, {"_id": 2, "s": 1.0}],
+            "keys": [{"_id": 1, "k": [1]}, {"_id": 2, "k": [2]}, {"_id": 4, "k": [4]}],
+            "total": [{"n": 3}],
+        }]
+    );
+}
+
 /// Hostile and refused forms, with mongod's codes: a non-string (17307),
 /// an unknown name (17308), metadata Argon never produces (115), metadata
-/// lost in a stage Argon does not carry it through or asked for inside a
-/// sub-pipeline (115), a producer missing (40218), an illegal `$meta`
-/// sort (31138), and `$meta` nested deep.
+/// lost in a stage Argon does not carry it through, or the index key in a
+/// `$lookup` sub-pipeline (115), a producer missing (40218), an illegal
+/// `$meta` sort (31138), and `$meta` nested deep.
 #[tokio::test]
 async fn refused_as_mongod_refuses() {
     let (_s, _d, client) = common::standalone().await;
@@ -337,16 +372,16 @@ async fn refused_as_mongod_refuses() {
             115,
         ),
         (
-            bson!([{"$sort": {"a": 1}}, {"$facet": {"f": [{"$project": {"x": {"$meta": "sortKey"}}}]}}]),
+            bson!([{"$setWindowFields": {"sortBy": {"a": 1}, "output": {"n": {"$sum": 1}}}}, {"$facet": {"f": [{"$project": {"x": {"$meta": "sortKey"}}}]}}]),
             115,
         ),
         (
-            bson!([{"$lookup": {"from": "m", "pipeline": [{"$project": {"x": {"$meta": "randVal"}}}], "as": "l"}}]),
+            bson!([{"$lookup": {"from": "m", "pipeline": [{"$match": {"a": 3}}, {"$project": {"x": {"$meta": "indexKey"}}}], "as": "l"}}]),
             115,
         ),
         (
-            bson!([text.clone(), {"$facet": {"f": [{"$project": {"x": {"$meta": "textScore"}}}]}}]),
-            115,
+            bson!([text.clone(), {"$lookup": {"from": "m", "pipeline": [{"$project": {"x": {"$meta": "textScore"}}}], "as": "l"}}]),
+            40218,
         ),
         (
             bson!([text.clone(), {"$project": {"x": {"$meta": "indexKey"}}}]),

@@ -121,6 +121,10 @@ impl SnapshotInput {
             *done = true;
             return Ok(());
         };
+        // The filter runs before any metadata is attached: what it reads
+        // of it (`$expr` with `$meta`) is missing, never the metadata of
+        // the document passed on before.
+        meta::set(Metadata::default());
         let mut bytes = 0usize;
         let exhausted = access.run(&coll, Deadline::NONE, |raw| {
             if ahead.len() >= READ_AHEAD_DOCS || bytes >= READ_AHEAD_BYTES || failed.is_some() {

@@ -9,12 +9,14 @@
 //! their input (`$setWindowFields`, `$densify`, `$fill`): their documents
 //! come out bare here while mongod's keep their metadata, so reading
 //! metadata lost there is refused by name (115) rather than answered
-//! missing. A sub-pipeline starts the same way: `$facet`'s would see its
-//! input's metadata, which Argon does not hand down.
+//! missing. A `$facet` sub-pipeline starts with its input's metadata, as
+//! the stage before `$facet` left it; a `$lookup` or `$unionWith` one with
+//! another collection's bare documents (but for the index key, which
+//! mongod's plan for them may attach and Argon's does not).
 //!
 //! Where a metadata name needs its producer (`textScore` a leading `$text`,
-//! the geo ones a leading `$geoNear`: 40218), the pipeline's parse checks
-//! it (`aggregate::check_text_score`, `aggregate::check_geo_metadata`).
+//! the geo ones a leading `$geoNear`), reading it anywhere else is mongod's
+//! 40218, whatever the stage.
 
 use bson::Bson;
 
@@ -52,14 +54,6 @@ fn effect(stage: &str) -> Effect {
     }
 }
 
-/// The metadata a pipeline has at a point of its parse.
-pub(super) struct Flow {
-    /// What mongod would have here that Argon does not carry, and where it
-    /// was lost.
-    lost: Vec<MetaName>,
-    lost_at: &'static str,
-}
-
 /// Every name Argon produces.
 const PRODUCED: [MetaName; 6] = [
     MetaName::TextScore,
@@ -70,37 +64,57 @@ const PRODUCED: [MetaName; 6] = [
     MetaName::IndexKey,
 ];
 
+/// The metadata a pipeline has at a point of its parse.
+#[derive(Debug, Clone)]
+pub(super) struct Flow {
+    /// What mongod would have here that Argon does not carry, and where it
+    /// was lost.
+    lost: Vec<MetaName>,
+    lost_at: &'static str,
+    /// Whether the documents come from a leading `$text` (their score) and
+    /// a leading `$geoNear` (distance and point): mongod's 40218 otherwise.
+    text: bool,
+    geo_near: bool,
+}
+
 impl Flow {
-    pub(super) fn new(sub_pipeline: bool) -> Flow {
-        if sub_pipeline {
-            Flow {
-                lost: PRODUCED.to_vec(),
-                lost_at: "a sub-pipeline",
-            }
-        } else {
-            Flow {
-                lost: Vec::new(),
-                lost_at: "",
-            }
+    /// A top-level pipeline's: what its first stage produces.
+    pub(super) fn top(stages: &[Bson]) -> Flow {
+        let first = match stages.first() {
+            Some(Bson::Document(d)) => Some(d),
+            _ => None,
+        };
+        Flow {
+            lost: Vec::new(),
+            lost_at: "",
+            text: first.is_some_and(|d| {
+                matches!(d.get("$match"), Some(Bson::Document(f)) if super::super::text::mentions_text(f))
+            }),
+            geo_near: first.is_some_and(|d| d.contains_key("$geoNear")),
+        }
+    }
+
+    /// A `$lookup` or `$unionWith` sub-pipeline's: another collection's
+    /// documents, bare, as in mongod, but for the index key mongod's plan
+    /// for them may attach, which Argon's does not.
+    pub(super) fn foreign() -> Flow {
+        Flow {
+            lost: vec![MetaName::IndexKey],
+            lost_at: "the start of a $lookup or $unionWith sub-pipeline",
+            text: false,
+            geo_near: false,
         }
     }
 
     /// Checks what the stage `name` reads, then applies what it does.
     pub(super) fn stage(&mut self, name: &str, arg: &Bson) -> Result<()> {
         // Sub-pipelines (`$facet`, `$lookup`, `$unionWith`) are checked
-        // when they are parsed.
+        // when they are parsed (`$facet`'s from this point of the flow).
         if !matches!(name, "$facet" | "$lookup" | "$unionWith") {
             let mut read = Vec::new();
             meta::mentioned(arg, &mut read);
-            if let Some(m) = read.iter().find(|m| self.lost.contains(m)) {
-                return Err(CommandError::new(
-                    ErrorCode::CommandNotSupported,
-                    format!(
-                        "{{$meta: \"{}\"}} after {} is not supported by Argon (it does not carry document metadata through it)",
-                        m.as_str(),
-                        self.lost_at
-                    ),
-                ));
+            for m in read {
+                self.check(m)?;
             }
         }
         match effect(name) {
@@ -119,6 +133,33 @@ impl Flow {
         }
         Ok(())
     }
+
+    /// Whether `{$meta: m}` may be read here.
+    fn check(&self, m: MetaName) -> Result<()> {
+        let missing_producer = match m {
+            MetaName::TextScore if !self.text => Some("text score"),
+            MetaName::GeoNearDistance if !self.geo_near => Some("$geoNear distance"),
+            MetaName::GeoNearPoint if !self.geo_near => Some("$geoNear point"),
+            _ => None,
+        };
+        if let Some(what) = missing_producer {
+            return Err(CommandError::new(
+                ErrorCode::Location40218,
+                format!("query requires {what} metadata, but it is not available"),
+            ));
+        }
+        if self.lost.contains(&m) {
+            return Err(CommandError::new(
+                ErrorCode::CommandNotSupported,
+                format!(
+                    "{{$meta: \"{}\"}} after {} is not supported by Argon (it does not carry document metadata through it)",
+                    m.as_str(),
+                    self.lost_at
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -126,8 +167,7 @@ mod tests {
     use super::*;
     use bson::bson;
 
-    fn run(stages: &[(&str, Bson)], sub: bool) -> Result<()> {
-        let mut flow = Flow::new(sub);
+    fn run(stages: &[(&str, Bson)], mut flow: Flow) -> Result<()> {
         for (name, arg) in stages {
             flow.stage(name, arg)?;
         }
@@ -136,21 +176,19 @@ mod tests {
 
     #[test]
     fn lost_metadata_is_refused_until_attached_again() {
+        let top = || Flow::top(&[]);
         let read = |m: &str| bson!({"x": {"$meta": m}});
         assert!(
             run(
                 &[("$sort", bson!({"a": 1})), ("$project", read("sortKey"))],
-                false
+                top()
             )
             .is_ok()
         );
         assert!(
             run(
-                &[
-                    ("$group", bson!({"_id": 1})),
-                    ("$project", read("textScore"))
-                ],
-                false
+                &[("$group", bson!({"_id": 1})), ("$project", read("randVal"))],
+                top()
             )
             .is_ok()
         );
@@ -159,12 +197,12 @@ mod tests {
                 ("$setWindowFields", bson!({})),
                 ("$project", read("sortKey")),
             ],
-            false,
+            top(),
         )
         .unwrap_err();
         assert_eq!(e.code, ErrorCode::CommandNotSupported);
         assert!(e.message.contains("sortKey") && e.message.contains("$setWindowFields"));
-        // A `$sort` attaches a sort key again, not the text score.
+        // A `$sort` attaches a sort key again, not the index key.
         assert!(
             run(
                 &[
@@ -172,7 +210,7 @@ mod tests {
                     ("$sort", bson!({"a": 1})),
                     ("$addFields", read("sortKey"))
                 ],
-                false
+                top()
             )
             .is_ok()
         );
@@ -181,9 +219,9 @@ mod tests {
                 &[
                     ("$fill", bson!({})),
                     ("$sort", bson!({"a": 1})),
-                    ("$addFields", read("textScore"))
+                    ("$addFields", read("indexKey"))
                 ],
-                false
+                top()
             )
             .is_err()
         );
@@ -195,35 +233,53 @@ mod tests {
                     ("$count", bson!("n")),
                     ("$project", read("randVal"))
                 ],
-                false
+                top()
             )
             .is_ok()
         );
-        // A sub-pipeline reads only what its own stages attach.
-        assert!(run(&[("$project", read("randVal"))], true).is_err());
-        assert!(
-            run(
-                &[
-                    ("$sample", bson!({"size": 1})),
-                    ("$project", read("randVal"))
-                ],
-                true
-            )
-            .is_ok()
-        );
+        // Another collection's documents: bare, but for the index key.
+        assert!(run(&[("$project", read("randVal"))], Flow::foreign()).is_ok());
+        assert!(run(&[("$project", read("indexKey"))], Flow::foreign()).is_err());
         // Sub-pipelines are checked on their own.
         assert!(
             run(
                 &[
                     ("$setWindowFields", bson!({})),
-                    (
-                        "$facet",
-                        bson!({"a": [{"$sort": {"a": 1}}, {"$project": read("sortKey")}]})
-                    )
+                    ("$facet", bson!({"a": [{"$project": read("sortKey")}]}))
                 ],
-                false
+                top()
             )
             .is_ok()
+        );
+    }
+
+    #[test]
+    fn producers_are_the_first_stage() {
+        let read = |m: &str| bson!({"x": {"$meta": m}});
+        let text = [bson!({"$match": {"$text": {"$search": "x"}}})];
+        let geo = [bson!({"$geoNear": {}})];
+        for (first, m, ok) in [
+            (&text[..], "textScore", true),
+            (&geo[..], "textScore", false),
+            (&geo[..], "geoNearDistance", true),
+            (&geo[..], "geoNearPoint", true),
+            (&text[..], "geoNearPoint", false),
+            (&[][..], "geoNearDistance", false),
+        ] {
+            let got = run(
+                &[("$group", bson!({"_id": null})), ("$project", read(m))],
+                Flow::top(first),
+            );
+            assert_eq!(got.is_ok(), ok, "{m} after {first:?}");
+            if let Err(e) = got {
+                assert_eq!(e.code, ErrorCode::Location40218);
+            }
+        }
+        assert_eq!(
+            run(&[("$project", read("textScore"))], Flow::foreign())
+                .unwrap_err()
+                .code,
+            ErrorCode::Location40218
         );
     }
 }

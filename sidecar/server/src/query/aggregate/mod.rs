@@ -62,9 +62,9 @@ pub use lookup::{InMemory, Lookup};
 #[derive(Debug, Clone)]
 pub struct Pipeline {
     stages: Vec<Stage>,
-    /// A sub-pipeline (`$facet`, `$lookup`, `$unionWith`): its input
-    /// carries no metadata (`meta_flow`).
-    sub: bool,
+    /// A `$lookup` or `$unionWith` sub-pipeline: its input (another
+    /// collection's documents) carries no metadata (`meta_flow`).
+    bare_input: bool,
     /// The metadata its stages read (the input attaches the costly kinds
     /// only when read: `cursor::pipeline`).
     reads: Vec<super::meta::MetaName>,
@@ -113,14 +113,29 @@ impl<'a> Cx<'a> {
 
 impl Pipeline {
     pub fn parse(stages: &[Bson]) -> Result<Pipeline> {
-        Pipeline::parse_at(stages, 0)
+        Pipeline::parse_with(stages, 0, meta_flow::Flow::top(stages), false)
     }
 
-    /// A pipeline `depth` sub-pipelines deep (`$facet`, `$unionWith`).
+    /// A `$lookup` or `$unionWith` sub-pipeline, `depth` sub-pipelines
+    /// deep: it reads another collection.
     fn parse_at(stages: &[Bson], depth: usize) -> Result<Pipeline> {
+        Pipeline::parse_with(stages, depth, meta_flow::Flow::foreign(), true)
+    }
+
+    /// A `$facet` sub-pipeline: it reads the documents (and metadata) the
+    /// stage before `$facet` gave, as `flow` has them.
+    fn parse_facet(stages: &[Bson], depth: usize, flow: &meta_flow::Flow) -> Result<Pipeline> {
+        Pipeline::parse_with(stages, depth, flow.clone(), false)
+    }
+
+    fn parse_with(
+        stages: &[Bson],
+        depth: usize,
+        mut flow: meta_flow::Flow,
+        bare_input: bool,
+    ) -> Result<Pipeline> {
         limits::check_pipeline_length(stages.len())?;
         let mut out = Vec::with_capacity(stages.len());
-        let mut flow = meta_flow::Flow::new(depth > 0);
         for (i, s) in stages.iter().enumerate() {
             let Bson::Document(d) = s else {
                 return Err(CommandError::type_mismatch(
@@ -166,12 +181,10 @@ impl Pipeline {
                     )
                 });
             }
-            if super::text::mentions_score(arg) {
-                check_text_score(stages, depth)?;
-            }
-            check_geo_metadata(stages, depth, arg)?;
+            // `$facet`'s sub-pipelines start where the flow is before it.
+            let before = flow.clone();
             flow.stage(name, arg)?;
-            stage::parse_into(name, arg, &mut out, depth)?;
+            stage::parse_into(name, arg, &mut out, depth, &before)?;
         }
         let mut reads = Vec::new();
         for s in stages {
@@ -192,7 +205,7 @@ impl Pipeline {
         }
         Ok(Pipeline {
             stages: out,
-            sub: depth > 0,
+            bare_input,
             reads,
         })
     }
@@ -279,7 +292,7 @@ impl Pipeline {
                 top
             })
             .collect();
-        let mut op: Box<dyn Op> = if self.sub {
+        let mut op: Box<dyn Op> = if self.bare_input {
             Box::new(ops::Bare(input))
         } else {
             input
@@ -351,50 +364,6 @@ impl Pipeline {
         }
         Ok(out)
     }
-}
-
-/// Where `{$meta: "textScore"}` may be read: the pipeline must start with
-/// a `$text` `$match` (MongoDB's 40218). Inside a sub-pipeline it is
-/// refused by name: Argon hands no metadata down to one (`meta_flow`).
-fn check_text_score(stages: &[Bson], depth: usize) -> Result<()> {
-    if depth > 0 {
-        return Err(CommandError::new(
-            ErrorCode::CommandNotSupported,
-            "{$meta: \"textScore\"} inside a sub-pipeline is not supported by Argon",
-        ));
-    }
-    let leading_text = matches!(
-        stages.first(),
-        Some(Bson::Document(d)) if matches!(d.get("$match"), Some(Bson::Document(f)) if super::text::mentions_text(f))
-    );
-    if !leading_text {
-        return Err(super::text::no_score());
-    }
-    Ok(())
-}
-
-/// `{$meta: "geoNearDistance"}` and `"geoNearPoint"` need a leading
-/// `$geoNear` (MongoDB's 40218, as for `textScore` without `$text`; a
-/// sub-pipeline has none, Argon refusing `$geoNear` there).
-fn check_geo_metadata(stages: &[Bson], depth: usize, arg: &Bson) -> Result<()> {
-    let mut read = Vec::new();
-    super::meta::mentioned(arg, &mut read);
-    let leading_geo_near = depth == 0
-        && matches!(stages.first(), Some(Bson::Document(d)) if d.contains_key("$geoNear"));
-    let what = if read.contains(&super::meta::MetaName::GeoNearDistance) {
-        "$geoNear distance"
-    } else if read.contains(&super::meta::MetaName::GeoNearPoint) {
-        "$geoNear point"
-    } else {
-        return Ok(());
-    };
-    if leading_geo_near {
-        return Ok(());
-    }
-    Err(CommandError::new(
-        ErrorCode::Location40218,
-        format!("query requires {what} metadata, but it is not available"),
-    ))
 }
 
 #[cfg(test)]

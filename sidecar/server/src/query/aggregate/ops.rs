@@ -39,8 +39,8 @@ impl Op for Docs {
 }
 
 /// The documents of `input` with no metadata: what a stage that makes new
-/// documents gives (`$group`, `$count`, `$facet`...), and a sub-pipeline's
-/// input (see `Pipeline::stream`).
+/// documents gives (`$group`, `$count`, `$facet`...), and the input of a
+/// `$lookup` or `$unionWith` sub-pipeline (see `Pipeline::stream`).
 pub(super) struct Bare(pub(super) Box<dyn Op>);
 
 impl Op for Bare {

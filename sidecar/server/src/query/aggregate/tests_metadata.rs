@@ -146,3 +146,41 @@ fn a_sub_pipeline_starts_bare_and_the_outer_document_keeps_its_own() {
     .unwrap();
     assert_eq!(got, vec![doc! {"l": [{"k": [1]}, {"k": [2]}], "k": [19]}]);
 }
+
+#[test]
+fn a_spilled_facet_hands_each_documents_metadata_down() {
+    let stages = bson!([
+        {"$sort": {"a": -1}},
+        {"$facet": {
+            "keys": [{"$project": {"_id": 0, "k": {"$meta": "sortKey"}}}, {"$limit": 3}],
+            "again": [{"$sort": {"_id": 1}}, {"$limit": 1}, {"$project": {"_id": 0, "k": {"$meta": "sortKey"}}}],
+        }},
+    ]);
+    let Bson::Array(stages) = stages else {
+        unreachable!()
+    };
+    let p = Pipeline::parse(&stages).unwrap();
+    for budget in [StageBudget::new(256, true), StageBudget::new(1 << 20, true)] {
+        let got = p
+            .run_within(input(), &InMemory(Vec::new()), budget)
+            .unwrap();
+        assert_eq!(
+            got,
+            vec![doc! {"keys": [{"k": [19]}, {"k": [18]}, {"k": [17]}], "again": [{"k": [0]}]}]
+        );
+    }
+}
+
+#[test]
+fn a_facet_inherits_what_its_input_lost() {
+    let e = run(
+        bson!([
+            {"$setWindowFields": {"sortBy": {"a": 1}, "output": {"n": {"$sum": 1}}}},
+            {"$facet": {"f": [{"$project": {"k": {"$meta": "sortKey"}}}]}},
+        ]),
+        input(),
+    )
+    .unwrap_err();
+    assert_eq!(e.code, ErrorCode::CommandNotSupported);
+    assert!(e.message.contains("$setWindowFields"), "{}", e.message);
+}

@@ -387,6 +387,10 @@ async fn refused_as_mongod_refuses() {
             bson!([text.clone(), {"$project": {"x": {"$meta": "indexKey"}}}]),
             115,
         ),
+        (
+            bson!([{"$sort": {"a": 1}}, {"$bucketAuto": {"groupBy": "$a", "buckets": 2, "output": {"k": {"$push": {"$meta": "sortKey"}}}}}]),
+            115,
+        ),
         (bson!([{"$project": {"x": {"$meta": "textScore"}}}]), 40218),
         (
             bson!([{"$sort": {"a": 1}}, {"$project": {"x": {"$meta": "geoNearDistance"}}}]),

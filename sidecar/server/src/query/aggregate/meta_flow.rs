@@ -117,6 +117,32 @@ impl Flow {
                 self.check(m)?;
             }
         }
+        // These evaluate their outputs on the documents they hold, whose
+        // metadata they do not keep (`$graphLookup` its filter on the
+        // documents it finds, which have none in mongod).
+        let on_held = match (name, arg) {
+            ("$setWindowFields" | "$bucketAuto", Bson::Document(d)) => {
+                d.get("output").map(|v| ("output", v))
+            }
+            ("$graphLookup", Bson::Document(d)) => d
+                .get("restrictSearchWithMatch")
+                .map(|v| ("restrictSearchWithMatch", v)),
+            ("$fill" | "$densify", _) => Some(("specification", arg)),
+            _ => None,
+        };
+        let mut read = Vec::new();
+        if let Some((_, v)) = on_held {
+            meta::mentioned(v, &mut read);
+        }
+        if let (Some(m), Some((field, _))) = (read.first(), on_held) {
+            return Err(CommandError::new(
+                ErrorCode::CommandNotSupported,
+                format!(
+                    "{{$meta: \"{}\"}} in the {field} of {name} is not supported by Argon (it computes it over documents without their metadata)",
+                    m.as_str()
+                ),
+            ));
+        }
         match effect(name) {
             Effect::Keeps => {}
             Effect::Attaches(names) => self.lost.retain(|m| !names.contains(m)),
@@ -240,6 +266,36 @@ mod tests {
         // Another collection's documents: bare, but for the index key.
         assert!(run(&[("$project", read("randVal"))], Flow::foreign()).is_ok());
         assert!(run(&[("$project", read("indexKey"))], Flow::foreign()).is_err());
+        // Outputs computed over held documents.
+        for (stage, arg) in [
+            (
+                "$setWindowFields",
+                bson!({"output": {"s": {"$sum": {"$meta": "sortKey"}}}}),
+            ),
+            (
+                "$bucketAuto",
+                bson!({"groupBy": "$a", "output": {"s": {"$max": {"$meta": "randVal"}}}}),
+            ),
+            (
+                "$fill",
+                bson!({"output": {"a": {"value": {"$meta": "randVal"}}}}),
+            ),
+        ] {
+            let e = run(&[("$sort", bson!({"a": 1})), (stage, arg)], top()).unwrap_err();
+            assert_eq!(e.code, ErrorCode::CommandNotSupported);
+            assert!(e.message.contains(stage), "{}", e.message);
+        }
+        // Its key is computed as each document is read.
+        assert!(
+            run(
+                &[
+                    ("$sort", bson!({"a": 1})),
+                    ("$bucketAuto", bson!({"groupBy": {"$meta": "sortKey"}}))
+                ],
+                top()
+            )
+            .is_ok()
+        );
         // Sub-pipelines are checked on their own.
         assert!(
             run(

@@ -23,6 +23,11 @@
 //! first (see `bucket`, `window`, `densify`); `$graphLookup` searches
 //! through `$lookup`'s index (see `graph_lookup`); `$redact` streams.
 //!
+//! Each document's metadata (`{$meta: ...}`: text score, sort key, ...)
+//! travels beside it through the operators (`query::meta`); `meta_flow`
+//! is the one table of what each stage does to it and where it may be
+//! read, checked as the pipeline is parsed.
+//!
 //! Files: `stage` parses (`fill` rewrites `$fill`), `ops` holds the streaming stages and `$sort`,
 //! `group` the grouping and its accumulators (`multi` those with
 //! arguments: `$topN`, `$percentile`, …), `lookup` the join.

@@ -360,9 +360,15 @@ async fn refused_as_mongod_refuses() {
         (bson!([{"$project": {"x": {"$meta": 1}}}]), 17307),
         (bson!([{"$project": {"x": {"$meta": ["sortKey"]}}}]), 17307),
         (bson!([{"$project": {"x": {"$meta": null}}}]), 17307),
-        (bson!([{"$project": {"x": {"$meta": {"$meta": "sortKey"}}}}]), 17307),
+        (
+            bson!([{"$project": {"x": {"$meta": {"$meta": "sortKey"}}}}]),
+            17307,
+        ),
         (bson!([{"$project": {"x": {"$meta": "SortKey"}}}]), 17308),
-        (bson!([{"$project": {"x": {"$meta": "m".repeat(1 << 20)}}}]), 17308),
+        (
+            bson!([{"$project": {"x": {"$meta": "m".repeat(1 << 20)}}}]),
+            17308,
+        ),
         (bson!([{"$group": {"_id": {"$meta": "nope"}}}]), 17308),
         (bson!([{"$project": {"x": {"$meta": "recordId"}}}]), 115),
         (bson!([{"$project": {"x": {"$meta": "searchScore"}}}]), 115),

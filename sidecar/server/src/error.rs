@@ -106,6 +106,7 @@ error_codes! {
     Location40218 = 40218,
     Location17419 = 17419,
     Location17420 = 17420,
+    Location31138 = 31138,
     Location31249 = 31249,
     Location31250 = 31250,
     Location31252 = 31252,

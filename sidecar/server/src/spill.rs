@@ -367,18 +367,34 @@ fn spill_error(e: std::io::Error) -> CommandError {
 // ---- the sort --------------------------------------------------------------------
 
 /// A sort's order: the sort specification's key, equal documents kept.
+/// `stored`: each document is a wrapper holding its key already computed
+/// under [`KEY_FIELD`] (see [`ExternalSorter::keyed`]).
 #[derive(Clone)]
-pub struct SortOrder(SortSpec);
+pub struct SortOrder {
+    spec: SortSpec,
+    stored: bool,
+}
+
+/// Where a keyed sort's wrappers hold their key.
+pub const KEY_FIELD: &str = "k";
 
 impl Order for SortOrder {
     type Key = Vec<Bson>;
 
     fn key(&self, d: &Document) -> Vec<Bson> {
-        self.0.key(d)
+        if self.stored {
+            // The sorter wrote the wrapper; one without a key (impossible)
+            // sorts first rather than failing the merge.
+            return match d.get(KEY_FIELD) {
+                Some(Bson::Array(k)) => k.clone(),
+                _ => Vec::new(),
+            };
+        }
+        self.spec.key(d)
     }
 
     fn cmp(&self, a: &Vec<Bson>, b: &Vec<Bson>) -> Ordering {
-        self.0.compare_keys(a, b)
+        self.spec.compare_keys(a, b)
     }
 }
 
@@ -423,13 +439,25 @@ pub struct ExternalSorter {
 impl ExternalSorter {
     pub fn new(spec: SortSpec, budget: StageBudget) -> ExternalSorter {
         ExternalSorter {
-            order: SortOrder(spec),
+            order: SortOrder {
+                spec,
+                stored: false,
+            },
             budget,
             limit: None,
             run: Vec::new(),
             run_bytes: 0,
             runs: Runs::default(),
         }
+    }
+
+    /// A sorter of wrappers `{k: [key values], ...}` whose key was computed
+    /// outside them (under `spec`'s order): a pipeline's `$sort`, which
+    /// keeps each document's metadata beside it (`aggregate::ops`).
+    pub fn keyed(spec: SortSpec, budget: StageBudget) -> ExternalSorter {
+        let mut sorter = ExternalSorter::new(spec, budget);
+        sorter.order.stored = true;
+        sorter
     }
 
     /// Only the first `k` documents in order are wanted.
@@ -465,7 +493,7 @@ impl ExternalSorter {
     }
 
     fn sort_run(&mut self) {
-        let spec = &self.order.0;
+        let spec = &self.order.spec;
         if !spec.is_empty() {
             // Stable: among equals, earlier input stays first.
             self.run.sort_by(|a, b| spec.compare_keys(&a.key, &b.key));

@@ -731,16 +731,56 @@ async fn geo_near_metadata_in_later_stages() {
         let c = city(name);
         assert_eq!(d.get_document("where").unwrap(), &point(c), "{d}");
     }
-    // After a stage that reshapes the documents, and without includeLocs:
-    // refused by name.
-    assert_eq!(
-        common::code_of(&db, doc! {"aggregate": "cities", "pipeline": [geo_near.clone(), {"$project": {"x": 1}}, {"$addFields": {"km": {"$meta": "geoNearDistance"}}}], "cursor": {}}).await,
-        Some(115)
-    );
-    assert_eq!(
-        common::code_of(&db, doc! {"aggregate": "cities", "pipeline": [{"$geoNear": {"near": point(paris), "distanceField": "d"}}, {"$addFields": {"p": {"$meta": "geoNearPoint"}}}], "cursor": {}}).await,
-        Some(115)
-    );
+    // Carried beside the document through a stage that reshapes it, and
+    // there without `includeLocs` (mongod's `$geoNear` attaches both).
+    let got = all(
+        &db,
+        "cities",
+        doc! {"aggregate": "cities", "pipeline": [
+            geo_near.clone(),
+            {"$project": {"x": 1}},
+            {"$addFields": {"km": {"$meta": "geoNearDistance"}}},
+            {"$replaceRoot": {"newRoot": {"km": "$km", "p": {"$meta": "geoNearPoint"}}}},
+        ], "cursor": {}},
+    )
+    .await;
+    assert_eq!(got.len(), expected_near(paris, 400_000.0).len());
+    for d in &got {
+        let km = d.get_f64("km").unwrap();
+        let p = d.get_document("p").unwrap();
+        let name = CITIES
+            .iter()
+            .find(|c| &point(city(c.0)) == p)
+            .map(|c| c.0)
+            .unwrap_or_else(|| panic!("a city's point: {d}"));
+        assert!(
+            (km - distance(paris, city(name)) / 1000.0).abs() < 0.01,
+            "{d}"
+        );
+    }
+    let got = all(
+        &db,
+        "cities",
+        doc! {"aggregate": "cities", "pipeline": [
+            {"$geoNear": {"near": point(paris), "distanceField": "d"}},
+            {"$limit": 1},
+            {"$addFields": {"p": {"$meta": "geoNearPoint"}}},
+        ], "cursor": {}},
+    )
+    .await;
+    assert_eq!(got[0].get_document("p").unwrap(), &point(paris));
+    // After `$group`: new documents, no metadata (missing, as mongod).
+    let got = all(
+        &db,
+        "cities",
+        doc! {"aggregate": "cities", "pipeline": [
+            geo_near.clone(),
+            {"$group": {"_id": null, "n": {"$sum": 1}}},
+            {"$addFields": {"km": {"$meta": "geoNearDistance"}}},
+        ], "cursor": {}},
+    )
+    .await;
+    assert!(!got[0].contains_key("km"), "{got:?}");
 }
 
 /// `{$meta: "geoNearDistance"}` and `"geoNearPoint"` in find projections

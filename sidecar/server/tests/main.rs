@@ -35,6 +35,7 @@ mod key_file;
 mod large_writes;
 mod linearizability;
 mod load_balanced;
+mod metadata;
 mod multi_writer;
 mod protocol;
 mod query_fuzz;

@@ -348,6 +348,19 @@ pub async fn find(ctx: &Ctx<'_>) -> Result<Document> {
     // `returnKey` replaces the projection, which is still checked (as
     // MongoDB parses it before its ReturnKeyStage drops it).
     let return_key = opt_bool(ctx.cmd, "returnKey", false)?;
+    if let Some(p) = &projection
+        && natural.is_none()
+    {
+        let metas = p.find_metas();
+        crate::query::find_meta::check_sort_key(&metas, sort.as_ref())?;
+        if return_key && metas.contains(&crate::query::find_meta::FindMeta::SortKey) {
+            // mongod's ReturnKeyStage keeps the sortKey fields beside the key.
+            return Err(CommandError::new(
+                ErrorCode::CommandNotSupported,
+                "returnKey with {$meta: \"sortKey\"} is not supported by Argon",
+            ));
+        }
+    }
     let projection = if return_key {
         Some(Projection::return_key())
     } else {
@@ -378,6 +391,16 @@ pub async fn find(ctx: &Ctx<'_>) -> Result<Document> {
         &coll,
         state.collection(&ns)?.is_some_and(|c| c.is_capped()),
     )?;
+    if sort
+        .as_ref()
+        .is_some_and(|s| s.uses_meta(crate::query::meta::MetaName::GeoNearDistance))
+    {
+        // A find measures distances in its projection, not its sort.
+        return Err(CommandError::new(
+            ErrorCode::CommandNotSupported,
+            "a find's sort by {$meta: \"geoNearDistance\"} is not supported by Argon",
+        ));
+    }
     // `{$meta: "textScore"}` needs the query's `$text` (MongoDB's 40218).
     if filter.text_query().is_none()
         && (sort.as_ref().is_some_and(SortSpec::uses_text_score)
@@ -510,7 +533,8 @@ pub async fn find(ctx: &Ctx<'_>) -> Result<Document> {
         &min,
         &max,
     )?;
-    let projection = projection.map(|p| p.with_metadata(FindMetadata::of(&plan, &filter)));
+    let projection = projection
+        .map(|p| p.with_metadata(FindMetadata::of(&plan, &filter).sorted_by(sort.as_ref())));
     let sort = sort.or(index_order(&plan)?);
     let (first, id) = match &sort {
         _ if near_first => {

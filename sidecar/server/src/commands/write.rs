@@ -582,7 +582,7 @@ pub async fn find_and_modify(ctx: &Ctx<'_>) -> Result<Document> {
         // They read a find's plan, which this command's write path has not.
         return Err(CommandError::new(
             ErrorCode::CommandNotSupported,
-            "{$meta: \"indexKey\"}, \"geoNearDistance\" and \"geoNearPoint\" in findAndModify's fields are not supported by Argon",
+            "{$meta: \"indexKey\"}, \"geoNearDistance\", \"geoNearPoint\" and \"sortKey\" in findAndModify's fields are not supported by Argon",
         ));
     }
     let update = match ctx.cmd.get("update") {

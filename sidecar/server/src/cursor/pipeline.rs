@@ -15,6 +15,8 @@ use super::MAX_BATCH_BYTES;
 use crate::deadline::Deadline;
 use crate::error::{CommandError, Result};
 use crate::query::aggregate::{Cx, Lookup, Op, Pipeline};
+use crate::query::find_meta::FindMetadata;
+use crate::query::meta::{self, MetaName, Metadata};
 use crate::query::plan::{Access, Plan};
 use crate::query::{Filter, SortSpec};
 use crate::spill::StageBudget;
@@ -39,6 +41,10 @@ pub struct SnapshotInput {
     /// before it have been passed on, as a scan one at a time would.
     failed: Option<CommandError>,
     done: bool,
+    /// The metadata attached to each document (`query::meta`), when the
+    /// pipeline reads it: the `$text` score, the plan's index key.
+    attach_text_score: bool,
+    index_key: Option<FindMetadata>,
 }
 
 impl SnapshotInput {
@@ -62,12 +68,37 @@ impl SnapshotInput {
         SnapshotInput {
             state,
             ns,
-            filter,
             access: Access::new(plan),
             ahead: VecDeque::new(),
             failed,
             done,
+            attach_text_score: false,
+            index_key: None,
+            filter,
         }
+    }
+
+    /// Attaches to each document the metadata `pipeline` reads.
+    fn attaching(mut self, pipeline: &Pipeline) -> SnapshotInput {
+        self.attach_text_score =
+            self.filter.text_query().is_some() && pipeline.reads(MetaName::TextScore);
+        if pipeline.reads(MetaName::IndexKey) {
+            self.index_key = Some(FindMetadata::of(&self.access.plan, &self.filter));
+        }
+        self
+    }
+
+    fn metadata_of(&self, d: &Document) -> Result<Metadata> {
+        let text_score = if self.attach_text_score {
+            Some(crate::query::text::score(d)?)
+        } else {
+            None
+        };
+        Ok(Metadata {
+            text_score,
+            index_key: self.index_key.as_ref().and_then(|m| m.index_key(d)),
+            ..Metadata::default()
+        })
     }
 
     /// Whether the input comes in the order of the sort it was planned for.
@@ -84,11 +115,16 @@ impl SnapshotInput {
             ahead,
             failed,
             done,
+            ..
         } = self;
         let Some(coll) = state.collection(ns)? else {
             *done = true;
             return Ok(());
         };
+        // The filter runs before any metadata is attached: what it reads
+        // of it (`$expr` with `$meta`) is missing, never the metadata of
+        // the document passed on before.
+        meta::set(Metadata::default());
         let mut bytes = 0usize;
         let exhausted = access.run(&coll, Deadline::NONE, |raw| {
             if ahead.len() >= READ_AHEAD_DOCS || bytes >= READ_AHEAD_BYTES || failed.is_some() {
@@ -120,6 +156,7 @@ impl Op for SnapshotInput {
     fn next(&mut self, cx: &mut Cx<'_>) -> Result<Option<Document>> {
         loop {
             if let Some(d) = self.ahead.pop_front() {
+                meta::set(self.metadata_of(&d)?);
                 return Ok(Some(d));
             }
             if let Some(e) = self.failed.take() {
@@ -232,7 +269,8 @@ impl PipelineScan {
             filter,
             sort.as_ref(),
             hint,
-        );
+        )
+        .attaching(&pipeline);
         if input.provides_sort() {
             pipeline.drop_leading_sort();
         }
@@ -249,6 +287,7 @@ impl PipelineScan {
     pub(crate) fn next_batch(&mut self, n: usize, deadline: Deadline) -> Result<Vec<Bson>> {
         // A getMore after the time is spent fails at once, as in MongoDB.
         deadline.check()?;
+        let _metadata = meta::enter();
         let mut cx = Cx::new(&self.lookup, deadline);
         let mut out = Vec::new();
         let mut bytes = 0usize;

@@ -3,7 +3,9 @@
 //! `returnKey`) the index key the plan reached the document under,
 //! `{$meta: "geoNearDistance"}` and `{$meta: "geoNearPoint"}` the
 //! distance to a `$near`/`$nearSphere` query's point and the location
-//! measured to. (`textScore` is `query::text`'s, bound for the command.)
+//! measured to, `{$meta: "sortKey"}` the values the find's `sort` ordered
+//! the document by. (`textScore` is `query::text`'s, bound for the
+//! command; a pipeline carries its metadata instead, `query::meta`.)
 //!
 //! Argon's scans hand on documents, not metadata: each value is computed
 //! again from the document, with what the command fixed once its plan was
@@ -12,9 +14,9 @@
 
 use bson::{Bson, Document};
 
-use super::Filter;
 use super::geo::{self, Near};
 use super::plan::{Plan, index_key::IndexKeyOf};
+use super::{Filter, SortSpec};
 use crate::error::{CommandError, ErrorCode, Result};
 
 /// A find-only `$meta` of a projection.
@@ -23,6 +25,7 @@ pub enum FindMeta {
     IndexKey,
     GeoNearDistance,
     GeoNearPoint,
+    SortKey,
 }
 
 impl FindMeta {
@@ -33,6 +36,7 @@ impl FindMeta {
                 "indexKey" => Some(FindMeta::IndexKey),
                 "geoNearDistance" => Some(FindMeta::GeoNearDistance),
                 "geoNearPoint" => Some(FindMeta::GeoNearPoint),
+                "sortKey" => Some(FindMeta::SortKey),
                 _ => None,
             },
             _ => None,
@@ -44,7 +48,8 @@ impl FindMeta {
     /// without `$text`). `query` is the command's filter as sent.
     pub fn check_available(self, query: Option<&Document>) -> Result<()> {
         let what = match self {
-            FindMeta::IndexKey => return Ok(()),
+            // Needs the command's sort, which the handler checks.
+            FindMeta::IndexKey | FindMeta::SortKey => return Ok(()),
             FindMeta::GeoNearDistance => "$geoNear distance",
             FindMeta::GeoNearPoint => "$geoNear point",
         };
@@ -58,12 +63,23 @@ impl FindMeta {
     }
 }
 
-/// What a find fixed for its metadata: the plan's index key rule and its
-/// `$near` (path and query).
+/// MongoDB's check of a find's `{$meta: "sortKey"}`: it needs a sort.
+pub fn check_sort_key(metas: &[FindMeta], sort: Option<&SortSpec>) -> Result<()> {
+    if metas.contains(&FindMeta::SortKey) && sort.is_none_or(SortSpec::is_empty) {
+        return Err(CommandError::bad_value(
+            "cannot use sortKey $meta projection without a sort",
+        ));
+    }
+    Ok(())
+}
+
+/// What a find fixed for its metadata: the plan's index key rule, its
+/// `$near` (path and query) and its sort.
 #[derive(Debug, Clone, Default)]
 pub struct FindMetadata {
     index_key: IndexKeyOf,
     near: Option<(String, Near)>,
+    sort: Option<SortSpec>,
 }
 
 impl FindMetadata {
@@ -71,7 +87,14 @@ impl FindMetadata {
         FindMetadata {
             index_key: IndexKeyOf::of(plan),
             near: geo::near_of(filter).map(|(path, near)| (path.to_owned(), near.clone())),
+            sort: None,
         }
+    }
+
+    /// The metadata with the find's `sort` (what `sortKey` reads).
+    pub fn sorted_by(mut self, sort: Option<&SortSpec>) -> FindMetadata {
+        self.sort = sort.cloned();
+        self
     }
 
     /// `doc`'s index key under the plan (`returnKey`): `None` for a
@@ -85,6 +108,8 @@ impl FindMetadata {
     pub fn value(&self, meta: FindMeta, doc: &Document) -> Option<Bson> {
         match meta {
             FindMeta::IndexKey => self.index_key(doc).map(Bson::Document),
+            // mongod's `serializeSortKey`: an array, one value per key.
+            FindMeta::SortKey => self.sort.as_ref().map(|s| Bson::Array(s.key(doc))),
             FindMeta::GeoNearDistance | FindMeta::GeoNearPoint => {
                 let (path, near) = self.near.as_ref()?;
                 let values = super::path::resolve(doc, path).values;
@@ -144,5 +169,30 @@ mod tests {
         );
         assert_eq!(m.value(FindMeta::IndexKey, &d), None);
         assert_eq!(m.value(FindMeta::GeoNearDistance, &doc! {"_id": 2}), None);
+    }
+
+    #[test]
+    fn sort_key_is_the_values_sorted_by() {
+        let sort = SortSpec::parse(&doc! {"a": 1, "b": -1}).unwrap();
+        let m = FindMetadata::default().sorted_by(Some(&sort));
+        let d = doc! {"_id": 1, "a": [3, 1, 2], "b": [3, 1, 2]};
+        assert_eq!(m.value(FindMeta::SortKey, &d), Some(bson::bson!([1, 3])));
+        assert_eq!(
+            m.value(FindMeta::SortKey, &doc! {"_id": 2}),
+            Some(bson::bson!([null, null]))
+        );
+        assert_eq!(FindMetadata::default().value(FindMeta::SortKey, &d), None);
+        assert_eq!(
+            FindMeta::parse(&Bson::from("sortKey")),
+            Some(FindMeta::SortKey)
+        );
+        let e = check_sort_key(&[FindMeta::SortKey], None).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadValue);
+        assert_eq!(
+            e.message,
+            "cannot use sortKey $meta projection without a sort"
+        );
+        assert!(check_sort_key(&[FindMeta::SortKey], Some(&sort)).is_ok());
+        assert!(check_sort_key(&[FindMeta::IndexKey], None).is_ok());
     }
 }

@@ -14,6 +14,7 @@ pub mod filter;
 pub mod find_meta;
 pub mod geo;
 pub mod javascript;
+pub mod meta;
 pub mod path;
 pub mod plan;
 pub mod positional;

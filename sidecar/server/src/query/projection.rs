@@ -28,8 +28,8 @@ enum Node {
     /// find's `"path.$": 1`: the first element of the array at the path that
     /// the query's conditions on it match.
     Positional(Filter),
-    /// find's `{$meta: "indexKey"}`, `{$meta: "geoNearDistance"}`...: read
-    /// through the [`FindMetadata`] the find binds (`query::find_meta`).
+    /// find's `{$meta: "indexKey"}`, `"sortKey"`, `"geoNearDistance"`...:
+    /// read through the [`FindMetadata`] the find binds (`query::find_meta`).
     Meta(FindMeta),
 }
 
@@ -126,7 +126,7 @@ impl Projection {
     /// find's `returnKey: true`: each result is the index key the plan
     /// reached the document under (`{}` for a collection scan), whatever
     /// the projection (MongoDB's `ReturnKeyStage` keeps only `sortKey`
-    /// metas of it, which Argon refuses when parsing the projection).
+    /// metas of it, which the find handler refuses beside `returnKey`).
     pub fn return_key() -> Projection {
         Projection {
             inclusion: true,
@@ -540,46 +540,6 @@ fn find_slice(arg: &Bson) -> Result<Option<Node>> {
         skip: Some(skip),
         limit,
     }))
-}
-
-/// `$meta` other than `textScore` (a projection's or an expression's):
-/// the metadata Argon does not produce yet is refused by name (115); an
-/// unknown name as mongod refuses it (17308).
-pub(crate) fn meta_refusal(arg: &Bson) -> CommandError {
-    match arg {
-        Bson::String(s)
-            if matches!(
-                s.as_str(),
-                "textScore"
-                    | "indexKey"
-                    | "recordId"
-                    | "sortKey"
-                    | "searchScore"
-                    | "searchHighlights"
-                    | "searchScoreDetails"
-                    | "geoNearDistance"
-                    | "geoNearPoint"
-                    | "randVal"
-                    | "vectorSearchScore"
-                    | "searchSequenceToken"
-                    | "score"
-                    | "scoreDetails"
-            ) =>
-        {
-            CommandError::new(
-                ErrorCode::CommandNotSupported,
-                format!("$meta \"{s}\" is not supported by Argon yet"),
-            )
-        }
-        Bson::String(s) => CommandError::new(
-            ErrorCode::Location17308,
-            format!("Unsupported argument to $meta: {s}"),
-        ),
-        _ => CommandError::new(
-            ErrorCode::Location17307,
-            "$meta only supports string arguments",
-        ),
-    }
 }
 
 /// Whether the query has a condition on `field` or below it (through

@@ -1,15 +1,18 @@
 //! Sort specifications: multi-key, in BSON order. An array field sorts by its
 //! smallest element ascending and its largest descending, as MongoDB does.
-//! `{field: {$meta: "textScore"}}` sorts by the `$text` score, highest
-//! first (the field name is not read).
+//! `{field: {$meta: "textScore"}}` sorts by the `$text` score,
+//! `{$meta: "randVal"}` by `$sample`'s random value and
+//! `{$meta: "geoNearDistance"}` by `$geoNear`'s distance, highest first as
+//! mongod (the field name is not read), read through `query::meta`.
 
 use std::cmp::Ordering;
 
 use bson::{Bson, Document};
 
 use super::compare::compare;
+use super::meta::{self, MetaName};
 use super::path::resolve;
-use crate::error::{CommandError, Result};
+use crate::error::{CommandError, ErrorCode, Result};
 
 #[derive(Debug, Clone, Default)]
 pub struct SortSpec {
@@ -19,7 +22,14 @@ pub struct SortSpec {
 #[derive(Debug, Clone, PartialEq)]
 enum Key {
     Path(String),
-    TextScore,
+    Meta(MetaName),
+}
+
+/// One key of a sort: a field path or a metadata field.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SortBy<'a> {
+    Path(&'a str),
+    Meta(MetaName),
 }
 
 impl SortSpec {
@@ -30,12 +40,9 @@ impl SortSpec {
                 && d.contains_key("$meta")
             {
                 match d.get("$meta") {
-                    Some(Bson::String(s)) if s == "textScore" && d.len() == 1 => {
-                        keys.push((Key::TextScore, false));
+                    Some(arg) if d.len() == 1 => {
+                        keys.push((Key::Meta(meta_sort(arg)?), false));
                         continue;
-                    }
-                    Some(other) if d.len() == 1 => {
-                        return Err(super::projection::meta_refusal(other));
                     }
                     _ => {
                         return Err(CommandError::bad_value(format!(
@@ -122,42 +129,72 @@ impl SortSpec {
     }
 
     /// The sort's paths with `true` for ascending, in order; `None` when a
-    /// key is `{$meta: "textScore"}` (no index gives that order).
+    /// key is a `{$meta: ...}` (no index gives that order).
     pub fn paths(&self) -> Option<Vec<(&str, bool)>> {
         self.keys
             .iter()
             .map(|(k, asc)| match k {
                 Key::Path(p) => Some((p.as_str(), *asc)),
-                Key::TextScore => None,
+                Key::Meta(_) => None,
             })
             .collect()
     }
 
-    /// Each key in order: its path (`None` for `{$meta: "textScore"}`)
-    /// and `true` for ascending (`$topN`'s `sortBy` evaluates them itself).
-    pub fn parts(&self) -> Vec<(Option<&str>, bool)> {
+    /// Each key in order, with `true` for ascending (`$topN`'s `sortBy`
+    /// evaluates them itself).
+    pub fn parts(&self) -> Vec<(SortBy<'_>, bool)> {
         self.keys
             .iter()
             .map(|(k, asc)| match k {
-                Key::Path(p) => (Some(p.as_str()), *asc),
-                Key::TextScore => (None, *asc),
+                Key::Path(p) => (SortBy::Path(p.as_str()), *asc),
+                Key::Meta(m) => (SortBy::Meta(*m), *asc),
             })
             .collect()
     }
 
     /// Whether a key sorts by `{$meta: "textScore"}`.
     pub fn uses_text_score(&self) -> bool {
-        self.keys.iter().any(|(k, _)| *k == Key::TextScore)
+        self.uses_meta(MetaName::TextScore)
+    }
+
+    /// Whether a key sorts by `{$meta: name}`.
+    pub fn uses_meta(&self, name: MetaName) -> bool {
+        self.keys.iter().any(|(k, _)| *k == Key::Meta(name))
+    }
+}
+
+/// A sort key's `{$meta: arg}`: mongod sorts by the text score, the
+/// random value and `$geoNear`'s distance (31138 for any other name);
+/// Atlas Search's scores are refused by name.
+fn meta_sort(arg: &Bson) -> Result<MetaName> {
+    match MetaName::parse(arg) {
+        Ok(name @ (MetaName::TextScore | MetaName::RandVal | MetaName::GeoNearDistance)) => {
+            Ok(name)
+        }
+        Ok(MetaName::SearchScore | MetaName::VectorSearchScore | MetaName::Score) => {
+            MetaName::parse_produced(arg)
+        }
+        _ => {
+            let shown = match arg {
+                Bson::String(s) => format!("\"{s}\""),
+                other => other.to_string(),
+            };
+            Err(CommandError::new(
+                ErrorCode::Location31138,
+                format!("Illegal $meta sort: $meta: {shown}"),
+            ))
+        }
     }
 }
 
 fn sort_key(doc: &Document, key: &Key, ascending: bool) -> Bson {
     let path = match key {
         Key::Path(p) => p,
-        // The document matched the same `$text` query, so it scores; a
-        // sort without `$text` was refused (40218) before it ran.
-        Key::TextScore => {
-            return Bson::Double(super::text::score(doc).unwrap_or(0.0));
+        // Missing metadata sorts as null, as mongod's missing sort key
+        // (a sort by text score without `$text` was refused, 40218,
+        // before it ran).
+        Key::Meta(name) => {
+            return meta::value(*name, doc).ok().flatten().unwrap_or(Bson::Null);
         }
     };
     let r = resolve(doc, path);

@@ -300,7 +300,13 @@ async fn expression(db: &Database, name: &str) -> Status {
             }
         }
         if !refused.is_empty() {
-            return Status::Partly(format!("refuses {} (115)", refused.join(", ")));
+            // Why, where the reason is Argon's design rather than work left.
+            let why = if refused.contains(&"recordId") {
+                "; recordId because Argon stores documents by `_id`, with no record id a later read could resolve"
+            } else {
+                ""
+            };
+            return Status::Partly(format!("refuses {} (115){why}", refused.join(", ")));
         }
     }
     // Window functions exist only in `$setWindowFields`.

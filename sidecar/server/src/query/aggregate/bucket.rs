@@ -193,7 +193,7 @@ impl Bucket {
             }
         });
         let grouped = group::op_keyed(input, group, key, budget);
-        super::ops::sort(grouped, order, None, budget)
+        super::ops::sort(grouped, order, None, budget, true)
     }
 }
 

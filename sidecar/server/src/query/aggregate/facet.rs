@@ -4,13 +4,15 @@
 //! The input is read once and held (a blocking stage: within the stage
 //! budget in memory, past it spilled to one run file, or 292 when the
 //! request forbids disk use); each facet then replays it from the start,
-//! one facet after the other, so only one sub-pipeline runs at a time.
-//! The output is one document, held to MongoDB's 16 MiB.
+//! one facet after the other, so only one sub-pipeline runs at a time,
+//! each document with its metadata (`query::meta`), as mongod hands it
+//! down. The output is one document, held to MongoDB's 16 MiB.
 
 use std::sync::Arc;
 
-use bson::{Bson, Document};
+use bson::{Bson, Document, doc};
 
+use super::super::meta::{self, Metadata};
 use super::{Cx, Op, Pipeline};
 use crate::error::Result;
 use crate::limits;
@@ -34,10 +36,18 @@ struct Facet {
     budget: StageBudget,
 }
 
-/// The input as read once: in memory, or spilled past the budget.
+/// The input as read once, each document with its metadata: in memory,
+/// or spilled past the budget (as `{d: document, m: metadata}`).
 enum Held {
-    Memory(Arc<Vec<Document>>),
+    Memory(Arc<Vec<(Document, Metadata)>>),
     Disk(RunFile),
+}
+
+const HELD_DOC: &str = "d";
+const HELD_META: &str = "m";
+
+fn spilled(d: &Document, m: &Metadata) -> Document {
+    doc! {HELD_DOC: d.clone(), HELD_META: m.to_document()}
 }
 
 impl Held {
@@ -47,16 +57,17 @@ impl Held {
         let mut disk: Option<RunWriter> = None;
         while let Some(d) = input.next(cx)? {
             cx.tick()?;
+            let m = meta::take();
             if let Some(w) = disk.as_mut() {
-                w.push(&d)?;
+                w.push(&spilled(&d, &m))?;
                 continue;
             }
             bytes = bytes.saturating_add(limits::document_size(&d));
-            docs.push(d);
+            docs.push((d, m));
             if budget.must_spill(bytes, Blocking::Facet)? {
                 let mut w = RunWriter::new()?;
-                for d in docs.drain(..) {
-                    w.push(&d)?;
+                for (d, m) in docs.drain(..) {
+                    w.push(&spilled(&d, &m))?;
                 }
                 disk = Some(w);
             }
@@ -80,16 +91,19 @@ impl Held {
 }
 
 struct Replay {
-    docs: Arc<Vec<Document>>,
+    docs: Arc<Vec<(Document, Metadata)>>,
     at: usize,
 }
 
 impl Op for Replay {
     fn next(&mut self, cx: &mut Cx<'_>) -> Result<Option<Document>> {
         cx.tick()?;
-        let d = self.docs.get(self.at).cloned();
+        let Some((d, m)) = self.docs.get(self.at) else {
+            return Ok(None);
+        };
         self.at += 1;
-        Ok(d)
+        meta::set(m.clone());
+        Ok(Some(d.clone()))
     }
 }
 
@@ -98,7 +112,16 @@ struct Reread(RunReader);
 impl Op for Reread {
     fn next(&mut self, cx: &mut Cx<'_>) -> Result<Option<Document>> {
         cx.tick()?;
-        self.0.next_doc()
+        let Some(mut held) = self.0.next_doc()? else {
+            return Ok(None);
+        };
+        let (Some(Bson::Document(d)), Some(Bson::Document(m))) =
+            (held.remove(HELD_DOC), held.remove(HELD_META))
+        else {
+            return Err(crate::spill::damaged());
+        };
+        meta::set(Metadata::from_document(&m)?);
+        Ok(Some(d))
     }
 }
 

@@ -16,6 +16,7 @@ use bson::{Bson, Document, doc};
 use super::super::compare::as_f64;
 use super::super::filter::Filter;
 use super::super::geo::{GeoIndex, GeoPred, Kind, Near};
+use super::super::meta;
 use super::super::path::{resolve, set};
 use super::super::sort::SortSpec;
 use super::{Cx, Op, ops};
@@ -211,7 +212,7 @@ impl GeoNear {
         let order = self.order.clone();
         let keyed = Box::new(Keyed { input, spec: self });
         Box::new(Unkeyed {
-            input: ops::sort(keyed, order, None, budget),
+            input: ops::sort(keyed, order, None, budget, false),
         })
     }
 }
@@ -245,18 +246,19 @@ impl Op for Keyed {
             if distance < s.near.min || distance > s.near.max {
                 continue;
             }
-            let loc = match &s.include_locs {
-                Some(_) => s.near.nearest(&values).cloned(),
-                None => None,
-            };
-            set(
-                &mut d,
-                &s.distance_field,
-                Bson::Double(distance * s.multiplier),
-            )?;
-            if let (Some(field), Some(loc)) = (&s.include_locs, loc) {
-                set(&mut d, field, loc)?;
+            // What `distanceField` and `includeLocs` write is also the
+            // document's `geoNearDistance` and `geoNearPoint` metadata
+            // (`query::meta`), whether or not those fields are asked for.
+            let loc = s.near.nearest(&values).cloned();
+            let scaled = distance * s.multiplier;
+            set(&mut d, &s.distance_field, Bson::Double(scaled))?;
+            if let (Some(field), Some(loc)) = (&s.include_locs, &loc) {
+                set(&mut d, field, loc.clone())?;
             }
+            meta::update(|m| {
+                m.geo_near_distance = Some(scaled);
+                m.geo_near_point = loc;
+            });
             return Ok(Some(doc! {KEY: distance, DOC: d}));
         }
         Ok(None)

@@ -170,6 +170,8 @@ impl Op for GroupOp {
             d.insert(name.clone(), st.finish(acc));
         }
         limits::check_built_document(&d, "$group")?;
+        // A group is a new document: no metadata (`query::meta`).
+        super::super::meta::set(super::super::meta::Metadata::default());
         Ok(Some(d))
     }
 }

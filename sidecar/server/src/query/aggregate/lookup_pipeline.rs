@@ -14,6 +14,7 @@ use bson::{Bson, Document};
 
 use super::super::expr::Expr;
 use super::super::filter::Pred;
+use super::super::meta;
 use super::super::vars::Vars;
 use super::lookup::{Matched, joins, local_keys};
 use super::ops::with_field;
@@ -152,11 +153,15 @@ impl Op for SubLookupOp {
                 preds: local_keys(&d, local).into_iter().map(Pred::Eq).collect(),
             }),
         };
+        // The sub-pipeline's documents carry their own metadata; the
+        // outer document's is put back once they are read.
+        let outer = meta::take();
         let mut op = pipeline.stream(source, self.budget);
         let mut matched = Matched::new(self.spec.from.as_deref().unwrap_or("$documents"));
         while let Some(f) = op.next(cx)? {
             matched.push(f)?;
         }
+        meta::set(outer);
         let docs = matched.into_docs();
         with_field(d, &self.spec.as_field, Bson::Array(docs), "$lookup").map(Some)
     }

@@ -23,6 +23,11 @@
 //! first (see `bucket`, `window`, `densify`); `$graphLookup` searches
 //! through `$lookup`'s index (see `graph_lookup`); `$redact` streams.
 //!
+//! Each document's metadata (`{$meta: ...}`: text score, sort key, ...)
+//! travels beside it through the operators (`query::meta`); `meta_flow`
+//! is the one table of what each stage does to it and where it may be
+//! read, checked as the pipeline is parsed.
+//!
 //! Files: `stage` parses (`fill` rewrites `$fill`), `ops` holds the streaming stages and `$sort`,
 //! `group` the grouping and its accumulators (`multi` those with
 //! arguments: `$topN`, `$percentile`, …), `lookup` the join.
@@ -37,6 +42,7 @@ mod graph_lookup;
 mod group;
 mod lookup;
 mod lookup_pipeline;
+mod meta_flow;
 pub(crate) mod multi;
 mod ops;
 mod redact;
@@ -61,6 +67,12 @@ pub use lookup::{InMemory, Lookup};
 #[derive(Debug, Clone)]
 pub struct Pipeline {
     stages: Vec<Stage>,
+    /// A `$lookup` or `$unionWith` sub-pipeline: its input (another
+    /// collection's documents) carries no metadata (`meta_flow`).
+    bare_input: bool,
+    /// The metadata its stages read (the input attaches the costly kinds
+    /// only when read: `cursor::pipeline`).
+    reads: Vec<super::meta::MetaName>,
 }
 
 /// One step of a running pipeline (its input included): the next
@@ -106,31 +118,29 @@ impl<'a> Cx<'a> {
 
 impl Pipeline {
     pub fn parse(stages: &[Bson]) -> Result<Pipeline> {
-        Pipeline::parse_at(stages, 0)
+        Pipeline::parse_with(stages, 0, meta_flow::Flow::top(stages), false)
     }
 
-    /// A pipeline `depth` sub-pipelines deep (`$facet`, `$unionWith`).
+    /// A `$lookup` or `$unionWith` sub-pipeline, `depth` sub-pipelines
+    /// deep: it reads another collection.
     fn parse_at(stages: &[Bson], depth: usize) -> Result<Pipeline> {
+        Pipeline::parse_with(stages, depth, meta_flow::Flow::foreign(), true)
+    }
+
+    /// A `$facet` sub-pipeline: it reads the documents (and metadata) the
+    /// stage before `$facet` gave, as `flow` has them.
+    fn parse_facet(stages: &[Bson], depth: usize, flow: &meta_flow::Flow) -> Result<Pipeline> {
+        Pipeline::parse_with(stages, depth, flow.clone(), false)
+    }
+
+    fn parse_with(
+        stages: &[Bson],
+        depth: usize,
+        mut flow: meta_flow::Flow,
+        bare_input: bool,
+    ) -> Result<Pipeline> {
         limits::check_pipeline_length(stages.len())?;
         let mut out = Vec::with_capacity(stages.len());
-        // Whether the documents are still as the first `$match` read them
-        // (the `$text` score of a document is computed from its indexed
-        // fields, see `query::text`).
-        let mut intact = true;
-        // What a leading `$geoNear` writes (its `distanceField` and
-        // `includeLocs`): `{$meta: "geoNearDistance"}` and
-        // `"geoNearPoint"` read them (`query::geo::rewrite_meta`).
-        let geo_fields = match stages.first() {
-            Some(Bson::Document(d)) if depth == 0 => {
-                d.get_document("$geoNear")
-                    .ok()
-                    .map(|g| super::geo::NearFields {
-                        distance: g.get_str("distanceField").ok().map(str::to_owned),
-                        location: g.get_str("includeLocs").ok().map(str::to_owned),
-                    })
-            }
-            _ => None,
-        };
         for (i, s) in stages.iter().enumerate() {
             let Bson::Document(d) = s else {
                 return Err(CommandError::type_mismatch(
@@ -176,24 +186,38 @@ impl Pipeline {
                     )
                 });
             }
-            if super::text::mentions_score(arg) {
-                check_text_score(stages, depth, intact)?;
-            }
-            let rewritten;
-            let arg = match &geo_fields {
-                Some(fields) if i > 0 && name != "$sort" && super::geo::mentions_meta(arg) => {
-                    rewritten = super::geo::rewrite_meta(arg, fields, intact)?;
-                    &rewritten
-                }
-                _ => arg,
-            };
-            intact &= matches!(
-                name.as_str(),
-                "$match" | "$sort" | "$skip" | "$limit" | "$sample" | "$geoNear"
-            );
-            stage::parse_into(name, arg, &mut out, depth)?;
+            // `$facet`'s sub-pipelines start where the flow is before it.
+            let before = flow.clone();
+            flow.stage(name, arg)?;
+            stage::parse_into(name, arg, &mut out, depth, &before)?;
         }
-        Ok(Pipeline { stages: out })
+        let mut reads = Vec::new();
+        for s in stages {
+            super::meta::mentioned(s, &mut reads);
+        }
+        let text_or_geo_input = match out.first() {
+            Some(Stage::GeoNear(_)) => true,
+            Some(Stage::Match(f)) => f.text_query().is_some(),
+            _ => false,
+        };
+        if reads.contains(&super::meta::MetaName::IndexKey) && text_or_geo_input {
+            // Their keys are a text or geo index's (terms, cells), which
+            // Argon does not build (as find's `returnKey`).
+            return Err(CommandError::new(
+                ErrorCode::CommandNotSupported,
+                "{$meta: \"indexKey\"} after $text or $geoNear is not supported by Argon",
+            ));
+        }
+        Ok(Pipeline {
+            stages: out,
+            bare_input,
+            reads,
+        })
+    }
+
+    /// Whether a stage reads `{$meta: name}`.
+    pub fn reads(&self, name: super::meta::MetaName) -> bool {
+        self.reads.contains(&name)
     }
 
     /// The pipeline's leading `$match` filter (what the input applies and
@@ -240,8 +264,12 @@ impl Pipeline {
     }
 
     /// Drops the leading `$sort` (after `take_leading_match`): the input
-    /// already comes in its order.
+    /// already comes in its order. Kept when a stage reads the sort key,
+    /// which the sort attaches.
     pub fn drop_leading_sort(&mut self) {
+        if self.reads(super::meta::MetaName::SortKey) {
+            return;
+        }
         if matches!(self.stages.first(), Some(Stage::Sort(_))) {
             self.stages.remove(0);
         }
@@ -269,10 +297,25 @@ impl Pipeline {
                 top
             })
             .collect();
-        let mut op = input;
+        let mut op: Box<dyn Op> = if self.bare_input {
+            Box::new(ops::Bare(input))
+        } else {
+            input
+        };
         for (stage, top) in self.stages.into_iter().zip(tops) {
+            // Stages that make new documents, and those that hold and
+            // rebuild theirs (`meta_flow`), give them bare; `$group` (and
+            // so `$bucket`, `$sortByCount`) does so itself.
+            let bare = matches!(
+                stage,
+                Stage::Count(_)
+                    | Stage::Facet(_)
+                    | Stage::BucketAuto(_)
+                    | Stage::SetWindowFields(_)
+                    | Stage::Densify(_)
+            );
             op = match stage {
-                Stage::Sort(spec) => ops::sort(op, spec, top, budget),
+                Stage::Sort(spec) => ops::sort(op, spec, top, budget, true),
                 Stage::Group(g) => group::op(op, g, budget),
                 Stage::Lookup {
                     from,
@@ -293,6 +336,9 @@ impl Pipeline {
                 Stage::GeoNear(g) => g.stream(op, budget),
                 other => ops::streaming(op, other),
             };
+            if bare {
+                op = Box::new(ops::Bare(op));
+            }
         }
         op
     }
@@ -314,6 +360,7 @@ impl Pipeline {
         lookup: &dyn Lookup,
         budget: StageBudget,
     ) -> Result<Vec<Document>> {
+        let _metadata = super::meta::enter();
         let mut op = self.clone().stream(Box::new(ops::Docs::new(docs)), budget);
         let mut cx = Cx::new(lookup, Deadline::NONE);
         let mut out = Vec::new();
@@ -324,37 +371,12 @@ impl Pipeline {
     }
 }
 
-/// Where `{$meta: "textScore"}` may be read: the pipeline must start with
-/// a `$text` `$match` (MongoDB's 40218), and the score is computed from
-/// the documents as that `$match` passed them, so it is refused by name
-/// after a stage that reshapes them, and inside sub-pipelines.
-fn check_text_score(stages: &[Bson], depth: usize, intact: bool) -> Result<()> {
-    if depth > 0 {
-        return Err(CommandError::new(
-            ErrorCode::CommandNotSupported,
-            "{$meta: \"textScore\"} inside a sub-pipeline is not supported by Argon",
-        ));
-    }
-    let leading_text = matches!(
-        stages.first(),
-        Some(Bson::Document(d)) if matches!(d.get("$match"), Some(Bson::Document(f)) if super::text::mentions_text(f))
-    );
-    if !leading_text {
-        return Err(super::text::no_score());
-    }
-    if !intact {
-        return Err(CommandError::new(
-            ErrorCode::CommandNotSupported,
-            "{$meta: \"textScore\"} after a stage that reshapes documents ($project, $group, ...) is not supported by Argon; compute it in the first such stage",
-        ));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_accumulators;
+#[cfg(test)]
+mod tests_metadata;
 #[cfg(test)]
 mod tests_more_stages;
 #[cfg(test)]

@@ -28,7 +28,7 @@ use bson::{Bson, Document, doc};
 
 use super::super::compare::{as_f64, compare, is_number};
 use super::super::expr::{Expr, Scope, type_name};
-use super::super::sort::SortSpec;
+use super::super::sort::{SortBy, SortSpec};
 use crate::error::{CommandError, ErrorCode, Result};
 use crate::limits::{self, Budget};
 
@@ -224,8 +224,8 @@ fn parse_top_bottom(
     for (i, (path, ascending)) in user.parts().into_iter().enumerate() {
         let key = format!("k{i}");
         let e = match path {
-            Some(p) => Expr::parse(&Bson::String(format!("${p}")))?,
-            None => Expr::TextScore,
+            SortBy::Path(p) => Expr::parse(&Bson::String(format!("${p}")))?,
+            SortBy::Meta(m) => Expr::Meta(m),
         };
         fields.push((key.clone(), e));
         internal.insert(key, if ascending { 1 } else { -1 });

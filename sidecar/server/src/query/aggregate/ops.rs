@@ -1,6 +1,9 @@
 //! The streaming stages, one document in and at most a few out at a time
 //! (`$unwind` keeps the document it is unwinding), and `$sort`, which
 //! reads its whole input into a `spill::ExternalSorter` on its first pull.
+//! A stage that passes a document on leaves its metadata as it was
+//! (`query::meta`); `$unwind` and `$sort`, which hold documents, keep each
+//! one's metadata with it.
 
 use std::collections::VecDeque;
 
@@ -8,6 +11,7 @@ use bson::{Bson, Document, doc};
 
 use super::super::expr::Expr;
 use super::super::filter::Filter;
+use super::super::meta::{self, Metadata};
 use super::super::path;
 use super::super::projection::Projection;
 use super::super::sort::SortSpec;
@@ -15,7 +19,7 @@ use super::stage::Stage;
 use super::{Cx, Op};
 use crate::error::{CommandError, ErrorCode, Result};
 use crate::limits::{self, Budget};
-use crate::spill::{ExternalSorter, Sorted, StageBudget};
+use crate::spill::{ExternalSorter, KEY_FIELD, Sorted, StageBudget};
 
 /// Documents already in memory as a pipeline's input.
 pub(super) struct Docs(VecDeque<Document>);
@@ -29,7 +33,21 @@ impl Docs {
 impl Op for Docs {
     fn next(&mut self, cx: &mut Cx<'_>) -> Result<Option<Document>> {
         cx.tick()?;
+        meta::set(Metadata::default());
         Ok(self.0.pop_front())
+    }
+}
+
+/// The documents of `input` with no metadata: what a stage that makes new
+/// documents gives (`$group`, `$count`, `$facet`...), and the input of a
+/// `$lookup` or `$unionWith` sub-pipeline (see `Pipeline::stream`).
+pub(super) struct Bare(pub(super) Box<dyn Op>);
+
+impl Op for Bare {
+    fn next(&mut self, cx: &mut Cx<'_>) -> Result<Option<Document>> {
+        let d = self.0.next(cx)?;
+        meta::set(Metadata::default());
+        Ok(d)
     }
 }
 
@@ -258,17 +276,19 @@ struct Unwind {
     path: String,
     index_field: Option<String>,
     preserve: bool,
-    /// The document being unwound (without its array), its elements left
-    /// and the index of the next one.
-    current: Option<(Document, std::vec::IntoIter<Bson>, i64)>,
+    /// The document being unwound (without its array), its elements left,
+    /// the index of the next one and its metadata (the input may have
+    /// moved on to another document's when asked for more).
+    current: Option<(Document, std::vec::IntoIter<Bson>, i64, Metadata)>,
 }
 
 impl Op for Unwind {
     fn next(&mut self, cx: &mut Cx<'_>) -> Result<Option<Document>> {
         loop {
-            if let Some((d, items, i)) = &mut self.current {
+            if let Some((d, items, i, m)) = &mut self.current {
                 if let Some(item) = items.next() {
                     cx.tick()?;
+                    meta::set(m.clone());
                     let index = *i;
                     *i += 1;
                     let mut e = with_field(d.clone(), &self.path, item, "$unwind")?;
@@ -288,7 +308,7 @@ impl Op for Unwind {
                     // place): each output sets one element in a copy of
                     // the rest.
                     if let Some(Bson::Array(items)) = path::take_field(&mut d, &self.path) {
-                        self.current = Some((d, items.into_iter(), 0));
+                        self.current = Some((d, items.into_iter(), 0, meta::take()));
                     }
                 }
                 Some(Bson::Array(_)) | Some(Bson::Null) | None => {
@@ -315,18 +335,22 @@ impl Unwind {
 
 /// `$sort`: on its first pull, the whole input into an external sorter
 /// (only the best `top` when a `$limit` follows); then the sorted result
-/// one document at a time.
+/// one document at a time, with its metadata and (`sets_sort_key`, a
+/// `$sort` stage rather than a stage sorting for itself) the values it
+/// was sorted by as its `sortKey`.
 pub(super) fn sort(
     input: Box<dyn Op>,
     spec: SortSpec,
     top: Option<usize>,
     budget: StageBudget,
+    sets_sort_key: bool,
 ) -> Box<dyn Op> {
     Box::new(Sort {
         input,
         spec,
         top,
         budget,
+        sets_sort_key,
         sorted: None,
     })
 }
@@ -336,23 +360,54 @@ struct Sort {
     spec: SortSpec,
     top: Option<usize>,
     budget: StageBudget,
+    sets_sort_key: bool,
     sorted: Option<Sorted>,
 }
+
+/// Where a held document and its metadata sit in the sorter's wrapper
+/// (beside its key, [`KEY_FIELD`]).
+const HELD_DOC: &str = "d";
+const HELD_META: &str = "m";
 
 impl Op for Sort {
     fn next(&mut self, cx: &mut Cx<'_>) -> Result<Option<Document>> {
         if self.sorted.is_none() {
-            let mut sorter = ExternalSorter::new(std::mem::take(&mut self.spec), self.budget)
-                .with_limit(self.top);
+            let mut sorter =
+                ExternalSorter::keyed(self.spec.clone(), self.budget).with_limit(self.top);
             while let Some(d) = self.input.next(cx)? {
                 cx.tick()?;
-                sorter.push(&d)?;
+                // The key reads the document's metadata (a text score)
+                // while it is current.
+                let key = self.spec.key(&d);
+                let mut held = doc! {KEY_FIELD: key, HELD_DOC: d};
+                let m = meta::take();
+                if !m.is_empty() {
+                    held.insert(HELD_META, m.to_document());
+                }
+                sorter.push(&held)?;
             }
             self.sorted = Some(sorter.finish()?);
         }
-        match &mut self.sorted {
-            Some(s) => s.next_doc(),
-            None => Ok(None),
+        let Some(sorted) = self.sorted.as_mut() else {
+            return Ok(None);
+        };
+        let Some(mut held) = sorted.next_doc()? else {
+            return Ok(None);
+        };
+        let (Some(Bson::Document(d)), Some(Bson::Array(key))) =
+            (held.remove(HELD_DOC), held.remove(KEY_FIELD))
+        else {
+            return Err(crate::spill::damaged());
+        };
+        let mut m = match held.get(HELD_META) {
+            Some(Bson::Document(m)) => Metadata::from_document(m)?,
+            Some(_) => return Err(crate::spill::damaged()),
+            None => Metadata::default(),
+        };
+        if self.sets_sort_key {
+            m.sort_key = Some(key);
         }
+        meta::set(m);
+        Ok(Some(d))
     }
 }

@@ -5,11 +5,13 @@
 //! document gets a random key and the first `n` by that key are kept,
 //! through the same top-k `$sort` (`ops::sort`) as everything else, so
 //! a large sample spills past the stage budget or fails with 292 like a
-//! sort.
+//! sort. The key, a double in [0, 1), is each document's
+//! `{$meta: "randVal"}` (`query::meta`), as mongod's `$sample` attaches it.
 
 use bson::{Bson, Document, doc};
 use rand::Rng;
 
+use super::super::meta;
 use super::super::sort::SortSpec;
 use super::{Cx, Op, ops};
 use crate::error::Result;
@@ -34,7 +36,7 @@ pub(super) fn op(
     }
     let keyed = Box::new(Keyed { input });
     Box::new(Unkeyed {
-        input: ops::sort(keyed, order, Some(size), budget),
+        input: ops::sort(keyed, order, Some(size), budget, false),
     })
 }
 
@@ -54,7 +56,8 @@ struct Keyed {
 impl Op for Keyed {
     fn next(&mut self, cx: &mut Cx<'_>) -> Result<Option<Document>> {
         Ok(self.input.next(cx)?.map(|d| {
-            let key: i64 = rand::rng().random();
+            let key: f64 = rand::rng().random();
+            meta::update(|m| m.rand_val = Some(key));
             doc! {KEY: key, DOC: d}
         }))
     }

@@ -94,8 +94,15 @@ pub(super) enum Acc {
 
 /// Parses one stage into `out` (`$sortByCount` is two stages, `$fill`
 /// one or two); `depth`
-/// counts the sub-pipelines (`$facet`, `$unionWith`) it is inside.
-pub(super) fn parse_into(name: &str, arg: &Bson, out: &mut Vec<Stage>, depth: usize) -> Result<()> {
+/// counts the sub-pipelines (`$facet`, `$unionWith`) it is inside, and
+/// `flow` is the metadata its input has (what `$facet` hands down).
+pub(super) fn parse_into(
+    name: &str,
+    arg: &Bson,
+    out: &mut Vec<Stage>,
+    depth: usize,
+    flow: &super::meta_flow::Flow,
+) -> Result<()> {
     if name == "$sortByCount" {
         // {$sortByCount: e} is {$group: {_id: e, count: {$sum: 1}}}, {$sort: {count: -1}}.
         out.push(Stage::Group(Group {
@@ -107,11 +114,11 @@ pub(super) fn parse_into(name: &str, arg: &Bson, out: &mut Vec<Stage>, depth: us
     }
     if name == "$fill" {
         for (stage, spec) in super::fill::rewrite(arg)? {
-            out.push(parse_stage(stage, &spec, depth)?);
+            out.push(parse_stage(stage, &spec, depth, flow)?);
         }
         return Ok(());
     }
-    out.push(parse_stage(name, arg, depth)?);
+    out.push(parse_stage(name, arg, depth, flow)?);
     Ok(())
 }
 
@@ -124,7 +131,12 @@ fn non_negative(name: &str, v: &Bson) -> Result<usize> {
     }
 }
 
-fn parse_stage(name: &str, arg: &Bson, depth: usize) -> Result<Stage> {
+fn parse_stage(
+    name: &str,
+    arg: &Bson,
+    depth: usize,
+    flow: &super::meta_flow::Flow,
+) -> Result<Stage> {
     let doc_arg = || match arg {
         Bson::Document(d) => Ok(d),
         _ => Err(CommandError::failed_to_parse(format!(
@@ -225,7 +237,7 @@ fn parse_stage(name: &str, arg: &Bson, depth: usize) -> Result<Stage> {
         )?)?),
         "$replaceWith" => Stage::ReplaceRoot(Expr::parse(arg)?),
         "$lookup" => parse_lookup(doc_arg()?, depth)?,
-        "$facet" => Stage::Facet(parse_facet(arg, depth)?),
+        "$facet" => Stage::Facet(parse_facet(arg, depth, flow)?),
         "$unionWith" => parse_union_with(arg, depth)?,
         "$sample" => Stage::Sample {
             size: parse_sample(arg)?,
@@ -336,7 +348,11 @@ fn sub_pipeline(stages: &[Bson], depth: usize) -> Result<Pipeline> {
 }
 
 /// `{$facet: {name: [stages], ...}}`, with MongoDB's codes.
-fn parse_facet(arg: &Bson, depth: usize) -> Result<Vec<(String, Pipeline)>> {
+fn parse_facet(
+    arg: &Bson,
+    depth: usize,
+    flow: &super::meta_flow::Flow,
+) -> Result<Vec<(String, Pipeline)>> {
     let spec = match arg {
         Bson::Document(d) if !d.is_empty() => d,
         _ => {
@@ -399,7 +415,9 @@ fn parse_facet(arg: &Bson, depth: usize) -> Result<Vec<(String, Pipeline)>> {
                 }
             }
         }
-        facets.push((name.clone(), sub_pipeline(stages, depth)?));
+        let depth = depth + 1;
+        limits::check_sub_pipeline_depth(depth)?;
+        facets.push((name.clone(), Pipeline::parse_facet(stages, depth, flow)?));
     }
     Ok(facets)
 }

@@ -57,9 +57,8 @@ pub enum Expr {
         input: Box<Expr>,
         value: Option<Box<Expr>>,
     },
-    /// `{$meta: "textScore"}`: the document's score for the command's
-    /// `$text` query (`query::text::score`).
-    TextScore,
+    /// `{$meta: "<name>"}`: the document's metadata (`query::meta`).
+    Meta(super::meta::MetaName),
     /// `$firstN`, `$lastN`, `$minN`, `$maxN` over an array
     /// (`aggregate::multi`, shared with the accumulators).
     Pick {
@@ -127,7 +126,7 @@ impl Expr {
     pub fn is_constant(&self) -> bool {
         match self {
             Expr::Literal(_) => true,
-            Expr::Field(_) | Expr::Root | Expr::TextScore => false,
+            Expr::Field(_) | Expr::Root | Expr::Meta(_) => false,
             Expr::Remove => true,
             Expr::Object(fields) => fields.iter().all(|(_, e)| e.is_constant()),
             Expr::Array(items) | Expr::Op(_, items) => items.iter().all(Expr::is_constant),
@@ -214,10 +213,7 @@ impl Expr {
                             return Ok(Expr::Literal(arg.clone()));
                         }
                         if k == "$meta" {
-                            return match arg {
-                                Bson::String(s) if s == "textScore" => Ok(Expr::TextScore),
-                                other => Err(super::projection::meta_refusal(other)),
-                            };
+                            return super::meta::MetaName::parse_produced(arg).map(Expr::Meta);
                         }
                         if k == "$function" {
                             return Err(super::javascript::function_operator());
@@ -317,7 +313,7 @@ impl Expr {
             Expr::Field(p) => get_expr(doc, p),
             Expr::Root => Some(Bson::Document(doc.clone())),
             Expr::Remove => None,
-            Expr::TextScore => Some(Bson::Double(super::text::score(doc)?)),
+            Expr::Meta(name) => super::meta::value(*name, doc)?,
             Expr::GetField { field, input } => match input.eval_in(doc, locals)? {
                 Some(Bson::Document(d)) => d.get(field).cloned(),
                 None | Some(Bson::Null) => None,

@@ -237,14 +237,9 @@ pub fn mentions_text(filter: &Document) -> bool {
 /// Whether a specification (a projection, a sort, a stage) asks for
 /// `{$meta: "textScore"}` anywhere in it.
 pub fn mentions_score(v: &Bson) -> bool {
-    match v {
-        Bson::Document(d) => {
-            matches!(d.get("$meta"), Some(Bson::String(s)) if s == "textScore")
-                || d.values().any(mentions_score)
-        }
-        Bson::Array(items) => items.iter().any(mentions_score),
-        _ => false,
-    }
+    let mut read = Vec::new();
+    super::meta::mentioned(v, &mut read);
+    read.contains(&super::meta::MetaName::TextScore)
 }
 
 /// A write's document under the collection's text index (its language

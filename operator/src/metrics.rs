@@ -43,6 +43,7 @@ pub struct Metrics {
     branches: Family<PhaseLabels, Gauge<i64, AtomicI64>>,
     leader: Gauge<i64, AtomicI64>,
     in_flight: Gauge<i64, AtomicI64>,
+    events_dropped: Counter,
     /// When this instance first started a reconciliation, and when one
     /// last ended (monotonic): two replicas' windows must not overlap.
     activity: Mutex<(Option<Instant>, Option<Instant>)>,
@@ -66,6 +67,7 @@ impl Default for Metrics {
         let branches = Family::<PhaseLabels, Gauge<i64, AtomicI64>>::default();
         let leader = Gauge::<i64, AtomicI64>::default();
         let in_flight = Gauge::<i64, AtomicI64>::default();
+        let events_dropped = Counter::default();
         registry.register("reconciles", "Reconciliations run", reconciles.clone());
         registry.register(
             "reconcile_errors",
@@ -88,6 +90,11 @@ impl Default for Metrics {
             "Reconciliations running now (0 on a standby or a replica that stepped down)",
             in_flight.clone(),
         );
+        registry.register(
+            "events_dropped",
+            "Kubernetes events not published because the queue of events waiting to be sent was full",
+            events_dropped.clone(),
+        );
         Metrics {
             registry,
             reconciles,
@@ -96,6 +103,7 @@ impl Default for Metrics {
             branches,
             leader,
             in_flight,
+            events_dropped,
             activity: Mutex::new((None, None)),
             phases: Mutex::new(HashMap::new()),
             ready: AtomicBool::new(false),
@@ -182,6 +190,14 @@ impl Metrics {
                 .get_or_create(&PhaseLabels { phase: p.into() })
                 .inc();
         }
+    }
+
+    pub fn event_dropped(&self) {
+        self.events_dropped.inc();
+    }
+
+    pub fn events_dropped(&self) -> u64 {
+        self.events_dropped.get()
     }
 
     pub fn set_leader(&self, leading: bool) {

@@ -3,6 +3,7 @@
 //! field manager, events, and the error policy.
 
 pub mod branch;
+pub mod events;
 pub mod project;
 
 use crate::config::Config;
@@ -30,7 +31,7 @@ pub struct Context {
     pub config: Config,
     pub stores: Stores,
     pub metrics: Arc<Metrics>,
-    pub recorder: Recorder,
+    pub events: events::EventSink,
     /// What the controllers' watches have seen, read instead of asking the
     /// apiserver on every reconcile (see `Caches`).
     pub caches: Caches,
@@ -60,6 +61,7 @@ impl Context {
                 instance: Some(config.identity.clone()),
             },
         );
+        let events = events::EventSink::start(recorder, metrics.clone(), events::QUEUED_EVENTS);
         Context {
             stores: Stores::new(
                 client.clone(),
@@ -71,7 +73,7 @@ impl Context {
             client,
             config,
             metrics,
-            recorder,
+            events,
             caches,
         }
     }
@@ -99,11 +101,8 @@ impl Context {
             .is_some()
     }
 
-    /// Publishes an event about `obj` in the background, as client-go's
-    /// recorder does: a reconcile never waits for it (a burst of new
-    /// branches otherwise spends an apiserver round trip per event on its
-    /// way to Ready). A failure to publish is logged, never fatal: events
-    /// are for people, the status is the record.
+    /// Queues an event about `obj` (see [`events`]): a reconcile never
+    /// waits for it, and a failure to publish is logged, never fatal.
     pub fn event<K>(&self, obj: &K, warning: bool, reason: &str, action: &str, note: String)
     where
         K: Resource<DynamicType = ()>,
@@ -119,13 +118,7 @@ impl Context {
             action: action.into(),
             secondary: None,
         };
-        let recorder = self.recorder.clone();
-        let about = obj.object_ref(&());
-        tokio::spawn(async move {
-            if let Err(e) = recorder.publish(&event, &about).await {
-                tracing::warn!(error = %e, reason = %event.reason, "publishing event");
-            }
-        });
+        self.events.publish(event, obj.object_ref(&()));
     }
 }
 

@@ -9,6 +9,7 @@ mod connection;
 mod crds;
 mod deletion;
 mod endpoint_tls;
+mod events;
 mod examples;
 mod exposure;
 mod images;

@@ -359,14 +359,14 @@ pub fn has_condition(b: &ArgonBranch, type_: &str, status: &str, reason: &str) -
     condition(b, type_).is_some_and(|c| c.status == status && c.reason == reason)
 }
 
-/// Connects to the TLS server at `127.0.0.1:port` as a client of `name`
-/// would, trusting only `ca_bundle`; returns the leaf certificate it served.
-/// The handshake fails unless the certificate verifies for that name.
-pub async fn served_cert(
+/// A TLS connection to `127.0.0.1:port` as a client of `name` would make
+/// it, trusting only `ca_bundle`: it fails unless the server's certificate
+/// verifies for that name.
+async fn tls_connect(
     port: u16,
     name: &str,
     ca_bundle: &str,
-) -> anyhow::Result<CertificateDer<'static>> {
+) -> anyhow::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_bundle.as_bytes()) {
         roots.add(cert?)?;
@@ -378,9 +378,20 @@ pub async fn served_cert(
         .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    let tls = connector
+    Ok(connector
         .connect(ServerName::try_from(name.to_string())?, tcp)
-        .await?;
+        .await?)
+}
+
+/// Connects to the TLS server at `127.0.0.1:port` as a client of `name`
+/// would, trusting only `ca_bundle`; returns the leaf certificate it served.
+/// The handshake fails unless the certificate verifies for that name.
+pub async fn served_cert(
+    port: u16,
+    name: &str,
+    ca_bundle: &str,
+) -> anyhow::Result<CertificateDer<'static>> {
+    let tls = tls_connect(port, name, ca_bundle).await?;
     let (_, session) = tls.get_ref();
     session
         .peer_certificates()
@@ -399,20 +410,7 @@ pub async fn raw_https(
     body: &[u8],
 ) -> anyhow::Result<(u16, Vec<u8>)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_bundle.as_bytes()) {
-        roots.add(cert?)?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    let mut tls = connector
-        .connect(ServerName::try_from("127.0.0.1")?, tcp)
-        .await?;
+    let mut tls = tls_connect(port, "127.0.0.1", ca_bundle).await?;
     let head = format!(
         "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
         body.len()

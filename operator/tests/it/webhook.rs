@@ -5,7 +5,7 @@
 use crate::support::*;
 use argon_operator::config::{WebhookConfig, WebhookTls};
 use argon_operator::crd::{ArgonBranch, ArgonProject};
-use argon_testkit::{free_port, wait_until};
+use argon_testkit::{KubeApiServer, free_port, wait_until};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, WebhookClientConfig,
@@ -15,6 +15,26 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
 use std::collections::BTreeMap;
+
+/// An operator serving its webhook on a free port of 127.0.0.1, with a
+/// certificate from the test apiserver's CA (which its caBundle trusts).
+fn operator_with_webhook(
+    server: &KubeApiServer,
+    client: &kube::Client,
+    identity: &str,
+) -> anyhow::Result<(u16, RunningOperator)> {
+    let port = free_port()?;
+    let cert = server.ca().serving_cert(&["127.0.0.1"])?;
+    let mut config = test_config(identity);
+    config.webhook = Some(WebhookConfig {
+        listen: format!("127.0.0.1:{port}").parse()?,
+        tls: WebhookTls::Pem {
+            cert_pem: cert.cert_pem,
+            key_pem: cert.key_pem,
+        },
+    });
+    Ok((port, RunningOperator::start(client.clone(), config)))
+}
 
 fn pod(name: &str, inject: bool, branch: Option<&str>) -> Pod {
     let mut labels = BTreeMap::from([("app".to_string(), "shop".to_string())]);
@@ -60,17 +80,7 @@ async fn apiserver_calls_the_webhook_and_pods_get_the_sidecar() -> anyhow::Resul
         )
         .await?;
 
-    let port = free_port()?;
-    let cert = server.ca().serving_cert(&["127.0.0.1"])?;
-    let mut config = test_config("webhook-op");
-    config.webhook = Some(WebhookConfig {
-        listen: format!("127.0.0.1:{port}").parse()?,
-        tls: WebhookTls::Pem {
-            cert_pem: cert.cert_pem,
-            key_pem: cert.key_pem,
-        },
-    });
-    let operator = RunningOperator::start(client.clone(), config);
+    let (port, operator) = operator_with_webhook(&server, &client, "webhook-op")?;
 
     let configs: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
     let webhook = MutatingWebhookConfiguration {
@@ -264,18 +274,8 @@ fn verdict(body: &[u8]) -> anyhow::Result<(bool, String, bool)> {
 #[tokio::test]
 async fn the_webhook_answers_hostile_requests_and_keeps_serving() -> anyhow::Result<()> {
     let (server, client) = kube_with_crds().await?;
-    let port = free_port()?;
-    let cert = server.ca().serving_cert(&["127.0.0.1"])?;
+    let (port, operator) = operator_with_webhook(&server, &client, "webhook-hostile")?;
     let ca = server.ca().cert_pem();
-    let mut config = test_config("webhook-hostile");
-    config.webhook = Some(WebhookConfig {
-        listen: format!("127.0.0.1:{port}").parse()?,
-        tls: WebhookTls::Pem {
-            cert_pem: cert.cert_pem,
-            key_pem: cert.key_pem,
-        },
-    });
-    let operator = RunningOperator::start(client.clone(), config);
     let branch = serde_json::json!({
         "apiVersion": "argon.dev/v1alpha1", "kind": "ArgonBranch",
         "metadata": {"name": "feature", "namespace": "shop"},
